@@ -1,0 +1,167 @@
+"""HTTP plumbing shared by the emulator's servers: body reading, JSON replies, API errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Mapping
+
+logger = logging.getLogger(__name__)
+
+# Bodies above this are refused before they are read whole; it sits above the 6 MiB payload
+# limit so that the limit itself can still answer with its documented 413.
+MAX_READ_BYTES = 16 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """An error answered as the Lambda APIs do: `{"errorType", "errorMessage"}` with a status."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+class Reply:
+    """What a route answers: status, headers and a body (bytes or a JSON-able value)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int = 200, body: Any = b"", headers: Mapping[str, str] | None = None):
+        self.status = status
+        self.headers = dict(headers or {})
+        if isinstance(body, (bytes, bytearray)):
+            self.body = bytes(body)
+        else:
+            self.body = json.dumps(body).encode()
+            self.headers.setdefault("Content-Type", "application/json")
+
+
+def parse_json_body(body: bytes, error_type: str = "InvalidRequestFormat", status: int = 400) -> Any:
+    """Decode a JSON request body or raise the API's error for a malformed one."""
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(status, error_type, f"malformed JSON body: {exc}") from None
+
+
+Route = Callable[["RequestContext"], Reply]
+
+
+class RequestContext:
+    """One request as the routes see it."""
+
+    __slots__ = ("method", "path", "query", "headers", "body")
+
+    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the client's delayed ACK
+    # would add ~40 ms to every answer.
+    disable_nagle_algorithm = True
+    server: "ApiServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # the emulator reports what matters itself; per-request lines are noise
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_READ_BYTES:
+                    raise ApiError(413, "RequestEntityTooLarge", "request body too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_READ_BYTES:
+            raise ApiError(413, "RequestEntityTooLarge", "request body too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        path, _, query = self.path.partition("?")
+        try:
+            body = self._read_body()
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = self.server.route(RequestContext(self.command, path, query, headers, body))
+        except ApiError as err:
+            reply = Reply(err.status, {"errorType": err.error_type, "errorMessage": err.message})
+            if err.status == 413:
+                self.close_connection = True
+        except (ValueError, OSError) as exc:
+            reply = Reply(400, {"errorType": "InvalidRequest", "errorMessage": str(exc)})
+            self.close_connection = True
+        except Exception:  # noqa: BLE001 - a bug in a route must answer 500, not kill the server
+            logger.exception("emulator: unexpected error serving %s %s", self.command, path)
+            reply = Reply(500, {"errorType": "ServiceException", "errorMessage": "internal error"})
+        if reply is None:  # the route took over the connection (e.g. to drop it)
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            self.close_connection = True  # the client went away; nothing to tell it
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
+
+
+class ApiServer(ThreadingHTTPServer):
+    """A threaded loopback HTTP server that hands every request to one `route` callable."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, route: Route, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.route = route
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on host:port (used to give a clear 'port busy' error)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,149 @@
+"""Child processes of the emulator: launch in their own group, capture output line by line,
+signal the whole group, and read the group's peak memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, Mapping, Sequence
+
+logger = logging.getLogger(__name__)
+
+LineSink = Callable[[str, str], None]  # (stream name, line)
+
+
+class ManagedProcess:
+    """A process started in a new session, so that signals reach everything it started."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        on_line: LineSink,
+        on_exit: Callable[["ManagedProcess"], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self.name = name or os.path.basename(argv[0])
+        self._popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pid = self._popen.pid
+        self.started = time.monotonic()
+        self._on_exit = on_exit
+        self._peak_rss_kb = 0
+        self._exited = threading.Event()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self._popen.stdout, "stdout", on_line), daemon=True, name=f"{self.name}-stdout"),
+            threading.Thread(target=self._pump, args=(self._popen.stderr, "stderr", on_line), daemon=True, name=f"{self.name}-stderr"),
+        ]
+        for reader in self._readers:
+            reader.start()
+        threading.Thread(target=self._wait, daemon=True, name=f"{self.name}-wait").start()
+
+    @staticmethod
+    def _pump(stream, stream_name: str, on_line: LineSink) -> None:
+        # Lines, not chunks: the platform turns every line into one telemetry record.
+        for raw in iter(stream.readline, b""):
+            try:
+                on_line(stream_name, raw.rstrip(b"\n").decode("utf-8", "replace"))
+            except Exception:  # noqa: BLE001 - a failing sink must not stop the capture
+                logger.exception("emulator: log sink failed")
+        stream.close()
+
+    def _wait(self) -> None:
+        self._popen.wait()
+        # The pipes close when the last writer exits; wait for the readers so that every
+        # line is delivered before anyone learns the process is gone.
+        for reader in self._readers:
+            reader.join(timeout=2)
+        self._exited.set()
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode if self._exited.is_set() else None
+
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the exit (and the last output line); True if it has exited."""
+        return self._exited.wait(timeout)
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill_group(self) -> None:
+        self.signal_group(signal.SIGKILL)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM the group, wait up to `grace` seconds, then SIGKILL it."""
+        if not self.exited():
+            self.signal_group(signal.SIGTERM)
+            self.wait(grace)
+        self.kill_group()
+        self.wait(2)
+
+    def exit_description(self) -> str:
+        """How the process ended, in the words the platform uses."""
+        code = self._popen.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"signal: {signal.Signals(-code).name[3:].lower()}"
+            except ValueError:
+                return f"signal: {-code}"
+        return f"exit status {code}"
+
+    def sample_peak_rss_kb(self) -> int:
+        """Peak RSS (VmHWM) summed over the live processes of the group, kept as a running max."""
+        total = 0
+        for pid in _group_members(self.pid):
+            total += _read_vmhwm_kb(pid)
+        self._peak_rss_kb = max(self._peak_rss_kb, total)
+        return self._peak_rss_kb
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses; fields start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def _read_vmhwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

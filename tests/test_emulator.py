@@ -1,0 +1,406 @@
+"""The emulator, driven through the real awslambdaric and real extension processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, wait_for, write_function
+from lambdawrap.emulator import Emulator
+
+HANDLER = """
+import json, os, time
+LOADED = time.time()
+print("module loaded", os.getpid())
+
+def handler(event, context):
+    print("hello from the handler", json.dumps(event))
+    if event.get("raise"):
+        raise ValueError("boom")
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("exit") is not None:
+        os._exit(event["exit"])
+    if event.get("big"):
+        return "x" * event["big"]
+    if event.get("allocate_mb"):
+        block = bytearray(event["allocate_mb"] * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+    return {
+        "request_id": context.aws_request_id,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "arn": context.invoked_function_arn,
+        "client_context": getattr(context.client_context, "custom", None),
+        "trace": os.environ.get("_X_AMZN_TRACE_ID"),
+        "loaded": LOADED,
+        "pid": os.getpid(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "LAMBDA_", "_HANDLER", "TZ", "LANG"))},
+    }
+"""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def function_dir(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", HANDLER)
+
+
+def post(url: str, body: bytes, headers: dict | None = None, method: str = "POST"):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+class TestPlainFunction:
+    def test_result_context_and_environment(self, function_dir):
+        with Emulator(str(function_dir), "app.handler", memory_mb=256, timeout_s=5, function_name="orders") as emu:
+            result = emu.invoke({"a": 1})
+            assert result.status == 200 and result.function_error is None
+            body = result.json()
+            assert body["request_id"] == result.request_id
+            assert 4000 < body["remaining_ms"] <= 5000
+            assert body["arn"] == "arn:aws:lambda:us-east-1:012345678912:function:orders"
+            assert body["trace"].startswith("Root=1-") and "Sampled=0" in body["trace"]
+            env = body["env"]
+            assert env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python%d.%d" % sys.version_info[:2]
+            assert env["AWS_LAMBDA_FUNCTION_NAME"] == "orders"
+            assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+            assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
+            assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/orders"
+            assert "[$LATEST]" in env["AWS_LAMBDA_LOG_STREAM_NAME"]
+            assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"
+            assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+            assert env["LAMBDA_TASK_ROOT"] == str(function_dir)
+            assert env["_HANDLER"] == "app.handler"
+            assert "AWS_LAMBDA_MAX_CONCURRENCY" not in env
+            # The same environment serves the next invocation: no re-init.
+            again = emu.invoke({"a": 2}).json()
+            assert again["loaded"] == body["loaded"] and again["pid"] == body["pid"]
+            assert "hello from the handler {\"a\": 1}" in emu.log_lines("function")
+
+    def test_exception_gives_function_error(self, function_dir):
+        with Emulator(str(function_dir), "app.handler") as emu:
+            result = emu.invoke({"raise": True})
+            assert result.function_error == "Unhandled"
+            body = result.json()
+            assert body["errorType"] == "ValueError" and body["errorMessage"] == "boom"
+            assert any("raise ValueError" in line for line in body["stackTrace"])
+            emu.wait_idle()
+            report = emu.records("platform.report")[-1]["record"]
+            assert report["status"] == "error"
+            # A handler error is not a crash: the environment stays.
+            assert emu.invoke({}).json()["pid"] == emu.invoke({}).json()["pid"]
+            assert emu.sandbox.resets == []
+
+    def test_timeout_then_reinit(self, function_dir):
+        with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:
+            first = emu.invoke({}).json()
+            started = time.monotonic()
+            result = emu.invoke({"sleep": 5})
+            assert 0.9 < time.monotonic() - started < 2.0
+            assert result.function_error == "Unhandled"
+            assert result.json() == {"errorType": "Sandbox.Timedout", "errorMessage": f"RequestId: {result.request_id} Error: Task timed out after 1.00 seconds"}
+            after = emu.invoke({}).json()
+            assert after["pid"] != first["pid"] and after["loaded"] > first["loaded"]
+            assert not pid_alive(first["pid"])
+            emu.wait_idle()
+            assert emu.sandbox.resets == ["timeout"]
+            phases = [r["record"]["phase"] for r in emu.records("platform.initStart")]
+            assert phases == ["init", "invoke"]
+            timed_out = [r["record"] for r in emu.records("platform.runtimeDone") if r["record"]["requestId"] == result.request_id]
+            assert timed_out and timed_out[0]["status"] == "timeout"
+
+    def test_exit_gives_runtime_exit_error_and_reset(self, function_dir):
+        with Emulator(str(function_dir), "app.handler") as emu:
+            first = emu.invoke({}).json()
+            result = emu.invoke({"exit": 1})
+            assert result.function_error == "Unhandled"
+            assert result.json() == {"errorType": "Runtime.ExitError", "errorMessage": f"RequestId: {result.request_id} Error: Runtime exited with error: exit status 1"}
+            after = emu.invoke({}).json()
+            assert after["pid"] != first["pid"]
+            assert emu.sandbox.resets == ["failure"]
+            zero = emu.invoke({"exit": 0}).json()
+            assert zero["errorMessage"].endswith("Runtime exited without providing a reason")
+
+    def test_import_error(self, tmp_path):
+        task = write_function(tmp_path / "task", "import does_not_exist\n")
+        with Emulator(str(task), "app.handler") as emu:
+            result = emu.invoke({})
+            assert result.function_error == "Unhandled"
+            body = result.json()
+            assert body["errorType"] == "Runtime.ImportModuleError"
+            assert "No module named 'does_not_exist'" in body["errorMessage"]
+            # Every later invoke retries init, now in the invoke phase.
+            assert emu.invoke({}).json()["errorType"] == "Runtime.ImportModuleError"
+            phases = [(r["record"]["phase"], r["record"]["status"]) for r in emu.records("platform.initRuntimeDone")]
+            assert phases == [("init", "error"), ("invoke", "error")]
+
+    def test_missing_wrapper_exits_127(self, function_dir):
+        with Emulator(str(function_dir), "app.handler", env={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/nope.sh"}, layer_dir=str(function_dir)) as emu:
+            body = emu.invoke({}).json()
+            assert body["errorType"] == "Runtime.ExitError"
+            assert body["errorMessage"].endswith("exit status 127")
+            assert any(line.endswith("nope.sh: does not exist") for line in emu.log_lines("function"))
+
+    def test_payload_limits(self, function_dir):
+        with Emulator(str(function_dir), "app.handler") as emu:
+            too_big = emu.invoke(raw=b'"' + b"x" * (6 * 1024 * 1024 + 100) + b'"')
+            assert too_big.status == 413 and too_big.json()["errorType"] == "RequestEntityTooLarge"
+            result = emu.invoke({"big": 6 * 1024 * 1024 + 200})
+            assert result.function_error == "Unhandled"
+            assert result.json()["errorType"] == "Function.ResponseSizeTooLarge"
+            # RIC exits after the 413; the environment resets and serves again.
+            assert emu.invoke({})
+            assert emu.invoke({}).json()["request_id"]
+            assert "failure" in emu.sandbox.resets
+
+    def test_report_has_memory_and_billed_duration(self, function_dir):
+        with Emulator(str(function_dir), "app.handler", memory_mb=512) as emu:
+            first = emu.invoke({"allocate_mb": 60})
+            emu.wait_idle()
+            report = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == first.request_id)
+            metrics = report["metrics"]
+            assert metrics["maxMemoryUsedMB"] >= 60
+            assert metrics["memorySizeMB"] == 512
+            assert metrics["billedDurationMs"] >= metrics["durationMs"]
+            assert metrics["initDurationMs"] > 0
+            second = emu.invoke({})
+            emu.wait_idle()
+            later = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == second.request_id)
+            assert "initDurationMs" not in later["metrics"]
+
+
+class TestInvokeEndpoint:
+    def test_http_invoke_headers_and_errors(self, function_dir):
+        with Emulator(str(function_dir), "app.handler") as emu:
+            url = emu.invoke_url
+            trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            context = base64.b64encode(json.dumps({"custom": {"tenant": "t1"}}).encode()).decode()
+            status, headers, body = post(url, b'{"x": 1}', {"X-Amzn-Trace-Id": trace, "X-Amz-Client-Context": context})
+            assert status == 200 and "X-Amz-Function-Error" not in headers
+            payload = json.loads(body)
+            assert payload["trace"] == trace and payload["client_context"] == {"tenant": "t1"}
+            status, headers, body = post(url, b'{"raise": true}')
+            assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
+            assert json.loads(body)["errorType"] == "ValueError"
+            status, _, body = post(url, b'"' + b"x" * (6 * 1024 * 1024 + 200) + b'"')
+            assert status == 413 and json.loads(body)["errorType"] == "RequestEntityTooLarge"
+            status, _, body = post(url, b"{}", {"X-Amz-Client-Context": "%%%not base64"})
+            assert status == 400 and json.loads(body)["errorType"] == "InvalidRequestContentException"
+            base = url.split("/2015-03-31")[0]
+            status, _, body = post(base + "/nowhere", b"{}")
+            assert status == 404 and json.loads(body)["errorType"]
+            status, _, body = post(url, None, method="GET")
+            assert status == 405 and json.loads(body)["errorType"] == "MethodNotAllowed"
+
+    def test_platform_api_errors_are_json(self, function_dir):
+        with Emulator(str(function_dir), "app.handler") as emu:
+            emu.invoke({})
+            api = "http://" + emu.runtime_api
+            cases = [
+                ("POST", "/2020-01-01/extension/register", b'{"events": []}', {"Lambda-Extension-Name": "x"}, 403, "Extension.RegistrationClosed"),
+                ("POST", "/2020-01-01/extension/register", b"{bad", {"Lambda-Extension-Name": "x"}, 403, "InvalidRequestFormat"),
+                ("POST", "/2020-01-01/extension/register", b'{"events": []}', {}, 403, "Extension.InvalidExtensionName"),
+                ("POST", "/2020-01-01/extension/register", b'{"events": ["NOPE"]}', {"Lambda-Extension-Name": "x"}, 403, "Extension.InvalidEventType"),
+                ("GET", "/2020-01-01/extension/event/next", None, {}, 403, "Extension.MissingExtensionIdentifier"),
+                ("GET", "/2020-01-01/extension/event/next", None, {"Lambda-Extension-Identifier": "not-a-uuid"}, 403, "Extension.InvalidExtensionIdentifier"),
+                ("GET", "/2020-01-01/extension/event/next", None, {"Lambda-Extension-Identifier": "3f1c1d2e-0000-4000-8000-000000000000"}, 403, "Extension.UnknownExtensionIdentifier"),
+                ("PUT", "/2022-07-01/telemetry", b"{}", {"Lambda-Extension-Identifier": "3f1c1d2e-0000-4000-8000-000000000000"}, 403, "Extension.UnknownExtensionIdentifier"),
+                ("POST", "/2018-06-01/runtime/invocation/not-current/response", b"{}", {}, 400, "InvalidRequestID"),
+                ("POST", "/2018-06-01/runtime/init/error", b"{}", {}, 403, "InvalidStateTransition"),
+                ("DELETE", "/2018-06-01/runtime/invocation/next", None, {}, 405, "MethodNotAllowed"),
+                ("GET", "/2018-06-01/nothing/here", None, {}, 404, "InvalidRequest"),
+            ]
+            for method, path, body, headers, status, error_type in cases:
+                got_status, _, got = post(api + path, body, headers, method=method)
+                assert (got_status, json.loads(got)["errorType"]) == (status, error_type), (method, path)
+            # The runtime still works after all that.
+            assert emu.invoke({}).status == 200
+
+
+class TestExtensions:
+    def test_probe_sees_lifecycle_and_telemetry(self, function_dir, probe_layer):
+        layer, out = probe_layer
+        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "CUSTOM": "yes"}, function_name="orders") as emu:
+            trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            result = emu.invoke({"n": 1}, trace_header=trace)
+            assert result.status == 200
+            wait_for(lambda: any(r["kind"] == "invoke-done" for r in read_jsonl(out)), what="probe invoke-done")
+        lines = read_jsonl(out)
+        register = next(r for r in lines if r["kind"] == "register")
+        assert register["status"] == 200
+        assert register["body"] == {"functionName": "orders", "functionVersion": "$LATEST", "handler": "app.handler", "accountId": "012345678912"}
+        env = register["env"]
+        assert env["CUSTOM"] == "yes" and env["AWS_LAMBDA_FUNCTION_NAME"] == "orders" and env["AWS_LAMBDA_RUNTIME_API"] == emu.runtime_api
+        for hidden in ("_HANDLER", "AWS_EXECUTION_ENV", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_XRAY_DAEMON_ADDRESS"):
+            assert hidden not in env
+        assert next(r for r in lines if r["kind"] == "subscribe")["status"] == 200
+        bad = next(r for r in lines if r["kind"] == "bad-subscriptions")["answers"]
+        for name, (status, body) in bad.items():
+            assert status == 400 and body["errorType"] == "ValidationError", name
+        late = next(r for r in lines if r["kind"] == "late")
+        assert late["register"][0] == 403 and late["register"][1]["errorType"] == "Extension.RegistrationClosed"
+        assert late["subscribe"][0] == 403
+        events = [r["event"] for r in lines if r["kind"] == "event"]
+        invoke = events[0]
+        assert invoke["eventType"] == "INVOKE" and invoke["requestId"] == result.request_id
+        assert invoke["invokedFunctionArn"].endswith(":function:orders")
+        assert invoke["tracing"] == {"type": "X-Amzn-Trace-Id", "value": trace}
+        assert abs(invoke["deadlineMs"] - (time.time() * 1000 + 3000)) < 10_000
+        shutdown = events[-1]
+        assert shutdown["eventType"] == "SHUTDOWN" and shutdown["shutdownReason"] == "spindown"
+        shutdown_seen = next(r["t"] for r in lines if r["kind"] == "event" and r["event"]["eventType"] == "SHUTDOWN")
+        assert 1.5 < shutdown["deadlineMs"] / 1000 - shutdown_seen <= 2.05
+        telemetry = [item for r in lines if r["kind"] == "telemetry" for item in r["batch"]]
+        by_type = {}
+        for item in telemetry:
+            by_type.setdefault(item["type"], []).append(item)
+            assert item["time"].endswith("Z") and len(item["time"]) == 24
+        # Init events happened before the subscription and were replayed.
+        init_start = by_type["platform.initStart"][0]["record"]
+        assert init_start["phase"] == "init" and init_start["initializationType"] == "on-demand"
+        assert init_start["functionName"] == "orders" and init_start["instanceMaxMemory"] == 128 * 1024 * 1024
+        assert by_type["platform.telemetrySubscription"][0]["record"] == {"name": "probe", "state": "Subscribed", "types": ["platform", "function", "extension"]}
+        assert by_type["platform.initRuntimeDone"][0]["record"]["status"] == "success"
+        assert by_type["platform.extension"][0]["record"] == {"name": "probe", "state": "Ready", "events": ["INVOKE", "SHUTDOWN"]}
+        assert by_type["platform.initReport"][0]["record"]["metrics"]["durationMs"] > 0
+        assert by_type["platform.start"][0]["record"] == {"requestId": result.request_id, "version": "$LATEST", "tracing": {"type": "X-Amzn-Trace-Id", "value": trace}}
+        done = by_type["platform.runtimeDone"][0]["record"]
+        assert done["requestId"] == result.request_id and done["status"] == "success"
+        assert [s["name"] for s in done["spans"]] == ["responseLatency", "responseDuration"]
+        assert done["metrics"]["producedBytes"] == len(result.body)
+        report = by_type["platform.report"][0]["record"]
+        assert report["status"] == "success" and report["metrics"]["billedDurationMs"] >= 1
+        assert report["spans"][0]["name"] == "extensionOverhead"
+        functions = [item["record"] for item in by_type["function"]]
+        assert 'hello from the handler {"n": 1}' in functions
+        assert "probe extension ready" in [item["record"] for item in by_type["extension"]]
+
+    def test_slow_extension_delays_phase_not_caller(self, function_dir, probe_layer):
+        layer, out = probe_layer
+        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "PROBE_NEXT_DELAY": "0.6"}) as emu:
+            emu.invoke({})  # init
+            emu.wait_idle()
+            started = time.monotonic()
+            result = emu.invoke({})
+            caller_s = time.monotonic() - started
+            assert emu.wait_idle(5)
+            phase_s = time.monotonic() - started
+            assert caller_s < 0.3, caller_s
+            assert phase_s >= 0.6, phase_s
+            report = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == result.request_id)
+            assert report["metrics"]["durationMs"] >= 600
+            assert report["spans"][0]["durationMs"] >= 500  # extensionOverhead
+
+    def test_timeout_sends_shutdown_with_reason_after_telemetry(self, function_dir, probe_layer):
+        layer, out = probe_layer
+        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out)}, timeout_s=1.0) as emu:
+            result = emu.invoke({"sleep": 3})
+            assert result.json()["errorType"] == "Sandbox.Timedout"
+            emu.wait_idle(5)
+            lines = read_jsonl(out)
+            shutdown_at = next(r["t"] for r in lines if r["kind"] == "event" and r["event"]["eventType"] == "SHUTDOWN")
+            shutdown = next(r["event"] for r in lines if r["kind"] == "event" and r["event"]["eventType"] == "SHUTDOWN")
+            assert shutdown["shutdownReason"] == "timeout"
+            done = [(r["t"], item["record"]) for r in lines if r["kind"] == "telemetry" for item in r["batch"] if item["type"] == "platform.runtimeDone"]
+            assert done and done[0][1]["status"] == "timeout" and done[0][0] <= shutdown_at
+            # The next invoke runs a fresh environment, extension included.
+            assert emu.invoke({}).status == 200
+
+    def test_shutdown_ignored_is_killed_at_deadline(self, function_dir, probe_layer):
+        layer, out = probe_layer
+        emu = Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "PROBE_IGNORE_SHUTDOWN": "1"})
+        emu.start()
+        try:
+            runtime_pid = emu.invoke({}).json()["pid"]
+        finally:
+            started = time.monotonic()
+            emu.stop()
+            took = time.monotonic() - started
+        ext_pid = next(r["pid"] for r in read_jsonl(out) if r["kind"] == "register")
+        assert 1.7 < took < 3.0, took
+        assert not pid_alive(ext_pid) and not pid_alive(runtime_pid)
+
+    def test_extension_crash_during_init(self, function_dir, tmp_path):
+        layer = tmp_path / "layer"
+        (layer / "extensions").mkdir(parents=True)
+        crash = layer / "extensions" / "crasher"
+        crash.write_text("#!/bin/sh\necho dying\nexit 3\n")
+        crash.chmod(0o755)
+        with Emulator(str(function_dir), "app.handler", str(layer)) as emu:
+            body = emu.invoke({}).json()
+            assert body["errorType"] == "Extension.Crash" and body["errorMessage"].endswith("exit status 3")
+            assert "dying" in emu.log_lines("extension")
+
+
+def test_cli_serves_and_stops_cleanly(function_dir, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambdawrap.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("invoke endpoint: http://127.0.0.1:%d/" % port), first
+        status, _, body = post(first.split(": ", 1)[1].strip(), b'{"cli": true}')
+        assert status == 200
+        runtime_pid = json.loads(body)["pid"]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert "stopped" in out
+    assert not pid_alive(runtime_pid)
+
+
+def test_cli_busy_port_is_one_clear_line(function_dir):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "lambdawrap.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: cannot start the emulator")
