@@ -761,10 +761,11 @@ def test_cli_prints_received_span_and_exits_cleanly(tmp_path: Any, sig: int) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert proc.stderr is not None
+    assert proc.stderr is not None and proc.stdout is not None
     stderr = proc.stderr.read()
     proc.stderr.close()
-    reader.join(timeout=5)
+    reader.join(timeout=5)  # the process is gone, so its stdout has reached EOF
+    proc.stdout.close()
     assert "Traceback" not in stderr
     (record,) = [json.loads(l) for l in jsonl.read_text(encoding="utf-8").splitlines()]
     assert record["signal"] == "span" and record["name"] == "cli-span"

@@ -482,12 +482,9 @@ class _Handler(BaseHTTPRequestHandler):
             # Dropped on purpose, or the receiver stopped during the delay: no answer at all.
             self._record(path, None, len(body))
             self.close_connection = True
-            try:
-                # Shut down now rather than let finish() flush: the client must see the
-                # connection end with no status line at all.
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            # Shut down now rather than let finish() flush: the client must see the
+            # connection end with no status line at all.
+            _shutdown_quietly(self.connection)
             return
         if behaviour.status != 200:
             headers = {}
@@ -622,6 +619,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.receiver._store(summary, route, message, items)
 
 
+def _shutdown_quietly(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by the peer or by us
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # Do not keep finished handler threads around: connections are tracked explicitly.
@@ -635,6 +639,7 @@ class _Server(ThreadingHTTPServer):
         self.receiver = receiver
         self._connections: Dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
+        self._closing = False
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -650,6 +655,10 @@ class _Server(ThreadingHTTPServer):
 
     def track_connection(self, conn: socket.socket) -> None:
         with self._connections_lock:
+            if self._closing:
+                # Accepted just before stop(): cut it rather than serve after stop() returned.
+                _shutdown_quietly(conn)
+                return
             self._connections[conn] = threading.current_thread()
 
     def untrack_connection(self, conn: socket.socket) -> None:
@@ -659,12 +668,10 @@ class _Server(ThreadingHTTPServer):
     def close_connections(self, join_timeout: float) -> None:
         """Cut every open connection (idle keep-alives included) and wait for their threads."""
         with self._connections_lock:
+            self._closing = True
             connections = list(self._connections.items())
         for conn, _ in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown_quietly(conn)
         deadline = time.monotonic() + join_timeout
         for _, thread in connections:
             if thread is not threading.current_thread():

@@ -1,0 +1,162 @@
+"""The per-invocation wrapper around the user's handler.
+
+Three zones, as the style guide asks: a guarded before-call, the unguarded call of the user's
+handler (their exceptions pass through untouched), and a guarded after-call. Nothing of ours
+ever escapes into the invocation; the one record per invocation goes to the companion
+without blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+from . import _trace_context as tc
+from . import _triggers
+from ._channel import RECORD_VERSION, Channel
+from .settings import Settings
+
+logger = logging.getLogger("lambdawrap")
+
+MAX_MESSAGE_CHARS = 4096
+MAX_STACK_CHARS = 32768
+_MARKER = "_self_lambdawrap"  # wrapt keeps `_self_` attributes on the proxy itself
+
+
+class _Failures:
+    """Counts our own failures and logs each kind once, so a bug never floods the logs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._seen: set[str] = set()
+
+    def record(self, where: str) -> None:
+        self.count += 1
+        if where not in self._seen:
+            self._seen.add(where)
+            logger.warning("lambdawrap: internal error in %s; the invocation is unaffected", where, exc_info=True)
+
+
+FAILURES = _Failures()
+
+
+class InvocationTracer:
+    """Makes ids, cold-start and trigger facts for each invocation and reports it."""
+
+    def __init__(self, settings: Settings, channel: Channel, booted_at: float | None = None, environ: Any = None) -> None:
+        env = os.environ if environ is None else environ
+        self.settings = settings
+        self.channel = channel
+        self.booted_at = time.monotonic() if booted_at is None else booted_at
+        self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
+        self._invocations = 0
+        self.user_spans: Any = None  # set by the OpenTelemetry bridge when the user's code uses the API
+        if hasattr(os, "register_at_fork"):
+            # Each forked worker serves its own first invocation.
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._invocations = 0
+
+    def wrap(self, handler: Callable) -> Callable:
+        """The handler wrapped once; a handler we already wrapped comes back unchanged."""
+        if getattr(handler, _MARKER, False):
+            return handler
+        import wrapt  # deferred: only needed once the handler module is imported
+
+        wrapped = wrapt.FunctionWrapper(handler, self._call)
+        setattr(wrapped, _MARKER, True)
+        return wrapped
+
+    def _call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            state = self._before(args, kwargs)
+        except Exception:  # noqa: BLE001 - instrumentation fails open
+            FAILURES.record("before the handler")
+            state = None
+        if state is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            self._after_safely(state, None, exc)
+            raise
+        self._after_safely(state, result, None)
+        return result
+
+    def _before(self, args: tuple, kwargs: dict) -> dict:
+        start_ns = time.time_ns()
+        event = args[0] if args else kwargs.get("event")
+        context = args[1] if len(args) > 1 else kwargs.get("context")
+        self._invocations += 1
+        first = self._invocations == 1
+        proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
+        trigger = _triggers.detect_trigger(event)
+        parent, source = tc.extract_parent(trigger.headers, os.environ.get("_X_AMZN_TRACE_ID"))
+        if source == "xray" and parent is not None and not parent.sampled:
+            # Lambda hands every invocation an X-Ray id, Sampled=0 when active tracing is
+            # off; parenting to it would make every span unsampled.
+            parent, source = None, "none"
+        trace_id = parent.trace_id if parent else tc.new_trace_id()
+        span_id = tc.new_span_id()
+        state = {
+            "v": RECORD_VERSION,
+            "type": "invocation",
+            "rid": getattr(context, "aws_request_id", "") or "",
+            "arn": getattr(context, "invoked_function_arn", "") or "",
+            "tid": f"{trace_id:032x}",
+            "sid": f"{span_id:016x}",
+            "psid": f"{parent.span_id:016x}" if parent else "",
+            "psrc": source,
+            "sampled": parent.sampled if parent else True,
+            "start": start_ns,
+            "cold": first and not proactive and not self._provisioned,
+            "proactive": proactive,
+            "trigger": trigger.kind,
+            "attrs": trigger.attributes,
+            "links": [[f"{link.trace_id:032x}", f"{link.span_id:016x}", link.sampled] for link in tc.extract_links(event)],
+            "pid": os.getpid(),
+            "_trigger": trigger,
+        }
+        if self.user_spans is not None:
+            state["_otel_token"] = self.user_spans.enter(trace_id, span_id)
+        return state
+
+    def _after_safely(self, state: dict, result: Any, error: BaseException | None) -> None:
+        try:
+            self._after(state, result, error)
+        except Exception:  # noqa: BLE001 - instrumentation fails open
+            FAILURES.record("after the handler")
+
+    def _after(self, state: dict, result: Any, error: BaseException | None) -> None:
+        state["end"] = time.time_ns()
+        trigger = state.pop("_trigger")
+        token = state.pop("_otel_token", None)
+        if token is not None:
+            self.user_spans.exit(token)
+        if error is not None:
+            state["error"] = _describe(error)
+        else:
+            status = _triggers.response_status_code(trigger, result)
+            if status is not None:
+                state["status"] = status
+        if FAILURES.count:
+            state["failures"] = FAILURES.count
+        self.channel.send(state)
+
+
+def _describe(error: BaseException) -> dict:
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a user's __str__ may raise
+        message = f"<unprintable {type(error).__name__}>"
+    return {
+        "type": type(error).__module__ + "." + type(error).__qualname__ if type(error).__module__ not in ("builtins", "__main__") else type(error).__qualname__,
+        "message": message[:MAX_MESSAGE_CHARS],
+        "stack": stack[-MAX_STACK_CHARS:],
+    }
+

@@ -1,0 +1,36 @@
+"""Entry point of the companion: register with the platform first, import the heavy parts after."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from ._extension_api import ExtensionClient
+
+
+def main(argv: list) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    name = argv[1] if len(argv) > 1 else "lambdawrap"
+    client = ExtensionClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    # Registration comes before any heavy import: init cannot finish until we have registered.
+    client.register(name, ["INVOKE", "SHUTDOWN"])
+    try:
+        from ._companion import Companion
+
+        companion = Companion(client)
+    except Exception:  # noqa: BLE001 - fail open: the function must run even if we cannot export
+        logging.getLogger("lambdawrap.companion").exception("lambdawrap: companion failed to start; telemetry is off for this environment")
+        return _idle(client)
+    return companion.run()
+
+
+def _idle(client: ExtensionClient) -> int:
+    """Take part in the lifecycle without doing anything, until SHUTDOWN."""
+    while client.next_event().get("eventType") != "SHUTDOWN":
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,234 @@
+"""Joins what the companion learns about each invocation from its three sources: the INVOKE
+event, the handler's record (local socket) and the Telemetry API (platform events, log lines).
+
+Pure bookkeeping, no OpenTelemetry: it decides *when* an invocation is complete and hands
+finished facts to the sink (spans, metrics, logs) exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
+
+
+class Sink(Protocol):
+    def invocation(self, inv: "Invocation") -> None: ...
+    def init_span(self, init: "InitFacts", parent: "Invocation") -> None: ...
+    def report(self, record: dict) -> None: ...
+    def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None: ...
+    def dropped(self, reason: str, count: int = 1) -> None: ...
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    invoke_event: dict | None = None
+    record: dict | None = None
+    runtime_done: dict | None = None
+    invoked_at_ns: int = field(default_factory=time.time_ns)
+    finished: bool = False
+    pending_logs: list = field(default_factory=list)
+    synthetic_ids: tuple | None = None  # made by the sink when the handler never reported
+
+    @property
+    def ids(self) -> tuple | None:
+        if self.record:
+            return self.record.get("tid"), self.record.get("sid")
+        return self.synthetic_ids
+
+
+@dataclass
+class InitFacts:
+    start_ns: int | None = None
+    duration_ms: float | None = None
+    status: str = "success"
+    error_type: str | None = None
+    phase: str = "init"
+    logs: list = field(default_factory=list)
+    reported: bool = False
+    emitted: bool = False
+
+
+def parse_time_ns(stamp: Any) -> int | None:
+    """Telemetry API times ("2022-10-12T00:00:15.064Z") as epoch nanoseconds."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+class Correlator:
+    """Thread-safe: the socket thread, the telemetry thread and the main loop all feed it."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.cv = threading.Condition()
+        self._open: dict[str, Invocation] = {}
+        self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
+        self._current_rid: str | None = None  # between platform.start and runtimeDone
+        self.init = InitFacts()
+        self._in_init = False
+        self._first: Invocation | None = None  # first finished invocation of this environment
+        self.records_seen = 0
+
+    # sources -------------------------------------------------------------------
+
+    def _lookup(self, rid: str) -> Invocation:
+        """The invocation with this id, finished or open; a new open one if unknown.
+        The three sources race, so any of them may be the first to mention an id."""
+        inv = self._finished.get(rid)
+        if inv is None:
+            inv = self._open.setdefault(rid, Invocation(rid))
+        return inv
+
+    def on_invoke(self, event: dict) -> Invocation:
+        rid = str(event.get("requestId", ""))
+        with self.cv:
+            inv = self._lookup(rid)
+            inv.invoke_event = event
+            self.cv.notify_all()
+            return inv
+
+    def on_record(self, record: dict) -> None:
+        if record.get("dropped"):
+            self.sink.dropped("handler_channel", int(record["dropped"]))
+        kind = record.get("type")
+        if kind == "invocation":
+            rid = str(record.get("rid", ""))
+            with self.cv:
+                self.records_seen += 1
+                inv = self._lookup(rid)
+                if inv.finished:
+                    return  # a duplicate: each invocation is accounted for once
+                inv.record = record
+                self._finish(inv)
+                self.cv.notify_all()
+
+    def on_telemetry(self, batch: list) -> None:
+        with self.cv:
+            for event in batch:
+                if isinstance(event, dict):
+                    self._on_event(event)
+            self.cv.notify_all()
+
+    def _on_event(self, event: dict) -> None:
+        kind = event.get("type")
+        record = event.get("record")
+        time_ns = parse_time_ns(event.get("time")) or time.time_ns()
+        if kind == "function":
+            self._log(record if isinstance(record, str) else str(record), time_ns)
+            return
+        if not isinstance(record, dict):
+            return
+        rid = record.get("requestId")
+        if kind == "platform.initStart":
+            self.init = InitFacts(start_ns=time_ns, phase=str(record.get("phase", "init")))
+            self._in_init = True
+        elif kind == "platform.initRuntimeDone":
+            self.init.status = str(record.get("status", "success"))
+            self.init.error_type = record.get("errorType")
+        elif kind == "platform.initReport":
+            metrics = record.get("metrics") or {}
+            self.init.duration_ms = _number(metrics.get("durationMs"))
+            self.init.reported = True
+            self._maybe_init_span()
+        elif kind == "platform.start" and rid:
+            self._in_init = False
+            self._current_rid = str(rid)
+            self._lookup(str(rid))
+        elif kind == "platform.runtimeDone" and rid:
+            rid = str(rid)
+            if self._current_rid == rid:
+                self._current_rid = None
+            inv = self._lookup(rid)
+            inv.runtime_done = record
+            if inv.record is None and record.get("status") not in (None, "success"):
+                self._finish(inv)  # timeout or crash: the handler could not report
+        elif kind == "platform.report":
+            self.sink.report(record)
+
+    def _log(self, line: str, time_ns: int) -> None:
+        rid = self._current_rid
+        if rid is None:
+            if self._in_init and not self.init.emitted:
+                self.init.logs.append((line, time_ns))  # printed while the module loaded
+                return
+            self.sink.log_line(line, time_ns, None, None)
+            return
+        if rid in self._finished:
+            self.sink.log_line(line, time_ns, self._finished[rid].ids, rid)
+            return
+        self._lookup(rid).pending_logs.append((line, time_ns))
+
+    # completion ----------------------------------------------------------------
+
+    def _finish(self, inv: Invocation) -> None:
+        if inv.finished:
+            return
+        inv.finished = True
+        self._open.pop(inv.request_id, None)
+        self.sink.invocation(inv)
+        ids = inv.ids
+        self._finished[inv.request_id] = inv
+        while len(self._finished) > KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        if self._first is None and ids:
+            self._first = inv
+        self._maybe_init_span()
+        for line, time_ns in inv.pending_logs:
+            self.sink.log_line(line, time_ns, ids, inv.request_id)
+        inv.pending_logs.clear()
+
+    def _maybe_init_span(self) -> None:
+        # The init span joins the trace of the first invocation after init, once both the
+        # init facts (initReport) and that invocation's ids are known, whichever comes last.
+        if self.init.emitted or not self.init.reported or self._first is None:
+            return
+        self.init.emitted = True
+        self.sink.init_span(self.init, self._first)
+
+    def wait_for(self, rid: str, deadline: float, need_runtime_done: bool) -> bool:
+        """Wait until the invocation is finished (and, if asked, its runtimeDone came)."""
+        with self.cv:
+            while True:
+                inv = self._finished.get(rid)
+                if inv is not None and (not need_runtime_done or inv.runtime_done is not None):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cv.wait(left)
+
+    def finish_unreported(self, reason: str) -> int:
+        """At SHUTDOWN: every invocation the handler never reported becomes a span now."""
+        with self.cv:
+            open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
+            for inv in open_:
+                if inv.runtime_done is None:
+                    inv.runtime_done = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
+                self._finish(inv)
+            return len(open_)
+
+    def drop_unreported(self, rid: str) -> None:
+        """An invocation that ended normally without a handler record (e.g. our record was lost)."""
+        with self.cv:
+            inv = self._open.pop(rid, None)
+            if inv is not None and not inv.finished and inv.record is None:
+                self.sink.dropped("record_missing")
+
+
+def _reason_error(reason: str) -> str:
+    return {"timeout": "Sandbox.Timedout", "failure": "Runtime.ExitError"}.get(reason, "Runtime.Unknown")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,0 +1,363 @@
+"""Turns finished invocations into OpenTelemetry spans, metrics and logs with the SDK.
+
+Spans are built as SDK `ReadableSpan`s with exactly the ids made in the handler's process;
+metrics aggregate in an SDK MeterProvider (delta temporality by default); log lines become SDK
+log records carrying the invocation's trace and span ids.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .. import __version__
+from ..settings import Settings
+from ._correlator import InitFacts, Invocation
+
+logger = logging.getLogger("lambdawrap.companion")
+
+SCOPE = InstrumentationScope("lambdawrap", __version__)
+_PUBSUB_KINDS = ("sqs", "sns", "kinesis", "eventbridge")
+_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
+_MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
+_MIB = 1024 * 1024
+
+
+def build_resource(settings: Settings, account_id: str | None) -> Resource:
+    """Resource: cloud.* and faas.* from the platform, then OTEL_RESOURCE_ATTRIBUTES/OTEL_SERVICE_NAME on top."""
+    ours: dict[str, Any] = {
+        "cloud.provider": "aws",
+        "cloud.platform": "aws_lambda",
+        "faas.name": settings.function_name,
+        "faas.version": settings.function_version,
+    }
+    if settings.region:
+        ours["cloud.region"] = settings.region
+    if settings.memory_mb:
+        ours["faas.max_memory"] = settings.memory_mb * _MIB
+    if account_id:
+        ours["cloud.account.id"] = account_id
+    configured = Resource.create({})  # SDK attributes + OTEL_RESOURCE_ATTRIBUTES + OTEL_SERVICE_NAME
+    resource = Resource({k: v for k, v in ours.items() if v}).merge(configured)
+    if resource.attributes.get("service.name", "").startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": settings.service_name or settings.function_name or "lambda"}))
+    return resource
+
+
+class SpanBuffer:
+    """A capped FIFO of finished spans; what does not fit is dropped and counted."""
+
+    def __init__(self, capacity: int, on_drop) -> None:
+        self.capacity = capacity
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._on_drop = on_drop
+        self.high_water = 0
+
+    def add(self, span: ReadableSpan) -> None:
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                self._on_drop("buffer_full")
+                return
+            self._items.append(span)
+            self.high_water = max(self.high_water, len(self._items))
+
+    def take(self, limit: int) -> list:
+        with self._lock:
+            batch = []
+            while self._items and len(batch) < limit:
+                batch.append(self._items.popleft())
+            return batch
+
+    def give_back(self, batch: list) -> None:
+        """Put an unexported batch back at the front; what exceeds the cap is dropped."""
+        with self._lock:
+            room = self.capacity - len(self._items)
+            keep = batch[:room] if room > 0 else []
+            for span in reversed(keep):
+                self._items.appendleft(span)
+            lost = len(batch) - len(keep)
+        for _ in range(lost):
+            self._on_drop("buffer_full")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Signals:
+    """The correlator's sink: builds spans into the buffer, records metrics, emits logs."""
+
+    def __init__(self, settings: Settings, resource: Resource, meter_provider: MeterProvider, logger_provider: LoggerProvider, sampler: Sampler) -> None:
+        self.settings = settings
+        self.resource = resource
+        self.sampler = sampler
+        self.spans = SpanBuffer(settings.buffer_max_spans, self.dropped)
+        self.function_arn = ""
+        meter = meter_provider.get_meter("lambdawrap", __version__)
+        self._invocations = meter.create_counter("faas.invocations", unit="{invocation}", description="Invocations of the function")
+        self._errors = meter.create_counter("faas.errors", unit="{error}", description="Invocations that ended in an error")
+        self._timeouts = meter.create_counter("faas.timeouts", unit="{timeout}", description="Invocations that timed out")
+        self._crashes = meter.create_counter("lambdawrap.crashes", unit="{crash}", description="Invocations whose runtime exited (Runtime.ExitError, out of memory)")
+        self._coldstarts = meter.create_counter("faas.coldstarts", unit="{coldstart}", description="Invocations that were cold starts")
+        self._duration = meter.create_histogram("faas.invoke_duration", unit="s", description="Duration of the handler", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
+        self._init_duration = meter.create_histogram("faas.init_duration", unit="s", description="Duration of the environment's init", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
+        self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_MS_BUCKETS)
+        self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)")
+        self._dropped = meter.create_counter("lambdawrap.dropped", unit="{item}", description="Telemetry dropped by lambdawrap, by reason")
+        self._logger = logger_provider.get_logger("lambdawrap", __version__)
+        self.dropped_by_reason: collections.Counter = collections.Counter()
+        self._rng = random.Random()
+
+    # Sink ----------------------------------------------------------------------
+
+    def dropped(self, reason: str, count: int = 1) -> None:
+        self.dropped_by_reason[reason] += count
+        self._dropped.add(count, {"reason": reason})
+
+    def invocation(self, inv: Invocation) -> None:
+        if inv.record is not None:
+            self._from_record(inv)
+        else:
+            self._from_platform(inv)
+
+    def init_span(self, init: InitFacts, parent: Invocation) -> None:
+        ids = parent.ids
+        if not ids or init.start_ns is None:
+            return
+        duration_ns = int((init.duration_ms or 0) * 1_000_000)
+        status = Status(StatusCode.ERROR, init.error_type or init.status) if init.status != "success" else Status(StatusCode.UNSET)
+        span = self._span(
+            name=f"{self.settings.function_name or 'function'} init",
+            trace_id=int(ids[0], 16),
+            span_id=self._rng.getrandbits(64) or 1,
+            parent_id=int(ids[1], 16),
+            kind=SpanKind.INTERNAL,
+            attributes={"faas.coldstart": True, "lambdawrap.init.phase": init.phase},
+            start=init.start_ns,
+            end=init.start_ns + duration_ns,
+            status=status,
+        )
+        self.spans.add(span)
+        if init.duration_ms is not None:
+            self._init_duration.record(init.duration_ms / 1000)
+        for line, time_ns in init.logs:
+            self.log_line(line, time_ns, ids, None)
+
+    def report(self, record: dict) -> None:
+        metrics = record.get("metrics") or {}
+        billed = metrics.get("billedDurationMs")
+        if isinstance(billed, (int, float)):
+            self._billed.record(billed)
+        memory = metrics.get("maxMemoryUsedMB")
+        if isinstance(memory, (int, float)):
+            self._memory.record(int(memory * _MIB))
+
+    def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
+        context = None
+        if ids and ids[0] and ids[1]:
+            span_context = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+            context = trace.set_span_in_context(NonRecordingSpan(span_context))
+        severity, text = _severity(line)
+        attributes = {"faas.invocation_id": request_id} if request_id else None
+        self._logger.emit(timestamp=time_ns, observed_timestamp=time_ns, body=line, severity_number=severity, severity_text=text, attributes=attributes, context=context)
+
+    def user_spans(self, spans: list) -> None:
+        """Spans the user's code made with the OpenTelemetry API, as the bridge sent them."""
+        for raw in spans:
+            try:
+                span = self._user_span(raw)
+            except (KeyError, TypeError, ValueError):
+                self.dropped("malformed_span")
+                continue
+            if span is not None:
+                self.spans.add(span)
+
+    def _user_span(self, raw: dict) -> ReadableSpan | None:
+        code, description = (raw.get("status") or [0, ""])[:2]
+        status = Status(StatusCode(int(code)), description or None) if int(code) == StatusCode.ERROR.value else Status(StatusCode(int(code)))
+        events = [Event(str(name), _clean(attrs or {}), timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)), _clean(attrs or {})) for t, s, attrs in raw.get("links") or []]
+        span = self._span(
+            name=str(raw["name"]),
+            trace_id=int(raw["tid"], 16),
+            span_id=int(raw["sid"], 16),
+            parent_id=int(raw["psid"], 16) if raw.get("psid") else None,
+            kind=SpanKind(int(raw.get("kind") or 0)),
+            attributes=dict(raw.get("attrs") or {}),
+            start=int(raw["start"]),
+            end=int(raw["end"]),
+            status=status,
+            events=events,
+            links=links,
+            scope=InstrumentationScope(str(raw.get("scope") or "user")),
+        )
+        return span
+
+    # spans ---------------------------------------------------------------------
+
+    def _from_record(self, inv: Invocation) -> None:
+        rec = inv.record
+        attrs = dict(rec.get("attrs") or {})
+        trigger = str(rec.get("trigger") or "other")
+        attrs.update(
+            {
+                "faas.invocation_id": inv.request_id,
+                "faas.coldstart": bool(rec.get("cold")),
+                "cloud.resource_id": rec.get("arn") or self.function_arn,
+                "lambdawrap.trigger": trigger,
+            }
+        )
+        if rec.get("proactive"):
+            attrs["lambdawrap.proactive_init"] = True
+        attrs.setdefault("faas.trigger", "other")
+        status = Status(StatusCode.UNSET)
+        events = []
+        error = rec.get("error")
+        http_status = rec.get("status")
+        if isinstance(http_status, int):
+            attrs["http.response.status_code"] = http_status
+            if http_status >= 500:
+                status = Status(StatusCode.ERROR, f"HTTP {http_status}")
+        if isinstance(error, dict):
+            status = Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024])
+            attrs["error.type"] = str(error.get("type"))
+            events.append(Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=int(rec.get("end") or 0) or None))
+        kind = SpanKind.CONSUMER if trigger in _PUBSUB_KINDS else SpanKind.SERVER
+        start, end = int(rec.get("start") or 0), int(rec.get("end") or 0)
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in rec.get("links") or []]
+        span = self._span(
+            name=_span_name(attrs, self.settings.function_name),
+            trace_id=int(rec["tid"], 16),
+            span_id=int(rec["sid"], 16),
+            parent_id=int(rec["psid"], 16) if rec.get("psid") else None,
+            kind=kind,
+            attributes=attrs,
+            start=start,
+            end=end,
+            status=status,
+            events=events,
+            links=links,
+            parent_sampled=rec.get("sampled", True),
+        )
+        if span is not None:
+            self.spans.add(span)
+        self._count(attrs, error=status.status_code == StatusCode.ERROR, cold=bool(rec.get("cold")), duration_s=max(0, end - start) / 1e9)
+
+    def _from_platform(self, inv: Invocation) -> None:
+        """A span for an invocation the handler could not report: timeout, crash, OOM."""
+        done = inv.runtime_done or {}
+        status_text = str(done.get("status") or "failure")
+        error_type = str(done.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
+        trace_id = self._rng.getrandbits(128) or 1
+        span_id = self._rng.getrandbits(64) or 1
+        inv.synthetic_ids = (f"{trace_id:032x}", f"{span_id:016x}")
+        duration_ms = (done.get("metrics") or {}).get("durationMs")
+        start = inv.invoked_at_ns
+        end = start + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) else time.time_ns()
+        reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
+        if error_type == "Runtime.OutOfMemory":
+            reason = "out_of_memory"
+        attrs = {
+            "faas.invocation_id": inv.request_id,
+            "faas.trigger": "other",
+            "cloud.resource_id": (inv.invoke_event or {}).get("invokedFunctionArn") or self.function_arn,
+            "error.type": error_type,
+            "lambdawrap.failure_reason": reason,
+        }
+        span = self._span(
+            name=self.settings.function_name or "function",
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=None,
+            kind=SpanKind.SERVER,
+            attributes=attrs,
+            start=start,
+            end=max(end, start),
+            status=Status(StatusCode.ERROR, f"{error_type}: invocation ended by the platform ({reason})"),
+        )
+        if span is not None:
+            self.spans.add(span)
+        if status_text == "timeout":
+            self._timeouts.add(1)
+        else:
+            self._crashes.add(1)
+        self._count(attrs, error=True, cold=False, duration_s=max(0, end - start) / 1e9)
+
+    def _count(self, attrs: dict, error: bool, cold: bool, duration_s: float) -> None:
+        labels = {"faas.trigger": attrs.get("faas.trigger", "other")}
+        self._invocations.add(1, labels)
+        if error:
+            self._errors.add(1, labels)
+        if cold:
+            self._coldstarts.add(1, labels)
+        self._duration.record(duration_s, labels)
+
+    def _span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), parent_sampled: bool = True, scope: InstrumentationScope = SCOPE) -> ReadableSpan | None:
+        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if parent_sampled else 0)) if parent_id else None
+        parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        decision = self.sampler.should_sample(parent_ctx, trace_id, name, kind, attributes, links)
+        if decision.decision != Decision.RECORD_AND_SAMPLE:
+            self.dropped("sampled_out")
+            return None
+        context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        return ReadableSpan(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=_clean(attributes),
+            events=tuple(events),
+            links=tuple(links),
+            kind=kind,
+            instrumentation_scope=scope,
+            status=status,
+            start_time=start,
+            end_time=end,
+        )
+
+
+def _span_name(attrs: dict, function_name: str) -> str:
+    method = attrs.get("http.request.method")
+    route = attrs.get("http.route")
+    if method and route:
+        return f"{method} {route}"
+    if method:
+        return str(method)
+    destination = attrs.get("messaging.destination.name")
+    if destination:
+        return f"{destination} process"
+    return function_name or "function"
+
+
+def _clean(attributes: dict) -> dict:
+    allowed = (str, bool, int, float)
+    out = {}
+    for key, value in attributes.items():
+        if isinstance(value, allowed):
+            out[str(key)] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) for v in value):
+            out[str(key)] = list(value)
+    return out
+
+
+def _severity(line: str) -> tuple:
+    head = line[:10].upper()
+    for text, number in (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL)):
+        if head.startswith(text):
+            return number, text.strip("[]")
+    return SeverityNumber.INFO, "INFO"
+

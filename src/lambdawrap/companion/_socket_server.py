@@ -1,0 +1,111 @@
+"""The companion's end of the local channel: a 0600 Unix stream socket under /tmp."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+from typing import Any, Callable
+
+from .._channel import FrameReader, encode
+
+logger = logging.getLogger("lambdawrap.companion")
+
+Handler = Callable[[dict], Any]  # returns an answer for requests, None otherwise
+
+
+class SocketServer:
+    """Accepts handler-side connections and decodes their records on one thread."""
+
+    def __init__(self, path: str, on_record: Handler) -> None:
+        self.path = path
+        self.on_record = on_record
+        self.malformed = 0
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        if os.path.exists(path):
+            os.unlink(path)  # left by a previous environment that was killed
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket file is born 0600: no window with wider rights
+        try:
+            self._listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        self._listener.listen(64)
+        self._listener.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="lambdawrap-socket", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.fileobj, key.data)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self._selector.register(conn, selectors.EVENT_READ, FrameReader())
+
+    def _drop(self, conn: socket.socket) -> None:
+        self._selector.unregister(conn)
+        conn.close()
+
+    def _read(self, conn: socket.socket, reader: FrameReader) -> None:
+        try:
+            data = conn.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        try:
+            records = reader.feed(data)
+        except ValueError as exc:
+            self.malformed += 1
+            logger.warning("lambdawrap: dropping a connection that sent a malformed record: %s", exc)
+            self._drop(conn)
+            return
+        for record in records:
+            if not isinstance(record, dict):
+                self.malformed += 1
+                continue
+            try:
+                answer = self.on_record(record)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the channel
+                self.malformed += 1
+                logger.exception("lambdawrap: handling a %s record failed", record.get("type"))
+                continue
+            if answer is not None:
+                try:
+                    conn.setblocking(True)
+                    conn.settimeout(1.0)
+                    conn.sendall(encode(answer))
+                    conn.setblocking(False)
+                except OSError:
+                    self._drop(conn)
+                    return

@@ -1,0 +1,502 @@
+"""Tests for lambdawrap._trace_context: W3C traceparent and X-Ray parsing/formatting, links, ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lambdawrap import _trace_context as tc
+from lambdawrap._trace_context import (
+    MAX_LINKS,
+    SpanContext,
+    extract_links,
+    extract_parent,
+    format_traceparent,
+    format_xray,
+    header,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+    parse_xray,
+)
+
+EVENTS = Path(__file__).resolve().parent / "events"
+
+TRACE_HEX = "0af7651916cd43dd8448eb211c80319c"
+SPAN_HEX = "b7ad6b7169203331"
+VALID = f"00-{TRACE_HEX}-{SPAN_HEX}-01"
+VALID_CTX = SpanContext(int(TRACE_HEX, 16), int(SPAN_HEX, 16), True)
+
+XRAY_TRACE = 0x5759E988BD862E3FE1BE46A994272793
+XRAY_SPAN = 0x53995C3F42CD8AD8
+
+FUZZ = settings(max_examples=300, deadline=None)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=60),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=20), children, max_size=6),
+    max_leaves=25,
+)
+span_contexts = st.builds(
+    SpanContext,
+    st.integers(1, (1 << 128) - 1),
+    st.integers(1, (1 << 64) - 1),
+    st.booleans(),
+)
+
+
+def load(kind: str) -> dict:
+    return json.loads((EVENTS / f"{kind}.json").read_text())
+
+
+def assert_valid_context(ctx: object) -> None:
+    assert isinstance(ctx, SpanContext)
+    assert type(ctx.trace_id) is int and 0 < ctx.trace_id < 1 << 128
+    assert type(ctx.span_id) is int and 0 < ctx.span_id < 1 << 64
+    assert type(ctx.sampled) is bool
+
+
+# --- traceparent ------------------------------------------------------------------------------
+
+
+def test_parse_traceparent_valid_sampled():
+    # GIVEN the W3C example value WHEN parsed THEN ids and the sampled flag come out
+    assert parse_traceparent(VALID) == VALID_CTX
+
+
+def test_parse_traceparent_not_sampled_and_other_flag_bits():
+    # Only bit 0 of the flags means "sampled"; other bits (e.g. level 2 "random") are ignored.
+    assert parse_traceparent(f"00-{TRACE_HEX}-{SPAN_HEX}-00").sampled is False
+    assert parse_traceparent(f"00-{TRACE_HEX}-{SPAN_HEX}-02").sampled is False
+    assert parse_traceparent(f"00-{TRACE_HEX}-{SPAN_HEX}-03").sampled is True
+    assert parse_traceparent(f"00-{TRACE_HEX}-{SPAN_HEX}-ff").sampled is True
+
+
+def test_parse_traceparent_tolerates_surrounding_whitespace():
+    assert parse_traceparent(f"  {VALID}\t") == VALID_CTX
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        VALID.upper(),  # uppercase hex is not allowed
+        f"00-{TRACE_HEX.upper()}-{SPAN_HEX}-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX.upper()}-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX}-0A",
+        f"0A-{TRACE_HEX}-{SPAN_HEX}-01",
+        f"00-{'0' * 32}-{SPAN_HEX}-01",  # all-zero trace id
+        f"00-{TRACE_HEX}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{TRACE_HEX}-{SPAN_HEX}-01",  # version ff is forbidden
+        f"00-{TRACE_HEX}-{SPAN_HEX}-01-extra",  # version 00 has no extra fields
+        f"00-{TRACE_HEX}-{SPAN_HEX}-010",
+        f"00-{TRACE_HEX[:-1]}-{SPAN_HEX}-01",  # wrong lengths
+        f"00-{TRACE_HEX}0-{SPAN_HEX}-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX[:-1]}-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX}0-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX}-1",
+        f"0-{TRACE_HEX}-{SPAN_HEX}-01",
+        f"00_{TRACE_HEX}_{SPAN_HEX}_01",  # wrong separators
+        f"00-{TRACE_HEX[:-2]}+1-{SPAN_HEX}-01",  # int() would accept "+" or "_"
+        f"00-{TRACE_HEX[:-2]}_1-{SPAN_HEX}-01",
+        f"00-{TRACE_HEX[:-2]} 1-{SPAN_HEX}-01",
+        f"00-{TRACE_HEX}-{SPAN_HEX}-0g",
+        f"00-{TRACE_HEX[:-1]}\u0661-{SPAN_HEX}-01",  # non-ASCII digit
+        "",
+        "00",
+        None,
+        55,
+        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        [VALID],
+    ],
+)
+def test_parse_traceparent_rejects(value):
+    assert parse_traceparent(value) is None
+
+
+def test_parse_traceparent_future_version():
+    # GIVEN a higher version WHEN it has the four known fields THEN they are used; extra fields
+    # must start with "-" and are ignored.
+    assert parse_traceparent(f"01-{TRACE_HEX}-{SPAN_HEX}-01") == VALID_CTX
+    assert parse_traceparent(f"cc-{TRACE_HEX}-{SPAN_HEX}-01-what-the-future-will-be-like") == VALID_CTX
+    assert parse_traceparent(f"cc-{TRACE_HEX}-{SPAN_HEX}-00-x").sampled is False
+    # ...but not without the dash, nor shorter than version 00
+    assert parse_traceparent(f"cc-{TRACE_HEX}-{SPAN_HEX}-01.what") is None
+    assert parse_traceparent(f"cc-{TRACE_HEX}-{SPAN_HEX}-01x") is None
+    assert parse_traceparent(f"cc-{TRACE_HEX}-{SPAN_HEX}-1") is None
+    assert parse_traceparent(f"CC-{TRACE_HEX}-{SPAN_HEX}-01") is None
+
+
+def test_format_traceparent():
+    assert format_traceparent(VALID_CTX) == VALID
+    assert format_traceparent(SpanContext(1, 2, False)) == f"00-{1:032x}-{2:016x}-00"
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        SpanContext(0, 1, True),
+        SpanContext(1, 0, True),
+        SpanContext(1 << 128, 1, True),
+        SpanContext(1, 1 << 64, True),
+        SpanContext(-1, 1, True),
+        SpanContext(True, 1, True),
+        SpanContext("1", 1, True),
+        None,
+        "00-x",
+    ],
+)
+def test_format_rejects_invalid_contexts(ctx):
+    assert format_traceparent(ctx) == ""
+    assert format_xray(ctx) == ""
+
+
+@FUZZ
+@given(span_contexts)
+def test_traceparent_round_trip(ctx):
+    assert parse_traceparent(format_traceparent(ctx)) == ctx
+
+
+# --- X-Ray ------------------------------------------------------------------------------------
+
+
+def test_parse_xray_valid():
+    value = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    assert parse_xray(value) == SpanContext(XRAY_TRACE, XRAY_SPAN, True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Parent=53995c3f42cd8ad8;Sampled=1;Root=1-5759e988-bd862e3fe1be46a994272793",
+        "Sampled=1; Root=1-5759e988-bd862e3fe1be46a994272793 ;  Parent=53995c3f42cd8ad8",
+        " Root = 1-5759e988-bd862e3fe1be46a994272793 ; Parent = 53995c3f42cd8ad8 ; Sampled = 1 ",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;"
+        "Lineage=a87bd80c:1|68fd508a:5|c512fbe3:2",
+        "Self=1-5759e988-00000000000000000000000a;Root=1-5759e988-bd862e3fe1be46a994272793;"
+        "Parent=53995c3f42cd8ad8;Sampled=1",
+        "Root=1-5759E988-BD862E3FE1BE46A994272793;Parent=53995C3F42CD8AD8;Sampled=1",
+        "root=1-5759e988-bd862e3fe1be46a994272793;parent=53995c3f42cd8ad8;sampled=1",
+    ],
+)
+def test_parse_xray_field_order_whitespace_and_extra_fields(value):
+    assert parse_xray(value) == SpanContext(XRAY_TRACE, XRAY_SPAN, True)
+
+
+@pytest.mark.parametrize("sampled", ["Sampled=0", "Sampled=?", "", "Sampled=", "Sampled=yes"])
+def test_parse_xray_not_sampled(sampled):
+    value = f"Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;{sampled}"
+    assert parse_xray(value) == SpanContext(XRAY_TRACE, XRAY_SPAN, False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Root=1-5759e988-bd862e3fe1be46a994272793",  # no Parent: nothing to continue
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+        "Parent=53995c3f42cd8ad8;Sampled=1",  # no Root
+        "Root=2-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8",  # unknown version
+        "Root=1-5759e98-bd862e3fe1be46a9942727930;Parent=53995c3f42cd8ad8",  # misplaced dash
+        "Root=1-5759e988-bd862e3fe1be46a99427279;Parent=53995c3f42cd8ad8",  # short
+        "Root=1-5759e988-bd862e3fe1be46a9942727933;Parent=53995c3f42cd8ad8",  # long
+        "Root=1-5759e988-bd862e3fe1be46a99427279g;Parent=53995c3f42cd8ad8",  # not hex
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8a",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=+3995c3f42cd8ad8",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=0000000000000000",
+        "Root=1-00000000-000000000000000000000000;Parent=53995c3f42cd8ad8",
+        "Root=1-5759e988-bd862e3fe1be46a994272793,Parent=53995c3f42cd8ad8",
+        "",
+        ";;;",
+        None,
+        42,
+        {"Root": "1-5759e988-bd862e3fe1be46a994272793"},
+    ],
+)
+def test_parse_xray_rejects(value):
+    assert parse_xray(value) is None
+
+
+def test_format_xray():
+    ctx = SpanContext(XRAY_TRACE, XRAY_SPAN, True)
+    assert format_xray(ctx) == (
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    )
+    assert format_xray(ctx._replace(sampled=False)).endswith(";Sampled=0")
+    assert format_xray(SpanContext(1, 1, False)) == (
+        "Root=1-00000000-000000000000000000000001;Parent=0000000000000001;Sampled=0"
+    )
+
+
+@FUZZ
+@given(span_contexts)
+def test_xray_round_trip(ctx):
+    assert parse_xray(format_xray(ctx)) == ctx
+
+
+# --- header lookup and parent extraction ------------------------------------------------------
+
+
+def test_header_lookup():
+    headers = {"Traceparent": VALID, "x-list": ["a", "b"], "x-empty": [], "x-int": 5, "x-none": None}
+    assert header(headers, "traceparent") == VALID
+    assert header(headers, "TRACEPARENT") == VALID
+    assert header({"traceparent": VALID}, "TraceParent") == VALID
+    assert header(headers, "X-List") == "a"
+    assert header(headers, "x-empty") is None
+    assert header(headers, "x-int") is None
+    assert header(headers, "x-none") is None
+    assert header(headers, "missing") is None
+    assert header({"x": [1, "a"]}, "x") is None
+    assert header({1: "a", None: "b", "x": "c"}, "x") == "c"
+
+
+@pytest.mark.parametrize("headers", [None, [], [("traceparent", VALID)], "traceparent", 3, {}, set()])
+def test_header_non_dicts(headers):
+    assert header(headers, "traceparent") is None
+
+
+def test_header_survives_hostile_mapping():
+    class Hostile(dict):
+        def get(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    assert header(Hostile(traceparent=VALID), "traceparent") is None
+
+
+def test_extract_parent_prefers_traceparent():
+    xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    assert extract_parent({"traceparent": VALID}, xray) == (VALID_CTX, "traceparent")
+
+
+def test_extract_parent_falls_back_to_xray():
+    xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+    expected = (SpanContext(XRAY_TRACE, XRAY_SPAN, False), "xray")
+    assert extract_parent({"traceparent": VALID.upper()}, xray) == expected
+    assert extract_parent(None, xray) == expected
+    assert extract_parent({}, xray) == expected
+
+
+def test_extract_parent_none():
+    assert extract_parent(None, None) == (None, "none")
+    assert extract_parent({"traceparent": "garbage"}, "Root=1-5759e988-bd862e3fe1be46a994272793") == (
+        None,
+        "none",
+    )
+
+
+def test_extract_parent_from_sample_events():
+    from lambdawrap._triggers import detect_trigger
+
+    for kind in ("apigw-rest", "apigw-http"):
+        trigger = detect_trigger(load(kind))
+        assert extract_parent(trigger.headers, header(trigger.headers, "x-amzn-trace-id")) == (
+            VALID_CTX,
+            "traceparent",
+        )
+    # The ALB sample only carries an X-Ray header (with a Parent).
+    trigger = detect_trigger(load("alb"))
+    ctx, source = extract_parent(trigger.headers, header(trigger.headers, "X-Amzn-Trace-Id"))
+    assert source == "xray" and ctx.span_id == XRAY_SPAN and ctx.sampled is True
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def test_extract_links_sqs_sample():
+    # GIVEN three records: W3C attribute, X-Ray system attribute only, and a repeat of the first
+    # THEN two links, in record order, the duplicate dropped
+    assert extract_links(load("sqs")) == [
+        SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True),
+        SpanContext(XRAY_TRACE, XRAY_SPAN, True),
+    ]
+
+
+def test_extract_links_sqs_prefers_w3c_over_xray():
+    record = {
+        "eventSource": "aws:sqs",
+        "messageAttributes": {"traceparent": {"stringValue": VALID, "dataType": "String"}},
+        "attributes": {"AWSTraceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"},
+    }
+    assert extract_links({"Records": [record]}) == [VALID_CTX]
+
+
+def test_extract_links_sns_sample():
+    assert extract_links(load("sns")) == [
+        SpanContext(int(TRACE_HEX, 16), 0xB9C7C989F97918E1, True)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["s3", "dynamodb", "kinesis", "apigw-rest", "eventbridge", "other"])
+def test_extract_links_other_events(kind):
+    assert extract_links(load(kind)) == []
+
+
+def test_extract_links_skips_invalid_and_caps():
+    def record(value):
+        return {"eventSource": "aws:sqs", "messageAttributes": {"traceparent": {"stringValue": value}}}
+
+    records = [record("garbage"), {"eventSource": "aws:sqs"}, "not a record", None]
+    records += [record(f"00-{i + 1:032x}-{i + 1:016x}-01") for i in range(MAX_LINKS + 50)]
+    links = extract_links({"Records": records})
+    assert len(links) == MAX_LINKS == 128
+    assert links[0] == SpanContext(1, 1, True)
+    assert links[-1] == SpanContext(MAX_LINKS, MAX_LINKS, True)
+
+
+def test_extract_links_deduplicates_by_ids():
+    # Same ids with different flags are one link (the first one seen).
+    records = [
+        {"eventSource": "aws:sqs", "messageAttributes": {"traceparent": {"stringValue": VALID}}},
+        {"eventSource": "aws:sqs", "messageAttributes": {"traceparent": {"stringValue": VALID[:-1] + "0"}}},
+    ]
+    assert extract_links({"Records": records}) == [VALID_CTX]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [None, 1, "Records", [], {}, {"Records": None}, {"Records": {"a": 1}}, {"Records": [1, [], None]}],
+)
+def test_extract_links_malformed(event):
+    assert extract_links(event) == []
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+
+def test_new_ids_in_range():
+    for _ in range(1000):
+        trace_id, span_id = new_trace_id(), new_span_id()
+        assert 0 < trace_id < 1 << 128
+        assert 0 < span_id < 1 << 64
+
+
+def test_new_ids_never_zero(monkeypatch):
+    values = iter([0, 0, 7])
+    monkeypatch.setattr(tc, "_getrandbits", lambda bits: next(values))
+    assert new_trace_id() == 7
+    values = iter([0, 9])
+    assert new_span_id() == 9
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork")
+def test_ids_differ_after_fork():
+    # GIVEN a forked child WHEN parent and child both draw ids THEN they differ (reseeded child).
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.write(write_end, b"%x" % new_trace_id())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    parent_id = new_trace_id()
+    child_id = int(os.read(read_end, 64), 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_id != parent_id
+
+
+# --- fuzzing: nothing raises, outputs keep their invariants ------------------------------------
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=80), json_values))
+def test_fuzz_parsers(value):
+    for parse in (parse_traceparent, parse_xray):
+        ctx = parse(value)
+        if ctx is not None:
+            assert_valid_context(ctx)
+
+
+@FUZZ
+@given(
+    st.lists(st.sampled_from(list("0123456789abcdefABCDEF-;= \t")), max_size=70).map("".join)
+)
+def test_fuzz_parsers_near_valid_text(value):
+    # Text from the parsers' own alphabet reaches far deeper than random unicode.
+    for parse in (parse_traceparent, parse_xray):
+        ctx = parse(value)
+        if ctx is not None:
+            assert_valid_context(ctx)
+    ctx = parse_traceparent(value)
+    if ctx is not None:
+        # A valid value round-trips on its ids and sampled bit.
+        assert parse_traceparent(format_traceparent(ctx)) == ctx
+
+
+@FUZZ
+@given(json_values, st.text(max_size=20))
+def test_fuzz_header(headers, name):
+    value = header(headers, name)
+    assert value is None or isinstance(value, str)
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["traceparent", "Traceparent", "TRACEPARENT", "x"]) | st.text(max_size=5),
+        st.text(max_size=60) | st.lists(st.text(max_size=60), max_size=2) | json_values,
+        max_size=4,
+    )
+    | json_values,
+    st.none() | st.text(max_size=100),
+)
+def test_fuzz_extract_parent(headers, xray):
+    ctx, source = extract_parent(headers, xray)
+    assert source in ("traceparent", "xray", "none")
+    if source == "none":
+        assert ctx is None
+    else:
+        assert_valid_context(ctx)
+
+
+sqs_like_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "eventSource": st.sampled_from(["aws:sqs", "aws:sns"]) | json_values,
+        "EventSource": st.sampled_from(["aws:sns"]) | json_values,
+        "messageAttributes": st.fixed_dictionaries(
+            {}, optional={"traceparent": st.fixed_dictionaries({}, optional={"stringValue": json_values})}
+        )
+        | json_values,
+        "attributes": st.fixed_dictionaries({}, optional={"AWSTraceHeader": st.text() | json_values})
+        | json_values,
+        "Sns": st.fixed_dictionaries(
+            {},
+            optional={
+                "MessageAttributes": st.fixed_dictionaries(
+                    {}, optional={"traceparent": st.fixed_dictionaries({}, optional={"Value": json_values})}
+                )
+                | json_values
+            },
+        )
+        | json_values,
+    },
+)
+
+
+@FUZZ
+@given(json_values | st.fixed_dictionaries({"Records": st.lists(sqs_like_records | json_values, max_size=8)}))
+def test_fuzz_extract_links(event):
+    links = extract_links(event)
+    assert isinstance(links, list) and len(links) <= MAX_LINKS
+    for ctx in links:
+        assert_valid_context(ctx)
+    assert len({(c.trace_id, c.span_id) for c in links}) == len(links)
+
+
+@pytest.mark.parametrize("value", [object(), float("nan"), b"\x00", bytearray(b"x"), Ellipsis, {1, 2}])
+def test_arbitrary_python_objects(value):
+    assert parse_traceparent(value) is None
+    assert parse_xray(value) is None
+    assert header(value, "traceparent") is None
+    assert extract_parent(value, value) == (None, "none")
+    assert extract_links(value) == []
+    assert extract_links({"Records": [value]}) == []
