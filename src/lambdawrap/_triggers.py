@@ -283,6 +283,11 @@ def _arn_resource(arn: object) -> Optional[str]:
     return (parts[5] or None) if len(parts) == 6 else None
 
 
+# The source queue/topic/stream ARN. Not `cloud.resource_id`: on a FaaS span that names the
+# function itself, which the companion sets.
+EVENT_SOURCE_ARN = "lambdawrap.event_source.arn"
+
+
 def _messaging(
     system: str, arn: object, name: Optional[str], count: int, message_id: object
 ) -> Dict[str, object]:
@@ -298,7 +303,7 @@ def _messaging(
     if count == 1:
         _put(attributes, "messaging.message.id", message_id)
     if isinstance(arn, str) and arn.startswith("arn:"):
-        attributes["cloud.resource_id"] = arn
+        attributes[EVENT_SOURCE_ARN] = arn
     return attributes
 
 

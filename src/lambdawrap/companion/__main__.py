@@ -15,6 +15,10 @@ def main(argv: list) -> int:
     client = ExtensionClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     # Registration comes before any heavy import: init cannot finish until we have registered.
     client.register(name, ["INVOKE", "SHUTDOWN"])
+    from ..settings import Settings
+
+    if Settings.from_env().disabled:
+        return _idle(client)
     try:
         from ._companion import Companion
 

@@ -209,21 +209,19 @@ class Correlator:
                 self.cv.wait(left)
 
     def finish_unreported(self, reason: str) -> int:
-        """At SHUTDOWN: every invocation the handler never reported becomes a span now."""
+        """At SHUTDOWN: each invocation the handler never reported is accounted for now, as
+        an error span (it timed out or crashed) or, if it ended well, as a dropped record."""
         with self.cv:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
+                if inv.runtime_done is not None and inv.runtime_done.get("status") == "success":
+                    self._open.pop(inv.request_id, None)
+                    self.sink.dropped("record_missing")
+                    continue
                 if inv.runtime_done is None:
                     inv.runtime_done = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
                 self._finish(inv)
             return len(open_)
-
-    def drop_unreported(self, rid: str) -> None:
-        """An invocation that ended normally without a handler record (e.g. our record was lost)."""
-        with self.cv:
-            inv = self._open.pop(rid, None)
-            if inv is not None and not inv.finished and inv.record is None:
-                self.sink.dropped("record_missing")
 
 
 def _reason_error(reason: str) -> str:

@@ -1,0 +1,252 @@
+"""The instrumentation pipeline end to end: emulator + real awslambdaric + layer + real OTLP receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from support.stack import EVENTS, LAYER, instrumented, metric_total
+from lambdawrap.emulator import Emulator
+
+APP = """
+import json, os, sys, time
+
+def handler(event, context):
+    print("handling", context.aws_request_id)
+    if event.get("raise"):
+        raise KeyError("missing thing")
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("exit"):
+        os._exit(1)
+    if event.get("status"):
+        return {"statusCode": event["status"], "body": "x"}
+    heavy = [m for m in ("opentelemetry.sdk", "google.protobuf", "boto3", "botocore", "requests", "urllib3") if m in sys.modules]
+    return {"statusCode": 200, "body": json.dumps({"heavy": heavy, "wrapped": hasattr(handler, "__wrapped__") or type(sys.modules[__name__].handler).__name__})}
+"""
+
+TRACEPARENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT_SPAN = "b7ad6b7169203331"
+
+
+def apigw_event(**extra) -> dict:
+    event = json.loads((EVENTS / "apigw-rest.json").read_text())
+    event.update(extra)
+    return event
+
+
+def invocation_spans(rx, predicate=None):
+    return [s for s in rx.spans() if "faas.invocation_id" in s["attributes"] and (predicate is None or predicate(s))]
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", APP)
+
+
+def test_spans_parenting_coldstart_errors_metrics_logs(task):
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke(apigw_event()) for _ in range(3)]
+        failed = emu.invoke(apigw_event(**{"raise": True}))
+        emu.wait_idle()
+        assert all(r.status == 200 and r.function_error is None for r in results)
+        # The user's exception reaches the caller unchanged.
+        assert failed.function_error == "Unhandled"
+        assert failed.json()["errorType"] == "KeyError" and failed.json()["errorMessage"] == "'missing thing'"
+        spans = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=4)
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
+        assert set(by_rid) == {r.request_id for r in results + [failed]}
+        first = by_rid[results[0].request_id]
+        for rid, span in by_rid.items():
+            assert span["trace_id"] == TRACEPARENT_TRACE and span["parent_span_id"] == TRACEPARENT_SPAN
+            assert span["name"] == "GET /pets/{petId}" and span["kind"] == 2  # SERVER
+            attrs = span["attributes"]
+            assert attrs["faas.trigger"] == "http" and attrs["http.request.method"] == "GET"
+            assert attrs["cloud.resource_id"].endswith(":function:function")
+            assert attrs["faas.coldstart"] is (span is first)
+            assert span["resource"]["service.name"] == "function"
+            assert span["resource"]["cloud.provider"] == "aws" and span["resource"]["faas.name"] == "function"
+        ok = by_rid[results[1].request_id]
+        assert ok["attributes"]["http.response.status_code"] == 200 and ok["status_code"] == 0
+        error = by_rid[failed.request_id]
+        assert error["status_code"] == 2 and "KeyError" in error["status_message"]
+        exception = next(e for e in error["events"] if e["name"] == "exception")
+        assert exception["attributes"]["exception.type"] == "KeyError"
+        assert "missing thing" in exception["attributes"]["exception.stacktrace"]
+        # The init span joins the first trace.
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
+        assert init["trace_id"] == TRACEPARENT_TRACE and init["parent_span_id"] == first["span_id"]
+        # Function log lines carry their invocation's ids.
+        logs = rx.wait_for_logs(lambda l: l["body"].startswith("handling "), count=4)
+        for line in logs:
+            rid = line["body"].split()[1]
+            assert line["trace_id"] == by_rid[rid]["trace_id"] and line["span_id"] == by_rid[rid]["span_id"]
+    # Everything is flushed by SHUTDOWN at the latest.
+    assert metric_total(rx, "faas.invocations") == 4
+    assert metric_total(rx, "faas.errors") == 1
+    assert metric_total(rx, "faas.coldstarts") == 1
+    assert metric_total(rx, "faas.invoke_duration") == 4
+    assert metric_total(rx, "lambdawrap.billed_duration") == 4
+    assert metric_total(rx, "faas.init_duration") == 1
+    temporalities = {p["temporality"] for p in rx.metrics() if p["name"] == "faas.invocations"}
+    assert temporalities == {"delta"}
+
+
+def test_http_5xx_is_an_error(task):
+    with instrumented(task) as (emu, rx):
+        emu.invoke(apigw_event(status=503))
+        span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+        assert span["attributes"]["http.response.status_code"] == 503 and span["status_code"] == 2
+
+
+def test_timeout_and_crash_still_yield_spans(task):
+    with instrumented(task, timeout_s=1.0) as (emu, rx):
+        timed_out = emu.invoke({"sleep": 3})
+        assert timed_out.json()["errorType"] == "Sandbox.Timedout"
+        crashed = emu.invoke({"exit": True})
+        assert crashed.json()["errorType"] == "Runtime.ExitError"
+        fine = emu.invoke({})
+        assert fine.status == 200 and fine.function_error is None
+        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=2, timeout=15)}
+        t = spans[timed_out.request_id]
+        assert t["status_code"] == 2 and t["attributes"]["error.type"] == "Sandbox.Timedout"
+        assert t["attributes"]["lambdawrap.failure_reason"] == "timeout"
+        c = spans[crashed.request_id]
+        assert c["status_code"] == 2 and c["attributes"]["error.type"] == "Runtime.ExitError"
+        assert c["attributes"]["lambdawrap.failure_reason"] == "crash"
+    assert metric_total(rx, "faas.timeouts") == 1
+    assert metric_total(rx, "lambdawrap.crashes") == 1
+    assert metric_total(rx, "faas.invocations") == 3
+    assert metric_total(rx, "faas.errors") == 2
+
+
+def caller_latencies(emu: Emulator, n: int) -> list:
+    emu.invoke({})  # cold start, not measured
+    emu.wait_idle()
+    latencies = []
+    for _ in range(n):
+        started = time.perf_counter()
+        result = emu.invoke({})
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert result.status == 200
+        emu.wait_idle()
+    return latencies
+
+
+def test_caller_does_not_wait_on_a_slow_collector(task):
+    with Emulator(str(task), "app.handler") as bare:
+        bare_ms = statistics.median(caller_latencies(bare, 8))
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}) as (emu, rx):
+        rx.set_behaviour(delay_s=0.5)
+        ours_ms = statistics.median(caller_latencies(emu, 8))
+        # Export happens after the response: the 500 ms collector is not on the caller's path.
+        assert ours_ms < bare_ms + 15, (ours_ms, bare_ms)
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=9, timeout=20)
+
+
+def test_flush_budget_bounds_the_invoke_phase(task):
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_FLUSH_BUDGET_MS": "100"}) as (emu, rx):
+        emu.invoke({})
+        emu.wait_idle()
+        rx.set_behaviour(delay_s=2.0)
+        started = time.monotonic()
+        emu.invoke({})
+        emu.wait_idle()
+        phase = time.monotonic() - started
+        assert phase < 0.8, phase  # the 2 s collector did not hold /next
+
+
+def test_user_spans_nest_under_the_invocation(tmp_path):
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import trace
+        tracer = trace.get_tracer("orders")
+
+        def handler(event, context):
+            with tracer.start_as_current_span("load-order") as span:
+                span.set_attribute("order.id", 42)
+                with tracer.start_as_current_span("db-query"):
+                    pass
+            return {"ok": True}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        emu.invoke(apigw_event())
+        spans = rx.wait_for_spans(lambda s: s["name"] in ("load-order", "db-query") or "faas.invocation_id" in s["attributes"], count=3)
+        invocation = next(s for s in spans if "faas.invocation_id" in s["attributes"])
+        load = next(s for s in spans if s["name"] == "load-order")
+        query = next(s for s in spans if s["name"] == "db-query")
+        assert load["trace_id"] == query["trace_id"] == invocation["trace_id"] == TRACEPARENT_TRACE
+        assert load["parent_span_id"] == invocation["span_id"]
+        assert query["parent_span_id"] == load["span_id"]
+        assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
+
+
+def test_process_stays_lean_and_disabled_leaves_it_untouched(task):
+    with instrumented(task) as (emu, rx):
+        body = json.loads(emu.invoke(apigw_event()).json()["body"])
+        assert body == {"heavy": [], "wrapped": True}
+    with instrumented(task, env={"LAMBDAWRAP_DISABLED": "true"}) as (emu, rx):
+        body = json.loads(emu.invoke(apigw_event()).json()["body"])
+        assert body["wrapped"] == "function"
+        emu.wait_idle()
+    # The companion still ran (it is a separate extension), but nothing was instrumented.
+    assert invocation_spans(rx) == []
+
+
+def test_user_sitecustomize_still_runs(task, tmp_path):
+    layer = tmp_path / "layer-copy"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    (layer / "python" / "sitecustomize.py").write_text("import os\nos.environ['USER_SITECUSTOMIZE'] = 'ran'\n")
+    write_function(task, APP + "\ndef env_handler(event, context):\n    return {'site': os.environ.get('USER_SITECUSTOMIZE')}\n")
+    with instrumented(task, "app.env_handler", layer=layer) as (emu, rx):
+        assert emu.invoke({}).json() == {"site": "ran"}
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+
+
+def test_handler_in_a_subfolder(tmp_path):
+    write_function(tmp_path / "task" / "src" / "svc", "def handler(event, context):\n    return 'sub'\n", module="api")
+    with instrumented(tmp_path / "task", "src/svc/api.handler") as (emu, rx):
+        assert emu.invoke({}).json() == "sub"
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+
+
+@pytest.mark.parametrize("strategy", ["end", "periodic,60000"])
+def test_flush_strategies(task, strategy):
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": strategy}) as (emu, rx):
+        for _ in range(3):
+            emu.invoke({})
+            emu.wait_idle()
+        exported_before_shutdown = len(invocation_spans(rx))
+    assert len(invocation_spans(rx)) == 3  # SHUTDOWN flushed whatever was left
+    if strategy == "end":
+        assert exported_before_shutdown == 3
+    else:
+        # The first flush happens at the first invocation; then nothing until 60 s pass.
+        assert exported_before_shutdown == 1
+
+
+def test_bounded_buffer_counts_drops_and_delivers_backlog(task):
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_BUFFER_MAX_SPANS": "3"}) as (emu, rx):
+        rx.set_behaviour(status=500)  # not retried by the exporter: every export fails at once
+        for _ in range(6):
+            emu.invoke({})
+            emu.wait_idle()
+        assert invocation_spans(rx) == []
+        rx.reset_behaviour()
+        emu.invoke({})
+        emu.wait_idle()
+    spans = rx.spans()
+    dropped = metric_total(rx, "lambdawrap.dropped", {"reason": "buffer_full"})
+    # Every span (7 invocations + the init span) is accounted for exactly once: exported,
+    # or counted as dropped.
+    assert len({s["span_id"] for s in spans}) == len(spans) == 3
+    assert len(spans) + dropped == 7 + 1
+    assert metric_total(rx, "faas.invocations") == 7  # metrics were retained and resent
