@@ -12,6 +12,8 @@ case "$0" in
 esac
 case "$here" in
   /*) ;;
+  .) here="$PWD" ;;
+  ./*) here="$PWD/${here#./}" ;;
   *) here="$PWD/$here" ;;
 esac
 
@@ -19,8 +21,10 @@ boot="$here/python/lambdawrap_boot"
 if [ -z "${PYTHONPATH+set}" ]; then
   # Setting PYTHONPATH makes bootstrap.py skip the layer paths it would have added; put them
   # back in the order it uses (site-packages of the layer first, then /opt/python).
-  version="${AWS_EXECUTION_ENV#AWS_Lambda_}"
-  PYTHONPATH="$boot:$here/python/lib/${version:-python3}/site-packages:$here/python"
+  case "${AWS_EXECUTION_ENV:-}" in
+    AWS_Lambda_python*) PYTHONPATH="$boot:$here/python/lib/${AWS_EXECUTION_ENV#AWS_Lambda_}/site-packages:$here/python" ;;
+    *) PYTHONPATH="$boot:$here/python" ;;
+  esac
 elif [ -n "$PYTHONPATH" ]; then
   PYTHONPATH="$boot:$PYTHONPATH"
 else

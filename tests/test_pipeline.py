@@ -250,3 +250,61 @@ def test_bounded_buffer_counts_drops_and_delivers_backlog(task):
     assert len({s["span_id"] for s in spans}) == len(spans) == 3
     assert len(spans) + dropped == 7 + 1
     assert metric_total(rx, "faas.invocations") == 7  # metrics were retained and resent
+
+
+def test_proactive_init_and_provisioned_concurrency_are_not_cold_starts(task):
+    with instrumented(task, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "300"}) as (emu, rx):
+        emu.init()
+        # The platform initialized ahead of demand; the first invoke comes much later.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        emu.invoke({})
+        span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+        assert span["attributes"]["faas.coldstart"] is False and span["attributes"]["lambdawrap.proactive_init"] is True
+    with instrumented(task, env={"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"}) as (emu, rx):
+        emu.invoke({})
+        span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+        assert span["attributes"]["faas.coldstart"] is False
+
+
+def test_sqs_messages_become_links(task):
+    event = json.loads((EVENTS / "sqs.json").read_text())
+    with instrumented(task) as (emu, rx):
+        emu.invoke(event)
+        span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+        assert span["kind"] == 5 and span["attributes"]["messaging.system"] == "aws_sqs"  # CONSUMER
+        assert span["parent_span_id"] == ""  # a new trace, linked to the producers
+        links = {(l["trace_id"], l["span_id"]) for l in span["links"]}
+        # One link per distinct producer context: a W3C traceparent, or the X-Ray header.
+        assert links == {("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"), ("5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8")}
+
+
+def test_resource_settings_and_per_signal_endpoint(task):
+    from lambdawrap.otlp_receiver import OtlpReceiver
+
+    with OtlpReceiver() as traces_only:
+        env = {
+            "OTEL_SERVICE_NAME": "checkout",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=staging,team=payments",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traces_only.endpoint + "/v1/traces",
+        }
+        with instrumented(task, env=env) as (emu, rx):
+            emu.invoke({})
+            span = traces_only.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+            assert span["resource"]["service.name"] == "checkout"
+            assert span["resource"]["deployment.environment.name"] == "staging" and span["resource"]["team"] == "payments"
+            assert span["resource"]["cloud.region"] == "us-east-1" and span["resource"]["faas.max_memory"] == 128 * 1024 * 1024
+        assert invocation_spans(rx) == []  # traces went to their own endpoint
+        assert metric_total(rx, "faas.invocations") == 1  # metrics to the general one
+
+
+def test_grpc_export(task):
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    with GrpcTraceReceiver() as grpc_rx:
+        env = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": grpc_rx.endpoint}
+        with instrumented(task, env=env) as (emu, rx):
+            result = emu.invoke({})
+            spans = grpc_rx.wait_for(1)
+        assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)

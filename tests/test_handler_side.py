@@ -1,0 +1,195 @@
+"""Handler-side pieces on their own: settings, boot, channel, the exec wrapper, fork safety."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from lambdawrap import boot
+from lambdawrap._channel import Channel, encode
+from lambdawrap.companion._socket_server import SocketServer
+from lambdawrap.settings import FlushStrategy, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+WRAPPER = ROOT / "layer" / "wrapper.sh"
+
+
+@pytest.fixture
+def sock_path():
+    folder = tempfile.mkdtemp(prefix="lw")
+    yield os.path.join(folder, "lw.sock")
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))
+    os.rmdir(folder)
+
+
+@pytest.fixture
+def listener(sock_path):
+    received = []
+    server = SocketServer(sock_path, lambda record: received.append(record))
+    server.start()
+    yield server, received
+    server.stop()
+
+
+class TestSettings:
+    def test_defaults(self):
+        s = Settings.from_env({})
+        assert s.flush == FlushStrategy("adaptive") and s.flush_budget_ms == 1000 and s.secrets_ttl_s == 300
+        assert not s.disabled and s.metrics_temporality == "delta" and s.secrets_port == 2773
+
+    def test_values(self):
+        s = Settings.from_env({"LAMBDAWRAP_FLUSH": "periodic,250", "LAMBDAWRAP_DISABLED": "TRUE", "LAMBDAWRAP_SECRETS_TTL": "86400", "OTEL_SERVICE_NAME": "svc", "AWS_LAMBDA_FUNCTION_NAME": "fn"})
+        assert s.flush == FlushStrategy("periodic", 250) and s.disabled and s.secrets_ttl_s == 86400 and s.service_name == "svc"
+
+    @pytest.mark.parametrize(
+        "name, value, default_text",
+        [
+            ("LAMBDAWRAP_FLUSH", "sometimes", "adaptive"),
+            ("LAMBDAWRAP_FLUSH", "periodic,-5", "adaptive"),
+            ("LAMBDAWRAP_FLUSH_BUDGET_MS", "lots", "1000"),
+            ("LAMBDAWRAP_DISABLED", "maybe", "false"),
+            ("LAMBDAWRAP_SECRETS_TTL", "-1", "300.0"),
+            ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),
+        ],
+    )
+    def test_bad_value_warns_once_with_name_and_default(self, caplog, name, value, default_text):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({name: value})
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert name in warnings[0] and repr(value) in warnings[0] and f"default {default_text}" in warnings[0]
+        assert s == Settings.from_env({})
+
+
+class TestBoot:
+    @pytest.mark.parametrize("value", ["", "noperiod", ".handler", "mod.", "a b.handler", "../../etc/passwd.x", "mod.1fn", "mod.fn;rm -rf /", "\x00.x", "mod..fn"])
+    def test_hostile_handler_values_are_refused_quietly(self, value):
+        assert boot.handler_target(value) is None
+        assert boot.initialize({"_HANDLER": value}, swallow_exceptions=False) is None
+
+    @pytest.mark.parametrize("value, target", [("app.handler", ("app", "handler")), ("pkg.mod.fn", ("pkg.mod", "fn")), ("src/svc/api.handler", ("src.svc.api", "handler"))])
+    def test_handler_forms(self, value, target):
+        assert boot.handler_target(value) == target
+
+    def test_wrapping_is_idempotent(self, tmp_path, sock_path, monkeypatch):
+        (tmp_path / "lw_idem_mod.py").write_text("def handler(event, context):\n    return event\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        env = {"_HANDLER": "lw_idem_mod.handler", "LAMBDAWRAP_SOCKET": sock_path}
+        # Two boots: as with a second copy of the layer, or a re-run of sitecustomize.
+        assert boot.initialize(env, swallow_exceptions=False) is not None
+        assert boot.initialize(env, swallow_exceptions=False) is not None
+        import lw_idem_mod
+
+        original = lw_idem_mod.handler.__wrapped__
+        assert not hasattr(original, "__wrapped__")  # wrapped exactly once
+        assert lw_idem_mod.handler({"x": 1}, None) == {"x": 1}
+
+
+class TestChannel:
+    def test_absent_companion_drops_counts_and_warns_once(self, sock_path, caplog):
+        channel = Channel(sock_path)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            for _ in range(3):
+                assert channel.send({"v": 1, "type": "invocation"}) is False
+        assert channel.dropped == 3
+        assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
+
+    def test_records_arrive_and_drop_count_travels(self, listener, sock_path):
+        server, received = listener
+        channel = Channel(sock_path)
+        channel.dropped = 2  # e.g. from a time the companion was away
+        assert channel.send({"v": 1, "type": "invocation", "rid": "a"})
+        wait_for(lambda: received, what="record")
+        assert received[0]["rid"] == "a" and received[0]["dropped"] == 2 and channel.dropped == 0
+
+    def test_socket_is_private_and_survives_garbage(self, listener, sock_path):
+        server, received = listener
+        assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600
+        import socket
+
+        for garbage in (b"\xff\xff\xff\xff" + b"x" * 10, b"\x00\x00\x00\x05{bad}", encode(["not", "a", "dict"])):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(sock_path)
+                s.sendall(garbage)
+        wait_for(lambda: server.malformed >= 3, what="malformed records counted")
+        assert Channel(sock_path).send({"v": 1, "type": "invocation", "rid": "after"})
+        wait_for(lambda: any(r.get("rid") == "after" for r in received), what="record after garbage")
+
+
+def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, listener, sock_path):
+    server, received = listener
+    (tmp_path / "forkmod.py").write_text("def handler(event, context):\n    return event\n")
+    script = textwrap.dedent(
+        f"""
+        import os, sys, types
+        sys.path.insert(0, {str(tmp_path)!r})
+        from lambdawrap import boot
+        boot.initialize({{"_HANDLER": "forkmod.handler", "LAMBDAWRAP_SOCKET": {sock_path!r}}}, swallow_exceptions=False)
+        import forkmod
+        ctx = types.SimpleNamespace(aws_request_id="parent-1", invoked_function_arn="arn:x")
+        forkmod.handler({{}}, ctx)  # the parent serves first, then forks as the runtime's workers do
+        pid = os.fork()
+        if pid == 0:
+            for i in range(3):
+                forkmod.handler({{}}, types.SimpleNamespace(aws_request_id=f"child-{{i}}", invoked_function_arn="arn:x"))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forkmod.handler({{}}, types.SimpleNamespace(aws_request_id="parent-2", invoked_function_arn="arn:x"))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    wait_for(lambda: len(received) >= 5, what="five records")
+    by_rid = {r["rid"]: r for r in received}
+    assert set(by_rid) == {"parent-1", "parent-2", "child-0", "child-1", "child-2"}
+    assert by_rid["parent-1"]["cold"] and not by_rid["parent-2"]["cold"]
+    assert by_rid["child-0"]["cold"] and not by_rid["child-1"]["cold"]
+    assert by_rid["child-0"]["pid"] != by_rid["parent-1"]["pid"]
+    assert len({r["sid"] for r in received}) == 5  # ids stay unique across the fork
+
+
+class TestExecWrapper:
+    def run(self, env: dict, *args: str) -> dict:
+        out = subprocess.run([str(WRAPPER), "/usr/bin/env", *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True)
+        return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+    def test_restores_the_layer_paths_when_pythonpath_was_unset(self):
+        env = self.run({"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"})
+        layer = str(WRAPPER.parent)
+        assert env["PYTHONPATH"] == f"{layer}/python/lambdawrap_boot:{layer}/python/lib/python3.12/site-packages:{layer}/python"
+
+    def test_keeps_a_user_pythonpath_and_adds_no_stray_separator(self):
+        layer = str(WRAPPER.parent)
+        assert self.run({"PYTHONPATH": "/mine"})["PYTHONPATH"] == f"{layer}/python/lambdawrap_boot:/mine"
+        assert self.run({"PYTHONPATH": ""})["PYTHONPATH"] == f"{layer}/python/lambdawrap_boot"
+
+    def test_kill_switch(self):
+        env = self.run({"LAMBDAWRAP_DISABLED": "true", "PYTHONPATH": "/mine"})
+        assert env["PYTHONPATH"] == "/mine" and "LAMBDAWRAP_BOOT_DIR" not in env
+
+    def test_chains_to_the_next_wrapper(self, tmp_path):
+        nxt = tmp_path / "next.sh"
+        nxt.write_text('#!/bin/sh\nexport CHAINED="$#:$1"\nexec "$@"\n')
+        nxt.chmod(0o755)
+        env = self.run({"LAMBDAWRAP_NEXT_WRAPPER": str(nxt)})
+        assert env["CHAINED"] == "1:/usr/bin/env" and "lambdawrap_boot" in env["PYTHONPATH"]
+
+    def test_runs_from_any_folder(self, tmp_path):
+        import shutil
+
+        copy = tmp_path / "some" / "where"
+        shutil.copytree(WRAPPER.parent, copy)
+        out = subprocess.run(["sh", "-c", f"cd {copy} && ./wrapper.sh /usr/bin/env"], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+        assert f"PYTHONPATH={copy}/python/lambdawrap_boot:" in out.stdout
