@@ -61,8 +61,10 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     from ._invocation import FAILURES, InvocationTracer
 
     channel = Channel(settings.socket_path)
-    tracer = InvocationTracer(settings, channel, booted_at=booted_at, environ=environ)
     module_name, attribute = target
+    if settings.secrets:
+        _load_secrets(settings, channel, module_name, environ)
+    tracer = InvocationTracer(settings, channel, booted_at=booted_at, environ=environ)
 
     def wrap_handler(module: Any) -> None:
         # An exception here would fail the user's import: wrapt runs hooks inside it.
@@ -85,6 +87,50 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     wrapt.register_post_import_hook(bridge_opentelemetry, "opentelemetry.trace")
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
+
+
+class _RefuseImport:
+    """A meta-path finder that fails the handler module's import with a SecretsError, which the
+    runtime reports as an init error (fail-closed secrets)."""
+
+    def __init__(self, module: str, message: str) -> None:
+        self.module = module
+        self.message = message
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == self.module:
+            from ._secret_sources import SecretsError
+
+            raise SecretsError(self.message)
+        return None
+
+
+def _companion_expected(environ: Mapping[str, str]) -> bool:
+    """True when our layer's companion runs in this environment (every file in
+    <layer>/extensions is launched by the platform)."""
+    boot_dir = environ.get("LAMBDAWRAP_BOOT_DIR", "")
+    if not boot_dir:
+        return False
+    layer = os.path.dirname(os.path.dirname(boot_dir.rstrip("/")))
+    return os.path.isfile(os.path.join(layer, "extensions", "lambdawrap"))
+
+
+def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: Mapping[str, str]) -> None:
+    try:
+        from . import secrets
+
+        failures = secrets.load_declared(settings, channel, _companion_expected(environ))
+    except Exception as exc:  # noqa: BLE001 - the policy below decides what a failure means
+        failures = [f"secrets could not be loaded ({type(exc).__name__})"]
+    if not failures:
+        return
+    if settings.secrets_required:
+        message = "LAMBDAWRAP_SECRETS_REQUIRED is true and " + "; ".join(failures)
+        sys.meta_path.insert(0, _RefuseImport(module_name, message))
+        logger.error("lambdawrap: %s", message)
+        return
+    for failure in failures:
+        logger.warning("lambdawrap: %s; its variable is left unset", failure)
 
 
 def _strip_boot_dir(boot_dir: str) -> None:

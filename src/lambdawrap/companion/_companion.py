@@ -63,7 +63,7 @@ class FlushPolicy:
 
 
 class Companion:
-    def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
+    def __init__(self, client: ExtensionClient, settings: Settings | None = None, channel: tuple | None = None) -> None:
         self.client = client
         self.settings = settings or Settings.from_env()
         resource = build_resource(self.settings, client.info.get("accountId"))
@@ -72,8 +72,12 @@ class Companion:
         self.pipeline.spans = self.signals.spans
         self.correlator = Correlator(self.signals)
         self.policy = FlushPolicy(self.settings.flush)
-        self.socket = SocketServer(self.settings.socket_path, self._on_record)
-        self.socket.start()
+        if channel is not None:
+            self.socket, router = channel
+            router.attach(self._on_record)
+        else:
+            self.socket = SocketServer(self.settings.socket_path, self._on_record)
+            self.socket.start()
         self.listener = TelemetryListener(self.correlator.on_telemetry)
         self.listener.start()
         client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])

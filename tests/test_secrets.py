@@ -1,0 +1,169 @@
+"""Secret preloading through the real stack: emulator + layer + companion + a real moto server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from lambdawrap._secret_sources import SecretSource, parse_sources
+from support.moto import MotoServer, free_port
+from support.stack import LAYER, instrumented
+
+DB_PASSWORD = "s3cr3t-DB-value-7f1c"
+API_KEY = "api-KEY-value-99ab"
+ROTATED = "r0tated-DB-value-2e4d"
+
+APP = """
+import json, os, time, urllib.request, urllib.error
+from lambdawrap import secrets
+
+AT_IMPORT = {"DB_PASSWORD": os.environ.get("DB_PASSWORD"), "API_KEY": os.environ.get("API_KEY")}
+
+def handler(event, context):
+    if "get" in event:
+        return {"value": secrets.get(event["get"])}
+    if "http" in event:
+        req = urllib.request.Request("http://localhost:%s%s" % (event["port"], event["http"]))
+        if event.get("token"):
+            req.add_header("X-Aws-Parameters-Secrets-Token", os.environ["AWS_SESSION_TOKEN"])
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return {"status": resp.status, "body": json.loads(resp.read())}
+        except urllib.error.HTTPError as err:
+            return {"status": err.code}
+    return {"at_import": AT_IMPORT, "accessor": secrets.get("DB_PASSWORD")}
+"""
+
+
+class TestSyntax:
+    def test_entries(self):
+        sources, problems = parse_sources(
+            "DB_PASSWORD=secretsmanager:prod/db#password, API_KEY=ssm:/prod/api/key,"
+            "OLD=secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf#password@AWSPREVIOUS,"
+            "WHOLE=secretsmanager:plain@AWSCURRENT"
+        )
+        assert problems == []
+        assert sources == [
+            SecretSource("DB_PASSWORD", "secretsmanager", "prod/db", "password"),
+            SecretSource("API_KEY", "ssm", "/prod/api/key"),
+            SecretSource("OLD", "secretsmanager", "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf", "password", "AWSPREVIOUS"),
+            SecretSource("WHOLE", "secretsmanager", "plain", None, "AWSCURRENT"),
+        ]
+
+    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x"])
+    def test_bad_entries_are_reported_not_raised(self, entry):
+        sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")
+        assert sources == [SecretSource("GOOD", "ssm", "/ok")]
+        assert len(problems) == 1 and "LAMBDAWRAP_SECRETS" in problems[0]
+
+
+@pytest.fixture
+def moto():
+    with MotoServer() as server:
+        server.client("secretsmanager").create_secret(Name="prod/db", SecretString=json.dumps({"password": DB_PASSWORD, "user": "app"}))
+        server.client("ssm").put_parameter(Name="/prod/api/key", Value=API_KEY, Type="SecureString")
+        server.reset_recording()
+        yield server
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", APP)
+
+
+def secrets_env(moto: MotoServer, **extra) -> dict:
+    env = {
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
+        "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
+    }
+    env.update(extra)
+    return env
+
+
+def everything_captured(emu, rx) -> str:
+    """All the emulator's records and logs and all the receiver got, as one searchable text."""
+    return json.dumps([emu.records(), emu.log_lines(), rx.spans(), rx.metrics(), rx.logs()], default=str)
+
+
+def test_injected_before_import_refreshed_served_and_never_leaked(task, moto):
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS_TTL="1")
+    with instrumented(task, env=env) as (emu, rx):
+        first = emu.invoke({}).json()
+        assert first == {"at_import": {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}, "accessor": DB_PASSWORD}
+        # The handler side made no AWS call: the companion fetched both, during init.
+        calls = moto.requests()
+        assert {c["target"] for c in calls} == {"secretsmanager.GetSecretValue", "AmazonSSM.GetParameter"}
+        assert all("lambdawrap/companion" in c["user_agent"] for c in calls)
+        assert not any("lambdawrap/boot" in c["user_agent"] for c in calls)
+
+        # Rotation: seen within about one TTL, and no invocation waits for the refresh.
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"password": ROTATED}))
+        rotated_at = time.monotonic()
+        seen, slowest = None, 0.0
+        while time.monotonic() - rotated_at < 6:
+            result = emu.invoke({"get": "DB_PASSWORD"})
+            slowest = max(slowest, result.duration_ms)
+            if result.json()["value"] == ROTATED:
+                seen = time.monotonic() - rotated_at
+                break
+            emu.wait_idle()
+            time.sleep(0.1)
+        assert seen is not None and seen < 3.5, seen
+        assert slowest < 100, slowest
+
+        # The Parameters and Secrets extension's API, on the configured port.
+        port = env["LAMBDAWRAP_SECRETS_PORT"]
+        ok = emu.invoke({"http": "/secretsmanager/get?secretId=prod%2Fdb", "port": port, "token": True}).json()
+        assert ok["status"] == 200 and json.loads(ok["body"]["SecretString"])["password"] == ROTATED and ok["body"]["Name"] == "prod/db"
+        param = emu.invoke({"http": "/systemsmanager/parameters/get?name=%2Fprod%2Fapi%2Fkey&withDecryption=true", "port": port, "token": True}).json()
+        assert param["status"] == 200 and param["body"]["Parameter"]["Value"] == API_KEY
+        refused = emu.invoke({"http": "/secretsmanager/get?secretId=prod%2Fdb", "port": port}).json()
+        assert refused == {"status": 401}
+        emu.wait_idle()
+    captured = everything_captured(emu, rx)
+    assert rx.spans(), "the run exported spans"
+    for value in (DB_PASSWORD, API_KEY, ROTATED):
+        assert value not in captured
+
+
+def test_missing_secret_warns_and_leaves_variable_unset(task, moto):
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:does/not/exist")
+    with instrumented(task, env=env) as (emu, rx):
+        body = emu.invoke({}).json()
+        assert body["at_import"]["DB_PASSWORD"] == DB_PASSWORD
+        assert emu.invoke({"get": "GONE"}).json() == {"value": None}
+        warnings = [line for line in emu.log_lines("function") if "does/not/exist" in line]
+        assert len(warnings) == 1 and "ResourceNotFoundException" in warnings[0] and "left unset" in warnings[0]
+        emu.wait_idle()
+    assert DB_PASSWORD not in everything_captured(emu, rx)
+
+
+def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:does/not/exist", LAMBDAWRAP_SECRETS_REQUIRED="true")
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+        body = result.json()
+        assert result.function_error == "Unhandled"
+        assert body["errorType"] == "SecretsError"
+        assert "GONE=secretsmanager:does/not/exist" in body["errorMessage"] and "ResourceNotFoundException" in body["errorMessage"]
+        assert DB_PASSWORD not in json.dumps(body)
+        init = emu.records("platform.initRuntimeDone")[0]["record"]
+        assert init["status"] == "error"
+    assert DB_PASSWORD not in everything_captured(emu, rx)
+
+
+def test_without_the_companion_the_boot_fetches_itself(task, moto, tmp_path):
+    layer = tmp_path / "layer-no-companion"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    shutil.rmtree(layer / "extensions")
+    with instrumented(task, env=secrets_env(moto), layer=layer) as (emu, rx):
+        body = emu.invoke({}).json()
+        assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}
+    calls = moto.requests()
+    assert calls and all("lambdawrap/boot" in c["user_agent"] for c in calls)
