@@ -26,7 +26,7 @@ from lambdawrap._trace_context import (
     parse_xray,
 )
 
-EVENTS = Path(__file__).resolve().parent / "events"
+EVENTS = Path(__file__).resolve().parent.parent / "examples" / "events"
 
 TRACE_HEX = "0af7651916cd43dd8448eb211c80319c"
 SPAN_HEX = "b7ad6b7169203331"

@@ -31,7 +31,7 @@ from lambdawrap._triggers import (
     response_status_code,
 )
 
-EVENTS = Path(__file__).resolve().parent / "events"
+EVENTS = Path(__file__).resolve().parent.parent / "examples" / "events"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 FUZZ = settings(max_examples=300, deadline=None, database=None)
 

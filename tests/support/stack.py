@@ -13,7 +13,7 @@ from lambdawrap.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layer"
-EVENTS = ROOT / "tests" / "events"
+EVENTS = ROOT / "examples" / "events"
 
 
 def layer_env(receiver: OtlpReceiver | None, socket_dir: str, extra: Mapping[str, str] | None = None) -> dict:
