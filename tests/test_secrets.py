@@ -11,7 +11,7 @@ import pytest
 
 from conftest import write_function
 from lambdawrap._secret_sources import SecretSource, parse_sources
-from support.moto import MotoServer, free_port
+from lambdawrap.local._moto import MotoServer, free_port
 from support.stack import LAYER, instrumented
 
 DB_PASSWORD = "s3cr3t-DB-value-7f1c"

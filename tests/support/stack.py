@@ -3,45 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from lambdawrap.emulator import Emulator
+from lambdawrap.local._stack import EXAMPLES, SOURCE_LAYER, RunConfig, local_stack
 from lambdawrap.otlp_receiver import OtlpReceiver
 
-ROOT = Path(__file__).resolve().parents[2]
-LAYER = ROOT / "layer"
-EVENTS = ROOT / "examples" / "events"
-
-
-def layer_env(receiver: OtlpReceiver | None, socket_dir: str, extra: Mapping[str, str] | None = None) -> dict:
-    env = {
-        "AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh",
-        # A socket of its own per test, so tests never talk to each other's companion.
-        "LAMBDAWRAP_SOCKET": f"{socket_dir}/lw.sock",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    if receiver is not None:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-    env.update(extra or {})
-    return env
+LAYER = SOURCE_LAYER
+EVENTS = EXAMPLES / "events"
 
 
 @contextlib.contextmanager
 def instrumented(task_dir: Path, handler: str = "app.handler", *, env: Mapping[str, str] | None = None, layer: Path = LAYER, receiver: OtlpReceiver | None = None, **emulator_args) -> Iterator[tuple]:
     """Yields (emulator, receiver) with the layer installed and exporting to the receiver."""
-    socket_dir = tempfile.mkdtemp(prefix="lw")  # short: Unix socket paths are capped at 108 bytes
-    own_receiver = receiver is None
-    rx = receiver or OtlpReceiver().start()
-    try:
-        with Emulator(str(task_dir), handler, str(layer), env=layer_env(rx, socket_dir, env), **emulator_args) as emu:
-            yield emu, rx
-    finally:
-        if own_receiver:
-            rx.stop()
-        shutil.rmtree(socket_dir, ignore_errors=True)
+    config = RunConfig(
+        function_dir=Path(task_dir),
+        handler=handler,
+        env=dict(env or {}),
+        layer_dir=Path(layer),
+        otlp_endpoint=receiver.endpoint if receiver is not None else None,
+        timeout_s=emulator_args.pop("timeout_s", 3.0),
+        memory_mb=emulator_args.pop("memory_mb", 128),
+    )
+    assert not emulator_args, f"unsupported emulator arguments: {emulator_args}"
+    with local_stack(config) as (emu, own_receiver, _moto):
+        yield emu, receiver or own_receiver
 
 
 def metric_total(receiver: OtlpReceiver, name: str, attrs: Mapping[str, object] | None = None) -> float:

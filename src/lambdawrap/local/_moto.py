@@ -1,4 +1,5 @@
-"""A real moto server (moto[server]) on loopback, with its request recorder on."""
+"""A real moto server (moto[server]) on loopback, with its request recorder on: local runs
+use it for declared secrets, and tests assert on what it was asked."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class MotoServer:
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "MotoServer":
+        try:
+            import moto.server  # noqa: F401 - only to give a clear error when it is missing
+        except ImportError:
+            raise RuntimeError("moto[server] is not installed: pip install 'lambdawrap[dev]'") from None
         env = dict(os.environ, MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=str(self._recording))
         self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30

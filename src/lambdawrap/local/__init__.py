@@ -1,0 +1,1 @@
+"""Local runs of a function through the emulator, with the layer, an OTLP receiver and moto."""

@@ -1,0 +1,212 @@
+"""The built layer: its layout and zip, and — the real proof — that it instruments a function
+when nothing but the layer provides lambdawrap and its dependencies.
+
+Building downloads wheels for the target platform from PyPI; the module is skipped when pip
+cannot reach an index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from lambdawrap import layer_build
+from lambdawrap.layer_build import LayerBuild, build_layer
+
+pytestmark = pytest.mark.timeout(240)
+
+LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+DEV_ONLY = ("emulator", "otlp_receiver", "layer_build", "cli", "local")
+
+APP = """
+import importlib.util, sys
+
+def handler(event, context):
+    return {
+        "lambdawrap": sys.modules["lambdawrap"].__file__,
+        "wrapt": sys.modules["wrapt"].__file__,
+        "otel_visible": importlib.util.find_spec("opentelemetry") is not None,
+        "wrapped": hasattr(handler, "__wrapped__"),
+    }
+"""
+
+
+def _pip(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def index_reachable(tmp_path_factory) -> None:
+    # A quick platform-specific download: the same kind of request the build makes.
+    try:
+        result = _pip(
+            "download", "--no-deps", "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
+            "--python-version", LOCAL_PYTHON, "--implementation", "cp", "--timeout", "15", "--retries", "1",
+            "-d", str(tmp_path_factory.mktemp("probe")), "wrapt==2.5.2",
+            timeout=60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.skip("PyPI unreachable: pip download timed out")
+    if result.returncode != 0:
+        pytest.skip(f"PyPI unreachable: pip download failed: {result.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.fixture(scope="module")
+def built(index_reachable, tmp_path_factory) -> LayerBuild:
+    """The default (http) layer for x86_64, for this interpreter's version so it can run here."""
+    out = tmp_path_factory.mktemp("build") / "layer"
+    return build_layer(out, arch="x86_64", python_version=LOCAL_PYTHON, variant="http")
+
+
+def _zip_modes(archive: Path) -> dict[str, int]:
+    with zipfile.ZipFile(archive) as zf:
+        return {info.filename: info.external_attr >> 16 for info in zf.infolist()}
+
+
+def test_layout(built):
+    # GIVEN the built layer WHEN we look at what unzips into /opt THEN every part is in place
+    out = built.out_dir
+    assert (out / "wrapper.sh").read_bytes() == (layer_build._LAYER_SRC / "wrapper.sh").read_bytes()
+    assert (out / "extensions" / "lambdawrap").is_file()
+    assert (out / "python" / "lambdawrap_boot" / "sitecustomize.py").is_file()
+    assert (out / "python" / "lambdawrap" / "boot.py").is_file()
+    assert list((out / "python").glob("wrapt/_wrappers.cpython-*-x86_64-linux-gnu.so"))
+    assert list((out / "python").glob("wrapt-2.5.2.dist-info"))
+    companion = out / "lambdawrap" / "companion-lib"
+    assert (companion / "lambdawrap" / "companion" / "__main__.py").is_file()
+    for package in ("opentelemetry/sdk", "opentelemetry/exporter/otlp/proto/http", "opentelemetry/proto", "opentelemetry/semconv", "google/protobuf", "requests", "urllib3"):
+        assert (companion / package).is_dir(), package
+    # The handler side is stdlib + wrapt: no OpenTelemetry, no protobuf on the function's path.
+    assert not (out / "python" / "opentelemetry").exists() and not (out / "python" / "google").exists()
+    assert not (out / "python" / "lambdawrap" / "companion").exists()
+    # The http layer has no gRPC.
+    assert not (companion / "grpc").exists()
+    # Licences stay.
+    assert list(companion.glob("opentelemetry_sdk-*.dist-info/licenses/LICENSE"))
+
+
+def test_no_dev_tools_and_no_boto(built):
+    for copy in (built.out_dir / "python" / "lambdawrap", built.out_dir / "lambdawrap" / "companion-lib" / "lambdawrap"):
+        names = {p.stem for p in copy.iterdir()}
+        assert not names & set(DEV_ONLY), names
+        for source in copy.rglob("*.py"):
+            text = source.read_text()
+            assert "emulator" not in text.replace("emulator's", "") or "import" not in text.split("emulator")[0].splitlines()[-1], source
+            assert "otlp_receiver import" not in text and "import otlp_receiver" not in text, source
+    everything = [p.relative_to(built.out_dir).as_posix() for p in built.out_dir.rglob("*")]
+    assert not [p for p in everything if "boto3" in p or "botocore" in p]
+    assert not [p for p in everything if "__pycache__" in p or p.endswith(".pyc")]
+    assert not (built.out_dir / "lambdawrap" / "companion-lib" / "bin").exists()
+
+
+def test_zip_keeps_executable_bits_and_is_deterministic(built, tmp_path):
+    modes = _zip_modes(built.zip_path)
+    assert stat.S_IMODE(modes["wrapper.sh"]) == 0o755 and stat.S_ISREG(modes["wrapper.sh"])
+    assert stat.S_IMODE(modes["extensions/lambdawrap"]) == 0o755
+    assert stat.S_IMODE(modes["python/lambdawrap/boot.py"]) == 0o644
+    with zipfile.ZipFile(built.zip_path) as zf:
+        names = zf.namelist()
+        assert names == sorted(names)
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    # Zipping the same folder again gives the same bytes.
+    again = tmp_path / "again.zip"
+    layer_build.write_deterministic_zip(built.out_dir, again)
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(built.zip_path.read_bytes()).digest()
+
+
+def test_sizes_within_limits(built):
+    assert built.zip_path == built.out_dir.with_name("layer.zip")
+    assert built.zipped_bytes == built.zip_path.stat().st_size
+    assert 0 < built.zipped_bytes < built.unzipped_bytes
+    assert built.within_limits and built.limits_enforced, (built.zipped_bytes, built.unzipped_bytes)
+    assert built.zipped_bytes <= 9 * 1024 * 1024 and built.unzipped_bytes <= 25 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def bare_python(index_reachable, tmp_path_factory) -> str:
+    """An interpreter that sees none of the dev venv's packages: only awslambdaric, which
+    plays the managed runtime's /var/runtime."""
+    root = tmp_path_factory.mktemp("rt")
+    venv = root / "rt"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=60)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip()
+    result = _pip("install", "--quiet", "--no-compile", "--target", site, "awslambdaric==4.2.2", timeout=180)
+    if result.returncode != 0:
+        pytest.skip(f"could not install awslambdaric for the bare runtime: {result.stderr.strip().splitlines()[-1:]}")
+    # The proof is only worth something if the bare interpreter really cannot see our packages.
+    probe = "import importlib.util as u; print([m for m in ('lambdawrap', 'wrapt', 'opentelemetry', 'google.protobuf', 'boto3') if u.find_spec(m.split('.')[0])])"
+    assert subprocess.run([str(python), "-s", "-c", probe], check=True, capture_output=True, text=True, cwd=root).stdout.strip() == "[]"
+    return str(python)
+
+
+def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_path):
+    from lambdawrap.emulator import Emulator
+    from lambdawrap.otlp_receiver import OtlpReceiver
+
+    # GIVEN a trivial function, the built layer as /opt, and an interpreter with no dev packages
+    task = write_function(tmp_path / "task", APP)
+    socket_dir = tempfile.mkdtemp(prefix="lw")  # short: Unix socket paths are capped at 108 bytes
+    try:
+        with OtlpReceiver() as receiver:
+            env = {
+                "AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh",
+                "LAMBDAWRAP_SOCKET": f"{socket_dir}/lw.sock",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_SERVICE_NAME": "built-layer",
+            }
+            with Emulator(str(task), "app.handler", str(built.out_dir), env=env, python=bare_python, invoke_port=None) as emu:
+                # WHEN it is invoked
+                result = emu.invoke({"hello": "layer"})
+                logs = "\n".join(f"{source}: {line}" for source, line in list(emu.logs))
+                assert result.status == 200 and result.function_error is None, logs
+                body = result.json()
+                # THEN lambdawrap and wrapt came from the layer, the companion's libraries stayed
+                # out of the function's sight, and the handler was wrapped...
+                assert body["lambdawrap"].startswith(str(built.out_dir / "python" / "lambdawrap")), body
+                assert body["wrapt"].startswith(str(built.out_dir / "python" / "wrapt")), body
+                assert body["otel_visible"] is False and body["wrapped"] is True, body
+                # ...and the companion, running from its private folder, exported the span.
+                try:
+                    spans = receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)
+                except TimeoutError as exc:
+                    pytest.fail(f"{exc}\n{logs}")
+        span = spans[0]
+        assert span["resource"]["service.name"] == "built-layer"
+        assert span["attributes"]["faas.coldstart"] is True
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_cli_fails_over_budget_only_for_http(monkeypatch, tmp_path, capsys):
+    def fake_build(out, *, arch, python_version, variant, zip_path):
+        return LayerBuild(Path(out), Path(zip_path or f"{out}.zip"), arch, python_version, variant, zipped_bytes=10 * 1024 * 1024, unzipped_bytes=30 * 1024 * 1024)
+
+    monkeypatch.setattr(layer_build, "build_layer", fake_build)
+    assert layer_build.main(["--out", str(tmp_path / "l"), "--variant", "grpc"]) == 0
+    assert "zipped: 10.00 MB  unzipped: 30.00 MB" in capsys.readouterr().out
+    assert layer_build.main(["--out", str(tmp_path / "l")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().count("\n") == 0 and "over its size budget" in captured.err and "Traceback" not in captured.err
+    assert "zipped 10.00 MB > 9.00 MB" in captured.err and "unzipped 30.00 MB > 25.00 MB" in captured.err
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    assert layer_build.main(["--out", str(tmp_path / "l"), "--python-version", "three"]) == 1
+    assert capsys.readouterr().err.startswith("lambdawrap build-layer: bad python version")
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(layer_build.LayerBuildError, match="refusing to replace"):
+        build_layer(tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
