@@ -14,15 +14,16 @@ import json
 import logging
 import os
 import socket
-import struct
 import threading
 import time
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any
 
 logger = logging.getLogger("lambdawrap")
 
 RECORD_VERSION = 1
-HEADER = struct.Struct(">I")
+HEADER_BYTES = 4  # big-endian frame length
 MAX_RECORD_BYTES = 256 * 1024
 RECONNECT_INTERVAL_S = 1.0
 
@@ -30,7 +31,7 @@ RECONNECT_INTERVAL_S = 1.0
 def encode(record: dict) -> bytes:
     """One frame: 4-byte big-endian length, then compact JSON."""
     body = json.dumps(record, separators=(",", ":"), default=repr).encode("utf-8", "replace")
-    return HEADER.pack(len(body)) + body
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 class FrameReader:
@@ -44,14 +45,14 @@ class FrameReader:
         """Returns the complete records; raises ValueError on a corrupt stream."""
         self._buffer += data
         records = []
-        while len(self._buffer) >= HEADER.size:
-            (length,) = HEADER.unpack_from(self._buffer)
+        while len(self._buffer) >= HEADER_BYTES:
+            length = int.from_bytes(self._buffer[:HEADER_BYTES], "big")
             if length > self._max:
                 raise ValueError(f"frame of {length} bytes exceeds {self._max}")
-            if len(self._buffer) < HEADER.size + length:
+            if len(self._buffer) < HEADER_BYTES + length:
                 break
-            body = bytes(self._buffer[HEADER.size : HEADER.size + length])
-            del self._buffer[: HEADER.size + length]
+            body = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + length])
+            del self._buffer[: HEADER_BYTES + length]
             records.append(json.loads(body))
         return records
 

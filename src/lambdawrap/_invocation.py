@@ -12,7 +12,9 @@ import logging
 import os
 import time
 import traceback
-from typing import Any, Callable
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Callable
 
 from . import _trace_context as tc
 from . import _triggers

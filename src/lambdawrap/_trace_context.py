@@ -6,8 +6,11 @@ import, and no public function raises on any input: bad input yields ``None`` / 
 
 from __future__ import annotations
 
-import random
-from typing import List, NamedTuple, Optional, Tuple
+import os
+from collections import namedtuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import List, Optional, Tuple
 
 __all__ = [
     "MAX_LINKS",
@@ -36,12 +39,8 @@ _LOW_96 = (1 << 96) - 1
 _OWS = " \t"
 
 
-class SpanContext(NamedTuple):
-    """A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."""
-
-    trace_id: int
-    span_id: int
-    sampled: bool
+SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
+SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."
 
 
 def _is_hex(text: str, alphabet: str = _HEX) -> bool:
@@ -299,24 +298,19 @@ def extract_links(event: object) -> List[SpanContext]:
     return links
 
 
-# random.getrandbits is fast and good enough for ids (they need uniqueness, not secrecy).
-# CPython reseeds the module-level generator in the child after os.fork()
-# (os.register_at_fork), which matters because the Lambda runtime may fork worker processes:
-# without it, every child would generate the same id sequence.
-_getrandbits = random.getrandbits
-
-
+# os.urandom: no generator state, so ids stay unique across the runtime's forked workers
+# without any reseeding, and no `random` import on the cold-start path.
 def new_trace_id() -> int:
     """A random non-zero 128-bit trace id."""
-    trace_id = _getrandbits(128)
+    trace_id = int.from_bytes(os.urandom(16), "big")
     while trace_id == 0:
-        trace_id = _getrandbits(128)
+        trace_id = int.from_bytes(os.urandom(16), "big")
     return trace_id
 
 
 def new_span_id() -> int:
     """A random non-zero 64-bit span id."""
-    span_id = _getrandbits(64)
+    span_id = int.from_bytes(os.urandom(8), "big")
     while span_id == 0:
-        span_id = _getrandbits(64)
+        span_id = int.from_bytes(os.urandom(8), "big")
     return span_id

@@ -13,8 +13,9 @@ convention of their own: ``aws.eventbridge.source`` (the event's ``source``) and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Dict, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
+    from typing import Dict, Optional
 
 __all__ = [
     "ALB",
@@ -70,7 +71,6 @@ _KNOWN_METHODS = frozenset(
 _SENSITIVE_QUERY_KEYS = frozenset(("AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"))
 
 
-@dataclass(frozen=True)
 class Trigger:
     """What invoked the function.
 
@@ -80,10 +80,21 @@ class Trigger:
     is_http: whether kind is one of ``HTTP_KINDS``.
     """
 
-    kind: str
-    attributes: dict
-    headers: Optional[dict]
-    is_http: bool
+    __slots__ = ("kind", "attributes", "headers", "is_http")
+
+    def __init__(self, kind: str, attributes: dict, headers: Optional[dict], is_http: bool) -> None:
+        self.kind = kind
+        self.attributes = attributes
+        self.headers = headers
+        self.is_http = is_http
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trigger):
+            return NotImplemented
+        return (self.kind, self.attributes, self.headers, self.is_http) == (other.kind, other.attributes, other.headers, other.is_http)
+
+    def __repr__(self) -> str:
+        return f"Trigger(kind={self.kind!r}, attributes={self.attributes!r}, headers={self.headers!r}, is_http={self.is_http!r})"
 
 
 def _str(value: object) -> Optional[str]:

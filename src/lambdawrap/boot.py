@@ -8,13 +8,13 @@ the runtime (unless a test asks it to).
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import logging
 import os
 import sys
 import time
-from typing import Any, Mapping
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Mapping
 
 from .settings import Settings
 
@@ -141,6 +141,9 @@ def _strip_boot_dir(boot_dir: str) -> None:
 
 def chain_sitecustomize(boot_dir: str) -> None:
     """Run the sitecustomize that ours shadows (a user's or the runtime's), if there is one."""
+    import importlib.machinery
+    import importlib.util
+
     ours = os.path.realpath(boot_dir)
     others = [p for p in sys.path if p and os.path.realpath(p) != ours]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)

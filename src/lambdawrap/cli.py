@@ -159,19 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(serve)
     serve.add_argument("--port", type=int, default=9000, help="invoke endpoint port (default 9000)")
     serve.set_defaults(run=cmd_serve)
-    build = commands.add_parser("build-layer", help="build the layer folder and zip", add_help=False)
-    build.add_argument("rest", nargs=argparse.REMAINDER)
-    build.set_defaults(run=lambda args: _build_layer(args.rest))
+    # Listed for --help; its own options are parsed by lambdawrap.layer_build (see main).
+    commands.add_parser("build-layer", help="build the layer folder and zip (see build-layer --help)", add_help=False)
     return parser
 
 
-def _build_layer(rest: Sequence[str]) -> int:
-    from .layer_build import main as build_main
-
-    return build_main(list(rest))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["build-layer"]:
+        from .layer_build import main as build_main
+
+        return build_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

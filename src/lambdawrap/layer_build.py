@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["LayerBuild", "LayerBuildError", "build_layer", "main", "MAX_ZIPPED_BYTES", "MAX_UNZIPPED_BYTES"]
+__all__ = ["LayerBuild", "LayerBuildError", "build_layer", "write_deterministic_zip", "main", "MAX_ZIPPED_BYTES", "MAX_UNZIPPED_BYTES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -167,14 +167,14 @@ def build_layer(
 
 def write_deterministic_zip(folder: Path, archive: Path) -> None:
     """Zip `folder`'s contents: sorted entries, fixed timestamps, Unix modes kept."""
-    entries = sorted(_walk(folder), key=lambda p: p.relative_to(folder).as_posix())
+    # Entry names as stored (folders end with "/"), sorted bytewise.
+    entries = sorted((path.relative_to(folder).as_posix() + ("/" if path.is_dir() else ""), path) for path in _walk(folder))
     partial = archive.with_name(archive.name + ".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for path in entries:
-            name = path.relative_to(folder).as_posix()
+        for name, path in entries:
             mode = path.stat().st_mode
             if path.is_dir():
-                info = zipfile.ZipInfo(name + "/", date_time=_FIXED_ZIP_TIME)
+                info = zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME)
                 info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10  # 0x10: MS-DOS directory flag
                 info.create_system = 3  # Unix, so unzip honours the mode bits
                 zf.writestr(info, b"")

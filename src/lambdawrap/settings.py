@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, TypeVar
+from collections import namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
+    from typing import Any, Callable, Mapping
 
 logger = logging.getLogger("lambdawrap")
-
-T = TypeVar("T")
 
 # Environment variable names, with their defaults in `Settings` below.
 DISABLED = "LAMBDAWRAP_DISABLED"
@@ -41,12 +41,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _TEMPORALITIES = ("delta", "cumulative", "lowmemory")
 
 
-@dataclass(frozen=True)
-class FlushStrategy:
-    """When the companion exports: after every invocation, every N ms, or adaptively."""
+class FlushStrategy(namedtuple("FlushStrategy", ("mode", "interval_ms"))):
+    """When the companion exports: after every invocation (end), every N ms (periodic), or
+    adaptively (end while invocations are rare, periodic when they come often)."""
 
-    mode: str = "adaptive"  # end | periodic | adaptive
-    interval_ms: int = 1000
+    __slots__ = ()
+
+    def __new__(cls, mode: str = "adaptive", interval_ms: int = 1000) -> "FlushStrategy":
+        return super().__new__(cls, mode, interval_ms)
 
     def __str__(self) -> str:
         return f"periodic,{self.interval_ms}" if self.mode == "periodic" else self.mode
@@ -54,33 +56,47 @@ class FlushStrategy:
 
 def default_socket_path() -> str:
     # /tmp is writable and shared by the runtime and the extensions inside one environment.
-    return os.path.join(tempfile.gettempdir(), "lambdawrap.sock")
+    # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lambdawrap.sock")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """lambdawrap's configuration. Build it with `Settings.from_env()`."""
+_FIELDS = (
+    ("disabled", False),
+    ("log_level", "warning"),
+    ("socket_path", None),  # default_socket_path(), read when settings are built
+    ("flush", FlushStrategy()),
+    ("flush_budget_ms", 1000),
+    ("buffer_max_spans", 10000),
+    ("capture_payload", False),
+    ("redact_keys", ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")),
+    ("proactive_init_ms", 10000),
+    ("metrics_temporality", "delta"),
+    ("secrets", ""),
+    ("secrets_timeout_ms", 1500),
+    ("secrets_ttl_s", 300.0),
+    ("secrets_required", False),
+    ("secrets_port", 2773),
+    ("service_name", ""),
+    ("function_name", ""),
+    ("function_version", ""),
+    ("memory_mb", 0),
+    ("region", ""),
+)
 
-    disabled: bool = False
-    log_level: str = "warning"
-    socket_path: str = field(default_factory=default_socket_path)
-    flush: FlushStrategy = FlushStrategy()
-    flush_budget_ms: int = 1000
-    buffer_max_spans: int = 10000
-    capture_payload: bool = False
-    redact_keys: tuple = ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")
-    proactive_init_ms: int = 10000
-    metrics_temporality: str = "delta"
-    secrets: str = ""
-    secrets_timeout_ms: int = 1500
-    secrets_ttl_s: float = 300.0
-    secrets_required: bool = False
-    secrets_port: int = 2773
-    service_name: str = ""
-    function_name: str = ""
-    function_version: str = ""
-    memory_mb: int = 0
-    region: str = ""
+
+class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
+    """lambdawrap's configuration (immutable). Build it with `Settings.from_env()`."""
+
+    __slots__ = ()
+
+    def __new__(cls, **values: Any) -> "Settings":
+        fields = dict(_FIELDS)
+        fields["socket_path"] = default_socket_path()
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        fields.update(values)
+        return super().__new__(cls, **fields)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -116,7 +132,7 @@ class _Parser:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def __call__(self, name: str, default: T, convert: Callable[[str], T]) -> T:
+    def __call__(self, name: str, default: Any, convert: Callable[[str], Any]) -> Any:
         raw = self._env.get(name)
         if raw is None or raw.strip() == "" and convert is not _bool:
             return default

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from ._extension_api import ExtensionClient
 
-logger = logging.getLogger("lambdawrap.companion")
-
 
 def main(argv: list) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     name = argv[1] if len(argv) > 1 else "lambdawrap"
     client = ExtensionClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
-    # Registration comes before anything else: the runtime cannot start until we have registered.
-    client.register(name, ["INVOKE", "SHUTDOWN"])
+    # Registration comes before anything else, even logging: the runtime cannot start until
+    # every extension has registered. The launcher usually did it already, in bash.
+    if not client.adopt_registration(os.environ):
+        client.register(name, ["INVOKE", "SHUTDOWN"])
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logger = logging.getLogger("lambdawrap.companion")
     from ..settings import Settings
 
     settings = Settings.from_env()
     if settings.disabled:
         return _idle(client)
     try:
-        channel, secrets_api = _start_secrets(settings)
+        channel = _start_channel(settings)
     except Exception:  # noqa: BLE001 - fail open
-        logger.exception("lambdawrap: secrets service failed to start")
-        channel = secrets_api = None
+        logger.exception("lambdawrap: the local channel failed to start")
+        channel = None
     try:
         from ._companion import Companion
 
@@ -37,25 +39,43 @@ def main(argv: list) -> int:
     return companion.run()
 
 
-def _start_secrets(settings):
-    """Secrets first: their fetch runs while the runtime starts and the SDK is imported."""
+def _start_channel(settings):  # noqa: ANN001
+    """The local channel now (the handler's boot may ask for secrets at once); the secret
+    store and its 2773 HTTP API on a background thread, since boto3 and http.server are slow
+    to import and must not delay our first /next."""
+    import threading
+
     from ._router import RecordRouter
-    from ._secret_store import SecretStore
     from ._socket_server import SocketServer
 
-    store = SecretStore(settings)
-    store.start()
-    router = RecordRouter(store)
+    router = RecordRouter()
     server = SocketServer(settings.socket_path, router)
     server.start()
-    secrets_api = None
+    threading.Thread(target=_start_secrets, args=(settings, router), name="lambdawrap-secrets-start", daemon=True).start()
+    return server, router
+
+
+def _start_secrets(settings, router) -> None:  # noqa: ANN001
+    import logging
+
+    logger = logging.getLogger("lambdawrap.companion")
+    try:
+        from ._secret_store import SecretStore
+
+        store = SecretStore(settings)
+        store.start()
+        router.store = store
+    except Exception:  # noqa: BLE001 - fail open
+        logger.exception("lambdawrap: the secret store failed to start")
+        return
+    finally:
+        router.store_ready.set()
     try:
         from ._secrets_http import SecretsHttpApi
 
-        secrets_api = SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), settings.secrets_port)
+        SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), settings.secrets_port)
     except OSError as exc:
         logger.warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", settings.secrets_port, exc.strerror or exc)
-    return (server, router), secrets_api
 
 
 def _idle(client: ExtensionClient) -> int:

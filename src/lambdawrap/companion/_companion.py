@@ -1,21 +1,25 @@
 """The companion's main loop: per INVOKE, wait for the invocation to be complete, export
-(after the response has gone back), then call /next; at SHUTDOWN, flush within the deadline."""
+(after the response has gone back), then call /next; at SHUTDOWN, flush within the deadline.
+
+Start-up is split so that the companion never lengthens init: everything stdlib (channel,
+telemetry listener, subscription) happens before the first /next; the OpenTelemetry SDK is
+imported and the export pipeline built on a background thread while the runtime starts."""
 
 from __future__ import annotations
 
 import collections
 import logging
 import os
-import statistics
+import threading
 import time
-
-from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..settings import FlushStrategy, Settings
 from ._correlator import Correlator
-from ._exporting import Pipeline
+from ._deferred import DeferredSink
 from ._extension_api import ExtensionClient
-from ._signals import Signals, build_resource
 from ._socket_server import SocketServer
 from ._telemetry_listener import TelemetryListener
 
@@ -43,7 +47,12 @@ class FlushPolicy:
         self._last_invoke = now
 
     def busy(self) -> bool:
-        return len(self._gaps) >= 4 and statistics.median(self._gaps) < ADAPTIVE_BUSY_GAP_S
+        if len(self._gaps) < 4:
+            return False
+        gaps = sorted(self._gaps)
+        middle = len(gaps) // 2
+        median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
+        return median < ADAPTIVE_BUSY_GAP_S
 
     def should_flush(self, now: float) -> tuple[bool, bool]:
         """(flush now, wait for the invocation's log lines first)."""
@@ -66,12 +75,12 @@ class Companion:
     def __init__(self, client: ExtensionClient, settings: Settings | None = None, channel: tuple | None = None) -> None:
         self.client = client
         self.settings = settings or Settings.from_env()
-        resource = build_resource(self.settings, client.info.get("accountId"))
-        self.pipeline = Pipeline(self.settings, resource, self._dropped)
-        self.signals = Signals(self.settings, resource, self.pipeline.meter_provider, self.pipeline.logger_provider, _get_from_env_or_default())
-        self.pipeline.spans = self.signals.spans
-        self.correlator = Correlator(self.signals)
+        self.sink = DeferredSink()
+        self.correlator = Correlator(self.sink)
         self.policy = FlushPolicy(self.settings.flush)
+        self.pipeline: Any = None
+        self.signals: Any = None
+        self._ready = threading.Event()
         if channel is not None:
             self.socket, router = channel
             router.attach(self._on_record)
@@ -79,23 +88,42 @@ class Companion:
             self.socket = SocketServer(self.settings.socket_path, self._on_record)
             self.socket.start()
         self.listener = TelemetryListener(self.correlator.on_telemetry)
-        self.listener.start()
         client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
 
-    def _dropped(self, reason: str, count: int = 1) -> None:
-        self.signals.dropped(reason, count)
+    def _build_pipeline(self) -> None:
+        try:
+            from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
-    def _on_record(self, record: dict):
+            from ._exporting import Pipeline
+            from ._signals import Signals, build_resource
+
+            resource = build_resource(self.settings, self.client.info.get("accountId"))
+            pipeline = Pipeline(self.settings, resource, self._dropped)
+            signals = Signals(self.settings, resource, pipeline.meter_provider, pipeline.logger_provider, _get_from_env_or_default())
+            pipeline.spans = signals.spans
+            self.pipeline, self.signals = pipeline, signals
+            self.sink.attach(signals)
+        except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
+            logger.exception("lambdawrap: the export pipeline failed to start; telemetry is off")
+        finally:
+            self._ready.set()
+
+    def _dropped(self, reason: str, count: int = 1) -> None:
+        self.sink.dropped(reason, count)
+
+    def _on_record(self, record: dict) -> Any:
         if record.get("v") != 1:
             self.socket.malformed += 1
             return None
         if record.get("type") == "spans":
-            self.signals.user_spans(record.get("spans") or [])
+            self.sink.user_spans(record.get("spans") or [])
             return None
         self.correlator.on_record(record)
         return None
 
     def run(self) -> int:
+        self.listener.start()
+        threading.Thread(target=self._build_pipeline, name="lambdawrap-pipeline", daemon=True).start()
         budget_s = self.settings.flush_budget_ms / 1000
         while True:
             event = self.client.next_event()
@@ -105,10 +133,17 @@ class Companion:
             elif kind == "SHUTDOWN":
                 return self._shutdown(event)
 
+    def _flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
+        started = time.monotonic()
+        if not self._ready.wait(max(0.0, wait_s)) or self.pipeline is None:
+            return False
+        left = max(0.0, wait_s - (time.monotonic() - started))
+        return self.pipeline.flush(wait_s=left, deadline_s=None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - started)))
+
     def _invoke(self, event: dict, budget_s: float) -> None:
         now = time.monotonic()
         rid = str(event.get("requestId", ""))
-        self.signals.function_arn = event.get("invokedFunctionArn") or self.signals.function_arn
+        self.correlator.function_arn = event.get("invokedFunctionArn") or self.correlator.function_arn
         self.correlator.on_invoke(event)
         self.policy.on_invoke(now)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
@@ -120,16 +155,15 @@ class Companion:
             return
         if wait_for_logs:
             self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), need_runtime_done=True)
-        self.pipeline.flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
+        self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
 
     def _shutdown(self, event: dict) -> int:
         reason = str(event.get("shutdownReason", "spindown")).lower()
         self.correlator.finish_unreported(reason)
         left = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
-        finished = self.pipeline.flush(wait_s=max(0.0, left), deadline_s=max(0.0, left))
-        if not finished:
-            left_over = len(self.signals.spans)
+        if not self._flush(wait_s=left, deadline_s=left):
+            left_over = len(self.signals.spans) if self.signals is not None else 0
             if left_over:
                 self._dropped("shutdown_deadline", left_over)
             logger.warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)

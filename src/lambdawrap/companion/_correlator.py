@@ -8,11 +8,16 @@ finished facts to the sink (spans, metrics, logs) exactly once.
 from __future__ import annotations
 
 import collections
+import random
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
+    from typing import Any, Protocol
+else:
+    Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
 
@@ -25,16 +30,20 @@ class Sink(Protocol):
     def dropped(self, reason: str, count: int = 1) -> None: ...
 
 
-@dataclass
 class Invocation:
-    request_id: str
-    invoke_event: dict | None = None
-    record: dict | None = None
-    runtime_done: dict | None = None
-    invoked_at_ns: int = field(default_factory=time.time_ns)
-    finished: bool = False
-    pending_logs: list = field(default_factory=list)
-    synthetic_ids: tuple | None = None  # made by the sink when the handler never reported
+    """What is known about one request id so far."""
+
+    __slots__ = ("request_id", "invoke_event", "record", "runtime_done", "invoked_at_ns", "finished", "pending_logs", "synthetic_ids")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.invoke_event: dict | None = None
+        self.record: dict | None = None
+        self.runtime_done: dict | None = None
+        self.invoked_at_ns = time.time_ns()
+        self.finished = False
+        self.pending_logs: list = []
+        self.synthetic_ids: tuple | None = None  # made here when the handler never reported
 
     @property
     def ids(self) -> tuple | None:
@@ -43,16 +52,18 @@ class Invocation:
         return self.synthetic_ids
 
 
-@dataclass
 class InitFacts:
-    start_ns: int | None = None
-    duration_ms: float | None = None
-    status: str = "success"
-    error_type: str | None = None
-    phase: str = "init"
-    logs: list = field(default_factory=list)
-    reported: bool = False
-    emitted: bool = False
+    """The environment's init, from platform.initStart / initRuntimeDone / initReport."""
+
+    def __init__(self, start_ns: int | None = None, phase: str = "init") -> None:
+        self.start_ns = start_ns
+        self.duration_ms: float | None = None
+        self.status = "success"
+        self.error_type: str | None = None
+        self.phase = phase
+        self.logs: list = []
+        self.reported = False
+        self.emitted = False
 
 
 def parse_time_ns(stamp: Any) -> int | None:
@@ -75,6 +86,8 @@ class Correlator:
         self._open: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
         self._current_rid: str | None = None  # between platform.start and runtimeDone
+        self.function_arn = ""
+        self._rng = random.Random()
         self.init = InitFacts()
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
@@ -176,6 +189,12 @@ class Correlator:
             return
         inv.finished = True
         self._open.pop(inv.request_id, None)
+        if inv.record is None:
+            # The handler never reported (timeout, crash): this invocation's span gets fresh
+            # ids here, so its log lines can carry them too.
+            inv.synthetic_ids = (f"{self._rng.getrandbits(128) or 1:032x}", f"{self._rng.getrandbits(64) or 1:016x}")
+        if not inv.invoke_event and self.function_arn:
+            inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         self.sink.invocation(inv)
         ids = inv.ids
         self._finished[inv.request_id] = inv

@@ -1,12 +1,20 @@
-"""A small client of the Extensions and Telemetry APIs (stdlib only, so registration is fast)."""
+"""A small client of the Extensions and Telemetry APIs, cheap to import and to call."""
 
 from __future__ import annotations
 
-import http.client
 import json
-from typing import Any
+import os
 
-REGISTER_TIMEOUT_S = 5.0
+from ._http_lite import request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+CALL_TIMEOUT_S = 5.0
+# Set by the bash launcher when it already registered (see layer/extensions/lambdawrap).
+PRE_REGISTERED_ID = "LAMBDAWRAP_EXTENSION_ID"
+PRE_REGISTERED_BODY = "LAMBDAWRAP_REGISTER_BODY"
 
 
 class ExtensionApiError(Exception):
@@ -21,22 +29,25 @@ class ExtensionClient:
         self.identifier = ""
         self.info: dict = {}
 
-    def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = REGISTER_TIMEOUT_S) -> tuple[int, dict, Any]:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+    def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = CALL_TIMEOUT_S) -> tuple:
+        all_headers = dict(headers or {})
+        if self.identifier:
+            all_headers.setdefault("Lambda-Extension-Identifier", self.identifier)
+        return request(self._host, self._port, method, path, headers=all_headers, body=body, timeout=timeout)
+
+    def adopt_registration(self, environ: dict) -> bool:
+        """Take over a registration the launcher already made; True if there was one."""
+        identifier = environ.pop(PRE_REGISTERED_ID, "")
+        body = environ.pop(PRE_REGISTERED_BODY, "")
+        if not identifier:
+            return False
+        self.identifier = identifier
         try:
-            all_headers = {"Content-Type": "application/json", **(headers or {})}
-            if self.identifier:
-                all_headers.setdefault("Lambda-Extension-Identifier", self.identifier)
-            conn.request(method, path, body=None if body is None else json.dumps(body), headers=all_headers)
-            response = conn.getresponse()
-            data = response.read()
-            try:
-                decoded = json.loads(data) if data else None
-            except ValueError:
-                decoded = data.decode("utf-8", "replace")
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, decoded
-        finally:
-            conn.close()
+            info = json.loads(body) if body else {}
+        except ValueError:
+            info = {}
+        self.info = info if isinstance(info, dict) else {}
+        return True
 
     def register(self, name: str, events: list) -> dict:
         status, headers, body = self._call("POST", "/2020-01-01/extension/register", {"events": events}, {"Lambda-Extension-Name": name, "Lambda-Extension-Accept-Feature": "accountId"})
@@ -64,6 +75,6 @@ class ExtensionClient:
         if status != 200:
             raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}")
 
-    def report_error(self, kind: str, error_type: str, message: str) -> None:
-        """init/error or exit/error: tells the platform this extension cannot go on."""
-        self._call("POST", f"/2020-01-01/extension/{kind}/error", {"errorMessage": message, "errorType": error_type}, {"Lambda-Extension-Function-Error-Type": error_type})
+
+def runtime_api() -> str:
+    return os.environ["AWS_LAMBDA_RUNTIME_API"]

@@ -4,17 +4,20 @@ first millisecond; everything else waits for the companion's pipeline to be read
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+import time
 
-from ._secret_store import SecretStore
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 MAX_EARLY_RECORDS = 1000
 MAX_SECRETS_WAIT_S = 30.0
 
 
 class RecordRouter:
-    def __init__(self, store: SecretStore) -> None:
-        self.store = store
+    def __init__(self) -> None:
+        self.store: Any = None  # set once the secret store exists (built off the init path)
+        self.store_ready = threading.Event()
         self._target: Callable[[dict], Any] | None = None
         self._early: list = []
         self._lock = threading.Lock()
@@ -24,7 +27,10 @@ class RecordRouter:
         if record.get("type") == "secrets.get":
             timeout_ms = record.get("timeout_ms")
             timeout_s = min(MAX_SECRETS_WAIT_S, timeout_ms / 1000) if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 else 0.0
-            return {"v": 1, "type": "secrets", **self.store.snapshot(timeout_s)}
+            started = time.monotonic()
+            if not self.store_ready.wait(timeout_s) or self.store is None:
+                return {"v": 1, "type": "secrets", "values": {}, "errors": {}, "unavailable": True}
+            return {"v": 1, "type": "secrets", **self.store.snapshot(max(0.0, timeout_s - (time.monotonic() - started)))}
         with self._lock:
             if self._target is None:
                 if len(self._early) < MAX_EARLY_RECORDS:

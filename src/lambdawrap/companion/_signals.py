@@ -106,7 +106,6 @@ class Signals:
         self.resource = resource
         self.sampler = sampler
         self.spans = SpanBuffer(settings.buffer_max_spans, self.dropped)
-        self.function_arn = ""
         meter = meter_provider.get_meter("lambdawrap", __version__)
         self._invocations = meter.create_counter("faas.invocations", unit="{invocation}", description="Invocations of the function")
         self._errors = meter.create_counter("faas.errors", unit="{error}", description="Invocations that ended in an error")
@@ -217,7 +216,7 @@ class Signals:
             {
                 "faas.invocation_id": inv.request_id,
                 "faas.coldstart": bool(rec.get("cold")),
-                "cloud.resource_id": rec.get("arn") or self.function_arn,
+                "cloud.resource_id": rec.get("arn") or (inv.invoke_event or {}).get("invokedFunctionArn", ""),
                 "lambdawrap.trigger": trigger,
             }
         )
@@ -262,9 +261,7 @@ class Signals:
         done = inv.runtime_done or {}
         status_text = str(done.get("status") or "failure")
         error_type = str(done.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
-        trace_id = self._rng.getrandbits(128) or 1
-        span_id = self._rng.getrandbits(64) or 1
-        inv.synthetic_ids = (f"{trace_id:032x}", f"{span_id:016x}")
+        trace_id, span_id = (int(part, 16) for part in inv.synthetic_ids)
         duration_ms = (done.get("metrics") or {}).get("durationMs")
         start = inv.invoked_at_ns
         end = start + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) else time.time_ns()
@@ -274,7 +271,7 @@ class Signals:
         attrs = {
             "faas.invocation_id": inv.request_id,
             "faas.trigger": "other",
-            "cloud.resource_id": (inv.invoke_event or {}).get("invokedFunctionArn") or self.function_arn,
+            "cloud.resource_id": (inv.invoke_event or {}).get("invokedFunctionArn", ""),
             "error.type": error_type,
             "lambdawrap.failure_reason": reason,
         }

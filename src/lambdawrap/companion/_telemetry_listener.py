@@ -1,4 +1,8 @@
-"""The HTTP listener that receives Telemetry API batches."""
+"""The HTTP listener that receives Telemetry API batches.
+
+The socket is bound at once (the subscription needs its port during init); the HTTP server
+around it, whose imports are slow, starts on a background thread. Batches that arrive in
+between wait in the socket's backlog."""
 
 from __future__ import annotations
 
@@ -6,25 +10,49 @@ import json
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 logger = logging.getLogger("lambdawrap.companion")
 
 
-def listen_address() -> str:
-    """Where the platform can reach us: `sandbox.localdomain` when it resolves, else loopback."""
+def listen_address(hosts_file: str = "/etc/hosts") -> str:
+    """`sandbox.localdomain` from /etc/hosts when the platform maps it, else loopback.
+    (No DNS lookup: off the platform it would only fail, maybe slowly.)"""
     try:
-        address = socket.gethostbyname("sandbox.localdomain")
+        with open(hosts_file) as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) > 1 and ("sandbox.localdomain" in fields[1:] or "sandbox" in fields[1:]):
+                    return fields[0]
     except OSError:
-        return "127.0.0.1"
-    return address
+        pass
+    return "127.0.0.1"
 
 
 class TelemetryListener:
     """Receives batches (JSON arrays) and hands them to `on_batch`, one call per POST."""
 
     def __init__(self, on_batch: Callable[[list], None], host: str | None = None) -> None:
+        self.on_batch = on_batch
+        self.malformed = 0
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind((host or listen_address(), 0))
+        self._socket.listen(64)
+        self._server = None
+
+    @property
+    def address(self) -> tuple:
+        return self._socket.getsockname()
+
+    def start(self) -> None:
+        threading.Thread(target=self._serve, name="lambdawrap-telemetry", daemon=True).start()
+
+    def _serve(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,19 +82,14 @@ class TelemetryListener:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self.on_batch = on_batch
-        self.malformed = 0
-        self._server = ThreadingHTTPServer((host or listen_address(), 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="lambdawrap-telemetry", daemon=True)
-
-    @property
-    def address(self) -> tuple:
-        return self._server.server_address
-
-    def start(self) -> None:
-        self._thread.start()
+        server = ThreadingHTTPServer(self.address, Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = self._socket
+        server.daemon_threads = True
+        self._server = server
+        server.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+        self._socket.close()

@@ -246,15 +246,17 @@ class TelemetryBus:
     def subscribe(self, extension_name: str, subscription: Subscription) -> Subscriber:
         sub = Subscriber(extension_name, subscription)
         with self._lock:
+            # Replay first, under the lock: no record emitted meanwhile may overtake the
+            # init records it follows.
+            for kind, event in self._init_buffer or []:
+                if kind in subscription.types:
+                    sub.put(event)
             # Replace a previous subscription of the same extension.
             old = [s for s in self._subscribers if s.extension_name == extension_name]
             self._subscribers = [s for s in self._subscribers if s.extension_name != extension_name]
             self._subscribers.append(sub)
-            replay = [event for kind, event in (self._init_buffer or []) if kind in subscription.types]
         for stale in old:
             stale.close(0)
-        for event in replay:
-            sub.put(event)
         return sub
 
     def subscribers(self) -> Iterable[Subscriber]:

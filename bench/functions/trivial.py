@@ -1,0 +1,5 @@
+"""Cold-start bench: the smallest handler there is."""
+
+
+def handler(event, context):
+    return {"statusCode": 200, "body": "ok"}
