@@ -72,15 +72,15 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 @dataclass
 class Plan:
-    """How much of everything to run. The defaults are the full run (~15 min on 2 cores)."""
+    """How much of everything to run. The defaults are the full run (~10 min on 2 cores)."""
 
     n: int = 2000  # warm invocations per configuration (figure 1)
     inproc: int = 2000  # in-process calls per configuration and handler (figure 1)
     n_slow: int = 200  # warm invocations against the 200 ms receiver (figure 2)
-    cold: int = 30  # fresh environments per configuration and handler (figure 3)
+    cold: int = 40  # fresh environments per configuration and handler (figure 3)
     n_post: int = 300  # invocations per flush strategy (figure 4)
     n_sparse: int = 15  # adaptive with 1.1 s gaps between invocations (figure 4)
-    rates: tuple = (1000, 2000, 4000, 8000, 16000)  # offered records/s (figure 6)
+    rates: tuple = (1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000)  # offered records/s (figure 6)
     rate_seconds: float = 3.0
     burst: int = 20000  # records sent as fast as the socket takes them (figure 6)
     shutdown_spans: int = 10000  # buffered spans flushed on SHUTDOWN (figure 6)
@@ -661,75 +661,110 @@ def shutdown_flush(stack: Stack, plan: Plan, sink, template: dict, k: int) -> di
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 
-def importtime_summary(lines: list, top: int = 12) -> dict:
+def importtime_entries(lines: list) -> list:
+    """(self µs, cumulative µs, depth, module) for each `-X importtime` line."""
     entries = []
     for line in lines:
         m = _IMPORT_LINE.search(line)
         if m:
             entries.append((int(m.group(1)), int(m.group(2)), (len(m.group(3)) - 1) // 2, m.group(4)))
+    return entries
+
+
+def importtime_summary(entries: list, baseline: list | None = None, top: int = 12) -> dict:
     top_level = sorted((e for e in entries if e[2] == 0), key=lambda e: -e[1])
-    by_self = sorted(entries, key=lambda e: -e[0])
-    return {
+    out = {
         "modules": len(entries),
         "total_ms": sum(e[0] for e in entries) / 1000,
         "top_level_cumulative": [(name, cum / 1000) for _, cum, _, name in top_level[:top]],
-        "top_self": [(name, s / 1000) for s, _, _, name in by_self[:top]],
     }
+    if baseline is not None:
+        known = {e[3] for e in baseline}
+        extra = [e for e in entries if e[3] not in known]
+        per_module: collections.Counter = collections.Counter()
+        times: collections.Counter = collections.Counter()
+        for self_us, _, _, name in extra:
+            per_module[name] += self_us
+            times[name] += 1
+        out["extra_vs_bare"] = {
+            "modules": len(per_module),
+            "imports": len(extra),  # > modules when a module is imported by two processes (exec)
+            "self_ms": sum(e[0] for e in extra) / 1000,
+            "top_self": [(name + (f" (×{times[name]})" if times[name] > 1 else ""), us / 1000) for name, us in per_module.most_common(top)],
+        }
+    return out
 
 
 def evidence_importtime(stack: Stack, rx: OtlpReceiver) -> dict:
     """One cold start per configuration with PYTHONPROFILEIMPORTTIME=1: what each process imports."""
-    out: dict = {}
+    raw: dict = {}
     for c in stack.configs:
         emu = stack.emulator(c, "trivial.handler", rx.endpoint, {"PYTHONPROFILEIMPORTTIME": "1"}).start()
         try:
             invoke_ok(emu, stack.event)
-            out[c] = {"runtime": importtime_summary(emu.log_lines("function"))}
+            deadline = time.monotonic() + 3
+            while c == "lambdawrap" and not importtime_entries(emu.log_lines("extension")) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the companion's stderr is pumped by a thread of its own
+            raw[c] = {"runtime": importtime_entries(emu.log_lines("function"))}
             if c == "lambdawrap":
-                out[c]["companion"] = importtime_summary(emu.log_lines("extension"))
+                raw[c]["companion"] = importtime_entries(emu.log_lines("extension"))
         finally:
             emu.stop()
-    return out
+    base = raw.get("bare", {}).get("runtime")
+    return {c: {proc: importtime_summary(entries, base if proc == "runtime" and c != "bare" else None) for proc, entries in parts.items()} for c, parts in raw.items()}
 
 
 def evidence_pyspy(stack: Stack, plan: Plan) -> dict:
-    """py-spy profile of the lambdawrap wrapper in the handler's process (CPU samples only)."""
+    """py-spy attached to the warm lambdawrap in-process worker (example handler, CPU samples only)."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.path.exists(pyspy):
         return {"skipped": "py-spy is not installed (pip install -r bench/requirements.txt)"}
     raw = stack.scratch / "pyspy.txt"
     sock = stack.socket_path()
-    calls = max(2000, plan.inproc)
+    seconds = 5
     with drain_server(sock):
-        worker = [sys.executable, str(BENCH / "_inprocess.py"), "worker", "--config", "lambdawrap", "--task", str(stack.task), "--module", "app", "--event", stack.event_file, "--scratch", str(stack.scratch), "--socket", sock]
-        proc = subprocess.run([pyspy, "record", "--rate", "2000", "--format", "raw", "--output", str(raw), "--", *worker], input=f"run {calls}\nquit\n", capture_output=True, text=True, timeout=300)
+        worker = Worker(stack, "lambdawrap", "app", "", sock)
+        try:
+            worker.ask("run 300")  # warm: imports and first calls stay out of the profile
+            spy = subprocess.Popen([pyspy, "record", "--pid", str(worker.proc.pid), "--rate", "2000", "--duration", str(seconds), "--format", "raw", "--output", str(raw)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            calls = 0
+            ends = time.monotonic() + seconds + 1
+            while time.monotonic() < ends:
+                worker.ask("run 200")
+                calls += 200
+            _, err = spy.communicate(timeout=60)
+        finally:
+            worker.close()
     if not raw.exists():
-        return {"skipped": f"py-spy failed: {proc.stderr[-500:]}"}
+        return {"skipped": f"py-spy failed: {err[-500:]}"}
     inclusive: collections.Counter = collections.Counter()
     leaf: collections.Counter = collections.Counter()
-    in_wrapper = 0
-    total = 0
+    in_wrapper = total = in_user = 0
     for line in raw.read_text().splitlines():
         stack_text, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
         frames = stack_text.split(";")
-        if not any("_inprocess.py" in f and "worker" in f for f in frames):
-            continue  # start-up and imports
         total += n
         ours = [f for f in frames if "lambdawrap" in f or "wrapt" in f]
         if ours:
             in_wrapper += n
+        if any("(app.py" in f for f in frames):
+            in_user += n
         for f in set(ours):
             inclusive[_frame(f)] += n
-        leaf[_frame(frames[-1])] += n
+        if "(app.py" not in frames[-1]:
+            leaf[_frame(frames[-1])] += n
     return {
-        "calls": calls,
-        "samples_in_loop": total,
+        "seconds": seconds,
+        "calls_during": calls,
+        "samples": total,
         "samples_in_lambdawrap_or_wrapt": in_wrapper,
-        "top_inclusive": inclusive.most_common(14),
-        "top_leaf": leaf.most_common(14),
+        "samples_in_user_code": in_user,
+        "top_inclusive": inclusive.most_common(16),
+        "top_leaf": leaf.most_common(12),
     }
 
 
@@ -890,7 +925,7 @@ def plan_rates(comp: dict) -> list:
 def render_markdown(results: dict, rows: list, targets: list) -> str:
     lines = []
     meta = results["meta"]
-    lines.append(f"Run: {meta['date']} · {meta['mode']} · {meta['machine']}")
+    lines.append(f"Run: {meta['date']} · {meta['mode']} · {meta['machine']} · load average {meta['loadavg_start']:.2f} at start, {meta.get('loadavg_end', float('nan')):.2f} at end")
     lines.append("")
     lines.append(f"| # | metric | bare | {NOOP_EXT} | lambdawrap | otel | lambdawrap/bare | otel/bare |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -920,12 +955,23 @@ def render_evidence(evidence: dict) -> str:
     imp = evidence.get("importtime") or {}
     for c, parts in imp.items():
         for proc, s in parts.items():
-            lines.append(f"`python -X importtime`, {c} {proc} process: {s['modules']} modules, {s['total_ms']:.0f} ms of imports (inflated by the profiler). Top-level imports by cumulative time:")
-            lines.append("")
-            lines.append("| module | cumulative ms |")
-            lines.append("|---|---:|")
-            for name, ms in s["top_level_cumulative"][:10]:
-                lines.append(f"| `{name}` | {ms:.1f} |")
+            lines.append(f"`-X importtime`, {c} {proc} process (one cold start; the profiler inflates times): {s['modules']} modules, {s['total_ms']:.0f} ms of imports.")
+            extra = s.get("extra_vs_bare")
+            if extra:
+                twice = " (×2: imported in the opentelemetry-instrument process and again in the runtime it execs)" if extra["imports"] > extra["modules"] else ""
+                lines.append(f"Modules bare's runtime does not import: {extra['modules']}{twice}, {extra['self_ms']:.1f} ms of self time. The biggest:")
+                lines.append("")
+                lines.append("| module (not imported by bare) | self ms |")
+                lines.append("|---|---:|")
+                for name, ms in extra["top_self"][:12]:
+                    lines.append(f"| `{name}` | {ms:.1f} |")
+            else:
+                lines.append("Top-level imports by cumulative time:")
+                lines.append("")
+                lines.append("| module | cumulative ms |")
+                lines.append("|---|---:|")
+                for name, ms in s["top_level_cumulative"][:10]:
+                    lines.append(f"| `{name}` | {ms:.1f} |")
             lines.append("")
     comp = evidence.get("components") or {}
     if comp and not comp.get("skipped"):
@@ -941,19 +987,18 @@ def render_evidence(evidence: dict) -> str:
     if spy.get("skipped"):
         lines.append(f"py-spy: skipped ({spy['skipped']})")
     elif spy:
-        share = spy["samples_in_lambdawrap_or_wrapt"] / max(1, spy["samples_in_loop"])
-        lines.append(f"py-spy (2 kHz, CPU samples only, {spy['calls']} calls of the example handler with lambdawrap): {spy['samples_in_loop']} samples in the call loop, {share:.0%} inside lambdawrap/wrapt frames. Inclusive samples per lambdawrap/wrapt frame:")
+        lines.append(f"py-spy record (2 kHz, CPU samples only, {spy['seconds']} s attached to the warm in-process worker running the example handler with lambdawrap, ~{spy['calls_during']} calls): {spy['samples']} samples, {spy['samples_in_lambdawrap_or_wrapt']} in lambdawrap/wrapt frames, {spy['samples_in_user_code']} under the user's handler. Inclusive samples per lambdawrap/wrapt frame:")
         lines.append("")
         lines.append("| frame | samples |")
         lines.append("|---|---:|")
         for name, n in spy["top_inclusive"]:
             lines.append(f"| `{name}` | {n} |")
         lines.append("")
-        lines.append("Leaf frames (where the CPU was):")
+        lines.append("Leaf frames outside the user's handler (where the CPU was):")
         lines.append("")
         lines.append("| frame | samples |")
         lines.append("|---|---:|")
-        for name, n in spy["top_leaf"][:10]:
+        for name, n in spy["top_leaf"]:
             lines.append(f"| `{name}` | {n} |")
     return "\n".join(lines) + "\n"
 
@@ -967,7 +1012,7 @@ def draw_chart(results: dict, path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install -r bench/requirements.txt)"
     configs = results["configs"]
-    colors = {"bare": "#9e9e9e", NOOP_EXT: "#d0d0d0", "lambdawrap": "#1f77b4", "otel": "#ff7f0e"}
+    colors = {"bare": "#9e9e9e", NOOP_EXT: "#d0d0d0", "lambdawrap": "#1f77b4", "otel": "#ff7f0e", "p50": "#1f77b4", "p99": "#aec7e8"}
     fig, axes = plt.subplots(2, 4, figsize=(20, 9))
     fig.suptitle(f"lambdawrap bench — {results['meta']['date']} — {results['meta']['mode']}")
 
@@ -1010,7 +1055,7 @@ def draw_chart(results: dict, path: Path) -> str | None:
         names = list(post)
         p50 = [pct(post[s], 50) for s in names]
         p99 = [pct(post[s], 99) for s in names]
-        bars(ax, "4. post-response time (lambdawrap)", [n.replace(" (idle, 1.1 s gaps)", "\n(idle)") for n in names], {"lambdawrap": p50, "p99": p99}, "ms")
+        bars(ax, "4. post-response time (lambdawrap)", [n.replace(" (idle, 1.1 s gaps)", "\n(idle)") for n in names], {"p50": p50, "p99": p99}, "ms")
     comp = results.get("companion") or {}
     if comp.get("steps"):
         ax = axes[1][1]
@@ -1026,7 +1071,7 @@ def draw_chart(results: dict, path: Path) -> str | None:
     sd = comp.get("shutdown") or []
     ax = axes[1][3]
     if sd:
-        ax.bar(range(len(sd)), [x["flush_ms"] for x in sd], color=colors["lambdawrap"])
+        ax.bar([str(k + 1) for k in range(len(sd))], [x["flush_ms"] for x in sd], color=colors["lambdawrap"])
         ax.axhline(2000, color="red", lw=0.8, ls=":", label="target 2,000 ms")
         ax.set_title(f"6. SHUTDOWN flush of {sd[0]['spans']} spans", fontsize=10)
         ax.set_ylabel("ms")
@@ -1069,6 +1114,7 @@ def machine_info() -> dict:
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
         git = sha + (" (+ uncommitted changes)" if dirty else "")
     return {
+        "loadavg_start": os.getloadavg()[0],
         "machine": f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB",
         "python": platform.python_version(),
         "git": git,
@@ -1125,7 +1171,7 @@ def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few invocations per configuration (CI)")
     parser.add_argument("--n", type=int, help="warm invocations per configuration (default 2000)")
-    parser.add_argument("--cold", type=int, help="fresh environments per configuration and handler (default 30)")
+    parser.add_argument("--cold", type=int, help="fresh environments per configuration and handler (default 40)")
     parser.add_argument("--out", default=str(BENCH / "out"), help="output folder (default bench/out)")
     parser.add_argument("--only", default="", help=f"comma-separated phases to run: {','.join(PHASES)}")
     parser.add_argument("--no-otel", action="store_true", help="leave the otel configuration out")
@@ -1198,6 +1244,7 @@ def main(argv: list | None = None) -> int:
         rx.stop()
         stack.close()
     meta["elapsed_min"] = (time.monotonic() - started) / 60
+    meta["loadavg_end"] = os.getloadavg()[0]
     rows, targets = evaluate(results)
     results["rows"], results["targets"] = rows, targets
     table = render_markdown(results, rows, targets)

@@ -8,7 +8,6 @@ are not parsed here: the OpenTelemetry exporters in the companion read them them
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import namedtuple
 
@@ -16,7 +15,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
     from typing import Any, Callable, Mapping
 
-logger = logging.getLogger("lambdawrap")
+
+
+def _warn(message: str, *args: object) -> None:
+    # logging is imported on the first warning only: the companion reads its settings before
+    # its first /next, on the function's cold-start path.
+    import logging
+
+    logging.getLogger("lambdawrap").warning(message, *args)
 
 # Environment variable names, with their defaults in `Settings` below.
 DISABLED = "LAMBDAWRAP_DISABLED"
@@ -139,7 +145,7 @@ class _Parser:
         try:
             return convert(raw.strip())
         except ValueError as exc:
-            logger.warning("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
+            _warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
             return default
 
 

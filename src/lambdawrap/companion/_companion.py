@@ -8,7 +8,6 @@ imported and the export pipeline built on a background thread while the runtime 
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import threading
 import time
@@ -17,13 +16,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ..settings import FlushStrategy, Settings
+from .._lazylog import get_logger
 from ._correlator import Correlator
 from ._deferred import DeferredSink
 from ._extension_api import ExtensionClient
+from ._router import RecordRouter
 from ._socket_server import SocketServer
 from ._telemetry_listener import TelemetryListener
-
-logger = logging.getLogger("lambdawrap.companion")
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 RUNTIME_DONE_WAIT_S = 0.15  # how long "end" flushing waits for the invocation's log lines
@@ -72,7 +71,11 @@ class FlushPolicy:
 
 
 class Companion:
-    def __init__(self, client: ExtensionClient, settings: Settings | None = None, channel: tuple | None = None) -> None:
+    """Before the first /next only sockets are bound and the subscription made (stdlib, a few
+    ms); serving them, secrets and the OpenTelemetry pipeline start on a background thread.
+    Connections and telemetry that arrive meanwhile wait in the sockets' backlogs."""
+
+    def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
         self.client = client
         self.settings = settings or Settings.from_env()
         self.sink = DeferredSink()
@@ -81,14 +84,50 @@ class Companion:
         self.pipeline: Any = None
         self.signals: Any = None
         self._ready = threading.Event()
-        if channel is not None:
-            self.socket, router = channel
-            router.attach(self._on_record)
-        else:
-            self.socket = SocketServer(self.settings.socket_path, self._on_record)
-            self.socket.start()
+        self._pipeline_started = threading.Lock()
+        self._pipeline_thread: threading.Thread | None = None
+        self.router = RecordRouter()
+        self.socket = SocketServer(self.settings.socket_path, self.router)
         self.listener = TelemetryListener(self.correlator.on_telemetry)
         client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
+
+    def _start_up(self) -> None:
+        import logging
+        import sys
+
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        self.socket.start()
+        self.listener.start()
+        self.router.attach(self._on_record)
+        self._start_secrets()
+
+    def _start_secrets(self) -> None:
+        try:
+            from ._secret_store import SecretStore
+
+            store = SecretStore(self.settings)
+            store.start()
+            self.router.store = store
+        except Exception:  # noqa: BLE001 - fail open
+            get_logger().exception("lambdawrap: the secret store failed to start")
+            return
+        finally:
+            self.router.store_ready.set()
+        try:
+            from ._secrets_http import SecretsHttpApi
+
+            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings.secrets_port)
+        except OSError as exc:
+            get_logger().warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", self.settings.secrets_port, exc.strerror or exc)
+
+    def _ensure_pipeline(self) -> None:
+        """Build the export pipeline on first need: at the first flush, after the first
+        response has gone back, so that importing the SDK never competes with the function's
+        init or its first invocation for the environment's (small) CPU share."""
+        with self._pipeline_started:
+            if self._pipeline_thread is None:
+                self._pipeline_thread = threading.Thread(target=self._build_pipeline, name="lambdawrap-pipeline", daemon=True)
+                self._pipeline_thread.start()
 
     def _build_pipeline(self) -> None:
         try:
@@ -104,7 +143,7 @@ class Companion:
             self.pipeline, self.signals = pipeline, signals
             self.sink.attach(signals)
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
-            logger.exception("lambdawrap: the export pipeline failed to start; telemetry is off")
+            get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
         finally:
             self._ready.set()
 
@@ -122,8 +161,7 @@ class Companion:
         return None
 
     def run(self) -> int:
-        self.listener.start()
-        threading.Thread(target=self._build_pipeline, name="lambdawrap-pipeline", daemon=True).start()
+        threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
         budget_s = self.settings.flush_budget_ms / 1000
         while True:
             event = self.client.next_event()
@@ -135,6 +173,7 @@ class Companion:
 
     def _flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
         started = time.monotonic()
+        self._ensure_pipeline()
         if not self._ready.wait(max(0.0, wait_s)) or self.pipeline is None:
             return False
         left = max(0.0, wait_s - (time.monotonic() - started))
@@ -166,8 +205,10 @@ class Companion:
             left_over = len(self.signals.spans) if self.signals is not None else 0
             if left_over:
                 self._dropped("shutdown_deadline", left_over)
-            logger.warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
+            get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
         self.socket.stop()
+        import logging
+
         logging.shutdown()
         # Exporter threads may still be blocked on a dead collector; they must not hold us.
         os._exit(0)

@@ -4,27 +4,28 @@ side over the local channel and to the function over the 2773 HTTP API."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable
 
+from .._lazylog import get_logger
 from .._secret_sources import SecretsError, SecretSource, fetch, make_clients, parse_sources
 from ..settings import Settings
 
-logger = logging.getLogger("lambdawrap.companion")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 MAX_PARALLEL_FETCHES = 8
 MIN_REFRESH_S = 1.0
 
 
-@dataclass
 class _Entry:
-    value: Any = None
-    error: str | None = None
-    fetched_at: float = 0.0
+    __slots__ = ("value", "error", "fetched_at")
+
+    def __init__(self, value: Any = None, error: str | None = None, fetched_at: float = 0.0) -> None:
+        self.value = value
+        self.error = error
+        self.fetched_at = fetched_at
 
 
 class SecretStore:
@@ -35,7 +36,7 @@ class SecretStore:
         self._region = settings.region
         self.sources, problems = parse_sources(settings.secrets)
         for problem in problems:
-            logger.warning("lambdawrap: %s", problem)
+            get_logger().warning("lambdawrap: %s", problem)
         self._clients = clients
         self._declared: dict[str, _Entry] = {}
         self._api_cache: dict[tuple, _Entry] = {}
@@ -71,17 +72,19 @@ class SecretStore:
             previous = self._declared.get(source.env_name)
             if entry.error and previous is not None and previous.error is None:
                 # Keep serving the last good value when a refresh fails; say so once.
-                logger.warning("lambdawrap: refreshing %s failed, keeping the cached value: %s", source.env_name, entry.error)
+                get_logger().warning("lambdawrap: refreshing %s failed, keeping the cached value: %s", source.env_name, entry.error)
                 previous.fetched_at = entry.fetched_at
                 return
             self._declared[source.env_name] = entry
 
     def _load_then_refresh(self) -> None:
         try:
+            from concurrent.futures import ThreadPoolExecutor  # deferred: only with declared secrets
+
             with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(self.sources)), thread_name_prefix="lambdawrap-secret") as pool:
                 list(pool.map(self._fetch_declared, self.sources))
         except Exception:  # noqa: BLE001 - e.g. boto3 missing: every secret reports the failure
-            logger.exception("lambdawrap: fetching secrets failed")
+            get_logger().exception("lambdawrap: fetching secrets failed")
             with self._lock:
                 for source in self.sources:
                     self._declared.setdefault(source.env_name, _Entry(error=f"secret {source.describe()} could not be fetched: boto3 unavailable"))
@@ -135,7 +138,7 @@ class SecretStore:
                     self.fetches += 1
                     self._api_cache[key] = _Entry(value=value, fetched_at=time.monotonic())
             except Exception:  # noqa: BLE001 - keep serving the cached answer
-                logger.warning("lambdawrap: background refresh of %s failed; serving the cached value", key[0])
+                get_logger().warning("lambdawrap: background refresh of %s failed; serving the cached value", key[0])
             finally:
                 with self._lock:
                     self._refreshing.discard(key)

@@ -13,15 +13,16 @@ import base64
 import datetime
 import hmac
 import json
-import logging
+import select
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._secret_store import SecretStore
 
-logger = logging.getLogger("lambdawrap.companion")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
@@ -39,7 +40,29 @@ def _jsonable(value: Any) -> Any:
 
 
 class SecretsHttpApi:
+    """Binds its port at once; imports and starts the HTTP server only when the first
+    request is waiting, so an unused API costs nothing at cold start."""
+
     def __init__(self, store: SecretStore, token: str, port: int) -> None:
+        self.store = store
+        self._token = token
+        # Loopback only: the function reaches it on localhost, nothing else may.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind(("127.0.0.1", port))
+        except OSError:
+            self._socket.close()
+            raise
+        self._socket.listen(64)
+        self.port = self._socket.getsockname()[1]
+        self._server = None
+        threading.Thread(target=self._serve_when_needed, name="lambdawrap-secrets-api", daemon=True).start()
+
+    def _serve_when_needed(self) -> None:
+        select.select([self._socket], [], [])  # sleeps until a client connects
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,17 +80,17 @@ class SecretsHttpApi:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self.store = store
-        self._token = token
-        # Loopback only: the function reaches it on localhost, nothing else may.
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="lambdawrap-secrets-api", daemon=True).start()
+        server = ThreadingHTTPServer(self._socket.getsockname(), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = self._socket
+        server.daemon_threads = True
+        self._server = server
+        server.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+        self._socket.close()
 
     def handle(self, path: str, token: str | None) -> tuple[int, Any]:
         if not self._token or not token or not hmac.compare_digest(token.encode(), self._token.encode()):

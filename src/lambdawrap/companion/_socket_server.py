@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import socket
@@ -10,8 +9,8 @@ import threading
 from typing import Any, Callable
 
 from .._channel import FrameReader, encode
+from .._lazylog import get_logger
 
-logger = logging.getLogger("lambdawrap.companion")
 
 Handler = Callable[[dict], Any]  # returns an answer for requests, None otherwise
 
@@ -87,7 +86,7 @@ class SocketServer:
             records = reader.feed(data)
         except ValueError as exc:
             self.malformed += 1
-            logger.warning("lambdawrap: dropping a connection that sent a malformed record: %s", exc)
+            get_logger().warning("lambdawrap: dropping a connection that sent a malformed record: %s", exc)
             self._drop(conn)
             return
         for record in records:
@@ -98,7 +97,7 @@ class SocketServer:
                 answer = self.on_record(record)
             except Exception:  # noqa: BLE001 - one bad record must not stop the channel
                 self.malformed += 1
-                logger.exception("lambdawrap: handling a %s record failed", record.get("type"))
+                get_logger().exception("lambdawrap: handling a %s record failed", record.get("type"))
                 continue
             if answer is not None:
                 try:

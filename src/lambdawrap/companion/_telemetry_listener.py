@@ -7,15 +7,15 @@ between wait in the socket's backlog."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import threading
+
+from .._lazylog import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
-logger = logging.getLogger("lambdawrap.companion")
 
 
 def listen_address(hosts_file: str = "/etc/hosts") -> str:
@@ -70,10 +70,10 @@ class TelemetryListener:
                 except ValueError as exc:
                     listener.malformed += 1
                     if listener.malformed == 1:
-                        logger.warning("lambdawrap: malformed telemetry batch ignored: %s", exc)
+                        get_logger().warning("lambdawrap: malformed telemetry batch ignored: %s", exc)
                     status = 400
                 except Exception:  # noqa: BLE001 - one bad batch must not stop the listener
-                    logger.exception("lambdawrap: telemetry batch handling failed")
+                    get_logger().exception("lambdawrap: telemetry batch handling failed")
                     status = 500
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

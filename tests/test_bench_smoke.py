@@ -1,0 +1,75 @@
+"""The bench's smoke mode, so bench/run.py never rots: a few invocations per configuration.
+
+bare and lambdawrap need nothing beyond the project's dev dependencies; the otel configuration
+runs only when its layer packages are installed (python bench/run.py --install-otel), and the
+chart only when matplotlib is. The full run (bench/README.md) is not part of CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "bench" / "run.py"
+
+pytest.importorskip("awslambdaric", reason="the emulator runs the real awslambdaric (dev extra)")
+
+
+def _sane(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, json.loads((out / "results.json").read_text()), proc
+
+
+@pytest.mark.timeout(150)
+def test_smoke_reports_every_configuration_that_could_run(smoke):
+    out, results, proc = smoke
+    configs = results["configs"]
+    assert configs[:2] == ["bare", "lambdawrap"]
+    if "otel" not in configs:
+        assert "otel configuration" in results["skipped"]
+    rows = {r["metric"]: r for r in results["rows"]}
+
+    def row(prefix: str) -> dict:
+        matches = [r for name, r in rows.items() if name.startswith(prefix)]
+        assert matches, f"no row starting with {prefix!r} in {sorted(rows)}"
+        return matches[0]
+
+    for prefix in ("caller latency warm p50", "caller latency, receiver +200 ms, p50", "init duration p50, trivial", "init duration p50, boto3-importing", "in-process handler call p50, example", "handler process peak RSS"):
+        r = row(prefix)
+        for config in configs:
+            assert _sane(r[config]), (prefix, config, r)
+    assert _sane(row("companion peak RSS")["lambdawrap"])
+    for strategy in ("end", "periodic,1000", "adaptive"):
+        value = row(f"post-response p50 / p99 (ms): LAMBDAWRAP_FLUSH={strategy},")["lambdawrap"]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0
+    assert row("offered 1000/s")["lambdawrap"] == 1.0  # every record delivered
+    assert _sane(row("SHUTDOWN flush of")["lambdawrap"])
+    # Every target has a verdict or is explicitly informational.
+    assert all(t["met"] in (True, False, None) for t in results["targets"])
+
+
+def test_smoke_writes_the_table_and_chart(smoke):
+    out, results, proc = smoke
+    table = (out / "results.md").read_text()
+    assert "| 1 | caller latency warm p50" in table
+    assert "| target | measured | limit | met |" in table
+    assert "caller latency warm p50" in proc.stdout  # the table is printed too
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "chart" in results["skipped"]
+    else:
+        assert (out / "chart.png").stat().st_size > 10_000
