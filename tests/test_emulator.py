@@ -404,3 +404,64 @@ def test_cli_busy_port_is_one_clear_line(function_dir):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: cannot start the emulator")
+
+
+def test_init_over_the_limit_is_retried_inside_the_invoke(tmp_path):
+    # GIVEN a module that takes longer to import than the init limit
+    task = write_function(tmp_path / "task", "import time\ntime.sleep(1.5)\ndef handler(event, context):\n    return 'ok'\n")
+    with Emulator(str(task), "app.handler", init_timeout_s=1.0, timeout_s=5.0) as emu:
+        # WHEN it is invoked THEN init times out, is retried in the invoke phase, and succeeds
+        result = emu.invoke({})
+        assert result.json() == "ok"
+        done = [(r["record"]["phase"], r["record"]["status"]) for r in emu.records("platform.initRuntimeDone")]
+        assert done == [("init", "timeout"), ("invoke", "success")]
+
+
+class TestTelemetryDelivery:
+    def test_batching_and_logs_dropped_when_the_consumer_lags(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from lambdawrap.emulator._telemetry import Subscription, TelemetryBus
+
+        batches, accepting = [], threading.Event()
+
+        class Listener(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                ok = accepting.is_set()
+                if ok:
+                    batches.append(body)
+                self.send_response(200 if ok else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        bus = TelemetryBus()
+        try:
+            sub = Subscription.parse({"schemaVersion": "2022-12-13", "types": ["function"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{server.server_address[1]}/"}})
+            bus.subscribe("lagging", sub)
+            line = "x" * 1000
+            # GIVEN a consumer that refuses everything WHEN far more than its backlog is emitted
+            for _ in range(4000):
+                bus.emit("function", "function", line)
+            accepting.set()
+            # THEN delivery resumes, batches respect maxItems, and the loss is reported in-stream
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any(e["type"] == "platform.logsDropped" for b in batches for e in b):
+                time.sleep(0.05)
+            bus.flush(5)
+            events = [e for b in batches for e in b]
+            dropped = [e["record"] for e in events if e["type"] == "platform.logsDropped"]
+            assert dropped and dropped[0]["droppedRecords"] > 0 and dropped[0]["droppedBytes"] > 0
+            delivered = sum(1 for e in events if e["type"] == "function")
+            assert delivered + sum(d["droppedRecords"] for d in dropped) == 4000
+            assert all(len(b) <= 1000 for b in batches)
+        finally:
+            bus.close_all()
+            server.shutdown()
+            server.server_close()
