@@ -465,3 +465,15 @@ class TestTelemetryDelivery:
             bus.close_all()
             server.shutdown()
             server.server_close()
+
+
+def test_out_of_memory_kills_the_runtime(tmp_path):
+    task = write_function(tmp_path / "task", "import time\ndef handler(event, context):\n    blocks = []\n    for _ in range(60):\n        blocks.append(bytearray(10 * 1024 * 1024))\n        time.sleep(0.01)\n    return len(blocks)\n")
+    with Emulator(str(task), "app.handler", memory_mb=128, timeout_s=10) as emu:
+        result = emu.invoke({})
+        body = result.json()
+        assert body["errorType"] == "Runtime.OutOfMemory" and body["errorMessage"].endswith("signal: killed")
+        emu.wait_idle()
+        done = emu.records("platform.runtimeDone")[-1]["record"]
+        assert done["status"] == "error" and done["errorType"] == "Runtime.OutOfMemory"
+        assert emu.sandbox.resets == ["failure"]

@@ -308,3 +308,13 @@ def test_grpc_export(task):
             result = emu.invoke({})
             spans = grpc_rx.wait_for(1)
         assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
+
+
+def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
+    task = write_function(tmp_path / "task", "import time\ndef handler(event, context):\n    blocks = []\n    for _ in range(60):\n        blocks.append(bytearray(10 * 1024 * 1024))\n        time.sleep(0.01)\n    return len(blocks)\n")
+    with instrumented(task, memory_mb=128, timeout_s=10) as (emu, rx):
+        result = emu.invoke({})
+        assert result.json()["errorType"] == "Runtime.OutOfMemory"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=15)[0]
+        assert span["status_code"] == 2 and span["attributes"]["lambdawrap.failure_reason"] == "out_of_memory"
+    assert metric_total(rx, "lambdawrap.crashes") == 1

@@ -106,8 +106,10 @@ class ManagedProcess:
         if code is None:
             return "still running"
         if code < 0:
+            # Worded as the platform (Go's os.ProcessState) words it.
+            words = {signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted", signal.SIGINT: "interrupt"}
             try:
-                return f"signal: {signal.Signals(-code).name[3:].lower()}"
+                return f"signal: {words.get(signal.Signals(-code), signal.Signals(-code).name.lower())}"
             except ValueError:
                 return f"signal: {-code}"
         return f"exit status {code}"

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 2.0  # overall reset/shutdown deadline with external extensions
 RUNTIME_SHARE = 0.3  # the runtime's share of it before SIGKILL, as RIE does
 TELEMETRY_FLUSH_S = 0.3
+MEMORY_SAMPLE_S = 0.01
 
 LogSink = Callable[[str, str], None]  # (source: function|extension|platform, line)
 
@@ -78,6 +79,7 @@ class Sandbox:
         self._pending_runtime: Invocation | None = None
         self._pending_init_duration: float | None = None
         self._runtime_peak_kb = 0
+        self._out_of_memory: str | None = None  # request id whose runtime exceeded the memory size
         self.resets: list[str] = []  # reasons, in order, for tests and the CLI
 
     # ------------------------------------------------------------------ helpers
@@ -264,6 +266,7 @@ class Sandbox:
                     self._reset("failure")
                     return self._result(request_id, started, 200, failure.body)
             inv = self._dispatch(request_id, payload, trace_header, client_context, tenant_id)
+            threading.Thread(target=self._enforce_memory, args=(inv, self._runtime), name="memory-limit", daemon=True).start()
             with self._cv:
                 self._wait(lambda: inv.response is not None or self._runtime_dead() or self._fatal is not None, inv.deadline)
             if inv.response is not None:
@@ -274,7 +277,8 @@ class Sandbox:
                 message = f"RequestId: {request_id} Error: Runtime exited with error: {self._runtime.exit_description()}"
                 if self._runtime.returncode == 0:
                     message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
-                result = self._result(request_id, started, 200, error_body("Runtime.ExitError", message))
+                error_type = "Runtime.OutOfMemory" if self._out_of_memory == request_id else "Runtime.ExitError"
+                result = self._result(request_id, started, 200, error_body(error_type, message))
                 mode = "crash"
             elif self._fatal is not None:
                 result = self._result(request_id, started, 200, error_body(self._fatal, f"RequestId: {request_id} Error: {self._fatal}"))
@@ -406,7 +410,7 @@ class Sandbox:
                 self._emit_report(inv, "timeout", "Sandbox.Timedout")
                 self._reset("timeout")
             else:
-                error_type = self._fatal or "Runtime.ExitError"
+                error_type = self._fatal or ("Runtime.OutOfMemory" if self._out_of_memory == inv.request_id else "Runtime.ExitError")
                 self._emit_runtime_done(inv, "error", error_type)
                 self._emit_report(inv, "error", error_type)
                 self._reset("failure")
@@ -414,6 +418,21 @@ class Sandbox:
             logger.exception("emulator: finishing invocation %s failed", inv.request_id)
         finally:
             self._invoke_lock.release()
+
+    def _enforce_memory(self, inv: Invocation, runtime: ManagedProcess | None) -> None:
+        """SIGKILL the runtime when its process tree outgrows the memory size, as the platform
+        does; the invocation then fails with Runtime.OutOfMemory."""
+        limit_kb = self.config.memory_mb * 1024
+        while runtime is not None and not runtime.exited():
+            with self._cv:
+                if self._current is not inv or inv.response is not None:
+                    return
+            if runtime.sample_peak_rss_kb() > limit_kb:
+                with self._cv:
+                    self._out_of_memory = inv.request_id
+                runtime.kill_group()
+                return
+            time.sleep(MEMORY_SAMPLE_S)
 
     def _pending_ext_died(self, inv: Invocation) -> bool:
         return any(e.process is not None and e.process.exited() for e in self._extensions.values() if e.id in inv.ext_pending)
