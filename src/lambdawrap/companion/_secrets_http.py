@@ -13,11 +13,10 @@ import base64
 import datetime
 import hmac
 import json
-import select
-import socket
 import threading
 from urllib.parse import parse_qs, urlsplit
 
+from ._prebound_http import PreboundHttpServer
 from ._secret_store import SecretStore
 
 TYPE_CHECKING = False
@@ -47,21 +46,19 @@ class SecretsHttpApi:
         self.store = store
         self._token = token
         # Loopback only: the function reaches it on localhost, nothing else may.
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind(("127.0.0.1", port))
-        except OSError:
-            self._socket.close()
-            raise
-        self._socket.listen(64)
-        self.port = self._socket.getsockname()[1]
-        self._server = None
+        self._http = PreboundHttpServer("127.0.0.1", port)
+        self.port = self._http.address[1]
         threading.Thread(target=self._serve_when_needed, name="lambdawrap-secrets-api", daemon=True).start()
 
     def _serve_when_needed(self) -> None:
-        select.select([self._socket], [], [])  # sleeps until a client connects
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self._http.wait_for_client()  # an unused API never imports http.server
+        self._http.serve_forever(self._handler)
+
+    def stop(self) -> None:
+        self._http.stop()
+
+    def _handler(self) -> type:
+        from http.server import BaseHTTPRequestHandler
 
         api = self
 
@@ -80,17 +77,7 @@ class SecretsHttpApi:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        server = ThreadingHTTPServer(self._socket.getsockname(), Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = self._socket
-        server.daemon_threads = True
-        self._server = server
-        server.serve_forever(poll_interval=0.2)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-        self._socket.close()
+        return Handler
 
     def handle(self, path: str, token: str | None) -> tuple[int, Any]:
         if not self._token or not token or not hmac.compare_digest(token.encode(), self._token.encode()):

@@ -7,10 +7,10 @@ between wait in the socket's backlog."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 from .._lazylog import get_logger
+from ._prebound_http import PreboundHttpServer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,20 +38,20 @@ class TelemetryListener:
     def __init__(self, on_batch: Callable[[list], None], host: str | None = None) -> None:
         self.on_batch = on_batch
         self.malformed = 0
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind((host or listen_address(), 0))
-        self._socket.listen(64)
-        self._server = None
+        self._http = PreboundHttpServer(host or listen_address())
 
     @property
     def address(self) -> tuple:
-        return self._socket.getsockname()
+        return self._http.address
 
     def start(self) -> None:
-        threading.Thread(target=self._serve, name="lambdawrap-telemetry", daemon=True).start()
+        threading.Thread(target=self._http.serve_forever, args=(self._handler,), name="lambdawrap-telemetry", daemon=True).start()
 
-    def _serve(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def stop(self) -> None:
+        self._http.stop()
+
+    def _handler(self) -> type:
+        from http.server import BaseHTTPRequestHandler
 
         listener = self
 
@@ -82,14 +82,4 @@ class TelemetryListener:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        server = ThreadingHTTPServer(self.address, Handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = self._socket
-        server.daemon_threads = True
-        self._server = server
-        server.serve_forever(poll_interval=0.2)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-        self._socket.close()
+        return Handler

@@ -1,0 +1,51 @@
+"""An HTTP server whose port is bound at once and whose `http.server` machinery (~20 ms of
+imports) is loaded and started later, off the cold-start path. Requests that arrive in
+between wait in the socket's backlog."""
+
+from __future__ import annotations
+
+import socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+
+class PreboundHttpServer:
+    def __init__(self, host: str, port: int = 0) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        self._socket.listen(64)
+        self._server: Any = None
+
+    @property
+    def address(self) -> tuple:
+        return self._socket.getsockname()
+
+    def wait_for_client(self) -> None:
+        """Sleep until a client is waiting to be accepted."""
+        import select
+
+        select.select([self._socket], [], [])
+
+    def serve_forever(self, make_handler: Callable[[], type]) -> None:
+        """Build the server around the bound socket and serve (blocks; run it on a thread).
+        `make_handler` returns the BaseHTTPRequestHandler subclass, built after the import."""
+        from http.server import ThreadingHTTPServer
+
+        server = ThreadingHTTPServer(self.address, make_handler(), bind_and_activate=False)
+        server.socket.close()
+        server.socket = self._socket
+        server.daemon_threads = True
+        self._server = server
+        server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        self._socket.close()
