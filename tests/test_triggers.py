@@ -652,7 +652,7 @@ def test_fuzz_http_headers(kind, headers):
 
 def test_module_has_only_stdlib_imports():
     # The handler side must not pull in third-party packages, nor slow stdlib ones (dataclasses
-    # and random cost cold start; typing only under TYPE_CHECKING).
+    # cost cold start; typing only under TYPE_CHECKING).
     import ast
 
     for module in (triggers, __import__("lambdawrap._trace_context", fromlist=["x"])):
@@ -665,7 +665,7 @@ def test_module_has_only_stdlib_imports():
             else:
                 continue
             for name in names:
-                assert name.split(".")[0] in {"__future__", "collections", "os", "time", "typing", "urllib"}, name
+                assert name.split(".")[0] in {"__future__", "collections", "random", "time", "typing", "urllib"}, name
 
 
 def test_odd_header_and_query_shapes():

@@ -142,6 +142,13 @@ def _headers(event: dict) -> Dict[str, str]:
     out: Dict[str, str] = {}
     single = event.get("headers")
     if isinstance(single, dict) and single:
+        try:
+            # The usual case, in one fast pass: string names and string values.
+            fast = {name.lower(): value for name, value in single.items() if value.__class__ is str}
+            if len(fast) == len(single):
+                return fast
+        except AttributeError:
+            pass  # a name that is not a string: take the careful path below
         for name, value in single.items():
             if not isinstance(name, str):
                 continue
@@ -209,11 +216,21 @@ def _rebuild_query(event: dict, encode: bool) -> Optional[str]:
     if not pairs:
         return None
     if encode:
-        # Imported here: only REST API requests that carry a query string pay for it.
-        from urllib.parse import quote
-
-        return "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
+        return "&".join(_quote(k) + "=" + _quote(v) for k, v in pairs)
     return "&".join(k + "=" + v for k, v in pairs)
+
+
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+def _quote(text: str) -> str:
+    """Percent-encode a query component; most need nothing, and str.strip checks that in C."""
+    if not text.strip(_UNRESERVED):
+        return text
+    # Imported here: only values that need escaping pay for it.
+    from urllib.parse import quote
+
+    return quote(text, safe="")
 
 
 def _first_hop(forwarded_for: Optional[str]) -> Optional[str]:
