@@ -3,7 +3,7 @@
 The project's OtlpReceiver flattens every span into dicts (and deep-copies them for
 listeners), which is right for tests but would make the receiver, not the companion, the
 bottleneck when 10,000+ spans arrive at once. This sink only decodes the protobuf (C upb),
-counts spans whose `faas.invocation_id` starts with a watched prefix, notes when they arrived,
+counts spans whose `bench.id` (or `faas.invocation_id`) starts with a watched prefix, notes when they arrived,
 and sums the `lambdawrap.dropped` counter by reason. It answers every export with 200.
 """
 
@@ -95,7 +95,7 @@ class CountingSink:
                     if not watched:
                         continue
                     for kv in span.attributes:
-                        if kv.key == "faas.invocation_id":
+                        if kv.key in ("bench.id", "faas.invocation_id"):
                             rid = kv.value.string_value
                             for prefix in watched:
                                 if rid.startswith(prefix):

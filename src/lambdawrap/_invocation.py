@@ -25,6 +25,9 @@ logger = logging.getLogger("lambdawrap")
 
 MAX_MESSAGE_CHARS = 4096
 MAX_STACK_CHARS = 32768
+# Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
+# otherwise make a record too large for the channel, and the invocation would lose its span.
+MAX_ATTRIBUTE_CHARS = 4096
 _MARKER = "_self_lambdawrap"  # wrapt keeps `_self_` attributes on the proxy itself
 
 
@@ -55,6 +58,12 @@ class InvocationTracer:
         self.booted_at = time.monotonic() if booted_at is None else booted_at
         self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
         self._invocations = 0
+        self._query_keys = frozenset(settings.redact_keys)  # lowercased by the settings
+        self._redact_keys: Any = None
+        if settings.capture_payload:
+            from ._redact import redaction_keys  # deferred: only when payload capture is on
+
+            self._redact_keys = redaction_keys(settings.redact_keys)
         self.user_spans: Any = None  # set by the OpenTelemetry bridge when the user's code uses the API
         if hasattr(os, "register_at_fork"):
             # Each forked worker serves its own first invocation.
@@ -118,14 +127,35 @@ class InvocationTracer:
             "cold": first and not proactive and not self._provisioned,
             "proactive": proactive,
             "trigger": trigger.kind,
-            "attrs": trigger.attributes,
+            "attrs": self._attributes(trigger.attributes),
             "links": [[f"{link.trace_id:032x}", f"{link.span_id:016x}", link.sampled] for link in tc.extract_links(event)],
             "pid": os.getpid(),
             "_trigger": trigger,
         }
+        if self._redact_keys is not None:
+            # Before the call: the request as it came, whatever the handler does to it.
+            payload = _payload(event, self._redact_keys)
+            if payload is not None:
+                state["payload_request"] = payload
         if self.user_spans is not None:
             state["_otel_token"] = self.user_spans.enter(trace_id, span_id)
         return state
+
+    def _attributes(self, attributes: dict) -> dict:
+        attributes = _capped(attributes)
+        query = attributes.get("url.query")
+        if query and self._query_keys:
+            # A token or password in a query string would otherwise land in every span: the
+            # configured keys are redacted there too ("REDACTED", as the conventions do).
+            # Cheap first: most queries name none of them.
+            low = query.lower()
+            if "%" in low or "+" in low or any(key in low for key in self._query_keys):
+                from ._redact import redact_query
+
+                redacted = redact_query(query, self._query_keys, "REDACTED")
+                if redacted != query:
+                    attributes = dict(attributes, **{"url.query": redacted})
+        return attributes
 
     def _after_safely(self, state: dict, result: Any, error: BaseException | None) -> None:
         try:
@@ -145,9 +175,28 @@ class InvocationTracer:
             status = _triggers.response_status_code(trigger, result)
             if status is not None:
                 state["status"] = status
+            if self._redact_keys is not None:
+                payload = _payload(result, self._redact_keys)
+                if payload is not None:
+                    state["payload_response"] = payload
         if FAILURES.count:
             state["failures"] = FAILURES.count
         self.channel.send(state)
+
+
+def _capped(attributes: dict) -> dict:
+    for value in attributes.values():
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_CHARS:
+            break
+    else:
+        return attributes  # the usual case: nothing to copy
+    return {k: v[:MAX_ATTRIBUTE_CHARS] if isinstance(v, str) else v for k, v in attributes.items()}
+
+
+def _payload(value: Any, keys: Any) -> str | None:
+    from ._redact import payload_text  # already imported when capture is on
+
+    return payload_text(value, keys)
 
 
 def _describe(error: BaseException) -> dict:

@@ -47,7 +47,9 @@ def initialize(environ: Mapping[str, str] | None = None, swallow_exceptions: boo
 
 def _initialize(environ: Mapping[str, str]) -> Any:
     booted_at = time.monotonic()
-    settings = Settings.from_env(environ)
+    # Both processes parse the same variables; when our companion runs, it is the one that
+    # warns about a bad value, so that each is reported once per environment.
+    settings = Settings.from_env(environ, warn=not _companion_expected(environ))
     logger.setLevel(settings.log_level.upper())
     if settings.disabled:
         return None

@@ -105,11 +105,12 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         return super().__new__(cls, **fields)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        """Parse the environment; bad values warn once each and fall back to the default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, warn: bool = True) -> "Settings":
+        """Parse the environment; bad values warn once each (unless `warn` is false: another
+        process of the same environment warns for them) and fall back to the default."""
         env = os.environ if environ is None else environ
         d = cls()
-        parse = _Parser(env)
+        parse = _Parser(env, warn)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             log_level=parse(LOG_LEVEL, d.log_level, _choice(_LOG_LEVELS)),
@@ -135,8 +136,9 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
 
 
 class _Parser:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], warn: bool = True) -> None:
         self._env = env
+        self._warn = warn
 
     def __call__(self, name: str, default: Any, convert: Callable[[str], Any]) -> Any:
         raw = self._env.get(name)
@@ -145,7 +147,8 @@ class _Parser:
         try:
             return convert(raw.strip())
         except ValueError as exc:
-            _warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
+            if self._warn:
+                _warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
             return default
 
 

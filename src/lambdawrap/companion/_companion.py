@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from ..settings import FlushStrategy, Settings
 from .._lazylog import get_logger
-from ._correlator import Correlator
+from ._correlator import RECORD_GRACE_S, Correlator
 from ._deferred import DeferredSink
 from ._extension_api import ExtensionClient
 from ._router import RecordRouter
@@ -96,10 +96,31 @@ class Companion:
         import sys
 
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_OncePerMessage())
         self.socket.start()
         self.listener.start()
         self.router.attach(self._on_record)
+        self._report_earlier_drops()
         self._start_secrets()
+
+    def _report_earlier_drops(self) -> None:
+        """What earlier environments in this sandbox could not report, left beside the socket
+        (/tmp outlives a reset): records the function's process dropped when its companion had
+        died, and the counters of a companion that ended while the collector was unreachable."""
+        try:
+            from .._channel import collect_persisted_drops
+            from ._carryover import take_counts
+
+            count = collect_persisted_drops(self.settings.socket_path)
+            counts = take_counts(self.settings.socket_path)
+        except Exception:  # noqa: BLE001 - fail open
+            get_logger().exception("lambdawrap: reading the counts of earlier environments failed")
+            return
+        if count:
+            self.sink.dropped("handler_channel", count)
+        if counts:
+            self.sink.restore_counts(counts)
 
     def _start_secrets(self) -> None:
         try:
@@ -177,6 +198,11 @@ class Companion:
         if not self._ready.wait(max(0.0, wait_s)) or self.pipeline is None:
             return False
         left = max(0.0, wait_s - (time.monotonic() - started))
+        if self.pipeline.busy:
+            # An earlier export is still held up by the collector (slow or down): waiting the
+            # budget again would only hold the invoke phase open, and bill it, for nothing.
+            # The worker goes on in the background; SHUTDOWN flushes what is left.
+            left = 0.0
         return self.pipeline.flush(wait_s=left, deadline_s=None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - started)))
 
     def _invoke(self, event: dict, budget_s: float) -> None:
@@ -187,7 +213,7 @@ class Companion:
         self.policy.on_invoke(now)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives as it returns, before its response goes out.
-        if not self.correlator.wait_for(rid, deadline, need_runtime_done=False):
+        if not self.correlator.wait_for(rid, deadline, need_runtime_done=False, record_grace_s=RECORD_GRACE_S):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         flush, wait_for_logs = self.policy.should_flush(time.monotonic())
         if not flush:
@@ -198,20 +224,65 @@ class Companion:
         self.policy.flushed(time.monotonic())
 
     def _shutdown(self, event: dict) -> int:
+        started = time.monotonic()
         reason = str(event.get("shutdownReason", "spindown")).lower()
         self.correlator.finish_unreported(reason)
-        left = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
-        if not self._flush(wait_s=left, deadline_s=left):
-            left_over = len(self.signals.spans) if self.signals is not None else 0
+        budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
+        self._ensure_pipeline()
+        if self._ready.wait(max(0.0, budget_s)) and self.pipeline is not None:
+            # Whatever the collector does, close() returns by the deadline: the platform
+            # SIGKILLs an extension that overstays it.
+            left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
             if left_over:
-                self._dropped("shutdown_deadline", left_over)
-            get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
-        self.socket.stop()
+                get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
+            if self.signals is not None:
+                self._carry_over(self.pipeline.unexported_counts(self.signals.counted))
+        else:
+            get_logger().warning("lambdawrap: shutdown before the export pipeline was ready; nothing exported")
+        # No waiting for the socket thread here (it could take the time left): the runtime is
+        # gone already, and the process ends at once.
+        self.socket.stop(wait_s=0.0)
         import logging
 
         logging.shutdown()
         # Exporter threads may still be blocked on a dead collector; they must not hold us.
         os._exit(0)
+
+
+    def _carry_over(self, counts: list) -> None:
+        # The counters (drop counts among them) the collector did not take: the next
+        # environment's companion reports them, if this sandbox gets one.
+        if not counts:
+            return
+        try:
+            from ._carryover import save_counts
+
+            save_counts(self.settings.socket_path, counts)
+            get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
+        except Exception:  # noqa: BLE001 - we are leaving: best effort
+            get_logger().exception("lambdawrap: keeping the unexported metrics failed")
+
+
+class _OncePerMessage:
+    """A logging filter that lets each distinct message through once: the SDK's exporters are
+    built per signal and repeat a configuration warning three times (and a failing export
+    repeats its error at every flush); the log is the function's, and costs the user."""
+
+    MAX_REMEMBERED = 512
+
+    def __init__(self) -> None:
+        self._seen: set = set()
+
+    def filter(self, record: object) -> bool:
+        try:
+            key = (record.name, record.levelno, record.getMessage())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a record we cannot format is let through as is
+            return True
+        if key in self._seen:
+            return False
+        if len(self._seen) < self.MAX_REMEMBERED:
+            self._seen.add(key)
+        return True
 
 
 def _epoch_ms_left(deadline_ms: object) -> float:

@@ -20,6 +20,10 @@ else:
     Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
+# The handler sends its record before its response goes out, and the platform reports
+# runtimeDone only after that; a record still missing this long after runtimeDone was lost.
+RECORD_GRACE_S = 0.2
+MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
 
 
 class Sink(Protocol):
@@ -33,13 +37,14 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "record", "runtime_done", "invoked_at_ns", "finished", "pending_logs", "synthetic_ids")
+    __slots__ = ("request_id", "invoke_event", "record", "runtime_done", "runtime_done_at", "invoked_at_ns", "finished", "pending_logs", "synthetic_ids")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.invoke_event: dict | None = None
         self.record: dict | None = None
         self.runtime_done: dict | None = None
+        self.runtime_done_at: float | None = None  # monotonic, when runtimeDone arrived
         self.invoked_at_ns = time.time_ns()
         self.finished = False
         self.pending_logs: list = []
@@ -92,6 +97,7 @@ class Correlator:
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
         self.records_seen = 0
+        self.malformed = 0  # handler records and telemetry events that made no sense
 
     # sources -------------------------------------------------------------------
 
@@ -100,38 +106,78 @@ class Correlator:
         The three sources race, so any of them may be the first to mention an id."""
         inv = self._finished.get(rid)
         if inv is None:
-            inv = self._open.setdefault(rid, Invocation(rid))
+            inv = self._open.get(rid)
+            if inv is None:
+                if len(self._open) >= MAX_OPEN:
+                    self._forget_unannounced()
+                inv = self._open[rid] = Invocation(rid)
         return inv
+
+    def _forget_unannounced(self) -> None:
+        # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded.
+        for rid in [rid for rid, inv in self._open.items() if inv.invoke_event is None][: MAX_OPEN // 2]:
+            del self._open[rid]
 
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
         with self.cv:
             inv = self._lookup(rid)
             inv.invoke_event = event
+            # The record (or a failed runtimeDone) may have come first: the sources race.
+            if not inv.finished and (inv.record is not None or self._failed_on_platform(inv)):
+                self._finish(inv)
             self.cv.notify_all()
             return inv
 
+    @staticmethod
+    def _failed_on_platform(inv: Invocation) -> bool:
+        return inv.record is None and inv.runtime_done is not None and inv.runtime_done.get("status") not in (None, "success")
+
     def on_record(self, record: dict) -> None:
-        if record.get("dropped"):
-            self.sink.dropped("handler_channel", int(record["dropped"]))
+        dropped = record.get("dropped")
+        if dropped:
+            if type(dropped) is int and 0 < dropped < 2**31:
+                self.sink.dropped("handler_channel", dropped)
+            else:
+                self._malformed("a drop count that is not a count")
         kind = record.get("type")
         if kind == "invocation":
-            rid = str(record.get("rid", ""))
+            if not valid_invocation_record(record):
+                # Not from our handler side (which only sends well-formed records): it must
+                # not finish, or spoil, the real invocation of the same id.
+                self._malformed("an invocation record with missing or invalid fields")
+                return
+            rid = record["rid"]
             with self.cv:
                 self.records_seen += 1
                 inv = self._lookup(rid)
-                if inv.finished:
+                if inv.finished or inv.record is not None:
                     return  # a duplicate: each invocation is accounted for once
                 inv.record = record
-                self._finish(inv)
+                if inv.invoke_event is not None:
+                    # Only ids the platform announced become spans (a record for any other
+                    # id waits for its INVOKE, which a forged one never gets).
+                    self._finish(inv)
                 self.cv.notify_all()
 
     def on_telemetry(self, batch: list) -> None:
         with self.cv:
             for event in batch:
-                if isinstance(event, dict):
+                if not isinstance(event, dict):
+                    self._malformed("a telemetry event that is not an object")
+                    continue
+                try:
                     self._on_event(event)
+                except Exception:  # noqa: BLE001 - one bad event must not cost the rest of the batch
+                    self._malformed("a telemetry event with invalid fields")
             self.cv.notify_all()
+
+    def _malformed(self, what: str) -> None:
+        self.malformed += 1
+        if self.malformed == 1:
+            from .._lazylog import get_logger
+
+            get_logger().warning("lambdawrap: ignoring %s (logged once)", what)
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("type")
@@ -164,7 +210,8 @@ class Correlator:
                 self._current_rid = None
             inv = self._lookup(rid)
             inv.runtime_done = record
-            if inv.record is None and record.get("status") not in (None, "success"):
+            inv.runtime_done_at = time.monotonic()
+            if inv.invoke_event is not None and self._failed_on_platform(inv):
                 self._finish(inv)  # timeout or crash: the handler could not report
         elif kind == "platform.report":
             self.sink.report(record)
@@ -215,17 +262,42 @@ class Correlator:
         self.init.emitted = True
         self.sink.init_span(self.init, self._first)
 
-    def wait_for(self, rid: str, deadline: float, need_runtime_done: bool) -> bool:
-        """Wait until the invocation is finished (and, if asked, its runtimeDone came)."""
+    def wait_for(self, rid: str, deadline: float, need_runtime_done: bool, record_grace_s: float | None = None) -> bool:
+        """Wait until the invocation is finished (and, if asked, its runtimeDone came).
+
+        With `record_grace_s`, an invocation whose runtimeDone came but whose handler record is
+        still missing that long after is accounted for as `record_missing` at once (True): the
+        invoke phase is not held open until the deadline for a record that was lost."""
         with self.cv:
             while True:
                 inv = self._finished.get(rid)
                 if inv is not None and (not need_runtime_done or inv.runtime_done is not None):
                     return True
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
+                if record_grace_s is not None and inv is None:
+                    pending = self._open.get(rid)
+                    if pending is not None and pending.runtime_done_at is not None and pending.record is None:
+                        grace_left = pending.runtime_done_at + record_grace_s - now
+                        if grace_left <= 0:
+                            self._account_missing(pending)
+                            return True
+                        left = min(left, grace_left)
                 if left <= 0:
                     return False
                 self.cv.wait(left)
+
+    def _account_missing(self, inv: Invocation) -> None:
+        """An invocation that ended well but whose record never came: counted, once."""
+        inv.finished = True
+        self._open.pop(inv.request_id, None)
+        self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
+        while len(self._finished) > KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        self.sink.dropped("record_missing")
+        for line, time_ns in inv.pending_logs:
+            self.sink.log_line(line, time_ns, None, inv.request_id)
+        inv.pending_logs.clear()
 
     def finish_unreported(self, reason: str) -> int:
         """At SHUTDOWN: each invocation the handler never reported is accounted for now, as
@@ -234,13 +306,43 @@ class Correlator:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.runtime_done is not None and inv.runtime_done.get("status") == "success":
-                    self._open.pop(inv.request_id, None)
-                    self.sink.dropped("record_missing")
+                    self._account_missing(inv)
                     continue
                 if inv.runtime_done is None:
                     inv.runtime_done = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
                 self._finish(inv)
             return len(open_)
+
+
+def valid_invocation_record(record: dict) -> bool:
+    """True if an invocation record has what the span is built from, with the right types."""
+    rid = record.get("rid")
+    if not isinstance(rid, str) or not rid or not _hex_id(record.get("tid"), 32) or not _hex_id(record.get("sid"), 16):
+        return False
+    psid = record.get("psid")
+    if psid and not _hex_id(psid, 16):
+        return False
+    for key in ("start", "end"):
+        value = record.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value < 2**63):
+            return False
+    links = record.get("links")
+    if links is not None:
+        if not isinstance(links, list):
+            return False
+        for link in links:
+            if not isinstance(link, list) or len(link) != 3 or not _hex_id(link[0], 32) or not _hex_id(link[1], 16):
+                return False
+    return all(record.get(key) is None or isinstance(record.get(key), dict) for key in ("attrs", "error"))
+
+
+def _hex_id(value: Any, length: int) -> bool:
+    if not isinstance(value, str) or len(value) != length or not value.isascii():
+        return False
+    try:
+        return int(value, 16) != 0
+    except ValueError:
+        return False
 
 
 def _reason_error(reason: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .._lazylog import get_logger
+
 MAX_DEFERRED_CALLS = 100_000
 
 
@@ -17,11 +19,16 @@ class DeferredSink:
         self._calls: list = []
         self._target: Any = None
         self.overflow = 0
+        self.failed = 0
 
     def attach(self, target: Any) -> None:
         with self._lock:
             for name, args, kwargs in self._calls:
-                getattr(target, name)(*args, **kwargs)
+                try:
+                    getattr(target, name)(*args, **kwargs)
+                except Exception:  # noqa: BLE001 - one bad call must not keep the sink detached
+                    self.failed += 1
+                    get_logger().warning("lambdawrap: a deferred %s call failed", name, exc_info=True)
             self._calls = []
             self._target = target
 

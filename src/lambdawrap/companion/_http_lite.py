@@ -36,14 +36,15 @@ def parse_response(raw: bytes) -> tuple:
     head, _, payload = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split() if lines else []
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    # isascii(): str.isdigit() also accepts digits int() refuses ("²", from a latin-1 byte).
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isascii() and parts[1].isdigit() else 0
     headers = {}
     for line in lines[1:]:
         key, sep, value = line.partition(":")
         if sep:
             headers[key.strip().lower()] = value.strip()
     length = headers.get("content-length")
-    if length is not None and length.isdigit():
+    if length is not None and length.isascii() and length.isdigit():
         payload = payload[: int(length)]
     try:
         decoded = json.loads(payload) if payload else None

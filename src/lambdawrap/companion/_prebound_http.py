@@ -27,11 +27,15 @@ class PreboundHttpServer:
     def address(self) -> tuple:
         return self._socket.getsockname()
 
-    def wait_for_client(self) -> None:
-        """Sleep until a client is waiting to be accepted."""
+    def wait_for_client(self) -> bool:
+        """Sleep until a client is waiting to be accepted; False if the server was stopped."""
         import select
 
-        select.select([self._socket], [], [])
+        try:
+            select.select([self._socket], [], [])
+        except (OSError, ValueError):  # stopped (the socket closed) while waiting
+            return False
+        return True
 
     def serve_forever(self, make_handler: Callable[[], type]) -> None:
         """Build the server around the bound socket and serve (blocks; run it on a thread).

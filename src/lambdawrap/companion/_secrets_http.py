@@ -51,8 +51,8 @@ class SecretsHttpApi:
         threading.Thread(target=self._serve_when_needed, name="lambdawrap-secrets-api", daemon=True).start()
 
     def _serve_when_needed(self) -> None:
-        self._http.wait_for_client()  # an unused API never imports http.server
-        self._http.serve_forever(self._handler)
+        if self._http.wait_for_client():  # an unused API never imports http.server
+            self._http.serve_forever(self._handler)
 
     def stop(self) -> None:
         self._http.stop()
@@ -82,8 +82,11 @@ class SecretsHttpApi:
     def handle(self, path: str, token: str | None) -> tuple[int, Any]:
         if not self._token or not token or not hmac.compare_digest(token.encode(), self._token.encode()):
             return 401, {"error": f"missing or invalid {TOKEN_HEADER} header (it must equal AWS_SESSION_TOKEN)"}
-        parts = urlsplit(path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        try:
+            parts = urlsplit(path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        except ValueError:  # e.g. "//[": not a path we could serve
+            return 400, {"error": "malformed request path"}
         try:
             if parts.path == "/secretsmanager/get":
                 return 200, self._secret(query)

@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -32,9 +33,16 @@ logger = logging.getLogger("lambdawrap.companion")
 
 SCOPE = InstrumentationScope("lambdawrap", __version__)
 _PUBSUB_KINDS = ("sqs", "sns", "kinesis", "eventbridge")
+_CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
 _MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
 _MIB = 1024 * 1024
+MAX_PAYLOAD_ATTRIBUTE_CHARS = 8192
+
+
+def counter_key(name: str, attributes: object) -> tuple:
+    """How a counter's series is named in Signals.counted and in what the exporter acknowledges."""
+    return name, tuple(sorted(dict(attributes or {}).items()))
 
 
 def build_resource(settings: Settings, account_id: str | None) -> Resource:
@@ -117,21 +125,58 @@ class Signals:
         self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_MS_BUCKETS)
         self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)")
         self._dropped = meter.create_counter("lambdawrap.dropped", unit="{item}", description="Telemetry dropped by lambdawrap, by reason")
+        meter.create_observable_gauge("lambdawrap.buffer.high_water", callbacks=[self._observe_high_water], unit="{span}", description="Most spans the export buffer held at once in this environment (its bound is LAMBDAWRAP_BUFFER_MAX_SPANS)")
         self._logger = logger_provider.get_logger("lambdawrap", __version__)
         self.dropped_by_reason: collections.Counter = collections.Counter()
+        # Every counter's total so far, by (name, attributes): what is not acknowledged by the
+        # collector when the environment ends is carried over to the next one.
+        self.counted: collections.Counter = collections.Counter()
         self._rng = random.Random()
+
+    def _observe_high_water(self, options: Any) -> list:
+        return [Observation(self.spans.high_water, {"lambdawrap.buffer.capacity": self.spans.capacity})]
 
     # Sink ----------------------------------------------------------------------
 
+    def _add(self, counter: Any, value: float, attributes: dict) -> None:
+        counter.add(value, attributes)
+        self.counted[counter_key(counter.name, attributes)] += value
+
     def dropped(self, reason: str, count: int = 1) -> None:
         self.dropped_by_reason[reason] += count
-        self._dropped.add(count, {"reason": reason})
+        self._add(self._dropped, count, {"reason": reason})
+
+    def restore_counts(self, counts: list) -> None:
+        """Counter values an earlier environment could not export (it ended while the collector
+        was unreachable): added to ours, so that they go out with our next export."""
+        counters = {
+            "faas.invocations": self._invocations,
+            "faas.errors": self._errors,
+            "faas.timeouts": self._timeouts,
+            "lambdawrap.crashes": self._crashes,
+            "faas.coldstarts": self._coldstarts,
+        }
+        for count in counts if isinstance(counts, list) else ():
+            try:
+                name, attributes, value = count["name"], dict(count["attributes"]), count["value"]
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                    continue
+                if name == "lambdawrap.dropped":
+                    self.dropped(str(attributes.get("reason", "unknown")), value)
+                elif name in counters:
+                    self._add(counters[name], value, _clean(attributes))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
 
     def invocation(self, inv: Invocation) -> None:
-        if inv.record is not None:
-            self._from_record(inv)
-        else:
-            self._from_platform(inv)
+        try:
+            if inv.record is not None:
+                self._from_record(inv)
+            else:
+                self._from_platform(inv)
+        except Exception:  # noqa: BLE001 - counted, so the invocation is still accounted for
+            logger.warning("lambdawrap: the span of invocation %s could not be built", inv.request_id, exc_info=True)
+            self.dropped("malformed_record")
 
     def init_span(self, init: InitFacts, parent: Invocation) -> None:
         ids = parent.ids
@@ -157,7 +202,9 @@ class Signals:
             self.log_line(line, time_ns, ids, None)
 
     def report(self, record: dict) -> None:
-        metrics = record.get("metrics") or {}
+        metrics = record.get("metrics")
+        if not isinstance(metrics, dict):
+            return
         billed = metrics.get("billedDurationMs")
         if isinstance(billed, (int, float)):
             self._billed.record(billed)
@@ -176,10 +223,10 @@ class Signals:
 
     def user_spans(self, spans: list) -> None:
         """Spans the user's code made with the OpenTelemetry API, as the bridge sent them."""
-        for raw in spans:
+        for raw in spans if isinstance(spans, list) else ():
             try:
                 span = self._user_span(raw)
-            except (KeyError, TypeError, ValueError):
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
                 self.dropped("malformed_span")
                 continue
             if span is not None:
@@ -222,6 +269,11 @@ class Signals:
         )
         if rec.get("proactive"):
             attrs["lambdawrap.proactive_init"] = True
+        # Only present when the function opted in (LAMBDAWRAP_CAPTURE_PAYLOAD), redacted there.
+        for field, name in (("payload_request", "lambdawrap.request.payload"), ("payload_response", "lambdawrap.response.payload")):
+            payload = rec.get(field)
+            if isinstance(payload, str):
+                attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
         attrs.setdefault("faas.trigger", "other")
         status = Status(StatusCode.UNSET)
         events = []
@@ -268,6 +320,10 @@ class Signals:
         reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
         if error_type == "Runtime.OutOfMemory":
             reason = "out_of_memory"
+        elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
+            # The runtime answered an error itself, before or around the handler (e.g. an event
+            # it could not decode): the process did not die.
+            reason = "runtime_error"
         attrs = {
             "faas.invocation_id": inv.request_id,
             "faas.trigger": "other",
@@ -289,18 +345,18 @@ class Signals:
         if span is not None:
             self.spans.add(span)
         if status_text == "timeout":
-            self._timeouts.add(1)
-        else:
-            self._crashes.add(1)
+            self._add(self._timeouts, 1, {})
+        elif reason != "runtime_error":
+            self._add(self._crashes, 1, {})
         self._count(attrs, error=True, cold=False, duration_s=max(0, end - start) / 1e9)
 
     def _count(self, attrs: dict, error: bool, cold: bool, duration_s: float) -> None:
         labels = {"faas.trigger": attrs.get("faas.trigger", "other")}
-        self._invocations.add(1, labels)
+        self._add(self._invocations, 1, labels)
         if error:
-            self._errors.add(1, labels)
+            self._add(self._errors, 1, labels)
         if cold:
-            self._coldstarts.add(1, labels)
+            self._add(self._coldstarts, 1, labels)
         self._duration.record(duration_s, labels)
 
     def _span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), parent_sampled: bool = True, scope: InstrumentationScope = SCOPE) -> ReadableSpan | None:

@@ -41,24 +41,36 @@ class SocketServer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 1.0) -> None:
+        """Stop serving and remove the socket file; with `wait_s` 0, leave the (daemon) thread
+        to the process's end instead of waiting for it."""
         self._stop.set()
-        self._thread.join(timeout=1)
-        for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
-        self._selector.close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
+        if wait_s <= 0:
+            return
+        self._thread.join(timeout=wait_s)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             for key, _ in self._selector.select(timeout=0.2):
                 if key.data is None:
                     self._accept()
-                else:
+                    continue
+                try:
                     self._read(key.fileobj, key.data)
+                except Exception:  # noqa: BLE001 - one connection's bug must not end the channel
+                    self.malformed += 1
+                    get_logger().exception("lambdawrap: dropping a connection after an unexpected error")
+                    try:
+                        self._drop(key.fileobj)
+                    except (KeyError, ValueError, OSError):
+                        pass
 
     def _accept(self) -> None:
         try:

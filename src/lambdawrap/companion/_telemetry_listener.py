@@ -62,7 +62,13 @@ class TelemetryListener:
             def do_POST(self) -> None:  # noqa: N802 - stdlib name
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
-                    batch = json.loads(self.rfile.read(length) or b"[]")
+                    if length < 0:
+                        self.close_connection = True
+                        raise ValueError("negative Content-Length")
+                    try:
+                        batch = json.loads(self.rfile.read(length) or b"[]")
+                    except RecursionError:
+                        raise ValueError("a telemetry batch nested too deeply") from None
                     if not isinstance(batch, list):
                         raise ValueError("a telemetry batch must be a JSON array")
                     listener.on_batch(batch)

@@ -44,6 +44,11 @@ class ManagedProcess:
         self._on_exit = on_exit
         self._peak_rss_kb = 0
         self._exited = threading.Event()
+        # For drain_output(): which readers wait in read() with every line handed on, and a
+        # count of the reads that returned.
+        self._io_lock = threading.Lock()
+        self._reads = 0
+        self._waiting = {"stdout": False, "stderr": False}
         self._readers = [
             threading.Thread(target=self._pump, args=(self._popen.stdout, "stdout", on_line), daemon=True, name=f"{self.name}-stdout"),
             threading.Thread(target=self._pump, args=(self._popen.stderr, "stderr", on_line), daemon=True, name=f"{self.name}-stderr"),
@@ -52,15 +57,67 @@ class ManagedProcess:
             reader.start()
         threading.Thread(target=self._wait, daemon=True, name=f"{self.name}-wait").start()
 
-    @staticmethod
-    def _pump(stream, stream_name: str, on_line: LineSink) -> None:
+    def _pump(self, stream, stream_name: str, on_line: LineSink) -> None:
         # Lines, not chunks: the platform turns every line into one telemetry record.
-        for raw in iter(stream.readline, b""):
+        fd = stream.fileno()
+        pending = b""
+        while True:
+            with self._io_lock:
+                self._waiting[stream_name] = True
             try:
-                on_line(stream_name, raw.rstrip(b"\n").decode("utf-8", "replace"))
-            except Exception:  # noqa: BLE001 - a failing sink must not stop the capture
-                logger.exception("emulator: log sink failed")
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            with self._io_lock:
+                self._waiting[stream_name] = False
+                self._reads += 1
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                self._deliver(on_line, stream_name, raw)
+        if pending:
+            self._deliver(on_line, stream_name, pending)
+        with self._io_lock:
+            self._waiting[stream_name] = True  # finished: nothing more will come
         stream.close()
+
+    @staticmethod
+    def _deliver(on_line: LineSink, stream_name: str, raw: bytes) -> None:
+        try:
+            on_line(stream_name, raw.decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - a failing sink must not stop the capture
+            logger.exception("emulator: log sink failed")
+
+    def drain_output(self, timeout: float = 0.05) -> bool:
+        """Wait (briefly) until every line the process has written so far has been handed on:
+        the platform's runtimeDone must not overtake the log lines printed before it."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        fds = []
+        for stream in (self._popen.stdout, self._popen.stderr):
+            try:
+                fds.append(stream.fileno())
+            except (ValueError, OSError):
+                pass
+        while time.monotonic() < deadline:
+            with self._io_lock:
+                reads, idle = self._reads, all(self._waiting.values())
+            try:
+                readable = select.select(fds, [], [], 0)[0] if fds else []
+            except (ValueError, OSError):
+                return True  # closed: the readers are done
+            if idle and not readable:
+                # A reader whose read() just returned may not have said so yet: give it the
+                # GIL once, and see that nothing moved.
+                time.sleep(0.0005)
+                with self._io_lock:
+                    if self._reads == reads and all(self._waiting.values()):
+                        return True
+                continue
+            time.sleep(0.0005)
+        return False
 
     def _wait(self) -> None:
         self._popen.wait()

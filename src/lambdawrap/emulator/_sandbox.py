@@ -109,6 +109,11 @@ class Sandbox:
     # ------------------------------------------------------------ runtime API
 
     def runtime_next(self) -> Invocation:
+        runtime, current = self._runtime, self._current
+        if runtime is not None and current is not None and current.response is not None and current.runtime_done_at is None:
+            # Lines the function printed before its response come before runtimeDone, as on
+            # the platform: let the pipe readers catch up first.
+            runtime.drain_output()
         with self._cv:
             gen = self._runtime_gen
             inv = self._current

@@ -1,0 +1,452 @@
+"""Fault suite: the real stack (emulator + awslambdaric + layer + companion + OTLP receiver +
+moto) under faults. For every scenario: each invocation is accounted for exactly once (one
+span at the collector, or counted in lambdawrap.dropped with a reason), and no invocation
+failed or slowed because of the layer.
+
+Scaled down for CI (a few hundred invocations, every fault type present); the 10,000-invocation
+run is `python bench/soak.py`. Figures are printed at the end of the run and are in
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from lambdawrap.emulator import Emulator
+from lambdawrap.local._moto import MotoServer, free_port
+from support import faults
+from support.faults import (
+    FAULT_APP,
+    SOCKET_GARBAGE,
+    TELEMETRY_GARBAGE,
+    Collector,
+    Ledger,
+    account,
+    companion_process,
+    figures_report,
+    inits,
+    kill_companion,
+    latency_summary,
+    mixed_plan,
+    percentile,
+    post_telemetry_garbage,
+    send_socket_garbage,
+    telemetry_port,
+)
+from support.stack import instrumented
+
+DB_PASSWORD = "fault-suite-DB-secret-5c2e"
+TIMEOUT_S = 1.0
+FLUSH_BUDGET_S = 1.0  # LAMBDAWRAP_FLUSH_BUDGET_MS default
+# What the invoke phase may add after a response: the flush budget, the wait for a record that
+# was lost (RECORD_GRACE_S) and the runtimeDone wait, with room for a loaded 2-core runner.
+PHASE_BOUND_MS = (FLUSH_BUDGET_S + 0.2 + 0.15) * 1000 + 500
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", FAULT_APP)
+
+
+@pytest.fixture
+def figures(request):
+    return figures_report(request.config)
+
+
+@pytest.fixture
+def moto():
+    with MotoServer() as server:
+        server.client("secretsmanager").create_secret(Name="prod/db", SecretString=json.dumps({"password": DB_PASSWORD}))
+        server.reset_recording()
+        yield server
+
+
+def layer_env(**extra: str) -> dict:
+    # A port of its own for the secrets API: parallel runs on one machine must not collide.
+    return {"LAMBDAWRAP_SECRETS_PORT": str(free_port()), **extra}
+
+
+def captured_text(emu: Emulator, source) -> str:
+    return json.dumps([emu.records(), emu.log_lines(), source.spans(), source.metrics(), source.logs()], default=str)
+
+
+def bare_latency_ms(task: Path, n: int = 30) -> float:
+    """Median caller latency of warm invocations without the layer, on this machine, now."""
+    with Emulator(str(task), "app.handler", timeout_s=TIMEOUT_S) as bare:
+        ledger = Ledger()
+        rng = random.Random(0)
+        for _ in range(n + 1):
+            ledger.invoke(bare, "ok", rng)
+        bare.wait_idle()
+    return statistics.median(ledger.warm_caller_ms())
+
+
+def assert_accounted(acc: faults.Accounting, ledger: Ledger) -> None:
+    assert ledger.failures() == [], "callers got something the function did not produce"
+    assert acc.problems() == [], acc.figures()
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A mix of every fault the function itself can produce.
+
+
+MIX = {
+    "ok": 130, "http": 30, "bad_headers": 24, "not_dict": 24, "raise": 20, "memory_error": 8,
+    "non_json": 8, "big_event": 3, "big_response": 3, "timeout": 2, "exit": 3, "out_of_memory": 2,
+}
+
+
+def test_mixed_faults_are_each_accounted_once_and_cost_the_caller_nothing(task, moto, figures):
+    # GIVEN the layer with a secret declared, a healthy collector, and a baseline without the layer
+    baseline_ms = bare_latency_ms(task)
+    env = layer_env(AWS_ENDPOINT_URL=moto.endpoint, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password")
+    ledger = Ledger()
+    rng = random.Random(7)
+    plan = ["secret"] + mixed_plan(MIX, seed=7)
+    started = time.monotonic()
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        # WHEN a shuffled mix of successes, exceptions, timeouts, exits, out-of-memory kills,
+        # MemoryError, 6 MB events and responses, unencodable returns, non-dict events and
+        # hostile headers runs through it
+        for kind in plan:
+            ledger.invoke(emu, kind, rng)
+        emu.wait_idle(30)
+        environments = inits(emu)
+    elapsed = time.monotonic() - started
+    acc = account(rx, ledger.request_ids, environments)
+    warm = ledger.warm_caller_ms()
+    phases = [o.phase_ms for o in ledger.outcomes[:-1] if o.kind not in faults.RESETTING]
+    figures.add(faults.report_lines(f"mixed faults ({len(plan)} invocations, {elapsed:.1f} s)", acc, ledger, {"bare warm caller latency p50": f"{baseline_ms:.1f} ms", "invoke phase after the response": latency_summary(phases)}))
+    # THEN every caller got what the function (or the platform) produced ...
+    # ... and every invocation is one span or one counted drop
+    assert_accounted(acc, ledger)
+    assert acc.lost == 0 and acc.spans == len(plan)  # a healthy collector: nothing even dropped
+    assert set(ledger.faults) >= set(MIX) - {"ok", "http"}
+    # ... no warm invocation waited on the layer
+    assert statistics.median(warm) <= baseline_ms + 10, (statistics.median(warm), baseline_ms)
+    assert percentile(warm, 0.99) <= max(150.0, 10 * baseline_ms), latency_summary(warm)
+    assert max(phases) <= PHASE_BOUND_MS, latency_summary(phases)
+    # ... and the secret never reached the telemetry, the logs or the errors
+    assert DB_PASSWORD not in captured_text(emu, rx)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The collector fails in every way, then recovers.
+
+LIGHT = ("ok", "ok", "ok", "ok", "http", "raise")
+PACE_S = 0.01  # between invocations: about 80 a second, a busy function
+
+
+def collector_phases(collector: Collector) -> list:
+    """(name, seconds, fault injection) in order; each fault lasts for its phase. Long enough
+    for several flushes (one a second, adaptive) and exporter retries to meet each fault."""
+    return [
+        ("healthy", 1.5, collector.reset_behaviour),
+        ("down (connection refused)", 4.0, collector.down),
+        ("slow (2 s per request)", 5.0, lambda: (collector.up(), collector.set_behaviour(delay_s=2.0))),
+        ("answering 500", 3.0, lambda: collector.set_behaviour(status=500)),
+        ("answering 429 with Retry-After: 1", 3.0, lambda: collector.set_behaviour(status=429, retry_after=1)),
+        ("closing connections mid-request", 3.0, lambda: collector.set_behaviour(close_connection=True)),
+        ("recovered", 1.5, collector.reset_behaviour),
+    ]
+
+
+def test_collector_down_slow_refusing_and_cutting_then_backlog_delivered_within_bound(task, figures):
+    # GIVEN the layer with a small span buffer (so that an outage overflows it)
+    capacity = 250
+    ledger = Ledger()
+    rng = random.Random(11)
+    caller_ms: dict = {}
+    windows: dict = {}
+    with Collector() as collector:
+        # An exporter timeout well above the slow collector's 2 s: every retry attempt then has
+        # the time to get its answer (a client that gives up on a request the collector still
+        # stores could not know what became of it).
+        env = layer_env(LAMBDAWRAP_BUFFER_MAX_SPANS=str(capacity), OTEL_EXPORTER_OTLP_TIMEOUT="30")
+        with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            # WHEN the collector goes down, comes back slow, answers 500, then 429, then cuts
+            # connections, and finally recovers, while invocations keep coming
+            for name, seconds, inject in collector_phases(collector):
+                inject()
+                first, began = len(ledger.outcomes), time.time()
+                ends = time.monotonic() + seconds
+                while time.monotonic() < ends:
+                    ledger.invoke(emu, rng.choice(LIGHT), rng)
+                    time.sleep(PACE_S)
+                windows[name] = (began, time.time())
+                ledger.conditions[f"invocations while {name}"] = len(ledger.outcomes) - first
+                caller_ms[name] = [o.caller_ms for o in ledger.outcomes[first:] if o.kind == "ok" and not o.cold]
+            # THEN, once recovered, the backlog is delivered by the regular flushes (before
+            # SHUTDOWN; flushes happen at invocations, so they go on meanwhile)
+            deadline = time.monotonic() + 60
+            while account(collector, ledger.request_ids, inits(emu)).lost and time.monotonic() < deadline:
+                ledger.invoke(emu, "ok", rng)
+                time.sleep(0.2)
+            before_shutdown = account(collector, ledger.request_ids, inits(emu))
+            environments = inits(emu)
+        acc = account(collector, ledger.request_ids, environments)
+        answered = collector.requests()
+
+    def answers(name: str) -> list:
+        began, ended = windows[name]
+        return [r["status"] for r in answered if began <= r["received_at"] <= ended + 2.5]
+
+    for status, name in ((500, "answering 500"), (429, "answering 429 with Retry-After: 1"), (None, "closing connections mid-request")):
+        ledger.faults[f"export requests answered {status or 'by closing the connection'}"] = answers(name).count(status)
+    ledger.faults["collector outages (connection refused)"] = 1
+    ledger.faults["export requests delayed 2 s"] = sum(1 for status in answers("slow (2 s per request)") if status == 200)
+    healthy_p50 = statistics.median(caller_ms["healthy"])
+    extra = {f"warm caller latency while {name}": latency_summary(values) for name, values in caller_ms.items()}
+    figures.add(faults.report_lines("collector faults", acc, ledger, extra))
+    assert before_shutdown.lost == 0, before_shutdown.figures()
+    assert_accounted(acc, ledger)
+    # ... the outage overflowed the bound, and the buffer never held more than it
+    assert acc.dropped.get("buffer_full", 0) > 0 and acc.high_water <= capacity == acc.capacity, acc.figures()
+    # ... each fault was really met by the exporter
+    assert 500 in answers("answering 500") and 429 in answers("answering 429 with Retry-After: 1") and None in answers("closing connections mid-request")
+    # ... and no caller waited for the collector
+    for name, values in caller_ms.items():
+        assert statistics.median(values) <= healthy_p50 + 10, (name, latency_summary(values), healthy_p50)
+        assert percentile(values, 0.99) <= 150, (name, latency_summary(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The companion is killed.
+
+
+def test_companion_killed_the_function_keeps_serving_and_the_next_environment_reports_the_drops(task, figures):
+    # GIVEN the layer exporting at the end of every invocation (nothing is left in memory
+    # between invocations, so a SIGKILL between them loses no span)
+    ledger = Ledger()
+    rng = random.Random(3)
+    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=TIMEOUT_S) as (emu, rx):
+        for _ in range(20):
+            ledger.invoke(emu, "ok", rng)
+        emu.wait_idle()
+        # WHEN the companion is killed between invocations ...
+        kill_companion(companion_process(emu))
+        while_dead = ledger.invoke(emu, "ok", rng, fault_label="companion killed while idle")
+        ledger.mark_reset()
+        for _ in range(10):
+            ledger.invoke(emu, "ok", rng)
+        emu.wait_idle()
+        # ... and in the middle of an invocation
+        threading.Timer(0.1, kill_companion, (companion_process(emu),)).start()
+        mid = ledger.invoke(emu, "sleep", rng, fault_label="companion killed mid-invocation")
+        ledger.mark_reset()
+        for _ in range(10):
+            ledger.invoke(emu, "ok", rng)
+        emu.wait_idle()
+        environments = inits(emu)
+        function_lines = emu.log_lines("function")
+    acc = account(rx, ledger.request_ids, environments)
+    figures.add(faults.report_lines("companion killed", acc, ledger))
+    # THEN the function answered every caller, at its usual speed
+    assert ledger.failures() == []
+    assert while_dead.caller_ms < 100 and mid.caller_ms < 600, (while_dead.caller_ms, mid.caller_ms)
+    # ... the two invocations nobody could export were counted by the function's process, and
+    # reported by the next environment's companion; everything else is a span
+    assert acc.dropped == {"handler_channel": 2}, acc.figures()
+    assert_accounted(acc, ledger)
+    assert environments == 3
+    # ... and the function's log shows no traceback of ours
+    assert not [line for line in function_lines if "Traceback" in line and "lambdawrap" in line]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. SHUTDOWN with a large backlog.
+
+BACKLOG = 1100  # three span batches of 512
+SHUTDOWN_DEADLINE_S = 2.0  # from the start of the reset (the runtime is stopped first)
+
+
+def backlog_run(task: Path, collector: Collector, behaviour: dict) -> tuple:
+    """Build a backlog (periodic flushing, 60 s apart: only the first invocation flushes), set
+    the collector's behaviour, then spin the environment down. Returns (ledger, inits, seconds
+    from the start of the shutdown to the companion's exit, platform lines, extension lines)."""
+    ledger = Ledger()
+    rng = random.Random(5)
+    env = layer_env(LAMBDAWRAP_FLUSH="periodic,60000")
+    with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+        for _ in range(BACKLOG):
+            ledger.invoke(emu, "ok", rng)
+        emu.wait_idle()
+        environments = inits(emu)
+        if behaviour:
+            collector.set_behaviour(**behaviour)
+        companion = companion_process(emu)
+        exited = []
+        watcher = threading.Thread(target=lambda: companion.wait(30) and exited.append(time.monotonic()))
+        watcher.start()
+        started = time.monotonic()
+        emu.stop()  # SHUTDOWN (spindown), as the platform sends it, 2 s before its SIGKILL
+        watcher.join()
+        took = exited[0] - started
+        return ledger, environments, took, emu.log_lines("platform"), emu.log_lines("extension")
+
+
+@pytest.mark.parametrize("name, behaviour", [("healthy collector", {}), ("slow collector (0.6 s per request)", {"delay_s": 0.6})])
+def test_shutdown_flushes_the_backlog_inside_the_deadline_or_counts_the_rest(task, figures, name, behaviour):
+    # GIVEN a backlog of about a thousand spans in the companion
+    with Collector() as collector:
+        # WHEN the environment shuts down
+        ledger, environments, took, platform_lines, extension_lines = backlog_run(task, collector, behaviour)
+        acc = account(collector, ledger.request_ids, environments)
+    figures.add(faults.report_lines(f"SHUTDOWN with {BACKLOG} spans buffered, {name}", acc, ledger, {"shutdown took": f"{took:.2f} s"}))
+    # THEN the companion finished inside the 2 s deadline (the platform did not have to kill it)
+    assert took < SHUTDOWN_DEADLINE_S and not [line for line in platform_lines if "killed at the shutdown deadline" in line], took
+    # ... having exported what fitted and counted the rest, drop counts included
+    assert_accounted(acc, ledger)
+    if behaviour:
+        assert 0 < acc.dropped.get("shutdown_deadline", 0) < BACKLOG, acc.figures()
+        assert any("shutdown deadline reached with" in line for line in extension_lines)
+    else:
+        assert acc.dropped == {} and acc.spans == BACKLOG
+
+
+def test_shutdown_never_outlasts_its_deadline_when_the_collector_hangs(task, figures):
+    # GIVEN a backlog and a collector that accepts requests but never answers in time
+    with Collector() as collector:
+        # WHEN the environment shuts down
+        ledger, environments, took, platform_lines, extension_lines = backlog_run(task, collector, {"delay_s": 30.0})
+        received = account(collector, ledger.request_ids, environments)
+    # THEN SHUTDOWN still ends before its deadline, without a SIGKILL
+    assert took < SHUTDOWN_DEADLINE_S and not [line for line in platform_lines if "killed at the shutdown deadline" in line], took
+    # ... and the companion said how many spans it gave up; with the spans received, that is
+    # every span: each invocation, and each environment's init
+    said = [line for line in extension_lines if "shutdown deadline reached with" in line]
+    assert len(said) == 1, extension_lines
+    given_up = int(said[0].split("reached with ")[1].split()[0])
+    assert received.spans + received.init_spans + given_up == BACKLOG + environments, (received.figures(), given_up)
+    figures.add([f"== SHUTDOWN with {BACKLOG} spans buffered, collector hanging", f"shutdown took {took:.2f} s; spans received {received.spans}, given up and logged {given_up} (drop counts cannot reach a hanging collector)"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Malformed input on every channel into the companion.
+
+def test_garbage_on_the_socket_and_the_telemetry_listener_changes_nothing(task, figures):
+    # GIVEN an environment initialized ahead of its first invocation (so the export pipeline
+    # does not exist yet: garbage waits with everything else for it to start)
+    ledger = Ledger()
+    rng = random.Random(13)
+    env = layer_env()
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        emu.init()
+        socket_path = emu.config.env["LAMBDAWRAP_SOCKET"]
+        # WHEN garbage arrives on the local socket and at the telemetry listener, before the
+        # pipeline starts and again while it runs
+        send_socket_garbage(socket_path)
+        early = post_telemetry_garbage(telemetry_port(emu))
+        for kind in mixed_plan({"ok": 20, "raise": 5, "not_dict": 5}, seed=1):
+            ledger.invoke(emu, kind, rng)
+        send_socket_garbage(socket_path)
+        late = post_telemetry_garbage(telemetry_port(emu))
+        for kind in mixed_plan({"ok": 20, "raise": 5, "not_dict": 5}, seed=2):
+            ledger.invoke(emu, kind, rng)
+        emu.wait_idle()
+        environments = inits(emu)
+        extension_lines = emu.log_lines("extension")
+    acc = account(rx, ledger.request_ids, environments)
+    ledger.faults["socket garbage"] = 2 * len(SOCKET_GARBAGE)
+    ledger.faults["telemetry garbage"] = 2 * (len(TELEMETRY_GARBAGE) + 1)
+    figures.add(faults.report_lines("malformed input", acc, ledger))
+    # THEN malformed batches are refused, never answered with a server error
+    assert set(early) | set(late) <= {200, 400}, (early, late)
+    # ... forged records and telemetry made no span, and every real invocation has its own
+    assert_accounted(acc, ledger)
+    assert acc.dropped == {"malformed_span": 6}, acc.figures()  # the three bad user spans, twice
+    assert not [line for line in extension_lines if "Traceback" in line]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Bad configuration: one clear warning each, a sane default, a working function.
+
+BAD_SETTINGS = {
+    "LAMBDAWRAP_DISABLED": ("maybe", "false"),
+    "LAMBDAWRAP_LOG_LEVEL": ("loud", "warning"),
+    "LAMBDAWRAP_FLUSH": ("sometimes", "adaptive"),
+    "LAMBDAWRAP_FLUSH_BUDGET_MS": ("lots", "1000"),
+    "LAMBDAWRAP_BUFFER_MAX_SPANS": ("0", "10000"),
+    "LAMBDAWRAP_CAPTURE_PAYLOAD": ("perhaps", "false"),
+    "LAMBDAWRAP_PROACTIVE_INIT_MS": ("-5", "10000"),
+    "LAMBDAWRAP_SECRETS_TIMEOUT_MS": ("soon", "1500"),
+    "LAMBDAWRAP_SECRETS_TTL": ("-1", "300.0"),
+    "LAMBDAWRAP_SECRETS_REQUIRED": ("sure", "false"),
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": ("weekly", "delta"),
+}
+
+
+def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
+    # GIVEN every lambdawrap setting set to nonsense, and two standard OTEL ones
+    env = layer_env(**{name: value for name, (value, _) in BAD_SETTINGS.items()}, OTEL_EXPORTER_OTLP_PROTOCOL="carrier-pigeon", OTEL_EXPORTER_OTLP_TIMEOUT="abc")
+    ledger = Ledger()
+    rng = random.Random(17)
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        # WHEN the function runs
+        for kind in ("ok", "raise", "ok", "http"):
+            ledger.invoke(emu, kind, rng)
+        emu.wait_idle()
+        environments = inits(emu)
+        lines = emu.log_lines("function") + emu.log_lines("extension")
+    acc = account(rx, ledger.request_ids, environments)
+    # THEN it works, instrumented with the defaults (payload capture stayed off) ...
+    assert_accounted(acc, ledger)
+    assert acc.spans == 4 and not [s for s in rx.spans() if "lambdawrap.request.payload" in s["attributes"]]
+    # ... and each bad value was reported once in the environment's logs, naming the variable,
+    # the value and the default used instead
+    for name, (value, default) in BAD_SETTINGS.items():
+        said = [line for line in lines if f"ignoring {name}={value!r}" in line]
+        assert len(said) == 1 and f"using the default {default}" in said[0], (name, said)
+    assert len([line for line in lines if "'carrier-pigeon' is not supported; using http/protobuf" in line]) == 1
+    assert len([line for line in lines if "Invalid timeout value 'abc'" in line]) == 1
+    figures.add([f"== bad configuration: {len(BAD_SETTINGS) + 2} bad values, one warning each, {acc.spans} spans, lost {acc.lost}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Hostile _HANDLER values: the runtime answers exactly as it does without the layer.
+
+HOSTILE_HANDLERS = [
+    "app.missing",
+    "nomodule.handler",
+    "app",
+    "../../etc/passwd.handler",
+    "app.handler;touch {marker}",
+    "$(touch {marker}).handler",
+    "os.system",
+    "app.hándler",
+    "a" * 3000 + ".handler",
+    "app.handler\n",
+    "lambdawrap.boot.initialize",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_HANDLERS, ids=lambda v: v[:24].encode("unicode_escape").decode())
+def test_hostile_handler_values_behave_as_without_the_layer(task, tmp_path, value):
+    marker = tmp_path / "marker"
+    handler = value.format(marker=marker)
+    # GIVEN the function without the layer, and with it
+    with Emulator(str(task), handler, timeout_s=TIMEOUT_S) as bare:
+        without = bare.invoke({"kind": "ok"})
+    with instrumented(task, handler, env=layer_env(), timeout_s=TIMEOUT_S) as (emu, rx):
+        # WHEN it is invoked with a hostile handler name
+        with_layer = emu.invoke({"kind": "ok"})
+        emu.wait_idle()
+        function_lines = emu.log_lines("function")
+    # THEN the caller gets the same answer (the runtime's own error, typically)
+    def shape(result) -> tuple:
+        body = result.json()
+        return (result.status, result.function_error, body.get("errorType") if isinstance(body, dict) else body)
+
+    assert shape(with_layer) == shape(without)
+    # ... nothing ran that the name smuggled in, and none of our code raised
+    assert not marker.exists()
+    # (The user's own error passes through our wrapper's frame: that is not ours raising.)
+    assert not [line for line in function_lines if "lambdawrap:" in line and ("internal error" in line or "failed" in line)]

@@ -1,0 +1,424 @@
+"""Fuzzing every parser on both sides of the layer with hypothesis: no input makes an exception
+escape, into the function (handler side) or out of a companion thread.
+
+- the invocation wrapper as a whole: any event, headers, result or exception (trigger
+  detection, trace context, links, status codes, payload capture, the record it sends);
+- trace context headers on their own;
+- configuration (every LAMBDAWRAP_* variable, the secrets syntax);
+- the local socket: frames (any bytes, any split), records (any JSON object);
+- telemetry batches (any JSON, and real batches mutated), down to the spans and metrics built;
+- redaction, the secrets API's request handling, the extensions API response parser.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import types
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from lambdawrap import _trace_context as tc
+from lambdawrap._channel import MAX_RECORD_BYTES, FrameReader, encode
+from lambdawrap._invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
+from lambdawrap._redact import REDACTED, TRUNCATED, payload_text, redaction_keys
+from lambdawrap._secret_sources import parse_sources
+from lambdawrap.companion._correlator import Correlator, valid_invocation_record
+from lambdawrap.companion._http_lite import parse_response
+from lambdawrap.companion._secrets_http import SecretsHttpApi
+from lambdawrap.settings import FlushStrategy, Settings
+from support.stack import EVENTS
+
+FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_LIGHT = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=30)
+json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5), max_leaves=25)
+hex_ids = st.sampled_from(["0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "0" * 32, "f" * 16, "xyz", ""])
+header_values = st.text(max_size=60) | st.sampled_from(
+    [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "ff-" + "0" * 32 + "-" + "0" * 16 + "-01",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        "Root=;Parent=;Sampled=",
+    ]
+) | json_values
+header_maps = st.dictionaries(st.sampled_from(["traceparent", "Traceparent", "TRACEPARENT", "tracestate", "X-Amzn-Trace-Id", "Host", "User-Agent", "Authorization"]) | st.text(max_size=10), header_values, max_size=6) | json_values
+
+
+def sample(kind: str) -> dict:
+    return json.loads((EVENTS / f"{kind}.json").read_text())
+
+
+SAMPLE_KINDS = ["apigw-rest", "apigw-http", "function-url", "alb", "sqs", "sns", "s3", "dynamodb", "kinesis", "eventbridge", "schedule", "other"]
+
+
+@st.composite
+def events(draw) -> object:
+    """Any JSON value, or a real event with parts replaced by anything."""
+    if draw(st.booleans()):
+        return draw(json_values)
+    event = sample(draw(st.sampled_from(SAMPLE_KINDS)))
+    for _ in range(draw(st.integers(0, 4))):
+        node = event
+        path = draw(st.lists(st.sampled_from(["headers", "requestContext", "Records", 0, "http", "messageAttributes", "traceparent", "Sns", "body", "queryStringParameters", "multiValueHeaders", "attributes", "AWSTraceHeader"]), min_size=1, max_size=4))
+        for key in path[:-1]:
+            nxt = node.get(key) if isinstance(node, dict) else node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else None
+            if not isinstance(nxt, (dict, list)):
+                break
+            node = nxt
+        last = path[-1]
+        if isinstance(node, dict) and not isinstance(last, int):
+            node[last] = draw(header_maps if last in ("headers", "multiValueHeaders") else json_values)
+    if isinstance(event, dict) and draw(st.booleans()):
+        event["headers"] = draw(header_maps)
+    return event
+
+
+class RecordingChannel:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def send(self, record: dict) -> bool:
+        self.records.append(json.loads(encode(record)[4:]))
+        return True
+
+
+def tracer(**settings_values) -> tuple:
+    channel = RecordingChannel()
+    return InvocationTracer(Settings(**settings_values), channel, environ={}), channel
+
+
+CONTEXT = types.SimpleNamespace(aws_request_id="8476a536-e9f4-11e8-9739-2dfe598c3fcd", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
+
+
+@pytest.fixture(autouse=True)
+def _no_internal_failures():
+    before = FAILURES.count
+    yield
+    assert FAILURES.count == before, "the wrapper recorded an internal error"
+
+
+# ---------------------------------------------------------------------------------------------
+# The invocation wrapper: events, headers, trace context, results, payload capture.
+
+
+@FUZZ
+@given(events(), json_values | st.builds(object) | st.binary(max_size=20), st.booleans(), st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=80) | st.none())
+def test_wrapper_passes_any_event_and_result_through_and_sends_a_valid_record(event, result, capture, xray):
+    wrapper, channel = tracer(capture_payload=capture, redact_keys=redaction_keys(("password", "token")))
+    handler = wrapper.wrap(lambda e, c: result)
+    if xray is None:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    else:
+        os.environ["_X_AMZN_TRACE_ID"] = xray
+    try:
+        assert handler(event, CONTEXT) is result
+    finally:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    (record,) = channel.records
+    # The companion accepts what the handler side sends: the two ends agree on the format.
+    assert valid_invocation_record(record), record
+    assert len(encode(record)) <= MAX_RECORD_BYTES
+    assert all(len(v) <= MAX_ATTRIBUTE_CHARS for v in record["attrs"].values() if isinstance(v, str))
+    if capture:
+        assert isinstance(record["payload_request"], str) and isinstance(record["payload_response"], str)
+    else:
+        assert "payload_request" not in record and "payload_response" not in record
+
+
+@FUZZ_LIGHT
+@given(events(), st.sampled_from([ValueError("v"), KeyError("k"), MemoryError(), SystemExit(3), KeyboardInterrupt()]))
+def test_wrapper_lets_the_users_exception_through_untouched(event, error):
+    wrapper, channel = tracer(capture_payload=True)
+
+    def handler(e, c):
+        raise error
+
+    with pytest.raises(type(error)) as raised:
+        wrapper.wrap(handler)(event, CONTEXT)
+    assert raised.value is error
+    assert channel.records[0]["error"]["type"] == type(error).__qualname__
+
+
+@FUZZ
+@given(header_maps, st.text(max_size=80) | st.none() | json_values)
+def test_trace_context_never_raises_and_yields_valid_ids(headers, xray):
+    parent, source = tc.extract_parent(headers, xray)
+    assert source in ("traceparent", "xray", "none")
+    if parent is None:
+        assert source == "none"
+    else:
+        assert 0 < parent.trace_id < 2**128 and 0 < parent.span_id < 2**64
+    for name in ("traceparent", "X-Amzn-Trace-Id", ""):
+        value = tc.header(headers, name)
+        assert value is None or isinstance(value, str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration.
+
+VARIABLES = [
+    "LAMBDAWRAP_DISABLED", "LAMBDAWRAP_LOG_LEVEL", "LAMBDAWRAP_SOCKET", "LAMBDAWRAP_FLUSH", "LAMBDAWRAP_FLUSH_BUDGET_MS",
+    "LAMBDAWRAP_BUFFER_MAX_SPANS", "LAMBDAWRAP_CAPTURE_PAYLOAD", "LAMBDAWRAP_REDACT_KEYS", "LAMBDAWRAP_PROACTIVE_INIT_MS",
+    "LAMBDAWRAP_SECRETS", "LAMBDAWRAP_SECRETS_TIMEOUT_MS", "LAMBDAWRAP_SECRETS_TTL", "LAMBDAWRAP_SECRETS_REQUIRED",
+    "LAMBDAWRAP_SECRETS_PORT", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+]
+config_values = st.text(max_size=30) | st.sampled_from(["true", "FALSE", " 1 ", "periodic,0", "periodic, 250", "end,", "nan", "inf", "-0", "1e3", "0x10", "１２", "  "])
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(VARIABLES), config_values, max_size=len(VARIABLES)))
+def test_configuration_never_raises_warns_once_per_bad_value_and_stays_in_range(environ):
+    collect = _Collect()
+    log = logging.getLogger("lambdawrap")
+    log.addHandler(collect)
+    try:
+        s = Settings.from_env(environ)
+    finally:
+        log.removeHandler(collect)
+    # One warning at most per variable, naming it.
+    for name in environ:
+        assert len([m for m in collect.messages if f"ignoring {name}=" in m]) <= 1
+    assert len(collect.messages) <= len(environ)
+    assert isinstance(s.disabled, bool) and isinstance(s.capture_payload, bool) and isinstance(s.secrets_required, bool)
+    assert s.log_level in ("debug", "info", "warning", "error") and s.metrics_temporality in ("delta", "cumulative", "lowmemory")
+    assert isinstance(s.flush, FlushStrategy) and s.flush.mode in ("end", "periodic", "adaptive") and s.flush.interval_ms >= 1
+    assert 0 <= s.flush_budget_ms <= 60_000 and 1 <= s.buffer_max_spans <= 1_000_000 and 1 <= s.secrets_port <= 65535
+    assert 0 <= s.secrets_ttl_s and s.secrets_ttl_s == s.secrets_ttl_s and 0 <= s.secrets_timeout_ms <= 60_000
+    assert all(isinstance(k, str) and k == k.lower() and k for k in s.redact_keys)
+
+
+@FUZZ
+@given(st.text(max_size=120) | st.lists(st.sampled_from(["A=ssm:/x", "B=secretsmanager:id#key@AWSCURRENT", "=", "1X=ssm:y", "C=vault:z", ",", " ", "D=secretsmanager:#", "E=ssm:"]), max_size=6).map(",".join))
+def test_secrets_syntax_never_raises(spec):
+    sources, problems = parse_sources(spec)
+    assert all(isinstance(p, str) and "LAMBDAWRAP_SECRETS" in p for p in problems)
+    assert all(s.env_name.isidentifier() for s in sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# The local socket: frames and records.
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=8))
+def test_frame_reader_returns_records_or_refuses_the_stream(data, cuts):
+    reader = FrameReader(max_bytes=512)
+    position = 0
+    try:
+        for cut in cuts + [len(data)]:
+            for record in reader.feed(data[position : position + cut]):
+                json.dumps(record)  # decoded JSON, nothing else
+            position += cut
+    except ValueError:
+        pass  # a corrupt stream is refused as a whole: the server drops that connection
+
+
+@FUZZ
+@given(st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), min_size=1, max_size=4), st.lists(st.integers(1, 50), max_size=10))
+def test_frames_round_trip_whatever_the_split(records, cuts):
+    stream = b"".join(encode(r) for r in records)
+    reader = FrameReader()
+    out, position = [], 0
+    for cut in cuts + [len(stream)]:
+        out += reader.feed(stream[position : position + cut])
+        position += cut
+    assert out == [json.loads(json.dumps(r)) for r in records]
+
+
+def _real_record() -> dict:
+    wrapper, channel = tracer()
+    wrapper.wrap(lambda e, c: {"statusCode": 200})(sample("apigw-rest"), CONTEXT)
+    return channel.records[0]
+
+
+REAL_RECORD = json.dumps(_real_record())  # made once: strategies must not draw on `random`
+RECORD_FIELDS = list(json.loads(REAL_RECORD))
+
+
+def real_record() -> dict:
+    return json.loads(REAL_RECORD)
+
+
+@st.composite
+def records(draw) -> dict:
+    """Real records with fields replaced by anything, or any JSON object."""
+    if draw(st.booleans()):
+        record = draw(st.dictionaries(st.sampled_from(RECORD_FIELDS + ["type", "v", "spans"]), json_values, max_size=10))
+        record.setdefault("type", draw(st.sampled_from(["invocation", "spans", "secrets.get", "other"])))
+        return record
+    record = real_record()
+    for field in draw(st.lists(st.sampled_from(RECORD_FIELDS), max_size=4)):
+        record[field] = draw(json_values | hex_ids)
+    return record
+
+
+def signals_sink():
+    """The companion's real sink (OpenTelemetry SDK), exporting nowhere."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from lambdawrap.companion._signals import Signals
+
+    return Signals(Settings(buffer_max_spans=100), Resource({}), MeterProvider(), LoggerProvider(), ALWAYS_ON)
+
+
+@FUZZ
+@given(st.lists(records(), max_size=5), st.sampled_from(["never", "before", "after"]))
+def test_any_record_is_handled_and_only_announced_invocations_become_spans(batch, announce):
+    sink = signals_sink()
+    correlator = Correlator(sink)
+    announced = set()
+    for record in batch:
+        rid = record.get("rid")
+        if announce == "before" and isinstance(rid, str):
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:x"})
+            announced.add(rid)
+        correlator.on_record(record)
+        if announce == "after" and isinstance(rid, str):
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:x"})
+            announced.add(rid)
+        sink.user_spans(record.get("spans"))
+    sink.user_spans([r.get("spans") for r in batch])
+    # Spans only for ids the platform announced (the INVOKE and the record may come in either
+    # order), each at most once.
+    ids = [span.attributes.get("faas.invocation_id") for span in sink.spans._items if "faas.invocation_id" in span.attributes]
+    assert set(ids) <= announced and len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# Telemetry batches.
+
+TELEMETRY_TYPES = ["platform.initStart", "platform.initRuntimeDone", "platform.initReport", "platform.start", "platform.runtimeDone", "platform.report", "platform.extension", "platform.logsDropped", "function", "extension"]
+
+
+def real_batch(rid: str) -> list:
+    return [
+        {"time": "2024-01-01T00:00:00.000Z", "type": "platform.initStart", "record": {"phase": "init", "initializationType": "on-demand"}},
+        {"time": "2024-01-01T00:00:00.050Z", "type": "platform.initReport", "record": {"phase": "init", "metrics": {"durationMs": 50.0}}},
+        {"time": "2024-01-01T00:00:00.100Z", "type": "platform.start", "record": {"requestId": rid}},
+        {"time": "2024-01-01T00:00:00.101Z", "type": "function", "record": "[INFO] hello"},
+        {"time": "2024-01-01T00:00:00.200Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "timeout", "metrics": {"durationMs": 100.0}}},
+        {"time": "2024-01-01T00:00:00.300Z", "type": "platform.report", "record": {"requestId": rid, "status": "timeout", "metrics": {"durationMs": 100.0, "billedDurationMs": 100, "maxMemoryUsedMB": 40}}},
+    ]
+
+
+@st.composite
+def telemetry_batches(draw) -> list:
+    if draw(st.booleans()):
+        return draw(st.lists(json_values | st.fixed_dictionaries({"type": st.sampled_from(TELEMETRY_TYPES), "time": json_values, "record": json_values}), max_size=6))
+    batch = real_batch(draw(st.sampled_from(["rid-1", "rid-2"])))
+    for _ in range(draw(st.integers(0, 5))):
+        event = draw(st.sampled_from(batch))
+        where = draw(st.sampled_from(["time", "type", "record", "requestId", "status", "metrics", "durationMs", "phase"]))
+        if where in ("time", "type", "record"):
+            event[where] = draw(json_values)
+        elif isinstance(event.get("record"), dict):
+            target = event["record"]
+            if where == "durationMs" and isinstance(target.get("metrics"), dict):
+                target = target["metrics"]
+            target[where] = draw(json_values)
+    return batch
+
+
+@FUZZ
+@given(st.lists(telemetry_batches(), min_size=1, max_size=3))
+def test_any_telemetry_batch_is_handled(batches):
+    sink = signals_sink()
+    correlator = Correlator(sink)
+    correlator.on_invoke({"requestId": "rid-1", "invokedFunctionArn": "arn:x"})
+    for batch in batches:
+        correlator.on_telemetry(batch)
+    correlator.finish_unreported("spindown")
+    # rid-1 was announced: whatever the telemetry said, it is accounted for exactly once.
+    accounted = sum(1 for span in sink.spans._items if span.attributes.get("faas.invocation_id") == "rid-1") + sink.dropped_by_reason["record_missing"] + sink.dropped_by_reason["malformed_record"]
+    assert accounted == 1
+    assert not [s for s in sink.spans._items if s.attributes.get("faas.invocation_id") == "rid-2"]  # never announced
+
+
+# ---------------------------------------------------------------------------------------------
+# Redaction, the secrets API, the extensions API client.
+
+KEYS = redaction_keys(("password", "token"))
+MARK = "SECRET-VALUE-3b1f"
+
+
+@st.composite
+def with_secrets(draw) -> object:
+    """JSON values with the marker planted under redacted keys, at any depth."""
+    value = draw(json_values)
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(["password", "PassWord", "token", "Authorization", "cookie", "Set-Cookie"]))
+        value = {key: MARK, "x": value} if draw(st.booleans()) else [value, {"nested": {key: [MARK, MARK]}}]
+    return value
+
+
+@FUZZ
+@given(with_secrets(), st.integers(0, 3000))
+def test_redaction_is_bounded_and_never_lets_a_marked_value_through(value, limit):
+    text = payload_text(value, KEYS, limit=limit)
+    assert isinstance(text, str) and len(text) <= limit + len(TRUNCATED)
+    assert MARK not in text
+    if not text.endswith(TRUNCATED):
+        json.loads(text)  # complete output is valid JSON
+
+
+@FUZZ
+@given(json_values | st.binary(max_size=40) | st.builds(object), st.integers(0, 200))
+def test_redaction_never_raises(value, limit):
+    text = payload_text(value, KEYS, limit=limit)
+    assert text is None or len(text) <= limit + len(TRUNCATED)
+    if isinstance(value, dict) and text and not text.endswith(TRUNCATED):
+        assert REDACTED in text or not any(str(k).lower() in KEYS for k in value)
+
+
+class _NoStore:
+    def cached_call(self, key, call):
+        raise KeyError("secretId")
+
+
+@pytest.fixture(scope="module")
+def secrets_api():
+    api = SecretsHttpApi(_NoStore(), "the-session-token", 0)
+    yield api
+    api.stop()
+
+
+request_paths = st.builds(
+    lambda prefix, rest: prefix + rest,
+    st.sampled_from(["/", "//", "/secretsmanager/get?", "/secretsmanager/get?secretId=", "/systemsmanager/parameters/get?name=", "/../", "http://["]),
+    st.text(max_size=60),
+)
+
+
+@FUZZ
+@given(request_paths, st.text(max_size=30) | st.none())
+def test_secrets_api_requests_never_raise_and_need_the_token(secrets_api, path, token):
+    assume(token != "the-session-token")
+    status, body = secrets_api.handle(path, token)
+    assert status == 401 and isinstance(body, dict)
+    status, body = secrets_api.handle(path, "the-session-token")
+    assert status in (200, 400, 404, 500) and isinstance(body, dict)
+
+
+@FUZZ
+@given(st.binary(max_size=200) | st.builds(lambda status, body: b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\n" + body, st.binary(max_size=6), st.binary(max_size=10)))
+def test_extensions_api_responses_never_raise(raw):
+    status, headers, body = parse_response(raw)
+    assert isinstance(status, int) and isinstance(headers, dict)

@@ -1,0 +1,302 @@
+"""Security checks: the local socket is private, every listener is on loopback, the secrets
+API wants its token, payloads are recorded only on request and redacted then, and no secret
+value reaches any span, metric, log or error. Plus the redaction module's unit tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from lambdawrap._redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACTED, TRUNCATED, payload_text, redact_query, redaction_keys
+from lambdawrap.companion._secrets_http import TOKEN_HEADER, SecretsHttpApi
+from lambdawrap.local._moto import MotoServer, free_port
+from support.stack import EVENTS, instrumented
+
+DB_PASSWORD = "sec-suite-DB-value-81f3"
+API_KEY = "sec-suite-API-value-22c9"
+BEARER = "sec-suite-bearer-token-7a0b"
+COOKIE = "sec-suite-cookie-4d1e"
+CARD = "4111111111111111"
+QUERY_TOKEN = "sec-suite-query-token-93aa"
+SESSION_TOKEN = "emulator-session-token"  # the emulator's AWS_SESSION_TOKEN
+SECRETS = (DB_PASSWORD, API_KEY, BEARER, COOKIE, CARD, QUERY_TOKEN)
+
+APP = """
+import json, os, urllib.request
+
+def handler(event, context):
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
+    return {
+        "statusCode": 200,
+        "headers": {"Set-Cookie": "session=" + os.environ["DB_PASSWORD"], "Content-Type": "application/json"},
+        "body": json.dumps({"password": os.environ["DB_PASSWORD"], "api_key": os.environ["API_KEY"], "ok": True}),
+    }
+"""
+
+
+@pytest.fixture
+def moto():
+    with MotoServer() as server:
+        server.client("secretsmanager").create_secret(Name="prod/db", SecretString=json.dumps({"password": DB_PASSWORD}))
+        server.client("ssm").put_parameter(Name="/prod/api/key", Value=API_KEY, Type="SecureString")
+        server.reset_recording()
+        yield server
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", APP)
+
+
+def stack_env(moto: MotoServer, **extra: str) -> dict:
+    return {
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
+        "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
+        **extra,
+    }
+
+
+def request_event(**changes) -> dict:
+    event = json.loads((EVENTS / "apigw-rest.json").read_text())
+    event["headers"] = {**event["headers"], "Authorization": "Bearer " + BEARER, "Cookie": "sid=" + COOKIE}
+    event["multiValueHeaders"] = {"Authorization": ["Bearer " + BEARER], "Cookie": ["sid=" + COOKIE]}
+    event["queryStringParameters"] = {"token": QUERY_TOKEN, "page": "2"}
+    event["multiValueQueryStringParameters"] = {"token": [QUERY_TOKEN], "page": ["2"]}
+    event["body"] = json.dumps({"order": 17, "payment": {"Card_Number": CARD}})
+    event.update(changes)
+    return event
+
+
+def captured(emu, rx) -> str:
+    """Everything the run left anywhere: platform records, every log line, spans, metrics, logs."""
+    return json.dumps([emu.records(), emu.log_lines(), rx.spans(), rx.metrics(), rx.logs(), rx.requests()], default=str)
+
+
+def invocation_spans(rx) -> list:
+    return [s for s in rx.spans() if "faas.invocation_id" in s["attributes"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload capture and secrets, end to end.
+
+
+def test_payloads_are_not_recorded_by_default_and_no_secret_leaks(task, moto):
+    # GIVEN secrets declared, and requests that carry credentials in headers, query and body
+    with instrumented(task, env=stack_env(moto)) as (emu, rx):
+        # WHEN the function answers (with a secret in its response) and fails once
+        ok = emu.invoke(request_event())
+        failed = emu.invoke(request_event(fail=True))
+        emu.wait_idle()
+    assert ok.function_error is None and failed.function_error == "Unhandled"
+    spans = invocation_spans(rx)
+    # THEN nothing of the payloads is recorded
+    assert len(spans) == 2
+    assert not [s for s in spans if {"lambdawrap.request.payload", "lambdawrap.response.payload"} & set(s["attributes"])]
+    # ... the query's token is redacted in url.query (a configured key), the rest kept
+    assert {s["attributes"]["url.query"] for s in spans} == {"token=REDACTED&page=2"}
+    # ... and no secret value, credential or card number appears anywhere
+    text = captured(emu, rx)
+    for value in SECRETS:
+        assert value not in text, value
+
+
+def test_captured_payloads_are_truncated_and_redacted(task, moto):
+    # GIVEN payload capture on, with one more key to redact
+    env = stack_env(moto, LAMBDAWRAP_CAPTURE_PAYLOAD="true", LAMBDAWRAP_REDACT_KEYS="card_number, api_key")
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN the function is invoked
+        result = emu.invoke(request_event())
+        big = emu.invoke(request_event(body="x" * 100_000))
+        emu.wait_idle()
+    assert result.function_error is None and big.function_error is None
+    spans = {s["attributes"]["faas.invocation_id"]: s for s in invocation_spans(rx)}
+    attrs = spans[result.request_id]["attributes"]
+    request = attrs["lambdawrap.request.payload"]
+    response = attrs["lambdawrap.response.payload"]
+    # THEN the request and the response are on the span, as JSON ...
+    assert json.loads(request)["httpMethod"] == "GET" and json.loads(request)["queryStringParameters"]["page"] == "2"
+    assert json.loads(json.loads(response)["body"])["ok"] is True
+    # ... with Authorization, Cookie, Set-Cookie and the configured keys redacted at any depth,
+    # inside the JSON body string and in the query too
+    assert json.loads(request)["headers"]["Authorization"] == REDACTED and json.loads(request)["headers"]["Cookie"] == REDACTED
+    assert json.loads(request)["multiValueHeaders"] == {"Authorization": REDACTED, "Cookie": REDACTED}
+    assert json.loads(request)["queryStringParameters"]["token"] == REDACTED
+    assert json.loads(json.loads(request)["body"])["payment"]["Card_Number"] == REDACTED
+    assert json.loads(response)["headers"]["Set-Cookie"] == REDACTED
+    assert json.loads(json.loads(response)["body"]) == {"password": REDACTED, "api_key": REDACTED, "ok": True}
+    # ... a large payload is cut to a few KB
+    cut = spans[big.request_id]["attributes"]["lambdawrap.request.payload"]
+    assert len(cut) <= MAX_PAYLOAD_CHARS + len(TRUNCATED) and cut.endswith(TRUNCATED)
+    # ... and no secret value, credential or card number appears anywhere
+    text = captured(emu, rx)
+    for value in SECRETS:
+        assert value not in text, value
+
+
+# ---------------------------------------------------------------------------------------------
+# The local socket and the listeners.
+
+
+def _socket_inodes(pid: int) -> set:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    # /proc/net/tcp{,6} print each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening_tcp(pid: int) -> list:
+    """(address, port) of every TCP socket the process listens on."""
+    inodes = _socket_inodes(pid)
+    found = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                found.append((_address(address), int(port, 16)))
+    return found
+
+
+def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_token(task, moto):
+    env = stack_env(moto)
+    port = int(env["LAMBDAWRAP_SECRETS_PORT"])
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke(request_event()).function_error is None
+        emu.wait_idle()
+        # GIVEN a running environment: the companion and the function's process
+        companion = next(e for e in emu.sandbox._launched if e.name == "lambdawrap").process
+        runtime = emu.sandbox._runtime
+        socket_path = env_socket = emu.config.env["LAMBDAWRAP_SOCKET"]
+        # THEN the local socket is the owner's only
+        mode = os.stat(socket_path)
+        assert stat.S_ISSOCK(mode.st_mode) and stat.S_IMODE(mode.st_mode) == 0o600 and mode.st_uid == os.getuid()
+        # ... the companion listens on loopback only (telemetry listener and secrets API),
+        # and the function's process listens on nothing at all
+        listeners = listening_tcp(companion.pid)
+        assert len(listeners) >= 2 and port in {p for _, p in listeners}, listeners
+        assert all(ipaddress.ip_address(address).is_loopback for address, _ in listeners), listeners
+        assert listening_tcp(runtime.pid) == []
+
+        # ... and the secrets API refuses every request without the session token
+        def get(path: str, token: str | None) -> tuple:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if token is not None:
+                request.add_header(TOKEN_HEADER, token)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+
+        secret_path = "/secretsmanager/get?secretId=prod%2Fdb"
+        for token in (None, "", "wrong", SESSION_TOKEN.upper(), SESSION_TOKEN + "x", SESSION_TOKEN[:-1]):
+            status, body = get(secret_path, token)
+            assert status == 401 and DB_PASSWORD not in body, (token, status)
+        assert get("/systemsmanager/parameters/get?name=%2Fprod%2Fapi%2Fkey&withDecryption=true", None)[0] == 401
+        assert get("/../../etc/passwd", None)[0] == 401
+        status, body = get(secret_path, SESSION_TOKEN)
+        assert status == 200 and DB_PASSWORD in body  # the one way in
+        assert get("/../../etc/passwd", SESSION_TOKEN)[0] == 404
+        del env_socket
+
+
+def test_secrets_api_without_a_session_token_refuses_everything():
+    class Store:  # never reached
+        def cached_call(self, key, call):
+            raise AssertionError("the store was consulted")
+
+    api = SecretsHttpApi(Store(), "", 0)
+    try:
+        for token in (None, "", "anything"):
+            assert api.handle("/secretsmanager/get?secretId=x", token)[0] == 401
+    finally:
+        api.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The redaction module.
+
+
+class TestRedaction:
+    KEYS = redaction_keys(("password", "Token", " api_key "))
+
+    def test_keys_always_include_the_credential_headers(self):
+        assert ALWAYS_REDACTED <= redaction_keys(()) and {"password", "token", "api_key"} <= self.KEYS
+
+    def test_keys_are_matched_case_insensitively_at_any_depth(self):
+        value = {"a": [{"b": {"PASSWORD": "p", "keep": 1}}], "Authorization": "Bearer x", "headers": {"set-cookie": ["a", "b"]}}
+        out = json.loads(payload_text(value, self.KEYS))
+        assert out == {"a": [{"b": {"PASSWORD": REDACTED, "keep": 1}}], "Authorization": REDACTED, "headers": {"set-cookie": REDACTED}}
+
+    def test_a_json_body_string_is_redacted_inside_and_stays_a_string(self):
+        out = json.loads(payload_text({"body": json.dumps({"user": "u", "token": "t"})}, self.KEYS))
+        assert json.loads(out["body"]) == {"user": "u", "token": REDACTED}
+
+    def test_raw_query_strings_are_redacted_by_key(self):
+        out = json.loads(payload_text({"rawQueryString": "a=1&TOKEN=t&pass%77ord=p&b"}, self.KEYS))
+        assert out["rawQueryString"] == f"a=1&TOKEN={REDACTED}&pass%77ord={REDACTED}&b"
+        assert redact_query("no pairs", self.KEYS) == "no pairs"
+
+    def test_output_is_bounded_whatever_the_input_size(self):
+        huge = {"blob": "y" * 6_000_000, "list": list(range(100_000))}
+        text = payload_text(huge, self.KEYS, limit=1000)
+        assert len(text) <= 1000 + len(TRUNCATED) and text.endswith(TRUNCATED)
+
+    def test_what_json_cannot_say_is_named_never_repr_d(self):
+        class Loud:
+            def __repr__(self) -> str:
+                raise AssertionError("repr() of the user's object was called")
+
+            __str__ = __repr__
+
+        class Sneaky(str):
+            def __str__(self) -> str:
+                raise AssertionError("a str subclass's __str__ was called")
+
+        out = json.loads(payload_text({"obj": Loud(), "raw": b"\x00\x01", "nan": float("nan"), "big": 10**40, "s": Sneaky("v"), 3: None}, self.KEYS))
+        assert out == {"obj": "<Loud>", "raw": "<2 bytes>", "nan": "nan", "big": "<133-bit int>", "s": "v", "3": None}
+
+    def test_bytes_payloads_are_kept_only_as_json(self):
+        assert json.loads(payload_text(b'{"password": "p", "x": 1}', self.KEYS)) == {"password": REDACTED, "x": 1}
+        assert payload_text(b"\xff\xfe binary", self.KEYS) == '"<9 bytes>"'
+
+    def test_deep_nesting_is_cut_not_recursed_into(self):
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        text = payload_text(deep, self.KEYS)
+        assert "nested too deeply" in text
+
+    def test_never_raises(self):
+        class Weird(dict):
+            def items(self):
+                raise RuntimeError("boom")
+
+        assert payload_text(Weird(a=1), self.KEYS) == '{"a":1}'  # the dict's own items, not the override
