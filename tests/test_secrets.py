@@ -12,6 +12,7 @@ import pytest
 from conftest import write_function
 from lambdawrap._secret_sources import SecretSource, parse_sources
 from lambdawrap.local._moto import MotoServer, free_port
+from lambdawrap.local._stack import seed_moto
 from support.stack import LAYER, instrumented
 
 DB_PASSWORD = "s3cr3t-DB-value-7f1c"
@@ -65,9 +66,7 @@ class TestSyntax:
 @pytest.fixture
 def moto():
     with MotoServer() as server:
-        server.client("secretsmanager").create_secret(Name="prod/db", SecretString=json.dumps({"password": DB_PASSWORD, "user": "app"}))
-        server.client("ssm").put_parameter(Name="/prod/api/key", Value=API_KEY, Type="SecureString")
-        server.reset_recording()
+        seed_moto(server, {"secrets": {"prod/db": {"password": DB_PASSWORD, "user": "app"}}, "parameters": {"/prod/api/key": API_KEY}})
         yield server
 
 

@@ -18,6 +18,7 @@ from conftest import write_function
 from lambdawrap._redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACTED, TRUNCATED, payload_text, redact_query, redaction_keys
 from lambdawrap.companion._secrets_http import TOKEN_HEADER, SecretsHttpApi
 from lambdawrap.local._moto import MotoServer, free_port
+from lambdawrap.local._stack import seed_moto
 from support.stack import EVENTS, instrumented
 
 DB_PASSWORD = "sec-suite-DB-value-81f3"
@@ -46,9 +47,7 @@ def handler(event, context):
 @pytest.fixture
 def moto():
     with MotoServer() as server:
-        server.client("secretsmanager").create_secret(Name="prod/db", SecretString=json.dumps({"password": DB_PASSWORD}))
-        server.client("ssm").put_parameter(Name="/prod/api/key", Value=API_KEY, Type="SecureString")
-        server.reset_recording()
+        seed_moto(server, {"secrets": {"prod/db": {"password": DB_PASSWORD}}, "parameters": {"/prod/api/key": API_KEY}})
         yield server
 
 
