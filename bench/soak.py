@@ -54,7 +54,7 @@ from support.faults import (  # noqa: E402
 from support.stack import instrumented  # noqa: E402
 
 SECRET = "soak-DB-secret-value-0d93"
-TIMEOUT_S = 1.0
+TIMEOUT_S = 2.0  # also bounds each new environment's init (after a reset, inside the next invoke)
 BUFFER_MAX_SPANS = 500
 
 # Share of each kind in the mix (the rest is "ok").

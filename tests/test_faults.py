@@ -44,7 +44,11 @@ from support.faults import (
 from support.stack import instrumented
 
 DB_PASSWORD = "fault-suite-DB-secret-5c2e"
-TIMEOUT_S = 1.0
+# The function timeout. It also bounds the init of each new environment (after a reset, init
+# runs inside the next invoke), which takes a few hundred ms with the layer: kept well above
+# that, for a loaded 2-core runner, and short where invocations time out on purpose.
+TIMEOUT_S = 3.0
+SHORT_TIMEOUT_S = 2.0
 FLUSH_BUDGET_S = 1.0  # LAMBDAWRAP_FLUSH_BUDGET_MS default
 # What the invoke phase may add after a response: the flush budget, the wait for a record that
 # was lost (RECORD_GRACE_S) and the runtimeDone wait, with room for a loaded 2-core runner.
@@ -112,7 +116,7 @@ def test_mixed_faults_are_each_accounted_once_and_cost_the_caller_nothing(task, 
     rng = random.Random(7)
     plan = ["secret"] + mixed_plan(MIX, seed=7)
     started = time.monotonic()
-    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+    with instrumented(task, env=env, timeout_s=SHORT_TIMEOUT_S) as (emu, rx):
         # WHEN a shuffled mix of successes, exceptions, timeouts, exits, out-of-memory kills,
         # MemoryError, 6 MB events and responses, unencodable returns, non-dict events and
         # hostile headers runs through it
@@ -216,6 +220,38 @@ def test_collector_down_slow_refusing_and_cutting_then_backlog_delivered_within_
     for name, values in caller_ms.items():
         assert statistics.median(values) <= healthy_p50 + 10, (name, latency_summary(values), healthy_p50)
         assert percentile(values, 0.99) <= 150, (name, latency_summary(values))
+
+
+def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_the_next(task, figures):
+    # GIVEN a collector that is down
+    ledger = Ledger()
+    rng = random.Random(19)
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(OTEL_EXPORTER_OTLP_TIMEOUT="30"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            for _ in range(5):
+                ledger.invoke(emu, "ok", rng)
+            collector.down()
+            for _ in range(20):
+                ledger.invoke(emu, rng.choice(("ok", "raise")), rng)
+            # WHEN the environment ends (a crash) before the collector is back: its spans and
+            # its metrics (drop counts included) cannot be delivered
+            ledger.invoke(emu, "exit", rng)
+            emu.wait_idle()
+            collector.up()
+            # ... and the next environment runs with the collector back
+            for _ in range(5):
+                ledger.invoke(emu, "ok", rng)
+            emu.wait_idle()
+            environments = inits(emu)
+            extension_lines = emu.log_lines("extension")
+        acc = account(collector, ledger.request_ids, environments)
+    ledger.faults["environment ended while the collector was down"] = 1
+    figures.add(faults.report_lines("environment ends during an outage", acc, ledger))
+    # THEN the spans it held are counted (shutdown_deadline), and its counters (that count
+    # among them, and faas.invocations) reach the collector through the next environment
+    assert any("kept for the next one" in line for line in extension_lines), extension_lines
+    assert acc.dropped.get("shutdown_deadline", 0) > 0, acc.figures()
+    assert_accounted(acc, ledger)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import random
@@ -25,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from lambdawrap.emulator import Emulator
 from lambdawrap.otlp_receiver import OtlpReceiver
@@ -466,17 +465,6 @@ def inits(emu: Emulator) -> int:
     return len(emu.records("platform.initReport"))
 
 
-def wait_accounted(source: Any, request_ids: Sequence[str], timeout: float) -> None:
-    """Wait until every request id has its span at the collector (the backlog is delivered)."""
-    wanted = set(request_ids)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = {s["attributes"].get("faas.invocation_id") for s in source.spans()}
-        if wanted <= seen:
-            return
-        time.sleep(0.1)
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
@@ -488,16 +476,6 @@ def latency_summary(values: Sequence[float]) -> str:
     if not values:
         return "n/a"
     return f"p50 {statistics.median(values):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, max {max(values):.1f} ms (n={len(values)})"
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[list]:
-    box: list = []
-    started = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - started)
 
 
 def report_lines(title: str, acc: Accounting, ledger: Ledger, extra: Mapping[str, Any] | None = None) -> list[str]:
