@@ -792,12 +792,7 @@ def evidence_pyspy(stack: Stack, plan: Plan) -> dict:
     inclusive: collections.Counter = collections.Counter()
     leaf: collections.Counter = collections.Counter()
     in_wrapper = total = in_user = 0
-    for line in raw.read_text().splitlines():
-        stack_text, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack_text.split(";")
+    for frames, n in _raw_samples(raw):
         total += n
         ours = [f for f in frames if "lambdawrap" in f or "wrapt" in f]
         if ours:
@@ -851,12 +846,7 @@ def evidence_companion_pyspy(stack: Stack, rx: OtlpReceiver) -> dict:
     leaf: collections.Counter = collections.Counter()
     threads: collections.Counter = collections.Counter()
     busy = 0
-    for line in raw.read_text().splitlines():
-        stack_text, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack_text.split(";")
+    for frames, n in _raw_samples(raw):
         if any(b in frames[-1] for b in _BLOCKING):
             continue
         busy += n
@@ -876,6 +866,14 @@ def evidence_components(stack: Stack) -> dict:
     if proc.returncode != 0:
         return {"skipped": proc.stderr[-500:]}
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _raw_samples(raw: Path):
+    """(frames, sample count) per line of a py-spy `--format raw` file."""
+    for line in raw.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack_text.split(";"), int(count)
 
 
 def _frame(frame: str) -> str:
