@@ -11,7 +11,7 @@ Run by bench/run.py, never by hand. Two modes:
       A stand-in companion for the lambdawrap worker: accepts connections on the Unix socket
       and discards what arrives, in a process of its own (as the real companion is).
 
-lambdawrap is booted exactly as sitecustomize does (lambdawrap.boot.initialize with _HANDLER,
+lambdawrap is booted exactly as sitecustomize does (lambdawrap.handler.boot.initialize with _HANDLER,
 the post-import hook wraps the handler, the OpenTelemetry bridge is set up if the function
 imports the API). otel is set up exactly as opentelemetry-instrument's sitecustomize does
 (auto_instrumentation.initialize(): distro defaults, SDK TracerProvider with BatchSpanProcessor
@@ -113,7 +113,7 @@ def _load(args: argparse.Namespace):
 
         AwsLambdaInstrumentor().instrument()  # no-op when initialize() already did it
     elif args.config == "lambdawrap":
-        from lambdawrap.boot import initialize
+        from lambdawrap.handler.boot import initialize
 
         if initialize(os.environ, swallow_exceptions=False) is None:
             raise SystemExit("lambdawrap did not boot")
@@ -170,27 +170,29 @@ def components(args: argparse.Namespace) -> int:
     """p50 of each step of lambdawrap's per-invocation work, hot and after 2 ms idle."""
     import statistics
 
-    from lambdawrap import _trace_context as tc
-    from lambdawrap import _triggers
-    from lambdawrap._channel import Channel, encode
-    from lambdawrap._invocation import InvocationTracer
-    from lambdawrap.settings import Settings
+    from lambdawrap.handler import trace_context as tc
+    from lambdawrap.handler import triggers
+    from lambdawrap.handler.channel import Channel
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared.framing import encode
+    from lambdawrap.shared.ids import new_span_id, new_trace_id
+    from lambdawrap.shared.settings import Settings
 
     with open(args.event) as f:
         event = json.load(f)
     channel = Channel(args.socket)
     tracer = InvocationTracer(Settings(socket_path=args.socket), channel)
     wrapped = tracer.wrap(lambda e, c: {"statusCode": 200})
-    trigger = _triggers.detect_trigger(event)
+    trigger = triggers.detect_trigger(event)
     xray = "Root=1-65f16ede-6a6e2b2f1c0f0b7d3e4a5b6c;Parent=53995c3f42cd8ad8;Sampled=0"
     context = FakeContext()
     record = tracer._before((event, context), {})
-    record["end"] = time.time_ns()
+    record["end_ns"] = time.time_ns()
     record.pop("_trigger", None)
     steps = {
-        "detect_trigger (API Gateway event)": lambda: _triggers.detect_trigger(event),
+        "detect_trigger (API Gateway event)": lambda: triggers.detect_trigger(event),
         "extract_parent (traceparent + X-Ray)": lambda: tc.extract_parent(trigger.headers, xray),
-        "new trace and span ids": lambda: (tc.new_trace_id(), tc.new_span_id()),
+        "new trace and span ids": lambda: (new_trace_id(), new_span_id()),
         "_before (all of it)": lambda: tracer._before((event, context), {}),
         "encode(record) (JSON + header)": lambda: encode(record),
         "Channel.send(record) (encode + send syscall)": lambda: channel.send(dict(record)),

@@ -36,8 +36,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from lambdawrap.emulator import Emulator  # noqa: E402
-from lambdawrap.otlp_receiver import OtlpReceiver  # noqa: E402
+from lambdawrap.devtools.emulator import Emulator  # noqa: E402
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver  # noqa: E402
 
 LAYER = ROOT / "layer"
 EXAMPLE = ROOT / "examples" / "hello" / "app.py"
@@ -327,7 +327,7 @@ def receiver_process() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "lambdawrap.otlp_receiver", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "lambdawrap.devtools.otlp_receiver", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -551,7 +551,7 @@ def record_template(stack: Stack) -> dict:
     `_Span.end()` sends it. (Invocation records are no good here: the companion turns one into a
     span only for a request id the platform announced with INVOKE, and a single environment
     cannot be invoked thousands of times a second.)"""
-    from lambdawrap._otel_bridge import _TracerProvider
+    from lambdawrap.handler.otel_bridge import _TracerProvider
 
     capture = _Capture()
     tracer = _TracerProvider(capture).get_tracer("orders")  # type: ignore[arg-type]
@@ -562,8 +562,8 @@ def record_template(stack: Stack) -> dict:
 
 def make_record(template: dict, prefix: str, i: int) -> dict:
     now = time.time_ns()
-    span = dict(template["spans"][0], sid=f"{i + 1:016x}", start=now - 1_000_000, end=now)
-    span["attrs"] = dict(span.get("attrs") or {}, **{"bench.id": f"{prefix}{i:08d}"})
+    span = dict(template["spans"][0], span_id=f"{i + 1:016x}", start_ns=now - 1_000_000, end_ns=now)
+    span["attributes"] = dict(span.get("attributes") or {}, **{"bench.id": f"{prefix}{i:08d}"})
     return dict(template, spans=[span])
 
 
@@ -584,7 +584,8 @@ def wait_delivered(sink, prefix: str, expected: int, timeout_s: float) -> int:
 
 def phase_companion(stack: Stack, plan: Plan) -> dict:
     from _sink import CountingSink
-    from lambdawrap._channel import Channel, encode
+    from lambdawrap.handler.channel import Channel
+    from lambdawrap.shared.framing import encode
 
     template = record_template(stack)
     out: dict = {"record_bytes": len(encode(template)), "steps": [], "burst": {}, "shutdown": []}
@@ -658,7 +659,7 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
 
 
 def shutdown_flush(stack: Stack, plan: Plan, sink, template: dict, k: int) -> dict:
-    from lambdawrap._channel import encode
+    from lambdawrap.shared.framing import encode
 
     env = {"LAMBDAWRAP_FLUSH": "periodic,3600000", "LAMBDAWRAP_BUFFER_MAX_SPANS": str(max(20000, plan.shutdown_spans * 2))}
     emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env).start()

@@ -2,7 +2,41 @@
 # lambdawrap exec wrapper (AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper.sh).
 # The runtime calls it with the interpreter and the bootstrap script; it only sets variables
 # and ends with exec. It finds its own folder, so the layer runs from anywhere.
-if [ "${LAMBDAWRAP_DISABLED:-}" = "true" ] || [ "${LAMBDAWRAP_DISABLED:-}" = "1" ]; then
+# Variables are read as lambdawrap.shared.settings reads them (a test holds the two together).
+
+# The spellings of true that Settings accepts: case-insensitive, blanks around ignored.
+lw_true() {
+  lw_v=$1
+  lw_v="${lw_v#"${lw_v%%[![:space:]]*}"}"
+  lw_v="${lw_v%"${lw_v##*[![:space:]]}"}"
+  case "$lw_v" in
+    1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn]) return 0 ;;
+  esac
+  return 1
+}
+
+# A wrapper to chain to runs only if it can: an executable file whose #! interpreter (if it
+# names one) exists. Otherwise one warning, and the runtime starts as if it were unset.
+lw_runnable() {
+  [ -f "$1" ] && [ -x "$1" ] || return 1
+  IFS= read -r lw_first < "$1" 2>/dev/null || return 0
+  case "$lw_first" in
+    "#!"*) lw_interp="${lw_first#\#!}"; lw_interp="${lw_interp#"${lw_interp%%[![:space:]]*}"}"; lw_interp="${lw_interp%%[[:space:]]*}"
+           [ -x "$lw_interp" ] || return 1 ;;
+  esac
+  return 0
+}
+
+lw_next="${LAMBDAWRAP_NEXT_WRAPPER:-}"
+lw_next="${lw_next#"${lw_next%%[![:space:]]*}"}"
+lw_next="${lw_next%"${lw_next##*[![:space:]]}"}"
+if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
+  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (not an executable file); using the default (none)" >&2
+  lw_next=""
+fi
+
+if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
+  [ -n "$lw_next" ] && exec "$lw_next" "$@"
   exec "$@"
 fi
 
@@ -33,7 +67,5 @@ fi
 export PYTHONPATH
 export LAMBDAWRAP_BOOT_DIR="$boot"
 
-if [ -n "${LAMBDAWRAP_NEXT_WRAPPER:-}" ]; then
-  exec "$LAMBDAWRAP_NEXT_WRAPPER" "$@"
-fi
+[ -n "$lw_next" ] && exec "$lw_next" "$@"
 exec "$@"

@@ -17,7 +17,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def lambdawrap(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lambdawrap.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "lambdawrap.devtools.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def code_blocks() -> list:
@@ -61,11 +61,11 @@ def test_main_job_shows_waterfall_metrics_logs_and_timings():
 
 @pytest.mark.parametrize("command", readme_commands())
 def test_every_readme_command_parses(command):
-    from lambdawrap.cli import build_parser
+    from lambdawrap.devtools.cli import build_parser
 
     argv = command.split()[1:]
     if argv[0] == "build-layer":
-        from lambdawrap.layer_build import _parser
+        from lambdawrap.devtools.layer_build import _parser
 
         _parser().parse_args(argv[1:])  # building itself is tested in test_layer_build.py
         return
@@ -92,7 +92,7 @@ def test_any_function_event_file_env_and_no_layer(tmp_path):
 
 
 def test_export_to_an_external_collector():
-    from lambdawrap.otlp_receiver import OtlpReceiver
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
     with OtlpReceiver() as rx:
         out = lambdawrap("local", "invoke", "--example", "hello", "-n", "1", "--otlp-endpoint", rx.endpoint)
@@ -132,7 +132,7 @@ def free_port() -> int:
 
 def test_serve_answers_curl_and_stops_cleanly():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lambdawrap.cli", "local", "serve", "--example", "hello", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "lambdawrap.devtools.cli", "local", "serve", "--example", "hello", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         first = proc.stdout.readline()
         assert first.strip() == f"invoke endpoint: http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"

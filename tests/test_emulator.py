@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, wait_for, write_function
-from lambdawrap.emulator import Emulator
+from lambdawrap.devtools.emulator import Emulator
 
 HANDLER = """
 import json, os, time
@@ -366,7 +366,7 @@ def test_cli_serves_and_stops_cleanly(function_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lambdawrap.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
+        [sys.executable, "-m", "lambdawrap.devtools.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -396,7 +396,7 @@ def test_cli_busy_port_is_one_clear_line(function_dir):
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "lambdawrap.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
+            [sys.executable, "-m", "lambdawrap.devtools.emulator", "--function", str(function_dir), "--handler", "app.handler", "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=30,
@@ -422,7 +422,7 @@ class TestTelemetryDelivery:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from lambdawrap.emulator._telemetry import Subscription, TelemetryBus
+        from lambdawrap.devtools.emulator.telemetry import Subscription, TelemetryBus
 
         batches, accepting = [], threading.Event()
 

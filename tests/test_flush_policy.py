@@ -1,7 +1,7 @@
 """The companion's flush decision, per LAMBDAWRAP_FLUSH strategy."""
 
-from lambdawrap.companion._companion import FlushPolicy
-from lambdawrap.settings import FlushStrategy
+from lambdawrap.companion.lifecycle import FlushPolicy
+from lambdawrap.shared.settings import FlushStrategy
 
 
 def drive(policy: FlushPolicy, times: list) -> list:

@@ -21,15 +21,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lambdawrap import _trace_context as tc
-from lambdawrap._channel import MAX_RECORD_BYTES, FrameReader, encode
-from lambdawrap._invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
-from lambdawrap._redact import REDACTED, TRUNCATED, payload_text, redaction_keys
-from lambdawrap._secret_sources import parse_sources
-from lambdawrap.companion._correlator import Correlator, valid_invocation_record
-from lambdawrap.companion._http_lite import parse_response
-from lambdawrap.companion._secrets_http import SecretsHttpApi
-from lambdawrap.settings import FlushStrategy, Settings
+from lambdawrap.handler import trace_context as tc
+from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode
+from lambdawrap.handler.invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
+from lambdawrap.handler.redact import REDACTED, TRUNCATED, payload_text, redaction_keys
+from lambdawrap.shared.secret_sources import parse_sources
+from lambdawrap.companion.correlator import Correlator
+from lambdawrap.shared.records import invocation_problem
+from lambdawrap.companion.http_lite import parse_response
+from lambdawrap.companion.secrets_api import SecretsHttpApi
+from lambdawrap.shared.settings import FlushStrategy, Settings
+from support.recording import CONTEXT, tracer
 from support.stack import EVENTS
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,21 +81,6 @@ def events(draw) -> object:
     return event
 
 
-class RecordingChannel:
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def send(self, record: dict) -> bool:
-        self.records.append(json.loads(encode(record)[4:]))
-        return True
-
-
-def tracer(**settings_values) -> tuple:
-    channel = RecordingChannel()
-    return InvocationTracer(Settings(**settings_values), channel, environ={}), channel
-
-
-CONTEXT = types.SimpleNamespace(aws_request_id="8476a536-e9f4-11e8-9739-2dfe598c3fcd", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
 
 
 @pytest.fixture(autouse=True)
@@ -122,13 +109,13 @@ def test_wrapper_passes_any_event_and_result_through_and_sends_a_valid_record(ev
         os.environ.pop("_X_AMZN_TRACE_ID", None)
     (record,) = channel.records
     # The companion accepts what the handler side sends: the two ends agree on the format.
-    assert valid_invocation_record(record), record
+    assert invocation_problem(record) is None, record
     assert len(encode(record)) <= MAX_RECORD_BYTES
-    assert all(len(v) <= MAX_ATTRIBUTE_CHARS for v in record["attrs"].values() if isinstance(v, str))
+    assert all(len(v) <= MAX_ATTRIBUTE_CHARS for v in record["attributes"].values() if isinstance(v, str))
     if capture:
-        assert isinstance(record["payload_request"], str) and isinstance(record["payload_response"], str)
+        assert isinstance(record["request_payload"], str) and isinstance(record["response_payload"], str)
     else:
-        assert "payload_request" not in record and "payload_response" not in record
+        assert "request_payload" not in record and "response_payload" not in record
 
 
 @FUZZ_LIGHT
@@ -258,7 +245,7 @@ def real_record() -> dict:
 def records(draw) -> dict:
     """Real records with fields replaced by anything, or any JSON object."""
     if draw(st.booleans()):
-        record = draw(st.dictionaries(st.sampled_from(RECORD_FIELDS + ["type", "v", "spans"]), json_values, max_size=10))
+        record = draw(st.dictionaries(st.sampled_from(RECORD_FIELDS + ["type", "version", "spans"]), json_values, max_size=10))
         record.setdefault("type", draw(st.sampled_from(["invocation", "spans", "secrets.get", "other"])))
         return record
     record = real_record()
@@ -274,7 +261,7 @@ def signals_sink():
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-    from lambdawrap.companion._signals import Signals
+    from lambdawrap.companion.signals import Signals
 
     return Signals(Settings(buffer_max_spans=100), Resource({}), MeterProvider(), LoggerProvider(), ALWAYS_ON)
 
@@ -283,10 +270,10 @@ def signals_sink():
 @given(st.lists(records(), max_size=5), st.sampled_from(["never", "before", "after"]))
 def test_any_record_is_handled_and_only_announced_invocations_become_spans(batch, announce):
     sink = signals_sink()
-    correlator = Correlator(sink)
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
     announced = set()
     for record in batch:
-        rid = record.get("rid")
+        rid = record.get("request_id")
         if announce == "before" and isinstance(rid, str):
             correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:x"})
             announced.add(rid)
@@ -341,7 +328,7 @@ def telemetry_batches(draw) -> list:
 @given(st.lists(telemetry_batches(), min_size=1, max_size=3))
 def test_any_telemetry_batch_is_handled(batches):
     sink = signals_sink()
-    correlator = Correlator(sink)
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
     correlator.on_invoke({"requestId": "rid-1", "invokedFunctionArn": "arn:x"})
     for batch in batches:
         correlator.on_telemetry(batch)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from lambdawrap import boot
-from lambdawrap._channel import Channel, encode
-from lambdawrap.companion._socket_server import SocketServer
-from lambdawrap.settings import FlushStrategy, Settings
+from lambdawrap.handler import boot
+from lambdawrap.handler.channel import Channel, encode
+from lambdawrap.companion.channel_server import SocketServer
+from lambdawrap.shared.settings import FlushStrategy, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WRAPPER = ROOT / "layer" / "wrapper.sh"
@@ -37,7 +37,8 @@ def sock_path():
 @pytest.fixture
 def listener(sock_path):
     received = []
-    server = SocketServer(sock_path, lambda record: received.append(record))
+    server = SocketServer(sock_path, lambda record: received.append(record), lambda reason, detail: server.problems.append(reason))
+    server.problems = []
     server.start()
     yield server, received
     server.stop()
@@ -103,7 +104,7 @@ class TestChannel:
         channel = Channel(sock_path)
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
             for _ in range(3):
-                assert channel.send({"v": 1, "type": "invocation"}) is False
+                assert channel.send({"version": 2, "type": "invocation"}) is False
         assert channel.dropped == 3
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
 
@@ -111,9 +112,9 @@ class TestChannel:
         server, received = listener
         channel = Channel(sock_path)
         channel.dropped = 2  # e.g. from a time the companion was away
-        assert channel.send({"v": 1, "type": "invocation", "rid": "a"})
+        assert channel.send({"version": 2, "type": "invocation", "request_id": "a"})
         wait_for(lambda: received, what="record")
-        assert received[0]["rid"] == "a" and received[0]["dropped"] == 2 and channel.dropped == 0
+        assert received[0]["request_id"] == "a" and received[0]["dropped"] == 2 and channel.dropped == 0
 
     def test_socket_is_private_and_survives_garbage(self, listener, sock_path):
         server, received = listener
@@ -124,9 +125,9 @@ class TestChannel:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.connect(sock_path)
                 s.sendall(garbage)
-        wait_for(lambda: server.malformed >= 3, what="malformed records counted")
-        assert Channel(sock_path).send({"v": 1, "type": "invocation", "rid": "after"})
-        wait_for(lambda: any(r.get("rid") == "after" for r in received), what="record after garbage")
+        wait_for(lambda: server.problems.count("malformed_record") >= 3, what="malformed records counted")
+        assert Channel(sock_path).send({"version": 2, "type": "invocation", "request_id": "after"})
+        wait_for(lambda: any(r.get("request_id") == "after" for r in received), what="record after garbage")
 
 
 def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, listener, sock_path):
@@ -136,7 +137,7 @@ def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, list
         f"""
         import os, sys, types
         sys.path.insert(0, {str(tmp_path)!r})
-        from lambdawrap import boot
+        from lambdawrap.handler import boot
         boot.initialize({{"_HANDLER": "forkmod.handler", "LAMBDAWRAP_SOCKET": {sock_path!r}}}, swallow_exceptions=False)
         import forkmod
         ctx = types.SimpleNamespace(aws_request_id="parent-1", invoked_function_arn="arn:x")
@@ -152,12 +153,11 @@ def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, list
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
     wait_for(lambda: len(received) >= 5, what="five records")
-    by_rid = {r["rid"]: r for r in received}
+    by_rid = {r["request_id"]: r for r in received}
     assert set(by_rid) == {"parent-1", "parent-2", "child-0", "child-1", "child-2"}
-    assert by_rid["parent-1"]["cold"] and not by_rid["parent-2"]["cold"]
-    assert by_rid["child-0"]["cold"] and not by_rid["child-1"]["cold"]
-    assert by_rid["child-0"]["pid"] != by_rid["parent-1"]["pid"]
-    assert len({r["sid"] for r in received}) == 5  # ids stay unique across the fork
+    assert by_rid["parent-1"]["cold_start"] and not by_rid["parent-2"]["cold_start"]
+    assert by_rid["child-0"]["cold_start"] and not by_rid["child-1"]["cold_start"]
+    assert len({r["span_id"] for r in received}) == 5  # ids stay unique across the fork
 
 
 class TestExecWrapper:

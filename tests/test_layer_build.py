@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from conftest import write_function
-from lambdawrap import layer_build
-from lambdawrap.layer_build import LayerBuild, build_layer
+from lambdawrap.devtools import layer_build
+from lambdawrap.devtools.layer_build import LayerBuild, build_layer
 
 pytestmark = pytest.mark.timeout(240)
 
 LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-DEV_ONLY = ("emulator", "otlp_receiver", "layer_build", "cli", "local")
 WRAPT_PIN = layer_build._requirements("http")[0][0]  # e.g. "wrapt==2.5.2"
-DEV_IMPORT = re.compile(r"^\s*(from|import)\s+[\w.]*\b(emulator|otlp_receiver|layer_build|cli|local)\b", re.MULTILINE)
+DEV_IMPORT = re.compile(r"^\s*(from|import)\s+lambdawrap\.devtools\b", re.MULTILINE)
+DEVTOOLS = Path(layer_build.__file__).resolve().parent
 
 APP = """
 import importlib.util, sys
@@ -81,7 +81,7 @@ def test_layout(built):
     assert (out / "wrapper.sh").read_bytes() == (layer_build._LAYER_SRC / "wrapper.sh").read_bytes()
     assert (out / "extensions" / "lambdawrap").is_file()
     assert (out / "python" / "lambdawrap_boot" / "sitecustomize.py").is_file()
-    assert (out / "python" / "lambdawrap" / "boot.py").is_file()
+    assert (out / "python" / "lambdawrap" / "handler" / "boot.py").is_file()
     assert list((out / "python").glob("wrapt/_wrappers.cpython-*-x86_64-linux-gnu.so"))
     wrapt_version = WRAPT_PIN.partition("==")[2]
     assert (out / "python" / f"wrapt-{wrapt_version}.dist-info").is_dir()  # the version pinned in pyproject.toml
@@ -98,13 +98,25 @@ def test_layout(built):
     assert list(companion.glob("opentelemetry_sdk-*.dist-info/licenses/LICENSE"))
 
 
-def test_no_dev_tools_and_no_boto(built):
-    for copy in (built.out_dir / "python" / "lambdawrap", built.out_dir / "lambdawrap" / "companion-lib" / "lambdawrap"):
-        names = {p.stem for p in copy.iterdir()}
-        assert not names & set(DEV_ONLY), names
-        for source in copy.rglob("*.py"):
+def test_ships_the_allow_list_only(built):
+    # GIVEN the built layer THEN each side holds exactly the parts of the package it runs:
+    # the function's process the handler side and the shared core, the companion its own
+    # package and the shared core; no development tool anywhere.
+    function_side = built.out_dir / "python" / "lambdawrap"
+    companion_side = built.out_dir / "lambdawrap" / "companion-lib" / "lambdawrap"
+    assert sorted(p.name for p in function_side.iterdir()) == ["__init__.py", "handler", "secrets.py", "shared"]
+    assert sorted(p.name for p in companion_side.iterdir()) == ["__init__.py", "companion", "shared"]
+    tool_modules = {p.stem for p in DEVTOOLS.rglob("*.py")} - {"__init__", "__main__"}
+    for copy in (function_side, companion_side):
+        shipped = list(copy.rglob("*.py"))
+        assert not [p for p in shipped if p.stem in tool_modules and "devtools" in p.parts], shipped
+        assert not [p for p in copy.rglob("*") if p.name == "devtools"]
+        for source in shipped:
             # Nothing shipped imports a development tool (they are not there to import).
             assert not DEV_IMPORT.search(source.read_text()), source
+
+
+def test_no_boto_and_no_bytecode_of_the_build_machine(built):
     everything = [p.relative_to(built.out_dir).as_posix() for p in built.out_dir.rglob("*")]
     assert not [p for p in everything if "boto3" in p or "botocore" in p]
     assert not [p for p in everything if "__pycache__" in p or p.endswith(".pyc")]
@@ -115,7 +127,7 @@ def test_zip_keeps_executable_bits_and_is_deterministic(built, tmp_path):
     modes = _zip_modes(built.zip_path)
     assert stat.S_IMODE(modes["wrapper.sh"]) == 0o755 and stat.S_ISREG(modes["wrapper.sh"])
     assert stat.S_IMODE(modes["extensions/lambdawrap"]) == 0o755
-    assert stat.S_IMODE(modes["python/lambdawrap/boot.py"]) == 0o644
+    assert stat.S_IMODE(modes["python/lambdawrap/handler/boot.py"]) == 0o644
     with zipfile.ZipFile(built.zip_path) as zf:
         names = zf.namelist()
         assert names == sorted(names)
@@ -153,8 +165,8 @@ def bare_python(index_reachable, tmp_path_factory) -> str:
 
 
 def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_path):
-    from lambdawrap.emulator import Emulator
-    from lambdawrap.otlp_receiver import OtlpReceiver
+    from lambdawrap.devtools.emulator import Emulator
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
     # GIVEN a trivial function, the built layer as /opt, and an interpreter with no dev packages
     task = write_function(tmp_path / "task", APP)
@@ -181,7 +193,7 @@ def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_p
                 assert body["otel_visible"] is False and body["wrapped"] is True, body
                 # ...and the companion, running from its private folder, exported the span.
                 try:
-                    spans = receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)
+                    spans = receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
                 except TimeoutError as exc:
                     pytest.fail(f"{exc}\n{logs}")
         span = spans[0]

@@ -1,4 +1,4 @@
-"""Tests for lambdawrap.otlp_receiver, driven by the real OpenTelemetry SDK and OTLP/HTTP exporters."""
+"""Tests for lambdawrap.devtools.otlp_receiver, driven by the real OpenTelemetry SDK and OTLP/HTTP exporters."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from lambdawrap.otlp_receiver import OtlpReceiver
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 RESOURCE = Resource.create({"service.name": "otlp-receiver-test", "deployment.environment": "test"})
 
@@ -726,7 +726,7 @@ def test_cli_prints_received_span_and_exits_cleanly(tmp_path: Any, sig: int) -> 
     jsonl = tmp_path / "cli.jsonl"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lambdawrap.otlp_receiver", "--port", "0", "--jsonl", str(jsonl)],
+        [sys.executable, "-m", "lambdawrap.devtools.otlp_receiver", "--port", "0", "--jsonl", str(jsonl)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -792,7 +792,7 @@ def _next_line(lines: "queue.Queue[Optional[str]]", want: Any, timeout: float = 
 def test_cli_reports_a_port_in_use() -> None:
     with OtlpReceiver() as rec:
         proc = subprocess.run(
-            [sys.executable, "-m", "lambdawrap.otlp_receiver", "--port", str(rec.port)],
+            [sys.executable, "-m", "lambdawrap.devtools.otlp_receiver", "--port", str(rec.port)],
             capture_output=True,
             text=True,
             timeout=30,

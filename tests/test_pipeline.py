@@ -12,7 +12,7 @@ import pytest
 
 from conftest import write_function
 from support.stack import EVENTS, LAYER, instrumented, metric_total
-from lambdawrap.emulator import Emulator
+from lambdawrap.devtools.emulator import Emulator
 
 APP = """
 import json, os, sys, time
@@ -281,7 +281,7 @@ def test_sqs_messages_become_links(task):
 
 
 def test_resource_settings_and_per_signal_endpoint(task):
-    from lambdawrap.otlp_receiver import OtlpReceiver
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
     with OtlpReceiver() as traces_only:
         env = {

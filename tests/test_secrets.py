@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_function
-from lambdawrap._secret_sources import SecretSource, parse_sources
-from lambdawrap.local._moto import MotoServer, free_port
-from lambdawrap.local._stack import seed_moto
+from lambdawrap.shared.secret_sources import SecretSource, parse_sources
+from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.stack import seed_moto
 from support.stack import LAYER, instrumented
 
 DB_PASSWORD = "s3cr3t-DB-value-7f1c"
@@ -21,7 +21,7 @@ ROTATED = "r0tated-DB-value-2e4d"
 
 APP = """
 import json, os, time, urllib.request, urllib.error
-from lambdawrap import secrets
+from lambdawrap.handler import secret_cache as secrets
 
 AT_IMPORT = {"DB_PASSWORD": os.environ.get("DB_PASSWORD"), "API_KEY": os.environ.get("API_KEY")}
 

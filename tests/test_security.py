@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import write_function
-from lambdawrap._redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACTED, TRUNCATED, payload_text, redact_query, redaction_keys
-from lambdawrap.companion._secrets_http import TOKEN_HEADER, SecretsHttpApi
-from lambdawrap.local._moto import MotoServer, free_port
-from lambdawrap.local._stack import seed_moto
+from lambdawrap.handler.redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACTED, TRUNCATED, payload_text, redact_query, redaction_keys
+from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
+from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.stack import seed_moto
 from support.stack import EVENTS, instrumented
 
 DB_PASSWORD = "sec-suite-DB-value-81f3"

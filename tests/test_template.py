@@ -11,7 +11,7 @@ import pytest
 
 cfn_yaml = pytest.importorskip("cfnlint.decode.cfn_yaml", reason="cfn-lint is not installed (pip install cfn-lint==1.58.0)")
 
-from lambdawrap._secret_sources import SECRETS_MANAGER, SSM, parse_sources  # noqa: E402
+from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, parse_sources  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 # The console script may not be on PATH; run its entry point with this interpreter.

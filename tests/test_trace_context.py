@@ -1,4 +1,4 @@
-"""Tests for lambdawrap._trace_context: W3C traceparent and X-Ray parsing/formatting, links, ids."""
+"""Tests for lambdawrap.handler.trace_context: W3C traceparent and X-Ray parsing/formatting, links, ids."""
 
 from __future__ import annotations
 
@@ -11,20 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lambdawrap import _trace_context as tc
-from lambdawrap._trace_context import (
+from lambdawrap.handler import trace_context as tc
+from lambdawrap.handler.triggers import detect_trigger
+from lambdawrap.shared import ids
+from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.handler.trace_context import (
     MAX_LINKS,
     SpanContext,
-    extract_links,
     extract_parent,
     format_traceparent,
     format_xray,
     header,
-    new_span_id,
-    new_trace_id,
     parse_traceparent,
     parse_xray,
 )
+
+def extract_links(event):
+    """The span links an invocation gets for an event (its trigger reads them)."""
+    return detect_trigger(event).links
+
 
 EVENTS = Path(__file__).resolve().parent.parent / "examples" / "events"
 
@@ -294,7 +299,7 @@ def test_extract_parent_none():
 
 
 def test_extract_parent_from_sample_events():
-    from lambdawrap._triggers import detect_trigger
+    from lambdawrap.handler.triggers import detect_trigger
 
     for kind in ("apigw-rest", "apigw-http"):
         trigger = detect_trigger(load(kind))
@@ -382,7 +387,7 @@ def test_new_ids_in_range():
 def test_new_ids_never_zero(monkeypatch):
     # GIVEN a random source that first yields zeros WHEN ids are drawn THEN zero is skipped.
     draws = iter([0, 0, 7, 0, 9])
-    monkeypatch.setattr(tc, "_getrandbits", lambda bits: next(draws))
+    monkeypatch.setattr(ids, "_getrandbits", lambda bits: next(draws))
     assert new_trace_id() == 7
     assert new_span_id() == 9
 

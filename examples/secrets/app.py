@@ -1,7 +1,7 @@
 """An example function that reads a database password declared in LAMBDAWRAP_SECRETS.
 
 The value is in os.environ before this module is imported, so module-level code can use it;
-`lambdawrap.secrets.get` returns the current value after rotations."""
+`lambdawrap.handler.secret_cache.get` returns the current value after rotations."""
 
 import os
 

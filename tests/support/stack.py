@@ -6,8 +6,8 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from lambdawrap.local._stack import EXAMPLES, SOURCE_LAYER, RunConfig, local_stack
-from lambdawrap.otlp_receiver import OtlpReceiver
+from lambdawrap.devtools.local.stack import EXAMPLES, SOURCE_LAYER, RunConfig, local_stack
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 LAYER = SOURCE_LAYER
 EVENTS = EXAMPLES / "events"

@@ -1,6 +1,6 @@
 """lambdawrap's boot trampoline: instrument the handler, then run the sitecustomize ours shadows."""
 try:
-    from lambdawrap.boot import run_sitecustomize
+    from lambdawrap.handler.boot import run_sitecustomize
 except Exception as exc:  # noqa: BLE001 - without the package the function runs uninstrumented
     import sys
 

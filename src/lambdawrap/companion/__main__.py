@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._extension_api import ExtensionClient
+from lambdawrap.companion.extension_api import ExtensionClient
 
 
 def main(argv: list) -> int:
@@ -15,20 +15,20 @@ def main(argv: list) -> int:
     # has registered. The launcher usually did it already, in bash.
     if not client.adopt_registration(os.environ):
         client.register(name, ["INVOKE", "SHUTDOWN"])
-    from ..settings import Settings
+    from lambdawrap.shared.settings import Settings
 
     settings = Settings.from_env()
     if settings.disabled:
         return _idle(client)
     try:
-        from ._companion import Companion
+        from lambdawrap.companion.lifecycle import Companion
 
         companion = Companion(client, settings)
     except Exception:  # noqa: BLE001 - fail open: the function must run even if we cannot export
-        import logging
+        from lambdawrap.shared.log import configure_process_logging, get_logger
 
-        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-        logging.getLogger("lambdawrap.companion").exception("lambdawrap: companion failed to start; telemetry is off for this environment")
+        configure_process_logging(settings.log_level)
+        get_logger().exception("lambdawrap: companion failed to start; telemetry is off for this environment")
         return _idle(client)
     return companion.run()
 

@@ -1,0 +1,313 @@
+"""OTLP export for the companion: exporters chosen from the standard OTEL_* variables, a worker
+thread that flushes spans, metrics and logs in that priority order, and a budget so that
+waiting on a slow collector never holds the invoke phase open longer than allowed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Sequence
+
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData, PeriodicExportingMetricReader, Sum
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from lambdawrap.companion.signals import SpanBuffer, counter_key
+from lambdawrap.shared.settings import METRICS_TEMPORALITY, Settings
+
+logger = logging.getLogger("lambdawrap.companion")
+
+SPAN_BATCH = 512
+RETAINED_BATCHES = 64  # metric/log batches kept for retry when the collector is down
+MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
+_NEVER_MS = 10**9  # periodic readers only export when we ask them to
+
+
+def make_exporters(settings: Settings) -> tuple:
+    """(span, metric, log) exporters for the protocols in the settings; each reads its
+    connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself."""
+    if settings.protocol("traces") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    if settings.protocol("metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    if settings.protocol("logs") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    # The exporter maps the preference to each instrument's temporality itself, from the
+    # variable; ours has a different default (delta), so it gets the settled value.
+    os.environ[METRICS_TEMPORALITY] = settings.metrics_temporality
+    return OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()
+
+
+class RetainingMetricExporter(MetricExporter):
+    """Keeps batches the collector refused and sends them first next time (delta data would
+    otherwise be lost for good). While one is kept, the pipeline does not collect: the SDK goes
+    on aggregating, so an outage costs one kept batch, not one per flush."""
+
+    def __init__(self, inner: MetricExporter, on_drop) -> None:
+        super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
+        self._inner = inner
+        self._retained: list = []
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self.acknowledged: collections.Counter = collections.Counter()  # (name, attributes) -> value the collector took
+
+    @property
+    def retained(self) -> int:
+        return len(self._retained)
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        with self._lock:
+            self._retained.append(metrics_data)
+            return self._send_retained(timeout_millis)
+
+    def resend(self, timeout_millis: float = 10_000) -> bool:
+        """Send the kept batches; True if none is left."""
+        with self._lock:
+            return self._send_retained(timeout_millis) == MetricExportResult.SUCCESS
+
+    def _send_retained(self, timeout_millis: float) -> MetricExportResult:
+        while self._retained:
+            if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
+                while len(self._retained) > RETAINED_BATCHES:
+                    self._retained.pop(0)
+                    self._on_drop("export_failed")
+                return MetricExportResult.FAILURE
+            self._acknowledge(self._retained.pop(0))
+        return MetricExportResult.SUCCESS
+
+    def _acknowledge(self, batch: MetricsData) -> None:
+        """Count what the collector took, counter by counter (see Signals.counted)."""
+        try:
+            for resource_metrics in batch.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        data = metric.data
+                        if not isinstance(data, Sum) or not data.is_monotonic:
+                            continue
+                        for point in data.data_points:
+                            key = counter_key(metric.name, point.attributes)
+                            if data.aggregation_temporality == AggregationTemporality.CUMULATIVE:
+                                self.acknowledged[key] = max(self.acknowledged[key], point.value)
+                            else:
+                                self.acknowledged[key] += point.value
+        except Exception:  # noqa: BLE001 - bookkeeping must not fail an export
+            logger.exception("lambdawrap: counting the exported metrics failed")
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis)
+
+
+class RetainingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, on_drop) -> None:
+        self._inner = inner
+        self._retained: list = []
+        self._on_drop = on_drop
+        self.pending = 0
+
+    def export(self, batch: Sequence) -> LogRecordExportResult:
+        self._retained.append(list(batch))
+        while self._retained:
+            if self._inner.export(self._retained[0]) != LogRecordExportResult.SUCCESS:
+                while len(self._retained) > RETAINED_BATCHES:
+                    self._on_drop("export_failed", len(self._retained.pop(0)))
+                return LogRecordExportResult.FAILURE
+            self._retained.pop(0)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+
+class Pipeline:
+    """Owns the SDK providers and exporters, and the one export worker thread."""
+
+    def __init__(self, settings: Settings, resource: Resource, on_drop) -> None:
+        span_exporter, metric_exporter, log_exporter = make_exporters(settings)
+        self.span_exporter: SpanExporter = span_exporter
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
+        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=_NEVER_MS)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader])
+        self.logger_provider = LoggerProvider(resource=resource)
+        self._log_processor = BatchLogRecordProcessor(RetainingLogExporter(log_exporter, on_drop), schedule_delay_millis=_NEVER_MS, max_queue_size=8192, max_export_batch_size=512)
+        self.logger_provider.add_log_record_processor(self._log_processor)
+        self.spans: SpanBuffer | None = None
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._requested = 0
+        self._completed = 0
+        self._deadline = 0.0  # read live by the worker, so that SHUTDOWN can bring it forward
+        self._stage = "run"  # "spans" then "final" once SHUTDOWN began (see close())
+        self.in_flight = 0  # spans in the export request under way
+        self._flight_lock = threading.Lock()
+        self.latency_s = 0.0  # how long the last span export request took
+        self.exports = 0
+        self.last_flush = 0.0
+        self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        """True while the worker is still on an earlier flush request."""
+        with self._wake:
+            return self._completed < self._requested
+
+    def flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
+        """Ask the worker to export everything; wait up to wait_s. True if it finished."""
+        with self._wake:
+            self._requested += 1
+            ticket = self._requested
+            if self._stage == "run":
+                self._deadline = time.monotonic() + (deadline_s if deadline_s is not None else 30.0)
+            self._wake.notify_all()
+            return self._wait_for(ticket, time.monotonic() + wait_s)
+
+    def _wait_for(self, ticket: int, until: float) -> bool:
+        # Called with self._wake held.
+        while self._completed < ticket:
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            self._wake.wait(left)
+        return True
+
+    def close(self, budget_s: float) -> int:
+        """At SHUTDOWN: export the spans that can go before the deadline, count the rest (and
+        a request still unanswered) as dropped (`shutdown_deadline`), then export the metrics,
+        which carry those counts, and the logs. Returns within `budget_s`, whatever the
+        collector does; returns the number of spans dropped."""
+        deadline = time.monotonic() + max(0.0, budget_s)
+        with self._wake:
+            self._stage = "spans"
+            self._deadline = deadline
+            self._requested += 1
+            ticket = self._requested
+            self._wake.notify_all()
+            # The worker stops by itself before the metrics' share of the time; if it is stuck
+            # on the collector, stop waiting for it then.
+            while self._completed < ticket:
+                left = deadline - self._metrics_reserve_s() - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(min(left, 0.05))
+            finished = self._completed >= ticket
+            self._stage = "final"
+        if not finished:
+            # Stuck on the collector: end the exporter's retries now, so that no retry sends
+            # (after the count below) the batch counted as dropped.
+            try:
+                self.span_exporter.shutdown()
+            except Exception:  # noqa: BLE001 - best effort, we are leaving
+                pass
+        with self._flight_lock:
+            left_over = self.spans.take(len(self.spans)) if self.spans is not None else []
+            dropped = len(left_over) + self.in_flight
+            self.in_flight = 0
+        if dropped:
+            self._on_drop("shutdown_deadline", dropped)
+        if finished:
+            with self._wake:
+                self._requested += 1
+                ticket = self._requested
+                self._wake.notify_all()
+                self._wait_for(ticket, deadline)
+        else:
+            # The worker is stuck on the collector: send the metrics from a thread of their
+            # own, and stop waiting at the deadline whatever happens to it.
+            final = threading.Thread(target=self._export_metrics_and_logs, args=(deadline,), name="lambdawrap-final-export", daemon=True)
+            final.start()
+            final.join(max(0.0, deadline - time.monotonic()))
+        return dropped
+
+    def unexported_counts(self, counted: collections.Counter) -> list:
+        """What of `counted` (the counters' totals, see Signals.counted) the collector has not
+        acknowledged, as [{"name", "attributes", "value"}]: what an environment ending now
+        would take with it."""
+        acknowledged = self._metric_exporter.acknowledged
+        return [{"name": name, "attributes": dict(attributes), "value": value - acknowledged[(name, attributes)]} for (name, attributes), value in list(counted.items()) if value > acknowledged[(name, attributes)]]
+
+    def _metrics_reserve_s(self) -> float:
+        # Time kept at SHUTDOWN for the metrics after the spans: they carry the drop counts.
+        return max(MIN_METRICS_RESERVE_S, 1.2 * self.latency_s + 0.02)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._completed >= self._requested:
+                    self._wake.wait()
+                target = self._requested
+            try:
+                self._export_all()
+            except Exception:  # noqa: BLE001 - the worker must survive any exporter bug
+                logger.exception("lambdawrap: export failed")
+            with self._wake:
+                self._completed = target
+                self.last_flush = time.monotonic()
+                self._wake.notify_all()
+
+    def _time_for_a_batch(self) -> bool:
+        now = time.monotonic()
+        if self._stage == "run":
+            return now < self._deadline
+        # Shutting down: a request that would outlast the deadline is not started, so that
+        # none is left with an unknown fate (delivered? dropped?) when the process ends, and
+        # the metrics keep their share of the time.
+        return now + 1.2 * self.latency_s + 0.02 + self._metrics_reserve_s() < self._deadline
+
+    def _export_all(self) -> None:
+        # Priority order: spans, then metrics, then logs.
+        while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
+            with self._flight_lock:
+                batch = self.spans.take(SPAN_BATCH)
+                self.in_flight = len(batch)
+            started = time.monotonic()
+            try:
+                result = self.span_exporter.export(batch)
+            except Exception:  # noqa: BLE001 - an exporter bug: keep the batch, count nothing twice
+                logger.exception("lambdawrap: span export failed")
+                result = SpanExportResult.FAILURE
+            self.latency_s = time.monotonic() - started
+            with self._flight_lock:
+                # Atomic with close()'s count: a batch is either in flight or back in the buffer.
+                self.in_flight = 0
+                if result != SpanExportResult.SUCCESS:
+                    self.spans.give_back(batch)
+            if result != SpanExportResult.SUCCESS:
+                break
+            self.exports += 1
+        if self._stage == "spans":
+            return
+        self._export_metrics_and_logs(None)
+
+    def _export_metrics_and_logs(self, deadline: float | None) -> None:
+        end = self._deadline if deadline is None else deadline
+        if self._stage != "run" and time.monotonic() + 1.2 * self.latency_s + 0.02 >= end:
+            # Leaving, and a request would not be answered in time: better not sent at all than
+            # sent with an unknown fate. What it would have carried is carried over instead.
+            return
+        left_ms = (end - time.monotonic()) * 1000
+        if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
+            # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
+            self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
+        left_ms = (end - time.monotonic()) * 1000
+        if left_ms > 0:
+            self._log_processor.force_flush(timeout_millis=int(left_ms))

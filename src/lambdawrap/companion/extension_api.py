@@ -1,0 +1,80 @@
+"""A small client of the Extensions and Telemetry APIs, cheap to import and to call."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from lambdawrap.companion.http_lite import request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+CALL_TIMEOUT_S = 5.0
+# Set by the bash launcher when it already registered (see layer/extensions/lambdawrap).
+PRE_REGISTERED_ID = "LAMBDAWRAP_EXTENSION_ID"
+PRE_REGISTERED_BODY = "LAMBDAWRAP_REGISTER_BODY"
+
+
+class ExtensionApiError(Exception):
+    """The platform answered an Extensions/Telemetry API call with an error."""
+
+
+class ExtensionClient:
+    def __init__(self, runtime_api: str) -> None:
+        host, _, port = runtime_api.rpartition(":")
+        self._host = host or "127.0.0.1"
+        self._port = int(port)
+        self.identifier = ""
+        self.info: dict = {}
+
+    def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = CALL_TIMEOUT_S) -> tuple:
+        all_headers = dict(headers or {})
+        if self.identifier:
+            all_headers.setdefault("Lambda-Extension-Identifier", self.identifier)
+        return request(self._host, self._port, method, path, headers=all_headers, body=body, timeout=timeout)
+
+    def adopt_registration(self, environ: dict) -> bool:
+        """Take over a registration the launcher already made; True if there was one."""
+        identifier = environ.pop(PRE_REGISTERED_ID, "")
+        body = environ.pop(PRE_REGISTERED_BODY, "")
+        if not identifier:
+            return False
+        self.identifier = identifier
+        try:
+            info = json.loads(body) if body else {}
+        except ValueError:
+            info = {}
+        self.info = info if isinstance(info, dict) else {}
+        return True
+
+    def register(self, name: str, events: list) -> dict:
+        status, headers, body = self._call("POST", "/2020-01-01/extension/register", {"events": events}, {"Lambda-Extension-Name": name, "Lambda-Extension-Accept-Feature": "accountId"})
+        if status != 200:
+            raise ExtensionApiError(f"register failed with {status}: {body}")
+        self.identifier = headers.get("lambda-extension-identifier", "")
+        self.info = body if isinstance(body, dict) else {}
+        return self.info
+
+    def next_event(self) -> dict:
+        # The only call without a timeout: it blocks until the platform has an event.
+        status, _, body = self._call("GET", "/2020-01-01/extension/event/next", timeout=None)
+        if status != 200 or not isinstance(body, dict):
+            raise ExtensionApiError(f"event/next failed with {status}: {body}")
+        return body
+
+    def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25) -> None:
+        body = {
+            "schemaVersion": "2022-12-13",
+            "types": types,
+            "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": timeout_ms},
+            "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{port}/"},
+        }
+        status, _, answer = self._call("PUT", "/2022-07-01/telemetry", body)
+        if status != 200:
+            raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}")
+
+
+def runtime_api() -> str:
+    return os.environ["AWS_LAMBDA_RUNTIME_API"]

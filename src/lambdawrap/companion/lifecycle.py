@@ -1,0 +1,278 @@
+"""The companion's main loop: per INVOKE, wait for the invocation to be complete, export
+(after the response has gone back), then call /next; at SHUTDOWN, flush within the deadline.
+
+Start-up is split so that the companion never lengthens init: everything stdlib (channel,
+telemetry listener, subscription) happens before the first /next; the OpenTelemetry SDK is
+imported and the export pipeline built on a background thread while the runtime starts."""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+from lambdawrap.companion.channel_server import SocketServer
+from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
+from lambdawrap.companion.deferred import DeferredSink
+from lambdawrap.companion.extension_api import ExtensionClient
+from lambdawrap.companion.record_router import RecordRouter
+from lambdawrap.companion.telemetry_listener import TelemetryListener
+from lambdawrap.shared import records
+from lambdawrap.shared.log import configure_process_logging, get_logger
+from lambdawrap.shared.settings import FlushStrategy, Settings
+
+DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
+RUNTIME_DONE_WAIT_S = 0.15  # how long "end" flushing waits for the invocation's log lines
+SHUTDOWN_MARGIN_S = 0.15
+ADAPTIVE_INTERVAL_MS = 1000
+ADAPTIVE_BUSY_GAP_S = 1.0
+
+
+class FlushPolicy:
+    """Decides, per invocation, whether to export now."""
+
+    def __init__(self, strategy: FlushStrategy) -> None:
+        self.strategy = strategy
+        self._gaps: collections.deque = collections.deque(maxlen=8)
+        self._last_invoke: float | None = None
+        self._last_flush = 0.0
+
+    def on_invoke(self, now: float) -> None:
+        if self._last_invoke is not None:
+            self._gaps.append(now - self._last_invoke)
+        self._last_invoke = now
+
+    def busy(self) -> bool:
+        if len(self._gaps) < 4:
+            return False
+        gaps = sorted(self._gaps)
+        middle = len(gaps) // 2
+        median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
+        return median < ADAPTIVE_BUSY_GAP_S
+
+    def should_flush(self, now: float) -> tuple[bool, bool]:
+        """(flush now, wait for the invocation's log lines first)."""
+        mode = self.strategy.mode
+        if mode == "adaptive":
+            if not self.busy():
+                return True, True
+            interval_ms = ADAPTIVE_INTERVAL_MS
+        elif mode == "periodic":
+            interval_ms = self.strategy.interval_ms
+        else:
+            return True, True
+        return (now - self._last_flush) * 1000 >= interval_ms, False
+
+    def flushed(self, now: float) -> None:
+        self._last_flush = now
+
+
+class Companion:
+    """Before the first /next only sockets are bound and the subscription made (stdlib, a few
+    ms); serving them, secrets and the OpenTelemetry pipeline start on a background thread.
+    Connections and telemetry that arrive meanwhile wait in the sockets' backlogs."""
+
+    def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or Settings.from_env()
+        self._problems_logged: set = set()
+        self.sink = DeferredSink()
+        self.correlator = Correlator(self.sink, self._problem)
+        self.policy = FlushPolicy(self.settings.flush)
+        self.pipeline: Any = None
+        self.signals: Any = None
+        self._ready = threading.Event()
+        self._pipeline_started = threading.Lock()
+        self._pipeline_thread: threading.Thread | None = None
+        self._flush_missed = False
+        self.router = RecordRouter(self._dropped)
+        self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
+        self.listener = TelemetryListener(self.correlator.on_telemetry, self._problem)
+        client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
+
+    def _start_up(self) -> None:
+        configure_process_logging(self.settings.log_level)
+        self.socket.start()
+        self.listener.start()
+        self.router.attach(self._on_record)
+        self._report_earlier_drops()
+        self._start_secrets()
+
+    def _report_earlier_drops(self) -> None:
+        """What earlier environments in this sandbox could not report, left beside the socket
+        (/tmp outlives a reset): records the function's process dropped when its companion had
+        died, and the counters of a companion that ended while the collector was unreachable."""
+        try:
+            from lambdawrap.companion.carryover import take_counts
+            from lambdawrap.shared import unreported_drops
+
+            count = unreported_drops.collect(self.settings.socket_path)
+            counts = take_counts(self.settings.socket_path)
+        except Exception:  # noqa: BLE001 - fail open
+            get_logger().exception("lambdawrap: reading the counts of earlier environments failed")
+            return
+        if count:
+            self.sink.dropped("handler_channel", count)
+        if counts:
+            self.sink.restore_counts(counts)
+
+    def _start_secrets(self) -> None:
+        try:
+            from lambdawrap.companion.secret_store import SecretStore
+
+            store = SecretStore(self.settings)
+            store.start()
+            self.router.store = store
+        except Exception:  # noqa: BLE001 - fail open
+            get_logger().exception("lambdawrap: the secret store failed to start")
+            return
+        finally:
+            self.router.store_ready.set()
+        try:
+            from lambdawrap.companion.secrets_api import SecretsHttpApi
+
+            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings.secrets_port)
+        except OSError as exc:
+            get_logger().warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", self.settings.secrets_port, exc.strerror or exc)
+
+    def _ensure_pipeline(self) -> None:
+        """Build the export pipeline on first need: at the first flush, after the first
+        response has gone back, so that importing the SDK never competes with the function's
+        init or its first invocation for the environment's (small) CPU share."""
+        with self._pipeline_started:
+            if self._pipeline_thread is None:
+                self._pipeline_thread = threading.Thread(target=self._build_pipeline, name="lambdawrap-pipeline", daemon=True)
+                self._pipeline_thread.start()
+
+    def _build_pipeline(self) -> None:
+        try:
+            from lambdawrap.companion.exporting import Pipeline
+            from lambdawrap.companion.signals import Signals, build_resource, make_sampler
+
+            resource = build_resource(self.settings, self.client.info.get("accountId"))
+            pipeline = Pipeline(self.settings, resource, self._dropped)
+            signals = Signals(self.settings, resource, pipeline.meter_provider, pipeline.logger_provider, make_sampler(self.settings))
+            pipeline.spans = signals.spans
+            self.pipeline, self.signals = pipeline, signals
+            self.sink.attach(signals)
+            if self._flush_missed:
+                # A flush asked for while the SDK was still importing gave up waiting; without
+                # this, what it was for would wait for the next invocation (or SHUTDOWN).
+                pipeline.flush(wait_s=0.0)
+        except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
+            get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
+        finally:
+            self._ready.set()
+
+    def _dropped(self, reason: str, count: int = 1) -> None:
+        self.sink.dropped(reason, count)
+
+    def _problem(self, reason: str, detail: str) -> None:
+        """Input from outside that made no sense (a record, a telemetry batch): counted as
+        dropped, logged once per reason."""
+        self.sink.dropped(reason)
+        if reason not in self._problems_logged:
+            self._problems_logged.add(reason)
+            get_logger().warning("lambdawrap: %s (logged once)", detail)
+
+    def _on_record(self, record: dict) -> Any:
+        if record.get("version") != records.VERSION:
+            self._problem("malformed_record", f"a record of version {record.get('version')!r} (this companion reads {records.VERSION})")
+            return None
+        if record.get("type") == records.SPANS:
+            self.sink.user_spans(record.get("spans") or [])
+            return None
+        self.correlator.on_record(record)
+        return None
+
+    def run(self) -> int:
+        threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
+        budget_s = self.settings.flush_budget_ms / 1000
+        while True:
+            event = self.client.next_event()
+            kind = event.get("eventType")
+            if kind == "INVOKE":
+                self._invoke(event, budget_s)
+            elif kind == "SHUTDOWN":
+                return self._shutdown(event)
+
+    def _flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
+        started = time.monotonic()
+        self._ensure_pipeline()
+        if not self._ready.wait(max(0.0, wait_s)) or self.pipeline is None:
+            self._flush_missed = True
+            return False
+        left = max(0.0, wait_s - (time.monotonic() - started))
+        if self.pipeline.busy:
+            # An earlier export is still held up by the collector (slow or down): waiting the
+            # budget again would only hold the invoke phase open, and bill it, for nothing.
+            # The worker goes on in the background; SHUTDOWN flushes what is left.
+            left = 0.0
+        return self.pipeline.flush(wait_s=left, deadline_s=None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - started)))
+
+    def _invoke(self, event: dict, budget_s: float) -> None:
+        now = time.monotonic()
+        rid = str(event.get("requestId", ""))
+        self.correlator.function_arn = event.get("invokedFunctionArn") or self.correlator.function_arn
+        self.correlator.on_invoke(event)
+        self.policy.on_invoke(now)
+        deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
+        # The handler's record arrives as it returns, before its response goes out.
+        if not self.correlator.wait_for(rid, deadline, need_runtime_done=False, record_grace_s=RECORD_GRACE_S):
+            return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
+        flush, wait_for_logs = self.policy.should_flush(time.monotonic())
+        if not flush:
+            return
+        if wait_for_logs:
+            self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), need_runtime_done=True)
+        self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
+        self.policy.flushed(time.monotonic())
+
+    def _shutdown(self, event: dict) -> int:
+        started = time.monotonic()
+        reason = str(event.get("shutdownReason", "spindown")).lower()
+        self.correlator.finish_unreported(reason)
+        budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
+        self._ensure_pipeline()
+        if self._ready.wait(max(0.0, budget_s)) and self.pipeline is not None:
+            # Whatever the collector does, close() returns by the deadline: the platform
+            # SIGKILLs an extension that overstays it.
+            left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
+            if left_over:
+                get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
+            if self.signals is not None:
+                self._carry_over(self.pipeline.unexported_counts(self.signals.counted))
+        else:
+            get_logger().warning("lambdawrap: shutdown before the export pipeline was ready; nothing exported")
+        # No waiting for the socket thread here (it could take the time left): the runtime is
+        # gone already, and the process ends at once.
+        self.socket.stop(wait_s=0.0)
+        import logging
+
+        logging.shutdown()
+        # Exporter threads may still be blocked on a dead collector; they must not hold us.
+        os._exit(0)
+
+
+    def _carry_over(self, counts: list) -> None:
+        # The counters (drop counts among them) the collector did not take: the next
+        # environment's companion reports them, if this sandbox gets one.
+        if not counts:
+            return
+        try:
+            from lambdawrap.companion.carryover import save_counts
+
+            save_counts(self.settings.socket_path, counts)
+            get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
+        except Exception:  # noqa: BLE001 - we are leaving: best effort
+            get_logger().exception("lambdawrap: keeping the unexported metrics failed")
+
+
+def _epoch_ms_left(deadline_ms: object) -> float:
+    if not isinstance(deadline_ms, (int, float)):
+        return 3.0
+    return deadline_ms / 1000 - time.time()

@@ -1,0 +1,42 @@
+"""Command line: serve one function through the emulator until Ctrl-C / SIGTERM.
+
+    python -m lambdawrap.devtools.emulator --function DIR --handler mod.fn [--layer DIR] [--port 9000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lambdawrap.devtools.command_line import env_pair, wait_for_stop
+from lambdawrap.devtools.emulator.emulator import Emulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lambdawrap.devtools.emulator", description="Serve a Python Lambda function locally through the Docker-free emulator.")
+    parser.add_argument("--function", required=True, help="function folder (plays /var/task)")
+    parser.add_argument("--handler", required=True, help="handler, e.g. app.handler")
+    parser.add_argument("--layer", help="layer folder (plays /opt)")
+    parser.add_argument("--port", type=int, default=9000, help="invoke endpoint port (default 9000)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="function timeout in seconds")
+    parser.add_argument("--memory", type=int, default=128, help="memory size in MB")
+    parser.add_argument("--env", type=env_pair, action="append", default=[], metavar="KEY=VALUE", help="function environment variable (repeatable)")
+    args = parser.parse_args(argv)
+
+    try:
+        emulator = Emulator(args.function, args.handler, args.layer, env=dict(args.env), timeout_s=args.timeout, memory_mb=args.memory, invoke_port=args.port, echo=sys.stdout)
+        emulator.start()
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(f"invoke endpoint: {emulator.invoke_url}", flush=True)
+        wait_for_stop()
+    finally:
+        emulator.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

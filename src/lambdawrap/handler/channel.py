@@ -1,0 +1,163 @@
+"""The function's end of the local channel to the companion: a Unix stream socket carrying
+the records of `lambdawrap.shared.records`, framed by `lambdawrap.shared.framing`.
+
+Sending never blocks an invocation: the socket is non-blocking, a record that does not fit in
+the kernel's buffer is dropped and counted, and when the companion is absent the channel
+drops, counts, warns once, and tries to reconnect at most once a second. Only `request()` (used
+once at boot, for secrets) waits, and only up to its timeout.
+
+Each drop is counted exactly once, by whoever can still count it. An invocation record that a
+live companion could not take is its to count (it saw the INVOKE: `record_missing`). Every
+other drop is counted here and reported with the next record that goes through (`dropped`);
+until then the count is also kept beside the socket (`shared.unreported_drops`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+
+from lambdawrap.shared import records, unreported_drops
+from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode
+from lambdawrap.shared.log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any
+
+RECONNECT_INTERVAL_S = 1.0
+
+
+class Channel:
+    """A lazily connected, fork-aware, never-blocking sender of records."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._pending = b""
+        self._next_connect = 0.0
+        self._warned = False
+        self._kept = False
+        if hasattr(os, "register_at_fork"):
+            # A forked worker must not share the parent's connection: interleaved frames
+            # from two processes would corrupt the stream.
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._sock = None
+        self._pending = b""
+        self._next_connect = 0.0
+        self.dropped = 0  # the parent reports its own drops; the child starts from none
+        self._kept = False
+
+    def _connect(self) -> socket.socket | None:
+        now = time.monotonic()
+        if now < self._next_connect:
+            return None
+        self._next_connect = now + RECONNECT_INTERVAL_S
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            self._warn_once(f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
+            return None
+        sock.setblocking(False)
+        self._sock = sock
+        return sock
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            get_logger().warning("lambdawrap: %s", message)
+
+    def send(self, record: dict) -> bool:
+        """Queue one record for the companion without waiting; False if it was dropped."""
+        with self._lock:
+            # Under the lock: a drop counted by another thread between reading the count and
+            # clearing it would otherwise be lost.
+            reported = self.dropped
+            if reported:
+                record["dropped"] = reported
+            try:
+                frame = encode(record)
+            except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
+                self._count_drop(record, connected=self._sock is not None)
+                return False
+            sock = self._sock or self._connect()
+            if sock is None:
+                self._count_drop(record, connected=False)
+                return False
+            if len(frame) > MAX_RECORD_BYTES:
+                self._count_drop(record, connected=True)
+                return False
+            try:
+                if self._pending:
+                    sent = sock.send(self._pending)
+                    self._pending = self._pending[sent:]
+                    if self._pending:
+                        self._count_drop(record, connected=True)
+                        return False
+                sent = sock.send(frame)
+                # The rest of a half-sent frame must go first next time, or the stream breaks.
+                self._pending = frame[sent:]
+            except BlockingIOError:
+                self._count_drop(record, connected=True)
+                return False
+            except OSError as exc:
+                self._close()
+                self._count_drop(record, connected=False)
+                if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                    self._warn_once(f"sending to the companion failed: {exc}")
+                return False
+            if reported:
+                self.dropped -= reported
+                if not self.dropped and self._kept:
+                    self._kept = False
+                    unreported_drops.forget(self.path, os.getpid())
+            return True
+
+    def _count_drop(self, record: dict, connected: bool) -> None:
+        # Called with the lock held.
+        record.pop("dropped", None)
+        if connected and record.get("type") == records.INVOCATION:
+            # The live companion saw this invocation's INVOKE and accounts for it itself
+            # (record_missing); counting it here too would count it twice.
+            return
+        self.dropped += 1
+        self._kept = unreported_drops.keep(self.path, os.getpid(), self.dropped) or self._kept
+
+    def request(self, record: dict, timeout_s: float) -> Any:
+        """Send a request on a connection of its own and wait up to timeout_s for the answer."""
+        deadline = time.monotonic() + timeout_s
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(max(timeout_s, 0.001))
+            sock.connect(self.path)
+            sock.sendall(encode(record))
+            reader = FrameReader(max_bytes=MAX_ANSWER_BYTES)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no answer from the companion within {timeout_s * 1000:.0f} ms")
+                sock.settimeout(left)
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the companion closed the connection")
+                answers = reader.feed(data)
+                if answers:
+                    return answers[0]
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._pending = b""

@@ -1,0 +1,186 @@
+"""Request/response payloads as short, redacted JSON text, for LAMBDAWRAP_CAPTURE_PAYLOAD.
+
+Runs inside the invocation (only when capture is on), so it is standard library only, does
+work bounded by the output size rather than the payload's (a 6 MB event costs no more than a
+small one), runs none of the user's code (no repr() of their objects) and never raises.
+
+Redaction: the value under any key whose lowercased name is in the key set is replaced by
+"[REDACTED]", at any depth, including inside a JSON document carried as a string (an API
+Gateway `body`) and in the `k=v&...` pairs of a raw query string. Header names Authorization,
+Cookie and Set-Cookie are always in the set.
+"""
+
+from __future__ import annotations
+
+import json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Iterable
+
+REDACTED = "[REDACTED]"
+ALWAYS_REDACTED = frozenset(("authorization", "cookie", "set-cookie"))
+MAX_PAYLOAD_CHARS = 4096
+TRUNCATED = "...[truncated]"
+MAX_DEPTH = 32
+_QUERY_KEYS = frozenset(("rawquerystring", "querystring"))
+_encode_str = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for strings
+
+
+class _Full(Exception):
+    """The output reached its limit: stop walking."""
+
+
+def redaction_keys(configured: Iterable[str] = ()) -> frozenset:
+    """The lowercased key names to redact: the configured ones plus the always-redacted headers."""
+    return ALWAYS_REDACTED | frozenset(k.strip().lower() for k in configured if isinstance(k, str) and k.strip())
+
+
+def payload_text(value: Any, keys: frozenset = ALWAYS_REDACTED, limit: int = MAX_PAYLOAD_CHARS) -> str | None:
+    """`value` as compact JSON with the keys redacted, cut to `limit` characters (marked with
+    TRUNCATED); None if it cannot be described at all."""
+    try:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            value = _decode_bytes(bytes(value[: limit * 4 + 1]) if len(value) > limit * 4 else bytes(value), len(value))
+        return _Writer(keys, limit).dump(value)
+    except Exception:  # noqa: BLE001 - capture is side instrumentation: fail open, quietly
+        return None
+
+
+def _decode_bytes(data: bytes, size: int) -> Any:
+    # A non-JSON event (RIC hands bytes over unless the Content-Type is exactly JSON): keep it
+    # only if it is JSON after all (then it can be redacted), else say what it was.
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return f"<{size} bytes>"
+
+
+class _Writer:
+    def __init__(self, keys: frozenset, limit: int) -> None:
+        self.keys = keys
+        self.limit = max(0, limit)
+        self.parts: list = []
+        self.size = 0
+
+    def dump(self, value: Any) -> str:
+        try:
+            self._walk(value, 0)
+        except _Full:
+            text = "".join(self.parts)
+            return text[: self.limit] + TRUNCATED
+        return "".join(self.parts)
+
+    def _emit(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > self.limit:
+            raise _Full
+
+    def _string(self, text: str) -> None:
+        # Slice before encoding: a multi-megabyte string costs only what is written.
+        room = self.limit - self.size + 1
+        self._emit(_encode_str(text[:room] if len(text) > room else text))
+
+    def _walk(self, value: Any, depth: int) -> None:
+        # The base types' own methods throughout: a subclass's overrides are the user's code.
+        if value is None or value is True or value is False:
+            self._emit("null" if value is None else "true" if value else "false")
+        elif isinstance(value, str):
+            value = str.__str__(value)
+            if depth < MAX_DEPTH and value[:1] in ("{", "[") and len(value) <= self.limit * 4:
+                self._embedded_json(value, depth)
+            else:
+                self._string(value)
+        elif isinstance(value, int):
+            self._emit(int.__repr__(value) if -(10**30) < value < 10**30 else f'"<{int.bit_length(value)}-bit int>"')
+        elif isinstance(value, float):
+            self._emit(float.__repr__(value) if value == value and abs(value) != float("inf") else '"' + float.__repr__(value) + '"')
+        elif depth >= MAX_DEPTH:
+            self._emit('"<nested too deeply>"')
+        elif isinstance(value, dict):
+            self._dict(value, depth)
+        elif isinstance(value, (list, tuple)):
+            self._emit("[")
+            for index, item in enumerate(list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)):
+                if index:
+                    self._emit(",")
+                self._walk(item, depth + 1)
+            self._emit("]")
+        elif isinstance(value, (bytes, bytearray)):
+            self._emit(f'"<{len(value)} bytes>"')
+        else:
+            # Never repr() the user's object: it could run (or leak through) their code.
+            self._emit(_encode_str(f"<{type(value).__name__}>"))
+
+    def _dict(self, value: dict, depth: int) -> None:
+        self._emit("{")
+        first = True
+        for key, item in dict.items(value):
+            if not first:
+                self._emit(",")
+            first = False
+            name = str.__str__(key) if isinstance(key, str) else _scalar_key(key)
+            self._string(name)
+            self._emit(":")
+            low = name.lower()
+            if low in self.keys:
+                self._emit('"' + REDACTED + '"')
+            elif low in _QUERY_KEYS and isinstance(item, str):
+                self._string(redact_query(item, self.keys))
+            else:
+                self._walk(item, depth + 1)
+        self._emit("}")
+
+    def _embedded_json(self, text: str, depth: int) -> None:
+        """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string."""
+        try:
+            inner = json.loads(text)
+        except (ValueError, RecursionError):
+            self._string(text)
+            return
+        writer = _Writer(self.keys, self.limit - self.size)
+        try:
+            writer._walk(inner, depth + 1)
+            rendered = "".join(writer.parts)
+        except _Full:
+            rendered = "".join(writer.parts)
+        self._string(rendered)
+
+
+def _scalar_key(key: Any) -> str:
+    # The names json.dumps would give (a dict's keys may be any hashable in Python).
+    if key is None or key is True or key is False:
+        return "null" if key is None else "true" if key else "false"
+    if isinstance(key, int):
+        return int.__repr__(key) if -(10**30) < key < 10**30 else "<int>"
+    if isinstance(key, float):
+        return float.__repr__(key)
+    return f"<{type(key).__name__}>"
+
+
+# The HTTP semantic conventions (url.query): values of these keys are redacted by default.
+URL_QUERY_KEYS = frozenset(("awsaccesskeyid", "signature", "sig", "x-goog-signature"))
+
+
+def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
+    """A `k=v&...` query string with the values of the keys in `keys` (lowercased names,
+    matched after percent-decoding) replaced by `marker`."""
+    low = query.lower()
+    # Cheap first: most queries name none of the keys and need no decoding.
+    if "=" not in query or "%" not in low and "+" not in low and not any(key in low for key in keys):
+        return query
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, sep, _ = part.partition("=")
+        if sep and _unquote(name).lower() in keys:
+            parts[index] = name + "=" + marker
+    return "&".join(parts)
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    from urllib.parse import unquote_plus  # deferred: only escaped names need it
+
+    return unquote_plus(text)

@@ -1,0 +1,284 @@
+"""Trace context parsing and formatting for the handler side: W3C ``traceparent`` and AWS X-Ray.
+
+Runs on every invocation inside the user's process, so it is standard library only, cheap to
+import, and no public function raises on any input: bad input yields ``None`` / ``""`` / ``[]``.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Callable, List, Optional, Tuple
+
+__all__ = [
+    "MAX_LINKS",
+    "SpanContext",
+    "collect_links",
+    "extract_parent",
+    "format_traceparent",
+    "format_xray",
+    "header",
+    "parse_traceparent",
+    "parse_xray",
+    "sns_message_context",
+    "sqs_message_context",
+]
+
+# Upper bound on links taken from one batch event. The OpenTelemetry SDK's default span link
+# limit is 128 too; an SQS batch can hold up to 10,000 records.
+MAX_LINKS = 128
+
+_HEX = "0123456789abcdef"
+_HEX_ANY_CASE = "0123456789abcdefABCDEF"
+_TRACE_ID_MAX = (1 << 128) - 1
+_SPAN_ID_MAX = (1 << 64) - 1
+_LOW_96 = (1 << 96) - 1
+# HTTP optional whitespace that an intermediary may leave around a header value.
+_OWS = " \t"
+
+
+SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
+SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."
+
+
+def _is_hex(text: str, alphabet: str = _HEX) -> bool:
+    # str.strip with a character set runs in C: the result is empty only if every character is
+    # in the alphabet. int(text, 16) alone is too lenient (it accepts "+", "_", whitespace).
+    return bool(text) and not text.strip(alphabet)
+
+
+def parse_traceparent(value: object) -> Optional[SpanContext]:
+    """Parse a W3C Trace Context ``traceparent`` value; ``None`` if it is not valid.
+
+    Version ``00`` must be exactly ``00-<32 hex>-<16 hex>-<2 hex>``. Higher versions (except the
+    forbidden ``ff``) are parsed as the specification asks: the same four leading fields, then
+    either the end of the value or a ``-`` starting fields this parser does not know. Only
+    lowercase hex is accepted; an all-zero trace id or span id is invalid. Flag bit 0 is sampled.
+    """
+    try:
+        if not isinstance(value, str):
+            return None
+        value = value.strip(_OWS)
+        length = len(value)
+        if length < 55:
+            return None
+        version = value[:2]
+        if not _is_hex(version) or version == "ff":
+            return None
+        if version == "00":
+            if length != 55:
+                return None
+        elif length > 55 and value[55] != "-":
+            return None
+        if value[2] != "-" or value[35] != "-" or value[52] != "-":
+            return None
+        trace_hex = value[3:35]
+        span_hex = value[36:52]
+        flags_hex = value[53:55]
+        if not (_is_hex(trace_hex) and _is_hex(span_hex) and _is_hex(flags_hex)):
+            return None
+        trace_id = int(trace_hex, 16)
+        span_id = int(span_hex, 16)
+        if trace_id == 0 or span_id == 0:
+            return None
+        return SpanContext(trace_id, span_id, bool(int(flags_hex, 16) & 1))
+    except Exception:  # never let tracing break the handler
+        return None
+
+
+def parse_xray(value: object) -> Optional[SpanContext]:
+    """Parse an AWS X-Ray trace header (``Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=1``).
+
+    Fields may come in any order with whitespace around them; unknown fields (``Lineage``,
+    ``Self``, ...) are ignored. ``Parent`` is required, since without it there is no span to
+    continue. ``Sampled=1`` means sampled; ``0``, ``?`` or a missing field means not sampled.
+    """
+    try:
+        if not isinstance(value, str) or len(value) > 4096:
+            return None
+        root = parent = sampled = None
+        for part in value.split(";"):
+            key, sep, val = part.partition("=")
+            if not sep:
+                continue
+            key = key.strip(_OWS).lower()
+            val = val.strip(_OWS)
+            # The first occurrence wins, so a later duplicate cannot override it.
+            if key == "root":
+                if root is None:
+                    root = val
+            elif key == "parent":
+                if parent is None:
+                    parent = val
+            elif key == "sampled":
+                if sampled is None:
+                    sampled = val
+        if root is None or parent is None:
+            return None
+        # Root is "1-" + 8 hex digits of epoch seconds + "-" + 24 hex digits of randomness.
+        if len(root) != 35 or root[:2] != "1-" or root[10] != "-":
+            return None
+        epoch_hex = root[2:10]
+        unique_hex = root[11:]
+        if not (_is_hex(epoch_hex, _HEX_ANY_CASE) and _is_hex(unique_hex, _HEX_ANY_CASE)):
+            return None
+        if len(parent) != 16 or not _is_hex(parent, _HEX_ANY_CASE):
+            return None
+        trace_id = int(epoch_hex + unique_hex, 16)
+        span_id = int(parent, 16)
+        if trace_id == 0 or span_id == 0:
+            return None
+        return SpanContext(trace_id, span_id, sampled == "1")
+    except Exception:  # never let tracing break the handler
+        return None
+
+
+def _valid_ids(ctx: object) -> bool:
+    # type() rather than isinstance() so that bools (an int subclass) are rejected.
+    try:
+        trace_id, span_id = ctx.trace_id, ctx.span_id  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return (
+        type(trace_id) is int
+        and type(span_id) is int
+        and 0 < trace_id <= _TRACE_ID_MAX
+        and 0 < span_id <= _SPAN_ID_MAX
+    )
+
+
+def format_traceparent(ctx: SpanContext) -> str:
+    """Format a context as a version ``00`` ``traceparent``; ``""`` if its ids are out of range."""
+    try:
+        if not _valid_ids(ctx):
+            return ""
+        flags = "01" if ctx.sampled else "00"
+        return "00-%032x-%016x-%s" % (ctx.trace_id, ctx.span_id, flags)
+    except Exception:  # never let tracing break the handler
+        return ""
+
+
+def format_xray(ctx: SpanContext) -> str:
+    """Format a context as an X-Ray header ``Root=1-…;Parent=…;Sampled=0|1``; ``""`` if invalid."""
+    try:
+        if not _valid_ids(ctx):
+            return ""
+        trace_id = ctx.trace_id
+        return "Root=1-%08x-%024x;Parent=%016x;Sampled=%d" % (
+            trace_id >> 96,
+            trace_id & _LOW_96,
+            ctx.span_id,
+            1 if ctx.sampled else 0,
+        )
+    except Exception:  # never let tracing break the handler
+        return ""
+
+
+def header(headers: object, name: str) -> Optional[str]:
+    """Case-insensitive header lookup in a dict; a list value yields its first element.
+
+    Anything that is not a dict, a missing name, or a non-string value yields ``None``.
+    """
+    try:
+        if not isinstance(headers, dict) or not isinstance(name, str) or not headers:
+            return None
+        value = headers.get(name)
+        if value is None:
+            lowered = name.lower()
+            value = headers.get(lowered)
+            if value is None:
+                # Slow path for mixed-case keys (API Gateway REST passes headers as sent).
+                for key, candidate in headers.items():
+                    if isinstance(key, str) and key.lower() == lowered:
+                        value = candidate
+                        break
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        return value if isinstance(value, str) else None
+    except Exception:  # never let tracing break the handler
+        return None
+
+
+def extract_parent(headers: object, xray: Optional[str]) -> Tuple[Optional[SpanContext], str]:
+    """Pick the parent context: a valid W3C ``traceparent`` header first, then the X-Ray value.
+
+    Returns ``(context, source)`` with source ``"traceparent"``, ``"xray"``, or ``"none"``
+    (then the context is ``None``).
+    """
+    try:
+        ctx = parse_traceparent(header(headers, "traceparent"))
+        if ctx is not None:
+            return ctx, "traceparent"
+        ctx = parse_xray(xray)
+        if ctx is not None:
+            return ctx, "xray"
+    except Exception:  # never let tracing break the handler
+        pass
+    return None, "none"
+
+
+def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
+    """The raw context carried by one SQS message, and whether it is W3C (else X-Ray): the
+    ``traceparent`` message attribute, else the ``AWSTraceHeader`` system attribute."""
+    attributes = record.get("messageAttributes")
+    if isinstance(attributes, dict):
+        attribute = attributes.get("traceparent")
+        if isinstance(attribute, dict):
+            value = attribute.get("stringValue")
+            if isinstance(value, str):
+                return value, True
+    # Set by SQS itself when the sender was traced by X-Ray (the AWSTraceHeader system attribute).
+    system = record.get("attributes")
+    if isinstance(system, dict):
+        value = system.get("AWSTraceHeader")
+        if isinstance(value, str):
+            return value, False
+    return None, False
+
+
+def sns_message_context(record: dict) -> Tuple[Optional[str], bool]:
+    """The raw W3C context carried by one SNS message's ``traceparent`` attribute."""
+    # SNS records delivered to Lambda carry no X-Ray header of their own (X-Ray continues SNS
+    # traces through the invocation's _X_AMZN_TRACE_ID instead), so only the W3C attribute counts.
+    sns = record.get("Sns")
+    if isinstance(sns, dict):
+        attributes = sns.get("MessageAttributes")
+        if isinstance(attributes, dict):
+            attribute = attributes.get("traceparent")
+            if isinstance(attribute, dict):
+                value = attribute.get("Value")
+                if isinstance(value, str):
+                    return value, True
+    return None, False
+
+
+def collect_links(records: list, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
+    """Span contexts of the messages in a batch, for span links; `read` gives each message's
+    raw context and whether it is W3C (else X-Ray). Invalid values are skipped, duplicates
+    dropped (first kept, order preserved), at most ``MAX_LINKS``."""
+    links: List[SpanContext] = []
+    try:
+        seen_raw = set()
+        seen_ids = set()
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            raw, is_w3c = read(record)
+            # Most batches repeat a handful of values; skip re-parsing ones already seen.
+            if raw is None or raw in seen_raw:
+                continue
+            seen_raw.add(raw)
+            ctx = parse_traceparent(raw) if is_w3c else parse_xray(raw)
+            if ctx is None:
+                continue
+            key = (ctx.trace_id, ctx.span_id)
+            if key in seen_ids:
+                continue
+            seen_ids.add(key)
+            links.append(ctx)
+            if len(links) >= MAX_LINKS:
+                break
+    except Exception:  # never let tracing break the handler; keep what was found
+        pass
+    return links

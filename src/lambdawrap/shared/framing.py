@@ -1,0 +1,42 @@
+"""How records travel on the local channel: frames of a 4-byte big-endian length, then compact
+JSON. Both ends use this module; what the records say is `records`' concern."""
+
+from __future__ import annotations
+
+import json
+
+HEADER_BYTES = 4
+MAX_RECORD_BYTES = 256 * 1024  # one invocation's record; a bigger one is dropped and counted
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an answer to a request (secrets)
+
+
+def encode(record: dict) -> bytes:
+    """One frame. Values JSON cannot carry become their repr (never an exception)."""
+    body = json.dumps(record, separators=(",", ":"), default=repr).encode("utf-8", "replace")
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
+
+
+class FrameReader:
+    """Splits a byte stream into decoded records."""
+
+    def __init__(self, max_bytes: int = MAX_RECORD_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max = max_bytes
+
+    def feed(self, data: bytes) -> list:
+        """The complete records so far; raises ValueError on a corrupt stream."""
+        self._buffer += data
+        records = []
+        while len(self._buffer) >= HEADER_BYTES:
+            length = int.from_bytes(self._buffer[:HEADER_BYTES], "big")
+            if length > self._max:
+                raise ValueError(f"frame of {length} bytes exceeds {self._max}")
+            if len(self._buffer) < HEADER_BYTES + length:
+                break
+            body = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + length])
+            del self._buffer[: HEADER_BYTES + length]
+            try:
+                records.append(json.loads(body))
+            except RecursionError:  # nesting too deep for the decoder: as corrupt as bad JSON
+                raise ValueError("record nested too deeply") from None
+        return records

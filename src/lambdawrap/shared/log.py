@@ -1,0 +1,71 @@
+"""lambdawrap's own messages: one logger name, each kind of failure logged once and counted.
+
+`logging` is imported on first use only: code that runs before the companion's first /next,
+and the handler's boot, sit on the function's cold-start path.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+
+LOGGER_NAME = "lambdawrap"
+
+
+def get_logger(name: str = LOGGER_NAME) -> "logging.Logger":
+    import logging
+
+    return logging.getLogger(name)
+
+
+class Failures:
+    """Counts our own failures by kind and logs each kind once, so a bug never floods the
+    function's log (which the user pays for). `record` is called from `except` blocks."""
+
+    def __init__(self, logger_name: str = LOGGER_NAME) -> None:
+        self.count = 0
+        self.by_kind: dict = {}
+        self._logger_name = logger_name
+
+    def record(self, kind: str, detail: str = "", exc_info: bool = True) -> None:
+        self.count += 1
+        seen = kind in self.by_kind
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if not seen:
+            message = "lambdawrap: %s%s (logged once; the function is unaffected)"
+            get_logger(self._logger_name).warning(message, kind, f": {detail}" if detail else "", exc_info=exc_info)
+
+
+class OncePerMessage:
+    """A logging filter that lets each distinct message through once: the SDK's exporters are
+    built per signal and repeat a configuration warning three times (and a failing export
+    repeats its error at every flush); the log is the function's, and costs the user."""
+
+    MAX_REMEMBERED = 512
+
+    def __init__(self) -> None:
+        self._seen: set = set()
+
+    def filter(self, record: object) -> bool:
+        try:
+            key = (record.name, record.levelno, record.getMessage())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a record we cannot format is let through as is
+            return True
+        if key in self._seen:
+            return False
+        if len(self._seen) < self.MAX_REMEMBERED:
+            self._seen.add(key)
+        return True
+
+
+def configure_process_logging(level: str = "warning") -> None:
+    """The companion's logging: plain lines on stderr (the platform makes each an `extension`
+    log record), every distinct message once."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OncePerMessage) for f in handler.filters):
+            handler.addFilter(OncePerMessage())

@@ -1,0 +1,143 @@
+"""Declared secrets: the LAMBDAWRAP_SECRETS syntax, and fetching one value with boto3.
+
+    LAMBDAWRAP_SECRETS=DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key
+
+Each entry is `ENV_NAME=secretsmanager:<name or ARN>[#json-key][@version-stage]` or
+`ENV_NAME=ssm:<parameter name>` (SecureString values are decrypted). Parsing is stdlib-only;
+boto3 is imported only by the code that fetches, and only when there is something to fetch.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Callable
+
+SECRETS_MANAGER = "secretsmanager"
+SSM = "ssm"
+USER_AGENT_EXTRA = "lambdawrap/{component}"
+
+
+class SecretsError(Exception):
+    """A declared secret could not be loaded. The message names the secret, never a value."""
+
+
+class SecretSource(namedtuple("SecretSource", ("env_name", "service", "identifier", "json_key", "version_stage"), defaults=(None, None))):
+    """One declared secret: the variable it goes to, the service (secretsmanager | ssm), the
+    secret's name or ARN (or the parameter's name), and for Secrets Manager an optional JSON
+    key and version stage."""
+
+    __slots__ = ()
+
+    def describe(self) -> str:
+        text = f"{self.env_name}={self.service}:{self.identifier}"
+        if self.json_key:
+            text += f"#{self.json_key}"
+        if self.version_stage:
+            text += f"@{self.version_stage}"
+        return text
+
+
+def parse_sources(spec: str) -> tuple:
+    """(sources, problems): every well-formed entry, and one message per malformed one."""
+    sources: list = []
+    problems: list = []
+    seen: set = set()
+    for raw in spec.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            source = _parse_entry(entry)
+        except ValueError as exc:
+            problems.append(f"LAMBDAWRAP_SECRETS entry {entry!r} ignored: {exc}")
+            continue
+        if source.env_name in seen:
+            problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name} twice; the first one is used")
+            continue
+        seen.add(source.env_name)
+        sources.append(source)
+    return sources, problems
+
+
+def _parse_entry(entry: str) -> SecretSource:
+    env_name, sep, reference = entry.partition("=")
+    env_name = env_name.strip()
+    if not sep or not env_name.replace("_", "a").isalnum() or env_name[0].isdigit():
+        raise ValueError("expected ENV_NAME=secretsmanager:<name>[#key][@stage] or ENV_NAME=ssm:<name>")
+    service, sep, identifier = reference.strip().partition(":")
+    if not sep or not identifier:
+        raise ValueError("expected a source like secretsmanager:<name> or ssm:<name>")
+    if service == SSM:
+        return SecretSource(env_name, SSM, identifier)
+    if service != SECRETS_MANAGER:
+        raise ValueError(f"unknown source {service!r} (use secretsmanager or ssm)")
+    stage = None
+    # A version stage is the text after the last '@' (stages hold no '#', '/' or ':').
+    at = identifier.rfind("@")
+    if at > 0 and not any(c in identifier[at + 1 :] for c in "#/:"):
+        identifier, stage = identifier[:at], identifier[at + 1 :] or None
+    identifier, _, json_key = identifier.partition("#")
+    if not identifier:
+        raise ValueError("the secret name is empty")
+    return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
+
+
+def make_clients(component: str, region: str | None = None) -> Callable[[str], Any]:
+    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts."""
+    import boto3  # heavy: imported only when there are secrets to fetch
+    from botocore.config import Config
+
+    config = Config(
+        user_agent_extra=USER_AGENT_EXTRA.format(component=component),
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    session = boto3.session.Session(region_name=region or None)
+    clients: dict = {}
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            clients[service] = session.client(service, config=config)
+        return clients[service]
+
+    return client
+
+
+def fetch(source: SecretSource, client: Callable[[str], Any]) -> str:
+    """The value of one declared secret; raises SecretsError naming it (never its value)."""
+    try:
+        if source.service == SSM:
+            answer = client(SSM).get_parameter(Name=source.identifier, WithDecryption=True)
+            return str(answer["Parameter"]["Value"])
+        kwargs = {"SecretId": source.identifier}
+        if source.version_stage:
+            kwargs["VersionStage"] = source.version_stage
+        answer = client(SECRETS_MANAGER).get_secret_value(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - botocore's errors are many; each becomes one message
+        raise SecretsError(f"secret {source.describe()} could not be fetched: {_error_code(exc)}") from None
+    import json  # deferred: parsing the declarations (at boot) needs no json
+
+    value = answer.get("SecretString")
+    if value is None:
+        raise SecretsError(f"secret {source.describe()} is binary; only string secrets can be injected")
+    if source.json_key is None:
+        return str(value)
+    try:
+        document = json.loads(value)
+        picked = document[source.json_key]
+    except (ValueError, KeyError, TypeError):
+        raise SecretsError(f"secret {source.describe()} has no JSON key {source.json_key!r}") from None
+    return picked if isinstance(picked, str) else json.dumps(picked)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__

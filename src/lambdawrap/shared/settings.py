@@ -1,0 +1,293 @@
+"""Every setting of lambdawrap, parsed once from the environment into one frozen object.
+
+Both processes (the function's and the companion) build their settings here, so that a
+variable means the same thing on both sides; nothing else reads lambdawrap's variables, and
+the shell launchers (layer/wrapper.sh, layer/extensions/lambdawrap) accept exactly the
+spellings this module accepts (a test holds them together). A bad value never raises: it logs
+one warning naming the variable and the default used instead.
+
+Of the standard OTEL_* variables, the ones lambdawrap decides on are parsed here (service name,
+resource attributes, protocols, temporality, sampler, OTEL_SDK_DISABLED); the connection
+settings of the OTLP exporters (endpoint, headers, timeout, compression, certificates) are
+read by the OpenTelemetry exporters in the companion, as the SDK defines them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+from lambdawrap.shared.secret_sources import parse_sources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
+    from typing import Any, Callable, Mapping
+
+# Environment variable names, with their defaults in `Settings` below.
+DISABLED = "LAMBDAWRAP_DISABLED"
+NEXT_WRAPPER = "LAMBDAWRAP_NEXT_WRAPPER"
+PYTHON = "LAMBDAWRAP_PYTHON"
+LOG_LEVEL = "LAMBDAWRAP_LOG_LEVEL"
+SOCKET_PATH = "LAMBDAWRAP_SOCKET"
+FLUSH = "LAMBDAWRAP_FLUSH"
+FLUSH_BUDGET_MS = "LAMBDAWRAP_FLUSH_BUDGET_MS"
+BUFFER_MAX_SPANS = "LAMBDAWRAP_BUFFER_MAX_SPANS"
+CAPTURE_PAYLOAD = "LAMBDAWRAP_CAPTURE_PAYLOAD"
+REDACT_KEYS = "LAMBDAWRAP_REDACT_KEYS"
+PROACTIVE_INIT_MS = "LAMBDAWRAP_PROACTIVE_INIT_MS"
+SECRETS = "LAMBDAWRAP_SECRETS"
+SECRETS_TIMEOUT_MS = "LAMBDAWRAP_SECRETS_TIMEOUT_MS"
+SECRETS_TTL = "LAMBDAWRAP_SECRETS_TTL"
+SECRETS_REQUIRED = "LAMBDAWRAP_SECRETS_REQUIRED"
+SECRETS_PORT = "LAMBDAWRAP_SECRETS_PORT"
+SDK_DISABLED = "OTEL_SDK_DISABLED"
+SERVICE_NAME = "OTEL_SERVICE_NAME"
+RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+SIGNAL_PROTOCOL = "OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"  # TRACES, METRICS, LOGS
+METRICS_TEMPORALITY = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+SAMPLER = "OTEL_TRACES_SAMPLER"
+SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
+
+# The spellings of a boolean; the shell launchers match exactly these (case-insensitively,
+# surrounding blanks ignored).
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TEMPORALITIES = ("delta", "cumulative", "lowmemory")
+PROTOCOLS = ("http/protobuf", "grpc")
+SIGNALS = ("traces", "metrics", "logs")
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio")
+
+
+def _warn(message: str, *args: object) -> None:
+    # logging is imported on the first warning only: the companion reads its settings before
+    # its first /next, on the function's cold-start path.
+    import logging
+
+    logging.getLogger("lambdawrap").warning(message, *args)
+
+
+class FlushStrategy(namedtuple("FlushStrategy", ("mode", "interval_ms"))):
+    """When the companion exports: after every invocation (end), every N ms (periodic), or
+    adaptively (end while invocations are rare, periodic when they come often)."""
+
+    __slots__ = ()
+
+    def __new__(cls, mode: str = "adaptive", interval_ms: int = 1000) -> "FlushStrategy":
+        return super().__new__(cls, mode, interval_ms)
+
+    def __str__(self) -> str:
+        return f"periodic,{self.interval_ms}" if self.mode == "periodic" else self.mode
+
+
+def default_socket_path() -> str:
+    # /tmp is writable and shared by the runtime and the extensions inside one environment.
+    # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lambdawrap.sock")
+
+
+_FIELDS = (
+    ("disabled", False),
+    ("sdk_disabled", False),
+    ("next_wrapper", ""),
+    ("python", "python3"),
+    ("log_level", "warning"),
+    ("socket_path", None),  # default_socket_path(), read when settings are built
+    ("flush", FlushStrategy()),
+    ("flush_budget_ms", 1000),
+    ("buffer_max_spans", 10000),
+    ("capture_payload", False),
+    ("redact_keys", ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")),
+    ("proactive_init_ms", 10000),
+    ("protocols", (("traces", "http/protobuf"), ("metrics", "http/protobuf"), ("logs", "http/protobuf"))),
+    ("metrics_temporality", "delta"),
+    ("sampler", "parentbased_always_on"),
+    ("sampler_ratio", 1.0),
+    ("secrets", ()),  # SecretSource, in declaration order
+    ("secrets_timeout_ms", 1500),
+    ("secrets_ttl_s", 300.0),
+    ("secrets_required", False),
+    ("secrets_port", 2773),
+    ("service_name", ""),
+    ("resource_attributes", ()),  # (key, value) pairs from OTEL_RESOURCE_ATTRIBUTES
+    ("function_name", ""),
+    ("function_version", ""),
+    ("memory_mb", 0),
+    ("region", ""),
+)
+
+
+class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
+    """lambdawrap's configuration (immutable). Build it with `Settings.from_env()`."""
+
+    __slots__ = ()
+
+    def __new__(cls, **values: Any) -> "Settings":
+        fields = dict(_FIELDS)
+        fields["socket_path"] = default_socket_path()
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        fields.update(values)
+        return super().__new__(cls, **fields)
+
+    def protocol(self, signal: str) -> str:
+        """The OTLP protocol of one signal (traces, metrics, logs)."""
+        return dict(self.protocols)[signal]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, warn: bool = True) -> "Settings":
+        """Parse the environment; bad values warn once each (unless `warn` is false: another
+        process of the same environment warns for them) and fall back to the default."""
+        env = os.environ if environ is None else environ
+        d = cls()
+        parse = _Parser(env, warn)
+        protocol = parse(PROTOCOL, "http/protobuf", _choice(PROTOCOLS, lower=False))
+        function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        resource_attributes = _resource_attributes(env.get(RESOURCE_ATTRIBUTES, ""), parse.warn)
+        return cls(
+            disabled=parse(DISABLED, d.disabled, _bool),
+            sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
+            next_wrapper=env.get(NEXT_WRAPPER, "").strip(),
+            python=parse(PYTHON, d.python, _nonempty),
+            log_level=parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS)),
+            socket_path=parse(SOCKET_PATH, d.socket_path, _nonempty),
+            flush=parse(FLUSH, d.flush, _flush),
+            flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
+            buffer_max_spans=parse(BUFFER_MAX_SPANS, d.buffer_max_spans, _int_range(1, 1_000_000)),
+            capture_payload=parse(CAPTURE_PAYLOAD, d.capture_payload, _bool),
+            redact_keys=d.redact_keys + parse(REDACT_KEYS, (), _names),
+            proactive_init_ms=parse(PROACTIVE_INIT_MS, d.proactive_init_ms, _int_range(0, 3_600_000)),
+            protocols=tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS),
+            metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
+            sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
+            sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
+            secrets=_secrets(env.get(SECRETS, ""), parse.warn),
+            secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
+            secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, float("inf"))),
+            secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
+            secrets_port=parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535)),
+            # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (as in the
+            # SDK); the function's name is lambdawrap's default.
+            service_name=env.get(SERVICE_NAME, "").strip() or dict(resource_attributes).get("service.name", "") or function_name,
+            resource_attributes=resource_attributes,
+            function_name=function_name,
+            function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION", ""),
+            memory_mb=parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000)),
+            region=env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", ""),
+        )
+
+
+class _Parser:
+    def __init__(self, env: Mapping[str, str], warn: bool = True) -> None:
+        self._env = env
+        self._warn = warn
+
+    def warn(self, message: str, *args: object) -> None:
+        if self._warn:
+            _warn(message, *args)
+
+    def __call__(self, name: str, default: Any, convert: Callable[[str], Any]) -> Any:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "" and convert is not _bool:
+            return default
+        try:
+            return convert(raw.strip())
+        except ValueError as exc:
+            self.warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
+            return default
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if value != () else "(none)"
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in TRUE_WORDS:
+        return True
+    if low in FALSE_WORDS:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _nonempty(raw: str) -> str:
+    return raw
+
+
+def _choice(choices: tuple, lower: bool = True) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        value = raw.lower() if lower else raw
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return convert
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        return int(_number(raw, low, high, int, "a whole number"))
+
+    return convert
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        return float(_number(raw, low, high, float, "a number"))
+
+    return convert
+
+
+def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"expected {what}") from None
+    if not low <= value <= high:  # NaN fails this too
+        upper = "" if high == float("inf") else f" to {high:g}"
+        raise ValueError(f"expected {what} from {low:g}{upper}")
+    return value
+
+
+def _names(raw: str) -> tuple:
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def _flush(raw: str) -> FlushStrategy:
+    mode, _, arg = raw.lower().partition(",")
+    mode = mode.strip()
+    if mode in ("end", "adaptive") and not arg:
+        return FlushStrategy(mode)
+    if mode == "periodic":
+        interval = _int_range(1, 3_600_000)(arg.strip() or "1000")
+        return FlushStrategy("periodic", interval)
+    raise ValueError("expected end, periodic,<ms> or adaptive")
+
+
+def _secrets(spec: str, warn: Callable[..., None]) -> tuple:
+    sources, problems = parse_sources(spec.strip())
+    if problems:  # one warning for the variable, however many entries are wrong
+        warn("lambdawrap: %s", "; ".join(problems))
+    return tuple(sources)
+
+
+def _resource_attributes(raw: str, warn: Callable[..., None]) -> tuple:
+    """OTEL_RESOURCE_ATTRIBUTES as the SDK's OTELResourceDetector reads it: `k=v` pairs split
+    on commas, blanks around keys and values dropped, values percent-decoded; a later key wins."""
+    pairs: dict = {}
+    for item in raw.split(",") if raw else ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            warn("lambdawrap: ignoring %s item %r (expected key=value)", RESOURCE_ATTRIBUTES, item)
+            continue
+        value = value.strip()
+        if "%" in value:
+            from urllib.parse import unquote  # deferred: only escaped values need it
+
+            value = unquote(value)
+        pairs[key.strip()] = value
+    return tuple(pairs.items())

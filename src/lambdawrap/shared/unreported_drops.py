@@ -1,0 +1,62 @@
+"""Drops the function's process could not report, kept beside the socket for a companion.
+
+A record the channel dropped is reported with the next record that goes through. Until then
+its count also sits in a small file under /tmp (`<socket>.dropped.<pid>`), because a companion
+that died takes the environment with it and only the next environment's companion (/tmp
+outlives a reset) can report it.
+"""
+
+from __future__ import annotations
+
+import os
+
+SUFFIX = ".dropped."
+
+
+def path_for(socket_path: str, pid: int) -> str:
+    return f"{socket_path}{SUFFIX}{pid}"
+
+
+def keep(socket_path: str, pid: int, count: int) -> bool:
+    """Write this process's unreported count (one small write, never raised); True if kept."""
+    try:
+        fd = os.open(path_for(socket_path, pid), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, str(count).encode())
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+def forget(socket_path: str, pid: int) -> None:
+    try:
+        os.unlink(path_for(socket_path, pid))
+    except OSError:
+        pass
+
+
+def collect(socket_path: str) -> int:
+    """The sum of the counts left beside the socket (companion side); the files are removed."""
+    folder, name = os.path.split(socket_path)
+    prefix = name + SUFFIX
+    total = 0
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry[len(prefix) :]
+        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit():
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            with open(path, "rb") as f:
+                text = f.read(32).strip()
+            os.unlink(path)
+        except OSError:
+            continue
+        if text.isdigit():
+            total += int(text)
+    return total

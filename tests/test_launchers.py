@@ -1,0 +1,156 @@
+"""The shell launchers read lambdawrap's variables exactly as the settings object does.
+
+layer/wrapper.sh (the exec wrapper) and layer/extensions/lambdawrap (the companion's launcher)
+run before any Python of ours; each decision they take from a variable is compared here with
+`Settings.from_env` on the same value, and a bad value must never stop the function.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lambdawrap.shared.settings import FALSE_WORDS, TRUE_WORDS, Settings
+
+LAYER = Path(__file__).resolve().parent.parent / "layer"
+WRAPPER = LAYER / "wrapper.sh"
+LAUNCHER = LAYER / "extensions" / "lambdawrap"
+
+# Every documented spelling, in other cases and with blanks around, and values that are none.
+BOOLEAN_SPELLINGS = sorted(
+    {w for word in TRUE_WORDS + FALSE_WORDS for w in (word, word.upper(), word.title(), f" {word}\t", f"\t{word.upper()} ")}
+    | {"maybe", "2", "tru", "y", "enable", "true!", "o n", "-1", "nope"}
+)
+
+
+def run_wrapper(env: dict) -> dict:
+    """The environment the runtime would be exec'd with."""
+    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True, timeout=30)
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+@pytest.mark.parametrize("value", BOOLEAN_SPELLINGS)
+def test_wrapper_reads_disabled_as_the_settings_do(value):
+    # GIVEN LAMBDAWRAP_DISABLED spelled some way WHEN the wrapper runs THEN it boots lambdawrap
+    # exactly when the settings say lambdawrap is on
+    env = run_wrapper({"LAMBDAWRAP_DISABLED": value})
+    assert ("LAMBDAWRAP_BOOT_DIR" not in env) is Settings.from_env({"LAMBDAWRAP_DISABLED": value}, warn=False).disabled, value
+
+
+def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path):
+    # GIVEN next wrappers that cannot run: missing, not executable, a #! interpreter that
+    # does not exist WHEN the wrapper runs THEN one warning each, and the runtime still starts
+    not_executable = tmp_path / "plain.sh"
+    not_executable.write_text("#!/bin/sh\nexec \"$@\"\n")
+    bad_interpreter = tmp_path / "bad.sh"
+    bad_interpreter.write_text("#!/no/such/shell\nexec \"$@\"\n")
+    bad_interpreter.chmod(0o755)
+    for value in (str(tmp_path / "missing"), str(not_executable), str(bad_interpreter), "   "):
+        out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": value}, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "LAMBDAWRAP_BOOT_DIR=" in out.stdout, value
+        warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
+        assert len(warnings) == (0 if not value.strip() else 1), (value, out.stderr)
+        if value.strip():
+            assert "using the default (none)" in warnings[0]
+
+
+def test_wrapper_chains_when_disabled_too(tmp_path):
+    # Another product's wrapper keeps working when lambdawrap is switched off.
+    nxt = tmp_path / "next.sh"
+    nxt.write_text('#!/bin/sh\nexport CHAINED=yes\nexec "$@"\n')
+    nxt.chmod(0o755)
+    env = run_wrapper({"LAMBDAWRAP_DISABLED": "true", "LAMBDAWRAP_NEXT_WRAPPER": f" {nxt} "})
+    assert env["CHAINED"] == "yes" and "LAMBDAWRAP_BOOT_DIR" not in env
+
+
+class _ExtensionsApi:
+    """Just enough of the Extensions API for the launcher: register, then /next (held open)."""
+
+    def __init__(self) -> None:
+        self.registered: list = []
+        self.next_calls = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                api.registered.append((self.headers.get("Lambda-Extension-Name"), json.loads(body)))
+                self.send_response(200)
+                self.send_header("Lambda-Extension-Identifier", "6e7f0a4c-0000-4000-8000-000000000001")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_GET(self) -> None:  # noqa: N802
+                api.next_calls.set()
+                self.send_response(500)  # the launcher may go: nothing more will come
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def extensions_api():
+    api = _ExtensionsApi()
+    yield api
+    api.close()
+
+
+def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    """The launcher with `python3` standing for a stub that prints how it was started."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "python3"
+    stub.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "STARTED $0 $*"\n')
+    stub.chmod(0o755)
+    return subprocess.run([str(LAUNCHER)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, **env}, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", ""])
+def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, value):
+    # GIVEN LAMBDAWRAP_DISABLED spelled some way WHEN the launcher runs
+    out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_DISABLED": value})
+    disabled = Settings.from_env({"LAMBDAWRAP_DISABLED": value}, warn=False).disabled
+    ((name, body),) = extensions_api.registered
+    assert name == "lambdawrap"
+    if disabled:
+        # THEN switched off: registered for no event, waited in /next, and never started Python
+        assert body == {"events": []} and extensions_api.next_calls.is_set() and "STARTED" not in out.stdout
+    else:
+        # THEN on: registered for INVOKE and SHUTDOWN and handed over to the Python companion
+        assert body == {"events": ["INVOKE", "SHUTDOWN"]} and "STARTED" in out.stdout and "-m lambdawrap.companion lambdawrap" in out.stdout
+
+
+@pytest.mark.parametrize("value", ["/no/such/python", "/bin/false", "echo", "  ", "python2.7"])
+def test_launcher_falls_back_from_a_bad_python(extensions_api, tmp_path, value):
+    # GIVEN LAMBDAWRAP_PYTHON naming something that is no Python 3.10+ WHEN the launcher runs
+    out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_PYTHON": value})
+    # THEN it warns once, naming the variable and the default, and starts the companion anyway
+    warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_PYTHON" in line]
+    assert len(warnings) == (1 if value.strip() else 0), out.stderr
+    assert out.stdout.startswith(f"STARTED {tmp_path}/bin/python3 -s -m lambdawrap.companion"), out
+    if value.strip():
+        assert "using the default python3" in warnings[0]
+
+
+def test_launcher_takes_a_good_python(extensions_api, tmp_path):
+    custom = tmp_path / "custom-python"
+    custom.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "CUSTOM $*"\n')
+    custom.chmod(0o755)
+    out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_PYTHON": str(custom)})
+    assert out.stdout.startswith("CUSTOM -s -m lambdawrap.companion") and not out.stderr, out

@@ -1,0 +1,86 @@
+"""The package's public surface, and the walls between the parts of the tree.
+
+`lambdawrap/handler` runs in the function's process, `lambdawrap/companion` in the extension's,
+`lambdawrap/shared` in both, `lambdawrap/devtools` only on a developer's machine. Each part may
+import only what its process has: these tests read every import of the source tree.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+import lambdawrap
+
+PACKAGE = Path(lambdawrap.__file__).resolve().parent
+# What each part may import of lambdawrap (besides itself).
+ALLOWED = {
+    "handler": {"lambdawrap.shared"},
+    "companion": {"lambdawrap.shared"},
+    "shared": set(),
+    "devtools": {"lambdawrap.shared", "lambdawrap.handler", "lambdawrap.companion"},
+}
+# The handler side runs in the function's process: the standard library and wrapt, and the
+# OpenTelemetry API only where the user's own code brought it (the bridge).
+HANDLER_THIRD_PARTY = {"wrapt", "opentelemetry"}
+
+
+def test_public_surface():
+    # GIVEN the package WHEN a user imports it THEN it names its version and nothing else, and
+    # the secrets accessor is where the README says
+    assert lambdawrap.__all__ == ["__version__"] and isinstance(lambdawrap.__version__, str)
+    secrets = importlib.import_module("lambdawrap.secrets")
+    assert secrets.__all__ == ["SecretsError", "get"]
+    assert callable(secrets.get) and issubclass(secrets.SecretsError, Exception)
+    assert secrets.get("NOT_DECLARED") is None and secrets.get("NOT_DECLARED", "fallback") == "fallback"
+
+
+def test_importing_lambdawrap_is_cheap():
+    # The top-level package and the accessor import nothing heavy into the function's process.
+    code = "import sys, lambdawrap, lambdawrap.secrets; print(sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'boto3', 'botocore', 'google', 'wrapt', 'dataclasses', 'typing')))"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[:0] = {[str(PACKAGE.parent)]!r}; " + code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import (the tree uses absolute ones, to show where code lives)"
+            found.append((node.module or "", node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("part", sorted(ALLOWED))
+def test_each_part_imports_only_what_its_process_has(part):
+    allowed = ALLOWED[part] | {f"lambdawrap.{part}"}
+    for source in sorted((PACKAGE / part).rglob("*.py")):
+        for module, line in _imports(source):
+            if module == "lambdawrap" or not module.startswith("lambdawrap"):
+                continue
+            assert any(module == a or module.startswith(a + ".") for a in allowed), f"{source.relative_to(PACKAGE)}:{line} imports {module}"
+
+
+@pytest.mark.parametrize("part", ["handler", "shared"])
+def test_the_function_side_imports_only_the_standard_library_and_wrapt(part):
+    stdlib = sys.stdlib_module_names
+    for source in sorted((PACKAGE / part).rglob("*.py")):
+        for module, line in _imports(source):
+            top = module.split(".")[0]
+            if top in ("lambdawrap", "__future__") or top in stdlib:
+                continue
+            # boto3 only in the fetch of declared secrets (the runtime provides it).
+            ok = top in HANDLER_THIRD_PARTY or (source.name == "secret_sources.py" and top in ("boto3", "botocore"))
+            assert ok, f"{source.relative_to(PACKAGE)}:{line} imports {module}"
+
+
+def test_the_root_holds_only_the_public_modules_and_the_parts():
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__") == ["__init__.py", "companion", "devtools", "handler", "secrets.py", "shared"]
