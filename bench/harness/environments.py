@@ -1,0 +1,59 @@
+"""Running a configuration's environments in the emulator: start them warm, invoke and check,
+read the platform's reports, find the companion extension."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from lambdawrap.devtools.emulator import Emulator
+
+from harness.configurations import Stack
+
+if TYPE_CHECKING:
+    from lambdawrap.devtools.emulator.state import Extension
+
+
+def companion_of(emu: Emulator) -> Extension | None:
+    """The lambdawrap companion extension of an environment; None in configurations without it."""
+    return next((e for e in emu.sandbox._launched if e.name == "lambdawrap"), None)
+
+
+def invoke_ok(emu: Emulator, event: Any) -> tuple[float, Any]:
+    """Invoke and wait until the environment is idle: (caller latency in ms, result); raises unless the call succeeded."""
+    started = time.perf_counter()
+    result = emu.invoke(event)
+    elapsed = (time.perf_counter() - started) * 1000
+    if result.status != 200 or result.function_error:
+        raise RuntimeError(f"invocation failed: {result.status} {result.body[:300]!r}\n" + "\n".join(emu.log_lines()[-30:]))
+    if not emu.wait_idle(30):
+        raise RuntimeError("the environment did not become idle within 30 s")
+    return elapsed, result
+
+
+def reports_by_id(emu: Emulator, record_type: str) -> dict:
+    """The platform's telemetry records of one type, by request id."""
+    return {r["record"].get("requestId"): r["record"] for r in emu.records(record_type)}
+
+
+def post_response_ms(report: dict) -> float | None:
+    """What is billed after the response: runtimeDone -> the last extension's /next."""
+    for span in report.get("spans") or []:
+        if span.get("name") == "extensionOverhead":
+            return float(span["durationMs"])
+    return None
+
+
+@contextlib.contextmanager
+def environments(stack: Stack, specs: dict, handler: str, endpoint: str) -> Iterator[dict]:
+    """Start one emulator per spec {label: (config, extra_env)}, initialised and warm."""
+    emus: dict = {}
+    try:
+        for label, (config, extra) in specs.items():
+            emus[label] = stack.emulator(config, handler, endpoint, extra).start()
+        yield emus
+    finally:
+        for emu in emus.values():
+            with contextlib.suppress(Exception):
+                emu.stop()
