@@ -51,21 +51,27 @@ case "$here" in
   *) here="$PWD/$here" ;;
 esac
 
+# PYTHONPATH carries our boot folder (its sitecustomize.py is how lambdawrap starts) and, when
+# it was unset, the layer's folders, where lambdawrap's own package lives. The boot puts both
+# back as they were (LAMBDAWRAP_ADDED_PATHS, LAMBDAWRAP_PYTHONPATH_UNSET) before the runtime's
+# bootstrap.py reads them, so the function's sys.path is the one it has without the layer.
 boot="$here/python/lambdawrap_boot"
 if [ -z "${PYTHONPATH+set}" ]; then
-  # Setting PYTHONPATH makes bootstrap.py skip the layer paths it would have added; put them
-  # back in the order it uses (site-packages of the layer first, then /opt/python).
   case "${AWS_EXECUTION_ENV:-}" in
-    AWS_Lambda_python*) PYTHONPATH="$boot:$here/python/lib/${AWS_EXECUTION_ENV#AWS_Lambda_}/site-packages:$here/python" ;;
-    *) PYTHONPATH="$boot:$here/python" ;;
+    AWS_Lambda_python*) added="$boot:$here/python/lib/${AWS_EXECUTION_ENV#AWS_Lambda_}/site-packages:$here/python" ;;
+    *) added="$boot:$here/python" ;;
   esac
+  PYTHONPATH="$added"
+  export LAMBDAWRAP_PYTHONPATH_UNSET=1
 elif [ -n "$PYTHONPATH" ]; then
+  added="$boot"
   PYTHONPATH="$boot:$PYTHONPATH"
 else
+  added="$boot"
   PYTHONPATH="$boot"
 fi
 export PYTHONPATH
-export LAMBDAWRAP_BOOT_DIR="$boot"
+export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$added"
 
 [ -n "$lw_next" ] && exec "$lw_next" "$@"
 exec "$@"

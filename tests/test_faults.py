@@ -48,7 +48,7 @@ DB_PASSWORD = "fault-suite-DB-secret-5c2e"
 # runs inside the next invoke), which takes a few hundred ms with the layer: kept well above
 # that, for a loaded 2-core runner, and short where invocations time out on purpose.
 TIMEOUT_S = 3.0
-SHORT_TIMEOUT_S = 2.0
+SHORT_TIMEOUT_S = 5.0  # also bounds the re-init after each reset: a busy machine needs the room
 FLUSH_BUDGET_S = 1.0  # LAMBDAWRAP_FLUSH_BUDGET_MS default
 # What the invoke phase may add after a response: the flush budget, the wait for a record that
 # was lost (RECORD_GRACE_S) and the runtimeDone wait, with room for a loaded 2-core runner.
@@ -147,19 +147,22 @@ def test_mixed_faults_are_each_accounted_once_and_cost_the_caller_nothing(task, 
 
 LIGHT = ("ok", "ok", "ok", "ok", "http", "raise")
 PACE_S = 0.01  # between invocations: about 80 a second, a busy function
+MIN_WARM_PER_PHASE = 5
 
 
-def collector_phases(collector: Collector) -> list:
-    """(name, seconds, fault injection) in order; each fault lasts for its phase. Long enough
-    for several flushes (one a second, adaptive) and exporter retries to meet each fault."""
+def collector_phases(collector: Collector, capacity: int) -> list:
+    """(name, seconds, at least this many invocations, fault injection) in order; each fault
+    lasts for its phase. Long enough for several flushes (one a second, adaptive) and exporter
+    retries to meet each fault; the outage lasts for more invocations than the buffer holds,
+    however slow a busy machine makes them."""
     return [
-        ("healthy", 1.5, collector.reset_behaviour),
-        ("down (connection refused)", 4.0, collector.down),
-        ("slow (2 s per request)", 5.0, lambda: (collector.up(), collector.set_behaviour(delay_s=2.0))),
-        ("answering 500", 3.0, lambda: collector.set_behaviour(status=500)),
-        ("answering 429 with Retry-After: 1", 3.0, lambda: collector.set_behaviour(status=429, retry_after=1)),
-        ("closing connections mid-request", 3.0, lambda: collector.set_behaviour(close_connection=True)),
-        ("recovered", 1.5, collector.reset_behaviour),
+        ("healthy", 1.5, 0, collector.reset_behaviour),
+        ("down (connection refused)", 4.0, capacity + 50, collector.down),
+        ("slow (2 s per request)", 5.0, 0, lambda: (collector.up(), collector.set_behaviour(delay_s=2.0))),
+        ("answering 500", 3.0, 0, lambda: collector.set_behaviour(status=500)),
+        ("answering 429 with Retry-After: 1", 3.0, 0, lambda: collector.set_behaviour(status=429, retry_after=1)),
+        ("closing connections mid-request", 3.0, 0, lambda: collector.set_behaviour(close_connection=True)),
+        ("recovered", 1.5, 0, collector.reset_behaviour),
     ]
 
 
@@ -178,11 +181,12 @@ def test_collector_down_slow_refusing_and_cutting_then_backlog_delivered_within_
         with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
             # WHEN the collector goes down, comes back slow, answers 500, then 429, then cuts
             # connections, and finally recovers, while invocations keep coming
-            for name, seconds, inject in collector_phases(collector):
+            for name, seconds, at_least, inject in collector_phases(collector, capacity):
                 inject()
                 first, began = len(ledger.outcomes), time.time()
                 ends = time.monotonic() + seconds
-                while time.monotonic() < ends:
+                # At least a few warm invocations per phase, however slow a busy machine is.
+                while time.monotonic() < ends or len(ledger.outcomes) - first < at_least or len([o for o in ledger.outcomes[first:] if o.kind == "ok" and not o.cold]) < MIN_WARM_PER_PHASE:
                     ledger.invoke(emu, rng.choice(LIGHT), rng)
                     time.sleep(PACE_S)
                 windows[name] = (began, time.time())

@@ -1,6 +1,6 @@
 """The companion's flush decision, per LAMBDAWRAP_FLUSH strategy."""
 
-from lambdawrap.companion.lifecycle import FlushPolicy
+from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.shared.settings import FlushStrategy
 
 
@@ -8,29 +8,28 @@ def drive(policy: FlushPolicy, times: list) -> list:
     decisions = []
     for now in times:
         policy.on_invoke(now)
-        flush, wait_logs = policy.should_flush(now)
+        flush = policy.should_flush(now)
         if flush:
             policy.flushed(now)
-        decisions.append((flush, wait_logs))
+        decisions.append(flush)
     return decisions
 
 
-def test_end_flushes_every_invocation_and_waits_for_its_logs():
-    assert drive(FlushPolicy(FlushStrategy("end")), [0, 0.1, 0.2]) == [(True, True)] * 3
+def test_end_flushes_every_invocation():
+    assert drive(FlushPolicy(FlushStrategy("end")), [0, 0.1, 0.2]) == [True] * 3
 
 
 def test_periodic_flushes_once_per_interval():
     decisions = drive(FlushPolicy(FlushStrategy("periodic", 1000)), [10.0, 10.3, 10.9, 11.0, 11.5, 12.1])
-    assert [flush for flush, _ in decisions] == [True, False, False, True, False, True]
-    assert not any(wait for _, wait in decisions)
+    assert decisions == [True, False, False, True, False, True]
 
 
 def test_adaptive_is_end_while_rare_and_periodic_when_busy():
     policy = FlushPolicy(FlushStrategy("adaptive"))
     rare = drive(policy, [0, 30, 60, 90, 120])
-    assert rare == [(True, True)] * 5
+    assert rare == [True] * 5
     busy = drive(policy, [120.1, 120.2, 120.3, 120.4, 120.5, 121.0, 121.2, 121.7])
     # While the last 8 gaps are still mostly long, each invocation flushes; once the median
     # gap drops under a second (at 120.5) it exports at most once a second.
-    assert [flush for flush, _ in busy] == [True, True, True, True, False, False, False, True]
+    assert busy == [True, True, True, True, False, False, False, True]
     assert policy.busy()

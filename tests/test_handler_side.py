@@ -153,11 +153,11 @@ def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, list
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
     wait_for(lambda: len(received) >= 5, what="five records")
-    by_rid = {r["request_id"]: r for r in received}
+    by_rid = {r["start"]["request_id"]: r["start"] for r in received}
     assert set(by_rid) == {"parent-1", "parent-2", "child-0", "child-1", "child-2"}
     assert by_rid["parent-1"]["cold_start"] and not by_rid["parent-2"]["cold_start"]
     assert by_rid["child-0"]["cold_start"] and not by_rid["child-1"]["cold_start"]
-    assert len({r["span_id"] for r in received}) == 5  # ids stay unique across the fork
+    assert len({r["start"]["span_id"] for r in received}) == 5  # ids stay unique across the fork
 
 
 class TestExecWrapper:

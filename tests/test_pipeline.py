@@ -201,12 +201,16 @@ def test_process_stays_lean_and_disabled_leaves_it_untouched(task):
     assert invocation_spans(rx) == []
 
 
-def test_user_sitecustomize_still_runs(task, tmp_path):
-    layer = tmp_path / "layer-copy"
-    shutil.copytree(LAYER, layer, symlinks=True)
-    (layer / "python" / "sitecustomize.py").write_text("import os\nos.environ['USER_SITECUSTOMIZE'] = 'ran'\n")
+def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
+    # GIVEN a sitecustomize the interpreter finds without the layer (on the PYTHONPATH the
+    # function sets) WHEN the layer's own sitecustomize shadows it THEN it runs all the same
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos.environ['USER_SITECUSTOMIZE'] = 'ran'\n")
     write_function(task, APP + "\ndef env_handler(event, context):\n    return {'site': os.environ.get('USER_SITECUSTOMIZE')}\n")
-    with instrumented(task, "app.env_handler", layer=layer) as (emu, rx):
+    with Emulator(str(task), "app.env_handler", env={"PYTHONPATH": str(site)}, invoke_port=None) as bare:
+        assert bare.invoke({}).json() == {"site": "ran"}
+    with instrumented(task, "app.env_handler", env={"PYTHONPATH": str(site)}) as (emu, rx):
         assert emu.invoke({}).json() == {"site": "ran"}
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
 

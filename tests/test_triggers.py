@@ -204,7 +204,7 @@ def test_alb_plain_http_listener():
 
 def url_query(event: dict) -> str:
     """url.query as the invocation's record carries it (redacted by the wrapper)."""
-    return recorded(event)["attributes"]["url.query"]
+    return recorded(event)["start"]["attributes"]["url.query"]
 
 
 def test_apigw_rest_query_is_reencoded_and_redacted():

@@ -6,6 +6,7 @@ import json
 import types
 
 from lambdawrap.handler.invocation import InvocationTracer
+from lambdawrap.shared import records
 from lambdawrap.shared.framing import HEADER_BYTES, encode
 from lambdawrap.shared.settings import Settings
 
@@ -19,6 +20,10 @@ class RecordingChannel:
     def send(self, record: dict) -> bool:
         # Through the real encoding: what the companion would decode.
         self.records.append(json.loads(encode(record)[HEADER_BYTES:]))
+        return True
+
+    def send_invocation(self, start_json: bytes, end: dict) -> bool:
+        self.records.append(json.loads(records.encode_invocation(start_json, end)[HEADER_BYTES:]))
         return True
 
 

@@ -1,9 +1,11 @@
-"""Counter values carried from one execution environment to the next in the same sandbox.
+"""What one execution environment could not export, carried to the next in the same sandbox.
 
 An environment that ends (timeout, crash, spindown) while the collector is unreachable cannot
-export its last metrics, drop counts among them. /tmp outlives a reset, so the companion leaves
-the counters' unexported values in a small file beside its socket, and the next environment's
-companion adds them to its own. (Histograms are not carried: only counts.)
+export its last metrics, drop counts among them; an environment whose init failed may end
+before the export pipeline is even loaded (the platform gives it 2 s). /tmp outlives a reset, so
+the companion leaves what it could not send in a small file beside its socket: the counters'
+unexported values and the failed inits. The next environment's companion adds the counts to
+its own and exports the inits' spans. (Histograms are not carried: only counts.)
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import os
 
 SUFFIX = ".carryover.json"
 MAX_BYTES = 1024 * 1024
+MAX_FAILED_INITS = 100
 
 
 def _path(socket_path: str) -> str:
     return socket_path + SUFFIX
 
 
-def save_counts(socket_path: str, counts: list) -> None:
-    """Add `counts` ([{"name", "attributes", "value"}]) to what the file already holds."""
-    merged = take_counts(socket_path) + list(counts)
-    data = json.dumps(merged, separators=(",", ":")).encode()
+def save(socket_path: str, counts: list = (), failed_inits: list = ()) -> None:
+    """Add `counts` ([{"name", "attributes", "value"}]) and `failed_inits` (dicts) to what the
+    file already holds."""
+    held_counts, held_inits = take(socket_path)
+    data = json.dumps({"counts": held_counts + list(counts), "failed_inits": (held_inits + list(failed_inits))[-MAX_FAILED_INITS:]}, separators=(",", ":")).encode()
     if len(data) > MAX_BYTES:
         return
     fd = os.open(_path(socket_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -32,17 +36,29 @@ def save_counts(socket_path: str, counts: list) -> None:
         os.close(fd)
 
 
-def take_counts(socket_path: str) -> list:
-    """The counts left by earlier environments (the file is removed); [] if none or unreadable."""
+def pending_failed_inits(socket_path: str) -> bool:
+    """Whether an earlier environment left a failed init to export (the file is kept)."""
+    try:
+        with open(_path(socket_path), "rb") as f:
+            return b'"failed_inits":[{' in f.read(MAX_BYTES + 1)
+    except OSError:
+        return False
+
+
+def take(socket_path: str) -> tuple:
+    """(counts, failed inits) left by earlier environments (the file is removed)."""
     path = _path(socket_path)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
         os.unlink(path)
     except OSError:
-        return []
+        return [], []
     try:
-        counts = json.loads(data)
+        held = json.loads(data)
     except (ValueError, RecursionError):
-        return []
-    return [c for c in counts if isinstance(c, dict)] if isinstance(counts, list) else []
+        return [], []
+    if not isinstance(held, dict):
+        return [], []
+    counts, inits = held.get("counts"), held.get("failed_inits")
+    return [c for c in counts if isinstance(c, dict)] if isinstance(counts, list) else [], [i for i in inits if isinstance(i, dict)] if isinstance(inits, list) else []

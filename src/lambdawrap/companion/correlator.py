@@ -1,8 +1,13 @@
-"""Joins what the companion learns about each invocation from its three sources: the INVOKE
-event, the handler's record (local socket) and the Telemetry API (platform events, log lines).
+"""Joins what the companion learns about each invocation from its sources: the INVOKE event,
+the function's record (local socket), its in-flight slot (when it never reported), and the
+Telemetry API (platform events, log lines).
 
 Pure bookkeeping, no OpenTelemetry: it decides *when* an invocation is complete and hands
-finished facts to the sink (spans, metrics, logs) exactly once.
+finished facts to the sink (spans, metrics, logs) exactly once. An invocation is complete when
+the platform announced it (INVOKE) and told how it ended (runtimeDone or report), and either
+the function's record came or the platform says the function could not send one (timeout,
+crash): the span's status follows the platform, so a failure after the handler returned (a
+response too large, a result that cannot be serialized) is an error too.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import threading
 import time
 from datetime import datetime
 
-from lambdawrap.shared import records
-from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.companion.runtime_errors import runtime_error
+from lambdawrap.shared import inflight, records
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
@@ -22,15 +27,19 @@ else:
     Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
-# The handler sends its record before its response goes out, and the platform reports
+# The function sends its record before its response goes out, and the platform reports
 # runtimeDone only after that; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
+# A record whose platform outcome has not come this long after is finished on its own (the
+# telemetry stream may be broken): better a span without the platform's word than none.
+OUTCOME_WAIT_S = 2.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
+MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
 
 
 class Sink(Protocol):
     def invocation(self, inv: "Invocation") -> None: ...
-    def init_span(self, init: "InitFacts", parent: "Invocation") -> None: ...
+    def init_span(self, init: "InitFacts", parent: "Invocation | None") -> None: ...
     def report(self, record: dict) -> None: ...
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None: ...
     def dropped(self, reason: str, count: int = 1) -> None: ...
@@ -40,24 +49,31 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "record", "runtime_done", "runtime_done_at", "invoked_at_ns", "finished", "pending_logs", "synthetic_ids")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.invoke_event: dict | None = None
-        self.record: dict | None = None
-        self.runtime_done: dict | None = None
-        self.runtime_done_at: float | None = None  # monotonic, when runtimeDone arrived
+        self.start: dict | None = None  # the record's start part, or the in-flight slot's
+        self.end: dict | None = None  # the record's end part: the function reported
+        self.outcome: dict | None = None  # platform.runtimeDone (or report, without runtimeDone)
+        self.outcome_at: float | None = None  # monotonic
+        self.record_at: float | None = None  # monotonic
         self.invoked_at_ns = time.time_ns()
         self.finished = False
-        self.pending_logs: list = []
-        self.synthetic_ids: tuple | None = None  # made here when the handler never reported
+        self.logs: list = []  # (line, time_ns) until the span's ids are known
+        self.error_line: dict | None = None  # the runtime's own error line, if it logged one
+        self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived
 
     @property
     def ids(self) -> tuple | None:
-        if self.record:
-            return self.record.get("trace_id"), self.record.get("span_id")
-        return self.synthetic_ids
+        if self.start is not None:
+            return self.start.get("trace_id"), self.start.get("span_id")
+        return self.synthetic
+
+    @property
+    def failed_on_platform(self) -> bool:
+        return self.outcome is not None and self.outcome.get("status") not in (None, "success")
 
 
 class InitFacts:
@@ -68,10 +84,31 @@ class InitFacts:
         self.duration_ms: float | None = None
         self.status = "success"
         self.error_type: str | None = None
+        self.error: dict | None = None  # the runtime's error line, when init failed
         self.phase = phase
         self.logs: list = []
         self.reported = False
         self.emitted = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "success"
+
+    def to_dict(self) -> dict:
+        """What a later environment needs to export this init's span (see carryover)."""
+        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "logs": self.logs[-MAX_PENDING_LOGS:]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InitFacts":
+        facts = cls(start_ns=data.get("start_ns") if type(data.get("start_ns")) is int else None, phase=str(data.get("phase") or "init"))
+        facts.duration_ms = _number(data.get("duration_ms"))
+        facts.status = str(data.get("status") or "failure")
+        facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
+        facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
+        logs = data.get("logs")
+        facts.logs = [(line, ts) for line, ts in logs if isinstance(line, str) and type(ts) is int] if isinstance(logs, list) and all(isinstance(entry, list) and len(entry) == 2 for entry in logs) else []
+        facts.reported = facts.emitted = True
+        return facts
 
 
 def parse_time_ns(stamp: Any) -> int | None:
@@ -88,9 +125,11 @@ def parse_time_ns(stamp: Any) -> int | None:
 class Correlator:
     """Thread-safe: the socket thread, the telemetry thread and the main loop all feed it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None]) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None) -> None:
         self.sink = sink
         self._on_problem = on_problem  # (reason, what): counted as a drop, logged once
+        self._socket_path = socket_path  # where the function's in-flight slots are
+        self._on_init_failed = on_init_failed or (lambda: None)
         self.cv = threading.Condition()
         self._open: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
@@ -105,7 +144,7 @@ class Correlator:
 
     def _lookup(self, rid: str) -> Invocation:
         """The invocation with this id, finished or open; a new open one if unknown.
-        The three sources race, so any of them may be the first to mention an id."""
+        The sources race, so any of them may be the first to mention an id."""
         inv = self._finished.get(rid)
         if inv is None:
             inv = self._open.get(rid)
@@ -125,43 +164,35 @@ class Correlator:
         with self.cv:
             inv = self._lookup(rid)
             inv.invoke_event = event
-            # The record (or a failed runtimeDone) may have come first: the sources race.
-            if not inv.finished and (inv.record is not None or self._failed_on_platform(inv)):
-                self._finish(inv)
+            self._maybe_finish(inv)  # the record and the outcome may have come first
             self.cv.notify_all()
             return inv
 
-    @staticmethod
-    def _failed_on_platform(inv: Invocation) -> bool:
-        return inv.record is None and inv.runtime_done is not None and inv.runtime_done.get("status") not in (None, "success")
-
     def on_record(self, record: dict) -> None:
-        """An invocation record from the function's process (see shared.records)."""
+        """A record from the function's process (see shared.records)."""
         dropped = records.count(record.get("dropped"))
         if dropped:
             self.sink.dropped("handler_channel", dropped)
-        internal_errors = records.count(record.get("internal_errors"))
+        if record.get("type") != records.INVOCATION:
+            return
+        problem = records.invocation_problem(record)
+        if problem is not None:
+            # Not from our handler side (which only sends well-formed records): it must not
+            # finish, or spoil, the real invocation of the same id.
+            self._malformed("malformed_record", f"an invocation record with {problem}")
+            return
+        end = record["end"]
+        internal_errors = records.count(end.get("internal_errors"))
         if internal_errors:
             self.sink.internal_errors("function", internal_errors)
-        if record.get("type") == records.INVOCATION:
-            problem = records.invocation_problem(record)
-            if problem is not None:
-                # Not from our handler side (which only sends well-formed records): it must
-                # not finish, or spoil, the real invocation of the same id.
-                self._malformed("malformed_record", f"an invocation record with {problem}")
-                return
-            rid = record["request_id"]
-            with self.cv:
-                self.records_seen += 1
-                inv = self._lookup(rid)
-                if inv.finished or inv.record is not None:
-                    return  # a duplicate: each invocation is accounted for once
-                inv.record = record
-                if inv.invoke_event is not None:
-                    # Only ids the platform announced become spans (a record for any other
-                    # id waits for its INVOKE, which a forged one never gets).
-                    self._finish(inv)
-                self.cv.notify_all()
+        with self.cv:
+            self.records_seen += 1
+            inv = self._lookup(record["start"]["request_id"])
+            if inv.finished or inv.end is not None:
+                return  # a duplicate: each invocation is accounted for once
+            inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
+            self._maybe_finish(inv)
+            self.cv.notify_all()
 
     def on_telemetry(self, batch: list) -> None:
         with self.cv:
@@ -186,6 +217,10 @@ class Correlator:
         if kind == "function":
             self._log(record if isinstance(record, str) else str(record), time_ns)
             return
+        if kind == "platform.logsDropped":
+            if isinstance(record, dict):
+                self.sink.dropped("platform_logs_dropped", records.count(record.get("droppedRecords")) or 1)
+            return
         if not isinstance(record, dict):
             return
         rid = record.get("requestId")
@@ -194,95 +229,131 @@ class Correlator:
             self._in_init = True
         elif kind == "platform.initRuntimeDone":
             self.init.status = str(record.get("status", "success"))
-            self.init.error_type = record.get("errorType")
+            self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
+            if self.init.failed:
+                self._on_init_failed()
         elif kind == "platform.initReport":
-            metrics = record.get("metrics") or {}
-            self.init.duration_ms = _number(metrics.get("durationMs"))
+            self.init.duration_ms = _number((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._maybe_init_span()
         elif kind == "platform.start" and rid:
             self._in_init = False
             self._current_rid = str(rid)
             self._lookup(str(rid))
-        elif kind == "platform.runtimeDone" and rid:
+        elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
+            if kind == "platform.report":
+                self.sink.report(record)
             if self._current_rid == rid:
                 self._current_rid = None
             inv = self._lookup(rid)
-            inv.runtime_done = record
-            inv.runtime_done_at = time.monotonic()
-            if inv.invoke_event is not None and self._failed_on_platform(inv):
-                self._finish(inv)  # timeout or crash: the handler could not report
-        elif kind == "platform.report":
-            self.sink.report(record)
+            if inv.outcome is None or kind == "platform.runtimeDone":
+                inv.outcome, inv.outcome_at = record, time.monotonic()
+                self._maybe_finish(inv)
 
     def _log(self, line: str, time_ns: int) -> None:
         rid = self._current_rid
         if rid is None:
             if self._in_init and not self.init.emitted:
-                self.init.logs.append((line, time_ns))  # printed while the module loaded
-                return
+                if len(self.init.logs) < MAX_PENDING_LOGS:
+                    self.init.logs.append((line, time_ns))  # printed while the module loaded
+                    return
             self.sink.log_line(line, time_ns, None, None)
             return
-        if rid in self._finished:
-            self.sink.log_line(line, time_ns, self._finished[rid].ids, rid)
+        inv = self._finished.get(rid)
+        if inv is not None:
+            self.sink.log_line(line, time_ns, inv.ids, rid)
             return
-        self._lookup(rid).pending_logs.append((line, time_ns))
+        inv = self._lookup(rid)
+        if line.startswith(("[ERROR] ", "{")):
+            inv.error_line = runtime_error([line]) or inv.error_line
+        if len(inv.logs) < MAX_PENDING_LOGS:
+            inv.logs.append((line, time_ns))
+        else:
+            self.sink.log_line(line, time_ns, None, rid)  # exported without the span's ids
 
     # completion ----------------------------------------------------------------
+
+    def _maybe_finish(self, inv: Invocation) -> None:
+        if inv.finished or inv.invoke_event is None:
+            return  # only ids the platform announced become spans (forged ones never are)
+        if inv.end is not None and inv.outcome is not None:
+            self._finish(inv)
+        elif inv.end is None and inv.failed_on_platform:
+            # Timed out or crashed: the function could not report. What it knew before the
+            # call is in its in-flight slot, if its process got that far.
+            inv.start = self._inflight_start(inv.request_id)
+            self._finish(inv)
+
+    def _inflight_start(self, rid: str) -> dict | None:
+        start = inflight.read(self._socket_path, rid) if self._socket_path else None
+        if start is not None and records.start_problem(start) is not None:
+            self._malformed("malformed_record", "an in-flight slot that is not a start record")
+            return None
+        return start
 
     def _finish(self, inv: Invocation) -> None:
         if inv.finished:
             return
         inv.finished = True
         self._open.pop(inv.request_id, None)
-        if inv.record is None:
-            # The handler never reported (timeout, crash): this invocation's span gets fresh
-            # ids here, so its log lines can carry them too.
-            inv.synthetic_ids = (f"{new_trace_id():032x}", f"{new_span_id():016x}")
+        if inv.start is None:
+            from lambdawrap.shared.ids import new_span_id, new_trace_id
+
+            inv.synthetic = (f"{new_trace_id():032x}", f"{new_span_id():016x}")
         if not inv.invoke_event and self.function_arn:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         self.sink.invocation(inv)
-        ids = inv.ids
-        self._finished[inv.request_id] = inv
-        while len(self._finished) > KEEP_FINISHED:
-            self._finished.popitem(last=False)
-        if self._first is None and ids:
+        self._remember(inv)
+        if self._first is None:
             self._first = inv
         self._maybe_init_span()
-        for line, time_ns in inv.pending_logs:
+        ids = inv.ids
+        for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, ids, inv.request_id)
-        inv.pending_logs.clear()
+        inv.logs.clear()
 
-    def _maybe_init_span(self) -> None:
+    def _remember(self, inv: Invocation) -> None:
+        self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
+        while len(self._finished) > KEEP_FINISHED:
+            self._finished.popitem(last=False)
+
+    def _maybe_init_span(self, ending: bool = False) -> None:
         # The init span joins the trace of the first invocation after init, once both the
-        # init facts (initReport) and that invocation's ids are known, whichever comes last.
-        if self.init.emitted or not self.init.reported or self._first is None:
+        # init facts (initReport) and that invocation are known, whichever comes last. A
+        # failed init has no invocation: it is a trace of its own, made when the environment
+        # ends (a failed init always ends it), when the runtime's error line has surely come.
+        if self.init.emitted or not self.init.reported:
+            return
+        if self.init.failed:
+            if not ending:
+                return
+            self.init.error = runtime_error([line for line, _ in self.init.logs])
+        elif self._first is None:
             return
         self.init.emitted = True
-        self.sink.init_span(self.init, self._first)
+        self.sink.init_span(self.init, None if self.init.failed else self._first)
 
-    def wait_for(self, rid: str, deadline: float, need_runtime_done: bool, record_grace_s: float | None = None) -> bool:
-        """Wait until the invocation is finished (and, if asked, its runtimeDone came).
+    def wait_for(self, rid: str, deadline: float, record_grace_s: float | None = None, finished: bool = False) -> bool:
+        """Wait until the function's record for `rid` came or the invocation is accounted for
+        (with `finished`: until it is accounted for). True if so before the deadline.
 
-        With `record_grace_s`, an invocation whose runtimeDone came but whose handler record is
-        still missing that long after is accounted for as `record_missing` at once (True): the
-        invoke phase is not held open until the deadline for a record that was lost."""
+        With `record_grace_s`, an invocation whose platform outcome came (success) but whose
+        record is still missing that long after is accounted for as `record_missing` at once:
+        the invoke phase is not held open until the deadline for a record that was lost."""
         with self.cv:
             while True:
-                inv = self._finished.get(rid)
-                if inv is not None and (not need_runtime_done or inv.runtime_done is not None):
+                inv = self._finished.get(rid) or self._open.get(rid)
+                if inv is not None and (inv.finished or (inv.end is not None and not finished)):
                     return True
                 now = time.monotonic()
                 left = deadline - now
-                if record_grace_s is not None and inv is None:
-                    pending = self._open.get(rid)
-                    if pending is not None and pending.runtime_done_at is not None and pending.record is None:
-                        grace_left = pending.runtime_done_at + record_grace_s - now
-                        if grace_left <= 0:
-                            self._account_missing(pending)
-                            return True
-                        left = min(left, grace_left)
+                if record_grace_s is not None and inv is not None and inv.end is None and inv.outcome_at is not None:
+                    grace_left = inv.outcome_at + record_grace_s - now
+                    if grace_left <= 0:
+                        self._account_missing(inv)
+                        return True
+                    left = min(left, grace_left)
                 if left <= 0:
                     return False
                 self.cv.wait(left)
@@ -291,26 +362,35 @@ class Correlator:
         """An invocation that ended well but whose record never came: counted, once."""
         inv.finished = True
         self._open.pop(inv.request_id, None)
-        self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
-        while len(self._finished) > KEEP_FINISHED:
-            self._finished.popitem(last=False)
+        self._remember(inv)
         self.sink.dropped("record_missing")
-        for line, time_ns in inv.pending_logs:
+        for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, None, inv.request_id)
-        inv.pending_logs.clear()
+        inv.logs.clear()
+
+    def finish_overdue(self, now: float | None = None) -> None:
+        """Invocations whose record came long ago but whose platform outcome never did."""
+        now = time.monotonic() if now is None else now
+        with self.cv:
+            for inv in [i for i in self._open.values() if i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
+                self._finish(inv)
 
     def finish_unreported(self, reason: str) -> int:
-        """At SHUTDOWN: each invocation the handler never reported is accounted for now, as
-        an error span (it timed out or crashed) or, if it ended well, as a dropped record."""
+        """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an
+        error span (it timed out or crashed), or, if it ended well, as a dropped record."""
         with self.cv:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
-                if inv.runtime_done is not None and inv.runtime_done.get("status") == "success":
+                if inv.end is not None:
+                    self._finish(inv)
+                elif inv.outcome is not None and not inv.failed_on_platform:
                     self._account_missing(inv)
-                    continue
-                if inv.runtime_done is None:
-                    inv.runtime_done = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
-                self._finish(inv)
+                else:
+                    if inv.outcome is None:
+                        inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
+                    inv.start = self._inflight_start(inv.request_id)
+                    self._finish(inv)
+            self._maybe_init_span(ending=True)
             return len(open_)
 
 

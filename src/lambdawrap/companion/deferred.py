@@ -39,6 +39,12 @@ class DeferredSink:
             if self.failed:
                 target.internal_errors("companion", self.failed)
 
+    def take_calls(self) -> list:
+        """The calls still waiting for a target, as (name, args, kwargs); they are forgotten."""
+        with self._lock:
+            calls, self._calls = self._calls, []
+            return calls
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

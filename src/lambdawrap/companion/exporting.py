@@ -10,22 +10,24 @@ import logging
 import os
 import threading
 import time
-from typing import Sequence
 
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData, PeriodicExportingMetricReader, Sum
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from lambdawrap.companion.signals import SpanBuffer, counter_key
+from lambdawrap.companion.log_buffer import LogBuffer
+from lambdawrap.companion.log_records import log_records
+from lambdawrap.companion.signals import counter_key
+from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared.settings import METRICS_TEMPORALITY, Settings
 
 logger = logging.getLogger("lambdawrap.companion")
 
 SPAN_BATCH = 512
-RETAINED_BATCHES = 64  # metric/log batches kept for retry when the collector is down
+RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
+LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 _NEVER_MS = 10**9  # periodic readers only export when we ask them to
 
@@ -113,30 +115,6 @@ class RetainingMetricExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis)
 
 
-class RetainingLogExporter(LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, on_drop) -> None:
-        self._inner = inner
-        self._retained: list = []
-        self._on_drop = on_drop
-        self.pending = 0
-
-    def export(self, batch: Sequence) -> LogRecordExportResult:
-        self._retained.append(list(batch))
-        while self._retained:
-            if self._inner.export(self._retained[0]) != LogRecordExportResult.SUCCESS:
-                while len(self._retained) > RETAINED_BATCHES:
-                    self._on_drop("export_failed", len(self._retained.pop(0)))
-                return LogRecordExportResult.FAILURE
-            self._retained.pop(0)
-        return LogRecordExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-
 class Pipeline:
     """Owns the SDK providers and exporters, and the one export worker thread."""
 
@@ -146,10 +124,10 @@ class Pipeline:
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
         self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=_NEVER_MS)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader])
-        self.logger_provider = LoggerProvider(resource=resource)
-        self._log_processor = BatchLogRecordProcessor(RetainingLogExporter(log_exporter, on_drop), schedule_delay_millis=_NEVER_MS, max_queue_size=8192, max_export_batch_size=512)
-        self.logger_provider.add_log_record_processor(self._log_processor)
+        self.log_exporter = log_exporter
+        self.resource = resource
         self.spans: SpanBuffer | None = None
+        self.logs: LogBuffer | None = None
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -236,6 +214,11 @@ class Pipeline:
             final = threading.Thread(target=self._export_metrics_and_logs, args=(deadline,), name="lambdawrap-final-export", daemon=True)
             final.start()
             final.join(max(0.0, deadline - time.monotonic()))
+        # Log lines that did not go: counted after the metrics went, so the count is carried
+        # to the next environment with the other unexported counts.
+        logs_left = len(self.logs.take(len(self.logs))) if self.logs is not None else 0
+        if logs_left:
+            self._on_drop("log_shutdown_deadline", logs_left)
         return dropped
 
     def unexported_counts(self, counted: collections.Counter) -> list:
@@ -308,6 +291,17 @@ class Pipeline:
         if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
             # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
             self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
-        left_ms = (end - time.monotonic()) * 1000
-        if left_ms > 0:
-            self._log_processor.force_flush(timeout_millis=int(left_ms))
+        self._export_logs(end)
+
+    def _export_logs(self, end: float) -> None:
+        """Log lines in batches while time is left; a refused batch waits for the next flush."""
+        while self.logs is not None and len(self.logs) and time.monotonic() + 1.2 * self.latency_s < end:
+            batch = self.logs.take(LOG_BATCH)
+            try:
+                result = self.log_exporter.export(log_records(batch, self.resource))
+            except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
+                logger.exception("lambdawrap: log export failed")
+                result = LogRecordExportResult.FAILURE
+            if result != LogRecordExportResult.SUCCESS:
+                self.logs.give_back(batch)
+                return

@@ -19,56 +19,16 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.extension_api import ExtensionClient
+from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import records
 from lambdawrap.shared.log import configure_process_logging, get_logger
-from lambdawrap.shared.settings import FlushStrategy, Settings
+from lambdawrap.shared.settings import Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
-RUNTIME_DONE_WAIT_S = 0.15  # how long "end" flushing waits for the invocation's log lines
+RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
-ADAPTIVE_INTERVAL_MS = 1000
-ADAPTIVE_BUSY_GAP_S = 1.0
-
-
-class FlushPolicy:
-    """Decides, per invocation, whether to export now."""
-
-    def __init__(self, strategy: FlushStrategy) -> None:
-        self.strategy = strategy
-        self._gaps: collections.deque = collections.deque(maxlen=8)
-        self._last_invoke: float | None = None
-        self._last_flush = 0.0
-
-    def on_invoke(self, now: float) -> None:
-        if self._last_invoke is not None:
-            self._gaps.append(now - self._last_invoke)
-        self._last_invoke = now
-
-    def busy(self) -> bool:
-        if len(self._gaps) < 4:
-            return False
-        gaps = sorted(self._gaps)
-        middle = len(gaps) // 2
-        median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
-        return median < ADAPTIVE_BUSY_GAP_S
-
-    def should_flush(self, now: float) -> tuple[bool, bool]:
-        """(flush now, wait for the invocation's log lines first)."""
-        mode = self.strategy.mode
-        if mode == "adaptive":
-            if not self.busy():
-                return True, True
-            interval_ms = ADAPTIVE_INTERVAL_MS
-        elif mode == "periodic":
-            interval_ms = self.strategy.interval_ms
-        else:
-            return True, True
-        return (now - self._last_flush) * 1000 >= interval_ms, False
-
-    def flushed(self, now: float) -> None:
-        self._last_flush = now
 
 
 class Companion:
@@ -81,7 +41,7 @@ class Companion:
         self.settings = settings or Settings.from_env()
         self._problems_logged: set = set()
         self.sink = DeferredSink()
-        self.correlator = Correlator(self.sink, self._problem)
+        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline)
         self.policy = FlushPolicy(self.settings.flush)
         self.pipeline: Any = None
         self.signals: Any = None
@@ -107,18 +67,25 @@ class Companion:
         (/tmp outlives a reset): records the function's process dropped when its companion had
         died, and the counters of a companion that ended while the collector was unreachable."""
         try:
-            from lambdawrap.companion.carryover import take_counts
+            from lambdawrap.companion import carryover
+            from lambdawrap.companion.correlator import InitFacts
             from lambdawrap.shared import unreported_drops
 
             count = unreported_drops.collect(self.settings.socket_path)
-            counts = take_counts(self.settings.socket_path)
+            counts, failed_inits = carryover.take(self.settings.socket_path)
+            if count:
+                self.sink.dropped("handler_channel", count)
+            if counts:
+                self.sink.restore_counts(counts)
+            for facts in failed_inits:
+                self.sink.init_span(InitFacts.from_dict(facts), None)
         except Exception:  # noqa: BLE001 - fail open
-            get_logger().exception("lambdawrap: reading the counts of earlier environments failed")
+            self._internal_error("reading what earlier environments left")
             return
-        if count:
-            self.sink.dropped("handler_channel", count)
-        if counts:
-            self.sink.restore_counts(counts)
+        if failed_inits:
+            # An earlier environment failed its init and could not export it; this one may be
+            # as short-lived: the pipeline loads now (only in this case, never on a healthy init).
+            self._ensure_pipeline()
 
     def _start_secrets(self) -> None:
         try:
@@ -142,7 +109,10 @@ class Companion:
     def _ensure_pipeline(self) -> None:
         """Build the export pipeline on first need: at the first flush, after the first
         response has gone back, so that importing the SDK never competes with the function's
-        init or its first invocation for the environment's (small) CPU share."""
+        init or its first invocation for the environment's (small) CPU share. (A failed init
+        needs it at once: the environment ends right after.)"""
+        if self.settings.sdk_disabled:
+            return  # OTEL_SDK_DISABLED: nothing is exported, the SDK never loads
         with self._pipeline_started:
             if self._pipeline_thread is None:
                 self._pipeline_thread = threading.Thread(target=self._build_pipeline, name="lambdawrap-pipeline", daemon=True)
@@ -151,12 +121,13 @@ class Companion:
     def _build_pipeline(self) -> None:
         try:
             from lambdawrap.companion.exporting import Pipeline
-            from lambdawrap.companion.signals import Signals, build_resource, make_sampler
+            from lambdawrap.companion.resource import build_resource
+            from lambdawrap.companion.signals import Signals
 
             resource = build_resource(self.settings, self.client.info.get("accountId"))
             pipeline = Pipeline(self.settings, resource, self._dropped)
-            signals = Signals(self.settings, resource, pipeline.meter_provider, pipeline.logger_provider, make_sampler(self.settings))
-            pipeline.spans = signals.spans
+            signals = Signals(self.settings, resource, pipeline.meter_provider)
+            pipeline.spans, pipeline.logs = signals.spans, signals.logs
             self.pipeline, self.signals = pipeline, signals
             self.sink.attach(signals)
             if self._flush_missed:
@@ -195,10 +166,19 @@ class Companion:
         while True:
             event = self.client.next_event()
             kind = event.get("eventType")
-            if kind == "INVOKE":
-                self._invoke(event, budget_s)
-            elif kind == "SHUTDOWN":
+            if kind == "SHUTDOWN":
                 return self._shutdown(event)
+            if kind == "INVOKE" and not self.settings.sdk_disabled:
+                try:
+                    self._invoke(event, budget_s)
+                except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
+                    self._internal_error("handling an INVOKE event")
+
+    def _internal_error(self, what: str) -> None:
+        self.sink.internal_errors("companion")
+        if what not in self._problems_logged:
+            self._problems_logged.add(what)
+            get_logger().exception("lambdawrap: internal error while %s (logged once); the function is unaffected", what)
 
     def _flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
         started = time.monotonic()
@@ -219,35 +199,40 @@ class Companion:
         rid = str(event.get("requestId", ""))
         self.correlator.function_arn = event.get("invokedFunctionArn") or self.correlator.function_arn
         self.correlator.on_invoke(event)
+        self.correlator.finish_overdue(now)
         self.policy.on_invoke(now)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives as it returns, before its response goes out.
-        if not self.correlator.wait_for(rid, deadline, need_runtime_done=False, record_grace_s=RECORD_GRACE_S):
+        if not self.correlator.wait_for(rid, deadline, record_grace_s=RECORD_GRACE_S):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
-        flush, wait_for_logs = self.policy.should_flush(time.monotonic())
-        if not flush:
+        if not self.policy.should_flush(time.monotonic()):
             return
-        if wait_for_logs:
-            self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), need_runtime_done=True)
+        # The span is made once the platform said how the invocation ended (runtimeDone),
+        # and its log lines come before that: a flush now waits for it, briefly.
+        self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), finished=True)
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
 
     def _shutdown(self, event: dict) -> int:
         started = time.monotonic()
-        reason = str(event.get("shutdownReason", "spindown")).lower()
-        self.correlator.finish_unreported(reason)
         budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
-        self._ensure_pipeline()
-        if self._ready.wait(max(0.0, budget_s)) and self.pipeline is not None:
-            # Whatever the collector does, close() returns by the deadline: the platform
-            # SIGKILLs an extension that overstays it.
-            left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
-            if left_over:
-                get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
-            if self.signals is not None:
-                self._carry_over(self.pipeline.unexported_counts(self.signals.counted))
-        else:
-            get_logger().warning("lambdawrap: shutdown before the export pipeline was ready; nothing exported")
+        try:
+            self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
+            self._ensure_pipeline()
+            if self.settings.sdk_disabled:
+                pass
+            elif self._ready.wait(max(0.0, budget_s)) and self.pipeline is not None:
+                # Whatever the collector does, close() returns by the deadline: the platform
+                # SIGKILLs an extension that overstays it.
+                left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
+                if left_over:
+                    get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
+                if self.signals is not None:
+                    self._carry_over(self.pipeline.unexported_counts(self.signals.counted))
+            else:
+                self._carry_deferred()
+        except Exception:  # noqa: BLE001 - leave cleanly whatever happened
+            self._internal_error("shutting down")
         # No waiting for the socket thread here (it could take the time left): the runtime is
         # gone already, and the process ends at once.
         self.socket.stop(wait_s=0.0)
@@ -257,16 +242,33 @@ class Companion:
         # Exporter threads may still be blocked on a dead collector; they must not hold us.
         os._exit(0)
 
+    def _carry_deferred(self) -> None:
+        """SHUTDOWN came before the export pipeline was loaded (a failed init leaves 2 s at
+        most): what waited for it goes to the next environment, the failed init's span and
+        the counts, and what cannot wait (invocations, spans, log lines) is counted."""
+        counts: collections.Counter = collections.Counter()
+        failed_inits = []
+        for name, args, kwargs in self.sink.take_calls():
+            if name == "init_span" and args and args[0].failed:
+                failed_inits.append(args[0].to_dict())
+            elif name in ("dropped", "internal_errors"):
+                label = {"reason": args[0]} if name == "dropped" else {"lambdawrap.process": args[0]}
+                counts[("lambdawrap." + name, tuple(label.items()))] += args[1] if len(args) > 1 else kwargs.get("count", 1)
+            elif name in ("invocation", "user_spans", "log_line"):
+                reason = {"invocation": "shutdown_deadline", "user_spans": "shutdown_deadline", "log_line": "log_shutdown_deadline"}[name]
+                counts[("lambdawrap.dropped", (("reason", reason),))] += len(args[0]) if name == "user_spans" and isinstance(args[0], list) else 1
+        get_logger().warning("lambdawrap: shutdown came before the export pipeline was ready; what it held goes to the next environment")
+        self._carry_over([{"name": name, "attributes": dict(attributes), "value": value} for (name, attributes), value in counts.items()], failed_inits)
 
-    def _carry_over(self, counts: list) -> None:
-        # The counters (drop counts among them) the collector did not take: the next
-        # environment's companion reports them, if this sandbox gets one.
-        if not counts:
+    def _carry_over(self, counts: list, failed_inits: list = ()) -> None:
+        # What the collector did not take: the next environment's companion reports it, if
+        # this sandbox gets one.
+        if not counts and not failed_inits:
             return
         try:
-            from lambdawrap.companion.carryover import save_counts
+            from lambdawrap.companion import carryover
 
-            save_counts(self.settings.socket_path, counts)
+            carryover.save(self.settings.socket_path, counts, failed_inits)
             get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping the unexported metrics failed")

@@ -42,7 +42,11 @@ class PreboundHttpServer:
         `make_handler` returns the BaseHTTPRequestHandler subclass, built after the import."""
         from http.server import ThreadingHTTPServer
 
-        server = ThreadingHTTPServer(self.address, make_handler(), bind_and_activate=False)
+        try:
+            address = self.address
+        except OSError:  # stopped before it served: nothing to serve
+            return
+        server = ThreadingHTTPServer(address, make_handler(), bind_and_activate=False)
         server.socket.close()
         server.socket = self._socket
         server.daemon_threads = True

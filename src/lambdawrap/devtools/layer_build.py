@@ -5,14 +5,16 @@ Layout of a built layer::
     wrapper.sh                       the exec wrapper (AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper.sh)
     extensions/lambdawrap            the companion's launcher (an external extension)
     python/lambdawrap_boot/          the sitecustomize trampoline, first on the runtime's PYTHONPATH
-    python/lambdawrap/               the handler-side package: stdlib + wrapt only
-    python/wrapt/                    wrapt, for the target platform
-    lambdawrap/companion-lib/        the companion's private sys.path: the whole package and
-                                     the OpenTelemetry SDK, exporters, protobuf, requests...
+    python/lambdawrap/               what runs in the function's process (handler/, shared/)
+                                     and the public accessor (lambdawrap.secrets)
+    lambdawrap/handler-lib/wrapt/    wrapt, for the target platform, loaded privately by the
+                                     boot (only its compiled proxies, never `import wrapt`)
+    lambdawrap/companion-lib/        the companion's private sys.path: its package (companion/,
+                                     shared/) and the OpenTelemetry SDK, exporters, protobuf...
 
-`python/` is on the function's sys.path, so only what the handler side needs lives there;
-the companion's dependencies sit in a folder the function never sees, so they can never
-shadow the function's own packages (and the function's never shadow ours). boto3 and
+`python/` is on the function's sys.path, so only lambdawrap's own modules live there; the
+dependencies sit in folders the function never sees, so they can never shadow the function's
+own packages (and the function's never shadow ours). boto3 and
 botocore are not shipped: the managed runtime provides them.
 
 The zip is deterministic: sorted entries, fixed timestamps, normalised modes (0755 for
@@ -142,8 +144,11 @@ def build_layer(
     _copy_file(src / "python" / "lambdawrap_boot" / "sitecustomize.py", out / "python" / "lambdawrap_boot" / "sitecustomize.py")
     python_dir = out / "python"
     _copy_package(python_dir / "lambdawrap", allowed=HANDLER_SIDE)
-    target.install(handler_reqs, python_dir)
-    _strip_dependencies(python_dir, keep={"lambdawrap", "lambdawrap_boot"})
+    # The function side's dependencies (wrapt) are private too: python/ is on the function's
+    # sys.path, where they would shadow (or be shadowed by) the function's own.
+    handler_lib = out / "lambdawrap" / "handler-lib"
+    target.install(handler_reqs, handler_lib)
+    _strip_dependencies(handler_lib, keep=set())
 
     # Companion side: a private folder, put on PYTHONPATH by extensions/lambdawrap only.
     companion_dir = out / "lambdawrap" / "companion-lib"

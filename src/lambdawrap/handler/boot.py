@@ -57,36 +57,41 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     if target is None:
         # The runtime reports a malformed handler itself; nothing for us to wrap.
         return None
-    import wrapt  # deferred: the post-import hook machinery is needed only from here on
-
+    from lambdawrap.handler import import_hooks
     from lambdawrap.handler.channel import Channel
-    from lambdawrap.handler.invocation import FAILURES, InvocationTracer
 
     channel = Channel(settings.socket_path)
     module_name, attribute = target
     if settings.secrets:
         _load_secrets(settings, channel, module_name, environ)
-    tracer = InvocationTracer(settings, channel, booted_at=booted_at, environ=environ)
+    if settings.sdk_disabled:
+        return None  # OTEL_SDK_DISABLED: no telemetry at all; the function runs untouched
+    from lambdawrap.handler import private_wrapt
+    from lambdawrap.handler.invocation import FAILURES, InvocationTracer
+
+    try:
+        function_wrapper = private_wrapt.load(environ.get("LAMBDAWRAP_BOOT_DIR", "")).FunctionWrapper
+    except ImportError as exc:
+        logger.warning("lambdawrap: not instrumenting: %s", exc)
+        return None
+    tracer = InvocationTracer(settings, channel, booted_at=booted_at, environ=environ, function_wrapper=function_wrapper)
+
+    def hook_failed(module: str) -> None:
+        FAILURES.record(f"a post-import hook on {module}")
 
     def wrap_handler(module: Any) -> None:
-        # An exception here would fail the user's import: wrapt runs hooks inside it.
-        try:
-            handler = getattr(module, attribute, None)
-            if callable(handler):
-                setattr(module, attribute, tracer.wrap(handler))
-        except Exception:  # noqa: BLE001
-            FAILURES.record("wrapping the handler")
+        _forget_our_sitecustomize()
+        handler = getattr(module, attribute, None)
+        if callable(handler):
+            setattr(module, attribute, tracer.wrap(handler))
 
     def bridge_opentelemetry(module: Any) -> None:
-        try:
-            from lambdawrap.handler.otel_bridge import UserSpans
+        from lambdawrap.handler.otel_bridge import UserSpans
 
-            tracer.user_spans = UserSpans(channel)
-        except Exception:  # noqa: BLE001
-            FAILURES.record("bridging OpenTelemetry")
+        tracer.user_spans = UserSpans(channel, tracer.sampled, function_wrapper)
 
-    wrapt.register_post_import_hook(wrap_handler, module_name)
-    wrapt.register_post_import_hook(bridge_opentelemetry, "opentelemetry.trace")
+    import_hooks.when_imported(module_name, wrap_handler, hook_failed)
+    import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
 
@@ -135,22 +140,47 @@ def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: M
         logger.warning("lambdawrap: %s; its variable is left unset", failure)
 
 
-def _strip_boot_dir(boot_dir: str) -> None:
-    # Child processes the user starts must not boot lambdawrap again.
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.realpath(p) != os.path.realpath(boot_dir)]
-    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+def restore_python_path(environ: Any = None) -> None:
+    """Put sys.path and PYTHONPATH back as they were before the exec wrapper (which added our
+    boot folder, and the layer's folders when PYTHONPATH was unset): the runtime's bootstrap
+    then builds the function's sys.path exactly as without the layer (its own layer paths,
+    .pth files included), and the function's child processes inherit no trace of ours."""
+    env = os.environ if environ is None else environ
+    added = [p for p in env.pop("LAMBDAWRAP_ADDED_PATHS", "").split(os.pathsep) if p]
+    unset = env.pop("LAMBDAWRAP_PYTHONPATH_UNSET", "") == "1"
+    env.pop("LAMBDAWRAP_BOOT_DIR", None)
+    for path in added:
+        for index, entry in enumerate(sys.path):
+            if entry and os.path.abspath(entry) == os.path.abspath(path):
+                del sys.path[index]
+                break
+    if unset:
+        env.pop("PYTHONPATH", None)
+    elif added:
+        entries = env.get("PYTHONPATH", "").split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(entries[len(added) :])
+
+
+def _forget_our_sitecustomize() -> None:
+    # Without another sitecustomize to chain to, `import sitecustomize` must find nothing, as
+    # without the layer. (Not while site.py is still importing ours: it pops the entry.)
+    module = sys.modules.get("sitecustomize")
+    if module is not None and getattr(module, "__file__", "").endswith(os.path.join("lambdawrap_boot", "sitecustomize.py")):
+        del sys.modules["sitecustomize"]
 
 
 def chain_sitecustomize(boot_dir: str) -> None:
-    """Run the sitecustomize that ours shadows (a user's or the runtime's), if there is one."""
+    """Run the sitecustomize that ours shadows (a user's or the runtime's), if there is one,
+    from the sys.path the interpreter would have searched without the layer."""
     import importlib.machinery
-    import importlib.util
 
     ours = os.path.realpath(boot_dir)
     others = [p for p in sys.path if p and os.path.realpath(p) != ours]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
     if spec is None or spec.loader is None:
         return
+    import importlib.util  # deferred: only when there is another sitecustomize
+
     module = importlib.util.module_from_spec(spec)
     sys.modules["sitecustomize"] = module
     spec.loader.exec_module(module)
@@ -161,7 +191,7 @@ def run_sitecustomize(sitecustomize_file: str) -> None:
     boot_dir = os.path.dirname(os.path.abspath(sitecustomize_file))
     initialize()
     try:
-        _strip_boot_dir(boot_dir)
+        restore_python_path()
     except Exception:  # noqa: BLE001
         logger.warning("lambdawrap: could not restore PYTHONPATH", exc_info=True)
     try:

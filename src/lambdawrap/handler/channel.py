@@ -88,45 +88,65 @@ class Channel:
             try:
                 frame = encode(record)
             except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
-                self._count_drop(record, connected=self._sock is not None)
+                record.pop("dropped", None)
+                self._count_drop(record.get("type"), connected=self._sock is not None)
                 return False
-            sock = self._sock or self._connect()
-            if sock is None:
-                self._count_drop(record, connected=False)
-                return False
-            if len(frame) > MAX_RECORD_BYTES:
-                self._count_drop(record, connected=True)
-                return False
-            try:
-                if self._pending:
-                    sent = sock.send(self._pending)
-                    self._pending = self._pending[sent:]
-                    if self._pending:
-                        self._count_drop(record, connected=True)
-                        return False
-                sent = sock.send(frame)
-                # The rest of a half-sent frame must go first next time, or the stream breaks.
-                self._pending = frame[sent:]
-            except BlockingIOError:
-                self._count_drop(record, connected=True)
-                return False
-            except OSError as exc:
-                self._close()
-                self._count_drop(record, connected=False)
-                if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-                    self._warn_once(f"sending to the companion failed: {exc}")
-                return False
-            if reported:
-                self.dropped -= reported
-                if not self.dropped and self._kept:
-                    self._kept = False
-                    unreported_drops.forget(self.path, os.getpid())
-            return True
+            return self._send_frame(frame, record.get("type"), reported)
 
-    def _count_drop(self, record: dict, connected: bool) -> None:
+    def send_invocation(self, start_json: bytes, end: dict) -> bool:
+        """Queue an invocation's record (its start part already encoded); False if dropped.
+        A record over the size limit goes without the spans it carries (they are counted)."""
+        with self._lock:
+            reported = self.dropped
+            try:
+                frame = records.encode_invocation(start_json, end, reported)
+                if len(frame) > MAX_RECORD_BYTES and end.get("spans"):
+                    end["spans_dropped"] = end.get("spans_dropped", 0) + len(end.pop("spans"))
+                    end["spans_too_large"] = True
+                    frame = records.encode_invocation(start_json, end, reported)
+            except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
+                self._count_drop(records.INVOCATION, connected=self._sock is not None)
+                return False
+            return self._send_frame(frame, records.INVOCATION, reported)
+
+    def _send_frame(self, frame: bytes, kind: object, reported: int) -> bool:
         # Called with the lock held.
-        record.pop("dropped", None)
-        if connected and record.get("type") == records.INVOCATION:
+        sock = self._sock or self._connect()
+        if sock is None:
+            self._count_drop(kind, connected=False)
+            return False
+        if len(frame) > MAX_RECORD_BYTES:
+            self._count_drop(kind, connected=True)
+            return False
+        try:
+            if self._pending:
+                sent = sock.send(self._pending)
+                self._pending = self._pending[sent:]
+                if self._pending:
+                    self._count_drop(kind, connected=True)
+                    return False
+            sent = sock.send(frame)
+            # The rest of a half-sent frame must go first next time, or the stream breaks.
+            self._pending = frame[sent:]
+        except BlockingIOError:
+            self._count_drop(kind, connected=True)
+            return False
+        except OSError as exc:
+            self._close()
+            self._count_drop(kind, connected=False)
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                self._warn_once(f"sending to the companion failed: {exc}")
+            return False
+        if reported:
+            self.dropped -= reported
+            if not self.dropped and self._kept:
+                self._kept = False
+                unreported_drops.forget(self.path, os.getpid())
+        return True
+
+    def _count_drop(self, kind: object, connected: bool) -> None:
+        # Called with the lock held.
+        if connected and kind == records.INVOCATION:
             # The live companion saw this invocation's INVOKE and accounts for it itself
             # (record_missing); counting it here too would count it twice.
             return

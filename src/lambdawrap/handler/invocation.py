@@ -2,21 +2,31 @@
 
 Three zones, as the style guide asks: a guarded before-call, the unguarded call of the user's
 handler (their exceptions pass through untouched), and a guarded after-call. Nothing of ours
-ever escapes into the invocation; the one record per invocation goes to the companion
-without blocking.
+ever escapes into the invocation, and nothing of ours is left in the traceback the runtime
+reports. The start of each invocation is published in the process's in-flight slot (memory,
+no system call) and the whole record goes to the companion in one send when the handler is
+done, without blocking.
+
+Only the outermost call is an invocation: a handler that calls itself (through its module
+attribute, say) runs its inner calls unrecorded; and only the process that started an
+invocation reports it (a child forked inside the handler exits without a word of ours).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 
 from lambdawrap.handler import trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
+from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared import records
+from lambdawrap.shared.framing import encode_json
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
 from lambdawrap.shared.settings import Settings
 
@@ -31,21 +41,61 @@ MAX_STACK_CHARS = 32768
 MAX_ATTRIBUTE_CHARS = 4096
 _MARKER = "_self_lambdawrap"  # wrapt keeps `_self_` attributes on the proxy itself
 
-
 # lambdawrap's own failures in this process, reported with the next invocation record.
 FAILURES = Failures()
 
+# From 3.11 a bare `raise` re-raises with the exception's own __traceback__, so the wrapper can
+# drop its own entry first. 3.10 re-raises the traceback it caught, entry included; there the
+# wrapper's code is labelled as runtime bootstrap code, whose leading frames awslambdaric leaves
+# out of the stack trace it reports (its `"/bootstrap.py" not in filename` rule).
+_STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
+
+_active: list = []  # the invocation under way in this process (at most one)
+
+
+def active_invocation() -> "Invocation | None":
+    """The invocation this process is running now, for spans made during it."""
+    return _active[0] if _active else None
+
+
+class Invocation:
+    """One invocation under way: what the after-call and the user's spans need."""
+
+    __slots__ = ("start_json", "trigger", "pid", "trace_id", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
+
+    def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int) -> None:
+        self.start_json = start_json
+        self.trigger = trigger
+        self.pid = os.getpid()
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self.otel_token: Any = None
+        self.spans: list = []
+        self.spans_dropped = 0
+        self.max_spans = max_spans
+
+    def add_span(self, span: dict) -> None:
+        """A span made during this invocation: it travels with the invocation's record."""
+        if len(self.spans) < self.max_spans:
+            self.spans.append(span)
+        else:
+            self.spans_dropped += 1
+
 
 class InvocationTracer:
-    """Makes ids, cold-start and trigger facts for each invocation and reports it."""
+    """Makes ids, cold-start, sampling and trigger facts for each invocation and reports it."""
 
-    def __init__(self, settings: Settings, channel: Channel, booted_at: float | None = None, environ: Any = None) -> None:
+    def __init__(self, settings: Settings, channel: Channel, booted_at: float | None = None, environ: Any = None, function_wrapper: Any = None) -> None:
         env = os.environ if environ is None else environ
         self.settings = settings
         self.channel = channel
         self.booted_at = time.monotonic() if booted_at is None else booted_at
+        self._function_wrapper = function_wrapper
         self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
         self._invocations = 0
+        self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
+        self._inflight = InflightSlot(settings.socket_path)
         self._query_keys = URL_QUERY_KEYS | frozenset(settings.redact_keys)  # lowercased by the settings
         self._redact_keys: Any = None
         if settings.capture_payload:
@@ -64,13 +114,17 @@ class InvocationTracer:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
         if getattr(handler, _MARKER, False):
             return handler
-        import wrapt  # deferred: only needed once the handler module is imported
+        if self._function_wrapper is None:
+            from lambdawrap.handler import private_wrapt
 
-        wrapped = wrapt.FunctionWrapper(handler, self._call)
+            self._function_wrapper = private_wrapt.load().FunctionWrapper
+        wrapped = self._function_wrapper(handler, self._call)
         setattr(wrapped, _MARKER, True)
         return wrapped
 
     def _call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if _active:
+            return wrapped(*args, **kwargs)  # a call from inside an invocation is part of it
         try:
             state = self._before(args, kwargs)
         except Exception:  # noqa: BLE001 - instrumentation fails open
@@ -78,15 +132,23 @@ class InvocationTracer:
             state = None
         if state is None:
             return wrapped(*args, **kwargs)
+        _active.append(state)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
+            _active.clear()
+            if _STRIPS_BY_RERAISE and exc.__traceback__ is not None:
+                exc.__traceback__ = exc.__traceback__.tb_next  # this frame's own entry
             self._after_safely(state, None, exc)
             raise
+        _active.clear()
         self._after_safely(state, result, None)
         return result
 
-    def _before(self, args: tuple, kwargs: dict) -> dict:
+    if not _STRIPS_BY_RERAISE:
+        _call.__code__ = _call.__code__.replace(co_filename=os.path.join(os.path.dirname(__file__), "bootstrap.py"))
+
+    def _before(self, args: tuple, kwargs: dict) -> Invocation:
         start_ns = time.time_ns()
         event = args[0] if args else kwargs.get("event")
         context = args[1] if len(args) > 1 else kwargs.get("context")
@@ -98,16 +160,17 @@ class InvocationTracer:
         if source == "xray" and parent is not None and not parent.sampled:
             # Lambda hands every invocation an X-Ray id, Sampled=0 when active tracing is
             # off; parenting to it would make every span unsampled.
-            parent, source = None, "none"
+            parent = None
         trace_id = parent.trace_id if parent else new_trace_id()
         span_id = new_span_id()
-        state = records.invocation(
+        sampled = self.sampled(trace_id, parent)
+        start = records.invocation_start(
             request_id=getattr(context, "aws_request_id", "") or "",
             function_arn=getattr(context, "invoked_function_arn", "") or "",
             trace_id=trace_id,
             span_id=span_id,
             parent_span_id=parent.span_id if parent else 0,
-            sampled=parent.sampled if parent else True,
+            sampled=sampled,
             start_ns=start_ns,
             cold_start=first and not proactive and not self._provisioned,
             proactive_init=proactive,
@@ -115,14 +178,15 @@ class InvocationTracer:
             attributes=self._attributes(trigger.attributes),
             links=trigger.links,
         )
-        state["_trigger"] = trigger
         if self._redact_keys is not None:
             # Before the call: the request as it came, whatever the handler does to it.
             payload = _payload(event, self._redact_keys)
             if payload is not None:
-                state["request_payload"] = payload
+                start["request_payload"] = payload
+        state = Invocation(encode_json(start), trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation)
+        self._inflight.hold(state.start_json)
         if self.user_spans is not None:
-            state["_otel_token"] = self.user_spans.enter(trace_id, span_id)
+            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled)
         return state
 
     def _attributes(self, attributes: dict) -> dict:
@@ -137,30 +201,35 @@ class InvocationTracer:
                 attributes = dict(attributes, **{"url.query": redacted})
         return attributes
 
-    def _after_safely(self, state: dict, result: Any, error: BaseException | None) -> None:
+    def _after_safely(self, state: Invocation, result: Any, error: BaseException | None) -> None:
+        if state.pid != os.getpid():
+            return  # a child forked during the invocation: the parent reports it
         try:
             self._after(state, result, error)
         except Exception:  # noqa: BLE001 - instrumentation fails open
             FAILURES.record("after the handler")
 
-    def _after(self, state: dict, result: Any, error: BaseException | None) -> None:
+    def _after(self, state: Invocation, result: Any, error: BaseException | None) -> None:
         end_ns = time.time_ns()
-        trigger = state.pop("_trigger")
-        token = state.pop("_otel_token", None)
-        if token is not None:
-            self.user_spans.exit(token)
+        if state.otel_token is not None:
+            self.user_spans.exit(state.otel_token)
         if error is not None:
-            records.finish_invocation(state, end_ns, error=_describe(error))
+            end = records.invocation_end(end_ns, error=describe_exception(error))
         else:
-            records.finish_invocation(state, end_ns, http_status=triggers.response_status_code(trigger, result))
+            end = records.invocation_end(end_ns, http_status=triggers.response_status_code(state.trigger, result))
             if self._redact_keys is not None:
                 payload = _payload(result, self._redact_keys)
                 if payload is not None:
-                    state["response_payload"] = payload
+                    end["response_payload"] = payload
+        if state.spans:
+            end["spans"] = state.spans
+        if state.spans_dropped:
+            end["spans_dropped"] = state.spans_dropped
         failures = FAILURES.count
         if failures:
-            state["internal_errors"] = failures
-        if self.channel.send(state) and failures:
+            end["internal_errors"] = failures
+        self._inflight.clear()
+        if self.channel.send_invocation(state.start_json, end) and failures:
             FAILURES.count -= failures
 
 
@@ -179,14 +248,20 @@ def _payload(value: Any, keys: Any) -> str | None:
     return payload_text(value, keys)
 
 
-def _describe(error: BaseException) -> dict:
-    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+def describe_exception(error: BaseException) -> dict:
+    """type, message and stack of an exception, as a span records them; never raises, and
+    runs none of the exception's code but its __str__ (guarded)."""
+    try:
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:  # noqa: BLE001 - a user's exception may break formatting in many ways
+        stack = ""
     try:
         message = str(error)
     except Exception:  # noqa: BLE001 - a user's __str__ may raise
         message = f"<unprintable {type(error).__name__}>"
+    module = type(error).__module__
     return {
-        "type": type(error).__module__ + "." + type(error).__qualname__ if type(error).__module__ not in ("builtins", "__main__") else type(error).__qualname__,
+        "type": type(error).__qualname__ if module in ("builtins", "__main__") else f"{module}.{type(error).__qualname__}",
         "message": message[:MAX_MESSAGE_CHARS],
         "stack": stack[-MAX_STACK_CHARS:],
     }

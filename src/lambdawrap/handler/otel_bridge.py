@@ -1,28 +1,37 @@
 """Bridges the user's own OpenTelemetry API calls to the companion.
 
 Loaded only when the user's code imports `opentelemetry.trace` (a post-import hook). During each
-invocation the invocation span is the current span, so the user's spans nest under it. If the
-user set no tracer provider of their own, ours records their spans and sends them over the local
-channel; the companion exports them with the invocation's. It implements the API only; the SDK
-is never imported in the handler's process.
+invocation the invocation span is the current span, so the user's spans nest under it, whoever
+records them. While the user has installed no tracer provider of their own, the API's proxy
+tracers start lambdawrap's spans instead of no-op ones: they ride with the invocation's record
+to the companion, which exports them. lambdawrap never takes the API's global provider slot,
+so a provider the user sets, at any time, is theirs alone and works as without the layer.
+
+It implements the API only (the SDK is never imported in the function's process), follows the
+trace's sampling decision, and never raises into the user's code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-import traceback
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags
 
-from lambdawrap.handler.channel import Channel
+from lambdawrap.handler.invocation import FAILURES, active_invocation, describe_exception
+
+try:  # the API's own: usable as a context manager and as a decorator of sync and async functions
+    from opentelemetry.util._decorator import _agnosticcontextmanager as _context_manager
+except ImportError:  # older API versions
+    _context_manager = contextlib.contextmanager
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ALLOWED = (str, bool, int, float)
 
 
@@ -31,136 +40,192 @@ def _value(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [v for v in value if isinstance(v, _ALLOWED)]
-    return str(value)
+    return f"<{type(value).__name__}>"  # never the user's repr/str: their code could raise
 
 
 def _attrs(attributes: Any) -> dict:
     if not attributes:
         return {}
     try:
-        return {str(k): _value(v) for k, v in dict(attributes).items()}
-    except (TypeError, ValueError):
+        return {k: _value(v) for k, v in dict(attributes).items() if isinstance(k, str)}
+    except Exception:  # noqa: BLE001 - a mapping of the user's may raise while we read it
         return {}
 
 
+def _guarded(method: Callable) -> Callable:
+    """A span method that can never raise into the user's code (failures are counted)."""
+
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - the API promises the user no exception from us
+            FAILURES.record(f"the OpenTelemetry bridge ({method.__name__})")
+            return None
+
+    guarded.__name__ = method.__name__
+    guarded.__doc__ = method.__doc__
+    return guarded
+
+
 class _Span(trace.Span):
-    def __init__(self, channel: Channel, scope: str, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int]) -> None:
-        self._channel = channel
+    def __init__(self, send: Callable[[dict], None], scope: str, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int]) -> None:
+        self._send = send
         self._scope = scope
-        self._name = name
+        self._name = str(name)
         self._context = span_context
         self._parent_id = parent_id
-        self._kind = kind
+        self._kind = kind.value if isinstance(kind, SpanKind) else 0
         self._attributes = _attrs(attributes)
         self._events: list = []
         self._links = [[f"{l.context.trace_id:032x}", f"{l.context.span_id:016x}", _attrs(l.attributes)] for l in (links or []) if getattr(l, "context", None)]
         self._status = (0, "")
-        self._start = start_time or time.time_ns()
+        self._start = start_time if isinstance(start_time, int) else time.time_ns()
         self._ended = False
 
     def get_span_context(self) -> SpanContext:
         return self._context
 
+    @_guarded
     def set_attributes(self, attributes: Any) -> None:
         if not self._ended:
             self._attributes.update(_attrs(attributes))
 
+    @_guarded
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._ended:
-            self._attributes[str(key)] = _value(value)
+        if not self._ended and isinstance(key, str):
+            self._attributes[key] = _value(value)
 
+    @_guarded
     def add_event(self, name: str, attributes: Any = None, timestamp: Optional[int] = None) -> None:
         if not self._ended:
-            self._events.append([str(name), _attrs(attributes), timestamp or time.time_ns()])
+            self._events.append([str(name), _attrs(attributes), timestamp if isinstance(timestamp, int) else time.time_ns()])
 
+    @_guarded
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
         if not self._ended and context is not None:
             self._links.append([f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes)])
 
+    @_guarded
     def update_name(self, name: str) -> None:
-        self._name = str(name)
+        if not self._ended:
+            self._name = str(name)
 
     def is_recording(self) -> bool:
         return not self._ended
 
+    @_guarded
     def set_status(self, status: Any, description: Optional[str] = None) -> None:
         if isinstance(status, Status):
             code, text = status.status_code, status.description
         else:
             code, text = status, description
-        self._status = (int(getattr(code, "value", 0)), text or "")
+        self._status = (int(getattr(code, "value", 0)), text if isinstance(text, str) else "")
 
+    @_guarded
     def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
-        stack = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-        event = {"exception.type": type(exception).__qualname__, "exception.message": str(exception), "exception.stacktrace": stack}
+        described = describe_exception(exception)
+        event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}
         event.update(_attrs(attributes))
         self.add_event("exception", event, timestamp)
 
+    @_guarded
     def end(self, end_time: Optional[int] = None) -> None:
         if self._ended:
             return
         self._ended = True
-        span = records.span(
-            scope=self._scope,
-            name=self._name,
-            trace_id=self._context.trace_id,
-            span_id=self._context.span_id,
-            parent_span_id=self._parent_id,
-            kind=self._kind.value if isinstance(self._kind, SpanKind) else 0,
-            start_ns=self._start,
-            end_ns=end_time or time.time_ns(),
-            attributes=self._attributes,
-            events=self._events,
-            links=self._links,
-            status=self._status,
+        self._send(
+            records.span(
+                scope=self._scope,
+                name=self._name,
+                trace_id=self._context.trace_id,
+                span_id=self._context.span_id,
+                parent_span_id=self._parent_id,
+                kind=self._kind,
+                start_ns=self._start,
+                end_ns=end_time if isinstance(end_time, int) else time.time_ns(),
+                attributes=self._attributes,
+                events=self._events,
+                links=self._links,
+                status=self._status,
+            )
         )
-        self._channel.send(records.spans([span]))
 
 
 class _Tracer(trace.Tracer):
-    def __init__(self, channel: Channel, scope: str) -> None:
-        self._channel = channel
+    """lambdawrap's recording tracer, behind the API's proxy tracers."""
+
+    def __init__(self, bridge: "UserSpans", scope: str) -> None:
+        self._bridge = bridge
         self._scope = scope
 
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
-        trace_id = parent.trace_id if parent.is_valid else new_trace_id()
-        span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED)
-        return _Span(self._channel, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time)
+        try:
+            parent = trace.get_current_span(context).get_span_context()
+            if parent.is_valid:
+                trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
+            else:
+                trace_id = new_trace_id()
+                sampled = self._bridge.sampled(trace_id, None)
+            span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED)
+            if not sampled:
+                return NonRecordingSpan(span_context)  # the trace was sampled out at its root
+            return _Span(self._bridge.send, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time)
+        except Exception:  # noqa: BLE001 - the API promises the user no exception from us
+            FAILURES.record("the OpenTelemetry bridge (start_span)")
+            return trace.INVALID_SPAN
 
-    @contextlib.contextmanager
+    @_context_manager
     def start_as_current_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True, end_on_exit: bool = True) -> Iterator[trace.Span]:
         span = self.start_span(name, context, kind, attributes, links, start_time)
         with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception, set_status_on_exception=set_status_on_exception) as current:
             yield current
 
 
-class _TracerProvider(trace.TracerProvider):
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
-
-    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: Optional[str] = None, schema_url: Optional[str] = None, attributes: Any = None) -> trace.Tracer:
-        return _Tracer(self._channel, instrumenting_module_name or "user")
-
-
 class UserSpans:
-    """Makes the invocation span current while the handler runs."""
+    """Makes the invocation span current while the handler runs, and records the user's spans
+    while the user has no tracer provider of their own."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Any, sampled: Callable[[int, Any], bool], function_wrapper: Any) -> None:
         self._channel = channel
-        self._checked = False
+        self.sampled = sampled
+        self._tracers: dict = {}
+        self._patch_proxy_tracer(function_wrapper)
 
-    def _ensure_provider(self) -> None:
-        # Decided at the first invocation, after the user's module-level code had its chance
-        # to install a provider of its own; theirs always wins.
-        self._checked = True
-        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            trace.set_tracer_provider(_TracerProvider(self._channel))
+    def _patch_proxy_tracer(self, function_wrapper: Any) -> None:
+        # The proxy tracers the API hands out before any provider is set (module-level
+        # `trace.get_tracer(...)` included) start our spans until the user sets a provider,
+        # then theirs: each call looks at the API's slot, which stays the user's to fill.
+        proxy = trace.ProxyTracer
+        if not hasattr(trace, "_TRACER_PROVIDER") or getattr(proxy, "_self_lambdawrap", False):
+            return
+        bridge = self
 
-    def enter(self, trace_id: int, span_id: int) -> Any:
-        if not self._checked:
-            self._ensure_provider()
-        invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED))
+        def route(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+            if getattr(trace, "_TRACER_PROVIDER", None) is not None:
+                return wrapped(*args, **kwargs)
+            return getattr(bridge.tracer(getattr(instance, "_instrumenting_module_name", None)), wrapped.__name__)(*args, **kwargs)
+
+        for name in ("start_span", "start_as_current_span"):
+            setattr(proxy, name, function_wrapper(getattr(proxy, name), route))
+        proxy._self_lambdawrap = True
+
+    def tracer(self, scope: Any) -> _Tracer:
+        scope = scope if isinstance(scope, str) and scope else "user"
+        tracer = self._tracers.get(scope)
+        if tracer is None:
+            tracer = self._tracers[scope] = _Tracer(self, scope)
+        return tracer
+
+    def send(self, span: dict) -> None:
+        """A finished span: with its invocation's record when one is under way, else alone."""
+        invocation = active_invocation()
+        if invocation is not None and span["trace_id"] == f"{invocation.trace_id:032x}":
+            invocation.add_span(span)
+        else:
+            self._channel.send(records.spans([span]))
+
+    def enter(self, trace_id: int, span_id: int, sampled: bool) -> Any:
+        invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED))
         return otel_context.attach(trace.set_span_in_context(invocation))
 
     def exit(self, token: Any) -> None:

@@ -28,9 +28,47 @@ __all__ = ["SecretsError", "get"]
 
 CONNECT_RETRY_S = 0.005
 
-_cache: dict[str, tuple[str, float]] = {}  # env name -> (value, fetched at, monotonic)
+# env name -> (value, when it was fetched from AWS, epoch seconds: the monotonic clock may not
+# advance while the environment is frozen, and a TTL is about real time).
+_cache: dict[str, tuple[str, float]] = {}
 _config: dict[str, Any] = {}
-_refreshing = threading.Event()
+
+
+class _Refresher:
+    """One background thread for the whole process, woken when a value is stale (never the
+    caller's wait), and rebuilt in a forked child, where threads do not survive."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._wake = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lambdawrap-secrets-refresh", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                answer = _load(_config["sources"], _config["channel"], _config["timeout_s"], _config["companion"], _config["region"])
+                _store(answer["values"], answer.get("ages"))
+            except Exception:  # noqa: BLE001 - keep serving the cached values
+                get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
+
+
+_refresher = _Refresher()
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -39,32 +77,19 @@ def get(name: str, default: str | None = None) -> str | None:
     if entry is None:
         return default
     value, fetched_at = entry
-    if time.monotonic() - fetched_at >= _config.get("ttl", 300.0):
-        _refresh_in_background()
+    if _config and time.time() - fetched_at >= _config.get("ttl", 300.0):
+        _refresher.wake()
     return value
 
 
-def _store(values: Mapping[str, str]) -> None:
-    now = time.monotonic()
+def _store(values: Mapping[str, str], ages: Any = None) -> None:
+    """Cache values; `ages` (seconds, by name) say how old the companion's copies already were,
+    so that a value is never served for longer than one TTL after it was fetched."""
+    now = time.time()
+    ages = ages if isinstance(ages, dict) else {}
     for name, value in values.items():
-        _cache[name] = (value, now)
-
-
-def _refresh_in_background() -> None:
-    if _refreshing.is_set() or not _config:
-        return
-    _refreshing.set()
-    threading.Thread(target=_refresh, name="lambdawrap-secrets-refresh", daemon=True).start()
-
-
-def _refresh() -> None:
-    try:
-        answer = _load(_config["sources"], _config["channel"], _config["timeout_s"], _config["companion"], _config["region"])
-        _store(answer["values"])
-    except Exception:  # noqa: BLE001 - keep serving the cached values
-        get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
-    finally:
-        _refreshing.clear()
+        age = ages.get(name)
+        _cache[name] = (value, now - (age if isinstance(age, (int, float)) and 0 <= age < 86400 * 365 else 0.0))
 
 
 def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
@@ -122,7 +147,7 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
     for name, value in answer["values"].items():
         if isinstance(name, str) and isinstance(value, str):
             os.environ[name] = value
-    _store({k: v for k, v in answer["values"].items() if isinstance(v, str)})
+    _store({k: v for k, v in answer["values"].items() if isinstance(v, str)}, answer.get("ages"))
     failures.extend(str(error) for error in answer.get("errors", {}).values())
     for source in sources:
         name = source.env_name

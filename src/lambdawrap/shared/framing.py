@@ -10,9 +10,14 @@ MAX_RECORD_BYTES = 256 * 1024  # one invocation's record; a bigger one is droppe
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an answer to a request (secrets)
 
 
+def encode_json(value: object) -> bytes:
+    """Compact JSON bytes. Values JSON cannot carry become their repr (never an exception)."""
+    return json.dumps(value, separators=(",", ":"), default=repr).encode("utf-8", "replace")
+
+
 def encode(record: dict) -> bytes:
-    """One frame. Values JSON cannot carry become their repr (never an exception)."""
-    body = json.dumps(record, separators=(",", ":"), default=repr).encode("utf-8", "replace")
+    """One frame."""
+    body = encode_json(record)
     return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 

@@ -3,25 +3,31 @@ fields, version and validation. Both ends import this module; a schema change is
 
 Each frame (see `framing`) holds one JSON object with `version` and `type`:
 
-``invocation`` -- once per invocation, when the handler has returned or raised:
+``invocation`` -- once per invocation, when the handler has returned or raised. It has two
+parts: ``start``, what was known before the handler ran (the same bytes the process publishes
+in its in-flight slot, see `inflight`, so that the companion can still build the span when the
+process dies), and ``end``:
 
-    request_id       str        the platform's request id
-    function_arn     str        the ARN the function was invoked by
-    trace_id         32 hex     the invocation span's trace
-    span_id          16 hex     the invocation span
-    parent_span_id   16 hex|""  the caller's span (from the event or the X-Ray header)
-    sampled          bool       the trace's sampling decision
-    start_ns, end_ns int        epoch nanoseconds
-    cold_start       bool       the first invocation of an on-demand environment
-    proactive_init   bool       the first invocation, long after a proactive init
-    trigger          str        the event source (see handler.triggers)
-    attributes       object     span attributes read from the event
-    links            list       [[trace_id, span_id, sampled], ...] from batch messages
-    error            object     {"type", "message", "stack"} when the handler raised
-    http_status      int        the status of an HTTP-triggered invocation's response
-    request_payload, response_payload   str   only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
-    dropped          int        records lost on the channel since the last one that went through
-    internal_errors  int        lambdawrap failures in the function's process since the last report
+    start.request_id       str        the platform's request id
+    start.function_arn     str        the ARN the function was invoked by
+    start.trace_id         32 hex     the invocation span's trace
+    start.span_id          16 hex     the invocation span
+    start.parent_span_id   16 hex|""  the caller's span (from the event or the X-Ray header)
+    start.sampled          bool       the trace's sampling decision, made once, here
+    start.start_ns         int        epoch nanoseconds
+    start.cold_start       bool       the first invocation of an on-demand environment
+    start.proactive_init   bool       the first invocation, long after a proactive init
+    start.trigger          str        the event source (see handler.triggers)
+    start.attributes       object     span attributes read from the event
+    start.links            list       [[trace_id, span_id, sampled], ...] from batch messages
+    start.request_payload  str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
+    end.end_ns             int        epoch nanoseconds
+    end.error              object     {"type", "message", "stack"} when the handler raised
+    end.http_status        int        the status of an HTTP-triggered invocation's response
+    end.response_payload   str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
+    end.spans              list       spans the user's code ended during the invocation (below)
+    end.internal_errors    int        lambdawrap failures in the function's process since the last report
+    dropped                int        records lost on the channel since the last one that went through
 
 ``spans`` -- spans the user's code ended through the OpenTelemetry API:
 
@@ -35,6 +41,8 @@ Each frame (see `framing`) holds one JSON object with `version` and `type`:
 
 from __future__ import annotations
 
+from lambdawrap.shared.framing import HEADER_BYTES, encode_json
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -47,7 +55,7 @@ SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
 
 
-def invocation(
+def invocation_start(
     request_id: str,
     function_arn: str,
     trace_id: int,
@@ -61,11 +69,8 @@ def invocation(
     attributes: dict,
     links: list,
 ) -> dict:
-    """An invocation record as it is known before the handler runs (ids are ints here).
-    `finish_invocation` adds what the handler's end tells."""
+    """The start part of an invocation record (ids are ints here)."""
     return {
-        "version": VERSION,
-        "type": INVOCATION,
         "request_id": request_id,
         "function_arn": function_arn,
         "trace_id": f"{trace_id:032x}",
@@ -81,13 +86,23 @@ def invocation(
     }
 
 
-def finish_invocation(record: dict, end_ns: int, error: dict | None = None, http_status: int | None = None) -> dict:
-    record["end_ns"] = end_ns
+def invocation_end(end_ns: int, error: dict | None = None, http_status: int | None = None) -> dict:
+    end: dict = {"end_ns": end_ns}
     if error is not None:
-        record["error"] = error
+        end["error"] = error
     if http_status is not None:
-        record["http_status"] = http_status
-    return record
+        end["http_status"] = http_status
+    return end
+
+
+def encode_invocation(start_json: bytes, end: dict, dropped: int = 0) -> bytes:
+    """The invocation record's frame, around the start part already encoded (the in-flight
+    slot holds the same bytes: they are made once)."""
+    head = b'{"version":%d,"type":"invocation",' % VERSION
+    if dropped:
+        head += b'"dropped":%d,' % dropped
+    body = head + b'"start":' + start_json + b',"end":' + encode_json(end) + b"}"
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple) -> dict:
@@ -130,20 +145,36 @@ def secrets_answer(values: dict, errors: dict, ttl: float | None = None, unavail
 
 def invocation_problem(record: dict) -> str | None:
     """What makes an invocation record unusable for a span, or None if it is well formed."""
-    request_id = record.get("request_id")
+    start, end = record.get("start"), record.get("end")
+    if not isinstance(start, dict) or not isinstance(end, dict):
+        return "no start or end part"
+    return start_problem(start) or end_problem(end)
+
+
+def start_problem(start: dict) -> str | None:
+    """What makes an invocation's start part (also read from an in-flight slot) unusable."""
+    request_id = start.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         return "no request_id"
-    problem = _ids_problem(record)
+    problem = _ids_problem(start)
     if problem is not None:
         return problem
-    for key in ("start_ns", "end_ns"):
-        if not _optional_time(record.get(key)):
-            return f"a {key} that is not a time"
-    if not _links_ok(record.get("links"), 3):
+    if not _optional_time(start.get("start_ns")):
+        return "a start_ns that is not a time"
+    if not _links_ok(start.get("links"), 3):
         return "malformed links"
-    for key in ("attributes", "error"):
-        if record.get(key) is not None and not isinstance(record.get(key), dict):
-            return f"{key} that is not an object"
+    if start.get("attributes") is not None and not isinstance(start.get("attributes"), dict):
+        return "attributes that are not an object"
+    return None
+
+
+def end_problem(end: dict) -> str | None:
+    if not _optional_time(end.get("end_ns")):
+        return "an end_ns that is not a time"
+    if end.get("error") is not None and not isinstance(end.get("error"), dict):
+        return "an error that is not an object"
+    if end.get("spans") is not None and not isinstance(end.get("spans"), list):
+        return "spans that are not a list"
     return None
 
 

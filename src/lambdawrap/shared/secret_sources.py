@@ -52,7 +52,7 @@ def parse_sources(spec: str) -> tuple:
         try:
             source = _parse_entry(entry)
         except ValueError as exc:
-            problems.append(f"LAMBDAWRAP_SECRETS entry {entry!r} ignored: {exc}")
+            problems.append(f"ignoring LAMBDAWRAP_SECRETS entry {entry!r} ({exc})")
             continue
         if source.env_name in seen:
             problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name} twice; the first one is used")

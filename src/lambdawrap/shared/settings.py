@@ -40,6 +40,7 @@ SECRETS_TIMEOUT_MS = "LAMBDAWRAP_SECRETS_TIMEOUT_MS"
 SECRETS_TTL = "LAMBDAWRAP_SECRETS_TTL"
 SECRETS_REQUIRED = "LAMBDAWRAP_SECRETS_REQUIRED"
 SECRETS_PORT = "LAMBDAWRAP_SECRETS_PORT"
+MAX_SPANS_PER_INVOCATION = "LAMBDAWRAP_MAX_SPANS_PER_INVOCATION"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
@@ -100,6 +101,7 @@ _FIELDS = (
     ("capture_payload", False),
     ("redact_keys", ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")),
     ("proactive_init_ms", 10000),
+    ("max_spans_per_invocation", 1000),
     ("protocols", (("traces", "http/protobuf"), ("metrics", "http/protobuf"), ("logs", "http/protobuf"))),
     ("metrics_temporality", "delta"),
     ("sampler", "parentbased_always_on"),
@@ -159,6 +161,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             capture_payload=parse(CAPTURE_PAYLOAD, d.capture_payload, _bool),
             redact_keys=d.redact_keys + parse(REDACT_KEYS, (), _names),
             proactive_init_ms=parse(PROACTIVE_INIT_MS, d.proactive_init_ms, _int_range(0, 3_600_000)),
+            max_spans_per_invocation=parse(MAX_SPANS_PER_INVOCATION, d.max_spans_per_invocation, _int_range(0, 100_000)),
             protocols=tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS),
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),

@@ -1,0 +1,48 @@
+"""When the companion exports: after every invocation, on a timer, or adaptively."""
+
+from __future__ import annotations
+
+import collections
+
+from lambdawrap.shared.settings import FlushStrategy
+
+ADAPTIVE_INTERVAL_MS = 1000
+ADAPTIVE_BUSY_GAP_S = 1.0
+
+
+class FlushPolicy:
+    """Decides, per invocation, whether to export now."""
+
+    def __init__(self, strategy: FlushStrategy) -> None:
+        self.strategy = strategy
+        self._gaps: collections.deque = collections.deque(maxlen=8)
+        self._last_invoke: float | None = None
+        self._last_flush = 0.0
+
+    def on_invoke(self, now: float) -> None:
+        if self._last_invoke is not None:
+            self._gaps.append(now - self._last_invoke)
+        self._last_invoke = now
+
+    def busy(self) -> bool:
+        if len(self._gaps) < 4:
+            return False
+        gaps = sorted(self._gaps)
+        middle = len(gaps) // 2
+        median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
+        return median < ADAPTIVE_BUSY_GAP_S
+
+    def should_flush(self, now: float) -> bool:
+        mode = self.strategy.mode
+        if mode == "adaptive":
+            if not self.busy():
+                return True
+            interval_ms = ADAPTIVE_INTERVAL_MS
+        elif mode == "periodic":
+            interval_ms = self.strategy.interval_ms
+        else:
+            return True
+        return (now - self._last_flush) * 1000 >= interval_ms
+
+    def flushed(self, now: float) -> None:
+        self._last_flush = now

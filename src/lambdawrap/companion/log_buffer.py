@@ -1,0 +1,70 @@
+"""The function's log lines waiting for export, bounded in lines and in bytes.
+
+A function can print far more than a small environment's memory can hold (50 MB an invocation
+is not rare); the companion's memory counts against the function's. Lines beyond the bounds are
+dropped and counted (`log_buffer_full`), never queued without end, and the export of what is
+kept stays inside the flush budget like everything else.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+MAX_LINES = 5000
+MAX_BYTES = 4 * 1024 * 1024
+MAX_LINE_CHARS = 64 * 1024  # the platform caps a log record at 256 KB; a line is cut here
+
+
+class LogBuffer:
+    """(line, time_ns, ids, request_id) entries, oldest first."""
+
+    def __init__(self, on_drop: Callable[[str, int], None], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> None:
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._on_drop = on_drop
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self.bytes = 0
+
+    def add(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS]
+        with self._lock:
+            if len(self._items) >= self._max_lines or self.bytes + len(line) > self._max_bytes:
+                full = True
+            else:
+                full = False
+                self._items.append((line, time_ns, ids, request_id))
+                self.bytes += len(line)
+        if full:
+            self._on_drop("log_buffer_full", 1)
+
+    def take(self, limit: int) -> list:
+        with self._lock:
+            batch = []
+            while self._items and len(batch) < limit:
+                entry = self._items.popleft()
+                self.bytes -= len(entry[0])
+                batch.append(entry)
+            return batch
+
+    def give_back(self, batch: list) -> None:
+        """Put an unexported batch back at the front; what no longer fits is dropped."""
+        lost = 0
+        with self._lock:
+            for entry in reversed(batch):
+                if len(self._items) >= self._max_lines or self.bytes + len(entry[0]) > self._max_bytes:
+                    lost += 1
+                    continue
+                self._items.appendleft(entry)
+                self.bytes += len(entry[0])
+        if lost:
+            self._on_drop("log_buffer_full", lost)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,41 @@
+"""The function's log lines as OpenTelemetry log records, built at export time (the buffer
+holds only the line, its time and its invocation's ids: the SDK's objects are made for the
+batch on its way out)."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from lambdawrap import __version__
+
+SCOPE = InstrumentationScope("lambdawrap", __version__)
+_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
+
+
+def log_records(entries: list, resource: Resource) -> list:
+    """ReadableLogRecords for (line, time_ns, ids, request_id) entries."""
+    return [_record(line, time_ns, ids, request_id, resource) for line, time_ns, ids, request_id in entries]
+
+
+def _record(line: str, time_ns: int, ids: tuple | None, request_id: str | None, resource: Resource) -> ReadableLogRecord:
+    context = None
+    if ids and ids[0] and ids[1]:
+        span_context = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        context = trace.set_span_in_context(NonRecordingSpan(span_context))
+    severity, text = severity_of(line)
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=line, attributes={"faas.invocation_id": request_id} if request_id else None)
+    return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
+
+
+def severity_of(line: str) -> tuple:
+    """The severity a runtime log line names (awslambdaric's `[LEVEL]` prefix), else INFO."""
+    head = line[:10].upper()
+    for text, number in _SEVERITIES:
+        if head.startswith(text):
+            return number, text.strip("[]")
+    return SeverityNumber.INFO, "INFO"

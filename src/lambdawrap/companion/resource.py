@@ -1,0 +1,34 @@
+"""The OpenTelemetry resource every signal of this environment carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+
+from lambdawrap.shared.settings import Settings
+
+_MIB = 1024 * 1024
+
+
+def build_resource(settings: Settings, account_id: str | None) -> Resource:
+    """The SDK's own attributes, then cloud.* and faas.* from the platform, then
+    OTEL_RESOURCE_ATTRIBUTES, then the service name (OTEL_SERVICE_NAME, or the function's)."""
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
+    ours: dict[str, Any] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+        "cloud.provider": "aws",
+        "cloud.platform": "aws_lambda",
+        "faas.name": settings.function_name,
+        "faas.version": settings.function_version,
+        "cloud.region": settings.region,
+        "faas.max_memory": settings.memory_mb * _MIB,
+        "cloud.account.id": account_id,
+    }
+    ours = {k: v for k, v in ours.items() if v}
+    ours.update(settings.resource_attributes)
+    ours["service.name"] = settings.service_name or "lambda"
+    return Resource(ours)

@@ -1,0 +1,280 @@
+"""Builds the SDK's ReadableSpans from what the correlator joined, with exactly the ids the
+function's process made, and keeps them in a bounded buffer until they are exported.
+
+Each span follows its trace's sampling decision, made once in the function's process (the
+record's `sampled`); only a span nothing of the function's survived for (its process died
+before it wrote its in-flight slot) or a failed init decides here, as the root of its trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Callable
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from lambdawrap import __version__
+from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.shared.ids import new_span_id, new_trace_id
+
+SCOPE = InstrumentationScope("lambdawrap", __version__)
+_PUBSUB_KINDS = ("sqs", "sns", "kinesis", "eventbridge")
+_CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
+# The platform's word when the runtime posted an error without naming its type (awslambdaric
+# never sends the error-type header): the runtime's own error line says more, if it logged one.
+_UNNAMED_ERRORS = ("Runtime.Unknown", "Function.Unknown", None)
+MAX_PAYLOAD_ATTRIBUTE_CHARS = 8192
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class SpanBuffer:
+    """A capped FIFO of finished spans; what does not fit is dropped and counted."""
+
+    def __init__(self, capacity: int, on_drop: Callable[[str], None]) -> None:
+        self.capacity = capacity
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._on_drop = on_drop
+        self.high_water = 0
+
+    def add(self, span: ReadableSpan) -> None:
+        with self._lock:
+            if len(self._items) >= self.capacity:
+                self._on_drop("buffer_full")
+                return
+            self._items.append(span)
+            self.high_water = max(self.high_water, len(self._items))
+
+    def take(self, limit: int) -> list:
+        with self._lock:
+            batch = []
+            while self._items and len(batch) < limit:
+                batch.append(self._items.popleft())
+            return batch
+
+    def give_back(self, batch: list) -> None:
+        """Put an unexported batch back at the front; what exceeds the cap is dropped."""
+        with self._lock:
+            room = self.capacity - len(self._items)
+            keep = batch[:room] if room > 0 else []
+            for span in reversed(keep):
+                self._items.appendleft(span)
+            lost = len(batch) - len(keep)
+        for _ in range(lost):
+            self._on_drop("buffer_full")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class InvocationFacts:
+    """What the metrics need of an invocation, besides its span."""
+
+    __slots__ = ("trigger", "error", "cold", "duration_s", "failure")
+
+    def __init__(self, trigger: str, error: bool, cold: bool, duration_s: float, failure: str | None) -> None:
+        self.trigger = trigger
+        self.error = error
+        self.cold = cold
+        self.duration_s = duration_s
+        self.failure = failure  # timeout, crash, out_of_memory, runtime_error; None if it ran to its end
+
+
+class SpanBuilder:
+    def __init__(self, resource: Resource, function_name: str, sampled_as_root: Callable[[int], bool]) -> None:
+        self.resource = resource
+        self.function_name = function_name or "function"
+        self._sampled_as_root = sampled_as_root
+
+    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE) -> ReadableSpan:
+        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
+        return ReadableSpan(
+            name=name,
+            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+            parent=parent,
+            resource=self.resource,
+            attributes=clean_attributes(attributes),
+            events=tuple(events),
+            links=tuple(links),
+            kind=kind,
+            instrumentation_scope=scope,
+            status=status,
+            start_time=start,
+            end_time=max(end, start),
+        )
+
+    def invocation(self, inv: Invocation) -> tuple:
+        """(span or None when sampled out, InvocationFacts)."""
+        start = inv.start or {}
+        outcome = inv.outcome or {}
+        attrs = dict(start.get("attributes") or {}) if isinstance(start.get("attributes"), dict) else {}
+        trigger = str(start.get("trigger") or "other")
+        attrs.update(
+            {
+                "faas.invocation_id": inv.request_id,
+                "faas.coldstart": bool(start.get("cold_start")),
+                "cloud.resource_id": start.get("function_arn") or (inv.invoke_event or {}).get("invokedFunctionArn", ""),
+                "lambdawrap.trigger": trigger,
+            }
+        )
+        attrs.setdefault("faas.trigger", "other")
+        if start.get("proactive_init"):
+            attrs["lambdawrap.proactive_init"] = True
+        end = inv.end
+        status, events, failure = Status(StatusCode.UNSET), [], None
+        if end is not None:
+            end_ns = int(end.get("end_ns") or 0)
+            status, events = self._reported_status(inv, attrs, end_ns)
+        else:
+            end_ns, failure = self._platform_end(inv, attrs)
+            status = Status(StatusCode.ERROR, f"{attrs['error.type']}: invocation ended by the platform ({failure})")
+        # Only present when the function opted in (LAMBDAWRAP_CAPTURE_PAYLOAD), redacted there.
+        for name, payload in (("lambdawrap.request.payload", start.get("request_payload")), ("lambdawrap.response.payload", (end or {}).get("response_payload"))):
+            if isinstance(payload, str):
+                attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
+        start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
+        facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, bool(start.get("cold_start")), max(0, end_ns - start_ns) / 1e9, failure)
+        trace_id, span_id = (int(part, 16) for part in inv.ids)
+        if not (start.get("sampled", True) if inv.start is not None else self._sampled_as_root(trace_id)):
+            return None, facts
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in start.get("links") or []]
+        span = self.span(
+            name=_span_name(attrs, self.function_name),
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
+            kind=SpanKind.CONSUMER if trigger in _PUBSUB_KINDS else SpanKind.SERVER,
+            attributes=attrs,
+            start=start_ns,
+            end=end_ns,
+            status=status,
+            events=events,
+            links=links,
+        )
+        return span, facts
+
+    def _reported_status(self, inv: Invocation, attrs: dict, end_ns: int) -> tuple:
+        """The status of an invocation the function reported: its exception, else the
+        platform's word (a failure after the handler returned), else the HTTP status."""
+        end, outcome = inv.end, inv.outcome or {}
+        http_status = end.get("http_status")
+        if isinstance(http_status, int) and not isinstance(http_status, bool):
+            attrs["http.response.status_code"] = http_status
+        error = end.get("error") if isinstance(end.get("error"), dict) else None
+        if error is None and inv.failed_on_platform:
+            error = dict(inv.error_line or {"type": None, "message": "", "stack": ""})
+            if outcome.get("errorType") not in _UNNAMED_ERRORS or not error.get("type"):
+                error["type"] = outcome.get("errorType") or "Runtime.Unknown"
+            attrs["lambdawrap.failure_reason"] = "after_return"
+        if error is not None:
+            attrs["error.type"] = str(error.get("type"))
+            event = Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=end_ns or None)
+            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), [event]
+        if isinstance(http_status, int) and http_status >= 500:
+            return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
+        return Status(StatusCode.UNSET), []
+
+    def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
+        """(end_ns, failure reason) of an invocation the function could not report."""
+        outcome = inv.outcome or {}
+        status_text = str(outcome.get("status") or "failure")
+        error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
+        duration_ms = (outcome.get("metrics") or {}).get("durationMs")
+        start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
+        end_ns = start_ns + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else time.time_ns()
+        reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
+        if error_type == "Runtime.OutOfMemory":
+            reason = "out_of_memory"
+        elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
+            # The runtime answered an error itself, before or around the handler (e.g. an event
+            # it could not decode): the process did not die.
+            reason = "runtime_error"
+        attrs["error.type"] = error_type
+        attrs["lambdawrap.failure_reason"] = reason
+        return end_ns, reason
+
+    def init(self, init: InitFacts, parent: Invocation | None) -> ReadableSpan | None:
+        """The init span: in the first invocation's trace, or, for a failed init, its own."""
+        if init.start_ns is None:
+            return None
+        attrs: dict = {"faas.coldstart": True, "lambdawrap.init.phase": init.phase}
+        events: list = []
+        if parent is not None:
+            if not parent.ids or (parent.start is not None and not parent.start.get("sampled", True)):
+                return None
+            trace_id, parent_id = int(parent.ids[0], 16), int(parent.ids[1], 16)
+            if parent.start is None and not self._sampled_as_root(trace_id):
+                return None
+        else:
+            trace_id, parent_id = new_trace_id(), None
+            if not self._sampled_as_root(trace_id):
+                return None
+        status = Status(StatusCode.UNSET)
+        if init.failed:
+            error = init.error or {"type": init.error_type or init.status, "message": "", "stack": ""}
+            error_type = init.error_type if init.error_type not in _UNNAMED_ERRORS else error.get("type")
+            attrs["error.type"] = str(error_type)
+            status = Status(StatusCode.ERROR, f"{error_type}: {error.get('message')}"[:1024])
+            events.append(Event("exception", {"exception.type": str(error_type), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}))
+        return self.span(
+            name=f"{self.function_name} init",
+            trace_id=trace_id,
+            span_id=new_span_id(),
+            parent_id=parent_id,
+            kind=SpanKind.INTERNAL,
+            attributes=attrs,
+            start=init.start_ns,
+            end=init.start_ns + int((init.duration_ms or 0) * 1_000_000),
+            status=status,
+            events=events,
+        )
+
+    def user_span(self, raw: dict) -> ReadableSpan:
+        """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
+        code, description = (raw.get("status") or [0, ""])[:2]
+        status = Status(StatusCode(code), description or None) if code == StatusCode.ERROR.value else Status(StatusCode(code))
+        events = [Event(str(name), clean_attributes(attrs or {}), timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
+        return self.span(
+            name=raw["name"],
+            trace_id=int(raw["trace_id"], 16),
+            span_id=int(raw["span_id"], 16),
+            parent_id=int(raw["parent_span_id"], 16) if raw.get("parent_span_id") else None,
+            kind=SpanKind(raw.get("kind") or 0),
+            attributes=dict(raw.get("attributes") or {}),
+            start=int(raw["start_ns"]),
+            end=int(raw["end_ns"]),
+            status=status,
+            events=events,
+            links=links,
+            scope=InstrumentationScope(str(raw.get("scope") or "user")),
+        )
+
+
+def _span_name(attrs: dict, function_name: str) -> str:
+    method = attrs.get("http.request.method")
+    route = attrs.get("http.route")
+    if method and route:
+        return f"{method} {route}"
+    if method:
+        return str(method)
+    destination = attrs.get("messaging.destination.name")
+    if destination:
+        return f"{destination} process"
+    return function_name
+
+
+def clean_attributes(attributes: dict) -> dict:
+    allowed = (str, bool, int, float)
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if isinstance(value, allowed):
+            out[str(key)] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) for v in value):
+            out[str(key)] = list(value)
+    return out

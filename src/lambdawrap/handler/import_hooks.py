@@ -1,0 +1,102 @@
+"""Post-import hooks that leave no frame of ours in the user's tracebacks.
+
+A hook that wraps a module's loader (as wrapt's do) runs the module's code from a frame of its
+own, so an error raised while the handler module loads carries that frame (and the importlib
+frames around it) in the stack trace the runtime reports: the caller would see a different
+error payload with the layer than without. Here the finder hands importlib the real loader and
+the real spec, changed in one way: the spec's class gains an `_initializing` property. importlib
+sets `spec._initializing = True` before it runs the module and `False` in a `finally` once it is
+done (CPython 3.4 to 3.13, `importlib._bootstrap._load_unlocked`); when it turns False with the
+module in sys.modules, the hooks run. The module's own code runs in importlib's frames only, and
+the spec's class is given back before the hooks run.
+
+tests/test_import_hooks.py holds this to wrapt's `register_post_import_hook` behaviour.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Callable
+
+Hook = "Callable[[ModuleType], None]"
+
+_hooks: dict = {}  # module name -> [hook, ...], until the module has loaded
+_lock = threading.RLock()
+_watched_classes: dict = {}  # spec class -> its watched subclass
+
+
+def when_imported(name: str, hook: "Callable[[ModuleType], None]", on_error: "Callable[[str], None]") -> None:
+    """Call `hook(module)` once module `name` has been imported, at once if it already is.
+    A hook that raises is reported to `on_error(name)` and never reaches the importer."""
+    module = sys.modules.get(name)
+    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+        _run(hook, module, on_error)
+        return
+    with _lock:
+        _hooks.setdefault(name, []).append((hook, on_error))
+        if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _Finder())
+
+
+def _run(hook: "Callable[[ModuleType], None]", module: "ModuleType", on_error: "Callable[[str], None]") -> None:
+    try:
+        hook(module)
+    except Exception:  # noqa: BLE001 - the user's import must succeed whatever our hook does
+        on_error(getattr(module, "__name__", "?"))
+
+
+def _loaded(name: str, module: "ModuleType") -> None:
+    with _lock:
+        hooks = _hooks.pop(name, [])
+    for hook, on_error in hooks:
+        _run(hook, module, on_error)
+
+
+class _Finder:
+    """First on sys.meta_path; answers only for the watched names, by asking the finders after
+    it and returning their spec, watched."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        if fullname not in _hooks:
+            return None  # every other import: one dict lookup
+        for finder in list(sys.meta_path):
+            if finder is self or isinstance(finder, _Finder):
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                _watch(spec)
+                return spec
+        return None
+
+
+def _watch(spec: object) -> None:
+    original = type(spec)
+    with _lock:
+        watched = _watched_classes.get(original)
+        if watched is None:
+            watched = _watched_classes[original] = type(original.__name__, (original,), {"_initializing": property(_get_initializing, _set_initializing), "__module__": original.__module__})
+    spec.__dict__["_lambdawrap_class"] = original
+    spec.__class__ = watched
+
+
+def _get_initializing(spec: object) -> bool:
+    return spec.__dict__.get("_initializing", False)
+
+
+def _set_initializing(spec: object, value: bool) -> None:
+    spec.__dict__["_initializing"] = value
+    if value:
+        return
+    # importlib is done with the module, loaded or failed: the spec becomes what it was.
+    spec.__class__ = spec.__dict__.pop("_lambdawrap_class", type(spec).__mro__[1])
+    module = sys.modules.get(spec.name)
+    if module is not None and getattr(module, "__spec__", None) is spec:
+        _loaded(spec.name, module)

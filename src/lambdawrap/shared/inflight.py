@@ -1,0 +1,111 @@
+"""The invocation a process has under way, where the companion can read it after the process
+is gone (timeout, crash, out of memory): what the span needs that the platform does not say
+(the trace and parent, the trigger, the cold start).
+
+Each process of the function writes into a file of its own beside the socket
+(`<socket>.inflight.<pid>`), mapped into its memory: holding and clearing the slot is a copy
+into memory, not a system call, on the invocation's path. A slot is a 4-byte big-endian
+length and then the invocation's start record (JSON); length 0 means nothing is under way. The
+length is cleared before the body changes and set after, so a reader sees a whole record or
+none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+SUFFIX = ".inflight."
+SIZE = 64 * 1024
+HEADER_BYTES = 4
+
+
+class InflightSlot:
+    """The writing side (the function's process). Never raises: a slot that cannot be made
+    only costs the companion what the platform alone can tell it."""
+
+    def __init__(self, socket_path: str) -> None:
+        self._socket_path = socket_path
+        self._map = None
+        self._pid = 0
+        self._broken = False
+
+    def _open(self) -> object:
+        import mmap  # deferred: only once the first invocation starts
+
+        pid = os.getpid()
+        fd = os.open(f"{self._socket_path}{SUFFIX}{pid}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, SIZE)
+            self._map = mmap.mmap(fd, SIZE)
+        finally:
+            os.close(fd)
+        self._pid = pid
+        return self._map
+
+    def hold(self, start_json: bytes) -> bool:
+        """Publish the start of an invocation; False if there is no slot (or it is too big)."""
+        if self._broken or len(start_json) > SIZE - HEADER_BYTES:
+            return False
+        try:
+            slot = self._map if self._pid == os.getpid() else self._open()
+            slot[:HEADER_BYTES] = b"\0\0\0\0"
+            slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
+            slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
+            return True
+        except (OSError, ValueError):
+            self._broken = True  # e.g. /tmp full: not tried again on every invocation
+            return False
+
+    def clear(self) -> None:
+        if self._map is not None and self._pid == os.getpid():
+            self._map[:HEADER_BYTES] = b"\0\0\0\0"
+
+
+def read(socket_path: str, request_id: str) -> dict | None:
+    """The start record of `request_id` if a process of this environment holds it (companion
+    side); the slot of a process that is gone is removed once read."""
+    folder, name = os.path.split(socket_path)
+    prefix = name + SUFFIX
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return None
+    found = None
+    for entry in entries:
+        pid = entry[len(prefix) :]
+        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit():
+            continue
+        path = os.path.join(folder, entry)
+        start = _read_slot(path)
+        if start is not None and start.get("request_id") == request_id:
+            found = start
+        if not _alive(int(pid)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return found
+
+
+def _read_slot(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(HEADER_BYTES), "big")
+            if not 0 < length <= SIZE - HEADER_BYTES:
+                return None
+            body = f.read(length)
+        start = json.loads(body)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return start if isinstance(start, dict) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours to signal
+    return True

@@ -1,0 +1,3 @@
+import sys
+print("exiting at import")
+sys.exit(2)

@@ -1,0 +1,3 @@
+print("loading")
+def handler(event, context)
+    return 1

@@ -1,0 +1,30 @@
+"""A function that uses only the OpenTelemetry API (no SDK of its own)."""
+from opentelemetry import trace
+
+tracer = trace.get_tracer("checkout")
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no")
+
+
+class BadError(Exception):
+    def __str__(self):
+        raise RuntimeError("no str")
+
+
+def handler(event, context):
+    with tracer.start_as_current_span("checkout.total") as span:
+        span.set_attribute("items", 3)
+        span.set_attribute("odd value", Unprintable())  # the API must not raise for this
+        span.set_attributes({object(): 1})
+        span.add_event("priced", {"total": 9.5})
+        try:
+            raise BadError()
+        except BadError as exc:
+            span.record_exception(exc)  # its __str__ raises: still no exception from us
+    @tracer.start_as_current_span("decorated.step")
+    def step():
+        return 7
+    return {"total": 9.5, "step": step()}

@@ -1,0 +1,137 @@
+"""lambdawrap's post-import hooks (handler.import_hooks) behave as wrapt's
+register_post_import_hook does, and leave no frame of theirs in the importer's tracebacks.
+
+Each case runs in a fresh interpreter: import hooks are process-wide state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+SCENARIO = """
+import importlib, json, sys, traceback
+sys.path[:0] = [{src!r}, {modules!r}]
+calls = []
+KIND = {kind!r}
+
+def register(name, hook):
+    if KIND == "ours":
+        from lambdawrap.handler import import_hooks
+        import_hooks.when_imported(name, hook, lambda module: calls.append(("hook failed", module)))
+    elif KIND == "wrapt":
+        import wrapt
+        wrapt.register_post_import_hook(hook, name)
+
+def frames(exc):
+    return [(f.name, f.filename.rsplit("/", 1)[-1]) for f in traceback.extract_tb(exc.__traceback__)]
+
+out = {{}}
+{body}
+print(json.dumps(out))
+"""
+
+
+def run(tmp_path: Path, kind: str, body: str, modules: dict) -> dict:
+    folder = tmp_path / "mods"
+    folder.mkdir(exist_ok=True)
+    for name, source in modules.items():
+        path = folder / (name.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    code = SCENARIO.format(src=SRC, modules=str(folder), kind=kind, body=textwrap.dedent(body))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_fires_once_after_the_module_has_run(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        register("app", lambda m: calls.append(("hook", m.VALUE)))
+        import app
+        import app
+        importlib.import_module("app")
+        out["calls"] = calls
+        out["spec_class"] = type(app.__spec__).__name__ + "." + type(app.__spec__).__module__
+        out["initializing"] = app.__spec__._initializing
+        """,
+        {"app": "VALUE = 42\n"},
+    )
+    assert out["calls"] == [["hook", 42]]
+    assert out["spec_class"] == "ModuleSpec._frozen_importlib" and out["initializing"] is False
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_fires_at_once_for_a_module_already_imported(tmp_path, kind):
+    out = run(tmp_path, kind, 'import app\nregister("app", lambda m: calls.append(m.VALUE))\nout["calls"] = calls\n', {"app": "VALUE = 1\n"})
+    assert out["calls"] == [1]
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_a_failed_import_fires_nothing_and_a_later_one_does(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import os
+        register("flaky", lambda m: calls.append("hook"))
+        os.environ["FAIL"] = "1"
+        try:
+            import flaky
+        except RuntimeError:
+            out["failed"] = "flaky" not in sys.modules
+        os.environ["FAIL"] = ""
+        import flaky
+        out["calls"] = calls
+        """,
+        {"flaky": "import os\nif os.environ['FAIL']:\n    raise RuntimeError('boom')\n"},
+    )
+    assert out["failed"] is True and out["calls"] == ["hook"]
+
+
+def test_a_hook_that_raises_never_fails_the_import(tmp_path):
+    out = run(tmp_path, "ours", 'register("app", lambda m: 1 / 0)\nimport app\nout["value"] = app.VALUE\nout["calls"] = calls\n', {"app": "VALUE = 7\n"})
+    assert out["value"] == 7 and out["calls"] == [["hook failed", "app"]]
+
+
+def test_submodules_and_packages(tmp_path):
+    out = run(
+        tmp_path,
+        "ours",
+        'register("pkg.mod", lambda m: calls.append(m.__name__))\nregister("pkg", lambda m: calls.append(m.__name__))\nimport pkg.mod\nout["calls"] = calls\n',
+        {"pkg.__init__": "", "pkg.mod": "X = 1\n"},
+    )
+    assert out["calls"] == ["pkg", "pkg.mod"]
+
+
+@pytest.mark.parametrize("error", ["raise ValueError('at import')", "import no_such_module_anywhere", "1 / 0"])
+@pytest.mark.parametrize("how", ["import_module", "import_statement"])
+def test_no_frame_of_ours_in_an_import_error(tmp_path, error, how):
+    # GIVEN a module that fails while it loads WHEN it is imported with and without the hook
+    # registered THEN the traceback the importer sees is the same, frame for frame
+    body = f"""
+    register("broken", lambda m: None)
+    try:
+        {"importlib.import_module('broken')" if how == "import_module" else "import broken"}
+    except BaseException as exc:
+        out["frames"] = frames(exc)
+        out["type"] = type(exc).__name__
+    """
+    bare = run(tmp_path, "none", body, {"broken": f"X = 1\n{error}\n"})
+    hooked = run(tmp_path, "ours", body, {"broken": f"X = 1\n{error}\n"})
+    assert hooked == bare
+    wrapt = run(tmp_path, "wrapt", body, {"broken": f"X = 1\n{error}\n"})
+    if how == "import_module":
+        # (what wrapt's loader adds, for the record: the reason not to use it here)
+        assert wrapt["frames"] != bare["frames"]
