@@ -190,8 +190,8 @@ def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_
         assert emu.invoke(request_event()).function_error is None
         emu.wait_idle()
         # GIVEN a running environment: the companion and the function's process
-        companion = next(e for e in emu.sandbox._launched if e.name == "lambdawrap").process
-        runtime = emu.sandbox._runtime
+        companion = next(e for e in emu.sandbox.state.launched if e.name == "lambdawrap").process
+        runtime = emu.sandbox.state.runtime
         socket_path = env_socket = emu.config.env["LAMBDAWRAP_SOCKET"]
         # THEN the local socket is the owner's only
         mode = os.stat(socket_path)

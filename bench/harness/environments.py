@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def companion_of(emu: Emulator) -> Extension | None:
     """The lambdawrap companion extension of an environment; None in configurations without it."""
-    return next((e for e in emu.sandbox._launched if e.name == "lambdawrap"), None)
+    return next((e for e in emu.sandbox.state.launched if e.name == "lambdawrap"), None)
 
 
 def invoke_ok(emu: Emulator, event: Any) -> tuple[float, Any]:

@@ -288,13 +288,13 @@ class Collector:
 def environment_up(emu: Emulator) -> bool:
     """False after a reset, until the next invocation starts a new environment."""
     emu.wait_idle(30)
-    return any(e.name == "lambdawrap" for e in emu.sandbox._launched)
+    return any(e.name == "lambdawrap" for e in emu.sandbox.state.launched)
 
 
 def companion_process(emu: Emulator):
     """The running companion's process."""
     emu.wait_idle(30)
-    return next(e for e in emu.sandbox._launched if e.name == "lambdawrap").process
+    return next(e for e in emu.sandbox.state.launched if e.name == "lambdawrap").process
 
 
 def kill_companion(process) -> None:

@@ -27,19 +27,20 @@ def mark_init(emu: Emulator) -> dict:
 
         return wrapper
 
-    sb._init = first("init_start", sb._init)
-    end_init = sb._end_init
+    init = sb.init_phase
+    init._attempt = first("init_start", init._attempt)
+    end_init = init._end
 
     def on_end_init(*a, **k):
         # CPU each process has used by the end of init (schedstat: nanoseconds on a CPU).
-        if sb._runtime is not None:
-            marks["runtime_cpu_ms"] = cpu_ns(sb._runtime.pid) / 1e6
-        for ext in sb._launched:
+        if sb.state.runtime is not None:
+            marks["runtime_cpu_ms"] = cpu_ns(sb.state.runtime.pid) / 1e6
+        for ext in sb.state.launched:
             if ext.process is not None:
                 marks["extension_cpu_ms"] = marks.get("extension_cpu_ms", 0.0) + cpu_ns(ext.process.pid) / 1e6
         return end_init(*a, **k)
 
-    sb._end_init = on_end_init
+    init._end = on_end_init
     sb.runtime_next = first("runtime_ready", sb.runtime_next)
     sb.extension_register = first("extension_registered", sb.extension_register)
     sb.extension_next = first("extension_ready", sb.extension_next)

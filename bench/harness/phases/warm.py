@@ -26,7 +26,7 @@ def phase_warm(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
                 invoke_ok(emu, stack.event)
         lat = {c: [] for c in emus}
         ids = {c: [] for c in emus}
-        cpu_before = {c: (cpu_ns(emu.sandbox._runtime.pid), cpu_ns(companion_of(emu).process.pid) if companion_of(emu) else 0.0) for c, emu in emus.items()}
+        cpu_before = {c: (cpu_ns(emu.sandbox.state.runtime.pid), cpu_ns(companion_of(emu).process.pid) if companion_of(emu) else 0.0) for c, emu in emus.items()}
         for i in range(plan.n):
             for c in rotated(list(emus), i):
                 elapsed, result = invoke_ok(emus[c], stack.event)
@@ -37,7 +37,7 @@ def phase_warm(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
         out["cpu_us_per_invoke"] = {}
         for c, emu in emus.items():
             ext = companion_of(emu)
-            runtime_cpu = (cpu_ns(emu.sandbox._runtime.pid) - cpu_before[c][0]) / plan.n / 1000
+            runtime_cpu = (cpu_ns(emu.sandbox.state.runtime.pid) - cpu_before[c][0]) / plan.n / 1000
             out["cpu_us_per_invoke"][c] = {"runtime": runtime_cpu}
             if ext is not None:
                 out["cpu_us_per_invoke"][c]["extension"] = (cpu_ns(ext.process.pid) - cpu_before[c][1]) / plan.n / 1000
@@ -47,7 +47,7 @@ def phase_warm(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
             out["latency_ms"][c] = lat[c]
             out["runtime_done_ms"][c] = [done[r]["metrics"]["durationMs"] for r in ids[c] if r in done]
             out["post_response_ms"][c] = [v for v in (post_response_ms(reports.get(r, {})) for r in ids[c]) if v is not None]
-            mem = {"runtime": proc_status(emu.sandbox._runtime.pid)}
+            mem = {"runtime": proc_status(emu.sandbox.state.runtime.pid)}
             ext = companion_of(emu)
             if ext is not None:
                 mem["companion"] = proc_status(ext.process.pid)

@@ -17,8 +17,9 @@ from typing import Any, Callable, Mapping, TextIO
 from lambdawrap.devtools.emulator.apis import PlatformApi
 from lambdawrap.devtools.emulator.environment import FunctionConfig
 from lambdawrap.devtools.emulator.api_server import ApiError, ApiServer, Reply, RequestContext
+from lambdawrap.devtools.emulator.init_phase import InitFailure
 from lambdawrap.devtools.emulator.runtime_files import write_runtime_dir
-from lambdawrap.devtools.emulator.sandbox import InitFailure, Sandbox
+from lambdawrap.devtools.emulator.sandbox import Sandbox
 from lambdawrap.devtools.emulator.state import InvokeResult
 from lambdawrap.devtools.emulator.telemetry import TelemetryBus
 
@@ -88,8 +89,7 @@ class Emulator:
             execution_env=f"AWS_Lambda_python{version}",
             opt_dir=self.config.opt_dir or os.path.join(self._runtime_dir, "opt"),
         )
-        self.sandbox = Sandbox(self.config, self.bus, self._log, bootstrap, self._runtime_dir)
-        self.sandbox.runtime_version = f"python:{version}"
+        self.sandbox = Sandbox(self.config, self.bus, self._log, bootstrap, self._runtime_dir, f"python:{version}")
         self._api = ApiServer(PlatformApi(self.sandbox))
         self._api.start("emulator-platform-api")
         self.sandbox.api_address = f"127.0.0.1:{self._api.port}"
@@ -144,7 +144,7 @@ class Emulator:
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the current invoke phase (extensions, report, any reset) has ended."""
-        lock = self.sandbox._invoke_lock
+        lock = self.sandbox.state.invoke_lock
         if lock.acquire(timeout=timeout):
             lock.release()
             return True

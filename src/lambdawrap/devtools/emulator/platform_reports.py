@@ -1,0 +1,78 @@
+"""The platform's account of one invocation: the platform.runtimeDone and platform.report
+records, and the END and REPORT log lines."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from lambdawrap.devtools.emulator.sandbox_state import SandboxState
+from lambdawrap.devtools.emulator.state import Invocation
+from lambdawrap.devtools.emulator.telemetry import utc_timestamp
+
+
+def to_ms(seconds: float) -> float:
+    """A duration in milliseconds, rounded as the platform's records give it."""
+    return round(seconds * 1000, 3)
+
+
+def _stamp(epoch_s: float) -> str:
+    return utc_timestamp(epoch_s)
+
+
+def response_status(inv: Invocation) -> tuple[str, str | None]:
+    """The status and error type of the invocation's runtimeDone and report, from what the runtime posted."""
+    outcome = inv.response
+    if outcome is None or not outcome.function_error:
+        return "success", None
+    return "error", outcome.error_type or "Runtime.Unknown"
+
+
+def emit_runtime_done(state: SandboxState, inv: Invocation, status: str, error_type: str | None) -> None:
+    """Emit platform.runtimeDone: the runtime is done with the invocation."""
+    now = time.monotonic()
+    done_at = inv.runtime_done_at or now
+    response_at = inv.response_at or done_at
+    record = {
+        "requestId": inv.request_id,
+        "status": status,
+        "metrics": {"durationMs": to_ms(done_at - inv.started), "producedBytes": len(inv.response.body) if inv.response else 0},
+        "spans": [
+            {"name": "responseLatency", "start": _stamp(inv.started_epoch), "durationMs": to_ms(response_at - inv.started)},
+            {"name": "responseDuration", "start": _stamp(inv.started_epoch + (response_at - inv.started)), "durationMs": 0.0},
+        ],
+        "tracing": inv.tracing(),
+    }
+    if error_type:
+        record["errorType"] = error_type
+    state.bus.platform("runtimeDone", record)
+
+
+def emit_report(state: SandboxState, inv: Invocation, status: str, error_type: str | None) -> None:
+    """Emit platform.report and log END and REPORT: the invocation's phase is over."""
+    end = time.monotonic()
+    duration = to_ms(end - inv.started)
+    if state.runtime is not None:
+        state.runtime_peak_kb = max(state.runtime_peak_kb, state.runtime.sample_peak_rss_kb())
+    metrics = {
+        "durationMs": duration,
+        "billedDurationMs": max(1, math.ceil(duration)),
+        "memorySizeMB": state.config.memory_mb,
+        "maxMemoryUsedMB": math.ceil(state.runtime_peak_kb / 1024),
+    }
+    if inv.init_duration_ms is not None:
+        metrics["initDurationMs"] = inv.init_duration_ms
+    record = {"requestId": inv.request_id, "status": status, "metrics": metrics, "tracing": inv.tracing()}
+    if inv.runtime_done_at is not None:
+        overhead = to_ms(end - inv.runtime_done_at)
+        record["spans"] = [{"name": "extensionOverhead", "start": _stamp(inv.started_epoch + (inv.runtime_done_at - inv.started)), "durationMs": overhead}]
+    if error_type:
+        record["errorType"] = error_type
+    state.bus.platform("report", record)
+    state.platform_line(f"END RequestId: {inv.request_id}")
+    line = f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {metrics['billedDurationMs']} ms\tMemory Size: {state.config.memory_mb} MB\tMax Memory Used: {metrics['maxMemoryUsedMB']} MB"
+    if inv.init_duration_ms is not None:
+        line += f"\tInit Duration: {inv.init_duration_ms:.2f} ms"
+    if status != "success":
+        line += f"\tStatus: {status}" + (f"\tError Type: {error_type}" if error_type else "")
+    state.platform_line(line)
