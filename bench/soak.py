@@ -6,7 +6,9 @@
 One environment at a time, as the platform runs it, through the emulator, the real awslambdaric,
 the layer, a real OTLP receiver and moto. A shuffled mix of every fault the function can produce
 (exceptions, timeouts, os._exit, out-of-memory kills, MemoryError, 6 MB events and responses,
-unencodable returns, non-dict events, hostile headers), with, along the way: the collector down,
+responses over 6 MB and unencodable returns (failures after the handler returned), log floods
+(5 MB an invocation), non-dict events, hostile headers), with, along the way: inits that fail
+(the module raises while it loads, then is fixed), the collector down,
 slow (2 s), answering 500, 429 with Retry-After, cutting connections, then recovering; the
 companion SIGKILLed (between invocations and in the middle of one); garbage on the local
 socket and at the telemetry listener. A secret is declared throughout.
@@ -61,6 +63,7 @@ BUFFER_MAX_SPANS = 500
 MIX = {
     "http": 0.10, "bad_headers": 0.05, "not_dict": 0.05, "raise": 0.08, "memory_error": 0.03, "non_json": 0.03,
     "big_event": 0.003, "big_response": 0.003, "timeout": 0.003, "exit": 0.005, "out_of_memory": 0.002,
+    "huge_response": 0.002, "flood": 0.003,
 }
 # Collector faults: (starts at this fraction of the run, lasts this many invocations per 10,000, name, behaviour)
 COLLECTOR_FAULTS = [
@@ -73,6 +76,7 @@ COLLECTOR_FAULTS = [
 KILLS = (0.20, 0.55, 0.80)  # the companion is SIGKILLed between invocations here
 KILL_MID = 0.70  # ... and in the middle of an invocation here
 GARBAGE = (0.05, 0.45, 0.90)  # garbage on the socket and at the telemetry listener
+INIT_FAILURES = (0.15, 0.35, 0.65)  # a bad deploy: the next environment's init fails, then it is fixed
 
 
 def plan(n: int, seed: int) -> list:
@@ -110,12 +114,15 @@ def main(argv: list | None = None) -> int:
     rng = random.Random(args.seed)
     task = Path(tempfile.mkdtemp(prefix="lw-soak-")) / "task"
     task.mkdir()
+    marker = task.parent / "fail-init"
     (task / "app.py").write_text(FAULT_APP)
 
     at = {round(share * n): name for share, name in ((s, f"kill {i}") for i, s in enumerate(KILLS))}
     at[round(KILL_MID * n)] = "kill mid-invocation"
     for share in GARBAGE:
         at.setdefault(round(share * n), "garbage")
+    for share in INIT_FAILURES:
+        at.setdefault(round(share * n), "init failure")
     windows = []  # (first index, last index, name, behaviour)
     for start, length, name, behaviour in COLLECTOR_FAULTS:
         first = round(start * n)
@@ -146,6 +153,7 @@ def main(argv: list | None = None) -> int:
             "LAMBDAWRAP_BUFFER_MAX_SPANS": str(BUFFER_MAX_SPANS),
             # Above the slow collector's 2 s: each retry attempt has time for its answer.
             "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
+            "FAIL_INIT_MARKER": str(marker),
         }
         with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
             active = None
@@ -169,6 +177,13 @@ def main(argv: list | None = None) -> int:
                     kill_companion(companion_process(emu))
                     ledger.faults["companion killed between invocations"] += 1
                     ledger.invoke(emu, "ok", rng)
+                    ledger.mark_reset()
+                elif event == "init failure":
+                    # The environment ends (a crash), the next init fails, the fix lands.
+                    marker.touch()
+                    ledger.invoke(emu, "exit", rng)
+                    ledger.invoke(emu, "init_failure", rng)
+                    marker.unlink()
                     ledger.mark_reset()
                 elif event == "garbage":
                     emu.wait_idle(30)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -139,6 +140,16 @@ def test_serve_answers_curl_and_stops_cleanly():
         request = urllib.request.Request(first.split(": ", 1)[1].strip(), data=b"{}", method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["statusCode"] == 200
+        # THEN what the companion exported is printed as it arrives (the invocation's span)
+        deadline = time.monotonic() + 60
+        seen = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if line.startswith("[exported span] GET /pets/{petId}"):
+                break
+        else:
+            pytest.fail(f"no exported span printed: {seen[-20:]}")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
     finally:

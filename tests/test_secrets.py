@@ -80,6 +80,8 @@ def secrets_env(moto: MotoServer, **extra) -> dict:
         "AWS_ENDPOINT_URL": moto.endpoint,
         "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
         "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
+        # Room for a busy machine: the boot falls back to fetching itself only after this.
+        "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "15000",
     }
     env.update(extra)
     return env

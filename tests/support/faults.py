@@ -35,6 +35,10 @@ SIX_MB = 6 * 1024 * 1024  # the platform's limit is 6 MiB + 100 B, request and r
 FAULT_APP = r"""
 import json, os, time
 
+# An init failure on demand: while this file exists, the module cannot load.
+if os.path.exists(os.environ.get("FAIL_INIT_MARKER", "/nonexistent")):
+    raise RuntimeError("init failure injected")
+
 def handler(event, context):
     if not isinstance(event, dict):
         return {"type": type(event).__name__}
@@ -62,11 +66,15 @@ def handler(event, context):
         time.sleep(event["seconds"])
     if kind == "secret":
         return {"has_secret": bool(os.environ.get("DB_PASSWORD"))}
+    if kind == "flood":
+        line = "f" * 999
+        for _ in range(event["lines"]):
+            print(line)
     return {"ok": True, "rid": context.aws_request_id}
 """
 
 # Faults whose invocation ends the execution environment (the next one starts cold).
-RESETTING = frozenset({"timeout", "exit", "out_of_memory"})
+RESETTING = frozenset({"timeout", "exit", "out_of_memory", "huge_response"})
 # Everything a mixed run draws from, and how the caller sees each one.
 KINDS = ("ok", "http", "bad_headers", "not_dict", "raise", "memory_error", "non_json", "big_event", "big_response", "timeout", "exit", "out_of_memory")
 
@@ -101,6 +109,10 @@ def plan_event(kind: str, rng: random.Random) -> tuple[Any, bytes | None]:
         return {"kind": kind, "blob": "b" * (SIX_MB - 200)}, None
     if kind == "big_response":
         return {"kind": kind, "size": SIX_MB - 1000}, None
+    if kind == "huge_response":
+        return {"kind": "big_response", "size": SIX_MB + 1000}, None
+    if kind == "flood":
+        return {"kind": kind, "lines": 5000}, None
     if kind == "sleep":
         return {"kind": kind, "seconds": 0.4}, None
     return {"kind": kind}, None
@@ -125,7 +137,7 @@ def expected(kind: str, result: Any, raw: bytes | None) -> tuple[bool, str]:
         body = None
     error = result.function_error
     error_type = body.get("errorType") if isinstance(body, dict) else None
-    if kind in ("ok", "http", "bad_headers", "sleep"):
+    if kind in ("ok", "http", "bad_headers", "sleep", "flood"):
         good = result.status == 200 and error is None and isinstance(body, dict) and body.get("ok") is True and body.get("rid") == result.request_id
     elif kind == "not_dict":
         if raw in (b"not json at all", b"\xff\xfe\x00garbage"):
@@ -149,6 +161,10 @@ def expected(kind: str, result: Any, raw: bytes | None) -> tuple[bool, str]:
         good = error_type == "Runtime.ExitError" and "exit status 3" in body.get("errorMessage", "")
     elif kind == "out_of_memory":
         good = error_type == "Runtime.OutOfMemory"
+    elif kind == "huge_response":
+        good = error == "Unhandled" and error_type == "Function.ResponseSizeTooLarge"
+    elif kind == "init_failure":
+        good = error == "Unhandled" and error_type == "RuntimeError" and body.get("errorMessage") == "init failure injected"
     elif kind == "secret":
         good = error is None and body == {"has_secret": True}
     else:
@@ -190,7 +206,9 @@ class Ledger:
 
     @property
     def request_ids(self) -> list[str]:
-        return [o.request_id for o in self.outcomes]
+        """The invocations the function ran (an init failure's request never reached it: the
+        failed init's span stands for it)."""
+        return [o.request_id for o in self.outcomes if o.kind != "init_failure"]
 
     def failures(self) -> list[str]:
         return [o.detail for o in self.outcomes if not o.ok]

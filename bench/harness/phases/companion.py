@@ -31,14 +31,15 @@ class _Capture:
 
 def record_template() -> dict:
     """A real channel record, made by lambdawrap's own OpenTelemetry bridge: one user span, as
-    `_Span.end()` sends it. (Invocation records are no good here: the companion turns one into a
+    `_Span.end()` sends it outside an invocation. (Invocation records are no good here: the companion turns one into a
     span only for a request id the platform announced with INVOKE, and a single environment
     cannot be invoked thousands of times a second.)"""
-    from lambdawrap.handler.otel_bridge import _TracerProvider
+    from lambdawrap.handler import private_wrapt
+    from lambdawrap.handler.otel_bridge import UserSpans
 
     capture = _Capture()
-    tracer = _TracerProvider(capture).get_tracer("orders")  # type: ignore[arg-type]
-    span = tracer.start_span("orders.lookup", attributes={"order.id": "42", "db.system": "dynamodb", "db.operation.name": "GetItem"})
+    bridge = UserSpans(capture, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper)
+    span = bridge.tracer("orders").start_span("orders.lookup", attributes={"order.id": "42", "db.system": "dynamodb", "db.operation.name": "GetItem"})
     span.end()
     return capture.records[-1]
 

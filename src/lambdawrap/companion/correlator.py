@@ -125,11 +125,12 @@ def parse_time_ns(stamp: Any) -> int | None:
 class Correlator:
     """Thread-safe: the socket thread, the telemetry thread and the main loop all feed it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None) -> None:
         self.sink = sink
         self._on_problem = on_problem  # (reason, what): counted as a drop, logged once
         self._socket_path = socket_path  # where the function's in-flight slots are
         self._on_init_failed = on_init_failed or (lambda: None)
+        self._on_finished = on_finished or (lambda request_id: None)
         self.cv = threading.Condition()
         self._open: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
@@ -312,6 +313,7 @@ class Correlator:
         for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, ids, inv.request_id)
         inv.logs.clear()
+        self._on_finished(inv.request_id)
 
     def _remember(self, inv: Invocation) -> None:
         self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored

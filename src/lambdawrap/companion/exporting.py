@@ -169,10 +169,14 @@ class Pipeline:
         return True
 
     def close(self, budget_s: float) -> int:
-        """At SHUTDOWN: export the spans that can go before the deadline, count the rest (and
-        a request still unanswered) as dropped (`shutdown_deadline`), then export the metrics,
-        which carry those counts, and the logs. Returns within `budget_s`, whatever the
-        collector does; returns the number of spans dropped."""
+        """At SHUTDOWN: export the spans that can go before the deadline, then the metrics
+        (which carry the drop counts) and the logs. Returns within `budget_s`, whatever the
+        collector does; returns the number of spans dropped (`shutdown_deadline`).
+
+        A span is counted as dropped only once its fate is known: still in the buffer (never
+        sent), or in a request that had not been answered when the deadline came. Spans counted
+        late miss this environment's metrics; their count is carried to the next environment
+        with the other unexported counts (see Signals.counted)."""
         deadline = time.monotonic() + max(0.0, budget_s)
         with self._wake:
             self._stage = "spans"
@@ -190,18 +194,16 @@ class Pipeline:
             finished = self._completed >= ticket
             self._stage = "final"
         if not finished:
-            # Stuck on the collector: end the exporter's retries now, so that no retry sends
-            # (after the count below) the batch counted as dropped.
+            # Stuck on the collector: no retry may start now (a retry after the count below
+            # would deliver what was counted as dropped); the request under way goes on.
             try:
                 self.span_exporter.shutdown()
             except Exception:  # noqa: BLE001 - best effort, we are leaving
                 pass
         with self._flight_lock:
-            left_over = self.spans.take(len(self.spans)) if self.spans is not None else []
-            dropped = len(left_over) + self.in_flight
-            self.in_flight = 0
-        if dropped:
-            self._on_drop("shutdown_deadline", dropped)
+            never_sent = len(self.spans.take(len(self.spans))) if self.spans is not None else 0
+        if never_sent:
+            self._on_drop("shutdown_deadline", never_sent)
         if finished:
             with self._wake:
                 self._requested += 1
@@ -209,17 +211,23 @@ class Pipeline:
                 self._wake.notify_all()
                 self._wait_for(ticket, deadline)
         else:
-            # The worker is stuck on the collector: send the metrics from a thread of their
-            # own, and stop waiting at the deadline whatever happens to it.
+            # The worker is on the collector: send the metrics from a thread of their own, and
+            # stop waiting at the deadline whatever happens to it.
             final = threading.Thread(target=self._export_metrics_and_logs, args=(deadline,), name="lambdawrap-final-export", daemon=True)
             final.start()
             final.join(max(0.0, deadline - time.monotonic()))
+        with self._flight_lock:
+            # Whatever is still in flight (or came back unexported) now has a known fate.
+            unanswered = self.in_flight + (len(self.spans.take(len(self.spans))) if self.spans is not None else 0)
+            self.in_flight = 0
+        if unanswered:
+            self._on_drop("shutdown_deadline", unanswered)
         # Log lines that did not go: counted after the metrics went, so the count is carried
         # to the next environment with the other unexported counts.
         logs_left = len(self.logs.take(len(self.logs))) if self.logs is not None else 0
         if logs_left:
             self._on_drop("log_shutdown_deadline", logs_left)
-        return dropped
+        return never_sent + unanswered
 
     def unexported_counts(self, counted: collections.Counter) -> list:
         """What of `counted` (the counters' totals, see Signals.counted) the collector has not

@@ -41,7 +41,8 @@ class Companion:
         self.settings = settings or Settings.from_env()
         self._problems_logged: set = set()
         self.sink = DeferredSink()
-        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline)
+        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished)
+        self._flush_when_finished: str | None = None  # a flush that came before its span was made
         self.policy = FlushPolicy(self.settings.flush)
         self.pipeline: Any = None
         self.signals: Any = None
@@ -139,6 +140,12 @@ class Companion:
         finally:
             self._ready.set()
 
+    def _finished(self, request_id: str) -> None:
+        # Called by the correlator (its lock held): only ask, never wait.
+        if request_id == self._flush_when_finished and self.pipeline is not None:
+            self._flush_when_finished = None
+            self.pipeline.flush(wait_s=0.0)
+
     def _dropped(self, reason: str, count: int = 1) -> None:
         self.sink.dropped(reason, count)
 
@@ -208,8 +215,10 @@ class Companion:
         if not self.policy.should_flush(time.monotonic()):
             return
         # The span is made once the platform said how the invocation ended (runtimeDone),
-        # and its log lines come before that: a flush now waits for it, briefly.
-        self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), finished=True)
+        # and its log lines come before that: a flush now waits for it, briefly, and if it is
+        # late the span goes out by itself as soon as it is made.
+        if not self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), finished=True):
+            self._flush_when_finished = rid
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
 

@@ -110,11 +110,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     config, _ = _config(args)
     echo = lambda source, line: print(f"[{source}] {line}", flush=True)  # noqa: E731
-    with local_stack(config, echo=echo) as (emu, receiver, _moto):
+    exported = lambda kind, item: print(f"[exported {kind}] {item.get('name') or item.get('body')}", flush=True)  # noqa: E731
+    with local_stack(config, echo=echo, on_exported=exported) as (emu, receiver, _moto):
         print(f"invoke endpoint: {emu.invoke_url}", flush=True)
         print(f"try: curl -s -XPOST {emu.invoke_url} -d '{{}}'", flush=True)
-        if receiver is not None:
-            receiver.on_item = lambda signal_name, item: print(f"[exported {signal_name}] {item.get('name') or item.get('body')}", flush=True)
         wait_for_stop()
     print("stopped", flush=True)
     return 0

@@ -64,7 +64,8 @@ class InflightSlot:
 
 def read(socket_path: str, request_id: str) -> dict | None:
     """The start record of `request_id` if a process of this environment holds it (companion
-    side); the slot of a process that is gone is removed once read."""
+    side). The slot of a process that is gone is removed once it held nothing, or once what it
+    held has been read."""
     folder, name = os.path.split(socket_path)
     prefix = name + SUFFIX
     try:
@@ -78,9 +79,10 @@ def read(socket_path: str, request_id: str) -> dict | None:
             continue
         path = os.path.join(folder, entry)
         start = _read_slot(path)
-        if start is not None and start.get("request_id") == request_id:
+        mine = start is not None and start.get("request_id") == request_id
+        if mine:
             found = start
-        if not _alive(int(pid)):
+        if (start is None or mine) and not _alive(int(pid)):
             try:
                 os.unlink(path)
             except OSError:

@@ -73,9 +73,7 @@ def invocation_start(
     return {
         "request_id": request_id,
         "function_arn": function_arn,
-        "trace_id": f"{trace_id:032x}",
-        "span_id": f"{span_id:016x}",
-        "parent_span_id": f"{parent_span_id:016x}" if parent_span_id else "",
+        **ids_as_hex(trace_id, span_id, parent_span_id),
         "sampled": sampled,
         "start_ns": start_ns,
         "cold_start": cold_start,
@@ -84,6 +82,11 @@ def invocation_start(
         "attributes": attributes,
         "links": [[f"{link.trace_id:032x}", f"{link.span_id:016x}", link.sampled] for link in links],
     }
+
+
+def ids_as_hex(trace_id: int, span_id: int, parent_span_id: int) -> dict:
+    """A span's ids as the records carry them: lowercase hex, no parent as ""."""
+    return {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}", "parent_span_id": f"{parent_span_id:016x}" if parent_span_id else ""}
 
 
 def invocation_end(end_ns: int, error: dict | None = None, http_status: int | None = None) -> dict:
@@ -106,13 +109,11 @@ def encode_invocation(start_json: bytes, end: dict, dropped: int = 0) -> bytes:
 
 
 def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple) -> dict:
-    """One user span, for a `spans` record."""
+    """One span of the function's own, for an invocation's `end.spans` or a `spans` record."""
     return {
         "scope": scope,
         "name": name,
-        "trace_id": f"{trace_id:032x}",
-        "span_id": f"{span_id:016x}",
-        "parent_span_id": f"{parent_span_id:016x}" if parent_span_id else "",
+        **ids_as_hex(trace_id, span_id, parent_span_id),
         "kind": kind,
         "start_ns": start_ns,
         "end_ns": end_ns,

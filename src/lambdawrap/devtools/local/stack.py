@@ -60,8 +60,10 @@ def seed_moto(moto: MotoServer, seed: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def local_stack(config: RunConfig, echo: Any = None) -> Iterator[tuple]:
-    """Yields (emulator, receiver or None, moto or None); stops all of them on the way out."""
+def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) -> Iterator[tuple]:
+    """Yields (emulator, receiver or None, moto or None); stops all of them on the way out.
+    `on_exported(kind, item)` sees every span, metric point and log record the built-in
+    receiver gets."""
     if not config.function_dir.is_dir():
         raise LocalError(f"function folder not found: {config.function_dir}")
     if config.layer_dir is not None and not (config.layer_dir / "wrapper.sh").is_file():
@@ -70,7 +72,7 @@ def local_stack(config: RunConfig, echo: Any = None) -> Iterator[tuple]:
         receiver = None
         endpoint = config.otlp_endpoint
         if config.layer_dir is not None and endpoint is None:
-            receiver = stack.enter_context(OtlpReceiver())
+            receiver = stack.enter_context(OtlpReceiver(on_item=on_exported))
             endpoint = receiver.endpoint
         env = dict(config.env)
         moto = None

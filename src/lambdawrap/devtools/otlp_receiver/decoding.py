@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -146,43 +146,40 @@ def _optional(message: Message, field: str) -> Any:
 
 def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> List[Item]:
     spans: List[Item] = []
-    for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                spans.append(
+    for resource, scope, span in _scoped(request.resource_spans, "scope_spans", "spans"):
+        spans.append(
+            {
+                "trace_id": span.trace_id.hex(),
+                "span_id": span.span_id.hex(),
+                "parent_span_id": span.parent_span_id.hex(),
+                "name": span.name,
+                "kind": int(span.kind),
+                "start_time_unix_nano": span.start_time_unix_nano,
+                "end_time_unix_nano": span.end_time_unix_nano,
+                "attributes": _attributes(span.attributes),
+                "status_code": int(span.status.code),
+                "status_message": span.status.message,
+                "events": [
                     {
-                        "trace_id": span.trace_id.hex(),
-                        "span_id": span.span_id.hex(),
-                        "parent_span_id": span.parent_span_id.hex(),
-                        "name": span.name,
-                        "kind": int(span.kind),
-                        "start_time_unix_nano": span.start_time_unix_nano,
-                        "end_time_unix_nano": span.end_time_unix_nano,
-                        "attributes": _attributes(span.attributes),
-                        "status_code": int(span.status.code),
-                        "status_message": span.status.message,
-                        "events": [
-                            {
-                                "name": event.name,
-                                "attributes": _attributes(event.attributes),
-                                "time_unix_nano": event.time_unix_nano,
-                            }
-                            for event in span.events
-                        ],
-                        "links": [
-                            {
-                                "trace_id": link.trace_id.hex(),
-                                "span_id": link.span_id.hex(),
-                                "attributes": _attributes(link.attributes),
-                            }
-                            for link in span.links
-                        ],
-                        "trace_state": span.trace_state,
-                        "resource": resource,
-                        "scope": scope_spans.scope.name,
+                        "name": event.name,
+                        "attributes": _attributes(event.attributes),
+                        "time_unix_nano": event.time_unix_nano,
                     }
-                )
+                    for event in span.events
+                ],
+                "links": [
+                    {
+                        "trace_id": link.trace_id.hex(),
+                        "span_id": link.span_id.hex(),
+                        "attributes": _attributes(link.attributes),
+                    }
+                    for link in span.links
+                ],
+                "trace_state": span.trace_state,
+                "resource": resource,
+                "scope": scope,
+            }
+        )
     return spans
 
 
@@ -206,99 +203,102 @@ def _metric_point(base: Item, point: Message, **fields: Any) -> Item:
     return item
 
 
+def _scoped(resources: Any, scopes_field: str, items_field: str) -> Iterator[tuple]:
+    """(resource attributes, scope name, item) for every item of a request's resources."""
+    for resource_entry in resources:
+        resource = _attributes(resource_entry.resource.attributes)
+        for scope_entry in getattr(resource_entry, scopes_field):
+            for item in getattr(scope_entry, items_field):
+                yield resource, scope_entry.scope.name, item
+
+
 def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -> List[Item]:
     points: List[Item] = []
-    for resource_metrics in request.resource_metrics:
-        resource = _attributes(resource_metrics.resource.attributes)
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is None:
-                    continue
-                data = getattr(metric, kind)
-                base: Item = {
-                    "name": metric.name,
-                    "description": metric.description,
-                    "unit": metric.unit,
-                    "type": kind,
-                    "is_monotonic": data.is_monotonic if kind == "sum" else None,
-                    "temporality": _TEMPORALITY.get(getattr(data, "aggregation_temporality", 0)),
-                    "resource": resource,
-                    "scope": scope_metrics.scope.name,
-                }
-                for point in data.data_points:
-                    if kind in ("sum", "gauge"):
-                        which = point.WhichOneof("value")
-                        value = getattr(point, which) if which else None
-                        points.append(_metric_point(base, point, value=value))
-                    elif kind == "histogram":
-                        points.append(
-                            _metric_point(
-                                base,
-                                point,
-                                count=point.count,
-                                sum=_optional(point, "sum"),
-                                bucket_counts=list(point.bucket_counts),
-                                explicit_bounds=list(point.explicit_bounds),
-                                min=_optional(point, "min"),
-                                max=_optional(point, "max"),
-                            )
-                        )
-                    elif kind == "exponential_histogram":
-                        points.append(
-                            _metric_point(
-                                base,
-                                point,
-                                count=point.count,
-                                sum=_optional(point, "sum"),
-                                min=_optional(point, "min"),
-                                max=_optional(point, "max"),
-                                scale=point.scale,
-                                zero_count=point.zero_count,
-                                positive={
-                                    "offset": point.positive.offset,
-                                    "bucket_counts": list(point.positive.bucket_counts),
-                                },
-                                negative={
-                                    "offset": point.negative.offset,
-                                    "bucket_counts": list(point.negative.bucket_counts),
-                                },
-                            )
-                        )
-                    else:  # summary
-                        points.append(
-                            _metric_point(
-                                base,
-                                point,
-                                count=point.count,
-                                sum=point.sum,
-                                quantile_values=[(q.quantile, q.value) for q in point.quantile_values],
-                            )
-                        )
+    for resource, scope, metric in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
+        kind = metric.WhichOneof("data")
+        if kind is None:
+            continue
+        data = getattr(metric, kind)
+        base: Item = {
+            "name": metric.name,
+            "description": metric.description,
+            "unit": metric.unit,
+            "type": kind,
+            "is_monotonic": data.is_monotonic if kind == "sum" else None,
+            "temporality": _TEMPORALITY.get(getattr(data, "aggregation_temporality", 0)),
+            "resource": resource,
+            "scope": scope,
+        }
+        for point in data.data_points:
+            if kind in ("sum", "gauge"):
+                which = point.WhichOneof("value")
+                value = getattr(point, which) if which else None
+                points.append(_metric_point(base, point, value=value))
+            elif kind == "histogram":
+                points.append(
+                    _metric_point(
+                        base,
+                        point,
+                        count=point.count,
+                        sum=_optional(point, "sum"),
+                        bucket_counts=list(point.bucket_counts),
+                        explicit_bounds=list(point.explicit_bounds),
+                        min=_optional(point, "min"),
+                        max=_optional(point, "max"),
+                    )
+                )
+            elif kind == "exponential_histogram":
+                points.append(
+                    _metric_point(
+                        base,
+                        point,
+                        count=point.count,
+                        sum=_optional(point, "sum"),
+                        min=_optional(point, "min"),
+                        max=_optional(point, "max"),
+                        scale=point.scale,
+                        zero_count=point.zero_count,
+                        positive={
+                            "offset": point.positive.offset,
+                            "bucket_counts": list(point.positive.bucket_counts),
+                        },
+                        negative={
+                            "offset": point.negative.offset,
+                            "bucket_counts": list(point.negative.bucket_counts),
+                        },
+                    )
+                )
+            else:  # summary
+                points.append(
+                    _metric_point(
+                        base,
+                        point,
+                        count=point.count,
+                        sum=point.sum,
+                        quantile_values=[(q.quantile, q.value) for q in point.quantile_values],
+                    )
+                )
     return points
 
 
 def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[Item]:
     records: List[Item] = []
-    for resource_logs in request.resource_logs:
-        resource = _attributes(resource_logs.resource.attributes)
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                records.append(
-                    {
-                        "body": _any_value(record.body) if record.HasField("body") else None,
-                        "severity_text": record.severity_text,
-                        "severity_number": int(record.severity_number),
-                        "trace_id": record.trace_id.hex(),
-                        "span_id": record.span_id.hex(),
-                        "attributes": _attributes(record.attributes),
-                        "event_name": record.event_name,
-                        "time_unix_nano": record.time_unix_nano,
-                        "observed_time_unix_nano": record.observed_time_unix_nano,
-                        "resource": resource,
-                        "scope": scope_logs.scope.name,
-                    }
-                )
+    for resource, scope, record in _scoped(request.resource_logs, "scope_logs", "log_records"):
+        records.append(
+            {
+                "body": _any_value(record.body) if record.HasField("body") else None,
+                "severity_text": record.severity_text,
+                "severity_number": int(record.severity_number),
+                "trace_id": record.trace_id.hex(),
+                "span_id": record.span_id.hex(),
+                "attributes": _attributes(record.attributes),
+                "event_name": record.event_name,
+                "time_unix_nano": record.time_unix_nano,
+                "observed_time_unix_nano": record.observed_time_unix_nano,
+                "resource": resource,
+                "scope": scope,
+            }
+        )
     return records
 
 
