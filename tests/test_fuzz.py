@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import types
 
 import pytest
@@ -284,7 +285,8 @@ def test_any_record_is_handled_and_only_announced_invocations_become_spans(batch
             announced.add(rid)
         sink.user_spans(record.get("spans"))
     sink.user_spans([r.get("spans") for r in batch])
-    correlator.finish_unreported("spindown")  # records whose outcome never came are finished too
+    correlator.finish_overdue(now=time.monotonic() + 3600)  # records whose outcome never came...
+    correlator.finish_unreported("spindown")  # ... are finished too, at the latest at SHUTDOWN
     # Spans only for ids the platform announced (the INVOKE and the record may come in either
     # order), each at most once.
     ids = [span.attributes.get("faas.invocation_id") for span in sink.spans._items if "faas.invocation_id" in span.attributes]

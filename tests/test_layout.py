@@ -84,3 +84,33 @@ def test_the_function_side_imports_only_the_standard_library_and_wrapt(part):
 
 def test_the_root_holds_only_the_public_modules_and_the_parts():
     assert sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__") == ["__init__.py", "companion", "devtools", "handler", "secrets.py", "shared"]
+
+
+def test_the_boot_imports_nothing_heavy(tmp_path):
+    # GIVEN a handler module WHEN lambdawrap boots, wraps it and runs an invocation THEN none of
+    # the modules that cost a cold start was imported by us (wrapt's decorators pull inspect,
+    # ast and dis; socket and random their Python layers; dataclasses and typing their own)
+    import subprocess
+    import textwrap
+
+    import importlib.util
+
+    (tmp_path / "fn.py").write_text("def handler(event, context):\n    return event\n")
+    wrapt_home = str(Path(importlib.util.find_spec("wrapt").origin).parent.parent)  # where the layer's wrapt would be found
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        sys.path[:0] = [{str(PACKAGE.parent)!r}, {str(tmp_path)!r}, {wrapt_home!r}]
+        before = set(sys.modules)
+        from lambdawrap.handler import boot
+        boot.initialize({{"_HANDLER": "fn.handler", "LAMBDAWRAP_SOCKET": {str(tmp_path / "s.sock")!r}}}, swallow_exceptions=False)
+        import fn
+        fn.handler({{"x": 1}}, types.SimpleNamespace(aws_request_id="r", invoked_function_arn="a"))
+        assert hasattr(fn.handler, "__wrapped__")
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(eval(out.stdout.strip()))  # noqa: S307 - our own subprocess's list of names
+    heavy = {"inspect", "ast", "dis", "socket", "random", "dataclasses", "typing", "wrapt", "selectors"}
+    assert not loaded & heavy, sorted(loaded & heavy)

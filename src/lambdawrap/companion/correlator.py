@@ -374,7 +374,7 @@ class Correlator:
         """Invocations whose record came long ago but whose platform outcome never did."""
         now = time.monotonic() if now is None else now
         with self.cv:
-            for inv in [i for i in self._open.values() if i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
                 self._finish(inv)
 
     def finish_unreported(self, reason: str) -> int:

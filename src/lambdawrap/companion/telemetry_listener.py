@@ -1,21 +1,30 @@
 """The HTTP listener that receives Telemetry API batches.
 
-The socket is bound at once (the subscription needs its port during init); the HTTP server
-around it, whose imports are slow, starts on a background thread. Batches that arrive in
-between wait in the socket's backlog."""
+The platform POSTs a JSON array per batch, several per invocation. http.server parses each
+request's headers with the email package (hundreds of microseconds of the environment's small
+CPU share, every time, and ~20 ms to import); this listener reads exactly what the Telemetry
+API sends: a request line, headers, and a body of Content-Length bytes (or chunked), on
+keep-alive connections, one thread with a selector. The socket is bound at once (the
+subscription needs its port during init); serving starts on a background thread, and batches
+that arrive in between wait in the socket's backlog.
+"""
 
 from __future__ import annotations
 
 import json
+import selectors
+import socket
 import threading
-
-from lambdawrap.shared.log import get_logger
-from lambdawrap.companion.prebound_http import PreboundHttpServer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the platform sends at most about 2 x maxBytes (1 MB)
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+_BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_FAILED = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
 
 
 def listen_address(hosts_file: str = "/etc/hosts") -> str:
@@ -32,58 +41,172 @@ def listen_address(hosts_file: str = "/etc/hosts") -> str:
     return "127.0.0.1"
 
 
+class _BadRequest(Exception):
+    pass
+
+
 class TelemetryListener:
     """Receives batches (JSON arrays) and hands them to `on_batch`, one call per POST."""
 
     def __init__(self, on_batch: Callable[[list], None], on_problem: Callable[[str, str], None], host: str | None = None) -> None:
         self.on_batch = on_batch
         self.on_problem = on_problem
-        self._http = PreboundHttpServer(host or listen_address())
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host or listen_address(), 0))
+        except OSError:
+            self._socket.close()
+            raise
+        self._socket.listen(64)
+        self._socket.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._stopped = threading.Event()
 
     @property
     def address(self) -> tuple:
-        return self._http.address
+        return self._socket.getsockname()
 
     def start(self) -> None:
-        threading.Thread(target=self._http.serve_forever, args=(self._handler,), name="lambdawrap-telemetry", daemon=True).start()
+        self._selector.register(self._socket, selectors.EVENT_READ, None)
+        threading.Thread(target=self._serve, name="lambdawrap-telemetry", daemon=True).start()
 
     def stop(self) -> None:
-        self._http.stop()
+        self._stopped.set()
+        self._socket.close()
 
-    def _handler(self) -> type:
-        from http.server import BaseHTTPRequestHandler
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                events = self._selector.select(timeout=0.5)
+            except (OSError, ValueError):  # stopped: the listening socket closed
+                return
+            for key, _ in events:
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.fileobj, key.data)
 
-        listener = self
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._socket.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self._selector.register(conn, selectors.EVENT_READ, bytearray())
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
+    def _close(self, conn: socket.socket) -> None:
+        try:
+            self._selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
 
-            def do_POST(self) -> None:  # noqa: N802 - stdlib name
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length < 0:
-                        self.close_connection = True
-                        raise ValueError("negative Content-Length")
-                    try:
-                        batch = json.loads(self.rfile.read(length) or b"[]")
-                    except RecursionError:
-                        raise ValueError("a telemetry batch nested too deeply") from None
-                    if not isinstance(batch, list):
-                        raise ValueError("a telemetry batch must be a JSON array")
-                    listener.on_batch(batch)
-                    status = 200
-                except ValueError as exc:
-                    listener.on_problem("malformed_telemetry", f"a telemetry batch was ignored: {exc}")
-                    status = 400
-                except Exception:  # noqa: BLE001 - one bad batch must not stop the listener
-                    get_logger().exception("lambdawrap: telemetry batch handling failed")
-                    status = 500
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def _read(self, conn: socket.socket, buffer: bytearray) -> None:
+        try:
+            data = conn.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        buffer += data
+        while buffer:
+            try:
+                request = _take_request(buffer)
+            except _BadRequest as exc:
+                self.on_problem("malformed_telemetry", f"a malformed telemetry request was refused: {exc}")
+                self._answer(conn, _BAD)
+                self._close(conn)
+                return
+            if request is None:
+                return  # the rest is still on its way
+            self._answer(conn, self._handle(request))
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
+    def _handle(self, body: bytes) -> bytes:
+        try:
+            try:
+                batch = json.loads(body or b"[]")
+            except (ValueError, RecursionError):
+                raise _BadRequest("a telemetry batch that is not JSON") from None
+            if not isinstance(batch, list):
+                raise _BadRequest("a telemetry batch must be a JSON array")
+        except _BadRequest as exc:
+            self.on_problem("malformed_telemetry", f"a malformed telemetry batch was ignored: {exc}")
+            return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+        try:
+            self.on_batch(batch)
+        except Exception:  # noqa: BLE001 - one bad batch must not stop the listener
+            self.on_problem("listener_error", "handling a telemetry batch failed")
+            return _FAILED
+        return _OK
 
-        return Handler
+    @staticmethod
+    def _answer(conn: socket.socket, response: bytes) -> None:
+        try:
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            conn.sendall(response)
+            conn.setblocking(False)
+        except OSError:
+            pass
+
+
+def _take_request(buffer: bytearray) -> bytes | None:
+    """The body of the first complete request in `buffer` (removed from it), or None."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise _BadRequest("headers too long")
+        return None
+    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    if len(head[0].split()) != 3:
+        raise _BadRequest("a malformed request line")
+    headers = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    start = end + 4
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        return _take_chunked(buffer, start)
+    length_text = headers.get("content-length", "0")
+    if not length_text.isascii() or not length_text.isdigit():
+        raise _BadRequest(f"Content-Length {length_text!r}")
+    length = int(length_text)
+    if length > MAX_BODY_BYTES:
+        raise _BadRequest(f"a body of {length} bytes")
+    if len(buffer) < start + length:
+        return None
+    body = bytes(buffer[start : start + length])
+    del buffer[: start + length]
+    return body
+
+
+def _take_chunked(buffer: bytearray, start: int) -> bytes | None:
+    body = bytearray()
+    position = start
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        try:
+            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        except ValueError:
+            raise _BadRequest("a malformed chunk size") from None
+        if len(body) + size > MAX_BODY_BYTES:
+            raise _BadRequest("a chunked body too large")
+        chunk_start = line_end + 2
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            if trailer_end < 0 and buffer[chunk_start : chunk_start + 2] != b"\r\n":
+                return None
+            finish = chunk_start + 2 if buffer[chunk_start : chunk_start + 2] == b"\r\n" else trailer_end + 4
+            del buffer[:finish]
+            return bytes(body)
+        if len(buffer) < chunk_start + size + 2:
+            return None
+        body += buffer[chunk_start : chunk_start + size]
+        position = chunk_start + size + 2

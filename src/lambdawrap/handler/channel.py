@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import threading
 import time
+
+# The C socket module: `socket`'s Python layer (its enums, selectors) costs the function's
+# cold start, and the channel needs none of it.
+from _socket import AF_UNIX, SOCK_STREAM
+from _socket import socket as unix_socket
 
 from lambdawrap.shared import records, unreported_drops
 from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode
@@ -38,7 +42,7 @@ class Channel:
         self.path = path
         self.dropped = 0
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
+        self._sock: unix_socket | None = None
         self._pending = b""
         self._next_connect = 0.0
         self._warned = False
@@ -56,12 +60,12 @@ class Channel:
         self.dropped = 0  # the parent reports its own drops; the child starts from none
         self._kept = False
 
-    def _connect(self) -> socket.socket | None:
+    def _connect(self) -> unix_socket | None:
         now = time.monotonic()
         if now < self._next_connect:
             return None
         self._next_connect = now + RECONNECT_INTERVAL_S
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = unix_socket(AF_UNIX, SOCK_STREAM)
         try:
             sock.connect(self.path)
         except OSError as exc:
@@ -156,7 +160,8 @@ class Channel:
     def request(self, record: dict, timeout_s: float) -> Any:
         """Send a request on a connection of its own and wait up to timeout_s for the answer."""
         deadline = time.monotonic() + timeout_s
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = unix_socket(AF_UNIX, SOCK_STREAM)
+        try:
             sock.settimeout(max(timeout_s, 0.001))
             sock.connect(self.path)
             sock.sendall(encode(record))
@@ -172,6 +177,8 @@ class Channel:
                 answers = reader.feed(data)
                 if answers:
                     return answers[0]
+        finally:
+            sock.close()
 
     def _close(self) -> None:
         if self._sock is not None:
