@@ -87,8 +87,10 @@ def test_spans_match_the_opentelemetry_instrumentation(library, servers, contrib
     bare = run_calls("bare", library, servers, contrib_path)
     # The library answered (or raised) the same in all three runs.
     assert ours["outcomes"] == theirs["outcomes"] == bare["outcomes"]
-    # One span per call, each a child of the invocation (or root) span.
-    assert len(ours["spans"]) == len(theirs["spans"]) == len(ours["outcomes"]) , (ours["spans"], theirs["spans"])
+    # As many spans as theirs (one per call; urllib3's PoolManager follows a redirect with a
+    # second request of its own), each a child of the invocation (or root) span.
+    extra = 1 if library == "urllib3" else 0
+    assert len(ours["spans"]) == len(theirs["spans"]) == len(ours["outcomes"]) + extra, (ours["spans"], theirs["spans"])
     assert {s["parent"] for s in ours["spans"]} == {"invocation"}
     found = differences(ours["spans"], theirs["spans"])
     listed = documented(library)
