@@ -78,3 +78,13 @@ def closed_port() -> int:
 def recording_server() -> Iterator[RecordingServer]:
     with RecordingServer() as server:
         yield server
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """The URL of a port that takes connections (the kernel's backlog) and never answers: a
+    client's read times out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/silent"
