@@ -53,32 +53,24 @@ def _with_attributes(attributes: "Any", fields: dict) -> "dict | None":
     return added
 
 
-def _message(params: dict, fields: dict) -> bool:
-    attributes = _with_attributes(params.get("MessageAttributes"), fields)
+def _message_attributes(holder: dict, fields: dict) -> "tuple[dict, bool]":
+    """(a copy of the message with the context in its attributes, or itself; whether it fitted)."""
+    attributes = _with_attributes(holder.get("MessageAttributes"), fields)
     if attributes is None:
-        return False
-    params["MessageAttributes"] = attributes
-    return True
+        return holder, False
+    return dict(holder, MessageAttributes=attributes), True
 
 
-def _batch(entries_key: str) -> "Callable[[dict, dict], bool]":
-    def inject_entries(params: dict, fields: dict) -> bool:
-        entries = params.get(entries_key)
-        if not isinstance(entries, list):
-            return True
-        copied, complete = [], True
-        for entry in entries:
-            if isinstance(entry, dict):
-                attributes = _with_attributes(entry.get("MessageAttributes"), fields)
-                if attributes is None:
-                    complete = False
-                else:
-                    entry = dict(entry, MessageAttributes=attributes)
-            copied.append(entry)
-        params[entries_key] = copied
-        return complete
+def _json_member(key: str, limit: int) -> "Callable[[dict, dict], tuple[dict, bool]]":
+    """The same for a JSON object held under `key` (EventBridge Detail, Kinesis Data, ...)."""
 
-    return inject_entries
+    def update(holder: dict, fields: dict) -> "tuple[dict, bool]":
+        updated = _json_with_context(holder.get(key), fields, limit)
+        if not updated:
+            return holder, updated is not False
+        return dict(holder, **{key: updated}), True
+
+    return update
 
 
 def _json_with_context(text: "Any", fields: dict, limit: int) -> "Any":
@@ -99,30 +91,35 @@ def _json_with_context(text: "Any", fields: dict, limit: int) -> "Any":
     return out if isinstance(text, str) else out.encode("utf-8")
 
 
-def _payload(container_key: "str | None", value_key: str, limit: int) -> "Callable[[dict, dict], bool]":
-    """A carrier writing into `value_key` of the parameters, or of each entry of `container_key`."""
+def _single(update: "Callable[[dict, dict], tuple[dict, bool]]") -> "Callable[[dict, dict], bool]":
+    """A carrier for a call that sends one message: the parameters themselves are updated (they
+    are botocore's own dict, made for this call)."""
 
-    def inject_payload(params: dict, fields: dict) -> bool:
-        if container_key is None:
-            updated = _json_with_context(params.get(value_key), fields, limit)
-            if updated:
-                params[value_key] = updated
-            return updated is not False
-        entries = params.get(container_key)
+    def inject(params: dict, fields: dict) -> bool:
+        updated, fitted = update(params, fields)
+        params.update(updated)
+        return fitted
+
+    return inject
+
+
+def _each(entries_key: str, update: "Callable[[dict, dict], tuple[dict, bool]]") -> "Callable[[dict, dict], bool]":
+    """A carrier for a batch: each entry under `entries_key` (the list and the entries copied)."""
+
+    def inject(params: dict, fields: dict) -> bool:
+        entries = params.get(entries_key)
         if not isinstance(entries, list):
             return True
         copied, complete = [], True
         for entry in entries:
             if isinstance(entry, dict):
-                updated = _json_with_context(entry.get(value_key), fields, limit)
-                if updated:
-                    entry = dict(entry, **{value_key: updated})
-                complete = complete and updated is not False
+                entry, fitted = update(entry, fields)
+                complete = complete and fitted
             copied.append(entry)
-        params[container_key] = copied
+        params[entries_key] = copied
         return complete
 
-    return inject_payload
+    return inject
 
 
 def _client_context(params: dict, fields: dict) -> bool:
@@ -149,14 +146,14 @@ def _client_context(params: dict, fields: dict) -> bool:
 
 
 _CARRIERS = {
-    ("sqs", "SendMessage"): ("sqs", _message),
-    ("sqs", "SendMessageBatch"): ("sqs", _batch("Entries")),
-    ("sns", "Publish"): ("sns", _message),
-    ("sns", "PublishBatch"): ("sns", _batch("PublishBatchRequestEntries")),
-    ("events", "PutEvents"): ("eventbridge", _payload("Entries", "Detail", MAX_EVENT_BYTES)),
-    ("kinesis", "PutRecord"): ("kinesis", _payload(None, "Data", MAX_KINESIS_RECORD_BYTES)),
-    ("kinesis", "PutRecords"): ("kinesis", _payload("Records", "Data", MAX_KINESIS_RECORD_BYTES)),
-    ("stepfunctions", "StartExecution"): ("stepfunctions", _payload(None, "input", MAX_EVENT_BYTES)),
-    ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _payload(None, "input", MAX_EVENT_BYTES)),
+    ("sqs", "SendMessage"): ("sqs", _single(_message_attributes)),
+    ("sqs", "SendMessageBatch"): ("sqs", _each("Entries", _message_attributes)),
+    ("sns", "Publish"): ("sns", _single(_message_attributes)),
+    ("sns", "PublishBatch"): ("sns", _each("PublishBatchRequestEntries", _message_attributes)),
+    ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail", MAX_EVENT_BYTES))),
+    ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data", MAX_KINESIS_RECORD_BYTES))),
+    ("kinesis", "PutRecords"): ("kinesis", _each("Records", _json_member("Data", MAX_KINESIS_RECORD_BYTES))),
+    ("stepfunctions", "StartExecution"): ("stepfunctions", _single(_json_member("input", MAX_EVENT_BYTES))),
+    ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input", MAX_EVENT_BYTES))),
     ("lambda", "Invoke"): ("lambda", _client_context),
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 from lambdawrap.handler.invocation import FAILURES, count_context_not_injected
 from lambdawrap.handler.outgoing import aws_carriers, aws_services
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, contrib_active, otel_suppressed
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, contrib_active, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -103,7 +103,8 @@ class AwsCallEvents:
         if call is None:
             return
         try:
-            self._unmark(call)
+            unmark(call.token)
+            call.token = None
             attributes = call.span.attributes
             status = getattr(http_response, "status_code", None)
             parsed = parsed if isinstance(parsed, dict) else {}
@@ -130,21 +131,13 @@ class AwsCallEvents:
         if call is None:
             return
         try:
-            self._unmark(call)
+            unmark(call.token)
+            call.token = None
             call.span.attributes["retry_attempts"] = max(call.attempts - 1, 0)
             kind = type(exception).__qualname__ if exception is not None else "Error"
             self._recorder.end(call.span, kind, str(exception) if exception is not None else "", exception)
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing a failed AWS SDK call")
-
-    @staticmethod
-    def _unmark(call: AwsCall) -> None:
-        if call.token is not None:
-            token, call.token = call.token, None
-            try:
-                IN_CLIENT_CALL.reset(token)
-            except ValueError:  # ended in another context
-                IN_CLIENT_CALL.set(False)
 
 
 def _request_ids(metadata: dict, attributes: dict) -> None:

@@ -14,7 +14,7 @@ import sys
 
 from lambdawrap.handler.invocation import FAILURES
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
 
 TYPE_CHECKING = False
@@ -82,7 +82,8 @@ class HttpCalls:
         """The server answered: 4xx and 5xx mark the span as failed, as the conventions ask of
         a client."""
         try:
-            self._unmark(call)
+            unmark(call.token)
+            call.token = None
             error = ""
             if type(status) is int:
                 call.span.attributes["http.response.status_code"] = status
@@ -95,19 +96,11 @@ class HttpCalls:
     def failed(self, call: Call, exc: BaseException) -> None:
         """No answer (refused, timed out, cancelled, ...)."""
         try:
-            self._unmark(call)
+            unmark(call.token)
+            call.token = None
             self._recorder.end(call.span, type(exc).__qualname__, _message(exc), exc)
         except Exception:  # noqa: BLE001
             FAILURES.record(f"tracing a failed {self._library} request")
-
-    @staticmethod
-    def _unmark(call: Call) -> None:
-        if call.token is not None:
-            token, call.token = call.token, None
-            try:
-                IN_CLIENT_CALL.reset(token)
-            except ValueError:  # ended in another context (an async generator, say)
-                IN_CLIENT_CALL.set(False)
 
 
 Begin = "Callable[[Any, tuple, dict], tuple]"  # (instance, args, kwargs) -> (call or None, args, kwargs)

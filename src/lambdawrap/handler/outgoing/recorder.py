@@ -142,5 +142,15 @@ def contrib_active(module_name: str, class_name: str) -> bool:
     return bool(getattr(instance, "_is_instrumented_by_opentelemetry", False))
 
 
+def unmark(token: "Any") -> None:
+    """End the mark `IN_CLIENT_CALL.set()` made (a token), wherever the call ended."""
+    if token is None:
+        return
+    try:
+        IN_CLIENT_CALL.reset(token)
+    except ValueError:  # ended in another context (an async generator, say)
+        IN_CLIENT_CALL.set(False)
+
+
 def capped(value: str) -> str:
     return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]
