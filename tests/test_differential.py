@@ -208,3 +208,40 @@ def test_there_are_enough_scenarios():
 def test_with_and_without_the_layer(group):
     report = run_group(group)
     assert not report.problems(), "\n".join(report.problems())
+
+
+# Outgoing calls that fail (issue 13): what each library returns or raises is the same with and
+# without the layer, exceptions that reach the caller included, and each call is one client
+# span under the invocation span with the right status. Real servers on loopback: an HTTP server
+# answering 404/503, a port nothing listens on, one that accepts and never answers, moto.
+HTTP_LIBRARIES = {"requests": "ConnectionError", "urllib3": "NewConnectionError", "urllib": "URLError", "httpx": "ConnectError", "httpx_async": "ConnectError", "aiohttp": "ClientConnectorError"}
+
+
+def outgoing_group(http_url: str, refused_url: str, silent_url: str, moto_url: str) -> Group:
+    def http(name: str, library: str, url: str, error: str | None, **extra) -> Scenario:
+        return Scenario(name, {"do": "http", "library": library, "url": url, **extra}, calls=(("GET", error),))
+
+    scenarios = []
+    for library, refused_error in HTTP_LIBRARIES.items():
+        scenarios += [
+            http(f"{library} connection refused", library, refused_url, refused_error),
+            http(f"{library} timeout", library, silent_url, "*", timeout=0.5),
+            http(f"{library} 404", library, http_url + "/status/404", "404"),
+            http(f"{library} 503", library, http_url + "/status/503", "503"),
+            http(f"{library} 200", library, http_url + "/status/200?token=x", None),
+        ]
+    scenarios += [http(f"{library} refused, raised to the caller", library, refused_url, error, propagate=True) for library, error in HTTP_LIBRARIES.items()]
+    aws = [("missing_table", "DynamoDB.GetItem", "ResourceNotFoundException"), ("missing_bucket", "S3.GetObject", "NoSuchBucket"), ("missing_queue", "SQS.SendMessage", "*"), ("list_tables", "DynamoDB.ListTables", None), ("refused_with_retries", "DynamoDB.ListTables", "EndpointConnectionError")]
+    scenarios += [Scenario(f"AWS {call}", {"do": "aws", "call": call}, calls=((name, error),)) for call, name, error in aws]
+    scenarios += [Scenario("AWS error raised to the caller", {"do": "aws", "call": "missing_table", "propagate": True}, calls=(("DynamoDB.GetItem", "ResourceNotFoundException"),))]
+    return Group("outgoing calls that fail - outgoing_calls", "outgoing", env={"MOTO_URL": moto_url, "REFUSED_URL": refused_url}, timeout_s=30.0, scenarios=scenarios)
+
+
+@pytest.mark.timeout(900)
+def test_outgoing_calls_with_and_without_the_layer():
+    from lambdawrap.devtools.local.moto_server import MotoServer
+    from support.local_servers import closed_port, recording_server, silent_server
+
+    with MotoServer() as moto, recording_server() as http, silent_server() as silent_url:
+        report = run_group(outgoing_group(http.url, f"http://127.0.0.1:{closed_port()}", silent_url, moto.endpoint))
+    assert not report.problems(), "\n".join(report.problems())

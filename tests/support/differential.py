@@ -54,6 +54,9 @@ class Scenario:
     dropped_as: str | None = None
     # The span's status is ERROR: by default exactly when the caller got an error.
     error: bool | None = None
+    # Client spans the invocation span must have as children, in order: (name, error.type or None;
+    # "*" for any error.type).
+    calls: tuple = ()
 
 
 @dataclass
@@ -246,6 +249,7 @@ def check_ledger(group: Group, bare: Run, layered: Run, receiver: Any) -> list:
         for key, value in scenario.attributes.items():
             if span["attributes"].get(key) != value:
                 out.append(f"{group.name}/{scenario.name}: attribute {key}={span['attributes'].get(key)!r}, expected {value!r}")
+        out += [f"{group.name}/{scenario.name}: {problem}" for problem in _client_span_problems(receiver, span, scenario.calls)]
     init_spans = [s for s in receiver.spans() if "lambdawrap.init.phase" in s["attributes"]]
     failed_init_spans = [s for s in init_spans if s["status_code"] == ERROR]
     if len(failed_init_spans) + layered.carried_inits != layered.failed_inits:
@@ -254,6 +258,23 @@ def check_ledger(group: Group, bare: Run, layered: Run, receiver: Any) -> list:
         if not [s for s in receiver.spans() if s["name"] == name]:
             out.append(f"{group.name}: the function's own span {name!r} was not exported")
     return out
+
+
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+
+
+def _client_span_problems(receiver: Any, invocation: dict, expected: tuple) -> list:
+    """The invocation's client spans against (name, error.type or None) expected, in start order;
+    a failed call has status ERROR, a successful one has none."""
+    children = sorted((s for s in receiver.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] == CLIENT), key=lambda s: s["start_time_unix_nano"])
+    found = [(s["name"], s["attributes"].get("error.type")) for s in children]
+    # "*": any error.type (the exception's class varies with the library's version).
+    matches = len(found) == len(expected) and all(f[0] == e[0] and (f[1] == e[1] or e[1] == "*" and f[1]) for f, e in zip(found, expected))
+    problems = [] if matches else [f"client spans {found}, expected {list(expected)}"]
+    for span in children:
+        if (span["status_code"] == ERROR) != ("error.type" in span["attributes"]) or span["trace_id"] != invocation["trace_id"]:
+            problems.append(f"client span {span['name']}: status {span['status_code']} with error.type {span['attributes'].get('error.type')!r}, trace {span['trace_id']}")
+    return problems
 
 
 def check_silence(group: Group, bare: Run, layered: Run, receiver: Any) -> list:

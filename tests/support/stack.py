@@ -24,6 +24,7 @@ def instrumented(task_dir: Path, handler: str = "app.handler", *, env: Mapping[s
         otlp_endpoint=receiver.endpoint if receiver is not None else None,
         timeout_s=emulator_args.pop("timeout_s", 3.0),
         memory_mb=emulator_args.pop("memory_mb", 128),
+        invoke_port=emulator_args.pop("invoke_port", None),
     )
     assert not emulator_args, f"unsupported emulator arguments: {emulator_args}"
     with local_stack(config) as (emu, own_receiver, _moto):

@@ -113,6 +113,10 @@ class Signals:
         spans_dropped = records.count(end.get("spans_dropped"))
         if spans_dropped:
             self.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
+        not_injected = records.count(end.get("context_not_injected"))
+        if not_injected:
+            # Outgoing calls whose trace context could not travel (the consumer starts a trace).
+            self.dropped("context_not_injected", not_injected)
         labels = {"faas.trigger": facts.trigger}
         self._add("faas.invocations", 1, labels)
         if facts.error:

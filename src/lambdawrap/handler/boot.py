@@ -1,7 +1,8 @@
 """Handler-side boot: runs from sitecustomize before the runtime imports the handler module.
 
 It reads the settings once, registers a post-import hook on the `_HANDLER` module that wraps
-the handler, bridges the user's OpenTelemetry API usage if their code imports it, and then
+the handler, bridges the user's OpenTelemetry API usage if their code imports it, registers the
+hooks that trace the function's outgoing calls (AWS SDK, HTTP clients) once it imports them, and then
 chains to any sitecustomize that ours shadows. It imports nothing heavy and never raises into
 the runtime (unless a test asks it to).
 """
@@ -92,6 +93,10 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
+    if settings.instrument:
+        from lambdawrap.handler import outgoing
+
+        outgoing.install(settings, tracer.sampled, channel, function_wrapper, import_hooks.when_imported, hook_failed)
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
 

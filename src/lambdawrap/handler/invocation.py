@@ -51,6 +51,9 @@ FAILURES = Failures()
 _STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
 
 _active: list = []  # the invocation under way in this process (at most one)
+# Outgoing calls that could not carry the trace context (a full message, a client context too
+# large): reported with the next invocation record (`end.context_not_injected`).
+_context_not_injected: list = [0]
 
 
 def active_invocation() -> "Invocation | None":
@@ -58,16 +61,32 @@ def active_invocation() -> "Invocation | None":
     return _active[0] if _active else None
 
 
+def deliver_span(channel: Channel, span: dict) -> None:
+    """A finished span (the user's or a client span): with its invocation's record when one of
+    its trace is under way, else alone."""
+    invocation = active_invocation()
+    if invocation is not None and span["trace_id"] == invocation.trace_hex:
+        invocation.add_span(span)
+    else:
+        channel.send(records.spans([span]))
+
+
+def count_context_not_injected() -> None:
+    """An outgoing call went without the trace context (counted, reported with the next record)."""
+    _context_not_injected[0] += 1
+
+
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "pid", "trace_id", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
+    __slots__ = ("start_json", "trigger", "pid", "trace_id", "trace_hex", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
 
     def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int) -> None:
         self.start_json = start_json
         self.trigger = trigger
         self.pid = os.getpid()
         self.trace_id = trace_id
+        self.trace_hex = f"{trace_id:032x}"  # as spans name their trace
         self.span_id = span_id
         self.sampled = sampled
         self.otel_token: Any = None
@@ -228,9 +247,15 @@ class InvocationTracer:
         failures = FAILURES.count
         if failures:
             end["internal_errors"] = failures
+        not_injected = _context_not_injected[0]
+        if not_injected:
+            end["context_not_injected"] = not_injected
         self._inflight.clear()
-        if self.channel.send_invocation(state.start_json, end) and failures:
+        sent = self.channel.send_invocation(state.start_json, end)
+        if sent and failures:
             FAILURES.count -= failures
+        if sent and not_injected:
+            _context_not_injected[0] -= not_injected
 
 
 def _capped(attributes: dict) -> dict:

@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags
 
-from lambdawrap.handler.invocation import FAILURES, active_invocation, describe_exception
+from lambdawrap.handler.invocation import FAILURES, deliver_span, describe_exception
 
 try:  # the API's own: usable as a context manager and as a decorator of sync and async functions
     from opentelemetry.util._decorator import _agnosticcontextmanager as _context_manager
@@ -218,11 +218,7 @@ class UserSpans:
 
     def send(self, span: dict) -> None:
         """A finished span: with its invocation's record when one is under way, else alone."""
-        invocation = active_invocation()
-        if invocation is not None and span["trace_id"] == f"{invocation.trace_id:032x}":
-            invocation.add_span(span)
-        else:
-            self._channel.send(records.spans([span]))
+        deliver_span(self._channel, span)
 
     def enter(self, trace_id: int, span_id: int, sampled: bool) -> Any:
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED))

@@ -25,11 +25,17 @@ process dies), and ``end``:
     end.error              object     {"type", "message", "stack"} when the handler raised
     end.http_status        int        the status of an HTTP-triggered invocation's response
     end.response_payload   str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
-    end.spans              list       spans the user's code ended during the invocation (below)
+    end.spans              list       spans ended during the invocation: the user's (OpenTelemetry API)
+                                      and the client spans of its outgoing calls (below)
+    end.spans_dropped      int        spans over LAMBDAWRAP_MAX_SPANS_PER_INVOCATION (or the record size)
     end.internal_errors    int        lambdawrap failures in the function's process since the last report
+    end.context_not_injected int      outgoing calls that went without the trace context since the
+                                      last report (a message already at its attribute limit, ...)
     dropped                int        records lost on the channel since the last one that went through
 
-``spans`` -- spans the user's code ended through the OpenTelemetry API:
+``spans`` -- spans ended outside an invocation (at import time, on a thread that outlived it),
+and the shape of each span in ``end.spans``: the user's (OpenTelemetry API) and the client spans
+of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a failed call has status 2 and ``error.type``):
 
     spans  [{scope, name, trace_id, span_id, parent_span_id, kind, start_ns, end_ns,
              attributes, events: [[name, attributes, time_ns]],

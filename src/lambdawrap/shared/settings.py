@@ -41,6 +41,10 @@ SECRETS_TTL = "LAMBDAWRAP_SECRETS_TTL"
 SECRETS_REQUIRED = "LAMBDAWRAP_SECRETS_REQUIRED"
 SECRETS_PORT = "LAMBDAWRAP_SECRETS_PORT"
 MAX_SPANS_PER_INVOCATION = "LAMBDAWRAP_MAX_SPANS_PER_INVOCATION"
+INSTRUMENT = "LAMBDAWRAP_INSTRUMENT"
+INSTRUMENT_EXCLUDE_HOSTS = "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS"
+PROPAGATE_AWS = "LAMBDAWRAP_PROPAGATE_AWS"
+PROPAGATORS = "OTEL_PROPAGATORS"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
@@ -58,6 +62,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPORALITIES = ("delta", "cumulative", "lowmemory")
 PROTOCOLS = ("http/protobuf", "grpc")
 SIGNALS = ("traces", "metrics", "logs")
+# LAMBDAWRAP_INSTRUMENT: the libraries whose outgoing calls become client spans; a group name
+# stands for its members.
+LIBRARIES = ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
+LIBRARY_GROUPS = {"aws-sdk": ("botocore",), "http": ("requests", "urllib3", "urllib", "httpx", "aiohttp")}
+# LAMBDAWRAP_PROPAGATE_AWS: the AWS calls whose payload carries the trace context to the consumer.
+AWS_CARRIERS = ("sqs", "sns", "eventbridge", "kinesis", "stepfunctions", "lambda")
+# OTEL_PROPAGATORS: the formats outgoing HTTP requests carry (the SDK's names; others are ignored).
+PROPAGATOR_NAMES = ("tracecontext", "baggage", "xray")
+# Where lambdawrap's own traffic goes besides the configured collector: never a client span.
+OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+DEFAULT_OTLP_ENDPOINT = "localhost:4318"
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio")
 
 
@@ -102,6 +117,11 @@ _FIELDS = (
     ("redact_keys", ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")),
     ("proactive_init_ms", 10000),
     ("max_spans_per_invocation", 1000),
+    ("instrument", ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")),
+    ("instrument_exclude_hosts", ()),  # lowercased host or host:port
+    ("propagators", ("tracecontext", "baggage")),
+    ("propagate_aws", AWS_CARRIERS),
+    ("own_endpoints", ()),  # host:port of the Runtime API, the secrets API, X-Ray, the collector
     ("protocols", (("traces", "http/protobuf"), ("metrics", "http/protobuf"), ("logs", "http/protobuf"))),
     ("metrics_temporality", "delta"),
     ("sampler", "parentbased_always_on"),
@@ -148,6 +168,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         protocol = parse(PROTOCOL, "http/protobuf", _choice(PROTOCOLS, lower=False))
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
         resource_attributes = _resource_attributes(env.get(RESOURCE_ATTRIBUTES, ""), parse.warn)
+        secrets_port = parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535))
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
@@ -162,6 +183,11 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             redact_keys=d.redact_keys + parse(REDACT_KEYS, (), _names),
             proactive_init_ms=parse(PROACTIVE_INIT_MS, d.proactive_init_ms, _int_range(0, 3_600_000)),
             max_spans_per_invocation=parse(MAX_SPANS_PER_INVOCATION, d.max_spans_per_invocation, _int_range(0, 100_000)),
+            instrument=parse(INSTRUMENT, d.instrument, _names_of(LIBRARIES, LIBRARY_GROUPS)),
+            instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
+            propagators=parse(PROPAGATORS, d.propagators, _names_of(PROPAGATOR_NAMES, {})),
+            propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
+            own_endpoints=_own_endpoints(env, secrets_port),
             protocols=tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS),
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
@@ -170,7 +196,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
             secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, float("inf"))),
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
-            secrets_port=parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535)),
+            secrets_port=secrets_port,
             # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (as in the
             # SDK); the function's name is lambdawrap's default.
             service_name=env.get(SERVICE_NAME, "").strip() or dict(resource_attributes).get("service.name", "") or function_name,
@@ -197,6 +223,10 @@ class _Parser:
             return default
         try:
             return convert(raw.strip())
+        except _PartlyValid as partly:
+            # Some names were known: those are kept, the rest named once.
+            self.warn("lambdawrap: ignoring %s=%r entries %s (%s)", name, raw, ", ".join(partly.unknown), partly.expected)
+            return partly.known
         except ValueError as exc:
             self.warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
             return default
@@ -258,6 +288,74 @@ def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
 
 def _names(raw: str) -> tuple:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+class _PartlyValid(ValueError):
+    """A list setting with some unknown names: the known ones are used."""
+
+    def __init__(self, known: tuple, unknown: list, expected: str) -> None:
+        super().__init__(expected)
+        self.known = known
+        self.unknown = unknown
+        self.expected = expected
+
+
+def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
+    """A comma list of names out of `choices` (a group stands for its members); `none` alone is
+    the empty list. Unknown names are reported, the known ones kept, in `choices` order."""
+
+    def convert(raw: str) -> tuple:
+        names = _names(raw)
+        if names == ("none",):
+            return ()
+        chosen, unknown = set(), []
+        for name in names:
+            if name in groups:
+                chosen.update(groups[name])
+            elif name in choices:
+                chosen.add(name)
+            else:
+                unknown.append(name)
+        known = tuple(c for c in choices if c in chosen)
+        if unknown:
+            raise _PartlyValid(known, unknown, "expected none or names out of " + ", ".join(tuple(groups) + choices))
+        return known
+
+    return convert
+
+
+def _host_port(address: str, default_port: int) -> str:
+    """`host:port` of an address given as a URL, host:port or host; loopback names as one."""
+    address = address.strip()
+    if "://" in address:
+        scheme, _, address = address.partition("://")
+        default_port = 443 if scheme.lower() == "https" else default_port
+    address = address.split("/", 1)[0].rpartition("@")[2]
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or host.endswith(":") and not host.startswith("["):
+        host, port = address, str(default_port)
+    return f"{loopback_as_one(host.strip('[]').lower())}:{port}"
+
+
+def loopback_as_one(host: str) -> str:
+    """The one name lambdawrap compares loopback hosts by."""
+    return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") else host
+
+
+def _own_endpoints(env: Mapping[str, str], secrets_port: int) -> tuple:
+    """Where lambdawrap's own HTTP traffic goes (never a client span): the Runtime, Extensions
+    and Telemetry APIs, the secrets API, the X-Ray daemon and the collector."""
+    found = [f"127.0.0.1:{secrets_port}"]
+    runtime_api = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
+    if runtime_api:
+        found.append(_host_port(runtime_api, 80))
+    xray = env.get("AWS_XRAY_DAEMON_ADDRESS", "").strip()
+    for address in xray.split() if xray else ():  # "host:port" or "tcp:host:port udp:host:port"
+        found.append(_host_port(address.partition(":")[2] if address[:4] in ("tcp:", "udp:") else address, 2000))
+    endpoints = [env.get(name, "").strip() for name in OTLP_ENDPOINTS]
+    for endpoint in [e for e in endpoints if e] or [DEFAULT_OTLP_ENDPOINT]:
+        found.append(_host_port(endpoint, 4318))
+    return tuple(dict.fromkeys(found))
 
 
 def _flush(raw: str) -> FlushStrategy:

@@ -1,0 +1,101 @@
+"""Client spans for the function's outgoing calls (AWS SDK and HTTP clients), and the trace
+context they carry downstream.
+
+`install()` (called by the boot) registers one post-import hook per library LAMBDAWRAP_INSTRUMENT
+names: a library costs nothing until the function imports it, and lambdawrap never imports it.
+When the hook runs it patches the library (botocore through its own event system, the HTTP
+clients with the private FunctionWrapper); a library whose shape we do not know (another major
+version) is left alone with one warning.
+
+  library    hooked on                  module
+  botocore   botocore.handlers          botocore_hook (aws_services, aws_carriers)
+  requests   requests                   requests_hook
+  urllib3    urllib3.connectionpool     urllib3_hook
+  urllib     urllib.request             urllib_request_hook (a span per urlopen, redirects inside)
+             http.client                http_client_hook (direct users of http.client)
+  httpx      httpx                      httpx_hook
+  aiohttp    aiohttp                    aiohttp_hook
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lambdawrap.shared.log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any, Callable
+
+    from lambdawrap.shared.settings import Settings
+
+# library -> ([(module whose import triggers a hook, its hook module, attributes its patch
+# needs)], the OpenTelemetry instrumentation that makes ours step aside)
+LIBRARIES = {
+    "botocore": ([("botocore.handlers", "botocore_hook", ("BUILTIN_HANDLERS", "REGISTER_LAST"))], ("opentelemetry.instrumentation.botocore", "BotocoreInstrumentor")),
+    "requests": ([("requests", "requests_hook", ("Session.send",))], ("opentelemetry.instrumentation.requests", "RequestsInstrumentor")),
+    "urllib3": ([("urllib3.connectionpool", "urllib3_hook", ("HTTPConnectionPool.urlopen",))], ("opentelemetry.instrumentation.urllib3", "URLLib3Instrumentor")),
+    "urllib": (
+        [("urllib.request", "urllib_request_hook", ("OpenerDirector.open",)), ("http.client", "http_client_hook", ("HTTPConnection.request", "HTTPConnection.getresponse"))],
+        ("opentelemetry.instrumentation.urllib", "URLLibInstrumentor"),
+    ),
+    "httpx": ([("httpx", "httpx_hook", ("HTTPTransport.handle_request", "AsyncHTTPTransport.handle_async_request"))], ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor")),
+    "aiohttp": ([("aiohttp", "aiohttp_hook", ("TraceConfig", "ClientSession.__init__"))], ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor")),
+}
+
+
+def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any", function_wrapper: "Callable", when_imported: "Callable", on_error: "Callable[[str], None]") -> None:
+    """Register the post-import hooks of the libraries the settings name (nothing else happens
+    until one of them is imported: the recorder is made by the first hook that runs)."""
+    shared: dict = {}
+
+    def hook_for(library: str, hook_module: str, needed: tuple) -> "Callable[[ModuleType], None]":
+        def patch_library(module: "ModuleType") -> None:
+            missing = [path for path in needed if not _has(module, path)]
+            if missing:
+                version = getattr(sys.modules.get(module.__name__.partition(".")[0]), "__version__", "?")
+                get_logger().warning("lambdawrap: %s %s is not a version lambdawrap knows (no %s): its calls are not traced", library, version, ", ".join(missing))
+                return
+            if not shared:
+                shared.update(_shared(settings, sampled, channel))
+            _patch(library, hook_module, module, settings, function_wrapper, **shared)
+
+        return patch_library
+
+    for library in settings.instrument:
+        for module_name, hook_module, needed in LIBRARIES[library][0]:
+            when_imported(module_name, hook_for(library, hook_module, needed), on_error)
+
+
+def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any") -> dict:
+    from lambdawrap.handler.outgoing.propagation import Propagation
+    from lambdawrap.handler.outgoing.recorder import Recorder
+    from lambdawrap.handler.redact import URL_QUERY_KEYS
+
+    return {
+        "recorder": Recorder(sampled, channel, settings.own_endpoints, settings.instrument_exclude_hosts),
+        "propagation": Propagation(settings.propagators),
+        "query_keys": URL_QUERY_KEYS | frozenset(settings.redact_keys),
+    }
+
+
+def _has(module: "ModuleType", path: str) -> bool:
+    target: "Any" = module
+    for part in path.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return False
+    return True
+
+
+def _patch(library: str, hook_module: str, module: "ModuleType", settings: "Settings", function_wrapper: "Callable", recorder: "Any", propagation: "Any", query_keys: frozenset) -> None:
+    import importlib
+
+    hook = importlib.import_module(f"lambdawrap.handler.outgoing.{hook_module}")
+    if library == "botocore":
+        hook.patch(module, recorder, propagation, settings.propagate_aws)
+        return
+    from lambdawrap.handler.outgoing.http_calls import HttpCalls
+
+    hook.patch(module, HttpCalls(library, recorder, propagation, query_keys, LIBRARIES[library][1]), function_wrapper)

@@ -1,0 +1,53 @@
+"""aiohttp's client: a span per `ClientSession` request, through aiohttp's own tracing signals
+(request start, end, exception; redirects stay inside the one span), added to every session the
+function makes. aiohttp calls them itself, so no frame of ours is ever in the way of the
+function's exceptions."""
+
+from __future__ import annotations
+
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, guarded_begin
+from lambdawrap.handler.outgoing.urls import DEFAULT_PORTS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any, Callable
+
+_CALL = "lambdawrap_call"  # the request's call, on aiohttp's per-request trace context
+
+
+def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    def begin(context: "Any", args: tuple, kwargs: dict) -> tuple:
+        params = args[0]
+        url = params.url
+        scheme = url.scheme
+        rest = url.raw_path_qs + (f"#{url.raw_fragment}" if url.raw_fragment else "")
+        userinfo = url.raw_user or ""
+        return calls.begin(params.method, scheme, (url.host or "").lower(), url.port or DEFAULT_PORTS.get(scheme, 0), rest, params.headers, userinfo, mark=False), args, kwargs
+
+    async def on_request_start(session: "Any", context: "Any", params: "Any") -> None:
+        setattr(context, _CALL, guarded_begin(calls, begin, context, (params,), {})[0])
+
+    async def on_request_end(session: "Any", context: "Any", params: "Any") -> None:
+        call = getattr(context, _CALL, None)
+        if call is not None:
+            calls.answered(call, params.response.status)
+
+    async def on_request_exception(session: "Any", context: "Any", params: "Any") -> None:
+        call = getattr(context, _CALL, None)
+        if call is not None:
+            calls.failed(call, params.exception)
+
+    trace_config = module.TraceConfig()
+    trace_config.on_request_start.append(on_request_start)
+    trace_config.on_request_end.append(on_request_end)
+    trace_config.on_request_exception.append(on_request_exception)
+    trace_config.freeze()
+
+    def session_init(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        configs = kwargs.get("trace_configs")
+        if configs is None or trace_config not in configs:
+            kwargs = dict(kwargs, trace_configs=[*(configs or ()), trace_config])
+        return wrapped(*args, **kwargs)
+
+    module.ClientSession.__init__ = function_wrapper(module.ClientSession.__init__, session_init)

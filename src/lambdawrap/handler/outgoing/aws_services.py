@@ -1,0 +1,163 @@
+"""Per-service attributes of AWS SDK client spans, after the semantic conventions (aws.*, messaging.*,
+faas.invoked_*): names of resources (tables, buckets, queues, topics, functions, state machines,
+secrets, parameters), never a value the call sends or receives."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any
+
+_SQS_OPERATION_TYPES = {"SendMessage": "send", "SendMessageBatch": "send", "ReceiveMessage": "receive"}
+
+
+def request_attributes(service: str, operation: str, params: dict, region: str, attributes: dict) -> None:
+    """Attributes read from the call's parameters (botocore's service name, e.g. `dynamodb`)."""
+    reader = _REQUEST_READERS.get(service)
+    if reader is not None:
+        reader(operation, params, region, attributes)
+
+
+def response_attributes(service: str, operation: str, parsed: dict, attributes: dict) -> None:
+    """Attributes read from the parsed answer."""
+    reader = _RESPONSE_READERS.get(service)
+    if reader is not None:
+        reader(operation, parsed, attributes)
+
+
+def _text(value: "Any") -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dynamodb(operation: str, params: dict, region: str, attributes: dict) -> None:
+    table = _text(params.get("TableName"))
+    if table:
+        attributes["aws.dynamodb.table_names"] = [table]
+    elif isinstance(params.get("RequestItems"), dict):  # BatchGetItem, BatchWriteItem
+        attributes["aws.dynamodb.table_names"] = [name for name in params["RequestItems"] if isinstance(name, str)]
+
+
+def _s3(operation: str, params: dict, region: str, attributes: dict) -> None:
+    bucket = _text(params.get("Bucket"))
+    if bucket:
+        attributes["aws.s3.bucket"] = bucket
+
+
+def _sqs(operation: str, params: dict, region: str, attributes: dict) -> None:
+    queue_url = _text(params.get("QueueUrl"))
+    attributes["messaging.system"] = "aws_sqs"
+    if queue_url:
+        attributes["aws.sqs.queue.url"] = queue_url
+        attributes["messaging.destination.name"] = queue_url.rstrip("/").rpartition("/")[2]
+    operation_type = _SQS_OPERATION_TYPES.get(operation)
+    if operation_type:
+        attributes["messaging.operation.type"] = operation_type
+    if operation == "SendMessageBatch" and isinstance(params.get("Entries"), list):
+        attributes["messaging.batch.message_count"] = len(params["Entries"])
+
+
+def _sns(operation: str, params: dict, region: str, attributes: dict) -> None:
+    attributes["messaging.system"] = "aws.sns"
+    topic = _text(params.get("TopicArn"))
+    if topic:
+        attributes["aws.sns.topic.arn"] = topic
+    if operation in ("Publish", "PublishBatch"):
+        # A phone number is personal data: never recorded.
+        destination = topic or _text(params.get("TargetArn"))
+        if destination:
+            attributes["messaging.destination.name"] = destination
+        attributes["messaging.operation.type"] = "send"
+
+
+def _lambda(operation: str, params: dict, region: str, attributes: dict) -> None:
+    name = _text(params.get("FunctionName"))
+    if operation != "Invoke" or not name:
+        return
+    attributes["faas.invoked_provider"] = "aws"
+    attributes["faas.invoked_region"] = region
+    if name.startswith("arn:"):
+        attributes["aws.lambda.invoked_arn"] = name
+    # A name, a partial ARN (123456789012:function:name) or a full one; a version or alias after it.
+    parts = name.split(":")
+    if "function" in parts and parts.index("function") + 1 < len(parts):
+        name = parts[parts.index("function") + 1]
+    elif len(parts) == 2:  # name:alias
+        name = parts[0]
+    attributes["faas.invoked_name"] = name
+
+
+def _step_functions(operation: str, params: dict, region: str, attributes: dict) -> None:
+    for key, attribute in (("stateMachineArn", "aws.step_functions.state_machine.arn"), ("activityArn", "aws.step_functions.activity.arn")):
+        arn = _text(params.get(key))
+        if arn:
+            attributes[attribute] = arn
+
+
+def _secrets_manager(operation: str, params: dict, region: str, attributes: dict) -> None:
+    secret = _text(params.get("SecretId"))
+    if secret.startswith("arn:"):
+        attributes["aws.secretsmanager.secret.arn"] = secret
+
+
+def _ssm(operation: str, params: dict, region: str, attributes: dict) -> None:
+    # No convention names an SSM parameter yet; the name only, never its value.
+    name = _text(params.get("Name"))
+    if name:
+        attributes["aws.ssm.parameter.name"] = name
+    elif isinstance(params.get("Names"), list):
+        attributes["aws.ssm.parameter.name"] = [n for n in params["Names"] if isinstance(n, str)]
+
+
+def _kinesis(operation: str, params: dict, region: str, attributes: dict) -> None:
+    name = _text(params.get("StreamName")) or _text(params.get("StreamARN")).rpartition("/")[2]
+    if name:
+        attributes["aws.kinesis.stream_name"] = name
+
+
+_REQUEST_READERS = {
+    "dynamodb": _dynamodb,
+    "s3": _s3,
+    "sqs": _sqs,
+    "sns": _sns,
+    "lambda": _lambda,
+    "stepfunctions": _step_functions,
+    "secretsmanager": _secrets_manager,
+    "ssm": _ssm,
+    "kinesis": _kinesis,
+}
+
+
+def _sqs_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    message_id: "Any" = None
+    if operation == "SendMessage":
+        message_id = parsed.get("MessageId")
+    elif operation == "SendMessageBatch" and parsed.get("Successful"):
+        message_id = parsed["Successful"][0].get("MessageId")
+    elif operation == "ReceiveMessage" and parsed.get("Messages"):
+        message_id = parsed["Messages"][0].get("MessageId")
+    if isinstance(message_id, str):
+        attributes["messaging.message.id"] = message_id
+
+
+def _secrets_manager_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    arn = _text(parsed.get("ARN"))
+    if arn:
+        attributes["aws.secretsmanager.secret.arn"] = arn
+
+
+def _sns_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    topic = _text(parsed.get("TopicArn"))
+    if topic:
+        attributes["aws.sns.topic.arn"] = topic
+
+
+def _step_functions_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    _step_functions(operation, parsed, "", attributes)
+
+
+_RESPONSE_READERS = {
+    "sqs": _sqs_answer,
+    "secretsmanager": _secrets_manager_answer,
+    "sns": _sns_answer,
+    "stepfunctions": _step_functions_answer,
+}

@@ -1,0 +1,165 @@
+"""The AWS SDK (botocore, so boto3): one CLIENT span per API call, through botocore's own event
+system. No method of botocore is wrapped, so no frame of ours is ever in the traceback of an
+error the SDK raises.
+
+Our handlers join botocore's built-in ones (`botocore.handlers.BUILTIN_HANDLERS`, registered
+last): every session created from then on registers them, and every client copies its
+session's handlers when it is made. Per call, sharing botocore's request context:
+
+  before-parameter-build  the span starts (parent: the innermost active span); the context goes
+                          into the payload for the services that carry it (aws_carriers), before
+                          botocore validates, serializes and signs the parameters
+  before-call             server.address/port; with the xray propagator, the X-Amzn-Trace-Id
+                          header botocore set (Lineage and all) is re-pointed at our span
+  before-sign             once per attempt (botocore signs each retry anew): attempts are
+                          counted, and the HTTP request below is marked as part of this call
+  after-call              the answer: status, request ids, the AWS error code, retries
+  after-call-error        no answer (connection refused, timeout, ...)
+
+A call that fails before it is sent (parameter validation) records no span.
+"""
+
+from __future__ import annotations
+
+from lambdawrap.handler.invocation import FAILURES, count_context_not_injected
+from lambdawrap.handler.outgoing import aws_carriers, aws_services
+from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, contrib_active, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.urls import split_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any
+
+SCOPE = "lambdawrap.botocore"
+_STATE = "lambdawrap"  # our key in botocore's per-call request context
+_CONTRIB = ("opentelemetry.instrumentation.botocore", "BotocoreInstrumentor")
+
+
+class AwsCall:
+    """One AWS API call under way."""
+
+    __slots__ = ("span", "service", "operation", "attempts", "token")
+
+    def __init__(self, span: ClientSpan, service: str, operation: str) -> None:
+        self.span = span
+        self.service = service
+        self.operation = operation
+        self.attempts = 0
+        self.token: "Any" = None
+
+
+class AwsCallEvents:
+    """botocore event handlers (each never raises: a failure is counted, the call goes on)."""
+
+    def __init__(self, recorder: Recorder, propagation: Propagation, carriers: tuple) -> None:
+        self._recorder = recorder
+        self._propagation = propagation
+        self._carriers = carriers
+
+    def before_parameter_build(self, params: "Any" = None, model: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        try:
+            if context is None or contrib_active(*_CONTRIB) or otel_suppressed():
+                return
+            service_model = model.service_model
+            service, operation = service_model.service_name, model.name
+            region = context.get("client_region") or ""
+            attributes = {"rpc.system": "aws-api", "rpc.service": str(service_model.service_id), "rpc.method": operation, "cloud.region": region}
+            aws_services.request_attributes(service, operation, params, region, attributes)
+            span = self._recorder.start(SCOPE, f"{attributes['rpc.service']}.{operation}", CLIENT, attributes)
+            context[_STATE] = AwsCall(span, service, operation)
+            if self._carriers and not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
+                count_context_not_injected()
+        except Exception:  # noqa: BLE001 - the call goes on untraced
+            FAILURES.record("tracing an AWS SDK call")
+
+    def before_call(self, params: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        call = context.get(_STATE) if context else None
+        if call is None:
+            return
+        try:
+            parts = split_url(params.get("url") or "")
+            if parts is not None:
+                call.span.attributes["server.address"] = parts[1]
+                call.span.attributes["server.port"] = parts[2]
+            if self._propagation.xray:
+                headers = params["headers"]
+                headers[XRAY_HEADER] = xray(call.span, headers.get(XRAY_HEADER) or "")
+        except Exception:  # noqa: BLE001
+            FAILURES.record("tracing an AWS SDK request")
+
+    def before_sign(self, request: "Any" = None, **kwargs: "Any") -> None:
+        context = getattr(request, "context", None)
+        call = context.get(_STATE) if context else None
+        if call is None:
+            return  # a presigned URL, or an untraced call
+        call.attempts += 1
+        if call.token is None:
+            call.token = IN_CLIENT_CALL.set(True)
+
+    def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        call = context.pop(_STATE, None) if context else None
+        if call is None:
+            return
+        try:
+            unmark(call.token)
+            call.token = None
+            attributes = call.span.attributes
+            status = getattr(http_response, "status_code", None)
+            parsed = parsed if isinstance(parsed, dict) else {}
+            metadata = parsed.get("ResponseMetadata") or {}
+            _request_ids(metadata, attributes)
+            attributes["retry_attempts"] = metadata.get("RetryAttempts", max(call.attempts - 1, 0))
+            if type(status) is int:
+                attributes["http.response.status_code"] = status
+            if type(status) is int and status >= 300:
+                error = parsed.get("Error") or {}
+                code = str(context.get("error_code_override") or error.get("Code") or status)
+                description = f"An error occurred ({code}) when calling the {call.operation} operation: {error.get('Message', '')}"
+                # Only a failure the conventions call one (4xx, 5xx) marks the span; a 3xx
+                # (S3's 304 Not Modified) still raises in the SDK but is no error of the call.
+                self._recorder.end(call.span, code if status >= 400 else "", description)
+                return
+            aws_services.response_attributes(call.service, call.operation, parsed, attributes)
+            self._recorder.end(call.span)
+        except Exception:  # noqa: BLE001
+            FAILURES.record("tracing an AWS SDK answer")
+
+    def after_call_error(self, exception: "BaseException | None" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        call = context.pop(_STATE, None) if context else None
+        if call is None:
+            return
+        try:
+            unmark(call.token)
+            call.token = None
+            call.span.attributes["retry_attempts"] = max(call.attempts - 1, 0)
+            kind = type(exception).__qualname__ if exception is not None else "Error"
+            self._recorder.end(call.span, kind, str(exception) if exception is not None else "", exception)
+        except Exception:  # noqa: BLE001
+            FAILURES.record("tracing a failed AWS SDK call")
+
+
+def _request_ids(metadata: dict, attributes: dict) -> None:
+    headers = metadata.get("HTTPHeaders") or {}
+    request_id = metadata.get("RequestId") or headers.get("x-amzn-requestid") or headers.get("x-amz-request-id")
+    if request_id:
+        attributes["aws.request_id"] = request_id
+    extended = headers.get("x-amz-id-2")  # S3's extended request id
+    if extended:
+        attributes["aws.extended_request_id"] = extended
+
+
+def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, carriers: tuple) -> None:
+    """Join botocore's built-in handlers (module `botocore.handlers`)."""
+    events = AwsCallEvents(recorder, propagation, carriers)
+    last = handlers.REGISTER_LAST
+    handlers.BUILTIN_HANDLERS.extend(
+        [
+            ("before-parameter-build", events.before_parameter_build, last),
+            ("before-call", events.before_call, last),
+            ("before-sign", events.before_sign, last),
+            ("after-call", events.after_call, last),
+            ("after-call-error", events.after_call_error, last),
+        ]
+    )

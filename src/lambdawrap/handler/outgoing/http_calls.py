@@ -1,0 +1,166 @@
+"""What every HTTP client hook shares: one CLIENT span per logical request, with the stable
+HTTP client conventions (`http.request.method`, `url.full`, `server.address`, `server.port`,
+`http.response.status_code`, `error.type`), and the trace context in the request's headers.
+
+A hook asks `begin()` for a call (None: record nothing, call through) and ends it with
+`answered()` or `failed()`. `begin()` marks the call as under way in this context, so that the
+layers below (urllib3 under requests, http.client under urllib3) record nothing more; nothing
+here raises (failures are counted and the call goes on untraced).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lambdawrap.handler.invocation import FAILURES
+from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.urls import full_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Callable
+
+# The conventions' methods; any other is recorded as _OTHER with the original beside it.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
+# From 3.11 a bare `raise` re-raises with the exception's own __traceback__: a hook drops its
+# own entry first, so the traceback the function (and its caller) sees is the library's alone.
+_STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
+
+
+class Call:
+    """One HTTP request under way."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: ClientSpan, token: "Any") -> None:
+        self.span = span
+        self.token = token
+
+
+class HttpCalls:
+    """Begins and ends the spans of one library's requests."""
+
+    def __init__(self, library: str, recorder: Recorder, propagation: Propagation, redaction_keys: frozenset, contrib: "tuple[str, str]") -> None:
+        self.scope = f"lambdawrap.{library}"
+        self._library = library
+        self._recorder = recorder
+        self._propagation = propagation
+        self._keys = redaction_keys
+        self._contrib = contrib
+
+    def begin(self, method: str, scheme: str, host: str, port: int, rest: str, headers: "Any" = None, userinfo: str = "", mark: bool = True) -> "Call | None":
+        """A call to record, or None (inside another traced call, our own traffic, an excluded
+        host, OpenTelemetry's own instrumentation active). `headers`, if given, gets the trace
+        context (what the user set stays). `mark=False` leaves the context unmarked (for a
+        hook whose end is a separate call, which could otherwise leave the mark behind)."""
+        try:
+            if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or self._recorder.excluded(host, port):
+                return None
+            known = method if method in KNOWN_METHODS else ""
+            attributes = {
+                "http.request.method": known or "_OTHER",
+                "url.full": capped(full_url(scheme, host, port, rest, self._keys, userinfo)),
+                "server.address": host,
+                "server.port": port,
+            }
+            if not known:
+                attributes["http.request.method_original"] = capped(method)
+            span = self._recorder.start(self.scope, known or "HTTP", CLIENT, attributes)
+            if headers is not None:
+                add_missing(headers, self._propagation.http_headers(span))
+            return Call(span, IN_CLIENT_CALL.set(True) if mark else None)
+        except Exception:  # noqa: BLE001 - the request goes out untraced
+            FAILURES.record(f"tracing a {self._library} request")
+            return None
+
+    def headers_for(self, call: Call) -> list:
+        """[(name, value)] of the trace context, for hooks that build the headers themselves."""
+        return self._propagation.http_headers(call.span)
+
+    def answered(self, call: Call, status: "Any") -> None:
+        """The server answered: 4xx and 5xx mark the span as failed, as the conventions ask of
+        a client."""
+        try:
+            unmark(call.token)
+            call.token = None
+            error = ""
+            if type(status) is int:
+                call.span.attributes["http.response.status_code"] = status
+                if status >= 400:
+                    error = str(status)
+            self._recorder.end(call.span, error)
+        except Exception:  # noqa: BLE001
+            FAILURES.record(f"tracing a {self._library} response")
+
+    def failed(self, call: Call, exc: BaseException) -> None:
+        """No answer (refused, timed out, cancelled, ...)."""
+        try:
+            unmark(call.token)
+            call.token = None
+            self._recorder.end(call.span, type(exc).__qualname__, _message(exc), exc)
+        except Exception:  # noqa: BLE001
+            FAILURES.record(f"tracing a failed {self._library} request")
+
+
+Begin = "Callable[[Any, tuple, dict], tuple]"  # (instance, args, kwargs) -> (call or None, args, kwargs)
+
+
+def sync_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any], Any]") -> "Callable":
+    """A FunctionWrapper wrapper tracing each call of a sending method: `begin` picks the call
+    (and may give the method a copy of its arguments carrying the context)."""
+
+    def wrapper(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call is not None:
+                calls.failed(call, exc)
+            drop_own_frame(exc)
+            raise
+        if call is not None:
+            calls.answered(call, status_of(result))
+        return result
+
+    return wrapper
+
+
+def async_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any], Any]") -> "Callable":
+    """`sync_wrapper` for a coroutine method."""
+
+    async def wrapper(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call is not None:
+                calls.failed(call, exc)
+            drop_own_frame(exc)
+            raise
+        if call is not None:
+            calls.answered(call, status_of(result))
+        return result
+
+    return wrapper
+
+
+def guarded_begin(calls: HttpCalls, begin: "Callable", instance: "Any", args: tuple, kwargs: dict) -> tuple:
+    try:
+        return begin(instance, args, kwargs)
+    except Exception:  # noqa: BLE001 - an argument shape we did not expect: call through untraced
+        FAILURES.record(f"reading a {calls.scope} request")
+        return None, args, kwargs
+
+
+def drop_own_frame(exc: BaseException) -> None:
+    """Remove the calling hook's frame from the traceback the exception carries (3.11+)."""
+    if _STRIPS_BY_RERAISE and exc.__traceback__ is not None:
+        exc.__traceback__ = exc.__traceback__.tb_next
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a library's __str__ may raise
+        return ""

@@ -1,0 +1,87 @@
+"""`http.client` (and so `urllib.request`, which sends through it): a span from
+`HTTPConnection.request()` to the `getresponse()` that answers it.
+
+The span lives on the connection between the two calls. The context is not marked as under a
+traced call (a request whose response is never read must not silence the calls after it); the
+libraries that send through http.client (urllib3, and requests over it) mark their own calls.
+"""
+
+from __future__ import annotations
+
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, drop_own_frame, guarded_begin
+from lambdawrap.handler.outgoing.propagation import add_missing
+from lambdawrap.handler.outgoing.urls import split_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any, Callable
+
+_SPAN = "_lambdawrap_call"  # the connection's call under way
+
+
+def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    connection = module.HTTPConnection
+    https = getattr(module, "HTTPSConnection", None)
+
+    def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        return _begin(calls, https, instance, args, kwargs)
+
+    def request(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call is not None:
+                calls.failed(call, exc)
+            drop_own_frame(exc)
+            raise
+        if call is not None:
+            instance.__dict__[_SPAN] = call
+        return result
+
+    def getresponse(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call = instance.__dict__.pop(_SPAN, None)
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call is not None:
+                calls.failed(call, exc)
+            drop_own_frame(exc)
+            raise
+        if call is not None:
+            calls.answered(call, getattr(response, "status", None))
+        return response
+
+    connection.request = function_wrapper(connection.request, request)
+    connection.getresponse = function_wrapper(connection.getresponse, getresponse)
+
+
+def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
+    method = args[0] if args else kwargs.get("method", "")
+    url = args[1] if len(args) > 1 else kwargs.get("url", "")
+    if not isinstance(method, str) or not isinstance(url, str):
+        return None, args, kwargs
+    scheme = "https" if https is not None and isinstance(conn, https) else "http"
+    host, port = conn.host, conn.port
+    tunnel = getattr(conn, "_tunnel_host", None)
+    if tunnel:  # through a proxy: the request goes to the tunnel's end
+        host, port = tunnel, getattr(conn, "_tunnel_port", None) or port
+    parts = split_url(url) if "://" in url[:12] else None
+    if parts is not None:  # an absolute URL (a plain proxy)
+        scheme, host, port, userinfo, rest = parts
+    else:
+        userinfo, rest = "", url
+    call = calls.begin(method, scheme, str(host).lower(), port, rest, None, userinfo, mark=False)
+    if call is None:
+        return None, args, kwargs
+    # The user's headers mapping (or the shared default {}) is never changed: a copy carries ours.
+    if len(args) > 3:
+        headers = dict(args[3] or {})
+        add_missing(headers, calls.headers_for(call))
+        args = args[:3] + (headers,) + args[4:]
+    else:
+        headers = dict(kwargs.get("headers") or {})
+        add_missing(headers, calls.headers_for(call))
+        kwargs = dict(kwargs, headers=headers)
+    return call, args, kwargs

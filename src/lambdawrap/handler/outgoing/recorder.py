@@ -1,0 +1,156 @@
+"""The client span recorder every outgoing-call hook shares.
+
+A client span is started before the call leaves the process and ended when it is answered (or
+failed). Its parent is the innermost active span: the user's current OpenTelemetry span when
+their code uses the API and one is current, else the invocation span (from any thread: a call
+made on a thread the handler started belongs to the invocation under way). It follows the
+trace's sampling decision: an unsampled trace records nothing, but the call still carries the
+context (sampled flag off), so that downstream services agree.
+
+Ended spans ride with the invocation's record (`Invocation.add_span`: one send per invocation,
+capped by LAMBDAWRAP_MAX_SPANS_PER_INVOCATION); outside an invocation (at import time, on a thread
+that outlived it) a span is sent alone.
+
+`IN_CLIENT_CALL` marks a call under way in this context, so that the layers below it (requests
+over urllib3 over http.client; the HTTP request under an AWS SDK call) add no span of their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+
+from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
+from lambdawrap.shared import records
+from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.settings import loopback_as_one
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Any, Callable
+
+CLIENT = 2  # the API's SpanKind values, as records.span carries them (OTLP numbers them one higher)
+PRODUCER = 3
+STATUS_ERROR = 2
+MAX_ATTRIBUTE_CHARS = 2048  # a URL or an ARN: enough to tell it, never a payload
+
+# Truthy while a client span is open in this context: the layers below add none of their own.
+IN_CLIENT_CALL: contextvars.ContextVar = contextvars.ContextVar("lambdawrap_in_client_call", default=False)
+# OpenTelemetry's own suppression keys (its instrumentations set them around the calls they trace).
+_OTEL_SUPPRESS_KEYS = ("suppress_instrumentation", "suppress_http_instrumentation")
+
+
+class ClientSpan:
+    """One outgoing call under way."""
+
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "trace_state", "name", "kind", "scope", "start_ns", "attributes")
+
+    def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, trace_state: str, name: str, kind: int, scope: str, attributes: dict) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.sampled = sampled
+        self.trace_state = trace_state  # the parent's W3C tracestate, carried on unchanged
+        self.name = name
+        self.kind = kind
+        self.scope = scope
+        self.start_ns = time.time_ns()
+        self.attributes = attributes
+
+
+class Recorder:
+    """Starts and ends client spans; one per process, made by `outgoing.install`."""
+
+    def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple) -> None:
+        self._sampled_as_root = sampled_as_root
+        self._channel = channel
+        self._own = frozenset(own_endpoints)
+        self._excluded = frozenset(loopback_as_one(h) for h in excluded_hosts)
+
+    def excluded(self, host: str, port: int) -> bool:
+        """Whether a call to host:port is lambdawrap's own traffic or a host the user excluded."""
+        host = loopback_as_one(host.lower())
+        address = f"{host}:{port}"
+        return address in self._own or host in self._excluded or address in self._excluded
+
+    def start(self, scope: str, name: str, kind: int, attributes: dict) -> ClientSpan:
+        """A client span under the innermost active span (a new trace when there is none)."""
+        parent = _current_otel_parent()
+        invocation = active_invocation()
+        if parent is not None:
+            trace_id, parent_id, sampled, trace_state = parent
+        elif invocation is not None:
+            trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, ""
+        else:
+            trace_id, parent_id, trace_state = new_trace_id(), 0, ""
+            sampled = self._sampled_as_root(trace_id, None)
+        return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes)
+
+    def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None) -> None:
+        """Record the finished span; `error` (the error.type) marks it as failed."""
+        if not span.sampled:
+            return
+        events = []
+        status = (0, "")
+        if error:
+            span.attributes["error.type"] = error
+            status = (STATUS_ERROR, description[:MAX_ATTRIBUTE_CHARS])
+            if exception is not None:
+                described = describe_exception(exception)
+                events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, time.time_ns()])
+        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), span.attributes, events, [], status))
+
+
+def _current_otel_parent() -> "tuple | None":
+    # Only when the user's code brought the API in; the bridge makes the invocation span current
+    # during the handler, so a valid current span is the innermost one, whoever started it.
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    try:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        trace_state = context.trace_state.to_header() if context.trace_state else ""
+        return context.trace_id, context.span_id, context.trace_flags.sampled, trace_state
+    except Exception:  # noqa: BLE001 - an API of any version: fall back to the invocation span
+        FAILURES.record("reading the current OpenTelemetry span")
+        return None
+
+
+def otel_suppressed() -> bool:
+    """Whether OpenTelemetry's instrumentations asked for no spans in this context (theirs
+    wrap the calls they trace in it: e.g. the HTTP request under their botocore span)."""
+    context = sys.modules.get("opentelemetry.context")
+    if context is None:
+        return False
+    try:
+        return any(context.get_value(key) for key in _OTEL_SUPPRESS_KEYS)
+    except Exception:  # noqa: BLE001 - an API of any version
+        return False
+
+
+def contrib_active(module_name: str, class_name: str) -> bool:
+    """Whether the function enabled OpenTelemetry's own instrumentation of a library (then ours
+    steps aside for it: no duplicate spans, no duplicate context)."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    instrumentor = getattr(module, class_name, None)
+    instance = getattr(instrumentor, "_instance", None)
+    return bool(getattr(instance, "_is_instrumented_by_opentelemetry", False))
+
+
+def unmark(token: "Any") -> None:
+    """End the mark `IN_CLIENT_CALL.set()` made (a token), wherever the call ended."""
+    if token is None:
+        return
+    try:
+        IN_CLIENT_CALL.reset(token)
+    except ValueError:  # ended in another context (an async generator, say)
+        IN_CLIENT_CALL.set(False)
+
+
+def capped(value: str) -> str:
+    return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]

@@ -1,0 +1,30 @@
+"""requests: a span per `Session.send()` (redirects are followed inside it: one span per logical
+request, its final answer). The prepared request's headers get the trace context, as with
+OpenTelemetry's requests instrumentation (it is the request being sent)."""
+
+from __future__ import annotations
+
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, sync_wrapper
+from lambdawrap.handler.outgoing.urls import split_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any, Callable
+
+
+def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        request = args[0] if args else kwargs.get("request")
+        method, url = getattr(request, "method", None), getattr(request, "url", None)
+        parts = split_url(url) if isinstance(method, str) and isinstance(url, str) else None
+        if parts is None:
+            return None, args, kwargs
+        scheme, host, port, userinfo, rest = parts
+        return calls.begin(method, scheme, host, port, rest, request.headers, userinfo), args, kwargs
+
+    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, _status))
+
+
+def _status(response: "Any") -> "Any":
+    return getattr(response, "status_code", None)

@@ -1,0 +1,58 @@
+"""`urllib.request`: a span per `OpenerDirector.open()` (what `urlopen()` calls), the redirects
+it follows inside it; http.client below it adds none. A 4xx/5xx answer, which urllib raises as
+`HTTPError`, is recorded with its status code. The request's headers get the trace context
+(`Request.add_unredirected_header` would hide it from redirects: a plain header goes along)."""
+
+from __future__ import annotations
+
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, drop_own_frame, guarded_begin
+from lambdawrap.handler.outgoing.urls import split_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from types import ModuleType
+    from typing import Any, Callable
+
+
+def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    request_class = module.Request
+
+    def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        target = args[0] if args else kwargs.get("fullurl")
+        if isinstance(target, str):
+            # A copy of what open() would make itself, so that the headers can be added.
+            target = request_class(target, args[1] if len(args) > 1 else kwargs.get("data"))
+            args = (target,) + args[1:] if args else args
+            if not args:
+                kwargs = dict(kwargs, fullurl=target)
+        if not isinstance(target, request_class):
+            return None, args, kwargs
+        parts = split_url(target.full_url)
+        if parts is None:
+            return None, args, kwargs
+        scheme, host, port, userinfo, rest = parts
+        call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo)
+        if call is not None:
+            for name, value in calls.headers_for(call):
+                if not target.has_header(name.capitalize()):
+                    target.add_header(name, value)
+        return call, args, kwargs
+
+    def open_url(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if call is not None:
+                code = getattr(exc, "code", None)
+                if isinstance(exc, module.HTTPError) and type(code) is int:
+                    calls.answered(call, code)  # an answer, which urllib raises
+                else:
+                    calls.failed(call, exc)
+            drop_own_frame(exc)
+            raise
+        if call is not None:
+            calls.answered(call, getattr(response, "status", None))
+        return response
+
+    module.OpenerDirector.open = function_wrapper(module.OpenerDirector.open, open_url)

@@ -1,0 +1,204 @@
+"""Outgoing calls through the real path: the emulator, the real awslambdaric and the layer, a
+real moto server and real HTTP servers on loopback. Each call is one client span under the
+invocation span; the servers saw the context; a chain of two functions through SQS, SNS and a
+direct Invoke is one trace."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from lambdawrap.shared.settings import Settings
+from support.local_servers import recording_server
+from support.stack import LAYER, instrumented
+
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+
+CALLER = """
+import asyncio, json, os, urllib.request
+import aiohttp, boto3, httpx, requests, urllib3
+
+def client(service):
+    return boto3.client(service, endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+
+async def aiohttp_get(url):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            return response.status
+
+def handler(event, context):
+    base = event["http"]
+    client("dynamodb").create_table(TableName="table-t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    client("s3").create_bucket(Bucket="bucket-b")
+    queue = client("sqs").create_queue(QueueName="queue-q")["QueueUrl"]
+    client("sqs").send_message(QueueUrl=queue, MessageBody="hello")
+    topic = client("sns").create_topic(Name="topic-n")["TopicArn"]
+    client("sns").publish(TopicArn=topic, Message="hi")
+    client("secretsmanager").create_secret(Name="s", SecretString="value-never-recorded")
+    statuses = [
+        requests.get(base + "/status/200?via=requests", timeout=5).status_code,
+        urllib3.PoolManager().request("GET", base + "/status/200?via=urllib3").status,
+        urllib.request.urlopen(base + "/status/200?via=urllib", timeout=5).status,
+        httpx.get(base + "/status/200?via=httpx").status_code,
+        asyncio.run(aiohttp_get(base + "/status/200?via=aiohttp")),
+    ]
+    return {"statuses": statuses}
+"""
+
+EXPECTED_CALLS = ["DynamoDB.CreateTable", "S3.CreateBucket", "SQS.CreateQueue", "SQS.SendMessage", "SNS.CreateTopic", "SNS.Publish", "Secrets Manager.CreateSecret", "GET", "GET", "GET", "GET", "GET"]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with MotoServer() as server:
+        yield server
+
+
+def invocation_span(receiver, request_id):
+    return receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == request_id, timeout=20)[0]
+
+
+def children(receiver, parent, count):
+    spans = receiver.wait_for_spans(lambda s: s.get("parent_span_id") == parent["span_id"] and s["kind"] == CLIENT, count=count, timeout=20)
+    return sorted(spans, key=lambda s: s["start_time_unix_nano"])
+
+
+def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, moto):
+    task = write_function(tmp_path / "task", CALLER)
+    with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statuses": [200] * 5}
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, len(EXPECTED_CALLS))
+        assert [s["name"] for s in calls] == EXPECTED_CALLS
+        assert all(s["trace_id"] == invocation["trace_id"] and s["status_code"] != 2 for s in calls)
+        by_name = {s["name"]: s["attributes"] for s in calls}
+        assert by_name["DynamoDB.CreateTable"]["aws.dynamodb.table_names"] == ["table-t"] and by_name["DynamoDB.CreateTable"]["rpc.system"] == "aws-api"
+        assert by_name["S3.CreateBucket"]["aws.s3.bucket"] == "bucket-b"
+        assert by_name["SQS.SendMessage"]["messaging.destination.name"] == "queue-q" and by_name["SQS.SendMessage"]["http.response.status_code"] == 200
+        assert by_name["SNS.Publish"]["aws.sns.topic.arn"].endswith(":topic-n")
+        assert all(a.get("aws.request_id") and a["cloud.region"] == "us-east-1" for n, a in by_name.items() if "." in n)
+        assert "value-never-recorded" not in json.dumps(rx.spans())
+        # Every HTTP server request carried the invocation's trace, parented by its client span.
+        http_spans = [s for s in calls if s["name"] == "GET"]
+        seen = {r["path"].partition("via=")[2]: r["headers"].get("traceparent") for r in http.requests}
+        for library, span in zip(["requests", "urllib3", "urllib", "httpx", "aiohttp"], http_spans):
+            assert span["attributes"]["url.full"].endswith(f"via={library}")
+            assert seen[library] == f"00-{invocation['trace_id']}-{span['span_id']}-01", library
+        # The SQS message carries the context of its SendMessage span.
+        sqs = moto.client("sqs")
+        message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="queue-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
+        send = next(s for s in calls if s["name"] == "SQS.SendMessage")
+        assert message["MessageAttributes"]["traceparent"]["StringValue"] == f"00-{invocation['trace_id']}-{send['span_id']}-01"
+
+
+PRODUCER = """
+import json, os
+import boto3
+
+def client(service, url=None):
+    return boto3.client(service, endpoint_url=url or os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+
+def handler(event, context):
+    client("sqs").send_message(QueueUrl=event["queue"], MessageBody=json.dumps({"order": 1}))
+    client("sns").publish(TopicArn=event["topic"], Message="shipped")
+    answer = client("lambda", event["consumer"]).invoke(FunctionName="function", Payload=json.dumps({"direct": True}))
+    return json.loads(answer["Payload"].read())
+"""
+
+CONSUMER = """
+def handler(event, context):
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    return {"custom": custom}
+"""
+
+
+def in_trace(consumer: dict, producer_call: dict) -> bool:
+    """The consumer's span continues the producer's call: as its child, or linked to it."""
+    parented = consumer["trace_id"] == producer_call["trace_id"] and consumer.get("parent_span_id") == producer_call["span_id"]
+    linked = any(l["trace_id"] == producer_call["trace_id"] and l["span_id"] == producer_call["span_id"] for l in consumer["links"])
+    return parented or linked
+
+
+@pytest.mark.timeout(300)
+def test_two_functions_chained_through_sqs_sns_and_invoke_are_one_trace(tmp_path, moto):
+    producer_dir = write_function(tmp_path / "producer", PRODUCER)
+    consumer_dir = write_function(tmp_path / "consumer", CONSUMER)
+    sqs, sns = moto.client("sqs"), moto.client("sns")
+    queue = sqs.create_queue(QueueName="chain")["QueueUrl"]
+    topic = sns.create_topic(Name="chain")["TopicArn"]
+    fanout = sqs.create_queue(QueueName="chain-fanout")["QueueUrl"]
+    fanout_arn = sqs.get_queue_attributes(QueueUrl=fanout, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=fanout_arn)
+    # X-Ray too: the Invoke's X-Amzn-Trace-Id then names its span (Lineage kept), and the
+    # platform hands it to the consumer as its parent.
+    env = {"MOTO_URL": moto.endpoint, "OTEL_PROPAGATORS": "tracecontext,baggage,xray"}
+    with OtlpReceiver() as rx:
+        with instrumented(consumer_dir, receiver=rx, invoke_port=0) as (consumer, _), instrumented(producer_dir, env=env, receiver=rx, timeout_s=30) as (producer, _):
+            produced = producer.invoke({"queue": queue, "topic": topic, "consumer": consumer.invoke_url.split("/2015-03-31/")[0]})
+            assert produced.status == 200, produced.body
+            producer_span = invocation_span(rx, produced.request_id)
+            calls = {s["name"]: s for s in children(rx, producer_span, 3)}
+            invoke = calls["Lambda.Invoke"]
+            # The client context reached the consumer, naming the Invoke span.
+            assert produced.json()["custom"]["traceparent"] == f"00-{invoke['trace_id']}-{invoke['span_id']}-01"
+            # SQS: the message as an event source mapping hands it over.
+            message = sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], AttributeNames=["All"])["Messages"][0]
+            sqs_result = consumer.invoke({"Records": [sqs_record(message, queue)]})
+            # SNS (through its SQS subscription): the notification as SNS hands it to Lambda.
+            envelope = json.loads(sqs.receive_message(QueueUrl=fanout)["Messages"][0]["Body"])
+            sns_result = consumer.invoke({"Records": [sns_record(envelope, topic)]})
+            spans = {r.request_id: invocation_span(rx, r.request_id) for r in (sqs_result, sns_result)}
+            direct = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") and s["attributes"].get("faas.invocation_id") not in spans and s["trace_id"] == invoke["trace_id"] and s["span_id"] != producer_span["span_id"], timeout=20)[0]
+    assert in_trace(spans[sqs_result.request_id], calls["SQS.SendMessage"])
+    assert in_trace(spans[sns_result.request_id], calls["SNS.Publish"])
+    assert in_trace(direct, invoke)
+
+
+def sqs_record(message: dict, queue_url: str) -> dict:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {k: {"stringValue": v["StringValue"], "dataType": v["DataType"], "stringListValues": [], "binaryListValues": []} for k, v in message.get("MessageAttributes", {}).items()},
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:" + queue_url.rsplit("/", 1)[1],
+        "awsRegion": "us-east-1",
+    }
+
+
+def sns_record(envelope: dict, topic: str) -> dict:
+    return {
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": topic + ":sub",
+        "Sns": {
+            "Type": "Notification",
+            "MessageId": envelope["MessageId"],
+            "TopicArn": topic,
+            "Subject": None,
+            "Message": envelope["Message"],
+            "Timestamp": envelope["Timestamp"],
+            "MessageAttributes": envelope.get("MessageAttributes", {}),
+        },
+    }
+
+
+def test_settings_name_what_is_traced_and_propagated():
+    # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
+    # dropped (with one warning), and lambdawrap's own endpoints are known
+    s = Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "aws-sdk,httpx,carrier-pigeon", "OTEL_PROPAGATORS": "xray,tracecontext", "LAMBDAWRAP_PROPAGATE_AWS": "sqs,lambda", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example.com/v1/traces", "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": "Metadata.Internal, 10.0.0.1:8080"}, warn=False)
+    assert s.instrument == ("botocore", "httpx") and s.propagators == ("tracecontext", "xray") and s.propagate_aws == ("sqs", "lambda")
+    assert {"127.0.0.1:9001", "127.0.0.1:2773", "collector.example.com:443"} <= set(s.own_endpoints)
+    assert s.instrument_exclude_hosts == ("metadata.internal", "10.0.0.1:8080")
+    assert Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none"}).instrument == ()
+    assert Settings.from_env({}).instrument == ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
