@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from lambdawrap.companion.http_lite import request
+from lambdawrap.companion.http_lite import HttpConnection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,10 +22,11 @@ class ExtensionApiError(Exception):
 
 
 class ExtensionClient:
+    """Used from the companion's main thread only: one kept-alive connection serves all calls."""
+
     def __init__(self, runtime_api: str) -> None:
         host, _, port = runtime_api.rpartition(":")
-        self._host = host or "127.0.0.1"
-        self._port = int(port)
+        self._connection = HttpConnection(host or "127.0.0.1", int(port))
         self.identifier = ""
         self.info: dict = {}
 
@@ -33,7 +34,7 @@ class ExtensionClient:
         all_headers = dict(headers or {})
         if self.identifier:
             all_headers.setdefault("Lambda-Extension-Identifier", self.identifier)
-        return request(self._host, self._port, method, path, headers=all_headers, body=body, timeout=timeout)
+        return self._connection.request(method, path, headers=all_headers, body=body, timeout=timeout)
 
     def adopt_registration(self, environ: dict) -> bool:
         """Take over a registration the launcher already made; True if there was one."""
