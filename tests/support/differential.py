@@ -90,6 +90,7 @@ class Run:
     opt_dir: str
     runtime_dirs: list
     carried_inits: int = 0  # failed inits left for a next environment to export
+    carried_rids: set = field(default_factory=set)  # invocations left for it
 
 
 @dataclass
@@ -117,7 +118,8 @@ def run_group(group: Group, python: str | None = None) -> Report:
         layered = _run(group, {**env, "AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh"}, str(LAYER), python)
         # A failed init whose environment ended before its span could be exported is kept for
         # the next environment (companion/carryover.py): counted here as what it is.
-        layered.carried_inits = len(carryover.take(env["LAMBDAWRAP_SOCKET"])[1])
+        carried = carryover.take(env["LAMBDAWRAP_SOCKET"])
+        layered.carried_inits, layered.carried_rids = carried.failed_inits, carried.request_ids
         differences = compare(group, bare, layered)
         checks = {"full": check_ledger, "silent": check_silence, "none": lambda *args: []}
         ledger = checks[group.ledger](group, bare, layered, receiver)
@@ -223,7 +225,9 @@ def check_ledger(group: Group, bare: Run, layered: Run, receiver: Any) -> list:
     out = []
     # An invocation whose init failed never reached the function: its failed init's span
     # stands for it (checked below), as does the platform's 413 for an event over the limit.
-    rids = [r.request_id for r in layered.results if r.request_id in layered.dispatched]
+    # One that the last environment kept for the next (it ended before its pipeline loaded)
+    # is not lost either.
+    rids = [r.request_id for r in layered.results if r.request_id in layered.dispatched and r.request_id not in layered.carried_rids]
     acc = faults.account(receiver, rids, layered.inits - layered.carried_inits)
     out += [f"{group.name}: {problem}" for problem in acc.problems()]
     spans = {}
@@ -232,7 +236,7 @@ def check_ledger(group: Group, bare: Run, layered: Run, receiver: Any) -> list:
         if rid is not None:
             spans[rid] = span
     for scenario, result in zip(group.scenarios, layered.results):
-        if result.request_id not in layered.dispatched:
+        if result.request_id not in layered.dispatched or result.request_id in layered.carried_rids:
             continue
         span = spans.get(result.request_id)
         if span is None:

@@ -1,11 +1,14 @@
 """What one execution environment could not export, carried to the next in the same sandbox.
 
 An environment that ends (timeout, crash, spindown) while the collector is unreachable cannot
-export its last metrics, drop counts among them; an environment whose init failed may end
-before the export pipeline is even loaded (the platform gives it 2 s). /tmp outlives a reset, so
-the companion leaves what it could not send in a small file beside its socket: the counters'
-unexported values and the failed inits. The next environment's companion adds the counts to
-its own and exports the inits' spans. (Histograms are not carried: only counts.)
+export its last metrics, drop counts among them; an environment that ends before its export
+pipeline is loaded (a failed init, or a first invocation that timed out: the platform gives
+SHUTDOWN 2 s, and importing the SDK takes longer at 128 MB) still holds every finished
+invocation, span and log line. /tmp outlives a reset, so the companion leaves what it could not
+send in a file beside its socket: the counters' unexported values, and the sink calls that
+never reached the pipeline. The next environment's companion replays them into its own sink,
+so the invocations are exported there, with their own ids and times. (Histograms are not
+carried: only counts.) What does not fit in the file is counted as dropped instead.
 """
 
 from __future__ import annotations
@@ -13,20 +16,53 @@ from __future__ import annotations
 import json
 import os
 
+from lambdawrap.companion.correlator import InitFacts, Invocation
+
 SUFFIX = ".carryover.json"
-MAX_BYTES = 1024 * 1024
-MAX_FAILED_INITS = 100
+MAX_BYTES = 4 * 1024 * 1024
+# When the calls do not fit, these go first (the reason their loss is counted under), in order.
+_SHED_FIRST = (("log_line", "log_shutdown_deadline"), ("user_spans", "shutdown_deadline"), ("invocation", "shutdown_deadline"))
+_OBJECTS = {"invocation": Invocation, "init": InitFacts}
+# The sink's methods a kept call may name (the file is ours, but it is read back as data).
+SINK_CALLS = frozenset({"invocation", "init_span", "report", "log_line", "user_spans", "dropped", "internal_errors", "restore_counts"})
+
+
+class Carried:
+    """What earlier environments left: counter values and sink calls (name, args, kwargs)."""
+
+    def __init__(self, counts: list, calls: list) -> None:
+        self.counts = counts
+        self.calls = calls
+
+    @property
+    def failed_inits(self) -> int:
+        return sum(1 for name, args, _ in self.calls if name == "init_span" and args and isinstance(args[0], InitFacts) and args[0].failed)
+
+    @property
+    def request_ids(self) -> set:
+        return {args[0].request_id for name, args, _ in self.calls if name == "invocation" and args and isinstance(args[0], Invocation)}
 
 
 def _path(socket_path: str) -> str:
     return socket_path + SUFFIX
 
 
-def save(socket_path: str, counts: list = (), failed_inits: list = ()) -> None:
-    """Add `counts` ([{"name", "attributes", "value"}]) and `failed_inits` (dicts) to what the
-    file already holds."""
-    held_counts, held_inits = take(socket_path)
-    data = json.dumps({"counts": held_counts + list(counts), "failed_inits": (held_inits + list(failed_inits))[-MAX_FAILED_INITS:]}, separators=(",", ":")).encode()
+def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
+    """Add `counts` ([{"name", "attributes", "value"}]) and sink `calls` ((name, args, kwargs))
+    to what the file already holds."""
+    held = take(socket_path)
+    all_counts = held.counts + list(counts)
+    encoded = [[name, [_encode(a) for a in args], kwargs] for name, args, kwargs in held.calls + list(calls)]
+    data = _dump(all_counts, encoded)
+    for name, reason in _SHED_FIRST:
+        if len(data) <= MAX_BYTES:
+            break
+        kept = [call for call in encoded if call[0] != name]
+        shed = sum(len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1 for call in encoded if call[0] == name)
+        if shed:
+            all_counts.append({"name": "lambdawrap.dropped", "attributes": {"reason": reason}, "value": shed})
+        encoded = kept
+        data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
         return
     fd = os.open(_path(socket_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -36,29 +72,45 @@ def save(socket_path: str, counts: list = (), failed_inits: list = ()) -> None:
         os.close(fd)
 
 
-def pending_failed_inits(socket_path: str) -> bool:
-    """Whether an earlier environment left a failed init to export (the file is kept)."""
-    try:
-        with open(_path(socket_path), "rb") as f:
-            return b'"failed_inits":[{' in f.read(MAX_BYTES + 1)
-    except OSError:
-        return False
-
-
-def take(socket_path: str) -> tuple:
-    """(counts, failed inits) left by earlier environments (the file is removed)."""
+def take(socket_path: str) -> Carried:
+    """What earlier environments left (the file is removed); whatever cannot be read is ignored."""
     path = _path(socket_path)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
         os.unlink(path)
     except OSError:
-        return [], []
+        return Carried([], [])
     try:
         held = json.loads(data)
     except (ValueError, RecursionError):
-        return [], []
+        return Carried([], [])
     if not isinstance(held, dict):
-        return [], []
-    counts, inits = held.get("counts"), held.get("failed_inits")
-    return [c for c in counts if isinstance(c, dict)] if isinstance(counts, list) else [], [i for i in inits if isinstance(i, dict)] if isinstance(inits, list) else []
+        return Carried([], [])
+    counts, calls = held.get("counts"), held.get("calls")
+    decoded = []
+    for call in calls if isinstance(calls, list) else ():
+        try:
+            name, args, kwargs = call
+            if name in SINK_CALLS:
+                decoded.append((name, [_decode(a) for a in args], {str(k): v for k, v in dict(kwargs or {}).items()}))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue
+    return Carried([c for c in counts if isinstance(c, dict)] if isinstance(counts, list) else [], decoded)
+
+
+def _dump(counts: list, calls: list) -> bytes:
+    return json.dumps({"counts": counts, "calls": calls}, separators=(",", ":"), default=repr).encode()
+
+
+def _encode(value: object) -> object:
+    for tag, kind in _OBJECTS.items():
+        if isinstance(value, kind):
+            return {"__lambdawrap__": tag, "data": value.to_dict()}
+    return value
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, dict) and value.get("__lambdawrap__") in _OBJECTS:
+        return _OBJECTS[value["__lambdawrap__"]].from_dict(value["data"])
+    return value

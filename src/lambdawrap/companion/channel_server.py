@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import threading
 from typing import Any, Callable
 
+from lambdawrap.companion.event_loop import EventLoop
+from lambdawrap.shared import records
 from lambdawrap.shared.framing import FrameReader, encode
 from lambdawrap.shared.log import get_logger
 
@@ -16,14 +17,18 @@ Problem = Callable[[str, str], None]  # (reason, detail): counted as a drop, log
 
 
 class SocketServer:
-    """Accepts handler-side connections and decodes their records on one thread."""
+    """Accepts handler-side connections and decodes their records, in the companion's event
+    loop (`attach`), or on a thread of its own (`start`). A request (secrets) may wait long
+    for its answer: it is answered from a thread of its own, never from the loop."""
 
     def __init__(self, path: str, on_record: Handler, on_problem: Problem) -> None:
         self.path = path
         self.on_record = on_record
         self.on_problem = on_problem
-        self._selector = selectors.DefaultSelector()
+        self._loop: EventLoop | None = None
+        self._own_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._connections: set = set()
         if os.path.exists(path):
             os.unlink(path)  # left by a previous environment that was killed
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -35,15 +40,22 @@ class SocketServer:
         os.chmod(path, 0o600)
         self._listener.listen(64)
         self._listener.setblocking(False)
-        self._selector.register(self._listener, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._run, name="lambdawrap-socket", daemon=True)
+
+    def attach(self, loop: EventLoop) -> None:
+        """Serve from `loop` (connections waiting meanwhile sit in the backlog)."""
+        self._loop = loop
+        loop.add_reader(self._listener, self._accept)
 
     def start(self) -> None:
-        self._thread.start()
+        """Serve from a loop on a thread of its own (the companion attaches to its own loop)."""
+        loop = EventLoop()
+        self.attach(loop)
+        self._own_thread = threading.Thread(target=loop.run_forever, args=(self._stop.is_set, 0.2), name="lambdawrap-socket", daemon=True)
+        self._own_thread.start()
 
     def stop(self, wait_s: float = 1.0) -> None:
-        """Stop serving and remove the socket file; with `wait_s` 0, leave the (daemon) thread
-        to the process's end instead of waiting for it."""
+        """Stop serving and remove the socket file; with `wait_s` 0, leave the connections to
+        the process's end instead of closing them."""
         self._stop.set()
         try:
             os.unlink(self.path)
@@ -51,38 +63,37 @@ class SocketServer:
             pass
         if wait_s <= 0:
             return
-        self._thread.join(timeout=wait_s)
-        for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
-        self._selector.close()
+        if self._own_thread is not None:
+            self._own_thread.join(timeout=wait_s)
+        if self._loop is not None:
+            self._loop.remove_reader(self._listener)
+        self._listener.close()
+        for conn in list(self._connections):
+            self._drop(conn)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.2):
-                if key.data is None:
-                    self._accept()
-                    continue
-                try:
-                    self._read(key.fileobj, key.data)
-                except Exception:  # noqa: BLE001 - one connection's bug must not end the channel
-                    get_logger().exception("lambdawrap: dropping a connection after an unexpected error")
-                    self.on_problem("channel_error", "a connection failed")
-                    try:
-                        self._drop(key.fileobj)
-                    except (KeyError, ValueError, OSError):
-                        pass
-
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         try:
-            conn, _ = self._listener.accept()
+            conn, _ = listener.accept()
         except OSError:
             return
         conn.setblocking(False)
-        self._selector.register(conn, selectors.EVENT_READ, FrameReader())
+        reader = FrameReader()
+        self._connections.add(conn)
+        self._loop.add_reader(conn, lambda ready: self._read_safely(ready, reader))
 
     def _drop(self, conn: socket.socket) -> None:
-        self._selector.unregister(conn)
+        self._connections.discard(conn)
+        if self._loop is not None:
+            self._loop.remove_reader(conn)
         conn.close()
+
+    def _read_safely(self, conn: socket.socket, reader: FrameReader) -> None:
+        try:
+            self._read(conn, reader)
+        except Exception:  # noqa: BLE001 - one connection's bug must not end the channel
+            get_logger().exception("lambdawrap: dropping a connection after an unexpected error")
+            self.on_problem("channel_error", "a connection failed")
+            self._drop(conn)
 
     def _read(self, conn: socket.socket, reader: FrameReader) -> None:
         try:
@@ -95,27 +106,38 @@ class SocketServer:
             self._drop(conn)
             return
         try:
-            records = reader.feed(data)
+            decoded = reader.feed(data)
         except ValueError as exc:
             self.on_problem("malformed_record", f"a connection sent a malformed frame ({exc}); it is closed")
             self._drop(conn)
             return
-        for record in records:
+        for record in decoded:
             if not isinstance(record, dict):
                 self.on_problem("malformed_record", "a record that is not an object")
-                continue
-            try:
-                answer = self.on_record(record)
-            except Exception:  # noqa: BLE001 - one bad record must not stop the channel
-                get_logger().exception("lambdawrap: handling a %s record failed", record.get("type"))
-                self.on_problem("channel_error", "handling a record failed")
-                continue
-            if answer is not None:
-                try:
-                    conn.setblocking(True)
-                    conn.settimeout(1.0)
-                    conn.sendall(encode(answer))
-                    conn.setblocking(False)
-                except OSError:
-                    self._drop(conn)
-                    return
+            elif record.get("type") in records.REQUESTS:
+                threading.Thread(target=self._answer, args=(conn, record), name="lambdawrap-request", daemon=True).start()
+            else:
+                self._handle(record)
+
+    def _handle(self, record: dict) -> Any:
+        try:
+            return self.on_record(record)
+        except Exception:  # noqa: BLE001 - one bad record must not stop the channel
+            get_logger().exception("lambdawrap: handling a %s record failed", record.get("type"))
+            self.on_problem("channel_error", "handling a record failed")
+            return None
+
+    def _answer(self, conn: socket.socket, request: dict) -> None:
+        answer = self._handle(request)
+        if answer is not None:
+            self._loop.call_soon_threadsafe(lambda: self._send(conn, encode(answer)))
+
+    def _send(self, conn: socket.socket, frame: bytes) -> None:
+        if conn not in self._connections:
+            return  # the function's end went away meanwhile
+        try:
+            conn.settimeout(1.0)
+            conn.sendall(frame)
+            conn.setblocking(False)
+        except OSError:
+            self._drop(conn)

@@ -75,6 +75,25 @@ class Invocation:
     def failed_on_platform(self) -> bool:
         return self.outcome is not None and self.outcome.get("status") not in (None, "success")
 
+    def to_dict(self) -> dict:
+        """What a later environment needs to export this invocation (see carryover)."""
+        return {name: getattr(self, name) for name in _CARRIED_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Invocation":
+        inv = cls(str(data["request_id"]))
+        inv.invoke_event, inv.start, inv.end, inv.outcome, inv.error_line = (_object(data.get(name)) for name in ("invoke_event", "start", "end", "outcome", "error_line"))
+        if type(data.get("invoked_at_ns")) is int:
+            inv.invoked_at_ns = data["invoked_at_ns"]
+        inv.finished = data.get("finished") is True
+        inv.logs = _log_entries(data.get("logs"))
+        synthetic = data.get("synthetic")
+        inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and len(synthetic) == 2 and all(isinstance(x, str) for x in synthetic) else None
+        return inv
+
+
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
+
 
 class InitFacts:
     """The environment's init, from platform.initStart / initRuntimeDone / initReport."""
@@ -105,10 +124,20 @@ class InitFacts:
         facts.status = str(data.get("status") or "failure")
         facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
-        logs = data.get("logs")
-        facts.logs = [(line, ts) for line, ts in logs if isinstance(line, str) and type(ts) is int] if isinstance(logs, list) and all(isinstance(entry, list) and len(entry) == 2 for entry in logs) else []
+        facts.logs = _log_entries(data.get("logs"))
         facts.reported = facts.emitted = True
         return facts
+
+
+def _object(value: Any) -> dict | None:
+    return value if isinstance(value, dict) else None
+
+
+def _log_entries(value: Any) -> list:
+    """(line, time_ns) pairs as a file kept them (JSON lists); anything else is no entry."""
+    if not isinstance(value, list):
+        return []
+    return [(entry[0], entry[1]) for entry in value if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int]
 
 
 def parse_time_ns(stamp: Any) -> int | None:
@@ -123,7 +152,8 @@ def parse_time_ns(stamp: Any) -> int | None:
 
 
 class Correlator:
-    """Thread-safe: the socket thread, the telemetry thread and the main loop all feed it."""
+    """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
+    consistent when a test or another thread calls it."""
 
     def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None) -> None:
         self.sink = sink
@@ -131,7 +161,7 @@ class Correlator:
         self._socket_path = socket_path  # where the function's in-flight slots are
         self._on_init_failed = on_init_failed or (lambda: None)
         self._on_finished = on_finished or (lambda request_id: None)
-        self.cv = threading.Condition()
+        self._lock = threading.RLock()
         self._open: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
         self._current_rid: str | None = None  # between platform.start and runtimeDone
@@ -162,11 +192,10 @@ class Correlator:
 
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
-        with self.cv:
+        with self._lock:
             inv = self._lookup(rid)
             inv.invoke_event = event
             self._maybe_finish(inv)  # the record and the outcome may have come first
-            self.cv.notify_all()
             return inv
 
     def on_record(self, record: dict) -> None:
@@ -186,17 +215,16 @@ class Correlator:
         internal_errors = records.count(end.get("internal_errors"))
         if internal_errors:
             self.sink.internal_errors("function", internal_errors)
-        with self.cv:
+        with self._lock:
             self.records_seen += 1
             inv = self._lookup(record["start"]["request_id"])
             if inv.finished or inv.end is not None:
                 return  # a duplicate: each invocation is accounted for once
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
             self._maybe_finish(inv)
-            self.cv.notify_all()
 
     def on_telemetry(self, batch: list) -> None:
-        with self.cv:
+        with self._lock:
             for event in batch:
                 if not isinstance(event, dict):
                     self._malformed("malformed_telemetry", "a telemetry event that is not an object")
@@ -205,7 +233,6 @@ class Correlator:
                     self._on_event(event)
                 except Exception:  # noqa: BLE001 - one bad event must not cost the rest of the batch
                     self._malformed("malformed_telemetry", "a telemetry event with invalid fields")
-            self.cv.notify_all()
 
     def _malformed(self, reason: str, what: str) -> None:
         """Input that made no sense: counted as a drop, logged once per reason."""
@@ -336,29 +363,25 @@ class Correlator:
         self.init.emitted = True
         self.sink.init_span(self.init, None if self.init.failed else self._first)
 
-    def wait_for(self, rid: str, deadline: float, record_grace_s: float | None = None, finished: bool = False) -> bool:
-        """Wait until the function's record for `rid` came or the invocation is accounted for
-        (with `finished`: until it is accounted for). True if so before the deadline.
+    def settled(self, rid: str, record_grace_s: float | None = None, finished: bool = False) -> bool | float | None:
+        """For EventLoop.run_until: True once the function's record for `rid` came or the
+        invocation is accounted for (with `finished`: once it is accounted for).
 
         With `record_grace_s`, an invocation whose platform outcome came (success) but whose
         record is still missing that long after is accounted for as `record_missing` at once:
-        the invoke phase is not held open until the deadline for a record that was lost."""
-        with self.cv:
-            while True:
-                inv = self._finished.get(rid) or self._open.get(rid)
-                if inv is not None and (inv.finished or (inv.end is not None and not finished)):
+        the invoke phase is not held open until the deadline for a record that was lost. Until
+        then the answer is the time (monotonic) at which to ask again."""
+        with self._lock:
+            inv = self._finished.get(rid) or self._open.get(rid)
+            if inv is not None and (inv.finished or (inv.end is not None and not finished)):
+                return True
+            if record_grace_s is not None and inv is not None and inv.end is None and inv.outcome_at is not None:
+                grace_ends = inv.outcome_at + record_grace_s
+                if time.monotonic() >= grace_ends:
+                    self._account_missing(inv)
                     return True
-                now = time.monotonic()
-                left = deadline - now
-                if record_grace_s is not None and inv is not None and inv.end is None and inv.outcome_at is not None:
-                    grace_left = inv.outcome_at + record_grace_s - now
-                    if grace_left <= 0:
-                        self._account_missing(inv)
-                        return True
-                    left = min(left, grace_left)
-                if left <= 0:
-                    return False
-                self.cv.wait(left)
+                return grace_ends
+            return None
 
     def _account_missing(self, inv: Invocation) -> None:
         """An invocation that ended well but whose record never came: counted, once."""
@@ -373,14 +396,14 @@ class Correlator:
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did."""
         now = time.monotonic() if now is None else now
-        with self.cv:
+        with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
                 self._finish(inv)
 
     def finish_unreported(self, reason: str) -> int:
         """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an
         error span (it timed out or crashed), or, if it ended well, as a dropped record."""
-        with self.cv:
+        with self._lock:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:

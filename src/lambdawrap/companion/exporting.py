@@ -118,8 +118,9 @@ class RetainingMetricExporter(MetricExporter):
 class Pipeline:
     """Owns the SDK providers and exporters, and the one export worker thread."""
 
-    def __init__(self, settings: Settings, resource: Resource, on_drop) -> None:
+    def __init__(self, settings: Settings, resource: Resource, on_drop, on_progress=None) -> None:
         span_exporter, metric_exporter, log_exporter = make_exporters(settings)
+        self._on_progress = on_progress or (lambda: None)  # told when a flush completed (wakes the event loop)
         self.span_exporter: SpanExporter = span_exporter
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
         self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=_NEVER_MS)
@@ -149,14 +150,23 @@ class Pipeline:
         with self._wake:
             return self._completed < self._requested
 
-    def flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
-        """Ask the worker to export everything; wait up to wait_s. True if it finished."""
+    def request_flush(self, deadline_s: float | None = None) -> int:
+        """Ask the worker to export everything; the ticket `done` answers for."""
         with self._wake:
             self._requested += 1
-            ticket = self._requested
             if self._stage == "run":
                 self._deadline = time.monotonic() + (deadline_s if deadline_s is not None else 30.0)
             self._wake.notify_all()
+            return self._requested
+
+    def done(self, ticket: int) -> bool:
+        """True once the flush that `request_flush` gave this ticket for is complete."""
+        return self._completed >= ticket
+
+    def flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
+        """Ask the worker to export everything; wait up to wait_s. True if it finished."""
+        ticket = self.request_flush(deadline_s)
+        with self._wake:
             return self._wait_for(ticket, time.monotonic() + wait_s)
 
     def _wait_for(self, ticket: int, until: float) -> bool:
@@ -254,6 +264,7 @@ class Pipeline:
                 self._completed = target
                 self.last_flush = time.monotonic()
                 self._wake.notify_all()
+            self._on_progress()
 
     def _time_for_a_batch(self) -> bool:
         now = time.monotonic()

@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from lambdawrap.companion.event_loop import EventLoop
+
 CALL_TIMEOUT_S = 5.0
 # Set by the bash launcher when it already registered (see layer/extensions/lambdawrap).
 PRE_REGISTERED_ID = "LAMBDAWRAP_EXTENSION_ID"
@@ -30,11 +32,11 @@ class ExtensionClient:
         self.identifier = ""
         self.info: dict = {}
 
-    def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = CALL_TIMEOUT_S) -> tuple:
+    def _call(self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = CALL_TIMEOUT_S, loop: EventLoop | None = None) -> tuple:
         all_headers = dict(headers or {})
         if self.identifier:
             all_headers.setdefault("Lambda-Extension-Identifier", self.identifier)
-        return self._connection.request(method, path, headers=all_headers, body=body, timeout=timeout)
+        return self._connection.request(method, path, headers=all_headers, body=body, timeout=timeout, loop=loop)
 
     def adopt_registration(self, environ: dict) -> bool:
         """Take over a registration the launcher already made; True if there was one."""
@@ -58,9 +60,10 @@ class ExtensionClient:
         self.info = body if isinstance(body, dict) else {}
         return self.info
 
-    def next_event(self) -> dict:
-        # The only call without a timeout: it blocks until the platform has an event.
-        status, _, body = self._call("GET", "/2020-01-01/extension/event/next", timeout=None)
+    def next_event(self, loop: EventLoop | None = None) -> dict:
+        """The next event; the only call without a timeout: it waits until the platform has
+        one (with `loop`, serving the loop's other sockets meanwhile)."""
+        status, _, body = self._call("GET", "/2020-01-01/extension/event/next", timeout=None, loop=loop)
         if status != 200 or not isinstance(body, dict):
             raise ExtensionApiError(f"event/next failed with {status}: {body}")
         return body

@@ -14,6 +14,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from lambdawrap.companion.event_loop import EventLoop
+
 MAX_HEAD_BYTES = 64 * 1024
 
 
@@ -36,8 +38,9 @@ class HttpConnection:
                 pass
             self._sock = None
 
-    def request(self, method: str, path: str, *, headers: dict | None = None, body: Any = None, timeout: float | None = 5.0) -> tuple:
-        """(status, lowercased headers, decoded JSON body or text)."""
+    def request(self, method: str, path: str, *, headers: dict | None = None, body: Any = None, timeout: float | None = 5.0, loop: EventLoop | None = None) -> tuple:
+        """(status, lowercased headers, decoded JSON body or text). With `loop`, the loop serves
+        its other sockets while the answer is awaited, however long that is (for /next)."""
         payload = b"" if body is None else json.dumps(body).encode()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._address[0]}:{self._address[1]}", f"Content-Length: {len(payload)}"]
         if body is not None:
@@ -46,7 +49,7 @@ class HttpConnection:
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         reused = self._sock is not None
         try:
-            return self._exchange(message, timeout)
+            return self._exchange(message, timeout, loop)
         except ConnectionClosed as exc:
             self.close()
             if not reused or exc.args[0]:
@@ -57,12 +60,12 @@ class HttpConnection:
         # A kept-alive connection the server had closed while idle (nothing of an answer came):
         # the request was never handled, and goes once more on a new connection.
         try:
-            return self._exchange(message, timeout)
+            return self._exchange(message, timeout, loop)
         except OSError:
             self.close()
             raise
 
-    def _exchange(self, message: bytes, timeout: float | None) -> tuple:
+    def _exchange(self, message: bytes, timeout: float | None, loop: EventLoop | None) -> tuple:
         if self._sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -77,44 +80,91 @@ class HttpConnection:
         sock = self._sock
         sock.settimeout(timeout)
         sock.sendall(message)
-        status, headers, payload = read_response(sock)
+        status, headers, payload = read_response(sock) if loop is None else _read_in_loop(sock, loop)
         if headers.get("connection", "").lower() == "close":
             self.close()
         return status, headers, decode_body(payload)
 
 
+class _Response:
+    """A response arriving in pieces: bytes in, (status, headers, body) out once it is whole."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._head: tuple | None = None
+        self.received = 0
+
+    def feed(self, data: bytes) -> tuple | None:
+        """The whole response, or None while more is to come; raises ConnectionClosed when the
+        server closed (`data` empty) before it was whole."""
+        self.received += len(data)
+        self._buffer += data
+        closed = not data
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    raise ConnectionClosed(self.received, "response headers too long")
+                if closed:
+                    raise ConnectionClosed(self.received, "closed before the response headers")
+                return None
+            self._head = parse_head(bytes(self._buffer[:end]))
+            del self._buffer[: end + 4]
+        status, headers = self._head
+        length = headers.get("content-length")
+        if length is not None and length.isascii() and length.isdigit():
+            wanted = int(length)
+            if len(self._buffer) >= wanted:
+                return status, headers, bytes(self._buffer[:wanted])
+            if closed:
+                raise ConnectionClosed(self.received, "closed before the response body")
+            return None
+        # No length: the body runs to the end of the connection, which cannot be kept.
+        headers["connection"] = "close"
+        return (status, headers, bytes(self._buffer)) if closed else None
+
+
 def read_response(sock: socket.socket) -> tuple:
     """(status, lowercased headers, body bytes) of the next response on `sock`; raises
     ConnectionClosed when the server closes before it is whole."""
-    buffer = bytearray()
+    response = _Response()
     while True:
-        end = buffer.find(b"\r\n\r\n")
-        if end >= 0:
-            break
-        if len(buffer) > MAX_HEAD_BYTES:
-            raise ConnectionClosed(len(buffer), "response headers too long")
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionClosed(len(buffer), "closed before the response headers")
-        buffer += chunk
-    status, headers = parse_head(bytes(buffer[:end]))
-    body = buffer[end + 4 :]
-    length = headers.get("content-length")
-    if length is not None and length.isascii() and length.isdigit():
-        wanted = int(length)
-        while len(body) < wanted:
-            chunk = sock.recv(max(65536, wanted - len(body)))
-            if not chunk:
-                raise ConnectionClosed(len(buffer) + len(body), "closed before the response body")
-            body += chunk
-        return status, headers, bytes(body[:wanted])
-    # No length: the body runs to the end of the connection, which cannot be kept.
-    headers["connection"] = "close"
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return status, headers, bytes(body)
-        body += chunk
+        whole = response.feed(sock.recv(65536))
+        if whole is not None:
+            return whole
+
+
+def _read_in_loop(sock: socket.socket, loop: EventLoop) -> tuple:
+    response = _Response()
+    outcome: list = []
+
+    def on_readable(ready: socket.socket) -> None:
+        while not outcome:
+            try:
+                data = ready.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                outcome.append(exc)
+                return
+            try:
+                whole = response.feed(data)
+            except ConnectionClosed as exc:
+                outcome.append(exc)
+                return
+            if whole is not None:
+                outcome.append(whole)
+
+    sock.setblocking(False)
+    loop.add_reader(sock, on_readable)
+    try:
+        loop.run_until(lambda: bool(outcome))
+    finally:
+        loop.remove_reader(sock)
+        sock.setblocking(True)
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 def parse_head(head: bytes) -> tuple:

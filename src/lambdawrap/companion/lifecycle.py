@@ -3,7 +3,11 @@
 
 Start-up is split so that the companion never lengthens init: everything stdlib (channel,
 telemetry listener, subscription) happens before the first /next; the OpenTelemetry SDK is
-imported and the export pipeline built on a background thread while the runtime starts."""
+imported and the export pipeline built on a background thread.
+
+The main thread runs the event loop (event_loop.py): while it waits for the platform's next
+event, and while an invocation runs, it serves the function's records and the Telemetry API
+from the same selector, so an invocation wakes one thread, not four."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
 from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
+from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.record_router import RecordRouter
@@ -29,12 +34,13 @@ from lambdawrap.shared.settings import Settings
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
+SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
 
 
 class Companion:
     """Before the first /next only sockets are bound and the subscription made (stdlib, a few
-    ms); serving them, secrets and the OpenTelemetry pipeline start on a background thread.
-    Connections and telemetry that arrive meanwhile wait in the sockets' backlogs."""
+    ms); the loop serves them from then on. Secrets and the OpenTelemetry pipeline start on
+    background threads; records that come before the pipeline is ready wait in the sink."""
 
     def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
         self.client = client
@@ -51,14 +57,17 @@ class Companion:
         self._pipeline_thread: threading.Thread | None = None
         self._flush_missed = False
         self.router = RecordRouter(self._dropped)
+        self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
+        self.socket.attach(self.loop)
         self.listener = TelemetryListener(self.correlator.on_telemetry, self._problem)
-        client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
+        if not self.settings.sdk_disabled:
+            # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
+            self.listener.attach(self.loop)
+            client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
 
     def _start_up(self) -> None:
         configure_process_logging(self.settings.log_level)
-        self.socket.start()
-        self.listener.start()
         self.router.attach(self._on_record)
         self._report_earlier_drops()
         self._start_secrets()
@@ -66,26 +75,26 @@ class Companion:
     def _report_earlier_drops(self) -> None:
         """What earlier environments in this sandbox could not report, left beside the socket
         (/tmp outlives a reset): records the function's process dropped when its companion had
-        died, and the counters of a companion that ended while the collector was unreachable."""
+        died, the counters of a companion that ended while the collector was unreachable, and
+        what a companion that ended before its pipeline was loaded still held."""
         try:
             from lambdawrap.companion import carryover
-            from lambdawrap.companion.correlator import InitFacts
             from lambdawrap.shared import unreported_drops
 
             count = unreported_drops.collect(self.settings.socket_path)
-            counts, failed_inits = carryover.take(self.settings.socket_path)
+            carried = carryover.take(self.settings.socket_path)
             if count:
                 self.sink.dropped("handler_channel", count)
-            if counts:
-                self.sink.restore_counts(counts)
-            for facts in failed_inits:
-                self.sink.init_span(InitFacts.from_dict(facts), None)
+            if carried.counts:
+                self.sink.restore_counts(carried.counts)
+            for name, args, kwargs in carried.calls:
+                getattr(self.sink, name)(*args, **kwargs)
         except Exception:  # noqa: BLE001 - fail open
             self._internal_error("reading what earlier environments left")
             return
-        if failed_inits:
-            # An earlier environment failed its init and could not export it; this one may be
-            # as short-lived: the pipeline loads now (only in this case, never on a healthy init).
+        if carried.calls:
+            # An earlier environment ended before it could export; this one may be as
+            # short-lived: the pipeline loads now (only in this case, never on a healthy init).
             self._ensure_pipeline()
 
     def _start_secrets(self) -> None:
@@ -126,7 +135,7 @@ class Companion:
             from lambdawrap.companion.signals import Signals
 
             resource = build_resource(self.settings, self.client.info.get("accountId"))
-            pipeline = Pipeline(self.settings, resource, self._dropped)
+            pipeline = Pipeline(self.settings, resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
             signals = Signals(self.settings, resource, pipeline.meter_provider)
             pipeline.spans, pipeline.logs = signals.spans, signals.logs
             self.pipeline, self.signals = pipeline, signals
@@ -139,6 +148,7 @@ class Companion:
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
         finally:
             self._ready.set()
+            self.loop.call_soon_threadsafe()  # a flush may be waiting for this
 
     def _finished(self, request_id: str) -> None:
         # Called by the correlator (its lock held): only ask, never wait.
@@ -171,7 +181,7 @@ class Companion:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
         budget_s = self.settings.flush_budget_ms / 1000
         while True:
-            event = self.client.next_event()
+            event = self.client.next_event(self.loop)
             kind = event.get("eventType")
             if kind == "SHUTDOWN":
                 return self._shutdown(event)
@@ -187,19 +197,20 @@ class Companion:
             self._problems_logged.add(what)
             get_logger().exception("lambdawrap: internal error while %s (logged once); the function is unaffected", what)
 
-    def _flush(self, wait_s: float, deadline_s: float | None = None) -> bool:
-        started = time.monotonic()
+    def _flush(self, wait_s: float) -> bool:
+        until = time.monotonic() + max(0.0, wait_s)
         self._ensure_pipeline()
-        if not self._ready.wait(max(0.0, wait_s)) or self.pipeline is None:
+        if not self.loop.run_until(self._ready.is_set, until) or self.pipeline is None:
             self._flush_missed = True
             return False
-        left = max(0.0, wait_s - (time.monotonic() - started))
-        if self.pipeline.busy:
+        pipeline = self.pipeline
+        if pipeline.busy:
             # An earlier export is still held up by the collector (slow or down): waiting the
             # budget again would only hold the invoke phase open, and bill it, for nothing.
             # The worker goes on in the background; SHUTDOWN flushes what is left.
-            left = 0.0
-        return self.pipeline.flush(wait_s=left, deadline_s=None if deadline_s is None else max(0.0, deadline_s - (time.monotonic() - started)))
+            until = time.monotonic()
+        ticket = pipeline.request_flush()
+        return self.loop.run_until(lambda: pipeline.done(ticket), until)
 
     def _invoke(self, event: dict, budget_s: float) -> None:
         now = time.monotonic()
@@ -210,14 +221,14 @@ class Companion:
         self.policy.on_invoke(now)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives as it returns, before its response goes out.
-        if not self.correlator.wait_for(rid, deadline, record_grace_s=RECORD_GRACE_S):
+        if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         if not self.policy.should_flush(time.monotonic()):
             return
         # The span is made once the platform said how the invocation ended (runtimeDone),
         # and its log lines come before that: a flush now waits for it, briefly, and if it is
         # late the span goes out by itself as soon as it is made.
-        if not self.correlator.wait_for(rid, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S), finished=True):
+        if not self.loop.run_until(lambda: self.correlator.settled(rid, finished=True), min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)):
             self._flush_when_finished = rid
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
@@ -226,11 +237,13 @@ class Companion:
         started = time.monotonic()
         budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
         try:
+            # What the platform and the function sent before SHUTDOWN came is read first.
+            self.loop.drain(started + min(SHUTDOWN_DRAIN_S, budget_s))
             self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             self._ensure_pipeline()
             if self.settings.sdk_disabled:
                 pass
-            elif self._ready.wait(max(0.0, budget_s)) and self.pipeline is not None:
+            elif self.loop.run_until(self._ready.is_set, started + max(0.0, budget_s)) and self.pipeline is not None:
                 # Whatever the collector does, close() returns by the deadline: the platform
                 # SIGKILLs an extension that overstays it.
                 left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
@@ -252,35 +265,33 @@ class Companion:
         os._exit(0)
 
     def _carry_deferred(self) -> None:
-        """SHUTDOWN came before the export pipeline was loaded (a failed init leaves 2 s at
-        most): what waited for it goes to the next environment, the failed init's span and
-        the counts, and what cannot wait (invocations, spans, log lines) is counted."""
+        """SHUTDOWN came before the export pipeline was loaded (a failed init, or a first
+        invocation that timed out, leaves 2 s at most): what waited for it goes to the next
+        environment in this sandbox, which exports it."""
         counts: collections.Counter = collections.Counter()
-        failed_inits = []
+        calls = []
         for name, args, kwargs in self.sink.take_calls():
-            if name == "init_span" and args and args[0].failed:
-                failed_inits.append(args[0].to_dict())
-            elif name in ("dropped", "internal_errors"):
+            if name in ("dropped", "internal_errors"):
                 label = {"reason": args[0]} if name == "dropped" else {"lambdawrap.process": args[0]}
                 counts[("lambdawrap." + name, tuple(label.items()))] += args[1] if len(args) > 1 else kwargs.get("count", 1)
-            elif name in ("invocation", "user_spans", "log_line"):
-                reason = {"invocation": "shutdown_deadline", "user_spans": "shutdown_deadline", "log_line": "log_shutdown_deadline"}[name]
-                counts[("lambdawrap.dropped", (("reason", reason),))] += len(args[0]) if name == "user_spans" and isinstance(args[0], list) else 1
+            else:
+                calls.append((name, args, kwargs))
         get_logger().warning("lambdawrap: shutdown came before the export pipeline was ready; what it held goes to the next environment")
-        self._carry_over([{"name": name, "attributes": dict(attributes), "value": value} for (name, attributes), value in counts.items()], failed_inits)
+        self._carry_over([{"name": name, "attributes": dict(attributes), "value": value} for (name, attributes), value in counts.items()], calls)
 
-    def _carry_over(self, counts: list, failed_inits: list = ()) -> None:
+    def _carry_over(self, counts: list, calls: list = ()) -> None:
         # What the collector did not take: the next environment's companion reports it, if
         # this sandbox gets one.
-        if not counts and not failed_inits:
+        if not counts and not calls:
             return
         try:
             from lambdawrap.companion import carryover
 
-            carryover.save(self.settings.socket_path, counts, failed_inits)
-            get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
+            carryover.save(self.settings.socket_path, counts, calls)
+            if counts:
+                get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
-            get_logger().exception("lambdawrap: keeping the unexported metrics failed")
+            get_logger().exception("lambdawrap: keeping what was not exported failed")
 
 
 def _epoch_ms_left(deadline_ms: object) -> float:

@@ -4,17 +4,18 @@ The platform POSTs a JSON array per batch, several per invocation. http.server p
 request's headers with the email package (hundreds of microseconds of the environment's small
 CPU share, every time, and ~20 ms to import); this listener reads exactly what the Telemetry
 API sends: a request line, headers, and a body of Content-Length bytes (or chunked), on
-keep-alive connections, one thread with a selector. The socket is bound at once (the
-subscription needs its port during init); serving starts on a background thread, and batches
-that arrive in between wait in the socket's backlog.
+keep-alive connections, in the companion's event loop. The socket is bound at once (the
+subscription needs its port during init); batches that arrive before the companion's loop
+serves it wait in the socket's backlog.
 """
 
 from __future__ import annotations
 
 import json
-import selectors
 import socket
 import threading
+
+from lambdawrap.companion.event_loop import EventLoop
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ class _BadRequest(Exception):
 
 
 class TelemetryListener:
-    """Receives batches (JSON arrays) and hands them to `on_batch`, one call per POST."""
+    """Receives batches (JSON arrays) and hands them to `on_batch`, one call per POST; served
+    from the companion's event loop (`attach`), or on a thread of its own (`start`)."""
 
     def __init__(self, on_batch: Callable[[list], None], on_problem: Callable[[str, str], None], host: str | None = None) -> None:
         self.on_batch = on_batch
@@ -60,46 +62,41 @@ class TelemetryListener:
             raise
         self._socket.listen(64)
         self._socket.setblocking(False)
-        self._selector = selectors.DefaultSelector()
+        self._loop: EventLoop | None = None
         self._stopped = threading.Event()
 
     @property
     def address(self) -> tuple:
         return self._socket.getsockname()
 
+    def attach(self, loop: EventLoop) -> None:
+        """Serve from `loop` (batches that arrive before wait in the socket's backlog)."""
+        self._loop = loop
+        loop.add_reader(self._socket, self._accept)
+
     def start(self) -> None:
-        self._selector.register(self._socket, selectors.EVENT_READ, None)
-        threading.Thread(target=self._serve, name="lambdawrap-telemetry", daemon=True).start()
+        """Serve from a loop on a thread of its own (the companion attaches to its own loop)."""
+        loop = EventLoop()
+        self.attach(loop)
+        threading.Thread(target=loop.run_forever, args=(self._stopped.is_set,), name="lambdawrap-telemetry", daemon=True).start()
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._loop is not None:
+            self._loop.remove_reader(self._socket)
         self._socket.close()
 
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                events = self._selector.select(timeout=0.5)
-            except (OSError, ValueError):  # stopped: the listening socket closed
-                return
-            for key, _ in events:
-                if key.data is None:
-                    self._accept()
-                else:
-                    self._read(key.fileobj, key.data)
-
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         try:
-            conn, _ = self._socket.accept()
+            conn, _ = listener.accept()
         except OSError:
             return
         conn.setblocking(False)
-        self._selector.register(conn, selectors.EVENT_READ, bytearray())
+        buffer = bytearray()
+        self._loop.add_reader(conn, lambda ready: self._read(ready, buffer))
 
     def _close(self, conn: socket.socket) -> None:
-        try:
-            self._selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
+        self._loop.remove_reader(conn)
         conn.close()
 
     def _read(self, conn: socket.socket, buffer: bytearray) -> None:
@@ -146,10 +143,15 @@ class TelemetryListener:
     @staticmethod
     def _answer(conn: socket.socket, response: bytes) -> None:
         try:
-            conn.setblocking(True)
-            conn.settimeout(1.0)
-            conn.sendall(response)
-            conn.setblocking(False)
+            # A few dozen bytes into an idle connection's empty send buffer: one call, no wait.
+            try:
+                sent = conn.send(response)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(response):
+                conn.settimeout(1.0)
+                conn.sendall(response[sent:])
+                conn.setblocking(False)
         except OSError:
             pass
 

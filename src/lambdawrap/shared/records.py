@@ -59,6 +59,7 @@ INVOCATION = "invocation"
 SPANS = "spans"
 SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
+REQUESTS = frozenset({SECRETS_REQUEST})  # records the function waits on for an answer
 
 
 def invocation_start(

@@ -1,0 +1,117 @@
+"""The companion's one thread of socket work.
+
+The Extensions API's answer, the function's records and the Telemetry API's batches are all
+served here, by the main thread, from one selector. With a thread per source, each invocation
+woke four threads that handed the GIL and a condition variable back and forth, and at 128 MB
+the whole environment has 7 % of a core: every wake-up is paid for in the function's billed
+time. Only what blocks for long (exports, imports, secret fetches) runs on threads of its own;
+they wake the loop with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import selectors
+import socket
+import time
+
+from lambdawrap.shared.log import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+class EventLoop:
+    def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._on_error = on_error or (lambda what: None)
+        self._logged: set = set()
+        self._pending: collections.deque = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+
+    def add_reader(self, sock: socket.socket, callback: Callable[[socket.socket], Any]) -> None:
+        """Call `callback(sock)` whenever `sock` is readable (or closed)."""
+        self._selector.register(sock, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, sock: socket.socket) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def call_soon_threadsafe(self, callback: Callable[[], Any] | None = None) -> None:
+        """From another thread: run `callback` on the loop's thread (or, with none, only make
+        the loop look at its checks again)."""
+        if callback is not None:
+            self._pending.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is awake already
+
+    def run_until(self, check: Callable[[], bool | float | None], deadline: float | None = None) -> bool:
+        """Serve the sockets until `check()` is True (then True) or `deadline` (monotonic)
+        passes (then False). Short of True, `check()` may return the monotonic time by which it
+        wants to be asked again (a timer of its own), or None: when something happens."""
+        while True:
+            verdict = check()
+            if verdict is True:
+                return True
+            now = time.monotonic()
+            wake_at = math.inf if deadline is None else deadline
+            if deadline is not None and now >= deadline:
+                return False
+            if isinstance(verdict, float):
+                wake_at = min(wake_at, verdict)
+            self.run_once(None if wake_at == math.inf else max(0.0, wake_at - now))
+
+    def run_forever(self, stopped: Callable[[], bool], poll_s: float = 0.5) -> None:
+        """Serve until `stopped()` (asked at least every `poll_s`)."""
+        while not stopped():
+            self.run_once(poll_s)
+
+    def drain(self, deadline: float) -> None:
+        """Serve what is already waiting, without waiting for more, until `deadline` at most."""
+        while self.run_once(0.0) and time.monotonic() < deadline:
+            pass
+
+    def run_once(self, timeout: float | None) -> int:
+        """One round: wait up to `timeout` for a socket, serve what is ready; how many were."""
+        try:
+            ready = self._selector.select(timeout)
+        except (OSError, ValueError):  # a socket closed under us: its owner unregisters it
+            ready = []
+        for key, _ in ready:
+            self._guarded(key.data, key.fileobj)
+        handled = len(ready)
+        while self._pending:
+            self._guarded(self._pending.popleft())
+            handled += 1
+        return handled
+
+    def _guarded(self, callback: Callable, *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001 - one source's bug must not stop the others
+            what = getattr(callback, "__qualname__", repr(callback))
+            self._on_error(what)
+            if what not in self._logged:
+                self._logged.add(what)
+                get_logger().exception("lambdawrap: internal error in %s (logged once); the function is unaffected", what)
+
+    def _drain_wakeups(self, sock: socket.socket) -> None:
+        try:
+            while sock.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        """Stop watching; the sockets registered by others stay theirs to close."""
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
