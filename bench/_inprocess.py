@@ -1,6 +1,6 @@
 """In-process overhead of the handler wrapper, measured with perf_counter in the handler's process.
 
-Run by bench/run.py, never by hand. Two modes:
+Run by the bench harness (worker, drain, components), except `recognition`, run by hand:
 
   worker --config bare|lambdawrap|otel --task DIR --module MOD --event FILE [...]
       Imports the function the way that configuration's layer would in Lambda, behind a thin
@@ -10,6 +10,10 @@ Run by bench/run.py, never by hand. Two modes:
   drain PATH
       A stand-in companion for the lambdawrap worker: accepts connections on the Unix socket
       and discards what arrives, in a process of its own (as the real companion is).
+  recognition [--n N] [--json FILE]
+      The cost of recognising each kind of event, over the sample events of tests/events (by
+      the kind their table gives): p50 of detect_trigger alone, and of everything the wrapper
+      does before the handler (recognition, trace context, the record). A table on stdout.
 
 lambdawrap is booted exactly as sitecustomize does (lambdawrap.handler.boot.initialize with _HANDLER,
 the post-import hook wraps the handler, the OpenTelemetry bridge is set up if the function
@@ -219,6 +223,68 @@ def components(args: argparse.Namespace) -> int:
     return 0
 
 
+CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "events")
+
+
+def _p50_us(fn, n: int) -> float:
+    import statistics
+
+    clock = time.perf_counter_ns
+    for _ in range(20):
+        fn()
+    samples = []
+    for _ in range(n):
+        started = clock()
+        fn()
+        samples.append(clock() - started)
+    return statistics.median(samples) / 1000
+
+
+def recognition(args: argparse.Namespace) -> int:
+    """p50 cost of recognition per event kind, over every corpus event of that kind."""
+    import statistics
+
+    from lambdawrap.handler import triggers
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared.settings import Settings
+
+    with open(os.path.join(CORPUS, "expected.json")) as f:
+        table = json.load(f)
+    by_kind: dict = {}
+    for name, expected in sorted(table.items()):
+        with open(os.path.join(CORPUS, name)) as f:
+            by_kind.setdefault(expected["kind"], []).append((name, json.load(f)))
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="lwbench")  # for the in-flight slot _before writes
+    tracer = InvocationTracer(Settings(socket_path=os.path.join(scratch, "lw.sock")), channel=None, environ={})  # _before never sends
+    context = FakeContext()
+    os.environ["_X_AMZN_TRACE_ID"] = f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
+    rows = {}
+    for kind, events in sorted(by_kind.items()):
+        detect = [_p50_us(lambda e=event: triggers.detect_trigger(e), args.n) for _, event in events]
+        before = [_p50_us(lambda e=event: tracer._before((e, context), {}), args.n) for _, event in events]
+        slowest = max(range(len(events)), key=lambda i: before[i])
+        rows[kind] = {
+            "events": len(events),
+            "detect_trigger_p50_us": round(statistics.median(detect), 2),
+            "before_handler_p50_us": round(statistics.median(before), 2),
+            "before_handler_max_us": round(before[slowest], 2),
+            "slowest_event": events[slowest][0],
+        }
+    out = sys.stdout
+    out.write("| kind | events | detect_trigger p50 (µs) | before the handler p50 (µs) | slowest event: before the handler (µs) |\n|---|---:|---:|---:|---|\n")
+    for kind, row in rows.items():
+        out.write(f"| {kind} | {row['events']} | {row['detect_trigger_p50_us']:.2f} | {row['before_handler_p50_us']:.2f} | {row['before_handler_max_us']:.2f} ({row['slowest_event']}) |\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
 def drain(path: str) -> int:
     if os.path.exists(path):
         os.unlink(path)
@@ -261,7 +327,12 @@ def main(argv: list) -> int:
     c.add_argument("--socket", required=True)
     c.add_argument("--event", required=True)
     c.add_argument("--n", type=int, default=1000)
+    r = sub.add_parser("recognition")
+    r.add_argument("--n", type=int, default=2000)
+    r.add_argument("--json", default="")
     args = parser.parse_args(argv)
+    if args.mode == "recognition":
+        return recognition(args)
     if args.mode == "drain":
         return drain(args.path)
     if args.mode == "components":

@@ -33,6 +33,7 @@ from lambdawrap.shared.records import invocation_problem
 from lambdawrap.companion.http_lite import ConnectionClosed, decode_body, read_response
 from lambdawrap.companion.secrets_api import SecretsHttpApi
 from lambdawrap.shared.settings import FlushStrategy, Settings
+from support import corpus
 from support.recording import CONTEXT, tracer
 from support.stack import EVENTS
 
@@ -58,7 +59,7 @@ def sample(kind: str) -> dict:
     return json.loads((EVENTS / f"{kind}.json").read_text())
 
 
-SAMPLE_KINDS = ["apigw-rest", "apigw-http", "function-url", "alb", "sqs", "sns", "s3", "dynamodb", "kinesis", "eventbridge", "schedule", "other"]
+SAMPLE_KINDS = sorted(path.stem for path in EVENTS.glob("*.json"))
 
 
 @st.composite
@@ -83,6 +84,47 @@ def events(draw) -> object:
     return event
 
 
+
+
+# Malformed fields: wrong types, nulls, huge strings, deep nesting, near-valid trace context.
+DEEP_LIST: list = []
+DEEP_DICT: dict = {}
+_node_list, _node_dict = DEEP_LIST, DEEP_DICT
+for _ in range(5000):
+    _node_list.append([])
+    _node_list = _node_list[0]
+    _node_dict["d"] = {}
+    _node_dict = _node_dict["d"]
+MALFORMED = [
+    None, True, 0, -1, 2**70, 1e308, float("nan"), "", " ", "x" * 6_000_000, "%" * 100_000, "arn:" + "a:" * 100_000,
+    [], {}, [None], [[]], DEEP_LIST, DEEP_DICT, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"},
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", [{"traceparent": [300, -1]}], {"bytes": ["a"]},
+]
+
+
+def _paths(node: object, depth: int = 0):
+    """Every (container, key) down to a few levels of a parsed event."""
+    if depth > 6:
+        return
+    items = node.items() if isinstance(node, dict) else enumerate(node[:3]) if isinstance(node, list) else ()
+    for key, child in items:
+        yield node, key
+        yield from _paths(child, depth + 1)
+
+
+@st.composite
+def malformed_corpus_events(draw) -> object:
+    """A corpus event of any source with a few of its fields replaced by malformed values."""
+    event = corpus.load(draw(st.sampled_from(CORPUS_FILES)))
+    # The places are taken before any change, so the shared malformed values are never changed.
+    places = list(_paths(event))
+    for _ in range(draw(st.integers(1, 4)) if places else 0):
+        node, key = draw(st.sampled_from(places))
+        node[key] = draw(st.sampled_from(MALFORMED))
+    return event
+
+
+CORPUS_FILES = corpus.event_files()
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +161,20 @@ def test_wrapper_passes_any_event_and_result_through_and_sends_a_valid_record(ev
         assert isinstance(start["request_payload"], str) and isinstance(end["response_payload"], str)
     else:
         assert "request_payload" not in start and "response_payload" not in end
+
+
+@FUZZ
+@given(malformed_corpus_events(), st.booleans())
+def test_malformed_fields_in_events_of_every_source_give_a_valid_record(event, capture):
+    # GIVEN an event of any source whose fields have the wrong type, are null, huge or deeply
+    # nested WHEN the wrapper sees it THEN the handler's result comes back and the record sent
+    # is one the companion accepts, small enough for the channel.
+    wrapper, channel = tracer(capture_payload=capture)
+    assert wrapper.wrap(lambda e, c: "ok")(event, CONTEXT) == "ok"
+    (record,) = channel.records
+    assert invocation_problem(record) is None, record
+    assert len(encode(record)) <= MAX_RECORD_BYTES
+    assert len(record["start"]["span_name"]) <= MAX_ATTRIBUTE_CHARS
 
 
 @FUZZ_LIGHT

@@ -127,6 +127,23 @@ def test_timeout_and_crash_still_yield_spans(task):
     assert metric_total(rx, "faas.errors") == 2
 
 
+def test_an_invoke_callers_client_context_is_the_parent(task):
+    # GIVEN Lambda Invoke callers that carry their context in the client context: in custom
+    # (what the SDK instrumentations write), or in w3c (which awslambdaric moves to
+    # context.w3c()) WHEN invoked THEN it parents the invocation span, w3c first.
+    custom_tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with instrumented(task) as (emu, rx):
+        custom = emu.invoke({}, client_context={"custom": {"traceparent": custom_tp}})
+        w3c = emu.invoke({}, client_context={"custom": {"traceparent": custom_tp}, "w3c": {"traceparent": f"00-{TRACEPARENT_TRACE}-{TRACEPARENT_SPAN}-01"}})
+        neither = emu.invoke({}, client_context={"custom": {"other": "x"}})
+    spans = {s["attributes"]["faas.invocation_id"]: s for s in invocation_spans(rx)}
+    assert (spans[custom.request_id]["trace_id"], spans[custom.request_id]["parent_span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert (spans[w3c.request_id]["trace_id"], spans[w3c.request_id]["parent_span_id"]) == (TRACEPARENT_TRACE, TRACEPARENT_SPAN)
+    assert spans[neither.request_id]["parent_span_id"] == ""
+    # The function sees the client context as ever (the layer reads it, never changes it).
+    assert custom.status == w3c.status == 200 and custom.function_error is None
+
+
 def caller_latencies(emu: Emulator, n: int) -> list:
     emu.invoke({})  # cold start, not measured
     emu.wait_idle()

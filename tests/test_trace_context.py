@@ -17,11 +17,15 @@ from lambdawrap.shared import ids
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.handler.trace_context import (
     MAX_LINKS,
+    MAX_SCANNED_MESSAGES,
     SpanContext,
+    choose_parent,
+    client_context_traceparent,
     extract_parent,
     format_traceparent,
     format_xray,
     header,
+    parse_message_context,
     parse_traceparent,
     parse_xray,
 )
@@ -334,10 +338,19 @@ def test_extract_links_sqs_prefers_w3c_over_xray():
     assert extract_links({"Records": [record]}) == [VALID_CTX]
 
 
-def test_extract_links_sns_sample():
-    assert extract_links(load("sns")) == [
-        SpanContext(int(TRACE_HEX, 16), 0xB9C7C989F97918E1, True)
-    ]
+def test_sns_message_context_is_the_parent_not_a_link():
+    # SNS hands over one message per invocation: its creation context parents the span.
+    trigger = detect_trigger(load("sns"))
+    assert trigger.links == []
+    assert trigger.parent == SpanContext(int(TRACE_HEX, 16), 0xB9C7C989F97918E1, True)
+
+
+def test_sns_batch_of_several_messages_links_instead():
+    event = load("sns")
+    event["Records"] = event["Records"] * 2
+    trigger = detect_trigger(event)
+    assert trigger.parent is None
+    assert trigger.links == [SpanContext(int(TRACE_HEX, 16), 0xB9C7C989F97918E1, True)]
 
 
 @pytest.mark.parametrize("kind", ["s3", "dynamodb", "kinesis", "apigw-rest", "eventbridge", "other"])
@@ -372,6 +385,100 @@ def test_extract_links_deduplicates_by_ids():
 )
 def test_extract_links_malformed(event):
     assert extract_links(event) == []
+
+
+def test_links_come_from_the_first_messages_of_a_large_batch_only():
+    # GIVEN 10,000 messages, the context in the last ones only WHEN detected THEN those are not
+    # read: a batch of any size costs what MAX_SCANNED_MESSAGES messages do.
+    class Counted(dict):
+        reads = 0
+
+        def get(self, *args):
+            Counted.reads += 1
+            return super().get(*args)
+
+    records = [Counted(eventSource="aws:sqs", body="{}") for _ in range(10_000)]
+    records[-1]["messageAttributes"] = {"traceparent": {"stringValue": VALID}}
+    Counted.reads = 0
+    assert extract_links({"Records": records}) == []
+    # three reads for each message looked at (attributes, body, system attributes), a few for the batch
+    assert Counted.reads <= 3 * MAX_SCANNED_MESSAGES + 10
+
+
+# --- the parent of the invocation span --------------------------------------------------------
+
+XRAY_SAMPLED = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+XRAY_UNSAMPLED = XRAY_SAMPLED[:-1] + "0"
+XRAY_CTX = SpanContext(XRAY_TRACE, XRAY_SPAN, True)
+OTHER_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OTHER_CTX = parse_traceparent(OTHER_TP)
+MESSAGE_CTX = SpanContext(7, 9, True)
+
+
+@pytest.mark.parametrize(
+    "headers, client_context, message, xray, expected",
+    [
+        # The HTTP request's traceparent first; the platform's sampled X-Ray context is linked.
+        ({"traceparent": VALID}, OTHER_TP, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX)),
+        ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None)),
+        # Then a Lambda Invoke caller's client context, then the message's own context.
+        ({}, OTHER_TP, MESSAGE_CTX, None, (OTHER_CTX, None)),
+        (None, "garbage", MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX)),
+        # Without any of those: a sampled X-Ray context, from the environment, then a header.
+        (None, None, None, XRAY_SAMPLED, (XRAY_CTX, None)),
+        ({"X-Amzn-Trace-Id": XRAY_SAMPLED}, None, None, XRAY_UNSAMPLED, (XRAY_CTX, None)),
+        # An unsampled X-Ray header (which Lambda hands every invocation) is never a parent.
+        ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None)),
+        (None, None, None, None, (None, None)),
+    ],
+)
+def test_choose_parent(headers, client_context, message, xray, expected):
+    assert choose_parent(headers, client_context, message, xray) == expected
+
+
+class _ClientContext:
+    def __init__(self, custom):
+        self.custom = custom
+
+
+class _Context:
+    def __init__(self, w3c=None, custom=None):
+        self.client_context = _ClientContext(custom) if custom is not None else None
+        if w3c is not None:
+            self.w3c = lambda: w3c
+
+
+@pytest.mark.parametrize(
+    "context, expected",
+    [
+        (_Context(w3c={"traceparent": VALID}, custom={"traceparent": OTHER_TP}), VALID),  # w3c() first
+        (_Context(w3c={}, custom={"traceparent": OTHER_TP}), OTHER_TP),
+        (_Context(custom={"traceparent": OTHER_TP}), OTHER_TP),
+        (_Context(custom={"traceparent": 5}), None),
+        (_Context(w3c="not a dict", custom="not a dict"), None),
+        (_Context(), None),
+        (None, None),
+        (object(), None),
+    ],
+)
+def test_client_context_traceparent(context, expected):
+    assert client_context_traceparent(context) == expected
+
+
+def test_client_context_of_a_hostile_context_is_none():
+    class Hostile:
+        def __getattr__(self, name):
+            raise RuntimeError("boom")
+
+    assert client_context_traceparent(Hostile()) is None
+
+
+@pytest.mark.parametrize(
+    "found, expected",
+    [((VALID, True), VALID_CTX), ("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1", None), ((None, False), None), (("garbage", True), None), (None, None)],
+)
+def test_parse_message_context(found, expected):
+    assert parse_message_context(found) == expected
 
 
 # --- ids --------------------------------------------------------------------------------------

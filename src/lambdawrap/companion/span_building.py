@@ -20,10 +20,11 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.semconv import SCHEMA_URL
 
-SCOPE = InstrumentationScope("lambdawrap", __version__)
-_PUBSUB_KINDS = ("sqs", "sns", "kinesis", "eventbridge")
+SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # The platform's word when the runtime posted an error without naming its type (awslambdaric
 # never sends the error-type header): the runtime's own error line says more, if it logged one.
@@ -114,11 +115,15 @@ class SpanBuilder:
         outcome = inv.outcome or {}
         attrs = dict(start.get("attributes") or {}) if isinstance(start.get("attributes"), dict) else {}
         trigger = str(start.get("trigger") or "other")
+        invoked_arn = str(start.get("function_arn") or (inv.invoke_event or {}).get("invokedFunctionArn", ""))
         attrs.update(
             {
                 "faas.invocation_id": inv.request_id,
                 "faas.coldstart": bool(start.get("cold_start")),
-                "cloud.resource_id": start.get("function_arn") or (inv.invoke_event or {}).get("invokedFunctionArn", ""),
+                # The version that ran is a resource attribute (faas.version); the invoked ARN
+                # may name an alias instead.
+                "cloud.resource_id": function_resource_id(invoked_arn, str(self.resource.attributes.get("faas.version") or "")),
+                "aws.lambda.invoked_arn": invoked_arn,
                 "lambdawrap.trigger": trigger,
             }
         )
@@ -143,12 +148,14 @@ class SpanBuilder:
         if not (start.get("sampled", True) if inv.start is not None else self._sampled_as_root(trace_id)):
             return None, facts
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in start.get("links") or []]
+        # The function's process names the span and picks its kind as the conventions do for its
+        # trigger (validated with the record); an empty name is the function's (the FaaS default).
         span = self.span(
-            name=_span_name(attrs, self.function_name),
+            name=str(start.get("span_name") or self.function_name),
             trace_id=trace_id,
             span_id=span_id,
             parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
-            kind=SpanKind.CONSUMER if trigger in _PUBSUB_KINDS else SpanKind.SERVER,
+            kind=SpanKind(start.get("span_kind", SpanKind.SERVER.value)),
             attributes=attrs,
             start=start_ns,
             end=end_ns,
@@ -176,6 +183,7 @@ class SpanBuilder:
             event = Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=end_ns or None)
             return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), [event]
         if isinstance(http_status, int) and http_status >= 500:
+            attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
             return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
         return Status(StatusCode.UNSET), []
 
@@ -254,19 +262,6 @@ class SpanBuilder:
             links=links,
             scope=InstrumentationScope(str(raw.get("scope") or "user")),
         )
-
-
-def _span_name(attrs: dict, function_name: str) -> str:
-    method = attrs.get("http.request.method")
-    route = attrs.get("http.route")
-    if method and route:
-        return f"{method} {route}"
-    if method:
-        return str(method)
-    destination = attrs.get("messaging.destination.name")
-    if destination:
-        return f"{destination} process"
-    return function_name
 
 
 def clean_attributes(attributes: dict) -> dict:

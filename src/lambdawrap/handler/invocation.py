@@ -175,11 +175,17 @@ class InvocationTracer:
         first = self._invocations == 1
         proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
-        parent, source = trace_context.extract_parent(trigger.headers, os.environ.get("_X_AMZN_TRACE_ID"))
-        if source == "xray" and parent is not None and not parent.sampled:
-            # Lambda hands every invocation an X-Ray id, Sampled=0 when active tracing is
-            # off; parenting to it would make every span unsampled.
-            parent = None
+        parent, ambient = trace_context.choose_parent(
+            trigger.headers,
+            trace_context.client_context_traceparent(context),
+            trigger.parent,
+            os.environ.get("_X_AMZN_TRACE_ID"),
+        )
+        links = trigger.links
+        if ambient is not None:
+            # The platform's sampled X-Ray context, when the event's own context became the
+            # parent: the function ran inside it, so the span keeps a link to it.
+            links = [ambient] + links[: trace_context.MAX_LINKS - 1]
         trace_id = parent.trace_id if parent else new_trace_id()
         span_id = new_span_id()
         sampled = self.sampled(trace_id, parent)
@@ -195,7 +201,9 @@ class InvocationTracer:
             proactive_init=proactive,
             trigger=trigger.kind,
             attributes=self._attributes(trigger.attributes),
-            links=trigger.links,
+            links=links,
+            span_name=trigger.span_name[:MAX_ATTRIBUTE_CHARS],
+            span_kind=trigger.span_kind,
         )
         if self._redact_keys is not None:
             # Before the call: the request as it came, whatever the handler does to it.

@@ -7,27 +7,33 @@ import, and no public function raises on any input: bad input yields ``None`` / 
 from __future__ import annotations
 
 from collections import namedtuple
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Callable, List, Optional, Tuple
+    from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 __all__ = [
     "MAX_LINKS",
+    "MAX_SCANNED_MESSAGES",
     "SpanContext",
+    "choose_parent",
+    "client_context_traceparent",
     "collect_links",
     "extract_parent",
     "format_traceparent",
     "format_xray",
     "header",
+    "parse_message_context",
     "parse_traceparent",
     "parse_xray",
-    "sns_message_context",
-    "sqs_message_context",
 ]
 
 # Upper bound on links taken from one batch event. The OpenTelemetry SDK's default span link
 # limit is 128 too; an SQS batch can hold up to 10,000 records.
 MAX_LINKS = 128
+# Messages of one batch read for their context: the link limit twice over. The rest of a large
+# batch is not read, so that a batch of 10,000 messages costs what one of 256 does.
+MAX_SCANNED_MESSAGES = 256
 
 _HEX = "0123456789abcdef"
 _HEX_ANY_CASE = "0123456789abcdefABCDEF"
@@ -218,50 +224,31 @@ def extract_parent(headers: object, xray: Optional[str]) -> Tuple[Optional[SpanC
     return None, "none"
 
 
-def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
-    """The raw context carried by one SQS message, and whether it is W3C (else X-Ray): the
-    ``traceparent`` message attribute, else the ``AWSTraceHeader`` system attribute."""
-    attributes = record.get("messageAttributes")
-    if isinstance(attributes, dict):
-        attribute = attributes.get("traceparent")
-        if isinstance(attribute, dict):
-            value = attribute.get("stringValue")
-            if isinstance(value, str):
-                return value, True
-    # Set by SQS itself when the sender was traced by X-Ray (the AWSTraceHeader system attribute).
-    system = record.get("attributes")
-    if isinstance(system, dict):
-        value = system.get("AWSTraceHeader")
-        if isinstance(value, str):
-            return value, False
-    return None, False
+def parse_message_context(found: Tuple[Optional[str], bool]) -> Optional[SpanContext]:
+    """Parse what a message reader found, ``(raw, is_w3c)``: W3C, else X-Ray."""
+    try:
+        raw, is_w3c = found
+        if raw is None:
+            return None
+        return parse_traceparent(raw) if is_w3c else parse_xray(raw)
+    except Exception:  # never let tracing break the handler
+        return None
 
 
-def sns_message_context(record: dict) -> Tuple[Optional[str], bool]:
-    """The raw W3C context carried by one SNS message's ``traceparent`` attribute."""
-    # SNS records delivered to Lambda carry no X-Ray header of their own (X-Ray continues SNS
-    # traces through the invocation's _X_AMZN_TRACE_ID instead), so only the W3C attribute counts.
-    sns = record.get("Sns")
-    if isinstance(sns, dict):
-        attributes = sns.get("MessageAttributes")
-        if isinstance(attributes, dict):
-            attribute = attributes.get("traceparent")
-            if isinstance(attribute, dict):
-                value = attribute.get("Value")
-                if isinstance(value, str):
-                    return value, True
-    return None, False
-
-
-def collect_links(records: list, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
+def collect_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
     """Span contexts of the messages in a batch, for span links; `read` gives each message's
     raw context and whether it is W3C (else X-Ray). Invalid values are skipped, duplicates
-    dropped (first kept, order preserved), at most ``MAX_LINKS``."""
+    dropped (first kept, order preserved), at most ``MAX_LINKS`` from the first
+    ``MAX_SCANNED_MESSAGES`` messages (a batch of 10,000 costs what one of 256 does)."""
     links: List[SpanContext] = []
     try:
         seen_raw = set()
         seen_ids = set()
+        scanned = 0
         for record in records:
+            scanned += 1
+            if scanned > MAX_SCANNED_MESSAGES:
+                break
             if not isinstance(record, dict):
                 continue
             raw, is_w3c = read(record)
@@ -282,3 +269,47 @@ def collect_links(records: list, read: Callable[[dict], Tuple[Optional[str], boo
     except Exception:  # never let tracing break the handler; keep what was found
         pass
     return links
+
+
+def client_context_traceparent(context: Any) -> Optional[str]:
+    """The ``traceparent`` a Lambda ``Invoke`` caller sent in the client context: awslambdaric
+    4.2+ moves ``clientContext.w3c`` to ``context.w3c()``; SDK instrumentations write
+    ``clientContext.custom["traceparent"]``."""
+    try:
+        w3c = getattr(context, "w3c", None)
+        if callable(w3c):
+            fields = w3c()
+            value = fields.get("traceparent") if isinstance(fields, dict) else None
+            if isinstance(value, str):
+                return value
+        custom = getattr(getattr(context, "client_context", None), "custom", None)
+        value = custom.get("traceparent") if isinstance(custom, dict) else None
+        return value if isinstance(value, str) else None
+    except Exception:  # a context of any shape: never let tracing break the handler
+        return None
+
+
+def _sampled_xray(value: object) -> Optional[SpanContext]:
+    # Lambda hands every invocation an X-Ray header, Sampled=0 when active tracing is off;
+    # parenting on it would make every span unsampled, so only a sampled one counts.
+    ctx = parse_xray(value)
+    return ctx if ctx is not None and ctx.sampled else None
+
+
+def choose_parent(headers: object, client_context: Optional[str], message: Optional[SpanContext], xray: Optional[str]) -> Tuple[Optional[SpanContext], Optional[SpanContext]]:
+    """The invocation span's parent, and the platform's X-Ray context to link to when it was not
+    chosen as the parent although sampled (it is the ambient context the function runs in).
+
+    In order: a W3C ``traceparent`` header of an HTTP-shaped event; the client context of a
+    Lambda ``Invoke``; the context a single message or payload carries; a sampled X-Ray
+    context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP ``X-Amzn-Trace-Id``
+    header.
+    """
+    try:
+        ambient = _sampled_xray(xray)
+        parent = parse_traceparent(header(headers, "traceparent")) or parse_traceparent(client_context) or message
+        if parent is not None:
+            return parent, ambient
+        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None
+    except Exception:  # never let tracing break the handler
+        return None, None

@@ -18,7 +18,12 @@ process dies), and ``end``:
     start.cold_start       bool       the first invocation of an on-demand environment
     start.proactive_init   bool       the first invocation, long after a proactive init
     start.trigger          str        the event source (see handler.triggers)
-    start.attributes       object     span attributes read from the event
+    start.span_name        str        the invocation span's name as the conventions name it for
+                                      its trigger ("GET /pets/{id}", "process orders"); "" (or
+                                      absent) names the span after the function, the FaaS default
+    start.span_kind        int        the invocation span's kind, numbered as shared.semconv's
+                                      constants (SERVER 1, CONSUMER 4; absent: SERVER)
+    start.attributes       object     span attributes read from the event (faas.trigger among them)
     start.links            list       [[trace_id, span_id, sampled], ...] from batch messages
     start.request_payload  str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
     end.end_ns             int        epoch nanoseconds
@@ -48,6 +53,7 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
 from __future__ import annotations
 
 from lambdawrap.shared.framing import HEADER_BYTES, encode_json
+from lambdawrap.shared.semconv import CONSUMER, INTERNAL, SERVER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,6 +81,8 @@ def invocation_start(
     trigger: str,
     attributes: dict,
     links: list,
+    span_name: str,
+    span_kind: int,
 ) -> dict:
     """The start part of an invocation record (ids are ints here)."""
     return {
@@ -86,6 +94,8 @@ def invocation_start(
         "cold_start": cold_start,
         "proactive_init": proactive_init,
         "trigger": trigger,
+        "span_name": span_name,
+        "span_kind": span_kind,
         "attributes": attributes,
         "links": [[f"{link.trace_id:032x}", f"{link.span_id:016x}", link.sampled] for link in links],
     }
@@ -171,6 +181,10 @@ def start_problem(start: dict) -> str | None:
         return "a start_ns that is not a time"
     if not _links_ok(start.get("links"), 3):
         return "malformed links"
+    if not isinstance(start.get("span_name", ""), str):
+        return "a span_name that is not a string"
+    if not _span_kind_ok(start.get("span_kind", SERVER)):
+        return "a span_kind that is not a span kind"
     if start.get("attributes") is not None and not isinstance(start.get("attributes"), dict):
         return "attributes that are not an object"
     return None
@@ -198,7 +212,7 @@ def span_problem(raw: Any) -> str | None:
     for key in ("start_ns", "end_ns"):
         if raw.get(key) is None or not _optional_time(raw.get(key)):
             return f"a span whose {key} is not a time"
-    if type(raw.get("kind", 0)) is not int or not 0 <= raw.get("kind", 0) <= 4:
+    if not _span_kind_ok(raw.get("kind", INTERNAL)):
         return "a span of an unknown kind"
     if raw.get("attributes") is not None and not isinstance(raw.get("attributes"), dict):
         return "a span whose attributes are not an object"
@@ -234,6 +248,10 @@ def _ids_problem(record: dict) -> str | None:
     if parent and not hex_id(parent, 16):
         return "a parent_span_id that is not a hex id"
     return None
+
+
+def _span_kind_ok(value: Any) -> bool:
+    return type(value) is int and INTERNAL <= value <= CONSUMER
 
 
 def _optional_time(value: Any) -> bool:

@@ -146,7 +146,7 @@ def _optional(message: Message, field: str) -> Any:
 
 def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> List[Item]:
     spans: List[Item] = []
-    for resource, scope, span in _scoped(request.resource_spans, "scope_spans", "spans"):
+    for resource, scope, schema_url, span in _scoped(request.resource_spans, "scope_spans", "spans"):
         spans.append(
             {
                 "trace_id": span.trace_id.hex(),
@@ -178,6 +178,7 @@ def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> Lis
                 "trace_state": span.trace_state,
                 "resource": resource,
                 "scope": scope,
+                "schema_url": schema_url,
             }
         )
     return spans
@@ -204,17 +205,18 @@ def _metric_point(base: Item, point: Message, **fields: Any) -> Item:
 
 
 def _scoped(resources: Any, scopes_field: str, items_field: str) -> Iterator[tuple]:
-    """(resource attributes, scope name, item) for every item of a request's resources."""
+    """(resource attributes, scope name, scope schema URL, item) for every item of a request's
+    resources."""
     for resource_entry in resources:
         resource = _attributes(resource_entry.resource.attributes)
         for scope_entry in getattr(resource_entry, scopes_field):
             for item in getattr(scope_entry, items_field):
-                yield resource, scope_entry.scope.name, item
+                yield resource, scope_entry.scope.name, scope_entry.schema_url, item
 
 
 def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -> List[Item]:
     points: List[Item] = []
-    for resource, scope, metric in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
+    for resource, scope, schema_url, metric in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
         kind = metric.WhichOneof("data")
         if kind is None:
             continue
@@ -228,6 +230,7 @@ def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -
             "temporality": _TEMPORALITY.get(getattr(data, "aggregation_temporality", 0)),
             "resource": resource,
             "scope": scope,
+            "schema_url": schema_url,
         }
         for point in data.data_points:
             if kind in ("sum", "gauge"):
@@ -283,7 +286,7 @@ def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -
 
 def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[Item]:
     records: List[Item] = []
-    for resource, scope, record in _scoped(request.resource_logs, "scope_logs", "log_records"):
+    for resource, scope, schema_url, record in _scoped(request.resource_logs, "scope_logs", "log_records"):
         records.append(
             {
                 "body": _any_value(record.body) if record.HasField("body") else None,
@@ -297,6 +300,7 @@ def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[It
                 "observed_time_unix_nano": record.observed_time_unix_nano,
                 "resource": resource,
                 "scope": scope,
+                "schema_url": schema_url,
             }
         )
     return records

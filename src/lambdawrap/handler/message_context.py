@@ -1,0 +1,230 @@
+"""Where a message carries the trace context of whoever created it, source by source.
+
+Each reader takes one message (an SQS record, a Kafka record...) and returns ``(raw, is_w3c)``:
+the raw context value it found (a W3C ``traceparent``, or an X-Ray header when ``is_w3c`` is
+false) or ``(None, False)``. The caller parses the value and turns it into a link or a parent.
+
+Besides the places the services define (message attributes, record headers), lambdawrap's own
+producers carry W3C context inside JSON payloads as ``"_lambdawrap": {"traceparent": ...}``, and
+others put a top-level ``"traceparent"`` there; both are read. A payload is a parsed dict
+(EventBridge ``detail``, a Step Functions input) or text (an SQS body, an SNS message, base64
+Kinesis data): text is searched only in its first and last 2 KB, so a message of any size costs
+the same, at the price of missing a key buried in the middle of a large document.
+
+Runs on every invocation inside the user's process: standard library only, never raises.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Optional, Tuple
+
+__all__ = [
+    "base64_context",
+    "firehose_record_context",
+    "kafka_record_context",
+    "kinesis_record_context",
+    "mq_message_context",
+    "payload_context",
+    "rabbitmq_message_context",
+    "sns_message_context",
+    "sqs_message_context",
+    "text_context",
+]
+
+NONE: Tuple[Optional[str], bool] = (None, False)
+_WINDOW_CHARS = 2048
+# A multiple of 4, so that a window of base64 text decodes on its own (to 2,049 bytes).
+_BASE64_WINDOW_CHARS = 2732
+# A traceparent is 55 characters: a header value much longer than that is not one.
+_MAX_HEADER_BYTES = 256
+_MAX_HEADERS = 32
+_pattern = None
+
+
+def _traceparent_pattern():
+    global _pattern
+    if _pattern is None:
+        import re  # json has already imported it: costs a dict lookup
+
+        # "traceparent": "<value>", also in "_lambdawrap": {...} and nested objects, and as a
+        # message attribute object ({"Type": "String", "Value": "<value>"}, as an SNS envelope
+        # holds it). Not matched: a key inside a JSON string nested in the document (escaped).
+        _pattern = re.compile(
+            r'"traceparent"\s*:\s*(?:\{[^{}]{0,80}?"(?:Value|stringValue|StringValue)"\s*:\s*)?'
+            r'"([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"'
+        )
+    return _pattern
+
+
+def _search(window: str) -> Optional[str]:
+    if "traceparent" not in window:  # in C: most payloads stop here
+        return None
+    match = _traceparent_pattern().search(window)
+    return match.group(1) if match else None
+
+
+def text_context(text: object) -> Optional[str]:
+    """A ``traceparent`` value written in the first or last 2 KB of a JSON text, else ``None``."""
+    try:
+        if not isinstance(text, str):
+            return None
+        if len(text) <= 2 * _WINDOW_CHARS:
+            return _search(text)
+        return _search(text[:_WINDOW_CHARS]) or _search(text[-_WINDOW_CHARS:])
+    except Exception:  # never let tracing break the handler
+        return None
+
+
+def _bytes_context(raw: bytes) -> Optional[str]:
+    if b"traceparent" not in raw:
+        return None
+    return _search(raw.decode("latin-1"))  # never fails; the value itself is ASCII
+
+
+def _base64_patterns(word: bytes) -> Tuple[str, ...]:
+    """The base64 text ``word`` always encodes to, for each of its three possible offsets in the
+    data (base64 encodes 3 bytes at a time): the characters that depend on its bytes only."""
+    patterns = []
+    for offset in range(3):
+        encoded = binascii.b2a_base64(bytes(offset) + word, newline=False).decode()
+        patterns.append(encoded[-(-offset * 8 // 6) : (offset + len(word)) * 8 // 6])
+    return tuple(patterns)
+
+
+# Searched for in the base64 text itself, so that records without context (most of them) are
+# never decoded.
+_TRACEPARENT_BASE64 = _base64_patterns(b"traceparent")
+
+
+def _base64_window_context(window: str) -> Optional[str]:
+    for pattern in _TRACEPARENT_BASE64:
+        if pattern in window:
+            return _bytes_context(binascii.a2b_base64(window))
+    return None
+
+
+def base64_context(data: object) -> Optional[str]:
+    """A ``traceparent`` value in base64-encoded JSON (Kinesis and Firehose record data),
+    looking only at the first and last 2 KB of what it decodes to."""
+    try:
+        if not isinstance(data, str) or not data:
+            return None
+        if len(data) <= 2 * _BASE64_WINDOW_CHARS:
+            return _base64_window_context(data)
+        start = len(data) - _BASE64_WINDOW_CHARS
+        start -= start % 4  # stay on a 4-character boundary counted from the start
+        return _base64_window_context(data[:_BASE64_WINDOW_CHARS]) or _base64_window_context(data[start:])
+    except Exception:  # not base64 (binascii.Error), or anything else: no context
+        return None
+
+
+def payload_context(payload: object) -> Optional[str]:
+    """The context a parsed JSON payload carries: ``_lambdawrap.traceparent``, else a top-level
+    ``traceparent`` string."""
+    if not isinstance(payload, dict):
+        return None
+    carrier = payload.get("_lambdawrap")
+    if isinstance(carrier, dict):
+        value = carrier.get("traceparent")
+        if isinstance(value, str):
+            return value
+    value = payload.get("traceparent")
+    return value if isinstance(value, str) else None
+
+
+def _attribute_value(attributes: object, field: str) -> Optional[str]:
+    """``attributes["traceparent"][field]`` as SQS and SNS message attributes hold it."""
+    if isinstance(attributes, dict):
+        attribute = attributes.get("traceparent")
+        if isinstance(attribute, dict):
+            value = attribute.get(field)
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
+    """An SQS message's context: the ``traceparent`` message attribute, else one in its body
+    (lambdawrap's producers, or the envelope of an SNS message delivered to the queue), else the
+    ``AWSTraceHeader`` system attribute SQS sets when the sender was traced by X-Ray."""
+    value = _attribute_value(record.get("messageAttributes"), "stringValue") or text_context(record.get("body"))
+    if value is not None:
+        return value, True
+    system = record.get("attributes")
+    if isinstance(system, dict):
+        value = system.get("AWSTraceHeader")
+        if isinstance(value, str):
+            return value, False
+    return NONE
+
+
+def sns_message_context(record: dict) -> Tuple[Optional[str], bool]:
+    """An SNS message's context: the ``traceparent`` message attribute, else one in the message.
+
+    SNS records delivered to Lambda carry no X-Ray header of their own (X-Ray continues SNS
+    traces through the invocation's _X_AMZN_TRACE_ID instead), so only W3C context counts.
+    """
+    sns = record.get("Sns")
+    if not isinstance(sns, dict):
+        return NONE
+    value = _attribute_value(sns.get("MessageAttributes"), "Value") or text_context(sns.get("Message"))
+    return (value, True) if value is not None else NONE
+
+
+def kinesis_record_context(record: dict) -> Tuple[Optional[str], bool]:
+    """A Kinesis record's context: only in its (base64) data, where a producer embedded it."""
+    kinesis = record.get("kinesis")
+    value = base64_context(kinesis.get("data")) if isinstance(kinesis, dict) else None
+    return (value, True) if value is not None else NONE
+
+
+def firehose_record_context(record: dict) -> Tuple[Optional[str], bool]:
+    """A Firehose record's context: in its (base64) data, like Kinesis."""
+    value = base64_context(record.get("data"))
+    return (value, True) if value is not None else NONE
+
+
+def _header_text(value: object) -> Optional[str]:
+    """A header value given as text, as a byte array (Kafka), or as ``{"bytes": [...]}`` (the
+    AMQP strings of RabbitMQ events)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if isinstance(value, list) and len(value) <= _MAX_HEADER_BYTES:
+        try:
+            return bytes(value).decode("latin-1")
+        except (TypeError, ValueError):  # not a list of 0-255 integers
+            return None
+    return None
+
+
+def kafka_record_context(record: dict) -> Tuple[Optional[str], bool]:
+    """A Kafka record's context: its ``traceparent`` header, a list of one-key objects whose
+    values are byte arrays (``[{"traceparent": [48, 48, 45, ...]}]``)."""
+    headers = record.get("headers")
+    if isinstance(headers, list):
+        for header in headers[:_MAX_HEADERS]:
+            if isinstance(header, dict) and "traceparent" in header:
+                value = _header_text(header["traceparent"])
+                return (value, True) if value is not None else NONE
+    return NONE
+
+
+def mq_message_context(message: dict) -> Tuple[Optional[str], bool]:
+    """An ActiveMQ message's context: its ``traceparent`` message property."""
+    properties = message.get("properties")
+    value = properties.get("traceparent") if isinstance(properties, dict) else None
+    return (value, True) if isinstance(value, str) else NONE
+
+
+def rabbitmq_message_context(message: dict) -> Tuple[Optional[str], bool]:
+    """A RabbitMQ message's context: its ``traceparent`` AMQP header."""
+    properties = message.get("basicProperties")
+    headers = properties.get("headers") if isinstance(properties, dict) else None
+    value = _header_text(headers.get("traceparent")) if isinstance(headers, dict) else None
+    return (value, True) if value is not None else NONE

@@ -1,0 +1,251 @@
+"""Recognise what invoked a Lambda function from its event, and describe the invocation the way
+the OpenTelemetry semantic conventions describe FaaS, HTTP server, messaging and database spans
+(the version is lambdawrap.shared.semconv.SEMCONV_VERSION; docs/semantic-conventions.md has the
+table of sources and the choices made where the conventions leave one).
+
+Runs on every invocation inside the user's process, so it is standard library only, cheap to
+import, does bounded work whatever the event's size, and never raises: an event of any shape (any
+JSON value or Python object) is at worst classified as ``"other"``, with nothing else attached.
+
+One module per family of sources: http_sources, messaging_sources, stream_sources,
+eventbridge_sources, data_sources, api_callers and service_callers. This module only dispatches:
+each family's recogniser is tried when the event has the key that family's events always have.
+"""
+
+from __future__ import annotations
+
+from lambdawrap.handler.message_context import payload_context
+from lambdawrap.handler.trace_context import parse_traceparent
+from lambdawrap.handler.triggers import (
+    api_callers,
+    data_sources,
+    eventbridge_sources,
+    http_sources,
+    messaging_sources,
+    service_callers,
+    stream_sources,
+)
+from lambdawrap.handler.triggers.trigger import (
+    ACTIVEMQ,
+    ALB,
+    APIGW_AUTHORIZER,
+    APIGW_HTTP,
+    APIGW_REST,
+    APIGW_WEBSOCKET,
+    APPSYNC,
+    APPSYNC_AUTHORIZER,
+    BEDROCK_AGENT,
+    CLOUDFORMATION,
+    CLOUDFRONT,
+    CLOUDWATCH_ALARM,
+    CLOUDWATCH_LOGS,
+    CODECOMMIT,
+    CODEPIPELINE,
+    CONFIG,
+    DOCUMENTDB,
+    DYNAMODB,
+    EVENTBRIDGE,
+    FAAS_TRIGGER,
+    FIREHOSE,
+    FUNCTION_URL,
+    HTTP_KINDS,
+    IOT,
+    KAFKA,
+    KINDS,
+    KINESIS,
+    OTHER,
+    RABBITMQ,
+    S3,
+    S3_BATCH,
+    S3_OBJECT_LAMBDA,
+    SCHEDULE,
+    SECRETS_MANAGER,
+    SES,
+    SNS,
+    SQS,
+    VPC_LATTICE,
+    Trigger,
+    other,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Optional
+
+__all__ = [
+    "ACTIVEMQ",
+    "ALB",
+    "APIGW_AUTHORIZER",
+    "APIGW_HTTP",
+    "APIGW_REST",
+    "APIGW_WEBSOCKET",
+    "APPSYNC",
+    "APPSYNC_AUTHORIZER",
+    "BEDROCK_AGENT",
+    "CLOUDFORMATION",
+    "CLOUDFRONT",
+    "CLOUDWATCH_ALARM",
+    "CLOUDWATCH_LOGS",
+    "CODECOMMIT",
+    "CODEPIPELINE",
+    "CONFIG",
+    "DOCUMENTDB",
+    "DYNAMODB",
+    "EVENTBRIDGE",
+    "FAAS_TRIGGER",
+    "FIREHOSE",
+    "FUNCTION_URL",
+    "HTTP_KINDS",
+    "IOT",
+    "KAFKA",
+    "KINDS",
+    "KINESIS",
+    "OTHER",
+    "RABBITMQ",
+    "S3",
+    "S3_BATCH",
+    "S3_OBJECT_LAMBDA",
+    "SCHEDULE",
+    "SECRETS_MANAGER",
+    "SES",
+    "SNS",
+    "SQS",
+    "VPC_LATTICE",
+    "Trigger",
+    "detect_trigger",
+    "response_status_code",
+]
+
+_KAFKA_SOURCES = frozenset(("aws:kafka", "SelfManagedKafka"))
+_ACTIVEMQ_SOURCES = frozenset(("aws:mq", "aws:amq"))
+
+
+def _records(records: object) -> Optional[Trigger]:
+    """A ``Records`` batch, told apart by its first record (all records of one event source
+    mapping share a source). Also the list an EventBridge Pipe hands over."""
+    if not isinstance(records, list) or not records or not isinstance(records[0], dict):
+        return None
+    head = records[0]
+    source = head.get("eventSource")
+    if source == "aws:sqs":
+        return messaging_sources.sqs(records, head)
+    if source == "aws:s3":
+        return data_sources.s3(head)
+    if source == "aws:dynamodb":
+        return data_sources.dynamodb(records, head)
+    if source == "aws:kinesis":
+        return stream_sources.kinesis(records, head)
+    if source == "aws:ses":
+        return messaging_sources.ses(records, head)
+    if source == "aws:codecommit":
+        return service_callers.codecommit(head)
+    if head.get("EventSource") == "aws:sns":  # SNS records capitalise their keys
+        return messaging_sources.sns(records, head)
+    if "cf" in head:
+        return http_sources.cloudfront(head)
+    return None
+
+
+def _request_context(event: dict) -> Optional[Trigger]:
+    context = event.get("requestContext")
+    if not isinstance(context, dict):
+        return None
+    if "methodArn" in event or "routeArn" in event:
+        return api_callers.apigw_authorizer(event)
+    if "eventType" in context and "connectionId" in context:
+        return api_callers.websocket(event, context)
+    return http_sources.from_request_context(event, context) or api_callers.appsync_authorizer(event, context)
+
+
+def _lowercase_records(event: dict) -> Optional[Trigger]:
+    if event.get("eventSource") in _KAFKA_SOURCES or "bootstrapServers" in event:
+        return stream_sources.kafka(event)
+    if "deliveryStreamArn" in event:
+        return stream_sources.firehose(event)
+    return None
+
+
+def _activemq(event: dict) -> Optional[Trigger]:
+    # Lambda's documentation writes "aws:mq", the events seen in the SDKs' samples "aws:amq".
+    return stream_sources.activemq(event) if event.get("eventSource") in _ACTIVEMQ_SOURCES else None
+
+
+def _documentdb(event: dict) -> Optional[Trigger]:
+    return data_sources.documentdb(event) if event.get("eventSource") == "aws:docdb" else None
+
+
+# A key every event of a family has, and the family's recogniser, in the order they are tried:
+# the most frequent sources first. Looking a key up costs the same whatever the event's size.
+_BY_KEY = (
+    ("Records", lambda event: _records(event["Records"])),
+    ("requestContext", _request_context),
+    ("detail-type", eventbridge_sources.from_detail_type),
+    ("records", _lowercase_records),
+    ("methodArn", api_callers.apigw_authorizer),
+    ("routeArn", api_callers.apigw_authorizer),
+    ("messages", _activemq),
+    ("rmqMessagesByQueue", stream_sources.rabbitmq),
+    ("events", _documentdb),
+    ("raw_path", http_sources.lattice_v1),
+    ("awslogs", messaging_sources.cloudwatch_logs),
+    ("triggerSource", api_callers.cognito),
+    ("info", api_callers.appsync),
+    ("fieldName", api_callers.appsync),
+    ("RequestType", service_callers.cloudformation),
+    ("Step", service_callers.secrets_rotation),
+    ("invokingEvent", service_callers.config),
+    ("CodePipeline.job", service_callers.codepipeline),
+    ("actionGroup", service_callers.bedrock_agent),
+    ("invocationSchemaVersion", service_callers.s3_batch),
+    ("userRequest", data_sources.s3_object_lambda),
+    ("protocolData", api_callers.iot_authorizer),
+    ("deviceEvent", api_callers.iot_device),
+    ("clickType", api_callers.iot_device),
+    ("alarmData", service_callers.cloudwatch_alarm),
+)
+
+
+def _list_event(event: list) -> Optional[Trigger]:
+    """Events that are JSON arrays: an EventBridge Pipe's batch of records, an AppSync batch."""
+    head = event[0] if event else None
+    if not isinstance(head, dict):
+        return None
+    if "eventSource" in head or "EventSource" in head:
+        return _records(event)
+    return api_callers.appsync(head)
+
+
+def detect_trigger(event: object) -> Trigger:
+    """Classify an invocation event and derive its span attributes, name and kind, the (HTTP)
+    request headers, and the trace context its messages carry.
+
+    Never raises: anything unrecognised, malformed, or not a dict is ``"other"``; an event
+    nothing recognises may still carry a W3C context (a Step Functions input, a direct
+    invocation's payload), which then becomes its parent.
+    """
+    try:
+        if isinstance(event, dict):
+            for key, recognise in _BY_KEY:
+                if key in event:
+                    trigger = recognise(event)
+                    if trigger is not None:
+                        return trigger
+            return other(parse_traceparent(payload_context(event)))
+        if isinstance(event, list):
+            trigger = _list_event(event)
+            if trigger is not None:
+                return trigger
+    except Exception:  # never let tracing break the handler
+        pass
+    return other()
+
+
+def response_status_code(trigger: Trigger, response: object) -> Optional[int]:
+    """The HTTP status code the client gets for ``response``, or ``None`` if not HTTP/unknown."""
+    try:
+        kind = trigger.kind
+        if kind in HTTP_KINDS:
+            return http_sources.response_status(kind, response)
+    except Exception:  # never let tracing break the handler
+        pass
+    return None

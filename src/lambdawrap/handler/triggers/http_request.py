@@ -1,0 +1,179 @@
+"""Reading an HTTP request out of the shapes services hand it over in, and describing it with the
+HTTP server attributes, span name and response status the conventions define.
+
+Every HTTP-shaped source (API Gateway, ALB, function URLs, VPC Lattice, CloudFront) ends in
+`http_trigger`, so the attributes are named and filled in one place.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from lambdawrap.handler.triggers.trigger import MAX_PARSED_CHARS, Trigger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Dict, Optional
+
+# HTTP semantic conventions: http.request.method holds only these exact (case-sensitive)
+# names; anything else becomes "_OTHER" with the original in http.request.method_original.
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+# Real requests carry a few dozen headers and parameters (API Gateway caps them at 10 KB); a
+# forged event with a million of them is read only this far.
+MAX_FIELDS = 256
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+def _joined(values: object) -> Optional[str]:
+    """A header or parameter value that may be a list of values (repeats are joined with ", ",
+    as HTTP combines repeated fields)."""
+    if isinstance(values, str):
+        return values
+    if isinstance(values, list):
+        return ", ".join(v for v in values[:MAX_FIELDS] if isinstance(v, str)) or None
+    return None
+
+
+def request_headers(single: object, multi: object = None) -> Dict[str, str]:
+    """Request headers with lowercased names, from ``{name: value}`` (values may be lists), or
+    from ``{name: [values]}`` when the single-value map is empty (ALB multi-value mode)."""
+    if isinstance(single, dict) and single:
+        if len(single) <= MAX_FIELDS:
+            try:
+                # The usual case, in one fast pass: string names and string values.
+                fast = {name.lower(): value for name, value in single.items() if value.__class__ is str}
+                if len(fast) == len(single):
+                    return fast
+            except AttributeError:
+                pass  # a name that is not a string: take the careful path below
+        source = single
+    elif isinstance(multi, dict):
+        source = multi
+    else:
+        return {}
+    out: Dict[str, str] = {}
+    for name, values in _bounded_items(source):
+        value = _joined(values)
+        if isinstance(name, str) and value:
+            out[name.lower()] = value
+    return out
+
+
+def _bounded_items(mapping: dict):
+    return mapping.items() if len(mapping) <= MAX_FIELDS else islice(mapping.items(), MAX_FIELDS)
+
+
+def query_from_parameters(single: object, multi: object, encode: bool) -> Optional[str]:
+    """A raw query string rebuilt from ``{key: value}`` or ``{key: [values]}`` parameters.
+
+    ``encode``: whether the service decoded the values (API Gateway REST does, so they are
+    percent-encoded again); otherwise they are used as received (ALB).
+    """
+    source = multi if isinstance(multi, dict) and multi else single
+    if not isinstance(source, dict):
+        return None
+    pairs = []
+    for key, values in _bounded_items(source):
+        if not isinstance(key, str):
+            continue
+        if isinstance(values, str):
+            pairs.append((key, values))
+        elif isinstance(values, list):
+            for value in values[:MAX_FIELDS]:
+                if isinstance(value, str):
+                    pairs.append((key, value))
+    if not pairs:
+        return None
+    if encode:
+        return "&".join(quote(k) + "=" + quote(v) for k, v in pairs)
+    return "&".join(k + "=" + v for k, v in pairs)
+
+
+def quote(text: str) -> str:
+    """Percent-encode a query component; most need nothing, and str.strip checks that in C."""
+    if not text.strip(_UNRESERVED):
+        return text
+    # Imported here: only values that need escaping pay for it.
+    from urllib.parse import quote as percent_encode
+
+    return percent_encode(text[:MAX_PARSED_CHARS], safe="")
+
+
+def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
+    """The original client in an ``X-Forwarded-For`` list (its first entry)."""
+    if not forwarded_for:
+        return None
+    return forwarded_for[:MAX_PARSED_CHARS].split(",", 1)[0].strip() or None
+
+
+def protocol_version(protocol: object) -> Optional[str]:
+    """``network.protocol.version`` from ``HTTP/1.1`` or ``HTTP/2.0`` ("1.1", "2")."""
+    if not isinstance(protocol, str) or not protocol.upper().startswith("HTTP/"):
+        return None
+    version = protocol[5:20]
+    return version[:-2] if version in ("2.0", "3.0") else version or None
+
+
+def http_trigger(
+    kind: str,
+    headers: Dict[str, str],
+    method: Optional[str],
+    path: Optional[str],
+    query: Optional[str],
+    scheme: Optional[str],
+    route: Optional[str] = None,
+    server: Optional[str] = None,
+    client: Optional[str] = None,
+    user_agent: Optional[str] = None,
+    protocol: Optional[str] = None,
+) -> Trigger:
+    """An HTTP server span: attributes of the HTTP conventions, named ``{method} {route}``
+    (``{method}`` without a route; ``HTTP`` for methods the conventions do not know)."""
+    attributes: Dict[str, object] = {"faas.trigger": "http"}
+    name_method = "HTTP"
+    if method:
+        if method in KNOWN_METHODS:
+            attributes["http.request.method"] = name_method = method
+        else:
+            attributes["http.request.method"] = "_OTHER"
+            attributes["http.request.method_original"] = method
+    server = server or headers.get("host")
+    # One loop instead of a call per attribute: this runs on every HTTP invocation.
+    for key, value in (
+        ("url.path", path),
+        ("url.query", query),  # redacted by the invocation wrapper, with the configured keys
+        ("url.scheme", scheme),
+        ("http.route", route),
+        ("server.address", server),
+        ("client.address", client or first_hop(headers.get("x-forwarded-for"))),
+        ("user_agent.original", headers.get("user-agent") or user_agent),
+        ("network.protocol.version", protocol_version(protocol)),
+    ):
+        if value.__class__ is str and value:
+            attributes[key] = value
+    if "server.address" in attributes:
+        port = headers.get("x-forwarded-port")
+        if port and len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            attributes["server.port"] = int(port)
+    return Trigger(kind, attributes, headers, span_name=name_method + " " + route if route else name_method)
+
+
+def status_from(value: object) -> Optional[int]:
+    """An HTTP status code from an int, an integral float, or a string of digits."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        code = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            return None
+        code = int(value)
+    elif isinstance(value, str):
+        value = value.strip()
+        # isdecimal() alone would accept non-ASCII digits such as "２００".
+        if not value or len(value) > 3 or not value.isascii() or not value.isdecimal():
+            return None
+        code = int(value)
+    else:
+        return None
+    return code if 100 <= code <= 999 else None

@@ -1,0 +1,20 @@
+"""The OpenTelemetry semantic conventions version lambdawrap's spans follow, and the span kinds.
+
+The handler side names attributes, span names and span kinds as this version says; the
+companion puts its schema URL on the instrumentation scope, so a backend can translate the
+names when the conventions move on. docs/semantic-conventions.md lists the choices taken
+where the conventions leave one.
+"""
+
+from __future__ import annotations
+
+SEMCONV_VERSION = "1.44.0"
+SCHEMA_URL = "https://opentelemetry.io/schemas/" + SEMCONV_VERSION
+
+# Span kinds as the invocation record carries them: the numbering of the OpenTelemetry Python
+# API's SpanKind, which the companion builds from them (and which user spans use too).
+INTERNAL = 0
+SERVER = 1
+CLIENT = 2
+PRODUCER = 3
+CONSUMER = 4

@@ -1,0 +1,224 @@
+"""Tests for lambdawrap.handler.message_context: where each kind of message carries its creator's
+trace context, and that a message of any size is read only so far."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import types
+
+import pytest
+
+from lambdawrap.handler import message_context as mc
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TP2 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+XRAY = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+FILLER = "x" * 10_000
+
+
+def b64(document: object) -> str:
+    text = document if isinstance(document, str) else json.dumps(document)
+    return base64.b64encode(text.encode()).decode()
+
+
+# --- JSON payloads ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        ({"_lambdawrap": {"traceparent": TP, "tracestate": "lw=1"}, "traceparent": TP2}, TP),
+        ({"traceparent": TP2}, TP2),
+        ({"_lambdawrap": {"traceparent": 5}, "traceparent": TP2}, TP2),
+        ({"_lambdawrap": "nope"}, None),
+        ({"detail": {"traceparent": TP}}, None),  # parsed payloads: only the top level counts
+        ([TP], None),
+        (None, None),
+    ],
+)
+def test_payload_context(payload, expected):
+    assert mc.payload_context(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (json.dumps({"order": 1, "traceparent": TP}), TP),
+        (json.dumps({"order": 1, "_lambdawrap": {"traceparent": TP, "tracestate": "a=b"}}), TP),
+        (json.dumps({"traceparent" : TP}, indent=4), TP),
+        # the envelope SNS writes into an SQS body: attributes as {"Type", "Value"} objects
+        (json.dumps({"Type": "Notification", "Message": "m", "MessageAttributes": {"traceparent": {"Type": "String", "Value": TP}}}), TP),
+        # a context inside a JSON string nested in the document is escaped: not this message's
+        (json.dumps({"Message": json.dumps({"traceparent": TP})}), None),
+        (json.dumps({"traceparent": "not a traceparent"}), None),
+        (json.dumps({"traceparent": TP.upper()}), None),
+        ("traceparent", None),
+        ("", None),
+        (None, None),
+        (b'{"traceparent": "%s"}' % TP.encode(), None),
+    ],
+)
+def test_text_context(text, expected):
+    assert mc.text_context(text) == expected
+
+
+def test_text_context_reads_the_two_ends_of_a_large_text_only():
+    head = json.dumps({"traceparent": TP, "filler": FILLER})
+    tail = json.dumps({"filler": FILLER, "_lambdawrap": {"traceparent": TP2}})
+    middle = json.dumps({"filler": FILLER, "traceparent": TP, "more": FILLER})
+    assert mc.text_context(head) == TP
+    assert mc.text_context(tail) == TP2
+    assert mc.text_context(middle) is None  # the price of a bounded cost
+
+
+def test_text_context_window_size(monkeypatch):
+    seen = []
+    monkeypatch.setattr(mc, "_search", lambda window: seen.append(len(window)))
+    mc.text_context("y" * 6_000_000)
+    assert seen and max(seen) <= 2048
+
+
+# --- base64 record data -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b64({"clicks": 1, "traceparent": TP}), TP),
+        (b64({"_lambdawrap": {"traceparent": TP}}), TP),
+        (b64({"filler": FILLER, "_lambdawrap": {"traceparent": TP2}}), TP2),  # at the end of a large record
+        (b64({"filler": FILLER, "traceparent": TP, "more": FILLER}), None),
+        (b64("plain text, not JSON, traceparent"), None),
+        ("!!not base64!!", None),
+        (b64({"traceparent": TP})[:-3], None),  # cut: no longer decodes
+        ("", None),
+        (None, None),
+        (12, None),
+    ],
+)
+def test_base64_context(data, expected):
+    assert mc.base64_context(data) == expected
+
+
+def test_base64_context_decodes_two_windows_at_most(monkeypatch):
+    decoded = []
+
+    def a2b_base64(data):
+        decoded.append(len(data))
+        return binascii.a2b_base64(data)
+
+    monkeypatch.setattr(mc, "binascii", types.SimpleNamespace(a2b_base64=a2b_base64, Error=binascii.Error))
+    # A record without the word is not decoded at all: its base64 text is searched for it.
+    assert mc.base64_context(b64({"filler": "z" * 6_000_000})) is None
+    assert decoded == []
+    # One with the word at both ends (and no valid context) is decoded in two windows only.
+    assert mc.base64_context(b64({"traceparent": 1, "filler": "z" * 6_000_000, "traceparent ": 2})) is None
+    assert len(decoded) == 2 and max(decoded) <= 2732
+
+
+# --- one reader per source --------------------------------------------------------------------
+
+
+def test_sqs_reads_the_attribute_then_the_body_then_the_xray_header():
+    record = {
+        "messageAttributes": {"traceparent": {"stringValue": TP, "dataType": "String"}},
+        "body": json.dumps({"traceparent": TP2}),
+        "attributes": {"AWSTraceHeader": XRAY},
+    }
+    assert mc.sqs_message_context(record) == (TP, True)
+    del record["messageAttributes"]
+    assert mc.sqs_message_context(record) == (TP2, True)
+    record["body"] = "plain"
+    assert mc.sqs_message_context(record) == (XRAY, False)
+    assert mc.sqs_message_context({"attributes": {"AWSTraceHeader": 5}, "body": None}) == (None, False)
+
+
+def test_sns_reads_the_attribute_then_the_message():
+    record = {"Sns": {"MessageAttributes": {"traceparent": {"Type": "String", "Value": TP}}, "Message": json.dumps({"traceparent": TP2})}}
+    assert mc.sns_message_context(record) == (TP, True)
+    record["Sns"]["MessageAttributes"] = {}
+    assert mc.sns_message_context(record) == (TP2, True)
+    assert mc.sns_message_context({"Sns": "x"}) == (None, False)
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ([{"a": [1]}, {"traceparent": list(TP.encode())}], (TP, True)),
+        ([{"traceparent": TP}], (TP, True)),
+        ([{"traceparent": [-123, 5]}], (None, False)),  # not bytes (Java's signed bytes)
+        ([{"traceparent": [0] * 1000}], (None, False)),  # too long to be a traceparent
+        ([{"traceparent": None}], (None, False)),
+        ([{"x": [1]}] * 40 + [{"traceparent": TP}], (None, False)),  # past the headers read
+        ("traceparent", (None, False)),
+        (None, (None, False)),
+    ],
+)
+def test_kafka_record_headers(headers, expected):
+    assert mc.kafka_record_context({"headers": headers}) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [({"bytes": list(TP.encode())}, (TP, True)), (TP, (TP, True)), ({"bytes": "x"}, (None, False)), (7, (None, False))],
+)
+def test_rabbitmq_headers(value, expected):
+    assert mc.rabbitmq_message_context({"basicProperties": {"headers": {"traceparent": value}}}) == expected
+    assert mc.rabbitmq_message_context({"basicProperties": None}) == (None, False)
+
+
+def test_activemq_properties_and_stream_records():
+    assert mc.mq_message_context({"properties": {"traceparent": TP}}) == (TP, True)
+    assert mc.mq_message_context({"properties": [TP]}) == (None, False)
+    assert mc.kinesis_record_context({"kinesis": {"data": b64({"traceparent": TP})}}) == (TP, True)
+    assert mc.kinesis_record_context({"kinesis": None}) == (None, False)
+    assert mc.firehose_record_context({"data": b64({"traceparent": TP})}) == (TP, True)
+    assert mc.firehose_record_context({}) == (None, False)
+
+
+# --- what lambdawrap's producers write, its consumers read -------------------------------------
+
+ENABLED = ("sqs", "sns", "eventbridge", "kinesis", "stepfunctions", "lambda")
+FIELDS = {"traceparent": TP, "tracestate": "lw=1"}
+
+
+def _sent(service: str, operation: str, params: dict) -> dict:
+    """The parameters of an AWS call as lambdawrap's outgoing hook leaves them."""
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    assert aws_carriers.inject(service, operation, params, dict(FIELDS), ENABLED)
+    return params
+
+
+def test_producers_and_consumers_agree():
+    # GIVEN the calls lambdawrap's outgoing hook carries context in, WHEN the services deliver
+    # what was sent (in the shapes their Lambda events have) THEN the consumer finds the context.
+    from lambdawrap.handler.trace_context import client_context_traceparent, parse_traceparent
+    from lambdawrap.handler.triggers import detect_trigger
+
+    expected = parse_traceparent(TP)
+    sqs = _sent("sqs", "SendMessage", {"QueueUrl": "q", "MessageBody": "order 7"})
+    record = {"eventSource": "aws:sqs", "body": sqs["MessageBody"], "messageAttributes": {k: {"stringValue": v["StringValue"], "dataType": v["DataType"]} for k, v in sqs["MessageAttributes"].items()}}
+    assert detect_trigger({"Records": [record]}).links == [expected]
+
+    sns = _sent("sns", "Publish", {"TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": "order 7"})
+    message = {"TopicArn": sns["TopicArn"], "Message": sns["Message"], "MessageAttributes": {k: {"Type": v["DataType"], "Value": v["StringValue"]} for k, v in sns["MessageAttributes"].items()}}
+    assert detect_trigger({"Records": [{"EventSource": "aws:sns", "Sns": message}]}).parent == expected
+
+    entry = _sent("events", "PutEvents", {"Entries": [{"Source": "orders", "DetailType": "placed", "Detail": '{"order": 7}'}]})["Entries"][0]
+    event = {"version": "0", "id": "1", "source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
+    assert detect_trigger(event).parent == expected
+
+    data = _sent("kinesis", "PutRecord", {"StreamName": "s", "PartitionKey": "k", "Data": json.dumps({"order": 7, "filler": FILLER})})["Data"]
+    kinesis = {"eventSource": "aws:kinesis", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s", "kinesis": {"data": b64(data)}}
+    assert detect_trigger({"Records": [kinesis]}).links == [expected]
+
+    execution = _sent("stepfunctions", "StartExecution", {"stateMachineArn": "arn", "input": '{"order": 7}'})
+    assert detect_trigger(json.loads(execution["input"])).parent == expected
+
+    invoke = _sent("lambda", "Invoke", {"FunctionName": "f", "Payload": b"{}"})
+    custom = json.loads(base64.b64decode(invoke["ClientContext"]))["custom"]
+    context = types.SimpleNamespace(client_context=types.SimpleNamespace(custom=custom))
+    assert client_context_traceparent(context) == TP
