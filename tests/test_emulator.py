@@ -17,6 +17,7 @@ import pytest
 
 from conftest import read_jsonl, wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
 
 HANDLER = """
 import json, os, time
@@ -285,7 +286,7 @@ class TestExtensions:
         # Init events happened before the subscription and were replayed.
         init_start = by_type["platform.initStart"][0]["record"]
         assert init_start["phase"] == "init" and init_start["initializationType"] == "on-demand"
-        assert init_start["functionName"] == "orders" and init_start["instanceMaxMemory"] == 128 * 1024 * 1024
+        assert init_start["functionName"] == "orders" and init_start["instanceMaxMemory"] == DEFAULT_MEMORY_MB * 1024 * 1024
         assert by_type["platform.telemetrySubscription"][0]["record"] == {"name": "probe", "state": "Subscribed", "types": ["platform", "function", "extension"]}
         assert by_type["platform.initRuntimeDone"][0]["record"]["status"] == "success"
         assert by_type["platform.extension"][0]["record"] == {"name": "probe", "state": "Ready", "events": ["INVOKE", "SHUTDOWN"]}
@@ -469,7 +470,7 @@ class TestTelemetryDelivery:
 
 def test_out_of_memory_kills_the_runtime(tmp_path):
     task = write_function(tmp_path / "task", "import time\ndef handler(event, context):\n    blocks = []\n    for _ in range(60):\n        blocks.append(bytearray(10 * 1024 * 1024))\n        time.sleep(0.01)\n    return len(blocks)\n")
-    with Emulator(str(task), "app.handler", memory_mb=128, timeout_s=10) as emu:
+    with Emulator(str(task), "app.handler", memory_mb=128, timeout_s=10, cpu_limit=False) as emu:  # about memory: at full speed
         result = emu.invoke({})
         body = result.json()
         assert body["errorType"] == "Runtime.OutOfMemory" and body["errorMessage"].endswith("signal: killed")

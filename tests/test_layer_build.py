@@ -184,7 +184,9 @@ def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_p
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                 "OTEL_SERVICE_NAME": "built-layer",
             }
-            with Emulator(str(task), "app.handler", str(built.out_dir), env=env, python=bare_python, invoke_port=None) as emu:
+            # Not frozen: the span is awaited while the environment lives, and the companion may
+            # still be exporting after its /next (tests/test_limits.py covers freezing).
+            with Emulator(str(task), "app.handler", str(built.out_dir), env=env, python=bare_python, invoke_port=None, freeze=False) as emu:
                 # WHEN it is invoked
                 result = emu.invoke({"hello": "layer"})
                 logs = "\n".join(f"{source}: {line}" for source, line in list(emu.logs))

@@ -13,6 +13,7 @@ import pytest
 from conftest import write_function
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
 
 APP = """
 import json, os, sys, time
@@ -316,7 +317,7 @@ def test_resource_settings_and_per_signal_endpoint(task):
             span = traces_only.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
             assert span["resource"]["service.name"] == "checkout"
             assert span["resource"]["deployment.environment.name"] == "staging" and span["resource"]["team"] == "payments"
-            assert span["resource"]["cloud.region"] == "us-east-1" and span["resource"]["faas.max_memory"] == 128 * 1024 * 1024
+            assert span["resource"]["cloud.region"] == "us-east-1" and span["resource"]["faas.max_memory"] == DEFAULT_MEMORY_MB * 1024 * 1024
         assert invocation_spans(rx) == []  # traces went to their own endpoint
         assert metric_total(rx, "faas.invocations") == 1  # metrics to the general one
 
@@ -334,7 +335,9 @@ def test_grpc_export(task):
 
 def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
     task = write_function(tmp_path / "task", "import time\ndef handler(event, context):\n    blocks = []\n    for _ in range(60):\n        blocks.append(bytearray(10 * 1024 * 1024))\n        time.sleep(0.01)\n    return len(blocks)\n")
-    with instrumented(task, memory_mb=128, timeout_s=10) as (emu, rx):
+    # About memory, not CPU: at 128 MB's CPU share the companion could not load the SDK
+    # before the shutdown deadline, and the span would wait for the next environment.
+    with instrumented(task, memory_mb=128, timeout_s=10, cpu_limit=False) as (emu, rx):
         result = emu.invoke({})
         assert result.json()["errorType"] == "Runtime.OutOfMemory"
         span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=15)[0]

@@ -138,7 +138,9 @@ def _collector(group: Group) -> Iterator[Any]:
 
 
 def _run(group: Group, env: dict, opt_dir: str, python: str | None) -> Run:
-    emu = Emulator(str(FUNCTIONS / group.function), group.handler, opt_dir, env=env, timeout_s=group.timeout_s, memory_mb=group.memory_mb, invoke_port=None, python=python)
+    # CPU unlimited: the groups are about behaviour, and a small size (crashes: 256 MB, for its
+    # out-of-memory scenario) would leave the companion too little CPU for its shutdown deadline.
+    emu = Emulator(str(FUNCTIONS / group.function), group.handler, opt_dir, env=env, timeout_s=group.timeout_s, memory_mb=group.memory_mb, invoke_port=None, python=python, cpu_limit=False)
     results = []
     runtime_dirs = []
     with emu:

@@ -45,6 +45,11 @@ class Listener(BaseHTTPRequestHandler):
 
 def main():
     events = os.environ.get("PROBE_EVENTS", "INVOKE,SHUTDOWN").split(",")
+    schema = os.environ.get("PROBE_SCHEMA", "2022-12-13")
+    if os.environ.get("PROBE_FIRST_TRY_EVENTS"):
+        # A registration the platform may refuse, answered before the real one.
+        tried = call("POST", "/2020-01-01/extension/register", {"events": os.environ["PROBE_FIRST_TRY_EVENTS"].split(",")}, {"Lambda-Extension-Name": NAME})
+        record("first-try", status=tried[0], body=tried[2])
     status, headers, body = call("POST", "/2020-01-01/extension/register", {"events": [e for e in events if e]}, {"Lambda-Extension-Name": NAME, "Lambda-Extension-Accept-Feature": "accountId"})
     ext_id = headers.get("Lambda-Extension-Identifier")
     record("register", status=status, body=body, env=dict(os.environ), pid=os.getpid())
@@ -57,11 +62,13 @@ def main():
         "no-port": {"schemaVersion": "2022-12-13", "types": ["platform"], "destination": {"protocol": "HTTP", "URI": "http://sandbox/"}},
         "small-buffer": {"schemaVersion": "2022-12-13", "types": ["platform"], "buffering": {"maxItems": 5}, "destination": {"protocol": "HTTP", "URI": "http://sandbox:9/"}},
     }
+    if schema != "2022-12-13":
+        bad["older-schema"] = {"schemaVersion": "2022-12-13", "types": ["platform"], "destination": {"protocol": "HTTP", "URI": "http://sandbox:9/"}}
     answers = {name: call("PUT", "/2022-07-01/telemetry", body, {"Lambda-Extension-Identifier": ext_id}) for name, body in bad.items()}
     answers["malformed"] = call("PUT", "/2022-07-01/telemetry", headers={"Lambda-Extension-Identifier": ext_id}, raw=b"{not json")
     record("bad-subscriptions", answers={k: [v[0], v[2]] for k, v in answers.items()})
     if os.environ.get("PROBE_SUBSCRIBE", "1") == "1":
-        sub = {"schemaVersion": "2022-12-13", "types": ["platform", "function", "extension"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{server.server_address[1]}/"}}
+        sub = {"schemaVersion": schema, "types": ["platform", "function", "extension"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{server.server_address[1]}/"}}
         status, _, body = call("PUT", "/2022-07-01/telemetry", sub, {"Lambda-Extension-Identifier": ext_id})
         record("subscribe", status=status, body=body)
     print("probe extension ready", flush=True)

@@ -6,11 +6,14 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
 from lambdawrap.devtools.local.stack import EXAMPLES, SOURCE_LAYER, RunConfig, local_stack
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 LAYER = SOURCE_LAYER
 EVENTS = EXAMPLES / "events"
+# What a test may set besides the timeout and the memory size (see Emulator).
+LIMIT_ARGS = ("cpu_limit", "init_cpu", "max_concurrency")
 
 
 @contextlib.contextmanager
@@ -23,8 +26,13 @@ def instrumented(task_dir: Path, handler: str = "app.handler", *, env: Mapping[s
         layer_dir=Path(layer),
         otlp_endpoint=receiver.endpoint if receiver is not None else None,
         timeout_s=emulator_args.pop("timeout_s", 3.0),
-        memory_mb=emulator_args.pop("memory_mb", 128),
+        memory_mb=emulator_args.pop("memory_mb", DEFAULT_MEMORY_MB),
+        # Not frozen unless a test asks: these tests read the collector while the environment
+        # lives, and the companion may still be exporting after its /next, which freezing
+        # would hold until the next event (tests/test_limits.py covers freezing).
+        freeze=emulator_args.pop("freeze", False),
         invoke_port=emulator_args.pop("invoke_port", None),
+        **{name: emulator_args.pop(name) for name in LIMIT_ARGS if name in emulator_args},
     )
     assert not emulator_args, f"unsupported emulator arguments: {emulator_args}"
     with local_stack(config) as (emu, own_receiver, _moto):

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from lambdawrap.devtools.command_line import env_pair, wait_for_stop
+from lambdawrap.devtools.command_line import add_limit_options, env_pair, limit_arguments, wait_for_stop
+from lambdawrap.devtools.emulator.limits import FULL_CORE_MB, MAX_MEMORY_MB
 from lambdawrap.devtools.local.stack import EXAMPLES, SOURCE_LAYER, LocalError, RunConfig, local_stack
 
 PROGRESS_EVERY = 10
+LAMBDA_DEFAULT_MEMORY_MB = 128
 
 
 def _examples() -> list:
@@ -72,6 +74,7 @@ def _config(args: argparse.Namespace) -> tuple:
         memory_mb=args.memory,
         moto_seed=seed,
         invoke_port=getattr(args, "port", None),
+        **limit_arguments(args),
     )
     return config, _load_event(event)
 
@@ -104,7 +107,22 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         else:
             print("no layer: nothing instrumented (--no-layer)")
         print("\n".join(summary(results, list(reports.values()))))
+        print(size_note(config, emu.sandbox.state.limits.unavailable))
     return 0
+
+
+def size_note(config: RunConfig, limits_unavailable: str | None) -> str:
+    """Which size the run had, and how to see it at Lambda's default size."""
+    memory_mb = config.memory_mb
+    if limits_unavailable:
+        return f"ran at {memory_mb} MB without Lambda's CPU and memory limits ({limits_unavailable})"
+    if config.max_concurrency or not config.cpu_limit:
+        return f"ran at {memory_mb} MB, CPU not limited"
+    share = min(memory_mb, MAX_MEMORY_MB) / FULL_CORE_MB
+    note = f"ran at {memory_mb} MB: {share:.0%} of a vCPU, as Lambda gives it"
+    if memory_mb != LAMBDA_DEFAULT_MEMORY_MB:
+        note += f"; to see it at Lambda's default size, add --memory {LAMBDA_DEFAULT_MEMORY_MB} ({LAMBDA_DEFAULT_MEMORY_MB / FULL_CORE_MB:.0%} of a vCPU)"
+    return note
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -125,7 +143,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handler", help="handler, e.g. app.handler")
     parser.add_argument("--event", help="event file, or a sample name (apigw-rest, sqs, ...)")
     parser.add_argument("--timeout", type=float, default=3.0, help="function timeout, seconds (default 3)")
-    parser.add_argument("--memory", type=int, default=128, help="memory size, MB (default 128)")
+    add_limit_options(parser)
     parser.add_argument("--env", type=env_pair, action="append", default=[], metavar="KEY=VALUE", help="function environment variable (repeatable)")
     parser.add_argument("--layer", help="layer folder (default: the development layer of this checkout)")
     parser.add_argument("--no-layer", action="store_true", help="run without lambdawrap, for comparison")

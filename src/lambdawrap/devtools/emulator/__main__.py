@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lambdawrap.devtools.command_line import env_pair, wait_for_stop
+from lambdawrap.devtools.command_line import add_limit_options, env_pair, limit_arguments, wait_for_stop
 from lambdawrap.devtools.emulator.emulator import Emulator
 
 
@@ -19,12 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", help="layer folder (plays /opt)")
     parser.add_argument("--port", type=int, default=9000, help="invoke endpoint port (default 9000)")
     parser.add_argument("--timeout", type=float, default=3.0, help="function timeout in seconds")
-    parser.add_argument("--memory", type=int, default=128, help="memory size in MB")
+    add_limit_options(parser)
     parser.add_argument("--env", type=env_pair, action="append", default=[], metavar="KEY=VALUE", help="function environment variable (repeatable)")
     args = parser.parse_args(argv)
 
     try:
-        emulator = Emulator(args.function, args.handler, args.layer, env=dict(args.env), timeout_s=args.timeout, memory_mb=args.memory, invoke_port=args.port, echo=sys.stdout)
+        emulator = Emulator(args.function, args.handler, args.layer, env=dict(args.env), timeout_s=args.timeout, memory_mb=args.memory, invoke_port=args.port, echo=sys.stdout, **limit_arguments(args))
         emulator.start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)

@@ -10,7 +10,26 @@ from lambdawrap.devtools.emulator.api_server import ApiError
 from lambdawrap.devtools.emulator.platform_reports import emit_runtime_done, response_status
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
 from lambdawrap.devtools.emulator.state import MAX_EXTENSIONS, MAX_PAYLOAD_BYTES, Extension, Invocation, Outcome, error_body, sanitize_error_type
-from lambdawrap.devtools.emulator.telemetry import Subscription
+from lambdawrap.devtools.emulator.telemetry import MANAGED_INSTANCES_SCHEMA_VERSIONS, SCHEMA_VERSIONS, Subscription
+
+
+def record_response(state: SandboxState, inv: Invocation, outcome: Outcome) -> None:
+    """Record what the runtime posted for `inv` (under `state.cv`): a second post is refused, and
+    a response over the payload limit becomes the caller's error while the runtime gets 413."""
+    if inv.response is not None:
+        raise ApiError(403, "InvalidStateTransition", "State transition from ResponseSent to ResponseSent failed")
+    inv.response_at = time.monotonic()
+    if len(outcome.body) > MAX_PAYLOAD_BYTES:
+        size = len(outcome.body)
+        inv.response = Outcome(
+            error_body("Function.ResponseSizeTooLarge", f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."),
+            function_error=True,
+            error_type="Function.ResponseSizeTooLarge",
+        )
+        state.cv.notify_all()
+        raise ApiError(413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).")
+    inv.response = outcome
+    state.cv.notify_all()
 
 
 class ApiCalls:
@@ -55,20 +74,7 @@ class ApiCalls:
             inv = state.current
             if inv is None or inv.request_id != request_id:
                 raise ApiError(400, "InvalidRequestID", f"Invalid request ID: {request_id}")
-            if inv.response is not None:
-                raise ApiError(403, "InvalidStateTransition", "State transition from ResponseSent to ResponseSent failed")
-            inv.response_at = time.monotonic()
-            if len(outcome.body) > MAX_PAYLOAD_BYTES:
-                size = len(outcome.body)
-                inv.response = Outcome(
-                    error_body("Function.ResponseSizeTooLarge", f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."),
-                    function_error=True,
-                    error_type="Function.ResponseSizeTooLarge",
-                )
-                state.cv.notify_all()
-                raise ApiError(413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).")
-            inv.response = outcome
-            state.cv.notify_all()
+            record_response(state, inv, outcome)
 
     def runtime_init_error(self, error_type: str | None, body: bytes) -> None:
         """Runtime API init/error: the runtime's init failed; the body is what the caller gets."""
@@ -81,6 +87,9 @@ class ApiCalls:
     def extension_register(self, name: str, events: list, account_id_feature: bool) -> tuple[str, dict]:
         """Extensions API register: returns the new identifier and the function's details."""
         state = self._state
+        if state.config.managed_instances and "INVOKE" in events:
+            # Managed Instances send no INVOKE events: extensions may subscribe to SHUTDOWN only.
+            raise ApiError(403, "Extension.InvalidEventType", "INVOKE: ErrorInvalidEventType")
         with state.cv:
             if not state.registration_open:
                 raise ApiError(403, "Extension.RegistrationClosed", "Extension registration closed already")
@@ -169,6 +178,6 @@ class ApiCalls:
         with state.cv:
             if not state.subscriptions_open:
                 raise ApiError(403, "Telemetry.SubscriptionClosed", "subscriptions are closed after init")
-        subscription = Subscription.parse(body)
+        subscription = Subscription.parse(body, MANAGED_INSTANCES_SCHEMA_VERSIONS if state.config.managed_instances else SCHEMA_VERSIONS)
         state.bus.subscribe(ext.name, subscription)
         state.bus.platform("telemetrySubscription", {"name": ext.name, "state": "Subscribed", "types": list(subscription.types)})

@@ -15,9 +15,10 @@ import threading
 from typing import Any, Callable, Mapping, TextIO
 
 from lambdawrap.devtools.emulator.apis import PlatformApi
-from lambdawrap.devtools.emulator.environment import FunctionConfig
+from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB, FunctionConfig
 from lambdawrap.devtools.emulator.api_server import ApiError, ApiServer, Reply, RequestContext
 from lambdawrap.devtools.emulator.init_phase import InitFailure
+from lambdawrap.devtools.emulator.limits import DEFAULT_INIT_CPU, LimitSettings
 from lambdawrap.devtools.emulator.runtime_files import write_runtime_dir
 from lambdawrap.devtools.emulator.sandbox import Sandbox
 from lambdawrap.devtools.emulator.state import InvokeResult
@@ -25,6 +26,7 @@ from lambdawrap.devtools.emulator.telemetry import TelemetryBus
 
 INVOKE_PATH_PREFIX = "/2015-03-31/functions/"
 INVOKE_PATH_SUFFIX = "/invocations"
+MAX_CONCURRENCY = 1600  # PerExecutionEnvironmentMaxConcurrency
 
 
 class Emulator:
@@ -33,6 +35,12 @@ class Emulator:
     The layer folder plays /opt and the task folder /var/task. The runtime is the real
     awslambdaric, started through AWS_LAMBDA_EXEC_WRAPPER as the managed bootstrap does.
     Use as a context manager; `invoke()` from Python, or POST to `invoke_url`.
+
+    Where the machine allows (root, cgroups), the environment gets what Lambda enforces:
+    memory/1769 of a core during invocations (`cpu_limit`; during init as `init_cpu` says),
+    one memory limit for the runtime and the extensions, freezing between invocations
+    (`freeze`). `max_concurrency=N` runs it as a Lambda Managed Instances environment: N
+    runtime workers, concurrent invocations, never frozen.
     """
 
     def __init__(
@@ -43,15 +51,22 @@ class Emulator:
         *,
         env: Mapping[str, str] | None = None,
         timeout_s: float = 3.0,
-        memory_mb: int = 128,
+        memory_mb: int = DEFAULT_MEMORY_MB,
         function_name: str = "function",
         init_timeout_s: float = 10.0,
         region: str = "us-east-1",
         python: str | None = None,
         invoke_port: int | None = 0,
         echo: TextIO | Callable[[str, str], None] | None = None,
+        cpu_limit: bool = True,
+        freeze: bool = True,
+        init_cpu: str = DEFAULT_INIT_CPU,
+        max_concurrency: int | None = None,
     ) -> None:
         python = python or sys.executable
+        if max_concurrency is not None and not 1 <= max_concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}")
+        self.limit_settings = LimitSettings(cpu_limit=cpu_limit, freeze=freeze, init_cpu=init_cpu)
         self.config = FunctionConfig(
             task_dir=os.path.abspath(task_dir),
             handler=handler,
@@ -63,6 +78,7 @@ class Emulator:
             region=region,
             env=dict(env or {}),
             python=python,
+            max_concurrency=max_concurrency,
         )
         self._invoke_port = invoke_port
         self._echo = echo
@@ -89,7 +105,7 @@ class Emulator:
             execution_env=f"AWS_Lambda_python{version}",
             opt_dir=self.config.opt_dir or os.path.join(self._runtime_dir, "opt"),
         )
-        self.sandbox = Sandbox(self.config, self.bus, self._log, bootstrap, self._runtime_dir, f"python:{version}")
+        self.sandbox = Sandbox(self.config, self.bus, self._log, bootstrap, self._runtime_dir, f"python:{version}", self.limit_settings)
         self._api = ApiServer(PlatformApi(self.sandbox))
         self._api.start("emulator-platform-api")
         self.sandbox.api_address = f"127.0.0.1:{self._api.port}"
@@ -143,12 +159,9 @@ class Emulator:
         return self.sandbox.invoke(payload, trace_header=trace_header, client_context=context)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until the current invoke phase (extensions, report, any reset) has ended."""
-        lock = self.sandbox.state.invoke_lock
-        if lock.acquire(timeout=timeout):
-            lock.release()
-            return True
-        return False
+        """Wait until the current invoke phase (extensions, report, any reset) has ended; with
+        max_concurrency, until no invocation is in flight and every worker is idle."""
+        return self.sandbox.wait_idle(timeout)
 
     def records(self, record_type: str | None = None) -> list[dict]:
         """Telemetry records emitted so far, optionally of one type (e.g. 'platform.report')."""

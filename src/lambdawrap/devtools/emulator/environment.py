@@ -18,10 +18,13 @@ _HIDDEN_FROM_EXTENSIONS = frozenset(
         "AWS_XRAY_DAEMON_ADDRESS",
         "LAMBDA_RUNTIME_DIR",
         "LAMBDA_TASK_ROOT",
+        "AWS_LAMBDA_MAX_CONCURRENCY",  # the runtime's alone, on Managed Instances
     }
 )
 # The platform owns these; a customer value cannot replace them.
-_RESERVED = frozenset({"AWS_LAMBDA_RUNTIME_API", "_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"})
+_RESERVED = frozenset({"AWS_LAMBDA_RUNTIME_API", "_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_MAX_CONCURRENCY"})
+MANAGED_INSTANCES_INIT_LIMIT_S = 130.0
+DEFAULT_MEMORY_MB = 1769  # a full vCPU: emulated functions run at full speed unless asked otherwise
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "ASIAEMULATOREXAMPLE0",
     "AWS_SECRET_ACCESS_KEY": "emulator/secret/access/key/example0000000",
@@ -38,13 +41,27 @@ class FunctionConfig:
     layer_dir: str | None = None
     function_name: str = "function"
     function_version: str = "$LATEST"
-    memory_mb: int = 128
+    memory_mb: int = DEFAULT_MEMORY_MB
     timeout_s: float = 3.0
     init_timeout_s: float = 10.0
     region: str = "us-east-1"
     account_id: str = "012345678912"
     env: Mapping[str, str] = field(default_factory=dict)
     python: str = ""
+    max_concurrency: int | None = None  # Lambda Managed Instances: requests per environment
+
+    @property
+    def managed_instances(self) -> bool:
+        return self.max_concurrency is not None
+
+    @property
+    def initialization_type(self) -> str:
+        return "lambda-managed-instances" if self.managed_instances else "on-demand"
+
+    @property
+    def init_limit_s(self) -> float:
+        """How long init may take: max(130 s, the function timeout) on Managed Instances."""
+        return max(MANAGED_INSTANCES_INIT_LIMIT_S, self.timeout_s) if self.managed_instances else self.init_timeout_s
 
     @property
     def function_arn(self) -> str:
@@ -82,7 +99,7 @@ def runtime_environment(config: FunctionConfig, api_address: str, runtime_dir: s
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.function_name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": stream_name,
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": config.initialization_type,
         "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000",
         "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         **_FAKE_CREDENTIALS,
@@ -90,6 +107,10 @@ def runtime_environment(config: FunctionConfig, api_address: str, runtime_dir: s
     for key, value in config.env.items():
         if key not in _RESERVED:
             env[key] = _opt_path(value, opt) if key == "AWS_LAMBDA_EXEC_WRAPPER" else value
+    if config.managed_instances:
+        # RIC forks this many workers; Managed Instances logs are always JSON.
+        env["AWS_LAMBDA_MAX_CONCURRENCY"] = str(config.max_concurrency)
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
     env.update(
         {
             "AWS_LAMBDA_RUNTIME_API": api_address,

@@ -15,6 +15,7 @@ from lambdawrap.devtools.emulator.processes import ManagedProcess
 from lambdawrap.devtools.emulator.reset import reset_environment
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
 from lambdawrap.devtools.emulator.state import Extension, error_body
+from lambdawrap.devtools.emulator.worker_logs import SOCKET_ENV as WORKER_LOG_SOCKET_ENV
 
 
 class InitFailure(Exception):
@@ -36,6 +37,7 @@ class InitPhase:
         self._runtime_dir = runtime_dir
         self._runtime_version = runtime_version
         self.api_address = ""  # set by the emulator once the API server listens
+        self.worker_log_socket: str | None = None  # Managed Instances: where workers send their output
 
     def run_proactive(self) -> None:
         """Initialize eagerly (proactive init); raises InitFailure if it fails."""
@@ -46,6 +48,8 @@ class InitPhase:
                 except InitFailure:
                     reset_environment(self._state, "failure")
                     raise
+                if not self._state.config.managed_instances:
+                    self._state.freeze()  # ready, and waiting for its first event
 
     def run(self, request_id: str) -> None:
         """Initialize for an invocation (or a proactive init); raises InitFailure if it fails."""
@@ -66,9 +70,11 @@ class InitPhase:
         config = state.config
         state.init_count += 1
         started = time.monotonic()
-        deadline = started + (config.init_timeout_s if phase == "init" else config.timeout_s)
+        deadline = started + (config.init_limit_s if phase == "init" else config.timeout_s)
         state.instance_id = secrets.token_hex(16)
         runtime_env = runtime_environment(config, self.api_address, self._runtime_dir, log_stream_name())
+        if self.worker_log_socket:
+            runtime_env[WORKER_LOG_SOCKET_ENV] = self.worker_log_socket
         with state.cv:
             state.registration_open = True
             state.subscriptions_open = True
@@ -78,12 +84,13 @@ class InitPhase:
             state.launched = []
             state.extensions = {}
             state.runtime = None
-            state.runtime_peak_kb = 0
+            state.pool.clear()
+        state.limits.environment_starting(state.note_out_of_memory)
         state.bus.start_init_replay()
         state.bus.platform(
             "initStart",
             {
-                "initializationType": "on-demand",
+                "initializationType": config.initialization_type,
                 "phase": phase,
                 "runtimeVersion": self._runtime_version,
                 "functionName": config.function_name,
@@ -99,7 +106,7 @@ class InitPhase:
                     raise InitFailure("Sandbox.Timedout", error_body("Sandbox.Timedout", f"RequestId: {request_id} Error: extensions did not register in time"), "timeout")
                 self._check_extensions(request_id)
             state.runtime = ManagedProcess(
-                [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self._runtime_line, on_exit=state.notify, name="runtime"
+                [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self.runtime_line, on_exit=state.notify, name="runtime", preexec=state.limits.placement()
             )
             with state.cv:
                 state.wait(lambda: state.runtime_ready or state.runtime.exited() or state.fatal is not None or self._crashed_extension() is not None, deadline)
@@ -122,6 +129,7 @@ class InitPhase:
             self._end(phase, started, failure.status, failure.error_type)
             raise
         self._end(phase, started, "success", None)
+        state.limits.init_succeeded()
         state.pending_init_duration = to_ms(time.monotonic() - started)
 
     def _end(self, phase: str, started: float, status: str, error_type: str | None) -> None:
@@ -131,7 +139,8 @@ class InitPhase:
             state.subscriptions_open = False
             state.registration_open = False
             extensions = list(state.extensions.values()) + [e for e in state.launched if e.id is None]
-        done = {"initializationType": "on-demand", "phase": phase, "status": status}
+        init_type = state.config.initialization_type
+        done = {"initializationType": init_type, "phase": phase, "status": status}
         if error_type:
             done["errorType"] = error_type
         state.bus.platform("initRuntimeDone", done)
@@ -139,7 +148,7 @@ class InitPhase:
             state.bus.platform("extension", ext.record())
             state.platform_line(f"EXTENSION\tName: {ext.name}\tState: {ext.state}\tEvents: [{','.join(sorted(ext.events))}]")
         duration = to_ms(time.monotonic() - started)
-        state.bus.platform("initReport", {"initializationType": "on-demand", "phase": phase, "metrics": {"durationMs": duration}})
+        state.bus.platform("initReport", {"initializationType": init_type, "phase": phase, "metrics": {"durationMs": duration}})
         line = f"INIT_REPORT Init Duration: {duration:.2f} ms\tPhase: {phase}\tStatus: {status}"
         state.platform_line(line + (f"\tError Type: {error_type}" if error_type else ""))
         state.bus.stop_init_replay()
@@ -157,7 +166,7 @@ class InitPhase:
             with state.cv:
                 state.launched.append(ext)
             try:
-                ext.process = ManagedProcess([path], env=env, cwd="/", on_line=self._extension_line, on_exit=state.notify, name=name)
+                ext.process = ManagedProcess([path], env=env, cwd="/", on_line=self._extension_line, on_exit=state.notify, name=name, preexec=state.limits.placement())
             except OSError as exc:
                 ext.state = "LaunchError"
                 ext.error_type = "PermissionDenied" if isinstance(exc, PermissionError) else "UnknownError"
@@ -189,7 +198,8 @@ class InitPhase:
             detail = state.runtime.exit_description()
             raise InitFailure("Runtime.ExitError", error_body("Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited with error: {detail}"))
 
-    def _runtime_line(self, stream: str, line: str) -> None:
+    def runtime_line(self, stream: str, line: str) -> None:
+        """A line of the function's output: a `function` record and a log line."""
         self._state.bus.emit("function", "function", line)
         self._state.log("function", line)
 

@@ -34,9 +34,9 @@ class InvokePhase:
         state = self._state
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            message = f"Request payload size ({len(payload)} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."
-            return self._result(request_id, started, 413, error_body("RequestEntityTooLarge", message), function_error=False)
+        too_large = oversized_request(payload)
+        if too_large is not None:
+            return self._result(request_id, started, 413, too_large, function_error=False)
         state.invoke_lock.acquire()
         handed_over = False
         try:
@@ -49,10 +49,18 @@ class InvokePhase:
                     reset_environment(state, "failure")
                     return self._result(request_id, started, 200, failure.body)
             inv = self._dispatch(request_id, payload, trace_header, client_context, tenant_id)
-            threading.Thread(target=self._enforce_memory, args=(inv, state.runtime), name="memory-limit", daemon=True).start()
+            if not state.limits.enforced:
+                threading.Thread(target=self._enforce_memory, args=(inv, state.runtime), name="memory-limit", daemon=True).start()
             with state.cv:
-                state.wait(lambda: inv.response is not None or state.runtime_dead() or state.fatal is not None, inv.deadline)
-            if inv.response is not None:
+                state.wait(lambda: inv.response is not None or state.runtime_dead() or state.fatal is not None or state.out_of_memory == request_id, inv.deadline)
+            state.limits.out_of_memory()  # a kill the watcher has not reported yet
+            if state.out_of_memory == request_id:
+                # The kernel killed a process of the environment (an extension counts too): the
+                # invocation fails and the environment is reset.
+                detail = state.runtime.exit_description() if state.runtime_dead() else "signal: killed"
+                result = self._result(request_id, started, 200, error_body("Runtime.OutOfMemory", f"RequestId: {request_id} Error: Runtime exited with error: {detail}"))
+                mode = "crash"
+            elif inv.response is not None:
                 outcome = inv.response
                 result = self._result(request_id, started, 200, outcome.body, function_error=outcome.function_error, content_type=outcome.content_type)
                 mode = "respond"
@@ -60,8 +68,7 @@ class InvokePhase:
                 message = f"RequestId: {request_id} Error: Runtime exited with error: {state.runtime.exit_description()}"
                 if state.runtime.returncode == 0:
                     message = f"RequestId: {request_id} Error: Runtime exited without providing a reason"
-                error_type = "Runtime.OutOfMemory" if state.out_of_memory == request_id else "Runtime.ExitError"
-                result = self._result(request_id, started, 200, error_body(error_type, message))
+                result = self._result(request_id, started, 200, error_body("Runtime.ExitError", message))
                 mode = "crash"
             elif state.fatal is not None:
                 result = self._result(request_id, started, 200, error_body(state.fatal, f"RequestId: {request_id} Error: {state.fatal}"))
@@ -80,27 +87,13 @@ class InvokePhase:
                 state.invoke_lock.release()
 
     def _result(self, request_id: str, started: float, status: int, body: bytes, *, function_error: bool = True, content_type: str = "application/json") -> InvokeResult:
-        """What the caller gets: the body, with the invoke endpoint's headers."""
-        headers = {"Content-Type": content_type, "X-Amzn-RequestId": request_id, "X-Amz-Executed-Version": self._state.config.function_version}
-        if function_error and status == 200:
-            headers["X-Amz-Function-Error"] = "Unhandled"
-        return InvokeResult(request_id, status, body, headers, (time.monotonic() - started) * 1000)
+        return caller_result(self._state.config.function_version, request_id, started, status, body, function_error=function_error, content_type=content_type)
 
     def _dispatch(self, request_id: str, payload: bytes, trace_header: str | None, client_context: str | None, tenant_id: str | None) -> Invocation:
         """Make the invocation current and queue its INVOKE for the runtime and the extensions."""
         state = self._state
-        now = time.time()
-        inv = Invocation(
-            request_id=request_id,
-            payload=payload,
-            deadline_ms=int((now + state.config.timeout_s) * 1000),
-            deadline=time.monotonic() + state.config.timeout_s,
-            trace_header=trace_header or _new_xray_header(now),
-            client_context=client_context,
-            tenant_id=tenant_id,
-            init_duration_ms=state.pending_init_duration,
-        )
-        state.pending_init_duration = None
+        state.thaw()
+        inv = new_invocation(state, request_id, payload, trace_header, client_context, tenant_id)
         event = {"eventType": "INVOKE", "deadlineMs": inv.deadline_ms, "requestId": request_id, "invokedFunctionArn": state.config.function_arn, "tracing": inv.tracing()}
         with state.cv:
             state.current = inv
@@ -123,16 +116,24 @@ class InvokePhase:
             if mode == "respond":
                 with state.cv:
                     completed = state.wait(
-                        lambda: (inv.runtime_done_at is not None and not inv.ext_pending) or state.runtime_dead() or state.fatal is not None or self._pending_ext_died(inv),
+                        lambda: (inv.runtime_done_at is not None and not inv.ext_pending)
+                        or state.runtime_dead()
+                        or state.fatal is not None
+                        or self._pending_ext_died(inv)
+                        or state.out_of_memory == inv.request_id,
                         inv.deadline,
                     )
                     runtime_done = inv.runtime_done_at is not None
-                if completed and runtime_done and not inv.ext_pending and state.fatal is None:
+                out_of_memory = state.limits.out_of_memory() or state.out_of_memory == inv.request_id
+                if completed and runtime_done and not inv.ext_pending and state.fatal is None and not out_of_memory:
                     emit_report(state, inv, *response_status(inv))
                     with state.cv:
                         state.current = None
+                    state.freeze()  # the runtime and every extension are done: nothing runs until the next event
                     return
-                if not completed:
+                if out_of_memory:
+                    status, error_type, reason = "error", "Runtime.OutOfMemory", "failure"
+                elif not completed:
                     status, error_type, reason = "timeout", "Sandbox.Timedout", "timeout"
                 elif state.runtime_dead() and not runtime_done:
                     status, error_type, reason = "error", "Runtime.ExitError", "failure"
@@ -172,8 +173,49 @@ class InvokePhase:
                 return
             time.sleep(MEMORY_SAMPLE_S)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the current invoke phase (extensions, report, any reset) has ended."""
+        lock = self._state.invoke_lock
+        if lock.acquire(timeout=timeout):
+            lock.release()
+            return True
+        return False
+
     def _pending_ext_died(self, inv: Invocation) -> bool:
         return any(e.process is not None and e.process.exited() for e in self._state.extensions.values() if e.id in inv.ext_pending)
+
+
+def oversized_request(payload: bytes) -> bytes | None:
+    """The 413 body for a request over the payload limit (never handed to the runtime)."""
+    if len(payload) <= MAX_PAYLOAD_BYTES:
+        return None
+    return error_body("RequestEntityTooLarge", f"Request payload size ({len(payload)} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).")
+
+
+def caller_result(function_version: str, request_id: str, started: float, status: int, body: bytes, *, function_error: bool = True, content_type: str = "application/json") -> InvokeResult:
+    """What the caller gets: the body, with the invoke endpoint's headers."""
+    headers = {"Content-Type": content_type, "X-Amzn-RequestId": request_id, "X-Amz-Executed-Version": function_version}
+    if function_error and status == 200:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+    return InvokeResult(request_id, status, body, headers, (time.monotonic() - started) * 1000)
+
+
+def new_invocation(state: SandboxState, request_id: str, payload: bytes, trace_header: str | None, client_context: str | None, tenant_id: str | None) -> Invocation:
+    """An invocation starting now, its deadline the function timeout away; it carries the
+    duration of the init that preceded it, if any."""
+    now = time.time()
+    inv = Invocation(
+        request_id=request_id,
+        payload=payload,
+        deadline_ms=int((now + state.config.timeout_s) * 1000),
+        deadline=time.monotonic() + state.config.timeout_s,
+        trace_header=trace_header or _new_xray_header(now),
+        client_context=client_context,
+        tenant_id=tenant_id,
+        init_duration_ms=state.pending_init_duration,
+    )
+    state.pending_init_duration = None
+    return inv
 
 
 def _new_xray_header(now: float) -> str:

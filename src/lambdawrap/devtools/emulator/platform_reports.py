@@ -37,10 +37,7 @@ def emit_runtime_done(state: SandboxState, inv: Invocation, status: str, error_t
         "requestId": inv.request_id,
         "status": status,
         "metrics": {"durationMs": to_ms(done_at - inv.started), "producedBytes": len(inv.response.body) if inv.response else 0},
-        "spans": [
-            {"name": "responseLatency", "start": _stamp(inv.started_epoch), "durationMs": to_ms(response_at - inv.started)},
-            {"name": "responseDuration", "start": _stamp(inv.started_epoch + (response_at - inv.started)), "durationMs": 0.0},
-        ],
+        "spans": _response_spans(inv, response_at),
         "tracing": inv.tracing(),
     }
     if error_type:
@@ -48,17 +45,38 @@ def emit_runtime_done(state: SandboxState, inv: Invocation, status: str, error_t
     state.bus.platform("runtimeDone", record)
 
 
+def _response_spans(inv: Invocation, response_at: float) -> list[dict]:
+    return [
+        {"name": "responseLatency", "start": _stamp(inv.started_epoch), "durationMs": to_ms(response_at - inv.started)},
+        {"name": "responseDuration", "start": _stamp(inv.started_epoch + (response_at - inv.started)), "durationMs": 0.0},
+    ]
+
+
+def emit_concurrent_report(state: SandboxState, inv: Invocation, status: str, error_type: str | None) -> None:
+    """Managed Instances: platform.report as soon as the response is out, with no runtimeDone
+    before it, no extension overhead, and neither billing nor memory metrics (spec §9)."""
+    end = time.monotonic()
+    duration = to_ms(end - inv.started)
+    record = {"requestId": inv.request_id, "status": status, "metrics": {"durationMs": duration}, "spans": _response_spans(inv, inv.response_at or end), "tracing": inv.tracing()}
+    if error_type:
+        record["errorType"] = error_type
+    state.bus.platform("report", record)
+    state.platform_line(f"END RequestId: {inv.request_id}")
+    line = f"REPORT RequestId: {inv.request_id}\tDuration: {duration:.2f} ms"
+    if status != "success":
+        line += f"\tStatus: {status}" + (f"\tError Type: {error_type}" if error_type else "")
+    state.platform_line(line)
+
+
 def emit_report(state: SandboxState, inv: Invocation, status: str, error_type: str | None) -> None:
     """Emit platform.report and log END and REPORT: the invocation's phase is over."""
     end = time.monotonic()
     duration = to_ms(end - inv.started)
-    if state.runtime is not None:
-        state.runtime_peak_kb = max(state.runtime_peak_kb, state.runtime.sample_peak_rss_kb())
     metrics = {
         "durationMs": duration,
         "billedDurationMs": max(1, math.ceil(duration)),
         "memorySizeMB": state.config.memory_mb,
-        "maxMemoryUsedMB": math.ceil(state.runtime_peak_kb / 1024),
+        "maxMemoryUsedMB": state.memory_used_mb(),
     }
     if inv.init_duration_ms is not None:
         metrics["initDurationMs"] = inv.init_duration_ms

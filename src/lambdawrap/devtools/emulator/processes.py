@@ -16,6 +16,14 @@ logger = logging.getLogger(__name__)
 LineSink = Callable[[str, str], None]  # (stream name, line)
 
 
+def deliver_line(on_line: LineSink, stream_name: str, raw: bytes) -> None:
+    """Hand one captured line on, decoded."""
+    try:
+        on_line(stream_name, raw.decode("utf-8", "replace"))
+    except Exception:  # noqa: BLE001 - a failing sink must not stop the capture
+        logger.exception("emulator: log sink failed")
+
+
 class ManagedProcess:
     """A process started in a new session, so that signals reach everything it started."""
 
@@ -28,6 +36,7 @@ class ManagedProcess:
         on_line: LineSink,
         on_exit: Callable[["ManagedProcess"], None] | None = None,
         name: str = "",
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.name = name or os.path.basename(argv[0])
         self._popen = subprocess.Popen(
@@ -38,6 +47,7 @@ class ManagedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=preexec,  # e.g. entering the sandbox's cgroup before exec
         )
         self.pid = self._popen.pid
         self.started = time.monotonic()
@@ -75,19 +85,13 @@ class ManagedProcess:
                 break
             *lines, pending = (pending + chunk).split(b"\n")
             for raw in lines:
-                self._deliver(on_line, stream_name, raw)
+                deliver_line(on_line, stream_name, raw)
         if pending:
-            self._deliver(on_line, stream_name, pending)
+            deliver_line(on_line, stream_name, pending)
         with self._io_lock:
             self._waiting[stream_name] = True  # finished: nothing more will come
         stream.close()
 
-    @staticmethod
-    def _deliver(on_line: LineSink, stream_name: str, raw: bytes) -> None:
-        try:
-            on_line(stream_name, raw.decode("utf-8", "replace"))
-        except Exception:  # noqa: BLE001 - a failing sink must not stop the capture
-            logger.exception("emulator: log sink failed")
 
     def drain_output(self, timeout: float = 0.05) -> bool:
         """Wait (briefly) until every line the process has written so far has been handed on:

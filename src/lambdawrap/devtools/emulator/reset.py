@@ -18,6 +18,7 @@ def reset_environment(state: SandboxState, reason: str) -> None:
     deadline = started + SHUTDOWN_BUDGET_S
     deadline_ms = int((time.time() + SHUTDOWN_BUDGET_S) * 1000)
     state.resets.append(reason)
+    state.thaw()  # a frozen process can neither handle SIGTERM nor take SHUTDOWN
     with state.cv:
         runtime = state.runtime
         has_extensions = bool(state.extensions)
@@ -53,6 +54,7 @@ def reset_environment(state: SandboxState, reason: str) -> None:
     for ext in others:
         ext.process.wait(1)
     state.bus.close_all()
+    state.limits.environment_ended()  # whatever escaped the process groups dies with the cgroup
     with state.cv:
         state.env_gen += 1
         state.extensions = {}

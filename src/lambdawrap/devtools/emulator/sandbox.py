@@ -4,34 +4,61 @@ API routes talk to.
 `Sandbox` wires the phases, each in a module of its own, around one `SandboxState` and its
 condition variable (`sandbox_state`): init (`init_phase`), invoke (`invoke_phase`), reset and
 shutdown (`reset`), and what the Runtime, Extensions and Telemetry APIs do to the environment
-(`api_calls`).
+(`api_calls`). The limits the platform enforces (CPU, memory, freezing) follow the phases
+(`limits`). In Managed Instances mode invocations run concurrently (`concurrent_invoke`) on
+runtime workers that the Runtime API parks and routes to (`concurrent_runtime_api`).
 """
 
 from __future__ import annotations
 
+import os
+
 from lambdawrap.devtools.emulator.api_calls import ApiCalls
+from lambdawrap.devtools.emulator.concurrent_invoke import ConcurrentInvokePhase
+from lambdawrap.devtools.emulator.concurrent_runtime_api import ConcurrentRuntimeCalls
 from lambdawrap.devtools.emulator.environment import FunctionConfig
 from lambdawrap.devtools.emulator.init_phase import InitPhase
 from lambdawrap.devtools.emulator.invoke_phase import InvokePhase
+from lambdawrap.devtools.emulator.limits import LimitSettings, Limits
 from lambdawrap.devtools.emulator.reset import spin_down
 from lambdawrap.devtools.emulator.sandbox_state import LogSink, SandboxState
 from lambdawrap.devtools.emulator.state import Extension, Invocation, InvokeResult, Outcome
 from lambdawrap.devtools.emulator.telemetry import TelemetryBus
+from lambdawrap.devtools.emulator.worker_logs import WorkerLogSocket
 
 
 class Sandbox:
-    """One execution environment; at most one invocation at a time.
+    """One execution environment; at most one invocation at a time (N in Managed Instances mode).
 
     `state` and `init_phase` are public so that tests and the benchmark can look at the
     environment's processes and time its init.
     """
 
-    def __init__(self, config: FunctionConfig, bus: TelemetryBus, log: LogSink, runtime_bootstrap: str, runtime_dir: str, runtime_version: str) -> None:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        bus: TelemetryBus,
+        log: LogSink,
+        runtime_bootstrap: str,
+        runtime_dir: str,
+        runtime_version: str,
+        limits: LimitSettings = LimitSettings(),
+    ) -> None:
         self.config = config
-        self.state = SandboxState(config, bus, log)
+        self.state = SandboxState(config, bus, log, Limits(limits, config.memory_mb, config.managed_instances))
         self.init_phase = InitPhase(self.state, runtime_bootstrap, runtime_dir, runtime_version)
-        self._invoke_phase = InvokePhase(self.state, self.init_phase)
         self._api_calls = ApiCalls(self.state)
+        self._invoke_phase: InvokePhase | ConcurrentInvokePhase
+        self._runtime_calls: ApiCalls | ConcurrentRuntimeCalls
+        self._worker_logs: WorkerLogSocket | None = None
+        if config.managed_instances:
+            self._invoke_phase = ConcurrentInvokePhase(self.state, self.init_phase)
+            self._runtime_calls = ConcurrentRuntimeCalls(self.state)
+            self._worker_logs = WorkerLogSocket(os.path.join(runtime_dir, "worker-logs.sock"), self.init_phase.runtime_line)
+            self.init_phase.worker_log_socket = self._worker_logs.path
+        else:
+            self._invoke_phase = InvokePhase(self.state, self.init_phase)
+            self._runtime_calls = self._api_calls
 
     @property
     def api_address(self) -> str:
@@ -57,19 +84,27 @@ class Sandbox:
         """Run one invocation; returns as soon as the caller would have its answer."""
         return self._invoke_phase.invoke(payload, trace_header=trace_header, client_context=client_context, tenant_id=tenant_id)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the invoke phase has ended (Managed Instances: no invocation in flight and
+        every worker idle); False at the timeout."""
+        return self._invoke_phase.wait_idle(timeout)
+
     def spindown(self) -> None:
-        """Shut the environment down as idle spindown does."""
+        """Shut the environment down as idle spindown does, and remove its cgroup."""
         spin_down(self.state)
+        self.state.limits.environment_ended()
+        if self._worker_logs is not None:
+            self._worker_logs.close()
 
     # ------------------------------------------------------------------ API calls
 
     def runtime_next(self) -> Invocation:
         """Runtime API invocation/next; blocks until the next invocation."""
-        return self._api_calls.runtime_next()
+        return self._runtime_calls.runtime_next()
 
     def runtime_respond(self, request_id: str, outcome: Outcome) -> None:
         """Runtime API invocation/{id}/response or /error."""
-        self._api_calls.runtime_respond(request_id, outcome)
+        self._runtime_calls.runtime_respond(request_id, outcome)
 
     def runtime_init_error(self, error_type: str | None, body: bytes) -> None:
         """Runtime API init/error."""

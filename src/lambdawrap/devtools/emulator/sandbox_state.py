@@ -12,9 +12,11 @@ import time
 from typing import Callable
 
 from lambdawrap.devtools.emulator.environment import FunctionConfig
+from lambdawrap.devtools.emulator.limits import Limits
 from lambdawrap.devtools.emulator.processes import ManagedProcess
 from lambdawrap.devtools.emulator.state import Extension, Invocation
 from lambdawrap.devtools.emulator.telemetry import TelemetryBus
+from lambdawrap.devtools.emulator.worker_pool import WorkerPool
 
 LogSink = Callable[[str, str], None]  # (source: function|extension|platform, line)
 
@@ -23,10 +25,11 @@ class SandboxState:
     """The environment's processes, registrations and current invocation; read and written
     under `cv` by the init, invoke and reset phases and by the API calls."""
 
-    def __init__(self, config: FunctionConfig, bus: TelemetryBus, log: LogSink) -> None:
+    def __init__(self, config: FunctionConfig, bus: TelemetryBus, log: LogSink, limits: Limits) -> None:
         self.config = config
         self.bus = bus
         self.log = log
+        self.limits = limits
         self.cv = threading.Condition()
         # Held for a whole invoke phase, including what runs after the caller has its answer,
         # so that the next invocation (or a spindown) waits for it.
@@ -46,8 +49,8 @@ class SandboxState:
         self.extensions: dict[str, Extension] = {}
         self.current: Invocation | None = None
         self.pending_runtime: Invocation | None = None
+        self.pool = WorkerPool()  # Managed Instances only: idle workers and invocations in flight
         self.pending_init_duration: float | None = None
-        self.runtime_peak_kb = 0
         self.out_of_memory: str | None = None  # request id whose runtime exceeded the memory size
         self.resets: list[str] = []  # reasons, in order, for tests and the CLI
 
@@ -68,6 +71,33 @@ class SandboxState:
     def runtime_dead(self) -> bool:
         """Whether the runtime was started and has exited."""
         return self.runtime is not None and self.runtime.exited()
+
+    def freeze(self) -> None:
+        """Freeze the environment until its next event; telemetry for it waits for the thaw."""
+        self.bus.gate.close()
+        self.limits.freeze()
+        if not self.limits.frozen:
+            self.bus.gate.open()
+
+    def thaw(self) -> None:
+        """Thaw the environment before it gets its next event (or is shut down)."""
+        self.limits.thaw()
+        self.bus.gate.open()
+
+    def note_out_of_memory(self) -> None:
+        """The kernel OOM-killed a process of the environment: the current invocation fails."""
+        with self.cv:
+            if self.current is not None:
+                self.out_of_memory = self.current.request_id
+            self.cv.notify_all()
+
+    def memory_used_mb(self) -> int:
+        """maxMemoryUsedMB: the environment's high-water mark, extensions included."""
+        return self.limits.max_memory_used_mb(self._sample_peak_rss_kb)
+
+    def _sample_peak_rss_kb(self) -> int:
+        processes = [self.runtime] + [e.process for e in self.launched]
+        return sum(p.sample_peak_rss_kb() for p in processes if p is not None)
 
     def platform_line(self, line: str) -> None:
         """Log one line as the platform (START, END, REPORT, INIT_REPORT, EXTENSION)."""

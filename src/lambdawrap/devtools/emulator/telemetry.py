@@ -6,6 +6,7 @@ import collections
 import http.client
 import json
 import logging
+import select
 import threading
 import time
 from datetime import datetime, timezone
@@ -16,7 +17,9 @@ from lambdawrap.devtools.emulator.api_server import ApiError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSIONS = ("2022-07-01", "2022-12-13")
+# 2025-01-29 is the Managed Instances schema, documented as also serving default functions.
+SCHEMA_VERSIONS = ("2022-07-01", "2022-12-13", "2025-01-29")
+MANAGED_INSTANCES_SCHEMA_VERSIONS = ("2025-01-29",)
 TYPES = ("platform", "function", "extension")
 SANDBOX_HOSTS = ("sandbox", "sandbox.localdomain")
 # (min, max, default) from the Telemetry API reference.
@@ -30,6 +33,35 @@ BUFFERING_LIMITS = {
 BACKLOG_BATCHES = 10
 POST_TIMEOUT_S = 5.0
 RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+_RESPONSE_POLL_S = 0.05
+
+
+class DeliveryGate:
+    """Closed while the environment is frozen: a frozen listener cannot answer, so deliveries
+    wait for the thaw, and time spent frozen never counts towards a POST's timeout."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._closings = 0
+
+    def close(self) -> None:
+        self._closings += 1
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wait_open(self) -> None:
+        self._open.wait()
+
+    def running_since(self, closings: int) -> bool:
+        """Whether the environment ran throughout since `closings` was read."""
+        return self._open.is_set() and self._closings == closings
+
+    @property
+    def closings(self) -> int:
+        return self._closings
 
 
 def utc_timestamp(epoch_s: float | None = None) -> str:
@@ -51,7 +83,7 @@ class Subscription:
         self.path = path
 
     @classmethod
-    def parse(cls, body: Any) -> "Subscription":
+    def parse(cls, body: Any, schema_versions: tuple[str, ...] = SCHEMA_VERSIONS) -> "Subscription":
         """Validate a subscription request, raising the API's 400 ValidationError."""
 
         def invalid(message: str) -> ApiError:
@@ -59,8 +91,8 @@ class Subscription:
 
         if not isinstance(body, dict):
             raise invalid("request body must be a JSON object")
-        if body.get("schemaVersion") not in SCHEMA_VERSIONS:
-            raise invalid(f"schemaVersion must be one of {', '.join(SCHEMA_VERSIONS)}")
+        if body.get("schemaVersion") not in schema_versions:
+            raise invalid(f"schemaVersion must be one of {', '.join(schema_versions)}")
         types = body.get("types")
         if not isinstance(types, list) or not types or any(t not in TYPES for t in types):
             raise invalid(f"types must be a non-empty array of {', '.join(TYPES)}")
@@ -96,9 +128,10 @@ class Subscription:
 class Subscriber:
     """Batches records for one extension and POSTs them to its listener on a named thread."""
 
-    def __init__(self, extension_name: str, subscription: Subscription) -> None:
+    def __init__(self, extension_name: str, subscription: Subscription, gate: DeliveryGate | None = None) -> None:
         self.extension_name = extension_name
         self.subscription = subscription
+        self._gate = gate or DeliveryGate()
         self._cv = threading.Condition()
         self._queue: collections.deque[tuple[dict, int]] = collections.deque()
         self._queued_bytes = 0
@@ -185,6 +218,7 @@ class Subscriber:
             for attempt, backoff in enumerate((0.0,) + RETRY_BACKOFF_S):
                 if backoff:
                     time.sleep(backoff)
+                self._gate.wait_open()
                 if self._post(body):
                     self.delivered += len(batch)
                     break
@@ -202,6 +236,8 @@ class Subscriber:
         conn = http.client.HTTPConnection(sub.host, sub.port, timeout=POST_TIMEOUT_S)
         try:
             conn.request("POST", sub.path, body=body, headers={"Content-Type": "application/json"})
+            if not self._await_response(conn.sock):
+                return False
             response = conn.getresponse()
             response.read()
             return 200 <= response.status < 300
@@ -209,6 +245,18 @@ class Subscriber:
             return False
         finally:
             conn.close()
+
+    def _await_response(self, sock: Any) -> bool:
+        """Wait for the listener's answer for up to POST_TIMEOUT_S of time the environment ran:
+        a listener frozen mid-request answers after the thaw, and its batch is not lost."""
+        waited = 0.0
+        while waited < POST_TIMEOUT_S:
+            closings = self._gate.closings
+            if select.select([sock], [], [], _RESPONSE_POLL_S)[0]:
+                return True
+            if self._gate.running_since(closings):
+                waited += _RESPONSE_POLL_S
+        return False
 
 
 class TelemetryBus:
@@ -218,6 +266,7 @@ class TelemetryBus:
         self._lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
         self._init_buffer: list[tuple[str, dict]] | None = None
+        self.gate = DeliveryGate()
         self.history: list[dict] = []  # every record emitted, for tests and the CLI
 
     def emit(self, kind: str, record_type: str, record: Any) -> dict:
@@ -244,7 +293,7 @@ class TelemetryBus:
             self._init_buffer = None
 
     def subscribe(self, extension_name: str, subscription: Subscription) -> Subscriber:
-        sub = Subscriber(extension_name, subscription)
+        sub = Subscriber(extension_name, subscription, self.gate)
         with self._lock:
             # Replay first, under the lock: no record emitted meanwhile may overtake the
             # init records it follows.

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
+from lambdawrap.devtools.emulator.limits import DEFAULT_INIT_CPU
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.local.moto_server import MotoServer
 
@@ -46,9 +48,13 @@ class RunConfig:
     layer_dir: Path | None = SOURCE_LAYER
     otlp_endpoint: str | None = None
     timeout_s: float = 3.0
-    memory_mb: int = 128
+    memory_mb: int = DEFAULT_MEMORY_MB
     moto_seed: Mapping[str, Any] | None = None
     invoke_port: int | None = None
+    cpu_limit: bool = True
+    freeze: bool = True
+    init_cpu: str = DEFAULT_INIT_CPU
+    max_concurrency: int | None = None
 
 
 def seed_moto(moto: MotoServer, seed: Mapping[str, Any]) -> None:
@@ -93,6 +99,10 @@ def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) ->
             memory_mb=config.memory_mb,
             invoke_port=config.invoke_port,
             echo=echo,
+            cpu_limit=config.cpu_limit,
+            freeze=config.freeze,
+            init_cpu=config.init_cpu,
+            max_concurrency=config.max_concurrency,
         )
         try:
             stack.enter_context(emulator)

@@ -1,0 +1,166 @@
+"""Lambda Managed Instances mode (spec §9): `max_concurrency=N` runs awslambdaric's N worker
+processes, each with its own /next loop, and invocations run concurrently on idle workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, wait_for, write_function
+from lambdawrap.devtools.emulator import Emulator
+
+HANDLER = """
+import os, time
+print("worker ready", os.getpid())
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    if event.get("exit") is not None:
+        os._exit(event["exit"])
+    return {"pid": os.getpid(), "request_id": context.aws_request_id, "env": {k: v for k, v in os.environ.items() if k.startswith("AWS_LAMBDA_")}}
+"""
+
+
+@pytest.fixture
+def function_dir(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", HANDLER)
+
+
+def post(url: str, event: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(event).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def concurrently(calls: list) -> list:
+    """Run the calls on threads of their own, all at once; their results in order."""
+    results: list = [None] * len(calls)
+
+    def run(index: int, call) -> None:
+        results[index] = call()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_concurrent_invocations_each_take_an_idle_worker(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=4, timeout_s=10) as emu:
+        # GIVEN four workers, all waiting for work
+        emu.init()
+        assert emu.wait_idle(20)
+        # WHEN four invocations of 1.5 s arrive at once, two by HTTP and two through invoke()
+        started = time.monotonic()
+        results = concurrently(
+            [lambda: post(emu.invoke_url, {"sleep": 1.5})] * 2 + [lambda: (lambda r: (r.status, r.json()))(emu.invoke({"sleep": 1.5}))] * 2
+        )
+        elapsed = time.monotonic() - started
+        # THEN each ran on a worker of its own, at the same time
+        assert [status for status, _ in results] == [200] * 4
+        assert len({body["pid"] for _, body in results}) == 4
+        assert elapsed < 0.5 * 4 * 1.5, elapsed
+        env = results[0][1]["env"]
+        assert env["AWS_LAMBDA_MAX_CONCURRENCY"] == "4" and env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "lambda-managed-instances"
+        # AND the workers were started once: one init for the environment
+        assert len(emu.records("platform.initStart")) == 1
+        assert emu.records("platform.initStart")[0]["record"]["initializationType"] == "lambda-managed-instances"
+        assert sorted(line for line in emu.log_lines("function") if line.startswith("worker ready")) == sorted(f"worker ready {body['pid']}" for _, body in results)
+
+
+def test_no_idle_worker_means_runtime_unavailable(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2, timeout_s=10) as emu:
+        emu.init()
+        assert emu.wait_idle(20)
+        # GIVEN both workers busy
+        busy = threading.Thread(target=lambda: concurrently([lambda: emu.invoke({"sleep": 2})] * 2))
+        busy.start()
+        wait_for(lambda: len(emu.sandbox.state.pool.in_flight) == 2, what="both workers busy")
+        # WHEN a third invocation arrives THEN it is refused, not queued
+        refused = emu.invoke({})
+        assert refused.status == 400 and refused.json()["errorType"] == "Runtime.Unavailable"
+        busy.join(timeout=30)
+        assert emu.wait_idle(10) and emu.invoke({}).status == 200
+
+
+def test_a_timeout_fails_only_its_request(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2, timeout_s=1.0) as emu:
+        emu.init()
+        assert emu.wait_idle(20)
+        # GIVEN one invocation that outlives the timeout, next to a quick one
+        slow, quick = concurrently([lambda: emu.invoke({"sleep": 2.5}), lambda: emu.invoke({})])
+        # THEN only the slow one fails, and nothing is reset
+        assert slow.json()["errorType"] == "Sandbox.Timedout"
+        assert quick.status == 200 and quick.function_error is None
+        report = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == slow.request_id)
+        assert report["status"] == "timeout" and report["errorType"] == "Sandbox.Timedout"
+        # AND its worker, not stopped, answers late (410), then serves again in the same environment
+        assert emu.wait_idle(10)
+        wait_for(lambda: any("410" in line and "InvokeTimeout" in line for line in emu.log_lines("function")), what="the late post's 410")
+        workers = {int(line.split()[-1]) for line in emu.log_lines("function") if line.startswith("worker ready")}
+        assert {emu.invoke({}).json()["pid"] for _ in range(4)} <= workers
+        assert emu.sandbox.resets == [] and len(emu.records("platform.initStart")) == 1
+
+
+def test_a_dead_worker_leaves_the_others_serving(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2, timeout_s=1.0) as emu:
+        emu.init()
+        assert emu.wait_idle(20)
+        # WHEN a worker dies mid-request THEN its request times out; the other worker serves on
+        assert emu.invoke({"exit": 1}).json()["errorType"] == "Sandbox.Timedout"
+        assert emu.invoke({}).status == 200
+        assert emu.sandbox.resets == []
+
+
+def test_runtime_api_routes_by_request_id(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2) as emu:
+        emu.invoke({})
+        base = f"http://{emu.runtime_api}/2018-06-01/runtime/invocation"
+        status, body = post(f"{base}/not-a-request/response", {})
+        assert (status, body["errorType"]) == (400, "InvalidRequestID")
+
+
+def test_extensions_get_shutdown_only_and_per_request_telemetry(function_dir, probe_layer):
+    layer, out = probe_layer
+    env = {"PROBE_OUT": str(out), "PROBE_EVENTS": "SHUTDOWN", "PROBE_FIRST_TRY_EVENTS": "INVOKE,SHUTDOWN", "PROBE_SCHEMA": "2025-01-29"}
+    with Emulator(str(function_dir), "app.handler", str(layer), env=env, max_concurrency=3) as emu:
+        emu.init()
+        assert emu.wait_idle(20)
+        results = [emu.invoke({}) for _ in range(2)]
+        assert [r.status for r in results] == [200, 200]
+        # The report goes out with the response: it is there before the caller has returned.
+        reported = {r["record"]["requestId"] for r in emu.records("platform.report")}
+        assert {r.request_id for r in results} <= reported
+        assert emu.wait_idle(10) and not emu.sandbox.state.limits.frozen
+    lines = read_jsonl(out)
+    # Registering for INVOKE is refused; SHUTDOWN alone is accepted.
+    first_try = next(r for r in lines if r["kind"] == "first-try")
+    assert first_try["status"] == 403 and first_try["body"]["errorType"] == "Extension.InvalidEventType"
+    register = next(r for r in lines if r["kind"] == "register")
+    assert register["status"] == 200
+    assert register["env"]["AWS_LAMBDA_INITIALIZATION_TYPE"] == "lambda-managed-instances" and "AWS_LAMBDA_MAX_CONCURRENCY" not in register["env"]
+    # The Telemetry API takes the 2025-01-29 schema only.
+    assert next(r for r in lines if r["kind"] == "subscribe")["status"] == 200
+    assert next(r for r in lines if r["kind"] == "bad-subscriptions")["answers"]["older-schema"][0] == 400
+    # No INVOKE ever reaches the extension.
+    assert [r["event"]["eventType"] for r in lines if r["kind"] == "event"] == ["SHUTDOWN"]
+    telemetry = [item for r in lines if r["kind"] == "telemetry" for item in r["batch"]]
+    types = [item["type"] for item in telemetry]
+    assert types.count("platform.initStart") == 1 and "platform.runtimeDone" not in types
+    for result in results:
+        start = next(i["record"] for i in telemetry if i["type"] == "platform.start" and i["record"]["requestId"] == result.request_id)
+        assert start["functionArn"].endswith(":function:function")
+        report = next(i["record"] for i in telemetry if i["type"] == "platform.report" and i["record"]["requestId"] == result.request_id)
+        assert report["status"] == "success" and list(report["metrics"]) == ["durationMs"]
+        assert [span["name"] for span in report["spans"]] == ["responseLatency", "responseDuration"]
