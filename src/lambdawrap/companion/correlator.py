@@ -13,6 +13,7 @@ response too large, a result that cannot be serialized) is an error too.
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from datetime import datetime
@@ -140,6 +141,17 @@ def _log_entries(value: Any) -> list:
     return [(entry[0], entry[1]) for entry in value if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int]
 
 
+def _json_request_id(line: str) -> str | None:
+    """The requestId of a log line in the JSON log format (awslambdaric's formatter writes it)."""
+    if not line.startswith("{") or '"requestId"' not in line:
+        return None
+    try:
+        rid = json.loads(line).get("requestId")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return rid if isinstance(rid, str) else None
+
+
 def parse_time_ns(stamp: Any) -> int | None:
     """Telemetry API times ("2022-10-12T00:00:15.064Z") as epoch nanoseconds."""
     if not isinstance(stamp, str):
@@ -155,8 +167,12 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False) -> None:
         self.sink = sink
+        # Lambda Managed Instances: no INVOKE events (platform.start announces each request),
+        # no runtimeDone (platform.report tells the outcome), and requests run concurrently, so
+        # a log line belongs to the request its JSON names, never to "the current one".
+        self._managed_instances = managed_instances
         self._on_problem = on_problem  # (reason, what): counted as a drop, logged once
         self._socket_path = socket_path  # where the function's in-flight slots are
         self._on_init_failed = on_init_failed or (lambda: None)
@@ -243,7 +259,11 @@ class Correlator:
         record = event.get("record")
         time_ns = parse_time_ns(event.get("time")) or time.time_ns()
         if kind == "function":
-            self._log(record if isinstance(record, str) else str(record), time_ns)
+            if isinstance(record, str):
+                self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
+            else:  # the JSON log format, delivered as an object
+                line = json.dumps(record, separators=(",", ":"), default=str)
+                self._log(line, time_ns, record.get("requestId") if isinstance(record, dict) and isinstance(record.get("requestId"), str) else self._current_rid)
             return
         if kind == "platform.logsDropped":
             if isinstance(record, dict):
@@ -266,8 +286,13 @@ class Correlator:
             self._maybe_init_span()
         elif kind == "platform.start" and rid:
             self._in_init = False
-            self._current_rid = str(rid)
-            self._lookup(str(rid))
+            inv = self._lookup(str(rid))
+            if not self._managed_instances:
+                self._current_rid = str(rid)
+            elif inv.invoke_event is None:
+                # The announcement there is: what INVOKE carries elsewhere.
+                inv.invoke_event = {"requestId": str(rid), "invokedFunctionArn": str(record.get("functionArn") or self.function_arn)}
+                self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
             if kind == "platform.report":
@@ -279,8 +304,7 @@ class Correlator:
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
 
-    def _log(self, line: str, time_ns: int) -> None:
-        rid = self._current_rid
+    def _log(self, line: str, time_ns: int, rid: str | None) -> None:
         if rid is None:
             if self._in_init and not self.init.emitted:
                 if len(self.init.logs) < MAX_PENDING_LOGS:
@@ -394,11 +418,15 @@ class Correlator:
         inv.logs.clear()
 
     def finish_overdue(self, now: float | None = None) -> None:
-        """Invocations whose record came long ago but whose platform outcome never did."""
+        """Invocations whose record came long ago but whose platform outcome never did, and
+        (where no INVOKE loop waits for them: Managed Instances) those that ended well but
+        whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
                 self._finish(inv)
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
+                self._account_missing(inv)
 
     def finish_unreported(self, reason: str) -> int:
         """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an

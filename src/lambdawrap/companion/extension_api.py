@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 from lambdawrap.companion.http_lite import HttpConnection
+from lambdawrap.shared.settings import MANAGED_INSTANCES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Mapping
 
     from lambdawrap.companion.event_loop import EventLoop
 
@@ -68,9 +68,11 @@ class ExtensionClient:
             raise ExtensionApiError(f"event/next failed with {status}: {body}")
         return body
 
-    def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25) -> None:
+    def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25, managed_instances: bool = False) -> None:
         body = {
-            "schemaVersion": "2022-12-13",
+            # Managed Instances accept only their own schema (per-request start and report,
+            # no runtimeDone); elsewhere the one every Lambda region has served longest.
+            "schemaVersion": "2025-01-29" if managed_instances else "2022-12-13",
             "types": types,
             "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": timeout_ms},
             "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{port}/"},
@@ -80,5 +82,10 @@ class ExtensionClient:
             raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}")
 
 
-def runtime_api() -> str:
-    return os.environ["AWS_LAMBDA_RUNTIME_API"]
+def registration_events(environ: Mapping[str, str]) -> list:
+    """What the companion registers for: INVOKE and SHUTDOWN; SHUTDOWN only on Lambda Managed
+    Instances, which refuse INVOKE (403) and run requests concurrently (layer/extensions/lambdawrap
+    chooses the same)."""
+    if environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES:
+        return ["SHUTDOWN"]
+    return ["INVOKE", "SHUTDOWN"]

@@ -97,6 +97,9 @@ class FlushStrategy(namedtuple("FlushStrategy", ("mode", "interval_ms"))):
         return f"periodic,{self.interval_ms}" if self.mode == "periodic" else self.mode
 
 
+MANAGED_INSTANCES = "lambda-managed-instances"  # AWS_LAMBDA_INITIALIZATION_TYPE there
+
+
 def default_socket_path() -> str:
     # /tmp is writable and shared by the runtime and the extensions inside one environment.
     # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
@@ -137,6 +140,7 @@ _FIELDS = (
     ("function_version", ""),
     ("memory_mb", 0),
     ("region", ""),
+    ("managed_instances", False),  # Lambda Managed Instances (AWS_LAMBDA_INITIALIZATION_TYPE)
 )
 
 
@@ -205,6 +209,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION", ""),
             memory_mb=parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000)),
             region=env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", ""),
+            managed_instances=env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES,
         )
 
 
