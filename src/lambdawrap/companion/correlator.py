@@ -50,7 +50,7 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -62,6 +62,7 @@ class Invocation:
         self.record_at: float | None = None  # monotonic
         self.invoked_at_ns = time.time_ns()
         self.finished = False
+        self.finished_at_ns: int | None = None  # when it was accounted for (the span's end if nothing says better)
         self.logs: list = []  # (line, time_ns) until the span's ids are known
         self.error_line: dict | None = None  # the runtime's own error line, if it logged one
         self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived
@@ -84,8 +85,9 @@ class Invocation:
     def from_dict(cls, data: dict) -> "Invocation":
         inv = cls(str(data["request_id"]))
         inv.invoke_event, inv.start, inv.end, inv.outcome, inv.error_line = (_object(data.get(name)) for name in ("invoke_event", "start", "end", "outcome", "error_line"))
-        if type(data.get("invoked_at_ns")) is int:
-            inv.invoked_at_ns = data["invoked_at_ns"]
+        for name in ("invoked_at_ns", "finished_at_ns"):
+            if type(data.get(name)) is int:
+                setattr(inv, name, data[name])
         inv.finished = data.get("finished") is True
         inv.logs = _log_entries(data.get("logs"))
         synthetic = data.get("synthetic")
@@ -93,7 +95,7 @@ class Invocation:
         return inv
 
 
-_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
 
 class InitFacts:
@@ -348,6 +350,7 @@ class Correlator:
         if inv.finished:
             return
         inv.finished = True
+        inv.finished_at_ns = time.time_ns()
         self._open.pop(inv.request_id, None)
         if inv.start is None:
             from lambdawrap.shared.ids import new_span_id, new_trace_id
