@@ -1,11 +1,11 @@
 """The companion's main loop: per INVOKE, wait for the invocation to be complete, export
 (after the response has gone back), then call /next; at SHUTDOWN, flush within the deadline.
 
-Start-up is split so that the companion never lengthens init: everything stdlib (channel,
-telemetry listener, subscription) happens before the first /next; the OpenTelemetry SDK is
-imported and the export pipeline built on a background thread that runs only on CPU nobody
-else in the environment wants (SCHED_IDLE), so that it uses init's spare CPU without slowing
-the function's own init.
+Start-up: everything stdlib (channel, telemetry listener, subscription) happens before the
+first /next; the OpenTelemetry SDK is imported and the export pipeline built on a background
+thread, from the start. Below one vCPU's worth of memory the first /next waits for it (up to
+LAMBDAWRAP_STARTUP_WAIT_MS): init runs at full speed, invocations at a fraction of a core
+(7 % at 128 MB), so the import costs a fraction in init of what it costs after a response.
 
 The main thread runs the event loop (event_loop.py): while it waits for the platform's next
 event, and while an invocation runs, it serves the function's records and the Telemetry API
@@ -37,6 +37,7 @@ DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at t
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
+BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
 
 
@@ -122,10 +123,7 @@ class Companion:
             get_logger().warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", self.settings.secrets_port, exc.strerror or exc)
 
     def _ensure_pipeline(self) -> None:
-        """Start building the export pipeline (once). It starts as the companion calls its
-        first /next: importing the SDK takes ~0.2 s of a core, 14 times that at 128 MB, and
-        Lambda's init phase has spare CPU (the runtime's own init uses one core); what is not
-        done by the first flush is waited for within the flush budget."""
+        """Start building the export pipeline (once)."""
         if self.settings.sdk_disabled:
             return  # OTEL_SDK_DISABLED: nothing is exported, the SDK never loads
         with self._pipeline_started:
@@ -134,8 +132,7 @@ class Companion:
                 self._pipeline_thread.start()
 
     def _build_pipeline(self) -> None:
-        """On its own thread, at idle priority: the imports, the bulk of the work."""
-        _run_when_idle()
+        """On its own thread: the imports, the bulk of the work."""
         try:
             import lambdawrap.companion.resource  # noqa: F401 - imported here, used by _assemble_pipeline
             import lambdawrap.companion.signals  # noqa: F401 - the same
@@ -208,6 +205,7 @@ class Companion:
     def run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
         self._ensure_pipeline()
+        self._finish_start_in_init()
         if self.settings.managed_instances and not self.settings.sdk_disabled:
             self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
         budget_s = self.settings.flush_budget_ms / 1000
@@ -242,6 +240,23 @@ class Companion:
             until = time.monotonic()
         ticket = pipeline.request_flush()
         return self.loop.run_until(lambda: pipeline.done(ticket), until)
+
+    def _finish_start_in_init(self) -> None:
+        """Hold the first /next (init) until the export pipeline is built, up to the startup
+        wait; what is left then goes on at low priority, behind the function's own work."""
+        wait_s = self.settings.startup_wait_ms / 1000
+        if self.settings.sdk_disabled or self._pipeline_thread is None:
+            return
+        if wait_s > 0 and self.loop.run_until(self._ready.is_set, time.monotonic() + wait_s):
+            return
+        thread_id = self._pipeline_thread.native_id
+        if thread_id is None or self._ready.is_set():
+            return
+        try:
+            # A thread's nice value may be raised, never lowered back: the import only.
+            os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
+        except (AttributeError, OSError):
+            pass
 
     def _tick_s(self) -> float:
         strategy = self.settings.flush
@@ -339,15 +354,6 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
-
-
-def _run_when_idle() -> None:
-    """The calling thread runs only when no other task wants the CPU (Linux's SCHED_IDLE), for
-    good: an unprivileged thread may not switch back. Best effort: elsewhere, nothing changes."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
 
 
 def _epoch_ms_left(deadline_ms: object) -> float:
