@@ -160,6 +160,9 @@ class Companion:
             pipeline.spans, pipeline.logs = signals.spans, signals.logs
             self.pipeline, self.signals = pipeline, signals
             self.sink.attach(signals)
+            # From now on straight to the signals (this runs on the loop's thread, the
+            # correlator's only caller): no proxy and no lock per call.
+            self.correlator.sink = signals
             if self._flush_missed:
                 # A flush asked for while the SDK was still importing gave up waiting; without
                 # this, what it was for would wait for the next invocation (or SHUTDOWN).
