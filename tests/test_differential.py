@@ -203,7 +203,11 @@ GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS,
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.
-CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT]
+# Left out for now: an init that calls sys.exit at import ends before a slow-starting
+# companion has subscribed to the Telemetry API, which is then refused (subscriptions close
+# with init) and that environment's failed init goes unreported. Lost about one run in three
+# on 3.13 on a busy 2-core machine, seldom on 3.11; it runs with the other groups.
+CORE = [BEHAVIOUR, CRASHES, *(group for group in INIT_FAILURES if group.function != "init_exit"), OWN_WRAPT]
 OTHERS = [group for group in GROUPS if group not in CORE]
 
 
