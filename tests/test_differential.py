@@ -203,11 +203,15 @@ GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS,
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.
-# Left out for now: an init that calls sys.exit at import ends before a slow-starting
-# companion has subscribed to the Telemetry API, which is then refused (subscriptions close
-# with init) and that environment's failed init goes unreported. Lost about one run in three
-# on 3.13 on a busy 2-core machine, seldom on 3.11; it runs with the other groups.
-CORE = [BEHAVIOUR, CRASHES, *(group for group in INIT_FAILURES if group.function != "init_exit"), OWN_WRAPT]
+CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT]
+# A known race, not yet fixed: an init that fails at once (a module or handler missing,
+# sys.exit at import) can end before the companion has subscribed to the Telemetry API; the
+# subscription is then refused (they close with init), the companion turns telemetry off for
+# that environment, and its failed init goes unreported. The caller's bytes are unaffected.
+# Python 3.10 and 3.13 start the companion more slowly than 3.11, and lose the race in about
+# one group in seven on a 2-core machine; 3.11 seldom. Seen in the companion's output, it
+# makes a ledger problem an expected failure (xfail); any other problem fails.
+SUBSCRIPTION_REFUSED = "Telemetry.SubscriptionClosed"
 OTHERS = [group for group in GROUPS if group not in CORE]
 
 
@@ -220,7 +224,10 @@ def test_there_are_enough_scenarios():
 @pytest.mark.parametrize("group", CORE, ids=[g.name for g in CORE])
 def test_core_groups_on_every_python(group, runtime_python):
     report = run_group(group, python=runtime_python)
-    assert not report.problems(), "\n".join(report.problems())
+    assert not report.differences, "\n".join(report.problems())
+    if report.ledger and group in INIT_FAILURES and any(SUBSCRIPTION_REFUSED in line for line in report.layered.extension_lines):
+        pytest.xfail("the companion subscribed after the failed init had ended it (known race): " + "; ".join(report.ledger))
+    assert not report.ledger, "\n".join(report.problems())
 
 
 @pytest.mark.timeout(900)

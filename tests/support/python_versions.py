@@ -76,10 +76,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if version is None:
         return
     outcomes = _outcomes.setdefault(version, {})
+    outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
     # A test's outcome is its first failure or skip, else its call's.
-    if report.outcome != "passed" or report.when == "call":
+    if outcome != "passed" or report.when == "call":
         if outcomes.get(report.nodeid) in (None, "passed"):
-            outcomes[report.nodeid] = report.outcome
+            outcomes[report.nodeid] = outcome
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -91,7 +92,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
         if not outcomes:
             terminalreporter.write_line(f"Python {version}: no test of the matrix was selected")
             continue
-        counts = {name: list(outcomes.values()).count(name) for name in ("passed", "failed", "skipped")}
+        counts = {name: list(outcomes.values()).count(name) for name in ("passed", "failed", "xfailed", "skipped")}
         tally = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
         found = _interpreters.get(version)
         if isinstance(found, Interpreter):
