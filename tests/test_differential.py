@@ -208,9 +208,9 @@ CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT]
 # sys.exit at import) can end before the companion has subscribed to the Telemetry API; the
 # subscription is then refused (they close with init), the companion turns telemetry off for
 # that environment, and its failed init goes unreported. The caller's bytes are unaffected.
-# Python 3.10 and 3.13 start the companion more slowly than 3.11, and lose the race in about
-# one group in seven on a 2-core machine; 3.11 seldom. Seen in the companion's output, it
-# makes a ledger problem an expected failure (xfail); any other problem fails.
+# Seen on every version, in about one init-failure group in seven on a busy 2-core machine.
+# Seen in the companion's output, it makes a ledger problem an expected failure (xfail); any
+# other problem fails.
 SUBSCRIPTION_REFUSED = "Telemetry.SubscriptionClosed"
 OTHERS = [group for group in GROUPS if group not in CORE]
 
