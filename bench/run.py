@@ -2,7 +2,7 @@
 """lambdawrap benchmark: the example function bare, with lambdawrap, and with the OpenTelemetry
 Lambda layer's approach, side by side in one run, through the emulator and the real awslambdaric.
 
-    python bench/run.py [--smoke] [--n N] [--cold N] [--out DIR]
+    python bench/run.py [--smoke] [--n N] [--cold N] [--out DIR] [--python all]
 
 See bench/README.md for what each figure means and how to read the output. Outputs go to
 --out (default bench/out/): results.md, results.json, chart.png; a full run also updates
@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent
 # harness/ and _sink.py live in bench/, which is on sys.path by itself only when this file runs as a script.
 sys.path.insert(0, str(BENCH))
 
+from lambdawrap.devtools.interpreters import SUPPORTED_VERSIONS  # noqa: E402
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver  # noqa: E402
 
 from harness.chart import draw_chart  # noqa: E402
@@ -35,12 +36,13 @@ from harness.phases.cold import phase_cold  # noqa: E402
 from harness.phases.companion import phase_companion  # noqa: E402
 from harness.phases.inprocess import phase_inprocess  # noqa: E402
 from harness.phases.post import phase_post  # noqa: E402
+from harness.phases.versions import phase_versions  # noqa: E402
 from harness.phases.warm import SLOW_DELAY_S, phase_warm  # noqa: E402
 from harness.plan import Plan  # noqa: E402
 from harness.provenance import machine_info  # noqa: E402
 from harness.report import RESULTS_MD, render_evidence, render_markdown, write_results_md  # noqa: E402
 
-PHASES = ("inprocess", "warm", "post", "cold", "companion")
+PHASES = ("inprocess", "warm", "post", "cold", "companion", "versions")
 
 
 def main(argv: list | None = None) -> int:
@@ -55,6 +57,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--no-evidence", action="store_true", help="skip the importtime/py-spy evidence of a full run")
     parser.add_argument("--evidence", action="store_true", help="collect the importtime/py-spy evidence on a partial run too")
     parser.add_argument("--install-otel", action="store_true", help="install the OpenTelemetry layer packages into bench/.otel-layer and exit")
+    parser.add_argument("--python", default="", metavar="X.Y,...", help=f"figure 7: cold start and in-process overhead of bare and lambdawrap on each of these Python versions ('all': {','.join(SUPPORTED_VERSIONS)})")
     args = parser.parse_args(argv)
     if args.install_otel:
         return install_otel()
@@ -69,6 +72,11 @@ def main(argv: list | None = None) -> int:
     unknown = set(phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    versions = list(SUPPORTED_VERSIONS) if args.python.strip() == "all" else [v.strip() for v in args.python.split(",") if v.strip()]
+    if "versions" in phases and not versions:
+        if args.only:
+            parser.error("the versions phase needs --python X.Y,... (or all)")
+        phases.remove("versions")
     full = not args.smoke and not args.only and args.n in (None, Plan.n) and args.cold in (None, Plan.cold)
 
     configs = ["bare", "lambdawrap"]
@@ -110,6 +118,10 @@ def main(argv: list | None = None) -> int:
         if "companion" in phases:
             log(f"figure 6: companion throughput at {list(plan.rates)} records/s, a burst of {plan.burst}, SHUTDOWN with {plan.shutdown_spans} spans buffered")
             results["companion"] = phase_companion(stack, plan)
+        if "versions" in phases:
+            log(f"figure 7: bare and lambdawrap on Python {', '.join(versions)}")
+            results["versions"] = phase_versions(versions, plan, rx, skipped)
+            rx.clear()
         evidence: dict = {}
         if (full and not args.no_evidence) or args.evidence:
             log("evidence: -X importtime of a cold start per configuration, py-spy of the in-process wrapper")

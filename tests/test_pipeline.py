@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_function
+from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
@@ -51,8 +52,9 @@ def task(tmp_path: Path) -> Path:
     return write_function(tmp_path / "task", APP)
 
 
-def test_spans_parenting_coldstart_errors_metrics_logs(task):
-    with instrumented(task) as (emu, rx):
+@every_python
+def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
+    with instrumented(task, python=runtime_python) as (emu, rx):
         results = [emu.invoke(apigw_event()) for _ in range(3)]
         failed = emu.invoke(apigw_event(**{"raise": True}))
         emu.wait_idle()
@@ -106,8 +108,9 @@ def test_http_5xx_is_an_error(task):
         assert span["attributes"]["http.response.status_code"] == 503 and span["status_code"] == 2
 
 
-def test_timeout_and_crash_still_yield_spans(task):
-    with instrumented(task, timeout_s=1.0) as (emu, rx):
+@every_python
+def test_timeout_and_crash_still_yield_spans(task, runtime_python):
+    with instrumented(task, timeout_s=1.0, python=runtime_python) as (emu, rx):
         timed_out = emu.invoke({"sleep": 3})
         assert timed_out.json()["errorType"] == "Sandbox.Timedout"
         crashed = emu.invoke({"exit": True})

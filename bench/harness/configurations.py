@@ -70,10 +70,14 @@ def install_otel() -> int:
 
 
 class Stack:
-    """Scratch space, the task folder and a factory of emulators for each configuration."""
+    """Scratch space, the task folder and a factory of emulators for each configuration.
 
-    def __init__(self, configs: list) -> None:
+    `python` is the interpreter the function's runtime (and the in-process workers) run on;
+    None: the bench's own."""
+
+    def __init__(self, configs: list, python: str | None = None) -> None:
         self.configs = configs
+        self.python = python or sys.executable
         self.scratch = Path(tempfile.mkdtemp(prefix="lwbench-"))
         self.task = self.scratch / "task"
         self.task.mkdir()
@@ -85,7 +89,7 @@ class Stack:
         self.noop_layer = self.scratch / "noop-layer"
         (self.noop_layer / "extensions").mkdir(parents=True)
         script = self.noop_layer / "extensions" / "noop"
-        script.write_text(NOOP_EXTENSION.format(python=sys.executable))
+        script.write_text(NOOP_EXTENSION.format(python=self.python))
         script.chmod(0o755)
         self.layer_without_companion = self.scratch / "layer-no-companion"
         shutil.copytree(LAYER, self.layer_without_companion, symlinks=True, ignore=shutil.ignore_patterns("extensions", "__pycache__"))
@@ -111,7 +115,7 @@ class Stack:
             layer = str(OTEL_LAYER)
             env.update({"AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-instrument", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
         env.update(extra_env or {})
-        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s)
+        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s, python=self.python)
 
     def close(self) -> None:
         """Remove the scratch space."""

@@ -7,6 +7,7 @@ import statistics
 
 from harness.configurations import COLD_DIAGNOSTICS, CONFIGS, NOOP_EXT
 from harness.measure import pct, summary
+from harness.phases.versions import version_rows
 from harness.phases.warm import SLOW_DELAY_S
 
 
@@ -140,6 +141,7 @@ def evaluate(results: dict) -> tuple[list, list]:
             rows.append({"figure": "6", "metric": "SHUTDOWN → companion exit (ms), median", "lambdawrap": statistics.median(x["exit_ms"] for x in sd)})
             worst = max(flush) if complete else float("inf")
             target("6", f"flush {sd[0]['spans']} buffered spans on SHUTDOWN ≤ 2,000 ms (worst of {len(sd)}, all delivered)", max(flush), 2000.0, complete and worst <= 2000)
+    rows += version_rows(results.get("versions") or {})
     return rows, targets
 
 
