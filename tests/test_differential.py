@@ -204,14 +204,6 @@ GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS,
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.
 CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT]
-# A known race, not yet fixed: an init that fails at once (a module or handler missing,
-# sys.exit at import) can end before the companion has subscribed to the Telemetry API; the
-# subscription is then refused (they close with init), the companion turns telemetry off for
-# that environment, and its failed init goes unreported. The caller's bytes are unaffected.
-# Seen on every version, in about one init-failure group in seven on a busy 2-core machine.
-# Seen in the companion's output, it makes a ledger problem an expected failure (xfail); any
-# other problem fails.
-SUBSCRIPTION_REFUSED = "Telemetry.SubscriptionClosed"
 OTHERS = [group for group in GROUPS if group not in CORE]
 
 
@@ -225,8 +217,6 @@ def test_there_are_enough_scenarios():
 def test_core_groups_on_every_python(group, runtime_python):
     report = run_group(group, python=runtime_python)
     assert not report.differences, "\n".join(report.problems())
-    if report.ledger and group in INIT_FAILURES and any(SUBSCRIPTION_REFUSED in line for line in report.layered.extension_lines):
-        pytest.xfail("the companion subscribed after the failed init had ended it (known race): " + "; ".join(report.ledger))
     assert not report.ledger, "\n".join(report.problems())
 
 

@@ -35,7 +35,8 @@ RECORD_GRACE_S = 0.2
 # telemetry stream may be broken): better a span without the platform's word than none.
 OUTCOME_WAIT_S = 2.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
-MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
+MAX_PENDING_LOGS = 1000
+UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known  # log lines kept per invocation until its span's ids are known
 
 
 class Sink(Protocol):
@@ -306,6 +307,16 @@ class Correlator:
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
 
+    def init_failed_unseen(self, start_ns: int) -> None:
+        """Init failed before the companion could subscribe to the Telemetry API: its facts
+        will never come, but it is accounted for, as a failed init of unknown cause."""
+        with self._lock:
+            self.init = InitFacts(start_ns=start_ns)
+            self.init.status = "failure"
+            self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
+            self.init.reported = True
+        self._on_init_failed()
+
     def _log(self, line: str, time_ns: int, rid: str | None) -> None:
         if rid is None:
             if self._in_init and not self.init.emitted:
@@ -384,7 +395,7 @@ class Correlator:
         if self.init.failed:
             if not ending:
                 return
-            self.init.error = runtime_error([line for line, _ in self.init.logs])
+            self.init.error = runtime_error([line for line, _ in self.init.logs]) or self.init.error
         elif self._first is None:
             return
         self.init.emitted = True

@@ -22,6 +22,15 @@ PRE_REGISTERED_BODY = "LAMBDAWRAP_REGISTER_BODY"
 class ExtensionApiError(Exception):
     """The platform answered an Extensions/Telemetry API call with an error."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SubscriptionClosed(ExtensionApiError):
+    """Telemetry subscriptions are closed: init ended before the companion subscribed, which
+    (as every extension's /next ends a healthy init) means that it failed."""
+
 
 class ExtensionClient:
     """Used from the companion's main thread only: one kept-alive connection serves all calls."""
@@ -55,7 +64,7 @@ class ExtensionClient:
     def register(self, name: str, events: list) -> dict:
         status, headers, body = self._call("POST", "/2020-01-01/extension/register", {"events": events}, {"Lambda-Extension-Name": name, "Lambda-Extension-Accept-Feature": "accountId"})
         if status != 200:
-            raise ExtensionApiError(f"register failed with {status}: {body}")
+            raise ExtensionApiError(f"register failed with {status}: {body}", status)
         self.identifier = headers.get("lambda-extension-identifier", "")
         self.info = body if isinstance(body, dict) else {}
         return self.info
@@ -65,7 +74,7 @@ class ExtensionClient:
         one (with `loop`, serving the loop's other sockets meanwhile)."""
         status, _, body = self._call("GET", "/2020-01-01/extension/event/next", timeout=None, loop=loop)
         if status != 200 or not isinstance(body, dict):
-            raise ExtensionApiError(f"event/next failed with {status}: {body}")
+            raise ExtensionApiError(f"event/next failed with {status}: {body}", status)
         return body
 
     def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25, managed_instances: bool = False) -> None:
@@ -79,7 +88,9 @@ class ExtensionClient:
         }
         status, _, answer = self._call("PUT", "/2022-07-01/telemetry", body)
         if status != 200:
-            raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}")
+            if status == 403:
+                raise SubscriptionClosed(f"telemetry subscription refused with {status}: {answer}", status)
+            raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}", status)
 
 
 def registration_events(environ: Mapping[str, str]) -> list:

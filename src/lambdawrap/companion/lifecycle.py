@@ -25,7 +25,7 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
-from lambdawrap.companion.extension_api import ExtensionClient
+from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
@@ -70,7 +70,12 @@ class Companion:
         if not self.settings.sdk_disabled:
             # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
             self.listener.attach(self.loop)
-            client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"], managed_instances=self.settings.managed_instances)
+            try:
+                client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"], managed_instances=self.settings.managed_instances)
+            except SubscriptionClosed:
+                # The runtime's init failed while this process was starting: nothing of it
+                # will be told, but the failed init still counts and becomes a span.
+                self.correlator.init_failed_unseen(time.time_ns())
 
     def _start_up(self) -> None:
         configure_process_logging(self.settings.log_level)
@@ -246,11 +251,13 @@ class Companion:
 
     def _finish_start_in_init(self) -> None:
         """Hold the first /next (init) until the export pipeline is built, up to the startup
-        wait; what is left then goes on at low priority, behind the function's own work."""
-        wait_s = self.settings.startup_wait_ms / 1000
+        wait; what is left then goes on at low priority, behind the function's own work. Not
+        for an init inside an invoke (after a reset, or one Lambda ran late): there the caller
+        waits, and the function's timeout runs."""
+        wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
         if self.settings.sdk_disabled or self._pipeline_thread is None:
             return
-        if wait_s > 0 and self.loop.run_until(self._ready.is_set, time.monotonic() + wait_s):
+        if wait_s > 0 and self.loop.run_until(lambda: self._ready.is_set() or self.correlator.init.phase == "invoke", time.monotonic() + wait_s) and self._ready.is_set():
             return
         thread_id = self._pipeline_thread.native_id
         if thread_id is None or self._ready.is_set():
@@ -357,6 +364,18 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
+
+
+def _first_start_in_sandbox(socket_path: str) -> bool:
+    """Whether no companion started in this sandbox before (/tmp outlives a reset, so a marker
+    there tells a re-init, which runs inside an invoke, from the sandbox's first)."""
+    try:
+        os.close(os.open(socket_path + ".started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        pass  # no marker possible: treat as the first
+    return True
 
 
 def _epoch_ms_left(deadline_ms: object) -> float:
