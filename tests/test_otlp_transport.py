@@ -140,9 +140,14 @@ class ForwardProxy:
                 self._pipe(client, upstream)
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        # poll, not select: late in a long suite the descriptors pass select's 1024 limit.
+        poller = select.poll()
+        by_fd = {a.fileno(): a, b.fileno(): b}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
         while not self._stop.is_set():
-            ready, _, _ = select.select([a, b], [], [], 0.5)
-            for sock in ready:
+            for fd, _ in poller.poll(500):
+                sock = by_fd[fd]
                 data = sock.recv(65536)
                 if not data:
                     return

@@ -32,10 +32,12 @@ class PreboundHttpServer:
         import select
 
         try:
-            select.select([self._socket], [], [])
-        except (OSError, ValueError):  # stopped (the socket closed) while waiting
+            poller = select.poll()  # not select(): no limit on the descriptor's number
+            poller.register(self._socket, select.POLLIN)
+            events = poller.poll()
+        except (OSError, ValueError):  # stopped (the socket closed) before waiting
             return False
-        return True
+        return self._socket.fileno() != -1 and not any(mask & select.POLLNVAL for _, mask in events)
 
     def serve_forever(self, make_handler: Callable[[], type]) -> None:
         """Build the server around the bound socket and serve (blocks; run it on a thread).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -96,8 +97,6 @@ class ManagedProcess:
     def drain_output(self, timeout: float = 0.05) -> bool:
         """Wait (briefly) until every line the process has written so far has been handed on:
         the platform's runtimeDone must not overtake the log lines printed before it."""
-        import select
-
         deadline = time.monotonic() + timeout
         fds = []
         for stream in (self._popen.stdout, self._popen.stderr):
@@ -109,7 +108,7 @@ class ManagedProcess:
             with self._io_lock:
                 reads, idle = self._reads, all(self._waiting.values())
             try:
-                readable = select.select(fds, [], [], 0)[0] if fds else []
+                readable = _readable(fds)
             except (ValueError, OSError):
                 return True  # closed: the readers are done
             if idle and not readable:
@@ -182,6 +181,17 @@ class ManagedProcess:
             total += _read_vmhwm_kb(pid)
         self._peak_rss_kb = max(self._peak_rss_kb, total)
         return self._peak_rss_kb
+
+
+def _readable(fds: list) -> list:
+    """The descriptors with data waiting, now (poll, not select: no limit on their numbers)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    events = poller.poll(0)
+    if any(mask & select.POLLNVAL for _, mask in events):
+        raise OSError("a stream was closed")
+    return [fd for fd, mask in events if mask & (select.POLLIN | select.POLLHUP)]
 
 
 def _group_members(pgid: int) -> list[int]:
