@@ -27,7 +27,7 @@ from lambdawrap.handler import trace_context as tc
 from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode
 from lambdawrap.handler.invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
 from lambdawrap.handler.redact import REDACTED, TRUNCATED, payload_text, redaction_keys
-from lambdawrap.shared.secret_sources import parse_sources
+from lambdawrap.shared.secret_sources import SecretSource, parse_sources
 from lambdawrap.companion.correlator import Correlator
 from lambdawrap.shared.records import invocation_problem
 from lambdawrap.companion.http_lite import ConnectionClosed, decode_body, read_response
@@ -212,9 +212,10 @@ VARIABLES = [
     "LAMBDAWRAP_DISABLED", "LAMBDAWRAP_LOG_LEVEL", "LAMBDAWRAP_SOCKET", "LAMBDAWRAP_FLUSH", "LAMBDAWRAP_FLUSH_BUDGET_MS",
     "LAMBDAWRAP_BUFFER_MAX_SPANS", "LAMBDAWRAP_CAPTURE_PAYLOAD", "LAMBDAWRAP_REDACT_KEYS", "LAMBDAWRAP_PROACTIVE_INIT_MS",
     "LAMBDAWRAP_SECRETS", "LAMBDAWRAP_SECRETS_TIMEOUT_MS", "LAMBDAWRAP_SECRETS_TTL", "LAMBDAWRAP_SECRETS_REQUIRED",
-    "LAMBDAWRAP_SECRETS_PORT", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "LAMBDAWRAP_SECRETS_PORT", "LAMBDAWRAP_SECRETS_COMPAT_PORT", "LAMBDAWRAP_SECRETS_TOKEN", "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED",
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
 ]
-config_values = st.text(max_size=30) | st.sampled_from(["true", "FALSE", " 1 ", "periodic,0", "periodic, 250", "end,", "nan", "inf", "-0", "1e3", "0x10", "１２", "  "])
+config_values = st.text(max_size=30) | st.sampled_from(["true", "FALSE", " 1 ", "periodic,0", "periodic, 250", "end,", "nan", "inf", "-0", "1e3", "0x10", "１２", "  ", "optional", "Required", "65536"])
 
 
 class _Collect(logging.Handler):
@@ -245,6 +246,8 @@ def test_configuration_never_raises_warns_once_per_bad_value_and_stays_in_range(
     assert isinstance(s.flush, FlushStrategy) and s.flush.mode in ("end", "periodic", "adaptive") and s.flush.interval_ms >= 1
     assert 0 <= s.flush_budget_ms <= 60_000 and 1 <= s.buffer_max_spans <= 1_000_000 and 1 <= s.secrets_port <= 65535
     assert 0 <= s.secrets_ttl_s and s.secrets_ttl_s == s.secrets_ttl_s and 0 <= s.secrets_timeout_ms <= 60_000
+    assert s.secrets_compat_port is None or 1 <= s.secrets_compat_port <= 65535
+    assert s.secrets_token in ("required", "optional") and isinstance(s.secrets_allow_undeclared, bool)
     assert all(isinstance(k, str) and k == k.lower() and k for k in s.redact_keys)
 
 
@@ -437,20 +440,22 @@ def test_redaction_never_raises(value, limit):
 
 
 class _NoStore:
-    def cached_call(self, key, call):
+    sources = [SecretSource("DB_PASSWORD", "secretsmanager", "prod/db", "password")]
+
+    def answer(self, key):
         raise KeyError("secretId")
 
 
-@pytest.fixture(scope="module")
-def secrets_api():
-    api = SecretsHttpApi(_NoStore(), "the-session-token", 0)
+@pytest.fixture(scope="module", params=["required", "optional"])
+def secrets_api(request):
+    api = SecretsHttpApi(_NoStore(), "the-session-token", Settings(secrets_port=0, secrets_token=request.param, secrets_allow_undeclared=True))
     yield api
     api.stop()
 
 
 request_paths = st.builds(
     lambda prefix, rest: prefix + rest,
-    st.sampled_from(["/", "//", "/secretsmanager/get?", "/secretsmanager/get?secretId=", "/systemsmanager/parameters/get?name=", "/../", "http://["]),
+    st.sampled_from(["/", "//", "/secretsmanager/get?", "/secretsmanager/get?secretId=", "/systemsmanager/parameters/get?name=", "/../", "http://[", "/secrets/", "/?name=", "/?name=%", "/secrets/%"]),
     st.text(max_size=60),
 )
 
@@ -459,10 +464,12 @@ request_paths = st.builds(
 @given(request_paths, st.text(max_size=30) | st.none())
 def test_secrets_api_requests_never_raise_and_need_the_token(secrets_api, path, token):
     assume(token != "the-session-token")
-    status, body = secrets_api.handle(path, token)
+    status, body = secrets_api.handle(path, token, "10.1.2.3")  # not loopback: the token is needed
     assert status == 401 and isinstance(body, dict)
+    if token:  # a wrong token is refused whatever LAMBDAWRAP_SECRETS_TOKEN says
+        assert secrets_api.handle(path, token)[0] == 401
     status, body = secrets_api.handle(path, "the-session-token")
-    assert status in (200, 400, 404, 500) and isinstance(body, dict)
+    assert status in (200, 400, 404, 500) and isinstance(body, dict) and body.get("error") != "InternalError", body
 
 
 @FUZZ

@@ -114,3 +114,14 @@ def test_the_boot_imports_nothing_heavy(tmp_path):
     loaded = set(eval(out.stdout.strip()))  # noqa: S307 - our own subprocess's list of names
     heavy = {"inspect", "ast", "dis", "socket", "random", "dataclasses", "typing", "wrapt", "selectors"}
     assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_every_variable_the_settings_parse_has_its_row_in_the_readme():
+    # GIVEN the names settings.py parses WHEN the README's configuration table is read THEN each
+    # has its row, and each row names a variable that exists
+    from lambdawrap.shared import settings
+
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    rows = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `LAMBDAWRAP_")}
+    names = {value for name, value in vars(settings).items() if name.isupper() and isinstance(value, str) and value.startswith("LAMBDAWRAP_")}
+    assert names == rows, (sorted(names - rows), sorted(rows - names))

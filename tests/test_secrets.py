@@ -80,6 +80,9 @@ def secrets_env(moto: MotoServer, **extra) -> dict:
     env = {
         "AWS_ENDPOINT_URL": moto.endpoint,
         "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
+        # Generous: on a busy machine the companion's first fetch can outlast the default 1.5 s,
+        # and the boot would then fetch by itself (the first test asserts it did not).
+        "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "8000",
         "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
         # Room for a busy machine: the boot falls back to fetching itself only after this.
         "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "15000",

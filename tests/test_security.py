@@ -19,6 +19,8 @@ from lambdawrap.handler.redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACT
 from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
+from lambdawrap.shared.secret_sources import SecretSource
+from lambdawrap.shared.settings import Settings
 from support.stack import EVENTS, instrumented
 
 DB_PASSWORD = "sec-suite-DB-value-81f3"
@@ -60,6 +62,9 @@ def stack_env(moto: MotoServer, **extra: str) -> dict:
     return {
         "AWS_ENDPOINT_URL": moto.endpoint,
         "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
+        # Generous (within the 10 s init limit): on a busy machine the companion's first fetch can
+        # outlast the default 1.5 s.
+        "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "8000",
         "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
         **extra,
     }
@@ -184,8 +189,9 @@ def listening_tcp(pid: int) -> list:
 
 
 def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_token(task, moto):
-    env = stack_env(moto)
+    env = stack_env(moto, LAMBDAWRAP_SECRETS_COMPAT_PORT=str(free_port()))
     port = int(env["LAMBDAWRAP_SECRETS_PORT"])
+    compat_port = int(env["LAMBDAWRAP_SECRETS_COMPAT_PORT"])
     with instrumented(task, env=env) as (emu, rx):
         assert emu.invoke(request_event()).function_error is None
         emu.wait_idle()
@@ -199,13 +205,13 @@ def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_
         # ... the companion listens on loopback only (telemetry listener and secrets API),
         # and the function's process listens on nothing at all
         listeners = listening_tcp(companion.pid)
-        assert len(listeners) >= 2 and port in {p for _, p in listeners}, listeners
+        assert len(listeners) >= 3 and {port, compat_port} <= {p for _, p in listeners}, listeners
         assert all(ipaddress.ip_address(address).is_loopback for address, _ in listeners), listeners
         assert listening_tcp(runtime.pid) == []
 
         # ... and the secrets API refuses every request without the session token
-        def get(path: str, token: str | None) -> tuple:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        def get(path: str, token: str | None, on_port: int = port) -> tuple:
+            request = urllib.request.Request(f"http://127.0.0.1:{on_port}{path}")
             if token is not None:
                 request.add_header(TOKEN_HEADER, token)
             try:
@@ -219,6 +225,11 @@ def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_
             status, body = get(secret_path, token)
             assert status == 401 and DB_PASSWORD not in body, (token, status)
         assert get("/systemsmanager/parameters/get?name=%2Fprod%2Fapi%2Fkey&withDecryption=true", None)[0] == 401
+        for path in ("/secrets/DB_PASSWORD", "/secrets/prod/db", "/?name=API_KEY", "/?name=/prod/api/key"):
+            for on_port in (port, compat_port):
+                for token in (None, "wrong"):
+                    status, body = get(path, token, on_port)
+                    assert status == 401 and DB_PASSWORD not in body and API_KEY not in body, (path, on_port, token)
         assert get("/../../etc/passwd", None)[0] == 401
         status, body = get(secret_path, SESSION_TOKEN)
         assert status == 200 and DB_PASSWORD in body  # the one way in
@@ -228,15 +239,53 @@ def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_
 
 def test_secrets_api_without_a_session_token_refuses_everything():
     class Store:  # never reached
-        def cached_call(self, key, call):
+        sources = [SecretSource("DB_PASSWORD", "secretsmanager", "prod/db", "password")]
+
+        def answer(self, key):
             raise AssertionError("the store was consulted")
 
-    api = SecretsHttpApi(Store(), "", 0)
+    # GIVEN no AWS_SESSION_TOKEN, even with token-less requests allowed
+    api = SecretsHttpApi(Store(), "", Settings(secrets_port=0, secrets_token="optional", secrets_allow_undeclared=True))
     try:
-        for token in (None, "", "anything"):
-            assert api.handle("/secretsmanager/get?secretId=x", token)[0] == 401
+        # THEN no request on any path is served
+        for path in ("/secretsmanager/get?secretId=x", "/secrets/DB_PASSWORD", "/?name=DB_PASSWORD"):
+            for token in (None, "", "anything"):
+                status, body = api.handle(path, token)
+                assert status == 401 and "AWS_SESSION_TOKEN" in body["message"], (path, token)
     finally:
         api.stop()
+
+
+def test_token_less_requests_are_served_only_when_optional_only_for_the_token_less_shapes_and_only_from_loopback():
+    class Store:
+        sources = [SecretSource("DB_PASSWORD", "secretsmanager", "prod/db", "password")]
+
+        def answer(self, key):
+            return {"Name": "prod/db", "SecretString": json.dumps({"password": DB_PASSWORD})}
+
+    def api_with(**settings):
+        return SecretsHttpApi(Store(), SESSION_TOKEN, Settings(secrets_port=0, **settings))
+
+    required, optional = api_with(), api_with(secrets_token="optional")
+    try:
+        for path in ("/secrets/DB_PASSWORD", "/?name=DB_PASSWORD"):
+            # GIVEN the default: the token is required on every path
+            status, body = required.handle(path, None)
+            assert status == 401 and TOKEN_HEADER in body["message"] and "LAMBDAWRAP_SECRETS_TOKEN=optional" in body["message"]
+            assert required.handle(path, SESSION_TOKEN) == (200, {"value": DB_PASSWORD})
+            # GIVEN optional: served without a token from loopback, never from elsewhere, and a
+            # wrong token is refused all the same
+            assert optional.handle(path, None, "127.0.0.1") == (200, {"value": DB_PASSWORD})
+            assert optional.handle(path, None, "::1") == (200, {"value": DB_PASSWORD})
+            for host in ("10.0.0.7", "169.254.169.254", "::ffff:10.0.0.7", "not-an-address"):
+                assert optional.handle(path, None, host)[0] == 401, host
+            assert optional.handle(path, "wrong", "127.0.0.1")[0] == 401
+        # ... and the AWS extension's paths, whose functions always send it, still want it
+        status, body = optional.handle("/secretsmanager/get?secretId=prod%2Fdb", None, "127.0.0.1")
+        assert status == 401 and "optional" not in body["message"]
+    finally:
+        required.stop()
+        optional.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,9 +123,10 @@ class Companion:
         try:
             from lambdawrap.companion.secrets_api import SecretsHttpApi
 
-            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings.secrets_port)
-        except OSError as exc:
-            get_logger().warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", self.settings.secrets_port, exc.strerror or exc)
+            # A port that is taken is reported by the API itself; the other one still serves.
+            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings)
+        except Exception:  # noqa: BLE001 - fail open: the declared secrets still reach the handler side
+            get_logger().exception("lambdawrap: the secrets HTTP API failed to start")
 
     def _ensure_pipeline(self) -> None:
         """Start building the export pipeline (once)."""

@@ -1,14 +1,22 @@
-"""Secrets in the companion: fetched concurrently with boto3 right after registration, kept
-with a TTL, refreshed in the background (stale-while-revalidate), and served to the handler
-side over the local channel and to the function over the 2773 HTTP API."""
+"""Secrets in the companion: one cache of AWS answers, keyed by the request that fetched them
+(`secret_sources.secret_key` / `parameter_key`), with one TTL.
+
+A declared secret, the same secret asked for by its id or through any path of the HTTP API,
+and the handler side's copy are all read from one entry, fetched once. Declared secrets are
+fetched concurrently right after registration and refreshed as they reach the TTL; any other
+entry is refreshed when it is asked for after the TTL, the stale answer being served meanwhile
+(stale-while-revalidate). Every refresh runs on one worker thread. A failed refresh keeps the
+last good answer until the next TTL."""
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 
 from lambdawrap.shared.log import get_logger
-from lambdawrap.shared.secret_sources import SecretsError, SecretSource, fetch, make_clients
+from lambdawrap.shared.refresh_worker import RefreshWorker
+from lambdawrap.shared.secret_sources import SecretsError, call, error_code, fetch_failed, make_clients, source_key, value_of
 from lambdawrap.shared.settings import Settings
 
 TYPE_CHECKING = False
@@ -16,129 +24,196 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 MAX_PARALLEL_FETCHES = 8
-MIN_REFRESH_S = 1.0
+MIN_REFRESH_S = 1.0  # a TTL of 0 refreshes declared secrets once a second, not in a busy loop
+MAX_ENTRIES = 1000  # answers for undeclared names beyond this evict the oldest of them
+FLIGHT_WAIT_S = 30.0  # longer than one boto3 call with its retries (3 x (2 s + 5 s))
 
 
 class _Entry:
-    __slots__ = ("value", "error", "fetched_at")
+    __slots__ = ("answer", "error", "fetched_at")
 
-    def __init__(self, value: Any = None, error: str | None = None, fetched_at: float = 0.0) -> None:
-        self.value = value
+    def __init__(self, answer: Any = None, error: BaseException | None = None, fetched_at: float = 0.0) -> None:
+        self.answer = answer
         self.error = error
         self.fetched_at = fetched_at
 
 
-class SecretStore:
-    """Declared secrets by env name, plus raw API answers cached for the 2773 API."""
+class _Flight:
+    """A fetch in progress: callers asking for the same key wait for it instead of fetching."""
 
+    __slots__ = ("done", "entry")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: _Entry | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, bytes):
+        import base64  # deferred: only binary secrets need it
+
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class SecretStore:
     def __init__(self, settings: Settings, clients: Callable[[str], Any] | None = None) -> None:
         self.ttl_s = settings.secrets_ttl_s
         self._region = settings.region
         self.sources = list(settings.secrets)
+        self._declared_keys = list(dict.fromkeys(source_key(s) for s in self.sources))
         self._clients = clients
-        self._declared: dict[str, _Entry] = {}
-        self._api_cache: dict[tuple, _Entry] = {}
+        self._clients_lock = threading.Lock()
+        self._entries: dict[tuple, _Entry] = {}
+        self._flights: dict[tuple, _Flight] = {}
+        self._due: set = set()
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._refreshing: set = set()
+        self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
         if not self.sources:
             self._ready.set()
 
     def client(self, service: str) -> Any:
-        if self._clients is None:
-            self._clients = make_clients("companion", self._region)
-        return self._clients(service)
+        # Under a lock: the first fetches run in parallel, and a boto3 session must not build
+        # two clients at once.
+        with self._clients_lock:
+            if self._clients is None:
+                self._clients = make_clients("companion", self._region)
+            return self._clients(service)
 
     def start(self) -> None:
-        """Fetch everything declared now (in parallel), then keep it fresh, on named threads."""
+        """Fetch everything declared now (in parallel), then keep it fresh, on the worker."""
         if self.sources:
-            threading.Thread(target=self._load_then_refresh, name="lambdawrap-secrets", daemon=True).start()
+            self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._worker.stop()
 
-    def _fetch_declared(self, source: SecretSource) -> None:
-        entry = _Entry(fetched_at=time.monotonic())
-        try:
-            entry.value = fetch(source, self.client)
-        except SecretsError as exc:
-            entry.error = str(exc)
-        with self._lock:
-            self.fetches += 1
-            previous = self._declared.get(source.env_name)
-            if entry.error and previous is not None and previous.error is None:
-                # Keep serving the last good value when a refresh fails; say so once.
-                get_logger().warning("lambdawrap: refreshing %s failed, keeping the cached value: %s", source.env_name, entry.error)
-                previous.fetched_at = entry.fetched_at
-                return
-            self._declared[source.env_name] = entry
+    # the worker ---------------------------------------------------------------------
 
-    def _load_then_refresh(self) -> None:
+    def _refresh(self) -> float | None:
+        if not self._ready.is_set():
+            self._load_declared()
+        else:
+            with self._lock:
+                now = time.monotonic()
+                due = self._due | {k for k in self._declared_keys if self._stale(self._entries.get(k), now)}
+                self._due.clear()
+            for key in due:
+                self._fetch(key)
+        return self._next_declared_refresh_s()
+
+    def _load_declared(self) -> None:
         try:
             from concurrent.futures import ThreadPoolExecutor  # deferred: only with declared secrets
 
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(self.sources)), thread_name_prefix="lambdawrap-secret") as pool:
-                list(pool.map(self._fetch_declared, self.sources))
-        except Exception:  # noqa: BLE001 - e.g. boto3 missing: every secret reports the failure
-            get_logger().exception("lambdawrap: fetching secrets failed")
-            with self._lock:
-                for source in self.sources:
-                    self._declared.setdefault(source.env_name, _Entry(error=f"secret {source.describe()} could not be fetched: boto3 unavailable"))
+            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FETCHES, len(self._declared_keys)), thread_name_prefix="lambdawrap-secret") as pool:
+                list(pool.map(self._fetch, self._declared_keys))
         finally:
             self._ready.set()
-        while not self._stop.wait(max(self.ttl_s, MIN_REFRESH_S)):
-            for source in self.sources:
-                if self._stop.is_set():
-                    return
-                self._fetch_declared(source)
 
-    def snapshot(self, timeout_s: float) -> dict:
-        """Values and errors of the declared secrets, waiting up to timeout_s for the first load."""
-        ready = self._ready.wait(timeout_s)
+    def _next_declared_refresh_s(self) -> float | None:
         with self._lock:
-            values = {k: e.value for k, e in self._declared.items() if e.error is None}
-            errors = {k: e.error for k, e in self._declared.items() if e.error is not None}
-        if not ready:
-            for source in self.sources:
-                if source.env_name not in values and source.env_name not in errors:
-                    errors[source.env_name] = f"secret {source.describe()} was not fetched within {timeout_s * 1000:.0f} ms"
-        return {"values": values, "errors": errors, "ttl": self.ttl_s}
+            fetched = [e.fetched_at for e in map(self._entries.get, self._declared_keys) if e is not None]
+        if not fetched:
+            return None
+        return max(0.0, min(fetched) + max(self.ttl_s, MIN_REFRESH_S) - time.monotonic())
 
-    # 2773 API ---------------------------------------------------------------------
+    def _stale(self, entry: _Entry | None, now: float) -> bool:
+        return entry is None or now - entry.fetched_at >= self.ttl_s
 
-    def cached_call(self, key: tuple, call: Callable[[], Any]) -> Any:
-        """A cached AWS answer: fresh within the TTL; stale ones are served while one refresh runs."""
-        now = time.monotonic()
+    # fetching -----------------------------------------------------------------------
+
+    def _fetch(self, key: tuple) -> _Entry:
+        """Fetch `key` now, or wait for the fetch of it already running; the entry that stands."""
         with self._lock:
-            entry = self._api_cache.get(key)
-        if entry is not None and entry.error is None:
-            if now - entry.fetched_at >= self.ttl_s:
-                self._refresh_in_background(key, call)
-            return entry.value
-        value = call()  # first use: the caller asked for it, so it waits for it
+            flight = self._flights.get(key)
+            leading = flight is None
+            if leading:
+                flight = self._flights[key] = _Flight()
+        if not leading:
+            if flight.done.wait(FLIGHT_WAIT_S) and flight.entry is not None:
+                return flight.entry
+            return _Entry(error=TimeoutError("an earlier fetch of this secret did not finish"), fetched_at=time.monotonic())
+        try:
+            entry = _Entry(answer=_jsonable(call(key, self.client)), fetched_at=time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - botocore's errors (and a missing boto3) are kept, never raised here
+            entry = _Entry(error=exc, fetched_at=time.monotonic())
         with self._lock:
             self.fetches += 1
-            self._api_cache[key] = _Entry(value=value, fetched_at=time.monotonic())
-        return value
+            entry = self._keep(key, entry)
+            del self._flights[key]
+        flight.entry = entry
+        flight.done.set()
+        return entry
 
-    def _refresh_in_background(self, key: tuple, call: Callable[[], Any]) -> None:
+    def _keep(self, key: tuple, entry: _Entry) -> _Entry:
+        """Store what a fetch brought (lock held) and return the entry that now stands."""
+        previous = self._entries.get(key)
+        if entry.error is not None:
+            if previous is not None and previous.error is None:
+                # Keep serving the last good answer; try again after one more TTL. The message
+                # names the secret's id, never its value.
+                get_logger().warning("lambdawrap: refreshing %s:%s failed (%s); serving the cached value", key[0], key[1], error_code(entry.error))
+                previous.fetched_at = entry.fetched_at
+                return previous
+            if key not in self._declared_keys:
+                return entry  # a failure for an undeclared name is answered, not remembered
+        elif previous is None and key not in self._declared_keys and len(self._entries) >= MAX_ENTRIES:
+            oldest = min((k for k in self._entries if k not in self._declared_keys), key=lambda k: self._entries[k].fetched_at, default=None)
+            if oldest is not None:
+                del self._entries[oldest]
+        self._entries[key] = entry
+        return entry
+
+    # readers ------------------------------------------------------------------------
+
+    def answer(self, key: tuple) -> dict:
+        """The AWS answer to the request `key` names: cached within the TTL; after it, served
+        while the worker refreshes it; fetched now (the caller waits) the first time. Raises the
+        fetch's error (a botocore error) when there is no good answer."""
         with self._lock:
-            if key in self._refreshing:
-                return
-            self._refreshing.add(key)
+            entry = self._entries.get(key)
+            stale = entry is not None and entry.error is None and self._stale(entry, time.monotonic())
+            if stale:
+                self._due.add(key)
+        if stale:
+            self._worker.wake()
+        if entry is None or entry.error is not None:
+            entry = self._fetch(key)
+        if entry.error is not None:
+            raise entry.error
+        return entry.answer
 
-        def refresh() -> None:
+    def snapshot(self, timeout_s: float) -> dict:
+        """Values, errors and ages (seconds since fetched) of the declared secrets, waiting up
+        to timeout_s for the first load. The handler side counts its copy's age from the fetch,
+        so that two caches in a row never make a value older than one TTL."""
+        ready = self._ready.wait(timeout_s)
+        values: dict = {}
+        errors: dict = {}
+        ages: dict = {}
+        now = time.monotonic()
+        with self._lock:
+            entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
+        for source in self.sources:
+            entry = entries[source.env_name]
+            if entry is None:
+                if not ready:
+                    errors[source.env_name] = f"secret {source.describe()} was not fetched within {timeout_s * 1000:.0f} ms"
+                continue
             try:
-                value = call()
-                with self._lock:
-                    self.fetches += 1
-                    self._api_cache[key] = _Entry(value=value, fetched_at=time.monotonic())
-            except Exception:  # noqa: BLE001 - keep serving the cached answer
-                get_logger().warning("lambdawrap: background refresh of %s failed; serving the cached value", key[0])
-            finally:
-                with self._lock:
-                    self._refreshing.discard(key)
-
-        threading.Thread(target=refresh, name="lambdawrap-secret-refresh", daemon=True).start()
+                if entry.error is not None:
+                    raise fetch_failed(source, entry.error)
+                values[source.env_name] = value_of(source, entry.answer)
+                ages[source.env_name] = max(0.0, now - entry.fetched_at)
+            except SecretsError as exc:
+                errors[source.env_name] = str(exc)
+        return {"values": values, "errors": errors, "ages": ages, "ttl": self.ttl_s}

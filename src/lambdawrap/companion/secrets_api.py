@@ -1,61 +1,74 @@
-"""A localhost HTTP API compatible with the AWS Parameters and Secrets Lambda Extension:
+"""The localhost secrets API the function calls, in the shapes functions are commonly written for:
 
     GET /secretsmanager/get?secretId=...[&versionId=...][&versionStage=...]
     GET /systemsmanager/parameters/get?name=...[&withDecryption=true][&version=...][&label=...]
+        the AWS Parameters and Secrets Lambda Extension's: answers shaped like GetSecretValue
+        and GetParameter, errors as {"error": <AWS code>} with AWS's status
+    GET /secrets/<name>   {"value": "..."}; 404 when the name is unknown, 500 when it cannot be read
+    GET /?name=<name>     {"value": "..."}; 500 with {"error", "message"} when it cannot be read
 
-Every request must carry X-Aws-Parameters-Secrets-Token equal to AWS_SESSION_TOKEN. Answers
-have the shapes of GetSecretValue and GetParameter.
+(`secret_names` says what a bare name means.) Every request must carry
+X-Aws-Parameters-Secrets-Token equal to AWS_SESSION_TOKEN, as the AWS extension wants. With
+LAMBDAWRAP_SECRETS_TOKEN=optional the last two shapes, whose usual code sends no token, are
+served without one to loopback clients; a wrong token is refused whatever the setting. The API
+listens on 127.0.0.1 only, on LAMBDAWRAP_SECRETS_PORT and on LAMBDAWRAP_SECRETS_COMPAT_PORT if
+set; both ports answer every shape. All answers come from the store's one cache.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
 import hmac
 import json
 import threading
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from lambdawrap.companion.prebound_http import PreboundHttpServer
+from lambdawrap.companion.secret_names import ReadFailed, SecretNames, UnknownName
 from lambdawrap.companion.secret_store import SecretStore
+from lambdawrap.shared.log import Failures, get_logger
+from lambdawrap.shared.secret_sources import error_code, parameter_key, secret_key
+from lambdawrap.shared.settings import SECRETS_TOKEN, Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return value.timestamp()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items() if k != "ResponseMetadata"}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+SECRETS_MANAGER_PATH = "/secretsmanager/get"
+PARAMETERS_PATH = "/systemsmanager/parameters/get"
+SECRETS_PREFIX = "/secrets/"
+NAME_PATH = "/"
 
 
 class SecretsHttpApi:
-    """Binds its port at once; imports and starts the HTTP server only when the first
-    request is waiting, so an unused API costs nothing at cold start."""
+    """Binds its ports at once; imports and starts an HTTP server on a port only when the
+    first request is waiting there, so an unused API costs nothing at cold start."""
 
-    def __init__(self, store: SecretStore, token: str, port: int) -> None:
+    def __init__(self, store: SecretStore, session_token: str, settings: Settings) -> None:
         self.store = store
-        self._token = token
-        # Loopback only: the function reaches it on localhost, nothing else may.
-        self._http = PreboundHttpServer("127.0.0.1", port)
-        self.port = self._http.address[1]
-        threading.Thread(target=self._serve_when_needed, name="lambdawrap-secrets-api", daemon=True).start()
+        self.names = SecretNames(store.sources, settings.secrets_allow_undeclared)
+        self._session_token = session_token
+        self._token_optional = settings.secrets_token == "optional"
+        self._failures = Failures()
+        self._servers: list = []
+        for port in dict.fromkeys(p for p in (settings.secrets_port, settings.secrets_compat_port) if p is not None):
+            try:
+                # Loopback only: the function reaches it on localhost, nothing else may.
+                server = PreboundHttpServer("127.0.0.1", port)
+            except OSError as exc:
+                get_logger().warning("lambdawrap: the secrets API is not listening on port %d: %s", port, exc.strerror or exc)
+                continue
+            self._servers.append(server)
+            threading.Thread(target=self._serve_when_needed, args=(server,), name=f"lambdawrap-secrets-api-{port}", daemon=True).start()
+        self.ports = [server.address[1] for server in self._servers]
 
-    def _serve_when_needed(self) -> None:
-        if self._http.wait_for_client():  # an unused API never imports http.server
-            self._http.serve_forever(self._handler)
+    def _serve_when_needed(self, server: PreboundHttpServer) -> None:
+        if server.wait_for_client():  # an unused port never imports http.server
+            server.serve_forever(self._handler)
 
     def stop(self) -> None:
-        self._http.stop()
+        for server in self._servers:
+            server.stop()
 
     def _handler(self) -> type:
         from http.server import BaseHTTPRequestHandler
@@ -66,7 +79,7 @@ class SecretsHttpApi:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
-                status, body = api.handle(self.path, self.headers.get(TOKEN_HEADER))
+                status, body = api.handle(self.path, self.headers.get(TOKEN_HEADER), self.client_address[0])
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -79,43 +92,83 @@ class SecretsHttpApi:
 
         return Handler
 
-    def handle(self, path: str, token: str | None) -> tuple[int, Any]:
-        if not self._token or not token or not hmac.compare_digest(token.encode(), self._token.encode()):
-            return 401, {"error": f"missing or invalid {TOKEN_HEADER} header (it must equal AWS_SESSION_TOKEN)"}
+    def handle(self, path: str, token: str | None, client_host: str = "127.0.0.1") -> tuple[int, Any]:
+        """(status, JSON body) for one GET; never raises, never puts a value in an error."""
+        try:
+            return self._handle(path, token, client_host)
+        except Exception:  # noqa: BLE001 - a bug of ours is answered, the companion keeps serving
+            self._failures.record("a secrets API request failed")
+            return 500, {"error": "InternalError", "message": "the secrets API failed on this request"}
+
+    def _handle(self, path: str, token: str | None, client_host: str) -> tuple[int, Any]:
         try:
             parts = urlsplit(path)
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            # A literal "+" is kept: secret and parameter names hold no spaces, but may hold "+".
+            query = {k: v[-1] for k, v in parse_qs(parts.query.replace("+", "%2B")).items()}
         except ValueError:  # e.g. "//[": not a path we could serve
+            parts, query = None, {}
+        tokenless_shape = parts is not None and (parts.path.startswith(SECRETS_PREFIX) or parts.path == NAME_PATH)
+        refusal = self._refusal(token, client_host, tokenless_shape)
+        if refusal is not None:
+            return 401, refusal
+        if parts is None:
             return 400, {"error": "malformed request path"}
+        if parts.path.startswith(SECRETS_PREFIX):
+            return self._value(unquote(parts.path[len(SECRETS_PREFIX) :]), unknown_status=404)
+        if parts.path == NAME_PATH:
+            if not query.get("name"):
+                return 400, {"error": "missing query parameter name"}
+            return self._value(query["name"], unknown_status=500)
         try:
-            if parts.path == "/secretsmanager/get":
-                return 200, self._secret(query)
-            if parts.path == "/systemsmanager/parameters/get":
+            if parts.path == SECRETS_MANAGER_PATH:
+                return 200, self.store.answer(secret_key(query["secretId"], query.get("versionId") or None, query.get("versionStage") or None))
+            if parts.path == PARAMETERS_PATH:
                 return 200, self._parameter(query)
         except KeyError as exc:
             return 400, {"error": f"missing query parameter {exc.args[0]}"}
         except Exception as exc:  # noqa: BLE001 - AWS errors are answered, never raised
-            code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or type(exc).__name__
             status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
-            return int(status), {"error": code}
-        return 404, {"error": f"unknown path {parts.path}"}
+            return int(status), {"error": error_code(exc)}
+        return 404, {"error": f"unknown path {parts.path[:200]}"}
 
-    def _secret(self, query: dict) -> Any:
-        kwargs = {"SecretId": query["secretId"]}
-        if query.get("versionId"):
-            kwargs["VersionId"] = query["versionId"]
-        if query.get("versionStage"):
-            kwargs["VersionStage"] = query["versionStage"]
-        key = ("secretsmanager",) + tuple(sorted(kwargs.items()))
-        return self.store.cached_call(key, lambda: _jsonable(self.store.client("secretsmanager").get_secret_value(**kwargs)))
+    def _refusal(self, token: str | None, client_host: str, tokenless_shape: bool) -> dict | None:
+        """Why the request is refused (a 401 body), or None to serve it."""
+        if not self._session_token:
+            return {"error": "Unauthorized", "message": "AWS_SESSION_TOKEN is not set in this environment, so no request can be authenticated"}
+        if token:
+            if hmac.compare_digest(token.encode(), self._session_token.encode()):
+                return None
+            return {"error": "Unauthorized", "message": f"the {TOKEN_HEADER} header does not equal AWS_SESSION_TOKEN"}
+        if tokenless_shape and self._token_optional and _is_loopback(client_host):
+            return None
+        hint = f" ({SECRETS_TOKEN}=optional serves this shape without it, to loopback clients)" if tokenless_shape else ""
+        return {"error": "Unauthorized", "message": f"the {TOKEN_HEADER} header is missing: it must equal AWS_SESSION_TOKEN{hint}"}
 
-    def _parameter(self, query: dict) -> Any:
+    def _value(self, name: str, unknown_status: int) -> tuple[int, dict]:
+        try:
+            return 200, {"value": self.names.value(self.store, name)}
+        except UnknownName as exc:
+            return unknown_status, {"error": "NotFound", "message": str(exc)}
+        except ReadFailed as exc:
+            return 500, {"error": exc.code, "message": str(exc)}
+
+    def _parameter(self, query: dict) -> dict:
         name = query["name"]
         if query.get("version"):
             name = f"{name}:{query['version']}"
         elif query.get("label"):
             name = f"{name}:{query['label']}"
         decrypt = query.get("withDecryption", "false").lower() == "true"
-        key = ("ssm", name, decrypt)
-        answer = self.store.cached_call(key, lambda: _jsonable(self.store.client("ssm").get_parameter(Name=name, WithDecryption=decrypt)))
+        answer = self.store.answer(parameter_key(name, decrypt))
         return {"Parameter": answer.get("Parameter"), "ResultMetadata": {}}
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress  # deferred: only token-less requests need it
+
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

@@ -3,8 +3,8 @@
 At boot (before the handler module is imported) the values come from the companion over the
 local channel and are injected into os.environ, so module-level code can read them. Only if the
 companion is absent does the boot fetch them itself with boto3. Afterwards, `get(name)` returns
-the cached value at once; a value older than LAMBDAWRAP_SECRETS_TTL is refreshed in the
-background (stale-while-revalidate), never on the caller's path.
+the cached value at once; a value fetched longer than LAMBDAWRAP_SECRETS_TTL ago is refreshed
+in the background (stale-while-revalidate) by one worker thread, never on the caller's path.
 
     from lambdawrap import secrets
     password = secrets.get("DB_PASSWORD")
@@ -13,11 +13,11 @@ background (stale-while-revalidate), never on the caller's path.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from lambdawrap.shared import records
 from lambdawrap.shared.log import get_logger
+from lambdawrap.shared.refresh_worker import RefreshWorker
 from lambdawrap.shared.secret_sources import SecretsError, fetch, make_clients
 
 TYPE_CHECKING = False
@@ -27,48 +27,17 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 __all__ = ["SecretsError", "get"]
 
 CONNECT_RETRY_S = 0.005
+# How soon a value the companion handed over already at its TTL (its own refresh still running)
+# is asked for again.
+RETRY_STALE_S = 0.25
+# How soon a refresh that got no answer is tried again (at most; a shorter TTL wins). Not at
+# once: a companion that is gone would be polled without end.
+RETRY_FAILED_S = 5.0
 
-# env name -> (value, when it was fetched from AWS, epoch seconds: the monotonic clock may not
-# advance while the environment is frozen, and a TTL is about real time).
+# env name -> (value, when its refresh is due, epoch seconds: the monotonic clock may not advance
+# while the environment is frozen, and a TTL is about real time).
 _cache: dict[str, tuple[str, float]] = {}
 _config: dict[str, Any] = {}
-
-
-class _Refresher:
-    """One background thread for the whole process, woken when a value is stale (never the
-    caller's wait), and rebuilt in a forked child, where threads do not survive."""
-
-    def __init__(self) -> None:
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._wake = threading.Event()
-        self._thread = None
-        self._lock = threading.Lock()
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lambdawrap-secrets-refresh", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            try:
-                answer = _load(_config["sources"], _config["channel"], _config["timeout_s"], _config["companion"], _config["region"])
-                _store(answer["values"], answer.get("ages"))
-            except Exception:  # noqa: BLE001 - keep serving the cached values
-                get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
-
-
-_refresher = _Refresher()
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -76,20 +45,45 @@ def get(name: str, default: str | None = None) -> str | None:
     entry = _cache.get(name)
     if entry is None:
         return default
-    value, fetched_at = entry
-    if _config and time.time() - fetched_at >= _config.get("ttl", 300.0):
-        _refresher.wake()
+    value, due_at = entry
+    if _config and time.time() >= due_at:
+        _worker.wake()
     return value
 
 
 def _store(values: Mapping[str, str], ages: Any = None) -> None:
-    """Cache values; `ages` (seconds, by name) say how old the companion's copies already were,
-    so that a value is never served for longer than one TTL after it was fetched."""
+    # A value is due for refresh one TTL after its fetch from AWS, not after its arrival here:
+    # counted from here, the companion's cache and this one in a row would let a value be two
+    # TTLs old.
     now = time.time()
-    ages = ages if isinstance(ages, dict) else {}
+    ttl_s = _config.get("ttl", 300.0)
     for name, value in values.items():
-        age = ages.get(name)
-        _cache[name] = (value, now - (age if isinstance(age, (int, float)) and 0 <= age < 86400 * 365 else 0.0))
+        age = (ages if isinstance(ages, dict) else {}).get(name)
+        if not isinstance(age, (int, float)) or not 0 <= age < 86400 * 365:
+            age = 0.0
+        _cache[name] = (value, now - age + ttl_s)
+
+
+def _refresh() -> None:
+    values: dict = {}
+    try:
+        if _config["companion"]:
+            # The companion is the one cache: when it does not answer (busy, or this process was
+            # frozen while waiting), keep the values and ask it again later.
+            answer = _ask_companion(_config["channel"], _config["timeout_s"]) or {}
+        else:
+            answer = _fetch_directly(_config["sources"], _config["region"])
+        values = {k: v for k, v in (answer.get("values") or {}).items() if isinstance(k, str) and isinstance(v, str)}
+        _store(values, answer.get("ages"))
+    except Exception:  # noqa: BLE001 - keep serving the cached values
+        get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
+    retry_at = time.time() + min(_config.get("ttl", 300.0), RETRY_FAILED_S)
+    for name in list(_cache):
+        if name not in values:
+            _cache[name] = (_cache[name][0], retry_at)
+
+
+_worker = RefreshWorker("lambdawrap-secrets-refresh", _refresh, RETRY_STALE_S)
 
 
 def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
@@ -122,13 +116,14 @@ def _fetch_directly(sources: list, region: str) -> dict:
     return {"values": values, "errors": errors}
 
 
-def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region: str) -> dict:
+def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region: str) -> tuple:
+    """(answer, whether the companion gave it)."""
     answer = _ask_companion(channel, timeout_s) if companion else None
-    if answer is None:
-        if companion:
-            get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
-        answer = _fetch_directly(sources, region)
-    return answer
+    if answer is not None:
+        return answer, True
+    if companion:
+        get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
+    return _fetch_directly(sources, region), False
 
 
 def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list:
@@ -142,8 +137,10 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
     if not sources:
         return failures
     timeout_s = settings.secrets_timeout_ms / 1000
-    _config.update(sources=sources, channel=channel, timeout_s=timeout_s, companion=companion_expected, region=settings.region, ttl=settings.secrets_ttl_s)
-    answer = _load(sources, channel, timeout_s, companion_expected, settings.region)
+    _config.update(sources=sources, channel=channel, timeout_s=timeout_s, region=settings.region, ttl=settings.secrets_ttl_s)
+    answer, from_companion = _load(sources, channel, timeout_s, companion_expected, settings.region)
+    # Refreshes go where this answer came from: boto3 enters this process only if boot needed it.
+    _config["companion"] = from_companion
     for name, value in answer["values"].items():
         if isinstance(name, str) and isinstance(value, str):
             os.environ[name] = value

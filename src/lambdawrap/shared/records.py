@@ -46,8 +46,9 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
              attributes, events: [[name, attributes, time_ns]],
              links: [[trace_id, span_id, attributes]], status: [code, description]}]
 
-``secrets.get`` -- at boot, the declared secrets (answered on the same connection with a
-``secrets`` record: values, errors, ttl, unavailable).
+``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
+connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
+from AWS, so that the handler side's copy expires with the companion's), ttl, unavailable).
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ def secrets_request(timeout_ms: int) -> dict:
     return {"version": VERSION, "type": SECRETS_REQUEST, "timeout_ms": timeout_ms}
 
 
-def secrets_answer(values: dict, errors: dict, ttl: float | None = None, unavailable: bool = False) -> dict:
+def secrets_answer(values: dict, errors: dict, ttl: float | None = None, unavailable: bool = False, ages: dict | None = None) -> dict:
     answer = {"version": VERSION, "type": SECRETS_ANSWER, "values": values, "errors": errors}
+    if ages:
+        answer["ages"] = ages
     if ttl is not None:
         answer["ttl"] = ttl
     if unavailable:

@@ -1,4 +1,5 @@
-"""Declared secrets: the LAMBDAWRAP_SECRETS syntax, and fetching one value with boto3.
+"""Declared secrets: the LAMBDAWRAP_SECRETS syntax, the AWS request that fetches each (whose key
+is also the companion's cache key), and fetching one value with boto3.
 
     LAMBDAWRAP_SECRETS=DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key
 
@@ -107,25 +108,66 @@ def make_clients(component: str, region: str | None = None) -> Callable[[str], A
     return client
 
 
+def secret_key(secret_id: str, version_id: str | None = None, version_stage: str | None = None) -> tuple:
+    """The cache key of one GetSecretValue request."""
+    if version_id is None and version_stage == "AWSCURRENT":
+        # What GetSecretValue returns when no version is named: one entry for both spellings.
+        version_stage = None
+    return (SECRETS_MANAGER, secret_id, version_id, version_stage)
+
+
+def parameter_key(name: str, decrypt: bool = True) -> tuple:
+    """The cache key of one GetParameter request (`name` may carry a :version or :label)."""
+    return (SSM, name, decrypt)
+
+
+def source_key(source: SecretSource) -> tuple:
+    """The request a declared secret is fetched with: secrets that name the same secret (with
+    different JSON keys, or asked for through the HTTP API) share one request, and one entry."""
+    if source.service == SSM:
+        return parameter_key(source.identifier)
+    return secret_key(source.identifier, None, source.version_stage)
+
+
+def call(key: tuple, client: Callable[[str], Any]) -> dict:
+    """The AWS answer to the request `key` names (botocore's exceptions pass through)."""
+    if key[0] == SSM:
+        return client(SSM).get_parameter(Name=key[1], WithDecryption=key[2])
+    _, secret_id, version_id, version_stage = key
+    kwargs = {"SecretId": secret_id}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    if version_stage:
+        kwargs["VersionStage"] = version_stage
+    return client(SECRETS_MANAGER).get_secret_value(**kwargs)
+
+
+def fetch_failed(source: SecretSource, exc: BaseException) -> SecretsError:
+    """The error of a failed fetch: names the secret and the AWS error code, never a value."""
+    return SecretsError(f"secret {source.describe()} could not be fetched: {error_code(exc)}")
+
+
 def fetch(source: SecretSource, client: Callable[[str], Any]) -> str:
     """The value of one declared secret; raises SecretsError naming it (never its value)."""
     try:
-        if source.service == SSM:
-            answer = client(SSM).get_parameter(Name=source.identifier, WithDecryption=True)
-            return str(answer["Parameter"]["Value"])
-        kwargs = {"SecretId": source.identifier}
-        if source.version_stage:
-            kwargs["VersionStage"] = source.version_stage
-        answer = client(SECRETS_MANAGER).get_secret_value(**kwargs)
+        answer = call(source_key(source), client)
     except Exception as exc:  # noqa: BLE001 - botocore's errors are many; each becomes one message
-        raise SecretsError(f"secret {source.describe()} could not be fetched: {_error_code(exc)}") from None
-    import json  # deferred: parsing the declarations (at boot) needs no json
+        raise fetch_failed(source, exc) from None
+    return value_of(source, answer)
 
+
+def value_of(source: SecretSource, answer: dict) -> str:
+    """A secret's string from a GetSecretValue or GetParameter answer, with its JSON key picked
+    out if it has one; raises SecretsError naming the secret (never its value)."""
+    if source.service == SSM:
+        return str(answer["Parameter"]["Value"])
     value = answer.get("SecretString")
     if value is None:
-        raise SecretsError(f"secret {source.describe()} is binary; only string secrets can be injected")
+        raise SecretsError(f"secret {source.describe()} is binary; only string secrets can be read as text")
     if source.json_key is None:
         return str(value)
+    import json  # deferred: parsing the declarations (at boot) needs no json
+
     try:
         document = json.loads(value)
         picked = document[source.json_key]
@@ -134,7 +176,8 @@ def fetch(source: SecretSource, client: Callable[[str], Any]) -> str:
     return picked if isinstance(picked, str) else json.dumps(picked)
 
 
-def _error_code(exc: Exception) -> str:
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore error (e.g. ResourceNotFoundException), else its type."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = (response.get("Error") or {}).get("Code")

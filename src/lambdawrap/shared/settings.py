@@ -50,6 +50,9 @@ INSTRUMENT = "LAMBDAWRAP_INSTRUMENT"
 INSTRUMENT_EXCLUDE_HOSTS = "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS"
 PROPAGATE_AWS = "LAMBDAWRAP_PROPAGATE_AWS"
 PROPAGATORS = "OTEL_PROPAGATORS"
+SECRETS_COMPAT_PORT = "LAMBDAWRAP_SECRETS_COMPAT_PORT"
+SECRETS_TOKEN = "LAMBDAWRAP_SECRETS_TOKEN"
+SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
@@ -78,6 +81,7 @@ PROPAGATOR_NAMES = ("tracecontext", "baggage", "xray")
 # Where lambdawrap's own traffic goes besides the configured collector: never a client span.
 OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
 DEFAULT_OTLP_ENDPOINT = "localhost:4318"
+SECRETS_TOKEN_MODES = ("required", "optional")
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio")
 
 
@@ -140,6 +144,9 @@ _FIELDS = (
     ("secrets_ttl_s", 300.0),
     ("secrets_required", False),
     ("secrets_port", 2773),
+    ("secrets_compat_port", None),  # a second port for the API (the /secrets/<name> pattern's)
+    ("secrets_token", "required"),  # or "optional": token-less /secrets/ and /?name= requests
+    ("secrets_allow_undeclared", False),
     ("service_name", ""),
     ("resource_attributes", ()),  # (key, value) pairs from OTEL_RESOURCE_ATTRIBUTES
     ("function_name", ""),
@@ -181,6 +188,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         secrets_port = parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535))
         memory_mb = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000))
         startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
+        secrets_compat_port = parse(SECRETS_COMPAT_PORT, d.secrets_compat_port, _int_range(1, 65535))
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
@@ -200,7 +208,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
             propagators=parse(PROPAGATORS, d.propagators, _names_of(PROPAGATOR_NAMES, {})),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
-            own_endpoints=_own_endpoints(env, secrets_port),
+            own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port),
             protocols=tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS),
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
@@ -210,6 +218,9 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, float("inf"))),
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
             secrets_port=secrets_port,
+            secrets_compat_port=secrets_compat_port,
+            secrets_token=parse(SECRETS_TOKEN, d.secrets_token, _choice(SECRETS_TOKEN_MODES)),
+            secrets_allow_undeclared=parse(SECRETS_ALLOW_UNDECLARED, d.secrets_allow_undeclared, _bool),
             # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (as in the
             # SDK); the function's name is lambdawrap's default.
             service_name=env.get(SERVICE_NAME, "").strip() or dict(resource_attributes).get("service.name", "") or function_name,
@@ -249,7 +260,7 @@ class _Parser:
 def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value) if value != () else "(none)"
+    return "(none)" if value is None or value == () else str(value)
 
 
 def _bool(raw: str) -> bool:
@@ -356,10 +367,10 @@ def loopback_as_one(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") else host
 
 
-def _own_endpoints(env: Mapping[str, str], secrets_port: int) -> tuple:
+def _own_endpoints(env: Mapping[str, str], secrets_port: int, secrets_compat_port: int | None) -> tuple:
     """Where lambdawrap's own HTTP traffic goes (never a client span): the Runtime, Extensions
-    and Telemetry APIs, the secrets API, the X-Ray daemon and the collector."""
-    found = [f"127.0.0.1:{secrets_port}"]
+    and Telemetry APIs, the secrets API (on both its ports), the X-Ray daemon and the collector."""
+    found = [f"127.0.0.1:{port}" for port in (secrets_port, secrets_compat_port) if port is not None]
     runtime_api = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
     if runtime_api:
         found.append(_host_port(runtime_api, 80))

@@ -1,0 +1,213 @@
+"""The companion's secret cache: one entry per secret whatever name or path asks for it, one TTL,
+refreshes on one worker thread, and a handler-side copy that expires with the companion's.
+
+Real parts in one process: the companion's SecretStore, its HTTP API and its socket server, the
+handler side's channel and cache, real boto3 clients, and a real moto server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import wait_for
+from lambdawrap.companion.channel_server import SocketServer
+from lambdawrap.companion.record_router import RecordRouter
+from lambdawrap.companion.secret_store import MIN_REFRESH_S, SecretStore
+from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.local.stack import seed_moto
+from lambdawrap.handler import secret_cache
+from lambdawrap.handler.channel import Channel
+from lambdawrap.shared.secret_sources import make_clients, parse_sources, secret_key
+from lambdawrap.shared.settings import Settings
+from support.http_json import json_exchange
+
+DB_PASSWORD = "store-DB-value-1e77"
+DB_SECRET = json.dumps({"password": DB_PASSWORD, "user": "app"})
+ROTATED_PASSWORD = "store-rotated-value-90c4"
+ROTATED_SECRET = json.dumps({"password": ROTATED_PASSWORD, "user": "app"})
+API_KEY = "store-API-value-3a5b"
+SESSION_TOKEN = "store-test-session-token"
+
+
+class FetchThreads:
+    """The real boto3 client factory, noting the thread each fetch runs on."""
+
+    def __init__(self) -> None:
+        self._clients = make_clients("test", "us-east-1")
+        self.threads: list = []
+
+    def __call__(self, service: str):
+        self.threads.append(threading.current_thread())
+        return self._clients(service)
+
+
+@pytest.fixture
+def moto():
+    with MotoServer() as server:
+        seed_moto(server, {"secrets": {"prod/db": DB_SECRET}, "parameters": {"/prod/api/key": API_KEY}})
+        yield server
+
+
+@pytest.fixture
+def clients(moto, monkeypatch) -> FetchThreads:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return FetchThreads()
+
+
+def store_settings(declared: str, ttl_s: float = 300.0, **extra) -> Settings:
+    sources, problems = parse_sources(declared)
+    assert not problems
+    return Settings(secrets=tuple(sources), secrets_ttl_s=ttl_s, region="us-east-1", secrets_port=0, **extra)
+
+
+def get(port: int, path: str) -> tuple:
+    return json_exchange(urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={TOKEN_HEADER: SESSION_TOKEN}))
+
+
+def aws_calls(moto: MotoServer) -> list:
+    return [(c["target"], json.loads(c["body"])) for c in moto.requests()]
+
+
+def test_one_entry_per_secret_whatever_the_name_or_path_asks_for_it(moto, clients):
+    # GIVEN two declared secrets from one Secrets Manager secret, and a parameter
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,DB_USER=secretsmanager:prod/db#user,API_KEY=ssm:/prod/api/key")
+    store = SecretStore(settings, clients)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    port = api.ports[0]
+    try:
+        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD, "DB_USER": "app", "API_KEY": API_KEY}
+        # WHEN the function asks for them by env name, by id, in every shape of the API
+        assert get(port, "/secrets/DB_PASSWORD") == (200, {"value": DB_PASSWORD})
+        assert get(port, "/secrets/DB_USER") == (200, {"value": "app"})
+        assert get(port, "/secrets/prod/db") == (200, {"value": DB_SECRET})
+        assert get(port, "/?name=prod/db") == (200, {"value": DB_SECRET})
+        assert get(port, "/?name=API_KEY") == (200, {"value": API_KEY})
+        assert get(port, "/?name=/prod/api/key") == (200, {"value": API_KEY})
+        for path in ("/secretsmanager/get?secretId=prod%2Fdb", "/secretsmanager/get?secretId=prod%2Fdb&versionStage=AWSCURRENT"):
+            status, body = get(port, path)
+            assert status == 200 and body["SecretString"] == DB_SECRET and body["Name"] == "prod/db"
+        status, body = get(port, "/systemsmanager/parameters/get?name=%2Fprod%2Fapi%2Fkey&withDecryption=true")
+        assert status == 200 and body["Parameter"]["Value"] == API_KEY
+        # THEN AWS was asked once per secret: one entry, fetched by the preload
+        expected = [("AmazonSSM.GetParameter", {"Name": "/prod/api/key", "WithDecryption": True}), ("secretsmanager.GetSecretValue", {"SecretId": "prod/db"})]
+        assert sorted(aws_calls(moto), key=str) == expected
+        assert store.fetches == 2
+    finally:
+        api.stop()
+        store.stop()
+
+
+def test_after_the_ttl_the_cached_value_is_served_while_one_worker_thread_refreshes(moto, clients):
+    # GIVEN a secret the API fetched once (on the asking thread: the first use waits for it)
+    store = SecretStore(store_settings("", ttl_s=0.3), clients)
+    key = secret_key("prod/db")
+    try:
+        assert store.answer(key)["SecretString"] == DB_SECRET
+        assert clients.threads == [threading.current_thread()]
+        # WHEN it is rotated, and asked for again and again after the TTL
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+        slowest = 0.0
+
+        def rotated_seen() -> bool:
+            nonlocal slowest
+            started = time.monotonic()
+            value = store.answer(key)["SecretString"]
+            slowest = max(slowest, time.monotonic() - started)
+            assert value in (DB_SECRET, ROTATED_SECRET)
+            return value == ROTATED_SECRET
+
+        wait_for(rotated_seen, timeout=15, interval=0.01, what="the rotated secret")
+        # THEN no caller waited for AWS: the stale answer was served while it was refreshed
+        assert slowest < 0.25, slowest
+        # WHEN it goes stale again and many callers ask at once
+        time.sleep(0.3 + MIN_REFRESH_S)  # past the TTL and the worker's minimum interval
+        before = store.fetches
+        askers = [threading.Thread(target=store.answer, args=(key,)) for _ in range(20)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(10)
+        wait_for(lambda: store.fetches > before, timeout=15, what="the background refresh")
+        # THEN one refresh ran for all of them, and every refresh ran on the one worker thread
+        time.sleep(MIN_REFRESH_S / 2)
+        assert store.fetches == before + 1
+        refreshers = set(clients.threads[1:])
+        assert len(refreshers) == 1 and next(iter(refreshers)).name == "lambdawrap-secrets-refresh"
+    finally:
+        store.stop()
+
+
+def test_a_failed_refresh_keeps_the_last_good_value_and_never_logs_it(moto, clients, caplog):
+    # GIVEN a declared secret, loaded
+    store = SecretStore(store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=0.2), clients)
+    store.start()
+    try:
+        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD}
+        # WHEN it disappears from AWS and its refresh fails
+        moto.client("secretsmanager").delete_secret(SecretId="prod/db", ForceDeleteWithoutRecovery=True)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            before = store.fetches
+            wait_for(lambda: store.fetches > before, timeout=15, what="a refresh")
+            # THEN the last good value is still served, to the handler side and to the API
+            assert store.snapshot(1)["values"] == {"DB_PASSWORD": DB_PASSWORD}
+            assert json.loads(store.answer(secret_key("prod/db"))["SecretString"])["password"] == DB_PASSWORD
+        # ... and the warning names the secret and the error, never the value
+        warnings = [r.getMessage() for r in caplog.records if "refreshing" in r.getMessage()]
+        assert warnings and all("prod/db" in w and DB_PASSWORD not in w for w in warnings)
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def handler_cache(monkeypatch):
+    """The handler side's cache module, emptied again after the test (it is process-wide)."""
+    monkeypatch.delenv("DB_PASSWORD", raising=False)  # load_declared injects it; restored after
+    yield secret_cache
+    secret_cache._config.clear()
+    secret_cache._cache.clear()
+
+
+def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arrived(moto, clients, handler_cache, tmp_path):
+    ttl_s = 4.0
+    # GIVEN the companion's store, serving the handler side over the real local socket
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
+    store = SecretStore(settings, clients)
+    store.start()
+    router = RecordRouter(lambda reason, count: None)
+    router.store = store
+    router.store_ready.set()
+    router.attach(lambda record: None)
+    server = SocketServer(settings.socket_path, router, lambda reason, detail: None)
+    server.start()
+    try:
+        age = store.snapshot(10)["ages"]["DB_PASSWORD"]
+        fetched_at = time.monotonic() - age
+        # ... and a function's process that gets the value when it is already 0.6 TTL old
+        time.sleep(max(0.0, fetched_at + 0.6 * ttl_s - time.monotonic()))
+        assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
+        assert os.environ["DB_PASSWORD"] == DB_PASSWORD and handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+        # WHEN the secret is rotated
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+        # THEN the function sees it soon after one TTL from the fetch; counted from its arrival
+        # in the function's process (two caches in a row), not before 1.6 TTL
+        deadline = fetched_at + ttl_s + 1.9
+        while handler_cache.get("DB_PASSWORD") != ROTATED_PASSWORD:
+            assert time.monotonic() < deadline, "the rotated value did not reach the handler side within one TTL of the fetch"
+            time.sleep(0.05)
+        # ... fetched by the companion only: the function's process never called AWS itself
+        reads = [c for c in moto.requests() if c["target"] == "secretsmanager.GetSecretValue"]
+        assert len(reads) >= 2 and all("lambdawrap/test" in c["user_agent"] for c in reads)
+    finally:
+        server.stop()
+        store.stop()
