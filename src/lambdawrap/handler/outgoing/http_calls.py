@@ -106,9 +106,11 @@ class HttpCalls:
 Begin = "Callable[[Any, tuple, dict], tuple]"  # (instance, args, kwargs) -> (call or None, args, kwargs)
 
 
-def sync_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any], Any]") -> "Callable":
+def sync_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable", on_error: "Callable | None" = None) -> "Callable":
     """A FunctionWrapper wrapper tracing each call of a sending method: `begin` picks the call
-    (and may give the method a copy of its arguments carrying the context)."""
+    (and may give the method a copy of its arguments carrying the context); `on_answer(call,
+    instance, result)` and `on_error(call, exc)` (default: the call failed) end it."""
+    failed = on_error or calls.failed
 
     def wrapper(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
         call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
@@ -116,17 +118,17 @@ def sync_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any]
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             if call is not None:
-                calls.failed(call, exc)
+                failed(call, exc)
             drop_own_frame(exc)
             raise
         if call is not None:
-            calls.answered(call, status_of(result))
+            on_answer(call, instance, result)
         return result
 
     return wrapper
 
 
-def async_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any], Any]") -> "Callable":
+def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") -> "Callable":
     """`sync_wrapper` for a coroutine method."""
 
     async def wrapper(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
@@ -139,10 +141,15 @@ def async_wrapper(calls: HttpCalls, begin: "Callable", status_of: "Callable[[Any
             drop_own_frame(exc)
             raise
         if call is not None:
-            calls.answered(call, status_of(result))
+            on_answer(call, instance, result)
         return result
 
     return wrapper
+
+
+def answered_with(calls: HttpCalls, status_of: "Callable[[Any], Any]") -> "Callable":
+    """An `on_answer` ending the call with the status the result carries."""
+    return lambda call, instance, result: calls.answered(call, status_of(result))
 
 
 def guarded_begin(calls: HttpCalls, begin: "Callable", instance: "Any", args: tuple, kwargs: dict) -> tuple:

@@ -8,7 +8,7 @@ libraries that send through http.client (urllib3, and requests over it) mark the
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, drop_own_frame, guarded_begin
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.propagation import add_missing
 from lambdawrap.handler.outgoing.urls import split_url
 
@@ -27,31 +27,14 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
         return _begin(calls, https, instance, args, kwargs)
 
-    def request(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
-        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call is not None:
-                calls.failed(call, exc)
-            drop_own_frame(exc)
-            raise
-        if call is not None:
-            instance.__dict__[_SPAN] = call
-        return result
+    def remember(call: "Any", instance: "Any", result: "Any") -> None:
+        instance.__dict__[_SPAN] = call  # getresponse() ends it
 
-    def getresponse(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
-        call = instance.__dict__.pop(_SPAN, None)
-        try:
-            response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call is not None:
-                calls.failed(call, exc)
-            drop_own_frame(exc)
-            raise
-        if call is not None:
-            calls.answered(call, getattr(response, "status", None))
-        return response
+    def resume(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        return instance.__dict__.pop(_SPAN, None), args, kwargs
+
+    request = sync_wrapper(calls, begin, remember)
+    getresponse = sync_wrapper(calls, resume, answered_with(calls, lambda response: getattr(response, "status", None)))
 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)

@@ -4,7 +4,7 @@ too; the request's headers get the trace context."""
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, async_wrapper, sync_wrapper
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, async_wrapper, sync_wrapper
 from lambdawrap.handler.outgoing.urls import DEFAULT_PORTS
 
 TYPE_CHECKING = False
@@ -25,8 +25,8 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         return calls.begin(method, scheme, url.host, url.port or DEFAULT_PORTS.get(scheme, 0), rest, request.headers, userinfo), args, kwargs
 
     sync_transport, async_transport = module.HTTPTransport, module.AsyncHTTPTransport
-    sync_transport.handle_request = function_wrapper(sync_transport.handle_request, sync_wrapper(calls, begin, _status))
-    async_transport.handle_async_request = function_wrapper(async_transport.handle_async_request, async_wrapper(calls, begin, _status))
+    sync_transport.handle_request = function_wrapper(sync_transport.handle_request, sync_wrapper(calls, begin, answered_with(calls, _status)))
+    async_transport.handle_async_request = function_wrapper(async_transport.handle_async_request, async_wrapper(calls, begin, answered_with(calls, _status)))
 
 
 def _status(response: "Any") -> "Any":

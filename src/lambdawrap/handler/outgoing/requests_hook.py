@@ -4,7 +4,7 @@ OpenTelemetry's requests instrumentation (it is the request being sent)."""
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, sync_wrapper
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -23,7 +23,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         return calls.begin(method, scheme, host, port, rest, request.headers, userinfo), args, kwargs
 
-    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, _status))
+    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, _status)))
 
 
 def _status(response: "Any") -> "Any":

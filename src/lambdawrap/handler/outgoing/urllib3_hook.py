@@ -4,7 +4,7 @@ The user's headers mapping is never changed: a copy carries the trace context.""
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, sync_wrapper
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.urls import DEFAULT_PORTS, split_url
 
 TYPE_CHECKING = False
@@ -39,7 +39,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
             return call, args[:_HEADERS_AT] + (headers,) + args[_HEADERS_AT + 1 :], kwargs
         return call, args, dict(kwargs, headers=headers)
 
-    pool.urlopen = function_wrapper(pool.urlopen, sync_wrapper(calls, begin, _status))
+    pool.urlopen = function_wrapper(pool.urlopen, sync_wrapper(calls, begin, answered_with(calls, _status)))
 
 
 def _status(response: "Any") -> "Any":

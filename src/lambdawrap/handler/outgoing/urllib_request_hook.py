@@ -5,7 +5,7 @@ it follows inside it; http.client below it adds none. A 4xx/5xx answer, which ur
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, drop_own_frame, guarded_begin
+from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -38,21 +38,13 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
                     target.add_header(name, value)
         return call, args, kwargs
 
-    def open_url(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
-        call, args, kwargs = guarded_begin(calls, begin, instance, args, kwargs)
-        try:
-            response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if call is not None:
-                code = getattr(exc, "code", None)
-                if isinstance(exc, module.HTTPError) and type(code) is int:
-                    calls.answered(call, code)  # an answer, which urllib raises
-                else:
-                    calls.failed(call, exc)
-            drop_own_frame(exc)
-            raise
-        if call is not None:
-            calls.answered(call, getattr(response, "status", None))
-        return response
+    def failed(call: "Any", exc: BaseException) -> None:
+        code = getattr(exc, "code", None)
+        if isinstance(exc, module.HTTPError) and type(code) is int:
+            calls.answered(call, code)  # an answer, which urllib raises
+        else:
+            calls.failed(call, exc)
+
+    open_url = sync_wrapper(calls, begin, answered_with(calls, lambda response: getattr(response, "status", None)), failed)
 
     module.OpenerDirector.open = function_wrapper(module.OpenerDirector.open, open_url)
