@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,61 @@ def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, mot
         sqs = moto.client("sqs")
         message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="queue-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
         send = next(s for s in calls if s["name"] == "SQS.SendMessage")
+        assert message["MessageAttributes"]["traceparent"]["StringValue"] == f"00-{invocation['trace_id']}-{send['span_id']}-01"
+
+
+AIO_CALLER = """
+import asyncio, os, sys
+sys.path.insert(0, os.environ["VENDORED"])  # the function's own SDK, as its package ships it
+import botocore
+from aiobotocore.session import get_session
+
+async def calls():
+    options = dict(endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    async with get_session().create_client("sqs", **options) as sqs:
+        queue = (await sqs.create_queue(QueueName="aio-q"))["QueueUrl"]
+        await sqs.send_message(QueueUrl=queue, MessageBody="hello")
+        try:
+            await sqs.get_queue_url(QueueName="no-such-queue")
+        except botocore.exceptions.ClientError as exc:
+            return type(exc).__name__
+
+def handler(event, context):
+    return {"error": asyncio.run(calls()), "botocore": botocore.__version__}
+"""
+
+
+@pytest.fixture(scope="module")
+def aiobotocore_path() -> str:
+    """aiobotocore and the botocore it pins, in a folder of their own (made once per venv)."""
+    requirements = Path(__file__).resolve().parent / "aiobotocore-requirements.txt"
+    target = Path(sys.prefix) / "lambdawrap-aiobotocore"
+    marker = target / ".installed"
+    if not marker.exists() or marker.read_text() != requirements.read_text():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(target), "-r", str(requirements)], check=True, timeout=300)
+        marker.write_text(requirements.read_text())
+    return str(target)
+
+
+def test_each_aiobotocore_call_is_a_child_span_and_its_http_request_is_not(tmp_path, moto, aiobotocore_path):
+    # GIVEN a function on the async SDK (aiobotocore, over aiohttp), with its own botocore
+    task = write_function(tmp_path / "task", AIO_CALLER)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint, "VENDORED": aiobotocore_path}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        # THEN the function saw what it sees without the layer: its SDK, and the AWS error it raised
+        assert result.json() == {"error": "QueueDoesNotExist", "botocore": "1.43.117"}
+        # ...and each API call is one client span under the invocation, none for aiohttp below it
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 3)
+        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 3
+        assert [s["name"] for s in calls] == ["SQS.CreateQueue", "SQS.SendMessage", "SQS.GetQueueUrl"]
+        send, missing = calls[1], calls[2]
+        assert send["attributes"]["rpc.system"] == "aws-api" and send["attributes"]["messaging.destination.name"] == "aio-q"
+        assert send["attributes"]["http.response.status_code"] == 200 and send["attributes"].get("aws.request_id") and send["status_code"] != 2
+        assert missing["status_code"] == 2 and missing["attributes"]["error.type"] == "QueueDoesNotExist"  # botocore's error code
+        # ...and the message carries the context of its SendMessage span
+        sqs = moto.client("sqs")
+        message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="aio-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
         assert message["MessageAttributes"]["traceparent"]["StringValue"] == f"00-{invocation['trace_id']}-{send['span_id']}-01"
 
 
