@@ -79,7 +79,8 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
     sink = CountingSink().start()
     try:
         env = {"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_BUFFER_MAX_SPANS": "1000000"}
-        emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, timeout_s=30).start()
+        # Not frozen between invocations: the records are sent from outside while none runs.
+        emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, timeout_s=30, freeze=False).start()
         try:
             invoke_ok(emu, stack.event)
             ext = companion_of(emu)
@@ -150,7 +151,7 @@ def shutdown_flush(stack: Stack, plan: Plan, sink: _sink.CountingSink, template:
     from lambdawrap.shared.framing import encode
 
     env = {"LAMBDAWRAP_FLUSH": "periodic,3600000", "LAMBDAWRAP_BUFFER_MAX_SPANS": str(max(20000, plan.shutdown_spans * 2))}
-    emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env).start()
+    emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, freeze=False).start()
     stopped = False
     try:
         invoke_ok(emu, stack.event)
