@@ -27,6 +27,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _figure(results: dict, title: str, height: float) -> tuple | None:
+    """(pyplot, figure, its 2×4 axes, the configurations that ran); None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(2, 4, figsize=(22, height))
+    fig.suptitle(f"{title} — {results['meta']['date']} — {results['meta']['mode']}")
+    return plt, fig, axes, [c for c in CONFIGS if c in results["configs"]]
+
+
 def _finish(fig: Any, axes: Any, path: Path, plt: Any) -> None:
     for ax in axes.flat:
         if not ax.has_data():
@@ -60,12 +70,10 @@ def _lines(ax: Any, title: str, per_config: dict, ylabel: str) -> None:
 
 def draw_memory_chart(results: dict, path: Path) -> str | None:
     """Init and billed duration (first and warm) against memory size; why not, or None."""
-    plt = _pyplot()
-    if plt is None:
+    drawing = _figure(results, "lambdawrap bench against memory size (under Lambda's limits)", 10)
+    if drawing is None:
         return MISSING
-    configs = [c for c in CONFIGS if c in results["configs"]]
-    fig, axes = plt.subplots(2, 4, figsize=(22, 10))
-    fig.suptitle(f"lambdawrap bench against memory size (under Lambda's limits) — {results['meta']['date']} — {results['meta']['mode']}")
+    plt, fig, axes, configs = drawing
     cold = results.get("cold") or {}
 
     def cold_p50(policy: str, module: str, field: str) -> dict:
@@ -109,12 +117,10 @@ def _bars(ax: Any, title: str, groups: list, series: dict, ylabel: str, log_scal
 
 def draw_chart(results: dict, path: Path) -> str | None:
     """The other figures, one panel each; why not drawn, or None."""
-    plt = _pyplot()
-    if plt is None:
+    drawing = _figure(results, "lambdawrap bench", 9)
+    if drawing is None:
         return MISSING
-    configs = [c for c in CONFIGS if c in results["configs"]]
-    fig, axes = plt.subplots(2, 4, figsize=(22, 9))
-    fig.suptitle(f"lambdawrap bench — {results['meta']['date']} — {results['meta']['mode']}")
+    plt, fig, axes, configs = drawing
     warm = results.get("warm") or {}
     sizes = list(warm)
     if warm:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from lambdawrap.devtools.emulator import Emulator
 
@@ -85,3 +85,12 @@ def environments(stack: Stack, specs: dict, handler: str, endpoint: str, memory_
         for emu in emus.values():
             with contextlib.suppress(Exception):
                 emu.stop()
+
+
+def at_every_size(sizes: tuple, receiver: Any, measure: Callable[[int], dict]) -> dict:
+    """{size: measure(size)} for every memory size, the receiver cleared after each."""
+    out = {}
+    for size in sizes:
+        out[str(size)] = measure(size)
+        receiver.clear()
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 from harness.configurations import Stack
-from harness.environments import companion_of, environment_peak_rss_mb, environments, invoke_ok, report_metrics, reports_by_id
+from harness.environments import at_every_size, companion_of, environment_peak_rss_mb, environments, invoke_ok, report_metrics, reports_by_id
 from harness.measure import log, proc_status, rotated
 from harness.plan import Plan
 
@@ -50,8 +50,4 @@ def flood_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
 
 def phase_flood(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
     """{size: {config: figures}} for every memory size of the plan."""
-    out = {}
-    for size in plan.sizes:
-        out[str(size)] = flood_at(stack, plan, rx, size)
-        rx.clear()
-    return out
+    return at_every_size(plan.sizes, rx, lambda size: flood_at(stack, plan, rx, size))

@@ -8,8 +8,7 @@ import time
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 from harness.configurations import Stack
-from harness.environments import environments, invoke_ok, post_response_ms, reports_by_id
-from harness.measure import log
+from harness.environments import at_every_size, environments, invoke_ok, post_response_ms, reports_by_id
 from harness.phases.warm import paced_rounds
 from harness.plan import Plan
 
@@ -42,9 +41,4 @@ def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
 
 def phase_post(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
     """{size: {strategy: [post-response ms]}} for every memory size of the plan."""
-    out = {}
-    for size in plan.sizes:
-        out[str(size)] = post_at(stack, plan, rx, size)
-        rx.clear()
-        log(f"  post-response {size} MB done")
-    return out
+    return at_every_size(plan.sizes, rx, lambda size: post_at(stack, plan, rx, size))

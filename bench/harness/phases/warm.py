@@ -12,7 +12,7 @@ import time
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 from harness.configurations import FULL_CORE_MB, NOOP_EXT, Stack
-from harness.environments import companion_of, environment_cpu_ns, environment_peak_rss_mb, environments, invoke_ok, report_metrics, reports_by_id
+from harness.environments import at_every_size, companion_of, environment_cpu_ns, environment_peak_rss_mb, environments, invoke_ok, report_metrics, reports_by_id
 from harness.measure import cpu_ns, log, pct, proc_status, rotated
 from harness.plan import Plan
 
@@ -99,8 +99,4 @@ def warm_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
 
 def phase_warm(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
     """{size: figures} for every memory size of the plan."""
-    out = {}
-    for size in plan.sizes:
-        out[str(size)] = warm_at(stack, plan, rx, size)
-        rx.clear()
-    return out
+    return at_every_size(plan.sizes, rx, lambda size: warm_at(stack, plan, rx, size))
