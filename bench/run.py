@@ -4,7 +4,7 @@ Lambda layer's approach, with ADOT's fast start and with Datadog's library, side
 run at 128, 512 and 1,769 MB under Lambda's limits (CPU share, one memory limit, freezing),
 through the emulator and the real awslambdaric.
 
-    python bench/run.py [--smoke] [--n N] [--cold N] [--only PHASES] [--out DIR]
+    python bench/run.py [--smoke] [--n N] [--cold N] [--only PHASES] [--out DIR] [--python all]
 
 See bench/README.md for what each figure means and how to read the output. Outputs go to
 --out (default bench/out/): results.md, results.json, chart.png, chart-memory.png; a full run
@@ -27,6 +27,7 @@ BENCH = Path(__file__).resolve().parent
 # harness/ and _sink.py live in bench/, which is on sys.path by itself only when this file runs as a script.
 sys.path.insert(0, str(BENCH))
 
+from lambdawrap.devtools.interpreters import SUPPORTED_VERSIONS  # noqa: E402
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver  # noqa: E402
 
 from harness.built_layer import ensure_built_layer  # noqa: E402
@@ -42,13 +43,14 @@ from harness.phases.flood import phase_flood  # noqa: E402
 from harness.phases.inprocess import phase_inprocess  # noqa: E402
 from harness.phases.outgoing import phase_outgoing  # noqa: E402
 from harness.phases.post import phase_post  # noqa: E402
+from harness.phases.versions import phase_versions  # noqa: E402
 from harness.phases.warm import SLOW_DELAY_S, phase_warm  # noqa: E402
 from harness.plan import Plan  # noqa: E402
 from harness.provenance import machine_info  # noqa: E402
 from harness.report import RESULTS_MD, render_evidence, render_markdown, write_results_md  # noqa: E402
 from harness.sinks import competitor_sinks  # noqa: E402
 
-PHASES = ("inprocess", "warm", "post", "cold", "flood", "companion", "outgoing")
+PHASES = ("inprocess", "warm", "post", "cold", "flood", "companion", "outgoing", "versions")
 
 
 def main(argv: list | None = None) -> int:
@@ -64,6 +66,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--no-evidence", action="store_true", help="skip the importtime/py-spy evidence of a full run")
     parser.add_argument("--evidence", action="store_true", help="collect the importtime/py-spy evidence on a partial run too")
     parser.add_argument("--install-competitors", action="store_true", help="install the competitors' layer packages (bench/.otel-layer, .adot-layer, .datadog-layer) and exit")
+    parser.add_argument("--python", default="", metavar="X.Y,...", help=f"figure 8: cold start and in-process overhead of bare and lambdawrap on each of these Python versions ('all': {','.join(SUPPORTED_VERSIONS)})")
     args = parser.parse_args(argv)
     if args.install_competitors:
         return install_competitors()
@@ -81,6 +84,11 @@ def main(argv: list | None = None) -> int:
     unknown = set(phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    versions = list(SUPPORTED_VERSIONS) if args.python.strip() == "all" else [v.strip() for v in args.python.split(",") if v.strip()]
+    if "versions" in phases and not versions:
+        if args.only:
+            parser.error("the versions phase needs --python X.Y,... (or all)")
+        phases.remove("versions")
     full = not args.smoke and not args.only and args.n in (None, Plan.n) and args.cold in (None, Plan.cold) and not args.sizes and not args.without
 
     configs = ["bare", "lambdawrap"]
@@ -130,6 +138,10 @@ def main(argv: list | None = None) -> int:
             if "outgoing" in phases:
                 log(f"figure 7: outgoing calls, {plan.outgoing_rounds} rounds of {plan.outgoing_calls} calls per worker")
                 results["outgoing"] = phase_outgoing(plan)
+            if "versions" in phases:
+                log(f"figure 8: bare and lambdawrap on Python {', '.join(versions)}")
+                results["versions"] = phase_versions(versions, plan, rx, skipped)
+                rx.clear()
             evidence: dict = {}
             if (full and not args.no_evidence) or args.evidence:
                 log("evidence: -X importtime of a cold start per configuration, py-spy of the in-process wrapper")

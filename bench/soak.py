@@ -155,7 +155,9 @@ def main(argv: list | None = None) -> int:
             "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
             "FAIL_INIT_MARKER": str(marker),
         }
-        with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+        # 128 MB, so that the out-of-memory faults meet the limit; at full CPU, so that the soak
+        # takes minutes (the CPU share is measured by bench/run.py).
+        with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S, memory_mb=128, cpu_limit=False) as (emu, _):
             active = None
             for index, kind in enumerate(kinds):
                 window = next((w for w in windows if w[0] <= index < w[1]), None)

@@ -13,6 +13,9 @@ from typing import Callable
 
 import pytest
 
+# The version matrix: the every_python marker, its fixtures and its summary.
+pytest_plugins = ("support.python_versions",)
+
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = Path(__file__).resolve().parent / "support"
 

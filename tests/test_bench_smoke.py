@@ -89,3 +89,31 @@ def test_smoke_writes_the_table_and_chart(smoke):
     else:
         assert (out / "chart.png").stat().st_size > 10_000
         assert (out / "chart-memory.png").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(600)
+def test_smoke_reports_init_and_overhead_per_python_version(tmp_path):
+    # GIVEN the newest Python other than the bench's own found here, and a version that is not
+    from lambdawrap.devtools.interpreters import Interpreter, available, running_interpreter
+
+    found = {v: i for v, i in available().items() if isinstance(i, Interpreter) and v != running_interpreter().version}
+    if not found:
+        pytest.skip(f"no Python but the bench's own ({running_interpreter().version}) among 3.10-3.13 on this machine")
+    version = sorted(found, key=lambda v: int(v.split(".")[1]))[-1]
+    # WHEN the bench runs figure 8 for both
+    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--only", "versions", "--python", f"{version},3.99", "--out", str(tmp_path)], capture_output=True, text=True, timeout=540, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    # THEN that version's init (at the run's memory size) and in-process overhead are reported
+    # for bare and lambdawrap (its layer built for that version)...
+    (size,) = results["plan"]["sizes"]
+    label = f"Python {found[version].full_version}: "
+    init = f"{size} MB, init unthrottled: init duration p50, trivial handler (ms)"
+    rows = {r["metric"][len(label) :]: r for r in results["rows"] if r["metric"].startswith(label)}
+    for metric in (init, f"{size} MB, init unthrottled: init duration p50, boto3-importing handler (ms)", "in-process wrapper overhead p50, example handler, full core (µs)", "in-process handler call p50, trivial handler, full core (µs)"):
+        assert _sane(rows[metric]["bare"]) and _sane(rows[metric]["lambdawrap"]), (metric, rows.get(metric))
+    assert _sane(rows[init]["lambdawrap/bare"])
+    # ...on that version's runtime, and the missing one is named as skipped, with the reason.
+    assert results["versions"][version]["python"].endswith(f"python{version}")
+    assert results["skipped"]["Python 3.99"].startswith("no Python 3.99 interpreter found")
+    assert f"| 8 | {label}{init} |" in (tmp_path / "results.md").read_text()

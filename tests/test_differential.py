@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.differential import Group, Scenario, run_group
+from support.python_versions import every_python
 
 EVENTS = Path(__file__).resolve().parent.parent / "examples" / "events"
 SIX_MB = 6 * 1024 * 1024
@@ -121,8 +122,10 @@ FORMS = [
     for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only")
 ]
 
+OWN_WRAPT = Group("the function bundles its own wrapt - own_wrapt", "own_wrapt", scenarios=[do("import wrapt", "echo")])
+
 OWN_LIBRARIES = [
-    Group("the function bundles its own wrapt - own_wrapt", "own_wrapt", scenarios=[do("import wrapt", "echo")]),
+    OWN_WRAPT,
     Group("own SDK provider set at import", "otel_sdk", env={"SET_PROVIDER": "import"}, scenarios=[do("spans", "echo"), do("spans again", "echo")]),
     Group("own SDK provider set in the handler - provider_in_handler", "otel_sdk", env={"SET_PROVIDER": "handler"}, scenarios=[do("spans", "echo"), do("spans again", "echo")]),
     Group("OpenTelemetry API without an SDK", "otel_sdk", scenarios=[do("spans", "echo")], user_spans=("orders.lookup", "db.query")),
@@ -197,6 +200,11 @@ FLOODS = [
 ]
 
 GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS]
+# What each Python version changed under the layer shows here: the process's paths and
+# modules, output, threads and forks, results and error payloads with their stack traces,
+# timeouts and crashes, failed inits, and a function that bundles its own wrapt.
+CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT]
+OTHERS = [group for group in GROUPS if group not in CORE]
 
 
 def test_there_are_enough_scenarios():
@@ -204,7 +212,16 @@ def test_there_are_enough_scenarios():
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("group", GROUPS, ids=[g.name for g in GROUPS])
+@every_python
+@pytest.mark.parametrize("group", CORE, ids=[g.name for g in CORE])
+def test_core_groups_on_every_python(group, runtime_python):
+    report = run_group(group, python=runtime_python)
+    assert not report.differences, "\n".join(report.problems())
+    assert not report.ledger, "\n".join(report.problems())
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("group", OTHERS, ids=[g.name for g in OTHERS])
 def test_with_and_without_the_layer(group):
     report = run_group(group)
     assert not report.problems(), "\n".join(report.problems())

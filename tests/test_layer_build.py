@@ -1,5 +1,6 @@
-"""The built layer: its layout and zip, and — the real proof — that it instruments a function
-when nothing but the layer provides lambdawrap and its dependencies.
+"""The built layer: its layout, bytecode and zip, and — the real proof — that, built for each
+Python version, it instruments a function on that version when nothing but the layer provides
+lambdawrap and its dependencies, without compiling a module at cold start.
 
 Building downloads wheels for the target platform from PyPI; the module is skipped when pip
 cannot reach an index.
@@ -8,6 +9,8 @@ cannot reach an index.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import marshal
 import re
 import shutil
 import stat
@@ -16,14 +19,17 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from conftest import write_function
-from lambdawrap.devtools import layer_build
+from lambdawrap.devtools import layer_build, pins
+from lambdawrap.devtools.interpreters import Interpreter
 from lambdawrap.devtools.layer_build import LayerBuild, build_layer
+from support.python_versions import every_python
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)  # a build per Python version, on a busy machine
 
 LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 WRAPT_PIN = layer_build._requirements("http")[0][0]  # e.g. "wrapt==2.5.2"
@@ -39,6 +45,8 @@ def handler(event, context):
         "wrapt_visible": importlib.util.find_spec("wrapt") is not None,
         "otel_visible": importlib.util.find_spec("opentelemetry") is not None,
         "wrapped": hasattr(handler, "__wrapped__"),
+        "python": "%d.%d" % sys.version_info[:2],
+        "writes_bytecode": not sys.dont_write_bytecode,
     }
 """
 
@@ -106,8 +114,9 @@ def test_ships_the_allow_list_only(built):
     # package and the shared core; no development tool anywhere.
     function_side = built.out_dir / "python" / "lambdawrap"
     companion_side = built.out_dir / "lambdawrap" / "companion-lib" / "lambdawrap"
-    assert sorted(p.name for p in function_side.iterdir()) == ["__init__.py", "handler", "secrets.py", "shared"]
-    assert sorted(p.name for p in companion_side.iterdir()) == ["__init__.py", "companion", "shared"]
+    # (__pycache__ holds the bytecode of exactly the modules beside it: see the bytecode test.)
+    assert sorted(p.name for p in function_side.iterdir()) == ["__init__.py", "__pycache__", "handler", "secrets.py", "shared"]
+    assert sorted(p.name for p in companion_side.iterdir()) == ["__init__.py", "__pycache__", "companion", "shared"]
     tool_modules = {p.stem for p in DEVTOOLS.rglob("*.py")} - {"__init__", "__main__"}
     for copy in (function_side, companion_side):
         shipped = list(copy.rglob("*.py"))
@@ -118,13 +127,49 @@ def test_ships_the_allow_list_only(built):
             assert not DEV_IMPORT.search(source.read_text()), source
 
 
-def test_no_boto_and_no_bytecode_of_the_build_machine(built):
+def test_no_boto_and_no_console_scripts(built):
     everything = [p.relative_to(built.out_dir).as_posix() for p in built.out_dir.rglob("*")]
     # The runtime has its own boto3; a copy in the layer would shadow it (our hook modules are
     # named after what they hook, and are no copy).
     assert not [p for p in everything if {"boto3", "botocore"} & set(p.split("/")) or p.split("/")[-1].startswith(("boto3-", "botocore-"))]
-    assert not [p for p in everything if "__pycache__" in p or p.endswith(".pyc")]
     assert not (built.out_dir / "lambdawrap" / "companion-lib" / "bin").exists()
+
+
+def test_every_module_ships_with_bytecode_for_the_target_version_only(built):
+    # GIVEN the layer built for this interpreter's version THEN each module has exactly one
+    # .pyc beside it, of this version (magic number), hash-based and unchecked (no timestamp,
+    # no look at the source), naming the file where it will be: under /opt
+    sources = sorted(built.out_dir.rglob("*.py"))
+    compiled = sorted(built.out_dir.rglob("*.pyc"))
+    assert len(sources) > 100
+    tag = sys.implementation.cache_tag
+    assert sorted(p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc" for p in sources) == compiled
+    for pyc in compiled:
+        header = pyc.read_bytes()[:16]
+        assert header[:4] == importlib.util.MAGIC_NUMBER, pyc
+        assert int.from_bytes(header[4:8], "little") == 0b01, pyc  # hash-based, source not checked (PEP 552)
+    boot = built.out_dir / "python" / "lambdawrap" / "handler" / "__pycache__" / f"boot.{tag}.pyc"
+    assert marshal.loads(boot.read_bytes()[16:]).co_filename == "/opt/python/lambdawrap/handler/boot.py"
+
+
+def test_bytecode_is_reproducible(built, tmp_path):
+    # GIVEN a copy of the layer without its bytecode WHEN it is compiled again THEN every .pyc
+    # comes out byte for byte the same (so the zip stays reproducible)
+    again = tmp_path / "again"
+    shutil.copytree(built.out_dir, again, ignore=shutil.ignore_patterns("__pycache__"))
+    layer_build._compile_bytecode(again, layer_build._bytecode_compiler(LOCAL_PYTHON))
+    ours = {p.relative_to(built.out_dir): p.read_bytes() for p in built.out_dir.rglob("*.pyc")}
+    theirs = {p.relative_to(again): p.read_bytes() for p in again.rglob("*.pyc")}
+    assert ours.keys() == theirs.keys() and [k for k in ours if ours[k] != theirs[k]] == []
+
+
+def test_bytecode_needs_an_interpreter_of_the_target_version(tmp_path, capsys):
+    # GIVEN a version no interpreter here has WHEN the layer is built for it THEN one line
+    # says that the bytecode needs that version's interpreter, and where it looked
+    assert layer_build.main(["--out", str(tmp_path / "l"), "--python-version", "3.99"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "must be compiled by a Python 3.99 interpreter" in err and "no Python 3.99 interpreter found" in err
+    assert not (tmp_path / "l").exists()
 
 
 def test_zip_keeps_executable_bits_and_is_deterministic(built, tmp_path):
@@ -151,42 +196,80 @@ def test_sizes_within_limits(built):
 
 
 @pytest.fixture(scope="module")
-def bare_python(index_reachable, tmp_path_factory) -> str:
-    """An interpreter that sees none of the dev venv's packages: only awslambdaric, which
-    plays the managed runtime's /var/runtime."""
-    root = tmp_path_factory.mktemp("rt")
-    venv = root / "rt"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=60)
-    python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip()
-    result = _pip("install", "--quiet", "--no-compile", "--target", site, "awslambdaric==4.2.2", timeout=180)
-    if result.returncode != 0:
-        pytest.skip(f"could not install awslambdaric for the bare runtime: {result.stderr.strip().splitlines()[-1:]}")
-    # The proof is only worth something if the bare interpreter really cannot see our packages.
-    probe = "import importlib.util as u; print([m for m in ('lambdawrap', 'wrapt', 'opentelemetry', 'google.protobuf', 'boto3') if u.find_spec(m.split('.')[0])])"
-    assert subprocess.run([str(python), "-s", "-c", probe], check=True, capture_output=True, text=True, cwd=root).stdout.strip() == "[]"
-    return str(python)
+def layer_for(built, tmp_path_factory) -> Callable[[str], LayerBuild]:
+    """The http layer for x86_64 built for a Python version (once per version)."""
+    builds = {LOCAL_PYTHON: built}
+
+    def build(version: str) -> LayerBuild:
+        if version not in builds:
+            builds[version] = build_layer(tmp_path_factory.mktemp(f"build{version}") / "layer", arch="x86_64", python_version=version, variant="http")
+        return builds[version]
+
+    return build
 
 
-def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_path):
+@pytest.fixture(scope="module")
+def bare_runtime(index_reachable, tmp_path_factory) -> Callable[[Interpreter], str]:
+    """An interpreter of a version that sees none of the dev venv's packages: only
+    awslambdaric, which plays the managed runtime's /var/runtime (once per version)."""
+    made: dict = {}
+
+    def make(interpreter: Interpreter) -> str:
+        if interpreter.version in made:
+            return made[interpreter.version]
+        root = tmp_path_factory.mktemp(f"rt{interpreter.version}")
+        venv = root / "rt"
+        subprocess.run([interpreter.path, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
+        python = venv / "bin" / "python"
+        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True).stdout.strip()
+        pin = " ".join(pins.pinned("dev", {"awslambdaric"}))
+        result = _pip("install", "--quiet", "--no-compile", "--target", site, "--python-version", interpreter.version, "--implementation", "cp", "--only-binary=:all:", pin, timeout=300)
+        assert result.returncode == 0, f"could not install {pin} for Python {interpreter.version}: {result.stderr.strip().splitlines()[-1:]}"
+        # The proof is only worth something if the bare interpreter really cannot see our packages.
+        probe = "import importlib.util as u; print([m for m in ('lambdawrap', 'wrapt', 'opentelemetry', 'google.protobuf', 'boto3') if u.find_spec(m.split('.')[0])])"
+        assert subprocess.run([str(python), "-s", "-c", probe], check=True, capture_output=True, text=True, cwd=root).stdout.strip() == "[]"
+        made[interpreter.version] = str(python)
+        return made[interpreter.version]
+
+    return make
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def _cold_start(task: Path, layer: Path, python: str, endpoint: str, socket_dir: str):
     from lambdawrap.devtools.emulator import Emulator
+
+    env = {
+        "AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh",
+        "LAMBDAWRAP_SOCKET": f"{socket_dir}/lw.sock",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": "built-layer",
+    }
+    # Not frozen: the span is awaited while the environment lives, and the companion may still
+    # be exporting after its /next (tests/test_limits.py covers freezing).
+    return Emulator(str(task), "app.handler", str(layer), env=env, python=python, invoke_port=None, freeze=False)
+
+
+@every_python
+def test_built_layer_instruments_a_function_on_its_own(python_version, interpreter, layer_for, bare_runtime, tmp_path):
     from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
-    # GIVEN a trivial function, the built layer as /opt, and an interpreter with no dev packages
+    # GIVEN a trivial function, the layer built for this version as /opt (a writable copy:
+    # the runtime would write bytecode there for any module it had to compile), and an
+    # interpreter of this version with no dev packages
+    built = layer_for(python_version)
+    python = bare_runtime(interpreter)
+    layer = tmp_path / "opt"
+    shutil.copytree(built.out_dir, layer)
+    before = _files(layer)
     task = write_function(tmp_path / "task", APP)
     socket_dir = tempfile.mkdtemp(prefix="lw")  # short: Unix socket paths are capped at 108 bytes
     try:
         with OtlpReceiver() as receiver:
-            env = {
-                "AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh",
-                "LAMBDAWRAP_SOCKET": f"{socket_dir}/lw.sock",
-                "NO_PROXY": "127.0.0.1,localhost",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_SERVICE_NAME": "built-layer",
-            }
-            # Not frozen: the span is awaited while the environment lives, and the companion may
-            # still be exporting after its /next (tests/test_limits.py covers freezing).
-            with Emulator(str(task), "app.handler", str(built.out_dir), env=env, python=bare_python, invoke_port=None, freeze=False) as emu:
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir) as emu:
                 # WHEN it is invoked
                 result = emu.invoke({"hello": "layer"})
                 logs = "\n".join(f"{source}: {line}" for source, line in list(emu.logs))
@@ -194,8 +277,9 @@ def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_p
                 body = result.json()
                 # THEN lambdawrap came from the layer, its dependencies and the companion's stayed
                 # out of the function's sight, and the handler was wrapped...
-                assert body["lambdawrap"].startswith(str(built.out_dir / "python" / "lambdawrap")), body
+                assert body["lambdawrap"].startswith(str(layer / "python" / "lambdawrap")), body
                 assert body["wrapt_visible"] is False and body["otel_visible"] is False and body["wrapped"] is True, body
+                assert body["python"] == python_version and body["writes_bytecode"] is True, body
                 # ...and the companion, running from its private folder, exported the span.
                 try:
                     spans = receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
@@ -204,8 +288,32 @@ def test_built_layer_instruments_a_function_on_its_own(built, bare_python, tmp_p
         span = spans[0]
         assert span["resource"]["service.name"] == "built-layer"
         assert span["attributes"]["faas.coldstart"] is True
+        # ...and neither process compiled a module: each came from its .pyc (the companion's
+        # OpenTelemetry SDK and exporter included, imported for that export).
+        assert sorted(set(_files(layer).items()) ^ set(before.items())) == []
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@every_python
+def test_a_module_without_its_bytecode_would_be_compiled_at_cold_start(python_version, interpreter, layer_for, bare_runtime, tmp_path):
+    # The check above sees compiling by the files it leaves; here, that it would see them.
+    # GIVEN the built layer with the handler side's bytecode removed
+    built = layer_for(python_version)
+    layer = tmp_path / "opt"
+    shutil.copytree(built.out_dir, layer)
+    pycache = layer / "python" / "lambdawrap" / "handler" / "__pycache__"
+    shutil.rmtree(pycache)
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        # WHEN a function starts cold with it
+        with _cold_start(write_function(tmp_path / "task", APP), layer, bare_runtime(interpreter), "http://127.0.0.1:9", socket_dir) as emu:
+            assert emu.invoke({}).json()["wrapped"] is True
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    # THEN the runtime compiled those modules and wrote their bytecode back
+    tag = f"cpython-{python_version.replace('.', '')}"
+    assert (pycache / f"boot.{tag}.pyc").is_file() and (pycache / f"invocation.{tag}.pyc").is_file()
 
 
 def test_cli_fails_over_budget_only_for_http(monkeypatch, tmp_path, capsys):

@@ -164,3 +164,53 @@ def test_extensions_get_shutdown_only_and_per_request_telemetry(function_dir, pr
         report = next(i["record"] for i in telemetry if i["type"] == "platform.report" and i["record"]["requestId"] == result.request_id)
         assert report["status"] == "success" and list(report["metrics"]) == ["durationMs"]
         assert [span["name"] for span in report["spans"]] == ["responseLatency", "responseDuration"]
+
+
+LAMBDAWRAP_HANDLER = """
+import logging, os, time
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+def handler(event, context):
+    logger.info("working on %s", event["n"])
+    time.sleep(0.3)
+    if event.get("fail"):
+        raise ValueError("bad order %s in %s" % (event["n"], os.getpid()))
+    return {"pid": os.getpid(), "n": event["n"]}
+"""
+
+
+def test_lambdawrap_on_managed_instances_exports_every_request_once_on_its_timer(tmp_path):
+    from support.stack import instrumented
+
+    task = write_function(tmp_path / "lw", LAMBDAWRAP_HANDLER)
+    # GIVEN lambdawrap in a Managed Instances environment of 4 workers: no INVOKE events for
+    # its companion (registering for them would fail init), no runtimeDone, never frozen
+    with instrumented(task, max_concurrency=4, timeout_s=10) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)  # every worker waiting: none of the requests below is refused
+        # WHEN 8 requests arrive, 4 at a time, one of them failing
+        results = []
+        for wave in (range(4), range(4, 8)):
+            results += concurrently([lambda n=n: emu.invoke({"n": n, "fail": n == 5}) for n in wave])
+        assert [r.status for r in results] == [200] * 8
+        rids = [r.request_id for r in results]
+        # THEN, with no further invocation, the timer exports one span per request
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=8, timeout=60)
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
+        assert sorted(by_rid) == sorted(rids) and len(spans) == 8
+        for n, result in enumerate(results):
+            span = by_rid[result.request_id]
+            assert (span["status_code"] == 2) == (n == 5), (n, span["status_code"])
+            assert (result.function_error is not None) == (n == 5)
+        # ... each worker counted its own first request as its cold start, once
+        pids = [json.loads(r.body)["pid"] if r.function_error is None else int(json.loads(r.body)["errorMessage"].split()[-1]) for r in results]
+        firsts = {rid for n, rid in enumerate(rids) if pids[n] not in pids[:n]}
+        assert {rid for rid, span in by_rid.items() if span["attributes"].get("faas.coldstart")} == firsts
+        # ... and each log line went with its own request, though requests ran at once
+        logs = rx.wait_for_logs(lambda r: "working on" in str(r["body"]), count=8, timeout=30)
+        for record in logs:
+            n = int(json.loads(record["body"])["message"].split()[-1])
+            assert record["attributes"].get("faas.invocation_id") == rids[n], record
+            assert record["trace_id"] == by_rid[rids[n]]["trace_id"]
+        assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import write_function
+from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
@@ -51,8 +53,9 @@ def task(tmp_path: Path) -> Path:
     return write_function(tmp_path / "task", APP)
 
 
-def test_spans_parenting_coldstart_errors_metrics_logs(task):
-    with instrumented(task) as (emu, rx):
+@every_python
+def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
+    with instrumented(task, python=runtime_python) as (emu, rx):
         results = [emu.invoke(apigw_event()) for _ in range(3)]
         failed = emu.invoke(apigw_event(**{"raise": True}))
         emu.wait_idle()
@@ -106,8 +109,9 @@ def test_http_5xx_is_an_error(task):
         assert span["attributes"]["http.response.status_code"] == 503 and span["status_code"] == 2
 
 
-def test_timeout_and_crash_still_yield_spans(task):
-    with instrumented(task, timeout_s=1.0) as (emu, rx):
+@every_python
+def test_timeout_and_crash_still_yield_spans(task, runtime_python):
+    with instrumented(task, timeout_s=1.0, python=runtime_python) as (emu, rx):
         timed_out = emu.invoke({"sleep": 3})
         assert timed_out.json()["errorType"] == "Sandbox.Timedout"
         crashed = emu.invoke({"exit": True})
@@ -343,3 +347,33 @@ def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
         span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=15)[0]
         assert span["status_code"] == 2 and span["attributes"]["lambdawrap.failure_reason"] == "out_of_memory"
     assert metric_total(rx, "lambdawrap.crashes") == 1
+
+
+def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_failed_init_span(tmp_path):
+    # GIVEN a module that raises as it loads the first time only, and a companion slow to start
+    # (its interpreter waits 0.6 s): the runtime's init fails and ends before the companion can
+    # subscribe to the Telemetry API, so nothing of that init will ever be told to it
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import os
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    raise RuntimeError("no config")
+
+def handler(event, context):
+    return "ok"
+""")
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/bash\n[ "$1" = "-c" ] || sleep 0.6\nexec {sys.executable} "$@"\n')
+    slow.chmod(0o755)
+    with instrumented(task, env={"LAMBDAWRAP_PYTHON": str(slow)}) as (emu, rx):
+        failed = emu.invoke({})
+        assert b"no config" in failed.body
+        # (the next environment exports what the first could not before it ended)
+        assert emu.invoke({}).body == b'"ok"'
+        # THEN the failed init is still accounted for: one span with status ERROR (its cause
+        # unknown to lambdawrap, `_OTHER`), beside the healthy init's
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=60)
+    failed_inits = [s for s in spans if s["status_code"] == 2]
+    assert len(spans) == 2 and len(failed_inits) == 1 and failed_inits[0]["attributes"]["error.type"] == "_OTHER"
+    assert metric_total(rx, "lambdawrap.init_errors") == 1

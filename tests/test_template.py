@@ -11,6 +11,7 @@ import pytest
 
 cfn_yaml = pytest.importorskip("cfnlint.decode.cfn_yaml", reason="cfn-lint is not installed (pip install cfn-lint==1.58.0)")
 
+from lambdawrap.devtools.layer_build import DEFAULT_PYTHON_VERSION  # noqa: E402
 from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, parse_sources  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
@@ -84,7 +85,8 @@ def test_layers(template, resource, arch):
     properties = layer["Properties"]
     assert properties["ContentUri"] == f"build/layer-{arch}/"
     assert properties["CompatibleArchitectures"] == [arch]
-    assert properties["CompatibleRuntimes"] == ["python3.10", "python3.11", "python3.12", "python3.13"]
+    # A layer serves the one runtime it is built for; the example function uses it.
+    assert properties["CompatibleRuntimes"] == [f"python{DEFAULT_PYTHON_VERSION}"] == [template["Resources"]["HelloFunction"]["Properties"]["Runtime"]]
     assert template["Outputs"][f"{resource}Arn"]["Value"] == {"Ref": resource}
 
 

@@ -54,12 +54,16 @@ while True:
 
 class Stack:
     """Scratch space, the task folder, the layers, the competitors' sinks and a factory of
-    emulators for each configuration."""
+    emulators for each configuration.
 
-    def __init__(self, configs: list, lambdawrap_layer: Path, sinks: dict | None = None) -> None:
+    `python` is the interpreter the function's runtime (and its extensions, and the in-process
+    workers) run on, None: the bench's own; `lambdawrap_layer` must be built for its version."""
+
+    def __init__(self, configs: list, lambdawrap_layer: Path, sinks: dict | None = None, python: str | None = None) -> None:
         self.configs = configs
         self.layer = lambdawrap_layer
         self.sinks = sinks or {}
+        self.python = python or sys.executable
         self.scratch = Path(tempfile.mkdtemp(prefix="lwbench-"))
         self.task = self.scratch / "task"
         self.task.mkdir()
@@ -71,7 +75,7 @@ class Stack:
         self.noop_layer = self.scratch / "noop-layer"
         (self.noop_layer / "extensions").mkdir(parents=True)
         script = self.noop_layer / "extensions" / "noop"
-        script.write_text(NOOP_EXTENSION.format(python=sys.executable))
+        script.write_text(NOOP_EXTENSION.format(python=self.python))
         script.chmod(0o755)
         self.layer_without_companion = self.scratch / "layer-no-companion"
         shutil.copytree(lambdawrap_layer, self.layer_without_companion, symlinks=True, ignore=shutil.ignore_patterns("extensions"))
@@ -108,7 +112,7 @@ class Stack:
         env.update(extra_env or {})
         # The init limit is raised from Lambda's 10 s: at 128 MB with init throttled like an
         # invocation, some configurations take longer, and the bench wants the figure.
-        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s, memory_mb=memory_mb, init_cpu=init_cpu, freeze=freeze, init_timeout_s=120.0)
+        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s, memory_mb=memory_mb, init_cpu=init_cpu, freeze=freeze, init_timeout_s=120.0, python=self.python)
 
     def close(self) -> None:
         """Remove the scratch space."""

@@ -50,7 +50,7 @@ class Table:
 def evaluate(results: dict) -> tuple[list, list]:
     """(figure rows, target rows) from the raw results."""
     t = Table()
-    for part in (_inprocess, _warm, _cold, _post, _memory, _companion, _outgoing):
+    for part in (_inprocess, _warm, _cold, _post, _memory, _companion, _outgoing, _versions):
         part(results, t)
     return t.rows, t.targets
 
@@ -225,3 +225,24 @@ def _outgoing(results: dict, t: Table) -> None:
             if r:
                 t.row("7", f"outgoing call CPU in the function's process, {LABELS[kind]}, {estimate} over rounds (µs; the otel column is OpenTelemetry's instrumentation)", {"bare": r["bare_us"], "lambdawrap": r["bare_us"] + r["lambdawrap_added_us"], "otel": r["bare_us"] + r["contrib_added_us"]})
 
+
+
+def _versions(results: dict, t: Table) -> None:
+    """Figure 8: per Python version, init and in-process overhead of bare and lambdawrap."""
+    for data in (results.get("versions") or {}).values():
+        label = f"Python {data['full_version']}"
+        at = f"{data['memory_mb']} MB, init unthrottled"
+        for module, name in MODULE_LABELS.items():
+            cold = data["cold"][module]
+            configs = [c for c in ("bare", "lambdawrap") if c in cold]
+            t.row("8", f"{label}: {at}: init duration p50, {name} handler (ms)", {c: pct(cold[c]["init_ms"], 50) for c in configs})
+            t.row("8", f"{label}: {at}: runtime ready p50, {name} handler (ms)", {c: pct(cold[c]["runtime_ready_ms"], 50) for c in configs})
+            t.row("8", f"{label}: {at}: companion ready p50, {name} handler (ms)", {"lambdawrap": pct(cold["lambdawrap"]["companion_ready_ms"], 50)}, ratios=False)
+            for diag in COLD_DIAGNOSTICS:
+                d = cold.get(diag)
+                if d and d["init_ms"]:
+                    t.row("8", f"{label}: {at}: diagnostic, init p50 with {diag}, {name} handler (ms)", {"bare": pct(cold["bare"]["init_ms"], 50), "lambdawrap": pct(d["init_ms"], 50)})
+        for module, name in (("app", "example"), ("trivial", "trivial")):
+            ip = data["inprocess"][module]
+            t.row("8", f"{label}: in-process wrapper overhead p50, {name} handler, full core (µs)", {c: ip[c]["wrapper_us"]["p50"] for c in ip}, ratios=False)
+            t.row("8", f"{label}: in-process handler call p50, {name} handler, full core (µs)", {c: ip[c]["total_us"]["p50"] for c in ip})

@@ -33,6 +33,7 @@ def instrumented(task_dir: Path, handler: str = "app.handler", *, env: Mapping[s
         freeze=emulator_args.pop("freeze", False),
         invoke_port=emulator_args.pop("invoke_port", None),
         **{name: emulator_args.pop(name) for name in LIMIT_ARGS if name in emulator_args},
+        python=emulator_args.pop("python", None),
     )
     assert not emulator_args, f"unsupported emulator arguments: {emulator_args}"
     with local_stack(config) as (emu, own_receiver, _moto):

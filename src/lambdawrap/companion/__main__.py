@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lambdawrap.companion.extension_api import ExtensionClient
+from lambdawrap.companion.extension_api import ExtensionClient, registration_events
 
 
 def main(argv: list) -> int:
@@ -14,7 +14,7 @@ def main(argv: list) -> int:
     # Registration comes before anything else: the runtime cannot start until every extension
     # has registered. The launcher usually did it already, in bash.
     if not client.adopt_registration(os.environ):
-        client.register(name, ["INVOKE", "SHUTDOWN"])
+        client.register(name, registration_events(os.environ))
     from lambdawrap.shared.settings import Settings
 
     settings = Settings.from_env()

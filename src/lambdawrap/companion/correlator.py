@@ -13,6 +13,7 @@ response too large, a result that cannot be serialized) is an error too.
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from datetime import datetime
@@ -34,7 +35,8 @@ RECORD_GRACE_S = 0.2
 # telemetry stream may be broken): better a span without the platform's word than none.
 OUTCOME_WAIT_S = 2.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
-MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
+MAX_PENDING_LOGS = 1000
+UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known  # log lines kept per invocation until its span's ids are known
 
 
 class Sink(Protocol):
@@ -49,7 +51,7 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -61,6 +63,7 @@ class Invocation:
         self.record_at: float | None = None  # monotonic
         self.invoked_at_ns = time.time_ns()
         self.finished = False
+        self.finished_at_ns: int | None = None  # when it was accounted for (the span's end if nothing says better)
         self.logs: list = []  # (line, time_ns) until the span's ids are known
         self.error_line: dict | None = None  # the runtime's own error line, if it logged one
         self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived
@@ -83,8 +86,9 @@ class Invocation:
     def from_dict(cls, data: dict) -> "Invocation":
         inv = cls(str(data["request_id"]))
         inv.invoke_event, inv.start, inv.end, inv.outcome, inv.error_line = (_object(data.get(name)) for name in ("invoke_event", "start", "end", "outcome", "error_line"))
-        if type(data.get("invoked_at_ns")) is int:
-            inv.invoked_at_ns = data["invoked_at_ns"]
+        for name in ("invoked_at_ns", "finished_at_ns"):
+            if type(data.get(name)) is int:
+                setattr(inv, name, data[name])
         inv.finished = data.get("finished") is True
         inv.logs = _log_entries(data.get("logs"))
         synthetic = data.get("synthetic")
@@ -92,7 +96,7 @@ class Invocation:
         return inv
 
 
-_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "logs", "error_line", "synthetic")
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
 
 class InitFacts:
@@ -140,6 +144,17 @@ def _log_entries(value: Any) -> list:
     return [(entry[0], entry[1]) for entry in value if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int]
 
 
+def _json_request_id(line: str) -> str | None:
+    """The requestId of a log line in the JSON log format (awslambdaric's formatter writes it)."""
+    if not line.startswith("{") or '"requestId"' not in line:
+        return None
+    try:
+        rid = json.loads(line).get("requestId")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return rid if isinstance(rid, str) else None
+
+
 def parse_time_ns(stamp: Any) -> int | None:
     """Telemetry API times ("2022-10-12T00:00:15.064Z") as epoch nanoseconds."""
     if not isinstance(stamp, str):
@@ -155,8 +170,12 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False) -> None:
         self.sink = sink
+        # Lambda Managed Instances: no INVOKE events (platform.start announces each request),
+        # no runtimeDone (platform.report tells the outcome), and requests run concurrently, so
+        # a log line belongs to the request its JSON names, never to "the current one".
+        self._managed_instances = managed_instances
         self._on_problem = on_problem  # (reason, what): counted as a drop, logged once
         self._socket_path = socket_path  # where the function's in-flight slots are
         self._on_init_failed = on_init_failed or (lambda: None)
@@ -243,7 +262,11 @@ class Correlator:
         record = event.get("record")
         time_ns = parse_time_ns(event.get("time")) or time.time_ns()
         if kind == "function":
-            self._log(record if isinstance(record, str) else str(record), time_ns)
+            if isinstance(record, str):
+                self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
+            else:  # the JSON log format, delivered as an object
+                line = json.dumps(record, separators=(",", ":"), default=str)
+                self._log(line, time_ns, record.get("requestId") if isinstance(record, dict) and isinstance(record.get("requestId"), str) else self._current_rid)
             return
         if kind == "platform.logsDropped":
             if isinstance(record, dict):
@@ -266,8 +289,13 @@ class Correlator:
             self._maybe_init_span()
         elif kind == "platform.start" and rid:
             self._in_init = False
-            self._current_rid = str(rid)
-            self._lookup(str(rid))
+            inv = self._lookup(str(rid))
+            if not self._managed_instances:
+                self._current_rid = str(rid)
+            elif inv.invoke_event is None:
+                # The announcement there is: what INVOKE carries elsewhere.
+                inv.invoke_event = {"requestId": str(rid), "invokedFunctionArn": str(record.get("functionArn") or self.function_arn)}
+                self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
             if kind == "platform.report":
@@ -279,8 +307,17 @@ class Correlator:
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
 
-    def _log(self, line: str, time_ns: int) -> None:
-        rid = self._current_rid
+    def init_failed_unseen(self, start_ns: int) -> None:
+        """Init failed before the companion could subscribe to the Telemetry API: its facts
+        will never come, but it is accounted for, as a failed init of unknown cause."""
+        with self._lock:
+            self.init = InitFacts(start_ns=start_ns)
+            self.init.status = "failure"
+            self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
+            self.init.reported = True
+        self._on_init_failed()
+
+    def _log(self, line: str, time_ns: int, rid: str | None) -> None:
         if rid is None:
             if self._in_init and not self.init.emitted:
                 if len(self.init.logs) < MAX_PENDING_LOGS:
@@ -324,6 +361,7 @@ class Correlator:
         if inv.finished:
             return
         inv.finished = True
+        inv.finished_at_ns = time.time_ns()
         self._open.pop(inv.request_id, None)
         if inv.start is None:
             from lambdawrap.shared.ids import new_span_id, new_trace_id
@@ -357,7 +395,7 @@ class Correlator:
         if self.init.failed:
             if not ending:
                 return
-            self.init.error = runtime_error([line for line, _ in self.init.logs])
+            self.init.error = runtime_error([line for line, _ in self.init.logs]) or self.init.error
         elif self._first is None:
             return
         self.init.emitted = True
@@ -394,11 +432,15 @@ class Correlator:
         inv.logs.clear()
 
     def finish_overdue(self, now: float | None = None) -> None:
-        """Invocations whose record came long ago but whose platform outcome never did."""
+        """Invocations whose record came long ago but whose platform outcome never did, and
+        (where no INVOKE loop waits for them: Managed Instances) those that ended well but
+        whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
                 self._finish(inv)
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
+                self._account_missing(inv)
 
     def finish_unreported(self, reason: str) -> int:
         """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an

@@ -11,6 +11,7 @@ they wake the loop with `call_soon_threadsafe`.
 from __future__ import annotations
 
 import collections
+import heapq
 import math
 import selectors
 import socket
@@ -28,6 +29,8 @@ class EventLoop:
         self._on_error = on_error or (lambda what: None)
         self._logged: set = set()
         self._pending: collections.deque = collections.deque()
+        self._timers: list = []  # heap of (monotonic time, sequence, callback)
+        self._sequence = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -53,6 +56,12 @@ class EventLoop:
         except (BlockingIOError, OSError):
             pass  # the pipe is full: the loop is awake already
 
+    def call_at(self, when: float, callback: Callable[[], Any]) -> None:
+        """From the loop's thread: run `callback` once the monotonic clock reaches `when`
+        (while the loop runs)."""
+        self._sequence += 1
+        heapq.heappush(self._timers, (when, self._sequence, callback))
+
     def run_until(self, check: Callable[[], bool | float | None], deadline: float | None = None) -> bool:
         """Serve the sockets until `check()` is True (then True) or `deadline` (monotonic)
         passes (then False). Short of True, `check()` may return the monotonic time by which it
@@ -67,6 +76,8 @@ class EventLoop:
                 return False
             if isinstance(verdict, float):
                 wake_at = min(wake_at, verdict)
+            if self._timers:
+                wake_at = min(wake_at, self._timers[0][0])
             self.run_once(None if wake_at == math.inf else max(0.0, wake_at - now))
 
     def run_forever(self, stopped: Callable[[], bool], poll_s: float = 0.5) -> None:
@@ -90,6 +101,10 @@ class EventLoop:
         handled = len(ready)
         while self._pending:
             self._guarded(self._pending.popleft())
+            handled += 1
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            self._guarded(heapq.heappop(self._timers)[2])
             handled += 1
         return handled
 

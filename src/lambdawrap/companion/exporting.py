@@ -6,6 +6,7 @@ waiting on a slow collector never holds the invoke phase open longer than allowe
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
 import threading
@@ -34,23 +35,31 @@ _NEVER_MS = 10**9  # periodic readers only export when we ask them to
 
 def make_exporters(settings: Settings) -> tuple:
     """(span, metric, log) exporters for the protocols in the settings; each reads its
-    connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself."""
-    if settings.protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    if settings.protocol("metrics") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    if settings.protocol("logs") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself. Only the
+    protocol asked for is imported, and OTLP/HTTP goes over the standard library's http.client
+    (otlp_transport), not requests."""
     # The exporter maps the preference to each instrument's temporality itself, from the
     # variable; ours has a different default (delta), so it gets the settled value.
     os.environ[METRICS_TEMPORALITY] = settings.metrics_temporality
-    return OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()
+    return tuple(_exporter(settings, signal) for signal in ("traces", "metrics", "logs"))
+
+
+_EXPORTERS = {
+    "traces": ("trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("metric_exporter", "OTLPMetricExporter"),
+    "logs": ("_log_exporter", "OTLPLogExporter"),
+}
+
+
+def _exporter(settings: Settings, signal: str) -> object:
+    module_name, class_name = _EXPORTERS[signal]
+    if settings.protocol(signal) == "grpc":
+        module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module_name}")
+        return getattr(module, class_name)()
+    module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module_name}")
+    from lambdawrap.companion.otlp_transport import transport_from_env
+
+    return getattr(module, class_name)(_transport=transport_from_env(signal.upper()))
 
 
 class RetainingMetricExporter(MetricExporter):
@@ -118,8 +127,8 @@ class RetainingMetricExporter(MetricExporter):
 class Pipeline:
     """Owns the SDK providers and exporters, and the one export worker thread."""
 
-    def __init__(self, settings: Settings, resource: Resource, on_drop, on_progress=None) -> None:
-        span_exporter, metric_exporter, log_exporter = make_exporters(settings)
+    def __init__(self, exporters: tuple, resource: Resource, on_drop, on_progress=None) -> None:
+        span_exporter, metric_exporter, log_exporter = exporters  # see make_exporters
         self._on_progress = on_progress or (lambda: None)  # told when a flush completed (wakes the event loop)
         self.span_exporter: SpanExporter = span_exporter
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)

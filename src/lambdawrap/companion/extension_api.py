@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 from lambdawrap.companion.http_lite import HttpConnection
+from lambdawrap.shared.settings import MANAGED_INSTANCES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Mapping
 
     from lambdawrap.companion.event_loop import EventLoop
 
@@ -21,6 +21,15 @@ PRE_REGISTERED_BODY = "LAMBDAWRAP_REGISTER_BODY"
 
 class ExtensionApiError(Exception):
     """The platform answered an Extensions/Telemetry API call with an error."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SubscriptionClosed(ExtensionApiError):
+    """Telemetry subscriptions are closed: init ended before the companion subscribed, which
+    (as every extension's /next ends a healthy init) means that it failed."""
 
 
 class ExtensionClient:
@@ -55,7 +64,7 @@ class ExtensionClient:
     def register(self, name: str, events: list) -> dict:
         status, headers, body = self._call("POST", "/2020-01-01/extension/register", {"events": events}, {"Lambda-Extension-Name": name, "Lambda-Extension-Accept-Feature": "accountId"})
         if status != 200:
-            raise ExtensionApiError(f"register failed with {status}: {body}")
+            raise ExtensionApiError(f"register failed with {status}: {body}", status)
         self.identifier = headers.get("lambda-extension-identifier", "")
         self.info = body if isinstance(body, dict) else {}
         return self.info
@@ -65,20 +74,29 @@ class ExtensionClient:
         one (with `loop`, serving the loop's other sockets meanwhile)."""
         status, _, body = self._call("GET", "/2020-01-01/extension/event/next", timeout=None, loop=loop)
         if status != 200 or not isinstance(body, dict):
-            raise ExtensionApiError(f"event/next failed with {status}: {body}")
+            raise ExtensionApiError(f"event/next failed with {status}: {body}", status)
         return body
 
-    def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25) -> None:
+    def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25, managed_instances: bool = False) -> None:
         body = {
-            "schemaVersion": "2022-12-13",
+            # Managed Instances accept only their own schema (per-request start and report,
+            # no runtimeDone); elsewhere the one every Lambda region has served longest.
+            "schemaVersion": "2025-01-29" if managed_instances else "2022-12-13",
             "types": types,
             "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": timeout_ms},
             "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{port}/"},
         }
         status, _, answer = self._call("PUT", "/2022-07-01/telemetry", body)
         if status != 200:
-            raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}")
+            if status == 403:
+                raise SubscriptionClosed(f"telemetry subscription refused with {status}: {answer}", status)
+            raise ExtensionApiError(f"telemetry subscription failed with {status}: {answer}", status)
 
 
-def runtime_api() -> str:
-    return os.environ["AWS_LAMBDA_RUNTIME_API"]
+def registration_events(environ: Mapping[str, str]) -> list:
+    """What the companion registers for: INVOKE and SHUTDOWN; SHUTDOWN only on Lambda Managed
+    Instances, which refuse INVOKE (403) and run requests concurrently (layer/extensions/lambdawrap
+    chooses the same)."""
+    if environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES:
+        return ["SHUTDOWN"]
+    return ["INVOKE", "SHUTDOWN"]

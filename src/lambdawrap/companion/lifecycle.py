@@ -1,9 +1,11 @@
 """The companion's main loop: per INVOKE, wait for the invocation to be complete, export
 (after the response has gone back), then call /next; at SHUTDOWN, flush within the deadline.
 
-Start-up is split so that the companion never lengthens init: everything stdlib (channel,
-telemetry listener, subscription) happens before the first /next; the OpenTelemetry SDK is
-imported and the export pipeline built on a background thread.
+Start-up: everything stdlib (channel, telemetry listener, subscription) happens before the
+first /next; the OpenTelemetry SDK is imported and the export pipeline built on a background
+thread, from the start. Below one vCPU's worth of memory the first /next waits for it (up to
+LAMBDAWRAP_STARTUP_WAIT_MS): init runs at full speed, invocations at a fraction of a core
+(7 % at 128 MB), so the import costs a fraction in init of what it costs after a response.
 
 The main thread runs the event loop (event_loop.py): while it waits for the platform's next
 event, and while an invocation runs, it serves the function's records and the Telemetry API
@@ -23,7 +25,7 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
-from lambdawrap.companion.extension_api import ExtensionClient
+from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
@@ -35,6 +37,8 @@ DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at t
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
+BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
+MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
 
 
 class Companion:
@@ -47,7 +51,9 @@ class Companion:
         self.settings = settings or Settings.from_env()
         self._problems_logged: set = set()
         self.sink = DeferredSink()
-        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished)
+        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances)
+        self._activity = 0  # invocations finished and records received: what a timed flush is for
+        self._activity_flushed = 0
         self._flush_when_finished: str | None = None  # a flush that came before its span was made
         self.policy = FlushPolicy(self.settings.flush)
         self.pipeline: Any = None
@@ -60,11 +66,16 @@ class Companion:
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
         self.socket.attach(self.loop)
-        self.listener = TelemetryListener(self.correlator.on_telemetry, self._problem)
+        self.listener = TelemetryListener(self._on_telemetry, self._problem)
         if not self.settings.sdk_disabled:
             # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
             self.listener.attach(self.loop)
-            client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"])
+            try:
+                client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"], managed_instances=self.settings.managed_instances)
+            except SubscriptionClosed:
+                # The runtime's init failed while this process was starting: nothing of it
+                # will be told, but the failed init still counts and becomes a span.
+                self.correlator.init_failed_unseen(time.time_ns())
 
     def _start_up(self) -> None:
         configure_process_logging(self.settings.log_level)
@@ -117,10 +128,7 @@ class Companion:
             get_logger().warning("lambdawrap: the secrets HTTP API is off: port %d is not available (%s)", self.settings.secrets_port, exc.strerror or exc)
 
     def _ensure_pipeline(self) -> None:
-        """Build the export pipeline on first need: at the first flush, after the first
-        response has gone back, so that importing the SDK never competes with the function's
-        init or its first invocation for the environment's (small) CPU share. (A failed init
-        needs it at once: the environment ends right after.)"""
+        """Start building the export pipeline (once)."""
         if self.settings.sdk_disabled:
             return  # OTEL_SDK_DISABLED: nothing is exported, the SDK never loads
         with self._pipeline_started:
@@ -129,29 +137,49 @@ class Companion:
                 self._pipeline_thread.start()
 
     def _build_pipeline(self) -> None:
+        """On its own thread: the imports, the bulk of the work."""
         try:
+            import lambdawrap.companion.resource  # noqa: F401 - imported here, used by _assemble_pipeline
+            import lambdawrap.companion.signals  # noqa: F401 - the same
+            from lambdawrap.companion.exporting import make_exporters
+
+            exporters = make_exporters(self.settings)
+        except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
+            get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
+            exporters = None
+        # The rest starts the export threads, which must not inherit the idle priority: the
+        # invoke phase waits for them. The loop's thread does it.
+        self.loop.call_soon_threadsafe(lambda: self._assemble_pipeline(exporters))
+
+    def _assemble_pipeline(self, exporters: tuple | None) -> None:
+        try:
+            if exporters is None:
+                return
             from lambdawrap.companion.exporting import Pipeline
             from lambdawrap.companion.resource import build_resource
             from lambdawrap.companion.signals import Signals
 
             resource = build_resource(self.settings, self.client.info.get("accountId"))
-            pipeline = Pipeline(self.settings, resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
+            pipeline = Pipeline(exporters, resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
             signals = Signals(self.settings, resource, pipeline.meter_provider)
             pipeline.spans, pipeline.logs = signals.spans, signals.logs
             self.pipeline, self.signals = pipeline, signals
             self.sink.attach(signals)
+            # From now on straight to the signals (this runs on the loop's thread, the
+            # correlator's only caller): no proxy and no lock per call.
+            self.correlator.sink = signals
             if self._flush_missed:
                 # A flush asked for while the SDK was still importing gave up waiting; without
                 # this, what it was for would wait for the next invocation (or SHUTDOWN).
-                pipeline.flush(wait_s=0.0)
+                pipeline.request_flush()
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
         finally:
             self._ready.set()
-            self.loop.call_soon_threadsafe()  # a flush may be waiting for this
 
     def _finished(self, request_id: str) -> None:
         # Called by the correlator (its lock held): only ask, never wait.
+        self._activity += 1
         if request_id == self._flush_when_finished and self.pipeline is not None:
             self._flush_when_finished = None
             self.pipeline.flush(wait_s=0.0)
@@ -167,7 +195,12 @@ class Companion:
             self._problems_logged.add(reason)
             get_logger().warning("lambdawrap: %s (logged once)", detail)
 
+    def _on_telemetry(self, batch: list) -> None:
+        self._activity += 1
+        self.correlator.on_telemetry(batch)
+
     def _on_record(self, record: dict) -> Any:
+        self._activity += 1
         if record.get("version") != records.VERSION:
             self._problem("malformed_record", f"a record of version {record.get('version')!r} (this companion reads {records.VERSION})")
             return None
@@ -179,6 +212,10 @@ class Companion:
 
     def run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
+        self._ensure_pipeline()
+        self._finish_start_in_init()
+        if self.settings.managed_instances and not self.settings.sdk_disabled:
+            self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
         budget_s = self.settings.flush_budget_ms / 1000
         while True:
             event = self.client.next_event(self.loop)
@@ -211,6 +248,41 @@ class Companion:
             until = time.monotonic()
         ticket = pipeline.request_flush()
         return self.loop.run_until(lambda: pipeline.done(ticket), until)
+
+    def _finish_start_in_init(self) -> None:
+        """Hold the first /next (init) until the export pipeline is built, up to the startup
+        wait; what is left then goes on at low priority, behind the function's own work. Not
+        for an init inside an invoke (after a reset, or one Lambda ran late): there the caller
+        waits, and the function's timeout runs."""
+        wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
+        if self.settings.sdk_disabled or self._pipeline_thread is None:
+            return
+        if wait_s > 0 and self.loop.run_until(lambda: self._ready.is_set() or self.correlator.init.phase == "invoke", time.monotonic() + wait_s) and self._ready.is_set():
+            return
+        thread_id = self._pipeline_thread.native_id
+        if thread_id is None or self._ready.is_set():
+            return
+        try:
+            # A thread's nice value may be raised, never lowered back: the import only.
+            os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
+        except (AttributeError, OSError):
+            pass
+
+    def _tick_s(self) -> float:
+        strategy = self.settings.flush
+        return (strategy.interval_ms if strategy.mode == "periodic" else MANAGED_FLUSH_MS) / 1000
+
+    def _tick(self) -> None:
+        """Lambda Managed Instances: no INVOKE events, so no invoke phase to export in, and the
+        environment is never frozen: export on a timer, when something happened."""
+        now = time.monotonic()
+        try:
+            self.correlator.finish_overdue(now)
+            if self.pipeline is not None and self._activity != self._activity_flushed:
+                self._activity_flushed = self._activity
+                self.pipeline.request_flush()
+        finally:
+            self.loop.call_at(now + self._tick_s(), self._tick)
 
     def _invoke(self, event: dict, budget_s: float) -> None:
         now = time.monotonic()
@@ -292,6 +364,18 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
+
+
+def _first_start_in_sandbox(socket_path: str) -> bool:
+    """Whether no companion started in this sandbox before (/tmp outlives a reset, so a marker
+    there tells a re-init, which runs inside an invoke, from the sandbox's first)."""
+    try:
+        os.close(os.open(socket_path + ".started", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        pass  # no marker possible: treat as the first
+    return True
 
 
 def _epoch_ms_left(deadline_ms: object) -> float:

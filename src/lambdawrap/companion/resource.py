@@ -11,6 +11,19 @@ from lambdawrap.shared.settings import Settings
 _MIB = 1024 * 1024
 
 
+class EnvironmentResource(Resource):
+    """The environment's resource, hashed once: it never changes, and the SDK's Resource
+    serializes its attributes to JSON for every hash, which the OTLP encoders take once per
+    span and log record."""
+
+    def __hash__(self) -> int:
+        try:
+            return self._lambdawrap_hash
+        except AttributeError:
+            self._lambdawrap_hash: int = super().__hash__()
+            return self._lambdawrap_hash
+
+
 def build_resource(settings: Settings, account_id: str | None) -> Resource:
     """The SDK's own attributes, then cloud.* and faas.* from the platform, then
     OTEL_RESOURCE_ATTRIBUTES, then the service name (OTEL_SERVICE_NAME, or the function's)."""
@@ -31,4 +44,4 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
     ours = {k: v for k, v in ours.items() if v}
     ours.update(settings.resource_attributes)
     ours["service.name"] = settings.service_name or "lambda"
-    return Resource(ours)
+    return EnvironmentResource(ours)

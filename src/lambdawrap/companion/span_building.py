@@ -194,7 +194,7 @@ class SpanBuilder:
         error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
         duration_ms = (outcome.get("metrics") or {}).get("durationMs")
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
-        end_ns = start_ns + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else time.time_ns()
+        end_ns = start_ns + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else (inv.finished_at_ns or time.time_ns())
         reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
         if error_type == "Runtime.OutOfMemory":
             reason = "out_of_memory"

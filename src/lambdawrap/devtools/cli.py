@@ -2,6 +2,7 @@
 
     lambdawrap local invoke --example hello -n 3      run an example through the emulator with the layer
     lambdawrap local invoke --function DIR --handler mod.fn --event FILE -n N
+    lambdawrap local invoke --example hello --python python3.13    on another Python runtime
     lambdawrap local serve --example hello --port 9000
     lambdawrap build-layer --out build/layer
 """
@@ -75,6 +76,7 @@ def _config(args: argparse.Namespace) -> tuple:
         moto_seed=seed,
         invoke_port=getattr(args, "port", None),
         **limit_arguments(args),
+        python=args.python,
     )
     return config, _load_event(event)
 
@@ -108,7 +110,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             print("no layer: nothing instrumented (--no-layer)")
         print("\n".join(summary(results, list(reports.values()))))
         print(size_note(config, emu.sandbox.state.limits.unavailable))
+        print(f"runtime: {_runtime_version(emu)} ({emu.config.python})")
     return 0
+
+
+def _runtime_version(emu: Any) -> str:
+    """The runtime the platform announced (initStart's runtimeVersion, e.g. python:3.13)."""
+    return next((r["record"].get("runtimeVersion", "?") for r in emu.records("platform.initStart")), "?")
 
 
 def size_note(config: RunConfig, limits_unavailable: str | None) -> str:
@@ -147,6 +155,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", type=env_pair, action="append", default=[], metavar="KEY=VALUE", help="function environment variable (repeatable)")
     parser.add_argument("--layer", help="layer folder (default: the development layer of this checkout)")
     parser.add_argument("--no-layer", action="store_true", help="run without lambdawrap, for comparison")
+    parser.add_argument("--python", metavar="PATH_OR_NAME", help="the runtime's Python: a path, a name such as python3.13, or 3.13 (default: this interpreter); its environment is prepared on first use")
     parser.add_argument("--otlp-endpoint", help="export to this collector instead of the built-in receiver")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the function's and extensions' output")
 

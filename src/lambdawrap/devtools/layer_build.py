@@ -17,6 +17,11 @@ dependencies sit in folders the function never sees, so they can never shadow th
 own packages (and the function's never shadow ours). boto3 and
 botocore are not shipped: the managed runtime provides them.
 
+Every module ships with its bytecode (`__pycache__/*.cpython-XY.pyc`), compiled by an
+interpreter of the target version with unchecked-hash invalidation: a cold start reads no
+source and compiles nothing (the real /opt is read-only, so the runtime could never keep
+bytecode it made), and the files hold no timestamp.
+
 The zip is deterministic: sorted entries, fixed timestamps, normalised modes (0755 for
 executables and folders, 0644 otherwise).
 """
@@ -36,7 +41,10 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["LayerBuild", "LayerBuildError", "build_layer", "write_deterministic_zip", "main", "MAX_ZIPPED_BYTES", "MAX_UNZIPPED_BYTES"]
+from lambdawrap.devtools.interpreters import Interpreter, InterpreterNotFound, find_interpreter
+from lambdawrap.devtools.pins import PinsError, declared_dependencies, requirement_name
+
+__all__ = ["DEFAULT_PYTHON_VERSION", "LayerBuild", "LayerBuildError", "build_layer", "layer_python_version", "write_deterministic_zip", "main", "MAX_ZIPPED_BYTES", "MAX_UNZIPPED_BYTES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ MAX_UNZIPPED_BYTES = 25 * MB
 ENFORCED_VARIANTS = frozenset({"http"})
 
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+DEFAULT_PYTHON_VERSION = "3.12"  # the runtime template.yaml deploys
 VARIANTS = ("http", "grpc")
 
 # What of the package each side ships, by allow-list: a module added anywhere else (devtools/
@@ -62,6 +71,9 @@ _HANDLER_DEPENDENCIES = frozenset({"wrapt"})
 # machine's interpreter path in their shebang).
 _DEPENDENCY_JUNK_DIRS = frozenset({"tests", "testdata"})
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Where the layer unzips: the file names compiled into the bytecode (the build folder's
+# would make two builds differ, and tell nothing at run time).
+_OPT = "/opt"
 
 
 class LayerBuildError(Exception):
@@ -79,6 +91,7 @@ class LayerBuild:
     variant: str
     zipped_bytes: int
     unzipped_bytes: int
+    compiled_by: str = ""  # the interpreter that made the bytecode: "path (X.Y.Z)"
     max_zipped_bytes: int = MAX_ZIPPED_BYTES
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES
 
@@ -105,7 +118,7 @@ def build_layer(
     out_dir: str | os.PathLike[str],
     *,
     arch: str = "x86_64",
-    python_version: str = "3.12",
+    python_version: str = DEFAULT_PYTHON_VERSION,
     variant: str = "http",
     zip_path: str | os.PathLike[str] | None = None,
     layer_src: str | os.PathLike[str] | None = None,
@@ -124,6 +137,7 @@ def build_layer(
         raise LayerBuildError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     if not re.fullmatch(r"3\.\d{1,2}", python_version):
         raise LayerBuildError(f"bad python version {python_version!r}: expected e.g. 3.12")
+    compiler = _bytecode_compiler(python_version)
     src = Path(layer_src) if layer_src is not None else _LAYER_SRC
     for needed in ("wrapper.sh", "extensions/lambdawrap", "python/lambdawrap_boot/sitecustomize.py"):
         if not (src / needed).is_file():
@@ -156,6 +170,7 @@ def build_layer(
     target.install(companion_reqs, companion_dir)
     _strip_dependencies(companion_dir, keep={"lambdawrap"})
 
+    _compile_bytecode(out, compiler)
     _normalise_modes(out)
     archive.parent.mkdir(parents=True, exist_ok=True)
     write_deterministic_zip(out, archive)
@@ -167,7 +182,19 @@ def build_layer(
         variant=variant,
         zipped_bytes=archive.stat().st_size,
         unzipped_bytes=_tree_bytes(out),
+        compiled_by=f"{compiler.path} ({compiler.full_version})",
     )
+
+
+def layer_python_version(layer_dir: str | os.PathLike[str]) -> str | None:
+    """The Python version a built layer is for (the tag of its wrapt extension), or None for
+    a layer without one (the development layer, whose packages come from the interpreter's
+    environment)."""
+    for path in sorted((Path(layer_dir) / "lambdawrap" / "handler-lib" / "wrapt").glob("_wrappers.cpython-*")):
+        found = re.match(r"_wrappers\.cpython-3(\d+)", path.name)
+        if found:
+            return f"3.{found.group(1)}"
+    return None
 
 
 def write_deterministic_zip(folder: Path, archive: Path) -> None:
@@ -226,9 +253,12 @@ class _TargetPlatform:
 
 def _requirements(variant: str) -> tuple[list[str], list[str]]:
     """(handler-side, companion-side) pinned requirements, from pyproject.toml."""
-    dependencies, extras = _declared_dependencies()
-    handler = [r for r in dependencies if _req_name(r) in _HANDLER_DEPENDENCIES]
-    companion = [r for r in dependencies if _req_name(r) not in _HANDLER_DEPENDENCIES]
+    try:
+        dependencies, extras = declared_dependencies()
+    except PinsError as exc:
+        raise LayerBuildError(str(exc)) from None
+    handler = [r for r in dependencies if requirement_name(r) in _HANDLER_DEPENDENCIES]
+    companion = [r for r in dependencies if requirement_name(r) not in _HANDLER_DEPENDENCIES]
     if variant == "grpc":
         companion += extras.get("grpc", [])
     if not handler:
@@ -236,37 +266,29 @@ def _requirements(variant: str) -> tuple[list[str], list[str]]:
     return handler, companion
 
 
-def _declared_dependencies() -> tuple[list[str], dict[str, list[str]]]:
-    pyproject = _SOURCE_ROOT / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            import tomllib  # stdlib from 3.11; older interpreters use the installed metadata
-        except ImportError:
-            pass
-        else:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-            return list(project.get("dependencies", [])), {k: list(v) for k, v in project.get("optional-dependencies", {}).items()}
-    from importlib import metadata
-
+def _bytecode_compiler(python_version: str) -> Interpreter:
+    """An interpreter of the target version: bytecode is only valid for the version that made it."""
     try:
-        declared = metadata.requires("lambdawrap") or []
-    except metadata.PackageNotFoundError as exc:
-        raise LayerBuildError("cannot find lambdawrap's pinned dependencies (no pyproject.toml, no installed metadata)") from exc
-    dependencies: list[str] = []
-    extras: dict[str, list[str]] = {}
-    for requirement in declared:
-        spec, _, marker = requirement.partition(";")
-        found = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-        if found:
-            extras.setdefault(found.group(1), []).append(spec.strip())
-        else:
-            dependencies.append(spec.strip())
-    return dependencies, extras
+        return find_interpreter(python_version)
+    except InterpreterNotFound as exc:
+        raise LayerBuildError(f"the layer's bytecode for Python {python_version} must be compiled by a Python {python_version} interpreter, and {exc}") from None
 
 
-def _req_name(requirement: str) -> str:
-    found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    return re.sub(r"[-_.]+", "-", found.group(1)).lower() if found else ""
+def _compile_bytecode(out: Path, compiler: Interpreter) -> None:
+    """Byte-compile every module of the layer for the compiler's version (unchecked-hash
+    invalidation: no timestamps, and no look at the source at import)."""
+    command = [
+        compiler.path, "-I", "-m", "compileall", "-q",
+        "--invalidation-mode", "unchecked-hash",
+        "-s", str(out), "-p", _OPT,
+        str(out),
+    ]  # fmt: skip
+    # One process, no -j: a file compiled in a worker that compiled others before could
+    # marshal differently, and the zip would no longer be reproducible.
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stdout.strip() or result.stderr.strip()).splitlines()
+        raise LayerBuildError(f"{compiler.path} could not compile the layer's modules: {detail[-1] if detail else f'exit code {result.returncode}'}")
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -303,7 +325,8 @@ def _copy_package(destination: Path, *, allowed: Sequence[str]) -> None:
 
 
 def _strip_dependencies(folder: Path, *, keep: set[str]) -> None:
-    """Remove bytecode, console scripts and test suites from pip-installed packages."""
+    """Remove bytecode (compiled again later, for the target), console scripts and test
+    suites from pip-installed packages."""
     shutil.rmtree(folder / "bin", ignore_errors=True)
     for path in sorted(folder.rglob("*"), reverse=True):
         if not path.exists():
@@ -343,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lambdawrap build-layer", description="Build the lambdawrap Lambda layer (a folder that unzips into /opt, and its zip).")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to build the layer into (an earlier build there is replaced)")
     parser.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="target architecture (default: x86_64)")
-    parser.add_argument("--python-version", default="3.12", metavar="X.Y", help="target Python version (default: 3.12)")
+    parser.add_argument("--python-version", default=DEFAULT_PYTHON_VERSION, metavar="X.Y", help=f"the Python runtime the layer is for; its bytecode is compiled by a Python of that version found on this machine (default: {DEFAULT_PYTHON_VERSION})")
     parser.add_argument("--variant", choices=VARIANTS, default="http", help="http (default): OTLP/HTTP only; grpc: adds the OTLP/gRPC exporter and grpcio")
     parser.add_argument("--zip", metavar="FILE", help="where to write the zip (default: <DIR>.zip)")
     return parser
@@ -359,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sys.stdout.write(
         f"layer {build.variant} {build.arch} python{build.python_version}: {build.out_dir}\n"
+        f"bytecode: compiled by {build.compiled_by}\n"
         f"zip: {build.zip_path}\n"
         f"zipped: {_mb(build.zipped_bytes)}  unzipped: {_mb(build.unzipped_bytes)}\n"
     )

@@ -291,7 +291,14 @@ def client_context_traceparent(context: Any) -> Optional[str]:
 
 def _sampled_xray(value: object) -> Optional[SpanContext]:
     # Lambda hands every invocation an X-Ray header, Sampled=0 when active tracing is off;
-    # parenting on it would make every span unsampled, so only a sampled one counts.
+    # parenting on it would make every span unsampled, so only a sampled one counts (and the
+    # usual header, with one "Sampled=0" or none, is not parsed at all).
+    if not isinstance(value, str):
+        return None
+    lowered = value.lower()
+    fields = lowered.count("sampled")
+    if fields == 0 or (fields == 1 and "sampled=0" in lowered):
+        return None
     ctx = parse_xray(value)
     return ctx if ctx is not None and ctx.sampled else None
 

@@ -10,9 +10,13 @@ MAX_RECORD_BYTES = 256 * 1024  # one invocation's record; a bigger one is droppe
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an answer to a request (secrets)
 
 
+# One encoder for every record: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
+
+
 def encode_json(value: object) -> bytes:
     """Compact JSON bytes. Values JSON cannot carry become their repr (never an exception)."""
-    return json.dumps(value, separators=(",", ":"), default=repr).encode("utf-8", "replace")
+    return _ENCODER.encode(value).encode("utf-8", "replace")
 
 
 def encode(record: dict) -> bytes:

@@ -35,6 +35,11 @@ BUFFER_MAX_SPANS = "LAMBDAWRAP_BUFFER_MAX_SPANS"
 CAPTURE_PAYLOAD = "LAMBDAWRAP_CAPTURE_PAYLOAD"
 REDACT_KEYS = "LAMBDAWRAP_REDACT_KEYS"
 PROACTIVE_INIT_MS = "LAMBDAWRAP_PROACTIVE_INIT_MS"
+STARTUP_WAIT_MS = "LAMBDAWRAP_STARTUP_WAIT_MS"
+# Below one vCPU's worth of memory an invocation gets a fraction of a core (7 % at 128 MB) while
+# init runs at full speed: there the companion finishes loading its exporters in init.
+FULL_VCPU_MB = 1769
+SMALL_FUNCTION_STARTUP_WAIT_MS = 500
 SECRETS = "LAMBDAWRAP_SECRETS"
 SECRETS_TIMEOUT_MS = "LAMBDAWRAP_SECRETS_TIMEOUT_MS"
 SECRETS_TTL = "LAMBDAWRAP_SECRETS_TTL"
@@ -97,6 +102,9 @@ class FlushStrategy(namedtuple("FlushStrategy", ("mode", "interval_ms"))):
         return f"periodic,{self.interval_ms}" if self.mode == "periodic" else self.mode
 
 
+MANAGED_INSTANCES = "lambda-managed-instances"  # AWS_LAMBDA_INITIALIZATION_TYPE there
+
+
 def default_socket_path() -> str:
     # /tmp is writable and shared by the runtime and the extensions inside one environment.
     # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
@@ -112,6 +120,7 @@ _FIELDS = (
     ("socket_path", None),  # default_socket_path(), read when settings are built
     ("flush", FlushStrategy()),
     ("flush_budget_ms", 1000),
+    ("startup_wait_ms", 0),  # from_env: SMALL_FUNCTION_STARTUP_WAIT_MS below FULL_VCPU_MB
     ("buffer_max_spans", 10000),
     ("capture_payload", False),
     ("redact_keys", ("authorization", "cookie", "set-cookie", "x-api-key", "password", "secret", "token")),
@@ -137,6 +146,7 @@ _FIELDS = (
     ("function_version", ""),
     ("memory_mb", 0),
     ("region", ""),
+    ("managed_instances", False),  # Lambda Managed Instances (AWS_LAMBDA_INITIALIZATION_TYPE)
 )
 
 
@@ -169,6 +179,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
         resource_attributes = _resource_attributes(env.get(RESOURCE_ATTRIBUTES, ""), parse.warn)
         secrets_port = parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535))
+        memory_mb = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000))
+        startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
@@ -178,6 +190,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             socket_path=parse(SOCKET_PATH, d.socket_path, _nonempty),
             flush=parse(FLUSH, d.flush, _flush),
             flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
+            startup_wait_ms=parse(STARTUP_WAIT_MS, startup_wait_default, _int_range(0, 60_000)),
             buffer_max_spans=parse(BUFFER_MAX_SPANS, d.buffer_max_spans, _int_range(1, 1_000_000)),
             capture_payload=parse(CAPTURE_PAYLOAD, d.capture_payload, _bool),
             redact_keys=d.redact_keys + parse(REDACT_KEYS, (), _names),
@@ -203,8 +216,9 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             resource_attributes=resource_attributes,
             function_name=function_name,
             function_version=env.get("AWS_LAMBDA_FUNCTION_VERSION", ""),
-            memory_mb=parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000)),
+            memory_mb=memory_mb,
             region=env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", ""),
+            managed_instances=env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES,
         )
 
 

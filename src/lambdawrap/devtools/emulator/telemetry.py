@@ -140,6 +140,7 @@ class Subscriber:
         self._flush_requested = False
         self._dropped_records = 0
         self._dropped_bytes = 0
+        self._connection: http.client.HTTPConnection | None = None  # used by the sender thread only
         self.delivered = 0
         self._thread = threading.Thread(target=self._run, name=f"telemetry-{extension_name}", daemon=True)
         self._thread.start()
@@ -177,6 +178,8 @@ class Subscriber:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=timeout + POST_TIMEOUT_S)
+        if self._connection is not None and not self._thread.is_alive():
+            self._connection.close()
 
     def _take_batch(self) -> list[dict] | None:
         sub = self.subscription
@@ -232,30 +235,28 @@ class Subscriber:
                 self._cv.notify_all()
 
     def _post(self, body: bytes) -> bool:
+        # One connection, kept alive between batches, as the platform's HTTP client does; one
+        # the listener closed while idle is replaced once at once.
         sub = self.subscription
-        conn = http.client.HTTPConnection(sub.host, sub.port, timeout=POST_TIMEOUT_S)
-        try:
-            conn.request("POST", sub.path, body=body, headers={"Content-Type": "application/json"})
-            if not self._await_response(conn.sock):
+        for _ in range(2):
+            reused = self._connection is not None
+            conn = self._connection or http.client.HTTPConnection(sub.host, sub.port, timeout=POST_TIMEOUT_S)
+            try:
+                conn.request("POST", sub.path, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._connection = None
+                if reused:
+                    continue
                 return False
-            response = conn.getresponse()
-            response.read()
+            if response.will_close:
+                conn.close()
+                self._connection = None
+            else:
+                self._connection = conn
             return 200 <= response.status < 300
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def _await_response(self, sock: Any) -> bool:
-        """Wait for the listener's answer for up to POST_TIMEOUT_S of time the environment ran:
-        a listener frozen mid-request answers after the thaw, and its batch is not lost."""
-        waited = 0.0
-        while waited < POST_TIMEOUT_S:
-            closings = self._gate.closings
-            if select.select([sock], [], [], _RESPONSE_POLL_S)[0]:
-                return True
-            if self._gate.running_since(closings):
-                waited += _RESPONSE_POLL_S
         return False
 
 

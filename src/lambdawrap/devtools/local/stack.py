@@ -14,8 +14,11 @@ from typing import Any, Iterator, Mapping
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
 from lambdawrap.devtools.emulator.limits import DEFAULT_INIT_CPU
+from lambdawrap.devtools.interpreters import InterpreterNotFound
+from lambdawrap.devtools.layer_build import layer_python_version
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.runtime_envs import RuntimeEnvError, runtime_python
 
 ROOT = Path(__file__).resolve().parents[4]
 SOURCE_LAYER = ROOT / "layer"  # the development layer, in a source checkout
@@ -55,6 +58,7 @@ class RunConfig:
     freeze: bool = True
     init_cpu: str = DEFAULT_INIT_CPU
     max_concurrency: int | None = None
+    python: str | None = None  # the runtime's interpreter: a path, a name or X.Y; None: this one
 
 
 def seed_moto(moto: MotoServer, seed: Mapping[str, Any]) -> None:
@@ -74,6 +78,17 @@ def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) ->
         raise LocalError(f"function folder not found: {config.function_dir}")
     if config.layer_dir is not None and not (config.layer_dir / "wrapper.sh").is_file():
         raise LocalError(f"no layer at {config.layer_dir}: build one with `lambdawrap build-layer --out {config.layer_dir}` or pass --layer DIR")
+    try:
+        runtime = runtime_python(config.python)
+    except (InterpreterNotFound, RuntimeEnvError) as exc:
+        raise LocalError(str(exc)) from None
+    built_for = layer_python_version(config.layer_dir) if config.layer_dir is not None else None
+    if built_for is not None and built_for != runtime.interpreter.version:
+        # Its wrapt extension and bytecode are another version's: the handler would run uninstrumented.
+        raise LocalError(
+            f"the layer at {config.layer_dir} is built for Python {built_for}, the runtime is Python {runtime.interpreter.version}: "
+            f"pass --python {built_for}, or build one with `lambdawrap build-layer --python-version {runtime.interpreter.version}`"
+        )
     with contextlib.ExitStack() as stack:
         receiver = None
         endpoint = config.otlp_endpoint
@@ -103,6 +118,7 @@ def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) ->
             freeze=config.freeze,
             init_cpu=config.init_cpu,
             max_concurrency=config.max_concurrency,
+            python=runtime.python,
         )
         try:
             stack.enter_context(emulator)

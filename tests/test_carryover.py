@@ -1,0 +1,156 @@
+"""What an environment could not export, kept in /tmp for the next environment of the sandbox
+(companion/carryover.py): invocations, init spans, user spans and log lines come back as the
+same spans and log records they would have been; what does not fit is counted; a file that is
+not ours changes nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+
+from lambdawrap.companion import carryover
+from lambdawrap.companion.correlator import Correlator
+from lambdawrap.companion.deferred import DeferredSink
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared import records
+from lambdawrap.shared.settings import Settings
+
+RID = "6bd3e0a8-1c9d-4c8e-9a44-0d9d2a1f7c21"
+ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST"}
+
+
+def finished_calls(timed_out: bool = False) -> list:
+    """The sink calls a correlator makes for an init and one invocation (with a user span and
+    log lines), before any pipeline exists: what a companion still holds at SHUTDOWN."""
+    sink = DeferredSink()
+    correlator = Correlator(sink, lambda reason, detail: None)
+    now = time.time_ns()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    correlator.on_telemetry([
+        {"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+        {"time": stamp, "type": "function", "record": "loading the orders table"},
+        {"time": stamp, "type": "platform.initRuntimeDone", "record": {"status": "success"}},
+        {"time": stamp, "type": "platform.initReport", "record": {"metrics": {"durationMs": 123.4}}},
+    ])
+    correlator.on_invoke({"eventType": "INVOKE", "requestId": RID, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders", "deadlineMs": int(time.time() * 1000) + 3000})
+    correlator.on_telemetry([
+        {"time": stamp, "type": "platform.start", "record": {"requestId": RID}},
+        {"time": stamp, "type": "function", "record": "[INFO]\tlooking up order 42"},
+    ])
+    start = records.invocation_start(request_id=RID, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=0x5B8AA5A2D2C872E8321CF37308D69DF2, span_id=0x051581BF3CB55C13, parent_span_id=0, sampled=True, start_ns=now - 5_000_000, cold_start=True, proactive_init=False, trigger="http", attributes={"http.request.method": "GET", "http.route": "/orders/{id}"}, links=[], span_name="GET /orders/{id}", span_kind=2)
+    user_span = {"name": "orders.lookup", "trace_id": "5b8aa5a2d2c872e8321cf37308d69df2", "span_id": "1111111111111111", "parent_span_id": "051581bf3cb55c13", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {"order.id": "42"}, "status": [0, ""], "events": [], "scope": "orders"}
+    if not timed_out:
+        end = records.invocation_end(now, http_status=200)
+        end["spans"] = [user_span]
+        correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": end})
+    outcome = {"requestId": RID, "status": "timeout" if timed_out else "success"}
+    correlator.on_telemetry([{"time": stamp, "type": "platform.runtimeDone", "record": outcome}])
+    if timed_out:
+        correlator.finish_unreported("timeout")
+    return sink.take_calls()
+
+
+def exported(calls: list) -> tuple:
+    """Replay calls into a real Signals: (spans, log entries) as they would be exported."""
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    for name, args, kwargs in calls:
+        getattr(signals, name)(*args, **kwargs)
+    # An init span's own id is made when it is built (each build makes a new one); log entries'
+    # ids come back as JSON lists.
+    spans = [(s.name, s.context.trace_id, s.context.span_id if "lambdawrap.init.phase" not in s.attributes else "init", s.parent.span_id if s.parent else None, s.start_time, s.end_time, s.status.status_code, dict(s.attributes)) for s in signals.spans.take(100)]
+    return spans, [(line, time_ns, tuple(ids) if ids else ids, rid) for line, time_ns, ids, rid in signals.logs.take(100)]
+
+
+@pytest.fixture
+def socket_path(tmp_path):
+    return str(tmp_path / "lw.sock")
+
+
+@pytest.mark.parametrize("timed_out", [False, True], ids=["finished", "timed out"])
+def test_what_comes_back_is_what_would_have_been_exported(socket_path, timed_out):
+    calls = finished_calls(timed_out)
+    assert {name for name, _, _ in calls} >= {"invocation", "init_span"}
+    carryover.save(socket_path, [{"name": "lambdawrap.dropped", "attributes": {"reason": "buffer_full"}, "value": 3}], calls)
+    assert os.stat(socket_path + carryover.SUFFIX).st_mode & 0o777 == 0o600
+    carried = carryover.take(socket_path)
+    assert not os.path.exists(socket_path + carryover.SUFFIX)  # taken once
+    assert carried.counts == [{"name": "lambdawrap.dropped", "attributes": {"reason": "buffer_full"}, "value": 3}]
+    assert carried.request_ids == {RID} and carried.failed_inits == 0
+    direct, replayed = exported(calls), exported(carried.calls)
+    assert replayed == direct
+    spans, logs = replayed
+    names = sorted(span[0] for span in spans)
+    # A timed-out invocation's span is named from its in-flight start (none here): the function's name.
+    assert names == (["orders", "orders init"] if timed_out else ["GET /orders/{id}", "orders init", "orders.lookup"])
+    assert [line for line, *_ in logs] == ["loading the orders table", "[INFO]\tlooking up order 42"]
+
+
+def test_files_add_up_across_environments(socket_path):
+    carryover.save(socket_path, [], finished_calls())
+    carryover.save(socket_path, [{"name": "faas.invocations", "attributes": {}, "value": 1}], [])
+    carried = carryover.take(socket_path)
+    assert carried.request_ids == {RID} and len(carried.counts) == 1
+
+
+def test_what_does_not_fit_is_counted_log_lines_first(socket_path, monkeypatch):
+    monkeypatch.setattr(carryover, "MAX_BYTES", 12_000)
+    calls = finished_calls()
+    calls += [("log_line", ("x" * 100, time.time_ns(), None, None), {}) for _ in range(200)]
+    carryover.save(socket_path, [], calls)
+    carried = carryover.take(socket_path)
+    assert carried.request_ids == {RID}  # the invocation is kept
+    assert not [c for c in carried.calls if c[0] == "log_line"]
+    dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
+    assert dropped == {"log_shutdown_deadline": 201}  # the 200 lines and the one of the invocation
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json", b"[1, 2]", b'{"calls": "no"}', b'{"calls": [["attach", [], {}], ["take_calls", [], {}]]}', b'{"calls": [["invocation", [{"__lambdawrap__": "invocation", "data": {}}], {}]]}', b"{" * 100_000],
+)
+def test_a_file_that_is_not_ours_changes_nothing(socket_path, content):
+    with open(socket_path + carryover.SUFFIX, "wb") as f:
+        f.write(content)
+    carried = carryover.take(socket_path)
+    assert carried.calls == [] and carried.counts == []
+
+
+SLEEPER = """
+import time
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"ok": True}
+"""
+
+
+def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
+    from conftest import write_function
+    from support.stack import instrumented
+
+    task = write_function(tmp_path / "task", SLEEPER)
+    # GIVEN a 128 MB environment under Lambda's CPU share (7 % of a core, init too): its
+    # companion is still importing the SDK when the first invocation times out, and SHUTDOWN
+    # leaves it 2 s (it may or may not make it: either way, nothing may be lost or doubled).
+    # (The timeout leaves room for the next environment's init, which runs inside its invoke.)
+    with instrumented(task, memory_mb=128, cpu_limit=True, init_cpu="as-invoke", timeout_s=4.0) as (emu, rx):
+        timed_out = emu.invoke({"sleep": 6})
+        assert b"Sandbox.Timedout" in timed_out.body
+        # WHEN the next invocation comes to the sandbox's next environment
+        fine = emu.invoke({})
+        assert fine.status == 200 and fine.function_error is None
+        # THEN both invocations are exported, once each, the first with its timeout
+        rids = {timed_out.request_id, fine.request_id}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2, timeout=120)
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
+        assert len(spans) == 2 and set(by_rid) == rids
+        assert by_rid[timed_out.request_id]["attributes"]["error.type"] == "Sandbox.Timedout"
+        carried = [line for line in emu.log_lines() if "what it held goes to the next environment" in line]
+        assert len(carried) <= 1
+    assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]

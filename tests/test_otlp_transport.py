@@ -1,0 +1,323 @@
+"""The companion's OTLP/HTTP transport on http.client, against the exporters' own (requests):
+the same exporter, the same collector, the same requests and the same outcomes; proxies as
+requests chooses them; TLS with the configured CA and client certificate; one connection kept
+for many exports; and a close that never waits for a collector that hangs."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import os
+import select
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+import requests.utils
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
+from support.local_servers import closed_port
+
+SPAN = ReadableSpan(
+    name="GET /orders",
+    context=SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(1)),
+    kind=SpanKind.SERVER,
+    resource=Resource({"service.name": "orders"}),
+    attributes={"http.request.method": "GET", "http.response.status_code": 200},
+    start_time=1_700_000_000_000_000_000,
+    end_time=1_700_000_000_100_000_000,
+)
+
+
+class Collector:
+    """An OTLP/HTTP collector on loopback (TLS optional) that answers with the statuses of
+    `script` in turn (then 200) and records each request and the connection it came on."""
+
+    def __init__(self, script: list | None = None, tls: ssl.SSLContext | None = None, hang_s: float = 0.0) -> None:
+        self.requests: list = []
+        self.script = list(script or [])
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                collector.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "connection": self.client_address[1]})
+                if hang_s:
+                    time.sleep(hang_s)
+                status, extra = collector.script.pop(0) if collector.script else (200, {})
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.endpoint = f"{scheme}://localhost:{self._httpd.server_address[1]}/v1/traces"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Collector":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class ForwardProxy:
+    """An HTTP proxy on loopback: CONNECT tunnels and absolute-URI requests; records each."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://user:p%40ss@127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "ForwardProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            head, _, rest = head.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            self.seen.append((method, target, headers.get("proxy-authorization")))
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                upstream = socket.create_connection((host, int(port)))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                address = target.split("/")[2]
+                host, _, port = address.rpartition(":")
+                upstream = socket.create_connection((host, int(port)))
+                path = "/" + target.split("/", 3)[3]
+                forwarded = [f"{method} {path} HTTP/1.1"] + [line for line in lines[1:] if not line.lower().startswith("proxy-")]
+                upstream.sendall("\r\n".join(forwarded).encode("latin-1") + b"\r\n\r\n" + rest)
+            with upstream:
+                self._pipe(client, upstream)
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([a, b], [], [], 0.5)
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                (b if sock is a else a).sendall(data)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict:
+    """A CA, a server certificate for localhost and a client certificate, made with openssl."""
+    folder = tmp_path_factory.mktemp("pki")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lambdawrap test CA")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={'localhost' if name == 'server' else 'collector client'}")
+        (folder / f"{name}.ext").write_text("subjectAltName=DNS:localhost\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {name: str(folder / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def server_tls(pki: dict, require_client: bool = False) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server.pem"], pki["server.key"])
+    if require_client:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki["ca.pem"])
+    return context
+
+
+def export_with(transport: StdlibHTTPTransport | None, endpoint: str, **kwargs: object) -> SpanExportResult:
+    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=5, _transport=transport, **kwargs)
+    try:
+        return exporter.export([SPAN])
+    finally:
+        exporter.shutdown()
+
+
+@contextlib.contextmanager
+def environment(monkeypatch, values: dict) -> Iterator[None]:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield
+
+
+PROXY_CASES = [
+    ({}, "https://collector.example:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https://collector.example:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http://collector.example:4318/v1/traces"),
+    ({"HTTP_PROXY": "http://upper:1", "http_proxy": "http://lower:2"}, "http://collector.example/v1/traces"),
+    ({"ALL_PROXY": "http://all:3"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": ".example"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "collector.example:4318"}, "https://collector.example:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "collector.example:9999"}, "https://collector.example:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "other.example, collector.example"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "*"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.0/8"}, "https://10.1.2.3:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.0/8"}, "https://11.1.2.3:4318/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.1.2.3"}, "https://10.1.2.3/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "", "NO_PROXY": "collector.example"}, "https://collector.example/v1/traces"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "xample"}, "https://collector.example/v1/traces"),
+]
+
+
+@pytest.mark.parametrize("env, url", PROXY_CASES)
+def test_the_proxy_is_the_one_requests_would_use(monkeypatch, env, url):
+    with environment(monkeypatch, env):
+        expected = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        target = urlsplit(url)
+        assert proxy_for(target.scheme, target.hostname, target.port, os.environ) == expected
+
+
+def test_the_collector_receives_what_the_requests_transport_sends(monkeypatch):
+    # gzip, custom headers from the environment, the exporter's own user agent: what matters to
+    # the collector is byte for byte the same.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=orders,authorization=Bearer%20t0ken")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    with Collector() as collector:
+        assert export_with(None, collector.endpoint) == SpanExportResult.SUCCESS
+        assert export_with(StdlibHTTPTransport(), collector.endpoint) == SpanExportResult.SUCCESS
+    theirs, ours = collector.requests
+    assert ours["path"] == theirs["path"] == "/v1/traces"
+    assert gzip.decompress(ours["body"]) == gzip.decompress(theirs["body"])
+    for header in ("content-type", "content-encoding", "user-agent", "x-team", "authorization", "content-length"):
+        assert ours["headers"].get(header) == theirs["headers"].get(header), header
+
+
+@pytest.mark.parametrize(
+    "script, expected, requests_made",
+    [
+        ([(503, {"Retry-After": "0"}), (200, {})], SpanExportResult.SUCCESS, 2),
+        ([(429, {"retry-after": "0"}), (502, {"Retry-After": "0"}), (200, {})], SpanExportResult.SUCCESS, 3),
+        ([(400, {})], SpanExportResult.FAILURE, 1),
+        ([(302, {"Location": "/elsewhere"})], SpanExportResult.SUCCESS, 1),
+    ],
+)
+def test_statuses_retries_and_redirects_as_with_requests(script, expected, requests_made):
+    for transport in (None, StdlibHTTPTransport()):
+        with Collector(script=script) as collector:
+            assert export_with(transport, collector.endpoint) == expected
+            assert len(collector.requests) == requests_made, transport
+
+
+def test_an_unreachable_collector_is_a_connection_error_for_both():
+    endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
+    ours = StdlibHTTPTransport()
+    result = ours.request("POST", endpoint, data=b"x", timeout=2)
+    assert result.error is not None and ours.is_connection_error(result.error)
+    from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
+
+    theirs = RequestsHTTPTransport()
+    assert theirs.is_connection_error(theirs.request("POST", endpoint, data=b"x", timeout=2).error)
+
+
+def test_one_connection_serves_many_exports():
+    transport = StdlibHTTPTransport()
+    with Collector() as collector:
+        exporter = OTLPSpanExporter(endpoint=collector.endpoint, _transport=transport)
+        for _ in range(5):
+            assert exporter.export([SPAN]) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+    assert len(collector.requests) == 5 and len({r["connection"] for r in collector.requests}) == 1
+
+
+def test_through_the_proxy_of_the_environment_with_its_credentials(monkeypatch, pki):
+    with ForwardProxy() as proxy, Collector() as plain, Collector(tls=server_tls(pki)) as secure:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url}):
+            assert export_with(StdlibHTTPTransport(), plain.endpoint) == SpanExportResult.SUCCESS
+            assert export_with(StdlibHTTPTransport(verify=pki["ca.pem"]), secure.endpoint) == SpanExportResult.SUCCESS
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url, "NO_PROXY": "localhost"}):
+            assert export_with(StdlibHTTPTransport(), plain.endpoint) == SpanExportResult.SUCCESS
+    credentials = "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert proxy.seen == [("POST", plain.endpoint, credentials), ("CONNECT", secure.endpoint.split("/")[2], credentials)]
+    assert len(plain.requests) == 2 and len(secure.requests) == 1
+
+
+def test_tls_with_the_configured_ca_and_client_certificate(monkeypatch, pki):
+    with Collector(tls=server_tls(pki, require_client=True)) as collector, environment(monkeypatch, {}):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", pki["client.pem"])
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", pki["client.key"])
+        assert export_with(transport_from_env("TRACES"), collector.endpoint) == SpanExportResult.SUCCESS
+        assert export_with(None, collector.endpoint) == SpanExportResult.SUCCESS  # the exporter's own, for parity
+        # The one difference: requests lets REQUESTS_CA_BUNDLE override the configured CA; the
+        # OTLP setting is the one that says which collector to trust, and it wins here.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki["client.pem"])
+        assert export_with(transport_from_env("TRACES"), collector.endpoint) == SpanExportResult.SUCCESS
+        # Without the CA, the collector's certificate is refused: no request reaches it.
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        transport = transport_from_env("TRACES")
+        result = transport.request("POST", collector.endpoint, data=b"", timeout=5)
+        assert isinstance(result.error, ssl.SSLError) and transport.is_connection_error(result.error)
+    assert len(collector.requests) == 3
+
+
+def test_a_credential_provider_keeps_the_exporters_own_transport(monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", "custom")
+    assert transport_from_env("TRACES") is None
+    assert transport_from_env("METRICS") is not None
+
+
+def test_close_never_waits_for_a_collector_that_hangs():
+    transport = StdlibHTTPTransport()
+    with Collector(hang_s=3.0) as collector:
+        worker = threading.Thread(target=lambda: transport.request("POST", collector.endpoint, data=b"x", timeout=10))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not collector.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        transport.close()
+        assert time.monotonic() - started < 0.5
+        worker.join(15)
