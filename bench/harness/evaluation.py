@@ -199,7 +199,10 @@ def _companion(results: dict, t: Table) -> None:
     lossless = [s["offered_per_s"] for s in comp["steps"] if s["lossless"]]
     sustained = max(lossless) if lossless else 0
     for s in comp["steps"]:
-        t.row("6", f"offered {s['offered_per_s']}/s: achieved {s['achieved_per_s']:.0f}/s, refused by the socket {s['refused_by_socket']}, delivered {s['delivered']}/{s['sent']}, lambdawrap.dropped {s['companion_dropped']} (value: delivered share)", {"lambdawrap": s["delivered"] / max(1, s["sent"])}, ratios=False)
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted((s.get("dropped_reasons") or {}).items()))
+        t.row("6", f"offered {s['offered_per_s']}/s: achieved {s['achieved_per_s']:.0f}/s, refused by the socket {s['refused_by_socket']}, delivered {s['delivered']}/{s['sent']}, lambdawrap.dropped {s['companion_dropped']}" + (f" ({reasons})" if reasons else "") + f", unaccounted {s['unaccounted']} (value: delivered share)", {"lambdawrap": s["delivered"] / max(1, s["sent"])}, ratios=False)
+    unaccounted = sum(s["unaccounted"] for s in comp["steps"])
+    t.target("6", "every record sent is exported or counted in lambdawrap.dropped with a reason: sent − delivered − dropped, all rates", float(unaccounted), 0.0, unaccounted == 0)
     b = comp.get("burst") or {}
     if b:
         t.row("6", f"burst of {b['records']} records: ingest rate (records/s)", {"lambdawrap": b["ingest_per_s"]}, ratios=False)
