@@ -63,6 +63,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--out", default=str(BENCH / "out"), help="output folder (default bench/out)")
     parser.add_argument("--only", default="", help=f"comma-separated phases to run: {','.join(PHASES)}")
     parser.add_argument("--without", default="", help=f"comma-separated competitors to leave out: {','.join(COMPETITOR_CONFIGS)}")
+    parser.add_argument("--results-md", action="store_true", help="rewrite bench/RESULTS.md from this run although its counts are reduced (--n, --cold; every phase and size must run)")
     parser.add_argument("--no-evidence", action="store_true", help="skip the importtime/py-spy evidence of a full run")
     parser.add_argument("--evidence", action="store_true", help="collect the importtime/py-spy evidence on a partial run too")
     parser.add_argument("--install-competitors", action="store_true", help="install the competitors' layer packages (bench/.otel-layer, .adot-layer, .datadog-layer) and exit")
@@ -90,6 +91,10 @@ def main(argv: list | None = None) -> int:
             parser.error("the versions phase needs --python X.Y,... (or all)")
         phases.remove("versions")
     full = not args.smoke and not args.only and args.n in (None, Plan.n) and args.cold in (None, Plan.cold) and not args.sizes and not args.without
+    if args.results_md and (args.smoke or args.only or args.sizes):
+        parser.error("--results-md needs every phase at every size (no --smoke, --only or --sizes)")
+    # What bench/RESULTS.md records: a full run, or one with reduced counts that says so.
+    recorded = full or args.results_md
 
     configs = ["bare", "lambdawrap"]
     skipped: dict = {}
@@ -110,7 +115,7 @@ def main(argv: list | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     meta = machine_info()
-    meta.update(date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), mode="smoke" if args.smoke else ("full" if full else "partial"), command="python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    meta.update(date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), mode="smoke" if args.smoke else ("full" if full else ("reduced" if recorded else "partial")), command="python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv))
     results: dict = {"meta": meta, "plan": asdict(plan), "configs": configs, "skipped": skipped}
     with competitor_sinks() as sinks:
         stack = Stack(configs, layer, sinks)
@@ -126,7 +131,7 @@ def main(argv: list | None = None) -> int:
                 log(f"figure 4: post-response time, {plan.n_post} invocations per flush strategy and size (+{plan.n_sparse} idle ones for adaptive)")
                 results["post"] = phase_post(stack, plan, rx)
             if "cold" in phases:
-                log(f"figure 3: cold start, {plan.cold} fresh environments per configuration, handler and size with init unthrottled, {plan.cold_as_invoke} with init throttled as an invocation")
+                log(f"figure 3: cold start, {plan.cold} fresh environments per configuration, handler and size with init unthrottled ({plan.cold_later} invocations after the first at {plan.sizes[0]} MB), {plan.cold_as_invoke} with init throttled as an invocation")
                 results["cold"] = phase_cold(stack, plan, rx)
                 rx.clear()
             if "flood" in phases:
@@ -143,7 +148,7 @@ def main(argv: list | None = None) -> int:
                 results["versions"] = phase_versions(versions, plan, rx, skipped)
                 rx.clear()
             evidence: dict = {}
-            if (full and not args.no_evidence) or args.evidence:
+            if (recorded and not args.no_evidence) or args.evidence:
                 log("evidence: -X importtime of a cold start per configuration, py-spy of the in-process wrapper")
                 evidence["importtime"] = evidence_importtime(stack, rx)
                 evidence["pyspy"] = evidence_pyspy(stack)
@@ -170,12 +175,12 @@ def main(argv: list | None = None) -> int:
         table = render_markdown(results, rows, targets)
     (out_dir / "results.md").write_text("# lambdawrap bench\n\n" + table + ("\n" + evidence_md if evidence_md else ""))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    if full:
+    if recorded:
         write_results_md(results, table, evidence_md)
     print(table)
     if evidence_md:
         print(evidence_md)
-    log(f"done in {meta['elapsed_min']:.1f} min; wrote {out_dir / 'results.md'}, results.json" + ("" if chart_problem else ", chart.png, chart-memory.png") + (f" and {RESULTS_MD}" if full else ""))
+    log(f"done in {meta['elapsed_min']:.1f} min; wrote {out_dir / 'results.md'}, results.json" + ("" if chart_problem else ", chart.png, chart-memory.png") + (f" and {RESULTS_MD}" if recorded else ""))
     return 0
 
 

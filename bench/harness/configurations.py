@@ -29,7 +29,10 @@ FULL_CORE_MB = 1769
 NOOP_EXT = "bare+noop-ext"  # diagnostic: bare plus an external extension that does nothing
 LW_RUNTIME_ONLY = "lambdawrap: runtime side only"  # diagnostic (cold start): exec wrapper + boot, no companion
 LW_COMPANION_ONLY = "lambdawrap: companion only"  # diagnostic (cold start): companion, no exec wrapper
-COLD_DIAGNOSTICS = (LW_RUNTIME_ONLY, LW_COMPANION_ONLY)
+# diagnostic (cold start): the companion does not hold init's end for its exporters (the default
+# below one vCPU of memory is 500 ms); what it has not loaded by then loads behind the function
+LW_NO_STARTUP_WAIT = "lambdawrap: LAMBDAWRAP_STARTUP_WAIT_MS=0"
+COLD_DIAGNOSTICS = (LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT)
 # Every environment: /opt and /var/task are read-only on Lambda, so nothing the function or an
 # extension imports can leave bytecode behind for the next cold start; a layer is only as fast
 # as the bytecode it ships.
@@ -91,11 +94,13 @@ class Stack:
         memory_mb, with Lambda's limits (CPU share, memory, freezing), exporting to endpoint."""
         env = dict(COMMON_ENV)
         layer = None
-        if config in ("lambdawrap", LW_RUNTIME_ONLY, LW_COMPANION_ONLY):
+        if config in ("lambdawrap", LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT):
             layer = str(self.layer_without_companion if config == LW_RUNTIME_ONLY else self.layer)
             env.update({"LAMBDAWRAP_SOCKET": self.socket_path(), "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
             if config != LW_COMPANION_ONLY:
                 env["AWS_LAMBDA_EXEC_WRAPPER"] = "/opt/wrapper.sh"
+            if config == LW_NO_STARTUP_WAIT:
+                env["LAMBDAWRAP_STARTUP_WAIT_MS"] = "0"
         elif config == NOOP_EXT:
             layer = str(self.noop_layer)
         elif config == "otel":

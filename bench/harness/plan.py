@@ -18,6 +18,7 @@ class Plan:
     n_slow: int = 100  # warm invocations against the 200 ms receiver, at the full-core size (figure 2)
     cold: int = 15  # fresh environments per configuration, handler and size, init unthrottled (figure 3)
     cold_as_invoke: int = 5  # the same with init throttled like an invocation (figure 3)
+    cold_later: int = 5  # invocations after the first, per fresh environment at the smallest size, init unthrottled (figure 3)
     n_post: int = 100  # invocations per flush strategy and size (figure 4)
     n_sparse: int = 8  # adaptive with 1.1 s gaps between invocations, per size (figure 4)
     n_flood: int = 3  # invocations printing flood_mb of logs, per size, bare and lambdawrap (figure 5)
@@ -36,7 +37,7 @@ class Plan:
     @classmethod
     def smoke(cls) -> "Plan":
         """A few of everything at one memory size: the CI smoke run."""
-        return cls(sizes=(512,), n=5, inproc=40, n_slow=2, cold=1, cold_as_invoke=1, n_post=3, n_sparse=0, n_flood=1, flood_mb=2, rates=(1000,), rate_seconds=0.2, burst=300, shutdown_spans=300, shutdown_repeats=1, warmup=2, chunk=20, outgoing_rounds=2, outgoing_calls=5)
+        return cls(sizes=(512,), n=5, inproc=40, n_slow=2, cold=1, cold_as_invoke=1, cold_later=1, n_post=3, n_sparse=0, n_flood=1, flood_mb=2, rates=(1000,), rate_seconds=0.2, burst=300, shutdown_spans=300, shutdown_repeats=1, warmup=2, chunk=20, outgoing_rounds=2, outgoing_calls=5)
 
     @property
     def full_core_size(self) -> int:

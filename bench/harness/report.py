@@ -120,7 +120,7 @@ def write_results_md(results: dict, table: str, evidence_md: str) -> None:
     block = "\n".join(
         [
             BEGIN,
-            f"## Latest full run: {meta['date']}",
+            f"## Latest {'full run' if meta['mode'] == 'full' else 'run, with reduced counts (see the plan)'}: {meta['date']}",
             "",
             f"- machine: {meta['machine']}; Python {meta['python']}; lambdawrap at {meta['git']}",
             f"- command: `{meta['command']}` ({meta['elapsed_min']:.1f} min)",

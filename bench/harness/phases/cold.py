@@ -5,13 +5,14 @@ with the time after the response, the environment's memory)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
-from harness.configurations import COLD_DIAGNOSTICS, Stack
+from harness.configurations import COLD_DIAGNOSTICS, LW_COMPANION_ONLY, LW_RUNTIME_ONLY, Stack
 from harness.environments import invoke_ok, report_metrics, reports_by_id
 from harness.measure import cpu_ns, log, pct, rotated
 from harness.plan import Plan
@@ -49,23 +50,29 @@ def mark_init(emu: Emulator) -> dict:
     return marks
 
 
-FIELDS = ("init_ms", "first_caller_ms", "first_billed_ms", "first_duration_ms", "first_post_response_ms", "first_max_memory_mb", "runtime_ready_ms", "companion_ready_ms", "runtime_cpu_ms", "companion_cpu_ms")
+FIELDS = ("init_ms", "first_caller_ms", "first_billed_ms", "first_duration_ms", "first_post_response_ms", "first_max_memory_mb", "runtime_ready_ms", "companion_ready_ms", "runtime_cpu_ms", "companion_cpu_ms", "later_billed_ms", "later_billed_max_ms")
 MODULES = ("trivial", "with_boto3")
 
 
-def cold_start(stack: Stack, config: str, module: str, endpoint: str, memory_mb: int, policy: str) -> dict:
+def cold_start(stack: Stack, config: str, module: str, endpoint: str, memory_mb: int, policy: str, later: int = 0) -> dict:
     """One fresh environment, initialised and invoked once: the figures of its init and of its
-    first invocation (caller latency, and the platform.report of that invocation)."""
+    first invocation (caller latency, and the platform.report of that invocation); with
+    `later`, that many invocations more, back to back: the median and the largest of their
+    billed durations (what a companion still loading after init bills the next invocations)."""
     emu = stack.emulator(config, f"{module}.handler", endpoint, memory_mb=memory_mb, init_cpu=policy, timeout_s=60)
     emu.start()
     try:
         marks = mark_init(emu)
         elapsed, result = invoke_ok(emu, stack.event)
+        later_ids = [invoke_ok(emu, stack.event)[1].request_id for _ in range(later)]
         init = emu.records("platform.initReport")
-        report = reports_by_id(emu, "platform.report").get(result.request_id, {})
+        reports = reports_by_id(emu, "platform.report")
+        report = reports.get(result.request_id, {})
     finally:
         emu.stop()
     first = report_metrics(report)
+    later_billed = [report_metrics(reports.get(rid, {}))["billed_ms"] for rid in later_ids]
+    later_billed = [b for b in later_billed if b is not None]
     sample = {
         "init_ms": float(init[-1]["record"]["metrics"]["durationMs"]),
         "first_caller_ms": elapsed,
@@ -75,6 +82,8 @@ def cold_start(stack: Stack, config: str, module: str, endpoint: str, memory_mb:
         "first_max_memory_mb": first["max_memory_mb"],
         "runtime_cpu_ms": marks.get("runtime_cpu_ms"),
         "companion_cpu_ms": marks.get("extension_cpu_ms"),
+        "later_billed_ms": statistics.median(later_billed) if later_billed else None,
+        "later_billed_max_ms": max(later_billed) if later_billed else None,
     }
     if "runtime_ready" in marks:
         sample["runtime_ready_ms"] = (marks["runtime_ready"] - marks["init_start"]) * 1000
@@ -105,12 +114,16 @@ def phase_cold(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:
             for policy, count in counts.items():
                 if i >= count:
                     continue
-                diagnostics = list(COLD_DIAGNOSTICS) if plan.cold >= 2 and size == plan.sizes[0] and policy == "unthrottled" else []
+                smallest = size == plan.sizes[0] and policy == "unthrottled"
+                diagnostics = list(COLD_DIAGNOSTICS) if plan.cold >= 2 and smallest else []
                 for module in MODULES:
                     for c in rotated(stack.configs + diagnostics, i):
                         d = cell(size, policy, module, c)
+                        # The later invocations: at the smallest size, init unthrottled, where the
+                        # startup wait's trade-off lies (the other diagnostics have no use for them).
+                        later = plan.cold_later if smallest and c not in (LW_RUNTIME_ONLY, LW_COMPANION_ONLY) else 0
                         try:
-                            sample = cold_start(stack, c, module, rx.endpoint, size, policy)
+                            sample = cold_start(stack, c, module, rx.endpoint, size, policy, later)
                         except RuntimeError as exc:  # a failed cold start is counted, and the run goes on
                             d.setdefault("failures", []).append(str(exc)[:300])
                             log(f"  cold start failed: {c} {module} {size} MB {policy}: {str(exc)[:200]}")
