@@ -178,7 +178,7 @@ def components(args: argparse.Namespace) -> int:
     from lambdawrap.handler import triggers
     from lambdawrap.handler.channel import Channel
     from lambdawrap.handler.invocation import InvocationTracer
-    from lambdawrap.shared.framing import encode
+    from lambdawrap.shared import records
     from lambdawrap.shared.ids import new_span_id, new_trace_id
     from lambdawrap.shared.settings import Settings
 
@@ -190,20 +190,21 @@ def components(args: argparse.Namespace) -> int:
     trigger = triggers.detect_trigger(event)
     xray = "Root=1-65f16ede-6a6e2b2f1c0f0b7d3e4a5b6c;Parent=53995c3f42cd8ad8;Sampled=0"
     context = FakeContext()
-    record = tracer._before((event, context), {})
-    record["end_ns"] = time.time_ns()
-    record.pop("_trigger", None)
+    # _before returns the invocation under way (its start part already encoded); the record is
+    # that start part and an end part, framed together as the channel sends it.
+    state = tracer._before((event, context), {})
+    end = records.invocation_end(time.time_ns(), http_status=200)
     steps = {
         "detect_trigger (API Gateway event)": lambda: triggers.detect_trigger(event),
         "extract_parent (traceparent + X-Ray)": lambda: tc.extract_parent(trigger.headers, xray),
         "new trace and span ids": lambda: (new_trace_id(), new_span_id()),
         "_before (all of it)": lambda: tracer._before((event, context), {}),
-        "encode(record) (JSON + header)": lambda: encode(record),
-        "Channel.send(record) (encode + send syscall)": lambda: channel.send(dict(record)),
+        "encode the record (end part + frame)": lambda: records.encode_invocation(state.start_json, end),
+        "Channel.send_invocation (encode + send syscall)": lambda: channel.send_invocation(state.start_json, dict(end)),
         "whole wrapper, trivial handler": lambda: wrapped(event, context),
         "reference: a bare call": lambda: None,
     }
-    out = {"record_bytes": len(encode(record))}
+    out = {"record_bytes": len(records.encode_invocation(state.start_json, end))}
     clock = time.perf_counter_ns
     for name, fn in steps.items():
         row = {}

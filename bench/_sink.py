@@ -4,7 +4,9 @@ The project's OtlpReceiver flattens every span into dicts (and deep-copies them 
 listeners), which is right for tests but would make the receiver, not the companion, the
 bottleneck when 10,000+ spans arrive at once. This sink only decodes the protobuf (C upb),
 counts spans whose `bench.id` (or `faas.invocation_id`) starts with a watched prefix, notes when they arrived,
-and sums the `lambdawrap.dropped` counter by reason. It answers every export with 200.
+and sums the `lambdawrap.dropped` counter by reason (the companion exports it with delta
+temporality). It answers every export with 200. Callers wait on its arrivals (`wait_for`), not
+on fixed sleeps.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _EMPTY = b""  # an empty Export*ServiceResponse
 class CountingSink:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified after every export it counted
         self.spans_by_prefix: collections.Counter = collections.Counter()
         self.last_arrival: dict[str, float] = {}
         self.first_arrival: dict[str, float] = {}
@@ -83,6 +86,25 @@ class CountingSink:
         with self._lock:
             return self.spans_by_prefix[prefix]
 
+    def dropped_total(self) -> int:
+        """The `lambdawrap.dropped` counter so far, every reason."""
+        with self._lock:
+            return sum(self.dropped.values())
+
+    def wait_for(self, prefix: str, expected: int, timeout_s: float, dropped_before: int | None = None) -> bool:
+        """Wait until `expected` spans tagged with prefix arrived, or, with `dropped_before`,
+        until those spans plus the drops counted since (`lambdawrap.dropped` above
+        dropped_before) make `expected`; False if timeout_s passed first."""
+
+        def reached() -> bool:
+            counted = self.spans_by_prefix[prefix]
+            if dropped_before is not None:
+                counted += sum(self.dropped.values()) - dropped_before
+            return counted >= expected
+
+        with self._arrived:
+            return self._arrived.wait_for(reached, timeout_s)
+
     def _traces(self, request) -> None:
         now = time.monotonic()
         counts: collections.Counter = collections.Counter()
@@ -108,6 +130,7 @@ class CountingSink:
                 self.spans_by_prefix[prefix] += n
                 self.last_arrival[prefix] = now
                 self.first_arrival.setdefault(prefix, now)
+            self._arrived.notify_all()
 
     def _metrics(self, request) -> None:
         found: collections.Counter = collections.Counter()
@@ -122,3 +145,4 @@ class CountingSink:
         with self._lock:
             self.requests += 1
             self.dropped.update(found)
+            self._arrived.notify_all()

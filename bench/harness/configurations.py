@@ -1,35 +1,43 @@
-"""What bare, lambdawrap, otel and the diagnostic configurations are, and how an environment is
-set up for each: the files, the layer, the environment variables, and the emulator that runs it."""
+"""What bare, lambdawrap (its built layer), otel, adot-fast-start, datadog and the diagnostic
+configurations are, and how an environment is set up for each: the files, the layer, the
+environment variables, and the emulator that runs it under Lambda's limits."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from lambdawrap.devtools.emulator import Emulator
 
-from harness.measure import log
+from harness.layers import ADOT, DATADOG, OTEL
 
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
-LAYER = ROOT / "layer"
 EXAMPLE = ROOT / "examples" / "hello" / "app.py"
 EVENT = ROOT / "examples" / "events" / "apigw-rest.json"
 FUNCTIONS = BENCH / "functions"
-OTEL_LAYER_SRC = BENCH / "otel_layer"
-OTEL_LAYER = BENCH / ".otel-layer"
-OTEL_PKGS = OTEL_LAYER / "python"
-OTEL_REQUIREMENTS = BENCH / "otel-layer-requirements.txt"
-CONFIGS = ("bare", "lambdawrap", "otel")
+# Side by side, in this order: bare first (every ratio is to bare), then lambdawrap, then the
+# competitors (each runs only when its layer is installed).
+CONFIGS = ("bare", "lambdawrap", "otel", "adot-fast-start", "datadog")
+COMPETITOR_CONFIGS = CONFIGS[2:]
+MEMORY_SIZES = (128, 512, 1769)  # MB: the smallest Lambda, a common size, one full vCPU
+FULL_CORE_MB = 1769
 NOOP_EXT = "bare+noop-ext"  # diagnostic: bare plus an external extension that does nothing
 LW_RUNTIME_ONLY = "lambdawrap: runtime side only"  # diagnostic (cold start): exec wrapper + boot, no companion
 LW_COMPANION_ONLY = "lambdawrap: companion only"  # diagnostic (cold start): companion, no exec wrapper
-COLD_DIAGNOSTICS = (LW_RUNTIME_ONLY, LW_COMPANION_ONLY)
+# diagnostic (cold start): the companion does not hold init's end for its exporters (the default
+# below one vCPU of memory is 500 ms); what it has not loaded by then loads behind the function
+LW_NO_STARTUP_WAIT = "lambdawrap: LAMBDAWRAP_STARTUP_WAIT_MS=0"
+COLD_DIAGNOSTICS = (LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT)
+# Every environment: /opt and /var/task are read-only on Lambda, so nothing the function or an
+# extension imports can leave bytecode behind for the next cold start; a layer is only as fast
+# as the bytecode it ships.
+COMMON_ENV = {"NO_PROXY": "127.0.0.1,localhost", "PYTHONDONTWRITEBYTECODE": "1"}
+DATADOG_HANDLER = "datadog_lambda.handler.handler"
 NOOP_EXTENSION = """#!{python} -S
 # A no-op external extension: registers for INVOKE and SHUTDOWN and calls /next at once.
 # It measures what merely having an external extension costs on this platform (emulator).
@@ -47,36 +55,17 @@ while True:
 """
 
 
-def otel_available() -> tuple[bool, str]:
-    """Whether the otel layer's packages are installed, and if not, what to run."""
-    if not (OTEL_PKGS / "bin" / "opentelemetry-instrument").exists() or not (OTEL_PKGS / "opentelemetry" / "instrumentation" / "aws_lambda").is_dir():
-        return False, f"the OpenTelemetry layer packages are not installed in {OTEL_PKGS.relative_to(ROOT)} (run: python bench/run.py --install-otel)"
-    return True, ""
-
-
-def assemble_otel_layer() -> None:
-    """Put our otel-instrument wrapper and otel_wrapper.py next to the installed packages."""
-    shutil.copy2(OTEL_LAYER_SRC / "otel-instrument", OTEL_LAYER / "otel-instrument")
-    os.chmod(OTEL_LAYER / "otel-instrument", 0o755)
-    shutil.copy2(OTEL_LAYER_SRC / "otel_wrapper.py", OTEL_PKGS / "otel_wrapper.py")
-
-
-def install_otel() -> int:
-    """pip-install the otel layer's pinned packages into bench/.otel-layer/python; pip's exit code."""
-    OTEL_PKGS.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--upgrade", "--target", str(OTEL_PKGS), "-r", str(OTEL_REQUIREMENTS)]
-    log("installing the OpenTelemetry layer packages: " + " ".join(cmd))
-    return subprocess.call(cmd)
-
-
 class Stack:
-    """Scratch space, the task folder and a factory of emulators for each configuration.
+    """Scratch space, the task folder, the layers, the competitors' sinks and a factory of
+    emulators for each configuration.
 
-    `python` is the interpreter the function's runtime (and the in-process workers) run on;
-    None: the bench's own."""
+    `python` is the interpreter the function's runtime (and its extensions, and the in-process
+    workers) run on, None: the bench's own; `lambdawrap_layer` must be built for its version."""
 
-    def __init__(self, configs: list, python: str | None = None) -> None:
+    def __init__(self, configs: list, lambdawrap_layer: Path, sinks: dict | None = None, python: str | None = None) -> None:
         self.configs = configs
+        self.layer = lambdawrap_layer
+        self.sinks = sinks or {}
         self.python = python or sys.executable
         self.scratch = Path(tempfile.mkdtemp(prefix="lwbench-"))
         self.task = self.scratch / "task"
@@ -92,7 +81,7 @@ class Stack:
         script.write_text(NOOP_EXTENSION.format(python=self.python))
         script.chmod(0o755)
         self.layer_without_companion = self.scratch / "layer-no-companion"
-        shutil.copytree(LAYER, self.layer_without_companion, symlinks=True, ignore=shutil.ignore_patterns("extensions", "__pycache__"))
+        shutil.copytree(lambdawrap_layer, self.layer_without_companion, symlinks=True, ignore=shutil.ignore_patterns("extensions"))
 
     def socket_path(self) -> str:
         """A fresh path for a lambdawrap Unix socket."""
@@ -100,23 +89,55 @@ class Stack:
         folder = tempfile.mkdtemp(prefix="lwb", dir="/tmp")
         return os.path.join(folder, "lw.sock")
 
-    def emulator(self, config: str, handler: str, endpoint: str, extra_env: dict | None = None, timeout_s: float = 6.0) -> Emulator:
-        """An emulator (not started) running handler under config's layer and environment, exporting to endpoint."""
-        env = {"NO_PROXY": "127.0.0.1,localhost"}
+    def emulator(self, config: str, handler: str, endpoint: str, extra_env: dict | None = None, timeout_s: float = 6.0, memory_mb: int = FULL_CORE_MB, init_cpu: str = "unthrottled", freeze: bool = True) -> Emulator:
+        """An emulator (not started) running handler under config's layer and environment at
+        memory_mb, with Lambda's limits (CPU share, memory, freezing), exporting to endpoint."""
+        env = dict(COMMON_ENV)
         layer = None
-        if config in ("lambdawrap", LW_RUNTIME_ONLY, LW_COMPANION_ONLY):
-            layer = str(self.layer_without_companion if config == LW_RUNTIME_ONLY else LAYER)
+        if config in ("lambdawrap", LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT):
+            layer = str(self.layer_without_companion if config == LW_RUNTIME_ONLY else self.layer)
             env.update({"LAMBDAWRAP_SOCKET": self.socket_path(), "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
             if config != LW_COMPANION_ONLY:
                 env["AWS_LAMBDA_EXEC_WRAPPER"] = "/opt/wrapper.sh"
+            if config == LW_NO_STARTUP_WAIT:
+                env["LAMBDAWRAP_STARTUP_WAIT_MS"] = "0"
         elif config == NOOP_EXT:
             layer = str(self.noop_layer)
         elif config == "otel":
-            layer = str(OTEL_LAYER)
+            layer = str(OTEL.folder)
             env.update({"AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-instrument", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        elif config == "adot-fast-start":
+            layer = str(ADOT.folder)
+            # Spans go as OTLP over UDP to the X-Ray daemon's address, here a loopback sink.
+            env.update({"AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-instrument", "OTEL_AWS_LAMBDA_FAST_START": "true", "AWS_XRAY_DAEMON_ADDRESS": self.sinks["adot_udp"].address})
+        elif config == "datadog":
+            layer = str(DATADOG.folder)
+            env.update(datadog_env(handler, self.sinks))
+            handler = DATADOG_HANDLER
         env.update(extra_env or {})
-        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s, python=self.python)
+        # The init limit is raised from Lambda's 10 s: at 128 MB with init throttled like an
+        # invocation, some configurations take longer, and the bench wants the figure.
+        return Emulator(str(self.task), handler, layer, env=env, invoke_port=None, timeout_s=timeout_s, memory_mb=memory_mb, init_cpu=init_cpu, freeze=freeze, init_timeout_s=120.0, python=self.python)
 
     def close(self) -> None:
         """Remove the scratch space."""
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def datadog_env(handler: str, sinks: dict) -> dict:
+    """Datadog's library without its extension (a closed binary the bench cannot run), set up
+    so that it never waits on the missing extension or agent. Everything else is its default."""
+    return {
+        # Handler redirection, as Datadog's layer documents it: the runtime loads Datadog's
+        # handler, which imports and wraps the user's.
+        "DD_LAMBDA_HANDLER": handler,
+        # The Forwarder set-up, Datadog's documented alternative to the extension: metrics are
+        # written to stdout instead of being posted to Datadog's API at the end of every
+        # invocation (which, with no network here, would wait on a connection each time).
+        # Without /opt/extensions/datadog-agent, ddtrace itself writes traces to stdout, at the
+        # end of each trace (its LogWriter). No agent URL is set: that would switch ddtrace to
+        # a background HTTP writer, a set-up Datadog does not ship in Lambda.
+        "DD_FLUSH_TO_LOG": "true",
+        # A safety net: anything that still goes to DogStatsD lands on a loopback sink, counted.
+        "DD_DOGSTATSD_URL": "udp://" + sinks["datadog_statsd"].address,
+    }

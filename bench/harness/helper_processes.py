@@ -12,14 +12,15 @@ import sys
 import time
 from typing import Iterator
 
-from harness.configurations import BENCH, OTEL_PKGS, Stack
+from harness.configurations import BENCH, Stack
+from harness.layers import OTEL
 
 
 class Worker:
     """An in-process worker (bench/_inprocess.py) that loads the function as one configuration's layer would."""
 
     def __init__(self, stack: Stack, config: str, module: str, endpoint: str, socket_path: str) -> None:
-        cmd = [stack.python, str(BENCH / "_inprocess.py"), "worker", "--config", config, "--task", str(stack.task), "--module", module, "--event", stack.event_file, "--scratch", str(stack.scratch), "--socket", socket_path, "--endpoint", endpoint, "--otel-pkgs", str(OTEL_PKGS)]
+        cmd = [stack.python, str(BENCH / "_inprocess.py"), "worker", "--config", config, "--task", str(stack.task), "--module", module, "--event", stack.event_file, "--scratch", str(stack.scratch), "--socket", socket_path, "--endpoint", endpoint, "--otel-pkgs", str(OTEL.site)]
         self.config = config
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LAMBDAWRAP_"))})
         ready = self.proc.stdout.readline()

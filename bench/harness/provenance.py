@@ -1,5 +1,5 @@
-"""What produced a run's numbers: the machine, Python, the git revision and the package versions
-(the project's and the otel layer's)."""
+"""What produced a run's numbers: the machine, whether Lambda's limits were enforced, Python, the
+git revision and the package versions (the project's and every competitor layer's)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import platform
 import subprocess
 from pathlib import Path
 
-from harness.configurations import OTEL_PKGS, ROOT
+from harness.configurations import ROOT
+from harness.layers import ADOT, DATADOG, OTEL
 
 
 def _dist_version(name: str, path: Path | None = None) -> str:
@@ -37,8 +38,12 @@ def machine_info() -> dict:
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
         git = sha + (" (+ uncommitted changes)" if dirty else "")
+    from lambdawrap.devtools.emulator.limits import machine_support
+
+    unsupported, _ = machine_support()
     return {
         "loadavg_start": os.getloadavg()[0],
+        "limits": "CPU share, memory limit and freezing enforced (cgroups)" if unsupported is None else f"NOT enforced ({unsupported}): every figure is at the machine's full speed",
         "machine": f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB",
         "python": platform.python_version(),
         "git": git,
@@ -49,9 +54,15 @@ def machine_info() -> dict:
             "boto3": _dist_version("boto3"),
             "opentelemetry-sdk (companion)": _dist_version("opentelemetry-sdk"),
             "opentelemetry-exporter-otlp-proto-http (companion)": _dist_version("opentelemetry-exporter-otlp-proto-http"),
-            "otel layer: opentelemetry-instrumentation-aws-lambda": _dist_version("opentelemetry-instrumentation-aws-lambda", OTEL_PKGS),
-            "otel layer: opentelemetry-distro": _dist_version("opentelemetry-distro", OTEL_PKGS),
-            "otel layer: opentelemetry-sdk": _dist_version("opentelemetry-sdk", OTEL_PKGS),
-            "otel layer: opentelemetry-exporter-otlp-proto-http": _dist_version("opentelemetry-exporter-otlp-proto-http", OTEL_PKGS),
+            "otel layer: opentelemetry-instrumentation-aws-lambda": _dist_version("opentelemetry-instrumentation-aws-lambda", OTEL.site),
+            "otel layer: opentelemetry-distro": _dist_version("opentelemetry-distro", OTEL.site),
+            "otel layer: opentelemetry-sdk": _dist_version("opentelemetry-sdk", OTEL.site),
+            "otel layer: opentelemetry-exporter-otlp-proto-http": _dist_version("opentelemetry-exporter-otlp-proto-http", OTEL.site),
+            "adot-fast-start layer: aws-opentelemetry-distro": _dist_version("aws-opentelemetry-distro", ADOT.site),
+            "adot-fast-start layer: opentelemetry-instrumentation-aws-lambda": _dist_version("opentelemetry-instrumentation-aws-lambda", ADOT.site),
+            "adot-fast-start layer: opentelemetry-api": _dist_version("opentelemetry-api", ADOT.site),
+            "datadog layer: datadog-lambda": _dist_version("datadog-lambda", DATADOG.site),
+            "datadog layer: ddtrace": _dist_version("ddtrace", DATADOG.site),
+            "datadog layer: datadog": _dist_version("datadog", DATADOG.site),
         },
     }

@@ -7,7 +7,8 @@ import json
 import math
 from typing import Any, Iterable
 
-from harness.configurations import BENCH, NOOP_EXT
+from harness.configurations import BENCH, CONFIGS, NOOP_EXT
+from harness.evaluation import RATIO_CONFIGS
 
 RESULTS_MD = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -30,15 +31,15 @@ def render_markdown(results: dict, rows: list, targets: list) -> str:
     """The run line, the figures table, the targets table and what was skipped."""
     lines = []
     meta = results["meta"]
-    lines.append(f"Run: {meta['date']} · {meta['mode']} · {meta['machine']} · load average {meta['loadavg_start']:.2f} at start, {meta.get('loadavg_end', float('nan')):.2f} at end")
+    lines.append(f"Run: {meta['date']} · {meta['mode']} · {meta['machine']} · load average {meta['loadavg_start']:.2f} at start, {meta.get('loadavg_end', float('nan')):.2f} at end · limits: {meta.get('limits', '?')}")
     lines.append("")
-    lines.append(f"| # | metric | bare | {NOOP_EXT} | lambdawrap | otel | lambdawrap/bare | otel/bare |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    columns = list(CONFIGS) + [NOOP_EXT]
+    ratios = [f"{c}/bare" for c in RATIO_CONFIGS]
+    lines.append("| # | metric | " + " | ".join(columns + ratios) + " |")
+    lines.append("|---|---|" + "---:|" * (len(columns) + len(ratios)))
     for r in rows:
-        lw = fmt(r.get("lambdawrap"))
-        if r.get("lambdawrap p99") is not None:
-            lw += f" / {fmt(r['lambdawrap p99'])}"
-        lines.append(f"| {r['figure']} | {r['metric']} | {fmt(r.get('bare'))} | {fmt(r.get(NOOP_EXT))} | {lw} | {fmt(r.get('otel'))} | {fmt(r.get('lambdawrap/bare'), 3)} | {fmt(r.get('otel/bare'), 3)} |")
+        values = [fmt(r.get(c)) for c in columns] + [fmt(r.get(k), 3) for k in ratios]
+        lines.append(f"| {r['figure']} | {r['metric']} | " + " | ".join(values) + " |")
     lines.append("")
     lines.append("| # | target | measured | limit | met |")
     lines.append("|---|---|---:|---:|:---:|")
@@ -119,7 +120,7 @@ def write_results_md(results: dict, table: str, evidence_md: str) -> None:
     block = "\n".join(
         [
             BEGIN,
-            f"## Latest full run: {meta['date']}",
+            f"## Latest {'full run' if meta['mode'] == 'full' else 'run, with reduced counts (see the plan)'}: {meta['date']}",
             "",
             f"- machine: {meta['machine']}; Python {meta['python']}; lambdawrap at {meta['git']}",
             f"- command: `{meta['command']}` ({meta['elapsed_min']:.1f} min)",

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from harness.configurations import Stack
 from harness.environments import companion_of, invoke_ok
@@ -16,6 +16,8 @@ from harness.plan import Plan
 
 if TYPE_CHECKING:
     import _sink
+    from lambdawrap.devtools.emulator import Emulator
+    from lambdawrap.handler.channel import Channel
 
 
 class _Capture:
@@ -52,20 +54,44 @@ def make_record(template: dict, prefix: str, i: int) -> dict:
     return dict(template, spans=[span])
 
 
-def wait_delivered(sink: _sink.CountingSink, prefix: str, expected: int, timeout_s: float) -> int:
-    """Spans tagged with prefix at the sink once `expected` arrived, none arrived for 5 s, or timeout_s passed."""
-    deadline = time.monotonic() + timeout_s
-    last, last_change = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        got = sink.count(prefix)
-        if got >= expected:
-            return got
-        if got != last:
-            last, last_change = got, time.monotonic()
-        elif time.monotonic() - last_change > 5:
-            break
-        time.sleep(0.05)
-    return sink.count(prefix)
+# Generous: on a busy 2-core machine an export can take seconds. Reached only when something is
+# missing; otherwise every wait ends as soon as what it waits for has arrived.
+ACCOUNTING_TIMEOUT_S = 60.0
+FLUSH_EVERY_S = 3.0  # while waiting, an invocation this often: "end" flushing exports only in one
+
+
+def export_until(emu: Emulator, event: dict, arrived: Callable[[float], bool]) -> None:
+    """Invoke (with "end" flushing the companion exports only in an invocation) and wait up to
+    FLUSH_EVERY_S for `arrived(timeout_s)`, again and again until it says yes or
+    ACCOUNTING_TIMEOUT_S passed: what the companion was still reading at one flush goes at the next."""
+    deadline = time.monotonic() + ACCOUNTING_TIMEOUT_S
+    while True:
+        invoke_ok(emu, event)
+        left = deadline - time.monotonic()
+        if arrived(min(FLUSH_EVERY_S, max(0.0, left))) or left <= 0:
+            return
+
+
+def account_for(emu: Emulator, event: dict, sink: _sink.CountingSink, channel: Channel, template: dict, prefix: str, sent: int, dropped_before: int) -> dict:
+    """Make every record sent to `prefix` show up as delivered or as counted dropped, and say
+    how many did. A record the socket refused is counted by the channel and reported with the
+    next record that goes through, as a function's next record would carry it: one more record
+    (the carrier, itself counted in `sent`, retried until the socket takes it) makes sure there
+    is one. The companion exports the spans and the `lambdawrap.dropped` counter at the end of
+    an invocation (export_until)."""
+    state = {"sent": sent + 1, "carried": channel.send(make_record(template, prefix, sent))}
+
+    def arrived(timeout_s: float) -> bool:
+        if not state["carried"]:
+            state["carried"] = channel.send(make_record(template, prefix, state["sent"]))
+            state["sent"] += 1
+            return False  # the next invocation exports what it carries
+        return sink.wait_for(prefix, state["sent"], timeout_s, dropped_before=dropped_before)
+
+    export_until(emu, event, arrived)
+    sent = state["sent"]
+    delivered, dropped = sink.count(prefix), sink.dropped_total() - dropped_before
+    return {"sent": sent, "delivered": delivered, "companion_dropped": dropped, "unaccounted": sent - delivered - dropped, "unreported_by_channel": channel.dropped}
 
 
 def phase_companion(stack: Stack, plan: Plan) -> dict:
@@ -79,7 +105,8 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
     sink = CountingSink().start()
     try:
         env = {"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_BUFFER_MAX_SPANS": "1000000"}
-        emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, timeout_s=30).start()
+        # Not frozen between invocations: the records are sent from outside while none runs.
+        emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, timeout_s=30, freeze=False).start()
         try:
             invoke_ok(emu, stack.event)
             ext = companion_of(emu)
@@ -89,7 +116,8 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
             for rate in plan.rates:
                 prefix = f"rate{rate}-"
                 sink.watch(prefix)
-                dropped_before = sum(sink.dropped.values())
+                dropped_before = sink.dropped_total()
+                reasons_before = dict(sink.dropped)
                 total = int(rate * plan.rate_seconds)
                 records = [make_record(template, prefix, i) for i in range(total)]
                 channel = Channel(sock_path)
@@ -109,13 +137,12 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
                     time.sleep(0.0005)
                 elapsed = time.perf_counter() - started
                 wait_cpu_quiet(pid, 0.2)
-                invoke_ok(emu, stack.event)  # the flush strategy "end" exports now
-                delivered = wait_delivered(sink, prefix, total - refused, 60)
-                invoke_ok(emu, stack.event)  # one more, so the dropped counter is exported too
-                step = {"offered_per_s": rate, "achieved_per_s": total / elapsed, "sent": total, "refused_by_socket": refused, "delivered": delivered, "companion_dropped": sum(sink.dropped.values()) - dropped_before}
-                step["lossless"] = refused == 0 and delivered == total and step["companion_dropped"] == 0 and step["achieved_per_s"] >= rate * 0.97
+                step = {"offered_per_s": rate, "achieved_per_s": total / elapsed, "paced": total, "refused_by_socket": refused, "dropped_reasons": {}}
+                step.update(account_for(emu, stack.event, sink, channel, template, prefix, total, dropped_before))
+                step["dropped_reasons"] = {r: n - reasons_before.get(r, 0) for r, n in sink.dropped.items() if n != reasons_before.get(r, 0)}
+                step["lossless"] = refused == 0 and step["delivered"] == step["sent"] and step["companion_dropped"] == 0 and step["achieved_per_s"] >= rate * 0.97
                 out["steps"].append(step)
-                log(f"  throughput {rate}/s: achieved {step['achieved_per_s']:.0f}/s, refused {refused}, delivered {delivered}/{total}, dropped {step['companion_dropped']}")
+                log(f"  throughput {rate}/s: achieved {step['achieved_per_s']:.0f}/s, refused by the socket {refused}, delivered {step['delivered']}/{step['sent']}, lambdawrap.dropped {step['dropped_reasons'] or 0}, unaccounted {step['unaccounted']}")
                 if not step["lossless"] and refused > total * 0.1:
                     break
             # Burst: a blocking sender, so the companion's ingest speed is the only limit.
@@ -130,8 +157,8 @@ def phase_companion(stack: Stack, plan: Plan) -> dict:
                 sent_at = time.monotonic()
                 done_at = wait_cpu_quiet(pid, 0.3)
             cpu_s = (cpu_ns(pid) - cpu_before) / 1e9
-            invoke_ok(emu, stack.event)
-            delivered = wait_delivered(sink, prefix, plan.burst, 120)
+            export_until(emu, stack.event, lambda timeout_s: sink.wait_for(prefix, plan.burst, timeout_s))
+            delivered = sink.count(prefix)
             out["burst"] = {"records": plan.burst, "send_s": sent_at - started, "ingest_wall_s": max(done_at - started, 1e-3), "ingest_per_s": plan.burst / max(done_at - started, 1e-3), "companion_cpu_s": cpu_s, "cpu_us_per_record": cpu_s / plan.burst * 1e6, "delivered": delivered}
             log(f"  burst: {plan.burst} records ingested in {out['burst']['ingest_wall_s']:.2f} s ({out['burst']['ingest_per_s']:.0f}/s), {out['burst']['cpu_us_per_record']:.0f} µs CPU/record, delivered {delivered}")
         finally:
@@ -150,7 +177,7 @@ def shutdown_flush(stack: Stack, plan: Plan, sink: _sink.CountingSink, template:
     from lambdawrap.shared.framing import encode
 
     env = {"LAMBDAWRAP_FLUSH": "periodic,3600000", "LAMBDAWRAP_BUFFER_MAX_SPANS": str(max(20000, plan.shutdown_spans * 2))}
-    emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env).start()
+    emu = stack.emulator("lambdawrap", "trivial.handler", sink.endpoint, env, freeze=False).start()
     stopped = False
     try:
         invoke_ok(emu, stack.event)

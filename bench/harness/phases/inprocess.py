@@ -8,6 +8,9 @@ from harness.helper_processes import Worker, drain_server, receiver_process
 from harness.measure import log, rotated, summary
 from harness.plan import Plan
 
+# The configurations _inprocess.py can load in a worker (the others are measured through the emulator only).
+INPROCESS_CONFIGS = ("bare", "lambdawrap", "otel")
+
 
 def phase_inprocess(stack: Stack, plan: Plan) -> dict:
     """Wrapper overhead in the handler's process: perf_counter around the wrapped call."""
@@ -16,7 +19,7 @@ def phase_inprocess(stack: Stack, plan: Plan) -> dict:
         for module in ("app", "trivial"):
             sock = stack.socket_path()
             with drain_server(sock):
-                workers = {c: Worker(stack, c, module, endpoint, sock) for c in stack.configs}
+                workers = {c: Worker(stack, c, module, endpoint, sock) for c in stack.configs if c in INPROCESS_CONFIGS}
                 try:
                     data = {c: {"total_ns": [], "inner_ns": []} for c in workers}
                     for w in workers.values():

@@ -1,7 +1,8 @@
-"""Added CPU per outgoing call in the function's process: bare vs lambdawrap vs OpenTelemetry's
-instrumentation of the library, side by side in one run.
+"""The worker of the outgoing-call phase (bench/run.py --only outgoing; harness/phases/outgoing.py):
+added CPU per outgoing call in the function's process, bare vs lambdawrap vs OpenTelemetry's
+instrumentation of the library.
 
-    .venv/bin/python bench/outgoing.py [--rounds 40] [--calls 50] [--json OUT]
+    python bench/_outgoing.py CONFIG MOTO_URL HTTP_URL     (started by the phase, one per config)
 
 Three worker processes (each patches the libraries its own way) make the same calls: boto3
 `DynamoDB.ListTables` against a local moto server, and `requests.get` against a local HTTP
@@ -21,17 +22,11 @@ of (CPU of the round / N), minus bare's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ("bare", "lambdawrap", "contrib")
 KINDS = ("aws", "http", "aws-answered-in-process", "http-answered-in-process")
 
 
@@ -158,67 +153,5 @@ def _setup(config: str):
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--calls", type=int, default=50)
-    parser.add_argument("--json", help="write every sample here")
-    args = parser.parse_args()
-    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-    from lambdawrap.devtools.local.moto_server import MotoServer
-    from support.local_servers import recording_server
-
-    with MotoServer() as moto, recording_server() as http:
-        workers = {c: subprocess.Popen([sys.executable, __file__, "--worker", c, moto.endpoint, http.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), NO_PROXY="127.0.0.1")) for c in CONFIGS}
-        samples: dict = {(c, k): [] for c in CONFIGS for k in KINDS}
-        try:
-            for round_index in range(args.rounds):
-                order = CONFIGS[round_index % 3 :] + CONFIGS[: round_index % 3]
-                for kind in KINDS:
-                    for config in order:
-                        proc = workers[config]
-                        proc.stdin.write(f"{kind} {args.calls}\n")
-                        proc.stdin.flush()
-                        answer = json.loads(proc.stdout.readline())
-                        if "cpu_ns" in answer:
-                            samples[(config, kind)].append(answer["cpu_ns"] / args.calls)
-                        else:
-                            print(f"{config} {kind}: round not counted ({answer['error']})", file=sys.stderr)
-        finally:
-            for proc in workers.values():
-                proc.stdin.close()
-                proc.wait(30)
-    report(samples, args)
-
-
-def report(samples: dict, args: argparse.Namespace) -> None:
-    print(f"per-call CPU in the function's process (process_time; {args.rounds} rounds of {args.calls} calls; median / minimum over rounds)")
-    print("| call | bare µs | lambdawrap added µs | contrib added µs | lambdawrap / contrib |")
-    print("|---|---|---|---|---|")
-    out = {}
-    labels = (
-        ("aws", "boto3 DynamoDB.ListTables (moto)"),
-        ("http", "requests.get (local server)"),
-        ("aws-answered-in-process", "boto3 DynamoDB.ListTables, answered in process"),
-        ("http-answered-in-process", "requests.get, answered in process"),
-    )
-    for kind, label in labels:
-        row = {}
-        for name, estimate in (("median", statistics.median), ("min", min)):
-            bare = estimate(samples[("bare", kind)])
-            ours = estimate(samples[("lambdawrap", kind)]) - bare
-            theirs = estimate(samples[("contrib", kind)]) - bare
-            row[name] = {"bare_us": bare / 1000, "lambdawrap_added_us": ours / 1000, "contrib_added_us": theirs / 1000, "ratio": ours / theirs if theirs > 0 else None}
-        out[kind] = row
-        cells = [" / ".join(f"{row[n][key]:.1f}" if row[n][key] is not None else "n/a" for n in ("median", "min")) for key in ("bare_us", "lambdawrap_added_us", "contrib_added_us")]
-        ratio = " / ".join(f"{row[n]['ratio']:.2f}" if row[n]["ratio"] is not None else "n/a" for n in ("median", "min"))
-        print(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} | {ratio} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"summary": out, "samples": {f"{c}/{k}": v for (c, k), v in samples.items()}}))
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(*sys.argv[2:5])
-    else:
-        main()
+    worker(*sys.argv[1:4])
