@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -18,7 +20,8 @@ import pytest
 from conftest import wait_for
 from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.record_router import RecordRouter
-from lambdawrap.companion.secret_store import MIN_REFRESH_S, SecretStore
+from lambdawrap.companion import prebound_http
+from lambdawrap.companion.secret_store import ERROR_HOLD_S, MIN_REFRESH_S, SecretStore
 from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
 from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.local.stack import seed_moto
@@ -211,3 +214,78 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
     finally:
         server.stop()
         store.stop()
+
+
+def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, clients):
+    # GIVEN a secret declared at its previous version, after a rotation
+    moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+    settings = store_settings("OLD_PASSWORD=secretsmanager:prod/db#password@AWSPREVIOUS")
+    store = SecretStore(settings, clients)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        assert store.snapshot(10)["values"] == {"OLD_PASSWORD": DB_PASSWORD}
+        # WHEN the function asks for it by its id THEN it gets the declared version, whole
+        assert get(api.ports[0], "/secrets/prod/db") == (200, {"value": DB_SECRET})
+        assert get(api.ports[0], "/?name=prod/db") == (200, {"value": DB_SECRET})
+        # ... and the version no declaration names was never fetched
+        fetched = [body for target, body in aws_calls(moto) if target == "secretsmanager.GetSecretValue"]
+        assert fetched == [{"SecretId": "prod/db", "VersionStage": "AWSPREVIOUS"}]
+    finally:
+        api.stop()
+        store.stop()
+
+
+def test_a_name_no_service_has_is_asked_of_aws_once_per_hold_however_often_it_is_requested(moto, clients):
+    # GIVEN undeclared names allowed, and a function asking for a name that exists nowhere
+    settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)
+    store = SecretStore(settings, clients)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        store.snapshot(10)
+        before = len(aws_calls(moto))
+        # WHEN it asks 20 times in a row, then 20 times at once
+        for _ in range(20):
+            assert get(api.ports[0], "/secrets/no/such/name")[0] == 404
+        threads = [threading.Thread(target=get, args=(api.ports[0], "/secrets/no/such/name")) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        # THEN AWS was asked once in each service (the hold is far longer than these requests)
+        assert ERROR_HOLD_S >= 5.0
+        assert sorted(target for target, _ in aws_calls(moto)[before:]) == ["AmazonSSM.GetParameter", "secretsmanager.GetSecretValue"]
+    finally:
+        api.stop()
+        store.stop()
+
+
+def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(capfd):
+    answered = threading.Event()
+
+    class SlowStore:  # our own store's interface; the answer is ready after the client has gone
+        sources = []
+
+        def answer(self, key):
+            time.sleep(0.3)
+            answered.set()
+            return {"Name": "x", "SecretString": "never-sent"}
+
+    api = SecretsHttpApi(SlowStore(), SESSION_TOKEN, Settings(secrets_port=0))
+    failures = prebound_http._FAILURES.count
+    try:
+        # WHEN clients ask and hang up at once (a short urlopen timeout), with a reset
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", api.ports[0]))
+            client.sendall(f"GET /secretsmanager/get?secretId=x HTTP/1.1\r\nHost: localhost\r\n{TOKEN_HEADER}: {SESSION_TOKEN}\r\n\r\n".encode())
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        assert answered.wait(10)
+        wait_for(lambda: not [t for t in threading.enumerate() if "process_request_thread" in t.name], timeout=10, what="the request threads to finish")
+        # THEN the API serves on, nothing was printed, nothing counted as our failure
+        assert get(api.ports[0], "/secretsmanager/get?secretId=x")[0] == 200
+        assert "Traceback" not in capfd.readouterr().err
+        assert prebound_http._FAILURES.count == failures
+    finally:
+        api.stop()

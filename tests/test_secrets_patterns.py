@@ -195,3 +195,17 @@ def test_undeclared_names_are_served_when_allowed_from_either_service(tmp_path: 
         assert status == pattern.unknown_status and body["error"] == "NotFound" and "does/not/exist" in body["message"]
         emu.wait_idle()
     assert_no_value_leaked(emu, rx)
+
+
+def test_debug_logging_shows_no_value(tmp_path: Path, moto):
+    # GIVEN lambdawrap's own messages at debug, as someone chasing a secrets problem sets it
+    pattern = PATTERNS["name-query"]
+    task = write_function(tmp_path / "task", pattern.app)
+    env = pattern.env(moto, LAMBDAWRAP_SECRETS_TOKEN="optional", LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED="true", LAMBDAWRAP_LOG_LEVEL="debug")
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN the companion fetches declared and undeclared values for the function
+        result = emu.invoke({"names": ["DB_PASSWORD", "other/secret", "/other/param"]})
+        assert result.json() == {"DB_PASSWORD": DB_PASSWORD, "other/secret": OTHER_SECRET, "/other/param": OTHER_PARAMETER}
+        emu.wait_idle()
+    # THEN the libraries' debug output (botocore logs whole responses) is not in the log
+    assert_no_value_leaked(emu, rx)

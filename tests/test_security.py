@@ -279,7 +279,8 @@ def test_token_less_requests_are_served_only_when_optional_only_for_the_token_le
             assert optional.handle(path, None, "::1") == (200, {"value": DB_PASSWORD})
             for host in ("10.0.0.7", "169.254.169.254", "::ffff:10.0.0.7", "not-an-address"):
                 assert optional.handle(path, None, host)[0] == 401, host
-            assert optional.handle(path, "wrong", "127.0.0.1")[0] == 401
+            for wrong in ("wrong", "", "   "):  # a header sent empty is a wrong token, not none
+                assert optional.handle(path, wrong, "127.0.0.1")[0] == 401, repr(wrong)
         # ... and the AWS extension's paths, whose functions always send it, still want it
         status, body = optional.handle("/secretsmanager/get?secretId=prod%2Fdb", None, "127.0.0.1")
         assert status == 401 and "optional" not in body["message"]

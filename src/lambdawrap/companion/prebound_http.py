@@ -5,10 +5,16 @@ between wait in the socket's backlog."""
 from __future__ import annotations
 
 import socket
+import sys
+
+from lambdawrap.shared.log import Failures
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
+
+
+_FAILURES = Failures()
 
 
 class PreboundHttpServer:
@@ -48,7 +54,13 @@ class PreboundHttpServer:
             address = self.address
         except OSError:  # stopped before it served: nothing to serve
             return
-        server = ThreadingHTTPServer(address, make_handler(), bind_and_activate=False)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if isinstance(sys.exc_info()[1], ConnectionError):
+                    return  # the client hung up before its answer: nothing to say
+                _FAILURES.record("serving a local HTTP request")
+
+        server = Server(address, make_handler(), bind_and_activate=False)
         server.socket.close()
         server.socket = self._socket
         server.daemon_threads = True

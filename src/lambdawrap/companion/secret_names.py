@@ -47,11 +47,11 @@ class SecretNames:
         self.allow_undeclared = allow_undeclared
         self._by_env_name: dict[str, SecretSource] = {}
         self._by_id: dict[str, SecretSource] = {}
-        for source in sources:
+        # A declaration of the current version goes first: by its id a secret means its whole
+        # string (every key) at the version stage a declaration names, never a stage none does.
+        for source in sorted(sources, key=lambda s: s.version_stage is not None):
             self._by_env_name.setdefault(source.env_name, source)
-            # By its id a secret means the whole of its current version, whatever key or stage
-            # the declaration picks.
-            self._by_id.setdefault(source.identifier, SecretSource(source.env_name, source.service, source.identifier))
+            self._by_id.setdefault(source.identifier, SecretSource(source.env_name, source.service, source.identifier, None, source.version_stage))
 
     def candidates(self, name: str) -> list:
         """The sources `name` may stand for, in the order they are tried."""

@@ -6,7 +6,8 @@ and the handler side's copy are all read from one entry, fetched once. Declared 
 fetched concurrently right after registration and refreshed as they reach the TTL; any other
 entry is refreshed when it is asked for after the TTL, the stale answer being served meanwhile
 (stale-while-revalidate). Every refresh runs on one worker thread. A failed refresh keeps the
-last good answer until the next TTL."""
+last good answer until the next TTL; a name with no good answer keeps its failure for
+ERROR_HOLD_S before AWS is asked again."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ MAX_PARALLEL_FETCHES = 8
 MIN_REFRESH_S = 1.0  # a TTL of 0 refreshes declared secrets once a second, not in a busy loop
 MAX_ENTRIES = 1000  # answers for undeclared names beyond this evict the oldest of them
 FLIGHT_WAIT_S = 30.0  # longer than one boto3 call with its retries (3 x (2 s + 5 s))
+# A failure is answered from the cache this long before AWS is asked again: a function retrying
+# in a loop (or a forged request repeated) must not spend the role's API quota, which the
+# refresh of the declared secrets shares.
+ERROR_HOLD_S = 5.0
 
 
 class _Entry:
@@ -164,9 +169,7 @@ class SecretStore:
                 get_logger().warning("lambdawrap: refreshing %s:%s failed (%s); serving the cached value", key[0], key[1], error_code(entry.error))
                 previous.fetched_at = entry.fetched_at
                 return previous
-            if key not in self._declared_keys:
-                return entry  # a failure for an undeclared name is answered, not remembered
-        elif previous is None and key not in self._declared_keys and len(self._entries) >= MAX_ENTRIES:
+        if previous is None and key not in self._declared_keys and len(self._entries) >= MAX_ENTRIES:
             oldest = min((k for k in self._entries if k not in self._declared_keys), key=lambda k: self._entries[k].fetched_at, default=None)
             if oldest is not None:
                 del self._entries[oldest]
@@ -186,7 +189,7 @@ class SecretStore:
                 self._due.add(key)
         if stale:
             self._worker.wake()
-        if entry is None or entry.error is not None:
+        if entry is None or (entry.error is not None and time.monotonic() - entry.fetched_at >= ERROR_HOLD_S):
             entry = self._fetch(key)
         if entry.error is not None:
             raise entry.error

@@ -135,7 +135,7 @@ class SecretsHttpApi:
         """Why the request is refused (a 401 body), or None to serve it."""
         if not self._session_token:
             return {"error": "Unauthorized", "message": "AWS_SESSION_TOKEN is not set in this environment, so no request can be authenticated"}
-        if token:
+        if token is not None:  # present, even empty: it must be right
             if hmac.compare_digest(token.encode(), self._session_token.encode()):
                 return None
             return {"error": "Unauthorized", "message": f"the {TOKEN_HEADER} header does not equal AWS_SESSION_TOKEN"}

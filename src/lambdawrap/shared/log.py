@@ -61,11 +61,16 @@ class OncePerMessage:
 
 def configure_process_logging(level: str = "warning") -> None:
     """The companion's logging: plain lines on stderr (the platform makes each an `extension`
-    log record), every distinct message once."""
+    log record), every distinct message once. `level` is for lambdawrap's own messages; the
+    libraries' stay at warning or above, whatever it is: botocore's debug output carries the
+    secrets it fetches, whole."""
     import logging
     import sys
 
-    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    own = logging.getLevelName(level.upper())
+    own = own if isinstance(own, int) else logging.WARNING
+    logging.basicConfig(level=max(own, logging.WARNING), format="%(message)s", stream=sys.stderr)
+    logging.getLogger(LOGGER_NAME).setLevel(own)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, OncePerMessage) for f in handler.filters):
             handler.addFilter(OncePerMessage())
