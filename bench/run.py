@@ -176,7 +176,7 @@ def main(argv: list | None = None) -> int:
     (out_dir / "results.md").write_text("# lambdawrap bench\n\n" + table + ("\n" + evidence_md if evidence_md else ""))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if recorded:
-        write_results_md(results, table, evidence_md)
+        write_results_md(results, table, evidence_md, [] if chart_problem else [out_dir / "chart-memory.png", out_dir / "chart.png"])
     print(table)
     if evidence_md:
         print(evidence_md)

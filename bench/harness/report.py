@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 from typing import Any, Iterable
 
 from harness.configurations import BENCH, CONFIGS, NOOP_EXT
 from harness.evaluation import RATIO_CONFIGS
 
 RESULTS_MD = BENCH / "RESULTS.md"
+RESULTS_CHARTS = BENCH / "results"  # the charts of the run RESULTS.md shows
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -112,11 +115,17 @@ def _name_table(name_heading: str, value_heading: str, pairs: Iterable[tuple[str
     return ["", f"| {name_heading} | {value_heading} |", "|---|---:|", *(f"| `{name}` | {value_format.format(value)} |" for name, value in pairs)]
 
 
-def write_results_md(results: dict, table: str, evidence_md: str) -> None:
-    """Rewrite the generated part of bench/RESULTS.md, keeping what is outside the markers."""
+def write_results_md(results: dict, table: str, evidence_md: str, charts: Iterable[Path] = ()) -> None:
+    """Rewrite the generated part of bench/RESULTS.md, keeping what is outside the markers;
+    the charts are copied to bench/results/ (committed with it) and shown there."""
     meta = results["meta"]
     versions = "\n".join(f"- {k}: {v}" for k, v in meta["versions"].items())
     plan = results["plan"]
+    images = []
+    for chart in charts:
+        RESULTS_CHARTS.mkdir(exist_ok=True)
+        shutil.copy2(chart, RESULTS_CHARTS / chart.name)
+        images.append(f"![{chart.stem}]({RESULTS_CHARTS.name}/{chart.name})")
     block = "\n".join(
         [
             BEGIN,
@@ -127,6 +136,7 @@ def write_results_md(results: dict, table: str, evidence_md: str) -> None:
             f"- plan: {json.dumps(plan)}",
             versions,
             "",
+            *[line for image in images for line in (image, "")],
             table,
             evidence_md,
             END,

@@ -34,7 +34,10 @@ class MotoServer:
         except ImportError:
             raise RuntimeError("moto[server] is not installed: pip install 'lambdawrap[dev]'") from None
         env = dict(os.environ, MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=str(self._recording))
-        self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server logs a line per request to stderr: to a file, never to a pipe nobody reads
+        # (once the pipe's buffer is full, ~600 requests, the server blocks on its next line).
+        with open(self._recording.with_name("server.log"), "wb") as log:
+            self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -43,7 +46,7 @@ class MotoServer:
             except OSError:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     self.__exit__()
-                    raise RuntimeError("moto server did not start")
+                    raise RuntimeError(f"moto server did not start (its log: {self._recording.with_name('server.log')})")
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
