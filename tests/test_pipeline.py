@@ -379,3 +379,28 @@ def handler(event, context):
     failed_inits = [s for s in spans if s["status_code"] == 2]
     assert len(spans) == 2 and len(failed_inits) == 1 and failed_inits[0]["attributes"]["error.type"] == "_OTHER"
     assert metric_total(rx, "lambdawrap.init_errors") == 1
+
+
+def test_drops_the_channel_reports_with_spans_ended_outside_an_invocation_are_counted(task):
+    import os
+    import tempfile
+
+    from conftest import wait_for
+    from lambdawrap.handler.channel import Channel
+    from lambdawrap.shared import records
+
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="lw", dir="/tmp"), "s")  # 108-byte limit
+    with instrumented(task, env={"LAMBDAWRAP_SOCKET": socket_path, "LAMBDAWRAP_FLUSH": "end"}) as (emu, rx):
+        emu.invoke({})
+        # GIVEN the function's channel, which counted 3 records it could not send, and a span of
+        # the function's own that ends between invocations (a background thread's)
+        channel = Channel(socket_path)
+        channel.dropped = 3
+        now = time.time_ns()
+        span = records.span("background", "after the response", 0x1234, 0x5678, 0, 1, now - 1_000_000, now, {}, [], [], (0, ""))
+        # WHEN that span is the next record to go through, carrying the count
+        assert channel.send(records.spans([span]))
+        emu.invoke({})
+        # THEN the span is exported and the 3 drops are counted with their reason
+        assert rx.wait_for_spans(lambda s: s["name"] == "after the response")
+        wait_for(lambda: metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 3, timeout=20, what="the channel's drops at the collector")

@@ -35,8 +35,8 @@ RECORD_GRACE_S = 0.2
 # telemetry stream may be broken): better a span without the platform's word than none.
 OUTCOME_WAIT_S = 2.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
-MAX_PENDING_LOGS = 1000
-UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known  # log lines kept per invocation until its span's ids are known
+MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
+UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known
 
 
 class Sink(Protocol):
@@ -44,6 +44,7 @@ class Sink(Protocol):
     def init_span(self, init: "InitFacts", parent: "Invocation | None") -> None: ...
     def report(self, record: dict) -> None: ...
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None: ...
+    def user_spans(self, spans: list) -> None: ...
     def dropped(self, reason: str, count: int = 1) -> None: ...
     def internal_errors(self, process: str, count: int = 1) -> None: ...
 
@@ -221,7 +222,12 @@ class Correlator:
         """A record from the function's process (see shared.records)."""
         dropped = records.count(record.get("dropped"))
         if dropped:
+            # Counted whatever record carries it: the channel reports its drops with the next
+            # record that goes through, user spans ended outside an invocation included.
             self.sink.dropped("handler_channel", dropped)
+        if record.get("type") == records.SPANS:
+            self.sink.user_spans(record.get("spans") or [])
+            return
         if record.get("type") != records.INVOCATION:
             return
         problem = records.invocation_problem(record)

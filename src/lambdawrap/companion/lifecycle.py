@@ -205,9 +205,6 @@ class Companion:
         if record.get("version") != records.VERSION:
             self._problem("malformed_record", f"a record of version {record.get('version')!r} (this companion reads {records.VERSION})")
             return None
-        if record.get("type") == records.SPANS:
-            self.sink.user_spans(record.get("spans") or [])
-            return None
         self.correlator.on_record(record)
         return None
 
