@@ -147,9 +147,9 @@ def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") ->
     return wrapper
 
 
-def answered_with(calls: HttpCalls, status_of: "Callable[[Any], Any]") -> "Callable":
-    """An `on_answer` ending the call with the status the result carries."""
-    return lambda call, instance, result: calls.answered(call, status_of(result))
+def answered_with(calls: HttpCalls, status_attribute: str) -> "Callable":
+    """An `on_answer` ending the call with the status the result carries in that attribute."""
+    return lambda call, instance, result: calls.answered(call, getattr(result, status_attribute, None))
 
 
 def guarded_begin(calls: HttpCalls, begin: "Callable", instance: "Any", args: tuple, kwargs: dict) -> tuple:

@@ -34,7 +34,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         return instance.__dict__.pop(_SPAN, None), args, kwargs
 
     request = sync_wrapper(calls, begin, remember)
-    getresponse = sync_wrapper(calls, resume, answered_with(calls, lambda response: getattr(response, "status", None)))
+    getresponse = sync_wrapper(calls, resume, answered_with(calls, "status"))
 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)

@@ -25,9 +25,5 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         return calls.begin(method, scheme, url.host, url.port or DEFAULT_PORTS.get(scheme, 0), rest, request.headers, userinfo), args, kwargs
 
     sync_transport, async_transport = module.HTTPTransport, module.AsyncHTTPTransport
-    sync_transport.handle_request = function_wrapper(sync_transport.handle_request, sync_wrapper(calls, begin, answered_with(calls, _status)))
-    async_transport.handle_async_request = function_wrapper(async_transport.handle_async_request, async_wrapper(calls, begin, answered_with(calls, _status)))
-
-
-def _status(response: "Any") -> "Any":
-    return getattr(response, "status_code", None)
+    sync_transport.handle_request = function_wrapper(sync_transport.handle_request, sync_wrapper(calls, begin, answered_with(calls, "status_code")))
+    async_transport.handle_async_request = function_wrapper(async_transport.handle_async_request, async_wrapper(calls, begin, answered_with(calls, "status_code")))

@@ -23,8 +23,4 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         return calls.begin(method, scheme, host, port, rest, request.headers, userinfo), args, kwargs
 
-    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, _status)))
-
-
-def _status(response: "Any") -> "Any":
-    return getattr(response, "status_code", None)
+    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code")))

@@ -39,8 +39,4 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
             return call, args[:_HEADERS_AT] + (headers,) + args[_HEADERS_AT + 1 :], kwargs
         return call, args, dict(kwargs, headers=headers)
 
-    pool.urlopen = function_wrapper(pool.urlopen, sync_wrapper(calls, begin, answered_with(calls, _status)))
-
-
-def _status(response: "Any") -> "Any":
-    return getattr(response, "status", None)
+    pool.urlopen = function_wrapper(pool.urlopen, sync_wrapper(calls, begin, answered_with(calls, "status")))

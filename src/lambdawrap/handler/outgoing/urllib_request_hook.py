@@ -45,6 +45,6 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         else:
             calls.failed(call, exc)
 
-    open_url = sync_wrapper(calls, begin, answered_with(calls, lambda response: getattr(response, "status", None)), failed)
+    open_url = sync_wrapper(calls, begin, answered_with(calls, "status"), failed)
 
     module.OpenerDirector.open = function_wrapper(module.OpenerDirector.open, open_url)
