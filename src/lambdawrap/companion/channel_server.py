@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any, Callable
 
-from lambdawrap.companion.event_loop import EventLoop
+from lambdawrap.companion.event_loop import EventLoop, receive
 from lambdawrap.shared import records
 from lambdawrap.shared.framing import FrameReader, encode
 from lambdawrap.shared.log import get_logger
@@ -96,12 +96,9 @@ class SocketServer:
             self._drop(conn)
 
     def _read(self, conn: socket.socket, reader: FrameReader) -> None:
-        try:
-            data = conn.recv(262144)
-        except BlockingIOError:
+        data = receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(conn)
             return

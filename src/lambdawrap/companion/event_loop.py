@@ -23,6 +23,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
+READ_SIZE = 262144
+
+
+def receive(conn: socket.socket) -> bytes | None:
+    """What a readable non-blocking socket holds: b"" when the peer has closed or the connection
+    failed, None when nothing is waiting after all (a wake-up for another reader's data)."""
+    try:
+        return conn.recv(READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 class EventLoop:
     def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
         self._selector = selectors.DefaultSelector()

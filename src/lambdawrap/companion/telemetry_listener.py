@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 
-from lambdawrap.companion.event_loop import EventLoop
+from lambdawrap.companion.event_loop import EventLoop, receive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,12 +100,9 @@ class TelemetryListener:
         conn.close()
 
     def _read(self, conn: socket.socket, buffer: bytearray) -> None:
-        try:
-            data = conn.recv(262144)
-        except BlockingIOError:
+        data = receive(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close(conn)
             return
