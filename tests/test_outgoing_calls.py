@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +16,7 @@ from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
 from support.local_servers import recording_server
+from support.pip_target import installed
 from support.stack import LAYER, instrumented
 
 CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
@@ -125,13 +123,7 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def aiobotocore_path() -> str:
     """aiobotocore and the botocore it pins, in a folder of their own (made once per venv)."""
-    requirements = Path(__file__).resolve().parent / "aiobotocore-requirements.txt"
-    target = Path(sys.prefix) / "lambdawrap-aiobotocore"
-    marker = target / ".installed"
-    if not marker.exists() or marker.read_text() != requirements.read_text():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(target), "-r", str(requirements)], check=True, timeout=300)
-        marker.write_text(requirements.read_text())
-    return str(target)
+    return installed("aiobotocore-requirements.txt", "lambdawrap-aiobotocore")
 
 
 def test_each_aiobotocore_call_is_a_child_span_and_its_http_request_is_not(tmp_path, moto, aiobotocore_path):

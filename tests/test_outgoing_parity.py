@@ -20,6 +20,7 @@ import pytest
 
 from lambdawrap.devtools.local.moto_server import MotoServer
 from support.local_servers import closed_port, recording_server
+from support.pip_target import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = Path(__file__).resolve().parent / "support" / "outgoing_calls.py"
@@ -32,13 +33,7 @@ VOLATILE = {"aws.request_id", "aws.extended_request_id", "messaging.message.id",
 @pytest.fixture(scope="module")
 def contrib_path() -> str:
     """The folder holding the instrumentations without a release on the project's train."""
-    target = Path(sys.prefix) / "lambdawrap-contrib-0.66b1"
-    requirements = Path(__file__).resolve().parent / "contrib-requirements.txt"
-    marker = target / ".installed"
-    if not marker.exists() or marker.read_text() != requirements.read_text():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), "-r", str(requirements)], check=True, timeout=300)
-        marker.write_text(requirements.read_text())
-    return str(target)
+    return installed("contrib-requirements.txt", "lambdawrap-contrib-0.66b1")
 
 
 @pytest.fixture(scope="module")
