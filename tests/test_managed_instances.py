@@ -188,10 +188,12 @@ def test_lambdawrap_on_managed_instances_exports_every_request_once_on_its_timer
     # its companion (registering for them would fail init), no runtimeDone, never frozen
     with instrumented(task, max_concurrency=4, timeout_s=10) as (emu, rx):
         emu.init()
-        assert emu.wait_idle(30)  # every worker waiting: none of the requests below is refused
         # WHEN 8 requests arrive, 4 at a time, one of them failing
         results = []
         for wave in (range(4), range(4, 8)):
+            # every worker back at /next first: the platform refuses a request no worker is free
+            # for, and a busy machine can keep one from asking for the next just after it answered
+            assert emu.wait_idle(30)
             results += concurrently([lambda n=n: emu.invoke({"n": n, "fail": n == 5}) for n in wave])
         assert [r.status for r in results] == [200] * 8
         rids = [r.request_id for r in results]
