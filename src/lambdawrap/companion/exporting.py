@@ -138,6 +138,7 @@ class Pipeline:
         self.resource = resource
         self.spans: SpanBuffer | None = None
         self.logs: LogBuffer | None = None
+        self.before_collect = lambda: None  # the signals' counters settle into the SDK here
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -318,6 +319,7 @@ class Pipeline:
         left_ms = (end - time.monotonic()) * 1000
         if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
             # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
+            self.before_collect()
             self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
         self._export_logs(end)
 

@@ -52,6 +52,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # for its duration: the export worker and, at SHUTDOWN, a thread of its own may export
         # at once, and close() must never wait for a request a hanging collector holds up.
         self._idle: dict = {}
+        # The proxy for each (scheme, host, port): reading it walks the whole environment,
+        # which does not change under the companion, so once per collector, not per request.
+        self._routes: dict = {}
         self._closed = False
         self._lock = threading.Lock()
 
@@ -59,7 +62,8 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         conn = None
         try:
             target = urlsplit(url)
-            proxy = proxy_for(target.scheme, target.hostname or "", target.port, self._environ)
+            route = (target.scheme, target.hostname or "", target.port)
+            proxy = self._routes[route] if route in self._routes else self._routes.setdefault(route, proxy_for(*route, self._environ))
             key = (target.scheme, target.hostname, target.port, proxy)
             conn = self._take(key) or self._connect(target, proxy, timeout)
             conn.timeout = timeout

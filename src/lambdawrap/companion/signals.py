@@ -1,12 +1,17 @@
 """The correlator's sink: turns finished invocations into spans (span_building), metrics (an SDK
 MeterProvider, delta temporality by default) and log records (log_buffer), and counts what is
 dropped, by reason.
+
+Counters are summed here and handed to the SDK once per series when the metrics are collected
+(`settle_counters`, which the pipeline calls first): the SDK's path for one measurement costs
+~10 µs, and a log flood drops hundreds of thousands of lines, each counted.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import threading
 from typing import Any
 
 from opentelemetry.metrics import Observation
@@ -65,13 +70,25 @@ class Signals:
         # Every counter's total so far, by (name, attributes): what is not acknowledged by the
         # collector when the environment ends is carried over to the next one.
         self.counted: collections.Counter = collections.Counter()
+        # Counted since the last collection, by (name, attributes); drops come from several threads.
+        self._unsettled: collections.Counter = collections.Counter()
+        self._counts_lock = threading.Lock()
 
     def _observe_high_water(self, options: Any) -> list:
         return [Observation(self.spans.high_water, {"lambdawrap.buffer.capacity": self.spans.capacity})]
 
     def _add(self, name: str, value: float, attributes: dict) -> None:
-        self._counters[name].add(value, attributes)
-        self.counted[counter_key(name, attributes)] += value
+        key = counter_key(name, attributes)
+        with self._counts_lock:
+            self._unsettled[key] += value
+            self.counted[key] += value
+
+    def settle_counters(self) -> None:
+        """Hand what was counted since the last call to the SDK's counters, one add per series."""
+        with self._counts_lock:
+            unsettled, self._unsettled = self._unsettled, collections.Counter()
+        for (name, attributes), value in unsettled.items():
+            self._counters[name].add(value, dict(attributes))
 
     # Sink ----------------------------------------------------------------------
 

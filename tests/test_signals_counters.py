@@ -1,0 +1,77 @@
+"""The companion's counters: summed per series and handed to the OpenTelemetry SDK when the metrics
+are collected, so that a flood of drops costs a dict update each, not the SDK's measurement path;
+nothing counted is lost or exported twice, whichever thread counts."""
+
+from __future__ import annotations
+
+import threading
+
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Sum
+from opentelemetry.sdk.resources import Resource
+
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+
+
+def make_signals() -> tuple:
+    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    return Signals(Settings(), Resource({}), MeterProvider(metric_readers=[reader])), reader
+
+
+def collected(signals: Signals, reader: InMemoryMetricReader) -> dict:
+    """{(metric, attributes): value} of one collection, as the pipeline makes it."""
+    signals.settle_counters()
+    found: dict = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if not isinstance(metric.data, Sum):
+                    continue  # the buffer's high-water gauge
+                for point in metric.data.data_points:
+                    key = (metric.name, tuple(sorted(point.attributes.items())))
+                    found[key] = found.get(key, 0) + point.value
+    return found
+
+
+def test_a_flood_of_drops_is_one_data_point_with_the_whole_count():
+    signals, reader = make_signals()
+    for _ in range(10_000):
+        signals.dropped("log_buffer_full")
+    signals.dropped("span_limit", 7)
+    assert collected(signals, reader) == {
+        ("lambdawrap.dropped", (("reason", "log_buffer_full"),)): 10_000,
+        ("lambdawrap.dropped", (("reason", "span_limit"),)): 7,
+    }
+    assert signals.counted[("lambdawrap.dropped", (("reason", "log_buffer_full"),))] == 10_000
+
+
+def test_counts_after_a_collection_go_with_the_next_one_once():
+    signals, reader = make_signals()
+    signals.internal_errors("function", 2)
+    assert collected(signals, reader) == {("lambdawrap.internal_errors", (("lambdawrap.process", "function"),)): 2}
+    assert collected(signals, reader) == {}  # delta: nothing new, nothing again
+    signals.internal_errors("function")
+    signals.internal_errors("companion")
+    assert collected(signals, reader) == {
+        ("lambdawrap.internal_errors", (("lambdawrap.process", "function"),)): 1,
+        ("lambdawrap.internal_errors", (("lambdawrap.process", "companion"),)): 1,
+    }
+
+
+def test_counting_from_threads_while_collecting_loses_nothing():
+    signals, reader = make_signals()
+    per_thread, threads = 5_000, 4
+    start = threading.Barrier(threads + 1)
+    total = {"value": 0}
+    counting = [threading.Thread(target=lambda: (start.wait(), [signals.dropped("log_buffer_full") for _ in range(per_thread)])) for _ in range(threads)]
+    for thread in counting:
+        thread.start()
+    start.wait()
+    while any(thread.is_alive() for thread in counting):
+        total["value"] += sum(collected(signals, reader).values())
+    for thread in counting:
+        thread.join()
+    total["value"] += sum(collected(signals, reader).values())
+    assert total["value"] == per_thread * threads
