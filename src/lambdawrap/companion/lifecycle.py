@@ -140,27 +140,33 @@ class Companion:
     def _build_pipeline(self) -> None:
         """On its own thread: the imports, the bulk of the work."""
         try:
-            import lambdawrap.companion.resource  # noqa: F401 - imported here, used by _assemble_pipeline
-            import lambdawrap.companion.signals  # noqa: F401 - the same
+            import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
+            from lambdawrap.companion.resource import build_resource
 
             exporters = make_exporters(self.settings)
+            resource = build_resource(self.settings, self.client.info.get("accountId"))
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
-            exporters = None
+            exporters = resource = None
+        if exporters is not None:
+            try:
+                from lambdawrap.companion.rehearsal import rehearse_export
+
+                rehearse_export(resource)
+            except Exception:  # noqa: BLE001 - only a head start: the real export pays its own way
+                get_logger().debug("lambdawrap: the export rehearsal failed", exc_info=True)
         # The rest starts the export threads, which must not inherit the idle priority: the
         # invoke phase waits for them. The loop's thread does it.
-        self.loop.call_soon_threadsafe(lambda: self._assemble_pipeline(exporters))
+        self.loop.call_soon_threadsafe(lambda: self._assemble_pipeline(exporters, resource))
 
-    def _assemble_pipeline(self, exporters: tuple | None) -> None:
+    def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:
             if exporters is None:
                 return
             from lambdawrap.companion.exporting import Pipeline
-            from lambdawrap.companion.resource import build_resource
             from lambdawrap.companion.signals import Signals
 
-            resource = build_resource(self.settings, self.client.info.get("accountId"))
             pipeline = Pipeline(exporters, resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
             signals = Signals(self.settings, resource, pipeline.meter_provider)
             pipeline.spans, pipeline.logs = signals.spans, signals.logs
