@@ -139,8 +139,9 @@ def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
     # companion is still importing the SDK when the first invocation times out, and SHUTDOWN
     # leaves it 2 s (it may or may not make it: either way, nothing may be lost or doubled).
     # (The timeout leaves room for the next environment's init, which runs inside its invoke.)
-    with instrumented(task, memory_mb=128, cpu_limit=True, init_cpu="as-invoke", timeout_s=4.0) as (emu, rx):
-        timed_out = emu.invoke({"sleep": 6})
+    # (8 s: on a busy 2-core machine that init once took 7 s, more than a 4 s timeout.)
+    with instrumented(task, memory_mb=128, cpu_limit=True, init_cpu="as-invoke", timeout_s=8.0) as (emu, rx):
+        timed_out = emu.invoke({"sleep": 10})
         assert b"Sandbox.Timedout" in timed_out.body
         # WHEN the next invocation comes to the sandbox's next environment
         fine = emu.invoke({})

@@ -35,3 +35,39 @@ def test_the_rehearsal_leaves_the_real_meters_alone():
     provider_before = metrics.get_meter_provider()
     rehearse_export(Resource({}))
     assert metrics.get_meter_provider() is provider_before
+
+
+def test_with_the_startup_wait_the_companion_rehearses_in_init_and_sends_only_what_happened(tmp_path):
+    from conftest import write_function
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "task", 'def handler(event, context):\n    print("handled")\n    return {"ok": True}\n')
+    # The startup wait is what places the rehearsal in init (below one vCPU by default); set
+    # here at a full core's size so that the test keeps its speed.
+    env = {"LAMBDAWRAP_STARTUP_WAIT_MS": "500", "LAMBDAWRAP_LOG_LEVEL": "debug"}
+    with instrumented(task, "app.handler", env=env) as (emu, rx):
+        results = [emu.invoke({}) for _ in range(2)]
+        assert all(r.status == 200 and r.function_error is None for r in results)
+        rids = {r.request_id for r in results}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2)
+        rx.wait_for_logs(lambda line: line["body"].startswith("handled"), count=2)
+        rehearsed = [line for line in emu.log_lines() if "export rehearsed in init" in line]
+        assert len(rehearsed) == 1, emu.log_lines()
+    # Only the function's own telemetry reached the collector: two invocations, one init.
+    assert not [s for s in rx.spans() if s["name"] == "rehearsal"]
+    assert not [p for p in rx.metrics() if p["name"].startswith("rehearsal")]
+    assert not [line for line in rx.logs() if line["body"] == "rehearsal"]
+    assert metric_total(rx, "faas.invocations") == 2
+    assert metric_total(rx, "faas.coldstarts") == 1
+
+
+def test_an_init_without_the_startup_wait_does_not_rehearse(tmp_path):
+    from conftest import write_function
+    from support.stack import instrumented
+
+    task = write_function(tmp_path / "task", 'def handler(event, context):\n    return {"ok": True}\n')
+    with instrumented(task, "app.handler", env={"LAMBDAWRAP_STARTUP_WAIT_MS": "0", "LAMBDAWRAP_LOG_LEVEL": "debug"}) as (emu, rx):
+        result = emu.invoke({})
+        assert result.status == 200
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)
+        assert not [line for line in emu.log_lines() if "export rehearsed" in line]

@@ -62,6 +62,7 @@ class Companion:
         self._pipeline_started = threading.Lock()
         self._pipeline_thread: threading.Thread | None = None
         self._flush_missed = False
+        self._startup_wait_s = 0.0  # set in run(): how long init may wait for the pipeline
         self.router = RecordRouter(self._dropped)
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
@@ -149,11 +150,16 @@ class Companion:
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
             exporters = resource = None
-        if exporters is not None:
+        if exporters is not None and self._startup_wait_s > 0:
+            # Only where init holds for the pipeline (below one vCPU, the sandbox's first
+            # init): there the rehearsal runs at init's speed. An init inside an invoke (after
+            # a reset) is throttled like the invocation, so rehearsing would cost what it saves.
             try:
                 from lambdawrap.companion.rehearsal import rehearse_export
 
-                rehearse_export(resource)
+                started = time.monotonic()
+                size = rehearse_export(resource)
+                get_logger().debug("lambdawrap: export rehearsed in init (%d bytes encoded, none sent) in %.1f ms", size, (time.monotonic() - started) * 1000)
             except Exception:  # noqa: BLE001 - only a head start: the real export pays its own way
                 get_logger().debug("lambdawrap: the export rehearsal failed", exc_info=True)
         # The rest starts the export threads, which must not inherit the idle priority: the
@@ -217,6 +223,7 @@ class Companion:
 
     def run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
+        self._startup_wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
         self._ensure_pipeline()
         self._finish_start_in_init()
         if self.settings.managed_instances and not self.settings.sdk_disabled:
@@ -259,7 +266,7 @@ class Companion:
         wait; what is left then goes on at low priority, behind the function's own work. Not
         for an init inside an invoke (after a reset, or one Lambda ran late): there the caller
         waits, and the function's timeout runs."""
-        wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
+        wait_s = self._startup_wait_s
         if self.settings.sdk_disabled or self._pipeline_thread is None:
             return
         if wait_s > 0 and self.loop.run_until(lambda: self._ready.is_set() or self.correlator.init.phase == "invoke", time.monotonic() + wait_s) and self._ready.is_set():
