@@ -269,7 +269,7 @@ def test_companion_killed_the_function_keeps_serving_and_the_next_environment_re
     # between invocations, so a SIGKILL between them loses no span)
     ledger = Ledger()
     rng = random.Random(3)
-    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=TIMEOUT_S) as (emu, rx):
+    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=SHORT_TIMEOUT_S) as (emu, rx):
         for _ in range(20):
             ledger.invoke(emu, "ok", rng)
         emu.wait_idle()
