@@ -63,7 +63,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         try:
             target = urlsplit(url)
             route = (target.scheme, target.hostname or "", target.port)
-            proxy = self._routes[route] if route in self._routes else self._routes.setdefault(route, proxy_for(*route, self._environ))
+            if route not in self._routes:
+                self._routes[route] = proxy_for(*route, self._environ)
+            proxy = self._routes[route]
             key = (target.scheme, target.hostname, target.port, proxy)
             conn = self._take(key) or self._connect(target, proxy, timeout)
             conn.timeout = timeout

@@ -4,9 +4,10 @@ The first export of a fresh companion costs about three times a later one (8.5 v
 on a full core): the OTLP encoders and protobuf message types run for the first time, and
 connecting to the collector imports the IDNA codec (host names are IDNA-encoded). At 128 MB that
 first export runs at 7 % of a core inside the first invocation's billed time, while the pipeline
-is built during init, at full speed where Lambda gives init a full core. So the build encodes one
-span, one metrics batch and one log record, and sends nothing: no request, no count, no state the
-real pipeline reads.
+is built during init, at full speed where Lambda gives init a full core. So, where init holds
+for the pipeline (the companion's startup wait, lifecycle), the build encodes one span, one
+metrics batch and one log record, and sends nothing: no request, no count, no state the real
+pipeline reads.
 """
 
 from __future__ import annotations
