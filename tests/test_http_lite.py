@@ -3,65 +3,13 @@ resent only when the server had closed that connection before answering any of i
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
 
 from lambdawrap.companion.extension_api import ExtensionClient
 from lambdawrap.companion.http_lite import ConnectionClosed, HttpConnection
+from support.scripted_server import ScriptedServer
 
 EVENT = b'{"eventType": "INVOKE", "requestId": "r-1"}'
-
-
-class ScriptedServer:
-    """A loopback server that answers each accepted connection with a script: a list of
-    replies (bytes to send after reading one request; None = close without answering)."""
-
-    def __init__(self, scripts: list) -> None:
-        self._scripts = list(scripts)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
-        self.requests: list = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while self._scripts:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            script = self._scripts.pop(0)
-            with conn:
-                for reply in script:
-                    request = self._read_request(conn)
-                    if request is None:
-                        break
-                    self.requests.append(request)
-                    if reply is None:
-                        break
-                    conn.sendall(reply)
-
-    @staticmethod
-    def _read_request(conn: socket.socket) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-        while len(body) < length:
-            body += conn.recv(65536)
-        return head.split(b"\r\n")[0]
-
-    def stop(self) -> None:
-        self._listener.close()
-        self._thread.join(10)
 
 
 def reply(body: bytes, *extra: bytes) -> bytes:
@@ -124,3 +72,66 @@ def test_a_new_connection_closed_without_an_answer_is_an_error(server_factory):
     with pytest.raises(ConnectionClosed):
         HttpConnection("127.0.0.1", server.port).request("GET", "/next")
     assert server.connections == 1 and len(server.requests) == 1
+
+
+# Responses as servers write them, read by ours and by http.client: the same status, reason,
+# body and keep-alive decision, whatever the pieces they arrive in.
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: yes\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 400 Bad Request\r\nVary: a\r\nVary: b\r\nContent-Length: 0\r\n\r\n",
+]
+
+
+def read_in_pieces(raw: bytes, size: int) -> tuple:
+    from lambdawrap.companion.http_lite import ResponseReader
+
+    reader = ResponseReader()
+    for start in range(0, len(raw), size):
+        whole = reader.feed(raw[start : start + size])
+        if whole is not None:
+            return whole[0], reader.reason, whole[2], reader.keep_alive, whole[1]
+    whole = reader.feed(b"")  # the server closed: a body without a length ends here
+    return whole[0], reader.reason, whole[2], reader.keep_alive, whole[1]
+
+
+def read_with_http_client(raw: bytes) -> tuple:
+    import http.client
+    import io
+
+    class Source:
+        def makefile(self, mode: str) -> io.BytesIO:
+            return io.BytesIO(raw)
+
+    response = http.client.HTTPResponse(Source(), method="POST")  # type: ignore[arg-type]
+    response.begin()
+    return response.status, response.reason, response.read(), not response.will_close, response.headers
+
+
+@pytest.mark.parametrize("raw", RESPONSES)
+@pytest.mark.parametrize("piece", [1, 7, 65536])
+def test_responses_read_as_http_client_reads_them(raw, piece):
+    status, reason, body, keep_alive, headers = read_in_pieces(raw, piece)
+    theirs = read_with_http_client(raw)
+    assert (status, reason, body, keep_alive) == theirs[:4]
+    for name in theirs[4]:
+        assert headers[name.lower()] == ", ".join(theirs[4].get_all(name))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWi",  # cut inside a chunk
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nWiki\r\n0\r\n\r\n",  # not a size
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    ],
+)
+def test_a_broken_response_is_a_closed_connection(raw):
+    with pytest.raises(ConnectionClosed):
+        read_in_pieces(raw, 3)

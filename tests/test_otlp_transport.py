@@ -1,18 +1,22 @@
-"""The companion's OTLP/HTTP transport on http.client, against the exporters' own (requests):
-the same exporter, the same collector, the same requests and the same outcomes; proxies as
-requests chooses them; TLS with the configured CA and client certificate; one connection kept
-for many exports; and a close that never waits for a collector that hangs."""
+"""The companion's OTLP/HTTP transport (its own connection to a collector reached directly,
+http.client through a proxy), against the exporters' own (requests): the same exporter, the
+same collector, the same requests and the same outcomes; responses chunked or kept alive as real
+servers write them; proxies as requests chooses them; TLS with the configured CA and client
+certificate; one connection kept for many exports; and a close that never waits for a collector
+that hangs."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import gzip
+import json
 import os
 import select
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +33,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from support.local_servers import closed_port
+from support.scripted_server import ScriptedServer
 
 SPAN = ReadableSpan(
     name="GET /orders",
@@ -326,3 +331,84 @@ def test_close_never_waits_for_a_collector_that_hangs():
         transport.close()
         assert time.monotonic() - started < 0.5
         worker.join(15)
+
+
+CHUNKED_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(scripts: list) -> ScriptedServer:
+        servers.append(ScriptedServer(scripts))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_chunked_answers_on_one_kept_alive_connection(scripted):
+    # Collectors behind envoy or nginx answer chunked: the export succeeds, as with requests,
+    # and the connection serves the next exports.
+    server = scripted([[CHUNKED_OK] * 3, [CHUNKED_OK]])
+    endpoint = f"http://127.0.0.1:{server.port}/v1/traces"
+    exporter = OTLPSpanExporter(endpoint=endpoint, timeout=5, _transport=StdlibHTTPTransport(environ={}))
+    try:
+        for _ in range(3):
+            assert exporter.export([SPAN]) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert server.connections == 1 and server.requests == [b"POST /v1/traces HTTP/1.1"] * 3
+    assert export_with(None, endpoint) == SpanExportResult.SUCCESS  # requests, for parity
+
+
+def test_a_kept_alive_connection_the_collector_closed_is_replaced_within_the_export(scripted):
+    # The collector closes the idle connection after one answer; the next export goes out on a
+    # new connection at once (the exporter retries a connection error once, without back-off).
+    server = scripted([[CHUNKED_OK, None], [CHUNKED_OK]])
+    transport = StdlibHTTPTransport(environ={})
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.port}/v1/traces", timeout=5, _transport=transport)
+    try:
+        assert exporter.export([SPAN]) == SpanExportResult.SUCCESS
+        started = time.monotonic()
+        assert exporter.export([SPAN]) == SpanExportResult.SUCCESS
+        assert time.monotonic() - started < 0.9  # no back-off (the first is ~1 s)
+    finally:
+        exporter.shutdown()
+    assert server.connections == 2
+
+
+def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent():
+    transport = StdlibHTTPTransport(environ={})
+    with Collector() as collector:
+        result = transport.request("POST", collector.endpoint, headers={"x-team": "a\r\nX-Injected: 1"}, data=b"x", timeout=5)
+        assert isinstance(result.error, ValueError) and not transport.is_connection_error(result.error)
+        # The connection is not left half-used: the next request goes through.
+        assert transport.request("POST", collector.endpoint, data=b"x", timeout=5).status_code == 200
+    assert [r["body"] for r in collector.requests] == [b"x"]
+
+
+def test_response_headers_are_looked_up_whatever_their_case():
+    with Collector(script=[(503, {"Retry-After": "7"})]) as collector:
+        result = StdlibHTTPTransport(environ={}).request("POST", collector.endpoint, data=b"x", timeout=5)
+    assert result.status_code == 503 and result.reason == "Service Unavailable"
+    assert result.headers().get("retry-after") == result.headers()["RETRY-AFTER"] == "7" and "Retry-After" in result.headers()
+
+
+EXPORT_PROBE = """
+import json, sys
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from lambdawrap.companion.otlp_transport import StdlibHTTPTransport
+exporter = OTLPSpanExporter(endpoint=sys.argv[1], timeout=5, _transport=StdlibHTTPTransport())
+result = exporter.export([])
+print(json.dumps({"result": result.name, "loaded": sorted(m for m in ("http.client", "ssl", "email.parser", "requests", "urllib3") if m in sys.modules)}))
+"""
+
+
+def test_exporting_to_a_plain_http_collector_loads_neither_http_client_nor_ssl():
+    # Their imports cost ~7 ms of CPU on a full core, ~100 ms of wall time at 128 MB.
+    with Collector() as collector:
+        out = subprocess.run([sys.executable, "-c", EXPORT_PROBE, collector.endpoint], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"result": "SUCCESS", "loaded": []}

@@ -26,6 +26,36 @@ def test_the_rehearsal_encodes_every_signal_and_loads_the_idna_codec():
     assert found["size"] > 100  # a span, a log record and a metrics batch, encoded
 
 
+TRANSPORT_PROBE = """
+import json, os, sys
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+from lambdawrap.companion.exporting import make_exporters
+from lambdawrap.companion.rehearsal import prepare_transports
+from lambdawrap.shared.settings import Settings
+exporters = make_exporters(Settings.from_env())
+before = "ssl" in sys.modules
+ready = prepare_transports(exporters)
+contexts = [exporter._client._transport._context is not None for exporter in exporters]
+print(json.dumps({"ssl_before": before, "ssl_after": "ssl" in sys.modules, "ready": ready, "tls_contexts": contexts}))
+"""
+
+
+def probe_transports(endpoint: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", TRANSPORT_PROBE, endpoint], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_rehearsal_readies_the_tls_of_an_https_collector_and_nothing_for_plain_http():
+    # The exporters' own attributes it relies on are there in the pinned SDK, and an https
+    # collector's TLS context (ssl, the CA bundle) is built in init, not in the first export.
+    found = probe_transports("https://collector.example:4318")
+    assert found == {"ssl_before": False, "ssl_after": True, "ready": 3, "tls_contexts": [True, True, True]}
+    # A plain-HTTP collector needs neither ssl nor http.client at all.
+    found = probe_transports("http://127.0.0.1:4318")
+    assert found == {"ssl_before": False, "ssl_after": False, "ready": 3, "tls_contexts": [False, False, False]}
+
+
 def test_the_rehearsal_leaves_the_real_meters_alone():
     from opentelemetry import metrics
     from opentelemetry.sdk.resources import Resource

@@ -36,7 +36,7 @@ _NEVER_MS = 10**9  # periodic readers only export when we ask them to
 def make_exporters(settings: Settings) -> tuple:
     """(span, metric, log) exporters for the protocols in the settings; each reads its
     connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself. Only the
-    protocol asked for is imported, and OTLP/HTTP goes over the standard library's http.client
+    protocol asked for is imported, and OTLP/HTTP goes over the standard library
     (otlp_transport), not requests."""
     # The exporter maps the preference to each instrument's temporality itself, from the
     # variable; ours has a different default (delta), so it gets the settled value.

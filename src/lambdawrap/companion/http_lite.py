@@ -1,4 +1,5 @@
-"""HTTP/1.1 over a plain socket, for the Extensions and Telemetry APIs.
+"""HTTP/1.1 over a plain socket, for the Extensions and Telemetry APIs (and the response
+reading of the exporters' connections to the collector, companion/collector_connection.py).
 
 http.client costs ~20 ms of imports (the email package); the companion's calls before its
 first /next sit on the function's cold-start path, so they use this instead. The connection is
@@ -86,13 +87,17 @@ class HttpConnection:
         return status, headers, decode_body(payload)
 
 
-class _Response:
-    """A response arriving in pieces: bytes in, (status, headers, body) out once it is whole."""
+class ResponseReader:
+    """A response arriving in pieces: bytes in, (status, headers, body) out once it is whole.
+    Bodies come with a Content-Length, chunked, or up to the end of the connection; 1xx answers
+    are passed over, and 204/304 have no body."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._head: tuple | None = None
         self.received = 0
+        self.reason = ""
+        self.keep_alive = True
 
     def feed(self, data: bytes) -> tuple | None:
         """The whole response, or None while more is to come; raises ConnectionClosed when the
@@ -100,7 +105,7 @@ class _Response:
         self.received += len(data)
         self._buffer += data
         closed = not data
-        if self._head is None:
+        while self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEAD_BYTES:
@@ -108,9 +113,24 @@ class _Response:
                 if closed:
                     raise ConnectionClosed(self.received, "closed before the response headers")
                 return None
-            self._head = parse_head(bytes(self._buffer[:end]))
+            head = bytes(self._buffer[:end])
             del self._buffer[: end + 4]
+            status, headers = parse_head(head)
+            if 100 <= status < 200 and status != 101:
+                continue  # an interim answer (100 Continue): the real one follows
+            self._head = status, headers
+            version, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+            self.reason = rest.partition(" ")[2].strip()
+            connection = headers.get("connection", "").lower()
+            self.keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")
         status, headers = self._head
+        if status in (204, 304):
+            return status, headers, b""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = _dechunked(self._buffer, self.received)
+            if body is None and closed:
+                raise ConnectionClosed(self.received, "closed before the last chunk")
+            return None if body is None else (status, headers, body)
         length = headers.get("content-length")
         if length is not None and length.isascii() and length.isdigit():
             wanted = int(length)
@@ -120,14 +140,38 @@ class _Response:
                 raise ConnectionClosed(self.received, "closed before the response body")
             return None
         # No length: the body runs to the end of the connection, which cannot be kept.
+        self.keep_alive = False
         headers["connection"] = "close"
         return (status, headers, bytes(self._buffer)) if closed else None
+
+
+def _dechunked(buffer: bytearray, received: int) -> bytes | None:
+    """The body of a chunked response once its last chunk (and trailers) arrived, else None."""
+    body = bytearray()
+    position = 0
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size_text = bytes(buffer[position:line_end]).partition(b";")[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ConnectionClosed(received, "malformed chunk size") from None
+        if size == 0:
+            # Trailers, if any, end with an empty line; without them the empty line follows.
+            return bytes(body) if buffer.find(b"\r\n\r\n", line_end) >= 0 else None
+        start = line_end + 2
+        if len(buffer) < start + size + 2:
+            return None
+        body += buffer[start : start + size]
+        position = start + size + 2
 
 
 def read_response(sock: socket.socket) -> tuple:
     """(status, lowercased headers, body bytes) of the next response on `sock`; raises
     ConnectionClosed when the server closes before it is whole."""
-    response = _Response()
+    response = ResponseReader()
     while True:
         whole = response.feed(sock.recv(65536))
         if whole is not None:
@@ -135,7 +179,7 @@ def read_response(sock: socket.socket) -> tuple:
 
 
 def _read_in_loop(sock: socket.socket, loop: EventLoop) -> tuple:
-    response = _Response()
+    response = ResponseReader()
     outcome: list = []
 
     def on_readable(ready: socket.socket) -> None:
@@ -177,7 +221,9 @@ def parse_head(head: bytes) -> tuple:
     for line in lines[1:]:
         key, sep, value = line.partition(":")
         if sep:
-            headers[key.strip().lower()] = value.strip()
+            name, value = key.strip().lower(), value.strip()
+            # Repeated fields combine into one, comma-separated, as HTTP defines.
+            headers[name] = headers[name] + ", " + value if name in headers else value
     return status, headers
 
 

@@ -155,10 +155,11 @@ class Companion:
             # init): there the rehearsal runs at init's speed. An init inside an invoke (after
             # a reset) is throttled like the invocation, so rehearsing would cost what it saves.
             try:
-                from lambdawrap.companion.rehearsal import rehearse_export
+                from lambdawrap.companion.rehearsal import prepare_transports, rehearse_export
 
                 started = time.monotonic()
                 size = rehearse_export(resource)
+                prepare_transports(exporters)
                 get_logger().debug("lambdawrap: export rehearsed in init (%d bytes encoded, none sent) in %.1f ms", size, (time.monotonic() - started) * 1000)
             except Exception:  # noqa: BLE001 - only a head start: the real export pays its own way
                 get_logger().debug("lambdawrap: the export rehearsal failed", exc_info=True)

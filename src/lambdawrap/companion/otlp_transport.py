@@ -1,4 +1,4 @@
-"""The transport of the companion's OTLP/HTTP exporters, on the standard library's http.client.
+"""The transport of the companion's OTLP/HTTP exporters, on the standard library.
 
 The exporters' own default is requests, which brings urllib3, idna, charset_normalizer (and
 simplejson, where installed): ~45 ms more to import and a heavier path per request, and at
@@ -9,21 +9,27 @@ POST: connections kept alive per server, proxies from the environment as request
 the OTLP certificate settings (else `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`, else certifi's bundle,
 else the system's), client certificates, and no redirects followed. The retries, back-off and
 compression stay the exporters' own. tests/test_otlp_transport.py compares the two.
+
+A collector reached directly goes over companion/collector_connection.py (a socket, TLS when the
+scheme asks); one behind a proxy over http.client, imported then, for its CONNECT tunnel.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
+from lambdawrap.companion.collector_connection import CollectorConnection
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import http.client
     import ssl
     from collections.abc import Mapping
     from typing import Any
@@ -38,8 +44,21 @@ class StdlibHTTPResult(BaseHTTPResult):
         return self.body
 
     def headers(self) -> Mapping[str, str]:
-        # http.client's message object: lookups ignore case, as the base class asks.
+        # Lookups ignore case, as the base class asks (http.client's message object does too).
         return self.header_map if self.header_map is not None else {}
+
+
+class _Headers(dict):
+    """Response headers by lowercased name, looked up whatever the case asked."""
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
 
 
 class StdlibHTTPTransport(BaseHTTPTransport):
@@ -52,8 +71,8 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # for its duration: the export worker and, at SHUTDOWN, a thread of its own may export
         # at once, and close() must never wait for a request a hanging collector holds up.
         self._idle: dict = {}
-        # The proxy for each (scheme, host, port): reading it walks the whole environment,
-        # which does not change under the companion, so once per collector, not per request.
+        # Each URL's parts and proxy: reading the proxy walks the whole environment, which does
+        # not change under the companion, so once per collector URL, not per request.
         self._routes: dict = {}
         self._closed = False
         self._lock = threading.Lock()
@@ -61,40 +80,41 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         conn = None
         try:
-            target = urlsplit(url)
-            route = (target.scheme, target.hostname or "", target.port)
-            if route not in self._routes:
-                self._routes[route] = proxy_for(*route, self._environ)
-            proxy = self._routes[route]
-            key = (target.scheme, target.hostname, target.port, proxy)
+            route = self._routes.get(url)
+            if route is None:
+                route = self._routes[url] = _route(url, self._environ)
+            target, path, proxy, key = route
             conn = self._take(key) or self._connect(target, proxy, timeout)
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-            path = target.path or "/"
-            if target.query:
-                path += "?" + target.query
-            request_headers = dict(headers or {})
-            if proxy is not None and target.scheme == "http":
-                path = url  # a plain-HTTP proxy takes the whole URL
-                request_headers.update(_proxy_auth(proxy))
-            conn.request(method, path, body=data, headers=request_headers)
-            response = conn.getresponse()
-            body = response.read()
-            if response.will_close:
-                conn.close()
+            if isinstance(conn, CollectorConnection):
+                status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
+                keep = conn.keep_alive
+                response_headers = _Headers(response_headers)
             else:
+                status, reason, response_headers, body, keep = _through_proxy(conn, method, path, url, headers, data, timeout, proxy, target.scheme)
+            if keep:
                 self._give_back(key, conn)
-            return StdlibHTTPResult(status_code=response.status, reason=response.reason, body=body, header_map=response.headers)
+            else:
+                conn.close()
+            return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:
                 conn.close()
             return StdlibHTTPResult(error=error)
 
+    def prepare(self, url: str) -> None:
+        """Set up what the first request to `url` would: its route and, for https, the TLS
+        context (ssl imported, the CA bundle read), so that the first export does neither."""
+        route = self._routes.get(url)
+        if route is None:
+            route = self._routes[url] = _route(url, self._environ)
+        if route[0].scheme == "https":
+            self._tls()
+
     def is_connection_error(self, exception: Exception | None) -> bool:
         # What requests reports as a connection error: socket, TLS, timeout and protocol
         # failures (a kept-alive connection the server closed meanwhile among them).
-        return isinstance(exception, (OSError, http.client.HTTPException))
+        client = sys.modules.get("http.client")  # imported only for a proxied collector
+        return isinstance(exception, OSError) or (client is not None and isinstance(exception, client.HTTPException))
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its request is over."""
@@ -105,24 +125,24 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             for conn in connections:
                 conn.close()
 
-    def _take(self, key: tuple) -> http.client.HTTPConnection | None:
+    def _take(self, key: tuple) -> Any:
         with self._lock:
             connections = self._idle.get(key)
             return connections.pop() if connections else None
 
-    def _give_back(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+    def _give_back(self, key: tuple, conn: Any) -> None:
         with self._lock:
             if not self._closed:
                 self._idle.setdefault(key, []).append(conn)
                 return
         conn.close()
 
-    def _connect(self, target: Any, proxy: str | None, timeout: float | None) -> http.client.HTTPConnection:
+    def _connect(self, target: Any, proxy: str | None, timeout: float | None) -> Any:
         host, port = target.hostname or "", target.port
         if proxy is None:
-            if target.scheme == "https":
-                return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls())
-            return http.client.HTTPConnection(host, port, timeout=timeout)
+            return CollectorConnection(host, port, self._tls() if target.scheme == "https" else None, timeout)
+        import http.client  # only for a collector behind a proxy
+
         via = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         if target.scheme == "https":
             # Through the proxy's tunnel (CONNECT), TLS with the collector itself.
@@ -147,6 +167,31 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 context.load_cert_chain(self._cert)
             self._context = context
         return self._context
+
+
+def _route(url: str, environ: Mapping[str, str]) -> tuple:
+    """(parts, request path, proxy, key of the idle connections) of a collector URL."""
+    target = urlsplit(url)
+    proxy = proxy_for(target.scheme, target.hostname or "", target.port, environ)
+    path = target.path or "/"
+    if target.query:
+        path += "?" + target.query
+    return target, path, proxy, (target.scheme, target.hostname, target.port, proxy)
+
+
+def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url: str, headers: dict | None, data: bytes | None, timeout: float | None, proxy: str, scheme: str) -> tuple:
+    """(status, reason, headers, body, keep the connection) of one request through a proxy."""
+    conn.timeout = timeout
+    if conn.sock is not None:
+        conn.sock.settimeout(timeout)
+    request_headers = dict(headers or {})
+    if scheme == "http":
+        path = url  # a plain-HTTP proxy takes the whole URL
+        request_headers.update(_proxy_auth(proxy))
+    conn.request(method, path, body=data, headers=request_headers)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, response.reason, response.headers, body, not response.will_close
 
 
 def _default_ca_bundle(environ: Mapping[str, str]) -> str | None:

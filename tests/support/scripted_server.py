@@ -1,0 +1,60 @@
+"""A loopback server that answers HTTP requests from a script, byte for byte."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class ScriptedServer:
+    """A loopback server that answers each accepted connection with a script: a list of
+    replies (bytes to send after reading one request; None = close without answering)."""
+
+    def __init__(self, scripts: list) -> None:
+        self._scripts = list(scripts)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self.requests: list = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._scripts:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            script = self._scripts.pop(0)
+            with conn:
+                for reply in script:
+                    request = self._read_request(conn)
+                    if request is None:
+                        break
+                    self.requests.append(request)
+                    if reply is None:
+                        break
+                    conn.sendall(reply)
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return head.split(b"\r\n")[0]
+
+    def stop(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() the thread is in
+        except OSError:
+            pass
+        self._listener.close()
+        self._thread.join(10)
