@@ -86,6 +86,9 @@ RESPONSES = [
     b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
     b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
     b"HTTP/1.1 400 Bad Request\r\nVary: a\r\nVary: b\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",  # the same length twice
+    b"HTTP/1.1 200 OK\r\nConnection: close, TE\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 2\n\n{}",  # bare LF line ends
 ]
 
 
@@ -130,8 +133,32 @@ def test_responses_read_as_http_client_reads_them(raw, piece):
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWi",  # cut inside a chunk
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nWiki\r\n0\r\n\r\n",  # not a size
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nabcde",  # two lengths
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY0\r\n\r\n",  # no CRLF after a chunk
+        b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
+        b"junk\r\n\r\n",
     ],
 )
 def test_a_broken_response_is_a_closed_connection(raw):
     with pytest.raises(ConnectionClosed):
         read_in_pieces(raw, 3)
+
+
+def test_stray_line_ends_before_a_response_are_passed_over():
+    # Left on a kept-alive connection by a server that ended its previous answer with an extra
+    # CRLF: the next answer is still read for what it is.
+    assert read_in_pieces(b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 1)[:4] == (200, "OK", b"{}", True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\nHTTP/1.1",
+        b"HTTP/1.1 204 No Content\r\n\r\nextra",
+    ],
+)
+def test_a_connection_with_bytes_beyond_the_response_is_not_kept(raw):
+    # They would be read as the start of the next request's answer.
+    status, _, body, keep_alive, _ = read_in_pieces(raw, 65536)
+    assert status in (200, 204) and keep_alive is False

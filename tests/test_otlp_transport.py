@@ -412,3 +412,37 @@ def test_exporting_to_a_plain_http_collector_loads_neither_http_client_nor_ssl()
     with Collector() as collector:
         out = subprocess.run([sys.executable, "-c", EXPORT_PROBE, collector.endpoint], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"result": "SUCCESS", "loaded": []}
+
+
+@pytest.mark.parametrize(
+    "host, port, default",
+    [("collector.example", None, 443), ("collector.example", 4318, 443), ("collector.example", 443, 443), ("127.0.0.1", 80, 80), ("::1", 4318, 80), ("bücher.example", 4318, 443), ("例え.jp", None, 443)],
+)
+def test_the_host_header_is_the_one_http_client_writes(host, port, default):
+    import http.client
+
+    from lambdawrap.companion.collector_connection import host_header
+
+    kind = http.client.HTTPSConnection if default == 443 else http.client.HTTPConnection
+    connection = kind(host, port or default)  # never connected: putrequest only formats
+    connection.putrequest("POST", "/v1/traces")
+    written = next(line for line in connection._buffer if line.startswith(b"Host: "))  # type: ignore[attr-defined]
+    assert host_header(host, port, default) == written[len(b"Host: ") :].decode("ascii")
+
+
+@pytest.mark.parametrize("url", ["http://c:4318/v1/traces", "http://c:4318/v1/traces x", "http://c/a%20b/ü?x=1 2&y=é", "https://c/p;v=1?a=%2F&b=[1]"])
+def test_the_request_path_is_the_one_requests_sends(url):
+    from lambdawrap.companion.otlp_transport import _route
+
+    assert _route(url, {})[1] == requests.Request("POST", url).prepare().path_url
+
+
+def test_a_length_given_twice_is_read_at_once_and_a_garbled_answer_is_a_connection_error(scripted):
+    twice = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+    server = scripted([[twice, b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n"]])
+    transport = StdlibHTTPTransport(environ={})
+    endpoint = f"http://127.0.0.1:{server.port}/v1/traces"
+    assert transport.request("POST", endpoint, data=b"x", timeout=30).status_code == 200
+    result = transport.request("POST", endpoint, data=b"x", timeout=30)
+    # A connection error: the exporter retries it at once, on a new connection.
+    assert result.error is not None and transport.is_connection_error(result.error)

@@ -37,9 +37,7 @@ class CollectorConnection:
             raise
         self.sock: socket.socket | None = sock
         self.keep_alive = True
-        name = f"[{host}]" if ":" in host else host
-        # As http.client and requests write it: the port only when it is not the scheme's own.
-        self._host = name if port in (None, default_port) else f"{name}:{port}"
+        self._host = host_header(host, port, default_port)
 
     def request(self, method: str, path: str, headers: dict, body: bytes, timeout: float | None) -> tuple:
         """(status, reason, headers with lowercased names, body). Raises OSError for anything
@@ -78,3 +76,14 @@ class CollectorConnection:
             except OSError:
                 pass
             self.sock = None
+
+
+def host_header(host: str, port: int | None, default_port: int) -> str:
+    """The Host header as http.client writes it: an international name in its IDNA form,
+    an IPv6 address in brackets, the port only when it is not the scheme's own."""
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    name = f"[{host}]" if ":" in host else host
+    return name if port in (None, default_port) else f"{name}:{port}"

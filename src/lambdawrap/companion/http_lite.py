@@ -90,7 +90,9 @@ class HttpConnection:
 class ResponseReader:
     """A response arriving in pieces: bytes in, (status, headers, body) out once it is whole.
     Bodies come with a Content-Length, chunked, or up to the end of the connection; 1xx answers
-    are passed over, and 204/304 have no body."""
+    are passed over, and 204/304 have no body. `keep_alive` says whether the connection can
+    carry the next request: not when the server said close, and not when it sent more than the
+    response (whatever follows would be read as the next answer)."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -101,12 +103,14 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> tuple | None:
         """The whole response, or None while more is to come; raises ConnectionClosed when the
-        server closed (`data` empty) before it was whole."""
+        server closed (`data` empty) before it was whole, or sent what is not HTTP."""
         self.received += len(data)
         self._buffer += data
         closed = not data
         while self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
+            while self._buffer[:1] in (b"\r", b"\n"):
+                del self._buffer[:1]  # stray line ends before a status line are passed over
+            end, separator = _head_end(self._buffer)
             if end < 0:
                 if len(self._buffer) > MAX_HEAD_BYTES:
                     raise ConnectionClosed(self.received, "response headers too long")
@@ -114,28 +118,30 @@ class ResponseReader:
                     raise ConnectionClosed(self.received, "closed before the response headers")
                 return None
             head = bytes(self._buffer[:end])
-            del self._buffer[: end + 4]
-            status, headers = parse_head(head)
+            del self._buffer[: end + separator]
+            version, status, reason, headers = parse_head(head)
+            if not version.startswith("HTTP/") or status == 0:
+                raise ConnectionClosed(self.received, "not an HTTP response")
             if 100 <= status < 200 and status != 101:
                 continue  # an interim answer (100 Continue): the real one follows
             self._head = status, headers
-            version, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-            self.reason = rest.partition(" ")[2].strip()
-            connection = headers.get("connection", "").lower()
-            self.keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")
+            self.reason = reason
+            tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
+            self.keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
         status, headers = self._head
         if status in (204, 304):
-            return status, headers, b""
+            return self._whole(status, headers, b"", 0)
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = _dechunked(self._buffer, self.received)
-            if body is None and closed:
-                raise ConnectionClosed(self.received, "closed before the last chunk")
-            return None if body is None else (status, headers, body)
-        length = headers.get("content-length")
-        if length is not None and length.isascii() and length.isdigit():
-            wanted = int(length)
+            found = _dechunked(self._buffer, self.received)
+            if found is None:
+                if closed:
+                    raise ConnectionClosed(self.received, "closed before the last chunk")
+                return None
+            return self._whole(status, headers, found[0], found[1])
+        wanted = _content_length(headers.get("content-length"), self.received)
+        if wanted is not None:
             if len(self._buffer) >= wanted:
-                return status, headers, bytes(self._buffer[:wanted])
+                return self._whole(status, headers, bytes(self._buffer[:wanted]), wanted)
             if closed:
                 raise ConnectionClosed(self.received, "closed before the response body")
             return None
@@ -144,9 +150,40 @@ class ResponseReader:
         headers["connection"] = "close"
         return (status, headers, bytes(self._buffer)) if closed else None
 
+    def _whole(self, status: int, headers: dict, body: bytes, used: int) -> tuple:
+        if len(self._buffer) > used:
+            self.keep_alive = False
+            headers["connection"] = "close"
+        return status, headers, body
 
-def _dechunked(buffer: bytearray, received: int) -> bytes | None:
-    """The body of a chunked response once its last chunk (and trailers) arrived, else None."""
+
+def _head_end(buffer: bytearray) -> tuple:
+    """(where the status line and headers end, the length of the blank line that ends them);
+    lines may end in a bare LF, as http.client also accepts."""
+    end = buffer.find(b"\r\n\r\n")
+    bare = buffer.find(b"\n\n")
+    if bare >= 0 and (end < 0 or bare < end):
+        return bare, 2
+    return end, 4
+
+
+def _content_length(value: str | None, received: int) -> int | None:
+    """The body's length; None when there is none to go by (the body then ends with the
+    connection, as http.client reads it). The same length repeated is one length; different
+    ones are an error, as HTTP says."""
+    if value is None:
+        return None
+    lengths = {part.strip() for part in value.split(",")}
+    if not all(length.isascii() and length.isdigit() for length in lengths):
+        return None
+    if len(lengths) > 1:
+        raise ConnectionClosed(received, "conflicting Content-Length")
+    return int(lengths.pop())
+
+
+def _dechunked(buffer: bytearray, received: int) -> tuple | None:
+    """(body, bytes of the buffer it used) of a chunked response once its last chunk (and
+    trailers) arrived, else None."""
     body = bytearray()
     position = 0
     while True:
@@ -154,16 +191,18 @@ def _dechunked(buffer: bytearray, received: int) -> bytes | None:
         if line_end < 0:
             return None
         size_text = bytes(buffer[position:line_end]).partition(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ConnectionClosed(received, "malformed chunk size") from None
+        if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+            raise ConnectionClosed(received, "malformed chunk size")
+        size = int(size_text, 16)
         if size == 0:
             # Trailers, if any, end with an empty line; without them the empty line follows.
-            return bytes(body) if buffer.find(b"\r\n\r\n", line_end) >= 0 else None
+            trailers_end = buffer.find(b"\r\n\r\n", line_end)
+            return None if trailers_end < 0 else (bytes(body), trailers_end + 4)
         start = line_end + 2
         if len(buffer) < start + size + 2:
             return None
+        if buffer[start + size : start + size + 2] != b"\r\n":
+            raise ConnectionClosed(received, "malformed chunk")
         body += buffer[start : start + size]
         position = start + size + 2
 
@@ -212,19 +251,21 @@ def _read_in_loop(sock: socket.socket, loop: EventLoop) -> tuple:
 
 
 def parse_head(head: bytes) -> tuple:
-    """(status, lowercased headers) of a response's status line and headers."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split() if lines else []
+    """(version, status, reason, lowercased headers) of a response's status line and headers;
+    status 0 when the status line has no three-digit code."""
+    lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
     # isascii(): str.isdigit() also accepts digits int() refuses ("²", from a latin-1 byte).
-    status = int(parts[1]) if len(parts) > 1 and parts[1].isascii() and parts[1].isdigit() else 0
-    headers = {}
+    status = int(code) if len(code) == 3 and code.isascii() and code.isdigit() else 0
+    headers: dict = {}
     for line in lines[1:]:
         key, sep, value = line.partition(":")
         if sep:
             name, value = key.strip().lower(), value.strip()
             # Repeated fields combine into one, comma-separated, as HTTP defines.
             headers[name] = headers[name] + ", " + value if name in headers else value
-    return status, headers
+    return version, status, reason.strip(), headers
 
 
 def decode_body(payload: bytes) -> Any:

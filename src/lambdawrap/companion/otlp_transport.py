@@ -21,11 +21,13 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
 from lambdawrap.companion.collector_connection import CollectorConnection
+
+_URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,9 +175,11 @@ def _route(url: str, environ: Mapping[str, str]) -> tuple:
     """(parts, request path, proxy, key of the idle connections) of a collector URL."""
     target = urlsplit(url)
     proxy = proxy_for(target.scheme, target.hostname or "", target.port, environ)
-    path = target.path or "/"
+    # Characters a request line cannot carry (a space, non-ASCII) are percent-encoded, as
+    # requests does with the same URL; what is already encoded stays as it is.
+    path = quote(target.path or "/", safe=_URL_SAFE)
     if target.query:
-        path += "?" + target.query
+        path += "?" + quote(target.query, safe=_URL_SAFE)
     return target, path, proxy, (target.scheme, target.hostname, target.port, proxy)
 
 
