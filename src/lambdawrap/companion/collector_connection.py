@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-from lambdawrap.companion.http_lite import ResponseReader
+from lambdawrap.companion.http_lite import ResponseReader, read_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,12 +61,8 @@ class CollectorConnection:
             sock.sendall(head)
             sock.sendall(body)
         reader = ResponseReader()
-        while True:
-            whole = reader.feed(sock.recv(65536))
-            if whole is not None:
-                break
+        status, response_headers, payload = read_response(sock, reader)
         self.keep_alive = reader.keep_alive
-        status, response_headers, payload = whole
         return status, reader.reason, response_headers, payload
 
     def close(self) -> None:

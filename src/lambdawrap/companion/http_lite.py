@@ -207,10 +207,11 @@ def _dechunked(buffer: bytearray, received: int) -> tuple | None:
         position = start + size + 2
 
 
-def read_response(sock: socket.socket) -> tuple:
-    """(status, lowercased headers, body bytes) of the next response on `sock`; raises
-    ConnectionClosed when the server closes before it is whole."""
-    response = ResponseReader()
+def read_response(sock: socket.socket, response: ResponseReader | None = None) -> tuple:
+    """(status, lowercased headers, body bytes) of the next response on `sock`, read with
+    `response` (whose reason and keep_alive the caller may want); raises ConnectionClosed when
+    the server closes before it is whole."""
+    response = response or ResponseReader()
     while True:
         whole = response.feed(sock.recv(65536))
         if whole is not None:

@@ -82,10 +82,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         conn = None
         try:
-            route = self._routes.get(url)
-            if route is None:
-                route = self._routes[url] = _route(url, self._environ)
-            target, path, proxy, key = route
+            target, path, proxy, key = self._route(url)
             conn = self._take(key) or self._connect(target, proxy, timeout)
             if isinstance(conn, CollectorConnection):
                 status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
@@ -106,11 +103,14 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def prepare(self, url: str) -> None:
         """Set up what the first request to `url` would: its route and, for https, the TLS
         context (ssl imported, the CA bundle read), so that the first export does neither."""
+        if self._route(url)[0].scheme == "https":
+            self._tls()
+
+    def _route(self, url: str) -> tuple:
         route = self._routes.get(url)
         if route is None:
             route = self._routes[url] = _route(url, self._environ)
-        if route[0].scheme == "https":
-            self._tls()
+        return route
 
     def is_connection_error(self, exception: Exception | None) -> bool:
         # What requests reports as a connection error: socket, TLS, timeout and protocol
