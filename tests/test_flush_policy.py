@@ -33,3 +33,12 @@ def test_adaptive_is_end_while_rare_and_periodic_when_busy():
     # gap drops under a second (at 120.5) it exports at most once a second.
     assert busy == [True, True, True, True, False, False, False, True]
     assert policy.busy()
+
+
+def test_only_adaptive_while_rare_exports_each_invocation_at_its_end():
+    policy = FlushPolicy(FlushStrategy("adaptive"))
+    assert policy.exports_at_each_end()  # a fresh environment's first invocations
+    drive(policy, [0, 0.1, 0.2, 0.3, 0.4])
+    assert not policy.exports_at_each_end()  # busy: once a second
+    assert not FlushPolicy(FlushStrategy("end")).exports_at_each_end()  # waits for the platform anyway
+    assert not FlushPolicy(FlushStrategy("periodic", 1000)).exports_at_each_end()

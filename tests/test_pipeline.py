@@ -86,12 +86,13 @@ def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
         # The init span joins the first trace.
         init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
         assert init["trace_id"] == TRACEPARENT_TRACE and init["parent_span_id"] == first["span_id"]
-        # Function log lines carry their invocation's ids.
-        logs = rx.wait_for_logs(lambda l: l["body"].startswith("handling "), count=4)
-        for line in logs:
-            rid = line["body"].split()[1]
-            assert line["trace_id"] == by_rid[rid]["trace_id"] and line["span_id"] == by_rid[rid]["span_id"]
-    # Everything is flushed by SHUTDOWN at the latest.
+    # Everything is flushed by SHUTDOWN at the latest: the log lines too (an invocation whose
+    # span was made from the runtime's post sends them with the next export).
+    # Function log lines carry their invocation's ids.
+    logs = rx.wait_for_logs(lambda l: l["body"].startswith("handling "), count=4)
+    for line in logs:
+        rid = line["body"].split()[1]
+        assert line["trace_id"] == by_rid[rid]["trace_id"] and line["span_id"] == by_rid[rid]["span_id"]
     assert metric_total(rx, "faas.invocations") == 4
     assert metric_total(rx, "faas.errors") == 1
     assert metric_total(rx, "faas.coldstarts") == 1
@@ -352,9 +353,12 @@ def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
 
 
 def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_failed_init_span(tmp_path):
-    # GIVEN a module that raises as it loads the first time only, and a companion slow to start
-    # (its interpreter waits 0.6 s): the runtime's init fails and ends before the companion can
-    # subscribe to the Telemetry API, so nothing of that init will ever be told to it
+    # GIVEN a module that raises as it loads the first time only, and a companion whose
+    # interpreter starts only once the module has loaded (and 0.3 s more): the runtime's init
+    # fails and ends before the companion can subscribe to the Telemetry API, so nothing of that
+    # init will ever be told to it. (A fixed delay loses the race one way or the other on a busy
+    # machine: too short, the runtime is slower and the companion subscribes in time; too long,
+    # the companion is not up before the reset's SHUTDOWN deadline.)
     marker = tmp_path / "loaded-once"
     task = write_function(tmp_path / "task", f"""
 import os
@@ -366,7 +370,11 @@ def handler(event, context):
     return "ok"
 """)
     slow = tmp_path / "slow-python"
-    slow.write_text(f'#!/bin/bash\n[ "$1" = "-c" ] || sleep 0.6\nexec {sys.executable} "$@"\n')
+    slow.write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" != "-c" ]; then for _ in $(seq 200); do [ -e {str(marker)!r} ] && break; sleep 0.05; done; sleep 0.3; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
     slow.chmod(0o755)
     with instrumented(task, env={"LAMBDAWRAP_PYTHON": str(slow)}) as (emu, rx):
         failed = emu.invoke({})

@@ -80,10 +80,11 @@ def test_with_the_startup_wait_the_companion_rehearses_in_init_and_sends_only_wh
         assert all(r.status == 200 and r.function_error is None for r in results)
         rids = {r.request_id for r in results}
         rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2)
-        rx.wait_for_logs(lambda line: line["body"].startswith("handled"), count=2)
         rehearsed = [line for line in emu.log_lines() if "export rehearsed in init" in line]
         assert len(rehearsed) == 1, emu.log_lines()
-    # Only the function's own telemetry reached the collector: two invocations, one init.
+    # Only the function's own telemetry reached the collector: two invocations, their log
+    # lines (by SHUTDOWN at the latest), one init.
+    rx.wait_for_logs(lambda line: line["body"].startswith("handled"), count=2)
     assert not [s for s in rx.spans() if s["name"] == "rehearsal"]
     assert not [p for p in rx.metrics() if p["name"].startswith("rehearsal")]
     assert not [line for line in rx.logs() if line["body"] == "rehearsal"]

@@ -7,7 +7,10 @@ finished facts to the sink (spans, metrics, logs) exactly once. An invocation is
 the platform announced it (INVOKE) and told how it ended (runtimeDone or report), and either
 the function's record came or the platform says the function could not send one (timeout,
 crash): the span's status follows the platform, so a failure after the handler returned (a
-response too large, a result that cannot be serialized) is an error too.
+response too large, a result that cannot be serialized) is an error too. The runtime's post
+of the response (a `posted` record) tells the same sooner when it agrees with the record; the
+span is then made at once and says what the caller received, whatever the platform says later
+(a runtime that dies after posting: logged once).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -61,6 +64,7 @@ class Invocation:
         self.end: dict | None = None  # the record's end part: the function reported
         self.outcome: dict | None = None  # platform.runtimeDone (or report, without runtimeDone)
         self.outcome_at: float | None = None  # monotonic
+        self.posted: str | None = None  # what the runtime posted: "result" or "error" (response_posted)
         self.record_at: float | None = None  # monotonic
         self.invoked_at_ns = time.time_ns()
         self.finished = False
@@ -74,6 +78,16 @@ class Invocation:
         if self.start is not None:
             return self.start.get("trace_id"), self.start.get("span_id")
         return self.synthetic
+
+    @property
+    def verdict_known(self) -> bool:
+        """Whether the function's own reports already say how the invocation ended: its record,
+        and the runtime having posted what that record announces (a response for a handler that
+        returned, an error for one that raised). A response posted as an error after the handler
+        returned (it could not be serialized) is the platform's to tell."""
+        if self.end is None or self.posted is None:
+            return False
+        return self.posted == ("error" if self.end.get("error") is not None else "result")
 
     @property
     def failed_on_platform(self) -> bool:
@@ -190,6 +204,10 @@ class Correlator:
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
         self.records_seen = 0
+        self._contradiction_logged = False
+        # Invocations made from the runtime's post whose platform word (and log lines, which
+        # precede it) has not come yet: SHUTDOWN waits for them, briefly.
+        self._awaiting_word: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # sources -------------------------------------------------------------------
 
@@ -228,6 +246,9 @@ class Correlator:
         if record.get("type") == records.SPANS:
             self.sink.user_spans(record.get("spans") or [])
             return
+        if record.get("type") == records.POSTED:
+            self._on_posted(record)
+            return
         if record.get("type") != records.INVOCATION:
             return
         problem = records.invocation_problem(record)
@@ -246,6 +267,20 @@ class Correlator:
             if inv.finished or inv.end is not None:
                 return  # a duplicate: each invocation is accounted for once
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
+            self._maybe_finish(inv)
+
+    def _on_posted(self, record: dict) -> None:
+        if self._managed_instances:
+            return  # that runtime's client carries on after a failed post: a post proves nothing
+        problem = records.posted_problem(record)
+        if problem is not None:
+            self._malformed("malformed_record", f"a posted record with {problem}")
+            return
+        with self._lock:
+            inv = self._lookup(record["request_id"])
+            if inv.finished:
+                return
+            inv.posted = record["outcome"]
             self._maybe_finish(inv)
 
     def on_telemetry(self, batch: list) -> None:
@@ -309,9 +344,26 @@ class Correlator:
             if self._current_rid == rid:
                 self._current_rid = None
             inv = self._lookup(rid)
-            if inv.outcome is None or kind == "platform.runtimeDone":
+            if inv.finished and inv.outcome is None and inv.verdict_known:
+                self._after_posted_verdict(inv, kind, record)
+            elif inv.outcome is None or kind == "platform.runtimeDone":
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
+
+    def _after_posted_verdict(self, inv: Invocation, kind: str, record: dict) -> None:
+        """The platform's first word on an invocation already made from the runtime's post: the
+        span stands as made (a sink that builds it later must see what the live one saw); the
+        word only tells that the invocation's log lines have all come, as they precede it."""
+        inv.outcome, inv.outcome_at = record, time.monotonic()  # later words are not news
+        self._awaiting_word.pop(inv.request_id, None)
+        status = record.get("status")
+        succeeded = status in (None, "success")
+        if succeeded != (inv.posted == "result") and not self._contradiction_logged:
+            self._contradiction_logged = True
+            from lambdawrap.shared.log import get_logger
+
+            get_logger().warning("lambdawrap: the platform reported %s for an invocation whose response the runtime had posted; its span says what the post said (logged once)", status)
+        self._on_finished(inv.request_id)  # a flush that waits for the log lines may go now
 
     def init_failed_unseen(self, start_ns: int) -> None:
         """Init failed before the companion could subscribe to the Telemetry API: its facts
@@ -348,7 +400,7 @@ class Correlator:
     def _maybe_finish(self, inv: Invocation) -> None:
         if inv.finished or inv.invoke_event is None:
             return  # only ids the platform announced become spans (forged ones never are)
-        if inv.end is not None and inv.outcome is not None:
+        if inv.end is not None and (inv.outcome is not None or inv.verdict_known):
             self._finish(inv)
         elif inv.end is None and inv.failed_on_platform:
             # Timed out or crashed: the function could not report. What it knew before the
@@ -377,6 +429,10 @@ class Correlator:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         self.sink.invocation(inv)
         self._remember(inv)
+        if inv.outcome is None and inv.verdict_known:
+            self._awaiting_word[inv.request_id] = None
+            while len(self._awaiting_word) > KEEP_FINISHED:
+                self._awaiting_word.popitem(last=False)
         if self._first is None:
             self._first = inv
         self._maybe_init_span()
@@ -385,6 +441,14 @@ class Correlator:
             self.sink.log_line(line, time_ns, ids, inv.request_id)
         inv.logs.clear()
         self._on_finished(inv.request_id)
+
+    def _finish_without_word(self, inv: Invocation) -> None:
+        """Finish from the record when the platform's word will not come in time. A response
+        the runtime posted as an error after the handler returned (it could not be serialized)
+        failed all the same, of a cause only the platform names."""
+        if inv.outcome is None and inv.posted == "error" and inv.end is not None and inv.end.get("error") is None:
+            inv.outcome = {"requestId": inv.request_id, "status": "error", "errorType": "Runtime.Unknown"}
+        self._finish(inv)
 
     def _remember(self, inv: Invocation) -> None:
         self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
@@ -427,6 +491,18 @@ class Correlator:
                 return grace_ends
             return None
 
+    def awaiting_platform_words(self) -> bool:
+        """Whether an invocation made from the runtime's post still lacks the platform's word."""
+        with self._lock:
+            return bool(self._awaiting_word)
+
+    def platform_reported(self, rid: str) -> bool:
+        """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or
+        the invocation was accounted for without one; its log lines come before that word."""
+        with self._lock:
+            inv = self._finished.get(rid) or self._open.get(rid)
+            return inv is not None and (inv.outcome_at is not None or (inv.finished and inv.end is None))
+
     def _account_missing(self, inv: Invocation) -> None:
         """An invocation that ended well but whose record never came: counted, once."""
         inv.finished = True
@@ -444,7 +520,7 @@ class Correlator:
         now = time.monotonic() if now is None else now
         with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
-                self._finish(inv)
+                self._finish_without_word(inv)
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
                 self._account_missing(inv)
 
@@ -455,7 +531,7 @@ class Correlator:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:
-                    self._finish(inv)
+                    self._finish_without_word(inv)
                 elif inv.outcome is not None and not inv.failed_on_platform:
                     self._account_missing(inv)
                 else:

@@ -32,6 +32,12 @@ class FlushPolicy:
         median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
         return median < ADAPTIVE_BUSY_GAP_S
 
+    def exports_at_each_end(self) -> bool:
+        """Whether invocations are now exported each at its own end, so that the runtime's post
+        of the verdict saves each a wait (response_posted); `end` waits for the platform's word
+        anyway, for the invocation's log lines."""
+        return self.strategy.mode == "adaptive" and not self.busy()
+
     def should_flush(self, now: float) -> bool:
         mode = self.strategy.mode
         if mode == "adaptive":

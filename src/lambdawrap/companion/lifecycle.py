@@ -29,7 +29,7 @@ from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClos
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
-from lambdawrap.shared import records
+from lambdawrap.shared import posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.settings import Settings
 
@@ -37,6 +37,7 @@ DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at t
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
+SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
 
@@ -56,6 +57,7 @@ class Companion:
         self._activity_flushed = 0
         self._flush_when_finished: str | None = None  # a flush that came before its span was made
         self.policy = FlushPolicy(self.settings.flush)
+        self._posted_wanted: bool | None = None  # what the flag file beside the socket says
         self.pipeline: Any = None
         self.signals: Any = None
         self._ready = threading.Event()
@@ -227,6 +229,7 @@ class Companion:
         self._startup_wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
         self._ensure_pipeline()
         self._finish_start_in_init()
+        self._update_posted_wanted()
         if self.settings.managed_instances and not self.settings.sdk_disabled:
             self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
         budget_s = self.settings.flush_budget_ms / 1000
@@ -240,6 +243,14 @@ class Companion:
                     self._invoke(event, budget_s)
                 except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
                     self._internal_error("handling an INVOKE event")
+
+    def _update_posted_wanted(self) -> None:
+        """Tell the function's process whether to report the runtime's posts: only while they
+        save a wait (shared/posted_wanted.py). One system call when that changes, none else."""
+        settings = self.settings
+        wanted = not settings.managed_instances and not settings.sdk_disabled and self.policy.exports_at_each_end()
+        if wanted != self._posted_wanted and posted_wanted.set_wanted(settings.socket_path, wanted):
+            self._posted_wanted = wanted
 
     def _internal_error(self, what: str) -> None:
         self.sink.internal_errors("companion")
@@ -304,16 +315,23 @@ class Companion:
         self.correlator.on_invoke(event)
         self.correlator.finish_overdue(now)
         self.policy.on_invoke(now)
+        self._update_posted_wanted()
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives as it returns, before its response goes out.
         if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         if not self.policy.should_flush(time.monotonic()):
             return
-        # The span is made once the platform said how the invocation ended (runtimeDone),
-        # and its log lines come before that: a flush now waits for it, briefly, and if it is
-        # late the span goes out by itself as soon as it is made.
-        if not self.loop.run_until(lambda: self.correlator.settled(rid, finished=True), min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)):
+        # The span is made once the invocation's verdict is known: the runtime's post of what
+        # the handler's record announces (response_posted), else the platform's runtimeDone.
+        # A flush waits for it, briefly; if it is late the span goes out by itself as soon as
+        # it is made. With `end`, the flush also waits for runtimeDone, which the invocation's
+        # log lines come before, so that they go out in the same export.
+        if self.settings.flush.mode == "end":
+            ready = lambda: self.correlator.settled(rid, finished=True) and self.correlator.platform_reported(rid)  # noqa: E731
+        else:
+            ready = lambda: self.correlator.settled(rid, finished=True)  # noqa: E731
+        if not self.loop.run_until(ready, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)):
             self._flush_when_finished = rid
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
@@ -324,6 +342,10 @@ class Companion:
         try:
             # What the platform and the function sent before SHUTDOWN came is read first.
             self.loop.drain(started + min(SHUTDOWN_DRAIN_S, budget_s))
+            # Invocations made from the runtime's post before their platform word: their log
+            # lines come with it, which a platform that held its batch while frozen delivers
+            # now. Up to half the budget; the rest is for the export.
+            self.loop.run_until(lambda: not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
             self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             self._ensure_pipeline()
             if self.settings.sdk_disabled:

@@ -42,9 +42,13 @@ class RecordRouter:
             else:
                 target = self._target
         if target is None:
-            # An invocation record lost here is counted by the correlator (record_missing).
-            if record.get("type") != records.INVOCATION:
+            # An invocation record lost here is counted by the correlator (record_missing); a
+            # posted record only spares a wait, and its loss costs nothing but that.
+            if record.get("type") not in (records.INVOCATION, records.POSTED):
                 self._on_drop("startup_backlog", 1)
+            carried = records.count(record.get("dropped"))
+            if carried:
+                self._on_drop("handler_channel", carried)  # the channel's own count, on this record
             return None
         return target(record)
 

@@ -91,8 +91,14 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
         tracer.user_spans = UserSpans(channel, tracer.sampled, function_wrapper)
 
+    def report_posts(module: Any) -> None:
+        from lambdawrap.handler import response_posted
+
+        response_posted.install(module, channel, function_wrapper)
+
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
+    import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
     if settings.instrument:
         from lambdawrap.handler import outgoing
 

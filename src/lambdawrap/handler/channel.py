@@ -154,6 +154,8 @@ class Channel:
             # The live companion saw this invocation's INVOKE and accounts for it itself
             # (record_missing); counting it here too would count it twice.
             return
+        if kind == records.POSTED:
+            return  # no telemetry in it: losing it only costs the companion a wait
         self.dropped += 1
         self._kept = unreported_drops.keep(self.path, os.getpid(), self.dropped) or self._kept
 

@@ -48,7 +48,15 @@ FAILURES = Failures()
 # drop its own entry first. 3.10 re-raises the traceback it caught, entry included; there the
 # wrapper's code is labelled as runtime bootstrap code, whose leading frames awslambdaric leaves
 # out of the stack trace it reports (its `"/bootstrap.py" not in filename` rule).
-_STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
+STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
+
+
+def drop_own_frame(exc: BaseException) -> None:
+    """Before a bare `raise`: take the calling wrapper's entry off the traceback the exception
+    carries, so that the traceback the function (and its caller) sees is the wrapped code's
+    alone (honoured from 3.11)."""
+    if STRIPS_BY_RERAISE and exc.__traceback__ is not None:
+        exc.__traceback__ = exc.__traceback__.tb_next
 
 _active: list = []  # the invocation under way in this process (at most one)
 # Outgoing calls that could not carry the trace context (a full message, a client context too
@@ -156,15 +164,14 @@ class InvocationTracer:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _active.clear()
-            if _STRIPS_BY_RERAISE and exc.__traceback__ is not None:
-                exc.__traceback__ = exc.__traceback__.tb_next  # this frame's own entry
+            drop_own_frame(exc)
             self._after_safely(state, None, exc)
             raise
         _active.clear()
         self._after_safely(state, result, None)
         return result
 
-    if not _STRIPS_BY_RERAISE:
+    if not STRIPS_BY_RERAISE:
         _call.__code__ = _call.__code__.replace(co_filename=os.path.join(os.path.dirname(__file__), "bootstrap.py"))
 
     def _before(self, args: tuple, kwargs: dict) -> Invocation:

@@ -46,6 +46,13 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
              attributes, events: [[name, attributes, time_ns]],
              links: [[trace_id, span_id, attributes]], status: [code, description]}]
 
+``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
+its error ("error") to the Runtime API, and the call returned: with the invocation record, the
+verdict the platform's runtimeDone would give, known without waiting for the Telemetry API:
+
+    request_id  str   the platform's request id
+    outcome     str   "result" or "error"
+
 ``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
 connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
 from AWS, so that the handler side's copy expires with the companion's), ttl, unavailable).
@@ -64,6 +71,8 @@ VERSION = 2
 
 INVOCATION = "invocation"
 SPANS = "spans"
+POSTED = "posted"
+POSTED_OUTCOMES = ("result", "error")
 SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
 REQUESTS = frozenset({SECRETS_REQUEST})  # records the function waits on for an answer
@@ -146,6 +155,11 @@ def spans(items: list) -> dict:
     return {"version": VERSION, "type": SPANS, "spans": items}
 
 
+def posted(request_id: str, outcome: str) -> dict:
+    """The runtime posted the invocation's response ("result") or its error ("error")."""
+    return {"version": VERSION, "type": POSTED, "request_id": request_id, "outcome": outcome}
+
+
 def secrets_request(timeout_ms: int) -> dict:
     return {"version": VERSION, "type": SECRETS_REQUEST, "timeout_ms": timeout_ms}
 
@@ -170,6 +184,16 @@ def invocation_problem(record: dict) -> str | None:
     if not isinstance(start, dict) or not isinstance(end, dict):
         return "no start or end part"
     return start_problem(start) or end_problem(end)
+
+
+def posted_problem(record: dict) -> str | None:
+    """What makes a `posted` record unusable, or None if it is well formed."""
+    request_id = record.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        return "no request_id"
+    if record.get("outcome") not in POSTED_OUTCOMES:
+        return "an outcome that is neither result nor error"
+    return None
 
 
 def start_problem(start: dict) -> str | None:

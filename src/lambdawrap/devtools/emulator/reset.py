@@ -35,7 +35,8 @@ def reset_environment(state: SandboxState, reason: str) -> None:
         state.cv.notify_all()
     # Subscribers get what happened (runtimeDone, report) before SHUTDOWN, as the
     # managed-instances platform flushes telemetry after the runtime stops.
-    state.bus.flush(TELEMETRY_FLUSH_S)
+    if state.bus.gate.flush_before_shutdown:
+        state.bus.flush(TELEMETRY_FLUSH_S)
     with state.cv:
         subscribed = [e for e in state.launched if e.id and "SHUTDOWN" in e.events and e.process and not e.process.exited()]
         for ext in subscribed:

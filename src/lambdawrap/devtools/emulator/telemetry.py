@@ -38,12 +38,22 @@ _RESPONSE_POLL_S = 0.05
 
 class DeliveryGate:
     """Closed while the environment is frozen: a frozen listener cannot answer, so deliveries
-    wait for the thaw, and time spent frozen never counts towards a POST's timeout."""
+    wait for the thaw, and time spent frozen never counts towards a POST's timeout.
+
+    `min_buffer_s`: the least time a batch is buffered, whatever the subscription's timeoutMs
+    (0: as subscribed). Lambda documents delivery as buffered up to timeoutMs, at best; tests
+    raise it to see what a subscriber does when the platform's records come late.
+
+    `flush_before_shutdown`: deliver what is buffered before SHUTDOWN (as Managed Instances
+    do, spec §3); off, a batch held while frozen comes due after SHUTDOWN went out, which
+    Lambda does not promise against."""
 
     def __init__(self) -> None:
         self._open = threading.Event()
         self._open.set()
         self._closings = 0
+        self.min_buffer_s = 0.0
+        self.flush_before_shutdown = True
 
     def close(self) -> None:
         self._closings += 1
@@ -192,7 +202,7 @@ class Subscriber:
             while not self._closed and not self._flush_requested:
                 if len(self._queue) >= sub.max_items or self._queued_bytes >= sub.max_bytes:
                     break
-                left = first_at + sub.timeout_ms / 1000 - time.monotonic()
+                left = first_at + max(sub.timeout_ms / 1000, self._gate.min_buffer_s) - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(left)

@@ -10,9 +10,7 @@ here raises (failures are counted and the call goes on untraced).
 
 from __future__ import annotations
 
-import sys
-
-from lambdawrap.handler.invocation import FAILURES
+from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
@@ -23,9 +21,6 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 # The conventions' methods; any other is recorded as _OTHER with the original beside it.
 KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
-# From 3.11 a bare `raise` re-raises with the exception's own __traceback__: a hook drops its
-# own entry first, so the traceback the function (and its caller) sees is the library's alone.
-_STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
 
 
 class Call:
@@ -158,12 +153,6 @@ def guarded_begin(calls: HttpCalls, begin: "Callable", instance: "Any", args: tu
     except Exception:  # noqa: BLE001 - an argument shape we did not expect: call through untraced
         FAILURES.record(f"reading a {calls.scope} request")
         return None, args, kwargs
-
-
-def drop_own_frame(exc: BaseException) -> None:
-    """Remove the calling hook's frame from the traceback the exception carries (3.11+)."""
-    if _STRIPS_BY_RERAISE and exc.__traceback__ is not None:
-        exc.__traceback__ = exc.__traceback__.tb_next
 
 
 def _message(exc: BaseException) -> str:

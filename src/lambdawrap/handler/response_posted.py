@@ -1,0 +1,89 @@
+"""Tell the companion when the runtime has handed an invocation's response to the platform.
+
+The companion builds an invocation's span once it knows how the invocation ended. The handler's
+record says what the handler did, but a response can still fail after the handler returned: the
+runtime cannot serialize it (posted as an error instead), or the platform refuses its size. The
+platform's verdict is `runtimeDone`, which the Telemetry API delivers only after buffering at
+least 25 ms; for every invocation exported at its own end that wait is billed. awslambdaric posts
+through `LambdaRuntimeClient.post_invocation_result` / `post_invocation_error` once the response
+is serialized; right after such a call returns, a `posted` record carries the same verdict.
+
+Nothing is imported for this: the hook is set when the runtime imports its own client module
+(a post-import hook). A runtime without that module, or a post that raises, sends nothing, and
+the companion waits for runtimeDone as it would without this. The record goes out after the
+response, so the caller never waits for it.
+
+The record is sent only while the companion wants it (shared/posted_wanted.py): when it exports
+at each invocation's end; under load it exports once a second and would not use it.
+
+Only `LambdaRuntimeClient`'s posts are wrapped (set on that class, not on the base it inherits
+them from): the client of Lambda Managed Instances (`LambdaMultiConcurrentRuntimeClient`) logs a
+failed post and carries on, so there a post that returned says nothing of the verdict.
+
+A post that raises ends the runtime with the interpreter's traceback printed whole; the wrapper
+takes its own entry out before re-raising, which only Python 3.11+ honours (see invocation.py).
+On 3.10 the posts are left unwrapped, so that traceback stays the runtime's own, and the
+companion waits for runtimeDone there.
+"""
+
+from __future__ import annotations
+
+from lambdawrap.handler.invocation import FAILURES, STRIPS_BY_RERAISE, drop_own_frame
+from lambdawrap.shared import posted_wanted, records
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Callable
+
+RUNTIME_CLIENT_MODULE = "awslambdaric.lambda_runtime_client"
+# Lambda's limit for a buffered response; a larger one may be refused after the post returns,
+# so only the platform's verdict tells.
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+_POSTS = (("post_invocation_result", "result"), ("post_invocation_error", "error"))
+_MARKER = "_self_lambdawrap_posted"
+
+
+def install(module: ModuleType, channel: Any, function_wrapper: Callable) -> bool:
+    """Wrap the runtime client's two posts (once); False when the module has not the client
+    this knows, or the interpreter would show the wrapper's frame in a failed post's traceback."""
+    if not STRIPS_BY_RERAISE:
+        return False
+    client = getattr(module, "LambdaRuntimeClient", None)
+    if client is None or not all(callable(getattr(client, name, None)) for name, _ in _POSTS):
+        return False
+    if getattr(client, _MARKER, False):
+        return True
+    for name, outcome in _POSTS:
+        setattr(client, name, function_wrapper(getattr(client, name), _after_post(channel, outcome, posted_wanted.flag_path(channel.path))))
+    setattr(client, _MARKER, True)
+    return True
+
+
+def _after_post(channel: Any, outcome: str, flag: str) -> Callable:
+    def post(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            answer = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            drop_own_frame(exc)  # the runtime's traceback stays its own
+            raise
+        try:
+            request_id = args[0] if args else kwargs.get("invoke_id")
+            if posted_wanted.is_wanted(flag) and isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(args, kwargs)):
+                channel.send(records.posted(request_id, outcome))
+        except Exception:  # noqa: BLE001 - instrumentation fails open
+            FAILURES.record("after the runtime posted a response")
+        return answer
+
+    return post
+
+
+def _deliverable(args: tuple, kwargs: dict) -> bool:
+    """Whether the response is surely within Lambda's size limit (a str is sent UTF-8 encoded:
+    one byte a character when it is ASCII, as JSON usually is, else up to four)."""
+    data = args[1] if len(args) > 1 else kwargs.get("result_data")
+    if isinstance(data, (bytes, bytearray)):
+        return len(data) <= MAX_RESPONSE_BYTES
+    if not isinstance(data, str):
+        return False
+    return len(data) <= MAX_RESPONSE_BYTES if data.isascii() else len(data) * 4 <= MAX_RESPONSE_BYTES

@@ -1,0 +1,324 @@
+"""The runtime's post of a response as the invocation's verdict (handler/response_posted.py):
+through the emulator with the real awslambdaric, with the platform's Telemetry API made to
+deliver 1.5 s late, an invocation exported at its end does not wait for runtimeDone when the
+runtime posted what the handler's record announces, and still does when they disagree (a
+response that cannot be serialized is posted as an error after the handler returned) and with
+LAMBDAWRAP_FLUSH=end (whose export carries the invocation's log lines, which come with
+runtimeDone); with the default the log lines follow with the next export. Only the runtime's
+single-request client is wrapped, and only where the interpreter lets the wrapper keep its frame
+out of a failed post's traceback (3.11+)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import write_function
+from lambdawrap.shared import posted_wanted
+from support.python_versions import every_python
+from support.stack import instrumented
+
+HANDLERS = '''
+def ok(event, context):
+    print("served", context.aws_request_id)
+    return {"statusCode": 200, "body": "fine"}
+
+
+def raises(event, context):
+    raise ValueError("no such order")
+
+
+def unserializable(event, context):
+    return {"when": object()}
+'''
+LATE_S = 1.5  # the Telemetry API's delivery, held this long
+# Without the verdict the export waits for runtimeDone up to 0.3 s (lifecycle
+# RUNTIME_DONE_WAIT_S), then goes on without the span; with it, the flush starts at once.
+WAITED_FOR_THE_PLATFORM_MS = 300
+
+
+def post_response_ms(emu, request_id: str, deadline_s: float = 30.0) -> float:
+    until = time.monotonic() + deadline_s
+    while time.monotonic() < until:
+        for item in emu.records("platform.report"):
+            record = item["record"]
+            if record["requestId"] == request_id:
+                return next(span["durationMs"] for span in record["spans"] if span["name"] == "extensionOverhead")
+        time.sleep(0.05)
+    raise AssertionError(f"no platform.report for {request_id}")
+
+
+@pytest.fixture
+def late_platform(tmp_path):
+    task = write_function(tmp_path / "task", HANDLERS)
+
+    def start(handler: str, flush: str = "adaptive"):
+        # A fresh environment's first invocations are each exported at their end (adaptive).
+        return instrumented(task, f"app.{handler}", env={"LAMBDAWRAP_FLUSH": flush})
+
+    return start
+
+
+@pytest.mark.parametrize("handler, status", [("ok", 0), ("raises", 2)])  # UNSET, ERROR
+def test_a_posted_verdict_is_exported_without_waiting_for_the_platform(late_platform, handler, status):
+    with late_platform(handler) as (emu, rx):
+        result, span = warm_invocation(emu, rx)
+        assert span["status_code"] == status
+        if handler == "raises":
+            assert span["attributes"]["error.type"] == "ValueError"
+        assert emu.wait_idle(30)
+        assert post_response_ms(emu, result.request_id) < WAITED_FOR_THE_PLATFORM_MS
+
+
+def test_a_response_that_fails_after_the_handler_returned_waits_for_the_platforms_word(late_platform):
+    with late_platform("unserializable") as (emu, rx):
+        emu.bus.gate.min_buffer_s = LATE_S
+        result = emu.invoke({})
+        assert result.function_error is not None  # what the caller sees: Runtime.MarshalError
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+        assert span["status_code"] == 2
+        assert span["attributes"]["error.type"] == "Runtime.MarshalError"
+        assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
+        assert emu.wait_idle(30)
+        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS
+
+
+def served_line(rx, request_id: str, timeout: float = 10.0) -> dict:
+    return rx.wait_for_logs(lambda line: line["body"] == f"served {request_id}", timeout=timeout)[0]
+
+
+def served_line_now(rx, request_id: str) -> "dict | None":
+    return next((line for line in rx.logs() if line["body"] == f"served {request_id}"), None)
+
+
+def warm_invocation(emu, rx) -> tuple:
+    """With the platform's batches held LATE_S: the cold start (and its init span) out of the
+    way, then one invocation; its result and span."""
+    emu.bus.gate.min_buffer_s = LATE_S
+    emu.invoke({})
+    emu.wait_idle(30)
+    result = emu.invoke({})
+    span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    return result, span
+
+
+def test_by_default_the_log_lines_go_with_the_next_export(late_platform):
+    with late_platform("ok") as (emu, rx):
+        result, span = warm_invocation(emu, rx)
+        assert emu.wait_idle(30)
+        assert served_line_now(rx, result.request_id) is None
+        # The held batch comes due while the environment is frozen, and is delivered when the
+        # next invocation thaws it; an export after that carries the lines.
+        emu.bus.gate.min_buffer_s = 0.0
+        line = None
+        for _ in range(10):
+            emu.invoke({})
+            emu.wait_idle(30)
+            line = served_line_now(rx, result.request_id)
+            if line is not None:
+                break
+        assert line is not None, "the log lines never went out with a later export"
+        assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
+
+
+def test_with_end_the_export_waits_for_the_platform_and_carries_the_log_lines(late_platform):
+    with late_platform("ok", flush="end") as (emu, rx):
+        result, span = warm_invocation(emu, rx)
+        assert emu.wait_idle(30)
+        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS
+        # No other invocation comes: the lines go out once the platform's word has come.
+        line = served_line(rx, result.request_id, timeout=30)
+        assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
+
+
+INSTALL_PROBE = r"""
+import json, os, tempfile, traceback, types
+from awslambdaric import lambda_runtime_client as module
+from lambdawrap.handler import private_wrapt, response_posted
+from lambdawrap.shared import posted_wanted
+
+function_wrapper = private_wrapt.load().FunctionWrapper  # as boot.py passes it
+
+class Channel:
+    path = os.path.join(tempfile.mkdtemp(), "lw.sock")
+    sent = []
+
+    def send(self, record):
+        self.sent.append([record["request_id"], record["outcome"]])
+
+channel = Channel()
+installed = response_posted.install(module, channel, function_wrapper)
+posts = ("post_invocation_result", "post_invocation_error")
+base = module.BaseLambdaRuntimeClient
+found = {
+    "installed": installed,
+    "single_wrapped": [getattr(module.LambdaRuntimeClient, n) is not getattr(base, n) for n in posts],
+    "multi_untouched": [getattr(module.LambdaMultiConcurrentRuntimeClient, n) is getattr(base, n) for n in posts],
+}
+
+# The wrapper's own logic, on a client of the same shape that posts nowhere.
+class Client:
+    def post_invocation_result(self, invoke_id, result_data, content_type="application/json"):
+        if invoke_id == "refused":
+            raise RuntimeError("413")
+        return "posted"
+
+    def post_invocation_error(self, invoke_id, error_response_data, xray_fault):
+        return "posted"
+
+response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), channel, function_wrapper)
+client = Client()
+answers = [client.post_invocation_result("not-wanted", "{}")]
+posted_wanted.set_wanted(channel.path, True)
+answers += [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (6 * 1024 * 1024 + 1))]
+try:
+    client.post_invocation_result("refused", "{}")
+except RuntimeError as exc:
+    found["refused_frames"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+found["answers"] = answers
+found["sent"] = channel.sent
+print(json.dumps(found))
+"""
+
+
+@every_python
+def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_only_while_wanted(runtime_python, python_version):
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    done = subprocess.run([runtime_python, "-c", INSTALL_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=src))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    wraps = python_version != "3.10"
+    assert found["installed"] is wraps
+    assert found["single_wrapped"] == [wraps, wraps] and found["multi_untouched"] == [True, True]
+    assert found["answers"] == ["posted"] * 4  # what the runtime's call returns, unchanged
+    # Only while the companion wants them; a response over 6 MB is the platform's to judge.
+    assert found["sent"] == ([["ok", "result"], ["raised", "error"]] if wraps else [])
+    # A refused post's traceback is the client's own: no frame of the wrapper's.
+    assert found["refused_frames"] == ["<module>", "post_invocation_result"]
+
+
+def test_under_load_the_companion_stops_asking_for_the_posts(late_platform):
+    with late_platform("ok") as (emu, rx):
+        flag = posted_wanted.flag_path(emu.config.env["LAMBDAWRAP_SOCKET"])
+        emu.invoke({})
+        assert emu.wait_idle(30)
+        assert os.path.exists(flag)  # rare invocations: each is exported at its end
+        # Back to back: the companion exports once a second, and a post would spare no wait.
+        for _ in range(8):
+            emu.invoke({})
+        assert emu.wait_idle(30)
+        assert not os.path.exists(flag)
+
+
+def test_with_end_the_posts_are_not_asked_for(late_platform):
+    with late_platform("ok", flush="end") as (emu, rx):
+        emu.invoke({})
+        assert emu.wait_idle(30)
+        assert not os.path.exists(posted_wanted.flag_path(emu.config.env["LAMBDAWRAP_SOCKET"]))
+
+
+# --- the correlator, fed as the companion feeds it -------------------------------------------
+
+
+class RecordingSink:
+    """Only what the correlator hands on: the invocations it finishes."""
+
+    def __init__(self) -> None:
+        self.invocations: list = []
+
+    def invocation(self, inv) -> None:
+        self.invocations.append(inv)
+
+    def init_span(self, init, parent) -> None: ...
+    def report(self, record: dict) -> None: ...
+    def log_line(self, line: str, time_ns: int, ids, request_id) -> None: ...
+    def user_spans(self, spans: list) -> None: ...
+    def dropped(self, reason: str, count: int = 1) -> None: ...
+    def internal_errors(self, process: str, count: int = 1) -> None: ...
+
+
+def correlated(request_id: str, handler_error: dict | None, posted: str, managed_instances: bool = False, into: tuple | None = None):
+    """(correlator, sink, on_finished calls) after an invocation's INVOKE, record and post;
+    `into`: a triple from before, for a further invocation of the same environment."""
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    if into is None:
+        sink, finished_calls = RecordingSink(), []
+        correlator = Correlator(sink, lambda reason, detail: None, on_finished=finished_calls.append, managed_instances=managed_instances)
+    else:
+        correlator, sink, finished_calls = into
+    correlator.on_invoke({"eventType": "INVOKE", "requestId": request_id, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+    now = time.time_ns()
+    start = records.invocation_start(request_id=request_id, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2)
+    correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(now, error=handler_error)})
+    correlator.on_record(records.posted(request_id, posted))
+    return correlator, sink, finished_calls
+
+
+def platform_word(correlator, request_id: str, status: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    correlator.on_telemetry([
+        {"time": stamp, "type": "platform.runtimeDone", "record": {"requestId": request_id, "status": status}},
+        {"time": stamp, "type": "platform.report", "record": {"requestId": request_id, "status": status, "metrics": {"durationMs": 1.0, "billedDurationMs": 2}}},
+    ])
+
+
+@pytest.mark.parametrize("handler_error, posted, status", [(None, "result", "success"), ({"type": "ValueError", "message": "no", "stack": ""}, "error", "error")])
+def test_the_platforms_agreeing_word_is_taken_once_and_warns_of_nothing(caplog, handler_error, posted, status):
+    correlator, sink, finished_calls = correlated("rid-1", handler_error, posted)
+    assert [inv.request_id for inv in sink.invocations] == ["rid-1"]  # made from the post
+    assert correlator.awaiting_platform_words() and not correlator.platform_reported("rid-1")
+    platform_word(correlator, "rid-1", status)
+    platform_word(correlator, "rid-1", status)  # a repeated delivery is not news either
+    assert len(sink.invocations) == 1
+    assert finished_calls == ["rid-1", "rid-1"]  # made, then its log lines complete: once
+    assert correlator.platform_reported("rid-1") and not correlator.awaiting_platform_words()
+    assert "the platform reported" not in caplog.text
+
+
+def test_a_platform_that_contradicts_the_post_is_logged_once_and_the_span_stands(caplog):
+    environment = correlated("rid-1", None, "result")
+    correlated("rid-2", None, "result", into=environment)
+    correlator, sink, _ = environment
+    for rid in ("rid-1", "rid-2"):
+        platform_word(correlator, rid, "failure")  # the runtime died after posting
+    assert [inv.end.get("error") for inv in sink.invocations] == [None, None]  # as the caller saw it
+    assert caplog.text.count("the platform reported failure") == 1
+
+
+def test_a_response_posted_as_an_error_whose_word_never_comes_is_still_an_error():
+    from lambdawrap.companion.correlator import OUTCOME_WAIT_S
+
+    correlator, sink, _ = correlated("rid-1", None, "error")  # returned, then failed to serialize
+    assert sink.invocations == []  # the platform's to tell
+    correlator.finish_overdue(time.monotonic() + OUTCOME_WAIT_S + 1)
+    (inv,) = sink.invocations
+    assert inv.failed_on_platform and inv.outcome["status"] == "error"
+    correlator, sink, _ = correlated("rid-2", None, "error")
+    correlator.finish_unreported("spindown")
+    assert sink.invocations[0].failed_on_platform
+
+
+def test_on_managed_instances_a_post_proves_nothing():
+    correlator, sink, _ = correlated("rid-1", None, "result", managed_instances=True)
+    assert sink.invocations == []
+
+
+def test_at_shutdown_the_companion_waits_for_the_log_lines_of_an_invocation_made_from_its_post(late_platform):
+    # A platform that holds the last batch until after SHUTDOWN went out (Lambda promises no
+    # flush before it outside Managed Instances).
+    with late_platform("ok") as (emu, rx):
+        emu.invoke({})
+        assert emu.wait_idle(30)
+        emu.bus.gate.min_buffer_s = 0.4
+        emu.bus.gate.flush_before_shutdown = False
+        result = emu.invoke({})
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    line = served_line_now(rx, result.request_id)
+    assert line is not None, [l["body"] for l in rx.logs()]
+    assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
