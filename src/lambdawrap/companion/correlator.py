@@ -205,9 +205,6 @@ class Correlator:
         self._first: Invocation | None = None  # first finished invocation of this environment
         self.records_seen = 0
         self._contradiction_logged = False
-        # Invocations made from the runtime's post whose platform word (and log lines, which
-        # precede it) has not come yet: SHUTDOWN waits for them, briefly.
-        self._awaiting_word: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # sources -------------------------------------------------------------------
 
@@ -355,7 +352,6 @@ class Correlator:
         span stands as made (a sink that builds it later must see what the live one saw); the
         word only tells that the invocation's log lines have all come, as they precede it."""
         inv.outcome, inv.outcome_at = record, time.monotonic()  # later words are not news
-        self._awaiting_word.pop(inv.request_id, None)
         status = record.get("status")
         succeeded = status in (None, "success")
         if succeeded != (inv.posted == "result") and not self._contradiction_logged:
@@ -429,10 +425,6 @@ class Correlator:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         self.sink.invocation(inv)
         self._remember(inv)
-        if inv.outcome is None and inv.verdict_known:
-            self._awaiting_word[inv.request_id] = None
-            while len(self._awaiting_word) > KEEP_FINISHED:
-                self._awaiting_word.popitem(last=False)
         if self._first is None:
             self._first = inv
         self._maybe_init_span()
@@ -492,9 +484,10 @@ class Correlator:
             return None
 
     def awaiting_platform_words(self) -> bool:
-        """Whether an invocation made from the runtime's post still lacks the platform's word."""
+        """Whether an invocation made from the runtime's post still lacks the platform's word
+        (and the log lines, which precede it): SHUTDOWN waits for them, briefly."""
         with self._lock:
-            return bool(self._awaiting_word)
+            return any(inv.outcome is None and inv.verdict_known for inv in self._finished.values())
 
     def platform_reported(self, rid: str) -> bool:
         """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or

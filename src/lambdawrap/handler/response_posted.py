@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-RUNTIME_CLIENT_MODULE = "awslambdaric.lambda_runtime_client"
 # Lambda's limit for a buffered response; a larger one may be refused after the post returns,
 # so only the platform's verdict tells.
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
