@@ -119,6 +119,28 @@ class TestPlainFunction:
             assert emu.invoke({}).json()["pid"] == emu.invoke({}).json()["pid"]
             assert emu.sandbox.resets == []
 
+    def test_deep_traceback_error_is_answered_not_a_crash(self, tmp_path):
+        # GIVEN an error 1,000 frames deep: awslambdaric sends its X-Ray cause as one header of
+        # far more than 64 KiB, which the real Runtime API accepts
+        task = write_function(tmp_path / "task", """
+            import os
+            def descend_through_a_function_whose_long_name_makes_every_frame_of_the_cause_longer(n):
+                return descend_through_a_function_whose_long_name_makes_every_frame_of_the_cause_longer(n + 1)
+            def handler(event, context):
+                if event.get("deep"):
+                    descend_through_a_function_whose_long_name_makes_every_frame_of_the_cause_longer(0)
+                return os.getpid()
+            """)
+        with Emulator(str(task), "app.handler") as emu:
+            pid = emu.invoke({}).json()
+            # WHEN it is raised
+            result = emu.invoke({"deep": True})
+            # THEN the caller gets the function's error and the environment stays
+            assert result.function_error == "Unhandled"
+            assert result.json()["errorType"] == "RecursionError"
+            assert emu.invoke({}).json() == pid
+            assert emu.sandbox.resets == []
+
     def test_timeout_then_reinit(self, function_dir):
         with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:
             first = emu.invoke({}).json()
@@ -478,3 +500,45 @@ def test_out_of_memory_kills_the_runtime(tmp_path):
         done = emu.records("platform.runtimeDone")[-1]["record"]
         assert done["status"] == "error" and done["errorType"] == "Runtime.OutOfMemory"
         assert emu.sandbox.resets == ["failure"]
+
+
+@pytest.fixture
+def header_echo():
+    """An emulator API server whose one route answers with the request's headers."""
+    from lambdawrap.devtools.emulator.api_server import ApiServer, Reply
+
+    server = ApiServer(lambda req: Reply(200, {"headers": dict(req.headers), "body": len(req.body)}))
+    server.start("header-echo")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_api_server_takes_the_runtime_apis_header_size(header_echo):
+    import http.client
+
+    from lambdawrap.devtools.emulator.api_server import MAX_HEADER_BYTES
+
+    def send(cause: str, extra: dict | None = None, body: bytes | None = b"{}"):
+        conn = http.client.HTTPConnection("127.0.0.1", header_echo.port, timeout=30)
+        try:
+            conn.request("POST", "/runtime/invocation/x/error", body=body, headers={"Lambda-Runtime-Function-XRay-Error-Cause": cause, **(extra or {})})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), resp.getheader("Connection")
+        finally:
+            conn.close()
+
+    # A cause near awslambdaric's 1 MiB cap arrives whole, beside the other headers, though it
+    # is read in 64 KiB pieces: the last of them, just the line's end, is not the head's end
+    cause = "c" * (16 * 65536 - len("Lambda-Runtime-Function-XRay-Error-Cause: "))
+    status, body, _ = send(cause, {"Expect": "100-continue", "Lambda-Runtime-Function-Error-Type": "RecursionError"})
+    assert status == 200
+    echoed = json.loads(body)
+    assert echoed["headers"]["lambda-runtime-function-xray-error-cause"] == cause
+    assert echoed["headers"]["lambda-runtime-function-error-type"] == "RecursionError" and echoed["body"] == 2
+    # Past the Runtime API's limit the answer is its 431, and the connection is closed
+    status, _, connection = send("c" * MAX_HEADER_BYTES, body=None)
+    assert status == 431 and connection == "close"
+    # A client that asks to close is answered and closed; the server keeps serving
+    assert send("short", {"Connection": "close"})[0] == 200

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.parser
+import io
 import json
 import logging
 import socket
 import sys
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
 
@@ -15,6 +18,11 @@ logger = logging.getLogger(__name__)
 # Bodies above this are refused before they are read whole; it sits above the 6 MiB payload
 # limit so that the limit itself can still answer with its documented 413.
 MAX_READ_BYTES = 16 * 1024 * 1024
+
+# The Runtime API is Go's net/http: 1 MiB of request headers, plus the 4 KiB it allows over.
+# awslambdaric sends a failed invocation's X-Ray cause as one header of up to 1 MiB (a deep
+# traceback passes 64 KiB), where the stdlib's server would answer 431 and crash the runtime.
+MAX_HEADER_BYTES = 1024 * 1024 + 4096
 
 
 class ApiError(Exception):
@@ -78,6 +86,46 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the emulator reports what matters itself; per-request lines are noise
+
+    def parse_request(self) -> bool:
+        # The stdlib reads the request line; the headers are read here, to the Runtime API's size.
+        stream, self.rfile = self.rfile, io.BytesIO(b"\r\n")
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = stream
+        if not parsed or self.request_version == "HTTP/0.9":
+            return parsed
+        head = self._read_head(MAX_HEADER_BYTES - len(self.raw_requestline))
+        if head is None:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large")
+            return False
+        self.headers = email.parser.Parser(_class=self.MessageClass).parsestr(head.decode("iso-8859-1"))
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _read_head(self, limit: int) -> bytes | None:
+        """The header lines up to the blank one, or None when they pass `limit` bytes. Too large
+        a head is still read to its end (up to MAX_READ_BYTES): closing on unread bytes resets
+        the connection, and the client would lose the 431 it is owed."""
+        pieces: list[bytes] = []
+        size = 0
+        line_start = True
+        while size <= MAX_READ_BYTES:
+            piece = self.rfile.readline(65536)
+            size += len(piece)
+            if not piece or (line_start and piece in (b"\r\n", b"\n")):
+                return b"".join(pieces) if size <= limit else None
+            if size <= limit:
+                pieces.append(piece)
+            line_start = piece.endswith(b"\n")
+        return None
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
