@@ -5,8 +5,11 @@ Run by the bench harness (worker, drain, components), except `recognition`, run 
   worker --config bare|lambdawrap|otel --task DIR --module MOD --event FILE [...]
       Imports the function the way that configuration's layer would in Lambda, behind a thin
       timing shim, then serves "run K" commands on stdin: K calls of the handler, each timed
-      from outside (the wrapped call) and from inside (the user's handler alone). Answers one
-      JSON line per command. The caller alternates the workers (A B C A B C ...).
+      from outside (the wrapped call) and from inside (the user's handler alone), and each
+      followed, untimed, by the runtime's post of its result through awslambdaric's own client
+      (its C part replaced by one that posts nowhere): the caller's response is on its way
+      from there, and lambdawrap sends its record after that post, as it does in Lambda.
+      Answers one JSON line per command. The caller alternates the workers (A B C A B C ...).
   drain PATH
       A stand-in companion for the lambdawrap worker: accepts connections on the Unix socket
       and discards what arrives, in a process of its own (as the real companion is).
@@ -138,8 +141,29 @@ def _vm(field: str) -> int:
     return 0
 
 
+class _NoRuntimeApi:
+    """awslambdaric's C client, for posts that go nowhere."""
+
+    def post_invocation_result(self, *args: object) -> None:
+        pass
+
+    def post_error(self, *args: object) -> None:
+        pass
+
+
+def _runtime_client():
+    # Imported after the layer's boot, as the runtime imports it: its post-import hooks fire.
+    from awslambdaric import lambda_runtime_client as module
+    from awslambdaric.lambda_runtime_marshaller import to_json
+
+    module.runtime_client = _NoRuntimeApi()
+    client = module.LambdaRuntimeClient("127.0.0.1:9001")
+    return lambda request_id, result: client.post_invocation_result(request_id, to_json(result))
+
+
 def worker(args: argparse.Namespace) -> int:
     shim, handler = _load(args)
+    post = _runtime_client()
     with open(args.event) as f:
         event = json.load(f)
     clock = time.perf_counter_ns
@@ -163,8 +187,9 @@ def worker(args: argparse.Namespace) -> int:
             # active tracing is off), outside the handler.
             os.environ["_X_AMZN_TRACE_ID"] = f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
             started = clock()
-            handler(event, context)
+            result = handler(event, context)
             totals.append(clock() - started)
+            post(context.aws_request_id, result)
         out.write(json.dumps({"total_ns": totals, "inner_ns": list(shim.INNER)}) + "\n")
         out.flush()
     return 0

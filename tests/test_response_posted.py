@@ -143,15 +143,14 @@ from lambdawrap.shared import posted_wanted
 
 function_wrapper = private_wrapt.load().FunctionWrapper  # as boot.py passes it
 
-class Channel:
-    path = os.path.join(tempfile.mkdtemp(), "lw.sock")
-    sent = []
+socket_path = os.path.join(tempfile.mkdtemp(), "lw.sock")
+sent = []
 
-    def send(self, record):
-        self.sent.append([record["request_id"], record["outcome"]])
+def after_post(posted):
+    if posted is not None:
+        sent.append([posted["request_id"], posted["outcome"]])
 
-channel = Channel()
-installed = response_posted.install(module, channel, function_wrapper)
+installed = response_posted.install(module, socket_path, function_wrapper, after_post)
 posts = ("post_invocation_result", "post_invocation_error")
 base = module.BaseLambdaRuntimeClient
 found = {
@@ -170,19 +169,92 @@ class Client:
     def post_invocation_error(self, invoke_id, error_response_data, xray_fault):
         return "posted"
 
-response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), channel, function_wrapper)
+response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socket_path, function_wrapper, after_post)
 client = Client()
 answers = [client.post_invocation_result("not-wanted", "{}")]
-posted_wanted.set_wanted(channel.path, True)
+posted_wanted.set_wanted(socket_path, True)
 answers += [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (6 * 1024 * 1024 + 1))]
 try:
     client.post_invocation_result("refused", "{}")
 except RuntimeError as exc:
     found["refused_frames"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
 found["answers"] = answers
-found["sent"] = channel.sent
+found["sent"] = sent
 print(json.dumps(found))
 """
+
+ORDER_PROBE = r"""
+import json, os, sys, tempfile, threading, types
+from lambdawrap.handler import private_wrapt, response_posted
+from lambdawrap.handler.invocation import InvocationTracer
+from lambdawrap.shared import posted_wanted
+from lambdawrap.shared.settings import Settings
+
+def event_line(*event):
+    sys.stdout.write(json.dumps(list(event)) + "\n")  # at once: the last comes at exit
+    sys.stdout.flush()
+
+class Channel:
+    def send(self, record):
+        event_line("sent", record["type"], record["request_id"])
+        return True
+
+    def send_invocation(self, start_json, end, posted=None):
+        event_line("sent", "invocation", json.loads(start_json)["request_id"])
+        if posted is not None:
+            self.send(posted)
+        return True
+
+socket_path = os.path.join(tempfile.mkdtemp(), "lw.sock")
+function_wrapper = private_wrapt.load().FunctionWrapper
+tracer = InvocationTracer(Settings(socket_path=socket_path), Channel(), environ={}, function_wrapper=function_wrapper)
+
+class Client:
+    def post_invocation_result(self, invoke_id, result_data, content_type="application/json"):
+        event_line("posted", "result", invoke_id)
+
+    def post_invocation_error(self, invoke_id, error_response_data, xray_fault):
+        event_line("posted", "error", invoke_id)
+
+event_line("installed", response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socket_path, function_wrapper, tracer.after_post))
+posted_wanted.set_wanted(socket_path, True)
+client = Client()
+
+def handler(event, context):
+    if event == "raise":
+        raise ValueError("no")
+    if event == "exit":
+        raise SystemExit(3)
+    return "ok"
+
+wrapped = tracer.wrap(handler)
+
+def invoke(request_id, event=None, post=True, left_ms=3000):
+    # As awslambdaric does: the handler, then the post of its result or its error.
+    context = types.SimpleNamespace(aws_request_id=request_id, invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f", get_remaining_time_in_millis=lambda: left_ms)
+    try:
+        wrapped(event, context)
+    except Exception:
+        client.post_invocation_error(request_id, "{}", "")
+        return
+    except SystemExit:
+        return  # the runtime ends without a post
+    if post:
+        client.post_invocation_result(request_id, '"ok"')
+
+invoke("first")
+invoke("second")
+invoke("raised", "raise")
+invoke("exited", "exit")
+invoke("unposted", post=False)
+invoke("after")
+invoke("near-timeout", left_ms=100)
+other = threading.Thread(target=invoke, args=("other-thread",), kwargs={"post": False})
+other.start()
+other.join()
+invoke("at-exit", post=False)
+"""
+
 
 
 @every_python
@@ -199,6 +271,38 @@ def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_onl
     assert found["sent"] == ([["ok", "result"], ["raised", "error"]] if wraps else [])
     # A refused post's traceback is the client's own: no frame of the wrapper's.
     assert found["refused_frames"] == ["<module>", "post_invocation_result"]
+
+
+@every_python
+def test_the_invocation_record_goes_after_the_post_once_posts_are_seen(runtime_python, python_version):
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    done = subprocess.run([runtime_python, "-c", ORDER_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=src))
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    (installed, *events) = [json.loads(line) for line in done.stdout.splitlines()]
+    if python_version == "3.10":
+        # The posts are not wrapped: each record goes when its handler is done, without a verdict.
+        assert installed == ["installed", False]
+        sent = ["first", "second", "raised", "exited", "unposted", "after", "near-timeout", "other-thread", "at-exit"]
+        assert [e for e in events if e[0] == "sent"] == [["sent", "invocation", r] for r in sent]
+        return
+    assert installed == ["installed", True]
+    assert events == [
+        # The first invocation's handler is done before any post was seen: its record goes then.
+        ["sent", "invocation", "first"], ["posted", "result", "first"], ["sent", "posted", "first"],
+        # From then on the record waits for the post and goes with the verdict, in one send.
+        ["posted", "result", "second"], ["sent", "invocation", "second"], ["sent", "posted", "second"],
+        ["posted", "error", "raised"], ["sent", "invocation", "raised"], ["sent", "posted", "raised"],
+        # An exception that ends the runtime is never posted: its record goes at once.
+        ["sent", "invocation", "exited"],
+        # A post that never came: the record goes when the next invocation starts, and that
+        # one's record is sent when its handler is done, until a post is seen again.
+        ["sent", "invocation", "unposted"], ["sent", "invocation", "after"], ["posted", "result", "after"], ["sent", "posted", "after"],
+        # Too close to the timeout to wait for the post; a call from another thread has none.
+        ["sent", "invocation", "near-timeout"], ["posted", "result", "near-timeout"], ["sent", "posted", "near-timeout"],
+        ["sent", "invocation", "other-thread"],
+        # A record held when the process exits goes at its exit.
+        ["sent", "invocation", "at-exit"],
+    ]
 
 
 def test_under_load_the_companion_stops_asking_for_the_posts(late_platform):

@@ -31,8 +31,9 @@ else:
     Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
-# The function sends its record before its response goes out, and the platform reports
-# runtimeDone only after that; a record still missing this long after runtimeDone was lost.
+# The function sends its record before its runtime asks for the next event (right after the
+# runtime's post of the response, or before it), and the platform reports runtimeDone only
+# after that ask; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
 # A record whose platform outcome has not come this long after is finished on its own (the
 # telemetry stream may be broken): better a span without the platform's word than none.

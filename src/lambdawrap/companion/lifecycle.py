@@ -317,7 +317,7 @@ class Companion:
         self.policy.on_invoke(now)
         self._update_posted_wanted()
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
-        # The handler's record arrives as it returns, before its response goes out.
+        # The handler's record arrives before the runtime asks for its next event.
         if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         if not self.policy.should_flush(time.monotonic()):

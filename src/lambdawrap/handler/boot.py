@@ -94,7 +94,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     def report_posts(module: Any) -> None:
         from lambdawrap.handler import response_posted
 
-        response_posted.install(module, channel, function_wrapper)
+        response_posted.install(module, settings.socket_path, function_wrapper, tracer.after_post)
 
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)

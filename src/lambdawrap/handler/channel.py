@@ -97,9 +97,10 @@ class Channel:
                 return False
             return self._send_frame(frame, record.get("type"), reported)
 
-    def send_invocation(self, start_json: bytes, end: dict) -> bool:
-        """Queue an invocation's record (its start part already encoded); False if dropped.
-        A record over the size limit goes without the spans it carries (they are counted)."""
+    def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
+        """Queue an invocation's record (its start part already encoded), and the `posted`
+        record after it in the same send; False if the invocation's was dropped. A record over
+        the size limit goes without the spans it carries (they are counted)."""
         with self._lock:
             reported = self.dropped
             try:
@@ -111,10 +112,14 @@ class Channel:
             except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
                 self._count_drop(records.INVOCATION, connected=self._sock is not None)
                 return False
-            return self._send_frame(frame, records.INVOCATION, reported)
+            try:
+                tail = encode(posted) if posted is not None else b""
+            except Exception:  # noqa: BLE001 - without it the companion waits for the platform
+                tail = b""
+            return self._send_frame(frame, records.INVOCATION, reported, tail)
 
-    def _send_frame(self, frame: bytes, kind: object, reported: int) -> bool:
-        # Called with the lock held.
+    def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"") -> bool:
+        # Called with the lock held. `tail`: whole frames that go with this one, uncounted.
         sock = self._sock or self._connect()
         if sock is None:
             self._count_drop(kind, connected=False)
@@ -122,6 +127,7 @@ class Channel:
         if len(frame) > MAX_RECORD_BYTES:
             self._count_drop(kind, connected=True)
             return False
+        frame += tail
         try:
             if self._pending:
                 sent = sock.send(self._pending)

@@ -4,8 +4,13 @@ Three zones, as the style guide asks: a guarded before-call, the unguarded call 
 handler (their exceptions pass through untouched), and a guarded after-call. Nothing of ours
 ever escapes into the invocation, and nothing of ours is left in the traceback the runtime
 reports. The start of each invocation is published in the process's in-flight slot (memory,
-no system call) and the whole record goes to the companion in one send when the handler is
-done, without blocking.
+no system call) and the whole record goes to the companion in one send, without blocking:
+once the runtime has posted the response (`after_post`, from response_posted.py), so that
+encoding and sending it are off the caller's path; or when the handler is done, where no post
+follows that this process has seen (the first invocation, Python 3.10, Managed Instances, a
+call from another thread), the handler's exception ends the runtime (SystemExit,
+KeyboardInterrupt), or the invocation is within HOLD_MARGIN_MS of its timeout. A held record
+whose post never comes goes when the next invocation starts, or when the process exits.
 
 Only the outermost call is an invocation: a handler that calls itself (through its module
 attribute, say) runs its inner calls unrecorded; and only the process that started an
@@ -14,10 +19,12 @@ invocation reports it (a child forked inside the handler exits without a word of
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
 import traceback
+from _thread import get_ident
 
 from lambdawrap.handler import trace_context, triggers
 from lambdawrap.handler.channel import Channel
@@ -39,6 +46,9 @@ MAX_STACK_CHARS = 32768
 # Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
 # otherwise make a record too large for the channel, and the invocation would lose its span.
 MAX_ATTRIBUTE_CHARS = 4096
+# A record is held for the runtime's post only while the invocation has this much time left:
+# a timeout while the response is serialized or posted would otherwise take the record with it.
+HOLD_MARGIN_MS = 500
 _MARKER = "_self_lambdawrap"  # wrapt keeps `_self_` attributes on the proxy itself
 
 # lambdawrap's own failures in this process, reported with the next invocation record.
@@ -87,11 +97,12 @@ def count_context_not_injected() -> None:
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "pid", "trace_id", "trace_hex", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
+    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
 
-    def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int) -> None:
+    def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int, context: Any = None) -> None:
         self.start_json = start_json
         self.trigger = trigger
+        self.context = context
         self.pid = os.getpid()
         self.trace_id = trace_id
         self.trace_hex = f"{trace_id:032x}"  # as spans name their trace
@@ -121,6 +132,13 @@ class InvocationTracer:
         self._function_wrapper = function_wrapper
         self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
         self._invocations = 0
+        # The thread whose posts of responses reach after_post (None until one has), and the
+        # record of an invocation that thread finished, waiting for its post.
+        self._posting_thread: int | None = None
+        self._held: tuple | None = None
+        # A runtime that ends between the handler's return and the post (an exception whose
+        # __str__ raises in the runtime's own error handling) still sends what it held.
+        atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
         self._inflight = InflightSlot(settings.socket_path)
         self._query_keys = URL_QUERY_KEYS | frozenset(settings.redact_keys)  # lowercased by the settings
@@ -136,6 +154,8 @@ class InvocationTracer:
 
     def _after_fork(self) -> None:
         self._invocations = 0
+        self._posting_thread = None
+        self._held = None
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
@@ -176,6 +196,11 @@ class InvocationTracer:
 
     def _before(self, args: tuple, kwargs: dict) -> Invocation:
         start_ns = time.time_ns()
+        if self._held is not None:
+            # The last response's post never came through after_post: its record goes now,
+            # and from here on each record goes when its handler is done.
+            self._posting_thread = None
+            self._send_held()
         event = args[0] if args else kwargs.get("event")
         context = args[1] if len(args) > 1 else kwargs.get("context")
         self._invocations += 1
@@ -217,7 +242,7 @@ class InvocationTracer:
             payload = _payload(event, self._redact_keys)
             if payload is not None:
                 start["request_payload"] = payload
-        state = Invocation(encode_json(start), trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation)
+        state = Invocation(encode_json(start), trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         self._inflight.hold(state.start_json)
         if self.user_spans is not None:
             state.otel_token = self.user_spans.enter(trace_id, span_id, sampled)
@@ -265,12 +290,50 @@ class InvocationTracer:
         not_injected = _context_not_injected[0]
         if not_injected:
             end["context_not_injected"] = not_injected
+        # Held for the post only where one follows: on the thread the runtime posts from, for
+        # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left.
+        if self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context):
+            self._held = (state.start_json, end, failures, not_injected)
+        else:
+            self._send(state.start_json, end, failures, not_injected)
+
+    def after_post(self, posted: dict | None) -> None:
+        """The runtime has posted a response (or failed to): the held record goes now, with
+        the `posted` record when there is one, in one send."""
+        self._posting_thread = get_ident()
+        held, self._held = self._held, None
+        if held is not None:
+            self._send(*held, posted=posted)
+        elif posted is not None:
+            self.channel.send(posted)
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._send(*held)
+
+    def _send_held_at_exit(self) -> None:
+        try:
+            self._send_held()
+        except Exception:  # noqa: BLE001 - nothing of ours may print at the function's exit
+            pass
+
+    def _send(self, start_json: bytes, end: dict, failures: int, not_injected: int, posted: dict | None = None) -> None:
+        # The start stays in the in-flight slot until now: a runtime that dies before the
+        # record is sent still leaves the companion what it needs.
         self._inflight.clear()
-        sent = self.channel.send_invocation(state.start_json, end)
+        sent = self.channel.send_invocation(start_json, end, posted)
         if sent and failures:
             FAILURES.count -= failures
         if sent and not_injected:
             _context_not_injected[0] -= not_injected
+
+
+def _time_left_to_post(context: Any) -> bool:
+    try:
+        return context.get_remaining_time_in_millis() > HOLD_MARGIN_MS
+    except Exception:  # noqa: BLE001 - a context without a deadline: the record goes at once
+        return False
 
 
 def _capped(attributes: dict) -> dict:

@@ -7,11 +7,12 @@ platform's verdict is `runtimeDone`, which the Telemetry API delivers only after
 least 25 ms; for every invocation exported at its own end that wait is billed. awslambdaric posts
 through `LambdaRuntimeClient.post_invocation_result` / `post_invocation_error` once the response
 is serialized; right after such a call returns, a `posted` record carries the same verdict.
+The invocation's own record waits for the post too (invocation.py `after_post`): both go in one
+send, after the response, where encoding and sending them no longer delay the caller.
 
 Nothing is imported for this: the hook is set when the runtime imports its own client module
-(a post-import hook). A runtime without that module, or a post that raises, sends nothing, and
-the companion waits for runtimeDone as it would without this. The record goes out after the
-response, so the caller never waits for it.
+(a post-import hook). A runtime without that module, or a post that raises, sends no `posted`
+record, and the companion waits for runtimeDone as it would without this.
 
 The record is sent only while the companion wants it (shared/posted_wanted.py): when it exports
 at each invocation's end; under load it exports once a second and would not use it.
@@ -43,9 +44,11 @@ _POSTS = (("post_invocation_result", "result"), ("post_invocation_error", "error
 _MARKER = "_self_lambdawrap_posted"
 
 
-def install(module: ModuleType, channel: Any, function_wrapper: Callable) -> bool:
-    """Wrap the runtime client's two posts (once); False when the module has not the client
-    this knows, or the interpreter would show the wrapper's frame in a failed post's traceback."""
+def install(module: ModuleType, socket_path: str, function_wrapper: Callable, after_post: Callable[[dict | None], None]) -> bool:
+    """Wrap the runtime client's two posts (once), to call `after_post` after each with the
+    `posted` record (None when the companion does not want it or the post failed); False when
+    the module has not the client this knows, or the interpreter would show the wrapper's frame
+    in a failed post's traceback."""
     if not STRIPS_BY_RERAISE:
         return False
     client = getattr(module, "LambdaRuntimeClient", None)
@@ -54,27 +57,37 @@ def install(module: ModuleType, channel: Any, function_wrapper: Callable) -> boo
     if getattr(client, _MARKER, False):
         return True
     for name, outcome in _POSTS:
-        setattr(client, name, function_wrapper(getattr(client, name), _after_post(channel, outcome, posted_wanted.flag_path(channel.path))))
+        setattr(client, name, function_wrapper(getattr(client, name), _after_post(after_post, outcome, posted_wanted.flag_path(socket_path))))
     setattr(client, _MARKER, True)
     return True
 
 
-def _after_post(channel: Any, outcome: str, flag: str) -> Callable:
+def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: str) -> Callable:
     def post(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         try:
             answer = wrapped(*args, **kwargs)
         except BaseException as exc:
+            _report(after_post, None)  # the runtime ends with this exception: the record goes now
             drop_own_frame(exc)  # the runtime's traceback stays its own
             raise
+        posted = None
         try:
             request_id = args[0] if args else kwargs.get("invoke_id")
             if posted_wanted.is_wanted(flag) and isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(args, kwargs)):
-                channel.send(records.posted(request_id, outcome))
+                posted = records.posted(request_id, outcome)
         except Exception:  # noqa: BLE001 - instrumentation fails open
             FAILURES.record("after the runtime posted a response")
+        _report(after_post, posted)
         return answer
 
     return post
+
+
+def _report(after_post: Callable[[dict | None], None], posted: dict | None) -> None:
+    try:
+        after_post(posted)
+    except Exception:  # noqa: BLE001 - instrumentation fails open
+        FAILURES.record("after the runtime posted a response")
 
 
 def _deliverable(args: tuple, kwargs: dict) -> bool:
