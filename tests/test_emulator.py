@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +141,62 @@ class TestPlainFunction:
             assert result.json()["errorType"] == "RecursionError"
             assert emu.invoke({}).json() == pid
             assert emu.sandbox.resets == []
+
+    def test_runtime_asking_for_next_before_the_emulator_records_it_still_ends_init(self, function_dir, monkeypatch):
+        # GIVEN an emulator thread held (as a busy machine holds it) between starting the
+        # runtime and recording it, until the runtime has already called /next
+        from lambdawrap.devtools.emulator import api_calls, init_phase
+
+        asked = threading.Event()
+        runtime_next = api_calls.ApiCalls.runtime_next
+
+        def noting_next(self):
+            asked.set()
+            return runtime_next(self)
+
+        class HeldProcess(init_phase.ManagedProcess):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                if self.name == "runtime":
+                    assert asked.wait(30), "the runtime never called /next"
+
+        monkeypatch.setattr(api_calls.ApiCalls, "runtime_next", noting_next)
+        monkeypatch.setattr(init_phase, "ManagedProcess", HeldProcess)
+        with Emulator(str(function_dir), "app.handler") as emu:
+            # WHEN it is invoked
+            result = emu.invoke({})
+            # THEN that /next ended init, once: no init timeout, no second init
+            assert result.status == 200 and result.function_error is None
+            assert [r["record"]["status"] for r in emu.records("platform.initRuntimeDone")] == ["success"]
+            assert emu.sandbox.resets == []
+
+    def test_lines_printed_before_the_response_come_before_runtime_done(self, tmp_path, monkeypatch):
+        # GIVEN a function that prints, and a log pipeline slower than it (a busy machine)
+        from lambdawrap.devtools.emulator import init_phase
+
+        task = write_function(tmp_path / "task", """
+            def handler(event, context):
+                for n in range(3):
+                    print("slow line", n)
+                return "done"
+            """)
+        runtime_line = init_phase.InitPhase.runtime_line
+
+        def slow_line(self, stream, line):
+            if line.startswith("slow line"):
+                time.sleep(0.2)
+            runtime_line(self, stream, line)
+
+        monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
+        with Emulator(str(task), "app.handler") as emu:
+            # WHEN it is invoked
+            result = emu.invoke({})
+            emu.wait_idle()
+            # THEN its lines still precede the platform's runtimeDone, as they do on Lambda
+            assert result.json() == "done"
+            kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] in ("function", "platform.runtimeDone")]
+            assert kinds[-1][0] == "platform.runtimeDone" and kinds[-1][1]["requestId"] == result.request_id
+            assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
 
     def test_timeout_then_reinit(self, function_dir):
         with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:

@@ -105,9 +105,12 @@ class InitPhase:
                 if not state.wait(lambda: all(e.id for e in state.launched) or self._crashed_extension() is not None, deadline):
                     raise InitFailure("Sandbox.Timedout", error_body("Sandbox.Timedout", f"RequestId: {request_id} Error: extensions did not register in time"), "timeout")
                 self._check_extensions(request_id)
-            state.runtime = ManagedProcess(
-                [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self.runtime_line, on_exit=state.notify, name="runtime", preexec=state.limits.placement()
-            )
+            with state.cv:
+                # Held until `runtime` is set: a runtime that calls /next before it is (a busy
+                # machine can hold this thread that long) would otherwise never end init.
+                state.runtime = ManagedProcess(
+                    [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self.runtime_line, on_exit=state.notify, name="runtime", preexec=state.limits.placement()
+                )
             with state.cv:
                 state.wait(lambda: state.runtime_ready or state.runtime.exited() or state.fatal is not None or self._crashed_extension() is not None, deadline)
                 state.registration_open = False

@@ -15,6 +15,10 @@ from typing import Callable, Mapping, Sequence
 logger = logging.getLogger(__name__)
 
 LineSink = Callable[[str, str], None]  # (stream name, line)
+# What is left to read when the runtime posts is at most a pipe's worth (a writer blocks on a
+# full pipe), but a busy machine can take this long to hand it on; an idle reader ends the
+# wait at once.
+DRAIN_TIMEOUT_S = 1.0
 
 
 def deliver_line(on_line: LineSink, stream_name: str, raw: bytes) -> None:
@@ -55,10 +59,8 @@ class ManagedProcess:
         self._on_exit = on_exit
         self._peak_rss_kb = 0
         self._exited = threading.Event()
-        # For drain_output(): which readers wait in read() with every line handed on, and a
-        # count of the reads that returned.
+        # For drain_output(): which readers wait for the pipe with every line handed on.
         self._io_lock = threading.Lock()
-        self._reads = 0
         self._waiting = {"stdout": False, "stderr": False}
         self._readers = [
             threading.Thread(target=self._pump, args=(self._popen.stdout, "stdout", on_line), daemon=True, name=f"{self.name}-stdout"),
@@ -69,19 +71,26 @@ class ManagedProcess:
         threading.Thread(target=self._wait, daemon=True, name=f"{self.name}-wait").start()
 
     def _pump(self, stream, stream_name: str, on_line: LineSink) -> None:
-        # Lines, not chunks: the platform turns every line into one telemetry record.
+        # Lines, not chunks: the platform turns every line into one telemetry record. The
+        # reader says it is busy before it takes anything from the pipe, so that what was
+        # written is always either still in the pipe or with a busy reader (drain_output).
         fd = stream.fileno()
+        ready = select.poll()
+        ready.register(fd, select.POLLIN)
         pending = b""
         while True:
             with self._io_lock:
                 self._waiting[stream_name] = True
             try:
+                ready.poll()  # data or the end, left in the pipe
+            except OSError:
+                pass
+            with self._io_lock:
+                self._waiting[stream_name] = False
+            try:
                 chunk = os.read(fd, 65536)
             except OSError:
                 chunk = b""
-            with self._io_lock:
-                self._waiting[stream_name] = False
-                self._reads += 1
             if not chunk:
                 break
             *lines, pending = (pending + chunk).split(b"\n")
@@ -93,10 +102,11 @@ class ManagedProcess:
             self._waiting[stream_name] = True  # finished: nothing more will come
         stream.close()
 
-
-    def drain_output(self, timeout: float = 0.05) -> bool:
-        """Wait (briefly) until every line the process has written so far has been handed on:
-        the platform's runtimeDone must not overtake the log lines printed before it."""
+    def drain_output(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every line the process has written so far has been handed on: the
+        platform's runtimeDone must not overtake the log lines printed before it. Written
+        data is in the pipe or with a busy reader, so an empty pipe seen before idle readers
+        means it has all been handed on."""
         deadline = time.monotonic() + timeout
         fds = []
         for stream in (self._popen.stdout, self._popen.stderr):
@@ -104,23 +114,18 @@ class ManagedProcess:
                 fds.append(stream.fileno())
             except (ValueError, OSError):
                 pass
-        while time.monotonic() < deadline:
-            with self._io_lock:
-                reads, idle = self._reads, all(self._waiting.values())
+        while True:
             try:
                 readable = _readable(fds)
             except (ValueError, OSError):
                 return True  # closed: the readers are done
+            with self._io_lock:
+                idle = all(self._waiting.values())
             if idle and not readable:
-                # A reader whose read() just returned may not have said so yet: give it the
-                # GIL once, and see that nothing moved.
-                time.sleep(0.0005)
-                with self._io_lock:
-                    if self._reads == reads and all(self._waiting.values()):
-                        return True
-                continue
+                return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.0005)
-        return False
 
     def _wait(self) -> None:
         self._popen.wait()
