@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import write_function
+from lambdawrap.companion.lifecycle import RUNTIME_DONE_WAIT_S
 from lambdawrap.shared import posted_wanted
 from support.python_versions import every_python
 from support.stack import instrumented
@@ -36,9 +37,12 @@ def unserializable(event, context):
     return {"when": object()}
 '''
 LATE_S = 1.5  # the Telemetry API's delivery, held this long
-# Without the verdict the export waits for runtimeDone up to 0.3 s (lifecycle
-# RUNTIME_DONE_WAIT_S), then goes on without the span; with it, the flush starts at once.
-WAITED_FOR_THE_PLATFORM_MS = 300
+# Without the verdict the export waits for runtimeDone up to RUNTIME_DONE_WAIT_S, then goes on
+# without the span; with it, the flush starts at once.
+WAITED_FOR_THE_PLATFORM_MS = RUNTIME_DONE_WAIT_S * 1000
+# The companion's wait starts when the record comes, just before the runtime's /next, from which
+# the platform measures extensionOverhead; a busy machine widens that gap.
+SCHEDULING_SLACK_MS = 100
 
 
 def post_response_ms(emu, request_id: str, deadline_s: float = 30.0) -> float:
@@ -84,7 +88,7 @@ def test_a_response_that_fails_after_the_handler_returned_waits_for_the_platform
         assert span["attributes"]["error.type"] == "Runtime.MarshalError"
         assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
         assert emu.wait_idle(30)
-        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS
+        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS - SCHEDULING_SLACK_MS
 
 
 def served_line(rx, request_id: str, timeout: float = 10.0) -> dict:
@@ -129,7 +133,7 @@ def test_with_end_the_export_waits_for_the_platform_and_carries_the_log_lines(la
     with late_platform("ok", flush="end") as (emu, rx):
         result, span = warm_invocation(emu, rx)
         assert emu.wait_idle(30)
-        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS
+        assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS - SCHEDULING_SLACK_MS
         # No other invocation comes: the lines go out once the platform's word has come.
         line = served_line(rx, result.request_id, timeout=30)
         assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
