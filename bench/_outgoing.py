@@ -121,6 +121,9 @@ def _setup(config: str):
                 records.encode_invocation(start_json, end)
                 return True
 
+            def companion_gone(self) -> bool:
+                return False
+
         settings = Settings.from_env({})
         channel = EncodingChannel()
         tracer = InvocationTracer(settings, channel, environ={})

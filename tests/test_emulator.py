@@ -70,6 +70,21 @@ def function_dir(tmp_path: Path) -> Path:
     return write_function(tmp_path / "task", HANDLER)
 
 
+def read_reply(sock) -> str:
+    """One HTTP reply, head and body, read from a raw connection."""
+    data = b""
+    while True:
+        head, found, body = data.partition(b"\r\n\r\n")
+        if found:
+            length = int(head.lower().partition(b"content-length:")[2].split(b"\r\n")[0] or 0)
+            if len(body) >= length:
+                return data.decode()
+        piece = sock.recv(65536)
+        if not piece:
+            return data.decode()
+        data += piece
+
+
 def post(url: str, body: bytes, headers: dict | None = None, method: str = "POST"):
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -150,9 +165,9 @@ class TestPlainFunction:
         asked = threading.Event()
         runtime_next = api_calls.ApiCalls.runtime_next
 
-        def noting_next(self):
+        def noting_next(self, *args):
             asked.set()
-            return runtime_next(self)
+            return runtime_next(self, *args)
 
         class HeldProcess(init_phase.ManagedProcess):
             def __init__(self, *args, **kwargs):
@@ -169,6 +184,26 @@ class TestPlainFunction:
             assert result.status == 200 and result.function_error is None
             assert [r["record"]["status"] for r in emu.records("platform.initRuntimeDone")] == ["success"]
             assert emu.sandbox.resets == []
+
+    def test_a_dead_runtimes_late_next_takes_nothing(self, function_dir):
+        # GIVEN a connection to the Runtime API made by an earlier runtime, whose /next the
+        # emulator reads only after a reset has replaced that runtime (it was sent just before)
+        import socket
+
+        with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:
+            assert emu.invoke({}).status == 200
+            host, port = emu.runtime_api.split(":")
+            with socket.create_connection((host, int(port)), timeout=30) as earlier:
+                time.sleep(0.05)  # accepted before the reset below
+                assert emu.invoke({"sleep": 3}).json()["errorType"] == "Sandbox.Timedout"
+                assert emu.invoke({}).status == 200  # a new runtime, started after that connection
+                # WHEN that /next arrives
+                earlier.sendall(f"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                answer = read_reply(earlier)
+            # THEN it is refused at once, and the current runtime still gets the next invocation
+            assert answer.startswith("HTTP/1.1 500") and "Runtime.Reset" in answer
+            result = emu.invoke({})
+            assert result.status == 200 and result.function_error is None
 
     def test_lines_printed_before_the_response_come_before_runtime_done(self, tmp_path, monkeypatch):
         # GIVEN a function that prints, and a log pipeline slower than it (a busy machine)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from support import faults
@@ -264,12 +264,13 @@ def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_t
 # 3. The companion is killed.
 
 
-def test_companion_killed_the_function_keeps_serving_and_the_next_environment_reports_the_drops(task, figures):
+def test_companion_killed_the_function_keeps_serving_and_the_next_environment_reports_the_drops(task, figures, tmp_path):
     # GIVEN the layer exporting at the end of every invocation (nothing is left in memory
     # between invocations, so a SIGKILL between them loses no span)
     ledger = Ledger()
     rng = random.Random(3)
-    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=SHORT_TIMEOUT_S) as (emu, rx):
+    release = tmp_path / "release"
+    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end", HOLD_UNTIL=str(release)), timeout_s=SHORT_TIMEOUT_S) as (emu, rx):
         for _ in range(20):
             ledger.invoke(emu, "ok", rng)
         emu.wait_idle()
@@ -280,9 +281,18 @@ def test_companion_killed_the_function_keeps_serving_and_the_next_environment_re
         for _ in range(10):
             ledger.invoke(emu, "ok", rng)
         emu.wait_idle()
-        # ... and in the middle of an invocation
-        threading.Timer(0.1, kill_companion, (companion_process(emu),)).start()
-        mid = ledger.invoke(emu, "sleep", rng, fault_label="companion killed mid-invocation")
+        # ... and in the middle of an invocation: once its handler runs, which then goes on
+        companion = companion_process(emu)
+
+        def kill_while_held() -> None:
+            try:
+                wait_for(lambda: any(line.startswith("holding") for line in emu.log_lines("function")), timeout=30, what="the held handler")
+                kill_companion(companion)
+            finally:
+                release.touch()
+
+        threading.Thread(target=kill_while_held, daemon=True).start()
+        mid = ledger.invoke(emu, "hold", rng, fault_label="companion killed mid-invocation")
         ledger.mark_reset()
         for _ in range(10):
             ledger.invoke(emu, "ok", rng)

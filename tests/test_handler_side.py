@@ -108,6 +108,20 @@ class TestChannel:
         assert channel.dropped == 3
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
 
+    def test_a_companion_that_died_is_seen_on_its_connection(self, sock_path):
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(sock_path)
+            server.listen()
+            channel = Channel(sock_path)
+            assert not channel.companion_gone()  # not connected yet: the next send tells
+            assert channel.send({"version": 2, "type": "invocation", "request_id": "a"})
+            connection, _ = server.accept()
+            assert not channel.companion_gone()
+            connection.close()  # as the companion's death closes it
+            assert channel.companion_gone()
+
     def test_records_arrive_and_drop_count_travels(self, listener, sock_path):
         server, received = listener
         channel = Channel(sock_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
@@ -101,6 +101,38 @@ def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
     assert metric_total(rx, "faas.init_duration") == 1
     temporalities = {p["temporality"] for p in rx.metrics() if p["name"] == "faas.invocations"}
     assert temporalities == {"delta"}
+
+
+def test_a_line_printed_after_the_handler_returned_keeps_its_invocations_ids(tmp_path):
+    # GIVEN a function whose background thread prints after the handler returned (as a logging
+    # queue's listener does), here once the invocation's invoke phase is over
+    task = write_function(tmp_path / "task", """
+        import os, threading, time
+
+        def print_when(path, request_id):
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print("late line", request_id)
+
+        def handler(event, context):
+            if event.get("late"):
+                threading.Thread(target=print_when, args=(event["late"], context.aws_request_id), daemon=True).start()
+            return "ok"
+        """)
+    go = tmp_path / "go"
+    with instrumented(task) as (emu, rx):
+        first = emu.invoke({"late": str(go)})
+        assert emu.wait_idle()
+        go.touch()
+        wait_for(lambda: any(line.startswith("late line") for line in emu.log_lines("function")), what="the late line")
+        # WHEN the next invocation comes
+        emu.invoke({})
+    # THEN the line went out (by SHUTDOWN at the latest) with the ids of the invocation it was
+    # printed in
+    span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == first.request_id)[0]
+    line = rx.wait_for_logs(lambda l: l["body"] == f"late line {first.request_id}")[0]
+    assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
 
 
 def test_http_5xx_is_an_error(task):

@@ -209,6 +209,12 @@ class Channel:
             self.send(posted)
         return True
 
+    def companion_gone(self):
+        return gone[0]
+
+
+gone = [False]
+
 socket_path = os.path.join(tempfile.mkdtemp(), "lw.sock")
 function_wrapper = private_wrapt.load().FunctionWrapper
 tracer = InvocationTracer(Settings(socket_path=socket_path), Channel(), environ={}, function_wrapper=function_wrapper)
@@ -253,6 +259,9 @@ invoke("exited", "exit")
 invoke("unposted", post=False)
 invoke("after")
 invoke("near-timeout", left_ms=100)
+gone[0] = True
+invoke("companion-gone")
+gone[0] = False
 other = threading.Thread(target=invoke, args=("other-thread",), kwargs={"post": False})
 other.start()
 other.join()
@@ -286,7 +295,7 @@ def test_the_invocation_record_goes_after_the_post_once_posts_are_seen(runtime_p
     if python_version == "3.10":
         # The posts are not wrapped: each record goes when its handler is done, without a verdict.
         assert installed == ["installed", False]
-        sent = ["first", "second", "raised", "exited", "unposted", "after", "near-timeout", "other-thread", "at-exit"]
+        sent = ["first", "second", "raised", "exited", "unposted", "after", "near-timeout", "companion-gone", "other-thread", "at-exit"]
         assert [e for e in events if e[0] == "sent"] == [["sent", "invocation", r] for r in sent]
         return
     assert installed == ["installed", True]
@@ -303,6 +312,9 @@ def test_the_invocation_record_goes_after_the_post_once_posts_are_seen(runtime_p
         ["sent", "invocation", "unposted"], ["sent", "invocation", "after"], ["posted", "result", "after"], ["sent", "posted", "after"],
         # Too close to the timeout to wait for the post; a call from another thread has none.
         ["sent", "invocation", "near-timeout"], ["posted", "result", "near-timeout"], ["sent", "posted", "near-timeout"],
+        # With the companion gone (the environment is reset once the response is out), the
+        # record goes at once, so that its drop is counted before that.
+        ["sent", "invocation", "companion-gone"], ["posted", "result", "companion-gone"], ["sent", "posted", "companion-gone"],
         ["sent", "invocation", "other-thread"],
         # A record held when the process exits goes at its exit.
         ["sent", "invocation", "at-exit"],

@@ -28,6 +28,9 @@ class RecordingChannel:
             self.send(posted)
         return True
 
+    def companion_gone(self) -> bool:
+        return False
+
 
 def tracer(**settings_values) -> tuple:
     """(InvocationTracer, RecordingChannel) with the given settings."""

@@ -199,7 +199,10 @@ class Correlator:
         self._lock = threading.RLock()
         self._open: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
-        self._current_rid: str | None = None  # between platform.start and runtimeDone
+        # From platform.start to the next request's (or the next init): a line printed after
+        # the handler returned (a background thread's, a logging queue's) belongs to the request
+        # it was printed in, as awslambdaric's own JSON requestId says.
+        self._current_rid: str | None = None
         self.function_arn = ""
         self.init = InitFacts()
         self._in_init = False
@@ -317,6 +320,7 @@ class Correlator:
         if kind == "platform.initStart":
             self.init = InitFacts(start_ns=time_ns, phase=str(record.get("phase", "init")))
             self._in_init = True
+            self._current_rid = None
         elif kind == "platform.initRuntimeDone":
             self.init.status = str(record.get("status", "success"))
             self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
@@ -339,8 +343,6 @@ class Correlator:
             rid = str(rid)
             if kind == "platform.report":
                 self.sink.report(record)
-            if self._current_rid == rid:
-                self._current_rid = None
             inv = self._lookup(rid)
             if inv.finished and inv.outcome is None and inv.verdict_known:
                 self._after_posted_verdict(inv, kind, record)

@@ -21,7 +21,7 @@ import time
 
 # The C socket module: `socket`'s Python layer (its enums, selectors) costs the function's
 # cold start, and the channel needs none of it.
-from _socket import AF_UNIX, SOCK_STREAM
+from _socket import AF_UNIX, MSG_PEEK, SOCK_STREAM
 from _socket import socket as unix_socket
 
 from lambdawrap.shared import records, unreported_drops
@@ -75,6 +75,19 @@ class Channel:
         sock.setblocking(False)
         self._sock = sock
         return sock
+
+    def companion_gone(self) -> bool:
+        """Whether the companion has closed this connection (died): one non-blocking peek,
+        since the companion never writes on it."""
+        sock = self._sock
+        if sock is None:
+            return False  # not connected (yet): the next send tells
+        try:
+            return sock.recv(1, MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:

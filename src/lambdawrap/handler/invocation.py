@@ -291,8 +291,10 @@ class InvocationTracer:
         if not_injected:
             end["context_not_injected"] = not_injected
         # Held for the post only where one follows: on the thread the runtime posts from, for
-        # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left.
-        if self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context):
+        # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left,
+        # and while the companion lives: without it the environment is reset once the response
+        # is out, maybe before a held record's drop could be counted beside the socket.
+        if self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context) and not self.channel.companion_gone():
             self._held = (state.start_json, end, failures, not_injected)
         else:
             self._send(state.start_json, end, failures, not_injected)

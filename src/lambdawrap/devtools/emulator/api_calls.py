@@ -38,10 +38,16 @@ class ApiCalls:
     def __init__(self, state: SandboxState) -> None:
         self._state = state
 
-    def runtime_next(self) -> Invocation:
+    def runtime_next(self, connected_at: float = float("inf")) -> Invocation:
         """Runtime API invocation/next: marks init or the previous invocation done, then blocks
-        until the next invocation is dispatched (a reset ends the wait with an error)."""
+        until the next invocation is dispatched (a reset ends the wait with an error).
+
+        A /next on a connection made before the current runtime process started is a dead
+        runtime's, sent before a reset killed it and read after: it must neither end anything
+        nor take the new runtime's invocation."""
         state = self._state
+        if connected_at < state.runtime_launched_at:
+            raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
         runtime, current = state.runtime, state.current
         if runtime is not None and current is not None and current.response is not None and current.runtime_done_at is None:
             # Lines the function printed before its response come before runtimeDone, as on
@@ -60,8 +66,8 @@ class ApiCalls:
                 state.cv.notify_all()
             elif inv is not None and inv.response is None and state.pending_runtime is None:
                 raise ApiError(403, "InvalidStateTransition", "State transition from Running to Ready failed: no response was sent")
-            while state.pending_runtime is None:
-                if state.runtime_gen != gen:
+            while state.pending_runtime is None or connected_at < state.runtime_launched_at:
+                if state.runtime_gen != gen or connected_at < state.runtime_launched_at:
                     raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
                 state.cv.wait()
             inv, state.pending_runtime = state.pending_runtime, None

@@ -9,6 +9,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
@@ -64,14 +65,15 @@ Route = Callable[["RequestContext"], Reply]
 class RequestContext:
     """One request as the routes see it."""
 
-    __slots__ = ("method", "path", "query", "headers", "body")
+    __slots__ = ("method", "path", "query", "headers", "body", "connected_at")
 
-    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes):
+    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, connected_at: float = 0.0):
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
+        self.connected_at = connected_at  # time.monotonic() when its connection was accepted
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -83,6 +85,10 @@ class _Handler(BaseHTTPRequestHandler):
     # would add ~40 ms to every answer.
     disable_nagle_algorithm = True
     server: "ApiServer"
+
+    def setup(self) -> None:
+        self.connected_at = time.monotonic()
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # the emulator reports what matters itself; per-request lines are noise
@@ -152,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = self.server.route(RequestContext(self.command, path, query, headers, body))
+            reply = self.server.route(RequestContext(self.command, path, query, headers, body, self.connected_at))
         except ApiError as err:
             reply = Reply(err.status, {"errorType": err.error_type, "errorMessage": err.message})
             if err.status == 413:

@@ -51,7 +51,7 @@ class PlatformApi:
     # Runtime API --------------------------------------------------------------
 
     def _runtime_next(self, req: RequestContext) -> Reply:
-        inv = self.sandbox.runtime_next()
+        inv = self.sandbox.runtime_next(req.connected_at)
         headers = {
             "Lambda-Runtime-Aws-Request-Id": inv.request_id,
             "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),

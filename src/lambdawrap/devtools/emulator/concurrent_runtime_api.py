@@ -15,10 +15,13 @@ class ConcurrentRuntimeCalls:
     def __init__(self, state: SandboxState) -> None:
         self._state = state
 
-    def runtime_next(self) -> Invocation:
+    def runtime_next(self, connected_at: float = float("inf")) -> Invocation:
         """A worker is idle: the first one ends init; blocks until an invoke takes this worker
-        (a reset ends the wait with an error)."""
+        (a reset ends the wait with an error, as it does for a worker of a runtime started
+        before the current one: see ApiCalls.runtime_next)."""
         state = self._state
+        if connected_at < state.runtime_launched_at:
+            raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
         with state.cv:
             gen = state.runtime_gen
             if not state.runtime_ready and state.runtime is not None and not state.initialized:

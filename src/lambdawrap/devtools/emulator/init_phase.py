@@ -108,6 +108,7 @@ class InitPhase:
             with state.cv:
                 # Held until `runtime` is set: a runtime that calls /next before it is (a busy
                 # machine can hold this thread that long) would otherwise never end init.
+                state.runtime_launched_at = time.monotonic()
                 state.runtime = ManagedProcess(
                     [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self.runtime_line, on_exit=state.notify, name="runtime", preexec=state.limits.placement()
                 )

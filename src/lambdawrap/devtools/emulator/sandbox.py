@@ -98,9 +98,10 @@ class Sandbox:
 
     # ------------------------------------------------------------------ API calls
 
-    def runtime_next(self) -> Invocation:
-        """Runtime API invocation/next; blocks until the next invocation."""
-        return self._runtime_calls.runtime_next()
+    def runtime_next(self, connected_at: float = float("inf")) -> Invocation:
+        """Runtime API invocation/next; blocks until the next invocation. `connected_at`: when
+        the request's connection was made (a runtime process makes its own, once started)."""
+        return self._runtime_calls.runtime_next(connected_at)
 
     def runtime_respond(self, request_id: str, outcome: Outcome) -> None:
         """Runtime API invocation/{id}/response or /error."""

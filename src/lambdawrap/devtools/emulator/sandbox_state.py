@@ -35,6 +35,7 @@ class SandboxState:
         # so that the next invocation (or a spindown) waits for it.
         self.invoke_lock = threading.Lock()
         self.runtime_gen = 0
+        self.runtime_launched_at = 0.0  # time.monotonic() just before the runtime process started
         self.env_gen = 0
         self.initialized = False
         self.init_count = 0
