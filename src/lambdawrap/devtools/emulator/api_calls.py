@@ -46,8 +46,6 @@ class ApiCalls:
         runtime's, sent before a reset killed it and read after: it must neither end anything
         nor take the new runtime's invocation."""
         state = self._state
-        if connected_at < state.runtime_launched_at:
-            raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
         runtime, current = state.runtime, state.current
         if runtime is not None and current is not None and current.response is not None and current.runtime_done_at is None:
             # Lines the function printed before its response come before runtimeDone, as on
@@ -55,6 +53,8 @@ class ApiCalls:
             runtime.drain_output()
         with state.cv:
             gen = state.runtime_gen
+            if state.runtime_replaced(gen, connected_at):
+                raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
             inv = state.current
             if not state.runtime_ready and state.runtime is not None and not state.initialized:
                 state.runtime_ready = True
@@ -66,10 +66,10 @@ class ApiCalls:
                 state.cv.notify_all()
             elif inv is not None and inv.response is None and state.pending_runtime is None:
                 raise ApiError(403, "InvalidStateTransition", "State transition from Running to Ready failed: no response was sent")
-            while state.pending_runtime is None or connected_at < state.runtime_launched_at:
-                if state.runtime_gen != gen or connected_at < state.runtime_launched_at:
-                    raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
+            while state.pending_runtime is None:
                 state.cv.wait()
+                if state.runtime_replaced(gen, connected_at):
+                    raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
             inv, state.pending_runtime = state.pending_runtime, None
             return inv
 

@@ -20,10 +20,10 @@ class ConcurrentRuntimeCalls:
         (a reset ends the wait with an error, as it does for a worker of a runtime started
         before the current one: see ApiCalls.runtime_next)."""
         state = self._state
-        if connected_at < state.runtime_launched_at:
-            raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
         with state.cv:
             gen = state.runtime_gen
+            if state.runtime_replaced(gen, connected_at):
+                raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
             if not state.runtime_ready and state.runtime is not None and not state.initialized:
                 # Init is done once the extensions are ready and at least one worker asks.
                 state.runtime_ready = True
@@ -33,7 +33,7 @@ class ConcurrentRuntimeCalls:
                 raise ApiError(400, "Runtime.TooManyIdleRuntimes", "too many idle runtime workers")
             state.cv.notify_all()
             while slot.invocation is None:
-                if state.runtime_gen != gen:
+                if state.runtime_replaced(gen, connected_at):
                     state.pool.leave(slot)
                     raise ApiError(500, "Runtime.Reset", "the execution environment was reset")
                 state.cv.wait()

@@ -64,6 +64,12 @@ class SandboxState:
             self.cv.wait(left)
         return True
 
+    def runtime_replaced(self, gen: int, connected_at: float) -> bool:
+        """Whether a Runtime API request read in runtime generation `gen`, on a connection made
+        at `connected_at`, is not the current runtime's: a reset came since, or the connection
+        is older than the runtime process (a killed runtime's, sent before and read after)."""
+        return self.runtime_gen != gen or connected_at < self.runtime_launched_at
+
     def notify(self, *_: object) -> None:
         """Wake every waiter; also a process's on_exit callback."""
         with self.cv:
