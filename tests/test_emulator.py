@@ -449,6 +449,46 @@ class TestExtensions:
         assert 1.7 < took < 3.0, took
         assert not pid_alive(ext_pid) and not pid_alive(runtime_pid)
 
+    def test_extension_dying_mid_invocation_gives_one_runtime_done(self, function_dir, probe_layer, monkeypatch):
+        # GIVEN an extension that dies once it has the INVOKE, and a runtime whose /next after
+        # its response is read just after the platform has given up on the phase (held here
+        # until then, as a busy machine may hold it)
+        from lambdawrap.devtools.emulator import api_calls, invoke_phase
+
+        layer, out = probe_layer
+        given_up = threading.Event()
+        runtime_next = api_calls.ApiCalls.runtime_next
+        emit_runtime_done = invoke_phase.emit_runtime_done
+
+        def held_next(self, *args):
+            current = self._state.current
+            if current is not None and current.response is not None:
+                assert given_up.wait(30), "the phase never failed"
+            return runtime_next(self, *args)
+
+        def failed_phase_runtime_done(state, inv, *args):
+            emit_runtime_done(state, inv, *args)
+            given_up.set()
+            # Time for the held /next to add a runtimeDone of its own, before the reset
+            give_up = time.monotonic() + 1.0
+            while time.monotonic() < give_up and len([e for e in emu.records("platform.runtimeDone") if e["record"]["requestId"] == inv.request_id]) < 2:
+                time.sleep(0.02)
+
+        monkeypatch.setattr(api_calls.ApiCalls, "runtime_next", held_next)
+        monkeypatch.setattr(invoke_phase, "emit_runtime_done", failed_phase_runtime_done)
+        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "PROBE_EXIT_ON_INVOKE": "3"}) as emu:
+            # WHEN it is invoked
+            result = emu.invoke({"sleep": 0.3})
+            assert emu.wait_idle(10)
+            # THEN the caller has the response, and the platform says once that the invocation
+            # failed with the extension: one runtimeDone, then the report, then a reset
+            assert result.status == 200 and result.function_error is None
+            done = [r["record"] for r in emu.records("platform.runtimeDone") if r["record"]["requestId"] == result.request_id]
+            assert [(d["status"], d.get("errorType")) for d in done] == [("error", "Extension.Crash")]
+            report = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == result.request_id)
+            assert (report["status"], report["errorType"]) == ("error", "Extension.Crash")
+            assert emu.sandbox.resets == ["failure"]
+
     def test_extension_crash_during_init(self, function_dir, tmp_path):
         layer = tmp_path / "layer"
         (layer / "extensions").mkdir(parents=True)

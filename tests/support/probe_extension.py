@@ -85,6 +85,8 @@ def main():
         if status != 200:
             return 1
         if event["eventType"] == "INVOKE":
+            if os.environ.get("PROBE_EXIT_ON_INVOKE"):
+                return int(os.environ["PROBE_EXIT_ON_INVOKE"])  # dies mid-invocation
             delay = float(os.environ.get("PROBE_NEXT_DELAY", "0"))
             if delay:
                 time.sleep(delay)

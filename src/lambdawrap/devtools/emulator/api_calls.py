@@ -7,7 +7,7 @@ import time
 import uuid
 
 from lambdawrap.devtools.emulator.api_server import ApiError
-from lambdawrap.devtools.emulator.platform_reports import emit_runtime_done, response_status
+from lambdawrap.devtools.emulator.platform_reports import claim_runtime_done, emit_runtime_done, response_status
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
 from lambdawrap.devtools.emulator.state import MAX_EXTENSIONS, MAX_PAYLOAD_BYTES, Extension, Invocation, Outcome, error_body, sanitize_error_type
 from lambdawrap.devtools.emulator.telemetry import MANAGED_INSTANCES_SCHEMA_VERSIONS, SCHEMA_VERSIONS, Subscription
@@ -60,7 +60,7 @@ class ApiCalls:
                 state.runtime_ready = True
                 state.registration_open = False
                 state.cv.notify_all()
-            elif inv is not None and inv.response is not None and inv.runtime_done_at is None:
+            elif inv is not None and inv.response is not None and inv.runtime_done_at is None and claim_runtime_done(inv):
                 inv.runtime_done_at = time.monotonic()
                 emit_runtime_done(state, inv, *response_status(inv))
                 state.cv.notify_all()

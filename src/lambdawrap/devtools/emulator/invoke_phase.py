@@ -11,7 +11,7 @@ import time
 import uuid
 
 from lambdawrap.devtools.emulator.init_phase import InitFailure, InitPhase
-from lambdawrap.devtools.emulator.platform_reports import emit_report, emit_runtime_done, response_status
+from lambdawrap.devtools.emulator.platform_reports import claim_runtime_done, emit_report, emit_runtime_done, response_status
 from lambdawrap.devtools.emulator.processes import ManagedProcess
 from lambdawrap.devtools.emulator.reset import reset_environment
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
@@ -124,6 +124,9 @@ class InvokePhase:
                         inv.deadline,
                     )
                     runtime_done = inv.runtime_done_at is not None
+                    # A phase that failed before the runtime's /next (an extension died) has its
+                    # runtimeDone from here: a /next that comes after must not add a second.
+                    owes_runtime_done = not runtime_done and claim_runtime_done(inv)
                 out_of_memory = state.limits.out_of_memory() or state.out_of_memory == inv.request_id
                 if completed and runtime_done and not inv.ext_pending and state.fatal is None and not out_of_memory:
                     emit_report(state, inv, *response_status(inv))
@@ -139,23 +142,27 @@ class InvokePhase:
                     status, error_type, reason = "error", "Runtime.ExitError", "failure"
                 else:
                     status, error_type, reason = "error", state.fatal or "Extension.Crash", "failure"
-                if not runtime_done:
-                    emit_runtime_done(state, inv, status, error_type)
-                emit_report(state, inv, status, error_type)
-                reset_environment(state, reason)
+                self._fail(inv, status, error_type, reason, owes_runtime_done)
             elif mode == "timeout":
-                emit_runtime_done(state, inv, "timeout", "Sandbox.Timedout")
-                emit_report(state, inv, "timeout", "Sandbox.Timedout")
-                reset_environment(state, "timeout")
+                self._fail(inv, "timeout", "Sandbox.Timedout", "timeout")
             else:
                 error_type = state.fatal or ("Runtime.OutOfMemory" if state.out_of_memory == inv.request_id else "Runtime.ExitError")
-                emit_runtime_done(state, inv, "error", error_type)
-                emit_report(state, inv, "error", error_type)
-                reset_environment(state, "failure")
+                self._fail(inv, "error", error_type, "failure")
         except Exception:  # noqa: BLE001 - the lock must be released whatever happened
             logger.exception("emulator: finishing invocation %s failed", inv.request_id)
         finally:
             state.invoke_lock.release()
+
+    def _fail(self, inv: Invocation, status: str, error_type: str, reason: str, owes_runtime_done: bool | None = None) -> None:
+        """A phase that failed: its runtimeDone (unless one went already), its report, the reset."""
+        state = self._state
+        if owes_runtime_done is None:
+            with state.cv:
+                owes_runtime_done = claim_runtime_done(inv)
+        if owes_runtime_done:
+            emit_runtime_done(state, inv, status, error_type)
+        emit_report(state, inv, status, error_type)
+        reset_environment(state, reason)
 
     def _enforce_memory(self, inv: Invocation, runtime: ManagedProcess | None) -> None:
         """SIGKILL the runtime when its process tree outgrows the memory size, as the platform

@@ -28,6 +28,16 @@ def response_status(inv: Invocation) -> tuple[str, str | None]:
     return "error", outcome.error_type or "Runtime.Unknown"
 
 
+def claim_runtime_done(inv: Invocation) -> bool:
+    """True the first time only (the caller holds the sandbox's lock): an invocation has one
+    runtimeDone, even when its runtime's /next and the failure of its phase (an extension that
+    died) come together."""
+    if inv.runtime_done_claimed:
+        return False
+    inv.runtime_done_claimed = True
+    return True
+
+
 def emit_runtime_done(state: SandboxState, inv: Invocation, status: str, error_type: str | None) -> None:
     """Emit platform.runtimeDone: the runtime is done with the invocation."""
     now = time.monotonic()

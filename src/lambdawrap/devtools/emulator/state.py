@@ -72,6 +72,9 @@ class Invocation:
     response: Outcome | None = None
     response_at: float | None = None
     runtime_done_at: float | None = None
+    # Set by whoever emits the invocation's one runtimeDone: the runtime's /next after its
+    # response, or the end of a phase that failed (under the sandbox's lock).
+    runtime_done_claimed: bool = False
     ext_pending: set = field(default_factory=set)
     init_duration_ms: float | None = None
 
