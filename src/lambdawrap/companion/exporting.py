@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import importlib
 import logging
+import math
 import os
 import threading
 import time
@@ -30,7 +31,6 @@ SPAN_BATCH = 512
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
 LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
-_NEVER_MS = 10**9  # periodic readers only export when we ask them to
 
 
 def make_exporters(settings: Settings) -> tuple:
@@ -132,7 +132,7 @@ class Pipeline:
         self._on_progress = on_progress or (lambda: None)  # told when a flush completed (wakes the event loop)
         self.span_exporter: SpanExporter = span_exporter
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
-        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=_NEVER_MS)
+        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader])
         self.log_exporter = log_exporter
         self.resource = resource

@@ -1,0 +1,34 @@
+"""The companion's export pipeline, in a process of its own, against the real OTLP receiver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+PIPELINE_PROBE = """
+import json, os, sys, threading
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda *args: None)
+pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
+flushed = pipeline.flush(wait_s=60)
+print(json.dumps({"threads": sorted(t.name for t in threading.enumerate()), "flushed": flushed}))
+"""
+
+
+def test_metrics_go_with_each_flush_and_no_thread_waits_to_collect_them():
+    # GIVEN the pipeline, a metric recorded and a flush asked for
+    with OtlpReceiver() as rx:
+        out = subprocess.run([sys.executable, "-c", PIPELINE_PROBE, rx.endpoint], capture_output=True, text=True, timeout=120, check=True)
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        # THEN the flush exported it, and the pipeline runs its export worker alone: no SDK
+        # ticker thread, which the freezer would stop and restart with every invocation
+        assert found == {"threads": ["MainThread", "lambdawrap-export"], "flushed": True}
+        assert [p["value"] for p in rx.metrics() if p["name"] == "probe.count"] == [3]
