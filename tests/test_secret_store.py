@@ -293,3 +293,33 @@ def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(capfd):
         assert prebound_http._FAILURES.count == failures
     finally:
         api.stop()
+
+
+def test_with_the_companions_loop_no_thread_waits_for_a_first_client(moto, clients):
+    # GIVEN the API started as the companion starts it, its ports watched by the event loop
+    from lambdawrap.companion.event_loop import EventLoop
+
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password")
+    store = SecretStore(settings, clients)
+    store.start()
+    loop = EventLoop()
+    stopped = threading.Event()
+    serving = threading.Thread(target=loop.run_until, args=(stopped.is_set,), name="test-event-loop", daemon=True)
+    serving.start()
+    before = set(threading.enumerate())
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings, loop)
+    try:
+        # THEN no thread of the API's exists until a client comes (the freezer would stop and
+        # restart it around every invocation)
+        assert not [t.name for t in set(threading.enumerate()) - before if t.name.startswith("lambdawrap-secrets-api")]
+        # WHEN the function asks
+        assert get(api.ports[0], "/secrets/DB_PASSWORD") == (200, {"value": DB_PASSWORD})
+        assert get(api.ports[0], "/secrets/DB_PASSWORD") == (200, {"value": DB_PASSWORD})
+        # THEN it is answered, by the one server thread the first request started
+        assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("lambdawrap-secrets-api")] == [f"lambdawrap-secrets-api-{api.ports[0]}"]
+    finally:
+        api.stop()
+        store.stop()
+        stopped.set()
+        loop.call_soon_threadsafe()
+        serving.join(10)

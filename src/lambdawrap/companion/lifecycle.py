@@ -127,7 +127,7 @@ class Companion:
             from lambdawrap.companion.secrets_api import SecretsHttpApi
 
             # A port that is taken is reported by the API itself; the other one still serves.
-            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings)
+            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings, self.loop)
         except Exception:  # noqa: BLE001 - fail open: the declared secrets still reach the handler side
             get_logger().exception("lambdawrap: the secrets HTTP API failed to start")
 

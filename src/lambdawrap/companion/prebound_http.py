@@ -30,6 +30,11 @@ class PreboundHttpServer:
         self._server: Any = None
 
     @property
+    def listening_socket(self) -> socket.socket:
+        """The listening socket, for a selector to watch until the first client."""
+        return self._socket
+
+    @property
     def address(self) -> tuple:
         return self._socket.getsockname()
 

@@ -33,6 +33,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from lambdawrap.companion.event_loop import EventLoop
+
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SECRETS_MANAGER_PATH = "/secretsmanager/get"
 PARAMETERS_PATH = "/systemsmanager/parameters/get"
@@ -42,9 +44,13 @@ NAME_PATH = "/"
 
 class SecretsHttpApi:
     """Binds its ports at once; imports and starts an HTTP server on a port only when the
-    first request is waiting there, so an unused API costs nothing at cold start."""
+    first request is waiting there, so an unused API costs nothing at cold start.
 
-    def __init__(self, store: SecretStore, session_token: str, settings: Settings) -> None:
+    With the companion's event loop, the loop watches the ports until then: a thread waiting
+    for a client that may never come would be stopped and restarted by the freezer around
+    every invocation. Without one (tests, tools), a thread per port waits."""
+
+    def __init__(self, store: SecretStore, session_token: str, settings: Settings, loop: EventLoop | None = None) -> None:
         self.store = store
         self.names = SecretNames(store.sources, settings.secrets_allow_undeclared)
         self._session_token = session_token
@@ -59,12 +65,20 @@ class SecretsHttpApi:
                 get_logger().warning("lambdawrap: the secrets API is not listening on port %d: %s", port, exc.strerror or exc)
                 continue
             self._servers.append(server)
-            threading.Thread(target=self._serve_when_needed, args=(server,), name=f"lambdawrap-secrets-api-{port}", daemon=True).start()
+            if loop is None:
+                threading.Thread(target=self._serve_when_needed, args=(server,), name=f"lambdawrap-secrets-api-{port}", daemon=True).start()
+            else:
+                # Registered from the loop's own thread: its selector is not shared.
+                loop.call_soon_threadsafe(lambda server=server: loop.add_reader(server.listening_socket, lambda _sock, server=server: self._first_client(loop, server)))
         self.ports = [server.address[1] for server in self._servers]
 
     def _serve_when_needed(self, server: PreboundHttpServer) -> None:
         if server.wait_for_client():  # an unused port never imports http.server
             server.serve_forever(self._handler)
+
+    def _first_client(self, loop: EventLoop, server: PreboundHttpServer) -> None:
+        loop.remove_reader(server.listening_socket)
+        threading.Thread(target=server.serve_forever, args=(self._handler,), name=f"lambdawrap-secrets-api-{server.address[1]}", daemon=True).start()
 
     def stop(self) -> None:
         for server in self._servers:
