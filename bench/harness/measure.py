@@ -66,6 +66,20 @@ def cpu_ns(pid: int) -> float:
     return total
 
 
+def process_cpu_ns(pid: int) -> float:
+    """CPU time a process has used so far, its exited threads' included (0 if it is gone).
+    cpu_ns is exact but sees live threads only: a thread that has exited (the companion's
+    start-up and SDK-import threads) leaves its time in the process's own counts, which are in
+    clock ticks (10 ms); the larger of the two is the better figure."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return max(cpu_ns(pid), ticks * 1e9 / os.sysconf("SC_CLK_TCK"))
+
+
 def wait_cpu_quiet(pid: int, quiet_s: float = 0.3, timeout_s: float = 60.0) -> float:
     """Wait until the process has been (nearly) idle for quiet_s; returns when it was last busy
     (monotonic). Busy = more than 0.5 ms of CPU in a 10 ms poll."""
