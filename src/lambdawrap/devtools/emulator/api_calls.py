@@ -60,7 +60,7 @@ class ApiCalls:
                 state.runtime_ready = True
                 state.registration_open = False
                 state.cv.notify_all()
-            elif inv is not None and inv.response is not None and inv.runtime_done_at is None and claim_runtime_done(inv):
+            elif inv is not None and inv.response is not None and claim_runtime_done(inv):
                 inv.runtime_done_at = time.monotonic()
                 emit_runtime_done(state, inv, *response_status(inv))
                 state.cv.notify_all()

@@ -124,9 +124,6 @@ class InvokePhase:
                         inv.deadline,
                     )
                     runtime_done = inv.runtime_done_at is not None
-                    # A phase that failed before the runtime's /next (an extension died) has its
-                    # runtimeDone from here: a /next that comes after must not add a second.
-                    owes_runtime_done = not runtime_done and claim_runtime_done(inv)
                 out_of_memory = state.limits.out_of_memory() or state.out_of_memory == inv.request_id
                 if completed and runtime_done and not inv.ext_pending and state.fatal is None and not out_of_memory:
                     emit_report(state, inv, *response_status(inv))
@@ -142,7 +139,7 @@ class InvokePhase:
                     status, error_type, reason = "error", "Runtime.ExitError", "failure"
                 else:
                     status, error_type, reason = "error", state.fatal or "Extension.Crash", "failure"
-                self._fail(inv, status, error_type, reason, owes_runtime_done)
+                self._fail(inv, status, error_type, reason)
             elif mode == "timeout":
                 self._fail(inv, "timeout", "Sandbox.Timedout", "timeout")
             else:
@@ -153,12 +150,12 @@ class InvokePhase:
         finally:
             state.invoke_lock.release()
 
-    def _fail(self, inv: Invocation, status: str, error_type: str, reason: str, owes_runtime_done: bool | None = None) -> None:
-        """A phase that failed: its runtimeDone (unless one went already), its report, the reset."""
+    def _fail(self, inv: Invocation, status: str, error_type: str, reason: str) -> None:
+        """A phase that failed: its runtimeDone (unless the runtime's /next sent one, before or
+        while the failure was found), its report, the reset."""
         state = self._state
-        if owes_runtime_done is None:
-            with state.cv:
-                owes_runtime_done = claim_runtime_done(inv)
+        with state.cv:
+            owes_runtime_done = claim_runtime_done(inv)
         if owes_runtime_done:
             emit_runtime_done(state, inv, status, error_type)
         emit_report(state, inv, status, error_type)
