@@ -259,6 +259,22 @@ def test_process_stays_lean_and_disabled_leaves_it_untouched(task):
     assert invocation_spans(rx) == []
 
 
+def test_the_companion_loads_only_what_it_uses(task):
+    # Its imports are init's critical path below one vCPU (lifecycle's startup wait): what it
+    # does not use must not be there. Python reports every import of the companion's process
+    # on its stderr (PYTHONPROFILEIMPORTTIME), which the emulator keeps as the extension's log.
+    with instrumented(task, env={"PYTHONPROFILEIMPORTTIME": "1"}) as (emu, rx):
+        emu.invoke(apigw_event())
+        wait_for(lambda: invocation_spans(rx), what="the invocation's span")
+        imported = {line.rsplit("|", 1)[-1].strip() for line in emu.log_lines("extension") if line.startswith("import time:")}
+    # The export really was loaded (the check below is not vacuous; a module loaded through
+    # importlib.import_module is not reported, what it imports is) ...
+    assert {"opentelemetry.exporter.otlp.proto.http._common", "opentelemetry.sdk.metrics", "lambdawrap.companion.secrets_api"} <= imported
+    # ... without importlib.metadata (metadata_on_demand), OpenSSL's hashing (the secrets API's
+    # token check), the IDNA codec (a plain-HTTP collector's name), http.client or ssl.
+    assert imported.isdisjoint({"importlib.metadata", "zipfile", "hmac", "hashlib", "encodings.idna", "http.client", "ssl", "requests"})
+
+
 def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
     # GIVEN a sitecustomize the interpreter finds without the layer (on the PYTHONPATH the
     # function sets) WHEN the layer's own sitecustomize shadows it THEN it runs all the same

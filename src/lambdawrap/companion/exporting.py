@@ -41,6 +41,9 @@ def make_exporters(settings: Settings) -> tuple:
     # The exporter maps the preference to each instrument's temporality itself, from the
     # variable; ours has a different default (delta), so it gets the settled value.
     os.environ[METRICS_TEMPORALITY] = settings.metrics_temporality
+    from lambdawrap.companion import metadata_on_demand
+
+    metadata_on_demand.install()
     return tuple(_exporter(settings, signal) for signal in ("traces", "metrics", "logs"))
 
 

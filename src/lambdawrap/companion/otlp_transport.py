@@ -105,6 +105,8 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         context (ssl imported, the CA bundle read), so that the first export does neither."""
         if self._route(url)[0].scheme == "https":
             self._tls()
+            # ssl passes the server name through the IDNA codec: its import too, here.
+            "collector.invalid".encode("idna")
 
     def _route(self, url: str) -> tuple:
         route = self._routes.get(url)

@@ -17,10 +17,13 @@ set; both ports answer every shape. All answers come from the store's one cache.
 
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 from urllib.parse import parse_qs, unquote, urlsplit
+
+# hmac's own fallback, in constant time: `import hmac` loads OpenSSL's hashlib, ~2 ms of the
+# companion's CPU in init, where nothing else of it needs hashing.
+from _operator import _compare_digest as compare_digest
 
 from lambdawrap.companion.prebound_http import PreboundHttpServer
 from lambdawrap.companion.secret_names import ReadFailed, SecretNames, UnknownName
@@ -150,7 +153,7 @@ class SecretsHttpApi:
         if not self._session_token:
             return {"error": "Unauthorized", "message": "AWS_SESSION_TOKEN is not set in this environment, so no request can be authenticated"}
         if token is not None:  # present, even empty: it must be right
-            if hmac.compare_digest(token.encode(), self._session_token.encode()):
+            if compare_digest(token.encode(), self._session_token.encode()):
                 return None
             return {"error": "Unauthorized", "message": f"the {TOKEN_HEADER} header does not equal AWS_SESSION_TOKEN"}
         if tokenless_shape and self._token_optional and _is_loopback(client_host):
