@@ -32,3 +32,21 @@ def test_metrics_go_with_each_flush_and_no_thread_waits_to_collect_them():
         # ticker thread, which the freezer would stop and restart with every invocation
         assert found == {"threads": ["MainThread", "lambdawrap-export"], "flushed": True}
         assert [p["value"] for p in rx.metrics() if p["name"] == "probe.count"] == [3]
+
+
+def test_each_log_record_carries_its_own_invocations_ids_in_a_mixed_batch():
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.log_records import log_records
+
+    first, second = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"), ["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"]
+    # The second invocation's ids as an earlier environment carried them over (JSON: a list).
+    entries = [("a", 1, first, "r1"), ("b", 2, second, "r2"), ("c", 3, first, "r1"), ("d", 4, None, None), ("e", 5, ("", ""), "r3")]
+    found = [(r.log_record.body, r.log_record.trace_id, r.log_record.span_id, dict(r.log_record.attributes or {})) for r in log_records(entries, Resource({}))]
+    assert found == [
+        ("a", int(first[0], 16), int(first[1], 16), {"faas.invocation_id": "r1"}),
+        ("b", int(second[0], 16), int(second[1], 16), {"faas.invocation_id": "r2"}),
+        ("c", int(first[0], 16), int(first[1], 16), {"faas.invocation_id": "r1"}),
+        ("d", 0, 0, {}),
+        ("e", 0, 0, {"faas.invocation_id": "r3"}),
+    ]

@@ -12,12 +12,14 @@ escape, into the function (handler side) or out of a companion thread.
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
 import socket
 import time
 import types
+from datetime import datetime
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -28,7 +30,7 @@ from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode
 from lambdawrap.handler.invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
 from lambdawrap.handler.redact import REDACTED, TRUNCATED, payload_text, redaction_keys
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
-from lambdawrap.companion.correlator import Correlator
+from lambdawrap.companion.correlator import Correlator, parse_time_ns
 from lambdawrap.shared.records import invocation_problem
 from lambdawrap.companion.http_lite import ConnectionClosed, decode_body, read_response
 from lambdawrap.companion.secrets_api import SecretsHttpApi
@@ -401,6 +403,18 @@ def test_any_telemetry_batch_is_handled(batches):
     accounted = sum(1 for span in sink.spans._items if span.attributes.get("faas.invocation_id") == "rid-1") + sink.dropped_by_reason["record_missing"] + sink.dropped_by_reason["malformed_record"]
     assert accounted == 1
     assert not [s for s in sink.spans._items if s.attributes.get("faas.invocation_id") == "rid-2"]  # never announced
+
+
+@FUZZ
+@given(st.lists(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)), min_size=1, max_size=40))
+def test_telemetry_times_are_read_to_the_exact_millisecond_whatever_came_before(moments):
+    # parse_time_ns keeps its last answers (a flood prints dozens of lines a millisecond): any
+    # order and any repetition still gives each stamp its own instant.
+    for moment in moments + moments[::-1] + moments:
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"  # as Lambda writes them
+        expected = (calendar.timegm(moment.timetuple()) * 1000 + moment.microsecond // 1000) * 1_000_000
+        assert parse_time_ns(stamp) == expected, stamp
+    assert parse_time_ns("yesterday") is None and parse_time_ns(["2026-01-01T00:00:00.000Z"]) is None
 
 
 # ---------------------------------------------------------------------------------------------

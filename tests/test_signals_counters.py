@@ -47,6 +47,28 @@ def test_a_flood_of_drops_is_one_data_point_with_the_whole_count():
     assert signals.counted[("lambdawrap.dropped", (("reason", "log_buffer_full"),))] == 10_000
 
 
+def test_log_lines_beyond_the_buffer_are_counted_in_one_report_and_never_lost():
+    # GIVEN a full log buffer and a flood of lines on top of it
+    signals, reader = make_signals()
+    reports = []
+    drop = signals.logs._on_drop
+    signals.logs._on_drop = lambda reason, count: (reports.append((reason, count)), drop(reason, count))
+    capacity = 5000  # log_buffer.MAX_LINES; 10-byte lines stay far below MAX_BYTES
+    for i in range(capacity + 12_345):
+        signals.log_line(f"line {i:05d}", i, None, "rid")
+    # THEN the buffer holds its bound, and the drops wait to be counted in one report: the
+    # collection counts them all, and once
+    assert len(signals.logs) == capacity and reports == []
+    key = ("lambdawrap.dropped", (("reason", "log_buffer_full"),))
+    assert collected(signals, reader) == {key: 12_345} and reports == [("log_buffer_full", 12_345)]
+    assert collected(signals, reader) == {}
+    # AND drops after the last collection are in the totals an ending environment carries over
+    for i in range(3):
+        signals.log_line("one more", i, None, "rid")
+    assert signals.counted[key] == 12_348 and signals.dropped_by_reason["log_buffer_full"] == 12_348
+    assert collected(signals, reader) == {key: 3}
+
+
 def test_counts_after_a_collection_go_with_the_next_one_once():
     signals, reader = make_signals()
     signals.internal_errors("function", 2)

@@ -16,10 +16,11 @@ span is then made at once and says what the caller received, whatever the platfo
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from lambdawrap.companion.runtime_errors import runtime_error
 from lambdawrap.shared import inflight, records
@@ -171,15 +172,29 @@ def _json_request_id(line: str) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def parse_time_ns(stamp: Any) -> int | None:
     """Telemetry API times ("2022-10-12T00:00:15.064Z") as epoch nanoseconds."""
     if not isinstance(stamp, str):
         return None
+    return _parse_stamp(stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_stamp(stamp: str) -> int | None:
+    # Cached: the times have millisecond precision, and a function that logs much prints
+    # dozens of lines in each millisecond.
     try:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return int(moment.timestamp() * 1_000_000) * 1000
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)  # Lambda's clock is UTC
+    # In whole microseconds: timestamp() is a float, a microsecond off for some instants.
+    return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
 class Correlator:

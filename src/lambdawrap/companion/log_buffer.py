@@ -3,7 +3,10 @@
 A function can print far more than a small environment's memory can hold (50 MB an invocation
 is not rare); the companion's memory counts against the function's. Lines beyond the bounds are
 dropped and counted (`log_buffer_full`), never queued without end, and the export of what is
-kept stays inside the flush budget like everything else.
+kept stays inside the flush budget like everything else. A flood drops tens of thousands of
+lines an invocation: they are tallied here and reported in one count (`report_drops`, called
+before every use of the counts), where one count per line was a quarter of the companion's CPU
+for them.
 """
 
 from __future__ import annotations
@@ -30,19 +33,24 @@ class LogBuffer:
         self._max_lines = max_lines
         self._max_bytes = max_bytes
         self.bytes = 0
+        self._unreported = 0  # lines dropped by add() since the last report_drops()
 
     def add(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS]
         with self._lock:
-            if len(self._items) >= self._max_lines or self.bytes + len(line) > self._max_bytes:
-                full = True
-            else:
-                full = False
+            if len(self._items) < self._max_lines and self.bytes + len(line) <= self._max_bytes:
                 self._items.append((line, time_ns, ids, request_id))
                 self.bytes += len(line)
-        if full:
-            self._on_drop("log_buffer_full", 1)
+            else:
+                self._unreported += 1
+
+    def report_drops(self) -> None:
+        """Count the lines add() dropped since the last call, in one on_drop."""
+        with self._lock:
+            count, self._unreported = self._unreported, 0
+        if count:
+            self._on_drop("log_buffer_full", count)
 
     def take(self, limit: int) -> list:
         with self._lock:

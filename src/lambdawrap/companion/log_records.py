@@ -19,14 +19,23 @@ _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.W
 
 def log_records(entries: list, resource: Resource) -> list:
     """ReadableLogRecords for (line, time_ns, ids, request_id) entries."""
-    return [_record(line, time_ns, ids, request_id, resource) for line, time_ns, ids, request_id in entries]
+    # One context per invocation, not per line: a batch is mostly one invocation's lines.
+    contexts: dict = {}
+    return [_record(line, time_ns, _context(ids, contexts), request_id, resource) for line, time_ns, ids, request_id in entries]
 
 
-def _record(line: str, time_ns: int, ids: tuple | None, request_id: str | None, resource: Resource) -> ReadableLogRecord:
-    context = None
-    if ids and ids[0] and ids[1]:
+def _context(ids: tuple | None, contexts: dict) -> object:
+    if not (ids and ids[0] and ids[1]):
+        return None
+    key = (ids[0], ids[1])  # a tuple, or a list when carried over from an earlier environment
+    context = contexts.get(key)
+    if context is None:
         span_context = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-        context = trace.set_span_in_context(NonRecordingSpan(span_context))
+        context = contexts[key] = trace.set_span_in_context(NonRecordingSpan(span_context))
+    return context
+
+
+def _record(line: str, time_ns: int, context: object, request_id: str | None, resource: Resource) -> ReadableLogRecord:
     severity, text = severity_of(line)
     record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=line, attributes={"faas.invocation_id": request_id} if request_id else None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)

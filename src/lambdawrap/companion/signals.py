@@ -66,10 +66,10 @@ class Signals:
         self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_MS_BUCKETS)
         self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)")
         meter.create_observable_gauge("lambdawrap.buffer.high_water", callbacks=[self._observe_high_water], unit="{span}", description="Most spans the export buffer held at once in this environment (its bound is LAMBDAWRAP_BUFFER_MAX_SPANS)")
-        self.dropped_by_reason: collections.Counter = collections.Counter()
+        self._dropped_by_reason: collections.Counter = collections.Counter()
         # Every counter's total so far, by (name, attributes): what is not acknowledged by the
         # collector when the environment ends is carried over to the next one.
-        self.counted: collections.Counter = collections.Counter()
+        self._counted: collections.Counter = collections.Counter()
         # Counted since the last collection, by (name, attributes); drops come from several threads.
         self._unsettled: collections.Counter = collections.Counter()
         self._counts_lock = threading.Lock()
@@ -77,14 +77,26 @@ class Signals:
     def _observe_high_water(self, options: Any) -> list:
         return [Observation(self.spans.high_water, {"lambdawrap.buffer.capacity": self.spans.capacity})]
 
+    @property
+    def counted(self) -> collections.Counter:
+        """Every counter's total so far, by (name, attributes), the log buffer's drops included."""
+        self.logs.report_drops()
+        return self._counted
+
+    @property
+    def dropped_by_reason(self) -> collections.Counter:
+        self.logs.report_drops()
+        return self._dropped_by_reason
+
     def _add(self, name: str, value: float, attributes: dict) -> None:
         key = counter_key(name, attributes)
         with self._counts_lock:
             self._unsettled[key] += value
-            self.counted[key] += value
+            self._counted[key] += value
 
     def settle_counters(self) -> None:
         """Hand what was counted since the last call to the SDK's counters, one add per series."""
+        self.logs.report_drops()
         with self._counts_lock:
             unsettled, self._unsettled = self._unsettled, collections.Counter()
         for (name, attributes), value in unsettled.items():
@@ -93,7 +105,7 @@ class Signals:
     # Sink ----------------------------------------------------------------------
 
     def dropped(self, reason: str, count: int = 1) -> None:
-        self.dropped_by_reason[reason] += count
+        self._dropped_by_reason[reason] += count
         self._add("lambdawrap.dropped", count, {"reason": reason})
 
     def internal_errors(self, process: str, count: int = 1) -> None:
