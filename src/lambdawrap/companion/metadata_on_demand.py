@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import types
 
 NAME = "opentelemetry.util._importlib_metadata"
@@ -22,17 +23,19 @@ def install() -> None:
     if NAME in sys.modules:
         return
     stand_in = types.ModuleType(NAME, __doc__)
+    loading = threading.RLock()  # two threads' first uses load it once
 
     def real() -> types.ModuleType:
-        module = sys.modules.get(NAME)
-        if module is None or module is stand_in:
-            sys.modules.pop(NAME, None)
-            try:
-                module = importlib.import_module(NAME)
-            except BaseException:
-                sys.modules.setdefault(NAME, stand_in)
-                raise
-        return module
+        with loading:
+            module = sys.modules.get(NAME)
+            if module is None or module is stand_in:
+                sys.modules.pop(NAME, None)
+                try:
+                    module = importlib.import_module(NAME)
+                except BaseException:
+                    sys.modules.setdefault(NAME, stand_in)
+                    raise
+            return module
 
     def entry_points(**params):  # noqa: ANN003, ANN202 - the wrapped function's own signature
         return real().entry_points(**params)
