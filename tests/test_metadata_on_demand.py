@@ -81,3 +81,25 @@ print(sys.modules[metadata_on_demand.NAME] is real)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_stand_in_answers_the_import_system_and_loads_the_real_module_on_use():
+    code = """
+import importlib.util, json, sys
+from lambdawrap.companion import metadata_on_demand
+metadata_on_demand.install()
+import opentelemetry.util._importlib_metadata as found
+spec = importlib.util.find_spec(metadata_on_demand.NAME)
+quiet = "importlib.metadata" not in sys.modules and spec is not None
+version = found.version("opentelemetry-sdk")
+names = {}
+exec("from opentelemetry.util._importlib_metadata import *", names)
+real = sys.modules[metadata_on_demand.NAME]
+print(json.dumps({"quiet": quiet, "version": version, "names": sorted(k for k in names if not k.startswith("__")), "all": sorted(real.__all__), "dir": set(real.__all__) <= set(dir(found))}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    from importlib.metadata import version
+
+    assert found["quiet"] is True and found["version"] == version("opentelemetry-sdk")
+    assert found["names"] == found["all"] and found["dir"] is True

@@ -449,3 +449,21 @@ def test_a_length_given_twice_is_read_at_once_and_a_garbled_answer_is_a_connecti
     result = transport.request("POST", endpoint, data=b"x", timeout=30)
     # A connection error: the exporter retries it at once, on a new connection.
     assert result.error is not None and transport.is_connection_error(result.error)
+
+
+@pytest.mark.parametrize("host", ["collector.example", "127.0.0.1", "::1", "", "localhost.", "a..b", ".a", "a." * 3, "x" * 63 + ".example", "x" * 64 + ".example", "example." + "x" * 64, "bücher.example"])
+def test_a_name_is_looked_up_as_the_idna_codec_would_pass_it(host):
+    # getaddrinfo puts a str through the IDNA codec; an ASCII name goes as bytes instead (no
+    # codec import in init), with the codec's own check: a malformed one still fails at once.
+    from lambdawrap.companion.collector_connection import _lookup_name
+
+    try:
+        expected = host.encode("idna")
+    except UnicodeError as exc:
+        with pytest.raises(UnicodeError):
+            _lookup_name(host)
+        assert host.isascii(), exc
+        return
+    looked_up = _lookup_name(host)
+    assert (looked_up if isinstance(looked_up, bytes) else looked_up.encode("idna")) == expected
+    assert isinstance(looked_up, bytes) == host.isascii()

@@ -5,6 +5,7 @@ IDNA codec the server name goes through) and sends nothing. That nothing reaches
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,8 +43,9 @@ print(json.dumps({"ssl_before": before, "ssl_after": "ssl" in sys.modules, "idna
 """
 
 
-def probe_transports(endpoint: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", TRANSPORT_PROBE, endpoint], capture_output=True, text=True, timeout=120, check=True)
+def probe_transports(endpoint: str, **environ: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    out = subprocess.run([sys.executable, "-c", TRANSPORT_PROBE, endpoint], capture_output=True, text=True, timeout=120, check=True, env=dict(env, **environ))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -55,6 +57,10 @@ def test_the_rehearsal_readies_the_tls_of_an_https_collector_and_nothing_for_pla
     # A plain-HTTP collector needs neither ssl nor http.client at all.
     found = probe_transports("http://127.0.0.1:4318")
     assert found == {"ssl_before": False, "ssl_after": False, "idna_after": False, "ready": 3, "tls_contexts": [False, False, False]}
+    # Through a proxy the name goes to http.client as a str, through the IDNA codec: loaded in
+    # init too (no ssl for a plain-HTTP proxy).
+    found = probe_transports("http://collector.example:4318", HTTP_PROXY="http://127.0.0.1:3128")
+    assert found == {"ssl_before": False, "ssl_after": False, "idna_after": True, "ready": 3, "tls_contexts": [False, False, False]}
 
 
 def test_the_rehearsal_leaves_the_real_meters_alone():

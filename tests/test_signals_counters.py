@@ -69,6 +69,29 @@ def test_log_lines_beyond_the_buffer_are_counted_in_one_report_and_never_lost():
     assert collected(signals, reader) == {key: 3}
 
 
+def test_a_reader_of_the_totals_waits_for_a_report_of_log_drops_under_way():
+    # GIVEN the export worker reporting the log buffer's drops, held inside the report
+    signals, _ = make_signals()
+    for i in range(5000 + 100):
+        signals.log_line("x", i, None, "rid")
+    inside, release = threading.Event(), threading.Event()
+    drop = signals.logs._on_drop
+    signals.logs._on_drop = lambda reason, count: (inside.set(), release.wait(60), drop(reason, count))
+    worker = threading.Thread(target=signals.settle_counters)
+    worker.start()
+    assert inside.wait(60)
+    # WHEN the loop reads the totals meanwhile (an environment ending carries them over)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(signals.counted[("lambdawrap.dropped", (("reason", "log_buffer_full"),))]))
+    reader.start()
+    reader.join(0.2)
+    # THEN it waits for the report, and sees the 100 drops (never a moment with them nowhere)
+    assert reader.is_alive()
+    release.set()
+    worker.join(60), reader.join(60)
+    assert seen == [100]
+
+
 def test_counts_after_a_collection_go_with_the_next_one_once():
     signals, reader = make_signals()
     signals.internal_errors("function", 2)

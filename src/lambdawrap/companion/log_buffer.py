@@ -34,6 +34,9 @@ class LogBuffer:
         self._max_bytes = max_bytes
         self.bytes = 0
         self._unreported = 0  # lines dropped by add() since the last report_drops()
+        # Held across the tally's swap and its report, so that a reader of the counts (which
+        # reports first) waits for a report under way instead of seeing the count nowhere.
+        self._reporting = threading.Lock()
 
     def add(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
         if len(line) > MAX_LINE_CHARS:
@@ -47,10 +50,11 @@ class LogBuffer:
 
     def report_drops(self) -> None:
         """Count the lines add() dropped since the last call, in one on_drop."""
-        with self._lock:
-            count, self._unreported = self._unreported, 0
-        if count:
-            self._on_drop("log_buffer_full", count)
+        with self._reporting:
+            with self._lock:
+                count, self._unreported = self._unreported, 0
+            if count:
+                self._on_drop("log_buffer_full", count)
 
     def take(self, limit: int) -> list:
         with self._lock:

@@ -11,6 +11,7 @@ then on answers everything."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import threading
 import types
@@ -41,13 +42,18 @@ def install() -> None:
         return real().entry_points(**params)
 
     def attribute(name: str) -> object:
-        if name.startswith("__"):
+        if name.startswith("__") and name != "__all__":
             # The import system's own questions (is it a package: __path__?) are not a use.
             raise AttributeError(name)
         return getattr(real(), name)
 
     # `from ... import entry_points` takes this function at import time; any other name
-    # (EntryPoints, version, distributions...) loads the real module on the spot.
+    # (EntryPoints, version, distributions..., `import *`, dir()) loads the real module.
     stand_in.entry_points = entry_points  # type: ignore[attr-defined]
     stand_in.__getattr__ = attribute  # type: ignore[method-assign]
+    stand_in.__dir__ = lambda: dir(real())  # type: ignore[method-assign]
+    stand_in.__spec__ = importlib.machinery.ModuleSpec(NAME, None)
+    import opentelemetry.util as parent
+
     sys.modules[NAME] = stand_in
+    parent._importlib_metadata = stand_in  # `import a.b as m; m.x` finds it as a real one is found

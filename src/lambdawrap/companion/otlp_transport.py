@@ -103,9 +103,12 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def prepare(self, url: str) -> None:
         """Set up what the first request to `url` would: its route and, for https, the TLS
         context (ssl imported, the CA bundle read), so that the first export does neither."""
-        if self._route(url)[0].scheme == "https":
+        target, _, proxy, _ = self._route(url)
+        if target.scheme == "https":
             self._tls()
-            # ssl passes the server name through the IDNA codec: its import too, here.
+        if target.scheme == "https" or proxy or not (target.hostname or "").isascii():
+            # ssl passes the server name through the IDNA codec, and so does a name looked
+            # up as str (a proxy's, through http.client, or a non-ASCII one): its import too.
             "collector.invalid".encode("idna")
 
     def _route(self, url: str) -> tuple:
