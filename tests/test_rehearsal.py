@@ -1,6 +1,7 @@
 """The companion's export rehearsal: during the pipeline's build it pays the first export's
 one-time costs (the OTLP encoders' first run; for an https collector ssl, the CA bundle and the
-IDNA codec the server name goes through) and sends nothing. That nothing reaches the collector is checked end to end in test_pipeline."""
+IDNA codec the server name goes through) and sends nothing. That nothing reaches the collector
+is checked end to end in test_pipeline."""
 
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ from lambdawrap.companion.exporting import make_exporters
 from lambdawrap.companion.rehearsal import prepare_transports
 from lambdawrap.shared.settings import Settings
 exporters = make_exporters(Settings.from_env())
-before = "ssl" in sys.modules or "encodings.idna" in sys.modules
+ssl_before, idna_before = "ssl" in sys.modules, "encodings.idna" in sys.modules
 ready = prepare_transports(exporters)
 contexts = [exporter._client._transport._context is not None for exporter in exporters]
-print(json.dumps({"ssl_before": before, "ssl_after": "ssl" in sys.modules, "idna_after": "encodings.idna" in sys.modules, "ready": ready, "tls_contexts": contexts}))
+print(json.dumps({"ssl_before": ssl_before, "ssl_after": "ssl" in sys.modules, "idna_before": idna_before, "idna_after": "encodings.idna" in sys.modules, "ready": ready, "tls_contexts": contexts}))
 """
 
 
@@ -53,14 +54,14 @@ def test_the_rehearsal_readies_the_tls_of_an_https_collector_and_nothing_for_pla
     # The exporters' own attributes it relies on are there in the pinned SDK, and an https
     # collector's TLS context (ssl, the CA bundle) is built in init, not in the first export.
     found = probe_transports("https://collector.example:4318")
-    assert found == {"ssl_before": False, "ssl_after": True, "idna_after": True, "ready": 3, "tls_contexts": [True, True, True]}
+    assert found == {"ssl_before": False, "ssl_after": True, "idna_before": False, "idna_after": True, "ready": 3, "tls_contexts": [True, True, True]}
     # A plain-HTTP collector needs neither ssl nor http.client at all.
     found = probe_transports("http://127.0.0.1:4318")
-    assert found == {"ssl_before": False, "ssl_after": False, "idna_after": False, "ready": 3, "tls_contexts": [False, False, False]}
+    assert found == {"ssl_before": False, "ssl_after": False, "idna_before": False, "idna_after": False, "ready": 3, "tls_contexts": [False, False, False]}
     # Through a proxy the name goes to http.client as a str, through the IDNA codec: loaded in
     # init too (no ssl for a plain-HTTP proxy).
     found = probe_transports("http://collector.example:4318", HTTP_PROXY="http://127.0.0.1:3128")
-    assert found == {"ssl_before": False, "ssl_after": False, "idna_after": True, "ready": 3, "tls_contexts": [False, False, False]}
+    assert found == {"ssl_before": False, "ssl_after": False, "idna_before": False, "idna_after": True, "ready": 3, "tls_contexts": [False, False, False]}
 
 
 def test_the_rehearsal_leaves_the_real_meters_alone():

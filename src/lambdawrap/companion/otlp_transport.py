@@ -101,8 +101,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             return StdlibHTTPResult(error=error)
 
     def prepare(self, url: str) -> None:
-        """Set up what the first request to `url` would: its route and, for https, the TLS
-        context (ssl imported, the CA bundle read), so that the first export does neither."""
+        """Set up what the first request to `url` would: its route, for https the TLS context
+        (ssl imported, the CA bundle read), and the IDNA codec where the name will go through
+        it, so that the first export does none of it."""
         target, _, proxy, _ = self._route(url)
         if target.scheme == "https":
             self._tls()
