@@ -275,6 +275,23 @@ def test_the_companion_loads_only_what_it_uses(task):
     assert imported.isdisjoint({"importlib.metadata", "zipfile", "hmac", "hashlib", "encodings.idna", "http.client", "ssl", "requests"})
 
 
+@pytest.mark.parametrize("sdk_disabled", [False, True])
+def test_the_companion_collects_garbage_again_once_init_is_over(task, sdk_disabled):
+    # The collector is held off while the companion imports (init_gc.py); it must come back
+    # whether or not an export pipeline is built, with init's objects frozen.
+    env = {"LAMBDAWRAP_LOG_LEVEL": "debug"}
+    if sdk_disabled:
+        env["OTEL_SDK_DISABLED"] = "true"
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke(apigw_event()).json()["statusCode"] == 200
+        emu.wait_idle()
+        resumed = [line for line in emu.log_lines("extension") if "garbage collection resumed" in line]
+    assert len(resumed) == 1, resumed
+    frozen = int(resumed[0].split("resumed, ")[1].split()[0])
+    # The SDK's modules alone are tens of thousands of objects; without them, the stdlib's.
+    assert frozen > (2_000 if sdk_disabled else 20_000)
+
+
 def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
     # GIVEN a sitecustomize the interpreter finds without the layer (on the PYTHONPATH the
     # function sets) WHEN the layer's own sitecustomize shadows it THEN it runs all the same

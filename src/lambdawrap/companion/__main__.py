@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
+from lambdawrap.companion import init_gc
 from lambdawrap.companion.extension_api import ExtensionClient, registration_events
 
 
 def main(argv: list) -> int:
+    init_gc.pause()
     name = argv[1] if len(argv) > 1 else "lambdawrap"
     client = ExtensionClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     # Registration comes before anything else: the runtime cannot start until every extension
@@ -19,6 +21,7 @@ def main(argv: list) -> int:
 
     settings = Settings.from_env()
     if settings.disabled:
+        init_gc.resume()
         return _idle(client)
     try:
         from lambdawrap.companion.lifecycle import Companion
@@ -29,6 +32,7 @@ def main(argv: list) -> int:
 
         configure_process_logging(settings.log_level)
         get_logger().exception("lambdawrap: companion failed to start; telemetry is off for this environment")
+        init_gc.resume()
         return _idle(client)
     return companion.run()
 

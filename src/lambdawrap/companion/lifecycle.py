@@ -21,6 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+from lambdawrap.companion import init_gc
 from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
@@ -193,6 +194,13 @@ class Companion:
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
         finally:
             self._ready.set()
+            self._end_init_gc()
+
+    def _end_init_gc(self) -> None:
+        # Init's heavy work is over: its objects are frozen (init_gc.py).
+        frozen = init_gc.resume()
+        if frozen:
+            get_logger().debug("lambdawrap: garbage collection resumed, %d objects of init frozen", frozen)
 
     def _finished(self, request_id: str) -> None:
         # Called by the correlator (its lock held): only ask, never wait.
@@ -229,6 +237,8 @@ class Companion:
         self._startup_wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
         self._ensure_pipeline()
         self._finish_start_in_init()
+        if self._pipeline_thread is None:
+            self._end_init_gc()  # OTEL_SDK_DISABLED: no pipeline will be built
         self._update_posted_wanted()
         if self.settings.managed_instances and not self.settings.sdk_disabled:
             self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
