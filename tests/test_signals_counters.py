@@ -1,27 +1,32 @@
-"""The companion's counters: summed per series and handed to the OpenTelemetry SDK when the metrics
-are collected, so that a flood of drops costs a dict update each, not the SDK's measurement path;
-nothing counted is lost or exported twice, whichever thread counts."""
+"""The companion's measurements, handed to the OpenTelemetry SDK when the metrics are collected:
+counters summed per series, so that a flood of drops costs a dict update each, not the SDK's
+measurement path; histogram values recorded in one pass, aggregated exactly as the SDK
+aggregates them one by one. Nothing measured is lost or exported twice, whichever thread
+measures, and what waits for a collection is bounded."""
 
 from __future__ import annotations
 
+import random
 import threading
 
-from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Sum
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 
+from lambdawrap.companion import signals as signals_module
 from lambdawrap.companion.signals import Signals
 from lambdawrap.shared.settings import Settings
 
 
 def make_signals() -> tuple:
-    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA})
+    reader = InMemoryMetricReader(preferred_temporality={Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA})
     return Signals(Settings(), Resource({}), MeterProvider(metric_readers=[reader])), reader
 
 
 def collected(signals: Signals, reader: InMemoryMetricReader) -> dict:
     """{(metric, attributes): value} of one collection, as the pipeline makes it."""
-    signals.settle_counters()
+    signals.settle_measurements()
     found: dict = {}
     data = reader.get_metrics_data()
     for resource_metrics in data.resource_metrics if data else ():
@@ -77,7 +82,7 @@ def test_a_reader_of_the_totals_waits_for_a_report_of_log_drops_under_way():
     inside, release = threading.Event(), threading.Event()
     drop = signals.logs._on_drop
     signals.logs._on_drop = lambda reason, count: (inside.set(), release.wait(60), drop(reason, count))
-    worker = threading.Thread(target=signals.settle_counters)
+    worker = threading.Thread(target=signals.settle_measurements)
     worker.start()
     assert inside.wait(60)
     # WHEN the loop reads the totals meanwhile (an environment ending carries them over)
@@ -120,3 +125,85 @@ def test_counting_from_threads_while_collecting_loses_nothing():
         thread.join()
     total["value"] += sum(collected(signals, reader).values())
     assert total["value"] == per_thread * threads
+
+
+def histogram_points(reader: InMemoryMetricReader, settle=None) -> dict:
+    """{metric: (count, sum, min, max, bucket_counts, bounds)} of one collection."""
+    if settle is not None:
+        settle()
+    found: dict = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if isinstance(metric.data, HistogramData):
+                    for point in metric.data.data_points:
+                        found[metric.name] = (point.count, point.sum, point.min, point.max, tuple(point.bucket_counts), tuple(point.explicit_bounds))
+    return found
+
+
+def report(signals: Signals, billed: float, memory_mb: int) -> None:
+    signals.report({"metrics": {"billedDurationMs": billed, "maxMemoryUsedMB": memory_mb}})
+
+
+def test_histogram_values_aggregate_as_the_sdk_records_them_one_by_one():
+    # GIVEN the platform's reports of 500 invocations, and the same values recorded straight
+    # into SDK histograms of the same names and boundaries
+    signals, reader = make_signals()
+    direct_reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    meter = MeterProvider(metric_readers=[direct_reader]).get_meter("direct")
+    billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", explicit_bucket_boundaries_advisory=signals_module._MS_BUCKETS)
+    memory = meter.create_histogram("faas.mem_usage", unit="By")
+    rng = random.Random(15)
+    for _ in range(500):
+        b, m = rng.choice([1, 2, 3, 7, 100, 1500, 900_000]) * rng.random(), rng.randint(20, 10_240)
+        report(signals, b, m)
+        billed.record(b)
+        memory.record(m * 1024 * 1024)
+    # THEN one collection gives the same points: count, sum, min, max and every bucket
+    ours = histogram_points(reader, signals.settle_measurements)
+    assert set(ours) == {"lambdawrap.billed_duration", "faas.mem_usage"}
+    assert ours == histogram_points(direct_reader)
+    assert ours["lambdawrap.billed_duration"][0] == 500
+
+
+def test_histogram_values_after_a_collection_go_with_the_next_one_once():
+    signals, reader = make_signals()
+    for _ in range(3):
+        report(signals, 5, 64)
+    assert histogram_points(reader, signals.settle_measurements)["faas.mem_usage"][0] == 3
+    assert "faas.mem_usage" not in histogram_points(reader, signals.settle_measurements)  # delta: nothing new
+    report(signals, 9, 128)
+    assert histogram_points(reader, signals.settle_measurements)["faas.mem_usage"][:2] == (1, 128 * 1024 * 1024)
+
+
+def test_what_waits_for_a_collection_is_bounded_and_still_all_recorded():
+    # GIVEN no collection for a long while (a collector that refuses the metrics holds it back)
+    signals, reader = make_signals()
+    waiting = []
+    for _ in range(3 * signals_module.MAX_UNRECORDED):
+        report(signals, 1, 64)
+        waiting.append(len(signals._unrecorded))
+    # THEN no more than the bound ever waits, and the next collection has every value
+    assert max(waiting) < signals_module.MAX_UNRECORDED
+    assert histogram_points(reader, signals.settle_measurements)["lambdawrap.billed_duration"][0] == 3 * signals_module.MAX_UNRECORDED
+
+
+def test_values_measured_while_another_thread_collects_are_each_recorded_once():
+    signals, reader = make_signals()
+    total = 20_000
+    done = threading.Event()
+    counts = []
+
+    def collect_until_done() -> None:
+        while not done.is_set():
+            counts.append(histogram_points(reader, signals.settle_measurements).get("faas.mem_usage", (0,))[0])
+        counts.append(histogram_points(reader, signals.settle_measurements).get("faas.mem_usage", (0,))[0])
+
+    worker = threading.Thread(target=collect_until_done)
+    worker.start()
+    for _ in range(total):
+        report(signals, 1, 64)
+    done.set()
+    worker.join(60)
+    assert sum(counts) == total and len(counts) > 1

@@ -141,7 +141,7 @@ class Pipeline:
         self.resource = resource
         self.spans: SpanBuffer | None = None
         self.logs: LogBuffer | None = None
-        self.before_collect = lambda: None  # the signals' counters settle into the SDK here
+        self.before_collect = lambda: None  # the signals' measurements settle into the SDK here
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)

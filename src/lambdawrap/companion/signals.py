@@ -2,9 +2,15 @@
 MeterProvider, delta temporality by default) and log records (log_buffer), and counts what is
 dropped, by reason.
 
-Counters are summed here and handed to the SDK once per series when the metrics are collected
-(`settle_counters`, which the pipeline calls first): the SDK's path for one measurement costs
-~10 µs, and a log flood drops hundreds of thousands of lines, each counted.
+Measurements reach the SDK when the metrics are collected (`settle_measurements`, which the
+pipeline calls first), not as they are made: the SDK's path for one measurement costs ~10 µs,
+more on the cold caches of each invocation's wake-up, where a pass over many runs hot.
+Counters are summed here and handed over once per series (a log flood drops hundreds of
+thousands of lines, each counted); histogram values wait in a list and are recorded in one
+pass, which the SDK aggregates exactly as it would have one by one (no exemplars either way:
+nothing is recorded inside a span's context here). At most MAX_UNRECORDED values wait: a
+collector that refuses the metrics holds collection back, and the values then go straight to
+the SDK.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.
 _MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
 _MIB = 1024 * 1024
 # Counters whose values an environment that ends unexported hands to the next (see carryover).
+MAX_UNRECORDED = 1024
 CARRIED_COUNTERS = ("faas.invocations", "faas.errors", "faas.timeouts", "lambdawrap.crashes", "faas.coldstarts", "lambdawrap.init_errors", "lambdawrap.internal_errors", "lambdawrap.dropped")
 
 
@@ -72,6 +79,8 @@ class Signals:
         self._counted: collections.Counter = collections.Counter()
         # Counted since the last collection, by (name, attributes); drops come from several threads.
         self._unsettled: collections.Counter = collections.Counter()
+        # Histogram values since the last collection: (histogram, value, attributes).
+        self._unrecorded: list = []
         self._counts_lock = threading.Lock()
 
     def _observe_high_water(self, options: Any) -> list:
@@ -94,13 +103,24 @@ class Signals:
             self._unsettled[key] += value
             self._counted[key] += value
 
-    def settle_counters(self) -> None:
-        """Hand what was counted since the last call to the SDK's counters, one add per series."""
+    def _measure(self, histogram: Any, value: float, attributes: dict | None = None) -> None:
+        with self._counts_lock:
+            self._unrecorded.append((histogram, value, attributes))
+            if len(self._unrecorded) < MAX_UNRECORDED:
+                return
+            unrecorded, self._unrecorded = self._unrecorded, []
+        _record_all(unrecorded)
+
+    def settle_measurements(self) -> None:
+        """Hand what was measured since the last call to the SDK: one add per counter series,
+        and every histogram value in order."""
         self.logs.report_drops()
         with self._counts_lock:
             unsettled, self._unsettled = self._unsettled, collections.Counter()
+            unrecorded, self._unrecorded = self._unrecorded, []
         for (name, attributes), value in unsettled.items():
             self._counters[name].add(value, dict(attributes))
+        _record_all(unrecorded)
 
     # Sink ----------------------------------------------------------------------
 
@@ -156,7 +176,7 @@ class Signals:
             self._add("faas.timeouts", 1, {})
         elif facts.failure in ("crash", "out_of_memory"):
             self._add("lambdawrap.crashes", 1, {})
-        self._duration.record(facts.duration_s, labels)
+        self._measure(self._duration, facts.duration_s, labels)
 
     def init_span(self, init: InitFacts, parent: Invocation | None) -> None:
         ids = parent.ids if parent is not None else None
@@ -167,7 +187,7 @@ class Signals:
         elif init.start_ns is not None:
             self.dropped("sampled_out")
         if init.duration_ms is not None:
-            self._init_duration.record(init.duration_ms / 1000)
+            self._measure(self._init_duration, init.duration_ms / 1000)
         if init.failed:
             self._add("lambdawrap.init_errors", 1, {})
             self._add("faas.errors", 1, {"faas.trigger": "other"})
@@ -180,10 +200,10 @@ class Signals:
             return
         billed = metrics.get("billedDurationMs")
         if isinstance(billed, (int, float)) and not isinstance(billed, bool):
-            self._billed.record(billed)
+            self._measure(self._billed, billed)
         memory = metrics.get("maxMemoryUsedMB")
         if isinstance(memory, (int, float)) and not isinstance(memory, bool):
-            self._memory.record(int(memory * _MIB))
+            self._measure(self._memory, int(memory * _MIB))
 
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
         self.logs.add(line, time_ns, ids, request_id)
@@ -198,3 +218,8 @@ class Signals:
                 self.spans.add(self.builder.user_span(raw))
             except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
                 self.dropped("malformed_span")
+
+
+def _record_all(unrecorded: list) -> None:
+    for histogram, value, attributes in unrecorded:
+        histogram.record(value, attributes)
