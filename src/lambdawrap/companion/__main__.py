@@ -7,12 +7,10 @@ import sys
 
 from lambdawrap.companion import init_gc
 from lambdawrap.companion.extension_api import ExtensionClient, registration_events
-from lambdawrap.companion.init_throttle import StartClock
 
 
 def main(argv: list) -> int:
     init_gc.pause()
-    started = StartClock()
     name = argv[1] if len(argv) > 1 else "lambdawrap"
     client = ExtensionClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
     # Registration comes before anything else: the runtime cannot start until every extension
@@ -28,7 +26,7 @@ def main(argv: list) -> int:
     try:
         from lambdawrap.companion.lifecycle import Companion
 
-        companion = Companion(client, settings, started)
+        companion = Companion(client, settings)
     except Exception:  # noqa: BLE001 - fail open: the function must run even if we cannot export
         from lambdawrap.shared.log import configure_process_logging, get_logger
 

@@ -6,8 +6,6 @@ first /next; the OpenTelemetry SDK is imported and the export pipeline built on 
 thread, from the start. Below one vCPU's worth of memory the first /next waits for it (up to
 LAMBDAWRAP_STARTUP_WAIT_MS): init runs at full speed, invocations at a fraction of a core
 (7 % at 128 MB), so the import costs a fraction in init of what it costs after a response.
-Where init itself runs at that fraction (init_throttle.py), it neither waits nor starts
-loading before the first /next.
 
 The main thread runs the event loop (event_loop.py): while it waits for the platform's next
 event, and while an invocation runs, it serves the function's records and the Telemetry API
@@ -30,7 +28,6 @@ from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
-from lambdawrap.companion.init_throttle import StartClock, throttled
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import posted_wanted, records
@@ -51,10 +48,8 @@ class Companion:
     ms); the loop serves them from then on. Secrets and the OpenTelemetry pipeline start on
     background threads; records that come before the pipeline is ready wait in the sink."""
 
-    def __init__(self, client: ExtensionClient, settings: Settings | None = None, started: StartClock | None = None) -> None:
+    def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
         self.client = client
-        self._started = started  # when main began: whether init is throttled (init_throttle.py)
-        self._throttled_share: float | None = None  # the share of a core a throttled init had
         self.settings = settings or Settings.from_env()
         self._problems_logged: set = set()
         self.sink = DeferredSink()
@@ -148,8 +143,6 @@ class Companion:
 
     def _build_pipeline(self) -> None:
         """On its own thread: the imports, the bulk of the work."""
-        if self._throttled_share is not None:
-            _lower_own_priority()
         try:
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
@@ -202,9 +195,6 @@ class Companion:
         finally:
             self._ready.set()
             self._end_init_gc()
-            if self._throttled_share is not None:
-                # Said once logging is set up (by the start-up thread, meanwhile).
-                get_logger().debug("lambdawrap: init ran at %.0f %% of a core, throttled like an invocation: the first /next did not wait for the export pipeline", self._throttled_share * 100)
 
     def _end_init_gc(self) -> None:
         # Init's heavy work is over: its objects are frozen (init_gc.py).
@@ -244,16 +234,10 @@ class Companion:
 
     def run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
-        self._startup_wait_s = self._startup_wait()
-        if self._throttled_share is None:
-            self._ensure_pipeline()
-        else:
-            # Init at an invocation's share: the pipeline's imports would take their CPU from
-            # the runtime's init and from the companion's own way to /next. They start once
-            # the first /next is asked (the loop runs this then), at low priority.
-            self.loop.call_at(time.monotonic(), self._ensure_pipeline)
+        self._startup_wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
+        self._ensure_pipeline()
         self._finish_start_in_init()
-        if self.settings.sdk_disabled:
+        if self._pipeline_thread is None:
             self._end_init_gc()  # OTEL_SDK_DISABLED: no pipeline will be built
         self._update_posted_wanted()
         if self.settings.managed_instances and not self.settings.sdk_disabled:
@@ -269,19 +253,6 @@ class Companion:
                     self._invoke(event, budget_s)
                 except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
                     self._internal_error("handling an INVOKE event")
-
-    def _startup_wait(self) -> float:
-        """How long the first /next may wait for the pipeline: the setting, in the sandbox's
-        first init only, and only where init runs at full speed."""
-        first = _first_start_in_sandbox(self.settings.socket_path)
-        wait_s = self.settings.startup_wait_ms / 1000
-        if not wait_s or not first:
-            return 0.0
-        is_throttled, share = throttled(self._started)
-        if is_throttled:
-            self._throttled_share = share
-            return 0.0
-        return wait_s
 
     def _update_posted_wanted(self) -> None:
         """Tell the function's process whether to report the runtime's posts: only while they
@@ -325,7 +296,11 @@ class Companion:
         thread_id = self._pipeline_thread.native_id
         if thread_id is None or self._ready.is_set():
             return
-        _lower_priority(thread_id)
+        try:
+            # A thread's nice value may be raised, never lowered back: the import only.
+            os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
+        except (AttributeError, OSError):
+            pass
 
     def _tick_s(self) -> float:
         strategy = self.settings.flush
@@ -434,18 +409,6 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
-
-
-def _lower_priority(thread_id: int) -> None:
-    try:
-        # A thread's nice value may be raised, never lowered back: the import only.
-        os.setpriority(os.PRIO_PROCESS, thread_id, BACKGROUND_NICE)
-    except (AttributeError, OSError):
-        pass
-
-
-def _lower_own_priority() -> None:
-    _lower_priority(threading.get_native_id())
 
 
 def _first_start_in_sandbox(socket_path: str) -> bool:
