@@ -207,3 +207,36 @@ def test_values_measured_while_another_thread_collects_are_each_recorded_once():
     done.set()
     worker.join(60)
     assert sum(counts) == total and len(counts) > 1
+
+
+def first_points(reader: InMemoryMetricReader) -> dict:
+    """{metric: (start, time)} of the first data point of each metric in one collection."""
+    found: dict = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                point = metric.data.data_points[0]
+                found[metric.name] = (point.start_time_unix_nano, point.time_unix_nano)
+    return found
+
+
+def test_a_series_first_point_begins_when_its_first_value_came_not_at_the_collection():
+    # GIVEN a counter and a histogram series whose first values come 0.2 s before a collection
+    import time
+
+    signals, reader = make_signals()
+    measured_at = time.time_ns()
+    signals.internal_errors("function")
+    report(signals, 3, 64)
+    time.sleep(0.2)
+    report(signals, 4, 64)  # later values of the series wait for the collection
+    signals.internal_errors("function")
+    signals.settle_measurements()
+    points = first_points(reader)
+    # THEN each point covers the time since its series' first value, as recording each value
+    # as it came would have it
+    for name in ("lambdawrap.internal_errors", "lambdawrap.billed_duration", "faas.mem_usage"):
+        start, end = points[name]
+        assert start <= measured_at + 50_000_000 and end - start >= 200_000_000, (name, start - measured_at, end - start)
+    assert histogram_points(reader) == {}  # nothing new since (delta), and nothing twice

@@ -8,9 +8,11 @@ more on the cold caches of each invocation's wake-up, where a pass over many run
 Counters are summed here and handed over once per series (a log flood drops hundreds of
 thousands of lines, each counted); histogram values wait in a list and are recorded in one
 pass, which the SDK aggregates exactly as it would have one by one (no exemplars either way:
-nothing is recorded inside a span's context here). At most MAX_UNRECORDED values wait: a
-collector that refuses the metrics holds collection back, and the values then go straight to
-the SDK.
+nothing is recorded inside a span's context here). A series' first value goes straight in:
+the SDK starts a series' first point at its first value, and a point begun at the collection
+would claim its values came in a fraction of a millisecond. At most MAX_UNRECORDED values
+wait: a collector that refuses the metrics holds collection back, and the values then go
+straight to the SDK.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Signals:
         self._unsettled: collections.Counter = collections.Counter()
         # Histogram values since the last collection: (histogram, value, attributes).
         self._unrecorded: list = []
+        self._series_begun: set = set()  # (histogram, attributes) that have had a first value
         self._counts_lock = threading.Lock()
 
     def _observe_high_water(self, options: Any) -> list:
@@ -100,15 +103,24 @@ class Signals:
     def _add(self, name: str, value: float, attributes: dict) -> None:
         key = counter_key(name, attributes)
         with self._counts_lock:
-            self._unsettled[key] += value
+            first = key not in self._counted
             self._counted[key] += value
+            if not first:
+                self._unsettled[key] += value
+                return
+        self._counters[name].add(value, attributes)  # the series begins now (below)
 
     def _measure(self, histogram: Any, value: float, attributes: dict | None = None) -> None:
+        series = (histogram, tuple(attributes.items()) if attributes else ())
         with self._counts_lock:
-            self._unrecorded.append((histogram, value, attributes))
-            if len(self._unrecorded) < MAX_UNRECORDED:
-                return
-            unrecorded, self._unrecorded = self._unrecorded, []
+            if series in self._series_begun:
+                self._unrecorded.append((histogram, value, attributes))
+                if len(self._unrecorded) < MAX_UNRECORDED:
+                    return
+                unrecorded, self._unrecorded = self._unrecorded, []
+            else:
+                self._series_begun.add(series)
+                unrecorded = [(histogram, value, attributes)]
         _record_all(unrecorded)
 
     def settle_measurements(self) -> None:
