@@ -37,7 +37,8 @@ def make_exporters(settings: Settings) -> tuple:
     """(span, metric, log) exporters for the protocols in the settings; each reads its
     connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself. Only the
     protocol asked for is imported, and OTLP/HTTP goes over the standard library
-    (otlp_transport), not requests."""
+    (otlp_transport), not requests. A gRPC exporter comes as a `GrpcExporterToBuild`, imported
+    but not made: see `built`."""
     # The exporter maps the preference to each instrument's temporality itself, from the
     # variable; ours has a different default (delta), so it gets the settled value.
     os.environ[METRICS_TEMPORALITY] = settings.metrics_temporality
@@ -54,11 +55,26 @@ _EXPORTERS = {
 }
 
 
+class GrpcExporterToBuild:
+    """A gRPC exporter's class, imported, to be made by `built` on another thread: making the
+    first one starts gRPC's own threads (its timer, event engine, lifeguard), which carry every
+    later export and keep the priority of the thread that made them. The thread that imports
+    may have been given a low priority (lifecycle's startup wait); they must not inherit it."""
+
+    def __init__(self, exporter_class: type) -> None:
+        self.exporter_class = exporter_class
+
+
+def built(exporters: tuple) -> tuple:
+    """The exporters with each gRPC one made, on the calling thread."""
+    return tuple(e.exporter_class() if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
+
+
 def _exporter(settings: Settings, signal: str) -> object:
     module_name, class_name = _EXPORTERS[signal]
     if settings.protocol(signal) == "grpc":
         module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module_name}")
-        return getattr(module, class_name)()
+        return GrpcExporterToBuild(getattr(module, class_name))
     module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module_name}")
     from lambdawrap.companion.otlp_transport import transport_from_env
 

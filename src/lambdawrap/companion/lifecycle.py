@@ -174,10 +174,10 @@ class Companion:
         try:
             if exporters is None:
                 return
-            from lambdawrap.companion.exporting import Pipeline
+            from lambdawrap.companion.exporting import Pipeline, built
             from lambdawrap.companion.signals import Signals
 
-            pipeline = Pipeline(exporters, resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
+            pipeline = Pipeline(built(exporters), resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
             signals = Signals(self.settings, resource, pipeline.meter_provider)
             pipeline.spans, pipeline.logs = signals.spans, signals.logs
             pipeline.before_collect = signals.settle_measurements
