@@ -39,8 +39,9 @@ logger = logging.getLogger("lambdawrap.companion")
 _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
 _MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
 _MIB = 1024 * 1024
-# Counters whose values an environment that ends unexported hands to the next (see carryover).
+# Histogram values that may wait for a collection; beyond, they go straight to the SDK.
 MAX_UNRECORDED = 1024
+# Counters whose values an environment that ends unexported hands to the next (see carryover).
 CARRIED_COUNTERS = ("faas.invocations", "faas.errors", "faas.timeouts", "lambdawrap.crashes", "faas.coldstarts", "lambdawrap.init_errors", "lambdawrap.internal_errors", "lambdawrap.dropped")
 
 
