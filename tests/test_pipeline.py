@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for, write_function
+from support.faults import companion_process
 from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
@@ -406,8 +407,7 @@ def test_grpc_export(task):
             # At a full core the first /next does not wait for the pipeline, whose imports then
             # go on at a low priority; the threads gRPC starts for the exports must not carry
             # it (exporting.GrpcExporterToBuild).
-            companion = next(e for e in emu.sandbox.state.launched if e.name == "lambdawrap")
-            niceness = thread_niceness(companion.process.pid)
+            niceness = thread_niceness(companion_process(emu).pid)
         assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
     grpc_threads = {name: nice for name, nice in niceness if name.startswith(("grpc", "event_engine", "lifeguard"))}
     assert grpc_threads, niceness  # gRPC's own threads were started (the check is not vacuous)

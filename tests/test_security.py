@@ -21,6 +21,7 @@ from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
 from lambdawrap.shared.secret_sources import SecretSource
 from lambdawrap.shared.settings import Settings
+from support.faults import companion_process
 from support.stack import EVENTS, instrumented
 
 DB_PASSWORD = "sec-suite-DB-value-81f3"
@@ -196,7 +197,7 @@ def test_socket_is_private_listeners_are_loopback_and_the_secrets_api_wants_its_
         assert emu.invoke(request_event()).function_error is None
         emu.wait_idle()
         # GIVEN a running environment: the companion and the function's process
-        companion = next(e for e in emu.sandbox.state.launched if e.name == "lambdawrap").process
+        companion = companion_process(emu)
         runtime = emu.sandbox.state.runtime
         socket_path = env_socket = emu.config.env["LAMBDAWRAP_SOCKET"]
         # THEN the local socket is the owner's only

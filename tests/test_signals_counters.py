@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+from typing import Iterator
 
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Sum
@@ -28,16 +29,21 @@ def collected(signals: Signals, reader: InMemoryMetricReader) -> dict:
     """{(metric, attributes): value} of one collection, as the pipeline makes it."""
     signals.settle_measurements()
     found: dict = {}
+    for metric in collection(reader):
+        if not isinstance(metric.data, Sum):
+            continue  # the buffer's high-water gauge
+        for point in metric.data.data_points:
+            key = (metric.name, tuple(sorted(point.attributes.items())))
+            found[key] = found.get(key, 0) + point.value
+    return found
+
+
+def collection(reader: InMemoryMetricReader) -> Iterator:
+    """The metrics of one collection."""
     data = reader.get_metrics_data()
     for resource_metrics in data.resource_metrics if data else ():
         for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if not isinstance(metric.data, Sum):
-                    continue  # the buffer's high-water gauge
-                for point in metric.data.data_points:
-                    key = (metric.name, tuple(sorted(point.attributes.items())))
-                    found[key] = found.get(key, 0) + point.value
-    return found
+            yield from scope_metrics.metrics
 
 
 def test_a_flood_of_drops_is_one_data_point_with_the_whole_count():
@@ -132,13 +138,10 @@ def histogram_points(reader: InMemoryMetricReader, settle=None) -> dict:
     if settle is not None:
         settle()
     found: dict = {}
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if isinstance(metric.data, HistogramData):
-                    for point in metric.data.data_points:
-                        found[metric.name] = (point.count, point.sum, point.min, point.max, tuple(point.bucket_counts), tuple(point.explicit_bounds))
+    for metric in collection(reader):
+        if isinstance(metric.data, HistogramData):
+            for point in metric.data.data_points:
+                found[metric.name] = (point.count, point.sum, point.min, point.max, tuple(point.bucket_counts), tuple(point.explicit_bounds))
     return found
 
 
@@ -212,12 +215,9 @@ def test_values_measured_while_another_thread_collects_are_each_recorded_once():
 def first_points(reader: InMemoryMetricReader) -> dict:
     """{metric: (start, time)} of the first data point of each metric in one collection."""
     found: dict = {}
-    data = reader.get_metrics_data()
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                point = metric.data.data_points[0]
-                found[metric.name] = (point.start_time_unix_nano, point.time_unix_nano)
+    for metric in collection(reader):
+        point = metric.data.data_points[0]
+        found[metric.name] = (point.start_time_unix_nano, point.time_unix_nano)
     return found
 
 
