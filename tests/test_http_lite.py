@@ -3,8 +3,11 @@ resent only when the server had closed that connection before answering any of i
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient
 from lambdawrap.companion.http_lite import ConnectionClosed, HttpConnection
 from support.scripted_server import ScriptedServer
@@ -72,6 +75,71 @@ def test_a_new_connection_closed_without_an_answer_is_an_error(server_factory):
     with pytest.raises(ConnectionClosed):
         HttpConnection("127.0.0.1", server.port).request("GET", "/next")
     assert server.connections == 1 and len(server.requests) == 1
+
+
+class CountingLoop(EventLoop):
+    """The companion's loop, counting the sockets it is asked to watch and to stop watching."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added = 0
+        self.removed = 0
+
+    def add_reader(self, sock, callback) -> None:
+        self.added += 1
+        super().add_reader(sock, callback)
+
+    def remove_reader(self, sock) -> None:
+        self.removed += 1
+        super().remove_reader(sock)
+
+
+def test_in_the_loop_the_connection_stays_watched_and_blocking_from_one_call_to_the_next(server_factory):
+    # Registering and unregistering the socket, and switching it to non-blocking and back,
+    # were five system calls on every /next.
+    server = server_factory([[reply(EVENT)] * 5])
+    loop = CountingLoop()
+    connection = HttpConnection("127.0.0.1", server.port)
+    try:
+        for _ in range(5):
+            assert connection.request("GET", "/next", timeout=None, loop=loop)[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+            assert connection._sock.gettimeout() is None
+        assert (loop.added, loop.removed, server.connections) == (1, 0, 1)
+    finally:
+        connection.close()
+        loop.close()
+
+
+def test_in_the_loop_a_connection_the_server_closed_while_idle_is_let_go_at_once(server_factory):
+    # The server answers once and closes: the loop, serving whatever else, notices and lets
+    # the socket go; the next request goes, once, on a new connection.
+    server = server_factory([[reply(EVENT)], [reply(EVENT)]])
+    loop = CountingLoop()
+    connection = HttpConnection("127.0.0.1", server.port)
+    try:
+        connection.request("GET", "/next", timeout=None, loop=loop)
+        assert loop.run_until(lambda: loop.removed == 1, time.monotonic() + 10)
+        assert connection.request("GET", "/next", timeout=None, loop=loop)[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+        assert (loop.added, server.connections, len(server.requests)) == (2, 2, 2)
+    finally:
+        connection.close()
+        loop.close()
+
+
+def test_a_call_without_the_loop_still_has_its_timeout_after_calls_in_it(server_factory):
+    # The second answer stops short: only the timeout ends the wait for the rest.
+    server = server_factory([[reply(EVENT), reply(EVENT)[:-5], reply(EVENT)]])
+    loop = CountingLoop()
+    connection = HttpConnection("127.0.0.1", server.port)
+    try:
+        connection.request("GET", "/next", timeout=None, loop=loop)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            connection.request("GET", "/next", timeout=0.5)
+        assert 0.4 < time.monotonic() - started < 5
+    finally:
+        connection.close()
+        loop.close()
 
 
 # Responses as servers write them, read by ours and by http.client: the same status, reason,

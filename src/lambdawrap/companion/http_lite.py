@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lambdawrap.companion.event_loop import EventLoop
 
 MAX_HEAD_BYTES = 64 * 1024
+READ_SIZE = 65536
 
 
 class ConnectionClosed(OSError):
@@ -30,8 +31,15 @@ class HttpConnection:
     def __init__(self, host: str, port: int) -> None:
         self._address = (host, port)
         self._sock: socket.socket | None = None
+        # The loop the socket stays registered with between requests, and what a request in
+        # that loop is waiting for (a ResponseReader and the list its outcome goes into).
+        self._loop: EventLoop | None = None
+        self._awaited: tuple | None = None
 
     def close(self) -> None:
+        if self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock)
+        self._loop = None
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -79,12 +87,55 @@ class HttpConnection:
                 raise
             self._sock = sock
         sock = self._sock
-        sock.settimeout(timeout)
+        if sock.gettimeout() != timeout:
+            sock.settimeout(timeout)  # a system call: not on every /next, which keeps None
         sock.sendall(message)
-        status, headers, payload = read_response(sock) if loop is None else _read_in_loop(sock, loop)
+        status, headers, payload = read_response(sock) if loop is None else self._read_in_loop(sock, loop)
         if headers.get("connection", "").lower() == "close":
             self.close()
         return status, headers, decode_body(payload)
+
+    def _read_in_loop(self, sock: socket.socket, loop: EventLoop) -> tuple:
+        # The socket stays blocking and registered with the loop from one request to the next,
+        # and is read with MSG_DONTWAIT: switching it to non-blocking and back, and registering
+        # and unregistering it, were five system calls on every /next.
+        outcome: list = []
+        self._awaited = (ResponseReader(), outcome)
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._loop.remove_reader(sock)
+            loop.add_reader(sock, self._on_readable)
+            self._loop = loop
+        try:
+            loop.run_until(lambda: bool(outcome))
+        finally:
+            self._awaited = None
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        if self._awaited is None:
+            # Readable with no request out: the server closed the idle connection (or sent
+            # what nobody asked for). Either way it cannot carry the next request.
+            self.close()
+            return
+        response, outcome = self._awaited
+        while not outcome:
+            try:
+                data = sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                outcome.append(exc)
+                return
+            try:
+                whole = response.feed(data)
+            except ConnectionClosed as exc:
+                outcome.append(exc)
+                return
+            if whole is not None:
+                outcome.append(whole)
 
 
 class ResponseReader:
@@ -213,42 +264,9 @@ def read_response(sock: socket.socket, response: ResponseReader | None = None) -
     the server closes before it is whole."""
     response = response or ResponseReader()
     while True:
-        whole = response.feed(sock.recv(65536))
+        whole = response.feed(sock.recv(READ_SIZE))
         if whole is not None:
             return whole
-
-
-def _read_in_loop(sock: socket.socket, loop: EventLoop) -> tuple:
-    response = ResponseReader()
-    outcome: list = []
-
-    def on_readable(ready: socket.socket) -> None:
-        while not outcome:
-            try:
-                data = ready.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                outcome.append(exc)
-                return
-            try:
-                whole = response.feed(data)
-            except ConnectionClosed as exc:
-                outcome.append(exc)
-                return
-            if whole is not None:
-                outcome.append(whole)
-
-    sock.setblocking(False)
-    loop.add_reader(sock, on_readable)
-    try:
-        loop.run_until(lambda: bool(outcome))
-    finally:
-        loop.remove_reader(sock)
-        sock.setblocking(True)
-    if isinstance(outcome[0], Exception):
-        raise outcome[0]
-    return outcome[0]
 
 
 def parse_head(head: bytes) -> tuple:
