@@ -59,7 +59,25 @@ def test_main_job_shows_waterfall_metrics_logs_and_timings():
     assert "faas.invocations             3" in text
     assert "looking up order 42" in text and "trace=" in text
     assert "caller waited" in text and "export after the response" in text
+    assert "lambdawrap's messages" not in text  # a clean run has nothing to say
     assert "Traceback" not in out.stderr
+
+
+def test_a_bad_setting_is_shown_once_without_verbose():
+    # The companion's warning is in the extension's output, which only -v prints as it comes.
+    out = lambdawrap("local", "invoke", "--example", "hello", "-n", "1", "--env", "LAMBDAWRAP_MAX_SPANS_PER_INVOCATION=abc")
+    assert out.returncode == 0, out.stderr
+    assert "lambdawrap's messages (in the extension's output):" in out.stdout
+    assert out.stdout.count("lambdawrap: ignoring LAMBDAWRAP_MAX_SPANS_PER_INVOCATION='abc' (expected a whole number); using the default 1000") == 1
+
+
+def test_own_messages_are_capped():
+    from lambdawrap.devtools.local.render import MAX_OWN_MESSAGES, own_messages
+
+    lines = own_messages(["START", *(f"lambdawrap: problem {i}" for i in range(MAX_OWN_MESSAGES + 5)), "lambdawrapper: not ours"])
+    assert lines[0].startswith("lambdawrap's messages") and len(lines) == MAX_OWN_MESSAGES + 2
+    assert lines[-1] == "    ... and 5 more (-v prints all output)"
+    assert own_messages(["lambdawrapper: not ours", "other"]) == []
 
 
 @pytest.mark.parametrize("command", readme_commands())

@@ -82,7 +82,7 @@ def _config(args: argparse.Namespace) -> tuple:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from lambdawrap.devtools.local.render import invocation_report, metrics_report, summary
+    from lambdawrap.devtools.local.render import invocation_report, metrics_report, own_messages, summary
 
     config, event = _config(args)
     if args.n < 1:
@@ -108,6 +108,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             print(f"exported to {config.otlp_endpoint}")
         else:
             print("no layer: nothing instrumented (--no-layer)")
+        said = [] if args.verbose else own_messages(emu.log_lines("extension"))  # -v printed them as they came
+        if said:
+            print("\n".join(said))
         print("\n".join(summary(results, list(reports.values()))))
         print(size_note(config, emu.sandbox.state.limits.unavailable))
         print(f"runtime: {_runtime_version(emu)} ({emu.config.python})")

@@ -112,3 +112,20 @@ def summary(results: Sequence[Any], reports: Sequence[dict]) -> list:
     if overheads:
         lines.append(f"    export after the response (billed, not waited for): median {overheads[len(overheads) // 2]:.1f} ms, max {overheads[-1]:.1f} ms")
     return lines
+
+
+OWN_PREFIX = "lambdawrap:"
+MAX_OWN_MESSAGES = 20
+
+
+def own_messages(extension_lines: Sequence[str]) -> list:
+    """lambdawrap's own messages in the extension's output (the companion's and its launcher's):
+    a bad setting's warning or a failed export would otherwise show only with -v. The function's
+    are among its invocations' logs already."""
+    said = [line for line in extension_lines if line.startswith(OWN_PREFIX)]
+    if not said:
+        return []
+    lines = ["lambdawrap's messages (in the extension's output):"] + [f"    {line}" for line in said[:MAX_OWN_MESSAGES]]
+    if len(said) > MAX_OWN_MESSAGES:
+        lines.append(f"    ... and {len(said) - MAX_OWN_MESSAGES} more (-v prints all output)")
+    return lines
