@@ -87,3 +87,22 @@ def test_a_forked_child_writes_a_slot_of_its_own(tmp_path):
     # The parent's slot still holds the parent's invocation; the child's is its own.
     assert inflight.read(socket_path, "parent")["request_id"] == "parent"
     assert inflight.read(socket_path, "child")["request_id"] == "child"
+
+
+def test_the_cached_process_id_follows_a_fork():
+    # own_pid() answers without a system call; a forked child must still get its own id.
+    from lambdawrap.shared.process_id import own_pid
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, f"{own_pid()} {os.getpid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    cached, real = os.read(read_end, 100).decode().split()
+    os.close(read_end)
+    assert int(cached) == int(real) == pid
+    assert own_pid() == os.getpid() != pid

@@ -35,6 +35,7 @@ from lambdawrap.shared.framing import encode_json
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
+from lambdawrap.shared.process_id import own_pid
 from lambdawrap.shared.settings import Settings
 
 TYPE_CHECKING = False
@@ -103,7 +104,7 @@ class Invocation:
         self.start_json = start_json
         self.trigger = trigger
         self.context = context
-        self.pid = os.getpid()
+        self.pid = own_pid()
         self.trace_id = trace_id
         self.trace_hex = f"{trace_id:032x}"  # as spans name their trace
         self.span_id = span_id
@@ -261,7 +262,7 @@ class InvocationTracer:
         return attributes
 
     def _after_safely(self, state: Invocation, result: Any, error: BaseException | None) -> None:
-        if state.pid != os.getpid():
+        if state.pid != own_pid():
             return  # a child forked during the invocation: the parent reports it
         try:
             self._after(state, result, error)

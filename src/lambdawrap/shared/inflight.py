@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+from lambdawrap.shared.process_id import own_pid
+
 SUFFIX = ".inflight."
 SIZE = 64 * 1024
 HEADER_BYTES = 4
@@ -48,7 +50,7 @@ class InflightSlot:
         if self._broken or len(start_json) > SIZE - HEADER_BYTES:
             return False
         try:
-            slot = self._map if self._pid == os.getpid() else self._open()
+            slot = self._map if self._pid == own_pid() else self._open()
             slot[:HEADER_BYTES] = b"\0\0\0\0"
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
@@ -58,7 +60,7 @@ class InflightSlot:
             return False
 
     def clear(self) -> None:
-        if self._map is not None and self._pid == os.getpid():
+        if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
 
 
