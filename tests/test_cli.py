@@ -67,17 +67,23 @@ def test_a_bad_setting_is_shown_once_without_verbose():
     # The companion's warning is in the extension's output, which only -v prints as it comes.
     out = lambdawrap("local", "invoke", "--example", "hello", "-n", "1", "--env", "LAMBDAWRAP_MAX_SPANS_PER_INVOCATION=abc")
     assert out.returncode == 0, out.stderr
-    assert "lambdawrap's messages (in the extension's output):" in out.stdout
-    assert out.stdout.count("lambdawrap: ignoring LAMBDAWRAP_MAX_SPANS_PER_INVOCATION='abc' (expected a whole number); using the default 1000") == 1
+    assert "lambdawrap's messages (-v prints all output, tracebacks included):" in out.stdout
+    assert out.stdout.count("[extension] lambdawrap: ignoring LAMBDAWRAP_MAX_SPANS_PER_INVOCATION='abc' (expected a whole number); using the default 1000\n") == 1
 
 
-def test_own_messages_are_capped():
+def test_own_messages_are_listed_once_each_and_capped():
     from lambdawrap.devtools.local.render import MAX_OWN_MESSAGES, own_messages
 
-    lines = own_messages(["START", *(f"lambdawrap: problem {i}" for i in range(MAX_OWN_MESSAGES + 5)), "lambdawrapper: not ours"])
-    assert lines[0].startswith("lambdawrap's messages") and len(lines) == MAX_OWN_MESSAGES + 2
-    assert lines[-1] == "    ... and 5 more (-v prints all output)"
-    assert own_messages(["lambdawrapper: not ours", "other"]) == []
+    # Every environment's companion warns again (after a timeout's reset, say): one line, counted.
+    repeated = [("extension", "lambdawrap: ignoring X='y'")] * 3 + [("function", "lambdawrap: boot failed"), ("platform", "lambdawrap: not ours"), ("function", "lambdawrapper: not ours")]
+    assert own_messages(repeated) == [
+        "lambdawrap's messages (-v prints all output, tracebacks included):",
+        "    [extension] lambdawrap: ignoring X='y' (x3)",
+        "    [function] lambdawrap: boot failed",
+    ]
+    many = own_messages([("extension", f"lambdawrap: problem {i}") for i in range(MAX_OWN_MESSAGES + 5)])
+    assert len(many) == MAX_OWN_MESSAGES + 2 and many[-1] == "    ... and 5 more"
+    assert own_messages([("function", "START"), ("extension", "other")]) == []
 
 
 @pytest.mark.parametrize("command", readme_commands())

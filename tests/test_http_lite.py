@@ -3,6 +3,8 @@ resent only when the server had closed that connection before answering any of i
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -140,6 +142,37 @@ def test_a_call_without_the_loop_still_has_its_timeout_after_calls_in_it(server_
     finally:
         connection.close()
         loop.close()
+
+
+def test_in_the_loop_a_timeout_given_never_holds_the_loop_up():
+    # The answer's last bytes come 1 s after the rest: the loop's other work (here a timer)
+    # goes on meanwhile, and the answer is awaited however long it takes.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(reply(EVENT)[:-5])
+            time.sleep(1.0)
+            conn.sendall(reply(EVENT)[-5:])
+            conn.recv(1)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    loop = CountingLoop()
+    connection = HttpConnection("127.0.0.1", listener.getsockname()[1])
+    fired: list = []
+    started = time.monotonic()
+    loop.call_at(started + 0.05, lambda: fired.append(time.monotonic() - started))
+    try:
+        assert connection.request("GET", "/next", timeout=0.3, loop=loop)[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+        assert fired and fired[0] < 0.5
+    finally:
+        connection.close()
+        loop.close()
+        listener.close()
+        server.join(5)
 
 
 # Responses as servers write them, read by ours and by http.client: the same status, reason,

@@ -49,7 +49,12 @@ class HttpConnection:
 
     def request(self, method: str, path: str, *, headers: dict | None = None, body: Any = None, timeout: float | None = 5.0, loop: EventLoop | None = None) -> tuple:
         """(status, lowercased headers, decoded JSON body or text). With `loop`, the loop serves
-        its other sockets while the answer is awaited, however long that is (for /next)."""
+        its other sockets while the answer is awaited, however long that is (for /next; the
+        timeout then does not apply)."""
+        if loop is not None:
+            # The loop waits as long as it takes; a socket timeout would also make each read of
+            # a part of the answer block the loop (CPython waits out a timeout before recv).
+            timeout = None
         payload = b"" if body is None else json.dumps(body).encode()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._address[0]}:{self._address[1]}", f"Content-Length: {len(payload)}"]
         if body is not None:

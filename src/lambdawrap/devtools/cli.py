@@ -108,7 +108,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             print(f"exported to {config.otlp_endpoint}")
         else:
             print("no layer: nothing instrumented (--no-layer)")
-        said = [] if args.verbose else own_messages(emu.log_lines("extension"))  # -v printed them as they came
+        said = [] if args.verbose else own_messages(list(emu.logs))  # -v printed them as they came
         if said:
             print("\n".join(said))
         print("\n".join(summary(results, list(reports.values()))))

@@ -114,18 +114,25 @@ def summary(results: Sequence[Any], reports: Sequence[dict]) -> list:
     return lines
 
 
+
 OWN_PREFIX = "lambdawrap:"
 MAX_OWN_MESSAGES = 20
 
 
-def own_messages(extension_lines: Sequence[str]) -> list:
-    """lambdawrap's own messages in the extension's output (the companion's and its launcher's):
-    a bad setting's warning or a failed export would otherwise show only with -v. The function's
-    are among its invocations' logs already."""
-    said = [line for line in extension_lines if line.startswith(OWN_PREFIX)]
-    if not said:
+def own_messages(lines: Sequence[tuple]) -> list:
+    """lambdawrap's own messages in the output of the function and the extension, each once
+    (with how often it came: every new environment's companion says it again), oldest first.
+    A bad setting's warning, which only the companion logs, or a failed boot would otherwise
+    show only with -v; a message's traceback, if any, stays in the full output."""
+    counts: dict = {}
+    for source, line in lines:
+        if source in ("function", "extension") and line.startswith(OWN_PREFIX):
+            counts[(source, line)] = counts.get((source, line), 0) + 1
+    if not counts:
         return []
-    lines = ["lambdawrap's messages (in the extension's output):"] + [f"    {line}" for line in said[:MAX_OWN_MESSAGES]]
-    if len(said) > MAX_OWN_MESSAGES:
-        lines.append(f"    ... and {len(said) - MAX_OWN_MESSAGES} more (-v prints all output)")
-    return lines
+    out = ["lambdawrap's messages (-v prints all output, tracebacks included):"]
+    for (source, line), count in list(counts.items())[:MAX_OWN_MESSAGES]:
+        out.append(f"    [{source}] {line}" + (f" (x{count})" if count > 1 else ""))
+    if len(counts) > MAX_OWN_MESSAGES:
+        out.append(f"    ... and {len(counts) - MAX_OWN_MESSAGES} more")
+    return out
