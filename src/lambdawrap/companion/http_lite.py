@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import socket
 
+from lambdawrap.companion.event_loop import READ_SIZE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -18,7 +20,6 @@ if TYPE_CHECKING:
     from lambdawrap.companion.event_loop import EventLoop
 
 MAX_HEAD_BYTES = 64 * 1024
-READ_SIZE = 65536
 
 
 class ConnectionClosed(OSError):

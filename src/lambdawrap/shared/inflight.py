@@ -35,7 +35,7 @@ class InflightSlot:
     def _open(self) -> object:
         import mmap  # deferred: only once the first invocation starts
 
-        pid = os.getpid()
+        pid = own_pid()
         fd = os.open(f"{self._socket_path}{SUFFIX}{pid}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(fd, SIZE)

@@ -114,7 +114,6 @@ def summary(results: Sequence[Any], reports: Sequence[dict]) -> list:
     return lines
 
 
-
 OWN_PREFIX = "lambdawrap:"
 MAX_OWN_MESSAGES = 20
 
