@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lambdawrap.handler import trace_context as tc
-from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode
+from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode, encode_json
 from lambdawrap.handler.invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
 from lambdawrap.handler.redact import REDACTED, TRUNCATED, payload_text, redaction_keys
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
 from lambdawrap.companion.correlator import Correlator, parse_time_ns
-from lambdawrap.shared.records import invocation_problem
+from lambdawrap.shared.records import encode_invocation_start, invocation_problem, invocation_start
 from lambdawrap.companion.http_lite import ConnectionClosed, decode_body, read_response
 from lambdawrap.companion.secrets_api import SecretsHttpApi
 from lambdawrap.shared.settings import FlushStrategy, Settings
@@ -289,6 +289,32 @@ def test_frames_round_trip_whatever_the_split(records, cuts):
         out += reader.feed(stream[position : position + cut])
         position += cut
     assert out == [json.loads(json.dumps(r)) for r in records]
+
+
+attribute_values = st.one_of(st.text(max_size=12), st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.lists(st.text(max_size=6), max_size=3))
+span_contexts = st.builds(tc.SpanContext, st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
+
+
+@FUZZ
+@given(
+    st.one_of(st.text(max_size=40), st.just(object()), st.none(), st.integers()),
+    st.text(max_size=40),
+    st.integers(0, 2**64 - 1),
+    st.dictionaries(st.text(max_size=10), attribute_values, max_size=6),
+    st.lists(span_contexts, max_size=3),
+    st.text(st.characters(exclude_categories=()), max_size=30),  # lone surrogates too
+    st.booleans(),
+    st.booleans(),
+    st.one_of(st.none(), st.text(max_size=30)),
+)
+def test_the_start_record_is_written_as_the_json_encoder_writes_it(request_id, function_arn, parent, attributes, links, name, sampled, cold, payload):
+    # The start is written field by field before every handler call; the companion decodes
+    # it as JSON, and the in-flight slot holds the same bytes: they must be json's, byte for byte.
+    fields = dict(request_id=request_id, function_arn=function_arn, trace_id=2**128 - 1, span_id=1, parent_span_id=parent, sampled=sampled, start_ns=time.time_ns(), cold_start=cold, proactive_init=not cold, trigger="apigw-rest", attributes=attributes, links=links, span_name=name, span_kind=4)
+    expected = invocation_start(**fields)
+    if payload is not None:
+        expected["request_payload"] = payload
+    assert encode_invocation_start(**fields, request_payload=payload) == encode_json(expected)
 
 
 def _real_record() -> dict:

@@ -31,7 +31,6 @@ from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared import records
-from lambdawrap.shared.framing import encode_json
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
@@ -222,7 +221,11 @@ class InvocationTracer:
         trace_id = parent.trace_id if parent else new_trace_id()
         span_id = new_span_id()
         sampled = self.sampled(trace_id, parent)
-        start = records.invocation_start(
+        payload = None
+        if self._redact_keys is not None:
+            # Before the call: the request as it came, whatever the handler does to it.
+            payload = _payload(event, self._redact_keys)
+        start_json = records.encode_invocation_start(
             request_id=getattr(context, "aws_request_id", "") or "",
             function_arn=getattr(context, "invoked_function_arn", "") or "",
             trace_id=trace_id,
@@ -237,13 +240,9 @@ class InvocationTracer:
             links=links,
             span_name=trigger.span_name[:MAX_ATTRIBUTE_CHARS],
             span_kind=trigger.span_kind,
+            request_payload=payload,
         )
-        if self._redact_keys is not None:
-            # Before the call: the request as it came, whatever the handler does to it.
-            payload = _payload(event, self._redact_keys)
-            if payload is not None:
-                start["request_payload"] = payload
-        state = Invocation(encode_json(start), trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
+        state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         self._inflight.hold(state.start_json)
         if self.user_spans is not None:
             state.otel_token = self.user_spans.enter(trace_id, span_id, sampled)

@@ -168,7 +168,7 @@ def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
     matched after percent-decoding) replaced by `marker`."""
     low = query.lower()
     # Cheap first: most queries name none of the keys and need no decoding.
-    if "=" not in query or "%" not in low and "+" not in low and not any(key in low for key in keys):
+    if "=" not in query or "%" not in low and "+" not in low and keys.isdisjoint([part.partition("=")[0] for part in low.split("&")]):
         return query
     parts = query.split("&")
     for index, part in enumerate(parts):

@@ -77,16 +77,14 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
         if not isinstance(key, str):
             continue
         if isinstance(values, str):
-            pairs.append((key, values))
-        elif isinstance(values, list):
-            for value in values[:MAX_FIELDS]:
-                if isinstance(value, str):
-                    pairs.append((key, value))
-    if not pairs:
-        return None
-    if encode:
-        return "&".join(quote(k) + "=" + quote(v) for k, v in pairs)
-    return "&".join(k + "=" + v for k, v in pairs)
+            values = (values,)
+        elif not isinstance(values, list):
+            continue
+        name = quote(key) if encode else key  # once per key, however many values it has
+        for value in values[:MAX_FIELDS]:
+            if isinstance(value, str):
+                pairs.append(name + "=" + (quote(value) if encode else value))
+    return "&".join(pairs) if pairs else None
 
 
 def quote(text: str) -> str:
