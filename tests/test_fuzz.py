@@ -13,12 +13,14 @@ escape, into the function (handler side) or out of a companion thread.
 from __future__ import annotations
 
 import calendar
+import decimal
 import json
 import logging
 import os
 import socket
 import time
 import types
+import unittest.mock
 from datetime import datetime
 
 import pytest
@@ -291,21 +293,29 @@ def test_frames_round_trip_whatever_the_split(records, cuts):
     assert out == [json.loads(json.dumps(r)) for r in records]
 
 
-attribute_values = st.one_of(st.text(max_size=12), st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.lists(st.text(max_size=6), max_size=3))
+class _Text(str):
+    pass
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=30)  # lone surrogates too
+attribute_values = st.one_of(any_text, st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.lists(st.text(max_size=6), max_size=3), json_values)
 span_contexts = st.builds(tc.SpanContext, st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
+# What a context may hand as a request id: text, or anything else, encoded as its repr (a mock
+# claims to be a str; a Decimal's str is not its repr).
+request_ids = st.one_of(any_text, st.builds(_Text, any_text), st.just(unittest.mock.Mock(spec=str)), st.just(decimal.Decimal("1.10")), st.none(), st.integers())
 
 
 @FUZZ
 @given(
-    st.one_of(st.text(max_size=40), st.just(object()), st.none(), st.integers()),
-    st.text(max_size=40),
+    request_ids,
+    any_text,
     st.integers(0, 2**64 - 1),
-    st.dictionaries(st.text(max_size=10), attribute_values, max_size=6),
+    st.dictionaries(st.one_of(any_text, st.integers(), st.booleans(), st.none()), attribute_values, max_size=6),
     st.lists(span_contexts, max_size=3),
-    st.text(st.characters(exclude_categories=()), max_size=30),  # lone surrogates too
+    any_text,
     st.booleans(),
     st.booleans(),
-    st.one_of(st.none(), st.text(max_size=30)),
+    st.one_of(st.none(), any_text),
 )
 def test_the_start_record_is_written_as_the_json_encoder_writes_it(request_id, function_arn, parent, attributes, links, name, sampled, cold, payload):
     # The start is written field by field before every handler call; the companion decodes
@@ -315,6 +325,16 @@ def test_the_start_record_is_written_as_the_json_encoder_writes_it(request_id, f
     if payload is not None:
         expected["request_payload"] = payload
     assert encode_invocation_start(**fields, request_payload=payload) == encode_json(expected)
+
+
+def test_the_start_record_is_the_same_without_the_c_encoder(monkeypatch):
+    # An interpreter without json's C accelerator takes the encoder's Python path.
+    from lambdawrap.shared import framing
+
+    fields = dict(request_id="r\u00e9\ud800", function_arn="arn", trace_id=7, span_id=8, parent_span_id=0, sampled=True, start_ns=1, cold_start=False, proactive_init=True, trigger="sqs", attributes={"a": [1.5, float("nan"), {"b": None}], 3: "x"}, links=[tc.SpanContext(1, 2, False)], span_name="n", span_kind=4)
+    with_c = encode_invocation_start(**fields, request_payload="{}")
+    monkeypatch.setattr(framing, "_OWN_VALUES", None)
+    assert encode_invocation_start(**fields, request_payload="{}") == with_c == encode_json(dict(invocation_start(**fields), request_payload="{}"))
 
 
 def _real_record() -> dict:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lambdawrap.handler import triggers
-from lambdawrap.handler.trace_context import SpanContext
+from lambdawrap.handler.trace_context import SpanContext, choose_parent
 from lambdawrap.handler.triggers import (
     ALB,
     APIGW_HTTP,
@@ -268,6 +268,13 @@ def test_apigw_rest_query_is_reencoded_and_redacted():
     assert detect_trigger(event).attributes["url.query"] == "a=1&b=%C3%A9"
     event["queryStringParameters"] = None
     assert "url.query" not in detect_trigger(event).attributes
+    # A key with no string value is never read: one that cannot be percent-encoded (a lone
+    # surrogate) must not cost the event its trigger, its trace context or the other parameters.
+    event["multiValueQueryStringParameters"] = {"\ud800": [], "q": ["1"], "\udfff": [None]}
+    trigger = detect_trigger(event)
+    assert (trigger.kind, trigger.attributes["url.query"]) == (APIGW_REST, "q=1")
+    event["headers"]["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert choose_parent(detect_trigger(event).headers, None, None, None)[0].span_id == 0xB7AD6B7169203331
 
 
 def test_apigw_http_raw_query_redacted_and_empty_omitted():

@@ -28,7 +28,7 @@ def encode_json(value: object) -> bytes:
 def own_json_text(value: object) -> str:
     """The text encode_json gives for a value lambdawrap made itself (no reference cycles, which
     would raise RecursionError here rather than ValueError)."""
-    if value.__class__ is str:
+    if type(value) is str:  # not __class__, which a proxy or a mock may claim
         return encode_basestring_ascii(value)
     if _OWN_VALUES is None:  # an interpreter without the C accelerator
         return _ENCODER.encode(value)

@@ -80,9 +80,11 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
             values = (values,)
         elif not isinstance(values, list):
             continue
-        name = quote(key) if encode else key  # once per key, however many values it has
+        name = None  # encoded once per key, at its first value: a key without one is never read
         for value in values[:MAX_FIELDS]:
             if isinstance(value, str):
+                if name is None:
+                    name = quote(key) if encode else key
                 pairs.append(name + "=" + (quote(value) if encode else value))
     return "&".join(pairs) if pairs else None
 
