@@ -11,6 +11,8 @@ from conftest import write_function
 from support.faults import companion_process
 from support.stack import instrumented
 
+from lambdawrap.companion import log_buffer
+
 LINES = 8000  # per invocation: 8 MB, twice the companion's log buffer
 FLOOD_APP = f"""
 def handler(event, context):
@@ -53,7 +55,10 @@ def test_every_line_is_exported_or_counted_and_memory_stays_bounded(tmp_path):
         if point["name"] == "lambdawrap.dropped":
             reason = point["attributes"]["reason"]
             dropped[reason] = dropped.get(reason, 0) + point["value"]
-    line_drops = sum(dropped.get(reason, 0) for reason in ("log_buffer_full", "log_shutdown_deadline", "platform_logs_dropped"))
+    # The platform's count of what it dropped (platform.logsDropped) takes in every record, a
+    # platform event too: those are not lines.
+    other_records_dropped = sum(count for kind, count in emu.bus.dropped_types().items() if kind != "function")
+    line_drops = sum(dropped.get(reason, 0) for reason in ("log_buffer_full", "log_shutdown_deadline", "platform_logs_dropped")) - other_records_dropped
     # THEN every line is exported or counted, once
     assert exported + line_drops == produced, (exported, dropped, produced)
     assert dropped.get("log_buffer_full", 0) > 0  # the flood was larger than the buffer
@@ -63,3 +68,85 @@ def test_every_line_is_exported_or_counted_and_memory_stays_bounded(tmp_path):
     # waiting for the platform's word on the invocation, plus a busy machine's slack)
     assert max(after_response_ms) < BUDGET_MS + 2000, after_response_ms
     print(f"\nlog flood: {printed} lines printed, {exported} exported, drops {dropped}, companion peak RSS {peak_mb:.0f} MB, after the response {[round(ms) for ms in after_response_ms]} ms")
+
+
+def _flood_batches() -> list:
+    """Two invocations' telemetry, as batches: r1 floods (2 KB lines, a line over the buffer's
+    line limit, an error line and a JSON line amid them), ends inside a batch, then r2 floods."""
+
+    def line(text: str, rid: str = "") -> dict:
+        return {"type": "function", "time": "2026-12-01T10:00:00.%03dZ" % (len(text) % 1000), "record": text}
+
+    def platform(kind: str, rid: str) -> dict:
+        return {"type": kind, "time": "2026-12-01T10:00:01.000Z", "record": {"requestId": rid, "status": "success"}}
+
+    events = [platform("platform.start", "r1")]
+    events += [line(f"{n:06d} " + "x" * 2000) for n in range(3000)]
+    events.insert(2500, line("[ERROR] Exception: late " + "e" * 3000))  # too long to fit: read all the same
+    events.insert(2600, {"type": "function", "time": "2026-12-01T10:00:00.500Z", "record": {"requestId": "r1", "message": "as JSON"}})
+    events.insert(2700, line("y" * (log_buffer.MAX_LINE_CHARS + 10)))
+    events += [platform("platform.runtimeDone", "r1"), platform("platform.start", "r2")]
+    events += [line(f"r2 {n:06d} " + "z" * 500) for n in range(2000)]
+    return [events[i : i + 97] for i in range(0, len(events), 97)]
+
+
+def _signals():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.signals import Signals
+    from lambdawrap.shared.settings import Settings
+
+    signals = Signals(Settings(buffer_max_spans=100), Resource({}), MeterProvider())
+    signals.logs = log_buffer.LogBuffer(signals.dropped, max_lines=3000, max_bytes=2_000_000)
+    return signals
+
+
+def _run_flood(fast: bool) -> tuple:
+    signals = _signals()
+    counted_early = []
+    if fast:
+        real = signals.dropped_log_line
+        signals.dropped_log_line = lambda chars: real(chars) and not counted_early.append(chars)
+    return _run_flood_through(signals, flooded=None if fast else (lambda: False)) + (len(counted_early),)
+
+
+def _run_flood_through(sink, attach_after: int = 0, flooded=None) -> tuple:
+    """The flood's batches through a correlator into `sink` (a DeferredSink is attached to a
+    Signals after `attach_after` batches): what was kept, the drops, each invocation's pending
+    lines and error line."""
+    from lambdawrap.companion.correlator import Correlator
+
+    signals = sink if attach_after == 0 else _signals()
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
+    if flooded is not None:
+        correlator._flooded = flooded  # e.g. every line the whole way
+    for rid in ("r1", "r2"):
+        correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
+    for number, batch in enumerate(_flood_batches()):
+        if attach_after and number == attach_after:
+            sink.attach(signals)
+        correlator.on_telemetry(batch)
+    pending = {rid: [entry[0] for entry in inv.logs] for rid, inv in correlator._open.items()}
+    errors = {rid: inv.error_line for rid, inv in correlator._open.items()}
+    return [entry[:1] + entry[2:] for entry in signals.logs.take(10**6)], dict(signals.dropped_by_reason), pending, errors
+
+
+def test_a_flood_s_lines_are_kept_and_counted_as_the_whole_way_keeps_and_counts_them():
+    # Once an invocation's own lines are taken and the buffer is full, its lines are counted
+    # without being read further: the same lines kept, the same drops, the same error line.
+    *fast, counted_early = _run_flood(fast=True)
+    *full, _ = _run_flood(fast=False)
+    kept, drops, pending, errors = fast
+    assert drops["log_buffer_full"] > 1500 and counted_early > 1500 and len(kept) > 900 and pending["r1"] and errors["r1"]
+    assert fast == full
+
+
+def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted_once():
+    # The deferred sink remembers calls for the sink to come; a question asked of it is not one
+    # of them (replayed, it would count lines that log_line already carries).
+    from lambdawrap.companion.deferred import DeferredSink
+
+    *early, _ = _run_flood_through(DeferredSink(), attach_after=len(_flood_batches()) // 2)
+    *settled, _ = _run_flood(fast=False)
+    assert early[:2] == settled[:2]  # the same lines kept, the same drops

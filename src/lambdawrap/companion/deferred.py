@@ -45,6 +45,12 @@ class DeferredSink:
             calls, self._calls = self._calls, []
             return calls
 
+    def dropped_log_line(self, chars: int) -> bool:
+        """Asked, not remembered: without a target the line takes the whole way (log_line)."""
+        with self._lock:
+            target = self._target
+        return target is not None and target.dropped_log_line(chars)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

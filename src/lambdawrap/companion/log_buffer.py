@@ -48,6 +48,17 @@ class LogBuffer:
             else:
                 self._unreported += 1
 
+    def drop_if_full(self, chars: int) -> bool:
+        """Count a line of `chars` characters as add() would drop it, if it would now; True if
+        so. A flood's lines are counted this way without being read further."""
+        if chars > MAX_LINE_CHARS:
+            chars = MAX_LINE_CHARS
+        with self._lock:
+            if len(self._items) < self._max_lines and self.bytes + chars <= self._max_bytes:
+                return False
+            self._unreported += 1
+            return True
+
     def report_drops(self) -> None:
         """Count the lines add() dropped since the last call, in one on_drop."""
         with self._reporting:

@@ -221,6 +221,10 @@ class Signals:
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
         self.logs.add(line, time_ns, ids, request_id)
 
+    def dropped_log_line(self, chars: int) -> bool:
+        """Whether a line of `chars` characters would be dropped now; if so it is counted."""
+        return self.logs.drop_if_full(chars)
+
     def user_spans(self, spans: list) -> None:
         """Spans the user's code made with the OpenTelemetry API, as the bridge sent them."""
         for raw in spans if isinstance(spans, list) else [None]:

@@ -150,6 +150,9 @@ class Subscriber:
         self._flush_requested = False
         self._dropped_records = 0
         self._dropped_bytes = 0
+        # What the subscriber lost, by record type: platform.logsDropped counts every record
+        # (a platform event too), where a test tells lines from the rest.
+        self.dropped_types: collections.Counter = collections.Counter()
         self._connection: http.client.HTTPConnection | None = None  # used by the sender thread only
         self.delivered = 0
         self._thread = threading.Thread(target=self._run, name=f"telemetry-{extension_name}", daemon=True)
@@ -164,6 +167,7 @@ class Subscriber:
             if self._queued_bytes + size > limit:
                 self._dropped_records += 1
                 self._dropped_bytes += size
+                self.dropped_types[event.get("type")] += 1
                 return
             self._queue.append((event, size))
             self._queued_bytes += size
@@ -276,6 +280,7 @@ class TelemetryBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
+        self._every_subscriber: list[Subscriber] = []  # closed ones too, for dropped_types
         self._init_buffer: list[tuple[str, dict]] | None = None
         self.gate = DeliveryGate()
         self.history: list[dict] = []  # every record emitted, for tests and the CLI
@@ -315,6 +320,7 @@ class TelemetryBus:
             old = [s for s in self._subscribers if s.extension_name == extension_name]
             self._subscribers = [s for s in self._subscribers if s.extension_name != extension_name]
             self._subscribers.append(sub)
+            self._every_subscriber.append(sub)
         for stale in old:
             stale.close(0)
         return sub
@@ -322,6 +328,16 @@ class TelemetryBus:
     def subscribers(self) -> Iterable[Subscriber]:
         with self._lock:
             return list(self._subscribers)
+
+    def dropped_types(self) -> collections.Counter:
+        """Records every subscription of this bus lost to a lagging subscriber, by type."""
+        with self._lock:
+            subscribers = list(self._every_subscriber)
+        total: collections.Counter = collections.Counter()
+        for sub in subscribers:
+            with sub._cv:
+                total.update(sub.dropped_types)
+        return total
 
     def flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
