@@ -150,3 +150,60 @@ def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted
     *early, _ = _run_flood_through(DeferredSink(), attach_after=len(_flood_batches()) // 2)
     *settled, _ = _run_flood(fast=False)
     assert early[:2] == settled[:2]  # the same lines kept, the same drops
+
+
+def _replay(batches: list, sink, flooded=None) -> tuple:
+    from lambdawrap.companion.correlator import Correlator
+
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
+    if flooded is not None:
+        correlator._flooded = flooded
+    for batch in batches:
+        correlator.on_telemetry(batch)
+    correlator.on_invoke({"requestId": "r1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
+    pending = {rid: [entry[0] for entry in inv.logs] for rid, inv in correlator._open.items() if inv.logs}
+    return [entry[0] for entry in sink.logs.take(10**6)], dict(sink.dropped_by_reason), pending
+
+
+def test_lines_of_requests_never_announced_are_exported_or_counted_when_forgotten_even_in_a_flood(monkeypatch):
+    # Telemetry naming more unannounced requests than are kept (JSON log lines each naming its
+    # own) makes the oldest be forgotten; the lines they held go out without a span's ids, and
+    # the current request's lines after that take the whole way again.
+    from lambdawrap.companion import correlator
+
+    monkeypatch.setattr(correlator, "MAX_OPEN", 8)
+    monkeypatch.setattr(correlator, "MAX_PENDING_LOGS", 3)
+
+    def fn(record) -> dict:
+        return {"type": "function", "time": "2026-12-01T10:00:00.000Z", "record": record}
+
+    batches = [
+        [{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": "r1"}}] + [fn(f"r1 line {n}") for n in range(5)],
+        [fn({"requestId": f"x{n}", "message": "as JSON"}) for n in range(10)] + [fn(f"after {n}") for n in range(3)] + [fn("[ERROR] E: boom")],
+    ]
+    produced = 5 + 10 + 4
+
+    def sink():
+        signals = _signals()
+        signals.logs = log_buffer.LogBuffer(signals.dropped, max_lines=6)
+        return signals
+
+    fast, full = _replay(batches, sink()), _replay(batches, sink(), flooded=lambda: False)
+    assert fast == full
+    kept, drops, pending = fast
+    assert len(kept) + drops.get("log_buffer_full", 0) + sum(map(len, pending.values())) == produced
+    assert pending["r1"] == ["after 0", "after 1", "after 2"]
+
+
+def test_a_sink_that_cannot_tell_whether_a_line_fits_gets_every_line_the_whole_way():
+    class Asked(Exception):
+        pass
+
+    def unable(chars: int) -> bool:
+        raise Asked
+
+    fast_signals = _signals()
+    fast_signals.dropped_log_line = unable
+    fast = _run_flood_through(fast_signals)
+    whole = _run_flood_through(_signals(), flooded=lambda: False)
+    assert fast == whole and "malformed_telemetry" not in fast[1]

@@ -243,9 +243,11 @@ class Correlator:
         return inv
 
     def _forget_unannounced(self) -> None:
-        # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded.
+        # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded. The
+        # lines they held go out as they are, without a span's ids (or are counted if they cannot).
         for rid in [rid for rid, inv in self._open.items() if inv.invoke_event is None][: MAX_OPEN // 2]:
-            del self._open[rid]
+            for line, time_ns in self._open.pop(rid).logs:
+                self.sink.log_line(line, time_ns, None, rid)
 
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
@@ -309,18 +311,23 @@ class Correlator:
                 if not isinstance(event, dict):
                     self._malformed("malformed_telemetry", "a telemetry event that is not an object")
                     continue
-                try:
-                    if flooded and event.get("type") == "function":
-                        line = event.get("record")
+                if flooded and event.get("type") == "function":
+                    line = event.get("record")
+                    try:
                         # A flood: the line could only be dropped, and is counted as add() would
                         # count it, without the rest of the way (half the CPU per line).
                         if type(line) is str and not line.startswith(ERROR_LINE_STARTS) and self.sink.dropped_log_line(len(line)):
                             continue
+                    except Exception:  # noqa: BLE001 - a sink that cannot tell: the whole way, as before
+                        flooded = False
+                try:
                     self._on_event(event)
-                    flooded = flooded and event.get("type") == "function"  # any other event may end it
                 except Exception:  # noqa: BLE001 - one bad event must not cost the rest of the batch
                     self._malformed("malformed_telemetry", "a telemetry event with invalid fields")
                     flooded = False
+                # A plain line changes nothing of the flood; any other event may end it (a JSON
+                # line names its request, which may evict the current one, see _lookup).
+                flooded = flooded and event.get("type") == "function" and type(event.get("record")) is str
 
     def _flooded(self) -> bool:
         """Whether the current invocation's log lines now go to the sink's buffer (its own
