@@ -5,6 +5,7 @@ not ours changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -41,7 +42,7 @@ def finished_calls(timed_out: bool = False) -> list:
         {"time": stamp, "type": "platform.start", "record": {"requestId": RID}},
         {"time": stamp, "type": "function", "record": "[INFO]\tlooking up order 42"},
     ])
-    start = records.invocation_start(request_id=RID, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=0x5B8AA5A2D2C872E8321CF37308D69DF2, span_id=0x051581BF3CB55C13, parent_span_id=0, sampled=True, start_ns=now - 5_000_000, cold_start=True, proactive_init=False, trigger="http", attributes={"http.request.method": "GET", "http.route": "/orders/{id}"}, links=[], span_name="GET /orders/{id}", span_kind=2)
+    start = json.loads(records.encode_invocation_start(request_id=RID, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=0x5B8AA5A2D2C872E8321CF37308D69DF2, span_id=0x051581BF3CB55C13, parent_span_id=0, sampled=True, start_ns=now - 5_000_000, cold_start=True, proactive_init=False, trigger="http", attributes={"http.request.method": "GET", "http.route": "/orders/{id}"}, links=[], span_name="GET /orders/{id}", span_kind=2))
     user_span = {"name": "orders.lookup", "trace_id": "5b8aa5a2d2c872e8321cf37308d69df2", "span_id": "1111111111111111", "parent_span_id": "051581bf3cb55c13", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {"order.id": "42"}, "status": [0, ""], "events": [], "scope": "orders"}
     if not timed_out:
         end = records.invocation_end(now, http_status=200)

@@ -374,7 +374,7 @@ def correlated(request_id: str, handler_error: dict | None, posted: str, managed
         correlator, sink, finished_calls = into
     correlator.on_invoke({"eventType": "INVOKE", "requestId": request_id, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
     now = time.time_ns()
-    start = records.invocation_start(request_id=request_id, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2)
+    start = json.loads(records.encode_invocation_start(request_id=request_id, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
     correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(now, error=handler_error)})
     correlator.on_record(records.posted(request_id, posted))
     return correlator, sink, finished_calls

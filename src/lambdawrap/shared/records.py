@@ -78,39 +78,6 @@ SECRETS_ANSWER = "secrets"
 REQUESTS = frozenset({SECRETS_REQUEST})  # records the function waits on for an answer
 
 
-def invocation_start(
-    request_id: str,
-    function_arn: str,
-    trace_id: int,
-    span_id: int,
-    parent_span_id: int,
-    sampled: bool,
-    start_ns: int,
-    cold_start: bool,
-    proactive_init: bool,
-    trigger: str,
-    attributes: dict,
-    links: list,
-    span_name: str,
-    span_kind: int,
-) -> dict:
-    """The start part of an invocation record (ids are ints here)."""
-    return {
-        "request_id": request_id,
-        "function_arn": function_arn,
-        **ids_as_hex(trace_id, span_id, parent_span_id),
-        "sampled": sampled,
-        "start_ns": start_ns,
-        "cold_start": cold_start,
-        "proactive_init": proactive_init,
-        "trigger": trigger,
-        "span_name": span_name,
-        "span_kind": span_kind,
-        "attributes": attributes,
-        "links": [[f"{link.trace_id:032x}", f"{link.span_id:016x}", link.sampled] for link in links],
-    }
-
-
 def encode_invocation_start(
     request_id: str,
     function_arn: str,
@@ -128,10 +95,11 @@ def encode_invocation_start(
     span_kind: int,
     request_payload: str | None = None,
 ) -> bytes:
-    """encode_json(invocation_start(...)) for arguments of the annotated types, with
-    request_payload last when given: the same bytes, written without building the dict first.
-    It runs before every handler call, where the dict and the encoder's walk over it cost
-    twice as much. The strings may be anything (a test's context may hand any request id)."""
+    """The start part of an invocation record (ids as hex, links as [trace_id, span_id,
+    sampled], request_payload last when given): byte for byte what encode_json writes of that
+    object for arguments of the annotated types, the strings of any type (a test's context may
+    hand any request id). Written without building the object first: this runs before every
+    handler call, where the object and the encoder's walk over it cost twice as much."""
     link_texts = ",".join([f'["{link.trace_id:032x}","{link.span_id:016x}",{"true" if link.sampled else "false"}]' for link in links]) if links else ""
     text = (
         f'{{"request_id":{own_json_text(request_id)},"function_arn":{own_json_text(function_arn)},'
