@@ -602,6 +602,7 @@ class TestTelemetryDelivery:
             assert dropped and dropped[0]["droppedRecords"] > 0 and dropped[0]["droppedBytes"] > 0
             delivered = sum(1 for e in events if e["type"] == "function")
             assert delivered + sum(d["droppedRecords"] for d in dropped) == 4000
+            assert bus.dropped_types() == {"function": sum(d["droppedRecords"] for d in dropped)}  # what the bus tells tests
             assert all(len(b) <= 1000 for b in batches)
         finally:
             bus.close_all()

@@ -74,7 +74,7 @@ def _flood_batches() -> list:
     """Two invocations' telemetry, as batches: r1 floods (2 KB lines, a line over the buffer's
     line limit, an error line and a JSON line amid them), ends inside a batch, then r2 floods."""
 
-    def line(text: str, rid: str = "") -> dict:
+    def line(text: str) -> dict:
         return {"type": "function", "time": "2026-12-01T10:00:00.%03dZ" % (len(text) % 1000), "record": text}
 
     def platform(kind: str, rid: str) -> dict:
@@ -111,22 +111,27 @@ def _run_flood(fast: bool) -> tuple:
     return _run_flood_through(signals, flooded=None if fast else (lambda: False)) + (len(counted_early),)
 
 
-def _run_flood_through(sink, attach_after: int = 0, flooded=None) -> tuple:
-    """The flood's batches through a correlator into `sink` (a DeferredSink is attached to a
-    Signals after `attach_after` batches): what was kept, the drops, each invocation's pending
-    lines and error line."""
+def _run_flood_through(sink, batches: list | None = None, announced: tuple = ("r1", "r2"), announced_after: tuple = (), attach_after: int = 0, flooded=None) -> tuple:
+    """Batches (the flood's by default) through a correlator into `sink`, with the requests
+    `announced` before them and `announced_after` after (a DeferredSink is attached to a Signals
+    after `attach_after` batches): what was kept, the drops, each invocation's pending lines and
+    error line."""
     from lambdawrap.companion.correlator import Correlator
+
+    def announce(rids: tuple) -> None:
+        for rid in rids:
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
 
     signals = sink if attach_after == 0 else _signals()
     correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
     if flooded is not None:
         correlator._flooded = flooded  # e.g. every line the whole way
-    for rid in ("r1", "r2"):
-        correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
-    for number, batch in enumerate(_flood_batches()):
+    announce(announced)
+    for number, batch in enumerate(_flood_batches() if batches is None else batches):
         if attach_after and number == attach_after:
             sink.attach(signals)
         correlator.on_telemetry(batch)
+    announce(announced_after)
     pending = {rid: [entry[0] for entry in inv.logs] for rid, inv in correlator._open.items()}
     errors = {rid: inv.error_line for rid, inv in correlator._open.items()}
     return [entry[:1] + entry[2:] for entry in signals.logs.take(10**6)], dict(signals.dropped_by_reason), pending, errors
@@ -152,19 +157,6 @@ def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted
     assert early[:2] == settled[:2]  # the same lines kept, the same drops
 
 
-def _replay(batches: list, sink, flooded=None) -> tuple:
-    from lambdawrap.companion.correlator import Correlator
-
-    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
-    if flooded is not None:
-        correlator._flooded = flooded
-    for batch in batches:
-        correlator.on_telemetry(batch)
-    correlator.on_invoke({"requestId": "r1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
-    pending = {rid: [entry[0] for entry in inv.logs] for rid, inv in correlator._open.items() if inv.logs}
-    return [entry[0] for entry in sink.logs.take(10**6)], dict(sink.dropped_by_reason), pending
-
-
 def test_lines_of_requests_never_announced_are_exported_or_counted_when_forgotten_even_in_a_flood(monkeypatch):
     # Telemetry naming more unannounced requests than are kept (JSON log lines each naming its
     # own) makes the oldest be forgotten; the lines they held go out without a span's ids, and
@@ -188,9 +180,9 @@ def test_lines_of_requests_never_announced_are_exported_or_counted_when_forgotte
         signals.logs = log_buffer.LogBuffer(signals.dropped, max_lines=6)
         return signals
 
-    fast, full = _replay(batches, sink()), _replay(batches, sink(), flooded=lambda: False)
+    fast, full = (_run_flood_through(sink(), batches, announced=(), announced_after=("r1",), flooded=flooded) for flooded in (None, lambda: False))
     assert fast == full
-    kept, drops, pending = fast
+    kept, drops, pending, _ = fast
     assert len(kept) + drops.get("log_buffer_full", 0) + sum(map(len, pending.values())) == produced
     assert pending["r1"] == ["after 0", "after 1", "after 2"]
 

@@ -10,7 +10,7 @@ import select
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from lambdawrap.devtools.emulator.api_server import ApiError
@@ -138,10 +138,11 @@ class Subscription:
 class Subscriber:
     """Batches records for one extension and POSTs them to its listener on a named thread."""
 
-    def __init__(self, extension_name: str, subscription: Subscription, gate: DeliveryGate | None = None) -> None:
+    def __init__(self, extension_name: str, subscription: Subscription, gate: DeliveryGate | None = None, on_drop: Callable[[str], None] | None = None) -> None:
         self.extension_name = extension_name
         self.subscription = subscription
         self._gate = gate or DeliveryGate()
+        self._on_drop = on_drop or (lambda record_type: None)  # told each record's type it drops
         self._cv = threading.Condition()
         self._queue: collections.deque[tuple[dict, int]] = collections.deque()
         self._queued_bytes = 0
@@ -150,9 +151,6 @@ class Subscriber:
         self._flush_requested = False
         self._dropped_records = 0
         self._dropped_bytes = 0
-        # What the subscriber lost, by record type: platform.logsDropped counts every record
-        # (a platform event too), where a test tells lines from the rest.
-        self.dropped_types: collections.Counter = collections.Counter()
         self._connection: http.client.HTTPConnection | None = None  # used by the sender thread only
         self.delivered = 0
         self._thread = threading.Thread(target=self._run, name=f"telemetry-{extension_name}", daemon=True)
@@ -167,7 +165,7 @@ class Subscriber:
             if self._queued_bytes + size > limit:
                 self._dropped_records += 1
                 self._dropped_bytes += size
-                self.dropped_types[event.get("type")] += 1
+                self._on_drop(event.get("type"))
                 return
             self._queue.append((event, size))
             self._queued_bytes += size
@@ -280,10 +278,13 @@ class TelemetryBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
-        self._every_subscriber: list[Subscriber] = []  # closed ones too, for dropped_types
         self._init_buffer: list[tuple[str, dict]] | None = None
         self.gate = DeliveryGate()
         self.history: list[dict] = []  # every record emitted, for tests and the CLI
+        # What subscribers lost by lagging, by record type: platform.logsDropped counts every
+        # record (a platform event too), where a test tells lines from the rest.
+        self._dropped_types: collections.Counter = collections.Counter()
+        self._drops_lock = threading.Lock()  # its own: subscribe() replays (puts) under _lock
 
     def emit(self, kind: str, record_type: str, record: Any) -> dict:
         event = {"time": utc_timestamp(), "type": record_type, "record": record}
@@ -309,7 +310,7 @@ class TelemetryBus:
             self._init_buffer = None
 
     def subscribe(self, extension_name: str, subscription: Subscription) -> Subscriber:
-        sub = Subscriber(extension_name, subscription, self.gate)
+        sub = Subscriber(extension_name, subscription, self.gate, self._count_drop)
         with self._lock:
             # Replay first, under the lock: no record emitted meanwhile may overtake the
             # init records it follows.
@@ -320,7 +321,6 @@ class TelemetryBus:
             old = [s for s in self._subscribers if s.extension_name == extension_name]
             self._subscribers = [s for s in self._subscribers if s.extension_name != extension_name]
             self._subscribers.append(sub)
-            self._every_subscriber.append(sub)
         for stale in old:
             stale.close(0)
         return sub
@@ -329,15 +329,14 @@ class TelemetryBus:
         with self._lock:
             return list(self._subscribers)
 
+    def _count_drop(self, record_type: str) -> None:
+        with self._drops_lock:
+            self._dropped_types[record_type] += 1
+
     def dropped_types(self) -> collections.Counter:
         """Records every subscription of this bus lost to a lagging subscriber, by type."""
-        with self._lock:
-            subscribers = list(self._every_subscriber)
-        total: collections.Counter = collections.Counter()
-        for sub in subscribers:
-            with sub._cv:
-                total.update(sub.dropped_types)
-        return total
+        with self._drops_lock:
+            return collections.Counter(self._dropped_types)
 
     def flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
