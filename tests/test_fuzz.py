@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lambdawrap.handler import trace_context as tc
-from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, encode, encode_json
+from lambdawrap.shared.framing import MAX_RECORD_BYTES, FrameReader, decode_json, encode, encode_json
 from lambdawrap.handler.invocation import FAILURES, MAX_ATTRIBUTE_CHARS, InvocationTracer
 from lambdawrap.handler.redact import REDACTED, TRUNCATED, payload_text, redaction_keys
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
@@ -291,6 +291,33 @@ def test_frames_round_trip_whatever_the_split(records, cuts):
         out += reader.feed(stream[position : position + cut])
         position += cut
     assert out == [json.loads(json.dumps(r)) for r in records]
+
+
+def _outcome(decode, data: bytes) -> tuple:
+    try:
+        return "value", decode(data)
+    except RecursionError:
+        return ("too deep",)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        return type(exc).__name__, str(exc)
+
+
+# Bytes as they come: JSON values encoded (with what may surround or follow them), and anything.
+json_documents = st.builds(
+    lambda prefix, value, suffix, encoding: (prefix + json.dumps(value, ensure_ascii=encoding == "ascii") + suffix).encode("utf-8" if encoding == "ascii" else encoding, "surrogatepass"),
+    st.sampled_from(["", " ", "\ufeff", "\n"]),
+    json_values,
+    st.sampled_from(["", " ", "\r\n", "\x0b", " 1", "]", "\u2028", "\x00"]),
+    st.sampled_from(["ascii", "utf-8", "utf-16", "utf-16-le", "utf-32"]),
+)
+
+
+@FUZZ
+@given(json_documents | st.binary(max_size=80) | st.builds(lambda head, tail: head + tail, st.sampled_from([b"{", b"[", b"{\x00", b"[\xed\xa0\x80"]), st.binary(max_size=40)))
+def test_decode_json_answers_as_json_loads_does(data):
+    # NaN never equals itself: compare what both decoded through their JSON text.
+    expected, got = _outcome(json.loads, data), _outcome(decode_json, data)
+    assert json.dumps(got, default=repr) == json.dumps(expected, default=repr)
 
 
 class _Text(str):

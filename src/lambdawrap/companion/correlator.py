@@ -344,8 +344,8 @@ class Correlator:
     def _on_event(self, event: dict) -> None:
         kind = event.get("type")
         record = event.get("record")
-        time_ns = parse_time_ns(event.get("time")) or time.time_ns()
         if kind == "function":
+            time_ns = parse_time_ns(event.get("time")) or time.time_ns()
             if isinstance(record, str):
                 self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
             else:  # the JSON log format, delivered as an object
@@ -360,7 +360,8 @@ class Correlator:
             return
         rid = record.get("requestId")
         if kind == "platform.initStart":
-            self.init = InitFacts(start_ns=time_ns, phase=str(record.get("phase", "init")))
+            # The only platform event whose time is read: a span's times come from records.
+            self.init = InitFacts(start_ns=parse_time_ns(event.get("time")) or time.time_ns(), phase=str(record.get("phase", "init")))
             self._in_init = True
             self._current_rid = None
         elif kind == "platform.initRuntimeDone":

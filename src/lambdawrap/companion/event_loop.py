@@ -6,6 +6,9 @@ woke four threads that handed the GIL and a condition variable back and forth, a
 the whole environment has 7 % of a core: every wake-up is paid for in the function's billed
 time. Only what blocks for long (exports, imports, secret fetches) runs on threads of its own;
 they wake the loop with `call_soon_threadsafe`.
+
+It waits on epoll directly (Lambda is Linux): `selectors` wraps each wait in a few Python calls
+per ready socket, and the loop waits two or three times in every invocation.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-import selectors
+import select
 import socket
 import time
 
@@ -41,7 +44,8 @@ def receive(conn: socket.socket) -> bytes | None:
 
 class EventLoop:
     def __init__(self, on_error: Callable[[str], None] | None = None) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._readers: dict = {}  # fd -> (socket, callback)
         self._on_error = on_error or (lambda what: None)
         self._logged: set = set()
         self._pending: collections.deque = collections.deque()
@@ -50,16 +54,32 @@ class EventLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+        self._watch(self._wake_r, self._drain_wakeups)
 
     def add_reader(self, sock: socket.socket, callback: Callable[[socket.socket], Any]) -> None:
-        """Call `callback(sock)` whenever `sock` is readable (or closed)."""
-        self._selector.register(sock, selectors.EVENT_READ, callback)
+        """Call `callback(sock)` whenever `sock` is readable (or closed). A socket already
+        watched raises KeyError, a closed one ValueError (as selectors does)."""
+        self._watch(sock, callback)
+
+    def _watch(self, sock: socket.socket, callback: Callable[[socket.socket], Any]) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            raise ValueError(f"invalid file descriptor {fd}")
+        if fd in self._readers:
+            raise KeyError(f"{sock!r} (fd {fd}) is already registered")
+        self._epoll.register(fd, select.EPOLLIN)
+        self._readers[fd] = (sock, callback)
 
     def remove_reader(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd < 0:
+            # Closed before it was removed: found by identity (the kernel has dropped it already).
+            fd = next((known for known, (watched, _) in self._readers.items() if watched is sock), -1)
+        if self._readers.pop(fd, None) is None:
+            return
         try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError, OSError):
+            self._epoll.unregister(fd)
+        except (ValueError, OSError):
             pass
 
     def call_soon_threadsafe(self, callback: Callable[[], Any] | None = None) -> None:
@@ -109,11 +129,14 @@ class EventLoop:
     def run_once(self, timeout: float | None) -> int:
         """One round: wait up to `timeout` for a socket, serve what is ready; how many were."""
         try:
-            ready = self._selector.select(timeout)
+            events = self._epoll.poll(-1 if timeout is None else timeout)
         except (OSError, ValueError):  # a socket closed under us: its owner unregisters it
-            ready = []
-        for key, _ in ready:
-            self._guarded(key.data, key.fileobj)
+            events = []
+        readers = self._readers
+        # Taken before any callback runs: one may remove another's socket in the same round.
+        ready = [readers[fd] for fd, _ in events if fd in readers]
+        for sock, callback in ready:
+            self._guarded(callback, sock)
         handled = len(ready)
         while self._pending:
             self._guarded(self._pending.popleft())
@@ -143,6 +166,7 @@ class EventLoop:
 
     def close(self) -> None:
         """Stop watching; the sockets registered by others stay theirs to close."""
-        self._selector.close()
+        self._readers.clear()
+        self._epoll.close()
         self._wake_r.close()
         self._wake_w.close()

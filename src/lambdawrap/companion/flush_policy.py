@@ -18,19 +18,16 @@ class FlushPolicy:
         self._gaps: collections.deque = collections.deque(maxlen=8)
         self._last_invoke: float | None = None
         self._last_flush = 0.0
+        self._busy = False  # decided once per invocation: it is asked several times in each
 
     def on_invoke(self, now: float) -> None:
         if self._last_invoke is not None:
             self._gaps.append(now - self._last_invoke)
+            self._busy = _median(self._gaps) < ADAPTIVE_BUSY_GAP_S if len(self._gaps) >= 4 else False
         self._last_invoke = now
 
     def busy(self) -> bool:
-        if len(self._gaps) < 4:
-            return False
-        gaps = sorted(self._gaps)
-        middle = len(gaps) // 2
-        median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
-        return median < ADAPTIVE_BUSY_GAP_S
+        return self._busy
 
     def exports_at_each_end(self) -> bool:
         """Whether invocations are now exported each at its own end, so that the runtime's post
@@ -52,3 +49,9 @@ class FlushPolicy:
 
     def flushed(self, now: float) -> None:
         self._last_flush = now
+
+
+def _median(values: collections.deque) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

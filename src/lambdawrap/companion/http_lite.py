@@ -12,6 +12,7 @@ import json
 import socket
 
 from lambdawrap.companion.event_loop import READ_SIZE
+from lambdawrap.shared.framing import decode_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -183,7 +184,8 @@ class ResponseReader:
                 continue  # an interim answer (100 Continue): the real one follows
             self._head = status, headers
             self.reason = reason
-            tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
+            connection = headers.get("connection")
+            tokens = {token.strip() for token in connection.lower().split(",")} if connection else ()
             self.keep_alive = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
         status, headers = self._head
         if status in (204, 304):
@@ -230,6 +232,8 @@ def _content_length(value: str | None, received: int) -> int | None:
     ones are an error, as HTTP says."""
     if value is None:
         return None
+    if value.isdigit() and value.isascii():
+        return int(value)  # the usual case: one length
     lengths = {part.strip() for part in value.split(",")}
     if not all(length.isascii() and length.isdigit() for length in lengths):
         return None
@@ -295,6 +299,6 @@ def parse_head(head: bytes) -> tuple:
 
 def decode_body(payload: bytes) -> Any:
     try:
-        return json.loads(payload) if payload else None
+        return decode_json(payload) if payload else None
     except (ValueError, RecursionError):
         return payload.decode("utf-8", "replace")

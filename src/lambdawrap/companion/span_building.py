@@ -31,6 +31,12 @@ _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 _UNNAMED_ERRORS = ("Runtime.Unknown", "Function.Unknown", None)
 MAX_PAYLOAD_ATTRIBUTE_CHARS = 8192
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# Made once: calling an Enum class, or building a Status, costs a microsecond each per span.
+_UNSET = Status(StatusCode.UNSET)
+_SPAN_KINDS = {kind.value: kind for kind in SpanKind}
+_STATUS_CODES = {code.value: code for code in StatusCode}
+_SERVER_KIND, _UNSET_CODE, _ERROR_CODE = SpanKind.SERVER.value, StatusCode.UNSET.value, StatusCode.ERROR.value
+MAX_REMEMBERED = 64  # resource ids (by invoked ARN) and user scopes (by name) made once and kept
 
 
 class SpanBuffer:
@@ -91,6 +97,9 @@ class SpanBuilder:
         self.resource = resource
         self.function_name = function_name or "function"
         self._sampled_as_root = sampled_as_root
+        self._version = str(resource.attributes.get("faas.version") or "")
+        self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
+        self._scopes: dict = {}
 
     def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE) -> ReadableSpan:
         parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
@@ -122,7 +131,7 @@ class SpanBuilder:
                 "faas.coldstart": bool(start.get("cold_start")),
                 # The version that ran is a resource attribute (faas.version); the invoked ARN
                 # may name an alias instead.
-                "cloud.resource_id": function_resource_id(invoked_arn, str(self.resource.attributes.get("faas.version") or "")),
+                "cloud.resource_id": self._resource_id(invoked_arn),
                 "aws.lambda.invoked_arn": invoked_arn,
                 "lambdawrap.trigger": trigger,
             }
@@ -131,7 +140,7 @@ class SpanBuilder:
         if start.get("proactive_init"):
             attrs["lambdawrap.proactive_init"] = True
         end = inv.end
-        status, events, failure = Status(StatusCode.UNSET), [], None
+        status, events, failure = _UNSET, [], None
         if end is not None:
             end_ns = int(end.get("end_ns") or 0)
             status, events = self._reported_status(inv, attrs, end_ns)
@@ -144,7 +153,8 @@ class SpanBuilder:
                 attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
         start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
         facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, bool(start.get("cold_start")), max(0, end_ns - start_ns) / 1e9, failure)
-        trace_id, span_id = (int(part, 16) for part in inv.ids)
+        ids = inv.ids
+        trace_id, span_id = int(ids[0], 16), int(ids[1], 16)
         if not (start.get("sampled", True) if inv.start is not None else self._sampled_as_root(trace_id)):
             return None, facts
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in start.get("links") or []]
@@ -155,7 +165,7 @@ class SpanBuilder:
             trace_id=trace_id,
             span_id=span_id,
             parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
-            kind=SpanKind(start.get("span_kind", SpanKind.SERVER.value)),
+            kind=_span_kind(start.get("span_kind", _SERVER_KIND)),
             attributes=attrs,
             start=start_ns,
             end=end_ns,
@@ -185,7 +195,23 @@ class SpanBuilder:
         if isinstance(http_status, int) and http_status >= 500:
             attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
             return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
-        return Status(StatusCode.UNSET), []
+        return _UNSET, []
+
+    def _resource_id(self, invoked_arn: str) -> str:
+        resource_id = self._resource_ids.get(invoked_arn)
+        if resource_id is None:
+            if len(self._resource_ids) >= MAX_REMEMBERED:
+                self._resource_ids.clear()
+            resource_id = self._resource_ids[invoked_arn] = function_resource_id(invoked_arn, self._version)
+        return resource_id
+
+    def _scope(self, name: str) -> InstrumentationScope:
+        scope = self._scopes.get(name)
+        if scope is None:
+            if len(self._scopes) >= MAX_REMEMBERED:
+                self._scopes.clear()
+            scope = self._scopes[name] = InstrumentationScope(name)
+        return scope
 
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
         """(end_ns, failure reason) of an invocation the function could not report."""
@@ -222,7 +248,7 @@ class SpanBuilder:
             trace_id, parent_id = new_trace_id(), None
             if not self._sampled_as_root(trace_id):
                 return None
-        status = Status(StatusCode.UNSET)
+        status = _UNSET
         if init.failed:
             error = init.error or {"type": init.error_type or init.status, "message": "", "stack": ""}
             error_type = init.error_type if init.error_type not in _UNNAMED_ERRORS else error.get("type")
@@ -245,7 +271,7 @@ class SpanBuilder:
     def user_span(self, raw: dict) -> ReadableSpan:
         """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
         code, description = (raw.get("status") or [0, ""])[:2]
-        status = Status(StatusCode(code), description or None) if code == StatusCode.ERROR.value else Status(StatusCode(code))
+        status = Status(_status_code(code), description or None) if code == _ERROR_CODE else _UNSET if code == _UNSET_CODE else Status(_status_code(code))
         events = [Event(str(name), clean_attributes(attrs or {}), timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
         return self.span(
@@ -253,15 +279,24 @@ class SpanBuilder:
             trace_id=int(raw["trace_id"], 16),
             span_id=int(raw["span_id"], 16),
             parent_id=int(raw["parent_span_id"], 16) if raw.get("parent_span_id") else None,
-            kind=SpanKind(raw.get("kind") or 0),
+            kind=_span_kind(raw.get("kind") or 0),
             attributes=dict(raw.get("attributes") or {}),
             start=int(raw["start_ns"]),
             end=int(raw["end_ns"]),
             status=status,
             events=events,
             links=links,
-            scope=InstrumentationScope(str(raw.get("scope") or "user")),
+            scope=self._scope(str(raw.get("scope") or "user")),
         )
+
+
+def _span_kind(value: object) -> SpanKind:
+    # Values SpanKind would refuse still raise (ValueError), as the Enum call does.
+    return _SPAN_KINDS[value] if type(value) is int and value in _SPAN_KINDS else SpanKind(value)
+
+
+def _status_code(value: object) -> StatusCode:
+    return _STATUS_CODES[value] if type(value) is int and value in _STATUS_CODES else StatusCode(value)
 
 
 def clean_attributes(attributes: dict) -> dict:

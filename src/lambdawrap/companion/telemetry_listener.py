@@ -11,11 +11,11 @@ serves it wait in the socket's backlog.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 
 from lambdawrap.companion.event_loop import EventLoop, receive
+from lambdawrap.shared.framing import decode_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class TelemetryListener:
     def _handle(self, body: bytes) -> bytes:
         try:
             try:
-                batch = json.loads(body or b"[]")
+                batch = decode_json(body or b"[]")
             except (ValueError, RecursionError):
                 raise _BadRequest("a telemetry batch that is not JSON") from None
             if not isinstance(batch, list):

@@ -35,6 +35,27 @@ def own_json_text(value: object) -> str:
     return "".join(_OWN_VALUES(value, 0))
 
 
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
+
+
+def decode_json(data: bytes) -> object:
+    """json.loads(data), without its per-call detours for what the channel, the Extensions API
+    and the Telemetry API send: UTF-8 text that starts with an object or an array. Raises
+    ValueError (or RecursionError) exactly where json.loads does."""
+    # An ASCII "{" or "[" then a byte that is not NUL: json.loads would detect UTF-8 too (a BOM,
+    # UTF-16 and UTF-32 begin otherwise), and nothing before the value is whitespace.
+    if data[:1] in (b"{", b"[") and data[1:2] != b"\x00":
+        text = data.decode("utf-8", "surrogatepass")
+        value, end = _DECODER.raw_decode(text)
+        if end != len(text):
+            rest = text[end:]
+            if rest.strip(_JSON_SPACE):
+                raise json.JSONDecodeError("Extra data", text, len(text) - len(rest.lstrip(_JSON_SPACE)))
+        return value
+    return json.loads(data)
+
+
 def encode(record: dict) -> bytes:
     """One frame."""
     body = encode_json(record)
@@ -61,7 +82,7 @@ class FrameReader:
             body = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + length])
             del self._buffer[: HEADER_BYTES + length]
             try:
-                records.append(json.loads(body))
+                records.append(decode_json(body))
             except RecursionError:  # nesting too deep for the decoder: as corrupt as bad JSON
                 raise ValueError("record nested too deeply") from None
         return records
