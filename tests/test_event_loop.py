@@ -79,6 +79,13 @@ def test_watching_a_socket_twice_or_a_closed_one_is_refused(loop):
     loop.add_reader(ours, lambda sock: None)
     with pytest.raises(KeyError):
         loop.add_reader(ours, lambda sock: None)
+    gone, gone_peer = _pair()
+    loop.add_reader(gone, lambda sock: None)
+    gone.close()
+    with pytest.raises(KeyError):  # still watched, though closed: as selectors answers
+        loop.add_reader(gone, lambda sock: None)
+    loop.remove_reader(gone)
+    gone_peer.close()
     closed, closed_peer = _pair()
     closed.close()
     with pytest.raises(ValueError):
@@ -106,6 +113,20 @@ def test_another_thread_wakes_the_loop_and_runs_its_callback_on_the_loops_thread
     thread.join()
     assert ran_on == [threading.get_ident()]
     assert time.monotonic() - started < 10
+
+
+def test_a_wait_whose_time_has_passed_returns_at_once(loop):
+    # GIVEN nothing to serve WHEN asked to wait a negative time THEN it returns at once (epoll
+    # itself would wait forever)
+    done = threading.Event()
+
+    def wait():
+        loop.run_once(-0.5)
+        loop.run_once(float("-inf"))
+        done.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    assert done.wait(10)
 
 
 def test_timers_run_in_order_once_due_and_a_deadline_ends_the_wait(loop):

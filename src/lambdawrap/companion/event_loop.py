@@ -64,6 +64,8 @@ class EventLoop:
     def _watch(self, sock: socket.socket, callback: Callable[[socket.socket], Any]) -> None:
         fd = sock.fileno()
         if fd < 0:
+            if any(watched is sock for watched, _ in self._readers.values()):
+                raise KeyError(f"{sock!r} is already registered")  # closed since, not removed
             raise ValueError(f"invalid file descriptor {fd}")
         if fd in self._readers:
             raise KeyError(f"{sock!r} (fd {fd}) is already registered")
@@ -129,7 +131,8 @@ class EventLoop:
     def run_once(self, timeout: float | None) -> int:
         """One round: wait up to `timeout` for a socket, serve what is ready; how many were."""
         try:
-            events = self._epoll.poll(-1 if timeout is None else timeout)
+            # epoll waits forever on any negative timeout; a timeout already past waits not at all.
+            events = self._epoll.poll(-1 if timeout is None else max(0.0, timeout))
         except (OSError, ValueError):  # a socket closed under us: its owner unregisters it
             events = []
         readers = self._readers

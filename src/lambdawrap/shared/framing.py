@@ -42,7 +42,9 @@ _JSON_SPACE = " \t\n\r"
 def decode_json(data: bytes) -> object:
     """json.loads(data), without its per-call detours for what the channel, the Extensions API
     and the Telemetry API send: UTF-8 text that starts with an object or an array. Raises
-    ValueError (or RecursionError) exactly where json.loads does."""
+    ValueError where json.loads does, and RecursionError for nesting too deep for the decoder
+    (one Python frame less deep here: before 3.12 the decoder counts those, so the limit may
+    come one level later)."""
     # An ASCII "{" or "[" then a byte that is not NUL: json.loads would detect UTF-8 too (a BOM,
     # UTF-16 and UTF-32 begin otherwise), and nothing before the value is whitespace.
     if data[:1] in (b"{", b"[") and data[1:2] != b"\x00":
