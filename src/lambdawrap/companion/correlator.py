@@ -186,6 +186,11 @@ def parse_time_ns(stamp: Any) -> int | None:
     return _parse_stamp(stamp)
 
 
+def _event_time_ns(event: dict) -> int:
+    """A telemetry event's time, or now when it has none that can be read."""
+    return parse_time_ns(event.get("time")) or time.time_ns()
+
+
 @functools.lru_cache(maxsize=8)
 def _parse_stamp(stamp: str) -> int | None:
     # Cached: the times have millisecond precision, and a function that logs much prints
@@ -345,7 +350,7 @@ class Correlator:
         kind = event.get("type")
         record = event.get("record")
         if kind == "function":
-            time_ns = parse_time_ns(event.get("time")) or time.time_ns()
+            time_ns = _event_time_ns(event)
             if isinstance(record, str):
                 self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
             else:  # the JSON log format, delivered as an object
@@ -361,7 +366,7 @@ class Correlator:
         rid = record.get("requestId")
         if kind == "platform.initStart":
             # The only platform event whose time is read: a span's times come from records.
-            self.init = InitFacts(start_ns=parse_time_ns(event.get("time")) or time.time_ns(), phase=str(record.get("phase", "init")))
+            self.init = InitFacts(start_ns=_event_time_ns(event), phase=str(record.get("phase", "init")))
             self._in_init = True
             self._current_rid = None
         elif kind == "platform.initRuntimeDone":

@@ -64,8 +64,8 @@ class EventLoop:
     def _watch(self, sock: socket.socket, callback: Callable[[socket.socket], Any]) -> None:
         fd = sock.fileno()
         if fd < 0:
-            if any(watched is sock for watched, _ in self._readers.values()):
-                raise KeyError(f"{sock!r} is already registered")  # closed since, not removed
+            if self._closed_but_watched(sock) >= 0:
+                raise KeyError(f"{sock!r} is already registered")
             raise ValueError(f"invalid file descriptor {fd}")
         if fd in self._readers:
             raise KeyError(f"{sock!r} (fd {fd}) is already registered")
@@ -75,14 +75,18 @@ class EventLoop:
     def remove_reader(self, sock: socket.socket) -> None:
         fd = sock.fileno()
         if fd < 0:
-            # Closed before it was removed: found by identity (the kernel has dropped it already).
-            fd = next((known for known, (watched, _) in self._readers.items() if watched is sock), -1)
+            fd = self._closed_but_watched(sock)
         if self._readers.pop(fd, None) is None:
             return
         try:
             self._epoll.unregister(fd)
         except (ValueError, OSError):
             pass
+
+    def _closed_but_watched(self, sock: socket.socket) -> int:
+        """The number a socket closed before its removal was watched under (its fileno() is now
+        -1, and the kernel has dropped it already), found by identity; -1 if none."""
+        return next((fd for fd, (watched, _) in self._readers.items() if watched is sock), -1)
 
     def call_soon_threadsafe(self, callback: Callable[[], Any] | None = None) -> None:
         """From another thread: run `callback` on the loop's thread (or, with none, only make

@@ -9,6 +9,7 @@ before it wrote its in-flight slot) or a failed init decides here, as the root o
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 from typing import Any, Callable
@@ -97,7 +98,7 @@ class SpanBuilder:
         self.resource = resource
         self.function_name = function_name or "function"
         self._sampled_as_root = sampled_as_root
-        self._version = str(resource.attributes.get("faas.version") or "")
+        self._resource_id_of = functools.partial(function_resource_id, version=str(resource.attributes.get("faas.version") or ""))
         self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
         self._scopes: dict = {}
 
@@ -131,7 +132,7 @@ class SpanBuilder:
                 "faas.coldstart": bool(start.get("cold_start")),
                 # The version that ran is a resource attribute (faas.version); the invoked ARN
                 # may name an alias instead.
-                "cloud.resource_id": self._resource_id(invoked_arn),
+                "cloud.resource_id": _remembered(self._resource_ids, invoked_arn, self._resource_id_of),
                 "aws.lambda.invoked_arn": invoked_arn,
                 "lambdawrap.trigger": trigger,
             }
@@ -165,7 +166,7 @@ class SpanBuilder:
             trace_id=trace_id,
             span_id=span_id,
             parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
-            kind=_span_kind(start.get("span_kind", _SERVER_KIND)),
+            kind=_member(_SPAN_KINDS, SpanKind, start.get("span_kind", _SERVER_KIND)),
             attributes=attrs,
             start=start_ns,
             end=end_ns,
@@ -196,22 +197,6 @@ class SpanBuilder:
             attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
             return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
         return _UNSET, []
-
-    def _resource_id(self, invoked_arn: str) -> str:
-        resource_id = self._resource_ids.get(invoked_arn)
-        if resource_id is None:
-            if len(self._resource_ids) >= MAX_REMEMBERED:
-                self._resource_ids.clear()
-            resource_id = self._resource_ids[invoked_arn] = function_resource_id(invoked_arn, self._version)
-        return resource_id
-
-    def _scope(self, name: str) -> InstrumentationScope:
-        scope = self._scopes.get(name)
-        if scope is None:
-            if len(self._scopes) >= MAX_REMEMBERED:
-                self._scopes.clear()
-            scope = self._scopes[name] = InstrumentationScope(name)
-        return scope
 
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
         """(end_ns, failure reason) of an invocation the function could not report."""
@@ -271,7 +256,7 @@ class SpanBuilder:
     def user_span(self, raw: dict) -> ReadableSpan:
         """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
         code, description = (raw.get("status") or [0, ""])[:2]
-        status = Status(_status_code(code), description or None) if code == _ERROR_CODE else _UNSET if code == _UNSET_CODE else Status(_status_code(code))
+        status = _UNSET if code == _UNSET_CODE else Status(_member(_STATUS_CODES, StatusCode, code), (description or None) if code == _ERROR_CODE else None)
         events = [Event(str(name), clean_attributes(attrs or {}), timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
         return self.span(
@@ -279,24 +264,30 @@ class SpanBuilder:
             trace_id=int(raw["trace_id"], 16),
             span_id=int(raw["span_id"], 16),
             parent_id=int(raw["parent_span_id"], 16) if raw.get("parent_span_id") else None,
-            kind=_span_kind(raw.get("kind") or 0),
+            kind=_member(_SPAN_KINDS, SpanKind, raw.get("kind") or 0),
             attributes=dict(raw.get("attributes") or {}),
             start=int(raw["start_ns"]),
             end=int(raw["end_ns"]),
             status=status,
             events=events,
             links=links,
-            scope=self._scope(str(raw.get("scope") or "user")),
+            scope=_remembered(self._scopes, str(raw.get("scope") or "user"), InstrumentationScope),
         )
 
 
-def _span_kind(value: object) -> SpanKind:
-    # Values SpanKind would refuse still raise (ValueError), as the Enum call does.
-    return _SPAN_KINDS[value] if type(value) is int and value in _SPAN_KINDS else SpanKind(value)
+def _remembered(made: dict, key: str, make: Callable[[str], Any]) -> Any:
+    """make(key), made once while `made` holds it (at most MAX_REMEMBERED keys)."""
+    value = made.get(key)
+    if value is None:
+        if len(made) >= MAX_REMEMBERED:
+            made.clear()
+        value = made[key] = make(key)
+    return value
 
 
-def _status_code(value: object) -> StatusCode:
-    return _STATUS_CODES[value] if type(value) is int and value in _STATUS_CODES else StatusCode(value)
+def _member(members: dict, enum: Any, value: object) -> Any:
+    # Values the Enum would refuse still raise (ValueError), as calling it does.
+    return members[value] if type(value) is int and value in members else enum(value)
 
 
 def clean_attributes(attributes: dict) -> dict:
