@@ -52,6 +52,97 @@ def test_each_log_record_carries_its_own_invocations_ids_in_a_mixed_batch():
     ]
 
 
+AT_ONCE_PROBE = """
+import json, os, sys, threading, time
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+started, start = [], threading.Thread.start
+def recorded_start(thread):
+    started.append(thread.name)
+    if sys.argv[2] == "no-threads" and thread.name.startswith("lambdawrap-export-"):
+        raise RuntimeError("can't start new thread")
+    start(thread)
+threading.Thread.start = recorded_start
+settings = Settings.from_env()
+resource = build_resource(settings, "012345678912")
+pipeline = Pipeline(make_exporters(settings), resource, lambda *args: None)
+signals = Signals(settings, resource, pipeline.meter_provider)
+pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
+flushes = []
+for i in range(3):
+    signals.spans.add(signals.builder.span(name=f"GET /orders/{i}", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"faas.trigger": "http"}, start=1, end=2, status=Status(StatusCode.UNSET)))
+    signals.log_line(f"looking up order {i}", time.time_ns(), None, "r1")
+    counter.add(3)
+    del started[:]
+    latency = pipeline.latency_s if pipeline.exports else None
+    began = time.monotonic()
+    flushed = pipeline.flush(wait_s=60)
+    flushes.append({"flushed": flushed, "seconds": time.monotonic() - began, "threads": sorted(started), "latency_before": latency})
+print(json.dumps(flushes))
+"""
+
+
+def test_a_slow_collector_gets_every_signal_at_once_so_the_invoke_phase_waits_one_round_trip():
+    # GIVEN a span, a log line and a metric to export at each of three flushes, and a collector
+    # that answers each request after 0.6 s (a remote one, far away)
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=0.6)
+        # WHEN the pipeline flushes three times (as at the ends of three invocations)
+        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "threads"], capture_output=True, text=True, timeout=120, check=True)
+        flushes = json.loads(out.stdout.strip().splitlines()[-1])
+        answered = [(r["path"], r["received_at"]) for r in rx.requests()]
+        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
+    assert [f["flushed"] for f in flushes] == [True] * 3 and exported == (3, 3, [3, 3, 3])
+    # THEN each flush's three requests were in flight at once, from two threads made for it
+    # (the first before any latency was known, the others knowing it): answered together,
+    # where one after the other they would be 0.6 s apart and the flush 1.8 s long
+    for flush, answers in zip(flushes, (dict(answered[i : i + 3]) for i in (0, 3, 6))):
+        assert flush["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"], flushes
+        assert sorted(answers) == ["/v1/logs", "/v1/metrics", "/v1/traces"], answered
+        assert max(answers.values()) - min(answers.values()) < 0.45, answered
+        assert flush["seconds"] < 1.5, flushes
+    assert flushes[2]["latency_before"] >= 0.6
+
+
+def test_a_collector_that_answers_at_once_gets_the_signals_in_turn():
+    from lambdawrap.companion.exporting import AT_ONCE_LATENCY_S
+
+    # GIVEN a collector that answers as soon as it can (one beside the function)
+    with OtlpReceiver() as rx:
+        # WHEN the pipeline flushes three times
+        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "threads"], capture_output=True, text=True, timeout=120, check=True)
+        first, _, third = json.loads(out.stdout.strip().splitlines()[-1])
+        paths = [r["path"] for r in rx.requests()]
+        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
+    assert first["flushed"] is third["flushed"] is True and exported == (3, 3, [3, 3, 3])
+    # THEN the first flush, knowing no latency yet, made its threads; the third went in turn
+    # on the export worker alone, the collector's answers coming quicker than the threads
+    # would save (on a machine so loaded that they did not, it made them again)
+    assert first["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"], first
+    if third["latency_before"] < AT_ONCE_LATENCY_S:
+        assert third["threads"] == [] and paths[6:] == ["/v1/traces", "/v1/metrics", "/v1/logs"], (third, paths)
+    else:
+        assert third["threads"] == first["threads"], third
+
+
+def test_a_flush_that_cannot_have_its_threads_sends_everything_in_turn():
+    # GIVEN a process that cannot start the flush's threads (at its memory limit, say)
+    with OtlpReceiver() as rx:
+        # WHEN the pipeline flushes
+        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "no-threads"], capture_output=True, text=True, timeout=120, check=True)
+        first = json.loads(out.stdout.strip().splitlines()[-1])[0]
+        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
+    # THEN the flush still exported every signal, and nothing was raised or lost
+    assert first["flushed"] is True and first["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"]
+    assert exported == (3, 3, [3, 3, 3]) and "Traceback" not in out.stderr, out.stderr
+
+
 FLOOD_PROBE = """
 import json, os, sys
 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]

@@ -1,8 +1,10 @@
 """Figure 4: what is billed after the response, per LAMBDAWRAP_FLUSH strategy, at every memory
-size (back to back, and adaptive with idle gaps)."""
+size (back to back, and adaptive with idle gaps: against the local receiver, and against one
+answering 20 ms later, as a collector outside the environment would)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
@@ -14,28 +16,39 @@ from harness.plan import Plan
 
 STRATEGIES = ("end", "periodic,1000", "adaptive")
 IDLE = "adaptive (idle, 1.1 s gaps)"
+REMOTE_DELAY_S = 0.02
+IDLE_REMOTE = f"adaptive (idle, 1.1 s gaps, collector answering {REMOTE_DELAY_S * 1000:.0f} ms later)"
 
 
 def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
-    """Post-response times (ms) per flush strategy at one size, plus adaptive after idle gaps."""
+    """Post-response times (ms) per flush strategy at one size, plus adaptive after idle gaps,
+    against the local receiver and a remote-like one."""
     specs = {s: ("lambdawrap", {"LAMBDAWRAP_FLUSH": s}) for s in STRATEGIES}
     out: dict = {}
-    with environments(stack, specs, "app.handler", rx.endpoint, memory_mb=size) as emus:
-        for emu in emus.values():
+    with contextlib.ExitStack() as exits:
+        emus = exits.enter_context(environments(stack, specs, "app.handler", rx.endpoint, memory_mb=size))
+        idle = {IDLE: emus["adaptive"]}
+        if plan.n_sparse:
+            remote = exits.enter_context(OtlpReceiver())
+            remote.set_behaviour(delay_s=REMOTE_DELAY_S)
+            idle[IDLE_REMOTE] = exits.enter_context(environments(stack, {"remote": ("lambdawrap", {})}, "app.handler", remote.endpoint, memory_mb=size))["remote"]
+        for emu in {id(e): e for e in [*emus.values(), *idle.values()]}.values():
             for _ in range(plan.warmup):
                 invoke_ok(emu, stack.event)
         ids = {s: [] for s in emus}
         paced_rounds(emus, plan.n_post, lambda s: ids[s].append(invoke_ok(emus[s], stack.event)[1].request_id), plan.min_round_ms / 1000, f"post-response {size} MB")
-        sparse = []
+        sparse: dict = {label: [] for label in idle}
         for _ in range(plan.n_sparse):
             time.sleep(1.1)  # an idle function: adaptive flushes at the end of each invocation
-            sparse.append(invoke_ok(emus["adaptive"], stack.event)[1].request_id)
+            for label, emu in idle.items():
+                sparse[label].append(invoke_ok(emu, stack.event)[1].request_id)
         for s, emu in emus.items():
             reports = reports_by_id(emu, "platform.report")
             out[s] = [v for v in (post_response_ms(reports.get(r, {})) for r in ids[s]) if v is not None]
-        if sparse:
-            reports = reports_by_id(emus["adaptive"], "platform.report")
-            out[IDLE] = [v for v in (post_response_ms(reports.get(r, {})) for r in sparse) if v is not None]
+        for label, emu in idle.items():
+            if sparse[label]:
+                reports = reports_by_id(emu, "platform.report")
+                out[label] = [v for v in (post_response_ms(reports.get(r, {})) for r in sparse[label]) if v is not None]
     return out
 
 

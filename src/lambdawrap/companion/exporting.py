@@ -1,6 +1,13 @@
 """OTLP export for the companion: exporters chosen from the standard OTEL_* variables, a worker
 thread that flushes spans, metrics and logs in that priority order, and a budget so that
 waiting on a slow collector never holds the invoke phase open longer than allowed.
+
+While the environment runs and the collector takes a while to answer (a remote one), a flush
+sends every signal at once, each on a thread of its own: the invoke phase (billed) waits for
+one round trip, not one per signal. A collector that answers within AT_ONCE_LATENCY_S (one in
+the environment, as an extension) gets them in turn: the threads would cost more than the wait
+they save. At SHUTDOWN the order is strict: the spans first, then the metrics in the time kept
+for them (they carry the drop counts), then the logs.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ SPAN_BATCH = 512
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
 LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
+AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
 
 
 def make_exporters(settings: Settings) -> tuple:
@@ -305,7 +313,33 @@ class Pipeline:
         return now + 1.2 * self.latency_s + 0.02 + self._metrics_reserve_s() < self._deadline
 
     def _export_all(self) -> None:
-        # Priority order: spans, then metrics, then logs.
+        if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S):
+            self._export_at_once()
+            return
+        # In priority order: spans, then metrics, then logs.
+        self._export_spans()
+        if self._stage == "spans":
+            return
+        self._export_metrics_and_logs(None)
+
+    def _export_at_once(self) -> None:
+        """The spans on this thread; the metrics (always: they are collected now) and the logs
+        there are, each on a thread of its own made for this flush; returns once all are done.
+        Made per flush, not kept: an idle thread is frozen and thawed with every invocation."""
+        end = self._deadline
+        has_spans = self.spans is not None and len(self.spans) > 0
+        beside = [fn for fn, due in ((self._export_metrics, has_spans), (self._export_logs, self.logs is not None and len(self.logs) > 0)) if due]
+        helpers = [helper for helper in (_started(fn, end, "run") for fn in beside) if helper is not None]
+        try:
+            if has_spans:
+                self._export_spans()
+            else:
+                self._export_metrics(end, "run")
+        finally:
+            for helper in helpers:
+                helper.join()
+
+    def _export_spans(self) -> None:
         while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
             with self._flight_lock:
                 batch = self.spans.take(SPAN_BATCH)
@@ -325,9 +359,6 @@ class Pipeline:
             if result != SpanExportResult.SUCCESS:
                 break
             self.exports += 1
-        if self._stage == "spans":
-            return
-        self._export_metrics_and_logs(None)
 
     def _export_metrics_and_logs(self, deadline: float | None) -> None:
         end = self._deadline if deadline is None else deadline
@@ -335,21 +366,31 @@ class Pipeline:
             # Leaving, and a request would not be answered in time: better not sent at all than
             # sent with an unknown fate. What it would have carried is carried over instead.
             return
+        self._export_metrics(end, self._stage)
+        self._export_logs(end, self._stage)
+
+    def _overtaken(self, stage: str) -> bool:
+        """Whether SHUTDOWN began after a run-stage export started: it then starts nothing
+        more, close() having taken over what is left (sent in order, or counted)."""
+        return stage == "run" and self._stage != "run"
+
+    def _export_metrics(self, end: float, stage: str) -> None:
+        if self._overtaken(stage):
+            return
         left_ms = (end - time.monotonic()) * 1000
         if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
             # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
             self.before_collect()
             self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
-        self._export_logs(end)
 
-    def _export_logs(self, end: float) -> None:
+    def _export_logs(self, end: float, stage: str) -> None:
         """The log lines buffered when this flush reached them, in batches while time is left;
         a refused batch waits for the next flush. Lines that come meanwhile wait for the next
         one too: a flush still running when a flood begins (one that outlasted the flush budget,
         frozen with the environment) would otherwise export the flood as it arrives, most of
         50 MB where the buffer keeps 4 MB, inside the invocation's CPU share."""
         left = len(self.logs) if self.logs is not None else 0
-        while left > 0 and time.monotonic() + 1.2 * self.latency_s < end:
+        while left > 0 and not self._overtaken(stage) and time.monotonic() + 1.2 * self.latency_s < end:
             batch = self.logs.take(min(LOG_BATCH, left))
             if not batch:
                 return
@@ -362,3 +403,23 @@ class Pipeline:
             if result != LogRecordExportResult.SUCCESS:
                 self.logs.give_back(batch)
                 return
+
+
+
+def _started(fn, *args) -> threading.Thread | None:
+    """fn(*args) on a thread of its own, started; None if no thread could be had (memory,
+    limits): fn has then run on this one."""
+    helper = threading.Thread(target=_logging_failures, args=(fn, *args), name=f"lambdawrap{fn.__name__.replace('_', '-')}", daemon=True)
+    try:
+        helper.start()
+    except RuntimeError:
+        _logging_failures(fn, *args)
+        return None
+    return helper
+
+
+def _logging_failures(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - an exporter bug must not end the flush unlogged
+        logger.exception("lambdawrap: export failed")

@@ -138,7 +138,8 @@ class Signals:
     # Sink ----------------------------------------------------------------------
 
     def dropped(self, reason: str, count: int = 1) -> None:
-        self._dropped_by_reason[reason] += count
+        with self._counts_lock:  # the export threads count too (a flush's signals go at once)
+            self._dropped_by_reason[reason] += count
         self._add("lambdawrap.dropped", count, {"reason": reason})
 
     def internal_errors(self, process: str, count: int = 1) -> None:
