@@ -405,7 +405,6 @@ class Pipeline:
                 return
 
 
-
 def _started(fn, *args) -> threading.Thread | None:
     """fn(*args) on a thread of its own, started; None if no thread could be had (memory,
     limits): fn has then run on this one."""
