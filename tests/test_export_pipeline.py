@@ -137,10 +137,62 @@ def test_a_flush_that_cannot_have_its_threads_sends_everything_in_turn():
         # WHEN the pipeline flushes
         out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "no-threads"], capture_output=True, text=True, timeout=120, check=True)
         first = json.loads(out.stdout.strip().splitlines()[-1])[0]
+        paths = [r["path"] for r in rx.requests()]
         exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
-    # THEN the flush still exported every signal, and nothing was raised or lost
+    # THEN the flush still exported every signal, the spans first as ever, and nothing was
+    # raised or lost
     assert first["flushed"] is True and first["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"]
+    assert paths[:3] == ["/v1/traces", "/v1/metrics", "/v1/logs"], paths
     assert exported == (3, 3, [3, 3, 3]) and "Traceback" not in out.stderr, out.stderr
+
+
+IN_FLIGHT_AT_SHUTDOWN_PROBE = """
+import json, os, sys, threading, time
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "3"
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+resource = build_resource(settings, "012345678912")
+sink = []
+pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+signals = Signals(settings, resource, pipeline.meter_provider)
+sink.append(signals)
+pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+for i in range(300):
+    signals.log_line(f"line {i}", time.time_ns(), None, "r1")
+pipeline.request_flush()  # the end of an invocation
+deadline = time.monotonic() + 30
+while len(signals.logs) and time.monotonic() < deadline:
+    time.sleep(0.01)  # until the lines are taken for their request
+in_flight = 300 - len(signals.logs)
+pipeline.close(1.0)  # SHUTDOWN while the lines are on their way
+at_close = dict(signals.dropped_by_reason)
+while any(t.name.startswith("lambdawrap-export-") for t in threading.enumerate()) and time.monotonic() < deadline:
+    time.sleep(0.05)  # until the request under way has failed
+print(json.dumps({"in_flight": in_flight, "at_close": at_close, "after": dict(signals.dropped_by_reason), "buffered_after": len(signals.logs)}))
+"""
+
+
+def test_log_lines_on_their_way_when_shutdown_comes_are_counted_once():
+    # GIVEN 300 log lines on their way to a collector that holds each request 2.5 s and then
+    # drops the connection without an answer
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=2.5, close_connection=True)
+        # WHEN SHUTDOWN comes meanwhile, with 1 s left
+        out = subprocess.run([sys.executable, "-c", IN_FLIGHT_AT_SHUTDOWN_PROBE, rx.endpoint], capture_output=True, text=True, timeout=120, check=True)
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        exported = len(rx.logs())
+    # THEN the lines are counted as dropped when it ends, and only then: the request that
+    # failed afterwards neither counts them again nor puts them back where nobody counts
+    assert found["in_flight"] == 300 and exported == 0, found
+    assert found["at_close"].get("log_shutdown_deadline") == 300, found
+    assert found["after"] == found["at_close"] and found["buffered_after"] == 0, found
 
 
 FLOOD_PROBE = """

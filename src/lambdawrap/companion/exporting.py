@@ -174,6 +174,8 @@ class Pipeline:
         self._deadline = 0.0  # read live by the worker, so that SHUTDOWN can bring it forward
         self._stage = "run"  # "spans" then "final" once SHUTDOWN began (see close())
         self.in_flight = 0  # spans in the export request under way
+        self.logs_in_flight = 0  # log lines in export requests under way
+        self._logs_settled = False  # close() has counted every line not yet exported
         self._flight_lock = threading.Lock()
         self.latency_s = 0.0  # how long the last span export request took
         self.exports = 0
@@ -269,9 +271,13 @@ class Pipeline:
             self.in_flight = 0
         if unanswered:
             self._on_drop("shutdown_deadline", unanswered)
-        # Log lines that did not go: counted after the metrics went, so the count is carried
-        # to the next environment with the other unexported counts.
-        logs_left = len(self.logs.take(len(self.logs))) if self.logs is not None else 0
+        # Log lines that did not go, those of a request still unanswered among them: counted
+        # after the metrics went, so the count is carried to the next environment with the
+        # other unexported counts.
+        with self._flight_lock:
+            logs_left = self.logs_in_flight + (len(self.logs.take(len(self.logs))) if self.logs is not None else 0)
+            self.logs_in_flight = 0
+            self._logs_settled = True
         if logs_left:
             self._on_drop("log_shutdown_deadline", logs_left)
         return never_sent + unanswered
@@ -325,16 +331,25 @@ class Pipeline:
     def _export_at_once(self) -> None:
         """The spans on this thread; the metrics (always: they are collected now) and the logs
         there are, each on a thread of its own made for this flush; returns once all are done.
-        Made per flush, not kept: an idle thread is frozen and thawed with every invocation."""
+        Made per flush, not kept: an idle thread is frozen and thawed with every invocation. A
+        job no thread could be had for (memory, limits) runs here after the spans, in turn."""
         end = self._deadline
         has_spans = self.spans is not None and len(self.spans) > 0
         beside = [fn for fn, due in ((self._export_metrics, has_spans), (self._export_logs, self.logs is not None and len(self.logs) > 0)) if due]
-        helpers = [helper for helper in (_started(fn, end, "run") for fn in beside) if helper is not None]
+        helpers, in_turn = [], []
+        for fn in beside:
+            helper = _started(fn, end, "run")
+            if helper is None:
+                in_turn.append(fn)
+            else:
+                helpers.append(helper)
         try:
             if has_spans:
                 self._export_spans()
             else:
                 self._export_metrics(end, "run")
+            for fn in in_turn:
+                fn(end, "run")
         finally:
             for helper in helpers:
                 helper.join()
@@ -391,7 +406,9 @@ class Pipeline:
         50 MB where the buffer keeps 4 MB, inside the invocation's CPU share."""
         left = len(self.logs) if self.logs is not None else 0
         while left > 0 and not self._overtaken(stage) and time.monotonic() + 1.2 * self.latency_s < end:
-            batch = self.logs.take(min(LOG_BATCH, left))
+            with self._flight_lock:
+                batch = self.logs.take(min(LOG_BATCH, left))
+                self.logs_in_flight += len(batch)
             if not batch:
                 return
             left -= len(batch)
@@ -400,19 +417,24 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
                 logger.exception("lambdawrap: log export failed")
                 result = LogRecordExportResult.FAILURE
+            with self._flight_lock:
+                # Atomic with close()'s count: the lines are in flight or back in the buffer,
+                # unless close() counted them already (then they stay counted, not given back).
+                if not self._logs_settled:
+                    self.logs_in_flight -= len(batch)
+                    if result != LogRecordExportResult.SUCCESS:
+                        self.logs.give_back(batch)
             if result != LogRecordExportResult.SUCCESS:
-                self.logs.give_back(batch)
                 return
 
 
 def _started(fn, *args) -> threading.Thread | None:
     """fn(*args) on a thread of its own, started; None if no thread could be had (memory,
-    limits): fn has then run on this one."""
+    limits)."""
     helper = threading.Thread(target=_logging_failures, args=(fn, *args), name=f"lambdawrap{fn.__name__.replace('_', '-')}", daemon=True)
     try:
         helper.start()
     except RuntimeError:
-        _logging_failures(fn, *args)
         return None
     return helper
 
