@@ -8,6 +8,18 @@ import sys
 
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
+
+def run_probe(script: str, *args: str) -> tuple:
+    """(what the probe printed last, as JSON; the completed process) of `script` in a process of its own."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]), out
+
+
+def exported(rx: OtlpReceiver) -> tuple:
+    """(spans, log records, probe.count values) the receiver got."""
+    return len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]
+
+
 PIPELINE_PROBE = """
 import json, os, sys, threading
 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
@@ -26,8 +38,7 @@ print(json.dumps({"threads": sorted(t.name for t in threading.enumerate()), "flu
 def test_metrics_go_with_each_flush_and_no_thread_waits_to_collect_them():
     # GIVEN the pipeline, a metric recorded and a flush asked for
     with OtlpReceiver() as rx:
-        out = subprocess.run([sys.executable, "-c", PIPELINE_PROBE, rx.endpoint], capture_output=True, text=True, timeout=120, check=True)
-        found = json.loads(out.stdout.strip().splitlines()[-1])
+        found, _ = run_probe(PIPELINE_PROBE, rx.endpoint)
         # THEN the flush exported it, and the pipeline runs its export worker alone: no SDK
         # ticker thread, which the freezer would stop and restart with every invocation
         assert found == {"threads": ["MainThread", "lambdawrap-export"], "flushed": True}
@@ -94,11 +105,10 @@ def test_a_slow_collector_gets_every_signal_at_once_so_the_invoke_phase_waits_on
     with OtlpReceiver() as rx:
         rx.set_behaviour(delay_s=0.6)
         # WHEN the pipeline flushes three times (as at the ends of three invocations)
-        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "threads"], capture_output=True, text=True, timeout=120, check=True)
-        flushes = json.loads(out.stdout.strip().splitlines()[-1])
+        flushes, _ = run_probe(AT_ONCE_PROBE, rx.endpoint, "threads")
         answered = [(r["path"], r["received_at"]) for r in rx.requests()]
-        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
-    assert [f["flushed"] for f in flushes] == [True] * 3 and exported == (3, 3, [3, 3, 3])
+        got = exported(rx)
+    assert [f["flushed"] for f in flushes] == [True] * 3 and got == (3, 3, [3, 3, 3])
     # THEN each flush's three requests were in flight at once, from two threads made for it
     # (the first before any latency was known, the others knowing it): answered together,
     # where one after the other they would be 0.6 s apart and the flush 1.8 s long
@@ -116,11 +126,10 @@ def test_a_collector_that_answers_at_once_gets_the_signals_in_turn():
     # GIVEN a collector that answers as soon as it can (one beside the function)
     with OtlpReceiver() as rx:
         # WHEN the pipeline flushes three times
-        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "threads"], capture_output=True, text=True, timeout=120, check=True)
-        first, _, third = json.loads(out.stdout.strip().splitlines()[-1])
+        (first, _, third), _ = run_probe(AT_ONCE_PROBE, rx.endpoint, "threads")
         paths = [r["path"] for r in rx.requests()]
-        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
-    assert first["flushed"] is third["flushed"] is True and exported == (3, 3, [3, 3, 3])
+        got = exported(rx)
+    assert first["flushed"] is third["flushed"] is True and got == (3, 3, [3, 3, 3])
     # THEN the first flush, knowing no latency yet, made its threads; the third went in turn
     # on the export worker alone, the collector's answers coming quicker than the threads
     # would save (on a machine so loaded that they did not, it made them again)
@@ -135,15 +144,14 @@ def test_a_flush_that_cannot_have_its_threads_sends_everything_in_turn():
     # GIVEN a process that cannot start the flush's threads (at its memory limit, say)
     with OtlpReceiver() as rx:
         # WHEN the pipeline flushes
-        out = subprocess.run([sys.executable, "-c", AT_ONCE_PROBE, rx.endpoint, "no-threads"], capture_output=True, text=True, timeout=120, check=True)
-        first = json.loads(out.stdout.strip().splitlines()[-1])[0]
+        (first, *_), out = run_probe(AT_ONCE_PROBE, rx.endpoint, "no-threads")
         paths = [r["path"] for r in rx.requests()]
-        exported = (len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"])
+        got = exported(rx)
     # THEN the flush still exported every signal, the spans first as ever, and nothing was
     # raised or lost
     assert first["flushed"] is True and first["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"]
     assert paths[:3] == ["/v1/traces", "/v1/metrics", "/v1/logs"], paths
-    assert exported == (3, 3, [3, 3, 3]) and "Traceback" not in out.stderr, out.stderr
+    assert got == (3, 3, [3, 3, 3]) and "Traceback" not in out.stderr, out.stderr
 
 
 IN_FLIGHT_AT_SHUTDOWN_PROBE = """
@@ -185,12 +193,11 @@ def test_log_lines_on_their_way_when_shutdown_comes_are_counted_once():
     with OtlpReceiver() as rx:
         rx.set_behaviour(delay_s=2.5, close_connection=True)
         # WHEN SHUTDOWN comes meanwhile, with 1 s left
-        out = subprocess.run([sys.executable, "-c", IN_FLIGHT_AT_SHUTDOWN_PROBE, rx.endpoint], capture_output=True, text=True, timeout=120, check=True)
-        found = json.loads(out.stdout.strip().splitlines()[-1])
-        exported = len(rx.logs())
+        found, _ = run_probe(IN_FLIGHT_AT_SHUTDOWN_PROBE, rx.endpoint)
+        logs_exported = len(rx.logs())
     # THEN the lines are counted as dropped when it ends, and only then: the request that
     # failed afterwards neither counts them again nor puts them back where nobody counts
-    assert found["in_flight"] == 300 and exported == 0, found
+    assert found["in_flight"] == 300 and logs_exported == 0, found
     assert found["at_close"].get("log_shutdown_deadline") == 300, found
     assert found["after"] == found["at_close"] and found["buffered_after"] == 0, found
 
@@ -227,8 +234,7 @@ print(json.dumps({"flushed": [first, second], "waiting_after_first": waiting, "l
 def test_a_flush_exports_the_lines_buffered_when_it_began_not_those_printed_meanwhile():
     # GIVEN 1,500 buffered lines, and a function that prints 600 more while each batch is sent
     with OtlpReceiver() as rx:
-        out = subprocess.run([sys.executable, "-c", FLOOD_PROBE, rx.endpoint], capture_output=True, text=True, timeout=120, check=True)
-        found = json.loads(out.stdout.strip().splitlines()[-1])
+        found, _ = run_probe(FLOOD_PROBE, rx.endpoint)
         bodies = [item["body"] for item in rx.logs()]
     # THEN the first flush sent the 1,500 lines it found (3 batches, 1,800 lines printed
     # meanwhile), not what kept coming, which waited for the next flush: a flush's cost is

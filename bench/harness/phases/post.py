@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 from harness.configurations import Stack
@@ -32,7 +33,7 @@ def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
             remote = exits.enter_context(OtlpReceiver())
             remote.set_behaviour(delay_s=REMOTE_DELAY_S)
             idle[IDLE_REMOTE] = exits.enter_context(environments(stack, {"remote": ("lambdawrap", {})}, "app.handler", remote.endpoint, memory_mb=size))["remote"]
-        for emu in {id(e): e for e in [*emus.values(), *idle.values()]}.values():
+        for emu in [*emus.values(), *(e for e in idle.values() if e not in emus.values())]:
             for _ in range(plan.warmup):
                 invoke_ok(emu, stack.event)
         ids = {s: [] for s in emus}
@@ -43,13 +44,17 @@ def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
             for label, emu in idle.items():
                 sparse[label].append(invoke_ok(emu, stack.event)[1].request_id)
         for s, emu in emus.items():
-            reports = reports_by_id(emu, "platform.report")
-            out[s] = [v for v in (post_response_ms(reports.get(r, {})) for r in ids[s]) if v is not None]
+            out[s] = _post_response_times(emu, ids[s])
         for label, emu in idle.items():
             if sparse[label]:
-                reports = reports_by_id(emu, "platform.report")
-                out[label] = [v for v in (post_response_ms(reports.get(r, {})) for r in sparse[label]) if v is not None]
+                out[label] = _post_response_times(emu, sparse[label])
     return out
+
+
+def _post_response_times(emu: Emulator, request_ids: list) -> list:
+    """The post-response times (ms) the platform reported for these invocations."""
+    reports = reports_by_id(emu, "platform.report")
+    return [v for v in (post_response_ms(reports.get(r, {})) for r in request_ids) if v is not None]
 
 
 def phase_post(stack: Stack, plan: Plan, rx: OtlpReceiver) -> dict:

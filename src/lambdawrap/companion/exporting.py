@@ -299,10 +299,7 @@ class Pipeline:
                 while self._completed >= self._requested:
                     self._wake.wait()
                 target = self._requested
-            try:
-                self._export_all()
-            except Exception:  # noqa: BLE001 - the worker must survive any exporter bug
-                logger.exception("lambdawrap: export failed")
+            _logging_failures(self._export_all)  # the worker must survive any exporter bug
             with self._wake:
                 self._completed = target
                 self.last_flush = time.monotonic()
