@@ -31,7 +31,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
+from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
+from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
 from support.local_servers import closed_port
 from support.scripted_server import ScriptedServer
 
@@ -162,17 +165,7 @@ class ForwardProxy:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict:
     """A CA, a server certificate for localhost and a client certificate, made with openssl."""
-    folder = tmp_path_factory.mktemp("pki")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lambdawrap test CA")
-    for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={'localhost' if name == 'server' else 'collector client'}")
-        (folder / f"{name}.ext").write_text("subjectAltName=DNS:localhost\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
-    return {name: str(folder / name) for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 def server_tls(pki: dict, require_client: bool = False) -> ssl.SSLContext:
@@ -378,6 +371,75 @@ def test_a_kept_alive_connection_the_collector_closed_is_replaced_within_the_exp
     finally:
         exporter.shutdown()
     assert server.connections == 2
+
+
+def protobuf_post(transport: StdlibHTTPTransport, endpoint: str, timeout: float = 5) -> object:
+    """One request straight through the transport: no exporter to retry what fails."""
+    return transport.request("POST", endpoint + "/v1/traces", headers={"Content-Type": "application/x-protobuf"}, data=b"", timeout=timeout)
+
+
+def until(condition, deadline_s: float = 30.0) -> bool:
+    ends = time.monotonic() + deadline_s
+    while not condition() and time.monotonic() < ends:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_connection_the_collector_closed_while_idle_is_not_used(monkeypatch, pki, tls):
+    # Collectors close idle connections; the next request must not be sent on one (it would
+    # fail, to be retried by the exporter), but on a new one, and succeed at the first try.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]) if tls else None, idle_timeout_s=0.3) as rx:
+        transport = transport_from_env("TRACES")
+        assert protobuf_post(transport, rx.endpoint).status_code == 200
+        assert until(lambda: rx.open_connections == 0)
+        result = protobuf_post(transport, rx.endpoint)
+        assert (result.status_code, result.error) == (200, None)
+        assert rx.connections_accepted == 2
+
+
+def test_a_connection_made_ahead_is_the_one_the_next_request_takes(monkeypatch, pki):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), connect_delay_s=0.5) as rx:
+        transport = transport_from_env("TRACES")
+        url = rx.endpoint + "/v1/traces"
+        assert transport.connect_ahead(url, 5)
+        assert not transport.connect_ahead(url, 5)  # one is being made
+        # Asked for while it is being made: the request waits for it rather than make another.
+        assert protobuf_post(transport, rx.endpoint).status_code == 200
+        assert not transport.connect_ahead(url, 5)  # one is idle, and open
+        assert protobuf_post(transport, rx.endpoint).status_code == 200
+        assert rx.connections_accepted == 1
+        assert 0.5 <= transport.set_up_s(url) < 30
+
+
+def test_a_request_waits_for_a_connection_made_ahead_no_longer_than_its_timeout(monkeypatch, pki):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), connect_delay_s=3.0) as rx:
+        transport = transport_from_env("TRACES")
+        assert transport.connect_ahead(rx.endpoint + "/v1/traces", 10)
+        started = time.monotonic()
+        result = protobuf_post(transport, rx.endpoint, timeout=0.5)
+        assert time.monotonic() - started < 2.5
+        assert isinstance(result.error, TimeoutError) and transport.is_connection_error(result.error)
+
+
+def test_a_new_tls_connection_with_its_session_tickets_waiting_is_not_taken_for_closed(pki):
+    # A TLS 1.3 server sends session tickets after the handshake: the idle socket is readable
+    # with no data for the application, and must not be discarded as one the collector closed.
+    client = ssl.create_default_context(cafile=pki["ca.pem"])
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), idle_timeout_s=0.5) as rx:
+        conn = CollectorConnection("localhost", rx.port, client, 5)
+        try:
+            assert select.select([conn.sock], [], [], 10)[0], "no session ticket came"
+            assert not conn.dropped()
+            status, *_ = conn.request("POST", "/v1/traces", {"Content-Type": "application/x-protobuf"}, b"", 5)
+            assert status == 200
+            assert select.select([conn.sock], [], [], 10)[0]  # the collector closes it, idle
+            assert conn.dropped()
+        finally:
+            conn.close()
 
 
 def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent():

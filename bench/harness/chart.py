@@ -137,7 +137,7 @@ def draw_chart(results: dict, path: Path) -> str | None:
     post = results.get("post") or {}
     if post:
         strategies = list(next(iter(post.values())))
-        _bars(axes[1][0], "4. post-response p50 (lambdawrap)", [s.replace(" (idle, 1.1 s gaps)", "\n(idle)") for s in strategies], {f"{s} MB": [pct(post[s].get(k, []), 50) for k in strategies] for s in post}, "ms", log_scale=True)
+        _bars(axes[1][0], "4. post-response p50 (lambdawrap)", [s.replace(" (idle, 1.1 s gaps)", "\n(idle)").replace(" (idle, 1.1 s gaps, ", "\n(idle, ") for s in strategies], {f"{s} MB": [pct(post[s].get(k, []), 50) for k in strategies] for s in post}, "ms", log_scale=True)
     comp = results.get("companion") or {}
     if comp.get("steps"):
         ax = axes[1][1]

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
 
 from harness.layers import ADOT, DATADOG, OTEL
 
@@ -70,6 +71,7 @@ class Stack:
         self.scratch = Path(tempfile.mkdtemp(prefix="lwbench-"))
         self.task = self.scratch / "task"
         self.task.mkdir()
+        self._pki: dict | None = None
         shutil.copy2(EXAMPLE, self.task / "app.py")
         for path in FUNCTIONS.glob("*.py"):
             shutil.copy2(path, self.task / path.name)
@@ -82,6 +84,12 @@ class Stack:
         script.chmod(0o755)
         self.layer_without_companion = self.scratch / "layer-no-companion"
         shutil.copytree(lambdawrap_layer, self.layer_without_companion, symlinks=True, ignore=shutil.ignore_patterns("extensions"))
+
+    def test_pki(self) -> dict:
+        """A throwaway CA and the https receiver's certificate (made once per stack)."""
+        if self._pki is None:
+            self._pki = make_test_pki(self.scratch / "pki")
+        return self._pki
 
     def socket_path(self) -> str:
         """A fresh path for a lambdawrap Unix socket."""

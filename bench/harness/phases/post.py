@@ -1,6 +1,9 @@
 """Figure 4: what is billed after the response, per LAMBDAWRAP_FLUSH strategy, at every memory
-size (back to back, and adaptive with idle gaps: against the local receiver, and against one
-answering 20 ms later, as a collector outside the environment would)."""
+size (back to back, and adaptive with idle gaps: against the local receiver; against one
+answering 20 ms later, as a collector outside the environment would; and against an https one
+20 ms away that closes connections idle for 1 s, as collectors and load balancers do after a
+minute or so, so that every idle invocation reconnects: the example handler, and one making a
+50 ms call, during which the connections are made)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ STRATEGIES = ("end", "periodic,1000", "adaptive")
 IDLE = "adaptive (idle, 1.1 s gaps)"
 REMOTE_DELAY_S = 0.02
 IDLE_REMOTE = f"adaptive (idle, 1.1 s gaps, collector answering {REMOTE_DELAY_S * 1000:.0f} ms later)"
+HTTPS = f"https collector {REMOTE_DELAY_S * 1000:.0f} ms away closing connections idle 1 s"
+IDLE_HTTPS = f"adaptive (idle, 1.1 s gaps, {HTTPS})"
+IDLE_HTTPS_CALL = f"adaptive (idle, 1.1 s gaps, {HTTPS}, handler making a 50 ms call)"
+HTTPS_IDLE_TIMEOUT_S = 1.0
 
 
 def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
@@ -33,6 +40,13 @@ def post_at(stack: Stack, plan: Plan, rx: OtlpReceiver, size: int) -> dict:
             remote = exits.enter_context(OtlpReceiver())
             remote.set_behaviour(delay_s=REMOTE_DELAY_S)
             idle[IDLE_REMOTE] = exits.enter_context(environments(stack, {"remote": ("lambdawrap", {})}, "app.handler", remote.endpoint, memory_mb=size))["remote"]
+            pki = stack.test_pki()
+            # A new connection waits two round trips (TCP, then TLS) before its first answer.
+            https = exits.enter_context(OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), idle_timeout_s=HTTPS_IDLE_TIMEOUT_S, connect_delay_s=2 * REMOTE_DELAY_S))
+            https.set_behaviour(delay_s=REMOTE_DELAY_S)
+            trusted = ("lambdawrap", {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"]})
+            for label, handler in ((IDLE_HTTPS, "app.handler"), (IDLE_HTTPS_CALL, "calls_api.handler")):
+                idle[label] = exits.enter_context(environments(stack, {"https": trusted}, handler, https.endpoint, memory_mb=size))["https"]
         for emu in [*emus.values(), *(e for e in idle.values() if e not in emus.values())]:
             for _ in range(plan.warmup):
                 invoke_ok(emu, stack.event)

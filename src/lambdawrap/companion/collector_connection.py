@@ -8,7 +8,9 @@ invocation is billed at 14 times its CPU. Collectors reached through a proxy kee
 
 from __future__ import annotations
 
+import select
 import socket
+import sys
 
 from lambdawrap.companion.http_lite import ResponseReader, read_response
 
@@ -64,6 +66,29 @@ class CollectorConnection:
         status, response_headers, payload = read_response(sock, reader)
         self.keep_alive = reader.keep_alive
         return status, reader.reason, response_headers, payload
+
+    def dropped(self) -> bool:
+        """Whether the collector closed this idle connection (or sent what it should not have):
+        collectors and load balancers close connections idle for a minute or so, and a function
+        invoked less often finds its connection closed at every invocation. Readable while idle
+        means closed, except for TLS 1.3's session tickets, which a read takes in and answers
+        with no data."""
+        sock = self.sock
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        sock.settimeout(0)
+        try:
+            sock.recv(1)  # b"" (closed) or data nobody asked for (out of step): unusable either way
+        except OSError as error:
+            # Only TLS records without data were waiting: SSLWantReadError (ssl is loaded for
+            # every TLS connection; none is for a plain one).
+            tls = sys.modules.get("ssl")
+            return not (isinstance(error, BlockingIOError) or (tls is not None and isinstance(error, tls.SSLWantReadError)))
+        return True
 
     def close(self) -> None:
         if self.sock is not None:

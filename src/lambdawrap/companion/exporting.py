@@ -17,6 +17,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 
@@ -39,6 +40,10 @@ RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is dow
 LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
+CONNECT_AHEAD_NICE = 10  # connections made while the function runs: behind its own work
+# A collector whose last connection took less to make (plain HTTP in the environment) is
+# connected in the flush: a thread would cost about what it saves.
+CONNECT_AHEAD_MIN_S = 0.001
 
 
 def make_exporters(settings: Settings) -> tuple:
@@ -179,6 +184,12 @@ class Pipeline:
         self._flight_lock = threading.Lock()
         self.latency_s = 0.0  # how long the last span export request took
         self.exports = 0
+        self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
+        # The standard-library transport, loaded by make_exporters for OTLP/HTTP only (not
+        # imported here for gRPC: ~8 ms for nothing).
+        transports = sys.modules.get("lambdawrap.companion.otlp_transport")
+        exporters_by_signal = (("spans", span_exporter), ("metrics", metric_exporter), ("logs", log_exporter))
+        self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -188,6 +199,30 @@ class Pipeline:
         """True while the worker is still on an earlier flush request."""
         with self._wake:
             return self._completed < self._requested
+
+    def connect_ahead(self, run_s: float) -> int:
+        """At the start of an invocation whose end will flush and that is expected to run for
+        `run_s`: open now, on threads of their own, the connections that flush will use and
+        that are not open (ones the collector closed while the environment was idle, as
+        collectors do after a minute or so), so that their round trips and TLS handshakes pass
+        while the function runs, not after its response. Only those whose last set-up took at
+        least CONNECT_AHEAD_MIN_S and at most twice `run_s`: a connection not half made by the
+        response saves little, and at 128 MB its CPU competes with the function's own. The
+        logs' only for a function that logs. How many connections are being made."""
+        if self._stage != "run" or self.busy:
+            return 0
+        logs = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
+        started = 0
+        for signal, (transport, endpoint, timeout) in self._transports:
+            if signal == "logs" and not logs:
+                continue
+            try:
+                set_up_s = transport.set_up_s(endpoint)
+                if set_up_s is not None and CONNECT_AHEAD_MIN_S <= set_up_s <= 2 * run_s:
+                    started += transport.connect_ahead(endpoint, timeout, CONNECT_AHEAD_NICE)
+            except Exception:  # noqa: BLE001 - only a head start: the flush connects itself
+                logger.debug("lambdawrap: connecting ahead to %s failed", endpoint, exc_info=True)
+        return started
 
     def request_flush(self, deadline_s: float | None = None) -> int:
         """Ask the worker to export everything; the ticket `done` answers for."""
@@ -316,6 +351,7 @@ class Pipeline:
         return now + 1.2 * self.latency_s + 0.02 + self._metrics_reserve_s() < self._deadline
 
     def _export_all(self) -> None:
+        self._logs_seen = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
         if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S):
             self._export_at_once()
             return

@@ -20,6 +20,7 @@ import base64
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
@@ -76,6 +77,10 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # Each URL's parts and proxy: reading the proxy walks the whole environment, which does
         # not change under the companion, so once per collector URL, not per request.
         self._routes: dict = {}
+        # Connections being made ahead of a request (connect_ahead), by the same keys: a
+        # request with none idle waits for that one rather than making a second.
+        self._connecting: dict = {}
+        self._set_up_s: dict = {}  # how long the last connection took to make, by the same keys
         self._closed = False
         self._lock = threading.Lock()
 
@@ -83,7 +88,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         conn = None
         try:
             target, path, proxy, key = self._route(url)
-            conn = self._take(key) or self._connect(target, proxy, timeout)
+            conn = self._take(key)
+            if conn is None:
+                conn, timeout = self._made_ahead(key, timeout)
+            if conn is None:
+                conn = self._connect(key, target, proxy, timeout)
             if isinstance(conn, CollectorConnection):
                 status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
                 keep = conn.keep_alive
@@ -112,6 +121,75 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             # up as str (a proxy's, through http.client, or a non-ASCII one): its import too.
             "collector.invalid".encode("idna")
 
+    def set_up_s(self, url: str) -> float | None:
+        """How long the last connection to `url`'s collector took to make (None before the first)."""
+        return self._set_up_s.get(self._route(url)[3])
+
+    def connect_ahead(self, url: str, timeout: float | None, nice: int = 0) -> bool:
+        """Open a connection to `url`'s collector on a thread of its own (at `nice`), unless one
+        is idle and still open or one is being made; the next request takes it. Its round trips
+        and TLS handshake then pass while the function runs, not in the flush after its
+        response. Whether a connection is being made. Not for a collector behind a proxy."""
+        target, _, proxy, key = self._route(url)
+        if proxy is not None:
+            return False
+        with self._lock:
+            if self._closed or key in self._connecting or self._has_idle(key):
+                return False
+            made = self._connecting[key] = threading.Event()
+        try:
+            threading.Thread(target=self._connect_ahead, args=(key, target, timeout, nice, made), name="lambdawrap-connect", daemon=True).start()
+        except RuntimeError:  # no thread to be had (memory, limits): the request connects itself
+            with self._lock:
+                self._connecting.pop(key, None)
+            made.set()
+            return False
+        return True
+
+    def _connect_ahead(self, key: tuple, target: Any, timeout: float | None, nice: int, made: threading.Event) -> None:
+        conn = None
+        try:
+            if nice:
+                # Behind the function's own work, which it would otherwise slow where the
+                # environment has a fraction of a core; raised for this thread only, which ends.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            conn = self._connect(key, target, None, timeout)
+        except Exception:  # noqa: BLE001 - the request will connect itself, and report what fails
+            pass
+        finally:
+            with self._lock:
+                self._connecting.pop(key, None)
+                if conn is not None and not self._closed:
+                    self._idle.setdefault(key, []).append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+            made.set()
+
+    def _made_ahead(self, key: tuple, timeout: float | None) -> tuple:
+        """(the connection being made ahead for `key` once made, or None; what is left of
+        `timeout`). Raises TimeoutError when nothing is left."""
+        made = self._connecting.get(key)
+        if made is None:
+            return None, timeout
+        started = time.monotonic()
+        made.wait(timeout)
+        if timeout is not None:
+            timeout -= time.monotonic() - started
+            if timeout <= 0:
+                raise TimeoutError("timed out waiting for the connection made ahead")
+        return self._take(key), timeout
+
+    def _has_idle(self, key: tuple) -> bool:
+        # Called with the lock held.
+        connections = self._idle.get(key)
+        while connections:
+            conn = connections[-1]
+            if not isinstance(conn, CollectorConnection) or not conn.dropped():
+                return True  # http.client's, through a proxy, is checked by http.client itself
+            connections.pop().close()
+        return False
+
     def _route(self, url: str) -> tuple:
         route = self._routes.get(url)
         if route is None:
@@ -134,9 +212,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 conn.close()
 
     def _take(self, key: tuple) -> Any:
+        """An idle connection the collector has not closed meanwhile, if there is one."""
         with self._lock:
-            connections = self._idle.get(key)
-            return connections.pop() if connections else None
+            if not self._has_idle(key):
+                return None
+            return self._idle[key].pop()
 
     def _give_back(self, key: tuple, conn: Any) -> None:
         with self._lock:
@@ -145,10 +225,13 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 return
         conn.close()
 
-    def _connect(self, target: Any, proxy: str | None, timeout: float | None) -> Any:
+    def _connect(self, key: tuple, target: Any, proxy: str | None, timeout: float | None) -> Any:
         host, port = target.hostname or "", target.port
         if proxy is None:
-            return CollectorConnection(host, port, self._tls() if target.scheme == "https" else None, timeout)
+            started = time.monotonic()
+            conn = CollectorConnection(host, port, self._tls() if target.scheme == "https" else None, timeout)
+            self._set_up_s[key] = time.monotonic() - started
+            return conn
         import http.client  # only for a collector behind a proxy
 
         via = urlsplit(proxy if "://" in proxy else "http://" + proxy)
@@ -175,6 +258,20 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 context.load_cert_chain(self._cert)
             self._context = context
         return self._context
+
+
+def http_transport_of(exporter: object) -> tuple | None:
+    """(transport, endpoint, timeout in seconds) of an OTLP/HTTP exporter that sends through a
+    StdlibHTTPTransport; None for any other (gRPC, a credential provider's session)."""
+    # The exporter keeps them as its own attributes; a version without them only loses the
+    # head starts (tests/test_rehearsal.py checks the pinned one has them).
+    client = getattr(exporter, "_client", None)
+    transport = getattr(client, "_transport", None)
+    endpoint = getattr(exporter, "_endpoint", None)
+    if not isinstance(transport, StdlibHTTPTransport) or not isinstance(endpoint, str):
+        return None
+    timeout = getattr(client, "_timeout", None)
+    return transport, endpoint, timeout if isinstance(timeout, (int, float)) else 10.0
 
 
 def _route(url: str, environ: Mapping[str, str]) -> tuple:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lambdawrap.companion.log_records import log_records
-from lambdawrap.companion.otlp_transport import StdlibHTTPTransport
+from lambdawrap.companion.otlp_transport import http_transport_of
 from lambdawrap.companion.span_building import SpanBuilder
 
 
@@ -30,11 +30,9 @@ def prepare_transports(exporters: tuple) -> int:
     """Ready the transport of each OTLP/HTTP exporter for its endpoint; how many were readied."""
     ready = 0
     for exporter in exporters:
-        # The exporter keeps both as its own attributes; a version without them is only a
-        # lost head start (tests/test_rehearsal.py checks the pinned one has them).
-        transport = getattr(getattr(exporter, "_client", None), "_transport", None)
-        endpoint = getattr(exporter, "_endpoint", None)
-        if isinstance(transport, StdlibHTTPTransport) and isinstance(endpoint, str):
+        found = http_transport_of(exporter)
+        if found is not None:
+            transport, endpoint, _ = found
             transport.prepare(endpoint)
             ready += 1
     return ready

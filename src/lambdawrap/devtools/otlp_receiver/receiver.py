@@ -7,6 +7,7 @@ import copy
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -16,7 +17,7 @@ from lambdawrap.devtools.otlp_receiver.decoding import Item
 from lambdawrap.devtools.otlp_receiver.faults import Behaviour, FaultInjector
 from lambdawrap.devtools.otlp_receiver.jsonl import JsonlWriter
 from lambdawrap.devtools.otlp_receiver.routes import Route
-from lambdawrap.devtools.otlp_receiver.server import ReceiverHttpServer
+from lambdawrap.devtools.otlp_receiver.server import IDLE_CONNECTION_TIMEOUT_S, ReceiverHttpServer
 from lambdawrap.devtools.otlp_receiver.store import Predicate, ReceivedStore
 
 logger = logging.getLogger(__name__)
@@ -38,12 +39,20 @@ class OtlpReceiver:
         jsonl_path: Optional[str] = None,
         *,
         on_item: Optional[ItemListener] = None,
+        tls: Optional[Tuple[str, str]] = None,
+        idle_timeout_s: float = IDLE_CONNECTION_TIMEOUT_S,
+        connect_delay_s: float = 0.0,
     ) -> None:
         """Configure the receiver; nothing is bound until ``start()``.
 
         ``host`` must be a loopback address ("127.0.0.1", "::1" or "localhost"); ``port`` 0
         picks a free port. ``on_item(kind, item)`` is called for every span/metric point/log
         stored, with kind "span", "metric" or "log".
+
+        As a collector outside the environment: ``tls=(certificate file, key file)`` serves
+        https; ``idle_timeout_s`` closes a connection idle that long, as collectors and load
+        balancers do; ``connect_delay_s`` makes each new connection wait that long before its
+        TLS handshake (or its first request), as the round trips of setting one up would.
         """
         if host == "localhost":
             host = "127.0.0.1"
@@ -60,6 +69,11 @@ class OtlpReceiver:
         self._requested_port = port
         self._jsonl = JsonlWriter(jsonl_path) if jsonl_path is not None else None
         self._on_item = on_item
+        if idle_timeout_s <= 0 or connect_delay_s < 0:
+            raise ValueError("idle_timeout_s must be > 0 and connect_delay_s >= 0")
+        self._tls = tls
+        self._idle_timeout_s = float(idle_timeout_s)
+        self._connect_delay_s = float(connect_delay_s)
 
         self._server: Optional[ReceiverHttpServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -78,8 +92,19 @@ class OtlpReceiver:
                 raise RuntimeError("a stopped OtlpReceiver cannot be restarted; create a new one")
             if self._server is not None:
                 return self
+            tls = None
+            if self._tls is not None:
+                tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                tls.load_cert_chain(*self._tls)
             server = ReceiverHttpServer(
-                (self._host, self._requested_port), self._family, self._faults, self._stopping, self._on_request
+                (self._host, self._requested_port),
+                self._family,
+                self._faults,
+                self._stopping,
+                self._on_request,
+                tls,
+                self._idle_timeout_s,
+                self._connect_delay_s,
             )
             serving = threading.Event()
 
@@ -138,9 +163,28 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:4318``; append ``/v1/traces`` etc. for exporters."""
+        """Base URL, e.g. ``http://127.0.0.1:4318``; append ``/v1/traces`` etc. for exporters.
+        With TLS, ``https://localhost:PORT``: the name the server certificate is for."""
+        if self._tls is not None:
+            return f"https://localhost:{self.port}"
         host = f"[{self._host}]" if self._family == socket.AF_INET6 else self._host
         return f"http://{host}:{self.port}"
+
+    @property
+    def connections_accepted(self) -> int:
+        """How many connections clients have opened so far."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("OtlpReceiver is not running")
+        return server.connections_accepted
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open now (idle keep-alives included)."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("OtlpReceiver is not running")
+        return server.open_connections()
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,8 +38,9 @@ logger = logging.getLogger(__name__)
 # Receives every request's summary and, for a decoded export, its route, message and items.
 RequestSink = Callable[[Item, Optional[Route], Optional[Message], Sequence[Item]], None]
 
-# Idle keep-alive connections are dropped after this long so a vanished client cannot pin a
-# handler thread forever; exporters reconnect transparently.
+# Idle keep-alive connections are dropped after this long (unless the receiver is given
+# another idle timeout) so a vanished client cannot pin a handler thread forever; exporters
+# reconnect transparently.
 IDLE_CONNECTION_TIMEOUT_S = 120.0
 
 
@@ -47,6 +49,10 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = IDLE_CONNECTION_TIMEOUT_S
+    # The status line and headers go out before the body, in a segment of their own: with
+    # Nagle's algorithm the body would wait for the client's delayed ACK (up to 40 ms), which
+    # real collectors (Go's net/http sets TCP_NODELAY) never make their clients wait.
+    disable_nagle_algorithm = True
     server: ReceiverHttpServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -54,14 +60,29 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
         logger.debug("%s - %s", self.address_string(), format % args)
 
     def setup(self) -> None:
+        server = self.server
+        self.timeout = server.idle_timeout_s
+        server.count_connection()
+        if server.connect_delay_s > 0:
+            # The round trips of a distant collector's TCP and TLS set-up: the client waits
+            # this long, from its connect, for the first answer on a new connection.
+            server.stopping.wait(server.connect_delay_s)
+        if server.stopping.is_set():
+            raise ConnectionAbortedError("the receiver is stopping")
+        if server.tls is not None:
+            self.request.settimeout(self.timeout)
+            self.request = server.tls.wrap_socket(self.request, server_side=True)
         super().setup()
-        self.server.track_connection(self.connection)
+        server.track_connection(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
             self.server.untrack_connection(self.connection)
+            if self.server.tls is not None:
+                # socketserver closes the socket it accepted, which wrapping detached.
+                self.connection.close()
 
     def __getattr__(self, name: str) -> Any:
         # The stdlib answers 501 for a method without a do_<METHOD>; the receiver promises 405
@@ -277,11 +298,18 @@ class ReceiverHttpServer(ThreadingHTTPServer):
         faults: FaultInjector,
         stopping: threading.Event,
         on_request: RequestSink,
+        tls: Optional[ssl.SSLContext] = None,
+        idle_timeout_s: float = IDLE_CONNECTION_TIMEOUT_S,
+        connect_delay_s: float = 0.0,
     ) -> None:
         self.address_family = family
         self.faults = faults
         self.stopping = stopping
         self.on_request = on_request
+        self.tls = tls
+        self.idle_timeout_s = idle_timeout_s
+        self.connect_delay_s = connect_delay_s
+        self.connections_accepted = 0
         self._connections: Dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
         self._closing = False
@@ -298,6 +326,10 @@ class ReceiverHttpServer(ThreadingHTTPServer):
         # The default prints a traceback to stderr, e.g. when a client hangs up mid-answer.
         logger.debug("OTLP receiver connection error from %s", client_address, exc_info=True)
 
+    def count_connection(self) -> None:
+        with self._connections_lock:
+            self.connections_accepted += 1
+
     def track_connection(self, conn: socket.socket) -> None:
         with self._connections_lock:
             if self._closing:
@@ -305,6 +337,10 @@ class ReceiverHttpServer(ThreadingHTTPServer):
                 _shutdown_quietly(conn)
                 return
             self._connections[conn] = threading.current_thread()
+
+    def open_connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
 
     def untrack_connection(self, conn: socket.socket) -> None:
         with self._connections_lock:
