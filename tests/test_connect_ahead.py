@@ -5,10 +5,10 @@ less often than that finds every connection closed and, before this, opened them
 flush after its response: the round trips and TLS handshakes billed after every invocation.
 Through the emulator with the real awslambdaric, an https receiver whose new connections take
 CONNECT_S to set up and that closes them after IDLE_S: once the collector has closed them, an
-invocation that runs longer than CONNECT_S is billed far less than CONNECT_S after its response,
-because its connections were made while it ran; one that runs for less than that makes them in
-the flush, as before, and an invocation that will not flush makes none. The transport's own
-behaviour (a connection made ahead is the one the next request takes, a closed one is never
+invocation that waits (on I/O) longer than CONNECT_S is billed far less than CONNECT_S after its
+response, because its connections were made while it waited; one that runs for less than that,
+or computes, makes them in the flush, as before, and an invocation that will not flush makes
+none. The transport's own behaviour (a connection made ahead is the one the next request takes, a closed one is never
 used) is in test_otlp_transport.py.
 """
 
@@ -31,6 +31,9 @@ import time
 def handler(event, context):
     print("working on", context.aws_request_id)
     time.sleep(event.get("sleep_s", 0))  # a call to a database or an API, say
+    computed_until = time.monotonic() + event.get("compute_s", 0)
+    while time.monotonic() < computed_until:
+        pass
     return {"statusCode": 200}
 '''
 CONNECT_S = 1.0  # each new connection's set-up, as the round trips to a distant collector
@@ -52,39 +55,48 @@ def wait_until_closed(rx: OtlpReceiver, deadline_s: float = 30.0) -> None:
 
 
 @pytest.mark.parametrize(
-    "case, run_s, flush",
-    [("runs long enough", HANDLER_S, "adaptive"), ("too short", 0.0, "adaptive"), ("no flush at its end", HANDLER_S, "periodic,60000")],
+    "case, work, flush",
+    [
+        ("waits long enough", {"sleep_s": HANDLER_S}, "adaptive"),
+        ("too short", {}, "adaptive"),
+        ("computes", {"compute_s": HANDLER_S}, "adaptive"),
+        ("no flush at its end", {"sleep_s": HANDLER_S}, "periodic,60000"),
+    ],
 )
-def test_connections_the_collector_closed_are_made_again_while_the_function_runs(tmp_path, pki, case, run_s, flush):
+def test_connections_the_collector_closed_are_made_again_while_the_function_runs(tmp_path, pki, case, work, flush):
     task = write_function(tmp_path / "task", HANDLER)
     with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), idle_timeout_s=IDLE_S, connect_delay_s=CONNECT_S) as rx:
         env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"], "LAMBDAWRAP_FLUSH": flush}
         with instrumented(task, "app.handler", env=env, receiver=rx, timeout_s=10.0) as (emu, _):
-            # The cold start: its export makes the first connections, timed.
-            emu.invoke({"sleep_s": run_s})
-            rx.wait_for_spans(lambda s: s["attributes"].get("faas.coldstart") is True, timeout=60)
-            emu.wait_idle(60)
+            # The cold start: its export makes the first connections, timed. The function's
+            # process connects to the companion during it, so that the next is the first whose
+            # run (waiting or computing) the companion sees.
+            for _ in range(2):
+                warm_up = emu.invoke(work)
+                if flush == "adaptive":
+                    # Its export done (its connections take CONNECT_S), nothing under way.
+                    rx.wait_for_spans(lambda s, rid=warm_up.request_id: s["attributes"].get("faas.invocation_id") == rid, timeout=60)
+                emu.wait_idle(60)
             before = rx.connections_accepted
             billed_after = []
             for _ in range(2):
                 wait_until_closed(rx)
                 accepted = rx.connections_accepted
-                result = emu.invoke({"sleep_s": run_s})
+                result = emu.invoke(work)
                 assert result.status == 200
                 emu.wait_idle(60)
                 billed_after.append(post_response_ms(emu, result.request_id))
-                if flush == "adaptive":
+                if case == "waits long enough":
                     rx.wait_for_spans(lambda s, rid=result.request_id: s["attributes"].get("faas.invocation_id") == rid, timeout=30)
-                    # One each for the spans, the metrics and the log lines; a short invocation's
-                    # lines may come after its flush, and go with the next one.
-                    made = rx.connections_accepted - accepted
-                    assert (made == 3) if case == "runs long enough" else (made >= 2)
-            if case == "runs long enough":
+                    # One each, made ahead, for the spans, the metrics and the log lines.
+                    assert rx.connections_accepted - accepted == 3
+            if case == "waits long enough":
                 # The flush found its connections made: nowhere near a connection's set-up.
                 assert max(billed_after) < CONNECT_S * 1000 / 2, billed_after
-            elif case == "too short":
+            elif case in ("too short", "computes"):
                 # Made in the flush: a connection that could not be ready by the response is
-                # not worth its CPU while the function runs.
+                # not worth its CPU while the function runs, nor one whose CPU the function's
+                # computing would have to share.
                 assert min(billed_after) >= CONNECT_S * 1000 * 0.9, billed_after
             else:
                 assert rx.connections_accepted == before  # no connection for a flush not made

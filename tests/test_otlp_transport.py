@@ -425,6 +425,35 @@ def test_a_request_waits_for_a_connection_made_ahead_no_longer_than_its_timeout(
         assert isinstance(result.error, TimeoutError) and transport.is_connection_error(result.error)
 
 
+def test_a_thread_that_cannot_start_leaves_the_request_to_connect_itself(monkeypatch):
+    def refused(self):
+        raise MemoryError
+
+    with OtlpReceiver() as rx:
+        transport = StdlibHTTPTransport(environ={})
+        # Not only RuntimeError: whatever stops the thread, no request may wait for it.
+        monkeypatch.setattr(threading.Thread, "start", refused)
+        assert not transport.connect_ahead(rx.endpoint + "/v1/traces", 5, idle_priority=True)
+        monkeypatch.undo()
+        started = time.monotonic()
+        assert protobuf_post(transport, rx.endpoint, timeout=5).status_code == 200
+        assert time.monotonic() - started < 2.5
+
+
+def test_a_connection_is_made_ahead_where_its_priority_cannot_be_lowered(monkeypatch):
+    def refused(*args):
+        raise PermissionError("not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    monkeypatch.setattr(os, "setpriority", refused)
+    with OtlpReceiver(connect_delay_s=0.3) as rx:
+        transport = StdlibHTTPTransport(environ={})
+        assert transport.connect_ahead(rx.endpoint + "/v1/traces", 5, idle_priority=True)
+        assert until(lambda: rx.connections_accepted == 1)
+        assert protobuf_post(transport, rx.endpoint).status_code == 200
+        assert rx.connections_accepted == 1
+
+
 def test_a_new_tls_connection_with_its_session_tickets_waiting_is_not_taken_for_closed(pki):
     # A TLS 1.3 server sends session tickets after the handshake: the idle socket is readable
     # with no data for the application, and must not be discarded as one the collector closed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ class SocketServer:
         self._own_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._connections: set = set()
+        self.peer_pid: int | None = None  # of the last process to connect: the function's
         if os.path.exists(path):
             os.unlink(path)  # left by a previous environment that was killed
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -76,6 +78,7 @@ class SocketServer:
             conn, _ = listener.accept()
         except OSError:
             return
+        self.peer_pid = _peer_pid(conn) or self.peer_pid
         conn.setblocking(False)
         reader = FrameReader()
         self._connections.add(conn)
@@ -138,3 +141,10 @@ class SocketServer:
             conn.setblocking(False)
         except OSError:
             self._drop(conn)
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    try:
+        return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0] or None
+    except (AttributeError, OSError, struct.error):
+        return None

@@ -76,9 +76,7 @@ class CollectorConnection:
         sock = self.sock
         if sock is None:
             return True
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        if not poller.poll(0):
+        if not self.readable():
             return False
         sock.settimeout(0)
         try:
@@ -89,6 +87,15 @@ class CollectorConnection:
             tls = sys.modules.get("ssl")
             return not (isinstance(error, BlockingIOError) or (tls is not None and isinstance(error, tls.SSLWantReadError)))
         return True
+
+    def readable(self) -> bool:
+        """Whether anything came on this connection since its last answer (one system call):
+        if not, it is open; if so, `dropped` tells."""
+        if self.sock is None:
+            return True
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def close(self) -> None:
         if self.sock is not None:

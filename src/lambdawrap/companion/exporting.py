@@ -40,7 +40,6 @@ RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is dow
 LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
-CONNECT_AHEAD_NICE = 10  # connections made while the function runs: behind its own work
 # A collector whose last connection took less to make (plain HTTP in the environment) is
 # connected in the flush: a thread would cost about what it saves.
 CONNECT_AHEAD_MIN_S = 0.001
@@ -205,10 +204,10 @@ class Pipeline:
         `run_s`: open now, on threads of their own, the connections that flush will use and
         that are not open (ones the collector closed while the environment was idle, as
         collectors do after a minute or so), so that their round trips and TLS handshakes pass
-        while the function runs, not after its response. Only those whose last set-up took at
-        least CONNECT_AHEAD_MIN_S and at most twice `run_s`: a connection not half made by the
-        response saves little, and at 128 MB its CPU competes with the function's own. The
-        logs' only for a function that logs. How many connections are being made."""
+        while the function runs (waits on I/O: the threads run at idle priority), not after its
+        response. Only those whose last set-up took at least CONNECT_AHEAD_MIN_S and at most
+        twice `run_s`: a connection not half made by the response saves little. The logs' only
+        for a function that logs. How many connections are being made."""
         if self._stage != "run" or self.busy:
             return 0
         logs = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
@@ -219,7 +218,7 @@ class Pipeline:
             try:
                 set_up_s = transport.set_up_s(endpoint)
                 if set_up_s is not None and CONNECT_AHEAD_MIN_S <= set_up_s <= 2 * run_s:
-                    started += transport.connect_ahead(endpoint, timeout, CONNECT_AHEAD_NICE)
+                    started += transport.connect_ahead(endpoint, timeout, idle_priority=True)
             except Exception:  # noqa: BLE001 - only a head start: the flush connects itself
                 logger.debug("lambdawrap: connecting ahead to %s failed", endpoint, exc_info=True)
         return started
@@ -477,3 +476,4 @@ def _logging_failures(fn, *args) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - an exporter bug must not end the flush unlogged
         logger.exception("lambdawrap: export failed")
+

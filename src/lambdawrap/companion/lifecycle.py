@@ -28,6 +28,7 @@ from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
+from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import posted_wanted, records
@@ -66,7 +67,7 @@ class Companion:
         self._pipeline_thread: threading.Thread | None = None
         self._flush_missed = False
         self._startup_wait_s = 0.0  # set in run(): how long init may wait for the pipeline
-        self._last_run_s = 0.0  # the last invocation's, from its INVOKE to the handler's record
+        self.run_meter = RunMeter(self.settings.memory_mb)
         self.router = RecordRouter(self._dropped)
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
@@ -326,14 +327,18 @@ class Companion:
         self.correlator.on_invoke(event)
         self.correlator.finish_overdue(now)
         self.policy.on_invoke(now)
-        if self.pipeline is not None and self.policy.should_flush(now):
-            self.pipeline.connect_ahead(self._last_run_s)
         self._update_posted_wanted()
+        meter = self.run_meter
+        if self.pipeline is not None and meter.waited and self.policy.should_flush(now):
+            # Where the last invocation mostly waited, this one's flush connections are made
+            # while it runs: a computing function would answer later by their CPU (function_cpu).
+            self.pipeline.connect_ahead(meter.run_s)
+        meter.started(self.socket.peer_pid)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives before the runtime asks for its next event.
         if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
-        self._last_run_s = time.monotonic() - now  # how long the next may run, for connect_ahead
+        meter.ended()
         if not self.policy.should_flush(time.monotonic()):
             return
         # The span is made once the invocation's verdict is known: the runtime's post of what
@@ -431,3 +436,4 @@ def _epoch_ms_left(deadline_ms: object) -> float:
     if not isinstance(deadline_ms, (int, float)):
         return 3.0
     return deadline_ms / 1000 - time.time()
+

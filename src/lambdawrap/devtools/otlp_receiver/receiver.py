@@ -180,7 +180,8 @@ class OtlpReceiver:
 
     @property
     def open_connections(self) -> int:
-        """How many connections are open now (idle keep-alives included)."""
+        """How many connections are open now (idle keep-alives, and new ones still in their
+        connect delay or TLS handshake, included)."""
         server = self._server
         if server is None:
             raise RuntimeError("OtlpReceiver is not running")

@@ -62,7 +62,6 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         server = self.server
         self.timeout = server.idle_timeout_s
-        server.count_connection()
         if server.connect_delay_s > 0:
             # The round trips of a distant collector's TCP and TLS set-up: the client waits
             # this long, from its connect, for the first answer on a new connection.
@@ -310,6 +309,7 @@ class ReceiverHttpServer(ThreadingHTTPServer):
         self.idle_timeout_s = idle_timeout_s
         self.connect_delay_s = connect_delay_s
         self.connections_accepted = 0
+        self._connections_ended = 0
         self._connections: Dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
         self._closing = False
@@ -326,9 +326,15 @@ class ReceiverHttpServer(ThreadingHTTPServer):
         # The default prints a traceback to stderr, e.g. when a client hangs up mid-answer.
         logger.debug("OTLP receiver connection error from %s", client_address, exc_info=True)
 
-    def count_connection(self) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # Counted from accept to close, the TLS handshake and the connect delay included.
         with self._connections_lock:
             self.connections_accepted += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections_ended += 1
 
     def track_connection(self, conn: socket.socket) -> None:
         with self._connections_lock:
@@ -340,7 +346,7 @@ class ReceiverHttpServer(ThreadingHTTPServer):
 
     def open_connections(self) -> int:
         with self._connections_lock:
-            return len(self._connections)
+            return self.connections_accepted - self._connections_ended
 
     def untrack_connection(self, conn: socket.socket) -> None:
         with self._connections_lock:

@@ -1,0 +1,50 @@
+"""How the function's last invocation ran, seen from the companion: for how long, and whether
+it mostly waited (on I/O) or computed.
+
+Work the companion does while the function runs (connections made ahead) is only free where
+the function waits: the environment's CPU quota is shared, and at 128 MB a TLS handshake's CPU
+on the other vCPU delays a computing handler's answer by as much (+55 to +110 ms at the p50,
+30 ms of handler CPU, whatever the thread's priority). The function's process is the peer of
+the channel's connection (SO_PEERCRED); its CPU time is read through its process CPU clock,
+one system call, no file to open."""
+
+from __future__ import annotations
+
+import time
+
+from lambdawrap.shared.settings import FULL_VCPU_MB
+
+WAITED_FRACTION = 0.5  # of the environment's CPU share over the run, at most, to have "waited"
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds process `pid` has used (all its threads); None if it cannot be read."""
+    if not pid:
+        return None
+    try:
+        # Linux's CPU-time clock of another process (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)),
+        # which os does not expose as clock_getcpuclockid.
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except (OSError, OverflowError, ValueError):
+        return None
+
+
+class RunMeter:
+    """The last invocation's run, from its INVOKE to the handler's record."""
+
+    def __init__(self, memory_mb: int) -> None:
+        self._cpu_share = memory_mb / FULL_VCPU_MB if memory_mb > 0 else 1.0
+        self._pid: int | None = None
+        self._started = 0.0
+        self._cpu_at_start: float | None = None
+        self.run_s = 0.0
+        self.waited = False  # the function's process used at most WAITED_FRACTION of its share
+
+    def started(self, pid: int | None) -> None:
+        self._pid, self._started, self._cpu_at_start = pid, time.monotonic(), process_cpu_s(pid)
+
+    def ended(self) -> None:
+        self.run_s = time.monotonic() - self._started
+        cpu_now = process_cpu_s(self._pid)
+        used = None if cpu_now is None or self._cpu_at_start is None else cpu_now - self._cpu_at_start
+        self.waited = used is not None and used <= WAITED_FRACTION * self._cpu_share * self.run_s
