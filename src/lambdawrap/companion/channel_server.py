@@ -30,7 +30,9 @@ class SocketServer:
         self._own_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._connections: set = set()
-        self.peer_pid: int | None = None  # of the last process to connect: the function's
+        # The process that sent the last bytes: the function's, whose records frame each
+        # invocation (a forked child's connection has its own pid).
+        self.peer_pid: int | None = None
         if os.path.exists(path):
             os.unlink(path)  # left by a previous environment that was killed
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -78,11 +80,11 @@ class SocketServer:
             conn, _ = listener.accept()
         except OSError:
             return
-        self.peer_pid = _peer_pid(conn) or self.peer_pid
+        pid = _peer_pid(conn)
         conn.setblocking(False)
         reader = FrameReader()
         self._connections.add(conn)
-        self._loop.add_reader(conn, lambda ready: self._read_safely(ready, reader))
+        self._loop.add_reader(conn, lambda ready: self._read_safely(ready, reader, pid))
 
     def _drop(self, conn: socket.socket) -> None:
         self._connections.discard(conn)
@@ -90,7 +92,8 @@ class SocketServer:
             self._loop.remove_reader(conn)
         conn.close()
 
-    def _read_safely(self, conn: socket.socket, reader: FrameReader) -> None:
+    def _read_safely(self, conn: socket.socket, reader: FrameReader, pid: int | None) -> None:
+        self.peer_pid = pid
         try:
             self._read(conn, reader)
         except Exception:  # noqa: BLE001 - one connection's bug must not end the channel

@@ -40,6 +40,8 @@ RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is dow
 LOG_BATCH = 512
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
+# Connections made while the function runs: behind the function where they share a CPU.
+CONNECT_AHEAD_NICE = 10
 # A collector whose last connection took less to make (plain HTTP in the environment) is
 # connected in the flush: a thread would cost about what it saves.
 CONNECT_AHEAD_MIN_S = 0.001
@@ -199,15 +201,17 @@ class Pipeline:
         with self._wake:
             return self._completed < self._requested
 
-    def connect_ahead(self, run_s: float) -> int:
-        """At the start of an invocation whose end will flush and that is expected to run for
-        `run_s`: open now, on threads of their own, the connections that flush will use and
-        that are not open (ones the collector closed while the environment was idle, as
-        collectors do after a minute or so), so that their round trips and TLS handshakes pass
-        while the function runs (waits on I/O: the threads run at idle priority), not after its
-        response. Only those whose last set-up took at least CONNECT_AHEAD_MIN_S and at most
-        twice `run_s`: a connection not half made by the response saves little. The logs' only
-        for a function that logs. How many connections are being made."""
+    def connect_ahead(self, run_s: float, spare_cpu_s: float) -> int:
+        """At the start of an invocation whose end will flush, expected to run `run_s` and to
+        leave `spare_cpu_s` of the environment's CPU unused (as the last did): open now, on
+        threads of their own, the connections that flush will use and that are not open (ones
+        the collector closed while the environment was idle, as collectors do after a minute or
+        so), so that their round trips and TLS handshakes pass while the function runs, not
+        after its response. Only as many as that spare CPU covers, by what each last took to
+        make: at 128 MB the environment's quota is shared, and CPU the function would need
+        delays its answer. And only those whose last set-up took at least CONNECT_AHEAD_MIN_S
+        and at most twice `run_s`: a connection not half made by the response saves little.
+        The logs' only for a function that logs. How many connections are being made."""
         if self._stage != "run" or self.busy:
             return 0
         logs = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
@@ -216,9 +220,12 @@ class Pipeline:
             if signal == "logs" and not logs:
                 continue
             try:
-                set_up_s = transport.set_up_s(endpoint)
-                if set_up_s is not None and CONNECT_AHEAD_MIN_S <= set_up_s <= 2 * run_s:
-                    started += transport.connect_ahead(endpoint, timeout, idle_priority=True)
+                set_up = transport.set_up(endpoint)
+                if set_up is None or not CONNECT_AHEAD_MIN_S <= set_up[0] <= 2 * run_s or set_up[1] > spare_cpu_s:
+                    continue
+                if transport.connect_ahead(endpoint, timeout, CONNECT_AHEAD_NICE):
+                    started += 1
+                    spare_cpu_s -= set_up[1]
             except Exception:  # noqa: BLE001 - only a head start: the flush connects itself
                 logger.debug("lambdawrap: connecting ahead to %s failed", endpoint, exc_info=True)
         return started

@@ -1,12 +1,12 @@
-"""How the function's last invocation ran, seen from the companion: for how long, and whether
-it mostly waited (on I/O) or computed.
+"""How the function's last invocation ran, seen from the companion: for how long, and how much
+of the environment's CPU share it left unused (waiting on I/O) rather than computed with.
 
 Work the companion does while the function runs (connections made ahead) is only free where
 the function waits: the environment's CPU quota is shared, and at 128 MB a TLS handshake's CPU
 on the other vCPU delays a computing handler's answer by as much (+55 to +110 ms at the p50,
 30 ms of handler CPU, whatever the thread's priority). The function's process is the peer of
-the channel's connection (SO_PEERCRED); its CPU time is read through its process CPU clock,
-one system call, no file to open."""
+the channel's connection its records come on (SO_PEERCRED); its CPU time is read through its
+process CPU clock, one system call, no file to open."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import time
 
 from lambdawrap.shared.settings import FULL_VCPU_MB
 
-WAITED_FRACTION = 0.5  # of the environment's CPU share over the run, at most, to have "waited"
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -38,13 +37,17 @@ class RunMeter:
         self._started = 0.0
         self._cpu_at_start: float | None = None
         self.run_s = 0.0
-        self.waited = False  # the function's process used at most WAITED_FRACTION of its share
+        # The environment's CPU share over the run that the function's process left unused
+        # (0 when unknown): what work beside it can take without delaying its answer.
+        self.spare_cpu_s = 0.0
 
     def started(self, pid: int | None) -> None:
         self._pid, self._started, self._cpu_at_start = pid, time.monotonic(), process_cpu_s(pid)
 
-    def ended(self) -> None:
+    def ended(self, pid: int | None) -> None:
+        """At the handler's record, sent by process `pid`: not the one read at the start (a
+        forked child wrote last then, or the runtime restarted), nothing is known."""
         self.run_s = time.monotonic() - self._started
-        cpu_now = process_cpu_s(self._pid)
+        cpu_now = process_cpu_s(self._pid) if pid == self._pid else None
         used = None if cpu_now is None or self._cpu_at_start is None else cpu_now - self._cpu_at_start
-        self.waited = used is not None and used <= WAITED_FRACTION * self._cpu_share * self.run_s
+        self.spare_cpu_s = 0.0 if used is None else max(0.0, self._cpu_share * self.run_s - used)

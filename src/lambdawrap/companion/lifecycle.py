@@ -329,16 +329,16 @@ class Companion:
         self.policy.on_invoke(now)
         self._update_posted_wanted()
         meter = self.run_meter
-        if self.pipeline is not None and meter.waited and self.policy.should_flush(now):
-            # Where the last invocation mostly waited, this one's flush connections are made
-            # while it runs: a computing function would answer later by their CPU (function_cpu).
-            self.pipeline.connect_ahead(meter.run_s)
+        if self.pipeline is not None and meter.spare_cpu_s > 0 and self.policy.should_flush(now):
+            # With the CPU the last invocation left unused, this one's flush connections are
+            # made while it runs: a computing function would answer later by their CPU.
+            self.pipeline.connect_ahead(meter.run_s, meter.spare_cpu_s)
         meter.started(self.socket.peer_pid)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
         # The handler's record arrives before the runtime asks for its next event.
         if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
-        meter.ended()
+        meter.ended(self.socket.peer_pid)
         if not self.policy.should_flush(time.monotonic()):
             return
         # The span is made once the invocation's verdict is known: the runtime's post of what

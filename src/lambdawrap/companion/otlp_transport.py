@@ -80,7 +80,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # Connections being made ahead of a request (connect_ahead), by the same keys: a
         # request with none idle waits for that one rather than making a second.
         self._connecting: dict = {}
-        self._set_up_s: dict = {}  # how long the last connection took to make, by the same keys
+        self._set_up: dict = {}  # (wall s, CPU s) the last connection took to make, by the same keys
         self._closed = False
         self._lock = threading.Lock()
 
@@ -121,17 +121,21 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             # up as str (a proxy's, through http.client, or a non-ASCII one): its import too.
             "collector.invalid".encode("idna")
 
-    def set_up_s(self, url: str) -> float | None:
-        """How long the last connection to `url`'s collector took to make (None before the first)."""
-        return self._set_up_s.get(self._route(url)[3])
+    def set_up(self, url: str) -> tuple | None:
+        """(seconds, CPU seconds) the last connection to `url`'s collector took to make (TCP,
+        TLS); None before the first."""
+        return self._set_up.get(self._route(url)[3])
 
-    def connect_ahead(self, url: str, timeout: float | None, idle_priority: bool = False) -> bool:
-        """Open a connection to `url`'s collector on a thread of its own, unless one is idle and
-        still open or one is being made; the next request takes it. Its round trips and TLS
-        handshake then pass while the function runs, not in the flush after its response. With
-        `idle_priority`, the thread runs only when nothing else in the environment would
-        (SCHED_IDLE): while the function waits on I/O, not while it computes. Whether a
-        connection is being made. Not for a collector behind a proxy."""
+    def connect_ahead(self, url: str, timeout: float | None, nice: int = 0) -> bool:
+        """Open a connection to `url`'s collector on a thread of its own, at `nice`, unless one
+        is idle and still open or one is being made; the next request takes it. Its round trips
+        and TLS handshake then pass while the function runs, not in the flush after its
+        response. Whether a connection is being made. Not for a collector behind a proxy.
+
+        A lowered priority yields the CPU the thread shares with the function, not the
+        environment's quota (another vCPU runs it): whether the function leaves CPU to spare is
+        the caller's to judge. Not SCHED_IDLE: starved while holding the GIL, such a thread held
+        up the companion's every thread, and the flush waiting for it, for hundreds of ms."""
         target, _, proxy, key = self._route(url)
         if proxy is not None:
             return False
@@ -144,7 +148,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             made = self._connecting[key] = threading.Event()
         started = False
         try:
-            threading.Thread(target=self._connect_ahead, args=(key, target, timeout, idle_priority, made), name="lambdawrap-connect", daemon=True).start()
+            threading.Thread(target=self._connect_ahead, args=(key, target, timeout, nice, made), name="lambdawrap-connect", daemon=True).start()
             started = True
         except Exception:  # noqa: BLE001 - no thread to be had (memory, limits): the request connects itself
             pass
@@ -155,11 +159,15 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 made.set()
         return started
 
-    def _connect_ahead(self, key: tuple, target: Any, timeout: float | None, idle_priority: bool, made: threading.Event) -> None:
+    def _connect_ahead(self, key: tuple, target: Any, timeout: float | None, nice: int, made: threading.Event) -> None:
         conn = None
         try:
-            if idle_priority:
-                _yield_to_everything_else()
+            if nice:
+                try:
+                    # For this thread only, which ends: behind the function where they share a CPU.
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+                except (AttributeError, OSError):
+                    pass
             # What came on the idle connection is read here, off the loop's thread: a closed
             # TLS connection costs a read and a close (~0.4 ms), session tickets leave it open.
             with self._lock:
@@ -242,9 +250,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def _connect(self, key: tuple, target: Any, proxy: str | None, timeout: float | None) -> Any:
         host, port = target.hostname or "", target.port
         if proxy is None:
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.thread_time()
             conn = CollectorConnection(host, port, self._tls() if target.scheme == "https" else None, timeout)
-            self._set_up_s[key] = time.monotonic() - started
+            self._set_up[key] = (time.monotonic() - started, time.thread_time() - cpu_started)
             return conn
         import http.client  # only for a collector behind a proxy
 
@@ -272,21 +280,6 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 context.load_cert_chain(self._cert)
             self._context = context
         return self._context
-
-
-def _yield_to_everything_else() -> None:
-    """This thread (only; it ends) runs from now on only when nothing else in the environment
-    would: a CPU-bound handler at 128 MB, whose environment has 7 % of a core, would otherwise
-    answer its caller later by the TLS handshakes' CPU (at nice 10, +65 ms at the p50 with 30 ms
-    of the handler's CPU). Else the lowest nice value, where SCHED_IDLE is refused."""
-    thread_id = threading.get_native_id()
-    try:
-        os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.setpriority(os.PRIO_PROCESS, thread_id, 19)
-        except (AttributeError, OSError):
-            pass
 
 
 def http_transport_of(exporter: object) -> tuple | None:

@@ -1,0 +1,86 @@
+"""What the companion knows of how the function's last invocation ran (companion/function_cpu.py):
+the CPU the function's process used, read from outside it through its CPU clock, and whose
+process that is: the sender of the channel's last bytes (SO_PEERCRED), which a forked child of
+the function can be; a run whose end comes from another process than its start is not judged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lambdawrap.companion.channel_server import SocketServer
+from lambdawrap.companion.function_cpu import RunMeter, process_cpu_s
+from lambdawrap.handler.channel import Channel
+
+COMPUTES_THEN_WAITS = "import time, sys\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('computed', flush=True)\nsys.stdin.read()\n"
+
+
+def until(condition, deadline_s: float = 30.0) -> bool:
+    ends = time.monotonic() + deadline_s
+    while not condition() and time.monotonic() < ends:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_another_process_cpu_time_is_read_and_a_gone_one_is_none():
+    child = subprocess.Popen([sys.executable, "-c", COMPUTES_THEN_WAITS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "computed"
+        assert process_cpu_s(child.pid) >= 0.3
+    finally:
+        child.communicate("")
+    assert process_cpu_s(child.pid) is None  # reaped: no such process
+    assert process_cpu_s(None) is None
+
+
+@pytest.mark.parametrize("memory_mb", [128, 1769])
+def test_a_run_that_waits_leaves_its_share_and_one_that_computes_none(memory_mb):
+    share = memory_mb / 1769
+    meter = RunMeter(memory_mb)
+    meter.started(os.getpid())
+    time.sleep(0.2)
+    meter.ended(os.getpid())
+    assert meter.run_s >= 0.2
+    assert 0.5 * share * meter.run_s < meter.spare_cpu_s <= share * meter.run_s
+    meter.started(os.getpid())
+    ends = time.process_time() + 0.2
+    while time.process_time() < ends:
+        pass
+    meter.ended(os.getpid())
+    assert meter.spare_cpu_s < 0.25 * share * meter.run_s
+
+
+def test_a_run_ended_by_another_process_is_not_judged():
+    meter = RunMeter(memory_mb=1769)
+    meter.started(os.getpid())
+    time.sleep(0.05)
+    meter.ended(os.getppid())
+    assert meter.spare_cpu_s == 0
+
+
+def test_the_peer_is_the_process_whose_bytes_came_last(tmp_path):
+    server = SocketServer(str(tmp_path / "lw.sock"), lambda record: None, lambda *args: None)
+    server.start()
+    try:
+        channel = Channel(str(tmp_path / "lw.sock"))
+        channel.send({"type": "log", "n": 1})
+        assert until(lambda: server.peer_pid == os.getpid())
+        # A forked child of the function reports on a connection of its own...
+        child = os.fork()
+        if child == 0:
+            try:
+                channel.send({"type": "log", "n": 2})
+                time.sleep(0.5)
+            finally:
+                os._exit(0)
+        assert until(lambda: server.peer_pid == child)
+        # ...and the function's next record, on its own connection, makes it the peer again.
+        channel.send({"type": "log", "n": 3})
+        assert until(lambda: server.peer_pid == os.getpid())
+        os.waitpid(child, 0)
+    finally:
+        server.stop()
