@@ -65,9 +65,12 @@ def wait_until_closed(rx: OtlpReceiver, deadline_s: float = 30.0) -> None:
 )
 def test_connections_the_collector_closed_are_made_again_while_the_function_runs(tmp_path, pki, case, work, flush):
     task = write_function(tmp_path / "task", HANDLER)
+    # Computing at 128 MB: the function uses its whole share (7 % of a core) however busy the
+    # machine is, so that nothing is left, as in Lambda; the others at a full core.
+    memory = {"memory_mb": 128} if case == "computes" else {}
     with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]), idle_timeout_s=IDLE_S, connect_delay_s=CONNECT_S) as rx:
         env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"], "LAMBDAWRAP_FLUSH": flush}
-        with instrumented(task, "app.handler", env=env, receiver=rx, timeout_s=10.0) as (emu, _):
+        with instrumented(task, "app.handler", env=env, receiver=rx, timeout_s=10.0, **memory) as (emu, _):
             # The cold start: its export makes the first connections, timed. The function's
             # process connects to the companion during it, so that the next is the first whose
             # run (waiting or computing) the companion sees.

@@ -36,13 +36,16 @@ class RunMeter:
         self._pid: int | None = None
         self._started = 0.0
         self._cpu_at_start: float | None = None
+        self._own_cpu_at_start = 0.0
         self.run_s = 0.0
-        # The environment's CPU share over the run that the function's process left unused
-        # (0 when unknown): what work beside it can take without delaying its answer.
+        # The environment's CPU share over the run that the function's process and the
+        # companion left unused (0 when unknown): what work beside the function can take
+        # without delaying its answer.
         self.spare_cpu_s = 0.0
 
     def started(self, pid: int | None) -> None:
         self._pid, self._started, self._cpu_at_start = pid, time.monotonic(), process_cpu_s(pid)
+        self._own_cpu_at_start = time.process_time()
 
     def ended(self, pid: int | None) -> None:
         """At the handler's record, sent by process `pid`: not the one read at the start (a
@@ -50,4 +53,6 @@ class RunMeter:
         self.run_s = time.monotonic() - self._started
         cpu_now = process_cpu_s(self._pid) if pid == self._pid else None
         used = None if cpu_now is None or self._cpu_at_start is None else cpu_now - self._cpu_at_start
+        # The companion's own CPU meanwhile came out of the same share.
+        used = None if used is None else used + time.process_time() - self._own_cpu_at_start
         self.spare_cpu_s = 0.0 if used is None else max(0.0, self._cpu_share * self.run_s - used)
