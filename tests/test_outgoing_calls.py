@@ -242,6 +242,33 @@ def sns_record(envelope: dict, topic: str) -> dict:
     }
 
 
+FORKS = """
+import os, urllib.request
+
+def handler(event, context):
+    child = os.fork()
+    if child == 0:  # a worker the function forks (multiprocessing's fork does the same)
+        try:
+            urllib.request.urlopen(event["http"] + "/from-the-child", timeout=10).read()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    return {"statusCode": 200}
+"""
+
+
+def test_a_call_made_by_a_child_forked_during_the_invocation_is_its_child_span(tmp_path):
+    # The child holds a copy of the invocation that is never sent: its spans go on their own.
+    task = write_function(tmp_path / "task", FORKS)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.status == 200 and result.function_error is None
+        invocation = invocation_span(rx, result.request_id)
+        (call,) = children(rx, invocation, 1)
+        assert call["trace_id"] == invocation["trace_id"] and call["attributes"]["url.full"].endswith("/from-the-child")
+        assert http.requests[0]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{call['span_id']}-01"
+
+
 def test_settings_name_what_is_traced_and_propagated():
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known

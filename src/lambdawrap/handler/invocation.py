@@ -81,9 +81,10 @@ def active_invocation() -> "Invocation | None":
 
 def deliver_span(channel: Channel, span: dict) -> None:
     """A finished span (the user's or a client span): with its invocation's record when one of
-    its trace is under way, else alone."""
+    its trace is under way in this process, else alone (a child forked during an invocation
+    holds a copy of it that is never sent: its spans go alone, on its own connection)."""
     invocation = active_invocation()
-    if invocation is not None and span["trace_id"] == invocation.trace_hex:
+    if invocation is not None and span["trace_id"] == invocation.trace_hex and invocation.pid == own_pid():
         invocation.add_span(span)
     else:
         channel.send(records.spans([span]))
