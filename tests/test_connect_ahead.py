@@ -14,11 +14,9 @@ used) is in test_otlp_transport.py.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
 from support.stack import instrumented
@@ -44,14 +42,6 @@ IDLE_S = 1.5  # the collector closes a connection idle this long (one made ahead
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict:
     return make_test_pki(tmp_path_factory.mktemp("pki"))
-
-
-def wait_until_closed(rx: OtlpReceiver, deadline_s: float = 30.0) -> None:
-    """Until the collector has closed every connection (idle for IDLE_S)."""
-    until = time.monotonic() + deadline_s
-    while rx.open_connections and time.monotonic() < until:
-        time.sleep(0.05)
-    assert rx.open_connections == 0
 
 
 @pytest.mark.parametrize(
@@ -83,7 +73,7 @@ def test_connections_the_collector_closed_are_made_again_while_the_function_runs
             before = rx.connections_accepted
             billed_after = []
             for _ in range(2):
-                wait_until_closed(rx)
+                wait_for(lambda: rx.open_connections == 0, timeout=30, what="the collector to close every connection")
                 accepted = rx.connections_accepted
                 result = emu.invoke(work)
                 assert result.status == 200

@@ -12,18 +12,12 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.function_cpu import RunMeter, process_cpu_s
 from lambdawrap.handler.channel import Channel
 
 COMPUTES_THEN_WAITS = "import time, sys\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('computed', flush=True)\nsys.stdin.read()\n"
-
-
-def until(condition, deadline_s: float = 30.0) -> bool:
-    ends = time.monotonic() + deadline_s
-    while not condition() and time.monotonic() < ends:
-        time.sleep(0.01)
-    return condition()
 
 
 def test_another_process_cpu_time_is_read_and_a_gone_one_is_none():
@@ -68,7 +62,7 @@ def test_the_peer_is_the_process_whose_bytes_came_last(tmp_path):
     try:
         channel = Channel(str(tmp_path / "lw.sock"))
         channel.send({"type": "log", "n": 1})
-        assert until(lambda: server.peer_pid == os.getpid())
+        wait_for(lambda: server.peer_pid == os.getpid(), timeout=30, what="the function's record")
         # A forked child of the function reports on a connection of its own...
         child = os.fork()
         if child == 0:
@@ -77,10 +71,10 @@ def test_the_peer_is_the_process_whose_bytes_came_last(tmp_path):
                 time.sleep(0.5)
             finally:
                 os._exit(0)
-        assert until(lambda: server.peer_pid == child)
+        wait_for(lambda: server.peer_pid == child, timeout=30, what="the child's record")
         # ...and the function's next record, on its own connection, makes it the peer again.
         channel.send({"type": "log", "n": 3})
-        assert until(lambda: server.peer_pid == os.getpid())
+        wait_for(lambda: server.peer_pid == os.getpid(), timeout=30, what="the function's record")
         os.waitpid(child, 0)
     finally:
         server.stop()

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
+from conftest import wait_for
 from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
@@ -378,13 +379,6 @@ def protobuf_post(transport: StdlibHTTPTransport, endpoint: str, timeout: float 
     return transport.request("POST", endpoint + "/v1/traces", headers={"Content-Type": "application/x-protobuf"}, data=b"", timeout=timeout)
 
 
-def until(condition, deadline_s: float = 30.0) -> bool:
-    ends = time.monotonic() + deadline_s
-    while not condition() and time.monotonic() < ends:
-        time.sleep(0.02)
-    return condition()
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_a_connection_the_collector_closed_while_idle_is_not_used(monkeypatch, pki, tls):
     # Collectors close idle connections; the next request must not be sent on one (it would
@@ -393,7 +387,7 @@ def test_a_connection_the_collector_closed_while_idle_is_not_used(monkeypatch, p
     with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"]) if tls else None, idle_timeout_s=0.3) as rx:
         transport = transport_from_env("TRACES")
         assert protobuf_post(transport, rx.endpoint).status_code == 200
-        assert until(lambda: rx.open_connections == 0)
+        wait_for(lambda: rx.open_connections == 0, timeout=30, what="the collector to close the idle connection")
         result = protobuf_post(transport, rx.endpoint)
         assert (result.status_code, result.error) == (200, None)
         assert rx.connections_accepted == 2
@@ -449,7 +443,7 @@ def test_a_connection_is_made_ahead_where_its_priority_cannot_be_lowered(monkeyp
     with OtlpReceiver(connect_delay_s=0.3) as rx:
         transport = StdlibHTTPTransport(environ={})
         assert transport.connect_ahead(rx.endpoint + "/v1/traces", 5, nice=10)
-        assert until(lambda: rx.connections_accepted == 1)
+        wait_for(lambda: rx.connections_accepted == 1, timeout=30, what="the connection made ahead")
         assert protobuf_post(transport, rx.endpoint).status_code == 200
         assert rx.connections_accepted == 1
 

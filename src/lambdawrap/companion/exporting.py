@@ -214,7 +214,7 @@ class Pipeline:
         The logs' only for a function that logs. How many connections are being made."""
         if self._stage != "run" or self.busy:
             return 0
-        logs = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
+        logs = self._logs_seen or self._logs_waiting()
         started = 0
         for signal, (transport, endpoint, timeout) in self._transports:
             if signal == "logs" and not logs:
@@ -357,7 +357,7 @@ class Pipeline:
         return now + 1.2 * self.latency_s + 0.02 + self._metrics_reserve_s() < self._deadline
 
     def _export_all(self) -> None:
-        self._logs_seen = self._logs_seen or (self.logs is not None and len(self.logs) > 0)
+        self._logs_seen = self._logs_seen or self._logs_waiting()
         if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S):
             self._export_at_once()
             return
@@ -374,7 +374,7 @@ class Pipeline:
         job no thread could be had for (memory, limits) runs here after the spans, in turn."""
         end = self._deadline
         has_spans = self.spans is not None and len(self.spans) > 0
-        beside = [fn for fn, due in ((self._export_metrics, has_spans), (self._export_logs, self.logs is not None and len(self.logs) > 0)) if due]
+        beside = [fn for fn, due in ((self._export_metrics, has_spans), (self._export_logs, self._logs_waiting())) if due]
         helpers, in_turn = [], []
         for fn in beside:
             helper = _started(fn, end, "run")
@@ -422,6 +422,9 @@ class Pipeline:
             return
         self._export_metrics(end, self._stage)
         self._export_logs(end, self._stage)
+
+    def _logs_waiting(self) -> bool:
+        return self.logs is not None and len(self.logs) > 0
 
     def _overtaken(self, stage: str) -> bool:
         """Whether SHUTDOWN began after a run-stage export started: it then starts nothing
@@ -483,4 +486,3 @@ def _logging_failures(fn, *args) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - an exporter bug must not end the flush unlogged
         logger.exception("lambdawrap: export failed")
-

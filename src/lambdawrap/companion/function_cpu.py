@@ -15,7 +15,6 @@ import time
 from lambdawrap.shared.settings import FULL_VCPU_MB
 
 
-
 def process_cpu_s(pid: int | None) -> float | None:
     """CPU seconds process `pid` has used (all its threads); None if it cannot be read."""
     if not pid:
@@ -52,7 +51,9 @@ class RunMeter:
         forked child wrote last then, or the runtime restarted), nothing is known."""
         self.run_s = time.monotonic() - self._started
         cpu_now = process_cpu_s(self._pid) if pid == self._pid else None
-        used = None if cpu_now is None or self._cpu_at_start is None else cpu_now - self._cpu_at_start
+        if cpu_now is None or self._cpu_at_start is None:
+            self.spare_cpu_s = 0.0
+            return
         # The companion's own CPU meanwhile came out of the same share.
-        used = None if used is None else used + time.process_time() - self._own_cpu_at_start
-        self.spare_cpu_s = 0.0 if used is None else max(0.0, self._cpu_share * self.run_s - used)
+        used = cpu_now - self._cpu_at_start + time.process_time() - self._own_cpu_at_start
+        self.spare_cpu_s = max(0.0, self._cpu_share * self.run_s - used)

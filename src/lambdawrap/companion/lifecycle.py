@@ -436,4 +436,3 @@ def _epoch_ms_left(deadline_ms: object) -> float:
     if not isinstance(deadline_ms, (int, float)):
         return 3.0
     return deadline_ms / 1000 - time.time()
-
