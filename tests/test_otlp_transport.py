@@ -307,6 +307,25 @@ def test_tls_with_the_configured_ca_and_client_certificate(monkeypatch, pki):
     assert len(collector.requests) == 3
 
 
+def test_the_signals_share_one_tls_context_per_set_of_tls_settings(monkeypatch, pki):
+    # Each context reads its CA bundle (~25 ms of CPU for certifi's): once per set of settings.
+    with Collector(tls=server_tls(pki)) as collector, environment(monkeypatch, {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"]}):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", pki["client.pem"])
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", pki["client.key"])
+        transports = {signal: transport_from_env(signal) for signal in ("TRACES", "METRICS", "LOGS")}
+        contexts = {}
+        made = [threading.Thread(target=lambda s=s: contexts.__setitem__(s, transports[s]._tls())) for s in transports]
+        for thread in made:
+            thread.start()
+        for thread in made:
+            thread.join(30)
+        assert contexts["TRACES"] is contexts["METRICS"]
+        assert contexts["LOGS"] is not contexts["TRACES"]  # its own client certificate
+        for transport in transports.values():
+            assert export_with(transport, collector.endpoint) == SpanExportResult.SUCCESS
+    assert len(collector.requests) == 3
+
+
 def test_a_credential_provider_keeps_the_exporters_own_transport(monkeypatch):
     monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER", "custom")
     assert transport_from_env("TRACES") is None

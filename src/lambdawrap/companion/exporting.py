@@ -21,6 +21,10 @@ import sys
 import threading
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData, PeriodicExportingMetricReader, Sum
@@ -31,7 +35,7 @@ from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
-from lambdawrap.shared.settings import METRICS_TEMPORALITY, Settings
+from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
 
 logger = logging.getLogger("lambdawrap.companion")
 
@@ -47,19 +51,20 @@ CONNECT_AHEAD_NICE = 10
 CONNECT_AHEAD_MIN_S = 0.001
 
 
-def make_exporters(settings: Settings) -> tuple:
+def make_exporters(settings: Settings, transports: Mapping[str, object] | None = None) -> tuple:
     """(span, metric, log) exporters for the protocols in the settings; each reads its
     connection settings (OTEL_EXPORTER_OTLP_* endpoint, headers, timeout...) itself. Only the
     protocol asked for is imported, and OTLP/HTTP goes over the standard library
-    (otlp_transport), not requests. A gRPC exporter comes as a `GrpcExporterToBuild`, imported
-    but not made: see `built`."""
+    (otlp_transport), not requests: `transports` by signal where they were made already
+    (early_connections), else new ones. A gRPC exporter comes as a `GrpcExporterToBuild`,
+    imported but not made: see `built`."""
     # The exporter maps the preference to each instrument's temporality itself, from the
     # variable; ours has a different default (delta), so it gets the settled value.
     os.environ[METRICS_TEMPORALITY] = settings.metrics_temporality
     from lambdawrap.companion import metadata_on_demand
 
     metadata_on_demand.install()
-    return tuple(_exporter(settings, signal) for signal in ("traces", "metrics", "logs"))
+    return tuple(_exporter(settings, signal, (transports or {}).get(signal)) for signal in SIGNALS)
 
 
 _EXPORTERS = {
@@ -84,15 +89,17 @@ def built(exporters: tuple) -> tuple:
     return tuple(e.exporter_class() if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
 
 
-def _exporter(settings: Settings, signal: str) -> object:
+def _exporter(settings: Settings, signal: str, transport: object | None) -> object:
     module_name, class_name = _EXPORTERS[signal]
     if settings.protocol(signal) == "grpc":
         module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module_name}")
         return GrpcExporterToBuild(getattr(module, class_name))
     module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module_name}")
-    from lambdawrap.companion.otlp_transport import transport_from_env
+    if transport is None:
+        from lambdawrap.companion.otlp_transport import transport_from_env
 
-    return getattr(module, class_name)(_transport=transport_from_env(signal.upper()))
+        transport = transport_from_env(signal.upper())
+    return getattr(module, class_name)(_transport=transport)
 
 
 class RetainingMetricExporter(MetricExporter):

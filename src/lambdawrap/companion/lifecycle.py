@@ -33,7 +33,7 @@ from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
-from lambdawrap.shared.settings import Settings
+from lambdawrap.shared.settings import SIGNALS, Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
@@ -146,11 +146,16 @@ class Companion:
     def _build_pipeline(self) -> None:
         """On its own thread: the imports, the bulk of the work."""
         try:
+            # First, and from the standard library only: the connections' round trips pass
+            # while the SDK imports, not after the first response.
+            from lambdawrap.companion.early_connections import connect_early
+
+            transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
             from lambdawrap.companion.resource import build_resource
 
-            exporters = make_exporters(self.settings)
+            exporters = make_exporters(self.settings, transports)
             resource = build_resource(self.settings, self.client.info.get("accountId"))
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")

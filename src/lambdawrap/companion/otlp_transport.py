@@ -266,19 +266,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
-            import ssl  # only for https collectors
-
-            if self._verify is False:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                context = ssl.create_default_context(cafile=self._verify if isinstance(self._verify, str) else _default_ca_bundle(self._environ))
-            if isinstance(self._cert, tuple):
-                context.load_cert_chain(self._cert[0], self._cert[1])
-            elif isinstance(self._cert, str):
-                context.load_cert_chain(self._cert)
-            self._context = context
+            self._context = _tls_context(self._verify, self._cert, self._environ)
         return self._context
 
 
@@ -321,6 +309,37 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
     response = conn.getresponse()
     body = response.read()
     return response.status, response.reason, response.headers, body, not response.will_close
+
+
+# One TLS context per set of TLS settings in the process: the three signals' transports
+# usually share theirs, and reading a CA bundle (certifi's, the system's: ~150 certificates)
+# takes ~25 ms of CPU, which a 128 MB function's init pays, or its first flush at 14 times the
+# wall time. A context is safe to share between threads; none is changed once made.
+_TLS_CONTEXTS: dict = {}
+_TLS_LOCK = threading.Lock()
+
+
+def _tls_context(verify: bool | str, cert: str | tuple | None, environ: Mapping[str, str]) -> ssl.SSLContext:
+    import ssl  # only for https collectors
+
+    cafile = None if verify is False else verify if isinstance(verify, str) else _default_ca_bundle(environ)
+    key = (verify is False, cafile, cert)
+    # Held while one is made: the others of the same settings wait for it, not make their own.
+    with _TLS_LOCK:
+        context = _TLS_CONTEXTS.get(key)
+        if context is None:
+            if verify is False:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                context = ssl.create_default_context(cafile=cafile)
+            if isinstance(cert, tuple):
+                context.load_cert_chain(cert[0], cert[1])
+            elif isinstance(cert, str):
+                context.load_cert_chain(cert)
+            _TLS_CONTEXTS[key] = context
+    return context
 
 
 def _default_ca_bundle(environ: Mapping[str, str]) -> str | None:
