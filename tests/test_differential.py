@@ -199,7 +199,23 @@ FLOODS = [
     Group("log flood - log_flood_counted", "diff", timeout_s=30.0, scenarios=[do("20 MB of logs", "flood", kilobytes=20_000), do("again", "flood", kilobytes=20_000), do("echo", "echo")]),
 ]
 
-GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS]
+# JSON escapes of lone surrogates (\udc80) decode to text no UTF-8 encoder takes: one in a span
+# name or an error message once held back every later batch of the environment.
+LONE_SURROGATES = Group(
+    "text UTF-8 cannot encode - lone_surrogate",
+    "diff",
+    env={"AWS_LAMBDA_LOG_FORMAT": "JSON"},
+    scenarios=[
+        do("echo", "echo"),
+        Scenario("a route with a lone surrogate", raw=json.dumps(sample("apigw-rest", resource="/orders/\udc80", do="echo")).encode(), attributes={"faas.trigger": "http"}),
+        Scenario("an error message with lone surrogates", raw=json.dumps({"do": "raise", "detail": "bad \udc80 \ud800 byte"}).encode()),
+        Scenario("prints a lone surrogate", raw=json.dumps({"do": "print", "lines": 2, "tag": "\udc80"}).encode()),
+        do("echo after them", "echo"),
+        do("and again", "echo"),
+    ],
+)
+
+GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES]
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.

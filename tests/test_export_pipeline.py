@@ -242,3 +242,39 @@ def test_a_flush_exports_the_lines_buffered_when_it_began_not_those_printed_mean
     assert found["flushed"] == [True, True] and found["waiting_after_first"] == 1800
     assert bodies[:1500] == [f"before {i}" for i in range(1500)]
     assert len(bodies) == 3300 and found["left"] == 0 and found["drops"] == []
+
+
+UNDECODABLE_ENVIRONMENT_PROBE = """
+import json, os, sys
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+# Bytes that are not UTF-8 in the environment, as Python reads them (surrogateescape).
+os.environ["OTEL_SERVICE_NAME"] = "orders-\\udcff"
+os.environ["OTEL_RESOURCE_ATTRIBUTES"] = "team=\\udce9quipe"
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+resource = build_resource(settings, "012345678912")
+pipeline = Pipeline(make_exporters(settings), resource, lambda *args: None)
+signals = Signals(settings, resource, pipeline.meter_provider)
+pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+signals.log_line("looking up an order", 1, None, "r1")
+pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
+print(json.dumps({"flushed": pipeline.flush(wait_s=60)}))
+"""
+
+
+def test_an_environment_that_is_not_utf8_still_exports_every_signal():
+    # GIVEN a service name and resource attributes with bytes that are not UTF-8: the
+    # resource goes with every batch, and such text would have every batch refused
+    with OtlpReceiver() as rx:
+        found, out = run_probe(UNDECODABLE_ENVIRONMENT_PROBE, rx.endpoint)
+        got = exported(rx)
+        names = {r["resource"].get("service.name") for r in rx.spans()}
+    # THEN each signal went, the bytes that could not be read shown as U+FFFD
+    assert found["flushed"] is True and got == (1, 1, [3]), out.stderr
+    assert names == {"orders-\ufffd"}

@@ -12,6 +12,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from lambdawrap import __version__
+from lambdawrap.companion.encodable_text import encodable
 
 SCOPE = InstrumentationScope("lambdawrap", __version__)
 _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
@@ -37,7 +38,7 @@ def _context(ids: tuple | None, contexts: dict) -> object:
 
 def _record(line: str, time_ns: int, context: object, request_id: str | None, resource: Resource) -> ReadableLogRecord:
     severity, text = severity_of(line)
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=line, attributes={"faas.invocation_id": request_id} if request_id else None)
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=encodable(line), attributes={"faas.invocation_id": request_id} if request_id else None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 

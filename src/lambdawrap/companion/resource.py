@@ -6,6 +6,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.shared.settings import Settings
 
 _MIB = 1024 * 1024
@@ -44,4 +45,6 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
     ours = {k: v for k, v in ours.items() if v}
     ours.update(settings.resource_attributes)
     ours["service.name"] = settings.service_name or "lambda"
-    return EnvironmentResource(ours)
+    # The environment's bytes that are not UTF-8 come as lone surrogates (surrogateescape): the
+    # resource goes with every batch, and one such value would have every batch refused.
+    return EnvironmentResource({encodable(k): encodable(v) if isinstance(v, str) else v for k, v in ours.items()})

@@ -12,7 +12,7 @@ import collections
 import functools
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.semconv import SCHEMA_URL
@@ -104,8 +105,12 @@ class SpanBuilder:
 
     def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE) -> ReadableSpan:
         parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
+        if status.description and not status.description.isascii():
+            status = Status(status.status_code, encodable(status.description))
+        if events:
+            events = [Event(encodable(e.name), clean_attributes(e.attributes or {}), timestamp=e.timestamp) for e in events]
         return ReadableSpan(
-            name=name,
+            name=encodable(name),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
             parent=parent,
             resource=self.resource,
@@ -290,12 +295,15 @@ def _member(members: dict, enum: Any, value: object) -> Any:
     return members[value] if type(value) is int and value in members else enum(value)
 
 
-def clean_attributes(attributes: dict) -> dict:
+def clean_attributes(attributes: Mapping) -> dict:
+    """The attributes OTLP can carry, their text encodable."""
     allowed = (str, bool, int, float)
     out: dict[str, Any] = {}
     for key, value in attributes.items():
-        if isinstance(value, allowed):
-            out[str(key)] = value
+        if isinstance(value, str):
+            out[encodable(str(key))] = encodable(value)
+        elif isinstance(value, allowed):
+            out[encodable(str(key))] = value
         elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) for v in value):
-            out[str(key)] = list(value)
+            out[encodable(str(key))] = [encodable(v) if isinstance(v, str) else v for v in value]
     return out
