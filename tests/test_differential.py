@@ -119,7 +119,7 @@ INIT_FAILURES = [
 
 FORMS = [
     Group(f"handler form {handler}", "forms", handler=handler, scenarios=[do("call", "echo"), Scenario("traced call", with_traceparent(sample("apigw-http")), parent=f"{TRACEPARENT_TRACE}-{TRACEPARENT_SPAN}")])
-    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only")
+    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only", "my-function.handler")
 ]
 
 OWN_WRAPT = Group("the function bundles its own wrapt - own_wrapt", "own_wrapt", scenarios=[do("import wrapt", "echo")])

@@ -25,12 +25,12 @@ _state: dict = {}  # what boot set up, for tests and for the secrets accessor
 
 
 def handler_target(handler: str) -> tuple[str, str] | None:
-    """(module, attribute) of a `_HANDLER` value in `pkg.mod.fn` or `dir/mod.fn` form."""
+    """(module, attribute) of a `_HANDLER` value in `pkg.mod.fn` or `dir/mod.fn` form, read as
+    the runtime reads it: whatever importlib can import, `my-function.handler` too; None for a
+    value it cannot (it reports that itself)."""
     module, sep, attribute = handler.strip().rpartition(".")
-    if not sep or not module or not attribute or not attribute.isidentifier():
-        return None
     module = module.replace("/", ".")
-    if not all(part.isidentifier() for part in module.split(".")):
+    if not sep or not attribute or "\x00" in handler or not all(module.split(".")):
         return None
     return module, attribute
 
