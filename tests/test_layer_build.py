@@ -238,7 +238,7 @@ def _files(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-def _cold_start(task: Path, layer: Path, python: str, endpoint: str, socket_dir: str):
+def _cold_start(task: Path, layer: Path, python: str, endpoint: str, socket_dir: str, extra_env: dict | None = None):
     from lambdawrap.devtools.emulator import Emulator
 
     env = {
@@ -247,6 +247,7 @@ def _cold_start(task: Path, layer: Path, python: str, endpoint: str, socket_dir:
         "NO_PROXY": "127.0.0.1,localhost",
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_SERVICE_NAME": "built-layer",
+        **(extra_env or {}),
     }
     # Not frozen: the span is awaited while the environment lives, and the companion may still
     # be exporting after its /next (tests/test_limits.py covers freezing).
@@ -291,6 +292,51 @@ def test_built_layer_instruments_a_function_on_its_own(python_version, interpret
         # ...and neither process compiled a module: each came from its .pyc (the companion's
         # OpenTelemetry SDK and exporter included, imported for that export).
         assert sorted(set(_files(layer).items()) ^ set(before.items())) == []
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+PYTHONPATH_APP = """
+import os, sys
+
+def handler(event, context):
+    return {
+        "lambdawrap": sys.modules["lambdawrap"].__file__,
+        "wrapped": hasattr(handler, "__wrapped__"),
+        "pythonpath": os.environ.get("PYTHONPATH"),
+        "own_sitecustomize_ran": os.environ.get("OWN_SITECUSTOMIZE_RAN"),
+        "layer_on_sys_path": [p for p in sys.path if p.startswith(os.environ["LAYER"])],
+    }
+"""
+
+
+def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    # GIVEN the built layer as /opt, and a function that sets PYTHONPATH to a folder with its
+    # own sitecustomize: the runtime then leaves the layer's python/ off sys.path, where
+    # lambdawrap's package lives in a built layer
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    task = write_function(tmp_path / "task", PYTHONPATH_APP)
+    vendor = tmp_path / "vendor"
+    write_function(vendor, "import os\nos.environ['OWN_SITECUSTOMIZE_RAN'] = 'yes'\n", module="sitecustomize")
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with OtlpReceiver() as receiver:
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, {"PYTHONPATH": str(vendor), "LAYER": str(layer)}) as emu:
+                result = emu.invoke({})
+                logs = "\n".join(f"{source}: {line}" for source, line in list(emu.logs))
+                assert result.status == 200 and result.function_error is None, logs
+                body = result.json()
+                # THEN the function sees its own PYTHONPATH and sys.path, its sitecustomize ran...
+                assert body["pythonpath"] == str(vendor) and body["own_sitecustomize_ran"] == "yes", body
+                assert body["layer_on_sys_path"] == [], body
+                # ...and it is instrumented from the layer, its span exported
+                assert body["wrapped"] is True and body["lambdawrap"].startswith(str(layer / "python" / "lambdawrap")), body
+                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 

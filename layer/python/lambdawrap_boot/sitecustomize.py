@@ -1,9 +1,19 @@
 """lambdawrap's boot trampoline: instrument the handler, then run the sitecustomize ours shadows."""
+import sys
+
+# lambdawrap lives in the layer's python/ folder, beside this one. The runtime puts that folder
+# on sys.path only while PYTHONPATH is unset (the wrapper then adds it, and the boot takes it
+# out again); a function that sets PYTHONPATH has it nowhere. So it leads sys.path only while
+# the package is imported: its modules are found through the package from then on.
+_layer_python = __file__.rsplit("/", 2)[0]
+sys.path.insert(0, _layer_python)
 try:
     from lambdawrap.handler.boot import run_sitecustomize
 except Exception as exc:  # noqa: BLE001 - without the package the function runs uninstrumented
-    import sys
-
     sys.stderr.write(f"lambdawrap: not instrumenting, the lambdawrap package failed to import: {exc!r}\n")
-else:
+    run_sitecustomize = None
+finally:
+    if _layer_python in sys.path:
+        sys.path.remove(_layer_python)
+if run_sitecustomize is not None:
     run_sitecustomize(__file__)
