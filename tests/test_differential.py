@@ -84,6 +84,9 @@ BEHAVIOUR = Group(
         do("sys.exit(0) in the handler", "sys_exit", code=0),
         do("sys.exit(1) in the handler", "sys_exit", code=1),
         do("and echo once more", "echo", value="last"),
+        do("closes every descriptor and opens its own - foreign_descriptor", "close_fds_and_open"),
+        do("its descriptors are its own - foreign_descriptor", "check_fds"),
+        do("and still - foreign_descriptor", "check_fds"),
     ],
 )
 

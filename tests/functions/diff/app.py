@@ -140,4 +140,37 @@ def handler(event, context):
         return {"PYTHONPATH": os.environ.get("PYTHONPATH"), "first_path": sys.path[:3]}
     if do == "module_state":
         return {"loaded": LOADED_AT}
+    if do == "close_fds_and_open":
+        # As a daemonising library does: every descriptor closed by number, then its own
+        # opened, which take the lowest numbers free.
+        os.closerange(3, 1024)
+        import socket
+
+        KEPT[:] = [("file", os.open(os.devnull, os.O_RDONLY)) for _ in range(4)]
+        KEPT.extend(("pair", socket.socketpair()) for _ in range(2))
+        return {"kept": len(KEPT)}
+    if do == "check_fds":
+        states = []
+        for kind, kept in KEPT:
+            if kind == "file":
+                try:
+                    os.fstat(kept)
+                    states.append("open")
+                except OSError:
+                    states.append("closed")
+            else:
+                ends = []
+                for end in kept:
+                    end.setblocking(False)
+                    try:
+                        ends.append("received %d bytes" % len(end.recv(65536)))
+                    except BlockingIOError:
+                        ends.append("nothing received")
+                    except OSError as exc:
+                        ends.append(type(exc).__name__)
+                states.append(ends)
+        return {"states": states}
     raise NotImplementedError(do)
+
+
+KEPT = []
