@@ -11,6 +11,7 @@ import base64
 import contextlib
 import gzip
 import json
+import logging
 import os
 import select
 import socket
@@ -244,7 +245,6 @@ def test_the_collector_receives_what_the_requests_transport_sends(monkeypatch):
         ([(503, {"Retry-After": "0"}), (200, {})], SpanExportResult.SUCCESS, 2),
         ([(429, {"retry-after": "0"}), (502, {"Retry-After": "0"}), (200, {})], SpanExportResult.SUCCESS, 3),
         ([(400, {})], SpanExportResult.FAILURE, 1),
-        ([(302, {"Location": "/elsewhere"})], SpanExportResult.SUCCESS, 1),
     ],
 )
 def test_statuses_retries_and_redirects_as_with_requests(script, expected, requests_made):
@@ -252,6 +252,18 @@ def test_statuses_retries_and_redirects_as_with_requests(script, expected, reque
         with Collector(script=script) as collector:
             assert export_with(transport, collector.endpoint) == expected
             assert len(collector.requests) == requests_made, transport
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_failed_export_not_a_delivered_one(status, caplog):
+    # The exporters take any status below 400 as delivered, and requests follows no redirect
+    # for them: with their own transport, every batch would be lost without a word.
+    with Collector(script=[(status, {"Location": "https://elsewhere.example/v1/traces"})] * 2) as collector:
+        assert export_with(None, collector.endpoint) == SpanExportResult.SUCCESS  # theirs
+        with caplog.at_level(logging.ERROR):
+            assert export_with(StdlibHTTPTransport(), collector.endpoint) == SpanExportResult.FAILURE
+    assert len(collector.requests) == 2  # not retried at once, not followed
+    assert any(f"answered {status}" in r.getMessage() and "https://elsewhere.example/v1/traces" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_an_unreachable_collector_is_a_connection_error_for_both():

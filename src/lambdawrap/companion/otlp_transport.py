@@ -8,7 +8,8 @@ POST: connections kept alive per server, proxies from the environment as request
 (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`, lower case first), TLS verified against
 the OTLP certificate settings (else `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`, else certifi's bundle,
 else the system's), client certificates, and no redirects followed. The retries, back-off and
-compression stay the exporters' own. tests/test_otlp_transport.py compares the two.
+compression stay the exporters' own. tests/test_otlp_transport.py compares the two. One
+difference: a redirect is a failed export, not a delivered one as the exporters take it.
 
 A collector reached directly goes over companion/collector_connection.py (a socket, TLS when the
 scheme asks); one behind a proxy over http.client, imported then, for its CONNECT tunnel.
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Mapping
     from typing import Any
+
+
+class CollectorRedirected(Exception):
+    """The collector answered a redirect: the export failed, and is not retried at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 self._give_back(key, conn)
             else:
                 conn.close()
+            if 300 <= status < 400:
+                # The exporters take any status below 400 as delivered: a redirect (a load
+                # balancer moving http to https, a path that moved) would lose every batch
+                # without a word. Not followed, as with requests (the headers may hold a key).
+                return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {url} (Location: {response_headers.get('location') or 'none'}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
             return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:
