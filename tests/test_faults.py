@@ -438,12 +438,18 @@ BAD_SETTINGS = {
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": ("weekly", "delta"),
     "OTEL_EXPORTER_OTLP_PROTOCOL": ("carrier-pigeon", "http/protobuf"),
     "OTEL_TRACES_SAMPLER": ("sometimes", "parentbased_always_on"),
+    # The exporters' own variables, which would fail every export or warn in words of their own
+    "OTEL_EXPORTER_OTLP_TIMEOUT": ("abc", "10"),
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": ("0", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("localhost:4318", "from OTEL_EXPORTER_OTLP_ENDPOINT"),
+    "OTEL_EXPORTER_OTLP_COMPRESSION": ("brotli", "none"),
 }
+BAD_HEADERS = "x-team=shop,x-key=a%0D%0Ab"  # a line break in a value: every request refused
 
 
 def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     # GIVEN every lambdawrap setting set to nonsense, and two standard OTEL ones
-    env = layer_env(**{name: value for name, (value, _) in BAD_SETTINGS.items()}, OTEL_EXPORTER_OTLP_TIMEOUT="abc")
+    env = layer_env(**{name: value for name, (value, _) in BAD_SETTINGS.items()}, OTEL_EXPORTER_OTLP_HEADERS=BAD_HEADERS)
     ledger = Ledger()
     rng = random.Random(17)
     with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
@@ -462,7 +468,12 @@ def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     for name, (value, default) in BAD_SETTINGS.items():
         said = [line for line in lines if f"ignoring {name}={value!r}" in line]
         assert len(said) == 1 and f"using the default {default}" in said[0], (name, said)
-    assert len([line for line in lines if "Invalid timeout value 'abc'" in line]) == 1  # the exporter's own
+    # ... the header that cannot be sent named, not its value (often a credential), the rest sent
+    said = [line for line in lines if "ignoring OTEL_EXPORTER_OTLP_HEADERS entries 'x-key'" in line]
+    assert len(said) == 1 and "%0D" not in said[0] and "a\r" not in said[0], said
+    assert {s["headers"].get("x-team") for s in rx.requests() if s["path"] == "/v1/traces"} == {"shop"}
+    # ... and none in the exporters' own words (they read the corrected values)
+    assert not [line for line in lines if "Invalid timeout value" in line or "Unsupported compression" in line or "invalid HTTP header" in line.lower()]
     figures.add([f"== bad configuration: {len(BAD_SETTINGS) + 1} bad values, one warning each, {acc.spans} spans, lost {acc.lost}"])
 
 

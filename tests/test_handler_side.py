@@ -64,6 +64,13 @@ class TestSettings:
             ("LAMBDAWRAP_SECRETS_TTL", "-1", "300.0"),
             ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "http://localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1", "http://localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:0", "http://localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "ftp://collector/v1/logs", "from OTEL_EXPORTER_OTLP_ENDPOINT"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1", "10"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "inf", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "none"),
         ],
     )
     def test_bad_value_warns_once_with_name_and_default(self, caplog, name, value, default_text):
@@ -72,7 +79,24 @@ class TestSettings:
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert name in warnings[0] and repr(value) in warnings[0] and f"default {default_text}" in warnings[0]
-        assert s == Settings.from_env({})
+        # The exporters' own variables are corrected in the companion's environment instead.
+        assert s._replace(otlp_corrections=()) == Settings.from_env({})
+        assert s.otlp_corrections in ((), ((name, None),))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:key@collector.example:4318/otlp?x=1"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"},
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},  # gRPC takes host:port
+        {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc, x-team = shop,a=b=c"},
+    ],
+)
+def test_good_otlp_exporter_values_are_left_alone(env, caplog):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        assert Settings.from_env(env).otlp_corrections == ()
+    assert not caplog.records
 
 
 class TestBoot:

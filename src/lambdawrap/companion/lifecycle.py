@@ -150,6 +150,13 @@ class Companion:
             # while the SDK imports, not after the first response.
             from lambdawrap.companion.early_connections import connect_early
 
+            # The OTLP variables the exporters would fail on (warned about with the settings)
+            # are corrected in this process's environment, which the exporters read.
+            for variable, value in self.settings.otlp_corrections:
+                if value is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = value
             transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+from lambdawrap.shared import otlp_variables
 from lambdawrap.shared.secret_sources import parse_sources
 
 TYPE_CHECKING = False
@@ -154,6 +155,7 @@ _FIELDS = (
     ("memory_mb", 0),
     ("region", ""),
     ("managed_instances", False),  # Lambda Managed Instances (AWS_LAMBDA_INITIALIZATION_TYPE)
+    ("otlp_corrections", ()),  # (variable, value or None to unset): see shared/otlp_variables.py
 )
 
 
@@ -189,6 +191,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         memory_mb = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000))
         startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
         secrets_compat_port = parse(SECRETS_COMPAT_PORT, d.secrets_compat_port, _int_range(1, 65535))
+        protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
+        otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
@@ -208,8 +212,9 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
             propagators=parse(PROPAGATORS, d.propagators, _names_of(PROPAGATOR_NAMES, {})),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
-            own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port),
-            protocols=tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS),
+            own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
+            protocols=protocols,
+            otlp_corrections=otlp_corrections,
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
             sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
@@ -367,7 +372,7 @@ def loopback_as_one(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") else host
 
 
-def _own_endpoints(env: Mapping[str, str], secrets_port: int, secrets_compat_port: int | None) -> tuple:
+def _own_endpoints(env: Mapping[str, str], secrets_port: int, secrets_compat_port: int | None, ignored: set) -> tuple:
     """Where lambdawrap's own HTTP traffic goes (never a client span): the Runtime, Extensions
     and Telemetry APIs, the secrets API (on both its ports), the X-Ray daemon and the collector."""
     found = [f"127.0.0.1:{port}" for port in (secrets_port, secrets_compat_port) if port is not None]
@@ -377,7 +382,7 @@ def _own_endpoints(env: Mapping[str, str], secrets_port: int, secrets_compat_por
     xray = env.get("AWS_XRAY_DAEMON_ADDRESS", "").strip()
     for address in xray.split() if xray else ():  # "host:port" or "tcp:host:port udp:host:port"
         found.append(_host_port(address.partition(":")[2] if address[:4] in ("tcp:", "udp:") else address, 2000))
-    endpoints = [env.get(name, "").strip() for name in OTLP_ENDPOINTS]
+    endpoints = [env.get(name, "").strip() for name in OTLP_ENDPOINTS if name not in ignored]
     for endpoint in [e for e in endpoints if e] or [DEFAULT_OTLP_ENDPOINT]:
         found.append(_host_port(endpoint, 4318))
     return tuple(dict.fromkeys(found))

@@ -1,0 +1,102 @@
+"""The OTLP exporters' own variables (OTEL_EXPORTER_OTLP_[signal_]ENDPOINT, _TIMEOUT,
+_COMPRESSION, _HEADERS), checked as lambdawrap's are: the exporters read them themselves, and
+take values that fail every export without naming the variable (a timeout of 0, an endpoint
+without its scheme, a header with a line break) or warn about each in words of their own. A
+bad one gets one warning naming it and the default used, and a correction the companion makes
+to its own environment before it makes its exporters (the function's is left as it is).
+
+No import here that the function's process would not otherwise make: it builds its settings on
+its cold-start path (`urllib.parse` only for a header written percent-encoded)."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping
+
+PREFIXES = ("", "TRACES_", "METRICS_", "LOGS_")  # the general variable, then each signal's
+COMPRESSIONS = ("gzip", "deflate", "none")
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+DEFAULT_TIMEOUT_S = 10
+
+
+def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., None]) -> tuple:
+    """((variable, value, or None to unset it), ...) for each bad value, warned about once. A
+    signal's own variable unset falls back to the general one, as the exporters read them."""
+    http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
+    found: list = []
+    for prefix in PREFIXES:
+        checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", _compression, "none")]
+        if http and (not prefix or prefix in http):  # a gRPC endpoint may be host:port
+            checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
+        for name, check, default in checks:
+            variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
+            raw = env.get(variable, "")
+            if not raw.strip():
+                continue
+            try:
+                check(raw.strip())
+            except ValueError as exc:
+                shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
+                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, raw, exc, shown)
+                found.append((variable, None))
+        headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
+        if env.get(headers):
+            kept, refused = _headers(env[headers])
+            if refused:
+                # Names only: the values are often credentials.
+                warn("lambdawrap: ignoring %s entries %s (a header needs a name and a value without line breaks or NUL); the others are sent", headers, ", ".join(refused))
+                found.append((headers, kept or None))
+    return tuple(found)
+
+
+def _http_url(raw: str) -> None:
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if host.startswith("["):
+        name, bracket, port = host[1:].partition("]")
+        if not bracket or not name:
+            raise ValueError("an IPv6 address goes between [ and ]")
+        port = port[1:] if port.startswith(":") else port
+    else:
+        name, _, port = host.partition(":")
+    if not name:
+        raise ValueError(f"expected a host after {scheme}://")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError("the port must be a number from 1 to 65535")
+
+
+def _timeout(raw: str) -> None:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < seconds < float("inf"):  # NaN too
+        raise ValueError("expected a number of seconds above 0")
+
+
+def _compression(raw: str) -> None:
+    if raw.lower() not in COMPRESSIONS:
+        raise ValueError("expected one of " + ", ".join(COMPRESSIONS))
+
+
+def _headers(raw: str) -> tuple:
+    """(the entries kept, as written; the names of those refused) of a `name=value,...` list,
+    decoded as the exporters decode it (percent-encoding, blanks around each part)."""
+    kept, refused = [], []
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition("=")
+        if "%" in entry:
+            from urllib.parse import unquote
+
+            name, value = unquote(name), unquote(value)
+        name, value = name.strip(), value.strip()
+        if sep and name and not any(c in name for c in " \t\r\n\x00:") and not any(c in value for c in "\r\n\x00"):
+            kept.append(entry)
+        else:
+            refused.append(repr(name))
+    return ",".join(kept), refused
