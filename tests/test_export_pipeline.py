@@ -278,3 +278,50 @@ def test_an_environment_that_is_not_utf8_still_exports_every_signal():
     # THEN each signal went, the bytes that could not be read shown as U+FFFD
     assert found["flushed"] is True and got == (1, 1, [3]), out.stderr
     assert names == {"orders-\ufffd"}
+
+
+SLOW_ANSWER_AT_SHUTDOWN_PROBE = """
+import json, os, sys, time
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "5"
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+resource = build_resource(settings, "012345678912")
+sink = []
+pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+signals = Signals(settings, resource, pipeline.meter_provider)
+sink.append(signals)
+pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+def span(i):
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+span(0)
+pipeline.flush(wait_s=60)  # the collector's latency, as the pipeline knows it
+latency = pipeline.latency_s
+span(1)
+pipeline.request_flush()  # the end of an invocation
+deadline = time.monotonic() + 30
+while not pipeline.in_flight and time.monotonic() < deadline:
+    time.sleep(0.005)
+sent_at = time.monotonic()
+pipeline.close(float(sys.argv[2]))  # SHUTDOWN while the span is on its way
+print(json.dumps({"latency": latency, "closed_after": time.monotonic() - sent_at, "dropped": dict(signals.dropped_by_reason)}))
+"""
+
+
+def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_as_dropped():
+    # GIVEN a collector 0.9 s away, and SHUTDOWN with 1 s left while a span is on its way: the
+    # metrics could not go after its answer (they would need their own 0.9 s), so they have
+    # no share of the time to keep
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=0.9)
+        found, out = run_probe(SLOW_ANSWER_AT_SHUTDOWN_PROBE, rx.endpoint, "1.0")
+        spans = len(rx.spans())
+    # THEN the companion waited for that answer, within the deadline, and the span went once,
+    # exported and not also counted as dropped
+    assert found["latency"] >= 0.9 and found["closed_after"] < 1.0, found
+    assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])

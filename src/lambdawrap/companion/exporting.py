@@ -275,6 +275,12 @@ class Pipeline:
         late miss this environment's metrics; their count is carried to the next environment
         with the other unexported counts (see Signals.counted)."""
         deadline = time.monotonic() + max(0.0, budget_s)
+        # The metrics' share of the time, kept after the spans; none where the whole budget
+        # would not hold it: they could not go anyway (their counts are carried over), and a
+        # span request under way may still be answered in the time they would have kept.
+        reserve = self._metrics_reserve_s()
+        if reserve >= budget_s:
+            reserve = 0.0
         with self._wake:
             self._stage = "spans"
             self._deadline = deadline
@@ -284,7 +290,7 @@ class Pipeline:
             # The worker stops by itself before the metrics' share of the time; if it is stuck
             # on the collector, stop waiting for it then.
             while self._completed < ticket:
-                left = deadline - self._metrics_reserve_s() - time.monotonic()
+                left = deadline - reserve - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(min(left, 0.05))
