@@ -260,6 +260,36 @@ def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_t
     assert_accounted(acc, ledger)
 
 
+def test_spans_a_collector_rejects_in_its_answer_are_counted_once(task, figures):
+    # GIVEN a collector that answers 200 to every span export, with an OTLP partial success
+    # rejecting all its spans (over a quota, say): the exporters take that as delivered
+    ledger = Ledger()
+    rng = random.Random(23)
+    with Collector() as collector:
+        # Each invocation's spans exported at its end, while the collector behaves as set then
+        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            ledger.invoke(emu, "ok", rng)
+            emu.wait_idle()
+            collector.set_behaviour(reject="traces")
+            for kind in ("ok", "raise", "ok", "http"):
+                ledger.invoke(emu, kind, rng)
+                emu.wait_idle()
+            collector.reset_behaviour()
+            ledger.invoke(emu, "ok", rng)
+            emu.wait_idle()
+            environments = inits(emu)
+            extension_lines = emu.log_lines("extension")
+        acc = account(collector, ledger.request_ids, environments)
+    figures.add(faults.report_lines("collector rejecting spans in a partial success", acc, ledger))
+    # THEN each rejected span is counted as dropped, with its reason, and the rejection is
+    # logged once, in the collector's words
+    # (the last rejecting invocation's export may come after the collector recovered)
+    assert acc.dropped.get("rejected_by_collector", 0) >= 3, acc.figures()
+    assert_accounted(acc, ledger)
+    said = [line for line in extension_lines if "the collector rejected" in line]
+    assert len(said) == 1 and "injected fault: every item rejected" in said[0], said
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. The companion is killed.
 

@@ -463,6 +463,19 @@ def test_protobuf_response_is_export_response(receiver: OtlpReceiver) -> None:
     assert not response.HasField("partial_success")
 
 
+def test_rejecting_a_signal_answers_a_partial_success_and_stores_none(receiver: OtlpReceiver) -> None:
+    receiver.set_behaviour(reject="traces", remaining=1)
+    status, _, body = post(receiver.endpoint + "/v1/traces", encoded_traces("refused"))
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    response.ParseFromString(body)
+    assert status == 200 and response.partial_success.rejected_spans == 1
+    assert "rejected" in response.partial_success.error_message
+    assert post(receiver.endpoint + "/v1/traces", encoded_traces("taken"))[0] == 200
+    assert [s["name"] for s in receiver.spans()] == ["taken"]
+    with pytest.raises(ValueError):
+        receiver.set_behaviour(reject="profiles")
+
+
 def test_concurrent_clients(receiver: OtlpReceiver) -> None:
     spans_to_send = finished_spans(*(f"t{t}-r{r}" for t in range(8) for r in range(5)))
     payloads = [encode_spans([span]).SerializeToString() for span in spans_to_send]

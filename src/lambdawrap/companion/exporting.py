@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
+from lambdawrap.companion.partial_success import PartialSuccessReader
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
@@ -198,6 +199,8 @@ class Pipeline:
         transports = sys.modules.get("lambdawrap.companion.otlp_transport")
         exporters_by_signal = (("spans", span_exporter), ("metrics", metric_exporter), ("logs", log_exporter))
         self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
+        for signal, (transport, _, _) in self._transports:
+            transport.answered = PartialSuccessReader(signal, on_drop)
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()

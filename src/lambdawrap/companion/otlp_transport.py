@@ -35,7 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
     import ssl
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 
@@ -86,6 +86,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # request with none idle waits for that one rather than making a second.
         self._connecting: dict = {}
         self._set_up: dict = {}  # (wall s, CPU s) the last connection took to make, by the same keys
+        # Told the body of each answer in the 2xx range: the exporters read none, and an OTLP
+        # partial success there says how many items the collector rejected.
+        self.answered: Callable[[bytes], None] | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -113,6 +116,8 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 # balancer moving http to https, a path that moved) would lose every batch
                 # without a word. Not followed, as with requests (the headers may hold a key).
                 return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {url} (Location: {response_headers.get('location') or 'none'}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
+            if body and 200 <= status < 300 and self.answered is not None:
+                self.answered(body)
             return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:

@@ -17,6 +17,7 @@ class Behaviour:
     retry_after: Optional[str] = None
     close_connection: bool = False
     remaining: Optional[int] = None
+    reject: Optional[str] = None  # a signal whose items are rejected in a 200's partial_success
 
 
 _NORMAL = Behaviour()

@@ -243,14 +243,19 @@ class OtlpReceiver:
         retry_after: Optional[Union[float, str]] = None,
         close_connection: bool = False,
         remaining: Optional[int] = None,
+        reject: Optional[str] = None,
     ) -> None:
         """Change how export requests are answered, from the next request on.
 
         ``delay_s`` delays every answer; ``status`` != 200 answers that status without storing
         the data (``retry_after`` adds a ``Retry-After`` header); ``close_connection`` drops the
-        connection without answering; ``remaining=N`` limits this to the next N export
-        requests, after which the receiver behaves normally again.
+        connection without answering; ``reject="traces"`` (or "metrics", "logs") answers that
+        signal's requests 200 with an OTLP partial success that rejects every item, storing
+        none; ``remaining=N`` limits this to the next N export requests, after which the
+        receiver behaves normally again.
         """
+        if reject not in (None, "traces", "metrics", "logs"):
+            raise ValueError(f"reject must be None, traces, metrics or logs, not {reject!r}")
         if delay_s < 0:
             raise ValueError("delay_s must be >= 0")
         if not 100 <= status <= 599:
@@ -263,7 +268,7 @@ class OtlpReceiver:
             header = str(int(retry_after))
         else:
             header = str(retry_after)
-        self._faults.install(Behaviour(float(delay_s), int(status), header, bool(close_connection), remaining))
+        self._faults.install(Behaviour(float(delay_s), int(status), header, bool(close_connection), remaining, reject))
 
     def reset_behaviour(self) -> None:
         """Answer every request normally again."""

@@ -163,6 +163,13 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
             return
 
         response = route.response_type()
+        rejected = behaviour.reject == route.signal
+        if rejected:
+            # Every item refused, as a collector may (over a quota, invalid data): a 200 all the
+            # same, whose partial_success says how many.
+            field = {"traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records"}[route.signal]
+            setattr(response.partial_success, field, len(items))
+            response.partial_success.error_message = "injected fault: every item rejected"
         if is_json:
             answer = json_format.MessageToJson(response).encode()
             content_type = "application/json"
@@ -171,7 +178,10 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
             content_type = "application/x-protobuf"
         # Record before answering (here and above) so that a client holding the answer can
         # query requests()/spans() at once, without waiting.
-        self._record(path, 200, len(body), route=route, message=message, items=items)
+        if rejected:
+            self._record(path, 200, len(body))
+        else:
+            self._record(path, 200, len(body), route=route, message=message, items=items)
         self._reply(200, answer, content_type)
 
     # -- helpers ---------------------------------------------------------------------------
