@@ -20,6 +20,29 @@ def exported(rx: OtlpReceiver) -> tuple:
     return len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]
 
 
+def signals_probe(env: dict, body: str) -> str:
+    """A probe script: the companion's pipeline and signals, made as lifecycle makes them,
+    exporting to the endpoint in argv[1] with `env` set first; then `body`."""
+    return f"""
+import json, os, sys, threading, time
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+os.environ.update({env!r})
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+resource = build_resource(settings, "012345678912")
+sink = []
+pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+signals = Signals(settings, resource, pipeline.meter_provider)
+sink.append(signals)
+pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+""" + body
+
+
 PIPELINE_PROBE = """
 import json, os, sys, threading
 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
@@ -154,23 +177,7 @@ def test_a_flush_that_cannot_have_its_threads_sends_everything_in_turn():
     assert got == (3, 3, [3, 3, 3]) and "Traceback" not in out.stderr, out.stderr
 
 
-IN_FLIGHT_AT_SHUTDOWN_PROBE = """
-import json, os, sys, threading, time
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "3"
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.companion.signals import Signals
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-resource = build_resource(settings, "012345678912")
-sink = []
-pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
-signals = Signals(settings, resource, pipeline.meter_provider)
-sink.append(signals)
-pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+IN_FLIGHT_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "3"}, """
 signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
 for i in range(300):
     signals.log_line(f"line {i}", time.time_ns(), None, "r1")
@@ -184,7 +191,7 @@ at_close = dict(signals.dropped_by_reason)
 while any(t.name.startswith("lambdawrap-export-") for t in threading.enumerate()) and time.monotonic() < deadline:
     time.sleep(0.05)  # until the request under way has failed
 print(json.dumps({"in_flight": in_flight, "at_close": at_close, "after": dict(signals.dropped_by_reason), "buffered_after": len(signals.logs)}))
-"""
+""")
 
 
 def test_log_lines_on_their_way_when_shutdown_comes_are_counted_once():
@@ -244,28 +251,13 @@ def test_a_flush_exports_the_lines_buffered_when_it_began_not_those_printed_mean
     assert len(bodies) == 3300 and found["left"] == 0 and found["drops"] == []
 
 
-UNDECODABLE_ENVIRONMENT_PROBE = """
-import json, os, sys
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
 # Bytes that are not UTF-8 in the environment, as Python reads them (surrogateescape).
-os.environ["OTEL_SERVICE_NAME"] = "orders-\\udcff"
-os.environ["OTEL_RESOURCE_ATTRIBUTES"] = "team=\\udce9quipe"
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.companion.signals import Signals
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-resource = build_resource(settings, "012345678912")
-pipeline = Pipeline(make_exporters(settings), resource, lambda *args: None)
-signals = Signals(settings, resource, pipeline.meter_provider)
-pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+UNDECODABLE_ENVIRONMENT_PROBE = signals_probe({"OTEL_SERVICE_NAME": "orders-\udcff", "OTEL_RESOURCE_ATTRIBUTES": "team=\udce9quipe"}, """
 signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
 signals.log_line("looking up an order", 1, None, "r1")
 pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
 print(json.dumps({"flushed": pipeline.flush(wait_s=60)}))
-"""
+""")
 
 
 def test_an_environment_that_is_not_utf8_still_exports_every_signal():
@@ -280,23 +272,7 @@ def test_an_environment_that_is_not_utf8_still_exports_every_signal():
     assert names == {"orders-\ufffd"}
 
 
-SLOW_ANSWER_AT_SHUTDOWN_PROBE = """
-import json, os, sys, time
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "5"
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.companion.signals import Signals
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-resource = build_resource(settings, "012345678912")
-sink = []
-pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
-signals = Signals(settings, resource, pipeline.meter_provider)
-sink.append(signals)
-pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+SLOW_ANSWER_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
 def span(i):
     signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
 span(0)
@@ -310,7 +286,7 @@ while not pipeline.in_flight and time.monotonic() < deadline:
 sent_at = time.monotonic()
 pipeline.close(float(sys.argv[2]))  # SHUTDOWN while the span is on its way
 print(json.dumps({"latency": latency, "closed_after": time.monotonic() - sent_at, "dropped": dict(signals.dropped_by_reason)}))
-"""
+""")
 
 
 def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_as_dropped():
