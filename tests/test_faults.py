@@ -290,6 +290,47 @@ def test_spans_a_collector_rejects_in_its_answer_are_counted_once(task, figures)
     assert len(said) == 1 and "injected fault: every item rejected" in said[0], said
 
 
+def test_a_batch_the_collector_refuses_as_bad_is_counted_and_holds_nothing_back(task, figures):
+    # GIVEN a collector that refuses requests as bad (400) for three invocations: the same
+    # bytes would be refused again, and a batch kept would come first at every later flush
+    ledger = Ledger()
+    rng = random.Random(29)
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            ledger.invoke(emu, "ok", rng)
+            emu.wait_idle()
+            collector.set_behaviour(status=400)
+            for kind in ("ok", "raise", "ok"):
+                ledger.invoke(emu, kind, rng)
+                emu.wait_idle()
+            collector.reset_behaviour()
+            for _ in range(2):
+                ledger.invoke(emu, "ok", rng)
+                emu.wait_idle()
+            environments = inits(emu)
+            extension_lines = emu.log_lines("extension")
+        acc = account(collector, ledger.request_ids, environments)
+    figures.add(faults.report_lines("collector refusing requests as bad (400)", acc, ledger))
+    # THEN the refused spans are counted, not sent again, and the rest went once
+    assert acc.dropped.get("rejected_by_collector", 0) >= 2, acc.figures()
+    assert_accounted(acc, ledger)
+    assert len([line for line in extension_lines if "spans with HTTP 400" in line]) == 1, extension_lines
+
+
+def test_spans_refused_as_too_large_go_in_smaller_requests(task, figures):
+    # GIVEN a backlog of 30 spans (flushed at most once a minute), and a collector that
+    # answers 413 to a span request of more than 8
+    with Collector() as collector:
+        ledger, environments, took, _, extension_lines = backlog_run(task, collector, {"max_spans": 8}, invocations=30)
+        acc = account(collector, ledger.request_ids, environments)
+    figures.add(faults.report_lines("collector refusing requests over 8 spans (413)", acc, ledger, {"shutdown took": f"{took:.2f} s"}))
+    # THEN at SHUTDOWN they went in requests it takes, every one delivered, none dropped
+    assert_accounted(acc, ledger)
+    assert acc.spans == 30 and acc.dropped == {}, acc.figures()
+    assert max(r["items"] for r in collector.requests() if r["path"] == "/v1/traces" and r["status"] == 200) <= 8
+    assert any("HTTP 413" in line and "sent again in requests of" in line for line in extension_lines), extension_lines
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. The companion is killed.
 
@@ -350,7 +391,7 @@ BACKLOG = 1100  # three span batches of 512
 SHUTDOWN_DEADLINE_S = 2.0  # from the start of the reset (the runtime is stopped first)
 
 
-def backlog_run(task: Path, collector: Collector, behaviour: dict) -> tuple:
+def backlog_run(task: Path, collector: Collector, behaviour: dict, invocations: int = BACKLOG) -> tuple:
     """Build a backlog (periodic flushing, 60 s apart: only the first invocation flushes), set
     the collector's behaviour, then spin the environment down. Returns (ledger, inits, seconds
     from the start of the shutdown to the companion's exit, platform lines, extension lines)."""
@@ -358,7 +399,7 @@ def backlog_run(task: Path, collector: Collector, behaviour: dict) -> tuple:
     rng = random.Random(5)
     env = layer_env(LAMBDAWRAP_FLUSH="periodic,60000")
     with instrumented(task, env=env, receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
-        for _ in range(BACKLOG):
+        for _ in range(invocations):
             ledger.invoke(emu, "ok", rng)
         emu.wait_idle()
         environments = inits(emu)

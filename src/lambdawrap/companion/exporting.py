@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
-from lambdawrap.companion.partial_success import PartialSuccessReader
+from lambdawrap.companion.collector_answers import PartialSuccessReader, RefusalLog, refusal
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
@@ -201,6 +201,9 @@ class Pipeline:
         self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
         for signal, (transport, _, _) in self._transports:
             transport.answered = PartialSuccessReader(signal, on_drop)
+        self._transport_of = {signal: transport for signal, (transport, _, _) in self._transports}
+        self._refusals = RefusalLog()
+        self._span_batch, self._log_batch = SPAN_BATCH, LOG_BATCH  # halved by each 413
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -372,6 +375,29 @@ class Pipeline:
         # the metrics keep their share of the time.
         return now + 1.2 * self.latency_s + 0.02 + self._metrics_reserve_s() < self._deadline
 
+    def _refused(self, signal: str, sent: bool, count: int) -> str | None:
+        """For a failed export of `count` items: "too_large" (the batch goes back, and the next
+        requests are half as big), "refused" (to be counted as dropped: sending the same again
+        would be refused again, and the batch would hold back all that follows) or None (worth
+        sending again: the collector down, slow or busy)."""
+        transport = self._transport_of.get(signal)
+        if sent or transport is None:
+            return None
+        status = transport.last_status
+        refused = refusal(status)
+        if refused == "too_large" and count > 1:
+            if signal == "spans":
+                self._span_batch = max(1, count // 2)
+            else:
+                self._log_batch = max(1, count // 2)
+            self._refusals(signal, status, count, f"sent again in requests of {max(1, count // 2)}")
+            return refused
+        if refused is not None:
+            reason = "rejected_by_collector" if signal == "spans" else "log_rejected_by_collector"
+            self._refusals(signal, status, count, f"counted as dropped ({reason}), not sent again")
+            return "refused"
+        return None
+
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
         if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S):
@@ -412,7 +438,7 @@ class Pipeline:
     def _export_spans(self) -> None:
         while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
             with self._flight_lock:
-                batch = self.spans.take(SPAN_BATCH)
+                batch = self.spans.take(self._span_batch)
                 self.in_flight = len(batch)
             started = time.monotonic()
             try:
@@ -421,13 +447,20 @@ class Pipeline:
                 logger.exception("lambdawrap: span export failed")
                 result = SpanExportResult.FAILURE
             self.latency_s = time.monotonic() - started
+            refused = self._refused("spans", result == SpanExportResult.SUCCESS, len(batch))
             with self._flight_lock:
-                # Atomic with close()'s count: a batch is either in flight or back in the buffer.
+                # Atomic with close()'s count: a batch is either in flight or back in the buffer
+                # (or counted: by close() once its deadline came, else here when refused).
+                counted = self.in_flight == 0
                 self.in_flight = 0
-                if result != SpanExportResult.SUCCESS:
+                if refused == "refused" and not counted:
+                    self._on_drop("rejected_by_collector", len(batch))
+                elif result != SpanExportResult.SUCCESS and refused != "refused":
                     self.spans.give_back(batch)
             if result != SpanExportResult.SUCCESS:
-                break
+                if refused is None:
+                    break
+                continue  # the next batch, or this one again in smaller requests
             self.exports += 1
 
     def _export_metrics_and_logs(self, deadline: float | None) -> None:
@@ -465,7 +498,7 @@ class Pipeline:
         left = len(self.logs) if self.logs is not None else 0
         while left > 0 and not self._overtaken(stage) and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
-                batch = self.logs.take(min(LOG_BATCH, left))
+                batch = self.logs.take(min(self._log_batch, left))
                 self.logs_in_flight += len(batch)
             if not batch:
                 return
@@ -475,14 +508,19 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
                 logger.exception("lambdawrap: log export failed")
                 result = LogRecordExportResult.FAILURE
+            refused = self._refused("logs", result == LogRecordExportResult.SUCCESS, len(batch))
             with self._flight_lock:
                 # Atomic with close()'s count: the lines are in flight or back in the buffer,
                 # unless close() counted them already (then they stay counted, not given back).
                 if not self._logs_settled:
                     self.logs_in_flight -= len(batch)
-                    if result != LogRecordExportResult.SUCCESS:
+                    if refused == "refused":
+                        self._on_drop("log_rejected_by_collector", len(batch))
+                    elif result != LogRecordExportResult.SUCCESS:
                         self.logs.give_back(batch)
-            if result != LogRecordExportResult.SUCCESS:
+            if refused == "too_large":
+                left += len(batch)  # again at once, in smaller requests
+            elif result != LogRecordExportResult.SUCCESS and refused is None:
                 return
 
 

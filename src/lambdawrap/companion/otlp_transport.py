@@ -89,11 +89,15 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # Told the body of each answer in the 2xx range: the exporters read none, and an OTLP
         # partial success there says how many items the collector rejected.
         self.answered: Callable[[bytes], None] | None = None
+        # The status of the last answer (None: no answer, or a redirect): the exporters report a
+        # failure without it, and a request refused as such is not worth sending again.
+        self.last_status: int | None = None
         self._closed = False
         self._lock = threading.Lock()
 
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         conn = None
+        self.last_status = None
         try:
             target, path, proxy, key = self._route(url)
             conn = self._take(key)
@@ -116,6 +120,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
                 # balancer moving http to https, a path that moved) would lose every batch
                 # without a word. Not followed, as with requests (the headers may hold a key).
                 return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {url} (Location: {response_headers.get('location') or 'none'}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
+            self.last_status = status
             if body and 200 <= status < 300 and self.answered is not None:
                 self.answered(body)
             return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)

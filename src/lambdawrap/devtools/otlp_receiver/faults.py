@@ -18,6 +18,7 @@ class Behaviour:
     close_connection: bool = False
     remaining: Optional[int] = None
     reject: Optional[str] = None  # a signal whose items are rejected in a 200's partial_success
+    max_spans: Optional[int] = None  # a span request with more spans is answered 413, not stored
 
 
 _NORMAL = Behaviour()

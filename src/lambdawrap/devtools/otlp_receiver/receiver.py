@@ -244,6 +244,7 @@ class OtlpReceiver:
         close_connection: bool = False,
         remaining: Optional[int] = None,
         reject: Optional[str] = None,
+        max_spans: Optional[int] = None,
     ) -> None:
         """Change how export requests are answered, from the next request on.
 
@@ -251,6 +252,7 @@ class OtlpReceiver:
         the data (``retry_after`` adds a ``Retry-After`` header); ``close_connection`` drops the
         connection without answering; ``reject="traces"`` (or "metrics", "logs") answers that
         signal's requests 200 with an OTLP partial success that rejects every item, storing
+        none; ``max_spans=N`` answers 413 to a span request of more than N spans, storing
         none; ``remaining=N`` limits this to the next N export requests, after which the
         receiver behaves normally again.
         """
@@ -268,7 +270,9 @@ class OtlpReceiver:
             header = str(int(retry_after))
         else:
             header = str(retry_after)
-        self._faults.install(Behaviour(float(delay_s), int(status), header, bool(close_connection), remaining, reject))
+        if max_spans is not None and max_spans < 1:
+            raise ValueError("max_spans must be None or >= 1")
+        self._faults.install(Behaviour(float(delay_s), int(status), header, bool(close_connection), remaining, reject, max_spans))
 
     def reset_behaviour(self) -> None:
         """Answer every request normally again."""

@@ -162,6 +162,10 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
             self._reply(exc.status, (exc.message + "\n").encode(), "text/plain; charset=utf-8")
             return
 
+        if behaviour.max_spans is not None and route.signal == "traces" and len(items) > behaviour.max_spans:
+            self._record(path, 413, len(body))
+            self._reply(413, f"injected fault: more than {behaviour.max_spans} spans\n".encode(), "text/plain; charset=utf-8")
+            return
         response = route.response_type()
         rejected = behaviour.reject == route.signal
         if rejected:
@@ -278,6 +282,7 @@ class ExportRequestHandler(BaseHTTPRequestHandler):
             "headers": {name.lower(): value for name, value in self.headers.items()},
             "status": status,
             "bytes": size,
+            "items": len(items),  # stored from this request
             "received_at": time.time(),
         }
         self.server.on_request(summary, route, message, items)

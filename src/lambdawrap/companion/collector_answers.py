@@ -1,9 +1,14 @@
-"""What a collector's answer says it rejected (OTLP partial success): a 200 whose body counts the
-items it refused (over a quota, invalid data) and says why. The exporters read no answer's
-body, so those items would be neither exported nor counted; here they are counted as dropped,
-and the first rejection of each signal is logged with the collector's words. They are not
-sent again: OTLP says a rejected item must not be retried. OTLP/HTTP only (the gRPC exporters
-keep their answers to themselves)."""
+"""What a collector's answers say it refused, which the exporters leave unread (OTLP/HTTP only:
+the gRPC exporters keep their answers to themselves).
+
+- An OTLP partial success: a 200 whose body counts the items the collector rejected (over a
+  quota, invalid data) and says why. Those items would be neither exported nor counted; they
+  are counted as dropped, and the first rejection of each signal is logged in the collector's
+  words. Not sent again: OTLP says a rejected item must not be retried.
+- A request refused as such, with a 4xx other than 408 and 429: the same bytes would be
+  refused again, and a batch given back to the buffer would come first at every flush, holding
+  back every later span of the environment. 413 (too large) asks for smaller requests; any
+  other is the batch's end, counted as rejected."""
 
 from __future__ import annotations
 
@@ -52,3 +57,28 @@ class PartialSuccessReader:
         if (rejected > 0 or answer.partial_success.error_message) and not self._logged:
             self._logged = True
             logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", answer.partial_success.error_message or "no reason given", ", counted as dropped" if reason and rejected else "")
+
+
+RETRY_LATER = (408, 429)  # 4xx statuses that say "not now", not "not this"
+
+
+def refusal(status: int | None) -> str | None:
+    """"too_large", "refused" or None (sent, or worth sending again) for the status of the last
+    answer to an export that failed."""
+    if status == 413:
+        return "too_large"
+    if status is not None and 400 <= status < 500 and status not in RETRY_LATER:
+        return "refused"
+    return None
+
+
+class RefusalLog:
+    """Logs the first refusal of each signal and status, with what is done about it."""
+
+    def __init__(self) -> None:
+        self._logged: set = set()
+
+    def __call__(self, signal: str, status: int, count: int, outcome: str) -> None:
+        if (signal, status) not in self._logged:
+            self._logged.add((signal, status))
+            logger.warning("lambdawrap: the collector refused a request of %d %s with HTTP %d: %s; logged once", count, signal, status, outcome)
