@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 
@@ -254,22 +256,26 @@ def test_a_flush_exports_the_lines_buffered_when_it_began_not_those_printed_mean
 # Bytes that are not UTF-8 in the environment, as Python reads them (surrogateescape).
 UNDECODABLE_ENVIRONMENT_PROBE = signals_probe({"OTEL_SERVICE_NAME": "orders-\udcff", "OTEL_RESOURCE_ATTRIBUTES": "team=\udce9quipe"}, """
 signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+# A span of the function's own, from a tracer whose name holds one too (the OpenTelemetry bridge)
+signals.spans.add(signals.builder.user_span({"name": "lookup", "trace_id": "1" * 32, "span_id": "2" * 16, "start_ns": 1, "end_ns": 2, "scope": "orders.\\udc80handler"}))
 signals.log_line("looking up an order", 1, None, "r1")
 pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
 print(json.dumps({"flushed": pipeline.flush(wait_s=60)}))
 """)
 
 
-def test_an_environment_that_is_not_utf8_still_exports_every_signal():
-    # GIVEN a service name and resource attributes with bytes that are not UTF-8: the
-    # resource goes with every batch, and such text would have every batch refused
+def test_text_that_is_not_utf8_still_exports_every_signal():
+    # GIVEN a service name and resource attributes with bytes that are not UTF-8 (the resource
+    # goes with every batch, and such text would have every batch refused), and a tracer name
+    # with a lone surrogate
     with OtlpReceiver() as rx:
         found, out = run_probe(UNDECODABLE_ENVIRONMENT_PROBE, rx.endpoint)
         got = exported(rx)
         names = {r["resource"].get("service.name") for r in rx.spans()}
+        scopes = {r["scope"] for r in rx.spans()}
     # THEN each signal went, the bytes that could not be read shown as U+FFFD
-    assert found["flushed"] is True and got == (1, 1, [3]), out.stderr
-    assert names == {"orders-\ufffd"}
+    assert found["flushed"] is True and got == (2, 1, [3]), out.stderr
+    assert names == {"orders-\ufffd"} and "orders.\ufffdhandler" in scopes, scopes
 
 
 SLOW_ANSWER_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
@@ -289,15 +295,51 @@ print(json.dumps({"latency": latency, "closed_after": time.monotonic() - sent_at
 """)
 
 
-def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_as_dropped():
-    # GIVEN a collector 0.9 s away, and SHUTDOWN with 1 s left while a span is on its way: the
-    # metrics could not go after its answer (they would need their own 0.9 s), so they have
-    # no share of the time to keep
+@pytest.mark.parametrize("budget_s", ["1.0", "1.5"])
+def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_as_dropped(budget_s):
+    # GIVEN a collector 0.9 s away, and SHUTDOWN with 1 or 1.5 s left while a span is on its
+    # way: the metrics could not go after its answer (they would need their own 0.9 s), with
+    # 1 s not even kept a share of the time, with 1.5 s kept one the answer comes within
     with OtlpReceiver() as rx:
         rx.set_behaviour(delay_s=0.9)
-        found, out = run_probe(SLOW_ANSWER_AT_SHUTDOWN_PROBE, rx.endpoint, "1.0")
+        found, out = run_probe(SLOW_ANSWER_AT_SHUTDOWN_PROBE, rx.endpoint, budget_s)
         spans = len(rx.spans())
     # THEN the companion waited for that answer, within the deadline, and the span went once,
     # exported and not also counted as dropped
-    assert found["latency"] >= 0.9 and found["closed_after"] < 1.0, found
+    assert found["latency"] >= 0.9 and found["closed_after"] < float(budget_s), found
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
+
+
+SHRINK_AND_GROW_PROBE = signals_probe({}, """
+def flush_of(count, first_id):
+    for i in range(count):
+        signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=first_id + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+    return pipeline.flush(wait_s=60)
+first = flush_of(30, 2)
+print("first flush done", flush=True)
+sys.stdin.readline()  # the test turns the collector's limit off meanwhile
+second = flush_of(200, 100)
+print(json.dumps({"flushed": [first, second], "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+def test_requests_refused_as_too_large_go_smaller_then_grow_back():
+    # GIVEN a collector that answers 413 to span requests of more than 8 spans, 30 buffered
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(max_spans=8)
+        probe = subprocess.Popen([sys.executable, "-c", SHRINK_AND_GROW_PROBE, rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert probe.stdout.readline().strip() == "first flush done", probe.stderr.read()[-2000:]
+            first = [r["items"] for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
+            # WHEN the limit is gone, and 200 spans come
+            rx.reset_behaviour()
+            out, err = probe.communicate("go\n", timeout=120)
+        finally:
+            probe.kill()
+        found = json.loads(out.strip().splitlines()[-1])
+        second = [r["items"] for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200][len(first) :]
+    # THEN the first flush sent them in requests the collector takes, and the requests grew
+    # back: 200 spans in a few requests, not in 200 / 8
+    assert found["flushed"] == [True, True] and found["dropped"] == {}, (found, err[-2000:])
+    assert sum(first) == 30 and max(first) <= 8, first
+    assert sum(second) == 200 and len(second) <= 5, second

@@ -90,6 +90,8 @@ class TestSettings:
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:key@collector.example:4318/otlp?x=1"},
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"},
         {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},  # gRPC takes host:port
+        # ... and only gRPC reads the general endpoint here: the HTTP signal has its own
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4318/v1/metrics"},
         {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc, x-team = shop,a=b=c"},
     ],
 )
@@ -97,6 +99,22 @@ def test_good_otlp_exporter_values_are_left_alone(env, caplog):
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         assert Settings.from_env(env).otlp_corrections == ()
     assert not caplog.records
+
+
+def test_a_header_entry_refused_is_named_never_shown(caplog):
+    # Without "=", an entry may be "name: value", its value a credential.
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env({"OTEL_EXPORTER_OTLP_HEADERS": "Authorization: Bearer sk-SECRET,x-team=core,x-key=a%0Ab"})
+    assert s.otlp_corrections == (("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core"),)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "SECRET" not in warning and "#1" in warning and "'x-key'" in warning, warning
+
+
+def test_an_endpoint_with_blanks_around_it_is_used_without_them(caplog):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318 "})
+    assert s.otlp_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"),)
+    assert len(caplog.records) == 1 and "OTEL_EXPORTER_OTLP_ENDPOINT" in caplog.records[0].getMessage()
 
 
 class TestBoot:

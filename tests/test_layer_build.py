@@ -297,7 +297,7 @@ def test_built_layer_instruments_a_function_on_its_own(python_version, interpret
 
 
 PYTHONPATH_APP = """
-import os, sys
+import enum, os, re, sys
 
 def handler(event, context):
     return {
@@ -306,6 +306,7 @@ def handler(event, context):
         "pythonpath": os.environ.get("PYTHONPATH"),
         "own_sitecustomize_ran": os.environ.get("OWN_SITECUSTOMIZE_RAN"),
         "layer_on_sys_path": [p for p in sys.path if p.startswith(os.environ["LAYER"])],
+        "enum": enum.__file__,
     }
 """
 
@@ -321,6 +322,9 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
     layer = tmp_path / "opt"
     shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
     task = write_function(tmp_path / "task", PYTHONPATH_APP)
+    # Another layer's module named as a standard one, in the python/ folder every layer shares
+    # (an old enum34, say): the function never sees it without lambdawrap, and must not with it
+    (layer / "python" / "enum.py").write_text("class Enum:\n    pass\n")
     vendor = tmp_path / "vendor"
     write_function(vendor, "import os\nos.environ['OWN_SITECUSTOMIZE_RAN'] = 'yes'\n", module="sitecustomize")
     socket_dir = tempfile.mkdtemp(prefix="lw")
@@ -333,7 +337,7 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
                 body = result.json()
                 # THEN the function sees its own PYTHONPATH and sys.path, its sitecustomize ran...
                 assert body["pythonpath"] == str(vendor) and body["own_sitecustomize_ran"] == "yes", body
-                assert body["layer_on_sys_path"] == [], body
+                assert body["layer_on_sys_path"] == [] and not body["enum"].startswith(str(layer)), body
                 # ...and it is instrumented from the layer, its span exported
                 assert body["wrapped"] is True and body["lambdawrap"].startswith(str(layer / "python" / "lambdawrap")), body
                 receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)

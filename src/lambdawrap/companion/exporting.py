@@ -43,6 +43,7 @@ logger = logging.getLogger("lambdawrap.companion")
 SPAN_BATCH = 512
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
 LOG_BATCH = 512
+_FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
 # Connections made while the function runs: behind the function where they share a CPU.
@@ -200,10 +201,10 @@ class Pipeline:
         exporters_by_signal = (("spans", span_exporter), ("metrics", metric_exporter), ("logs", log_exporter))
         self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
         for signal, (transport, _, _) in self._transports:
-            transport.answered = PartialSuccessReader(signal, on_drop)
+            transport.answered = PartialSuccessReader(signal, self._rejected_in_answer)
         self._transport_of = {signal: transport for signal, (transport, _, _) in self._transports}
         self._refusals = RefusalLog()
-        self._span_batch, self._log_batch = SPAN_BATCH, LOG_BATCH  # halved by each 413
+        self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -291,16 +292,16 @@ class Pipeline:
             self._stage = "spans"
             self._deadline = deadline
             self._requested += 1
-            ticket = self._requested
+            spans_ticket = self._requested
             self._wake.notify_all()
             # The worker stops by itself before the metrics' share of the time; if it is stuck
             # on the collector, stop waiting for it then.
-            while self._completed < ticket:
+            while self._completed < spans_ticket:
                 left = deadline - reserve - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.wait(min(left, 0.05))
-            finished = self._completed >= ticket
+            finished = self._completed >= spans_ticket
             self._stage = "final"
         if not finished:
             # Stuck on the collector: no retry may start now (a retry after the count below
@@ -325,6 +326,11 @@ class Pipeline:
             final = threading.Thread(target=self._export_metrics_and_logs, args=(deadline,), name="lambdawrap-final-export", daemon=True)
             final.start()
             final.join(max(0.0, deadline - time.monotonic()))
+            # The span request under way may still be answered in the time left (the metrics
+            # may have needed none of it): its fate is then known, not guessed, which would
+            # count as dropped what the collector stores.
+            with self._wake:
+                self._wait_for(spans_ticket, deadline)
         with self._flight_lock:
             # Whatever is still in flight (or came back unexported) now has a known fate.
             unanswered = self.in_flight + (len(self.spans.take(len(self.spans))) if self.spans is not None else 0)
@@ -386,17 +392,34 @@ class Pipeline:
         status = transport.last_status
         refused = refusal(status)
         if refused == "too_large" and count > 1:
-            if signal == "spans":
-                self._span_batch = max(1, count // 2)
-            else:
-                self._log_batch = max(1, count // 2)
-            self._refusals(signal, status, count, f"sent again in requests of {max(1, count // 2)}")
+            self._batch[signal] = count // 2
+            self._refusals(signal, status, count, f"sent again in requests of {count // 2}")
             return refused
         if refused is not None:
+            # One item too large by itself says nothing of the next: they go at full size.
+            self._batch[signal] = _FULL_BATCH[signal]
             reason = "rejected_by_collector" if signal == "spans" else "log_rejected_by_collector"
             self._refusals(signal, status, count, f"counted as dropped ({reason}), not sent again")
             return "refused"
         return None
+
+    def _rejected_in_answer(self, reason: str, count: int) -> None:
+        """Items an answer's partial success rejected, counted unless close() counted their
+        request already (its deadline came first: then they stay counted once)."""
+        with self._flight_lock:
+            counted = self.in_flight == 0 if reason == "rejected_by_collector" else self._logs_settled
+            if not counted:
+                self._on_drop(reason, count)
+
+    def _forget_status(self, signal: str) -> None:
+        # Before an export: a failure that comes before any answer must not read an older one.
+        transport = self._transport_of.get(signal)
+        if transport is not None:
+            transport.last_status = None
+
+    def _sent_whole(self, signal: str) -> None:
+        # Requests grow back after a 413 as they go through.
+        self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
@@ -438,9 +461,10 @@ class Pipeline:
     def _export_spans(self) -> None:
         while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
             with self._flight_lock:
-                batch = self.spans.take(self._span_batch)
+                batch = self.spans.take(self._batch["spans"])
                 self.in_flight = len(batch)
             started = time.monotonic()
+            self._forget_status("spans")
             try:
                 result = self.span_exporter.export(batch)
             except Exception:  # noqa: BLE001 - an exporter bug: keep the batch, count nothing twice
@@ -461,6 +485,7 @@ class Pipeline:
                 if refused is None:
                     break
                 continue  # the next batch, or this one again in smaller requests
+            self._sent_whole("spans")
             self.exports += 1
 
     def _export_metrics_and_logs(self, deadline: float | None) -> None:
@@ -498,11 +523,12 @@ class Pipeline:
         left = len(self.logs) if self.logs is not None else 0
         while left > 0 and not self._overtaken(stage) and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
-                batch = self.logs.take(min(self._log_batch, left))
+                batch = self.logs.take(min(self._batch["logs"], left))
                 self.logs_in_flight += len(batch)
             if not batch:
                 return
             left -= len(batch)
+            self._forget_status("logs")
             try:
                 result = self.log_exporter.export(log_records(batch, self.resource))
             except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
@@ -522,6 +548,8 @@ class Pipeline:
                 left += len(batch)  # again at once, in smaller requests
             elif result != LogRecordExportResult.SUCCESS and refused is None:
                 return
+            elif result == LogRecordExportResult.SUCCESS:
+                self._sent_whole("logs")
 
 
 def _started(fn, *args) -> threading.Thread | None:

@@ -89,11 +89,22 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # Told the body of each answer in the 2xx range: the exporters read none, and an OTLP
         # partial success there says how many items the collector rejected.
         self.answered: Callable[[bytes], None] | None = None
-        # The status of the last answer (None: no answer, or a redirect): the exporters report a
-        # failure without it, and a request refused as such is not worth sending again.
-        self.last_status: int | None = None
+        # The status of each thread's last answer (see last_status).
+        self._answers = threading.local()
         self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def last_status(self) -> int | None:
+        """The status of the last answer to a request made on this thread (None: no answer, a
+        redirect, or none since it was set to None): the exporters report a failure without
+        it, and a request refused as such is not worth sending again. Per thread: a flush sends
+        its signals from threads of their own, and SHUTDOWN from another."""
+        return getattr(self._answers, "status", None)
+
+    @last_status.setter
+    def last_status(self, status: int | None) -> None:
+        self._answers.status = status
 
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         conn = None

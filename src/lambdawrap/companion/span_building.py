@@ -276,7 +276,7 @@ class SpanBuilder:
             status=status,
             events=events,
             links=links,
-            scope=_remembered(self._scopes, str(raw.get("scope") or "user"), InstrumentationScope),
+            scope=_remembered(self._scopes, encodable(str(raw.get("scope") or "user")), InstrumentationScope),
         )
 
 

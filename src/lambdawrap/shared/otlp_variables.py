@@ -23,11 +23,14 @@ DEFAULT_TIMEOUT_S = 10
 def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., None]) -> tuple:
     """((variable, value, or None to unset it), ...) for each bad value, warned about once. A
     signal's own variable unset falls back to the general one, as the exporters read them."""
+    # Which signals read the general endpoint (those without their own), by protocol: it is
+    # checked as an http(s) URL only where OTLP/HTTP alone reads it (gRPC takes host:port).
+    falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
     found: list = []
     for prefix in PREFIXES:
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", _compression, "none")]
-        if http and (not prefix or prefix in http):  # a gRPC endpoint may be host:port
+        if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
             checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
         for name, check, default in checks:
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
@@ -40,6 +43,11 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
                 warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, raw, exc, shown)
                 found.append((variable, None))
+                continue
+            if name == "ENDPOINT" and raw != raw.strip():
+                # The exporters would send to the URL blanks and all.
+                warn("lambdawrap: %s=%r has blanks around it; using %r", variable, raw, raw.strip())
+                found.append((variable, raw.strip()))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers):
             kept, refused = _headers(env[headers])
@@ -86,7 +94,7 @@ def _headers(raw: str) -> tuple:
     """(the entries kept, as written; the names of those refused) of a `name=value,...` list,
     decoded as the exporters decode it (percent-encoding, blanks around each part)."""
     kept, refused = [], []
-    for entry in raw.split(","):
+    for number, entry in enumerate(raw.split(","), 1):
         if not entry.strip():
             continue
         name, sep, value = entry.partition("=")
@@ -95,8 +103,10 @@ def _headers(raw: str) -> tuple:
 
             name, value = unquote(name), unquote(value)
         name, value = name.strip(), value.strip()
-        if sep and name and not any(c in name for c in " \t\r\n\x00:") and not any(c in value for c in "\r\n\x00"):
+        good_name = bool(name) and not any(c in name for c in " \t\r\n\x00:")
+        if sep and good_name and not any(c in value for c in "\r\n\x00"):
             kept.append(entry)
         else:
-            refused.append(repr(name))
+            # Named only where the name is one: without "=", the entry may be "name: value".
+            refused.append(repr(name) if sep and good_name else f"#{number} (no name=value)")
     return ",".join(kept), refused
