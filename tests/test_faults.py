@@ -260,30 +260,32 @@ def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_t
     assert_accounted(acc, ledger)
 
 
+def answers_for_a_while(task: Path, seed: int, behaviour: dict, kinds: tuple, after: int) -> tuple:
+    """One invocation, then `kinds` while the collector answers as `behaviour` says, then
+    `after` more with it back to normal; each invocation's spans exported at its end (while
+    the collector answers as set then). Returns (ledger, accounting, the extension's lines)."""
+    ledger = Ledger()
+    rng = random.Random(seed)
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            for phase, phase_kinds in ((None, ("ok",)), (behaviour, kinds), ({}, ("ok",) * after)):
+                if phase is not None:
+                    collector.set_behaviour(**phase)
+                for kind in phase_kinds:
+                    ledger.invoke(emu, kind, rng)
+                    emu.wait_idle()
+            environments = inits(emu)
+            extension_lines = emu.log_lines("extension")
+        return ledger, account(collector, ledger.request_ids, environments), extension_lines
+
+
 def test_spans_a_collector_rejects_in_its_answer_are_counted_once(task, figures):
     # GIVEN a collector that answers 200 to every span export, with an OTLP partial success
     # rejecting all its spans (over a quota, say): the exporters take that as delivered
-    ledger = Ledger()
-    rng = random.Random(23)
-    with Collector() as collector:
-        # Each invocation's spans exported at its end, while the collector behaves as set then
-        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
-            ledger.invoke(emu, "ok", rng)
-            emu.wait_idle()
-            collector.set_behaviour(reject="traces")
-            for kind in ("ok", "raise", "ok", "http"):
-                ledger.invoke(emu, kind, rng)
-                emu.wait_idle()
-            collector.reset_behaviour()
-            ledger.invoke(emu, "ok", rng)
-            emu.wait_idle()
-            environments = inits(emu)
-            extension_lines = emu.log_lines("extension")
-        acc = account(collector, ledger.request_ids, environments)
+    ledger, acc, extension_lines = answers_for_a_while(task, 23, {"reject": "traces"}, ("ok", "raise", "ok", "http"), after=1)
     figures.add(faults.report_lines("collector rejecting spans in a partial success", acc, ledger))
     # THEN each rejected span is counted as dropped, with its reason, and the rejection is
     # logged once, in the collector's words
-    # (the last rejecting invocation's export may come after the collector recovered)
     assert acc.dropped.get("rejected_by_collector", 0) >= 3, acc.figures()
     assert_accounted(acc, ledger)
     said = [line for line in extension_lines if "the collector rejected" in line]
@@ -293,23 +295,7 @@ def test_spans_a_collector_rejects_in_its_answer_are_counted_once(task, figures)
 def test_a_batch_the_collector_refuses_as_bad_is_counted_and_holds_nothing_back(task, figures):
     # GIVEN a collector that refuses requests as bad (400) for three invocations: the same
     # bytes would be refused again, and a batch kept would come first at every later flush
-    ledger = Ledger()
-    rng = random.Random(29)
-    with Collector() as collector:
-        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
-            ledger.invoke(emu, "ok", rng)
-            emu.wait_idle()
-            collector.set_behaviour(status=400)
-            for kind in ("ok", "raise", "ok"):
-                ledger.invoke(emu, kind, rng)
-                emu.wait_idle()
-            collector.reset_behaviour()
-            for _ in range(2):
-                ledger.invoke(emu, "ok", rng)
-                emu.wait_idle()
-            environments = inits(emu)
-            extension_lines = emu.log_lines("extension")
-        acc = account(collector, ledger.request_ids, environments)
+    ledger, acc, extension_lines = answers_for_a_while(task, 29, {"status": 400}, ("ok", "raise", "ok"), after=2)
     figures.add(faults.report_lines("collector refusing requests as bad (400)", acc, ledger))
     # THEN the refused spans are counted, not sent again, and the rest went once
     assert acc.dropped.get("rejected_by_collector", 0) >= 2, acc.figures()
