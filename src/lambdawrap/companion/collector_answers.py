@@ -17,21 +17,25 @@ from typing import Callable
 
 logger = logging.getLogger("lambdawrap.companion")
 
-# signal: (the response message's module and class, its count of rejected items, drop reason)
+# The drop reason of items a collector refused, by signal. Metric data points rejected are
+# logged, not counted: the counts travel as metrics.
+REJECTED_REASONS = {"spans": "rejected_by_collector", "logs": "log_rejected_by_collector"}
+
+# signal: (the response message's module and class, its count of rejected items)
 _ANSWERS = {
-    "spans": ("opentelemetry.proto.collector.trace.v1.trace_service_pb2", "ExportTraceServiceResponse", "rejected_spans", "rejected_by_collector"),
-    "logs": ("opentelemetry.proto.collector.logs.v1.logs_service_pb2", "ExportLogsServiceResponse", "rejected_log_records", "log_rejected_by_collector"),
-    # Metric data points rejected are logged, not counted: the counts travel as metrics.
-    "metrics": ("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2", "ExportMetricsServiceResponse", "rejected_data_points", None),
+    "spans": ("opentelemetry.proto.collector.trace.v1.trace_service_pb2", "ExportTraceServiceResponse", "rejected_spans"),
+    "logs": ("opentelemetry.proto.collector.logs.v1.logs_service_pb2", "ExportLogsServiceResponse", "rejected_log_records"),
+    "metrics": ("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2", "ExportMetricsServiceResponse", "rejected_data_points"),
 }
 
 
 class PartialSuccessReader:
-    """Reads one signal's answers (a transport's `answered`); never raises."""
+    """Reads one signal's answers (a transport's `answered`), telling `on_rejected(signal,
+    count)` of the items rejected (spans and log records); never raises."""
 
-    def __init__(self, signal: str, on_drop: Callable[..., None]) -> None:
+    def __init__(self, signal: str, on_rejected: Callable[[str, int], None]) -> None:
         self._signal = signal
-        self._on_drop = on_drop
+        self._on_rejected = on_rejected
         self._logged = False
         self._response_class = None
 
@@ -42,7 +46,8 @@ class PartialSuccessReader:
             logger.debug("lambdawrap: could not read the collector's answer to %s", self._signal, exc_info=True)
 
     def _read(self, body: bytes) -> None:
-        module, name, field, reason = _ANSWERS[self._signal]
+        module, name, field = _ANSWERS[self._signal]
+        counted = self._signal in REJECTED_REASONS
         if self._response_class is None:
             import importlib
 
@@ -52,11 +57,11 @@ class PartialSuccessReader:
         if not answer.HasField("partial_success"):
             return
         rejected = getattr(answer.partial_success, field)
-        if rejected > 0 and reason is not None:
-            self._on_drop(reason, rejected)
+        if rejected > 0 and counted:
+            self._on_rejected(self._signal, rejected)
         if (rejected > 0 or answer.partial_success.error_message) and not self._logged:
             self._logged = True
-            logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", answer.partial_success.error_message or "no reason given", ", counted as dropped" if reason and rejected else "")
+            logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", answer.partial_success.error_message or "no reason given", ", counted as dropped" if counted and rejected else "")
 
 
 RETRY_LATER = (408, 429)  # 4xx statuses that say "not now", not "not this"

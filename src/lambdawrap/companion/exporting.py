@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
-from lambdawrap.companion.collector_answers import PartialSuccessReader, RefusalLog, refusal
+from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
@@ -398,18 +398,22 @@ class Pipeline:
         if refused is not None:
             # One item too large by itself says nothing of the next: they go at full size.
             self._batch[signal] = _FULL_BATCH[signal]
-            reason = "rejected_by_collector" if signal == "spans" else "log_rejected_by_collector"
-            self._refusals(signal, status, count, f"counted as dropped ({reason}), not sent again")
+            self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), not sent again")
             return "refused"
         return None
 
-    def _rejected_in_answer(self, reason: str, count: int) -> None:
-        """Items an answer's partial success rejected, counted unless close() counted their
-        request already (its deadline came first: then they stay counted once)."""
+    def _rejected_in_answer(self, signal: str, count: int) -> None:
+        """Items an answer's partial success rejected (see _rejected)."""
         with self._flight_lock:
-            counted = self.in_flight == 0 if reason == "rejected_by_collector" else self._logs_settled
-            if not counted:
-                self._on_drop(reason, count)
+            self._rejected(signal, count)
+
+    def _rejected(self, signal: str, count: int) -> None:
+        """Count items the collector refused, unless close() counted their request already (its
+        deadline came first: then they stay counted once). Called with the flight lock held,
+        the request's items still in flight."""
+        counted = self.in_flight == 0 if signal == "spans" else self._logs_settled
+        if not counted:
+            self._on_drop(REJECTED_REASONS[signal], count)
 
     def _forget_status(self, signal: str) -> None:
         # Before an export: a failure that comes before any answer must not read an older one.
@@ -475,12 +479,11 @@ class Pipeline:
             with self._flight_lock:
                 # Atomic with close()'s count: a batch is either in flight or back in the buffer
                 # (or counted: by close() once its deadline came, else here when refused).
-                counted = self.in_flight == 0
-                self.in_flight = 0
-                if refused == "refused" and not counted:
-                    self._on_drop("rejected_by_collector", len(batch))
-                elif result != SpanExportResult.SUCCESS and refused != "refused":
+                if refused == "refused":
+                    self._rejected("spans", len(batch))
+                elif result != SpanExportResult.SUCCESS:
                     self.spans.give_back(batch)
+                self.in_flight = 0
             if result != SpanExportResult.SUCCESS:
                 if refused is None:
                     break
@@ -538,11 +541,11 @@ class Pipeline:
             with self._flight_lock:
                 # Atomic with close()'s count: the lines are in flight or back in the buffer,
                 # unless close() counted them already (then they stay counted, not given back).
+                if refused == "refused":
+                    self._rejected("logs", len(batch))
                 if not self._logs_settled:
                     self.logs_in_flight -= len(batch)
-                    if refused == "refused":
-                        self._on_drop("log_rejected_by_collector", len(batch))
-                    elif result != LogRecordExportResult.SUCCESS:
+                    if result != LogRecordExportResult.SUCCESS and refused != "refused":
                         self.logs.give_back(batch)
             if refused == "too_large":
                 left += len(batch)  # again at once, in smaller requests
