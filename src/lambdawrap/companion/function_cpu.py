@@ -14,6 +14,11 @@ import time
 
 from lambdawrap.shared.settings import FULL_VCPU_MB
 
+# Of its share, what a function computing flat out still leaves unused to scheduling (the
+# quota's periods, other processes on the host): not spare. Only what it left beyond this
+# fraction is, so that a computing function's jitter never lets connections be made beside it.
+UNUSED_BY_JITTER = 0.1
+
 
 def process_cpu_s(pid: int | None) -> float | None:
     """CPU seconds process `pid` has used (all its threads); None if it cannot be read."""
@@ -56,4 +61,4 @@ class RunMeter:
             return
         # The companion's own CPU meanwhile came out of the same share.
         used = cpu_now - self._cpu_at_start + time.process_time() - self._own_cpu_at_start
-        self.spare_cpu_s = max(0.0, self._cpu_share * self.run_s - used)
+        self.spare_cpu_s = max(0.0, (1 - UNUSED_BY_JITTER) * self._cpu_share * self.run_s - used)
