@@ -19,6 +19,7 @@ import pytest
 
 from conftest import read_jsonl, wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.emulator.api_server import MAX_READ_BYTES
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
 
 HANDLER = """
@@ -274,13 +275,19 @@ class TestPlainFunction:
         with Emulator(str(function_dir), "app.handler") as emu:
             too_big = emu.invoke(raw=b'"' + b"x" * (6 * 1024 * 1024 + 100) + b'"')
             assert too_big.status == 413 and too_big.json()["errorType"] == "RequestEntityTooLarge"
-            result = emu.invoke({"big": 6 * 1024 * 1024 + 200})
-            assert result.function_error == "Unhandled"
-            assert result.json()["errorType"] == "Function.ResponseSizeTooLarge"
-            # RIC exits after the 413; the environment resets and serves again.
-            assert emu.invoke({})
-            assert emu.invoke({}).json()["request_id"]
-            assert "failure" in emu.sandbox.resets
+            # Over the limit, and over what the API server keeps in memory (read through
+            # instead): the caller is told the size either way, as Lambda tells it.
+            for big in (6 * 1024 * 1024 + 200, MAX_READ_BYTES + 5):
+                result = emu.invoke({"big": big})
+                assert result.function_error == "Unhandled"
+                assert result.json() == {
+                    "errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": f"Response payload size ({big + 2} bytes) exceeded maximum allowed payload size (6291556 bytes).",  # a JSON string: two quotes
+                }
+                # RIC exits after the 413; the environment resets and serves again.
+                assert emu.invoke({})
+                assert emu.invoke({}).json()["request_id"]
+            assert emu.sandbox.resets.count("failure") == 2
 
     def test_report_has_memory_and_billed_duration(self, function_dir):
         with Emulator(str(function_dir), "app.handler", memory_mb=512) as emu:
@@ -311,8 +318,10 @@ class TestInvokeEndpoint:
             status, headers, body = post(url, b'{"raise": true}')
             assert status == 200 and headers["X-Amz-Function-Error"] == "Unhandled"
             assert json.loads(body)["errorType"] == "ValueError"
-            status, _, body = post(url, b'"' + b"x" * (6 * 1024 * 1024 + 200) + b'"')
-            assert status == 413 and json.loads(body)["errorType"] == "RequestEntityTooLarge"
+            for size in (6 * 1024 * 1024 + 200, MAX_READ_BYTES + 3):
+                status, _, body = post(url, b'"' + b"x" * (size - 2) + b'"')
+                assert status == 413 and json.loads(body)["errorType"] == "RequestEntityTooLarge"
+                assert f"({size} bytes)" in json.loads(body)["errorMessage"]
             status, _, body = post(url, b"{}", {"X-Amz-Client-Context": "%%%not base64"})
             assert status == 400 and json.loads(body)["errorType"] == "InvalidRequestContentException"
             base = url.split("/2015-03-31")[0]
@@ -338,6 +347,8 @@ class TestInvokeEndpoint:
                 ("POST", "/2018-06-01/runtime/init/error", b"{}", {}, 403, "InvalidStateTransition"),
                 ("DELETE", "/2018-06-01/runtime/invocation/next", None, {}, 405, "MethodNotAllowed"),
                 ("GET", "/2018-06-01/nothing/here", None, {}, 404, "InvalidRequest"),
+                # Only a response's size is judged; any other body over what is kept is refused.
+                ("POST", "/2020-01-01/extension/register", b" " * (MAX_READ_BYTES + 1), {"Lambda-Extension-Name": "x"}, 413, "RequestEntityTooLarge"),
             ]
             for method, path, body, headers, status, error_type in cases:
                 got_status, _, got = post(api + path, body, headers, method=method)

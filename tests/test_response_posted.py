@@ -35,6 +35,12 @@ def raises(event, context):
 
 def unserializable(event, context):
     return {"when": object()}
+
+
+def too_large(event, context):
+    # Over Lambda's limit as the runtime posts it: "x" is a byte, "é" two in UTF-8 (or six as
+    # an escape), which a size taken in characters would miss.
+    return event["char"] * event["count"]
 '''
 LATE_S = 1.5  # the Telemetry API's delivery, held this long
 # Without the verdict the export waits for runtimeDone up to RUNTIME_DONE_WAIT_S, then goes on
@@ -89,6 +95,31 @@ def test_a_response_that_fails_after_the_handler_returned_waits_for_the_platform
         assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
         assert emu.wait_idle(30)
         assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS - SCHEDULING_SLACK_MS
+
+
+@pytest.mark.parametrize("char, count", [("x", 7 * 1024 * 1024), ("\u00e9", 3_500_000)])
+def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform, char, count):
+    # The platform's word is only that the runtime exited (awslambdaric raises on the 413);
+    # what the caller got is told by the failed post. The Telemetry API is held late: the span
+    # needs no word from it.
+    with late_platform("too_large") as (emu, rx):
+        emu.bus.gate.min_buffer_s = LATE_S
+        result = emu.invoke({"char": char, "count": count})
+        caller = result.json()
+        assert caller["errorType"] == "Function.ResponseSizeTooLarge"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+        assert span["status_code"] == 2
+        assert span["attributes"]["error.type"] == "Function.ResponseSizeTooLarge"
+        assert span["status_message"] == f"Function.ResponseSizeTooLarge: {caller['errorMessage']}"  # the same size
+        assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
+        # The environment was reset (the runtime exited): the next invocation starts cold and
+        # both are accounted for once, with no contradiction between post and platform.
+        after = emu.invoke({"char": "x", "count": 3})
+        assert after.function_error is None
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == after.request_id)
+        assert emu.wait_idle(30)
+        assert [s["attributes"].get("faas.invocation_id") for s in rx.spans()].count(result.request_id) == 1
+        assert not any("the platform reported" in line for line in emu.log_lines("extension"))
 
 
 def served_line(rx, request_id: str, timeout: float = 10.0) -> dict:
@@ -152,7 +183,7 @@ sent = []
 
 def after_post(posted):
     if posted is not None:
-        sent.append([posted["request_id"], posted["outcome"]])
+        sent.append([posted["request_id"], posted["outcome"]] + ([posted["size"]] if "size" in posted else []))
 
 installed = response_posted.install(module, socket_path, function_wrapper, after_post)
 posts = ("post_invocation_result", "post_invocation_error")
@@ -166,7 +197,7 @@ found = {
 # The wrapper's own logic, on a client of the same shape that posts nowhere.
 class Client:
     def post_invocation_result(self, invoke_id, result_data, content_type="application/json"):
-        if invoke_id == "refused":
+        if invoke_id.startswith("refused"):
             raise RuntimeError("413")
         return "posted"
 
@@ -177,11 +208,21 @@ response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socke
 client = Client()
 answers = [client.post_invocation_result("not-wanted", "{}")]
 posted_wanted.set_wanted(socket_path, True)
-answers += [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (6 * 1024 * 1024 + 1))]
+answers += [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (response_posted.MAX_RESPONSE_BYTES + 1))]
 try:
     client.post_invocation_result("refused", "{}")
 except RuntimeError as exc:
     found["refused_frames"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+# A refused post over the size limit is told whether or not posts are wanted: nothing else
+# names it. Its size is the bytes the runtime posts; a text the runtime cannot encode failed
+# for that, not for its size.
+posted_wanted.set_wanted(socket_path, False)
+limit = response_posted.MAX_RESPONSE_BYTES
+for rid, data in (("refused-small", "{}"), ("refused-text", "\u00e9" * (limit // 2 + 1)), ("refused-bytes", b"x" * (limit + 1)), ("refused-at-limit", "x" * limit), ("refused-unencodable", "\udc80" * limit)):
+    try:
+        client.post_invocation_result(rid, data)
+    except RuntimeError:
+        pass
 found["answers"] = answers
 found["sent"] = sent
 print(json.dumps(found))
@@ -281,7 +322,9 @@ def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_onl
     assert found["single_wrapped"] == [wraps, wraps] and found["multi_untouched"] == [True, True]
     assert found["answers"] == ["posted"] * 4  # what the runtime's call returns, unchanged
     # Only while the companion wants them; a response over 6 MB is the platform's to judge.
-    assert found["sent"] == ([["ok", "result"], ["raised", "error"]] if wraps else [])
+    limit = 6 * 1024 * 1024 + 100
+    refused = [["refused-text", "too_large", limit + 2], ["refused-bytes", "too_large", limit + 1]]
+    assert found["sent"] == ([["ok", "result"], ["raised", "error"], *refused] if wraps else [])
     # A refused post's traceback is the client's own: no frame of the wrapper's.
     assert found["refused_frames"] == ["<module>", "post_invocation_result"]
 
@@ -376,7 +419,7 @@ def correlated(request_id: str, handler_error: dict | None, posted: str, managed
     now = time.time_ns()
     start = json.loads(records.encode_invocation_start(request_id=request_id, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
     correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(now, error=handler_error)})
-    correlator.on_record(records.posted(request_id, posted))
+    correlator.on_record(records.posted(request_id, posted, records.MAX_RESPONSE_BYTES + 1 if posted == "too_large" else None))
     return correlator, sink, finished_calls
 
 
@@ -388,7 +431,7 @@ def platform_word(correlator, request_id: str, status: str) -> None:
     ])
 
 
-@pytest.mark.parametrize("handler_error, posted, status", [(None, "result", "success"), ({"type": "ValueError", "message": "no", "stack": ""}, "error", "error")])
+@pytest.mark.parametrize("handler_error, posted, status", [(None, "result", "success"), ({"type": "ValueError", "message": "no", "stack": ""}, "error", "error"), (None, "too_large", "failure")])
 def test_the_platforms_agreeing_word_is_taken_once_and_warns_of_nothing(caplog, handler_error, posted, status):
     correlator, sink, finished_calls = correlated("rid-1", handler_error, posted)
     assert [inv.request_id for inv in sink.invocations] == ["rid-1"]  # made from the post
@@ -422,6 +465,17 @@ def test_a_response_posted_as_an_error_whose_word_never_comes_is_still_an_error(
     correlator, sink, _ = correlated("rid-2", None, "error")
     correlator.finish_unreported("spindown")
     assert sink.invocations[0].failed_on_platform
+
+
+def test_a_refused_response_is_named_by_its_post_and_needs_its_size():
+    from lambdawrap.shared import records
+
+    _, sink, _ = correlated("rid-1", None, "too_large")
+    (inv,) = sink.invocations  # made at once: the platform will say only "Runtime.ExitError"
+    assert (inv.posted, inv.refused_bytes) == ("too_large", records.MAX_RESPONSE_BYTES + 1)
+    for size in (None, records.MAX_RESPONSE_BYTES, "7000000", True):
+        record = {"request_id": "rid-1", "outcome": "too_large", **({} if size is None else {"size": size})}
+        assert records.posted_problem(record) == "a refused response without a size over the limit"
 
 
 def test_on_managed_instances_a_post_proves_nothing():

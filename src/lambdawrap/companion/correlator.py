@@ -60,7 +60,7 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -69,7 +69,8 @@ class Invocation:
         self.end: dict | None = None  # the record's end part: the function reported
         self.outcome: dict | None = None  # platform.runtimeDone (or report, without runtimeDone)
         self.outcome_at: float | None = None  # monotonic
-        self.posted: str | None = None  # what the runtime posted: "result" or "error" (response_posted)
+        self.posted: str | None = None  # what the runtime posted: "result", "error" or "too_large" (response_posted)
+        self.refused_bytes: int | None = None  # the size of a response the platform refused
         self.record_at: float | None = None  # monotonic
         self.invoked_at_ns = time.time_ns()
         self.finished = False
@@ -89,10 +90,13 @@ class Invocation:
         """Whether the function's own reports already say how the invocation ended: its record,
         and the runtime having posted what that record announces (a response for a handler that
         returned, an error for one that raised). A response posted as an error after the handler
-        returned (it could not be serialized) is the platform's to tell."""
+        returned (it could not be serialized) is the platform's to tell; a response refused for
+        its size is told by the failed post alone (the platform says only that the runtime exited)."""
         if self.end is None or self.posted is None:
             return False
-        return self.posted == ("error" if self.end.get("error") is not None else "result")
+        if self.end.get("error") is not None:
+            return self.posted == "error"
+        return self.posted in ("result", "too_large")
 
     @property
     def failed_on_platform(self) -> bool:
@@ -307,6 +311,7 @@ class Correlator:
             if inv.finished:
                 return
             inv.posted = record["outcome"]
+            inv.refused_bytes = record.get("size") if inv.posted == "too_large" else None
             self._maybe_finish(inv)
 
     def on_telemetry(self, batch: list) -> None:

@@ -24,6 +24,7 @@ from lambdawrap.companion.correlator import InitFacts, Invocation
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 from lambdawrap.shared.semconv import SCHEMA_URL
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
@@ -189,7 +190,11 @@ class SpanBuilder:
         if isinstance(http_status, int) and not isinstance(http_status, bool):
             attrs["http.response.status_code"] = http_status
         error = end.get("error") if isinstance(end.get("error"), dict) else None
-        if error is None and inv.failed_on_platform:
+        if error is None and inv.posted == "too_large":
+            # What the caller got; the platform's own word is only that the runtime then exited.
+            error = {"type": "Function.ResponseSizeTooLarge", "message": f"Response payload size ({inv.refused_bytes} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).", "stack": ""}
+            attrs["lambdawrap.failure_reason"] = "after_return"
+        elif error is None and inv.failed_on_platform:
             error = dict(inv.error_line or {"type": None, "message": "", "stack": ""})
             if outcome.get("errorType") not in _UNNAMED_ERRORS or not error.get("type"):
                 error["type"] = outcome.get("errorType") or "Runtime.Unknown"

@@ -31,15 +31,13 @@ from __future__ import annotations
 
 from lambdawrap.handler.invocation import FAILURES, STRIPS_BY_RERAISE, drop_own_frame
 from lambdawrap.shared import posted_wanted, records
+from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-# Lambda's limit for a buffered response; a larger one may be refused after the post returns,
-# so only the platform's verdict tells.
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 _POSTS = (("post_invocation_result", "result"), ("post_invocation_error", "error"))
 _MARKER = "_self_lambdawrap_posted"
 
@@ -67,7 +65,9 @@ def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: s
         try:
             answer = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _report(after_post, None)  # the runtime ends with this exception: the record goes now
+            # The runtime ends with this exception: the record goes now, and with it the one
+            # failure the platform names to the caller alone (a response over its size limit).
+            _report(after_post, _refused(args, kwargs) if outcome == "result" else None)
             drop_own_frame(exc)  # the runtime's traceback stays its own
             raise
         posted = None
@@ -88,6 +88,32 @@ def _report(after_post: Callable[[dict | None], None], posted: dict | None) -> N
         after_post(posted)
     except Exception:  # noqa: BLE001 - instrumentation fails open
         FAILURES.record("after the runtime posted a response")
+
+
+def _refused(args: tuple, kwargs: dict) -> dict | None:
+    """The `too_large` record of a result whose post failed because of its size, else None."""
+    try:
+        request_id = args[0] if args else kwargs.get("invoke_id")
+        size = _size(args[1] if len(args) > 1 else kwargs.get("result_data"))
+        if isinstance(request_id, str) and request_id and size is not None and size > MAX_RESPONSE_BYTES:
+            return records.posted(request_id, "too_large", size)
+    except Exception:  # noqa: BLE001 - instrumentation fails open
+        FAILURES.record("after the runtime failed to post a response")
+    return None
+
+
+def _size(data: Any) -> int | None:
+    """The bytes the runtime posts for `data` (a str goes UTF-8 encoded); None if it cannot."""
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    if not isinstance(data, str):
+        return None
+    if data.isascii():
+        return len(data)
+    try:
+        return len(data.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None  # the runtime could not encode it either: not a matter of size
 
 
 def _deliverable(args: tuple, kwargs: dict) -> bool:

@@ -72,7 +72,10 @@ VERSION = 2
 INVOCATION = "invocation"
 SPANS = "spans"
 POSTED = "posted"
-POSTED_OUTCOMES = ("result", "error")
+# "too_large": the platform refused the response's size (its post failed); the caller got
+# Function.ResponseSizeTooLarge, which no platform event names.
+POSTED_OUTCOMES = ("result", "error", "too_large")
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # the platform's limit for a buffered response
 SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
 REQUESTS = frozenset({SECRETS_REQUEST})  # records the function waits on for an answer
@@ -158,9 +161,13 @@ def spans(items: list) -> dict:
     return {"version": VERSION, "type": SPANS, "spans": items}
 
 
-def posted(request_id: str, outcome: str) -> dict:
-    """The runtime posted the invocation's response ("result") or its error ("error")."""
-    return {"version": VERSION, "type": POSTED, "request_id": request_id, "outcome": outcome}
+def posted(request_id: str, outcome: str, size: int | None = None) -> dict:
+    """The runtime posted the invocation's response ("result") or its error ("error"), or the
+    platform refused the response's `size` bytes ("too_large")."""
+    record = {"version": VERSION, "type": POSTED, "request_id": request_id, "outcome": outcome}
+    if size is not None:
+        record["size"] = size
+    return record
 
 
 def secrets_request(timeout_ms: int) -> dict:
@@ -195,7 +202,9 @@ def posted_problem(record: dict) -> str | None:
     if not isinstance(request_id, str) or not request_id:
         return "no request_id"
     if record.get("outcome") not in POSTED_OUTCOMES:
-        return "an outcome that is neither result nor error"
+        return "an outcome that is not result, error or too_large"
+    if record["outcome"] == "too_large" and not (type(record.get("size")) is int and record["size"] > MAX_RESPONSE_BYTES):
+        return "a refused response without a size over the limit"
     return None
 
 

@@ -19,8 +19,8 @@ def record_response(state: SandboxState, inv: Invocation, outcome: Outcome) -> N
     if inv.response is not None:
         raise ApiError(403, "InvalidStateTransition", "State transition from ResponseSent to ResponseSent failed")
     inv.response_at = time.monotonic()
-    if len(outcome.body) > MAX_PAYLOAD_BYTES:
-        size = len(outcome.body)
+    size = len(outcome.body) if outcome.size is None else outcome.size
+    if size > MAX_PAYLOAD_BYTES:
         inv.response = Outcome(
             error_body("Function.ResponseSizeTooLarge", f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."),
             function_error=True,

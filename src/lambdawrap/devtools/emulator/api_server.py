@@ -12,13 +12,17 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
 # Bodies above this are refused before they are read whole; it sits above the 6 MiB payload
 # limit so that the limit itself can still answer with its documented 413.
 MAX_READ_BYTES = 16 * 1024 * 1024
+# A larger body is read through, unkept, up to this (a response's size is the platform's to
+# judge); beyond it the connection is refused with 413 and closed.
+MAX_DRAIN_BYTES = 1024 * 1024 * 1024
+READ_PIECE_BYTES = 1024 * 1024
 
 # The Runtime API is Go's net/http: 1 MiB of request headers, plus the 4 KiB it allows over.
 # awslambdaric sends a failed invocation's X-Ray cause as one header of up to 1 MiB (a deep
@@ -65,15 +69,16 @@ Route = Callable[["RequestContext"], Reply]
 class RequestContext:
     """One request as the routes see it."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "connected_at")
+    __slots__ = ("method", "path", "query", "headers", "body", "connected_at", "oversize")
 
-    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, connected_at: float = 0.0):
+    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes, connected_at: float = 0.0, oversize: int = 0):
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
         self.connected_at = connected_at  # time.monotonic() when its connection was accepted
+        self.oversize = oversize  # the size of a body over MAX_READ_BYTES, read but not kept
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -133,32 +138,47 @@ class _Handler(BaseHTTPRequestHandler):
             line_start = piece.endswith(b"\n")
         return None
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> tuple[bytes, int]:
+        """(body, size): a body over MAX_READ_BYTES is read through but not kept (body b""),
+        so that the platform can still judge its size, as Lambda does a response's."""
+        kept: list[bytes] = []
+        total = 0
+        for piece in self._body_pieces():
+            total += len(piece)
+            if total > MAX_DRAIN_BYTES:
+                raise ApiError(413, "RequestEntityTooLarge", "request body too large")
+            if total <= MAX_READ_BYTES:
+                kept.append(piece)
+            else:
+                kept.clear()
+        return (b"".join(kept) if total <= MAX_READ_BYTES else b""), total
+
+    def _body_pieces(self) -> Iterator[bytes]:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
-                    return b"".join(chunks)
-                total += size
-                if total > MAX_READ_BYTES:
-                    raise ApiError(413, "RequestEntityTooLarge", "request body too large")
-                chunks.append(self.rfile.read(size))
+                    return
+                yield from self._read_exactly(size)
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_READ_BYTES:
-            raise ApiError(413, "RequestEntityTooLarge", "request body too large")
-        return self.rfile.read(length) if length > 0 else b""
+        yield from self._read_exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _read_exactly(self, length: int) -> Iterator[bytes]:
+        while length > 0:
+            piece = self.rfile.read(min(length, READ_PIECE_BYTES))
+            if not piece:
+                return
+            length -= len(piece)
+            yield piece
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
         try:
-            body = self._read_body()
+            body, size = self._read_body()
             headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = self.server.route(RequestContext(self.command, path, query, headers, body, self.connected_at))
+            reply = self.server.route(RequestContext(self.command, path, query, headers, body, self.connected_at, size if size > MAX_READ_BYTES else 0))
         except ApiError as err:
             reply = Reply(err.status, {"errorType": err.error_type, "errorMessage": err.message})
             if err.status == 413:

@@ -37,6 +37,8 @@ class PlatformApi:
     def __call__(self, req: RequestContext) -> Reply:
         path = req.path.rstrip("/") or "/"
         route = self._static.get(path)
+        if route is not None and req.oversize:
+            raise ApiError(413, "RequestEntityTooLarge", "request body too large")  # only a response's size is judged
         if route is None and path.startswith(RUNTIME + "/invocation/"):
             parts = path[len(RUNTIME + "/invocation/") :].split("/")
             if len(parts) == 2 and parts[1] in ("response", "error"):
@@ -69,7 +71,10 @@ class PlatformApi:
         if mode is not None and mode.lower() != "streaming":
             raise ApiError(400, "InvalidFunctionResponseMode", f"invalid response mode {mode!r}")
         content_type = req.header("Content-Type") or "application/json"
-        if is_error:
+        if req.oversize:
+            # Too large to keep, and far over the payload limit: only its size matters.
+            outcome = Outcome(b"", content_type, function_error=is_error, size=req.oversize)
+        elif is_error:
             body = req.body
             error_type = req.header("Lambda-Runtime-Function-Error-Type")
             if content_type.startswith("application/vnd.aws.lambda.error.cause+json"):

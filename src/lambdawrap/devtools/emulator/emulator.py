@@ -18,6 +18,7 @@ from lambdawrap.devtools.emulator.apis import PlatformApi
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB, FunctionConfig
 from lambdawrap.devtools.emulator.api_server import ApiError, ApiServer, Reply, RequestContext
 from lambdawrap.devtools.emulator.init_phase import InitFailure
+from lambdawrap.devtools.emulator.invoke_phase import request_too_large
 from lambdawrap.devtools.emulator.limits import DEFAULT_INIT_CPU, LimitSettings
 from lambdawrap.devtools.emulator.runtime_files import write_runtime_dir
 from lambdawrap.devtools.emulator.sandbox import Sandbox
@@ -189,6 +190,8 @@ class Emulator:
             raise ApiError(404, "ResourceNotFoundException", f"unknown path {req.path}")
         if req.method != "POST":
             raise ApiError(405, "MethodNotAllowed", "use POST")
+        if req.oversize:
+            raise ApiError(413, "RequestEntityTooLarge", request_too_large(req.oversize))
         client_context = req.header("X-Amz-Client-Context")
         if client_context:
             try:

@@ -193,7 +193,11 @@ def oversized_request(payload: bytes) -> bytes | None:
     """The 413 body for a request over the payload limit (never handed to the runtime)."""
     if len(payload) <= MAX_PAYLOAD_BYTES:
         return None
-    return error_body("RequestEntityTooLarge", f"Request payload size ({len(payload)} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).")
+    return error_body("RequestEntityTooLarge", request_too_large(len(payload)))
+
+
+def request_too_large(size: int) -> str:
+    return f"Request payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes)."
 
 
 def caller_result(function_version: str, request_id: str, started: float, status: int, body: bytes, *, function_error: bool = True, content_type: str = "application/json") -> InvokeResult:

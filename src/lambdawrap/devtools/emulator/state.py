@@ -55,6 +55,7 @@ class Outcome:
     content_type: str = "application/json"
     function_error: bool = False
     error_type: str | None = None
+    size: int | None = None  # the body's bytes when there were too many to keep (body is then empty)
 
 
 @dataclass
