@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -31,14 +32,14 @@ os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
 os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
 os.environ.update({env!r})
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.exporting import Pipeline, built, make_exporters
 from lambdawrap.companion.resource import build_resource
 from lambdawrap.companion.signals import Signals
 from lambdawrap.shared.settings import Settings
 settings = Settings.from_env()
 resource = build_resource(settings, "012345678912")
 sink = []
-pipeline = Pipeline(make_exporters(settings), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, count=1: sink[0].dropped(reason, count))
 signals = Signals(settings, resource, pipeline.meter_provider)
 sink.append(signals)
 pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
@@ -343,3 +344,114 @@ def test_requests_refused_as_too_large_go_smaller_then_grow_back():
     assert found["flushed"] == [True, True] and found["dropped"] == {}, (found, err[-2000:])
     assert sum(first) == 30 and max(first) <= 8, first
     assert sum(second) == 200 and len(second) <= 5, second
+
+
+GRPC_FLUSHES_PROBE = signals_probe({}, """
+# Over OTLP/gRPC (the traces endpoint in the environment): flushes of the span counts given on
+# stdin, one line each, the spans' ids following on; each line answered with the flush's result.
+next_id = 2
+for line in sys.stdin:
+    for _ in range(int(line)):
+        signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=next_id, parent_id=None, kind=SpanKind.SERVER, attributes={"padding": "p" * 1000}, start=1, end=2, status=Status(StatusCode.UNSET)))
+        next_id += 1
+    started = time.monotonic()
+    print(json.dumps({"flushed": pipeline.flush(wait_s=120), "took_s": time.monotonic() - started, "dropped": dict(signals.dropped_by_reason)}), flush=True)
+""")
+
+
+class GrpcFlushes:
+    """The probe above against a gRPC trace receiver (metrics go to an HTTP one)."""
+
+    def __init__(self, grpc_rx, http_rx) -> None:
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=grpc_rx.endpoint, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="30")
+        self._probe = subprocess.Popen([sys.executable, "-c", GRPC_FLUSHES_PROBE, http_rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def flush(self, spans: int) -> dict:
+        self._probe.stdin.write(f"{spans}\n")
+        self._probe.stdin.flush()
+        line = self._probe.stdout.readline()
+        assert line, self.stderr()
+        return json.loads(line)
+
+    def stderr(self) -> str:
+        self._probe.kill()
+        return self._probe.communicate(timeout=30)[1][-3000:]
+
+
+@pytest.fixture
+def grpc_flushes():
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    made = []
+
+    def start(**receiver_args):
+        grpc_rx = GrpcTraceReceiver(**receiver_args).__enter__()
+        http_rx = OtlpReceiver().__enter__()
+        made.append((grpc_rx, http_rx))
+        probe = GrpcFlushes(grpc_rx, http_rx)
+        made.append(probe)
+        return grpc_rx, probe
+
+    yield start
+    for item in reversed(made):
+        if isinstance(item, GrpcFlushes):
+            item.stderr()
+        else:
+            for server in item:
+                server.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "UNAUTHENTICATED", "UNIMPLEMENTED"])
+def test_a_grpc_request_refused_as_such_is_counted_and_not_sent_again(grpc_flushes, code):
+    import grpc
+
+    # GIVEN a gRPC collector that refuses the next request with a code OTLP does not retry
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(1, getattr(grpc.StatusCode, code))
+    # WHEN 5 spans are flushed, then 3 more
+    first, second = probe.flush(5), probe.flush(3)
+    # THEN the 5 are counted as rejected by the collector, never sent again, and the 3 go
+    # (before, the 5 went back to the buffer and came first at every flush)
+    assert first["dropped"] == {"rejected_by_collector": 5} and second["dropped"] == {"rejected_by_collector": 5}, (first, second)
+    assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(5, True), (3, False)]
+    assert len(grpc_rx.spans) == 3
+
+
+def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):
+    import grpc
+
+    # GIVEN a gRPC collector unavailable for one request: "not now", which the exporter retries
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(1, grpc.StatusCode.UNAVAILABLE)
+    found = probe.flush(4)
+    # THEN the spans went, none counted as dropped
+    assert found["flushed"] is True and found["dropped"] == {}, found
+    assert len(grpc_rx.spans) == 4
+
+
+def test_spans_a_grpc_collector_rejects_in_a_partial_success_are_counted(grpc_flushes):
+    # GIVEN a gRPC collector that takes each request but rejects 2 of its spans
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.reject_per_request = 2
+    first, second = probe.flush(5), probe.flush(4)
+    stderr = probe.stderr()
+    # THEN each rejection is counted (before: neither exported nor counted), logged once in the
+    # collector's words, and the rejected spans are not sent again
+    assert second["dropped"] == {"rejected_by_collector": 4}, (first, second, stderr)
+    assert len(grpc_rx.spans) == 5 and [r["spans"] for r in grpc_rx.requests] == [5, 4]
+    assert stderr.count("the collector rejected 2 spans of a request (over the test receiver's quota)") == 1, stderr
+
+
+def test_grpc_requests_over_the_collectors_message_size_go_smaller_at_once(grpc_flushes):
+    # GIVEN a gRPC collector that takes messages of up to 12 KB (spans of ~1.1 KB: about 10),
+    # and 30 spans to flush, with an export timeout of 30 s
+    grpc_rx, probe = grpc_flushes(max_receive_bytes=12 * 1024)
+    found = probe.flush(30)
+    # THEN they all went, in requests the collector takes, none dropped; and without the
+    # exporter's retries of RESOURCE_EXHAUSTED with backoff before each halving (1 + 2 + 4 + 8
+    # + 16 s, until its timeout), which the same bytes would meet again
+    assert found["flushed"] is True and found["dropped"] == {}, found
+    assert sorted(span["span_id"] for span in grpc_rx.spans) == sorted(f"{i:016x}" for i in range(2, 32))
+    assert max(r["spans"] for r in grpc_rx.requests) <= 10
+    assert found["took_s"] < 10, found
+

@@ -414,6 +414,31 @@ def test_grpc_export(task):
     assert set(grpc_threads.values()) == {0}, niceness
 
 
+def test_a_grpc_collector_that_refuses_a_request_costs_only_that_request(task):
+    import grpc
+
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN a gRPC trace collector that refuses the first request as unauthenticated
+    with GrpcTraceReceiver() as grpc_rx:
+        grpc_rx.refuse(1, grpc.StatusCode.UNAUTHENTICATED)
+        env = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": grpc_rx.endpoint}
+        with instrumented(task, env=env) as (emu, rx):
+            first = emu.invoke({})
+            wait_for(lambda: grpc_rx.requests, 30, what="the first span request")
+            later = [emu.invoke({}).request_id for _ in range(3)]
+            spans = grpc_rx.wait_for(3, timeout=30)
+            assert emu.wait_idle(30)
+        refused = [rid for r in grpc_rx.requests if r["refused"] for rid in r["span_ids"]]
+        delivered = [s["attributes"]["faas.invocation_id"].string_value for s in spans if "faas.invocation_id" in s["attributes"]]
+    # THEN the refused spans (the first invocation's, its init's) are counted as rejected and
+    # never sent again; the later invocations' spans go (before, the refused batch came first
+    # at every flush and was refused again, holding them back)
+    assert refused and not set(refused) & {s["span_id"] for s in spans}
+    assert first.request_id not in delivered and sorted(delivered) == sorted(later)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "rejected_by_collector"}) == len(refused)
+
+
 def thread_niceness(pid: int) -> list:
     """[(thread name, nice value)] of a process's live threads."""
     found = []

@@ -1,4 +1,6 @@
-"""A minimal real OTLP/gRPC trace receiver for tests (loopback only, free port)."""
+"""A minimal real OTLP/gRPC trace receiver for tests (loopback only, free port), which can be
+told to refuse requests with a gRPC code, to answer with a partial success, and to take
+messages only up to a size (as a collector's max_recv_msg_size does)."""
 
 from __future__ import annotations
 
@@ -14,26 +16,48 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._store = store
 
     def Export(self, request, context):  # noqa: N802 - gRPC method name
-        with self._store.cv:
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        self._store.spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "attributes": {a.key: a.value for a in span.attributes}})
-            self._store.cv.notify_all()
-        return trace_service_pb2.ExportTraceServiceResponse()
+        store = self._store
+        spans = [span for resource_spans in request.resource_spans for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+        with store.cv:
+            refuse = store.refuse_next > 0
+            rejected = min(store.reject_per_request, len(spans))
+            store.requests.append({"spans": len(spans), "refused": refuse, "span_ids": [s.span_id.hex() for s in spans]})
+            if refuse:
+                store.refuse_next -= 1
+            else:
+                # Rejected items (a partial success) are not accepted: the last ones of the request.
+                for span in spans[: len(spans) - rejected]:
+                    store.spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "attributes": {a.key: a.value for a in span.attributes}})
+            store.cv.notify_all()
+        if refuse:
+            context.abort(store.refuse_code, "refused by the test receiver")
+        answer = trace_service_pb2.ExportTraceServiceResponse()
+        if rejected:
+            answer.partial_success.rejected_spans = rejected
+            answer.partial_success.error_message = "over the test receiver's quota"
+        return answer
 
 
 class GrpcTraceReceiver:
-    def __init__(self) -> None:
+    def __init__(self, max_receive_bytes: int | None = None) -> None:
         self.spans: list = []
+        self.requests: list = []  # {"spans": n, "refused": bool, "span_ids": [...]} per request that reached the service
+        self.refuse_next = 0  # requests to refuse, from the next one on
+        self.refuse_code = grpc.StatusCode.INVALID_ARGUMENT
+        self.reject_per_request = 0  # spans each accepted request rejects in a partial success
         self.cv = threading.Condition()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        options = [] if max_receive_bytes is None else [("grpc.max_receive_message_length", max_receive_bytes)]
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=options)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def refuse(self, count: int, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+        with self.cv:
+            self.refuse_next, self.refuse_code = count, code
 
     def __enter__(self) -> "GrpcTraceReceiver":
         self._server.start()

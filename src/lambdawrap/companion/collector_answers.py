@@ -1,18 +1,22 @@
-"""What a collector's answers say it refused, which the exporters leave unread (OTLP/HTTP only:
-the gRPC exporters keep their answers to themselves).
+"""What a collector's answers say it refused, which the exporters leave unread.
 
-- An OTLP partial success: a 200 whose body counts the items the collector rejected (over a
-  quota, invalid data) and says why. Those items would be neither exported nor counted; they
-  are counted as dropped, and the first rejection of each signal is logged in the collector's
-  words. Not sent again: OTLP says a rejected item must not be retried.
-- A request refused as such, with a 4xx other than 408 and 429: the same bytes would be
-  refused again, and a batch given back to the buffer would come first at every flush, holding
-  back every later span of the environment. 413 (too large) asks for smaller requests; any
-  other is the batch's end, counted as rejected."""
+- An OTLP partial success: an accepted request whose answer counts the items the collector
+  rejected (over a quota, invalid data) and says why. Those items would be neither exported
+  nor counted; they are counted as dropped, and the first rejection of each signal is logged in
+  the collector's words. Not sent again: OTLP says a rejected item must not be retried.
+- A request refused as such: over OTLP/HTTP a 4xx other than 408 and 429, over OTLP/gRPC a
+  code OTLP does not retry, short of a server error. The same bytes would be refused again,
+  and a batch given back to the buffer would come first at every flush, holding back every
+  later span of the environment. 413 (too large) asks for smaller requests; any other is the
+  batch's end, counted as rejected.
+
+The HTTP transport (otlp_transport) and the gRPC stub's tap (grpc_answers) hand the answers
+here the same way (`Answers`)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
 logger = logging.getLogger("lambdawrap.companion")
@@ -29,6 +33,30 @@ _ANSWERS = {
 }
 
 
+class Answers:
+    """Where a sender leaves what a collector answered: each accepted request's answer for
+    `answered`, and the status of each thread's last answer (`last_status`)."""
+
+    def __init__(self) -> None:
+        # Told each accepted request's answer: the exporters read none, and an OTLP partial
+        # success there says how many items the collector rejected.
+        self.answered: Callable[[object], None] | None = None
+        self._answers = threading.local()
+
+    @property
+    def last_status(self) -> int | str | None:
+        """The status of the last answer to a request made on this thread: an HTTP status, or
+        a gRPC code's name (None: no answer, a redirect, or none since it was set to None).
+        The exporters report a failure without it, and a request refused as such is not worth
+        sending again. Per thread: a flush sends its signals from threads of their own, and
+        SHUTDOWN from another."""
+        return getattr(self._answers, "status", None)
+
+    @last_status.setter
+    def last_status(self, status: int | str | None) -> None:
+        self._answers.status = status
+
+
 class PartialSuccessReader:
     """Reads one signal's answers (a transport's `answered`), telling `on_rejected(signal,
     count)` of the items rejected (spans and log records); never raises."""
@@ -39,21 +67,26 @@ class PartialSuccessReader:
         self._logged = False
         self._response_class = None
 
-    def __call__(self, body: bytes) -> None:
+    def __call__(self, answer: object) -> None:
+        """Read an answer: its bytes (OTLP/HTTP), or the message itself (OTLP/gRPC)."""
         try:
-            self._read(body)
+            self._read(self._parsed(answer) if isinstance(answer, bytes) else answer)
         except Exception:  # noqa: BLE001 - an answer we cannot read must not fail the export
             logger.debug("lambdawrap: could not read the collector's answer to %s", self._signal, exc_info=True)
 
-    def _read(self, body: bytes) -> None:
-        module, name, field = _ANSWERS[self._signal]
-        counted = self._signal in REJECTED_REASONS
+    def _parsed(self, body: bytes) -> object:
         if self._response_class is None:
             import importlib
 
+            module, name, _ = _ANSWERS[self._signal]
             self._response_class = getattr(importlib.import_module(module), name)
         answer = self._response_class()
         answer.ParseFromString(body)
+        return answer
+
+    def _read(self, answer: object) -> None:
+        field = _ANSWERS[self._signal][2]
+        counted = self._signal in REJECTED_REASONS
         if not answer.HasField("partial_success"):
             return
         rejected = getattr(answer.partial_success, field)
@@ -65,13 +98,21 @@ class PartialSuccessReader:
 
 
 RETRY_LATER = (408, 429)  # 4xx statuses that say "not now", not "not this"
+# The gRPC codes OTLP says not to retry, but for the server's own errors (UNKNOWN, INTERNAL),
+# which are retried as a 5xx is: the gRPC counterparts of the refusing 4xx.
+GRPC_REFUSALS = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "FAILED_PRECONDITION", "UNIMPLEMENTED", "UNAUTHENTICATED"})
+# A gRPC request over the server's message size (4 MiB by default, the OpenTelemetry
+# Collector's too) is refused with RESOURCE_EXHAUSTED, which otherwise says "not now".
+GRPC_TOO_LARGE = "RESOURCE_EXHAUSTED (larger than the collector's maximum message size)"
 
 
-def refusal(status: int | None) -> str | None:
+def refusal(status: int | str | None) -> str | None:
     """"too_large", "refused" or None (sent, or worth sending again) for the status of the last
-    answer to an export that failed."""
-    if status == 413:
+    answer to an export that failed (an HTTP status or a gRPC code's name)."""
+    if status == 413 or status == GRPC_TOO_LARGE:
         return "too_large"
+    if isinstance(status, str):
+        return "refused" if status in GRPC_REFUSALS else None
     if status is not None and 400 <= status < 500 and status not in RETRY_LATER:
         return "refused"
     return None
@@ -83,7 +124,7 @@ class RefusalLog:
     def __init__(self) -> None:
         self._logged: set = set()
 
-    def __call__(self, signal: str, status: int, count: int, outcome: str) -> None:
+    def __call__(self, signal: str, status: int | str, count: int, outcome: str) -> None:
         if (signal, status) not in self._logged:
             self._logged.add((signal, status))
-            logger.warning("lambdawrap: the collector refused a request of %d %s with HTTP %d: %s; logged once", count, signal, status, outcome)
+            logger.warning("lambdawrap: the collector refused a request of %d %s with %s %s: %s; logged once", count, signal, "gRPC" if isinstance(status, str) else "HTTP", status, outcome)

@@ -86,6 +86,19 @@ class GrpcExporterToBuild:
         self.exporter_class = exporter_class
 
 
+def _grpc_answers(exporters_by_signal: tuple) -> dict:
+    """The answers of each signal exported over OTLP/gRPC (grpc_answers, imported only then)."""
+    found = {}
+    for signal, exporter in exporters_by_signal:
+        if type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc."):
+            from lambdawrap.companion import grpc_answers
+
+            answers = grpc_answers.tap(exporter)
+            if answers is not None:
+                found[signal] = answers
+    return found
+
+
 def built(exporters: tuple) -> tuple:
     """The exporters with each gRPC one made, on the calling thread."""
     return tuple(e.exporter_class() if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
@@ -200,9 +213,10 @@ class Pipeline:
         transports = sys.modules.get("lambdawrap.companion.otlp_transport")
         exporters_by_signal = (("spans", span_exporter), ("metrics", metric_exporter), ("logs", log_exporter))
         self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
-        for signal, (transport, _, _) in self._transports:
-            transport.answered = PartialSuccessReader(signal, self._rejected_in_answer)
-        self._transport_of = {signal: transport for signal, (transport, _, _) in self._transports}
+        self._answers_of = {signal: transport for signal, (transport, _, _) in self._transports}  # each signal's collector_answers.Answers
+        self._answers_of.update(_grpc_answers(exporters_by_signal))
+        for signal, answers in self._answers_of.items():
+            answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
         self.last_flush = 0.0
@@ -386,10 +400,10 @@ class Pipeline:
         requests are half as big), "refused" (to be counted as dropped: sending the same again
         would be refused again, and the batch would hold back all that follows) or None (worth
         sending again: the collector down, slow or busy)."""
-        transport = self._transport_of.get(signal)
-        if sent or transport is None:
+        answers = self._answers_of.get(signal)
+        if sent or answers is None:
             return None
-        status = transport.last_status
+        status = answers.last_status
         refused = refusal(status)
         if refused == "too_large" and count > 1:
             self._batch[signal] = count // 2
@@ -417,9 +431,9 @@ class Pipeline:
 
     def _forget_status(self, signal: str) -> None:
         # Before an export: a failure that comes before any answer must not read an older one.
-        transport = self._transport_of.get(signal)
-        if transport is not None:
-            transport.last_status = None
+        answers = self._answers_of.get(signal)
+        if answers is not None:
+            answers.last_status = None
 
     def _sent_whole(self, signal: str) -> None:
         # Requests grow back after a 413 as they go through.

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
+from lambdawrap.companion.collector_answers import Answers
 from lambdawrap.companion.collector_connection import CollectorConnection
 
 _URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
@@ -69,7 +70,7 @@ class _Headers(dict):
         return super().get(name.lower(), default)
 
 
-class StdlibHTTPTransport(BaseHTTPTransport):
+class StdlibHTTPTransport(BaseHTTPTransport, Answers):
     def __init__(self, *, verify: bool | str = True, cert: str | tuple | None = None, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
         self._verify = verify
@@ -86,25 +87,9 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         # request with none idle waits for that one rather than making a second.
         self._connecting: dict = {}
         self._set_up: dict = {}  # (wall s, CPU s) the last connection took to make, by the same keys
-        # Told the body of each answer in the 2xx range: the exporters read none, and an OTLP
-        # partial success there says how many items the collector rejected.
-        self.answered: Callable[[bytes], None] | None = None
-        # The status of each thread's last answer (see last_status).
-        self._answers = threading.local()
+        Answers.__init__(self)  # told the body of each answer in the 2xx range
         self._closed = False
         self._lock = threading.Lock()
-
-    @property
-    def last_status(self) -> int | None:
-        """The status of the last answer to a request made on this thread (None: no answer, a
-        redirect, or none since it was set to None): the exporters report a failure without
-        it, and a request refused as such is not worth sending again. Per thread: a flush sends
-        its signals from threads of their own, and SHUTDOWN from another."""
-        return getattr(self._answers, "status", None)
-
-    @last_status.setter
-    def last_status(self, status: int | None) -> None:
-        self._answers.status = status
 
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         conn = None

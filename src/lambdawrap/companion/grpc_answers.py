@@ -1,0 +1,98 @@
+"""A collector's answers over OTLP/gRPC, which the gRPC exporters drop: the answer to an
+accepted request (an OTLP partial success says what was rejected in it) and the code of a
+refused one (the exporter only says it failed). Both reach collector_answers as the HTTP
+transport's do.
+
+The exporter's stub is wrapped, and so is the factory it remakes the stub with (after an
+UNAVAILABLE answer it opens a new channel): every Export call passes here, its request,
+answer and error unchanged. Imported only when a signal is exported over gRPC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from lambdawrap.companion.collector_answers import GRPC_TOO_LARGE, Answers
+
+# The server's words for a message over its maximum size (grpc-core: "Received message larger
+# than max (N vs. M)"; a client-side limit: "Sent message larger than max").
+_TOO_LARGE_WORDS = "message larger than max"
+# How long a refused size tells the exporter to wait before retrying: longer than any export's
+# timeout, so it gives up at once; the same bytes would be refused again at any time.
+_NEVER_S = 24 * 3600
+
+
+def tap(exporter: object) -> Answers | None:
+    """The answers to `exporter`'s requests from now on; None if it is not an OTLP/gRPC exporter
+    of the shape this knows (it then exports as it would, its answers unread)."""
+    make_stub = getattr(exporter, "_stub", None)
+    stub = getattr(exporter, "_client", None)
+    if not callable(make_stub) or stub is None or not callable(getattr(stub, "Export", None)):
+        return None
+    answers = Answers()
+
+    def tapped_stub(channel: Any) -> _TappedStub:
+        return _TappedStub(make_stub(channel), answers)
+
+    exporter._stub = tapped_stub
+    exporter._client = _TappedStub(stub, answers)
+    return answers
+
+
+class _TappedStub:
+    """A stub whose Export tells `answers` what the collector answered."""
+
+    def __init__(self, stub: Any, answers: Answers) -> None:
+        self._stub = stub
+        self._answers = answers
+
+    def Export(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the stub's method name
+        answers = self._answers
+        answers.last_status = None
+        try:
+            answer = self._stub.Export(*args, **kwargs)
+        except grpc.RpcError as error:
+            code = error.code() if callable(getattr(error, "code", None)) else None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _over_the_message_size(error):
+                answers.last_status = GRPC_TOO_LARGE
+                raise _NotToBeRetried(error) from error
+            answers.last_status = getattr(code, "name", None)
+            raise
+        answers.last_status = "OK"
+        if answers.answered is not None:
+            answers.answered(answer)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+
+def _over_the_message_size(error: grpc.RpcError) -> bool:
+    details = error.details() if callable(getattr(error, "details", None)) else None
+    return isinstance(details, str) and _TOO_LARGE_WORDS in details.lower()
+
+
+class _NotToBeRetried(grpc.RpcError):
+    """The server's refusal of a message's size, as the exporter reads it (code, details), with
+    the server's advice not to retry within the export's deadline (a google.rpc.RetryInfo
+    trailer, which the exporter honours): otherwise it would retry RESOURCE_EXHAUSTED with
+    backoff until its timeout (7 s of 10 by default) before every halving of the batch."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        super().__init__(str(error))
+        self._error = error
+
+    def code(self) -> Any:
+        return self._error.code()
+
+    def details(self) -> Any:
+        return self._error.details()
+
+    def trailing_metadata(self) -> tuple:
+        from google.rpc.error_details_pb2 import RetryInfo
+
+        advice = RetryInfo()
+        advice.retry_delay.seconds = _NEVER_S
+        metadata = getattr(self._error, "trailing_metadata", None)
+        return (*(metadata() or () if callable(metadata) else ()), ("google.rpc.retryinfo-bin", advice.SerializeToString()))
