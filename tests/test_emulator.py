@@ -673,3 +673,46 @@ def test_api_server_takes_the_runtime_apis_header_size(header_echo):
     assert status == 431 and connection == "close"
     # A client that asks to close is answered and closed; the server keeps serving
     assert send("short", {"Connection": "close"})[0] == 200
+
+
+def test_api_server_judges_large_bodies_by_their_size_and_refuses_short_ones(monkeypatch):
+    import socket
+
+    from lambdawrap.devtools.emulator import api_server
+    from lambdawrap.devtools.emulator.api_server import ApiServer, Reply
+
+    # Small limits, for the same rules at sizes a test can send
+    monkeypatch.setattr(api_server, "MAX_READ_BYTES", 1000)
+    monkeypatch.setattr(api_server, "MAX_DRAIN_BYTES", 5000)
+    server = ApiServer(lambda req: Reply(200, {"kept": len(req.body), "oversize": req.oversize}))
+    server.start("sizes")
+
+    def send(head: bytes, body: bytes) -> tuple:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            conn.sendall(head + b"\r\n" + body)
+            conn.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        headers, _, reply = rest.partition(b"\r\n\r\n")
+        return int(status_line.split()[1]), json.loads(reply), b"connection: close" in headers.lower()
+
+    def post(body: bytes, length: int | None = None) -> tuple:
+        return send(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n" % (len(body) if length is None else length), body)
+
+    try:
+        assert post(b"a" * 1000)[:2] == (200, {"kept": 1000, "oversize": 0})
+        # Over what is kept: read through, and its size told
+        assert post(b"a" * 4000)[:2] == (200, {"kept": 0, "oversize": 4000})
+        # Over what is read through: its Content-Length told, unread, the connection closed
+        assert post(b"a" * 100, length=9000) == (200, {"kept": 0, "oversize": 9000}, True)
+        chunks = b"".join(b"%x\r\n%s\r\n" % (1500, b"c" * 1500) for _ in range(4)) + b"0\r\n\r\n"
+        assert send(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n", chunks)[0] == 413
+        # A body that ends before its length is not a request (before: a short body was taken
+        # as the whole, a truncated response for the caller)
+        for sent, length in ((b"a" * 500, 800), (b"a" * 2000, 4000)):
+            status, reply, closed = post(sent, length=length)
+            assert (status, reply["errorType"], closed) == (400, "InvalidRequest", True)
+    finally:
+        server.stop()

@@ -40,6 +40,8 @@ def unserializable(event, context):
 def too_large(event, context):
     # Over Lambda's limit as the runtime posts it: "x" is a byte, "é" two in UTF-8 (or six as
     # an escape), which a size taken in characters would miss.
+    if event.get("raise"):
+        raise ValueError(event["char"] * event["count"])
     return event["char"] * event["count"]
 '''
 LATE_S = 1.5  # the Telemetry API's delivery, held this long
@@ -97,14 +99,14 @@ def test_a_response_that_fails_after_the_handler_returned_waits_for_the_platform
         assert post_response_ms(emu, result.request_id) >= WAITED_FOR_THE_PLATFORM_MS - SCHEDULING_SLACK_MS
 
 
-@pytest.mark.parametrize("char, count", [("x", 7 * 1024 * 1024), ("\u00e9", 3_500_000)])
-def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform, char, count):
+@pytest.mark.parametrize("char, count, raises", [("x", 7 * 1024 * 1024, False), ("\u00e9", 3_500_000, False), ("z", 7 * 1024 * 1024, True)])
+def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform, char, count, raises):
     # The platform's word is only that the runtime exited (awslambdaric raises on the 413);
     # what the caller got is told by the failed post. The Telemetry API is held late: the span
     # needs no word from it.
     with late_platform("too_large") as (emu, rx):
         emu.bus.gate.min_buffer_s = LATE_S
-        result = emu.invoke({"char": char, "count": count})
+        result = emu.invoke({"char": char, "count": count, "raise": raises})
         caller = result.json()
         assert caller["errorType"] == "Function.ResponseSizeTooLarge"
         span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
@@ -112,6 +114,8 @@ def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform,
         assert span["attributes"]["error.type"] == "Function.ResponseSizeTooLarge"
         assert span["status_message"] == f"Function.ResponseSizeTooLarge: {caller['errorMessage']}"  # the same size
         assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
+        # An error too large to post: the handler's exception stays the span's event.
+        assert [e["attributes"]["exception.type"] for e in span["events"] if e["name"] == "exception"] == ["ValueError" if raises else "Function.ResponseSizeTooLarge"]
         # The environment was reset (the runtime exited): the next invocation starts cold and
         # both are accounted for once, with no contradiction between post and platform.
         after = emu.invoke({"char": "x", "count": 3})
@@ -198,10 +202,14 @@ found = {
 class Client:
     def post_invocation_result(self, invoke_id, result_data, content_type="application/json"):
         if invoke_id.startswith("refused"):
-            raise RuntimeError("413")
+            raise RuntimeError("413")  # as the client's C part raises for an answer other than 202
+        if invoke_id.startswith("unsendable"):
+            result_data.encode("utf-8")  # as the client fails on a type it cannot send, before posting
         return "posted"
 
     def post_invocation_error(self, invoke_id, error_response_data, xray_fault):
+        if invoke_id.startswith("refused"):
+            raise RuntimeError("413")
         return "posted"
 
 response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socket_path, function_wrapper, after_post)
@@ -218,11 +226,15 @@ except RuntimeError as exc:
 # for that, not for its size.
 posted_wanted.set_wanted(socket_path, False)
 limit = response_posted.MAX_RESPONSE_BYTES
-for rid, data in (("refused-small", "{}"), ("refused-text", "\u00e9" * (limit // 2 + 1)), ("refused-bytes", b"x" * (limit + 1)), ("refused-at-limit", "x" * limit), ("refused-unencodable", "\udc80" * limit)):
+for rid, data in (("refused-small", "{}"), ("refused-text", "\u00e9" * (limit // 2 + 1)), ("refused-bytes", b"x" * (limit + 1)), ("refused-at-limit", "x" * limit), ("refused-unencodable", "\udc80" * limit), ("unsendable-bytearray", bytearray(limit + 1))):
     try:
         client.post_invocation_result(rid, data)
-    except RuntimeError:
+    except (RuntimeError, AttributeError):
         pass
+try:
+    client.post_invocation_error("refused-error", "e" * (limit + 5), "")
+except RuntimeError:
+    pass
 found["answers"] = answers
 found["sent"] = sent
 print(json.dumps(found))
@@ -323,7 +335,7 @@ def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_onl
     assert found["answers"] == ["posted"] * 4  # what the runtime's call returns, unchanged
     # Only while the companion wants them; a response over 6 MB is the platform's to judge.
     limit = 6 * 1024 * 1024 + 100
-    refused = [["refused-text", "too_large", limit + 2], ["refused-bytes", "too_large", limit + 1]]
+    refused = [["refused-text", "too_large", limit + 2], ["refused-bytes", "too_large", limit + 1], ["refused-error", "too_large", limit + 5]]
     assert found["sent"] == ([["ok", "result"], ["raised", "error"], *refused] if wraps else [])
     # A refused post's traceback is the client's own: no frame of the wrapper's.
     assert found["refused_frames"] == ["<module>", "post_invocation_result"]

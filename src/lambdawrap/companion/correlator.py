@@ -94,9 +94,9 @@ class Invocation:
         its size is told by the failed post alone (the platform says only that the runtime exited)."""
         if self.end is None or self.posted is None:
             return False
-        if self.end.get("error") is not None:
-            return self.posted == "error"
-        return self.posted in ("result", "too_large")
+        if self.posted == "too_large":
+            return True
+        return self.posted == ("error" if self.end.get("error") is not None else "result")
 
     @property
     def failed_on_platform(self) -> bool:

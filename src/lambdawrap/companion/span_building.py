@@ -190,8 +190,13 @@ class SpanBuilder:
         if isinstance(http_status, int) and not isinstance(http_status, bool):
             attrs["http.response.status_code"] = http_status
         error = end.get("error") if isinstance(end.get("error"), dict) else None
-        if error is None and inv.posted == "too_large":
-            # What the caller got; the platform's own word is only that the runtime then exited.
+        events = []
+        if inv.posted == "too_large":
+            # What the caller got, in its words, for a response or an error too large to post
+            # (the platform's own word is only that the runtime then exited); the handler's
+            # exception, if it raised, stays as its event.
+            if error is not None:
+                events.append(_exception_event(error, end_ns))
             error = {"type": "Function.ResponseSizeTooLarge", "message": f"Response payload size ({inv.refused_bytes} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).", "stack": ""}
             attrs["lambdawrap.failure_reason"] = "after_return"
         elif error is None and inv.failed_on_platform:
@@ -201,8 +206,7 @@ class SpanBuilder:
             attrs["lambdawrap.failure_reason"] = "after_return"
         if error is not None:
             attrs["error.type"] = str(error.get("type"))
-            event = Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=end_ns or None)
-            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), [event]
+            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), events or [_exception_event(error, end_ns)]
         if isinstance(http_status, int) and http_status >= 500:
             attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
             return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
@@ -312,3 +316,7 @@ def clean_attributes(attributes: Mapping) -> dict:
         elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) for v in value):
             out[encodable(str(key))] = [encodable(v) if isinstance(v, str) else v for v in value]
     return out
+
+
+def _exception_event(error: dict, end_ns: int) -> Event:
+    return Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=end_ns or None)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 _POSTS = (("post_invocation_result", "result"), ("post_invocation_error", "error"))
+_DATA_ARGUMENTS = {"result": "result_data", "error": "error_response_data"}  # each post's body, by keyword
 _MARKER = "_self_lambdawrap_posted"
 
 
@@ -67,7 +68,7 @@ def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: s
         except BaseException as exc:
             # The runtime ends with this exception: the record goes now, and with it the one
             # failure the platform names to the caller alone (a response over its size limit).
-            _report(after_post, _refused(args, kwargs) if outcome == "result" else None)
+            _report(after_post, _refused(args, kwargs, exc, outcome))
             drop_own_frame(exc)  # the runtime's traceback stays its own
             raise
         posted = None
@@ -90,11 +91,16 @@ def _report(after_post: Callable[[dict | None], None], posted: dict | None) -> N
         FAILURES.record("after the runtime posted a response")
 
 
-def _refused(args: tuple, kwargs: dict) -> dict | None:
-    """The `too_large` record of a result whose post failed because of its size, else None."""
+def _refused(args: tuple, kwargs: dict, exc: BaseException, outcome: str) -> dict | None:
+    """The `too_large` record of a response (or error) whose post the platform refused for its
+    size, else None: the client's own failure to post (its C part raises RuntimeError for an
+    answer other than 202) of bytes or text over the limit. A failure before anything was
+    posted (a type the client cannot send, text it cannot encode) is not a matter of size."""
+    if type(exc) is not RuntimeError:
+        return None
     try:
         request_id = args[0] if args else kwargs.get("invoke_id")
-        size = _size(args[1] if len(args) > 1 else kwargs.get("result_data"))
+        size = _size(args[1] if len(args) > 1 else kwargs.get(_DATA_ARGUMENTS[outcome]))
         if isinstance(request_id, str) and request_id and size is not None and size > MAX_RESPONSE_BYTES:
             return records.posted(request_id, "too_large", size)
     except Exception:  # noqa: BLE001 - instrumentation fails open
@@ -104,7 +110,7 @@ def _refused(args: tuple, kwargs: dict) -> dict | None:
 
 def _size(data: Any) -> int | None:
     """The bytes the runtime posts for `data` (a str goes UTF-8 encoded); None if it cannot."""
-    if isinstance(data, (bytes, bytearray)):
+    if isinstance(data, bytes):
         return len(data)
     if not isinstance(data, str):
         return None

@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 # limit so that the limit itself can still answer with its documented 413.
 MAX_READ_BYTES = 16 * 1024 * 1024
 # A larger body is read through, unkept, up to this (a response's size is the platform's to
-# judge); beyond it the connection is refused with 413 and closed.
+# judge); beyond it, it is judged by its Content-Length unread, or refused with 413 (chunked),
+# and the connection closes.
 MAX_DRAIN_BYTES = 1024 * 1024 * 1024
 READ_PIECE_BYTES = 1024 * 1024
 
@@ -140,10 +141,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> tuple[bytes, int]:
         """(body, size): a body over MAX_READ_BYTES is read through but not kept (body b""),
-        so that the platform can still judge its size, as Lambda does a response's."""
+        so that the platform can still judge its size, as Lambda does a response's; one whose
+        Content-Length passes MAX_DRAIN_BYTES is judged by that, unread (the connection then
+        closes). A body that ends before its length is an error (OSError), as in Go."""
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        if not chunked:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_DRAIN_BYTES:
+                self.close_connection = True
+                return b"", length
         kept: list[bytes] = []
         total = 0
-        for piece in self._body_pieces():
+        for piece in self._chunks() if chunked else self._read_exactly(length):
             total += len(piece)
             if total > MAX_DRAIN_BYTES:
                 raise ApiError(413, "RequestEntityTooLarge", "request body too large")
@@ -153,23 +162,21 @@ class _Handler(BaseHTTPRequestHandler):
                 kept.clear()
         return (b"".join(kept) if total <= MAX_READ_BYTES else b""), total
 
-    def _body_pieces(self) -> Iterator[bytes]:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                yield from self._read_exactly(size)
-                self.rfile.readline()
-        yield from self._read_exactly(int(self.headers.get("Content-Length") or 0))
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield from self._read_exactly(size)
+            self.rfile.readline()
 
     def _read_exactly(self, length: int) -> Iterator[bytes]:
         while length > 0:
             piece = self.rfile.read(min(length, READ_PIECE_BYTES))
             if not piece:
-                return
+                raise ConnectionError(f"the request body ended {length} bytes short of its length")
             length -= len(piece)
             yield piece
 
@@ -197,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in reply.headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(reply.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")  # the client must not send another on it
             self.end_headers()
             self.wfile.write(reply.body)
         except OSError:
