@@ -55,6 +55,7 @@ BEHAVIOUR = Group(
         do("thread pool", "threads"),
         do("asyncio", "asyncio"),
         do("multiprocessing pool (fork)", "multiprocessing"),
+        do("the handler pickled and copied - handler_not_picklable", "handler_as_value"),
         do("fork child exits 0 - fork_child_reports", "fork_exit", code=0),
         do("fork child exits 3", "fork_exit", code=3),
         do("background thread prints after return", "background_thread"),

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -247,6 +248,26 @@ def test_user_spans_nest_under_the_invocation(tmp_path):
         assert load["parent_span_id"] == invocation["span_id"]
         assert query["parent_span_id"] == load["span_id"]
         assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
+
+
+OLD_API_PROBE = """
+import json
+from opentelemetry import trace
+del trace.ProxyTracer  # as in opentelemetry-api 1.0.0, which a function may vendor
+from lambdawrap.handler import private_wrapt
+from lambdawrap.handler.otel_bridge import UserSpans
+UserSpans(None, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper)
+print(json.dumps({"bridged": True}))
+"""
+
+
+def test_an_opentelemetry_api_without_proxy_tracers_is_left_alone():
+    # GIVEN the function's own OpenTelemetry API from before proxy tracers (1.0.0)
+    src = Path(__file__).resolve().parent.parent / "src"
+    done = subprocess.run([sys.executable, "-c", OLD_API_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(src)))
+    # THEN the bridge is made without routing them (before: AttributeError, logged with a
+    # traceback in the function's log as a failed post-import hook)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"bridged": True}, done.stderr
 
 
 def test_process_stays_lean_and_disabled_leaves_it_untouched(task):

@@ -166,7 +166,7 @@ class InvocationTracer:
             from lambdawrap.handler import private_wrapt
 
             self._function_wrapper = private_wrapt.load().FunctionWrapper
-        wrapped = self._function_wrapper(handler, self._call)
+        wrapped = _handler_wrapper(self._function_wrapper)(handler, self._call)
         setattr(wrapped, _MARKER, True)
         return wrapped
 
@@ -330,6 +330,36 @@ class InvocationTracer:
             FAILURES.count -= failures
         if sent and not_injected:
             _context_not_injected[0] -= not_injected
+
+
+_FUNCTION_TYPE = type(lambda: None)  # types.FunctionType, without importing types
+_handler_wrappers: dict = {}  # FunctionWrapper type -> its handler subclass
+
+
+def _handler_wrapper(function_wrapper: type) -> type:
+    """`function_wrapper`'s subclass for the handler, which its module then holds in the
+    function's place: pickled and copied as that function is. A function pickles as a
+    reference to its module's attribute (a process pool's workers call the handler so), which
+    is now the wrapper, and copies are the function itself; wrapt's proxies refuse both."""
+    made = _handler_wrappers.get(function_wrapper)
+    if made is not None:
+        return made
+
+    class HandlerWrapper(function_wrapper):
+        def __reduce_ex__(self, protocol: int) -> Any:
+            wrapped = self.__wrapped__
+            if isinstance(wrapped, _FUNCTION_TYPE):
+                return wrapped.__qualname__  # a global: pickle finds this wrapper there
+            return wrapped.__reduce_ex__(protocol)  # a callable instance or a partial, by value
+
+        def __copy__(self) -> Any:
+            return self
+
+        def __deepcopy__(self, memo: dict) -> Any:
+            return self
+
+    _handler_wrappers[function_wrapper] = HandlerWrapper
+    return HandlerWrapper
 
 
 def _time_left_to_post(context: Any) -> bool:

@@ -195,8 +195,9 @@ class UserSpans:
         # The proxy tracers the API hands out before any provider is set (module-level
         # `trace.get_tracer(...)` included) start our spans until the user sets a provider,
         # then theirs: each call looks at the API's slot, which stays the user's to fill.
-        proxy = trace.ProxyTracer
-        if not hasattr(trace, "_TRACER_PROVIDER") or getattr(proxy, "_self_lambdawrap", False):
+        # An API older than 1.1 has no proxy tracers (nor that slot): nothing to route.
+        proxy = getattr(trace, "ProxyTracer", None)
+        if proxy is None or not hasattr(trace, "_TRACER_PROVIDER") or getattr(proxy, "_self_lambdawrap", False):
             return
         bridge = self
 

@@ -117,6 +117,19 @@ def handler(event, context):
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(2) as pool:
             return {"squares": pool.map(_square, range(6))}
+    if do == "handler_as_value":
+        # The handler handed around as a value: to a process pool (pickled by reference, the
+        # workers call it), and copied, as a function is (to itself).
+        import copy
+        import pickle
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+        if "n" in event:
+            return event["n"] * 2
+        this = sys.modules[__name__].handler
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            doubled = list(pool.map(this, [{"do": do, "n": n} for n in range(4)], [None] * 4))
+        return {"doubled": doubled, "copy": copy.copy(this) is this, "deepcopy": copy.deepcopy(this) is this, "pickled": pickle.loads(pickle.dumps(this)) is this, "deepcopy in a dict": copy.deepcopy({"h": this})["h"] is this}
     if do == "fork_exit":
         pid = os.fork()
         if pid == 0:
