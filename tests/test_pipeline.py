@@ -329,6 +329,45 @@ def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
 
 
+def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path):
+    from lambdawrap.companion.correlator import RECORD_GRACE_S, UNREPORTING_AFTER
+
+    # GIVEN a handler module that puts another object in its place in sys.modules: its handler
+    # is never wrapped, so the function sends no record
+    task = write_function(
+        tmp_path / "task",
+        """
+        import sys, types
+
+        class _Module(types.ModuleType):
+            pass
+
+        def handler(event, context):
+            return {"ok": True}
+
+        _replacement = _Module(__name__)
+        _replacement.handler = handler
+        sys.modules[__name__] = _replacement
+        """,
+    )
+    invocations = UNREPORTING_AFTER + 4
+    with instrumented(task) as (emu, rx):
+        rids = [emu.invoke({}).request_id for _ in range(invocations)]
+        assert emu.wait_idle(30)
+        overhead_ms = {}
+        for item in emu.records("platform.report"):
+            record = item["record"]
+            overhead_ms[record["requestId"]] = next(span["durationMs"] for span in record["spans"] if span["name"] == "extensionOverhead")
+    # THEN the first invocations waited RECORD_GRACE_S for a record after the platform's word
+    # (billed), the later ones not at all (before: every one, ~225 ms each)
+    assert all(overhead_ms[rid] >= RECORD_GRACE_S * 1000 for rid in rids[:UNREPORTING_AFTER]), overhead_ms
+    later = [overhead_ms[rid] for rid in rids[UNREPORTING_AFTER:]]
+    assert statistics.median(later) < RECORD_GRACE_S * 1000 / 2, overhead_ms
+    # and each is still accounted for once, as a record that never came (the last ones at SHUTDOWN)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == invocations
+    assert invocation_spans(rx) == []
+
+
 def test_handler_in_a_subfolder(tmp_path):
     write_function(tmp_path / "task" / "src" / "svc", "def handler(event, context):\n    return 'sub'\n", module="api")
     with instrumented(tmp_path / "task", "src/svc/api.handler") as (emu, rx):

@@ -36,6 +36,10 @@ KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lin
 # runtime's post of the response, or before it), and the platform reports runtimeDone only
 # after that ask; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
+# A function that sent no record in its environment through this many invocations that ended
+# well never will (its handler was not wrapped: a module that puts another object in its place
+# in sys.modules, ...): from then on the invoke phase is not held open RECORD_GRACE_S for one.
+UNREPORTING_AFTER = 2
 # A record whose platform outcome has not come this long after is finished on its own (the
 # telemetry stream may be broken): better a span without the platform's word than none.
 OUTCOME_WAIT_S = 2.0
@@ -235,6 +239,7 @@ class Correlator:
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
         self.records_seen = 0
+        self._missing_before_any_record = 0
         self._contradiction_logged = False
 
     # sources -------------------------------------------------------------------
@@ -539,6 +544,11 @@ class Correlator:
                 return grace_ends
             return None
 
+    def expects_records(self) -> bool:
+        """Whether an invocation's end should wait for the function's record (see
+        UNREPORTING_AFTER); its accounting is the same either way."""
+        return self.records_seen > 0 or self._missing_before_any_record < UNREPORTING_AFTER
+
     def awaiting_platform_words(self) -> bool:
         """Whether an invocation made from the runtime's post still lacks the platform's word
         (and the log lines, which precede it): SHUTDOWN waits for them, briefly."""
@@ -554,6 +564,8 @@ class Correlator:
 
     def _account_missing(self, inv: Invocation) -> None:
         """An invocation that ended well but whose record never came: counted, once."""
+        if self.records_seen == 0:
+            self._missing_before_any_record += 1
         inv.finished = True
         self._open.pop(inv.request_id, None)
         self._remember(inv)
@@ -564,8 +576,8 @@ class Correlator:
 
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did, and
-        (where no INVOKE loop waits for them: Managed Instances) those that ended well but
-        whose record is still missing after the grace."""
+        (where no INVOKE loop waits for them: Managed Instances, a function that does not
+        report) those that ended well but whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:

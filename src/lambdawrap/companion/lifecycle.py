@@ -347,6 +347,10 @@ class Companion:
             self.pipeline.connect_ahead(meter.run_s, meter.spare_cpu_s)
         meter.started(self.socket.peer_pid)
         deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
+        if not self.correlator.expects_records():
+            # Its record will not come: the invocation is accounted for when the platform's
+            # outcome does (finish_overdue), and this phase ends now, unbilled.
+            return
         # The handler's record arrives before the runtime asks for its next event.
         if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
