@@ -401,7 +401,7 @@ def grpc_flushes():
                 server.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "UNAUTHENTICATED", "UNIMPLEMENTED"])
+@pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "UNAUTHENTICATED", "UNIMPLEMENTED", "RESOURCE_EXHAUSTED"])
 def test_a_grpc_request_refused_as_such_is_counted_and_not_sent_again(grpc_flushes, code):
     import grpc
 
@@ -415,6 +415,22 @@ def test_a_grpc_request_refused_as_such_is_counted_and_not_sent_again(grpc_flush
     assert first["dropped"] == {"rejected_by_collector": 5} and second["dropped"] == {"rejected_by_collector": 5}, (first, second)
     assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(5, True), (3, False)]
     assert len(grpc_rx.spans) == 3
+    # RESOURCE_EXHAUSTED without RetryInfo included: not retried by the exporter either (it
+    # would, with backoff, for most of the 30 s timeout)
+    assert first["took_s"] < 10, first
+
+
+def test_a_grpc_request_refused_with_a_retry_advised_is_sent_again(grpc_flushes):
+    import grpc
+
+    # GIVEN a gRPC collector that refuses the next request as RESOURCE_EXHAUSTED, with a
+    # RetryInfo of 0.2 s: OTLP's "retry then"
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(1, grpc.StatusCode.RESOURCE_EXHAUSTED, retry_after_s=0.2)
+    found = probe.flush(4)
+    # THEN the exporter retried, and the spans went, none counted as dropped
+    assert found["flushed"] is True and found["dropped"] == {}, found
+    assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(4, True), (4, False)]
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

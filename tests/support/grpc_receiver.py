@@ -30,6 +30,12 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                     store.spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "attributes": {a.key: a.value for a in span.attributes}})
             store.cv.notify_all()
         if refuse:
+            if store.retry_after_s is not None:
+                from google.rpc.error_details_pb2 import RetryInfo
+
+                advice = RetryInfo()
+                advice.retry_delay.FromTimedelta(__import__("datetime").timedelta(seconds=store.retry_after_s))
+                context.set_trailing_metadata((("google.rpc.retryinfo-bin", advice.SerializeToString()),))
             context.abort(store.refuse_code, "refused by the test receiver")
         answer = trace_service_pb2.ExportTraceServiceResponse()
         if rejected:
@@ -44,6 +50,7 @@ class GrpcTraceReceiver:
         self.requests: list = []  # {"spans": n, "refused": bool, "span_ids": [...]} per request that reached the service
         self.refuse_next = 0  # requests to refuse, from the next one on
         self.refuse_code = grpc.StatusCode.INVALID_ARGUMENT
+        self.retry_after_s: float | None = None  # a RetryInfo trailer with the refusals
         self.reject_per_request = 0  # spans each accepted request rejects in a partial success
         self.cv = threading.Condition()
         options = [] if max_receive_bytes is None else [("grpc.max_receive_message_length", max_receive_bytes)]
@@ -55,9 +62,9 @@ class GrpcTraceReceiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def refuse(self, count: int, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+    def refuse(self, count: int, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT, retry_after_s: float | None = None) -> None:
         with self.cv:
-            self.refuse_next, self.refuse_code = count, code
+            self.refuse_next, self.refuse_code, self.retry_after_s = count, code, retry_after_s
 
     def __enter__(self) -> "GrpcTraceReceiver":
         self._server.start()

@@ -99,8 +99,11 @@ class PartialSuccessReader:
 
 RETRY_LATER = (408, 429)  # 4xx statuses that say "not now", not "not this"
 # The gRPC codes OTLP says not to retry, but for the server's own errors (UNKNOWN, INTERNAL),
-# which are retried as a 5xx is: the gRPC counterparts of the refusing 4xx.
-GRPC_REFUSALS = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "FAILED_PRECONDITION", "UNIMPLEMENTED", "UNAUTHENTICATED"})
+# which are retried as a 5xx is (a collector restarting behind a load balancer answers so for a
+# moment): the gRPC counterparts of the refusing 4xx. RESOURCE_EXHAUSTED is one unless the
+# server advises a retry (RetryInfo), as OTLP says.
+GRPC_REFUSALS = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "FAILED_PRECONDITION", "UNIMPLEMENTED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"})
+GRPC_RETRY_ADVISED = "RESOURCE_EXHAUSTED (a retry advised)"
 # A gRPC request over the server's message size (4 MiB by default, the OpenTelemetry
 # Collector's too) is refused with RESOURCE_EXHAUSTED, which otherwise says "not now".
 GRPC_TOO_LARGE = "RESOURCE_EXHAUSTED (larger than the collector's maximum message size)"

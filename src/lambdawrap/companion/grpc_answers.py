@@ -13,11 +13,12 @@ from typing import Any
 
 import grpc
 
-from lambdawrap.companion.collector_answers import GRPC_TOO_LARGE, Answers
+from lambdawrap.companion.collector_answers import GRPC_RETRY_ADVISED, GRPC_TOO_LARGE, Answers
 
 # The server's words for a message over its maximum size (grpc-core: "Received message larger
 # than max (N vs. M)"; a client-side limit: "Sent message larger than max").
 _TOO_LARGE_WORDS = "message larger than max"
+_RETRY_INFO = "google.rpc.retryinfo-bin"  # the trailer of a google.rpc.RetryInfo
 # How long a refused size tells the exporter to wait before retrying: longer than any export's
 # timeout, so it gives up at once; the same bytes would be refused again at any time.
 _NEVER_S = 24 * 3600
@@ -54,9 +55,17 @@ class _TappedStub:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _over_the_message_size(error):
-                answers.last_status = GRPC_TOO_LARGE
-                raise _NotToBeRetried(error) from error
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # Retryable only when the server says when (RetryInfo), as OTLP has it; the
+                # exporter would retry it regardless, with backoff, until its timeout.
+                if _over_the_message_size(error):
+                    answers.last_status = GRPC_TOO_LARGE
+                    raise _NotToBeRetried(error) from error
+                if not _retry_advised(error):
+                    answers.last_status = code.name
+                    raise _NotToBeRetried(error) from error
+                answers.last_status = GRPC_RETRY_ADVISED
+                raise
             answers.last_status = getattr(code, "name", None)
             raise
         answers.last_status = "OK"
@@ -68,16 +77,22 @@ class _TappedStub:
         return getattr(self._stub, name)
 
 
+def _retry_advised(error: grpc.RpcError) -> bool:
+    metadata = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
+    return any(key == _RETRY_INFO for key, _ in metadata or ())
+
+
 def _over_the_message_size(error: grpc.RpcError) -> bool:
     details = error.details() if callable(getattr(error, "details", None)) else None
     return isinstance(details, str) and _TOO_LARGE_WORDS in details.lower()
 
 
 class _NotToBeRetried(grpc.RpcError):
-    """The server's refusal of a message's size, as the exporter reads it (code, details), with
-    the server's advice not to retry within the export's deadline (a google.rpc.RetryInfo
-    trailer, which the exporter honours): otherwise it would retry RESOURCE_EXHAUSTED with
-    backoff until its timeout (7 s of 10 by default) before every halving of the batch."""
+    """A RESOURCE_EXHAUSTED not to retry (a message over the server's size, or no RetryInfo),
+    as the exporter reads it (code, details), with the advice not to retry within the export's
+    deadline (a google.rpc.RetryInfo trailer, which the exporter honours): otherwise it would
+    retry with backoff until its timeout (7 s of 10 by default), and before every halving of a
+    batch too large."""
 
     def __init__(self, error: grpc.RpcError) -> None:
         super().__init__(str(error))
@@ -95,4 +110,4 @@ class _NotToBeRetried(grpc.RpcError):
         advice = RetryInfo()
         advice.retry_delay.seconds = _NEVER_S
         metadata = getattr(self._error, "trailing_metadata", None)
-        return (*(metadata() or () if callable(metadata) else ()), ("google.rpc.retryinfo-bin", advice.SerializeToString()))
+        return (*(metadata() or () if callable(metadata) else ()), (_RETRY_INFO, advice.SerializeToString()))

@@ -338,9 +338,8 @@ _handler_wrappers: dict = {}  # FunctionWrapper type -> its handler subclass
 
 def _handler_wrapper(function_wrapper: type) -> type:
     """`function_wrapper`'s subclass for the handler, which its module then holds in the
-    function's place: pickled and copied as that function is. A function pickles as a
-    reference to its module's attribute (a process pool's workers call the handler so), which
-    is now the wrapper, and copies are the function itself; wrapt's proxies refuse both."""
+    handler's place: pickled and copied as the handler is. wrapt's proxies refuse both, and a
+    process pool's workers call the handler by pickling it."""
     made = _handler_wrappers.get(function_wrapper)
     if made is not None:
         return made
@@ -348,18 +347,42 @@ def _handler_wrapper(function_wrapper: type) -> type:
     class HandlerWrapper(function_wrapper):
         def __reduce_ex__(self, protocol: int) -> Any:
             wrapped = self.__wrapped__
-            if isinstance(wrapped, _FUNCTION_TYPE):
-                return wrapped.__qualname__  # a global: pickle finds this wrapper there
-            return wrapped.__reduce_ex__(protocol)  # a callable instance or a partial, by value
+            if isinstance(wrapped, (_FUNCTION_TYPE, type)):
+                return _by_reference(self, wrapped)
+            return wrapped.__reduce_ex__(protocol)  # a callable instance, a partial, a bound method: by value
 
         def __copy__(self) -> Any:
-            return self
+            import copy
+
+            return self if isinstance(self.__wrapped__, (_FUNCTION_TYPE, type)) else copy.copy(self.__wrapped__)
 
         def __deepcopy__(self, memo: dict) -> Any:
-            return self
+            import copy
+
+            return self if isinstance(self.__wrapped__, (_FUNCTION_TYPE, type)) else copy.deepcopy(self.__wrapped__, memo)
 
     _handler_wrappers[function_wrapper] = HandlerWrapper
     return HandlerWrapper
+
+
+def _by_reference(wrapper: Any, wrapped: Any) -> Any:
+    """A function or class pickles as the name its module holds it under, looked up again when
+    unpickled: this wrapper where the module holds it so (the handler's own name); else, the
+    handler being another name for it (an alias, an import), the object itself (pickle checks
+    the name leads to what it saves). A name that leads elsewhere fails as it would unwrapped."""
+    module_name, qualname = wrapped.__module__, wrapped.__qualname__
+    found: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is wrapper:
+        return qualname
+    if found is wrapped:
+        import pkgutil  # only here: an aliased handler pickled
+
+        return pkgutil.resolve_name, (f"{module_name}:{qualname}",)
+    import pickle
+
+    raise pickle.PicklingError(f"Can't pickle {wrapped!r}: it's not found as {module_name}.{qualname}")
 
 
 def _time_left_to_post(context: Any) -> bool:

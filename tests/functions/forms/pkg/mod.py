@@ -40,3 +40,48 @@ def introspect(event, context):
 
 def kwargs_only(event=None, context=None, **extra):
     return {"form": "kwargs", "extra": sorted(extra)}
+
+
+def _as_value(name, event):
+    # The handler as a value, as the module holds it: pickled with every protocol and called
+    # (as a process pool's worker would), copied; what comes back must behave as without the layer.
+    import copy
+    import pickle
+    import sys
+
+    if event.get("probe"):
+        return {"probe": name}
+    this = getattr(sys.modules[__name__], name)
+    report = {"pickled, then called": [pickle.loads(pickle.dumps(this, protocol))({"probe": True}, None) for protocol in range(pickle.HIGHEST_PROTOCOL + 1)]}
+    for how, make in (("copy", copy.copy), ("deepcopy", copy.deepcopy)):
+        made = make(this)
+        report[how] = {"is the handler": made is this, "called": made({"probe": True}, None)}
+    return report
+
+
+def _aliased_impl(event, context):
+    return _as_value("aliased", event)
+
+
+aliased = _aliased_impl  # the handler is another name for a function
+
+
+class _Holder:
+    @staticmethod
+    def run(event, context):
+        return _as_value("static", event)
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, event, context):
+        self.calls += 1
+        return _as_value("valued_instance", event)
+
+
+static = _Holder.run
+valued_instance = _Holder()
+
+
+def valued_function(event, context):  # the handler under its own name
+    return _as_value("valued_function", event)
