@@ -222,3 +222,30 @@ def test_producers_and_consumers_agree():
     custom = json.loads(base64.b64decode(invoke["ClientContext"]))["custom"]
     context = types.SimpleNamespace(client_context=types.SimpleNamespace(custom=custom))
     assert client_context_traceparent(context) == TP
+
+
+@pytest.mark.parametrize(
+    "service, operation, params, carried",
+    [
+        # SNS counts the subject, attributes' names, types and values (binary as bytes), and
+        # multi-byte text by its bytes: one byte more than the context leaves, then exactly that
+        ("sns", "Publish", {"Message": "m" * (256 * 1024 - 72 - 9 + 1), "Subject": "ninechars"}, False),
+        ("sns", "Publish", {"Message": "m" * (256 * 1024 - 72 - 9), "Subject": "ninechars"}, True),
+        ("sqs", "SendMessage", {"MessageBody": "\u00e9" * ((256 * 1024 - 72) // 2 + 1)}, False),
+        ("sqs", "SendMessage", {"MessageBody": "\u00e9" * ((256 * 1024 - 72) // 2)}, True),
+        ("sqs", "SendMessage", {"MessageBody": "x" * (256 * 1024 - 72 - 17 + 1), "MessageAttributes": {"blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 7}}}, False),
+        ("sqs", "SendMessage", {"MessageBody": "x" * (256 * 1024 - 72 - 17), "MessageAttributes": {"blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 7}}}, True),
+        # attributes that are not a map: the call fails its validation as the function wrote it
+        ("sqs", "SendMessage", {"MessageBody": "x", "MessageAttributes": "not a map"}, False),
+    ],
+)
+def test_the_context_goes_only_where_the_message_stays_within_its_size(service, operation, params, carried):
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    fields = {"traceparent": TP}  # 11 + 6 + 55 = 72 bytes as SQS and SNS count an attribute
+    sent = dict(params)
+    assert aws_carriers.inject(service, operation, sent, fields, ENABLED) is carried
+    attributes = sent.get("MessageAttributes")
+    assert (isinstance(attributes, dict) and "traceparent" in attributes) is carried
+    if not carried:
+        assert sent == params  # as the function wrote it

@@ -17,7 +17,7 @@ from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
 from support.local_servers import recording_server
 from support.pip_target import installed
-from support.stack import LAYER, instrumented
+from support.stack import LAYER, instrumented, metric_total
 
 CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
 
@@ -267,6 +267,50 @@ def test_a_call_made_by_a_child_forked_during_the_invocation_is_its_child_span(t
         (call,) = children(rx, invocation, 1)
         assert call["trace_id"] == invocation["trace_id"] and call["attributes"]["url.full"].endswith("/from-the-child")
         assert http.requests[0]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{call['span_id']}-01"
+
+
+NEAR_THE_LIMIT = """
+import os
+import boto3
+
+LIMIT = 256 * 1024
+
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName="near-the-limit")["QueueUrl"]
+    attribute = {"kind": {"DataType": "String", "StringValue": "order"}}  # 4 + 6 + 5 bytes
+    sqs.send_message(QueueUrl=queue, MessageBody="small")
+    # A message SQS counts at 20 bytes under 256 KiB, and a batch of two 60 bytes under it:
+    # with the context (~72 bytes a message) a queue at 256 KiB would refuse either call.
+    sqs.send_message(QueueUrl=queue, MessageBody="b" * (LIMIT - 20 - 15), MessageAttributes=attribute)
+    half = (LIMIT - 60) // 2
+    sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": "1", "MessageBody": "c" * half}, {"Id": "2", "MessageBody": "d" * (LIMIT - 60 - half)}])
+    return {"sent": 4}
+"""
+
+
+def test_messages_near_sqs_size_limit_go_without_the_context(tmp_path, moto):
+    # GIVEN messages whose size with the context would pass 256 KiB, as SQS counts it (body and
+    # attributes; moto counts the body only, so it would not refuse them: the test reads what
+    # was sent)
+    task = write_function(tmp_path / "task", NEAR_THE_LIMIT)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        assert result.json() == {"sent": 4}
+        invocation_span(rx, result.request_id)
+        assert emu.wait_idle(30)
+    sqs = moto.client("sqs")
+    queue = sqs.get_queue_url(QueueName="near-the-limit")["QueueUrl"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], MaxNumberOfMessages=10).get("Messages"):
+        received += batch
+        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    carried = {m["Body"][:1]: "traceparent" in m.get("MessageAttributes", {}) for m in received}
+    # THEN only the small message carries it, the others go as the function wrote them, and
+    # each message sent without it is counted
+    assert carried == {"s": True, "b": False, "c": False, "d": False}, carried
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2  # per call
 
 
 def test_settings_name_what_is_traced_and_propagated():

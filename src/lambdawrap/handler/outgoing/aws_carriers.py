@@ -4,7 +4,8 @@ read:
 
   SQS SendMessage(Batch), SNS Publish(Batch)   message attributes `traceparent` (`tracestate`,
                                                `baggage`), type String: skipped (and counted) when
-                                               the message would pass 10 attributes
+                                               the message would pass 10 attributes, or 256 KiB
+                                               (a batch: its messages together)
   EventBridge PutEvents                        each entry's `Detail`, a JSON object: key `_lambdawrap`
   Kinesis PutRecord(s)                         the record's `Data`, when it is a JSON object: same key
   Step Functions StartExecution                `input`, a JSON object: same key
@@ -26,6 +27,12 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 PAYLOAD_KEY = "_lambdawrap"
 MAX_MESSAGE_ATTRIBUTES = 10
+# SQS and SNS count a message's attributes (name, type, value) in its size, and a batch's
+# messages together: 256 KiB for SNS, and for an SQS queue at its former default. A queue's own
+# limit (1 KiB to 1 MiB) is not known here, so the context goes only where the message stays
+# within 256 KiB: past a limit, the service would refuse the call the function made.
+MAX_MESSAGE_BYTES = 256 * 1024
+_MESSAGE_TEXT_KEYS = ("MessageBody", "Message", "Subject")
 MAX_CLIENT_CONTEXT_BYTES = 3583
 MAX_EVENT_BYTES = 256 * 1024  # an EventBridge entry; also a Step Functions input
 MAX_KINESIS_RECORD_BYTES = 1024 * 1024
@@ -53,12 +60,74 @@ def _with_attributes(attributes: "Any", fields: dict) -> "dict | None":
     return added
 
 
-def _message_attributes(holder: dict, fields: dict) -> "tuple[dict, bool]":
-    """(a copy of the message with the context in its attributes, or itself; whether it fitted)."""
+def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, bool]":
+    """(a copy of the message with the context in its attributes, or itself; whether it fitted
+    in the attribute count and in `room` bytes)."""
+    if holder.get("MessageAttributes") is not None and not isinstance(holder["MessageAttributes"], dict):
+        return holder, False  # the call fails its validation as the function wrote it
     attributes = _with_attributes(holder.get("MessageAttributes"), fields)
     if attributes is None:
         return holder, False
+    if attributes is holder.get("MessageAttributes"):
+        return holder, True  # the user's own context stands
+    if _attributes_bytes(fields) > room:
+        return holder, False
     return dict(holder, MessageAttributes=attributes), True
+
+
+def _messages(entries_key: "str | None") -> "Callable[[dict, dict], bool]":
+    """The carrier of a call that sends one message (`entries_key` None: the parameters are the
+    message, botocore's own dict made for this call) or a batch (the list and entries copied)."""
+
+    def inject(params: dict, fields: dict) -> bool:
+        if entries_key is None:
+            updated, fitted = _message_attributes(params, fields, MAX_MESSAGE_BYTES - _message_bytes(params))
+            params.update(updated)
+            return fitted
+        entries = params.get(entries_key)
+        if not isinstance(entries, list):
+            return True
+        total = sum(_message_bytes(entry) for entry in entries if isinstance(entry, dict))
+        copied, complete = [], True
+        for entry in entries:
+            if isinstance(entry, dict):
+                updated, fitted = _message_attributes(entry, fields, MAX_MESSAGE_BYTES - total)
+                if updated is not entry:
+                    total += _attributes_bytes(fields)
+                entry, complete = updated, complete and fitted
+            copied.append(entry)
+        params[entries_key] = copied
+        return complete
+
+    return inject
+
+
+def _message_bytes(message: dict) -> int:
+    """A message's size as SQS and SNS count it: its text and its attributes' names, types and
+    values."""
+    size = sum(_byte_length(message.get(key)) for key in _MESSAGE_TEXT_KEYS)
+    return size + _attributes_bytes(message.get("MessageAttributes"))
+
+
+def _attributes_bytes(attributes: "Any") -> int:
+    if not isinstance(attributes, dict):
+        return 0
+    size = 0
+    for name, value in attributes.items():
+        size += _byte_length(name)
+        if isinstance(value, dict):
+            size += _byte_length(value.get("DataType")) + _byte_length(value.get("StringValue")) + _byte_length(value.get("BinaryValue"))
+        elif isinstance(value, str):
+            size += len("String") + _byte_length(value)  # the fields lambdawrap adds
+    return size
+
+
+def _byte_length(value: "Any") -> int:
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    return 0
 
 
 def _json_member(key: str, limit: int) -> "Callable[[dict, dict], tuple[dict, bool]]":
@@ -146,10 +215,10 @@ def _client_context(params: dict, fields: dict) -> bool:
 
 
 _CARRIERS = {
-    ("sqs", "SendMessage"): ("sqs", _single(_message_attributes)),
-    ("sqs", "SendMessageBatch"): ("sqs", _each("Entries", _message_attributes)),
-    ("sns", "Publish"): ("sns", _single(_message_attributes)),
-    ("sns", "PublishBatch"): ("sns", _each("PublishBatchRequestEntries", _message_attributes)),
+    ("sqs", "SendMessage"): ("sqs", _messages(None)),
+    ("sqs", "SendMessageBatch"): ("sqs", _messages("Entries")),
+    ("sns", "Publish"): ("sns", _messages(None)),
+    ("sns", "PublishBatch"): ("sns", _messages("PublishBatchRequestEntries")),
     ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail", MAX_EVENT_BYTES))),
     ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data", MAX_KINESIS_RECORD_BYTES))),
     ("kinesis", "PutRecords"): ("kinesis", _each("Records", _json_member("Data", MAX_KINESIS_RECORD_BYTES))),
