@@ -249,3 +249,31 @@ def test_the_context_goes_only_where_the_message_stays_within_its_size(service, 
     assert (isinstance(attributes, dict) and "traceparent" in attributes) is carried
     if not carried:
         assert sent == params  # as the function wrote it
+
+
+def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_limit():
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    fields = {"traceparent": TP}
+    added = len(',"_lambdawrap":{"traceparent":"%s"}' % TP)
+
+    def entry(detail_bytes: int) -> dict:
+        # EventBridge counts Time (14), Source, DetailType, Detail and Resources
+        return {"Time": "2026-01-01", "Source": "orders", "DetailType": "placed", "Resources": ["arn:r"], "Detail": '{"p":"' + "x" * (detail_bytes - 8) + '"}'}
+
+    overhead = 14 + len("orders") + len("placed") + len("arn:r")
+    room_for_one = aws_carriers.MAX_EVENT_BYTES - 2 * overhead - added
+    # Two entries whose total leaves room for one context: the first gains it, the second not
+    params = {"Entries": [entry(room_for_one // 2), entry(room_for_one - room_for_one // 2)]}
+    assert aws_carriers.inject("events", "PutEvents", params, fields, ENABLED) is False
+    assert ['"_lambdawrap"' in e["Detail"] for e in params["Entries"]] == [True, False]
+    assert sum(aws_carriers._event_entry_bytes(e) for e in params["Entries"]) <= aws_carriers.MAX_EVENT_BYTES
+    # Kinesis: a record within 1 MiB with its partition key, and a request within 5 MiB
+    record = {"PartitionKey": "k", "Data": b'{"p":"' + b"y" * (aws_carriers.MAX_KINESIS_RECORD_BYTES - 1 - 8 - added) + b'"}'}
+    assert aws_carriers.inject("kinesis", "PutRecord", dict(record), fields, ENABLED) is True
+    record["Data"] = record["Data"][:-2] + b'y"}'
+    assert aws_carriers.inject("kinesis", "PutRecord", dict(record), fields, ENABLED) is False
+    each = (aws_carriers.MAX_KINESIS_REQUEST_BYTES - (2 * added + 12)) // 6  # room for two contexts
+    records = {"Records": [{"PartitionKey": "k", "Data": b'{"p":"' + b"z" * (each - 1 - 8) + b'"}'} for _ in range(6)]}
+    assert aws_carriers.inject("kinesis", "PutRecords", records, fields, ENABLED) is False
+    assert [b"_lambdawrap" in r["Data"] for r in records["Records"]] == [True, True, False, False, False, False]

@@ -7,7 +7,9 @@ read:
                                                the message would pass 10 attributes, or 256 KiB
                                                (a batch: its messages together)
   EventBridge PutEvents                        each entry's `Detail`, a JSON object: key `_lambdawrap`
+                                               (the entries together within 256 KiB)
   Kinesis PutRecord(s)                         the record's `Data`, when it is a JSON object: same key
+                                               (a record within 1 MiB, a request within 5 MiB)
   Step Functions StartExecution                `input`, a JSON object: same key
   Lambda Invoke (synchronous)                  the client context's `custom` object (base64 JSON,
                                                skipped and counted past 3,583 bytes)
@@ -34,8 +36,9 @@ MAX_MESSAGE_ATTRIBUTES = 10
 MAX_MESSAGE_BYTES = 256 * 1024
 _MESSAGE_TEXT_KEYS = ("MessageBody", "Message", "Subject")
 MAX_CLIENT_CONTEXT_BYTES = 3583
-MAX_EVENT_BYTES = 256 * 1024  # an EventBridge entry; also a Step Functions input
-MAX_KINESIS_RECORD_BYTES = 1024 * 1024
+MAX_EVENT_BYTES = 256 * 1024  # a PutEvents request's entries together; a Step Functions input
+MAX_KINESIS_RECORD_BYTES = 1024 * 1024  # a record's data and partition key
+MAX_KINESIS_REQUEST_BYTES = 5 * 1024 * 1024  # a PutRecords request's records together
 
 
 def inject(service: str, operation: str, params: dict, fields: dict, enabled: tuple) -> bool:
@@ -75,33 +78,6 @@ def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, b
     return dict(holder, MessageAttributes=attributes), True
 
 
-def _messages(entries_key: "str | None") -> "Callable[[dict, dict], bool]":
-    """The carrier of a call that sends one message (`entries_key` None: the parameters are the
-    message, botocore's own dict made for this call) or a batch (the list and entries copied)."""
-
-    def inject(params: dict, fields: dict) -> bool:
-        if entries_key is None:
-            updated, fitted = _message_attributes(params, fields, MAX_MESSAGE_BYTES - _message_bytes(params))
-            params.update(updated)
-            return fitted
-        entries = params.get(entries_key)
-        if not isinstance(entries, list):
-            return True
-        total = sum(_message_bytes(entry) for entry in entries if isinstance(entry, dict))
-        copied, complete = [], True
-        for entry in entries:
-            if isinstance(entry, dict):
-                updated, fitted = _message_attributes(entry, fields, MAX_MESSAGE_BYTES - total)
-                if updated is not entry:
-                    total += _attributes_bytes(fields)
-                entry, complete = updated, complete and fitted
-            copied.append(entry)
-        params[entries_key] = copied
-        return complete
-
-    return inject
-
-
 def _message_bytes(message: dict) -> int:
     """A message's size as SQS and SNS count it: its text and its attributes' names, types and
     values."""
@@ -130,11 +106,12 @@ def _byte_length(value: "Any") -> int:
     return 0
 
 
-def _json_member(key: str, limit: int) -> "Callable[[dict, dict], tuple[dict, bool]]":
+def _json_member(key: str) -> "Callable[[dict, dict, int], tuple[dict, bool]]":
     """The same for a JSON object held under `key` (EventBridge Detail, Kinesis Data, ...)."""
 
-    def update(holder: dict, fields: dict) -> "tuple[dict, bool]":
-        updated = _json_with_context(holder.get(key), fields, limit)
+    def update(holder: dict, fields: dict, room: int) -> "tuple[dict, bool]":
+        text = holder.get(key)
+        updated = _json_with_context(text, fields, _byte_length(text) + room)
         if not updated:
             return holder, updated is not False
         return dict(holder, **{key: updated}), True
@@ -160,35 +137,64 @@ def _json_with_context(text: "Any", fields: dict, limit: int) -> "Any":
     return out if isinstance(text, str) else out.encode("utf-8")
 
 
-def _single(update: "Callable[[dict, dict], tuple[dict, bool]]") -> "Callable[[dict, dict], bool]":
-    """A carrier for a call that sends one message: the parameters themselves are updated (they
-    are botocore's own dict, made for this call)."""
+# A carrier's update of one message: (a copy with the context, or the message itself; whether it
+# fitted), given the message, the fields and the bytes it may grow by.
+Update = "Callable[[dict, dict, int], tuple[dict, bool]]"
+
+
+def _single(update: Update, size_of: "Callable[[dict], int]", limit: int) -> "Callable[[dict, dict], bool]":
+    """A carrier for a call that sends one message of at most `limit` bytes (as `size_of` counts
+    them): the parameters themselves are updated (botocore's own dict, made for this call)."""
 
     def inject(params: dict, fields: dict) -> bool:
-        updated, fitted = update(params, fields)
+        updated, fitted = update(params, fields, limit - size_of(params))
         params.update(updated)
         return fitted
 
     return inject
 
 
-def _each(entries_key: str, update: "Callable[[dict, dict], tuple[dict, bool]]") -> "Callable[[dict, dict], bool]":
-    """A carrier for a batch: each entry under `entries_key` (the list and the entries copied)."""
+def _each(entries_key: str, update: Update, size_of: "Callable[[dict], int]", limit: int) -> "Callable[[dict, dict], bool]":
+    """A carrier for a batch whose entries under `entries_key` take at most `limit` bytes
+    together (the list and the entries copied): each entry gains the context while they fit."""
 
     def inject(params: dict, fields: dict) -> bool:
         entries = params.get(entries_key)
         if not isinstance(entries, list):
             return True
+        total = sum(size_of(entry) for entry in entries if isinstance(entry, dict))
         copied, complete = [], True
         for entry in entries:
             if isinstance(entry, dict):
-                entry, fitted = update(entry, fields)
-                complete = complete and fitted
+                updated, fitted = update(entry, fields, limit - total)
+                total += size_of(updated) - size_of(entry) if updated is not entry else 0
+                entry, complete = updated, complete and fitted
             copied.append(entry)
         params[entries_key] = copied
         return complete
 
     return inject
+
+
+def _event_entry_bytes(entry: dict) -> int:
+    """A PutEvents entry's size as EventBridge counts it (its documented calculation)."""
+    size = 14 if entry.get("Time") is not None else 0
+    size += _byte_length(entry.get("Source")) + _byte_length(entry.get("DetailType")) + _byte_length(entry.get("Detail"))
+    resources = entry.get("Resources")
+    return size + (sum(_byte_length(r) for r in resources) if isinstance(resources, list) else 0)
+
+
+def _kinesis_record_bytes(record: dict) -> int:
+    return _byte_length(record.get("Data")) + _byte_length(record.get("PartitionKey"))
+
+
+def _bounded(update: Update, size_of: "Callable[[dict], int]", limit: int) -> Update:
+    """`update` within a per-entry limit as well as the batch's (Kinesis: 1 MiB a record)."""
+    return lambda entry, fields, room: update(entry, fields, min(room, limit - size_of(entry)))
+
+
+def _member_bytes(key: str) -> "Callable[[dict], int]":
+    return lambda holder: _byte_length(holder.get(key))
 
 
 def _client_context(params: dict, fields: dict) -> bool:
@@ -215,14 +221,14 @@ def _client_context(params: dict, fields: dict) -> bool:
 
 
 _CARRIERS = {
-    ("sqs", "SendMessage"): ("sqs", _messages(None)),
-    ("sqs", "SendMessageBatch"): ("sqs", _messages("Entries")),
-    ("sns", "Publish"): ("sns", _messages(None)),
-    ("sns", "PublishBatch"): ("sns", _messages("PublishBatchRequestEntries")),
-    ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail", MAX_EVENT_BYTES))),
-    ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data", MAX_KINESIS_RECORD_BYTES))),
-    ("kinesis", "PutRecords"): ("kinesis", _each("Records", _json_member("Data", MAX_KINESIS_RECORD_BYTES))),
-    ("stepfunctions", "StartExecution"): ("stepfunctions", _single(_json_member("input", MAX_EVENT_BYTES))),
-    ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input", MAX_EVENT_BYTES))),
+    ("sqs", "SendMessage"): ("sqs", _single(_message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
+    ("sqs", "SendMessageBatch"): ("sqs", _each("Entries", _message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
+    ("sns", "Publish"): ("sns", _single(_message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
+    ("sns", "PublishBatch"): ("sns", _each("PublishBatchRequestEntries", _message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
+    ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail"), _event_entry_bytes, MAX_EVENT_BYTES)),
+    ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data"), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES)),
+    ("kinesis", "PutRecords"): ("kinesis", _each("Records", _bounded(_json_member("Data"), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES), _kinesis_record_bytes, MAX_KINESIS_REQUEST_BYTES)),
+    ("stepfunctions", "StartExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
+    ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
     ("lambda", "Invoke"): ("lambda", _client_context),
 }
