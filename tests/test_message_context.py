@@ -277,3 +277,43 @@ def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_
     records = {"Records": [{"PartitionKey": "k", "Data": b'{"p":"' + b"z" * (each - 1 - 8) + b'"}'} for _ in range(6)]}
     assert aws_carriers.inject("kinesis", "PutRecords", records, fields, ENABLED) is False
     assert [b"_lambdawrap" in r["Data"] for r in records["Records"]] == [True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize(
+    "service, operation, params",
+    [
+        # botocore refuses these as the function wrote them; with the context they would pass or
+        # fail with other words (the context in the user's exception)
+        ("sqs", "SendMessage", {"MessageBody": "x", "MessageAttributes": None}),
+        ("sns", "Publish", {"Message": "x", "MessageAttributes": None}),
+        ("events", "PutEvents", {"Entries": [{"Source": "s", "DetailType": "t", "Detail": b'{"a":1}'}]}),
+        ("stepfunctions", "StartExecution", {"input": b'{"a":1}'}),
+        # a blob that is not UTF-8 JSON (UTF-16 here): not read, not rewritten
+        ("kinesis", "PutRecord", {"PartitionKey": "k", "Data": '{"a":1}'.encode("utf-16-le")}),
+    ],
+)
+def test_parameters_botocore_would_refuse_or_not_ours_to_read_are_left_as_written(service, operation, params):
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    import copy
+
+    sent = copy.deepcopy(params)
+    aws_carriers.inject(service, operation, sent, {"traceparent": TP}, ENABLED)
+    assert sent == params
+
+
+def test_a_json_payload_gains_the_context_and_keeps_every_other_byte():
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    # Numbers a parse would round or make Infinity, repeated keys, spacing, non-ASCII text
+    detail = ' {\n  "big": 1e400, "exact": 0.10000000000000000001, "k": 1, "k": 2, "name": "\u00e9t\u00e9"\n}'
+    params = {"Entries": [{"Source": "s", "DetailType": "t", "Detail": detail}, {"Source": "s", "DetailType": "t", "Detail": "{}"}]}
+    assert aws_carriers.inject("events", "PutEvents", params, {"traceparent": TP}, ENABLED)
+    member = '"_lambdawrap":{"traceparent":"%s"}' % TP
+    assert params["Entries"][0]["Detail"] == ' {' + member + ',\n  "big": 1e400, "exact": 0.10000000000000000001, "k": 1, "k": 2, "name": "\u00e9t\u00e9"\n}'
+    assert params["Entries"][1]["Detail"] == "{" + member + "}"
+    assert mc.payload_context(json.loads(params["Entries"][1]["Detail"])) == TP
+    data = '{"order": "\u00e9"}'.encode("utf-8")
+    record = {"PartitionKey": "k", "Data": data}
+    assert aws_carriers.inject("kinesis", "PutRecord", record, {"traceparent": TP}, ENABLED)
+    assert record["Data"] == b"{" + member.encode() + b"," + data[1:]

@@ -63,19 +63,20 @@ def _with_attributes(attributes: "Any", fields: dict) -> "dict | None":
     return added
 
 
-def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, bool]":
+def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, bool, int]":
     """(a copy of the message with the context in its attributes, or itself; whether it fitted
-    in the attribute count and in `room` bytes)."""
-    if holder.get("MessageAttributes") is not None and not isinstance(holder["MessageAttributes"], dict):
-        return holder, False  # the call fails its validation as the function wrote it
+    in the attribute count and in `room` bytes; the bytes it grew by)."""
+    if "MessageAttributes" in holder and not isinstance(holder["MessageAttributes"], dict):
+        return holder, False, 0  # None or not a map: botocore refuses the call as the function wrote it
     attributes = _with_attributes(holder.get("MessageAttributes"), fields)
     if attributes is None:
-        return holder, False
+        return holder, False, 0
     if attributes is holder.get("MessageAttributes"):
-        return holder, True  # the user's own context stands
-    if _attributes_bytes(fields) > room:
-        return holder, False
-    return dict(holder, MessageAttributes=attributes), True
+        return holder, True, 0  # the user's own context stands
+    grown = _attributes_bytes(fields)
+    if grown > room:
+        return holder, False, 0
+    return dict(holder, MessageAttributes=attributes), True, grown
 
 
 def _message_bytes(message: dict) -> int:
@@ -106,23 +107,41 @@ def _byte_length(value: "Any") -> int:
     return 0
 
 
-def _json_member(key: str) -> "Callable[[dict, dict, int], tuple[dict, bool]]":
-    """The same for a JSON object held under `key` (EventBridge Detail, Kinesis Data, ...)."""
+def _json_member(key: str, blob: bool = False) -> "Update":
+    """The same for a JSON object held under `key` (EventBridge Detail, Kinesis Data, ...): text,
+    or UTF-8 bytes where the parameter is a blob (Kinesis Data); anything else is left for
+    botocore to take or refuse as the function wrote it."""
 
-    def update(holder: dict, fields: dict, room: int) -> "tuple[dict, bool]":
-        text = holder.get(key)
-        updated = _json_with_context(text, fields, _byte_length(text) + room)
-        if not updated:
-            return holder, updated is not False
-        return dict(holder, **{key: updated}), True
+    def update(holder: dict, fields: dict, room: int) -> "tuple[dict, bool, int]":
+        value = holder.get(key)
+        if isinstance(value, str):
+            text = value
+        elif blob and isinstance(value, (bytes, bytearray)):
+            try:
+                text = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                return holder, True, 0  # not UTF-8 JSON: not ours to read
+        else:
+            return holder, True, 0
+        updated = _json_with_context(text, fields)
+        if updated is None:
+            return holder, True, 0
+        encoded = updated.encode("utf-8", "surrogatepass")
+        grown = len(encoded) - _byte_length(value)
+        if grown > room:
+            return holder, False, 0
+        return dict(holder, **{key: updated if isinstance(value, str) else encoded}), True, grown
 
     return update
 
 
-def _json_with_context(text: "Any", fields: dict, limit: int) -> "Any":
-    """`text` (str or bytes holding a JSON object) with the context under PAYLOAD_KEY, of the same
-    type; None when it is not an object or already has the key; False when it would not fit."""
-    if not isinstance(text, (str, bytes, bytearray)) or text.lstrip()[:1] not in ("{", b"{"):
+def _json_with_context(text: str, fields: dict) -> "str | None":
+    """`text`, a JSON object, with the context under PAYLOAD_KEY, inserted as its first member:
+    the rest stays byte for byte (numbers, spacing, repeated keys; a parse and a dump would
+    change them, and write `1e400` as `Infinity`, which is not JSON). None when it is not an
+    object or already has the key."""
+    stripped = text.lstrip()
+    if stripped[:1] != "{":
         return None
     try:
         document = json.loads(text)
@@ -130,16 +149,15 @@ def _json_with_context(text: "Any", fields: dict, limit: int) -> "Any":
         return None
     if not isinstance(document, dict) or PAYLOAD_KEY in document:
         return None
-    document[PAYLOAD_KEY] = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
-    out = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    if len(out.encode("utf-8")) > limit:
-        return False
-    return out if isinstance(text, str) else out.encode("utf-8")
+    context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
+    member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
+    opening = len(text) - len(stripped) + 1
+    return text[:opening] + member + ("," if document else "") + text[opening:]
 
 
 # A carrier's update of one message: (a copy with the context, or the message itself; whether it
-# fitted), given the message, the fields and the bytes it may grow by.
-Update = "Callable[[dict, dict, int], tuple[dict, bool]]"
+# fitted; the bytes it grew by), given the message, the fields and the bytes it may grow by.
+Update = "Callable[[dict, dict, int], tuple[dict, bool, int]]"
 
 
 def _single(update: Update, size_of: "Callable[[dict], int]", limit: int) -> "Callable[[dict, dict], bool]":
@@ -147,7 +165,7 @@ def _single(update: Update, size_of: "Callable[[dict], int]", limit: int) -> "Ca
     them): the parameters themselves are updated (botocore's own dict, made for this call)."""
 
     def inject(params: dict, fields: dict) -> bool:
-        updated, fitted = update(params, fields, limit - size_of(params))
+        updated, fitted, _ = update(params, fields, limit - size_of(params))
         params.update(updated)
         return fitted
 
@@ -166,8 +184,8 @@ def _each(entries_key: str, update: Update, size_of: "Callable[[dict], int]", li
         copied, complete = [], True
         for entry in entries:
             if isinstance(entry, dict):
-                updated, fitted = update(entry, fields, limit - total)
-                total += size_of(updated) - size_of(entry) if updated is not entry else 0
+                updated, fitted, grown = update(entry, fields, limit - total)
+                total += grown
                 entry, complete = updated, complete and fitted
             copied.append(entry)
         params[entries_key] = copied
@@ -226,8 +244,8 @@ _CARRIERS = {
     ("sns", "Publish"): ("sns", _single(_message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
     ("sns", "PublishBatch"): ("sns", _each("PublishBatchRequestEntries", _message_attributes, _message_bytes, MAX_MESSAGE_BYTES)),
     ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail"), _event_entry_bytes, MAX_EVENT_BYTES)),
-    ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data"), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES)),
-    ("kinesis", "PutRecords"): ("kinesis", _each("Records", _bounded(_json_member("Data"), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES), _kinesis_record_bytes, MAX_KINESIS_REQUEST_BYTES)),
+    ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data", blob=True), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES)),
+    ("kinesis", "PutRecords"): ("kinesis", _each("Records", _bounded(_json_member("Data", blob=True), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES), _kinesis_record_bytes, MAX_KINESIS_REQUEST_BYTES)),
     ("stepfunctions", "StartExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
     ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
     ("lambda", "Invoke"): ("lambda", _client_context),
