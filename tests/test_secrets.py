@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
@@ -149,7 +149,7 @@ def test_missing_secret_warns_and_leaves_variable_unset(task, moto):
         assert body["at_import"]["DB_PASSWORD"] == DB_PASSWORD
         assert emu.invoke({"get": "GONE"}).json() == {"value": None}
         warnings = [line for line in emu.log_lines("function") if "does/not/exist" in line]
-        assert len(warnings) == 1 and "ResourceNotFoundException" in warnings[0] and "left unset" in warnings[0]
+        assert len(warnings) == 1 and "ResourceNotFoundException" in warnings[0] and "left as it was" in warnings[0]
         emu.wait_idle()
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
@@ -178,3 +178,90 @@ def test_without_the_companion_the_boot_fetches_itself(task, moto, tmp_path, run
         assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}
     calls = moto.requests()
     assert calls and all("lambdawrap/boot" in c["user_agent"] for c in calls)
+
+
+NO_COMPANION_APP = """
+import logging, os, sys
+from lambdawrap.handler import secret_cache as secrets
+
+# The function logs everything, the libraries' debug lines included.
+logging.getLogger().setLevel(logging.DEBUG)  # through the runtime's own handler
+AT_IMPORT = {name: os.environ.get(name) for name in ("DB_PASSWORD", "API_KEY", "CONFIGURED", "WITH_NUL")}
+
+def handler(event, context):
+    if event.get("own_call"):
+        import boto3
+        # The function's own call: its debug lines are the function's to see.
+        boto3.client("ssm", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).get_parameter(Name="/public/greeting")
+    return {"at_import": AT_IMPORT, "accessor": {name: secrets.get(name) for name in ("DB_PASSWORD", "WITH_NUL")}}
+"""
+
+
+def layer_without_companion(tmp_path: Path) -> Path:
+    layer = tmp_path / "layer-no-companion"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    shutil.rmtree(layer / "extensions")
+    return layer
+
+
+def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path):
+    # GIVEN the boot fetching by itself (no companion) for a function that logs at DEBUG, with
+    # a secret holding a NUL (which os.environ refuses) declared before the others, and a
+    # variable the function's configuration also sets
+    task = write_function(tmp_path / "task", NO_COMPANION_APP)
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}, "nul": "before\x00after"}, "parameters": {"/prod/api/key": API_KEY, "/public/greeting": "public-greeting-value"}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,DB_PASSWORD=secretsmanager:prod/db#password,CONFIGURED=ssm:/prod/api/key,API_KEY=ssm:/prod/api/key", CONFIGURED="from-the-configuration", LAMBDAWRAP_SECRETS_TTL="1")
+        with instrumented(task, env=env, layer=layer_without_companion(tmp_path)) as (emu, rx):
+            body = emu.invoke({}).json()
+            time.sleep(1.5)  # past the TTL: the next call's read starts the refresh, in this process
+            emu.invoke({})
+            wait_for(lambda: len([c for c in moto.requests() if "lambdawrap/boot" in c["user_agent"]]) > 4, 30, what="the refresh's fetches")
+            emu.invoke({"own_call": True})
+            lines = emu.log_lines("function")
+    # THEN the others are injected, the NUL one named (and still readable with secrets.get),
+    # the configured variable's replacement warned of, and no value in the function's log
+    assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY, "CONFIGURED": API_KEY, "WITH_NUL": None}
+    assert body["accessor"] == {"DB_PASSWORD": DB_PASSWORD, "WITH_NUL": "before\x00after"}
+    assert any("secret WITH_NUL=secretsmanager:nul holds a character the environment cannot (NUL)" in line for line in lines), lines
+    assert any("replaces the value CONFIGURED had in the function's configuration" in line for line in lines), lines
+    assert any("public-greeting-value" in line for line in lines)  # the function's own call's debug lines show
+    assert not any(DB_PASSWORD in line or API_KEY in line for line in lines), [line for line in lines if DB_PASSWORD in line or API_KEY in line][:3]
+
+
+def test_a_secrets_endpoint_that_never_answers_costs_the_boot_a_bounded_time(tmp_path, task):
+    import socket
+    import threading
+
+    # GIVEN no companion, and a Secrets Manager endpoint that accepts and never answers
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}", "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key"}
+        with instrumented(task, env=env, layer=layer_without_companion(tmp_path), timeout_s=30) as (emu, rx):
+            result = emu.invoke({})
+            init_ms = emu.records("platform.initReport")[0]["record"]["metrics"]["durationMs"]
+            lines = emu.log_lines("function")
+    finally:
+        stop.set()
+        holder.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    # THEN the function runs without them, each named, within the boot's budget (3 s) and far
+    # from init's 10 s (before: 3 attempts x 5 s a secret, init timed out, twice)
+    assert result.function_error is None and result.json()["at_import"] == {"DB_PASSWORD": None, "API_KEY": None}
+    assert init_ms < 8000, init_ms
+    assert sum("was not fetched within the boot's" in line or "DB_PASSWORD" in line or "API_KEY" in line for line in lines) >= 1, lines

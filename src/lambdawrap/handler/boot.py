@@ -148,7 +148,7 @@ def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: M
         logger.error("lambdawrap: %s", message)
         return
     for failure in failures:
-        logger.warning("lambdawrap: %s; its variable is left unset", failure)
+        logger.warning("lambdawrap: %s; its variable is left as it was", failure)
 
 
 def restore_python_path(environ: Any = None) -> None:

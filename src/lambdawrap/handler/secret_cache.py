@@ -33,6 +33,12 @@ RETRY_STALE_S = 0.25
 # How soon a refresh that got no answer is tried again (at most; a shorter TTL wins). Not at
 # once: a companion that is gone would be polled without end.
 RETRY_FAILED_S = 5.0
+# What the boot may spend fetching the secrets itself when the companion did not answer: the
+# init phase has 10 s, and a Secrets Manager that accepts and never answers must not take them.
+DIRECT_FETCH_BUDGET_S = 3.0
+# Linux refuses to start a process whose environment holds one variable over this (E2BIG,
+# MAX_ARG_STRLEN): a value this large breaks every child process the function starts.
+MAX_VARIABLE_BYTES = 128 * 1024
 
 # env name -> (value, when its refresh is due, epoch seconds: the monotonic clock may not advance
 # while the environment is frozen, and a TTL is about real time).
@@ -105,15 +111,65 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
         return None
 
 
-def _fetch_directly(sources: list, region: str) -> dict:
+def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -> dict:
+    """Fetch with boto3 in this process, within `budget_s` in all when given (at boot); what
+    botocore logs of these calls is dropped (see quiet_own_calls): its debug lines show the
+    values."""
     values, errors = {}, {}
-    client = make_clients("boot", region)
-    for source in sources:
-        try:
-            values[source.env_name] = fetch(source, client)
-        except SecretsError as exc:
-            errors[source.env_name] = str(exc)
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    client = make_clients("boot", region, budget_s=budget_s)
+    with quiet_own_calls():
+        for source in sources:
+            if deadline is not None and time.monotonic() >= deadline:
+                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {budget_s:.0f} s"
+                continue
+            try:
+                values[source.env_name] = fetch(source, client)
+            except SecretsError as exc:
+                errors[source.env_name] = str(exc)
     return {"values": values, "errors": errors}
+
+
+# The libraries whose debug lines would show what this process fetches (botocore logs each
+# response's body), and the threads whose records in them are dropped: the boot's, and the
+# refresh worker's while it fetches. The function's own calls log as it configured.
+_QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+# Made here first when botocore has not made them yet (it makes some only with a first client):
+# the response bodies are logged by botocore.parsers.
+_QUIET_MADE_FIRST = ("botocore.parsers", "botocore.endpoint", "botocore.hooks", "botocore.httpsession", "botocore.retryhandler", "botocore.auth", "urllib3.connectionpool")
+_quiet_threads: set = set()
+
+
+class _OwnCallsFilter:
+    """A logging filter (duck-typed: logging calls `filter`) dropping our threads' records."""
+
+    def filter(self, record: Any) -> bool:
+        return record.thread not in _quiet_threads
+
+
+_OWN_CALLS_FILTER = _OwnCallsFilter()
+
+
+class quiet_own_calls:
+    """While in it, what the libraries log on this thread is dropped. A filter applies to its
+    own logger's records only (not to its children's), so it goes on every logger of those
+    libraries, each time: botocore makes some of them as it goes."""
+
+    def __enter__(self) -> "quiet_own_calls":
+        import logging
+        from threading import get_ident
+
+        names = {n for n in logging.Logger.manager.loggerDict if n.split(".", 1)[0] in _QUIET_LOGGERS}
+        for name in names.union(_QUIET_MADE_FIRST):
+            logger = logging.getLogger(name)
+            if _OWN_CALLS_FILTER not in logger.filters:
+                logger.addFilter(_OWN_CALLS_FILTER)
+        self._thread = get_ident()
+        _quiet_threads.add(self._thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _quiet_threads.discard(self._thread)
 
 
 def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region: str) -> tuple:
@@ -123,7 +179,7 @@ def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region
         return answer, True
     if companion:
         get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
-    return _fetch_directly(sources, region), False
+    return _fetch_directly(sources, region, DIRECT_FETCH_BUDGET_S), False
 
 
 def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list:
@@ -141,9 +197,12 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
     answer, from_companion = _load(sources, channel, timeout_s, companion_expected, settings.region)
     # Refreshes go where this answer came from: boto3 enters this process only if boot needed it.
     _config["companion"] = from_companion
+    by_name = {source.env_name: source for source in sources}
     for name, value in answer["values"].items():
         if isinstance(name, str) and isinstance(value, str):
-            os.environ[name] = value
+            failure = _inject(name, value, by_name.get(name))
+            if failure:
+                failures.append(failure)
     _store({k: v for k, v in answer["values"].items() if isinstance(v, str)}, answer.get("ages"))
     failures.extend(str(error) for error in answer.get("errors", {}).values())
     for source in sources:
@@ -152,3 +211,18 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
             failures.append(f"secret {source.describe()} was not loaded")
     return failures
 
+
+def _inject(name: str, value: str, source: Any) -> str | None:
+    """Put one secret into os.environ; the failure, naming it (never its value), if it cannot
+    go there (`secrets.get` still has it)."""
+    described = source.describe() if source is not None else name
+    if name in os.environ and os.environ[name] != value:
+        # The function's configuration set the variable too: the declared secret wins.
+        get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
+    try:
+        os.environ[name] = value
+    except ValueError:
+        return f"secret {described} holds a character the environment cannot (NUL): read it with secrets.get"
+    if len(name) + 1 + len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:
+        get_logger().warning("lambdawrap: secret %s is over 128 KiB: with it in the environment, starting a child process fails (Argument list too long)", described)
+    return None

@@ -86,16 +86,17 @@ def _parse_entry(entry: str) -> SecretSource:
     return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
 
 
-def make_clients(component: str, region: str | None = None) -> Callable[[str], Any]:
-    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts."""
+def make_clients(component: str, region: str | None = None, budget_s: float | None = None) -> Callable[[str], Any]:
+    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts; with
+    `budget_s`, each call is one attempt whose waits fit in it."""
     import boto3  # heavy: imported only when there are secrets to fetch
     from botocore.config import Config
 
     config = Config(
         user_agent_extra=USER_AGENT_EXTRA.format(component=component),
-        connect_timeout=2,
-        read_timeout=5,
-        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=2 if budget_s is None else min(2.0, budget_s),
+        read_timeout=5 if budget_s is None else min(5.0, budget_s),
+        retries={"max_attempts": 3 if budget_s is None else 1, "mode": "standard"},
     )
     session = boto3.session.Session(region_name=region or None)
     clients: dict = {}

@@ -44,6 +44,7 @@ SMALL_FUNCTION_STARTUP_WAIT_MS = 500
 SECRETS = "LAMBDAWRAP_SECRETS"
 SECRETS_TIMEOUT_MS = "LAMBDAWRAP_SECRETS_TIMEOUT_MS"
 SECRETS_TTL = "LAMBDAWRAP_SECRETS_TTL"
+MAX_SECRETS_TTL_S = 365 * 86400.0  # a year: beyond it a deadline overflows the clocks' arithmetic
 SECRETS_REQUIRED = "LAMBDAWRAP_SECRETS_REQUIRED"
 SECRETS_PORT = "LAMBDAWRAP_SECRETS_PORT"
 MAX_SPANS_PER_INVOCATION = "LAMBDAWRAP_MAX_SPANS_PER_INVOCATION"
@@ -220,7 +221,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
             secrets=_secrets(env.get(SECRETS, ""), parse.warn),
             secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
-            secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, float("inf"))),
+            secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, MAX_SECRETS_TTL_S)),
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
             secrets_port=secrets_port,
             secrets_compat_port=secrets_compat_port,
