@@ -57,6 +57,12 @@ class TestSyntax:
             SecretSource("WHOLE", "secretsmanager", "plain", None, "AWSCURRENT"),
         ]
 
+    def test_a_json_key_with_an_at_sign_takes_an_explicit_stage(self):
+        # The text after the last '@' is the stage: without one, a key's '@' would start it.
+        sources, problems = parse_sources("ADMIN=secretsmanager:prod/users#admin@example.com@AWSCURRENT,OOPS=secretsmanager:prod/users#admin@example.com")
+        assert problems == []
+        assert sources == [SecretSource("ADMIN", "secretsmanager", "prod/users", "admin@example.com", "AWSCURRENT"), SecretSource("OOPS", "secretsmanager", "prod/users", "admin", "example.com")]
+
     @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x"])
     def test_bad_entries_are_reported_not_raised(self, entry):
         sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")
