@@ -19,8 +19,8 @@ from lambdawrap.companion.collector_answers import GRPC_RETRY_ADVISED, GRPC_TOO_
 # than max (N vs. M)"; a client-side limit: "Sent message larger than max").
 _TOO_LARGE_WORDS = "message larger than max"
 _RETRY_INFO = "google.rpc.retryinfo-bin"  # the trailer of a google.rpc.RetryInfo
-# How long a refused size tells the exporter to wait before retrying: longer than any export's
-# timeout, so it gives up at once; the same bytes would be refused again at any time.
+# How long a RESOURCE_EXHAUSTED not to retry tells the exporter to wait before retrying: longer
+# than any export's timeout, so it gives up at once.
 _NEVER_S = 24 * 3600
 
 
@@ -56,13 +56,12 @@ class _TappedStub:
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                # Retryable only when the server says when (RetryInfo), as OTLP has it; the
-                # exporter would retry it regardless, with backoff, until its timeout.
-                if _over_the_message_size(error):
-                    answers.last_status = GRPC_TOO_LARGE
-                    raise _NotToBeRetried(error) from error
-                if not _retry_advised(error):
-                    answers.last_status = code.name
+                # Retryable only when the server says when (RetryInfo), as OTLP has it, and a
+                # message over its size never is; the exporter would retry it regardless, with
+                # backoff, until its timeout.
+                too_large = _over_the_message_size(error)
+                if too_large or not _retry_advised(error):
+                    answers.last_status = GRPC_TOO_LARGE if too_large else code.name
                     raise _NotToBeRetried(error) from error
                 answers.last_status = GRPC_RETRY_ADVISED
                 raise

@@ -332,7 +332,8 @@ class InvocationTracer:
             _context_not_injected[0] -= not_injected
 
 
-_FUNCTION_TYPE = type(lambda: None)  # types.FunctionType, without importing types
+# What pickles by reference and copies as itself (types.FunctionType, without importing types).
+_BY_REFERENCE = (type(lambda: None), type)
 _handler_wrappers: dict = {}  # FunctionWrapper type -> its handler subclass
 
 
@@ -347,19 +348,19 @@ def _handler_wrapper(function_wrapper: type) -> type:
     class HandlerWrapper(function_wrapper):
         def __reduce_ex__(self, protocol: int) -> Any:
             wrapped = self.__wrapped__
-            if isinstance(wrapped, (_FUNCTION_TYPE, type)):
+            if isinstance(wrapped, _BY_REFERENCE):
                 return _by_reference(self, wrapped)
             return wrapped.__reduce_ex__(protocol)  # a callable instance, a partial, a bound method: by value
 
         def __copy__(self) -> Any:
             import copy
 
-            return self if isinstance(self.__wrapped__, (_FUNCTION_TYPE, type)) else copy.copy(self.__wrapped__)
+            return self if isinstance(self.__wrapped__, _BY_REFERENCE) else copy.copy(self.__wrapped__)
 
         def __deepcopy__(self, memo: dict) -> Any:
             import copy
 
-            return self if isinstance(self.__wrapped__, (_FUNCTION_TYPE, type)) else copy.deepcopy(self.__wrapped__, memo)
+            return self if isinstance(self.__wrapped__, _BY_REFERENCE) else copy.deepcopy(self.__wrapped__, memo)
 
     _handler_wrappers[function_wrapper] = HandlerWrapper
     return HandlerWrapper

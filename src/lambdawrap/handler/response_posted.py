@@ -73,8 +73,8 @@ def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: s
             raise
         posted = None
         try:
-            request_id = args[0] if args else kwargs.get("invoke_id")
-            if posted_wanted.is_wanted(flag) and isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(args, kwargs)):
+            request_id, data = _arguments(args, kwargs, outcome)
+            if posted_wanted.is_wanted(flag) and isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(data)):
                 posted = records.posted(request_id, outcome)
         except Exception:  # noqa: BLE001 - instrumentation fails open
             FAILURES.record("after the runtime posted a response")
@@ -99,8 +99,8 @@ def _refused(args: tuple, kwargs: dict, exc: BaseException, outcome: str) -> dic
     if type(exc) is not RuntimeError:
         return None
     try:
-        request_id = args[0] if args else kwargs.get("invoke_id")
-        size = _size(args[1] if len(args) > 1 else kwargs.get(_DATA_ARGUMENTS[outcome]))
+        request_id, data = _arguments(args, kwargs, outcome)
+        size = _size(data)
         if isinstance(request_id, str) and request_id and size is not None and size > MAX_RESPONSE_BYTES:
             return records.posted(request_id, "too_large", size)
     except Exception:  # noqa: BLE001 - instrumentation fails open
@@ -122,10 +122,15 @@ def _size(data: Any) -> int | None:
         return None  # the runtime could not encode it either: not a matter of size
 
 
-def _deliverable(args: tuple, kwargs: dict) -> bool:
+def _arguments(args: tuple, kwargs: dict, outcome: str) -> tuple:
+    """(request id, body) of a post, as the runtime passed them."""
+    request_id = args[0] if args else kwargs.get("invoke_id")
+    return request_id, args[1] if len(args) > 1 else kwargs.get(_DATA_ARGUMENTS[outcome])
+
+
+def _deliverable(data: Any) -> bool:
     """Whether the response is surely within Lambda's size limit (a str is sent UTF-8 encoded:
     one byte a character when it is ASCII, as JSON usually is, else up to four)."""
-    data = args[1] if len(args) > 1 else kwargs.get("result_data")
     if isinstance(data, (bytes, bytearray)):
         return len(data) <= MAX_RESPONSE_BYTES
     if not isinstance(data, str):
