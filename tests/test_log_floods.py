@@ -3,6 +3,7 @@ stays bounded, and the time after the response stays inside the flush budget."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -157,10 +158,10 @@ def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted
     assert early[:2] == settled[:2]  # the same lines kept, the same drops
 
 
-def test_lines_of_requests_never_announced_are_exported_or_counted_when_forgotten_even_in_a_flood(monkeypatch):
-    # Telemetry naming more unannounced requests than are kept (JSON log lines each naming its
-    # own) makes the oldest be forgotten; the lines they held go out without a span's ids, and
-    # the current request's lines after that take the whole way again.
+def test_json_lines_naming_requests_never_announced_are_the_current_request_s_even_in_a_flood(monkeypatch):
+    # A user's own JSON naming requests of its own (an upstream `requestId`): on demand those
+    # lines are the request under way's, as plain lines are; none is held under an id the
+    # platform never announced (it would be held until forgotten).
     from lambdawrap.companion import correlator
 
     monkeypatch.setattr(correlator, "MAX_OPEN", 8)
@@ -184,7 +185,8 @@ def test_lines_of_requests_never_announced_are_exported_or_counted_when_forgotte
     assert fast == full
     kept, drops, pending, _ = fast
     assert len(kept) + drops.get("log_buffer_full", 0) + sum(map(len, pending.values())) == produced
-    assert pending["r1"] == ["after 0", "after 1", "after 2"]
+    assert pending == {"r1": ["r1 line 0", "r1 line 1", "r1 line 2"]}
+    assert {entry[2] for entry in kept} <= {"r1"}  # each kept line names the request under way
 
 
 def test_a_sink_that_cannot_tell_whether_a_line_fits_gets_every_line_the_whole_way():
@@ -199,3 +201,57 @@ def test_a_sink_that_cannot_tell_whether_a_line_fits_gets_every_line_the_whole_w
     fast = _run_flood_through(fast_signals)
     whole = _run_flood_through(_signals(), flooded=lambda: False)
     assert fast == whole and "malformed_telemetry" not in fast[1]
+
+
+LONG_RUNNING_LOGGER = """
+import json
+import time
+
+def handler(event, context):
+    for n in range(1500):
+        print("line", n)
+    time.sleep(0.5)  # the lines reach the companion long before the invocation's end
+    return "done"
+"""
+
+
+def test_lines_past_the_held_ones_carry_the_span_s_ids_and_keep_their_order(tmp_path):
+    from lambdawrap.companion.correlator import MAX_PENDING_LOGS
+
+    task = write_function(tmp_path / "task", LONG_RUNNING_LOGGER)
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}, timeout_s=30) as (emu, rx):
+        # WHEN an invocation prints more lines than are held for its span's ids before it ends
+        result = emu.invoke({})
+        assert result.json() == "done"
+        records = rx.wait_for_logs(lambda r: str(r["body"]).startswith("line "), count=1500, timeout=60)
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=60)[0]
+    assert 1500 > MAX_PENDING_LOGS
+    # THEN every line carries the span's ids, those past the held ones too, in the order printed
+    assert {(r["trace_id"], r["span_id"]) for r in records} == {(span["trace_id"], span["span_id"])}
+    assert [int(str(r["body"]).split()[1]) for r in records] == list(range(1500))
+
+
+def test_json_records_delivered_as_objects_keep_their_text_and_init_lines_stay_with_the_init():
+    # The JSON log format may come as objects (spec §4): written back as awslambdaric writes
+    # them, and what was logged while the module loaded (`"requestId": ""`) is the init's.
+    from lambdawrap.companion.correlator import Correlator
+
+    class Lines:
+        def __init__(self) -> None:
+            self.lines: list = []
+
+        def log_line(self, line, time_ns, ids, request_id) -> None:
+            self.lines.append((line, request_id))
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    sink = Lines()
+    correlator = Correlator(sink, lambda reason, what: None)
+    init_record = {"timestamp": "2026-12-01T10:00:00Z", "level": "WARNING", "message": "loading café ✓", "logger": "root", "requestId": ""}
+    correlator.on_telemetry([
+        {"type": "platform.initStart", "time": "2026-12-01T10:00:00.000Z", "record": {"phase": "init"}},
+        {"type": "function", "time": "2026-12-01T10:00:00.001Z", "record": init_record},
+    ])
+    assert [line for line, _ in correlator.init.logs] == [json.dumps(init_record, ensure_ascii=False)]
+    assert not correlator._open  # nothing held under the empty id

@@ -222,3 +222,64 @@ def test_lambdawrap_on_managed_instances_exports_every_request_once_on_its_timer
             assert record["attributes"].get("faas.invocation_id") == rids[n], record
             assert record["trace_id"] == by_rid[rids[n]]["trace_id"]
         assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
+
+
+LATE_WORDS_HANDLER = """
+import decimal, json, logging, time, urllib.request
+logging.getLogger().warning("loading the model")  # init: the JSON format's requestId is ""
+
+
+class SlowToSerialize(decimal.Decimal):
+    def is_nan(self):  # awslambdaric's encoder asks it, after the handler returned
+        time.sleep(3.5)  # longer than the companion once waited for the platform's word
+        raise ValueError("cannot serialize this response")
+
+
+def handler(event, context):
+    if event.get("upstream"):
+        # the function's own JSON, naming a request of its own
+        print(json.dumps({"requestId": "upstream-7", "message": "relayed"}))
+        return {"ok": 1}
+    if event.get("slow_result"):
+        return {"v": SlowToSerialize("1")}
+    urllib.request.urlopen(event["url"] + "/status/200", timeout=5).read()
+    time.sleep(7)  # past the timeout: on Managed Instances the worker carries on
+    return {"late": 1}
+"""
+
+
+def test_on_managed_instances_what_comes_after_the_handler_returned_or_timed_out_is_accounted_for(tmp_path):
+    from support.local_servers import recording_server
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "lw", LATE_WORDS_HANDLER)
+    with recording_server() as server, instrumented(task, max_concurrency=3, timeout_s=6) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # WHEN one response fails to serialize 3.5 s after its handler returned (its record went
+        # at the return), one request times out after a call and reports once its handler ends,
+        # and one prints a JSON line naming an upstream request
+        slow, timed_out, upstream = concurrently([
+            lambda: emu.invoke({"slow_result": True}),
+            lambda: emu.invoke({"url": server.url}),
+            lambda: emu.invoke({"upstream": True}),
+        ])
+        assert slow.function_error == "Unhandled" and b"Runtime.MarshalError" in slow.body, slow.body
+        assert b"Sandbox.Timedout" in timed_out.body or b"timed out" in timed_out.body, timed_out.body
+        assert upstream.status == 200 and upstream.function_error is None
+        rids = {slow.request_id, timed_out.request_id, upstream.request_id}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3, timeout=60)
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
+        # THEN the response that failed after its record is an error, as the caller saw it
+        assert by_rid[slow.request_id]["status_code"] == 2 and by_rid[slow.request_id]["attributes"].get("error.type") == "Runtime.MarshalError"
+        # ... the timed-out request's call, reported after its span was made, is its child
+        timeout_span = by_rid[timed_out.request_id]
+        assert timeout_span["status_code"] == 2
+        calls = rx.wait_for_spans(lambda s: s["name"] == "GET" and s["trace_id"] == timeout_span["trace_id"], timeout=60)
+        assert calls[0]["parent_span_id"] == timeout_span["span_id"]
+        # ... the upstream JSON line and the init line are exported, not held
+        rx.wait_for_logs(lambda r: "relayed" in str(r["body"]), timeout=60)
+        init_lines = rx.wait_for_logs(lambda r: "loading the model" in str(r["body"]), timeout=60)
+        assert all(r["trace_id"] for r in init_lines)  # with the init span (each worker's init)
+        assert metric_total(rx, "faas.invocations") == 3
+    assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"] and p["attributes"].get("reason") != "sampled_out"]

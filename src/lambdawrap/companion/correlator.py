@@ -43,6 +43,10 @@ UNREPORTING_AFTER = 2
 # A record whose platform outcome has not come this long after is finished on its own (the
 # telemetry stream may be broken): better a span without the platform's word than none.
 OUTCOME_WAIT_S = 2.0
+# On Managed Instances the record goes when the handler returns, before the runtime serializes
+# and posts the response, which may still fail or time out: the platform's word is awaited
+# until the invocation's deadline (its record says how far off), past that by OUTCOME_WAIT_S.
+LONGEST_TIMEOUT_S = 900.0  # when a record does not say (Lambda's longest timeout)
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
 MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
 # Lines that may tell the runtime's error (awslambdaric's "[ERROR] ..." or its JSON): always read.
@@ -64,7 +68,7 @@ class Sink(Protocol):
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "streamed_ids", "slot_start")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -82,6 +86,10 @@ class Invocation:
         self.logs: list = []  # (line, time_ns) until the span's ids are known
         self.error_line: dict | None = None  # the runtime's own error line, if it logged one
         self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived
+        # A flood of lines: the span's ids, known before its end, with which the lines go on
+        # as they come rather than held (see Correlator._log); False when none could be known.
+        self.streamed_ids: tuple | bool | None = None
+        self.slot_start: dict | None = None  # the in-flight slot those ids were read from
 
     @property
     def ids(self) -> tuple | None:
@@ -180,9 +188,15 @@ def _json_request_id(line: str) -> str | None:
         rid = json.loads(line).get("requestId")
     except (ValueError, RecursionError, AttributeError):
         return None
-    return rid if isinstance(rid, str) else None
+    return _named_request(rid)
 
 
+def _named_request(rid: Any) -> str | None:
+    # awslambdaric writes `"requestId": ""` for what is logged while the module loads: no request.
+    return rid if isinstance(rid, str) and rid else None
+
+
+_AS_AWSLAMBDARIC_WRITES = json.JSONEncoder(ensure_ascii=False, default=str)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -299,10 +313,28 @@ class Correlator:
         with self._lock:
             self.records_seen += 1
             inv = self._lookup(record["start"]["request_id"])
+            if inv.finished and inv.end is None and inv.ids is not None:
+                # Made without its record (on Managed Instances a timed-out handler runs on and
+                # reports later): the span stands; what only the record carries still counts.
+                inv.end = end
+                self._record_extras(end)
+                return
             if inv.finished or inv.end is not None:
                 return  # a duplicate: each invocation is accounted for once
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
             self._maybe_finish(inv)
+
+    def _record_extras(self, end: dict) -> None:
+        """What a record carries besides its invocation's facts: the spans made during it, and
+        what could not go with them."""
+        self.sink.user_spans(end.get("spans") or [])
+        spans_dropped = records.count(end.get("spans_dropped"))
+        if spans_dropped:
+            self.sink.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
+        not_injected = records.count(end.get("context_not_injected"))
+        if not_injected:
+            # Outgoing calls whose trace context could not travel (the consumer starts a trace).
+            self.sink.dropped("context_not_injected", not_injected)
 
     def _on_posted(self, record: dict) -> None:
         if self._managed_instances:
@@ -350,7 +382,7 @@ class Correlator:
         if self._managed_instances or self._current_rid is None:
             return False
         inv = self._open.get(self._current_rid)
-        return inv is not None and len(inv.logs) >= MAX_PENDING_LOGS
+        return inv is not None and (bool(inv.streamed_ids) or len(inv.logs) >= MAX_PENDING_LOGS)
 
     def _malformed(self, reason: str, what: str) -> None:
         """Input that made no sense: counted as a drop, logged once per reason."""
@@ -364,8 +396,10 @@ class Correlator:
             if isinstance(record, str):
                 self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
             else:  # the JSON log format, delivered as an object
-                line = json.dumps(record, separators=(",", ":"), default=str)
-                self._log(line, time_ns, record.get("requestId") if isinstance(record, dict) and isinstance(record.get("requestId"), str) else self._current_rid)
+                # Written back as awslambdaric's formatter writes it (its separators, text
+                # left unescaped): the closest there is to the line the function printed.
+                line = _AS_AWSLAMBDARIC_WRITES.encode(record)
+                self._log(line, time_ns, self._line_request(_named_request(record.get("requestId")) if isinstance(record, dict) else None))
             return
         if kind == "platform.logsDropped":
             if isinstance(record, dict):
@@ -432,6 +466,19 @@ class Correlator:
             self.init.reported = True
         self._on_init_failed()
 
+    def _line_request(self, named: str | None) -> str | None:
+        """The request a JSON log line belongs to: the one it names (a background thread's
+        line names the request it was logged in), where that is a request of this function.
+        A user's own JSON may name an upstream `requestId`: on demand the line then belongs to
+        the request under way; on Managed Instances, where there is none, it is held under the
+        id it names until the platform announces that request, and goes without one if it
+        never does (release_unannounced)."""
+        if self._managed_instances:
+            return named
+        if named is not None and (named in self._finished or named in self._open):
+            return named
+        return self._current_rid
+
     def _log(self, line: str, time_ns: int, rid: str | None) -> None:
         if rid is None:
             if self._in_init and not self.init.emitted:
@@ -447,10 +494,28 @@ class Correlator:
         inv = self._lookup(rid)
         if line.startswith(ERROR_LINE_STARTS):
             inv.error_line = runtime_error([line]) or inv.error_line
-        if len(inv.logs) < MAX_PENDING_LOGS:
+        if len(inv.logs) < MAX_PENDING_LOGS and not inv.streamed_ids:
             inv.logs.append((line, time_ns))
-        else:
-            self.sink.log_line(line, time_ns, None, rid)  # exported without the span's ids
+            return
+        if inv.streamed_ids is None:
+            inv.streamed_ids = self._ids_before_the_end(inv) or False
+            if inv.streamed_ids:
+                # The held lines go first, in the order they came.
+                for held, held_ns in inv.logs:
+                    self.sink.log_line(held, held_ns, inv.streamed_ids, rid)
+                inv.logs.clear()
+        # Without ids only when none can be known before the end (no record, no in-flight slot).
+        self.sink.log_line(line, time_ns, inv.streamed_ids or None, rid)
+
+    def _ids_before_the_end(self, inv: Invocation) -> tuple | None:
+        """The span's ids while the invocation is still under way: its record's, or those its
+        in-flight slot holds (the same: the slot holds the record's start part)."""
+        if inv.start is not None:
+            return inv.ids
+        inv.slot_start = self._inflight_start(inv.request_id)
+        if inv.slot_start is None:
+            return None
+        return inv.slot_start.get("trace_id"), inv.slot_start.get("span_id")
 
     # completion ----------------------------------------------------------------
 
@@ -462,7 +527,7 @@ class Correlator:
         elif inv.end is None and inv.failed_on_platform:
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
-            inv.start = self._inflight_start(inv.request_id)
+            inv.start = self._inflight_start(inv.request_id) or inv.slot_start
             self._finish(inv)
 
     def _inflight_start(self, rid: str) -> dict | None:
@@ -553,7 +618,10 @@ class Correlator:
         """Whether an invocation made from the runtime's post still lacks the platform's word
         (and the log lines, which precede it): SHUTDOWN waits for them, briefly."""
         with self._lock:
-            return any(inv.outcome is None and inv.verdict_known for inv in self._finished.values())
+            if any(inv.outcome is None and inv.verdict_known for inv in self._finished.values()):
+                return True
+            # Managed Instances: a record sent before the response was posted is no verdict.
+            return self._managed_instances and any(inv.end is not None and inv.outcome is None and inv.invoke_event is not None for inv in self._open.values())
 
     def platform_reported(self, rid: str) -> bool:
         """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or
@@ -580,10 +648,27 @@ class Correlator:
         report) those that ended well but whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > OUTCOME_WAIT_S]:
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > self._outcome_wait_s(i.end)]:
                 self._finish_without_word(inv)
+            self._release_unannounced(now_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
                 self._account_missing(inv)
+
+    def _outcome_wait_s(self, end: dict) -> float:
+        if not self._managed_instances:
+            return OUTCOME_WAIT_S
+        remaining_ms = _number(end.get("remaining_ms"))
+        return (LONGEST_TIMEOUT_S if remaining_ms is None else max(0.0, remaining_ms) / 1000) + OUTCOME_WAIT_S
+
+    def _release_unannounced(self, now_ns: int | None = None) -> None:
+        """Lines held under a request id the platform has not announced (by then) go on without
+        a span's ids: a user's JSON naming a request of its own (an upstream `requestId`)."""
+        for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is None and i.logs and (now_ns is None or i.invoked_at_ns <= now_ns)]:
+            for line, time_ns in inv.logs:
+                self.sink.log_line(line, time_ns, None, inv.request_id)
+            inv.logs.clear()
+            if inv.start is None and inv.outcome is None:
+                self._open.pop(inv.request_id, None)
 
     def finish_unreported(self, reason: str) -> int:
         """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an
@@ -598,8 +683,9 @@ class Correlator:
                 else:
                     if inv.outcome is None:
                         inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
-                    inv.start = self._inflight_start(inv.request_id)
+                    inv.start = self._inflight_start(inv.request_id) or inv.slot_start
                     self._finish(inv)
+            self._release_unannounced()
             self._maybe_init_span(ending=True)
             return len(open_)
 

@@ -285,6 +285,12 @@ class InvocationTracer:
             end["spans"] = state.spans
         if state.spans_dropped:
             end["spans_dropped"] = state.spans_dropped
+        if self.settings.managed_instances:
+            # There the record goes before the runtime serializes and posts the response, which
+            # may yet fail: the companion awaits the platform's word until the deadline.
+            remaining_ms = _remaining_ms(state.context)
+            if remaining_ms is not None:
+                end["remaining_ms"] = remaining_ms
         failures = FAILURES.count
         if failures:
             end["internal_errors"] = failures
@@ -386,11 +392,17 @@ def _by_reference(wrapper: Any, wrapped: Any) -> Any:
     raise pickle.PicklingError(f"Can't pickle {wrapped!r}: it's not found as {module_name}.{qualname}")
 
 
-def _time_left_to_post(context: Any) -> bool:
+def _remaining_ms(context: Any) -> int | None:
     try:
-        return context.get_remaining_time_in_millis() > HOLD_MARGIN_MS
-    except Exception:  # noqa: BLE001 - a context without a deadline: the record goes at once
-        return False
+        remaining = context.get_remaining_time_in_millis()
+        return int(remaining) if type(remaining) in (int, float) else None
+    except Exception:  # noqa: BLE001 - a context without a deadline (or a strange one)
+        return None
+
+
+def _time_left_to_post(context: Any) -> bool:
+    remaining = _remaining_ms(context)
+    return remaining is not None and remaining > HOLD_MARGIN_MS  # none known: the record goes at once
 
 
 def _capped(attributes: dict) -> dict:
