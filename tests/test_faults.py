@@ -574,3 +574,53 @@ def test_hostile_handler_values_behave_as_without_the_layer(task, tmp_path, valu
     assert not marker.exists()
     # (The user's own error passes through our wrapper's frame: that is not ours raising.)
     assert not [line for line in function_lines if "lambdawrap:" in line and ("internal error" in line or "failed" in line)]
+
+
+EMPTIES_ITS_SCRATCH = """
+import os, shutil
+# A common cold-start idiom: start from an empty /tmp (it outlives environments of a sandbox).
+# Here the folder of the channel's socket plays /tmp.
+SCRATCH = os.path.dirname(os.environ["LAMBDAWRAP_SOCKET"])
+for name in os.listdir(SCRATCH):
+    path = os.path.join(SCRATCH, name)
+    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+leaked = []
+
+
+def handler(event, context):
+    if event.get("leak"):
+        try:  # descriptors leaked up to the process's limit (connections never closed, say)
+            while True:
+                leaked.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        return {"leaked": True}
+    while leaked:
+        os.close(leaked.pop())
+    return {"ok": True}
+"""
+
+
+def test_a_function_that_empties_tmp_or_runs_out_of_descriptors_is_still_accounted_once(tmp_path):
+    from support.stack import metric_total
+
+    task = write_function(tmp_path / "task", EMPTIES_ITS_SCRATCH)
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}, timeout_s=10) as (emu, rx):
+        # WHEN the function removes the channel's socket file at import, then serves; and one
+        # invocation leaves the process without a descriptor when its record is to go
+        events = [{}, {}, {"leak": True}, {}, {}]
+        results = []
+        for event in events:
+            results.append(emu.invoke(event))
+            emu.wait_idle(30)
+        assert [r.function_error for r in results] == [None] * len(events)
+        rids = [r.request_id for r in results]
+    # THEN the invocations after the removal are spans (the companion listens again)
+    spans = {s["attributes"].get("faas.invocation_id") for s in rx.spans() if s["kind"] == 2}
+    assert {rids[0], rids[1], rids[3], rids[4]} <= spans, (rids, spans)
+    # ... and the one whose record could not go is accounted for once, by the companion alone
+    dropped = {p["attributes"]["reason"]: p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]}
+    assert (rids[2] in spans) + dropped.get("record_missing", 0) == 1, dropped
+    assert "handler_channel" not in dropped, dropped
+    assert metric_total(rx, "faas.invocations") == len(events) - dropped.get("record_missing", 0)

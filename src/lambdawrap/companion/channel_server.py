@@ -35,20 +35,56 @@ class SocketServer:
         self.peer_pid: int | None = None
         if os.path.exists(path):
             os.unlink(path)  # left by a previous environment that was killed
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener, self._identity = self._listen()
+
+    def _listen(self) -> tuple:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is born 0600: no window with wider rights
         try:
-            self._listener.bind(path)
+            listener.bind(self.path)
+        except OSError:
+            listener.close()
+            raise
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
-        self._listener.listen(64)
-        self._listener.setblocking(False)
+        os.chmod(self.path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        status = os.stat(self.path)
+        return listener, (status.st_dev, status.st_ino)
 
     def attach(self, loop: EventLoop) -> None:
         """Serve from `loop` (connections waiting meanwhile sit in the backlog)."""
         self._loop = loop
         loop.add_reader(self._listener, self._accept)
+
+    def rebind_if_removed(self) -> bool:
+        """Listen again if the socket file is gone (or another took its name): a function that
+        empties /tmp at its cold start (a common idiom: /tmp outlives environments) removes it,
+        and its records could no longer reach us. One stat; True if it listened again."""
+        try:
+            status = os.stat(self.path)
+            if (status.st_dev, status.st_ino) == self._identity:
+                return False
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        try:
+            listener, self._identity = self._listen()
+        except OSError:
+            return False  # the folder is gone too, or full: tried again at the next event
+        if self._loop is not None:
+            self._loop.remove_reader(self._listener)
+            self._listener.close()
+            self._listener = listener
+            self._loop.add_reader(listener, self._accept)
+        else:
+            self._listener.close()
+            self._listener = listener
+        get_logger().info("lambdawrap: the channel's socket %s was removed; listening again", self.path)
+        return True
 
     def start(self) -> None:
         """Serve from a loop on a thread of its own (the companion attaches to its own loop)."""

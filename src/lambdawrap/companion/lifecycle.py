@@ -325,6 +325,7 @@ class Companion:
         environment is never frozen: export on a timer, when something happened."""
         now = time.monotonic()
         try:
+            self.socket.rebind_if_removed()
             self.correlator.finish_overdue(now)
             if self.pipeline is not None and self._activity != self._activity_flushed:
                 self._activity_flushed = self._activity
@@ -335,6 +336,7 @@ class Companion:
     def _invoke(self, event: dict, budget_s: float) -> None:
         now = time.monotonic()
         rid = str(event.get("requestId", ""))
+        self.socket.rebind_if_removed()  # before the handler can send its record
         self.correlator.function_arn = event.get("invokedFunctionArn") or self.correlator.function_arn
         self.correlator.on_invoke(event)
         self.correlator.finish_overdue(now)

@@ -7,7 +7,9 @@ drops, counts, warns once, and tries to reconnect at most once a second. Only `r
 once at boot, for secrets) waits, and only up to its timeout.
 
 Each drop is counted exactly once, by whoever can still count it. An invocation record that a
-live companion could not take is its to count (it saw the INVOKE: `record_missing`). Every
+live companion could not take is its to count (it saw the INVOKE: `record_missing`), also when
+this process could not reach it (its socket file removed, no descriptor left): only a refused
+or closed connection says it is gone. Every
 other drop is counted here and reported with the next record that goes through (`dropped`);
 until then the count is also kept beside the socket (`shared.unreported_drops`).
 """
@@ -48,6 +50,7 @@ class Channel:
         self._warned = False
         self._kept = False
         self._identity: tuple = ()  # (device, inode) of the connected socket
+        self._companion_down = False  # as the last connection or attempt told
         if hasattr(os, "register_at_fork"):
             # A forked worker must not share the parent's connection: interleaved frames
             # from two processes would corrupt the stream.
@@ -59,6 +62,7 @@ class Channel:
         self._pending = b""
         self._next_connect = 0.0
         self.dropped = 0  # the parent reports its own drops; the child starts from none
+        self._companion_down = False
         self._kept = False
 
     def _connect(self) -> unix_socket | None:
@@ -66,13 +70,20 @@ class Channel:
         if now < self._next_connect:
             return None
         self._next_connect = now + RECONNECT_INTERVAL_S
-        sock = unix_socket(AF_UNIX, SOCK_STREAM)
+        sock = None
         try:
+            sock = unix_socket(AF_UNIX, SOCK_STREAM)  # may fail too: no descriptor left
             sock.connect(self.path)
         except OSError as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
+            # Refused: nothing listens there, the companion is gone. Otherwise (its socket file
+            # removed, which it makes again at the next event; no descriptor left) it lives,
+            # and accounts for this invocation itself.
+            self._companion_down = exc.errno == errno.ECONNREFUSED
             self._warn_once(f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
+        self._companion_down = False
         sock.setblocking(False)
         status = os.fstat(sock.fileno())
         self._identity = (status.st_dev, status.st_ino)
@@ -133,7 +144,7 @@ class Channel:
                 frame = encode(record)
             except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
                 record.pop("dropped", None)
-                self._count_drop(record.get("type"), connected=self._sock is not None)
+                self._count_drop(record.get("type"), companion_alive=not self._companion_down)
                 return False
             return self._send_frame(frame, record.get("type"), reported)
 
@@ -150,7 +161,7 @@ class Channel:
                     end["spans_too_large"] = True
                     frame = records.encode_invocation(start_json, end, reported)
             except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
-                self._count_drop(records.INVOCATION, connected=self._sock is not None)
+                self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
                 return False
             try:
                 tail = encode(posted) if posted is not None else b""
@@ -162,10 +173,10 @@ class Channel:
         # Called with the lock held. `tail`: whole frames that go with this one, uncounted.
         sock = self._own_socket() or self._connect()
         if sock is None:
-            self._count_drop(kind, connected=False)
+            self._count_drop(kind, companion_alive=not self._companion_down)
             return False
         if len(frame) > MAX_RECORD_BYTES:
-            self._count_drop(kind, connected=True)
+            self._count_drop(kind, companion_alive=True)
             return False
         frame += tail
         try:
@@ -173,17 +184,18 @@ class Channel:
                 sent = sock.send(self._pending)
                 self._pending = self._pending[sent:]
                 if self._pending:
-                    self._count_drop(kind, connected=True)
+                    self._count_drop(kind, companion_alive=True)
                     return False
             sent = sock.send(frame)
             # The rest of a half-sent frame must go first next time, or the stream breaks.
             self._pending = frame[sent:]
         except BlockingIOError:
-            self._count_drop(kind, connected=True)
+            self._count_drop(kind, companion_alive=True)
             return False
         except OSError as exc:
             self._close()
-            self._count_drop(kind, connected=False)
+            self._companion_down = True  # it closed the connection: it died
+            self._count_drop(kind, companion_alive=False)
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
                 self._warn_once(f"sending to the companion failed: {exc}")
             return False
@@ -194,9 +206,9 @@ class Channel:
                 unreported_drops.forget(self.path, os.getpid())
         return True
 
-    def _count_drop(self, kind: object, connected: bool) -> None:
+    def _count_drop(self, kind: object, companion_alive: bool) -> None:
         # Called with the lock held.
-        if connected and kind == records.INVOCATION:
+        if companion_alive and kind == records.INVOCATION:
             # The live companion saw this invocation's INVOKE and accounts for it itself
             # (record_missing); counting it here too would count it twice.
             return
