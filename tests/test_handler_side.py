@@ -144,12 +144,26 @@ class TestBoot:
 
 class TestChannel:
     def test_absent_companion_drops_counts_and_warns_once(self, sock_path, caplog):
-        channel = Channel(sock_path)
-        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-            for _ in range(3):
-                assert channel.send({"version": 2, "type": "invocation"}) is False
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+            gone.bind(sock_path)  # its file left behind, nothing listening: connections refused
+            channel = Channel(sock_path)
+            with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+                for _ in range(3):
+                    assert channel.send({"version": 2, "type": "invocation"}) is False
+                    channel._next_connect = 0.0  # each send tries again
         assert channel.dropped == 3
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
+
+    def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, sock_path):
+        # The file gone (a function emptied /tmp): the companion lives, saw the INVOKE and counts
+        # the invocation as record_missing; other records only this process can count.
+        channel = Channel(sock_path)
+        assert channel.send({"version": 2, "type": "invocation"}) is False
+        assert channel.dropped == 0
+        assert channel.send({"version": 2, "type": "spans", "spans": []}) is False
+        assert channel.dropped == 1
 
     def test_a_companion_that_died_is_seen_on_its_connection(self, sock_path):
         import socket
