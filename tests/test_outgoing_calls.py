@@ -322,3 +322,40 @@ def test_settings_name_what_is_traced_and_propagated():
     assert s.instrument_exclude_hosts == ("metadata.internal", "10.0.0.1:8080")
     assert Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none"}).instrument == ()
     assert Settings.from_env({}).instrument == ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
+
+
+CARRIES_ON = """
+import urllib.request
+from opentelemetry import trace
+
+def handler(event, context):
+    with trace.get_tracer("app").start_as_current_span("work"):
+        urllib.request.urlopen(event["headers"]["x-target"] + "/status/200", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
+    # W3C Trace Context: a vendor receiving tracestate MUST send it on to outgoing requests.
+    task = write_function(tmp_path / "task", CARRIES_ON)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):  # the API: the suite's own
+        event = {
+            "version": "2.0", "routeKey": "GET /orders", "rawPath": "/orders", "rawQueryString": "",
+            "headers": {"traceparent": traceparent, "tracestate": state, "baggage": "tenant=acme", "x-target": http.url},
+            "requestContext": {"http": {"method": "GET", "path": "/orders", "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1", "userAgent": "t"}, "domainName": "api.example.com", "stage": "$default", "requestId": "r", "routeKey": "GET /orders", "accountId": "1", "apiId": "a", "timeEpoch": 0, "time": "x"},
+            "isBase64Encoded": False,
+        }
+        result = emu.invoke(event)
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        work = rx.wait_for_spans(lambda s: s["name"] == "work", timeout=20)[0]
+        call = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["trace_id"] == invocation["trace_id"], timeout=20)[0]
+    # THEN the invocation span and the spans under it keep the caller's tracestate ...
+    assert invocation["parent_span_id"] == "b7ad6b7169203331"
+    assert invocation["trace_state"] == work["trace_state"] == call["trace_state"] == state
+    # ... and the outgoing request carries it on, with the caller's baggage
+    headers = http.requests[-1]["headers"]
+    assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert headers["tracestate"] == state and headers["baggage"] == "tenant=acme"

@@ -419,21 +419,47 @@ MESSAGE_CTX = SpanContext(7, 9, True)
     "headers, client_context, message, xray, expected",
     [
         # The HTTP request's traceparent first; the platform's sampled X-Ray context is linked.
-        ({"traceparent": VALID}, OTHER_TP, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX)),
-        ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None)),
+        ({"traceparent": VALID}, {"traceparent": OTHER_TP}, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX, "")),
+        ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None, "")),
+        # ... with the tracestate and baggage of the same carrier, never another's
+        ({"traceparent": VALID, "Tracestate": "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "baggage": "userId=alice"}, {"traceparent": OTHER_TP, "tracestate": "x=y"}, None, None,
+         (VALID_CTX._replace(trace_state="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), None, "userId=alice")),
+        ({"traceparent": "garbage", "tracestate": "a=b"}, {"traceparent": OTHER_TP, "tracestate": "x=y", "baggage": "k=v"}, None, None, (OTHER_CTX._replace(trace_state="x=y"), None, "k=v")),
         # Then a Lambda Invoke caller's client context, then the message's own context.
-        ({}, OTHER_TP, MESSAGE_CTX, None, (OTHER_CTX, None)),
-        (None, "garbage", MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX)),
+        ({}, {"traceparent": OTHER_TP}, MESSAGE_CTX, None, (OTHER_CTX, None, "")),
+        (None, {"traceparent": "garbage"}, MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX, "")),
         # Without any of those: a sampled X-Ray context, from the environment, then a header.
-        (None, None, None, XRAY_SAMPLED, (XRAY_CTX, None)),
-        ({"X-Amzn-Trace-Id": XRAY_SAMPLED}, None, None, XRAY_UNSAMPLED, (XRAY_CTX, None)),
+        (None, None, None, XRAY_SAMPLED, (XRAY_CTX, None, "")),
+        ({"X-Amzn-Trace-Id": XRAY_SAMPLED}, None, None, XRAY_UNSAMPLED, (XRAY_CTX, None, "")),
         # An unsampled X-Ray header (which Lambda hands every invocation) is never a parent.
-        ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None)),
-        (None, None, None, None, (None, None)),
+        ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None, "")),
+        (None, None, None, None, (None, None, "")),
     ],
 )
 def test_choose_parent(headers, client_context, message, xray, expected):
     assert choose_parent(headers, client_context, message, xray) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        (" congo=t61rcWkgMzE ,\t, rojo=1 ", "congo=t61rcWkgMzE,rojo=1"),  # blanks and empty members dropped
+        ("tenant@system=v", "tenant@system=v"),  # a multi-tenant key
+        ("a=1,a=2", ""),  # a repeated key
+        ("Congo=1", ""),  # keys are lowercase
+        ("congo", ""),  # not key=value
+        ("congo=a,b", ""),  # a value with a comma is two members, one of them invalid
+        (",".join(f"k{n}=v" for n in range(33)), ""),  # over 32 members
+        ("k=" + "v" * 255 + ",j=" + "v" * 255, ""),  # over 512 characters
+        (None, ""),
+        (7, ""),
+    ],
+)
+def test_parse_tracestate(value, expected):
+    from lambdawrap.handler.trace_context import parse_tracestate
+
+    assert parse_tracestate(value) == expected
 
 
 class _ClientContext:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation
@@ -104,15 +104,18 @@ class SpanBuilder:
         self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
         self._scopes: dict = {}
 
-    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE) -> ReadableSpan:
-        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED) if parent_id else None
+    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None) -> ReadableSpan:
+        # The trace's W3C tracestate (validated where it came in), as the SDK's samplers give a
+        # span its parent's.
+        state = TraceState.from_header([trace_state]) if isinstance(trace_state, str) and trace_state else None
+        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED, trace_state=state) if parent_id else None
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))
         if events:
             events = [Event(encodable(e.name), clean_attributes(e.attributes or {}), timestamp=e.timestamp) for e in events]
         return ReadableSpan(
             name=encodable(name),
-            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=state),
             parent=parent,
             resource=self.resource,
             attributes=clean_attributes(attributes),
@@ -179,6 +182,7 @@ class SpanBuilder:
             status=status,
             events=events,
             links=links,
+            trace_state=start.get("trace_state"),
         )
         return span, facts
 
@@ -286,6 +290,7 @@ class SpanBuilder:
             events=events,
             links=links,
             scope=_remembered(self._scopes, encodable(str(raw.get("scope") or "user")), InstrumentationScope),
+            trace_state=raw.get("trace_state"),
         )
 
 

@@ -98,7 +98,7 @@ def count_context_not_injected() -> None:
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "otel_token", "spans", "spans_dropped", "max_spans")
+    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "trace_state", "baggage", "otel_token", "spans", "spans_dropped", "max_spans")
 
     def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int, context: Any = None) -> None:
         self.start_json = start_json
@@ -109,6 +109,9 @@ class Invocation:
         self.trace_hex = f"{trace_id:032x}"  # as spans name their trace
         self.span_id = span_id
         self.sampled = sampled
+        # What came with the parent, carried on by the calls made during the invocation.
+        self.trace_state = ""
+        self.baggage = ""
         self.otel_token: Any = None
         self.spans: list = []
         self.spans_dropped = 0
@@ -208,9 +211,9 @@ class InvocationTracer:
         first = self._invocations == 1
         proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
-        parent, ambient = trace_context.choose_parent(
+        parent, ambient, baggage = trace_context.choose_parent(
             trigger.headers,
-            trace_context.client_context_traceparent(context),
+            trace_context.client_context_w3c(context),
             trigger.parent,
             os.environ.get("_X_AMZN_TRACE_ID"),
         )
@@ -242,11 +245,14 @@ class InvocationTracer:
             span_name=trigger.span_name[:MAX_ATTRIBUTE_CHARS],
             span_kind=trigger.span_kind,
             request_payload=payload,
+            trace_state=parent.trace_state if parent else "",
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
+        if parent is not None and (parent.trace_state or baggage):
+            state.trace_state, state.baggage = parent.trace_state, baggage
         self._inflight.hold(state.start_json)
         if self.user_spans is not None:
-            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled)
+            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled, state.trace_state)
         return state
 
     def _attributes(self, attributes: dict) -> dict:

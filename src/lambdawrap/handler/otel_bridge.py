@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags, TraceState
 
 from lambdawrap.handler.invocation import FAILURES, deliver_span, describe_exception
 
@@ -147,6 +147,7 @@ class _Span(trace.Span):
                 events=self._events,
                 links=self._links,
                 status=self._status,
+                trace_state=self._context.trace_state.to_header() if self._context.trace_state else "",
             )
         )
 
@@ -161,12 +162,13 @@ class _Tracer(trace.Tracer):
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
         try:
             parent = trace.get_current_span(context).get_span_context()
+            trace_state = None
             if parent.is_valid:
-                trace_id, sampled = parent.trace_id, parent.trace_flags.sampled
+                trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
             else:
                 trace_id = new_trace_id()
                 sampled = self._bridge.sampled(trace_id, None)
-            span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED)
+            span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=trace_state)
             if not sampled:
                 return NonRecordingSpan(span_context)  # the trace was sampled out at its root
             return _Span(self._bridge.send, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time)
@@ -221,8 +223,9 @@ class UserSpans:
         """A finished span: with its invocation's record when one is under way, else alone."""
         deliver_span(self._channel, span)
 
-    def enter(self, trace_id: int, span_id: int, sampled: bool) -> Any:
-        invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED))
+    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "") -> Any:
+        state = TraceState.from_header([trace_state]) if trace_state else None
+        invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
         return otel_context.attach(trace.set_span_in_context(invocation))
 
     def exit(self, token: Any) -> None:

@@ -18,12 +18,15 @@ __all__ = [
     "SpanContext",
     "choose_parent",
     "client_context_traceparent",
+    "client_context_w3c",
     "collect_links",
     "extract_parent",
     "format_traceparent",
     "format_xray",
     "header",
+    "parse_baggage",
     "parse_message_context",
+    "parse_tracestate",
     "parse_traceparent",
     "parse_xray",
 ]
@@ -44,8 +47,15 @@ _LOW_96 = (1 << 96) - 1
 _OWS = " \t"
 
 
-SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
-SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."
+SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled", "trace_state"), defaults=("",))
+SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, the sampled flag, and the W3C tracestate that came with it."
+
+# W3C Trace Context: at most 32 list members; vendors should carry at least 512 characters on.
+MAX_TRACE_STATE_MEMBERS = 32
+MAX_TRACE_STATE_CHARS = 512
+# W3C Baggage: 8,192 bytes at most in all.
+MAX_BAGGAGE_CHARS = 8192
+_state_member = None  # compiled on first use: most invocations carry no tracestate
 
 
 def _is_hex(text: str, alphabet: str = _HEX) -> bool:
@@ -91,6 +101,38 @@ def parse_traceparent(value: object) -> Optional[SpanContext]:
         return SpanContext(trace_id, span_id, bool(int(flags_hex, 16) & 1))
     except Exception:  # never let tracing break the handler
         return None
+
+
+def parse_tracestate(value: object) -> str:
+    """A W3C ``tracestate`` to carry on unchanged: its members, blanks around them and empty
+    ones dropped; ``""`` when it is not one (a member that is not ``key=value`` as the
+    specification writes them, a repeated key, more than 32 members) or longer than 512
+    characters. An invalid tracestate is discarded whole, as OpenTelemetry's SDK does."""
+    global _state_member
+    try:
+        if not isinstance(value, str) or not value or len(value) > 4 * MAX_TRACE_STATE_CHARS:
+            return ""
+        if _state_member is None:
+            import re  # deferred: only for a tracestate (already loaded by json in any case)
+
+            _state_member = re.compile(r"(?:[a-z0-9][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+        members = [member.strip(_OWS) for member in value.split(",")]
+        members = [member for member in members if member]
+        keys = {member.partition("=")[0] for member in members}
+        if len(members) > MAX_TRACE_STATE_MEMBERS or len(keys) != len(members) or not all(_state_member.fullmatch(member) for member in members):
+            return ""
+        state = ",".join(members)
+        return state if len(state) <= MAX_TRACE_STATE_CHARS else ""
+    except Exception:  # never let tracing break the handler
+        return ""
+
+
+def parse_baggage(value: object) -> str:
+    """A W3C ``baggage`` value to carry on as it came (within its 8,192 characters), else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    value = value.strip(_OWS)
+    return value if len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and "=" in value else ""
 
 
 def parse_xray(value: object) -> Optional[SpanContext]:
@@ -271,22 +313,29 @@ def collect_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str],
     return links
 
 
-def client_context_traceparent(context: Any) -> Optional[str]:
-    """The ``traceparent`` a Lambda ``Invoke`` caller sent in the client context: awslambdaric
-    4.2+ moves ``clientContext.w3c`` to ``context.w3c()``; SDK instrumentations write
-    ``clientContext.custom["traceparent"]``."""
+def client_context_w3c(context: Any) -> Optional[dict]:
+    """The W3C fields (``traceparent``, ``tracestate``, ``baggage``) a Lambda ``Invoke`` caller
+    sent in the client context, where it sent a ``traceparent``: awslambdaric 4.2+ moves
+    ``clientContext.w3c`` to ``context.w3c()``; SDK instrumentations write them in
+    ``clientContext.custom``."""
     try:
         w3c = getattr(context, "w3c", None)
         if callable(w3c):
             fields = w3c()
-            value = fields.get("traceparent") if isinstance(fields, dict) else None
-            if isinstance(value, str):
-                return value
+            if isinstance(fields, dict) and isinstance(fields.get("traceparent"), str):
+                return fields
         custom = getattr(getattr(context, "client_context", None), "custom", None)
-        value = custom.get("traceparent") if isinstance(custom, dict) else None
-        return value if isinstance(value, str) else None
+        if isinstance(custom, dict) and isinstance(custom.get("traceparent"), str):
+            return custom
+        return None
     except Exception:  # a context of any shape: never let tracing break the handler
         return None
+
+
+def client_context_traceparent(context: Any) -> Optional[str]:
+    """The ``traceparent`` a Lambda ``Invoke`` caller sent in the client context."""
+    fields = client_context_w3c(context)
+    return fields["traceparent"] if fields is not None else None
 
 
 def _sampled_xray(value: object) -> Optional[SpanContext]:
@@ -303,20 +352,29 @@ def _sampled_xray(value: object) -> Optional[SpanContext]:
     return ctx if ctx is not None and ctx.sampled else None
 
 
-def choose_parent(headers: object, client_context: Optional[str], message: Optional[SpanContext], xray: Optional[str]) -> Tuple[Optional[SpanContext], Optional[SpanContext]]:
-    """The invocation span's parent, and the platform's X-Ray context to link to when it was not
-    chosen as the parent although sampled (it is the ambient context the function runs in).
+def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str]) -> Tuple[Optional[SpanContext], Optional[SpanContext], str]:
+    """The invocation span's parent, the platform's X-Ray context to link to when it was not
+    chosen as the parent although sampled (it is the ambient context the function runs in), and
+    the W3C baggage that came with the parent ("" when none).
 
     In order: a W3C ``traceparent`` header of an HTTP-shaped event; the client context of a
-    Lambda ``Invoke``; the context a single message or payload carries; a sampled X-Ray
-    context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP ``X-Amzn-Trace-Id``
-    header.
+    Lambda ``Invoke`` (``client_context_w3c``); the context a single message or payload carries;
+    a sampled X-Ray context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP
+    ``X-Amzn-Trace-Id`` header. A W3C parent keeps the ``tracestate`` its carrier had.
     """
     try:
         ambient = _sampled_xray(xray)
-        parent = parse_traceparent(header(headers, "traceparent")) or parse_traceparent(client_context) or message
+        parent = parse_traceparent(header(headers, "traceparent"))
+        carrier: Any = headers
+        if parent is None and client_context is not None:
+            parent = parse_traceparent(client_context.get("traceparent"))
+            carrier = client_context
         if parent is not None:
-            return parent, ambient
-        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None
+            # Looked up only with a W3C parent: the other headers of an event are not walked.
+            parent = parent._replace(trace_state=parse_tracestate(header(carrier, "tracestate")))
+            return parent, ambient, parse_baggage(header(carrier, "baggage"))
+        if message is not None:
+            return message, ambient, ""
+        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, ""
     except Exception:  # never let tracing break the handler
-        return None, None
+        return None, None, ""

@@ -26,6 +26,9 @@ process dies), and ``end``:
     start.attributes       object     span attributes read from the event (faas.trigger among them)
     start.links            list       [[trace_id, span_id, sampled], ...] from batch messages
     start.request_payload  str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
+    start.trace_state      str        the W3C tracestate that came with the parent (absent: none)
+    end.remaining_ms       int        Managed Instances: the time the invocation had left at the
+                                      handler's return (the companion awaits the platform's word)
     end.end_ns             int        epoch nanoseconds
     end.error              object     {"type", "message", "stack"} when the handler raised
     end.http_status        int        the status of an HTTP-triggered invocation's response
@@ -44,7 +47,8 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
 
     spans  [{scope, name, trace_id, span_id, parent_span_id, kind, start_ns, end_ns,
              attributes, events: [[name, attributes, time_ns]],
-             links: [[trace_id, span_id, attributes]], status: [code, description]}]
+             links: [[trace_id, span_id, attributes]], status: [code, description],
+             trace_state (only when the trace has one)}]
 
 ``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
 its error ("error") to the Runtime API, and the call returned: with the invocation record, the
@@ -97,6 +101,7 @@ def encode_invocation_start(
     span_name: str,
     span_kind: int,
     request_payload: str | None = None,
+    trace_state: str = "",
 ) -> bytes:
     """The start part of an invocation record (ids as hex, links as [trace_id, span_id,
     sampled], request_payload last when given): byte for byte what encode_json writes of that
@@ -114,6 +119,8 @@ def encode_invocation_start(
     )
     if request_payload is not None:
         text += f',"request_payload":{own_json_text(request_payload)}'
+    if trace_state:
+        text += f',"trace_state":{own_json_text(trace_state)}'
     return (text + "}").encode("utf-8", "replace")
 
 
@@ -141,9 +148,9 @@ def encode_invocation(start_json: bytes, end: dict, dropped: int = 0) -> bytes:
     return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
-def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple) -> dict:
+def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple, trace_state: str = "") -> dict:
     """One span of the function's own, for an invocation's `end.spans` or a `spans` record."""
-    return {
+    made = {
         "scope": scope,
         "name": name,
         **ids_as_hex(trace_id, span_id, parent_span_id),
@@ -155,6 +162,9 @@ def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int
         "links": links,
         "status": list(status),
     }
+    if trace_state:
+        made["trace_state"] = trace_state
+    return made
 
 
 def spans(items: list) -> dict:

@@ -1,7 +1,8 @@
 """The trace context an outgoing call carries, in the formats OTEL_PROPAGATORS names.
 
 HTTP requests get `traceparent` (+ `tracestate`) for `tracecontext`, `baggage` for `baggage`
-(the user's OpenTelemetry baggage, when their code uses the API and set some) and
+(the user's OpenTelemetry baggage, when their code uses the API and set some, else the baggage
+that came with the invocation's parent) and
 `X-Amzn-Trace-Id` for `xray`; the client span is the parent. A header the user already set is
 never overwritten.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import sys
 
+from lambdawrap.handler.invocation import active_invocation
 from lambdawrap.handler.outgoing.recorder import ClientSpan
 
 _LOW_96 = (1 << 96) - 1
@@ -56,7 +58,7 @@ class Propagation:
             if span.trace_state:
                 headers.append(("tracestate", span.trace_state))
         if self.baggage:
-            baggage = user_baggage()
+            baggage = user_baggage() or invocation_baggage()
             if baggage:
                 headers.append(("baggage", baggage))
         if self.xray:
@@ -69,10 +71,16 @@ class Propagation:
         if span.trace_state:
             fields["tracestate"] = span.trace_state
         if self.baggage:
-            baggage = user_baggage()
+            baggage = user_baggage() or invocation_baggage()
             if baggage:
                 fields["baggage"] = baggage
         return fields
+
+
+def invocation_baggage() -> str:
+    """The W3C `baggage` that came with the invocation's parent ("" when none)."""
+    invocation = active_invocation()
+    return invocation.baggage if invocation is not None else ""
 
 
 def user_baggage() -> str:

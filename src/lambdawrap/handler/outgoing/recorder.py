@@ -81,7 +81,7 @@ class Recorder:
         if parent is not None:
             trace_id, parent_id, sampled, trace_state = parent
         elif invocation is not None:
-            trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, ""
+            trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, invocation.trace_state
         else:
             trace_id, parent_id, trace_state = new_trace_id(), 0, ""
             sampled = self._sampled_as_root(trace_id, None)
@@ -99,7 +99,7 @@ class Recorder:
             if exception is not None:
                 described = describe_exception(exception)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, time.time_ns()])
-        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), span.attributes, events, [], status))
+        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), span.attributes, events, [], status, span.trace_state))
 
 
 def _current_otel_parent() -> "tuple | None":
