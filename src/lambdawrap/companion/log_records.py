@@ -15,14 +15,16 @@ from lambdawrap import __version__
 from lambdawrap.companion.encodable_text import encodable
 
 SCOPE = InstrumentationScope("lambdawrap", __version__)
+TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
 
 
 def log_records(entries: list, resource: Resource) -> list:
-    """ReadableLogRecords for (line, time_ns, ids, request_id) entries."""
+    """ReadableLogRecords for (line, time_ns, ids, request_id) entries; an entry with a fifth
+    item is a line the buffer cut."""
     # One context per invocation, not per line: a batch is mostly one invocation's lines.
     contexts: dict = {}
-    return [_record(line, time_ns, _context(ids, contexts), request_id, resource) for line, time_ns, ids, request_id in entries]
+    return [_record(entry, _context(entry[2], contexts), resource) for entry in entries]
 
 
 def _context(ids: tuple | None, contexts: dict) -> object:
@@ -36,9 +38,15 @@ def _context(ids: tuple | None, contexts: dict) -> object:
     return context
 
 
-def _record(line: str, time_ns: int, context: object, request_id: str | None, resource: Resource) -> ReadableLogRecord:
+def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRecord:
+    line, time_ns, _, request_id = entry[:4]
     severity, text = severity_of(line)
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=encodable(line), attributes={"faas.invocation_id": request_id} if request_id else None)
+    attributes: dict = {}
+    if len(entry) > 4:
+        attributes[TRUNCATED] = True
+    if request_id:
+        attributes["faas.invocation_id"] = request_id
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=encodable(line), attributes=attributes or None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 
