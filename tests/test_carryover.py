@@ -62,10 +62,12 @@ def exported(calls: list) -> tuple:
     signals = Signals(settings, resource, MeterProvider(resource=resource))
     for name, args, kwargs in calls:
         getattr(signals, name)(*args, **kwargs)
-    # An init span's own id is made when it is built (each build makes a new one); log entries'
-    # ids come back as JSON lists.
-    spans = [(s.name, s.context.trace_id, s.context.span_id if "lambdawrap.init.phase" not in s.attributes else "init", s.parent.span_id if s.parent else None, s.start_time, s.end_time, s.status.status_code, dict(s.attributes)) for s in signals.spans.take(100)]
-    return spans, [(line, time_ns, tuple(ids) if ids else ids, rid) for line, time_ns, ids, rid in signals.logs.take(100)]
+    # An init span's own id is made when it is built (each build makes a new one), and the
+    # init's log lines carry it; log entries' ids come back as JSON lists.
+    taken = signals.spans.take(100)
+    spans = [(s.name, s.context.trace_id, s.context.span_id if "lambdawrap.init.phase" not in s.attributes else "init", s.parent.span_id if s.parent else None, s.start_time, s.end_time, s.status.status_code, dict(s.attributes)) for s in taken]
+    init_ids = {(f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}") for s in taken if "lambdawrap.init.phase" in s.attributes}
+    return spans, [(line, time_ns, "init" if ids and tuple(ids) in init_ids else tuple(ids) if ids else ids, rid) for line, time_ns, ids, rid in signals.logs.take(100)]
 
 
 @pytest.fixture
@@ -89,6 +91,7 @@ def test_what_comes_back_is_what_would_have_been_exported(socket_path, timed_out
     names = sorted(span[0] for span in spans)
     # A timed-out invocation's span is named from its in-flight start (none here): the function's name.
     assert names == (["orders", "orders init"] if timed_out else ["GET /orders/{id}", "orders init", "orders.lookup"])
+    assert [(line, ids) for line, _, ids, _ in logs][:1] == [("loading the orders table", "init")]  # on the init span
     assert [line for line, *_ in logs] == ["loading the orders table", "[INFO]\tlooking up order 42"]
 
 

@@ -218,9 +218,16 @@ def test_lambdawrap_on_managed_instances_exports_every_request_once_on_its_timer
         # ... and each log line went with its own request, though requests ran at once
         logs = rx.wait_for_logs(lambda r: "working on" in str(r["body"]), count=8, timeout=30)
         for record in logs:
-            n = int(json.loads(record["body"])["message"].split()[-1])
+            n = int(record["body"].split()[-1])  # the JSON record's message
             assert record["attributes"].get("faas.invocation_id") == rids[n], record
             assert record["trace_id"] == by_rid[rids[n]]["trace_id"]
+            assert (record["severity_number"], record["severity_text"]) == (9, "INFO")
+        # ... the runtime's JSON report of the failed request's error is an ERROR record with
+        # its exception (Managed Instances always log in JSON)
+        error = rx.wait_for_logs(lambda r: r["attributes"].get("exception.type") == "ValueError", timeout=30)[0]
+        assert (error["severity_number"], error["severity_text"]) == (17, "ERROR")
+        assert error["body"].startswith("ValueError: bad order 5 in ") and "Traceback" in error["attributes"]["exception.stacktrace"]
+        assert error["attributes"]["faas.invocation_id"] == rids[5] and error["trace_id"] == by_rid[rids[5]]["trace_id"]
         assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
 
 

@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 MAX_LINES = 5000
 MAX_BYTES = 4 * 1024 * 1024
-MAX_LINE_CHARS = 64 * 1024  # the platform caps a log record at 256 KB; a line is cut here
+# The platform caps a log record at 256 KiB of UTF-8, so a line it delivers whole has at most
+# as many characters and is never cut here; a longer one (a platform that delivers more) is cut
+# to this, its record marked (log_records.TRUNCATED). Sizes here are in characters.
+MAX_LINE_CHARS = 256 * 1024
 
 
 class LogBuffer:
-    """(line, time_ns, ids, request_id) entries, oldest first."""
+    """(line, time_ns, ids, request_id) entries, oldest first; a line cut to MAX_LINE_CHARS has
+    a fifth item, True."""
 
     def __init__(self, on_drop: Callable[[str, int], None], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> None:
         self._items: collections.deque = collections.deque()
@@ -39,11 +43,13 @@ class LogBuffer:
         self._reporting = threading.Lock()
 
     def add(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
+        entry: tuple = (line, time_ns, ids, request_id)
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS]
+            entry = (line, time_ns, ids, request_id, True)
         with self._lock:
             if len(self._items) < self._max_lines and self.bytes + len(line) <= self._max_bytes:
-                self._items.append((line, time_ns, ids, request_id))
+                self._items.append(entry)
                 self.bytes += len(line)
             else:
                 self._unreported += 1

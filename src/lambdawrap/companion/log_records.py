@@ -1,8 +1,20 @@
 """The function's log lines as OpenTelemetry log records, built at export time (the buffer
 holds only the line, its time and its invocation's ids: the SDK's objects are made for the
-batch on its way out)."""
+batch on its way out).
+
+A line in awslambdaric's Text format names its level in a `[LEVEL]` prefix. A line in its JSON
+format (`AWS_LAMBDA_LOG_FORMAT=JSON`, always on Managed Instances) is a record with `level` and
+`message` (a `logging` call) or `errorType`, `errorMessage` and `stackTrace` (the runtime's
+report of an unhandled error): it becomes a record as the OpenTelemetry Lambda collector's
+Telemetry API receiver makes one, the message as body and the level as severity, with the
+record's other fields kept as attributes (the collector drops them) and its error as the
+exception attributes of the semantic conventions. A line is parsed only when it looks like
+such a record, at export, so a flood's dropped lines cost nothing more.
+"""
 
 from __future__ import annotations
+
+import json
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -15,14 +27,33 @@ from lambdawrap import __version__
 from lambdawrap.companion.encodable_text import encodable
 
 SCOPE = InstrumentationScope("lambdawrap", __version__)
+TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
+# A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
+# writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL or TRACE.
+_LEVELS = {
+    "NOTSET": SeverityNumber.UNSPECIFIED,
+    "TRACE": SeverityNumber.TRACE,
+    "DEBUG": SeverityNumber.DEBUG,
+    "INFO": SeverityNumber.INFO,
+    "WARN": SeverityNumber.WARN,
+    "WARNING": SeverityNumber.WARN,
+    "ERROR": SeverityNumber.ERROR,
+    "CRITICAL": SeverityNumber.FATAL,
+    "FATAL": SeverityNumber.FATAL,
+}
+# Fields a JSON record's body, severity, time and invocation already say.
+_READ = frozenset(("level", "message", "timestamp", "requestId", "errorType", "errorMessage", "stackTrace"))
+_MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def log_records(entries: list, resource: Resource) -> list:
-    """ReadableLogRecords for (line, time_ns, ids, request_id) entries."""
+    """ReadableLogRecords for (line, time_ns, ids, request_id) entries; an entry with a fifth
+    item is a line the buffer cut."""
     # One context per invocation, not per line: a batch is mostly one invocation's lines.
     contexts: dict = {}
-    return [_record(line, time_ns, _context(ids, contexts), request_id, resource) for line, time_ns, ids, request_id in entries]
+    return [_record(entry, _context(entry[2], contexts), resource) for entry in entries]
 
 
 def _context(ids: tuple | None, contexts: dict) -> object:
@@ -36,9 +67,21 @@ def _context(ids: tuple | None, contexts: dict) -> object:
     return context
 
 
-def _record(line: str, time_ns: int, context: object, request_id: str | None, resource: Resource) -> ReadableLogRecord:
-    severity, text = severity_of(line)
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=encodable(line), attributes={"faas.invocation_id": request_id} if request_id else None)
+def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRecord:
+    line, time_ns, _, request_id = entry[:4]
+    try:
+        structured = json_record(line)
+    except Exception:  # noqa: BLE001 - a record that cannot be read as one goes out as its line
+        structured = None
+    if structured is None:
+        (severity, text), body, attributes = severity_of(line), encodable(line), {}
+    else:
+        severity, text, body, attributes = structured
+    if len(entry) > 4:
+        attributes[TRUNCATED] = True
+    if request_id:
+        attributes["faas.invocation_id"] = request_id
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=attributes or None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 
@@ -49,3 +92,69 @@ def severity_of(line: str) -> tuple:
         if head.startswith(text):
             return number, text.strip("[]")
     return SeverityNumber.INFO, "INFO"
+
+
+def json_record(line: str) -> tuple | None:
+    """(severity, severity text, body, attributes) of a JSON log record with a known `level`,
+    else None. Its body is its `message`, or for the runtime's error report `Type: message` (the
+    last line of Python's traceback); a record with neither keeps its line as body."""
+    if not line.startswith("{") or '"level"' not in line:
+        return None  # the cheap test: most lines are not JSON records, and are not parsed
+    record = json.loads(line)
+    if not isinstance(record, dict) or not isinstance(record.get("level"), str):
+        return None
+    level = record["level"]
+    severity = _LEVELS.get(level.upper())
+    if severity is None:
+        return None
+    error_type, error_message = record.get("errorType"), record.get("errorMessage")
+    if record.get("message") is not None:
+        body = _value(record["message"], 0)
+    elif error_type:
+        body = _exception_line(error_type, error_message)
+    else:
+        return severity, encodable(level), encodable(line), {}
+    attributes = {encodable(str(key)): _value(value, 0) for key, value in record.items() if key not in _READ and value is not None}
+    if error_type:
+        attributes["exception.type"] = encodable(str(error_type))
+        if error_message is not None:
+            attributes["exception.message"] = encodable(str(error_message))
+        stacktrace = _stacktrace(record.get("stackTrace"), error_type, error_message)
+        if stacktrace:
+            attributes["exception.stacktrace"] = encodable(stacktrace)
+    return severity, encodable(level), body, attributes
+
+
+def _exception_line(error_type: object, error_message: object) -> str:
+    """Python's last traceback line: `Type: message`, or `Type` for an empty message."""
+    return encodable(f"{error_type}: {error_message}" if error_message not in (None, "") else str(error_type))
+
+
+def _stacktrace(frames: object, error_type: object, error_message: object) -> str | None:
+    """The traceback as Python prints it, from awslambdaric's `stackTrace` (a list of formatted
+    frames, each `  File ..., line N, in f\\n    code\\n`); a string is kept as it is."""
+    if isinstance(frames, str):
+        return frames
+    if not isinstance(frames, list):
+        return None
+    text = "".join(str(frame) if str(frame).endswith("\n") else f"{frame}\n" for frame in frames)
+    header = "Traceback (most recent call last):\n" if text else ""
+    return f"{header}{text}{_exception_line(error_type, error_message)}\n"
+
+
+def _value(value: object, depth: int) -> object:
+    """A JSON value as OTLP can carry it: text encodable, integers within int64, nesting
+    bounded."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, bool) or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+    if depth >= _MAX_DEPTH:
+        return encodable(json.dumps(value, ensure_ascii=False))
+    if isinstance(value, list):
+        return [_value(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {encodable(str(key)): _value(item, depth + 1) for key, item in value.items()}
+    return None  # JSON null

@@ -193,11 +193,13 @@ class Signals:
         self._measure(self._duration, facts.duration_s, labels)
 
     def init_span(self, init: InitFacts, parent: Invocation | None) -> None:
+        # The init's lines carry the init span's ids, the span they were printed in; with no
+        # init span (sampled out, its start unseen) the first invocation's, whose trace it joins.
         ids = parent.ids if parent is not None else None
         span = self.builder.init(init, parent)
         if span is not None:
             self.spans.add(span)
-            ids = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}") if parent is None else ids
+            ids = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
         elif init.start_ns is not None:
             self.dropped("sampled_out")
         if init.duration_ms is not None:

@@ -1,0 +1,162 @@
+"""What a function's log line becomes as an OTLP log record, end to end (emulator + real
+awslambdaric + layer + real OTLP receiver): the severity and exception of awslambdaric's JSON
+log format, lines as long as the platform's records, and the ids of lines printed during init."""
+
+from __future__ import annotations
+
+from conftest import write_function
+from support.stack import instrumented
+
+from lambdawrap.companion import log_buffer
+
+JSON_APP = """
+import logging
+
+logger = logging.getLogger("orders")
+
+def handler(event, context):
+    logger.warning("stock low: café ✓")
+    logger.critical("meltdown")
+    try:
+        {}["sku"]
+    except KeyError:
+        logger.exception("lookup failed", extra={"order": {"id": 42, "items": ["a", 7]}})
+    raise ValueError("payment declined")
+"""
+
+
+def _dropped(rx) -> dict:
+    return {p["attributes"]["reason"]: p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]}
+
+
+def test_json_log_records_keep_their_level_message_and_exception(tmp_path):
+    # GIVEN a function that logs in awslambdaric's JSON format: a warning, a critical, an
+    # exception caught and logged, then one raised to the runtime
+    task = write_function(tmp_path / "task", JSON_APP)
+    with instrumented(task, env={"AWS_LAMBDA_LOG_FORMAT": "JSON"}) as (emu, rx):
+        # WHEN it is invoked
+        failed = emu.invoke({})
+        assert failed.function_error == "Unhandled"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == failed.request_id)[0]
+        emu.stop()  # SHUTDOWN: every line is exported by then
+    records = {str(r["body"]): r for r in rx.logs()}
+    # THEN each record's body is its message and its severity its level (Logs Data Model numbers)
+    assert {body: (r["severity_number"], r["severity_text"]) for body, r in records.items()} == {
+        "stock low: café ✓": (13, "WARNING"),
+        "meltdown": (21, "CRITICAL"),
+        "lookup failed": (17, "ERROR"),
+        "ValueError: payment declined": (17, "ERROR"),  # the runtime's report: no message
+    }, list(records)
+    for record in records.values():
+        assert (record["trace_id"], record["span_id"]) == (span["trace_id"], span["span_id"])
+        assert record["attributes"]["faas.invocation_id"] == failed.request_id
+    # ... the record's other fields are attributes, its structure kept
+    warning = records["stock low: café ✓"]["attributes"]
+    assert warning["logger"] == "orders" and not {"level", "message", "timestamp", "requestId"} & set(warning)
+    logged = records["lookup failed"]["attributes"]
+    assert logged["order"] == {"id": 42, "items": ["a", 7]}
+    # ... and an error is the semantic conventions' exception, its traceback as Python prints it
+    assert (logged["exception.type"], logged["exception.message"]) == ("KeyError", "'sku'")
+    assert logged["exception.stacktrace"].startswith("Traceback (most recent call last):\n  File ")
+    assert 'in handler\n    {}["sku"]\n' in logged["exception.stacktrace"]
+    assert logged["exception.stacktrace"].endswith("\nKeyError: 'sku'\n")
+    raised = records["ValueError: payment declined"]["attributes"]
+    assert (raised["exception.type"], raised["exception.message"]) == ("ValueError", "payment declined")
+    assert 'raise ValueError("payment declined")' in raised["exception.stacktrace"]
+    assert not _dropped(rx)
+
+
+def test_a_line_as_long_as_the_platform_s_records_is_exported_whole_and_a_longer_one_is_marked(tmp_path):
+    # GIVEN a function that prints a line of the platform's largest record (256 KiB), one of
+    # 140 KB of UTF-8 in 70 Ki characters, one beyond the cap, and a short one
+    cap = log_buffer.MAX_LINE_CHARS
+    task = write_function(tmp_path / "task", f"""
+        def handler(event, context):
+            print("a" * {256 * 1024})
+            print("é" * 71680)
+            print("b" * {300 * 1024})
+            print("after")
+            return "ok"
+        """)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked
+        emu.invoke({})
+        emu.stop()
+        delivered = sorted(len(line) for line in emu.log_lines("function"))
+    assert delivered == [5, 71680, 256 * 1024, 300 * 1024]  # the emulator delivered them whole
+    # THEN the lines up to the platform's 256 KiB are exported whole, unmarked, and the longer
+    # one is cut to the cap and marked as cut
+    found = sorted((len(str(r["body"])), str(r["body"])[:1], r["attributes"].get("lambdawrap.log.truncated")) for r in rx.logs())
+    assert found == [(5, "a", None), (71680, "é", None), (256 * 1024, "a", None), (cap, "b", True)]
+    assert cap >= 256 * 1024
+    assert not _dropped(rx)
+
+
+def test_lines_printed_during_a_successful_init_carry_the_init_span_s_ids(tmp_path):
+    # GIVEN a function that prints while its module loads
+    task = write_function(tmp_path / "task", """
+        print("loading model")
+
+        def handler(event, context):
+            print("handling")
+            return "ok"
+        """)
+    with instrumented(task) as (emu, rx):
+        # WHEN its first invocation comes
+        emu.invoke({})
+        emu.stop()
+    init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
+    invocation = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+    loading = rx.wait_for_logs(lambda r: r["body"] == "loading model")[0]
+    handling = rx.wait_for_logs(lambda r: r["body"] == "handling")[0]
+    # THEN the init's line carries the init span's ids (the span it was printed in, in the first
+    # invocation's trace), the handler's the invocation span's
+    assert init["trace_id"] == invocation["trace_id"] and init["parent_span_id"] == invocation["span_id"]
+    assert (loading["trace_id"], loading["span_id"]) == (init["trace_id"], init["span_id"])
+    assert (handling["trace_id"], handling["span_id"]) == (invocation["trace_id"], invocation["span_id"])
+
+
+def _exported(*lines: str) -> list:
+    """(severity number, severity text, body, attributes) of each line as exported, after a
+    round trip through the OTLP encoding (protobuf refuses what OTLP cannot carry)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.log_records import log_records
+    from lambdawrap.devtools.otlp_receiver.decoding import _flatten_logs
+
+    request = ExportLogsServiceRequest.FromString(encode_logs(log_records([(line, 1, None, None) for line in lines], Resource({}))).SerializeToString())
+    return [(r["severity_number"], r["severity_text"], r["body"], r["attributes"]) for r in _flatten_logs(request)]
+
+
+def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():
+    import json
+
+    powertools = json.dumps({"level": "INFO", "location": "handler:12", "message": "order placed", "timestamp": "2026-12-01 10:00:00,000+0000", "service": "orders", "cold_start": True, "xray_trace_id": None})
+    structlog = json.dumps({"event": "order placed", "level": "warning"})
+    as_objects = json.dumps({"timestamp": "t", "level": "ERROR", "message": {"order": 42, "paid": "café"}, "requestId": "r"}, separators=(",", ":"))  # as the correlator re-encodes an object record
+    odd = json.dumps({"level": "DEBUG", "message": "odd", "big": 2**70, "deep": json.loads("[" * 40 + "]" * 40), "bad": "\udc80"})
+    no_frames = json.dumps({"level": "ERROR", "errorType": "Runtime.ImportModuleError", "errorMessage": "Unable to import module 'app'", "stackTrace": []})
+    lines = [powertools, structlog, as_objects, odd, no_frames, '{"level": "NOTICE", "message": "m"}', '{"level": "ERROR", "message": "cut', "[WARNING]\t2026-12-01T10:00:00.000Z\tr\ttext format"]
+    found = _exported(*lines)
+    # awslambdaric's shape from another logger (Powertools): message, level, the rest as attributes
+    assert found[0] == (9, "INFO", "order placed", {"location": "handler:12", "service": "orders", "cold_start": True})
+    # a record without a message keeps its line, with its level as severity (as written)
+    assert found[1] == (13, "warning", structlog, {})
+    # a dict message is a structured body, however the line was encoded
+    assert found[2] == (17, "ERROR", {"order": 42, "paid": "café"}, {})
+    # what OTLP cannot carry is made so: an integer beyond int64 as text, deep nesting as its JSON text, a lone surrogate as U+FFFD
+    severity, text, body, attributes = found[3]
+    assert (severity, text, body, attributes["big"], attributes["bad"]) == (5, "DEBUG", "odd", str(2**70), "\ufffd")
+    deep = attributes["deep"]
+    for _ in range(16):
+        deep = deep[0]
+    assert deep == "[" * 24 + "]" * 24
+    # an error without frames reads as Python prints one: its last line only
+    assert found[4][2] == "Runtime.ImportModuleError: Unable to import module 'app'"
+    assert found[4][3]["exception.stacktrace"] == "Runtime.ImportModuleError: Unable to import module 'app'\n"
+    # an unknown level, a line that is not JSON, and the Text format: as before
+    assert found[5][:3] == (9, "INFO", '{"level": "NOTICE", "message": "m"}')
+    assert found[6][:3] == (9, "INFO", '{"level": "ERROR", "message": "cut')
+    assert found[7][:2] == (13, "WARNING")
