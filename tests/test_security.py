@@ -148,6 +148,49 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
         assert value not in text, value
 
 
+# A presigned S3 URL's query (SigV4): the credential, session token and signature are live
+# credentials for as long as the URL is valid.
+PRESIGNED_QUERY = (
+    "file=report.pdf&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAPRESIGNEDKEY%2F20250101%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Security-Token=IQoJsecsuitesessiontoken&X-Amz-Signature=sec-suite-signature-5f1d&X-Goog-Signature=sec-suite-goog-77&sig=sec-suite-sas-31"
+)
+PRESIGNED_SECRETS = ("ASIAPRESIGNEDKEY", "IQoJsecsuitesessiontoken", "sec-suite-signature-5f1d", "sec-suite-goog-77", "sec-suite-sas-31")
+PRESIGNED_REDACTED = (
+    "file=report.pdf&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED"
+    "&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED&X-Goog-Signature=REDACTED&sig=REDACTED"
+)
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+FETCHES_PRESIGNED = """
+import os, urllib.request
+
+def handler(event, context):
+    with urllib.request.urlopen(os.environ["HTTP_BASE"] + "/status/200?" + event["rawQueryString"], timeout=10) as response:
+        return {"statusCode": response.status}
+"""
+
+
+def test_presigned_url_credentials_reach_no_span(tmp_path):
+    # GIVEN a request whose query is a presigned URL's, and a function that passes it on in a call
+    from support.local_servers import recording_server
+
+    task = write_function(tmp_path / "task", FETCHES_PRESIGNED)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    event["rawQueryString"] = PRESIGNED_QUERY
+    with recording_server() as http, instrumented(task, env={"HTTP_BASE": http.url}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke(event)
+        assert result.function_error is None and http.requests[0]["path"].endswith(PRESIGNED_QUERY)
+        server = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)[0]
+        (client,) = rx.wait_for_spans(lambda s: s.get("parent_span_id") == server["span_id"] and s["kind"] == CLIENT, timeout=20)
+    # THEN the values of the conventions' keys are REDACTED in the server span's url.query and
+    # in the client span's url.full, their keys and the other values kept
+    assert server["attributes"]["url.query"] == PRESIGNED_REDACTED
+    assert client["attributes"]["url.full"] == f"{http.url}/status/200?{PRESIGNED_REDACTED}"
+    text = json.dumps([rx.spans(), rx.logs()])
+    for value in PRESIGNED_SECRETS:
+        assert value not in text, value
+
+
 # ---------------------------------------------------------------------------------------------
 # The local socket and the listeners.
 

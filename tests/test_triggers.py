@@ -278,9 +278,11 @@ def test_apigw_rest_query_is_reencoded_and_redacted():
 
 
 def test_apigw_http_raw_query_redacted_and_empty_omitted():
+    # The keys of semantic conventions v1.44.0 (a SigV4 presigned URL's credential, session token
+    # and signature, Azure's sig, Google's signature), in any case; other keys are kept.
     event = load("apigw-http")
-    event["rawQueryString"] = "X-Amz-Signature=1&sig=abc&q=1"
-    assert url_query(event) == "X-Amz-Signature=1&sig=REDACTED&q=1"
+    event["rawQueryString"] = "X-Amz-Signature=1&sig=abc&q=1&X-Amz-Credential=AKIA%2Fx&x-amz-security-token=t&X-Goog-Signature=g&X-Amz-Date=d"
+    assert url_query(event) == "X-Amz-Signature=REDACTED&sig=REDACTED&q=1&X-Amz-Credential=REDACTED&x-amz-security-token=REDACTED&X-Goog-Signature=REDACTED&X-Amz-Date=d"
     event["rawQueryString"] = ""
     assert "url.query" not in detect_trigger(event).attributes
 

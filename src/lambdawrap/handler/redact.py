@@ -159,8 +159,15 @@ def _scalar_key(key: Any) -> str:
     return f"<{type(key).__name__}>"
 
 
-# The HTTP semantic conventions (url.query): values of these keys are redacted by default.
-URL_QUERY_KEYS = frozenset(("awsaccesskeyid", "signature", "sig", "x-goog-signature"))
+# The HTTP semantic conventions (url.query, url.full) of the version followed: values of these
+# keys are redacted by default (SigV4 presigned URLs, Azure SAS, Google signed URLs). The keys
+# of earlier versions (SigV2's AWSAccessKeyId and Signature) stay: OpenTelemetry Python's own
+# instrumentations still redact them, and redacting a key too many leaks nothing. Matched without
+# regard to case (the conventions match case-sensitively): a parameter sent as x-amz-signature
+# is no less a credential.
+URL_QUERY_KEYS = frozenset(
+    ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig", "x-goog-signature", "awsaccesskeyid", "signature")
+)
 
 
 def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
