@@ -337,6 +337,20 @@ def test_unknown_http_method():
     assert detect_trigger(event).attributes["http.request.method"] == "_OTHER"
 
 
+def test_query_method_is_known_on_server_and_client_spans_alike():
+    # The conventions (v1.38 on) know the QUERY method (httpbis-safe-method-w-body).
+    from lambdawrap.handler.outgoing import http_calls
+    from lambdawrap.handler.triggers import http_request
+
+    event = load("apigw-http")
+    event["requestContext"]["http"]["method"] = "QUERY"
+    trigger = detect_trigger(event)
+    assert trigger.attributes["http.request.method"] == "QUERY" and "http.request.method_original" not in trigger.attributes
+    assert trigger.span_name == "QUERY /orders/{orderId}/items"
+    # One list for both sides: a method is never known to one and _OTHER to the other.
+    assert http_calls.HTTP_METHODS is http_request.HTTP_METHODS
+
+
 def test_function_url_vs_http_api_distinction():
     # GIVEN a 2.0 event on an HTTP API custom domain with "$default" route THEN apigw-http
     event = load("function-url")

@@ -10,14 +10,12 @@ from __future__ import annotations
 from itertools import islice
 
 from lambdawrap.handler.triggers.trigger import MAX_PARSED_CHARS, Trigger
+from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Dict, Optional
 
-# HTTP semantic conventions: http.request.method holds only these exact (case-sensitive)
-# names; anything else becomes "_OTHER" with the original in http.request.method_original.
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 # Real requests carry a few dozen headers and parameters (API Gateway caps them at 10 KB); a
 # forged event with a million of them is read only this far.
 MAX_FIELDS = 256
@@ -132,7 +130,7 @@ def http_trigger(
     attributes: Dict[str, object] = {"faas.trigger": "http"}
     name_method = "HTTP"
     if method:
-        if method in KNOWN_METHODS:
+        if method in HTTP_METHODS:
             attributes["http.request.method"] = name_method = method
         else:
             attributes["http.request.method"] = "_OTHER"

@@ -1,0 +1,47 @@
+"""Invocation spans of HTTP and messaging events end to end: the emulator with the layer, the
+real awslambdaric and the real OTLP receiver. test_triggers.py pins the rules one by one in the
+function's process; these check what is exported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from support.stack import EVENTS, instrumented
+
+APP = """
+def handler(event, context):
+    return {"statusCode": 200, "body": "ok"}
+"""
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", APP)
+
+
+def event(name: str, **changes) -> dict:
+    loaded = json.loads((EVENTS / f"{name}.json").read_text())
+    loaded.update(changes)
+    return loaded
+
+
+def exported(events: list, task: Path) -> list:
+    """The invocation span each event became, in order."""
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke(e) for e in events]
+        assert [r.function_error for r in results] == [None] * len(events)
+        return [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+
+
+def test_the_query_method_is_named_as_the_conventions_know_it(task):
+    # GIVEN an HTTP API request with the QUERY method (HTTP semantic conventions v1.38 on)
+    request = event("apigw-http")
+    request["requestContext"]["http"]["method"] = "QUERY"
+    # WHEN it is handled THEN the span is named after it and records it as it is
+    (span,) = exported([request], task)
+    assert span["name"] == "QUERY /orders/{orderId}/items"
+    assert span["attributes"]["http.request.method"] == "QUERY" and "http.request.method_original" not in span["attributes"]
