@@ -795,6 +795,10 @@ def _big_events() -> dict:
         "10,000 Kinesis records": dict(kinesis, Records=[dict(record, kinesis=dict(record["kinesis"], data="QUJD" * 150))] * 10_000),
         "10,000 Kafka partitions": dict(kafka, records={f"t-{i}": [kafka_record] for i in range(10_000)}),
         "100,000 headers and parameters": dict(rest, headers={f"h{i}": "v" for i in range(100_000)}, multiValueQueryStringParameters={f"q{i}": ["v"] for i in range(100_000)}),
+        # Every value to percent-encode: 17 MB of query, of which the attribute keeps 4 KB.
+        "256 x 256 multi-value parameters": dict(rest, multiValueQueryStringParameters={f"k{i}": [" " * 85] * 256 for i in range(256)}),
+        "256 x 256 multi-value headers": dict(load("alb"), headers={}, multiValueHeaders={f"h{i}": [" " * 85] * 256 for i in range(256)}),
+        "256 x 256 multi-value parameters, as ALB sends them": dict(load("alb"), multiValueQueryStringParameters={f"k{i}": ["%20" * 30] * 256 for i in range(256)}),
         "10,000 DynamoDB records": dict(load("dynamodb"), Records=load("dynamodb")["Records"] * 5_000),
         "a 6 MB S3 key": s3,
         "a 6 MB EventBridge detail": eventbridge,
@@ -813,6 +817,34 @@ def test_a_6_mb_event_costs_what_a_small_one_does(name):
     assert_valid_trigger(detect_trigger(event))
     cost = min(_timed(time.perf_counter, detect_trigger, event) for _ in range(3))
     assert cost < 0.05, f"{name}: {cost * 1000:.1f} ms"
+
+
+def _query_prefix_cases() -> list:
+    many = {f"k{i}": [" v&é" * 40] * 256 for i in range(256)}
+    return [
+        ("many values to encode", many, True),
+        ("values as received", {f"k{i}": ["%20x" * 50] * 256 for i in range(256)}, False),
+        ("one value longer than the attribute", {"a": ["1"], "long": ["é " * 10_000], "z": ["2"]}, True),
+        ("a key longer than the attribute", {"k" * 9_000: ["v"], "z": ["2"]}, True),
+        ("just under the limit", {"a": ["x" * 4_000], "b": ["y" * 93]}, True),
+        ("just over the limit", {"a": ["x" * 4_000], "b": ["y" * 94], "c": ["z"]}, True),
+    ]
+
+
+@pytest.mark.parametrize("case", [case[0] for case in _query_prefix_cases()])
+def test_a_rebuilt_query_is_the_whole_querys_first_4096_characters(case):
+    # The query is built only until it fills the attribute, and what is built is the start of
+    # the whole query (urlencode's, with spaces as %20): the cap costs no character.
+    from urllib.parse import quote, urlencode
+
+    from lambdawrap.handler.invocation import MAX_ATTRIBUTE_CHARS
+
+    _, parameters, encode = next(c for c in _query_prefix_cases() if c[0] == case)
+    event = load("apigw-rest" if encode else "alb")
+    event["multiValueQueryStringParameters"] = parameters
+    whole = urlencode(parameters, doseq=True, quote_via=quote) if encode else "&".join(f"{k}={v}" for k, vs in parameters.items() for v in vs)
+    assert detect_trigger(event).attributes["url.query"] == whole[:MAX_ATTRIBUTE_CHARS]
+    assert url_query(event) == whole[:MAX_ATTRIBUTE_CHARS]
 
 
 def _timed(clock, function, argument) -> float:

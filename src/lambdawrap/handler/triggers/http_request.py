@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from lambdawrap.handler.triggers.trigger import MAX_PARSED_CHARS, Trigger
+from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
 from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
@@ -24,12 +24,21 @@ _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._
 
 def _joined(values: object) -> Optional[str]:
     """A header or parameter value that may be a list of values (repeats are joined with ", ",
-    as HTTP combines repeated fields)."""
+    as HTTP combines repeated fields), joined only until it is longer than an attribute keeps:
+    what is read of a header (a trace context, a host, a client address) is at its start."""
     if isinstance(values, str):
         return values
-    if isinstance(values, list):
-        return ", ".join(v for v in values[:MAX_FIELDS] if isinstance(v, str)) or None
-    return None
+    if not isinstance(values, list):
+        return None
+    kept = []
+    room = MAX_ATTRIBUTE_CHARS + 1
+    for value in values[:MAX_FIELDS]:
+        if isinstance(value, str):
+            kept.append(value[:room])
+            room -= len(value) + 2
+            if room <= 0:
+                break
+    return ", ".join(kept) or None
 
 
 def request_headers(single: object, multi: object = None) -> Dict[str, str]:
@@ -61,8 +70,10 @@ def _bounded_items(mapping: dict):
     return mapping.items() if len(mapping) <= MAX_FIELDS else islice(mapping.items(), MAX_FIELDS)
 
 
-def query_from_parameters(single: object, multi: object, encode: bool) -> Optional[str]:
-    """A raw query string rebuilt from ``{key: value}`` or ``{key: [values]}`` parameters.
+def query_from_parameters(single: object, multi: object, encode: bool, limit: int = MAX_ATTRIBUTE_CHARS) -> Optional[str]:
+    """A raw query string rebuilt from ``{key: value}`` or ``{key: [values]}`` parameters, built
+    only until it is longer than ``limit`` (the attribute keeps no more): its first ``limit``
+    characters are those of the whole query.
 
     ``encode``: whether the service decoded the values (API Gateway REST does, so they are
     percent-encoded again); otherwise they are used as received (ALB).
@@ -71,6 +82,7 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
     if not isinstance(source, dict):
         return None
     pairs = []
+    size = -1  # the query's length so far: each pair adds its own and an "&"
     for key, values in _bounded_items(source):
         if not isinstance(key, str):
             continue
@@ -81,9 +93,19 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
         name = None  # encoded once per key, at its first value: a key without one is never read
         for value in values[:MAX_FIELDS]:
             if isinstance(value, str):
+                # Encoding never shortens a text, so a text cut to the room left still fills
+                # it: a 6 MB event costs what a 4 KB query does.
+                room = limit - size
                 if name is None:
-                    name = quote(key) if encode else key
-                pairs.append(name + "=" + (quote(value) if encode else value))
+                    name = key[:room]
+                    if encode:
+                        name = quote(name)
+                value = value[:room]
+                pair = name + "=" + (quote(value) if encode else value)
+                pairs.append(pair)
+                size += len(pair) + 1
+                if size > limit:
+                    return "&".join(pairs)[:limit]
     return "&".join(pairs) if pairs else None
 
 
@@ -94,7 +116,7 @@ def quote(text: str) -> str:
     # Imported here: only values that need escaping pay for it.
     from urllib.parse import quote as percent_encode
 
-    return percent_encode(text[:MAX_PARSED_CHARS], safe="")
+    return percent_encode(text, safe="")
 
 
 def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
