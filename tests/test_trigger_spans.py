@@ -45,3 +45,18 @@ def test_the_query_method_is_named_as_the_conventions_know_it(task):
     (span,) = exported([request], task)
     assert span["name"] == "QUERY /orders/{orderId}/items"
     assert span["attributes"]["http.request.method"] == "QUERY" and "http.request.method_original" not in span["attributes"]
+
+
+def test_server_address_and_port_are_parsed_from_the_host_header(task):
+    # GIVEN requests to a load balancer listening on 8080 (the client sends the port in Host, the
+    # load balancer passes Host on as received), one through a proxy that names the original host
+    on_8080 = event("alb")
+    on_8080["headers"].update({"host": "internal-search-alb-1234567890.us-east-1.elb.amazonaws.com:8080", "x-forwarded-port": "8080"})
+    proxied = event("alb")
+    proxied["headers"].update({"host": "internal:8080", "forwarded": 'for=192.0.2.60;host="[2001:db8::1]:8443"'})
+    # WHEN they are handled THEN server.address is the host alone and server.port the port
+    spans = exported([on_8080, proxied], task)
+    assert [(s["attributes"]["server.address"], s["attributes"]["server.port"]) for s in spans] == [
+        ("internal-search-alb-1234567890.us-east-1.elb.amazonaws.com", 8080),
+        ("2001:db8::1", 8443),
+    ]

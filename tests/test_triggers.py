@@ -242,6 +242,42 @@ def test_server_port_from_forwarded_port(port, expected):
     assert detect_trigger(event).attributes.get("server.port") == expected
 
 
+@pytest.mark.parametrize(
+    "headers, address, port",
+    [
+        # Host carries the port whenever it is not the scheme's default (RFC 9110 7.2)
+        ({"host": "alb-1.us-east-1.elb.amazonaws.com:8080", "x-forwarded-port": "8080"}, "alb-1.us-east-1.elb.amazonaws.com", 8080),
+        ({"host": "[2001:db8::1]:8443"}, "2001:db8::1", 8443),
+        ({"host": "[2001:db8::1]", "x-forwarded-port": "443"}, "2001:db8::1", 443),
+        ({"host": "10.1.2.80:81, 10.1.2.80:81"}, "10.1.2.80", 81),
+        # the header's port first, then X-Forwarded-Port
+        ({"host": "example.com:8443", "x-forwarded-port": "443"}, "example.com", 8443),
+        ({"host": "example.com:bad", "x-forwarded-port": "443"}, "example.com", 443),
+        ({"host": "2001:db8::1"}, "2001:db8::1", None),
+        # the original host a proxy passes on comes first: Forwarded, then X-Forwarded-Host
+        ({"host": "internal:8080", "x-forwarded-host": "shop.example.com, proxy.internal", "x-forwarded-port": "443"}, "shop.example.com", 443),
+        ({"host": "internal:8080", "x-forwarded-host": "shop.example.com:8443", "forwarded": 'for=192.0.2.60;Host="[2001:db8::2]:9443";proto=https, host=b'}, "2001:db8::2", 9443),
+        ({"host": "internal", "forwarded": "for=192.0.2.60;proto=https", "x-forwarded-host": "shop.example.com"}, "shop.example.com", None),
+        ({":authority": "h2.example.com:8443", "host": "other"}, "h2.example.com", 8443),
+        ({"host": ":8080"}, None, None),
+    ],
+)
+def test_server_address_and_port_from_the_headers(headers, address, port):
+    # HTTP server conventions, "Setting server.address and server.port": the first of
+    # Forwarded#host, X-Forwarded-Host, :authority, Host, parsed into host and port.
+    event = load("alb")
+    event["headers"] = headers
+    attributes = detect_trigger(event).attributes
+    assert (attributes.get("server.address"), attributes.get("server.port")) == (address, port)
+
+
+def test_server_address_falls_back_to_the_domain_name():
+    event = load("apigw-http")
+    event["headers"] = {"host": "[", "x-forwarded-port": "443"}
+    attributes = detect_trigger(event).attributes
+    assert (attributes["server.address"], attributes["server.port"]) == ("r3pmxmplak.execute-api.us-east-2.amazonaws.com", 443)
+
+
 def url_query(event: dict) -> str:
     """url.query as the invocation's record carries it (redacted by the wrapper)."""
     return recorded(event)["start"]["attributes"]["url.query"]

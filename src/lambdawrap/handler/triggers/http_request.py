@@ -14,7 +14,7 @@ from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Tuple
 
 # Real requests carry a few dozen headers and parameters (API Gateway caps them at 10 KB); a
 # forged event with a million of them is read only this far.
@@ -126,6 +126,54 @@ def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
     return forwarded_for[:MAX_PARSED_CHARS].split(",", 1)[0].strip() or None
 
 
+def server_authority(headers: Dict[str, str]) -> Tuple[Optional[str], Optional[int]]:
+    """(``server.address``, ``server.port``) as the HTTP server conventions determine them: from
+    the first of ``Forwarded``'s host, ``X-Forwarded-Host``, ``:authority`` and ``Host`` that
+    names a host, each parsed into host and port (the port ``None`` when the header has none)."""
+    forwarded = headers.get("forwarded")
+    for value in (forwarded and _forwarded_host(forwarded), headers.get("x-forwarded-host"), headers.get(":authority"), headers.get("host")):
+        if value:
+            host, port = split_authority(value)
+            if host:
+                return host, port
+    return None, None
+
+
+def _forwarded_host(forwarded: str) -> Optional[str]:
+    # RFC 7239: "for=192.0.2.60;proto=https;host=example.com, for=..." - the first element is the
+    # request as the first proxy received it; a value may be a quoted string ("[::1]:8443").
+    for pair in forwarded[:MAX_PARSED_CHARS].split(",", 1)[0].split(";"):
+        name, equals, value = pair.partition("=")
+        if equals and name.strip().lower() == "host":
+            value = value.strip()
+            return value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
+    return None
+
+
+def split_authority(authority: str) -> Tuple[Optional[str], Optional[int]]:
+    """(host, port) of a ``Host``-style value: ``example.com``, ``example.com:8080``,
+    ``[2001:db8::1]:8443`` (the address without its brackets); of a repeated header, the first."""
+    authority = authority[:MAX_PARSED_CHARS].split(",", 1)[0].strip()
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket:
+            return None, None
+        return host or None, (port_number(after[1:]) if after.startswith(":") else None)
+    host, colon, port = authority.rpartition(":")
+    if not colon:
+        return authority or None, None
+    if ":" in host:  # an IPv6 address without brackets: no port can be told from it
+        return authority, None
+    return host or None, port_number(port)
+
+
+def port_number(text: Optional[str]) -> Optional[int]:
+    """A TCP port from its decimal text (ASCII digits only), else ``None``."""
+    if text and len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) < 65536:
+        return int(text)
+    return None
+
+
 def protocol_version(protocol: object) -> Optional[str]:
     """``network.protocol.version`` from ``HTTP/1.1`` or ``HTTP/2.0`` ("1.1", "2")."""
     if not isinstance(protocol, str) or not protocol.upper().startswith("HTTP/"):
@@ -142,13 +190,16 @@ def http_trigger(
     query: Optional[str],
     scheme: Optional[str],
     route: Optional[str] = None,
-    server: Optional[str] = None,
+    domain: Optional[str] = None,
     client: Optional[str] = None,
     user_agent: Optional[str] = None,
     protocol: Optional[str] = None,
 ) -> Trigger:
     """An HTTP server span: attributes of the HTTP conventions, named ``{method} {route}``
-    (``{method}`` without a route; ``HTTP`` for methods the conventions do not know)."""
+    (``{method}`` without a route; ``HTTP`` for methods the conventions do not know).
+
+    ``domain``: the service's own name for the host (API Gateway's ``domainName``), the server's
+    address when no header names one."""
     attributes: Dict[str, object] = {"faas.trigger": "http"}
     name_method = "HTTP"
     if method:
@@ -157,14 +208,14 @@ def http_trigger(
         else:
             attributes["http.request.method"] = "_OTHER"
             attributes["http.request.method_original"] = method
-    server = server or headers.get("host")
+    server, port = server_authority(headers)
     # One loop instead of a call per attribute: this runs on every HTTP invocation.
     for key, value in (
         ("url.path", path),
         ("url.query", query),  # redacted by the invocation wrapper, with the configured keys
         ("url.scheme", scheme),
         ("http.route", route),
-        ("server.address", server),
+        ("server.address", server or domain),
         ("client.address", client or first_hop(headers.get("x-forwarded-for"))),
         ("user_agent.original", headers.get("user-agent") or user_agent),
         ("network.protocol.version", protocol_version(protocol)),
@@ -172,9 +223,10 @@ def http_trigger(
         if value.__class__ is str and value:
             attributes[key] = value
     if "server.address" in attributes:
-        port = headers.get("x-forwarded-port")
-        if port and len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-            attributes["server.port"] = int(port)
+        # The load balancer's or API Gateway's listener port, when the header named none.
+        port = port or port_number(headers.get("x-forwarded-port"))
+        if port:
+            attributes["server.port"] = port
     return Trigger(kind, attributes, headers, span_name=name_method + " " + route if route else name_method)
 
 
