@@ -12,6 +12,8 @@ import pytest
 from conftest import write_function
 from support.stack import EVENTS, instrumented
 
+CORPUS = Path(__file__).resolve().parent / "events"
+
 APP = """
 def handler(event, context):
     return {"statusCode": 200, "body": "ok"}
@@ -60,3 +62,23 @@ def test_server_address_and_port_are_parsed_from_the_host_header(task):
         ("internal-search-alb-1234567890.us-east-1.elb.amazonaws.com", 8080),
         ("2001:db8::1", 8443),
     ]
+
+
+def test_an_offset_outside_int64_is_left_out_without_breaking_the_export(task):
+    # GIVEN a Kafka record whose offset OTLP cannot carry (int_value is int64): 2**64
+    record_event = json.loads((CORPUS / "aws-lambda-go" / "kafka-event.json").read_text())
+    topic, records = next(iter(record_event["records"].items()))
+    record_event["records"] = {topic: [dict(records[0], offset=2**64)]}
+    with instrumented(task) as (emu, rx):
+        # WHEN it is handled, twice
+        results = [emu.invoke(record_event) for _ in range(2)]
+        spans = [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+        assert emu.wait_idle()
+        extension_output = "\n".join(emu.log_lines("extension"))
+    # THEN each span is exported with its other attributes, without the offset, and the
+    # companion said nothing about it (the encoder's traceback came with every span)
+    assert [r.function_error for r in results] == [None, None]
+    for span in spans:
+        assert span["attributes"]["messaging.system"] == "kafka" and span["attributes"]["messaging.kafka.message.key"]
+        assert "messaging.kafka.offset" not in span["attributes"]
+    assert "Traceback" not in extension_output and "Failed to encode" not in extension_output, extension_output
