@@ -279,6 +279,19 @@ def test_text_that_is_not_utf8_still_exports_every_signal():
     assert names == {"orders-\ufffd"} and "orders.\ufffdhandler" in scopes, scopes
 
 
+def test_attributes_otlp_cannot_carry_are_left_out_and_the_rest_encode():
+    # OTLP's int_value is int64: an int outside it (from an event, or a user's span) is left out,
+    # an array holding one too; every other value is kept as it is.
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes
+
+    from lambdawrap.companion.span_building import clean_attributes
+
+    given = {"over": 2**63, "under": -(2**63) - 1, "max": 2**63 - 1, "min": -(2**63), "flag": True, "big_float": 1e300, "ints": [1, 2], "one_over": [1, 2**64], "text": "t"}
+    cleaned = clean_attributes(given)
+    assert cleaned == {"max": 2**63 - 1, "min": -(2**63), "flag": True, "big_float": 1e300, "ints": [1, 2], "text": "t"}
+    assert len(_encode_attributes(cleaned)) == len(cleaned)
+
+
 SLOW_ANSWER_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
 def span(i):
     signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))

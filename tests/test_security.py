@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -145,6 +146,54 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
     # ... and no secret value, credential or card number appears anywhere
     text = captured(emu, rx)
     for value in SECRETS:
+        assert value not in text, value
+
+
+# A presigned S3 URL's query (SigV4): the credential, session token and signature are live
+# credentials for as long as the URL is valid.
+PRESIGNED_QUERY = (
+    "file=report.pdf&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAPRESIGNEDKEY%2F20250101%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Security-Token=IQoJsecsuitesessiontoken&X-Amz-Signature=sec-suite-signature-5f1d&X-Goog-Signature=sec-suite-goog-77&sig=sec-suite-sas-31"
+)
+PRESIGNED_SECRETS = ("ASIAPRESIGNEDKEY", "IQoJsecsuitesessiontoken", "sec-suite-signature-5f1d", "sec-suite-goog-77", "sec-suite-sas-31")
+PRESIGNED_REDACTED = (
+    "file=report.pdf&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED"
+    "&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED&X-Goog-Signature=REDACTED&sig=REDACTED"
+)
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+FETCHES_PRESIGNED = """
+import os, urllib.request
+
+def handler(event, context):
+    with urllib.request.urlopen(os.environ["HTTP_BASE"] + "/status/200?" + event["rawQueryString"], timeout=10) as response:
+        return {"statusCode": response.status}
+"""
+
+
+def test_presigned_url_credentials_reach_no_span(tmp_path):
+    # GIVEN a request whose query is a presigned URL's, and a function that passes it on in a call
+    from support.local_servers import recording_server
+
+    task = write_function(tmp_path / "task", FETCHES_PRESIGNED)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    event["rawQueryString"] = PRESIGNED_QUERY
+    event["queryStringParameters"] = dict(urllib.parse.parse_qsl(PRESIGNED_QUERY))
+    # (payloads captured: the request's query is in the captured event too)
+    with recording_server() as http, instrumented(task, env={"HTTP_BASE": http.url, "LAMBDAWRAP_CAPTURE_PAYLOAD": "true"}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke(event)
+        assert result.function_error is None and http.requests[0]["path"].endswith(PRESIGNED_QUERY)
+        server = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)[0]
+        (client,) = rx.wait_for_spans(lambda s: s.get("parent_span_id") == server["span_id"] and s["kind"] == CLIENT, timeout=20)
+    # THEN the values of the conventions' keys are REDACTED in the server span's url.query and
+    # in the client span's url.full, their keys and the other values kept; and in the captured
+    # request
+    assert server["attributes"]["url.query"] == PRESIGNED_REDACTED
+    assert client["attributes"]["url.full"] == f"{http.url}/status/200?{PRESIGNED_REDACTED}"
+    captured_request = json.loads(server["attributes"]["lambdawrap.request.payload"])
+    assert captured_request["queryStringParameters"]["X-Amz-Credential"] == REDACTED and captured_request["queryStringParameters"]["file"] == "report.pdf"
+    text = json.dumps([rx.spans(), rx.logs()])
+    for value in PRESIGNED_SECRETS:
         assert value not in text, value
 
 
@@ -313,6 +362,21 @@ class TestRedaction:
         out = json.loads(payload_text({"rawQueryString": "a=1&TOKEN=t&pass%77ord=p&b"}, self.KEYS))
         assert out["rawQueryString"] == f"a=1&TOKEN={REDACTED}&pass%77ord={REDACTED}&b"
         assert redact_query("no pairs", self.KEYS) == "no pairs"
+
+    def test_a_presigned_urls_credentials_are_redacted_in_queries_and_parameter_maps_only(self):
+        # url.query's keys count in a captured event's query and its maps of query parameters,
+        # not as JSON keys elsewhere (a body's "signature" is the user's data).
+        event = {
+            "rawQueryString": "X-Amz-Credential=AKIA&sig=s&q=1",
+            "queryStringParameters": {"X-Amz-Security-Token": "t", "q": "1"},
+            "multiValueQueryStringParameters": {"X-Amz-Signature": ["a", "b"], "q": ["1"]},
+            "body": json.dumps({"signature": "kept", "token": "t"}),
+        }
+        out = json.loads(payload_text(event, self.KEYS))
+        assert out["rawQueryString"] == f"X-Amz-Credential={REDACTED}&sig={REDACTED}&q=1"
+        assert out["queryStringParameters"] == {"X-Amz-Security-Token": REDACTED, "q": "1"}
+        assert out["multiValueQueryStringParameters"] == {"X-Amz-Signature": REDACTED, "q": ["1"]}
+        assert json.loads(out["body"]) == {"signature": "kept", "token": REDACTED}
 
     def test_output_is_bounded_whatever_the_input_size(self):
         huge = {"blob": "y" * 6_000_000, "list": list(range(100_000))}

@@ -242,6 +242,42 @@ def test_server_port_from_forwarded_port(port, expected):
     assert detect_trigger(event).attributes.get("server.port") == expected
 
 
+@pytest.mark.parametrize(
+    "headers, address, port",
+    [
+        # Host carries the port whenever it is not the scheme's default (RFC 9110 7.2)
+        ({"host": "alb-1.us-east-1.elb.amazonaws.com:8080", "x-forwarded-port": "8080"}, "alb-1.us-east-1.elb.amazonaws.com", 8080),
+        ({"host": "[2001:db8::1]:8443"}, "2001:db8::1", 8443),
+        ({"host": "[2001:db8::1]", "x-forwarded-port": "443"}, "2001:db8::1", 443),
+        ({"host": "10.1.2.80:81, 10.1.2.80:81"}, "10.1.2.80", 81),
+        # the header's port first, then X-Forwarded-Port
+        ({"host": "example.com:8443", "x-forwarded-port": "443"}, "example.com", 8443),
+        ({"host": "example.com:bad", "x-forwarded-port": "443"}, "example.com", 443),
+        ({"host": "2001:db8::1"}, "2001:db8::1", None),
+        # the original host a proxy passes on comes first: Forwarded, then X-Forwarded-Host
+        ({"host": "internal:8080", "x-forwarded-host": "shop.example.com, proxy.internal", "x-forwarded-port": "443"}, "shop.example.com", 443),
+        ({"host": "internal:8080", "x-forwarded-host": "shop.example.com:8443", "forwarded": 'for=192.0.2.60;Host="[2001:db8::2]:9443";proto=https, host=b'}, "2001:db8::2", 9443),
+        ({"host": "internal", "forwarded": "for=192.0.2.60;proto=https", "x-forwarded-host": "shop.example.com"}, "shop.example.com", None),
+        ({":authority": "h2.example.com:8443", "host": "other"}, "h2.example.com", 8443),
+        ({"host": ":8080"}, None, None),
+    ],
+)
+def test_server_address_and_port_from_the_headers(headers, address, port):
+    # HTTP server conventions, "Setting server.address and server.port": the first of
+    # Forwarded#host, X-Forwarded-Host, :authority, Host, parsed into host and port.
+    event = load("alb")
+    event["headers"] = headers
+    attributes = detect_trigger(event).attributes
+    assert (attributes.get("server.address"), attributes.get("server.port")) == (address, port)
+
+
+def test_server_address_falls_back_to_the_domain_name():
+    event = load("apigw-http")
+    event["headers"] = {"host": "[", "x-forwarded-port": "443"}
+    attributes = detect_trigger(event).attributes
+    assert (attributes["server.address"], attributes["server.port"]) == ("r3pmxmplak.execute-api.us-east-2.amazonaws.com", 443)
+
+
 def url_query(event: dict) -> str:
     """url.query as the invocation's record carries it (redacted by the wrapper)."""
     return recorded(event)["start"]["attributes"]["url.query"]
@@ -278,9 +314,11 @@ def test_apigw_rest_query_is_reencoded_and_redacted():
 
 
 def test_apigw_http_raw_query_redacted_and_empty_omitted():
+    # The keys of semantic conventions v1.44.0 (a SigV4 presigned URL's credential, session token
+    # and signature, Azure's sig, Google's signature), in any case; other keys are kept.
     event = load("apigw-http")
-    event["rawQueryString"] = "X-Amz-Signature=1&sig=abc&q=1"
-    assert url_query(event) == "X-Amz-Signature=1&sig=REDACTED&q=1"
+    event["rawQueryString"] = "X-Amz-Signature=1&sig=abc&q=1&X-Amz-Credential=AKIA%2Fx&x-amz-security-token=t&X-Goog-Signature=g&X-Amz-Date=d"
+    assert url_query(event) == "X-Amz-Signature=REDACTED&sig=REDACTED&q=1&X-Amz-Credential=REDACTED&x-amz-security-token=REDACTED&X-Goog-Signature=REDACTED&X-Amz-Date=d"
     event["rawQueryString"] = ""
     assert "url.query" not in detect_trigger(event).attributes
 
@@ -333,6 +371,20 @@ def test_unknown_http_method():
     # Method names are case-sensitive in the conventions.
     event["requestContext"]["http"]["method"] = "get"
     assert detect_trigger(event).attributes["http.request.method"] == "_OTHER"
+
+
+def test_query_method_is_known_on_server_and_client_spans_alike():
+    # The conventions (v1.38 on) know the QUERY method (httpbis-safe-method-w-body).
+    from lambdawrap.handler.outgoing import http_calls
+    from lambdawrap.handler.triggers import http_request
+
+    event = load("apigw-http")
+    event["requestContext"]["http"]["method"] = "QUERY"
+    trigger = detect_trigger(event)
+    assert trigger.attributes["http.request.method"] == "QUERY" and "http.request.method_original" not in trigger.attributes
+    assert trigger.span_name == "QUERY /orders/{orderId}/items"
+    # One list for both sides: a method is never known to one and _OTHER to the other.
+    assert http_calls.HTTP_METHODS is http_request.HTTP_METHODS
 
 
 def test_function_url_vs_http_api_distinction():
@@ -779,6 +831,10 @@ def _big_events() -> dict:
         "10,000 Kinesis records": dict(kinesis, Records=[dict(record, kinesis=dict(record["kinesis"], data="QUJD" * 150))] * 10_000),
         "10,000 Kafka partitions": dict(kafka, records={f"t-{i}": [kafka_record] for i in range(10_000)}),
         "100,000 headers and parameters": dict(rest, headers={f"h{i}": "v" for i in range(100_000)}, multiValueQueryStringParameters={f"q{i}": ["v"] for i in range(100_000)}),
+        # Every value to percent-encode: 17 MB of query, of which the attribute keeps 4 KB.
+        "256 x 256 multi-value parameters": dict(rest, multiValueQueryStringParameters={f"k{i}": [" " * 85] * 256 for i in range(256)}),
+        "256 x 256 multi-value headers": dict(load("alb"), headers={}, multiValueHeaders={f"h{i}": [" " * 85] * 256 for i in range(256)}),
+        "256 x 256 multi-value parameters, as ALB sends them": dict(load("alb"), multiValueQueryStringParameters={f"k{i}": ["%20" * 30] * 256 for i in range(256)}),
         "10,000 DynamoDB records": dict(load("dynamodb"), Records=load("dynamodb")["Records"] * 5_000),
         "a 6 MB S3 key": s3,
         "a 6 MB EventBridge detail": eventbridge,
@@ -797,6 +853,34 @@ def test_a_6_mb_event_costs_what_a_small_one_does(name):
     assert_valid_trigger(detect_trigger(event))
     cost = min(_timed(time.perf_counter, detect_trigger, event) for _ in range(3))
     assert cost < 0.05, f"{name}: {cost * 1000:.1f} ms"
+
+
+def _query_prefix_cases() -> list:
+    many = {f"k{i}": [" v&é" * 40] * 256 for i in range(256)}
+    return [
+        ("many values to encode", many, True),
+        ("values as received", {f"k{i}": ["%20x" * 50] * 256 for i in range(256)}, False),
+        ("one value longer than the attribute", {"a": ["1"], "long": ["é " * 10_000], "z": ["2"]}, True),
+        ("a key longer than the attribute", {"k" * 9_000: ["v"], "z": ["2"]}, True),
+        ("just under the limit", {"a": ["x" * 4_000], "b": ["y" * 93]}, True),
+        ("just over the limit", {"a": ["x" * 4_000], "b": ["y" * 94], "c": ["z"]}, True),
+    ]
+
+
+@pytest.mark.parametrize("case", [case[0] for case in _query_prefix_cases()])
+def test_a_rebuilt_query_is_the_whole_querys_first_4096_characters(case):
+    # The query is built only until it fills the attribute, and what is built is the start of
+    # the whole query (urlencode's, with spaces as %20): the cap costs no character.
+    from urllib.parse import quote, urlencode
+
+    from lambdawrap.handler.invocation import MAX_ATTRIBUTE_CHARS
+
+    _, parameters, encode = next(c for c in _query_prefix_cases() if c[0] == case)
+    event = load("apigw-rest" if encode else "alb")
+    event["multiValueQueryStringParameters"] = parameters
+    whole = urlencode(parameters, doseq=True, quote_via=quote) if encode else "&".join(f"{k}={v}" for k, vs in parameters.items() for v in vs)
+    assert detect_trigger(event).attributes["url.query"] == whole[:MAX_ATTRIBUTE_CHARS]
+    assert url_query(event) == whole[:MAX_ATTRIBUTE_CHARS]
 
 
 def _timed(clock, function, argument) -> float:

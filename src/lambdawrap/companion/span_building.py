@@ -39,6 +39,7 @@ _UNSET = Status(StatusCode.UNSET)
 _SPAN_KINDS = {kind.value: kind for kind in SpanKind}
 _STATUS_CODES = {code.value: code for code in StatusCode}
 _SERVER_KIND, _UNSET_CODE, _ERROR_CODE = SpanKind.SERVER.value, StatusCode.UNSET.value, StatusCode.ERROR.value
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # OTLP's AnyValue.int_value
 MAX_REMEMBERED = 64  # resource ids (by invoked ARN) and user scopes (by name) made once and kept
 
 
@@ -310,17 +311,26 @@ def _member(members: dict, enum: Any, value: object) -> Any:
 
 
 def clean_attributes(attributes: Mapping) -> dict:
-    """The attributes OTLP can carry, their text encodable."""
+    """The attributes OTLP can carry, their text encodable.
+
+    An int outside OTLP's int64 (a forged Kafka offset of 2**64, say), or an array holding one,
+    is left out: the SDK's exporter leaves out an attribute it cannot encode too, but only after
+    logging the encoder's traceback, for every span that carries it."""
     allowed = (str, bool, int, float)
     out: dict[str, Any] = {}
     for key, value in attributes.items():
         if isinstance(value, str):
             out[encodable(str(key))] = encodable(value)
         elif isinstance(value, allowed):
-            out[encodable(str(key))] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) for v in value):
+            if _fits(value):
+                out[encodable(str(key))] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) and _fits(v) for v in value):
             out[encodable(str(key))] = [encodable(v) if isinstance(v, str) else v for v in value]
     return out
+
+
+def _fits(value: object) -> bool:
+    return not isinstance(value, int) or _INT64_MIN <= value <= _INT64_MAX
 
 
 def _exception_event(error: dict, end_ns: int) -> Event:

@@ -7,7 +7,8 @@ small one), runs none of the user's code (no repr() of their objects) and never 
 Redaction: the value under any key whose lowercased name is in the key set is replaced by
 "[REDACTED]", at any depth, including inside a JSON document carried as a string (an API
 Gateway `body`) and in the `k=v&...` pairs of a raw query string. Header names Authorization,
-Cookie and Set-Cookie are always in the set.
+Cookie and Set-Cookie are always in the set; in a query string and in an event's map of query
+parameters, url.query's keys (URL_QUERY_KEYS: a presigned URL's credentials) too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ MAX_PAYLOAD_CHARS = 4096
 TRUNCATED = "...[truncated]"
 MAX_DEPTH = 32
 _QUERY_KEYS = frozenset(("rawquerystring", "querystring"))
+# The events' maps of query parameters (API Gateway, ALB, VPC Lattice): their names are query keys.
+_PARAMETER_MAPS = frozenset(("querystringparameters", "multivaluequerystringparameters", "query_string_parameters"))
 _encode_str = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for strings
 
 
@@ -59,6 +62,8 @@ def _decode_bytes(data: bytes, size: int) -> Any:
 class _Writer:
     def __init__(self, keys: frozenset, limit: int) -> None:
         self.keys = keys
+        # A query's credentials (url.query's keys) are redacted in the payload's query too.
+        self.query_keys = keys | URL_QUERY_KEYS
         self.limit = max(0, limit)
         self.parts: list = []
         self.size = 0
@@ -127,7 +132,13 @@ class _Writer:
             if low in self.keys:
                 self._emit('"' + REDACTED + '"')
             elif low in _QUERY_KEYS and isinstance(item, str):
-                self._string(redact_query(item, self.keys))
+                self._string(redact_query(item, self.query_keys))
+            elif low in _PARAMETER_MAPS and isinstance(item, dict) and self.keys is not self.query_keys:
+                keys, self.keys = self.keys, self.query_keys
+                try:
+                    self._walk(item, depth + 1)
+                finally:
+                    self.keys = keys
             else:
                 self._walk(item, depth + 1)
         self._emit("}")
@@ -159,8 +170,15 @@ def _scalar_key(key: Any) -> str:
     return f"<{type(key).__name__}>"
 
 
-# The HTTP semantic conventions (url.query): values of these keys are redacted by default.
-URL_QUERY_KEYS = frozenset(("awsaccesskeyid", "signature", "sig", "x-goog-signature"))
+# The HTTP semantic conventions (url.query, url.full) of the version followed: values of these
+# keys are redacted by default (SigV4 presigned URLs, Azure SAS, Google signed URLs). The keys
+# of earlier versions (SigV2's AWSAccessKeyId and Signature) stay: OpenTelemetry Python's own
+# instrumentations still redact them, and redacting a key too many leaks nothing. Matched without
+# regard to case (the conventions match case-sensitively): a parameter sent as x-amz-signature
+# is no less a credential.
+URL_QUERY_KEYS = frozenset(
+    ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig", "x-goog-signature", "awsaccesskeyid", "signature")
+)
 
 
 def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:

@@ -18,3 +18,8 @@ SERVER = 1
 CLIENT = 2
 PRODUCER = 3
 CONSUMER = 4
+
+# The HTTP methods the conventions know (RFC 9110's, PATCH, and QUERY): http.request.method holds
+# only these exact (case-sensitive) names, on server and client spans alike; any other method is
+# "_OTHER", with the original in http.request.method_original, and names its span "HTTP".
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))

@@ -14,13 +14,11 @@ from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
+from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
-
-# The conventions' methods; any other is recorded as _OTHER with the original beside it.
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
 
 
 class Call:
@@ -52,7 +50,7 @@ class HttpCalls:
         try:
             if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or self._recorder.excluded(host, port):
                 return None
-            known = method if method in KNOWN_METHODS else ""
+            known = method if method in HTTP_METHODS else ""
             attributes = {
                 "http.request.method": known or "_OTHER",
                 "url.full": capped(full_url(scheme, host, port, rest, self._keys, userinfo)),

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from itertools import islice
 
-from lambdawrap.handler.triggers.trigger import MAX_PARSED_CHARS, Trigger
+from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
+from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Tuple
 
-# HTTP semantic conventions: http.request.method holds only these exact (case-sensitive)
-# names; anything else becomes "_OTHER" with the original in http.request.method_original.
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 # Real requests carry a few dozen headers and parameters (API Gateway caps them at 10 KB); a
 # forged event with a million of them is read only this far.
 MAX_FIELDS = 256
@@ -26,12 +24,21 @@ _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._
 
 def _joined(values: object) -> Optional[str]:
     """A header or parameter value that may be a list of values (repeats are joined with ", ",
-    as HTTP combines repeated fields)."""
+    as HTTP combines repeated fields), joined only until it is longer than an attribute keeps:
+    what is read of a header (a trace context, a host, a client address) is at its start."""
     if isinstance(values, str):
         return values
-    if isinstance(values, list):
-        return ", ".join(v for v in values[:MAX_FIELDS] if isinstance(v, str)) or None
-    return None
+    if not isinstance(values, list):
+        return None
+    kept = []
+    room = MAX_ATTRIBUTE_CHARS + 1
+    for value in values[:MAX_FIELDS]:
+        if isinstance(value, str):
+            kept.append(value[:room])
+            room -= len(value) + 2
+            if room <= 0:
+                break
+    return ", ".join(kept) or None
 
 
 def request_headers(single: object, multi: object = None) -> Dict[str, str]:
@@ -63,8 +70,10 @@ def _bounded_items(mapping: dict):
     return mapping.items() if len(mapping) <= MAX_FIELDS else islice(mapping.items(), MAX_FIELDS)
 
 
-def query_from_parameters(single: object, multi: object, encode: bool) -> Optional[str]:
-    """A raw query string rebuilt from ``{key: value}`` or ``{key: [values]}`` parameters.
+def query_from_parameters(single: object, multi: object, encode: bool, limit: int = MAX_ATTRIBUTE_CHARS) -> Optional[str]:
+    """A raw query string rebuilt from ``{key: value}`` or ``{key: [values]}`` parameters, built
+    only until it is longer than ``limit`` (the attribute keeps no more): its first ``limit``
+    characters are those of the whole query.
 
     ``encode``: whether the service decoded the values (API Gateway REST does, so they are
     percent-encoded again); otherwise they are used as received (ALB).
@@ -73,6 +82,7 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
     if not isinstance(source, dict):
         return None
     pairs = []
+    size = -1  # the query's length so far: each pair adds its own and an "&"
     for key, values in _bounded_items(source):
         if not isinstance(key, str):
             continue
@@ -83,9 +93,19 @@ def query_from_parameters(single: object, multi: object, encode: bool) -> Option
         name = None  # encoded once per key, at its first value: a key without one is never read
         for value in values[:MAX_FIELDS]:
             if isinstance(value, str):
+                # Encoding never shortens a text, so a text cut to the room left still fills
+                # it: a 6 MB event costs what a 4 KB query does.
+                room = limit - size
                 if name is None:
-                    name = quote(key) if encode else key
-                pairs.append(name + "=" + (quote(value) if encode else value))
+                    name = key[:room]
+                    if encode:
+                        name = quote(name)
+                value = value[:room]
+                pair = name + "=" + (quote(value) if encode else value)
+                pairs.append(pair)
+                size += len(pair) + 1
+                if size > limit:
+                    return "&".join(pairs)[:limit]
     return "&".join(pairs) if pairs else None
 
 
@@ -96,7 +116,7 @@ def quote(text: str) -> str:
     # Imported here: only values that need escaping pay for it.
     from urllib.parse import quote as percent_encode
 
-    return percent_encode(text[:MAX_PARSED_CHARS], safe="")
+    return percent_encode(text, safe="")
 
 
 def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
@@ -104,6 +124,54 @@ def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
     if not forwarded_for:
         return None
     return forwarded_for[:MAX_PARSED_CHARS].split(",", 1)[0].strip() or None
+
+
+def server_authority(headers: Dict[str, str]) -> Tuple[Optional[str], Optional[int]]:
+    """(``server.address``, ``server.port``) as the HTTP server conventions determine them: from
+    the first of ``Forwarded``'s host, ``X-Forwarded-Host``, ``:authority`` and ``Host`` that
+    names a host, each parsed into host and port (the port ``None`` when the header has none)."""
+    forwarded = headers.get("forwarded")
+    for value in (forwarded and _forwarded_host(forwarded), headers.get("x-forwarded-host"), headers.get(":authority"), headers.get("host")):
+        if value:
+            host, port = split_authority(value)
+            if host:
+                return host, port
+    return None, None
+
+
+def _forwarded_host(forwarded: str) -> Optional[str]:
+    # RFC 7239: "for=192.0.2.60;proto=https;host=example.com, for=..." - the first element is the
+    # request as the first proxy received it; a value may be a quoted string ("[::1]:8443").
+    for pair in forwarded[:MAX_PARSED_CHARS].split(",", 1)[0].split(";"):
+        name, equals, value = pair.partition("=")
+        if equals and name.strip().lower() == "host":
+            value = value.strip()
+            return value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
+    return None
+
+
+def split_authority(authority: str) -> Tuple[Optional[str], Optional[int]]:
+    """(host, port) of a ``Host``-style value: ``example.com``, ``example.com:8080``,
+    ``[2001:db8::1]:8443`` (the address without its brackets); of a repeated header, the first."""
+    authority = authority[:MAX_PARSED_CHARS].split(",", 1)[0].strip()
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket:
+            return None, None
+        return host or None, (port_number(after[1:]) if after.startswith(":") else None)
+    host, colon, port = authority.rpartition(":")
+    if not colon:
+        return authority or None, None
+    if ":" in host:  # an IPv6 address without brackets: no port can be told from it
+        return authority, None
+    return host or None, port_number(port)
+
+
+def port_number(text: Optional[str]) -> Optional[int]:
+    """A TCP port from its decimal text (ASCII digits only), else ``None``."""
+    if text and len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) < 65536:
+        return int(text)
+    return None
 
 
 def protocol_version(protocol: object) -> Optional[str]:
@@ -122,29 +190,32 @@ def http_trigger(
     query: Optional[str],
     scheme: Optional[str],
     route: Optional[str] = None,
-    server: Optional[str] = None,
+    domain: Optional[str] = None,
     client: Optional[str] = None,
     user_agent: Optional[str] = None,
     protocol: Optional[str] = None,
 ) -> Trigger:
     """An HTTP server span: attributes of the HTTP conventions, named ``{method} {route}``
-    (``{method}`` without a route; ``HTTP`` for methods the conventions do not know)."""
+    (``{method}`` without a route; ``HTTP`` for methods the conventions do not know).
+
+    ``domain``: the service's own name for the host (API Gateway's ``domainName``), the server's
+    address when no header names one."""
     attributes: Dict[str, object] = {"faas.trigger": "http"}
     name_method = "HTTP"
     if method:
-        if method in KNOWN_METHODS:
+        if method in HTTP_METHODS:
             attributes["http.request.method"] = name_method = method
         else:
             attributes["http.request.method"] = "_OTHER"
             attributes["http.request.method_original"] = method
-    server = server or headers.get("host")
+    server, port = server_authority(headers)
     # One loop instead of a call per attribute: this runs on every HTTP invocation.
     for key, value in (
         ("url.path", path),
         ("url.query", query),  # redacted by the invocation wrapper, with the configured keys
         ("url.scheme", scheme),
         ("http.route", route),
-        ("server.address", server),
+        ("server.address", server or domain),
         ("client.address", client or first_hop(headers.get("x-forwarded-for"))),
         ("user_agent.original", headers.get("user-agent") or user_agent),
         ("network.protocol.version", protocol_version(protocol)),
@@ -152,9 +223,10 @@ def http_trigger(
         if value.__class__ is str and value:
             attributes[key] = value
     if "server.address" in attributes:
-        port = headers.get("x-forwarded-port")
-        if port and len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-            attributes["server.port"] = int(port)
+        # The load balancer's or API Gateway's listener port, when the header named none.
+        port = port or port_number(headers.get("x-forwarded-port"))
+        if port:
+            attributes["server.port"] = port
     return Trigger(kind, attributes, headers, span_name=name_method + " " + route if route else name_method)
 
 

@@ -60,7 +60,7 @@ def _rest(event: dict, context: dict) -> Trigger:
         query=query_from_parameters(event.get("queryStringParameters"), event.get("multiValueQueryStringParameters"), encode=True),
         scheme="https",  # REST APIs only listen on HTTPS
         route=text(event.get("resource")) or text(context.get("resourcePath")),
-        server=headers.get("host") or text(context.get("domainName")),
+        domain=text(context.get("domainName")),
         client=text(identity.get("sourceIp")),
         user_agent=text(identity.get("userAgent")),
         protocol=context.get("protocol"),
@@ -92,7 +92,7 @@ def _payload_v2(event: dict, context: dict, http: dict) -> Trigger:
         query=query,
         scheme="https",  # both only listen on HTTPS
         route=route,
-        server=headers.get("host") or text(domain),
+        domain=text(domain),
         client=text(http.get("sourceIp")),
         user_agent=text(http.get("userAgent")),
         protocol=http.get("protocol"),
@@ -188,7 +188,7 @@ def cloudfront(record: dict) -> Optional[Trigger]:
         path=text(request.get("uri")),
         query=text(request.get("querystring")),
         scheme=_forwarded_scheme(headers, "cloudfront-forwarded-proto"),
-        server=headers.get("host") or text(config.get("distributionDomainName")),
+        domain=text(config.get("distributionDomainName")),
         client=text(request.get("clientIp")),
     )
     put(trigger.attributes, "lambdawrap.cloudfront.event_type", config.get("eventType"))

@@ -1,0 +1,84 @@
+"""Invocation spans of HTTP and messaging events end to end: the emulator with the layer, the
+real awslambdaric and the real OTLP receiver. test_triggers.py pins the rules one by one in the
+function's process; these check what is exported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_function
+from support.stack import EVENTS, instrumented
+
+CORPUS = Path(__file__).resolve().parent / "events"
+
+APP = """
+def handler(event, context):
+    return {"statusCode": 200, "body": "ok"}
+"""
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "task", APP)
+
+
+def event(name: str, **changes) -> dict:
+    loaded = json.loads((EVENTS / f"{name}.json").read_text())
+    loaded.update(changes)
+    return loaded
+
+
+def exported(events: list, task: Path) -> list:
+    """The invocation span each event became, in order."""
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke(e) for e in events]
+        assert [r.function_error for r in results] == [None] * len(events)
+        return [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+
+
+def test_the_query_method_is_named_as_the_conventions_know_it(task):
+    # GIVEN an HTTP API request with the QUERY method (HTTP semantic conventions v1.38 on)
+    request = event("apigw-http")
+    request["requestContext"]["http"]["method"] = "QUERY"
+    # WHEN it is handled THEN the span is named after it and records it as it is
+    (span,) = exported([request], task)
+    assert span["name"] == "QUERY /orders/{orderId}/items"
+    assert span["attributes"]["http.request.method"] == "QUERY" and "http.request.method_original" not in span["attributes"]
+
+
+def test_server_address_and_port_are_parsed_from_the_host_header(task):
+    # GIVEN requests to a load balancer listening on 8080 (the client sends the port in Host, the
+    # load balancer passes Host on as received), one through a proxy that names the original host
+    on_8080 = event("alb")
+    on_8080["headers"].update({"host": "internal-search-alb-1234567890.us-east-1.elb.amazonaws.com:8080", "x-forwarded-port": "8080"})
+    proxied = event("alb")
+    proxied["headers"].update({"host": "internal:8080", "forwarded": 'for=192.0.2.60;host="[2001:db8::1]:8443"'})
+    # WHEN they are handled THEN server.address is the host alone and server.port the port
+    spans = exported([on_8080, proxied], task)
+    assert [(s["attributes"]["server.address"], s["attributes"]["server.port"]) for s in spans] == [
+        ("internal-search-alb-1234567890.us-east-1.elb.amazonaws.com", 8080),
+        ("2001:db8::1", 8443),
+    ]
+
+
+def test_an_offset_outside_int64_is_left_out_without_breaking_the_export(task):
+    # GIVEN a Kafka record whose offset OTLP cannot carry (int_value is int64): 2**64
+    record_event = json.loads((CORPUS / "aws-lambda-go" / "kafka-event.json").read_text())
+    topic, records = next(iter(record_event["records"].items()))
+    record_event["records"] = {topic: [dict(records[0], offset=2**64)]}
+    with instrumented(task) as (emu, rx):
+        # WHEN it is handled, twice
+        results = [emu.invoke(record_event) for _ in range(2)]
+        spans = [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+        assert emu.wait_idle()
+        extension_output = "\n".join(emu.log_lines("extension"))
+    # THEN each span is exported with its other attributes, without the offset, and the
+    # companion said nothing about it (the encoder's traceback came with every span)
+    assert [r.function_error for r in results] == [None, None]
+    for span in spans:
+        assert span["attributes"]["messaging.system"] == "kafka" and span["attributes"]["messaging.kafka.message.key"]
+        assert "messaging.kafka.offset" not in span["attributes"]
+    assert "Traceback" not in extension_output and "Failed to encode" not in extension_output, extension_output
