@@ -29,6 +29,10 @@ from _thread import get_ident
 from lambdawrap.handler import trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
+# Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
+# otherwise make a record too large for the channel, and the invocation would lose its span.
+# The recognisers build values only this far.
+from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
@@ -43,9 +47,6 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 MAX_MESSAGE_CHARS = 4096
 MAX_STACK_CHARS = 32768
-# Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
-# otherwise make a record too large for the channel, and the invocation would lose its span.
-MAX_ATTRIBUTE_CHARS = 4096
 # A record is held for the runtime's post only while the invocation has this much time left:
 # a timeout while the response is serialized or posted would otherwise take the record with it.
 HOLD_MARGIN_MS = 500

@@ -105,9 +105,8 @@ EVENT_SOURCE_ARN = "lambdawrap.event_source.arn"
 # Strings the recognisers parse (split, unquote, lowercase) are cut to this first: a forged
 # 6 MB value costs no more than a real one. Real ARNs, keys and names are far shorter.
 MAX_PARSED_CHARS = 2048
-# What the invocation wrapper keeps of a string attribute (handler/invocation.py
-# MAX_ATTRIBUTE_CHARS, the same figure): a value the recognisers build, such as a query rebuilt
-# from parameters, is built only this far.
+# What the invocation wrapper keeps of a string attribute (handler/invocation.py imports it): a
+# value the recognisers build, such as a query rebuilt from parameters, is built only this far.
 MAX_ATTRIBUTE_CHARS = 4096
 
 
