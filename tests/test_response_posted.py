@@ -21,7 +21,7 @@ from conftest import write_function
 from lambdawrap.companion.lifecycle import RUNTIME_DONE_WAIT_S
 from lambdawrap.shared import posted_wanted
 from support.python_versions import every_python
-from support.stack import instrumented
+from support.stack import instrumented, metric_total
 
 HANDLERS = '''
 def ok(event, context):
@@ -124,6 +124,8 @@ def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform,
         assert emu.wait_idle(30)
         assert [s["attributes"].get("faas.invocation_id") for s in rx.spans()].count(result.request_id) == 1
         assert not any("the platform reported" in line for line in emu.log_lines("extension"))
+    # ... and the runtime's exit is counted once, whether the platform's word came first or not
+    assert metric_total(rx, "lambdawrap.crashes") == 1
 
 
 def served_line(rx, request_id: str, timeout: float = 10.0) -> dict:
