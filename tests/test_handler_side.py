@@ -264,3 +264,97 @@ class TestExecWrapper:
         shutil.copytree(WRAPPER.parent, copy)
         out = subprocess.run(["sh", "-c", f"cd {copy} && ./wrapper.sh /usr/bin/env"], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
         assert f"PYTHONPATH={copy}/python/lambdawrap_boot:" in out.stdout
+
+
+# An exception described for its span ----------------------------------------------------
+
+
+class _Counted(Exception):
+    """An exception that counts the renderings of its message."""
+
+    rendered = 0
+
+    def __str__(self) -> str:
+        type(self).rendered += 1
+        return "counted"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def _raised(make):
+    try:
+        make()
+    except BaseException as exc:  # noqa: BLE001 - the test's own exceptions
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _chained():
+    try:
+        {}["key"]
+    except KeyError as exc:
+        raise ValueError("while looking up") from exc
+
+
+def _in_handling():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        raise LookupError("during handling")
+
+
+def _suppressed():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        raise TypeError("context suppressed") from None
+
+
+def _noted():
+    error = OSError(2, "gone", "/tmp/x")
+    if hasattr(error, "add_note"):
+        error.add_note("a note on the way")
+    raise error
+
+
+def _syntax():
+    compile("def f(:\n", "<handler>", "exec")
+
+
+@pytest.mark.parametrize("make", [_chained, _in_handling, _suppressed, _noted, _syntax, lambda: sys.exit(3)], ids=["cause", "context", "suppressed", "notes", "syntax", "exit"])
+def test_an_exception_is_described_with_the_texts_python_gives_it(make):
+    import traceback
+
+    from lambdawrap.handler.invocation import describe_exception
+
+    error = _raised(make)
+    described = describe_exception(error)
+    assert described["stack"] == "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert described["message"] == str(error)
+
+
+def test_an_exception_message_is_rendered_once_and_an_unprintable_one_named():
+    from lambdawrap.handler.invocation import describe_exception
+
+    error = _raised(lambda: (_ for _ in ()).throw(_Counted()))
+    _Counted.rendered = 0
+    described = describe_exception(error)
+    assert _Counted.rendered == 1
+    assert described["message"] == "counted" and described["stack"].endswith("_Counted: counted\n")
+    unprintable = describe_exception(_raised(lambda: (_ for _ in ()).throw(_Unprintable())))
+    assert unprintable["message"] == "<unprintable _Unprintable>"
+
+
+def test_an_exception_is_described_with_the_traceback_it_had_when_the_handler_raised():
+    from lambdawrap.handler.invocation import describe_exception
+
+    error = _raised(_chained)
+    when_raised = (error, error.__traceback__)
+    try:
+        raise error  # on its way up, as through the runtime's frames
+    except ValueError:
+        pass
+    assert describe_exception(*when_raised)["stack"].count("test_handler_side.py") == describe_exception(error)["stack"].count("test_handler_side.py") - 1

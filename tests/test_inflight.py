@@ -10,6 +10,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from conftest import write_function
 from lambdawrap.shared import inflight
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -106,3 +109,150 @@ def test_the_cached_process_id_follows_a_fork():
     os.close(read_end)
     assert int(cached) == int(real) == pid
     assert own_pid() == os.getpid() != pid
+
+
+# A /tmp the function filled --------------------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB tmpfs: a /tmp the function can fill (mounting needs root, as CI runs)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs cannot be mounted here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        # Lazily: a runtime process the emulator has not reaped yet may still hold a file.
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, prefix: str = "fill") -> int:
+    """Write 4 KiB files into `folder` until it is full, as a download that ran out of space."""
+    count = 0
+    try:
+        while True:
+            (folder / f"{prefix}{count}").write_bytes(b"x" * 4096)
+            count += 1
+    except OSError:
+        return count
+
+
+def empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        path.unlink()
+
+
+def hold_in_a_process(socket_path: str, first: bytes | None, fill_folder: str, second: bytes) -> subprocess.CompletedProcess:
+    """In a process of its own (a SIGBUS kills only it): hold `first`, fill the folder, then
+    hold `second`; prints what the second hold answered."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {SRC!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        from pathlib import Path
+        from lambdawrap.shared.inflight import InflightSlot
+        from test_inflight import fill
+        slot = InflightSlot({socket_path!r})
+        first = {first!r}
+        if first is not None:
+            assert slot.hold(first)
+        fill(Path({fill_folder!r}))
+        print(slot.hold({second!r}), flush=True)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def big_start(rid: str) -> bytes:
+    # Longer than the first page of the slot: it reaches blocks a sparse file had not allocated.
+    return json.dumps({"request_id": rid, "trace_id": "1" * 32, "span_id": "2" * 16, "attributes": {"user_agent.original": "u" * 9000}}).encode()
+
+
+def test_a_full_filesystem_costs_only_the_slot(small_tmpfs):
+    # GIVEN /tmp full before the first invocation WHEN the slot is made THEN it is refused
+    # (no SIGBUS) and nothing of it is left behind
+    socket_path = str(small_tmpfs / "lw.sock")
+    done = hold_in_a_process(socket_path, None, str(small_tmpfs), start("a"))
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+    assert not list(small_tmpfs.glob("lw.sock.inflight.*"))
+
+
+def test_a_slot_made_before_the_filesystem_filled_holds_records_of_any_size_it_accepts(small_tmpfs):
+    # GIVEN a slot that held a small record, then /tmp filled WHEN a record longer than the
+    # pages written so far is held THEN it lands in the space reserved at open, readable
+    socket_path = str(small_tmpfs / "lw.sock")
+    done = hold_in_a_process(socket_path, start("small"), str(small_tmpfs), big_start("big"))
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+    assert inflight.read(socket_path, "big")["attributes"]["user_agent.original"] == "u" * 9000
+
+
+FILLS_TMP = """
+    import json, os
+
+    FOLDER = os.environ["FILL_FOLDER"]
+
+
+    def fill(prefix):
+        # A download that ran out of space: the function copes.
+        count = 0
+        try:
+            while True:
+                with open(os.path.join(FOLDER, f"{prefix}{count}"), "wb") as f:
+                    f.write(b"x" * 4096)
+                count += 1
+        except OSError:
+            return count
+
+
+    if os.environ.get("FILL_AT") == "import":
+        fill("import")
+
+
+    def handler(event, context):
+        if event.get("fill"):
+            fill("invoke")
+        return {"ok": 1, "agent": len((event.get("headers") or {}).get("user-agent", ""))}
+    """
+
+
+def long_http_event() -> dict:
+    # A start record over 4 KiB: past the slot's first page.
+    from support.stack import EVENTS
+
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    event["headers"]["user-agent"] = "a" * 3000
+    event["rawQueryString"] = "q=" + "b" * 3000
+    return event
+
+
+@pytest.mark.parametrize("fill_at", ["import", "invoke"])
+def test_a_function_that_fills_tmp_answers_as_without_the_layer(tmp_path, small_tmpfs, fill_at):
+    from lambdawrap.devtools.emulator import Emulator
+    from support.stack import instrumented
+
+    task = write_function(tmp_path / "task", FILLS_TMP)
+    env = {"FILL_FOLDER": str(small_tmpfs), "FILL_AT": fill_at, "LAMBDAWRAP_SOCKET": str(small_tmpfs / "lw.sock")}
+    # GIVEN a function that fills the /tmp holding the layer's socket, at import or in an
+    # invocation, and then gets an event whose start record needs more of the slot
+    events = [{}, {"fill": fill_at == "invoke"}, long_http_event(), {}]
+
+    def answers(emu) -> list:
+        return [(r.status, r.function_error, r.json()) for r in map(emu.invoke, events)]
+
+    empty(small_tmpfs)
+    with Emulator(str(task), "app.handler", env=env) as bare:
+        without = answers(bare)
+    empty(small_tmpfs)
+    with instrumented(task, env=env) as (emu, rx):
+        with_layer = answers(emu)
+        emu.wait_idle()
+        function_lines = emu.log_lines("function")
+    # THEN the caller gets the same answers (no "signal: sigbus"), and every invocation still
+    # has its span
+    assert with_layer == without, function_lines
+    assert all(status == 200 and error is None for status, error, _ in with_layer)
+    rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=len(events), timeout=30)

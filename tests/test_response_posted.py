@@ -21,7 +21,7 @@ from conftest import write_function
 from lambdawrap.companion.lifecycle import RUNTIME_DONE_WAIT_S
 from lambdawrap.shared import posted_wanted
 from support.python_versions import every_python
-from support.stack import instrumented
+from support.stack import instrumented, metric_total
 
 HANDLERS = '''
 def ok(event, context):
@@ -124,6 +124,8 @@ def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform,
         assert emu.wait_idle(30)
         assert [s["attributes"].get("faas.invocation_id") for s in rx.spans()].count(result.request_id) == 1
         assert not any("the platform reported" in line for line in emu.log_lines("extension"))
+    # ... and the runtime's exit is counted once, whether the platform's word came first or not
+    assert metric_total(rx, "lambdawrap.crashes") == 1
 
 
 def served_line(rx, request_id: str, timeout: float = 10.0) -> dict:
@@ -508,3 +510,51 @@ def test_at_shutdown_the_companion_waits_for_the_log_lines_of_an_invocation_made
     line = served_line_now(rx, result.request_id)
     assert line is not None, [l["body"] for l in rx.logs()]
     assert (line["trace_id"], line["span_id"]) == (span["trace_id"], span["span_id"])
+
+
+SLOW_TO_RENDER = '''
+import time
+
+
+class ReportError(Exception):
+    """An error whose message is expensive to render (a summary of a large dataset, say)."""
+
+    def __str__(self):
+        time.sleep(0.4)
+        return "report failed"
+
+
+def handler(event, context):
+    if event.get("do") == "fail":
+        raise ReportError()
+    return {"ok": 1}
+'''
+
+
+def test_an_exception_slow_to_render_costs_the_caller_nothing_of_ours(tmp_path):
+    from lambdawrap.devtools.emulator import Emulator
+
+    # GIVEN an exception whose message takes 0.4 s to render, which the runtime renders twice
+    # (0.8 s), under a 1.5 s timeout that the layer's own renderings used to push it past
+    task = write_function(tmp_path / "task", SLOW_TO_RENDER)
+    events = [{}, {}, {"do": "fail"}, {}, {"do": "fail"}]
+
+    def answers(emu) -> list:
+        results = [emu.invoke(event) for event in events]
+        # The error payload names its request id: the one thing that differs between runs.
+        return results, [(r.status, r.function_error, r.body.decode().replace(r.request_id, "<id>")) for r in results]
+
+    with Emulator(str(task), "app.handler", timeout_s=1.5) as bare:
+        _, without = answers(bare)
+    with instrumented(task, timeout_s=1.5) as (emu, rx):
+        results, with_layer = answers(emu)
+        failed = [r.request_id for r, event in zip(results, events) if event]
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in failed, count=2, timeout=30)
+    # THEN the caller gets the runtime's own error, as without the layer (not a timeout)
+    assert with_layer == without
+    assert [json.loads(body)["errorType"] for _, error, body in with_layer if error] == ["ReportError", "ReportError"]
+    # ... and the span still has the exception's message and stack, rendered after the post
+    for span in spans:
+        assert span["status_message"] == "app.ReportError: report failed"
+        (exception,) = [e for e in span["events"] if e["name"] == "exception"]
+        assert exception["attributes"]["exception.stacktrace"].endswith("app.ReportError: report failed\n")

@@ -29,6 +29,8 @@ from lambdawrap.shared.semconv import SCHEMA_URL
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
+# Failures whose error the caller got from the platform, not from the runtime's post.
+_CALLERS_PLATFORM_FAILURES = ("timeout", "crash", "out_of_memory")
 # The platform's word when the runtime posted an error without naming its type (awslambdaric
 # never sends the error-type header): the runtime's own error line says more, if it logged one.
 _UNNAMED_ERRORS = ("Runtime.Unknown", "Function.Unknown", None)
@@ -154,7 +156,7 @@ class SpanBuilder:
         status, events, failure = _UNSET, [], None
         if end is not None:
             end_ns = int(end.get("end_ns") or 0)
-            status, events = self._reported_status(inv, attrs, end_ns)
+            status, events, failure = self._reported_status(inv, attrs, end_ns)
         else:
             end_ns, failure = self._platform_end(inv, attrs)
             status = Status(StatusCode.ERROR, f"{attrs['error.type']}: invocation ended by the platform ({failure})")
@@ -188,22 +190,35 @@ class SpanBuilder:
         return span, facts
 
     def _reported_status(self, inv: Invocation, attrs: dict, end_ns: int) -> tuple:
-        """The status of an invocation the function reported: its exception, else the
-        platform's word (a failure after the handler returned), else the HTTP status."""
+        """(status, events, failure reason) of an invocation the function reported, as the
+        caller got it: the platform's own error where the caller got that (the invocation timed
+        out or the runtime exited before it could post: the handler's exception, if it raised,
+        is then an event); a response too large to post; the handler's exception; the platform's
+        word on a failure after the handler returned; else the HTTP status."""
         end, outcome = inv.end, inv.outcome or {}
         http_status = end.get("http_status")
         if isinstance(http_status, int) and not isinstance(http_status, bool):
             attrs["http.response.status_code"] = http_status
         error = end.get("error") if isinstance(end.get("error"), dict) else None
-        events = []
+        if inv.failed_on_platform and not inv.verdict_known:
+            # What the runtime posted is what the caller got (a later word of the platform is not
+            # news); without a post, a timeout or an exit is the caller's answer.
+            error_type, failure = _platform_failure(outcome)
+            if failure in _CALLERS_PLATFORM_FAILURES:
+                attrs["error.type"] = error_type
+                attrs["lambdawrap.failure_reason"] = failure
+                status = Status(StatusCode.ERROR, f"{error_type}: invocation ended by the platform ({failure})")
+                return status, [_exception_event(error, end_ns)] if error is not None else [], failure
+        events, failure = [], None
         if inv.posted == "too_large":
             # What the caller got, in its words, for a response or an error too large to post
-            # (the platform's own word is only that the runtime then exited); the handler's
-            # exception, if it raised, stays as its event.
+            # (the platform's own word is only that the runtime then exited, and it did: a
+            # crash); the handler's exception, if it raised, stays as its event.
             if error is not None:
                 events.append(_exception_event(error, end_ns))
             error = {"type": "Function.ResponseSizeTooLarge", "message": f"Response payload size ({inv.refused_bytes} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).", "stack": ""}
             attrs["lambdawrap.failure_reason"] = "after_return"
+            failure = "crash"
         elif error is None and inv.failed_on_platform:
             error = dict(inv.error_line or {"type": None, "message": "", "stack": ""})
             if outcome.get("errorType") not in _UNNAMED_ERRORS or not error.get("type"):
@@ -211,27 +226,19 @@ class SpanBuilder:
             attrs["lambdawrap.failure_reason"] = "after_return"
         if error is not None:
             attrs["error.type"] = str(error.get("type"))
-            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), events or [_exception_event(error, end_ns)]
+            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), events or [_exception_event(error, end_ns)], failure
         if isinstance(http_status, int) and http_status >= 500:
             attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
-            return Status(StatusCode.ERROR, f"HTTP {http_status}"), []
-        return _UNSET, []
+            return Status(StatusCode.ERROR, f"HTTP {http_status}"), [], None
+        return _UNSET, [], None
 
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
         """(end_ns, failure reason) of an invocation the function could not report."""
         outcome = inv.outcome or {}
-        status_text = str(outcome.get("status") or "failure")
-        error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
+        error_type, reason = _platform_failure(outcome)
         duration_ms = (outcome.get("metrics") or {}).get("durationMs")
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         end_ns = start_ns + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else (inv.finished_at_ns or time.time_ns())
-        reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
-        if error_type == "Runtime.OutOfMemory":
-            reason = "out_of_memory"
-        elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
-            # The runtime answered an error itself, before or around the handler (e.g. an event
-            # it could not decode): the process did not die.
-            reason = "runtime_error"
         attrs["error.type"] = error_type
         attrs["lambdawrap.failure_reason"] = reason
         return end_ns, reason
@@ -293,6 +300,20 @@ class SpanBuilder:
             scope=_remembered(self._scopes, encodable(str(raw.get("scope") or "user")), InstrumentationScope),
             trace_state=raw.get("trace_state"),
         )
+
+
+def _platform_failure(outcome: dict) -> tuple:
+    """(error type, failure reason) of a failed invocation, in the platform's words."""
+    status_text = str(outcome.get("status") or "failure")
+    error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
+    reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
+    if error_type == "Runtime.OutOfMemory":
+        reason = "out_of_memory"
+    elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
+        # The runtime answered an error itself, before or around the handler (e.g. an event
+        # it could not decode, or the handler's exception it posted): the process did not die.
+        reason = "runtime_error"
+    return error_type, reason
 
 
 def _remembered(made: dict, key: str, make: Callable[[str], Any]) -> Any:

@@ -6,7 +6,8 @@ ever escapes into the invocation, and nothing of ours is left in the traceback t
 reports. The start of each invocation is published in the process's in-flight slot (memory,
 no system call) and the whole record goes to the companion in one send, without blocking:
 once the runtime has posted the response (`after_post`, from response_posted.py), so that
-encoding and sending it are off the caller's path; or when the handler is done, where no post
+encoding and sending it, and rendering the handler's exception (its __str__, called once), are
+off the caller's path; or when the handler is done, where no post
 follows that this process has seen (the first invocation, Python 3.10, Managed Instances, a
 call from another thread), the handler's exception ends the runtime (SystemExit,
 KeyboardInterrupt), or the invocation is within HOLD_MARGIN_MS of its timeout. A held record
@@ -46,6 +47,9 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 MAX_MESSAGE_CHARS = 4096
+# What TracebackException writes for a message whose __str__ raised (3.11+).
+_UNPRINTABLE = ("<exception str() failed>",)
+_OWN_TRACEBACK = object()
 MAX_STACK_CHARS = 32768
 # A record is held for the runtime's post only while the invocation has this much time left:
 # a timeout while the response is serialized or posted would otherwise take the record with it.
@@ -280,8 +284,20 @@ class InvocationTracer:
         end_ns = time.time_ns()
         if state.otel_token is not None:
             self.user_spans.exit(state.otel_token)
+        # Held for the post only where one follows: on the thread the runtime posts from, for
+        # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left,
+        # and while the companion lives: without it the environment is reset once the response
+        # is out, maybe before a held record's drop could be counted beside the socket.
+        hold = self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context) and not self.channel.companion_gone()
+        raised = None
         if error is not None:
-            end = records.invocation_end(end_ns, error=describe_exception(error))
+            end = records.invocation_end(end_ns)
+            # Described when the record goes: when held, after the runtime's post, so that an
+            # exception slow to render (its __str__) costs the caller nothing of ours. Its
+            # traceback as it is now: on its way up it gains the runtime's frames.
+            raised = (error, error.__traceback__)
+            if not hold:
+                end["error"], raised = describe_exception(*raised), None
         else:
             end = records.invocation_end(end_ns, http_status=triggers.response_status_code(state.trigger, result))
             if self._redact_keys is not None:
@@ -304,12 +320,8 @@ class InvocationTracer:
         not_injected = _context_not_injected[0]
         if not_injected:
             end["context_not_injected"] = not_injected
-        # Held for the post only where one follows: on the thread the runtime posts from, for
-        # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left,
-        # and while the companion lives: without it the environment is reset once the response
-        # is out, maybe before a held record's drop could be counted beside the socket.
-        if self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context) and not self.channel.companion_gone():
-            self._held = (state.start_json, end, failures, not_injected)
+        if hold:
+            self._held = (state.start_json, end, failures, not_injected, raised)
         else:
             self._send(state.start_json, end, failures, not_injected)
 
@@ -334,9 +346,11 @@ class InvocationTracer:
         except Exception:  # noqa: BLE001 - nothing of ours may print at the function's exit
             pass
 
-    def _send(self, start_json: bytes, end: dict, failures: int, not_injected: int, posted: dict | None = None) -> None:
+    def _send(self, start_json: bytes, end: dict, failures: int, not_injected: int, raised: tuple | None = None, posted: dict | None = None) -> None:
         # The start stays in the in-flight slot until now: a runtime that dies before the
         # record is sent still leaves the companion what it needs.
+        if raised is not None:
+            end["error"] = describe_exception(*raised)
         self._inflight.clear()
         sent = self.channel.send_invocation(start_json, end, posted)
         if sent and failures:
@@ -427,16 +441,27 @@ def _payload(value: Any, keys: Any) -> str | None:
     return payload_text(value, keys)
 
 
-def describe_exception(error: BaseException) -> dict:
-    """type, message and stack of an exception, as a span records them; never raises, and
-    runs none of the exception's code but its __str__ (guarded)."""
+def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
+    """type, message and stack of an exception (its traceback `tb`, by default the one it
+    carries), as a span records them; never raises, and runs none of the exception's code but
+    its __str__ (guarded), once: the stack's last line and the message are the same text (a
+    second time only where formatting the stack failed)."""
+    message = None
     try:
-        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    except Exception:  # noqa: BLE001 - a user's exception may break formatting in many ways
+        # What traceback.format_exception formats, kept to read its message back.
+        described = traceback.TracebackException(type(error), error, error.__traceback__ if tb is _OWN_TRACEBACK else tb, compact=True)
+        stack = "".join(described.format())
+        message = getattr(described, "_str", None)
+    except BaseException:  # noqa: BLE001 - a user's exception may break formatting in many ways
+        # (its __str__ may raise anything, SystemExit too: the runtime meets that itself when it
+        # renders the exception, and at exit nothing of ours may print)
         stack = ""
-    try:
-        message = str(error)
-    except Exception:  # noqa: BLE001 - a user's __str__ may raise
+    if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
+        try:
+            message = str(error)
+        except BaseException:  # noqa: BLE001 - as above
+            message = _UNPRINTABLE[0]
+    if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
         message = f"<unprintable {type(error).__name__}>"
     module = type(error).__module__
     return {

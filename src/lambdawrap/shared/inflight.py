@@ -7,7 +7,8 @@ Each process of the function writes into a file of its own beside the socket
 into memory, not a system call, on the invocation's path. A slot is a 4-byte big-endian
 length and then the invocation's start record (JSON); length 0 means nothing is under way. The
 length is cleared before the body changes and set after, so a reader sees a whole record or
-none.
+none. The file's SIZE bytes are allocated when it is made (a full /tmp then only costs the slot)
+and every write stays within them.
 """
 
 from __future__ import annotations
@@ -36,17 +37,25 @@ class InflightSlot:
         import mmap  # deferred: only once the first invocation starts
 
         pid = own_pid()
-        fd = os.open(f"{self._socket_path}{SUFFIX}{pid}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        path = f"{self._socket_path}{SUFFIX}{pid}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.ftruncate(fd, SIZE)
+            # The slot's blocks are reserved now, where a full /tmp is an OSError: a sparse file
+            # would need them at the first write into the map, where a full /tmp is a SIGBUS
+            # that kills the function.
+            _reserve(fd, SIZE)
             self._map = mmap.mmap(fd, SIZE)
+        except BaseException:
+            _unlink(path)  # nothing half-made for the companion to find
+            raise
         finally:
             os.close(fd)
         self._pid = pid
         return self._map
 
     def hold(self, start_json: bytes) -> bool:
-        """Publish the start of an invocation; False if there is no slot (or it is too big)."""
+        """Publish the start of an invocation; False if there is no slot (or it is too big).
+        Every write lands inside the SIZE bytes reserved at open: a map never grows its file."""
         if self._broken or len(start_json) > SIZE - HEADER_BYTES:
             return False
         try:
@@ -62,6 +71,28 @@ class InflightSlot:
     def clear(self) -> None:
         if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate `size` bytes of the file's blocks (ENOSPC as an OSError)."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        allocate(fd, 0, size)
+        return
+    zeros = bytes(size)  # no posix_fallocate (macOS): writing the blocks reserves them too
+    written = 0
+    while written < size:
+        count = os.pwrite(fd, zeros[written:], written)
+        if count <= 0:
+            raise OSError(28, "No space left on device")  # errno.ENOSPC, without importing errno
+        written += count
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def read(socket_path: str, request_id: str) -> dict | None:

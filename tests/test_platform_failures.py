@@ -1,0 +1,113 @@
+"""Failures the caller got from the platform although the function's own record came: the
+handler ended the runtime (`sys.exit`), or the invocation timed out after the handler returned
+(while the runtime serialized the response). The span says what the caller got, the handler's
+exception an event, and faas.timeouts / lambdawrap.crashes count each such invocation once,
+whether its record came first or not (emulator + awslambdaric + layer + OTLP receiver)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_function
+from support.python_versions import every_python
+from support.stack import instrumented, metric_total
+
+APP = """
+import sys, time
+
+
+class SlowToSerialize(tuple):
+    # awslambdaric's JSON encoder calls a tuple subclass's _asdict: the response takes this
+    # long to serialize, after the handler returned.
+    def _asdict(self):
+        time.sleep(self[0])
+        return {"serialized": True}
+
+
+def handler(event, context):
+    do = event.get("do")
+    if do == "exit":
+        sys.exit(event["code"])
+    if do == "interrupt":
+        raise KeyboardInterrupt
+    if do == "raise":
+        raise ValueError("an ordinary error")
+    if do == "late":
+        # Return this many ms before the deadline, with a response that outlasts it.
+        time.sleep(max(0, context.get_remaining_time_in_millis() - event["left_ms"]) / 1000)
+        return SlowToSerialize((5.0,))
+    return {"ok": True}
+"""
+
+TIMEOUT_S = 3.0
+
+
+@pytest.fixture
+def task(tmp_path):
+    return write_function(tmp_path / "task", APP)
+
+
+def one_span_each(rx, results) -> dict:
+    """{request id: its span}, once every invocation has exactly one."""
+    ids = {r.request_id for r in results}
+    rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in ids, count=len(ids), timeout=60)
+    spans = [s for s in rx.spans() if s["attributes"].get("faas.invocation_id") in ids]
+    assert sorted(s["attributes"]["faas.invocation_id"] for s in spans) == sorted(ids)
+    return {s["attributes"]["faas.invocation_id"]: s for s in spans}
+
+
+def exception_types(span) -> list:
+    return [e["attributes"]["exception.type"] for e in span["events"] if e["name"] == "exception"]
+
+
+@every_python
+def test_a_handler_that_ends_the_runtime_is_a_crash_as_the_caller_got_it(task, runtime_python):
+    events = [{}, {"do": "exit", "code": 3}, {}, {"do": "exit", "code": 0}, {"do": "interrupt"}, {"do": "raise"}, {}]
+    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
+        results = [emu.invoke(event) for event in events]
+        spans = one_span_each(rx, results)
+    got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
+    # GIVEN three invocations that ended the runtime, the caller getting Runtime.ExitError
+    assert got == [None, "Runtime.ExitError", None, "Runtime.ExitError", "Runtime.ExitError", "ValueError", None]
+    # THEN each span names what the caller got, the handler's exception its event
+    for result, event in zip(results, events):
+        span = spans[result.request_id]
+        if event.get("do") in ("exit", "interrupt"):
+            assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Runtime.ExitError"
+            assert span["attributes"]["lambdawrap.failure_reason"] == "crash"
+            assert exception_types(span) == ["SystemExit" if event["do"] == "exit" else "KeyboardInterrupt"]
+        elif event.get("do") == "raise":
+            assert span["attributes"]["error.type"] == "ValueError" and "lambdawrap.failure_reason" not in span["attributes"]
+        else:
+            assert span["status_code"] == 0
+    # ... and each is counted once as a crash and an error
+    assert metric_total(rx, "lambdawrap.crashes") == 3
+    assert metric_total(rx, "faas.errors") == 4
+    assert metric_total(rx, "faas.timeouts") == 0
+    assert metric_total(rx, "faas.invocations") == len(events)
+
+
+@every_python
+def test_a_timeout_while_the_response_is_serialized_is_counted_whatever_the_margin(task, runtime_python):
+    # GIVEN handlers that return 150 ms before their deadline (their record goes at once) and
+    # 900 ms before it (held for the runtime's post where the version has one), with a
+    # response that takes longer than that to serialize
+    events = [{}, {"do": "late", "left_ms": 150}, {}, {"do": "late", "left_ms": 900}, {}]
+    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
+        results = [emu.invoke(event) for event in events]
+        spans = one_span_each(rx, results)
+    got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
+    assert got == [None, "Sandbox.Timedout", None, "Sandbox.Timedout", None]
+    # THEN both spans say the caller's timeout, with its reason, and both are counted once
+    for result, event in zip(results, events):
+        span = spans[result.request_id]
+        if event.get("do") == "late":
+            assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout"
+            assert span["status_message"] == "Sandbox.Timedout: invocation ended by the platform (timeout)"
+            assert span["attributes"]["lambdawrap.failure_reason"] == "timeout"
+        else:
+            assert span["status_code"] == 0
+    assert metric_total(rx, "faas.timeouts") == 2
+    assert metric_total(rx, "faas.errors") == 2
+    assert metric_total(rx, "lambdawrap.crashes") == 0
+    assert metric_total(rx, "faas.invocations") == len(events)
