@@ -317,24 +317,12 @@ class Correlator:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
                 # reports later): the span stands; what only the record carries still counts.
                 inv.end = end
-                self._record_extras(end)
+                record_extras(self.sink, end)
                 return
             if inv.finished or inv.end is not None:
                 return  # a duplicate: each invocation is accounted for once
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
             self._maybe_finish(inv)
-
-    def _record_extras(self, end: dict) -> None:
-        """What a record carries besides its invocation's facts: the spans made during it, and
-        what could not go with them."""
-        self.sink.user_spans(end.get("spans") or [])
-        spans_dropped = records.count(end.get("spans_dropped"))
-        if spans_dropped:
-            self.sink.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
-        not_injected = records.count(end.get("context_not_injected"))
-        if not_injected:
-            # Outgoing calls whose trace context could not travel (the consumer starts a trace).
-            self.sink.dropped("context_not_injected", not_injected)
 
     def _on_posted(self, record: dict) -> None:
         if self._managed_instances:
@@ -688,6 +676,19 @@ class Correlator:
             self._release_unannounced()
             self._maybe_init_span(ending=True)
             return len(open_)
+
+
+def record_extras(sink: Sink, end: dict) -> None:
+    """What an invocation's record carries besides its facts, to `sink`: the spans made during
+    it, and what could not go with them."""
+    sink.user_spans(end.get("spans") or [])
+    spans_dropped = records.count(end.get("spans_dropped"))
+    if spans_dropped:
+        sink.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
+    not_injected = records.count(end.get("context_not_injected"))
+    if not_injected:
+        # Outgoing calls whose trace context could not travel (the consumer starts a trace).
+        sink.dropped("context_not_injected", not_injected)
 
 
 def _reason_error(reason: str) -> str:

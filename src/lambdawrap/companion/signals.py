@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.correlator import InitFacts, Invocation, record_extras
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.span_building import SpanBuffer, SpanBuilder
 from lambdawrap.shared import records
@@ -171,15 +171,7 @@ class Signals:
             self.dropped("sampled_out")
         else:
             self.spans.add(span)
-        end = inv.end or {}
-        self.user_spans(end.get("spans") or [])
-        spans_dropped = records.count(end.get("spans_dropped"))
-        if spans_dropped:
-            self.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
-        not_injected = records.count(end.get("context_not_injected"))
-        if not_injected:
-            # Outgoing calls whose trace context could not travel (the consumer starts a trace).
-            self.dropped("context_not_injected", not_injected)
+        record_extras(self, inv.end or {})
         labels = {"faas.trigger": facts.trigger}
         self._add("faas.invocations", 1, labels)
         if facts.error:
