@@ -160,3 +160,52 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
     assert found[5][:3] == (9, "INFO", '{"level": "NOTICE", "message": "m"}')
     assert found[6][:3] == (9, "INFO", '{"level": "ERROR", "message": "cut')
     assert found[7][:2] == (13, "WARNING")
+
+
+def test_what_a_json_record_becomes_is_bounded_whatever_its_size():
+    # Each value made an object costs ~100 times its text at export: a record's values are
+    # bounded, and a record longer than is read whole keeps its line, with its level.
+    import json
+
+    from lambdawrap.companion.log_records import MAX_READ_CHARS, MAX_VALUES
+
+    many = json.dumps({"level": "INFO", "message": "m", **{f"f{n}": n for n in range(1000)}})
+    nested = json.dumps({"level": "INFO", "message": "m", "rows": [[1, 2, 3, 4, 5, 6, 7, 8]] * 100})
+    long = json.dumps({"timestamp": "t", "level": "WARNING", "message": "exported rows", "rows": [[1, 2, 3, 4, 5, 6, 7, 8]] * 9500})
+    assert len(many) <= MAX_READ_CHARS and len(nested) <= MAX_READ_CHARS < len(long)
+    (_, _, _, many_attributes), (_, _, _, nested_attributes), long_record = _exported(many, nested, long)
+    assert MAX_VALUES - 2 <= len(many_attributes) <= MAX_VALUES
+    rows = nested_attributes["rows"]
+    assert isinstance(rows, list) and len(rows) == 100
+    made = sum(isinstance(row, list) for row in rows)
+    assert 0 < made and made * 9 <= MAX_VALUES and json.loads(rows[-1]) == [1, 2, 3, 4, 5, 6, 7, 8]  # the rest as their JSON text
+    assert long_record == (13, "WARNING", long, {})
+
+
+def test_a_flood_of_large_json_records_stays_within_a_128_mb_function(tmp_path):
+    # GIVEN a 128 MB function logging 15 JSON records of ~250 KB (under the platform's 256 KiB)
+    # per invocation (the red team's case: the companion passed 117 MB and the environment died)
+    task = write_function(tmp_path / "task", """
+        import logging
+        logger = logging.getLogger("export")
+
+        def handler(event, context):
+            for _ in range(15):
+                logger.warning("exported rows", extra={"rows": [[1, 2, 3, 4, 5, 6, 7, 8]] * 9500})
+            return "ok"
+        """)
+    env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "LAMBDAWRAP_FLUSH": "end"}
+    with instrumented(task, env=env, memory_mb=128, cpu_limit=False, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked a few times
+        results = [emu.invoke({}) for _ in range(3)]
+        emu.stop()
+        produced = len(emu.log_lines("function"))
+        reports = [r["record"] for r in emu.records("platform.report")]
+    # THEN the environment lived through it, and every line is exported or counted
+    assert [r.json() for r in results] == ["ok"] * 3
+    assert all(report.get("status") == "success" for report in reports), reports
+    dropped = _dropped(rx)
+    line_drops = sum(dropped.get(reason, 0) for reason in ("log_buffer_full", "log_shutdown_deadline", "platform_logs_dropped"))
+    exported = [r for r in rx.logs() if r["severity_text"] == "WARNING"]
+    assert len(exported) + line_drops == produced == 45, (len(exported), dropped, produced)
+    assert exported and all(r["severity_number"] == 13 for r in exported)

@@ -646,3 +646,58 @@ def test_arbitrary_python_objects(value):
     assert extract_parent(value, value) == (None, "none")
     assert extract_links(value) == []
     assert extract_links({"Records": [value]}) == []
+
+
+TRACESTATES = [
+    "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+    " congo=t61rcWkgMzE ,\t, rojo=1 ",
+    "tenant@system=v",
+    "1tenant@system=v",
+    "1vendor=abc",  # a simple key starts with a letter
+    "a=1,a=2",
+    "Congo=1",
+    "congo",
+    "congo=a,b",
+    "k=v\r\nx: y",
+    "k=" + "v" * 256,
+    "k=has space",
+    "k=trailing ",
+    ",".join(f"k{n}=v" for n in range(32)),
+    ",".join(f"k{n}=v" for n in range(33)),
+]
+
+
+@pytest.mark.parametrize("value", TRACESTATES)
+def test_parse_tracestate_keeps_what_opentelemetry_keeps(value, caplog):
+    # The tracestate is given to the OpenTelemetry API (the user's spans) and SDK (the companion):
+    # what lambdawrap keeps must be what they keep, or they log a warning into the function's
+    # log at every invocation and drop it from the spans.
+    from opentelemetry.trace import TraceState
+
+    from lambdawrap.handler.trace_context import parse_tracestate
+
+    kept = parse_tracestate(value)
+    library = TraceState.from_header([value])
+    if kept:
+        assert TraceState.from_header([kept]).to_header() == kept == library.to_header()
+    else:
+        assert len(library) == 0 or len(value) > 512
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("userId=alice,tenant=acme", "userId=alice,tenant=acme"),
+        ("  k=v ", "k=v"),
+        ("tenant=acme\r\nX-Injected: yes", ""),  # it goes into the function's own request headers
+        ("k=v\x00", ""),
+        ("k=caf\u00e9", ""),
+        ("noequals", ""),
+        ("k=" + "v" * 8192, ""),
+        (None, ""),
+    ],
+)
+def test_parse_baggage_keeps_only_what_can_be_a_header(value, expected):
+    from lambdawrap.handler.trace_context import parse_baggage
+
+    assert parse_baggage(value) == expected

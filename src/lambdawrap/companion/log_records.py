@@ -15,6 +15,7 @@ such a record, at export, so a flood's dropped lines cost nothing more.
 from __future__ import annotations
 
 import json
+import re
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -45,6 +46,15 @@ _LEVELS = {
 # Fields a JSON record's body, severity, time and invocation already say.
 _READ = frozenset(("level", "message", "timestamp", "requestId", "errorType", "errorMessage", "stackTrace"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
+# A record's fields become objects at export, ~100 times the memory of their text: a record is
+# read whole only up to this size, and its values (attributes and what they nest) are made
+# objects only this many times, the rest going as their JSON text. A batch of records (512)
+# then stays within a few MB, as the buffer's 4 Mi characters do for plain lines.
+MAX_READ_CHARS = 16 * 1024
+MAX_VALUES = 128  # the SDK's default attribute count limit for a log record
+# A longer record's level, read from its head (awslambdaric writes it second, after the time).
+_HEAD_CHARS = 512
+_LEVEL_IN_HEAD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -100,6 +110,11 @@ def json_record(line: str) -> tuple | None:
     last line of Python's traceback); a record with neither keeps its line as body."""
     if not line.startswith("{") or '"level"' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
+    if len(line) > MAX_READ_CHARS:
+        # Not read whole: its level, from its head, with its line as body.
+        found = _LEVEL_IN_HEAD.search(line, 0, _HEAD_CHARS)
+        severity = _LEVELS.get(found.group(1).upper()) if found else None
+        return None if severity is None else (severity, found.group(1), encodable(line), {})
     record = json.loads(line)
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
         return None
@@ -108,13 +123,20 @@ def json_record(line: str) -> tuple | None:
     if severity is None:
         return None
     error_type, error_message = record.get("errorType"), record.get("errorMessage")
+    budget = [MAX_VALUES]
     if record.get("message") is not None:
-        body = _value(record["message"], 0)
+        body = _value(record["message"], 0, budget)
     elif error_type:
         body = _exception_line(error_type, error_message)
     else:
         return severity, encodable(level), encodable(line), {}
-    attributes = {encodable(str(key)): _value(value, 0) for key, value in record.items() if key not in _READ and value is not None}
+    attributes = {}
+    for key, value in record.items():
+        if key in _READ or value is None:
+            continue
+        if budget[0] <= 0:
+            break  # past the SDK's limit: the rest of the fields are left out
+        attributes[encodable(str(key))] = _value(value, 0, budget)
     if error_type:
         attributes["exception.type"] = encodable(str(error_type))
         if error_message is not None:
@@ -142,19 +164,20 @@ def _stacktrace(frames: object, error_type: object, error_message: object) -> st
     return f"{header}{text}{_exception_line(error_type, error_message)}\n"
 
 
-def _value(value: object, depth: int) -> object:
-    """A JSON value as OTLP can carry it: text encodable, integers within int64, nesting
-    bounded."""
+def _value(value: object, depth: int, budget: list) -> object:
+    """A JSON value as OTLP can carry it: text encodable, integers within int64, nesting and
+    the values made (`budget`, spent here) bounded."""
+    budget[0] -= 1
     if isinstance(value, str):
         return encodable(value)
     if isinstance(value, bool) or isinstance(value, float):
         return value
     if isinstance(value, int):
         return value if _INT64[0] <= value <= _INT64[1] else str(value)
-    if depth >= _MAX_DEPTH:
+    if depth >= _MAX_DEPTH or (isinstance(value, (list, dict)) and len(value) > budget[0]):
         return encodable(json.dumps(value, ensure_ascii=False))
     if isinstance(value, list):
-        return [_value(item, depth + 1) for item in value]
+        return [_value(item, depth + 1, budget) for item in value]
     if isinstance(value, dict):
-        return {encodable(str(key)): _value(item, depth + 1) for key, item in value.items()}
+        return {encodable(str(key)): _value(item, depth + 1, budget) for key, item in value.items()}
     return None  # JSON null

@@ -115,7 +115,7 @@ def parse_tracestate(value: object) -> str:
         if _state_member is None:
             import re  # deferred: only for a tracestate (already loaded by json in any case)
 
-            _state_member = re.compile(r"(?:[a-z0-9][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+            _state_member = re.compile(r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
         members = [member.strip(_OWS) for member in value.split(",")]
         members = [member for member in members if member]
         keys = {member.partition("=")[0] for member in members}
@@ -132,7 +132,9 @@ def parse_baggage(value: object) -> str:
     if not isinstance(value, str):
         return ""
     value = value.strip(_OWS)
-    return value if len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and "=" in value else ""
+    # Printable ASCII only: it goes into the headers of the function's own requests, where a
+    # line break would make the request fail (or, in a client that does not check, add headers).
+    return value if len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and value.isprintable() and "=" in value else ""
 
 
 def parse_xray(value: object) -> Optional[SpanContext]:
@@ -352,6 +354,30 @@ def _sampled_xray(value: object) -> Optional[SpanContext]:
     return ctx if ctx is not None and ctx.sampled else None
 
 
+def _beside_traceparent(carrier: Any) -> Tuple[Optional[str], Optional[str]]:
+    """The ``tracestate`` and ``baggage`` of the carrier a ``traceparent`` came in, read as
+    ``header`` reads one, in one pass over names of any case (REST APIs keep the client's)."""
+    if "traceparent" in carrier:  # lowercase (HTTP APIs, function URLs, ALB, a client context), or as written
+        state = carrier.get("tracestate") or carrier.get("Tracestate")
+        baggage = carrier.get("baggage") or carrier.get("Baggage")
+    else:
+        state = baggage = None
+        for key, value in carrier.items():
+            if isinstance(key, str) and len(key) in (7, 10):
+                lowered = key.lower()
+                if lowered == "tracestate":
+                    state = value if state is None else state
+                elif lowered == "baggage":
+                    baggage = value if baggage is None else baggage
+    return _first_text(state), _first_text(baggage)
+
+
+def _first_text(value: Any) -> Optional[str]:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None
+
+
 def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str]) -> Tuple[Optional[SpanContext], Optional[SpanContext], str]:
     """The invocation span's parent, the platform's X-Ray context to link to when it was not
     chosen as the parent although sampled (it is the ambient context the function runs in), and
@@ -371,8 +397,10 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
             carrier = client_context
         if parent is not None:
             # Looked up only with a W3C parent: the other headers of an event are not walked.
-            parent = parent._replace(trace_state=parse_tracestate(header(carrier, "tracestate")))
-            return parent, ambient, parse_baggage(header(carrier, "baggage"))
+            state, baggage = _beside_traceparent(carrier)
+            if state:
+                parent = parent._replace(trace_state=parse_tracestate(state))
+            return parent, ambient, parse_baggage(baggage) if baggage else ""
         if message is not None:
             return message, ambient, ""
         return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, ""

@@ -130,6 +130,10 @@ def server_authority(headers: Dict[str, str]) -> Tuple[Optional[str], Optional[i
     """(``server.address``, ``server.port``) as the HTTP server conventions determine them: from
     the first of ``Forwarded``'s host, ``X-Forwarded-Host``, ``:authority`` and ``Host`` that
     names a host, each parsed into host and port (the port ``None`` when the header has none)."""
+    if "forwarded" not in headers and "x-forwarded-host" not in headers and ":authority" not in headers:
+        # The usual request (a Host header alone): this runs on every HTTP invocation.
+        host = headers.get("host")
+        return split_authority(host) if host else (None, None)
     forwarded = headers.get("forwarded")
     for value in (forwarded and _forwarded_host(forwarded), headers.get("x-forwarded-host"), headers.get(":authority"), headers.get("host")):
         if value:
@@ -150,9 +154,15 @@ def _forwarded_host(forwarded: str) -> Optional[str]:
     return None
 
 
+_BLANKS = " \t"
+_OPENING = " \t["
+
+
 def split_authority(authority: str) -> Tuple[Optional[str], Optional[int]]:
     """(host, port) of a ``Host``-style value: ``example.com``, ``example.com:8080``,
     ``[2001:db8::1]:8443`` (the address without its brackets); of a repeated header, the first."""
+    if ":" not in authority and "," not in authority and authority[:1] not in _OPENING and authority[-1:] not in _BLANKS and len(authority) <= MAX_PARSED_CHARS:
+        return authority, None  # a name alone, as most requests have it
     authority = authority[:MAX_PARSED_CHARS].split(",", 1)[0].strip()
     if authority.startswith("["):
         host, bracket, after = authority[1:].partition("]")
