@@ -419,21 +419,23 @@ MESSAGE_CTX = SpanContext(7, 9, True)
     "headers, client_context, message, xray, expected",
     [
         # The HTTP request's traceparent first; the platform's sampled X-Ray context is linked.
-        ({"traceparent": VALID}, {"traceparent": OTHER_TP}, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX, "")),
-        ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None, "")),
-        # ... with the tracestate and baggage of the same carrier, never another's
+        ({"traceparent": VALID}, {"traceparent": OTHER_TP}, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX, None)),
+        ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None, None)),
+        # ... with the tracestate and baggage of the same carrier as they came, never another's
         ({"traceparent": VALID, "Tracestate": "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "baggage": "userId=alice"}, {"traceparent": OTHER_TP, "tracestate": "x=y"}, None, None,
-         (VALID_CTX._replace(trace_state="congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"), None, "userId=alice")),
-        ({"traceparent": "garbage", "tracestate": "a=b"}, {"traceparent": OTHER_TP, "tracestate": "x=y", "baggage": "k=v"}, None, None, (OTHER_CTX._replace(trace_state="x=y"), None, "k=v")),
+         (VALID_CTX, None, ("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "userId=alice"))),
+        ({"Traceparent": VALID, "TraceState": ["a=b", "c=d"], "BAGGAGE": "k=v"}, None, None, None, (VALID_CTX, None, ("a=b", "k=v"))),
+        ({"traceparent": "garbage", "tracestate": "a=b"}, {"traceparent": OTHER_TP, "tracestate": "x=y", "baggage": "k=v"}, None, None, (OTHER_CTX, None, ("x=y", "k=v"))),
+        ({"traceparent": VALID, "tracestate": "k=" + "v" * 9000}, None, None, None, (VALID_CTX, None, None)),  # not read, nor carried
         # Then a Lambda Invoke caller's client context, then the message's own context.
-        ({}, {"traceparent": OTHER_TP}, MESSAGE_CTX, None, (OTHER_CTX, None, "")),
-        (None, {"traceparent": "garbage"}, MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX, "")),
+        ({}, {"traceparent": OTHER_TP}, MESSAGE_CTX, None, (OTHER_CTX, None, None)),
+        (None, {"traceparent": "garbage"}, MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX, None)),
         # Without any of those: a sampled X-Ray context, from the environment, then a header.
-        (None, None, None, XRAY_SAMPLED, (XRAY_CTX, None, "")),
-        ({"X-Amzn-Trace-Id": XRAY_SAMPLED}, None, None, XRAY_UNSAMPLED, (XRAY_CTX, None, "")),
+        (None, None, None, XRAY_SAMPLED, (XRAY_CTX, None, None)),
+        ({"X-Amzn-Trace-Id": XRAY_SAMPLED}, None, None, XRAY_UNSAMPLED, (XRAY_CTX, None, None)),
         # An unsampled X-Ray header (which Lambda hands every invocation) is never a parent.
-        ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None, "")),
-        (None, None, None, None, (None, None, "")),
+        ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None, None)),
+        (None, None, None, None, (None, None, None)),
     ],
 )
 def test_choose_parent(headers, client_context, message, xray, expected):
@@ -457,7 +459,7 @@ def test_choose_parent(headers, client_context, message, xray, expected):
     ],
 )
 def test_parse_tracestate(value, expected):
-    from lambdawrap.handler.trace_context import parse_tracestate
+    from lambdawrap.shared.w3c_fields import parse_tracestate
 
     assert parse_tracestate(value) == expected
 
@@ -674,7 +676,7 @@ def test_parse_tracestate_keeps_what_opentelemetry_keeps(value, caplog):
     # log at every invocation and drop it from the spans.
     from opentelemetry.trace import TraceState
 
-    from lambdawrap.handler.trace_context import parse_tracestate
+    from lambdawrap.shared.w3c_fields import parse_tracestate
 
     kept = parse_tracestate(value)
     library = TraceState.from_header([value])
@@ -698,6 +700,6 @@ def test_parse_tracestate_keeps_what_opentelemetry_keeps(value, caplog):
     ],
 )
 def test_parse_baggage_keeps_only_what_can_be_a_header(value, expected):
-    from lambdawrap.handler.trace_context import parse_baggage
+    from lambdawrap.shared.w3c_fields import parse_baggage
 
     assert parse_baggage(value) == expected

@@ -26,6 +26,7 @@ from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 from lambdawrap.shared.semconv import SCHEMA_URL
+from lambdawrap.shared.w3c_fields import parse_tracestate
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
@@ -108,9 +109,10 @@ class SpanBuilder:
         self._scopes: dict = {}
 
     def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None) -> ReadableSpan:
-        # The trace's W3C tracestate (validated where it came in), as the SDK's samplers give a
-        # span its parent's.
-        state = TraceState.from_header([trace_state]) if isinstance(trace_state, str) and trace_state else None
+        # The trace's W3C tracestate, as the SDK's samplers give a span its parent's: checked
+        # here (the function's process carries it as it came), so that the SDK never logs it.
+        checked = parse_tracestate(trace_state) if trace_state else ""
+        state = TraceState.from_header([checked]) if checked else None
         parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED, trace_state=state) if parent_id else None
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))

@@ -103,7 +103,7 @@ def count_context_not_injected() -> None:
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "trace_state", "baggage", "otel_token", "spans", "spans_dropped", "max_spans")
+    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "beside", "_w3c", "otel_token", "spans", "spans_dropped", "max_spans")
 
     def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int, context: Any = None) -> None:
         self.start_json = start_json
@@ -114,13 +114,30 @@ class Invocation:
         self.trace_hex = f"{trace_id:032x}"  # as spans name their trace
         self.span_id = span_id
         self.sampled = sampled
-        # What came with the parent, carried on by the calls made during the invocation.
-        self.trace_state = ""
-        self.baggage = ""
+        # (tracestate, baggage) as they came beside the parent, checked when first used.
+        self.beside: tuple | None = None
+        self._w3c: tuple | None = None
         self.otel_token: Any = None
         self.spans: list = []
         self.spans_dropped = 0
         self.max_spans = max_spans
+
+    @property
+    def trace_state(self) -> str:
+        """The caller's W3C tracestate, which the spans under this one keep and carry on."""
+        return (self._w3c or self._check_w3c())[0]
+
+    @property
+    def baggage(self) -> str:
+        """The caller's W3C baggage, carried on by outgoing calls."""
+        return (self._w3c or self._check_w3c())[1]
+
+    def _check_w3c(self) -> tuple:
+        from lambdawrap.shared.w3c_fields import parse_baggage, parse_tracestate  # at first use only
+
+        beside = self.beside or (None, None)
+        self._w3c = (parse_tracestate(beside[0]), parse_baggage(beside[1]))
+        return self._w3c
 
     def add_span(self, span: dict) -> None:
         """A span made during this invocation: it travels with the invocation's record."""
@@ -216,7 +233,7 @@ class InvocationTracer:
         first = self._invocations == 1
         proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
-        parent, ambient, baggage = trace_context.choose_parent(
+        parent, ambient, beside = trace_context.choose_parent(
             trigger.headers,
             trace_context.client_context_w3c(context),
             trigger.parent,
@@ -250,14 +267,13 @@ class InvocationTracer:
             span_name=trigger.span_name[:MAX_ATTRIBUTE_CHARS],
             span_kind=trigger.span_kind,
             request_payload=payload,
-            trace_state=parent.trace_state if parent else "",
+            trace_state=beside[0] or "" if beside else "",  # as it came: the companion checks it
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
-        if parent is not None and (parent.trace_state or baggage):
-            state.trace_state, state.baggage = parent.trace_state, baggage
+        state.beside = beside
         self._inflight.hold(state.start_json)
         if self.user_spans is not None:
-            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled, state.trace_state)
+            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled, state.trace_state if beside else "")
         return state
 
     def _attributes(self, attributes: dict) -> dict:

@@ -24,9 +24,7 @@ __all__ = [
     "format_traceparent",
     "format_xray",
     "header",
-    "parse_baggage",
     "parse_message_context",
-    "parse_tracestate",
     "parse_traceparent",
     "parse_xray",
 ]
@@ -45,17 +43,12 @@ _SPAN_ID_MAX = (1 << 64) - 1
 _LOW_96 = (1 << 96) - 1
 # HTTP optional whitespace that an intermediary may leave around a header value.
 _OWS = " \t"
+# A tracestate or baggage value longer than this is not read (w3c_fields keeps 512 and 8,192).
+MAX_RAW_CHARS = 8192
 
 
-SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled", "trace_state"), defaults=("",))
-SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, the sampled flag, and the W3C tracestate that came with it."
-
-# W3C Trace Context: at most 32 list members; vendors should carry at least 512 characters on.
-MAX_TRACE_STATE_MEMBERS = 32
-MAX_TRACE_STATE_CHARS = 512
-# W3C Baggage: 8,192 bytes at most in all.
-MAX_BAGGAGE_CHARS = 8192
-_state_member = None  # compiled on first use: most invocations carry no tracestate
+SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
+SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."
 
 
 def _is_hex(text: str, alphabet: str = _HEX) -> bool:
@@ -101,40 +94,6 @@ def parse_traceparent(value: object) -> Optional[SpanContext]:
         return SpanContext(trace_id, span_id, bool(int(flags_hex, 16) & 1))
     except Exception:  # never let tracing break the handler
         return None
-
-
-def parse_tracestate(value: object) -> str:
-    """A W3C ``tracestate`` to carry on unchanged: its members, blanks around them and empty
-    ones dropped; ``""`` when it is not one (a member that is not ``key=value`` as the
-    specification writes them, a repeated key, more than 32 members) or longer than 512
-    characters. An invalid tracestate is discarded whole, as OpenTelemetry's SDK does."""
-    global _state_member
-    try:
-        if not isinstance(value, str) or not value or len(value) > 4 * MAX_TRACE_STATE_CHARS:
-            return ""
-        if _state_member is None:
-            import re  # deferred: only for a tracestate (already loaded by json in any case)
-
-            _state_member = re.compile(r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
-        members = [member.strip(_OWS) for member in value.split(",")]
-        members = [member for member in members if member]
-        keys = {member.partition("=")[0] for member in members}
-        if len(members) > MAX_TRACE_STATE_MEMBERS or len(keys) != len(members) or not all(_state_member.fullmatch(member) for member in members):
-            return ""
-        state = ",".join(members)
-        return state if len(state) <= MAX_TRACE_STATE_CHARS else ""
-    except Exception:  # never let tracing break the handler
-        return ""
-
-
-def parse_baggage(value: object) -> str:
-    """A W3C ``baggage`` value to carry on as it came (within its 8,192 characters), else ``""``."""
-    if not isinstance(value, str):
-        return ""
-    value = value.strip(_OWS)
-    # Printable ASCII only: it goes into the headers of the function's own requests, where a
-    # line break would make the request fail (or, in a client that does not check, add headers).
-    return value if len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and value.isprintable() and "=" in value else ""
 
 
 def parse_xray(value: object) -> Optional[SpanContext]:
@@ -375,18 +334,20 @@ def _beside_traceparent(carrier: Any) -> Tuple[Optional[str], Optional[str]]:
 def _first_text(value: Any) -> Optional[str]:
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
-    return value if isinstance(value, str) else None
+    # Longer than either may be is not kept (nor carried in the record, whose size it would take).
+    return value if isinstance(value, str) and len(value) <= MAX_RAW_CHARS else None
 
 
 def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str]) -> Tuple[Optional[SpanContext], Optional[SpanContext], str]:
     """The invocation span's parent, the platform's X-Ray context to link to when it was not
     chosen as the parent although sampled (it is the ambient context the function runs in), and
-    the W3C baggage that came with the parent ("" when none).
+    the ``(tracestate, baggage)`` that came beside a W3C parent, as they came (None when neither
+    did): they are validated where they are used (shared.w3c_fields), not on every invocation.
 
     In order: a W3C ``traceparent`` header of an HTTP-shaped event; the client context of a
     Lambda ``Invoke`` (``client_context_w3c``); the context a single message or payload carries;
     a sampled X-Ray context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP
-    ``X-Amzn-Trace-Id`` header. A W3C parent keeps the ``tracestate`` its carrier had.
+    ``X-Amzn-Trace-Id`` header.
     """
     try:
         ambient = _sampled_xray(xray)
@@ -397,12 +358,10 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
             carrier = client_context
         if parent is not None:
             # Looked up only with a W3C parent: the other headers of an event are not walked.
-            state, baggage = _beside_traceparent(carrier)
-            if state:
-                parent = parent._replace(trace_state=parse_tracestate(state))
-            return parent, ambient, parse_baggage(baggage) if baggage else ""
+            beside = _beside_traceparent(carrier)
+            return parent, ambient, beside if beside != (None, None) else None
         if message is not None:
-            return message, ambient, ""
-        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, ""
+            return message, ambient, None
+        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, None
     except Exception:  # never let tracing break the handler
-        return None, None, ""
+        return None, None, None
