@@ -616,11 +616,13 @@ def test_a_function_that_empties_tmp_or_runs_out_of_descriptors_is_still_account
             emu.wait_idle(30)
         assert [r.function_error for r in results] == [None] * len(events)
         rids = [r.request_id for r in results]
-    # THEN the invocations after the removal are spans (the companion listens again)
+    # THEN the invocations after the removal are spans (the companion listens again from its
+    # first event: the first invocation's record may have gone before it did, a trivial
+    # handler being faster than the companion's start of the event on a busy machine)
     spans = {s["attributes"].get("faas.invocation_id") for s in rx.spans() if s["kind"] == 2}
-    assert {rids[0], rids[1], rids[3], rids[4]} <= spans, (rids, spans)
-    # ... and the one whose record could not go is accounted for once, by the companion alone
+    assert {rids[1], rids[3], rids[4]} <= spans, (rids, spans)
+    # ... and an invocation whose record could not go is accounted for once, by the companion
     dropped = {p["attributes"]["reason"]: p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]}
-    assert (rids[2] in spans) + dropped.get("record_missing", 0) == 1, dropped
+    assert (rids[0] in spans) + (rids[2] in spans) + dropped.get("record_missing", 0) == 2, dropped
     assert "handler_channel" not in dropped, dropped
     assert metric_total(rx, "faas.invocations") == len(events) - dropped.get("record_missing", 0)

@@ -81,6 +81,10 @@ class Channel:
             # removed, which it makes again at the next event; no descriptor left) it lives,
             # and accounts for this invocation itself.
             self._companion_down = exc.errno == errno.ECONNREFUSED
+            if exc.errno == errno.ENOENT:
+                # Its file removed: the companion makes it again at its next event, maybe just
+                # after this invocation's end. The next send tries again (one failed connect).
+                self._next_connect = now
             self._warn_once(f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
         self._companion_down = False
