@@ -82,3 +82,37 @@ def test_an_offset_outside_int64_is_left_out_without_breaking_the_export(task):
         assert span["attributes"]["messaging.system"] == "kafka" and span["attributes"]["messaging.kafka.message.key"]
         assert "messaging.kafka.offset" not in span["attributes"]
     assert "Traceback" not in extension_output and "Failed to encode" not in extension_output, extension_output
+
+
+KNOWN_METHODS_APP = """
+import urllib.request
+
+def handler(event, context):
+    for method in ("GET", "PUT"):
+        request = urllib.request.Request(event["headers"]["x-target"] + "/status/200", method=method, data=b"x" if method == "PUT" else None)
+        urllib.request.urlopen(request, timeout=5).read()
+    return {"statusCode": 200, "body": "ok"}
+"""
+
+
+def test_the_known_methods_can_be_replaced_as_the_conventions_require(tmp_path):
+    from support.local_servers import recording_server
+
+    # GIVEN a function whose HTTP methods include PURGE, configured as the only methods besides GET
+    task = write_function(tmp_path / "task", KNOWN_METHODS_APP)
+    env = {"OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": "GET,PURGE"}
+    with recording_server() as server, instrumented(task, env=env) as (emu, rx):
+        purge, post = event("apigw-http"), event("apigw-http")
+        for request, method in ((purge, "PURGE"), (post, "POST")):
+            request["requestContext"]["http"]["method"] = method
+            request["headers"]["x-target"] = server.url
+        # WHEN a PURGE and a POST arrive, each making a GET and a PUT call
+        results = [emu.invoke(request) for request in (purge, post)]
+        assert [r.function_error for r in results] == [None, None], [r.body for r in results]
+        spans = [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+        calls = rx.wait_for_spans(lambda s: s["kind"] == 3 and s["attributes"].get("url.full", "").startswith(server.url), count=4, timeout=20)
+    # THEN PURGE is recorded as it is, and POST and PUT, no longer in the list, are _OTHER, on
+    # server and client spans alike
+    assert (spans[0]["name"], spans[0]["attributes"]["http.request.method"]) == ("PURGE /orders/{orderId}/items", "PURGE")
+    assert (spans[1]["name"], spans[1]["attributes"]["http.request.method"], spans[1]["attributes"]["http.request.method_original"]) == ("HTTP /orders/{orderId}/items", "_OTHER", "POST")
+    assert sorted((c["name"], c["attributes"]["http.request.method"], c["attributes"].get("http.request.method_original")) for c in calls) == [("GET", "GET", None)] * 2 + [("HTTP", "_OTHER", "PUT")] * 2

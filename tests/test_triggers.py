@@ -384,7 +384,7 @@ def test_query_method_is_known_on_server_and_client_spans_alike():
     assert trigger.attributes["http.request.method"] == "QUERY" and "http.request.method_original" not in trigger.attributes
     assert trigger.span_name == "QUERY /orders/{orderId}/items"
     # One list for both sides: a method is never known to one and _OTHER to the other.
-    assert http_calls.HTTP_METHODS is http_request.HTTP_METHODS
+    assert http_calls.KNOWN_HTTP_METHODS is http_request.KNOWN_HTTP_METHODS
 
 
 def test_function_url_vs_http_api_distinction():

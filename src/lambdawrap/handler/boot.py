@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Mapping
 
 from lambdawrap.shared.settings import Settings
+from lambdawrap.shared import semconv
 
 logger = logging.getLogger("lambdawrap")
 
@@ -99,6 +100,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
+    semconv.use_known_http_methods(settings.http_known_methods)
     if settings.instrument:
         from lambdawrap.handler import outgoing
 

@@ -23,3 +23,14 @@ CONSUMER = 4
 # only these exact (case-sensitive) names, on server and client spans alike; any other method is
 # "_OTHER", with the original in http.request.method_original, and names its span "HTTP".
 HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
+# The methods known in this process: HTTP_METHODS, unless OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+# replaces them (the conventions require a way to, named so, a full override). One set object,
+# filled by the boot from the settings: the recognisers and the HTTP hooks read it as is.
+KNOWN_HTTP_METHODS = set(HTTP_METHODS)
+
+
+def use_known_http_methods(methods: frozenset) -> None:
+    """Make `methods` the known HTTP methods of this process (from Settings.http_known_methods)."""
+    if methods != KNOWN_HTTP_METHODS:
+        KNOWN_HTTP_METHODS.clear()
+        KNOWN_HTTP_METHODS.update(methods)

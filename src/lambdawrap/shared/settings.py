@@ -19,6 +19,7 @@ from collections import namedtuple
 
 from lambdawrap.shared import otlp_variables
 from lambdawrap.shared.secret_sources import parse_sources
+from lambdawrap.shared.semconv import HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
@@ -52,6 +53,7 @@ INSTRUMENT = "LAMBDAWRAP_INSTRUMENT"
 INSTRUMENT_EXCLUDE_HOSTS = "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS"
 PROPAGATE_AWS = "LAMBDAWRAP_PROPAGATE_AWS"
 PROPAGATORS = "OTEL_PROPAGATORS"
+HTTP_KNOWN_METHODS = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 SECRETS_COMPAT_PORT = "LAMBDAWRAP_SECRETS_COMPAT_PORT"
 SECRETS_TOKEN = "LAMBDAWRAP_SECRETS_TOKEN"
 SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
@@ -135,6 +137,7 @@ _FIELDS = (
     ("instrument", ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")),
     ("instrument_exclude_hosts", ()),  # lowercased host or host:port
     ("propagators", ("tracecontext", "baggage")),
+    ("http_known_methods", HTTP_METHODS),
     ("propagate_aws", AWS_CARRIERS),
     ("own_endpoints", ()),  # host:port of the Runtime API, the secrets API, X-Ray, the collector
     ("protocols", (("traces", "http/protobuf"), ("metrics", "http/protobuf"), ("logs", "http/protobuf"))),
@@ -212,6 +215,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             instrument=parse(INSTRUMENT, d.instrument, _names_of(LIBRARIES, LIBRARY_GROUPS)),
             instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
             propagators=parse(PROPAGATORS, d.propagators, _names_of(PROPAGATOR_NAMES, {})),
+            http_known_methods=parse(HTTP_KNOWN_METHODS, d.http_known_methods, _http_methods),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
             own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
             protocols=protocols,
@@ -266,6 +270,8 @@ class _Parser:
 def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value))
     return "(none)" if value is None or value == () else str(value)
 
 
@@ -276,6 +282,18 @@ def _bool(raw: str) -> bool:
     if low in FALSE_WORDS:
         return False
     raise ValueError("expected true or false")
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _http_methods(raw: str) -> frozenset:
+    # Case-sensitive method names (RFC 9110 tokens), comma-separated: the whole list of known
+    # methods, not additions to the default one.
+    methods = frozenset(name.strip() for name in raw.split(",") if name.strip())
+    if not methods or not all(set(name) <= _TOKEN_CHARS for name in methods):
+        raise ValueError("expected HTTP method names, comma-separated")
+    return methods
 
 
 def _nonempty(raw: str) -> str:

@@ -14,7 +14,7 @@ from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
-from lambdawrap.shared.semconv import HTTP_METHODS
+from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -50,7 +50,7 @@ class HttpCalls:
         try:
             if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or self._recorder.excluded(host, port):
                 return None
-            known = method if method in HTTP_METHODS else ""
+            known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {
                 "http.request.method": known or "_OTHER",
                 "url.full": capped(full_url(scheme, host, port, rest, self._keys, userinfo)),

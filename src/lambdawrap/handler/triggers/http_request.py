@@ -10,7 +10,7 @@ from __future__ import annotations
 from itertools import islice
 
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
-from lambdawrap.shared.semconv import HTTP_METHODS
+from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -213,7 +213,7 @@ def http_trigger(
     attributes: Dict[str, object] = {"faas.trigger": "http"}
     name_method = "HTTP"
     if method:
-        if method in HTTP_METHODS:
+        if method in KNOWN_HTTP_METHODS:
             attributes["http.request.method"] = name_method = method
         else:
             attributes["http.request.method"] = "_OTHER"
