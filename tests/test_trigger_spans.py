@@ -116,3 +116,17 @@ def test_the_known_methods_can_be_replaced_as_the_conventions_require(tmp_path):
     assert (spans[0]["name"], spans[0]["attributes"]["http.request.method"]) == ("PURGE /orders/{orderId}/items", "PURGE")
     assert (spans[1]["name"], spans[1]["attributes"]["http.request.method"], spans[1]["attributes"]["http.request.method_original"]) == ("HTTP /orders/{orderId}/items", "_OTHER", "POST")
     assert sorted((c["name"], c["attributes"]["http.request.method"], c["attributes"].get("http.request.method_original")) for c in calls) == [("GET", "GET", None)] * 2 + [("HTTP", "_OTHER", "PUT")] * 2
+
+
+def test_a_message_s_tracestate_stays_with_the_context_it_came_beside(task):
+    # GIVEN an SNS message and an EventBridge event carrying a context as lambdawrap's producers
+    # write it: a traceparent and, beside it, a tracestate
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    sns = event("sns")
+    sns["Records"][0]["Sns"]["MessageAttributes"] = {"traceparent": {"Type": "String", "Value": traceparent}, "tracestate": {"Type": "String", "Value": state}}
+    eventbridge = event("eventbridge")
+    eventbridge["detail"] = dict(eventbridge.get("detail") or {}, _lambdawrap={"traceparent": traceparent, "tracestate": state})
+    # WHEN they are handled THEN each span continues the message's trace with its tracestate
+    for span in exported([sns, eventbridge], task):
+        assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state)

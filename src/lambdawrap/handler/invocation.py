@@ -238,6 +238,7 @@ class InvocationTracer:
             trace_context.client_context_w3c(context),
             trigger.parent,
             os.environ.get("_X_AMZN_TRACE_ID"),
+            trigger.parent_state,
         )
         links = trigger.links
         if ambient is not None:

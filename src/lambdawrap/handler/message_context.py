@@ -29,8 +29,10 @@ __all__ = [
     "kinesis_record_context",
     "mq_message_context",
     "payload_context",
+    "payload_state",
     "rabbitmq_message_context",
     "sns_message_context",
+    "sns_message_state",
     "sqs_message_context",
     "text_context",
 ]
@@ -136,10 +138,29 @@ def payload_context(payload: object) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _attribute_value(attributes: object, field: str) -> Optional[str]:
-    """``attributes["traceparent"][field]`` as SQS and SNS message attributes hold it."""
+def payload_state(payload: object) -> Optional[str]:
+    """The W3C ``tracestate`` beside a parsed JSON payload's context (``_lambdawrap.tracestate``,
+    as lambdawrap's producers write it, else a top-level ``tracestate``), as it came."""
+    if not isinstance(payload, dict):
+        return None
+    carrier = payload.get("_lambdawrap")
+    value = carrier.get("tracestate") if isinstance(carrier, dict) else None
+    if value is None:
+        value = payload.get("tracestate")
+    return value if isinstance(value, str) else None
+
+
+def sns_message_state(record: dict) -> Optional[str]:
+    """The ``tracestate`` message attribute of an SNS message (lambdawrap's producers add it
+    beside ``traceparent``), as it came."""
+    sns = record.get("Sns")
+    return _attribute_value(sns.get("MessageAttributes"), "Value", "tracestate") if isinstance(sns, dict) else None
+
+
+def _attribute_value(attributes: object, field: str, name: str = "traceparent") -> Optional[str]:
+    """``attributes[name][field]`` as SQS and SNS message attributes hold it."""
     if isinstance(attributes, dict):
-        attribute = attributes.get("traceparent")
+        attribute = attributes.get(name)
         if isinstance(attribute, dict):
             value = attribute.get(field)
             if isinstance(value, str):

@@ -14,7 +14,7 @@ each family's recogniser is tried when the event has the key that family's event
 
 from __future__ import annotations
 
-from lambdawrap.handler.message_context import payload_context
+from lambdawrap.handler.message_context import payload_context, payload_state
 from lambdawrap.handler.trace_context import parse_traceparent
 from lambdawrap.handler.triggers import (
     api_callers,
@@ -230,7 +230,7 @@ def detect_trigger(event: object) -> Trigger:
                     trigger = recognise(event)
                     if trigger is not None:
                         return trigger
-            return other(parse_traceparent(payload_context(event)))
+            return other(parse_traceparent(payload_context(event)), payload_state(event))
         if isinstance(event, list):
             trigger = _list_event(event)
             if trigger is not None:

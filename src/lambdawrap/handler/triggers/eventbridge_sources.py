@@ -7,7 +7,7 @@ An event is one message: the W3C context its producer put in ``detail`` becomes 
 
 from __future__ import annotations
 
-from lambdawrap.handler.message_context import payload_context
+from lambdawrap.handler.message_context import payload_context, payload_state
 from lambdawrap.handler.trace_context import parse_traceparent
 from lambdawrap.handler.triggers.data_sources import s3_from_eventbridge
 from lambdawrap.handler.triggers.trigger import (
@@ -44,7 +44,8 @@ def from_detail_type(event: dict) -> Optional[Trigger]:
     attributes = messaging_attributes("aws.eventbridge", None, None, event.get("id"))
     attributes["lambdawrap.eventbridge.source"] = source
     attributes["lambdawrap.eventbridge.detail_type"] = detail_type
-    return messaging_trigger(EVENTBRIDGE, attributes, parent=parse_traceparent(payload_context(event.get("detail"))))
+    detail = event.get("detail")
+    return messaging_trigger(EVENTBRIDGE, attributes, parent=parse_traceparent(payload_context(detail)), parent_state=payload_state(detail))
 
 
 def _schedule(event: dict) -> Trigger:

@@ -121,9 +121,10 @@ class Trigger:
     span_name: the invocation span's name; ``""`` names it after the function.
     span_kind: the invocation span's kind (lambdawrap.shared.semconv numbering).
     parent: the context a single message or payload carries, to parent the span on.
+    parent_state: the W3C ``tracestate`` beside that context, as it came (checked where used).
     """
 
-    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent")
+    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent", "parent_state")
 
     def __init__(
         self,
@@ -134,6 +135,7 @@ class Trigger:
         span_name: str = "",
         span_kind: int = SERVER,
         parent: Optional[SpanContext] = None,
+        parent_state: Optional[str] = None,
     ) -> None:
         self.kind = kind
         self.attributes = attributes
@@ -142,6 +144,7 @@ class Trigger:
         self.span_name = span_name
         self.span_kind = span_kind
         self.parent = parent
+        self.parent_state = parent_state
 
     @property
     def is_http(self) -> bool:
@@ -160,9 +163,9 @@ class Trigger:
         return f"Trigger({fields})"
 
 
-def other(parent: Optional[SpanContext] = None) -> Trigger:
+def other(parent: Optional[SpanContext] = None, parent_state: Optional[str] = None) -> Trigger:
     # A fresh dict every time: callers may add attributes to the one they get.
-    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent)
+    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent, parent_state=parent_state if parent else None)
 
 
 def text(value: object) -> Optional[str]:
@@ -267,9 +270,9 @@ def messaging_attributes(system: str, destination: Optional[str], count: Optiona
     return attributes
 
 
-def messaging_trigger(kind: str, attributes: dict, links: Optional[List] = None, parent: Optional[SpanContext] = None) -> Trigger:
+def messaging_trigger(kind: str, attributes: dict, links: Optional[List] = None, parent: Optional[SpanContext] = None, parent_state: Optional[str] = None) -> Trigger:
     """A consumer span named ``process {destination}`` (``process`` when the batch has no single
     destination), as the messaging conventions name "process" spans."""
     destination = attributes.get("messaging.destination.name")
     name = "process " + destination if destination else "process"
-    return Trigger(kind, attributes, None, links, name, CONSUMER, parent)
+    return Trigger(kind, attributes, None, links, name, CONSUMER, parent, parent_state if parent else None)
