@@ -195,7 +195,7 @@ def _sent(service: str, operation: str, params: dict) -> dict:
 def test_producers_and_consumers_agree():
     # GIVEN the calls lambdawrap's outgoing hook carries context in, WHEN the services deliver
     # what was sent (in the shapes their Lambda events have) THEN the consumer finds the context.
-    from lambdawrap.handler.trace_context import client_context_traceparent, parse_traceparent
+    from lambdawrap.handler.trace_context import client_context_w3c, parse_traceparent
     from lambdawrap.handler.triggers import detect_trigger
 
     expected = parse_traceparent(TP)
@@ -221,7 +221,7 @@ def test_producers_and_consumers_agree():
     invoke = _sent("lambda", "Invoke", {"FunctionName": "f", "Payload": b"{}"})
     custom = json.loads(base64.b64decode(invoke["ClientContext"]))["custom"]
     context = types.SimpleNamespace(client_context=types.SimpleNamespace(custom=custom))
-    assert client_context_traceparent(context) == TP
+    assert client_context_w3c(context)["traceparent"] == TP
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from lambdawrap.handler.trace_context import (
     MAX_SCANNED_MESSAGES,
     SpanContext,
     choose_parent,
-    client_context_traceparent,
+    client_context_w3c,
     extract_parent,
     format_traceparent,
     format_xray,
@@ -490,7 +490,8 @@ class _Context:
     ],
 )
 def test_client_context_traceparent(context, expected):
-    assert client_context_traceparent(context) == expected
+    fields = client_context_w3c(context)
+    assert (fields["traceparent"] if fields is not None else None) == expected
 
 
 def test_client_context_of_a_hostile_context_is_none():
@@ -498,7 +499,7 @@ def test_client_context_of_a_hostile_context_is_none():
         def __getattr__(self, name):
             raise RuntimeError("boom")
 
-    assert client_context_traceparent(Hostile()) is None
+    assert client_context_w3c(Hostile()) is None
 
 
 @pytest.mark.parametrize(

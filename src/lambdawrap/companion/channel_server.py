@@ -75,14 +75,11 @@ class SocketServer:
             listener, self._identity = self._listen()
         except OSError:
             return False  # the folder is gone too, or full: tried again at the next event
+        old, self._listener = self._listener, listener
         if self._loop is not None:
-            self._loop.remove_reader(self._listener)
-            self._listener.close()
-            self._listener = listener
+            self._loop.remove_reader(old)
             self._loop.add_reader(listener, self._accept)
-        else:
-            self._listener.close()
-            self._listener = listener
+        old.close()
         get_logger().info("lambdawrap: the channel's socket %s was removed; listening again", self.path)
         return True
 

@@ -515,8 +515,13 @@ class Correlator:
         elif inv.end is None and inv.failed_on_platform:
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
-            inv.start = self._inflight_start(inv.request_id) or inv.slot_start
+            inv.start = self._last_start(inv)
             self._finish(inv)
+
+    def _last_start(self, inv: Invocation) -> dict | None:
+        """What the function's process knew before the call, its record never having come: its
+        in-flight slot, or the slot read earlier for the ids of a flood of lines (since gone)."""
+        return self._inflight_start(inv.request_id) or inv.slot_start
 
     def _inflight_start(self, rid: str) -> dict | None:
         start = inflight.read(self._socket_path, rid) if self._socket_path else None
@@ -638,7 +643,7 @@ class Correlator:
         with self._lock:
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > self._outcome_wait_s(i.end)]:
                 self._finish_without_word(inv)
-            self._release_unannounced(now_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
+            self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
                 self._account_missing(inv)
 
@@ -648,10 +653,11 @@ class Correlator:
         remaining_ms = _number(end.get("remaining_ms"))
         return (LONGEST_TIMEOUT_S if remaining_ms is None else max(0.0, remaining_ms) / 1000) + OUTCOME_WAIT_S
 
-    def _release_unannounced(self, now_ns: int | None = None) -> None:
-        """Lines held under a request id the platform has not announced (by then) go on without
-        a span's ids: a user's JSON naming a request of its own (an upstream `requestId`)."""
-        for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is None and i.logs and (now_ns is None or i.invoked_at_ns <= now_ns)]:
+    def _release_unannounced(self, held_since_ns: int | None = None) -> None:
+        """Lines held under a request id the platform has not announced go on without a span's
+        ids (those held since `held_since_ns` or earlier; all without it): a user's JSON naming
+        a request of its own (an upstream `requestId`)."""
+        for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is None and i.logs and (held_since_ns is None or i.invoked_at_ns <= held_since_ns)]:
             for line, time_ns in inv.logs:
                 self.sink.log_line(line, time_ns, None, inv.request_id)
             inv.logs.clear()
@@ -671,7 +677,7 @@ class Correlator:
                 else:
                     if inv.outcome is None:
                         inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
-                    inv.start = self._inflight_start(inv.request_id) or inv.slot_start
+                    inv.start = self._last_start(inv)
                     self._finish(inv)
             self._release_unannounced()
             self._maybe_init_span(ending=True)

@@ -268,7 +268,7 @@ class InvocationTracer:
             span_name=trigger.span_name[:MAX_ATTRIBUTE_CHARS],
             span_kind=trigger.span_kind,
             request_payload=payload,
-            trace_state=beside[0] or "" if beside else "",  # as it came: the companion checks it
+            trace_state=(beside[0] if beside else None) or "",  # as it came: the companion checks it
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         state.beside = beside

@@ -17,7 +17,6 @@ __all__ = [
     "MAX_SCANNED_MESSAGES",
     "SpanContext",
     "choose_parent",
-    "client_context_traceparent",
     "client_context_w3c",
     "collect_links",
     "extract_parent",
@@ -291,12 +290,6 @@ def client_context_w3c(context: Any) -> Optional[dict]:
         return None
     except Exception:  # a context of any shape: never let tracing break the handler
         return None
-
-
-def client_context_traceparent(context: Any) -> Optional[str]:
-    """The ``traceparent`` a Lambda ``Invoke`` caller sent in the client context."""
-    fields = client_context_w3c(context)
-    return fields["traceparent"] if fields is not None else None
 
 
 def _sampled_xray(value: object) -> Optional[SpanContext]:

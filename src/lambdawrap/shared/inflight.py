@@ -116,10 +116,7 @@ def read(socket_path: str, request_id: str) -> dict | None:
         if mine:
             found = start
         if (start is None or mine) and not _alive(int(pid)):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink(path)
     return found
 
 
