@@ -272,6 +272,8 @@ def outgoing_group(http_url: str, refused_url: str, silent_url: str, moto_url: s
     aws = [("missing_table", "DynamoDB.GetItem", "ResourceNotFoundException"), ("missing_bucket", "S3.GetObject", "NoSuchBucket"), ("missing_queue", "SQS.SendMessage", "*"), ("list_tables", "DynamoDB.ListTables", None), ("refused_with_retries", "DynamoDB.ListTables", "EndpointConnectionError")]
     scenarios += [Scenario(f"AWS {call}", {"do": "aws", "call": call}, calls=((name, error),)) for call, name, error in aws]
     scenarios += [Scenario("AWS error raised to the caller", {"do": "aws", "call": "missing_table", "propagate": True}, calls=(("DynamoDB.GetItem", "ResourceNotFoundException"),))]
+    # Our botocore handlers are botocore's to call: at DEBUG it logs each call, ours not among them.
+    scenarios += [Scenario(f"AWS {call}, botocore logging at DEBUG - botocore_debug_lines", {"do": "aws", "call": call, "log_level": "DEBUG"}, calls=((name, error),)) for call, name, error in aws[:4]]
     return Group("outgoing calls that fail - outgoing_calls", "outgoing", env={"MOTO_URL": moto_url, "REFUSED_URL": refused_url}, timeout_s=30.0, scenarios=scenarios)
 
 

@@ -359,3 +359,110 @@ def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
     headers = http.requests[-1]["headers"]
     assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
     assert headers["tracestate"] == state and headers["baggage"] == "tenant=acme"
+
+
+PRESIGNS = """
+import os
+import boto3, requests
+
+s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+
+def handler(event, context):
+    s3.create_bucket(Bucket="presigned")
+    s3.put_object(Bucket="presigned", Key="k", Body=b"hello")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "k"})
+    s3.generate_presigned_post("presigned", "upload")
+    body = requests.get(url, timeout=5).text
+    requests.get(event["http"] + "/status/200?after=presign", timeout=5)
+    return {"body": body}
+"""
+
+
+def test_a_presigned_url_is_no_call_and_the_calls_after_it_are_traced(tmp_path, moto):
+    # GIVEN a function that presigns (botocore builds and signs the request, never sends it)
+    task = write_function(tmp_path / "task", PRESIGNS)
+    with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        for _ in range(2):
+            result = emu.invoke({"http": http.url})
+            assert result.json() == {"body": "hello"}
+            invocation = invocation_span(rx, result.request_id)
+            # THEN the presigns are no spans, and the HTTP calls after them are traced and carry
+            # the context (in this invocation and the next)
+            calls = children(rx, invocation, 4)
+            assert [s["name"] for s in calls] == ["S3.CreateBucket", "S3.PutObject", "GET", "GET"]
+            assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{calls[-1]['span_id']}-01"
+        assert not [s for s in rx.spans() if s["name"] == "S3.GetObject"]
+
+
+SENDS_AGAIN = """
+import urllib.request
+import httpx, requests
+
+USERS = "00-11111111111111111111111111111111-2222222222222222-01"
+
+def handler(event, context):
+    base = event["http"]
+    # A retry loop over one request object: each library's, sent twice
+    again = urllib.request.Request(base + "/status/200?via=urllib")
+    prepared = requests.Request("GET", base + "/status/200?via=requests").prepare()
+    with requests.Session() as session, httpx.Client() as client:
+        built = client.build_request("GET", base + "/status/200?via=httpx")
+        for _ in range(2):
+            urllib.request.urlopen(again, timeout=5).read()
+            session.send(prepared, timeout=5)
+            client.send(built)
+        # httpx sends each redirect's request (a copy of the first, headers and all) as its own
+        client.get(base + "/redirect", follow_redirects=True)
+    # ... and the function's own traceparent, on a request sent twice, stays its own
+    own = urllib.request.Request(base + "/status/200?via=own", headers={"Traceparent": USERS})
+    for _ in range(2):
+        urllib.request.urlopen(own, timeout=5).read()
+    urllib.request.urlopen("file://" + __file__).read()  # no HTTP request: no span
+    return {"statusCode": 200}
+"""
+
+
+def test_a_request_sent_again_names_its_own_span_downstream(tmp_path):
+    task = write_function(tmp_path / "task", SENDS_AGAIN)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 10)
+    # THEN each send told the server its own client span, not the first send's
+    for library in ("urllib", "requests", "httpx", "/redirect", "/status/200"):
+        spans = [s["span_id"] for s in calls if s["attributes"]["url.full"].endswith(f"via={library}")]
+        seen = [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith(f"via={library}")]
+        assert seen == [f"00-{invocation['trace_id']}-{span}-01" for span in spans], library
+    assert [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith("via=own")] == ["00-11111111111111111111111111111111-2222222222222222-01"] * 2
+    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 10  # the file:// read is none
+
+
+COPIES_ACROSS_REGIONS = """
+import os
+import boto3, requests
+
+def ec2(region):
+    return boto3.client("ec2", endpoint_url=os.environ["MOTO_URL"], region_name=region, aws_access_key_id="test", aws_secret_access_key="test")
+
+def handler(event, context):
+    source = ec2("us-west-2")
+    volume = source.create_volume(AvailabilityZone="us-west-2a", Size=1)["VolumeId"]
+    snapshot = source.create_snapshot(VolumeId=volume)["SnapshotId"]
+    # botocore presigns a copy of this call's request for the source region (so does RDS's)
+    ec2("us-east-1").copy_snapshot(SourceSnapshotId=snapshot, SourceRegion="us-west-2")
+    requests.get(event["http"] + "/status/200?after=copy", timeout=5)
+    return {"statusCode": 200}
+"""
+
+
+def test_a_cross_region_copy_leaves_the_calls_after_it_traced(tmp_path, moto):
+    task = write_function(tmp_path / "task", COPIES_ACROSS_REGIONS)
+    with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 4)
+    assert [s["name"] for s in calls] == ["EC2.CreateVolume", "EC2.CreateSnapshot", "EC2.CopySnapshot", "GET"]
+    assert calls[2]["attributes"]["retry_attempts"] == 0
+    assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{calls[-1]['span_id']}-01"

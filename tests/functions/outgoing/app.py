@@ -2,6 +2,7 @@
 the answer, compared with and without the layer by the differential harness."""
 
 import asyncio
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -59,6 +60,18 @@ def _describe(result):
 
 
 def handler(event, context):
+    if event.get("log_level"):
+        # As AWS_LAMBDA_LOG_LEVEL=DEBUG or a function's own basicConfig(level=DEBUG) does:
+        # botocore's event system logs each handler it calls.
+        logging.getLogger("botocore.hooks").setLevel(event["log_level"])
+        try:
+            return _call(event)
+        finally:
+            logging.getLogger("botocore.hooks").setLevel(logging.NOTSET)
+    return _call(event)
+
+
+def _call(event):
     do = event["do"]
     call = (lambda: CALLS[event["library"]](event["url"], event.get("timeout", 5))) if do == "http" else AWS[event["call"]]
     if event.get("propagate"):

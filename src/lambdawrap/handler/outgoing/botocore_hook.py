@@ -16,7 +16,8 @@ session's handlers when it is made. Per call, sharing botocore's request context
   after-call              the answer: status, request ids, the AWS error code, retries
   after-call-error        no answer (connection refused, timeout, ...)
 
-A call that fails before it is sent (parameter validation) records no span.
+A call that fails before it is sent (parameter validation) records no span, nor does a presigned
+URL or POST (botocore builds and signs it like a call, but never sends it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 SCOPE = "lambdawrap.botocore"
 _STATE = "lambdawrap"  # our key in botocore's per-call request context
 _CONTRIB = ("opentelemetry.instrumentation.botocore", "BotocoreInstrumentor")
+_PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffixes for presigning
 
 
 class AwsCall:
@@ -60,7 +62,9 @@ class AwsCallEvents:
 
     def before_parameter_build(self, params: "Any" = None, model: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         try:
-            if context is None or contrib_active(*_CONTRIB) or otel_suppressed():
+            # A presigned URL or POST is made, not sent: botocore runs this event and signs it
+            # (before-sign), but no after-call ends it, which would leave the mark set.
+            if context is None or context.get("is_presign_request") or contrib_active(*_CONTRIB) or otel_suppressed():
                 return
             service_model = model.service_model
             service, operation = service_model.service_name, model.name
@@ -89,11 +93,16 @@ class AwsCallEvents:
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing an AWS SDK request")
 
-    def before_sign(self, request: "Any" = None, **kwargs: "Any") -> None:
+    def before_sign(self, request: "Any" = None, signature_version: "Any" = None, **kwargs: "Any") -> None:
+        if isinstance(signature_version, str) and signature_version.endswith(_PRESIGNING):
+            # A presigned URL made from a call's own request (EC2 CopySnapshot and RDS copies
+            # with SourceRegion: botocore deep-copies the request, our state with it): it is
+            # not sent, and nothing would end the mark.
+            return
         context = getattr(request, "context", None)
         call = context.get(_STATE) if context else None
         if call is None:
-            return  # a presigned URL, or an untraced call
+            return  # an untraced call
         call.attempts += 1
         if call.token is None:
             call.token = IN_CLIENT_CALL.set(True)
@@ -150,9 +159,28 @@ def _request_ids(metadata: dict, attributes: dict) -> None:
         attributes["aws.extended_request_id"] = extended
 
 
+class _NotOurHandlers:
+    """A filter on botocore's `botocore.hooks` logger. At DEBUG (AWS_LAMBDA_LOG_LEVEL=DEBUG, or a
+    function's own basicConfig) botocore logs each handler it calls: the lines about ours are
+    left out, so that the function's log is the one it has without the layer."""
+
+    def __init__(self, events: AwsCallEvents) -> None:
+        self._events = events
+
+    def filter(self, record: "Any") -> bool:
+        try:
+            args = record.args  # ('Event %s: calling handler %s', event_name, handler)
+            return not (type(args) is tuple and len(args) == 2 and getattr(args[1], "__self__", None) is self._events)
+        except Exception:  # noqa: BLE001 - a record we cannot read goes through as it is
+            return True
+
+
 def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, carriers: tuple) -> None:
     """Join botocore's built-in handlers (module `botocore.handlers`)."""
+    import logging  # botocore has imported it already
+
     events = AwsCallEvents(recorder, propagation, carriers)
+    logging.getLogger("botocore.hooks").addFilter(_NotOurHandlers(events))
     last = handlers.REGISTER_LAST
     handlers.BUILTIN_HANDLERS.extend(
         [

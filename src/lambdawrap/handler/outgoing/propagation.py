@@ -99,11 +99,35 @@ def user_baggage() -> str:
         return ""
 
 
+# The span-naming values lately written into requests (traceparent, X-Amzn-Trace-Id): a request
+# object the function sends again (a retry loop over one requests PreparedRequest, urllib
+# Request or httpx Request) still holds the one of its first send, ours to replace (the server
+# would be told the wrong parent), not the user's to keep. A dict: its lookups are atomic.
+_WRITTEN: dict = {}
+_MAX_WRITTEN = 1024
+_SPAN_NAMING = ("traceparent", XRAY_HEADER.lower())
+
+
+def written_by_us(value: object) -> bool:
+    """Whether a header's value is one lambdawrap wrote for an earlier send."""
+    return isinstance(value, str) and value in _WRITTEN
+
+
+def remember_written(name: str, value: str) -> None:
+    if name.lower() in _SPAN_NAMING:
+        if len(_WRITTEN) >= _MAX_WRITTEN:
+            _WRITTEN.clear()
+        _WRITTEN[value] = True
+
+
 def add_missing(headers: object, pairs: list) -> None:
-    """Set each header the mapping does not have yet (any case), leaving the user's alone."""
+    """Set each header the mapping does not have yet (any case), leaving the user's alone (a
+    value of ours left from an earlier send of the same request is replaced)."""
     if not pairs:
         return
-    present = {str(k).lower() for k in headers} if headers else set()  # type: ignore[union-attr]
+    present = {str(k).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
     for name, value in pairs:
-        if name.lower() not in present:
-            headers[name] = value  # type: ignore[index]
+        key = present.get(name.lower())
+        if key is None or written_by_us(headers[key]):  # type: ignore[index]
+            headers[name if key is None else key] = value  # type: ignore[index]
+            remember_written(name, value)

@@ -6,12 +6,16 @@ it follows inside it; http.client below it adds none. A 4xx/5xx answer, which ur
 from __future__ import annotations
 
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
+from lambdawrap.handler.outgoing.propagation import remember_written, written_by_us
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from types import ModuleType
     from typing import Any, Callable
+
+
+_HTTP = ("http", "https")
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -28,14 +32,16 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if not isinstance(target, request_class):
             return None, args, kwargs
         parts = split_url(target.full_url)
-        if parts is None:
+        if parts is None or parts[0] not in _HTTP:  # file://, ftp://: no HTTP request to trace
             return None, args, kwargs
         scheme, host, port, userinfo, rest = parts
         call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo)
         if call is not None:
             for name, value in calls.headers_for(call):
-                if not target.has_header(name.capitalize()):
+                existing = target.get_header(name.capitalize())
+                if existing is None or written_by_us(existing):  # a Request sent again: ours replaced
                     target.add_header(name, value)
+                    remember_written(name, value)
         return call, args, kwargs
 
     def failed(call: "Any", exc: BaseException) -> None:
