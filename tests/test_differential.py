@@ -118,12 +118,14 @@ INIT_FAILURES = [
         ("handler missing", "no_handler", "app.handler"),
         ("module missing", "no_handler", "missing.handler"),
         ("malformed handler", "no_handler", "app"),
+        ("a module __getattr__ cannot make the handler - lazy_handler_asked_twice", "forms", "pkg.lazy.broken"),
+        ("a module __getattr__ has no such handler - lazy_handler_asked_twice", "forms", "pkg.lazy.missing"),
     ]
 ]
 
 FORMS = [
     Group(f"handler form {handler}", "forms", handler=handler, scenarios=[do("call", "echo"), Scenario("traced call", with_traceparent(sample("apigw-http")), parent=f"{TRACEPARENT_TRACE}-{TRACEPARENT_SPAN}")])
-    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only", "my-function.handler", "pkg.mod.valued_function", "pkg.mod.aliased", "pkg.mod.static", "pkg.mod.valued_instance")
+    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only", "my-function.handler", "pkg.mod.valued_function", "pkg.mod.aliased", "pkg.mod.static", "pkg.mod.valued_instance", "pkg.lazy.handler")
 ]
 
 OWN_WRAPT = Group("the function bundles its own wrapt - own_wrapt", "own_wrapt", scenarios=[do("import wrapt", "echo")])

@@ -83,6 +83,10 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     def wrap_handler(module: Any) -> None:
         _forget_our_sitecustomize()
+        if _made_on_demand(module, attribute):
+            # The runtime's lookup will make it; asking first would run the module's code twice.
+            module.__getattr__ = _wrapping_lookup(module.__getattr__, attribute, tracer.wrap)
+            return
         handler = getattr(module, attribute, None)
         if callable(handler):
             setattr(module, attribute, tracer.wrap(handler))
@@ -107,6 +111,38 @@ def _initialize(environ: Mapping[str, str]) -> Any:
         outgoing.install(settings, tracer.sampled, channel, function_wrapper, import_hooks.when_imported, hook_failed)
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
+
+
+def _made_on_demand(module: Any, attribute: str) -> bool:
+    """Whether a plain module makes the attribute when asked (a PEP 562 ``__getattr__``)."""
+    if type(module) is not type(sys):  # a plain module: no properties, one namespace
+        return False
+    members = vars(module)
+    return attribute not in members and callable(members.get("__getattr__"))
+
+
+def _wrapping_lookup(lookup: Callable, attribute: str, wrap: Callable) -> Callable:
+    """The module's ``__getattr__``, with the handler it makes wrapped; what it raises passes
+    through with the traceback it has without the layer."""
+    import functools  # logging's import brought it
+
+    from lambdawrap.handler.invocation import FAILURES, drop_own_frame, labelled_as_bootstrap
+
+    @functools.wraps(lookup)
+    def __getattr__(name: str) -> Any:
+        try:
+            value = lookup(name)
+        except BaseException as exc:
+            drop_own_frame(exc)
+            raise
+        if name == attribute and callable(value):
+            try:
+                return wrap(value)
+            except Exception:  # noqa: BLE001 - instrumentation fails open
+                FAILURES.record("wrapping the handler")
+        return value
+
+    return labelled_as_bootstrap(__getattr__)
 
 
 class _RefuseImport:

@@ -66,6 +66,14 @@ FAILURES = Failures()
 STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
 
 
+def labelled_as_bootstrap(function: Callable) -> Callable:
+    """A wrapper through which the function's exceptions pass, its code labelled (on 3.10) as
+    runtime bootstrap code: see STRIPS_BY_RERAISE."""
+    if not STRIPS_BY_RERAISE:
+        function.__code__ = function.__code__.replace(co_filename=os.path.join(os.path.dirname(__file__), "bootstrap.py"))
+    return function
+
+
 def drop_own_frame(exc: BaseException) -> None:
     """Before a bare `raise`: take the calling wrapper's entry off the traceback the exception
     carries, so that the traceback the function (and its caller) sees is the wrapped code's
@@ -217,8 +225,7 @@ class InvocationTracer:
         self._after_safely(state, result, None)
         return result
 
-    if not STRIPS_BY_RERAISE:
-        _call.__code__ = _call.__code__.replace(co_filename=os.path.join(os.path.dirname(__file__), "bootstrap.py"))
+    _call = labelled_as_bootstrap(_call)
 
     def _before(self, args: tuple, kwargs: dict) -> Invocation:
         start_ns = time.time_ns()
