@@ -63,7 +63,7 @@ class TestSyntax:
         assert problems == []
         assert sources == [SecretSource("ADMIN", "secretsmanager", "prod/users", "admin@example.com", "AWSCURRENT"), SecretSource("OOPS", "secretsmanager", "prod/users", "admin", "example.com")]
 
-    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x"])
+    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x"])
     def test_bad_entries_are_reported_not_raised(self, entry):
         sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")
         assert sources == [SecretSource("GOOD", "ssm", "/ok")]
@@ -160,6 +160,36 @@ def test_missing_secret_warns_and_leaves_variable_unset(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
+def test_a_secret_missing_at_init_is_served_once_it_can_be_read(task, moto):
+    # GIVEN the function's only declared secret missing at init (not created yet, or throttled
+    # or denied for a moment): no other secret's refresh will bring it
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="LATE=secretsmanager:created/later", LAMBDAWRAP_SECRETS_TTL="1")
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke({"get": "LATE"}).json() == {"value": None}
+        moto.client("secretsmanager").create_secret(Name="created/later", SecretString="arrived-value")
+        # THEN secrets.get returns it within about one TTL (before: None for the environment's life)
+        deadline, value = time.monotonic() + 10, None
+        while value is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            value = emu.invoke({"get": "LATE"}).json()["value"]
+        assert value == "arrived-value"
+
+
+def test_a_secret_named_like_a_variable_lambda_reserves_is_refused_and_the_runtime_runs(task, moto):
+    # GIVEN secrets declared over _HANDLER and AWS_LAMBDA_RUNTIME_API, which Lambda lets no
+    # configuration set: the runtime reads both after the boot
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,_HANDLER=secretsmanager:prod/db#user,AWS_LAMBDA_RUNTIME_API=ssm:/prod/api/key")
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+        lines = emu.log_lines()  # the companion warns of the settings, the boot would not
+    # THEN the function runs as configured (before: "Unable to import module 'app'"-like init
+    # errors, or a runtime polling a Runtime API that is not there), and one warning names both
+    assert result.function_error is None, result.json()
+    assert result.json()["at_import"]["DB_PASSWORD"] == DB_PASSWORD
+    warnings = [line for line in lines if "reserved by Lambda" in line]
+    assert len(warnings) == 1 and "_HANDLER=secretsmanager:prod/db#user" in warnings[0] and "AWS_LAMBDA_RUNTIME_API=ssm:/prod/api/key" in warnings[0], lines
+
+
 def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:does/not/exist", LAMBDAWRAP_SECRETS_REQUIRED="true")
     with instrumented(task, env=env) as (emu, rx):
@@ -212,12 +242,12 @@ def layer_without_companion(tmp_path: Path) -> Path:
 
 def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path):
     # GIVEN the boot fetching by itself (no companion) for a function that logs at DEBUG, with
-    # a secret holding a NUL (which os.environ refuses) declared before the others, and a
-    # variable the function's configuration also sets
+    # a secret holding a NUL and one holding an unpaired surrogate (which os.environ refuses)
+    # declared before the others, and a variable the function's configuration also sets
     task = write_function(tmp_path / "task", NO_COMPANION_APP)
     with MotoServer() as moto:
-        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}, "nul": "before\x00after"}, "parameters": {"/prod/api/key": API_KEY, "/public/greeting": "public-greeting-value"}})
-        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,DB_PASSWORD=secretsmanager:prod/db#password,CONFIGURED=ssm:/prod/api/key,API_KEY=ssm:/prod/api/key", CONFIGURED="from-the-configuration", LAMBDAWRAP_SECRETS_TTL="1")
+        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}, "nul": "before\x00after", "surrogate": {"half": "\ud800"}}, "parameters": {"/prod/api/key": API_KEY, "/public/greeting": "public-greeting-value"}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,HALF=secretsmanager:surrogate#half,DB_PASSWORD=secretsmanager:prod/db#password,CONFIGURED=ssm:/prod/api/key,API_KEY=ssm:/prod/api/key", CONFIGURED="from-the-configuration", LAMBDAWRAP_SECRETS_TTL="1")
         with instrumented(task, env=env, layer=layer_without_companion(tmp_path)) as (emu, rx):
             body = emu.invoke({}).json()
             time.sleep(1.5)  # past the TTL: the next call's read starts the refresh, in this process
@@ -230,9 +260,31 @@ def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path)
     assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY, "CONFIGURED": API_KEY, "WITH_NUL": None}
     assert body["accessor"] == {"DB_PASSWORD": DB_PASSWORD, "WITH_NUL": "before\x00after"}
     assert any("secret WITH_NUL=secretsmanager:nul holds a character the environment cannot (NUL)" in line for line in lines), lines
+    assert any("secret HALF=secretsmanager:surrogate#half holds text the environment cannot (an unpaired surrogate" in line for line in lines), lines
     assert any("replaces the value CONFIGURED had in the function's configuration" in line for line in lines), lines
     assert any("public-greeting-value" in line for line in lines)  # the function's own call's debug lines show
     assert not any(DB_PASSWORD in line or API_KEY in line for line in lines), [line for line in lines if DB_PASSWORD in line or API_KEY in line][:3]
+
+
+def test_the_boots_own_refreshes_are_not_traced_as_the_functions_calls(tmp_path):
+    # GIVEN a companion that does not answer in time (0 ms), so the boot fetches the secrets
+    # itself and the handler side refreshes them with boto3, in the function's process
+    task = write_function(tmp_path / "task", NO_COMPANION_APP)
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}}, "parameters": {"/prod/api/key": API_KEY, "/public/greeting": "hello"}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0", LAMBDAWRAP_SECRETS_TTL="1")
+        with instrumented(task, env=env) as (emu, rx):
+            emu.invoke({})
+            time.sleep(1.5)  # past the TTL: the next read starts the refresh, in this process
+            emu.invoke({})
+            wait_for(lambda: len([c for c in moto.requests() if "lambdawrap/boot" in c["user_agent"]]) >= 2, 30, what="the refresh's fetch")
+            emu.invoke({"own_call": True})
+            emu.wait_idle()
+            wait_for(lambda: any(s["name"] == "SSM.GetParameter" for s in rx.spans()), 10, what="the function's own call's span")
+            names = [s["name"] for s in rx.spans()]
+    # THEN the function's own call is a span, the layer's refresh is none (before: a root
+    # "Secrets Manager.GetSecretValue" trace per refresh, or a child of the invocation under way)
+    assert names.count("SSM.GetParameter") == 1 and "Secrets Manager.GetSecretValue" not in names, names
 
 
 def test_a_secrets_endpoint_that_never_answers_costs_the_boot_a_bounded_time(tmp_path, task):

@@ -41,8 +41,9 @@ DIRECT_FETCH_BUDGET_S = 3.0
 MAX_VARIABLE_BYTES = 128 * 1024
 
 # env name -> (value, when its refresh is due, epoch seconds: the monotonic clock may not advance
-# while the environment is frozen, and a TTL is about real time).
-_cache: dict[str, tuple[str, float]] = {}
+# while the environment is frozen, and a TTL is about real time). A declared secret that has no
+# value yet (it failed at boot) is here with None, so that reading it asks again.
+_cache: dict[str, tuple[str | None, float]] = {}
 _config: dict[str, Any] = {}
 
 
@@ -54,7 +55,7 @@ def get(name: str, default: str | None = None) -> str | None:
     value, due_at = entry
     if _config and time.time() >= due_at:
         _worker.wake()
-    return value
+    return default if value is None else value
 
 
 def _store(values: Mapping[str, str], ages: Any = None) -> None:
@@ -150,6 +151,13 @@ class _OwnCallsFilter:
 _OWN_CALLS_FILTER = _OwnCallsFilter()
 
 
+def making_own_calls() -> bool:
+    """Whether this thread is fetching secrets for lambdawrap (its calls are not the function's)."""
+    from threading import get_ident
+
+    return get_ident() in _quiet_threads
+
+
 class quiet_own_calls:
     """While in it, what the libraries log on this thread is dropped. A filter applies to its
     own logger's records only (not to its children's), so it goes on every logger of those
@@ -204,12 +212,23 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
             if failure:
                 failures.append(failure)
     _store({k: v for k, v in answer["values"].items() if isinstance(v, str)}, answer.get("ages"))
+    _await_missing(sources, settings.secrets_ttl_s)
     failures.extend(str(error) for error in answer.get("errors", {}).values())
     for source in sources:
         name = source.env_name
         if name not in answer["values"] and name not in answer.get("errors", {}):
             failures.append(f"secret {source.describe()} was not loaded")
     return failures
+
+
+def _await_missing(sources: list, ttl_s: float) -> None:
+    """Mark the declared secrets the boot got no value for: `get` asks for them again (a
+    throttled or briefly denied secret must not stay missing for the environment's life when
+    no other secret's refresh happens to bring it)."""
+    retry_at = time.time() + min(ttl_s, RETRY_FAILED_S)
+    for source in sources:
+        if source.env_name not in _cache:
+            _cache[source.env_name] = (None, retry_at)
 
 
 def _inject(name: str, value: str, source: Any) -> str | None:
@@ -221,6 +240,8 @@ def _inject(name: str, value: str, source: Any) -> str | None:
         get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
     try:
         os.environ[name] = value
+    except UnicodeEncodeError:
+        return f"secret {described} holds text the environment cannot (an unpaired surrogate, as JSON's \\ud800 escape makes): read it with secrets.get"
     except ValueError:
         return f"secret {described} holds a character the environment cannot (NUL): read it with secrets.get"
     if len(name) + 1 + len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:

@@ -19,6 +19,33 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 SECRETS_MANAGER = "secretsmanager"
 SSM = "ssm"
 USER_AGENT_EXTRA = "lambdawrap/{component}"
+# The variables Lambda reserves (a function's configuration cannot set them; TZ no longer is one,
+# so a secret may set it as configuration may): the runtime reads
+# some after the boot (_HANDLER, AWS_LAMBDA_RUNTIME_API), the SDKs and the secrets API's token
+# others. A secret injected over one of them would break the runtime, not configure the function.
+RESERVED_NAMES = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_MAX_CONCURRENCY",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
 
 
 class SecretsError(Exception):
@@ -68,6 +95,8 @@ def _parse_entry(entry: str) -> SecretSource:
     env_name = env_name.strip()
     if not sep or not env_name.replace("_", "a").isalnum() or env_name[0].isdigit():
         raise ValueError("expected ENV_NAME=secretsmanager:<name>[#key][@stage] or ENV_NAME=ssm:<name>")
+    if env_name in RESERVED_NAMES:
+        raise ValueError(f"{env_name} is reserved by Lambda: the runtime reads it, a secret cannot replace it")
     service, sep, identifier = reference.strip().partition(":")
     if not sep or not identifier:
         raise ValueError("expected a source like secretsmanager:<name> or ssm:<name>")

@@ -75,7 +75,10 @@ class Recorder:
         return address in self._own or host in self._excluded or address in self._excluded
 
     def start(self, scope: str, name: str, kind: int, attributes: dict) -> ClientSpan:
-        """A client span under the innermost active span (a new trace when there is none)."""
+        """A client span under the innermost active span (a new trace when there is none);
+        never recorded for lambdawrap's own calls."""
+        if _own_call():
+            return ClientSpan(new_trace_id(), new_span_id(), 0, False, "", name, kind, scope, attributes)
         parent = _current_otel_parent()
         invocation = active_invocation()
         if parent is not None:
@@ -100,6 +103,13 @@ class Recorder:
                 described = describe_exception(exception)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, time.time_ns()])
         deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), span.attributes, events, [], status, span.trace_state))
+
+
+def _own_call() -> bool:
+    # The handler side's refresh of the secrets (when the boot fetched them itself, boto3 runs in
+    # this process, on the refresh worker): the function made no such call.
+    secret_cache = sys.modules.get("lambdawrap.handler.secret_cache")
+    return secret_cache is not None and secret_cache.making_own_calls()
 
 
 def _current_otel_parent() -> "tuple | None":
