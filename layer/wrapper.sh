@@ -34,6 +34,12 @@ if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
   echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (not an executable file); using the default (none)" >&2
   lw_next=""
 fi
+# Chaining to this very file would exec it again and again (PYTHONPATH growing each time)
+# until exec fails and the runtime never starts.
+if [ -n "$lw_next" ] && [ "$lw_next" -ef "$0" ]; then
+  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (lambdawrap's own wrapper); using the default (none)" >&2
+  lw_next=""
+fi
 
 if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
   [ -n "$lw_next" ] && exec "$lw_next" "$@"

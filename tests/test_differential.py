@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.differential import Group, Scenario, run_group
+from support.stack import LAYER
 from support.python_versions import every_python
 
 EVENTS = Path(__file__).resolve().parent.parent / "examples" / "events"
@@ -173,6 +174,12 @@ SETTINGS = [
     Group("every setting set to garbage", "diff", env=BAD_SETTINGS, warned=tuple(BAD_SETTINGS), scenarios=[do("echo", "echo"), do("raise", "raise")]),
     Group("LAMBDAWRAP_PYTHON names no python - bad_python_setting", "diff", env={"LAMBDAWRAP_PYTHON": "/nowhere/python9"}, warned=("LAMBDAWRAP_PYTHON",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
     Group("LAMBDAWRAP_NEXT_WRAPPER cannot run - bad_next_wrapper", "diff", env={"LAMBDAWRAP_NEXT_WRAPPER": "/nowhere/wrapper.sh"}, warned=("LAMBDAWRAP_NEXT_WRAPPER",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    Group("LAMBDAWRAP_NEXT_WRAPPER is lambdawrap's own - next_wrapper_loop", "diff", env={"LAMBDAWRAP_NEXT_WRAPPER": str(LAYER / "wrapper.sh")}, warned=("LAMBDAWRAP_NEXT_WRAPPER",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    # About 317 years: past what the clocks can count in nanoseconds, every export raised
+    # OverflowError and every span of the environment was lost, counted nowhere.
+    Group("an export timeout the clocks cannot hold - huge_otlp_timeout", "diff", env={"OTEL_EXPORTER_OTLP_TIMEOUT": "9999999999"}, warned=("OTEL_EXPORTER_OTLP_TIMEOUT",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    # Colons for equals signs: one warning for the variable, however many items are wrong.
+    Group("OTEL_RESOURCE_ATTRIBUTES with bad items - resource_attributes_warned_once", "diff", env={"OTEL_RESOURCE_ATTRIBUTES": "team:payments,tier=gold,env:prod"}, warned=("OTEL_RESOURCE_ATTRIBUTES",), scenarios=[do("echo", "echo")]),
     Group("OTEL_SDK_DISABLED - sdk_disabled", "diff", env={"OTEL_SDK_DISABLED": "true"}, ledger="silent", scenarios=[do("echo", "echo"), do("raise", "raise"), do("echo again", "echo"), do("and again", "echo")]),
     Group("LAMBDAWRAP_DISABLED", "diff", env={"LAMBDAWRAP_DISABLED": "TRUE"}, ledger="silent", scenarios=[do("echo", "echo"), do("what the process sees", "observe")]),
     Group("sampler always_off", "diff", env={"OTEL_TRACES_SAMPLER": "always_off"}, scenarios=[Scenario(f"unsampled {i}", {"do": "echo"}, dropped_as="sampled_out") for i in range(3)]),

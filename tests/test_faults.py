@@ -535,6 +535,27 @@ def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     figures.add([f"== bad configuration: {len(BAD_SETTINGS) + 1} bad values, one warning each, {acc.spans} spans, lost {acc.lost}"])
 
 
+@pytest.mark.parametrize("socket_path", ["/nonexistent/folder/lw.sock", "lw.sock", "/tmp/" + "s" * 120 + ".sock"], ids=["missing folder", "relative", "too long"])
+def test_a_socket_path_no_process_can_use_warns_once_and_falls_back(task, tmp_path, socket_path):
+    # GIVEN LAMBDAWRAP_SOCKET in a folder that does not exist (or read-only: all but /tmp on
+    # Lambda), relative, or too long for a Unix socket; TMPDIR places the default
+    env = layer_env(LAMBDAWRAP_SOCKET=socket_path, TMPDIR=str(tmp_path))
+    ledger = Ledger()
+    rng = random.Random(5)
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        for kind in ("ok", "raise", "ok"):
+            ledger.invoke(emu, kind, rng)
+        emu.wait_idle()
+        environments = inits(emu)
+        lines = emu.log_lines("function") + emu.log_lines("extension")
+    # THEN every invocation is accounted for through the default socket (the companion could
+    # not listen there, and every record was dropped) ...
+    assert_accounted(account(rx, ledger.request_ids, environments), ledger)
+    # ... and the value was reported once, naming the default used instead
+    said = [line for line in lines if "LAMBDAWRAP_SOCKET" in line]
+    assert len(said) == 1 and f"using the default {tmp_path}/lambdawrap.sock" in said[0], lines
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. Hostile _HANDLER values: the runtime answers exactly as it does without the layer.
 

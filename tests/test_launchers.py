@@ -25,6 +25,8 @@ LAUNCHER = LAYER / "extensions" / "lambdawrap"
 BOOLEAN_SPELLINGS = sorted(
     {w for word in TRUE_WORDS + FALSE_WORDS for w in (word, word.upper(), word.title(), f" {word}\t", f"\t{word.upper()} ")}
     | {"maybe", "2", "tru", "y", "enable", "true!", "o n", "-1", "nope"}
+    # Blanks the shell's [:space:] does not hold (str.strip() drops them)
+    | {"\u00a0true", "true\x1f", "\u2003ON", "yes\u3000", "\x1c1"}
 )
 
 
@@ -57,6 +59,18 @@ def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path):
         assert len(warnings) == (0 if not value.strip() else 1), (value, out.stderr)
         if value.strip():
             assert "using the default (none)" in warnings[0]
+
+
+@pytest.mark.parametrize("disabled", ["", "true"])
+def test_wrapper_does_not_chain_to_itself(tmp_path, disabled):
+    # GIVEN LAMBDAWRAP_NEXT_WRAPPER naming lambdawrap's own wrapper (through another spelling of
+    # its path) WHEN the wrapper runs THEN one warning, and the runtime starts (it used to exec
+    # itself until PYTHONPATH outgrew exec's limit, and the runtime exited with status 126)
+    env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_DISABLED": disabled, "LAMBDAWRAP_NEXT_WRAPPER": f"{LAYER}/./wrapper.sh"}
+    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and ("LAMBDAWRAP_BOOT_DIR=" in out.stdout) is not bool(disabled), out
+    warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
+    assert len(warnings) == 1 and "using the default (none)" in warnings[0], out.stderr
 
 
 def test_wrapper_chains_when_disabled_too(tmp_path):
@@ -121,7 +135,7 @@ def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict) -> subprocess.C
     return subprocess.run([str(LAUNCHER)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, **env}, capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", ""])
+@pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", "", "\u00a0true", "on\u2003"])
 def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, value):
     # GIVEN LAMBDAWRAP_DISABLED spelled some way WHEN the launcher runs
     out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_DISABLED": value})

@@ -18,6 +18,9 @@ PREFIXES = ("", "TRACES_", "METRICS_", "LOGS_")  # the general variable, then ea
 COMPRESSIONS = ("gzip", "deflate", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10
+# A year: far beyond any export, and the exporters' deadlines (in nanoseconds) overflow the
+# clocks from about 300 years on, failing every export with OverflowError.
+MAX_TIMEOUT_S = 365 * 86400.0
 
 
 def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., None]) -> tuple:
@@ -81,8 +84,8 @@ def _timeout(raw: str) -> None:
         seconds = float(raw)
     except ValueError:
         raise ValueError("expected a number of seconds") from None
-    if not 0 < seconds < float("inf"):  # NaN too
-        raise ValueError("expected a number of seconds above 0")
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN too
+        raise ValueError("expected a number of seconds above 0, at most a year")
 
 
 def _compression(raw: str) -> None:

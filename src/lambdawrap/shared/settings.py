@@ -74,6 +74,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPORALITIES = ("delta", "cumulative", "lowmemory")
 PROTOCOLS = ("http/protobuf", "grpc")
 SIGNALS = ("traces", "metrics", "logs")
+# The blanks ignored around a value: what the launchers' [:space:] holds in the C locale. Not
+# str.strip()'s, which also drops Unicode spaces (U+00A0, U+2003, U+001F...): around "true"
+# the launchers would start lambdawrap that this module then calls switched off.
+BLANKS = " \t\n\r\v\f"
 # LAMBDAWRAP_INSTRUMENT: the libraries whose outgoing calls become client spans; a group name
 # stands for its members.
 LIBRARIES = ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
@@ -200,10 +204,10 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
-            next_wrapper=env.get(NEXT_WRAPPER, "").strip(),
+            next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
             python=parse(PYTHON, d.python, _nonempty),
             log_level=parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS)),
-            socket_path=parse(SOCKET_PATH, d.socket_path, _nonempty),
+            socket_path=parse(SOCKET_PATH, d.socket_path, _socket_path),
             flush=parse(FLUSH, d.flush, _flush),
             flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
             startup_wait_ms=parse(STARTUP_WAIT_MS, startup_wait_default, _int_range(0, 60_000)),
@@ -257,7 +261,7 @@ class _Parser:
         if raw is None or raw.strip() == "" and convert is not _bool:
             return default
         try:
-            return convert(raw.strip())
+            return convert(raw.strip(BLANKS))
         except _PartlyValid as partly:
             # Some names were known: those are kept, the rest named once.
             self.warn("lambdawrap: ignoring %s=%r entries %s (%s)", name, raw, ", ".join(partly.unknown), partly.expected)
@@ -276,7 +280,7 @@ def _show(value: object) -> str:
 
 
 def _bool(raw: str) -> bool:
-    low = raw.strip().lower()
+    low = raw.strip(BLANKS).lower()
     if low in TRUE_WORDS:
         return True
     if low in FALSE_WORDS:
@@ -297,6 +301,24 @@ def _http_methods(raw: str) -> frozenset:
 
 
 def _nonempty(raw: str) -> str:
+    return raw
+
+
+# What a Unix socket's path may hold on Linux (sun_path is 108 bytes, its NUL included).
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _socket_path(raw: str) -> str:
+    # The companion listens there and the function connects there: a path neither can use
+    # (a folder missing or read-only, as all but /tmp are on Lambda; too long for a socket;
+    # relative, so each process's working folder would place it) would leave the companion
+    # unable to start and every record of the function dropped.
+    if not os.path.isabs(raw):
+        raise ValueError("expected an absolute path")
+    if len(os.fsencode(raw)) > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(f"expected a path of at most {MAX_SOCKET_PATH_BYTES} bytes")
+    if not os.access(os.path.dirname(raw), os.W_OK | os.X_OK):
+        raise ValueError("expected a path in an existing folder this process can write to")
     return raw
 
 
@@ -429,10 +451,11 @@ def _resource_attributes(raw: str, warn: Callable[..., None]) -> tuple:
     """OTEL_RESOURCE_ATTRIBUTES as the SDK's OTELResourceDetector reads it: `k=v` pairs split
     on commas, blanks around keys and values dropped, values percent-decoded; a later key wins."""
     pairs: dict = {}
+    bad = []
     for item in raw.split(",") if raw else ():
         key, sep, value = item.partition("=")
         if not sep:
-            warn("lambdawrap: ignoring %s item %r (expected key=value)", RESOURCE_ATTRIBUTES, item)
+            bad.append(repr(item))
             continue
         value = value.strip()
         if "%" in value:
@@ -440,4 +463,6 @@ def _resource_attributes(raw: str, warn: Callable[..., None]) -> tuple:
 
             value = unquote(value)
         pairs[key.strip()] = value
+    if bad:  # one warning for the variable, however many items are wrong
+        warn("lambdawrap: ignoring %s items %s (expected key=value); the others are used", RESOURCE_ATTRIBUTES, ", ".join(bad))
     return tuple(pairs.items())
