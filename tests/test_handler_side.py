@@ -54,6 +54,12 @@ class TestSettings:
         s = Settings.from_env({"LAMBDAWRAP_FLUSH": "periodic,250", "LAMBDAWRAP_DISABLED": "TRUE", "LAMBDAWRAP_SECRETS_TTL": "86400", "OTEL_SERVICE_NAME": "svc", "AWS_LAMBDA_FUNCTION_NAME": "fn"})
         assert s.flush == FlushStrategy("periodic", 250) and s.disabled and s.secrets_ttl_s == 86400 and s.service_name == "svc"
 
+    @pytest.mark.parametrize("value, disabled", [("true", True), (" TRUE", True), ("True", True), ("false", False), ("FALSE", False), ("", False)])
+    def test_otel_sdk_disabled_reads_as_the_opentelemetry_sdks_do(self, caplog, value, disabled):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            assert Settings.from_env({"OTEL_SDK_DISABLED": value}).sdk_disabled is disabled
+        assert not caplog.records
+
     @pytest.mark.parametrize(
         "name, value, default_text",
         [
@@ -61,6 +67,9 @@ class TestSettings:
             ("LAMBDAWRAP_FLUSH", "periodic,-5", "adaptive"),
             ("LAMBDAWRAP_FLUSH_BUDGET_MS", "lots", "1000"),
             ("LAMBDAWRAP_DISABLED", "maybe", "false"),
+            # OpenTelemetry's booleans: only "true" is true, any other value false and warned of.
+            ("OTEL_SDK_DISABLED", "1", "false"),
+            ("OTEL_SDK_DISABLED", "yes", "false"),
             ("LAMBDAWRAP_SECRETS_TTL", "-1", "300.0"),
             ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),

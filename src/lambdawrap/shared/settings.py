@@ -203,7 +203,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
-            sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _bool),
+            sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
             next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
             python=parse(PYTHON, d.python, _nonempty),
             log_level=parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS)),
@@ -286,6 +286,15 @@ def _bool(raw: str) -> bool:
     if low in FALSE_WORDS:
         return False
     raise ValueError("expected true or false")
+
+
+def _otel_bool(raw: str) -> bool:
+    # The OpenTelemetry specification's booleans (OTEL_SDK_DISABLED): "true" in any case is true,
+    # any other value false ("1" and "yes" too, with a warning), as every SDK reads them.
+    low = raw.strip(BLANKS).lower()
+    if low in ("true", "false"):
+        return low == "true"
+    raise ValueError("expected true or false (OpenTelemetry reads any other value as false)")
 
 
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
