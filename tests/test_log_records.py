@@ -116,6 +116,29 @@ def test_lines_printed_during_a_successful_init_carry_the_init_span_s_ids(tmp_pa
     assert (handling["trace_id"], handling["span_id"]) == (invocation["trace_id"], invocation["span_id"])
 
 
+def test_the_lines_of_an_invocation_whose_trace_is_not_sampled_say_so(tmp_path):
+    # GIVEN a function called by a service that sampled its trace out (flags 00), and once by
+    # one that sampled it
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            print("handling", context.aws_request_id)
+            return "ok"
+        """)
+    unsampled_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    sampled_parent = "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with instrumented(task) as (emu, rx):
+        # WHEN each is invoked
+        unsampled = emu.invoke({"traceparent": unsampled_parent})
+        sampled = emu.invoke({"traceparent": sampled_parent})
+        emu.stop()
+    lines = {r["body"].split()[1]: r for r in rx.wait_for_logs(lambda r: r["body"].startswith("handling "), count=2)}
+    # THEN both lines name their trace, but only the sampled one's flags say it was sampled, as
+    # the span context they were printed in says: the other's span was never exported
+    assert [s["trace_id"] for s in rx.spans() if "faas.invocation_id" in s["attributes"]] == ["1af7651916cd43dd8448eb211c80319c"]
+    assert lines[unsampled.request_id]["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and lines[unsampled.request_id]["flags"] & 0xFF == 0
+    assert lines[sampled.request_id]["trace_id"] == "1af7651916cd43dd8448eb211c80319c" and lines[sampled.request_id]["flags"] & 0xFF == 1
+
+
 def _exported(*lines: str) -> list:
     """(severity number, severity text, body, attributes) of each line as exported, after a
     round trip through the OTLP encoding (protobuf refuses what OTLP cannot carry)."""

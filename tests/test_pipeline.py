@@ -19,6 +19,7 @@ from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
+from lambdawrap.shared.semconv import SCHEMA_URL
 
 APP = """
 import json, os, sys, time
@@ -168,6 +169,32 @@ def test_timeout_and_crash_still_yield_spans(task, runtime_python):
     assert metric_total(rx, "lambdawrap.crashes") == 1
     assert metric_total(rx, "faas.invocations") == 3
     assert metric_total(rx, "faas.errors") == 2
+
+
+def test_platform_metrics_are_labelled_and_bucketed_as_the_conventions_say(task):
+    # GIVEN an HTTP function whose second invocation times out
+    with instrumented(task, timeout_s=3.0) as (emu, rx):
+        emu.invoke(apigw_event())
+        timed_out = emu.invoke(apigw_event(sleep=30))
+        assert timed_out.json()["errorType"] == "Sandbox.Timedout"
+        emu.invoke(apigw_event())
+    # THEN the timeout counts under its trigger, as its invocation and its error do, and so do
+    # the platform's numbers: the FaaS metrics all carry faas.trigger (an init, the trigger of
+    # the invocation it was made for)
+    assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "http"})
+    assert metric_total(rx, "faas.errors", {"faas.trigger": "http"}) == 1
+    faas_metrics = [p for p in rx.metrics() if p["name"].startswith("faas.")]
+    assert {p["name"] for p in faas_metrics} >= {"faas.mem_usage", "faas.init_duration", "faas.invoke_duration", "faas.coldstarts"}
+    assert all(p["attributes"] == {"faas.trigger": "http"} for p in faas_metrics), faas_metrics
+    assert metric_total(rx, "faas.init_duration") == 2  # the environment's, and the one after the timeout
+    # AND the memory each used (platform.report's MB, in bytes) falls in a bucket of its own,
+    # not past the last one: the buckets span Lambda's memory sizes, 128 MB to 10,240 MB
+    memory = [p for p in rx.metrics() if p["name"] == "faas.mem_usage"]
+    assert sum(p["count"] for p in memory) == 3
+    assert all(p["bucket_counts"][-1] == 0 and p["explicit_bounds"][-1] >= 10240 * 1024 * 1024 for p in memory), memory
+    # AND the metrics and log records carry the conventions' schema URL, as the spans do
+    assert {p["schema_url"] for p in rx.metrics()} == {SCHEMA_URL}
+    assert rx.logs() and {r["schema_url"] for r in rx.logs()} == {SCHEMA_URL}
 
 
 def test_an_invoke_callers_client_context_is_the_parent(task):

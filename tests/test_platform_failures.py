@@ -111,3 +111,25 @@ def test_a_timeout_while_the_response_is_serialized_is_counted_whatever_the_marg
     assert metric_total(rx, "faas.errors") == 2
     assert metric_total(rx, "lambdawrap.crashes") == 0
     assert metric_total(rx, "faas.invocations") == len(events)
+
+
+def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_it_failed(tmp_path):
+    # GIVEN a function whose import outlasts both the 10 s init limit and its 3 s timeout
+    task = write_function(tmp_path / "task", """
+        import time
+        time.sleep(11)
+
+        def handler(event, context):
+            return "ok"
+        """)
+    with instrumented(task, timeout_s=3.0) as (emu, rx):
+        # WHEN it is invoked: init runs out its 10 s, is run again inside the invocation (the
+        # platform's suppressed init) and times out there
+        answer = emu.invoke({})
+        assert answer.json()["errorType"] == "Sandbox.Timedout"
+    # THEN both inits are failed init spans and init errors, but the caller's one failure is one
+    # invocation error, and a timeout
+    assert len(rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, count=2)) == 2
+    assert metric_total(rx, "lambdawrap.init_errors") == 2
+    assert metric_total(rx, "faas.errors") == 1
+    assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "other"})

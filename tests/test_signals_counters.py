@@ -156,7 +156,7 @@ def test_histogram_values_aggregate_as_the_sdk_records_them_one_by_one():
     direct_reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
     meter = MeterProvider(metric_readers=[direct_reader]).get_meter("direct")
     billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", explicit_bucket_boundaries_advisory=signals_module._MS_BUCKETS)
-    memory = meter.create_histogram("faas.mem_usage", unit="By")
+    memory = meter.create_histogram("faas.mem_usage", unit="By", explicit_bucket_boundaries_advisory=signals_module._MEMORY_BUCKETS_BY)
     rng = random.Random(15)
     for _ in range(500):
         b, m = rng.choice([1, 2, 3, 7, 100, 1500, 900_000]) * rng.random(), rng.randint(20, 10_240)

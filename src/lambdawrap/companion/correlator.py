@@ -57,12 +57,25 @@ UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is 
 class Sink(Protocol):
     def invocation(self, inv: "Invocation") -> None: ...
     def init_span(self, init: "InitFacts", parent: "Invocation | None") -> None: ...
-    def report(self, record: dict) -> None: ...
+    def report(self, record: dict, trigger: str = "other") -> None: ...
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None: ...
     def dropped_log_line(self, chars: int) -> bool: ...
     def user_spans(self, spans: list) -> None: ...
     def dropped(self, reason: str, count: int = 1) -> None: ...
     def internal_errors(self, process: str, count: int = 1) -> None: ...
+
+
+def _start_ids(start: dict) -> tuple:
+    """The ids a start record gives its span, with its trace's sampling decision: a log line
+    printed in an unsampled span carries its ids but not the sampled flag, as the SDK's do."""
+    return start.get("trace_id"), start.get("span_id"), start.get("sampled", True) is not False
+
+
+def trigger_of(inv: "Invocation | None") -> str:
+    """The invocation's faas.trigger, as its span names it ("other" when nothing of the
+    function's came): the FaaS metrics of the platform's numbers are labelled with it too."""
+    attributes = (inv.start or {}).get("attributes") if inv is not None else None
+    return str(attributes.get("faas.trigger") or "other") if isinstance(attributes, dict) else "other"
 
 
 class Invocation:
@@ -93,8 +106,10 @@ class Invocation:
 
     @property
     def ids(self) -> tuple | None:
+        """(trace id, span id, sampled) of the span, as the function's process made them; ids
+        made here have no third item (their span's sampling is decided when it is built)."""
         if self.start is not None:
-            return self.start.get("trace_id"), self.start.get("span_id")
+            return _start_ids(self.start)
         return self.synthetic
 
     @property
@@ -421,9 +436,9 @@ class Correlator:
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
-            if kind == "platform.report":
-                self.sink.report(record)
             inv = self._lookup(rid)
+            if kind == "platform.report":
+                self.sink.report(record, trigger_of(inv))
             if inv.finished and inv.outcome is None and inv.verdict_known:
                 self._after_posted_verdict(inv, kind, record)
             elif inv.outcome is None or kind == "platform.runtimeDone":
@@ -503,7 +518,7 @@ class Correlator:
         inv.slot_start = self._inflight_start(inv.request_id)
         if inv.slot_start is None:
             return None
-        return inv.slot_start.get("trace_id"), inv.slot_start.get("span_id")
+        return _start_ids(inv.slot_start)
 
     # completion ----------------------------------------------------------------
 

@@ -26,8 +26,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from lambdawrap import __version__
 from lambdawrap.companion.encodable_text import encodable
+from lambdawrap.shared.semconv import SCHEMA_URL
 
-SCOPE = InstrumentationScope("lambdawrap", __version__)
+SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  # faas.invocation_id, exception.*
 TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
 # A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
@@ -56,6 +57,7 @@ MAX_VALUES = 128  # the SDK's default attribute count limit for a log record
 _HEAD_CHARS = 512
 _LEVEL_IN_HEAD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
 _INT64 = (-(2**63), 2**63 - 1)
+_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
 
 def log_records(entries: list, resource: Resource) -> list:
@@ -69,10 +71,13 @@ def log_records(entries: list, resource: Resource) -> list:
 def _context(ids: tuple | None, contexts: dict) -> object:
     if not (ids and ids[0] and ids[1]):
         return None
-    key = (ids[0], ids[1])  # a tuple, or a list when carried over from an earlier environment
+    # A tuple, or a list when carried over from an earlier environment; its third item, when
+    # there is one, the trace's sampling decision (the record's flags say it).
+    sampled = ids[2] is not False if len(ids) > 2 else True
+    key = (ids[0], ids[1], sampled)
     context = contexts.get(key)
     if context is None:
-        span_context = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        span_context = SpanContext(int(ids[0], 16), int(ids[1], 16), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED)
         context = contexts[key] = trace.set_span_in_context(NonRecordingSpan(span_context))
     return context
 

@@ -27,11 +27,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, record_extras
+from lambdawrap.companion.correlator import InitFacts, Invocation, record_extras, trigger_of
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.span_building import SpanBuffer, SpanBuilder
 from lambdawrap.shared import records
 from lambdawrap.shared.sampling import make_sampler
+from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.settings import Settings
 
 logger = logging.getLogger("lambdawrap.companion")
@@ -39,6 +40,9 @@ logger = logging.getLogger("lambdawrap.companion")
 _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
 _MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
 _MIB = 1024 * 1024
+# Memory used, in bytes, up to Lambda's largest memory size (10,240 MB): the SDK's default
+# boundaries (0 to 10,000) would put every value past the last one.
+_MEMORY_BUCKETS_BY = tuple(mb * _MIB for mb in (16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 10240))
 # Histogram values that may wait for a collection; beyond, they go straight to the SDK.
 MAX_UNRECORDED = 1024
 # Counters whose values an environment that ends unexported hands to the next (see carryover).
@@ -60,7 +64,7 @@ class Signals:
         self.builder = SpanBuilder(resource, settings.function_name, lambda trace_id: sampled(trace_id, None))
         self.spans = SpanBuffer(settings.buffer_max_spans, self.dropped)
         self.logs = LogBuffer(self.dropped)
-        meter = meter_provider.get_meter("lambdawrap", __version__)
+        meter = meter_provider.get_meter("lambdawrap", __version__, schema_url=SCHEMA_URL)  # the faas.* names are the conventions'
         self._counters = {
             "faas.invocations": meter.create_counter("faas.invocations", unit="{invocation}", description="Invocations of the function"),
             "faas.errors": meter.create_counter("faas.errors", unit="{error}", description="Invocations (and inits) that ended in an error"),
@@ -74,7 +78,7 @@ class Signals:
         self._duration = meter.create_histogram("faas.invoke_duration", unit="s", description="Duration of the handler", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
         self._init_duration = meter.create_histogram("faas.init_duration", unit="s", description="Duration of the environment's init", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
         self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_MS_BUCKETS)
-        self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)")
+        self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)", explicit_bucket_boundaries_advisory=_MEMORY_BUCKETS_BY)
         meter.create_observable_gauge("lambdawrap.buffer.high_water", callbacks=[self._observe_high_water], unit="{span}", description="Most spans the export buffer held at once in this environment (its bound is LAMBDAWRAP_BUFFER_MAX_SPANS)")
         self._dropped_by_reason: collections.Counter = collections.Counter()
         # Every counter's total so far, by (name, attributes): what is not acknowledged by the
@@ -179,7 +183,7 @@ class Signals:
         if facts.cold:
             self._add("faas.coldstarts", 1, labels)
         if facts.failure == "timeout":
-            self._add("faas.timeouts", 1, {})
+            self._add("faas.timeouts", 1, labels)
         elif facts.failure in ("crash", "out_of_memory"):
             self._add("lambdawrap.crashes", 1, {})
         self._measure(self._duration, facts.duration_s, labels)
@@ -194,15 +198,21 @@ class Signals:
             ids = (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
         elif init.start_ns is not None:
             self.dropped("sampled_out")
+        labels = {"faas.trigger": trigger_of(parent)}
         if init.duration_ms is not None:
-            self._measure(self._init_duration, init.duration_ms / 1000)
+            self._measure(self._init_duration, init.duration_ms / 1000, labels)
         if init.failed:
             self._add("lambdawrap.init_errors", 1, {})
-            self._add("faas.errors", 1, {"faas.trigger": "other"})
+            # An init that ran out its time in the init phase is run again inside the invocation
+            # (the platform's suppressed init): that attempt's failure is the caller's, once.
+            if not (init.phase == "init" and init.status == "timeout"):
+                self._add("faas.errors", 1, labels)
+                if init.status == "timeout":
+                    self._add("faas.timeouts", 1, labels)
         for line, time_ns in init.logs:
             self.log_line(line, time_ns, ids, None)
 
-    def report(self, record: dict) -> None:
+    def report(self, record: dict, trigger: str = "other") -> None:
         metrics = record.get("metrics")
         if not isinstance(metrics, dict):
             return
@@ -211,7 +221,7 @@ class Signals:
             self._measure(self._billed, billed)
         memory = metrics.get("maxMemoryUsedMB")
         if isinstance(memory, (int, float)) and not isinstance(memory, bool):
-            self._measure(self._memory, int(memory * _MIB))
+            self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
 
     def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
         self.logs.add(line, time_ns, ids, request_id)

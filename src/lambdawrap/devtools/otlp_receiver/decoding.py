@@ -294,6 +294,7 @@ def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[It
                 "severity_number": int(record.severity_number),
                 "trace_id": record.trace_id.hex(),
                 "span_id": record.span_id.hex(),
+                "flags": record.flags,
                 "attributes": _attributes(record.attributes),
                 "event_name": record.event_name,
                 "time_unix_nano": record.time_unix_nano,
