@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -481,6 +482,23 @@ def test_resource_settings_and_per_signal_endpoint(task):
             assert span["resource"]["cloud.region"] == "us-east-1" and span["resource"]["faas.max_memory"] == DEFAULT_MEMORY_MB * 1024 * 1024
         assert invocation_spans(rx) == []  # traces went to their own endpoint
         assert metric_total(rx, "faas.invocations") == 1  # metrics to the general one
+
+
+def test_each_environment_is_its_own_service_instance(task):
+    # GIVEN two environments of one function, and a third whose OTEL_RESOURCE_ATTRIBUTES names
+    # its instance WHEN each runs an invocation THEN each environment's spans and metrics carry
+    # one service.instance.id of its own (a UUID), and the configured one wins
+    ids = []
+    for env in ({}, {}, {"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=blue-1"}):
+        with instrumented(task, env=env) as (emu, rx):
+            emu.invoke({})
+            span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+            wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+            seen = {span["resource"].get("service.instance.id")} | {p["resource"].get("service.instance.id") for p in rx.metrics()}
+        assert len(seen) == 1, seen
+        ids.append(seen.pop())
+    assert ids[0] != ids[1] and ids[2] == "blue-1", ids
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids[:2]), ids
 
 
 def test_grpc_export(task):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid  # the SDK's import of it came first
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -43,6 +44,11 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
         "cloud.account.id": account_id,
     }
     ours = {k: v for k, v in ours.items() if v}
+    # Environments of one function run side by side with the same attributes: without an id of
+    # its own, each one's metric series would be another's (with cumulative temporality, their
+    # totals would overwrite each other). A random UUID, as the conventions advise where there is
+    # no natural id: the log stream name (faas.instance) is not given to extensions.
+    ours["service.instance.id"] = str(uuid.uuid4())
     ours.update(settings.resource_attributes)
     ours["service.name"] = settings.service_name or "lambda"
     # The environment's bytes that are not UTF-8 come as lone surrogates (surrogateescape): the
