@@ -175,6 +175,25 @@ def test_a_secret_missing_at_init_is_served_once_it_can_be_read(task, moto):
         assert value == "arrived-value"
 
 
+def test_the_collectors_credentials_can_be_a_secret(task, moto):
+    # GIVEN the collector's headers (an API key) kept in Secrets Manager and declared as
+    # OTEL_EXPORTER_OTLP_HEADERS, one entry of them malformed, and a per-signal one that cannot
+    # be read
+    moto.client("secretsmanager").create_secret(Name="collector/headers", SecretString="authorization=Bearer%20k3y-from-SM,x-team=core,x-bad")
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="OTEL_EXPORTER_OTLP_HEADERS=secretsmanager:collector/headers,OTEL_EXPORTER_OTLP_LOGS_HEADERS=secretsmanager:collector/gone")
+    with instrumented(task, env=env) as (emu, rx):
+        emu.invoke({})
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+        # THEN the companion's exports carry them (every signal: the general variable's), the
+        # bad entry and the unreadable secret named in one warning each, no value shown
+        exports = [r for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
+        assert exports and all(r["headers"].get("authorization") == "Bearer k3y-from-SM" and r["headers"].get("x-team") == "core" for r in exports), exports
+        lines = emu.log_lines("extension")
+    assert len([line for line in lines if "ignoring OTEL_EXPORTER_OTLP_HEADERS entries #3" in line and "collector/headers" in line]) == 1, lines
+    assert len([line for line in lines if "exporting without OTEL_EXPORTER_OTLP_LOGS_HEADERS" in line and "collector/gone" in line]) == 1, lines
+    assert not any("k3y-from-SM" in line for line in lines)
+
+
 def test_a_secret_named_like_a_variable_lambda_reserves_is_refused_and_the_runtime_runs(task, moto):
     # GIVEN secrets declared over _HANDLER and AWS_LAMBDA_RUNTIME_API, which Lambda lets no
     # configuration set: the runtime reads both after the boot

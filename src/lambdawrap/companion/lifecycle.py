@@ -157,6 +157,7 @@ class Companion:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
+            self._headers_from_secrets()
             transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
@@ -183,6 +184,17 @@ class Companion:
         # The rest starts the export threads, which must not inherit the idle priority: the
         # invoke phase waits for them. The loop's thread does it.
         self.loop.call_soon_threadsafe(lambda: self._assemble_pipeline(exporters, resource))
+
+    def _headers_from_secrets(self) -> None:
+        from lambdawrap.companion import exporter_secrets
+
+        sources = exporter_secrets.declared(self.settings.secrets)
+        if sources:
+            # Waits for the store's first fetch (the collector would refuse every export without
+            # its credentials), as long as the function's boot would for the same secrets.
+            deadline = time.monotonic() + self.settings.secrets_timeout_ms / 1000
+            self.router.store_ready.wait(self.settings.secrets_timeout_ms / 1000)
+            exporter_secrets.apply(self.router.store, sources, max(0.0, deadline - time.monotonic()), get_logger().warning)
 
     def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:

@@ -53,7 +53,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 found.append((variable, raw.strip()))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers):
-            kept, refused = _headers(env[headers])
+            kept, refused = header_entries(env[headers])
             if refused:
                 # Names only: the values are often credentials.
                 warn("lambdawrap: ignoring %s entries %s (a header needs a name and a value without line breaks or NUL); the others are sent", headers, ", ".join(refused))
@@ -93,7 +93,7 @@ def _compression(raw: str) -> None:
         raise ValueError("expected one of " + ", ".join(COMPRESSIONS))
 
 
-def _headers(raw: str) -> tuple:
+def header_entries(raw: str) -> tuple:
     """(the entries kept, as written; the names of those refused) of a `name=value,...` list,
     decoded as the exporters decode it (percent-encoding, blanks around each part)."""
     kept, refused = [], []

@@ -1,0 +1,39 @@
+"""The collector's credentials kept as a secret: an `OTEL_EXPORTER_OTLP_*HEADERS` variable
+declared in `LAMBDAWRAP_SECRETS` configures the companion's exporters too, as an API key in
+Secrets Manager does for the vendors' extensions. The exporters read this process's
+environment when they are made, so the value is read once, as the pipeline is built."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, MutableMapping
+
+from lambdawrap.shared.otlp_variables import PREFIXES, header_entries
+
+HEADER_VARIABLES = frozenset(f"OTEL_EXPORTER_OTLP_{prefix}HEADERS" for prefix in PREFIXES)
+
+
+def declared(sources: list) -> list:
+    """The declared secrets that name exporter headers."""
+    return [source for source in sources if source.env_name in HEADER_VARIABLES]
+
+
+def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None], environ: MutableMapping[str, str] = os.environ) -> None:
+    """Put each declared header secret's value into `environ`, waiting up to `timeout_s` for the
+    store's first fetch; one that cannot be read leaves the variable as configured, warned of
+    (by name: a value is a credential)."""
+    answer = store.snapshot(timeout_s) if store is not None else {"values": {}, "errors": {}}
+    for source in sources:
+        name = source.env_name
+        value = answer["values"].get(name)
+        if value is None:
+            reason = answer["errors"].get(name) or "the secret store did not start"
+            warn("lambdawrap: exporting without %s from secret %s: %s", name, source.describe(), reason)
+            continue
+        kept, refused = header_entries(value)
+        if refused:
+            warn("lambdawrap: ignoring %s entries %s from secret %s (a header needs a name and a value without line breaks or NUL); the others are sent", name, ", ".join(refused), source.describe())
+        if kept:
+            environ[name] = kept
+        else:
+            environ.pop(name, None)
