@@ -510,6 +510,8 @@ class TestExtensions:
             body = emu.invoke({}).json()
             assert body["errorType"] == "Extension.Crash" and body["errorMessage"].endswith("exit status 3")
             assert "dying" in emu.log_lines("extension")
+            # The runtime was never started: as RAPID, no initRuntimeDone, only the report
+            assert emu.records("platform.initRuntimeDone") == [] and len(emu.records("platform.initReport")) == 1
 
 
 def test_cli_serves_and_stops_cleanly(function_dir, tmp_path):
@@ -557,6 +559,18 @@ def test_cli_busy_port_is_one_clear_line(function_dir):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: cannot start the emulator")
+
+
+def test_the_runtimes_log_channel_makes_one_record_of_each_logging_message(tmp_path):
+    # GIVEN the log channel the managed runtimes give awslambdaric (_LAMBDA_TELEMETRY_LOG_FD)
+    task = write_function(tmp_path / "task", "import logging\ndef handler(event, context):\n    logging.getLogger().warning('two\\nlines')\n    print('printed\\napart')\n    return 'ok'\n")
+    with Emulator(str(task), "app.handler", telemetry_log_fd=True) as emu:
+        # WHEN the handler logs a message of two lines and prints two lines
+        assert emu.invoke({}).json() == "ok"
+        assert emu.wait_idle(10)
+        lines = [r["record"] for r in emu.records("function")]
+    # THEN the logged message is one record (framed), the printed lines are two (stdout)
+    assert [line for line in lines if line.endswith("two\nlines")] and "printed" in lines and "apart" in lines
 
 
 def test_init_over_the_limit_is_retried_inside_the_invoke(tmp_path):

@@ -608,6 +608,91 @@ def handler(event, context):
     assert metric_total(rx, "lambdawrap.init_errors") == 1
 
 
+def test_an_init_another_extension_fails_before_the_runtime_starts_is_a_failed_init_span(tmp_path):
+    # GIVEN a layer beside another extension that, the first time, exits before it registers
+    # (a vendor extension missing its configuration): the platform never starts the runtime,
+    # so that init ends with no initRuntimeDone, only the extensions' records and initReport
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return 'ok'\n")
+    layer = tmp_path / "layer"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    marker = tmp_path / "crashed-once"
+    other = layer / "extensions" / "other"
+    other.write_text(f"""#!{sys.executable}
+import json, os, sys, time, urllib.request
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    time.sleep(1)  # lambdawrap has subscribed by then
+    sys.exit(1)
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2020-01-01/extension/"
+ident = urllib.request.urlopen(urllib.request.Request(api + "register", data=b'{{"events": ["SHUTDOWN"]}}', headers={{"Lambda-Extension-Name": "other"}})).headers["Lambda-Extension-Identifier"]
+while json.load(urllib.request.urlopen(urllib.request.Request(api + "event/next", headers={{"Lambda-Extension-Identifier": ident}})))["eventType"] != "SHUTDOWN":
+    pass
+""")
+    other.chmod(0o755)
+    with instrumented(task, layer=layer) as (emu, rx):
+        # WHEN it is invoked, and again once the other extension starts well
+        assert emu.invoke({}).json()["errorType"] == "Extension.Crash"
+        assert emu.invoke({}).body == b'"ok"'
+        assert [r["record"]["phase"] for r in emu.records("platform.initRuntimeDone")] == ["invoke"]
+        # THEN the failed init is accounted for: a span with status ERROR naming the cause the
+        # platform gave
+        failed_inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, timeout=60)
+    assert len(failed_inits) == 1 and failed_inits[0]["attributes"]["error.type"] == "Extension.Crash"
+    assert metric_total(rx, "lambdawrap.init_errors") == 1
+
+
+def test_a_failed_init_reported_on_the_platforms_log_channel_keeps_its_message_and_stack(tmp_path):
+    # GIVEN the managed runtimes' log channel (_LAMBDA_TELEMETRY_LOG_FD), where awslambdaric
+    # reports an error as one record, its lines joined by newlines, and a module that raises
+    # as it loads the first time
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import os
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    raise ValueError("no config")
+
+def handler(event, context):
+    return "ok"
+""")
+    with instrumented(task, telemetry_log_fd=True) as (emu, rx):
+        # WHEN it is invoked, and again
+        assert emu.invoke({}).json()["errorMessage"] == "no config"
+        assert emu.invoke({}).body == b'"ok"'
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, timeout=60)
+    # THEN the failed init's exception has the runtime's message, and the traceback as its stack
+    exception = next(e["attributes"] for e in spans[0]["events"] if e["name"] == "exception")
+    assert (exception["exception.type"], exception["exception.message"]) == ("ValueError", "no config")
+    assert exception["exception.stacktrace"].startswith("Traceback (most recent call last):") and 'raise ValueError("no config")' in exception["exception.stacktrace"]
+
+
+def test_a_failed_init_whose_report_comes_after_shutdown_is_still_a_failed_init_span(tmp_path):
+    # GIVEN a module that raises as it loads the first time, and a platform that does not
+    # flush telemetry before SHUTDOWN (Lambda promises it only on Managed Instances) and
+    # buffers it a while: the init's report reaches the companion after SHUTDOWN does
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import os
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    raise ValueError("no config")
+
+def handler(event, context):
+    return "ok"
+""")
+    with instrumented(task) as (emu, rx):
+        emu.bus.gate.flush_before_shutdown = False
+        emu.bus.gate.min_buffer_s = 0.3
+        # WHEN it is invoked, and again
+        assert emu.invoke({}).json()["errorMessage"] == "no config"
+        emu.bus.gate.min_buffer_s = 0.0
+        assert emu.invoke({}).body == b'"ok"'
+        # THEN the failed init is accounted for, with the runtime's error
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, timeout=60)
+    assert spans[0]["attributes"]["error.type"] == "ValueError"
+    assert metric_total(rx, "lambdawrap.init_errors") == 1
+
+
 def test_drops_the_channel_reports_with_spans_ended_outside_an_invocation_are_counted(task):
     import os
     import tempfile

@@ -163,6 +163,8 @@ class InitFacts:
         self.logs: list = []
         self.reported = False
         self.emitted = False
+        self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
+        self.extension_error: str | None = None  # the first errorType of a platform.extension record
 
     @property
     def failed(self) -> bool:
@@ -417,6 +419,7 @@ class Correlator:
             self._in_init = True
             self._current_rid = None
         elif kind == "platform.initRuntimeDone":
+            self.init.runtime_done = True
             self.init.status = str(record.get("status", "success"))
             self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
             if self.init.failed:
@@ -425,6 +428,10 @@ class Correlator:
             self.init.duration_ms = _number((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._maybe_init_span()
+        elif kind == "platform.extension" and self._in_init:
+            error_type = record.get("errorType")
+            if isinstance(error_type, str) and error_type and self.init.extension_error is None:
+                self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
             inv = self._lookup(str(rid))
@@ -588,6 +595,8 @@ class Correlator:
         # ends (a failed init always ends it), when the runtime's error line has surely come.
         if self.init.emitted or not self.init.reported:
             return
+        if ending and self._first is None and not self.init.runtime_done and not self.init.failed:
+            self._failed_before_the_runtime()
         if self.init.failed:
             if not ending:
                 return
@@ -596,6 +605,30 @@ class Correlator:
             return
         self.init.emitted = True
         self.sink.init_span(self.init, None if self.init.failed else self._first)
+
+    def _init_unreported(self) -> None:
+        # A reset ended this environment before its init was reported, and before any
+        # invocation: the init failed (a healthy one reports before its first invocation, and
+        # only a spindown ends an environment that served none). Its report did not come in
+        # time (a platform that does not flush before SHUTDOWN): the span goes without its
+        # duration, with what is known of the cause.
+        if not self.init.failed:
+            self.init.status = "failure"
+            self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed and its report did not reach lambdawrap before the environment ended; the runtime's error is in the function's log", "stack": ""}
+        if self.init.start_ns is None:
+            self.init.start_ns = time.time_ns()
+        self.init.reported = True
+        self._on_init_failed()
+
+    def _failed_before_the_runtime(self) -> None:
+        # The platform sends initRuntimeDone only once it has started the runtime: an init
+        # reported without it, and never followed by an invocation, failed before (an extension
+        # that crashed, could not be launched or never registered).
+        self.init.status = "failure"
+        self.init.error_type = self.init.extension_error
+        message = "init failed before the runtime started (an extension failed); the platform's log names it"
+        self.init.error = {"type": self.init.extension_error or UNSEEN_INIT_ERROR, "message": message, "stack": ""}
+        self._on_init_failed()
 
     def settled(self, rid: str, record_grace_s: float | None = None, finished: bool = False) -> bool | float | None:
         """For EventLoop.run_until: True once the function's record for `rid` came or the
@@ -628,6 +661,8 @@ class Correlator:
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in self._finished.values()):
                 return True
+            if not self.init.reported and self._first is None:
+                return True  # an init that ended in a reset: its report is on its way, as may be its error line
             # Managed Instances: a record sent before the response was posted is no verdict.
             return self._managed_instances and any(inv.end is not None and inv.outcome is None and inv.invoke_event is not None for inv in self._open.values())
 
@@ -695,6 +730,8 @@ class Correlator:
                     inv.start = self._last_start(inv)
                     self._finish(inv)
             self._release_unannounced()
+            if not self.init.reported and self._first is None and reason != "spindown":
+                self._init_unreported()
             self._maybe_init_span(ending=True)
             return len(open_)
 

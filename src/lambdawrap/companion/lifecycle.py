@@ -391,10 +391,11 @@ class Companion:
         try:
             # What the platform and the function sent before SHUTDOWN came is read first.
             self.loop.drain(started + min(SHUTDOWN_DRAIN_S, budget_s))
-            # Invocations made from the runtime's post before their platform word: their log
-            # lines come with it, which a platform that held its batch while frozen delivers
-            # now. Up to half the budget; the rest is for the export.
-            self.loop.run_until(lambda: not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
+            # Invocations made from the runtime's post before their platform word, and an init the
+            # reset ended before its report came: their log lines come with it, which a platform
+            # that held its batch while frozen, or did not flush before SHUTDOWN, delivers now.
+            # Up to half the budget; the rest is for the export.
+            self.loop.run_until(lambda: self.settings.sdk_disabled or not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
             self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             self._ensure_pipeline()
             if self.settings.sdk_disabled:

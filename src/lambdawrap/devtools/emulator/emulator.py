@@ -63,6 +63,7 @@ class Emulator:
         freeze: bool = True,
         init_cpu: str = DEFAULT_INIT_CPU,
         max_concurrency: int | None = None,
+        telemetry_log_fd: bool = False,
     ) -> None:
         python = python or sys.executable
         if max_concurrency is not None and not 1 <= max_concurrency <= MAX_CONCURRENCY:
@@ -80,6 +81,7 @@ class Emulator:
             env=dict(env or {}),
             python=python,
             max_concurrency=max_concurrency,
+            telemetry_log_fd=telemetry_log_fd,
         )
         self._invoke_port = invoke_port
         self._echo = echo

@@ -110,7 +110,14 @@ class InitPhase:
                 # machine can hold this thread that long) would otherwise never end init.
                 state.runtime_launched_at = time.monotonic()
                 state.runtime = ManagedProcess(
-                    [self._bootstrap], env=runtime_env, cwd=config.task_dir, on_line=self.runtime_line, on_exit=state.notify, name="runtime", preexec=state.limits.placement()
+                    [self._bootstrap],
+                    env=runtime_env,
+                    cwd=config.task_dir,
+                    on_line=self.runtime_line,
+                    on_exit=state.notify,
+                    name="runtime",
+                    preexec=state.limits.placement(),
+                    log_frames=config.telemetry_log_fd and not config.managed_instances,
                 )
             with state.cv:
                 state.wait(lambda: state.runtime_ready or state.runtime.exited() or state.fatal is not None or self._crashed_extension() is not None, deadline)
@@ -143,11 +150,16 @@ class InitPhase:
             state.subscriptions_open = False
             state.registration_open = False
             extensions = list(state.extensions.values()) + [e for e in state.launched if e.id is None]
+            runtime_started = state.runtime is not None
         init_type = state.config.initialization_type
         done = {"initializationType": init_type, "phase": phase, "status": status}
         if error_type:
             done["errorType"] = error_type
-        state.bus.platform("initRuntimeDone", done)
+        if runtime_started:
+            # RAPID defers initRuntimeDone only once it has started the runtime: an init that
+            # failed before (an extension that crashed or never registered, one that could not
+            # be launched) reports its extensions and initReport, and no initRuntimeDone.
+            state.bus.platform("initRuntimeDone", done)
         for ext in extensions:
             state.bus.platform("extension", ext.record())
             state.platform_line(f"EXTENSION\tName: {ext.name}\tState: {ext.state}\tEvents: [{','.join(sorted(ext.events))}]")

@@ -19,6 +19,11 @@ LineSink = Callable[[str, str], None]  # (stream name, line)
 # full pipe), but a busy machine can take this long to hand it on; an idle reader ends the
 # wait at once.
 DRAIN_TIMEOUT_S = 1.0
+# The managed runtimes' log channel (spec §7): awslambdaric writes `logging` output and its
+# error reports there as frames (type, length, timestamp, message), one telemetry record each,
+# however many lines the message holds.
+TELEMETRY_LOG_FD_ENV = "_LAMBDA_TELEMETRY_LOG_FD"
+FRAME_HEADER_BYTES = 16
 
 
 def deliver_line(on_line: LineSink, stream_name: str, raw: bytes) -> None:
@@ -42,18 +47,33 @@ class ManagedProcess:
         on_exit: Callable[["ManagedProcess"], None] | None = None,
         name: str = "",
         preexec: Callable[[], None] | None = None,
+        log_frames: bool = False,
     ) -> None:
         self.name = name or os.path.basename(argv[0])
-        self._popen = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=preexec,  # e.g. entering the sandbox's cgroup before exec
-        )
+        env = dict(env)
+        frame_read = frame_write = None
+        if log_frames:
+            frame_read, frame_write = os.pipe()
+            env[TELEMETRY_LOG_FD_ENV] = str(frame_write)
+        try:
+            self._popen = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=preexec,  # e.g. entering the sandbox's cgroup before exec
+                pass_fds=(frame_write,) if frame_write is not None else (),
+            )
+        except BaseException:
+            if frame_read is not None:
+                os.close(frame_read)
+            raise
+        finally:
+            if frame_write is not None:
+                os.close(frame_write)  # the child's now: the pipe ends when the child's copies do
         self.pid = self._popen.pid
         self.started = time.monotonic()
         self._on_exit = on_exit
@@ -66,6 +86,10 @@ class ManagedProcess:
             threading.Thread(target=self._pump, args=(self._popen.stdout, "stdout", on_line), daemon=True, name=f"{self.name}-stdout"),
             threading.Thread(target=self._pump, args=(self._popen.stderr, "stderr", on_line), daemon=True, name=f"{self.name}-stderr"),
         ]
+        self._frames = os.fdopen(frame_read, "rb", buffering=0) if frame_read is not None else None
+        if self._frames is not None:
+            self._waiting["frames"] = False
+            self._readers.append(threading.Thread(target=self._pump, args=(self._frames, "frames", on_line), daemon=True, name=f"{self.name}-frames"))
         for reader in self._readers:
             reader.start()
         threading.Thread(target=self._wait, daemon=True, name=f"{self.name}-wait").start()
@@ -93,10 +117,13 @@ class ManagedProcess:
                 chunk = b""
             if not chunk:
                 break
+            if stream_name == "frames":
+                pending = _deliver_frames(on_line, pending + chunk)
+                continue
             *lines, pending = (pending + chunk).split(b"\n")
             for raw in lines:
                 deliver_line(on_line, stream_name, raw)
-        if pending:
+        if pending and stream_name != "frames":  # a frame cut short is lost, as on the platform
             deliver_line(on_line, stream_name, pending)
         with self._io_lock:
             self._waiting[stream_name] = True  # finished: nothing more will come
@@ -109,7 +136,9 @@ class ManagedProcess:
         means it has all been handed on."""
         deadline = time.monotonic() + timeout
         fds = []
-        for stream in (self._popen.stdout, self._popen.stderr):
+        for stream in (self._popen.stdout, self._popen.stderr, self._frames):
+            if stream is None:
+                continue
             try:
                 fds.append(stream.fileno())
             except (ValueError, OSError):
@@ -186,6 +215,19 @@ class ManagedProcess:
             total += _read_vmhwm_kb(pid)
         self._peak_rss_kb = max(self._peak_rss_kb, total)
         return self._peak_rss_kb
+
+
+def _deliver_frames(on_line: LineSink, data: bytes) -> bytes:
+    """Hand on every whole frame in `data` (its message, one record however many lines it
+    holds, less the newline a log line ends with); returns what is left of a frame to come."""
+    while len(data) >= FRAME_HEADER_BYTES:
+        length = int.from_bytes(data[4:8], "big")
+        if len(data) < FRAME_HEADER_BYTES + length:
+            break
+        message = data[FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + length]
+        deliver_line(on_line, "frames", message[:-1] if message.endswith(b"\n") else message)
+        data = data[FRAME_HEADER_BYTES + length :]
+    return data
 
 
 def _readable(fds: list) -> list:

@@ -58,6 +58,7 @@ class RunConfig:
     freeze: bool = True
     init_cpu: str = DEFAULT_INIT_CPU
     max_concurrency: int | None = None
+    telemetry_log_fd: bool = False
     python: str | None = None  # the runtime's interpreter: a path, a name or X.Y; None: this one
 
 
@@ -118,6 +119,7 @@ def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) ->
             freeze=config.freeze,
             init_cpu=config.init_cpu,
             max_concurrency=config.max_concurrency,
+            telemetry_log_fd=config.telemetry_log_fd,
             python=runtime.python,
         )
         try:
