@@ -139,6 +139,23 @@ def test_the_lines_of_an_invocation_whose_trace_is_not_sampled_say_so(tmp_path):
     assert lines[sampled.request_id]["trace_id"] == "1af7651916cd43dd8448eb211c80319c" and lines[sampled.request_id]["flags"] & 0xFF == 1
 
 
+def test_the_lines_of_an_invocation_the_function_never_saw_say_whether_its_trace_is_sampled(tmp_path):
+    # GIVEN a function whose traces are all sampled out, and an event the runtime cannot decode
+    # (the handler never runs: the companion makes the invocation's ids itself)
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            return "ok"
+        """)
+    with instrumented(task, env={"OTEL_TRACES_SAMPLER": "always_off"}) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke(raw=b"{not json").json()["errorType"] == "Runtime.UnmarshalError"
+        emu.stop()
+    # THEN the runtime's error line names the trace without the sampled flag: no span of it was
+    # exported (it carried the flag, linking it to a trace no backend has)
+    line = rx.wait_for_logs(lambda r: "Runtime.UnmarshalError" in r["body"])[0]
+    assert not rx.spans() and line["trace_id"] and line["flags"] & 0xFF == 0, line
+
+
 def _exported(*lines: str) -> list:
     """(severity number, severity text, body, attributes) of each line as exported, after a
     round trip through the OTLP encoding (protobuf refuses what OTLP cannot carry)."""

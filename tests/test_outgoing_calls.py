@@ -17,7 +17,7 @@ from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
 from support.local_servers import recording_server
 from support.pip_target import installed
-from support.stack import LAYER, instrumented, metric_total
+from support.stack import EVENTS, LAYER, instrumented, metric_total
 
 CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
 
@@ -430,12 +430,55 @@ def test_a_request_sent_again_names_its_own_span_downstream(tmp_path):
         invocation = invocation_span(rx, result.request_id)
         calls = children(rx, invocation, 10)
     # THEN each send told the server its own client span, not the first send's
-    for library in ("urllib", "requests", "httpx", "/redirect", "/status/200"):
-        spans = [s["span_id"] for s in calls if s["attributes"]["url.full"].endswith(f"via={library}")]
-        seen = [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith(f"via={library}")]
-        assert seen == [f"00-{invocation['trace_id']}-{span}-01" for span in spans], library
+    # (the redirect's two hops, /redirect then /status/200, are matched by their whole path)
+    for ending, sends in (("?via=urllib", 2), ("?via=requests", 2), ("?via=httpx", 2), ("/redirect", 1), ("/status/200", 1)):
+        spans = [s["span_id"] for s in calls if s["attributes"]["url.full"].endswith(ending)]
+        seen = [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith(ending)]
+        assert len(spans) == sends and seen == [f"00-{invocation['trace_id']}-{span}-01" for span in spans], (ending, seen, spans)
     assert [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith("via=own")] == ["00-11111111111111111111111111111111-2222222222222222-01"] * 2
     assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 10  # the file:// read is none
+
+
+KEPT_ACROSS_INVOCATIONS = """
+import os, urllib.request
+import httpx, requests
+
+BASE = os.environ["HTTP_URL"]
+# Request objects made once, at import, and sent by every invocation
+KEPT = urllib.request.Request(BASE + "/status/200?via=urllib")
+PREPARED = requests.Request("GET", BASE + "/status/200?via=requests").prepare()
+CLIENT = httpx.Client()
+BUILT = CLIENT.build_request("GET", BASE + "/status/200?via=httpx")
+SESSION = requests.Session()
+
+def handler(event, context):
+    urllib.request.urlopen(KEPT, timeout=5).read()
+    SESSION.send(PREPARED, timeout=5)
+    CLIENT.send(BUILT)
+    return {"statusCode": 200}
+"""
+
+
+def test_a_request_kept_across_invocations_carries_only_the_current_context(tmp_path):
+    # GIVEN request objects the function keeps and sends in every invocation, and invocations
+    # whose callers send a tracestate and baggage, then neither, then another tracestate
+    trace = lambda n: f"{n:032x}"
+    callers = [
+        {"traceparent": f"00-{trace(1)}-{1:016x}-01", "tracestate": "first=1", "baggage": "tenant=a"},
+        {"traceparent": f"00-{trace(2)}-{2:016x}-01"},
+        {"traceparent": f"00-{trace(3)}-{3:016x}-01", "tracestate": "third=3"},
+    ]
+    task = write_function(tmp_path / "task", KEPT_ACROSS_INVOCATIONS)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    plain = {name: value for name, value in event["headers"].items() if name not in ("traceparent", "tracestate", "baggage")}
+    with recording_server() as http, instrumented(task, env={"HTTP_URL": http.url}, timeout_s=30) as (emu, rx):
+        for headers in callers:
+            assert emu.invoke(dict(event, headers=dict(plain, **headers))).json() == {"statusCode": 200}
+    # THEN each send carries its own invocation's trace, and that invocation's tracestate and
+    # baggage only: none of an earlier caller's left on the object
+    sent = [(r["headers"].get("traceparent", "")[3:35], r["headers"].get("tracestate"), r["headers"].get("baggage")) for r in http.requests]
+    expected = [(trace(n + 1), caller.get("tracestate"), caller.get("baggage")) for n, caller in enumerate(callers) for _ in range(3)]
+    assert sent == expected, sent
 
 
 COPIES_ACROSS_REGIONS = """

@@ -98,7 +98,7 @@ class Invocation:
         self.finished_at_ns: int | None = None  # when it was accounted for (the span's end if nothing says better)
         self.logs: list = []  # (line, time_ns) until the span's ids are known
         self.error_line: dict | None = None  # the runtime's own error line, if it logged one
-        self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived
+        self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived, and the sampler's word
         # A flood of lines: the span's ids, known before its end, with which the lines go on
         # as they come rather than held (see Correlator._log); False when none could be known.
         self.streamed_ids: tuple | bool | None = None
@@ -143,8 +143,13 @@ class Invocation:
         inv.finished = data.get("finished") is True
         inv.logs = _log_entries(data.get("logs"))
         synthetic = data.get("synthetic")
-        inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and len(synthetic) == 2 and all(isinstance(x, str) for x in synthetic) else None
+        inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and _synthetic_ids(synthetic) else None
         return inv
+
+
+def _synthetic_ids(value: list) -> bool:
+    # (trace id, span id), and from this version whether the sampler keeps that trace
+    return len(value) in (2, 3) and all(isinstance(x, str) for x in value[:2]) and all(isinstance(x, bool) for x in value[2:])
 
 
 _CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
@@ -248,8 +253,11 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled_as_root: Callable[[int], bool] | None = None) -> None:
         self.sink = sink
+        # The sampler's decision for a trace begun here (ids made for an invocation the function's
+        # process told nothing of): its lines' flags say it, as the span is built by the same rule.
+        self._sampled_as_root = sampled_as_root or (lambda trace_id: True)
         # Lambda Managed Instances: no INVOKE events (platform.start announces each request),
         # no runtimeDone (platform.report tells the outcome), and requests run concurrently, so
         # a log line belongs to the request its JSON names, never to "the current one".
@@ -561,7 +569,8 @@ class Correlator:
         if inv.start is None:
             from lambdawrap.shared.ids import new_span_id, new_trace_id
 
-            inv.synthetic = (f"{new_trace_id():032x}", f"{new_span_id():016x}")
+            trace_id = new_trace_id()
+            inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled_as_root(trace_id))
         if not inv.invoke_event and self.function_arn:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         self.sink.invocation(inv)

@@ -33,6 +33,7 @@ from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
+from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.settings import SIGNALS, Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
@@ -54,7 +55,8 @@ class Companion:
         self.settings = settings or Settings.from_env()
         self._problems_logged: set = set()
         self.sink = DeferredSink()
-        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances)
+        sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
+        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled_as_root=lambda trace_id: sampled(trace_id, None))
         self._activity = 0  # invocations finished and records received: what a timed flush is for
         self._activity_flushed = 0
         self._flush_when_finished: str | None = None  # a flush that came before its span was made

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from _thread import get_ident
 
 from lambdawrap.shared import records
 from lambdawrap.shared.log import get_logger
@@ -152,10 +153,9 @@ _OWN_CALLS_FILTER = _OwnCallsFilter()
 
 
 def making_own_calls() -> bool:
-    """Whether this thread is fetching secrets for lambdawrap (its calls are not the function's)."""
-    from threading import get_ident
-
-    return get_ident() in _quiet_threads
+    """Whether this thread is fetching secrets for lambdawrap (its calls are not the function's);
+    asked for every outgoing call the function makes."""
+    return bool(_quiet_threads) and get_ident() in _quiet_threads
 
 
 class quiet_own_calls:
@@ -165,7 +165,6 @@ class quiet_own_calls:
 
     def __enter__(self) -> "quiet_own_calls":
         import logging
-        from threading import get_ident
 
         names = {n for n in logging.Logger.manager.loggerDict if n.split(".", 1)[0] in _QUIET_LOGGERS}
         for name in names.union(_QUIET_MADE_FIRST):

@@ -99,35 +99,48 @@ def user_baggage() -> str:
         return ""
 
 
-# The span-naming values lately written into requests (traceparent, X-Amzn-Trace-Id): a request
-# object the function sends again (a retry loop over one requests PreparedRequest, urllib
-# Request or httpx Request) still holds the one of its first send, ours to replace (the server
-# would be told the wrong parent), not the user's to keep. A dict: its lookups are atomic.
+# The values lately written into requests, by header: a request object the function sends again
+# (a retry loop over one requests PreparedRequest, urllib Request or httpx Request; one kept from
+# an earlier invocation) still holds those of its first send, ours to replace or remove (the
+# server would be told the wrong parent, another trace's tracestate, another caller's baggage),
+# not the user's to keep. A dict: its lookups are atomic.
 _WRITTEN: dict = {}
 _MAX_WRITTEN = 1024
-_SPAN_NAMING = ("traceparent", XRAY_HEADER.lower())
+CARRIED = ("traceparent", "tracestate", "baggage", XRAY_HEADER.lower())
 
 
-def written_by_us(value: object) -> bool:
+def written_by_us(name: str, value: object) -> bool:
     """Whether a header's value is one lambdawrap wrote for an earlier send."""
-    return isinstance(value, str) and value in _WRITTEN
+    return isinstance(value, str) and (name.lower(), value) in _WRITTEN
 
 
-def remember_written(name: str, value: str) -> None:
-    if name.lower() in _SPAN_NAMING:
-        if len(_WRITTEN) >= _MAX_WRITTEN:
-            _WRITTEN.clear()
-        _WRITTEN[value] = True
+def carried_changes(present: dict, pairs: list) -> tuple:
+    """What a request's headers need to carry `pairs`: ([(name, value)] to set, those missing
+    or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
+    this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value."""
+    to_set = []
+    for name, value in pairs:
+        old = present.get(name.lower())
+        if old is None or written_by_us(name, old):
+            to_set.append((name, value))
+            if len(_WRITTEN) >= _MAX_WRITTEN:
+                _WRITTEN.clear()
+            _WRITTEN[(name.lower(), value)] = True
+    if not present:
+        return to_set, []
+    wanted = {name.lower() for name, _ in pairs}
+    return to_set, [name for name, value in present.items() if name not in wanted and written_by_us(name, value)]
 
 
 def add_missing(headers: object, pairs: list) -> None:
-    """Set each header the mapping does not have yet (any case), leaving the user's alone (a
-    value of ours left from an earlier send of the same request is replaced)."""
+    """Set each header the mapping does not have yet (any case), leaving the user's alone (values
+    of ours left from an earlier send of the same request are replaced, or removed)."""
     if not pairs:
         return
-    present = {str(k).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
-    for name, value in pairs:
-        key = present.get(name.lower())
-        if key is None or written_by_us(headers[key]):  # type: ignore[index]
-            headers[name if key is None else key] = value  # type: ignore[index]
-            remember_written(name, value)
+    keys = {str(k).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
+    present = {name: headers[key] for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
+    to_set, to_remove = carried_changes(present, pairs)
+    for name, value in to_set:
+        headers[keys.get(name.lower(), name)] = value  # type: ignore[index]
+    for name in to_remove:
+        del headers[keys[name]]  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ it follows inside it; http.client below it adds none. A 4xx/5xx answer, which ur
 from __future__ import annotations
 
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
-from lambdawrap.handler.outgoing.propagation import remember_written, written_by_us
+from lambdawrap.handler.outgoing.propagation import CARRIED, carried_changes
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -37,11 +37,13 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo)
         if call is not None:
-            for name, value in calls.headers_for(call):
-                existing = target.get_header(name.capitalize())
-                if existing is None or written_by_us(existing):  # a Request sent again: ours replaced
-                    target.add_header(name, value)
-                    remember_written(name, value)
+            # urllib keeps header names capitalize()d; a Request sent again holds ours already.
+            present = {name: target.get_header(name.capitalize()) for name in CARRIED if target.has_header(name.capitalize())}
+            to_set, to_remove = carried_changes(present, calls.headers_for(call))
+            for name, value in to_set:
+                target.add_header(name, value)
+            for name in to_remove:
+                target.remove_header(name.capitalize())
         return call, args, kwargs
 
     def failed(call: "Any", exc: BaseException) -> None:
