@@ -278,6 +278,103 @@ def test_user_spans_nest_under_the_invocation(tmp_path):
         assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
 
 
+def test_user_spans_follow_the_sdks_rules(tmp_path):
+    # GIVEN a function using the OpenTelemetry API as the SDK's users do (the SDK's rules: a
+    # link to no span is left out, not the span; 128 events at most, the newest; OK is final,
+    # UNSET ignored; `with tracer.start_span(...)` records what escapes it; the tracer's scope)
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import Link, StatusCode
+        tracer = trace.get_tracer("batch", "2.1.0", schema_url="https://opentelemetry.io/schemas/1.21.0")
+
+        def handler(event, context):
+            # a message without a traceparent: extract gives no span, whose context is invalid
+            missing = trace.get_current_span(propagate.extract({})).get_span_context()
+            with tracer.start_as_current_span("consume", links=[Link(missing)]) as span:
+                span.add_link(missing)
+            with tracer.start_as_current_span("chatty") as span:
+                for i in range(300):
+                    span.add_event(f"retry {i}", {"pad": "x" * 1000})
+            try:
+                with tracer.start_as_current_span("ok then raise") as span:
+                    span.set_status(StatusCode.OK)
+                    raise RuntimeError("late")
+            except RuntimeError:
+                pass
+            with tracer.start_as_current_span("error then unset") as span:
+                span.set_status(StatusCode.ERROR, "bad")
+                span.set_status(StatusCode.UNSET)
+            try:
+                with tracer.start_span("plain") as span:
+                    raise KeyError("k")
+            except KeyError:
+                pass
+            return {"ok": True}
+        """,
+    )
+    names = ("consume", "chatty", "ok then raise", "error then unset", "plain")
+    with instrumented(task) as (emu, rx):
+        assert emu.invoke({}).json() == {"ok": True}
+        spans = {s["name"]: s for s in rx.wait_for_spans(lambda s: s["name"] in names, count=len(names))}
+    # THEN every span is exported as the SDK records it (before: the span with the invalid link
+    # was dropped as malformed; 300 events made the record too large, every span was dropped;
+    # OK was overridden, ERROR reset; `plain` had no exception event nor ERROR status; the
+    # tracer's version and schema URL were not the scope's)
+    assert {(s["scope"], s["scope_version"], s["schema_url"]) for s in spans.values()} == {("batch", "2.1.0", "https://opentelemetry.io/schemas/1.21.0")}
+    assert spans["consume"]["links"] == []
+    events = spans["chatty"]["events"]
+    assert len(events) == 128 and events[0]["name"] == "retry 172" and events[-1]["name"] == "retry 299"
+    assert spans["ok then raise"]["status_code"] == 1
+    assert spans["error then unset"]["status_code"] == 2 and spans["error then unset"]["status_message"] == "bad"
+    plain = spans["plain"]
+    assert plain["status_code"] == 2 and plain["status_message"] == "KeyError: 'k'"
+    assert [(e["name"], e["attributes"]["exception.type"], e["attributes"]["exception.escaped"]) for e in plain["events"]] == [("exception", "KeyError", "True")]
+
+
+def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):
+    # GIVEN a library whose functions are decorated at import with a tracer of the API, imported
+    # before the function sets its own tracer provider (the usual order of a module's imports)
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import trace
+        tracer = trace.get_tracer("lib")
+
+        @tracer.start_as_current_span("lib.work")
+        def work():
+            return 1
+        """,
+        module="lib",
+    )
+    write_function(
+        task,
+        """
+        from lib import work
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        EXPORTER = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(provider)
+
+        def handler(event, context):
+            work()
+            return [s.name for s in EXPORTER.get_finished_spans()]
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # THEN its provider records the decorated function's span, as without the layer (before:
+        # the decorator kept lambdawrap's tracer it was made with, and the user's exporter had none)
+        assert emu.invoke({}).json() == ["lib.work"]
+        emu.wait_idle()
+    assert [s for s in rx.spans() if s["name"] == "lib.work"] == []
+
+
 OLD_API_PROBE = """
 import json
 from opentelemetry import trace

@@ -299,7 +299,7 @@ class SpanBuilder:
             status=status,
             events=events,
             links=links,
-            scope=_remembered(self._scopes, encodable(str(raw.get("scope") or "user")), InstrumentationScope),
+            scope=_remembered(self._scopes, (encodable(str(raw.get("scope") or "user")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url"))), lambda key: InstrumentationScope(*key)),
             trace_state=raw.get("trace_state"),
         )
 
@@ -318,7 +318,11 @@ def _platform_failure(outcome: dict) -> tuple:
     return error_type, reason
 
 
-def _remembered(made: dict, key: str, make: Callable[[str], Any]) -> Any:
+def _optional_text(value: object) -> str | None:
+    return encodable(value) if isinstance(value, str) and value else None
+
+
+def _remembered(made: dict, key: Any, make: Callable[[Any], Any]) -> Any:
     """make(key), made once while `made` holds it (at most MAX_REMEMBERED keys)."""
     value = made.get(key)
     if value is None:

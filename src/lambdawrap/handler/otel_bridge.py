@@ -13,13 +13,15 @@ trace's sampling decision, and never raises into the user's code.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags, TraceState
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap.handler.invocation import FAILURES, deliver_span, describe_exception
 
@@ -35,21 +37,67 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ALLOWED = (str, bool, int, float)
 
 
-def _value(value: Any) -> Any:
+def _env_limit(name: str, default: Optional[int]) -> Optional[int]:
+    """One of the SDK's span limits (its SpanLimits) from its variable: a count, or "unset" for
+    none; a bad value is the default (the SDK would refuse to start)."""
+    text = os.environ.get(name, "").strip()
+    if text == "unset":
+        return None
+    return int(text) if text.isdigit() else default
+
+
+# As the SDK's: without them a span the user fills in a loop makes the invocation's record too
+# large, and every span of the invocation is dropped, where the SDK keeps the newest 128.
+_ANY_ATTRIBUTES = _env_limit("OTEL_ATTRIBUTE_COUNT_LIMIT", None)
+_MAX_ATTRIBUTES = 128 if _ANY_ATTRIBUTES is None else _ANY_ATTRIBUTES
+_SPAN_ATTRIBUTES = _env_limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
+_EVENT_ATTRIBUTES = _env_limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
+_LINK_ATTRIBUTES = _env_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
+_EVENTS = _env_limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128)
+_LINKS = _env_limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128)
+_VALUE_LENGTH = _env_limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)
+_SPAN_VALUE_LENGTH = _env_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _VALUE_LENGTH)
+
+
+def _value(value: Any, length: Optional[int] = None) -> Any:
+    if isinstance(value, str):
+        return value if length is None else value[:length]
     if isinstance(value, _ALLOWED):
         return value
     if isinstance(value, (list, tuple)):
-        return [v for v in value if isinstance(v, _ALLOWED)]
+        return [_value(v, length) for v in value if isinstance(v, _ALLOWED)]
     return f"<{type(value).__name__}>"  # never the user's repr/str: their code could raise
 
 
-def _attrs(attributes: Any) -> dict:
+def _put(attributes: dict, key: str, value: Any, limit: Optional[int]) -> None:
+    """attributes[key] = value, as the SDK's BoundedAttributes: when full, the oldest goes."""
+    attributes.pop(key, None)
+    if limit is not None and len(attributes) >= limit:
+        if not limit:
+            return
+        del attributes[next(iter(attributes))]
+    attributes[key] = value
+
+
+def _attrs(attributes: Any, limit: Optional[int] = _MAX_ATTRIBUTES, length: Optional[int] = _VALUE_LENGTH) -> dict:
+    bounded: dict = {}
     if not attributes:
-        return {}
+        return bounded
     try:
-        return {k: _value(v) for k, v in dict(attributes).items() if isinstance(k, str)}
+        for k, v in dict(attributes).items():
+            if isinstance(k, str):
+                _put(bounded, k, _value(v, length), limit)
     except Exception:  # noqa: BLE001 - a mapping of the user's may raise while we read it
         return {}
+    return bounded
+
+
+def _link(context: Any, attributes: Any) -> Optional[list]:
+    # A link to no span (say, the context of a message that came without one) is left out, as
+    # the SDK leaves it out; the span is kept.
+    if not isinstance(context, SpanContext) or not context.is_valid:
+        return None
+    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, _LINK_ATTRIBUTES)]
 
 
 def _guarded(method: Callable) -> Callable:
@@ -68,19 +116,21 @@ def _guarded(method: Callable) -> Callable:
 
 
 class _Span(trace.Span):
-    def __init__(self, send: Callable[[dict], None], scope: str, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int]) -> None:
+    def __init__(self, send: Callable[[dict], None], scope: tuple, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int], record_exception: bool = True, set_status_on_exception: bool = True) -> None:
         self._send = send
         self._scope = scope
         self._name = str(name)
         self._context = span_context
         self._parent_id = parent_id
         self._kind = kind.value if isinstance(kind, SpanKind) else 0
-        self._attributes = _attrs(attributes)
-        self._events: list = []
-        self._links = [[f"{l.context.trace_id:032x}", f"{l.context.span_id:016x}", _attrs(l.attributes)] for l in (links or []) if getattr(l, "context", None)]
+        self._attributes = _attrs(attributes, _SPAN_ATTRIBUTES, _SPAN_VALUE_LENGTH)
+        self._events: collections.deque = collections.deque(maxlen=_EVENTS)
+        self._links = collections.deque((link for link in (_link(getattr(l, "context", None), getattr(l, "attributes", None)) for l in (links or [])) if link), maxlen=_LINKS)
         self._status = (0, "")
         self._start = start_time if isinstance(start_time, int) else time.time_ns()
         self._ended = False
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -88,22 +138,24 @@ class _Span(trace.Span):
     @_guarded
     def set_attributes(self, attributes: Any) -> None:
         if not self._ended:
-            self._attributes.update(_attrs(attributes))
+            for key, value in _attrs(attributes, None, _SPAN_VALUE_LENGTH).items():
+                _put(self._attributes, key, value, _SPAN_ATTRIBUTES)
 
     @_guarded
     def set_attribute(self, key: str, value: Any) -> None:
         if not self._ended and isinstance(key, str):
-            self._attributes[key] = _value(value)
+            _put(self._attributes, key, _value(value, _SPAN_VALUE_LENGTH), _SPAN_ATTRIBUTES)
 
     @_guarded
     def add_event(self, name: str, attributes: Any = None, timestamp: Optional[int] = None) -> None:
         if not self._ended:
-            self._events.append([str(name), _attrs(attributes), timestamp if isinstance(timestamp, int) else time.time_ns()])
+            self._events.append([str(name), _attrs(attributes, _EVENT_ATTRIBUTES), timestamp if isinstance(timestamp, int) else time.time_ns()])
 
     @_guarded
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
-        if not self._ended and context is not None:
-            self._links.append([f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes)])
+        link = _link(context, attributes) if not self._ended else None
+        if link:
+            self._links.append(link)
 
     @_guarded
     def update_name(self, name: str) -> None:
@@ -119,14 +171,36 @@ class _Span(trace.Span):
             code, text = status.status_code, status.description
         else:
             code, text = status, description
-        self._status = (int(getattr(code, "value", 0)), text if isinstance(text, str) else "")
+        code = int(getattr(code, "value", 0))
+        # As the SDK: OK is final, UNSET is ignored, and an ended span keeps its status.
+        if self._ended or self._status[0] == StatusCode.OK.value or code == StatusCode.UNSET.value:
+            return
+        self._status = (code, text if isinstance(text, str) else "")
 
     @_guarded
     def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
-        described = describe_exception(exception)
-        event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}
+        self._record(describe_exception(exception), attributes, timestamp, escaped)
+
+    def _record(self, described: dict, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
+        event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"], "exception.escaped": "True" if escaped else "False"}
         event.update(_attrs(attributes))
         self.add_event("exception", event, timestamp)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # `with tracer.start_span(...) as span:` (not use_span, which records for itself): what
+        # escapes the block is recorded, as the SDK's span records it.
+        self._escaped(exc_val)
+        self.end()
+
+    @_guarded
+    def _escaped(self, error: Any) -> None:
+        if not isinstance(error, BaseException) or self._ended:
+            return
+        described = describe_exception(error)
+        if self._record_exception:
+            self._record(described, escaped=True)
+        if self._set_status_on_exception:
+            self.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {described['message']}"))
 
     @_guarded
     def end(self, end_time: Optional[int] = None) -> None:
@@ -135,7 +209,9 @@ class _Span(trace.Span):
         self._ended = True
         self._send(
             records.span(
-                scope=self._scope,
+                scope=self._scope[0],
+                scope_version=self._scope[1],
+                scope_schema_url=self._scope[2],
                 name=self._name,
                 trace_id=self._context.trace_id,
                 span_id=self._context.span_id,
@@ -144,8 +220,8 @@ class _Span(trace.Span):
                 start_ns=self._start,
                 end_ns=end_time if isinstance(end_time, int) else time.time_ns(),
                 attributes=self._attributes,
-                events=self._events,
-                links=self._links,
+                events=list(self._events),
+                links=list(self._links),
                 status=self._status,
                 trace_state=self._context.trace_state.to_header() if self._context.trace_state else "",
             )
@@ -155,7 +231,7 @@ class _Span(trace.Span):
 class _Tracer(trace.Tracer):
     """lambdawrap's recording tracer, behind the API's proxy tracers."""
 
-    def __init__(self, bridge: "UserSpans", scope: str) -> None:
+    def __init__(self, bridge: "UserSpans", scope: tuple) -> None:
         self._bridge = bridge
         self._scope = scope
 
@@ -171,7 +247,7 @@ class _Tracer(trace.Tracer):
             span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=trace_state)
             if not sampled:
                 return NonRecordingSpan(span_context)  # the trace was sampled out at its root
-            return _Span(self._bridge.send, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time)
+            return _Span(self._bridge.send, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time, record_exception, set_status_on_exception)
         except Exception:  # noqa: BLE001 - the API promises the user no exception from us
             FAILURES.record("the OpenTelemetry bridge (start_span)")
             return trace.INVALID_SPAN
@@ -206,14 +282,24 @@ class UserSpans:
         def route(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
             if getattr(trace, "_TRACER_PROVIDER", None) is not None:
                 return wrapped(*args, **kwargs)
-            return getattr(bridge.tracer(getattr(instance, "_instrumenting_module_name", None)), wrapped.__name__)(*args, **kwargs)
+            scope = (getattr(instance, name, None) for name in ("_instrumenting_module_name", "_instrumenting_library_version", "_schema_url"))
+            return getattr(bridge.tracer(*scope), wrapped.__name__)(*args, **kwargs)
 
-        for name in ("start_span", "start_as_current_span"):
-            setattr(proxy, name, function_wrapper(getattr(proxy, name), route))
+        @_context_manager
+        def as_current(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Iterator[trace.Span]:
+            # Routed when the span starts, not when its context manager is made: as a decorator
+            # (at import, say) it is made once and started at each call, by then perhaps with a
+            # provider the user has set since, which gets the span as without the layer.
+            with route(wrapped, instance, args, kwargs) as span:
+                yield span
+
+        proxy.start_span = function_wrapper(proxy.start_span, route)
+        proxy.start_as_current_span = function_wrapper(proxy.start_as_current_span, as_current)
         proxy._self_lambdawrap = True
 
-    def tracer(self, scope: Any) -> _Tracer:
-        scope = scope if isinstance(scope, str) and scope else "user"
+    def tracer(self, name: Any, version: Any = None, schema_url: Any = None) -> _Tracer:
+        # The scope the SDK would give the spans: the tracer's name, version and schema URL.
+        scope = (name if isinstance(name, str) and name else "user", version if isinstance(version, str) else "", schema_url if isinstance(schema_url, str) else "")
         tracer = self._tracers.get(scope)
         if tracer is None:
             tracer = self._tracers[scope] = _Tracer(self, scope)

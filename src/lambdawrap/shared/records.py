@@ -148,7 +148,7 @@ def encode_invocation(start_json: bytes, end: dict, dropped: int = 0) -> bytes:
     return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
-def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple, trace_state: str = "") -> dict:
+def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple, trace_state: str = "", scope_version: str = "", scope_schema_url: str = "") -> dict:
     """One span of the function's own, for an invocation's `end.spans` or a `spans` record."""
     made = {
         "scope": scope,
@@ -164,6 +164,10 @@ def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int
     }
     if trace_state:
         made["trace_state"] = trace_state
+    if scope_version:  # the user's tracer's, as `trace.get_tracer(name, version, schema_url)` gave them
+        made["scope_version"] = scope_version
+    if scope_schema_url:
+        made["scope_schema_url"] = scope_schema_url
     return made
 
 

@@ -146,7 +146,7 @@ def _optional(message: Message, field: str) -> Any:
 
 def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> List[Item]:
     spans: List[Item] = []
-    for resource, scope, schema_url, span in _scoped(request.resource_spans, "scope_spans", "spans"):
+    for resource, scope, schema_url, span, version in _scoped(request.resource_spans, "scope_spans", "spans"):
         spans.append(
             {
                 "trace_id": span.trace_id.hex(),
@@ -178,6 +178,7 @@ def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> Lis
                 "trace_state": span.trace_state,
                 "resource": resource,
                 "scope": scope,
+                "scope_version": version,
                 "schema_url": schema_url,
             }
         )
@@ -205,18 +206,18 @@ def _metric_point(base: Item, point: Message, **fields: Any) -> Item:
 
 
 def _scoped(resources: Any, scopes_field: str, items_field: str) -> Iterator[tuple]:
-    """(resource attributes, scope name, scope schema URL, item) for every item of a request's
-    resources."""
+    """(resource attributes, scope name, scope schema URL, item, scope version) for every item
+    of a request's resources."""
     for resource_entry in resources:
         resource = _attributes(resource_entry.resource.attributes)
         for scope_entry in getattr(resource_entry, scopes_field):
             for item in getattr(scope_entry, items_field):
-                yield resource, scope_entry.scope.name, scope_entry.schema_url, item
+                yield resource, scope_entry.scope.name, scope_entry.schema_url, item, scope_entry.scope.version
 
 
 def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -> List[Item]:
     points: List[Item] = []
-    for resource, scope, schema_url, metric in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
+    for resource, scope, schema_url, metric, _version in _scoped(request.resource_metrics, "scope_metrics", "metrics"):
         kind = metric.WhichOneof("data")
         if kind is None:
             continue
@@ -286,7 +287,7 @@ def _flatten_metrics(request: metrics_service_pb2.ExportMetricsServiceRequest) -
 
 def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[Item]:
     records: List[Item] = []
-    for resource, scope, schema_url, record in _scoped(request.resource_logs, "scope_logs", "log_records"):
+    for resource, scope, schema_url, record, _version in _scoped(request.resource_logs, "scope_logs", "log_records"):
         records.append(
             {
                 "body": _any_value(record.body) if record.HasField("body") else None,
