@@ -738,10 +738,12 @@ while json.load(urllib.request.urlopen(urllib.request.Request(api + "event/next"
     assert metric_total(rx, "lambdawrap.init_errors") == 1
 
 
-def test_a_failed_init_reported_on_the_platforms_log_channel_keeps_its_message_and_stack(tmp_path):
+@pytest.mark.parametrize("log_channel", [True, False], ids=["log channel", "stdout"])
+def test_a_failed_init_keeps_its_message_and_stack(tmp_path, log_channel):
     # GIVEN the managed runtimes' log channel (_LAMBDA_TELEMETRY_LOG_FD), where awslambdaric
-    # reports an error as one record, its lines joined by newlines, and a module that raises
-    # as it loads the first time
+    # reports an error as one record, its lines joined by newlines, or a runtime without it,
+    # which prints the report as one line, its lines joined by carriage returns; and a module
+    # that raises as it loads the first time
     marker = tmp_path / "loaded-once"
     task = write_function(tmp_path / "task", f"""
 import os
@@ -752,7 +754,7 @@ if not os.path.exists({str(marker)!r}):
 def handler(event, context):
     return "ok"
 """)
-    with instrumented(task, telemetry_log_fd=True) as (emu, rx):
+    with instrumented(task, telemetry_log_fd=log_channel) as (emu, rx):
         # WHEN it is invoked, and again
         assert emu.invoke({}).json()["errorMessage"] == "no config"
         assert emu.invoke({}).body == b'"ok"'

@@ -63,7 +63,7 @@ class Emulator:
         freeze: bool = True,
         init_cpu: str = DEFAULT_INIT_CPU,
         max_concurrency: int | None = None,
-        telemetry_log_fd: bool = False,
+        telemetry_log_fd: bool = True,
     ) -> None:
         python = python or sys.executable
         if max_concurrency is not None and not 1 <= max_concurrency <= MAX_CONCURRENCY:

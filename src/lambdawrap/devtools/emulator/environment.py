@@ -51,7 +51,7 @@ class FunctionConfig:
     max_concurrency: int | None = None  # Lambda Managed Instances: requests per environment
     # The runtime gets _LAMBDA_TELEMETRY_LOG_FD, as the managed runtimes do: awslambdaric then
     # writes `logging` output and its error reports as framed records, one record each.
-    telemetry_log_fd: bool = False
+    telemetry_log_fd: bool = True
 
     @property
     def managed_instances(self) -> bool:

@@ -58,7 +58,7 @@ class RunConfig:
     freeze: bool = True
     init_cpu: str = DEFAULT_INIT_CPU
     max_concurrency: int | None = None
-    telemetry_log_fd: bool = False
+    telemetry_log_fd: bool = True
     python: str | None = None  # the runtime's interpreter: a path, a name or X.Y; None: this one
 
 
