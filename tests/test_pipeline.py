@@ -668,6 +668,22 @@ def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
     assert metric_total(rx, "lambdawrap.crashes") == 1
 
 
+def fails_its_first_load(tmp_path: Path, error: str) -> tuple:
+    """(a function whose module raises `error`("no config") as it loads the first time, and
+    answers "ok" from then on; the marker file its first load leaves)."""
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import os
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    raise {error}("no config")
+
+def handler(event, context):
+    return "ok"
+""")
+    return task, marker
+
+
 def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_failed_init_span(tmp_path):
     # GIVEN a module that raises as it loads the first time only, and a companion whose
     # interpreter starts only once the module has loaded (and 0.3 s more): the runtime's init
@@ -675,16 +691,7 @@ def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_fail
     # init will ever be told to it. (A fixed delay loses the race one way or the other on a busy
     # machine: too short, the runtime is slower and the companion subscribes in time; too long,
     # the companion is not up before the reset's SHUTDOWN deadline.)
-    marker = tmp_path / "loaded-once"
-    task = write_function(tmp_path / "task", f"""
-import os
-if not os.path.exists({str(marker)!r}):
-    open({str(marker)!r}, "w").close()
-    raise RuntimeError("no config")
-
-def handler(event, context):
-    return "ok"
-""")
+    task, marker = fails_its_first_load(tmp_path, "RuntimeError")
     slow = tmp_path / "slow-python"
     slow.write_text(
         "#!/bin/bash\n"
@@ -744,16 +751,7 @@ def test_a_failed_init_keeps_its_message_and_stack(tmp_path, log_channel):
     # reports an error as one record, its lines joined by newlines, or a runtime without it,
     # which prints the report as one line, its lines joined by carriage returns; and a module
     # that raises as it loads the first time
-    marker = tmp_path / "loaded-once"
-    task = write_function(tmp_path / "task", f"""
-import os
-if not os.path.exists({str(marker)!r}):
-    open({str(marker)!r}, "w").close()
-    raise ValueError("no config")
-
-def handler(event, context):
-    return "ok"
-""")
+    task, _ = fails_its_first_load(tmp_path, "ValueError")
     with instrumented(task, telemetry_log_fd=log_channel) as (emu, rx):
         # WHEN it is invoked, and again
         assert emu.invoke({}).json()["errorMessage"] == "no config"
@@ -769,16 +767,7 @@ def test_a_failed_init_whose_report_comes_after_shutdown_is_still_a_failed_init_
     # GIVEN a module that raises as it loads the first time, and a platform that does not
     # flush telemetry before SHUTDOWN (Lambda promises it only on Managed Instances) and
     # buffers it a while: the init's report reaches the companion after SHUTDOWN does
-    marker = tmp_path / "loaded-once"
-    task = write_function(tmp_path / "task", f"""
-import os
-if not os.path.exists({str(marker)!r}):
-    open({str(marker)!r}, "w").close()
-    raise ValueError("no config")
-
-def handler(event, context):
-    return "ok"
-""")
+    task, _ = fails_its_first_load(tmp_path, "ValueError")
     with instrumented(task) as (emu, rx):
         emu.bus.gate.flush_before_shutdown = False
         emu.bus.gate.min_buffer_s = 0.3
