@@ -229,7 +229,30 @@ LONE_SURROGATES = Group(
     ],
 )
 
-GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES]
+# The managed runtimes' log channel (_LAMBDA_TELEMETRY_LOG_FD): `logging` records and the
+# runtime's error reports are framed, one record each however many lines; print stays on stdout.
+LOG_CHANNEL = [
+    Group(
+        f"the runtime's log channel, {log_format} format - log_channel",
+        "diff",
+        env={"AWS_LAMBDA_LOG_FORMAT": log_format, **level},
+        telemetry_log_fd=True,
+        scenarios=[
+            do("echo", "echo"),
+            do("prints and logs", "print", lines=3, tag="x"),
+            do("records of several lines, an exception logged", "log_records", tag="y"),
+            do("raise ValueError", "raise", detail="field\nx"),
+            do("raise from another error", "raise_chained"),
+            do("RecursionError", "recursion_error"),
+            do("result JSON cannot encode", "unserializable"),
+            do("background thread prints after return", "background_thread"),
+            do("echo after them", "echo"),
+        ],
+    )
+    for log_format, level in (("Text", {}), ("JSON", {"AWS_LAMBDA_LOG_LEVEL": "INFO"}))
+]
+
+GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL]
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.

@@ -629,10 +629,13 @@ def test_a_grpc_collector_that_refuses_a_request_costs_only_that_request(task):
             first = emu.invoke({})
             wait_for(lambda: grpc_rx.requests, 30, what="the first span request")
             later = [emu.invoke({}).request_id for _ in range(3)]
-            spans = grpc_rx.wait_for(3, timeout=30)
+            # (the first invocation's init span may go in a request of its own, refused or not)
+            invocation_ids = lambda: [s["attributes"]["faas.invocation_id"].string_value for s in list(grpc_rx.spans) if "faas.invocation_id" in s["attributes"]]
+            wait_for(lambda: set(later) <= set(invocation_ids()), 30, what="the later invocations' spans")
             assert emu.wait_idle(30)
+            spans = list(grpc_rx.spans)
         refused = [rid for r in grpc_rx.requests if r["refused"] for rid in r["span_ids"]]
-        delivered = [s["attributes"]["faas.invocation_id"].string_value for s in spans if "faas.invocation_id" in s["attributes"]]
+        delivered = invocation_ids()
     # THEN the refused spans (the first invocation's, its init's) are counted as rejected and
     # never sent again; the later invocations' spans go (before, the refused batch came first
     # at every flush and was refused again, holding them back)
@@ -761,6 +764,80 @@ def test_a_failed_init_keeps_its_message_and_stack(tmp_path, log_channel):
     exception = next(e["attributes"] for e in spans[0]["events"] if e["name"] == "exception")
     assert (exception["exception.type"], exception["exception.message"]) == ("ValueError", "no config")
     assert exception["exception.stacktrace"].startswith("Traceback (most recent call last):") and 'raise ValueError("no config")' in exception["exception.stacktrace"]
+
+
+@pytest.mark.parametrize("log_format", ["Text", "JSON"])
+def test_a_failed_init_s_exception_is_what_the_caller_got_whatever_the_log_format(tmp_path, log_format):
+    # GIVEN the managed runtimes' log channel, where the runtime's text report of an error is one
+    # record, and a module that raises as it loads the first time, with a message of several
+    # lines (an upstream's answer: carriage returns, a traceback of its own)
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import os
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    raise RuntimeError("upstream said: HTTP 500\\r\\nTraceback (most recent call last):\\n  File 'upstream.py'\\nKeyError: 'x'")
+
+def handler(event, context):
+    return "ok"
+""")
+    with instrumented(task, env={"AWS_LAMBDA_LOG_FORMAT": log_format}, telemetry_log_fd=True) as (emu, rx):
+        # WHEN it is invoked, and again
+        failed = emu.invoke({}).json()
+        assert emu.invoke({}).body == b'"ok"'
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, timeout=60)
+    # THEN the init span's exception has the caller's message whole, and its stack as Python
+    # prints a traceback (spaces, not the no-break spaces of the runtime's text), the same
+    # in either format
+    exception = next(e["attributes"] for e in spans[0]["events"] if e["name"] == "exception")
+    assert (exception["exception.type"], exception["exception.message"]) == ("RuntimeError", failed["errorMessage"])
+    assert exception["exception.stacktrace"] == "Traceback (most recent call last):\n" + "".join(failed["stackTrace"]) + f"RuntimeError: {failed['errorMessage']}\n"
+
+
+def test_an_exception_the_module_logged_is_not_taken_for_the_runtime_s_report_of_its_failed_init(tmp_path):
+    # GIVEN the JSON log format, whose logger.exception records name an errorType and an
+    # errorMessage as the runtime's report does, and a module that, the first time, logs the
+    # error it caught and exits (no report from the runtime: the caller gets Runtime.ExitError)
+    marker = tmp_path / "loaded-once"
+    task = write_function(tmp_path / "task", f"""
+import logging, os, sys
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    try:
+        os.environ["DB_URL"]
+    except KeyError:
+        logging.getLogger().exception("no database configured")
+        sys.exit(1)
+
+def handler(event, context):
+    return "ok"
+""")
+    with instrumented(task, env={"AWS_LAMBDA_LOG_FORMAT": "JSON"}, telemetry_log_fd=True) as (emu, rx):
+        # WHEN it is invoked, and again
+        assert emu.invoke({}).json()["errorType"] == "Runtime.ExitError"
+        assert emu.invoke({}).body == b'"ok"'
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, timeout=60)
+    # THEN the failed init is the exit the caller got, not the error the module logged
+    exception = next(e["attributes"] for e in spans[0]["events"] if e["name"] == "exception")
+    assert exception["exception.type"] == "Runtime.ExitError"
+    assert "DB_URL" not in exception["exception.message"] + exception["exception.stacktrace"] + spans[0]["status_message"]
+
+
+@pytest.mark.parametrize("telemetry_log_fd", [False, True], ids=["stdout", "log channel"])
+def test_an_event_the_runtime_cannot_decode_is_the_error_the_caller_got(tmp_path, telemetry_log_fd):
+    # GIVEN a function, and an event that is not JSON: the runtime answers
+    # Runtime.UnmarshalError itself, the handler never runs, and the platform, given no error
+    # type by the runtime, names none (Runtime.Unknown)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return 'ok'\n")
+    with instrumented(task, telemetry_log_fd=telemetry_log_fd) as (emu, rx):
+        # WHEN it is invoked with it
+        failed = emu.invoke(raw=b"{not json")
+        assert failed.json()["errorType"] == "Runtime.UnmarshalError"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == failed.request_id)[0]
+    # THEN its span names the error the caller got, from the runtime's error line
+    assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Runtime.UnmarshalError"
+    exception = next(e["attributes"] for e in span["events"] if e["name"] == "exception")
+    assert (exception["exception.type"], exception["exception.message"]) == ("Runtime.UnmarshalError", failed.json()["errorMessage"])
 
 
 def test_a_failed_init_whose_report_comes_after_shutdown_is_still_a_failed_init_span(tmp_path):

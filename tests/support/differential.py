@@ -82,6 +82,10 @@ class Group:
     # What the collector must hold: "full" (the ledger), "silent" (lambdawrap is off: nothing),
     # or "none" (a collector fault: the fault suite keeps that ledger, tests/test_faults.py).
     ledger: str = "full"
+    # The managed runtimes' log channel (_LAMBDA_TELEMETRY_LOG_FD): `logging` output and the
+    # runtime's error reports as framed records, in both runs. Off by default here, unlike the
+    # emulator's: the groups keep the stdout path (a runtime without the channel) tested.
+    telemetry_log_fd: bool = False
 
 
 @dataclass
@@ -146,7 +150,7 @@ def _collector(group: Group) -> Iterator[Any]:
 def _run(group: Group, env: dict, opt_dir: str, python: str | None) -> Run:
     # CPU unlimited: the groups are about behaviour, and a small size (crashes: 256 MB, for its
     # out-of-memory scenario) would leave the companion too little CPU for its shutdown deadline.
-    emu = Emulator(str(FUNCTIONS / group.function), group.handler, opt_dir, env=env, timeout_s=group.timeout_s, memory_mb=group.memory_mb, invoke_port=None, python=python, cpu_limit=False)
+    emu = Emulator(str(FUNCTIONS / group.function), group.handler, opt_dir, env=env, timeout_s=group.timeout_s, memory_mb=group.memory_mb, invoke_port=None, python=python, cpu_limit=False, telemetry_log_fd=group.telemetry_log_fd)
     results = []
     runtime_dirs = []
     with emu:

@@ -8,7 +8,9 @@ with errorType, errorMessage and stackTrace; the platform turns it into a `funct
 which the companion receives. The caller got the same type and message in the error payload.
 The text's lines are joined by carriage returns when it goes to stdout (one line), and by
 newlines when it goes to the platform's log channel (_LAMBDA_TELEMETRY_LOG_FD, set by the
-managed runtimes: one framed record).
+managed runtimes: one framed record). Either way the stack goes out as Python prints a
+traceback, as the handler's own exceptions do: whatever the log format, the same error reads
+the same.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import json
 
 _TEXT_PREFIX = "[ERROR] "
 _LINE_BREAK = "\r"  # awslambdaric's ERROR_LOG_LINE_TERMINATE
-_TRACEBACK = "\nTraceback (most recent call last):"  # where a framed record's stack starts
+_HEADER = "Traceback (most recent call last):"  # the line before the text's stack
+_INDENT = "\u00a0"  # awslambdaric's ERROR_LOG_IDENT: the text's stack is indented with it
 MAX_STACK_CHARS = 32768
 
 
@@ -36,17 +39,35 @@ def _from_text(line: str) -> dict | None:
     if not line.startswith(_TEXT_PREFIX):
         return None
     text = line[len(_TEXT_PREFIX) :]
-    if _LINE_BREAK in text:
-        head, _, rest = text.partition(_LINE_BREAK)
-        stack = rest.replace(_LINE_BREAK, "\n")
-    else:
-        # A framed record: its lines are joined by newlines, the message's own included.
-        head, found, rest = text.partition(_TRACEBACK)
-        stack = (_TRACEBACK[1:] + rest) if found else ""
+    # A framed record holds newlines (a line on stdout never does). The message may hold
+    # anything, carriage returns or a traceback of its own: the runtime's stack starts at the
+    # last traceback header, after which its frames are all indented.
+    separator = "\n" if "\n" in text else _LINE_BREAK
+    head, found, rest = text.rpartition(separator + _HEADER)
+    if not found:
+        head, rest = text, ""
     error_type, sep, message = head.partition(": ")
-    if not sep or not error_type or " " in error_type:
-        return None  # "[ERROR] some message": a log line of the function's, not the runtime's
-    return {"type": error_type, "message": message, "stack": stack[-MAX_STACK_CHARS:]}
+    if not error_type or " " in error_type or not (sep or found):
+        # "[ERROR] some message": a log line of the function's, not the runtime's (whose
+        # report of an error with no message, "[ERROR] AssertionError", has its stack after it)
+        return None
+    frames = "".join(_python_indentation(frame) + "\n" for frame in rest[-MAX_STACK_CHARS:].split(separator) if frame)
+    return {"type": error_type, "message": message, "stack": _traceback(error_type, message, frames)}
+
+
+def _python_indentation(frame: str) -> str:
+    # awslambdaric indents the text's stack with no-break spaces, Python with spaces.
+    code = frame.lstrip(_INDENT)
+    return " " * (len(frame) - len(code)) + code
+
+
+def _traceback(error_type: str, message: str, frames: str) -> str:
+    """As Python prints it: the header, the frames, `Type: message`; none without frames (a
+    Runtime.MarshalError's, whose stackTrace is empty)."""
+    if not frames:
+        return ""
+    last = f"{error_type}: {message}" if message else error_type
+    return f"Traceback (most recent call last):\n{frames}{last}\n"[-MAX_STACK_CHARS:]
 
 
 def _from_json(line: str) -> dict | None:
@@ -56,9 +77,11 @@ def _from_json(line: str) -> dict | None:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("errorType"), str) or "errorMessage" not in record:
         return None
+    if "message" in record:
+        # A `logging` record (awslambdaric's formatter always writes its message; a
+        # logger.exception's also has errorType and errorMessage): the runtime's report has none.
+        return None
     stack = record.get("stackTrace")
-    return {
-        "type": record["errorType"],
-        "message": str(record.get("errorMessage")),
-        "stack": "".join(s for s in stack if isinstance(s, str))[-MAX_STACK_CHARS:] if isinstance(stack, list) else "",
-    }
+    message = str(record.get("errorMessage"))
+    frames = "".join(s if s.endswith("\n") else s + "\n" for s in stack if isinstance(s, str) and s)[-MAX_STACK_CHARS:] if isinstance(stack, list) else ""
+    return {"type": record["errorType"], "message": message, "stack": _traceback(record["errorType"], message, frames)}

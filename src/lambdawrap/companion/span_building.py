@@ -161,6 +161,12 @@ class SpanBuilder:
             status, events, failure = self._reported_status(inv, attrs, end_ns)
         else:
             end_ns, failure = self._platform_end(inv, attrs)
+            if failure == "runtime_error" and inv.error_line and attrs["error.type"] in _UNNAMED_ERRORS:
+                # The runtime answered an error without the function's word (an event it could
+                # not decode: the handler never ran); the platform does not name it, the
+                # runtime's error line does, as the caller got it.
+                attrs["error.type"] = str(inv.error_line.get("type"))
+                events = [_exception_event(inv.error_line, end_ns)]
             status = Status(StatusCode.ERROR, f"{attrs['error.type']}: invocation ended by the platform ({failure})")
         # Only present when the function opted in (LAMBDAWRAP_CAPTURE_PAYLOAD), redacted there.
         for name, payload in (("lambdawrap.request.payload", start.get("request_payload")), ("lambdawrap.response.payload", (end or {}).get("response_payload"))):

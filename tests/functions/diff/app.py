@@ -95,6 +95,14 @@ def handler(event, context):
         sys.stderr.write("to stderr\n")
         logger.info("a logging record %s", event.get("tag", "-"))
         return {"printed": event.get("lines", 3)}
+    if do == "log_records":
+        # Records of several lines: one telemetry record each on the runtime's log channel.
+        logger.warning("two\nlines %s", event.get("tag", "-"))
+        try:
+            {}[event.get("tag", "-")]
+        except KeyError:
+            logger.exception("caught\nit")
+        return {"logged": 2}
     if do == "flood":
         chunk = "y" * 1000
         for _ in range(event.get("kilobytes", 1000)):
