@@ -4,10 +4,15 @@ log format, lines as long as the platform's records, and the ids of lines printe
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from conftest import write_function
-from support.stack import instrumented
+from support.stack import EVENTS, instrumented
 
 from lambdawrap.companion import log_buffer
+
+FUNCTIONS = Path(__file__).resolve().parent / "functions"
 
 JSON_APP = """
 import logging
@@ -170,8 +175,35 @@ def _exported(*lines: str) -> list:
     return [(r["severity_number"], r["severity_text"], r["body"], r["attributes"]) for r in _flatten_logs(request)]
 
 
+def test_an_exception_a_powertools_function_logged_is_exported_as_the_conventions_exception():
+    # GIVEN a function written with Powertools whose route logs an exception it caught
+    event = json.loads((EVENTS / "apigw-rest.json").read_text())
+    event.update(path="/orders/logged", resource="/orders/{order_id}", pathParameters={"order_id": "logged"})
+    task = FUNCTIONS / "powertools"
+    with instrumented(task, env={"POWERTOOLS_METRICS_NAMESPACE": "Shop"}) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke(event)
+        assert result.json()["statusCode"] == 200
+        emu.stop()  # SHUTDOWN: every line is exported by then
+    (record,) = [r for r in rx.logs() if r["body"] == "order lookup failed"]
+    # THEN the record says the exception as the conventions do, not as Powertools' own fields
+    attributes = record["attributes"]
+    assert (record["severity_text"], attributes["exception.type"], attributes["exception.message"]) == ("ERROR", "ValueError", "no such order: logged")
+    assert attributes["exception.stacktrace"].startswith("Traceback (most recent call last):") and "exception_name" not in attributes
+    assert attributes["service"] == "orders" and attributes["faas.invocation_id"] == result.request_id
+
+
+def test_an_exception_powertools_logged_has_the_conventions_exception_attributes():
+
+    traceback = 'Traceback (most recent call last):\n  File "/var/task/app.py", line 8, in handler\n    raise ValueError("bad order: 42")\nValueError: bad order: 42'
+    logged = json.dumps({"level": "ERROR", "location": "handler:10", "message": "order failed", "timestamp": "t", "service": "orders", "exception": traceback, "exception_name": "ValueError"})
+    without_message = json.dumps({"level": "ERROR", "message": "assert", "exception": "Traceback (most recent call last):\nAssertionError", "exception_name": "AssertionError"})
+    found = _exported(logged, without_message)
+    assert found[0] == (17, "ERROR", "order failed", {"location": "handler:10", "service": "orders", "exception.type": "ValueError", "exception.message": "bad order: 42", "exception.stacktrace": traceback})
+    assert found[1][3] == {"exception.type": "AssertionError", "exception.stacktrace": "Traceback (most recent call last):\nAssertionError"}
+
+
 def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():
-    import json
 
     powertools = json.dumps({"level": "INFO", "location": "handler:12", "message": "order placed", "timestamp": "2026-12-01 10:00:00,000+0000", "service": "orders", "cold_start": True, "xray_trace_id": None})
     structlog = json.dumps({"event": "order placed", "level": "warning"})
@@ -205,7 +237,6 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
 def test_what_a_json_record_becomes_is_bounded_whatever_its_size():
     # Each value made an object costs ~100 times its text at export: a record's values are
     # bounded, and a record longer than is read whole keeps its line, with its level.
-    import json
 
     from lambdawrap.companion.log_records import MAX_READ_CHARS, MAX_VALUES
 

@@ -149,7 +149,24 @@ def json_record(line: str) -> tuple | None:
         stacktrace = _stacktrace(record.get("stackTrace"), error_type, error_message)
         if stacktrace:
             attributes["exception.stacktrace"] = encodable(stacktrace)
+    else:
+        _powertools_exception(record, attributes)
     return severity, encodable(level), body, attributes
+
+
+def _powertools_exception(record: dict, attributes: dict) -> None:
+    """Powertools' Logger writes a logged exception as `exception_name` (its class) and
+    `exception` (its traceback as Python prints it): the conventions' exception.* instead."""
+    name, text = record.get("exception_name"), record.get("exception")
+    if not (isinstance(name, str) and name and isinstance(text, str)):
+        return
+    attributes.pop("exception_name", None)
+    attributes.pop("exception", None)
+    attributes["exception.type"] = encodable(name)
+    attributes["exception.stacktrace"] = encodable(text)
+    last = text[-MAX_READ_CHARS:].rstrip("\n").rpartition("\n")[2]  # Python's last line: "Type: message"
+    if last.startswith(name + ": "):
+        attributes["exception.message"] = encodable(last[len(name) + 2 :])
 
 
 def _exception_line(error_type: object, error_message: object) -> str:

@@ -15,6 +15,11 @@ def get_order(order_id: str):
     metrics.add_metric(name="OrderLookups", unit=MetricUnit.Count, value=1)
     if order_id == "boom":
         raise ValueError("no such order")
+    if order_id == "logged":
+        try:
+            raise ValueError("no such order: logged")
+        except ValueError:
+            logger.exception("order lookup failed")
     return {"order_id": order_id}
 
 
