@@ -172,6 +172,33 @@ def test_timeout_and_crash_still_yield_spans(task, runtime_python):
     assert metric_total(rx, "faas.errors") == 2
 
 
+
+def test_a_crash_the_platform_tells_of_late_is_still_a_span(task):
+    # GIVEN a platform that does not flush telemetry before SHUTDOWN and holds each batch 2.5 s
+    # (Lambda promises neither), and a 10 s timeout
+    with instrumented(task, timeout_s=10.0) as (emu, rx):
+        assert emu.invoke({}).function_error is None
+        emu.bus.gate.flush_before_shutdown = False
+        emu.bus.gate.min_buffer_s = 2.5
+        # WHEN the function's process exits during an invocation (its record never sent, the
+        # platform's runtimeDone delivered after the reset's SHUTDOWN), once with a connection
+        # to the companion and once as its environment's first invocation
+        crashed = [emu.invoke({"exit": True}) for _ in range(2)]
+        assert [c.json()["errorType"] for c in crashed] == ["Runtime.ExitError"] * 2
+        emu.bus.gate.flush_before_shutdown = True
+        emu.bus.gate.min_buffer_s = 0.0
+        assert emu.invoke({}).function_error is None
+        # THEN each crash is a span: the companion did not wait for the platform's word until
+        # the function's deadline, past SHUTDOWN's (SIGKILL, and all it held lost)
+        rids = {c.request_id for c in crashed}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2, timeout=30)
+        assert sorted(s["attributes"]["error.type"] for s in spans) == ["Runtime.ExitError"] * 2
+    assert not [line for line in emu.log_lines() if "killed at the shutdown deadline" in line]
+    # ... and each environment's init is one init span, its report late or not
+    assert sorted(s["attributes"]["lambdawrap.init.phase"] for s in rx.spans() if s["name"].endswith(" init")) == ["init", "invoke", "invoke"]
+    assert metric_total(rx, "lambdawrap.crashes") == 2
+
+
 def test_platform_metrics_are_labelled_and_bucketed_as_the_conventions_say(task):
     # GIVEN an HTTP function whose second invocation times out
     with instrumented(task, timeout_s=3.0) as (emu, rx):

@@ -275,6 +275,7 @@ class Correlator:
         self._current_rid: str | None = None
         self.function_arn = ""
         self.init = InitFacts()
+        self._created_ns = time.time_ns()  # the companion starts early in its environment's init
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
         self.records_seen = 0
@@ -422,6 +423,8 @@ class Correlator:
             return
         rid = record.get("requestId")
         if kind == "platform.initStart":
+            if self.init.emitted:
+                return  # this environment's one init, told late: its span went without it
             # The only platform event whose time is read: a span's times come from records.
             self.init = InitFacts(start_ns=_event_time_ns(event), phase=str(record.get("phase", "init")))
             self._in_init = True
@@ -629,6 +632,15 @@ class Correlator:
         self.init.reported = True
         self._on_init_failed()
 
+    def _init_served_unreported(self) -> None:
+        # This environment served an invocation, so its init succeeded; its report (and maybe
+        # its start) did not come before the environment ended (a platform that does not flush
+        # before SHUTDOWN). The span goes without its duration, from its start if it came, else
+        # from the companion's own start, early in that init.
+        if self.init.start_ns is None:
+            self.init.start_ns = self._created_ns
+        self.init.reported = True
+
     def _failed_before_the_runtime(self) -> None:
         # The platform sends initRuntimeDone only once it has started the runtime: an init
         # reported without it, and never followed by an invocation, failed before (an extension
@@ -741,6 +753,8 @@ class Correlator:
             self._release_unannounced()
             if not self.init.reported and self._first is None and reason != "spindown":
                 self._init_unreported()
+            elif not self.init.reported and self._first is not None:
+                self._init_served_unreported()
             self._maybe_init_span(ending=True)
             return len(open_)
 

@@ -31,7 +31,7 @@ from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.telemetry_listener import TelemetryListener
-from lambdawrap.shared import posted_wanted, records
+from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.settings import SIGNALS, Settings
@@ -40,6 +40,7 @@ DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at t
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
+CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether its process died
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
@@ -262,7 +263,10 @@ class Companion:
 
     def run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
-        self._startup_wait_s = self.settings.startup_wait_ms / 1000 if _first_start_in_sandbox(self.settings.socket_path) else 0.0
+        first_start = _first_start_in_sandbox(self.settings.socket_path)
+        self._startup_wait_s = self.settings.startup_wait_ms / 1000 if first_start else 0.0
+        if not first_start:
+            self.correlator.init.phase = "invoke"  # a re-init runs inside an invoke (until initStart says)
         self._ensure_pipeline()
         self._finish_start_in_init()
         if self._pipeline_thread is None:
@@ -347,6 +351,32 @@ class Companion:
         finally:
             self.loop.call_at(now + self._tick_s(), self._tick)
 
+    def _record_or_crash(self, rid: str, watch: dict) -> bool | float | None:
+        """For run_until: the invocation's record came (or it is accounted for), or the process
+        running it has died. A crash sends no record, and the platform's word on it may come
+        only after the reset's SHUTDOWN (Lambda does not promise to flush first): waiting for
+        it until the function's deadline would leave SHUTDOWN's 2 s to pass unanswered
+        (SIGKILL, and all this environment held lost). Asked every CRASH_POLL_S from then on
+        (an invocation answered sooner costs nothing)."""
+        verdict = self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S)
+        if verdict is True:
+            return True
+        now = time.monotonic()
+        if now >= watch.setdefault("at", now + CRASH_POLL_S):
+            if self._crashed(rid, watch):
+                return True
+            watch["at"] = now + CRASH_POLL_S
+        return min(verdict, watch["at"]) if isinstance(verdict, float) else watch["at"]
+
+    def _crashed(self, rid: str, watch: dict) -> bool:
+        if "pid" not in watch:
+            pid = inflight.holder(self.settings.socket_path, rid)
+            if pid is None:
+                return False  # no slot (yet, or none could be made): the record or SHUTDOWN tells
+            watch["pid"] = pid
+        watch["ended"] = inflight.ended(watch["pid"])
+        return watch["ended"]
+
     def _invoke(self, event: dict, budget_s: float) -> None:
         now = time.monotonic()
         rid = str(event.get("requestId", ""))
@@ -368,7 +398,8 @@ class Companion:
             # outcome does (finish_overdue), and this phase ends now, unbilled.
             return
         # The handler's record arrives before the runtime asks for its next event.
-        if not self.loop.run_until(lambda: self.correlator.settled(rid, record_grace_s=RECORD_GRACE_S), deadline):
+        watch: dict = {}  # the process running it (its in-flight slot names it): has it ended?
+        if not self.loop.run_until(lambda: self._record_or_crash(rid, watch), deadline) or watch.get("ended"):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         meter.ended(self.socket.peer_pid)
         if not self.policy.should_flush(time.monotonic()):

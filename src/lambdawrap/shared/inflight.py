@@ -120,6 +120,38 @@ def read(socket_path: str, request_id: str) -> dict | None:
     return found
 
 
+def holder(socket_path: str, request_id: str) -> int | None:
+    """The process whose slot holds `request_id` (companion side), if one does; no slot is
+    removed (the span still needs what it holds)."""
+    folder, name = os.path.split(socket_path)
+    prefix = name + SUFFIX
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return None
+    for entry in entries:
+        pid = entry[len(prefix) :]
+        if entry.startswith(prefix) and pid.isascii() and pid.isdigit():
+            start = _read_slot(os.path.join(folder, entry))
+            if start is not None and start.get("request_id") == request_id:
+                return int(pid)
+    return None
+
+
+def ended(pid: int) -> bool:
+    """Whether process `pid` has ended (exited, crashed, killed), one its parent has not yet
+    reaped (a zombie) included."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return not _alive(pid)
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]  # the field after the name
+    return state in (b"Z", b"X")
+
+
 def _read_slot(path: str) -> dict | None:
     try:
         with open(path, "rb") as f:
