@@ -95,27 +95,31 @@ def _unlink(path: str) -> None:
         pass
 
 
-def read(socket_path: str, request_id: str) -> dict | None:
-    """The start record of `request_id` if a process of this environment holds it (companion
-    side). The slot of a process that is gone is removed once it held nothing, or once what it
-    held has been read."""
+def _slots(socket_path: str):
+    """(pid, path, start record or None) of each in-flight slot beside the socket."""
     folder, name = os.path.split(socket_path)
     prefix = name + SUFFIX
     try:
         entries = os.listdir(folder or ".")
     except OSError:
-        return None
-    found = None
+        return
     for entry in entries:
         pid = entry[len(prefix) :]
-        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit():
-            continue
-        path = os.path.join(folder, entry)
-        start = _read_slot(path)
+        if entry.startswith(prefix) and pid.isascii() and pid.isdigit():
+            path = os.path.join(folder, entry)
+            yield int(pid), path, _read_slot(path)
+
+
+def read(socket_path: str, request_id: str) -> dict | None:
+    """The start record of `request_id` if a process of this environment holds it (companion
+    side). The slot of a process that is gone is removed once it held nothing, or once what it
+    held has been read."""
+    found = None
+    for pid, path, start in _slots(socket_path):
         mine = start is not None and start.get("request_id") == request_id
         if mine:
             found = start
-        if (start is None or mine) and not _alive(int(pid)):
+        if (start is None or mine) and not _alive(pid):
             _unlink(path)
     return found
 
@@ -123,18 +127,9 @@ def read(socket_path: str, request_id: str) -> dict | None:
 def holder(socket_path: str, request_id: str) -> int | None:
     """The process whose slot holds `request_id` (companion side), if one does; no slot is
     removed (the span still needs what it holds)."""
-    folder, name = os.path.split(socket_path)
-    prefix = name + SUFFIX
-    try:
-        entries = os.listdir(folder or ".")
-    except OSError:
-        return None
-    for entry in entries:
-        pid = entry[len(prefix) :]
-        if entry.startswith(prefix) and pid.isascii() and pid.isdigit():
-            start = _read_slot(os.path.join(folder, entry))
-            if start is not None and start.get("request_id") == request_id:
-                return int(pid)
+    for pid, _, start in _slots(socket_path):
+        if start is not None and start.get("request_id") == request_id:
+            return pid
     return None
 
 
