@@ -221,6 +221,37 @@ class TestPlainFunction:
             assert kinds[-1][0] == "platform.runtimeDone" and kinds[-1][1]["requestId"] == result.request_id
             assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
 
+    def test_lines_printed_while_the_module_loads_come_before_init_runtime_done(self, tmp_path, monkeypatch):
+        # GIVEN a function that prints as its module loads, and a log pipeline slower than it
+        # (a busy machine)
+        from lambdawrap.devtools.emulator import init_phase
+
+        task = write_function(tmp_path / "task", """
+            for n in range(3):
+                print("slow line", n)
+
+            def handler(event, context):
+                return "done"
+            """)
+        runtime_line = init_phase.InitPhase.runtime_line
+
+        def slow_line(self, stream, line):
+            if line.startswith("slow line"):
+                time.sleep(0.2)
+            runtime_line(self, stream, line)
+
+        monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
+        with Emulator(str(task), "app.handler") as emu:
+            # WHEN it is invoked
+            result = emu.invoke({})
+            emu.wait_idle()
+            # THEN its lines precede the platform's initRuntimeDone (and so the invocation's
+            # start): a subscriber tells the init's lines from the invocation's by that order
+            assert result.json() == "done"
+            kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] in ("function", "platform.initRuntimeDone")]
+            assert kinds[-1][0] == "platform.initRuntimeDone"
+            assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
+
     def test_timeout_then_reinit(self, function_dir):
         with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:
             first = emu.invoke({}).json()

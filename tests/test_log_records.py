@@ -5,6 +5,7 @@ log format, lines as long as the platform's records, and the ids of lines printe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from conftest import write_function
@@ -119,6 +120,35 @@ def test_lines_printed_during_a_successful_init_carry_the_init_span_s_ids(tmp_pa
     assert init["trace_id"] == invocation["trace_id"] and init["parent_span_id"] == invocation["span_id"]
     assert (loading["trace_id"], loading["span_id"]) == (init["trace_id"], init["span_id"])
     assert (handling["trace_id"], handling["span_id"]) == (invocation["trace_id"], invocation["span_id"])
+
+
+def test_an_init_line_the_platform_reads_late_still_carries_the_init_span_s_ids(tmp_path, monkeypatch):
+    # GIVEN a function that prints while its module loads, and a busy machine that reads that
+    # line from the runtime's output late (after the runtime asked for its first invocation)
+    from lambdawrap.devtools.emulator import init_phase
+
+    task = write_function(tmp_path / "task", """
+        print("loading model")
+
+        def handler(event, context):
+            return "ok"
+        """)
+    runtime_line = init_phase.InitPhase.runtime_line
+
+    def late_line(self, stream, line):
+        if line == "loading model":
+            time.sleep(0.3)
+        runtime_line(self, stream, line)
+
+    monkeypatch.setattr(init_phase.InitPhase, "runtime_line", late_line)
+    with instrumented(task) as (emu, rx):
+        # WHEN its first invocation comes
+        emu.invoke({})
+        emu.stop()
+    init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
+    loading = rx.wait_for_logs(lambda r: r["body"] == "loading model")[0]
+    # THEN the line still carries the init span's ids, not the first invocation's (or none)
+    assert (loading["trace_id"], loading["span_id"]) == (init["trace_id"], init["span_id"])
 
 
 def test_the_lines_of_an_invocation_whose_trace_is_not_sampled_say_so(tmp_path):

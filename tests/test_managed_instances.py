@@ -172,6 +172,36 @@ def test_extensions_get_shutdown_only_and_per_request_telemetry(function_dir, pr
         assert [span["name"] for span in report["spans"]] == ["responseLatency", "responseDuration"]
 
 
+def test_lines_printed_before_the_response_come_before_its_report(tmp_path, monkeypatch):
+    # GIVEN workers that print before they answer (the runtime's own error line, say), and a
+    # log pipeline slower than them (a busy machine)
+    from lambdawrap.devtools.emulator import init_phase
+
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            for n in range(3):
+                print("slow line", context.aws_request_id, n)
+            return "done"
+        """)
+    runtime_line = init_phase.InitPhase.runtime_line
+
+    def slow_line(self, stream, line):
+        if line.startswith("slow line"):
+            time.sleep(0.2)
+        runtime_line(self, stream, line)
+
+    monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
+    with Emulator(str(task), "app.handler", max_concurrency=2, timeout_s=10) as emu:
+        # WHEN it is invoked
+        result = emu.invoke({})
+        # THEN its lines precede the platform's report of that request (it goes with the
+        # response: a subscriber names the error the caller got from the line before it)
+        assert result.json() == "done"
+        kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] == "function" or (e["type"] == "platform.report" and e["record"]["requestId"] == result.request_id)]
+        assert kinds[-1][0] == "platform.report"
+        assert [record for kind, record in kinds[:-1] if kind == "function" and record.startswith("slow line")] == [f"slow line {result.request_id} {n}" for n in range(3)]
+
+
 LAMBDAWRAP_HANDLER = """
 import logging, os, time
 logger = logging.getLogger()
@@ -229,6 +259,36 @@ def test_lambdawrap_on_managed_instances_exports_every_request_once_on_its_timer
         assert error["body"].startswith("ValueError: bad order 5 in ") and "Traceback" in error["attributes"]["exception.stacktrace"]
         assert error["attributes"]["faas.invocation_id"] == rids[5] and error["trace_id"] == by_rid[rids[5]]["trace_id"]
         assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
+
+
+def test_on_managed_instances_a_worker_that_loads_late_logs_with_the_init_span_s_ids(tmp_path):
+    from support.stack import instrumented
+
+    # GIVEN two workers, the second of which loads the module 2 s after the first (a busy
+    # machine): init ends when the first asks for work, so the second logs its init line
+    # after the first invocation, once the init span has gone
+    marker = tmp_path / "first-worker"
+    task = write_function(tmp_path / "lw", f"""
+        import logging, os, time
+        try:
+            os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            time.sleep(2)
+        logging.getLogger().warning("loading the model")
+
+        def handler(event, context):
+            return {{"ok": 1}}
+        """)
+    with instrumented(task, max_concurrency=2, timeout_s=10) as (emu, rx):
+        emu.init()
+        # WHEN the first worker serves an invocation meanwhile
+        result = emu.invoke({})
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=30)[0]
+        # THEN both workers' init lines carry the init span's ids, the late one too
+        lines = rx.wait_for_logs(lambda r: "loading the model" in str(r["body"]), count=2, timeout=30)
+    invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    assert init["trace_id"] == invocation["trace_id"] and init["parent_span_id"] == invocation["span_id"]
+    assert [(r["trace_id"], r["span_id"]) for r in lines] == [(init["trace_id"], init["span_id"])] * 2
 
 
 LATE_WORDS_HANDLER = """

@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -467,6 +468,37 @@ def test_the_companion_collects_garbage_again_once_init_is_over(task, sdk_disabl
     assert frozen > (2_000 if sdk_disabled else 20_000)
 
 
+@pytest.mark.parametrize("sdk_disabled", [False, True])
+def test_the_companion_s_own_debug_lines_are_kept_when_its_startup_thread_runs_late(task, tmp_path, sdk_disabled):
+    # GIVEN lambdawrap's debug log asked for, and a companion whose startup thread (which
+    # configures its logging) runs a second late, as a busy machine may hold it: its other
+    # threads log before then
+    site = tmp_path / "late-startup"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "from lambdawrap.shared import log\n"
+        "_configure = log.configure_process_logging\n"
+        "def _late(*args, **kwargs):\n"
+        "    if threading.current_thread() is not threading.main_thread():\n"
+        "        time.sleep(1)\n"
+        "    _configure(*args, **kwargs)\n"
+        "log.configure_process_logging = _late\n"
+    )
+    late = tmp_path / "late-python"
+    late.write_text(f'#!/bin/bash\n[ "$1" != "-c" ] && export PYTHONPATH={str(site)!r}\nexec {sys.executable} "$@"\n')
+    late.chmod(0o755)
+    env = {"LAMBDAWRAP_LOG_LEVEL": "debug", "LAMBDAWRAP_PYTHON": str(late)}
+    if sdk_disabled:
+        env["OTEL_SDK_DISABLED"] = "true"
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke(apigw_event()).json()["statusCode"] == 200
+        emu.wait_idle()
+        # THEN the line the collector's resumption logs (before that thread ran) is there
+        wait_for(lambda: [line for line in emu.log_lines("extension") if "garbage collection resumed" in line], what="the companion's debug line")
+
+
 def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
     # GIVEN a sitecustomize the interpreter finds without the layer (on the PYTHONPATH the
     # function sets) WHEN the layer's own sitecustomize shadows it THEN it runs all the same
@@ -750,12 +782,15 @@ def test_an_init_another_extension_fails_before_the_runtime_starts_is_a_failed_i
     layer = tmp_path / "layer"
     shutil.copytree(LAYER, layer, symlinks=True)
     marker = tmp_path / "crashed-once"
+    subscribed = tmp_path / "lambdawrap-subscribed"
     other = layer / "extensions" / "other"
     other.write_text(f"""#!{sys.executable}
 import json, os, sys, time, urllib.request
 if not os.path.exists({str(marker)!r}):
     open({str(marker)!r}, "w").close()
-    time.sleep(1)  # lambdawrap has subscribed by then
+    deadline = time.monotonic() + 8  # within the init's 10 s
+    while not os.path.exists({str(subscribed)!r}) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until lambdawrap has subscribed (a fixed wait loses that race on a busy machine)
     sys.exit(1)
 api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2020-01-01/extension/"
 ident = urllib.request.urlopen(urllib.request.Request(api + "register", data=b'{{"events": ["SHUTDOWN"]}}', headers={{"Lambda-Extension-Name": "other"}})).headers["Lambda-Extension-Identifier"]
@@ -764,6 +799,8 @@ while json.load(urllib.request.urlopen(urllib.request.Request(api + "event/next"
 """)
     other.chmod(0o755)
     with instrumented(task, layer=layer) as (emu, rx):
+        telling = threading.Thread(target=lambda: wait_for(lambda: emu.records("platform.telemetrySubscription"), 30, what="lambdawrap's subscription") and subscribed.touch(), daemon=True)
+        telling.start()
         # WHEN it is invoked, and again once the other extension starts well
         assert emu.invoke({}).json()["errorType"] == "Extension.Crash"
         assert emu.invoke({}).body == b'"ok"'

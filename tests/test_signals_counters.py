@@ -229,6 +229,7 @@ def test_a_series_first_point_begins_when_its_first_value_came_not_at_the_collec
     measured_at = time.time_ns()
     signals.internal_errors("function")
     report(signals, 3, 64)
+    first_values_in = time.time_ns()  # (a busy machine may hold this thread between any two lines)
     time.sleep(0.2)
     report(signals, 4, 64)  # later values of the series wait for the collection
     signals.internal_errors("function")
@@ -238,5 +239,5 @@ def test_a_series_first_point_begins_when_its_first_value_came_not_at_the_collec
     # as it came would have it
     for name in ("lambdawrap.internal_errors", "lambdawrap.billed_duration", "faas.mem_usage"):
         start, end = points[name]
-        assert start <= measured_at + 50_000_000 and end - start >= 200_000_000, (name, start - measured_at, end - start)
+        assert measured_at <= start <= first_values_in and end - start >= 200_000_000, (name, start - measured_at, end - start)
     assert histogram_points(reader) == {}  # nothing new since (delta), and nothing twice

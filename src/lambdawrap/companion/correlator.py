@@ -170,6 +170,7 @@ class InitFacts:
         self.emitted = False
         self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
         self.extension_error: str | None = None  # the first errorType of a platform.extension record
+        self.span_id: str | None = None  # the init span's, chosen when it is made (its late lines carry it)
 
     @property
     def failed(self) -> bool:
@@ -211,6 +212,16 @@ def _json_request_id(line: str) -> str | None:
     except (ValueError, RecursionError, AttributeError):
         return None
     return _named_request(rid)
+
+
+def _json_field(line: str, name: str) -> Any:
+    """A field of a log line in the JSON log format; None when it is not one, or has none."""
+    if not line.startswith("{"):
+        return None
+    try:
+        return json.loads(line).get(name)
+    except (ValueError, RecursionError, AttributeError):
+        return None
 
 
 def _named_request(rid: Any) -> str | None:
@@ -408,12 +419,14 @@ class Correlator:
         if kind == "function":
             time_ns = _event_time_ns(event)
             if isinstance(record, str):
-                self._log(record, time_ns, _json_request_id(record) if self._managed_instances else self._current_rid)
+                rid = _json_request_id(record) if self._managed_instances else self._current_rid
+                self._log(record, time_ns, rid, rid is None and self._managed_instances and _json_field(record, "requestId") == "")
             else:  # the JSON log format, delivered as an object
                 # Written back as awslambdaric's formatter writes it (its separators, text
                 # left unescaped): the closest there is to the line the function printed.
                 line = _AS_AWSLAMBDARIC_WRITES.encode(record)
-                self._log(line, time_ns, self._line_request(_named_request(record.get("requestId")) if isinstance(record, dict) else None))
+                named = record.get("requestId") if isinstance(record, dict) else None
+                self._log(line, time_ns, self._line_request(_named_request(named)), self._managed_instances and named == "")
             return
         if kind == "platform.logsDropped":
             if isinstance(record, dict):
@@ -500,13 +513,16 @@ class Correlator:
             return named
         return self._current_rid
 
-    def _log(self, line: str, time_ns: int, rid: str | None) -> None:
+    def _log(self, line: str, time_ns: int, rid: str | None, loading: bool = False) -> None:
+        """`loading`: a worker's line of Managed Instances logged while its module loaded (the
+        JSON format's `"requestId": ""`). Each worker loads it, and init ends when the first
+        asks for work: another's lines may come after the first invocation, or the init span."""
         if rid is None:
-            if self._in_init and not self.init.emitted:
+            if (self._in_init or loading) and not self.init.emitted:
                 if len(self.init.logs) < MAX_PENDING_LOGS:
                     self.init.logs.append((line, time_ns))  # printed while the module loaded
                     return
-            self.sink.log_line(line, time_ns, None, None)
+            self.sink.log_line(line, time_ns, self._init_line_ids() if loading else None, None)
             return
         inv = self._finished.get(rid)
         if inv is not None:
@@ -527,6 +543,17 @@ class Correlator:
                 inv.logs.clear()
         # Without ids only when none can be known before the end (no record, no in-flight slot).
         self.sink.log_line(line, time_ns, inv.streamed_ids or None, rid)
+
+    def _init_line_ids(self) -> tuple | None:
+        """The ids of an init line that comes once the init span has gone, as Sink.init_span
+        gives those held for it: the init span's (in the first invocation's trace), or the first
+        invocation's where there is no init span (sampled out, its start unseen)."""
+        parent = self._first
+        if not self.init.emitted or self.init.failed or parent is None or not parent.ids:
+            return None
+        if self.init.start_ns is None or self.init.span_id is None or (len(parent.ids) > 2 and parent.ids[2] is False):
+            return parent.ids
+        return (parent.ids[0], self.init.span_id)
 
     def _ids_before_the_end(self, inv: Invocation) -> tuple | None:
         """The span's ids while the invocation is still under way: its record's, or those its
@@ -616,6 +643,9 @@ class Correlator:
         elif self._first is None:
             return
         self.init.emitted = True
+        from lambdawrap.shared.ids import new_span_id
+
+        self.init.span_id = f"{new_span_id():016x}"
         self.sink.init_span(self.init, None if self.init.failed else self._first)
 
     def _init_unreported(self) -> None:

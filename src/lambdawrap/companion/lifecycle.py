@@ -54,6 +54,12 @@ class Companion:
     def __init__(self, client: ExtensionClient, settings: Settings | None = None) -> None:
         self.client = client
         self.settings = settings or Settings.from_env()
+        if self.settings.log_level in ("debug", "info"):
+            # Asked for lambdawrap's lines below warning: configured before anything logs one.
+            # The startup thread configures it otherwise, off init's path, and a busy machine
+            # may run that thread late: such a line logged before would be dropped (a warning
+            # still goes out, through logging's last resort).
+            configure_process_logging(self.settings.log_level)
         self._problems_logged: set = set()
         self.sink = DeferredSink()
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)

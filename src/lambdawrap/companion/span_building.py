@@ -277,7 +277,7 @@ class SpanBuilder:
         return self.span(
             name=f"{self.function_name} init",
             trace_id=trace_id,
-            span_id=new_span_id(),
+            span_id=int(init.span_id, 16) if init.span_id else new_span_id(),  # the correlator's, which its late lines carry
             parent_id=parent_id,
             kind=SpanKind.INTERNAL,
             attributes=attrs,

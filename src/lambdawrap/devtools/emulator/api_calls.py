@@ -46,10 +46,14 @@ class ApiCalls:
         runtime's, sent before a reset killed it and read after: it must neither end anything
         nor take the new runtime's invocation."""
         state = self._state
-        runtime, current = state.runtime, state.current
-        if runtime is not None and current is not None and current.response is not None and current.runtime_done_at is None:
+        with state.cv:  # held by init until the runtime it started is recorded
+            runtime, current = state.runtime, state.current
+            ending_init = runtime is not None and not state.runtime_ready and not state.initialized
+        if runtime is not None and (ending_init or (current is not None and current.response is not None and current.runtime_done_at is None)):
             # Lines the function printed before its response come before runtimeDone, as on
-            # the platform: let the pipe readers catch up first.
+            # the platform, and those printed as its module loaded before initRuntimeDone (a
+            # subscriber tells the init's lines from the first invocation's by that order):
+            # let the pipe readers catch up first.
             runtime.drain_output()
         with state.cv:
             gen = state.runtime_gen

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import Callable
 
 from lambdawrap.devtools.emulator.init_phase import InitFailure, InitPhase
 from lambdawrap.devtools.emulator.invoke_phase import caller_result, new_invocation, oversized_request
@@ -26,8 +27,9 @@ logger = logging.getLogger(__name__)
 class ConcurrentInvokePhase:
     """Runs invocations side by side, initializing the environment first when it is not."""
 
-    def __init__(self, state: SandboxState, init: InitPhase) -> None:
+    def __init__(self, state: SandboxState, init: InitPhase, drain_worker_logs: Callable[[], bool] = lambda: True) -> None:
         self._state, self._init = state, init
+        self._drain_worker_logs = drain_worker_logs
 
     def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None) -> InvokeResult:
         """Run one invocation on an idle worker; returns when the caller would have its answer."""
@@ -64,6 +66,7 @@ class ConcurrentInvokePhase:
             state.pool.finish(inv, timed_out=inv.response is None and not unhealthy)
         if inv.response is not None:
             outcome = inv.response
+            self._drain_output()
             emit_concurrent_report(state, inv, *response_status(inv))
             return result(200, outcome.body, function_error=outcome.function_error, content_type=outcome.content_type)
         if not unhealthy:
@@ -73,6 +76,14 @@ class ConcurrentInvokePhase:
         emit_concurrent_report(state, inv, "error", error_type)
         threading.Thread(target=self._replace_environment, args=(env_gen,), name="environment-replacer", daemon=True).start()
         return result(200, error_body(error_type, message))
+
+    def _drain_output(self) -> None:
+        # Lines the worker printed before its response (the runtime's error line, which names
+        # the error the caller got) come before the report: let the readers catch up first.
+        runtime = self._state.runtime
+        if runtime is not None:
+            runtime.drain_output()
+        self._drain_worker_logs()
 
     def _unhealthy(self, env_gen: int) -> bool:
         """Whether the environment the invocation started in can no longer answer (under cv)."""

@@ -52,10 +52,10 @@ class Sandbox:
         self._runtime_calls: ApiCalls | ConcurrentRuntimeCalls
         self._worker_logs: WorkerLogSocket | None = None
         if config.managed_instances:
-            self._invoke_phase = ConcurrentInvokePhase(self.state, self.init_phase)
-            self._runtime_calls = ConcurrentRuntimeCalls(self.state)
             self._worker_logs = WorkerLogSocket(os.path.join(runtime_dir, "worker-logs.sock"), self.init_phase.runtime_line)
             self.init_phase.worker_log_socket = self._worker_logs.path
+            self._invoke_phase = ConcurrentInvokePhase(self.state, self.init_phase, self._worker_logs.drain)
+            self._runtime_calls = ConcurrentRuntimeCalls(self.state)
         else:
             self._invoke_phase = InvokePhase(self.state, self.init_phase)
             self._runtime_calls = self._api_calls

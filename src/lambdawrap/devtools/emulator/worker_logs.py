@@ -5,10 +5,12 @@ on a stream of their own, however the workers interleave."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
+import time
 
-from lambdawrap.devtools.emulator.processes import LineSink, deliver_line
+from lambdawrap.devtools.emulator.processes import DRAIN_TIMEOUT_S, LineSink, deliver_line
 
 SOCKET_ENV = "_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET"
 
@@ -19,23 +21,54 @@ class WorkerLogSocket:
     def __init__(self, path: str, on_line: LineSink) -> None:
         self.path = path
         self._on_line = on_line
+        # For drain(): each open stream's reader, and whether it waits with every line handed on.
+        self._io_lock = threading.Lock()
+        self._waiting: dict = {}
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(path)
         self._server.listen(64)
         threading.Thread(target=self._accept, name="worker-logs", daemon=True).start()
 
     def _accept(self) -> None:
+        # A worker may connect only when it first writes: busy, as the readers, from the moment
+        # a connection waits until its reader is counted (drain).
+        ready = select.poll()
+        ready.register(self._server.fileno(), select.POLLIN)
         while True:
+            with self._io_lock:
+                self._waiting[self._server] = True
+            try:
+                ready.poll()
+            except OSError:
+                pass
+            with self._io_lock:
+                self._waiting[self._server] = False
             try:
                 connection, _ = self._server.accept()
             except OSError:
+                with self._io_lock:
+                    self._waiting[self._server] = True
                 return  # closed
+            with self._io_lock:
+                self._waiting[connection] = False
             threading.Thread(target=self._read, args=(connection,), name="worker-log-stream", daemon=True).start()
 
     def _read(self, connection: socket.socket) -> None:
+        # As processes.ManagedProcess._pump: busy before it takes anything from the socket, so
+        # that what a worker wrote is either still there or with a busy reader (drain).
         pending = b""
+        ready = select.poll()
+        ready.register(connection.fileno(), select.POLLIN)
         with connection:
             while True:
+                with self._io_lock:
+                    self._waiting[connection] = True
+                try:
+                    ready.poll()  # data or the end, left in the socket
+                except OSError:
+                    pass
+                with self._io_lock:
+                    self._waiting[connection] = False
                 try:
                     chunk = connection.recv(65536)
                 except OSError:
@@ -45,8 +78,31 @@ class WorkerLogSocket:
                 *lines, pending = (pending + chunk).split(b"\n")
                 for raw in lines:
                     deliver_line(self._on_line, "stdout", raw)
-        if pending:
-            deliver_line(self._on_line, "stdout", pending)
+            if pending:
+                deliver_line(self._on_line, "stdout", pending)
+            with self._io_lock:
+                del self._waiting[connection]
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every line the workers have written so far has been handed on: the
+        platform's report goes out with the response, and must not overtake the lines printed
+        before it (the runtime's error line names what the caller got)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._io_lock:
+                streams = list(self._waiting.items())
+            poller = select.poll()
+            for connection, _ in streams:
+                try:
+                    poller.register(connection.fileno(), select.POLLIN)
+                except (OSError, ValueError):
+                    pass  # closed meanwhile: its reader is done
+            readable = [fd for fd, mask in poller.poll(0) if mask & (select.POLLIN | select.POLLHUP)]
+            if all(waiting for _, waiting in streams) and not readable:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.0005)
 
     def close(self) -> None:
         try:
