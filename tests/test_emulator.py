@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, wait_for, write_function
+from support.slow_lines import slow_log_lines
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.emulator.api_server import MAX_READ_BYTES
 from lambdawrap.devtools.emulator.environment import DEFAULT_MEMORY_MB
@@ -193,63 +194,29 @@ class TestPlainFunction:
             result = emu.invoke({})
             assert result.status == 200 and result.function_error is None
 
-    def test_lines_printed_before_the_response_come_before_runtime_done(self, tmp_path, monkeypatch):
-        # GIVEN a function that prints, and a log pipeline slower than it (a busy machine)
-        from lambdawrap.devtools.emulator import init_phase
-
-        task = write_function(tmp_path / "task", """
-            def handler(event, context):
-                for n in range(3):
-                    print("slow line", n)
-                return "done"
-            """)
-        runtime_line = init_phase.InitPhase.runtime_line
-
-        def slow_line(self, stream, line):
-            if line.startswith("slow line"):
-                time.sleep(0.2)
-            runtime_line(self, stream, line)
-
-        monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
-        with Emulator(str(task), "app.handler") as emu:
-            # WHEN it is invoked
-            result = emu.invoke({})
-            emu.wait_idle()
-            # THEN its lines still precede the platform's runtimeDone, as they do on Lambda
-            assert result.json() == "done"
-            kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] in ("function", "platform.runtimeDone")]
-            assert kinds[-1][0] == "platform.runtimeDone" and kinds[-1][1]["requestId"] == result.request_id
-            assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
-
-    def test_lines_printed_while_the_module_loads_come_before_init_runtime_done(self, tmp_path, monkeypatch):
-        # GIVEN a function that prints as its module loads, and a log pipeline slower than it
-        # (a busy machine)
-        from lambdawrap.devtools.emulator import init_phase
-
-        task = write_function(tmp_path / "task", """
-            for n in range(3):
-                print("slow line", n)
-
-            def handler(event, context):
-                return "done"
-            """)
-        runtime_line = init_phase.InitPhase.runtime_line
-
-        def slow_line(self, stream, line):
-            if line.startswith("slow line"):
-                time.sleep(0.2)
-            runtime_line(self, stream, line)
-
-        monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
-        with Emulator(str(task), "app.handler") as emu:
-            # WHEN it is invoked
-            result = emu.invoke({})
-            emu.wait_idle()
-            # THEN its lines precede the platform's initRuntimeDone (and so the invocation's
+    @pytest.mark.parametrize(
+        "source, before",
+        [
+            # printed by the handler: before the platform's runtimeDone, as on Lambda
+            ('def handler(event, context):\n    for n in range(3):\n        print("slow line", n)\n    return "done"\n', "platform.runtimeDone"),
+            # printed as the module loads: before initRuntimeDone (and so the invocation's
             # start): a subscriber tells the init's lines from the invocation's by that order
+            ('for n in range(3):\n    print("slow line", n)\n\ndef handler(event, context):\n    return "done"\n', "platform.initRuntimeDone"),
+        ],
+        ids=["by the handler", "as the module loads"],
+    )
+    def test_lines_come_before_the_platform_event_that_ends_their_phase(self, tmp_path, monkeypatch, source, before):
+        # GIVEN a function that prints, and a log pipeline slower than it (a busy machine)
+        task = write_function(tmp_path / "task", source)
+        slow_log_lines(monkeypatch)
+        with Emulator(str(task), "app.handler") as emu:
+            # WHEN it is invoked
+            result = emu.invoke({})
+            emu.wait_idle()
+            # THEN its lines precede the platform's event that ends their phase
             assert result.json() == "done"
-            kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] in ("function", "platform.initRuntimeDone")]
-            assert kinds[-1][0] == "platform.initRuntimeDone"
+            kinds = [(e["type"], e["record"]) for e in emu.records() if e["type"] in ("function", before)]
+            assert kinds[-1][0] == before and kinds[-1][1].get("requestId", result.request_id) == result.request_id
             assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
 
     def test_timeout_then_reinit(self, function_dir):

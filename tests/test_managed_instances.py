@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, wait_for, write_function
+from support.slow_lines import slow_log_lines
 from lambdawrap.devtools.emulator import Emulator
 
 HANDLER = """
@@ -175,22 +176,13 @@ def test_extensions_get_shutdown_only_and_per_request_telemetry(function_dir, pr
 def test_lines_printed_before_the_response_come_before_its_report(tmp_path, monkeypatch):
     # GIVEN workers that print before they answer (the runtime's own error line, say), and a
     # log pipeline slower than them (a busy machine)
-    from lambdawrap.devtools.emulator import init_phase
-
     task = write_function(tmp_path / "task", """
         def handler(event, context):
             for n in range(3):
                 print("slow line", context.aws_request_id, n)
             return "done"
         """)
-    runtime_line = init_phase.InitPhase.runtime_line
-
-    def slow_line(self, stream, line):
-        if line.startswith("slow line"):
-            time.sleep(0.2)
-        runtime_line(self, stream, line)
-
-    monkeypatch.setattr(init_phase.InitPhase, "runtime_line", slow_line)
+    slow_log_lines(monkeypatch)
     with Emulator(str(task), "app.handler", max_concurrency=2, timeout_s=10) as emu:
         # WHEN it is invoked
         result = emu.invoke({})
