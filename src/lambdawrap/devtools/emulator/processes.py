@@ -99,24 +99,8 @@ class ManagedProcess:
         # reader says it is busy before it takes anything from the pipe, so that what was
         # written is always either still in the pipe or with a busy reader (drain_output).
         fd = stream.fileno()
-        ready = select.poll()
-        ready.register(fd, select.POLLIN)
         pending = b""
-        while True:
-            with self._io_lock:
-                self._waiting[stream_name] = True
-            try:
-                ready.poll()  # data or the end, left in the pipe
-            except OSError:
-                pass
-            with self._io_lock:
-                self._waiting[stream_name] = False
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
+        for chunk in busy_chunks(fd, lambda: os.read(fd, 65536), lambda idle: self._mark(stream_name, idle)):
             if stream_name == "frames":
                 pending = _deliver_frames(on_line, pending + chunk)
                 continue
@@ -125,9 +109,12 @@ class ManagedProcess:
                 deliver_line(on_line, stream_name, raw)
         if pending and stream_name != "frames":  # a frame cut short is lost, as on the platform
             deliver_line(on_line, stream_name, pending)
-        with self._io_lock:
-            self._waiting[stream_name] = True  # finished: nothing more will come
+        self._mark(stream_name, True)  # finished: nothing more will come
         stream.close()
+
+    def _mark(self, stream_name: str, idle: bool) -> None:
+        with self._io_lock:
+            self._waiting[stream_name] = idle
 
     def drain_output(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
         """Wait until every line the process has written so far has been handed on: the
@@ -143,18 +130,17 @@ class ManagedProcess:
                 fds.append(stream.fileno())
             except (ValueError, OSError):
                 pass
-        while True:
+
+
+        def drained() -> bool:
             try:
                 readable = _readable(fds)
             except (ValueError, OSError):
                 return True  # closed: the readers are done
             with self._io_lock:
-                idle = all(self._waiting.values())
-            if idle and not readable:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.0005)
+                return all(self._waiting.values()) and not readable
+
+        return wait_drained(drained, deadline)
 
     def _wait(self) -> None:
         self._popen.wait()
@@ -228,6 +214,38 @@ def _deliver_frames(on_line: LineSink, data: bytes) -> bytes:
         deliver_line(on_line, "frames", message[:-1] if message.endswith(b"\n") else message)
         data = data[FRAME_HEADER_BYTES + length :]
     return data
+
+
+def busy_chunks(fd: int, read: Callable[[], bytes], mark: Callable[[bool], None]):
+    """The chunks `read` takes from `fd` until its end. The reader is marked idle while it waits
+    and busy before it takes anything, so that what was written is always either still in the
+    source or with a busy reader: all is handed on once the source is empty and the reader idle
+    (wait_drained)."""
+    ready = select.poll()
+    ready.register(fd, select.POLLIN)
+    while True:
+        mark(True)
+        try:
+            ready.poll()  # data or the end, left in the source
+        except OSError:
+            pass
+        mark(False)
+        try:
+            chunk = read()
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return
+        yield chunk
+
+
+def wait_drained(drained: Callable[[], bool], deadline: float) -> bool:
+    """Whether `drained()` came true before `deadline` (monotonic), asked every half millisecond."""
+    while not drained():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)
+    return True
 
 
 def _readable(fds: list) -> list:

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from lambdawrap.devtools.emulator.processes import DRAIN_TIMEOUT_S, LineSink, deliver_line
+from lambdawrap.devtools.emulator.processes import DRAIN_TIMEOUT_S, LineSink, busy_chunks, deliver_line, wait_drained
 
 SOCKET_ENV = "_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET"
 
@@ -35,46 +35,26 @@ class WorkerLogSocket:
         ready = select.poll()
         ready.register(self._server.fileno(), select.POLLIN)
         while True:
-            with self._io_lock:
-                self._waiting[self._server] = True
+            self._mark(self._server, True)
             try:
                 ready.poll()
             except OSError:
                 pass
-            with self._io_lock:
-                self._waiting[self._server] = False
+            self._mark(self._server, False)
             try:
                 connection, _ = self._server.accept()
             except OSError:
-                with self._io_lock:
-                    self._waiting[self._server] = True
+                self._mark(self._server, True)
                 return  # closed
-            with self._io_lock:
-                self._waiting[connection] = False
+            self._mark(connection, False)
             threading.Thread(target=self._read, args=(connection,), name="worker-log-stream", daemon=True).start()
 
     def _read(self, connection: socket.socket) -> None:
         # As processes.ManagedProcess._pump: busy before it takes anything from the socket, so
         # that what a worker wrote is either still there or with a busy reader (drain).
         pending = b""
-        ready = select.poll()
-        ready.register(connection.fileno(), select.POLLIN)
         with connection:
-            while True:
-                with self._io_lock:
-                    self._waiting[connection] = True
-                try:
-                    ready.poll()  # data or the end, left in the socket
-                except OSError:
-                    pass
-                with self._io_lock:
-                    self._waiting[connection] = False
-                try:
-                    chunk = connection.recv(65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
+            for chunk in busy_chunks(connection.fileno(), lambda: connection.recv(65536), lambda idle: self._mark(connection, idle)):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for raw in lines:
                     deliver_line(self._on_line, "stdout", raw)
@@ -87,8 +67,8 @@ class WorkerLogSocket:
         """Wait until every line the workers have written so far has been handed on: the
         platform's report goes out with the response, and must not overtake the lines printed
         before it (the runtime's error line names what the caller got)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def drained() -> bool:
             with self._io_lock:
                 streams = list(self._waiting.items())
             poller = select.poll()
@@ -98,11 +78,13 @@ class WorkerLogSocket:
                 except (OSError, ValueError):
                     pass  # closed meanwhile: its reader is done
             readable = [fd for fd, mask in poller.poll(0) if mask & (select.POLLIN | select.POLLHUP)]
-            if all(waiting for _, waiting in streams) and not readable:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.0005)
+            return all(waiting for _, waiting in streams) and not readable
+
+        return wait_drained(drained, time.monotonic() + timeout)
+
+    def _mark(self, source: object, idle: bool) -> None:
+        with self._io_lock:
+            self._waiting[source] = idle
 
     def close(self) -> None:
         try:
