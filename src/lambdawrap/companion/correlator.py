@@ -203,23 +203,13 @@ def _log_entries(value: Any) -> list:
     return [(entry[0], entry[1]) for entry in value if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int]
 
 
-def _json_request_id(line: str) -> str | None:
-    """The requestId of a log line in the JSON log format (awslambdaric's formatter writes it)."""
+def _json_request_field(line: str) -> Any:
+    """The `requestId` field of a log line in the JSON log format (awslambdaric's formatter
+    writes it: "" for what is logged while the module loads); None when it has none."""
     if not line.startswith("{") or '"requestId"' not in line:
         return None
     try:
-        rid = json.loads(line).get("requestId")
-    except (ValueError, RecursionError, AttributeError):
-        return None
-    return _named_request(rid)
-
-
-def _json_field(line: str, name: str) -> Any:
-    """A field of a log line in the JSON log format; None when it is not one, or has none."""
-    if not line.startswith("{"):
-        return None
-    try:
-        return json.loads(line).get(name)
+        return json.loads(line).get("requestId")
     except (ValueError, RecursionError, AttributeError):
         return None
 
@@ -419,8 +409,11 @@ class Correlator:
         if kind == "function":
             time_ns = _event_time_ns(event)
             if isinstance(record, str):
-                rid = _json_request_id(record) if self._managed_instances else self._current_rid
-                self._log(record, time_ns, rid, rid is None and self._managed_instances and _json_field(record, "requestId") == "")
+                if self._managed_instances:
+                    named = _json_request_field(record)
+                    self._log(record, time_ns, _named_request(named), named == "")
+                else:
+                    self._log(record, time_ns, self._current_rid)
             else:  # the JSON log format, delivered as an object
                 # Written back as awslambdaric's formatter writes it (its separators, text
                 # left unescaped): the closest there is to the line the function printed.
