@@ -361,6 +361,100 @@ def test_user_spans_follow_the_sdks_rules(tmp_path):
     assert [(e["name"], e["attributes"]["exception.type"], e["attributes"]["exception.escaped"]) for e in plain["events"]] == [("exception", "KeyError", "True")]
 
 
+ATTRIBUTE_BATTERY = """
+import datetime, decimal, uuid
+from opentelemetry import trace
+from opentelemetry.trace import Link
+
+
+class Plain:
+    pass
+
+
+VALUES = {
+    "none": None,
+    "bytes": b"\\x00\\xffraw",
+    "map": {"a": 1, 2: ["x", None, b"z", 2.5], "": "dropped", "deeper": {"b": [True, {"c": None}]}},
+    "mixed list": [1, "a", 2.5, None, [True, b"y"]],
+    "tuple": (1, 2),
+    "decimal": decimal.Decimal("1.50"),
+    "date": datetime.date(2026, 12, 2),
+    "uuid": uuid.UUID(int=7),
+    "set": {3},
+    "plain object": Plain(),
+    "bytearray": bytearray(b"ab"),
+    "long text": "x" * 40,
+    "int64 overflow": 2**70,
+    "overflow inside": [1, 2**70],
+}
+
+
+def record(tracer):
+    with tracer.start_as_current_span("outer"):
+        outer = trace.get_current_span().get_span_context()
+        with tracer.start_as_current_span("each", attributes={5: "int key", "": "no key", **{"start " + k: v for k, v in VALUES.items()}}) as span:
+            for key, value in VALUES.items():
+                span.set_attribute(key, value)
+            span.set_attribute("", "no key")
+            span.set_attributes({7: "int key again", "set_attributes map": {"k": b"v"}})
+            span.add_event("event", VALUES)
+            span.add_link(outer, VALUES)
+"""
+
+
+def test_user_span_attributes_are_kept_as_the_sdk_keeps_them(tmp_path, monkeypatch):
+    # GIVEN a function whose spans hold what the SDK's spans may hold (None, bytes, maps, mixed
+    # and nested lists, objects that say what they are, an int OTLP cannot carry), with a
+    # value length limit, recorded once through the layer and once through the SDK itself
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from lambdawrap.devtools.otlp_receiver.decoding import _flatten_traces
+
+    limit = {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "16"}
+    task = write_function(tmp_path / "task", ATTRIBUTE_BATTERY, module="battery")
+    write_function(
+        task,
+        """
+        from opentelemetry import trace
+        from battery import record
+
+        class Unprintable:
+            def __str__(self):
+                raise RuntimeError("no text")
+
+        def handler(event, context):
+            record(trace.get_tracer("battery"))
+            with trace.get_tracer("battery").start_as_current_span("unprintable") as span:
+                span.set_attribute("value", Unprintable())
+            return {"ok": True}
+        """,
+    )
+    for name, value in limit.items():
+        monkeypatch.setenv(name, value)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    namespace: dict = {}
+    exec(ATTRIBUTE_BATTERY, namespace)
+    namespace["record"](provider.get_tracer("battery"))
+    by_sdk = {s["name"]: s for s in _flatten_traces(encode_spans(exporter.get_finished_spans()))}
+    with instrumented(task, env=limit) as (emu, rx):
+        assert emu.invoke({}).json() == {"ok": True}
+        spans = {s["name"]: s for s in rx.wait_for_spans(lambda s: s["name"] in ("each", "unprintable"), count=2)}
+    # THEN lambdawrap exports each attribute, event and link attribute as the SDK does (before:
+    # None, bytes, maps and the objects were "<NoneType>", "<bytes>", ... texts, and lists lost
+    # what was not a scalar), and a value whose __str__ raises is no value, not an error
+    ours, theirs = spans["each"], by_sdk["each"]
+    assert theirs["attributes"]["bytes"] == b"\x00\xffraw" and theirs["attributes"]["decimal"] == "1.50"
+    assert ours["attributes"] == theirs["attributes"]
+    assert [(e["name"], e["attributes"]) for e in ours["events"]] == [(e["name"], e["attributes"]) for e in theirs["events"]]
+    assert [link["attributes"] for link in ours["links"]] == [link["attributes"] for link in theirs["links"]]
+    assert spans["unprintable"]["attributes"] == {"value": None}
+
+
 def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):
     # GIVEN a library whose functions are decorated at import with a tracer of the API, imported
     # before the function sets its own tracer provider (the usual order of a module's imports)

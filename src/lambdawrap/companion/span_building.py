@@ -8,8 +8,10 @@ before it wrote its in-flight slot) or a failed init decides here, as the root o
 
 from __future__ import annotations
 
+import binascii
 import collections
 import functools
+from binascii import a2b_base64
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -23,6 +25,7 @@ from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
+from lambdawrap.shared.attribute_values import BYTES_TAG
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 from lambdawrap.shared.semconv import SCHEMA_URL
@@ -108,7 +111,7 @@ class SpanBuilder:
         self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
         self._scopes: dict = {}
 
-    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None) -> ReadableSpan:
+    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None, clean: Callable[[Mapping], dict] | None = None) -> ReadableSpan:
         # The trace's W3C tracestate, as the SDK's samplers give a span its parent's: checked
         # here (the function's process carries it as it came), so that the SDK never logs it.
         checked = parse_tracestate(trace_state) if trace_state else ""
@@ -116,14 +119,15 @@ class SpanBuilder:
         parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED, trace_state=state) if parent_id else None
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))
+        clean = clean or clean_attributes
         if events:
-            events = [Event(encodable(e.name), clean_attributes(e.attributes or {}), timestamp=e.timestamp) for e in events]
+            events = [Event(encodable(e.name), clean(e.attributes or {}), timestamp=e.timestamp) for e in events]
         return ReadableSpan(
             name=encodable(name),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=state),
             parent=parent,
             resource=self.resource,
-            attributes=clean_attributes(attributes),
+            attributes=clean(attributes),
             events=tuple(events),
             links=tuple(links),
             kind=kind,
@@ -291,8 +295,8 @@ class SpanBuilder:
         """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
         code, description = (raw.get("status") or [0, ""])[:2]
         status = _UNSET if code == _UNSET_CODE else Status(_member(_STATUS_CODES, StatusCode, code), (description or None) if code == _ERROR_CODE else None)
-        events = [Event(str(name), clean_attributes(attrs or {}), timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
-        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
+        events = [Event(str(name), attrs or {}, timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_any_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
         return self.span(
             name=raw["name"],
             trace_id=int(raw["trace_id"], 16),
@@ -307,6 +311,7 @@ class SpanBuilder:
             links=links,
             scope=_remembered(self._scopes, (encodable(str(raw.get("scope") or "user")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url"))), lambda key: InstrumentationScope(*key)),
             trace_state=raw.get("trace_state"),
+            clean=clean_any_attributes,
         )
 
 
@@ -360,6 +365,43 @@ def clean_attributes(attributes: Mapping) -> dict:
         elif isinstance(value, (list, tuple)) and all(isinstance(v, allowed) and _fits(v) for v in value):
             out[encodable(str(key))] = [encodable(v) if isinstance(v, str) else v for v in value]
     return out
+
+
+def clean_any_attributes(attributes: Mapping) -> dict:
+    """The attributes of a span the function's code made, which may hold any of OTLP's
+    AnyValue (shared.attribute_values): None, bytes, and arrays and maps of any of them, as
+    the SDK keeps them. An attribute OTLP cannot carry (an int outside int64, anywhere in it)
+    is left out, alone, as the SDK's exporter leaves it out."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        try:
+            out[encodable(str(key))] = _any_value(value)
+        except ValueError:
+            pass
+    return out
+
+
+def _any_value(value: object) -> Any:
+    if isinstance(value, str):
+        return encodable(value)
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        if _fits(value):
+            return value
+        raise ValueError("an int OTLP cannot carry")
+    if isinstance(value, list):
+        return [_any_value(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and BYTES_TAG in value:
+            text = value[BYTES_TAG]
+            if isinstance(text, str):
+                try:
+                    return a2b_base64(text)
+                except (binascii.Error, ValueError):
+                    raise ValueError("bytes that are not base64") from None
+        return {encodable(str(k)): _any_value(v) for k, v in value.items()}
+    raise ValueError(f"no OTLP value for {type(value).__name__}")
 
 
 def _fits(value: object) -> bool:

@@ -17,6 +17,8 @@ import collections
 import contextlib
 import os
 import time
+from binascii import b2a_base64
+from collections import abc
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from opentelemetry import context as otel_context
@@ -30,6 +32,7 @@ try:  # the API's own: usable as a context manager and as a decorator of sync an
 except ImportError:  # older API versions
     _context_manager = contextlib.contextmanager
 from lambdawrap.shared import records
+from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -59,14 +62,67 @@ _VALUE_LENGTH = _env_limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)
 _SPAN_VALUE_LENGTH = _env_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _VALUE_LENGTH)
 
 
-def _value(value: Any, length: Optional[int] = None) -> Any:
+def _value(value: Any, length: Optional[int] = None, depth: int = 0) -> Any:
+    """An attribute value as the SDK's BoundedAttributes keeps it (any of OTLP's AnyValue: None,
+    bytes, sequences of any of them, mappings), strings cut to `length`, made of what the
+    record can carry: bytes as BYTES_TAG. Raises ValueError for a value nested deeper than
+    MAX_NESTING (the record's encoder would refuse the whole record)."""
     if isinstance(value, str):
         return value if length is None else value[:length]
-    if isinstance(value, _ALLOWED):
+    if value is None or isinstance(value, _ALLOWED):
         return value
-    if isinstance(value, (list, tuple)):
-        return [_value(v, length) for v in value if isinstance(v, _ALLOWED)]
-    return f"<{type(value).__name__}>"  # never the user's repr/str: their code could raise
+    if isinstance(value, bytes):
+        return {BYTES_TAG: b2a_base64(value, newline=False).decode("ascii")}
+    if depth >= MAX_NESTING:
+        raise ValueError("attribute value nested too deep")
+    if isinstance(value, abc.Sequence):
+        return [_value(v, length, depth + 1) for v in value]
+    if isinstance(value, abc.Mapping):
+        return _mapping(value, length, depth + 1)
+    # As the SDK: an object that can say what it is (a Decimal, a datetime, a UUID) as its
+    # text, anything else as no value; a __str__ that raises is no value too, never an error.
+    if _says_what_it_is(type(value)):
+        try:
+            return str(value)
+        except Exception:  # noqa: BLE001 - the user's __str__
+            return None
+    return None
+
+
+def _says_what_it_is(cls: type) -> bool:
+    return cls.__str__ is not object.__str__ or cls.__repr__ is not object.__repr__
+
+
+def _key(key: Any) -> Optional[str]:
+    # A mapping's key as the SDK's keeps it: a non-empty text, or another key's text.
+    if isinstance(key, str):
+        return key or None
+    try:
+        return str(key) or None if key and _says_what_it_is(type(key)) else None
+    except Exception:  # noqa: BLE001 - the user's __str__ (or __bool__)
+        return None
+
+
+def _mapping(attributes: Any, length: Optional[int], depth: int = 0, limit: Optional[int] = None) -> dict:
+    bounded: dict = {}
+    for k, v in attributes.items():
+        key = _key(k)
+        if key is None:
+            pass
+        elif depth:
+            bounded[key] = _value(v, length, depth)
+        else:
+            _put_value(bounded, key, v, length, limit)
+    return bounded
+
+
+def _put_value(attributes: dict, key: str, value: Any, length: Optional[int], limit: Optional[int]) -> None:
+    """attributes[key] = the value as kept; a value nested too deep is left out, alone."""
+    try:
+        kept = _value(value, length)
+    except ValueError:
+        return
+    _put(attributes, key, kept, limit)
 
 
 def _put(attributes: dict, key: str, value: Any, limit: Optional[int]) -> None:
@@ -80,16 +136,12 @@ def _put(attributes: dict, key: str, value: Any, limit: Optional[int]) -> None:
 
 
 def _attrs(attributes: Any, limit: Optional[int] = _MAX_ATTRIBUTES, length: Optional[int] = _VALUE_LENGTH) -> dict:
-    bounded: dict = {}
     if not attributes:
-        return bounded
+        return {}
     try:
-        for k, v in dict(attributes).items():
-            if isinstance(k, str):
-                _put(bounded, k, _value(v, length), limit)
+        return _mapping(attributes, length, 0, limit)
     except Exception:  # noqa: BLE001 - a mapping of the user's may raise while we read it
         return {}
-    return bounded
 
 
 def _link(context: Any, attributes: Any) -> Optional[list]:
@@ -143,8 +195,8 @@ class _Span(trace.Span):
 
     @_guarded
     def set_attribute(self, key: str, value: Any) -> None:
-        if not self._ended and isinstance(key, str):
-            _put(self._attributes, key, _value(value, _SPAN_VALUE_LENGTH), _SPAN_ATTRIBUTES)
+        if not self._ended and isinstance(key, str) and key:
+            _put_value(self._attributes, key, value, _SPAN_VALUE_LENGTH, _SPAN_ATTRIBUTES)
 
     @_guarded
     def add_event(self, name: str, attributes: Any = None, timestamp: Optional[int] = None) -> None:

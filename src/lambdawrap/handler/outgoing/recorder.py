@@ -102,7 +102,10 @@ class Recorder:
             if exception is not None:
                 described = describe_exception(exception)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, time.time_ns()])
-        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), span.attributes, events, [], status, span.trace_state))
+        # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
+        # in a span the function's code made (an empty value).
+        attributes = {key: value for key, value in span.attributes.items() if value is not None}
+        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), attributes, events, [], status, span.trace_state))
 
 
 def _own_call() -> bool:
