@@ -130,3 +130,24 @@ def test_a_message_s_tracestate_stays_with_the_context_it_came_beside(task):
     # WHEN they are handled THEN each span continues the message's trace with its tracestate
     for span in exported([sns, eventbridge], task):
         assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state)
+
+
+def test_a_payload_s_headers_parent_the_span_as_opentelemetry_s_botocore_instrumentation_writes_them(task):
+    # GIVEN a direct invocation as OpenTelemetry's botocore instrumentation (Python) sends a Lambda
+    # Invoke: the caller's context injected into the payload's "headers" object, where
+    # OpenTelemetry's Lambda instrumentations read it (instrumentation/botocore/extensions/lmbd.py)
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    state = "congo=t61rcWkgMzE"
+    payload = {"order": 7, "headers": {"traceparent": caller, "tracestate": state}}
+    # the platform's X-Ray context: the function's own segment (active tracing), then tracing off
+    xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked with each
+        results = [emu.invoke(payload, trace_header=xray), emu.invoke(payload)]
+        assert [r.function_error for r in results] == [None, None]
+        spans = [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=20)[0] for r in results]
+    # THEN each span continues the caller's trace as its child, with its tracestate; the sampled
+    # X-Ray context the function ran in is a link
+    for span in spans:
+        assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state)
+    assert [[(link["trace_id"], link["span_id"]) for link in span["links"]] for span in spans] == [[("5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8")], []]

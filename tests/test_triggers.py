@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lambdawrap.handler import triggers
-from lambdawrap.handler.trace_context import SpanContext, choose_parent
+from lambdawrap.handler.trace_context import SpanContext, choose_parent, parse_traceparent
 from lambdawrap.handler.triggers import (
     ALB,
     APIGW_HTTP,
@@ -642,7 +642,13 @@ def test_s3_sample():
         ("ObjectCreated:CompleteMultipartUpload", "insert"),
         ("ObjectRemoved:Delete", "delete"),
         ("ObjectRemoved:DeleteMarkerCreated", "delete"),
+        # S3 Lifecycle expiring an object deletes it (or puts a delete marker on it), as
+        # EventBridge's "Object Deleted" with reason "Lifecycle Expiration" says
+        ("LifecycleExpiration:Delete", "delete"),
+        ("LifecycleExpiration:DeleteMarkerCreated", "delete"),
+        ("s3:LifecycleExpiration:Delete", "delete"),  # as the SDKs' samples spell newer types
         ("ObjectRestore:Completed", "edit"),
+        ("ObjectRestore:Delete", "edit"),  # the restored copy expired: the object stays
         ("ObjectTagging:Put", "edit"),
         ("LifecycleTransition", "edit"),
         (None, "edit"),
@@ -800,6 +806,24 @@ def test_other_sample_and_non_events():
     for event in (load("other"), None, 0, "x", [], [{"Records": []}], {"Records": []}, {}, [1, 2]):
         trigger = detect_trigger(event)
         assert trigger == Trigger(OTHER, {"faas.trigger": "other"})
+
+
+@pytest.mark.parametrize(
+    "payload, parent, state",
+    [
+        # OpenTelemetry's botocore instrumentation injects a Lambda Invoke's context into "headers"
+        ({"order": 7, "headers": {"traceparent": TRACEPARENT, "tracestate": "a=b"}}, TRACEPARENT, "a=b"),
+        # the payload's own context comes first
+        ({"traceparent": TRACEPARENT, "headers": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, TRACEPARENT, None),
+        ({"headers": {"traceparent": "not one", "tracestate": "a=b"}}, None, None),
+        ({"headers": {"Traceparent": TRACEPARENT}}, None, None),  # a propagator writes it lowercase
+        ({"headers": [TRACEPARENT]}, None, None),
+    ],
+)
+def test_other_payload_s_headers_carry_its_context(payload, parent, state):
+    trigger = detect_trigger(payload)
+    assert trigger.kind == OTHER
+    assert (trigger.parent, trigger.parent_state) == (parse_traceparent(parent), state)
 
 
 def test_other_attributes_are_not_shared():

@@ -66,6 +66,7 @@ from lambdawrap.handler.triggers.trigger import (
     VPC_LATTICE,
     Trigger,
     other,
+    text,
 )
 
 TYPE_CHECKING = False
@@ -205,6 +206,21 @@ _BY_KEY = (
 )
 
 
+def _payload(event: dict) -> Trigger:
+    """An event nothing recognises (a direct invocation's payload, a Step Functions input), with
+    the W3C context it carries as its parent: ``_lambdawrap``/``traceparent`` at its top, else in
+    its ``headers`` object, where OpenTelemetry's botocore instrumentation (Python) injects the
+    caller's context into a Lambda ``Invoke``'s payload and its Lambda instrumentations read it."""
+    parent = parse_traceparent(payload_context(event))
+    if parent is not None:
+        return other(parent, payload_state(event))
+    headers = event.get("headers")
+    if isinstance(headers, dict):
+        # A propagator writes lowercase names: looked up as written, whatever the object's size.
+        return other(parse_traceparent(headers.get("traceparent")), text(headers.get("tracestate")))
+    return other()
+
+
 def _list_event(event: list) -> Optional[Trigger]:
     """Events that are JSON arrays: an EventBridge Pipe's batch of records, an AppSync batch."""
     head = event[0] if event else None
@@ -230,7 +246,7 @@ def detect_trigger(event: object) -> Trigger:
                     trigger = recognise(event)
                     if trigger is not None:
                         return trigger
-            return other(parse_traceparent(payload_context(event)), payload_state(event))
+            return _payload(event)
         if isinstance(event, list):
             trigger = _list_event(event)
             if trigger is not None:

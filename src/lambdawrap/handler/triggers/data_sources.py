@@ -51,16 +51,23 @@ def _document(operation: str, collection: object, name: object, time: object) ->
     return attributes
 
 
+# Event types that delete an object (or put a delete marker on it): a request's, or S3
+# Lifecycle's expiration (EventBridge reports both as "Object Deleted").
+_S3_DELETIONS = ("ObjectRemoved:", "LifecycleExpiration:")
+
+
 def s3(first_record: dict) -> Trigger:
     """An S3 event notification delivered to the function (``Records[].s3``)."""
     s3_event = mapping(first_record.get("s3"))
     event_name = first_record.get("eventName")
+    if isinstance(event_name, str) and event_name.startswith("s3:"):
+        event_name = event_name[3:]  # the SDKs' samples of newer types keep the configuration's prefix
     if isinstance(event_name, str) and event_name.startswith("ObjectCreated:"):
         operation = "insert"
-    elif isinstance(event_name, str) and event_name.startswith("ObjectRemoved:"):
+    elif isinstance(event_name, str) and event_name.startswith(_S3_DELETIONS):
         operation = "delete"
     else:
-        operation = "edit"  # restores, replication, tagging, ACL and lifecycle events
+        operation = "edit"  # restores, replication, tagging, ACL and lifecycle transitions
     key = s3_key(mapping(s3_event.get("object")).get("key"))
     return Trigger(S3, _document(operation, mapping(s3_event.get("bucket")).get("name"), key, first_record.get("eventTime")))
 
