@@ -46,8 +46,19 @@ if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
   exec "$@"
 fi
 
-case "$0" in
-  */*) here="${0%/*}" ;;
+# The layer is the folder of this file, not of a symlink to it (AWS_LAMBDA_EXEC_WRAPPER may
+# name one elsewhere): from the link's folder the boot would not be found, and the function
+# would run uninstrumented with its PYTHONPATH changed.
+lw_self="$0"
+while [ -L "$lw_self" ]; do
+  lw_link=$(readlink "$lw_self" 2>/dev/null) || break
+  case "$lw_link" in
+    /*) lw_self="$lw_link" ;;
+    *) case "$lw_self" in */*) lw_self="${lw_self%/*}/$lw_link" ;; *) lw_self="$lw_link" ;; esac ;;
+  esac
+done
+case "$lw_self" in
+  */*) here="${lw_self%/*}" ;;
   *) here="." ;;
 esac
 case "$here" in

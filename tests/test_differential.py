@@ -135,6 +135,9 @@ OWN_LIBRARIES = [
     OWN_WRAPT,
     Group("own SDK provider set at import", "otel_sdk", env={"SET_PROVIDER": "import"}, scenarios=[do("spans", "echo"), do("spans again", "echo")]),
     Group("own SDK provider set in the handler - provider_in_handler", "otel_sdk", env={"SET_PROVIDER": "handler"}, scenarios=[do("spans", "echo"), do("spans again", "echo")]),
+    # The function's protobuf 3 wants its C++ implementation: the companion's protobuf has none,
+    # failed to import, and nothing was exported.
+    Group("own protobuf's implementation chosen - protobuf_implementation", "diff", env={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "cpp"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
     Group("OpenTelemetry API without an SDK", "otel_sdk", scenarios=[do("spans", "echo")], user_spans=("orders.lookup", "db.query")),
     Group("OpenTelemetry API, odd values - bridge_never_raises", "otel_api", scenarios=[do("spans", "echo"), do("again", "echo")], user_spans=("checkout.total", "decorated.step")),
     Group(
@@ -178,6 +181,12 @@ SETTINGS = [
     # About 317 years: past what the clocks can count in nanoseconds, every export raised
     # OverflowError and every span of the environment was lost, counted nowhere.
     Group("an export timeout the clocks cannot hold - huge_otlp_timeout", "diff", env={"OTEL_EXPORTER_OTLP_TIMEOUT": "9999999999"}, warned=("OTEL_EXPORTER_OTLP_TIMEOUT",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    # A variable the OpenTelemetry SDK reads itself, meant for the function's own SDK: a value
+    # ours does not know failed the companion's MeterProvider, and nothing at all was exported.
+    Group("OTEL_METRICS_EXEMPLAR_FILTER the SDK does not know - exemplar_filter", "diff", env={"OTEL_METRICS_EXEMPLAR_FILTER": "always-on"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    # Read by the SDK as its trace module is imported: a value that is no count failed that
+    # import, and nothing at all was exported (the bridge takes it as the default).
+    Group("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT that is no count - span_attribute_limit", "diff", env={"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "-1"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
     # Colons for equals signs: one warning for the variable, however many items are wrong.
     Group("OTEL_RESOURCE_ATTRIBUTES with bad items - resource_attributes_warned_once", "diff", env={"OTEL_RESOURCE_ATTRIBUTES": "team:payments,tier=gold,env:prod"}, warned=("OTEL_RESOURCE_ATTRIBUTES",), scenarios=[do("echo", "echo")]),
     Group("OTEL_SDK_DISABLED - sdk_disabled", "diff", env={"OTEL_SDK_DISABLED": "true"}, ledger="silent", scenarios=[do("echo", "echo"), do("raise", "raise"), do("echo again", "echo"), do("and again", "echo")]),

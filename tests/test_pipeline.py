@@ -607,6 +607,62 @@ def test_a_sitecustomize_the_function_had_still_runs(task, tmp_path):
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
 
 
+PATH_APP = """
+import os, sys, subprocess
+
+def handler(event, context):
+    child = subprocess.run([sys.executable, "-c", "import sys; print(sorted(m for m in sys.modules if m.startswith('lambdawrap')))"], capture_output=True, text=True)
+    return {
+        "pythonpath": os.environ.get("PYTHONPATH", "").replace(os.environ["LAMBDA_RUNTIME_DIR"], "<runtime>"),
+        "sys_path": [p for p in sys.path if p != os.environ["LAMBDA_RUNTIME_DIR"]],
+        "child_loads": child.stdout.strip(),
+        "wrapped": hasattr(handler, "__wrapped__"),
+    }
+"""
+
+
+@pytest.mark.parametrize("pythonpath", [None, "vendor"])
+def test_a_wrapper_chained_after_ours_keeps_its_pythonpath_and_the_function_none_of_ours(tmp_path, pythonpath):
+    # GIVEN another layer's exec wrapper that puts its folder first on PYTHONPATH, chained after
+    # ours (LAMBDAWRAP_NEXT_WRAPPER), and a function with or without a PYTHONPATH of its own
+    task = write_function(tmp_path / "task", PATH_APP)
+    other = tmp_path / "other"
+    other.mkdir()
+    wrapper = tmp_path / "other-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nexport PYTHONPATH="{other}${{PYTHONPATH:+:$PYTHONPATH}}"\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    env = {"PYTHONPATH": str(task / pythonpath)} if pythonpath else {}
+    with Emulator(str(task), "app.handler", env={**env, "AWS_LAMBDA_EXEC_WRAPPER": str(wrapper)}, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env={**env, "LAMBDAWRAP_NEXT_WRAPPER": str(wrapper)}) as (emu, rx):
+        body = emu.invoke({}).json()
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+    # THEN the function's PYTHONPATH and sys.path are those it has with the other wrapper alone
+    # (before: the other wrapper's folder was taken out of PYTHONPATH and our boot folder left
+    # in, so every Python process the function started loaded lambdawrap)
+    assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
+    assert body == {**without, "wrapped": True}
+
+
+def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path):
+    # GIVEN AWS_LAMBDA_EXEC_WRAPPER naming a symlink to the layer's wrapper.sh, in another folder
+    task = write_function(tmp_path / "task", PATH_APP)
+    link = tmp_path / "links" / "wrapper"
+    link.parent.mkdir()
+    link.symlink_to(LAYER / "wrapper.sh")
+    with instrumented(task) as (emu, rx):
+        direct = emu.invoke({}).json()
+    with instrumented(task, env={"AWS_LAMBDA_EXEC_WRAPPER": str(link)}) as (emu, rx):
+        body = emu.invoke({}).json()
+        # THEN it runs as the wrapper named directly: the function is instrumented (its span
+        # exported) and sees the PYTHONPATH and sys.path it has without the layer (before: the
+        # wrapper looked for the boot beside the link, so nothing was instrumented, and the
+        # function's sys.path lost the layer paths and gained the link folder's)
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+    assert direct["wrapped"] is True and direct["pythonpath"] == "<runtime>"
+    assert body == direct
+
+
 def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path):
     from lambdawrap.companion.correlator import RECORD_GRACE_S, UNREPORTING_AFTER
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for, write_function
+from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
+from support.pip_target import installed
 from support.python_versions import every_python
 from support.stack import LAYER, instrumented
 
@@ -304,6 +306,36 @@ def test_the_boots_own_refreshes_are_not_traced_as_the_functions_calls(tmp_path)
     # THEN the function's own call is a span, the layer's refresh is none (before: a root
     # "Secrets Manager.GetSecretValue" trace per refresh, or a child of the invocation under way)
     assert names.count("SSM.GetParameter") == 1 and "Secrets Manager.GetSecretValue" not in names, names
+
+
+BUNDLED_SDK_APP = """
+import os
+import botocore
+
+AT_IMPORT = os.environ.get("DB_PASSWORD")
+
+def handler(event, context):
+    return {"botocore": [botocore.__file__, botocore.__version__], "at_import": AT_IMPORT}
+"""
+
+
+def test_the_boots_own_fetch_leaves_the_function_the_sdk_it_bundles(tmp_path, moto):
+    # GIVEN a function that bundles its own botocore (older than the runtime's), and a
+    # companion that does not answer in time (0 ms), so the boot fetches the secrets itself
+    # with boto3, before the function's module is imported
+    bundled = Path(installed("aiobotocore-requirements.txt", "lambdawrap-aiobotocore")) / "botocore"
+    task = write_function(tmp_path / "task", BUNDLED_SDK_APP)
+    (task / "botocore").symlink_to(bundled, target_is_directory=True)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0")
+    with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env=env) as (emu, rx):
+        body = emu.invoke({}).json()
+    # THEN the secret was fetched, and the function's `import botocore` found its own, as it
+    # does without the layer (before: the runtime's, which the boot had imported first)
+    assert without["botocore"][1] == "1.43.117" and without["at_import"] is None
+    assert body == {"botocore": without["botocore"], "at_import": DB_PASSWORD}
+    assert any("lambdawrap/boot" in c["user_agent"] for c in moto.requests())
 
 
 def test_a_secrets_endpoint_that_never_answers_costs_the_boot_a_bounded_time(tmp_path, task):

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 from opentelemetry.sdk._logs.export import LogRecordExportResult
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData, PeriodicExportingMetricReader, Sum
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -188,7 +188,9 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
         self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf)
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader])
+        # The SDK's default filter, named: OTEL_METRICS_EXEMPLAR_FILTER is the function's, for its
+        # own SDK, and a value ours does not know made this raise, and nothing was exported.
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader], exemplar_filter=TraceBasedExemplarFilter())
         self.log_exporter = log_exporter
         self.resource = resource
         self.spans: SpanBuffer | None = None

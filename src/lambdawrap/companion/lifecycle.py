@@ -166,6 +166,7 @@ class Companion:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
+            _drop_unusable_span_limit(os.environ)
             self._headers_from_secrets()
             transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
@@ -488,6 +489,22 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
+
+
+def _drop_unusable_span_limit(environ: Any) -> None:
+    """The SDK reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT as its trace module is imported, and a value
+    that is no count (-1, or empty) fails that import: nothing at all was exported. The bridge
+    in the function's process takes such a value as the default (handler/otel_bridge.py); so
+    does this process, by leaving it out of its own environment."""
+    text = environ.get("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")
+    if text is None or text.strip().lower() == "unset":
+        return
+    try:
+        if int(text.strip()) >= 0:
+            return
+    except ValueError:
+        pass
+    del environ["OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"]
 
 
 def _first_start_in_sandbox(socket_path: str) -> bool:

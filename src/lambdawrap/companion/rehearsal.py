@@ -16,7 +16,7 @@ from __future__ import annotations
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -55,7 +55,7 @@ def rehearse_export(resource: Resource) -> int:
     size += len(encode_logs(log_records([("rehearsal", 1, ("1" * 32, "1" * 16), "rehearsal")], resource)).SerializeToString())
     # A throwaway provider: the real one's counters must not see the rehearsal.
     reader = InMemoryMetricReader()
-    provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False, exemplar_filter=TraceBasedExemplarFilter())
     meter = provider.get_meter("rehearsal")
     meter.create_counter("rehearsal.count").add(1, {"faas.trigger": "http"})
     meter.create_histogram("rehearsal.duration", unit="s").record(0.01, {"faas.trigger": "http"})

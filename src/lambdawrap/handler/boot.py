@@ -203,11 +203,16 @@ def restore_python_path(environ: Any = None) -> None:
             if entry and os.path.abspath(entry) == os.path.abspath(path):
                 del sys.path[index]
                 break
-    if unset:
+    # Ours are taken out by value, not as the first entries: a wrapper chained after ours
+    # (LAMBDAWRAP_NEXT_WRAPPER) may have put its own in front of them, and those stay.
+    entries = env.get("PYTHONPATH", "").split(os.pathsep) if added else []
+    for path in added:
+        if path in entries:
+            entries.remove(path)
+    if unset and not [entry for entry in entries if entry]:
         env.pop("PYTHONPATH", None)
     elif added:
-        entries = env.get("PYTHONPATH", "").split(os.pathsep)
-        env["PYTHONPATH"] = os.pathsep.join(entries[len(added) :])
+        env["PYTHONPATH"] = os.pathsep.join(entries)
 
 
 def _forget_our_sitecustomize() -> None:

@@ -13,6 +13,7 @@ in the background (stale-while-revalidate) by one worker thread, never on the ca
 from __future__ import annotations
 
 import os
+import sys
 import time
 from _thread import get_ident
 
@@ -186,7 +187,27 @@ def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region
         return answer, True
     if companion:
         get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
-    return _fetch_directly(sources, region, DIRECT_FETCH_BUDGET_S), False
+    with _functions_sys_path():
+        return _fetch_directly(sources, region, DIRECT_FETCH_BUDGET_S), False
+
+
+class _functions_sys_path:
+    """While in it, the function's folder (LAMBDA_TASK_ROOT) is first on sys.path, as the
+    runtime's bootstrap puts it before the handler module loads. The boot runs before that:
+    without it, the boto3 it imports (and botocore, urllib3...) would be the runtime's, and stay
+    in sys.modules, so the function's own `import boto3` would get those instead of the ones it
+    bundles."""
+
+    def __enter__(self) -> "_functions_sys_path":
+        root = os.environ.get("LAMBDA_TASK_ROOT", "")
+        self._added = root if root and root not in sys.path else ""
+        if self._added:
+            sys.path.insert(0, self._added)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._added and self._added in sys.path:
+            sys.path.remove(self._added)
 
 
 def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list:
