@@ -8,6 +8,8 @@ run before any Python of ours; each decision they take from a variable is compar
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,14 +127,34 @@ def extensions_api():
     api.close()
 
 
-def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
-    """The launcher with `python3` standing for a stub that prints how it was started."""
+def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict, launcher: Path = LAUNCHER, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The launcher with `python3` standing for a stub that prints how it was started (and, on
+    a second line, where and with which PYTHONPATH)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stub = bin_dir / "python3"
-    stub.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "STARTED $0 $*"\n')
+    stub.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "STARTED $0 $*"\necho "IN $(pwd) WITH ${PYTHONPATH-unset}"\n')
     stub.chmod(0o755)
-    return subprocess.run([str(LAUNCHER)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, **env}, capture_output=True, text=True, timeout=30)
+    return subprocess.run([str(launcher)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, **env}, capture_output=True, text=True, timeout=30, cwd=cwd)
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["source layer", "built layer"])
+def test_launcher_starts_the_companion_where_the_functions_packages_cannot_shadow_its_own(extensions_api, tmp_path, built):
+    # GIVEN the extension started from the function's folder, which holds packages of the
+    # function's own (an opentelemetry, a protobuf), called by a relative path
+    task = tmp_path / "task"
+    (task / "opentelemetry").mkdir(parents=True)
+    layer = tmp_path / "layer"
+    (layer / "extensions").mkdir(parents=True)
+    shutil.copy(LAUNCHER, layer / "extensions" / "lambdawrap")
+    if built:
+        (layer / "lambdawrap" / "companion-lib").mkdir(parents=True)
+    out = run_launcher(extensions_api, tmp_path, {}, launcher=Path(os.path.relpath(layer / "extensions" / "lambdawrap", task)), cwd=task)
+    # THEN the companion starts (`python -m`, which puts its working folder first on sys.path)
+    # in its own dependencies' folder, named absolutely, or at the root: never the function's
+    where = out.stdout.splitlines()[-1]
+    private = (layer / "lambdawrap" / "companion-lib").resolve()
+    assert where == (f"IN {private} WITH {private}" if built else "IN / WITH unset"), out
 
 
 @pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", "", "\u00a0true", "on\u2003"])
