@@ -367,3 +367,50 @@ def test_an_exception_is_described_with_the_traceback_it_had_when_the_handler_ra
     except ValueError:
         pass
     assert describe_exception(*when_raised)["stack"].count("test_handler_side.py") == describe_exception(error)["stack"].count("test_handler_side.py") - 1
+
+
+class _HidesItsNames(type):
+    def __getattribute__(cls, name):
+        if name in ("__module__", "__qualname__"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+class _NamesHidden(Exception, metaclass=_HidesItsNames):
+    pass
+
+
+def test_an_exception_whose_class_hides_its_names_is_described_by_the_class_itself():
+    from lambdawrap.handler.invocation import describe_exception
+
+    # The metaclass's lookups raised out of describe_exception, and the record was lost.
+    described = describe_exception(_raised(lambda: (_ for _ in ()).throw(_NamesHidden("hidden"))))
+    assert described["type"] == f"{__name__}._NamesHidden"
+    assert described["message"] == "hidden"
+
+
+def test_our_failure_is_never_raised_by_a_log_handler_that_cannot_format_it():
+    from lambdawrap.shared.log import Failures
+
+    class RuntimeLikeHandler(logging.Handler):
+        """As awslambdaric's: emit formats without handleError, so what formatting raises goes on."""
+
+        def emit(self, record):
+            self.format(record)
+
+    def unformattable(record):
+        raise AttributeError("cannot format")
+
+    handler = RuntimeLikeHandler()
+    handler.format = unformattable
+    logger = logging.getLogger("lambdawrap.test_unformattable")
+    logger.addHandler(handler)
+    try:
+        failures = Failures("lambdawrap.test_unformattable")
+        try:
+            raise ValueError("ours")
+        except ValueError:
+            failures.record("a step of ours")
+        assert failures.count == 1
+    finally:
+        logger.removeHandler(handler)

@@ -205,7 +205,11 @@ class InvocationTracer:
 
     def _call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         if _active:
-            return wrapped(*args, **kwargs)  # a call from inside an invocation is part of it
+            try:
+                return wrapped(*args, **kwargs)  # a call from inside an invocation is part of it
+            except BaseException as exc:
+                drop_own_frame(exc)  # out of the stack trace the runtime reports, as below
+                raise
         try:
             state = self._before(args, kwargs)
         except Exception:  # noqa: BLE001 - instrumentation fails open
@@ -487,10 +491,24 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
             message = _UNPRINTABLE[0]
     if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
         message = f"<unprintable {type(error).__name__}>"
-    module = type(error).__module__
     return {
-        "type": type(error).__qualname__ if module in ("builtins", "__main__") else f"{module}.{type(error).__qualname__}",
+        "type": _type_name(type(error)),
         "message": message[:MAX_MESSAGE_CHARS],
         "stack": stack[-MAX_STACK_CHARS:],
     }
 
+
+
+# type's own descriptors for a class's names, which no metaclass overrides.
+_CLASS_MODULE, _CLASS_QUALNAME, _CLASS_NAME = (type.__dict__[name] for name in ("__module__", "__qualname__", "__name__"))
+
+
+def _type_name(kind: type) -> str:
+    """An exception class's name as spans write it (module.qualname; bare for builtins and
+    __main__), read from the class itself: its metaclass's attribute lookups are the user's code
+    and may raise (the runtime names the class by its __name__ alone)."""
+    try:
+        module, qualname = _CLASS_MODULE.__get__(kind), _CLASS_QUALNAME.__get__(kind)
+        return qualname if module in ("builtins", "__main__") else f"{module}.{qualname}"
+    except BaseException:  # noqa: BLE001 - no __module__ in the class's dict, or one that is no text
+        return _CLASS_NAME.__get__(kind)

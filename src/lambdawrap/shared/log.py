@@ -34,7 +34,11 @@ class Failures:
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         if not seen:
             message = "lambdawrap: %s%s (logged once; the function is unaffected)"
-            get_logger(self._logger_name).warning(message, kind, f": {detail}" if detail else "", exc_info=exc_info)
+            try:
+                get_logger(self._logger_name).warning(message, kind, f": {detail}" if detail else "", exc_info=exc_info)
+            except Exception:  # noqa: BLE001 - the line goes through the function's own handlers,
+                # and awslambdaric's lets what formatting raises through: into the function's code
+                pass
 
 
 class OncePerMessage:

@@ -28,6 +28,18 @@ class CustomError(Exception):
     pass
 
 
+class _HidesModule(type):
+    # As some proxying or lazy-loading metaclasses do: the class's __module__ cannot be read.
+    def __getattribute__(cls, name):
+        if name == "__module__":
+            raise AttributeError("no __module__ here")
+        return super().__getattribute__(name)
+
+
+class ModuleHiddenError(Exception, metaclass=_HidesModule):
+    pass
+
+
 def _fib(n):
     return n if n < 2 else _fib(n - 1) + _fib(n - 2)
 
@@ -63,6 +75,8 @@ def handler(event, context):
             raise RuntimeError("while looking it up") from inner
     if do == "raise_unprintable":
         raise UnprintableError()
+    if do == "raise_module_hidden":
+        raise ModuleHiddenError("its class hides its module")
     if do == "recursion_error":
         def down(n):
             return down(n + 1)
@@ -151,6 +165,8 @@ def handler(event, context):
         # Calls itself through the module attribute, as some functions do.
         depth = event.get("depth", 3)
         if depth <= 0:
+            if event.get("raise"):
+                raise ValueError("at the bottom")
             return {"bottom": True}
         return sys.modules[__name__].handler(dict(event, depth=depth - 1), context)
     if do == "context":
