@@ -822,7 +822,8 @@ def test_grpc_export(task):
         assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
     grpc_threads = {name: nice for name, nice in niceness if name.startswith(("grpc", "event_engine", "lifeguard"))}
     assert grpc_threads, niceness  # gRPC's own threads were started (the check is not vacuous)
-    assert set(grpc_threads.values()) == {0}, niceness
+    # The companion's own priority: the test's, which a CI runner may have lowered (nice).
+    assert set(grpc_threads.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}, niceness
 
 
 def test_a_grpc_collector_that_refuses_a_request_costs_only_that_request(task):
