@@ -17,6 +17,7 @@ import pytest
 
 from conftest import wait_for, write_function
 from support.faults import companion_process
+from support.pip_target import installed
 from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 from lambdawrap.devtools.emulator import Emulator
@@ -374,6 +375,7 @@ class Plain:
 VALUES = {
     "none": None,
     "bytes": b"\\x00\\xffraw",
+    "long bytes": b"longer than the limit",
     "map": {"a": 1, 2: ["x", None, b"z", 2.5], "": "dropped", "deeper": {"b": [True, {"c": None}]}},
     "mixed list": [1, "a", 2.5, None, [True, b"y"]],
     "tuple": (1, 2),
@@ -392,13 +394,18 @@ VALUES = {
 def record(tracer):
     with tracer.start_as_current_span("outer"):
         outer = trace.get_current_span().get_span_context()
-        with tracer.start_as_current_span("each", attributes={5: "int key", "": "no key", **{"start " + k: v for k, v in VALUES.items()}}) as span:
+        # Links to no span: the SDK keeps one that has attributes (a message's, say), not a bare one.
+        nowhere = [Link(trace.INVALID_SPAN_CONTEXT, {"messaging.message.id": "m-1"}), Link(trace.INVALID_SPAN_CONTEXT)]
+        with tracer.start_as_current_span("each", attributes={5: "int key", "": "no key", **{"start " + k: v for k, v in VALUES.items()}}, links=nowhere) as span:
             for key, value in VALUES.items():
                 span.set_attribute(key, value)
             span.set_attribute("", "no key")
             span.set_attributes({7: "int key again", "set_attributes map": {"k": b"v"}})
             span.add_event("event", VALUES)
+            span.record_exception(ValueError("v"), VALUES)
             span.add_link(outer, VALUES)
+            span.add_link(trace.INVALID_SPAN_CONTEXT, {"k": "v"})
+            span.add_link(trace.INVALID_SPAN_CONTEXT)
 """
 
 
@@ -451,7 +458,8 @@ def test_user_span_attributes_are_kept_as_the_sdk_keeps_them(tmp_path, monkeypat
     assert theirs["attributes"]["bytes"] == b"\x00\xffraw" and theirs["attributes"]["decimal"] == "1.50"
     assert ours["attributes"] == theirs["attributes"]
     assert [(e["name"], e["attributes"]) for e in ours["events"]] == [(e["name"], e["attributes"]) for e in theirs["events"]]
-    assert [link["attributes"] for link in ours["links"]] == [link["attributes"] for link in theirs["links"]]
+    assert [(int(link["trace_id"], 16) == 0, link["attributes"]) for link in ours["links"]] == [(int(link["trace_id"], 16) == 0, link["attributes"]) for link in theirs["links"]]
+    assert [link["attributes"] for link in theirs["links"]][::2] == [{"messaging.message.id": "m-1"}, {"k": "v"}]
     assert spans["unprintable"]["attributes"] == {"value": None}
 
 
@@ -515,6 +523,75 @@ def test_an_opentelemetry_api_without_proxy_tracers_is_left_alone():
     # THEN the bridge is made without routing them (before: AttributeError, logged with a
     # traceback in the function's log as a failed post-import hook)
     assert done.returncode == 0 and json.loads(done.stdout) == {"bridged": True}, done.stderr
+
+
+UNPRINTABLE_ERROR_APP = """
+from opentelemetry import trace
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text")
+
+def handler(event, context):
+    try:
+        with trace.get_tracer("app").start_as_current_span("work"):
+            raise Unprintable()
+    except Unprintable:
+        return "caught its own error"
+"""
+
+
+def test_an_error_whose_text_fails_leaves_the_users_span_as_its_own(tmp_path):
+    # GIVEN a function whose span is left by an exception whose __str__ raises, which it catches
+    task = write_function(tmp_path / "task", UNPRINTABLE_ERROR_APP)
+    with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task) as (emu, rx):
+        body = emu.invoke({}).json()
+        work = rx.wait_for_spans(lambda s: s["name"] == "work")[0]
+    # THEN the function catches its own exception, as without the layer, and the span records
+    # it (before: the API's use_span formatted its text for the status, and that RuntimeError
+    # left the block instead)
+    assert without == "caught its own error"
+    assert body == without
+    assert work["status_code"] == 2 and [e["name"] for e in work["events"]] == ["exception"]
+
+
+UNLOADABLE_CONTEXT_APP = """
+from opentelemetry import trace
+
+def handler(event, context):
+    try:
+        with trace.get_tracer("app").start_as_current_span("work"):
+            return "spans work"
+    except Exception as exc:
+        return repr(exc)
+"""
+
+
+def test_an_api_whose_runtime_context_cannot_load_keeps_its_no_op_spans(tmp_path):
+    # GIVEN a function that bundles an OpenTelemetry API older than 1.30, whose runtime context
+    # cannot be loaded (OTEL_PYTHON_CONTEXT names none it knows; so too a bundle stripped of its
+    # *.dist-info, where the API finds no entry point): every context call of that API raises,
+    # but its no-op tracer never makes one
+    bundled = Path(installed("otel-api-1.20-requirements.txt", "lambdawrap-otel-api-1.20"))
+    task = write_function(tmp_path / "task", UNLOADABLE_CONTEXT_APP)
+    for package in ("opentelemetry", "deprecated", "importlib_metadata", "zipp"):
+        (task / package).symlink_to(bundled / package, target_is_directory=True)
+    env = {"OTEL_PYTHON_CONTEXT": "no_such_context"}
+    with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env=env) as (emu, rx):
+        body = emu.invoke({}).json()
+        emu.wait_idle()
+        lines = emu.log_lines("function")
+    # THEN the function's spans work as without the layer, and the API logs nothing (before:
+    # the bridge's span was made current through the broken context, and the AttributeError
+    # reached the function; the API logged its failure to load at each invocation)
+    assert without == "spans work"
+    assert body == without
+    assert not [line for line in lines if "Failed to load context" in line]
+    assert len(invocation_spans(rx)) == 1
 
 
 def test_process_stays_lean_and_disabled_leaves_it_untouched(task):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import time
 from binascii import b2a_base64
@@ -146,8 +147,9 @@ def _attrs(attributes: Any, limit: Optional[int] = _MAX_ATTRIBUTES, length: Opti
 
 def _link(context: Any, attributes: Any) -> Optional[list]:
     # A link to no span (say, the context of a message that came without one) is left out, as
-    # the SDK leaves it out; the span is kept.
-    if not isinstance(context, SpanContext) or not context.is_valid:
+    # the SDK leaves it out, unless it says something (attributes, a tracestate): the SDK keeps
+    # that one, its ids zeros. The span is kept either way.
+    if not isinstance(context, SpanContext) or not (context.is_valid or attributes or context.trace_state):
         return None
     return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, _LINK_ATTRIBUTES)]
 
@@ -235,7 +237,10 @@ class _Span(trace.Span):
 
     def _record(self, described: dict, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
         event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"], "exception.escaped": "True" if escaped else "False"}
-        event.update(_attrs(attributes))
+        # The user's attributes as they came, kept once by add_event: kept twice, their bytes
+        # (base64 text by then) would be cut to the value length limit.
+        with contextlib.suppress(Exception):  # a mapping of the user's may raise while we read it
+            event.update(attributes or {})
         self.add_event("exception", event, timestamp)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
@@ -245,12 +250,13 @@ class _Span(trace.Span):
         self.end()
 
     @_guarded
-    def _escaped(self, error: Any) -> None:
+    def _escaped(self, error: Any, escaped: bool = True) -> None:
+        # escaped=False where the API's use_span would have recorded it (start_as_current_span).
         if not isinstance(error, BaseException) or self._ended:
             return
         described = describe_exception(error)
         if self._record_exception:
-            self._record(described, escaped=True)
+            self._record(described, escaped=escaped)
         if self._set_status_on_exception:
             self.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {described['message']}"))
 
@@ -306,9 +312,21 @@ class _Tracer(trace.Tracer):
 
     @_context_manager
     def start_as_current_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True, end_on_exit: bool = True) -> Iterator[trace.Span]:
-        span = self.start_span(name, context, kind, attributes, links, start_time)
-        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception, set_status_on_exception=set_status_on_exception) as current:
-            yield current
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception)
+        # As the API's use_span, but the escaping exception recorded by the span, guarded: the
+        # API's formats the exception's text itself, and one whose __str__ raises would leave
+        # the user's block as that error, not its own (its no-op tracer formats nothing).
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        except Exception as error:  # as the API's: not a BaseException (GeneratorExit, say)
+            if isinstance(span, _Span):
+                span._escaped(error, escaped=False)
+            raise
+        finally:
+            otel_context.detach(token)
+            if end_on_exit:
+                span.end()
 
 
 class UserSpans:
@@ -319,7 +337,26 @@ class UserSpans:
         self._channel = channel
         self.sampled = sampled
         self._tracers: dict = {}
+        self._context_loads: Optional[bool] = None  # known when first needed
         self._patch_proxy_tracer(function_wrapper)
+
+    def context_loads(self) -> bool:
+        """Whether the API's runtime context works. An API before 1.30 has no fallback when the
+        one OTEL_PYTHON_CONTEXT names cannot be loaded (a typo, a bundle stripped of its
+        *.dist-info): each of its context calls raises, which its no-op tracer never makes.
+        Then lambdawrap leaves its tracers and the context alone, as without the layer."""
+        if self._context_loads is None:
+            # The API logs its failure at each attempt: asked silently, once.
+            api_logger = logging.getLogger(otel_context.__name__)
+            disabled, api_logger.disabled = api_logger.disabled, True
+            try:
+                otel_context.get_current()
+                self._context_loads = True
+            except Exception:  # noqa: BLE001 - the API's loader may fail in many ways
+                self._context_loads = False
+            finally:
+                api_logger.disabled = disabled
+        return self._context_loads
 
     def _patch_proxy_tracer(self, function_wrapper: Any) -> None:
         # The proxy tracers the API hands out before any provider is set (module-level
@@ -332,7 +369,7 @@ class UserSpans:
         bridge = self
 
         def route(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-            if getattr(trace, "_TRACER_PROVIDER", None) is not None:
+            if getattr(trace, "_TRACER_PROVIDER", None) is not None or not bridge.context_loads():
                 return wrapped(*args, **kwargs)
             scope = (getattr(instance, name, None) for name in ("_instrumenting_module_name", "_instrumenting_library_version", "_schema_url"))
             return getattr(bridge.tracer(*scope), wrapped.__name__)(*args, **kwargs)
@@ -362,6 +399,8 @@ class UserSpans:
         deliver_span(self._channel, span)
 
     def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "") -> Any:
+        if not self.context_loads():
+            return None
         state = TraceState.from_header([trace_state]) if trace_state else None
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
         return otel_context.attach(trace.set_span_in_context(invocation))

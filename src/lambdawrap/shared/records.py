@@ -285,11 +285,11 @@ def count(value: Any) -> int:
     return value if type(value) is int and 0 < value < 2**31 else 0
 
 
-def hex_id(value: Any, length: int) -> bool:
+def hex_id(value: Any, length: int, zero: bool = False) -> bool:
     if not isinstance(value, str) or len(value) != length or not value.isascii():
         return False
     try:
-        return int(value, 16) != 0
+        return int(value, 16) != 0 or zero
     except ValueError:
         return False
 
@@ -317,7 +317,8 @@ def _links_ok(links: Any, size: int, attributes: bool = False) -> bool:
     if not isinstance(links, list):
         return False
     for link in links:
-        if not isinstance(link, list) or len(link) != size or not hex_id(link[0], 32) or not hex_id(link[1], 16):
+        # A user span's link may name no span (zero ids), as the SDK keeps one with attributes.
+        if not isinstance(link, list) or len(link) != size or not hex_id(link[0], 32, zero=attributes) or not hex_id(link[1], 16, zero=attributes):
             return False
         if attributes and not isinstance(link[2], dict):
             return False
