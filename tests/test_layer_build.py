@@ -345,6 +345,37 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+
+def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    # GIVEN the default (http) layer, which has no OTLP/gRPC exporter, and a function configured
+    # with OTEL_EXPORTER_OTLP_PROTOCOL=grpc (the README: gRPC needs the grpc variant)
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    task = write_function(tmp_path / "task", APP)
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with OtlpReceiver() as receiver:
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) as emu:
+                # WHEN it is invoked
+                result = emu.invoke({})
+                assert result.status == 200 and result.function_error is None
+                # THEN, as for any bad value, one warning names the variable and the default,
+                # and the invocation is exported with it: the export pipeline did not fail to
+                # start, leaving every invocation uncounted
+                try:
+                    receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                except TimeoutError as exc:
+                    pytest.fail(f"{exc}\n" + "\n".join(f"{source}: {line}" for source, line in list(emu.logs)))
+                lines = [line for _, line in list(emu.logs)]
+                assert [line for line in lines if "OTEL_EXPORTER_OTLP_PROTOCOL" in line] == ["lambdawrap: ignoring OTEL_EXPORTER_OTLP_PROTOCOL=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"]
+                assert not any("pipeline failed" in line for line in lines)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
 @every_python
 def test_a_module_without_its_bytecode_would_be_compiled_at_cold_start(python_version, interpreter, layer_for, bare_runtime, tmp_path):
     # The check above sees compiling by the files it leaves; here, that it would see them.
