@@ -17,12 +17,15 @@ def main(argv: list) -> int:
     # has registered. The launcher usually did it already, in bash.
     if not client.adopt_registration(os.environ):
         client.register(name, registration_events(os.environ))
+    from lambdawrap.companion.protocols import speakable
     from lambdawrap.shared.settings import Settings
 
     settings = Settings.from_env()
     if settings.disabled:
         init_gc.resume()
         return _idle(client)
+    if not settings.sdk_disabled:
+        settings = speakable(settings)
     try:
         from lambdawrap.companion.lifecycle import Companion
 

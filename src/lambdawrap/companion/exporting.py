@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import importlib
-import importlib.util
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ from lambdawrap.companion.log_records import log_records
 from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
-from lambdawrap.shared.settings import METRICS_TEMPORALITY, PROTOCOL, SIGNAL_PROTOCOL, SIGNALS, Settings
+from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
 
 logger = logging.getLogger("lambdawrap.companion")
 
@@ -67,24 +66,7 @@ def make_exporters(settings: Settings, transports: Mapping[str, object] | None =
     from lambdawrap.companion import metadata_on_demand
 
     metadata_on_demand.install()
-    settings = _without_missing_grpc(settings)
     return tuple(_exporter(settings, signal, (transports or {}).get(signal)) for signal in SIGNALS)
-
-
-def _without_missing_grpc(settings: Settings) -> Settings:
-    """The settings with OTLP/HTTP where gRPC is asked for but the layer has no gRPC exporter
-    (the default layer: it is in the grpc variant). Failing to import it would leave telemetry
-    off and every invocation uncounted; a protocol this layer cannot speak is a bad value like
-    any other: one warning naming the variable, and the default."""
-    grpc_signals = [signal for signal in SIGNALS if settings.protocol(signal) == "grpc"]
-    if not grpc_signals or importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
-        return settings
-    own = [SIGNAL_PROTOCOL.format(signal=signal.upper()) for signal in grpc_signals]
-    variables = [name for name in own if os.environ.get(name, "").strip()]
-    if len(variables) < len(own):
-        variables.insert(0, PROTOCOL)
-    logger.warning("lambdawrap: ignoring %s=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf", ", ".join(variables))
-    return settings._replace(protocols=tuple((signal, "http/protobuf") for signal in SIGNALS))
 
 
 _EXPORTERS = {

@@ -1,0 +1,34 @@
+"""The OTLP protocols this layer can speak. The default layer has no OTLP/gRPC exporter (it is in
+the grpc variant): a signal configured for gRPC there would fail the export pipeline on its
+import, telemetry off and every invocation uncounted. Such a value is a bad value like any
+other: one warning naming the variable(s), and the default, http/protobuf.
+
+Decided where the companion builds its settings, before anything reads them: the early
+connections, the endpoint checks (otlp_variables) and the exporters then agree."""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+
+from lambdawrap.shared.settings import PROTOCOL, SIGNAL_PROTOCOL, SIGNALS, Settings
+
+GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
+
+
+def speakable(settings: Settings) -> Settings:
+    """`settings`, or, where gRPC is asked for and this layer cannot speak it, the settings of
+    this process's environment corrected to http/protobuf (the function's is left as it is)."""
+    grpc_signals = [signal for signal in SIGNALS if settings.protocol(signal) == "grpc"]
+    if not grpc_signals or find_spec(GRPC_EXPORTER) is not None:
+        return settings
+    own = [SIGNAL_PROTOCOL.format(signal=signal.upper()) for signal in grpc_signals]
+    variables = [name for name in own if os.environ.get(name, "").strip()]
+    if len(variables) < len(own):
+        variables.insert(0, PROTOCOL)
+    import logging
+
+    logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf", ", ".join(variables))
+    for name in variables:
+        os.environ[name] = "http/protobuf"
+    return Settings.from_env(warn=False)  # its other bad values were warned about once already
