@@ -185,8 +185,9 @@ SETTINGS = [
     # ours does not know failed the companion's MeterProvider, and nothing at all was exported.
     Group("OTEL_METRICS_EXEMPLAR_FILTER the SDK does not know - exemplar_filter", "diff", env={"OTEL_METRICS_EXEMPLAR_FILTER": "always-on"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
     # Read by the SDK as its trace module is imported: a value that is no count failed that
-    # import, and nothing at all was exported (the bridge takes it as the default).
-    Group("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT that is no count - span_attribute_limit", "diff", env={"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "-1"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    # import, and nothing at all was exported ("unset", which the SDK does not spell so, too).
+    Group("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT that is no count - span_attribute_limit", "diff", env={"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "-1"}, warned=("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
+    Group("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=unset - span_attribute_limit_unset", "diff", env={"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "unset"}, warned=("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",), scenarios=[do("echo", "echo"), do("raise", "raise")]),
     # Colons for equals signs: one warning for the variable, however many items are wrong.
     Group("OTEL_RESOURCE_ATTRIBUTES with bad items - resource_attributes_warned_once", "diff", env={"OTEL_RESOURCE_ATTRIBUTES": "team:payments,tier=gold,env:prod"}, warned=("OTEL_RESOURCE_ATTRIBUTES",), scenarios=[do("echo", "echo")]),
     Group("OTEL_SDK_DISABLED - sdk_disabled", "diff", env={"OTEL_SDK_DISABLED": "true"}, ledger="silent", scenarios=[do("echo", "echo"), do("raise", "raise"), do("echo again", "echo"), do("and again", "echo")]),

@@ -80,6 +80,10 @@ class TestSettings:
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1", "10"),
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "inf", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "none"),
+            # The SDK's span limits: "unset" is no spelling of the SDK's (a blank value is).
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "unset", "128"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "128"),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "ten", "no limit"),
         ],
     )
     def test_bad_value_warns_once_with_name_and_default(self, caplog, name, value, default_text):
@@ -89,8 +93,8 @@ class TestSettings:
         assert len(warnings) == 1
         assert name in warnings[0] and repr(value) in warnings[0] and f"default {default_text}" in warnings[0]
         # The exporters' own variables are corrected in the companion's environment instead.
-        assert s._replace(otlp_corrections=()) == Settings.from_env({})
-        assert s.otlp_corrections in ((), ((name, None),))
+        assert s._replace(sdk_corrections=()) == Settings.from_env({})
+        assert s.sdk_corrections in ((), ((name, None),))
 
 
 @pytest.mark.parametrize(
@@ -106,7 +110,7 @@ class TestSettings:
 )
 def test_good_otlp_exporter_values_are_left_alone(env, caplog):
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-        assert Settings.from_env(env).otlp_corrections == ()
+        assert Settings.from_env(env).sdk_corrections == ()
     assert not caplog.records
 
 
@@ -114,7 +118,7 @@ def test_a_header_entry_refused_is_named_never_shown(caplog):
     # Without "=", an entry may be "name: value", its value a credential.
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         s = Settings.from_env({"OTEL_EXPORTER_OTLP_HEADERS": "Authorization: Bearer sk-SECRET,x-team=core,x-key=a%0Ab"})
-    assert s.otlp_corrections == (("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core"),)
+    assert s.sdk_corrections == (("OTEL_EXPORTER_OTLP_HEADERS", "x-team=core"),)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "SECRET" not in warning and "#1" in warning and "'x-key'" in warning, warning
 
@@ -122,7 +126,7 @@ def test_a_header_entry_refused_is_named_never_shown(caplog):
 def test_an_endpoint_with_blanks_around_it_is_used_without_them(caplog):
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         s = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318 "})
-    assert s.otlp_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"),)
+    assert s.sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"),)
     assert len(caplog.records) == 1 and "OTEL_EXPORTER_OTLP_ENDPOINT" in caplog.records[0].getMessage()
 
 

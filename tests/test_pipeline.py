@@ -463,6 +463,72 @@ def test_user_span_attributes_are_kept_as_the_sdk_keeps_them(tmp_path, monkeypat
     assert spans["unprintable"]["attributes"] == {"value": None}
 
 
+LIMITS_BATTERY = """
+def record(tracer):
+    from opentelemetry import trace
+
+    with tracer.start_as_current_span("outer") as outer:
+        outer = outer.get_span_context()
+    links = [trace.Link(outer, {f"l{i}": i for i in range(20)}) for _ in range(3)]
+    with tracer.start_as_current_span("limited", links=links) as span:
+        for i in range(200):
+            span.set_attribute(f"a{i}", "x" * 40)
+        for i in range(6):
+            span.add_event(f"e{i}", {f"k{j}": "y" * 40 for j in range(3)})
+"""
+
+
+def test_span_limits_are_read_as_the_sdk_reads_them(tmp_path, monkeypatch):
+    # GIVEN the SDK's span limits spelled as the SDK reads them: blank for no limit, a sign, an
+    # underscore, blanks around; a span recorded once through the layer, once through the SDK
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from lambdawrap.devtools.otlp_receiver.decoding import _flatten_traces
+
+    limits = {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "+4",
+        "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": " 1_0 ",
+        "OTEL_SPAN_LINK_COUNT_LIMIT": "2",
+        "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "2",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "8",
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "",
+    }
+    task = write_function(tmp_path / "task", LIMITS_BATTERY, module="battery")
+    write_function(
+        task,
+        """
+        from opentelemetry import trace
+        from battery import record
+
+        def handler(event, context):
+            record(trace.get_tracer("battery"))
+            return {"ok": True}
+        """,
+    )
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    namespace: dict = {}
+    exec(LIMITS_BATTERY, namespace)
+    namespace["record"](provider.get_tracer("battery"))
+    theirs = {s["name"]: s for s in _flatten_traces(encode_spans(exporter.get_finished_spans()))}["limited"]
+    with instrumented(task, env=limits) as (emu, rx):
+        assert emu.invoke({}).json() == {"ok": True}
+        ours = rx.wait_for_spans(lambda s: s["name"] == "limited")[0]
+    # THEN the span keeps what the SDK's keeps (before: a blank or signed value was the default
+    # 128 to lambdawrap, and the 200 attributes were cut)
+    assert len(theirs["attributes"]) == 200 and len(theirs["events"]) == 4 and len(theirs["links"]) == 2
+    assert ours["attributes"] == theirs["attributes"]
+    assert [(e["name"], e["attributes"]) for e in ours["events"]] == [(e["name"], e["attributes"]) for e in theirs["events"]]
+    assert [link["attributes"] for link in ours["links"]] == [link["attributes"] for link in theirs["links"]]
+
+
 def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):
     # GIVEN a library whose functions are decorated at import with a tracer of the API, imported
     # before the function sets its own tracer provider (the usual order of a module's imports)
@@ -511,7 +577,8 @@ from opentelemetry import trace
 del trace.ProxyTracer  # as in opentelemetry-api 1.0.0, which a function may vendor
 from lambdawrap.handler import private_wrapt
 from lambdawrap.handler.otel_bridge import UserSpans
-UserSpans(None, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper)
+from lambdawrap.shared.settings import Settings
+UserSpans(None, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper, Settings().span_limits)
 print(json.dumps({"bridged": True}))
 """
 

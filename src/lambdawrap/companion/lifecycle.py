@@ -159,14 +159,13 @@ class Companion:
             # while the SDK imports, not after the first response.
             from lambdawrap.companion.early_connections import connect_early
 
-            # The OTLP variables the exporters would fail on (warned about with the settings)
-            # are corrected in this process's environment, which the exporters read.
-            for variable, value in self.settings.otlp_corrections:
+            # The variables the exporters and the SDK would fail on (warned about with the
+            # settings) are corrected in this process's environment, which they read.
+            for variable, value in self.settings.sdk_corrections:
                 if value is None:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
-            _drop_unusable_span_limit(os.environ)
             self._headers_from_secrets()
             transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
@@ -489,22 +488,6 @@ class Companion:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
-
-
-def _drop_unusable_span_limit(environ: Any) -> None:
-    """The SDK reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT as its trace module is imported, and a value
-    that is no count (-1, or empty) fails that import: nothing at all was exported. The bridge
-    in the function's process takes such a value as the default (handler/otel_bridge.py); so
-    does this process, by leaving it out of its own environment."""
-    text = environ.get("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT")
-    if text is None or text.strip().lower() == "unset":
-        return
-    try:
-        if int(text.strip()) >= 0:
-            return
-    except ValueError:
-        pass
-    del environ["OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"]
 
 
 def _first_start_in_sandbox(socket_path: str) -> bool:

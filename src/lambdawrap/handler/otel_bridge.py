@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import time
 from binascii import b2a_base64
 from collections import abc
@@ -35,32 +34,11 @@ except ImportError:  # older API versions
 from lambdawrap.shared import records
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.span_limits import SpanLimits
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ALLOWED = (str, bool, int, float)
-
-
-def _env_limit(name: str, default: Optional[int]) -> Optional[int]:
-    """One of the SDK's span limits (its SpanLimits) from its variable: a count, or "unset" for
-    none; a bad value is the default (the SDK would refuse to start)."""
-    text = os.environ.get(name, "").strip()
-    if text == "unset":
-        return None
-    return int(text) if text.isdigit() else default
-
-
-# As the SDK's: without them a span the user fills in a loop makes the invocation's record too
-# large, and every span of the invocation is dropped, where the SDK keeps the newest 128.
-_ANY_ATTRIBUTES = _env_limit("OTEL_ATTRIBUTE_COUNT_LIMIT", None)
-_MAX_ATTRIBUTES = 128 if _ANY_ATTRIBUTES is None else _ANY_ATTRIBUTES
-_SPAN_ATTRIBUTES = _env_limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
-_EVENT_ATTRIBUTES = _env_limit("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
-_LINK_ATTRIBUTES = _env_limit("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _MAX_ATTRIBUTES)
-_EVENTS = _env_limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128)
-_LINKS = _env_limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128)
-_VALUE_LENGTH = _env_limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)
-_SPAN_VALUE_LENGTH = _env_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _VALUE_LENGTH)
 
 
 def _value(value: Any, length: Optional[int] = None, depth: int = 0) -> Any:
@@ -136,7 +114,7 @@ def _put(attributes: dict, key: str, value: Any, limit: Optional[int]) -> None:
     attributes[key] = value
 
 
-def _attrs(attributes: Any, limit: Optional[int] = _MAX_ATTRIBUTES, length: Optional[int] = _VALUE_LENGTH) -> dict:
+def _attrs(attributes: Any, limit: Optional[int], length: Optional[int]) -> dict:
     if not attributes:
         return {}
     try:
@@ -145,13 +123,13 @@ def _attrs(attributes: Any, limit: Optional[int] = _MAX_ATTRIBUTES, length: Opti
         return {}
 
 
-def _link(context: Any, attributes: Any) -> Optional[list]:
+def _link(context: Any, attributes: Any, limits: SpanLimits) -> Optional[list]:
     # A link to no span (say, the context of a message that came without one) is left out, as
     # the SDK leaves it out, unless it says something (attributes, a tracestate): the SDK keeps
     # that one, its ids zeros. The span is kept either way.
     if not isinstance(context, SpanContext) or not (context.is_valid or attributes or context.trace_state):
         return None
-    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, _LINK_ATTRIBUTES)]
+    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length)]
 
 
 def _guarded(method: Callable) -> Callable:
@@ -170,16 +148,17 @@ def _guarded(method: Callable) -> Callable:
 
 
 class _Span(trace.Span):
-    def __init__(self, send: Callable[[dict], None], scope: tuple, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int], record_exception: bool = True, set_status_on_exception: bool = True) -> None:
+    def __init__(self, send: Callable[[dict], None], limits: SpanLimits, scope: tuple, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int], record_exception: bool = True, set_status_on_exception: bool = True) -> None:
         self._send = send
+        self._limits = limits
         self._scope = scope
         self._name = str(name)
         self._context = span_context
         self._parent_id = parent_id
         self._kind = kind.value if isinstance(kind, SpanKind) else 0
-        self._attributes = _attrs(attributes, _SPAN_ATTRIBUTES, _SPAN_VALUE_LENGTH)
-        self._events: collections.deque = collections.deque(maxlen=_EVENTS)
-        self._links = collections.deque((link for link in (_link(getattr(l, "context", None), getattr(l, "attributes", None)) for l in (links or [])) if link), maxlen=_LINKS)
+        self._attributes = _attrs(attributes, limits.span_attributes, limits.span_attribute_length)
+        self._events: collections.deque = collections.deque(maxlen=limits.events)
+        self._links = collections.deque((link for link in (_link(getattr(l, "context", None), getattr(l, "attributes", None), limits) for l in (links or [])) if link), maxlen=limits.links)
         self._status = (0, "")
         self._start = start_time if isinstance(start_time, int) else time.time_ns()
         self._ended = False
@@ -192,22 +171,22 @@ class _Span(trace.Span):
     @_guarded
     def set_attributes(self, attributes: Any) -> None:
         if not self._ended:
-            for key, value in _attrs(attributes, None, _SPAN_VALUE_LENGTH).items():
-                _put(self._attributes, key, value, _SPAN_ATTRIBUTES)
+            for key, value in _attrs(attributes, None, self._limits.span_attribute_length).items():
+                _put(self._attributes, key, value, self._limits.span_attributes)
 
     @_guarded
     def set_attribute(self, key: str, value: Any) -> None:
         if not self._ended and isinstance(key, str) and key:
-            _put_value(self._attributes, key, value, _SPAN_VALUE_LENGTH, _SPAN_ATTRIBUTES)
+            _put_value(self._attributes, key, value, self._limits.span_attribute_length, self._limits.span_attributes)
 
     @_guarded
     def add_event(self, name: str, attributes: Any = None, timestamp: Optional[int] = None) -> None:
         if not self._ended:
-            self._events.append([str(name), _attrs(attributes, _EVENT_ATTRIBUTES), timestamp if isinstance(timestamp, int) else time.time_ns()])
+            self._events.append([str(name), _attrs(attributes, self._limits.event_attributes, self._limits.attribute_length), timestamp if isinstance(timestamp, int) else time.time_ns()])
 
     @_guarded
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
-        link = _link(context, attributes) if not self._ended else None
+        link = _link(context, attributes, self._limits) if not self._ended else None
         if link:
             self._links.append(link)
 
@@ -305,7 +284,7 @@ class _Tracer(trace.Tracer):
             span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=trace_state)
             if not sampled:
                 return NonRecordingSpan(span_context)  # the trace was sampled out at its root
-            return _Span(self._bridge.send, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time, record_exception, set_status_on_exception)
+            return _Span(self._bridge.send, self._bridge.limits, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time, record_exception, set_status_on_exception)
         except Exception:  # noqa: BLE001 - the API promises the user no exception from us
             FAILURES.record("the OpenTelemetry bridge (start_span)")
             return trace.INVALID_SPAN
@@ -333,8 +312,12 @@ class UserSpans:
     """Makes the invocation span current while the handler runs, and records the user's spans
     while the user has no tracer provider of their own."""
 
-    def __init__(self, channel: Any, sampled: Callable[[int, Any], bool], function_wrapper: Any) -> None:
+    def __init__(self, channel: Any, sampled: Callable[[int, Any], bool], function_wrapper: Any, limits: SpanLimits) -> None:
         self._channel = channel
+        # As the SDK's: without them a span the user fills in a loop makes the invocation's
+        # record too large, and every span of the invocation is dropped, where the SDK keeps
+        # the newest 128.
+        self.limits = limits
         self.sampled = sampled
         self._tracers: dict = {}
         self._context_loads: Optional[bool] = None  # known when first needed

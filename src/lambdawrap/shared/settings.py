@@ -7,7 +7,7 @@ spellings this module accepts (a test holds them together). A bad value never ra
 one warning naming the variable and the default used instead.
 
 Of the standard OTEL_* variables, the ones lambdawrap decides on are parsed here (service name,
-resource attributes, protocols, temporality, sampler, OTEL_SDK_DISABLED); the connection
+resource attributes, protocols, temporality, sampler, OTEL_SDK_DISABLED, the span limits); the connection
 settings of the OTLP exporters (endpoint, headers, timeout, compression, certificates) are
 read by the OpenTelemetry exporters in the companion, as the SDK defines them.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from lambdawrap.shared import otlp_variables
+from lambdawrap.shared import otlp_variables, span_limits
 from lambdawrap.shared.secret_sources import parse_sources
 from lambdawrap.shared.semconv import HTTP_METHODS
 
@@ -163,7 +163,10 @@ _FIELDS = (
     ("memory_mb", 0),
     ("region", ""),
     ("managed_instances", False),  # Lambda Managed Instances (AWS_LAMBDA_INITIALIZATION_TYPE)
-    ("otlp_corrections", ()),  # (variable, value or None to unset): see shared/otlp_variables.py
+    ("span_limits", span_limits.SpanLimits(*[span_limits.DEFAULT_COUNT] * 5, None, None)),
+    # (variable, value or None to unset) the companion makes in its own environment, where the
+    # SDK reads them: see shared/otlp_variables.py and shared/span_limits.py
+    ("sdk_corrections", ()),
 )
 
 
@@ -201,6 +204,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         secrets_compat_port = parse(SECRETS_COMPAT_PORT, d.secrets_compat_port, _int_range(1, 65535))
         protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
+        limits, limit_corrections = span_limits.read(env, parse.warn)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
@@ -223,7 +227,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
             own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
             protocols=protocols,
-            otlp_corrections=otlp_corrections,
+            span_limits=limits,
+            sdk_corrections=otlp_corrections + limit_corrections,
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
             sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
