@@ -23,7 +23,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from lambdawrap.devtools import layer_build, pins
 from lambdawrap.devtools.interpreters import Interpreter
 from lambdawrap.devtools.layer_build import LayerBuild, build_layer
@@ -373,6 +373,16 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
                 lines = [line for _, line in list(emu.logs)]
                 assert [line for line in lines if "OTEL_EXPORTER_OTLP_PROTOCOL" in line] == ["lambdawrap: ignoring OTEL_EXPORTER_OTLP_PROTOCOL=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"]
                 assert not any("pipeline failed" in line for line in lines)
+            # WHEN the endpoint is written as gRPC's host:port, no OTLP/HTTP URL
+            endpoint = receiver.endpoint.split("://", 1)[1]
+            with _cold_start(task, layer, python, endpoint, socket_dir, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) as emu:
+                assert emu.invoke({}).status == 200
+                # THEN it is warned about too, once, as on http/protobuf (before: used as it
+                # was, its every export failing without a word)
+                wait_for(lambda: [line for _, line in list(emu.logs) if "OTEL_EXPORTER_OTLP_ENDPOINT" in line], timeout=60)
+                lines = [line for _, line in list(emu.logs)]
+                assert len([line for line in lines if "OTEL_EXPORTER_OTLP_PROTOCOL" in line]) == 1
+                assert [line for line in lines if "OTEL_EXPORTER_OTLP_ENDPOINT" in line] == [f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r} (expected an http:// or https:// URL); using the default http://localhost:4318"]
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 

@@ -17,15 +17,17 @@ def main(argv: list) -> int:
     # has registered. The launcher usually did it already, in bash.
     if not client.adopt_registration(os.environ):
         client.register(name, registration_events(os.environ))
-    from lambdawrap.companion.protocols import speakable
+    from lambdawrap.companion.protocols import fall_back_from_grpc
     from lambdawrap.shared.settings import Settings
 
+    asked = Settings.from_env(warn=False)
+    if not (asked.disabled or asked.sdk_disabled):
+        fall_back_from_grpc(asked)
+    # Read again, warning now: each bad value once, as it reads where the protocol fell back.
     settings = Settings.from_env()
     if settings.disabled:
         init_gc.resume()
         return _idle(client)
-    if not settings.sdk_disabled:
-        settings = speakable(settings)
     try:
         from lambdawrap.companion.lifecycle import Companion
 

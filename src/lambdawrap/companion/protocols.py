@@ -3,8 +3,9 @@ the grpc variant): a signal configured for gRPC there would fail the export pipe
 import, telemetry off and every invocation uncounted. Such a value is a bad value like any
 other: one warning naming the variable(s), and the default, http/protobuf.
 
-Decided where the companion builds its settings, before anything reads them: the early
-connections, the endpoint checks (otlp_variables) and the exporters then agree."""
+Decided before the companion builds the settings it runs with: the early connections, the
+endpoint checks (otlp_variables: a gRPC endpoint written host:port is no OTLP/HTTP URL, and is
+warned about as such) and the exporters then agree."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from lambdawrap.shared.settings import PROTOCOL, SIGNAL_PROTOCOL, SIGNALS, Setti
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
 
 
-def speakable(settings: Settings) -> Settings:
-    """`settings`, or, where gRPC is asked for and this layer cannot speak it, the settings of
-    this process's environment corrected to http/protobuf (the function's is left as it is)."""
+def fall_back_from_grpc(settings: Settings) -> None:
+    """Where `settings` ask for gRPC and this layer cannot speak it, this process's environment
+    is corrected to http/protobuf (the function's is left as it is)."""
     grpc_signals = [signal for signal in SIGNALS if settings.protocol(signal) == "grpc"]
     if not grpc_signals or find_spec(GRPC_EXPORTER) is not None:
-        return settings
+        return
     own = [SIGNAL_PROTOCOL.format(signal=signal.upper()) for signal in grpc_signals]
     variables = [name for name in own if os.environ.get(name, "").strip()]
     if len(variables) < len(own):
@@ -31,4 +32,3 @@ def speakable(settings: Settings) -> Settings:
     logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf", ", ".join(variables))
     for name in variables:
         os.environ[name] = "http/protobuf"
-    return Settings.from_env(warn=False)  # its other bad values were warned about once already
