@@ -154,8 +154,10 @@ def test_spans_from_sdk_exporter_decode_with_ids_kinds_status_events_links(
             "trace_id": format(LINK_TRACE_ID, "032x"),
             "span_id": format(LINK_SPAN_ID, "016x"),
             "attributes": {"link.attr": "x"},
+            "flags": 0x300,  # the SDK's: the flags say whether the linked span is remote, and it is
         }
     ]
+    assert (p["flags"], c["flags"]) == (0x100, 0x100)  # no parent, a local one
     assert 0 < p["start_time_unix_nano"] <= c["start_time_unix_nano"] <= c["end_time_unix_nano"]
     assert c["end_time_unix_nano"] <= p["end_time_unix_nano"]
     assert p["resource"]["service.name"] == "otlp-receiver-test"
@@ -343,7 +345,7 @@ def test_otlp_json_with_hex_ids(receiver: OtlpReceiver) -> None:
         "raw": b"\x00\x01",
     }
     assert span["events"] == [{"name": "ev", "attributes": {}, "time_unix_nano": 1544712660500000000}]
-    assert span["links"] == [{"trace_id": link_trace, "span_id": link_span, "attributes": {}}]
+    assert span["links"] == [{"trace_id": link_trace, "span_id": link_span, "attributes": {}, "flags": 0}]
     assert (span["status_code"], span["status_message"]) == (PROTO_STATUS_ERROR, "bad")
     assert span["resource"] == {"service.name": "json-svc"} and span["scope"] == "json-scope"
 

@@ -529,6 +529,75 @@ def test_span_limits_are_read_as_the_sdk_reads_them(tmp_path, monkeypatch):
     assert [link["attributes"] for link in ours["links"]] == [link["attributes"] for link in theirs["links"]]
 
 
+FLAGS_BATTERY = """
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
+
+REMOTE = SpanContext(0x5B8EFFF798038103D269B633813FC60C, 0xEEE19B7EC3C1B174, is_remote=True, trace_flags=TraceFlags(1))
+
+
+def record(get_tracer, call=None):
+    tracer = get_tracer("scoped", "1.2", schema_url="https://example.com/schemas/1", attributes={"team": "core", "shards": [1, 2], "raw": b"\\x00\\xff"})
+    with tracer.start_as_current_span("local parent", links=[Link(REMOTE, {"k": "v"})]) as parent:
+        with tracer.start_as_current_span("local child", links=[Link(parent.get_span_context())]):
+            if call:
+                call()
+    with tracer.start_as_current_span("remote child", context=trace.set_span_in_context(NonRecordingSpan(REMOTE))):
+        pass
+    with trace.use_span(NonRecordingSpan(REMOTE)):
+        if call:
+            call()
+"""
+
+
+def test_span_flags_and_scope_attributes_are_exported_as_the_sdk_exports_them(tmp_path):
+    # GIVEN a tracer with scope attributes, spans under a local parent and under a remote one
+    # (a context extracted from a message), links to each, and HTTP calls made under each
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from lambdawrap.devtools.otlp_receiver.decoding import _flatten_traces
+    from support.local_servers import recording_server
+
+    task = write_function(tmp_path / "task", FLAGS_BATTERY, module="battery")
+    write_function(
+        task,
+        """
+        import urllib.request
+        from opentelemetry import trace
+        from battery import record
+
+        def handler(event, context):
+            record(trace.get_tracer, lambda: urllib.request.urlopen(event["url"]).read())
+            return {"ok": True}
+        """,
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    namespace: dict = {}
+    exec(FLAGS_BATTERY, namespace)
+    namespace["record"](provider.get_tracer)
+    theirs = {s["name"]: s for s in _flatten_traces(encode_spans(exporter.get_finished_spans()))}
+    with recording_server() as http, instrumented(task) as (emu, rx):
+        assert emu.invoke({"url": http.url + "/ok"}).json() == {"ok": True}
+        ours = {s["name"]: s for s in rx.wait_for_spans(lambda s: s["scope"] == "scoped", count=3)}
+        calls = rx.wait_for_spans(lambda s: s["name"] == "GET", count=2)
+    # THEN each span's flags say, as the SDK's do, whether its parent and its links' spans are
+    # of another process (before: every parent and link was remote), and the tracer's scope
+    # keeps its attributes (before: left out)
+    assert theirs["remote child"]["flags"] == 0x300 and theirs["local child"]["flags"] == 0x100
+    for name in ("local parent", "local child", "remote child"):
+        assert ours[name]["flags"] == theirs[name]["flags"], name
+        assert [link["flags"] for link in ours[name]["links"]] == [link["flags"] for link in theirs[name]["links"]], name
+        assert (ours[name]["scope_attributes"], ours[name]["scope_version"], ours[name]["schema_url"]) == (theirs[name]["scope_attributes"], "1.2", "https://example.com/schemas/1"), name
+    assert theirs["local parent"]["scope_attributes"] == {"team": "core", "shards": [1, 2], "raw": b"\x00\xff"}
+    under = {call["parent_span_id"]: call["flags"] for call in calls}
+    assert under == {ours["local child"]["span_id"]: 0x100, "eee19b7ec3c1b174": 0x300}
+
+
 def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):
     # GIVEN a library whose functions are decorated at import with a tracer of the API, imported
     # before the function sets its own tracer provider (the usual order of a module's imports)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import collections
 import functools
+import json
 from binascii import a2b_base64
 import threading
 import time
@@ -111,12 +112,12 @@ class SpanBuilder:
         self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
         self._scopes: dict = {}
 
-    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None, clean: Callable[[Mapping], dict] | None = None) -> ReadableSpan:
+    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None, clean: Callable[[Mapping], dict] | None = None, parent_remote: bool = False) -> ReadableSpan:
         # The trace's W3C tracestate, as the SDK's samplers give a span its parent's: checked
         # here (the function's process carries it as it came), so that the SDK never logs it.
         checked = parse_tracestate(trace_state) if trace_state else ""
         state = TraceState.from_header([checked]) if checked else None
-        parent = SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED, trace_state=state) if parent_id else None
+        parent = SpanContext(trace_id, parent_id, is_remote=parent_remote, trace_flags=_SAMPLED, trace_state=state) if parent_id else None
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))
         clean = clean or clean_attributes
@@ -190,6 +191,7 @@ class SpanBuilder:
             trace_id=trace_id,
             span_id=span_id,
             parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
+            parent_remote=True,  # the caller's, from the event
             kind=_member(_SPAN_KINDS, SpanKind, start.get("span_kind", _SERVER_KIND)),
             attributes=attrs,
             start=start_ns,
@@ -291,17 +293,23 @@ class SpanBuilder:
             events=events,
         )
 
+    def _user_scope(self, raw: dict) -> InstrumentationScope:
+        # The tracer's name, version, schema URL and attributes, as `trace.get_tracer` gave them.
+        attributes = raw.get("scope_attributes")
+        return _remembered(self._scopes, _scope_key(raw), lambda key: InstrumentationScope(*key[:3], clean_any_attributes(attributes) if attributes else None))
+
     def user_span(self, raw: dict) -> ReadableSpan:
         """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
         code, description = (raw.get("status") or [0, ""])[:2]
         status = _UNSET if code == _UNSET_CODE else Status(_member(_STATUS_CODES, StatusCode, code), (description or None) if code == _ERROR_CODE else None)
         events = [Event(str(name), attrs or {}, timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
-        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=_SAMPLED), clean_any_attributes(attrs or {})) for t, s, attrs in raw.get("links") or []]
+        links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=remote, trace_flags=_SAMPLED), clean_any_attributes(attrs or {})) for t, s, attrs, remote in raw.get("links") or []]
         return self.span(
             name=raw["name"],
             trace_id=int(raw["trace_id"], 16),
             span_id=int(raw["span_id"], 16),
             parent_id=int(raw["parent_span_id"], 16) if raw.get("parent_span_id") else None,
+            parent_remote=raw.get("parent_remote") is True,
             kind=_member(_SPAN_KINDS, SpanKind, raw.get("kind") or 0),
             attributes=dict(raw.get("attributes") or {}),
             start=int(raw["start_ns"]),
@@ -309,7 +317,7 @@ class SpanBuilder:
             status=status,
             events=events,
             links=links,
-            scope=_remembered(self._scopes, (encodable(str(raw.get("scope") or "user")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url"))), lambda key: InstrumentationScope(*key)),
+            scope=self._user_scope(raw),
             trace_state=raw.get("trace_state"),
             clean=clean_any_attributes,
         )
@@ -331,6 +339,13 @@ def _platform_failure(outcome: dict) -> tuple:
 
 def _optional_text(value: object) -> str | None:
     return encodable(value) if isinstance(value, str) and value else None
+
+
+def _scope_key(raw: dict) -> tuple:
+    """What tells one user tracer's scope from another's, hashable."""
+    key = (encodable(str(raw.get("scope") or "user")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url")))
+    attributes = raw.get("scope_attributes")
+    return key + (json.dumps(attributes, sort_keys=True, default=str),) if attributes else key
 
 
 def _remembered(made: dict, key: Any, make: Callable[[Any], Any]) -> Any:

@@ -39,6 +39,9 @@ from lambdawrap.shared.span_limits import SpanLimits
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ALLOWED = (str, bool, int, float)
+# Tracers made once per scope; a scope per call (attributes that change each time) would grow the
+# table without end.
+_MAX_TRACERS = 64
 
 
 def _value(value: Any, length: Optional[int] = None, depth: int = 0) -> Any:
@@ -129,7 +132,7 @@ def _link(context: Any, attributes: Any, limits: SpanLimits) -> Optional[list]:
     # that one, its ids zeros. The span is kept either way.
     if not isinstance(context, SpanContext) or not (context.is_valid or attributes or context.trace_state):
         return None
-    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length)]
+    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length), context.is_remote is True]
 
 
 def _guarded(method: Callable) -> Callable:
@@ -148,13 +151,14 @@ def _guarded(method: Callable) -> Callable:
 
 
 class _Span(trace.Span):
-    def __init__(self, send: Callable[[dict], None], limits: SpanLimits, scope: tuple, name: str, span_context: SpanContext, parent_id: int, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int], record_exception: bool = True, set_status_on_exception: bool = True) -> None:
+    def __init__(self, send: Callable[[dict], None], limits: SpanLimits, scope: tuple, name: str, span_context: SpanContext, parent: SpanContext, kind: SpanKind, attributes: Any, links: Any, start_time: Optional[int], record_exception: bool = True, set_status_on_exception: bool = True) -> None:
         self._send = send
         self._limits = limits
         self._scope = scope
         self._name = str(name)
         self._context = span_context
-        self._parent_id = parent_id
+        self._parent_id = parent.span_id if parent.is_valid else 0
+        self._parent_remote = parent.is_valid and parent.is_remote is True
         self._kind = kind.value if isinstance(kind, SpanKind) else 0
         self._attributes = _attrs(attributes, limits.span_attributes, limits.span_attribute_length)
         self._events: collections.deque = collections.deque(maxlen=limits.events)
@@ -249,6 +253,8 @@ class _Span(trace.Span):
                 scope=self._scope[0],
                 scope_version=self._scope[1],
                 scope_schema_url=self._scope[2],
+                scope_attributes=self._scope[3],
+                parent_remote=self._parent_remote,
                 name=self._name,
                 trace_id=self._context.trace_id,
                 span_id=self._context.span_id,
@@ -284,7 +290,7 @@ class _Tracer(trace.Tracer):
             span_context = SpanContext(trace_id, new_span_id(), is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=trace_state)
             if not sampled:
                 return NonRecordingSpan(span_context)  # the trace was sampled out at its root
-            return _Span(self._bridge.send, self._bridge.limits, self._scope, name, span_context, parent.span_id if parent.is_valid else 0, kind, attributes, links, start_time, record_exception, set_status_on_exception)
+            return _Span(self._bridge.send, self._bridge.limits, self._scope, name, span_context, parent, kind, attributes, links, start_time, record_exception, set_status_on_exception)
         except Exception:  # noqa: BLE001 - the API promises the user no exception from us
             FAILURES.record("the OpenTelemetry bridge (start_span)")
             return trace.INVALID_SPAN
@@ -354,7 +360,7 @@ class UserSpans:
         def route(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
             if getattr(trace, "_TRACER_PROVIDER", None) is not None or not bridge.context_loads():
                 return wrapped(*args, **kwargs)
-            scope = (getattr(instance, name, None) for name in ("_instrumenting_module_name", "_instrumenting_library_version", "_schema_url"))
+            scope = (getattr(instance, name, None) for name in ("_instrumenting_module_name", "_instrumenting_library_version", "_schema_url", "_attributes"))
             return getattr(bridge.tracer(*scope), wrapped.__name__)(*args, **kwargs)
 
         @_context_manager
@@ -369,12 +375,18 @@ class UserSpans:
         proxy.start_as_current_span = function_wrapper(proxy.start_as_current_span, as_current)
         proxy._self_lambdawrap = True
 
-    def tracer(self, name: Any, version: Any = None, schema_url: Any = None) -> _Tracer:
-        # The scope the SDK would give the spans: the tracer's name, version and schema URL.
-        scope = (name if isinstance(name, str) and name else "user", version if isinstance(version, str) else "", schema_url if isinstance(schema_url, str) else "")
-        tracer = self._tracers.get(scope)
+    def tracer(self, name: Any, version: Any = None, schema_url: Any = None, attributes: Any = None) -> _Tracer:
+        # The scope the SDK would give the spans: the tracer's name, version, schema URL and
+        # attributes (an API from 1.27 on takes them).
+        key = (name if isinstance(name, str) and name else "user", version if isinstance(version, str) else "", schema_url if isinstance(schema_url, str) else "")
+        kept = _attrs(attributes, None, None) if attributes else {}
+        if kept:
+            key += (repr(kept),)
+        tracer = self._tracers.get(key)
         if tracer is None:
-            tracer = self._tracers[scope] = _Tracer(self, scope)
+            if len(self._tracers) >= _MAX_TRACERS:
+                self._tracers.clear()
+            tracer = self._tracers[key] = _Tracer(self, key[:3] + (kept,))
         return tracer
 
     def send(self, span: dict) -> None:

@@ -47,8 +47,10 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
 
     spans  [{scope, name, trace_id, span_id, parent_span_id, kind, start_ns, end_ns,
              attributes, events: [[name, attributes, time_ns]],
-             links: [[trace_id, span_id, attributes]], status: [code, description],
-             trace_state (only when the trace has one)}]
+             links: [[trace_id, span_id, attributes, remote]], status: [code, description],
+             trace_state (only when the trace has one), parent_remote (only when the parent
+             came from another process: the OTLP span flags say so, as the SDK's), scope_version,
+             scope_schema_url, scope_attributes (each only when the tracer has one)}]
 
 ``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
 its error ("error") to the Runtime API, and the call returned: with the invocation record, the
@@ -148,7 +150,7 @@ def encode_invocation(start_json: bytes, end: dict, dropped: int = 0) -> bytes:
     return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
-def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple, trace_state: str = "", scope_version: str = "", scope_schema_url: str = "") -> dict:
+def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int, kind: int, start_ns: int, end_ns: int, attributes: dict, events: list, links: list, status: tuple, trace_state: str = "", scope_version: str = "", scope_schema_url: str = "", scope_attributes: dict | None = None, parent_remote: bool = False) -> dict:
     """One span of the function's own, for an invocation's `end.spans` or a `spans` record."""
     made = {
         "scope": scope,
@@ -168,6 +170,10 @@ def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int
         made["scope_version"] = scope_version
     if scope_schema_url:
         made["scope_schema_url"] = scope_schema_url
+    if scope_attributes:
+        made["scope_attributes"] = scope_attributes
+    if parent_remote:
+        made["parent_remote"] = True
     return made
 
 
@@ -275,8 +281,10 @@ def span_problem(raw: Any) -> str | None:
     events = raw.get("events") or []
     if not isinstance(events, list) or not all(isinstance(e, list) and len(e) == 3 and isinstance(e[1], dict) and _optional_time(e[2]) and e[2] is not None for e in events):
         return "a span with malformed events"
-    if not _links_ok(raw.get("links"), 3, attributes=True):
+    if not _links_ok(raw.get("links"), 4, attributes=True):
         return "a span with malformed links"
+    if raw.get("scope_attributes") is not None and not isinstance(raw.get("scope_attributes"), dict):
+        return "a span whose scope attributes are not an object"
     return None
 
 
@@ -320,6 +328,6 @@ def _links_ok(links: Any, size: int, attributes: bool = False) -> bool:
         # A user span's link may name no span (zero ids), as the SDK keeps one with attributes.
         if not isinstance(link, list) or len(link) != size or not hex_id(link[0], 32, zero=attributes) or not hex_id(link[1], 16, zero=attributes):
             return False
-        if attributes and not isinstance(link[2], dict):
+        if attributes and not (isinstance(link[2], dict) and type(link[3]) is bool):
             return False
     return True

@@ -146,43 +146,52 @@ def _optional(message: Message, field: str) -> Any:
 
 def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> List[Item]:
     spans: List[Item] = []
-    for resource, scope, schema_url, span, version in _scoped(request.resource_spans, "scope_spans", "spans"):
-        spans.append(
-            {
-                "trace_id": span.trace_id.hex(),
-                "span_id": span.span_id.hex(),
-                "parent_span_id": span.parent_span_id.hex(),
-                "name": span.name,
-                "kind": int(span.kind),
-                "start_time_unix_nano": span.start_time_unix_nano,
-                "end_time_unix_nano": span.end_time_unix_nano,
-                "attributes": _attributes(span.attributes),
-                "status_code": int(span.status.code),
-                "status_message": span.status.message,
-                "events": [
-                    {
-                        "name": event.name,
-                        "attributes": _attributes(event.attributes),
-                        "time_unix_nano": event.time_unix_nano,
-                    }
-                    for event in span.events
-                ],
-                "links": [
-                    {
-                        "trace_id": link.trace_id.hex(),
-                        "span_id": link.span_id.hex(),
-                        "attributes": _attributes(link.attributes),
-                    }
-                    for link in span.links
-                ],
-                "trace_state": span.trace_state,
-                "resource": resource,
-                "scope": scope,
-                "scope_version": version,
-                "schema_url": schema_url,
-            }
-        )
+    for resource_entry in request.resource_spans:
+        for scope_entry in resource_entry.scope_spans:
+            scope_attributes = _attributes(scope_entry.scope.attributes)
+            for span in scope_entry.spans:
+                spans.append(_flat_span(_attributes(resource_entry.resource.attributes), scope_entry, scope_attributes, span))
     return spans
+
+
+def _flat_span(resource: Item, scope_entry: Any, scope_attributes: Item, span: Any) -> Item:
+    scope, schema_url, version = scope_entry.scope.name, scope_entry.schema_url, scope_entry.scope.version
+    return {
+        "trace_id": span.trace_id.hex(),
+        "span_id": span.span_id.hex(),
+        "parent_span_id": span.parent_span_id.hex(),
+        "flags": span.flags,
+        "name": span.name,
+        "kind": int(span.kind),
+        "start_time_unix_nano": span.start_time_unix_nano,
+        "end_time_unix_nano": span.end_time_unix_nano,
+        "attributes": _attributes(span.attributes),
+        "status_code": int(span.status.code),
+        "status_message": span.status.message,
+        "events": [
+            {
+                "name": event.name,
+                "attributes": _attributes(event.attributes),
+                "time_unix_nano": event.time_unix_nano,
+            }
+            for event in span.events
+        ],
+        "links": [
+            {
+                "trace_id": link.trace_id.hex(),
+                "span_id": link.span_id.hex(),
+                "attributes": _attributes(link.attributes),
+                "flags": link.flags,
+            }
+            for link in span.links
+        ],
+        "trace_state": span.trace_state,
+        "resource": resource,
+        "scope": scope,
+        "scope_version": version,
+        "schema_url": schema_url,
+        "scope_attributes": scope_attributes,
+    }
 
 
 def _metric_point(base: Item, point: Message, **fields: Any) -> Item:

@@ -44,12 +44,14 @@ _OTEL_SUPPRESS_KEYS = ("suppress_instrumentation", "suppress_http_instrumentatio
 class ClientSpan:
     """One outgoing call under way."""
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "trace_state", "name", "kind", "scope", "start_ns", "attributes")
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "trace_state", "name", "kind", "scope", "start_ns", "attributes", "parent_remote")
 
-    def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, trace_state: str, name: str, kind: int, scope: str, attributes: dict) -> None:
+    def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, trace_state: str, name: str, kind: int, scope: str, attributes: dict, parent_remote: bool = False) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.parent_id = parent_id
+        # A context the user's code made current from another process's (a message's, say).
+        self.parent_remote = parent_remote
         self.sampled = sampled
         self.trace_state = trace_state  # the parent's W3C tracestate, carried on unchanged
         self.name = name
@@ -80,10 +82,11 @@ class Recorder:
         if _own_call():
             return ClientSpan(new_trace_id(), new_span_id(), 0, False, "", name, kind, scope, attributes)
         parent = _current_otel_parent()
-        invocation = active_invocation()
         if parent is not None:
-            trace_id, parent_id, sampled, trace_state = parent
-        elif invocation is not None:
+            trace_id, parent_id, sampled, trace_state, remote = parent
+            return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
+        invocation = active_invocation()
+        if invocation is not None:
             trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, invocation.trace_state
         else:
             trace_id, parent_id, trace_state = new_trace_id(), 0, ""
@@ -105,7 +108,7 @@ class Recorder:
         # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
         # in a span the function's code made (an empty value).
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
-        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), attributes, events, [], status, span.trace_state))
+        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote))
 
 
 def _own_call() -> bool:
@@ -126,7 +129,7 @@ def _current_otel_parent() -> "tuple | None":
         if not context.is_valid:
             return None
         trace_state = context.trace_state.to_header() if context.trace_state else ""
-        return context.trace_id, context.span_id, context.trace_flags.sampled, trace_state
+        return context.trace_id, context.span_id, context.trace_flags.sampled, trace_state, context.is_remote is True
     except Exception:  # noqa: BLE001 - an API of any version: fall back to the invocation span
         FAILURES.record("reading the current OpenTelemetry span")
         return None
