@@ -32,6 +32,8 @@ def b64(document: object) -> str:
         ({"_lambdawrap": {"traceparent": TP, "tracestate": "lw=1"}, "traceparent": TP2}, TP),
         ({"traceparent": TP2}, TP2),
         ({"_lambdawrap": {"traceparent": 5}, "traceparent": TP2}, TP2),
+        # an invalid value in _lambdawrap does not hide a valid top-level one
+        ({"_lambdawrap": {"traceparent": "00-bad", "tracestate": "lw=1"}, "traceparent": TP2}, TP2),
         ({"_lambdawrap": "nope"}, None),
         ({"detail": {"traceparent": TP}}, None),  # parsed payloads: only the top level counts
         ([TP], None),
@@ -40,6 +42,11 @@ def b64(document: object) -> str:
 )
 def test_payload_context(payload, expected):
     assert mc.payload_context(payload) == expected
+
+
+def test_a_payload_s_tracestate_is_the_one_beside_the_context_used():
+    assert mc.payload_state({"_lambdawrap": {"traceparent": TP, "tracestate": "lw=1"}, "tracestate": "top=1"}) == "lw=1"
+    assert mc.payload_state({"_lambdawrap": {"traceparent": "00-bad", "tracestate": "lw=1"}, "traceparent": TP2, "tracestate": "top=1"}) == "top=1"
 
 
 @pytest.mark.parametrize(
@@ -141,6 +148,40 @@ def test_sns_reads_the_attribute_then_the_message():
     record["Sns"]["MessageAttributes"] = {}
     assert mc.sns_message_context(record) == (TP2, True)
     assert mc.sns_message_context({"Sns": "x"}) == (None, False)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # no flags
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # all-zero trace id
+        "not a traceparent",
+        "",
+    ],
+)
+def test_a_malformed_w3c_value_does_not_hide_the_next_place(bad):
+    # A user's bad traceparent attribute (or body key) must not lose the context the next place
+    # holds: the body's, then the X-Ray header AWS set on the message.
+    record = {
+        "messageAttributes": {"traceparent": {"stringValue": bad, "dataType": "String"}},
+        "body": json.dumps({"traceparent": TP2}),
+        "attributes": {"AWSTraceHeader": XRAY},
+    }
+    assert mc.sqs_message_context(record) == (TP2, True)
+    record["body"] = json.dumps({"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"})
+    assert mc.sqs_message_context(record) == (XRAY, False)
+    sns = {"Sns": {"MessageAttributes": {"traceparent": {"Type": "String", "Value": bad}, "tracestate": {"Type": "String", "Value": "a=b"}}, "Message": json.dumps({"traceparent": TP2})}}
+    assert mc.sns_message_context(sns) == (TP2, True)
+    # the tracestate came beside the bad value, not beside the context used
+    assert mc.sns_message_state(sns) is None
+    sns["Sns"]["MessageAttributes"]["traceparent"]["Value"] = TP
+    assert (mc.sns_message_context(sns), mc.sns_message_state(sns)) == ((TP, True), "a=b")
+
+
+def test_a_pipe_s_kinesis_records_hold_their_data_at_the_top():
+    # An EventBridge Pipe hands over Kinesis records flat: {"data", "eventSource", ...}.
+    assert mc.kinesis_record_context({"eventSource": "aws:kinesis", "data": b64({"traceparent": TP})}) == (TP, True)
+    assert mc.kinesis_record_context({"data": None}) == (None, False)
 
 
 @pytest.mark.parametrize(

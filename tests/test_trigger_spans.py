@@ -151,3 +151,39 @@ def test_a_payload_s_headers_parent_the_span_as_opentelemetry_s_botocore_instrum
     for span in spans:
         assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state)
     assert [[(link["trace_id"], link["span_id"]) for link in span["links"]] for span in spans] == [[("5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8")], []]
+
+
+def test_a_malformed_traceparent_does_not_hide_the_context_the_event_carries_elsewhere(task):
+    # GIVEN an SQS message whose sender set a malformed traceparent attribute, and which AWS
+    # marked with the X-Ray context of its traced sender (AWSTraceHeader); and an SNS message
+    # with a malformed traceparent attribute (and a tracestate beside it) whose body carries
+    # lambdawrap's context
+    sqs = json.loads((CORPUS / "assembled" / "sqs-malformed-traceparent-xray-header.json").read_text())
+    sns = json.loads((CORPUS / "assembled" / "sns-malformed-traceparent-message-context.json").read_text())
+    # and a direct invocation's payload whose _lambdawrap key holds a bad value beside a valid
+    # top-level traceparent
+    payload = {"order": 7, "_lambdawrap": {"traceparent": "00-bad", "tracestate": "lw=1"}, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    # WHEN they are handled
+    sqs_span, sns_span, payload_span = exported([sqs, sns, payload], task)
+    # THEN the SQS span links to the sender's X-Ray trace, and the SNS span continues the body's
+    # context, without the tracestate that came beside the bad attribute
+    assert [(link["trace_id"], link["span_id"]) for link in sqs_span["links"]] == [("5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8")]
+    assert (sns_span["trace_id"], sns_span["parent_span_id"], sns_span["trace_state"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "")
+    assert (payload_span["trace_id"], payload_span["parent_span_id"], payload_span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")
+
+
+def test_an_eventbridge_pipe_s_kafka_mq_and_kinesis_batches_are_their_sources(task):
+    # GIVEN the JSON arrays an EventBridge Pipe hands a Lambda target from Amazon MSK, RabbitMQ
+    # and Kinesis (the Pipes guide's samples), their records carrying their producers' context
+    names = ("pipes-msk-traceparent-header", "pipes-rabbitmq-traceparent-header", "pipes-kinesis-data-traceparent")
+    batches = [json.loads((CORPUS / "assembled" / f"{name}.json").read_text()) for name in names]
+    # WHEN they are handled THEN each is a consumer span of its source, linked to each context
+    spans = exported(batches, task)
+    got = [(s["attributes"]["lambdawrap.trigger"], s["name"], s["kind"], [(link["trace_id"], link["span_id"]) for link in s["links"]]) for s in spans]
+    producer = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert got == [
+        ("kafka", "process mytopic", 5, [producer]),
+        ("rabbitmq", "process pizzaQueue", 5, [producer]),
+        ("kinesis", "process lambda-stream", 5, [producer, ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")]),
+    ]
+    assert spans[0]["attributes"]["messaging.destination.partition.id"] == "0" and spans[0]["attributes"]["messaging.system"] == "kafka"

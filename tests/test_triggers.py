@@ -802,6 +802,58 @@ def test_eventbridge_pipe_batch_is_its_source():
     assert detect_trigger(records).kind == SQS
 
 
+def _pipe(name: str) -> list:
+    return corpus.load(f"awsdocs-eventbridge-user-guide/{name}.json")
+
+
+def test_an_eventbridge_pipe_s_kafka_batches_name_what_the_whole_batch_shares():
+    # The Pipes guide's MSK sample: flat records, "partition" a string.
+    (record,) = _pipe("pipes-msk")
+    two_partitions = [record, dict(record, partition=1, offset=16)]
+    trigger = detect_trigger(two_partitions)
+    assert trigger.attributes["messaging.destination.name"] == "mytopic"
+    assert trigger.attributes["messaging.batch.message_count"] == 2
+    for absent in ("messaging.destination.partition.id", "messaging.kafka.offset", "messaging.message.id"):
+        assert absent not in trigger.attributes
+    # the event source mapping's records write the partition as a number: the same attribute
+    assert detect_trigger([dict(record, partition=3)]).attributes["messaging.destination.partition.id"] == "3"
+    for odd in ("-1", "zero", None, True, [0], "9" * 40):
+        assert "messaging.destination.partition.id" not in detect_trigger([dict(record, partition=odd)]).attributes
+    trigger = detect_trigger([record, dict(record, topic="other")])
+    assert "messaging.destination.name" not in trigger.attributes and trigger.span_name == "process"
+    key = base64.b64encode(b"order-7").decode()
+    assert detect_trigger([dict(record, key=key)]).attributes["messaging.kafka.message.key"] == "order-7"
+
+
+def test_an_eventbridge_pipe_s_mq_batches():
+    activemq = _pipe("pipes-activemq")
+    attributes = detect_trigger(activemq).attributes
+    assert (attributes["messaging.system"], attributes["messaging.destination.name"], attributes["messaging.batch.message_count"]) == ("activemq", "testQueue", 2)
+    one = detect_trigger(activemq[:1]).attributes
+    assert one["messaging.message.id"].startswith("ID:b-9bcfa592")
+    # a property carrying a context is read as an event source mapping's message's is
+    trigger = detect_trigger([dict(activemq[0], properties={"traceparent": TRACEPARENT})])
+    assert trigger.links == [parse_traceparent(TRACEPARENT)]
+    rabbitmq = _pipe("pipes-rabbitmq")
+    trigger = detect_trigger(rabbitmq + [dict(rabbitmq[0], eventSourceKey="other::/")])
+    assert "messaging.destination.name" not in trigger.attributes
+    properties = dict(rabbitmq[0]["basicProperties"], messageId="m-1", correlationId="c-1")
+    attributes = detect_trigger([dict(rabbitmq[0], basicProperties=properties)]).attributes
+    assert (attributes["messaging.message.id"], attributes["messaging.message.conversation_id"]) == ("m-1", "c-1")
+
+
+@pytest.mark.parametrize("source", ["aws:kafka", "SelfManagedKafka", "aws:amq", "aws:rmq"])
+def test_an_eventbridge_pipe_s_odd_records_are_still_its_source(source):
+    # Nulls, missing keys and wrong types where the samples have values: recognised, nothing
+    # made up, never raising.
+    for record in ({"eventSource": source}, {"eventSource": source, "topic": None, "partition": None, "headers": None, "destination": [], "basicProperties": "x", "eventSourceKey": 7, "eventSourceArn": None}):
+        for batch in ([record], [record, None, 5, "x"], [record] * 10_000):
+            trigger = detect_trigger(batch)
+            assert_valid_trigger(trigger)
+            assert trigger.attributes["messaging.batch.message_count"] == len(batch)
+            assert "messaging.destination.name" not in trigger.attributes and trigger.links == []
+
+
 def test_other_sample_and_non_events():
     for event in (load("other"), None, 0, "x", [], [{"Records": []}], {"Records": []}, {}, [1, 2]):
         trigger = detect_trigger(event)
@@ -854,6 +906,10 @@ def _big_events() -> dict:
         "one 6 MB SQS message": dict(sqs, Records=[dict(one, body="b" * 6_000_000 + json.dumps({"traceparent": TRACEPARENT}))]),
         "10,000 Kinesis records": dict(kinesis, Records=[dict(record, kinesis=dict(record["kinesis"], data="QUJD" * 150))] * 10_000),
         "10,000 Kafka partitions": dict(kafka, records={f"t-{i}": [kafka_record] for i in range(10_000)}),
+        # An EventBridge Pipe's flat records, each with a context of its own (none repeated).
+        "10,000 Kafka records from a Pipe": [
+            dict(_pipe("pipes-msk")[0], headers=[{"x": [1] * 200}] * 31 + [{"traceparent": list(f"00-{i + 1:032x}-{i + 1:016x}-01".encode())}]) for i in range(10_000)
+        ],
         "100,000 headers and parameters": dict(rest, headers={f"h{i}": "v" for i in range(100_000)}, multiValueQueryStringParameters={f"q{i}": ["v"] for i in range(100_000)}),
         # Every value to percent-encode: 17 MB of query, of which the attribute keeps 4 KB.
         "256 x 256 multi-value parameters": dict(rest, multiValueQueryStringParameters={f"k{i}": [" " * 85] * 256 for i in range(256)}),

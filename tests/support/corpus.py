@@ -40,5 +40,6 @@ def of_kind(kind: str) -> list:
 
 
 def sample(kind: str) -> dict:
-    """A corpus event of that kind (the first in the table)."""
-    return load(of_kind(kind)[0])
+    """A corpus event of that kind: the first in the table that is an object (an EventBridge
+    Pipe's batches of the same sources are arrays)."""
+    return next(event for event in map(load, of_kind(kind)) if isinstance(event, dict))

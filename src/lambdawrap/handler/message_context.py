@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import binascii
 
+from lambdawrap.handler.trace_context import parse_traceparent
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Optional, Tuple
@@ -124,27 +126,37 @@ def base64_context(data: object) -> Optional[str]:
         return None
 
 
-def payload_context(payload: object) -> Optional[str]:
-    """The context a parsed JSON payload carries: ``_lambdawrap.traceparent``, else a top-level
-    ``traceparent`` string."""
-    if not isinstance(payload, dict):
-        return None
+def _own_carrier(payload: dict) -> Optional[dict]:
+    """``_lambdawrap`` when it holds a valid ``traceparent``: an invalid one there must not hide
+    a top-level one."""
     carrier = payload.get("_lambdawrap")
     if isinstance(carrier, dict):
         value = carrier.get("traceparent")
-        if isinstance(value, str):
-            return value
+        if isinstance(value, str) and parse_traceparent(value) is not None:
+            return carrier
+    return None
+
+
+def payload_context(payload: object) -> Optional[str]:
+    """The context a parsed JSON payload carries: a valid ``_lambdawrap.traceparent``, else a
+    top-level ``traceparent`` string."""
+    if not isinstance(payload, dict):
+        return None
+    carrier = _own_carrier(payload)
+    if carrier is not None:
+        return carrier["traceparent"]
     value = payload.get("traceparent")
     return value if isinstance(value, str) else None
 
 
 def payload_state(payload: object) -> Optional[str]:
     """The W3C ``tracestate`` beside a parsed JSON payload's context (``_lambdawrap.tracestate``,
-    as lambdawrap's producers write it, else a top-level ``tracestate``), as it came."""
+    as lambdawrap's producers write it, when its context is the one used; else a top-level
+    ``tracestate``), as it came."""
     if not isinstance(payload, dict):
         return None
-    carrier = payload.get("_lambdawrap")
-    value = carrier.get("tracestate") if isinstance(carrier, dict) else None
+    carrier = _own_carrier(payload)
+    value = carrier.get("tracestate") if carrier is not None else None
     if value is None:
         value = payload.get("tracestate")
     return value if isinstance(value, str) else None
@@ -152,9 +164,22 @@ def payload_state(payload: object) -> Optional[str]:
 
 def sns_message_state(record: dict) -> Optional[str]:
     """The ``tracestate`` message attribute of an SNS message (lambdawrap's producers add it
-    beside ``traceparent``), as it came."""
+    beside ``traceparent``), as it came; only beside a valid ``traceparent`` attribute, since
+    otherwise the context is read elsewhere (the message) and this state is not its own."""
     sns = record.get("Sns")
-    return _attribute_value(sns.get("MessageAttributes"), "Value", "tracestate") if isinstance(sns, dict) else None
+    if not isinstance(sns, dict):
+        return None
+    attributes = sns.get("MessageAttributes")
+    if _w3c(_attribute_value(attributes, "Value")) is None:
+        return None
+    return _attribute_value(attributes, "Value", "tracestate")
+
+
+def _w3c(value: Optional[str]) -> Optional[str]:
+    """``value`` when it is a valid ``traceparent``, else ``None``: a place holding a malformed
+    one (a user's bad attribute) must not hide the context the next place holds, the
+    ``AWSTraceHeader`` AWS set on an SQS message above all."""
+    return value if value is not None and parse_traceparent(value) is not None else None
 
 
 def _attribute_value(attributes: object, field: str, name: str = "traceparent") -> Optional[str]:
@@ -171,8 +196,9 @@ def _attribute_value(attributes: object, field: str, name: str = "traceparent") 
 def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
     """An SQS message's context: the ``traceparent`` message attribute, else one in its body
     (lambdawrap's producers, or the envelope of an SNS message delivered to the queue), else the
-    ``AWSTraceHeader`` system attribute SQS sets when the sender was traced by X-Ray."""
-    value = _attribute_value(record.get("messageAttributes"), "stringValue") or text_context(record.get("body"))
+    ``AWSTraceHeader`` system attribute SQS sets when the sender was traced by X-Ray. Each W3C
+    place counts only when it holds a valid value."""
+    value = _w3c(_attribute_value(record.get("messageAttributes"), "stringValue")) or _w3c(text_context(record.get("body")))
     if value is not None:
         return value, True
     system = record.get("attributes")
@@ -184,7 +210,8 @@ def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
 
 
 def sns_message_context(record: dict) -> Tuple[Optional[str], bool]:
-    """An SNS message's context: the ``traceparent`` message attribute, else one in the message.
+    """An SNS message's context: the ``traceparent`` message attribute, else one in the message
+    (each only when valid).
 
     SNS records delivered to Lambda carry no X-Ray header of their own (X-Ray continues SNS
     traces through the invocation's _X_AMZN_TRACE_ID instead), so only W3C context counts.
@@ -192,14 +219,16 @@ def sns_message_context(record: dict) -> Tuple[Optional[str], bool]:
     sns = record.get("Sns")
     if not isinstance(sns, dict):
         return NONE
-    value = _attribute_value(sns.get("MessageAttributes"), "Value") or text_context(sns.get("Message"))
+    value = _w3c(_attribute_value(sns.get("MessageAttributes"), "Value")) or _w3c(text_context(sns.get("Message")))
     return (value, True) if value is not None else NONE
 
 
 def kinesis_record_context(record: dict) -> Tuple[Optional[str], bool]:
-    """A Kinesis record's context: only in its (base64) data, where a producer embedded it."""
+    """A Kinesis record's context: only in its (base64) data, where a producer embedded it.
+    An event source mapping nests the data under ``kinesis``; an EventBridge Pipe hands over
+    flat records, the data at the top (the Pipes guide's Kinesis source sample)."""
     kinesis = record.get("kinesis")
-    value = base64_context(kinesis.get("data")) if isinstance(kinesis, dict) else None
+    value = base64_context(kinesis.get("data") if isinstance(kinesis, dict) else record.get("data"))
     return (value, True) if value is not None else NONE
 
 

@@ -8,7 +8,8 @@ import, does bounded work whatever the event's size, and never raises: an event 
 JSON value or Python object) is at worst classified as ``"other"``, with nothing else attached.
 
 One module per family of sources: http_sources, messaging_sources, stream_sources,
-eventbridge_sources, data_sources, api_callers and service_callers. This module only dispatches:
+eventbridge_sources, data_sources, api_callers and service_callers; pipe_sources reads the
+records an EventBridge Pipe flattens (Kafka, Amazon MQ). This module only dispatches:
 each family's recogniser is tried when the event has the key that family's events always have.
 """
 
@@ -22,9 +23,11 @@ from lambdawrap.handler.triggers import (
     eventbridge_sources,
     http_sources,
     messaging_sources,
+    pipe_sources,
     service_callers,
     stream_sources,
 )
+from lambdawrap.handler.triggers.pipe_sources import ACTIVEMQ_SOURCES, KAFKA_SOURCES
 from lambdawrap.handler.triggers.trigger import (
     ACTIVEMQ,
     ALB,
@@ -117,9 +120,6 @@ __all__ = [
     "response_status_code",
 ]
 
-_KAFKA_SOURCES = frozenset(("aws:kafka", "SelfManagedKafka"))
-_ACTIVEMQ_SOURCES = frozenset(("aws:mq", "aws:amq"))
-
 
 def _records(records: object) -> Optional[Trigger]:
     """A ``Records`` batch, told apart by its first record (all records of one event source
@@ -159,7 +159,7 @@ def _request_context(event: dict) -> Optional[Trigger]:
 
 
 def _lowercase_records(event: dict) -> Optional[Trigger]:
-    if event.get("eventSource") in _KAFKA_SOURCES or "bootstrapServers" in event:
+    if event.get("eventSource") in KAFKA_SOURCES or "bootstrapServers" in event:
         return stream_sources.kafka(event)
     if "deliveryStreamArn" in event:
         return stream_sources.firehose(event)
@@ -168,7 +168,7 @@ def _lowercase_records(event: dict) -> Optional[Trigger]:
 
 def _activemq(event: dict) -> Optional[Trigger]:
     # Lambda's documentation writes "aws:mq", the events seen in the SDKs' samples "aws:amq".
-    return stream_sources.activemq(event) if event.get("eventSource") in _ACTIVEMQ_SOURCES else None
+    return stream_sources.activemq(event) if event.get("eventSource") in ACTIVEMQ_SOURCES else None
 
 
 def _documentdb(event: dict) -> Optional[Trigger]:
@@ -222,12 +222,13 @@ def _payload(event: dict) -> Trigger:
 
 
 def _list_event(event: list) -> Optional[Trigger]:
-    """Events that are JSON arrays: an EventBridge Pipe's batch of records, an AppSync batch."""
+    """Events that are JSON arrays: an EventBridge Pipe's batch of records (those of an event
+    source mapping, or the flattened records of Kafka and Amazon MQ), an AppSync batch."""
     head = event[0] if event else None
     if not isinstance(head, dict):
         return None
     if "eventSource" in head or "EventSource" in head:
-        return _records(event)
+        return _records(event) or pipe_sources.pipe_records(event, head)
     return api_callers.appsync(head)
 
 

@@ -95,12 +95,12 @@ def kafka(event: dict) -> Optional[Trigger]:
     offset = single.get("offset")
     if isinstance(offset, int) and not isinstance(offset, bool):
         attributes["messaging.kafka.offset"] = offset
-    put(attributes, "messaging.kafka.message.key", _kafka_key(single.get("key")))
+    put(attributes, "messaging.kafka.message.key", kafka_key(single.get("key")))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
     return messaging_trigger(KAFKA, attributes, links=collect_links(_flattened(groups), kafka_record_context))
 
 
-def _kafka_key(key: object) -> Optional[str]:
+def kafka_key(key: object) -> Optional[str]:
     """A record key (base64 in the event) as text, when it is UTF-8 text; the conventions want no
     value for keys without a canonical string form."""
     if not isinstance(key, str) or not key or len(key) > MAX_PARSED_CHARS:
