@@ -15,7 +15,7 @@ from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
-from support.local_servers import recording_server
+from support.local_servers import closed_port, recording_server
 from support.pip_target import installed
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 
@@ -509,3 +509,169 @@ def test_a_cross_region_copy_leaves_the_calls_after_it_traced(tmp_path, moto):
     assert [s["name"] for s in calls] == ["EC2.CreateVolume", "EC2.CreateSnapshot", "EC2.CopySnapshot", "GET"]
     assert calls[2]["attributes"]["retry_attempts"] == 0
     assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{calls[-1]['span_id']}-01"
+
+
+INSTRUMENTED_BY_THE_FUNCTION = """
+import requests
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+RequestsInstrumentor().instrument()  # OpenTelemetry's own, which wraps its call in suppress_http_instrumentation()
+
+def handler(event, context):
+    return {"status": requests.get(event["http"] + "/status/200?via=contrib", timeout=5).status_code}
+"""
+
+
+def test_a_request_traced_by_opentelemetrys_own_instrumentation_is_one_span(tmp_path):
+    # GIVEN a function that enabled OpenTelemetry's requests instrumentation (lambdawrap's
+    # requests hook steps aside; the urllib3 call under it is suppressed by OpenTelemetry's key)
+    task = write_function(tmp_path / "task", INSTRUMENTED_BY_THE_FUNCTION)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"status": 200}
+        invocation = invocation_span(rx, result.request_id)
+        (theirs,) = children(rx, invocation, 1)
+        assert emu.wait_idle(30)
+        # THEN the request is their one span: lambdawrap's urllib3 hook added none below it
+        clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+        assert [s["span_id"] for s in clients] == [theirs["span_id"]], clients
+        assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{theirs['span_id']}-01"
+
+
+OWN_TRACEPARENT = """
+import urllib.request
+import httpx, requests
+
+OWN = "00-11111111111111111111111111111111-2222222222222222-01"
+
+def handler(event, context):
+    base = event["headers"]["x-target"]
+    requests.get(base + "/status/200?via=requests", headers={"traceparent": OWN}, timeout=5)
+    urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=urllib", headers={"traceparent": OWN}), timeout=5).read()
+    httpx.get(base + "/status/200?via=httpx", headers={"traceparent": OWN, "tracestate": "own=1"})
+    requests.get(base + "/status/200?via=plain", timeout=5)
+    return {"statusCode": 200}
+"""
+
+
+def test_the_functions_own_traceparent_goes_without_the_callers_tracestate(tmp_path):
+    # GIVEN an invocation whose caller sent a tracestate, and a function that sets its own
+    # traceparent on some requests (kept: docs/outgoing-calls.md)
+    task = write_function(tmp_path / "task", OWN_TRACEPARENT)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        headers = dict(event["headers"], traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate="congo=t61", **{"x-target": http.url})
+        assert emu.invoke(dict(event, headers=headers)).json() == {"statusCode": 200}
+    sent = {r["path"].partition("via=")[2]: (r["headers"].get("traceparent"), r["headers"].get("tracestate")) for r in http.requests}
+    own = "00-11111111111111111111111111111111-2222222222222222-01"
+    # THEN a request with the function's own traceparent carries no tracestate of another trace
+    # (its own, when it set one), and the others carry the caller's with the invocation's trace
+    assert sent["requests"] == sent["urllib"] == (own, None), sent
+    assert sent["httpx"] == (own, "own=1"), sent
+    assert sent["plain"][0].split("-")[1] == "0af7651916cd43dd8448eb211c80319c" and sent["plain"][1] == "congo=t61", sent
+
+
+INSTRUMENTS_MIDWAY = """
+import httpx
+
+def handler(event, context):
+    # OpenTelemetry first imported inside the handler, its httpx instrumentation enabled there
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    HTTPXClientInstrumentor().instrument()
+    return {"status": httpx.get(event["http"] + "/status/200?via=midway").status_code}
+"""
+
+
+def test_an_instrumentation_the_function_enables_midway_nests_under_the_invocation(tmp_path):
+    task = write_function(tmp_path / "task", INSTRUMENTS_MIDWAY)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        results = [emu.invoke({"http": http.url}) for _ in range(2)]
+        assert [r.json() for r in results] == [{"status": 200}] * 2
+        for number, result in enumerate(results):
+            # THEN in the invocation that enabled it, as in the next, the request is one span
+            # (theirs) under the invocation span, and the server was told so
+            invocation = invocation_span(rx, result.request_id)
+            (call,) = children(rx, invocation, 1)
+            assert http.requests[number]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{call['span_id']}-01"
+        assert emu.wait_idle(30)
+        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 2
+
+
+INSTRUMENTS_ONE_CLIENT = """
+import asyncio, os, sys
+sys.path.insert(0, os.environ["CONTRIB"])  # aiohttp's instrumentation, as the function ships it
+import aiohttp, httpx
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+CLIENT = httpx.Client()
+HTTPXClientInstrumentor.instrument_client(CLIENT)  # this client only
+
+async def aiohttp_get(url, configs):
+    async with aiohttp.ClientSession(trace_configs=configs) as session:
+        async with session.get(url) as response:
+            return response.status
+
+def handler(event, context):
+    base = event["http"]
+    return {"statuses": [
+        CLIENT.get(base + "/status/200?via=httpx-theirs").status_code,
+        httpx.get(base + "/status/200?via=httpx-ours").status_code,
+        asyncio.run(aiohttp_get(base + "/status/200?via=aiohttp-theirs", [create_trace_config()])),
+        asyncio.run(aiohttp_get(base + "/status/200?via=aiohttp-ours", None)),
+    ]}
+"""
+
+
+@pytest.fixture(scope="module")
+def contrib_path() -> str:
+    return installed("contrib-requirements.txt", "lambdawrap-contrib-0.66b1")
+
+
+def test_a_client_instrumented_by_opentelemetry_alone_is_traced_once(tmp_path, contrib_path):
+    # GIVEN a function that enabled OpenTelemetry's instrumentation for one httpx client and one
+    # aiohttp session only (not the library: lambdawrap still traces the others)
+    task = write_function(tmp_path / "task", INSTRUMENTS_ONE_CLIENT)
+    with recording_server() as http, instrumented(task, env={"CONTRIB": contrib_path}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statuses": [200] * 4}
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 4)
+        assert emu.wait_idle(30)
+        # THEN each request is one span under the invocation (theirs or ours), and the server
+        # was told that span
+        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 4
+        by_id = {s["span_id"]: s for s in calls}
+        for request in http.requests:
+            span_id = request["headers"]["traceparent"].split("-")[2]
+            assert span_id in by_id, request
+            assert (by_id[span_id]["attributes"].get("url.full") or by_id[span_id]["attributes"].get("http.url")).endswith(request["path"])
+
+
+KEPT_AMONG_MANY = """
+import os, urllib.error, urllib.request
+
+KEPT = urllib.request.Request(os.environ["HTTP_URL"] + "/status/200?via=kept")
+
+def handler(event, context):
+    for _ in range(600):  # requests of their own (each send gets a context), refused: quick
+        try:
+            urllib.request.urlopen(os.environ["REFUSED_URL"], timeout=5)
+        except urllib.error.URLError:
+            pass
+    urllib.request.urlopen(KEPT, timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_a_request_kept_across_invocations_among_many_others_names_each_invocations_span(tmp_path):
+    # GIVEN a request object kept across invocations, each of which sends many other requests
+    # (lambdawrap remembers the values it wrote, up to a cap, to replace them on a resend)
+    task = write_function(tmp_path / "task", KEPT_AMONG_MANY)
+    with recording_server() as http, instrumented(task, env={"HTTP_URL": http.url, "REFUSED_URL": f"http://127.0.0.1:{closed_port()}/"}, timeout_s=60) as (emu, rx):
+        results = [emu.invoke({}) for _ in range(3)]
+        assert [r.json() for r in results] == [{"statusCode": 200}] * 3
+        invocations = [invocation_span(rx, r.request_id) for r in results]
+    # THEN each send of it carries its own invocation's trace, never an earlier one's
+    sent = [r["headers"]["traceparent"].split("-")[1] for r in http.requests]
+    assert sent == [i["trace_id"] for i in invocations], sent

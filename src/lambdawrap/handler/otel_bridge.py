@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from lambdawrap.handler.invocation import FAILURES, deliver_span, describe_exception
+from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 
 try:  # the API's own: usable as a context manager and as a decorator of sync and async functions
     from opentelemetry.util._decorator import _agnosticcontextmanager as _context_manager
@@ -34,6 +34,7 @@ except ImportError:  # older API versions
 from lambdawrap.shared import records
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.process_id import own_pid
 from lambdawrap.shared.span_limits import SpanLimits
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -281,6 +282,8 @@ class _Tracer(trace.Tracer):
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
         try:
             parent = trace.get_current_span(context).get_span_context()
+            if not parent.is_valid and context is None:
+                parent = _invocation_not_made_current() or parent
             trace_state = None
             if parent.is_valid:
                 trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
@@ -312,6 +315,18 @@ class _Tracer(trace.Tracer):
             otel_context.detach(token)
             if end_on_exit:
                 span.end()
+
+
+def _invocation_not_made_current() -> Optional[SpanContext]:
+    """The invocation span, when the invocation under way started before the user's code first
+    imported the API (inside the handler, say: `UserSpans.enter` could not make it current then).
+    It is the parent of the spans started in it, as in the invocations after; OpenTelemetry's
+    instrumentations enabled there (their spans, the context they send) nest under it too."""
+    invocation = active_invocation()
+    if invocation is None or invocation.otel_token is not None or invocation.pid != own_pid():
+        return None
+    trace_state = invocation.trace_state if invocation.beside else ""
+    return SpanContext(invocation.trace_id, invocation.span_id, is_remote=False, trace_flags=_SAMPLED if invocation.sampled else _NOT_SAMPLED, trace_state=TraceState.from_header([trace_state]) if trace_state else None)
 
 
 class UserSpans:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -48,7 +48,7 @@ class HttpCalls:
         context (what the user set stays). `mark=False` leaves the context unmarked (for a
         hook whose end is a separate call, which could otherwise leave the mark behind)."""
         try:
-            if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or self._recorder.excluded(host, port):
+            if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or contrib_span_current(self._contrib[0]) or self._recorder.excluded(host, port):
                 return None
             known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {

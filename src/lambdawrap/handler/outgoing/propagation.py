@@ -103,7 +103,7 @@ def user_baggage() -> str:
 # (a retry loop over one requests PreparedRequest, urllib Request or httpx Request; one kept from
 # an earlier invocation) still holds those of its first send, ours to replace or remove (the
 # server would be told the wrong parent, another trace's tracestate, another caller's baggage),
-# not the user's to keep. A dict: its lookups are atomic.
+# not the user's to keep. A dict (insertion-ordered, oldest first): its lookups are atomic.
 _WRITTEN: dict = {}
 _MAX_WRITTEN = 1024
 CARRIED = ("traceparent", "tracestate", "baggage", XRAY_HEADER.lower())
@@ -114,18 +114,35 @@ def written_by_us(name: str, value: object) -> bool:
     return isinstance(value, str) and (name.lower(), value) in _WRITTEN
 
 
+def _remember(written: tuple) -> None:
+    """Keep a value written, as the newest: the oldest goes once the cap is reached. Not all of
+    them at once: a request object kept across invocations, whose value was written one
+    request ago, would then hold a value no longer known as ours, sent as the user's forever."""
+    _WRITTEN.pop(written, None)  # a value written again (a tracestate, a baggage) is the newest
+    _WRITTEN[written] = True
+    while len(_WRITTEN) > _MAX_WRITTEN:
+        try:
+            del _WRITTEN[next(iter(_WRITTEN))]
+        except (StopIteration, KeyError, RuntimeError):  # another thread took it, or changed the dict
+            break
+
+
 def carried_changes(present: dict, pairs: list) -> tuple:
     """What a request's headers need to carry `pairs`: ([(name, value)] to set, those missing
     or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
     this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value."""
+    parent = present.get("traceparent")
+    if parent is not None and not written_by_us("traceparent", parent):
+        # The function sent its own traceparent: a tracestate belongs to the traceparent it
+        # came with (W3C Trace Context), so the invocation's (another trace's vendor state)
+        # does not join it; the function's own tracestate, if any, stays.
+        pairs = [(name, value) for name, value in pairs if name.lower() != "tracestate"]
     to_set = []
     for name, value in pairs:
         old = present.get(name.lower())
         if old is None or written_by_us(name, old):
             to_set.append((name, value))
-            if len(_WRITTEN) >= _MAX_WRITTEN:
-                _WRITTEN.clear()
-            _WRITTEN[(name.lower(), value)] = True
+            _remember((name.lower(), value))
     if not present:
         return to_set, []
     wanted = {name.lower() for name, _ in pairs}

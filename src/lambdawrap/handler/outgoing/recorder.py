@@ -37,8 +37,12 @@ MAX_ATTRIBUTE_CHARS = 2048  # a URL or an ARN: enough to tell it, never a payloa
 
 # Truthy while a client span is open in this context: the layers below add none of their own.
 IN_CLIENT_CALL: contextvars.ContextVar = contextvars.ContextVar("lambdawrap_in_client_call", default=False)
-# OpenTelemetry's own suppression keys (its instrumentations set them around the calls they trace).
+# OpenTelemetry's own suppression keys (its instrumentations set them around the calls they trace):
+# the plain names older APIs used (and `suppress_instrumentation()` still sets), and the names
+# the API's `create_key` made for this process (a uuid appended: from API 1.2x its only key for
+# `suppress_http_instrumentation()`, which e.g. the requests instrumentation wraps its call in).
 _OTEL_SUPPRESS_KEYS = ("suppress_instrumentation", "suppress_http_instrumentation")
+_OTEL_SUPPRESS_ATTRIBUTES = ("_SUPPRESS_INSTRUMENTATION_KEY", "_SUPPRESS_HTTP_INSTRUMENTATION_KEY")
 
 
 class ClientSpan:
@@ -142,7 +146,10 @@ def otel_suppressed() -> bool:
     if context is None:
         return False
     try:
-        return any(context.get_value(key) for key in _OTEL_SUPPRESS_KEYS)
+        if any(context.get_value(key) for key in _OTEL_SUPPRESS_KEYS):
+            return True
+        keys = (getattr(context, name, None) for name in _OTEL_SUPPRESS_ATTRIBUTES)
+        return any(context.get_value(key) for key in keys if isinstance(key, str))
     except Exception:  # noqa: BLE001 - an API of any version
         return False
 
@@ -156,6 +163,25 @@ def contrib_active(module_name: str, class_name: str) -> bool:
     instrumentor = getattr(module, class_name, None)
     instance = getattr(instrumentor, "_instance", None)
     return bool(getattr(instance, "_is_instrumented_by_opentelemetry", False))
+
+
+def contrib_span_current(module_name: str) -> bool:
+    """Whether the current OpenTelemetry span is one that library's OpenTelemetry instrumentation
+    started (its tracer is named after its module): it traces this very call, enabled for one
+    client or session only (httpx's `instrument_client`, aiohttp's `create_trace_config`), which
+    `contrib_active` does not see. Ours then steps aside: no second span, no second context."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return False
+    try:
+        span = trace.get_current_span()
+        scope = getattr(span, "instrumentation_scope", None)  # the SDK's spans
+        if scope is not None:
+            return getattr(scope, "name", None) == module_name
+        own = getattr(span, "_scope", None)  # lambdawrap's bridge: (name, version, schema URL)
+        return type(own) is tuple and bool(own) and own[0] == module_name
+    except Exception:  # noqa: BLE001 - an API of any version: not theirs, as far as we can tell
+        return False
 
 
 def unmark(token: "Any") -> None:
