@@ -89,6 +89,11 @@ else
 fi
 export PYTHONPATH
 export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$added"
+# The runtime's script (the bootstrap hands us the interpreter and it): only the process that
+# runs it is instrumented, not a Python process on the way (a next wrapper written in Python).
+if [ -f "${2:-}" ]; then
+  export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
+fi
 
 [ -n "$lw_next" ] && exec "$lw_next" "$@"
 exec "$@"

@@ -857,6 +857,32 @@ def test_a_wrapper_chained_after_ours_keeps_its_pythonpath_and_the_function_none
     assert body == {**without, "wrapped": True}
 
 
+def test_a_next_wrapper_written_in_python_that_execs_the_runtime_leaves_it_instrumented(tmp_path):
+    # GIVEN a next wrapper that is a Python program which execs the runtime, as OpenTelemetry's
+    # opentelemetry-instrument does (it sets its own PYTHONPATH first), chained after ours
+    task = write_function(tmp_path / "task", PATH_APP)
+    other = tmp_path / "other"
+    other.mkdir()
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"os.environ['PYTHONPATH'] = os.pathsep.join(p for p in ({str(other)!r}, os.environ.get('PYTHONPATH')) if p)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    wrapper.chmod(0o755)
+    with Emulator(str(task), "app.handler", env={"AWS_LAMBDA_EXEC_WRAPPER": str(wrapper)}, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env={"LAMBDAWRAP_NEXT_WRAPPER": str(wrapper)}) as (emu, rx):
+        body = emu.invoke({}).json()
+        # THEN the runtime is instrumented, its invocation exported (before: lambdawrap's boot
+        # ran in the wrapper's Python process, took its variables out there, and the runtime
+        # started without it), and the function sees what it sees with that wrapper alone
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
+    assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
+    assert body == {**without, "wrapped": True}
+
+
 def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path):
     # GIVEN AWS_LAMBDA_EXEC_WRAPPER naming a symlink to the layer's wrapper.sh, in another folder
     task = write_function(tmp_path / "task", PATH_APP)

@@ -189,6 +189,21 @@ def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: M
         logger.warning("lambdawrap: %s; its variable is left as it was", failure)
 
 
+def in_the_runtime(environ: Mapping[str, str]) -> bool:
+    """Whether this process runs the runtime's script, the one our wrapper was handed
+    (LAMBDAWRAP_RUNTIME_SCRIPT). A Python process on the way to it (a next wrapper written in
+    Python that execs the runtime, as OpenTelemetry's opentelemetry-instrument does, or a
+    `python -c` a shell wrapper runs) must pass our variables on untouched: instrumenting it
+    and restoring PYTHONPATH there left the runtime without lambdawrap."""
+    script = environ.get("LAMBDAWRAP_RUNTIME_SCRIPT", "")
+    if not script:
+        return True  # not known (a wrapper of another version, a runtime started otherwise)
+    try:
+        return os.path.samefile(sys.argv[0], script)
+    except (OSError, IndexError, TypeError, ValueError):  # "-c", "-m", no argv
+        return False
+
+
 def restore_python_path(environ: Any = None) -> None:
     """Put sys.path and PYTHONPATH back as they were before the exec wrapper (which added our
     boot folder, and the layer's folders when PYTHONPATH was unset): the runtime's bootstrap
@@ -198,6 +213,7 @@ def restore_python_path(environ: Any = None) -> None:
     added = [p for p in env.pop("LAMBDAWRAP_ADDED_PATHS", "").split(os.pathsep) if p]
     unset = env.pop("LAMBDAWRAP_PYTHONPATH_UNSET", "") == "1"
     env.pop("LAMBDAWRAP_BOOT_DIR", None)
+    env.pop("LAMBDAWRAP_RUNTIME_SCRIPT", None)
     for path in added:
         for index, entry in enumerate(sys.path):
             if entry and os.path.abspath(entry) == os.path.abspath(path):
@@ -243,11 +259,12 @@ def chain_sitecustomize(boot_dir: str) -> None:
 def run_sitecustomize(sitecustomize_file: str) -> None:
     """What layer/python/lambdawrap_boot/sitecustomize.py calls."""
     boot_dir = os.path.dirname(os.path.abspath(sitecustomize_file))
-    initialize()
-    try:
-        restore_python_path()
-    except Exception:  # noqa: BLE001
-        logger.warning("lambdawrap: could not restore PYTHONPATH", exc_info=True)
+    if in_the_runtime(os.environ):
+        initialize()
+        try:
+            restore_python_path()
+        except Exception:  # noqa: BLE001
+            logger.warning("lambdawrap: could not restore PYTHONPATH", exc_info=True)
     try:
         chain_sitecustomize(boot_dir)
     except Exception:  # noqa: BLE001 - their sitecustomize failing must not stop the runtime
