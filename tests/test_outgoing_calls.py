@@ -554,12 +554,13 @@ def handler(event, context):
 """
 
 
-def test_the_functions_own_traceparent_goes_without_the_callers_tracestate(tmp_path):
+@pytest.mark.parametrize("propagators", ["tracecontext,baggage", "tracecontext,xray"])
+def test_the_functions_own_traceparent_goes_without_the_callers_tracestate(tmp_path, propagators):
     # GIVEN an invocation whose caller sent a tracestate, and a function that sets its own
     # traceparent on some requests (kept: docs/outgoing-calls.md)
     task = write_function(tmp_path / "task", OWN_TRACEPARENT)
     event = json.loads((EVENTS / "apigw-http.json").read_text())
-    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": propagators}, timeout_s=30) as (emu, rx):
         headers = dict(event["headers"], traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate="congo=t61", **{"x-target": http.url})
         assert emu.invoke(dict(event, headers=headers)).json() == {"statusCode": 200}
     sent = {r["path"].partition("via=")[2]: (r["headers"].get("traceparent"), r["headers"].get("tracestate")) for r in http.requests}
@@ -569,6 +570,14 @@ def test_the_functions_own_traceparent_goes_without_the_callers_tracestate(tmp_p
     assert sent["requests"] == sent["urllib"] == (own, None), sent
     assert sent["httpx"] == (own, "own=1"), sent
     assert sent["plain"][0].split("-")[1] == "0af7651916cd43dd8448eb211c80319c" and sent["plain"][1] == "congo=t61", sent
+    # ...and, with the X-Ray propagator, no X-Ray header naming the invocation's trace beside the
+    # function's own traceparent (before: one, so the next service saw two traces)
+    xray = {r["path"].partition("via=")[2]: r["headers"].get("x-amzn-trace-id") for r in http.requests}
+    if "xray" in propagators:
+        assert xray["requests"] is xray["urllib"] is xray["httpx"] is None, xray
+        assert xray["plain"].startswith("Root=1-0af76519-16cd43dd8448eb211c80319c;"), xray
+    else:
+        assert set(xray.values()) == {None}, xray
 
 
 INSTRUMENTS_MIDWAY = """

@@ -25,6 +25,8 @@ from lambdawrap.handler.outgoing.recorder import ClientSpan
 _LOW_96 = (1 << 96) - 1
 MAX_XRAY_CHARS = 256
 XRAY_HEADER = "X-Amzn-Trace-Id"
+# Ours that describe the invocation's trace, left off a request the function set a traceparent on.
+_BESIDE_OWN_PARENT = ("tracestate", XRAY_HEADER.lower())
 _XRAY_REPLACED = ("root", "parent", "sampled")
 
 
@@ -135,8 +137,10 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     if parent is not None and not written_by_us("traceparent", parent):
         # The function sent its own traceparent: a tracestate belongs to the traceparent it
         # came with (W3C Trace Context), so the invocation's (another trace's vendor state)
-        # does not join it; the function's own tracestate, if any, stays.
-        pairs = [(name, value) for name, value in pairs if name.lower() != "tracestate"]
+        # does not join it, nor does an X-Ray header naming the invocation's trace (the next
+        # service would follow one trace or the other by the header it reads); the function's
+        # own tracestate, if any, stays.
+        pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_PARENT]
     to_set = []
     for name, value in pairs:
         old = present.get(name.lower())
