@@ -65,7 +65,7 @@ class TestSyntax:
         assert problems == []
         assert sources == [SecretSource("ADMIN", "secretsmanager", "prod/users", "admin@example.com", "AWSCURRENT"), SecretSource("OOPS", "secretsmanager", "prod/users", "admin", "example.com")]
 
-    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x"])
+    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x", "X=secretsmanager:a;Y=ssm:/b", "X=ssm:/a\nY=ssm:/b", "X=secretsmanager:my secret#key"])
     def test_bad_entries_are_reported_not_raised(self, entry):
         sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")
         assert sources == [SecretSource("GOOD", "ssm", "/ok")]
@@ -164,13 +164,15 @@ def test_missing_secret_warns_and_leaves_variable_unset(task, moto):
 
 def test_a_secret_missing_at_init_is_served_once_it_can_be_read(task, moto):
     # GIVEN the function's only declared secret missing at init (not created yet, or throttled
-    # or denied for a moment): no other secret's refresh will bring it
-    env = secrets_env(moto, LAMBDAWRAP_SECRETS="LATE=secretsmanager:created/later", LAMBDAWRAP_SECRETS_TTL="1")
+    # or denied for a moment): no other secret's refresh will bring it; the default TTL (5 min)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="LATE=secretsmanager:created/later")
     with instrumented(task, env=env) as (emu, rx):
         assert emu.invoke({"get": "LATE"}).json() == {"value": None}
         moto.client("secretsmanager").create_secret(Name="created/later", SecretString="arrived-value")
-        # THEN secrets.get returns it within about one TTL (before: None for the environment's life)
-        deadline, value = time.monotonic() + 10, None
+        # THEN secrets.get returns it within about 10 s: the function's side asks again 5 s
+        # after a failure, and the companion asks AWS again when asked, its failure being over
+        # 5 s old (before: None for the environment's life; then, until the TTL)
+        deadline, value = time.monotonic() + 30, None
         while value is None and time.monotonic() < deadline:
             time.sleep(0.2)
             value = emu.invoke({"get": "LATE"}).json()["value"]
@@ -374,3 +376,80 @@ def test_a_secrets_endpoint_that_never_answers_costs_the_boot_a_bounded_time(tmp
     assert result.function_error is None and result.json()["at_import"] == {"DB_PASSWORD": None, "API_KEY": None}
     assert init_ms < 8000, init_ms
     assert sum("was not fetched within the boot's" in line or "DB_PASSWORD" in line or "API_KEY" in line for line in lines) >= 1, lines
+
+
+USES_ITS_SECRETS_APP = """
+import os, urllib.request
+
+print("calling the maps API with key " + os.environ["MAPS_KEY"])
+
+def handler(event, context):
+    url = "http://127.0.0.1:%d/maps?key=%s&q=x" % (event["port"], os.environ["MAPS_KEY"])
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        resp.read()
+    if event.get("fail"):
+        raise RuntimeError("upstream refused " + url + " as user " + os.environ["DB_USER"])
+    return {"user": os.environ["DB_USER"]}
+"""
+
+
+def test_values_the_function_puts_in_urls_errors_and_logs_are_not_exported(tmp_path):
+    from support.local_servers import recording_server
+
+    # GIVEN a function that puts its declared API key in a URL's query (under `key`, which no
+    # redaction list names), raises an error quoting that URL, and prints it; a short
+    # declared value (a user name) too
+    maps_key = "AIzaSy-maps-key-value-0c9e"
+    task = write_function(tmp_path / "task", USES_ITS_SECRETS_APP)
+    with MotoServer() as moto, recording_server() as upstream:
+        seed_moto(moto, {"secrets": {"maps": maps_key, "prod/db": {"username": "app"}}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="MAPS_KEY=secretsmanager:maps,DB_USER=secretsmanager:prod/db#username")
+        with instrumented(task, env=env) as (emu, rx):
+            assert emu.invoke({"port": upstream.port}).json() == {"user": "app"}
+            failed = emu.invoke({"port": upstream.port, "fail": True})
+            emu.wait_idle()
+        # (read after the shutdown's flush: the Telemetry API may deliver the log lines after
+        # the invocations' own flushes)
+        assert len([s for s in rx.spans() if s["name"] == "GET"]) == 2
+        captured = json.dumps([rx.spans(), rx.metrics(), rx.logs()], default=str)
+    # THEN the caller still gets the function's own error, untouched
+    assert maps_key in failed.json()["errorMessage"]
+    # and the collector gets the spans, the error and the line, with the key replaced (before:
+    # in url.full, the status, the exception's message and stack, and the log line)
+    assert maps_key not in captured
+    assert "key=[REDACTED]&q=x" in captured and "upstream refused" in captured and "calling the maps API with key [REDACTED]" in captured
+    # a value too short to be a credential is left as it is
+    assert "as user app" in captured
+
+
+def test_entries_not_separated_by_commas_are_one_warning_naming_the_variable(task, moto):
+    # GIVEN two declarations on separate lines (a YAML block) instead of separated by a comma,
+    # and one well-formed declaration
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,\nGONE=ssm:/x\nAPI_KEY=ssm:/prod/api/key")
+    with instrumented(task, env=env) as (emu, rx):
+        body = emu.invoke({}).json()
+        emu.wait_idle()
+        ours = [line for line in emu.log_lines("function") + emu.log_lines("extension") if "lambdawrap" in line or "API_KEY" in line]
+    # THEN the well-formed one is injected, and the other is one warning, on one line, naming
+    # LAMBDAWRAP_SECRETS and what is wrong (before: fetched as a secret named "x\nAPI_KEY=...",
+    # a ValidationException warned of on two lines, in the function's log)
+    assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": None}
+    assert len(ours) == 1, ours
+    assert "ignoring LAMBDAWRAP_SECRETS entry 'GONE=ssm:/x\\nAPI_KEY=ssm:/prod/api/key'" in ours[0] and "separated by commas" in ours[0]
+
+
+def test_a_long_secrets_timeout_and_an_aws_that_never_answers_do_not_time_init_out(task):
+    from support.local_servers import silent_server
+
+    # GIVEN the companion, a LAMBDAWRAP_SECRETS_TIMEOUT_MS longer than init's 10 s, and a
+    # Secrets Manager / SSM that takes connections and never answers (as from a VPC without a
+    # route to them)
+    with silent_server() as url:
+        env = {"AWS_ENDPOINT_URL": url.rsplit("/", 1)[0], "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key", "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "15000", "LAMBDAWRAP_SECRETS_PORT": str(free_port())}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            result = emu.invoke({})
+            inits = [r["record"] for r in emu.records("platform.initReport")]
+    # THEN the function runs without them after one init within the boot's 8 s for secrets
+    # (before: init waited 15 s, was timed out at 10 s and run again inside the invocation)
+    assert result.function_error is None and result.json()["at_import"] == {"DB_PASSWORD": None, "API_KEY": None}
+    assert len(inits) == 1 and inits[0]["metrics"]["durationMs"] < 9500, inits

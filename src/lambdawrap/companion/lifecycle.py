@@ -30,6 +30,7 @@ from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClos
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
+from lambdawrap.companion.secret_scrub import SecretScrubber
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
@@ -62,6 +63,9 @@ class Companion:
             configure_process_logging(self.settings.log_level)
         self._problems_logged: set = set()
         self.sink = DeferredSink()
+        # What the function's side sends is searched for the declared secrets' values (learned
+        # by the secret store) before anything is built from it: see secret_scrub.
+        self.scrubber = SecretScrubber()
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
         self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled_as_root=lambda trace_id: sampled(trace_id, None))
         self._activity = 0  # invocations finished and records received: what a timed flush is for
@@ -127,7 +131,7 @@ class Companion:
         try:
             from lambdawrap.companion.secret_store import SecretStore
 
-            store = SecretStore(self.settings)
+            store = SecretStore(self.settings, scrubber=self.scrubber)
             store.start()
             self.router.store = store
         except Exception:  # noqa: BLE001 - fail open
@@ -257,14 +261,14 @@ class Companion:
 
     def _on_telemetry(self, batch: list) -> None:
         self._activity += 1
-        self.correlator.on_telemetry(batch)
+        self.correlator.on_telemetry(self.scrubber.scrub(batch))
 
     def _on_record(self, record: dict) -> Any:
         self._activity += 1
         if record.get("version") != records.VERSION:
             self._problem("malformed_record", f"a record of version {record.get('version')!r} (this companion reads {records.VERSION})")
             return None
-        self.correlator.on_record(record)
+        self.correlator.on_record(self.scrubber.scrub(record))
         return None
 
     def run(self) -> int:

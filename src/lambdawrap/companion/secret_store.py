@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
 MAX_PARALLEL_FETCHES = 8
 MIN_REFRESH_S = 1.0  # a TTL of 0 refreshes declared secrets once a second, not in a busy loop
 MAX_ENTRIES = 1000  # answers for undeclared names beyond this evict the oldest of them
@@ -68,8 +70,10 @@ def _jsonable(value: Any) -> Any:
 
 
 class SecretStore:
-    def __init__(self, settings: Settings, clients: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, clients: Callable[[str], Any] | None = None, scrubber: SecretScrubber | None = None) -> None:
         self.ttl_s = settings.secrets_ttl_s
+        # Told every declared value fetched, so that the companion exports none of them.
+        self._scrubber = scrubber
         self._region = settings.region
         self.sources = list(settings.secrets)
         self._declared_keys = list(dict.fromkeys(source_key(s) for s in self.sources))
@@ -155,9 +159,22 @@ class SecretStore:
             self.fetches += 1
             entry = self._keep(key, entry)
             del self._flights[key]
+        if self._scrubber is not None and entry.error is None and key in self._declared_keys:
+            self._scrubber.learn(self._declared_values(key, entry.answer))
         flight.entry = entry
         flight.done.set()
         return entry
+
+    def _declared_values(self, key: tuple, answer: Any) -> list:
+        """The values the declared secrets fetched with `key` give the function."""
+        values = []
+        for source in self.sources:
+            if source_key(source) == key:
+                try:
+                    values.append(value_of(source, answer))
+                except SecretsError:
+                    pass  # binary, or no such JSON key: no value the function gets
+        return values
 
     def _keep(self, key: tuple, entry: _Entry) -> _Entry:
         """Store what a fetch brought (lock held) and return the entry that now stands."""
@@ -206,6 +223,14 @@ class SecretStore:
         now = time.monotonic()
         with self._lock:
             entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
+            # A declared secret with no good answer (throttled, denied for a moment or created
+            # late at init) is asked of AWS again when the function asks for it, once per
+            # ERROR_HOLD_S, not only after the TTL: else it stays missing for the TTL (5 min).
+            failed = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and now - entries[s.env_name].fetched_at >= ERROR_HOLD_S)
+            retry = set(failed)
+            self._due |= retry
+        if retry:
+            self._worker.wake()
         for source in self.sources:
             entry = entries[source.env_name]
             if entry is None:

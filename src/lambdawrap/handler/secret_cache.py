@@ -38,6 +38,15 @@ RETRY_FAILED_S = 5.0
 # What the boot may spend fetching the secrets itself when the companion did not answer: the
 # init phase has 10 s, and a Secrets Manager that accepts and never answers must not take them.
 DIRECT_FETCH_BUDGET_S = 3.0
+# All the boot may spend on secrets (the wait for the companion and its own fetch together)
+# outside Managed Instances, whose init may take minutes: init has 10 s, and an init that
+# outlasts them is timed out and run again inside the first invocation, each cold start then
+# costing both (a LAMBDAWRAP_SECRETS_TIMEOUT_MS of 10 s or more, and a slow or unreachable
+# Secrets Manager, as from a VPC without a route to it).
+INIT_SECRETS_BUDGET_S = 8.0
+# The companion is asked to answer this much before the boot stops waiting: an answer made at
+# the very deadline comes too late, and the boot would fetch again what the companion could not.
+ANSWER_MARGIN_S = 0.1
 # Linux refuses to start a process whose environment holds one variable over this (E2BIG,
 # MAX_ARG_STRLEN): a value this large breaks every child process the function starts.
 MAX_VARIABLE_BYTES = 128 * 1024
@@ -103,7 +112,7 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
         if left <= 0:
             return None
         try:
-            answer = channel.request(records.secrets_request(int(left * 1000)), left)
+            answer = channel.request(records.secrets_request(int(max(0.0, left - ANSWER_MARGIN_S) * 1000)), left)
         except (FileNotFoundError, ConnectionRefusedError):
             time.sleep(CONNECT_RETRY_S)  # the companion registered but is still opening its socket
             continue
@@ -180,15 +189,24 @@ class quiet_own_calls:
         _quiet_threads.discard(self._thread)
 
 
-def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region: str) -> tuple:
-    """(answer, whether the companion gave it)."""
+def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region: str, budget_s: float | None = None) -> tuple:
+    """(answer, whether the companion gave it), within `budget_s` in all when given."""
+    started = time.monotonic()
+    if budget_s is not None:
+        timeout_s = min(timeout_s, budget_s)
     answer = _ask_companion(channel, timeout_s) if companion else None
     if answer is not None:
         return answer, True
+    direct_s = DIRECT_FETCH_BUDGET_S
+    if budget_s is not None:
+        direct_s = min(direct_s, budget_s - (time.monotonic() - started))
+        if direct_s < ANSWER_MARGIN_S:
+            reason = f"init's {budget_s:.0f} s for secrets were spent waiting for the companion"
+            return {"values": {}, "errors": {s.env_name: f"secret {s.describe()} was not fetched: {reason}" for s in sources}}, False
     if companion:
         get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
     with _functions_sys_path():
-        return _fetch_directly(sources, region, DIRECT_FETCH_BUDGET_S), False
+        return _fetch_directly(sources, region, direct_s), False
 
 
 class _functions_sys_path:
@@ -222,7 +240,8 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
         return failures
     timeout_s = settings.secrets_timeout_ms / 1000
     _config.update(sources=sources, channel=channel, timeout_s=timeout_s, region=settings.region, ttl=settings.secrets_ttl_s)
-    answer, from_companion = _load(sources, channel, timeout_s, companion_expected, settings.region)
+    budget_s = None if settings.managed_instances else INIT_SECRETS_BUDGET_S
+    answer, from_companion = _load(sources, channel, timeout_s, companion_expected, settings.region, budget_s)
     # Refreshes go where this answer came from: boto3 enters this process only if boot needed it.
     _config["companion"] = from_companion
     by_name = {source.env_name: source for source in sources}

@@ -101,6 +101,7 @@ def _parse_entry(entry: str) -> SecretSource:
     if not sep or not identifier:
         raise ValueError("expected a source like secretsmanager:<name> or ssm:<name>")
     if service == SSM:
+        _check_name(identifier)
         return SecretSource(env_name, SSM, identifier)
     if service != SECRETS_MANAGER:
         raise ValueError(f"unknown source {service!r} (use secretsmanager or ssm)")
@@ -112,7 +113,21 @@ def _parse_entry(entry: str) -> SecretSource:
     identifier, _, json_key = identifier.partition("#")
     if not identifier:
         raise ValueError("the secret name is empty")
+    _check_name(identifier)
     return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
+
+
+# What a Secrets Manager name (letters, digits, /_+=.@-) or ARN (":" too), and a parameter's name
+# (letters, digits, _.-/), ARN or :version / :label may hold. Anything else, a blank above all,
+# is a mistake in the list (entries separated by ";" or line breaks instead of commas): AWS would
+# refuse the name, and the fetch's warning would not say why.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_+=.@-:")
+
+
+def _check_name(identifier: str) -> None:
+    wrong = next((c for c in identifier if c not in _NAME_CHARS), None)
+    if wrong is not None:
+        raise ValueError(f"{wrong!r} cannot be in a secret's or parameter's name; entries are separated by commas")
 
 
 def make_clients(component: str, region: str | None = None, budget_s: float | None = None) -> Callable[[str], Any]:

@@ -1,0 +1,87 @@
+"""Declared secrets' values kept out of what the companion exports.
+
+The function uses its secrets: it puts an API key in a URL's query (`?key=...`, a name no
+redaction list can guess), a password in a connection string, and an error message or a stack
+trace may quote either. The handler side records those texts as they are (url.full, the
+exception's message and stack, a user span's attributes, a log line), and they would reach the
+collector. The companion knows the values it fetched for LAMBDAWRAP_SECRETS, so every text it
+receives from the function's side (records over the channel, the Telemetry API's log lines) is
+searched for them before anything is built from it, and each occurrence replaced by REDACTED.
+
+Only values of at least MIN_SCRUBBED_CHARS characters are searched for: a short value (a port,
+a user name like "app") is rarely a credential, and replacing it everywhere would garble
+unrelated text. Values seen before a rotation are kept: the function may still hold the old one
+(os.environ is not changed after init).
+"""
+
+from __future__ import annotations
+
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+REDACTED = "[REDACTED]"
+MIN_SCRUBBED_CHARS = 8
+MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
+
+
+class SecretScrubber:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict = {}  # value -> None, in the order learned (a bounded, ordered set)
+        # Longest first: a value that contains another is replaced whole. Read without the lock
+        # (a tuple, replaced at once) by the threads that scrub.
+        self._values: tuple = ()
+
+    def learn(self, values: Iterable[str]) -> None:
+        """Add values to search for (called by the secret store as it fetches)."""
+        fresh = [v for v in values if isinstance(v, str) and len(v) >= MIN_SCRUBBED_CHARS and v not in self._known]
+        if not fresh:
+            return
+        with self._lock:
+            for value in fresh:
+                self._known.pop(value, None)
+                self._known[value] = None
+            while len(self._known) > MAX_VALUES:
+                del self._known[next(iter(self._known))]
+            self._values = tuple(sorted(self._known, key=len, reverse=True))
+
+    def text(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+    def scrub(self, item: Any) -> Any:
+        """`item` with every declared value in its strings replaced: a string is returned
+        changed, a dict or list (a record, a telemetry batch) is changed in place, keys too.
+        Iterative: a record's depth is the function's to choose."""
+        if not self._values:
+            return item
+        if isinstance(item, str):
+            return self.text(item)
+        pending = [item]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, dict):
+                for key in list(node):
+                    value = node[key]
+                    if isinstance(value, str):
+                        value = self.text(value)
+                    elif isinstance(value, (dict, list)):
+                        pending.append(value)
+                    if isinstance(key, str):
+                        clean_key = self.text(key)
+                        if clean_key != key:
+                            del node[key]
+                            key = clean_key
+                    node[key] = value
+            elif isinstance(node, list):
+                for index, value in enumerate(node):
+                    if isinstance(value, str):
+                        node[index] = self.text(value)
+                    elif isinstance(value, (dict, list)):
+                        pending.append(value)
+        return item
