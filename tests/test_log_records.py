@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 from conftest import write_function
+from support.faults import companion_process
 from support.stack import EVENTS, instrumented
+from test_log_floods import peak_rss_mb
 
 from lambdawrap.companion import log_buffer
 
@@ -310,3 +312,104 @@ def test_a_flood_of_large_json_records_stays_within_a_128_mb_function(tmp_path):
     exported = [r for r in rx.logs() if r["severity_text"] == "WARNING"]
     assert len(exported) + line_drops == produced == 45, (len(exported), dropped, produced)
     assert exported and all(r["severity_number"] == 13 for r in exported)
+
+
+# More lines than the correlator holds for their span's ids (MAX_PENDING_LOGS), then, when asked,
+# an error logged and one raised: a module that logs much while it loads (a library's DEBUG output).
+CHATTY_INIT = """
+import logging, os
+
+for number in range(1500):
+    print(f"init line {number}")
+if os.environ.get("FAIL_INIT"):
+    logging.getLogger("setup").error("about to fail")
+    raise RuntimeError("init failed here")
+
+def handler(event, context):
+    print("handling")
+    return "ok"
+"""
+
+
+def test_a_failed_init_that_logged_much_keeps_its_error_and_every_line_its_ids(tmp_path):
+    # GIVEN a function whose module prints 1,500 lines, logs an error and raises
+    task = write_function(tmp_path / "task", CHATTY_INIT)
+    with instrumented(task, env={"FAIL_INIT": "1"}) as (emu, rx):
+        # WHEN it is invoked: its init fails
+        failed = emu.invoke({})
+        assert failed.json()["errorType"] == "RuntimeError"
+        emu.stop()
+    init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
+    # THEN the init span says the error the caller got (read from the runtime's report, which
+    # came after the lines held for the span)
+    assert (init["status_code"], init["status_message"]) == (2, "RuntimeError: init failed here")
+    assert init["attributes"]["error.type"] == "RuntimeError"
+    # ... and every init line, those past the held ones and the errors too, carries its ids
+    lines = rx.logs()
+    assert len([r for r in lines if str(r["body"]).startswith("init line ")]) == 1500
+    assert any("about to fail" in str(r["body"]) for r in lines)
+    assert any(str(r["body"]).startswith("[ERROR] RuntimeError: init failed here") for r in lines)
+    assert {(r["trace_id"], r["span_id"]) for r in lines} == {(init["trace_id"], init["span_id"])}
+    assert not _dropped(rx)
+
+
+def test_a_successful_init_that_logged_much_gives_every_line_the_init_span_s_ids(tmp_path):
+    # GIVEN a function whose module prints 1,500 lines and loads
+    task = write_function(tmp_path / "task", CHATTY_INIT)
+    with instrumented(task) as (emu, rx):
+        # WHEN its first invocation comes
+        assert emu.invoke({}).json() == "ok"
+        emu.stop()
+    init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
+    invocation = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+    # THEN all 1,500 lines carry the init span's ids, the handler's the invocation's
+    loading = [r for r in rx.logs() if str(r["body"]).startswith("init line ")]
+    assert len(loading) == 1500
+    assert {(r["trace_id"], r["span_id"]) for r in loading} == {(init["trace_id"], init["span_id"])}
+    handling = rx.wait_for_logs(lambda r: r["body"] == "handling")[0]
+    assert (handling["trace_id"], handling["span_id"]) == (invocation["trace_id"], invocation["span_id"])
+
+
+def test_lines_held_for_their_span_s_ids_stay_within_the_memory_of_a_small_function(tmp_path):
+    # GIVEN a function that prints 500 lines of 250 KB (under the platform's 256 KiB record)
+    # in one invocation: 125 MB, far fewer lines than are held for their span's ids
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            line = "q" * 250_000
+            for _ in range(500):
+                print(line)
+            return "ok"
+        """)
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}, memory_mb=128, cpu_limit=False, timeout_s=60) as (emu, rx):
+        # WHEN it is invoked as a 128 MB function
+        assert emu.invoke({}).json() == "ok"
+        peak_mb = peak_rss_mb(companion_process(emu).pid)  # once the invoke phase is over
+        assert [r["record"]["status"] for r in emu.records("platform.report")] == ["success"]
+        emu.stop()
+        produced = len(emu.log_lines("function"))
+    # THEN the companion holds no more than its bounds, not the lines whole (it shares the
+    # function's memory: held whole, they ended the environment or came within MBs of it)
+    assert peak_mb < 100, peak_mb
+    # ... and every line is exported or counted
+    dropped = _dropped(rx)
+    line_drops = sum(dropped.get(reason, 0) for reason in ("log_buffer_full", "log_shutdown_deadline", "platform_logs_dropped"))
+    assert len([r for r in rx.logs() if str(r["body"]).startswith("qqq")]) + line_drops == produced == 500, (dropped, produced)
+
+
+def test_an_init_no_invocation_followed_is_exported_with_its_lines(tmp_path):
+    # GIVEN a function whose module prints while it loads, in an environment that is initialized
+    # and never invoked (provisioned concurrency, a proactive init) before it is spun down
+    task = write_function(tmp_path / "task", CHATTY_INIT)
+    with instrumented(task) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # WHEN the environment is spun down
+        emu.stop()
+    # THEN its init is a span of its own trace, successful, and every line it printed carries
+    # that span's ids (nothing of it was exported, nor counted, before)
+    init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=10)[0]
+    assert init["status_code"] == 0 and not init.get("parent_span_id")
+    lines = rx.logs()
+    assert len(lines) == 1500 and all(str(r["body"]).startswith("init line ") for r in lines)
+    assert {(r["trace_id"], r["span_id"]) for r in lines} == {(init["trace_id"], init["span_id"])}
+    assert not _dropped(rx)

@@ -49,6 +49,9 @@ OUTCOME_WAIT_S = 2.0
 LONGEST_TIMEOUT_S = 900.0  # when a record does not say (Lambda's longest timeout)
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
 MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
+# ... and their characters: a line may be 256 KiB, and 1,000 of them held whole were 256 MB of
+# the memory the companion shares with the function (the log buffer keeps 4 Mi characters).
+MAX_PENDING_CHARS = 1024 * 1024
 # Lines that may tell the runtime's error (awslambdaric's "[ERROR] ..." or its JSON): always read.
 ERROR_LINE_STARTS = ("[ERROR] ", "{")
 UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known
@@ -58,7 +61,7 @@ class Sink(Protocol):
     def invocation(self, inv: "Invocation") -> None: ...
     def init_span(self, init: "InitFacts", parent: "Invocation | None") -> None: ...
     def report(self, record: dict, trigger: str = "other") -> None: ...
-    def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None: ...
+    def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None: ...
     def dropped_log_line(self, chars: int) -> bool: ...
     def user_spans(self, spans: list) -> None: ...
     def dropped(self, reason: str, count: int = 1) -> None: ...
@@ -81,7 +84,7 @@ def trigger_of(inv: "Invocation | None") -> str:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "streamed_ids", "slot_start")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -97,6 +100,7 @@ class Invocation:
         self.finished = False
         self.finished_at_ns: int | None = None  # when it was accounted for (the span's end if nothing says better)
         self.logs: list = []  # (line, time_ns) until the span's ids are known
+        self.held_chars = 0  # the characters of those lines (MAX_PENDING_CHARS)
         self.error_line: dict | None = None  # the runtime's own error line, if it logged one
         self.synthetic: tuple | None = None  # ids made here when nothing of the function's survived, and the sampler's word
         # A flood of lines: the span's ids, known before its end, with which the lines go on
@@ -165,7 +169,13 @@ class InitFacts:
         self.error_type: str | None = None
         self.error: dict | None = None  # the runtime's error line, when init failed
         self.phase = phase
-        self.logs: list = []
+        self.logs: list = []  # (line, time_ns) until the init span's ids are known
+        self.held_chars = 0
+        # The ids of the init's lines that did not fit among those held (MAX_PENDING_LOGS or
+        # _CHARS): they go to the sink's bounded buffer with this list, which the sink fills
+        # when it makes the init span (Sink.init_span), before their export.
+        self.late_ids: list = []
+        self.error_line: dict | None = None  # the runtime's last error line among all the init's
         self.reported = False
         self.emitted = False
         self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
@@ -397,7 +407,7 @@ class Correlator:
         if self._managed_instances or self._current_rid is None:
             return False
         inv = self._open.get(self._current_rid)
-        return inv is not None and (bool(inv.streamed_ids) or len(inv.logs) >= MAX_PENDING_LOGS)
+        return inv is not None and inv.streamed_ids is not None
 
     def _malformed(self, reason: str, what: str) -> None:
         """Input that made no sense: counted as a drop, logged once per reason."""
@@ -512,9 +522,16 @@ class Correlator:
         asks for work: another's lines may come after the first invocation, or the init span."""
         if rid is None:
             if (self._in_init or loading) and not self.init.emitted:
-                if len(self.init.logs) < MAX_PENDING_LOGS:
+                # Read as it comes, as an invocation's: the runtime's report of a failed init
+                # comes last, maybe past the lines held.
+                if line.startswith(ERROR_LINE_STARTS):
+                    self.init.error_line = runtime_error([line]) or self.init.error_line
+                if len(self.init.logs) < MAX_PENDING_LOGS and self.init.held_chars + len(line) <= MAX_PENDING_CHARS:
                     self.init.logs.append((line, time_ns))  # printed while the module loaded
+                    self.init.held_chars += len(line)
                     return
+                self.sink.log_line(line, time_ns, self.init.late_ids, None)
+                return
             self.sink.log_line(line, time_ns, self._init_line_ids() if loading else None, None)
             return
         inv = self._finished.get(rid)
@@ -524,8 +541,9 @@ class Correlator:
         inv = self._lookup(rid)
         if line.startswith(ERROR_LINE_STARTS):
             inv.error_line = runtime_error([line]) or inv.error_line
-        if len(inv.logs) < MAX_PENDING_LOGS and not inv.streamed_ids:
+        if inv.streamed_ids is None and len(inv.logs) < MAX_PENDING_LOGS and inv.held_chars + len(line) <= MAX_PENDING_CHARS:
             inv.logs.append((line, time_ns))
+            inv.held_chars += len(line)
             return
         if inv.streamed_ids is None:
             inv.streamed_ids = self._ids_before_the_end(inv) or False
@@ -534,6 +552,7 @@ class Correlator:
                 for held, held_ns in inv.logs:
                     self.sink.log_line(held, held_ns, inv.streamed_ids, rid)
                 inv.logs.clear()
+                inv.held_chars = 0
         # Without ids only when none can be known before the end (no record, no in-flight slot).
         self.sink.log_line(line, time_ns, inv.streamed_ids or None, rid)
 
@@ -605,6 +624,7 @@ class Correlator:
         for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, ids, inv.request_id)
         inv.logs.clear()
+        inv.held_chars = 0
         self._on_finished(inv.request_id)
 
     def _finish_without_word(self, inv: Invocation) -> None:
@@ -624,7 +644,9 @@ class Correlator:
         # The init span joins the trace of the first invocation after init, once both the
         # init facts (initReport) and that invocation are known, whichever comes last. A
         # failed init has no invocation: it is a trace of its own, made when the environment
-        # ends (a failed init always ends it), when the runtime's error line has surely come.
+        # ends (a failed init always ends it), when the runtime's error line has surely come. So
+        # is a successful init no invocation followed (provisioned concurrency, a proactive init,
+        # spun down unused), at the end: else neither it nor its lines were accounted for.
         if self.init.emitted or not self.init.reported:
             return
         if ending and self._first is None and not self.init.runtime_done and not self.init.failed:
@@ -632,8 +654,8 @@ class Correlator:
         if self.init.failed:
             if not ending:
                 return
-            self.init.error = runtime_error([line for line, _ in self.init.logs]) or self.init.error
-        elif self._first is None:
+            self.init.error = self.init.error_line or runtime_error([line for line, _ in self.init.logs]) or self.init.error
+        elif self._first is None and not ending:
             return
         self.init.emitted = True
         from lambdawrap.shared.ids import new_span_id
@@ -728,6 +750,7 @@ class Correlator:
         for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, None, inv.request_id)
         inv.logs.clear()
+        inv.held_chars = 0
 
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did, and
@@ -755,6 +778,7 @@ class Correlator:
             for line, time_ns in inv.logs:
                 self.sink.log_line(line, time_ns, None, inv.request_id)
             inv.logs.clear()
+            inv.held_chars = 0
             if inv.start is None and inv.outcome is None:
                 self._open.pop(inv.request_id, None)
 

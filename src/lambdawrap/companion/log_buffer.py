@@ -42,7 +42,7 @@ class LogBuffer:
         # reports first) waits for a report under way instead of seeing the count nowhere.
         self._reporting = threading.Lock()
 
-    def add(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
+    def add(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
         entry: tuple = (line, time_ns, ids, request_id)
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS]

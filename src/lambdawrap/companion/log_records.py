@@ -68,10 +68,11 @@ def log_records(entries: list, resource: Resource) -> list:
     return [_record(entry, _context(entry[2], contexts), resource) for entry in entries]
 
 
-def _context(ids: tuple | None, contexts: dict) -> object:
+def _context(ids: tuple | list | None, contexts: dict) -> object:
     if not (ids and ids[0] and ids[1]):
         return None
-    # A tuple, or a list when carried over from an earlier environment; its third item, when
+    # A tuple, or a list when carried over from an earlier environment or filled in when the
+    # init span was made (InitFacts.late_ids: empty until then); its third item, when
     # there is one, the trace's sampling decision (the record's flags say it).
     sampled = ids[2] is not False if len(ids) > 2 else True
     key = (ids[0], ids[1], sampled)

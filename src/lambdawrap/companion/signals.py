@@ -211,6 +211,8 @@ class Signals:
                     self._add("faas.timeouts", 1, labels)
         for line, time_ns in init.logs:
             self.log_line(line, time_ns, ids, None)
+        # The lines past those held are in the buffer already, with this list for their ids.
+        init.late_ids[:] = ids or ()
 
     def report(self, record: dict, trigger: str = "other") -> None:
         metrics = record.get("metrics")
@@ -223,7 +225,7 @@ class Signals:
         if isinstance(memory, (int, float)) and not isinstance(memory, bool):
             self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
 
-    def log_line(self, line: str, time_ns: int, ids: tuple | None, request_id: str | None) -> None:
+    def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
         self.logs.add(line, time_ns, ids, request_id)
 
     def dropped_log_line(self, chars: int) -> bool:
