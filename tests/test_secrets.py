@@ -453,3 +453,46 @@ def test_a_long_secrets_timeout_and_an_aws_that_never_answers_do_not_time_init_o
     # (before: init waited 15 s, was timed out at 10 s and run again inside the invocation)
     assert result.function_error is None and result.json()["at_import"] == {"DB_PASSWORD": None, "API_KEY": None}
     assert len(inits) == 1 and inits[0]["metrics"]["durationMs"] < 9500, inits
+
+
+LOGS_ITS_SECRET_AS_JSON_APP = """
+import json, os, urllib.parse, urllib.request
+
+def handler(event, context):
+    password = os.environ["DB_PASSWORD"]
+    # a structured logger's line (JSON: the quote and the backslash escaped) and a URL built
+    # properly (the value percent-encoded), as the function's code writes them
+    print(json.dumps({"message": "connecting", "password": password}))
+    url = "http://127.0.0.1:%d/login?k=%s&q=x" % (event["port"], urllib.parse.quote(password, safe=""))
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        resp.read()
+    return {"ok": True}
+"""
+
+
+def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path):
+    from urllib.parse import quote
+
+    from support.local_servers import recording_server
+
+    # GIVEN a declared password with the punctuation Secrets Manager's generated passwords hold
+    # (a quote, a backslash, a slash), which the function writes in a JSON log line and in a
+    # URL's query (under a name no redaction list knows), each escaped as those formats escape it
+    password = 'Pa"ss\\w0rd/é#x'
+    escaped = json.dumps(password)[1:-1]
+    task = write_function(tmp_path / "task", LOGS_ITS_SECRET_AS_JSON_APP)
+    with MotoServer() as moto, recording_server() as upstream:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": password}}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password")
+        with instrumented(task, env=env) as (emu, rx):
+            assert emu.invoke({"port": upstream.port}).json() == {"ok": True}
+            emu.wait_idle()
+        assert len([s for s in rx.spans() if s["name"] == "GET"]) == 1
+        captured = json.dumps([rx.spans(), rx.logs()], default=str, ensure_ascii=False)
+        logs = json.dumps(rx.logs(), default=str, ensure_ascii=False)
+    # THEN neither escaped form reaches the collector (before: the log line kept the JSON-escaped
+    # value, url.full the percent-encoded one); the line and the span are exported, redacted
+    assert "connecting" in logs and "[REDACTED]" in logs
+    assert "k=[REDACTED]&q=x" in captured
+    for form in (password, escaped, json.dumps(password, ensure_ascii=False)[1:-1], quote(password, safe="")):
+        assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form

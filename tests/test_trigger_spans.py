@@ -187,3 +187,18 @@ def test_an_eventbridge_pipe_s_kafka_mq_and_kinesis_batches_are_their_sources(ta
         ("kinesis", "process lambda-stream", 5, [producer, ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")]),
     ]
     assert spans[0]["attributes"]["messaging.destination.partition.id"] == "0" and spans[0]["attributes"]["messaging.system"] == "kafka"
+
+
+def test_a_payload_s_top_level_tracestate_does_not_join_lambdawrap_s_context(task):
+    # GIVEN a direct invocation's payload carrying lambdawrap's context (no tracestate) and, at
+    # its top, another trace's traceparent with that trace's tracestate (the caller's own fields)
+    payload = {
+        "_lambdawrap": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "other=of-another-trace",
+    }
+    # WHEN it is handled
+    (span,) = exported([payload], task)
+    # THEN the span continues lambdawrap's context without the other trace's vendor state (a
+    # tracestate belongs to the traceparent it came with; before: "other=of-another-trace")
+    assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")

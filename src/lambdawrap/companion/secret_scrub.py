@@ -12,11 +12,18 @@ Only values of at least MIN_SCRUBBED_CHARS characters are searched for: a short 
 a user name like "app") is rarely a credential, and replacing it everywhere would garble
 unrelated text. Values seen before a rotation are kept: the function may still hold the old one
 (os.environ is not changed after init).
+
+A value is also searched for as the function's code writes it into the texts it exports: escaped
+in a JSON string (a structured logger's line: a quote or a backslash, which generated passwords
+hold, escaped; non-ASCII as \\uXXXX or not) and percent-encoded in a URL (a query built with
+urllib.parse). Searching only the raw value let exactly those values through.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+from urllib.parse import quote, quote_plus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +44,8 @@ class SecretScrubber:
 
     def learn(self, values: Iterable[str]) -> None:
         """Add values to search for (called by the secret store as it fetches)."""
-        fresh = [v for v in values if isinstance(v, str) and len(v) >= MIN_SCRUBBED_CHARS and v not in self._known]
+        forms = [form for v in values if isinstance(v, str) and len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
+        fresh = [v for v in dict.fromkeys(forms) if v not in self._known]
         if not fresh:
             return
         with self._lock:
@@ -85,3 +93,9 @@ class SecretScrubber:
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
         return item
+
+
+def _written_forms(value: str) -> tuple:
+    """`value` and the forms it takes once escaped in a JSON string or a URL (each the same as
+    `value` when it holds nothing to escape: then no search is added)."""
+    return (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quote(value, safe=""), quote(value), quote_plus(value, safe=""))

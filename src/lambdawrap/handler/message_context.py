@@ -151,14 +151,14 @@ def payload_context(payload: object) -> Optional[str]:
 
 def payload_state(payload: object) -> Optional[str]:
     """The W3C ``tracestate`` beside a parsed JSON payload's context (``_lambdawrap.tracestate``,
-    as lambdawrap's producers write it, when its context is the one used; else a top-level
-    ``tracestate``), as it came."""
+    as lambdawrap's producers write it, when its context is the one used, and then none other;
+    else a top-level ``tracestate``), as it came."""
     if not isinstance(payload, dict):
         return None
     carrier = _own_carrier(payload)
-    value = carrier.get("tracestate") if carrier is not None else None
-    if value is None:
-        value = payload.get("tracestate")
+    # The carrier's context is used: only its own state goes with it. A top-level tracestate
+    # came with the top-level traceparent, another trace's state when both are there.
+    value = carrier.get("tracestate") if carrier is not None else payload.get("tracestate")
     return value if isinstance(value, str) else None
 
 
