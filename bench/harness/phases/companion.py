@@ -38,9 +38,10 @@ def record_template() -> dict:
     cannot be invoked thousands of times a second.)"""
     from lambdawrap.handler import private_wrapt
     from lambdawrap.handler.otel_bridge import UserSpans
+    from lambdawrap.shared.settings import Settings
 
     capture = _Capture()
-    bridge = UserSpans(capture, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper)
+    bridge = UserSpans(capture, lambda trace_id, parent: True, private_wrapt.load().FunctionWrapper, Settings().span_limits)
     span = bridge.tracer("orders").start_span("orders.lookup", attributes={"order.id": "42", "db.system": "dynamodb", "db.operation.name": "GetItem"})
     span.end()
     return capture.records[-1]

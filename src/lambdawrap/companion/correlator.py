@@ -213,15 +213,33 @@ def _log_entries(value: Any) -> list:
     return [(entry[0], entry[1]) for entry in value if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and type(entry[1]) is int]
 
 
+# Powertools' Logger, the structured logger most Lambda functions use, writes its own JSON lines
+# through its own handler, not awslambdaric's formatter: they name their request as
+# `function_request_id` (set by inject_lambda_context), never as `requestId`. Without it, on
+# Managed Instances every such line went without its invocation.
+_POWERTOOLS_REQUEST = "function_request_id"
+
+
 def _json_request_field(line: str) -> Any:
-    """The `requestId` field of a log line in the JSON log format (awslambdaric's formatter
-    writes it: "" for what is logged while the module loads); None when it has none."""
-    if not line.startswith("{") or '"requestId"' not in line:
+    """The request a JSON log line names (see _request_named); None when it names none."""
+    if not line.startswith("{") or ('"requestId"' not in line and f'"{_POWERTOOLS_REQUEST}"' not in line):
         return None
     try:
-        return json.loads(line).get("requestId")
-    except (ValueError, RecursionError, AttributeError):
+        return _request_named(json.loads(line))
+    except (ValueError, RecursionError):
         return None
+
+
+def _request_named(record: Any) -> Any:
+    """The `requestId` field of a JSON log record (awslambdaric's formatter writes it: "" for
+    what is logged while the module loads), else Powertools' `function_request_id` when it is
+    a request id; None when it has neither."""
+    if not isinstance(record, dict):
+        return None
+    if "requestId" in record:
+        return record["requestId"]
+    named = record.get(_POWERTOOLS_REQUEST)
+    return named if isinstance(named, str) and named else None
 
 
 def _named_request(rid: Any) -> str | None:
@@ -428,7 +446,7 @@ class Correlator:
                 # Written back as awslambdaric's formatter writes it (its separators, text
                 # left unescaped): the closest there is to the line the function printed.
                 line = _AS_AWSLAMBDARIC_WRITES.encode(record)
-                named = record.get("requestId") if isinstance(record, dict) else None
+                named = _request_named(record)
                 self._log(line, time_ns, self._line_request(_named_request(named)), self._managed_instances and named == "")
             return
         if kind == "platform.logsDropped":
