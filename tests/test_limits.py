@@ -232,6 +232,33 @@ def test_background_thread_does_not_run_while_frozen(function_dir, tmp_path):
     print(f"largest gap between samples: {gap:.2f} s")
 
 
+# Armed only while the test below starts its environment: a handler of this process's own that
+# ends a forked child before it execs, as a deadlocked one would never exec.
+_FORK_TRAP = {"armed": False}
+os.register_at_fork(after_in_child=lambda: os._exit(97) if _FORK_TRAP["armed"] else None)
+
+
+def test_processes_enter_the_group_without_running_this_process_s_at_fork_handlers(function_dir):
+    # GIVEN at-fork handlers registered in the emulator's own process (the OpenTelemetry SDK's,
+    # in a test process or a tool that uses it, start threads in the child, which can hang it
+    # on a lock another thread held at the fork)
+    _FORK_TRAP["armed"] = True
+    try:
+        # WHEN an environment starts with its processes put in its cgroup
+        with Emulator(str(function_dir), "app.handler", invoke_port=None) as emu:
+            result = emu.invoke({})
+            _FORK_TRAP["armed"] = False
+            group = emu.sandbox.state.limits._group
+            members = group.members() if group is not None else set()
+            runtime_pid = emu.sandbox.state.runtime.pid
+    finally:
+        _FORK_TRAP["armed"] = False
+    # THEN they ran, in the group, none of those handlers between fork and exec (before: a
+    # preexec_fn, with which Python runs them there)
+    assert result.status == 200
+    assert runtime_pid in members
+
+
 def test_without_freezing_the_thread_runs_on(function_dir, tmp_path):
     samples = tmp_path / "samples.txt"
     with Emulator(str(function_dir), "app.handler", freeze=False, invoke_port=None) as emu:
@@ -315,7 +342,7 @@ def test_freezer_stops_a_process_and_removal_kills_it(tmp_path, v1_freezer):
     group = SandboxGroup(CgroupLayout(cpu=None, memory=layout.memory, freezer=layout.freezer), ["memory", "freezer"])
     ticks = tmp_path / "ticks"
     counter = "import time\nwhile True:\n    open(%r, 'a').write('x')\n    time.sleep(0.01)\n" % str(ticks)
-    child = subprocess.Popen([sys.executable, "-c", counter], preexec_fn=group.placement())
+    child = subprocess.Popen([*group.placement(), sys.executable, "-c", counter])
     try:
         wait_for(lambda: ticks.exists() and ticks.stat().st_size > 3, what="the counter to tick")
         assert child.pid in group.members()

@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from lambdawrap.devtools.emulator.cgroup_freezer import V1Freezer, V2Freezer, freezer_for, thaw_any
 from lambdawrap.devtools.emulator.cgroup_mounts import CgroupLayout, Hierarchy, read_cgroup_file as _read, write_cgroup_file as _write
@@ -29,6 +29,9 @@ _NAME_PREFIX = "lambdawrap-emu"
 _NAME = re.compile(r"^lambdawrap-emu\.(\d+)\.(\d+)\.\d+$")
 _sequence = itertools.count(1)
 _CONTROLLERS = {"cpu": "cpu", "memory": "memory"}  # concern -> v2 controller it needs
+# sh -c: each argument up to "--" a cgroup.procs to join; then exec the program after it. A
+# group that cannot be joined fails the start (125), as a refused preexec_fn did.
+_ENTER_GROUP = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 def _pid_namespace() -> int:
@@ -160,7 +163,9 @@ class SandboxGroup:
                 for concern in here:
                     self._dirs[concern] = path
                     self._versions[concern] = hierarchy.version
-            self._procs_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC) for path in self.paths]
+            self._procs = [os.path.join(path, "cgroup.procs") for path in self.paths]
+            for procs in self._procs:  # writable, or no group: found here, not by each process
+                os.close(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
         except OSError:
             clear_and_remove(self.paths)
             raise
@@ -176,17 +181,14 @@ class SandboxGroup:
 
     # placement --------------------------------------------------------------------
 
-    def placement(self) -> Callable[[], None]:
-        """A `preexec_fn` that moves the new process into the group before it execs, so that
-        everything it starts is in the group too. It only writes to descriptors opened here:
-        the code between fork and exec must not take locks other threads may hold."""
-        descriptors = tuple(self._procs_fds)
-
-        def enter_group() -> None:
-            for descriptor in descriptors:
-                os.write(descriptor, b"0")  # "0" means the writing process
-
-        return enter_group
+    def placement(self) -> list[str]:
+        """The argv prefix that moves a new process into the group before it runs its program,
+        so that everything it starts is in the group too: a shell writes its own pid ("0") into
+        each group's cgroup.procs, then execs the program (same pid). Not a `preexec_fn`: with
+        one, Python runs in the child between fork and exec the at-fork handlers other code of
+        this process registered (the OpenTelemetry SDK's start threads there), which can hang
+        the child on a lock another thread held at the fork."""
+        return ["/bin/sh", "-c", _ENTER_GROUP, "lambdawrap-enter-group", *self._procs, "--"]
 
     def members(self) -> set[int]:
         """Every process in the group."""
@@ -254,10 +256,4 @@ class SandboxGroup:
 
     def remove(self, timeout: float = REMOVE_TIMEOUT_S) -> bool:
         """Kill what is left in the group (thawing first) and remove it; True if it is gone."""
-        for descriptor in self._procs_fds:
-            try:
-                os.close(descriptor)
-            except OSError:
-                pass
-        self._procs_fds = []
         return clear_and_remove(self.paths, timeout)

@@ -116,7 +116,7 @@ class InitPhase:
                     on_line=self.runtime_line,
                     on_exit=state.notify,
                     name="runtime",
-                    preexec=state.limits.placement(),
+                    placement=state.limits.placement(),
                     log_frames=config.telemetry_log_fd and not config.managed_instances,
                 )
             with state.cv:
@@ -182,7 +182,7 @@ class InitPhase:
             with state.cv:
                 state.launched.append(ext)
             try:
-                ext.process = ManagedProcess([path], env=env, cwd="/", on_line=self._extension_line, on_exit=state.notify, name=name, preexec=state.limits.placement())
+                ext.process = ManagedProcess([path], env=env, cwd="/", on_line=self._extension_line, on_exit=state.notify, name=name, placement=state.limits.placement())
             except OSError as exc:
                 ext.state = "LaunchError"
                 ext.error_type = "PermissionDenied" if isinstance(exc, PermissionError) else "UnknownError"

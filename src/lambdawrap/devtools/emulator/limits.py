@@ -149,10 +149,10 @@ class Limits:
         if group is not None and self._cpu:
             group.set_cpu_quota(cpu_quota_us(self.memory_mb))
 
-    def placement(self) -> Callable[[], None] | None:
-        """The `preexec_fn` that puts a process into the environment's group (None: no group)."""
+    def placement(self) -> list[str]:
+        """The argv prefix that puts a process into the environment's group ([]: no group)."""
         group = self._group
-        return group.placement() if group is not None else None
+        return group.placement() if group is not None else []
 
     def freeze(self) -> None:
         """Freeze the environment: the runtime and every extension have called /next."""

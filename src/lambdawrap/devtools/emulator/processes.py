@@ -46,7 +46,7 @@ class ManagedProcess:
         on_line: LineSink,
         on_exit: Callable[["ManagedProcess"], None] | None = None,
         name: str = "",
-        preexec: Callable[[], None] | None = None,
+        placement: Sequence[str] = (),
         log_frames: bool = False,
     ) -> None:
         self.name = name or os.path.basename(argv[0])
@@ -57,14 +57,13 @@ class ManagedProcess:
             env[TELEMETRY_LOG_FD_ENV] = str(frame_write)
         try:
             self._popen = subprocess.Popen(
-                list(argv),
+                [*placement, *argv],  # e.g. entering the sandbox's cgroup before the program runs
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=preexec,  # e.g. entering the sandbox's cgroup before exec
                 pass_fds=(frame_write,) if frame_write is not None else (),
             )
         except BaseException:
