@@ -73,7 +73,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-VERSION = 2
+VERSION = 3  # 3: a user span link carries its remote flag; parent_remote, scope_attributes
 
 INVOCATION = "invocation"
 SPANS = "spans"
