@@ -598,6 +598,39 @@ def test_span_flags_and_scope_attributes_are_exported_as_the_sdk_exports_them(tm
     assert under == {ours["local child"]["span_id"]: 0x100, "eee19b7ec3c1b174": 0x300}
 
 
+def test_spans_started_on_the_handler_s_threads_nest_under_the_invocation_in_every_invocation(tmp_path):
+    # GIVEN a function that imports the API at module level and starts spans on the threads of
+    # a ThreadPoolExecutor, where no span is current (contextvars do not follow the work)
+    task = write_function(
+        tmp_path / "task",
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        from opentelemetry import trace
+
+        tracer = trace.get_tracer("pool")
+
+        def work(n):
+            with tracer.start_as_current_span(f"work {n}"):
+                return trace.get_current_span().get_span_context().is_valid
+
+        def handler(event, context):
+            with ThreadPoolExecutor(2) as pool:
+                return {"valid": list(pool.map(work, range(2)))}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked twice
+        results = [emu.invoke({}) for _ in range(2)]
+        assert [r.json() for r in results] == [{"valid": [True, True]}] * 2
+        for result in results:
+            invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+            # THEN each invocation's thread spans are its children (before: roots, each its own
+            # trace, in every invocation but the one that first imported the API)
+            spans = rx.wait_for_spans(lambda s: s["scope"] == "pool" and s["trace_id"] == invocation["trace_id"], count=2, timeout=30)
+            assert sorted(s["name"] for s in spans) == ["work 0", "work 1"]
+            assert {s["parent_span_id"] for s in spans} == {invocation["span_id"]}
+
+
 def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):
     # GIVEN a library whose functions are decorated at import with a tracer of the API, imported
     # before the function sets its own tracer provider (the usual order of a module's imports)

@@ -283,7 +283,7 @@ class _Tracer(trace.Tracer):
         try:
             parent = trace.get_current_span(context).get_span_context()
             if not parent.is_valid and context is None:
-                parent = _invocation_not_made_current() or parent
+                parent = _active_invocation_span() or parent
             trace_state = None
             if parent.is_valid:
                 trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
@@ -317,13 +317,15 @@ class _Tracer(trace.Tracer):
                 span.end()
 
 
-def _invocation_not_made_current() -> Optional[SpanContext]:
-    """The invocation span, when the invocation under way started before the user's code first
-    imported the API (inside the handler, say: `UserSpans.enter` could not make it current then).
-    It is the parent of the spans started in it, as in the invocations after; OpenTelemetry's
-    instrumentations enabled there (their spans, the context they send) nest under it too."""
+def _active_invocation_span() -> Optional[SpanContext]:
+    """The invocation span, for a span started where no span is current while an invocation
+    runs: on a thread the handler started (a ThreadPoolExecutor's: the invocation span is current
+    in the handler's thread only), or in the invocation during which the user's code first
+    imported the API (`UserSpans.enter` could not make it current then). Such spans nest under
+    it, as the client spans of outgoing calls do, and OpenTelemetry's instrumentations enabled
+    there (their spans, the context they send) too; the process runs one invocation at a time."""
     invocation = active_invocation()
-    if invocation is None or invocation.otel_token is not None or invocation.pid != own_pid():
+    if invocation is None or invocation.pid != own_pid():
         return None
     trace_state = invocation.trace_state if invocation.beside else ""
     return SpanContext(invocation.trace_id, invocation.span_id, is_remote=False, trace_flags=_SAMPLED if invocation.sampled else _NOT_SAMPLED, trace_state=TraceState.from_header([trace_state]) if trace_state else None)
