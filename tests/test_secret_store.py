@@ -261,6 +261,37 @@ def test_a_name_no_service_has_is_asked_of_aws_once_per_hold_however_often_it_is
         store.stop()
 
 
+def test_a_declared_secret_that_stays_missing_is_asked_of_aws_less_and_less_often(moto, clients):
+    from lambdawrap.shared.secret_sources import source_key
+
+    # GIVEN a declared secret that does not exist, and a function asking for it at every
+    # invocation (secrets.get asks the companion again after each failure's hold)
+    settings = store_settings("API_KEY=secretsmanager:never-created", ttl_s=300)
+    key = source_key(settings.secrets[0])
+    store = SecretStore(settings, clients)
+    store.start()
+
+    def fetches() -> int:
+        return sum(1 for target, _ in aws_calls(moto) if target == "secretsmanager.GetSecretValue")
+
+    try:
+        wait_for(lambda: key in store._entries and store._entries[key].error is not None, timeout=30, what="the first fetch")
+        for failures, hold_s in ((1, 5), (2, 10), (3, 20), (4, 40), (5, 80), (6, 160), (7, 300), (8, 300)):
+            entry = store._entries[key]
+            assert entry.failures == failures
+            # WHEN it asks just before this failure's hold has passed THEN AWS is not asked...
+            entry.fetched_at -= hold_s - 1.0
+            before = fetches()
+            store.snapshot(10)
+            assert fetches() == before, f"asked again within the hold of failure {failures}"
+            # ...and once it has passed, asked once more (before: every 5 s, all day long)
+            entry.fetched_at -= 2.0
+            store.snapshot(10)
+            wait_for(lambda: fetches() == before + 1 and store._entries[key].failures == failures + 1, timeout=30, what=f"the fetch after failure {failures}")
+    finally:
+        store.stop()
+
+
 def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(capfd):
     answered = threading.Event()
 

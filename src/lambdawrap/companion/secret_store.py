@@ -7,7 +7,7 @@ fetched concurrently right after registration and refreshed as they reach the TT
 entry is refreshed when it is asked for after the TTL, the stale answer being served meanwhile
 (stale-while-revalidate). Every refresh runs on one worker thread. A failed refresh keeps the
 last good answer until the next TTL; a name with no good answer keeps its failure for
-ERROR_HOLD_S before AWS is asked again."""
+ERROR_HOLD_S, doubling with each failure in a row up to the TTL, before AWS is asked again."""
 
 from __future__ import annotations
 
@@ -37,12 +37,13 @@ ERROR_HOLD_S = 5.0
 
 
 class _Entry:
-    __slots__ = ("answer", "error", "fetched_at")
+    __slots__ = ("answer", "error", "fetched_at", "failures")
 
     def __init__(self, answer: Any = None, error: BaseException | None = None, fetched_at: float = 0.0) -> None:
         self.answer = answer
         self.error = error
         self.fetched_at = fetched_at
+        self.failures = 1 if error is not None else 0  # failed fetches in a row
 
 
 class _Flight:
@@ -186,12 +187,21 @@ class SecretStore:
                 get_logger().warning("lambdawrap: refreshing %s:%s failed (%s); serving the cached value", key[0], key[1], error_code(entry.error))
                 previous.fetched_at = entry.fetched_at
                 return previous
+        if entry.error is not None and previous is not None and previous.error is not None:
+            entry.failures = previous.failures + 1
         if previous is None and key not in self._declared_keys and len(self._entries) >= MAX_ENTRIES:
             oldest = min((k for k in self._entries if k not in self._declared_keys), key=lambda k: self._entries[k].fetched_at, default=None)
             if oldest is not None:
                 del self._entries[oldest]
         self._entries[key] = entry
         return entry
+
+    def _error_held(self, entry: _Entry, now: float) -> bool:
+        """Whether a failed answer still stands: ERROR_HOLD_S after a first failure, doubling with
+        each failure in a row, up to the TTL (a secret that stays missing or denied, asked for at
+        each invocation, is not asked of AWS every few seconds all day)."""
+        hold = min(ERROR_HOLD_S * 2 ** min(entry.failures - 1, 20), max(ERROR_HOLD_S, self.ttl_s))
+        return now - entry.fetched_at < hold
 
     # readers ------------------------------------------------------------------------
 
@@ -206,7 +216,7 @@ class SecretStore:
                 self._due.add(key)
         if stale:
             self._worker.wake()
-        if entry is None or (entry.error is not None and time.monotonic() - entry.fetched_at >= ERROR_HOLD_S):
+        if entry is None or (entry.error is not None and not self._error_held(entry, time.monotonic())):
             entry = self._fetch(key)
         if entry.error is not None:
             raise entry.error
@@ -226,7 +236,7 @@ class SecretStore:
             # A declared secret with no good answer (throttled, denied for a moment or created
             # late at init) is asked of AWS again when the function asks for it, once per
             # ERROR_HOLD_S, not only after the TTL: else it stays missing for the TTL (5 min).
-            failed = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and now - entries[s.env_name].fetched_at >= ERROR_HOLD_S)
+            failed = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and not self._error_held(entries[s.env_name], now))
             retry = set(failed)
             self._due |= retry
         if retry:
