@@ -4,9 +4,8 @@ exported with the invocation it belongs to."""
 
 from __future__ import annotations
 
-import threading
-
 from conftest import write_function
+from support.concurrency import concurrently
 from support.stack import instrumented
 
 POWERTOOLS_HANDLER = """
@@ -24,20 +23,6 @@ def handler(event, context):
     logger.info("done with %s" % event["n"])
     return {"n": event["n"]}
 """
-
-
-def concurrently(calls: list) -> list:
-    results: list = [None] * len(calls)
-
-    def run(index: int, call) -> None:
-        results[index] = call()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_powertools_log_lines_go_with_their_request_on_managed_instances(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, wait_for, write_function
+from support.concurrency import concurrently
 from support.slow_lines import slow_log_lines
 from lambdawrap.devtools.emulator import Emulator
 
@@ -40,21 +41,6 @@ def post(url: str, event: dict) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
-
-
-def concurrently(calls: list) -> list:
-    """Run the calls on threads of their own, all at once; their results in order."""
-    results: list = [None] * len(calls)
-
-    def run(index: int, call) -> None:
-        results[index] = call()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_concurrent_invocations_each_take_an_idle_worker(function_dir):
