@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.shared import records
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 EVENTS = Path(__file__).resolve().parents[2] / "examples" / "events"
@@ -337,11 +338,11 @@ SOCKET_GARBAGE = [
     b"\x00\x00\x00\x05{bad}",  # not JSON
     b"\x00\x00\x00\x07[1,2,3]",  # not an object
     _frame(b"[" * 100_000 + b"]" * 100_000),  # nested too deeply
-    _frame(json.dumps({"version": 2, "type": "invocation", "request_id": "forged", "trace_id": "zz", "span_id": 5}).encode()),
-    _frame(json.dumps({"version": 2, "type": "invocation", "start": {"request_id": "forged-well-formed", "trace_id": "1" * 32, "span_id": "2" * 16}, "end": {}}).encode()),
-    _frame(json.dumps({"version": 2, "type": "spans", "spans": ["not a span", {"name": 3}, None]}).encode()),
+    _frame(json.dumps({"version": records.VERSION, "type": "invocation", "request_id": "forged", "trace_id": "zz", "span_id": 5}).encode()),
+    _frame(json.dumps({"version": records.VERSION, "type": "invocation", "start": {"request_id": "forged-well-formed", "trace_id": "1" * 32, "span_id": "2" * 16}, "end": {}}).encode()),
+    _frame(json.dumps({"version": records.VERSION, "type": "spans", "spans": ["not a span", {"name": 3}, None]}).encode()),
     _frame(json.dumps({"version": 99, "type": "invocation"}).encode()),
-    _frame(json.dumps({"version": 2, "type": "invocation", "dropped": "many"}).encode()),
+    _frame(json.dumps({"version": records.VERSION, "type": "invocation", "dropped": "many"}).encode()),
     b"\x00\x00\x10\x00partial",  # a frame cut short by the connection closing
 ]
 
