@@ -684,3 +684,36 @@ def test_a_request_kept_across_invocations_among_many_others_names_each_invocati
     # THEN each send of it carries its own invocation's trace, never an earlier one's
     sent = [r["headers"]["traceparent"].split("-")[1] for r in http.requests]
     assert sent == [i["trace_id"] for i in invocations], sent
+
+
+CLOSES_UNREAD = """
+import http.client, urllib.parse
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    conn.request("GET", "/status/200?via=unread")
+    conn.close()  # the response is never read
+    conn.request("GET", "/status/200?via=read")
+    status = conn.getresponse().status
+    conn.close()
+    return {"statusCode": status}
+"""
+
+
+def test_a_request_whose_response_is_never_read_ends_its_span_at_close(tmp_path):
+    # GIVEN a function that sends a request with http.client and closes the connection without
+    # reading the response, then sends another on it and reads that one
+    task = write_function(tmp_path / "task", CLOSES_UNREAD)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        # THEN both are client spans of the invocation, which travel with its record
+        calls = sorted((s for s in rx.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] == CLIENT), key=lambda s: s["start_time_unix_nano"])
+    assert [s["attributes"]["url.full"].rsplit("?", 1)[1] for s in calls] == ["via=unread", "via=read"], calls
+    unread, read = calls
+    # ... the unread one ended at the close, with no status: what came back is unknown
+    assert "http.response.status_code" not in unread["attributes"] and unread["status_code"] == 0, unread
+    assert unread["start_time_unix_nano"] <= unread["end_time_unix_nano"] <= read["start_time_unix_nano"]
+    assert read["attributes"]["http.response.status_code"] == 200

@@ -1,13 +1,15 @@
 """`http.client` (and so `urllib.request`, which sends through it): a span from
-`HTTPConnection.request()` to the `getresponse()` that answers it.
+`HTTPConnection.request()` to the `getresponse()` that answers it, or to the connection's
+`close()` when no response is read (then it has no status: what came back is unknown).
 
-The span lives on the connection between the two calls. The context is not marked as under a
+The span lives on the connection between the calls. The context is not marked as under a
 traced call (a request whose response is never read must not silence the calls after it); the
 libraries that send through http.client (urllib3, and requests over it) mark their own calls.
 """
 
 from __future__ import annotations
 
+from lambdawrap.handler.invocation import drop_own_frame
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.propagation import add_missing
 from lambdawrap.handler.outgoing.urls import split_url
@@ -33,11 +35,22 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def resume(instance: "Any", args: tuple, kwargs: dict) -> tuple:
         return instance.__dict__.pop(_SPAN, None), args, kwargs
 
+    def close(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+        call = instance.__dict__.pop(_SPAN, None)
+        if call is not None:
+            calls.answered(call, None)
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            drop_own_frame(exc)
+            raise
+
     request = sync_wrapper(calls, begin, remember)
     getresponse = sync_wrapper(calls, resume, answered_with(calls, "status"))
 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)
+    connection.close = function_wrapper(connection.close, close)
 
 
 def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
