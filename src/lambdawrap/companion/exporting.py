@@ -66,7 +66,12 @@ def make_exporters(settings: Settings, transports: Mapping[str, object] | None =
     from lambdawrap.companion import metadata_on_demand
 
     metadata_on_demand.install()
-    return tuple(_exporter(settings, signal, (transports or {}).get(signal)) for signal in SIGNALS)
+    exporters = tuple(_exporter(settings, signal, (transports or {}).get(signal)) for signal in SIGNALS)
+    # Their encoders loaded: each distinct attribute is encoded once (attribute_encoding).
+    from lambdawrap.companion import attribute_encoding
+
+    attribute_encoding.install()
+    return exporters
 
 
 _EXPORTERS = {
