@@ -121,3 +121,32 @@ def test_smoke_reports_init_and_overhead_per_python_version(tmp_path):
     assert results["versions"][version]["python"].endswith(f"python{version}")
     assert results["skipped"]["Python 3.99"].startswith("no Python 3.99 interpreter found")
     assert f"| 8 | {label}{init} |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_bench_counts_the_cpu_of_threads_that_have_exited():
+    # GIVEN a process whose only busy thread burned 0.3 s of CPU and exited (as the companion's
+    # per-flush export threads do)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from harness.measure import cpu_ns
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    burner = (
+        "import threading, time\n"
+        "def burn():\n"
+        "    began = time.thread_time()\n"
+        "    while time.thread_time() - began < 0.3: pass\n"
+        "worker = threading.Thread(target=burn); worker.start(); worker.join()\n"
+        "print('burned', flush=True)\n"
+        "import sys; sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", burner], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "burned"
+        # THEN the bench's CPU count of it includes that thread's time
+        assert cpu_ns(proc.pid) >= 0.3e9
+    finally:
+        proc.kill()
+        proc.wait()
+    # ... and a process that is gone counts nothing
+    assert cpu_ns(proc.pid) == 0.0

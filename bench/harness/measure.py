@@ -51,7 +51,23 @@ def proc_status(pid: int) -> dict:
 
 
 def cpu_ns(pid: int) -> float:
-    """CPU time a process's live threads have used so far, in nanoseconds (0 if it is gone)."""
+    """CPU time a process has used so far, its exited threads' included, in nanoseconds (0 if it
+    is gone): the kernel's CPU clock of the whole process, which any process may read. Summing
+    the live threads' counts instead misses threads that ran and exited in between (the
+    companion's per-flush export threads: ~100 µs per warm invocation)."""
+    try:
+        return float(time.clock_gettime_ns(_process_cpu_clock(pid)))
+    except OSError:  # gone, or a kernel that refuses: what the live threads used
+        return _live_threads_cpu_ns(pid)
+
+
+def _process_cpu_clock(pid: int) -> int:
+    # The clock id clock_getcpuclockid(pid) returns: the kernel's MAKE_PROCESS_CPUCLOCK(pid,
+    # CPUCLOCK_SCHED), which Python does not expose.
+    return ((~pid) << 3) | 2
+
+
+def _live_threads_cpu_ns(pid: int) -> float:
     total = 0.0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -64,20 +80,6 @@ def cpu_ns(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total
-
-
-def process_cpu_ns(pid: int) -> float:
-    """CPU time a process has used so far, its exited threads' included (0 if it is gone).
-    cpu_ns is exact but sees live threads only: a thread that has exited (the companion's
-    start-up and SDK-import threads) leaves its time in the process's own counts, which are in
-    clock ticks (10 ms); the larger of the two is the better figure."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return max(cpu_ns(pid), ticks * 1e9 / os.sysconf("SC_CLK_TCK"))
 
 
 def wait_cpu_quiet(pid: int, quiet_s: float = 0.3, timeout_s: float = 60.0) -> float:

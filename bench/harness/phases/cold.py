@@ -14,7 +14,7 @@ from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 
 from harness.configurations import COLD_DIAGNOSTICS, LW_COMPANION_ONLY, LW_RUNTIME_ONLY, Stack
 from harness.environments import invoke_ok, report_metrics, reports_by_id
-from harness.measure import cpu_ns, log, pct, process_cpu_ns, rotated
+from harness.measure import cpu_ns, log, pct, rotated
 from harness.plan import Plan
 
 
@@ -41,7 +41,7 @@ def mark_init(emu: Emulator) -> dict:
             marks["runtime_cpu_ms"] = cpu_ns(sb.state.runtime.pid) / 1e6
         for ext in sb.state.launched:
             if ext.process is not None:
-                marks["extension_cpu_ms"] = marks.get("extension_cpu_ms", 0.0) + process_cpu_ns(ext.process.pid) / 1e6
+                marks["extension_cpu_ms"] = marks.get("extension_cpu_ms", 0.0) + cpu_ns(ext.process.pid) / 1e6
         return end_init(*a, **k)
 
     init._end = on_end_init
