@@ -12,6 +12,7 @@ from lambdawrap.companion.event_loop import EventLoop, receive
 from lambdawrap.shared import records
 from lambdawrap.shared.framing import FrameReader, encode
 from lambdawrap.shared.log import get_logger
+from lambdawrap.shared.settings import MAX_SOCKET_PATH_BYTES
 
 Handler = Callable[[dict], Any]  # returns an answer for requests, None otherwise
 Problem = Callable[[str, str], None]  # (reason, detail): counted as a drop, logged once
@@ -38,17 +39,33 @@ class SocketServer:
         self._listener, self._identity = self._listen()
 
     def _listen(self) -> tuple:
+        # Made listening under a name of its own, then renamed onto the channel's: a handler
+        # connecting in between bind and listen would be refused, which says the companion is
+        # gone (its records held back a second). A path too long for the staging name is bound
+        # where it is.
+        staging = f"{self.path}.{os.getpid()}"
+        if len(os.fsencode(staging)) > MAX_SOCKET_PATH_BYTES:
+            staging = self.path
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is born 0600: no window with wider rights
         try:
-            listener.bind(self.path)
+            if staging != self.path and os.path.lexists(staging):
+                os.unlink(staging)  # left by a killed companion of the same pid
+            listener.bind(staging)
+            os.chmod(staging, 0o600)
+            listener.listen(64)
+            if staging != self.path:
+                os.replace(staging, self.path)
         except OSError:
             listener.close()
+            if staging != self.path:
+                try:
+                    os.unlink(staging)
+                except OSError:
+                    pass
             raise
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        listener.listen(64)
         listener.setblocking(False)
         status = os.stat(self.path)
         return listener, (status.st_dev, status.st_ino)
@@ -66,12 +83,12 @@ class SocketServer:
             status = os.stat(self.path)
             if (status.st_dev, status.st_ino) == self._identity:
                 return False
-            os.unlink(self.path)
         except FileNotFoundError:
             pass
         except OSError:
             return False
         try:
+            # Another's file under that name is replaced by the rename (a folder there is not).
             listener, self._identity = self._listen()
         except OSError:
             return False  # the folder is gone too, or full: tried again at the next event
