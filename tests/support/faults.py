@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lambdawrap.devtools.emulator import Emulator
-from lambdawrap.shared import records
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from lambdawrap.shared import records
 
 EVENTS = Path(__file__).resolve().parents[2] / "examples" / "events"
 SIX_MB = 6 * 1024 * 1024  # the platform's limit is 6 MiB + 100 B, request and response

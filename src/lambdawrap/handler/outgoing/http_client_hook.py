@@ -9,7 +9,6 @@ libraries that send through http.client (urllib3, and requests over it) mark the
 
 from __future__ import annotations
 
-from lambdawrap.handler.invocation import drop_own_frame
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.propagation import add_missing
 from lambdawrap.handler.outgoing.urls import split_url
@@ -35,18 +34,12 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def resume(instance: "Any", args: tuple, kwargs: dict) -> tuple:
         return instance.__dict__.pop(_SPAN, None), args, kwargs
 
-    def close(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
-        call = instance.__dict__.pop(_SPAN, None)
-        if call is not None:
-            calls.answered(call, None)
-        try:
-            return wrapped(*args, **kwargs)
-        except BaseException as exc:
-            drop_own_frame(exc)
-            raise
+    def unanswered(call: "Any", *ignored: "Any") -> None:
+        calls.answered(call, None)  # closed, whether or not the close itself failed
 
     request = sync_wrapper(calls, begin, remember)
     getresponse = sync_wrapper(calls, resume, answered_with(calls, "status"))
+    close = sync_wrapper(calls, resume, unanswered, unanswered)
 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)
