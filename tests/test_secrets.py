@@ -378,6 +378,77 @@ def test_a_secrets_endpoint_that_never_answers_costs_the_boot_a_bounded_time(tmp
     assert sum("was not fetched within the boot's" in line or "DB_PASSWORD" in line or "API_KEY" in line for line in lines) >= 1, lines
 
 
+TIMES_ITS_IMPORT_APP = """
+import os, time
+
+IMPORTED_AT = time.time()
+AT_IMPORT = {name: os.environ.get(name) for name in ("DB_PASSWORD", "API_KEY", "TOKEN")}
+
+def handler(event, context):
+    return {"imported_at": IMPORTED_AT, "at_import": AT_IMPORT}
+"""
+
+
+def test_a_secrets_endpoint_that_answers_slowly_then_never_cannot_hold_the_boot_past_its_budget(tmp_path):
+    import socket
+    import threading
+
+    # GIVEN no companion, three declared secrets, and an AWS endpoint that answers the first
+    # call after 2 s (an error) and takes every later one without answering
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    first_request_at: list = []
+    held: list = []
+
+    def answer_late(conn: socket.socket) -> None:
+        conn.recv(65536)
+        first_request_at.append(time.time())
+        if not stop.wait(2.0):
+            body = b'{"__type":"ResourceNotFoundException","message":"not here"}'
+            head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            try:
+                conn.sendall(head + body)
+            except OSError:
+                pass  # the client gave up first (a busy machine)
+        conn.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                continue
+            if first_request_at or held:
+                held.append(conn)
+            else:
+                held.append(None)  # the first connection is answered, the rest are held
+                threading.Thread(target=answer_late, args=(conn,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    task = write_function(tmp_path / "task", TIMES_ITS_IMPORT_APP)
+    try:
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}", "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key,TOKEN=secretsmanager:token"}
+        with instrumented(task, env=env, layer=layer_without_companion(tmp_path), timeout_s=30) as (emu, rx):
+            body = emu.invoke({}).json()
+            lines = emu.log_lines("function")
+    finally:
+        stop.set()
+        server.join(5)
+        for conn in held:
+            if conn is not None:
+                conn.close()
+        listener.close()
+    # THEN the function runs without them, the boot's fetch having ended within its 3 s of the
+    # first call (before: the second call, made with 0.7 s left, waited its full 3 s read
+    # timeout, and the handler module was imported 5 s after the first call)
+    assert body["at_import"] == {"DB_PASSWORD": None, "API_KEY": None, "TOKEN": None}
+    assert first_request_at and body["imported_at"] - first_request_at[0] < 4.0, (body, first_request_at)
+    # and the secret it had no time left for is named as such
+    assert any("secret TOKEN" in line and "was not fetched within the boot's 3 s" in line for line in lines), lines
+
+
 USES_ITS_SECRETS_APP = """
 import os, urllib.request
 

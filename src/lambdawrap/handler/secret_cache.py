@@ -20,7 +20,7 @@ from _thread import get_ident
 from lambdawrap.shared import records
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
-from lambdawrap.shared.secret_sources import SecretsError, fetch, make_clients
+from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, fetch, make_clients
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -129,16 +129,15 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
     values."""
     values, errors = {}, {}
     deadline = None if budget_s is None else time.monotonic() + budget_s
-    client = make_clients("boot", region, budget_s=budget_s)
+    client = make_clients("boot", region, deadline=deadline)
     with quiet_own_calls():
         for source in sources:
-            if deadline is not None and time.monotonic() >= deadline:
-                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {budget_s:.0f} s"
-                continue
             try:
                 values[source.env_name] = fetch(source, client)
             except SecretsError as exc:
                 errors[source.env_name] = str(exc)
+            except OutOfTime:
+                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {budget_s:.0f} s"
     return {"values": values, "errors": errors}
 
 

@@ -52,6 +52,10 @@ class SecretsError(Exception):
     """A declared secret could not be loaded. The message names the secret, never a value."""
 
 
+class OutOfTime(Exception):
+    """A call was not made: the deadline its client was made for leaves no time for it."""
+
+
 class SecretSource(namedtuple("SecretSource", ("env_name", "service", "identifier", "json_key", "version_stage"), defaults=(None, None))):
     """One declared secret: the variable it goes to, the service (secretsmanager | ssm), the
     secret's name or ARN (or the parameter's name), and for Secrets Manager an optional JSON
@@ -130,25 +134,47 @@ def _check_name(identifier: str) -> None:
         raise ValueError(f"{wrong!r} cannot be in a secret's or parameter's name; entries are separated by commas")
 
 
-def make_clients(component: str, region: str | None = None, budget_s: float | None = None) -> Callable[[str], Any]:
-    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts; with
-    `budget_s`, each call is one attempt whose waits fit in it."""
+# The waits of one call that must end by a deadline are rebuilt in steps of this much: a client
+# costs ~5 ms to make, and each call would otherwise need its own.
+_DEADLINE_STEP_S = 0.25
+
+
+def make_clients(component: str, region: str | None = None, deadline: float | None = None) -> Callable[[str], Any]:
+    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts. With a
+    `deadline` (time.monotonic()), each call is one attempt whose connect and read waits add up
+    to no more than what is left: a Secrets Manager that answers one call slowly and takes the
+    next without answering must not hold the caller past it. Past it, or under one step before
+    it, the factory raises OutOfTime."""
+    import time
+
     import boto3  # heavy: imported only when there are secrets to fetch
     from botocore.config import Config
 
-    config = Config(
-        user_agent_extra=USER_AGENT_EXTRA.format(component=component),
-        connect_timeout=2 if budget_s is None else min(2.0, budget_s),
-        read_timeout=5 if budget_s is None else min(5.0, budget_s),
-        retries={"max_attempts": 3 if budget_s is None else 1, "mode": "standard"},
-    )
     session = boto3.session.Session(region_name=region or None)
     clients: dict = {}
 
+    def make(service: str, connect_s: float, read_s: float, attempts: int) -> Any:
+        config = Config(
+            user_agent_extra=USER_AGENT_EXTRA.format(component=component),
+            connect_timeout=connect_s,
+            read_timeout=read_s,
+            retries={"max_attempts": attempts, "mode": "standard"},
+        )
+        return session.client(service, config=config)
+
     def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = session.client(service, config=config)
-        return clients[service]
+        if deadline is None:
+            if service not in clients:
+                clients[service] = make(service, 2.0, 5.0, 3)
+            return clients[service]
+        left = (deadline - time.monotonic()) // _DEADLINE_STEP_S * _DEADLINE_STEP_S
+        if left <= 0:
+            raise OutOfTime(f"no time left for a call to {service}")
+        made = clients.get(service)
+        if made is None or made[0] > left:
+            connect_s = min(2.0, left / 4)  # a reachable endpoint connects in milliseconds
+            made = clients[service] = (left, make(service, connect_s, min(5.0, left - connect_s), 1))
+        return made[1]
 
     return client
 
@@ -196,6 +222,8 @@ def fetch(source: SecretSource, client: Callable[[str], Any]) -> str:
     """The value of one declared secret; raises SecretsError naming it (never its value)."""
     try:
         answer = call(source_key(source), client)
+    except OutOfTime:
+        raise
     except Exception as exc:  # noqa: BLE001 - botocore's errors are many; each becomes one message
         raise fetch_failed(source, exc) from None
     return value_of(source, answer)
