@@ -580,6 +580,51 @@ def test_the_functions_own_traceparent_goes_without_the_callers_tracestate(tmp_p
         assert set(xray.values()) == {None}, xray
 
 
+OWN_XRAY_HEADER = """
+import http.client, os, urllib.parse, urllib.request
+import httpx, requests
+
+OTHER = "Root=1-66666666-777777777777777777777777;Parent=8888888888888888;Sampled=1"
+
+def handler(event, context):
+    base = event["http"]
+    requests.get(base + "/status/200?via=requests", headers={"X-Amzn-Trace-Id": OTHER}, timeout=5)
+    urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=urllib", headers={"X-Amzn-Trace-Id": OTHER}), timeout=5).read()
+    httpx.get(base + "/status/200?via=httpx", headers={"x-amzn-trace-id": OTHER})
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=5)
+    conn.request("GET", "/status/200?via=http.client", headers={"X-Amzn-Trace-Id": OTHER})
+    conn.getresponse().read()
+    conn.close()
+    requests.get(base + "/status/200?via=forwarded", headers={"X-Amzn-Trace-Id": os.environ["_X_AMZN_TRACE_ID"]}, timeout=5)
+    return {"statusCode": 200}
+"""
+
+
+def test_the_functions_own_xray_header_of_another_trace_goes_without_a_traceparent(tmp_path):
+    # GIVEN an invocation under an X-Ray trace, and a function that sets an X-Amzn-Trace-Id of
+    # another trace on some requests, and forwards its own _X_AMZN_TRACE_ID on one
+    task = write_function(tmp_path / "task", OWN_XRAY_HEADER)
+    invocation_trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url}, trace_header=invocation_trace)
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        clients = {s["attributes"]["url.full"].partition("via=")[2]: s for s in children(rx, invocation, 5)}
+    sent = {r["path"].partition("via=")[2]: r["headers"] for r in http.requests}
+    other = "Root=1-66666666-777777777777777777777777;Parent=8888888888888888;Sampled=1"
+    # THEN a request carrying another trace's X-Ray header goes with it alone, as without the
+    # layer (before: a traceparent of the invocation's trace beside it, so the next service
+    # followed one trace or the other by the header it reads), and each is still a client span
+    for via in ("requests", "urllib", "httpx", "http.client"):
+        assert sent[via].get("x-amzn-trace-id") == other and "traceparent" not in sent[via], (via, sent[via])
+        assert clients[via]["trace_id"] == invocation["trace_id"] == "5759e988bd862e3fe1be46a994272793"
+    # ...and one forwarding the invocation's own X-Ray header (the same trace) also names the
+    # client span in a traceparent
+    forwarded = sent["forwarded"]
+    assert forwarded["x-amzn-trace-id"].startswith("Root=1-5759e988-bd862e3fe1be46a994272793;")
+    assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
+
+
 INSTRUMENTS_MIDWAY = """
 import httpx
 

@@ -4,7 +4,7 @@ HTTP requests get `traceparent` (+ `tracestate`) for `tracecontext`, `baggage` f
 (the user's OpenTelemetry baggage, when their code uses the API and set some, else the baggage
 that came with the invocation's parent) and
 `X-Amzn-Trace-Id` for `xray`; the client span is the parent. A header the user already set is
-never overwritten.
+never overwritten, nor joined by one naming another trace.
 
 An X-Ray header is always derived from the one already there (botocore copies the function's
 `_X_AMZN_TRACE_ID` into every AWS call): only Root, Parent and Sampled are replaced, every other
@@ -25,8 +25,10 @@ from lambdawrap.handler.outgoing.recorder import ClientSpan
 _LOW_96 = (1 << 96) - 1
 MAX_XRAY_CHARS = 256
 XRAY_HEADER = "X-Amzn-Trace-Id"
-# Ours that describe the invocation's trace, left off a request the function set a traceparent on.
+# Ours that describe the invocation's trace, left off a request the function set a traceparent on,
+# and those left off one it set an X-Ray header of another trace on.
 _BESIDE_OWN_PARENT = ("tracestate", XRAY_HEADER.lower())
+_BESIDE_OWN_XRAY = ("traceparent", "tracestate")
 _XRAY_REPLACED = ("root", "parent", "sampled")
 
 
@@ -141,6 +143,12 @@ def carried_changes(present: dict, pairs: list) -> tuple:
         # service would follow one trace or the other by the header it reads); the function's
         # own tracestate, if any, stays.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_PARENT]
+    elif _names_another_trace(present.get(XRAY_HEADER.lower()), pairs):
+        # The function sent its own X-Ray header, naming another trace than the invocation's:
+        # a traceparent beside it would name a second one. One naming the invocation's trace
+        # (the function forwarding its _X_AMZN_TRACE_ID) is the same trace: the traceparent
+        # goes with it, naming the client span.
+        pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_XRAY]
     to_set = []
     for name, value in pairs:
         old = present.get(name.lower())
@@ -151,6 +159,22 @@ def carried_changes(present: dict, pairs: list) -> tuple:
         return to_set, []
     wanted = {name.lower() for name, _ in pairs}
     return to_set, [name for name, value in present.items() if name not in wanted and written_by_us(name, value)]
+
+
+def _names_another_trace(theirs: object, pairs: list) -> bool:
+    """Whether the function's own X-Ray header `theirs` (None when there is none) names a trace
+    other than the traceparent in `pairs`; one without a Root it is taken to."""
+    if theirs is None or written_by_us(XRAY_HEADER, theirs):
+        return False
+    ours = next((value for name, value in pairs if name == "traceparent"), None)
+    if ours is None:
+        return False
+    for part in str(theirs).split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "root":
+            # Root=1-<8 hex: epoch seconds>-<24 hex>, the 32 digits of a W3C trace id
+            return value.strip().lower().replace("-", "")[1:] != ours[3:35]
+    return True
 
 
 def add_missing(headers: object, pairs: list) -> None:
