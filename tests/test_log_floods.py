@@ -255,3 +255,31 @@ def test_json_records_delivered_as_objects_keep_their_text_and_init_lines_stay_w
     ])
     assert [line for line, _ in correlator.init.logs] == [json.dumps(init_record, ensure_ascii=False)]
     assert not correlator._open  # nothing held under the empty id
+
+
+def test_on_managed_instances_the_lines_held_for_requests_under_way_are_bounded_together():
+    from lambdawrap.companion import correlator
+    from lambdawrap.companion.correlator import Correlator
+
+    # GIVEN Managed Instances running 8 requests at once, each logging 900 JSON lines of
+    # 1,100 characters (each request under its own cap of 1 Mi characters held) before any of
+    # their records came
+    signals = _signals()
+    signals.logs = log_buffer.LogBuffer(signals.dropped, max_lines=10**6, max_bytes=10**9)
+    corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
+    rids = [f"m{n}" for n in range(8)]
+    corr.on_telemetry([{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": rid}} for rid in rids])
+    produced = 0
+    most_held = 0
+    for n in range(900):
+        corr.on_telemetry([{"type": "function", "time": "2026-12-01T10:00:00.100Z", "record": {"requestId": rid, "message": f"{rid} {n:04d} " + "v" * 1090}} for rid in rids])
+        produced += len(rids)
+        most_held = max(most_held, sum(len(line) for inv in corr._open.values() for line, _ in inv.logs))
+    # THEN what the companion holds for them together stays under its bound (before: each held
+    # its own 1 Mi, 7.9 M characters in all, and 1,600 requests could hold 1.6 G)
+    assert most_held <= 4 * correlator.MAX_PENDING_CHARS, most_held
+    # ... and no line is lost: each is held for its request or went on, named by its own
+    kept = signals.logs.take(10**6)
+    held = sum(len(inv.logs) for inv in corr._open.values())
+    assert len(kept) + held == produced and not signals.dropped_by_reason
+    assert all(entry[0].split('"message": "', 1)[1].startswith(entry[3] + " ") for entry in kept), kept[:2]

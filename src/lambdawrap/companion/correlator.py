@@ -52,6 +52,9 @@ MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids ar
 # ... and their characters: a line may be 256 KiB, and 1,000 of them held whole were 256 MB of
 # the memory the companion shares with the function (the log buffer keeps 4 Mi characters).
 MAX_PENDING_CHARS = 1024 * 1024
+# ... and those of every invocation under way together: on Managed Instances up to 1,600 requests
+# run at once, each holding its own until its record comes.
+MAX_HELD_CHARS = 4 * MAX_PENDING_CHARS
 # Lines that may tell the runtime's error (awslambdaric's "[ERROR] ..." or its JSON): always read.
 ERROR_LINE_STARTS = ("[ERROR] ", "{")
 UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known
@@ -297,6 +300,7 @@ class Correlator:
         self._on_finished = on_finished or (lambda request_id: None)
         self._lock = threading.RLock()
         self._open: dict[str, Invocation] = {}
+        self._held_chars = 0  # of the lines held for every invocation in _open
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
         # From platform.start to the next request's (or the next init): a line printed after
         # the handler returned (a background thread's, a logging queue's) belongs to the request
@@ -329,8 +333,7 @@ class Correlator:
         # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded. The
         # lines they held go out as they are, without a span's ids (or are counted if they cannot).
         for rid in [rid for rid, inv in self._open.items() if inv.invoke_event is None][: MAX_OPEN // 2]:
-            for line, time_ns in self._open.pop(rid).logs:
-                self.sink.log_line(line, time_ns, None, rid)
+            self._hand_over(self._open.pop(rid), None)
 
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
@@ -559,20 +562,25 @@ class Correlator:
         inv = self._lookup(rid)
         if line.startswith(ERROR_LINE_STARTS):
             inv.error_line = runtime_error([line]) or inv.error_line
-        if inv.streamed_ids is None and len(inv.logs) < MAX_PENDING_LOGS and inv.held_chars + len(line) <= MAX_PENDING_CHARS:
+        if inv.streamed_ids is None and len(inv.logs) < MAX_PENDING_LOGS and inv.held_chars + len(line) <= MAX_PENDING_CHARS and self._held_chars + len(line) <= MAX_HELD_CHARS:
             inv.logs.append((line, time_ns))
             inv.held_chars += len(line)
+            self._held_chars += len(line)
             return
         if inv.streamed_ids is None:
             inv.streamed_ids = self._ids_before_the_end(inv) or False
             if inv.streamed_ids:
-                # The held lines go first, in the order they came.
-                for held, held_ns in inv.logs:
-                    self.sink.log_line(held, held_ns, inv.streamed_ids, rid)
-                inv.logs.clear()
-                inv.held_chars = 0
+                self._hand_over(inv, inv.streamed_ids)  # the held lines first, in the order they came
         # Without ids only when none can be known before the end (no record, no in-flight slot).
         self.sink.log_line(line, time_ns, inv.streamed_ids or None, rid)
+
+    def _hand_over(self, inv: Invocation, ids: tuple | None) -> None:
+        """The lines held for `inv` go to the sink, with `ids` (None: without a span's)."""
+        for line, time_ns in inv.logs:
+            self.sink.log_line(line, time_ns, ids, inv.request_id)
+        inv.logs.clear()
+        self._held_chars -= inv.held_chars
+        inv.held_chars = 0
 
     def _init_line_ids(self) -> tuple | None:
         """The ids of an init line that comes once the init span has gone, as Sink.init_span
@@ -638,11 +646,7 @@ class Correlator:
         if self._first is None:
             self._first = inv
         self._maybe_init_span()
-        ids = inv.ids
-        for line, time_ns in inv.logs:
-            self.sink.log_line(line, time_ns, ids, inv.request_id)
-        inv.logs.clear()
-        inv.held_chars = 0
+        self._hand_over(inv, inv.ids)
         self._on_finished(inv.request_id)
 
     def _finish_without_word(self, inv: Invocation) -> None:
@@ -765,10 +769,7 @@ class Correlator:
         self._open.pop(inv.request_id, None)
         self._remember(inv)
         self.sink.dropped("record_missing")
-        for line, time_ns in inv.logs:
-            self.sink.log_line(line, time_ns, None, inv.request_id)
-        inv.logs.clear()
-        inv.held_chars = 0
+        self._hand_over(inv, None)
 
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did, and
@@ -793,10 +794,7 @@ class Correlator:
         ids (those held since `held_since_ns` or earlier; all without it): a user's JSON naming
         a request of its own (an upstream `requestId`)."""
         for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is None and i.logs and (held_since_ns is None or i.invoked_at_ns <= held_since_ns)]:
-            for line, time_ns in inv.logs:
-                self.sink.log_line(line, time_ns, None, inv.request_id)
-            inv.logs.clear()
-            inv.held_chars = 0
+            self._hand_over(inv, None)
             if inv.start is None and inv.outcome is None:
                 self._open.pop(inv.request_id, None)
 
