@@ -137,7 +137,7 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
             except SecretsError as exc:
                 errors[source.env_name] = str(exc)
             except OutOfTime:
-                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {budget_s:.0f} s"
+                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {round(budget_s, 1):g} s"
     return {"values": values, "errors": errors}
 
 
