@@ -175,6 +175,38 @@ def test_timeout_and_crash_still_yield_spans(task, runtime_python):
 
 
 
+@pytest.mark.parametrize("strategy", ["adaptive", "end"])
+def test_each_retry_of_an_asynchronous_invocation_is_accounted_for(task, strategy):
+    # GIVEN an asynchronous invocation that fails, and Lambda's two retries of it, which keep
+    # its request id, served by the same warm environment: the first retry times out (the
+    # environment is reset), the second succeeds
+    with instrumented(task, timeout_s=3.0, env={"LAMBDAWRAP_FLUSH": strategy}) as (emu, rx):
+        assert emu.invoke({}).function_error is None
+        first = emu.invoke({"raise": True})
+        rid = first.request_id
+        assert first.json()["errorType"] == "KeyError"
+        retried = emu.invoke({"sleep": 30}, request_id=rid)
+        assert retried.request_id == rid and retried.json()["errorType"] == "Sandbox.Timedout"
+        last = emu.invoke({}, request_id=rid)
+        assert last.request_id == rid and last.function_error is None
+        assert emu.invoke({}).function_error is None
+        # THEN each attempt is its own span, with the status its caller got (before: only the
+        # first attempt was exported; the retries were taken for duplicates of it, neither
+        # exported nor counted)
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == rid, count=3, timeout=30)
+        emu.wait_idle()
+    spans = sorted((s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == rid), key=lambda s: s["start_time_unix_nano"])
+    assert [s["attributes"].get("error.type") for s in spans] == ["KeyError", "Sandbox.Timedout", None]
+    assert len({s["span_id"] for s in spans}) == 3
+    # ... counted once each
+    assert metric_total(rx, "faas.invocations") == 5
+    assert metric_total(rx, "faas.errors") == 2
+    assert metric_total(rx, "faas.timeouts") == 1
+    # ... and each attempt's log line carries its own attempt's span
+    handled = [r for r in rx.logs() if r["body"] == f"handling {rid}"]
+    assert sorted(r["span_id"] for r in handled) == sorted(s["span_id"] for s in spans)
+
+
 def test_a_crash_the_platform_tells_of_late_is_still_a_span(task):
     # GIVEN a platform that does not flush telemetry before SHUTDOWN and holds each batch 2.5 s
     # (Lambda promises neither), and a 10 s timeout
@@ -1368,3 +1400,114 @@ def test_drops_the_channel_reports_with_spans_ended_outside_an_invocation_are_co
         # THEN the span is exported and the 3 drops are counted with their reason
         assert rx.wait_for_spans(lambda s: s["name"] == "after the response")
         wait_for(lambda: metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 3, timeout=20, what="the channel's drops at the collector")
+
+
+def test_a_retry_s_record_before_its_invoke_and_the_first_attempt_s_late_words_go_to_their_own_attempt():
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    class Sink:
+        def __init__(self):
+            self.spans, self.lines = [], []
+
+        def invocation(self, inv):
+            self.spans.append(inv)
+
+        def made(self):
+            return [(inv.request_id, inv.ids[1], (inv.outcome or {}).get("status"), inv.posted) for inv in self.spans]
+
+        def log_line(self, line, time_ns, ids, request_id):
+            self.lines.append((line, ids[1] if ids else None))
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    rid, arn = "8f5b7a3c-5d0e-4c2a-9f7e-1b2c3d4e5f60", "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+    sink = Sink()
+    correlator = Correlator(sink, lambda reason, what: None)
+
+    def record(span_id, error=None):
+        start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=span_id, span_id=span_id, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+        correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns(), error=error)})
+
+    def telemetry(kind, body):
+        correlator.on_telemetry([{"time": "2026-12-03T10:00:00.000Z", "type": kind, "record": body}])
+
+    error = {"type": "KeyError", "message": "'x'", "stack": ""}
+    # GIVEN an attempt made from the runtime's post, whose platform words have not come yet
+    correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn})
+    telemetry("platform.start", {"requestId": rid})
+    record(0x1111, error)
+    correlator.on_record(records.posted(rid, "error"))
+    assert sink.made() == [(rid, "0000000000001111", None, "error")]
+    # WHEN its retry's record comes before the retry's INVOKE, and the first attempt's line,
+    # runtimeDone and report come after that INVOKE
+    record(0x2222)
+    correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn})
+    telemetry("function", "first attempt's last line")
+    telemetry("platform.runtimeDone", {"requestId": rid, "status": "error"})
+    telemetry("platform.report", {"requestId": rid, "status": "error"})
+    telemetry("platform.start", {"requestId": rid})
+    telemetry("function", "retry's line")
+    telemetry("platform.runtimeDone", {"requestId": rid, "status": "success"})
+    # THEN the retry is a span of its own, with its own platform word (before: its record was
+    # taken for a duplicate, and it was never a span), and each line has its attempt's span
+    assert sink.made() == [(rid, "0000000000001111", "error", "error"), (rid, "0000000000002222", "success", None)]
+    assert sink.lines == [("first attempt's last line", "0000000000001111"), ("retry's line", "0000000000002222")]
+
+
+def test_on_managed_instances_a_retry_announced_by_its_platform_start_is_a_span_of_its_own():
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    made = []
+    sink = type("Sink", (), {"invocation": lambda self, inv: made.append(inv), "__getattr__": lambda self, name: (lambda *a, **k: None)})()
+    correlator = Correlator(sink, lambda reason, what: None, managed_instances=True)
+    rid, arn = "0d4c8a52-7b61-4f0e-8c3a-2e9f1a6b5c70", "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+
+    def attempt(span_id, status, record_first):
+        start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=span_id, span_id=span_id, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+        record = {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns())}
+        announce = [{"time": "2026-12-03T10:00:00.000Z", "type": "platform.start", "record": {"requestId": rid}}]
+        if record_first:
+            correlator.on_record(record)
+        correlator.on_telemetry(announce)
+        if not record_first:
+            correlator.on_record(record)
+        correlator.on_telemetry([{"time": "2026-12-03T10:00:01.000Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": status}}])
+
+    # GIVEN a request that failed on the platform, and its two retries under the same id, one
+    # announced before its record came and one after
+    attempt(0x1111, "failure", record_first=False)
+    attempt(0x2222, "failure", record_first=False)
+    attempt(0x3333, "success", record_first=True)
+    # THEN each attempt is a span, with its own outcome (before: only the first was)
+    assert [(inv.ids[1], inv.outcome["status"]) for inv in made] == [("0000000000001111", "failure"), ("0000000000002222", "failure"), ("0000000000003333", "success")]
+
+
+def test_a_record_of_an_accounted_id_that_no_invoke_follows_changes_nothing():
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    made, lines = [], []
+    sink = type("Sink", (), {"invocation": lambda self, inv: made.append(inv), "log_line": lambda self, line, time_ns, ids, rid: lines.append((line, ids[1] if ids else None)), "__getattr__": lambda self, name: (lambda *a, **k: None)})()
+    correlator = Correlator(sink, lambda reason, what: None)
+    rid, arn = "5a1e0c3d-9b2f-4e71-a6d8-3c4b5e6f7a80", "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+
+    def record(span_id):
+        start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=span_id, span_id=span_id, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+        correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns())})
+
+    correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn})
+    correlator.on_telemetry([{"time": "2026-12-03T10:00:00.000Z", "type": "platform.start", "record": {"requestId": rid}}])
+    record(0x1111)
+    correlator.on_record(records.posted(rid, "result"))
+    # GIVEN a second record of that id, with other span ids, that no INVOKE follows (a thread
+    # of the function that called its handler again once the invocation had ended)
+    record(0x2222)
+    # WHEN the invocation's background thread prints a line after the platform's word
+    correlator.on_telemetry([{"time": "2026-12-03T10:00:00.100Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "success"}}])
+    correlator.on_telemetry([{"time": "2026-12-03T10:00:00.200Z", "type": "function", "record": "background line"}])
+    # THEN the invocation is one span, its line carrying its ids
+    assert [inv.ids[1] for inv in made] == ["0000000000001111"]
+    assert lines == [("background line", "0000000000001111")]

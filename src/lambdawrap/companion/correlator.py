@@ -87,7 +87,7 @@ def trigger_of(inv: "Invocation | None") -> str:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -110,6 +110,7 @@ class Invocation:
         # as they come rather than held (see Correlator._log); False when none could be known.
         self.streamed_ids: tuple | bool | None = None
         self.slot_start: dict | None = None  # the in-flight slot those ids were read from
+        self.reported = False  # platform.report, the platform's last word on it, came
 
     @property
     def ids(self) -> tuple | None:
@@ -302,6 +303,14 @@ class Correlator:
         self._open: dict[str, Invocation] = {}
         self._held_chars = 0  # of the lines held for every invocation in _open
         self._finished: collections.OrderedDict[str, Invocation] = collections.OrderedDict()
+        # Lambda retries an asynchronous invocation that failed under the same request id, maybe
+        # in the same environment: each attempt is an invocation of its own. An attempt a retry
+        # replaced, while the platform's word on it (runtimeDone, report) and the log lines
+        # before that word are still to come: they are the old attempt's, as they come first.
+        self._superseded: dict[str, Invocation] = {}
+        # A record of an id already accounted for, with other span ids: a retry's, come before
+        # its INVOKE (or one no INVOKE follows); it is the retry's once the INVOKE comes.
+        self._early_attempts: dict[str, Invocation] = {}
         # From platform.start to the next request's (or the next init): a line printed after
         # the handler returned (a background thread's, a logging queue's) belongs to the request
         # it was printed in, as awslambdaric's own JSON requestId says.
@@ -335,10 +344,22 @@ class Correlator:
         for rid in [rid for rid, inv in self._open.items() if inv.invoke_event is None][: MAX_OPEN // 2]:
             self._hand_over(self._open.pop(rid), None)
 
+    def _retried(self, rid: str) -> Invocation:
+        """A new attempt of an id already accounted for: open, the earlier one kept aside while
+        the platform's word on it is still to come (see _superseded)."""
+        old = self._finished.pop(rid)
+        if not old.reported:
+            self._superseded[rid] = old
+            while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
+                del self._superseded[next(iter(self._superseded))]
+        inv = self._open[rid] = self._early_attempts.pop(rid, None) or Invocation(rid)
+        return inv
+
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
         with self._lock:
-            inv = self._lookup(rid)
+            # Only an announced invocation is ever finished: announced again, it is a retry.
+            inv = self._retried(rid) if rid in self._finished else self._lookup(rid)
             inv.invoke_event = event
             self._maybe_finish(inv)  # the record and the outcome may have come first
             return inv
@@ -371,6 +392,15 @@ class Correlator:
         with self._lock:
             self.records_seen += 1
             inv = self._lookup(record["start"]["request_id"])
+            if inv.finished and inv.start is not None and record["start"].get("span_id") != inv.start.get("span_id"):
+                # A retry's record, before its INVOKE: the finished attempt stays as it is
+                # (its late words and lines are its own) until the INVOKE comes.
+                early = self._early_attempts.setdefault(inv.request_id, Invocation(inv.request_id))
+                while len(self._early_attempts) > KEEP_FINISHED:  # an INVOKE that never comes
+                    del self._early_attempts[next(iter(self._early_attempts))]
+                if early.end is None:
+                    early.start, early.end, early.record_at = record["start"], end, time.monotonic()
+                return
             if inv.finished and inv.end is None and inv.ids is not None:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
                 # reports later): the span stands; what only the record carries still counts.
@@ -482,7 +512,11 @@ class Correlator:
                 self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
-            inv = self._lookup(str(rid))
+            if self._managed_instances and str(rid) in self._finished:
+                # There the announcement: only an invocation announced is ever finished.
+                inv = self._retried(str(rid))
+            else:
+                inv = self._lookup(str(rid))
             if not self._managed_instances:
                 self._current_rid = str(rid)
             elif inv.invoke_event is None:
@@ -491,8 +525,13 @@ class Correlator:
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
-            inv = self._lookup(rid)
+            inv = self._superseded.get(rid)
+            if inv is None or (kind == "platform.runtimeDone" and inv.outcome is not None):
+                inv = self._lookup(rid)
             if kind == "platform.report":
+                inv.reported = True
+                if self._superseded.get(rid) is inv:
+                    del self._superseded[rid]
                 self.sink.report(record, trigger_of(inv))
             if inv.finished and inv.outcome is None and inv.verdict_known:
                 self._after_posted_verdict(inv, kind, record)
@@ -556,6 +595,9 @@ class Correlator:
             self.sink.log_line(line, time_ns, self._init_line_ids() if loading else None, None)
             return
         inv = self._finished.get(rid)
+        old = self._superseded.get(rid)
+        if old is not None and old.outcome is None:
+            inv = old  # a line of the attempt a retry replaced: they come before its runtimeDone
         if inv is not None:
             self.sink.log_line(line, time_ns, inv.ids, rid)
             return
@@ -747,7 +789,7 @@ class Correlator:
         """Whether an invocation made from the runtime's post still lacks the platform's word
         (and the log lines, which precede it): SHUTDOWN waits for them, briefly."""
         with self._lock:
-            if any(inv.outcome is None and inv.verdict_known for inv in self._finished.values()):
+            if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
             if not self.init.reported and self._first is None:
                 return True  # an init that ended in a reset: its report is on its way, as may be its error line

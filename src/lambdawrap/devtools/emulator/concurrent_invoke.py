@@ -31,9 +31,9 @@ class ConcurrentInvokePhase:
         self._state, self._init = state, init
         self._drain_worker_logs = drain_worker_logs
 
-    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None) -> InvokeResult:
+    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None, request_id: str | None = None) -> InvokeResult:
         """Run one invocation on an idle worker; returns when the caller would have its answer."""
-        state, started, request_id = self._state, time.monotonic(), str(uuid.uuid4())
+        state, started, request_id = self._state, time.monotonic(), request_id or str(uuid.uuid4())
 
         def result(status: int, body: bytes, **kwargs) -> InvokeResult:
             return caller_result(state.config.function_version, request_id, started, status, body, **kwargs)

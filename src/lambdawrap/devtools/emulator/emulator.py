@@ -155,11 +155,13 @@ class Emulator:
         """Initialize now instead of at the first invoke; raises InitFailure."""
         self.sandbox.init()
 
-    def invoke(self, event: Any = None, *, trace_header: str | None = None, client_context: Mapping | None = None, raw: bytes | None = None) -> InvokeResult:
-        """Invoke the function with a JSON-able event (or raw bytes); returns when the caller would."""
+    def invoke(self, event: Any = None, *, trace_header: str | None = None, client_context: Mapping | None = None, raw: bytes | None = None, request_id: str | None = None) -> InvokeResult:
+        """Invoke the function with a JSON-able event (or raw bytes); returns when the caller
+        would. `request_id`: the id of an earlier invocation, as Lambda's retry of an
+        asynchronous invocation that failed keeps it."""
         payload = raw if raw is not None else json.dumps(event).encode()
         context = json.dumps(client_context) if client_context is not None else None
-        return self.sandbox.invoke(payload, trace_header=trace_header, client_context=context)
+        return self.sandbox.invoke(payload, trace_header=trace_header, client_context=context, request_id=request_id)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the current invoke phase (extensions, report, any reset) has ended; with

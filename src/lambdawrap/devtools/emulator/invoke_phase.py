@@ -29,11 +29,12 @@ class InvokePhase:
         self._state = state
         self._init = init
 
-    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None) -> InvokeResult:
-        """Run one invocation; returns as soon as the caller would have its answer."""
+    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None, request_id: str | None = None) -> InvokeResult:
+        """Run one invocation; returns as soon as the caller would have its answer. A
+        `request_id` given is an asynchronous invocation's retry, which keeps its id."""
         state = self._state
         started = time.monotonic()
-        request_id = str(uuid.uuid4())
+        request_id = request_id or str(uuid.uuid4())
         too_large = oversized_request(payload)
         if too_large is not None:
             return self._result(request_id, started, 413, too_large, function_error=False)

@@ -80,9 +80,10 @@ class Sandbox:
         """Initialize eagerly (proactive init); raises InitFailure if it fails."""
         self.init_phase.run_proactive()
 
-    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None) -> InvokeResult:
-        """Run one invocation; returns as soon as the caller would have its answer."""
-        return self._invoke_phase.invoke(payload, trace_header=trace_header, client_context=client_context, tenant_id=tenant_id)
+    def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None, request_id: str | None = None) -> InvokeResult:
+        """Run one invocation; returns as soon as the caller would have its answer (`request_id`:
+        an asynchronous invocation's retry, which keeps its id)."""
+        return self._invoke_phase.invoke(payload, trace_header=trace_header, client_context=client_context, tenant_id=tenant_id, request_id=request_id)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the invoke phase has ended (Managed Instances: no invocation in flight and
