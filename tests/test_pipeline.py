@@ -1511,3 +1511,28 @@ def test_a_record_of_an_accounted_id_that_no_invoke_follows_changes_nothing():
     # THEN the invocation is one span, its line carrying its ids
     assert [inv.ids[1] for inv in made] == ["0000000000001111"]
     assert lines == [("background line", "0000000000001111")]
+def test_an_http_status_code_the_runtime_writes_from_a_decimal_or_a_named_tuple_is_the_span_s(tmp_path):
+    task = write_function(tmp_path / "task", """
+        import collections
+        from decimal import Decimal
+
+        Response = collections.namedtuple("Response", ["statusCode", "body"])
+
+
+        def handler(event, context):
+            # a status code read from DynamoDB (boto3 gives its numbers as Decimal), or a
+            # named tuple: awslambdaric writes both as the JSON the client's service reads
+            if event["queryStringParameters"]["as"] == "decimal":
+                return {"statusCode": Decimal(event["queryStringParameters"]["code"]), "body": "x"}
+            return Response(int(event["queryStringParameters"]["code"]), "x")
+        """)
+    with instrumented(task) as (emu, rx):
+        results = {(shape, code): emu.invoke(apigw_event(queryStringParameters={"as": shape, "code": code})) for shape in ("decimal", "tuple") for code in ("503", "201")}
+        rids = {r.request_id: key for key, r in results.items()}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=4, timeout=30)
+    # GIVEN the status code each caller's answer carries
+    for (shape, code), result in results.items():
+        assert result.json()["statusCode"] == int(code)
+    # THEN each span has it, a 5xx an error (before: none, and no error)
+    got = {rids[s["attributes"]["faas.invocation_id"]]: (s["attributes"].get("http.response.status_code"), s["status_code"]) for s in spans}
+    assert got == {("decimal", "503"): (503, 2), ("decimal", "201"): (201, 0), ("tuple", "503"): (503, 2), ("tuple", "201"): (201, 0)}

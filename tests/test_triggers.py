@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ast
 import base64
+import collections
 import functools
 import gzip
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -990,12 +992,30 @@ STATUS_FIELD = {kind: "status" if kind == CLOUDFRONT else "statusCode" for kind 
         (42, None),
         (1000, None),
         (None, None),
+        # DynamoDB's numbers: the runtime writes a Decimal as its number (before: no status)
+        (Decimal("503"), 503),
+        (Decimal("2.01E+2"), 201),
+        (Decimal("200.5"), None),
+        (Decimal("NaN"), None),
+        (Decimal("Infinity"), None),
     ],
 )
 def test_status_code_from_dict(kind, value, expected):
     # API Gateway, ALB, function URLs and Lattice answer with statusCode; CloudFront with status.
     trigger = detect_trigger(load(kind))
     assert response_status_code(trigger, {STATUS_FIELD[kind]: value, "body": ""}) == expected
+
+
+@pytest.mark.parametrize("kind", sorted(HTTP_KINDS))
+def test_status_code_of_a_named_tuple_the_runtime_writes_as_an_object(kind):
+    # GIVEN a handler returning a named tuple, which awslambdaric's encoder writes as an object
+    Response = collections.namedtuple("Response", [STATUS_FIELD[kind], "body"])
+    trigger = detect_trigger(load(kind))
+    # THEN its status code is the client's (before: none, or 200 inferred for payload 2.0)
+    assert response_status_code(trigger, Response(503, "down")) == 503
+    # ... and one without the field is a body, as a dict without it is
+    Other = collections.namedtuple("Other", ["message"])
+    assert response_status_code(trigger, Other("hi")) == response_status_code(trigger, {"message": "hi"})
 
 
 @pytest.mark.parametrize("response", [None, "hello", {"message": "ok"}, [1, 2], 7, b"x", object()])

@@ -241,7 +241,7 @@ def http_trigger(
 
 
 def status_from(value: object) -> Optional[int]:
-    """An HTTP status code from an int, an integral float, or a string of digits."""
+    """An HTTP status code from an int, an integral float or Decimal, or a string of digits."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -257,5 +257,13 @@ def status_from(value: object) -> Optional[int]:
             return None
         code = int(value)
     else:
-        return None
+        # A Decimal (the numbers boto3 reads from DynamoDB): the runtime writes it as the number
+        # it is. Its class is found on the value (decimal is not imported here), and its base
+        # methods used, not a subclass's.
+        number = next((base for base in type(value).__mro__ if base.__name__ == "Decimal" and base.__module__ in ("decimal", "_pydecimal")), None)
+        if number is None:
+            return None
+        if not number.is_finite(value) or not number.__eq__(number.to_integral_value(value), value):
+            return None
+        code = number.__int__(value)
     return code if 100 <= code <= 999 else None

@@ -199,13 +199,19 @@ def cloudfront(record: dict) -> Optional[Trigger]:
 def response_status(kind: str, response: object) -> Optional[int]:
     """The status code the client gets for ``response`` from an HTTP-kind trigger.
 
-    The ``statusCode`` of a dict response (``status`` for CloudFront); HTTP APIs and function
-    URLs (payload 2.0) answer 200 when the response is not a dict with a ``statusCode``: they
-    then treat the whole response as the body.
+    The ``statusCode`` of a dict response (``status`` for CloudFront), or of a named tuple,
+    which the runtime writes as an object; HTTP APIs and function URLs (payload 2.0) answer 200
+    when the response is not an object with a ``statusCode``: they then treat the whole
+    response as the body.
     """
     field = "status" if kind == CLOUDFRONT else "statusCode"
     if isinstance(response, dict) and field in response:
         return status_from(response[field])
+    if isinstance(response, tuple) and callable(getattr(response, "_asdict", None)):
+        # A named tuple: the runtime's encoder writes it as an object of its fields.
+        fields = getattr(type(response), "_fields", None)
+        if isinstance(fields, tuple) and field in fields and len(fields) == tuple.__len__(response):
+            return status_from(tuple.__getitem__(response, fields.index(field)))
     if kind in _INFERS_200:
         return 200
     return None
