@@ -133,3 +133,53 @@ def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_i
     assert metric_total(rx, "lambdawrap.init_errors") == 2
     assert metric_total(rx, "faas.errors") == 1
     assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "other"})
+
+
+GRACEFUL_APP = """
+import signal, time
+
+
+def handler(event, context):
+    # A graceful stop: at SIGTERM (the platform's, at the timeout) the handler returns what it
+    # has, or raises; the runtime then posts that answer, after the deadline
+    stop = []
+
+    def on_term(signum, frame):
+        if event.get("on_term") == "raise":
+            raise RuntimeError("stopped by SIGTERM")
+        stop.append(signum)
+
+    if event.get("on_term"):
+        signal.signal(signal.SIGTERM, on_term)
+        while not stop:
+            time.sleep(0.01)
+        return {"partial": True}
+    return {"ok": True}
+"""
+
+
+@every_python
+def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_got(tmp_path, runtime_python):
+    task = write_function(tmp_path / "task", GRACEFUL_APP)
+    events = [{}, {"on_term": "return"}, {}, {"on_term": "raise"}, {}]
+    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
+        results = [emu.invoke(event) for event in events]
+        spans = one_span_each(rx, results)
+    got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
+    # GIVEN two invocations that timed out, whose handler returned or raised at the platform's
+    # SIGTERM, the runtime posting that answer after the caller had its timeout
+    assert got == [None, "Sandbox.Timedout", None, "Sandbox.Timedout", None]
+    # THEN both spans say the caller's timeout (before: the first was a success, the second
+    # the handler's RuntimeError), the exception an event
+    for result, event in zip(results, events):
+        span = spans[result.request_id]
+        if event:
+            assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout"
+            assert span["attributes"]["lambdawrap.failure_reason"] == "timeout"
+            assert exception_types(span) == (["RuntimeError"] if event["on_term"] == "raise" else [])
+        else:
+            assert span["status_code"] == 0
+    # ... and both are counted as timeouts and errors, once
+    assert metric_total(rx, "faas.timeouts") == 2
+    assert metric_total(rx, "faas.errors") == 2
+    assert metric_total(rx, "faas.invocations") == len(events)

@@ -8,9 +8,9 @@ the platform announced it (INVOKE) and told how it ended (runtimeDone or report)
 the function's record came or the platform says the function could not send one (timeout,
 crash): the span's status follows the platform, so a failure after the handler returned (a
 response too large, a result that cannot be serialized) is an error too. The runtime's post
-of the response (a `posted` record) tells the same sooner when it agrees with the record; the
-span is then made at once and says what the caller received, whatever the platform says later
-(a runtime that dies after posting: logged once).
+of the response (a `posted` record), made before the deadline, tells the same sooner when it
+agrees with the record; the span is then made at once and says what the caller received,
+whatever the platform says later (a runtime that dies after posting: logged once).
 """
 
 from __future__ import annotations
@@ -422,6 +422,10 @@ class Correlator:
         with self._lock:
             inv = self._lookup(record["request_id"])
             if inv.finished:
+                return
+            if _past_deadline(inv.invoke_event):
+                # Posted once the caller had its timeout (a handler that answered at the
+                # platform's SIGTERM): not what the caller got; the platform's word is.
                 return
             inv.posted = record["outcome"]
             inv.refused_bytes = record.get("size") if inv.posted == "too_large" else None
@@ -879,6 +883,12 @@ def record_extras(sink: Sink, end: dict) -> None:
 
 def _reason_error(reason: str) -> str:
     return {"timeout": "Sandbox.Timedout", "failure": "Runtime.ExitError"}.get(reason, "Runtime.Unknown")
+
+
+def _past_deadline(invoke_event: dict | None) -> bool:
+    """Whether the invocation's deadline (its INVOKE's `deadlineMs`, epoch ms) has passed."""
+    deadline_ms = _number((invoke_event or {}).get("deadlineMs"))
+    return deadline_ms is not None and time.time() * 1000 >= deadline_ms
 
 
 def _number(value: Any) -> float | None:
