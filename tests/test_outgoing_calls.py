@@ -15,7 +15,7 @@ from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
-from support.local_servers import closed_port, recording_server
+from support.local_servers import closed_port, recording_server, silent_server
 from support.pip_target import installed
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 
@@ -146,6 +146,55 @@ def test_each_aiobotocore_call_is_a_child_span_and_its_http_request_is_not(tmp_p
         sqs = moto.client("sqs")
         message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="aio-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
         assert message["MessageAttributes"]["traceparent"]["StringValue"] == f"00-{invocation['trace_id']}-{send['span_id']}-01"
+
+
+AIO_CANCELLED = """
+import asyncio, os, sys
+sys.path.insert(0, os.environ["VENDORED"])
+import aiohttp, httpx, requests
+from aiobotocore.session import get_session
+
+async def calls(base, silent):
+    options = dict(endpoint_url=silent, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    async with get_session().create_client("sqs", **options) as sqs:
+        try:
+            async with asyncio.timeout(0.5):  # the endpoint never answers: the call is cancelled
+                await sqs.list_queues()
+        except TimeoutError:
+            pass
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + "/status/200?via=aiohttp") as response:
+            statuses = [response.status]
+    async with httpx.AsyncClient() as client:
+        statuses.append((await client.get(base + "/status/200?via=httpx")).status_code)
+    statuses.append(requests.get(base + "/status/200?via=requests", timeout=5).status_code)
+    return statuses
+
+def handler(event, context):
+    return asyncio.run(calls(event["http"], event["silent"]))
+"""
+
+
+def test_an_aiobotocore_call_cancelled_by_a_timeout_leaves_the_calls_after_it_traced(tmp_path, aiobotocore_path):
+    # GIVEN a function whose aiobotocore call is cancelled by asyncio.timeout() while its HTTP
+    # request waits for an answer (aiobotocore then emits no after-call-error: it catches
+    # Exception only), and which then makes HTTP calls in the same task
+    task = write_function(tmp_path / "task", AIO_CANCELLED)
+    with recording_server() as http, silent_server() as silent, instrumented(task, env={"VENDORED": aiobotocore_path}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url, "silent": silent.rsplit("/", 1)[0]})
+        assert result.json() == [200, 200, 200]
+        invocation = invocation_span(rx, result.request_id)
+        # THEN the cancelled call is a failed span, and each call after it is a span of its own
+        # (before: the AWS call's mark stayed set in the task's context: no span for it, and the
+        # three requests after it went untraced, without a traceparent)
+        calls = children(rx, invocation, 4)
+    assert [s["name"] for s in calls] == ["SQS.ListQueues", "GET", "GET", "GET"], calls
+    cancelled = calls[0]
+    assert cancelled["status_code"] == 2 and cancelled["attributes"]["error.type"] == "CancelledError", cancelled
+    seen = {r["path"].partition("via=")[2]: r["headers"].get("traceparent") for r in http.requests}
+    for library, span in zip(["aiohttp", "httpx", "requests"], calls[1:]):
+        assert span["attributes"]["url.full"].endswith(f"via={library}")
+        assert seen[library] == f"00-{invocation['trace_id']}-{span['span_id']}-01", (library, seen)
 
 
 PRODUCER = """
@@ -762,3 +811,4 @@ def test_a_request_whose_response_is_never_read_ends_its_span_at_close(tmp_path)
     assert "http.response.status_code" not in unread["attributes"] and unread["status_code"] == 0, unread
     assert unread["start_time_unix_nano"] <= unread["end_time_unix_nano"] <= read["start_time_unix_nano"]
     assert read["attributes"]["http.response.status_code"] == 200
+

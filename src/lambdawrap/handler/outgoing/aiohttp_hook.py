@@ -6,6 +6,7 @@ function's exceptions."""
 from __future__ import annotations
 
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, guarded_begin
+from lambdawrap.handler.outgoing.recorder import interrupted_below
 from lambdawrap.handler.outgoing.urls import DEFAULT_PORTS
 
 TYPE_CHECKING = False
@@ -37,6 +38,8 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         call = getattr(context, _CALL, None)
         if call is not None:
             calls.failed(call, params.exception)
+        else:
+            interrupted_below(params.exception)  # under aiobotocore: a cancellation ends its call
 
     trace_config = module.TraceConfig()
     trace_config.on_request_start.append(on_request_start)

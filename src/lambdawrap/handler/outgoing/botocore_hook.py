@@ -16,6 +16,11 @@ session's handlers when it is made. Per call, sharing botocore's request context
   after-call              the answer: status, request ids, the AWS error code, retries
   after-call-error        no answer (connection refused, timeout, ...)
 
+botocore and aiobotocore emit after-call-error for an `Exception` only: a call whose HTTP request
+is interrupted by another BaseException (an asyncio cancellation: `asyncio.timeout()` around an
+aiobotocore call) is ended by that request's hook instead (`AwsCall.interrupted`), or its mark
+would stay set in the task's context, and every HTTP call after it would go untraced.
+
 A call that fails before it is sent (parameter validation) records no span, nor does a presigned
 URL or POST (botocore builds and signs it like a call, but never sends it).
 """
@@ -40,16 +45,23 @@ _PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffix
 
 
 class AwsCall:
-    """One AWS API call under way."""
+    """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL."""
 
-    __slots__ = ("span", "service", "operation", "attempts", "token")
+    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "_events")
 
-    def __init__(self, span: ClientSpan, service: str, operation: str) -> None:
+    def __init__(self, span: ClientSpan, service: str, operation: str, events: "AwsCallEvents") -> None:
         self.span = span
         self.service = service
         self.operation = operation
         self.attempts = 0
         self.token: "Any" = None
+        self.ended = False
+        self._events = events
+
+    def interrupted(self, exc: BaseException) -> None:
+        """The HTTP request below this call ended with a BaseException that is no Exception
+        (a cancellation): botocore emits no after-call-error for it, so the call ends here."""
+        self._events.interrupted(self, exc)
 
 
 class AwsCallEvents:
@@ -59,6 +71,11 @@ class AwsCallEvents:
         self._recorder = recorder
         self._propagation = propagation
         self._carriers = carriers
+
+    def __deepcopy__(self, memo: dict) -> "AwsCallEvents":
+        # One per process, shared: botocore deep-copies a call's request context (a presigned
+        # copy of an EC2/RDS cross-region request), and with it the AwsCall that refers to us.
+        return self
 
     def before_parameter_build(self, params: "Any" = None, model: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         try:
@@ -72,7 +89,7 @@ class AwsCallEvents:
             attributes = {"rpc.system": "aws-api", "rpc.service": str(service_model.service_id), "rpc.method": operation, "cloud.region": region}
             aws_services.request_attributes(service, operation, params, region, attributes)
             span = self._recorder.start(SCOPE, f"{attributes['rpc.service']}.{operation}", CLIENT, attributes)
-            context[_STATE] = AwsCall(span, service, operation)
+            context[_STATE] = AwsCall(span, service, operation, self)
             if self._carriers and not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
                 count_context_not_injected()
         except Exception:  # noqa: BLE001 - the call goes on untraced
@@ -105,13 +122,14 @@ class AwsCallEvents:
             return  # an untraced call
         call.attempts += 1
         if call.token is None:
-            call.token = IN_CLIENT_CALL.set(True)
+            call.token = IN_CLIENT_CALL.set(call)
 
     def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
-        if call is None:
+        if call is None or call.ended:
             return
         try:
+            call.ended = True
             unmark(call.token)
             call.token = None
             attributes = call.span.attributes
@@ -137,9 +155,17 @@ class AwsCallEvents:
 
     def after_call_error(self, exception: "BaseException | None" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
-        if call is None:
+        if call is None or call.ended:
             return
+        self._failed(call, exception)
+
+    def interrupted(self, call: AwsCall, exception: BaseException) -> None:
+        if not call.ended:
+            self._failed(call, exception)
+
+    def _failed(self, call: AwsCall, exception: "BaseException | None") -> None:
         try:
+            call.ended = True
             unmark(call.token)
             call.token = None
             call.span.attributes["retry_attempts"] = max(call.attempts - 1, 0)

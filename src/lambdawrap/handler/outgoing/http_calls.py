@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, interrupted_below, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -112,6 +112,8 @@ def sync_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable", on_
         except BaseException as exc:
             if call is not None:
                 failed(call, exc)
+            else:
+                interrupted_below(exc)
             drop_own_frame(exc)
             raise
         if call is not None:
@@ -131,6 +133,8 @@ def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") ->
         except BaseException as exc:
             if call is not None:
                 calls.failed(call, exc)
+            else:
+                interrupted_below(exc)
             drop_own_frame(exc)
             raise
         if call is not None:

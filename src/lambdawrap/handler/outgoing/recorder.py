@@ -13,6 +13,8 @@ that outlived it) a span is sent alone.
 
 `IN_CLIENT_CALL` marks a call under way in this context, so that the layers below it (requests
 over urllib3 over http.client; the HTTP request under an AWS SDK call) add no span of their own.
+An AWS call's mark is the call itself: a request below it that a cancellation interrupts ends it
+(`interrupted_below`), as botocore reports no such end.
 """
 
 from __future__ import annotations
@@ -182,6 +184,20 @@ def contrib_span_current(module_name: str) -> bool:
         return type(own) is tuple and bool(own) and own[0] == module_name
     except Exception:  # noqa: BLE001 - an API of any version: not theirs, as far as we can tell
         return False
+
+
+def interrupted_below(exc: BaseException) -> None:
+    """A request that added no span (it runs under another call) ended with `exc`: a
+    BaseException that is no Exception (a cancellation) ends the AWS call above it, for which
+    botocore and aiobotocore emit no after-call-error (they catch Exception only)."""
+    if isinstance(exc, Exception):
+        return
+    try:
+        interrupted = getattr(IN_CLIENT_CALL.get(), "interrupted", None)
+        if interrupted is not None:
+            interrupted(exc)
+    except Exception:  # noqa: BLE001
+        FAILURES.record("ending an interrupted AWS SDK call")
 
 
 def unmark(token: "Any") -> None:
