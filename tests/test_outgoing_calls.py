@@ -812,3 +812,54 @@ def test_a_request_whose_response_is_never_read_ends_its_span_at_close(tmp_path)
     assert unread["start_time_unix_nano"] <= unread["end_time_unix_nano"] <= read["start_time_unix_nano"]
     assert read["attributes"]["http.response.status_code"] == 200
 
+
+RAISES_FOR_STATUS = """
+import asyncio
+import aiohttp, requests
+
+def raise_for_status(response, *args, **kwargs):
+    response.raise_for_status()
+
+async def aiohttp_get(url):
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        async with session.get(url) as response:
+            return response.status
+
+def handler(event, context):
+    base, raised = event["http"], []
+    session = requests.Session()
+    session.hooks["response"].append(raise_for_status)  # a common idiom
+    try:
+        session.get(base + "/status/404?via=requests", timeout=5)
+    except requests.HTTPError as exc:
+        raised.append([type(exc).__name__, exc.response.status_code])
+    try:
+        asyncio.run(aiohttp_get(base + "/status/503?via=aiohttp"))
+    except aiohttp.ClientResponseError as exc:
+        raised.append([type(exc).__name__, exc.status])
+    return raised
+"""
+
+
+def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
+    # GIVEN a function whose libraries raise for a 4xx/5xx answer inside the traced call: a
+    # requests response hook calling raise_for_status(), an aiohttp session made with
+    # raise_for_status=True
+    task = write_function(tmp_path / "task", RAISES_FOR_STATUS)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            invocation = invocation_span(rx, result.request_id)
+            calls = children(rx, invocation, 2)
+    # THEN the function saw what it sees without the layer
+    assert without == [["HTTPError", 404], ["ClientResponseError", 503]]
+    assert result.json() == without
+    # ...and each span is the answer's, as for an answer the library returns: its status code,
+    # error.type the code, no exception event (before: error.type HTTPError/ClientResponseError,
+    # no status code, an exception event, as if no answer had come)
+    for span, status in zip(calls, (404, 503)):
+        assert span["attributes"]["http.response.status_code"] == status, span
+        assert span["attributes"]["error.type"] == str(status) and span["status_code"] == 2, span
+        assert [e["name"] for e in span["events"]] == [], span

@@ -1,7 +1,8 @@
 """aiohttp's client: a span per `ClientSession` request, through aiohttp's own tracing signals
 (request start, end, exception; redirects stay inside the one span), added to every session the
 function makes. aiohttp calls them itself, so no frame of ours is ever in the way of the
-function's exceptions."""
+function's exceptions. A 4xx/5xx answer the session raises for (`raise_for_status`) is recorded as
+the answer it is."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ _CALL = "lambdawrap_call"  # the request's call, on aiohttp's per-request trace 
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    response_error = getattr(module, "ClientResponseError", ())  # what raise_for_status raises
+
     def begin(context: "Any", args: tuple, kwargs: dict) -> tuple:
         params = args[0]
         url = params.url
@@ -36,10 +39,14 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
 
     async def on_request_exception(session: "Any", context: "Any", params: "Any") -> None:
         call = getattr(context, _CALL, None)
-        if call is not None:
-            calls.failed(call, params.exception)
+        exc = params.exception
+        status = getattr(exc, "status", None)
+        if call is not None and isinstance(exc, response_error) and type(status) is int and status >= 400:
+            calls.answered(call, status)  # an answer, which raise_for_status raised for
+        elif call is not None:
+            calls.failed(call, exc)
         else:
-            interrupted_below(params.exception)  # under aiobotocore: a cancellation ends its call
+            interrupted_below(exc)  # under aiobotocore: a cancellation ends its call
 
     trace_config = module.TraceConfig()
     trace_config.on_request_start.append(on_request_start)

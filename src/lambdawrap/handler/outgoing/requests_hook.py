@@ -1,6 +1,7 @@
 """requests: a span per `Session.send()` (redirects are followed inside it: one span per logical
 request, its final answer). The prepared request's headers get the trace context, as with
-OpenTelemetry's requests instrumentation (it is the request being sent)."""
+OpenTelemetry's requests instrumentation (it is the request being sent). A 4xx/5xx answer that a
+response hook raises for (`raise_for_status()`, inside `send()`) is recorded as the answer it is."""
 
 from __future__ import annotations
 
@@ -23,4 +24,13 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         return calls.begin(method, scheme, host, port, rest, request.headers, userinfo), args, kwargs
 
-    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code")))
+    request_error = getattr(module, "RequestException", ())  # HTTPError's base
+
+    def failed(call: "Any", exc: BaseException) -> None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(exc, request_error) and type(status) is int and status >= 400:
+            calls.answered(call, status)  # an answer, which a response hook raised for
+        else:
+            calls.failed(call, exc)
+
+    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
