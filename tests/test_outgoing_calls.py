@@ -863,3 +863,74 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
         assert span["attributes"]["http.response.status_code"] == status, span
         assert span["attributes"]["error.type"] == str(status) and span["status_code"] == 2, span
         assert [e["name"] for e in span["events"]] == [], span
+
+
+CALLS_FROM_A_RESPONSE_HOOK = """
+import traceback, urllib.request
+import requests
+
+session = requests.Session()
+
+class TokenAuth(requests.auth.AuthBase):
+    # as HTTPDigestAuth, requests-ntlm and requests-kerberos do: a hook answering a 401 re-sends
+    # the request through its adapter
+    def __call__(self, request):
+        request.register_hook("response", self.answer_401)
+        return request
+
+    def answer_401(self, response, **kwargs):
+        if response.status_code != 401 or "Authorization" in response.request.headers:
+            return response
+        response.content
+        again = response.request.copy()
+        again.headers["Authorization"] = "Token t"
+        answer = response.connection.send(again, **kwargs)
+        answer.history.append(response)
+        return answer
+
+def audit(response, *args, **kwargs):
+    # a hook reporting each answer to another service: the function's own calls
+    base = response.url.split("/status/")[0]
+    requests.post(base + "/status/202?via=hook-requests", json={"status": response.status_code}, timeout=5)
+    urllib.request.urlopen(base + "/status/200?via=hook-urllib", timeout=5).read()
+    if response.status_code >= 400:
+        raise RuntimeError("refused")
+
+session.hooks["response"].append(audit)
+
+def handler(event, context):
+    status = session.get(event["http"] + "/status/200?via=main", timeout=5).status_code
+    requests.get(event["http"] + "/status/401?via=auth", auth=TokenAuth(), timeout=5)
+    try:
+        session.get(event["http"] + "/status/403?via=main", timeout=5)
+    except RuntimeError as exc:
+        return {"status": status, "raised": [frame.name for frame in traceback.extract_tb(exc.__traceback__)]}
+"""
+
+
+def test_calls_a_requests_response_hook_makes_are_traced(tmp_path):
+    # GIVEN a function whose requests response hook makes HTTP calls of its own (and raises),
+    # and a request whose auth handler re-sends it from a response hook
+    task = write_function(tmp_path / "task", CALLS_FROM_A_RESPONSE_HOOK)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        http.requests.clear()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            invocation = invocation_span(rx, result.request_id)
+            calls = children(rx, invocation, 7)
+    # THEN the function saw what it sees without the layer (the hook's exception, its frames)
+    assert without == {"status": 200, "raised": ["handler", "get", "request", "send", "dispatch_hook", "audit"]}
+    assert result.json() == without
+    # ...and the hook's calls are spans of their own, each named downstream by its own span
+    # (before: they ran inside the request's span, marked as under it: no span, no traceparent)
+    urls = [s["attributes"]["url.full"].rsplit("?", 1)[1] for s in calls]
+    assert sorted(urls) == sorted(["via=main", "via=hook-requests", "via=hook-urllib"] * 2 + ["via=auth"]), urls
+    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 7
+    spans = {s["span_id"] for s in calls}
+    assert all(r["headers"].get("traceparent", "-").split("-")[2] in spans for r in http.requests), http.requests
+    assert len(http.requests) == 8
+    # ...while the auth handler's re-send stays inside its request's one span, which it names
+    auth = next(s for s in calls if s["attributes"]["url.full"].endswith("via=auth"))
+    assert [r["headers"]["traceparent"].split("-")[2] for r in http.requests if r["path"].endswith("via=auth")] == [auth["span_id"]] * 2

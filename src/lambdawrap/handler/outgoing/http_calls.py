@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, interrupted_below, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, IN_RESPONSE_HOOK, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, interrupted_below, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import full_url
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -41,6 +41,9 @@ class HttpCalls:
         self._propagation = propagation
         self._keys = redaction_keys
         self._contrib = contrib
+        # A layer requests sends through (urllib3, http.client): inside a response hook, a
+        # request it sends is a re-send of the traced one (see IN_RESPONSE_HOOK).
+        self.below_requests = False
 
     def begin(self, method: str, scheme: str, host: str, port: int, rest: str, headers: "Any" = None, userinfo: str = "", mark: bool = True) -> "Call | None":
         """A call to record, or None (inside another traced call, our own traffic, an excluded
@@ -48,7 +51,10 @@ class HttpCalls:
         context (what the user set stays). `mark=False` leaves the context unmarked (for a
         hook whose end is a separate call, which could otherwise leave the mark behind)."""
         try:
-            if IN_CLIENT_CALL.get() or otel_suppressed() or contrib_active(*self._contrib) or contrib_span_current(self._contrib[0]) or self._recorder.excluded(host, port):
+            marked = IN_CLIENT_CALL.get()
+            if marked is IN_RESPONSE_HOOK:
+                marked = self.below_requests
+            if marked or otel_suppressed() or contrib_active(*self._contrib) or contrib_span_current(self._contrib[0]) or self._recorder.excluded(host, port):
                 return None
             known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {

@@ -23,6 +23,7 @@ _SPAN = "_lambdawrap_call"  # the connection's call under way
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
     connection = module.HTTPConnection
+    calls.below_requests = True  # requests sends through it
     https = getattr(module, "HTTPSConnection", None)
 
     def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:

@@ -39,6 +39,11 @@ MAX_ATTRIBUTE_CHARS = 2048  # a URL or an ARN: enough to tell it, never a payloa
 
 # Truthy while a client span is open in this context: the layers below add none of their own.
 IN_CLIENT_CALL: contextvars.ContextVar = contextvars.ContextVar("lambdawrap_in_client_call", default=False)
+# Its value while requests runs a traced request's response hooks (the function's code, inside
+# Session.send): the calls a hook makes are the function's own, but a re-send through the request's
+# adapter (`r.connection.send`: HTTPDigestAuth, requests-ntlm and requests-kerberos answer a 401 so)
+# is still the request's: the layers below requests (urllib3, http.client) take it as a mark.
+IN_RESPONSE_HOOK = "in a requests response hook"
 # OpenTelemetry's own suppression keys (its instrumentations set them around the calls they trace):
 # the plain names older APIs used (and `suppress_instrumentation()` still sets), and the names
 # the API's `create_key` made for this process (a uuid appended: from API 1.2x its only key for

@@ -1,11 +1,17 @@
 """requests: a span per `Session.send()` (redirects are followed inside it: one span per logical
 request, its final answer). The prepared request's headers get the trace context, as with
 OpenTelemetry's requests instrumentation (it is the request being sent). A 4xx/5xx answer that a
-response hook raises for (`raise_for_status()`, inside `send()`) is recorded as the answer it is."""
+response hook raises for (`raise_for_status()`, inside `send()`) is recorded as the answer it is.
+The response hooks are the function's code, run inside `send()`: the calls they make are not
+under the request (`sessions.dispatch_hook` runs them marked IN_RESPONSE_HOOK), so each is traced
+on its own; a re-send through the request's adapter (an auth handler's answer to a 401) stays
+inside the request's span."""
 
 from __future__ import annotations
 
+from lambdawrap.handler.invocation import drop_own_frame
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
+from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, unmark
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -34,3 +40,20 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
             calls.failed(call, exc)
 
     module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
+
+    sessions = getattr(module, "sessions", None)
+    if callable(getattr(sessions, "dispatch_hook", None)):
+        sessions.dispatch_hook = function_wrapper(sessions.dispatch_hook, _outside_the_call)
+
+
+def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+    """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
+    of the function's, a re-send through the request's adapter is still the request's."""
+    token = IN_CLIENT_CALL.set(IN_RESPONSE_HOOK) if IN_CLIENT_CALL.get() else None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        drop_own_frame(exc)
+        raise
+    finally:
+        unmark(token)
