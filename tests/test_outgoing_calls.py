@@ -934,3 +934,46 @@ def test_calls_a_requests_response_hook_makes_are_traced(tmp_path):
     # ...while the auth handler's re-send stays inside its request's one span, which it names
     auth = next(s for s in calls if s["attributes"]["url.full"].endswith("via=auth"))
     assert [r["headers"]["traceparent"].split("-")[2] for r in http.requests if r["path"].endswith("via=auth")] == [auth["span_id"]] * 2
+
+
+FORWARDS_THE_CALLERS_HEADERS = """
+import http.client, urllib.parse, urllib.request
+import httpx, requests
+
+def handler(event, context):
+    base = event["headers"]["x-target"]
+    requests.get(base + "/status/200?via=traced", timeout=5)  # carries the caller's tracestate on
+    # a proxy forwarding the caller's W3C headers as it received them
+    forwarded = {name: event["headers"][name] for name in ("traceparent", "tracestate")}
+    requests.get(base + "/status/200?via=requests", headers=forwarded, timeout=5)
+    httpx.get(base + "/status/200?via=httpx", headers=forwarded)
+    urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=urllib", headers=forwarded), timeout=5).read()
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=5)
+    conn.request("GET", "/status/200?via=http.client", headers=forwarded)
+    conn.getresponse().read()
+    conn.close()
+    return {"statusCode": 200}
+"""
+
+
+def test_a_tracestate_the_function_sends_with_its_own_traceparent_is_kept(tmp_path):
+    # GIVEN a function that forwards its caller's traceparent and tracestate on requests, after
+    # a request that lambdawrap traced (whose tracestate, the caller's, has the same value)
+    task = write_function(tmp_path / "task", FORWARDS_THE_CALLERS_HEADERS)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    caller = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "congo=t61"}
+    sent = []
+    with recording_server() as http:
+        event = dict(event, headers=dict(event["headers"], **caller, **{"x-target": http.url}))
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            assert bare.invoke(event).json() == {"statusCode": 200}
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            sent.append(list(http.requests))
+            assert emu.invoke(event).json() == {"statusCode": 200}
+        sent.append(http.requests[len(sent[0]):])
+    without, with_layer = ({r["path"].partition("via=")[2]: (r["headers"].get("traceparent"), r["headers"].get("tracestate")) for r in run} for run in sent)
+    # THEN each forwarded request carries exactly the headers the function set, as without the
+    # layer (before: the tracestate was removed, taken for one lambdawrap had written by its value)
+    for library in ("requests", "httpx", "urllib", "http.client"):
+        assert with_layer[library] == without[library] == (caller["traceparent"], caller["tracestate"]), (library, with_layer)
+    assert with_layer["traced"][1] == caller["tracestate"] and with_layer["traced"][0] != caller["traceparent"]

@@ -136,7 +136,8 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
     this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value."""
     parent = present.get("traceparent")
-    if parent is not None and not written_by_us("traceparent", parent):
+    own_parent = parent is not None and not written_by_us("traceparent", parent)
+    if own_parent:
         # The function sent its own traceparent: a tracestate belongs to the traceparent it
         # came with (W3C Trace Context), so the invocation's (another trace's vendor state)
         # does not join it, nor does an X-Ray header naming the invocation's trace (the next
@@ -149,13 +150,17 @@ def carried_changes(present: dict, pairs: list) -> tuple:
         # (the function forwarding its _X_AMZN_TRACE_ID) is the same trace: the traceparent
         # goes with it, naming the client span.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_XRAY]
+    # Beside the function's own traceparent, every header is the function's too, whatever its
+    # value: a tracestate or baggage is not one send's (every request of an invocation carries
+    # the same, as does the caller's own header, which a function forwarding it sends on), so its
+    # value alone does not tell it from one lambdawrap wrote (a traceparent's does: a span's).
     to_set = []
     for name, value in pairs:
         old = present.get(name.lower())
-        if old is None or written_by_us(name, old):
+        if old is None or (not own_parent and written_by_us(name, old)):
             to_set.append((name, value))
             _remember((name.lower(), value))
-    if not present:
+    if not present or own_parent:
         return to_set, []
     wanted = {name.lower() for name, _ in pairs}
     return to_set, [name for name, value in present.items() if name not in wanted and written_by_us(name, value)]
