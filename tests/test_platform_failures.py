@@ -63,9 +63,7 @@ def exception_types(span) -> list:
 @every_python
 def test_a_handler_that_ends_the_runtime_is_a_crash_as_the_caller_got_it(task, runtime_python):
     events = [{}, {"do": "exit", "code": 3}, {}, {"do": "exit", "code": 0}, {"do": "interrupt"}, {"do": "raise"}, {}]
-    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
-        results = [emu.invoke(event) for event in events]
-        spans = one_span_each(rx, results)
+    results, spans, rx = invoke_each(task, events, runtime_python)
     got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
     # GIVEN three invocations that ended the runtime, the caller getting Runtime.ExitError
     assert got == [None, "Runtime.ExitError", None, "Runtime.ExitError", "Runtime.ExitError", "ValueError", None]
@@ -87,24 +85,34 @@ def test_a_handler_that_ends_the_runtime_is_a_crash_as_the_caller_got_it(task, r
     assert metric_total(rx, "faas.invocations") == len(events)
 
 
+def invoke_each(task, events: list, runtime_python) -> tuple:
+    """(results, span by request id, the receiver) of the events invoked in turn."""
+    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
+        results = [emu.invoke(event) for event in events]
+        return results, one_span_each(rx, results), rx
+
+
+def assert_timed_out(span: dict) -> None:
+    """The span says the caller's timeout, with its reason."""
+    assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout"
+    assert span["attributes"]["lambdawrap.failure_reason"] == "timeout"
+
+
 @every_python
 def test_a_timeout_while_the_response_is_serialized_is_counted_whatever_the_margin(task, runtime_python):
     # GIVEN handlers that return 150 ms before their deadline (their record goes at once) and
     # 900 ms before it (held for the runtime's post where the version has one), with a
     # response that takes longer than that to serialize
     events = [{}, {"do": "late", "left_ms": 150}, {}, {"do": "late", "left_ms": 900}, {}]
-    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
-        results = [emu.invoke(event) for event in events]
-        spans = one_span_each(rx, results)
+    results, spans, rx = invoke_each(task, events, runtime_python)
     got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
     assert got == [None, "Sandbox.Timedout", None, "Sandbox.Timedout", None]
     # THEN both spans say the caller's timeout, with its reason, and both are counted once
     for result, event in zip(results, events):
         span = spans[result.request_id]
         if event.get("do") == "late":
-            assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout"
+            assert_timed_out(span)
             assert span["status_message"] == "Sandbox.Timedout: invocation ended by the platform (timeout)"
-            assert span["attributes"]["lambdawrap.failure_reason"] == "timeout"
         else:
             assert span["status_code"] == 0
     assert metric_total(rx, "faas.timeouts") == 2
@@ -162,9 +170,7 @@ def handler(event, context):
 def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_got(tmp_path, runtime_python):
     task = write_function(tmp_path / "task", GRACEFUL_APP)
     events = [{}, {"on_term": "return"}, {}, {"on_term": "raise"}, {}]
-    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
-        results = [emu.invoke(event) for event in events]
-        spans = one_span_each(rx, results)
+    results, spans, rx = invoke_each(task, events, runtime_python)
     got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
     # GIVEN two invocations that timed out, whose handler returned or raised at the platform's
     # SIGTERM, the runtime posting that answer after the caller had its timeout
@@ -174,8 +180,7 @@ def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_go
     for result, event in zip(results, events):
         span = spans[result.request_id]
         if event:
-            assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout"
-            assert span["attributes"]["lambdawrap.failure_reason"] == "timeout"
+            assert_timed_out(span)
             assert exception_types(span) == (["RuntimeError"] if event["on_term"] == "raise" else [])
         else:
             assert span["status_code"] == 0
