@@ -674,6 +674,44 @@ def test_the_functions_own_xray_header_of_another_trace_goes_without_a_tracepare
     assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
 
 
+SENDS_A_HEADER_TWICE = """
+import email.message, http.client, urllib.parse
+
+def handler(event, context):
+    headers = email.message.Message()
+    headers["X-Forwarded-For"] = "10.0.0.1"
+    headers["X-Forwarded-For"] = "10.0.0.2"
+    headers["Accept"] = "application/json"
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(event["http"]).netloc, timeout=5)
+    conn.request("GET", "/status/200?via=message", headers=headers)
+    status = conn.getresponse().status
+    conn.close()
+    return {"status": status, "kept": headers.get_all("X-Forwarded-For")}
+"""
+
+
+def test_http_client_sends_every_line_of_a_headers_mapping_that_holds_a_name_twice(tmp_path):
+    # GIVEN a function whose http.client request names a header twice (an email.message.Message,
+    # whose items() http.client sends line by line)
+    task = write_function(tmp_path / "task", SENDS_A_HEADER_TWICE)
+    sent = {}
+    for layer in (False, True):
+        with recording_server() as http:
+            if layer:
+                with instrumented(task, timeout_s=30) as (emu, rx):
+                    result = emu.invoke({"http": http.url})
+                    assert len(children(rx, invocation_span(rx, result.request_id), 1)) == 1
+            else:
+                with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+                    result = bare.invoke({"http": http.url})
+            sent[layer] = ([(k, v) for k, v in http.requests[0]["lines"] if k.lower() not in ("host", "traceparent", "tracestate", "baggage")], result.json())
+    # THEN the server gets both lines with the layer too (before: one, the first's value, as a
+    # copy of the mapping into a dict kept), and the function's own mapping is unchanged
+    assert sent[True] == sent[False], sent
+    assert [v for k, v in sent[True][0] if k == "X-Forwarded-For"] == ["10.0.0.1", "10.0.0.2"]
+    assert sent[True][1] == {"status": 200, "kept": ["10.0.0.1", "10.0.0.2"]}
+
+
 INSTRUMENTS_MIDWAY = """
 import httpx
 

@@ -13,7 +13,8 @@ from typing import Iterator
 
 class RecordingServer:
     """GET/POST /status/<code> answers <code>; /redirect answers 302 to /status/200; /slow
-    answers only when released (or after 30 s); every request's headers are kept."""
+    answers only when released (or after 30 s); every request's headers are kept (`lines`: each
+    header line as sent, in order)."""
 
     def __init__(self) -> None:
         self.requests: list = []
@@ -30,7 +31,7 @@ class RecordingServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
-                server.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                server.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "lines": self.headers.items()})
                 path = self.path.split("?")[0]
                 if path == "/slow":
                     server.release.wait(30)

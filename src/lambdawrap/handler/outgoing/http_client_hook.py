@@ -62,16 +62,57 @@ def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dic
         scheme, host, port, userinfo, rest = parts
     else:
         userinfo, rest = "", url
+    # The user's headers mapping (or the shared default {}) is never changed: a copy carries
+    # ours. Made first: one http.client cannot read fails the call untraced, as without us.
+    headers = _copy(args[3] if len(args) > 3 else kwargs.get("headers"))
     call = calls.begin(method, scheme, str(host).lower(), port, rest, None, userinfo, mark=False)
     if call is None:
         return None, args, kwargs
-    # The user's headers mapping (or the shared default {}) is never changed: a copy carries ours.
+    add_missing(headers, calls.headers_for(call))
     if len(args) > 3:
-        headers = dict(args[3] or {})
-        add_missing(headers, calls.headers_for(call))
         args = args[:3] + (headers,) + args[4:]
     else:
-        headers = dict(kwargs.get("headers") or {})
-        add_missing(headers, calls.headers_for(call))
         kwargs = dict(kwargs, headers=headers)
     return call, args, kwargs
+
+
+def _copy(headers: "Any") -> "Any":
+    """A copy of the headers mapping request() was given, sending what it would: a dict's, or
+    every line of one that holds a name twice (an email.message.Message, a multidict), whose
+    dict() would keep one value of each name."""
+    if not headers or type(headers) is dict:
+        return dict(headers or {})
+    return _HeaderLines(headers.items())
+
+
+class _HeaderLines:
+    """Header lines in order, a name possibly twice: what http.client reads of a mapping (its
+    names, `items()`), and what add_missing changes (a name's first line, or a new one)."""
+
+    def __init__(self, items: "Any") -> None:
+        self._lines = [[name, value] for name, value in items]
+
+    def __iter__(self) -> "Any":
+        return iter([name for name, _ in self._lines])
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def items(self) -> list:
+        return [(name, value) for name, value in self._lines]
+
+    def __getitem__(self, name: str) -> "Any":
+        for line in self._lines:
+            if line[0] == name:
+                return line[1]
+        raise KeyError(name)
+
+    def __setitem__(self, name: str, value: "Any") -> None:
+        for line in self._lines:
+            if line[0] == name:
+                line[1] = value
+                return
+        self._lines.append([name, value])
+
+    def __delitem__(self, name: str) -> None:
+        self._lines = [line for line in self._lines if line[0] != name]
