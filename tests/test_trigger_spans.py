@@ -202,3 +202,25 @@ def test_a_payload_s_top_level_tracestate_does_not_join_lambdawrap_s_context(tas
     # THEN the span continues lambdawrap's context without the other trace's vendor state (a
     # tracestate belongs to the traceparent it came with; before: "other=of-another-trace")
     assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")
+
+
+def test_a_header_sent_twice_is_read_from_multi_value_headers_for_the_trace_context(task):
+    # GIVEN REST API requests (payload 1.0: "headers" holds the last value of a repeated header,
+    # "multiValueHeaders" every value, as API Gateway hands them over): one whose client sent its
+    # tracestate in two header lines, as W3C Trace Context allows (they are one list, combined),
+    # and one that came with two traceparent headers (W3C: not a valid context; the trace
+    # restarts, as it does for an HTTP API, which hands the two over joined)
+    first, second = "00-12345678901234567890123456789011-1234567890123456-01", "00-12345678901234567890123456789012-1234567890123456-01"
+    two_states = event("apigw-rest")
+    two_states["headers"].update(traceparent=first, tracestate="baz=3")
+    two_states["multiValueHeaders"].update(traceparent=[first], tracestate=["foo=1,bar=2", "baz=3"])
+    two_parents = event("apigw-rest")
+    two_parents["headers"].update(traceparent=second, tracestate="baz=3")
+    two_parents["multiValueHeaders"].update(traceparent=[first, second], tracestate=["baz=3"])
+    # WHEN they are handled
+    state_span, parents_span = exported([two_states, two_parents], task)
+    # THEN the first continues its trace with the whole tracestate, in the order sent (before:
+    # "baz=3", the other lines dropped), and the second starts a trace of its own (before: the
+    # second traceparent was its parent)
+    assert (state_span["trace_id"], state_span["parent_span_id"], state_span["trace_state"]) == ("12345678901234567890123456789011", "1234567890123456", "foo=1,bar=2,baz=3")
+    assert parents_span["parent_span_id"] == "" and parents_span["trace_id"] not in ("12345678901234567890123456789011", "12345678901234567890123456789012")

@@ -41,9 +41,29 @@ def _joined(values: object) -> Optional[str]:
     return ", ".join(kept) or None
 
 
+# The W3C Trace Context fields a client may send in more than one header line: repeated
+# tracestate (and baggage) lines are one list, combined; a repeated traceparent is invalid.
+_TRACE_FIELDS = frozenset(("traceparent", "tracestate", "baggage"))
+
+
 def request_headers(single: object, multi: object = None) -> Dict[str, str]:
     """Request headers with lowercased names, from ``{name: value}`` (values may be lists), or
-    from ``{name: [values]}`` when the single-value map is empty (ALB multi-value mode)."""
+    from ``{name: [values]}`` when the single-value map is empty (ALB multi-value mode).
+
+    Where both are given (API Gateway payload 1.0), the single-value map holds only the last
+    line of a repeated header: the trace context fields are then read from the multi-value one,
+    their lines joined as HTTP combines them (looked at only when a traceparent came)."""
+    headers = _headers(single, multi)
+    if "traceparent" in headers and single and isinstance(multi, dict) and multi:
+        for name, values in _bounded_items(multi):
+            if isinstance(values, list) and len(values) > 1 and isinstance(name, str) and name.lower() in _TRACE_FIELDS:
+                value = _joined(values)
+                if value:
+                    headers[name.lower()] = value
+    return headers
+
+
+def _headers(single: object, multi: object) -> Dict[str, str]:
     if isinstance(single, dict) and single:
         if len(single) <= MAX_FIELDS:
             try:
