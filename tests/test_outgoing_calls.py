@@ -1015,3 +1015,59 @@ def test_a_tracestate_the_function_sends_with_its_own_traceparent_is_kept(tmp_pa
     for library in ("requests", "httpx", "urllib", "http.client"):
         assert with_layer[library] == without[library] == (caller["traceparent"], caller["tracestate"]), (library, with_layer)
     assert with_layer["traced"][1] == caller["tracestate"] and with_layer["traced"][0] != caller["traceparent"]
+
+
+PICKLES_AND_COPIES_LIBRARY_METHODS = """
+import copy, http.client, pickle, types, urllib.request
+import aiohttp, httpx, requests, urllib3
+
+def observe(value):
+    kind = "method" if isinstance(value, types.MethodType) else "function" if isinstance(value, types.FunctionType) else "?"
+    return [kind, getattr(value, "__qualname__", None), type(getattr(value, "__self__", None)).__name__]
+
+def handler(event, context):
+    session = requests.Session()
+    methods = {
+        "Session.send": requests.Session.send,
+        "session.send": session.send,
+        "dispatch_hook": requests.sessions.dispatch_hook,
+        "urlopen": urllib3.PoolManager().connection_from_url(event["http"]).urlopen,
+        "HTTPConnection.request": http.client.HTTPConnection.request,
+        "connection.getresponse": http.client.HTTPConnection("localhost").getresponse,
+        "OpenerDirector.open": urllib.request.OpenerDirector.open,
+        "handle_request": httpx.HTTPTransport().handle_request,
+        "ClientSession.__init__": aiohttp.ClientSession.__init__,
+    }
+    seen = {}
+    for name, method in methods.items():
+        for how, make in (("pickled", lambda m: pickle.loads(pickle.dumps(m))), ("copied", copy.copy), ("deep-copied", copy.deepcopy)):
+            try:
+                seen[f"{name} {how}"] = observe(make(method))
+            except Exception as exc:
+                seen[f"{name} {how}"] = f"{type(exc).__name__}: {exc}"
+    # a deep copy of a bound send is bound to a copy of the session, which still sends
+    send = copy.deepcopy({"send": session.send})["send"]
+    seen["copy sends"] = send(requests.Request("GET", event["http"] + "/status/200?via=copy").prepare(), timeout=5).status_code
+    seen["own session"] = send.__self__ is not session
+    return seen
+"""
+
+
+def test_the_library_methods_lambdawrap_wraps_pickle_and_copy_as_without_it(tmp_path):
+    # GIVEN a function that pickles, copies and deep-copies the library methods lambdawrap wraps
+    # (requests' Session.send, reached through the class and bound to a session, urllib3's
+    # urlopen, http.client's, urllib's, httpx's, aiohttp's), as a cache, a process pool or a
+    # deep-copied configuration holding one of them does
+    task = write_function(tmp_path / "task", PICKLES_AND_COPIES_LIBRARY_METHODS)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+    # THEN the function sees what it sees without the layer (before: every one of them raised
+    # NotImplementedError, "object proxy must define __reduce_ex__()", from wrapt's proxy)
+    assert without["copy sends"] == 200 and without["own session"] is True
+    assert without["session.send pickled"] == ["method", "Session.send", "Session"], without
+    assert without["Session.send deep-copied"] == ["function", "Session.send", "NoneType"], without
+    assert result.function_error is None, result.body
+    assert result.json() == without

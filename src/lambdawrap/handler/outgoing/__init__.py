@@ -49,6 +49,7 @@ def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel
     """Register the post-import hooks of the libraries the settings name (nothing else happens
     until one of them is imported: the recorder is made by the first hook that runs)."""
     shared: dict = {}
+    function_wrapper = library_wrapper(function_wrapper)
 
     def hook_for(library: str, hook_module: str, needed: tuple) -> "Callable[[ModuleType], None]":
         def patch_library(module: "ModuleType") -> None:
@@ -66,6 +67,63 @@ def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel
     for library in settings.instrument:
         for module_name, hook_module, needed in LIBRARIES[library][0]:
             when_imported(module_name, hook_for(library, hook_module, needed), on_error)
+
+
+def library_wrapper(function_wrapper: type) -> type:
+    """`function_wrapper`'s subclass for the library methods we wrap, which pickles and copies
+    as the function it wraps does (wrapt's proxies refuse both): a function, or one reached
+    through its class (`requests.Session.send`), by reference, copies of it being itself; a
+    method bound to an instance (`session.send`) as the bound method, by its instance and name,
+    a deep copy bound to a deep copy of the instance."""
+    base_bound = type(function_wrapper(_nothing, _nothing).__get__(0, int))
+
+    class BoundLibraryWrapper(base_bound):  # type: ignore[valid-type,misc]
+        def __reduce_ex__(self, protocol: int) -> "Any":
+            instance = self._self_instance
+            if instance is None:
+                return _by_reference(self.__wrapped__)
+            return getattr, (instance, self.__wrapped__.__name__)
+
+        def __copy__(self) -> "Any":
+            instance = self._self_instance
+            return self if instance is None else getattr(instance, self.__wrapped__.__name__)
+
+        def __deepcopy__(self, memo: dict) -> "Any":
+            instance = self._self_instance
+            if instance is None:
+                return self
+            import copy
+
+            return getattr(copy.deepcopy(instance, memo), self.__wrapped__.__name__)
+
+    class LibraryWrapper(function_wrapper):  # type: ignore[valid-type,misc]
+        __bound_function_wrapper__ = BoundLibraryWrapper
+
+        def __reduce_ex__(self, protocol: int) -> "Any":
+            return _by_reference(self.__wrapped__)
+
+        def __copy__(self) -> "Any":
+            return self
+
+        def __deepcopy__(self, memo: dict) -> "Any":
+            return self
+
+    for made, base in ((BoundLibraryWrapper, base_bound), (LibraryWrapper, function_wrapper)):
+        made.__name__ = made.__qualname__ = base.__name__  # their reprs stay wrapt's
+    return LibraryWrapper
+
+
+def _nothing(*args: "Any") -> None:
+    return None
+
+
+def _by_reference(function: "Any") -> tuple:
+    """A function pickles as the name its module holds it under, looked up again when unpickled
+    (pickle's own check, that the name leads to the object saved, cannot hold for a method
+    reached through its class: each access makes a new bound wrapper)."""
+    import pkgutil  # only here: a wrapped library function pickled
+
+    return pkgutil.resolve_name, (f"{function.__module__}:{function.__qualname__}",)
 
 
 def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any") -> dict:
