@@ -70,6 +70,17 @@ def children(receiver, parent, count):
     return sorted(spans, key=lambda s: s["start_time_unix_nano"])
 
 
+def without_and_with_the_layer(task) -> tuple:
+    """The function invoked with {"http": a recording server's URL}: what it returned without the
+    layer, its result with it, and the receiver (read after the companion's last flush)."""
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+    return without, result, rx
+
+
 def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, moto):
     task = write_function(tmp_path / "task", CALLER)
     with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
@@ -884,13 +895,8 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
     # requests response hook calling raise_for_status(), an aiohttp session made with
     # raise_for_status=True
     task = write_function(tmp_path / "task", RAISES_FOR_STATUS)
-    with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
-        with instrumented(task, timeout_s=30) as (emu, rx):
-            result = emu.invoke({"http": http.url})
-            invocation = invocation_span(rx, result.request_id)
-            calls = children(rx, invocation, 2)
+    without, result, rx = without_and_with_the_layer(task)
+    calls = children(rx, invocation_span(rx, result.request_id), 2)
     # THEN the function saw what it sees without the layer
     assert without == [["HTTPError", 404], ["ClientResponseError", 503]]
     assert result.json() == without
@@ -1059,11 +1065,7 @@ def test_the_library_methods_lambdawrap_wraps_pickle_and_copy_as_without_it(tmp_
     # urlopen, http.client's, urllib's, httpx's, aiohttp's), as a cache, a process pool or a
     # deep-copied configuration holding one of them does
     task = write_function(tmp_path / "task", PICKLES_AND_COPIES_LIBRARY_METHODS)
-    with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
-        with instrumented(task, timeout_s=30) as (emu, rx):
-            result = emu.invoke({"http": http.url})
+    without, result, rx = without_and_with_the_layer(task)
     # THEN the function sees what it sees without the layer (before: every one of them raised
     # NotImplementedError, "object proxy must define __reduce_ex__()", from wrapt's proxy)
     assert without["copy sends"] == 200 and without["own session"] is True
