@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from conftest import wait_for, write_function
@@ -148,6 +149,38 @@ def test_injected_before_import_refreshed_served_and_never_leaked(task, moto, ru
     assert rx.spans(), "the run exported spans"
     for value in (DB_PASSWORD, API_KEY, ROTATED):
         assert value not in captured
+
+
+CROSS_REGION_APP = """
+import json, os, urllib.request
+AT_IMPORT = {"FAR_SECRET": os.environ.get("FAR_SECRET"), "FAR_PARAM": os.environ.get("FAR_PARAM")}
+
+def handler(event, context):
+    req = urllib.request.Request("http://localhost:%s/secretsmanager/get?secretId=%s" % (os.environ["LAMBDAWRAP_SECRETS_PORT"], event["arn"]))
+    req.add_header("X-Aws-Parameters-Secrets-Token", os.environ["AWS_SESSION_TOKEN"])
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return {"at_import": AT_IMPORT, "served": json.loads(resp.read())["SecretString"]}
+"""
+
+
+@pytest.mark.parametrize("timeout_ms", ["15000", "1"], ids=["companion", "boot"])
+def test_a_secret_and_a_parameter_declared_by_the_arn_of_another_region_are_loaded(tmp_path, moto, timeout_ms):
+    # GIVEN a function in us-east-1 declaring a secret and a parameter that live in eu-west-1 by
+    # their ARNs (Secrets Manager and Parameter Store are regional: only eu-west-1's endpoint
+    # finds them), loaded by the companion or, when it is not waited for, by the boot itself
+    # before: both asked us-east-1, ResourceNotFoundException / ParameterNotFound, left unset
+    far = lambda service: boto3.client(service, endpoint_url=moto.endpoint, region_name="eu-west-1", aws_access_key_id="test", aws_secret_access_key="test")
+    arn = far("secretsmanager").create_secret(Name="shared/api", SecretString=json.dumps({"key": "far-k3y-value"}))["ARN"]
+    far("ssm").put_parameter(Name="/shared/flag", Value="far-param-value", Type="SecureString")
+    parameter_arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/shared/flag"
+    task = write_function(tmp_path / "task", CROSS_REGION_APP)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS=f"FAR_SECRET=secretsmanager:{arn}#key,FAR_PARAM=ssm:{parameter_arn}", LAMBDAWRAP_SECRETS_TIMEOUT_MS=timeout_ms)
+    with instrumented(task, env=env) as (emu, rx):
+        body = emu.invoke({"arn": arn}).json()
+        emu.wait_idle()
+    # THEN both are in os.environ at import, and the secrets API serves the secret by its ARN
+    assert body["at_import"] == {"FAR_SECRET": "far-k3y-value", "FAR_PARAM": "far-param-value"}
+    assert json.loads(body["served"]) == {"key": "far-k3y-value"}
 
 
 def test_missing_secret_warns_and_leaves_variable_unset(task, moto):

@@ -90,13 +90,13 @@ class SecretStore:
         if not self.sources:
             self._ready.set()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, region: str | None = None) -> Any:
         # Under a lock: the first fetches run in parallel, and a boto3 session must not build
         # two clients at once.
         with self._clients_lock:
             if self._clients is None:
                 self._clients = make_clients("companion", self._region)
-            return self._clients(service)
+            return self._clients(service, region) if region else self._clients(service)
 
     def start(self) -> None:
         """Fetch everything declared now (in parallel), then keep it fresh, on the worker."""

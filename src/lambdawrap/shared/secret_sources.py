@@ -139,8 +139,9 @@ def _check_name(identifier: str) -> None:
 _DEADLINE_STEP_S = 0.25
 
 
-def make_clients(component: str, region: str | None = None, deadline: float | None = None) -> Callable[[str], Any]:
-    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts. With a
+def make_clients(component: str, region: str | None = None, deadline: float | None = None) -> Callable[..., Any]:
+    """A cached factory of boto3 clients ('secretsmanager', 'ssm') with bounded timeouts, in
+    `region` or in the region a call's ARN names (`client(service, arn_region)`). With a
     `deadline` (time.monotonic()), each call is one attempt whose connect and read waits add up
     to no more than what is left: a Secrets Manager that answers one call slowly and takes the
     next without answering must not hold the caller past it. Past it, or under one step before
@@ -153,27 +154,31 @@ def make_clients(component: str, region: str | None = None, deadline: float | No
     session = boto3.session.Session(region_name=region or None)
     clients: dict = {}
 
-    def make(service: str, connect_s: float, read_s: float, attempts: int) -> Any:
+    def make(service: str, where: str | None, connect_s: float, read_s: float, attempts: int) -> Any:
         config = Config(
             user_agent_extra=USER_AGENT_EXTRA.format(component=component),
             connect_timeout=connect_s,
             read_timeout=read_s,
             retries={"max_attempts": attempts, "mode": "standard"},
         )
-        return session.client(service, config=config)
+        return session.client(service, region_name=where, config=config)
 
-    def client(service: str) -> Any:
+    def client(service: str, where: str | None = None) -> Any:
+        # Secrets Manager and Parameter Store are regional: an ARN of another region is found
+        # only by that region's endpoint.
+        if where == region:
+            where = None
         if deadline is None:
-            if service not in clients:
-                clients[service] = make(service, 2.0, 5.0, 3)
-            return clients[service]
+            if (service, where) not in clients:
+                clients[service, where] = make(service, where, 2.0, 5.0, 3)
+            return clients[service, where]
         left = (deadline - time.monotonic()) // _DEADLINE_STEP_S * _DEADLINE_STEP_S
         if left <= 0:
             raise OutOfTime(f"no time left for a call to {service}")
-        made = clients.get(service)
+        made = clients.get((service, where))
         if made is None or made[0] > left:
             connect_s = min(2.0, left / 4)  # a reachable endpoint connects in milliseconds
-            made = clients[service] = (left, make(service, connect_s, min(5.0, left - connect_s), 1))
+            made = clients[service, where] = (left, make(service, where, connect_s, min(5.0, left - connect_s), 1))
         return made[1]
 
     return client
@@ -200,17 +205,31 @@ def source_key(source: SecretSource) -> tuple:
     return secret_key(source.identifier, None, source.version_stage)
 
 
-def call(key: tuple, client: Callable[[str], Any]) -> dict:
-    """The AWS answer to the request `key` names (botocore's exceptions pass through)."""
+def arn_region(identifier: str) -> str | None:
+    """The region an ARN names (arn:partition:service:region:...), None for a plain name."""
+    parts = identifier.split(":", 4)
+    if len(parts) == 5 and parts[0] == "arn" and parts[3]:
+        return parts[3]
+    return None
+
+
+def _client_for(client: Callable[..., Any], service: str, identifier: str) -> Any:
+    region = arn_region(identifier)
+    return client(service, region) if region else client(service)
+
+
+def call(key: tuple, client: Callable[..., Any]) -> dict:
+    """The AWS answer to the request `key` names (botocore's exceptions pass through), asked of
+    the region its ARN names, if it is one."""
     if key[0] == SSM:
-        return client(SSM).get_parameter(Name=key[1], WithDecryption=key[2])
+        return _client_for(client, SSM, key[1]).get_parameter(Name=key[1], WithDecryption=key[2])
     _, secret_id, version_id, version_stage = key
     kwargs = {"SecretId": secret_id}
     if version_id:
         kwargs["VersionId"] = version_id
     if version_stage:
         kwargs["VersionStage"] = version_stage
-    return client(SECRETS_MANAGER).get_secret_value(**kwargs)
+    return _client_for(client, SECRETS_MANAGER, secret_id).get_secret_value(**kwargs)
 
 
 def fetch_failed(source: SecretSource, exc: BaseException) -> SecretsError:
