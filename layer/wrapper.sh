@@ -4,11 +4,18 @@
 # and ends with exec. It finds its own folder, so the layer runs from anywhere.
 # Variables are read as lambdawrap.shared.settings reads them (a test holds the two together).
 
-# The spellings of true that Settings accepts: case-insensitive, blanks around ignored.
-lw_true() {
+# $1 without the blanks around it (in lw_v): the C locale's [:space:], as Settings strips
+# them, whatever the locale (in Lambda's LANG=en_US.UTF-8 bash's [:space:] holds U+2003...).
+lw_trim() {
+  local LC_ALL=C
   lw_v=$1
   lw_v="${lw_v#"${lw_v%%[![:space:]]*}"}"
   lw_v="${lw_v%"${lw_v##*[![:space:]]}"}"
+}
+
+# The spellings of true that Settings accepts: case-insensitive, blanks around ignored.
+lw_true() {
+  lw_trim "$1"
   case "$lw_v" in
     1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn]) return 0 ;;
   esac
@@ -27,9 +34,8 @@ lw_runnable() {
   return 0
 }
 
-lw_next="${LAMBDAWRAP_NEXT_WRAPPER:-}"
-lw_next="${lw_next#"${lw_next%%[![:space:]]*}"}"
-lw_next="${lw_next%"${lw_next##*[![:space:]]}"}"
+lw_trim "${LAMBDAWRAP_NEXT_WRAPPER:-}"
+lw_next=$lw_v
 if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
   echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (not an executable file); using the default (none)" >&2
   lw_next=""

@@ -172,6 +172,27 @@ def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, va
         assert body == {"events": ["INVOKE", "SHUTDOWN"]} and "STARTED" in out.stdout and "-m lambdawrap.companion lambdawrap" in out.stdout
 
 
+# Lambda sets LANG=en_US.UTF-8; C.UTF-8 is the UTF-8 locale every glibc has. In a UTF-8
+# locale bash's [:space:] holds Unicode spaces (U+2003, U+3000) that Settings does not strip.
+UTF8_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+UNICODE_BLANKED = ["\u2003ON", "yes\u3000", "\u2003true\u2003", "\u00a0true"]
+
+
+@pytest.mark.parametrize("value", UNICODE_BLANKED)
+def test_launchers_read_disabled_as_the_settings_do_in_a_utf8_locale(extensions_api, tmp_path, value):
+    # GIVEN LAMBDAWRAP_DISABLED with a Unicode space around "true", in the UTF-8 locale Lambda
+    # sets, WHEN the wrapper (run by bash, Lambda's /bin/sh) and the launcher run
+    # before: both trimmed U+2003/U+3000 and switched lambdawrap off, while Settings (the boot,
+    # the companion) warned and kept it on: the companion never started, the boot waited for it
+    disabled = Settings.from_env({"LAMBDAWRAP_DISABLED": value}, warn=False).disabled
+    wrapped = subprocess.run(["bash", str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_DISABLED": value, **UTF8_LOCALE}, capture_output=True, text=True, check=True, timeout=30)
+    out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_DISABLED": value, **UTF8_LOCALE})
+    # THEN each switches lambdawrap off exactly when the settings do
+    assert ("LAMBDAWRAP_BOOT_DIR=" not in wrapped.stdout) is disabled, value
+    ((_, body),) = extensions_api.registered
+    assert (body == {"events": []}) is disabled and ("STARTED" in out.stdout) is not disabled, (value, out)
+
+
 @pytest.mark.parametrize("value", ["/no/such/python", "/bin/false", "echo", "  ", "python2.7"])
 def test_launcher_falls_back_from_a_bad_python(extensions_api, tmp_path, value):
     # GIVEN LAMBDAWRAP_PYTHON naming something that is no Python 3.10+ WHEN the launcher runs
