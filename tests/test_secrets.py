@@ -66,7 +66,7 @@ class TestSyntax:
         assert problems == []
         assert sources == [SecretSource("ADMIN", "secretsmanager", "prod/users", "admin@example.com", "AWSCURRENT"), SecretSource("OOPS", "secretsmanager", "prod/users", "admin", "example.com")]
 
-    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x", "X=secretsmanager:a;Y=ssm:/b", "X=ssm:/a\nY=ssm:/b", "X=secretsmanager:my secret#key"])
+    @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x", "X=secretsmanager:a;Y=ssm:/b", "X=ssm:/a\nY=ssm:/b", "X=secretsmanager:my secret#key", "X=secretsmanager:prod/db#", "X=secretsmanager:prod/db#@AWSPREVIOUS"])
     def test_bad_entries_are_reported_not_raised(self, entry):
         sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")
         assert sources == [SecretSource("GOOD", "ssm", "/ok")]

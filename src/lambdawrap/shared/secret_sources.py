@@ -114,9 +114,13 @@ def _parse_entry(entry: str) -> SecretSource:
     at = identifier.rfind("@")
     if at > 0 and not any(c in identifier[at + 1 :] for c in "#/:"):
         identifier, stage = identifier[:at], identifier[at + 1 :] or None
-    identifier, _, json_key = identifier.partition("#")
+    identifier, hash_mark, json_key = identifier.partition("#")
     if not identifier:
         raise ValueError("the secret name is empty")
+    if hash_mark and not json_key:
+        # Injecting the whole secret would put every key of it (often a whole set of
+        # credentials) where the function expects one value.
+        raise ValueError("the JSON key after '#' is empty; without a '#' the whole secret is injected")
     _check_name(identifier)
     return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
 
