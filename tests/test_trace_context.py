@@ -28,6 +28,7 @@ from lambdawrap.handler.trace_context import (
     parse_message_context,
     parse_traceparent,
     parse_xray,
+    xray_root_trace_id,
 )
 
 def extract_links(event):
@@ -198,6 +199,23 @@ def test_parse_xray_valid():
 )
 def test_parse_xray_field_order_whitespace_and_extra_fields(value):
     assert parse_xray(value) == SpanContext(XRAY_TRACE, XRAY_SPAN, True)
+
+
+@pytest.mark.parametrize(
+    "value, trace_id",
+    [
+        ("Root=1-5759e988-bd862e3fe1be46a994272793", XRAY_TRACE),  # a bare Root, as a function may set
+        (" root = 1-5759E988-BD862E3FE1BE46A994272793 ;Parent=53995c3f42cd8ad8", XRAY_TRACE),
+        ("Root=1-5759e988-bd862e3fe1be46a994272793;Root=1-66666666-777777777777777777777777", XRAY_TRACE),
+        ("Parent=53995c3f42cd8ad8;Sampled=1", None),
+        ("Root=1-5759e988-bd862e3fe1be46a99427279", None),
+        ("Root=15759e988bd862e3fe1be46a994272793", None),
+        ("Root=1-00000000-000000000000000000000000", None),
+        (None, None),
+    ],
+)
+def test_xray_root_trace_id_reads_the_root_with_or_without_a_parent(value, trace_id):
+    assert xray_root_trace_id(value) == trace_id
 
 
 @pytest.mark.parametrize("sampled", ["Sampled=0", "Sampled=?", "", "Sampled=", "Sampled=yes"])

@@ -26,6 +26,7 @@ __all__ = [
     "parse_message_context",
     "parse_traceparent",
     "parse_xray",
+    "xray_root_trace_id",
 ]
 
 # Upper bound on links taken from one batch event. The OpenTelemetry SDK's default span link
@@ -105,41 +106,61 @@ def parse_xray(value: object) -> Optional[SpanContext]:
     try:
         if not isinstance(value, str) or len(value) > 4096:
             return None
-        root = parent = sampled = None
-        for part in value.split(";"):
-            key, sep, val = part.partition("=")
-            if not sep:
-                continue
-            key = key.strip(_OWS).lower()
-            val = val.strip(_OWS)
-            # The first occurrence wins, so a later duplicate cannot override it.
-            if key == "root":
-                if root is None:
-                    root = val
-            elif key == "parent":
-                if parent is None:
-                    parent = val
-            elif key == "sampled":
-                if sampled is None:
-                    sampled = val
-        if root is None or parent is None:
+        root, parent, sampled = _xray_fields(value)
+        if parent is None or len(parent) != 16 or not _is_hex(parent, _HEX_ANY_CASE):
             return None
-        # Root is "1-" + 8 hex digits of epoch seconds + "-" + 24 hex digits of randomness.
-        if len(root) != 35 or root[:2] != "1-" or root[10] != "-":
-            return None
-        epoch_hex = root[2:10]
-        unique_hex = root[11:]
-        if not (_is_hex(epoch_hex, _HEX_ANY_CASE) and _is_hex(unique_hex, _HEX_ANY_CASE)):
-            return None
-        if len(parent) != 16 or not _is_hex(parent, _HEX_ANY_CASE):
-            return None
-        trace_id = int(epoch_hex + unique_hex, 16)
+        trace_id = _root_trace_id(root)
         span_id = int(parent, 16)
-        if trace_id == 0 or span_id == 0:
+        if trace_id is None or span_id == 0:
             return None
         return SpanContext(trace_id, span_id, sampled == "1")
     except Exception:  # never let tracing break the handler
         return None
+
+
+def xray_root_trace_id(value: object) -> Optional[int]:
+    """The trace id an X-Ray header's Root names, with or without a Parent (a header a function
+    sets may be a bare Root); None when it names none, or none well-formed."""
+    try:
+        if not isinstance(value, str) or len(value) > 4096:
+            return None
+        return _root_trace_id(_xray_fields(value)[0])
+    except Exception:  # never let tracing break the handler
+        return None
+
+
+def _xray_fields(value: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """Root, Parent and Sampled, None when absent. The first occurrence of each wins, so a later
+    duplicate cannot override it."""
+    root = parent = sampled = None
+    for part in value.split(";"):
+        key, sep, val = part.partition("=")
+        if not sep:
+            continue
+        key = key.strip(_OWS).lower()
+        val = val.strip(_OWS)
+        if key == "root":
+            if root is None:
+                root = val
+        elif key == "parent":
+            if parent is None:
+                parent = val
+        elif key == "sampled":
+            if sampled is None:
+                sampled = val
+    return root, parent, sampled
+
+
+def _root_trace_id(root: Optional[str]) -> Optional[int]:
+    # Root is "1-" + 8 hex digits of epoch seconds + "-" + 24 hex digits of randomness: together
+    # the 32 digits of a W3C trace id.
+    if root is None or len(root) != 35 or root[:2] != "1-" or root[10] != "-":
+        return None
+    epoch_hex = root[2:10]
+    unique_hex = root[11:]
+    if not (_is_hex(epoch_hex, _HEX_ANY_CASE) and _is_hex(unique_hex, _HEX_ANY_CASE)):
+        return None
+    return int(epoch_hex + unique_hex, 16) or None
 
 
 def _valid_ids(ctx: object) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 from lambdawrap.handler.invocation import active_invocation
+from lambdawrap.handler.trace_context import xray_root_trace_id
 from lambdawrap.handler.outgoing.recorder import ClientSpan
 
 _LOW_96 = (1 << 96) - 1
@@ -168,18 +169,13 @@ def carried_changes(present: dict, pairs: list) -> tuple:
 
 def _names_another_trace(theirs: object, pairs: list) -> bool:
     """Whether the function's own X-Ray header `theirs` (None when there is none) names a trace
-    other than the traceparent in `pairs`; one without a Root it is taken to."""
+    other than the traceparent in `pairs`; one without a well-formed Root it is taken to."""
     if theirs is None or written_by_us(XRAY_HEADER, theirs):
         return False
     ours = next((value for name, value in pairs if name == "traceparent"), None)
     if ours is None:
         return False
-    for part in str(theirs).split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "root":
-            # Root=1-<8 hex: epoch seconds>-<24 hex>, the 32 digits of a W3C trace id
-            return value.strip().lower().replace("-", "")[1:] != ours[3:35]
-    return True
+    return xray_root_trace_id(theirs) != int(ours[3:35], 16)
 
 
 def add_missing(headers: object, pairs: list) -> None:
