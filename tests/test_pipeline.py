@@ -1536,3 +1536,26 @@ def test_an_http_status_code_the_runtime_writes_from_a_decimal_or_a_named_tuple_
     # THEN each span has it, a 5xx an error (before: none, and no error)
     got = {rids[s["attributes"]["faas.invocation_id"]]: (s["attributes"].get("http.response.status_code"), s["status_code"]) for s in spans}
     assert got == {("decimal", "503"): (503, 2), ("decimal", "201"): (201, 0), ("tuple", "503"): (503, 2), ("tuple", "201"): (201, 0)}
+
+
+def test_json_bytes_the_handler_returns_give_the_span_the_status_the_client_gets(tmp_path):
+    task = write_function(tmp_path / "task", """
+        import json
+
+
+        def handler(event, context):
+            # orjson.dumps(...) and the like: bytes, which the runtime posts as they are
+            code = int((event.get("queryStringParameters") or {})["code"])
+            return json.dumps({"statusCode": code, "body": "x"}).encode()
+        """)
+    http_api = json.loads((EVENTS / "apigw-http.json").read_text())
+    with instrumented(task) as (emu, rx):
+        results = {(kind, code): emu.invoke(dict(event, queryStringParameters={"code": code})) for kind, event in (("rest", apigw_event()), ("http", http_api)) for code in ("503", "201")}
+        rids = {r.request_id: key for key, r in results.items()}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=4, timeout=30)
+    # GIVEN the status code each caller's answer carries
+    for (kind, code), result in results.items():
+        assert result.json()["statusCode"] == int(code)
+    # THEN each span has it, a 5xx an error (before: none on REST; 200 and no error on HTTP APIs)
+    got = {rids[s["attributes"]["faas.invocation_id"]]: (s["attributes"].get("http.response.status_code"), s["status_code"]) for s in spans}
+    assert got == {("rest", "503"): (503, 2), ("rest", "201"): (201, 0), ("http", "503"): (503, 2), ("http", "201"): (201, 0)}

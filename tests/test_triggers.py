@@ -36,6 +36,7 @@ from lambdawrap.handler.triggers import (
     detect_trigger,
     response_status_code,
 )
+from lambdawrap.handler.triggers.http_sources import MAX_PARSED_RESPONSE_BYTES
 from support import corpus
 from support.recording import recorded
 
@@ -1018,7 +1019,19 @@ def test_status_code_of_a_named_tuple_the_runtime_writes_as_an_object(kind):
     assert response_status_code(trigger, Other("hi")) == response_status_code(trigger, {"message": "hi"})
 
 
-@pytest.mark.parametrize("response", [None, "hello", {"message": "ok"}, [1, 2], 7, b"x", object()])
+@pytest.mark.parametrize("kind", sorted(HTTP_KINDS))
+def test_status_code_of_json_bytes_the_runtime_posts_as_they_are(kind):
+    # GIVEN a handler returning JSON bytes (orjson.dumps): awslambdaric posts them as they are,
+    # and the service reads the status from them (before: none, or 200 inferred for payload 2.0)
+    trigger = detect_trigger(load(kind))
+    assert response_status_code(trigger, json.dumps({STATUS_FIELD[kind]: 503, "body": "down"}).encode()) == 503
+    assert response_status_code(trigger, b'{"%s": "404"}' % STATUS_FIELD[kind].encode()) == 404
+    # ... bytes that are not JSON, or too long to parse, give no status rather than a guess
+    assert response_status_code(trigger, b"<html>not json</html>") is None
+    assert response_status_code(trigger, b'{"%s": 503, "body": "%s"}' % (STATUS_FIELD[kind].encode(), b"x" * MAX_PARSED_RESPONSE_BYTES)) is None
+
+
+@pytest.mark.parametrize("response", [None, "hello", {"message": "ok"}, [1, 2], 7, b'"hello"', b'{"message": "ok"}', object()])
 def test_status_code_inferred_200_for_payload_v2(response):
     # HTTP APIs and function URLs treat a response without statusCode as the body of a 200.
     for kind in (APIGW_HTTP, FUNCTION_URL):

@@ -317,21 +317,27 @@ class InvocationTracer:
         # and while the companion lives: without it the environment is reset once the response
         # is out, maybe before a held record's drop could be counted beside the socket.
         hold = self._posting_thread == get_ident() and (error is None or isinstance(error, Exception)) and _time_left_to_post(state.context) and not self.channel.companion_gone()
-        raised = None
+        later = None  # (field, make, args): a field of the record made once the response is out
         if error is not None:
             end = records.invocation_end(end_ns)
             # Described when the record goes: when held, after the runtime's post, so that an
             # exception slow to render (its __str__) costs the caller nothing of ours. Its
             # traceback as it is now: on its way up it gains the runtime's frames.
-            raised = (error, error.__traceback__)
-            if not hold:
-                end["error"], raised = describe_exception(*raised), None
+            later = ("error", describe_exception, (error, error.__traceback__))
         else:
-            end = records.invocation_end(end_ns, http_status=triggers.response_status_code(state.trigger, result))
+            if isinstance(result, bytes):
+                # Bytes the runtime posts as they are, parsed for their status: maybe large JSON.
+                end = records.invocation_end(end_ns)
+                later = ("http_status", triggers.response_status_code, (state.trigger, result))
+            else:
+                end = records.invocation_end(end_ns, http_status=triggers.response_status_code(state.trigger, result))
             if self._redact_keys is not None:
                 payload = _payload(result, self._redact_keys)
                 if payload is not None:
                     end["response_payload"] = payload
+        if later is not None and not hold:
+            _finish(end, later)
+            later = None
         if state.spans:
             end["spans"] = state.spans
         if state.spans_dropped:
@@ -349,7 +355,7 @@ class InvocationTracer:
         if not_injected:
             end["context_not_injected"] = not_injected
         if hold:
-            self._held = (state.start_json, end, failures, not_injected, raised)
+            self._held = (state.start_json, end, failures, not_injected, later)
         else:
             self._send(state.start_json, end, failures, not_injected)
 
@@ -374,17 +380,24 @@ class InvocationTracer:
         except Exception:  # noqa: BLE001 - nothing of ours may print at the function's exit
             pass
 
-    def _send(self, start_json: bytes, end: dict, failures: int, not_injected: int, raised: tuple | None = None, posted: dict | None = None) -> None:
+    def _send(self, start_json: bytes, end: dict, failures: int, not_injected: int, later: tuple | None = None, posted: dict | None = None) -> None:
         # The start stays in the in-flight slot until now: a runtime that dies before the
         # record is sent still leaves the companion what it needs.
-        if raised is not None:
-            end["error"] = describe_exception(*raised)
+        if later is not None:
+            _finish(end, later)
         self._inflight.clear()
         sent = self.channel.send_invocation(start_json, end, posted)
         if sent and failures:
             FAILURES.count -= failures
         if sent and not_injected:
             _context_not_injected[0] -= not_injected
+
+
+def _finish(end: dict, later: tuple) -> None:
+    field, make, args = later
+    value = make(*args)
+    if value is not None:
+        end[field] = value
 
 
 # What pickles by reference and copies as itself (types.FunctionType, without importing types).
