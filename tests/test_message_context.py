@@ -193,6 +193,9 @@ def test_a_pipe_s_kinesis_records_hold_their_data_at_the_top():
         ([{"traceparent": [0] * 1000}], (None, False)),  # too long to be a traceparent
         ([{"traceparent": None}], (None, False)),
         ([{"x": [1]}] * 40 + [{"traceparent": TP}], (None, False)),  # past the headers read
+        # a record forwarded with its headers, and the forwarder's own traceparent appended:
+        # the last is the newest hop, as Kafka's lastHeader (before: the first, the old hop)
+        ([{"traceparent": list(TP2.encode())}, {"a": [1]}, {"traceparent": list(TP.encode())}], (TP, True)),
         ("traceparent", (None, False)),
         (None, (None, False)),
     ],

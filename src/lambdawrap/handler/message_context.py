@@ -254,15 +254,19 @@ def _header_text(value: object) -> Optional[str]:
 
 
 def kafka_record_context(record: dict) -> Tuple[Optional[str], bool]:
-    """A Kafka record's context: its ``traceparent`` header, a list of one-key objects whose
-    values are byte arrays (``[{"traceparent": [48, 48, 45, ...]}]``)."""
+    """A Kafka record's context: its last ``traceparent`` header, a list of one-key objects
+    whose values are byte arrays (``[{"traceparent": [48, 48, 45, ...]}]``). Kafka headers are
+    appended to: a service that forwards a record with its headers adds its own traceparent
+    after the one it received, so the last is the newest hop (Kafka's lastHeader, as
+    OpenTelemetry Java reads it)."""
     headers = record.get("headers")
+    found = None
     if isinstance(headers, list):
         for header in headers[:_MAX_HEADERS]:
             if isinstance(header, dict) and "traceparent" in header:
-                value = _header_text(header["traceparent"])
-                return (value, True) if value is not None else NONE
-    return NONE
+                found = header["traceparent"]
+    value = _header_text(found) if found is not None else None
+    return (value, True) if value is not None else NONE
 
 
 def mq_message_context(message: dict) -> Tuple[Optional[str], bool]:
