@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import wait_for, write_function
+from conftest import install_extension, wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
@@ -600,3 +600,68 @@ def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path)
     assert "k=[REDACTED]&q=x" in captured
     for form in (password, escaped, json.dumps(password, ensure_ascii=False)[1:-1], quote(password, safe="")):
         assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form
+
+
+# AWS's Parameters and Secrets extension, as far as the test needs it: it registers, listens on
+# PARAMETERS_SECRETS_EXTENSION_HTTP_PORT and ends init (exits) when that port is taken, as a
+# server that cannot listen does.
+AWS_SECRETS_EXTENSION = """
+import json, os, sys, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2020-01-01/extension"
+register = urllib.request.Request(api + "/register", data=json.dumps({"events": ["SHUTDOWN"]}).encode(), headers={"Lambda-Extension-Name": os.path.basename(sys.argv[0])}, method="POST")
+ext_id = urllib.request.urlopen(register, timeout=10).headers["Lambda-Extension-Identifier"]
+
+
+class Theirs(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"served_by": "aws"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+try:
+    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"])), Theirs)
+except OSError as exc:
+    print(f"[AWS Parameters and Secrets Lambda Extension] FATAL cannot listen: {exc}", flush=True)
+    sys.exit(1)
+import threading
+threading.Thread(target=server.serve_forever, daemon=True).start()
+urllib.request.urlopen(urllib.request.Request(api + "/event/next", headers={"Lambda-Extension-Identifier": ext_id}), timeout=None)
+"""
+
+CALLS_THE_LOCAL_API = """
+import json, os, urllib.request
+
+def handler(event, context):
+    url = f"http://localhost:{os.environ['PARAMETERS_SECRETS_EXTENSION_HTTP_PORT']}/secretsmanager/get?secretId=prod/db"
+    req = urllib.request.Request(url, headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+"""
+
+
+def test_the_aws_parameters_and_secrets_extension_beside_ours_keeps_its_port(tmp_path, moto):
+    # GIVEN a function that keeps AWS's Parameters and Secrets extension layer beside ours, both
+    # wanting the same port (2773 for both by default; here a free one, set for both)
+    layer = tmp_path / "opt"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    install_extension(layer, "AWSParametersAndSecretsLambdaExtension", write_function(tmp_path / "ext", AWS_SECRETS_EXTENSION) / "app.py")
+    port = free_port()
+    env = secrets_env(moto, PARAMETERS_SECRETS_EXTENSION_HTTP_PORT=str(port), LAMBDAWRAP_SECRETS_PORT=str(port))
+    task = write_function(tmp_path / "task", CALLS_THE_LOCAL_API)
+    with instrumented(task, env=env, layer=layer) as (emu, rx):
+        # WHEN the function calls the local API on it, as it did before adding ours
+        result = emu.invoke({})
+        emu.wait_idle()
+        lines = emu.log_lines("extension")
+    # THEN it is answered by AWS's extension, which runs, and ours says once that it left the
+    # port to it (before: ours listened on it too, and whichever came second failed: theirs
+    # ended init, or ours warned that it could not listen)
+    assert result.function_error is None and result.json() == {"served_by": "aws"}, result.body
+    ours = [line for line in lines if "lambdawrap" in line and str(port) in line]
+    assert len(ours) == 1 and "leaves port" in ours[0] and "AWS Parameters and Secrets extension" in ours[0], ours
+    assert not any("cannot listen" in line for line in lines)

@@ -18,6 +18,7 @@ set; both ports answer every shape. All answers come from the store's one cache.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -34,15 +35,34 @@ from lambdawrap.shared.settings import SECRETS_TOKEN, Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Mapping
 
     from lambdawrap.companion.event_loop import EventLoop
 
+# AWS's Parameters and Secrets extension serves this API too, on its own port (2773 unless
+# PARAMETERS_SECRETS_EXTENSION_HTTP_PORT says otherwise). Beside it (a function that keeps that
+# layer with ours), whichever listens first would take the port and the other fail to: theirs
+# would end the environment's init (Extension.Crash), and the function would get either at
+# random. The port stays theirs.
+AWS_EXTENSION = "AWSParametersAndSecretsLambdaExtension"
+AWS_EXTENSION_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+AWS_EXTENSION_DEFAULT_PORT = 2773
+EXTENSIONS_DIR = "LAMBDAWRAP_EXTENSIONS_DIR"  # the launcher's folder, where the platform starts extensions from
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SECRETS_MANAGER_PATH = "/secretsmanager/get"
 PARAMETERS_PATH = "/systemsmanager/parameters/get"
 SECRETS_PREFIX = "/secrets/"
 NAME_PATH = "/"
+
+
+def aws_extension_port(environ: Mapping[str, str]) -> int | None:
+    """The port AWS's Parameters and Secrets extension listens on, when it is one of this
+    environment's extensions; None when it is not."""
+    folder = environ.get(EXTENSIONS_DIR)
+    if not folder or not os.path.exists(os.path.join(folder, AWS_EXTENSION)):
+        return None
+    raw = environ.get(AWS_EXTENSION_PORT, "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() else AWS_EXTENSION_DEFAULT_PORT
 
 
 class SecretsHttpApi:
@@ -60,7 +80,11 @@ class SecretsHttpApi:
         self._token_optional = settings.secrets_token == "optional"
         self._failures = Failures()
         self._servers: list = []
+        theirs = aws_extension_port(os.environ)
         for port in dict.fromkeys(p for p in (settings.secrets_port, settings.secrets_compat_port) if p is not None):
+            if port == theirs:
+                get_logger().warning("lambdawrap: the secrets API leaves port %d to the AWS Parameters and Secrets extension beside it (LAMBDAWRAP_SECRETS_PORT sets another)", port)
+                continue
             try:
                 # Loopback only: the function reaches it on localhost, nothing else may.
                 server = PreboundHttpServer("127.0.0.1", port)
