@@ -114,6 +114,23 @@ def test_good_otlp_exporter_values_are_left_alone(env, caplog):
     assert not caplog.records
 
 
+@pytest.mark.parametrize(
+    "env, kept",
+    [
+        # Latin-1 goes over OTLP/HTTP; only printable ASCII over gRPC, whose every call fails
+        # on any other character ("Illegal header value")
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "x-team=caf%C3%A9"}, None),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_HEADERS": "x-team=caf%C3%A9,a=b"}, "a=b"),
+        # ... the general variable is read over gRPC only by a signal without its own
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=b", "OTEL_EXPORTER_OTLP_HEADERS": "x-team=caf%C3%A9"}, None),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-team=caf%C3%A9,a=b"}, "a=b"),
+    ],
+)
+def test_a_header_value_is_held_to_what_its_protocol_can_send(env, kept):
+    corrections = dict(Settings.from_env(env).sdk_corrections)
+    assert corrections == ({} if kept is None else {next(k for k in env if k.endswith("HEADERS") and "caf" in env[k]): kept}), corrections
+
+
 def test_a_header_entry_refused_is_named_never_shown(caplog):
     # Without "=", an entry may be "name: value", its value a credential.
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, MutableMapping
 
-from lambdawrap.shared.otlp_variables import PREFIXES, header_entries
+from lambdawrap.shared.otlp_variables import HEADER_RULE, PREFIXES, header_entries
 
 HEADER_VARIABLES = frozenset(f"OTEL_EXPORTER_OTLP_{prefix}HEADERS" for prefix in PREFIXES)
 
@@ -32,7 +32,7 @@ def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None]
             continue
         kept, refused = header_entries(value)
         if refused:
-            warn("lambdawrap: ignoring %s entries %s from secret %s (a header needs a name and a value without line breaks or NUL); the others are sent", name, ", ".join(refused), source.describe())
+            warn("lambdawrap: ignoring %s entries %s from secret %s (%s); the others are sent", name, ", ".join(refused), source.describe(), HEADER_RULE)
         if kept:
             environ[name] = kept
         else:

@@ -53,10 +53,13 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 found.append((variable, raw.strip()))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers):
-            kept, refused = header_entries(env[headers])
+            # gRPC carries printable ASCII only: a signal over gRPC that reads this variable
+            # (its own, or the general one where it has none) holds it to that.
+            grpc = any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS"))) for signal, protocol in protocols)
+            kept, refused = header_entries(env[headers], grpc=grpc)
             if refused:
                 # Names only: the values are often credentials.
-                warn("lambdawrap: ignoring %s entries %s (a header needs a name and a value without line breaks or NUL); the others are sent", headers, ", ".join(refused))
+                warn("lambdawrap: ignoring %s entries %s (%s); the others are sent", headers, ", ".join(refused), HEADER_RULE)
                 found.append((headers, kept or None))
     return tuple(found)
 
@@ -93,23 +96,42 @@ def _compression(raw: str) -> None:
         raise ValueError("expected one of " + ", ".join(COMPRESSIONS))
 
 
-def header_entries(raw: str) -> tuple:
+# What the exporters read of a `name=value` entry (opentelemetry.util.re, liberal): a name of
+# token characters, a value of printable ASCII but for the quote, comma, semicolon and backslash
+# (a space allowed, but then not percent-decoded). An entry outside it they leave out with a
+# warning that quotes it whole, value and all (often a credential).
+_NAME_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_VALUE_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset('",;\\')
+HEADER_RULE = "a header needs a name and a value the exporters read and can send: printable ASCII, percent-encoded to a value without line breaks or NUL, and within Latin-1 (over gRPC: printable ASCII)"
+
+
+def header_entries(raw: str, grpc: bool = False) -> tuple:
     """(the entries kept, as written; the names of those refused) of a `name=value,...` list,
-    decoded as the exporters decode it (percent-encoding, blanks around each part)."""
+    decoded as the exporters decode it (percent-encoding, blanks around each part). Refused: an
+    entry the exporters would not read, and one whose value they could not send (OTLP/HTTP: a
+    line break or NUL, or a character beyond Latin-1, which fails every request; `grpc`: any
+    character but printable ASCII, which fails every call)."""
     kept, refused = [], []
     for number, entry in enumerate(raw.split(","), 1):
         if not entry.strip():
             continue
         name, sep, value = entry.partition("=")
-        if "%" in entry:
+        name, value = name.strip(), value.strip()
+        readable = bool(name) and _NAME_CHARACTERS.issuperset(name) and _VALUE_CHARACTERS.issuperset(value.replace(" ", ""))
+        if readable and "%" in entry and " " not in value:
             from urllib.parse import unquote
 
-            name, value = unquote(name), unquote(value)
-        name, value = name.strip(), value.strip()
+            name, value = unquote(name).strip(), unquote(value).strip()
         good_name = bool(name) and not any(c in name for c in " \t\r\n\x00:")
-        if sep and good_name and not any(c in value for c in "\r\n\x00"):
+        if sep and readable and good_name and _sendable(value, grpc):
             kept.append(entry)
         else:
             # Named only where the name is one: without "=", the entry may be "name: value".
             refused.append(repr(name) if sep and good_name else f"#{number} (no name=value)")
     return ",".join(kept), refused
+
+
+def _sendable(value: str, grpc: bool) -> bool:
+    if grpc:
+        return all(" " <= c <= "~" for c in value)
+    return not any(c in value for c in "\r\n\x00") and all(c <= "\xff" for c in value)
