@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -322,6 +323,71 @@ def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_a
     # exported and not also counted as dropped
     assert found["latency"] >= 0.9 and found["closed_after"] < float(budget_s), found
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
+
+
+OVERSTATED_REJECTIONS_PROBE = signals_probe({}, """
+for i in range(5):
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+for i in range(3):
+    signals.logs.add(f"line {i}", i, None, "r1")
+flushed = pipeline.flush(wait_s=60)
+print(json.dumps({"flushed": flushed, "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+class OverstatingCollector:
+    """Answers every span and log request 200 with an OTLP partial success rejecting 100 items,
+    whatever the request held; metrics are taken as they are."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        traces = trace_service_pb2.ExportTraceServiceResponse()
+        traces.partial_success.rejected_spans = 100
+        logs = logs_service_pb2.ExportLogsServiceResponse()
+        logs.partial_success.rejected_log_records = 100
+        answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = answers.get(self.path, b"")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> "OverstatingCollector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_a_partial_success_counts_no_more_items_than_its_request_held():
+    # GIVEN a collector whose partial successes say 100 items were rejected, whatever the
+    # request held (a collector counting wrong, or a whole batch's count in each part)
+    with OverstatingCollector() as collector:
+        # WHEN 5 spans and 3 log lines go to it
+        found, out = run_probe(OVERSTATED_REJECTIONS_PROBE, collector.endpoint)
+    # THEN each is counted as rejected once: no drops of items that never were
+    assert found["flushed"], out.stderr[-2000:]
+    assert found["dropped"] == {"rejected_by_collector": 5, "log_rejected_by_collector": 3}, (found, out.stderr[-2000:])
 
 
 SHRINK_AND_GROW_PROBE = signals_probe({}, """

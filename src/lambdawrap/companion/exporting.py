@@ -212,6 +212,9 @@ class Pipeline:
         self.logs_in_flight = 0  # log lines in export requests under way
         self._logs_settled = False  # close() has counted every line not yet exported
         self._flight_lock = threading.Lock()
+        # The items of the request this thread is sending: an answer's partial success is read
+        # on the thread that sent it, and counts no more items than the request held.
+        self._request = threading.local()
         self.latency_s = 0.0  # how long the last span export request took
         self.exports = 0
         self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
@@ -424,9 +427,10 @@ class Pipeline:
         return None
 
     def _rejected_in_answer(self, signal: str, count: int) -> None:
-        """Items an answer's partial success rejected (see _rejected)."""
+        """Items an answer's partial success rejected (see _rejected): at most the request's,
+        whatever the collector says (a count beyond them would be drops of nothing)."""
         with self._flight_lock:
-            self._rejected(signal, count)
+            self._rejected(signal, min(count, getattr(self._request, "items", count)))
 
     def _rejected(self, signal: str, count: int) -> None:
         """Count items the collector refused, unless close() counted their request already (its
@@ -490,6 +494,7 @@ class Pipeline:
                 self.in_flight = len(batch)
             started = time.monotonic()
             self._forget_status("spans")
+            self._request.items = len(batch)
             try:
                 result = self.span_exporter.export(batch)
             except Exception:  # noqa: BLE001 - an exporter bug: keep the batch, count nothing twice
@@ -553,6 +558,7 @@ class Pipeline:
                 return
             left -= len(batch)
             self._forget_status("logs")
+            self._request.items = len(batch)
             try:
                 result = self.log_exporter.export(log_records(batch, self.resource))
             except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
