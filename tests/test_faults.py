@@ -438,6 +438,37 @@ def test_shutdown_never_outlasts_its_deadline_when_the_collector_hangs(task, fig
     figures.add([f"== SHUTDOWN with {BACKLOG} spans buffered, collector hanging", f"shutdown took {took:.2f} s; spans received {received.spans}, given up and logged {given_up} (drop counts cannot reach a hanging collector)"])
 
 
+def test_a_collector_back_from_an_outage_when_shutdown_comes_gets_everything(task, figures):
+    # GIVEN a collector that goes down while invocations come, each exported at its end: the
+    # exporter retries the first of them with back-off waits of seconds, the others wait
+    ledger = Ledger()
+    rng = random.Random(11)
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            ledger.invoke(emu, "ok", rng)
+            emu.wait_idle()
+            collector.down()
+            for kind in ("ok", "raise", "ok", "ok"):
+                ledger.invoke(emu, kind, rng)
+                emu.wait_idle()
+            environments = inits(emu)
+            companion = companion_process(emu)
+            # WHEN it is back, and the environment shuts down at once
+            collector.up()
+            started = time.monotonic()
+            emu.stop()
+            assert companion.wait(30) is not None
+            took = time.monotonic() - started
+            extension_lines = emu.log_lines("extension")
+        acc = account(collector, ledger.request_ids, environments)
+    figures.add(faults.report_lines("collector back from an outage as SHUTDOWN comes", acc, ledger, {"shutdown took": f"{took:.2f} s"}))
+    # THEN SHUTDOWN sent everything to it, drop counts and all: nothing was given up for a
+    # collector answering in milliseconds
+    assert_accounted(acc, ledger)
+    assert acc.spans == len(ledger.request_ids) and acc.dropped == {}, (acc.figures(), extension_lines)
+    assert not [line for line in extension_lines if "shutdown deadline reached" in line or "kept for the next one" in line], extension_lines
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Malformed input on every channel into the companion.
 

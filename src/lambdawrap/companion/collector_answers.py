@@ -56,6 +56,18 @@ class Answers:
     def last_status(self, status: int | str | None) -> None:
         self._answers.status = status
 
+    @property
+    def last_request_s(self) -> float | None:
+        """How long the last request made on this thread took, answered or not (None: none since
+        it was set to None). Not the export's: the exporters retry within one export, with
+        back-off waits of seconds between requests, which say nothing of how long the
+        collector takes to answer."""
+        return getattr(self._answers, "request_s", None)
+
+    @last_request_s.setter
+    def last_request_s(self, seconds: float | None) -> None:
+        self._answers.request_s = seconds
+
 
 class PartialSuccessReader:
     """Reads one signal's answers (a transport's `answered`), telling `on_rejected(signal,

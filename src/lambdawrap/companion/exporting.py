@@ -215,7 +215,12 @@ class Pipeline:
         # The items of the request this thread is sending: an answer's partial success is read
         # on the thread that sent it, and counts no more items than the request held.
         self._request = threading.local()
-        self.latency_s = 0.0  # how long the last span export request took
+        # How long the collector took to answer the last span request (or to fail it): what a
+        # request started now would likely take. The request's, not the export's, where the
+        # transport tells: an export that retried after a back-off took seconds more than any
+        # of its requests, and SHUTDOWN would not even start a request to a collector answering
+        # in milliseconds again.
+        self.latency_s = 0.0
         self.exports = 0
         self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
         # The standard-library transport, loaded by make_exporters for OTLP/HTTP only (not
@@ -318,6 +323,8 @@ class Pipeline:
             self._requested += 1
             spans_ticket = self._requested
             self._wake.notify_all()
+            for exporter in (self.span_exporter, self._metric_exporter._inner, self.log_exporter):
+                _end_back_off(exporter)
             # The worker stops by itself before the metrics' share of the time; if it is stuck
             # on the collector, stop waiting for it then.
             while self._completed < spans_ticket:
@@ -445,6 +452,7 @@ class Pipeline:
         answers = self._answers_of.get(signal)
         if answers is not None:
             answers.last_status = None
+            answers.last_request_s = None
 
     def _sent_whole(self, signal: str) -> None:
         # Requests grow back after a 413 as they go through.
@@ -500,7 +508,8 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - an exporter bug: keep the batch, count nothing twice
                 logger.exception("lambdawrap: span export failed")
                 result = SpanExportResult.FAILURE
-            self.latency_s = time.monotonic() - started
+            request_s = self._answers_of["spans"].last_request_s if "spans" in self._answers_of else None
+            self.latency_s = request_s if request_s is not None else time.monotonic() - started
             refused = self._refused("spans", result == SpanExportResult.SUCCESS, len(batch))
             with self._flight_lock:
                 # Atomic with close()'s count: a batch is either in flight or back in the buffer
@@ -580,6 +589,23 @@ class Pipeline:
                 return
             elif result == LogRecordExportResult.SUCCESS:
                 self._sent_whole("logs")
+
+
+def _end_back_off(exporter: object) -> None:
+    """End the back-off wait `exporter` is in, if any, so that it sends its request again now.
+    Begun while the environment ran, a wait lasts seconds (1, 2, 4... within the exporter's 10 s):
+    at SHUTDOWN it would outlast the time left, and the batch would be counted as dropped at the
+    deadline even though the collector was back, answering in milliseconds. The event the
+    exporter waits on is the one its shutdown() sets, so it is set and cleared at once: the
+    waiting thread wakes (and gives up that retry: the batch goes back to the buffer and SHUTDOWN
+    sends it again), later retries wait as before. A waiting thread wakes on the set even if
+    the clear comes before it runs (Condition.wait returns True once notified)."""
+    # OTLP/HTTP: the client's event; OTLP/gRPC: the exporter's own. An exporter of another shape
+    # keeps its waits.
+    for event in (getattr(getattr(exporter, "_client", None), "_shutdown_event", None), getattr(exporter, "_shutdown_in_progress", None)):
+        if isinstance(event, threading.Event) and not event.is_set():
+            event.set()
+            event.clear()
 
 
 def _started(fn, *args) -> threading.Thread | None:

@@ -9,6 +9,7 @@ answer and error unchanged. Imported only when a signal is exported over gRPC.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -51,6 +52,7 @@ class _TappedStub:
     def Export(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the stub's method name
         answers = self._answers
         answers.last_status = None
+        started = time.monotonic()
         try:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
@@ -67,6 +69,8 @@ class _TappedStub:
                 raise
             answers.last_status = getattr(code, "name", None)
             raise
+        finally:
+            answers.last_request_s = time.monotonic() - started
         answers.last_status = "OK"
         if answers.answered is not None:
             answers.answered(answer)

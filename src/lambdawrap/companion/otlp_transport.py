@@ -92,6 +92,13 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
         self._lock = threading.Lock()
 
     def request(self, method: str, url: str, *, headers: dict | None = None, timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
+        started = time.monotonic()
+        try:
+            return self._request(method, url, headers, timeout, data)
+        finally:
+            self.last_request_s = time.monotonic() - started
+
+    def _request(self, method: str, url: str, headers: dict | None, timeout: float | None, data: bytes | None) -> BaseHTTPResult:
         conn = None
         self.last_status = None
         try:
