@@ -469,6 +469,28 @@ def test_a_collector_back_from_an_outage_when_shutdown_comes_gets_everything(tas
     assert not [line for line in extension_lines if "shutdown deadline reached" in line or "kept for the next one" in line], extension_lines
 
 
+def test_a_long_outage_logs_each_kind_of_export_failure_once(task):
+    # GIVEN a collector down while invocations keep coming for 8 s, each exported at its end,
+    # with a 2 s export timeout: every export retries once after a jittered back-off
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end", OTEL_EXPORTER_OTLP_TIMEOUT="2"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            emu.invoke({"kind": "ok"})
+            emu.wait_idle()
+            collector.down()
+            until = time.monotonic() + 8
+            while time.monotonic() < until:
+                emu.invoke({"kind": "ok"})
+                emu.wait_idle()
+                time.sleep(0.2)
+            collector.up()
+            lines = emu.log_lines("extension")
+    # THEN the function's log (which its owner pays for) got the exporters' retry warning once
+    # per signal, not once per retry
+    retries = [line for line in lines if line.startswith("Transient error")]
+    kinds = {line.split("while exporting ")[1].split()[0] for line in retries}
+    assert retries and len(retries) == len(kinds) <= 3, retries
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Malformed input on every channel into the companion.
 

@@ -53,7 +53,7 @@ class OncePerMessage:
 
     def filter(self, record: object) -> bool:
         try:
-            key = (record.name, record.levelno, record.getMessage())  # type: ignore[attr-defined]
+            key = (record.name, record.levelno, _without_figures(record))  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - a record we cannot format is let through as is
             return True
         if key in self._seen:
@@ -61,6 +61,19 @@ class OncePerMessage:
         if len(self._seen) < self.MAX_REMEMBERED:
             self._seen.add(key)
         return True
+
+
+def _without_figures(record: "logging.LogRecord") -> str:
+    """The record's message with its float arguments as 0: the exporters' retry warning names
+    its back-off, jittered ("retrying in 1.06s", then "2.18s"), and a collector down for an
+    hour would otherwise repeat it at every retry of every flush, each line new."""
+    args = record.args
+    if isinstance(args, tuple) and any(isinstance(arg, float) for arg in args):
+        try:
+            return str(record.msg) % tuple(0.0 if isinstance(arg, float) else arg for arg in args)
+        except Exception:  # noqa: BLE001 - a message that takes no zero: as it is
+            pass
+    return record.getMessage()
 
 
 def configure_process_logging(level: str = "warning") -> None:
