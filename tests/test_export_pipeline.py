@@ -425,6 +425,86 @@ def test_requests_refused_as_too_large_go_smaller_then_grow_back():
     assert sum(second) == 200 and len(second) <= 5, second
 
 
+EARLY_ANSWER_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
+for i in range(512):  # 10 MB, more than the sockets hold: the collector's close breaks the send
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"padding": "p" * 20000}, start=1, end=2, status=Status(StatusCode.UNSET)))
+flushed = pipeline.flush(wait_s=60)
+print(json.dumps({"flushed": flushed, "left": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+class EarlyRefusingCollector:
+    """Reads each request's head; one whose body is over `limit` bytes is answered 413 at once
+    and the connection closed, its body unread (as Go's net/http and nginx may do); the others
+    are read and answered 200, counting the spans received."""
+
+    def __init__(self, limit: int) -> None:
+        import socket
+
+        self.limit = limit
+        self.spans = 0
+        self.refused = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        pending = b""
+        with conn:
+            try:
+                while True:
+                    while b"\r\n\r\n" not in pending:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        pending += data
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+                    if length > self.limit:
+                        self.refused += 1
+                        conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        return
+                    while len(pending) < length:
+                        pending += conn.recv(65536)
+                    body, pending = pending[:length], pending[length:]
+                    if head.split(b" ")[1].endswith(b"/v1/traces"):
+                        request = trace_service_pb2.ExportTraceServiceRequest()
+                        request.ParseFromString(body)
+                        self.spans += sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                return
+
+    def __enter__(self) -> "EarlyRefusingCollector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+
+
+def test_a_413_the_collector_answers_before_reading_the_request_is_read_and_obeyed():
+    # GIVEN a collector that answers 413 to a request over 200 KB as soon as it has its head,
+    # and closes without reading the body, and 10 MB of spans to send
+    with EarlyRefusingCollector(limit=200_000) as collector:
+        # WHEN they are flushed
+        found, out = run_probe(EARLY_ANSWER_PROBE, collector.endpoint)
+        received, refused = collector.spans, collector.refused
+    # THEN the 413 was read despite the broken send (as requests reads it), and the spans went
+    # in requests it takes: none left behind, none dropped
+    assert found["flushed"] and found["left"] == 0 and found["dropped"] == {}, (found, out.stderr[-2000:])
+    assert received == 512 and refused > 0, (received, refused)
+
+
 GRPC_FLUSHES_PROBE = signals_probe({}, """
 # Over OTLP/gRPC (the traces endpoint in the environment): flushes of the span counts given on
 # stdin, one line each, the spans' ids following on; each line answered with the flush's result.

@@ -57,14 +57,36 @@ class CollectorConnection:
         fields["content-length"] = f"Content-Length: {len(body)}"
         head = ("\r\n".join((f"{method} {path} HTTP/1.1", *fields.values())) + "\r\n\r\n").encode("latin-1")
         sock.settimeout(timeout)
-        if len(body) <= _ONE_SEND_BYTES:
-            sock.sendall(head + body)
-        else:
-            sock.sendall(head)
-            sock.sendall(body)
+        try:
+            if len(body) <= _ONE_SEND_BYTES:
+                sock.sendall(head + body)
+            else:
+                sock.sendall(head)
+                sock.sendall(body)
+        except (BrokenPipeError, ConnectionResetError) as error:
+            # A collector may answer before it has read the whole request and close: a 413 for
+            # a body over its limit (the OpenTelemetry Collector's, Go's net/http, nginx).
+            # Its answer is read, as urllib3 (requests) reads it: taken for a broken
+            # connection, the batch would be sent again whole at every flush, never in the
+            # smaller requests a 413 asks for, holding back all that follows.
+            answered = self._early_answer()
+            if answered is None:
+                raise error from None
+            return answered
         reader = ResponseReader()
         status, response_headers, payload = read_response(sock, reader)
         self.keep_alive = reader.keep_alive
+        return status, reader.reason, response_headers, payload
+
+    def _early_answer(self) -> tuple | None:
+        """(status, reason, headers, body) of a whole answer the collector sent before the
+        request was, if one came; the connection is not kept either way."""
+        self.keep_alive = False
+        reader = ResponseReader()
+        try:
+            status, response_headers, payload = read_response(self.sock, reader)
+        except OSError:
+            return None
         return status, reader.reason, response_headers, payload
 
     def dropped(self) -> bool:
