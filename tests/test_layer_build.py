@@ -163,6 +163,24 @@ def test_bytecode_is_reproducible(built, tmp_path):
     assert ours.keys() == theirs.keys() and [k for k in ours if ours[k] != theirs[k]] == []
 
 
+@every_python
+def test_bytecode_is_the_same_from_one_build_to_the_next(python_version, interpreter, tmp_path):
+    # GIVEN a module whose bytecode holds a set of strings (`name in {...}`, as lambdawrap's
+    # own modules do): the compiler stores it as a frozenset, in the order of the strings'
+    # hashes, which Python 3.10 draws anew in each process
+    names = ", ".join(repr(f"name{i}") for i in range(40))
+    builds = []
+    for attempt in ("first", "second"):
+        folder = tmp_path / attempt / "python"
+        folder.mkdir(parents=True)
+        (folder / "module.py").write_text(f"def known(name):\n    return name in {{{names}}}\n")
+        # WHEN two builds compile it
+        layer_build._compile_bytecode(folder.parent, interpreter)
+        builds.append((folder / "__pycache__" / f"module.cpython-{python_version.replace('.', '')}.pyc").read_bytes())
+    # THEN both give the same bytes (before: a different zip, and CodeSha256, each build on 3.10)
+    assert builds[0] == builds[1]
+
+
 def test_bytecode_needs_an_interpreter_of_the_target_version(tmp_path, capsys):
     # GIVEN a version no interpreter here has WHEN the layer is built for it THEN one line
     # says that the bytecode needs that version's interpreter, and where it looked

@@ -37,6 +37,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -278,14 +279,20 @@ def _compile_bytecode(out: Path, compiler: Interpreter) -> None:
     """Byte-compile every module of the layer for the compiler's version (unchecked-hash
     invalidation: no timestamps, and no look at the source at import)."""
     command = [
-        compiler.path, "-I", "-m", "compileall", "-q",
+        compiler.path, "-s", "-m", "compileall", "-q",
         "--invalidation-mode", "unchecked-hash",
         "-s", str(out), "-p", _OPT,
         str(out),
     ]  # fmt: skip
+    # Isolated as -I would (no PYTHON* variable, no user site, an empty working folder first on
+    # sys.path), but with a fixed hash seed, which -I would ignore: Python 3.10 stores a set
+    # constant (`x in {"a", "b"}`) in the order of its strings' hashes, drawn anew per process.
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
+    environ["PYTHONHASHSEED"] = "0"
     # One process, no -j: a file compiled in a worker that compiled others before could
     # marshal differently, and the zip would no longer be reproducible.
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="lambdawrap-compile-") as empty:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, env=environ, cwd=empty)
     if result.returncode != 0:
         detail = (result.stdout.strip() or result.stderr.strip()).splitlines()
         raise LayerBuildError(f"{compiler.path} could not compile the layer's modules: {detail[-1] if detail else f'exit code {result.returncode}'}")
