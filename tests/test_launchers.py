@@ -133,7 +133,7 @@ def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict, launcher: Path 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stub = bin_dir / "python3"
-    stub.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "STARTED $0 $*"\necho "IN $(pwd) WITH ${PYTHONPATH-unset}"\n')
+    stub.write_text('#!/bin/sh\ncase " $* " in *" -c "*) echo True; exit 0 ;; esac\necho "STARTED $0 $*"\necho "IN $(pwd) WITH ${PYTHONPATH-unset}"\n')
     stub.chmod(0o755)
     return subprocess.run([str(launcher)], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, **env}, capture_output=True, text=True, timeout=30, cwd=cwd)
 
@@ -151,10 +151,12 @@ def test_launcher_starts_the_companion_where_the_functions_packages_cannot_shado
         (layer / "lambdawrap" / "companion-lib").mkdir(parents=True)
     out = run_launcher(extensions_api, tmp_path, {}, launcher=Path(os.path.relpath(layer / "extensions" / "lambdawrap", task)), cwd=task)
     # THEN the companion starts (`python -m`, which puts its working folder first on sys.path)
-    # in its own dependencies' folder, named absolutely, or at the root: never the function's
-    where = out.stdout.splitlines()[-1]
+    # in its own dependencies' folder, named absolutely, or at the root: never the function's;
+    # ignoring the function's PYTHON* variables (-E), its PYTHONPATH among them
+    started, where = out.stdout.splitlines()[-2:]
     private = (layer / "lambdawrap" / "companion-lib").resolve()
-    assert where == (f"IN {private} WITH {private}" if built else "IN / WITH unset"), out
+    assert where == (f"IN {private} WITH unset" if built else "IN / WITH unset"), out
+    assert started.endswith(" -E -s -m lambdawrap.companion lambdawrap"), out
 
 
 @pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", "", "\u00a0true", "on\u2003"])
@@ -200,14 +202,14 @@ def test_launcher_falls_back_from_a_bad_python(extensions_api, tmp_path, value):
     # THEN it warns once, naming the variable and the default, and starts the companion anyway
     warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_PYTHON" in line]
     assert len(warnings) == (1 if value.strip() else 0), out.stderr
-    assert out.stdout.startswith(f"STARTED {tmp_path}/bin/python3 -s -m lambdawrap.companion"), out
+    assert out.stdout.startswith(f"STARTED {tmp_path}/bin/python3 -E -s -m lambdawrap.companion"), out
     if value.strip():
         assert "using the default python3" in warnings[0]
 
 
 def test_launcher_takes_a_good_python(extensions_api, tmp_path):
     custom = tmp_path / "custom-python"
-    custom.write_text('#!/bin/sh\ncase "$1" in -c) echo True; exit 0 ;; esac\necho "CUSTOM $*"\n')
+    custom.write_text('#!/bin/sh\ncase " $* " in *" -c "*) echo True; exit 0 ;; esac\necho "CUSTOM $*"\n')
     custom.chmod(0o755)
     out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_PYTHON": str(custom)})
-    assert out.stdout.startswith("CUSTOM -s -m lambdawrap.companion") and not out.stderr, out
+    assert out.stdout.startswith("CUSTOM -E -s -m lambdawrap.companion") and not out.stderr, out

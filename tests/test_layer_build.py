@@ -364,6 +364,40 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
 
 
 
+def test_the_functions_python_variables_tune_the_functions_interpreter_not_the_companions(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    # GIVEN the built layer as /opt (a writable copy), and a function whose environment tunes
+    # its own interpreter: -OO (asserts and docstrings gone), a line on stderr per import, and
+    # warnings as errors. The platform passes the function's variables to extensions too.
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    companion_lib = layer / "lambdawrap" / "companion-lib"
+    before = _files(companion_lib)
+    task = write_function(tmp_path / "task", APP)
+    tuning = {"PYTHONOPTIMIZE": "2", "PYTHONPROFILEIMPORTTIME": "1", "PYTHONWARNINGS": "error"}
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with OtlpReceiver() as receiver:
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, tuning) as emu:
+                # WHEN it is invoked
+                result = emu.invoke({})
+                assert result.status == 200 and result.function_error is None, emu.log_lines()
+                # THEN the invocation is exported...
+                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                extension_lines = emu.log_lines("extension")
+        # ...by a companion that ran as the layer built it: from its shipped bytecode (before:
+        # without an .opt-2.pyc it compiled the OpenTelemetry SDK, protobuf and requests at every
+        # cold start, /opt being read-only), and without a line per import of its own in the
+        # function's log
+        assert sorted(set(_files(companion_lib).items()) ^ set(before.items()))[:3] == []
+        assert [line for line in extension_lines if line.startswith("import time:")][:3] == []
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
 def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_for, bare_runtime, tmp_path):
     from lambdawrap.devtools.interpreters import running_interpreter
     from lambdawrap.devtools.otlp_receiver import OtlpReceiver

@@ -858,7 +858,8 @@ def test_the_companion_s_own_debug_lines_are_kept_when_its_startup_thread_runs_l
         "log.configure_process_logging = _late\n"
     )
     late = tmp_path / "late-python"
-    late.write_text(f'#!/bin/bash\n[ "$1" != "-c" ] && export PYTHONPATH={str(site)!r}\nexec {sys.executable} "$@"\n')
+    # (The companion's start ignores PYTHONPATH, -E: this interpreter drops that flag to take it.)
+    late.write_text(f'#!/bin/bash\ncase " $* " in *" -c "*) ;; *) export PYTHONPATH={str(site)!r}; [ "$1" = -E ] && shift ;; esac\nexec {sys.executable} "$@"\n')
     late.chmod(0o755)
     env = {"LAMBDAWRAP_LOG_LEVEL": "debug", "LAMBDAWRAP_PYTHON": str(late)}
     if sdk_disabled:
@@ -1212,7 +1213,7 @@ def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_fail
     slow = tmp_path / "slow-python"
     slow.write_text(
         "#!/bin/bash\n"
-        f'if [ "$1" != "-c" ]; then for _ in $(seq 200); do [ -e {str(marker)!r} ] && break; sleep 0.05; done; sleep 0.3; fi\n'
+        f'case " $* " in *" -c "*) ;; *) for _ in $(seq 200); do [ -e {str(marker)!r} ] && break; sleep 0.05; done; sleep 0.3 ;; esac\n'
         f'exec {sys.executable} "$@"\n'
     )
     slow.chmod(0o755)

@@ -6,7 +6,7 @@ awslambdaric (in /var/runtime) and boto3. To run a function on Python X.Y, the e
 an X.Y interpreter with the same, and, in a source checkout, this checkout's lambdawrap
 and its pinned dependencies: the development layer (`layer/`) holds only the exec wrapper,
 the boot trampoline and the extension's launcher; the function's runtime imports
-lambdawrap's handler side, and the companion (`python3 -s -m lambdawrap.companion`, the
+lambdawrap's handler side, and the companion (`python3 -E -s -m lambdawrap.companion`, the
 first `python3` on the PATH the emulator gives, i.e. the environment's) its own side, from
 the environment. A `.pth` file points at the checkout's `src/`, so an edit takes effect on
 the next run without preparing again.
