@@ -349,6 +349,11 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
     (layer / "python" / "enum.py").write_text("class Enum:\n    pass\n")
     vendor = tmp_path / "vendor"
     write_function(vendor, "import os\nos.environ['OWN_SITECUSTOMIZE_RAN'] = 'yes'\n", module="sitecustomize")
+    # The function bundles lambdawrap of its own there too (an older release, installed to
+    # import lambdawrap.secrets in its own tests): the layer's must boot, not that one
+    # (before: "No module named 'lambdawrap.handler'", the function uninstrumented)
+    (vendor / "lambdawrap").mkdir()
+    (vendor / "lambdawrap" / "__init__.py").write_text('__version__ = "0.0.1"\n')
     socket_dir = tempfile.mkdtemp(prefix="lw")
     try:
         with OtlpReceiver() as receiver:

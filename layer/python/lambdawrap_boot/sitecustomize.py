@@ -3,12 +3,23 @@ import sys
 
 # lambdawrap lives in the layer's python/ folder, beside this one. The runtime puts that folder
 # on sys.path only while PYTHONPATH is unset (the wrapper then adds it, and the boot takes it
-# out again); a function that sets PYTHONPATH has it nowhere. Then it goes last on sys.path,
-# and only while the package is imported (its modules are found through the package from then
-# on): every layer unzips into that folder, and the standard modules the import loads first
-# must come from the standard library, not from another layer's files.
+# out again); a function that sets PYTHONPATH has it nowhere. It goes first on sys.path only
+# while the top-level package (which imports nothing) is imported: a lambdawrap the function
+# bundles on its PYTHONPATH (to import lambdawrap.secrets in its own tests) must not stand in
+# for the layer's. The subpackages are found through the package from then on. Then it goes
+# last, while the boot is imported: every layer unzips into that folder, and the standard
+# modules the boot loads first must come from the standard library, not from another layer's
+# files.
 _layer_python = __file__.rsplit("/", 2)[0]
 _appended = _layer_python not in sys.path
+sys.path.insert(0, _layer_python)
+try:
+    import lambdawrap  # noqa: F401
+except Exception:  # noqa: BLE001 - reported below, by the import that needs it
+    pass
+finally:
+    if sys.path and sys.path[0] == _layer_python:
+        del sys.path[0]
 if _appended:
     sys.path.append(_layer_python)
 try:
