@@ -159,6 +159,34 @@ def test_launcher_starts_the_companion_where_the_functions_packages_cannot_shado
     assert started.endswith(" -E -s -m lambdawrap.companion lambdawrap"), out
 
 
+@pytest.mark.parametrize("link", ["absolute", "relative", "chained"])
+def test_launcher_reached_through_a_symlink_starts_the_companion_from_the_layer_it_links_to(extensions_api, tmp_path, link):
+    # GIVEN the built layer copied somewhere else (a container image), and the platform's
+    # extensions folder holding a symlink to its launcher (absolute, relative, or a link to a link)
+    layer = tmp_path / "image" / "lambdawrap-layer"
+    (layer / "extensions").mkdir(parents=True)
+    shutil.copy(LAUNCHER, layer / "extensions" / "lambdawrap")
+    (layer / "lambdawrap" / "companion-lib").mkdir(parents=True)
+    extensions = tmp_path / "opt" / "extensions"
+    extensions.mkdir(parents=True)
+    target = layer / "extensions" / "lambdawrap"
+    if link == "relative":
+        (extensions / "lambdawrap").symlink_to(os.path.relpath(target, extensions))
+    elif link == "chained":
+        (tmp_path / "opt" / "hop").symlink_to(target)
+        (extensions / "lambdawrap").symlink_to("../hop")
+    else:
+        (extensions / "lambdawrap").symlink_to(target)
+    # WHEN the platform starts it by the link's path
+    out = run_launcher(extensions_api, tmp_path, {}, launcher=extensions / "lambdawrap", cwd=tmp_path)
+    # THEN it registers under the link's name and starts the companion in the private folder of
+    # the layer it links to (before: in "/", where no lambdawrap is: "No module named
+    # 'lambdawrap'", the extension crashed and every invocation failed with it)
+    ((name, _),) = extensions_api.registered
+    private = (layer / "lambdawrap" / "companion-lib").resolve()
+    assert name == "lambdawrap" and out.stdout.splitlines()[-1] == f"IN {private} WITH unset", out
+
+
 @pytest.mark.parametrize("value", ["true", " ON ", "Yes", "1", "false", "maybe", "", "\u00a0true", "on\u2003"])
 def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, value):
     # GIVEN LAMBDAWRAP_DISABLED spelled some way WHEN the launcher runs
