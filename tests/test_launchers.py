@@ -241,3 +241,23 @@ def test_launcher_takes_a_good_python(extensions_api, tmp_path):
     custom.chmod(0o755)
     out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_PYTHON": str(custom)})
     assert out.stdout.startswith("CUSTOM -E -s -m lambdawrap.companion") and not out.stderr, out
+
+
+@pytest.mark.parametrize("managed_instances", [False, True], ids=["on demand", "managed instances"])
+def test_a_function_whose_path_has_no_python3_runs_as_without_the_layer(tmp_path, managed_instances):
+    from conftest import write_function
+    from support.stack import instrumented
+
+    # GIVEN a function whose configuration sets PATH to folders of its own, without the runtime's
+    # interpreter (the runtime's bootstrap names it by its full path and starts as without it)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': event}\n")
+    limits = {"max_concurrency": 2} if managed_instances else {}
+    with instrumented(task, env={"PATH": f"{tmp_path / 'bin'}:/nowhere"}, **limits) as (emu, _):
+        # WHEN it is invoked, twice
+        results = [emu.invoke({"n": n}) for n in range(2)]
+        # THEN it answers as without the layer (before: the launcher's `exec python3` failed,
+        # the extension crashed after registering, and every invocation failed with it)
+        assert [(r.status, r.function_error, r.json()) for r in results] == [(200, None, {"ok": {"n": n}}) for n in range(2)], emu.log_lines()
+        # ...and one line says why nothing is exported
+        warnings = [line for line in emu.log_lines("extension") if "python3" in line]
+        assert len(warnings) == 1 and "the companion cannot start" in warnings[0], emu.log_lines()
