@@ -185,6 +185,21 @@ def test_bytecode_is_the_same_from_one_build_to_the_next(python_version, interpr
     assert builds[0] == builds[1]
 
 
+def test_bytecode_is_compiled_by_an_interpreter_found_by_a_relative_path(tmp_path, monkeypatch):
+    # GIVEN the target version's interpreter found on a PATH entry relative to where the build
+    # runs (PATH=.venv/bin:..., where shutil.which answers a relative path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / f"python{LOCAL_PYTHON}").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    relative = Interpreter(path=f"bin/python{LOCAL_PYTHON}", version=LOCAL_PYTHON, full_version=LOCAL_PYTHON)
+    layer = tmp_path / "layer"
+    (layer / "python").mkdir(parents=True)
+    (layer / "python" / "module.py").write_text("x = 1\n")
+    # WHEN the layer's modules are compiled THEN they are (compileall runs in a folder of its own)
+    layer_build._compile_bytecode(layer, relative)
+    assert (layer / "python" / "__pycache__" / f"module.{sys.implementation.cache_tag}.pyc").is_file()
+
+
 def test_bytecode_needs_an_interpreter_of_the_target_version(tmp_path, capsys):
     # GIVEN a version no interpreter here has WHEN the layer is built for it THEN one line
     # says that the bytecode needs that version's interpreter, and where it looked

@@ -289,7 +289,7 @@ def _compile_bytecode(out: Path, compiler: Interpreter) -> None:
 
 def _compileall(compiler: Interpreter, out: Path, folder: Path, levels: Sequence[str]) -> None:
     command = [
-        compiler.path, "-s", "-m", "compileall", "-q",
+        os.path.abspath(compiler.path), "-s", "-m", "compileall", "-q",  # run from another folder
         "--invalidation-mode", "unchecked-hash",
         *levels,
         "-s", str(out), "-p", _OPT,
