@@ -328,3 +328,41 @@ def test_on_managed_instances_what_comes_after_the_handler_returned_or_timed_out
         assert all(r["trace_id"] for r in init_lines)  # with the init span (each worker's init)
         assert metric_total(rx, "faas.invocations") == 3
     assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"] and p["attributes"].get("reason") != "sampled_out"]
+
+
+def test_many_workers_reporting_at_once_never_wait_for_the_companion_to_accept():
+    import shutil
+    import tempfile
+
+    from lambdawrap.companion.channel_server import SocketServer
+    from lambdawrap.handler.channel import Channel
+    from lambdawrap.shared import records
+
+    # GIVEN a companion whose loop has not yet accepted any connection (busy, or starved of CPU
+    # by the workers), and 100 worker processes (Managed Instances run up to 1,600), each with
+    # a channel of its own, ending their first invocations at once
+    folder = tempfile.mkdtemp(prefix="lw")  # a socket's path must stay short
+    received: list = []
+    server = SocketServer(f"{folder}/lw.sock", received.append, lambda reason, detail: None)
+    workers = [Channel(f"{folder}/lw.sock") for _ in range(100)]
+
+    def report(n: int) -> bool:
+        start = records.encode_invocation_start(f"r{n}", "arn", n + 1, n + 1, 0, True, time.time_ns(), True, False, "other", {}, [], "function", 2)
+        return workers[n].send_invocation(start, records.invocation_end(time.time_ns()))
+
+    sent: list = []
+    try:
+        # WHEN each sends its record
+        sender = threading.Thread(target=lambda: sent.extend(report(n) for n in range(100)), daemon=True)
+        sender.start()
+        sender.join(timeout=20)
+        # THEN none waits for the companion (a connect beyond the listener's backlog would)
+        assert not sender.is_alive(), f"a worker's send blocked after {len(sent)} records"
+        # ... and once the companion serves, it has every record
+        server.start()
+        assert all(sent)
+        wait_for(lambda: len(received) == 100, timeout=30, what="every worker's record")
+        assert sorted(r["start"]["request_id"] for r in received) == sorted(f"r{n}" for n in range(100))
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -16,6 +16,11 @@ from lambdawrap.shared.settings import MAX_SOCKET_PATH_BYTES
 
 Handler = Callable[[dict], Any]  # returns an answer for requests, None otherwise
 Problem = Callable[[str, str], None]  # (reason, detail): counted as a drop, logged once
+# Connections not yet accepted that the kernel keeps (capped by net.core.somaxconn, 4096 on
+# Lambda's kernels): on Managed Instances each of up to 1,600 worker processes connects at its
+# first invocation, maybe all at once while this process waits for CPU. A connection past the
+# backlog is refused (EAGAIN) and its record lost: at 64 a burst of first invocations lost some.
+BACKLOG = 4096
 
 
 class SocketServer:
@@ -53,7 +58,7 @@ class SocketServer:
                 os.unlink(staging)  # left by a killed companion of the same pid
             listener.bind(staging)
             os.chmod(staging, 0o600)
-            listener.listen(64)
+            listener.listen(BACKLOG)
             if staging != self.path:
                 os.replace(staging, self.path)
         except OSError:

@@ -73,6 +73,11 @@ class Channel:
         sock = None
         try:
             sock = unix_socket(AF_UNIX, SOCK_STREAM)  # may fail too: no descriptor left
+            # Non-blocking before the connect too: a blocking connect waits while the
+            # companion's backlog is full (Managed Instances' workers all ending a first
+            # invocation while it waits for CPU), and the invocation with it. A full backlog
+            # is EAGAIN instead: the companion lives, and accounts for the invocation.
+            sock.setblocking(False)
             sock.connect(self.path)
         except OSError as exc:
             if sock is not None:
@@ -81,14 +86,14 @@ class Channel:
             # removed, which it makes again at the next event; no descriptor left) it lives,
             # and accounts for this invocation itself.
             self._companion_down = exc.errno == errno.ECONNREFUSED
-            if exc.errno == errno.ENOENT:
+            if exc.errno in (errno.ENOENT, errno.EAGAIN):
                 # Its file removed: the companion makes it again at its next event, maybe just
-                # after this invocation's end. The next send tries again (one failed connect).
+                # after this invocation's end; or its backlog full, for a moment. The next send
+                # tries again (one failed connect).
                 self._next_connect = now
             self._warn_once(f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
         self._companion_down = False
-        sock.setblocking(False)
         status = os.fstat(sock.fileno())
         self._identity = (status.st_dev, status.st_ino)
         self._sock = sock
