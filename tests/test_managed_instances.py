@@ -366,3 +366,39 @@ def test_many_workers_reporting_at_once_never_wait_for_the_companion_to_accept()
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_on_managed_instances_a_request_whose_platform_events_were_lost_is_still_exported(tmp_path):
+    from support.faults import lose_telemetry
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "lw", LAMBDAWRAP_HANDLER)
+    with instrumented(task, max_concurrency=2, timeout_s=3) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # GIVEN a platform that drops telemetry the companion was too slow for: there the
+        # request's platform.start is its only announcement (no INVOKE), and may be lost with
+        # its batch, the report too
+        lost: dict = {}
+        lose_telemetry(emu, lambda e: e["type"] in lost.get((e.get("record") or {}).get("requestId"), ()) if isinstance(e.get("record"), dict) else False)
+        lost.update({"start-lost": ("platform.start",), "both-lost": ("platform.start", "platform.report")})
+        # WHEN a failing request loses its start, a good one its start and its report, and a
+        # third loses nothing
+        failed = emu.invoke({"n": 1, "fail": True}, request_id="start-lost")
+        assert emu.wait_idle(30)
+        good = emu.invoke({"n": 2}, request_id="both-lost")
+        assert emu.wait_idle(30)
+        plain = emu.invoke({"n": 3})
+        assert failed.function_error is not None and good.function_error is None and plain.function_error is None
+        # THEN each is exported once, as its record and the platform's word (where it came) say
+        rids = ("start-lost", "both-lost", plain.request_id)
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3, timeout=60)
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
+        assert sorted(by_rid) == sorted(rids) and len(spans) == 3
+        assert by_rid["start-lost"]["status_code"] == 2 and by_rid["both-lost"]["status_code"] != 2
+        wait_for(lambda: metric_total(rx, "faas.invocations") == 3, timeout=30, what="three invocations counted")
+        # ... and their log lines carry their ids
+        lines = rx.wait_for_logs(lambda r: "working on" in str(r["body"]), count=3, timeout=30)
+        assert sorted((r["attributes"].get("faas.invocation_id"), r["trace_id"]) for r in lines) == sorted((rid, by_rid[rid]["trace_id"]) for rid in rids)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "platform_logs_dropped"}) == 3  # the events lost, as the platform counts them
+    assert len([s for s in rx.spans() if s["attributes"].get("faas.invocation_id") in rids]) == 3

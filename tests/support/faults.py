@@ -329,6 +329,25 @@ def telemetry_port(emu: Emulator) -> int:
     return next(s for s in emu.bus.subscribers() if s.extension_name == "lambdawrap").subscription.port
 
 
+def lose_telemetry(emu: Emulator, lost: Any) -> None:
+    """The platform drops the companion's telemetry events for which `lost(event)` is true, as
+    it drops those of a subscriber that lags (Managed Instances drop whole batches, platform
+    events too): counted, and told in the next batch's platform.logsDropped."""
+    sub = next(s for s in emu.bus.subscribers() if s.extension_name == "lambdawrap")
+    deliver = sub.put
+
+    def put(event: dict) -> None:
+        if not lost(event):
+            deliver(event)
+            return
+        with sub._cv:
+            sub._dropped_records += 1
+            sub._dropped_bytes += len(json.dumps(event))
+        sub._on_drop(event.get("type"))
+
+    sub.put = put
+
+
 def _frame(body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + body
 

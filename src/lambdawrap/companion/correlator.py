@@ -323,6 +323,7 @@ class Correlator:
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
+        self._telemetry_lost = False  # the platform told of events it dropped (platform.logsDropped)
 
     # sources -------------------------------------------------------------------
 
@@ -487,6 +488,7 @@ class Correlator:
                 self._log(line, time_ns, self._line_request(_named_request(named)), self._managed_instances and named == "")
             return
         if kind == "platform.logsDropped":
+            self._telemetry_lost = True
             if isinstance(record, dict):
                 self.sink.dropped("platform_logs_dropped", records.count(record.get("droppedRecords")) or 1)
             return
@@ -525,7 +527,8 @@ class Correlator:
                 self._current_rid = str(rid)
             elif inv.invoke_event is None:
                 # The announcement there is: what INVOKE carries elsewhere.
-                inv.invoke_event = {"requestId": str(rid), "invokedFunctionArn": str(record.get("functionArn") or self.function_arn)}
+                self.function_arn = str(record.get("functionArn") or self.function_arn)
+                self._announce(inv)
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
@@ -534,6 +537,10 @@ class Correlator:
                 inv = self._lookup(rid)
             if kind == "platform.report":
                 inv.reported = True
+                if self._managed_instances and inv.invoke_event is None:
+                    # Its start was lost with its batch (a platform that drops what a lagging
+                    # subscriber has not taken): the report announces it as well.
+                    self._announce(inv)
                 if self._superseded.get(rid) is inv:
                     del self._superseded[rid]
                 self.sink.report(record, trigger_of(inv))
@@ -542,6 +549,10 @@ class Correlator:
             elif inv.outcome is None or kind == "platform.runtimeDone":
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
+
+    def _announce(self, inv: Invocation) -> None:
+        """Managed Instances: the platform's telemetry tells of the request (INVOKE elsewhere)."""
+        inv.invoke_event = {"requestId": inv.request_id, "invokedFunctionArn": self.function_arn}
 
     def _after_posted_verdict(self, inv: Invocation, kind: str, record: dict) -> None:
         """The platform's first word on an invocation already made from the runtime's post: the
@@ -823,11 +834,24 @@ class Correlator:
         report) those that ended well but whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
+            self._announce_unheard(lambda inv: inv.record_at is not None and now - inv.record_at > self._outcome_wait_s(inv.end))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > self._outcome_wait_s(i.end)]:
                 self._finish_without_word(inv)
             self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
                 self._account_missing(inv)
+
+    def _announce_unheard(self, overdue: Callable[[Invocation], bool]) -> None:
+        """Managed Instances: a request the function reported of whose start and report the
+        platform told nothing, `overdue` (both would have come by then), where the platform told
+        of events it dropped: both were lost with their batches (counted as the platform told,
+        platform_logs_dropped). Elsewhere the INVOKE, which nothing drops, announces each
+        request; there the record is all that is left, and its span goes without the platform's
+        word rather than not at all. Without a word of loss, a record never announced is no
+        request's (a call of the handler outside any invocation), and stays no span."""
+        if self._managed_instances and self._telemetry_lost:
+            for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is not None and overdue(i)]:
+                self._announce(inv)
 
     def _outcome_wait_s(self, end: dict) -> float:
         if not self._managed_instances:
@@ -848,6 +872,7 @@ class Correlator:
         """At SHUTDOWN: each announced invocation is accounted for now: from its record, as an
         error span (it timed out or crashed), or, if it ended well, as a dropped record."""
         with self._lock:
+            self._announce_unheard(lambda inv: True)  # nothing more will come
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:
