@@ -281,7 +281,31 @@ RECURSIVE_RAISES = Group(
     scenarios=[do("raises two calls down", "recurse", depth=2, **{"raise": True}), do("echo", "echo"), do("raises in its own call", "recurse", depth=0, **{"raise": True})],
 )
 
-GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES]
+# Warnings on, as a function may run (PYTHONWARNINGS, -X dev): nothing of lambdawrap's may warn in
+# its log. A child forked after the channel to the companion was connected dropped its copy of
+# the socket unclosed: a ResourceWarning in the function's log, an "Exception ignored"
+# traceback with warnings as errors.
+WARNINGS_ON = [
+    Group(
+        f"warnings on, {name} - fork_resource_warning",
+        "diff",
+        env=env,
+        scenarios=[
+            do("echo", "echo"),
+            do("fork child exits 0", "fork_exit", code=0),
+            do("fork child exits 3", "fork_exit", code=3),
+            do("multiprocessing pool (fork)", "multiprocessing"),
+            do("prints to stdout and stderr and logging", "print", lines=2, tag="w"),
+            do("thread pool", "threads"),
+            do("asyncio", "asyncio"),
+            do("raise ValueError", "raise", detail="w"),
+            do("echo after them", "echo"),
+        ],
+    )
+    for name, env in (("as errors", {"PYTHONWARNINGS": "error"}), ("development mode", {"PYTHONDEVMODE": "1"}))
+]
+
+GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES, *WARNINGS_ON]
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.

@@ -58,12 +58,30 @@ class Channel:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._sock = None
+        self._let_go_inherited()
         self._pending = b""
         self._next_connect = 0.0
         self.dropped = 0  # the parent reports its own drops; the child starts from none
         self._companion_down = False
         self._kept = False
+
+    def _let_go_inherited(self) -> None:
+        """In a forked child: close its copy of the parent's connection, explicitly. Dropped,
+        the socket object closed it in its finalizer with a ResourceWarning, which a function
+        running with warnings on (PYTHONWARNINGS, -X dev) saw in its log, or as an
+        "Exception ignored" traceback with warnings as errors. A descriptor that is no longer
+        that socket (the function closed descriptors by number and reused them) is the
+        function's, and stays open. One fstat in each child, none in the parent."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        try:
+            fd = sock.detach()
+            status = os.fstat(fd)
+            if (status.st_dev, status.st_ino) == self._identity:
+                os.close(fd)
+        except OSError:
+            pass
 
     def _connect(self) -> unix_socket | None:
         now = time.monotonic()
