@@ -807,11 +807,15 @@ def test_process_stays_lean_and_disabled_leaves_it_untouched(task):
     assert invocation_spans(rx) == []
 
 
-def test_the_companion_loads_only_what_it_uses(task):
+def test_the_companion_loads_only_what_it_uses(task, tmp_path):
     # Its imports are init's critical path below one vCPU (lifecycle's startup wait): what it
     # does not use must not be there. Python reports every import of the companion's process
-    # on its stderr (PYTHONPROFILEIMPORTTIME), which the emulator keeps as the extension's log.
-    with instrumented(task, env={"PYTHONPROFILEIMPORTTIME": "1"}) as (emu, rx):
+    # on its stderr (-X importtime, given by the interpreter it is started with: its start
+    # ignores PYTHONPROFILEIMPORTTIME), which the emulator keeps as the extension's log.
+    profiled = tmp_path / "profiled-python"
+    profiled.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    profiled.chmod(0o755)
+    with instrumented(task, env={"LAMBDAWRAP_PYTHON": str(profiled)}) as (emu, rx):
         emu.invoke(apigw_event())
         wait_for(lambda: invocation_spans(rx), what="the invocation's span")
         imported = {line.rsplit("|", 1)[-1].strip() for line in emu.log_lines("extension") if line.startswith("import time:")}
