@@ -253,8 +253,12 @@ def test_a_function_whose_path_has_no_python3_runs_as_without_the_layer(tmp_path
     task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': event}\n")
     limits = {"max_concurrency": 2} if managed_instances else {}
     with instrumented(task, env={"PATH": f"{tmp_path / 'bin'}:/nowhere"}, **limits) as (emu, _):
-        # WHEN it is invoked, twice
-        results = [emu.invoke({"n": n}) for n in range(2)]
+        # WHEN it is invoked, twice (each once the workers are idle: Managed Instances refuse an
+        # invoke that finds none)
+        results = []
+        for n in range(2):
+            assert emu.wait_idle(30)
+            results.append(emu.invoke({"n": n}))
         # THEN it answers as without the layer (before: the launcher's `exec python3` failed,
         # the extension crashed after registering, and every invocation failed with it)
         assert [(r.status, r.function_error, r.json()) for r in results] == [(200, None, {"ok": {"n": n}}) for n in range(2)], emu.log_lines()
