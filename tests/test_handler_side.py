@@ -261,6 +261,39 @@ def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, list
     assert len({r["start"]["span_id"] for r in received}) == 5  # ids stay unique across the fork
 
 
+def test_on_managed_instances_a_failure_before_the_workers_fork_is_reported_once(tmp_path, listener, sock_path):
+    server, received = listener
+    (tmp_path / "mimod.py").write_text("def handler(event, context):\n    return event\n")
+    # GIVEN awslambdaric's parent on Managed Instances, where lambdawrap boots and one of its
+    # hooks fails (counted) before the parent forks its workers, then serves nothing itself
+    script = textwrap.dedent(
+        f"""
+        import os, sys, types
+        sys.path.insert(0, {str(tmp_path)!r})
+        from lambdawrap.handler import boot
+        from lambdawrap.handler.invocation import FAILURES
+        env = {{"_HANDLER": "mimod.handler", "LAMBDAWRAP_SOCKET": {sock_path!r}, "AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"}}
+        boot.initialize(env, swallow_exceptions=False)
+        FAILURES.record("a post-import hook on awslambdaric.lambda_runtime_client", exc_info=False)
+        workers = []
+        for w in range(3):
+            pid = os.fork()
+            if pid == 0:
+                import mimod  # each worker imports the handler
+                for i in range(2):
+                    mimod.handler({{}}, types.SimpleNamespace(aws_request_id=f"w{{w}}-{{i}}", invoked_function_arn="arn:x"))
+                os._exit(0)
+            workers.append(pid)
+        for pid in workers:
+            os.waitpid(pid, 0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    # WHEN each worker reports its invocations THEN that failure is counted once, not per worker
+    wait_for(lambda: len(received) >= 6, what="six records")
+    assert sum(r["end"].get("internal_errors", 0) for r in received) == 1
+
+
 class TestExecWrapper:
     def run(self, env: dict, *args: str) -> dict:
         out = subprocess.run([str(WRAPPER), "/usr/bin/env", *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True)

@@ -182,14 +182,24 @@ class InvocationTracer:
 
             self._redact_keys = redaction_keys(settings.redact_keys)
         self.user_spans: Any = None  # set by the OpenTelemetry bridge when the user's code uses the API
+        self._boot_pid = own_pid()
         if hasattr(os, "register_at_fork"):
             # Each forked worker serves its own first invocation.
-            os.register_at_fork(after_in_child=self._after_fork)
+            os.register_at_fork(after_in_child=self._after_fork, after_in_parent=self._after_fork_in_parent)
 
     def _after_fork(self) -> None:
         self._invocations = 0
         self._posting_thread = None
         self._held = None
+
+    def _after_fork_in_parent(self) -> None:
+        # On Managed Instances the process that booted is awslambdaric's parent: it forks the
+        # workers and serves nothing, so what it counted (a hook that failed at boot) is reported
+        # by the worker it forked first, whose copy goes with its first record; each later
+        # worker's copy went with its own too, N times over.
+        if self.settings.managed_instances and own_pid() == self._boot_pid and not _active:
+            FAILURES.count = 0
+            _context_not_injected[0] = 0
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
