@@ -402,3 +402,35 @@ def test_on_managed_instances_a_request_whose_platform_events_were_lost_is_still
         assert sorted((r["attributes"].get("faas.invocation_id"), r["trace_id"]) for r in lines) == sorted((rid, by_rid[rid]["trace_id"]) for rid in rids)
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "platform_logs_dropped"}) == 3  # the events lost, as the platform counts them
     assert len([s for s in rx.spans() if s["attributes"].get("faas.invocation_id") in rids]) == 3
+
+
+def test_on_managed_instances_a_worker_s_first_request_is_a_cold_start_however_long_init_took(tmp_path):
+    from support.stack import instrumented
+
+    # GIVEN three workers whose module takes 4 s to load (Managed Instances' init may take
+    # 15 minutes: N workers load at once on shared vCPUs), and proactive init set at 3 s
+    task = write_function(tmp_path / "lw", """
+        import os, time
+        time.sleep(4)
+
+        def handler(event, context):
+            time.sleep(0.3)
+            return {"pid": os.getpid()}
+        """)
+    with instrumented(task, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "3000"}, max_concurrency=3, timeout_s=10) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(60)
+        # WHEN two requests come as soon as the workers are ready, and three more once the third
+        # worker has waited longer than that for its first
+        first = concurrently([lambda: emu.invoke({})] * 2)
+        time.sleep(3.5)
+        assert emu.wait_idle(30)
+        second = concurrently([lambda: emu.invoke({})] * 3)
+        rids = [r.request_id for r in first + second]
+        assert [r.status for r in first + second] == [200] * 5 and len({json.loads(r.body)["pid"] for r in first + second}) == 3
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=5, timeout=60)
+    # THEN the two served at once were their workers' cold starts; the third worker's first,
+    # which did not wait for its load, is a proactive init, and the rest are warm
+    flags = {s["attributes"]["faas.invocation_id"]: (s["attributes"].get("faas.coldstart"), s["attributes"].get("lambdawrap.proactive_init", False)) for s in spans}
+    assert [flags[r.request_id] for r in first] == [(True, False)] * 2
+    assert sorted(flags[r.request_id] for r in second) == [(False, False), (False, False), (False, True)]

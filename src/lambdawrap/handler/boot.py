@@ -83,6 +83,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     def wrap_handler(module: Any) -> None:
         _forget_our_sitecustomize()
+        tracer.handler_loaded()
         if _made_on_demand(module, attribute):
             # The runtime's lookup will make it; asking first would run the module's code twice.
             module.__getattr__ = _wrapping_lookup(module.__getattr__, attribute, tracer.wrap)
