@@ -1011,6 +1011,24 @@ def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path
     assert invocation_spans(rx) == []
 
 
+def test_a_layer_added_without_aws_lambda_exec_wrapper_says_so_once(tmp_path):
+    from lambdawrap.companion.correlator import UNREPORTING_AFTER
+
+    # GIVEN the layer added to a function whose configuration lacks AWS_LAMBDA_EXEC_WRAPPER (the
+    # companion runs; the function's process is not instrumented)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': event}\n")
+    invocations = UNREPORTING_AFTER + 2
+    with instrumented(task, env={"AWS_LAMBDA_EXEC_WRAPPER": ""}) as (emu, rx):
+        results = [emu.invoke({"n": n}) for n in range(invocations)]
+        assert emu.wait_idle(30)
+        lines = [line for line in emu.log_lines("extension") if "lambdawrap" in line]
+    # THEN the function answers as without the layer, each invocation is counted as a record
+    # that never came, and one line says why (before: the counts alone, nothing in the log)
+    assert [r.json() for r in results] == [{"ok": {"n": n}} for n in range(invocations)]
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == invocations
+    assert len(lines) == 1 and "AWS_LAMBDA_EXEC_WRAPPER is not set" in lines[0] and "wrapper.sh" in lines[0], lines
+
+
 def test_handler_in_a_subfolder(tmp_path):
     write_function(tmp_path / "task" / "src" / "svc", "def handler(event, context):\n    return 'sub'\n", module="api")
     with instrumented(tmp_path / "task", "src/svc/api.handler") as (emu, rx):

@@ -282,6 +282,21 @@ def _parse_stamp(stamp: str) -> int | None:
     return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
+def _warn_unreporting() -> None:
+    """Once: the function's process reports nothing, and each invocation is only a drop count.
+    Most often the layer was added without the variable that boots it in that process."""
+    import os
+
+    from lambdawrap.shared.log import get_logger
+
+    wrapper = os.environ.get("AWS_LAMBDA_EXEC_WRAPPER", "").strip()
+    if wrapper:
+        why = f"AWS_LAMBDA_EXEC_WRAPPER={wrapper} did not start lambdawrap in it, or the handler could not be wrapped"
+    else:
+        why = "AWS_LAMBDA_EXEC_WRAPPER is not set; set it to the layer's wrapper.sh (/opt/wrapper.sh in Lambda)"
+    get_logger().warning("lambdawrap: the function's process reported none of its first %d invocations (each counted as record_missing, none exported): %s", UNREPORTING_AFTER, why)
+
+
 class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
@@ -822,6 +837,8 @@ class Correlator:
         """An invocation that ended well but whose record never came: counted, once."""
         if self.records_seen == 0:
             self._missing_before_any_record += 1
+            if self._missing_before_any_record == UNREPORTING_AFTER:
+                _warn_unreporting()
         inv.finished = True
         self._open.pop(inv.request_id, None)
         self._remember(inv)
