@@ -325,6 +325,36 @@ def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_a
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+LONG_VALUES_PROBE = signals_probe({}, """
+import gc, tracemalloc
+def flush_of(count, first_id, long):
+    for i in range(count):
+        # Each its own exception message and stack, 100 KB long, as a function raising errors
+        # that quote the data they failed on has; the trigger attribute repeats
+        text = f"{first_id + i}: " + "x" * 100_000 if long else "short"
+        signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=first_id + i, parent_id=None, kind=SpanKind.SERVER, attributes={"faas.trigger": "http", "exception.message": text, "exception.stacktrace": "Traceback: " + text}, start=1, end=2, status=Status(StatusCode.ERROR)))
+    return pipeline.flush(wait_s=60)
+flush_of(1, 2, False)  # the pipeline warm
+gc.collect()
+tracemalloc.start()
+flushed = [flush_of(10, 100 + 10 * n, True) for n in range(8)]
+gc.collect()
+print(json.dumps({"flushed": flushed, "retained": tracemalloc.get_traced_memory()[0], "left": len(signals.spans)}))
+""")
+
+
+def test_long_attribute_values_are_not_kept_after_their_export():
+    # GIVEN spans whose long attribute values (100 KB each) never repeat
+    with OtlpReceiver() as rx:
+        # WHEN 80 of them are exported
+        found, out = run_probe(LONG_VALUES_PROBE, rx.endpoint)
+        exported_spans = len(rx.spans())
+    # THEN all went, and the companion (whose memory is the function's) holds none of their
+    # text afterwards: the encoder's cache keeps short values only
+    assert all(found["flushed"]) and found["left"] == 0 and exported_spans == 81, (found, out.stderr[-2000:])
+    assert found["retained"] < 2_000_000, found
+
+
 OVERSTATED_REJECTIONS_PROBE = signals_probe({}, """
 for i in range(5):
     signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))

@@ -28,6 +28,12 @@ MAX_CACHED = 1024
 # Values cached by their exact type: the type is part of the key (True == 1, and a str subclass
 # may encode otherwise). Floats are not: -0.0 == 0.0, and NaN never equals itself.
 _CACHED_TYPES = (str, bool, int)
+# Text longer than this is not kept: the values that repeat are short (a route, a host, an ARN, a
+# user agent), and a long one rarely repeats (an exception's message and stack, a payload), while
+# each kept holds its text twice (the key and the encoded copy). 1,024 values of 100 KB kept 200 MB
+# in the companion, whose memory is the function's: a 128 MB function raising exceptions with
+# long messages was killed for it. Kept this short, the cache holds at most ~2 MB.
+MAX_CACHED_CHARS = 1024
 
 _installed = threading.Lock()
 
@@ -62,7 +68,7 @@ def _caching_encoder(encode_key_value: Callable[[str, Any], Any], sdk_logger: lo
         encoded = []
         for key, value in attributes.items():
             kind = type(value)
-            entry = (key, kind, value) if kind in _CACHED_TYPES else None
+            entry = (key, kind, value) if kind in _CACHED_TYPES and (kind is not str or len(value) <= MAX_CACHED_CHARS) else None
             key_value = made.get(entry) if entry is not None else None
             if key_value is None:
                 try:
