@@ -491,6 +491,40 @@ def test_a_long_outage_logs_each_kind_of_export_failure_once(task):
     assert retries and len(retries) == len(kinds) <= 3, retries
 
 
+LONG_ERRORS_APP = """
+def handler(event, context):
+    raise ValueError(context.aws_request_id + ": " + "x" * 100_000)
+"""
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_invocations_with_long_errors_leave_the_companions_memory_bounded(tmp_path):
+    # GIVEN a function whose every invocation raises an exception with a 100 KB message (one
+    # that quotes the data it failed on): each record carries it, and its stack
+    task = write_function(tmp_path / "task", LONG_ERRORS_APP)
+    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=TIMEOUT_S, memory_mb=1024) as (emu, rx):
+        for _ in range(20):
+            emu.invoke({})
+        emu.wait_idle()
+        companion = companion_process(emu)
+        before = rss_mb(companion.pid)
+        # WHEN 300 more come, each exported at its end
+        for _ in range(300):
+            assert emu.invoke({}).json()["errorType"] == "ValueError"
+        emu.wait_idle()
+        after = rss_mb(companion.pid)
+        spans = len([s for s in rx.spans() if "faas.invocation_id" in s["attributes"]])
+    # THEN the companion (whose memory counts against the function's) did not keep them: it
+    # kept 2,048 finished invocations whole, ~0.25 MB each here, and a 128 MB function was
+    # killed for it after ~400 invocations
+    assert spans == 320, spans
+    assert after - before < 25, (before, after)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Malformed input on every channel into the companion.
 

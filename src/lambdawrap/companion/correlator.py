@@ -61,7 +61,7 @@ UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is 
 
 
 class Sink(Protocol):
-    def invocation(self, inv: "Invocation") -> None: ...
+    def invocation(self, inv: "Invocation") -> bool | None: ...  # True: done with inv
     def init_span(self, init: "InitFacts", parent: "Invocation | None") -> None: ...
     def report(self, record: dict, trigger: str = "other") -> None: ...
     def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None: ...
@@ -82,6 +82,14 @@ def trigger_of(inv: "Invocation | None") -> str:
     function's came): the FaaS metrics of the platform's numbers are labelled with it too."""
     attributes = (inv.start or {}).get("attributes") if inv is not None else None
     return str(attributes.get("faas.trigger") or "other") if isinstance(attributes, dict) else "other"
+
+
+def _settled(end: dict | None) -> dict | None:
+    """What a record's end part is still asked once its span is made: whether it came, and
+    whether it reported an error (Invocation.verdict_known)."""
+    if end is None:
+        return None
+    return {"error": {}} if end.get("error") is not None else {}
 
 
 class Invocation:
@@ -420,7 +428,7 @@ class Correlator:
             if inv.finished and inv.end is None and inv.ids is not None:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
                 # reports later): the span stands; what only the record carries still counts.
-                inv.end = end
+                inv.end = _settled(end)
                 record_extras(self.sink, end)
                 return
             if inv.finished or inv.end is not None:
@@ -713,7 +721,13 @@ class Correlator:
             inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled_as_root(trace_id))
         if not inv.invoke_event and self.function_arn:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
-        self.sink.invocation(inv)
+        if self.sink.invocation(inv) is True:
+            # Its span is made: what the record said beyond how it ended goes (an exception's
+            # message and stack, the function's spans: up to 256 KB), or the 2,048 kept for late
+            # lines would hold hundreds of MB of the memory the function shares. Not while the
+            # span waits for the export pipeline (the sink says None): it is made from this.
+            inv.end = _settled(inv.end)
+            inv.error_line = None
         self._remember(inv)
         if self._first is None:
             self._first = inv

@@ -164,13 +164,15 @@ class Signals:
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
 
-    def invocation(self, inv: Invocation) -> None:
+    def invocation(self, inv: Invocation) -> bool:
+        """Make the invocation's span and count it; True once done with `inv` (the correlator
+        may then let go of what only the span needed)."""
         try:
             span, facts = self.builder.invocation(inv)
         except Exception:  # noqa: BLE001 - counted, so the invocation is still accounted for
             logger.warning("lambdawrap: the span of invocation %s could not be built", inv.request_id, exc_info=True)
             self.dropped("malformed_record")
-            return
+            return True
         if span is None:
             self.dropped("sampled_out")
         else:
@@ -187,6 +189,7 @@ class Signals:
         elif facts.failure in ("crash", "out_of_memory"):
             self._add("lambdawrap.crashes", 1, {})
         self._measure(self._duration, facts.duration_s, labels)
+        return True
 
     def init_span(self, init: InitFacts, parent: Invocation | None) -> None:
         # The init's lines carry the init span's ids, the span they were printed in; with no
