@@ -325,6 +325,32 @@ def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_a
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+LARGE_SPANS_HELD_PROBE = signals_probe({}, """
+# The collector unreachable for a while: nothing is flushed while 100 spans of 300,000
+# characters each (an exception's message quoting a payload, and its stack) come
+for i in range(100):
+    text = f"{i}: " + "x" * 150_000
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"exception.message": text, "exception.stacktrace": text}, start=1, end=2, status=Status(StatusCode.ERROR)))
+held = {"spans": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}
+flushed = pipeline.flush(wait_s=60)  # the collector back
+print(json.dumps({"held": held, "flushed": flushed, "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+def test_the_span_buffer_holds_a_bounded_amount_of_text_and_counts_the_rest():
+    # GIVEN spans of 300,000 characters each arriving while nothing can be exported
+    with OtlpReceiver() as rx:
+        found, out = run_probe(LARGE_SPANS_HELD_PROBE, rx.endpoint)
+        exported_spans = len(rx.spans())
+    held = found["held"]
+    # THEN the buffer held at most its 16 Mi characters (the companion's memory is the
+    # function's), the others were counted as dropped at once, and what it held was exported
+    # once the collector answered: each span exported or counted, once
+    assert 0 < held["spans"] * 300_000 <= 16 * 1024 * 1024, held
+    assert held["dropped"] == {"buffer_full": 100 - held["spans"]}, held
+    assert found["flushed"] and exported_spans == held["spans"] and found["dropped"] == held["dropped"], (found, exported_spans, out.stderr[-2000:])
+
+
 LONG_VALUES_PROBE = signals_probe({}, """
 import gc, tracemalloc
 def flush_of(count, first_id, long):
