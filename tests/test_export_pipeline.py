@@ -351,6 +351,27 @@ def test_the_span_buffer_holds_a_bounded_amount_of_text_and_counts_the_rest():
     assert found["flushed"] and exported_spans == held["spans"] and found["dropped"] == held["dropped"], (found, exported_spans, out.stderr[-2000:])
 
 
+LONG_SPANS_PROBE = signals_probe({}, """
+for i in range(40):
+    text = f"{i}: " + "x" * 150_000
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"exception.message": text, "exception.stacktrace": text}, start=1, end=2, status=Status(StatusCode.ERROR)))
+print(json.dumps({"flushed": pipeline.flush(wait_s=60), "left": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+def test_a_request_carries_a_bounded_amount_of_span_text():
+    # GIVEN 40 spans of 300,000 characters each buffered (12 M characters)
+    with OtlpReceiver() as rx:
+        # WHEN they are flushed
+        found, out = run_probe(LONG_SPANS_PROBE, rx.endpoint)
+        sizes = [r["items"] for r in rx.requests() if r["path"] == "/v1/traces"]
+    # THEN they went in requests of at most 2 Mi characters (6 such spans), not in one of
+    # 12 MB: encoding a request holds about twice its text again, and collectors refuse large
+    # ones (the OpenTelemetry Collector's gRPC limit is 4 MiB)
+    assert found["flushed"] and found["left"] == 0 and found["dropped"] == {}, (found, out.stderr[-2000:])
+    assert sum(sizes) == 40 and max(sizes) <= 6, sizes
+
+
 LONG_VALUES_PROBE = signals_probe({}, """
 import gc, tracemalloc
 def flush_of(count, first_id, long):

@@ -41,6 +41,11 @@ from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
 logger = logging.getLogger("lambdawrap.companion")
 
 SPAN_BATCH = 512
+# The span text one request carries at most: encoding a request holds about twice its text
+# again (the messages, then their bytes), in the memory the companion shares with the function,
+# and a request of 512 long spans (16 MB) would exceed the collectors' limits (the OpenTelemetry
+# Collector's gRPC 4 MiB) and be sent again in halves.
+REQUEST_MAX_CHARS = 2 * 1024 * 1024
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
 LOG_BATCH = 512
 _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
@@ -498,7 +503,7 @@ class Pipeline:
     def _export_spans(self) -> None:
         while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
             with self._flight_lock:
-                batch = self.spans.take(self._batch["spans"])
+                batch = self.spans.take(self._batch["spans"], REQUEST_MAX_CHARS)
                 self.in_flight = len(batch)
             started = time.monotonic()
             self._forget_status("spans")

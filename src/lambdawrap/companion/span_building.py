@@ -82,11 +82,17 @@ class SpanBuffer:
             self.chars += size
             self.high_water = max(self.high_water, len(self._items))
 
-    def take(self, limit: int) -> list:
+    def take(self, limit: int, max_chars: int | None = None) -> list:
+        """Up to `limit` spans, oldest first, and with `max_chars` no more text than that (but
+        at least one span)."""
         with self._lock:
-            batch = []
+            batch, chars = [], 0
             while self._items and len(batch) < limit:
-                span, size = self._items.popleft()
+                span, size = self._items[0]
+                if max_chars is not None and batch and chars + size > max_chars:
+                    break
+                self._items.popleft()
+                chars += size
                 self.chars -= size
                 batch.append(span)
             return batch
