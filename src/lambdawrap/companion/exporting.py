@@ -226,6 +226,10 @@ class Pipeline:
         # of its requests, and SHUTDOWN would not even start a request to a collector answering
         # in milliseconds again.
         self.latency_s = 0.0
+        # The last span export failed unanswered or refused for now (the collector down, or
+        # busy): its requests may have failed fast, but the exporters' retries wait seconds, each
+        # signal's on a thread of its own rather than one after the other.
+        self._failing = False
         self.exports = 0
         self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
         # The standard-library transport, loaded by make_exporters for OTLP/HTTP only (not
@@ -465,7 +469,7 @@ class Pipeline:
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
-        if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S):
+        if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S or self._failing):
             self._export_at_once()
             return
         # In priority order: spans, then metrics, then logs.
@@ -516,6 +520,7 @@ class Pipeline:
             request_s = self._answers_of["spans"].last_request_s if "spans" in self._answers_of else None
             self.latency_s = request_s if request_s is not None else time.monotonic() - started
             refused = self._refused("spans", result == SpanExportResult.SUCCESS, len(batch))
+            self._failing = result != SpanExportResult.SUCCESS and refused is None
             with self._flight_lock:
                 # Atomic with close()'s count: a batch is either in flight or back in the buffer
                 # (or counted: by close() once its deadline came, else here when refused).
