@@ -370,6 +370,34 @@ def test_companion_killed_the_function_keeps_serving_and_the_next_environment_re
     assert not [line for line in function_lines if "Traceback" in line and "lambdawrap" in line]
 
 
+SIGPIPE_DEFAULT_APP = """
+import signal
+
+# As code written for pipes does: a write to a closed pipe ends the process, no BrokenPipeError.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def handler(event, context):
+    return {"n": event["n"]}
+"""
+
+
+def test_a_function_with_sigpipe_restored_outlives_its_companion(tmp_path):
+    # GIVEN a function that restores SIGPIPE's default action, its channel to the companion
+    # connected by its first invocations
+    task = write_function(tmp_path / "task", SIGPIPE_DEFAULT_APP)
+    with instrumented(task, env=layer_env(LAMBDAWRAP_FLUSH="end"), timeout_s=SHORT_TIMEOUT_S) as (emu, _rx):
+        before = [emu.sandbox.invoke(json.dumps({"n": n}).encode()) for n in range(2)]
+        # WHEN the companion dies between invocations
+        kill_companion(companion_process(emu))
+        after = emu.sandbox.invoke(json.dumps({"n": 2}).encode())
+    # THEN the caller gets the function's answer, as without the layer: lambdawrap's send to the
+    # dead companion is an error it counts, not a SIGPIPE that ends the function's process
+    # (before: "Runtime exited with error: signal: sigpipe")
+    assert [(r.status, r.function_error, json.loads(r.body)) for r in before] == [(200, None, {"n": 0}), (200, None, {"n": 1})]
+    assert (after.status, after.function_error, json.loads(after.body)) == (200, None, {"n": 2})
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. SHUTDOWN with a large backlog.
 

@@ -26,6 +26,14 @@ import time
 from _socket import AF_UNIX, MSG_PEEK, SOCK_STREAM
 from _socket import socket as unix_socket
 
+try:
+    # A send to a companion that has died is an EPIPE error, never a SIGPIPE: a function may
+    # restore SIGPIPE's default action (as code written for pipes does), which the signal would
+    # turn into the end of its process, in the middle of an invocation. Linux's flag, per send.
+    from _socket import MSG_NOSIGNAL as _SEND_FLAGS
+except ImportError:  # not on Linux (macOS): local tooling only, where the function runs
+    _SEND_FLAGS = 0
+
 from lambdawrap.shared import records, unreported_drops
 from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode
 from lambdawrap.shared.log import get_logger
@@ -208,12 +216,12 @@ class Channel:
         frame += tail
         try:
             if self._pending:
-                sent = sock.send(self._pending)
+                sent = sock.send(self._pending, _SEND_FLAGS)
                 self._pending = self._pending[sent:]
                 if self._pending:
                     self._count_drop(kind, companion_alive=True)
                     return False
-            sent = sock.send(frame)
+            sent = sock.send(frame, _SEND_FLAGS)
             # The rest of a half-sent frame must go first next time, or the stream breaks.
             self._pending = frame[sent:]
         except BlockingIOError:
@@ -251,7 +259,7 @@ class Channel:
         try:
             sock.settimeout(max(timeout_s, 0.001))
             sock.connect(self.path)
-            sock.sendall(encode(record))
+            sock.sendall(encode(record), _SEND_FLAGS)
             reader = FrameReader(max_bytes=MAX_ANSWER_BYTES)
             while True:
                 left = deadline - time.monotonic()
