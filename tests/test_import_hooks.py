@@ -135,3 +135,48 @@ def test_no_frame_of_ours_in_an_import_error(tmp_path, error, how):
     if how == "import_module":
         # (what wrapt's loader adds, for the record: the reason not to use it here)
         assert wrapt["frames"] != bare["frames"]
+
+
+def test_a_child_forked_while_another_thread_registers_a_hook_can_import(tmp_path):
+    # GIVEN a thread inside the hooks' registry (its lock held: a first import of a watched module
+    # under way) at the moment the process forks
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        import os, threading, time
+        from lambdawrap.handler import import_hooks
+
+        inside, leave = threading.Event(), threading.Event()
+
+        def busy():
+            with import_hooks._lock:
+                inside.set()
+                leave.wait(30)
+
+        threading.Thread(target=busy, daemon=True).start()
+        inside.wait(30)
+        pid = os.fork()
+        if pid == 0:
+            # WHEN the child imports a watched module of its own
+            register("app", lambda m: calls.append(("hook", m.VALUE)))
+            import app
+            os._exit(0 if calls == [("hook", 42)] else 3)
+        leave.set()
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        out["child"] = "hung" if status is None or not done else os.waitstatus_to_exitcode(status)
+        """,
+        {"app": "VALUE = 42\n"},
+    )
+    # THEN it does, and its hook runs (before: it waited forever for the lock its parent's
+    # thread held at the fork)
+    assert out["child"] == 0, out

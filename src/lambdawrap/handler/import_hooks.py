@@ -15,6 +15,7 @@ tests/test_import_hooks.py holds this to wrapt's `register_post_import_hook` beh
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -28,6 +29,17 @@ Hook = "Callable[[ModuleType], None]"
 _hooks: dict = {}  # module name -> [hook, ...], until the module has loaded
 _lock = threading.RLock()
 _watched_classes: dict = {}  # spec class -> its watched subclass
+
+
+def _new_lock() -> None:
+    # A child forked while another thread held the lock (a first import of a watched module
+    # under way) would wait for it forever at its own first import of one.
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 def when_imported(name: str, hook: "Callable[[ModuleType], None]", on_error: "Callable[[str], None]") -> None:
