@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from support.local_servers import content_length, read_head
 
 
 def run_probe(script: str, *args: str) -> tuple:
@@ -540,13 +541,11 @@ class EarlyRefusingCollector:
         with conn:
             try:
                 while True:
-                    while b"\r\n\r\n" not in pending:
-                        data = conn.recv(65536)
-                        if not data:
-                            return
-                        pending += data
-                    head, _, pending = pending.partition(b"\r\n\r\n")
-                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+                    request = read_head(conn, pending)
+                    if request is None:
+                        return
+                    head, pending = request
+                    length = content_length(head)
                     if length > self.limit:
                         self.refused += 1
                         conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

@@ -231,28 +231,34 @@ class TestChannel:
         wait_for(lambda: any(r.get("request_id") == "after" for r in received), what="record after garbage")
 
 
+def run_booted(folder: Path, sock_path: str, module: str, body: str, **environ: str) -> None:
+    """Run `body` in a new process where lambdawrap has booted for `module`.handler (a handler
+    returning its event, written to `folder`), with its records going to `sock_path`."""
+    (folder / f"{module}.py").write_text("def handler(event, context):\n    return event\n")
+    env = {"_HANDLER": f"{module}.handler", "LAMBDAWRAP_SOCKET": sock_path, **environ}
+    prologue = f"""
+import os, sys, types
+sys.path.insert(0, {str(folder)!r})
+from lambdawrap.handler import boot
+boot.initialize({env!r}, swallow_exceptions=False)
+"""
+    subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(body)], check=True, timeout=30)
+
+
 def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, listener, sock_path):
     server, received = listener
-    (tmp_path / "forkmod.py").write_text("def handler(event, context):\n    return event\n")
-    script = textwrap.dedent(
-        f"""
-        import os, sys, types
-        sys.path.insert(0, {str(tmp_path)!r})
-        from lambdawrap.handler import boot
-        boot.initialize({{"_HANDLER": "forkmod.handler", "LAMBDAWRAP_SOCKET": {sock_path!r}}}, swallow_exceptions=False)
+    run_booted(tmp_path, sock_path, "forkmod", """
         import forkmod
         ctx = types.SimpleNamespace(aws_request_id="parent-1", invoked_function_arn="arn:x")
-        forkmod.handler({{}}, ctx)  # the parent serves first, then forks as the runtime's workers do
+        forkmod.handler({}, ctx)  # the parent serves first, then forks as the runtime's workers do
         pid = os.fork()
         if pid == 0:
             for i in range(3):
-                forkmod.handler({{}}, types.SimpleNamespace(aws_request_id=f"child-{{i}}", invoked_function_arn="arn:x"))
+                forkmod.handler({}, types.SimpleNamespace(aws_request_id=f"child-{i}", invoked_function_arn="arn:x"))
             os._exit(0)
         os.waitpid(pid, 0)
-        forkmod.handler({{}}, types.SimpleNamespace(aws_request_id="parent-2", invoked_function_arn="arn:x"))
-        """
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+        forkmod.handler({}, types.SimpleNamespace(aws_request_id="parent-2", invoked_function_arn="arn:x"))
+        """)
     wait_for(lambda: len(received) >= 5, what="five records")
     by_rid = {r["start"]["request_id"]: r["start"] for r in received}
     assert set(by_rid) == {"parent-1", "parent-2", "child-0", "child-1", "child-2"}
@@ -263,17 +269,10 @@ def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, list
 
 def test_on_managed_instances_a_failure_before_the_workers_fork_is_reported_once(tmp_path, listener, sock_path):
     server, received = listener
-    (tmp_path / "mimod.py").write_text("def handler(event, context):\n    return event\n")
     # GIVEN awslambdaric's parent on Managed Instances, where lambdawrap boots and one of its
     # hooks fails (counted) before the parent forks its workers, then serves nothing itself
-    script = textwrap.dedent(
-        f"""
-        import os, sys, types
-        sys.path.insert(0, {str(tmp_path)!r})
-        from lambdawrap.handler import boot
+    run_booted(tmp_path, sock_path, "mimod", """
         from lambdawrap.handler.invocation import FAILURES
-        env = {{"_HANDLER": "mimod.handler", "LAMBDAWRAP_SOCKET": {sock_path!r}, "AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"}}
-        boot.initialize(env, swallow_exceptions=False)
         FAILURES.record("a post-import hook on awslambdaric.lambda_runtime_client", exc_info=False)
         workers = []
         for w in range(3):
@@ -281,14 +280,12 @@ def test_on_managed_instances_a_failure_before_the_workers_fork_is_reported_once
             if pid == 0:
                 import mimod  # each worker imports the handler
                 for i in range(2):
-                    mimod.handler({{}}, types.SimpleNamespace(aws_request_id=f"w{{w}}-{{i}}", invoked_function_arn="arn:x"))
+                    mimod.handler({}, types.SimpleNamespace(aws_request_id=f"w{w}-{i}", invoked_function_arn="arn:x"))
                 os._exit(0)
             workers.append(pid)
         for pid in workers:
             os.waitpid(pid, 0)
-        """
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+        """, AWS_LAMBDA_INITIALIZATION_TYPE="lambda-managed-instances")
     # WHEN each worker reports its invocations THEN that failure is counted once, not per worker
     wait_for(lambda: len(received) >= 6, what="six records")
     assert sum(r["end"].get("internal_errors", 0) for r in received) == 1

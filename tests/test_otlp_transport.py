@@ -37,7 +37,7 @@ from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
-from support.local_servers import closed_port
+from support.local_servers import closed_port, read_head
 from support.scripted_server import ScriptedServer
 
 SPAN = ReadableSpan(
@@ -124,13 +124,10 @@ class ForwardProxy:
 
     def _handle(self, client: socket.socket) -> None:
         with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            head, _, rest = head.partition(b"\r\n\r\n")
+            request = read_head(client)
+            if request is None:
+                return
+            head, rest = request
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}

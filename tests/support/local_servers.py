@@ -68,6 +68,23 @@ class RecordingServer:
         self._thread.join(10)
 
 
+def read_head(conn: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes] | None:
+    """(a request's head, what came after it) read from `conn`, after the bytes `pending`
+    already read; None when the client closes first. For servers that speak HTTP by hand."""
+    while b"\r\n\r\n" not in pending:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        pending += data
+    head, _, rest = pending.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def content_length(head: bytes) -> int:
+    """The Content-Length a request's head declares (0 without one)."""
+    return next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on (connection refused)."""
     with socket.socket() as s:

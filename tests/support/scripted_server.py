@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from support.local_servers import content_length, read_head
+
 
 class ScriptedServer:
     """A loopback server that answers each accepted connection with a script: a list of
@@ -39,14 +41,11 @@ class ScriptedServer:
 
     @staticmethod
     def _read_request(conn: socket.socket) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        request = read_head(conn)
+        if request is None:
+            return None
+        head, body = request
+        length = content_length(head)
         while len(body) < length:
             body += conn.recv(65536)
         return head.split(b"\r\n")[0]
