@@ -110,6 +110,33 @@ def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
     assert temporalities == {"delta"}
 
 
+# (instrument, unit) of each metric, as the FaaS conventions have them: durations in seconds.
+METRIC_KINDS = {
+    "faas.invocations": ("sum", "{invocation}"), "faas.errors": ("sum", "{error}"), "faas.coldstarts": ("sum", "{coldstart}"),
+    "faas.invoke_duration": ("histogram", "s"), "faas.init_duration": ("histogram", "s"), "faas.mem_usage": ("histogram", "By"),
+    "lambdawrap.billed_duration": ("histogram", "s"), "lambdawrap.buffer.high_water": ("gauge", "{span}"),
+}
+
+
+def test_each_metric_has_its_conventional_instrument_and_unit_and_the_platform_s_numbers(task):
+    # GIVEN two invocations, one failing
+    with instrumented(task) as (emu, rx):
+        emu.invoke(apigw_event())
+        emu.invoke(apigw_event(**{"raise": True}))
+        assert emu.wait_idle(30)
+        reports = [r["record"]["metrics"] for r in emu.records("platform.report")]
+    points = rx.metrics()
+    # THEN each metric is the instrument, in the unit, the conventions name
+    assert {(p["name"], (p["type"], p["unit"])) for p in points if p["name"] in METRIC_KINDS} == set(METRIC_KINDS.items())
+    # ... and the billed duration is the platform's, in seconds, in the invocation duration's
+    # buckets (one dashboard compares them)
+    billed = [p for p in points if p["name"] == "lambdawrap.billed_duration"]
+    assert len(reports) == 2 and sum(p["count"] for p in billed) == 2
+    assert sum(p["sum"] for p in billed) == pytest.approx(sum(r["billedDurationMs"] for r in reports) / 1000)
+    invoke_bounds = {tuple(p["explicit_bounds"]) for p in points if p["name"] == "faas.invoke_duration"}
+    assert {tuple(p["explicit_bounds"]) for p in billed} == invoke_bounds and len(invoke_bounds) == 1
+
+
 def test_a_line_printed_after_the_handler_returned_keeps_its_invocations_ids(tmp_path):
     # GIVEN a function whose background thread prints after the handler returned (as a logging
     # queue's listener does), here once the invocation's invoke phase is over

@@ -155,13 +155,13 @@ def test_histogram_values_aggregate_as_the_sdk_records_them_one_by_one():
     signals, reader = make_signals()
     direct_reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
     meter = MeterProvider(metric_readers=[direct_reader]).get_meter("direct")
-    billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", explicit_bucket_boundaries_advisory=signals_module._MS_BUCKETS)
+    billed = meter.create_histogram("lambdawrap.billed_duration", unit="s", explicit_bucket_boundaries_advisory=signals_module._DURATION_BUCKETS_S)
     memory = meter.create_histogram("faas.mem_usage", unit="By", explicit_bucket_boundaries_advisory=signals_module._MEMORY_BUCKETS_BY)
     rng = random.Random(15)
     for _ in range(500):
         b, m = rng.choice([1, 2, 3, 7, 100, 1500, 900_000]) * rng.random(), rng.randint(20, 10_240)
         report(signals, b, m)
-        billed.record(b)
+        billed.record(b / 1000)
         memory.record(m * 1024 * 1024)
     # THEN one collection gives the same points: count, sum, min, max and every bucket
     ours = histogram_points(reader, signals.settle_measurements)

@@ -38,7 +38,6 @@ from lambdawrap.shared.settings import Settings
 logger = logging.getLogger("lambdawrap.companion")
 
 _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
-_MS_BUCKETS = tuple(b * 1000 for b in _DURATION_BUCKETS_S)
 _MIB = 1024 * 1024
 # Memory used, in bytes, up to Lambda's largest memory size (10,240 MB): the SDK's default
 # boundaries (0 to 10,000) would put every value past the last one.
@@ -77,7 +76,9 @@ class Signals:
         }
         self._duration = meter.create_histogram("faas.invoke_duration", unit="s", description="Duration of the handler", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
         self._init_duration = meter.create_histogram("faas.init_duration", unit="s", description="Duration of the environment's init", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
-        self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="ms", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_MS_BUCKETS)
+        # In seconds, as the conventions have every duration (the platform reports milliseconds):
+        # comparable with faas.invoke_duration, bucket for bucket.
+        self._billed = meter.create_histogram("lambdawrap.billed_duration", unit="s", description="Billed duration (platform.report)", explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S)
         self._memory = meter.create_histogram("faas.mem_usage", unit="By", description="Max memory used (platform.report)", explicit_bucket_boundaries_advisory=_MEMORY_BUCKETS_BY)
         meter.create_observable_gauge("lambdawrap.buffer.high_water", callbacks=[self._observe_high_water], unit="{span}", description="Most spans the export buffer held at once in this environment (its bound is LAMBDAWRAP_BUFFER_MAX_SPANS)")
         self._dropped_by_reason: collections.Counter = collections.Counter()
@@ -223,7 +224,7 @@ class Signals:
             return
         billed = metrics.get("billedDurationMs")
         if isinstance(billed, (int, float)) and not isinstance(billed, bool):
-            self._measure(self._billed, billed)
+            self._measure(self._billed, billed / 1000)
         memory = metrics.get("maxMemoryUsedMB")
         if isinstance(memory, (int, float)) and not isinstance(memory, bool):
             self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
