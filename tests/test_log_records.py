@@ -74,6 +74,35 @@ def test_json_log_records_keep_their_level_message_and_exception(tmp_path):
     assert not _dropped(rx)
 
 
+RELAYING_APP = """
+import json
+import logging
+
+logger = logging.getLogger("relay")
+
+def handler(event, context):
+    logger.warning("relaying")
+    print(json.dumps({"level": "INFO", "message": "upstream call done", "requestId": "api-7f3e"}))
+"""
+
+
+def test_a_json_line_naming_another_request_keeps_its_request_id(tmp_path):
+    # GIVEN a function whose own JSON line names an upstream API's requestId, beside a logging
+    # call awslambdaric writes with the invocation's
+    task = write_function(tmp_path / "task", RELAYING_APP)
+    with instrumented(task, env={"AWS_LAMBDA_LOG_FORMAT": "JSON"}) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({})
+        assert result.function_error is None
+        emu.stop()  # SHUTDOWN: every line is exported by then
+    records = {str(r["body"]): r["attributes"] for r in rx.logs()}
+    # THEN the upstream id is kept as the line wrote it, beside the invocation's
+    assert records["upstream call done"]["requestId"] == "api-7f3e"
+    assert records["upstream call done"]["faas.invocation_id"] == result.request_id
+    # ... and awslambdaric's requestId, which faas.invocation_id says, is not repeated
+    assert "requestId" not in records["relaying"] and records["relaying"]["faas.invocation_id"] == result.request_id
+
+
 def test_a_line_as_long_as_the_platform_s_records_is_exported_whole_and_a_longer_one_is_marked(tmp_path):
     # GIVEN a function that prints a line of the platform's largest record (256 KiB), one of
     # 140 KB of UTF-8 in 70 Ki characters, one beyond the cap, and a short one
@@ -248,8 +277,9 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
     assert found[0] == (9, "INFO", "order placed", {"location": "handler:12", "service": "orders", "cold_start": True})
     # a record without a message keeps its line, with its level as severity (as written)
     assert found[1] == (13, "warning", structlog, {})
-    # a dict message is a structured body, however the line was encoded
-    assert found[2] == (17, "ERROR", {"order": 42, "paid": "café"}, {})
+    # a dict message is a structured body, however the line was encoded; exported without an
+    # invocation, the request it names is kept
+    assert found[2] == (17, "ERROR", {"order": 42, "paid": "café"}, {"requestId": "r"})
     # what OTLP cannot carry is made so: an integer beyond int64 as text, deep nesting as its JSON text, a lone surrogate as U+FFFD
     severity, text, body, attributes = found[3]
     assert (severity, text, body, attributes["big"], attributes["bad"]) == (5, "DEBUG", "odd", str(2**70), "\ufffd")

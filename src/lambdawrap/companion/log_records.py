@@ -44,8 +44,10 @@ _LEVELS = {
     "CRITICAL": SeverityNumber.FATAL,
     "FATAL": SeverityNumber.FATAL,
 }
-# Fields a JSON record's body, severity, time and invocation already say.
-_READ = frozenset(("level", "message", "timestamp", "requestId", "errorType", "errorMessage", "stackTrace"))
+# Fields a JSON record's body, severity and time already say. Its `requestId` is left out only
+# where faas.invocation_id says it: a user's line may name another request (an upstream API's),
+# and one naming a request the platform never announced (Managed Instances) has no other trace.
+_READ = frozenset(("level", "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
 # read whole only up to this size, and its values (attributes and what they nest) are made
@@ -86,7 +88,7 @@ def _context(ids: tuple | list | None, contexts: dict) -> object:
 def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRecord:
     line, time_ns, _, request_id = entry[:4]
     try:
-        structured = json_record(line)
+        structured = json_record(line, request_id)
     except Exception:  # noqa: BLE001 - a record that cannot be read as one goes out as its line
         structured = None
     if structured is None:
@@ -110,10 +112,11 @@ def severity_of(line: str) -> tuple:
     return SeverityNumber.INFO, "INFO"
 
 
-def json_record(line: str) -> tuple | None:
+def json_record(line: str, request_id: str | None = None) -> tuple | None:
     """(severity, severity text, body, attributes) of a JSON log record with a known `level`,
-    else None. Its body is its `message`, or for the runtime's error report `Type: message` (the
-    last line of Python's traceback); a record with neither keeps its line as body."""
+    else None (`request_id`: the invocation the line is exported with). Its body is its
+    `message`, or for the runtime's error report `Type: message` (the last line of Python's
+    traceback); a record with neither keeps its line as body."""
     if not line.startswith("{") or '"level"' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
     if len(line) > MAX_READ_CHARS:
@@ -138,7 +141,7 @@ def json_record(line: str) -> tuple | None:
         return severity, encodable(level), encodable(line), {}
     attributes = {}
     for key, value in record.items():
-        if key in _READ or value is None:
+        if key in _READ or value is None or (key == "requestId" and value in ("", request_id)):
             continue
         if budget[0] <= 0:
             break  # past the SDK's limit: the rest of the fields are left out
