@@ -103,6 +103,33 @@ def test_a_json_line_naming_another_request_keeps_its_request_id(tmp_path):
     assert "requestId" not in records["relaying"] and records["relaying"]["faas.invocation_id"] == result.request_id
 
 
+MANY_LINES_APP = """
+def handler(event, context):
+    print("\\n".join(f"row {n}" for n in range(300)))
+    print("\\n".join(f"row {n}" for n in range(300, 600)))
+"""
+
+
+def test_lines_printed_in_one_millisecond_keep_their_order_in_their_times(tmp_path):
+    # GIVEN a function that prints 600 lines in two calls (the platform's times are whole
+    # milliseconds: most of them share one)
+    from lambdawrap.companion.correlator import parse_time_ns
+
+    task = write_function(tmp_path / "task", MANY_LINES_APP)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke({}).function_error is None
+        emu.stop()  # SHUTDOWN: every line is exported by then
+    platform_ms = {e["record"]: parse_time_ns(e["time"]) // 1_000_000 for e in emu.records("function") if e["record"].startswith("row ")}
+    rows = [r for r in rx.logs() if str(r["body"]).startswith("row ")]
+    # THEN ordered by their times, the records are the lines as printed, no two at the same time
+    by_time = sorted(rows, key=lambda r: r["time_unix_nano"])
+    assert [r["body"] for r in by_time] == [f"row {n}" for n in range(600)]
+    assert len({r["time_unix_nano"] for r in rows}) == 600
+    # ... each within the millisecond the platform gave it
+    assert all(r["time_unix_nano"] // 1_000_000 == platform_ms[r["body"]] for r in rows)
+
+
 def test_a_line_as_long_as_the_platform_s_records_is_exported_whole_and_a_longer_one_is_marked(tmp_path):
     # GIVEN a function that prints a line of the platform's largest record (256 KiB), one of
     # 140 KB of UTF-8 in 70 Ki characters, one beyond the cap, and a short one

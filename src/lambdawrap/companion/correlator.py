@@ -347,6 +347,7 @@ class Correlator:
         self._missing_before_any_record = 0
         self._contradiction_logged = False
         self._telemetry_lost = False  # the platform told of events it dropped (platform.logsDropped)
+        self._last_line_ns = 0  # the time given to the last log line (see _line_time_ns)
 
     # sources -------------------------------------------------------------------
 
@@ -496,7 +497,7 @@ class Correlator:
         kind = event.get("type")
         record = event.get("record")
         if kind == "function":
-            time_ns = _event_time_ns(event)
+            time_ns = self._line_time_ns(event)
             if isinstance(record, str):
                 if self._managed_instances:
                     named = _json_request_field(record)
@@ -572,6 +573,18 @@ class Correlator:
             elif inv.outcome is None or kind == "platform.runtimeDone":
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
+
+    def _line_time_ns(self, event: dict) -> int:
+        """A log line's time: the platform's, in whole milliseconds, where the lines of one
+        millisecond (a multi-line print, an indented JSON dump, a traceback printed whole) would
+        all have the same, and a backend that orders records by time shows them in any order.
+        Each such line takes a nanosecond more than the one before it, in the order the platform
+        delivered them, never leaving its millisecond."""
+        time_ns = _event_time_ns(event)
+        if time_ns <= self._last_line_ns < time_ns + 999_999:
+            time_ns = self._last_line_ns + 1
+        self._last_line_ns = time_ns
+        return time_ns
 
     def _announce(self, inv: Invocation) -> None:
         """Managed Instances: the platform's telemetry tells of the request (INVOKE elsewhere)."""
