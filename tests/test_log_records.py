@@ -130,6 +130,41 @@ def test_lines_printed_in_one_millisecond_keep_their_order_in_their_times(tmp_pa
     assert all(r["time_unix_nano"] // 1_000_000 == platform_ms[r["body"]] for r in rows)
 
 
+LATE_LINE_APP = """
+import threading
+import time
+
+def handler(event, context):
+    for n in range(3):
+        print(f"row {n}")
+    if event.get("late"):
+        threading.Thread(target=lambda: (time.sleep(0.2), print("printed after the return"))).start()
+"""
+
+
+def test_lines_a_collector_refuses_at_shutdown_are_counted_in_that_environment(tmp_path):
+    # GIVEN a collector whose logs endpoint answers 404 (a tracing backend's OTLP endpoint
+    # takes spans and metrics only), and a function whose last line comes after its last flush
+    from conftest import wait_for
+    from support.local_servers import recording_server
+    from support.stack import metric_total
+
+    task = write_function(tmp_path / "task", LATE_LINE_APP)
+    with recording_server() as refusing:
+        env = {"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{refusing.url}/status/404"}
+        with instrumented(task, env=env) as (emu, rx):
+            for event in ({}, {}, {"late": True}):
+                assert emu.invoke(event).function_error is None
+            assert wait_for(lambda: "printed after the return" in emu.log_lines("function"), timeout=30)
+            # WHEN the environment ends (a spindown: no environment comes after it)
+            emu.stop()
+        assert refusing.requests
+    # THEN every line is counted as refused by this environment, those SHUTDOWN sent included
+    lines = emu.log_lines("function")
+    assert len(lines) == 10 and not rx.logs()
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "log_rejected_by_collector"}) == len(lines)
+
+
 def test_a_line_as_long_as_the_platform_s_records_is_exported_whole_and_a_longer_one_is_marked(tmp_path):
     # GIVEN a function that prints a line of the platform's largest record (256 KiB), one of
     # 140 KB of UTF-8 in 70 Ki characters, one beyond the cap, and a short one

@@ -216,6 +216,7 @@ class Pipeline:
         self.in_flight = 0  # spans in the export request under way
         self.logs_in_flight = 0  # log lines in export requests under way
         self._logs_settled = False  # close() has counted every line not yet exported
+        self._logs_counted_late = False  # close()'s logs counted lines refused after its metrics went
         self._flight_lock = threading.Lock()
         # The items of the request this thread is sending: an answer's partial success is read
         # on the thread that sent it, and counts no more items than the request held.
@@ -342,6 +343,7 @@ class Pipeline:
                     break
                 self._wake.wait(min(left, 0.05))
             finished = self._completed >= spans_ticket
+            idle = False  # the worker, once its final export is done
             self._stage = "final"
         if not finished:
             # Stuck on the collector: no retry may start now (a retry after the count below
@@ -359,7 +361,7 @@ class Pipeline:
                 self._requested += 1
                 ticket = self._requested
                 self._wake.notify_all()
-                self._wait_for(ticket, deadline)
+                idle = self._wait_for(ticket, deadline)
         else:
             # The worker is on the collector: send the metrics from a thread of their own, and
             # stop waiting at the deadline whatever happens to it.
@@ -386,6 +388,12 @@ class Pipeline:
             self._logs_settled = True
         if logs_left:
             self._on_drop("log_shutdown_deadline", logs_left)
+        if idle and (logs_left or self._logs_counted_late) and time.monotonic() + 1.2 * self.latency_s + 0.02 < deadline:
+            # Lines counted after the metrics went (a collector that refuses logs: a tracing
+            # backend's endpoint answers 404) would be carried to the next environment, and
+            # at a spindown none comes: the counts go now if a request still fits. The worker
+            # is idle (its last ticket completed), so the metrics are sent from here.
+            _logging_failures(self._export_metrics, deadline, "final")
         return never_sent + unanswered
 
     def unexported_counts(self, counted: collections.Counter) -> list:
@@ -455,6 +463,7 @@ class Pipeline:
         counted = self.in_flight == 0 if signal == "spans" else self._logs_settled
         if not counted:
             self._on_drop(REJECTED_REASONS[signal], count)
+            self._logs_counted_late = self._logs_counted_late or (signal == "logs" and self._stage == "final")
 
     def _forget_status(self, signal: str) -> None:
         # Before an export: a failure that comes before any answer must not read an older one.
