@@ -143,6 +143,30 @@ def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_i
     assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "other"})
 
 
+def test_the_first_invocation_after_an_init_run_again_inside_it_is_a_cold_start_however_long_it_took(tmp_path):
+    # GIVEN a function whose module takes 10.5 s to load: more than init's 10 s, less than its
+    # 30 s timeout
+    task = write_function(tmp_path / "task", """
+        import time
+        time.sleep(10.5)
+
+        def handler(event, context):
+            return "ok"
+        """)
+    with instrumented(task, timeout_s=30.0) as (emu, rx):
+        # WHEN it is invoked: init runs out its 10 s and is run again inside the invocation
+        # (the platform's suppressed init), which it waits for, then answers
+        results = [emu.invoke({}), emu.invoke({})]
+        assert [r.json() for r in results] == ["ok", "ok"]
+        spans = one_span_each(rx, results)
+    # THEN its first invocation is the cold start (before: a proactive init, its module having
+    # loaded more than LAMBDAWRAP_PROACTIVE_INIT_MS after lambdawrap's boot), the second not
+    flags = [(spans[r.request_id]["attributes"]["faas.coldstart"], spans[r.request_id]["attributes"].get("lambdawrap.proactive_init", False)) for r in results]
+    assert flags == [(True, False), (False, False)]
+    assert metric_total(rx, "faas.coldstarts") == 1
+    assert metric_total(rx, "lambdawrap.init_errors") == 1  # the init that ran out its 10 s
+
+
 GRACEFUL_APP = """
 import signal, time
 

@@ -202,14 +202,14 @@ class InvocationTracer:
             _context_not_injected[0] = 0
 
     def handler_loaded(self) -> None:
-        """The handler's module has loaded in this process. On Managed Instances each worker
-        loads it during init, which may last 15 minutes (N workers loading at once on shared
-        vCPUs): a worker's first request is a proactive init when the worker waited longer
-        than proactive_init_ms for it since then; from the boot, every first request of a
-        function slow to load was one. Elsewhere init lasts 10 s at most, and the boot's time
-        tells rightly whether a first invoke could have been the one that started it."""
-        if self.settings.managed_instances:
-            self.booted_at = time.monotonic()
+        """The handler's module has loaded in this process: a first request is a proactive init
+        when it came more than proactive_init_ms after this, the process having waited for it,
+        not its caller for the process. Counted from the boot, every first request of a
+        function slow to load was one: on Managed Instances, whose init may last 15 minutes (N
+        workers loading at once on shared vCPUs), and on demand after an init that ran out its
+        10 s, as the platform runs it again inside the first invoke, bounded by the function's
+        timeout only (a model that takes 12 s to load: its caller waited for all of it)."""
+        self.booted_at = time.monotonic()
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
