@@ -1113,6 +1113,61 @@ def test_proactive_init_and_provisioned_concurrency_are_not_cold_starts(task):
         assert span["attributes"]["faas.coldstart"] is False
 
 
+def test_the_cold_start_is_the_environment_s_first_invocation_even_one_that_never_reached_the_handler(task):
+    # GIVEN environments whose first invocation the runtime answers itself (an event that is
+    # not JSON: the handler never runs), then one that reaches the handler
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke(raw=b"{not json"), emu.invoke({}), emu.invoke({})]
+        assert results[0].json()["errorType"] == "Runtime.UnmarshalError"
+        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=3)}
+    # THEN the first is the cold start, not the handler's first call (before: the other way round)
+    assert [spans[r.request_id]["attributes"]["faas.coldstart"] for r in results] == [True, False, False]
+    assert metric_total(rx, "faas.coldstarts") == 1
+    # ... unless it came long after init (a proactive init), as for a first call of the handler
+    with instrumented(task, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "300"}) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        late = emu.invoke(raw=b"{not json")
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == late.request_id)[0]
+    assert span["attributes"]["faas.coldstart"] is False
+    assert metric_total(rx, "faas.coldstarts") == 0
+
+
+def test_the_cold_start_of_a_first_invocation_without_the_functions_word_follows_the_platform_s_init_type():
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.span_building import SpanBuilder
+
+    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
+
+    class Sink:
+        def __init__(self):
+            self.made = []
+
+        def invocation(self, inv):
+            self.made.append(inv)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    flags = {}
+    for init_type in ("on-demand", "provisioned-concurrency"):
+        # GIVEN an init of that type, then two invocations the runtime answered itself
+        sink = Sink()
+        correlator = Correlator(sink, lambda reason, what: None)
+        correlator.on_telemetry([{"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": init_type, "phase": "init"}}])
+        for rid in ("a1", "a2"):
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+            correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
+        flags[init_type] = [builder.invocation(inv)[0].attributes["faas.coldstart"] for inv in sink.made]
+    # THEN the first is the cold start on demand only
+    assert flags == {"on-demand": [True, False], "provisioned-concurrency": [False, False]}
+
+
 def test_sqs_messages_become_links(task):
     event = json.loads((EVENTS / "sqs.json").read_text())
     with instrumented(task) as (emu, rx):

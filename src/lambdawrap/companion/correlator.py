@@ -93,7 +93,7 @@ def _settled(end: dict | None) -> dict | None:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "first_invoke", "environment_cold")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -117,6 +117,11 @@ class Invocation:
         self.streamed_ids: tuple | bool | None = None
         self.slot_start: dict | None = None  # the in-flight slot those ids were read from
         self.reported = False  # platform.report, the platform's last word on it, came
+        # Whether its INVOKE was the environment's first (None on Managed Instances, where each
+        # worker has its own first), and, once it is finished, whether that made it the
+        # environment's cold start as the companion can tell (see Correlator._environment_cold).
+        self.first_invoke: bool | None = None
+        self.environment_cold: bool | None = None
 
     @property
     def ids(self) -> tuple | None:
@@ -158,6 +163,7 @@ class Invocation:
         inv.logs = _log_entries(data.get("logs"))
         synthetic = data.get("synthetic")
         inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and _synthetic_ids(synthetic) else None
+        inv.environment_cold = data.get("environment_cold") if isinstance(data.get("environment_cold"), bool) else None
         return inv
 
 
@@ -166,7 +172,7 @@ def _synthetic_ids(value: list) -> bool:
     return len(value) in (2, 3) and all(isinstance(x, str) for x in value[:2]) and all(isinstance(x, bool) for x in value[2:])
 
 
-_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic")
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "environment_cold")
 
 
 class InitFacts:
@@ -179,6 +185,7 @@ class InitFacts:
         self.error_type: str | None = None
         self.error: dict | None = None  # the runtime's error line, when init failed
         self.phase = phase
+        self.initialization_type = ""  # platform.initStart's: on-demand, provisioned-concurrency...
         self.logs: list = []  # (line, time_ns) until the init span's ids are known
         self.held_chars = 0
         # The ids of the init's lines that did not fit among those held (MAX_PENDING_LOGS or
@@ -315,8 +322,9 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled_as_root: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled_as_root: Callable[[int], bool] | None = None, proactive_init_ms: int = 10000) -> None:
         self.sink = sink
+        self._proactive_init_ms = proactive_init_ms
         # The sampler's decision for a trace begun here (ids made for an invocation the function's
         # process told nothing of): its lines' flags say it, as the span is built by the same rule.
         self._sampled_as_root = sampled_as_root or (lambda trace_id: True)
@@ -349,6 +357,7 @@ class Correlator:
         self._created_ns = time.time_ns()  # the companion starts early in its environment's init
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
+        self._invoked = False  # an INVOKE came: the next is not the environment's first
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -392,6 +401,8 @@ class Correlator:
             # Only an announced invocation is ever finished: announced again, it is a retry.
             inv = self._retried(rid) if rid in self._finished else self._lookup(rid)
             inv.invoke_event = event
+            if not self._managed_instances:
+                inv.first_invoke, self._invoked = not self._invoked, True
             self._maybe_finish(inv)  # the record and the outcome may have come first
             return inv
 
@@ -530,6 +541,7 @@ class Correlator:
                 return  # this environment's one init, told late: its span went without it
             # The only platform event whose time is read: a span's times come from records.
             self.init = InitFacts(start_ns=_event_time_ns(event), phase=str(record.get("phase", "init")))
+            self.init.initialization_type = str(record.get("initializationType") or "")
             self._in_init = True
             self._current_rid = None
         elif kind == "platform.initRuntimeDone":
@@ -740,6 +752,8 @@ class Correlator:
             inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled_as_root(trace_id))
         if not inv.invoke_event and self.function_arn:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
+        if inv.first_invoke is not None:
+            inv.environment_cold = inv.first_invoke and self._environment_cold(inv)
         if self.sink.invocation(inv) is True:
             # Its span is made: what the record said beyond how it ended goes (an exception's
             # message and stack, the function's spans: up to 256 KB), or the 2,048 kept for late
@@ -753,6 +767,20 @@ class Correlator:
         self._maybe_init_span()
         self._hand_over(inv, inv.ids)
         self._on_finished(inv.request_id)
+
+    def _environment_cold(self, inv: Invocation) -> bool:
+        """Whether the environment's first invocation was its cold start, as the platform's
+        words tell: not after an init of provisioned concurrency, nor when it came more than
+        proactive_init_ms after init ended. The function's process tells it better from its
+        first call of the handler (span_building.cold_start), but an invocation that never
+        reached the handler (an event the runtime could not decode, a handler that is not
+        callable) is the cold start all the same, and the handler's first call then is not."""
+        if self.init.initialization_type == "provisioned-concurrency":
+            return False
+        if self.init.start_ns is None or self.init.duration_ms is None:
+            return True
+        init_end_ns = self.init.start_ns + int(self.init.duration_ms * 1_000_000)
+        return inv.invoked_at_ns - init_end_ns <= self._proactive_init_ms * 1_000_000
 
     def _finish_without_word(self, inv: Invocation) -> None:
         """Finish from the record when the platform's word will not come in time. A response

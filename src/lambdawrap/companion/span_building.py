@@ -158,6 +158,17 @@ class InvocationFacts:
         self.failure = failure  # timeout, crash, out_of_memory, runtime_error; None if it ran to its end
 
 
+def cold_start(inv: Invocation) -> bool:
+    """Whether the invocation was a cold start: the function's process says so of its first
+    call of the handler (which tells a proactive init by the module's load time); the companion
+    knows which INVOKE was the environment's first, handler called or not (environment_cold:
+    None where it cannot tell, on Managed Instances)."""
+    said = bool((inv.start or {}).get("cold_start"))
+    if inv.environment_cold is None:
+        return said
+    return inv.environment_cold and (said or inv.start is None)
+
+
 class SpanBuilder:
     def __init__(self, resource: Resource, function_name: str, sampled_as_root: Callable[[int], bool]) -> None:
         self.resource = resource
@@ -203,7 +214,7 @@ class SpanBuilder:
         attrs.update(
             {
                 "faas.invocation_id": inv.request_id,
-                "faas.coldstart": bool(start.get("cold_start")),
+                "faas.coldstart": cold_start(inv),
                 # The version that ran is a resource attribute (faas.version); the invoked ARN
                 # may name an alias instead.
                 "cloud.resource_id": _remembered(self._resource_ids, invoked_arn, self._resource_id_of),
@@ -233,7 +244,7 @@ class SpanBuilder:
             if isinstance(payload, str):
                 attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
         start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
-        facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, bool(start.get("cold_start")), max(0, end_ns - start_ns) / 1e9, failure)
+        facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
         ids = inv.ids
         trace_id, span_id = int(ids[0], 16), int(ids[1], 16)
         if not (start.get("sampled", True) if inv.start is not None else self._sampled_as_root(trace_id)):
