@@ -1038,6 +1038,36 @@ def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path
     assert invocation_spans(rx) == []
 
 
+def test_a_handler_its_module_s_class_computes_is_computed_once_as_without_the_layer(tmp_path):
+    # GIVEN a module of a class of its own whose handler is a property, printing as it is made
+    task = write_function(tmp_path / "task", """
+        import sys, types
+
+        class _Module(types.ModuleType):
+            @property
+            def handler(self):
+                print("making the handler")
+                return lambda event, context: {"made": event}
+
+        sys.modules[__name__].__class__ = _Module
+        """)
+    with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+        without = bare.invoke({"n": 1}).json()
+        made_without = [line for line in bare.log_lines("function") if "making the handler" in line]
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke({"n": 1})
+        assert emu.wait_idle(30)
+        made_with = [line for line in emu.log_lines("function") if "making the handler" in line]
+        ours = [line for line in emu.log_lines("function") if "lambdawrap" in line]
+    # THEN the runtime's lookup makes it once, as without the layer, and lambdawrap logs nothing
+    # in the function's log (before: made twice, and the hook's failure to set it logged with a
+    # traceback); the invocation, unwrapped, is counted as a record that never came
+    assert result.json() == without == {"made": {"n": 1}}
+    assert len(made_with) == len(made_without) == 1, (made_with, made_without)
+    assert ours == []
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 1
+
+
 def test_a_layer_added_without_aws_lambda_exec_wrapper_says_so_once(tmp_path):
     from lambdawrap.companion.correlator import UNREPORTING_AFTER
 

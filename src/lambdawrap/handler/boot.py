@@ -88,6 +88,9 @@ def _initialize(environ: Mapping[str, str]) -> Any:
             # The runtime's lookup will make it; asking first would run the module's code twice.
             module.__getattr__ = _wrapping_lookup(module.__getattr__, attribute, tracer.wrap)
             return
+        if type(module) is not type(sys):
+            _wrap_from_namespace(module, attribute, tracer.wrap)
+            return
         handler = getattr(module, attribute, None)
         if callable(handler):
             setattr(module, attribute, tracer.wrap(handler))
@@ -120,6 +123,20 @@ def _made_on_demand(module: Any, attribute: str) -> bool:
         return False
     members = vars(module)
     return attribute not in members and callable(members.get("__getattr__"))
+
+
+def _wrap_from_namespace(module: Any, attribute: str, wrap: Callable) -> None:
+    """Wrap the handler of a module of a class of its own only where it sits in the module's
+    namespace, read and written there: asking the module would run the function's code (a
+    property of its class, a `__getattribute__`), which the runtime's lookup then runs again.
+    A handler its class makes is left unwrapped: the function runs as without the layer, and
+    its invocations are counted as records that never came."""
+    if any(attribute in vars(base) for base in type(module).__mro__):
+        return
+    namespace = object.__getattribute__(module, "__dict__")
+    handler = namespace.get(attribute)
+    if callable(handler):
+        namespace[attribute] = wrap(handler)
 
 
 def _wrapping_lookup(lookup: Callable, attribute: str, wrap: Callable) -> Callable:
