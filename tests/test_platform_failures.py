@@ -121,15 +121,20 @@ def test_a_timeout_while_the_response_is_serialized_is_counted_whatever_the_marg
     assert metric_total(rx, "faas.invocations") == len(events)
 
 
-def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_it_failed(tmp_path):
-    # GIVEN a function whose import outlasts both the 10 s init limit and its 3 s timeout
-    task = write_function(tmp_path / "task", """
+def slow_to_load(tmp_path, seconds: float):
+    """A function whose module takes `seconds` to load, and whose handler answers "ok"."""
+    return write_function(tmp_path / "task", f"""
         import time
-        time.sleep(11)
+        time.sleep({seconds})
 
         def handler(event, context):
             return "ok"
         """)
+
+
+def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_it_failed(tmp_path):
+    # GIVEN a function whose import outlasts both the 10 s init limit and its 3 s timeout
+    task = slow_to_load(tmp_path, 11)
     with instrumented(task, timeout_s=3.0) as (emu, rx):
         # WHEN it is invoked: init runs out its 10 s, is run again inside the invocation (the
         # platform's suppressed init) and times out there
@@ -146,13 +151,7 @@ def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_i
 def test_the_first_invocation_after_an_init_run_again_inside_it_is_a_cold_start_however_long_it_took(tmp_path):
     # GIVEN a function whose module takes 10.5 s to load: more than init's 10 s, less than its
     # 30 s timeout
-    task = write_function(tmp_path / "task", """
-        import time
-        time.sleep(10.5)
-
-        def handler(event, context):
-            return "ok"
-        """)
+    task = slow_to_load(tmp_path, 10.5)
     with instrumented(task, timeout_s=30.0) as (emu, rx):
         # WHEN it is invoked: init runs out its 10 s and is run again inside the invocation
         # (the platform's suppressed init), which it waits for, then answers
