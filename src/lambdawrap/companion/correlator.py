@@ -912,8 +912,11 @@ class Correlator:
         report) those that ended well but whose record is still missing after the grace."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._announce_unheard(lambda inv: inv.record_at is not None and now - inv.record_at > self._outcome_wait_s(inv.end))
-            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is not None and i.record_at is not None and now - i.record_at > self._outcome_wait_s(i.end)]:
+            def word_overdue(inv: Invocation) -> bool:  # its record came long ago, the platform's word not
+                return inv.end is not None and inv.record_at is not None and now - inv.record_at > self._outcome_wait_s(inv.end)
+
+            self._announce_unheard(word_overdue)
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and word_overdue(i)]:
                 self._finish_without_word(inv)
             self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
