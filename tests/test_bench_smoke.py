@@ -150,3 +150,31 @@ def test_the_bench_counts_the_cpu_of_threads_that_have_exited():
         proc.wait()
     # ... and a process that is gone counts nothing
     assert cpu_ns(proc.pid) == 0.0
+
+
+@pytest.mark.timeout(300)
+def test_the_importtime_evidence_profiles_the_companion_too():
+    # GIVEN the bench's stack with the built layer (the launcher starts the companion with -E,
+    # so PYTHONPROFILEIMPORTTIME alone reaches only the function's process)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from harness.built_layer import ensure_built_layer
+        from harness.configurations import Stack
+        from harness.evidence import evidence_importtime
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    stack = Stack(["bare", "lambdawrap"], ensure_built_layer())
+    rx = OtlpReceiver().start()
+    try:
+        # WHEN the evidence of a full run profiles one cold start of each
+        evidence = evidence_importtime(stack, rx)
+    finally:
+        rx.stop()
+        stack.close()
+    # THEN the companion's imports are counted, its own package among them, beside the runtime's
+    companion = evidence["lambdawrap"]["companion"]
+    assert companion["modules"] > 50 and companion["total_ms"] > 0, companion
+    assert any(name.startswith("lambdawrap.companion.") for name, _ in companion["top_level_cumulative"]), companion
+    assert evidence["lambdawrap"]["runtime"]["modules"] > evidence["bare"]["runtime"]["modules"]

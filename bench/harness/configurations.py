@@ -37,6 +37,8 @@ COLD_DIAGNOSTICS = (LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT)
 # Every environment: /opt and /var/task are read-only on Lambda, so nothing the function or an
 # extension imports can leave bytecode behind for the next cold start; a layer is only as fast
 # as the bytecode it ships.
+# The launcher's line that starts the companion (layer/extensions/lambdawrap).
+COMPANION_START = '"$python" -E -s -m lambdawrap.companion'
 COMMON_ENV = {"NO_PROXY": "127.0.0.1,localhost", "PYTHONDONTWRITEBYTECODE": "1"}
 DATADOG_HANDLER = "datadog_lambda.handler.handler"
 NOOP_EXTENSION = """#!{python} -S
@@ -97,13 +99,28 @@ class Stack:
         folder = tempfile.mkdtemp(prefix="lwb", dir="/tmp")
         return os.path.join(folder, "lw.sock")
 
-    def emulator(self, config: str, handler: str, endpoint: str, extra_env: dict | None = None, timeout_s: float = 6.0, memory_mb: int = FULL_CORE_MB, init_cpu: str = "unthrottled", freeze: bool = True) -> Emulator:
+    def importtime_layer(self) -> Path:
+        """A copy of lambdawrap's layer whose companion starts under `-X importtime`: the
+        launcher starts it with -E, so PYTHONPROFILEIMPORTTIME does not reach it."""
+        folder = self.scratch / "layer-importtime"
+        if not folder.exists():
+            shutil.copytree(self.layer, folder, symlinks=True)
+            launcher = folder / "extensions" / "lambdawrap"
+            text = launcher.read_text()
+            profiled = text.replace(COMPANION_START, COMPANION_START.replace(" -E ", " -X importtime -E "))
+            if profiled == text:
+                raise RuntimeError(f"the companion's start ({COMPANION_START!r}) is not in {launcher}: the bench's importtime copy needs updating")
+            launcher.write_text(profiled)
+        return folder
+
+    def emulator(self, config: str, handler: str, endpoint: str, extra_env: dict | None = None, timeout_s: float = 6.0, memory_mb: int = FULL_CORE_MB, init_cpu: str = "unthrottled", freeze: bool = True, layer_folder: Path | None = None) -> Emulator:
         """An emulator (not started) running handler under config's layer and environment at
-        memory_mb, with Lambda's limits (CPU share, memory, freezing), exporting to endpoint."""
+        memory_mb, with Lambda's limits (CPU share, memory, freezing), exporting to endpoint.
+        `layer_folder` replaces lambdawrap's layer (a copy of it)."""
         env = dict(COMMON_ENV)
         layer = None
         if config in ("lambdawrap", LW_RUNTIME_ONLY, LW_COMPANION_ONLY, LW_NO_STARTUP_WAIT):
-            layer = str(self.layer_without_companion if config == LW_RUNTIME_ONLY else self.layer)
+            layer = str(self.layer_without_companion if config == LW_RUNTIME_ONLY else (layer_folder or self.layer))
             env.update({"LAMBDAWRAP_SOCKET": self.socket_path(), "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
             if config != LW_COMPANION_ONLY:
                 env["AWS_LAMBDA_EXEC_WRAPPER"] = "/opt/wrapper.sh"

@@ -63,7 +63,8 @@ def evidence_importtime(stack: Stack, rx: OtlpReceiver) -> dict:
     """One cold start per configuration with PYTHONPROFILEIMPORTTIME=1: what each process imports."""
     raw: dict = {}
     for c in stack.configs:
-        emu = stack.emulator(c, "trivial.handler", rx.endpoint, {"PYTHONPROFILEIMPORTTIME": "1"}).start()
+        layer = stack.importtime_layer() if c == "lambdawrap" else None
+        emu = stack.emulator(c, "trivial.handler", rx.endpoint, {"PYTHONPROFILEIMPORTTIME": "1"}, layer_folder=layer).start()
         try:
             invoke_ok(emu, stack.event)
             deadline = time.monotonic() + 3
