@@ -503,6 +503,45 @@ def test_requests_refused_as_too_large_go_smaller_then_grow_back():
     assert sum(second) == 200 and len(second) <= 5, second
 
 
+HOLD_OFF_PROBE = signals_probe({}, """
+def flush_of(first_id):
+    for i in range(5):
+        signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=first_id + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+    return pipeline.flush(wait_s=60)
+flushed = [flush_of(2 + 10 * n) for n in range(4)]
+print(json.dumps({"flushed": flushed, "buffered": len(signals.spans)}), flush=True)
+sys.stdin.readline()  # the test makes the collector take requests again meanwhile
+pipeline.close(10.0)
+print(json.dumps({"buffered": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}), flush=True)
+""")
+
+
+@pytest.mark.parametrize("retry_after", ["30", "Fri, 31 Dec 2100 23:59:59 GMT"])
+def test_a_collector_asking_to_retry_later_is_not_asked_again_until_then(retry_after):
+    # GIVEN a collector that answers every export 429 with a Retry-After longer than the
+    # exporter's timeout (in seconds, or as a date, held for at most a minute)
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(status=429, retry_after=retry_after)
+        probe = subprocess.Popen([sys.executable, "-c", HOLD_OFF_PROBE, rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # WHEN four flushes come, 5 spans before each
+            first = json.loads(probe.stdout.readline() or "null")
+            asked = [(r["path"], r["status"]) for r in rx.requests()]
+            # ...and SHUTDOWN, the collector taking requests again
+            rx.reset_behaviour()
+            out, err = probe.communicate("go\n", timeout=120)
+        finally:
+            probe.kill()
+        last = json.loads(out.strip().splitlines()[-1])
+        spans = len(rx.spans())
+    # THEN the collector was asked once per signal, at the first flush: the later flushes kept
+    # the spans buffered, none dropped
+    assert first == {"flushed": [True] * 4, "buffered": 20}, (first, err[-2000:])
+    assert asked.count(("/v1/traces", 429)) == 1 and asked.count(("/v1/metrics", 429)) <= 1 and len(asked) <= 2, asked
+    # ...and SHUTDOWN, the last chance, sent them all
+    assert last == {"buffered": 0, "dropped": {}} and spans == 20, (last, spans, err[-2000:])
+
+
 EARLY_ANSWER_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
 for i in range(512):  # 10 MB, more than the sockets hold: the collector's close breaks the send
     signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"padding": "p" * 20000}, start=1, end=2, status=Status(StatusCode.UNSET)))
@@ -666,6 +705,22 @@ def test_a_grpc_request_refused_with_a_retry_advised_is_sent_again(grpc_flushes)
     # THEN the exporter retried, and the spans went, none counted as dropped
     assert found["flushed"] is True and found["dropped"] == {}, found
     assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(4, True), (4, False)]
+
+
+def test_a_grpc_collector_advising_a_retry_beyond_the_timeout_is_not_asked_again_until_then(grpc_flushes):
+    import grpc
+
+    # GIVEN a gRPC collector that refuses the next request as RESOURCE_EXHAUSTED with a RetryInfo
+    # of 45 s, longer than the exporter's 30 s timeout: it gives up at once
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(1, grpc.StatusCode.RESOURCE_EXHAUSTED, retry_after_s=45)
+    first = probe.flush(4)
+    # WHEN the next flushes come within those 45 s
+    later = [probe.flush(1), probe.flush(1)]
+    # THEN they leave the spans buffered, not sent to the collector again nor dropped
+    assert first["dropped"] == {} and all(f["dropped"] == {} for f in later), (first, later)
+    assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(4, True)], grpc_rx.requests
+    assert first["took_s"] < 10, first
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

@@ -10,6 +10,12 @@
   later span of the environment. 413 (too large) asks for smaller requests; any other is the
   batch's end, counted as rejected.
 
+- A request answered "not before N seconds" (HTTP Retry-After with 429 or a 5xx, a gRPC
+  RetryInfo): the exporter waits that long within one export only if its timeout allows, and
+  gives up otherwise; the next flushes then leave that signal's items in their buffer until the
+  time is past (`Answers.hold_off`), rather than asking a throttling collector again at every
+  invocation. SHUTDOWN sends regardless: it is the last chance.
+
 The HTTP transport (otlp_transport) and the gRPC stub's tap (grpc_answers) hand the answers
 here the same way (`Answers`)."""
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 logger = logging.getLogger("lambdawrap.companion")
@@ -33,15 +40,34 @@ _ANSWERS = {
 }
 
 
+# The longest a collector's "retry after" holds a signal back: one asking for hours (a proxy's
+# maintenance page) would otherwise keep every span in the buffer, and drop the overflow, until
+# SHUTDOWN.
+MAX_HOLD_OFF_S = 60.0
+# The HTTP statuses whose Retry-After the exporters honour (they retry these).
+RETRY_AFTER_STATUSES = frozenset({429, 502, 503, 504})
+
+
 class Answers:
     """Where a sender leaves what a collector answered: each accepted request's answer for
-    `answered`, and the status of each thread's last answer (`last_status`)."""
+    `answered`, the status of each thread's last answer (`last_status`), and until when the
+    collector asked not to be sent to (`hold_off`)."""
 
     def __init__(self) -> None:
         # Told each accepted request's answer: the exporters read none, and an OTLP partial
         # success there says how many items the collector rejected.
         self.answered: Callable[[object], None] | None = None
         self._answers = threading.local()
+        self._not_before = 0.0  # monotonic; shared by the threads, unlike the last status
+
+    def hold_off(self, seconds: float) -> None:
+        """The collector asked for no request before `seconds` from now (at most
+        MAX_HOLD_OFF_S); 0 or less: it took a request, nothing is held."""
+        self._not_before = time.monotonic() + min(seconds, MAX_HOLD_OFF_S) if seconds > 0 else 0.0
+
+    def held_off(self) -> bool:
+        """Whether the collector's last "retry after" is still to come."""
+        return self._not_before > time.monotonic()
 
     @property
     def last_status(self) -> int | str | None:
@@ -107,6 +133,22 @@ class PartialSuccessReader:
         if (rejected > 0 or answer.partial_success.error_message) and not self._logged:
             self._logged = True
             logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", answer.partial_success.error_message or "no reason given", ", counted as dropped" if counted and rejected else "")
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """The wait an HTTP Retry-After value asks for, in seconds (delay-seconds, or an HTTP-date
+    from now); None if there is none or it cannot be read."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime  # deferred: only a date-valued answer needs it
+
+        return parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 RETRY_LATER = (408, 429)  # 4xx statuses that say "not now", not "not this"

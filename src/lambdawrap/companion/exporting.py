@@ -513,8 +513,15 @@ class Pipeline:
             for helper in helpers:
                 helper.join()
 
+    def _held_off(self, signal: str) -> bool:
+        """Whether the collector asked not to be sent `signal` yet (Retry-After, RetryInfo; see
+        collector_answers): while the environment runs its items wait in their buffer, at
+        SHUTDOWN they go (the last chance)."""
+        answers = self._answers_of.get(signal)
+        return answers is not None and self._stage == "run" and answers.held_off()
+
     def _export_spans(self) -> None:
-        while self._stage != "final" and self.spans is not None and len(self.spans) and self._time_for_a_batch():
+        while self._stage != "final" and self.spans is not None and len(self.spans) and not self._held_off("spans") and self._time_for_a_batch():
             with self._flight_lock:
                 batch = self.spans.take(self._batch["spans"], REQUEST_MAX_CHARS)
                 self.in_flight = len(batch)
@@ -563,8 +570,8 @@ class Pipeline:
         return stage == "run" and self._stage != "run"
 
     def _export_metrics(self, end: float, stage: str) -> None:
-        if self._overtaken(stage):
-            return
+        if self._overtaken(stage) or self._held_off("metrics"):
+            return  # held off: the SDK aggregates on meanwhile, losslessly
         left_ms = (end - time.monotonic()) * 1000
         if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
             # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
@@ -578,7 +585,7 @@ class Pipeline:
         frozen with the environment) would otherwise export the flood as it arrives, most of
         50 MB where the buffer keeps 4 MB, inside the invocation's CPU share."""
         left = len(self.logs) if self.logs is not None else 0
-        while left > 0 and not self._overtaken(stage) and time.monotonic() + 1.2 * self.latency_s < end:
+        while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
                 batch = self.logs.take(min(self._batch["logs"], left))
                 self.logs_in_flight += len(batch)

@@ -57,6 +57,9 @@ class _TappedStub:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
+            wait_s = _retry_delay_s(error)
+            if wait_s is not None and not _over_the_message_size(error):
+                answers.hold_off(wait_s)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # Retryable only when the server says when (RetryInfo), as OTLP has it, and a
                 # message over its size never is; the exporter would retry it regardless, with
@@ -72,6 +75,7 @@ class _TappedStub:
         finally:
             answers.last_request_s = time.monotonic() - started
         answers.last_status = "OK"
+        answers.hold_off(0.0)
         if answers.answered is not None:
             answers.answered(answer)
         return answer
@@ -83,6 +87,22 @@ class _TappedStub:
 def _retry_advised(error: grpc.RpcError) -> bool:
     metadata = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
     return any(key == _RETRY_INFO for key, _ in metadata or ())
+
+
+def _retry_delay_s(error: grpc.RpcError) -> float | None:
+    """The wait a RetryInfo trailer asks for, in seconds; None if there is none or it cannot
+    be read."""
+    metadata = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
+    for key, value in metadata or ():
+        if key == _RETRY_INFO and isinstance(value, bytes):
+            try:
+                from google.rpc import error_details_pb2  # the gRPC exporter's own dependency
+
+                delay = error_details_pb2.RetryInfo.FromString(value).retry_delay
+                return delay.seconds + delay.nanos / 1e9
+            except Exception:  # noqa: BLE001 - an unreadable trailer says nothing
+                return None
+    return None
 
 
 def _over_the_message_size(error: grpc.RpcError) -> bool:

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
-from lambdawrap.companion.collector_answers import Answers
+from lambdawrap.companion.collector_answers import RETRY_AFTER_STATUSES, Answers, retry_after_s
 from lambdawrap.companion.collector_connection import CollectorConnection
 
 _URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
@@ -124,8 +124,14 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 # without a word. Not followed, as with requests (the headers may hold a key).
                 return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {url} (Location: {response_headers.get('location') or 'none'}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
             self.last_status = status
-            if body and 200 <= status < 300 and self.answered is not None:
-                self.answered(body)
+            if 200 <= status < 300:
+                self.hold_off(0.0)
+                if body and self.answered is not None:
+                    self.answered(body)
+            elif status in RETRY_AFTER_STATUSES:
+                wait_s = retry_after_s(response_headers.get("retry-after"))
+                if wait_s is not None:
+                    self.hold_off(wait_s)
             return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:
