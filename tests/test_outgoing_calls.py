@@ -373,6 +373,45 @@ def test_messages_near_sqs_size_limit_go_without_the_context(tmp_path, moto):
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2  # per call
 
 
+NAMED_EXECUTIONS = """
+import json, os
+import boto3
+
+def handler(event, context):
+    sfn = boto3.client("stepfunctions", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    machine = sfn.create_state_machine(name="orders", definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}), roleArn="arn:aws:iam::123456789012:role/orders")["stateMachineArn"]
+    started = []
+    for attempt in range(2):  # the same named execution started again, as a retried invocation would
+        try:
+            started.append(sfn.start_execution(stateMachineArn=machine, name="order-7", input='{"order": 7}')["executionArn"])
+        except sfn.exceptions.ExecutionAlreadyExists as exc:
+            started.append(exc.response["Error"]["Code"])
+    unnamed = sfn.start_execution(stateMachineArn=machine, input='{"order": 8}')["executionArn"]
+    inputs = [sfn.describe_execution(executionArn=arn)["input"] for arn in (started[0], unnamed)]
+    return {"started": started, "inputs": inputs}
+"""
+
+
+def test_a_named_execution_started_again_is_the_one_already_running(tmp_path, moto):
+    # GIVEN a function that starts a Step Functions execution by name twice with the same input
+    # (StartExecution is idempotent by name and input: the second call answers with the execution
+    # already running, where another input is refused as ExecutionAlreadyExists)
+    task = write_function(tmp_path / "task", NAMED_EXECUTIONS)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        invocation_span(rx, result.request_id)
+        assert emu.wait_idle(30)
+    outcome = result.json()
+    # THEN the second start answers as without the layer (before: ExecutionAlreadyExists, its
+    # input differing by the context), the named input goes as written and is counted as going
+    # without the context; an unnamed execution still carries it
+    assert outcome["started"][1] == outcome["started"][0], outcome
+    assert outcome["inputs"][0] == '{"order": 7}'
+    unnamed = json.loads(outcome["inputs"][1])
+    assert unnamed["order"] == 8 and unnamed["_lambdawrap"]["traceparent"].startswith("00-")
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2  # per named call
+
+
 def test_settings_name_what_is_traced_and_propagated():
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known

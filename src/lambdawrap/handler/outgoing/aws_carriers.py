@@ -10,7 +10,8 @@ read:
                                                (the entries together within 256 KiB)
   Kinesis PutRecord(s)                         the record's `Data`, when it is a JSON object: same key
                                                (a record within 1 MiB, a request within 5 MiB)
-  Step Functions StartExecution                `input`, a JSON object: same key
+  Step Functions StartExecution                `input`, a JSON object: same key (not a named
+                                               execution's: its name and input make it idempotent)
   Lambda Invoke (synchronous)                  the client context's `custom` object (base64 JSON,
                                                skipped and counted past 3,583 bytes)
 
@@ -215,6 +216,22 @@ def _member_bytes(key: str) -> "Callable[[dict], int]":
     return lambda holder: _byte_length(holder.get(key))
 
 
+def _named_as_written(carrier: "Callable[[dict, dict], bool]") -> "Callable[[dict, dict], bool]":
+    """A carrier for StartExecution, which is idempotent by name and input (STANDARD workflows):
+    the same named call made again (by a retried invocation, or the function's own retry) is
+    answered with the execution already running, and one whose input differs is refused as
+    ExecutionAlreadyExists. The context differs at each call, so a named execution's input goes as
+    the function wrote it: False (counted) where it would have gained the context."""
+
+    def inject(params: dict, fields: dict) -> bool:
+        if not params.get("name"):
+            return carrier(params, fields)
+        trial = dict(params)
+        return carrier(trial, fields) and trial.get("input") is params.get("input")
+
+    return inject
+
+
 def _client_context(params: dict, fields: dict) -> bool:
     if params.get("InvocationType", "RequestResponse") != "RequestResponse":
         return True  # the platform passes a client context to synchronous invocations only
@@ -246,7 +263,7 @@ _CARRIERS = {
     ("events", "PutEvents"): ("eventbridge", _each("Entries", _json_member("Detail"), _event_entry_bytes, MAX_EVENT_BYTES)),
     ("kinesis", "PutRecord"): ("kinesis", _single(_json_member("Data", blob=True), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES)),
     ("kinesis", "PutRecords"): ("kinesis", _each("Records", _bounded(_json_member("Data", blob=True), _kinesis_record_bytes, MAX_KINESIS_RECORD_BYTES), _kinesis_record_bytes, MAX_KINESIS_REQUEST_BYTES)),
-    ("stepfunctions", "StartExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
+    ("stepfunctions", "StartExecution"): ("stepfunctions", _named_as_written(_single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES))),
     ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
     ("lambda", "Invoke"): ("lambda", _client_context),
 }
