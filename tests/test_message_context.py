@@ -332,6 +332,10 @@ def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_
         ("sns", "Publish", {"Message": "x", "MessageAttributes": None}),
         ("events", "PutEvents", {"Entries": [{"Source": "s", "DetailType": "t", "Detail": b'{"a":1}'}]}),
         ("stepfunctions", "StartExecution", {"input": b'{"a":1}'}),
+        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode(b'{"custom":{}}')}),
+        # a client context no header can hold (a line break), or not UTF-8: sent as written
+        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.encodebytes(b'{"custom":{}}').decode()}),
+        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode('{"custom":{}}'.encode("utf-16")).decode()}),
         # a blob that is not UTF-8 JSON (UTF-16 here): not read, not rewritten
         ("kinesis", "PutRecord", {"PartitionKey": "k", "Data": '{"a":1}'.encode("utf-16-le")}),
     ],

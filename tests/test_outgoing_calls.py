@@ -412,6 +412,47 @@ def test_a_named_execution_started_again_is_the_one_already_running(tmp_path, mo
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2  # per named call
 
 
+INVOKES_WITH_ITS_OWN_CLIENT_CONTEXT = """
+import base64
+import boto3
+from botocore.config import Config
+
+DOCUMENT = b'{"custom": {"tenant": "acme"}}'
+
+def handler(event, context):
+    # The recording server stands in for Lambda's Invoke endpoint: it answers 200 to any call.
+    lam = boto3.client("lambda", endpoint_url=event["http"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test", config=Config(retries={"max_attempts": 1}))
+    outcomes = {}
+    for label, client_context in (("bytes", base64.b64encode(DOCUMENT)), ("line break", base64.encodebytes(DOCUMENT).decode()), ("text", base64.b64encode(DOCUMENT).decode())):
+        try:
+            lam.invoke(FunctionName="orders", ClientContext=client_context, Payload=b"{}")
+            outcomes[label] = "sent"
+        except Exception as exc:
+            outcomes[label] = type(exc).__name__
+    return outcomes
+"""
+
+
+def test_a_client_context_the_sdk_would_not_send_is_not_made_sendable(tmp_path):
+    # GIVEN a function invoking another with its own client context: as bytes (botocore takes
+    # a str), with the line break base64.encodebytes ends with (no header can hold it), as text
+    task = write_function(tmp_path / "task", INVOKES_WITH_ITS_OWN_CLIENT_CONTEXT)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            invocation_span(rx, result.request_id)
+        sent = [r["headers"].get("x-amz-client-context") for r in http.requests]
+    # THEN each call fails or goes as without the layer (before: the first two were decoded and
+    # sent rewritten, where the SDK refuses them), and the one the SDK sends carries the context
+    assert without["bytes"] == "ParamValidationError" and without["line break"] != "sent" and without["text"] == "sent", without
+    assert result.json() == without
+    assert len(sent) == 2
+    custom = json.loads(base64.b64decode(sent[-1]))["custom"]
+    assert custom["tenant"] == "acme" and custom["traceparent"].startswith("00-"), custom
+
+
 def test_settings_name_what_is_traced_and_propagated():
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known

@@ -238,8 +238,13 @@ def _client_context(params: dict, fields: dict) -> bool:
     import base64  # deferred: only Lambda Invoke calls need it
 
     existing = params.get("ClientContext")
+    if existing is not None and not isinstance(existing, str):
+        return True  # bytes, say: botocore refuses the call as the function wrote it
     try:
-        context = json.loads(base64.b64decode(existing)) if existing else {}
+        # Only base64 as written (no character skipped, as b64decode does by default: a line
+        # break would make the header botocore sends fail) of UTF-8 JSON: another client context
+        # rewritten clean would be sent where the function's own would fail or be refused.
+        context = json.loads(base64.b64decode(existing, validate=True).decode("utf-8")) if existing else {}
     except (ValueError, TypeError):
         return True  # not ours to repair: the call fails or goes as the user wrote it
     if not isinstance(context, dict):
