@@ -453,6 +453,34 @@ def test_a_client_context_the_sdk_would_not_send_is_not_made_sendable(tmp_path):
     assert custom["tenant"] == "acme" and custom["traceparent"].startswith("00-"), custom
 
 
+INVOKES_WITH_A_CUSTOM_VALUE = """
+import base64, json
+import boto3
+
+def handler(event, context):
+    lam = boto3.client("lambda", endpoint_url=event["http"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    for custom in ("tenant-acme", ["acme", 7], None):
+        client_context = base64.b64encode(json.dumps({"custom": custom, "env": {"stage": "prod"}}).encode()).decode()
+        lam.invoke(FunctionName="orders", ClientContext=client_context, Payload=b"{}")
+    return {"statusCode": 200}
+"""
+
+
+def test_a_client_context_s_custom_value_that_is_not_an_object_is_kept(tmp_path):
+    # GIVEN a function whose client context's custom value is a string, a list, or null
+    task = write_function(tmp_path / "task", INVOKES_WITH_A_CUSTOM_VALUE)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation_span(rx, result.request_id)
+    sent = [json.loads(base64.b64decode(r["headers"]["x-amz-client-context"])) for r in http.requests]
+    # THEN the string and the list reach the function invoked as they were (before: replaced
+    # by an object holding the context), and a null one becomes the context's object
+    assert sent[0] == {"custom": "tenant-acme", "env": {"stage": "prod"}}, sent[0]
+    assert sent[1] == {"custom": ["acme", 7], "env": {"stage": "prod"}}, sent[1]
+    assert sent[2]["env"] == {"stage": "prod"} and sent[2]["custom"]["traceparent"].startswith("00-"), sent[2]
+
+
 def test_settings_name_what_is_traced_and_propagated():
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known

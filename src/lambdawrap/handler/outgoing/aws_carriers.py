@@ -249,9 +249,11 @@ def _client_context(params: dict, fields: dict) -> bool:
         return True  # not ours to repair: the call fails or goes as the user wrote it
     if not isinstance(context, dict):
         return True
-    custom = context.get("custom") if isinstance(context.get("custom"), dict) else {}
-    if "traceparent" in custom:
-        return True
+    custom = context.get("custom")
+    if custom is None:
+        custom = {}
+    elif not isinstance(custom, dict) or "traceparent" in custom:
+        return True  # the function's own value (a string, a list) or context: not ours to replace
     context = dict(context, custom=dict(custom, **{k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}))
     encoded = base64.b64encode(json.dumps(context, separators=(",", ":")).encode("utf-8")).decode("ascii")
     if len(encoded) > MAX_CLIENT_CONTEXT_BYTES:
