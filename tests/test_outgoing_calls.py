@@ -831,6 +831,46 @@ def test_http_client_sends_every_line_of_a_headers_mapping_that_holds_a_name_twi
     assert sent[True][1] == {"status": 200, "kept": ["10.0.0.1", "10.0.0.2"]}
 
 
+SETS_HEADERS_BY_BYTES_NAMES = """
+import http.client, urllib.parse, urllib.request
+import urllib3
+
+OWN = {b"traceparent": b"00-11111111111111111111111111111111-2222222222222222-01", b"X-Amzn-Trace-Id": b"Root=1-33333333-444444444444444444444444"}
+
+def handler(event, context):
+    base = event["http"]
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=5)
+    conn.request("GET", "/status/200?via=http.client", headers=OWN)
+    statuses = [conn.getresponse().status]
+    conn.close()
+    statuses.append(urllib3.PoolManager().request("GET", base + "/status/200?via=urllib3", headers=OWN).status)
+    statuses.append(urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=urllib", headers=OWN), timeout=5).status)
+    return {"statuses": statuses}
+"""
+
+
+def test_trace_headers_the_function_names_in_bytes_are_its_own(tmp_path):
+    # GIVEN a function that sets its traceparent and X-Ray header with bytes names, which
+    # http.client, urllib3 and urllib.request send as they are
+    task = write_function(tmp_path / "task", SETS_HEADERS_BY_BYTES_NAMES)
+    sent = {}
+    for layer in (False, True):
+        with recording_server() as http:
+            if layer:
+                with instrumented(task, timeout_s=30, env={"OTEL_PROPAGATORS": "tracecontext,baggage,xray"}) as (emu, rx):
+                    result = emu.invoke({"http": http.url})
+                    assert len(children(rx, invocation_span(rx, result.request_id), 3)) == 3
+            else:
+                with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+                    result = bare.invoke({"http": http.url})
+            assert result.json() == {"statuses": [200, 200, 200]}
+            sent[layer] = {r["path"].partition("via=")[2]: [(k.lower(), v) for k, v in r["lines"] if k.lower() in ("traceparent", "tracestate", "x-amzn-trace-id")] for r in http.requests}
+    # THEN each request carries the function's own headers alone, as without the layer (before:
+    # a second traceparent and X-Ray header of ours beside them)
+    assert sent[True] == sent[False], sent
+    assert sent[False]["urllib3"] == [("traceparent", "00-11111111111111111111111111111111-2222222222222222-01"), ("x-amzn-trace-id", "Root=1-33333333-444444444444444444444444")]
+
+
 INSTRUMENTS_MIDWAY = """
 import httpx
 

@@ -178,13 +178,20 @@ def _names_another_trace(theirs: object, pairs: list) -> bool:
     return xray_root_trace_id(theirs) != int(ours[3:35], 16)
 
 
+def header_text(value: object) -> str:
+    """A header's name or value as text: http.client, and so urllib3 and urllib.request, send a
+    bytes name or value as it is, so a function's b"traceparent" is its traceparent (read as
+    str(), another name: ours would go beside it, a second traceparent)."""
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def add_missing(headers: object, pairs: list) -> None:
     """Set each header the mapping does not have yet (any case), leaving the user's alone (values
     of ours left from an earlier send of the same request are replaced, or removed)."""
     if not pairs:
         return
-    keys = {str(k).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
-    present = {name: headers[key] for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
+    keys = {(k if type(k) is str else header_text(k)).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
+    present = {name: header_text(headers[key]) for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
     to_set, to_remove = carried_changes(present, pairs)
     for name, value in to_set:
         headers[keys.get(name.lower(), name)] = value  # type: ignore[index]

@@ -6,7 +6,7 @@ it follows inside it; http.client below it adds none. A 4xx/5xx answer, which ur
 from __future__ import annotations
 
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
-from lambdawrap.handler.outgoing.propagation import CARRIED, carried_changes
+from lambdawrap.handler.outgoing.propagation import CARRIED, carried_changes, header_text
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -37,13 +37,20 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo)
         if call is not None:
-            # urllib keeps header names capitalize()d; a Request sent again holds ours already.
-            present = {name: target.get_header(name.capitalize()) for name in CARRIED if target.has_header(name.capitalize())}
+            # urllib keeps header names capitalize()d, str or bytes as given (it sends either);
+            # a Request sent again holds ours already.
+            keys, present = {}, {}
+            for key, value in target.header_items():
+                name = header_text(key).lower()
+                if name in CARRIED:
+                    keys[name], present[name] = key, header_text(value)
             to_set, to_remove = carried_changes(present, calls.headers_for(call))
             for name, value in to_set:
+                if name.lower() in keys:
+                    target.remove_header(keys[name.lower()])  # ours from an earlier send, maybe as bytes
                 target.add_header(name, value)
             for name in to_remove:
-                target.remove_header(name.capitalize())
+                target.remove_header(keys[name])
         return call, args, kwargs
 
     def failed(call: "Any", exc: BaseException) -> None:
