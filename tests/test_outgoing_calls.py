@@ -871,6 +871,34 @@ def test_trace_headers_the_function_names_in_bytes_are_its_own(tmp_path):
     assert sent[False]["urllib3"] == [("traceparent", "00-11111111111111111111111111111111-2222222222222222-01"), ("x-amzn-trace-id", "Root=1-33333333-444444444444444444444444")]
 
 
+SENDS_THROUGH_AN_OPENER_WITH_ITS_OWN_HEADERS = """
+import urllib.request
+
+def handler(event, context):
+    opener = urllib.request.build_opener()
+    opener.addheaders = [("User-agent", "orders/1.0"), ("traceparent", "00-11111111111111111111111111111111-2222222222222222-01"), ("tracestate", "own=1")]
+    with opener.open(event["http"] + "/status/200?via=opener", timeout=5) as response:
+        return {"status": response.status}
+"""
+
+
+def test_trace_headers_an_opener_adds_are_the_functions_own(tmp_path):
+    # GIVEN a function whose urllib opener adds its own traceparent and tracestate to every
+    # request (opener.addheaders: urllib adds each where the request has none of that name)
+    task = write_function(tmp_path / "task", SENDS_THROUGH_AN_OPENER_WITH_ITS_OWN_HEADERS)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            assert bare.invoke({"http": http.url}).json() == {"status": 200}
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            assert result.json() == {"status": 200}
+            assert len(children(rx, invocation_span(rx, result.request_id), 1)) == 1
+    without, with_layer = ([(k.lower(), v) for k, v in r["lines"] if k.lower() in ("traceparent", "tracestate")] for r in http.requests)
+    # THEN the server gets them as without the layer (before: our traceparent on the request
+    # took the opener's place, beside the opener's tracestate), and the request is a client span
+    assert with_layer == without == [("traceparent", "00-11111111111111111111111111111111-2222222222222222-01"), ("tracestate", "own=1")], with_layer
+
+
 INSTRUMENTS_MIDWAY = """
 import httpx
 

@@ -6,7 +6,7 @@ it follows inside it; http.client below it adds none. A 4xx/5xx answer, which ur
 from __future__ import annotations
 
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
-from lambdawrap.handler.outgoing.propagation import CARRIED, carried_changes, header_text
+from lambdawrap.handler.outgoing.propagation import CARRIED, carried_changes, header_text, written_by_us
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -44,6 +44,8 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
                 name = header_text(key).lower()
                 if name in CARRIED:
                     keys[name], present[name] = key, header_text(value)
+            for name, value in _opener_headers(instance).items():
+                present.setdefault(name, value)
             to_set, to_remove = carried_changes(present, calls.headers_for(call))
             for name, value in to_set:
                 if name.lower() in keys:
@@ -63,3 +65,18 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     open_url = sync_wrapper(calls, begin, answered_with(calls, "status"), failed)
 
     module.OpenerDirector.open = function_wrapper(module.OpenerDirector.open, open_url)
+
+
+def _opener_headers(opener: "Any") -> dict:
+    """The function's trace headers among the opener's own (`opener.addheaders`), lowercase name
+    -> value: urllib adds each where the request has none of that name (do_request_), so one of
+    ours on the request would take its place."""
+    found = {}
+    try:
+        for key, value in getattr(opener, "addheaders", None) or ():
+            name, text = header_text(key).lower(), header_text(value)
+            if name in CARRIED and not written_by_us(name, text):
+                found.setdefault(name, text)
+    except (TypeError, ValueError):  # not pairs: urllib fails the request on them itself
+        return {}
+    return found
