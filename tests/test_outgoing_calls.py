@@ -899,6 +899,35 @@ def test_trace_headers_an_opener_adds_are_the_functions_own(tmp_path):
     assert with_layer == without == [("traceparent", "00-11111111111111111111111111111111-2222222222222222-01"), ("tracestate", "own=1")], with_layer
 
 
+SENDS_HEADERS_HTTP_CLIENT_CANNOT_READ = """
+import http.client, urllib.parse
+
+def handler(event, context):
+    outcomes = []
+    for headers in (None, [], [("Accept", "application/json")], {}):
+        conn = http.client.HTTPConnection(urllib.parse.urlsplit(event["http"]).netloc, timeout=5)
+        try:
+            conn.request("GET", "/status/200?via=http.client", None, headers)
+            outcomes.append(conn.getresponse().status)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+        finally:
+            conn.close()
+    return outcomes
+"""
+
+
+def test_http_client_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
+    # GIVEN a function passing http.client's request() headers it cannot read (None, a list)
+    task = write_function(tmp_path / "task", SENDS_HEADERS_HTTP_CLIENT_CANNOT_READ)
+    without, result, rx = without_and_with_the_layer(task)
+    # THEN each fails with http.client's own error, as without the layer (before: None and an
+    # empty list were copied into a dict, and the request went), and the one that goes is traced
+    assert without == ["TypeError", "AttributeError", "AttributeError", 200]
+    assert result.json() == without
+    assert len(children(rx, invocation_span(rx, result.request_id), 1)) == 1
+
+
 INSTRUMENTS_MIDWAY = """
 import httpx
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 _SPAN = "_lambdawrap_call"  # the connection's call under way
+_DEFAULT = object()  # request() given no headers (its default: {})
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -63,8 +64,12 @@ def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dic
     else:
         userinfo, rest = "", url
     # The user's headers mapping (or the shared default {}) is never changed: a copy carries
-    # ours. Made first: one http.client cannot read fails the call untraced, as without us.
-    headers = _copy(args[3] if len(args) > 3 else kwargs.get("headers"))
+    # ours. Made first: a value http.client cannot read (None, a list of pairs) is left to fail
+    # the call untraced, as without us (a copy of it, {} or a dict, would make it succeed).
+    given = args[3] if len(args) > 3 else kwargs.get("headers", _DEFAULT)
+    if given is not _DEFAULT and type(given) is not dict and not callable(getattr(given, "items", None)):
+        return None, args, kwargs
+    headers = _copy(given)
     call = calls.begin(method, scheme, str(host).lower(), port, rest, None, userinfo, mark=False)
     if call is None:
         return None, args, kwargs
@@ -77,11 +82,13 @@ def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dic
 
 
 def _copy(headers: "Any") -> "Any":
-    """A copy of the headers mapping request() was given, sending what it would: a dict's, or
-    every line of one that holds a name twice (an email.message.Message, a multidict), whose
-    dict() would keep one value of each name."""
-    if not headers or type(headers) is dict:
-        return dict(headers or {})
+    """A copy of the headers mapping request() was given (_DEFAULT: none), sending what it would:
+    a dict's, or every line of one that holds a name twice (an email.message.Message, a
+    multidict), whose dict() would keep one value of each name."""
+    if headers is _DEFAULT:
+        return {}
+    if type(headers) is dict:
+        return dict(headers)
     return _HeaderLines(headers.items())
 
 
