@@ -88,8 +88,18 @@ def invocation_baggage() -> str:
     return invocation.baggage if invocation is not None else ""
 
 
+# W3C Baggage's limits, as the OpenTelemetry API's propagator keeps them when it injects: a
+# list-member over 4,096 characters is left out, and members after the 180th, or past 8,192
+# characters in all. A header past them is one servers refuse (nginx's default buffer holds a
+# header line of 8 KiB; API Gateway, 10 KiB of headers in all).
+MAX_BAGGAGE_PAIRS = 180
+MAX_BAGGAGE_PAIR_CHARS = 4096
+MAX_BAGGAGE_CHARS = 8192
+
+
 def user_baggage() -> str:
-    """The W3C `baggage` value of the user's OpenTelemetry baggage ("" when none is set)."""
+    """The W3C `baggage` value of the user's OpenTelemetry baggage, within W3C Baggage's limits
+    ("" when none is set)."""
     baggage = sys.modules.get("opentelemetry.baggage")
     if baggage is None:
         return ""
@@ -99,7 +109,17 @@ def user_baggage() -> str:
             return ""
         from urllib.parse import quote  # deferred: only when the user set baggage
 
-        return ",".join(f"{quote(str(k), safe='')}={quote(str(v), safe='')}" for k, v in entries.items())
+        pairs: list = []
+        length = -1  # the commas between members
+        for key, value in entries.items():
+            pair = f"{quote(str(key), safe='')}={quote(str(value), safe='')}"
+            if len(pair) > MAX_BAGGAGE_PAIR_CHARS:
+                continue
+            length += len(pair) + 1
+            if len(pairs) == MAX_BAGGAGE_PAIRS or length > MAX_BAGGAGE_CHARS:
+                break
+            pairs.append(pair)
+        return ",".join(pairs)
     except Exception:  # noqa: BLE001 - an API of any version: no baggage rather than an error
         return ""
 
