@@ -336,6 +336,10 @@ def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_
         # a client context no header can hold (a line break), or not UTF-8: sent as written
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.encodebytes(b'{"custom":{}}').decode()}),
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode('{"custom":{}}'.encode("utf-16")).decode()}),
+        # a payload carrying the function's own context at its top, which the consumer reads
+        ("events", "PutEvents", {"Entries": [{"Source": "s", "DetailType": "t", "Detail": '{"traceparent": "%s", "a": 1}' % TP2}]}),
+        ("stepfunctions", "StartExecution", {"input": '{"traceparent": "%s", "a": 1}' % TP2}),
+        ("kinesis", "PutRecord", {"PartitionKey": "k", "Data": b'{"traceparent": "%s", "a": 1}' % TP2.encode()}),
         # a blob that is not UTF-8 JSON (UTF-16 here): not read, not rewritten
         ("kinesis", "PutRecord", {"PartitionKey": "k", "Data": '{"a":1}'.encode("utf-16-le")}),
     ],

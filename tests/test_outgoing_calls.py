@@ -412,6 +412,36 @@ def test_a_named_execution_started_again_is_the_one_already_running(tmp_path, mo
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2  # per named call
 
 
+PROPAGATES_INTO_ITS_PAYLOAD = """
+import json, os
+import boto3
+
+OWN = "00-11111111111111111111111111111111-2222222222222222-01"
+
+def handler(event, context):
+    sfn = boto3.client("stepfunctions", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    machine = sfn.create_state_machine(name="own-context", definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}), roleArn="arn:aws:iam::123456789012:role/orders")["stateMachineArn"]
+    # The function propagates its own context into the input, as OpenTelemetry's inject() would
+    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"traceparent": OWN, "order": 9}))["executionArn"]
+    return {"input": sfn.describe_execution(executionArn=execution)["input"]}
+"""
+
+
+def test_a_payload_carrying_the_functions_own_context_keeps_it(tmp_path, moto):
+    from lambdawrap.handler.message_context import payload_context
+
+    # GIVEN a function that puts its own traceparent at the top of a Step Functions input
+    task = write_function(tmp_path / "task", PROPAGATES_INTO_ITS_PAYLOAD)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        invocation_span(rx, result.request_id)
+    sent = result.json()["input"]
+    # THEN the input goes as written and its consumer follows the function's context (before: our
+    # _lambdawrap was added, which consumers read first)
+    assert sent == json.dumps({"traceparent": "00-11111111111111111111111111111111-2222222222222222-01", "order": 9})
+    assert payload_context(json.loads(sent)) == "00-11111111111111111111111111111111-2222222222222222-01"
+
+
 INVOKES_WITH_ITS_OWN_CLIENT_CONTEXT = """
 import base64
 import boto3

@@ -140,7 +140,7 @@ def _json_with_context(text: str, fields: dict) -> "str | None":
     """`text`, a JSON object, with the context under PAYLOAD_KEY, inserted as its first member:
     the rest stays byte for byte (numbers, spacing, repeated keys; a parse and a dump would
     change them, and write `1e400` as `Infinity`, which is not JSON). None when it is not an
-    object or already has the key."""
+    object, or already has the key or a top-level `traceparent` of the function's."""
     stripped = text.lstrip()
     if stripped[:1] != "{":
         return None
@@ -149,6 +149,11 @@ def _json_with_context(text: str, fields: dict) -> "str | None":
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict) or PAYLOAD_KEY in document:
+        return None
+    if isinstance(document.get("traceparent"), str):
+        # The function's own context (its propagator's inject() into the payload), which the
+        # consumer reads at the top when no _lambdawrap is there: it stands, as an HTTP
+        # request's own traceparent does.
         return None
     context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
     member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
