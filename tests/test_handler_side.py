@@ -131,6 +131,21 @@ def test_a_header_value_is_held_to_what_its_protocol_can_send(env, kept):
     assert corrections == ({} if kept is None else {next(k for k in env if k.endswith("HEADERS") and "caf" in env[k]): kept}), corrections
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"],
+)
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_exporter_variable_of_blanks_only_is_unset_without_a_word(caplog, name, value, protocol):
+    # The specification's empty value is unset; the exporters take it as a value (over gRPC an
+    # empty compression or timeout fails the exporter as it is made).
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env({name: value, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    assert s.sdk_corrections == ((name, None),)
+    assert not caplog.records
+
+
 def test_a_header_entry_refused_is_named_never_shown(caplog):
     # Without "=", an entry may be "name: value", its value a credential.
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):

@@ -1265,6 +1265,35 @@ def test_grpc_export(task):
     assert set(grpc_threads.values()) == {os.getpriority(os.PRIO_PROCESS, 0)}, niceness
 
 
+def test_exporter_variables_set_empty_are_read_as_unset(task):
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN spans over gRPC and metrics over OTLP/HTTP, with exporter variables set empty, as a
+    # template's parameter left blank sets them (the specification: as if unset)
+    with GrpcTraceReceiver() as grpc_rx:
+        env = {
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": grpc_rx.endpoint,
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": " ",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=shop",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS": " ",
+        }
+        with instrumented(task, env=env) as (emu, rx):
+            # WHEN the function runs
+            result = emu.invoke({})
+            # THEN the spans go over gRPC (an empty compression or timeout failed the exporter
+            # as it was made: telemetry off, nothing counted) ...
+            spans = grpc_rx.wait_for(1, timeout=30)
+            wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+            metric_requests = [r for r in rx.requests() if r["path"] == "/v1/metrics"]
+            lines = emu.log_lines("extension")
+    assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
+    # ... and the metrics carry the general headers (a blank signal's own left them out)
+    assert metric_requests and {r["headers"].get("x-team") for r in metric_requests} == {"shop"}
+    assert not [line for line in lines if "Header format invalid" in line or "ignoring" in line], lines
+
+
 def test_a_grpc_collector_that_refuses_a_request_costs_only_that_request(task):
     import grpc
 

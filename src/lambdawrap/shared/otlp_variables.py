@@ -3,7 +3,8 @@ _COMPRESSION, _HEADERS), checked as lambdawrap's are: the exporters read them th
 take values that fail every export without naming the variable (a timeout of 0, an endpoint
 without its scheme, a header with a line break) or warn about each in words of their own. A
 bad one gets one warning naming it and the default used, and a correction the companion makes
-to its own environment before it makes its exporters (the function's is left as it is).
+to its own environment before it makes its exporters (the function's is left as it is); one of
+blanks only is unset there, without a warning: the specification's empty value.
 
 No import here that the function's process would not otherwise make: it builds its settings on
 its cold-start path (`urllib.parse` only for a header written percent-encoded)."""
@@ -23,14 +24,24 @@ DEFAULT_TIMEOUT_S = 10
 MAX_TIMEOUT_S = 365 * 86400.0
 
 
+# The exporters' variables a value of blanks only stands for unset, as the specification has an
+# empty value: the exporters take it as a value. Over gRPC an empty _COMPRESSION or _TIMEOUT
+# fails the exporter as it is made (no telemetry, nothing counted), an empty _INSECURE makes the
+# channel TLS, an empty general _ENDPOINT is an address of its own; over OTLP/HTTP a blank
+# signal's _HEADERS leaves out the general ones (credentials), a blank _ENDPOINT is a URL.
+BLANK_AS_UNSET = ("ENDPOINT", "HEADERS", "TIMEOUT", "COMPRESSION", "INSECURE", "CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")
+
+
 def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., None]) -> tuple:
-    """((variable, value, or None to unset it), ...) for each bad value, warned about once. A
-    signal's own variable unset falls back to the general one, as the exporters read them."""
+    """((variable, value, or None to unset it), ...) for each bad value, warned about once, and
+    (silently) for each one of blanks only. A signal's own variable unset falls back to the
+    general one, as the exporters read them."""
+    blank = [f"OTEL_EXPORTER_OTLP_{prefix}{name}" for prefix in PREFIXES for name in BLANK_AS_UNSET]
+    found: list = [(variable, None) for variable in blank if variable in env and not env[variable].strip()]
     # Which signals read the general endpoint (those without their own), by protocol: it is
     # checked as an http(s) URL only where OTLP/HTTP alone reads it (gRPC takes host:port).
     falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
-    found: list = []
     for prefix in PREFIXES:
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", _compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
@@ -52,10 +63,10 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 warn("lambdawrap: %s=%r has blanks around it; using %r", variable, raw, raw.strip())
                 found.append((variable, raw.strip()))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
-        if env.get(headers):
+        if env.get(headers, "").strip():
             # gRPC carries printable ASCII only: a signal over gRPC that reads this variable
             # (its own, or the general one where it has none) holds it to that.
-            grpc = any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS"))) for signal, protocol in protocols)
+            grpc = any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS", "").strip())) for signal, protocol in protocols)
             kept, refused = header_entries(env[headers], grpc=grpc)
             if refused:
                 # Names only: the values are often credentials.
