@@ -106,6 +106,9 @@ class TestSettings:
         # ... and only gRPC reads the general endpoint here: the HTTP signal has its own
         {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4318/v1/metrics"},
         {"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc, x-team = shop,a=b=c"},
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_COMPRESSION": "none", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "GZIP"},
+        # deflate is the HTTP signals' alone to read here
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"},
     ],
 )
 def test_good_otlp_exporter_values_are_left_alone(env, caplog):
@@ -144,6 +147,22 @@ def test_an_exporter_variable_of_blanks_only_is_unset_without_a_word(caplog, nam
         s = Settings.from_env({name: value, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
     assert s.sdk_corrections == ((name, None),)
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    "env, name, default_text",
+    [
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"}, "OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ({"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"}, "OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "deflate"}, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "from OTEL_EXPORTER_OTLP_COMPRESSION"),
+    ],
+)
+def test_deflate_read_over_grpc_warns_once_with_name_and_default(caplog, env, name, default_text):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env(env)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"ignoring {name}='deflate'" in warning and "over gRPC" in warning and f"default {default_text}" in warning, warning
+    assert s.sdk_corrections == ((name, None),)
 
 
 def test_a_header_entry_refused_is_named_never_shown(caplog):

@@ -1294,6 +1294,38 @@ def test_exporter_variables_set_empty_are_read_as_unset(task):
     assert not [line for line in lines if "Header format invalid" in line or "ignoring" in line], lines
 
 
+@pytest.mark.parametrize(
+    "compression, warned",
+    [
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, None),
+        ({"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "None", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}, None),
+        ({"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "deflate"}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
+    ],
+    ids=["none", "own none over general gzip", "deflate"],
+)
+def test_grpc_export_with_each_compression_the_variables_name(task, compression, warned):
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN spans over gRPC, with the specification's "none" (the gRPC exporters read only gzip
+    # and failed as they were made: telemetry off, nothing counted), or deflate, which gRPC
+    # does not take
+    with GrpcTraceReceiver() as grpc_rx:
+        env = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": grpc_rx.endpoint, **compression}
+        with instrumented(task, env=env) as (emu, rx):
+            # WHEN the function runs THEN its span goes over gRPC, and the metrics over HTTP
+            result = emu.invoke({})
+            spans = grpc_rx.wait_for(1, timeout=30)
+            wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+            lines = emu.log_lines("extension")
+    assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
+    # ... and deflate was named once, with the default used instead
+    said = [line for line in lines if "ignoring OTEL_EXPORTER_OTLP_" in line]
+    if warned is None:
+        assert not said, said
+    else:
+        assert len(said) == 1 and f"ignoring {warned}='deflate'" in said[0] and "over gRPC" in said[0], said
+
+
 def test_a_grpc_collector_that_refuses_a_request_costs_only_that_request(task):
     import grpc
 

@@ -36,6 +36,7 @@ from lambdawrap.companion.log_records import log_records
 from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
+from lambdawrap.shared import otlp_variables
 from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
 
 logger = logging.getLogger("lambdawrap.companion")
@@ -92,8 +93,9 @@ class GrpcExporterToBuild:
     later export and keep the priority of the thread that made them. The thread that imports
     may have been given a low priority (lifecycle's startup wait); they must not inherit it."""
 
-    def __init__(self, exporter_class: type) -> None:
+    def __init__(self, exporter_class: type, **arguments: object) -> None:
         self.exporter_class = exporter_class
+        self.arguments = arguments
 
 
 def _grpc_answers(exporters_by_signal: tuple) -> dict:
@@ -111,14 +113,19 @@ def _grpc_answers(exporters_by_signal: tuple) -> dict:
 
 def built(exporters: tuple) -> tuple:
     """The exporters with each gRPC one made, on the calling thread."""
-    return tuple(e.exporter_class() if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
+    return tuple(e.exporter_class(**e.arguments) if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
 
 
 def _exporter(settings: Settings, signal: str, transport: object | None) -> object:
     module_name, class_name = _EXPORTERS[signal]
     if settings.protocol(signal) == "grpc":
         module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module_name}")
-        return GrpcExporterToBuild(getattr(module, class_name))
+        from grpc import Compression  # imported by the exporter's module already
+
+        # Given, not read by the exporter: it takes only gzip from the variables and fails as it
+        # is made on the specification's "none" (telemetry off, nothing counted).
+        gzip = otlp_variables.compression(os.environ, signal) == "gzip"
+        return GrpcExporterToBuild(getattr(module, class_name), compression=Compression.Gzip if gzip else Compression.NoCompression)
     module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module_name}")
     if transport is None:
         from lambdawrap.companion.otlp_transport import transport_from_env

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 PREFIXES = ("", "TRACES_", "METRICS_", "LOGS_")  # the general variable, then each signal's
 COMPRESSIONS = ("gzip", "deflate", "none")
+GRPC_COMPRESSIONS = ("gzip", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10
 # A year: far beyond any export, and the exporters' deadlines (in nanoseconds) overflow the
@@ -43,7 +44,8 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
     for prefix in PREFIXES:
-        checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", _compression, "none")]
+        compression = _grpc_compression if _read_over_grpc(env, protocols, prefix, "COMPRESSION") else _compression
+        checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
             checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
         for name, check, default in checks:
@@ -64,15 +66,26 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 found.append((variable, raw.strip()))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers, "").strip():
-            # gRPC carries printable ASCII only: a signal over gRPC that reads this variable
-            # (its own, or the general one where it has none) holds it to that.
-            grpc = any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS", "").strip())) for signal, protocol in protocols)
-            kept, refused = header_entries(env[headers], grpc=grpc)
+            # gRPC carries printable ASCII only.
+            kept, refused = header_entries(env[headers], grpc=_read_over_grpc(env, protocols, prefix, "HEADERS"))
             if refused:
                 # Names only: the values are often credentials.
                 warn("lambdawrap: ignoring %s entries %s (%s); the others are sent", headers, ", ".join(refused), HEADER_RULE)
                 found.append((headers, kept or None))
     return tuple(found)
+
+
+def _read_over_grpc(env: Mapping[str, str], protocols: tuple, prefix: str, name: str) -> bool:
+    """Whether a signal over gRPC reads the variable `name` of `prefix`: its own, or the general
+    one where it has none; such a variable is held to what gRPC can take."""
+    return any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}", "").strip())) for signal, protocol in protocols)
+
+
+def compression(env: Mapping[str, str], signal: str) -> str:
+    """The compression of `signal`'s exporter ("gzip", "deflate" or "none"), read as the
+    OTLP/HTTP exporter reads it: the signal's own variable, else the general one."""
+    own = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION", "").strip()
+    return (own or env.get("OTEL_EXPORTER_OTLP_COMPRESSION", "").strip() or "none").lower()
 
 
 def _http_url(raw: str) -> None:
@@ -105,6 +118,13 @@ def _timeout(raw: str) -> None:
 def _compression(raw: str) -> None:
     if raw.lower() not in COMPRESSIONS:
         raise ValueError("expected one of " + ", ".join(COMPRESSIONS))
+
+
+def _grpc_compression(raw: str) -> None:
+    # The specification's two values: the gRPC exporters have no deflate (their own reading of
+    # the variable fails on it, and on none, as they are made: see exporting._exporter).
+    if raw.lower() not in GRPC_COMPRESSIONS:
+        raise ValueError("expected one of " + ", ".join(GRPC_COMPRESSIONS) + " over gRPC")
 
 
 # What the exporters read of a `name=value` entry (opentelemetry.util.re, liberal): a name of
