@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 
@@ -520,6 +521,45 @@ def test_settings_name_what_is_traced_and_propagated():
     assert s.instrument_exclude_hosts == ("metadata.internal", "10.0.0.1:8080")
     assert Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none"}).instrument == ()
     assert Settings.from_env({}).instrument == ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
+
+
+@pytest.mark.parametrize("value", ["none", "tracecontext,none", "baggage, NONE ,xray"])
+def test_none_among_the_propagators_is_no_propagator_as_the_opentelemetry_api_reads_it(monkeypatch, caplog, value):
+    # GIVEN OTEL_PROPAGATORS naming none, alone or beside others
+    monkeypatch.setenv("OTEL_PROPAGATORS", value)
+    from opentelemetry import propagate
+
+    # WHEN lambdawrap and the OpenTelemetry API (the function's own code) read it
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        ours = Settings.from_env().propagators
+    theirs = propagate._load_propagators()
+    # THEN neither propagates anything, and lambdawrap says nothing of it (it warned "none" was
+    # unknown, and kept the others)
+    assert theirs.fields == set() and ours == (), ours
+    assert not caplog.records
+
+
+CARRIES_NONE = """
+import urllib.request
+
+def handler(event, context):
+    urllib.request.urlopen(event["target"] + "/status/200", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_a_request_carries_no_context_with_none_among_the_propagators(tmp_path):
+    # GIVEN a function that makes a request, and OTEL_PROPAGATORS=tracecontext,none
+    task = write_function(tmp_path / "task", CARRIES_NONE)
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "tracecontext,none"}, timeout_s=30) as (emu, rx):
+        # WHEN it runs
+        assert emu.invoke({"target": http.url}).json() == {"statusCode": 200}
+        # THEN the request is traced, and carries no trace context
+        rx.wait_for_spans(lambda s: s["kind"] == CLIENT, timeout=30)
+        lines = emu.log_lines("function")
+    (request,) = http.requests
+    assert not {"traceparent", "tracestate", "baggage", "x-amzn-trace-id"} & set(request["headers"]), request["headers"]
+    assert not [line for line in lines if "OTEL_PROPAGATORS" in line], lines
 
 
 CARRIES_ON = """

@@ -222,7 +222,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             max_spans_per_invocation=parse(MAX_SPANS_PER_INVOCATION, d.max_spans_per_invocation, _int_range(0, 100_000)),
             instrument=parse(INSTRUMENT, d.instrument, _names_of(LIBRARIES, LIBRARY_GROUPS)),
             instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
-            propagators=parse(PROPAGATORS, d.propagators, _names_of(PROPAGATOR_NAMES, {})),
+            propagators=parse(PROPAGATORS, d.propagators, _propagators),
             http_known_methods=parse(HTTP_KNOWN_METHODS, d.http_known_methods, _http_methods),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
             own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
@@ -407,6 +407,14 @@ def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
         return known
 
     return convert
+
+
+def _propagators(raw: str) -> tuple:
+    # As the OpenTelemetry API reads OTEL_PROPAGATORS (and so does the function's own code that
+    # uses it): "none" anywhere in the list, in any case, is no propagator at all.
+    if "none" in _names(raw):
+        return ()
+    return _names_of(PROPAGATOR_NAMES, {})(raw)
 
 
 def _host_port(address: str, default_port: int) -> str:
