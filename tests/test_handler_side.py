@@ -80,6 +80,9 @@ class TestSettings:
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1", "10"),
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "inf", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "none"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "(the system's CA certificates)"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/", "(none)"),
+            ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/nonexistent/client.key", "from OTEL_EXPORTER_OTLP_CLIENT_KEY"),
             # The SDK's span limits: "unset" is no spelling of the SDK's (a blank value is).
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "unset", "128"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "128"),

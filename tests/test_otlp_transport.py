@@ -32,13 +32,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from conftest import wait_for
+from conftest import wait_for, write_function
 from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
 from support.local_servers import closed_port, read_head
 from support.scripted_server import ScriptedServer
+from support.stack import instrumented
 
 SPAN = ReadableSpan(
     name="GET /orders",
@@ -587,3 +588,21 @@ def test_a_name_is_looked_up_as_the_idna_codec_would_pass_it(host):
     looked_up = _lookup_name(host)
     assert (looked_up if isinstance(looked_up, bytes) else looked_up.encode("idna")) == expected
     assert isinstance(looked_up, bytes) == host.isascii()
+
+
+def test_a_certificate_file_that_is_not_there_is_named_once_and_the_default_used(tmp_path, pki):
+    # GIVEN an https collector of a private CA, configured for every signal, and a traces
+    # certificate that names a file that is not there
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
+    missing = str(tmp_path / "no-such-ca.pem")
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"], "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": missing}
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"])) as rx, instrumented(task, env=env, receiver=rx) as (emu, _):
+        # WHEN the function runs
+        result = emu.invoke({})
+        # THEN its span goes, verified with the general certificate (before: every export of
+        # spans failed with "No such file or directory", retried as a failed connection for
+        # the exporter's whole timeout, naming neither the file nor the variable)
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    said = [line for line in lines if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
+    assert len(said) == 1 and repr(missing) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said

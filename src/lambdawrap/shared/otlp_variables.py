@@ -1,7 +1,8 @@
 """The OTLP exporters' own variables (OTEL_EXPORTER_OTLP_[signal_]ENDPOINT, _TIMEOUT,
-_COMPRESSION, _HEADERS), checked as lambdawrap's are: the exporters read them themselves, and
-take values that fail every export without naming the variable (a timeout of 0, an endpoint
-without its scheme, a header with a line break) or warn about each in words of their own. A
+_COMPRESSION, _HEADERS, _CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE), checked as lambdawrap's
+are: the exporters read them themselves, and take values that fail every export without naming
+the variable (a timeout of 0, an endpoint without its scheme, a header with a line break, a
+certificate file that is not there) or warn about each in words of their own. A
 bad one gets one warning naming it and the default used, and a correction the companion makes
 to its own environment before it makes its exporters (the function's is left as it is); one of
 blanks only is unset there, without a warning: the specification's empty value.
@@ -64,6 +65,15 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 # The exporters would send to the URL blanks and all.
                 warn("lambdawrap: %s=%r has blanks around it; using %r", variable, raw, raw.strip())
                 found.append((variable, raw.strip()))
+        for name, default in (("CERTIFICATE", "(the system's CA certificates)"), ("CLIENT_KEY", "(none)"), ("CLIENT_CERTIFICATE", "(none)")):
+            variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
+            path = env.get(variable, "")
+            # A file missing fails every export over https with "No such file or directory",
+            # naming neither the file nor the variable, and it is retried as a failed connection.
+            if path.strip() and not _readable_file(path):
+                shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
+                warn("lambdawrap: ignoring %s=%r (no file this process can read); using the default %s", variable, path, shown)
+                found.append((variable, None))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers, "").strip():
             # gRPC carries printable ASCII only.
@@ -86,6 +96,12 @@ def compression(env: Mapping[str, str], signal: str) -> str:
     OTLP/HTTP exporter reads it: the signal's own variable, else the general one."""
     own = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION", "").strip()
     return (own or env.get("OTEL_EXPORTER_OTLP_COMPRESSION", "").strip() or "none").lower()
+
+
+def _readable_file(path: str) -> bool:
+    import os  # the settings' import already
+
+    return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
 def _http_url(raw: str) -> None:
