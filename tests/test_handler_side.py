@@ -54,6 +54,12 @@ class TestSettings:
         s = Settings.from_env({"LAMBDAWRAP_FLUSH": "periodic,250", "LAMBDAWRAP_DISABLED": "TRUE", "LAMBDAWRAP_SECRETS_TTL": "86400", "OTEL_SERVICE_NAME": "svc", "AWS_LAMBDA_FUNCTION_NAME": "fn"})
         assert s.flush == FlushStrategy("periodic", 250) and s.disabled and s.secrets_ttl_s == 86400 and s.service_name == "svc"
 
+    @pytest.mark.parametrize("value", ["otlp", " OTLP", ""])
+    def test_otlp_as_the_choice_of_exporter_is_taken_without_a_word(self, caplog, value):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            Settings.from_env({"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value, "OTEL_LOGS_EXPORTER": value})
+        assert not caplog.records
+
     @pytest.mark.parametrize("value, disabled", [("true", True), (" TRUE", True), ("True", True), ("false", False), ("FALSE", False), ("", False)])
     def test_otel_sdk_disabled_reads_as_the_opentelemetry_sdks_do(self, caplog, value, disabled):
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
@@ -83,6 +89,10 @@ class TestSettings:
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "(the system's CA certificates)"),
             ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/", "(none)"),
             ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/nonexistent/client.key", "from OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+            # The SDK's choice of exporter: every signal goes over OTLP here, whatever it says
+            ("OTEL_LOGS_EXPORTER", "none", "otlp"),
+            ("OTEL_TRACES_EXPORTER", "console", "otlp"),
+            ("OTEL_METRICS_EXPORTER", "otlp,prometheus", "otlp"),
             # The SDK's span limits: "unset" is no spelling of the SDK's (a blank value is).
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "unset", "128"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "128"),

@@ -64,6 +64,9 @@ PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 SIGNAL_PROTOCOL = "OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"  # TRACES, METRICS, LOGS
 METRICS_TEMPORALITY = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
 SAMPLER = "OTEL_TRACES_SAMPLER"
+# The SDK's choice of exporter per signal: lambdawrap exports every signal over OTLP, so any
+# other value (none, console, a list) is a bad value, not one passed over in silence.
+SIGNAL_EXPORTER = "OTEL_{signal}_EXPORTER"  # TRACES, METRICS, LOGS
 SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 
 # The spellings of a boolean; the shell launchers match exactly these (case-insensitively,
@@ -205,6 +208,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         limits, limit_corrections = span_limits.read(env, parse.warn)
+        for signal in SIGNALS:
+            parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _otlp_only)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
@@ -312,6 +317,12 @@ def _http_methods(raw: str) -> frozenset:
     if not methods or not all(set(name) <= _TOKEN_CHARS for name in methods):
         raise ValueError("expected HTTP method names, comma-separated")
     return methods
+
+
+def _otlp_only(raw: str) -> str:
+    if raw.lower() != "otlp":
+        raise ValueError("lambdawrap exports every signal over OTLP, by OTEL_EXPORTER_OTLP_[signal_]PROTOCOL")
+    return "otlp"
 
 
 def _nonempty(raw: str) -> str:
