@@ -178,6 +178,17 @@ def test_deflate_read_over_grpc_warns_once_with_name_and_default(caplog, env, na
     assert s.sdk_corrections == ((name, None),)
 
 
+def test_bad_resource_attributes_are_named_once_and_left_out_of_the_sdks_reading(caplog):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": "a=b,oops,=x, c = d%20e ", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "*"})
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "'oops'" in warning and "'=x'" in warning and "OTEL_RESOURCE_ATTRIBUTES" in warning, warning
+    assert s.resource_attributes == (("a", "b"), ("c", "d e"))
+    assert s.sdk_corrections == (("OTEL_RESOURCE_ATTRIBUTES", "a=b, c = d%20e "), ("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", None))
+    # only bad ones: the SDK reads nothing
+    assert Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": "oops"}, warn=False).sdk_corrections == (("OTEL_RESOURCE_ATTRIBUTES", None),)
+
+
 def test_a_header_entry_refused_is_named_never_shown(caplog):
     # Without "=", an entry may be "name: value", its value a credential.
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):

@@ -1229,6 +1229,25 @@ def test_resource_settings_and_per_signal_endpoint(task):
         assert metric_total(rx, "faas.invocations") == 1  # metrics to the general one
 
 
+def test_a_bad_resource_attribute_is_named_once_and_the_sdks_detectors_stay_quiet(task):
+    # GIVEN OTEL_RESOURCE_ATTRIBUTES with an item without "=" and one without a key, and the
+    # SDK's resource detectors named (lambdawrap makes its resource itself)
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "team=payments,oops,=orphan, tier = gold ", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "aws_lambda,process"}
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN the function runs
+        emu.invoke({})
+        span = rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])[0]
+        wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    # THEN the good items are the resource's ...
+    assert span["resource"]["team"] == "payments" and span["resource"]["tier"] == "gold" and "" not in span["resource"]
+    # ... the bad ones named once, by lambdawrap, and the SDK (whose detectors run as its logs
+    # module is imported in the companion) said nothing of them, nor of the detectors
+    said = [line for line in lines if "'oops'" in line]
+    assert len(said) == 1 and "OTEL_RESOURCE_ATTRIBUTES" in said[0] and "'=orphan'" in said[0], said
+    assert not [line for line in lines if "resource attribute pair" in line or "resource detector" in line or "non-empty string" in line], lines
+
+
 def test_each_environment_is_its_own_service_instance(task):
     # GIVEN two environments of one function, and a third whose OTEL_RESOURCE_ATTRIBUTES names
     # its instance WHEN each runs an invocation THEN each environment's spans and metrics carry

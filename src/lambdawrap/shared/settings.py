@@ -60,6 +60,7 @@ SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
 SERVICE_NAME = "OTEL_SERVICE_NAME"
 RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+RESOURCE_DETECTORS = "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"  # not read: see _resource_attributes
 PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 SIGNAL_PROTOCOL = "OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"  # TRACES, METRICS, LOGS
 METRICS_TEMPORALITY = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
@@ -200,7 +201,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         parse = _Parser(env, warn)
         protocol = parse(PROTOCOL, "http/protobuf", _choice(PROTOCOLS, lower=False))
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
-        resource_attributes = _resource_attributes(env.get(RESOURCE_ATTRIBUTES, ""), parse.warn)
+        resource_attributes, resource_corrections = _resource_attributes(env, parse.warn)
         secrets_port = parse(SECRETS_PORT, d.secrets_port, _int_range(1, 65535))
         memory_mb = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000))
         startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
@@ -233,7 +234,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
             protocols=protocols,
             span_limits=limits,
-            sdk_corrections=otlp_corrections + limit_corrections,
+            sdk_corrections=otlp_corrections + limit_corrections + resource_corrections,
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
             sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
@@ -480,22 +481,35 @@ def _secrets(spec: str, warn: Callable[..., None]) -> tuple:
     return tuple(sources)
 
 
-def _resource_attributes(raw: str, warn: Callable[..., None]) -> tuple:
-    """OTEL_RESOURCE_ATTRIBUTES as the SDK's OTELResourceDetector reads it: `k=v` pairs split
-    on commas, blanks around keys and values dropped, values percent-decoded; a later key wins."""
+def _resource_attributes(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
+    """(pairs, corrections): OTEL_RESOURCE_ATTRIBUTES as the SDK's OTELResourceDetector reads
+    it: `k=v` pairs split on commas, blanks around keys and values dropped, values
+    percent-decoded; a later key wins. An item without "=" or without a key is left out.
+
+    The SDK runs its detectors as its logs module is imported in the companion (the default
+    resource of a log record, which lambdawrap never uses): they would warn about each such item
+    a second time, in words of their own, and OTEL_EXPERIMENTAL_RESOURCE_DETECTORS would load
+    detectors lambdawrap does not read (its resource is its own). The corrections leave both
+    out of the companion's environment."""
+    raw = env.get(RESOURCE_ATTRIBUTES, "")
     pairs: dict = {}
-    bad = []
+    bad, good = [], []
     for item in raw.split(",") if raw else ():
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             bad.append(repr(item))
             continue
+        good.append(item)
         value = value.strip()
         if "%" in value:
             from urllib.parse import unquote  # deferred: only escaped values need it
 
             value = unquote(value)
         pairs[key.strip()] = value
+    corrections = []
     if bad:  # one warning for the variable, however many items are wrong
         warn("lambdawrap: ignoring %s items %s (expected key=value); the others are used", RESOURCE_ATTRIBUTES, ", ".join(bad))
-    return tuple(pairs.items())
+        corrections.append((RESOURCE_ATTRIBUTES, ",".join(good) or None))
+    if env.get(RESOURCE_DETECTORS, "").strip():
+        corrections.append((RESOURCE_DETECTORS, None))
+    return tuple(pairs.items()), tuple(corrections)
