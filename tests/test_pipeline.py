@@ -1248,6 +1248,20 @@ def test_a_bad_resource_attribute_is_named_once_and_the_sdks_detectors_stay_quie
     assert not [line for line in lines if "resource attribute pair" in line or "resource detector" in line or "non-empty string" in line], lines
 
 
+def test_the_sdks_batching_and_intervals_are_not_read(task):
+    # GIVEN the SDK's export intervals and timeouts set to what it cannot read (the README: not
+    # read; LAMBDAWRAP_FLUSH says when to export)
+    env = {"OTEL_METRIC_EXPORT_TIMEOUT": "soon", "OTEL_METRIC_EXPORT_INTERVAL": "often", "OTEL_BSP_SCHEDULE_DELAY": "later", "OTEL_BLRP_MAX_QUEUE_SIZE": "many"}
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN the function runs THEN every signal goes, and nothing is said of them (the SDK
+        # warned "Found invalid value for export timeout" as the metrics pipeline was made)
+        emu.invoke({})
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+        wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    assert not [line for line in lines if "invalid value" in line.lower() or "OTEL_" in line], lines
+
+
 def test_each_environment_is_its_own_service_instance(task):
     # GIVEN two environments of one function, and a third whose OTEL_RESOURCE_ATTRIBUTES names
     # its instance WHEN each runs an invocation THEN each environment's spans and metrics carry

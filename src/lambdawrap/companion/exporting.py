@@ -204,7 +204,10 @@ class Pipeline:
         self._on_progress = on_progress or (lambda: None)  # told when a flush completed (wakes the event loop)
         self.span_exporter: SpanExporter = span_exporter
         self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
-        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf)
+        # Both given (the timeout is the SDK's default, used by the reader's timer only: the
+        # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
+        # README says are not read: a value it could not read got a warning in its own words.
+        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf, export_timeout_millis=30_000)
         # The SDK's default filter, named: OTEL_METRICS_EXEMPLAR_FILTER is the function's, for its
         # own SDK, and a value ours does not know made this raise, and nothing was exported.
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader], exemplar_filter=TraceBasedExemplarFilter())
