@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -1260,6 +1261,38 @@ def test_the_sdks_batching_and_intervals_are_not_read(task):
         wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
         lines = emu.log_lines("extension") + emu.log_lines("function")
     assert not [line for line in lines if "invalid value" in line.lower() or "OTEL_" in line], lines
+
+
+def test_a_credential_provider_the_exporters_cannot_load_is_named_once_and_none_used(task):
+    # GIVEN the OTLP/HTTP exporters told to load a credential provider the layer does not hold
+    env = {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER": "corp_sso"}
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN the function runs THEN every signal goes without it (before: the exporters raised
+        # as they were made, the pipeline failed to start, and nothing was exported or counted)
+        result = emu.invoke({})
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        wait_for(lambda: metric_total(rx, "faas.invocations") == 1, 30, what="the invocation's metrics")
+        lines = emu.log_lines("extension")
+    # ... and the variable was named once, with the default used instead
+    said = [line for line in lines if "corp_sso" in line]
+    assert len(said) == 1 and "ignoring OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER='corp_sso'" in said[0] and "using the default (none)" in said[0], lines
+
+
+def test_a_grpc_credential_provider_the_exporter_cannot_load_is_named_once_and_none_used(monkeypatch, caplog):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from lambdawrap.companion.exporting import GrpcExporterToBuild, built
+
+    # GIVEN a gRPC exporter over TLS told to load a credential provider that is not installed
+    monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_GRPC_CREDENTIAL_PROVIDER", "corp_sso")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector.example:4317")
+    # WHEN it is made THEN it is, without the provider, and the variable was named once
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        spans, _, _ = built((GrpcExporterToBuild(OTLPSpanExporter), None, None))
+    assert isinstance(spans, OTLPSpanExporter)
+    (said,) = [r.getMessage() for r in caplog.records if "corp_sso" in r.getMessage()]
+    assert "ignoring OTEL_PYTHON_EXPORTER_OTLP_GRPC_CREDENTIAL_PROVIDER='corp_sso'" in said and "using the default (none)" in said
+    spans.shutdown()
 
 
 def test_each_environment_is_its_own_service_instance(task):

@@ -23,7 +23,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
@@ -113,7 +113,29 @@ def _grpc_answers(exporters_by_signal: tuple) -> dict:
 
 def built(exporters: tuple) -> tuple:
     """The exporters with each gRPC one made, on the calling thread."""
-    return tuple(e.exporter_class(**e.arguments) if isinstance(e, GrpcExporterToBuild) else e for e in exporters)
+    return tuple(_made(lambda e=e: e.exporter_class(**e.arguments), "GRPC", signal) if isinstance(e, GrpcExporterToBuild) else e for signal, e in zip(SIGNALS, exporters))
+
+
+CREDENTIAL_PROVIDERS = ("OTEL_PYTHON_EXPORTER_OTLP_{protocol}_CREDENTIAL_PROVIDER", "OTEL_PYTHON_EXPORTER_OTLP_{protocol}_{signal}_CREDENTIAL_PROVIDER")
+
+
+def _made(make: Callable[[], object], protocol: str, signal: str) -> object:
+    """`make()`, made again without the credential provider the exporter was told to load when
+    that failed: an entry point not installed in the layer, or one that raised, made the
+    exporter raise, and the pipeline failed to start (telemetry off, nothing counted). Without
+    it, the collector may refuse the exports, which are then counted as such."""
+    try:
+        return make()
+    except Exception as error:  # noqa: BLE001 - any failure of a provider's own code too
+        named = [name.format(protocol=protocol, signal=signal.upper()) for name in CREDENTIAL_PROVIDERS]
+        named = [name for name in named if os.environ.get(name)]
+        if not named:
+            raise
+        shown = ", ".join(f"{name}={os.environ[name]!r}" for name in named)
+        logger.warning("lambdawrap: ignoring %s (%s: %s); using the default (none)", shown, type(error).__name__, error)
+        for name in named:
+            os.environ.pop(name)  # this process's environment only, as the exporters read it
+        return make()
 
 
 def _exporter(settings: Settings, signal: str, transport: object | None) -> object:
@@ -127,11 +149,10 @@ def _exporter(settings: Settings, signal: str, transport: object | None) -> obje
         gzip = otlp_variables.compression(os.environ, signal) == "gzip"
         return GrpcExporterToBuild(getattr(module, class_name), compression=Compression.Gzip if gzip else Compression.NoCompression)
     module = importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module_name}")
-    if transport is None:
-        from lambdawrap.companion.otlp_transport import transport_from_env
+    from lambdawrap.companion.otlp_transport import transport_from_env
 
-        transport = transport_from_env(signal.upper())
-    return getattr(module, class_name)(_transport=transport)
+    # A transport made ahead (early_connections) is never one a credential provider replaces.
+    return _made(lambda: getattr(module, class_name)(_transport=transport or transport_from_env(signal.upper())), "HTTP", signal)
 
 
 class RetainingMetricExporter(MetricExporter):
