@@ -281,6 +281,36 @@ RECURSIVE_RAISES = Group(
     scenarios=[do("raises two calls down", "recurse", depth=2, **{"raise": True}), do("echo", "echo"), do("raises in its own call", "recurse", depth=0, **{"raise": True})],
 )
 
+# How an invocation ends, as a user's code breaks it (tests/functions/endings): the caller gets
+# the same bytes, each invocation is one span with the caller's outcome, and what the span names
+# (its error.type) is what the caller got. A frozen dataclass exception refuses every attribute
+# assignment, __traceback__'s too: lambdawrap's taking its own frame off the traceback raised
+# FrozenInstanceError, which the caller got instead of the function's error (from 3.11).
+ENDINGS_REPORTED = Group(
+    "errors the runtime reports - invocation_endings",
+    "endings",
+    scenarios=[
+        do("warm up", "echo"),
+        Scenario("a frozen dataclass exception - frozen_exception", {"do": "raise_frozen"}, attributes={"error.type": "app.FrozenError"}),
+        Scenario("and again, its record held for the post - frozen_exception", {"do": "raise_frozen"}, attributes={"error.type": "app.FrozenError"}),
+        Scenario("an exception whose __getattr__ raises KeyError", {"do": "raise_fields"}, attributes={"error.type": "app.FieldsError"}),
+        do("an exception group", "raise_group"),
+        do("an exception with notes", "raise_noted"),
+        do("a chain of 30 exceptions", "raise_chain", depth=30),
+        do("a message of 500 KB", "raise_huge", size=500_000),
+        do("StopIteration", "raise_stop_iteration"),
+        do("Decimals, one NaN", "decimal"),
+        Scenario("a datetime", {"do": "datetime"}, attributes={"error.type": "Runtime.MarshalError"}),
+        Scenario("a set", {"do": "set"}, attributes={"error.type": "Runtime.MarshalError"}),
+        do("NaN and infinities", "nan"),
+        Scenario("a circular result", {"do": "circular"}, attributes={"error.type": "Runtime.MarshalError"}),
+        Scenario("a result nested 100,000 deep", {"do": "deep", "depth": 100_000}, attributes={"error.type": "Runtime.MarshalError"}),
+        Scenario("an HTTP answer whose body prints as it is serialized", sample("apigw-http", do="loud"), attributes={"http.response.status_code": 200}),
+        Scenario("a Decimal status code that prints as it is rendered", sample("apigw-http", do="loud_decimal"), attributes={"http.response.status_code": 201}),
+        do("echo after them", "echo"),
+    ],
+)
+
 # Warnings on, as a function may run (PYTHONWARNINGS, -X dev): nothing of lambdawrap's may warn in
 # its log. A child forked after the channel to the companion was connected dropped its copy of
 # the socket unclosed: a ResourceWarning in the function's log, an "Exception ignored"
@@ -305,11 +335,11 @@ WARNINGS_ON = [
     for name, env in (("as errors", {"PYTHONWARNINGS": "error"}), ("development mode", {"PYTHONDEVMODE": "1"}))
 ]
 
-GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES, *WARNINGS_ON]
+GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES, *WARNINGS_ON, ENDINGS_REPORTED]
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.
-CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT, MODULE_HIDDEN]
+CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT, MODULE_HIDDEN, ENDINGS_REPORTED]
 OTHERS = [group for group in GROUPS if group not in CORE]
 
 

@@ -74,12 +74,20 @@ def labelled_as_bootstrap(function: Callable) -> Callable:
     return function
 
 
+# BaseException's own slot for the traceback, read and written past the exception's class: a
+# class may refuse assignments (a frozen dataclass raises FrozenInstanceError for any name,
+# __traceback__ too), as the interpreter's own raise never asks it.
+_TRACEBACK = BaseException.__dict__["__traceback__"]
+
+
 def drop_own_frame(exc: BaseException) -> None:
     """Before a bare `raise`: take the calling wrapper's entry off the traceback the exception
     carries, so that the traceback the function (and its caller) sees is the wrapped code's
     alone (honoured from 3.11)."""
-    if STRIPS_BY_RERAISE and exc.__traceback__ is not None:
-        exc.__traceback__ = exc.__traceback__.tb_next
+    if STRIPS_BY_RERAISE:
+        tb = _TRACEBACK.__get__(exc)
+        if tb is not None:
+            _TRACEBACK.__set__(exc, tb.tb_next)
 
 _active: list = []  # the invocation under way in this process (at most one)
 # Outgoing calls that could not carry the trace context (a full message, a client context too
