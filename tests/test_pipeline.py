@@ -367,6 +367,39 @@ def test_user_spans_nest_under_the_invocation(tmp_path):
         assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
 
 
+BULKY_SPANS = """
+from opentelemetry import trace
+tracer = trace.get_tracer("bulk")
+
+
+def handler(event, context):
+    for i in range(event["spans"]):
+        with tracer.start_as_current_span(f"item {i}") as span:
+            span.set_attribute("payload", "p" * 1000)
+    return {"ok": True}
+"""
+
+
+def test_an_invocation_record_larger_than_a_sockets_default_buffer_goes_whole(tmp_path):
+    # GIVEN a function whose spans make each invocation's record ~245 KB: within the channel's
+    # 256 KB, beyond the ~208 KB a Unix socket takes in one send by default
+    task = write_function(tmp_path / "task", BULKY_SPANS)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked once
+        first = emu.invoke({"spans": 190})
+        assert first.json() == {"ok": True}
+        # THEN its span and its function's spans are exported (before: the record's last part
+        # waited for the next invocation's send, and the companion counted it as record_missing)
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == first.request_id, count=1, timeout=30)
+        assert len(rx.wait_for_spans(lambda s: s["name"].startswith("item "), count=190, timeout=30)) == 190
+        # ... and so are the next invocation's, the record of each whole in its own send
+        second = emu.invoke({"spans": 190})
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == second.request_id, count=1, timeout=30)
+        assert len(rx.wait_for_spans(lambda s: s["name"].startswith("item "), count=380, timeout=30)) == 380
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_too_large"}) == 0
+
+
 def test_user_spans_follow_the_sdks_rules(tmp_path):
     # GIVEN a function using the OpenTelemetry API as the SDK's users do (the SDK's rules: a
     # link to no span is left out, not the span; 128 events at most, the newest; OK is final,

@@ -23,7 +23,7 @@ import time
 
 # The C socket module: `socket`'s Python layer (its enums, selectors) costs the function's
 # cold start, and the channel needs none of it.
-from _socket import AF_UNIX, MSG_PEEK, SOCK_STREAM
+from _socket import AF_UNIX, MSG_PEEK, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET
 from _socket import socket as unix_socket
 
 try:
@@ -43,6 +43,13 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any
 
 RECONNECT_INTERVAL_S = 1.0
+# What the connection's send buffer is asked to hold: a record at its largest and the `posted`
+# record after it, in one send. By default a Unix socket takes ~208 KB at a time (wmem_default):
+# of a record larger than that, the rest waited for this process's next send, the next
+# invocation's, and the companion had counted the invocation as record_missing by then (its
+# spans gone uncounted with it), or the process ended first and took the rest with it. The
+# kernel doubles what is asked and caps it at twice net.core.wmem_max (~416 KB at its default).
+SEND_BUFFER_BYTES = 2 * MAX_RECORD_BYTES
 
 
 class Channel:
@@ -99,6 +106,7 @@ class Channel:
         sock = None
         try:
             sock = unix_socket(AF_UNIX, SOCK_STREAM)  # may fail too: no descriptor left
+            _grow_send_buffer(sock)
             # Non-blocking before the connect too: a blocking connect waits while the
             # companion's backlog is full (Managed Instances' workers all ending a first
             # invocation while it waits for CPU), and the invocation with it. A full backlog
@@ -283,3 +291,11 @@ class Channel:
                 pass
         self._sock = None
         self._pending = b""
+
+
+def _grow_send_buffer(sock: unix_socket) -> None:
+    """One system call per connection, none per send: see SEND_BUFFER_BYTES."""
+    try:
+        sock.setsockopt(SOL_SOCKET, SO_SNDBUF, SEND_BUFFER_BYTES)
+    except OSError:
+        pass  # a smaller buffer only costs the largest records
