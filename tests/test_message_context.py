@@ -323,6 +323,28 @@ def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_
     assert [b"_lambdawrap" in r["Data"] for r in records["Records"]] == [True, True, False, False, False, False]
 
 
+def test_a_batch_or_its_resources_given_as_a_tuple_are_measured_and_carried_as_a_list():
+    # botocore takes a tuple wherever its model has a list
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    fields = {"traceparent": TP}
+    added = len(',"_lambdawrap":{"traceparent":"%s"}' % TP)
+    resources = tuple("arn:aws:s3:::bucket-%04d" % i for i in range(100))  # 2,200 bytes
+    # An entry whose resources leave less room than the context needs: it goes as written
+    detail = '{"p":"' + "x" * (aws_carriers.MAX_EVENT_BYTES - 2 - sum(map(len, resources)) - 8 - added + 1) + '"}'
+    full = {"Source": "s", "DetailType": "t", "Resources": resources, "Detail": detail}
+    params = {"Entries": (full,)}
+    assert aws_carriers.inject("events", "PutEvents", params, fields, ENABLED) is False
+    assert params["Entries"][0]["Detail"] == detail
+    # A tuple of entries with room gains the context in each, as a list would
+    params = {"Entries": ({"Source": "s", "DetailType": "t", "Detail": '{"a":1}'}, {"Source": "s", "DetailType": "t", "Detail": '{"b":2}'})}
+    assert aws_carriers.inject("events", "PutEvents", params, fields, ENABLED) is True
+    assert all(mc.payload_context(json.loads(e["Detail"])) == TP for e in params["Entries"])
+    batch = {"QueueUrl": "q", "Entries": ({"Id": "1", "MessageBody": "a"},)}
+    assert aws_carriers.inject("sqs", "SendMessageBatch", batch, fields, ENABLED) is True
+    assert batch["Entries"][0]["MessageAttributes"]["traceparent"]["StringValue"] == TP
+
+
 @pytest.mark.parametrize(
     "service, operation, params",
     [

@@ -184,7 +184,7 @@ def _each(entries_key: str, update: Update, size_of: "Callable[[dict], int]", li
 
     def inject(params: dict, fields: dict) -> bool:
         entries = params.get(entries_key)
-        if not isinstance(entries, list):
+        if not isinstance(entries, (list, tuple)):  # botocore takes either for a list
             return True
         total = sum(size_of(entry) for entry in entries if isinstance(entry, dict))
         copied, complete = [], True
@@ -205,7 +205,7 @@ def _event_entry_bytes(entry: dict) -> int:
     size = 14 if entry.get("Time") is not None else 0
     size += _byte_length(entry.get("Source")) + _byte_length(entry.get("DetailType")) + _byte_length(entry.get("Detail"))
     resources = entry.get("Resources")
-    return size + (sum(_byte_length(r) for r in resources) if isinstance(resources, list) else 0)
+    return size + (sum(_byte_length(r) for r in resources) if isinstance(resources, (list, tuple)) else 0)
 
 
 def _kinesis_record_bytes(record: dict) -> int:
