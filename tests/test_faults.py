@@ -610,7 +610,7 @@ BAD_SETTINGS = {
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": ("weekly", "delta"),
     "OTEL_EXPORTER_OTLP_PROTOCOL": ("carrier-pigeon", "http/protobuf"),
     "OTEL_TRACES_SAMPLER": ("sometimes", "parentbased_always_on"),
-    "OTEL_LOGS_EXPORTER": ("none", "otlp"),  # the SDK's choice of exporter: not lambdawrap's, and said so
+    "OTEL_LOGS_EXPORTER": ("console", "otlp"),  # the SDK's choice of exporter: OTLP or none here, and said so
     "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": ("GET,NOT A METHOD", "CONNECT,DELETE,GET,HEAD,OPTIONS,PATCH,POST,PUT,QUERY,TRACE"),
     # The exporters' own variables, which would fail every export or warn in words of their own
     "OTEL_EXPORTER_OTLP_TIMEOUT": ("abc", "10"),

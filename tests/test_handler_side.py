@@ -57,8 +57,13 @@ class TestSettings:
     @pytest.mark.parametrize("value", ["otlp", " OTLP", ""])
     def test_otlp_as_the_choice_of_exporter_is_taken_without_a_word(self, caplog, value):
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-            Settings.from_env({"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value, "OTEL_LOGS_EXPORTER": value})
-        assert not caplog.records
+            s = Settings.from_env({"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value, "OTEL_LOGS_EXPORTER": value})
+        assert not caplog.records and s.exported_signals == ("traces", "metrics", "logs")
+
+    def test_none_as_the_choice_of_exporter_leaves_metrics_and_logs_out_without_a_word(self, caplog):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": " NONE "})
+        assert not caplog.records and s.exported_signals == ("traces",)
 
     @pytest.mark.parametrize("value, disabled", [("true", True), (" TRUE", True), ("True", True), ("false", False), ("FALSE", False), ("", False)])
     def test_otel_sdk_disabled_reads_as_the_opentelemetry_sdks_do(self, caplog, value, disabled):
@@ -89,8 +94,9 @@ class TestSettings:
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "(the system's CA certificates)"),
             ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/", "(none)"),
             ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/nonexistent/client.key", "from OTEL_EXPORTER_OTLP_CLIENT_KEY"),
-            # The SDK's choice of exporter: every signal goes over OTLP here, whatever it says
-            ("OTEL_LOGS_EXPORTER", "none", "otlp"),
+            # The SDK's choice of exporter: OTLP here, or none for metrics and logs
+            ("OTEL_LOGS_EXPORTER", "console", "otlp"),
+            ("OTEL_TRACES_EXPORTER", "none", "otlp"),
             ("OTEL_TRACES_EXPORTER", "console", "otlp"),
             ("OTEL_METRICS_EXPORTER", "otlp,prometheus", "otlp"),
             # The SDK's span limits: "unset" is no spelling of the SDK's (a blank value is).

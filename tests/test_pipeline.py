@@ -888,6 +888,35 @@ def test_the_companion_loads_only_what_it_uses(task, tmp_path):
     assert imported.isdisjoint({"importlib.metadata", "zipfile", "hmac", "hashlib", "encodings.idna", "http.client", "ssl", "requests"})
 
 
+@pytest.mark.parametrize("exported", [True, False])
+def test_metrics_and_logs_set_to_none_are_neither_exported_nor_loaded(task, tmp_path, exported):
+    # GIVEN a function that logs, with OTEL_METRICS_EXPORTER and OTEL_LOGS_EXPORTER=none (or,
+    # to show what they leave out, unset), its companion's imports reported (-X importtime)
+    profiled = tmp_path / "profiled-python"
+    profiled.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    profiled.chmod(0o755)
+    env = {"LAMBDAWRAP_PYTHON": str(profiled)}
+    if not exported:
+        env.update(OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER=" None")
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN it is invoked twice
+        for _ in range(2):
+            assert emu.invoke(apigw_event()).json()["statusCode"] == 200
+        wait_for(lambda: len(invocation_spans(rx)) == 2, what="both invocations' spans")
+        if exported:
+            wait_for(lambda: rx.logs() and rx.metrics(), what="the logs and metrics")
+        emu.wait_idle()
+        paths = {r["path"] for r in rx.requests()}
+        imported = {line.rsplit("|", 1)[-1].strip() for line in emu.log_lines("extension") if line.startswith("import time:")}
+        warned = [line for line in emu.log_lines("extension") if "_EXPORTER" in line]
+    # THEN the spans went, and only with the variables unset did logs and metrics: with none,
+    # not a request for them, not a warning, and their exporters not even imported
+    assert "/v1/traces" in paths
+    assert ({"/v1/logs", "/v1/metrics"} <= paths) is exported and (paths.isdisjoint({"/v1/logs", "/v1/metrics"}) is not exported), paths
+    assert ({"opentelemetry.exporter.otlp.proto.common._log_encoder", "opentelemetry.exporter.otlp.proto.common.metrics_encoder"} <= imported) is exported
+    assert warned == []
+
+
 @pytest.mark.parametrize("sdk_disabled", [False, True])
 def test_the_companion_collects_garbage_again_once_init_is_over(task, sdk_disabled):
     # The collector is held off while the companion imports (init_gc.py); it must come back

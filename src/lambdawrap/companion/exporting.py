@@ -72,7 +72,8 @@ def make_exporters(settings: Settings, transports: Mapping[str, object] | None =
     from lambdawrap.companion import metadata_on_demand
 
     metadata_on_demand.install()
-    exporters = tuple(_exporter(settings, signal, (transports or {}).get(signal)) for signal in SIGNALS)
+    # None for a signal not exported (OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER=none): not even imported.
+    exporters = tuple(_exporter(settings, signal, (transports or {}).get(signal)) if signal in settings.exported_signals else None for signal in SIGNALS)
     # Their encoders loaded: each distinct attribute is encoded once (attribute_encoding).
     from lambdawrap.companion import attribute_encoding
 
@@ -224,14 +225,16 @@ class Pipeline:
         span_exporter, metric_exporter, log_exporter = exporters  # see make_exporters
         self._on_progress = on_progress or (lambda: None)  # told when a flush completed (wakes the event loop)
         self.span_exporter: SpanExporter = span_exporter
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop)
+        # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
+        # record nothing.
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
-        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf, export_timeout_millis=30_000)
+        self._metric_reader = PeriodicExportingMetricReader(self._metric_exporter, export_interval_millis=math.inf, export_timeout_millis=30_000) if metric_exporter is not None else None
         # The SDK's default filter, named: OTEL_METRICS_EXEMPLAR_FILTER is the function's, for its
         # own SDK, and a value ours does not know made this raise, and nothing was exported.
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader], exemplar_filter=TraceBasedExemplarFilter())
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._metric_reader] if self._metric_reader is not None else [], exemplar_filter=TraceBasedExemplarFilter())
         self.log_exporter = log_exporter
         self.resource = resource
         self.spans: SpanBuffer | None = None
@@ -364,7 +367,7 @@ class Pipeline:
             self._requested += 1
             spans_ticket = self._requested
             self._wake.notify_all()
-            for exporter in (self.span_exporter, self._metric_exporter._inner, self.log_exporter):
+            for exporter in (self.span_exporter, getattr(self._metric_exporter, "_inner", None), self.log_exporter):
                 _end_back_off(exporter)
             # The worker stops by itself before the metrics' share of the time; if it is stuck
             # on the collector, stop waiting for it then.
@@ -431,11 +434,15 @@ class Pipeline:
         """What of `counted` (the counters' totals, see Signals.counted) the collector has not
         acknowledged, as [{"name", "attributes", "value"}]: what an environment ending now
         would take with it."""
+        if self._metric_exporter is None:
+            return []  # metrics not exported (OTEL_METRICS_EXPORTER=none): nothing to carry over
         acknowledged = self._metric_exporter.acknowledged
         return [{"name": name, "attributes": dict(attributes), "value": value - acknowledged[(name, attributes)]} for (name, attributes), value in list(counted.items()) if value > acknowledged[(name, attributes)]]
 
     def _metrics_reserve_s(self) -> float:
         # Time kept at SHUTDOWN for the metrics after the spans: they carry the drop counts.
+        if self._metric_exporter is None:
+            return 0.0
         return max(MIN_METRICS_RESERVE_S, 1.2 * self.latency_s + 0.02)
 
     def _run(self) -> None:
@@ -525,7 +532,7 @@ class Pipeline:
         job no thread could be had for (memory, limits) runs here after the spans, in turn."""
         end = self._deadline
         has_spans = self.spans is not None and len(self.spans) > 0
-        beside = [fn for fn, due in ((self._export_metrics, has_spans), (self._export_logs, self._logs_waiting())) if due]
+        beside = [fn for fn, due in ((self._export_metrics, has_spans and self._metric_exporter is not None), (self._export_logs, self._logs_waiting())) if due]
         helpers, in_turn = [], []
         for fn in beside:
             helper = _started(fn, end, "run")
@@ -601,7 +608,7 @@ class Pipeline:
         return stage == "run" and self._stage != "run"
 
     def _export_metrics(self, end: float, stage: str) -> None:
-        if self._overtaken(stage) or self._held_off("metrics"):
+        if self._metric_exporter is None or self._overtaken(stage) or self._held_off("metrics"):
             return  # held off: the SDK aggregates on meanwhile, losslessly
         left_ms = (end - time.monotonic()) * 1000
         if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):

@@ -35,7 +35,7 @@ from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.sampling import make_sampler
-from lambdawrap.shared.settings import SIGNALS, Settings
+from lambdawrap.shared.settings import Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
@@ -171,7 +171,7 @@ class Companion:
                 else:
                     os.environ[variable] = value
             self._headers_from_secrets()
-            transports = connect_early([s for s in SIGNALS if self.settings.protocol(s) != "grpc"], os.environ)
+            transports = connect_early([s for s in self.settings.exported_signals if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
             from lambdawrap.companion.resource import build_resource

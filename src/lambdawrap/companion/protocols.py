@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 
-from lambdawrap.shared.settings import PROTOCOL, SIGNAL_PROTOCOL, SIGNALS, Settings
+from lambdawrap.shared.settings import PROTOCOL, SIGNAL_PROTOCOL, Settings
 
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
 
@@ -20,7 +20,7 @@ GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
 def fall_back_from_grpc(settings: Settings) -> None:
     """Where `settings` ask for gRPC and this layer cannot speak it, this process's environment
     is corrected to http/protobuf (the function's is left as it is)."""
-    grpc_signals = [signal for signal in SIGNALS if settings.protocol(signal) == "grpc"]
+    grpc_signals = [signal for signal in settings.exported_signals if settings.protocol(signal) == "grpc"]
     if not grpc_signals or find_spec(GRPC_EXPORTER) is not None:
         return
     own = [SIGNAL_PROTOCOL.format(signal=signal.upper()) for signal in grpc_signals]

@@ -63,6 +63,7 @@ class Signals:
         self.builder = SpanBuilder(resource, settings.function_name, lambda trace_id: sampled(trace_id, None))
         self.spans = SpanBuffer(settings.buffer_max_spans, self.dropped)
         self.logs = LogBuffer(self.dropped)
+        self._logs_exported = "logs" in settings.exported_signals
         meter = meter_provider.get_meter("lambdawrap", __version__, schema_url=SCHEMA_URL)  # the faas.* names are the conventions'
         self._counters = {
             "faas.invocations": meter.create_counter("faas.invocations", unit="{invocation}", description="Invocations of the function"),
@@ -230,11 +231,14 @@ class Signals:
             self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
 
     def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
-        self.logs.add(line, time_ns, ids, request_id)
+        if self._logs_exported:
+            self.logs.add(line, time_ns, ids, request_id)
 
     def dropped_log_line(self, chars: int) -> bool:
-        """Whether a line of `chars` characters would be dropped now; if so it is counted."""
-        return self.logs.drop_if_full(chars)
+        """Whether a line of `chars` characters would be dropped now; if so it is counted. With
+        logs not exported (OTEL_LOGS_EXPORTER=none) every line would be, and none is counted:
+        nobody asked for them."""
+        return not self._logs_exported or self.logs.drop_if_full(chars)
 
     def user_spans(self, spans: list) -> None:
         """Spans the user's code made with the OpenTelemetry API, as the bridge sent them."""

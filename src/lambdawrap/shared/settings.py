@@ -65,8 +65,9 @@ PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 SIGNAL_PROTOCOL = "OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"  # TRACES, METRICS, LOGS
 METRICS_TEMPORALITY = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
 SAMPLER = "OTEL_TRACES_SAMPLER"
-# The SDK's choice of exporter per signal: lambdawrap exports every signal over OTLP, so any
-# other value (none, console, a list) is a bad value, not one passed over in silence.
+# The SDK's choice of exporter per signal: lambdawrap exports over OTLP, and honours none for
+# metrics and logs; any other value (console, a list; none for traces) is a bad value, not one
+# passed over in silence.
 SIGNAL_EXPORTER = "OTEL_{signal}_EXPORTER"  # TRACES, METRICS, LOGS
 SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
 
@@ -149,6 +150,7 @@ _FIELDS = (
     ("propagate_aws", AWS_CARRIERS),
     ("own_endpoints", ()),  # host:port of the Runtime API, the secrets API, X-Ray, the collector
     ("protocols", (("traces", "http/protobuf"), ("metrics", "http/protobuf"), ("logs", "http/protobuf"))),
+    ("exported_signals", SIGNALS),  # OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER=none leave theirs out
     ("metrics_temporality", "delta"),
     ("sampler", "parentbased_always_on"),
     ("sampler_ratio", 1.0),
@@ -209,8 +211,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         limits, limit_corrections = span_limits.read(env, parse.warn)
-        for signal in SIGNALS:
-            parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _otlp_only)
+        exported_signals = tuple(signal for signal in SIGNALS if parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _exporter_choice(signal)) == "otlp")
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
@@ -233,6 +234,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
             own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
             protocols=protocols,
+            exported_signals=exported_signals,
             span_limits=limits,
             sdk_corrections=otlp_corrections + limit_corrections + resource_corrections,
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
@@ -320,10 +322,20 @@ def _http_methods(raw: str) -> frozenset:
     return methods
 
 
-def _otlp_only(raw: str) -> str:
-    if raw.lower() != "otlp":
-        raise ValueError("lambdawrap exports every signal over OTLP, by OTEL_EXPORTER_OTLP_[signal_]PROTOCOL")
-    return "otlp"
+def _exporter_choice(signal: str) -> Callable[[str], str]:
+    """OTEL_{signal}_EXPORTER as lambdawrap reads it: otlp, or for metrics and logs none (that
+    signal is not exported, as the SDK's none has it). Traces are the layer itself: no other
+    value, LAMBDAWRAP_DISABLED switches it off."""
+    choices = ("otlp",) if signal == "traces" else ("otlp", "none")
+
+    def convert(raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            off = f"; {DISABLED}=true switches the layer off" if signal == "traces" else ""
+            raise ValueError(f"expected {' or '.join(choices)}: lambdawrap exports over OTLP, by OTEL_EXPORTER_OTLP_[signal_]PROTOCOL{off}")
+        return value
+
+    return convert
 
 
 def _nonempty(raw: str) -> str:
