@@ -24,10 +24,17 @@ class SlowToSerialize(tuple):
         return {"serialized": True}
 
 
+class ExitsWhenSerialized(tuple):
+    def _asdict(self):
+        sys.exit(self[0])
+
+
 def handler(event, context):
     do = event.get("do")
     if do == "exit":
         sys.exit(event["code"])
+    if do == "exit_serializing":
+        return ExitsWhenSerialized((event["code"],))
     if do == "interrupt":
         raise KeyboardInterrupt
     if do == "raise":
@@ -118,6 +125,44 @@ def test_a_timeout_while_the_response_is_serialized_is_counted_whatever_the_marg
     assert metric_total(rx, "faas.timeouts") == 2
     assert metric_total(rx, "faas.errors") == 2
     assert metric_total(rx, "lambdawrap.crashes") == 0
+    assert metric_total(rx, "faas.invocations") == len(events)
+
+
+@every_python
+def test_a_platform_late_to_tell_of_a_failure_after_the_record_leaves_the_span_as_the_caller_got_it(task, runtime_python):
+    # GIVEN a platform that does not flush telemetry before SHUTDOWN and holds each batch 2.5 s
+    # (Lambda promises neither), and invocations whose record came, but whose caller got the
+    # platform's error: a handler that ended the runtime, an exit while the response was
+    # serialized (the environment's first invocation, whose record goes before the post), and a
+    # timeout there
+    events = [{}, {"do": "exit", "code": 3}, {"do": "exit_serializing", "code": 4}, {"do": "late", "left_ms": 150}, {"do": "interrupt"}, {}]
+    with instrumented(task, timeout_s=TIMEOUT_S, python=runtime_python) as (emu, rx):
+        results = [emu.invoke(events[0])]
+        emu.bus.gate.flush_before_shutdown = False
+        emu.bus.gate.min_buffer_s = 2.5
+        results += [emu.invoke(event) for event in events[1:-1]]
+        assert emu.wait_idle(30)  # the last reset, SHUTDOWN first, before the platform is mended
+        emu.bus.gate.flush_before_shutdown = True
+        emu.bus.gate.min_buffer_s = 0.0
+        results.append(emu.invoke(events[-1]))
+        got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
+        assert got == [None, "Runtime.ExitError", "Runtime.ExitError", "Sandbox.Timedout", "Runtime.ExitError", None]
+        spans = one_span_each(rx, results)
+    # THEN each span says what the caller got, not how the handler ended (before: SystemExit,
+    # a success, a success, KeyboardInterrupt), the handler's exception an event
+    said = [(spans[r.request_id]["attributes"].get("error.type"), spans[r.request_id]["attributes"].get("lambdawrap.failure_reason"), exception_types(spans[r.request_id])) for r in results]
+    assert said == [
+        (None, None, []),
+        ("Runtime.ExitError", "crash", ["SystemExit"]),
+        ("Runtime.ExitError", "crash", []),
+        ("Sandbox.Timedout", "timeout", []),
+        ("Runtime.ExitError", "crash", ["KeyboardInterrupt"]),
+        (None, None, []),
+    ]
+    # ... and each is counted once, as the caller's failure
+    assert metric_total(rx, "lambdawrap.crashes") == 3
+    assert metric_total(rx, "faas.timeouts") == 1
+    assert metric_total(rx, "faas.errors") == 4
     assert metric_total(rx, "faas.invocations") == len(events)
 
 

@@ -358,6 +358,9 @@ class Correlator:
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
         self._invoked = False  # an INVOKE came: the next is not the environment's first
+        # The request the platform handed over last (on demand): the one under way when a reset
+        # comes, which a timeout or a crash ends (any earlier one had its runtime ask for more).
+        self._last_invoked: str | None = None
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -403,6 +406,7 @@ class Correlator:
             inv.invoke_event = event
             if not self._managed_instances:
                 inv.first_invoke, self._invoked = not self._invoked, True
+                self._last_invoked = rid
             self._maybe_finish(inv)  # the record and the outcome may have come first
             return inv
 
@@ -957,6 +961,13 @@ class Correlator:
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:
+                    if inv.outcome is None and inv.posted is None and reason in ("timeout", "failure") and inv.request_id == self._last_invoked:
+                        # Under way when its environment timed out or failed, nothing posted for
+                        # it that this process heard of: its caller got the platform's error, as
+                        # the platform's word, late, would say (a handler that ended the runtime,
+                        # an exit or a timeout while its response was serialized). Its record
+                        # tells only how the handler ended.
+                        inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
                     self._finish_without_word(inv)
                 elif inv.outcome is not None and not inv.failed_on_platform:
                     self._account_missing(inv)
