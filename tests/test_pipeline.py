@@ -367,6 +367,34 @@ def test_user_spans_nest_under_the_invocation(tmp_path):
         assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
 
 
+def test_an_exception_with_a_long_message_keeps_its_frames_on_the_span(tmp_path):
+    # GIVEN a handler whose exception's message is 100 KB (a payload quoted in it)
+    task = write_function(
+        tmp_path / "task",
+        """
+        def fetch(order):
+            raise ValueError("no such order: " + "x" * 100_000)
+
+        def handler(event, context):
+            return fetch(event["order"])
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # WHEN it raises twice: its record sent at once, then held for the runtime's post
+        results = [emu.invoke({"order": n}) for n in range(2)]
+        assert [r.json()["errorType"] for r in results] == ["ValueError"] * 2
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2)
+    # THEN each span's exception event has the stack's frames, the message cut where the stack
+    # prints it (before: the stack's last 32 KB, all of them the message's "x")
+    for span in spans:
+        (event,) = [e for e in span["events"] if e["name"] == "exception"]
+        stack = event["attributes"]["exception.stacktrace"]
+        assert stack.startswith("Traceback (most recent call last):\n")
+        assert ", in handler\n" in stack and ", in fetch\n" in stack
+        assert stack.endswith("ValueError: no such order: " + "x" * (4096 - len("no such order: ")) + "...[truncated]\n")
+        assert event["attributes"]["exception.message"] == ("no such order: " + "x" * 100_000)[:4096]
+
+
 BULKY_SPANS = """
 from opentelemetry import trace
 tracer = trace.get_tracer("bulk")

@@ -519,8 +519,9 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
     try:
         # What traceback.format_exception formats, kept to read its message back.
         described = traceback.TracebackException(type(error), error, error.__traceback__ if tb is _OWN_TRACEBACK else tb, compact=True)
-        stack = "".join(described.format())
         message = getattr(described, "_str", None)
+        _cut_texts(described)
+        stack = "".join(described.format())
     except BaseException:  # noqa: BLE001 - a user's exception may break formatting in many ways
         # (its __str__ may raise anything, SystemExit too: the runtime meets that itself when it
         # renders the exception, and at exit nothing of ours may print)
@@ -538,6 +539,27 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
         "stack": stack[-MAX_STACK_CHARS:],
     }
 
+
+
+TRUNCATED = "...[truncated]"
+
+
+def _cut_texts(described: Any) -> None:
+    """Each exception's text as the stack prints it (the one described, its causes and
+    contexts, a group's members), cut to MAX_MESSAGE_CHARS: the stack keeps its last
+    MAX_STACK_CHARS, of which a message of that size or more left nothing but its own tail, the
+    frames gone. Through TracebackException's own `_str`, where format() reads each text."""
+    seen: set = set()
+    todo = [described]
+    while todo:
+        each = todo.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        text = getattr(each, "_str", None)
+        if isinstance(text, str) and len(text) > MAX_MESSAGE_CHARS:
+            each._str = text[:MAX_MESSAGE_CHARS] + TRUNCATED
+        todo += [getattr(each, "__cause__", None), getattr(each, "__context__", None), *(getattr(each, "exceptions", None) or ())]
 
 
 # type's own descriptors for a class's names, which no metaclass overrides.
