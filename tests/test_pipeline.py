@@ -395,6 +395,41 @@ def test_an_exception_with_a_long_message_keeps_its_frames_on_the_span(tmp_path)
         assert event["attributes"]["exception.message"] == ("no such order: " + "x" * 100_000)[:4096]
 
 
+def test_an_exception_whose_getattr_raises_keeps_its_frames_on_the_span(tmp_path):
+    # GIVEN a handler raising an exception whose fields are looked up in a dict, as some API
+    # clients' errors are: any other name is a KeyError, __notes__ too (which Python's traceback
+    # formatting asks for from 3.11, expecting an AttributeError)
+    task = write_function(
+        tmp_path / "task",
+        """
+        class FieldsError(Exception):
+            def __init__(self, fields):
+                super().__init__(fields["message"])
+                self.fields = fields
+
+            def __getattr__(self, name):
+                return self.__dict__["fields"][name]
+
+        def fetch(order):
+            raise FieldsError({"message": "no such order", "order": order})
+
+        def handler(event, context):
+            return fetch(event["order"])
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke({"order": n}) for n in range(2)]
+        assert [r.json()["errorType"] for r in results] == ["FieldsError"] * 2
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2)
+    # THEN each span's exception event has the stack's frames (before: an empty stacktrace)
+    for span in spans:
+        (event,) = [e for e in span["events"] if e["name"] == "exception"]
+        stack = event["attributes"]["exception.stacktrace"]
+        assert stack.startswith("Traceback (most recent call last):\n") and stack.endswith("app.FieldsError: no such order\n")
+        assert ", in handler\n" in stack and ", in fetch\n" in stack
+        assert span["attributes"]["error.type"] == "app.FieldsError" and event["attributes"]["exception.message"] == "no such order"
+
+
 BULKY_SPANS = """
 from opentelemetry import trace
 tracer = trace.get_tracer("bulk")

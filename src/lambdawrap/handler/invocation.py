@@ -513,19 +513,22 @@ def _payload(value: Any, keys: Any) -> str | None:
 def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
     """type, message and stack of an exception (its traceback `tb`, by default the one it
     carries), as a span records them; never raises, and runs none of the exception's code but
-    its __str__ (guarded), once: the stack's last line and the message are the same text (a
-    second time only where formatting the stack failed)."""
-    message = None
+    its __str__ (guarded), once, and its __getattr__ for __notes__ (3.11+, as Python's own
+    printing asks): the stack's last line and the message are the same text (a second time only
+    where formatting the stack failed: then the stack is its frames alone)."""
+    message = stack = None
+    frames = error.__traceback__ if tb is _OWN_TRACEBACK else tb
     try:
         # What traceback.format_exception formats, kept to read its message back.
-        described = traceback.TracebackException(type(error), error, error.__traceback__ if tb is _OWN_TRACEBACK else tb, compact=True)
+        described = traceback.TracebackException(type(error), error, frames, compact=True)
         message = getattr(described, "_str", None)
         _cut_texts(described)
         stack = "".join(described.format())
     except BaseException:  # noqa: BLE001 - a user's exception may break formatting in many ways
         # (its __str__ may raise anything, SystemExit too: the runtime meets that itself when it
-        # renders the exception, and at exit nothing of ours may print)
-        stack = ""
+        # renders the exception, and at exit nothing of ours may print; a __getattr__ may raise
+        # other than AttributeError when asked for __notes__, from 3.11)
+        pass
     if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
         try:
             message = str(error)
@@ -533,11 +536,24 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
             message = _UNPRINTABLE[0]
     if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
         message = f"<unprintable {type(error).__name__}>"
+    kind = _type_name(type(error))
+    if stack is None:
+        stack = _frames_only(frames, kind, message)
     return {
-        "type": _type_name(type(error)),
+        "type": kind,
         "message": message[:MAX_MESSAGE_CHARS],
         "stack": stack[-MAX_STACK_CHARS:],
     }
+
+
+def _frames_only(frames: Any, kind: str, message: str) -> str:
+    """The traceback as Python prints it, from its frames alone (no cause, context or note: they
+    are the exception's to give, and it failed to), where the whole could not be formatted."""
+    try:
+        last = f"{kind}: {message[:MAX_MESSAGE_CHARS]}" if message else kind
+        return "Traceback (most recent call last):\n" + "".join(traceback.format_list(traceback.extract_tb(frames))) + last + "\n"
+    except BaseException:  # noqa: BLE001 - as describe_exception's
+        return ""
 
 
 
