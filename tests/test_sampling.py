@@ -3,6 +3,7 @@ cannot be imported) decide exactly as the OpenTelemetry SDK's samplers of the sa
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -51,3 +52,30 @@ def test_settings_read_the_standard_variables():
     assert (s.sampler, s.sampler_ratio) == ("parentbased_traceidratio", 0.1)
     s = Settings.from_env({"OTEL_TRACES_SAMPLER": "jaeger_remote", "OTEL_TRACES_SAMPLER_ARG": "2"}, warn=False)
     assert (s.sampler, s.sampler_ratio) == ("parentbased_always_on", 1.0)
+
+
+@pytest.mark.parametrize(
+    "sampler, arg, arg_warnings",
+    [
+        ("xray", "endpoint=http://localhost:2000,polling_interval=300", 0),
+        ("parentbased_jaeger_remote", "endpoint=http://localhost:14250", 0),
+        ("always_on", "abc", 0),
+        ("parentbased_always_off", "-1", 0),
+        ("traceidratio", "abc", 1),
+        ("parentbased_traceidratio", "1.5", 1),
+    ],
+)
+def test_the_argument_is_read_only_beside_a_sampler_that_takes_one_as_in_the_sdk(monkeypatch, caplog, sampler, arg, arg_warnings):
+    # GIVEN a sampler and an argument WHEN the SDK and lambdawrap read them THEN each warns of
+    # the argument only where the sampler takes one (before: lambdawrap warned of an X-Ray
+    # sampler's argument too, "using the default 1.0", beside its warning of the sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    with caplog.at_level(logging.WARNING):
+        sdk._get_from_env_or_default()
+        theirs = [r for r in caplog.records if "TRACES_SAMPLER_ARG" in r.getMessage()]
+        caplog.clear()
+        settings = Settings.from_env()
+        ours = [r for r in caplog.records if "OTEL_TRACES_SAMPLER_ARG" in r.getMessage()]
+    assert len(ours) == len(theirs) == arg_warnings, (ours, theirs)
+    assert settings.sampler_ratio == 1.0

@@ -212,6 +212,10 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         limits, limit_corrections = span_limits.read(env, parse.warn)
         exported_signals = tuple(signal for signal in SIGNALS if parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _exporter_choice(signal)) == "otlp")
+        sampler = parse(SAMPLER, d.sampler, _choice(SAMPLERS))
+        # The argument is the ratio samplers' alone, as the SDK reads it: beside another sampler
+        # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
+        sampler_ratio = parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)) if sampler.endswith("traceidratio") else d.sampler_ratio
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
@@ -238,8 +242,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             span_limits=limits,
             sdk_corrections=otlp_corrections + limit_corrections + resource_corrections,
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
-            sampler=parse(SAMPLER, d.sampler, _choice(SAMPLERS)),
-            sampler_ratio=parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)),
+            sampler=sampler,
+            sampler_ratio=sampler_ratio,
             secrets=_secrets(env.get(SECRETS, ""), parse.warn),
             secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
             secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, MAX_SECRETS_TTL_S)),
