@@ -562,6 +562,23 @@ def test_a_request_carries_no_context_with_none_among_the_propagators(tmp_path):
     assert not [line for line in lines if "OTEL_PROPAGATORS" in line], lines
 
 
+def test_xray_lambda_among_the_propagators_carries_the_xray_header(tmp_path):
+    # GIVEN OTEL_PROPAGATORS naming the X-Ray propagator's Lambda form, as AWS's guides have it
+    task = write_function(tmp_path / "task", CARRIES_NONE)
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "xray-lambda"}, timeout_s=30) as (emu, rx):
+        # WHEN the function makes a request
+        assert emu.invoke({"target": http.url}).json() == {"statusCode": 200}
+        (client,) = rx.wait_for_spans(lambda s: s["kind"] == CLIENT, timeout=30)
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    # THEN the request carries the X-Ray header of its client span, as with xray (before: the
+    # name was ignored as unknown, and the request carried nothing)
+    (request,) = http.requests
+    header = request["headers"].get("x-amzn-trace-id") or ""
+    assert f"Root=1-{client['trace_id'][:8]}-{client['trace_id'][8:]};Parent={client['span_id']}" in header, (header, client)
+    assert "traceparent" not in request["headers"]
+    assert not [line for line in lines if "OTEL_PROPAGATORS" in line], lines
+
+
 CARRIES_ON = """
 import urllib.request
 from opentelemetry import trace

@@ -91,6 +91,10 @@ LIBRARY_GROUPS = {"aws-sdk": ("botocore",), "http": ("requests", "urllib3", "url
 AWS_CARRIERS = ("sqs", "sns", "eventbridge", "kinesis", "stepfunctions", "lambda")
 # OTEL_PROPAGATORS: the formats outgoing HTTP requests carry (the SDK's names; others are ignored).
 PROPAGATOR_NAMES = ("tracecontext", "baggage", "xray")
+# The X-Ray propagator's form for Lambda (opentelemetry-propagator-aws-xray's, the one AWS's
+# Lambda guides name) sends the X-Ray header as xray does; what it reads differently (the
+# function's _X_AMZN_TRACE_ID), lambdawrap reads anyway.
+PROPAGATOR_GROUPS = {"xray-lambda": ("xray",)}
 # Where lambdawrap's own traffic goes besides the configured collector: never a client span.
 OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
 DEFAULT_OTLP_ENDPOINT = "localhost:4318"
@@ -442,7 +446,7 @@ def _propagators(raw: str) -> tuple:
     # uses it): "none" anywhere in the list, in any case, is no propagator at all.
     if "none" in _names(raw):
         return ()
-    return _names_of(PROPAGATOR_NAMES, {})(raw)
+    return _names_of(PROPAGATOR_NAMES, PROPAGATOR_GROUPS)(raw)
 
 
 def _host_port(address: str, default_port: int) -> str:
