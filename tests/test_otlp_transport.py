@@ -297,6 +297,27 @@ def test_through_the_proxy_of_the_environment_with_its_credentials(monkeypatch, 
     assert len(plain.requests) == 2 and len(secure.requests) == 1
 
 
+def test_credentials_in_the_collectors_url_go_as_requests_sends_them(monkeypatch):
+    # GIVEN a collector URL holding Basic credentials (percent-encoded), and an Authorization
+    # header from the environment, which requests replaces with them
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20other,x-team=orders")
+    with Collector() as collector, ForwardProxy() as proxy:
+        url = collector.endpoint.replace("http://", "http://us%40er:p%3Ass@")
+        # WHEN both transports export to it, and ours through a plain-HTTP proxy too
+        with environment(monkeypatch, {}):
+            assert export_with(None, url) == SpanExportResult.SUCCESS
+            assert export_with(StdlibHTTPTransport(), url) == SpanExportResult.SUCCESS
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            assert export_with(StdlibHTTPTransport(), url) == SpanExportResult.SUCCESS
+    # THEN the collector got the same credentials from each (before: none from ours, and every
+    # export to such a collector was refused) ...
+    expected = "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert [r["headers"].get("authorization") for r in collector.requests] == [expected] * 3, collector.requests
+    assert {r["headers"].get("x-team") for r in collector.requests} == {"orders"}
+    # ... and the proxy was given the URL without them (before: in its request line)
+    assert [target for _, target, _ in proxy.seen] == [collector.endpoint], proxy.seen
+
+
 def test_tls_with_the_configured_ca_and_client_certificate(monkeypatch, pki):
     with Collector(tls=server_tls(pki, require_client=True)) as collector, environment(monkeypatch, {}):
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])

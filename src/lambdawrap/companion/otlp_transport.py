@@ -7,7 +7,8 @@ take any `BaseHTTPTransport`; this one does what their requests transport does f
 POST: connections kept alive per server, proxies from the environment as requests reads them
 (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`, lower case first), TLS verified against
 the OTLP certificate settings (else `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`, else certifi's bundle,
-else the system's), client certificates, and no redirects followed. The retries, back-off and
+else the system's), client certificates, Basic credentials from the collector URL
+(`https://user:key@host`), and no redirects followed. The retries, back-off and
 compression stay the exporters' own. tests/test_otlp_transport.py compares the two. One
 difference: a redirect is a failed export, not a delivered one as the exporters take it.
 
@@ -103,6 +104,8 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
         self.last_status = None
         try:
             target, path, proxy, key = self._route(url)
+            if target.username or target.password:
+                headers = _with_url_credentials(headers, target)
             conn = self._take(key)
             if conn is None:
                 conn, timeout = self._made_ahead(key, timeout)
@@ -332,7 +335,7 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
         conn.sock.settimeout(timeout)
     request_headers = dict(headers or {})
     if scheme == "http":
-        path = url  # a plain-HTTP proxy takes the whole URL
+        path = _without_userinfo(url)  # a plain-HTTP proxy takes the whole URL, not its credentials
         request_headers.update(_proxy_auth(proxy))
     conn.request(method, path, body=data, headers=request_headers)
     response = conn.getresponse()
@@ -381,6 +384,21 @@ def _default_ca_bundle(environ: Mapping[str, str]) -> str | None:
     except ImportError:
         return None  # the system's store
     return certifi.where()
+
+
+def _with_url_credentials(headers: dict | None, target: Any) -> dict:
+    """`headers` with the Basic credentials a collector URL holds (https://user:key@host/...),
+    as requests sends them, in place of any Authorization header: the exporters' default
+    transport does, and a collector that authenticates so refused every export without it."""
+    credentials = f"{unquote(target.username or '')}:{unquote(target.password or '')}".encode("latin-1")
+    kept = {name: value for name, value in (headers or {}).items() if name.lower() != "authorization"}
+    kept["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return kept
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url
 
 
 def _proxy_auth(proxy: str) -> dict:
