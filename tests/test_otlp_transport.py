@@ -264,6 +264,15 @@ def test_a_redirect_is_a_failed_export_not_a_delivered_one(status, caplog):
     assert any(f"answered {status}" in r.getMessage() and "https://elsewhere.example/v1/traces" in r.getMessage() for r in caplog.records), caplog.text
 
 
+def test_a_redirect_is_reported_without_the_credentials_of_the_collectors_url(caplog):
+    with Collector(script=[(308, {"Location": "https://elsewhere.example/v1/traces"})]) as collector:
+        url = collector.endpoint.replace("http://", "http://user:s3cr3t-key@")
+        with caplog.at_level(logging.ERROR):
+            assert export_with(StdlibHTTPTransport(), url) == SpanExportResult.FAILURE
+    said = [r.getMessage() for r in caplog.records if "answered 308" in r.getMessage()]
+    assert said and collector.endpoint in said[0] and not [r for r in caplog.records if "s3cr3t" in r.getMessage()], caplog.text
+
+
 def test_an_unreachable_collector_is_a_connection_error_for_both():
     endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
     ours = StdlibHTTPTransport()
