@@ -195,6 +195,14 @@ def test_bad_resource_attributes_are_named_once_and_left_out_of_the_sdks_reading
     assert Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": "oops"}, warn=False).sdk_corrections == (("OTEL_RESOURCE_ATTRIBUTES", None),)
 
 
+@pytest.mark.parametrize("value", ["https://user:s3cr3t@collector.example:0/otlp", " https://s3cr3t@collector.example:4318 "])
+def test_an_endpoint_warned_about_is_shown_without_its_credentials(caplog, value):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": value})
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning and "***@collector.example" in warning and "s3cr3t" not in warning, warning
+
+
 def test_a_header_entry_refused_is_named_never_shown(caplog):
     # Without "=", an entry may be "name: value", its value a credential.
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):

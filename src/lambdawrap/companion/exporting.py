@@ -314,7 +314,7 @@ class Pipeline:
                     started += 1
                     spare_cpu_s -= set_up[1]
             except Exception:  # noqa: BLE001 - only a head start: the flush connects itself
-                logger.debug("lambdawrap: connecting ahead to %s failed", endpoint, exc_info=True)
+                logger.debug("lambdawrap: connecting ahead for %s failed", signal, exc_info=True)
         return started
 
     def request_flush(self, deadline_s: float | None = None) -> int:

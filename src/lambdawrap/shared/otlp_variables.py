@@ -58,12 +58,12 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 check(raw.strip())
             except ValueError as exc:
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
-                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, raw, exc, shown)
+                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, _without_credentials(raw), exc, shown)
                 found.append((variable, None))
                 continue
             if name == "ENDPOINT" and raw != raw.strip():
                 # The exporters would send to the URL blanks and all.
-                warn("lambdawrap: %s=%r has blanks around it; using %r", variable, raw, raw.strip())
+                warn("lambdawrap: %s=%r has blanks around it; using %r", variable, _without_credentials(raw), _without_credentials(raw.strip()))
                 found.append((variable, raw.strip()))
         for name, default in (("CERTIFICATE", "(the system's CA certificates)"), ("CLIENT_KEY", "(none)"), ("CLIENT_CERTIFICATE", "(none)")):
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
@@ -96,6 +96,15 @@ def compression(env: Mapping[str, str], signal: str) -> str:
     OTLP/HTTP exporter reads it: the signal's own variable, else the general one."""
     own = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION", "").strip()
     return (own or env.get("OTEL_EXPORTER_OTLP_COMPRESSION", "").strip() or "none").lower()
+
+
+def _without_credentials(value: str) -> str:
+    """A URL as a warning may show it: credentials it holds (https://user:key@host) left out."""
+    scheme, sep, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return value
+    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _readable_file(path: str) -> bool:
