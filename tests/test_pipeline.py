@@ -383,7 +383,7 @@ def test_an_exception_with_a_long_message_keeps_its_frames_on_the_span(tmp_path)
         # WHEN it raises twice: its record sent at once, then held for the runtime's post
         results = [emu.invoke({"order": n}) for n in range(2)]
         assert [r.json()["errorType"] for r in results] == ["ValueError"] * 2
-        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2)
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2, timeout=30)
     # THEN each span's exception event has the stack's frames, the message cut where the stack
     # prints it (before: the stack's last 32 KB, all of them the message's "x")
     for span in spans:
@@ -420,7 +420,7 @@ def test_an_exception_whose_getattr_raises_keeps_its_frames_on_the_span(tmp_path
     with instrumented(task) as (emu, rx):
         results = [emu.invoke({"order": n}) for n in range(2)]
         assert [r.json()["errorType"] for r in results] == ["FieldsError"] * 2
-        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2)
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2, timeout=30)
     # THEN each span's exception event has the stack's frames (before: an empty stacktrace)
     for span in spans:
         (event,) = [e for e in span["events"] if e["name"] == "exception"]
