@@ -231,6 +231,25 @@ def test_the_collectors_credentials_can_be_a_secret(task, moto):
     assert not any("k3y-from-SM" in line for line in lines)
 
 
+def test_the_collectors_credentials_from_a_secret_are_held_to_what_grpc_can_send(task, moto):
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN spans over gRPC, and the collector's headers kept in Secrets Manager, one of them
+    # beyond printable ASCII once decoded (which gRPC cannot send: every call failed)
+    moto.client("secretsmanager").create_secret(Name="collector/grpc-headers", SecretString="authorization=Bearer%20k3y-from-SM,x-team=caf%C3%A9")
+    with GrpcTraceReceiver() as grpc_rx:
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="OTEL_EXPORTER_OTLP_HEADERS=secretsmanager:collector/grpc-headers", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=grpc_rx.endpoint)
+        with instrumented(task, env=env) as (emu, rx):
+            # WHEN the function runs THEN its span goes over gRPC without that header, named
+            result = emu.invoke({})
+            spans = grpc_rx.wait_for(1, timeout=30)
+            lines = emu.log_lines("extension")
+    assert any(s["attributes"].get("faas.invocation_id") and s["attributes"]["faas.invocation_id"].string_value == result.request_id for s in spans)
+    said = [line for line in lines if "ignoring OTEL_EXPORTER_OTLP_HEADERS entries 'x-team'" in line]
+    assert len(said) == 1 and "collector/grpc-headers" in said[0], lines
+    assert not any("k3y-from-SM" in line or "caf" in line for line in lines)
+
+
 def test_a_secret_named_like_a_variable_lambda_reserves_is_refused_and_the_runtime_runs(task, moto):
     # GIVEN secrets declared over _HANDLER and AWS_LAMBDA_RUNTIME_API, which Lambda lets no
     # configuration set: the runtime reads both after the boot

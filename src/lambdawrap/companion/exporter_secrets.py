@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, MutableMapping
 
-from lambdawrap.shared.otlp_variables import HEADER_RULE, PREFIXES, header_entries
+from lambdawrap.shared.otlp_variables import HEADER_RULE, PREFIXES, header_entries, read_over_grpc
 
 HEADER_VARIABLES = frozenset(f"OTEL_EXPORTER_OTLP_{prefix}HEADERS" for prefix in PREFIXES)
 
@@ -18,11 +18,13 @@ def declared(sources: list) -> list:
     return [source for source in sources if source.env_name in HEADER_VARIABLES]
 
 
-def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None], environ: MutableMapping[str, str] = os.environ) -> None:
+def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None], environ: MutableMapping[str, str] = os.environ, protocols: tuple = ()) -> None:
     """Put each declared header secret's value into `environ`, waiting up to `timeout_s` for the
     store's first fetch; one that cannot be read leaves the variable as configured, warned of
-    (by name: a value is a credential)."""
+    (by name: a value is a credential). A value a signal over gRPC reads (`protocols`, as in
+    the settings) is held to what gRPC can send, as the variable's own value is."""
     answer = store.snapshot(timeout_s) if store is not None else {"values": {}, "errors": {}}
+    found = []
     for source in sources:
         name = source.env_name
         value = answer["values"].get(name)
@@ -30,7 +32,12 @@ def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None]
             reason = answer["errors"].get(name) or "the secret store did not start"
             warn("lambdawrap: exporting without %s from secret %s: %s", name, source.describe(), reason)
             continue
-        kept, refused = header_entries(value)
+        environ[name] = value  # all in first: which variable a gRPC signal reads depends on them
+        found.append((source, value))
+    for source, value in found:
+        name = source.env_name
+        grpc = read_over_grpc(environ, protocols, name[len("OTEL_EXPORTER_OTLP_") : -len("HEADERS")], "HEADERS")
+        kept, refused = header_entries(value, grpc=grpc)
         if refused:
             warn("lambdawrap: ignoring %s entries %s from secret %s (%s); the others are sent", name, ", ".join(refused), source.describe(), HEADER_RULE)
         if kept:

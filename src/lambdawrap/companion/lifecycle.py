@@ -207,7 +207,7 @@ class Companion:
             # its credentials), as long as the function's boot would for the same secrets.
             deadline = time.monotonic() + self.settings.secrets_timeout_ms / 1000
             self.router.store_ready.wait(self.settings.secrets_timeout_ms / 1000)
-            exporter_secrets.apply(self.router.store, sources, max(0.0, deadline - time.monotonic()), get_logger().warning)
+            exporter_secrets.apply(self.router.store, sources, max(0.0, deadline - time.monotonic()), get_logger().warning, protocols=self.settings.protocols)
 
     def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:

@@ -45,7 +45,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
     for prefix in PREFIXES:
-        compression = _grpc_compression if _read_over_grpc(env, protocols, prefix, "COMPRESSION") else _compression
+        compression = _grpc_compression if read_over_grpc(env, protocols, prefix, "COMPRESSION") else _compression
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
             checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
@@ -77,7 +77,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers, "").strip():
             # gRPC carries printable ASCII only.
-            kept, refused = header_entries(env[headers], grpc=_read_over_grpc(env, protocols, prefix, "HEADERS"))
+            kept, refused = header_entries(env[headers], grpc=read_over_grpc(env, protocols, prefix, "HEADERS"))
             if refused:
                 # Names only: the values are often credentials.
                 warn("lambdawrap: ignoring %s entries %s (%s); the others are sent", headers, ", ".join(refused), HEADER_RULE)
@@ -85,7 +85,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     return tuple(found)
 
 
-def _read_over_grpc(env: Mapping[str, str], protocols: tuple, prefix: str, name: str) -> bool:
+def read_over_grpc(env: Mapping[str, str], protocols: tuple, prefix: str, name: str) -> bool:
     """Whether a signal over gRPC reads the variable `name` of `prefix`: its own, or the general
     one where it has none; such a variable is held to what gRPC can take."""
     return any(protocol == "grpc" and (signal.upper() + "_" == prefix or (not prefix and not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}", "").strip())) for signal, protocol in protocols)
