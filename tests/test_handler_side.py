@@ -89,6 +89,8 @@ class TestSettings:
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:0", "http://localhost:4318"),
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "ftp://collector/v1/logs", "from OTEL_EXPORTER_OTLP_ENDPOINT"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "-1", "10"),
+            # Milliseconds, as the specification has them: the Python exporters read seconds
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10000", "10"),
             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "inf", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "none"),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "(the system's CA certificates)"),

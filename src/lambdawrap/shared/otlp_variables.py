@@ -21,9 +21,11 @@ COMPRESSIONS = ("gzip", "deflate", "none")
 GRPC_COMPRESSIONS = ("gzip", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10
-# A year: far beyond any export, and the exporters' deadlines (in nanoseconds) overflow the
-# clocks from about 300 years on, failing every export with OverflowError.
-MAX_TIMEOUT_S = 365 * 86400.0
+# Lambda's longest timeout. The Python exporters read the variable in seconds where the
+# specification (and the other languages' SDKs) have milliseconds: 10000 meant as 10 s is 2.8
+# hours, a request to a collector that hangs held for longer than any invocation (and from
+# about 300 years on the exporters' deadlines overflow the clocks, failing every export).
+MAX_TIMEOUT_S = 900.0
 
 
 # The exporters' variables a value of blanks only stands for unset, as the specification has an
@@ -137,7 +139,7 @@ def _timeout(raw: str) -> None:
     except ValueError:
         raise ValueError("expected a number of seconds") from None
     if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN too
-        raise ValueError("expected a number of seconds above 0, at most a year")
+        raise ValueError("expected a number of seconds above 0, at most 900 (Lambda's longest timeout; the Python exporters read seconds, where the specification has milliseconds)")
 
 
 def _compression(raw: str) -> None:
