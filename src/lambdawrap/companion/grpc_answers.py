@@ -57,15 +57,15 @@ class _TappedStub:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
-            wait_s = _retry_delay_s(error)
-            if wait_s is not None and not _over_the_message_size(error):
+            retry_info, too_large = _retry_info(error), _over_the_message_size(error)
+            wait_s = _delay_s(retry_info)
+            if wait_s is not None and not too_large:
                 answers.hold_off(wait_s)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # Retryable only when the server says when (RetryInfo), as OTLP has it, and a
                 # message over its size never is; the exporter would retry it regardless, with
                 # backoff, until its timeout.
-                too_large = _over_the_message_size(error)
-                if too_large or not _retry_advised(error):
+                if too_large or retry_info is None:
                     answers.last_status = GRPC_TOO_LARGE if too_large else code.name
                     raise _NotToBeRetried(error) from error
                 answers.last_status = GRPC_RETRY_ADVISED
@@ -84,25 +84,24 @@ class _TappedStub:
         return getattr(self._stub, name)
 
 
-def _retry_advised(error: grpc.RpcError) -> bool:
+def _retry_info(error: grpc.RpcError) -> bytes | str | None:
+    """The RetryInfo trailer of a refusal (the server's "retry then"), None if it has none."""
     metadata = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
-    return any(key == _RETRY_INFO for key, _ in metadata or ())
+    return next((value for key, value in metadata or () if key == _RETRY_INFO), None)
 
 
-def _retry_delay_s(error: grpc.RpcError) -> float | None:
+def _delay_s(retry_info: bytes | str | None) -> float | None:
     """The wait a RetryInfo trailer asks for, in seconds; None if there is none or it cannot
     be read."""
-    metadata = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
-    for key, value in metadata or ():
-        if key == _RETRY_INFO and isinstance(value, bytes):
-            try:
-                from google.rpc import error_details_pb2  # the gRPC exporter's own dependency
+    if not isinstance(retry_info, bytes):
+        return None
+    try:
+        from google.rpc import error_details_pb2  # the gRPC exporter's own dependency
 
-                delay = error_details_pb2.RetryInfo.FromString(value).retry_delay
-                return delay.seconds + delay.nanos / 1e9
-            except Exception:  # noqa: BLE001 - an unreadable trailer says nothing
-                return None
-    return None
+        delay = error_details_pb2.RetryInfo.FromString(retry_info).retry_delay
+        return delay.seconds + delay.nanos / 1e9
+    except Exception:  # noqa: BLE001 - an unreadable trailer says nothing
+        return None
 
 
 def _over_the_message_size(error: grpc.RpcError) -> bool:
