@@ -295,6 +295,30 @@ def test_the_context_goes_only_where_the_message_stays_within_its_size(service, 
         assert sent == params  # as the function wrote it
 
 
+@pytest.mark.parametrize("service, operation, text", [("sqs", "SendMessage", "MessageBody"), ("sns", "Publish", "Message")])
+def test_a_message_attribute_of_the_users_named_like_a_field_stays_and_the_traceparent_goes_beside_it(service, operation, text):
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    fields = {"traceparent": TP, "tracestate": "lw=1", "baggage": "tenant=ours"}
+    theirs = {"baggage": {"DataType": "String", "StringValue": "gift-wrap"}}  # their own meaning
+    params = {text: "m", "MessageAttributes": theirs}
+    assert aws_carriers.inject(service, operation, params, fields, ENABLED) is True
+    sent = params["MessageAttributes"]
+    assert sent["baggage"] == theirs["baggage"] and theirs == {"baggage": {"DataType": "String", "StringValue": "gift-wrap"}}
+    assert sent["traceparent"]["StringValue"] == TP and sent["tracestate"]["StringValue"] == "lw=1"
+    # Nine of theirs and a baggage: the traceparent and tracestate would make eleven, so the
+    # message goes as written, and that is counted (False)
+    nine = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(8)} | theirs
+    params = {text: "m", "MessageAttributes": nine}
+    assert aws_carriers.inject(service, operation, params, fields, ENABLED) is False
+    assert params["MessageAttributes"] is nine
+    # Their own traceparent: their context stands whole, ours adds nothing
+    own = {"traceparent": {"DataType": "String", "StringValue": TP2}}
+    params = {text: "m", "MessageAttributes": own}
+    assert aws_carriers.inject(service, operation, params, fields, ENABLED) is True
+    assert params["MessageAttributes"] is own
+
+
 def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_limit():
     from lambdawrap.handler.outgoing import aws_carriers
 

@@ -51,17 +51,22 @@ def inject(service: str, operation: str, params: dict, fields: dict, enabled: tu
     return carrier[1](params, fields)
 
 
-def _with_attributes(attributes: "Any", fields: dict) -> "dict | None":
-    """A copy of a message's attributes with the context added; None when it would not fit."""
+def _with_attributes(attributes: "Any", fields: dict) -> "tuple[dict, dict] | None":
+    """(a copy of a message's attributes with the context added, the fields added); None when
+    it would not fit."""
     attributes = attributes if isinstance(attributes, dict) else {}
-    if any(name in attributes for name in fields):
-        return attributes  # the user's own context stands
-    if len(attributes) + len(fields) > MAX_MESSAGE_ATTRIBUTES:
+    if "traceparent" in attributes:
+        return attributes, {}  # the user's own context stands, with its own tracestate and baggage
+    # An attribute of the user's that shares another field's name (a `baggage` of their own
+    # meaning, a tracestate) is theirs and stays, as beside an HTTP request's headers: the
+    # traceparent goes beside it.
+    added = {name: value for name, value in fields.items() if name not in attributes}
+    if len(attributes) + len(added) > MAX_MESSAGE_ATTRIBUTES:
         return None
-    added = dict(attributes)
-    for name, value in fields.items():
-        added[name] = {"DataType": "String", "StringValue": value}
-    return added
+    grown = dict(attributes)
+    for name, value in added.items():
+        grown[name] = {"DataType": "String", "StringValue": value}
+    return grown, added
 
 
 def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, bool, int]":
@@ -69,12 +74,13 @@ def _message_attributes(holder: dict, fields: dict, room: int) -> "tuple[dict, b
     in the attribute count and in `room` bytes; the bytes it grew by)."""
     if "MessageAttributes" in holder and not isinstance(holder["MessageAttributes"], dict):
         return holder, False, 0  # None or not a map: botocore refuses the call as the function wrote it
-    attributes = _with_attributes(holder.get("MessageAttributes"), fields)
-    if attributes is None:
+    update = _with_attributes(holder.get("MessageAttributes"), fields)
+    if update is None:
         return holder, False, 0
-    if attributes is holder.get("MessageAttributes"):
+    attributes, added = update
+    if not added:
         return holder, True, 0  # the user's own context stands
-    grown = _attributes_bytes(fields)
+    grown = _attributes_bytes(added)
     if grown > room:
         return holder, False, 0
     return dict(holder, MessageAttributes=attributes), True, grown
