@@ -802,6 +802,48 @@ def test_a_cross_region_copy_leaves_the_calls_after_it_traced(tmp_path, moto):
     assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{calls[-1]['span_id']}-01"
 
 
+AFTER_CALL_RAISES = """
+import os, urllib.request
+import boto3
+
+s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+
+
+class Refused(Exception):
+    pass
+
+
+def refuse(**kwargs):
+    raise Refused("the function's own check of the answer")
+
+
+s3.meta.events.register("after-call.s3.ListBuckets", refuse)  # more specific: runs before ours
+
+
+def handler(event, context):
+    try:
+        s3.list_buckets()
+    except Refused:
+        pass
+    return {"status": urllib.request.urlopen(event["http"] + "/status/200?after=refused", timeout=5).status}
+"""
+
+
+def test_a_call_whose_after_call_handler_raises_leaves_the_calls_after_it_traced(tmp_path, moto):
+    # GIVEN a function whose own after-call handler raises (botocore then calls no handler after
+    # it, ours included, nor any after-call-error)
+    task = write_function(tmp_path / "task", AFTER_CALL_RAISES)
+    with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        for _ in range(2):
+            result = emu.invoke({"http": http.url})
+            assert result.json() == {"status": 200}
+            invocation = invocation_span(rx, result.request_id)
+            # THEN the HTTP call after it is traced and carries the context, in this invocation
+            # and the next
+            (call,) = [s for s in children(rx, invocation, 1) if s["name"] == "GET"]
+            assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{call['span_id']}-01"
+
+
 INSTRUMENTED_BY_THE_FUNCTION = """
 import requests
 from opentelemetry.instrumentation.requests import RequestsInstrumentor

@@ -13,6 +13,11 @@ session's handlers when it is made. Per call, sharing botocore's request context
                           header botocore set (Lineage and all) is re-pointed at our span
   before-sign             once per attempt (botocore signs each retry anew): attempts are
                           counted, and the HTTP request below is marked as part of this call
+  needs-retry             once per attempt, its HTTP request done: the mark ends (the next
+                          attempt's before-sign sets it again). Not at after-call: a handler
+                          of the function's that raises there (one on `after-call.s3`, say,
+                          runs before ours) ends the event, and the mark would stay set in
+                          the thread's context, every HTTP call after it untraced
   after-call              the answer: status, request ids, the AWS error code, retries
   after-call-error        no answer (connection refused, timeout, ...)
 
@@ -124,6 +129,13 @@ class AwsCallEvents:
         if call.token is None:
             call.token = IN_CLIENT_CALL.set(call)
 
+    def needs_retry(self, request_dict: "Any" = None, **kwargs: "Any") -> None:
+        context = request_dict.get("context") if isinstance(request_dict, dict) else None
+        call = context.get(_STATE) if context else None
+        if call is not None and call.token is not None:
+            unmark(call.token)
+            call.token = None
+
     def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
         if call is None or call.ended:
@@ -213,6 +225,7 @@ def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, 
             ("before-parameter-build", events.before_parameter_build, last),
             ("before-call", events.before_call, last),
             ("before-sign", events.before_sign, last),
+            ("needs-retry", events.needs_retry, last),
             ("after-call", events.after_call, last),
             ("after-call-error", events.after_call_error, last),
         ]
