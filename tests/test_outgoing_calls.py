@@ -512,6 +512,39 @@ def test_a_client_context_s_custom_value_that_is_not_an_object_is_kept(tmp_path)
     assert sent[2]["env"] == {"stage": "prod"} and sent[2]["custom"]["traceparent"].startswith("00-"), sent[2]
 
 
+INVOKES_WITH_ITS_OWN_CONTEXT_IN_THE_PAYLOAD = """
+import json
+import boto3
+
+OWN = "00-11111111111111111111111111111111-2222222222222222-01"
+
+def handler(event, context):
+    lam = boto3.client("lambda", endpoint_url=event["http"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    # The function propagates its own context into the payload, as OpenTelemetry's inject() would
+    lam.invoke(FunctionName="orders", Payload=json.dumps({"traceparent": OWN, "order": 9}).encode())
+    lam.invoke(FunctionName="orders", Payload=json.dumps({"traceparent": OWN, "order": 9}))
+    lam.invoke(FunctionName="orders", Payload=b'{"order": 9, "note": "traceparent is a word here"}')
+    return {"statusCode": 200}
+"""
+
+
+def test_an_invoke_payload_carrying_the_functions_own_context_gets_no_client_context(tmp_path):
+    # GIVEN a function invoking another with its own traceparent at the top of the payload
+    task = write_function(tmp_path / "task", INVOKES_WITH_ITS_OWN_CONTEXT_IN_THE_PAYLOAD)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 3)
+    sent = [r["headers"].get("x-amz-client-context") for r in http.requests]
+    # THEN those two calls go as written, with no client context: the function invoked follows
+    # the caller's own context (before: ours went in the client context, which it reads first);
+    # a payload that merely holds the word gets the context as usual
+    assert sent[:2] == [None, None], sent
+    custom = json.loads(base64.b64decode(sent[2]))["custom"]
+    assert custom["traceparent"] == f"00-{invocation['trace_id']}-{calls[2]['span_id']}-01"
+
+
 def test_settings_name_what_is_traced_and_propagated():
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known

@@ -13,7 +13,8 @@ read:
   Step Functions StartExecution                `input`, a JSON object: same key (not a named
                                                execution's: its name and input make it idempotent)
   Lambda Invoke (synchronous)                  the client context's `custom` object (base64 JSON,
-                                               skipped and counted past 3,583 bytes)
+                                               skipped and counted past 3,583 bytes; not for a
+                                               payload holding its own context at its top)
 
 Nothing the caller passed is changed in place: a copy of each container carries the context.
 Each service is switchable (LAMBDAWRAP_PROPAGATE_AWS); a payload that is not a JSON object, or
@@ -246,6 +247,10 @@ def _named_as_written(carrier: "Callable[[dict, dict], bool]") -> "Callable[[dic
 def _client_context(params: dict, fields: dict) -> bool:
     if params.get("InvocationType", "RequestResponse") != "RequestResponse":
         return True  # the platform passes a client context to synchronous invocations only
+    if _carries_own_context(params.get("Payload")):
+        # The function's own context at the top of the payload (its propagator's inject()):
+        # the function invoked reads a client context first, so ours would outrank it.
+        return True
     import base64  # deferred: only Lambda Invoke calls need it
 
     existing = params.get("ClientContext")
@@ -271,6 +276,27 @@ def _client_context(params: dict, fields: dict) -> bool:
         return False
     params["ClientContext"] = encoded
     return True
+
+
+def _carries_own_context(payload: "Any") -> bool:
+    """Whether an Invoke payload (text or bytes; a file is not read) is a JSON object holding
+    a context at its top: a `traceparent` text, or our key."""
+    if isinstance(payload, (bytes, bytearray)):
+        if b"traceparent" not in payload and PAYLOAD_KEY.encode() not in payload:
+            return False  # the usual payload: no parse
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    elif not isinstance(payload, str) or ("traceparent" not in payload and PAYLOAD_KEY not in payload):
+        return False
+    if payload.lstrip()[:1] != "{":
+        return False
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and (PAYLOAD_KEY in document or isinstance(document.get("traceparent"), str))
 
 
 _CARRIERS = {
