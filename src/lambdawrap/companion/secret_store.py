@@ -36,6 +36,13 @@ FLIGHT_WAIT_S = 30.0  # longer than one boto3 call with its retries (3 x (2 s + 
 ERROR_HOLD_S = 5.0
 
 
+def _now() -> float:
+    # Ages and holds are counted on the wall clock: Lambda's monotonic clock is reported not to
+    # advance while the environment is frozen, where a rarely invoked function spends its TTL.
+    # (Waits that last while this process runs, a fetch's flight, stay on the monotonic clock.)
+    return time.time()
+
+
 class _Entry:
     __slots__ = ("answer", "error", "fetched_at", "failures")
 
@@ -113,7 +120,7 @@ class SecretStore:
             self._load_declared()
         else:
             with self._lock:
-                now = time.monotonic()
+                now = _now()
                 due = self._due | {k for k in self._declared_keys if self._stale(self._entries.get(k), now)}
                 self._due.clear()
             for key in due:
@@ -134,10 +141,11 @@ class SecretStore:
             fetched = [e.fetched_at for e in map(self._entries.get, self._declared_keys) if e is not None]
         if not fetched:
             return None
-        return max(0.0, min(fetched) + max(self.ttl_s, MIN_REFRESH_S) - time.monotonic())
+        return max(0.0, min(fetched) + max(self.ttl_s, MIN_REFRESH_S) - _now())
 
     def _stale(self, entry: _Entry | None, now: float) -> bool:
-        return entry is None or now - entry.fetched_at >= self.ttl_s
+        # A wall clock set back (before the fetch) makes the entry stale too, not fresh for that long.
+        return entry is None or not 0.0 <= now - entry.fetched_at < self.ttl_s
 
     # fetching -----------------------------------------------------------------------
 
@@ -151,11 +159,11 @@ class SecretStore:
         if not leading:
             if flight.done.wait(FLIGHT_WAIT_S) and flight.entry is not None:
                 return flight.entry
-            return _Entry(error=TimeoutError("an earlier fetch of this secret did not finish"), fetched_at=time.monotonic())
+            return _Entry(error=TimeoutError("an earlier fetch of this secret did not finish"), fetched_at=_now())
         try:
-            entry = _Entry(answer=_jsonable(call(key, self.client)), fetched_at=time.monotonic())
+            entry = _Entry(answer=_jsonable(call(key, self.client)), fetched_at=_now())
         except Exception as exc:  # noqa: BLE001 - botocore's errors (and a missing boto3) are kept, never raised here
-            entry = _Entry(error=exc, fetched_at=time.monotonic())
+            entry = _Entry(error=exc, fetched_at=_now())
         with self._lock:
             self.fetches += 1
             entry = self._keep(key, entry)
@@ -201,7 +209,7 @@ class SecretStore:
         each failure in a row, up to the TTL (a secret that stays missing or denied, asked for at
         each invocation, is not asked of AWS every few seconds all day)."""
         hold = min(ERROR_HOLD_S * 2 ** min(entry.failures - 1, 20), max(ERROR_HOLD_S, self.ttl_s))
-        return now - entry.fetched_at < hold
+        return 0.0 <= now - entry.fetched_at < hold
 
     # readers ------------------------------------------------------------------------
 
@@ -211,12 +219,12 @@ class SecretStore:
         fetch's error (a botocore error) when there is no good answer."""
         with self._lock:
             entry = self._entries.get(key)
-            stale = entry is not None and entry.error is None and self._stale(entry, time.monotonic())
+            stale = entry is not None and entry.error is None and self._stale(entry, _now())
             if stale:
                 self._due.add(key)
         if stale:
             self._worker.wake()
-        if entry is None or (entry.error is not None and not self._error_held(entry, time.monotonic())):
+        if entry is None or (entry.error is not None and not self._error_held(entry, _now())):
             entry = self._fetch(key)
         if entry.error is not None:
             raise entry.error
@@ -230,14 +238,17 @@ class SecretStore:
         values: dict = {}
         errors: dict = {}
         ages: dict = {}
-        now = time.monotonic()
+        now = _now()
         with self._lock:
             entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
             # A declared secret with no good answer (throttled, denied for a moment or created
             # late at init) is asked of AWS again when the function asks for it, once per
             # ERROR_HOLD_S, not only after the TTL: else it stays missing for the TTL (5 min).
             failed = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and not self._error_held(entries[s.env_name], now))
-            retry = set(failed)
+            # One past its TTL is refreshed now too: the worker's own timer runs on the monotonic
+            # clock, which may have stood still while the environment was frozen.
+            stale = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is None and self._stale(entries[s.env_name], now))
+            retry = set(failed).union(stale)
             self._due |= retry
         if retry:
             self._worker.wake()
