@@ -279,6 +279,22 @@ def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
+def test_required_secrets_with_an_entry_left_out_are_an_init_error_naming_it(task, moto):
+    # GIVEN fail-closed secrets whose list was written with ";" between its entries (one entry
+    # no secret name can be), and a placeholder the function's configuration sets for a local run
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_REQUIRED="true", DB_PASSWORD="local-placeholder")
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+        body = result.json()
+        init = emu.records("platform.initRuntimeDone")[0]["record"]
+    # THEN init fails with one error naming the entry, as for a secret that is missing (before:
+    # the function ran with neither secret, on the placeholder, after one warning)
+    assert result.function_error == "Unhandled", body
+    assert body["errorType"] == "SecretsError"
+    assert "LAMBDAWRAP_SECRETS_REQUIRED is true" in body["errorMessage"] and "API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password" in body["errorMessage"]
+    assert init["status"] == "error"
+
+
 @every_python
 def test_without_the_companion_the_boot_fetches_itself(task, moto, tmp_path, runtime_python):
     layer = tmp_path / "layer-no-companion"

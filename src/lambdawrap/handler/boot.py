@@ -64,7 +64,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     channel = Channel(settings.socket_path)
     module_name, attribute = target
-    if settings.secrets:
+    if settings.secrets or settings.secrets_refused:
         _load_secrets(settings, channel, module_name, environ)
     if settings.sdk_disabled:
         return None  # OTEL_SDK_DISABLED: no telemetry at all; the function runs untouched
@@ -196,6 +196,10 @@ def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: M
         failures = secret_cache.load_declared(settings, channel, _companion_expected(environ))
     except Exception as exc:  # noqa: BLE001 - the policy below decides what a failure means
         failures = [f"secrets could not be loaded ({type(exc).__name__})"]
+    if settings.secrets_required:
+        # An entry left out (malformed, a reserved name) is a secret the function asked for and
+        # will not get, as a missing one; without the setting, the settings' warning named it.
+        failures = list(settings.secrets_refused) + failures
     if not failures:
         return
     if settings.secrets_required:

@@ -72,8 +72,10 @@ class SecretSource(namedtuple("SecretSource", ("env_name", "service", "identifie
         return text
 
 
-def parse_sources(spec: str) -> tuple:
-    """(sources, problems): every well-formed entry, and one message per malformed one."""
+def parse_sources(spec: str, refused: list | None = None) -> tuple:
+    """(sources, problems): every well-formed entry, and one message per malformed one. Each
+    entry left out (malformed, or a name Lambda reserves) is also named in `refused`, if given:
+    with LAMBDAWRAP_SECRETS_REQUIRED it is a secret the function will not get."""
     sources: list = []
     problems: list = []
     seen: set = set()
@@ -85,6 +87,8 @@ def parse_sources(spec: str) -> tuple:
             source = _parse_entry(entry)
         except ValueError as exc:
             problems.append(f"ignoring LAMBDAWRAP_SECRETS entry {entry!r} ({exc})")
+            if refused is not None:
+                refused.append(f"LAMBDAWRAP_SECRETS entry {entry!r} was left out ({exc})")
             continue
         if source.env_name in seen:
             problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name} twice; the first one is used")

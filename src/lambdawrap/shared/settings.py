@@ -159,6 +159,7 @@ _FIELDS = (
     ("sampler", "parentbased_always_on"),
     ("sampler_ratio", 1.0),
     ("secrets", ()),  # SecretSource, in declaration order
+    ("secrets_refused", ()),  # one message per LAMBDAWRAP_SECRETS entry left out (malformed, a reserved name)
     ("secrets_timeout_ms", 1500),
     ("secrets_ttl_s", 300.0),
     ("secrets_required", False),
@@ -220,6 +221,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         # The argument is the ratio samplers' alone, as the SDK reads it: beside another sampler
         # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
         sampler_ratio = parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)) if sampler.endswith("traceidratio") else d.sampler_ratio
+        secrets, secrets_refused = _secrets(env.get(SECRETS, ""), parse.warn)
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
@@ -248,7 +250,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=sampler,
             sampler_ratio=sampler_ratio,
-            secrets=_secrets(env.get(SECRETS, ""), parse.warn),
+            secrets=secrets,
+            secrets_refused=secrets_refused,
             secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
             secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, MAX_SECRETS_TTL_S)),
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
@@ -495,10 +498,12 @@ def _flush(raw: str) -> FlushStrategy:
 
 
 def _secrets(spec: str, warn: Callable[..., None]) -> tuple:
-    sources, problems = parse_sources(spec.strip())
+    """(sources, refused): the declared secrets, and one message per entry left out."""
+    refused: list = []
+    sources, problems = parse_sources(spec.strip(), refused)
     if problems:  # one warning for the variable, however many entries are wrong
         warn("lambdawrap: %s", "; ".join(problems))
-    return tuple(sources)
+    return tuple(sources), tuple(refused)
 
 
 def _resource_attributes(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
