@@ -295,6 +295,40 @@ def test_a_name_no_service_has_is_asked_of_aws_once_per_hold_however_often_it_is
         store.stop()
 
 
+def test_a_failure_answered_again_and_again_from_the_cache_holds_no_more_memory(moto, clients):
+    import gc
+    import tracemalloc
+
+    # GIVEN a declared secret that does not exist, its failure held (not asked of AWS again)
+    settings = store_settings("GONE=secretsmanager:does/not/exist")
+    store = SecretStore(settings, clients)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        store.snapshot(10)
+        for _ in range(20):  # the first requests fill the standard library's caches: not measured
+            assert get(api.ports[0], "/secrets/GONE")[0] == 404
+        # WHEN the function asks for it in a loop (by its name, and as the AWS extension's path)
+        tracemalloc.start()
+        try:
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(300):
+                assert get(api.ports[0], "/secrets/GONE")[0] == 404
+                assert get(api.ports[0], "/secretsmanager/get?secretId=does%2Fnot%2Fexist")[0] >= 400
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # THEN the companion (whose memory is the function's) holds next to nothing more for it
+        # (before: each answer raised the one cached error again, whose traceback kept every
+        # request's frames, 5 MB for these 600, for as long as the failure was held: up to the TTL)
+        assert held < 1_000_000, held
+    finally:
+        api.stop()
+        store.stop()
+
+
 def test_a_declared_secret_that_stays_missing_is_asked_of_aws_less_and_less_often(moto, clients):
     from lambdawrap.shared.secret_sources import source_key
 

@@ -227,7 +227,9 @@ class SecretStore:
         if entry is None or (entry.error is not None and not self._error_held(entry, _now())):
             entry = self._fetch(key)
         if entry.error is not None:
-            raise entry.error
+            # The one cached error is raised to every caller while it is held: raised as it is,
+            # its traceback would grow by each caller's frames (and keep them) until the hold ends.
+            raise entry.error.with_traceback(None)
         return entry.answer
 
     def snapshot(self, timeout_s: float) -> dict:
