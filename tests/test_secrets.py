@@ -307,6 +307,69 @@ def test_without_the_companion_the_boot_fetches_itself(task, moto, tmp_path, run
     assert calls and all("lambdawrap/boot" in c["user_agent"] for c in calls)
 
 
+class SlowForCompanion:
+    """A real HTTP server in front of moto that passes every AWS call on, the companion's after
+    `delay_s` (a companion whose first fetch outlasts the boot's wait)."""
+
+    def __init__(self, moto: MotoServer, delay_s: float) -> None:
+        import threading
+        import urllib.error
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "lambdawrap/companion" in self.headers.get("User-Agent", ""):
+                    time.sleep(delay_s)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(moto.endpoint + self.path, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, data, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as err:
+                    status, data, kind = err.code, err.read(), err.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._httpd.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_a_companion_whose_first_fetch_outlasts_the_wait_leaves_the_boot_to_fetch(task, moto):
+    # GIVEN the default wait for the companion (1.5 s), and a companion whose first fetch takes
+    # 4 s (its AWS endpoint slow for it, the machine busy as it starts)
+    proxy = SlowForCompanion(moto, delay_s=4.0)
+    try:
+        env = secrets_env(moto, AWS_ENDPOINT_URL=proxy.endpoint, LAMBDAWRAP_SECRETS_TIMEOUT_MS="1500")
+        with instrumented(task, env=env, timeout_s=10) as (emu, rx):
+            body = emu.invoke({}).json()
+            lines = emu.log_lines("function")
+    finally:
+        proxy.close()
+    # THEN the boot fetched them itself, as the README says, and they were there at import
+    # (before: the companion's answer "not fetched within 1400 ms" was taken for its secrets,
+    # and the function loaded without them)
+    assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}, lines
+    assert any("fetching them directly" in line for line in lines), lines
+    assert any("lambdawrap/boot" in c["user_agent"] for c in moto.requests())
+
+
 NO_COMPANION_APP = """
 import logging, os, sys
 from lambdawrap.handler import secret_cache as secrets

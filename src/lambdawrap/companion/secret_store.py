@@ -267,4 +267,5 @@ class SecretStore:
                 ages[source.env_name] = max(0.0, now - entry.fetched_at)
             except SecretsError as exc:
                 errors[source.env_name] = str(exc)
-        return {"values": values, "errors": errors, "ages": ages, "ttl": self.ttl_s}
+        # Not ready: the first load has not ended, and the function's process fetches them itself.
+        return {"values": values, "errors": errors, "ages": ages, "ttl": self.ttl_s, "unavailable": not ready}

@@ -118,7 +118,9 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
             continue
         except OSError:
             return None
-        if isinstance(answer, dict) and isinstance(answer.get("values"), dict):
+        # An answer the companion marks unavailable (its first load not done in time) gives no
+        # secrets: the boot then fetches them itself, as when the companion does not answer.
+        if isinstance(answer, dict) and isinstance(answer.get("values"), dict) and not answer.get("unavailable"):
             return answer
         return None
 
