@@ -265,6 +265,30 @@ def test_a_secret_named_like_a_variable_lambda_reserves_is_refused_and_the_runti
     assert len(warnings) == 1 and "_HANDLER=secretsmanager:prod/db#user" in warnings[0] and "AWS_LAMBDA_RUNTIME_API=ssm:/prod/api/key" in warnings[0], lines
 
 
+TZ_APP = """
+import os, time
+AT_IMPORT = {"TZ": os.environ.get("TZ"), "tzname": list(time.tzname), "zone": time.strftime("%Z", time.localtime(0))}
+
+def handler(event, context):
+    return AT_IMPORT
+"""
+
+
+def test_a_time_zone_declared_as_a_secret_is_in_effect_as_a_configured_one(tmp_path, moto):
+    # GIVEN the function's time zone kept in Parameter Store and declared as TZ (which Lambda no
+    # longer reserves: a configuration may set it)
+    moto.client("ssm").put_parameter(Name="/app/tz", Value="America/New_York", Type="String")
+    task = write_function(tmp_path / "task", TZ_APP)
+    with Emulator(str(task), "app.handler", env={"TZ": "America/New_York"}, invoke_port=None) as bare:
+        configured = bare.invoke({}).json()
+    with instrumented(task, env=secrets_env(moto, LAMBDAWRAP_SECRETS="TZ=ssm:/app/tz")) as (emu, rx):
+        declared = emu.invoke({}).json()
+    # THEN the function's clock reads that zone at import, as with TZ in its configuration
+    # (before: TZ was in os.environ, but the C library's zone had been read at start: UTC)
+    assert configured == {"TZ": "America/New_York", "tzname": ["EST", "EDT"], "zone": "EST"}
+    assert declared == configured
+
+
 def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:does/not/exist", LAMBDAWRAP_SECRETS_REQUIRED="true")
     with instrumented(task, env=env) as (emu, rx):

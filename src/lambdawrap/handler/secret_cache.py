@@ -284,6 +284,10 @@ def _inject(name: str, value: str, source: Any) -> str | None:
         return f"secret {described} holds text the environment cannot (an unpaired surrogate, as JSON's \\ud800 escape makes): read it with secrets.get"
     except ValueError:
         return f"secret {described} holds a character the environment cannot (NUL): read it with secrets.get"
+    if name == "TZ" and hasattr(time, "tzset"):
+        # The C library read the zone as the process started: a configured TZ is in effect from
+        # there, a declared one only once it is read again.
+        time.tzset()
     if len(name) + 1 + len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:
         get_logger().warning("lambdawrap: secret %s is over 128 KiB: with it in the environment, starting a child process fails (Argument list too long)", described)
     return None
