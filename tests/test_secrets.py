@@ -394,6 +394,60 @@ def test_a_companion_whose_first_fetch_outlasts_the_wait_leaves_the_boot_to_fetc
     assert any("lambdawrap/boot" in c["user_agent"] for c in moto.requests())
 
 
+LOGS_ITS_SECRET_APP = """
+import os
+print("connecting at import with", os.environ.get("DB_PASSWORD"))
+
+def handler(event, context):
+    print("connecting in the handler with", os.environ.get("DB_PASSWORD"))
+    return {"at_import": os.environ.get("DB_PASSWORD")}
+"""
+
+
+@pytest.mark.parametrize("timeout_ms", ["0", "1500"])
+def test_values_the_boot_fetched_itself_are_not_exported_before_the_companion_has_its_own(tmp_path, moto, timeout_ms):
+    # GIVEN a companion whose first fetch takes 4 s, the boot fetching the secret itself (at
+    # once with a wait of 0, after 1.5 s by default), and a function that logs the value
+    proxy = SlowForCompanion(moto, delay_s=4.0)
+    task = write_function(tmp_path / "task", LOGS_ITS_SECRET_APP)
+    try:
+        env = secrets_env(moto, AWS_ENDPOINT_URL=proxy.endpoint, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS=timeout_ms, LAMBDAWRAP_FLUSH="end")
+        with instrumented(task, env=env, timeout_s=10) as (emu, rx):
+            assert emu.invoke({}).json() == {"at_import": DB_PASSWORD}
+            wait_for(lambda: sum("connecting" in str(r.get("body")) for r in rx.logs()) == 2, timeout=30, what="both log lines exported")
+            emu.wait_idle()
+    finally:
+        proxy.close()
+    # THEN neither line carries the value: the boot told the companion what it fetched before
+    # the function's module loaded (before: both went out whole, the companion not knowing the
+    # value until its own fetch ended)
+    bodies = [str(r.get("body")) for r in rx.logs() if "connecting" in str(r.get("body"))]
+    assert all("[REDACTED]" in body for body in bodies), bodies
+    assert DB_PASSWORD not in json.dumps([rx.spans(), rx.metrics(), rx.logs()], default=str)
+
+
+def test_large_values_the_boot_fetched_itself_reach_the_companion_without_a_drop(tmp_path, moto):
+    # GIVEN the boot fetching the secrets itself (a wait of 0), five of them whole 60 KB
+    # documents (more than one record of the local channel holds together), and a function
+    # that logs one of the small ones
+    names = [f"BIG_{n}" for n in range(5)]
+    for name in names:
+        moto.client("secretsmanager").create_secret(Name=f"docs/{name}", SecretString=name.lower() * 12_000)
+    task = write_function(tmp_path / "task", LOGS_ITS_SECRET_APP)
+    declared = ",".join(["DB_PASSWORD=secretsmanager:prod/db#password"] + [f"{name}=secretsmanager:docs/{name}" for name in names])
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS=declared, LAMBDAWRAP_SECRETS_TIMEOUT_MS="0", LAMBDAWRAP_FLUSH="end")
+    with instrumented(task, env=env, timeout_s=10) as (emu, rx):
+        assert emu.invoke({}).json() == {"at_import": DB_PASSWORD}
+        wait_for(lambda: sum("connecting" in str(r.get("body")) for r in rx.logs()) == 2, timeout=30, what="both log lines exported")
+        emu.wait_idle()
+        lines = emu.log_lines("extension")
+    # THEN the companion took them all, as requests it answers, and counted nothing as dropped
+    # (before: one frame over the channel's 256 KB, refused as malformed and counted as a drop)
+    assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped"], [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped"]
+    assert not any("malformed" in line for line in lines), lines
+    assert DB_PASSWORD not in json.dumps([rx.spans(), rx.logs()], default=str)
+
+
 NO_COMPANION_APP = """
 import logging, os, sys
 from lambdawrap.handler import secret_cache as secrets

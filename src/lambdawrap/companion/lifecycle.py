@@ -81,7 +81,7 @@ class Companion:
         self._flush_missed = False
         self._startup_wait_s = 0.0  # set in run(): how long init may wait for the pipeline
         self.run_meter = RunMeter(self.settings.memory_mb)
-        self.router = RecordRouter(self._dropped)
+        self.router = RecordRouter(self._dropped, learn=self._learn_fetched)
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
         self.socket.attach(self.loop)
@@ -95,6 +95,12 @@ class Companion:
                 # The runtime's init failed while this process was starting: nothing of it
                 # will be told, but the failed init still counts and becomes a span.
                 self.correlator.init_failed_unseen(time.time_ns())
+
+    def _learn_fetched(self, values: dict) -> None:
+        """Values of declared secrets the function's process fetched itself: kept out of what is
+        exported from now on, as those the secret store fetches are."""
+        declared = {source.env_name for source in self.settings.secrets}
+        self.scrubber.learn([value for name, value in values.items() if name in declared and isinstance(value, str)])
 
     def _start_up(self) -> None:
         configure_process_logging(self.settings.log_level)

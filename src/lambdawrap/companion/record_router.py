@@ -17,8 +17,9 @@ MAX_SECRETS_WAIT_S = 30.0
 
 
 class RecordRouter:
-    def __init__(self, on_drop: Callable[[str, int], None]) -> None:
+    def __init__(self, on_drop: Callable[[str, int], None], learn: Callable[[dict], None] | None = None) -> None:
         self.store: Any = None  # set once the secret store exists (built off the init path)
+        self._learn = learn  # told the values the function's process fetched itself
         self.store_ready = threading.Event()
         self._target: Callable[[dict], Any] | None = None
         self._early: list = []
@@ -33,6 +34,11 @@ class RecordRouter:
             if not self.store_ready.wait(timeout_s) or self.store is None:
                 return records.secrets_answer({}, {}, unavailable=True)
             return records.secrets_answer(**self.store.snapshot(max(0.0, timeout_s - (time.monotonic() - started))))
+        if record.get("type") == records.SECRETS_FETCHED:
+            values = record.get("values")
+            if self._learn is not None and isinstance(values, dict):
+                self._learn(values)
+            return records.secrets_answer({}, {})  # kept: the function's module may load
         with self._lock:
             if self._target is None:
                 if len(self._early) < MAX_EARLY_RECORDS:

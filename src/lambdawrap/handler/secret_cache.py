@@ -18,6 +18,7 @@ import time
 from _thread import get_ident
 
 from lambdawrap.shared import records
+from lambdawrap.shared.framing import MAX_RECORD_BYTES, encode
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
 from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, fetch, make_clients
@@ -47,6 +48,9 @@ INIT_SECRETS_BUDGET_S = 8.0
 # The companion is asked to answer this much before the boot stops waiting: an answer made at
 # the very deadline comes too late, and the boot would fetch again what the companion could not.
 ANSWER_MARGIN_S = 0.1
+# How long the boot waits for the companion to take the values it fetched itself (see
+# _tell_companion): one round trip on a live companion, or its start on a busy machine.
+TELL_TIMEOUT_S = 1.0
 # Linux refuses to start a process whose environment holds one variable over this (E2BIG,
 # MAX_ARG_STRLEN): a value this large breaks every child process the function starts.
 MAX_VARIABLE_BYTES = 128 * 1024
@@ -91,6 +95,8 @@ def _refresh() -> None:
             answer = _ask_companion(_config["channel"], _config["timeout_s"]) or {}
         else:
             answer = _fetch_directly(_config["sources"], _config["region"])
+            if _config.get("companion_expected") and answer.get("values"):
+                _tell_companion(_config["channel"], answer["values"], TELL_TIMEOUT_S)
         values = {k: v for k, v in (answer.get("values") or {}).items() if isinstance(k, str) and isinstance(v, str)}
         _store(values, answer.get("ages"))
     except Exception:  # noqa: BLE001 - keep serving the cached values
@@ -123,6 +129,29 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
         if isinstance(answer, dict) and isinstance(answer.get("values"), dict) and not answer.get("unavailable"):
             return answer
         return None
+
+
+def _tell_companion(channel: Any, values: dict, timeout_s: float) -> None:
+    """Give the companion the values this process fetched itself, waiting up to timeout_s for it
+    to take them: it keeps them out of what it exports, as it does those it fetches, and its own
+    fetch may end long after the function's module has logged one. One value a request: a
+    secret may be 64 KB, and the companion reads no record over MAX_RECORD_BYTES."""
+    deadline = time.monotonic() + timeout_s
+    for name, value in values.items():
+        request = records.secrets_fetched({name: value})
+        if len(encode(request)) > MAX_RECORD_BYTES:
+            continue  # over 256 KB: no secret's value is, nor a JSON key's of one
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                channel.request(request, left)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(CONNECT_RETRY_S)  # the companion is still opening its socket
+            except Exception:  # noqa: BLE001 - its own fetch still teaches it, later
+                return
 
 
 def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -> dict:
@@ -240,9 +269,14 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
     if not sources:
         return failures
     timeout_s = settings.secrets_timeout_ms / 1000
-    _config.update(sources=sources, channel=channel, timeout_s=timeout_s, region=settings.region, ttl=settings.secrets_ttl_s)
+    _config.update(sources=sources, channel=channel, timeout_s=timeout_s, region=settings.region, ttl=settings.secrets_ttl_s, companion_expected=companion_expected)
     budget_s = None if settings.managed_instances else INIT_SECRETS_BUDGET_S
+    started = time.monotonic()
     answer, from_companion = _load(sources, channel, timeout_s, companion_expected, settings.region, budget_s)
+    if companion_expected and not from_companion and answer["values"]:
+        # Within init's budget for secrets, which the wait and the fetch may have spent.
+        left_s = TELL_TIMEOUT_S if budget_s is None else budget_s - (time.monotonic() - started)
+        _tell_companion(channel, answer["values"], min(TELL_TIMEOUT_S, left_s))
     # Refreshes go where this answer came from: boto3 enters this process only if boot needed it.
     _config["companion"] = from_companion
     by_name = {source.env_name: source for source in sources}

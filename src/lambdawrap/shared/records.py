@@ -62,6 +62,13 @@ verdict the platform's runtimeDone would give, known without waiting for the Tel
 ``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
 connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
 from AWS, so that the handler side's copy expires with the companion's), ttl, unavailable).
+
+``secrets.fetched`` -- when the function's process fetched the declared secrets itself (the
+companion had not answered in time): their values, that the companion keeps them out of what it
+exports before the function's module can log one (answered with an empty ``secrets`` record once
+it has them):
+
+    values      dict  env name -> value
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ POSTED_OUTCOMES = ("result", "error", "too_large")
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # the platform's limit for a buffered response
 SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
-REQUESTS = frozenset({SECRETS_REQUEST})  # records the function waits on for an answer
+SECRETS_FETCHED = "secrets.fetched"
+REQUESTS = frozenset({SECRETS_REQUEST, SECRETS_FETCHED})  # records the function waits on for an answer
 
 
 def encode_invocation_start(
@@ -192,6 +200,10 @@ def posted(request_id: str, outcome: str, size: int | None = None) -> dict:
 
 def secrets_request(timeout_ms: int) -> dict:
     return {"version": VERSION, "type": SECRETS_REQUEST, "timeout_ms": timeout_ms}
+
+
+def secrets_fetched(values: dict) -> dict:
+    return {"version": VERSION, "type": SECRETS_FETCHED, "values": values}
 
 
 def secrets_answer(values: dict, errors: dict, ttl: float | None = None, unavailable: bool = False, ages: dict | None = None) -> dict:
