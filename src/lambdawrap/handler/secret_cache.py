@@ -159,8 +159,10 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
     botocore logs of these calls is dropped (see quiet_own_calls): its debug lines show the
     values."""
     values, errors = {}, {}
-    deadline = None if budget_s is None else time.monotonic() + budget_s
-    client = make_clients("boot", region, deadline=deadline)
+    if budget_s is None:
+        client = _refresh_clients(region)
+    else:
+        client = make_clients("boot", region, deadline=time.monotonic() + budget_s)
     with quiet_own_calls():
         for source in sources:
             try:
@@ -170,6 +172,24 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
             except OutOfTime:
                 errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {round(budget_s, 1):g} s"
     return {"values": values, "errors": errors}
+
+
+def _refresh_clients(region: str) -> Any:
+    """The refreshes' AWS clients, made once (on the worker's thread, the only one that uses
+    them): a session and its clients cost ~70 ms of CPU, a second beside the handler at 128 MB,
+    at every TTL."""
+    clients = _config.get("clients")
+    if clients is None:
+        clients = _config["clients"] = make_clients("boot", region)
+    return clients
+
+
+def _forget_clients() -> None:
+    _config.pop("clients", None)  # a forked child makes its own: their connections are the parent's
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients)
 
 
 # The libraries whose debug lines would show what this process fetches (botocore logs each
