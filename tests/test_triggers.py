@@ -904,6 +904,8 @@ def _big_events() -> dict:
     s3["Records"][0]["s3"]["object"]["key"] = "%41" * 2_000_000
     eventbridge = load("eventbridge")
     eventbridge["detail"] = {"blob": "e" * 6_000_000, "traceparent": TRACEPARENT}
+    edge = corpus.load("aws-lambda-java-libs/cloudfront_event.json")
+    edge["Records"][0]["cf"]["request"]["headers"] = {f"h{i}": [] for i in range(500_000)}
     return {
         "10,000 SQS messages": dict(sqs, Records=[one] * 10_000),
         "one 6 MB SQS message": dict(sqs, Records=[dict(one, body="b" * 6_000_000 + json.dumps({"traceparent": TRACEPARENT}))]),
@@ -922,6 +924,8 @@ def _big_events() -> dict:
         "a 6 MB S3 key": s3,
         "a 6 MB EventBridge detail": eventbridge,
         "a 6 MB CloudWatch Logs payload": {"awslogs": {"data": "H4sI" + "A" * 6_000_000}},
+        # Lambda@Edge headers are lists of {key, value}: 500,000 names without a value.
+        "500,000 CloudFront headers without values": edge,
     }
 
 

@@ -6,7 +6,9 @@ Each recogniser returns a Trigger or ``None`` when the event is not of its shape
 
 from __future__ import annotations
 
-from lambdawrap.handler.triggers.http_request import http_trigger, query_from_parameters, request_headers, status_from
+from itertools import islice
+
+from lambdawrap.handler.triggers.http_request import MAX_FIELDS, http_trigger, query_from_parameters, request_headers, status_from
 from lambdawrap.handler.triggers.trigger import (
     ALB,
     APIGW_HTTP,
@@ -163,16 +165,16 @@ def _lattice_v2(event: dict, context: dict) -> Optional[Trigger]:
 
 
 def _cloudfront_headers(raw: object) -> Dict[str, str]:
-    # {"host": [{"key": "Host", "value": "d111111abcdef8.cloudfront.net"}], ...}
+    # {"host": [{"key": "Host", "value": "d111111abcdef8.cloudfront.net"}], ...}: the first
+    # MAX_FIELDS names are read, whether they hold a value or not, as other sources' headers are
+    # (a forged request of a million names without values costs what a real one does).
     values = {}
     if isinstance(raw, dict):
-        for name, entries in raw.items():
+        for name, entries in islice(raw.items(), MAX_FIELDS):
             if isinstance(name, str) and isinstance(entries, list):
                 joined = ", ".join(e["value"] for e in entries[:16] if isinstance(e, dict) and isinstance(e.get("value"), str))
                 if joined:
                     values[name.lower()] = joined
-                if len(values) >= 256:
-                    break
     return values
 
 
