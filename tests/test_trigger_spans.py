@@ -224,3 +224,19 @@ def test_a_header_sent_twice_is_read_from_multi_value_headers_for_the_trace_cont
     # second traceparent was its parent)
     assert (state_span["trace_id"], state_span["parent_span_id"], state_span["trace_state"]) == ("12345678901234567890123456789011", "1234567890123456", "foo=1,bar=2,baz=3")
     assert parents_span["parent_span_id"] == "" and parents_span["trace_id"] not in ("12345678901234567890123456789011", "12345678901234567890123456789012")
+
+
+def test_a_query_value_with_a_lone_surrogate_keeps_the_request_s_description_and_parent(task):
+    # GIVEN a REST API request with a traceparent header whose query parameter holds a lone
+    # surrogate (a JSON escape, \ud800, which UTF-8 cannot encode, and which API Gateway hands
+    # over decoded, to be percent-encoded again)
+    request = event("apigw-rest")
+    request["headers"]["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    request["queryStringParameters"] = {"q": "a\ud800b"}
+    request["multiValueQueryStringParameters"] = {"q": ["a\ud800b"]}
+    # WHEN it is handled
+    (span,) = exported([request], task)
+    # THEN it is still an HTTP request continuing its caller's trace, the value's bytes encoded in
+    # the query (before: the whole event was "other", and the trace restarted)
+    assert (span["attributes"]["lambdawrap.trigger"], span["trace_id"], span["parent_span_id"]) == ("apigw-rest", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert span["attributes"]["url.query"] == "q=a%ED%A0%80b"

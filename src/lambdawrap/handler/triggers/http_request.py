@@ -136,7 +136,9 @@ def quote(text: str) -> str:
     # Imported here: only values that need escaping pay for it.
     from urllib.parse import quote as percent_encode
 
-    return percent_encode(text, safe="")
+    # A lone surrogate (a JSON escape such as \ud800, which no UTF-8 encoder takes) is encoded
+    # as its three bytes: the query keeps it, and the request keeps its description.
+    return percent_encode(text, safe="", errors="surrogatepass")
 
 
 def first_hop(forwarded_for: Optional[str]) -> Optional[str]:
