@@ -240,3 +240,22 @@ def test_a_query_value_with_a_lone_surrogate_keeps_the_request_s_description_and
     # the query (before: the whole event was "other", and the trace restarted)
     assert (span["attributes"]["lambdawrap.trigger"], span["trace_id"], span["parent_span_id"]) == ("apigw-rest", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
     assert span["attributes"]["url.query"] == "q=a%ED%A0%80b"
+
+
+def test_a_field_of_the_wrong_type_costs_that_field_not_the_batch(task):
+    # GIVEN a Kafka batch whose records carry their producer's context, the topic of the first
+    # given as a list (not text, nor hashable); and an ActiveMQ-looking event whose eventSource is
+    # a list, a payload with its caller's traceparent at its top
+    producer = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    kafka = json.loads((CORPUS / "aws-lambda-go" / "kafka-event.json").read_text())
+    record = kafka["records"]["AWSKafkaTopic-0"][0]
+    record["headers"] = [{"traceparent": list(producer.encode())}]
+    kafka["records"]["AWSKafkaTopic-0"] = [dict(record, topic=["AWSKafkaTopic"]), record]
+    payload = {"eventSource": ["aws:mq"], "messages": [], "traceparent": producer}
+    # WHEN they are handled
+    kafka_span, payload_span = exported([kafka, payload], task)
+    # THEN the batch is still Kafka's, linked to its producer, only without a destination; and
+    # the payload continues its caller's trace (before: both were "other", nothing kept)
+    assert (kafka_span["attributes"]["lambdawrap.trigger"], kafka_span["name"], kafka_span["attributes"]["messaging.batch.message_count"]) == ("kafka", "process", 2)
+    assert [(link["trace_id"], link["span_id"]) for link in kafka_span["links"]] == [("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")]
+    assert (payload_span["attributes"]["lambdawrap.trigger"], payload_span["trace_id"], payload_span["parent_span_id"]) == ("other", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")

@@ -159,7 +159,7 @@ def _request_context(event: dict) -> Optional[Trigger]:
 
 
 def _lowercase_records(event: dict) -> Optional[Trigger]:
-    if event.get("eventSource") in KAFKA_SOURCES or "bootstrapServers" in event:
+    if text(event.get("eventSource")) in KAFKA_SOURCES or "bootstrapServers" in event:
         return stream_sources.kafka(event)
     if "deliveryStreamArn" in event:
         return stream_sources.firehose(event)
@@ -168,7 +168,7 @@ def _lowercase_records(event: dict) -> Optional[Trigger]:
 
 def _activemq(event: dict) -> Optional[Trigger]:
     # Lambda's documentation writes "aws:mq", the events seen in the SDKs' samples "aws:amq".
-    return stream_sources.activemq(event) if event.get("eventSource") in ACTIVEMQ_SOURCES else None
+    return stream_sources.activemq(event) if text(event.get("eventSource")) in ACTIVEMQ_SOURCES else None
 
 
 def _documentdb(event: dict) -> Optional[Trigger]:

@@ -57,7 +57,7 @@ RABBITMQ_SOURCE = "aws:rmq"
 
 def pipe_records(records: list, head: dict) -> Optional[Trigger]:
     """The batch of a Pipe from Kafka or Amazon MQ, told apart by its first record's source."""
-    source = head.get("eventSource")
+    source = text(head.get("eventSource"))  # a list or an object there would not be hashable
     if source in KAFKA_SOURCES:
         return _kafka(records, head)
     if source in ACTIVEMQ_SOURCES:

@@ -86,8 +86,9 @@ def kafka(event: dict) -> Optional[Trigger]:
     groups = _groups(grouped)
     count = sum(len(items) for _, items in groups)
     heads = [first(items) for _, items in groups]
-    topics = {head.get("topic") for head in heads}
-    topic = text(topics.pop()) if len(topics) == 1 else None
+    # Text only: a topic given as a list or an object (not hashable) names none.
+    topics = {text(head.get("topic")) for head in heads}
+    topic = topics.pop() if len(topics) == 1 else None
     single = first(groups[0][1]) if count == 1 else {}
     attributes = messaging_attributes("kafka", topic, count, None)
     if len(heads) == 1 and isinstance(heads[0].get("partition"), int):
