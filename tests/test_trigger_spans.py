@@ -259,3 +259,38 @@ def test_a_field_of_the_wrong_type_costs_that_field_not_the_batch(task):
     assert (kafka_span["attributes"]["lambdawrap.trigger"], kafka_span["name"], kafka_span["attributes"]["messaging.batch.message_count"]) == ("kafka", "process", 2)
     assert [(link["trace_id"], link["span_id"]) for link in kafka_span["links"]] == [("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")]
     assert (payload_span["attributes"]["lambdawrap.trigger"], payload_span["trace_id"], payload_span["parent_span_id"]) == ("other", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+
+
+NESTED_APP = """
+def handler(event, context):
+    if "nested_reply" in event:
+        return b"[" * 100_000 + b"]" * 100_000  # JSON nested deeper than Python's json parses
+    return {"statusCode": 200, "body": "ok"}
+"""
+
+
+def test_values_nested_or_numbers_larger_than_python_reads_cost_only_that_value(tmp_path):
+    # GIVEN a DynamoDB change record whose creation time is an integer of 400 digits, a periodic
+    # Config rule's invokingEvent nested 1,000 deep, and an HTTP API request whose handler answers
+    # with bytes of JSON nested 100,000 deep (which the runtime posts as they are)
+    task = write_function(tmp_path / "task", NESTED_APP)
+    dynamodb = event("dynamodb")
+    dynamodb["Records"][0]["dynamodb"]["ApproximateCreationDateTime"] = 10**400
+    config = json.loads((CORPUS / "powertools-lambda-python" / "awsConfigRuleScheduled.json").read_text())
+    config["invokingEvent"] = "[" * 1_000 + '"ScheduledNotification"'
+    request = event("apigw-http", nested_reply=True)
+    with instrumented(task) as (emu, rx):
+        # WHEN they are handled
+        results = [emu.invoke(e) for e in (dynamodb, config, request)]
+        assert [r.function_error for r in results] == [None] * 3
+        spans = [rx.wait_for_spans(lambda s, r=r: s["attributes"].get("faas.invocation_id") == r.request_id, timeout=30)[0] for r in results]
+        assert emu.wait_idle()
+        function_output = "\n".join(emu.log_lines("function"))
+    # THEN each is what it is, without the value Python cannot read (before: the record and the
+    # rule were "other", their attributes lost), and the answer has no status code; none of it
+    # is a failure of lambdawrap's own, nor a line in the function's log
+    assert [s["attributes"]["lambdawrap.trigger"] for s in spans] == ["dynamodb", "config", "apigw-http"]
+    assert "faas.document.time" not in spans[0]["attributes"] and spans[1]["attributes"]["faas.trigger"] == "timer"
+    assert "http.response.status_code" not in spans[2]["attributes"]
+    assert results[2].body == b"[" * 100_000 + b"]" * 100_000
+    assert "lambdawrap" not in function_output, function_output

@@ -218,7 +218,8 @@ def response_status(kind: str, response: object) -> Optional[int]:
             import json  # the runtime's own marshaller has imported it
 
             response = json.loads(response)
-        except ValueError:  # not JSON: what the service makes of it is not documented
+        except (ValueError, RecursionError):  # not JSON (or nested deeper than json parses): what
+            # the service makes of it is not documented
             return None
     if isinstance(response, dict) and field in response:
         return status_from(response[field])

@@ -57,7 +57,7 @@ def config(event: dict) -> Optional[Trigger]:
 
         try:
             put(attributes, "faas.time", mapping(json.loads(invoking)).get("notificationCreationTime"))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than json parses
             pass
     put(attributes, "lambdawrap.config.rule_name", event.get("configRuleName"))
     return Trigger(CONFIG, attributes)

@@ -242,9 +242,9 @@ def iso_time(epoch_seconds: object) -> Optional[str]:
     """Epoch seconds (or milliseconds) as the ISO 8601 UTC text the faas.*time attributes hold."""
     if isinstance(epoch_seconds, bool) or not isinstance(epoch_seconds, (int, float)):
         return None
-    if epoch_seconds > _MAX_EPOCH_SECONDS:
-        epoch_seconds = epoch_seconds / 1000
     try:
+        if epoch_seconds > _MAX_EPOCH_SECONDS:
+            epoch_seconds = epoch_seconds / 1000  # an integer of 400 digits is no float: OverflowError
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
     except (OverflowError, OSError, ValueError):
         return None
