@@ -1052,9 +1052,22 @@ def test_status_code_none_for_non_http(kind):
     assert response_status_code(trigger, None) is None
 
 
-def test_status_code_never_raises_on_bad_trigger():
+@pytest.fixture
+def failures():
+    """lambdawrap's failure count in this process, as it was again after the test."""
+    from lambdawrap.handler.invocation import FAILURES
+
+    count, by_kind = FAILURES.count, dict(FAILURES.by_kind)
+    yield FAILURES
+    FAILURES.count, FAILURES.by_kind = count, by_kind
+
+
+def test_status_code_never_raises_on_bad_trigger(failures):
+    before = failures.count
     assert response_status_code(None, {"statusCode": 200}) is None  # type: ignore[arg-type]
     assert response_status_code("apigw-http", {}) is None  # type: ignore[arg-type]
+    # a caller's mistake is lambdawrap's failure: counted, not taken for a response without status
+    assert failures.count == before + 2
 
 
 # --- robustness -------------------------------------------------------------------------------
@@ -1084,10 +1097,20 @@ class ExplodingDict(dict):
         {1: 2, (1, 2): "x", None: None},
     ],
 )
-def test_hostile_objects_never_raise(event):
+def test_hostile_objects_never_raise(event, failures):
     trigger = detect_trigger(event)
     assert_valid_trigger(trigger)
     assert response_status_code(trigger, ExplodingDict()) in (None, 200)
+
+
+def test_a_recogniser_that_raises_is_counted_as_lambdawrap_s_failure(failures):
+    # GIVEN an object that raises wherever it is read (a Python object: the runtime hands over
+    # JSON values, on which no recogniser raises, as tests/test_fuzz.py holds them to)
+    before = failures.count
+    # WHEN it is recognised THEN it is "other", and the failure is counted and named, as every
+    # failure of lambdawrap's own is (before: taken silently for an event nothing recognises)
+    assert detect_trigger(ExplodingDict()) == triggers.trigger.other()
+    assert failures.count == before + 1 and "recognising the event" in failures.by_kind
 
 
 json_values = st.recursive(

@@ -238,7 +238,8 @@ def detect_trigger(event: object) -> Trigger:
 
     Never raises: anything unrecognised, malformed, or not a dict is ``"other"``; an event
     nothing recognises may still carry a W3C context (a Step Functions input, a direct
-    invocation's payload), which then becomes its parent.
+    invocation's payload), which then becomes its parent. A recogniser that raises all the same
+    (a bug) is counted in the invocation wrapper's FAILURES, and the event is ``"other"``.
     """
     try:
         if isinstance(event, dict):
@@ -253,8 +254,17 @@ def detect_trigger(event: object) -> Trigger:
             if trigger is not None:
                 return trigger
     except Exception:  # never let tracing break the handler
-        pass
+        _failed("recognising the event")
     return other()
+
+
+def _failed(what: str) -> None:
+    """A recogniser raised: a bug of ours, counted and logged once like every other (it would
+    otherwise pass for an event nothing recognises). Imported here: the invocation wrapper, which
+    keeps the count, imports this package."""
+    from lambdawrap.handler.invocation import FAILURES
+
+    FAILURES.record(what)
 
 
 def response_status_code(trigger: Trigger, response: object) -> Optional[int]:
@@ -264,5 +274,5 @@ def response_status_code(trigger: Trigger, response: object) -> Optional[int]:
         if kind in HTTP_KINDS:
             return http_sources.response_status(kind, response)
     except Exception:  # never let tracing break the handler
-        pass
+        _failed("reading the response's status code")
     return None
