@@ -45,6 +45,11 @@ _LOW_96 = (1 << 96) - 1
 _OWS = " \t"
 # A tracestate or baggage value longer than this is not read (w3c_fields keeps 512 and 8,192).
 MAX_RAW_CHARS = 8192
+# A traceparent is 55 characters (a later version's may add fields): a longer value is not one,
+# and is not read (stripping a forged 6 MB of blanks around one cost ~40 ms a reading).
+_MAX_TRACEPARENT_CHARS = 512
+# parse_xray reads no header longer than this.
+_MAX_XRAY_CHARS = 4096
 
 
 SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
@@ -64,9 +69,10 @@ def parse_traceparent(value: object) -> Optional[SpanContext]:
     forbidden ``ff``) are parsed as the specification asks: the same four leading fields, then
     either the end of the value or a ``-`` starting fields this parser does not know. Only
     lowercase hex is accepted; an all-zero trace id or span id is invalid. Flag bit 0 is sampled.
+    A value over 512 characters (blanks around it included) is not read.
     """
     try:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > _MAX_TRACEPARENT_CHARS:
             return None
         value = value.strip(_OWS)
         length = len(value)
@@ -104,7 +110,7 @@ def parse_xray(value: object) -> Optional[SpanContext]:
     continue. ``Sampled=1`` means sampled; ``0``, ``?`` or a missing field means not sampled.
     """
     try:
-        if not isinstance(value, str) or len(value) > 4096:
+        if not isinstance(value, str) or len(value) > _MAX_XRAY_CHARS:
             return None
         root, parent, sampled = _xray_fields(value)
         if parent is None or len(parent) != 16 or not _is_hex(parent, _HEX_ANY_CASE):
@@ -122,7 +128,7 @@ def xray_root_trace_id(value: object) -> Optional[int]:
     """The trace id an X-Ray header's Root names, with or without a Parent (a header a function
     sets may be a bare Root); None when it names none, or none well-formed."""
     try:
-        if not isinstance(value, str) or len(value) > 4096:
+        if not isinstance(value, str) or len(value) > _MAX_XRAY_CHARS:
             return None
         return _root_trace_id(_xray_fields(value)[0])
     except Exception:  # never let tracing break the handler
@@ -317,8 +323,8 @@ def _sampled_xray(value: object) -> Optional[SpanContext]:
     # Lambda hands every invocation an X-Ray header, Sampled=0 when active tracing is off;
     # parenting on it would make every span unsampled, so only a sampled one counts (and the
     # usual header, with one "Sampled=0" or none, is not parsed at all).
-    if not isinstance(value, str):
-        return None
+    if not isinstance(value, str) or len(value) > _MAX_XRAY_CHARS:
+        return None  # parse_xray would not read it: not lowered and searched either
     lowered = value.lower()
     fields = lowered.count("sampled")
     if fields == 0 or (fields == 1 and "sampled=0" in lowered):
