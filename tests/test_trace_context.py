@@ -533,6 +533,7 @@ class _Context:
     [
         (_Context(w3c={"traceparent": VALID}, custom={"traceparent": OTHER_TP}), VALID),  # w3c() first
         (_Context(w3c={}, custom={"traceparent": OTHER_TP}), OTHER_TP),
+        (_Context(w3c={"traceparent": "00-bad", "tracestate": "w=1"}, custom={"traceparent": OTHER_TP}), OTHER_TP),  # a malformed one hides nothing
         (_Context(custom={"traceparent": OTHER_TP}), OTHER_TP),
         (_Context(custom={"traceparent": 5}), None),
         (_Context(w3c="not a dict", custom="not a dict"), None),

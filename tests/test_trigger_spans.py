@@ -294,3 +294,18 @@ def test_values_nested_or_numbers_larger_than_python_reads_cost_only_that_value(
     assert "http.response.status_code" not in spans[2]["attributes"]
     assert results[2].body == b"[" * 100_000 + b"]" * 100_000
     assert "lambdawrap" not in function_output, function_output
+
+
+def test_a_malformed_w3c_client_context_does_not_hide_the_custom_one(task):
+    # GIVEN a Lambda Invoke caller whose client context holds a malformed traceparent in w3c
+    # (which awslambdaric moves to context.w3c()) and a valid one in custom, where the SDK
+    # instrumentations write it
+    custom = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with instrumented(task) as (emu, rx):
+        # WHEN it invokes the function
+        result = emu.invoke({}, client_context={"custom": {"traceparent": custom}, "w3c": {"traceparent": "00-not-a-context", "tracestate": "w=1"}})
+        assert result.function_error is None
+        (span,) = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+    # THEN the custom context parents the span, as a malformed value anywhere else hides nothing
+    # (before: the w3c place was taken as the caller's, and the trace restarted)
+    assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")

@@ -303,13 +303,14 @@ def collect_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str],
 def client_context_w3c(context: Any) -> Optional[dict]:
     """The W3C fields (``traceparent``, ``tracestate``, ``baggage``) a Lambda ``Invoke`` caller
     sent in the client context, where it sent a ``traceparent``: awslambdaric 4.2+ moves
-    ``clientContext.w3c`` to ``context.w3c()``; SDK instrumentations write them in
-    ``clientContext.custom``."""
+    ``clientContext.w3c`` to ``context.w3c()`` (read first, when its traceparent is valid); SDK
+    instrumentations write them in ``clientContext.custom``."""
     try:
         w3c = getattr(context, "w3c", None)
         if callable(w3c):
             fields = w3c()
-            if isinstance(fields, dict) and isinstance(fields.get("traceparent"), str):
+            # Only a valid one: a malformed traceparent there must not hide the one in custom.
+            if isinstance(fields, dict) and parse_traceparent(fields.get("traceparent")) is not None:
                 return fields
         custom = getattr(getattr(context, "client_context", None), "custom", None)
         if isinstance(custom, dict) and isinstance(custom.get("traceparent"), str):
