@@ -4,6 +4,8 @@ processes, each with its own /next loop, and invocations run concurrently on idl
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -434,3 +436,64 @@ def test_on_managed_instances_a_worker_s_first_request_is_a_cold_start_however_l
     flags = {s["attributes"]["faas.invocation_id"]: (s["attributes"].get("faas.coldstart"), s["attributes"].get("lambdawrap.proactive_init", False)) for s in spans}
     assert [flags[r.request_id] for r in first] == [(True, False)] * 2
     assert sorted(flags[r.request_id] for r in second) == [(False, False), (False, False), (False, True)]
+
+
+def companion_whose_pipeline_waits_for(tmp_path: Path, marker: Path) -> Path:
+    """An interpreter for the companion (LAMBDAWRAP_PYTHON) whose export pipeline loads only
+    once `marker` exists: a companion slow to import the SDK (at 128 MB it takes seconds), as
+    long as the test needs, whatever the machine's speed."""
+    hold = tmp_path / "hold_pipeline.py"
+    hold.write_text(textwrap.dedent(f"""
+        import os, runpy, sys, time
+
+        class HeldPipeline:
+            def find_spec(self, name, path=None, target=None):
+                if name == "lambdawrap.companion.signals":
+                    deadline = time.monotonic() + 60
+                    while not os.path.exists({str(marker)!r}) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                return None
+
+        sys.meta_path.insert(0, HeldPipeline())
+        sys.argv = sys.argv[1:]
+        runpy.run_module("lambdawrap.companion", run_name="__main__", alter_sys=True)
+        """))
+    python = tmp_path / "held-python"
+    # The launcher asks the interpreter its version with -c first; then runs -m lambdawrap.companion NAME.
+    python.write_text(f'#!/bin/bash\ncase " $* " in *" -c "*) exec {sys.executable} "$@" ;; esac\nexec {sys.executable} -E -s {str(hold)!r} "${{@: -1}}"\n')
+    python.chmod(0o755)
+    return python
+
+
+def test_on_managed_instances_a_timed_out_request_reporting_before_the_pipeline_loads_keeps_its_span(tmp_path):
+    from support.stack import instrumented, metric_total
+
+    # GIVEN a handler that runs on past its timeout and then raises (Managed Instances do not
+    # stop it), and a companion whose export pipeline is still loading all the while
+    marker = tmp_path / "pipeline-may-load"
+    task = write_function(tmp_path / "lw", """
+        import time
+
+        def handler(event, context):
+            time.sleep(2.5)
+            raise ValueError("too late")
+        """)
+    env = {"LAMBDAWRAP_PYTHON": str(companion_whose_pipeline_waits_for(tmp_path, marker))}
+    with instrumented(task, env=env, max_concurrency=1, timeout_s=1.0) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # WHEN the request times out, and its record comes once the handler raised, late
+        result = emu.invoke({})
+        assert result.json()["errorType"] == "Sandbox.Timedout"
+        wait_for(lambda: any("410" in line and "InvokeTimeout" in line for line in emu.log_lines("function")), timeout=30, what="the late post's 410")
+        # ... and only then the pipeline loads
+        marker.touch()
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)[0]
+        wait_for(lambda: metric_total(rx, "faas.invocations") == 1, timeout=30, what="the invocation counted")
+    # THEN its span is the timeout its caller got, with its duration, as with the pipeline
+    # loaded in time (the late record made it a span of no duration, its exception "None")
+    assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Sandbox.Timedout", span
+    assert span["end_time_unix_nano"] - span["start_time_unix_nano"] >= 900_000_000, span
+    assert all(e["attributes"].get("exception.type") != "None" for e in span["events"]), span["events"]
+    assert metric_total(rx, "faas.timeouts") == 1
+    assert len([s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == result.request_id]) == 1

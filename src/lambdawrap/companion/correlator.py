@@ -93,7 +93,7 @@ def _settled(end: dict | None) -> dict | None:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "first_invoke", "environment_cold")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "late_record", "first_invoke", "environment_cold")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -117,6 +117,7 @@ class Invocation:
         self.streamed_ids: tuple | bool | None = None
         self.slot_start: dict | None = None  # the in-flight slot those ids were read from
         self.reported = False  # platform.report, the platform's last word on it, came
+        self.late_record = False  # its record came after it was accounted for without it
         # Whether its INVOKE was the environment's first (None on Managed Instances, where each
         # worker has its own first), and, once it is finished, whether that made it the
         # environment's cold start as the companion can tell (see Correlator._environment_cold).
@@ -447,10 +448,13 @@ class Correlator:
                 if early.end is None:
                     early.start, early.end, early.record_at = record["start"], end, time.monotonic()
                 return
-            if inv.finished and inv.end is None and inv.ids is not None:
+            if inv.finished and inv.end is None and not inv.late_record and inv.ids is not None:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
                 # reports later): the span stands; what only the record carries still counts.
-                inv.end = _settled(end)
+                # Its end is left as it was: while the export pipeline loads, the span is still
+                # to be made from this invocation (an end put here made it a span of no
+                # duration, its exception "None").
+                inv.late_record = True
                 record_extras(self.sink, end)
                 return
             if inv.finished or inv.end is not None:
