@@ -228,6 +228,39 @@ def test_collector_down_slow_refusing_and_cutting_then_backlog_delivered_within_
         assert percentile(values, 0.99) <= 150, (name, latency_summary(values))
 
 
+def test_a_collector_slower_than_the_invocations_gets_their_metrics_while_they_come(tmp_path):
+    # GIVEN a collector that answers each request after 1 s, and invocations of 50 ms that
+    # come back to back (a busy function, a collector far away)
+    task = write_function(tmp_path / "task", """
+        import time
+
+        def handler(event, context):
+            time.sleep(0.05)
+            return {"ok": True, "rid": context.aws_request_id}
+        """)
+    ledger = Ledger()
+    rng = random.Random(37)
+    with Collector() as collector:
+        with instrumented(task, env=layer_env(OTEL_EXPORTER_OTLP_TIMEOUT="30"), receiver=collector, timeout_s=TIMEOUT_S) as (emu, _):
+            collector.set_behaviour(delay_s=1.0)
+            emu.init()
+            # WHEN they keep coming for 5 s
+            began = time.time()
+            while time.time() - began < 5:
+                ledger.invoke(emu, "ok", rng)
+            ended = time.time()
+            # THEN the metrics (the invocations' counts, and the drop counts) went with the
+            # flushes while they came: one flush no longer sends spans for as long as they come,
+            # its metrics waiting behind them
+            metric_requests = [r for r in collector.requests() if r["path"] == "/v1/metrics" and began <= r["received_at"] <= ended]
+            assert len(metric_requests) >= 2, [(r["path"], round(r["received_at"] - began, 2)) for r in collector.requests()]
+            collector.reset_behaviour()
+            environments = inits(emu)
+        # ... and, the environment ended, every invocation is accounted for once
+        acc = account(collector, ledger.request_ids, environments)
+    assert_accounted(acc, ledger)
+
+
 def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_the_next(task, figures):
     # GIVEN a collector that is down
     ledger = Ledger()

@@ -559,10 +559,17 @@ class Pipeline:
         return answers is not None and self._stage == "run" and answers.held_off()
 
     def _export_spans(self) -> None:
-        while self._stage != "final" and self.spans is not None and len(self.spans) and not self._held_off("spans") and self._time_for_a_batch():
+        # While the environment runs, the spans buffered when this flush reached them: those
+        # that come meanwhile wait for the next flush, as log lines do. Invocations ending
+        # faster than a slow collector answers kept one flush sending spans for as long as
+        # they came (up to its 30 s), and its metrics, the drop counts among them, waited as
+        # long: an environment that ended meanwhile had none of them exported.
+        left = len(self.spans) if self.spans is not None else 0
+        while self._stage != "final" and self.spans is not None and len(self.spans) and (left > 0 or self._stage != "run") and not self._held_off("spans") and self._time_for_a_batch():
             with self._flight_lock:
                 batch = self.spans.take(self._batch["spans"], REQUEST_MAX_CHARS)
                 self.in_flight = len(batch)
+            left -= len(batch)
             started = time.monotonic()
             self._forget_status("spans")
             self._request.items = len(batch)
@@ -586,6 +593,8 @@ class Pipeline:
             if result != SpanExportResult.SUCCESS:
                 if refused is None:
                     break
+                if refused == "too_large":
+                    left += len(batch)  # this one again, in smaller requests
                 continue  # the next batch, or this one again in smaller requests
             self._sent_whole("spans")
             self.exports += 1
