@@ -879,3 +879,20 @@ def test_the_aws_parameters_and_secrets_extension_beside_ours_keeps_its_port(tmp
     ours = [line for line in lines if "lambdawrap" in line and str(port) in line]
     assert len(ours) == 1 and "leaves port" in ours[0] and "AWS Parameters and Secrets extension" in ours[0], ours
     assert not any("cannot listen" in line for line in lines)
+
+
+def test_a_function_moved_from_the_aws_extension_finds_the_api_on_the_port_it_read_there(tmp_path, moto):
+    # GIVEN a function that used AWS's Parameters and Secrets extension on a port of its own
+    # choosing, with that layer now replaced by ours and its variable kept as it was
+    port = free_port()
+    env = secrets_env(moto, PARAMETERS_SECRETS_EXTENSION_HTTP_PORT=str(port), LAMBDAWRAP_SECRETS_PORT=str(free_port()))
+    task = write_function(tmp_path / "task", CALLS_THE_LOCAL_API)
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN it calls the local API there, as it did
+        result = emu.invoke({})
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)[0]
+    # THEN ours answers it, as AWS's did (before: connection refused, the function failed), and
+    # the call is no span of the function's: it is lambdawrap's own API
+    assert result.function_error is None, result.body
+    assert json.loads(result.json()["SecretString"])["password"] == DB_PASSWORD
+    assert not [s for s in rx.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] == 3]

@@ -11,8 +11,9 @@
 X-Aws-Parameters-Secrets-Token equal to AWS_SESSION_TOKEN, as the AWS extension wants. With
 LAMBDAWRAP_SECRETS_TOKEN=optional the last two shapes, whose usual code sends no token, are
 served without one to loopback clients; a wrong token is refused whatever the setting. The API
-listens on 127.0.0.1 only, on LAMBDAWRAP_SECRETS_PORT and on LAMBDAWRAP_SECRETS_COMPAT_PORT if
-set; both ports answer every shape. All answers come from the store's one cache.
+listens on 127.0.0.1 only, on LAMBDAWRAP_SECRETS_PORT, on LAMBDAWRAP_SECRETS_COMPAT_PORT if set,
+and on PARAMETERS_SECRETS_EXTENSION_HTTP_PORT if set while that extension is not in the
+environment (a function moved from it reads its port there); every port answers every shape. All answers come from the store's one cache.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 # would end the environment's init (Extension.Crash), and the function would get either at
 # random. The port stays theirs.
 AWS_EXTENSION = "AWSParametersAndSecretsLambdaExtension"
-AWS_EXTENSION_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 AWS_EXTENSION_DEFAULT_PORT = 2773
 EXTENSIONS_DIR = "LAMBDAWRAP_EXTENSIONS_DIR"  # the launcher's folder, where the platform starts extensions from
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
@@ -55,14 +55,13 @@ SECRETS_PREFIX = "/secrets/"
 NAME_PATH = "/"
 
 
-def aws_extension_port(environ: Mapping[str, str]) -> int | None:
+def aws_extension_port(environ: Mapping[str, str], settings: Settings) -> int | None:
     """The port AWS's Parameters and Secrets extension listens on, when it is one of this
     environment's extensions; None when it is not."""
     folder = environ.get(EXTENSIONS_DIR)
     if not folder or not os.path.exists(os.path.join(folder, AWS_EXTENSION)):
         return None
-    raw = environ.get(AWS_EXTENSION_PORT, "").strip()
-    return int(raw) if raw.isascii() and raw.isdigit() else AWS_EXTENSION_DEFAULT_PORT
+    return settings.secrets_aws_port or AWS_EXTENSION_DEFAULT_PORT
 
 
 class SecretsHttpApi:
@@ -80,8 +79,10 @@ class SecretsHttpApi:
         self._token_optional = settings.secrets_token == "optional"
         self._failures = Failures()
         self._servers: list = []
-        theirs = aws_extension_port(os.environ)
-        for port in dict.fromkeys(p for p in (settings.secrets_port, settings.secrets_compat_port) if p is not None):
+        theirs = aws_extension_port(os.environ, settings)
+        # Without that extension, its port variable is where a function moved from it looks.
+        moved = settings.secrets_aws_port if theirs is None else None
+        for port in dict.fromkeys(p for p in (settings.secrets_port, settings.secrets_compat_port, moved) if p is not None):
             if port == theirs:
                 get_logger().warning("lambdawrap: the secrets API leaves port %d to the AWS Parameters and Secrets extension beside it (LAMBDAWRAP_SECRETS_PORT sets another)", port)
                 continue

@@ -55,6 +55,9 @@ PROPAGATE_AWS = "LAMBDAWRAP_PROPAGATE_AWS"
 PROPAGATORS = "OTEL_PROPAGATORS"
 HTTP_KNOWN_METHODS = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 SECRETS_COMPAT_PORT = "LAMBDAWRAP_SECRETS_COMPAT_PORT"
+# The AWS Parameters and Secrets extension's own port variable: a function that used that
+# extension may read its port from it.
+AWS_SECRETS_EXTENSION_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 SECRETS_TOKEN = "LAMBDAWRAP_SECRETS_TOKEN"
 SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
@@ -165,6 +168,7 @@ _FIELDS = (
     ("secrets_required", False),
     ("secrets_port", 2773),
     ("secrets_compat_port", None),  # a second port for the API (the /secrets/<name> pattern's)
+    ("secrets_aws_port", None),  # PARAMETERS_SECRETS_EXTENSION_HTTP_PORT, the AWS extension's port, when set
     ("secrets_token", "required"),  # or "optional": token-less /secrets/ and /?name= requests
     ("secrets_allow_undeclared", False),
     ("service_name", ""),
@@ -213,6 +217,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         memory_mb = parse("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0, _int_range(0, 1_000_000))
         startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
         secrets_compat_port = parse(SECRETS_COMPAT_PORT, d.secrets_compat_port, _int_range(1, 65535))
+        secrets_aws_port = parse(AWS_SECRETS_EXTENSION_PORT, d.secrets_aws_port, _int_range(1, 65535))
         protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         limits, limit_corrections = span_limits.read(env, parse.warn)
@@ -242,7 +247,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             propagators=parse(PROPAGATORS, d.propagators, _propagators),
             http_known_methods=parse(HTTP_KNOWN_METHODS, d.http_known_methods, _http_methods),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
-            own_endpoints=_own_endpoints(env, secrets_port, secrets_compat_port, {name for name, value in otlp_corrections if value is None}),
+            own_endpoints=_own_endpoints(env, (secrets_port, secrets_compat_port, secrets_aws_port), {name for name, value in otlp_corrections if value is None}),
             protocols=protocols,
             exported_signals=exported_signals,
             span_limits=limits,
@@ -257,6 +262,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
             secrets_port=secrets_port,
             secrets_compat_port=secrets_compat_port,
+            secrets_aws_port=secrets_aws_port,
             secrets_token=parse(SECRETS_TOKEN, d.secrets_token, _choice(SECRETS_TOKEN_MODES)),
             secrets_allow_undeclared=parse(SECRETS_ALLOW_UNDECLARED, d.secrets_allow_undeclared, _bool),
             # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (as in the
@@ -470,10 +476,10 @@ def loopback_as_one(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") else host
 
 
-def _own_endpoints(env: Mapping[str, str], secrets_port: int, secrets_compat_port: int | None, ignored: set) -> tuple:
+def _own_endpoints(env: Mapping[str, str], secrets_ports: tuple, ignored: set) -> tuple:
     """Where lambdawrap's own HTTP traffic goes (never a client span): the Runtime, Extensions
-    and Telemetry APIs, the secrets API (on both its ports), the X-Ray daemon and the collector."""
-    found = [f"127.0.0.1:{port}" for port in (secrets_port, secrets_compat_port) if port is not None]
+    and Telemetry APIs, the secrets API (on each of its ports), the X-Ray daemon and the collector."""
+    found = [f"127.0.0.1:{port}" for port in dict.fromkeys(secrets_ports) if port is not None]
     runtime_api = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
     if runtime_api:
         found.append(_host_port(runtime_api, 80))
