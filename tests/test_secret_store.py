@@ -6,6 +6,7 @@ handler side's channel and cache, real boto3 clients, and a real moto server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import struct
 import threading
 import time
 import urllib.request
+from typing import Iterator
 
 import pytest
 
@@ -181,10 +183,9 @@ def handler_cache(monkeypatch):
     secret_cache._cache.clear()
 
 
-def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arrived(moto, clients, handler_cache, tmp_path):
-    ttl_s = 4.0
-    # GIVEN the companion's store, serving the handler side over the real local socket
-    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
+@contextlib.contextmanager
+def serving_the_handler_side(settings: Settings, clients) -> Iterator[SecretStore]:
+    """The companion's store, started, serving the function's process over the real local socket."""
     store = SecretStore(settings, clients)
     store.start()
     router = RecordRouter(lambda reason, count: None)
@@ -194,6 +195,17 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
     server = SocketServer(settings.socket_path, router, lambda reason, detail: None)
     server.start()
     try:
+        yield store
+    finally:
+        server.stop()
+        store.stop()
+
+
+def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arrived(moto, clients, handler_cache, tmp_path):
+    ttl_s = 4.0
+    # GIVEN the companion's store, serving the handler side over the real local socket
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
+    with serving_the_handler_side(settings, clients) as store:
         age = store.snapshot(10)["ages"]["DB_PASSWORD"]
         fetched_at = time.monotonic() - age
         # ... and a function's process that gets the value when it is already 0.6 TTL old
@@ -211,9 +223,6 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
         # ... fetched by the companion only: the function's process never called AWS itself
         reads = [c for c in moto.requests() if c["target"] == "secretsmanager.GetSecretValue"]
         assert len(reads) >= 2 and all("lambdawrap/test" in c["user_agent"] for c in reads)
-    finally:
-        server.stop()
-        store.stop()
 
 
 def test_a_ttl_spent_frozen_counts_though_the_monotonic_clock_stood_still(moto, clients, handler_cache, tmp_path, monkeypatch):
@@ -221,33 +230,24 @@ def test_a_ttl_spent_frozen_counts_though_the_monotonic_clock_stood_still(moto, 
     # GIVEN the companion's store serving the handler side over the real local socket and the
     # API, with the default TTL, the declared secret loaded
     settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
-    store = SecretStore(settings, clients)
-    store.start()
-    router = RecordRouter(lambda reason, count: None)
-    router.store = store
-    router.store_ready.set()
-    router.attach(lambda record: None)
-    server = SocketServer(settings.socket_path, router, lambda reason, detail: None)
-    server.start()
-    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
-    try:
-        assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
-        assert get(api.ports[0], "/secrets/prod/db") == (200, {"value": DB_SECRET})
-        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
-        # WHEN the environment stays frozen for two TTLs between invocations: Lambda's wall
-        # clock moves on, its monotonic clock is reported not to (spec §10), which a cgroup
-        # freeze cannot reproduce: here the wall clock alone moves
-        real_time = time.time
-        monkeypatch.setattr(time, "time", lambda: real_time() + 2 * ttl_s)
-        # THEN the function's next reads refresh it, through secrets.get and through the API
-        # (before: its age counted on the monotonic clock, it was still fresh; the rotated
-        # value came one TTL of running time later, after days of rare invocations)
-        wait_for(lambda: handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD, timeout=30, what="the rotated value in secrets.get")
-        wait_for(lambda: get(api.ports[0], "/secrets/prod/db") == (200, {"value": ROTATED_SECRET}), timeout=30, what="the rotated value from the API")
-    finally:
-        api.stop()
-        server.stop()
-        store.stop()
+    with serving_the_handler_side(settings, clients) as store:
+        api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+        try:
+            assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
+            assert get(api.ports[0], "/secrets/prod/db") == (200, {"value": DB_SECRET})
+            moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+            # WHEN the environment stays frozen for two TTLs between invocations: Lambda's wall
+            # clock moves on, its monotonic clock is reported not to (spec §10), which a cgroup
+            # freeze cannot reproduce: here the wall clock alone moves
+            real_time = time.time
+            monkeypatch.setattr(time, "time", lambda: real_time() + 2 * ttl_s)
+            # THEN the function's next reads refresh it, through secrets.get and through the API
+            # (before: its age counted on the monotonic clock, it was still fresh; the rotated
+            # value came one TTL of running time later, after days of rare invocations)
+            wait_for(lambda: handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD, timeout=30, what="the rotated value in secrets.get")
+            wait_for(lambda: get(api.ports[0], "/secrets/prod/db") == (200, {"value": ROTATED_SECRET}), timeout=30, what="the rotated value from the API")
+        finally:
+            api.stop()
 
 
 def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, clients):
