@@ -13,7 +13,8 @@ LAMBDAWRAP_SECRETS_TOKEN=optional the last two shapes, whose usual code sends no
 served without one to loopback clients; a wrong token is refused whatever the setting. The API
 listens on 127.0.0.1 only, on LAMBDAWRAP_SECRETS_PORT, on LAMBDAWRAP_SECRETS_COMPAT_PORT if set,
 and on PARAMETERS_SECRETS_EXTENSION_HTTP_PORT if set while that extension is not in the
-environment (a function moved from it reads its port there); every port answers every shape. All answers come from the store's one cache.
+environment (a function moved from it reads its port there); every port answers every shape.
+All answers come from the store's one cache.
 """
 
 from __future__ import annotations

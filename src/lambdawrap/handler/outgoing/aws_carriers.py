@@ -148,24 +148,31 @@ def _json_with_context(text: str, fields: dict) -> "str | None":
     the rest stays byte for byte (numbers, spacing, repeated keys; a parse and a dump would
     change them, and write `1e400` as `Infinity`, which is not JSON). None when it is not an
     object, or already has the key or a top-level `traceparent` of the function's."""
-    stripped = text.lstrip()
-    if stripped[:1] != "{":
+    document = _json_object(text)
+    if document is None or _has_context(document):
+        return None
+    context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
+    member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
+    opening = len(text) - len(text.lstrip()) + 1
+    return text[:opening] + member + ("," if document else "") + text[opening:]
+
+
+def _json_object(text: str) -> "dict | None":
+    """`text` parsed, when it is a JSON object; None otherwise (not parsed unless it opens as one)."""
+    if text.lstrip()[:1] != "{":
         return None
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(document, dict) or PAYLOAD_KEY in document:
-        return None
-    if isinstance(document.get("traceparent"), str):
-        # The function's own context (its propagator's inject() into the payload), which the
-        # consumer reads at the top when no _lambdawrap is there: it stands, as an HTTP
-        # request's own traceparent does.
-        return None
-    context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
-    member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
-    opening = len(text) - len(stripped) + 1
-    return text[:opening] + member + ("," if document else "") + text[opening:]
+    return document if isinstance(document, dict) else None
+
+
+def _has_context(document: dict) -> bool:
+    """Whether a payload already carries a context at its top: our key, or the function's own
+    `traceparent` (its propagator's inject(), which the consumer reads when our key is not
+    there): it stands, as an HTTP request's own traceparent does."""
+    return PAYLOAD_KEY in document or isinstance(document.get("traceparent"), str)
 
 
 # A carrier's update of one message: (a copy with the context, or the message itself; whether it
@@ -290,13 +297,8 @@ def _carries_own_context(payload: "Any") -> bool:
             return False
     elif not isinstance(payload, str) or ("traceparent" not in payload and PAYLOAD_KEY not in payload):
         return False
-    if payload.lstrip()[:1] != "{":
-        return False
-    try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(document, dict) and (PAYLOAD_KEY in document or isinstance(document.get("traceparent"), str))
+    document = _json_object(payload)
+    return document is not None and _has_context(document)
 
 
 _CARRIERS = {
