@@ -80,6 +80,30 @@ def test_text_context_reads_the_two_ends_of_a_large_text_only():
     assert mc.text_context(middle) is None  # the price of a bounded cost
 
 
+def test_text_context_tries_the_first_eight_traceparent_keys_of_a_window():
+    # A list of items, each with a key of that name, the ninth holding the context.
+    def items(invalid: int) -> str:
+        return json.dumps([{"traceparent": None}] * invalid + [{"traceparent": TP}])
+
+    assert mc.text_context(items(7)) == TP
+    assert mc.text_context(items(8)) is None  # the price of a bounded cost
+
+
+def test_a_window_full_of_traceparent_keys_costs_about_what_a_plain_one_does():
+    # A forged body of nothing but '"traceparent":{' cost a regex try per key, 30x a plain body
+    # (tens of ms for a batch); keys tried are bounded. The bound is loose: a shared CI machine.
+    import timeit
+
+    forged = ('"traceparent":{' * 300)[: 2 * mc._WINDOW_CHARS]
+    plain = json.dumps({"filler": "x" * (2 * mc._WINDOW_CHARS - 100), "traceparent": TP})
+    assert mc.text_context(plain) == TP and mc.text_context(forged) is None
+
+    def cost(text: str) -> float:
+        return min(timeit.repeat(lambda: mc.text_context(text), number=50, repeat=7))
+
+    assert cost(forged) < 8 * cost(plain)
+
+
 def test_text_context_window_size(monkeypatch):
     seen = []
     monkeypatch.setattr(mc, "_search", lambda window: seen.append(len(window)))

@@ -9,7 +9,8 @@ producers carry W3C context inside JSON payloads as ``"_lambdawrap": {"tracepare
 others put a top-level ``"traceparent"`` there; both are read. A payload is a parsed dict
 (EventBridge ``detail``, a Step Functions input) or text (an SQS body, an SNS message, base64
 Kinesis data): text is searched only in its first and last 2 KB, so a message of any size costs
-the same, at the price of missing a key buried in the middle of a large document.
+the same, at the price of missing a key buried in the middle of a large document; within a window
+only the first 8 ``"traceparent"`` keys are tried.
 
 Runs on every invocation inside the user's process: standard library only, never raises.
 """
@@ -46,6 +47,8 @@ _BASE64_WINDOW_CHARS = 2732
 # A traceparent is 55 characters: a header value much longer than that is not one.
 _MAX_HEADER_BYTES = 256
 _MAX_HEADERS = 32
+# "traceparent" keys tried in one window of text: a payload holds one, a few in a batch or list.
+_MAX_KEYS_TRIED = 8
 _pattern = None
 
 
@@ -67,8 +70,19 @@ def _traceparent_pattern():
 def _search(window: str) -> Optional[str]:
     if "traceparent" not in window:  # in C: most payloads stop here
         return None
-    match = _traceparent_pattern().search(window)
-    return match.group(1) if match else None
+    # Only the first keys are tried: each try costs a regex match from Python, and a forged batch
+    # of bodies made of nothing but "traceparent" keys would otherwise cost tens of ms.
+    pattern = _traceparent_pattern()
+    start = 0
+    for _ in range(_MAX_KEYS_TRIED):
+        start = window.find('"traceparent"', start)
+        if start < 0:
+            return None
+        match = pattern.match(window, start)
+        if match:
+            return match.group(1)
+        start += 13
+    return None
 
 
 def text_context(text: object) -> Optional[str]:
