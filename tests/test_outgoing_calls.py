@@ -873,8 +873,52 @@ def test_a_call_whose_after_call_handler_raises_leaves_the_calls_after_it_traced
             invocation = invocation_span(rx, result.request_id)
             # THEN the HTTP call after it is traced and carries the context, in this invocation
             # and the next
-            (call,) = [s for s in children(rx, invocation, 1) if s["name"] == "GET"]
+            calls = children(rx, invocation, 2)
+            (call,) = [s for s in calls if s["name"] == "GET"]
             assert http.requests[-1]["headers"].get("traceparent") == f"00-{invocation['trace_id']}-{call['span_id']}-01"
+            # AND the AWS call itself is a span, as answered, ended before the call after it
+            (aws,) = [s for s in calls if s["name"] == "S3.ListBuckets"]
+            assert aws["attributes"]["http.response.status_code"] == 200 and aws["status_code"] != 2
+            assert "error.type" not in aws["attributes"] and aws["end_time_unix_nano"] <= call["start_time_unix_nano"]
+
+
+AFTER_CALL_ERROR_RAISES = """
+import botocore.config, boto3
+
+# Nothing listens there: the call fails (EndpointConnectionError), once, without retries.
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test",
+                  config=botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=5))
+
+
+class Refused(Exception):
+    pass
+
+
+def refuse(**kwargs):
+    raise Refused("the function's own check of the failure")
+
+
+s3.meta.events.register("after-call-error.s3.ListBuckets", refuse)
+
+
+def handler(event, context):
+    try:
+        s3.list_buckets()
+    except Refused:
+        return "refused"
+"""
+
+
+def test_a_failed_call_whose_after_call_error_handler_raises_is_a_failed_span(tmp_path):
+    # GIVEN a function whose own after-call-error handler raises, cutting ours out
+    task = write_function(tmp_path / "task", AFTER_CALL_ERROR_RAISES)
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        assert result.json() == "refused"
+        # THEN the call is a span all the same, failed with the connection's error
+        (aws,) = children(rx, invocation_span(rx, result.request_id), 1)
+        assert aws["name"] == "S3.ListBuckets" and aws["attributes"]["error.type"] == "EndpointConnectionError"
+        assert aws["status_code"] == 2 and aws["attributes"]["retry_attempts"] == 0
 
 
 INSTRUMENTED_BY_THE_FUNCTION = """

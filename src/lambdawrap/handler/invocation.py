@@ -100,11 +100,13 @@ def active_invocation() -> "Invocation | None":
     return _active[0] if _active else None
 
 
-def deliver_span(channel: Channel, span: dict) -> None:
-    """A finished span (the user's or a client span): with its invocation's record when one of
-    its trace is under way in this process, else alone (a child forked during an invocation
-    holds a copy of it that is never sent: its spans go alone, on its own connection)."""
-    invocation = active_invocation()
+def deliver_span(channel: Channel, span: dict, invocation: "Invocation | None" = None) -> None:
+    """A finished span (the user's or a client span): with its invocation's record (`invocation`,
+    else the one under way in this process) when it is of its trace, else alone (a child forked
+    during an invocation holds a copy of it that is never sent: its spans go alone, on its own
+    connection)."""
+    if invocation is None:
+        invocation = active_invocation()
     if invocation is not None and span["trace_id"] == invocation.trace_hex and invocation.pid == own_pid():
         invocation.add_span(span)
     else:
@@ -119,7 +121,7 @@ def count_context_not_injected() -> None:
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "beside", "_w3c", "otel_token", "spans", "spans_dropped", "max_spans")
+    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "beside", "_w3c", "otel_token", "spans", "spans_dropped", "max_spans", "unfinished", "thread")
 
     def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int, context: Any = None) -> None:
         self.start_json = start_json
@@ -137,6 +139,9 @@ class Invocation:
         self.spans: list = []
         self.spans_dropped = 0
         self.max_spans = max_spans
+        # Calls answered whose own end may never come (see `unfinished_calls`), by id.
+        self.unfinished: dict | None = None
+        self.thread = get_ident()  # the handler's
 
     @property
     def trace_state(self) -> str:
@@ -154,6 +159,15 @@ class Invocation:
         beside = self.beside or (None, None)
         self._w3c = (parse_tracestate(beside[0]), parse_baggage(beside[1]))
         return self._w3c
+
+    def unfinished_calls(self) -> dict:
+        """Calls the handler's thread made, answered, that end at this invocation's end unless
+        something ends them first (an AWS call whose after-call a handler of the function's cut
+        short): each value has `finish_late(invocation)`, called by the one who pops its key.
+        (Another thread's call may still be retrying then: it is not one of these.)"""
+        if self.unfinished is None:
+            self.unfinished = {}
+        return self.unfinished
 
     def add_span(self, span: dict) -> None:
         """A span made during this invocation: it travels with the invocation's record."""
@@ -338,6 +352,8 @@ class InvocationTracer:
 
     def _after(self, state: Invocation, result: Any, error: BaseException | None) -> None:
         end_ns = time.time_ns()
+        if state.unfinished:
+            _finish_unfinished(state)
         if state.otel_token is not None:
             self.user_spans.exit(state.otel_token)
         # Held for the post only where one follows: on the thread the runtime posts from, for
@@ -419,6 +435,17 @@ class InvocationTracer:
             FAILURES.count -= failures
         if sent and not_injected:
             _context_not_injected[0] -= not_injected
+
+
+def _finish_unfinished(state: Invocation) -> None:
+    unfinished = state.unfinished
+    for key in list(unfinished):
+        call = unfinished.pop(key, None)  # atomic: the call's own end may be racing us
+        if call is not None:
+            try:
+                call.finish_late(state)
+            except Exception:  # noqa: BLE001
+                FAILURES.record("ending a call at its invocation's end")
 
 
 def _finish(end: dict, later: tuple) -> None:

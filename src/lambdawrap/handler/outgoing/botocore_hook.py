@@ -21,6 +21,12 @@ session's handlers when it is made. Per call, sharing botocore's request context
   after-call              the answer: status, request ids, the AWS error code, retries
   after-call-error        no answer (connection refused, timeout, ...)
 
+Each attempt's answer (or failure), seen at needs-retry, is kept on the call: a handler of the
+function's that raises at after-call or after-call-error ends the event before ours, and the
+call is then ended with that answer at its invocation's end (`Invocation.unfinished_calls`),
+at the time it was answered. A call of another thread (which may still be retrying when the
+invocation ends) or outside an invocation (at import time) is lost so.
+
 botocore and aiobotocore emit after-call-error for an `Exception` only: a call whose HTTP request
 is interrupted by another BaseException (an asyncio cancellation: `asyncio.timeout()` around an
 aiobotocore call) is ended by that request's hook instead (`AwsCall.interrupted`), or its mark
@@ -32,7 +38,10 @@ URL or POST (botocore builds and signs it like a call, but never sends it).
 
 from __future__ import annotations
 
-from lambdawrap.handler.invocation import FAILURES, count_context_not_injected
+import time
+from _thread import get_ident
+
+from lambdawrap.handler.invocation import FAILURES, active_invocation, count_context_not_injected
 from lambdawrap.handler.outgoing import aws_carriers, aws_services
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, contrib_active, otel_suppressed, unmark
@@ -52,7 +61,7 @@ _PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffix
 class AwsCall:
     """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL."""
 
-    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "_events")
+    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "_events")
 
     def __init__(self, span: ClientSpan, service: str, operation: str, events: "AwsCallEvents") -> None:
         self.span = span
@@ -61,7 +70,25 @@ class AwsCall:
         self.attempts = 0
         self.token: "Any" = None
         self.ended = False
+        # The last attempt's (response, caught_exception, request context, time answered).
+        self.answer: "tuple | None" = None
+        self.pending: "dict | None" = None  # the invocation's unfinished calls, once answered
         self._events = events
+
+    def claim(self) -> bool:
+        """Whether the caller is the one to end this call: its invocation's end may have."""
+        if self.ended:
+            return False
+        pending = self.pending
+        if pending is not None and pending.pop(id(self), None) is None:
+            return False
+        self.ended = True
+        return True
+
+    def finish_late(self, invocation: "Any") -> None:
+        """Its invocation is over and no after-call ended it: ended with its last answer."""
+        self.ended = True
+        self._events.answered_late(self, invocation)
 
     def interrupted(self, exc: BaseException) -> None:
         """The HTTP request below this call ended with a BaseException that is no Exception
@@ -129,19 +156,40 @@ class AwsCallEvents:
         if call.token is None:
             call.token = IN_CLIENT_CALL.set(call)
 
-    def needs_retry(self, request_dict: "Any" = None, **kwargs: "Any") -> None:
+    def needs_retry(self, request_dict: "Any" = None, response: "Any" = None, caught_exception: "Any" = None, **kwargs: "Any") -> None:
         context = request_dict.get("context") if isinstance(request_dict, dict) else None
         call = context.get(_STATE) if context else None
-        if call is not None and call.token is not None:
+        if call is None:
+            return
+        if call.token is not None:
             unmark(call.token)
             call.token = None
+        try:
+            call.answer = (response, caught_exception, context, time.time_ns())
+            if call.pending is None and not call.ended:
+                invocation = active_invocation()
+                if invocation is not None and invocation.thread == get_ident():
+                    call.pending = invocation.unfinished_calls()
+                    call.pending[id(call)] = call
+        except Exception:  # noqa: BLE001
+            FAILURES.record("tracing an AWS SDK attempt")
 
     def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
-        if call is None or call.ended:
+        if call is None or not call.claim():
             return
+        self._answered(call, http_response, parsed, context)
+
+    def answered_late(self, call: AwsCall, invocation: "Any") -> None:
+        response, exception, context, end_ns = call.answer
+        call.answer = None  # it refers to the request context, which refers to the call
+        if exception is not None or not isinstance(response, tuple) or len(response) != 2:
+            self._failed(call, exception, end_ns, invocation)
+        else:
+            self._answered(call, response[0], response[1], context, end_ns, invocation)
+
+    def _answered(self, call: AwsCall, http_response: "Any", parsed: "Any", context: "Any", end_ns: "int | None" = None, invocation: "Any" = None) -> None:
         try:
-            call.ended = True
             unmark(call.token)
             call.token = None
             attributes = call.span.attributes
@@ -158,31 +206,30 @@ class AwsCallEvents:
                 description = f"An error occurred ({code}) when calling the {call.operation} operation: {error.get('Message', '')}"
                 # Only a failure the conventions call one (4xx, 5xx) marks the span; a 3xx
                 # (S3's 304 Not Modified) still raises in the SDK but is no error of the call.
-                self._recorder.end(call.span, code if status >= 400 else "", description)
+                self._recorder.end(call.span, code if status >= 400 else "", description, end_ns=end_ns, invocation=invocation)
                 return
             aws_services.response_attributes(call.service, call.operation, parsed, attributes)
-            self._recorder.end(call.span)
+            self._recorder.end(call.span, end_ns=end_ns, invocation=invocation)
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing an AWS SDK answer")
 
     def after_call_error(self, exception: "BaseException | None" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
-        if call is None or call.ended:
+        if call is None or not call.claim():
             return
         self._failed(call, exception)
 
     def interrupted(self, call: AwsCall, exception: BaseException) -> None:
-        if not call.ended:
+        if call.claim():
             self._failed(call, exception)
 
-    def _failed(self, call: AwsCall, exception: "BaseException | None") -> None:
+    def _failed(self, call: AwsCall, exception: "BaseException | None", end_ns: "int | None" = None, invocation: "Any" = None) -> None:
         try:
-            call.ended = True
             unmark(call.token)
             call.token = None
             call.span.attributes["retry_attempts"] = max(call.attempts - 1, 0)
             kind = type(exception).__qualname__ if exception is not None else "Error"
-            self._recorder.end(call.span, kind, str(exception) if exception is not None else "", exception)
+            self._recorder.end(call.span, kind, str(exception) if exception is not None else "", exception, end_ns, invocation)
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing a failed AWS SDK call")
 

@@ -104,10 +104,13 @@ class Recorder:
             sampled = self._sampled_as_root(trace_id, None)
         return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes)
 
-    def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None) -> None:
-        """Record the finished span; `error` (the error.type) marks it as failed."""
+    def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None, end_ns: int | None = None, invocation: "Any" = None) -> None:
+        """Record the finished span; `error` (the error.type) marks it as failed. `end_ns` and
+        `invocation` for a span ended after the fact (at its invocation's end)."""
         if not span.sampled:
             return
+        if end_ns is None:
+            end_ns = time.time_ns()
         events = []
         status = (0, "")
         if error:
@@ -115,11 +118,11 @@ class Recorder:
             status = (STATUS_ERROR, description[:MAX_ATTRIBUTE_CHARS])
             if exception is not None:
                 described = describe_exception(exception)
-                events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, time.time_ns()])
+                events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, end_ns])
         # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
         # in a span the function's code made (an empty value).
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
-        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, time.time_ns(), attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote))
+        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, end_ns, attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote), invocation)
 
 
 def _own_call() -> bool:
