@@ -1520,3 +1520,36 @@ def test_the_library_methods_lambdawrap_wraps_pickle_and_copy_as_without_it(tmp_
     assert without["Session.send deep-copied"] == ["function", "Session.send", "NoneType"], without
     assert result.function_error is None, result.body
     assert result.json() == without
+
+
+INSTRUMENTS_URLLIB3 = """
+import os, sys
+sys.path.insert(0, os.environ["CONTRIB"])  # urllib3's instrumentation, as the function ships it
+import boto3, requests
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+
+URLLib3Instrumentor().instrument()  # urllib3's alone: requests and boto3 send through it
+
+def handler(event, context):
+    s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="bucket-under-urllib3")
+    return {"status": requests.get(event["http"] + "/status/200?via=requests", timeout=5).status_code}
+"""
+
+
+def test_a_layer_below_instrumented_by_opentelemetry_adds_no_span_under_ours(tmp_path, moto, contrib_path):
+    # GIVEN a function that enabled OpenTelemetry's urllib3 instrumentation, and sends through
+    # urllib3 with requests and boto3 (calls lambdawrap traces)
+    task = write_function(tmp_path / "task", INSTRUMENTS_URLLIB3)
+    with recording_server() as http, instrumented(task, env={"CONTRIB": contrib_path, "MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"status": 200}
+        invocation = invocation_span(rx, result.request_id)
+        children(rx, invocation, 2)
+        assert emu.wait_idle(30)
+        # THEN each call is one span, lambdawrap's, as under OpenTelemetry's requests and botocore
+        # instrumentations (theirs tell the one below to add none)
+        clients = sorted((s for s in rx.spans() if s["kind"] == CLIENT), key=lambda s: s["start_time_unix_nano"])
+    assert [(s["name"], s["scope"]) for s in clients] == [("S3.CreateBucket", "lambdawrap.botocore"), ("GET", "lambdawrap.requests")], clients
+    # ... and the server was told that span
+    assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{clients[1]['span_id']}-01"

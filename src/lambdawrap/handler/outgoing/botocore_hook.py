@@ -44,7 +44,7 @@ from _thread import get_ident
 from lambdawrap.handler.invocation import FAILURES, active_invocation, count_context_not_injected
 from lambdawrap.handler.outgoing import aws_carriers, aws_services
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
-from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, ClientSpan, Recorder, contrib_active, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import CLIENT, ClientSpan, Recorder, contrib_active, mark, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -59,7 +59,7 @@ _PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffix
 
 
 class AwsCall:
-    """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL."""
+    """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL (recorder.mark)."""
 
     __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "_events")
 
@@ -154,7 +154,7 @@ class AwsCallEvents:
             return  # an untraced call
         call.attempts += 1
         if call.token is None:
-            call.token = IN_CLIENT_CALL.set(call)
+            call.token = mark(call)
 
     def needs_retry(self, request_dict: "Any" = None, response: "Any" = None, caught_exception: "Any" = None, **kwargs: "Any") -> None:
         context = request_dict.get("context") if isinstance(request_dict, dict) else None

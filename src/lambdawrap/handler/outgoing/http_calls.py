@@ -13,6 +13,7 @@ from __future__ import annotations
 from lambdawrap.handler.invocation import FAILURES, drop_own_frame
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, IN_RESPONSE_HOOK, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, interrupted_below, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import mark as mark_call  # `mark` names begin()'s argument
 from lambdawrap.handler.outgoing.urls import full_url
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -68,7 +69,7 @@ class HttpCalls:
             span = self._recorder.start(self.scope, known or "HTTP", CLIENT, attributes)
             if headers is not None:
                 add_missing(headers, self._propagation.http_headers(span))
-            return Call(span, IN_CLIENT_CALL.set(True) if mark else None)
+            return Call(span, mark_call(True) if mark else None)
         except Exception:  # noqa: BLE001 - the request goes out untraced
             FAILURES.record(f"tracing a {self._library} request")
             return None

@@ -208,14 +208,43 @@ def interrupted_below(exc: BaseException) -> None:
         FAILURES.record("ending an interrupted AWS SDK call")
 
 
+def mark(value: object, suppress: bool = True) -> tuple:
+    """Mark a call under way in this context (`IN_CLIENT_CALL` set to `value`) and, when the
+    function's code loaded OpenTelemetry's context API, set its `suppress_http_instrumentation`
+    key, as OpenTelemetry's own instrumentations do around the calls they trace: one the function
+    enabled for a layer below ours (urllib3's, under a requests or AWS SDK call) then adds no
+    second span and no second traceparent. `suppress=False` lifts the key again, for the
+    function's own code run inside a call. Returns the token `unmark` takes."""
+    return IN_CLIENT_CALL.set(value), _otel_http_suppression(suppress)
+
+
+def _otel_http_suppression(value: bool) -> "tuple | None":
+    context = sys.modules.get("opentelemetry.context")
+    key = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None)
+    if not isinstance(key, str):  # no API loaded, or one of another shape
+        return None
+    try:
+        return context, context.attach(context.set_value(key, value))
+    except Exception:  # noqa: BLE001 - an API of any version: theirs may then add a span
+        FAILURES.record("marking a call for OpenTelemetry's instrumentations")
+        return None
+
+
 def unmark(token: "Any") -> None:
-    """End the mark `IN_CLIENT_CALL.set()` made (a token), wherever the call ended."""
+    """End the mark `mark()` made (its token), wherever the call ended."""
     if token is None:
         return
+    ours, theirs = token
     try:
-        IN_CLIENT_CALL.reset(token)
+        IN_CLIENT_CALL.reset(ours)
     except ValueError:  # ended in another context (an async generator, say)
         IN_CLIENT_CALL.set(False)
+        if theirs is not None:  # its token is of that other context too: lifted here instead
+            _otel_http_suppression(False)
+        return
+    if theirs is not None:
+        context, otel_token = theirs
+        context.detach(otel_token)
 
 
 def capped(value: str) -> str:

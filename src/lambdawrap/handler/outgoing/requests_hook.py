@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.invocation import drop_own_frame
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
-from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, unmark
+from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, mark, unmark
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -49,7 +49,8 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
 def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
     """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
     of the function's, a re-send through the request's adapter is still the request's."""
-    token = IN_CLIENT_CALL.set(IN_RESPONSE_HOOK) if IN_CLIENT_CALL.get() else None
+    # OpenTelemetry's instrumentations are told so too (mark's suppress=False): not under ours.
+    token = mark(IN_RESPONSE_HOOK, suppress=False) if IN_CLIENT_CALL.get() else None
     try:
         return wrapped(*args, **kwargs)
     except BaseException as exc:
