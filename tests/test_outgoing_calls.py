@@ -1553,3 +1553,29 @@ def test_a_layer_below_instrumented_by_opentelemetry_adds_no_span_under_ours(tmp
     assert [(s["name"], s["scope"]) for s in clients] == [("S3.CreateBucket", "lambdawrap.botocore"), ("GET", "lambdawrap.requests")], clients
     # ... and the server was told that span
     assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{clients[1]['span_id']}-01"
+
+
+RELATIVE_URL_QUOTING_ONE = """
+import http.client, urllib.parse
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    conn.request("GET", "/?r=http://example.com/")  # a path whose query holds a URL
+    status = conn.getresponse().status
+    conn.close()
+    return {"statusCode": status}
+"""
+
+
+def test_a_relative_url_whose_query_holds_a_url_is_a_call_to_the_connections_host(tmp_path):
+    # GIVEN a function sending a request with http.client whose path's query is an absolute URL
+    task = write_function(tmp_path / "task", RELATIVE_URL_QUOTING_ONE)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+    # THEN its span names the host the request went to, and the URL it asked for there
+    attributes = call["attributes"]
+    assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", http.port), attributes
+    assert attributes["url.full"] == f"{http.url}/?r=http://example.com/"

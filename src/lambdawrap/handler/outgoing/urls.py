@@ -12,7 +12,7 @@ def split_url(url: str) -> "tuple[str, str, int, str, str] | None":
     """(scheme, host, port, userinfo, rest) of an absolute URL; rest is what follows the
     authority (path, query, fragment). None when it is not absolute."""
     scheme, sep, remainder = url.partition("://")
-    if not sep or not scheme:
+    if not sep or not _is_scheme(scheme):  # a relative URL whose query holds one: "/?next=http://..."
         return None
     scheme = scheme.lower()
     end = len(remainder)
@@ -24,6 +24,11 @@ def split_url(url: str) -> "tuple[str, str, int, str, str] | None":
     userinfo, at_sign, hostport = authority.rpartition("@")
     host, port = split_hostport(hostport, DEFAULT_PORTS.get(scheme, 0))
     return scheme, host, port, userinfo if at_sign else "", rest
+
+
+def _is_scheme(text: str) -> bool:
+    """RFC 3986's scheme: a letter, then letters, digits, "+", "-" or "."."""
+    return text[:1].isalpha() and text.isascii() and all(c.isalnum() or c in "+-." for c in text)
 
 
 def split_hostport(hostport: str, default_port: int) -> "tuple[str, int]":
