@@ -1579,3 +1579,33 @@ def test_a_relative_url_whose_query_holds_a_url_is_a_call_to_the_connections_hos
     attributes = call["attributes"]
     assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", http.port), attributes
     assert attributes["url.full"] == f"{http.url}/?r=http://example.com/"
+
+
+OPENS_A_URL_WITHOUT_SCHEME = """
+import urllib.request
+
+def handler(event, context):
+    try:
+        urllib.request.urlopen("localhost/status/200", timeout=5)  # the scheme forgotten
+    except ValueError as exc:
+        refused = str(exc)
+    return {"refused": refused, "status": urllib.request.urlopen(event["http"] + "/status/200", timeout=5).status}
+"""
+
+
+def test_a_url_urllib_cannot_open_is_the_functions_error_not_lambdawraps(tmp_path):
+    # GIVEN a function that passes urlopen() a URL without a scheme (urllib raises ValueError)
+    task = write_function(tmp_path / "task", OPENS_A_URL_WITHOUT_SCHEME)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            # THEN it gets the same error as without the layer, the next request is traced ...
+            assert result.json() == without and without["status"] == 200, (result.json(), without)
+            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+            assert call["attributes"]["http.response.status_code"] == 200
+            lines = emu.log_lines("function")
+    # ... and lambdawrap neither logs nor counts a failure of its own
+    assert not [line for line in lines if "lambdawrap" in line], lines
+    assert metric_total(rx, "lambdawrap.internal_errors") == 0

@@ -25,7 +25,10 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         target = args[0] if args else kwargs.get("fullurl")
         if isinstance(target, str):
             # A copy of what open() would make itself, so that the headers can be added.
-            target = request_class(target, args[1] if len(args) > 1 else kwargs.get("data"))
+            try:
+                target = request_class(target, args[1] if len(args) > 1 else kwargs.get("data"))
+            except ValueError:  # no URL ("unknown url type"): open() raises it to the function itself
+                return None, args, kwargs
             args = (target,) + args[1:] if args else args
             if not args:
                 kwargs = dict(kwargs, fullurl=target)
