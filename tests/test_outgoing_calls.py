@@ -1609,3 +1609,37 @@ def test_a_url_urllib_cannot_open_is_the_functions_error_not_lambdawraps(tmp_pat
     # ... and lambdawrap neither logs nor counts a failure of its own
     assert not [line for line in lines if "lambdawrap" in line], lines
     assert metric_total(rx, "lambdawrap.internal_errors") == 0
+
+
+URLLIB3_HEADERS_IT_CANNOT_READ = """
+import urllib.parse
+import urllib3
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    pool = urllib3.HTTPConnectionPool(url.hostname, url.port)
+    failures = []
+    for headers in ((("X-A", "1"),), (), [("X-A", "1")]):  # pairs, not a mapping
+        try:
+            pool.urlopen("GET", "/status/200?via=pairs", headers=headers)
+        except Exception as exc:
+            failures.append([type(exc).__name__, str(exc)])
+    return {"failures": failures, "status": pool.urlopen("GET", "/status/200?via=mapping", headers={"X-A": "1"}).status}
+"""
+
+
+def test_urllib3_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
+    # GIVEN a function that gives urllib3's urlopen() its headers as pairs (urllib3 raises)
+    task = write_function(tmp_path / "task", URLLIB3_HEADERS_IT_CANNOT_READ)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            # THEN each fails as without the layer, and the request after them is traced
+            assert result.json() == without and len(without["failures"]) == 3, (result.json(), without)
+            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+            assert call["attributes"]["url.full"].endswith("via=mapping")
+            lines = emu.log_lines("function")
+    # ... with no failure of lambdawrap's logged
+    assert not [line for line in lines if "lambdawrap" in line], lines

@@ -32,7 +32,11 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
             host, port, userinfo, rest = str(instance.host).lower(), instance.port or DEFAULT_PORTS.get(scheme, 0), "", url
         given = args[_HEADERS_AT] if len(args) > _HEADERS_AT else kwargs.get("headers")
         original = given if given is not None else instance.headers
-        headers = original.copy() if hasattr(original, "copy") else dict(original or {})
+        # A copy, as urlopen() makes one itself, of a mapping only: another value (pairs in a tuple
+        # or a list) is left to fail the call untraced, as without us (a dict of it would succeed).
+        if not callable(getattr(original, "copy", None)) or not callable(getattr(original, "items", None)):
+            return None, args, kwargs
+        headers = original.copy()
         call = calls.begin(method, scheme, host, port, rest, headers, userinfo)
         if call is None:
             return None, args, kwargs
