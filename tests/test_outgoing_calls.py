@@ -1643,3 +1643,37 @@ def test_urllib3_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
             lines = emu.log_lines("function")
     # ... with no failure of lambdawrap's logged
     assert not [line for line in lines if "lambdawrap" in line], lines
+
+
+CALLS_LOOPBACK = """
+import os, urllib.request
+import requests
+
+def handler(event, context):
+    port = event["port"]
+    statuses = [requests.get(f"http://localhost:{port}/status/200?via=localhost", timeout=5).status_code]
+    statuses.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/status/200?via=address", timeout=5).status)
+    try:
+        requests.get(f"http://[::1]:{os.environ['REFUSED_PORT']}/refused", timeout=5)
+    except requests.ConnectionError:
+        statuses.append("refused")
+    return {"statuses": statuses}
+"""
+
+
+def test_a_loopback_host_excluded_with_its_port_is_not_traced(tmp_path):
+    # GIVEN a local service the function calls (a sidecar extension on localhost, say) excluded
+    # as host:port, by name, and an IPv6 loopback one excluded with its address in brackets
+    task = write_function(tmp_path / "task", CALLS_LOOPBACK)
+    refused = closed_port()
+    with recording_server() as http:
+        env = {"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"localhost:{http.port},[::1]:{refused}", "REFUSED_PORT": str(refused)}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"port": http.port})
+            assert result.json() == {"statuses": [200, 200, "refused"]}
+            invocation_span(rx, result.request_id)
+            assert emu.wait_idle(30)
+            clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+    # THEN none of those calls is traced, nor carries a context (127.0.0.1 is localhost)
+    assert clients == [], clients
+    assert [r["headers"].get("traceparent") for r in http.requests] == [None, None], http.requests

@@ -79,7 +79,7 @@ class Recorder:
         self._sampled_as_root = sampled_as_root
         self._channel = channel
         self._own = frozenset(own_endpoints)
-        self._excluded = frozenset(loopback_as_one(h) for h in excluded_hosts)
+        self._excluded = frozenset(_as_compared(entry) for entry in excluded_hosts)
 
     def excluded(self, host: str, port: int) -> bool:
         """Whether a call to host:port is lambdawrap's own traffic or a host the user excluded."""
@@ -123,6 +123,21 @@ class Recorder:
         # in a span the function's code made (an empty value).
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
         deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, end_ns, attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote), invocation)
+
+
+def _as_compared(entry: str) -> str:
+    """An excluded `host` or `host:port` as `excluded()` compares it: the host a loopback name
+    as one (with its port too: `localhost:2772` is where a call to 127.0.0.1:2772 goes), an IPv6
+    literal out of its brackets (`[::1]:8080`)."""
+    if entry.startswith("["):
+        host, _, after = entry[1:].partition("]")
+        port = after[1:] if after.startswith(":") else ""
+    else:
+        host, sep, port = entry.rpartition(":")
+        if not sep or ":" in host or not port.isdigit():  # a host alone (an IPv6 one unbracketed)
+            host, port = entry, ""
+    host = loopback_as_one(host)
+    return f"{host}:{port}" if port else host
 
 
 def _own_call() -> bool:
