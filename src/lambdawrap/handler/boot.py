@@ -64,6 +64,9 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     channel = Channel(settings.socket_path)
     module_name, attribute = target
+    # However far the boot goes from here (OTEL_SDK_DISABLED ends it below), once the handler
+    # module has loaded `import sitecustomize` finds what it finds without the layer.
+    import_hooks.when_imported(module_name, _forget_our_sitecustomize, _forgetting_failed)
     if settings.secrets or settings.secrets_refused:
         _load_secrets(settings, channel, module_name, environ)
     if settings.sdk_disabled:
@@ -82,7 +85,6 @@ def _initialize(environ: Mapping[str, str]) -> Any:
         FAILURES.record(f"a post-import hook on {module}")
 
     def wrap_handler(module: Any) -> None:
-        _forget_our_sitecustomize()
         tracer.handler_loaded()
         if _made_on_demand(module, attribute):
             # The runtime's lookup will make it; asking first would run the module's code twice.
@@ -253,12 +255,20 @@ def restore_python_path(environ: Any = None) -> None:
         env["PYTHONPATH"] = os.pathsep.join(entries)
 
 
-def _forget_our_sitecustomize() -> None:
+def _forget_our_sitecustomize(handler_module: Any = None) -> None:
     # Without another sitecustomize to chain to, `import sitecustomize` must find nothing, as
     # without the layer. (Not while site.py is still importing ours: it pops the entry.)
     module = sys.modules.get("sitecustomize")
-    if module is not None and getattr(module, "__file__", "").endswith(os.path.join("lambdawrap_boot", "sitecustomize.py")):
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return
+    if getattr(module, "__file__", "").endswith(os.path.join("lambdawrap_boot", "sitecustomize.py")):
         del sys.modules["sitecustomize"]
+
+
+def _forgetting_failed(module_name: str) -> None:
+    from lambdawrap.handler.invocation import FAILURES  # only then: not loaded with OTEL_SDK_DISABLED
+
+    FAILURES.record(f"a post-import hook on {module_name}")
 
 
 def chain_sitecustomize(boot_dir: str) -> None:
