@@ -687,11 +687,21 @@ def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     figures.add([f"== bad configuration: {len(BAD_SETTINGS) + 1} bad values, one warning each, {acc.spans} spans, lost {acc.lost}"])
 
 
-@pytest.mark.parametrize("socket_path", ["/nonexistent/folder/lw.sock", "lw.sock", "/tmp/" + "s" * 120 + ".sock"], ids=["missing folder", "relative", "too long"])
+# {scratch} is a folder of the function's, holding its file data.json.
+@pytest.mark.parametrize(
+    "socket_path",
+    ["/nonexistent/folder/lw.sock", "lw.sock", "/tmp/" + "s" * 120 + ".sock", "{scratch}/", "{scratch}", "{scratch}/data.json"],
+    ids=["missing folder", "relative", "too long", "a folder, with its slash - socket_path_folder", "a folder - socket_path_folder", "a file of the function's - socket_path_file"],
+)
 def test_a_socket_path_no_process_can_use_warns_once_and_falls_back(task, tmp_path, socket_path):
     # GIVEN LAMBDAWRAP_SOCKET in a folder that does not exist (or read-only: all but /tmp on
-    # Lambda), relative, or too long for a Unix socket; TMPDIR places the default
-    env = layer_env(LAMBDAWRAP_SOCKET=socket_path, TMPDIR=str(tmp_path))
+    # Lambda), relative, too long for a Unix socket, or naming what is no socket: a folder (the
+    # companion failed to start: telemetry off) or a file of the function's (the companion
+    # deleted it to listen there); TMPDIR places the default
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "data.json").write_text('{"kept": true}')
+    env = layer_env(LAMBDAWRAP_SOCKET=socket_path.format(scratch=scratch), TMPDIR=str(tmp_path))
     ledger = Ledger()
     rng = random.Random(5)
     with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
@@ -706,6 +716,8 @@ def test_a_socket_path_no_process_can_use_warns_once_and_falls_back(task, tmp_pa
     # ... and the value was reported once, naming the default used instead
     said = [line for line in lines if "LAMBDAWRAP_SOCKET" in line]
     assert len(said) == 1 and f"using the default {tmp_path}/lambdawrap.sock" in said[0], lines
+    # ... and what was there is as it was
+    assert (scratch / "data.json").read_text() == '{"kept": true}' and scratch.is_dir()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ read by the OpenTelemetry exporters in the companion, as the SDK defines them.
 from __future__ import annotations
 
 import os
+import stat  # os imported it already
 from collections import namedtuple
 
 from lambdawrap.shared import otlp_variables, span_limits
@@ -374,6 +375,14 @@ def _socket_path(raw: str) -> str:
         raise ValueError(f"expected a path of at most {MAX_SOCKET_PATH_BYTES} bytes")
     if not os.access(os.path.dirname(raw), os.W_OK | os.X_OK):
         raise ValueError("expected a path in an existing folder this process can write to")
+    # The companion replaces what is there (a socket a killed environment left): a folder it
+    # cannot, and it would not start; a file of the function's it would delete.
+    try:
+        mode = os.lstat(raw).st_mode
+    except OSError:
+        return raw  # nothing there yet
+    if not stat.S_ISSOCK(mode):
+        raise ValueError("expected a path where there is nothing yet, or a socket: it names a folder or a file")
     return raw
 
 
