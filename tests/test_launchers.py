@@ -265,3 +265,30 @@ def test_a_function_whose_path_has_no_python3_runs_as_without_the_layer(tmp_path
         # ...and one line says why nothing is exported
         warnings = [line for line in emu.log_lines("extension") if "python3" in line]
         assert len(warnings) == 1 and "the companion cannot start" in warnings[0], emu.log_lines()
+
+
+def test_a_python_that_cannot_find_the_companion_is_a_bad_value_not_a_crash(tmp_path):
+    import sys
+    import venv
+
+    from conftest import write_function
+    from support.stack import instrumented
+
+    # GIVEN LAMBDAWRAP_PYTHON naming a Python 3.10+ that has no lambdawrap where the companion
+    # starts (an interpreter of a container image, a virtual environment of its own)
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(bare)
+    python = bare / "bin" / "python3"
+    assert subprocess.run([str(python), "-c", f"import sys; assert sys.version_info[:2] == {tuple(sys.version_info[:2])}"], timeout=30).returncode == 0
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': event}\n")
+    with instrumented(task, env={"LAMBDAWRAP_PYTHON": str(python)}) as (emu, rx):
+        # WHEN it is invoked, twice
+        results = [emu.invoke({"n": n}) for n in range(2)]
+        # THEN it answers as without the layer (before: `python -m lambdawrap.companion` found no
+        # lambdawrap, the extension exited after registering, and every invocation failed with
+        # Extension.Crash), the companion running on the default python3 ...
+        assert [(r.status, r.function_error, r.json()) for r in results] == [(200, None, {"ok": {"n": n}}) for n in range(2)], emu.log_lines()
+        assert len(rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2)) == 2
+    # ... and one line says why, naming the variable and the default
+    warnings = [line for line in emu.log_lines("extension") if "LAMBDAWRAP_PYTHON" in line]
+    assert len(warnings) == 1 and "using the default python3" in warnings[0], emu.log_lines("extension")
