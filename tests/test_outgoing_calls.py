@@ -572,6 +572,36 @@ def test_none_among_the_propagators_is_no_propagator_as_the_opentelemetry_api_re
     assert not caplog.records
 
 
+CALLS_TWO = """
+import urllib.request
+
+def handler(event, context):
+    for target in event["targets"]:
+        urllib.request.urlopen(target + "/status/200", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_hosts_excluded_as_host_port_are_not_traced_and_an_entry_written_otherwise_is_named(tmp_path):
+    # GIVEN a function calling two servers, one excluded as host:port, the other written as a
+    # URL (a wildcard, a path: no call's host is ever that)
+    task = write_function(tmp_path / "task", CALLS_TWO)
+    with recording_server() as kept, recording_server() as excluded:
+        port = excluded.url.rsplit(":", 1)[1]
+        env = {"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"{kept.url}, *.example.com, 127.0.0.1:{port}"}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            # WHEN it runs
+            assert emu.invoke({"targets": [kept.url, excluded.url]}).json() == {"statusCode": 200}
+            emu.stop()
+            lines = emu.log_lines("function") + emu.log_lines("extension")
+    # THEN the host:port excluded has no span, the other call has its own ...
+    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] == CLIENT]
+    assert calls == [int(kept.url.rsplit(":", 1)[1])], calls
+    # ... and the entries no call can match were named once (before: ignored in silence)
+    said = [line for line in lines if "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS" in line]
+    assert len(said) == 1 and f"entries {kept.url}, *.example.com (" in said[0], lines
+
+
 CARRIES_NONE = """
 import urllib.request
 

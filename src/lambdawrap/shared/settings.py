@@ -244,7 +244,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             proactive_init_ms=parse(PROACTIVE_INIT_MS, d.proactive_init_ms, _int_range(0, 3_600_000)),
             max_spans_per_invocation=parse(MAX_SPANS_PER_INVOCATION, d.max_spans_per_invocation, _int_range(0, 100_000)),
             instrument=parse(INSTRUMENT, d.instrument, _names_of(LIBRARIES, LIBRARY_GROUPS)),
-            instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _names),
+            instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _hosts),
             propagators=parse(PROPAGATORS, d.propagators, _propagators),
             http_known_methods=parse(HTTP_KNOWN_METHODS, d.http_known_methods, _http_methods),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
@@ -423,6 +423,33 @@ def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
 
 def _names(raw: str) -> tuple:
     return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def _hosts(raw: str) -> tuple:
+    """`host` and `host:port` entries (LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS). One written
+    otherwise (a URL, a wildcard, a path) would match no call's host, and exclude nothing: it
+    is named, the others kept."""
+    names = _names(raw)
+    unknown = [name for name in names if not _host_entry(name)]
+    if unknown:
+        raise _PartlyValid(tuple(name for name in names if name not in unknown), unknown, "expected host or host:port entries")
+    return names
+
+
+_IPV6_CHARACTERS = frozenset("0123456789abcdef:.")
+
+
+def _host_entry(entry: str) -> bool:
+    def port_ok(port: str) -> bool:
+        return port.isascii() and port.isdigit()
+
+    if entry.startswith("["):  # [IPv6]:port
+        address, bracket, rest = entry[1:].partition("]")
+        return bool(bracket and address) and set(address) <= _IPV6_CHARACTERS and (not rest or rest[0] == ":" and port_ok(rest[1:]))
+    if entry.count(":") > 1:  # an IPv6 address, without a port
+        return set(entry) <= _IPV6_CHARACTERS
+    host, colon, port = entry.partition(":")
+    return bool(host) and all(c.isalnum() or c in ".-_" for c in host) and (not colon or port_ok(port))
 
 
 class _PartlyValid(ValueError):
