@@ -720,6 +720,37 @@ def test_a_socket_path_no_process_can_use_warns_once_and_falls_back(task, tmp_pa
     assert (scratch / "data.json").read_text() == '{"kept": true}' and scratch.is_dir()
 
 
+MAKES_ITS_TMPDIR = """
+import os
+
+os.makedirs(os.environ["TMPDIR"], exist_ok=True)  # a scratch folder of its own, made as it loads
+
+
+def handler(event, context):
+    return {"ok": True}
+"""
+
+
+def test_a_tmpdir_the_function_makes_itself_leaves_the_channel_in_tmp(tmp_path):
+    # GIVEN TMPDIR naming a folder the function makes as its module loads, and LAMBDAWRAP_SOCKET
+    # unset (blank): the channel's default place
+    task = write_function(tmp_path / "task", MAKES_ITS_TMPDIR)
+    env = layer_env(LAMBDAWRAP_SOCKET="", TMPDIR=str(tmp_path / "scratch"))
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        # WHEN it is invoked
+        results = [emu.invoke({}) for _ in range(3)]
+        assert [r.json() for r in results] == [{"ok": True}] * 3
+        # THEN every invocation is exported (before: the companion, started before the folder
+        # was made, could not listen there, and telemetry was off for the environment, nothing
+        # counted) ...
+        rids = {r.request_id for r in results}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
+        emu.stop()
+        lines = emu.log_lines("function") + emu.log_lines("extension")
+    # ... and nothing of lambdawrap's says it failed
+    assert not [line for line in lines if "lambdawrap:" in line], lines
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. Hostile _HANDLER values: the runtime answers exactly as it does without the layer.
 

@@ -132,8 +132,13 @@ MANAGED_INSTANCES = "lambda-managed-instances"  # AWS_LAMBDA_INITIALIZATION_TYPE
 
 def default_socket_path() -> str:
     # /tmp is writable and shared by the runtime and the extensions inside one environment.
+    # TMPDIR only where it names a folder there already, as tempfile takes it: the companion
+    # starts before the function's code, and could not listen in a folder that code makes.
     # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lambdawrap.sock")
+    folder = os.environ.get("TMPDIR") or "/tmp"
+    if not (os.path.isabs(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+        folder = "/tmp"
+    return os.path.join(folder, "lambdawrap.sock")
 
 
 _FIELDS = (
