@@ -636,3 +636,23 @@ def test_a_certificate_file_that_is_not_there_is_named_once_and_the_default_used
         lines = emu.log_lines("extension") + emu.log_lines("function")
     said = [line for line in lines if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
     assert len(said) == 1 and repr(missing) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said
+
+
+def test_a_certificate_file_that_is_not_pem_is_named_once_and_the_default_used(tmp_path, pki):
+    # GIVEN an https collector of a private CA, configured for every signal, and a traces
+    # certificate that is the CA in DER (as a vendor's .crt often comes), which the exporters
+    # cannot read: they read PEM only
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
+    der = tmp_path / "ca.crt"
+    subprocess.run(["openssl", "x509", "-in", pki["ca.pem"], "-outform", "der", "-out", str(der)], check=True, capture_output=True, timeout=60)
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"], "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": str(der)}
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"])) as rx, instrumented(task, env=env, receiver=rx) as (emu, _):
+        # WHEN the function runs
+        result = emu.invoke({})
+        # THEN its span goes, verified with the general certificate (before: every export of
+        # spans failed with "[X509: NO_CERTIFICATE_OR_CRL_FOUND]", retried as a failed
+        # connection, naming neither the file nor the variable)
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    said = [line for line in lines if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
+    assert len(said) == 1 and repr(str(der)) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said

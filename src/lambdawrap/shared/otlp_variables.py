@@ -71,10 +71,15 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
             path = env.get(variable, "")
             # A file missing fails every export over https with "No such file or directory",
-            # naming neither the file nor the variable, and it is retried as a failed connection.
-            if path.strip() and not _readable_file(path):
+            # naming neither the file nor the variable, and it is retried as a failed connection;
+            # a file that is not PEM (a certificate in DER, as a .crt often comes) the same way,
+            # with "[X509: NO_CERTIFICATE_OR_CRL_FOUND]".
+            if not path.strip():
+                continue
+            problem = "no file this process can read" if not _readable_file(path) else None if _pem(path) else "not PEM: the exporters read no other form"
+            if problem:
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
-                warn("lambdawrap: ignoring %s=%r (no file this process can read); using the default %s", variable, path, shown)
+                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, shown)
                 found.append((variable, None))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers, "").strip():
@@ -113,6 +118,20 @@ def _readable_file(path: str) -> bool:
     import os  # the settings' import already
 
     return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
+# A PEM file's first block is found well within this (a CA bundle's comments come first).
+_PEM_SEARCH_BYTES = 1024 * 1024
+
+
+def _pem(path: str) -> bool:
+    """Whether a readable file holds a PEM block (`-----BEGIN ...`), the only form the
+    exporters load certificates and keys from."""
+    try:
+        with open(path, "rb") as file:
+            return b"-----BEGIN " in file.read(_PEM_SEARCH_BYTES)
+    except OSError:
+        return False
 
 
 def _http_url(raw: str) -> None:
