@@ -602,6 +602,34 @@ def test_hosts_excluded_as_host_port_are_not_traced_and_an_entry_written_otherwi
     assert len(said) == 1 and f"entries {kept.url}, *.example.com (" in said[0], lines
 
 
+CALLS_ITS_COLLECTOR = """
+import urllib.request
+
+def handler(event, context):
+    try:  # as an OpenTelemetry SDK of the function's own exports to the same collector
+        urllib.request.urlopen(event["collector"], data=b"", timeout=2).read()
+    except OSError:
+        pass
+    urllib.request.urlopen(event["other"] + "/status/200", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_a_call_to_a_collector_named_by_an_http_url_without_a_port_is_lambdawrap_s_own(tmp_path):
+    # GIVEN the logs' collector named as http://host/path, its port the scheme's (80), and a
+    # function that calls that URL, then another server
+    task = write_function(tmp_path / "task", CALLS_ITS_COLLECTOR)
+    collector = "http://127.0.0.1/v1/logs"
+    with recording_server() as other, instrumented(task, env={"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": collector, "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}, timeout_s=30) as (emu, rx):
+        # WHEN it runs
+        assert emu.invoke({"collector": collector, "other": other.url}).json() == {"statusCode": 200}
+        emu.stop()
+    # THEN the call to the collector has no span, as lambdawrap's own traffic (before: it was
+    # taken for port 4318, and traced), and the other call has its own
+    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] == CLIENT]
+    assert calls == [int(other.url.rsplit(":", 1)[1])], calls
+
+
 CARRIES_NONE = """
 import urllib.request
 

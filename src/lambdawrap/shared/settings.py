@@ -503,8 +503,9 @@ def _host_port(address: str, default_port: int) -> str:
     """`host:port` of an address given as a URL, host:port or host; loopback names as one."""
     address = address.strip()
     if "://" in address:
+        # A URL without a port is on its scheme's: `default_port` is for host[:port] forms.
         scheme, _, address = address.partition("://")
-        default_port = 443 if scheme.lower() == "https" else default_port
+        default_port = {"https": 443, "http": 80}.get(scheme.lower(), default_port)
     address = address.split("/", 1)[0].rpartition("@")[2]
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or host.endswith(":") and not host.startswith("["):
