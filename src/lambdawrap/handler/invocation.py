@@ -64,13 +64,14 @@ FAILURES = Failures()
 # wrapper's code is labelled as runtime bootstrap code, whose leading frames awslambdaric leaves
 # out of the stack trace it reports (its `"/bootstrap.py" not in filename` rule).
 STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
+_LABEL = os.path.join(os.path.dirname(__file__), "bootstrap.py")  # no such file: ours alone
 
 
 def labelled_as_bootstrap(function: Callable) -> Callable:
     """A wrapper through which the function's exceptions pass, its code labelled (on 3.10) as
     runtime bootstrap code: see STRIPS_BY_RERAISE."""
     if not STRIPS_BY_RERAISE:
-        function.__code__ = function.__code__.replace(co_filename=os.path.join(os.path.dirname(__file__), "bootstrap.py"))
+        function.__code__ = function.__code__.replace(co_filename=_LABEL)
     return function
 
 
@@ -84,10 +85,22 @@ def drop_own_frame(exc: BaseException) -> None:
     """Before a bare `raise`: take the calling wrapper's entry off the traceback the exception
     carries, so that the traceback the function (and its caller) sees is the wrapped code's
     alone (honoured from 3.11)."""
+    tb = _TRACEBACK.__get__(exc)
     if STRIPS_BY_RERAISE:
-        tb = _TRACEBACK.__get__(exc)
         if tb is not None:
             _TRACEBACK.__set__(exc, tb.tb_next)
+        return
+    # 3.10 keeps the first entry, a leading one the runtime leaves out of its report. Entries of
+    # ours further in are not leading: an earlier invocation's, in the traceback an exception
+    # object raised again continues, or an inner call's, of a handler that calls itself. They
+    # are taken out, as each 3.11 wrapper takes out its own.
+    while tb is not None:
+        following = tb.tb_next
+        while following is not None and following.tb_frame.f_code.co_filename == _LABEL:
+            following = following.tb_next
+        if following is not tb.tb_next:
+            tb.tb_next = following
+        tb = following
 
 _active: list = []  # the invocation under way in this process (at most one)
 # Outgoing calls that could not carry the trace context (a full message, a client context too

@@ -39,6 +39,11 @@ class LoudDecimal(decimal.Decimal):
         return decimal.Decimal.__str__(self)
 
 
+# One exception object, raised by every invocation that fails so (a module's ready-made error):
+# each raise continues the traceback it carries from the last.
+NOT_FOUND = LookupError("no such order")
+
+
 def _chain(depth):
     try:
         if depth == 0:
@@ -73,6 +78,8 @@ def handler(event, context):
         raise ValueError("m" * event["size"])
     if do == "raise_stop_iteration":
         raise StopIteration("done")
+    if do == "raise_again":
+        raise NOT_FOUND
     # Results the runtime serializes (or cannot)
     if do == "decimal":
         return {"price": decimal.Decimal("19.99"), "nan": decimal.Decimal("NaN")}
