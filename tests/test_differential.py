@@ -119,6 +119,10 @@ INIT_FAILURES = [
         ("handler missing", "no_handler", "app.handler"),
         ("module missing", "no_handler", "missing.handler"),
         ("malformed handler", "no_handler", "app"),
+        # A module the interpreter had imported before the runtime looked (the standard string):
+        # lambdawrap's hook ran while site.py was still importing the boot, and took it out of
+        # sys.modules under site's feet: "Error in sitecustomize ... KeyError" in the log.
+        ("a module already imported - handler_module_preloaded", "no_handler", "string.handler"),
         ("a module __getattr__ cannot make the handler - lazy_handler_asked_twice", "forms", "pkg.lazy.broken"),
         ("a module __getattr__ has no such handler - lazy_handler_asked_twice", "forms", "pkg.lazy.missing"),
     ]

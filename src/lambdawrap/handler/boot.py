@@ -257,7 +257,9 @@ def restore_python_path(environ: Any = None) -> None:
 
 def _forget_our_sitecustomize(handler_module: Any = None) -> None:
     # Without another sitecustomize to chain to, `import sitecustomize` must find nothing, as
-    # without the layer. (Not while site.py is still importing ours: it pops the entry.)
+    # without the layer. Not while site.py is still importing ours (a handler's module the
+    # interpreter had imported already is wrapped then): importlib pops the entry when the
+    # import ends, and a missing one is an "Error in sitecustomize" in the function's log.
     module = sys.modules.get("sitecustomize")
     if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
         return
