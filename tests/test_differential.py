@@ -155,6 +155,17 @@ OWN_LIBRARIES = [
     ),
 ]
 
+# A sitecustomize of the function's own (on the PYTHONPATH it sets) that raises: the interpreter
+# says so in two lines and forgets the module. Chained from lambdawrap's, it was lambdawrap's
+# warning with a traceback of lambdawrap's frames, and the half-run module stayed in sys.modules.
+OWN_SITECUSTOMIZE = Group(
+    "the function's own sitecustomize raises - own_sitecustomize_raises",
+    "own_sitecustomize",
+    env={"PYTHONPATH": str(Path(__file__).resolve().parent / "functions" / "own_sitecustomize" / "vendor")},
+    scenarios=[do("what came of it", "echo"), do("again", "echo")],
+)
+OWN_LIBRARIES.append(OWN_SITECUSTOMIZE)
+
 BAD_SETTINGS = {
     "LAMBDAWRAP_DISABLED": "maybe",
     "LAMBDAWRAP_LOG_LEVEL": "loud",

@@ -273,16 +273,19 @@ def _forgetting_failed(module_name: str) -> None:
     FAILURES.record(f"a post-import hook on {module_name}")
 
 
-def chain_sitecustomize(boot_dir: str) -> None:
-    """Run the sitecustomize that ours shadows (a user's or the runtime's), if there is one,
-    from the sys.path the interpreter would have searched without the layer."""
+def shadowed_sitecustomize(boot_dir: str) -> Any:
+    """The spec of the sitecustomize that ours shadows (a user's or the runtime's), from the
+    sys.path the interpreter would have searched without the layer; None if there is none."""
     import importlib.machinery
 
     ours = os.path.realpath(boot_dir)
     others = [p for p in sys.path if p and os.path.realpath(p) != ours]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
-    if spec is None or spec.loader is None:
-        return
+    return None if spec is None or spec.loader is None else spec
+
+
+def chain_sitecustomize(spec: Any) -> None:
+    """Run the shadowed sitecustomize as `sitecustomize`, as the interpreter would have."""
     import importlib.util  # deferred: only when there is another sitecustomize
 
     module = importlib.util.module_from_spec(spec)
@@ -300,6 +303,12 @@ def run_sitecustomize(sitecustomize_file: str) -> None:
         except Exception:  # noqa: BLE001
             logger.warning("lambdawrap: could not restore PYTHONPATH", exc_info=True)
     try:
-        chain_sitecustomize(boot_dir)
-    except Exception:  # noqa: BLE001 - their sitecustomize failing must not stop the runtime
-        logger.warning("lambdawrap: the shadowed sitecustomize raised", exc_info=True)
+        spec = shadowed_sitecustomize(boot_dir)
+    except Exception:  # noqa: BLE001 - looking for it failing must not stop the runtime
+        logger.warning("lambdawrap: could not look for a sitecustomize to chain to", exc_info=True)
+        return
+    if spec is not None:
+        # What theirs raises goes on to site.py, importing ours: it reports the error in its
+        # two lines ("Error in sitecustomize ...") and importlib forgets the module, as
+        # without the layer.
+        chain_sitecustomize(spec)
