@@ -298,6 +298,15 @@ RECURSIVE_RAISES = Group(
     scenarios=[do("raises two calls down", "recurse", depth=2, **{"raise": True}), do("echo", "echo"), do("raises in its own call", "recurse", depth=0, **{"raise": True})],
 )
 
+# An integration that wraps the handler the runtime calls (Sentry's patches awslambdaric's
+# handle_event_request): on 3.10 its frame came before the wrapper's, whose line the runtime then
+# kept in the stack trace the caller got.
+WRAPPED_BY_INTEGRATION = Group(
+    "an integration wraps the handler the runtime calls - wrapped_by_integration",
+    "runtime_integration",
+    scenarios=[do("echo", "echo"), do("raise", "raise"), do("raise again", "raise")],
+)
+
 # How an invocation ends, as a user's code breaks it (tests/functions/endings): the caller gets
 # the same bytes, each invocation is one span with the caller's outcome, and what the span names
 # (its error.type) is what the caller got. A frozen dataclass exception refuses every attribute
@@ -355,11 +364,11 @@ WARNINGS_ON = [
     for name, env in (("as errors", {"PYTHONWARNINGS": "error"}), ("development mode", {"PYTHONDEVMODE": "1"}))
 ]
 
-GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES, *WARNINGS_ON, ENDINGS_REPORTED]
+GROUPS = [BEHAVIOUR, CRASHES, *INIT_FAILURES, *FORMS, *OWN_LIBRARIES, *SETTINGS, *COLLECTOR_FAULTS, *FLOODS, LONE_SURROGATES, *LOG_CHANNEL, MODULE_HIDDEN, RECURSIVE_RAISES, WRAPPED_BY_INTEGRATION, *WARNINGS_ON, ENDINGS_REPORTED]
 # What each Python version changed under the layer shows here: the process's paths and
 # modules, output, threads and forks, results and error payloads with their stack traces,
 # timeouts and crashes, failed inits, and a function that bundles its own wrapt.
-CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT, MODULE_HIDDEN, RECURSIVE_RAISES, ENDINGS_REPORTED]
+CORE = [BEHAVIOUR, CRASHES, *INIT_FAILURES, OWN_WRAPT, MODULE_HIDDEN, RECURSIVE_RAISES, WRAPPED_BY_INTEGRATION, ENDINGS_REPORTED]
 OTHERS = [group for group in GROUPS if group not in CORE]
 
 

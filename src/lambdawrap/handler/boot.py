@@ -72,7 +72,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     if settings.sdk_disabled:
         return None  # OTEL_SDK_DISABLED: no telemetry at all; the function runs untouched
     from lambdawrap.handler import private_wrapt
-    from lambdawrap.handler.invocation import FAILURES, InvocationTracer
+    from lambdawrap.handler.invocation import FAILURES, STRIPS_BY_RERAISE, InvocationTracer
 
     try:
         function_wrapper = private_wrapt.load(environ.get("LAMBDAWRAP_BOOT_DIR", "")).FunctionWrapper
@@ -110,6 +110,10 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
+    if not STRIPS_BY_RERAISE:  # 3.10: the wrapper's frames stay in tracebacks
+        from lambdawrap.handler import runtime_reports
+
+        import_hooks.when_imported("awslambdaric.bootstrap", runtime_reports.install, hook_failed)
     semconv.use_known_http_methods(settings.http_known_methods)
     if settings.instrument:
         from lambdawrap.handler import outgoing

@@ -64,14 +64,14 @@ FAILURES = Failures()
 # wrapper's code is labelled as runtime bootstrap code, whose leading frames awslambdaric leaves
 # out of the stack trace it reports (its `"/bootstrap.py" not in filename` rule).
 STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
-_LABEL = os.path.join(os.path.dirname(__file__), "bootstrap.py")  # no such file: ours alone
+WRAPPER_FILENAME = os.path.join(os.path.dirname(__file__), "bootstrap.py")  # no such file: ours alone
 
 
 def labelled_as_bootstrap(function: Callable) -> Callable:
     """A wrapper through which the function's exceptions pass, its code labelled (on 3.10) as
     runtime bootstrap code: see STRIPS_BY_RERAISE."""
     if not STRIPS_BY_RERAISE:
-        function.__code__ = function.__code__.replace(co_filename=_LABEL)
+        function.__code__ = function.__code__.replace(co_filename=WRAPPER_FILENAME)
     return function
 
 
@@ -96,7 +96,7 @@ def drop_own_frame(exc: BaseException) -> None:
     # are taken out, as each 3.11 wrapper takes out its own.
     while tb is not None:
         following = tb.tb_next
-        while following is not None and following.tb_frame.f_code.co_filename == _LABEL:
+        while following is not None and following.tb_frame.f_code.co_filename == WRAPPER_FILENAME:
             following = following.tb_next
         if following is not tb.tb_next:
             tb.tb_next = following
