@@ -336,6 +336,7 @@ ENDINGS_REPORTED = Group(
         Scenario("a result nested 100,000 deep", {"do": "deep", "depth": 100_000}, attributes={"error.type": "Runtime.MarshalError"}),
         Scenario("an HTTP answer whose body prints as it is serialized", sample("apigw-http", do="loud"), attributes={"http.response.status_code": 200}),
         Scenario("a Decimal status code that prints as it is rendered", sample("apigw-http", do="loud_decimal"), attributes={"http.response.status_code": 201}),
+        Scenario("an HTTP answer in a dict whose lookups print - loud_mapping", sample("apigw-http", do="loud_mapping"), attributes={"http.response.status_code": 202}),
         do("echo after them", "echo"),
     ],
 )

@@ -39,6 +39,18 @@ class LoudDecimal(decimal.Decimal):
         return decimal.Decimal.__str__(self)
 
 
+class LoudMapping(dict):
+    # A dict whose lookups are the function's code (an attribute-access dict, one that records
+    # what was read): the runtime's encoder reads it through items().
+    def __contains__(self, key):
+        print("looking for", key)
+        return dict.__contains__(self, key)
+
+    def __getitem__(self, key):
+        print("reading", key)
+        return dict.__getitem__(self, key)
+
+
 # One exception object, raised by every invocation that fails so (a module's ready-made error):
 # each raise continues the traceback it carries from the last.
 NOT_FOUND = LookupError("no such order")
@@ -102,4 +114,6 @@ def handler(event, context):
         return {"statusCode": 200, "body": Loud(("x",))}
     if do == "loud_decimal":
         return {"statusCode": LoudDecimal("201")}
+    if do == "loud_mapping":
+        return LoudMapping(statusCode=202, body="accepted")
     raise NotImplementedError(do)

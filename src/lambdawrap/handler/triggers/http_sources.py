@@ -221,8 +221,10 @@ def response_status(kind: str, response: object) -> Optional[int]:
         except (ValueError, RecursionError):  # not JSON (or nested deeper than json parses): what
             # the service makes of it is not documented
             return None
-    if isinstance(response, dict) and field in response:
-        return status_from(response[field])
+    # dict's own lookups: a subclass's are the function's code, which the runtime's encoder
+    # (reading items()) does not run, and nor may we.
+    if isinstance(response, dict) and dict.__contains__(response, field):
+        return status_from(dict.__getitem__(response, field))
     if isinstance(response, tuple) and callable(getattr(response, "_asdict", None)):
         # A named tuple: the runtime's encoder writes it as an object of its fields.
         fields = getattr(type(response), "_fields", None)
