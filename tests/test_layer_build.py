@@ -462,6 +462,41 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
+
+WHAT_IT_SEES = """
+import os, sys
+
+def handler(event, context):
+    return {"event": event, "pythonpath": os.environ.get("PYTHONPATH", "").replace(os.environ["LAMBDA_RUNTIME_DIR"], "<runtime>")}
+"""
+
+
+def test_a_layer_whose_companion_is_missing_leaves_the_function_running(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+
+    # GIVEN the built layer as /opt without the companion's package (an image that copied the
+    # layer's extensions/ and python/ but not its lambdawrap/ folder), on a runtime where no
+    # other lambdawrap is to be found
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    shutil.rmtree(layer / "lambdawrap")
+    task = write_function(tmp_path / "task", WHAT_IT_SEES)
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with _cold_start(task, layer, python, "http://127.0.0.1:9", socket_dir) as emu:
+            # WHEN it is invoked, twice
+            results = [emu.invoke({"n": n}) for n in range(2)]
+            lines = [line for source, line in list(emu.logs) if source == "extension"]
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    # THEN the function answers as without the layer (before: the companion could not start
+    # after its launcher had registered, and the platform failed every invocation with
+    # Extension.Crash), and one line says why nothing is exported
+    assert [(r.status, r.function_error, r.json()) for r in results] == [(200, None, {"event": {"n": n}, "pythonpath": "<runtime>"}) for n in range(2)], lines
+    assert [line for line in lines if line.startswith("lambdawrap:")] == ["lambdawrap: the companion's package is not in this layer (lambdawrap/companion-lib): nothing is exported"], lines
+
+
 @every_python
 def test_a_module_without_its_bytecode_would_be_compiled_at_cold_start(python_version, interpreter, layer_for, bare_runtime, tmp_path):
     # The check above sees compiling by the files it leaves; here, that it would see them.
