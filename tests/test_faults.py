@@ -650,6 +650,10 @@ BAD_SETTINGS = {
     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": ("0", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("localhost:4318", "from OTEL_EXPORTER_OTLP_ENDPOINT"),
     "OTEL_EXPORTER_OTLP_COMPRESSION": ("brotli", "none"),
+    # Lists of which no entry is known: the default, not nothing (before: nothing propagated)
+    "OTEL_PROPAGATORS": ("b3", "tracecontext,baggage"),
+    "LAMBDAWRAP_PROPAGATE_AWS": ("sqs-fifo", "sqs,sns,eventbridge,kinesis,stepfunctions,lambda"),
+    "LAMBDAWRAP_INSTRUMENT": ("carrier-pigeon", "botocore,requests,urllib3,urllib,httpx,aiohttp"),
 }
 # A line break in a value: every request refused; a check mark (beyond Latin-1): every request
 # failed before it was sent; a semicolon: left out by the exporters, quoted whole in their warning.
@@ -685,6 +689,37 @@ def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     # ... and none in the exporters' own words (they read the corrected values)
     assert not [line for line in lines if "Invalid timeout value" in line or "Unsupported compression" in line or "invalid HTTP header" in line.lower()]
     figures.add([f"== bad configuration: {len(BAD_SETTINGS) + 1} bad values, one warning each, {acc.spans} spans, lost {acc.lost}"])
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kept"),
+    [
+        ("OTEL_PROPAGATORS", "b3,xray", ("xray",)),
+        ("OTEL_PROPAGATORS", "B3, jaeger", ("tracecontext", "baggage")),
+        ("OTEL_PROPAGATORS", "b3,None", ()),
+        ("LAMBDAWRAP_INSTRUMENT", "carrier-pigeon,requests", ("requests",)),
+        ("LAMBDAWRAP_INSTRUMENT", "carrier-pigeon", ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")),
+        ("LAMBDAWRAP_PROPAGATE_AWS", "sqs-fifo,sns", ("sns",)),
+        ("LAMBDAWRAP_PROPAGATE_AWS", "sqs-fifo", ("sqs", "sns", "eventbridge", "kinesis", "stepfunctions", "lambda")),
+    ],
+    ids=["one known kept", "none known - default", "none anywhere - nothing", "instrument one known", "instrument none known - default", "carriers one known", "carriers none known - default"],
+)
+def test_a_list_setting_keeps_its_known_names_and_only_an_all_unknown_list_is_the_default(name, value, kept, caplog):
+    # GIVEN a list setting with names lambdawrap does not know: with some it knows, those are
+    # what the user chose; with none it knows, nothing would be a silent loss (no context
+    # carried, no call traced), so it is a bad value; `none` is the one way to choose nothing
+    from lambdawrap.shared.settings import Settings
+
+    field = {"OTEL_PROPAGATORS": "propagators", "LAMBDAWRAP_INSTRUMENT": "instrument", "LAMBDAWRAP_PROPAGATE_AWS": "propagate_aws"}[name]
+    with caplog.at_level("WARNING", logger="lambdawrap"):
+        settings = Settings.from_env({name: value})
+    assert tuple(getattr(settings, field)) == kept
+    # THEN one warning, naming the variable, and the default when it is used
+    said = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    if kept == ():  # `none` anywhere is the choice of nothing, as the OpenTelemetry API reads it
+        assert said == []
+    else:
+        assert len(said) == 1 and ("using the default" in said[0]) == (value in ("B3, jaeger", "carrier-pigeon", "sqs-fifo")), said
 
 
 # {scratch} is a folder of the function's, holding its file data.json.

@@ -299,6 +299,9 @@ class _Parser:
         try:
             return convert(raw.strip(BLANKS))
         except _PartlyValid as partly:
+            if not partly.known:  # none known: a bad value, not a choice of nothing (that is `none`)
+                self.warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, partly.expected, _show(default))
+                return default
             # Some names were known: those are kept, the rest named once.
             self.warn("lambdawrap: ignoring %s=%r entries %s (%s)", name, raw, ", ".join(partly.unknown), partly.expected)
             return partly.known
@@ -312,6 +315,8 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, frozenset):
         return ",".join(sorted(value))
+    if isinstance(value, tuple) and value:
+        return ",".join(map(str, value))
     return "(none)" if value is None or value == () else str(value)
 
 
