@@ -1703,6 +1703,41 @@ def test_urllib3_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
     assert not [line for line in lines if "lambdawrap" in line], lines
 
 
+
+SENDS_AN_UNPREPARED_REQUEST = """
+import requests
+
+def handler(event, context):
+    session = requests.Session()
+    request = requests.Request("GET", event["http"] + "/status/200?via=unprepared", headers={"X-A": "1"})
+    try:
+        session.send(request)
+        failure = None
+    except ValueError as exc:
+        failure = [type(exc).__name__, str(exc)]
+    prepared = session.send(request.prepare(), timeout=5)
+    return {"failure": failure, "headers": sorted(request.headers), "status": prepared.status_code}
+"""
+
+
+def test_an_unprepared_request_sent_fails_as_without_the_layer_and_is_left_as_it_was(tmp_path):
+    # GIVEN a function that gives Session.send() a Request, not a PreparedRequest (requests
+    # raises ValueError), then sends it prepared
+    task = write_function(tmp_path / "task", SENDS_AN_UNPREPARED_REQUEST)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            # THEN the same error, the Request's headers as the function made them (no trace
+            # context added to them), and only the request that was sent is a span
+            assert result.json() == without and without["failure"][0] == "ValueError", (result.json(), without)
+            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+            assert call["attributes"]["http.response.status_code"] == 200 and "error.type" not in call["attributes"]
+            lines = emu.log_lines("function")
+    assert not [line for line in lines if "lambdawrap" in line], lines
+
+
 CALLS_LOOPBACK = """
 import os, urllib.request
 import requests

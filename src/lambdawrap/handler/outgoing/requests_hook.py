@@ -21,8 +21,13 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
+    unprepared = getattr(module, "Request", None)
+    unprepared = unprepared if isinstance(unprepared, type) else ()
+
     def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
         request = args[0] if args else kwargs.get("request")
+        if isinstance(request, unprepared):  # send() refuses it: no call, and left as it was
+            return None, args, kwargs
         method, url = getattr(request, "method", None), getattr(request, "url", None)
         parts = split_url(url) if isinstance(method, str) and isinstance(url, str) else None
         if parts is None:
