@@ -18,6 +18,7 @@ from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.settings import Settings
 from support.local_servers import closed_port, recording_server, silent_server
 from support.pip_target import installed
+from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 
 CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
@@ -1770,3 +1771,42 @@ def test_a_loopback_host_excluded_with_its_port_is_not_traced(tmp_path):
     # THEN none of those calls is traced, nor carries a context (127.0.0.1 is localhost)
     assert clients == [], clients
     assert [r["headers"].get("traceparent") for r in http.requests] == [None, None], http.requests
+
+
+RAISES_A_REFUSED_CALL = """
+import http.client, os, urllib.request
+
+def handler(event, context):
+    port = int(os.environ["REFUSED_PORT"])
+    if event["library"] == "http.client":
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/refused")
+        return connection.getresponse().status
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/refused", timeout=5).status
+"""
+
+
+@pytest.mark.timeout(600)
+@every_python
+def test_a_failed_call_raised_to_the_caller_has_the_stack_trace_it_has_without_the_layer(tmp_path, runtime_python, python_version):
+    # GIVEN a function whose HTTP call is refused and which lets the error reach the caller
+    # (standard library clients: the runtimes of every version have them)
+    task = write_function(tmp_path / "task", RAISES_A_REFUSED_CALL)
+    env = {"REFUSED_PORT": str(closed_port())}
+    libraries = ("urllib", "http.client")
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30, env=env, python=runtime_python) as bare:
+        without = [bare.invoke({"library": library}).json() for library in libraries]
+    with instrumented(task, env=env, timeout_s=30, python=runtime_python) as (emu, rx):
+        results = [emu.invoke({"library": library}) for library in libraries]
+        # THEN the caller gets the same error payload, stack trace included (on 3.10 the
+        # client wrapper's line was in it: a bare raise there keeps the re-raising frame) ...
+        for library, result, bare_answer in zip(libraries, results, without):
+            answer = result.json()
+            assert {**answer, "requestId": None} == {**bare_answer, "requestId": None}, (python_version, answer["stackTrace"], bare_answer["stackTrace"])
+            assert not [line for line in answer["stackTrace"] if "lambdawrap" in line]
+            # ... and the call is still a failed client span under the invocation
+            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+            assert call["attributes"]["error.type"] == {"urllib": "URLError", "http.client": "ConnectionRefusedError"}[library]
+        lines = emu.log_lines("function")
+    # ... and the error the runtime logs shows no line of lambdawrap's either
+    assert [line for line in lines if "Connection refused" in line] and not [line for line in lines if "lambdawrap" in line], lines

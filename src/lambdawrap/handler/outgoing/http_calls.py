@@ -10,7 +10,7 @@ here raises (failures are counted and the call goes on untraced).
 
 from __future__ import annotations
 
-from lambdawrap.handler.invocation import FAILURES, drop_own_frame
+from lambdawrap.handler.invocation import FAILURES, drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.propagation import Propagation, add_missing
 from lambdawrap.handler.outgoing.recorder import CLIENT, IN_CLIENT_CALL, IN_RESPONSE_HOOK, ClientSpan, Recorder, capped, contrib_active, contrib_span_current, interrupted_below, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.recorder import mark as mark_call  # `mark` names begin()'s argument
@@ -127,7 +127,7 @@ def sync_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable", on_
             on_answer(call, instance, result)
         return result
 
-    return wrapper
+    return labelled_as_bootstrap(wrapper)  # on 3.10 its entry is taken out further up
 
 
 def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") -> "Callable":
@@ -148,7 +148,7 @@ def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") ->
             on_answer(call, instance, result)
         return result
 
-    return wrapper
+    return labelled_as_bootstrap(wrapper)
 
 
 def answered_with(calls: HttpCalls, status_attribute: str) -> "Callable":

@@ -9,7 +9,7 @@ inside the request's span."""
 
 from __future__ import annotations
 
-from lambdawrap.handler.invocation import drop_own_frame
+from lambdawrap.handler.invocation import drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, mark, unmark
 from lambdawrap.handler.outgoing.urls import split_url
@@ -51,6 +51,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         sessions.dispatch_hook = function_wrapper(sessions.dispatch_hook, _outside_the_call)
 
 
+@labelled_as_bootstrap
 def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
     """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
     of the function's, a re-send through the request's adapter is still the request's."""
