@@ -1810,3 +1810,31 @@ def test_a_failed_call_raised_to_the_caller_has_the_stack_trace_it_has_without_t
         lines = emu.log_lines("function")
     # ... and the error the runtime logs shows no line of lambdawrap's either
     assert [line for line in lines if "Connection refused" in line] and not [line for line in lines if "lambdawrap" in line], lines
+
+
+MAKES_A_SESSION_AIOHTTP_REFUSES = """
+import asyncio
+import aiohttp
+
+async def session():
+    async with aiohttp.ClientSession(timeout=5):  # aiohttp wants a ClientTimeout
+        pass
+
+def handler(event, context):
+    asyncio.run(session())
+"""
+
+
+def test_a_session_aiohttp_refuses_to_make_has_the_stack_trace_it_has_without_the_layer(tmp_path):
+    # GIVEN a function that makes an aiohttp session with arguments aiohttp refuses (a plain
+    # number for its timeout: ValueError), and lets the error reach the caller
+    task = write_function(tmp_path / "task", MAKES_A_SESSION_AIOHTTP_REFUSES)
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        answer = emu.invoke({}).json()
+        lines = emu.log_lines("function")
+    # THEN the caller gets the same error payload, with no line of the session wrapper's
+    assert without["errorType"] == "ValueError"
+    assert {**answer, "requestId": None} == {**without, "requestId": None}, (answer["stackTrace"], without["stackTrace"])
+    assert not [line for line in lines if "lambdawrap" in line], lines

@@ -1,11 +1,13 @@
 """aiohttp's client: a span per `ClientSession` request, through aiohttp's own tracing signals
 (request start, end, exception; redirects stay inside the one span), added to every session the
-function makes. aiohttp calls them itself, so no frame of ours is ever in the way of the
-function's exceptions. A 4xx/5xx answer the session raises for (`raise_for_status`) is recorded as
+function makes. aiohttp calls them itself, so no frame of ours is in the way of the function's
+exceptions but the session maker's, which takes its entry out of what aiohttp raises as a
+session is made. A 4xx/5xx answer the session raises for (`raise_for_status`) is recorded as
 the answer it is."""
 
 from __future__ import annotations
 
+from lambdawrap.handler.invocation import drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, guarded_begin
 from lambdawrap.handler.outgoing.recorder import interrupted_below
 from lambdawrap.handler.outgoing.urls import DEFAULT_PORTS
@@ -54,10 +56,15 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     trace_config.on_request_exception.append(on_request_exception)
     trace_config.freeze()
 
+    @labelled_as_bootstrap
     def session_init(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
         configs = kwargs.get("trace_configs")
         if configs is None or trace_config not in configs:
             kwargs = dict(kwargs, trace_configs=[*(configs or ()), trace_config])
-        return wrapped(*args, **kwargs)
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:  # arguments aiohttp refuses: its error, as without the layer
+            drop_own_frame(exc)
+            raise
 
     module.ClientSession.__init__ = function_wrapper(module.ClientSession.__init__, session_init)
