@@ -1368,6 +1368,49 @@ def test_a_request_whose_response_is_never_read_ends_its_span_at_close(tmp_path)
     assert read["attributes"]["http.response.status_code"] == 200
 
 
+
+LEAVES_UNREAD = """
+import http.client, urllib.parse
+
+KEPT = []
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    if event["do"] == "read the kept one":
+        return {"statusCode": KEPT.pop().getresponse().status}
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    conn.request("GET", "/status/200?via=" + event["do"].replace(" ", "-"))
+    if event["do"] == "keep":
+        KEPT.append(conn)  # read in the next invocation
+    return {"statusCode": 202}  # left unread, neither read nor closed
+"""
+
+
+def test_a_request_left_unread_ends_at_its_invocations_end(tmp_path):
+    # GIVEN a function that sends a request with http.client and returns without reading the
+    # response or closing the connection (left for the garbage collector), and one that keeps
+    # the connection and reads the response in its next invocation
+    task = write_function(tmp_path / "task", LEAVES_UNREAD)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        left = emu.invoke({"http": http.url, "do": "leave"})
+        kept = emu.invoke({"http": http.url, "do": "keep"})
+        read = emu.invoke({"http": http.url, "do": "read the kept one"})
+        assert [r.json()["statusCode"] for r in (left, kept, read)] == [202, 202, 200]
+        # THEN each request is a client span of the invocation that sent it, ended as unread
+        # by its end (no status: what came back is unknown to it) ...
+        for result, via in ((left, "via=leave"), (kept, "via=keep")):
+            invocation = invocation_span(rx, result.request_id)
+            (call,) = children(rx, invocation, 1)
+            assert call["attributes"]["url.full"].endswith(via) and "http.response.status_code" not in call["attributes"], call
+            assert call["status_code"] == 0 and call["end_time_unix_nano"] <= invocation["end_time_unix_nano"], (call, invocation)
+        # ... once: the response read later is no span of its own
+        invocation_span(rx, read.request_id)
+        emu.wait_idle()
+        assert len([s for s in rx.spans() if s["kind"] == 3]) == 2
+        lines = emu.log_lines("function")
+    assert not [line for line in lines if "lambdawrap" in line], lines
+
+
 RAISES_FOR_STATUS = """
 import asyncio
 import aiohttp, requests

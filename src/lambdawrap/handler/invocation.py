@@ -364,9 +364,9 @@ class InvocationTracer:
             FAILURES.record("after the handler")
 
     def _after(self, state: Invocation, result: Any, error: BaseException | None) -> None:
-        end_ns = time.time_ns()
-        if state.unfinished:
+        if state.unfinished:  # before the invocation's end: they end inside it
             _finish_unfinished(state)
+        end_ns = time.time_ns()
         if state.otel_token is not None:
             self.user_spans.exit(state.otel_token)
         # Held for the post only where one follows: on the thread the runtime posts from, for

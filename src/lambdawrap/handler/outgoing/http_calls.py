@@ -78,9 +78,9 @@ class HttpCalls:
         """[(name, value)] of the trace context, for hooks that build the headers themselves."""
         return self._propagation.http_headers(call.span)
 
-    def answered(self, call: Call, status: "Any") -> None:
+    def answered(self, call: Call, status: "Any", invocation: "Any" = None) -> None:
         """The server answered: 4xx and 5xx mark the span as failed, as the conventions ask of
-        a client."""
+        a client. `invocation`: the one a call ended at its end belongs to."""
         try:
             unmark(call.token)
             call.token = None
@@ -89,7 +89,7 @@ class HttpCalls:
                 call.span.attributes["http.response.status_code"] = status
                 if status >= 400:
                     error = str(status)
-            self._recorder.end(call.span, error)
+            self._recorder.end(call.span, error, invocation=invocation)
         except Exception:  # noqa: BLE001
             FAILURES.record(f"tracing a {self._library} response")
 

@@ -1,6 +1,9 @@
 """`http.client` (and so `urllib.request`, which sends through it): a span from
 `HTTPConnection.request()` to the `getresponse()` that answers it, or to the connection's
-`close()` when no response is read (then it has no status: what came back is unknown).
+`close()` when no response is read (then it has no status: what came back is unknown). A
+request of the handler's thread that neither ends by its invocation's end (a connection left
+for the garbage collector) ends then, as unread (`Invocation.unfinished_calls`); a later
+`getresponse()` or `close()` finds it ended.
 
 The span lives on the connection between the calls. The context is not marked as under a
 traced call (a request whose response is never read must not silence the calls after it); the
@@ -9,7 +12,10 @@ libraries that send through http.client (urllib3, and requests over it) mark the
 
 from __future__ import annotations
 
-from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
+from _thread import get_ident
+
+from lambdawrap.handler.invocation import active_invocation
+from lambdawrap.handler.outgoing.http_calls import Call, HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.propagation import add_missing
 from lambdawrap.handler.outgoing.urls import split_url
 
@@ -31,10 +37,11 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         return _begin(calls, https, instance, args, kwargs)
 
     def remember(call: "Any", instance: "Any", result: "Any") -> None:
-        instance.__dict__[_SPAN] = call  # getresponse() ends it
+        instance.__dict__[_SPAN] = _Sent(calls, call)  # getresponse() or close() ends it
 
     def resume(instance: "Any", args: tuple, kwargs: dict) -> tuple:
-        return instance.__dict__.pop(_SPAN, None), args, kwargs
+        sent = instance.__dict__.pop(_SPAN, None)
+        return (sent.claim() if sent is not None else None), args, kwargs
 
     def unanswered(call: "Any", *ignored: "Any") -> None:
         calls.answered(call, None)  # closed, whether or not the close itself failed
@@ -46,6 +53,32 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)
     connection.close = function_wrapper(connection.close, close)
+
+
+class _Sent:
+    """A request sent, its response not yet asked for: ended by whoever claims it first, the
+    connection's getresponse() or close(), or its invocation's end."""
+
+    __slots__ = ("calls", "call", "pending")
+
+    def __init__(self, calls: HttpCalls, call: Call) -> None:
+        self.calls = calls
+        self.call = call
+        self.pending: "dict | None" = None
+        invocation = active_invocation()
+        if invocation is not None and invocation.thread == get_ident():
+            self.pending = invocation.unfinished_calls()
+            self.pending[id(self)] = self
+
+    def claim(self) -> "Call | None":
+        """The call, for the connection to end, unless its invocation's end has."""
+        pending = self.pending
+        if pending is not None and pending.pop(id(self), None) is None:
+            return None
+        return self.call
+
+    def finish_late(self, invocation: "Any") -> None:
+        self.calls.answered(self.call, None, invocation)  # never read: no status, as at close()
 
 
 def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
