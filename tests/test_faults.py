@@ -41,7 +41,7 @@ from support.faults import (
     send_socket_garbage,
     telemetry_port,
 )
-from support.stack import instrumented
+from support.stack import instrumented, metric_total
 
 DB_PASSWORD = "fault-suite-DB-secret-5c2e"
 # The function timeout. It also bounds the init of each new environment (after a reset, init
@@ -782,6 +782,41 @@ def test_a_tmpdir_the_function_makes_itself_leaves_the_channel_in_tmp(tmp_path):
         rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
         emu.stop()
         lines = emu.log_lines("function") + emu.log_lines("extension")
+    # ... and nothing of lambdawrap's says it failed
+    assert not [line for line in lines if "lambdawrap:" in line], lines
+
+
+# Starts the companion only once the function's code has made its folder (the companion's
+# Python start is slower than its launcher's registration, most of all at 128 MB): the
+# interpreter the launcher was told to use, waiting first.
+STARTS_LATE = """#!/bin/sh
+for _ in $(seq 600); do [ -d "$LATE_UNTIL" ] && break; sleep 0.1; done
+exec python3 "$@"
+"""
+
+
+def test_a_tmpdir_the_function_makes_before_the_companion_starts_leaves_the_channel_in_tmp(tmp_path):
+    # GIVEN TMPDIR naming a folder the function makes as its module loads, made before the
+    # companion's Python reads its settings (the platform starts the runtime once the
+    # launcher has registered)
+    task = write_function(tmp_path / "task", MAKES_ITS_TMPDIR)
+    late = tmp_path / "late-python"
+    late.write_text(STARTS_LATE)
+    late.chmod(0o755)
+    scratch = tmp_path / "scratch"
+    env = layer_env(LAMBDAWRAP_SOCKET="", TMPDIR=str(scratch), LAMBDAWRAP_PYTHON=str(late), LATE_UNTIL=str(scratch))
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        results = [emu.invoke({}) for _ in range(3)]
+        assert [r.json() for r in results] == [{"ok": True}] * 3
+        rids = {r.request_id for r in results}
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
+        emu.stop()
+        lines = emu.log_lines("function") + emu.log_lines("extension")
+    # THEN the function's process and the companion met at one socket: every invocation's
+    # record arrived (before: the companion listened in the folder, the function's process
+    # sent to /tmp, and each invocation was counted as record_missing) ...
+    assert metric_total(rx, "lambdawrap.dropped") == 0, [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped"]
+    assert all(s["attributes"].get("lambdawrap.trigger") == "other" for s in spans), spans
     # ... and nothing of lambdawrap's says it failed
     assert not [line for line in lines if "lambdawrap:" in line], lines
 
