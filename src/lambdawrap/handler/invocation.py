@@ -482,6 +482,9 @@ def _handler_wrapper(function_wrapper: type) -> type:
         return made
 
     class HandlerWrapper(function_wrapper):
+        def __repr__(self) -> str:  # as the handler shows itself, in the function's own logs
+            return repr(self.__wrapped__)
+
         def __reduce_ex__(self, protocol: int) -> Any:
             wrapped = self.__wrapped__
             if isinstance(wrapped, _BY_REFERENCE):

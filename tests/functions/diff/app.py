@@ -151,7 +151,7 @@ def handler(event, context):
         this = sys.modules[__name__].handler
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
             doubled = list(pool.map(this, [{"do": do, "n": n} for n in range(4)], [None] * 4))
-        return {"doubled": doubled, "copy": copy.copy(this) is this, "deepcopy": copy.deepcopy(this) is this, "pickled": pickle.loads(pickle.dumps(this)) is this, "deepcopy in a dict": copy.deepcopy({"h": this})["h"] is this}
+        return {"doubled": doubled, "copy": copy.copy(this) is this, "deepcopy": copy.deepcopy(this) is this, "pickled": pickle.loads(pickle.dumps(this)) is this, "deepcopy in a dict": copy.deepcopy({"h": this})["h"] is this, "repr": repr(this), "str": str(this), "name": [this.__name__, this.__qualname__, this.__module__]}
     if do == "fork_exit":
         pid = os.fork()
         if pid == 0:
