@@ -458,16 +458,57 @@ def _syntax():
     compile("def f(:\n", "<handler>", "exec")
 
 
-@pytest.mark.parametrize("make", [_chained, _in_handling, _suppressed, _noted, _syntax, lambda: sys.exit(3)], ids=["cause", "context", "suppressed", "notes", "syntax", "exit"])
+def _deeper(n):
+    return _deeper(n + 1)
+
+
+def _ping(n):
+    return _pong(n + 1) if n % 7 else _ping(n + 1)  # runs of one line, broken by another
+
+
+def _pong(n):
+    return _ping(n + 1)
+
+
+def _recursion_as_cause():
+    try:
+        _deeper(0)
+    except RecursionError as exc:
+        raise ValueError("too deep") from exc
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_chained, _in_handling, _suppressed, _noted, _syntax, lambda: sys.exit(3), lambda: _deeper(0), lambda: _ping(1), _recursion_as_cause],
+    ids=["cause", "context", "suppressed", "notes", "syntax", "exit", "recursion", "mutual recursion", "recursion as cause"],
+)
 def test_an_exception_is_described_with_the_texts_python_gives_it(make):
+    import traceback
+
+    from lambdawrap.handler.invocation import MAX_STACK_CHARS, describe_exception
+
+    error = _raised(make)
+    described = describe_exception(error)
+    assert described["stack"] == "".join(traceback.format_exception(type(error), error, error.__traceback__))[-MAX_STACK_CHARS:]
+    assert described["message"] == str(error)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's StackSummary.format() has no per-frame hook: it formats every frame")
+def test_a_recursions_frames_python_does_not_print_are_not_formatted(monkeypatch):
     import traceback
 
     from lambdawrap.handler.invocation import describe_exception
 
-    error = _raised(make)
-    described = describe_exception(error)
-    assert described["stack"] == "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    assert described["message"] == str(error)
+    # GIVEN a RecursionError: a thousand frames, of which Python prints a few and counts the rest
+    error = _raised(lambda: _deeper(0))
+    printed = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    formatted = []
+    plain = traceback.StackSummary.format_frame_summary
+    monkeypatch.setattr(traceback.StackSummary, "format_frame_summary", lambda self, frame, **kw: formatted.append(frame) or plain(self, frame, **kw))
+    # WHEN it is described THEN the text is Python's, and only the frames printed were formatted
+    # (each was, carets and all, before: tens of milliseconds after every such invocation)
+    assert describe_exception(error)["stack"] == printed
+    assert "more times]" in printed and len(formatted) == printed.count('  File "'), len(formatted)
 
 
 def test_an_exception_message_is_rendered_once_and_an_unprintable_one_named():

@@ -30,6 +30,7 @@ from _thread import get_ident
 from lambdawrap.handler import trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
+from lambdawrap.handler.repeated_frames import cheap_to_format
 # Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
 # otherwise make a record too large for the channel, and the invocation would lose its span.
 # The recognisers build values only this far.
@@ -607,7 +608,8 @@ def _cut_texts(described: Any) -> None:
     """Each exception's text as the stack prints it (the one described, its causes and
     contexts, a group's members), cut to MAX_MESSAGE_CHARS: the stack keeps its last
     MAX_STACK_CHARS, of which a message of that size or more left nothing but its own tail, the
-    frames gone. Through TracebackException's own `_str`, where format() reads each text."""
+    frames gone. Through TracebackException's own `_str`, where format() reads each text. Each
+    one's frames are formatted only where printed (repeated_frames)."""
     seen: set = set()
     todo = [described]
     while todo:
@@ -618,6 +620,9 @@ def _cut_texts(described: Any) -> None:
         text = getattr(each, "_str", None)
         if isinstance(text, str) and len(text) > MAX_MESSAGE_CHARS:
             each._str = text[:MAX_MESSAGE_CHARS] + TRUNCATED
+        stack = getattr(each, "stack", None)
+        if stack is not None:
+            each.stack = cheap_to_format(stack)
         todo += [getattr(each, "__cause__", None), getattr(each, "__context__", None), *(getattr(each, "exceptions", None) or ())]
 
 
