@@ -309,3 +309,16 @@ def test_a_malformed_w3c_client_context_does_not_hide_the_custom_one(task):
     # THEN the custom context parents the span, as a malformed value anywhere else hides nothing
     # (before: the w3c place was taken as the caller's, and the trace restarted)
     assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")
+
+
+def test_an_http_api_s_default_route_in_payload_1_0_names_no_route(task):
+    # GIVEN an HTTP API request that matched no route, delivered in payload format 1.0 (as a real
+    # one comes: resource and resourcePath "$default"), and one that matched "/pets/{petId}"
+    unmatched = event("apigw-rest", version="1.0", resource="$default")
+    unmatched["requestContext"].update(resourcePath="$default", resourceId="$default", stage="$default", path="/question")
+    matched = event("apigw-rest", version="1.0")
+    # WHEN they are handled THEN "$default" names no route (it is no path template): the span is
+    # named after the method alone, as a 2.0 event of the same request is; a real route is kept
+    spans = exported([unmatched, matched], task)
+    assert [(s["name"], s["attributes"].get("http.route")) for s in spans] == [("GET", None), ("GET /pets/{petId}", "/pets/{petId}")]
+    assert spans[0]["attributes"]["url.path"] == "/question"

@@ -56,6 +56,10 @@ def from_request_context(event: dict, context: dict) -> Optional[Trigger]:
 def _rest(event: dict, context: dict) -> Trigger:
     headers = request_headers(event.get("headers"), event.get("multiValueHeaders"))
     identity = mapping(context.get("identity"))
+    route = text(event.get("resource")) or text(context.get("resourcePath"))
+    if route == "$default":
+        # An HTTP API's payload 1.0 for a request no route matched: "$default" is no template.
+        route = None
     return http_trigger(
         APIGW_REST,
         headers,
@@ -65,7 +69,7 @@ def _rest(event: dict, context: dict) -> Trigger:
         path=text(context.get("path")) or text(event.get("path")),
         query=query_from_parameters(event.get("queryStringParameters"), event.get("multiValueQueryStringParameters"), encode=True),
         scheme="https",  # REST APIs only listen on HTTPS
-        route=text(event.get("resource")) or text(context.get("resourcePath")),
+        route=route,
         domain=text(context.get("domainName")),
         client=text(identity.get("sourceIp")),
         user_agent=text(identity.get("userAgent")),
