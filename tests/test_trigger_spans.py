@@ -322,3 +322,23 @@ def test_an_http_api_s_default_route_in_payload_1_0_names_no_route(task):
     spans = exported([unmatched, matched], task)
     assert [(s["name"], s["attributes"].get("http.route")) for s in spans] == [("GET", None), ("GET /pets/{petId}", "/pets/{petId}")]
     assert spans[0]["attributes"]["url.path"] == "/question"
+
+
+BODY_ONLY_APP = """
+def handler(event, context):
+    return {"body": "no status"}
+"""
+
+
+def test_an_http_api_s_payload_1_0_answer_without_a_status_is_its_500(tmp_path):
+    # GIVEN a function that answers without a statusCode, behind an HTTP API's payload 1.0 (the
+    # event says "version": "1.0"; a REST API's does not), a REST API and an HTTP API's 2.0
+    task = write_function(tmp_path / "task", BODY_ONLY_APP)
+    http_api_v1 = event("apigw-rest", version="1.0")
+    # WHEN each is handled
+    spans = exported([http_api_v1, event("apigw-rest"), event("apigw-http")], task)
+    # THEN the HTTP API's payload 1.0 is what the client got from it, a 500 (the service makes no
+    # assumption about a 1.0 response), an error; a REST API's is not guessed, a 2.0's is a 200
+    assert [s["attributes"].get("http.response.status_code") for s in spans] == [500, None, 200]
+    assert (spans[0]["status_code"], spans[0]["attributes"]["error.type"]) == (2, "500")
+    assert [s["status_code"] for s in spans[1:]] == [0, 0]

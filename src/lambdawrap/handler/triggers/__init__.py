@@ -270,9 +270,8 @@ def _failed(what: str) -> None:
 def response_status_code(trigger: Trigger, response: object) -> Optional[int]:
     """The HTTP status code the client gets for ``response``, or ``None`` if not HTTP/unknown."""
     try:
-        kind = trigger.kind
-        if kind in HTTP_KINDS:
-            return http_sources.response_status(kind, response)
+        if trigger.kind in HTTP_KINDS:
+            return http_sources.response_status(trigger, response)
     except Exception:  # never let tracing break the handler
         _failed("reading the response's status code")
     return None

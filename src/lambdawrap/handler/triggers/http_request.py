@@ -226,12 +226,14 @@ def http_trigger(
     client: Optional[str] = None,
     user_agent: Optional[str] = None,
     protocol: Optional[str] = None,
+    status_without_code: Optional[int] = None,
 ) -> Trigger:
     """An HTTP server span: attributes of the HTTP conventions, named ``{method} {route}``
     (``{method}`` without a route; ``HTTP`` for methods the conventions do not know).
 
     ``domain``: the service's own name for the host (API Gateway's ``domainName``), the server's
-    address when no header names one."""
+    address when no header names one. ``status_without_code``: what the service answers for a
+    response that names no status, where it documents one."""
     attributes: Dict[str, object] = {"faas.trigger": "http"}
     name_method = "HTTP"
     if method:
@@ -259,7 +261,7 @@ def http_trigger(
         port = port or port_number(headers.get("x-forwarded-port"))
         if port:
             attributes["server.port"] = port
-    return Trigger(kind, attributes, headers, span_name=name_method + " " + route if route else name_method)
+    return Trigger(kind, attributes, headers, span_name=name_method + " " + route if route else name_method, status_without_code=status_without_code)
 
 
 def status_from(value: object) -> Optional[int]:

@@ -29,9 +29,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Dict, Optional
 
-# Kinds whose service infers "200 OK" when the function does not return a {"statusCode": ...}
-# object (payload format 2.0: HTTP APIs and function URLs).
-_INFERS_200 = frozenset((APIGW_HTTP, FUNCTION_URL))
+# What API Gateway answers when the function's response is not an object with a statusCode: with
+# payload format 2.0 (HTTP APIs, function URLs) it infers "200 OK" and takes the response for the
+# body; with an HTTP API's payload 1.0 it assumes nothing and answers 500.
+_PAYLOAD_V2_WITHOUT_CODE = 200
+_HTTP_API_V1_WITHOUT_CODE = 500
 # Bytes the runtime posts as they are (a handler returning orjson.dumps(...)) are the JSON the
 # service reads its status from. Parsing them costs the function's process ~1 ms per 100 KiB
 # (after the post, billed): past this size the span has no status rather than a guessed one.
@@ -74,6 +76,9 @@ def _rest(event: dict, context: dict) -> Trigger:
         client=text(identity.get("sourceIp")),
         user_agent=text(identity.get("userAgent")),
         protocol=context.get("protocol"),
+        # Only an HTTP API's payload 1.0 says its version; a REST API's (a 502 without a status
+        # from a proxy integration, a 200 from others) says nothing, and is not guessed.
+        status_without_code=_HTTP_API_V1_WITHOUT_CODE if event.get("version") == "1.0" else None,
     )
 
 
@@ -106,6 +111,7 @@ def _payload_v2(event: dict, context: dict, http: dict) -> Trigger:
         client=text(http.get("sourceIp")),
         user_agent=text(http.get("userAgent")),
         protocol=http.get("protocol"),
+        status_without_code=_PAYLOAD_V2_WITHOUT_CODE,
     )
 
 
@@ -206,15 +212,16 @@ def cloudfront(record: dict) -> Optional[Trigger]:
     return trigger
 
 
-def response_status(kind: str, response: object) -> Optional[int]:
+def response_status(trigger: Trigger, response: object) -> Optional[int]:
     """The status code the client gets for ``response`` from an HTTP-kind trigger.
 
     The ``statusCode`` of a dict response (``status`` for CloudFront), or of a named tuple,
     which the runtime writes as an object, or of the JSON object in ``bytes``, which it posts
-    as they are; HTTP APIs and function URLs (payload 2.0) answer 200 when the response is not
-    an object with a ``statusCode``: they then treat the whole response as the body.
+    as they are; when the response is not an object with a ``statusCode``, what the service
+    answers then (``trigger.status_without_code``): HTTP APIs and function URLs with payload 2.0
+    answer 200, treating the whole response as the body, an HTTP API with payload 1.0 answers 500.
     """
-    field = "status" if kind == CLOUDFRONT else "statusCode"
+    field = "status" if trigger.kind == CLOUDFRONT else "statusCode"
     if isinstance(response, bytes):  # what awslambdaric posts as it is
         try:
             if len(response) > MAX_PARSED_RESPONSE_BYTES:
@@ -234,6 +241,4 @@ def response_status(kind: str, response: object) -> Optional[int]:
         fields = getattr(type(response), "_fields", None)
         if isinstance(fields, tuple) and field in fields and len(fields) == tuple.__len__(response):
             return status_from(tuple.__getitem__(response, fields.index(field)))
-    if kind in _INFERS_200:
-        return 200
-    return None
+    return trigger.status_without_code

@@ -122,9 +122,11 @@ class Trigger:
     span_kind: the invocation span's kind (lambdawrap.shared.semconv numbering).
     parent: the context a single message or payload carries, to parent the span on.
     parent_state: the W3C ``tracestate`` beside that context, as it came (checked where used).
+    status_without_code: the HTTP status the service answers when the function's response names
+        none (200 for payload 2.0, 500 for an HTTP API's payload 1.0); ``None`` when not known.
     """
 
-    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent", "parent_state")
+    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent", "parent_state", "status_without_code")
 
     def __init__(
         self,
@@ -136,6 +138,7 @@ class Trigger:
         span_kind: int = SERVER,
         parent: Optional[SpanContext] = None,
         parent_state: Optional[str] = None,
+        status_without_code: Optional[int] = None,
     ) -> None:
         self.kind = kind
         self.attributes = attributes
@@ -145,6 +148,7 @@ class Trigger:
         self.span_kind = span_kind
         self.parent = parent
         self.parent_state = parent_state
+        self.status_without_code = status_without_code
 
     @property
     def is_http(self) -> bool:
