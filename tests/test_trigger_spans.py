@@ -342,3 +342,27 @@ def test_an_http_api_s_payload_1_0_answer_without_a_status_is_its_500(tmp_path):
     assert [s["attributes"].get("http.response.status_code") for s in spans] == [500, None, 200]
     assert (spans[0]["status_code"], spans[0]["attributes"]["error.type"]) == (2, "500")
     assert [s["status_code"] for s in spans[1:]] == [0, 0]
+
+
+def test_a_workflow_s_input_that_passes_an_event_on_is_the_workflow_s_payload(task):
+    # GIVEN Step Functions inputs that are events passed on by the function they triggered (an S3
+    # notification, an EventBridge event: sfn.start_execution(input=json.dumps(event))), which
+    # lambdawrap's producer gave its context as the document's first member, or another producer
+    # a top-level traceparent; and the same S3 notification as S3 sends it
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    state = "congo=t61rcWkgMzE"
+    s3_passed_on = {"_lambdawrap": {"traceparent": caller, "tracestate": state}, **event("s3")}
+    eventbridge_passed_on = {"_lambdawrap": {"traceparent": caller}, **event("eventbridge")}
+    sqs_passed_on = {"traceparent": caller, **event("sqs")}
+    # WHEN a state machine's task invokes the function with each
+    spans = exported([s3_passed_on, eventbridge_passed_on, sqs_passed_on, event("s3")], task)
+    # THEN the workflow's inputs are payloads ("other", as every Step Functions task is) whose
+    # parent is the context they carry, with its tracestate; not the S3 object's change, an
+    # event bus's message or a queue's batch, which no AWS service sent (none writes these keys)
+    for span in spans[:3]:
+        assert (span["attributes"]["lambdawrap.trigger"], span["attributes"]["faas.trigger"], span["kind"]) == ("other", "other", 2)
+        assert (span["trace_id"], span["parent_span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+        assert not any(key.startswith(("faas.document.", "messaging.")) for key in span["attributes"])
+    assert spans[0]["trace_state"] == state
+    # and the notification S3 sent is S3's, as before
+    assert spans[3]["attributes"]["lambdawrap.trigger"] == "s3" and not spans[3]["parent_span_id"]

@@ -206,14 +206,19 @@ _BY_KEY = (
 )
 
 
-def _payload(event: dict) -> Trigger:
-    """An event nothing recognises (a direct invocation's payload, a Step Functions input), with
-    the W3C context it carries as its parent: ``_lambdawrap``/``traceparent`` at its top, else in
-    its ``headers`` object, where OpenTelemetry's botocore instrumentation (Python) injects the
-    caller's context into a Lambda ``Invoke``'s payload and its Lambda instrumentations read it."""
+def _carrying_context(event: dict) -> Optional[Trigger]:
+    """A payload with a valid W3C context at its top (``_lambdawrap``/``traceparent``), with that
+    context as its parent; None for any other event."""
     parent = parse_traceparent(payload_context(event))
-    if parent is not None:
-        return other(parent, payload_state(event))
+    return other(parent, payload_state(event)) if parent is not None else None
+
+
+def _payload(event: dict) -> Trigger:
+    """An event nothing recognises (a direct invocation's payload, a Step Functions input) and
+    that carries no context at its top (``_carrying_context``), with the W3C context in its
+    ``headers`` object as its parent, where OpenTelemetry's botocore instrumentation (Python)
+    injects the caller's context into a Lambda ``Invoke``'s payload and its Lambda
+    instrumentations read it."""
     headers = event.get("headers")
     if isinstance(headers, dict):
         # A propagator writes lowercase names: looked up as written, whatever the object's size.
@@ -238,11 +243,19 @@ def detect_trigger(event: object) -> Trigger:
 
     Never raises: anything unrecognised, malformed, or not a dict is ``"other"``; an event
     nothing recognises may still carry a W3C context (a Step Functions input, a direct
-    invocation's payload), which then becomes its parent. A recogniser that raises all the same
+    invocation's payload), which then becomes its parent. One with a valid context at its top is
+    such a payload whatever else it holds (an event passed on to a workflow). A recogniser that raises all the same
     (a bug) is counted in the invocation wrapper's FAILURES, and the event is ``"other"``.
     """
     try:
         if isinstance(event, dict):
+            if "_lambdawrap" in event or "traceparent" in event:
+                # No AWS service writes these keys at an event's top: a payload holding them is
+                # its caller's (a Step Functions input), even when it is an event passed on (a
+                # workflow started with the S3 notification or EventBridge event it handles).
+                trigger = _carrying_context(event)
+                if trigger is not None:
+                    return trigger
             for key, recognise in _BY_KEY:
                 if key in event:
                     trigger = recognise(event)
