@@ -366,3 +366,19 @@ def test_a_workflow_s_input_that_passes_an_event_on_is_the_workflow_s_payload(ta
     assert spans[0]["trace_state"] == state
     # and the notification S3 sent is S3's, as before
     assert spans[3]["attributes"]["lambdawrap.trigger"] == "s3" and not spans[3]["parent_span_id"]
+
+
+def test_a_kafka_partition_that_is_no_number_names_none(task):
+    # GIVEN Kafka batches of one partition whose records give it as true (JSON's boolean, which
+    # Python counts as an int), as 3, and as "3" through an EventBridge Pipe
+    kafka = json.loads((CORPUS / "aws-lambda-go" / "kafka-event.json").read_text())
+    group, records = next(iter(kafka["records"].items()))
+    as_boolean = dict(kafka, records={group: [dict(records[0], partition=True)]})
+    as_number = dict(kafka, records={group: [dict(records[0], partition=3)]})
+    piped = [dict(records[0], eventSource="aws:kafka", partition="3"), dict(records[0], eventSource="aws:kafka", partition=True)]
+    # WHEN they are handled
+    spans = exported([as_boolean, as_number, piped], task)
+    # THEN a partition is named only when it is one: "3" for the number, none for true, and none
+    # for the Pipe's batch whose last record says true, as the Pipe's records are read
+    assert [s["attributes"].get("messaging.destination.partition.id") for s in spans] == [None, "3", None]
+    assert all(s["attributes"]["lambdawrap.trigger"] == "kafka" for s in spans)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.message_context import kafka_record_context, mq_message_context, rabbitmq_message_context
 from lambdawrap.handler.trace_context import collect_links
-from lambdawrap.handler.triggers.stream_sources import kafka_key
+from lambdawrap.handler.triggers.stream_sources import kafka_key, kafka_partition
 from lambdawrap.handler.triggers.trigger import (
     ACTIVEMQ,
     EVENT_SOURCE_ARN,
@@ -67,21 +67,11 @@ def pipe_records(records: list, head: dict) -> Optional[Trigger]:
     return None
 
 
-def _partition(value: object) -> Optional[str]:
-    """A partition number as the conventions write it (a string): the Pipes samples give it as
-    a string, the event source mapping's records as a number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and 0 < len(value) <= 10 and value.isdigit():
-        return value
-    return None
-
-
 def _kafka(records: list, head: dict) -> Trigger:
     attributes = messaging_attributes("kafka", same_in_batch(records, lambda record: record.get("topic")), len(records), None)
     last = records[-1]
-    partition = _partition(head.get("partition"))
-    if partition is not None and isinstance(last, dict) and _partition(last.get("partition")) == partition:
+    partition = kafka_partition(head.get("partition"))
+    if partition is not None and isinstance(last, dict) and kafka_partition(last.get("partition")) == partition:
         attributes["messaging.destination.partition.id"] = partition
     if len(records) == 1:
         offset = head.get("offset")

@@ -91,14 +91,26 @@ def kafka(event: dict) -> Optional[Trigger]:
     topic = topics.pop() if len(topics) == 1 else None
     single = first(groups[0][1]) if count == 1 else {}
     attributes = messaging_attributes("kafka", topic, count, None)
-    if len(heads) == 1 and isinstance(heads[0].get("partition"), int):
-        attributes["messaging.destination.partition.id"] = str(heads[0]["partition"])
+    partition = kafka_partition(heads[0].get("partition")) if len(heads) == 1 else None
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = partition
     offset = single.get("offset")
     if isinstance(offset, int) and not isinstance(offset, bool):
         attributes["messaging.kafka.offset"] = offset
     put(attributes, "messaging.kafka.message.key", kafka_key(single.get("key")))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
     return messaging_trigger(KAFKA, attributes, links=collect_links(_flattened(groups), kafka_record_context))
+
+
+def kafka_partition(value: object) -> Optional[str]:
+    """A partition number as the conventions write it (a string): an event source mapping's
+    records give it as a number, the Pipes samples as a string. A boolean is no number, though
+    Python counts it as an int."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and 0 < len(value) <= 10 and value.isdigit():
+        return value
+    return None
 
 
 def kafka_key(key: object) -> Optional[str]:
