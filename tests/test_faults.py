@@ -15,6 +15,7 @@ import random
 import statistics
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -624,6 +625,35 @@ def test_garbage_on_the_socket_and_the_telemetry_listener_changes_nothing(task, 
     # for an id never invoked are not counted: neither is anything), 8 bad telemetry events
     assert acc.dropped == {"malformed_span": 6, "malformed_record": 14, "malformed_telemetry": 16}, acc.figures()
     assert not [line for line in extension_lines if "Traceback" in line]
+
+
+def post_telemetry(port: int, batch: list) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=json.dumps(batch).encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status
+
+
+def test_a_report_forged_or_delivered_again_is_not_measured(task):
+    # GIVEN an environment serving invocations, the platform reporting each one
+    with instrumented(task, env=layer_env(), timeout_s=TIMEOUT_S) as (emu, rx):
+        results = [emu.invoke({"kind": "ok"}) for _ in range(3)]
+        assert emu.wait_idle()
+        first = next(e for e in emu.records("platform.report") if e["record"]["requestId"] == results[0].request_id)
+        # WHEN the listener gets a report for an id never invoked, with the platform's fields,
+        # and the first invocation's report again (a delivery the platform retried)
+        forged = {"time": first["time"], "type": "platform.report", "record": {"requestId": "forged-7f3a", "status": "success", "metrics": {"durationMs": 900000.0, "billedDurationMs": 900000, "memorySizeMB": 10240, "maxMemoryUsedMB": 10240}}}
+        assert post_telemetry(telemetry_port(emu), [forged, first]) == 200
+        results.append(emu.invoke({"kind": "ok"}))
+        assert emu.wait_idle()
+    reports = [e["record"] for e in emu.records("platform.report")]
+    assert sorted(r["requestId"] for r in reports) == sorted(r.request_id for r in results)
+    # THEN the billed durations and memory measured are the platform's reports, each once
+    # (before: the forged 900 s and 10 GB, and the first invocation's twice)
+    billed = [p for p in rx.metrics() if p["name"] == "lambdawrap.billed_duration"]
+    memory = [p for p in rx.metrics() if p["name"] == "faas.mem_usage"]
+    assert sum(p["count"] for p in billed) == len(reports) == sum(p["count"] for p in memory)
+    assert sum(p["sum"] for p in billed) == pytest.approx(sum(r["metrics"]["billedDurationMs"] for r in reports) / 1000)
+    assert max(p["max"] for p in memory) == max(r["metrics"]["maxMemoryUsedMB"] for r in reports) * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------

@@ -586,6 +586,7 @@ class Correlator:
             if inv is None or (kind == "platform.runtimeDone" and inv.outcome is not None):
                 inv = self._lookup(rid)
             if kind == "platform.report":
+                measured = inv.reported
                 inv.reported = True
                 if self._managed_instances and inv.invoke_event is None:
                     # Its start was lost with its batch (a platform that drops what a lagging
@@ -593,7 +594,10 @@ class Correlator:
                     self._announce(inv)
                 if self._superseded.get(rid) is inv:
                     del self._superseded[rid]
-                self.sink.report(record, trigger_of(inv))
+                # Billed duration and memory are the platform's, once per invocation it
+                # announced: not a delivery it retried, nor a report for an id never invoked.
+                if not measured and inv.invoke_event is not None:
+                    self.sink.report(record, trigger_of(inv))
             if inv.finished and inv.outcome is None and inv.verdict_known:
                 self._after_posted_verdict(inv, kind, record)
             elif inv.outcome is None or kind == "platform.runtimeDone":
