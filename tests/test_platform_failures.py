@@ -256,3 +256,55 @@ def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_go
     assert metric_total(rx, "faas.timeouts") == 2
     assert metric_total(rx, "faas.errors") == 2
     assert metric_total(rx, "faas.invocations") == len(events)
+
+
+# An integration of the function's own that wraps the runtime's handling of each event (as
+# Sentry's patches awslambdaric's handle_event_request): its code runs before the handler is
+# called, and so before lambdawrap's wrapper knows of the invocation.
+INTEGRATION_APP = """
+import json, os, time
+import awslambdaric.bootstrap as bootstrap
+
+_handle = bootstrap.handle_event_request
+
+
+def before_each_event(*args, **kwargs):
+    event = json.loads(args[3])
+    if event.get("integration") == "exit":
+        os._exit(7)
+    if event.get("integration") == "hang":
+        time.sleep(30)
+    return _handle(*args, **kwargs)
+
+
+bootstrap.handle_event_request = before_each_event
+
+
+def handler(event, context):
+    return {"ok": True}
+"""
+
+XRAY_ROOT = "1-5759e988-bd862e3fe1be46a994272793"
+XRAY_PARENT = "53995c3f42cd8ad8"
+
+
+def test_an_invocation_that_ends_before_its_handler_is_called_is_in_the_platform_s_sampled_trace(tmp_path):
+    task = write_function(tmp_path / "task", INTEGRATION_APP)
+    sampled = f"Root={XRAY_ROOT};Parent={XRAY_PARENT};Sampled=1"
+    unsampled = f"Root={XRAY_ROOT};Parent={XRAY_PARENT};Sampled=0"
+    # GIVEN invocations in a sampled X-Ray trace (active tracing, or a traced caller) that crash
+    # or time out before the handler is called, and one whose trace is not sampled
+    calls = [({}, sampled), ({"integration": "exit"}, sampled), ({"integration": "hang"}, sampled), ({"integration": "exit"}, unsampled)]
+    with instrumented(task, timeout_s=TIMEOUT_S) as (emu, rx):
+        results = [emu.invoke(event, trace_header=header) for event, header in calls]
+        got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
+        assert got == [None, "Runtime.ExitError", "Sandbox.Timedout", "Runtime.ExitError"]
+        spans = one_span_each(rx, results)
+    traces = [(spans[r.request_id]["trace_id"], spans[r.request_id]["parent_span_id"]) for r in results]
+    # THEN each span of the sampled trace is in it, a child of the platform's X-Ray segment, as
+    # the handler's span is (before: a trace of its own, with no parent)
+    platform_trace = (XRAY_ROOT[2:10] + XRAY_ROOT[11:], XRAY_PARENT)
+    assert traces[:3] == [platform_trace] * 3
+    assert [spans[r.request_id]["attributes"].get("lambdawrap.failure_reason") for r in results] == [None, "crash", "timeout", "crash"]
+    # ... and an unsampled X-Ray trace is not joined, as the function's process does not join it
+    assert traces[3][0] != platform_trace[0] and not traces[3][1]

@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from lambdawrap.companion.runtime_errors import runtime_error
-from lambdawrap.shared import inflight, records
+from lambdawrap.shared import inflight, records, xray_header
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
@@ -166,6 +166,18 @@ class Invocation:
         inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and _synthetic_ids(synthetic) else None
         inv.environment_cold = data.get("environment_cold") if isinstance(data.get("environment_cold"), bool) else None
         return inv
+
+
+PlatformParent = collections.namedtuple("PlatformParent", "trace_id span_id sampled")
+
+
+def platform_parent(invoke_event: dict | None) -> PlatformParent | None:
+    """The sampled X-Ray context the platform announced the invocation with (INVOKE's, or on
+    Managed Instances platform.start's `tracing`): the same header the runtime hands the
+    function, whose process takes a sampled one for the parent when the event carries none."""
+    tracing = (invoke_event or {}).get("tracing")
+    parsed = xray_header.parse(tracing.get("value")) if isinstance(tracing, dict) else None
+    return PlatformParent(*parsed) if parsed is not None and parsed[2] else None
 
 
 def _synthetic_ids(value: list) -> bool:
@@ -323,12 +335,12 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled_as_root: Callable[[int], bool] | None = None, proactive_init_ms: int = 10000) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000) -> None:
         self.sink = sink
         self._proactive_init_ms = proactive_init_ms
-        # The sampler's decision for a trace begun here (ids made for an invocation the function's
-        # process told nothing of): its lines' flags say it, as the span is built by the same rule.
-        self._sampled_as_root = sampled_as_root or (lambda trace_id: True)
+        # The sampler's decision (shared.sampling) for ids made here, for an invocation the
+        # function's process told nothing of: its lines' flags say it, and its span follows it.
+        self._sampled = sampled or (lambda trace_id, parent: True)
         # Lambda Managed Instances: no INVOKE events (platform.start announces each request),
         # no runtimeDone (platform.report tells the outcome), and requests run concurrently, so
         # a log line belongs to the request its JSON names, never to "the current one".
@@ -578,7 +590,7 @@ class Correlator:
             elif inv.invoke_event is None:
                 # The announcement there is: what INVOKE carries elsewhere.
                 self.function_arn = str(record.get("functionArn") or self.function_arn)
-                self._announce(inv)
+                self._announce(inv, record)
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
@@ -591,7 +603,7 @@ class Correlator:
                 if self._managed_instances and inv.invoke_event is None:
                     # Its start was lost with its batch (a platform that drops what a lagging
                     # subscriber has not taken): the report announces it as well.
-                    self._announce(inv)
+                    self._announce(inv, record)
                 if self._superseded.get(rid) is inv:
                     del self._superseded[rid]
                 # Billed duration and memory are the platform's, once per invocation it
@@ -616,9 +628,12 @@ class Correlator:
         self._last_line_ns = time_ns
         return time_ns
 
-    def _announce(self, inv: Invocation) -> None:
-        """Managed Instances: the platform's telemetry tells of the request (INVOKE elsewhere)."""
+    def _announce(self, inv: Invocation, record: dict | None = None) -> None:
+        """Managed Instances: the platform's telemetry tells of the request (INVOKE elsewhere),
+        with its trace header where `record` (platform.start, report) has one."""
         inv.invoke_event = {"requestId": inv.request_id, "invokedFunctionArn": self.function_arn}
+        if record is not None and isinstance(record.get("tracing"), dict):
+            inv.invoke_event["tracing"] = record["tracing"]
 
     def _after_posted_verdict(self, inv: Invocation, kind: str, record: dict) -> None:
         """The platform's first word on an invocation already made from the runtime's post: the
@@ -760,8 +775,12 @@ class Correlator:
         if inv.start is None:
             from lambdawrap.shared.ids import new_span_id, new_trace_id
 
-            trace_id = new_trace_id()
-            inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled_as_root(trace_id))
+            # Ended before the function's process could say which trace it joined (before the
+            # handler was called): the platform's sampled X-Ray context, which that process
+            # would have joined for an event carrying no context of its own.
+            parent = platform_parent(inv.invoke_event)
+            trace_id = parent.trace_id if parent is not None else new_trace_id()
+            inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled(trace_id, parent))
         if not inv.invoke_event and self.function_arn:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         if inv.first_invoke is not None:

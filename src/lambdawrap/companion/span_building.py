@@ -23,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.attribute_values import BYTES_TAG
@@ -158,6 +158,12 @@ class InvocationFacts:
         self.failure = failure  # timeout, crash, out_of_memory, runtime_error; None if it ran to its end
 
 
+def _synthetic_sampled(ids: tuple, sampled_as_root: Callable[[int], bool]) -> bool:
+    """The sampling decision for ids the correlator made: its own (made with the parent it
+    chose), or, for ids an earlier version carried over without one, the sampler's for a root."""
+    return ids[2] if len(ids) > 2 else sampled_as_root(int(ids[0], 16))
+
+
 def cold_start(inv: Invocation) -> bool:
     """Whether the invocation was a cold start: the function's process says so of its first
     call of the handler (which tells a proactive init by the module's load time); the companion
@@ -247,8 +253,13 @@ class SpanBuilder:
         facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
         ids = inv.ids
         trace_id, span_id = int(ids[0], 16), int(ids[1], 16)
-        if not (start.get("sampled", True) if inv.start is not None else self._sampled_as_root(trace_id)):
+        if not (start.get("sampled", True) if inv.start is not None else _synthetic_sampled(ids, self._sampled_as_root)):
             return None, facts
+        parent_id = int(start["parent_span_id"], 16) if start.get("parent_span_id") else None
+        if inv.start is None:
+            # Ids made by the correlator: in the platform's sampled X-Ray trace where it had one.
+            parent = platform_parent(inv.invoke_event)
+            parent_id = parent.span_id if parent is not None and parent.trace_id == trace_id else None
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in start.get("links") or []]
         # The function's process names the span and picks its kind as the conventions do for its
         # trigger (validated with the record); an empty name is the function's (the FaaS default).
@@ -256,7 +267,7 @@ class SpanBuilder:
             name=str(start.get("span_name") or self.function_name),
             trace_id=trace_id,
             span_id=span_id,
-            parent_id=int(start["parent_span_id"], 16) if start.get("parent_span_id") else None,
+            parent_id=parent_id,
             parent_remote=True,  # the caller's, from the event
             kind=_member(_SPAN_KINDS, SpanKind, start.get("span_kind", _SERVER_KIND)),
             attributes=attrs,
@@ -333,7 +344,7 @@ class SpanBuilder:
             if not parent.ids or (parent.start is not None and not parent.start.get("sampled", True)):
                 return None
             trace_id, parent_id = int(parent.ids[0], 16), int(parent.ids[1], 16)
-            if parent.start is None and not self._sampled_as_root(trace_id):
+            if parent.start is None and not _synthetic_sampled(parent.ids, self._sampled_as_root):
                 return None
         else:
             trace_id, parent_id = new_trace_id(), None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from lambdawrap.shared import xray_header
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable, Iterable, List, Optional, Tuple
@@ -37,7 +39,6 @@ MAX_LINKS = 128
 MAX_SCANNED_MESSAGES = 256
 
 _HEX = "0123456789abcdef"
-_HEX_ANY_CASE = "0123456789abcdefABCDEF"
 _TRACE_ID_MAX = (1 << 128) - 1
 _SPAN_ID_MAX = (1 << 64) - 1
 _LOW_96 = (1 << 96) - 1
@@ -49,7 +50,7 @@ MAX_RAW_CHARS = 8192
 # and is not read (stripping a forged 6 MB of blanks around one cost ~40 ms a reading).
 _MAX_TRACEPARENT_CHARS = 512
 # parse_xray reads no header longer than this.
-_MAX_XRAY_CHARS = 4096
+_MAX_XRAY_CHARS = xray_header.MAX_CHARS
 
 
 SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
@@ -109,64 +110,14 @@ def parse_xray(value: object) -> Optional[SpanContext]:
     ``Self``, ...) are ignored. ``Parent`` is required, since without it there is no span to
     continue. ``Sampled=1`` means sampled; ``0``, ``?`` or a missing field means not sampled.
     """
-    try:
-        if not isinstance(value, str) or len(value) > _MAX_XRAY_CHARS:
-            return None
-        root, parent, sampled = _xray_fields(value)
-        if parent is None or len(parent) != 16 or not _is_hex(parent, _HEX_ANY_CASE):
-            return None
-        trace_id = _root_trace_id(root)
-        span_id = int(parent, 16)
-        if trace_id is None or span_id == 0:
-            return None
-        return SpanContext(trace_id, span_id, sampled == "1")
-    except Exception:  # never let tracing break the handler
-        return None
+    parsed = xray_header.parse(value)
+    return SpanContext(*parsed) if parsed is not None else None
 
 
 def xray_root_trace_id(value: object) -> Optional[int]:
     """The trace id an X-Ray header's Root names, with or without a Parent (a header a function
     sets may be a bare Root); None when it names none, or none well-formed."""
-    try:
-        if not isinstance(value, str) or len(value) > _MAX_XRAY_CHARS:
-            return None
-        return _root_trace_id(_xray_fields(value)[0])
-    except Exception:  # never let tracing break the handler
-        return None
-
-
-def _xray_fields(value: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-    """Root, Parent and Sampled, None when absent. The first occurrence of each wins, so a later
-    duplicate cannot override it."""
-    root = parent = sampled = None
-    for part in value.split(";"):
-        key, sep, val = part.partition("=")
-        if not sep:
-            continue
-        key = key.strip(_OWS).lower()
-        val = val.strip(_OWS)
-        if key == "root":
-            if root is None:
-                root = val
-        elif key == "parent":
-            if parent is None:
-                parent = val
-        elif key == "sampled":
-            if sampled is None:
-                sampled = val
-    return root, parent, sampled
-
-
-def _root_trace_id(root: Optional[str]) -> Optional[int]:
-    # Root is "1-" + 8 hex digits of epoch seconds + "-" + 24 hex digits of randomness: together
-    # the 32 digits of a W3C trace id.
-    if root is None or len(root) != 35 or root[:2] != "1-" or root[10] != "-":
-        return None
-    epoch_hex = root[2:10]
-    unique_hex = root[11:]
-    if not (_is_hex(epoch_hex, _HEX_ANY_CASE) and _is_hex(unique_hex, _HEX_ANY_CASE)):
-        return None
-    return int(epoch_hex + unique_hex, 16) or None
+    return xray_header.root_trace_id(value)
 
 
 def _valid_ids(ctx: object) -> bool:
