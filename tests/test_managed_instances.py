@@ -118,6 +118,21 @@ def test_a_dead_worker_leaves_the_others_serving(function_dir):
         assert emu.sandbox.resets == []
 
 
+def test_an_environment_whose_worker_died_is_idle_once_the_others_are(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2, timeout_s=1.0) as emu:
+        emu.init()
+        assert emu.wait_idle(20)
+        # GIVEN a worker that died mid-request (awslambdaric never replaces it)
+        assert emu.invoke({"exit": 1}).json()["errorType"] == "Sandbox.Timedout"
+        # WHEN a test waits for the environment to be idle THEN it is, with the other worker at
+        # /next (before: never, each wait running out its timeout)
+        started = time.monotonic()
+        assert emu.wait_idle(10)
+        assert time.monotonic() - started < 5
+        assert emu.invoke({}).status == 200
+        assert emu.wait_idle(10)
+
+
 def test_runtime_api_routes_by_request_id(function_dir):
     with Emulator(str(function_dir), "app.handler", max_concurrency=2) as emu:
         emu.invoke({})

@@ -17,11 +17,14 @@ from typing import Callable
 from lambdawrap.devtools.emulator.init_phase import InitFailure, InitPhase
 from lambdawrap.devtools.emulator.invoke_phase import caller_result, new_invocation, oversized_request
 from lambdawrap.devtools.emulator.platform_reports import emit_concurrent_report, response_status
+from lambdawrap.devtools.emulator.processes import live_children
 from lambdawrap.devtools.emulator.reset import reset_environment
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
 from lambdawrap.devtools.emulator.state import InvokeResult, error_body
 
 logger = logging.getLogger(__name__)
+# How often wait_idle looks again for workers that died (it is told of nothing else).
+WORKER_DEATH_POLL_S = 0.1
 
 
 class ConcurrentInvokePhase:
@@ -119,14 +122,28 @@ class ConcurrentInvokePhase:
             logger.exception("emulator: replacing the environment failed")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no invocation is in flight and, once initialized, every worker is idle."""
+        """Wait until no invocation is in flight and, once initialized, every worker still alive
+        is idle."""
         state = self._state
         deadline = time.monotonic() + timeout
         if not state.invoke_lock.acquire(timeout=timeout):
             return False
         state.invoke_lock.release()
         with state.cv:
-            return state.wait(
-                lambda: not state.pool.in_flight and (not state.initialized or len(state.pool.idle) >= (state.config.max_concurrency or 1)),
-                deadline,
-            )
+            while not (not state.pool.in_flight and (not state.initialized or len(state.pool.idle) >= self._live_workers())):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # A worker's death notifies nobody: looked for again at this pace.
+                state.cv.wait(min(left, WORKER_DEATH_POLL_S))
+            return True
+
+    def _live_workers(self) -> int:
+        """The workers that can still be idle: awslambdaric never replaces one that died (spec
+        §9), and the environment serves on with the others."""
+        state = self._state
+        workers = state.config.max_concurrency or 1
+        runtime = state.runtime
+        if runtime is None or runtime.exited():
+            return workers
+        return min(workers, live_children(runtime.pid))

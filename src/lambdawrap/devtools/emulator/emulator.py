@@ -165,7 +165,7 @@ class Emulator:
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the current invoke phase (extensions, report, any reset) has ended; with
-        max_concurrency, until no invocation is in flight and every worker is idle."""
+        max_concurrency, until no invocation is in flight and every worker still alive is idle."""
         return self.sandbox.wait_idle(timeout)
 
     def records(self, record_type: str | None = None) -> list[dict]:

@@ -275,6 +275,26 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def live_children(pid: int) -> int:
+    """How many processes `pid` started are alive: on Managed Instances, the runtime's workers
+    (awslambdaric forks them from its main process). A child that ended but is not yet reaped
+    (a zombie) does not count."""
+    alive = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses; fields start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
+            alive += 1
+    return alive
+
+
 def _read_vmhwm_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", "rb") as f:

@@ -87,7 +87,7 @@ class Sandbox:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the invoke phase has ended (Managed Instances: no invocation in flight and
-        every worker idle); False at the timeout."""
+        every worker still alive idle); False at the timeout."""
         return self._invoke_phase.wait_idle(timeout)
 
     def spindown(self) -> None:
