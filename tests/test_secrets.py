@@ -816,6 +816,44 @@ def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path)
         assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form
 
 
+USES_A_WHOLE_JSON_SECRET_APP = """
+import json, logging, os
+
+CREDENTIALS = json.loads(os.environ["DB_SECRET"])
+print("database settings", CREDENTIALS)
+
+def handler(event, context):
+    dsn = "postgresql://%s:%s@%s/app" % (CREDENTIALS["username"], CREDENTIALS["password"], CREDENTIALS["host"])
+    logging.getLogger().warning("connecting to %s", dsn)
+    raise ConnectionError("could not connect to " + dsn)
+"""
+
+
+@pytest.mark.parametrize("timeout_ms", ["15000", "0"], ids=["companion", "boot"])
+def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, moto, timeout_ms):
+    # GIVEN an RDS-shaped secret declared whole (no #key: the function gets the JSON text and
+    # parses it), fetched by the companion or by the boot itself; the function prints the
+    # parsed settings, logs a connection string with the password, and raises an error quoting it
+    password = "Rds-Generated-Pw-8c1f9a"
+    moto.client("secretsmanager").create_secret(Name="prod/rds", SecretString=json.dumps({"username": "app", "password": password, "host": "db.example.internal", "port": 5432}))
+    task = write_function(tmp_path / "task", USES_A_WHOLE_JSON_SECRET_APP)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_SECRET=secretsmanager:prod/rds", LAMBDAWRAP_SECRETS_TIMEOUT_MS=timeout_ms)
+    with instrumented(task, env=env) as (emu, rx):
+        failed = emu.invoke({})
+        emu.wait_idle()
+    captured = json.dumps([rx.spans(), rx.logs()], default=str)
+    # THEN the caller gets the function's own error, untouched
+    assert password in failed.json()["errorMessage"]
+    # and the collector gets the lines and the error, each of the secret's string values replaced
+    # (before: the password in the printed settings, the log line, the exception's message and stack)
+    assert "could not connect to postgresql://app:[REDACTED]@[REDACTED]/app" in captured
+    assert "connecting to postgresql://app:[REDACTED]@[REDACTED]/app" in captured and "database settings" in captured
+    for value in (password, "db.example.internal"):
+        assert value not in captured, value
+    # a value too short to be a credential is left as it is
+    assert "'username': 'app'" in captured
+
+
 # AWS's Parameters and Secrets extension, as far as the test needs it: it registers, listens on
 # PARAMETERS_SECRETS_EXTENSION_HTTP_PORT and ends init (exits) when that port is taken, as a
 # server that cannot listen does.

@@ -17,6 +17,11 @@ A value is also searched for as the function's code writes it into the texts it 
 in a JSON string (a structured logger's line: a quote or a backslash, which generated passwords
 hold, escaped; non-ASCII as \\uXXXX or not) and percent-encoded in a URL (a query built with
 urllib.parse). Searching only the raw value let exactly those values through.
+
+A secret declared whole that holds a JSON object (an RDS secret: username, password, host...)
+is injected as that JSON text, which the function parses and uses a field at a time: each of
+its string values is searched for too, as if its key had been declared. Searching only the
+whole text let the password through wherever the function wrote it alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ if TYPE_CHECKING:
 REDACTED = "[REDACTED]"
 MIN_SCRUBBED_CHARS = 8
 MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
+# A JSON secret with more string values than this (a list, a configuration document) is searched
+# for whole only: its values would crowd the other secrets' out of MAX_VALUES, and each one
+# searched for costs every exported text its search.
+MAX_JSON_STRINGS = 32
 
 
 class SecretScrubber:
@@ -44,7 +53,8 @@ class SecretScrubber:
 
     def learn(self, values: Iterable[str]) -> None:
         """Add values to search for (called by the secret store as it fetches)."""
-        forms = [form for v in values if isinstance(v, str) and len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
+        texts = [text for v in values if isinstance(v, str) for text in (v, *_json_strings(v))]
+        forms = [form for v in texts if len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
         fresh = [v for v in dict.fromkeys(forms) if v not in self._known]
         if not fresh:
             return
@@ -93,6 +103,27 @@ class SecretScrubber:
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
         return item
+
+
+def _json_strings(value: str) -> list:
+    """The strings (of MIN_SCRUBBED_CHARS or more) a JSON object or array `value` holds, at any
+    depth; none for other text, or for a document holding more than MAX_JSON_STRINGS."""
+    if not value.lstrip().startswith(("{", "[")):
+        return []
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the whole text only
+        return []
+    found, pending = [], [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS:
+            found.append(node)
+    return found if len(set(found)) <= MAX_JSON_STRINGS else []
 
 
 def _written_forms(value: str) -> tuple:
