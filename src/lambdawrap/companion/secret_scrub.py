@@ -16,7 +16,8 @@ unrelated text. Values seen before a rotation are kept: the function may still h
 A value is also searched for as the function's code writes it into the texts it exports: escaped
 in a JSON string (a structured logger's line: a quote or a backslash, which generated passwords
 hold, escaped; non-ASCII as \\uXXXX or not) and percent-encoded in a URL (a query built with
-urllib.parse). Searching only the raw value let exactly those values through.
+urllib.parse, or by requests, httpx or aiohttp from their params). Searching only the raw
+value let exactly those values through.
 
 A secret declared whole that holds a JSON object (an RDS secret: username, password, host...)
 is injected as that JSON text, which the function parses and uses a field at a time: each of
@@ -126,7 +127,21 @@ def _json_strings(value: str) -> list:
     return found if len(set(found)) <= MAX_JSON_STRINGS else []
 
 
+# What yarl (aiohttp's URLs) leaves unescaped in a query's value, where it writes a blank as "+":
+# a generated password's "!" or ":" beside a "#" is written neither as quote nor as quote_plus
+# writes it.
+_YARL_QUERY_SAFE = "!$'()*,/:?@"
+
+
 def _written_forms(value: str) -> tuple:
     """`value` and the forms it takes once escaped in a JSON string or a URL (each the same as
     `value` when it holds nothing to escape: then no search is added)."""
-    return (value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], quote(value, safe=""), quote(value), quote_plus(value, safe=""))
+    return (
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value, safe=""),
+        quote_plus(value, safe=_YARL_QUERY_SAFE),
+    )
