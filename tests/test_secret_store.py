@@ -181,6 +181,7 @@ def handler_cache(monkeypatch):
     yield secret_cache
     secret_cache._config.clear()
     secret_cache._cache.clear()
+    secret_cache._failures.clear()
 
 
 @contextlib.contextmanager
@@ -248,6 +249,37 @@ def test_a_ttl_spent_frozen_counts_though_the_monotonic_clock_stood_still(moto, 
             wait_for(lambda: get(api.ports[0], "/secrets/prod/db") == (200, {"value": ROTATED_SECRET}), timeout=30, what="the rotated value from the API")
         finally:
             api.stop()
+
+
+def test_where_the_boot_fetched_itself_a_secret_that_stays_missing_is_asked_of_aws_less_and_less_often(moto, clients, handler_cache, tmp_path, monkeypatch):
+    # GIVEN a function's process that fetched its declared secrets itself (no companion
+    # answered at boot), one of them missing, and a function reading it at every invocation
+    settings = store_settings("API_KEY=secretsmanager:never-created,DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=300, socket_path=str(tmp_path / "no-companion.sock"))
+    failures = handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=False)
+    assert len(failures) == 1 and "never-created" in failures[0]
+    assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+
+    def fetches() -> int:
+        return sum(1 for target, body in aws_calls(moto) if target == "secretsmanager.GetSecretValue" and body["SecretId"] == "never-created")
+
+    # (the wall clock moved by the test, as days of invocations would move it)
+    offset = 0.0
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset)
+    for failure, hold_s in enumerate((5, 10, 20, 40, 80, 160, 300, 300), start=1):
+        assert fetches() == failure
+        # WHEN it is read again once this failure's hold has passed
+        wait_s = handler_cache._cache["API_KEY"][1] - time.time()
+        # THEN the hold doubled with each failure in a row, up to the TTL (before: AWS asked for
+        # every declared secret each 5 s, all day long, from the function's process)
+        assert hold_s - 2 < wait_s <= hold_s, (failure, wait_s)
+        offset += wait_s + 0.1
+        assert handler_cache.get("API_KEY") is None
+        wait_for(lambda: fetches() == failure + 1 and handler_cache._cache["API_KEY"][1] > time.time(), timeout=30, what=f"the fetch after failure {failure}")
+    # ... and the secret is served once it can be read
+    moto.client("secretsmanager").create_secret(Name="never-created", SecretString="created-late-value-5b2e")
+    offset += handler_cache._cache["API_KEY"][1] - time.time() + 0.1
+    wait_for(lambda: handler_cache.get("API_KEY") == "created-late-value-5b2e", timeout=30, what="the secret created late")
 
 
 def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, clients):

@@ -60,6 +60,9 @@ MAX_VARIABLE_BYTES = 128 * 1024
 # value yet (it failed at boot) is here with None, so that reading it asks again.
 _cache: dict[str, tuple[str | None, float]] = {}
 _config: dict[str, Any] = {}
+# env name -> fetches from AWS by this process that failed in a row (the boot fetched the secrets
+# itself): each doubles the wait before the next, up to the TTL, as the companion's store does.
+_failures: dict[str, int] = {}
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -101,10 +104,26 @@ def _refresh() -> None:
         _store(values, answer.get("ages"))
     except Exception:  # noqa: BLE001 - keep serving the cached values
         get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
-    retry_at = time.time() + min(_config.get("ttl", 300.0), RETRY_FAILED_S)
+    now = time.time()
     for name in list(_cache):
-        if name not in values:
-            _cache[name] = (_cache[name][0], retry_at)
+        if name in values:
+            _failures.pop(name, None)
+        else:
+            _cache[name] = (_cache[name][0], now + _retry_in_s(name))
+
+
+def _retry_in_s(name: str) -> float:
+    """How soon a secret that has no fresh value is asked for again: RETRY_FAILED_S (a shorter
+    TTL wins). Fetched from AWS by this process, the wait doubles with each failure in a row, up
+    to the TTL: a secret deleted or denied for good, read at every invocation, must not cost a
+    GetSecretValue of every declared secret each 5 s all day. The companion holds its own
+    failures so (it is asked, not AWS)."""
+    ttl_s = _config.get("ttl", 300.0)
+    retry_s = min(ttl_s, RETRY_FAILED_S)
+    if _config.get("companion", True):
+        return retry_s
+    failures = _failures[name] = _failures.get(name, 0) + 1
+    return min(retry_s * 2 ** min(failures - 1, 20), max(retry_s, ttl_s))
 
 
 _worker = RefreshWorker("lambdawrap-secrets-refresh", _refresh, RETRY_STALE_S)
@@ -306,7 +325,7 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
             if failure:
                 failures.append(failure)
     _store({k: v for k, v in answer["values"].items() if isinstance(v, str)}, answer.get("ages"))
-    _await_missing(sources, settings.secrets_ttl_s)
+    _await_missing(sources)
     failures.extend(str(error) for error in answer.get("errors", {}).values())
     for source in sources:
         name = source.env_name
@@ -315,14 +334,14 @@ def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list
     return failures
 
 
-def _await_missing(sources: list, ttl_s: float) -> None:
+def _await_missing(sources: list) -> None:
     """Mark the declared secrets the boot got no value for: `get` asks for them again (a
     throttled or briefly denied secret must not stay missing for the environment's life when
     no other secret's refresh happens to bring it)."""
-    retry_at = time.time() + min(ttl_s, RETRY_FAILED_S)
+    now = time.time()
     for source in sources:
         if source.env_name not in _cache:
-            _cache[source.env_name] = (None, retry_at)
+            _cache[source.env_name] = (None, now + _retry_in_s(source.env_name))
 
 
 def _inject(name: str, value: str, source: Any) -> str | None:
