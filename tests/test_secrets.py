@@ -816,6 +816,35 @@ def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path)
         assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form
 
 
+PRINTS_ITS_PRIVATE_KEY_APP = """
+import logging, os
+
+def handler(event, context):
+    print(os.environ["SIGNING_KEY"])
+    logging.getLogger().warning("signing with %s", os.environ["SIGNING_KEY"])
+    return {"ok": True}
+"""
+
+
+def test_a_value_of_several_lines_printed_is_not_exported(tmp_path, moto):
+    # GIVEN a PEM private key kept in Secrets Manager, which the function prints (a debugging
+    # line left in) and logs: print() reaches the Telemetry API a line at a time
+    pem = "\n".join(["-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj", "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu", "-----END PRIVATE KEY-----"])
+    moto.client("secretsmanager").create_secret(Name="jwt/signing-key", SecretString=pem)
+    task = write_function(tmp_path / "task", PRINTS_ITS_PRIVATE_KEY_APP)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="SIGNING_KEY=secretsmanager:jwt/signing-key")
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke({}).json() == {"ok": True}
+        emu.wait_idle()
+    bodies = [record["body"] for record in rx.logs()]
+    # THEN each printed line is exported redacted, as the logged record is (before: the key's
+    # lines, one log record each, exported as printed)
+    assert bodies.count("[REDACTED]") == 4, bodies
+    assert any(body.endswith("signing with [REDACTED]") for body in bodies), bodies
+    for line in pem.splitlines():
+        assert line not in json.dumps([rx.spans(), rx.logs()], default=str), line
+
+
 PUTS_ITS_SECRET_IN_AIOHTTP_PARAMS_APP = """
 import asyncio, os
 import aiohttp

@@ -19,6 +19,9 @@ hold, escaped; non-ASCII as \\uXXXX or not) and percent-encoded in a URL (a quer
 urllib.parse, or by requests, httpx or aiohttp from their params). Searching only the raw
 value let exactly those values through.
 
+A value of several lines (a PEM private key or certificate) is also searched for a line at a
+time: the function's print() reaches the Telemetry API as one record per line.
+
 A secret declared whole that holds a JSON object (an RDS secret: username, password, host...)
 is injected as that JSON text, which the function parses and uses a field at a time: each of
 its string values is searched for too, as if its key had been declared. Searching only the
@@ -56,6 +59,9 @@ class SecretScrubber:
         """Add values to search for (called by the secret store as it fetches)."""
         texts = [text for v in values if isinstance(v, str) for text in (v, *_json_strings(v))]
         forms = [form for v in texts if len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
+        # Each line of a value that has several (a PEM key or certificate): printed, it reaches
+        # the Telemetry API a line at a time, none of which holds the whole value.
+        forms += [line for v in texts if "\n" in v or "\r" in v for line in v.splitlines() if len(line) >= MIN_SCRUBBED_CHARS]
         fresh = [v for v in dict.fromkeys(forms) if v not in self._known]
         if not fresh:
             return
