@@ -919,6 +919,38 @@ def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, m
     assert "'username': 'app'" in captured
 
 
+AWS_DOCS_PARAMETER_APP = """
+import json, os, urllib.parse, urllib.request
+
+port = os.environ["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"]
+
+def get(path):
+    request = urllib.request.Request("http://localhost:" + port + path)
+    request.add_header("X-Aws-Parameters-Secrets-Token", os.environ["AWS_SESSION_TOKEN"])
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+def handler(event, context):
+    # As AWS's documentation of the extension writes the URL, with a slash before the query
+    ssm_parameter_path = urllib.parse.quote("/prod/api/key", safe="")
+    parameter_url = "/systemsmanager/parameters/get/?name=" + ssm_parameter_path + "&withDecryption=true"
+    return {"parameter": get(parameter_url)["Parameter"]["Value"], "secret": get("/secretsmanager/get/?secretId=prod%2Fdb")["SecretString"]}
+"""
+
+
+def test_the_aws_extensions_paths_are_served_as_its_documentation_writes_them(tmp_path, moto):
+    # GIVEN a function written for the AWS Parameters and Secrets extension from AWS's own
+    # example (`/systemsmanager/parameters/get/?name=`, a slash before the query), moved to
+    # lambdawrap with its PARAMETERS_SECRETS_EXTENSION_HTTP_PORT kept
+    task = write_function(tmp_path / "task", AWS_DOCS_PARAMETER_APP)
+    env = secrets_env(moto, PARAMETERS_SECRETS_EXTENSION_HTTP_PORT=str(free_port()))
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+    # THEN it gets the parameter and the secret, as from that extension (before: 404, unknown path)
+    assert result.function_error is None, result.json()
+    assert result.json() == {"parameter": API_KEY, "secret": json.dumps({"password": DB_PASSWORD, "user": "app"})}
+
+
 # AWS's Parameters and Secrets extension, as far as the test needs it: it registers, listens on
 # PARAMETERS_SECRETS_EXTENSION_HTTP_PORT and ends init (exits) when that port is taken, as a
 # server that cannot listen does.

@@ -2,6 +2,7 @@
 
     GET /secretsmanager/get?secretId=...[&versionId=...][&versionStage=...]
     GET /systemsmanager/parameters/get?name=...[&withDecryption=true][&version=...][&label=...]
+        (either with a slash before the query too: /systemsmanager/parameters/get/?name=...)
         the AWS Parameters and Secrets Lambda Extension's: answers shaped like GetSecretValue
         and GetParameter, errors as {"error": <AWS code>} with AWS's status
     GET /secrets/<name>   {"value": "..."}; 404 when the name is unknown, 500 when it cannot be read
@@ -162,10 +163,13 @@ class SecretsHttpApi:
             if not query.get("name"):
                 return 400, {"error": "missing query parameter name"}
             return self._value(query["name"], unknown_status=500)
+        # The AWS extension's paths with a slash before the query too, as AWS's documentation of
+        # it writes them (`/systemsmanager/parameters/get/?name=...`): that extension serves both.
+        path = parts.path[:-1] if parts.path in (SECRETS_MANAGER_PATH + "/", PARAMETERS_PATH + "/") else parts.path
         try:
-            if parts.path == SECRETS_MANAGER_PATH:
+            if path == SECRETS_MANAGER_PATH:
                 return 200, self.store.answer(secret_key(query["secretId"], query.get("versionId") or None, query.get("versionStage") or None))
-            if parts.path == PARAMETERS_PATH:
+            if path == PARAMETERS_PATH:
                 return 200, self._parameter(query)
         except KeyError as exc:
             return 400, {"error": f"missing query parameter {exc.args[0]}"}
