@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +258,8 @@ def _readable(fds: list) -> list:
     return [fd for fd, mask in events if mask & (select.POLLIN | select.POLLHUP)]
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
+def _stat_fields() -> Iterator[tuple]:
+    """(pid, the fields of its /proc/<pid>/stat after the command name) of each process now."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -269,30 +269,18 @@ def _group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         # The command name may hold spaces or parentheses; fields start after the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+        yield int(entry), stat[stat.rfind(b")") + 2 :].split()
+
+
+def _group_members(pgid: int) -> list[int]:
+    return [pid for pid, fields in _stat_fields() if len(fields) > 2 and int(fields[2]) == pgid]
 
 
 def live_children(pid: int) -> int:
     """How many processes `pid` started are alive: on Managed Instances, the runtime's workers
     (awslambdaric forks them from its main process). A child that ended but is not yet reaped
     (a zombie) does not count."""
-    alive = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces or parentheses; fields start after the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in (b"Z", b"X"):
-            alive += 1
-    return alive
+    return sum(1 for _, fields in _stat_fields() if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in (b"Z", b"X"))
 
 
 def _read_vmhwm_kb(pid: int) -> int:
