@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from lambdawrap.shared import xray_header
+from lambdawrap.shared.xray_header import MAX_CHARS as _MAX_XRAY_CHARS
+from lambdawrap.shared.xray_header import parse as _parse_xray_header
+from lambdawrap.shared.xray_header import root_trace_id as _xray_root_trace_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -49,8 +51,6 @@ MAX_RAW_CHARS = 8192
 # A traceparent is 55 characters (a later version's may add fields): a longer value is not one,
 # and is not read (stripping a forged 6 MB of blanks around one cost ~40 ms a reading).
 _MAX_TRACEPARENT_CHARS = 512
-# parse_xray reads no header longer than this.
-_MAX_XRAY_CHARS = xray_header.MAX_CHARS
 
 
 SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
@@ -110,14 +110,14 @@ def parse_xray(value: object) -> Optional[SpanContext]:
     ``Self``, ...) are ignored. ``Parent`` is required, since without it there is no span to
     continue. ``Sampled=1`` means sampled; ``0``, ``?`` or a missing field means not sampled.
     """
-    parsed = xray_header.parse(value)
+    parsed = _parse_xray_header(value)
     return SpanContext(*parsed) if parsed is not None else None
 
 
 def xray_root_trace_id(value: object) -> Optional[int]:
     """The trace id an X-Ray header's Root names, with or without a Parent (a header a function
     sets may be a bare Root); None when it names none, or none well-formed."""
-    return xray_header.root_trace_id(value)
+    return _xray_root_trace_id(value)
 
 
 def _valid_ids(ctx: object) -> bool:
