@@ -454,3 +454,43 @@ def test_with_the_companions_loop_no_thread_waits_for_a_first_client(moto, clien
         stopped.set()
         loop.call_soon_threadsafe()
         serving.join(10)
+
+
+def test_a_client_that_comes_before_the_api_serves_waits_and_is_answered(moto, clients, tmp_path):
+    from lambdawrap.companion.lifecycle import Companion
+    from lambdawrap.companion.secrets_ports import bind_ports
+    from lambdawrap.devtools.local.moto_server import free_port
+
+    # GIVEN a companion made, not yet run: its startup thread, which starts the secret store
+    # and the API, has not begun (at 128 MB it begins well after the function's runtime, which
+    # the platform starts once the launcher has registered)
+    port = free_port()
+    sources, _ = parse_sources("DB_PASSWORD=secretsmanager:prod/db#password")
+    settings = Settings(secrets=tuple(sources), region="us-east-1", secrets_port=port, sdk_disabled=True, socket_path=str(tmp_path / "lw.sock"))
+    companion = Companion(None, settings)
+    try:
+        # THEN the API's port listens already: a function calling it as its module loads is
+        # not refused (before: bound only as the API started, on that thread)
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        companion._close_secrets_ports()
+        companion.socket.stop()
+        companion.loop.close()
+    # ... and a client that connected before the API existed is answered once it serves
+    store = SecretStore(settings, clients)
+    store.start()
+    servers = bind_ports(settings)
+    early = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        early.sendall(f"GET /secrets/DB_PASSWORD HTTP/1.1\r\nHost: localhost\r\n{TOKEN_HEADER}: {SESSION_TOKEN}\r\nConnection: close\r\n\r\n".encode())
+        api = SecretsHttpApi(store, SESSION_TOKEN, settings, servers=servers)
+        answer = b""
+        while chunk := early.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(json.dumps({"value": DB_PASSWORD}).encode()), answer
+        assert api.ports == [port]
+    finally:
+        early.close()
+        for server in servers:
+            server.stop()
+        store.stop()

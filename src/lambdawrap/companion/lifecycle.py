@@ -85,6 +85,9 @@ class Companion:
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
         self.socket.attach(self.loop)
+        # The secrets API's ports, bound now: the function's module may call it as it loads
+        # (see secrets_ports); the API serves them once its store has started.
+        self._secrets_servers = _bind_secrets_ports(self.settings)
         self.listener = TelemetryListener(self._on_telemetry, self._problem)
         if not self.settings.sdk_disabled:
             # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
@@ -142,16 +145,24 @@ class Companion:
             self.router.store = store
         except Exception:  # noqa: BLE001 - fail open
             get_logger().exception("lambdawrap: the secret store failed to start")
+            self._close_secrets_ports()
             return
         finally:
             self.router.store_ready.set()
         try:
             from lambdawrap.companion.secrets_api import SecretsHttpApi
 
-            # A port that is taken is reported by the API itself; the other one still serves.
-            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings, self.loop)
+            # A port that is taken was reported as it was bound; the other one still serves.
+            SecretsHttpApi(store, os.environ.get("AWS_SESSION_TOKEN", ""), self.settings, self.loop, servers=self._secrets_servers)
         except Exception:  # noqa: BLE001 - fail open: the declared secrets still reach the handler side
             get_logger().exception("lambdawrap: the secrets HTTP API failed to start")
+            self._close_secrets_ports()
+
+    def _close_secrets_ports(self) -> None:
+        # Bound but never to be served: a client would wait in the backlog for ever. Closed,
+        # it is refused, as where nothing listens.
+        for server in self._secrets_servers or ():
+            server.stop()
 
     def _ensure_pipeline(self) -> None:
         """Start building the export pipeline (once)."""
@@ -516,3 +527,15 @@ def _epoch_ms_left(deadline_ms: object) -> float:
     if not isinstance(deadline_ms, (int, float)):
         return 3.0
     return deadline_ms / 1000 - time.time()
+
+
+def _bind_secrets_ports(settings: Settings) -> list | None:
+    """The secrets API's ports bound (secrets_ports.bind_ports); None when binding failed
+    otherwise than on a taken port: the API then binds them itself as it starts."""
+    try:
+        from lambdawrap.companion.secrets_ports import bind_ports
+
+        return bind_ports(settings)
+    except Exception:  # noqa: BLE001 - fail open
+        get_logger().exception("lambdawrap: binding the secrets API's ports failed")
+        return None

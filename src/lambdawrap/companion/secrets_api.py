@@ -21,7 +21,6 @@ All answers come from the store's one cache.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,38 +31,22 @@ from _operator import _compare_digest as compare_digest
 from lambdawrap.companion.prebound_http import PreboundHttpServer
 from lambdawrap.companion.secret_names import ReadFailed, SecretNames, UnknownName
 from lambdawrap.companion.secret_store import SecretStore
-from lambdawrap.shared.log import Failures, get_logger
+from lambdawrap.companion.secrets_ports import bind_ports
+from lambdawrap.shared.log import Failures
 from lambdawrap.shared.secret_sources import error_code, parameter_key, secret_key
 from lambdawrap.shared.settings import SECRETS_TOKEN, Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from typing import Any
 
     from lambdawrap.companion.event_loop import EventLoop
 
-# AWS's Parameters and Secrets extension serves this API too, on its own port (2773 unless
-# PARAMETERS_SECRETS_EXTENSION_HTTP_PORT says otherwise). Beside it (a function that keeps that
-# layer with ours), whichever listens first would take the port and the other fail to: theirs
-# would end the environment's init (Extension.Crash), and the function would get either at
-# random. The port stays theirs.
-AWS_EXTENSION = "AWSParametersAndSecretsLambdaExtension"
-AWS_EXTENSION_DEFAULT_PORT = 2773
-EXTENSIONS_DIR = "LAMBDAWRAP_EXTENSIONS_DIR"  # the launcher's folder, where the platform starts extensions from
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SECRETS_MANAGER_PATH = "/secretsmanager/get"
 PARAMETERS_PATH = "/systemsmanager/parameters/get"
 SECRETS_PREFIX = "/secrets/"
 NAME_PATH = "/"
-
-
-def aws_extension_port(environ: Mapping[str, str], settings: Settings) -> int | None:
-    """The port AWS's Parameters and Secrets extension listens on, when it is one of this
-    environment's extensions; None when it is not."""
-    folder = environ.get(EXTENSIONS_DIR)
-    if not folder or not os.path.exists(os.path.join(folder, AWS_EXTENSION)):
-        return None
-    return settings.secrets_aws_port or AWS_EXTENSION_DEFAULT_PORT
 
 
 class SecretsHttpApi:
@@ -74,29 +57,17 @@ class SecretsHttpApi:
     for a client that may never come would be stopped and restarted by the freezer around
     every invocation. Without one (tests, tools), a thread per port waits."""
 
-    def __init__(self, store: SecretStore, session_token: str, settings: Settings, loop: EventLoop | None = None) -> None:
+    def __init__(self, store: SecretStore, session_token: str, settings: Settings, loop: EventLoop | None = None, servers: list | None = None) -> None:
+        """`servers`: the ports bound already (secrets_ports.bind_ports); bound here if None."""
         self.store = store
         self.names = SecretNames(store.sources, settings.secrets_allow_undeclared)
         self._session_token = session_token
         self._token_optional = settings.secrets_token == "optional"
         self._failures = Failures()
-        self._servers: list = []
-        theirs = aws_extension_port(os.environ, settings)
-        # Without that extension, its port variable is where a function moved from it looks.
-        moved = settings.secrets_aws_port if theirs is None else None
-        for port in dict.fromkeys(p for p in (settings.secrets_port, settings.secrets_compat_port, moved) if p is not None):
-            if port == theirs:
-                get_logger().warning("lambdawrap: the secrets API leaves port %d to the AWS Parameters and Secrets extension beside it (LAMBDAWRAP_SECRETS_PORT sets another)", port)
-                continue
-            try:
-                # Loopback only: the function reaches it on localhost, nothing else may.
-                server = PreboundHttpServer("127.0.0.1", port)
-            except OSError as exc:
-                get_logger().warning("lambdawrap: the secrets API is not listening on port %d: %s", port, exc.strerror or exc)
-                continue
-            self._servers.append(server)
+        self._servers: list = bind_ports(settings) if servers is None else servers
+        for server in self._servers:
             if loop is None:
-                threading.Thread(target=self._serve_when_needed, args=(server,), name=f"lambdawrap-secrets-api-{port}", daemon=True).start()
+                threading.Thread(target=self._serve_when_needed, args=(server,), name=f"lambdawrap-secrets-api-{server.address[1]}", daemon=True).start()
             else:
                 # Registered from the loop's own thread: its selector is not shared.
                 loop.call_soon_threadsafe(lambda server=server: loop.add_reader(server.listening_socket, lambda _sock, server=server: self._first_client(loop, server)))
