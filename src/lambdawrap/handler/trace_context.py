@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from lambdawrap.shared.hex_digits import is_hex as _is_hex
 from lambdawrap.shared.xray_header import MAX_CHARS as _MAX_XRAY_CHARS
 from lambdawrap.shared.xray_header import parse as _parse_xray_header
 from lambdawrap.shared.xray_header import root_trace_id as _xray_root_trace_id
@@ -40,7 +41,6 @@ MAX_LINKS = 128
 # batch is not read, so that a batch of 10,000 messages costs what one of 256 does.
 MAX_SCANNED_MESSAGES = 256
 
-_HEX = "0123456789abcdef"
 _TRACE_ID_MAX = (1 << 128) - 1
 _SPAN_ID_MAX = (1 << 64) - 1
 _LOW_96 = (1 << 96) - 1
@@ -55,12 +55,6 @@ _MAX_TRACEPARENT_CHARS = 512
 
 SpanContext = namedtuple("SpanContext", ("trace_id", "span_id", "sampled"))
 SpanContext.__doc__ = "A remote span context: 128-bit trace id, 64-bit span id, and the sampled flag."
-
-
-def _is_hex(text: str, alphabet: str = _HEX) -> bool:
-    # str.strip with a character set runs in C: the result is empty only if every character is
-    # in the alphabet. int(text, 16) alone is too lenient (it accepts "+", "_", whitespace).
-    return bool(text) and not text.strip(alphabet)
 
 
 def parse_traceparent(value: object) -> Optional[SpanContext]:

@@ -10,13 +10,14 @@ invocation); nothing here raises on any input.
 
 from __future__ import annotations
 
+from lambdawrap.shared.hex_digits import ANY_CASE, is_hex
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional, Tuple
 
 # A header longer than this is not read.
 MAX_CHARS = 4096
-_HEX_ANY_CASE = "0123456789abcdefABCDEF"
 _OWS = " \t"
 
 
@@ -29,7 +30,7 @@ def parse(value: object) -> Optional[Tuple[int, int, bool]]:
         if not isinstance(value, str) or len(value) > MAX_CHARS:
             return None
         root, parent, sampled = _fields(value)
-        if parent is None or len(parent) != 16 or not _is_hex(parent):
+        if parent is None or len(parent) != 16 or not is_hex(parent, ANY_CASE):
             return None
         trace_id = _root_trace_id(root)
         span_id = int(parent, 16)
@@ -80,12 +81,7 @@ def _root_trace_id(root: Optional[str]) -> Optional[int]:
         return None
     epoch_hex = root[2:10]
     unique_hex = root[11:]
-    if not (_is_hex(epoch_hex) and _is_hex(unique_hex)):
+    if not (is_hex(epoch_hex, ANY_CASE) and is_hex(unique_hex, ANY_CASE)):
         return None
     return int(epoch_hex + unique_hex, 16) or None
 
-
-def _is_hex(text: str) -> bool:
-    # str.strip with a character set runs in C: the result is empty only if every character is
-    # in the alphabet. int(text, 16) alone is too lenient (it accepts "+", "_", whitespace).
-    return bool(text) and not text.strip(_HEX_ANY_CASE)
