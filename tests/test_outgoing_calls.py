@@ -74,13 +74,15 @@ def children(receiver, parent, count):
 
 def without_and_with_the_layer(task) -> tuple:
     """The function invoked with {"http": a recording server's URL}: what it returned without the
-    layer, its result with it, and the receiver (read after the companion's last flush)."""
+    layer, its result with it, the receiver (read after the companion's last flush) and the
+    function's log lines with the layer."""
     with recording_server() as http:
         with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
             without = bare.invoke({"http": http.url}).json()
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
-    return without, result, rx
+            lines = emu.log_lines("function")
+    return without, result, rx, lines
 
 
 def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, moto):
@@ -1221,7 +1223,7 @@ def handler(event, context):
 def test_http_client_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
     # GIVEN a function passing http.client's request() headers it cannot read (None, a list)
     task = write_function(tmp_path / "task", SENDS_HEADERS_HTTP_CLIENT_CANNOT_READ)
-    without, result, rx = without_and_with_the_layer(task)
+    without, result, rx, _ = without_and_with_the_layer(task)
     # THEN each fails with http.client's own error, as without the layer (before: None and an
     # empty list were copied into a dict, and the request went), and the one that goes is traced
     assert without == ["TypeError", "AttributeError", "AttributeError", 200]
@@ -1444,7 +1446,7 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
     # requests response hook calling raise_for_status(), an aiohttp session made with
     # raise_for_status=True
     task = write_function(tmp_path / "task", RAISES_FOR_STATUS)
-    without, result, rx = without_and_with_the_layer(task)
+    without, result, rx, _ = without_and_with_the_layer(task)
     calls = children(rx, invocation_span(rx, result.request_id), 2)
     # THEN the function saw what it sees without the layer
     assert without == [["HTTPError", 404], ["ClientResponseError", 503]]
@@ -1614,7 +1616,7 @@ def test_the_library_methods_lambdawrap_wraps_pickle_and_copy_as_without_it(tmp_
     # urlopen, http.client's, urllib's, httpx's, aiohttp's), as a cache, a process pool or a
     # deep-copied configuration holding one of them does
     task = write_function(tmp_path / "task", PICKLES_AND_COPIES_LIBRARY_METHODS)
-    without, result, rx = without_and_with_the_layer(task)
+    without, result, rx, _ = without_and_with_the_layer(task)
     # THEN the function sees what it sees without the layer (before: every one of them raised
     # NotImplementedError, "object proxy must define __reduce_ex__()", from wrapt's proxy)
     assert without["copy sends"] == 200 and without["own session"] is True
@@ -1698,16 +1700,11 @@ def handler(event, context):
 def test_a_url_urllib_cannot_open_is_the_functions_error_not_lambdawraps(tmp_path):
     # GIVEN a function that passes urlopen() a URL without a scheme (urllib raises ValueError)
     task = write_function(tmp_path / "task", OPENS_A_URL_WITHOUT_SCHEME)
-    with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
-        with instrumented(task, timeout_s=30) as (emu, rx):
-            result = emu.invoke({"http": http.url})
-            # THEN it gets the same error as without the layer, the next request is traced ...
-            assert result.json() == without and without["status"] == 200, (result.json(), without)
-            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
-            assert call["attributes"]["http.response.status_code"] == 200
-            lines = emu.log_lines("function")
+    without, result, rx, lines = without_and_with_the_layer(task)
+    # THEN it gets the same error as without the layer, the next request is traced ...
+    assert result.json() == without and without["status"] == 200, (result.json(), without)
+    (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+    assert call["attributes"]["http.response.status_code"] == 200
     # ... and lambdawrap neither logs nor counts a failure of its own
     assert not [line for line in lines if "lambdawrap" in line], lines
     assert metric_total(rx, "lambdawrap.internal_errors") == 0
@@ -1733,16 +1730,11 @@ def handler(event, context):
 def test_urllib3_headers_it_cannot_read_fail_as_without_the_layer(tmp_path):
     # GIVEN a function that gives urllib3's urlopen() its headers as pairs (urllib3 raises)
     task = write_function(tmp_path / "task", URLLIB3_HEADERS_IT_CANNOT_READ)
-    with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
-        with instrumented(task, timeout_s=30) as (emu, rx):
-            result = emu.invoke({"http": http.url})
-            # THEN each fails as without the layer, and the request after them is traced
-            assert result.json() == without and len(without["failures"]) == 3, (result.json(), without)
-            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
-            assert call["attributes"]["url.full"].endswith("via=mapping")
-            lines = emu.log_lines("function")
+    without, result, rx, lines = without_and_with_the_layer(task)
+    # THEN each fails as without the layer, and the request after them is traced
+    assert result.json() == without and len(without["failures"]) == 3, (result.json(), without)
+    (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+    assert call["attributes"]["url.full"].endswith("via=mapping")
     # ... with no failure of lambdawrap's logged
     assert not [line for line in lines if "lambdawrap" in line], lines
 
@@ -1768,17 +1760,12 @@ def test_an_unprepared_request_sent_fails_as_without_the_layer_and_is_left_as_it
     # GIVEN a function that gives Session.send() a Request, not a PreparedRequest (requests
     # raises ValueError), then sends it prepared
     task = write_function(tmp_path / "task", SENDS_AN_UNPREPARED_REQUEST)
-    with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
-        with instrumented(task, timeout_s=30) as (emu, rx):
-            result = emu.invoke({"http": http.url})
-            # THEN the same error, the Request's headers as the function made them (no trace
-            # context added to them), and only the request that was sent is a span
-            assert result.json() == without and without["failure"][0] == "ValueError", (result.json(), without)
-            (call,) = children(rx, invocation_span(rx, result.request_id), 1)
-            assert call["attributes"]["http.response.status_code"] == 200 and "error.type" not in call["attributes"]
-            lines = emu.log_lines("function")
+    without, result, rx, lines = without_and_with_the_layer(task)
+    # THEN the same error, the Request's headers as the function made them (no trace context
+    # added to them), and only the request that was sent is a span
+    assert result.json() == without and without["failure"][0] == "ValueError", (result.json(), without)
+    (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+    assert call["attributes"]["http.response.status_code"] == 200 and "error.type" not in call["attributes"]
     assert not [line for line in lines if "lambdawrap" in line], lines
 
 

@@ -788,26 +788,33 @@ def handler(event, context):
 """
 
 
-def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path):
-    from urllib.parse import quote
-
+def exported_calling_upstream(task, password: str):
+    """The receiver, after the function (declaring DB_PASSWORD, whose value is `password`) was
+    invoked once with {"port": an upstream HTTP server's port}, answered {"ok": True}, and the
+    environment went idle."""
     from support.local_servers import recording_server
 
-    # GIVEN a declared password with the punctuation Secrets Manager's generated passwords hold
-    # (a quote, a backslash, a slash), which the function writes in a JSON log line and in a
-    # URL's query (under a name no redaction list knows), each escaped as those formats escape it
-    password = 'Pa"ss\\w0rd/é#x'
-    escaped = json.dumps(password)[1:-1]
-    task = write_function(tmp_path / "task", LOGS_ITS_SECRET_AS_JSON_APP)
     with MotoServer() as moto, recording_server() as upstream:
         seed_moto(moto, {"secrets": {"prod/db": {"password": password}}})
         env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password")
         with instrumented(task, env=env) as (emu, rx):
             assert emu.invoke({"port": upstream.port}).json() == {"ok": True}
             emu.wait_idle()
-        assert len([s for s in rx.spans() if s["name"] == "GET"]) == 1
-        captured = json.dumps([rx.spans(), rx.logs()], default=str, ensure_ascii=False)
-        logs = json.dumps(rx.logs(), default=str, ensure_ascii=False)
+    return rx
+
+
+def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path):
+    from urllib.parse import quote
+
+    # GIVEN a declared password with the punctuation Secrets Manager's generated passwords hold
+    # (a quote, a backslash, a slash), which the function writes in a JSON log line and in a
+    # URL's query (under a name no redaction list knows), each escaped as those formats escape it
+    password = 'Pa"ss\\w0rd/é#x'
+    escaped = json.dumps(password)[1:-1]
+    rx = exported_calling_upstream(write_function(tmp_path / "task", LOGS_ITS_SECRET_AS_JSON_APP), password)
+    assert len([s for s in rx.spans() if s["name"] == "GET"]) == 1
+    captured = json.dumps([rx.spans(), rx.logs()], default=str, ensure_ascii=False)
+    logs = json.dumps(rx.logs(), default=str, ensure_ascii=False)
     # THEN neither escaped form reaches the collector (before: the log line kept the JSON-escaped
     # value, url.full the percent-encoded one); the line and the span are exported, redacted
     assert "connecting" in logs and "[REDACTED]" in logs
@@ -861,20 +868,12 @@ def handler(event, context):
 
 
 def test_a_value_aiohttp_puts_in_a_query_is_not_exported(tmp_path):
-    from support.local_servers import recording_server
-
     # GIVEN a declared password with the punctuation a generated one holds, which the function
     # passes to aiohttp as a query parameter (under a name no redaction list knows): yarl
     # encodes a query value its own way, keeping ! $ ' ( ) * , / : ? @ and writing a blank as +
     password = "Q!w#e$r(t)y/u:i@o+p é"
-    task = write_function(tmp_path / "task", PUTS_ITS_SECRET_IN_AIOHTTP_PARAMS_APP)
-    with MotoServer() as moto, recording_server() as upstream:
-        seed_moto(moto, {"secrets": {"prod/db": {"password": password}}})
-        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password")
-        with instrumented(task, env=env) as (emu, rx):
-            assert emu.invoke({"port": upstream.port}).json() == {"ok": True}
-            emu.wait_idle()
-        calls = [s for s in rx.spans() if s["name"] == "GET"]
+    rx = exported_calling_upstream(write_function(tmp_path / "task", PUTS_ITS_SECRET_IN_AIOHTTP_PARAMS_APP), password)
+    calls = [s for s in rx.spans() if s["name"] == "GET"]
     # THEN the call's span is exported with the value replaced in url.full (before: as yarl
     # wrote it, Q!w%23e$r(t)y/u:i@o%2Bp+%C3%A9, a form not searched for)
     assert len(calls) == 1
