@@ -219,6 +219,17 @@ class TestPlainFunction:
             assert kinds[-1][0] == before and kinds[-1][1].get("requestId", result.request_id) == result.request_id
             assert [record for kind, record in kinds[:-1] if kind == "function"] == [f"slow line {n}" for n in range(3)]
 
+    def test_the_log_lines_read_after_an_invoke_hold_what_the_handler_printed(self, tmp_path, monkeypatch):
+        # GIVEN a handler that prints before it returns, and a log pipeline slower than it
+        task = write_function(tmp_path / "task", 'def handler(event, context):\n    for n in range(2):\n        print("slow line", n)\n    return "done"\n')
+        slow_log_lines(monkeypatch)
+        with Emulator(str(task), "app.handler") as emu:
+            # WHEN the lines are read as soon as the caller has the response
+            assert emu.invoke({}).json() == "done"
+            lines = emu.log_lines("function")
+        # THEN they hold every line printed before it (before: read while still in the pipe)
+        assert [line for line in lines if line.startswith("slow line")] == ["slow line 0", "slow line 1"]
+
     def test_timeout_then_reinit(self, function_dir):
         with Emulator(str(function_dir), "app.handler", timeout_s=1.0) as emu:
             first = emu.invoke({}).json()

@@ -173,6 +173,10 @@ class Emulator:
         return [e for e in list(self.bus.history) if record_type is None or e["type"] == record_type]
 
     def log_lines(self, source: str | None = None) -> list[str]:
+        """The lines logged so far, optionally from one source ("function", "extension",
+        "platform"): every line the environment's processes wrote before the call included."""
+        if self.sandbox is not None:
+            self.sandbox.drain_output()
         return [line for src, line in list(self.logs) if source is None or src == source]
 
     # internals -----------------------------------------------------------------

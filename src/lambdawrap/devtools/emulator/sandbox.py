@@ -85,6 +85,17 @@ class Sandbox:
         an asynchronous invocation's retry, which keeps its id)."""
         return self._invoke_phase.invoke(payload, trace_header=trace_header, client_context=client_context, tenant_id=tenant_id, request_id=request_id)
 
+    def drain_output(self) -> None:
+        """Wait (each stream at most DRAIN_TIMEOUT_S) until every line the environment's
+        processes have written so far has been handed on: a line printed before a response
+        can otherwise still be in its pipe when the caller has the response."""
+        state = self.state
+        for process in [state.runtime, *(e.process for e in list(state.launched))]:
+            if process is not None and not process.exited():
+                process.drain_output()
+        if self._worker_logs is not None:
+            self._worker_logs.drain()
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the invoke phase has ended (Managed Instances: no invocation in flight and
         every worker still alive idle); False at the timeout."""
