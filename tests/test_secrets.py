@@ -66,6 +66,12 @@ class TestSyntax:
         assert problems == []
         assert sources == [SecretSource("ADMIN", "secretsmanager", "prod/users", "admin@example.com", "AWSCURRENT"), SecretSource("OOPS", "secretsmanager", "prod/users", "admin", "example.com")]
 
+    def test_a_json_key_on_a_parameter_is_named_as_such(self):
+        # The entry would be right for secretsmanager: (before: "'#' cannot be in a secret's or
+        # parameter's name; entries are separated by commas")
+        sources, problems = parse_sources("CONFIG=ssm:/prod/config#password")
+        assert sources == [] and problems == ["ignoring LAMBDAWRAP_SECRETS entry 'CONFIG=ssm:/prod/config#password' (a JSON key after '#' is for secretsmanager: sources; an ssm: parameter's value is injected whole)"]
+
     @pytest.mark.parametrize("entry", ["NOEQUALS", "1BAD=ssm:/x", "X=vault:thing", "X=ssm:", "X=secretsmanager:#key", "=ssm:/x", "_HANDLER=ssm:/x", "AWS_SESSION_TOKEN=ssm:/x", "X=secretsmanager:a;Y=ssm:/b", "X=ssm:/a\nY=ssm:/b", "X=secretsmanager:my secret#key", "X=secretsmanager:prod/db#", "X=secretsmanager:prod/db#@AWSPREVIOUS"])
     def test_bad_entries_are_reported_not_raised(self, entry):
         sources, problems = parse_sources(entry + ",GOOD=ssm:/ok")

@@ -109,6 +109,9 @@ def _parse_entry(entry: str) -> SecretSource:
     if not sep or not identifier:
         raise ValueError("expected a source like secretsmanager:<name> or ssm:<name>")
     if service == SSM:
+        if "#" in identifier:
+            # Said apart from a wrong character: the entry is well formed for secretsmanager:.
+            raise ValueError("a JSON key after '#' is for secretsmanager: sources; an ssm: parameter's value is injected whole")
         _check_name(identifier)
         return SecretSource(env_name, SSM, identifier)
     if service != SECRETS_MANAGER:
