@@ -1036,3 +1036,34 @@ def test_a_function_moved_from_the_aws_extension_finds_the_api_on_the_port_it_re
     assert result.function_error is None, result.body
     assert json.loads(result.json()["SecretString"])["password"] == DB_PASSWORD
     assert not [s for s in rx.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] == 3]
+
+
+PRINTS_ITS_ENVIRONMENT_APP = """
+import logging, os
+
+def handler(event, context):
+    print("environment:", dict(os.environ))
+    logging.getLogger().warning("signing with %s", os.environ["AWS_SECRET_ACCESS_KEY"])
+    raise RuntimeError("token " + os.environ["AWS_SESSION_TOKEN"] + " was refused")
+"""
+
+
+def test_the_execution_roles_credentials_the_function_prints_are_not_exported(tmp_path):
+    # GIVEN a function with no secrets declared that prints its environment, logs the role's
+    # secret key and fails quoting its session token
+    secret_key, token = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "IQoJb3JpZ2luX2VjEXAMPLE+session/token=="
+    task = write_function(tmp_path / "task", PRINTS_ITS_ENVIRONMENT_APP)
+    with instrumented(task, env={"AWS_SECRET_ACCESS_KEY": secret_key, "AWS_SESSION_TOKEN": token}) as (emu, rx):
+        result = emu.invoke({})
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        wait_for(lambda: sum("signing with" in str(r.get("body")) for r in rx.logs()) == 1, timeout=30, what="the log line exported")
+        lines = emu.log_lines("function")
+    # THEN the caller and the function's own log see them as without the layer...
+    assert token in json.loads(result.body)["errorMessage"]
+    assert any(secret_key in line for line in lines) and any(token in line for line in lines)
+    # ...and the collector sees neither (before: the printed environment, the warning and the
+    # exception's message carried both), only the lines and the error, redacted
+    captured = json.dumps([rx.spans(), rx.logs()], default=str)
+    assert "signing with [REDACTED]" in captured and "token [REDACTED] was refused" in captured
+    for value in (secret_key, token):
+        assert value not in captured and json.dumps(value)[1:-1] not in captured, value

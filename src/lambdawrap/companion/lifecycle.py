@@ -30,7 +30,7 @@ from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClos
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
-from lambdawrap.companion.secret_scrub import SecretScrubber
+from lambdawrap.companion.secret_scrub import SecretScrubber, role_credentials
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
@@ -66,6 +66,7 @@ class Companion:
         # What the function's side sends is searched for the declared secrets' values (learned
         # by the secret store) before anything is built from it: see secret_scrub.
         self.scrubber = SecretScrubber()
+        self.scrubber.learn(role_credentials(os.environ))
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
         self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms)
         self._activity = 0  # invocations finished and records received: what a timed flush is for

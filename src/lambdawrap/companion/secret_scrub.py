@@ -26,6 +26,10 @@ A secret declared whole that holds a JSON object (an RDS secret: username, passw
 is injected as that JSON text, which the function parses and uses a field at a time: each of
 its string values is searched for too, as if its key had been declared. Searching only the
 whole text let the password through wherever the function wrote it alone.
+
+The execution role's credentials, which Lambda puts in every process's environment, are searched
+for too, declared or not: a function that prints its environment (a common first debugging step)
+would otherwise send them to the collector, a wider audience than the function's own log group.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
 # for whole only: its values would crowd the other secrets' out of MAX_VALUES, and each one
 # searched for costs every exported text its search.
 MAX_JSON_STRINGS = 32
+
+
+# The execution role's secret parts (its access key id names the key, it is no secret).
+ROLE_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def role_credentials(environ: Any) -> list:
+    """The values of the execution role's credentials in `environ`."""
+    return [environ[name] for name in ROLE_CREDENTIAL_VARIABLES if environ.get(name)]
 
 
 class SecretScrubber:
