@@ -54,6 +54,25 @@ class TestSettings:
         s = Settings.from_env({"LAMBDAWRAP_FLUSH": "periodic,250", "LAMBDAWRAP_DISABLED": "TRUE", "LAMBDAWRAP_SECRETS_TTL": "86400", "OTEL_SERVICE_NAME": "svc", "AWS_LAMBDA_FUNCTION_NAME": "fn"})
         assert s.flush == FlushStrategy("periodic", 250) and s.disabled and s.secrets_ttl_s == 86400 and s.service_name == "svc"
 
+    @pytest.mark.parametrize(
+        "env, ttl",
+        [
+            # A configuration made for AWS's Parameters and Secrets extension: the smaller TTL set
+            ({"SECRETS_MANAGER_TTL": "60"}, 60),
+            ({"SECRETS_MANAGER_TTL": "120", "SSM_PARAMETER_STORE_TTL": "30"}, 30),
+            ({"SSM_PARAMETER_STORE_TTL": "0"}, 0),
+            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE", "SECRETS_MANAGER_TTL": "60"}, 0),
+            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "true", "SECRETS_MANAGER_TTL": ""}, 300),
+            # lambdawrap's own setting wins
+            ({"LAMBDAWRAP_SECRETS_TTL": "600", "SECRETS_MANAGER_TTL": "60", "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "false"}, 600),
+        ],
+    )
+    def test_the_aws_secrets_extensions_ttls_are_kept(self, caplog, env, ttl):
+        # (before: ignored, so a function moved from that extension with a 60 s TTL got 300 s)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            assert Settings.from_env(env).secrets_ttl_s == ttl
+        assert not caplog.records
+
     @pytest.mark.parametrize("value", ["otlp", " OTLP", ""])
     def test_otlp_as_the_choice_of_exporter_is_taken_without_a_word(self, caplog, value):
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
@@ -82,6 +101,8 @@ class TestSettings:
             ("OTEL_SDK_DISABLED", "1", "false"),
             ("OTEL_SDK_DISABLED", "yes", "false"),
             ("LAMBDAWRAP_SECRETS_TTL", "-1", "300.0"),
+            ("SECRETS_MANAGER_TTL", "3600", "300"),  # the AWS extension's range: 0-300 s
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "maybe", "true"),
             ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "http://localhost:4318"),

@@ -59,6 +59,11 @@ SECRETS_COMPAT_PORT = "LAMBDAWRAP_SECRETS_COMPAT_PORT"
 # The AWS Parameters and Secrets extension's own port variable: a function that used that
 # extension may read its port from it.
 AWS_SECRETS_EXTENSION_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+# How long that extension caches (0-300 s each; 0 or its cache turned off: not at all). A
+# configuration made for it keeps meaning what it said: no value staler than it allowed.
+AWS_SECRETS_EXTENSION_TTLS = ("SECRETS_MANAGER_TTL", "SSM_PARAMETER_STORE_TTL")
+AWS_SECRETS_EXTENSION_MAX_TTL_S = 300
+AWS_SECRETS_EXTENSION_CACHE = "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"
 SECRETS_TOKEN = "LAMBDAWRAP_SECRETS_TOKEN"
 SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
@@ -264,7 +269,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             secrets=secrets,
             secrets_refused=secrets_refused,
             secrets_timeout_ms=parse(SECRETS_TIMEOUT_MS, d.secrets_timeout_ms, _int_range(0, 60_000)),
-            secrets_ttl_s=parse(SECRETS_TTL, d.secrets_ttl_s, _float_range(0, MAX_SECRETS_TTL_S)),
+            secrets_ttl_s=_secrets_ttl(env, parse, d.secrets_ttl_s),
             secrets_required=parse(SECRETS_REQUIRED, d.secrets_required, _bool),
             secrets_port=secrets_port,
             secrets_compat_port=secrets_compat_port,
@@ -281,6 +286,18 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             region=env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", ""),
             managed_instances=env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES,
         )
+
+
+def _secrets_ttl(env: Mapping[str, str], parse: "_Parser", default: float) -> float:
+    """LAMBDAWRAP_SECRETS_TTL; without it, what a configuration made for AWS's Parameters and
+    Secrets extension asks: no cache (0) when it turns the cache off, else the smaller of its
+    TTLs that are set, for every secret (there is one TTL)."""
+    if env.get(SECRETS_TTL, "").strip():
+        return parse(SECRETS_TTL, default, _float_range(0, MAX_SECRETS_TTL_S))
+    if env.get(AWS_SECRETS_EXTENSION_CACHE, "").strip() and not parse(AWS_SECRETS_EXTENSION_CACHE, True, _bool):
+        return 0.0
+    ttls = [parse(name, AWS_SECRETS_EXTENSION_MAX_TTL_S, _int_range(0, AWS_SECRETS_EXTENSION_MAX_TTL_S)) for name in AWS_SECRETS_EXTENSION_TTLS if env.get(name, "").strip()]
+    return float(min(ttls)) if ttls else default
 
 
 class _Parser:
