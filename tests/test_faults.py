@@ -680,6 +680,7 @@ BAD_SETTINGS = {
     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": ("0", "from OTEL_EXPORTER_OTLP_TIMEOUT"),
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("localhost:4318", "from OTEL_EXPORTER_OTLP_ENDPOINT"),
     "OTEL_EXPORTER_OTLP_COMPRESSION": ("brotli", "none"),
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": ("-1", "no limit"),  # the SDK would refuse it
     # Lists of which no entry is known: the default, not nothing (before: nothing propagated)
     "OTEL_PROPAGATORS": ("b3", "tracecontext,baggage"),
     "LAMBDAWRAP_PROPAGATE_AWS": ("sqs-fifo", "sqs,sns,eventbridge,kinesis,stepfunctions,lambda"),
@@ -706,6 +707,7 @@ def test_bad_configuration_values_each_warn_once_and_fall_back(task, figures):
     # THEN it works, instrumented with the defaults (payload capture stayed off) ...
     assert_accounted(acc, ledger)
     assert acc.spans == 4 and not [s for s in rx.spans() if "lambdawrap.request.payload" in s["attributes"]]
+    assert [r for r in rx.logs() if r["attributes"].get("faas.invocation_id") in ledger.request_ids]  # log records made
     # ... and each bad value was reported once in the environment's logs, naming the variable,
     # the value and the default used instead
     for name, (value, default) in BAD_SETTINGS.items():

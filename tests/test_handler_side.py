@@ -126,6 +126,9 @@ class TestSettings:
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "unset", "128"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "128"),
             ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "ten", "no limit"),
+            # The SDK's log record limits: refused as it made the companion's first log record
+            ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "lots", "128"),
+            ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1", "no limit"),
         ],
     )
     def test_bad_value_warns_once_with_name_and_default(self, caplog, name, value, default_text):

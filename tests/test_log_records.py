@@ -74,6 +74,46 @@ def test_json_log_records_keep_their_level_message_and_exception(tmp_path):
     assert not _dropped(rx)
 
 
+LIMITED_APP = """
+import logging
+
+def handler(event, context):
+    logging.getLogger("orders").warning("big order", extra={"note": "n" * 200, "lines": 3, "sku": "a-sku"})
+    print("a plain line")
+"""
+
+
+def test_log_records_keep_the_sdks_attribute_limits(tmp_path):
+    # GIVEN a function logging a JSON record with a long field, under attribute limits of 3 per
+    # record and 40 characters per value
+    task = write_function(tmp_path / "task", LIMITED_APP)
+    env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT": "3", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "40"}
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+        emu.stop()
+    records = {str(r["body"]): r for r in rx.logs()}
+    # THEN the record is kept within them as the SDK's Logger keeps one: the last 3 attributes
+    # set (its invocation id among them), values cut, the others counted as dropped (before:
+    # every field exported whole)
+    big = records["big order"]
+    assert big["attributes"] == {"lines": 3, "sku": "a-sku", "faas.invocation_id": result.request_id}
+    assert big["dropped_attributes_count"] == 2  # logger, note
+    plain = records["a plain line"]
+    assert plain["attributes"] == {"faas.invocation_id": result.request_id} and plain["dropped_attributes_count"] == 0
+
+
+def test_a_value_longer_than_the_limit_is_cut_as_the_sdk_cuts_it(tmp_path):
+    # GIVEN a limit on log record values of 12 characters
+    task = write_function(tmp_path / "task", LIMITED_APP)
+    env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12"}
+    with instrumented(task, env=env) as (emu, rx):
+        emu.invoke({})
+        emu.stop()
+    big = {str(r["body"]): r for r in rx.logs()}["big order"]
+    # THEN the long field is cut to it, the short ones kept (before: 200 characters exported)
+    assert big["attributes"]["note"] == "n" * 12 and big["attributes"]["sku"] == "a-sku" and big["dropped_attributes_count"] == 0
+
+
 RELAYING_APP = """
 import json
 import logging

@@ -19,7 +19,8 @@ import re
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk._logs import LogRecordLimits, ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -62,6 +63,22 @@ _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
 
+_limits: list = []  # the SDK's LogRecordLimits, read from the environment at the first record
+
+
+def _bounded(attributes: dict) -> dict:
+    """`attributes` within OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT and _VALUE_LENGTH_LIMIT (or the
+    OTEL_ATTRIBUTE_* ones), as the SDK's Logger keeps a record's: the first ones dropped beyond
+    the count (the record's dropped_attributes_count says how many), texts cut to the length.
+    Within the defaults (128, no length limit), as they are, at no cost."""
+    if not _limits:
+        _limits.append(LogRecordLimits())
+    count, length = _limits[0].max_log_record_attributes, _limits[0].max_log_record_attribute_length
+    if length is None and (count is None or len(attributes) <= count):
+        return attributes
+    return BoundedAttributes(maxlen=count, attributes=attributes, immutable=False, max_value_len=length, extended_attributes=True)
+
+
 def log_records(entries: list, resource: Resource) -> list:
     """ReadableLogRecords for (line, time_ns, ids, request_id) entries; an entry with a fifth
     item is a line the buffer cut."""
@@ -99,7 +116,7 @@ def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRec
         attributes[TRUNCATED] = True
     if request_id:
         attributes["faas.invocation_id"] = request_id
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=attributes or None)
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=_bounded(attributes) if attributes else None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 

@@ -1,7 +1,9 @@
-"""The OpenTelemetry SDK's span limits (OTEL_*_COUNT_LIMIT, OTEL_*_VALUE_LENGTH_LIMIT), read as
-the SDK's SpanLimits reads them: a count of at least 0 (as int() reads it: "+5", "1_000", blanks
+"""The OpenTelemetry SDK's span and log record limits (OTEL_*_COUNT_LIMIT,
+OTEL_*_VALUE_LENGTH_LIMIT), read as the SDK's SpanLimits and LogRecordLimits read them: a count of at least 0 (as int() reads it: "+5", "1_000", blanks
 around), or a blank value for no limit. The function's spans made through the OpenTelemetry API
-are kept within them by the bridge in the function's process (handler/otel_bridge.py).
+are kept within them by the bridge in the function's process (handler/otel_bridge.py); the log
+records the companion makes of the function's lines, by the SDK's LogRecordLimits, which reads
+its two from the companion's environment (companion/log_records.py).
 
 The SDK refuses any other value (a ValueError as its trace module is imported, for
 OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: the companion would export nothing). Here a bad value gets one
@@ -60,4 +62,8 @@ def read(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
         attribute_length=attribute_length,
         span_attribute_length=limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", attribute_length),
     )
+    # Read for their warnings and corrections only: the companion's SDK reads them itself, and
+    # would refuse a bad one as it makes the first log record.
+    limit("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", attributes)
+    limit("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", attribute_length)
     return limits, tuple(corrections)

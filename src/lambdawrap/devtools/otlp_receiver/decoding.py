@@ -306,6 +306,7 @@ def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> List[It
                 "span_id": record.span_id.hex(),
                 "flags": record.flags,
                 "attributes": _attributes(record.attributes),
+                "dropped_attributes_count": record.dropped_attributes_count,
                 "event_name": record.event_name,
                 "time_unix_nano": record.time_unix_nano,
                 "observed_time_unix_nano": record.observed_time_unix_nano,
