@@ -515,6 +515,7 @@ def test_lines_held_for_their_span_s_ids_stay_within_the_memory_of_a_small_funct
     with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}, memory_mb=128, cpu_limit=False, timeout_s=60) as (emu, rx):
         # WHEN it is invoked as a 128 MB function
         assert emu.invoke({}).json() == "ok"
+        assert emu.wait_idle(60)
         peak_mb = peak_rss_mb(companion_process(emu).pid)  # once the invoke phase is over
         assert [r["record"]["status"] for r in emu.records("platform.report")] == ["success"]
         emu.stop()
