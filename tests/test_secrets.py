@@ -1087,3 +1087,59 @@ def test_the_execution_roles_credentials_the_function_prints_are_not_exported(tm
     assert "signing with [REDACTED]" in captured and "token [REDACTED] was refused" in captured
     for value in (secret_key, token):
         assert value not in captured and json.dumps(value)[1:-1] not in captured, value
+
+
+CUTS_THROUGH_ITS_KEY_APP = """
+import os, urllib.request
+
+def handler(event, context):
+    key = os.environ["API_KEY"]
+    # The key where the texts the layer records are cut: 5 of its characters before the cut
+    # (url.full at 2,048 characters, an exception's message at 4,096)
+    prefix = "http://127.0.0.1:%d/search?pad=" % event["port"]
+    url = prefix + "p" * (2048 - 5 - len(prefix) - len("&k=")) + "&k=" + key
+    urllib.request.urlopen(url, timeout=10).read()
+    raise ValueError("m" * (4096 - 5) + key)
+"""
+
+
+def test_a_text_cut_where_a_secret_is_leaves_none_of_it(tmp_path):
+    # GIVEN a declared API key that the function puts in a long URL's query and a long error
+    # message, each just where the layer cuts what it records
+    from support.local_servers import recording_server
+
+    task = write_function(tmp_path / "task", CUTS_THROUGH_ITS_KEY_APP)
+    with MotoServer() as moto, recording_server() as upstream:
+        seed_moto(moto, {"parameters": {"/prod/api/key": API_KEY}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="API_KEY=ssm:/prod/api/key")
+        with instrumented(task, env=env) as (emu, rx):
+            result = emu.invoke({"port": upstream.port})
+            spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+            (call,) = rx.wait_for_spans(lambda s: s["name"] == "GET", timeout=30)
+    # THEN the caller's error is the function's, whole
+    assert json.loads(result.body)["errorMessage"].endswith("m" + API_KEY)
+    # ... and what is exported is cut before the key, no part of it left (before: its first 5
+    # characters, which the companion's search for the whole value could not find)
+    assert call["attributes"]["url.full"].endswith("&k="), call["attributes"]["url.full"][-20:]
+    (event,) = [e for e in spans[0]["events"] if e["name"] == "exception"]
+    assert event["attributes"]["exception.message"] == "m" * (4096 - 5)
+    captured = json.dumps([rx.spans(), rx.logs()], default=str)
+    assert API_KEY[:5] not in captured
+
+
+def test_cuts_move_to_the_edge_of_a_secret_in_any_form_it_is_written(monkeypatch):
+    # GIVEN the role's session token, which holds characters a URL escapes
+    from urllib.parse import quote
+
+    from lambdawrap.handler import secret_cuts
+
+    token = "IQoJ+session/token=="
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    for written in (token, quote(token, safe="")):
+        text = "a" * 10 + written + "b" * 10
+        # WHEN a text holding it is cut through it, from either end
+        # THEN the cut leaves it whole or drops it whole
+        assert secret_cuts.head(text, 14) == "a" * 10 and secret_cuts.tail(text, len(written) + 6) == "b" * 10
+        # ... and a cut clear of it is the plain cut
+        assert secret_cuts.head(text, 8) == "a" * 8 and secret_cuts.tail(text, 8) == "b" * 8
+        assert secret_cuts.head(text, len(text)) == text

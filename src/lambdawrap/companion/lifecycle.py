@@ -30,11 +30,12 @@ from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClos
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
-from lambdawrap.companion.secret_scrub import SecretScrubber, role_credentials
+from lambdawrap.companion.secret_scrub import SecretScrubber
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.sampling import make_sampler
+from lambdawrap.shared.secret_forms import role_credentials
 from lambdawrap.shared.settings import Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest

@@ -8,9 +8,9 @@ collector. The companion knows the values it fetched for LAMBDAWRAP_SECRETS, so 
 receives from the function's side (records over the channel, the Telemetry API's log lines) is
 searched for them before anything is built from it, and each occurrence replaced by REDACTED.
 
-Only values of at least MIN_SCRUBBED_CHARS characters are searched for: a short value (a port,
-a user name like "app") is rarely a credential, and replacing it everywhere would garble
-unrelated text. Values seen before a rotation are kept: the function may still hold the old one
+What is searched for is shared/secret_forms' `searched_forms`: only values of at least
+MIN_SCRUBBED_CHARS characters (a short value, a port or a user name like "app", is rarely a
+credential, and replacing it everywhere would garble unrelated text). Values seen before a rotation are kept: the function may still hold the old one
 (os.environ is not changed after init).
 
 A value is also searched for as the function's code writes it into the texts it exports: escaped
@@ -30,34 +30,23 @@ whole text let the password through wherever the function wrote it alone.
 The execution role's credentials, which Lambda puts in every process's environment, are searched
 for too, declared or not: a function that prints its environment (a common first debugging step)
 would otherwise send them to the collector, a wider audience than the function's own log group.
+
+A part of a value is found by no search: where the function's side cuts a long text (a message,
+a URL, a stack), it cuts clear of every value (handler/secret_cuts.py).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from urllib.parse import quote, quote_plus
+
+from lambdawrap.shared.secret_forms import searched_forms
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable
 
 REDACTED = "[REDACTED]"
-MIN_SCRUBBED_CHARS = 8
 MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
-# A JSON secret with more string values than this (a list, a configuration document) is searched
-# for whole only: its values would crowd the other secrets' out of MAX_VALUES, and each one
-# searched for costs every exported text its search.
-MAX_JSON_STRINGS = 32
-
-
-# The execution role's secret parts (its access key id names the key, it is no secret).
-ROLE_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
-def role_credentials(environ: Any) -> list:
-    """The values of the execution role's credentials in `environ`."""
-    return [environ[name] for name in ROLE_CREDENTIAL_VARIABLES if environ.get(name)]
 
 
 class SecretScrubber:
@@ -70,12 +59,7 @@ class SecretScrubber:
 
     def learn(self, values: Iterable[str]) -> None:
         """Add values to search for (called by the secret store as it fetches)."""
-        texts = [text for v in values if isinstance(v, str) for text in (v, *_json_strings(v))]
-        forms = [form for v in texts if len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
-        # Each line of a value that has several (a PEM key or certificate): printed, it reaches
-        # the Telemetry API a line at a time, none of which holds the whole value.
-        forms += [line for v in texts if "\n" in v or "\r" in v for line in v.splitlines() if len(line) >= MIN_SCRUBBED_CHARS]
-        fresh = [v for v in dict.fromkeys(forms) if v not in self._known]
+        fresh = [v for v in searched_forms(values) if v not in self._known]
         if not fresh:
             return
         with self._lock:
@@ -123,44 +107,3 @@ class SecretScrubber:
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
         return item
-
-
-def _json_strings(value: str) -> list:
-    """The strings (of MIN_SCRUBBED_CHARS or more) a JSON object or array `value` holds, at any
-    depth; none for other text, or for a document holding more than MAX_JSON_STRINGS."""
-    if not value.lstrip().startswith(("{", "[")):
-        return []
-    try:
-        document = json.loads(value)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the whole text only
-        return []
-    found, pending = [], [document]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-        elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS:
-            found.append(node)
-    return found if len(set(found)) <= MAX_JSON_STRINGS else []
-
-
-# What yarl (aiohttp's URLs) leaves unescaped in a query's value, where it writes a blank as "+":
-# a generated password's "!" or ":" beside a "#" is written neither as quote nor as quote_plus
-# writes it.
-_YARL_QUERY_SAFE = "!$'()*,/:?@"
-
-
-def _written_forms(value: str) -> tuple:
-    """`value` and the forms it takes once escaped in a JSON string or a URL (each the same as
-    `value` when it holds nothing to escape: then no search is added)."""
-    return (
-        value,
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value, safe=""),
-        quote_plus(value, safe=_YARL_QUERY_SAFE),
-    )

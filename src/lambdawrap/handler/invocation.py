@@ -27,7 +27,7 @@ import time
 import traceback
 from _thread import get_ident
 
-from lambdawrap.handler import trace_context, triggers
+from lambdawrap.handler import secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
 from lambdawrap.handler.repeated_frames import cheap_to_format
@@ -545,7 +545,7 @@ def _capped(attributes: dict) -> dict:
             break
     else:
         return attributes  # the usual case: nothing to copy
-    return {k: v[:MAX_ATTRIBUTE_CHARS] if isinstance(v, str) else v for k, v in attributes.items()}
+    return {k: secret_cuts.head(v, MAX_ATTRIBUTE_CHARS) if isinstance(v, str) else v for k, v in attributes.items()}
 
 
 def _payload(value: Any, keys: Any) -> str | None:
@@ -585,8 +585,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
         stack = _frames_only(frames, kind, message)
     return {
         "type": kind,
-        "message": message[:MAX_MESSAGE_CHARS],
-        "stack": stack[-MAX_STACK_CHARS:],
+        "message": secret_cuts.head(message, MAX_MESSAGE_CHARS),
+        "stack": secret_cuts.tail(stack, MAX_STACK_CHARS),
     }
 
 
@@ -594,7 +594,7 @@ def _frames_only(frames: Any, kind: str, message: str) -> str:
     """The traceback as Python prints it, from its frames alone (no cause, context or note: they
     are the exception's to give, and it failed to), where the whole could not be formatted."""
     try:
-        last = f"{kind}: {message[:MAX_MESSAGE_CHARS]}" if message else kind
+        last = f"{kind}: {secret_cuts.head(message, MAX_MESSAGE_CHARS)}" if message else kind
         return "Traceback (most recent call last):\n" + "".join(traceback.format_list(traceback.extract_tb(frames))) + last + "\n"
     except BaseException:  # noqa: BLE001 - as describe_exception's
         return ""
@@ -619,7 +619,7 @@ def _cut_texts(described: Any) -> None:
         seen.add(id(each))
         text = getattr(each, "_str", None)
         if isinstance(text, str) and len(text) > MAX_MESSAGE_CHARS:
-            each._str = text[:MAX_MESSAGE_CHARS] + TRUNCATED
+            each._str = secret_cuts.head(text, MAX_MESSAGE_CHARS) + TRUNCATED
         stack = getattr(each, "stack", None)
         if stack is not None:
             each.stack = cheap_to_format(stack)

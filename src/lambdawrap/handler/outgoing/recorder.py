@@ -23,6 +23,7 @@ import contextvars
 import sys
 import time
 
+from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
@@ -115,7 +116,7 @@ class Recorder:
         status = (0, "")
         if error:
             span.attributes["error.type"] = error
-            status = (STATUS_ERROR, description[:MAX_ATTRIBUTE_CHARS])
+            status = (STATUS_ERROR, capped(description))
             if exception is not None:
                 described = describe_exception(exception)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, end_ns])
@@ -263,4 +264,5 @@ def unmark(token: "Any") -> None:
 
 
 def capped(value: str) -> str:
-    return value if len(value) <= MAX_ATTRIBUTE_CHARS else value[:MAX_ATTRIBUTE_CHARS]
+    """`value` within MAX_ATTRIBUTE_CHARS, cut clear of any secret's value (a URL's key)."""
+    return value if len(value) <= MAX_ATTRIBUTE_CHARS else secret_cuts.head(value, MAX_ATTRIBUTE_CHARS)

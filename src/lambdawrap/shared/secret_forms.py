@@ -1,0 +1,82 @@
+"""The texts a secret's value becomes in what the function's side records: what the companion
+searches for to replace (companion/secret_scrub.py), and what the function's side must not cut
+in two (handler/secret_cuts.py), since a part of a value is found by no search.
+
+Values shorter than MIN_SCRUBBED_CHARS are left alone (a port, a user name like "app"): rarely a
+credential, and replacing them everywhere would garble unrelated text. Standard library only,
+and json and urllib.parse imported where asked: the handler's side asks only as it cuts a text.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+MIN_SCRUBBED_CHARS = 8
+# A JSON secret with more string values than this (a list, a configuration document) is searched
+# for whole only: its values would crowd the other secrets' out of the scrubber's bound, and each
+# one searched for costs every exported text its search.
+MAX_JSON_STRINGS = 32
+# The execution role's secret parts (its access key id names the key, it is no secret).
+ROLE_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# What yarl (aiohttp's URLs) leaves unescaped in a query's value, where it writes a blank as "+":
+# a generated password's "!" or ":" beside a "#" is written neither as quote nor as quote_plus
+# writes it.
+_YARL_QUERY_SAFE = "!$'()*,/:?@"
+
+
+def role_credentials(environ: Any) -> list:
+    """The values of the execution role's credentials in `environ`."""
+    return [environ[name] for name in ROLE_CREDENTIAL_VARIABLES if environ.get(name)]
+
+
+def searched_forms(values: Iterable[str]) -> list:
+    """Every text to search for, for `values`, without repeats: each value of MIN_SCRUBBED_CHARS
+    or more; of one that is a JSON object or array, its string values too; each as written
+    escaped in a JSON string or a URL; and each line of a value of several (a PEM key or
+    certificate: printed, it reaches the Telemetry API a line at a time)."""
+    texts = [text for v in values if isinstance(v, str) for text in (v, *_json_strings(v))]
+    forms = [form for v in texts if len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
+    forms += [line for v in texts if "\n" in v or "\r" in v for line in v.splitlines() if len(line) >= MIN_SCRUBBED_CHARS]
+    return list(dict.fromkeys(forms))
+
+
+def _json_strings(value: str) -> list:
+    """The strings (of MIN_SCRUBBED_CHARS or more) a JSON object or array `value` holds, at any
+    depth; none for other text, or for a document holding more than MAX_JSON_STRINGS."""
+    if not value.lstrip().startswith(("{", "[")):
+        return []
+    import json
+
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the whole text only
+        return []
+    found, pending = [], [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS:
+            found.append(node)
+    return found if len(set(found)) <= MAX_JSON_STRINGS else []
+
+
+def _written_forms(value: str) -> tuple:
+    """`value` and the forms it takes once escaped in a JSON string or a URL (each the same as
+    `value` when it holds nothing to escape: then no search is added)."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    return (
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value, safe=""),
+        quote_plus(value, safe=_YARL_QUERY_SAFE),
+    )
