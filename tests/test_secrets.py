@@ -1143,3 +1143,17 @@ def test_cuts_move_to_the_edge_of_a_secret_in_any_form_it_is_written(monkeypatch
         # ... and a cut clear of it is the plain cut
         assert secret_cuts.head(text, 8) == "a" * 8 and secret_cuts.tail(text, 8) == "b" * 8
         assert secret_cuts.head(text, len(text)) == text
+
+
+def test_the_roles_credentials_stay_searched_for_however_many_secrets_come_after():
+    # GIVEN the scrubber of a long-lived environment: the role's credentials, then many
+    # rotations of a JSON secret (each value in several written forms)
+    from lambdawrap.companion.secret_scrub import MAX_VALUES, SecretScrubber
+
+    key, token = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "IQoJb3JpZ2luX2VjEXAMPLE+session/token=="
+    scrubber = SecretScrubber(permanent=[key, token])
+    for n in range(MAX_VALUES):
+        scrubber.learn([json.dumps({"password": f"rotated-password-{n:03d}/+x", "host": f"db{n:03d}.example.internal"})])
+    # THEN both are still replaced (before: the oldest forms learned, theirs, were forgotten first)
+    assert scrubber.text(f"key={key} tok={token}") == "key=[REDACTED] tok=[REDACTED]"
+    assert scrubber.text("rotated-password-000/+x") == "rotated-password-000/+x"  # the oldest secret's are

@@ -50,16 +50,19 @@ MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
 
 
 class SecretScrubber:
-    def __init__(self) -> None:
+    def __init__(self, permanent: Iterable[str] = ()) -> None:
+        """`permanent`: values searched for for good (the role's credentials), which no number of
+        secrets learned later pushes out of the MAX_VALUES kept."""
         self._lock = threading.Lock()
+        self._permanent = tuple(searched_forms(permanent))
         self._known: dict = {}  # value -> None, in the order learned (a bounded, ordered set)
         # Longest first: a value that contains another is replaced whole. Read without the lock
         # (a tuple, replaced at once) by the threads that scrub.
-        self._values: tuple = ()
+        self._values: tuple = tuple(sorted(self._permanent, key=len, reverse=True))
 
     def learn(self, values: Iterable[str]) -> None:
         """Add values to search for (called by the secret store as it fetches)."""
-        fresh = [v for v in searched_forms(values) if v not in self._known]
+        fresh = [v for v in searched_forms(values) if v not in self._known and v not in self._permanent]
         if not fresh:
             return
         with self._lock:
@@ -68,7 +71,7 @@ class SecretScrubber:
                 self._known[value] = None
             while len(self._known) > MAX_VALUES:
                 del self._known[next(iter(self._known))]
-            self._values = tuple(sorted(self._known, key=len, reverse=True))
+            self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 
     def text(self, text: str) -> str:
         for value in self._values:
