@@ -60,11 +60,16 @@ class TestSettings:
             # A configuration made for AWS's Parameters and Secrets extension: the smaller TTL set
             ({"SECRETS_MANAGER_TTL": "60"}, 60),
             ({"SECRETS_MANAGER_TTL": "120", "SSM_PARAMETER_STORE_TTL": "30"}, 30),
-            ({"SSM_PARAMETER_STORE_TTL": "0"}, 0),
-            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE", "SECRETS_MANAGER_TTL": "60"}, 0),
-            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "true", "SECRETS_MANAGER_TTL": ""}, 300),
+            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "true", "SECRETS_MANAGER_TTL": "", "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "1000"}, 300),
+            # No cache there is a short one here, not a call to AWS every second: it refreshes
+            # in the background, that extension on demand
+            ({"SSM_PARAMETER_STORE_TTL": "0"}, 5),
+            ({"SECRETS_MANAGER_TTL": "2"}, 5),
+            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE", "SECRETS_MANAGER_TTL": "60"}, 5),
+            ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0"}, 5),
             # lambdawrap's own setting wins
             ({"LAMBDAWRAP_SECRETS_TTL": "600", "SECRETS_MANAGER_TTL": "60", "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "false"}, 600),
+            ({"LAMBDAWRAP_SECRETS_TTL": "1", "SECRETS_MANAGER_TTL": "60"}, 1),
         ],
     )
     def test_the_aws_secrets_extensions_ttls_are_kept(self, caplog, env, ttl):
@@ -72,6 +77,11 @@ class TestSettings:
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
             assert Settings.from_env(env).secrets_ttl_s == ttl
         assert not caplog.records
+
+    def test_a_bad_secrets_ttl_falls_back_to_the_aws_extensions(self, caplog):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            assert Settings.from_env({"LAMBDAWRAP_SECRETS_TTL": "forever", "SECRETS_MANAGER_TTL": "60"}).secrets_ttl_s == 60
+        assert [r.getMessage() for r in caplog.records] == ["lambdawrap: ignoring LAMBDAWRAP_SECRETS_TTL='forever' (expected a number); using the default 60.0"]
 
     @pytest.mark.parametrize("value", ["otlp", " OTLP", ""])
     def test_otlp_as_the_choice_of_exporter_is_taken_without_a_word(self, caplog, value):
@@ -103,6 +113,7 @@ class TestSettings:
             ("LAMBDAWRAP_SECRETS_TTL", "-1", "300.0"),
             ("SECRETS_MANAGER_TTL", "3600", "300"),  # the AWS extension's range: 0-300 s
             ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "maybe", "true"),
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "-1", "1000"),
             ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "http://localhost:4318"),

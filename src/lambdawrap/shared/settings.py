@@ -59,11 +59,16 @@ SECRETS_COMPAT_PORT = "LAMBDAWRAP_SECRETS_COMPAT_PORT"
 # The AWS Parameters and Secrets extension's own port variable: a function that used that
 # extension may read its port from it.
 AWS_SECRETS_EXTENSION_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
-# How long that extension caches (0-300 s each; 0 or its cache turned off: not at all). A
-# configuration made for it keeps meaning what it said: no value staler than it allowed.
+# How long that extension caches (0-300 s each; 0, its cache turned off or of size 0: not at
+# all). A function moved from it with a shorter TTL than lambdawrap's keeps it.
 AWS_SECRETS_EXTENSION_TTLS = ("SECRETS_MANAGER_TTL", "SSM_PARAMETER_STORE_TTL")
 AWS_SECRETS_EXTENSION_MAX_TTL_S = 300
 AWS_SECRETS_EXTENSION_CACHE = "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"
+AWS_SECRETS_EXTENSION_CACHE_SIZE = "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"
+AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE = 1000
+# lambdawrap refreshes declared secrets in the background, where that extension fetches on
+# demand: its "no cache" read as no TTL would call AWS every second from every environment.
+MIN_AWS_EXTENSION_TTL_S = 5.0
 SECRETS_TOKEN = "LAMBDAWRAP_SECRETS_TOKEN"
 SECRETS_ALLOW_UNDECLARED = "LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED"
 SDK_DISABLED = "OTEL_SDK_DISABLED"
@@ -289,15 +294,17 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
 
 
 def _secrets_ttl(env: Mapping[str, str], parse: "_Parser", default: float) -> float:
-    """LAMBDAWRAP_SECRETS_TTL; without it, what a configuration made for AWS's Parameters and
-    Secrets extension asks: no cache (0) when it turns the cache off, else the smaller of its
-    TTLs that are set, for every secret (there is one TTL)."""
-    if env.get(SECRETS_TTL, "").strip():
-        return parse(SECRETS_TTL, default, _float_range(0, MAX_SECRETS_TTL_S))
+    """LAMBDAWRAP_SECRETS_TTL; without it (or for a bad value), what a configuration made for AWS's
+    Parameters and Secrets extension asks: the smaller of its TTLs that are set, 0 where its cache
+    is off, but at least MIN_AWS_EXTENSION_TTL_S. One TTL for every secret."""
+    asked = [parse(name, AWS_SECRETS_EXTENSION_MAX_TTL_S, _int_range(0, AWS_SECRETS_EXTENSION_MAX_TTL_S)) for name in AWS_SECRETS_EXTENSION_TTLS if env.get(name, "").strip()]
     if env.get(AWS_SECRETS_EXTENSION_CACHE, "").strip() and not parse(AWS_SECRETS_EXTENSION_CACHE, True, _bool):
-        return 0.0
-    ttls = [parse(name, AWS_SECRETS_EXTENSION_MAX_TTL_S, _int_range(0, AWS_SECRETS_EXTENSION_MAX_TTL_S)) for name in AWS_SECRETS_EXTENSION_TTLS if env.get(name, "").strip()]
-    return float(min(ttls)) if ttls else default
+        asked.append(0)
+    if env.get(AWS_SECRETS_EXTENSION_CACHE_SIZE, "").strip() and not parse(AWS_SECRETS_EXTENSION_CACHE_SIZE, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE, _int_range(0, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE)):
+        asked.append(0)
+    if asked:
+        default = max(MIN_AWS_EXTENSION_TTL_S, float(min(asked)))
+    return parse(SECRETS_TTL, default, _float_range(0, MAX_SECRETS_TTL_S))
 
 
 class _Parser:
