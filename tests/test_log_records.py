@@ -107,11 +107,29 @@ def test_a_value_longer_than_the_limit_is_cut_as_the_sdk_cuts_it(tmp_path):
     task = write_function(tmp_path / "task", LIMITED_APP)
     env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12"}
     with instrumented(task, env=env) as (emu, rx):
-        emu.invoke({})
+        result = emu.invoke({})
         emu.stop()
     big = {str(r["body"]): r for r in rx.logs()}["big order"]
-    # THEN the long field is cut to it, the short ones kept (before: 200 characters exported)
+    # THEN the long field is cut to it, the short ones kept (before: 200 characters exported);
+    # as in the SDK, the limit applies to every attribute, the invocation's id too
     assert big["attributes"]["note"] == "n" * 12 and big["attributes"]["sku"] == "a-sku" and big["dropped_attributes_count"] == 0
+    assert big["attributes"]["faas.invocation_id"] == result.request_id[:12]
+
+
+def test_a_record_of_more_fields_than_are_made_keeps_the_last_and_counts_the_rest():
+    # GIVEN a JSON record of 200 fields, past the 128 values a record's fields make at most
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.log_records import MAX_VALUES, log_records
+
+    line = json.dumps({"level": "INFO", "message": "m", **{f"f{n:03d}": n for n in range(200)}})
+    (record,) = log_records([(line, 1, None, "request-1")], Resource.create({}))
+    # THEN, within the SDK's default count, the last fields are kept, as the SDK keeps a record's
+    # last attributes, and those left out are counted (before: the first kept, the rest lost
+    # without a count)
+    kept = dict(record.log_record.attributes)
+    assert len(kept) == MAX_VALUES and list(kept)[-2:] == ["f199", "faas.invocation_id"] and "f000" not in kept
+    assert record.dropped_attributes == 200 + 1 - MAX_VALUES
 
 
 RELAYING_APP = """

@@ -55,7 +55,10 @@ _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as
 # objects only this many times, the rest going as their JSON text. A batch of records (512)
 # then stays within a few MB, as the buffer's 4 Mi characters do for plain lines.
 MAX_READ_CHARS = 16 * 1024
-MAX_VALUES = 128  # the SDK's default attribute count limit for a log record
+# The SDK's default attribute count limit for a log record; fields past it are not made (the
+# earliest left out, and counted as dropped): a bound on memory, which a higher
+# OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT does not raise.
+MAX_VALUES = 128
 # A longer record's level, read from its head (awslambdaric writes it second, after the time).
 _HEAD_CHARS = 512
 _LEVEL_IN_HEAD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
@@ -66,17 +69,23 @@ _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.D
 _limits: list = []  # the SDK's LogRecordLimits, read from the environment at the first record
 
 
-def _bounded(attributes: dict) -> dict:
+def _bounded(attributes: dict, left_out: int = 0) -> dict:
     """`attributes` within OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT and _VALUE_LENGTH_LIMIT (or the
-    OTEL_ATTRIBUTE_* ones), as the SDK's Logger keeps a record's: the first ones dropped beyond
-    the count (the record's dropped_attributes_count says how many), texts cut to the length.
-    Within the defaults (128, no length limit), as they are, at no cost."""
+    OTEL_ATTRIBUTE_* ones), as the SDK's Logger keeps a record's (faas.invocation_id included):
+    the earliest dropped beyond the count, texts cut to the length; the record's
+    dropped_attributes_count says how many were dropped, with the `left_out` before (past
+    json_record's MAX_VALUES). Within the defaults, with none left out, as they are, at no cost."""
     if not _limits:
         _limits.append(LogRecordLimits())
     count, length = _limits[0].max_log_record_attributes, _limits[0].max_log_record_attribute_length
-    if length is None and (count is None or len(attributes) <= count):
+    if not left_out and length is None and (count is None or len(attributes) <= count):
         return attributes
-    return BoundedAttributes(maxlen=count, attributes=attributes, immutable=False, max_value_len=length, extended_attributes=True)
+    # Those past the count are left out here, not by BoundedAttributes: it logs a warning for
+    # each one it drops, which would be one line per field of every record.
+    kept = attributes if count is None or len(attributes) <= count else dict(list(attributes.items())[len(attributes) - count :])
+    bounded = BoundedAttributes(maxlen=count, attributes=kept, immutable=False, max_value_len=length, extended_attributes=True)
+    bounded.dropped += left_out + len(attributes) - len(kept)
+    return bounded
 
 
 def log_records(entries: list, resource: Resource) -> list:
@@ -109,14 +118,14 @@ def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRec
     except Exception:  # noqa: BLE001 - a record that cannot be read as one goes out as its line
         structured = None
     if structured is None:
-        (severity, text), body, attributes = severity_of(line), encodable(line), {}
+        (severity, text), body, attributes, left_out = severity_of(line), encodable(line), {}, 0
     else:
-        severity, text, body, attributes = structured
+        severity, text, body, attributes, left_out = structured
     if len(entry) > 4:
         attributes[TRUNCATED] = True
     if request_id:
         attributes["faas.invocation_id"] = request_id
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=_bounded(attributes) if attributes else None)
+    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=_bounded(attributes, left_out) if attributes or left_out else None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 
@@ -130,7 +139,8 @@ def severity_of(line: str) -> tuple:
 
 
 def json_record(line: str, request_id: str | None = None) -> tuple | None:
-    """(severity, severity text, body, attributes) of a JSON log record with a known `level`,
+    """(severity, severity text, body, attributes, fields left out past MAX_VALUES) of a JSON
+    log record with a known `level`,
     else None (`request_id`: the invocation the line is exported with). Its body is its
     `message`, or for the runtime's error report `Type: message` (the last line of Python's
     traceback); a record with neither keeps its line as body."""
@@ -140,7 +150,7 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
         # Not read whole: its level, from its head, with its line as body.
         found = _LEVEL_IN_HEAD.search(line, 0, _HEAD_CHARS)
         severity = _LEVELS.get(found.group(1).upper()) if found else None
-        return None if severity is None else (severity, found.group(1), encodable(line), {})
+        return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
     record = json.loads(line)
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
         return None
@@ -155,14 +165,17 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
     elif error_type:
         body = _exception_line(error_type, error_message)
     else:
-        return severity, encodable(level), encodable(line), {}
-    attributes = {}
-    for key, value in record.items():
-        if key in _READ or value is None or (key == "requestId" and value in ("", request_id)):
-            continue
+        return severity, encodable(level), encodable(line), {}, 0
+    fields = [(key, value) for key, value in record.items() if not (key in _READ or value is None or (key == "requestId" and value in ("", request_id)))]
+    # Past the budget, fields are left out and counted as dropped; the last ones are kept, as the
+    # SDK keeps a record's last attributes past its count limit.
+    made: list = []
+    for key, value in reversed(fields):
         if budget[0] <= 0:
-            break  # past the SDK's limit: the rest of the fields are left out
-        attributes[encodable(str(key))] = _value(value, 0, budget)
+            break
+        made.append((encodable(str(key)), _value(value, 0, budget)))
+    attributes = dict(reversed(made))
+    left_out = len(fields) - len(made)
     if error_type:
         attributes["exception.type"] = encodable(str(error_type))
         if error_message is not None:
@@ -172,7 +185,7 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
             attributes["exception.stacktrace"] = encodable(stacktrace)
     else:
         _powertools_exception(record, attributes)
-    return severity, encodable(level), body, attributes
+    return severity, encodable(level), body, attributes, left_out
 
 
 def _powertools_exception(record: dict, attributes: dict) -> None:
