@@ -222,7 +222,7 @@ class TestPlainFunction:
     def test_the_log_lines_read_after_an_invoke_hold_what_the_handler_printed(self, tmp_path, monkeypatch):
         # GIVEN a handler that prints before it returns, and a log pipeline slower than it
         task = write_function(tmp_path / "task", 'def handler(event, context):\n    for n in range(2):\n        print("slow line", n)\n    return "done"\n')
-        slow_log_lines(monkeypatch)
+        slow_log_lines(monkeypatch, pause_s=0.1)  # 0.2 s in all, well within log_lines' wait
         with Emulator(str(task), "app.handler") as emu:
             # WHEN the lines are read as soon as the caller has the response
             assert emu.invoke({}).json() == "done"

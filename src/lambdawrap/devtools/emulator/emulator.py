@@ -174,7 +174,8 @@ class Emulator:
 
     def log_lines(self, source: str | None = None) -> list[str]:
         """The lines logged so far, optionally from one source ("function", "extension",
-        "platform"): every line the environment's processes wrote before the call included."""
+        "platform"): every line the environment's processes wrote before the call included
+        (waiting up to 1 s in all for them to be handed on)."""
         if self.sandbox is not None:
             self.sandbox.drain_output()
         return [line for src, line in list(self.logs) if source is None or src == source]

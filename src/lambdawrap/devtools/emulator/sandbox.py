@@ -12,6 +12,7 @@ runtime workers that the Runtime API parks and routes to (`concurrent_runtime_ap
 from __future__ import annotations
 
 import os
+import time
 
 from lambdawrap.devtools.emulator.api_calls import ApiCalls
 from lambdawrap.devtools.emulator.concurrent_invoke import ConcurrentInvokePhase
@@ -20,6 +21,7 @@ from lambdawrap.devtools.emulator.environment import FunctionConfig
 from lambdawrap.devtools.emulator.init_phase import InitPhase
 from lambdawrap.devtools.emulator.invoke_phase import InvokePhase
 from lambdawrap.devtools.emulator.limits import LimitSettings, Limits
+from lambdawrap.devtools.emulator.processes import DRAIN_TIMEOUT_S
 from lambdawrap.devtools.emulator.reset import spin_down
 from lambdawrap.devtools.emulator.sandbox_state import LogSink, SandboxState
 from lambdawrap.devtools.emulator.state import Extension, Invocation, InvokeResult, Outcome
@@ -85,16 +87,19 @@ class Sandbox:
         an asynchronous invocation's retry, which keeps its id)."""
         return self._invoke_phase.invoke(payload, trace_header=trace_header, client_context=client_context, tenant_id=tenant_id, request_id=request_id)
 
-    def drain_output(self) -> None:
-        """Wait (each stream at most DRAIN_TIMEOUT_S) until every line the environment's
-        processes have written so far has been handed on: a line printed before a response
-        can otherwise still be in its pipe when the caller has the response."""
-        state = self.state
+    def drain_output(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until every line the environment's processes have written so far has been
+        handed on (a line printed before a response can still be in its pipe when the caller
+        has the response); False if a process kept its reader busy for `timeout` in all (one
+        that writes without pause)."""
+        state, deadline = self.state, time.monotonic() + timeout
+        drained = True
         for process in [state.runtime, *(e.process for e in list(state.launched))]:
             if process is not None and not process.exited():
-                process.drain_output()
+                drained = process.drain_output(max(0.0, deadline - time.monotonic())) and drained
         if self._worker_logs is not None:
-            self._worker_logs.drain()
+            drained = self._worker_logs.drain(max(0.0, deadline - time.monotonic())) and drained
+        return drained
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the invoke phase has ended (Managed Instances: no invocation in flight and
