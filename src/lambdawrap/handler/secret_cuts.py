@@ -40,6 +40,11 @@ def tail(text: str, limit: int) -> str:
     return text[start:]
 
 
+# The values last looked at, and their forms: a function cutting in a loop (long URLs) escapes
+# them once, not at every cut.
+_last: list = [(), []]
+
+
 def _values() -> list:
     try:
         from lambdawrap.shared.secret_forms import role_credentials, searched_forms
@@ -47,6 +52,10 @@ def _values() -> list:
         # Imported by the boot only when secrets are declared: otherwise there are none held.
         cache = sys.modules.get("lambdawrap.handler.secret_cache")
         held = [value for value, _ in list(cache._cache.values()) if value] if cache is not None else []
-        return searched_forms(held + role_credentials(os.environ))
+        values = tuple(held + role_credentials(os.environ))
+        last = _last
+        if values != last[0]:
+            last = _last[:] = [values, searched_forms(values)]
+        return last[1]
     except Exception:  # noqa: BLE001 - a cut must never fail: without the values, as it was
         return []
