@@ -196,6 +196,7 @@ class Companion:
 
             exporters = make_exporters(self.settings, transports)
             resource = build_resource(self.settings, self.client.info.get("accountId"))
+            self.scrubber.prepare()  # here the exporters have imported what it needs
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
             exporters = resource = None

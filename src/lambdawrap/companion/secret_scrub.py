@@ -52,16 +52,30 @@ MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
 class SecretScrubber:
     def __init__(self, permanent: Iterable[str] = ()) -> None:
         """`permanent`: values searched for for good (the role's credentials), which no number of
-        secrets learned later pushes out of the MAX_VALUES kept."""
+        secrets learned later pushes out of the MAX_VALUES kept. Their forms are made at the
+        first use, or `prepare()`: escaping imports urllib.parse, some 5 ms that the companion's
+        start must not spend before it subscribes to the Telemetry API."""
         self._lock = threading.Lock()
-        self._permanent = tuple(searched_forms(permanent))
+        self._pending = tuple(v for v in permanent if isinstance(v, str))
+        self._permanent: tuple = ()
         self._known: dict = {}  # value -> None, in the order learned (a bounded, ordered set)
         # Longest first: a value that contains another is replaced whole. Read without the lock
         # (a tuple, replaced at once) by the threads that scrub.
-        self._values: tuple = tuple(sorted(self._permanent, key=len, reverse=True))
+        self._values: tuple = ()
+
+    def prepare(self) -> None:
+        """Make the permanent values' forms now, if not made yet."""
+        if not self._pending:
+            return
+        with self._lock:
+            if self._pending:
+                self._permanent = tuple(searched_forms(self._pending))
+                self._pending = ()
+                self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 
     def learn(self, values: Iterable[str]) -> None:
         """Add values to search for (called by the secret store as it fetches)."""
+        self.prepare()
         fresh = [v for v in searched_forms(values) if v not in self._known and v not in self._permanent]
         if not fresh:
             return
@@ -74,6 +88,8 @@ class SecretScrubber:
             self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 
     def text(self, text: str) -> str:
+        if self._pending:
+            self.prepare()
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)
@@ -83,6 +99,8 @@ class SecretScrubber:
         """`item` with every declared value in its strings replaced: a string is returned
         changed, a dict or list (a record, a telemetry batch) is changed in place, keys too.
         Iterative: a record's depth is the function's to choose."""
+        if self._pending:
+            self.prepare()
         if not self._values:
             return item
         if isinstance(item, str):
