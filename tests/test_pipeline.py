@@ -1588,6 +1588,31 @@ def test_an_init_that_fails_before_the_companion_subscribes_still_becomes_a_fail
     assert metric_total(rx, "lambdawrap.init_errors") == 1
 
 
+def test_an_init_report_read_late_still_goes_out_with_the_first_invocation(tmp_path, monkeypatch):
+    # GIVEN a platform whose batch holding initReport reaches the companion 0.15 s late (a busy
+    # machine), and a companion whose export pipeline is ready before the first invocation
+    from lambdawrap.devtools.emulator import telemetry
+
+    post = telemetry.Subscriber._post
+
+    def late_post(self, body: bytes) -> bool:
+        if b"platform.initReport" in body:
+            time.sleep(0.15)
+        return post(self, body)
+
+    monkeypatch.setattr(telemetry.Subscriber, "_post", late_post)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return 'ok'\n")
+    with instrumented(task, env={"LAMBDAWRAP_STARTUP_WAIT_MS": "8000"}) as (emu, rx):
+        # WHEN it is invoked once, and the environment then stays idle
+        result = emu.invoke({})
+        assert emu.wait_idle(30)
+        # THEN the init span goes out with the first invocation's export, not at the next one
+        # (before: held until the environment's SHUTDOWN, however long away)
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=10)[0]
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    assert init["trace_id"] == invocation["trace_id"]
+
+
 def test_an_init_another_extension_fails_before_the_runtime_starts_is_a_failed_init_span(tmp_path):
     # GIVEN a layer beside another extension that, the first time, exits before it registers
     # (a vendor extension missing its configuration): the platform never starts the runtime,

@@ -918,6 +918,17 @@ class Correlator:
             # Managed Instances: a record sent before the response was posted is no verdict.
             return self._managed_instances and any(inv.end is not None and inv.outcome is None and inv.invoke_event is not None for inv in self._open.values())
 
+    def init_unreported(self) -> bool:
+        """Whether this environment's init has not been reported yet (no initReport, no span):
+        its span joins the first invocation's trace once it is."""
+        with self._lock:
+            return not (self.init.reported or self.init.emitted)
+
+    def serving_first(self) -> bool:
+        """Whether no invocation has finished in this environment yet."""
+        with self._lock:
+            return self._first is None
+
     def platform_reported(self, rid: str) -> bool:
         """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or
         the invocation was accounted for without one; its log lines come before that word."""

@@ -39,7 +39,9 @@ from lambdawrap.shared.secret_forms import role_credentials
 from lambdawrap.shared.settings import Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
-RUNTIME_DONE_WAIT_S = 0.3  # how long "end" flushing waits for the platform's runtimeDone
+# How long a flush waits for the invocation's verdict ("end": the platform's runtimeDone), and
+# the first one for the init's report.
+RUNTIME_DONE_WAIT_S = 0.3
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
 CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether its process died
@@ -426,6 +428,10 @@ class Companion:
             # Its record will not come: the invocation is accounted for when the platform's
             # outcome does (finish_overdue), and this phase ends now, unbilled.
             return
+        # The init span goes in the first invocation's export: its initReport comes before the
+        # invocation's platform.start, but a batch read late would leave it to the next export
+        # (the next invocation's, or SHUTDOWN's, minutes or hours later).
+        init_awaited = not self.settings.sdk_disabled and self.correlator.serving_first() and self.correlator.init_unreported()
         # The handler's record arrives before the runtime asks for its next event.
         watch: dict = {}  # the process running it (its in-flight slot names it): has it ended?
         if not self.loop.run_until(lambda: self._record_or_crash(rid, watch), deadline) or watch.get("ended"):
@@ -439,10 +445,11 @@ class Companion:
         # it is made. With `end`, the flush also waits for runtimeDone, which the invocation's
         # log lines come before, so that they go out in the same export.
         if self.settings.flush.mode == "end":
-            ready = lambda: self.correlator.settled(rid, finished=True) and self.correlator.platform_reported(rid)  # noqa: E731
+            settled = lambda: self.correlator.settled(rid, finished=True) and self.correlator.platform_reported(rid)  # noqa: E731
         else:
-            ready = lambda: self.correlator.settled(rid, finished=True)  # noqa: E731
-        if not self.loop.run_until(ready, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)):
+            settled = lambda: self.correlator.settled(rid, finished=True)  # noqa: E731
+        ready = (lambda: settled() and not self.correlator.init_unreported()) if init_awaited else settled  # noqa: E731
+        if not self.loop.run_until(ready, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)) and not settled():
             self._flush_when_finished = rid
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
         self.policy.flushed(time.monotonic())
