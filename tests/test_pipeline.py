@@ -1544,13 +1544,21 @@ def test_out_of_memory_yields_a_span_with_the_reason(tmp_path):
     assert metric_total(rx, "lambdawrap.crashes") == 1
 
 
+WORK_BEFORE_FAILING_S = 1.0
+
+
 def fails_its_first_load(tmp_path: Path, error: str) -> tuple:
     """(a function whose module raises `error`("no config") as it loads the first time, and
-    answers "ok" from then on; the marker file its first load leaves)."""
+    answers "ok" from then on; the marker file its first load leaves).
+
+    It works a second before it fails: time for the companion, starting beside it, to subscribe
+    to the Telemetry API on a busy machine. A module failing at once can end its init first, and
+    lambdawrap then knows no cause (test_an_init_that_fails_before_the_companion_subscribes)."""
     marker = tmp_path / "loaded-once"
     task = write_function(tmp_path / "task", f"""
-import os
+import os, time
 if not os.path.exists({str(marker)!r}):
+    time.sleep({WORK_BEFORE_FAILING_S})
     open({str(marker)!r}, "w").close()
     raise {error}("no config")
 
@@ -1676,8 +1684,9 @@ def test_a_failed_init_s_exception_is_what_the_caller_got_whatever_the_log_forma
     # lines (an upstream's answer: carriage returns, a traceback of its own)
     marker = tmp_path / "loaded-once"
     task = write_function(tmp_path / "task", f"""
-import os
+import os, time
 if not os.path.exists({str(marker)!r}):
+    time.sleep({WORK_BEFORE_FAILING_S})  # as fails_its_first_load's
     open({str(marker)!r}, "w").close()
     raise RuntimeError("upstream said: HTTP 500\\r\\nTraceback (most recent call last):\\n  File 'upstream.py'\\nKeyError: 'x'")
 
@@ -1703,8 +1712,9 @@ def test_an_exception_the_module_logged_is_not_taken_for_the_runtime_s_report_of
     # error it caught and exits (no report from the runtime: the caller gets Runtime.ExitError)
     marker = tmp_path / "loaded-once"
     task = write_function(tmp_path / "task", f"""
-import logging, os, sys
+import logging, os, sys, time
 if not os.path.exists({str(marker)!r}):
+    time.sleep({WORK_BEFORE_FAILING_S})  # as fails_its_first_load's
     open({str(marker)!r}, "w").close()
     try:
         os.environ["DB_URL"]
