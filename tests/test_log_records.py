@@ -467,12 +467,15 @@ def test_a_flood_of_large_json_records_stays_within_a_128_mb_function(tmp_path):
 # More lines than the correlator holds for their span's ids (MAX_PENDING_LOGS), then, when asked,
 # an error logged and one raised: a module that logs much while it loads (a library's DEBUG output).
 CHATTY_INIT = """
-import logging, os
+import logging, os, time
 
 for number in range(1500):
     print(f"init line {number}")
 if os.environ.get("FAIL_INIT"):
     logging.getLogger("setup").error("about to fail")
+    # A second of work before it fails: time for the companion to subscribe on a busy machine
+    # (test_pipeline's fails_its_first_load)
+    time.sleep(1)
     raise RuntimeError("init failed here")
 
 def handler(event, context):
