@@ -10,8 +10,9 @@ searched for them before anything is built from it, and each occurrence replaced
 
 What is searched for is shared/secret_forms' `searched_forms`: only values of at least
 MIN_SCRUBBED_CHARS characters (a short value, a port or a user name like "app", is rarely a
-credential, and replacing it everywhere would garble unrelated text). Values seen before a rotation are kept: the function may still hold the old one
-(os.environ is not changed after init).
+credential, and replacing it everywhere would garble unrelated text). Values seen before a
+rotation are kept: the function may still hold the old one (os.environ is not changed after
+init).
 
 A value is also searched for as the function's code writes it into the texts it exports: escaped
 in a JSON string (a structured logger's line: a quote or a backslash, which generated passwords

@@ -52,7 +52,7 @@ def _value(value: Any, length: Optional[int] = None, depth: int = 0) -> Any:
     record can carry: bytes as BYTES_TAG. Raises ValueError for a value nested deeper than
     MAX_NESTING (the record's encoder would refuse the whole record)."""
     if isinstance(value, str):
-        return value if length is None or len(value) <= length else secret_cuts.head(value, length)
+        return value if length is None else secret_cuts.head(value, length)
     if value is None or isinstance(value, _ALLOWED):
         return value
     if isinstance(value, bytes):

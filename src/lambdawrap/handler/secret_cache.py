@@ -76,6 +76,11 @@ def get(name: str, default: str | None = None) -> str | None:
     return default if value is None else value
 
 
+def held_values() -> list:
+    """The declared secrets' values this process holds."""
+    return [value for value, _ in list(_cache.values()) if value]
+
+
 def _store(values: Mapping[str, str], ages: Any = None) -> None:
     # A value is due for refresh one TTL after its fetch from AWS, not after its arrival here:
     # counted from here, the companion's cache and this one in a row would let a value be two

@@ -51,7 +51,7 @@ def _values() -> list:
 
         # Imported by the boot only when secrets are declared: otherwise there are none held.
         cache = sys.modules.get("lambdawrap.handler.secret_cache")
-        held = [value for value, _ in list(cache._cache.values()) if value] if cache is not None else []
+        held = cache.held_values() if cache is not None else []
         values = tuple(held + role_credentials(os.environ))
         last = _last
         if values != last[0]:

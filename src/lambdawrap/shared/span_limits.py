@@ -1,9 +1,10 @@
 """The OpenTelemetry SDK's span and log record limits (OTEL_*_COUNT_LIMIT,
-OTEL_*_VALUE_LENGTH_LIMIT), read as the SDK's SpanLimits and LogRecordLimits read them: a count of at least 0 (as int() reads it: "+5", "1_000", blanks
-around), or a blank value for no limit. The function's spans made through the OpenTelemetry API
-are kept within them by the bridge in the function's process (handler/otel_bridge.py); the log
-records the companion makes of the function's lines, by the SDK's LogRecordLimits, which reads
-its two from the companion's environment (companion/log_records.py).
+OTEL_*_VALUE_LENGTH_LIMIT), read as the SDK's SpanLimits and LogRecordLimits read them: a count
+of at least 0 (as int() reads it: "+5", "1_000", blanks around), or a blank value for no limit.
+The function's spans made through the OpenTelemetry API are kept within them by the bridge in
+the function's process (handler/otel_bridge.py); the log records the companion makes of the
+function's lines, by the SDK's LogRecordLimits, which reads its two from the companion's
+environment (companion/log_records.py).
 
 The SDK refuses any other value (a ValueError as its trace module is imported, for
 OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: the companion would export nothing). Here a bad value gets one

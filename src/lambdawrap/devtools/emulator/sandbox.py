@@ -92,10 +92,10 @@ class Sandbox:
         handed on (a line printed before a response can still be in its pipe when the caller
         has the response); False if a process kept its reader busy for `timeout` in all (one
         that writes without pause)."""
-        state, deadline = self.state, time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         drained = True
-        for process in [state.runtime, *(e.process for e in list(state.launched))]:
-            if process is not None and not process.exited():
+        for process in self.state.processes():
+            if not process.exited():
                 drained = process.drain_output(max(0.0, deadline - time.monotonic())) and drained
         if self._worker_logs is not None:
             drained = self._worker_logs.drain(max(0.0, deadline - time.monotonic())) and drained

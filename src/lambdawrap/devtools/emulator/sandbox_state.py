@@ -102,9 +102,12 @@ class SandboxState:
         """maxMemoryUsedMB: the environment's high-water mark, extensions included."""
         return self.limits.max_memory_used_mb(self._sample_peak_rss_kb)
 
+    def processes(self) -> list:
+        """The runtime's process and the extensions', those started."""
+        return [p for p in (self.runtime, *(e.process for e in list(self.launched))) if p is not None]
+
     def _sample_peak_rss_kb(self) -> int:
-        processes = [self.runtime] + [e.process for e in self.launched]
-        return sum(p.sample_peak_rss_kb() for p in processes if p is not None)
+        return sum(p.sample_peak_rss_kb() for p in self.processes())
 
     def platform_line(self, line: str) -> None:
         """Log one line as the platform (START, END, REPORT, INIT_REPORT, EXTENSION)."""

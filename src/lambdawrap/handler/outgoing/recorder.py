@@ -265,4 +265,4 @@ def unmark(token: "Any") -> None:
 
 def capped(value: str) -> str:
     """`value` within MAX_ATTRIBUTE_CHARS, cut clear of any secret's value (a URL's key)."""
-    return value if len(value) <= MAX_ATTRIBUTE_CHARS else secret_cuts.head(value, MAX_ATTRIBUTE_CHARS)
+    return secret_cuts.head(value, MAX_ATTRIBUTE_CHARS)
