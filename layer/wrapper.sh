@@ -26,7 +26,9 @@ lw_true() {
 # names one) exists. Otherwise one warning, and the runtime starts as if it were unset.
 lw_runnable() {
   [ -f "$1" ] && [ -x "$1" ] || return 1
-  IFS= read -r lw_first < "$1" 2>/dev/null || return 0
+  # A first line without a newline after it is still the one that names the interpreter.
+  lw_first=""
+  IFS= read -r lw_first < "$1" 2>/dev/null || [ -n "$lw_first" ] || return 0
   case "$lw_first" in
     "#!"*) lw_interp="${lw_first#\#!}"; lw_interp="${lw_interp#"${lw_interp%%[![:space:]]*}"}"; lw_interp="${lw_interp%%[[:space:]]*}"
            [ -x "$lw_interp" ] || return 1 ;;
@@ -35,15 +37,22 @@ lw_runnable() {
 }
 
 lw_trim "${LAMBDAWRAP_NEXT_WRAPPER:-}"
+lw_given=$lw_v
 lw_next=$lw_v
+# The file checked is the one run: exec looks a name without a slash up on PATH, where the
+# file in the working folder (/var/task on Lambda) is not, or another one of that name is.
+case "$lw_next" in
+  ""|*/*) ;;
+  *) lw_next="./$lw_next" ;;
+esac
 if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
-  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (not an executable file); using the default (none)" >&2
+  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' (not an executable file); using the default (none)" >&2
   lw_next=""
 fi
 # Chaining to this very file would exec it again and again (PYTHONPATH growing each time)
 # until exec fails and the runtime never starts.
 if [ -n "$lw_next" ] && [ "$lw_next" -ef "$0" ]; then
-  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_next' (lambdawrap's own wrapper); using the default (none)" >&2
+  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' (lambdawrap's own wrapper); using the default (none)" >&2
   lw_next=""
 fi
 

@@ -754,6 +754,38 @@ def test_a_list_setting_keeps_its_known_names_and_only_an_all_unknown_list_is_th
         assert len(said) == 1 and ("using the default" in said[0]) == (value in ("B3, jaeger", "carrier-pigeon", "sqs-fifo")), said
 
 
+@pytest.mark.parametrize("name", sorted(BAD_SETTINGS))
+def test_a_bad_value_warning_names_a_default_that_is_itself_a_valid_value(name, caplog):
+    # GIVEN a bad value WHEN the settings are built THEN one warning, ending with the default
+    # as it is spelled in the variable (before: LAMBDAWRAP_FLUSH's was "adaptive,1000", a value
+    # the same warning would refuse)
+    from lambdawrap.shared.settings import Settings
+
+    value, default = BAD_SETTINGS[name]
+    with caplog.at_level("WARNING", logger="lambdawrap"):
+        Settings.from_env({name: value})
+    said = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(f"using the default {default}"), said
+    if not default.startswith(("from ", "no limit", "(none)")) and name not in ("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS",):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lambdawrap"):
+            Settings.from_env({name: default})
+        assert [r.getMessage() for r in caplog.records if name in r.getMessage()] == [], default
+
+
+@pytest.mark.parametrize("name", ["LAMBDAWRAP_LOG_LEVEL", "LAMBDAWRAP_FLUSH", "LAMBDAWRAP_FLUSH_BUDGET_MS", "LAMBDAWRAP_SECRETS_TTL", "SSM_PARAMETER_STORE_TTL"])
+def test_a_value_of_unicode_blanks_is_a_bad_value_not_an_unset_one(name, caplog):
+    # GIVEN a value of blanks the launchers' [:space:] does not hold (a no-break space pasted
+    # from a document) WHEN the settings are built THEN one warning, as for "\xa0debug" (before:
+    # dropped without a word, as if unset: str.strip() holds it)
+    from lambdawrap.shared.settings import Settings
+
+    with caplog.at_level("WARNING", logger="lambdawrap"):
+        Settings.from_env({name: "\u00a0"})
+    said = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert len(said) == 1 and "using the default" in said[0], said
+
+
 # {scratch} is a folder of the function's, holding its file data.json.
 @pytest.mark.parametrize(
     "socket_path",

@@ -54,7 +54,11 @@ def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path):
     bad_interpreter = tmp_path / "bad.sh"
     bad_interpreter.write_text("#!/no/such/shell\nexec \"$@\"\n")
     bad_interpreter.chmod(0o755)
-    for value in (str(tmp_path / "missing"), str(not_executable), str(bad_interpreter), "   "):
+    # A first line with no newline after it names its interpreter all the same.
+    bad_interpreter_one_line = tmp_path / "one-line.sh"
+    bad_interpreter_one_line.write_text("#!/no/such/shell")
+    bad_interpreter_one_line.chmod(0o755)
+    for value in (str(tmp_path / "missing"), str(not_executable), str(bad_interpreter), str(bad_interpreter_one_line), "   "):
         out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": value}, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and "LAMBDAWRAP_BOOT_DIR=" in out.stdout, value
         warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
@@ -73,6 +77,30 @@ def test_wrapper_does_not_chain_to_itself(tmp_path, disabled):
     assert out.returncode == 0 and ("LAMBDAWRAP_BOOT_DIR=" in out.stdout) is not bool(disabled), out
     warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
     assert len(warnings) == 1 and "using the default (none)" in warnings[0], out.stderr
+
+
+@pytest.mark.parametrize("disabled", ["", "true"])
+def test_a_next_wrapper_named_without_a_folder_is_the_file_in_the_working_folder(tmp_path, disabled):
+    # GIVEN LAMBDAWRAP_NEXT_WRAPPER=wrap.sh, a file in the working folder (/var/task on Lambda),
+    # and a program of that name on PATH WHEN the wrapper runs THEN it chains to the file it
+    # checked (before: exec looked the name up on PATH, so the runtime never started, exit 127,
+    # or another program ran)
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "wrap.sh").write_text('#!/bin/sh\nexport CHAINED=task\nexec "$@"\n')
+    (task / "wrap.sh").chmod(0o755)
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / "wrap.sh").write_text('#!/bin/sh\nexport CHAINED=path\nexec "$@"\n')
+    (elsewhere / "wrap.sh").chmod(0o755)
+    env = {"PATH": f"{elsewhere}:/usr/bin:/bin", "LAMBDAWRAP_DISABLED": disabled, "LAMBDAWRAP_NEXT_WRAPPER": "wrap.sh"}
+    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env=env, cwd=task, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "CHAINED=task" in out.stdout.splitlines(), out
+    assert "LAMBDAWRAP_NEXT_WRAPPER" not in out.stderr
+    # ... and one the working folder does not hold is named as given in the one warning
+    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={**env, "LAMBDAWRAP_NEXT_WRAPPER": "other.sh"}, cwd=task, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "CHAINED" not in out.stdout
+    assert [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line] == ["lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='other.sh' (not an executable file); using the default (none)"]
 
 
 def test_wrapper_chains_when_disabled_too(tmp_path):

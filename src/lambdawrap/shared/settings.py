@@ -297,14 +297,19 @@ def _secrets_ttl(env: Mapping[str, str], parse: "_Parser", default: float) -> fl
     """LAMBDAWRAP_SECRETS_TTL; without it (or for a bad value), what a configuration made for AWS's
     Parameters and Secrets extension asks: the smaller of its TTLs that are set, 0 where its cache
     is off, but at least MIN_AWS_EXTENSION_TTL_S. One TTL for every secret."""
-    asked = [parse(name, AWS_SECRETS_EXTENSION_MAX_TTL_S, _int_range(0, AWS_SECRETS_EXTENSION_MAX_TTL_S)) for name in AWS_SECRETS_EXTENSION_TTLS if env.get(name, "").strip()]
-    if env.get(AWS_SECRETS_EXTENSION_CACHE, "").strip() and not parse(AWS_SECRETS_EXTENSION_CACHE, True, _bool):
+    asked = [parse(name, AWS_SECRETS_EXTENSION_MAX_TTL_S, _int_range(0, AWS_SECRETS_EXTENSION_MAX_TTL_S)) for name in AWS_SECRETS_EXTENSION_TTLS if _given(env, name)]
+    if _given(env, AWS_SECRETS_EXTENSION_CACHE) and not parse(AWS_SECRETS_EXTENSION_CACHE, True, _bool):
         asked.append(0)
-    if env.get(AWS_SECRETS_EXTENSION_CACHE_SIZE, "").strip() and not parse(AWS_SECRETS_EXTENSION_CACHE_SIZE, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE, _int_range(0, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE)):
+    if _given(env, AWS_SECRETS_EXTENSION_CACHE_SIZE) and not parse(AWS_SECRETS_EXTENSION_CACHE_SIZE, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE, _int_range(0, AWS_SECRETS_EXTENSION_MAX_CACHE_SIZE)):
         asked.append(0)
     if asked:
         default = max(MIN_AWS_EXTENSION_TTL_S, float(min(asked)))
     return parse(SECRETS_TTL, default, _float_range(0, MAX_SECRETS_TTL_S))
+
+
+def _given(env: Mapping[str, str], name: str) -> bool:
+    """Whether `name` is set to more than blanks (a blank value is an unset one)."""
+    return env.get(name, "").strip(BLANKS) != ""
 
 
 class _Parser:
@@ -318,7 +323,7 @@ class _Parser:
 
     def __call__(self, name: str, default: Any, convert: Callable[[str], Any]) -> Any:
         raw = self._env.get(name)
-        if raw is None or raw.strip() == "" and convert is not _bool:
+        if raw is None or raw.strip(BLANKS) == "" and convert is not _bool:
             return default
         try:
             return convert(raw.strip(BLANKS))
@@ -339,6 +344,8 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, frozenset):
         return ",".join(sorted(value))
+    if isinstance(value, FlushStrategy):
+        return str(value)  # its own spelling ("adaptive"), not its fields
     if isinstance(value, tuple) and value:
         return ",".join(map(str, value))
     return "(none)" if value is None or value == () else str(value)
