@@ -435,6 +435,40 @@ class TestExecWrapper:
         assert f"PYTHONPATH={copy}/python/lambdawrap_boot:" in out.stdout
 
 
+@pytest.mark.parametrize("pythonpath", [None, "mine"])
+def test_a_layer_whose_package_fails_to_import_starts_the_function_as_without_it(tmp_path, pythonpath):
+    # GIVEN a layer whose lambdawrap package cannot be imported (copied in part, or a Python it
+    # does not support), and a function with a sitecustomize of its own on its PYTHONPATH
+    import shutil
+
+    layer = tmp_path / "layer"
+    shutil.copytree(WRAPPER.parent, layer, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src" / "lambdawrap", layer / "python" / "lambdawrap", ignore=shutil.ignore_patterns("__pycache__"))
+    (layer / "python" / "lambdawrap" / "handler" / "boot.py").write_text("raise SyntaxError('a module this Python cannot compile')\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "sitecustomize.py").write_text("import os\nos.environ['USER_SITECUSTOMIZE'] = 'ran'\n")
+    runtime = tmp_path / "runtime.py"
+    runtime.write_text(textwrap.dedent("""
+        import json, os, sys
+        seen = {k: v for k, v in os.environ.items() if k.startswith(("LAMBDAWRAP_", "PYTHONPATH", "USER_"))}
+        print(json.dumps({"path": sys.path, "env": seen}))
+        """))
+    env = {"PATH": "/usr/bin:/bin", "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12"}
+    if pythonpath:
+        env["PYTHONPATH"] = str(mine)
+    # WHEN it starts with and without the layer
+    bare = subprocess.run([sys.executable, str(runtime)], env=env, capture_output=True, text=True, timeout=60, check=True)
+    wrapped = subprocess.run([str(layer / "wrapper.sh"), sys.executable, str(runtime)], env=env, capture_output=True, text=True, timeout=60, check=True)
+    # THEN it sees the same sys.path and environment (its own sitecustomize run, none of the
+    # wrapper's variables left; before: all four left, PYTHONPATH the wrapper's, its
+    # sitecustomize not run), and the one line says why it is not instrumented
+    assert json.loads(wrapped.stdout) == json.loads(bare.stdout)
+    assert ("USER_SITECUSTOMIZE" in json.loads(bare.stdout)["env"]) is bool(pythonpath)
+    said = [line for line in wrapped.stderr.splitlines() if "lambdawrap" in line]
+    assert len(said) == 1 and "not instrumenting, the lambdawrap package failed to import" in said[0], wrapped.stderr
+
+
 # An exception described for its span ----------------------------------------------------
 
 

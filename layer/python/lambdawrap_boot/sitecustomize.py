@@ -26,7 +26,12 @@ try:
     from lambdawrap.handler.boot import run_sitecustomize
 except Exception as exc:  # noqa: BLE001 - without the package the function runs uninstrumented
     sys.stderr.write(f"lambdawrap: not instrumenting, the lambdawrap package failed to import: {exc!r}\n")
-    run_sitecustomize = None
+    # ... and starts as without the layer: its environment and sys.path put back, its own
+    # sitecustomize run. That part of the boot imports only the standard library.
+    try:
+        from lambdawrap.handler.bare_start import start_as_without_the_layer as run_sitecustomize
+    except Exception:  # noqa: BLE001 - the package is not there at all
+        run_sitecustomize = None
 finally:
     if _appended and sys.path and sys.path[-1] == _layer_python:
         del sys.path[-1]

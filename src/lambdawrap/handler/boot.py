@@ -17,6 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Mapping
 
+from lambdawrap.handler.bare_start import in_the_runtime, start_as_without_the_layer
 from lambdawrap.shared.settings import Settings
 from lambdawrap.shared import semconv
 
@@ -217,48 +218,6 @@ def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: M
         logger.warning("lambdawrap: %s; its variable is left as it was", failure)
 
 
-def in_the_runtime(environ: Mapping[str, str]) -> bool:
-    """Whether this process runs the runtime's script, the one our wrapper was handed
-    (LAMBDAWRAP_RUNTIME_SCRIPT). A Python process on the way to it (a next wrapper written in
-    Python that execs the runtime, as OpenTelemetry's opentelemetry-instrument does, or a
-    `python -c` a shell wrapper runs) must pass our variables on untouched: instrumenting it
-    and restoring PYTHONPATH there left the runtime without lambdawrap."""
-    script = environ.get("LAMBDAWRAP_RUNTIME_SCRIPT", "")
-    if not script:
-        return True  # not known (a wrapper of another version, a runtime started otherwise)
-    try:
-        return os.path.samefile(sys.argv[0], script)
-    except (OSError, IndexError, TypeError, ValueError):  # "-c", "-m", no argv
-        return False
-
-
-def restore_python_path(environ: Any = None) -> None:
-    """Put sys.path and PYTHONPATH back as they were before the exec wrapper (which added our
-    boot folder, and the layer's folders when PYTHONPATH was unset): the runtime's bootstrap
-    then builds the function's sys.path exactly as without the layer (its own layer paths,
-    .pth files included), and the function's child processes inherit no trace of ours."""
-    env = os.environ if environ is None else environ
-    added = [p for p in env.pop("LAMBDAWRAP_ADDED_PATHS", "").split(os.pathsep) if p]
-    unset = env.pop("LAMBDAWRAP_PYTHONPATH_UNSET", "") == "1"
-    env.pop("LAMBDAWRAP_BOOT_DIR", None)
-    env.pop("LAMBDAWRAP_RUNTIME_SCRIPT", None)
-    for path in added:
-        for index, entry in enumerate(sys.path):
-            if entry and os.path.abspath(entry) == os.path.abspath(path):
-                del sys.path[index]
-                break
-    # Ours are taken out by value, not as the first entries: a wrapper chained after ours
-    # (LAMBDAWRAP_NEXT_WRAPPER) may have put its own in front of them, and those stay.
-    entries = env.get("PYTHONPATH", "").split(os.pathsep) if added else []
-    for path in added:
-        if path in entries:
-            entries.remove(path)
-    if unset and not [entry for entry in entries if entry]:
-        env.pop("PYTHONPATH", None)
-    elif added:
-        env["PYTHONPATH"] = os.pathsep.join(entries)
-
-
 def _forget_our_sitecustomize(handler_module: Any = None) -> None:
     # Without another sitecustomize to chain to, `import sitecustomize` must find nothing, as
     # without the layer. Not while site.py is still importing ours (a handler's module the
@@ -277,42 +236,8 @@ def _forgetting_failed(module_name: str) -> None:
     FAILURES.record(f"a post-import hook on {module_name}")
 
 
-def shadowed_sitecustomize(boot_dir: str) -> Any:
-    """The spec of the sitecustomize that ours shadows (a user's or the runtime's), from the
-    sys.path the interpreter would have searched without the layer; None if there is none."""
-    import importlib.machinery
-
-    ours = os.path.realpath(boot_dir)
-    others = [p for p in sys.path if p and os.path.realpath(p) != ours]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
-    return None if spec is None or spec.loader is None else spec
-
-
-def chain_sitecustomize(spec: Any) -> None:
-    """Run the shadowed sitecustomize as `sitecustomize`, as the interpreter would have."""
-    import importlib.util  # deferred: only when there is another sitecustomize
-
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sitecustomize"] = module
-    spec.loader.exec_module(module)
-
-
 def run_sitecustomize(sitecustomize_file: str) -> None:
     """What layer/python/lambdawrap_boot/sitecustomize.py calls."""
-    boot_dir = os.path.dirname(os.path.abspath(sitecustomize_file))
     if in_the_runtime(os.environ):
         initialize()
-        try:
-            restore_python_path()
-        except Exception:  # noqa: BLE001
-            logger.warning("lambdawrap: could not restore PYTHONPATH", exc_info=True)
-    try:
-        spec = shadowed_sitecustomize(boot_dir)
-    except Exception:  # noqa: BLE001 - looking for it failing must not stop the runtime
-        logger.warning("lambdawrap: could not look for a sitecustomize to chain to", exc_info=True)
-        return
-    if spec is not None:
-        # What theirs raises goes on to site.py, importing ours: it reports the error in its
-        # two lines ("Error in sitecustomize ...") and importlib forgets the module, as
-        # without the layer.
-        chain_sitecustomize(spec)
+    start_as_without_the_layer(sitecustomize_file)
