@@ -197,9 +197,9 @@ def test_a_malformed_w3c_value_does_not_hide_the_next_place(bad):
     sns = {"Sns": {"MessageAttributes": {"traceparent": {"Type": "String", "Value": bad}, "tracestate": {"Type": "String", "Value": "a=b"}}, "Message": json.dumps({"traceparent": TP2})}}
     assert mc.sns_message_context(sns) == (TP2, True)
     # the tracestate came beside the bad value, not beside the context used
-    assert mc.sns_message_state(sns) is None
+    assert mc.sns_message_beside(sns) == (None, None)
     sns["Sns"]["MessageAttributes"]["traceparent"]["Value"] = TP
-    assert (mc.sns_message_context(sns), mc.sns_message_state(sns)) == ((TP, True), "a=b")
+    assert (mc.sns_message_context(sns), mc.sns_message_beside(sns)) == ((TP, True), ("a=b", None))
 
 
 def test_a_pipe_s_kinesis_records_hold_their_data_at_the_top():
@@ -249,7 +249,7 @@ def test_activemq_properties_and_stream_records():
 # --- what lambdawrap's producers write, its consumers read -------------------------------------
 
 ENABLED = ("sqs", "sns", "eventbridge", "kinesis", "stepfunctions", "lambda")
-FIELDS = {"traceparent": TP, "tracestate": "lw=1"}
+FIELDS = {"traceparent": TP, "tracestate": "lw=1", "baggage": "tenant=acme"}
 
 
 def _sent(service: str, operation: str, params: dict) -> dict:
@@ -273,7 +273,11 @@ def test_producers_and_consumers_agree():
 
     sns = _sent("sns", "Publish", {"TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": "order 7"})
     message = {"TopicArn": sns["TopicArn"], "Message": sns["Message"], "MessageAttributes": {k: {"Type": v["DataType"], "Value": v["StringValue"]} for k, v in sns["MessageAttributes"].items()}}
-    assert detect_trigger({"Records": [{"EventSource": "aws:sns", "Sns": message}]}).parent == expected
+    trigger = detect_trigger({"Records": [{"EventSource": "aws:sns", "Sns": message}]})
+    assert trigger.parent == expected
+    # ... with the tracestate and baggage the producer spent attributes on (before: the baggage
+    # was dropped at this hop)
+    assert (trigger.parent_state, trigger.parent_baggage) == (FIELDS["tracestate"], FIELDS["baggage"])
 
     entry = _sent("events", "PutEvents", {"Entries": [{"Source": "orders", "DetailType": "placed", "Detail": '{"order": 7}'}]})["Entries"][0]
     event = {"version": "0", "id": "1", "source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}

@@ -710,6 +710,37 @@ def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
     assert headers["tracestate"] == state and headers["baggage"] == "tenant=acme"
 
 
+SNS_CARRIES_ON = """
+import json, urllib.request
+
+def handler(event, context):
+    target = json.loads(event["Records"][0]["Sns"]["Message"])["target"]
+    urllib.request.urlopen(target + "/status/200", timeout=5).read()
+    return "ok"
+"""
+
+
+def test_an_sns_message_s_baggage_travels_on_with_its_trace(tmp_path):
+    # GIVEN an SNS message carrying the context in its attributes, as lambdawrap's producer
+    # writes it (traceparent, tracestate and baggage: it spends three of SNS's ten attributes)
+    task = write_function(tmp_path / "task", SNS_CARRIES_ON)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    attributes = {"traceparent": traceparent, "tracestate": "rojo=00f067aa0ba902b7", "baggage": "tenant=acme"}
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        message = {"TopicArn": "arn:aws:sns:us-east-1:123456789012:orders", "MessageId": "m1", "Message": json.dumps({"target": http.url}), "MessageAttributes": {k: {"Type": "String", "Value": v} for k, v in attributes.items()}}
+        # WHEN the function consumes it and makes a request
+        result = emu.invoke({"Records": [{"EventSource": "aws:sns", "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:orders:s", "Sns": message}]})
+        assert result.json() == "ok"
+        invocation = invocation_span(rx, result.request_id)
+        rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["trace_id"] == invocation["trace_id"], timeout=20)
+    # THEN the request carries the message's trace, tracestate and baggage on (before: the
+    # baggage was dropped at this hop)
+    assert invocation["parent_span_id"] == "b7ad6b7169203331"
+    headers = http.requests[-1]["headers"]
+    assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert headers["tracestate"] == "rojo=00f067aa0ba902b7" and headers["baggage"] == "tenant=acme"
+
+
 SETS_MUCH_BAGGAGE = """
 import requests
 from opentelemetry import baggage, context as otel_context

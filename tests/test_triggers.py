@@ -864,21 +864,22 @@ def test_other_sample_and_non_events():
 
 
 @pytest.mark.parametrize(
-    "payload, parent, state",
+    "payload, parent, state, baggage",
     [
-        # OpenTelemetry's botocore instrumentation injects a Lambda Invoke's context into "headers"
-        ({"order": 7, "headers": {"traceparent": TRACEPARENT, "tracestate": "a=b"}}, TRACEPARENT, "a=b"),
+        # OpenTelemetry's botocore instrumentation injects a Lambda Invoke's context into
+        # "headers", its baggage too (before: dropped)
+        ({"order": 7, "headers": {"traceparent": TRACEPARENT, "tracestate": "a=b", "baggage": "tenant=acme"}}, TRACEPARENT, "a=b", "tenant=acme"),
         # the payload's own context comes first
-        ({"traceparent": TRACEPARENT, "headers": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, TRACEPARENT, None),
-        ({"headers": {"traceparent": "not one", "tracestate": "a=b"}}, None, None),
-        ({"headers": {"Traceparent": TRACEPARENT}}, None, None),  # a propagator writes it lowercase
-        ({"headers": [TRACEPARENT]}, None, None),
+        ({"traceparent": TRACEPARENT, "headers": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "baggage": "k=v"}}, TRACEPARENT, None, None),
+        ({"headers": {"traceparent": "not one", "tracestate": "a=b", "baggage": "k=v"}}, None, None, None),
+        ({"headers": {"Traceparent": TRACEPARENT}}, None, None, None),  # a propagator writes it lowercase
+        ({"headers": [TRACEPARENT]}, None, None, None),
     ],
 )
-def test_other_payload_s_headers_carry_its_context(payload, parent, state):
+def test_other_payload_s_headers_carry_its_context(payload, parent, state, baggage):
     trigger = detect_trigger(payload)
     assert trigger.kind == OTHER
-    assert (trigger.parent, trigger.parent_state) == (parse_traceparent(parent), state)
+    assert (trigger.parent, trigger.parent_state, trigger.parent_baggage) == (parse_traceparent(parent), state, baggage)
 
 
 def test_other_attributes_are_not_shared():

@@ -306,6 +306,7 @@ class InvocationTracer:
             trigger.parent,
             os.environ.get("_X_AMZN_TRACE_ID"),
             trigger.parent_state,
+            trigger.parent_baggage,
         )
         links = trigger.links
         if ambient is not None:

@@ -35,7 +35,7 @@ __all__ = [
     "payload_state",
     "rabbitmq_message_context",
     "sns_message_context",
-    "sns_message_state",
+    "sns_message_beside",
     "sqs_message_context",
     "text_context",
 ]
@@ -176,17 +176,18 @@ def payload_state(payload: object) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def sns_message_state(record: dict) -> Optional[str]:
-    """The ``tracestate`` message attribute of an SNS message (lambdawrap's producers add it
-    beside ``traceparent``), as it came; only beside a valid ``traceparent`` attribute, since
-    otherwise the context is read elsewhere (the message) and this state is not its own."""
+def sns_message_beside(record: dict) -> tuple:
+    """The ``tracestate`` and ``baggage`` message attributes of an SNS message (lambdawrap's
+    producers add them beside ``traceparent``), as they came; only beside a valid
+    ``traceparent`` attribute, since otherwise the context is read elsewhere (the message) and
+    they are not its own. ``(None, None)`` when there are none."""
     sns = record.get("Sns")
     if not isinstance(sns, dict):
-        return None
+        return None, None
     attributes = sns.get("MessageAttributes")
     if _w3c(_attribute_value(attributes, "Value")) is None:
-        return None
-    return _attribute_value(attributes, "Value", "tracestate")
+        return None, None
+    return _attribute_value(attributes, "Value", "tracestate"), _attribute_value(attributes, "Value", "baggage")
 
 
 def _w3c(value: Optional[str]) -> Optional[str]:

@@ -304,7 +304,7 @@ def _first_text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and len(value) <= MAX_RAW_CHARS else None
 
 
-def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
+def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None, message_baggage: Optional[str] = None) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
     """The invocation span's parent, the platform's X-Ray context to link to when it was not
     chosen as the parent although sampled (it is the ambient context the function runs in), and
     the ``(tracestate, baggage)`` that came beside a W3C parent, as they came (None when neither
@@ -327,8 +327,9 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
             beside = _beside_traceparent(carrier)
             return parent, ambient, beside if beside != (None, None) else None
         if message is not None:
-            state = _first_text(message_state)  # the tracestate the message carried beside it
-            return message, ambient, (state, None) if state else None
+            # The tracestate and baggage the message carried beside it.
+            beside = (_first_text(message_state), _first_text(message_baggage))
+            return message, ambient, beside if beside != (None, None) else None
         return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, None
     except Exception:  # never let tracing break the handler
         return None, None, None

@@ -222,7 +222,7 @@ def _payload(event: dict) -> Trigger:
     headers = event.get("headers")
     if isinstance(headers, dict):
         # A propagator writes lowercase names: looked up as written, whatever the object's size.
-        return other(parse_traceparent(headers.get("traceparent")), text(headers.get("tracestate")))
+        return other(parse_traceparent(headers.get("traceparent")), text(headers.get("tracestate")), text(headers.get("baggage")))
     return other()
 
 

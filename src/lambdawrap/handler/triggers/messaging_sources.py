@@ -8,7 +8,7 @@ conventions allow it for single messages; docs/semantic-conventions.md says why)
 
 from __future__ import annotations
 
-from lambdawrap.handler.message_context import sns_message_context, sns_message_state, sqs_message_context
+from lambdawrap.handler.message_context import sns_message_beside, sns_message_context, sqs_message_context
 from lambdawrap.handler.trace_context import collect_links, parse_message_context
 from lambdawrap.handler.triggers.trigger import (
     CLOUDWATCH_LOGS,
@@ -46,7 +46,8 @@ def sns(records: list, first: dict) -> Trigger:
     attributes = messaging_attributes("aws.sns", arn_resource(arn), None if single else len(records), message.get("MessageId"))
     put_arn(attributes, "aws.sns.topic.arn", arn)
     if single:
-        return messaging_trigger(SNS, attributes, parent=parse_message_context(sns_message_context(first)), parent_state=sns_message_state(first))
+        state, baggage = sns_message_beside(first)
+        return messaging_trigger(SNS, attributes, parent=parse_message_context(sns_message_context(first)), parent_state=state, parent_baggage=baggage)
     return messaging_trigger(SNS, attributes, links=collect_links(records, sns_message_context))
 
 

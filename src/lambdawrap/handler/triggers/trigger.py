@@ -122,11 +122,12 @@ class Trigger:
     span_kind: the invocation span's kind (lambdawrap.shared.semconv numbering).
     parent: the context a single message or payload carries, to parent the span on.
     parent_state: the W3C ``tracestate`` beside that context, as it came (checked where used).
+    parent_baggage: the W3C ``baggage`` beside that context, as it came (checked where used).
     status_without_code: the HTTP status the service answers when the function's response names
         none (200 for payload 2.0, 500 for an HTTP API's payload 1.0); ``None`` when not known.
     """
 
-    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent", "parent_state", "status_without_code")
+    __slots__ = ("kind", "attributes", "headers", "links", "span_name", "span_kind", "parent", "parent_state", "parent_baggage", "status_without_code")
 
     def __init__(
         self,
@@ -139,6 +140,7 @@ class Trigger:
         parent: Optional[SpanContext] = None,
         parent_state: Optional[str] = None,
         status_without_code: Optional[int] = None,
+        parent_baggage: Optional[str] = None,
     ) -> None:
         self.kind = kind
         self.attributes = attributes
@@ -148,6 +150,7 @@ class Trigger:
         self.span_kind = span_kind
         self.parent = parent
         self.parent_state = parent_state
+        self.parent_baggage = parent_baggage
         self.status_without_code = status_without_code
 
     @property
@@ -167,9 +170,9 @@ class Trigger:
         return f"Trigger({fields})"
 
 
-def other(parent: Optional[SpanContext] = None, parent_state: Optional[str] = None) -> Trigger:
+def other(parent: Optional[SpanContext] = None, parent_state: Optional[str] = None, parent_baggage: Optional[str] = None) -> Trigger:
     # A fresh dict every time: callers may add attributes to the one they get.
-    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent, parent_state=parent_state if parent else None)
+    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent, parent_state=parent_state if parent else None, parent_baggage=parent_baggage if parent else None)
 
 
 def text(value: object) -> Optional[str]:
@@ -274,9 +277,9 @@ def messaging_attributes(system: str, destination: Optional[str], count: Optiona
     return attributes
 
 
-def messaging_trigger(kind: str, attributes: dict, links: Optional[List] = None, parent: Optional[SpanContext] = None, parent_state: Optional[str] = None) -> Trigger:
+def messaging_trigger(kind: str, attributes: dict, links: Optional[List] = None, parent: Optional[SpanContext] = None, parent_state: Optional[str] = None, parent_baggage: Optional[str] = None) -> Trigger:
     """A consumer span named ``process {destination}`` (``process`` when the batch has no single
     destination), as the messaging conventions name "process" spans."""
     destination = attributes.get("messaging.destination.name")
     name = "process " + destination if destination else "process"
-    return Trigger(kind, attributes, None, links, name, CONSUMER, parent, parent_state if parent else None)
+    return Trigger(kind, attributes, None, links, name, CONSUMER, parent, parent_state if parent else None, parent_baggage=parent_baggage if parent else None)
