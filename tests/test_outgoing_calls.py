@@ -657,11 +657,14 @@ def test_a_request_carries_no_context_with_none_among_the_propagators(tmp_path):
 
 
 def test_xray_lambda_among_the_propagators_carries_the_xray_header(tmp_path):
-    # GIVEN OTEL_PROPAGATORS naming the X-Ray propagator's Lambda form, as AWS's guides have it
+    # GIVEN OTEL_PROPAGATORS naming the X-Ray propagator's Lambda form, as AWS's guides have it,
+    # in a function with X-Ray active tracing (its context, sampled, is the parent: with
+    # Sampled=0 the invocation is not sampled, as OpenTelemetry's xray-lambda decides)
     task = write_function(tmp_path / "task", CARRIES_NONE)
+    sampled = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=1"
     with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "xray-lambda"}, timeout_s=30) as (emu, rx):
         # WHEN the function makes a request
-        assert emu.invoke({"target": http.url}).json() == {"statusCode": 200}
+        assert emu.invoke({"target": http.url}, trace_header=sampled).json() == {"statusCode": 200}
         (client,) = rx.wait_for_spans(lambda s: s["kind"] == CLIENT, timeout=30)
         lines = emu.log_lines("extension") + emu.log_lines("function")
     # THEN the request carries the X-Ray header of its client span, as with xray (before: the
@@ -671,6 +674,51 @@ def test_xray_lambda_among_the_propagators_carries_the_xray_header(tmp_path):
     assert f"Root=1-{client['trace_id'][:8]}-{client['trace_id'][8:]};Parent={client['span_id']}" in header, (header, client)
     assert "traceparent" not in request["headers"]
     assert not [line for line in lines if "OTEL_PROPAGATORS" in line], lines
+
+
+ECHO = """
+def handler(event, context):
+    return {"statusCode": 200}
+"""
+
+
+@pytest.mark.parametrize("propagators, parent_is_xray", [("xray-lambda", True), ("tracecontext,baggage,xray-lambda", False), ("", False)])
+def test_otel_propagators_naming_xray_lambda_first_gives_lambda_s_x_ray_context_the_parent(tmp_path, propagators, parent_is_xray):
+    # GIVEN an HTTP request with a W3C traceparent into a function with X-Ray active tracing
+    # (the platform's trace header, sampled) WHEN OTEL_PROPAGATORS is xray-lambda alone, the
+    # conventions' way to give X-Ray's context priority, THEN that context is the parent and the
+    # request's a link (before: the request's always was); with tracecontext before xray-lambda,
+    # or by default, the request's is the parent and X-Ray's the link
+    task = write_function(tmp_path / "task", ECHO)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    xray = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=1"
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    event["headers"] = {**event.get("headers", {}), "traceparent": traceparent}
+    with instrumented(task, env={"OTEL_PROPAGATORS": propagators} if propagators else {}, timeout_s=30) as (emu, rx):
+        result = emu.invoke(event, trace_header=xray)
+        assert result.json() == {"statusCode": 200}
+        span = invocation_span(rx, result.request_id)
+    ids = {"xray": ("6759e9880123456789abcdef01234567", "1122334455667788"), "w3c": ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")}
+    parent, link = (ids["xray"], ids["w3c"]) if parent_is_xray else (ids["w3c"], ids["xray"])
+    assert (span["trace_id"], span["parent_span_id"]) == parent
+    assert [(link_["trace_id"], link_["span_id"]) for link_ in span["links"]] == [link]
+
+
+def test_with_xray_lambda_an_invocation_x_ray_did_not_sample_is_sampled_out_and_counted(tmp_path):
+    # GIVEN xray-lambda and the platform's trace header with Sampled=0 (active tracing off, or
+    # X-Ray's sampling said no) WHEN the function runs THEN no span, one sampled_out drop: the
+    # parent-based sampler follows X-Ray's decision, as with OpenTelemetry's propagator (the
+    # test fails if lambdawrap were to make its own root, sampled)
+    task = write_function(tmp_path / "task", ECHO)
+    unsampled = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=0"
+    with instrumented(task, env={"OTEL_PROPAGATORS": "xray-lambda"}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"order": 7}, trace_header=unsampled)
+        assert result.json() == {"statusCode": 200}
+        emu.wait_idle()
+        rx.wait_for_metrics(lambda p: p["name"] == "lambdawrap.dropped" and p["attributes"].get("reason") == "sampled_out", timeout=30)
+    assert not [s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == result.request_id]
+    # ... and the init's span, which joins the first invocation's trace
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "sampled_out"}) == 2
 
 
 CARRIES_ON = """

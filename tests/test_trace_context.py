@@ -494,6 +494,65 @@ def test_choose_parent(headers, client_context, message, xray, expected):
     assert choose_parent(headers, client_context, message, xray) == expected
 
 
+XRAY_HEADER = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=1"
+ORDERS = [
+    ("tracecontext", "xray-lambda"),  # OTEL_PROPAGATORS=tracecontext,baggage,xray-lambda (the conventions' example)
+    ("xray-lambda",),
+    ("xray-lambda", "tracecontext"),
+    ("tracecontext", "xray", "xray-lambda"),  # the conventions call it invalid; the SDK still extracts
+]
+# Names as the propagators' default getter looks them up (case-sensitively; lambdawrap reads
+# them in any case, as HTTP APIs lowercase them and REST APIs do not).
+CARRIERS = [
+    {},
+    {"traceparent": VALID},
+    {"X-Amzn-Trace-Id": XRAY_HEADER},
+    {"traceparent": VALID, "X-Amzn-Trace-Id": XRAY_HEADER},
+    {"traceparent": "garbage", "X-Amzn-Trace-Id": "Root=garbage"},
+]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=",".join)
+@pytest.mark.parametrize("carrier", CARRIERS, ids=lambda c: "+".join(c) or "none")
+@pytest.mark.parametrize("xray", [XRAY_SAMPLED, XRAY_UNSAMPLED, None], ids=["env-sampled", "env-unsampled", "no-env"])
+def test_with_xray_lambda_the_parent_is_the_one_opentelemetry_s_propagators_extract(order, carrier, xray, monkeypatch):
+    # GIVEN OTEL_PROPAGATORS naming xray-lambda (the semantic conventions' way to give Lambda's
+    # X-Ray active tracing context priority: before, lambdawrap ignored the order and the HTTP
+    # traceparent always won) WHEN the parent is chosen THEN it is the one the SDK's composite
+    # propagator extracts with opentelemetry-propagator-aws-xray's propagators, sampled or not
+    from opentelemetry import trace
+    from opentelemetry.propagators.aws import AwsXRayLambdaPropagator, AwsXRayPropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    if xray is None:
+        monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    else:
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", xray)
+    by_name = {"tracecontext": TraceContextTextMapPropagator(), "xray": AwsXRayPropagator(), "xray-lambda": AwsXRayLambdaPropagator()}
+    extracted = trace.get_current_span(CompositePropagator([by_name[name] for name in order]).extract(carrier)).get_span_context()
+    parent, link, _ = choose_parent(carrier, None, MESSAGE_CTX, xray, xray_lambda_order=order)
+    if extracted.is_valid:
+        assert parent is not None and (parent.trace_id, parent.span_id, parent.sampled) == (extracted.trace_id, extracted.span_id, extracted.trace_flags.sampled)
+        # ... the single message's context, not chosen, is linked when X-Ray's was
+        if parent.trace_id != VALID_CTX.trace_id:
+            assert link == (VALID_CTX if "traceparent" in carrier and carrier["traceparent"] == VALID else MESSAGE_CTX)
+    else:
+        # nothing extracted (not on Lambda): lambdawrap's own order
+        assert (parent, link) == choose_parent(carrier, None, MESSAGE_CTX, xray)[:2]
+
+
+def test_xray_lambda_order_is_read_from_otel_propagators():
+    from lambdawrap.shared.settings import Settings
+
+    def order(value: str) -> tuple:
+        return Settings.from_env({"OTEL_PROPAGATORS": value}, warn=False).xray_lambda_order
+
+    assert order("tracecontext,baggage,xray-lambda") == ("tracecontext", "xray-lambda")
+    assert order(" XRAY-LAMBDA , tracecontext") == ("xray-lambda", "tracecontext")
+    assert order("tracecontext,baggage,xray") == order("") == order("none,xray-lambda") == ()
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [

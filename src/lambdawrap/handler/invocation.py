@@ -307,11 +307,13 @@ class InvocationTracer:
             os.environ.get("_X_AMZN_TRACE_ID"),
             trigger.parent_state,
             trigger.parent_baggage,
+            self.settings.xray_lambda_order,
         )
         links = trigger.links
         if ambient is not None:
             # The platform's sampled X-Ray context, when the event's own context became the
-            # parent: the function ran inside it, so the span keeps a link to it.
+            # parent: the function ran inside it, so the span keeps a link to it (and the
+            # event's own when the X-Ray context was asked to come first).
             links = [ambient] + links[: trace_context.MAX_LINKS - 1]
         trace_id = parent.trace_id if parent else new_trace_id()
         span_id = new_span_id()

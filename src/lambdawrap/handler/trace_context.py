@@ -297,6 +297,30 @@ def _beside_traceparent(carrier: Any) -> Tuple[Optional[str], Optional[str]]:
     return _first_text(state), _first_text(baggage)
 
 
+def _propagated(order: tuple, headers: object, xray: Optional[str]) -> Tuple[Optional[SpanContext], bool]:
+    """(the parent, whether it is the W3C one) as the SDK's composite propagator extracts it
+    with these propagators in this order: each that finds a context replaces the one before;
+    ``xray-lambda`` reads the X-Ray header as ``xray`` does, then, when no propagator before it
+    had found a context, the environment's (``_X_AMZN_TRACE_ID``), sampled or not, which
+    replaces the header's (the semantic conventions' ``xray-lambda`` propagator)."""
+    current, from_w3c = None, False
+    for name in order:
+        if name == "tracecontext":
+            found = parse_traceparent(header(headers, "traceparent"))
+            if found is not None:
+                current, from_w3c = found, True
+            continue
+        had = current is not None
+        found = parse_xray(header(headers, "x-amzn-trace-id"))
+        if found is not None:
+            current, from_w3c = found, False
+        if name == "xray-lambda" and not had:
+            found = parse_xray(xray)
+            if found is not None:
+                current, from_w3c = found, False
+    return current, from_w3c
+
+
 def _first_text(value: Any) -> Optional[str]:
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
@@ -304,18 +328,33 @@ def _first_text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and len(value) <= MAX_RAW_CHARS else None
 
 
-def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None, message_baggage: Optional[str] = None) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
-    """The invocation span's parent, the platform's X-Ray context to link to when it was not
-    chosen as the parent although sampled (it is the ambient context the function runs in), and
-    the ``(tracestate, baggage)`` that came beside a W3C parent, as they came (None when neither
-    did): they are validated where they are used (shared.w3c_fields), not on every invocation.
+def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None, message_baggage: Optional[str] = None, xray_lambda_order: tuple = ()) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
+    """The invocation span's parent, a context to link to that was not chosen as the parent
+    (the platform's sampled X-Ray context, the ambient context the function runs in; with
+    ``xray-lambda`` first, the event's own), and the ``(tracestate, baggage)`` that came beside
+    a W3C parent, as they came (None when neither did): they are validated where they are used
+    (shared.w3c_fields), not on every invocation.
 
     In order: a W3C ``traceparent`` header of an HTTP-shaped event; the client context of a
     Lambda ``Invoke`` (``client_context_w3c``); the context a single message or payload carries;
     a sampled X-Ray context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP
-    ``X-Amzn-Trace-Id`` header.
+    ``X-Amzn-Trace-Id`` header. With ``xray_lambda_order`` (OTEL_PROPAGATORS naming
+    ``xray-lambda``), the parent the OpenTelemetry SDK's propagators would extract from the
+    event's headers in that order, whenever they extract one (``_propagated``).
     """
     try:
+        if xray_lambda_order:
+            parent, from_w3c = _propagated(xray_lambda_order, headers, xray)
+            if parent is not None and from_w3c:
+                beside = _beside_traceparent(headers)
+                return parent, _sampled_xray(xray), beside if beside != (None, None) else None
+            if parent is not None:
+                # The X-Ray context the user asked to come first (Lambda's active tracing
+                # segment): the one the event or its caller carries stays reachable as a link.
+                own = parse_traceparent(header(headers, "traceparent"))
+                if own is None and client_context is not None:
+                    own = parse_traceparent(client_context.get("traceparent"))
+                return parent, own or message, None
         ambient = _sampled_xray(xray)
         parent = parse_traceparent(header(headers, "traceparent"))
         carrier: Any = headers

@@ -169,6 +169,10 @@ _FIELDS = (
     ("instrument", ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")),
     ("instrument_exclude_hosts", ()),  # lowercased host or host:port
     ("propagators", ("tracecontext", "baggage")),
+    # With xray-lambda named in OTEL_PROPAGATORS: the names that read a parent, in their order
+    # (tracecontext, xray, xray-lambda), for the parent the OpenTelemetry SDK's composite
+    # propagator would extract; () for lambdawrap's own choice of parent.
+    ("xray_lambda_order", ()),
     ("http_known_methods", HTTP_METHODS),
     ("propagate_aws", AWS_CARRIERS),
     ("own_endpoints", ()),  # host:port of the Runtime API, the secrets API, X-Ray, the collector
@@ -261,6 +265,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             instrument=parse(INSTRUMENT, d.instrument, _names_of(LIBRARIES, LIBRARY_GROUPS)),
             instrument_exclude_hosts=parse(INSTRUMENT_EXCLUDE_HOSTS, (), _hosts),
             propagators=parse(PROPAGATORS, d.propagators, _propagators),
+            xray_lambda_order=_xray_lambda_order(env.get(PROPAGATORS, "")),
             http_known_methods=parse(HTTP_KNOWN_METHODS, d.http_known_methods, _http_methods),
             propagate_aws=parse(PROPAGATE_AWS, d.propagate_aws, _names_of(AWS_CARRIERS, {})),
             own_endpoints=_own_endpoints(env, (secrets_port, secrets_compat_port, secrets_aws_port), {name for name, value in otlp_corrections if value is None}),
@@ -533,6 +538,13 @@ def _propagators(raw: str) -> tuple:
     if "none" in _names(raw):
         return ()
     return _names_of(PROPAGATOR_NAMES, PROPAGATOR_GROUPS)(raw)
+
+
+def _xray_lambda_order(raw: str) -> tuple:
+    names = _names(raw)
+    if "xray-lambda" not in names or "none" in names:
+        return ()
+    return tuple(name for name in names if name in ("tracecontext", "xray", "xray-lambda"))
 
 
 def _host_port(address: str, default_port: int) -> str:
