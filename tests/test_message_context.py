@@ -202,6 +202,15 @@ def test_a_malformed_w3c_value_does_not_hide_the_next_place(bad):
     assert (mc.sns_message_context(sns), mc.sns_message_beside(sns)) == ((TP, True), ("a=b", None))
 
 
+@pytest.mark.parametrize("placeholder", ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"])
+def test_a_well_formed_value_that_is_no_context_does_not_hide_the_one_after_it_in_a_text(placeholder):
+    # GIVEN a message body whose own document holds a placeholder traceparent before
+    # lambdawrap's carrier WHEN the context is read THEN the carrier's (before: none at all)
+    body = json.dumps({"audit": {"traceparent": placeholder}, "_lambdawrap": {"traceparent": TP}})
+    assert mc.text_context(body) == TP
+    assert mc.sqs_message_context({"body": body}) == (TP, True)
+
+
 def test_a_pipe_s_kinesis_records_hold_their_data_at_the_top():
     # An EventBridge Pipe hands over Kinesis records flat: {"data", "eventSource", ...}.
     assert mc.kinesis_record_context({"eventSource": "aws:kinesis", "data": b64({"traceparent": TP})}) == (TP, True)

@@ -79,7 +79,9 @@ def _search(window: str) -> Optional[str]:
         if start < 0:
             return None
         match = pattern.match(window, start)
-        if match:
+        # A well-formed value that is no context (all-zero ids, version ff: a placeholder in the
+        # user's document) must not hide the one after it, lambdawrap's own carrier above all.
+        if match and _w3c(match.group(1)) is not None:
             return match.group(1)
         start += 13
     return None
