@@ -419,6 +419,10 @@ def test_a_batch_or_its_resources_given_as_a_tuple_are_measured_and_carried_as_a
         # a client context no header can hold (a line break), or not UTF-8: sent as written
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.encodebytes(b'{"custom":{}}').decode()}),
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode('{"custom":{}}'.encode("utf-16")).decode()}),
+        # a number JSON has no word for once read (it would go as "Infinity"), and the
+        # function's own context where context.w3c() reads it
+        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode(b'{"custom":{"n":1e400}}').decode()}),
+        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode(('{"w3c":{"traceparent":"%s"}}' % TP2).encode()).decode()}),
         # a payload carrying the function's own context at its top, which the consumer reads
         ("events", "PutEvents", {"Entries": [{"Source": "s", "DetailType": "t", "Detail": '{"traceparent": "%s", "a": 1}' % TP2}]}),
         ("stepfunctions", "StartExecution", {"input": '{"traceparent": "%s", "a": 1}' % TP2}),
@@ -437,6 +441,17 @@ def test_parameters_botocore_would_refuse_or_not_ours_to_read_are_left_as_writte
     assert sent == params
 
 
+def test_a_client_context_s_own_tracestate_stays_beside_our_traceparent():
+    # GIVEN a client context whose custom object holds a tracestate of the function's own (no
+    # traceparent) WHEN the context is carried THEN ours joins it, theirs is not replaced (as on
+    # an HTTP request; before: replaced by the invocation's)
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    params = {"FunctionName": "f", "ClientContext": base64.b64encode(b'{"custom":{"tracestate":"mine=1","k":"v"}}').decode()}
+    assert aws_carriers.inject("lambda", "Invoke", params, {"traceparent": TP, "tracestate": "vendor=x"}, ENABLED)
+    assert json.loads(base64.b64decode(params["ClientContext"]))["custom"] == {"tracestate": "mine=1", "k": "v", "traceparent": TP}
+
+
 def test_a_json_payload_gains_the_context_and_keeps_every_other_byte():
     from lambdawrap.handler.outgoing import aws_carriers
 
@@ -452,3 +467,22 @@ def test_a_json_payload_gains_the_context_and_keeps_every_other_byte():
     record = {"PartitionKey": "k", "Data": data}
     assert aws_carriers.inject("kinesis", "PutRecord", record, {"traceparent": TP}, ENABLED)
     assert record["Data"] == b"{" + member.encode() + b"," + data[1:]
+
+
+@pytest.mark.parametrize(
+    "service, operation, params",
+    [
+        ("sqs", "SendMessageBatch", {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "Entries": [{"Id": "1", "MessageBody": "a"}, {"Id": "2", "MessageBody": "b"}]}),
+        # botocore takes a tuple for a list (before: no count)
+        ("sqs", "SendMessageBatch", {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "Entries": ({"Id": "1", "MessageBody": "a"}, {"Id": "2", "MessageBody": "b"})}),
+        # SNS's batch (before: no count)
+        ("sns", "PublishBatch", {"TopicArn": "arn:aws:sns:us-east-1:1:t", "PublishBatchRequestEntries": [{"Id": "1", "Message": "a"}, {"Id": "2", "Message": "b"}]}),
+    ],
+)
+def test_a_batch_send_s_span_counts_its_messages(service, operation, params):
+    # The messaging conventions: messaging.batch.message_count on an operation on a batch.
+    from lambdawrap.handler.outgoing import aws_services
+
+    attributes: dict = {}
+    aws_services.request_attributes(service, operation, params, "us-east-1", attributes)
+    assert attributes["messaging.batch.message_count"] == 2 and attributes["messaging.operation.type"] == "send"

@@ -605,6 +605,93 @@ def test_hosts_excluded_as_host_port_are_not_traced_and_an_entry_written_otherwi
     assert len(said) == 1 and f"entries {kept.url}, *.example.com (" in said[0], lines
 
 
+AWS_THEN_HTTP = """
+import os, urllib.request
+import boto3
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    sqs.list_queues()
+    urllib.request.urlopen(event["http"] + "/status/200", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_an_aws_endpoint_excluded_as_host_port_is_not_traced(tmp_path, moto):
+    # GIVEN a function calling an AWS endpoint excluded as host:port (a LocalStack or VPC
+    # endpoint), then an HTTP server that is not WHEN it runs THEN only the HTTP call has a
+    # span (before: AWS SDK calls ignored LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS)
+    task = write_function(tmp_path / "task", AWS_THEN_HTTP)
+    host_port = moto.endpoint.split("://", 1)[1].rstrip("/")
+    env = {"MOTO_URL": moto.endpoint, "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": host_port, "OTEL_PROPAGATORS": "tracecontext,xray"}
+    with recording_server() as http, instrumented(task, env=env, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        (call,) = children(rx, invocation, 1)
+        emu.stop()
+    assert call["name"] == "GET" and [s["name"] for s in rx.spans() if s["kind"] == CLIENT] == ["GET"]
+
+
+ODD_ANSWERS = """
+import io, urllib.request, urllib.error
+
+
+class Answer(io.BytesIO):
+    url = "http://odd.test/"
+    code, msg = 200, "OK"  # what urllib's own error processor reads
+
+    def info(self):
+        return {}
+
+    @property
+    def status(self):
+        raise RuntimeError("the function's answer has no status to give")
+
+
+class Refusal(urllib.error.HTTPError):
+    @property
+    def code(self):
+        raise RuntimeError("the function's error has no code to give")
+
+    @code.setter
+    def code(self, value):
+        pass
+
+
+class Odd(urllib.request.BaseHandler):
+    handler_order = 100  # before urllib's own HTTPHandler
+
+    def http_open(self, request):
+        if request.full_url.endswith("/refuse"):
+            raise Refusal(request.full_url, 418, "no", {}, None)
+        return Answer(b"odd")
+
+
+def handler(event, context):
+    opener = urllib.request.build_opener(Odd)
+    body = opener.open("http://odd.test/answer", timeout=5).read().decode()
+    try:
+        opener.open("http://odd.test/refuse", timeout=5)
+    except Refusal as exc:
+        return {"body": body, "raised": type(exc).__name__, "msg": exc.msg}
+"""
+
+
+def test_an_answer_or_error_whose_properties_raise_reaches_the_function_as_it_came(tmp_path):
+    # GIVEN an opener handler of the function's own answering with an object whose `status`
+    # raises, and raising an HTTPError subclass whose `code` raises WHEN the function calls
+    # through it THEN it gets its answer and its exception, as without the layer (before: what
+    # lambdawrap's reading of them raised replaced them), and each call still has its span
+    task = write_function(tmp_path / "task", ODD_ANSWERS)
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        assert result.json() == {"body": "odd", "raised": "Refusal", "msg": "no"}, result.json()
+        invocation = invocation_span(rx, result.request_id)
+        calls = children(rx, invocation, 2)
+    assert [s["attributes"]["url.full"] for s in calls] == ["http://odd.test/answer", "http://odd.test/refuse"]
+
+
 CALLS_ITS_COLLECTOR = """
 import urllib.request
 
@@ -942,6 +1029,40 @@ def test_a_request_kept_across_invocations_carries_only_the_current_context(tmp_
     # baggage only: none of an earlier caller's left on the object
     sent = [(r["headers"].get("traceparent", "")[3:35], r["headers"].get("tracestate"), r["headers"].get("baggage")) for r in http.requests]
     expected = [(trace(n + 1), caller.get("tracestate"), caller.get("baggage")) for n, caller in enumerate(callers) for _ in range(3)]
+    assert sent == expected, sent
+
+
+SETS_ITS_OWN_BAGGAGE = """
+import urllib3, requests
+
+def handler(event, context):
+    base = event["http"]
+    # New requests each time, with the baggage and tracestate the function itself sets
+    requests.get(base + "/status/200?via=requests", headers={"baggage": event["baggage"], "tracestate": event["tracestate"]}, timeout=5)
+    urllib3.PoolManager().request("GET", base + "/status/200?via=urllib3", headers={"baggage": event["baggage"]})
+    return {"statusCode": 200}
+"""
+
+
+def test_a_new_request_s_own_baggage_and_tracestate_are_the_function_s_even_when_lambdawrap_wrote_the_same_before(tmp_path):
+    # GIVEN a first invocation whose caller sent baggage tenant=acme (lambdawrap carries it on),
+    # then invocations whose function sets that same value on new requests itself, once with
+    # no caller baggage and once with another caller's
+    task = write_function(tmp_path / "task", SETS_ITS_OWN_BAGGAGE)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    plain = {name: value for name, value in event["headers"].items() if name not in ("traceparent", "tracestate", "baggage")}
+    caller = {"traceparent": f"00-{1:032x}-{1:016x}-01", "tracestate": "vendor=1", "baggage": "tenant=acme"}
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        for headers in (caller, {}, dict(caller, baggage="env=staging", tracestate="vendor=2")):
+            function_sets = {"http": http.url, "baggage": "tenant=acme", "tracestate": "vendor=1"}
+            assert emu.invoke(dict(event, headers=dict(plain, **headers), body=None, **function_sets)).json() == {"statusCode": 200}
+    # THEN every request carries the function's own values, never removed nor replaced by the
+    # caller's (before: the second invocation's went without baggage and tracestate, the
+    # third's with the caller's env=staging and vendor=2); where it set none, the caller's
+    sent = [(r["path"].rsplit("=", 1)[1], r["headers"].get("baggage"), r["headers"].get("tracestate")) for r in http.requests]
+    expected = []
+    for caller_state in ("vendor=1", None, "vendor=2"):
+        expected += [("requests", "tenant=acme", "vendor=1"), ("urllib3", "tenant=acme", caller_state)]
     assert sent == expected, sent
 
 

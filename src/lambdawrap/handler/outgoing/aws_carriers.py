@@ -277,8 +277,18 @@ def _client_context(params: dict, fields: dict) -> bool:
         custom = {}
     elif not isinstance(custom, dict) or "traceparent" in custom:
         return True  # the function's own value (a string, a list) or context: not ours to replace
-    context = dict(context, custom=dict(custom, **{k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}))
-    encoded = base64.b64encode(json.dumps(context, separators=(",", ":")).encode("utf-8")).decode("ascii")
+    w3c = context.get("w3c")
+    if isinstance(w3c, dict) and "traceparent" in w3c:
+        return True  # the function's own context where the runtimes' context.w3c() reads it
+    # A tracestate of the function's own stays, as on an HTTP request.
+    ours = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate") and k not in custom}
+    try:
+        # Not as a number JSON has no word for (1e400 read as inf): the function invoked would
+        # get "Infinity", which no JSON parser but Python's reads.
+        text = json.dumps(dict(context, custom=dict(custom, **ours)), separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return True  # left as the function wrote it
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
     if len(encoded) > MAX_CLIENT_CONTEXT_BYTES:
         return False
     params["ClientContext"] = encoded

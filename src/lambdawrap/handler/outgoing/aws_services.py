@@ -52,7 +52,7 @@ def _sqs(operation: str, params: dict, region: str, attributes: dict) -> None:
     operation_type = _SQS_OPERATION_TYPES.get(operation)
     if operation_type:
         attributes["messaging.operation.type"] = operation_type
-    if operation == "SendMessageBatch" and isinstance(params.get("Entries"), list):
+    if operation == "SendMessageBatch" and isinstance(params.get("Entries"), (list, tuple)):  # botocore takes both
         attributes["messaging.batch.message_count"] = len(params["Entries"])
 
 
@@ -67,6 +67,8 @@ def _sns(operation: str, params: dict, region: str, attributes: dict) -> None:
         if destination:
             attributes["messaging.destination.name"] = destination
         attributes["messaging.operation.type"] = "send"
+    if operation == "PublishBatch" and isinstance(params.get("PublishBatchRequestEntries"), (list, tuple)):
+        attributes["messaging.batch.message_count"] = len(params["PublishBatchRequestEntries"])
 
 
 def _lambda(operation: str, params: dict, region: str, attributes: dict) -> None:

@@ -134,6 +134,11 @@ class AwsCallEvents:
         try:
             parts = split_url(params.get("url") or "")
             if parts is not None:
+                if self._recorder.excluded(parts[1], parts[2]):
+                    # LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS: known only now that botocore resolved
+                    # the endpoint, after the parameters (the payload's context) were written.
+                    call.span.sampled = False  # never recorded
+                    return
                 call.span.attributes["server.address"] = parts[1]
                 call.span.attributes["server.port"] = parts[2]
             if self._propagation.xray:

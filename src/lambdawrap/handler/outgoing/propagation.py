@@ -132,6 +132,7 @@ def user_baggage() -> str:
 _WRITTEN: dict = {}
 _MAX_WRITTEN = 1024
 CARRIED = ("traceparent", "tracestate", "baggage", XRAY_HEADER.lower())
+_ONE_PER_INVOCATION = ("tracestate", "baggage")  # the same on every send: a value tells no send
 
 
 def written_by_us(name: str, value: object) -> bool:
@@ -175,16 +176,24 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     # value: a tracestate or baggage is not one send's (every request of an invocation carries
     # the same, as does the caller's own header, which a function forwarding it sends on), so its
     # value alone does not tell it from one lambdawrap wrote (a traceparent's does: a span's).
+    # Nor does it alone tell a request sent again from a new one whose function set the same
+    # baggage: only a request holding a traceparent or X-Ray header of ours (a span's, one send's)
+    # was sent before, and only there are its tracestate and baggage ours too.
+    resent = (parent is not None and not own_parent) or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
+
+    def ours(name: str, value: str) -> bool:
+        return written_by_us(name, value) and (resent or name.lower() not in _ONE_PER_INVOCATION)
+
     to_set = []
     for name, value in pairs:
         old = present.get(name.lower())
-        if old is None or (not own_parent and written_by_us(name, old)):
+        if old is None or (not own_parent and ours(name, old)):
             to_set.append((name, value))
             _remember((name.lower(), value))
     if not present or own_parent:
         return to_set, []
     wanted = {name.lower() for name, _ in pairs}
-    return to_set, [name for name, value in present.items() if name not in wanted and written_by_us(name, value)]
+    return to_set, [name for name, value in present.items() if name not in wanted and ours(name, value)]
 
 
 def _names_another_trace(theirs: object, pairs: list) -> bool:
