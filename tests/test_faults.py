@@ -773,17 +773,27 @@ def test_a_bad_value_warning_names_a_default_that_is_itself_a_valid_value(name, 
         assert [r.getMessage() for r in caplog.records if name in r.getMessage()] == [], default
 
 
-@pytest.mark.parametrize("name", ["LAMBDAWRAP_LOG_LEVEL", "LAMBDAWRAP_FLUSH", "LAMBDAWRAP_FLUSH_BUDGET_MS", "LAMBDAWRAP_SECRETS_TTL", "SSM_PARAMETER_STORE_TTL"])
-def test_a_value_of_unicode_blanks_is_a_bad_value_not_an_unset_one(name, caplog):
+LISTS = {"OTEL_PROPAGATORS": "propagators", "LAMBDAWRAP_INSTRUMENT": "instrument", "LAMBDAWRAP_PROPAGATE_AWS": "propagate_aws"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, "\u00a0") for name in ("LAMBDAWRAP_LOG_LEVEL", "LAMBDAWRAP_FLUSH", "LAMBDAWRAP_FLUSH_BUDGET_MS", "LAMBDAWRAP_SECRETS_TTL", "SSM_PARAMETER_STORE_TTL", *LISTS)]
+    + [(name, value) for name in LISTS for value in (",", " , ")],
+)
+def test_a_value_of_unicode_blanks_or_commas_is_a_bad_value_not_an_unset_one(name, value, caplog):
     # GIVEN a value of blanks the launchers' [:space:] does not hold (a no-break space pasted
-    # from a document) WHEN the settings are built THEN one warning, as for "\xa0debug" (before:
-    # dropped without a word, as if unset: str.strip() holds it)
+    # from a document), or commas alone WHEN the settings are built THEN one warning, as for
+    # "\xa0debug", and the default (before: dropped without a word, as if unset, str.strip()
+    # holding it; a list of nothing, which switched tracing or propagation off)
     from lambdawrap.shared.settings import Settings
 
     with caplog.at_level("WARNING", logger="lambdawrap"):
-        Settings.from_env({name: "\u00a0"})
+        settings = Settings.from_env({name: value})
     said = [r.getMessage() for r in caplog.records if name in r.getMessage()]
     assert len(said) == 1 and "using the default" in said[0], said
+    if name in LISTS:
+        assert getattr(settings, LISTS[name]) == getattr(Settings.from_env({}), LISTS[name])
 
 
 # {scratch} is a folder of the function's, holding its file data.json.

@@ -690,6 +690,8 @@ def test_an_answer_or_error_whose_properties_raise_reaches_the_function_as_it_ca
         invocation = invocation_span(rx, result.request_id)
         calls = children(rx, invocation, 2)
     assert [s["attributes"]["url.full"] for s in calls] == ["http://odd.test/answer", "http://odd.test/refuse"]
+    # ... the refused one failed with the exception the function got, the other did not
+    assert [s["attributes"].get("error.type") for s in calls] == [None, "Refusal"]
 
 
 CALLS_ITS_COLLECTOR = """
@@ -789,6 +791,33 @@ def test_otel_propagators_naming_xray_lambda_first_gives_lambda_s_x_ray_context_
     parent, link = (ids["xray"], ids["w3c"]) if parent_is_xray else (ids["w3c"], ids["xray"])
     assert (span["trace_id"], span["parent_span_id"]) == parent
     assert [(link_["trace_id"], link_["span_id"]) for link_ in span["links"]] == [link]
+
+
+PAYLOAD_CARRIES_ON = """
+import urllib.request
+
+def handler(event, context):
+    urllib.request.urlopen(event["target"] + "/status/200", timeout=5).read()
+    return "ok"
+"""
+
+
+def test_with_tracecontext_before_xray_lambda_a_payload_s_headers_parent_the_invocation(tmp_path):
+    # GIVEN OTEL_PROPAGATORS=tracecontext,baggage,xray-lambda (the conventions' example) and a
+    # direct invocation whose payload carries the caller's context in `headers` (where
+    # OpenTelemetry's botocore instrumentation puts an Invoke's), Lambda's header unsampled
+    # WHEN it runs THEN that context is the parent and its baggage goes on, as OpenTelemetry's
+    # Lambda instrumentation extracts it from any event's headers (before: X-Ray's unsampled
+    # context won, and the invocation was sampled out)
+    task = write_function(tmp_path / "task", PAYLOAD_CARRIES_ON)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    unsampled = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=0"
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "tracecontext,baggage,xray-lambda"}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"target": http.url, "headers": {"traceparent": traceparent, "baggage": "tenant=acme"}}, trace_header=unsampled)
+        assert result.json() == "ok"
+        span = invocation_span(rx, result.request_id)
+    assert (span["trace_id"], span["parent_span_id"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert http.requests[-1]["headers"]["baggage"] == "tenant=acme"
 
 
 def test_with_xray_lambda_an_invocation_x_ray_did_not_sample_is_sampled_out_and_counted(tmp_path):
@@ -1010,25 +1039,30 @@ def handler(event, context):
 """
 
 
-def test_a_request_kept_across_invocations_carries_only_the_current_context(tmp_path):
+@pytest.mark.parametrize("propagators", ["", "baggage"])
+def test_a_request_kept_across_invocations_carries_only_the_current_context(tmp_path, propagators):
     # GIVEN request objects the function keeps and sends in every invocation, and invocations
-    # whose callers send a tracestate and baggage, then neither, then another tracestate
+    # whose callers send a tracestate and baggage, then another baggage, then neither; with
+    # OTEL_PROPAGATORS=baggage too, where no traceparent marks a request as sent before
     trace = lambda n: f"{n:032x}"
     callers = [
         {"traceparent": f"00-{trace(1)}-{1:016x}-01", "tracestate": "first=1", "baggage": "tenant=a"},
-        {"traceparent": f"00-{trace(2)}-{2:016x}-01"},
+        {"traceparent": f"00-{trace(2)}-{2:016x}-01", "baggage": "tenant=b"},
         {"traceparent": f"00-{trace(3)}-{3:016x}-01", "tracestate": "third=3"},
     ]
     task = write_function(tmp_path / "task", KEPT_ACROSS_INVOCATIONS)
     event = json.loads((EVENTS / "apigw-http.json").read_text())
     plain = {name: value for name, value in event["headers"].items() if name not in ("traceparent", "tracestate", "baggage")}
-    with recording_server() as http, instrumented(task, env={"HTTP_URL": http.url}, timeout_s=30) as (emu, rx):
+    with recording_server() as http, instrumented(task, env={"HTTP_URL": http.url, **({"OTEL_PROPAGATORS": propagators} if propagators else {})}, timeout_s=30) as (emu, rx):
         for headers in callers:
             assert emu.invoke(dict(event, headers=dict(plain, **headers))).json() == {"statusCode": 200}
     # THEN each send carries its own invocation's trace, and that invocation's tracestate and
     # baggage only: none of an earlier caller's left on the object
     sent = [(r["headers"].get("traceparent", "")[3:35], r["headers"].get("tracestate"), r["headers"].get("baggage")) for r in http.requests]
-    expected = [(trace(n + 1), caller.get("tracestate"), caller.get("baggage")) for n, caller in enumerate(callers) for _ in range(3)]
+    if propagators == "baggage":
+        expected = [("", None, caller.get("baggage")) for caller in callers for _ in range(3)]
+    else:
+        expected = [(trace(n + 1), caller.get("tracestate"), caller.get("baggage")) for n, caller in enumerate(callers) for _ in range(3)]
     assert sent == expected, sent
 
 

@@ -542,6 +542,15 @@ def test_with_xray_lambda_the_parent_is_the_one_opentelemetry_s_propagators_extr
         assert (parent, link) == choose_parent(carrier, None, MESSAGE_CTX, xray)[:2]
 
 
+def test_with_xray_lambda_first_the_request_s_baggage_still_goes_on():
+    # OpenTelemetry's baggage propagator reads baggage apart from the parent: the X-Ray
+    # context is the parent, the request's traceparent a link, its baggage carried (its
+    # tracestate, which belongs to that traceparent, not)
+    headers = {"traceparent": VALID, "tracestate": "a=b", "baggage": "tenant=acme"}
+    assert choose_parent(headers, None, None, XRAY_SAMPLED, xray_lambda_order=("xray-lambda",)) == (XRAY_CTX, VALID_CTX, (None, "tenant=acme"))
+    assert choose_parent({"traceparent": VALID}, None, None, XRAY_SAMPLED, xray_lambda_order=("xray-lambda",)) == (XRAY_CTX, VALID_CTX, None)
+
+
 def test_xray_lambda_order_is_read_from_otel_propagators():
     from lambdawrap.shared.settings import Settings
 

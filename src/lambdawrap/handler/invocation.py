@@ -300,8 +300,13 @@ class InvocationTracer:
         first = self._invocations == 1
         proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
+        headers = trigger.headers
+        if headers is None and self.settings.xray_lambda_order and type(event) is dict:
+            # OpenTelemetry's Lambda instrumentations read any event's `headers` object (where
+            # their botocore instrumentation puts an Invoke's context) with the propagators.
+            headers = event.get("headers") if type(event.get("headers")) is dict else None
         parent, ambient, beside = trace_context.choose_parent(
-            trigger.headers,
+            headers,
             trace_context.client_context_w3c(context),
             trigger.parent,
             os.environ.get("_X_AMZN_TRACE_ID"),

@@ -350,11 +350,13 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
                 return parent, _sampled_xray(xray), beside if beside != (None, None) else None
             if parent is not None:
                 # The X-Ray context the user asked to come first (Lambda's active tracing
-                # segment): the one the event or its caller carries stays reachable as a link.
+                # segment): the one the event or its caller carries stays reachable as a link,
+                # and the baggage the headers carry goes on (its propagator reads it apart).
                 own = parse_traceparent(header(headers, "traceparent"))
                 if own is None and client_context is not None:
                     own = parse_traceparent(client_context.get("traceparent"))
-                return parent, own or message, None
+                baggage = _beside_traceparent(headers)[1] if isinstance(headers, dict) else None
+                return parent, own or message, (None, baggage) if baggage else None
         ambient = _sampled_xray(xray)
         parent = parse_traceparent(header(headers, "traceparent"))
         carrier: Any = headers

@@ -468,7 +468,7 @@ def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
 
 
 def _names(raw: str) -> tuple:
-    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    return tuple(part.strip(BLANKS).lower() for part in raw.split(",") if part.strip(BLANKS))
 
 
 def _hosts(raw: str) -> tuple:
@@ -516,6 +516,8 @@ def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
         names = _names(raw)
         if names == ("none",):
             return ()
+        if not names:  # commas only: no choice of nothing (that is `none`), a bad value
+            raise ValueError("expected none or names out of " + ", ".join(tuple(groups) + choices))
         chosen, unknown = set(), []
         for name in names:
             if name in groups:

@@ -133,6 +133,7 @@ _WRITTEN: dict = {}
 _MAX_WRITTEN = 1024
 CARRIED = ("traceparent", "tracestate", "baggage", XRAY_HEADER.lower())
 _ONE_PER_INVOCATION = ("tracestate", "baggage")  # the same on every send: a value tells no send
+_ONE_PER_SEND = ("traceparent", XRAY_HEADER.lower())  # a span's: a value tells its send
 
 
 def written_by_us(name: str, value: object) -> bool:
@@ -179,7 +180,9 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     # Nor does it alone tell a request sent again from a new one whose function set the same
     # baggage: only a request holding a traceparent or X-Ray header of ours (a span's, one send's)
     # was sent before, and only there are its tracestate and baggage ours too.
+    # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by.
     resent = (parent is not None and not own_parent) or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
+    resent = resent or not any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
 
     def ours(name: str, value: str) -> bool:
         return written_by_us(name, value) and (resent or name.lower() not in _ONE_PER_INVOCATION)
@@ -217,8 +220,8 @@ def header_text(value: object) -> str:
 def add_missing(headers: object, pairs: list) -> None:
     """Set each header the mapping does not have yet (any case), leaving the user's alone (values
     of ours left from an earlier send of the same request are replaced, or removed)."""
-    if not pairs:
-        return
+    if not pairs and not (headers and _WRITTEN):
+        return  # nothing to carry, and nothing of ours that could be left there
     keys = {(k if type(k) is str else header_text(k)).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
     present = {name: header_text(headers[key]) for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
     to_set, to_remove = carried_changes(present, pairs)
