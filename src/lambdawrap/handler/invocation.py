@@ -304,7 +304,8 @@ class InvocationTracer:
         if headers is None and self.settings.xray_lambda_order and type(event) is dict:
             # OpenTelemetry's Lambda instrumentations read any event's `headers` object (where
             # their botocore instrumentation puts an Invoke's context) with the propagators.
-            headers = event.get("headers") if type(event.get("headers")) is dict else None
+            headers = event.get("headers")
+            headers = headers if type(headers) is dict else None
         parent, ambient, beside = trace_context.choose_parent(
             headers,
             trace_context.client_context_w3c(context),

@@ -118,13 +118,13 @@ def sync_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable", on_
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             if call is not None:
-                _ended(calls, lambda: calls.failed(call, exc), failed, call, exc)
+                _ended(calls, call, failed, (call, exc), exc)
             else:
                 interrupted_below(exc)
             drop_own_frame(exc)
             raise
         if call is not None:
-            _ended(calls, lambda: calls.answered(call, None), on_answer, call, instance, result)
+            _ended(calls, call, on_answer, (call, instance, result))
         return result
 
     return labelled_as_bootstrap(wrapper)  # on 3.10 its entry is taken out further up
@@ -145,22 +145,25 @@ def async_wrapper(calls: HttpCalls, begin: "Callable", on_answer: "Callable") ->
             drop_own_frame(exc)
             raise
         if call is not None:
-            _ended(calls, lambda: calls.answered(call, None), on_answer, call, instance, result)
+            _ended(calls, call, on_answer, (call, instance, result))
         return result
 
     return labelled_as_bootstrap(wrapper)
 
 
-def _ended(calls: HttpCalls, fallback: "Callable[[], None]", end: "Callable", *args: "Any") -> None:
-    """End a call with `end`, which reads the library's answer or exception (a property of a
-    subclass may raise anything): what it raises is counted, never raised in place of the
-    function's own result or exception, and the call still ends, by `fallback` (answered, or
-    failed with the exception the function gets)."""
+def _ended(calls: HttpCalls, call: Call, end: "Callable", args: tuple, exc: "BaseException | None" = None) -> None:
+    """End `call` with `end(*args)`, which reads the library's answer or exception `exc` (a
+    property of a subclass may raise anything): what it raises is counted, never raised in place
+    of the function's own result or exception, and the call still ends, answered or failed with
+    the exception the function gets."""
     try:
         end(*args)
     except Exception:  # noqa: BLE001
         FAILURES.record(f"reading a {calls.scope} answer")
-        fallback()
+        if exc is None:
+            calls.answered(call, None)
+        else:
+            calls.failed(call, exc)
 
 
 def answered_with(calls: HttpCalls, status_attribute: str) -> "Callable":

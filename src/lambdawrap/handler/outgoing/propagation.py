@@ -181,8 +181,12 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     # baggage: only a request holding a traceparent or X-Ray header of ours (a span's, one send's)
     # was sent before, and only there are its tracestate and baggage ours too.
     # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by.
-    resent = (parent is not None and not own_parent) or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
-    resent = resent or not any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
+    # Worked out only for a request holding a carried header: a new one (most sends) asks nothing.
+    resent = bool(present) and (
+        (parent is not None and not own_parent)
+        or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
+        or not any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
+    )
 
     def ours(name: str, value: str) -> bool:
         return written_by_us(name, value) and (resent or name.lower() not in _ONE_PER_INVOCATION)

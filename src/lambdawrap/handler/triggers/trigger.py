@@ -149,8 +149,9 @@ class Trigger:
         self.span_name = span_name
         self.span_kind = span_kind
         self.parent = parent
-        self.parent_state = parent_state
-        self.parent_baggage = parent_baggage
+        # What came beside a context is nothing without it.
+        self.parent_state = parent_state if parent else None
+        self.parent_baggage = parent_baggage if parent else None
         self.status_without_code = status_without_code
 
     @property
@@ -172,7 +173,7 @@ class Trigger:
 
 def other(parent: Optional[SpanContext] = None, parent_state: Optional[str] = None, parent_baggage: Optional[str] = None) -> Trigger:
     # A fresh dict every time: callers may add attributes to the one they get.
-    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent, parent_state=parent_state if parent else None, parent_baggage=parent_baggage if parent else None)
+    return Trigger(OTHER, {"faas.trigger": "other"}, parent=parent, parent_state=parent_state, parent_baggage=parent_baggage)
 
 
 def text(value: object) -> Optional[str]:
@@ -282,4 +283,4 @@ def messaging_trigger(kind: str, attributes: dict, links: Optional[List] = None,
     destination), as the messaging conventions name "process" spans."""
     destination = attributes.get("messaging.destination.name")
     name = "process " + destination if destination else "process"
-    return Trigger(kind, attributes, None, links, name, CONSUMER, parent, parent_state if parent else None, parent_baggage=parent_baggage if parent else None)
+    return Trigger(kind, attributes, None, links, name, CONSUMER, parent, parent_state, parent_baggage=parent_baggage)
