@@ -375,6 +375,18 @@ TELEMETRY_GARBAGE = [
     json.dumps([{"type": "platform.start", "time": 12, "record": {"requestId": {"a": 1}}}, {"type": "function", "record": {"not": "a line"}}]).encode(),
 ]
 
+# Requests no HTTP client sends: a negative length, and chunk sizes int() would take (a sign
+# sent the listener back over what it had read, for ever: the companion stopped), a chunk
+# without its CRLF.
+_CHUNKED = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+RAW_TELEMETRY_GARBAGE = [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n[]",
+    _CHUNKED + b"-6\r\nhello\r\n0\r\n\r\n",
+    _CHUNKED + b"+2\r\n[]\r\n0\r\n\r\n",
+    _CHUNKED + b"0x2\r\n[]\r\n0\r\n\r\n",
+    _CHUNKED + b"2\r\n[]XY0\r\n\r\n",
+]
+
 
 def send_socket_garbage(path: str) -> None:
     for garbage in SOCKET_GARBAGE:
@@ -392,9 +404,10 @@ def post_telemetry_garbage(port: int) -> list:
                 statuses.append(response.status)
         except urllib.error.HTTPError as err:
             statuses.append(err.code)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n[]")
-        statuses.append(int(conn.recv(100).split()[1]))
+    for raw in RAW_TELEMETRY_GARBAGE:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(raw)
+            statuses.append(int(conn.recv(100).split()[1]))
     return statuses
 
 

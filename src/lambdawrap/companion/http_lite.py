@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 
+from lambdawrap.companion.chunked_body import MalformedChunks, take_chunked
 from lambdawrap.companion.event_loop import READ_SIZE
 from lambdawrap.shared.framing import decode_json
 
@@ -245,27 +246,10 @@ def _content_length(value: str | None, received: int) -> int | None:
 def _dechunked(buffer: bytearray, received: int) -> tuple | None:
     """(body, bytes of the buffer it used) of a chunked response once its last chunk (and
     trailers) arrived, else None."""
-    body = bytearray()
-    position = 0
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(buffer[position:line_end]).partition(b";")[0].strip()
-        if not size_text or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
-            raise ConnectionClosed(received, "malformed chunk size")
-        size = int(size_text, 16)
-        if size == 0:
-            # Trailers, if any, end with an empty line; without them the empty line follows.
-            trailers_end = buffer.find(b"\r\n\r\n", line_end)
-            return None if trailers_end < 0 else (bytes(body), trailers_end + 4)
-        start = line_end + 2
-        if len(buffer) < start + size + 2:
-            return None
-        if buffer[start + size : start + size + 2] != b"\r\n":
-            raise ConnectionClosed(received, "malformed chunk")
-        body += buffer[start : start + size]
-        position = start + size + 2
+    try:
+        return take_chunked(buffer, 0)
+    except MalformedChunks as e:
+        raise ConnectionClosed(received, str(e)) from None
 
 
 def read_response(sock: socket.socket, response: ResponseReader | None = None) -> tuple:

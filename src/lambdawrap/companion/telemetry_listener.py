@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 
+from lambdawrap.companion.chunked_body import MalformedChunks, take_chunked
 from lambdawrap.companion.event_loop import EventLoop, receive
 from lambdawrap.shared.framing import decode_json
 
@@ -185,27 +186,11 @@ def _take_request(buffer: bytearray) -> bytes | None:
 
 
 def _take_chunked(buffer: bytearray, start: int) -> bytes | None:
-    body = bytearray()
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        try:
-            size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
-        except ValueError:
-            raise _BadRequest("a malformed chunk size") from None
-        if len(body) + size > MAX_BODY_BYTES:
-            raise _BadRequest("a chunked body too large")
-        chunk_start = line_end + 2
-        if size == 0:
-            trailer_end = buffer.find(b"\r\n\r\n", line_end)
-            if trailer_end < 0 and buffer[chunk_start : chunk_start + 2] != b"\r\n":
-                return None
-            finish = chunk_start + 2 if buffer[chunk_start : chunk_start + 2] == b"\r\n" else trailer_end + 4
-            del buffer[:finish]
-            return bytes(body)
-        if len(buffer) < chunk_start + size + 2:
-            return None
-        body += buffer[chunk_start : chunk_start + size]
-        position = chunk_start + size + 2
+    try:
+        found = take_chunked(buffer, start, MAX_BODY_BYTES)
+    except MalformedChunks as e:
+        raise _BadRequest(str(e)) from None
+    if found is None:
+        return None
+    del buffer[: found[1]]
+    return found[0]

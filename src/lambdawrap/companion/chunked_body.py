@@ -1,0 +1,40 @@
+"""The chunked transfer coding (RFC 9112 §7.1), read from a buffer as it fills: the Telemetry
+API's requests to the listener and the collector's answers both may come this way."""
+
+from __future__ import annotations
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+class MalformedChunks(ValueError):
+    """What the buffer holds from `start` is no chunked body; the message says why."""
+
+
+def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | None:
+    """(body, where the message ends in `buffer`) once the last chunk and its trailers are in,
+    else None. A chunk size is hex digits only: int() would also take a sign ("-6" sends the
+    reader back over what it read, for ever), "0x", "_" and blanks. `max_bytes` (0: none)
+    bounds the body."""
+    body = bytearray()
+    position = start
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size_text = bytes(buffer[position:line_end]).partition(b";")[0].rstrip(b" \t")
+        if not size_text or not _HEX_DIGITS.issuperset(size_text):
+            raise MalformedChunks("a malformed chunk size")
+        size = int(size_text, 16)
+        if max_bytes and len(body) + size > max_bytes:
+            raise MalformedChunks("a chunked body too large")
+        if size == 0:
+            # Trailers, if any, end with an empty line; without them the empty line follows.
+            trailers_end = buffer.find(b"\r\n\r\n", line_end)
+            return None if trailers_end < 0 else (bytes(body), trailers_end + 4)
+        chunk_start = line_end + 2
+        if len(buffer) < chunk_start + size + 2:
+            return None
+        if buffer[chunk_start + size : chunk_start + size + 2] != b"\r\n":
+            raise MalformedChunks("a chunk without its CRLF")
+        body += buffer[chunk_start : chunk_start + size]
+        position = chunk_start + size + 2
