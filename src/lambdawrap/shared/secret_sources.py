@@ -170,7 +170,9 @@ def make_clients(component: str, region: str | None = None, deadline: float | No
             user_agent_extra=USER_AGENT_EXTRA.format(component=component),
             connect_timeout=connect_s,
             read_timeout=read_s,
-            retries={"max_attempts": attempts, "mode": "standard"},
+            # total_max_attempts counts the first try; max_attempts would count retries only
+            # (1 = two tries, each given all the time left).
+            retries={"total_max_attempts": attempts, "mode": "standard"},
         )
         return session.client(service, region_name=where, config=config)
 
