@@ -202,6 +202,55 @@ def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted
     assert early[:2] == settled[:2]  # the same lines kept, the same drops
 
 
+def test_before_the_sdk_loads_a_flood_waits_within_the_log_buffer_s_bounds():
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN no export pipeline yet (the SDK still importing at 128 MB, or a re-init, which does
+    # not wait for it), and an invocation printing 3,000 lines of 16 KB
+    sink = DeferredSink()
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
+    correlator.on_invoke({"requestId": "r1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
+    events = [{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": "r1"}}]
+    events += [{"type": "function", "time": "2026-12-01T10:00:00.500Z", "record": f"{n:06d} " + "w" * 16_000} for n in range(3000)]
+    # WHEN its lines come
+    for i in range(0, len(events), 97):
+        correlator.on_telemetry(events[i : i + 97])
+    # THEN what waits for the pipeline stays within the log buffer's bounds (before: all of it,
+    # 48 MB of a 128 MB function's memory)
+    waiting = sum(len(args[0]) for name, args, _ in sink._calls if name == "log_line")
+    assert 0 < waiting <= log_buffer.MAX_BYTES, waiting
+    # ... and once the pipeline is there, every line is exported, held or counted, once
+    signals = _signals()
+    sink.attach(signals)
+    kept = signals.logs.take(10**6)
+    held = sum(len(inv.logs) for inv in correlator._open.values())
+    assert len(kept) + held + signals.dropped_by_reason["log_buffer_full"] == 3000, (len(kept), held, dict(signals.dropped_by_reason))
+
+
+def test_what_waits_for_a_pipeline_that_never_comes_is_forgotten():
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN calls and lines waiting for the pipeline
+    sink = DeferredSink()
+    sink.dropped("record_missing")
+    sink.log_line("a line", 1, None, "r1")
+    # WHEN it failed to start (telemetry is off)
+    sink.abandon()
+    # THEN nothing waits any more, and nothing will: lines are dropped at once
+    assert sink.take_calls() == [] and sink.dropped_log_line(10)
+    sink.dropped("record_missing")
+    sink.log_line("another", 2, None, "r1")
+    assert sink.take_calls() == []
+    # ... while a sink whose pipeline came keeps it
+    signals = _signals()
+    attached = DeferredSink()
+    attached.attach(signals)
+    attached.abandon()
+    attached.dropped("record_missing")
+    assert signals.dropped_by_reason["record_missing"] == 1
+
+
 def test_json_lines_naming_requests_never_announced_are_the_current_request_s_even_in_a_flood(monkeypatch):
     # A user's own JSON naming requests of its own (an upstream `requestId`): on demand those
     # lines are the request under way's, as plain lines are; none is held under an id the

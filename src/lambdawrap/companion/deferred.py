@@ -1,13 +1,17 @@
 """A sink that remembers calls until the real one exists, then replays them in order.
 
 The companion calls /next (ending its part of init) before the OpenTelemetry SDK is even
-imported; whatever the correlator finishes meanwhile waits here."""
+imported; whatever the correlator finishes meanwhile waits here. The function's log lines wait
+within the log buffer's bounds, as they would in it: a flood while the SDK imports (or after a
+re-init, which does not wait for it) must not grow the companion, whose memory is the
+function's, by the flood's size."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES
 from lambdawrap.shared.log import get_logger
 
 MAX_DEFERRED_CALLS = 100_000
@@ -20,36 +24,77 @@ class DeferredSink:
         self._target: Any = None
         self.overflow = 0
         self.failed = 0
+        self._lines = 0  # log lines waiting, and their characters
+        self._chars = 0
+        self._lines_over = 0  # log lines dropped past the log buffer's bounds
 
     def attach(self, target: Any) -> None:
         """Replay the remembered calls into `target`, then pass calls straight on. What was
-        lost meanwhile is reported to it: calls past the cap (`startup_backlog`) and replayed
-        calls that failed (internal errors)."""
+        lost meanwhile is reported to it: calls past the cap (`startup_backlog`), log lines past
+        the log buffer's bounds (`log_buffer_full`) and replayed calls that failed (internal
+        errors)."""
         with self._lock:
-            for name, args, kwargs in self._calls:
+            for name, args, kwargs in self._drained():
                 try:
                     getattr(target, name)(*args, **kwargs)
                 except Exception:  # noqa: BLE001 - one bad call must not keep the sink detached
                     self.failed += 1
                     get_logger().warning("lambdawrap: a deferred %s call failed", name, exc_info=True)
-            self._calls = []
             self._target = target
-            if self.overflow:
-                target.dropped("startup_backlog", self.overflow)
             if self.failed:
                 target.internal_errors("companion", self.failed)
 
-    def take_calls(self) -> list:
-        """The calls still waiting for a target, as (name, args, kwargs); they are forgotten."""
+    def abandon(self) -> None:
+        """No target will come (the pipeline failed to start: telemetry is off): what waits is
+        forgotten, and calls from now on are too. A sink with a target keeps it."""
         with self._lock:
-            calls, self._calls = self._calls, []
-            return calls
+            if self._target is not None:
+                return
+        self.attach(_Nowhere())
+
+    def take_calls(self) -> list:
+        """The calls still waiting for a target, as (name, args, kwargs), with what was dropped
+        meanwhile as `dropped` calls; they are forgotten."""
+        with self._lock:
+            return self._drained()
+
+    def _drained(self) -> list:
+        calls, self._calls = self._calls, []
+        for reason, count in (("startup_backlog", self.overflow), ("log_buffer_full", self._lines_over)):
+            if count:
+                calls.append(("dropped", (reason, count), {}))
+        self.overflow = self._lines = self._chars = self._lines_over = 0
+        return calls
 
     def dropped_log_line(self, chars: int) -> bool:
-        """Asked, not remembered: without a target the line takes the whole way (log_line)."""
+        """Whether a line of `chars` characters would be dropped now; if so it is counted."""
         with self._lock:
             target = self._target
-        return target is not None and target.dropped_log_line(chars)
+            if target is None:
+                if self._fits(chars):
+                    return False
+                self._lines_over += 1
+                return True
+        return target.dropped_log_line(chars)
+
+    def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
+        with self._lock:
+            target = self._target
+            if target is None:
+                chars = min(len(line), MAX_LINE_CHARS)
+                if not self._fits(chars):
+                    self._lines_over += 1
+                elif len(self._calls) >= MAX_DEFERRED_CALLS:
+                    self.overflow += 1
+                else:
+                    self._calls.append(("log_line", (line, time_ns, ids, request_id), {}))
+                    self._lines += 1
+                    self._chars += chars
+                return
+        target.log_line(line, time_ns, ids, request_id)
+
+    def _fits(self, chars: int) -> bool:
+        return self._lines < MAX_LINES and self._chars + min(chars, MAX_LINE_CHARS) <= MAX_BYTES
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -67,3 +112,20 @@ class DeferredSink:
             return getattr(target, name)(*args, **kwargs)
 
         return call
+
+
+class _Nowhere:
+    """The target of an abandoned sink: every call is taken and forgotten, every line dropped
+    (uncounted: nothing would export the count)."""
+
+    def dropped_log_line(self, chars: int) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _ignore
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
