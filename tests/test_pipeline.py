@@ -1621,6 +1621,21 @@ def test_an_init_report_read_late_still_goes_out_with_the_first_invocation(tmp_p
     assert init["trace_id"] == invocation["trace_id"]
 
 
+def test_the_companion_is_told_the_platform_s_records_and_the_function_s_lines_only(tmp_path):
+    # GIVEN a function with the layer, whose companion warns at start (a bad setting)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return 'ok'\n")
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "sometimes"}) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke({}).body == b'"ok"'
+        assert emu.wait_idle(30)
+        subscriptions = [r["record"]["types"] for r in emu.records("platform.telemetrySubscription")]
+        own_lines = [line for line in emu.log_lines("extension") if "LAMBDAWRAP_FLUSH" in line]
+    # THEN it subscribed to platform records and function lines: extensions' lines (its own
+    # warnings among them) are nothing it exports, and each cost a JSON decode of the function's
+    # CPU share
+    assert own_lines and subscriptions == [["platform", "function"]], subscriptions
+
+
 def test_an_init_another_extension_fails_before_the_runtime_starts_is_a_failed_init_span(tmp_path):
     # GIVEN a layer beside another extension that, the first time, exits before it registers
     # (a vendor extension missing its configuration): the platform never starts the runtime,

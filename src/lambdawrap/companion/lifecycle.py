@@ -96,7 +96,9 @@ class Companion:
             # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
             self.listener.attach(self.loop)
             try:
-                client.subscribe_telemetry(self.listener.address[1], ["platform", "function", "extension"], managed_instances=self.settings.managed_instances)
+                # Not "extension": other extensions' lines (and this process's own) are nothing
+                # it exports, and each would cost a JSON decode of the function's CPU share.
+                client.subscribe_telemetry(self.listener.address[1], ["platform", "function"], managed_instances=self.settings.managed_instances)
             except SubscriptionClosed:
                 # The runtime's init failed while this process was starting: nothing of it
                 # will be told, but the failed init still counts and becomes a span.
