@@ -157,9 +157,10 @@ class Invocation:
     def from_dict(cls, data: dict) -> "Invocation":
         inv = cls(str(data["request_id"]))
         inv.invoke_event, inv.start, inv.end, inv.outcome, inv.error_line = (_object(data.get(name)) for name in ("invoke_event", "start", "end", "outcome", "error_line"))
-        for name in ("invoked_at_ns", "finished_at_ns"):
+        for name in ("invoked_at_ns", "finished_at_ns", "refused_bytes"):
             if type(data.get(name)) is int:
                 setattr(inv, name, data[name])
+        inv.posted = data["posted"] if data.get("posted") in _POSTED else None
         inv.finished = data.get("finished") is True
         inv.logs = _log_entries(data.get("logs"))
         synthetic = data.get("synthetic")
@@ -185,7 +186,8 @@ def _synthetic_ids(value: list) -> bool:
     return len(value) in (2, 3) and all(isinstance(x, str) for x in value[:2]) and all(isinstance(x, bool) for x in value[2:])
 
 
-_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "environment_cold")
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "posted", "refused_bytes", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "environment_cold")
+_POSTED = ("result", "error", "too_large")
 
 
 class InitFacts:
@@ -397,7 +399,12 @@ class Correlator:
     def _forget_unannounced(self) -> None:
         # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded. The
         # lines they held go out as they are, without a span's ids (or are counted if they cannot).
-        for rid in [rid for rid, inv in self._open.items() if inv.invoke_event is None][: MAX_OPEN // 2]:
+        # Those holding the function's record go last, and only past half the bound: on Managed
+        # Instances a request's record often comes before its platform.start.
+        unannounced = [rid for rid, inv in self._open.items() if inv.invoke_event is None]
+        reported = [rid for rid in unannounced if self._open[rid].end is not None]
+        doomed = [rid for rid in unannounced if self._open[rid].end is None] + reported[: max(0, len(reported) - MAX_OPEN // 2)]
+        for rid in doomed[: MAX_OPEN // 2]:
             self._hand_over(self._open.pop(rid), None)
 
     def _retried(self, rid: str) -> Invocation:
@@ -460,9 +467,10 @@ class Correlator:
                 if early.end is None:
                     early.start, early.end, early.record_at = record["start"], end, time.monotonic()
                 return
-            if inv.finished and inv.end is None and not inv.late_record and inv.ids is not None:
+            if inv.finished and inv.end is None and not inv.late_record:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
-                # reports later): the span stands; what only the record carries still counts.
+                # reports later), or counted as record_missing (its grace ended first): the span,
+                # or the count, stands; what only the record carries still counts.
                 # Its end is left as it was: while the export pipeline loads, the span is still
                 # to be made from this invocation (an end put here made it a span of no
                 # duration, its exception "None").
@@ -1005,14 +1013,17 @@ class Correlator:
                         # the platform's word, late, would say (a handler that ended the runtime,
                         # an exit or a timeout while its response was serialized). Its record
                         # tells only how the handler ended.
-                        inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
+                        inv.outcome = _unreported_outcome(inv, reason)
                     self._finish_without_word(inv)
-                elif inv.outcome is not None and not inv.failed_on_platform:
+                elif (inv.outcome is not None and not inv.failed_on_platform) or (inv.outcome is None and reason == "spindown"):
+                    # A spindown follows an invocation that ended (a failure resets the
+                    # environment instead): without its record or the platform's word, how it
+                    # ended is unknown, and no crash is made up for it.
                     self._account_missing(inv)
                 else:
-                    if inv.outcome is None:
-                        inv.outcome = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
                     inv.start = self._last_start(inv)
+                    if inv.outcome is None:
+                        inv.outcome = _unreported_outcome(inv, reason)
                     self._finish(inv)
             self._release_unannounced()
             if not self.init.reported and self._first is None and reason != "spindown":
@@ -1034,6 +1045,18 @@ def record_extras(sink: Sink, end: dict) -> None:
     if not_injected:
         # Outgoing calls whose trace context could not travel (the consumer starts a trace).
         sink.dropped("context_not_injected", not_injected)
+
+
+def _unreported_outcome(inv: Invocation, reason: str) -> dict:
+    """The platform's word, as the SHUTDOWN's reason tells it, on an invocation it never spoke
+    of; a timeout lasted until the INVOKE's deadline, not until the SHUTDOWN (which comes after
+    the runtime's kill and the reset)."""
+    outcome: dict = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
+    deadline_ms = _number((inv.invoke_event or {}).get("deadlineMs"))
+    if reason == "timeout" and deadline_ms is not None:
+        start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
+        outcome["metrics"] = {"durationMs": max(0.0, deadline_ms - start_ns / 1e6)}
+    return outcome
 
 
 def _reason_error(reason: str) -> str:

@@ -310,7 +310,9 @@ class SpanBuilder:
             error = {"type": "Function.ResponseSizeTooLarge", "message": f"Response payload size ({inv.refused_bytes} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).", "stack": ""}
             attrs["lambdawrap.failure_reason"] = "after_return"
             failure = "crash"
-        elif error is None and inv.failed_on_platform:
+        elif error is None and inv.failed_on_platform and not inv.verdict_known:
+            # (Not where the post already told: the platform's later word is not news, however
+            # late the span is built: the export pipeline still loading, or carried over.)
             error = dict(inv.error_line or {"type": None, "message": "", "stack": ""})
             if outcome.get("errorType") not in _UNNAMED_ERRORS or not error.get("type"):
                 error["type"] = outcome.get("errorType") or "Runtime.Unknown"

@@ -1,0 +1,191 @@
+"""Invocations the companion must account for without all it is usually told: no record from
+the function, no word from the platform, or either late. Each ends as one span with the
+status the caller got, or as one count with a reason; none is made up (a real Correlator and
+a real Signals, fed as the companion feeds them)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.trace import StatusCode
+
+from lambdawrap.companion.correlator import Correlator
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.companion.signals import Signals
+from lambdawrap.shared import records
+from lambdawrap.shared.settings import Settings
+
+ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST"}
+
+
+def environment(managed_instances: bool = False) -> tuple:
+    """(correlator, signals): the companion's correlator over a real Signals."""
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    return Correlator(signals, lambda reason, detail: signals.dropped(reason), managed_instances=managed_instances), signals
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+def invoke(correlator: Correlator, rid: str, deadline_in_s: float = 3.0) -> None:
+    correlator.on_invoke({"eventType": "INVOKE", "requestId": rid, "invokedFunctionArn": ARN, "deadlineMs": int((time.time() + deadline_in_s) * 1000)})
+
+
+def record(rid: str, error: dict | None = None, spans: list = ()) -> dict:
+    now = time.time_ns()
+    start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=ARN, trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+    end = records.invocation_end(now, error=error)
+    if spans:
+        end["spans"] = list(spans)
+    return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": end}
+
+
+def platform_done(correlator: Correlator, rid: str, status: str = "success") -> None:
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": rid, "status": status}}])
+
+
+def invocation_spans(signals: Signals) -> list:
+    return [span for span in signals.spans.take(1000) if "faas.invocation_id" in span.attributes]
+
+
+def test_at_a_spindown_an_invocation_nobody_told_of_is_counted_not_made_a_crash():
+    # GIVEN a function whose handler sends no records (it is not wrapped), its last invocation's
+    # runtimeDone still on its way when the environment spins down
+    correlator, signals = environment()
+    for rid in ("r1", "r2"):
+        invoke(correlator, rid)
+        platform_done(correlator, rid)
+    invoke(correlator, "r3")
+    # WHEN SHUTDOWN comes
+    correlator.finish_unreported("spindown")
+    # THEN r3 is one record_missing, as r1 and r2 are: a spindown follows an invocation that
+    # ended (a failure resets instead), so no crash, error or timeout is made up for it (before:
+    # an ERROR span "crash", counted in lambdawrap.crashes, lasting until the SHUTDOWN)
+    assert invocation_spans(signals) == []
+    assert signals.dropped_by_reason == {"record_missing": 3}
+
+
+def test_a_timeout_without_the_platform_s_word_ends_at_the_deadline():
+    # GIVEN an invocation whose deadline passed (0.2 s after its INVOKE), the platform's word on
+    # it lost, and the SHUTDOWN that resets the environment coming later
+    correlator, signals = environment()
+    invoke(correlator, "r1", deadline_in_s=0.2)
+    time.sleep(0.5)
+    # WHEN SHUTDOWN says it timed out
+    correlator.finish_unreported("timeout")
+    # THEN its span is a timeout that lasted until the deadline, not until the SHUTDOWN
+    (span,) = invocation_spans(signals)
+    assert span.status.status_code == StatusCode.ERROR and span.attributes["lambdawrap.failure_reason"] == "timeout"
+    assert 0.1 < (span.end_time - span.start_time) / 1e9 < 0.35, (span.end_time - span.start_time) / 1e9
+
+
+def posted(correlator: Correlator, rid: str, outcome: str, size: int | None = None) -> None:
+    correlator.on_record(records.posted(rid, outcome, size))
+
+
+def built_spans(calls: list) -> list:
+    """The invocation spans a later-built sink makes of `calls` (a pipeline still loading, or the
+    next environment's, carried over)."""
+    _, signals = environment()
+    for name, args, kwargs in calls:
+        getattr(signals, name)(*args, **kwargs)
+    return invocation_spans(signals)
+
+
+def test_a_span_built_late_says_what_the_post_said_as_one_built_at_once_does():
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN an invocation whose response the runtime posted, the runtime dying after it (the
+    # platform's word: Runtime.ExitError), once with the pipeline there and once while it loads
+    def run(sink) -> Correlator:
+        correlator = Correlator(sink, lambda reason, detail: None)
+        invoke(correlator, "r1")
+        correlator.on_record(record("r1"))
+        posted(correlator, "r1", "result")
+        platform_done(correlator, "r1", "failure")
+        return correlator
+
+    correlator, at_once = environment()
+    run(at_once)
+    waiting = DeferredSink()
+    run(waiting)
+    # THEN both spans say what the caller got, the response (before: the one built late took the
+    # platform's later word, an ERROR)
+    (live,) = invocation_spans(at_once)
+    (late,) = built_spans(waiting.take_calls())
+    assert live.status.status_code == late.status.status_code == StatusCode.UNSET
+
+
+def test_a_carried_invocation_keeps_what_the_runtime_posted(tmp_path):
+    from lambdawrap.companion import carryover
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN a response refused for its size, its span waiting for a pipeline that did not come
+    # before SHUTDOWN
+    waiting = DeferredSink()
+    correlator = Correlator(waiting, lambda reason, detail: None)
+    invoke(correlator, "r1")
+    correlator.on_record(record("r1"))
+    posted(correlator, "r1", "too_large", records.MAX_RESPONSE_BYTES + 1)
+    platform_done(correlator, "r1", "failure")
+    # WHEN the next environment exports it
+    calls = waiting.take_calls()
+    carryover.save(str(tmp_path / "lw.sock"), [], calls)
+    carried = carryover.take(str(tmp_path / "lw.sock"))
+    # THEN its span is the one this environment would have made: the refusal, in the caller's
+    # words (before: posted and its size were not carried, and it became a crash of unknown cause)
+    (direct,) = built_spans(calls)
+    (replayed,) = built_spans(carried.calls)
+    assert replayed.attributes["error.type"] == direct.attributes["error.type"] == "Function.ResponseSizeTooLarge"
+    assert replayed.status.description == direct.status.description
+
+
+def platform_start(rid: str) -> dict:
+    return {"time": stamp(), "type": "platform.start", "record": {"requestId": rid}}
+
+
+def platform_report(rid: str, status: str = "success") -> dict:
+    return {"time": stamp(), "type": "platform.report", "record": {"requestId": rid, "status": status, "metrics": {"durationMs": 1.0, "billedDurationMs": 1}}}
+
+
+def test_on_managed_instances_a_record_before_its_start_survives_a_full_house(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "MAX_OPEN", 8)
+    # GIVEN as many requests in flight as the correlator keeps open (1,024; 8 here), and a
+    # request X whose record comes before its platform.start, as it often does there
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([platform_start(f"r{n}") for n in range(7)])
+    correlator.on_record(record("X"))
+    # WHEN another request starts, then X's start and report come
+    correlator.on_telemetry([platform_start("Y"), platform_start("X"), platform_report("X")])
+    # THEN X is its span (before: its record was forgotten to make room, and X counted as
+    # record_missing although its record had come)
+    assert [span.attributes["faas.invocation_id"] for span in invocation_spans(signals)] == ["X"]
+    assert "record_missing" not in signals.dropped_by_reason
+
+
+def test_a_record_that_comes_after_its_grace_still_brings_its_spans_and_counts():
+    from lambdawrap.companion.correlator import RECORD_GRACE_S
+
+    # GIVEN a request on Managed Instances that the platform reported ended well, its record
+    # still missing when its grace ended (counted record_missing)
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([platform_start("X"), platform_report("X")])
+    correlator.finish_overdue(time.monotonic() + RECORD_GRACE_S + 1)
+    assert signals.dropped_by_reason == {"record_missing": 1}
+    # WHEN the record comes, with a span of the function's and four it could not keep
+    now = time.time_ns()
+    late = record("X", spans=[{"name": "orders.lookup", "trace_id": "0" * 31 + "1", "span_id": "1" * 16, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}])
+    late["end"]["spans_dropped"] = 4
+    correlator.on_record(late)
+    # THEN the invocation stays counted once, and what its record carried is exported or
+    # counted (before: taken for a duplicate and forgotten)
+    assert [span.name for span in signals.spans.take(100)] == ["orders.lookup"]
+    assert signals.dropped_by_reason == {"record_missing": 1, "span_limit": 4}
