@@ -504,6 +504,24 @@ def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path)
     assert not any(DB_PASSWORD in line or API_KEY in line for line in lines), [line for line in lines if DB_PASSWORD in line or API_KEY in line][:3]
 
 
+def test_a_required_secret_the_environment_cannot_hold_is_served_by_secrets_get(tmp_path):
+    # GIVEN secrets required, one of them holding a NUL (which os.environ refuses)
+    task = write_function(tmp_path / "task", NO_COMPANION_APP)
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}, "nul": "before\x00after"}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_REQUIRED="true")
+        with instrumented(task, env=env) as (emu, rx):
+            # WHEN the function starts
+            result = emu.invoke({})
+            lines = emu.log_lines("function")
+    # THEN it starts, the value left out of its environment and named once, and served by
+    # secrets.get as the README says (before: init failed, its error telling to use secrets.get)
+    assert result.function_error is None, result.body
+    body = result.json()
+    assert body["at_import"]["WITH_NUL"] is None and body["accessor"] == {"DB_PASSWORD": DB_PASSWORD, "WITH_NUL": "before\x00after"}
+    assert sum("secret WITH_NUL=secretsmanager:nul holds a character the environment cannot (NUL)" in line for line in lines) == 1, lines
+
+
 def test_the_boots_own_refreshes_are_not_traced_as_the_functions_calls(tmp_path):
     # GIVEN a companion that does not answer in time (0 ms), so the boot fetches the secrets
     # itself and the handler side refreshes them with boto3, in the function's process
@@ -707,8 +725,9 @@ def test_a_secrets_endpoint_that_answers_slowly_then_never_cannot_hold_the_boot_
     # timeout, and the handler module was imported 5 s after the first call)
     assert body["at_import"] == {"DB_PASSWORD": None, "API_KEY": None, "TOKEN": None}
     assert first_request_at and body["imported_at"] - first_request_at[0] < 4.0, (body, first_request_at)
-    # and the secret it had no time left for is named as such
-    assert any("secret TOKEN" in line and "was not fetched within the boot's 3 s" in line for line in lines), lines
+    # and the secret it had (next to) no time left for is named: not asked for, or asked with
+    # the quarter second left (one try a secret leaves that much where two did not)
+    assert any("secret TOKEN" in line and ("was not fetched within the boot's 3 s" in line or "could not be fetched" in line) for line in lines), [l for l in lines if "TOKEN" in l or "API_KEY" in l]
 
 
 USES_ITS_SECRETS_APP = """
