@@ -1185,3 +1185,28 @@ def test_the_roles_credentials_stay_searched_for_however_many_secrets_come_after
     # THEN both are still replaced (before: the oldest forms learned, theirs, were forgotten first)
     assert scrubber.text(f"key={key} tok={token}") == "key=[REDACTED] tok=[REDACTED]"
     assert scrubber.text("rotated-password-000/+x") == "rotated-password-000/+x"  # the oldest secret's are
+
+
+def test_every_cut_of_what_the_function_s_process_records_leaves_no_part_of_a_secret(monkeypatch):
+    from lambdawrap.handler import secret_cache
+    from lambdawrap.handler.redact import TRUNCATED, payload_text
+    from lambdawrap.handler.triggers.http_request import query_from_parameters
+
+    # GIVEN a declared secret put in os.environ at boot, then rotated by a refresh (the old
+    # value stays in os.environ, and in what the function prints)
+    old, new = "Old-Webhook-Secret-2024", "New-Webhook-Secret-2025"
+    monkeypatch.setattr(secret_cache, "_cache", {})
+    monkeypatch.setattr(secret_cache, "_injected", [])
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    assert secret_cache._inject("WEBHOOK_SECRET", old, None) is None
+    secret_cache._store({"WEBHOOK_SECRET": new})
+    for secret in (old, new):
+        # WHEN a captured payload and a rebuilt query are cut where it is written
+        # (both cut at 4,096 characters; the secret starts 5 before)
+        payload = payload_text({"state": "s" * 4069, "apiKey": secret})
+        query = query_from_parameters({"state": "s" * 4079, "code": secret}, None, encode=True)
+        # THEN the cut falls before it: none of it is left for the companion's search to miss
+        # (before: the payload kept 27 of its 28 characters, the query its first 7)
+        assert payload.endswith('"apiKey":"' + TRUNCATED), payload[-40:]
+        assert query.endswith("&code="), query[-20:]
+        assert secret[:5] not in payload + query

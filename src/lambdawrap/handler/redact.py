@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 
+from lambdawrap.handler import secret_cuts
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Iterable
@@ -72,8 +74,7 @@ class _Writer:
         try:
             self._walk(value, 0)
         except _Full:
-            text = "".join(self.parts)
-            return text[: self.limit] + TRUNCATED
+            return secret_cuts.head("".join(self.parts), self.limit) + TRUNCATED
         return "".join(self.parts)
 
     def _emit(self, text: str) -> None:
@@ -83,9 +84,10 @@ class _Writer:
             raise _Full
 
     def _string(self, text: str) -> None:
-        # Slice before encoding: a multi-megabyte string costs only what is written.
+        # Slice before encoding: a multi-megabyte string costs only what is written, and what
+        # keeps a secret the cut would split there whole.
         room = self.limit - self.size + 1
-        self._emit(_encode_str(text[:room] if len(text) > room else text))
+        self._emit(_encode_str(text[: room + secret_cuts.slack()] if len(text) > room else text))
 
     def _walk(self, value: Any, depth: int) -> None:
         # The base types' own methods throughout: a subclass's overrides are the user's code.

@@ -60,6 +60,8 @@ MAX_VARIABLE_BYTES = 128 * 1024
 # value yet (it failed at boot) is here with None, so that reading it asks again.
 _cache: dict[str, tuple[str | None, float]] = {}
 _config: dict[str, Any] = {}
+# The values put in os.environ at boot (a refresh does not replace them there).
+_injected: list = []
 # env name -> fetches from AWS by this process that failed in a row (the boot fetched the secrets
 # itself): each doubles the wait before the next, up to the TTL, as the companion's store does.
 _failures: dict[str, int] = {}
@@ -77,8 +79,10 @@ def get(name: str, default: str | None = None) -> str | None:
 
 
 def held_values() -> list:
-    """The declared secrets' values this process holds."""
-    return [value for value, _ in list(_cache.values()) if value]
+    """The declared secrets' values this process holds: the current ones, and those put in
+    os.environ at boot, which stay there after a rotation (and in what the function prints)."""
+    current = [value for value, _ in list(_cache.values()) if value]
+    return current + [value for value in _injected if value not in current]
 
 
 def _store(values: Mapping[str, str], ages: Any = None) -> None:
@@ -359,6 +363,7 @@ def _inject(name: str, value: str, source: Any) -> str | None:
         get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
     try:
         os.environ[name] = value
+        _injected.append(value)
     except UnicodeEncodeError:
         return f"secret {described} holds text the environment cannot (an unpaired surrogate, as JSON's \\ud800 escape makes): read it with secrets.get"
     except ValueError:

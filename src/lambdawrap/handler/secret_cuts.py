@@ -15,6 +15,12 @@ import os
 import sys
 
 
+def slack() -> int:
+    """How much a text sliced ahead of a cut must keep beyond it for a secret the cut would
+    split to be there whole, and moved clear of: the longest value, in any form (0: none held)."""
+    return max(map(len, _values()), default=0)
+
+
 def head(text: str, limit: int) -> str:
     """`text[:limit]`, ended before a secret's value the cut would split."""
     if len(text) <= limit:

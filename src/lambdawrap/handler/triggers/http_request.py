@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from itertools import islice
 
+from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -120,12 +121,13 @@ def query_from_parameters(single: object, multi: object, encode: bool, limit: in
                     name = key[:room]
                     if encode:
                         name = quote(name)
-                value = value[:room]
+                if len(value) > room:
+                    value = value[: room + secret_cuts.slack()]  # a secret the cut splits, whole
                 pair = name + "=" + (quote(value) if encode else value)
                 pairs.append(pair)
                 size += len(pair) + 1
                 if size > limit:
-                    return "&".join(pairs)[:limit]
+                    return secret_cuts.head("&".join(pairs), limit)
     return "&".join(pairs) if pairs else None
 
 
