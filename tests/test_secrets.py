@@ -1210,3 +1210,50 @@ def test_every_cut_of_what_the_function_s_process_records_leaves_no_part_of_a_se
         assert payload.endswith('"apiKey":"' + TRUNCATED), payload[-40:]
         assert query.endswith("&code="), query[-20:]
         assert secret[:5] not in payload + query
+
+
+def test_quieting_the_own_calls_while_the_function_makes_loggers_does_not_fail():
+    import logging
+    import sys
+    import threading
+
+    from lambdawrap.handler.secret_cache import quiet_own_calls
+
+    # GIVEN a function's thread importing modules, each making its logger, as a refresh starts
+    # on another thread (switching threads as often as the interpreter can)
+    stop = threading.Event()
+
+    def make_loggers() -> None:
+        made = logging.Logger.manager.loggerDict
+        while not stop.is_set():
+            names = [f"lambdawrap.test.made.{n}" for n in range(100)]
+            for name in names:
+                logging.getLogger(name)
+            for name in names:
+                made.pop(name, None)  # the dict keeps changing size, and stays small
+
+    # (a big application's loggers: iterating them takes long enough to be interrupted)
+    many = [f"lambdawrap.test.many.{n}" for n in range(5000)]
+    for name in many:
+        logging.getLogger(name)
+    failures = []
+    switch = sys.getswitchinterval()
+    maker = threading.Thread(target=make_loggers, daemon=True)
+    sys.setswitchinterval(1e-6)
+    maker.start()
+    try:
+        # WHEN the refresh quiets its own calls, again and again
+        for _ in range(300):
+            try:
+                with quiet_own_calls():
+                    pass
+            except RuntimeError as exc:  # "dictionary changed size during iteration"
+                failures.append(exc)
+    finally:
+        stop.set()
+        maker.join(10)
+        sys.setswitchinterval(switch)
+        for name in many:
+            logging.Logger.manager.loggerDict.pop(name, None)
+    # THEN it never fails (before: nearly every time, a warning and a refresh lost)
+    assert failures == []

@@ -254,7 +254,9 @@ class quiet_own_calls:
     def __enter__(self) -> "quiet_own_calls":
         import logging
 
-        names = {n for n in logging.Logger.manager.loggerDict if n.split(".", 1)[0] in _QUIET_LOGGERS}
+        # list(): copied in one step, as the function's threads may make loggers meanwhile (a
+        # refresh runs beside the handler; iterated as it grew, the dict raised).
+        names = {n for n in list(logging.Logger.manager.loggerDict) if n.split(".", 1)[0] in _QUIET_LOGGERS}
         for name in names.union(_QUIET_MADE_FIRST):
             logger = logging.getLogger(name)
             if _OWN_CALLS_FILTER not in logger.filters:
