@@ -1257,3 +1257,41 @@ def test_quieting_the_own_calls_while_the_function_makes_loggers_does_not_fail()
             logging.Logger.manager.loggerDict.pop(name, None)
     # THEN it never fails (before: nearly every time, a warning and a refresh lost)
     assert failures == []
+
+
+def test_a_secret_s_current_value_stays_searched_for_however_many_texts_the_others_make():
+    from lambdawrap.companion.secret_scrub import REDACTED, SecretScrubber
+
+    # GIVEN a declared password and two declared JSON documents of 32 values each (every value
+    # searched for in each form it is written in: 166 texts a document)
+    scrubber = SecretScrubber()
+    password = "DB_pass=word!0123"
+    scrubber.learn([password], source="password")
+    for name in ("config-a", "config-b"):
+        scrubber.learn([json.dumps({f"key{n}": f"{name}-value-{n:02d}/+&!" for n in range(32)})], source=name)
+    # THEN the password is still found (before: the 256 texts kept counted forms, not values,
+    # and the oldest, the password's, went first)
+    assert scrubber.text(f"password is {password}") == f"password is {REDACTED}"
+    # ... and when one secret keeps rotating, its own earlier values are the ones forgotten
+    for n in range(300):
+        scrubber.learn([f"rotated-token-{n:03d}/+x"], source="token")
+    assert scrubber.text(password) == scrubber.text("rotated-token-299/+x") == scrubber.text("config-b-value-31/+&!") == REDACTED
+    assert scrubber.text("rotated-token-000/+x") == "rotated-token-000/+x"
+
+
+def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():
+    from lambdawrap.companion.secret_scrub import REDACTED, SecretScrubber
+
+    # GIVEN secrets with both quotes, a backslash, and non-ASCII text
+    quoted, escaped, accented = "It's\"quoted\"-pw9", 'Ab3"kP9\\zQ7-long', "Pässwort-2024-geheim"
+    scrubber = SecretScrubber()
+    scrubber.learn([quoted, escaped, accented])
+    # WHEN the function prints them in a dict (os.environ, an exception's message) or logs an
+    # HTTP event whose body is JSON held in a JSON string
+    texts = [repr({"DB_PASSWORD": quoted})]
+    for secret in (escaped, accented):
+        texts += [json.dumps({"body": json.dumps({"apiKey": secret}, ensure_ascii=inner)}, ensure_ascii=outer) for inner in (True, False) for outer in (True, False)]
+    # THEN no part of any is left (before: these forms were not searched for)
+    for text in texts:
+        scrubbed = scrubber.text(text)
+        assert REDACTED in scrubbed and not any(part in scrubbed for part in ("quoted", "kP9", "sswort")), (text, scrubbed)

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 REDACTED = "[REDACTED]"
-MAX_VALUES = 256  # rotations add values; beyond this the oldest are forgotten
+# Rotations add texts to search for; beyond this many the oldest are forgotten, never one of a
+# secret's current value (however many texts the declared secrets make: each is the function's).
+MAX_VALUES = 256
 
 
 class SecretScrubber:
@@ -59,7 +61,8 @@ class SecretScrubber:
         self._lock = threading.Lock()
         self._pending = tuple(v for v in permanent if isinstance(v, str))
         self._permanent: tuple = ()
-        self._known: dict = {}  # value -> None, in the order learned (a bounded, ordered set)
+        self._known: dict = {}  # value -> None, in the order last learned (a bounded, ordered set)
+        self._current: dict = {}  # what a source (a secret's request) gave last: never forgotten
         # Longest first: a value that contains another is replaced whole. Read without the lock
         # (a tuple, replaced at once) by the threads that scrub.
         self._values: tuple = ()
@@ -74,18 +77,26 @@ class SecretScrubber:
                 self._pending = ()
                 self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 
-    def learn(self, values: Iterable[str]) -> None:
-        """Add values to search for (called by the secret store as it fetches)."""
+    def learn(self, values: Iterable[str], source: Any = None) -> None:
+        """Add values to search for (called by the secret store as it fetches): `source`'s
+        current values (a secret's request), which replace what it gave before as those kept for
+        good; the values it gave before are forgotten first, oldest first."""
         self.prepare()
-        fresh = [v for v in searched_forms(values) if v not in self._known and v not in self._permanent]
-        if not fresh:
-            return
+        forms = [v for v in searched_forms(values) if v not in self._permanent]
         with self._lock:
-            for value in fresh:
+            if source is not None:
+                self._current[source] = forms
+            fresh = [v for v in forms if v not in self._known]
+            for value in forms:  # learned again: the most recent
                 self._known.pop(value, None)
                 self._known[value] = None
-            while len(self._known) > MAX_VALUES:
-                del self._known[next(iter(self._known))]
+            if not fresh:
+                return
+            excess = len(self._known) - MAX_VALUES
+            if excess > 0:
+                current = {v for kept in self._current.values() for v in kept}
+                for value in [v for v in self._known if v not in current][:excess]:
+                    del self._known[value]
             self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 
     def text(self, text: str) -> str:

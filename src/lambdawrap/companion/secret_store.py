@@ -169,7 +169,7 @@ class SecretStore:
             entry = self._keep(key, entry)
             del self._flights[key]
         if self._scrubber is not None and entry.error is None and key in self._declared_keys:
-            self._scrubber.learn(self._declared_values(key, entry.answer))
+            self._scrubber.learn(self._declared_values(key, entry.answer), source=key)
         flight.entry = entry
         flight.done.set()
         return entry

@@ -66,15 +66,22 @@ def _json_strings(value: str) -> list:
 
 
 def _written_forms(value: str) -> tuple:
-    """`value` and the forms it takes once escaped in a JSON string or a URL (each the same as
-    `value` when it holds nothing to escape: then no search is added)."""
+    """`value` and the forms it takes once escaped in a JSON string (once, or twice: a JSON
+    body held in a string, as an HTTP event's is), as Python's repr writes it (a printed dict,
+    os.environ, an exception's message) or in a URL (each the same as `value` when it holds
+    nothing to escape: then no search is added)."""
     import json
     from urllib.parse import quote, quote_plus
 
+    in_json, in_json_unicode = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
     return (
         value,
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
+        in_json,
+        in_json_unicode,
+        json.dumps(in_json)[1:-1],
+        json.dumps(in_json_unicode)[1:-1],
+        json.dumps(in_json_unicode, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
         quote(value, safe=""),
         quote(value),
         quote_plus(value, safe=""),
