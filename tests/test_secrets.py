@@ -1295,3 +1295,24 @@ def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():
     for text in texts:
         scrubbed = scrubber.text(text)
         assert REDACTED in scrubbed and not any(part in scrubbed for part in ("quoted", "kP9", "sswort")), (text, scrubbed)
+
+
+def test_a_json_key_s_value_that_is_no_string_is_its_json_text_and_a_binary_secret_is_named(monkeypatch):
+    from lambdawrap.shared.secret_sources import SecretsError, fetch, make_clients
+
+    # GIVEN a JSON secret holding a number, a boolean, null and an object, and a binary secret
+    with MotoServer() as moto:
+        for name, value in (("AWS_ENDPOINT_URL", moto.endpoint), ("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            monkeypatch.setenv(name, value)
+        aws = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto.endpoint)
+        aws.create_secret(Name="prod/db", SecretString=json.dumps({"port": 5432, "tls": True, "replica": None, "pool": {"size": 4}}))
+        aws.create_secret(Name="prod/keystore", SecretBinary=b"\x00\x01binary")
+        client = make_clients("boot", "us-east-1")
+        (port, tls, replica, pool, keystore), problems = parse_sources("PORT=secretsmanager:prod/db#port,TLS=secretsmanager:prod/db#tls,REPLICA=secretsmanager:prod/db#replica,POOL=secretsmanager:prod/db#pool,KEYSTORE=secretsmanager:prod/keystore")
+        assert problems == []
+        # WHEN each is fetched as the boot and the companion fetch it
+        # THEN each value is its JSON text, as the README says
+        assert [fetch(source, client) for source in (port, tls, replica, pool)] == ["5432", "true", "null", '{"size": 4}']
+        # ... and the binary secret fails, named, without its bytes
+        with pytest.raises(SecretsError, match="KEYSTORE=secretsmanager:prod/keystore is binary"):
+            fetch(keystore, client)
