@@ -289,10 +289,14 @@ def test_a_time_zone_declared_as_a_secret_is_in_effect_as_a_configured_one(tmp_p
         configured = bare.invoke({}).json()
     with instrumented(task, env=secrets_env(moto, LAMBDAWRAP_SECRETS="TZ=ssm:/app/tz")) as (emu, rx):
         declared = emu.invoke({}).json()
+        lines = emu.log_lines("function")
     # THEN the function's clock reads that zone at import, as with TZ in its configuration
     # (before: TZ was in os.environ, but the C library's zone had been read at start: UTC)
     assert configured == {"TZ": "America/New_York", "tzname": ["EST", "EDT"], "zone": "EST"}
     assert declared == configured
+    # ... with no warning of a configured TZ replaced: ":UTC" is the platform's, not the
+    # configuration's
+    assert not [line for line in lines if "replaces the value TZ had" in line], lines
 
 
 def test_required_secret_missing_is_an_init_error_naming_it(task, moto):

@@ -60,6 +60,7 @@ MAX_VARIABLE_BYTES = 128 * 1024
 # value yet (it failed at boot) is here with None, so that reading it asks again.
 _cache: dict[str, tuple[str | None, float]] = {}
 _config: dict[str, Any] = {}
+_PLATFORM_TZ = ("TZ", ":UTC")
 # The values put in os.environ at boot (a refresh does not replace them there).
 _injected: list = []
 # env name -> fetches from AWS by this process that failed in a row (the boot fetched the secrets
@@ -360,8 +361,9 @@ def _inject(name: str, value: str, source: Any) -> str | None:
     """Put one secret into os.environ; the failure, naming it (never its value), if it cannot
     go there (`secrets.get` still has it)."""
     described = source.describe() if source is not None else name
-    if name in os.environ and os.environ[name] != value:
-        # The function's configuration set the variable too: the declared secret wins.
+    if name in os.environ and os.environ[name] != value and (name, os.environ[name]) != _PLATFORM_TZ:
+        # The function's configuration set the variable too: the declared secret wins. (Not
+        # TZ as Lambda sets it where the configuration does not.)
         get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
     try:
         os.environ[name] = value
