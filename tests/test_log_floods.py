@@ -228,27 +228,35 @@ def test_before_the_sdk_loads_a_flood_waits_within_the_log_buffer_s_bounds():
     assert len(kept) + held + signals.dropped_by_reason["log_buffer_full"] == 3000, (len(kept), held, dict(signals.dropped_by_reason))
 
 
-def test_what_waits_for_a_pipeline_that_never_comes_is_forgotten():
+def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_the_rest_waits_for_shutdown():
     from lambdawrap.companion.deferred import DeferredSink
 
-    # GIVEN calls and lines waiting for the pipeline
+    # GIVEN calls and lines waiting for the pipeline (what an earlier environment left among them)
     sink = DeferredSink()
-    sink.dropped("record_missing")
+    sink.invocation("from an earlier environment")
+    sink.dropped("handler_channel")
     sink.log_line("a line", 1, None, "r1")
-    # WHEN it failed to start (telemetry is off)
-    sink.abandon()
-    # THEN nothing waits any more, and nothing will: lines are dropped at once
-    assert sink.take_calls() == [] and sink.dropped_log_line(10)
-    sink.dropped("record_missing")
+    # WHEN it failed to start (telemetry is off in this environment)
+    sink.abandon_logs()
+    # THEN the lines are let go, and those to come are dropped at once (no 4 MiB held for
+    # nothing), while the rest still waits for SHUTDOWN to carry it to the next environment
+    assert sink.dropped_log_line(10)
     sink.log_line("another", 2, None, "r1")
-    assert sink.take_calls() == []
-    # ... while a sink whose pipeline came keeps it
+    assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel",))]
+
+
+def test_lines_nobody_exports_are_not_held_nor_counted_while_the_pipeline_loads():
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN OTEL_LOGS_EXPORTER=none, and a flood before the pipeline loads
+    sink = DeferredSink(logs_exported=False)
+    for n in range(6000):
+        if not sink.dropped_log_line(1):
+            sink.log_line("x", n, None, "r1")
+    # THEN nothing is held and nothing counted, as the log buffer does once it is there
     signals = _signals()
-    attached = DeferredSink()
-    attached.attach(signals)
-    attached.abandon()
-    attached.dropped("record_missing")
-    assert signals.dropped_by_reason["record_missing"] == 1
+    sink.attach(signals)
+    assert sink.take_calls() == [] and "log_buffer_full" not in signals.dropped_by_reason
 
 
 def test_json_lines_naming_requests_never_announced_are_the_current_request_s_even_in_a_flood(monkeypatch):

@@ -1209,11 +1209,13 @@ def test_every_cut_of_what_the_function_s_process_records_leaves_no_part_of_a_se
         # (both cut at 4,096 characters; the secret starts 5 before)
         payload = payload_text({"state": "s" * 4069, "apiKey": secret})
         query = query_from_parameters({"state": "s" * 4079, "code": secret}, None, encode=True)
+        bare = query_from_parameters({"state": "s" * 4084, secret: ""}, None, encode=True)  # "?<token>"
+        assert bare.endswith("s&"), bare[-20:]
         # THEN the cut falls before it: none of it is left for the companion's search to miss
         # (before: the payload kept 27 of its 28 characters, the query its first 7)
         assert payload.endswith('"apiKey":"' + TRUNCATED), payload[-40:]
         assert query.endswith("&code="), query[-20:]
-        assert secret[:5] not in payload + query
+        assert secret[:5] not in payload + query + bare
 
 
 def test_quieting_the_own_calls_while_the_function_makes_loggers_does_not_fail():
@@ -1280,7 +1282,13 @@ def test_a_secret_s_current_value_stays_searched_for_however_many_texts_the_othe
     for n in range(300):
         scrubber.learn([f"rotated-token-{n:03d}/+x"], source="token")
     assert scrubber.text(password) == scrubber.text("rotated-token-299/+x") == scrubber.text("config-b-value-31/+&!") == REDACTED
-    assert scrubber.text("rotated-token-000/+x") == "rotated-token-000/+x"
+    assert scrubber.text("rotated-token-001/+x") == "rotated-token-001/+x"
+    # ... but never its first, which os.environ keeps for the environment's life
+    assert scrubber.text("rotated-token-000/+x") == REDACTED
+    scrubber.learn(["DB_pass=word!0124"], source="password")
+    for n in range(300, 400):
+        scrubber.learn([f"rotated-token-{n:03d}/+x"], source="token")
+    assert scrubber.text(password) == REDACTED
 
 
 def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():

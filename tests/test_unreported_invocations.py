@@ -189,3 +189,27 @@ def test_a_record_that_comes_after_its_grace_still_brings_its_spans_and_counts()
     # counted (before: taken for a duplicate and forgotten)
     assert [span.name for span in signals.spans.take(100)] == ["orders.lookup"]
     assert signals.dropped_by_reason == {"record_missing": 1, "span_limit": 4}
+
+
+def test_the_wait_for_the_platform_s_word_does_not_count_the_pause_before_the_next_invocation():
+    from lambdawrap.companion.correlator import OUTCOME_WAIT_S
+
+    # GIVEN an invocation whose record came (no post reported: periodic export), its runtime
+    # then failing to serialize the response, and the environment frozen for 10 s before the
+    # next INVOKE, the platform's word on it delivered only after the thaw
+    correlator, signals = environment()
+    invoke(correlator, "n1", deadline_in_s=60)
+    correlator.on_record(record("n1"))
+    # WHEN the next INVOKE comes, the companion having waited 10 s for it
+    correlator.paused(10.0)
+    invoke(correlator, "n2", deadline_in_s=60)
+    correlator.finish_overdue(time.monotonic() + 10.0)
+    platform_done(correlator, "n1", "error")
+    # THEN n1 waited for its word, and is the error the caller got (before: the pause counted
+    # as the 2 s wait, and n1 went out from its record alone, UNSET)
+    (span,) = invocation_spans(signals)
+    assert span.status.status_code == StatusCode.ERROR, span.status
+    # ... while a word lost for good still lets it go, once the environment has run that long
+    correlator.on_record(record("n2"))
+    correlator.finish_overdue(time.monotonic() + OUTCOME_WAIT_S + 1)
+    assert [s.attributes["faas.invocation_id"] for s in invocation_spans(signals)] == ["n2"]

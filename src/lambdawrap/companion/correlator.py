@@ -956,6 +956,15 @@ class Correlator:
         self.sink.dropped("record_missing")
         self._hand_over(inv, None)
 
+    def paused(self, seconds: float) -> None:
+        """The environment waited `seconds` for its next event (frozen, on Lambda): the platform's
+        word on an invocation whose record came is delivered only once it runs again, so its
+        wait counts the time it ran, not the pause."""
+        with self._lock:
+            for inv in self._open.values():
+                if inv.record_at is not None and inv.outcome is None:
+                    inv.record_at += seconds
+
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did, and
         (where no INVOKE loop waits for them: Managed Instances, a function that does not

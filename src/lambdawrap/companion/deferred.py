@@ -18,10 +18,13 @@ MAX_DEFERRED_CALLS = 100_000
 
 
 class DeferredSink:
-    def __init__(self) -> None:
+    def __init__(self, logs_exported: bool = True) -> None:
+        """`logs_exported`: whether the function's log lines are exported at all; if not, they
+        are dropped at once, and not counted (nobody asked for them), as the log buffer does."""
         self._lock = threading.Lock()
         self._calls: list = []
         self._target: Any = None
+        self._logs_exported = logs_exported
         self.overflow = 0
         self.failed = 0
         self._lines = 0  # log lines waiting, and their characters
@@ -44,13 +47,16 @@ class DeferredSink:
             if self.failed:
                 target.internal_errors("companion", self.failed)
 
-    def abandon(self) -> None:
-        """No target will come (the pipeline failed to start: telemetry is off): what waits is
-        forgotten, and calls from now on are too. A sink with a target keeps it."""
+    def abandon_logs(self) -> None:
+        """No target will come (the pipeline failed to start): the log lines waiting are
+        forgotten, and those to come are dropped at once. The rest still waits, bounded, for
+        SHUTDOWN to carry it to the next environment of the sandbox, which exports it."""
         with self._lock:
-            if self._target is not None:
+            if self._target is not None or not self._logs_exported:
                 return
-        self.attach(_Nowhere())
+            self._logs_exported = False
+            self._calls = [call for call in self._calls if call[0] != "log_line"]
+            self._lines = self._chars = 0
 
     def take_calls(self) -> list:
         """The calls still waiting for a target, as (name, args, kwargs), with what was dropped
@@ -71,6 +77,8 @@ class DeferredSink:
         with self._lock:
             target = self._target
             if target is None:
+                if not self._logs_exported:
+                    return True
                 if self._fits(chars):
                     return False
                 self._lines_over += 1
@@ -82,6 +90,8 @@ class DeferredSink:
             target = self._target
             if target is None:
                 chars = min(len(line), MAX_LINE_CHARS)
+                if not self._logs_exported:
+                    return  # dropped, uncounted: nobody asked for it
                 if not self._fits(chars):
                     self._lines_over += 1
                 elif len(self._calls) >= MAX_DEFERRED_CALLS:
@@ -113,19 +123,3 @@ class DeferredSink:
 
         return call
 
-
-class _Nowhere:
-    """The target of an abandoned sink: every call is taken and forgotten, every line dropped
-    (uncounted: nothing would export the count)."""
-
-    def dropped_log_line(self, chars: int) -> bool:
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return _ignore
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None

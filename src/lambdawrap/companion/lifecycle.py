@@ -65,7 +65,7 @@ class Companion:
             # still goes out, through logging's last resort).
             configure_process_logging(self.settings.log_level)
         self._problems_logged: set = set()
-        self.sink = DeferredSink()
+        self.sink = DeferredSink(logs_exported="logs" in self.settings.exported_signals)
         # What the function's side sends is searched for the declared secrets' values (learned
         # by the secret store) before anything is built from it: see secret_scrub.
         self.scrubber = SecretScrubber(permanent=role_credentials(os.environ))
@@ -235,7 +235,7 @@ class Companion:
     def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:
             if exporters is None:
-                self.sink.abandon()
+                self.sink.abandon_logs()
                 return
             from lambdawrap.companion.exporting import Pipeline, built
             from lambdawrap.companion.signals import Signals
@@ -255,7 +255,7 @@ class Companion:
                 pipeline.request_flush()
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
-            self.sink.abandon()
+            self.sink.abandon_logs()
         finally:
             self._ready.set()
             self._end_init_gc()
@@ -311,12 +311,14 @@ class Companion:
             self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
         budget_s = self.settings.flush_budget_ms / 1000
         while True:
+            asked = time.monotonic()
             event = self.client.next_event(self.loop)
             kind = event.get("eventType")
             if kind == "SHUTDOWN":
                 return self._shutdown(event)
             if kind == "INVOKE" and not self.settings.sdk_disabled:
                 try:
+                    self.correlator.paused(time.monotonic() - asked)
                     self._invoke(event, budget_s)
                 except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
                     self._internal_error("handling an INVOKE event")

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 REDACTED = "[REDACTED]"
 # Rotations add texts to search for; beyond this many the oldest are forgotten, never one of a
-# secret's current value (however many texts the declared secrets make: each is the function's).
+# secret's first value (os.environ keeps it) or its current one (however many texts the declared
+# secrets make: each is the function's).
 MAX_VALUES = 256
 
 
@@ -62,7 +63,10 @@ class SecretScrubber:
         self._pending = tuple(v for v in permanent if isinstance(v, str))
         self._permanent: tuple = ()
         self._known: dict = {}  # value -> None, in the order last learned (a bounded, ordered set)
-        self._current: dict = {}  # what a source (a secret's request) gave last: never forgotten
+        # What a source (a secret's request) gave first (the value injected at boot, which
+        # os.environ keeps for good) and last (its current value): never forgotten.
+        self._first: dict = {}
+        self._current: dict = {}
         # Longest first: a value that contains another is replaced whole. Read without the lock
         # (a tuple, replaced at once) by the threads that scrub.
         self._values: tuple = ()
@@ -79,12 +83,13 @@ class SecretScrubber:
 
     def learn(self, values: Iterable[str], source: Any = None) -> None:
         """Add values to search for (called by the secret store as it fetches): `source`'s
-        current values (a secret's request), which replace what it gave before as those kept for
-        good; the values it gave before are forgotten first, oldest first."""
+        current values (a secret's request). Its first and current values are kept for good;
+        those between (rotations that came and went) are forgotten first, oldest first."""
         self.prepare()
         forms = [v for v in searched_forms(values) if v not in self._permanent]
         with self._lock:
             if source is not None:
+                self._first.setdefault(source, forms)
                 self._current[source] = forms
             fresh = [v for v in forms if v not in self._known]
             for value in forms:  # learned again: the most recent
@@ -94,8 +99,8 @@ class SecretScrubber:
                 return
             excess = len(self._known) - MAX_VALUES
             if excess > 0:
-                current = {v for kept in self._current.values() for v in kept}
-                for value in [v for v in self._known if v not in current][:excess]:
+                kept = {v for forms_kept in (*self._first.values(), *self._current.values()) for v in forms_kept}
+                for value in [v for v in self._known if v not in kept][:excess]:
                     del self._known[value]
             self._values = tuple(sorted((*self._known, *self._permanent), key=len, reverse=True))
 

@@ -118,7 +118,7 @@ def query_from_parameters(single: object, multi: object, encode: bool, limit: in
                 # it: a 6 MB event costs what a 4 KB query does.
                 room = limit - size
                 if name is None:
-                    name = key[:room]
+                    name = key[: room + secret_cuts.slack()] if len(key) > room else key
                     if encode:
                         name = quote(name)
                 if len(value) > room:
