@@ -4,6 +4,10 @@ API's requests to the listener and the collector's answers both may come this wa
 from __future__ import annotations
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+# A chunk's size line (its extensions included) and the trailers: what waits for their end is
+# bounded, as a body is, or a sender that never ends them would grow the buffer without end.
+MAX_SIZE_LINE_BYTES = 4096
+MAX_TRAILER_BYTES = 64 * 1024
 
 
 class MalformedChunks(ValueError):
@@ -18,8 +22,10 @@ def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | N
     body = bytearray()
     position = start
     while True:
-        line_end = buffer.find(b"\r\n", position)
+        line_end = buffer.find(b"\r\n", position, position + MAX_SIZE_LINE_BYTES)
         if line_end < 0:
+            if len(buffer) - position >= MAX_SIZE_LINE_BYTES:
+                raise MalformedChunks("a chunk size line too long")
             return None
         size_text = bytes(buffer[position:line_end]).partition(b";")[0].rstrip(b" \t")
         if not size_text or not _HEX_DIGITS.issuperset(size_text):
@@ -29,8 +35,12 @@ def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | N
             raise MalformedChunks("a chunked body too large")
         if size == 0:
             # Trailers, if any, end with an empty line; without them the empty line follows.
-            trailers_end = buffer.find(b"\r\n\r\n", line_end)
-            return None if trailers_end < 0 else (bytes(body), trailers_end + 4)
+            trailers_end = buffer.find(b"\r\n\r\n", line_end, line_end + MAX_TRAILER_BYTES)
+            if trailers_end < 0:
+                if len(buffer) - line_end >= MAX_TRAILER_BYTES:
+                    raise MalformedChunks("trailers too long")
+                return None
+            return bytes(body), trailers_end + 4
         chunk_start = line_end + 2
         if len(buffer) < chunk_start + size + 2:
             return None
