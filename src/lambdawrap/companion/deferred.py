@@ -89,9 +89,9 @@ class DeferredSink:
         with self._lock:
             target = self._target
             if target is None:
-                chars = min(len(line), MAX_LINE_CHARS)
                 if not self._logs_exported:
                     return  # dropped, uncounted: nobody asked for it
+                chars = min(len(line), MAX_LINE_CHARS)
                 if not self._fits(chars):
                     self._lines_over += 1
                 elif len(self._calls) >= MAX_DEFERRED_CALLS:
@@ -122,4 +122,3 @@ class DeferredSink:
             return getattr(target, name)(*args, **kwargs)
 
         return call
-

@@ -54,13 +54,15 @@ TELL_TIMEOUT_S = 1.0
 # Linux refuses to start a process whose environment holds one variable over this (E2BIG,
 # MAX_ARG_STRLEN): a value this large breaks every child process the function starts.
 MAX_VARIABLE_BYTES = 128 * 1024
+# What Lambda sets where the function's configuration sets no TZ: a declared TZ replaces nothing
+# of the configuration's.
+_PLATFORM_TZ = ("TZ", ":UTC")
 
 # env name -> (value, when its refresh is due, epoch seconds: the monotonic clock may not advance
 # while the environment is frozen, and a TTL is about real time). A declared secret that has no
 # value yet (it failed at boot) is here with None, so that reading it asks again.
 _cache: dict[str, tuple[str | None, float]] = {}
 _config: dict[str, Any] = {}
-_PLATFORM_TZ = ("TZ", ":UTC")
 # The values put in os.environ at boot (a refresh does not replace them there).
 _injected: list = []
 # env name -> fetches from AWS by this process that failed in a row (the boot fetched the secrets
