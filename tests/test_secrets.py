@@ -1328,3 +1328,31 @@ def test_a_json_key_s_value_that_is_no_string_is_its_json_text_and_a_binary_secr
         # ... and the binary secret fails, named, without its bytes
         with pytest.raises(SecretsError, match="KEYSTORE=secretsmanager:prod/keystore is binary"):
             fetch(keystore, client)
+
+
+def test_the_scrubber_s_grouped_search_replaces_what_a_search_for_each_value_replaces():
+    import random
+
+    from lambdawrap.companion.secret_scrub import REDACTED, SecretScrubber
+
+    # GIVEN two JSON secrets of 31 fields (hundreds of texts searched for: the search goes by
+    # their beginnings), values that contain one another among them
+    rng = random.Random(7)
+    scrubber = SecretScrubber()
+    for name in ("orders", "billing"):
+        scrubber.learn([json.dumps({f"key{n}": f"{name}-pa\"ss'word-{n:02d}/+&!" for n in range(30)} | {"outer": f"{name}-pa\"ss'word-07/+&!-and-more"})], source=name)
+    values, groups = scrubber._search
+    assert groups is not None and len(groups) * 4 < len(values)
+
+    def each_value(text: str) -> str:  # the plain search: every value, longest first
+        for value in values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+    # WHEN texts hold some of them, in any form, amid other text
+    for _ in range(300):
+        parts = [rng.choice(values) if rng.random() < 0.3 else "".join(rng.choice("abc-/'\"+&! ") for _ in range(rng.randrange(1, 12))) for _ in range(rng.randrange(1, 8))]
+        text = "".join(parts)
+        # THEN the grouped search replaces exactly what the plain one does
+        assert scrubber.text(text) == each_value(text), text
