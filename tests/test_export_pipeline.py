@@ -352,6 +352,27 @@ def test_the_span_buffer_holds_a_bounded_amount_of_text_and_counts_the_rest():
     assert found["flushed"] and exported_spans == held["spans"] and found["dropped"] == held["dropped"], (found, exported_spans, out.stderr[-2000:])
 
 
+def test_a_user_span_s_text_in_maps_and_nested_arrays_counts_against_the_buffer_s_bound():
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from lambdawrap.companion.resource import build_resource
+    from lambdawrap.companion.signals import Signals
+    from lambdawrap.companion.span_building import text_size
+    from lambdawrap.shared.settings import Settings
+
+    settings = Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1"})
+    resource = build_resource(settings, None)
+    builder = Signals(settings, resource, MeterProvider(resource=resource)).builder
+    body = "x" * 200_000
+    # GIVEN spans of the function's own carrying 200,000 characters in a map, in an array of
+    # arrays, and in a map on an event (AnyValue attributes, as the API lets user spans have)
+    for attributes, events in (({"req": {"body": body}}, []), ({"rows": [[body]]}, []), ({}, [["received", {"req": {"body": body}}, 1]])):
+        span = builder.user_span({"name": "lookup", "trace_id": "1" * 32, "span_id": "2" * 16, "start_ns": 1, "end_ns": 2, "attributes": attributes, "events": events, "scope": "orders"})
+        # THEN each counts its text against the 16 Mi characters the buffer holds (before: 8
+        # characters a map or nested array: 10,000 such spans, 1.9 GiB, were "140,000")
+        assert text_size(span) >= 200_000, (attributes, events, text_size(span))
+
+
 LONG_SPANS_PROBE = signals_probe({}, """
 for i in range(40):
     text = f"{i}: " + "x" * 150_000

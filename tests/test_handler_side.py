@@ -326,6 +326,35 @@ class TestChannel:
         wait_for(lambda: received, what="record")
         assert received[0]["request_id"] == "a" and received[0]["dropped"] == 2 and channel.dropped == 0
 
+    def test_a_span_ended_inside_a_send_on_its_own_thread_goes_after_it(self, listener, sock_path):
+        import threading
+
+        from lambdawrap.handler.invocation import deliver_span
+
+        server, received = listener
+        channel = Channel(sock_path)
+        span = {"name": "in a generator", "trace_id": "1" * 32, "span_id": "2" * 16, "start_ns": 1, "end_ns": 2, "scope": "orders"}
+
+        class EndsASpanAsItIsEncoded:
+            # As the garbage collector may, finalizing (while a record is encoded) a generator
+            # whose `with tracer.start_as_current_span(...)` then ends its span
+            def __repr__(self) -> str:
+                deliver_span(channel, span)
+                return "'odd'"
+
+        # GIVEN no invocation under way (the span goes alone), WHEN the record being sent runs
+        # code that ends a span on the sending thread
+        sent: list = []
+        sender = threading.Thread(target=lambda: sent.append(channel.send({"version": 2, "type": "invocation", "request_id": "r1", "odd": EndsASpanAsItIsEncoded()})), daemon=True)
+        sender.start()
+        sender.join(10)
+        # THEN the send ends (before: the span's send waited for the lock its own thread held,
+        # and the function's process hung for ever), and the span goes after the record
+        assert not sender.is_alive() and sent == [True]
+        wait_for(lambda: len(received) >= 2, what="the record and the span")
+        assert [record.get("type") for record in received] == ["invocation", "spans"]
+        assert received[1]["spans"][0]["name"] == "in a generator"
+
     def test_socket_is_private_and_survives_garbage(self, listener, sock_path):
         server, received = listener
         assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600

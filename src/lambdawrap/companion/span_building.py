@@ -26,7 +26,7 @@ from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
-from lambdawrap.shared.attribute_values import BYTES_TAG
+from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 from lambdawrap.shared.semconv import SCHEMA_URL
@@ -139,10 +139,25 @@ def _attributes_size(attributes: Mapping[str, Any] | None) -> int:
         if kind is str or kind is bytes:
             size += len(value)
         elif kind is tuple or kind is list:
-            size += sum(len(item) if isinstance(item, (str, bytes)) else 8 for item in value)
+            size += sum(len(item) if isinstance(item, (str, bytes)) else _value_size(item, 1) for item in value)
         else:
-            size += 8
+            size += _value_size(value, 0)
     return size
+
+
+def _value_size(value: Any, depth: int) -> int:
+    """A user span's AnyValue: maps and arrays held in one another (MAX_NESTING deep at most)
+    count their text too, or a span of 200 KB in a map would count as 8 characters against
+    the buffer's bound."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if depth >= MAX_NESTING:
+        return 8
+    if isinstance(value, (tuple, list)):
+        return sum(_value_size(item, depth + 1) for item in value)
+    if isinstance(value, Mapping):
+        return sum(_value_size(key, depth + 1) + _value_size(item, depth + 1) for key, item in value.items())
+    return 8
 
 
 class InvocationFacts:

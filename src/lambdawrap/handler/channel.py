@@ -20,6 +20,7 @@ import errno
 import os
 import threading
 import time
+from threading import get_ident
 
 # The C socket module: `socket`'s Python layer (its enums, selectors) costs the function's
 # cold start, and the channel needs none of it.
@@ -40,7 +41,7 @@ from lambdawrap.shared.log import get_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Any
+    from typing import Any, Callable
 
 RECONNECT_INTERVAL_S = 1.0
 # What the connection's send buffer is asked to hold: a record at its largest and the `posted`
@@ -50,6 +51,8 @@ RECONNECT_INTERVAL_S = 1.0
 # spans gone uncounted with it), or the process ended first and took the rest with it. The
 # kernel doubles what is asked and caps it at twice net.core.wmem_max (~416 KB at its default).
 SEND_BUFFER_BYTES = 2 * MAX_RECORD_BYTES
+# Records sent from inside a send on its own thread (see Channel._holder) kept for after it.
+MAX_REENTERED = 64
 
 
 class Channel:
@@ -59,6 +62,12 @@ class Channel:
         self.path = path
         self.dropped = 0
         self._lock = threading.Lock()
+        # The thread sending now, while it holds the lock, and what that thread sent meanwhile:
+        # code can run on it inside a send (the garbage collector, as a record is encoded,
+        # finalizing a generator whose `with start_as_current_span` then ends its span), and a
+        # send from there would wait for the lock its own thread holds, for ever.
+        self._holder = 0
+        self._reentered: list = []
         self._sock: unix_socket | None = None
         self._pending = b""
         self._next_connect = 0.0
@@ -73,6 +82,8 @@ class Channel:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._holder = 0
+        self._reentered = []
         self._let_go_inherited()
         self._pending = b""
         self._next_connect = 0.0
@@ -177,40 +188,73 @@ class Channel:
 
     def send(self, record: dict) -> bool:
         """Queue one record for the companion without waiting; False if it was dropped."""
+        if self._holder == get_ident():
+            return self._reenter(record)
+        return self._holding_the_lock(self._send_record, record)
+
+    def _holding_the_lock(self, send: Callable[..., bool], *args: Any) -> bool:
+        self._lock.acquire()
+        self._holder = get_ident()
+        try:
+            sent = send(*args)
+        finally:
+            self._holder = 0
+            self._lock.release()
+        if self._reentered:
+            self._send_reentered()
+        return sent
+
+    def _send_record(self, record: dict) -> bool:
+        # Called with the lock held: a drop counted by another thread between reading the
+        # count and clearing it would otherwise be lost.
+        reported = self.dropped
+        if reported:
+            record["dropped"] = reported
+        try:
+            frame = encode(record)
+        except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
+            record.pop("dropped", None)
+            self._count_drop(record.get("type"), companion_alive=not self._companion_down)
+            return False
+        return self._send_frame(frame, record.get("type"), reported)
+
+    def _reenter(self, record: dict) -> bool:
+        # On the thread that holds the lock: sent once that thread's send is done.
+        if len(self._reentered) >= MAX_REENTERED:
+            self._count_drop(record.get("type"), companion_alive=not self._companion_down)
+            return False
+        self._reentered.append(record)
+        return True
+
+    def _send_reentered(self) -> None:
         with self._lock:
-            # Under the lock: a drop counted by another thread between reading the count and
-            # clearing it would otherwise be lost.
-            reported = self.dropped
-            if reported:
-                record["dropped"] = reported
-            try:
-                frame = encode(record)
-            except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
-                record.pop("dropped", None)
-                self._count_drop(record.get("type"), companion_alive=not self._companion_down)
-                return False
-            return self._send_frame(frame, record.get("type"), reported)
+            queued, self._reentered = self._reentered, []
+        for record in queued:
+            self.send(record)
 
     def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
         """Queue an invocation's record (its start part already encoded), and the `posted`
         record after it in the same send; False if the invocation's was dropped. A record over
         the size limit goes without the spans it carries (they are counted)."""
-        with self._lock:
-            reported = self.dropped
-            try:
+        return self._holding_the_lock(self._send_invocation, start_json, end, posted)
+
+    def _send_invocation(self, start_json: bytes, end: dict, posted: dict | None) -> bool:
+        # Called with the lock held.
+        reported = self.dropped
+        try:
+            frame = records.encode_invocation(start_json, end, reported)
+            if len(frame) > MAX_RECORD_BYTES and end.get("spans"):
+                end["spans_dropped"] = end.get("spans_dropped", 0) + len(end.pop("spans"))
+                end["spans_too_large"] = True
                 frame = records.encode_invocation(start_json, end, reported)
-                if len(frame) > MAX_RECORD_BYTES and end.get("spans"):
-                    end["spans_dropped"] = end.get("spans_dropped", 0) + len(end.pop("spans"))
-                    end["spans_too_large"] = True
-                    frame = records.encode_invocation(start_json, end, reported)
-            except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
-                self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
-                return False
-            try:
-                tail = encode(posted) if posted is not None else b""
-            except Exception:  # noqa: BLE001 - without it the companion waits for the platform
-                tail = b""
-            return self._send_frame(frame, records.INVOCATION, reported, tail)
+        except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
+            self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
+            return False
+        try:
+            tail = encode(posted) if posted is not None else b""
+        except Exception:  # noqa: BLE001 - without it the companion waits for the platform
+            tail = b""
+        return self._send_frame(frame, records.INVOCATION, reported, tail)
 
     def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"") -> bool:
         # Called with the lock held. `tail`: whole frames that go with this one, uncounted.
