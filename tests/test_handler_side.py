@@ -355,6 +355,77 @@ class TestChannel:
         assert [record.get("type") for record in received] == ["invocation", "spans"]
         assert received[1]["spans"][0]["name"] == "in a generator"
 
+    def test_the_companion_s_absence_is_logged_without_holding_up_a_thread_sending_a_span(self, sock_path):
+        import socket
+        import threading
+
+        # GIVEN no companion (its socket file left, nothing listening), and a logging handler of
+        # the function's that posts each warning somewhere (a webhook), one post at a time
+        posting = threading.RLock()
+
+        class Webhook(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                with posting:
+                    pass
+
+        webhook = Webhook(level=logging.WARNING)
+        logging.getLogger().addHandler(webhook)
+        gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        gone.bind(sock_path)
+        channel = Channel(sock_path)
+        sending = threading.Event()
+        span = {"version": 2, "type": "spans", "spans": []}
+
+        def post_a_warning() -> None:
+            # Inside the webhook's post, a traced call ends: its span goes to the channel.
+            with posting:
+                sending.set()
+                channel.send(span)
+
+        class StartsThePost:
+            def __repr__(self) -> str:  # as the record is encoded, the channel's lock held
+                threading.Thread(target=post_a_warning, daemon=True).start()
+                sending.wait(10)
+                time.sleep(0.2)  # the span's send is waiting for the channel's lock by now
+                return "'odd'"
+
+        # WHEN the invocation's record finds the companion gone, and warns of it
+        results: list = []
+        sender = threading.Thread(target=lambda: results.append(channel.send({"version": 2, "type": "invocation", "odd": StartsThePost()})), daemon=True)
+        try:
+            sender.start()
+            sender.join(10)
+            # THEN both sends end (before: the warning was logged with the channel's lock held,
+            # the webhook waited for its own post to end, which waited for that lock: the
+            # invocation hung until its timeout)
+            assert not sender.is_alive() and results == [False]
+        finally:
+            logging.getLogger().removeHandler(webhook)
+            gone.close()
+
+    def test_a_descriptor_the_function_reused_never_holds_up_the_check_for_a_gone_companion(self, listener, sock_path):
+        import socket
+        import threading
+
+        # GIVEN a connection to the companion whose descriptor number the function closed and
+        # reused for a blocking socket of its own, whose peer says nothing
+        channel = Channel(sock_path)
+        assert channel.send({"version": 2, "type": "invocation", "request_id": "a"})
+        number = channel._sock.fileno()
+        mine, peer = socket.socketpair()
+        os.dup2(mine.fileno(), number)
+        try:
+            # WHEN the invocation asks whether the companion is gone
+            answers: list = []
+            asking = threading.Thread(target=lambda: answers.append(channel.companion_gone()), daemon=True)
+            asking.start()
+            asking.join(10)
+            # THEN it answers at once (before: the peek waited for the function's peer to write)
+            assert not asking.is_alive() and answers == [False]
+        finally:
+            peer.close()
+            mine.close()
+
     def test_socket_is_private_and_survives_garbage(self, listener, sock_path):
         server, received = listener
         assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600

@@ -28,6 +28,13 @@ from _socket import AF_UNIX, MSG_PEEK, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET
 from _socket import socket as unix_socket
 
 try:
+    from _socket import MSG_DONTWAIT
+
+    _PEEK_FLAGS = MSG_PEEK | MSG_DONTWAIT
+except ImportError:  # not on Linux: local tooling only
+    _PEEK_FLAGS = MSG_PEEK
+
+try:
     # A send to a companion that has died is an EPIPE error, never a SIGPIPE: a function may
     # restore SIGPIPE's default action (as code written for pipes does), which the signal would
     # turn into the end of its process, in the middle of an invocation. Linux's flag, per send.
@@ -68,6 +75,7 @@ class Channel:
         # send from there would wait for the lock its own thread holds, for ever.
         self._holder = 0
         self._reentered: list = []
+        self._warning = ""  # to log once the lock is released
         self._sock: unix_socket | None = None
         self._pending = b""
         self._next_connect = 0.0
@@ -175,16 +183,21 @@ class Channel:
         try:
             # Read-only, so not worth a check that the descriptor is still ours (the send
             # makes one): a function's file there says "gone", and its record goes at once.
-            return sock.recv(1, MSG_PEEK) == b""
+            # MSG_DONTWAIT: a socket of the function's that took the descriptor's number is
+            # blocking, and a plain peek would wait for its peer to write, for ever.
+            return sock.recv(1, _PEEK_FLAGS) == b""
         except BlockingIOError:
             return False
         except OSError:
             return True
 
     def _warn_once(self, message: str) -> None:
+        # Called with the lock held: logged once it is released (_holding_the_lock). Logging
+        # runs the function's handlers, which may wait on a lock of their own held by a thread
+        # of the function's that is sending a span: logged here, neither would go on.
         if not self._warned:
             self._warned = True
-            get_logger().warning("lambdawrap: %s", message)
+            self._warning = message
 
     def send(self, record: dict) -> bool:
         """Queue one record for the companion without waiting; False if it was dropped."""
@@ -200,6 +213,9 @@ class Channel:
         finally:
             self._holder = 0
             self._lock.release()
+        if self._warning:
+            warning, self._warning = self._warning, ""
+            get_logger().warning("lambdawrap: %s", warning)
         if self._reentered:
             self._send_reentered()
         return sent
