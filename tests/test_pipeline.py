@@ -675,6 +675,8 @@ def record(get_tracer, call=None):
     with trace.use_span(NonRecordingSpan(REMOTE)):
         if call:
             call()
+    with get_tracer("").start_as_current_span("unnamed scope"):
+        pass
 """
 
 
@@ -713,6 +715,9 @@ def test_span_flags_and_scope_attributes_are_exported_as_the_sdk_exports_them(tm
         assert emu.invoke({"url": http.url + "/ok"}).json() == {"ok": True}
         ours = {s["name"]: s for s in rx.wait_for_spans(lambda s: s["scope"] == "scoped", count=3)}
         calls = rx.wait_for_spans(lambda s: s["name"] == "GET", count=2)
+        unnamed = rx.wait_for_spans(lambda s: s["name"] == "unnamed scope")[0]
+    # (a tracer got without a name is the SDK's scope "", before: "user")
+    assert unnamed["scope"] == theirs["unnamed scope"]["scope"] == "", (unnamed["scope"], theirs["unnamed scope"]["scope"])
     # THEN each span's flags say, as the SDK's do, whether its parent and its links' spans are
     # of another process (before: every parent and link was remote), and the tracer's scope
     # keeps its attributes (before: left out)

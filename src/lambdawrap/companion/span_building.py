@@ -437,7 +437,7 @@ def _optional_text(value: object) -> str | None:
 
 def _scope_key(raw: dict) -> tuple:
     """What tells one user tracer's scope from another's, hashable."""
-    key = (encodable(str(raw.get("scope") or "user")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url")))
+    key = (encodable(str(raw.get("scope") or "")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url")))
     attributes = raw.get("scope_attributes")
     return key + (json.dumps(attributes, sort_keys=True, default=str),) if attributes else key
 

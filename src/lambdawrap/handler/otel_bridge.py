@@ -396,7 +396,8 @@ class UserSpans:
     def tracer(self, name: Any, version: Any = None, schema_url: Any = None, attributes: Any = None) -> _Tracer:
         # The scope the SDK would give the spans: the tracer's name, version, schema URL and
         # attributes (an API from 1.27 on takes them).
-        key = (name if isinstance(name, str) and name else "user", version if isinstance(version, str) else "", schema_url if isinstance(schema_url, str) else "")
+        # A missing name is the SDK's "" (it logs that the name is missing).
+        key = (name if isinstance(name, str) else "", version if isinstance(version, str) else "", schema_url if isinstance(schema_url, str) else "")
         kept = _attrs(attributes, None, None) if attributes else {}
         if kept:
             key += (repr(kept),)
