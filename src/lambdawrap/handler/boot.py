@@ -15,7 +15,7 @@ import sys
 import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Any, Mapping
+    from typing import Any, Callable, Mapping
 
 from lambdawrap.handler.bare_start import in_the_runtime, start_as_without_the_layer
 from lambdawrap.shared.settings import Settings
@@ -95,7 +95,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
             _wrap_from_namespace(module, attribute, tracer.wrap)
             return
         handler = getattr(module, attribute, None)
-        if callable(handler):
+        if callable(handler) and not isinstance(handler, type):
             setattr(module, attribute, tracer.wrap(handler))
 
     def bridge_opentelemetry(module: Any) -> None:
@@ -109,6 +109,9 @@ def _initialize(environ: Mapping[str, str]) -> Any:
         response_posted.install(module, settings.socket_path, function_wrapper, tracer.after_post)
 
     import_hooks.when_imported(module_name, wrap_handler, hook_failed)
+    # A class as the handler stays the module's own: its code names it (super(Handler, self),
+    # type(self) is Handler) and a wrapper there is no class. The runtime's lookup wraps it.
+    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_classes(runtime, tracer.wrap), hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
     if not STRIPS_BY_RERAISE:  # 3.10: the wrapper's frames stay in tracebacks
@@ -122,6 +125,21 @@ def _initialize(environ: Mapping[str, str]) -> Any:
         outgoing.install(settings, tracer.sampled, channel, function_wrapper, import_hooks.when_imported, hook_failed)
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
+
+
+def _wrap_looked_up_classes(runtime: Any, wrap: Callable[[Any], Any]) -> None:
+    """Have awslambdaric's handler lookup hand the runtime a class handler wrapped (a runtime
+    without that function leaves a class handler uninstrumented, never changed)."""
+    lookup = getattr(runtime, "_get_handler", None)
+    if not callable(lookup) or getattr(lookup, "_lambdawrap_classes", False):
+        return
+
+    def _get_handler(handler: Any) -> Any:
+        found = lookup(handler)
+        return wrap(found) if isinstance(found, type) else found
+
+    _get_handler._lambdawrap_classes = True  # type: ignore[attr-defined]
+    runtime._get_handler = _get_handler
 
 
 def _made_on_demand(module: Any, attribute: str) -> bool:

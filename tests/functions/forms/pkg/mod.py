@@ -85,3 +85,19 @@ valued_instance = _Holder()
 
 def valued_function(event, context):  # the handler under its own name
     return _as_value("valued_function", event)
+
+
+class _Response(dict):
+    def __init__(self, form):
+        super().__init__(form=form)
+
+
+class Reply(_Response):
+    """A class as the handler: the runtime calls it, and its instance (a dict) is the response.
+    Its code names it: super(Reply, self) and type(self) is Reply need the module's Reply to
+    be the class itself."""
+
+    def __init__(self, event, context):
+        super(Reply, self).__init__("class")
+        self["type_is_the_class"] = type(self) is Reply
+        self["event"] = event
