@@ -55,7 +55,6 @@ MAX_STACK_CHARS = 32768
 # A record is held for the runtime's post only while the invocation has this much time left:
 # a timeout while the response is serialized or posted would otherwise take the record with it.
 HOLD_MARGIN_MS = 500
-_MARKER = "_self_lambdawrap"  # wrapt keeps `_self_` attributes on the proxy itself
 
 # lambdawrap's own failures in this process, reported with the next invocation record.
 FAILURES = Failures()
@@ -249,15 +248,15 @@ class InvocationTracer:
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
-        if getattr(handler, _MARKER, False):
+        # By its type alone: asking the handler for an attribute runs its class's __getattr__
+        # (the user's code, which may print, or raise: the handler was then left unwrapped).
+        if type(handler) in _handler_wrappers.values():
             return handler
         if self._function_wrapper is None:
             from lambdawrap.handler import private_wrapt
 
             self._function_wrapper = private_wrapt.load().FunctionWrapper
-        wrapped = _handler_wrapper(self._function_wrapper)(handler, self._call)
-        setattr(wrapped, _MARKER, True)
-        return wrapped
+        return _handler_wrapper(self._function_wrapper)(handler, self._call)
 
     def _call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         if _active:

@@ -101,3 +101,18 @@ class Reply(_Response):
         super(Reply, self).__init__("class")
         self["type_is_the_class"] = type(self) is Reply
         self["event"] = event
+
+
+class _StrictLookups:
+    """A callable instance whose class answers unknown attributes itself, with a KeyError (a
+    config object, a record of fields): asking it for an attribute is running the function's
+    code, and what it raises is no AttributeError."""
+
+    def __getattr__(self, name):
+        raise KeyError(name)
+
+    def __call__(self, event, context):
+        return {"form": "strict lookups", "event": event}
+
+
+strict_lookups = _StrictLookups()
