@@ -130,7 +130,7 @@ INIT_FAILURES = [
 
 FORMS = [
     Group(f"handler form {handler}", "forms", handler=handler, scenarios=[do("call", "echo"), Scenario("traced call", with_traceparent(sample("apigw-http")), parent=f"{TRACEPARENT_TRACE}-{TRACEPARENT_SPAN}")])
-    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only", "my-function.handler", "pkg.mod.valued_function", "pkg.mod.aliased", "pkg.mod.static", "pkg.mod.valued_instance", "pkg.lazy.handler", "pkg.mod.Reply", "pkg.mod.strict_lookups")
+    for handler in ("pkg/mod.handler", "pkg.mod.handler", "pkg.mod.instance", "pkg.mod.partial", "pkg.mod.coroutine", "pkg.mod.introspect", "pkg.mod.kwargs_only", "my-function.handler", "pkg.mod.valued_function", "pkg.mod.aliased", "pkg.mod.static", "pkg.mod.valued_instance", "pkg.lazy.handler", "pkg.mod.Reply", "pkg.mod.strict_lookups", "pkg.mod.config_backed", "pkg.classy.Reply")
 ]
 
 OWN_WRAPT = Group("the function bundles its own wrapt - own_wrapt", "own_wrapt", scenarios=[do("import wrapt", "echo")])

@@ -426,6 +426,46 @@ class TestChannel:
             peer.close()
             mine.close()
 
+    def test_a_signal_handler_that_raises_in_a_send_never_leaves_the_channel_locked(self, sock_path):
+        import signal
+
+        # GIVEN a function whose timeout decorator raises from its SIGALRM handler, the alarm
+        # firing every 50 µs, and records sent meanwhile (no companion: each is dropped)
+        class Alarm(Exception):
+            pass
+
+        armed = [True]
+
+        def raise_alarm(signum: int, frame: object) -> None:
+            # Inside the channel's code only: raised in this test's own lines, it would end it.
+            if armed[0] and frame is not None and getattr(frame, "f_code").co_filename.endswith("channel.py"):
+                raise Alarm()
+
+        channel = Channel(sock_path)
+        previous = signal.signal(signal.SIGALRM, raise_alarm)
+        interrupted = leaked = 0
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
+            deadline = time.monotonic() + 1.0
+            while not leaked:
+                try:
+                    if time.monotonic() > deadline:
+                        break
+                    # Only a send holds the lock (and names its thread), and none is under way
+                    # here: held or named, it leaked.
+                    leaked = channel._lock.locked() or channel._holder != 0
+                    channel.send({"version": 2, "type": "spans", "spans": []})
+                except Alarm:
+                    interrupted += 1
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        # THEN the alarms interrupted sends, and none left the lock held (before: one raised
+        # between the lock's acquire and the try that releases it, and every later send of the
+        # process waited for ever)
+        assert interrupted and not leaked and not channel._lock.locked(), (interrupted, leaked)
+
     def test_socket_is_private_and_survives_garbage(self, listener, sock_path):
         server, received = listener
         assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600

@@ -95,7 +95,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
             _wrap_from_namespace(module, attribute, tracer.wrap)
             return
         handler = getattr(module, attribute, None)
-        if callable(handler) and not isinstance(handler, type):
+        if callable(handler) and not _is_class(handler):
             setattr(module, attribute, tracer.wrap(handler))
 
     def bridge_opentelemetry(module: Any) -> None:
@@ -130,16 +130,37 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 def _wrap_looked_up_classes(runtime: Any, wrap: Callable[[Any], Any]) -> None:
     """Have awslambdaric's handler lookup hand the runtime a class handler wrapped (a runtime
     without that function leaves a class handler uninstrumented, never changed)."""
+    from lambdawrap.handler.invocation import FAILURES, drop_own_frame, labelled_as_bootstrap
+
     lookup = getattr(runtime, "_get_handler", None)
     if not callable(lookup) or getattr(lookup, "_lambdawrap_classes", False):
         return
 
     def _get_handler(handler: Any) -> Any:
-        found = lookup(handler)
-        return wrap(found) if isinstance(found, type) else found
+        try:
+            found = lookup(handler)
+        except BaseException as exc:
+            # An init error's stack trace as without the layer: the runtime leaves out its own
+            # leading frames (bootstrap.py's), which a frame of ours among them would end.
+            drop_own_frame(exc)
+            raise
+        if not _is_class(found):
+            return found
+        try:
+            return wrap(found)
+        except Exception:  # noqa: BLE001 - instrumentation fails open
+            FAILURES.record("wrapping the handler")
+            return found
 
+    _get_handler = labelled_as_bootstrap(_get_handler)
     _get_handler._lambdawrap_classes = True  # type: ignore[attr-defined]
     runtime._get_handler = _get_handler
+
+
+def _is_class(handler: Any) -> bool:
+    """By its type alone: isinstance() would ask the handler for its __class__, which a class's
+    __getattribute__ answers (the function's code, which may raise)."""
+    return issubclass(type(handler), type)
 
 
 def _made_on_demand(module: Any, attribute: str) -> bool:
@@ -160,7 +181,7 @@ def _wrap_from_namespace(module: Any, attribute: str, wrap: Callable) -> None:
         return
     namespace = object.__getattribute__(module, "__dict__")
     handler = namespace.get(attribute)
-    if callable(handler):
+    if callable(handler) and not _is_class(handler):  # a class: the runtime's lookup wraps it
         namespace[attribute] = wrap(handler)
 
 

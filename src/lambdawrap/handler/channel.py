@@ -92,6 +92,7 @@ class Channel:
         self._lock = threading.Lock()
         self._holder = 0
         self._reentered = []
+        self._warning = ""  # the parent's to log
         self._let_go_inherited()
         self._pending = b""
         self._next_connect = 0.0
@@ -206,13 +207,15 @@ class Channel:
         return self._holding_the_lock(self._send_record, record)
 
     def _holding_the_lock(self, send: Callable[..., bool], *args: Any) -> bool:
-        self._lock.acquire()
-        self._holder = get_ident()
-        try:
-            sent = send(*args)
-        finally:
-            self._holder = 0
-            self._lock.release()
+        # `with`, not acquire() then try: a signal handler that raises (a timeout decorator's
+        # SIGALRM) between the two would leave the lock held, and every later send waiting.
+        thread = get_ident()
+        with self._lock:
+            try:
+                self._holder = thread
+                sent = send(*args)
+            finally:
+                self._holder = 0
         if self._warning:
             warning, self._warning = self._warning, ""
             get_logger().warning("lambdawrap: %s", warning)
