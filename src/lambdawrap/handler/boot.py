@@ -130,31 +130,12 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 def _wrap_looked_up_classes(runtime: Any, wrap: Callable[[Any], Any]) -> None:
     """Have awslambdaric's handler lookup hand the runtime a class handler wrapped (a runtime
     without that function leaves a class handler uninstrumented, never changed)."""
-    from lambdawrap.handler.invocation import FAILURES, drop_own_frame, labelled_as_bootstrap
-
     lookup = getattr(runtime, "_get_handler", None)
     if not callable(lookup) or getattr(lookup, "_lambdawrap_classes", False):
         return
-
-    def _get_handler(handler: Any) -> Any:
-        try:
-            found = lookup(handler)
-        except BaseException as exc:
-            # An init error's stack trace as without the layer: the runtime leaves out its own
-            # leading frames (bootstrap.py's), which a frame of ours among them would end.
-            drop_own_frame(exc)
-            raise
-        if not _is_class(found):
-            return found
-        try:
-            return wrap(found)
-        except Exception:  # noqa: BLE001 - instrumentation fails open
-            FAILURES.record("wrapping the handler")
-            return found
-
-    _get_handler = labelled_as_bootstrap(_get_handler)
-    _get_handler._lambdawrap_classes = True  # type: ignore[attr-defined]
-    runtime._get_handler = _get_handler
+    wrapping = _wrapping(lookup, lambda handler_name, found: _is_class(found), wrap)
+    wrapping._lambdawrap_classes = True  # type: ignore[attr-defined]
+    runtime._get_handler = wrapping
 
 
 def _is_class(handler: Any) -> bool:
@@ -186,27 +167,34 @@ def _wrap_from_namespace(module: Any, attribute: str, wrap: Callable) -> None:
 
 
 def _wrapping_lookup(lookup: Callable, attribute: str, wrap: Callable) -> Callable:
-    """The module's ``__getattr__``, with the handler it makes wrapped; what it raises passes
-    through with the traceback it has without the layer."""
+    """The module's ``__getattr__``, with the handler it makes wrapped."""
+    return _wrapping(lookup, lambda name, value: name == attribute and callable(value), wrap)
+
+
+def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callable) -> Callable:
+    """`lookup`, with what it finds wrapped where `wanted(asked, found)` (a failed wrap leaves it
+    as it is); what it raises passes through with the traceback it has without the layer: an
+    init error's stack trace leaves out the runtime's leading frames, which one of ours among
+    them would end."""
     import functools  # logging's import brought it
 
     from lambdawrap.handler.invocation import FAILURES, drop_own_frame, labelled_as_bootstrap
 
     @functools.wraps(lookup)
-    def __getattr__(name: str) -> Any:
+    def looked_up(asked: Any) -> Any:
         try:
-            value = lookup(name)
+            found = lookup(asked)
         except BaseException as exc:
             drop_own_frame(exc)
             raise
-        if name == attribute and callable(value):
+        if wanted(asked, found):
             try:
-                return wrap(value)
+                return wrap(found)
             except Exception:  # noqa: BLE001 - instrumentation fails open
                 FAILURES.record("wrapping the handler")
-        return value
+        return found
 
-    return labelled_as_bootstrap(__getattr__)
+    return labelled_as_bootstrap(looked_up)
 
 
 class _RefuseImport:
