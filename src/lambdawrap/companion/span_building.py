@@ -136,12 +136,7 @@ def _attributes_size(attributes: Mapping[str, Any] | None) -> int:
     # faster than isinstance() on every value, at every span).
     for value in attributes.values():
         kind = type(value)
-        if kind is str or kind is bytes:
-            size += len(value)
-        elif kind is tuple or kind is list:
-            size += sum(len(item) if isinstance(item, (str, bytes)) else _value_size(item, 1) for item in value)
-        else:
-            size += _value_size(value, 0)
+        size += len(value) if kind is str or kind is bytes else _value_size(value, 0)
     return size
 
 
