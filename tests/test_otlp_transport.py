@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,7 +38,7 @@ from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
-from support.local_servers import closed_port, read_head
+from support.local_servers import closed_port, content_length, read_head
 from support.scripted_server import ScriptedServer
 from support.stack import instrumented
 
@@ -265,12 +266,16 @@ def test_a_redirect_is_a_failed_export_not_a_delivered_one(status, caplog):
 
 
 def test_a_redirect_is_reported_without_the_credentials_of_the_collectors_url(caplog):
-    with Collector(script=[(308, {"Location": "https://elsewhere.example/v1/traces"})]) as collector:
-        url = collector.endpoint.replace("http://", "http://user:s3cr3t-key@")
+    # GIVEN credentials in the endpoint's userinfo and query (a vendor's `?api-key=`), and a
+    # redirect to a signed URL
+    with Collector(script=[(308, {"Location": "https://elsewhere.example/v1/traces?X-Amz-Signature=s1gn3d"})]) as collector:
+        url = collector.endpoint.replace("http://", "http://user:s3cr3t-key@") + "?api-key=k3y-in-query"
         with caplog.at_level(logging.ERROR):
             assert export_with(StdlibHTTPTransport(), url) == SpanExportResult.FAILURE
+    # THEN the failure names both places, and none of the secrets
     said = [r.getMessage() for r in caplog.records if "answered 308" in r.getMessage()]
-    assert said and collector.endpoint in said[0] and not [r for r in caplog.records if "s3cr3t" in r.getMessage()], caplog.text
+    assert said and collector.endpoint in said[0] and "https://elsewhere.example/v1/traces" in said[0], caplog.text
+    assert not [r for r in caplog.records if any(secret in r.getMessage() for secret in ("s3cr3t", "k3y-in-query", "s1gn3d"))], caplog.text
 
 
 def test_an_unreachable_collector_is_a_connection_error_for_both():
@@ -656,3 +661,98 @@ def test_a_certificate_file_that_is_not_pem_is_named_once_and_the_default_used(t
         lines = emu.log_lines("extension") + emu.log_lines("function")
     said = [line for line in lines if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
     assert len(said) == 1 and repr(str(der)) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said
+
+
+class StreamedAnswer:
+    """A collector on loopback that answers one request with `pieces` (an iterable of
+    bytes), `pause_s` apart; `sent` counts the bytes the client took, and `cut_off` is set
+    when the client closed before all of them went."""
+
+    def __init__(self, pieces: Iterable[bytes], pause_s: float = 0.0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/traces"
+        self.sent = 0
+        self.cut_off = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(pieces, pause_s), daemon=True)
+        self._thread.start()
+
+    def _serve(self, pieces: Iterable[bytes], pause_s: float) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        with conn:
+            request = read_head(conn)
+            if request is None:
+                return
+            body = request[1]
+            while len(body) < content_length(request[0]):
+                body += conn.recv(65536)
+            try:
+                for piece in pieces:
+                    if self._stop.wait(pause_s):
+                        return
+                    conn.sendall(piece)
+                    self.sent += len(piece)
+            except OSError:
+                self.cut_off.set()
+
+    def __enter__(self) -> "StreamedAnswer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(30)
+
+
+def test_an_answer_with_a_huge_body_is_not_read_whole():
+    # GIVEN a collector (a wrong endpoint: a proxy's download, a file server) answering 200
+    # with a 256 MiB body
+    size = 256 * 1024 * 1024
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+    with StreamedAnswer(itertools.chain([head], itertools.repeat(b"a" * 65536, size // 65536))) as collector:
+        # WHEN a request is answered so
+        result = StdlibHTTPTransport(environ={}).request("POST", collector.url, data=b"x", timeout=60)
+        # THEN the status is taken, and the connection closed after a bounded part of the body
+        # (before, all of it was read into the companion's memory, shared with the function's)
+        assert (result.status_code, result.error) == (200, None)
+        assert collector.cut_off.wait(60), collector.sent
+        assert collector.sent < size // 4, collector.sent
+
+
+def test_a_2xx_whose_body_is_cut_short_is_delivered_not_sent_again(scripted):
+    # GIVEN a collector that stores the request and answers 200 with a body it cuts short
+    cut = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 40\r\n\r\nab"
+    server = scripted([[cut], [CHUNKED_OK]])
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.port}/v1/traces", timeout=5, _transport=StdlibHTTPTransport(environ={}))
+    try:
+        # WHEN a span is exported
+        assert exporter.export([SPAN]) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    # THEN it went once (before, the cut body was a connection error: the exporter sent the
+    # span again, stored twice, and again at every retry)
+    assert server.requests == [b"POST /v1/traces HTTP/1.1"], server.requests
+
+
+@pytest.mark.parametrize("answered", ["its status line", "its body"])
+def test_a_collector_sending_its_answer_a_byte_at_a_time_is_given_up_at_the_requests_timeout(answered):
+    # GIVEN a collector that sends its status line, or its 40-byte body, a byte every 0.25 s
+    # (10 s in all)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n"
+    pieces = [head[i:i + 1] for i in range(len(head))] if answered == "its status line" else [head] + [b"a"] * 40
+    with StreamedAnswer(pieces, pause_s=0.25) as collector:
+        # WHEN a request with a 1 s timeout is sent
+        started = time.monotonic()
+        result = StdlibHTTPTransport(environ={}).request("POST", collector.url, data=b"x", timeout=1.0)
+        took = time.monotonic() - started
+    # THEN it ends once its 1 s is up (before, the timeout bounded each read: it waited for the
+    # whole answer, however long the collector took): timed out without a status, delivered
+    # with one (the collector took the request: sent again, it would be stored twice)
+    assert took < 5, took
+    if answered == "its status line":
+        assert isinstance(result.error, TimeoutError), result.error
+    else:
+        assert (result.status_code, result.error) == (200, None)

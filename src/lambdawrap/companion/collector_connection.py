@@ -11,6 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import sys
+import time
 
 from lambdawrap.companion.http_lite import ResponseReader, read_response
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 # is sent as it is, not copied.
 _ONE_SEND_BYTES = 64 * 1024
 _FORBIDDEN_IN_NAME = frozenset("\r\n: \t")
+# An OTLP answer is a few bytes (an error page a few KB): a body beyond this is not read. A
+# wrong endpoint (a proxy, a download) would otherwise fill the memory the companion shares
+# with the function.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class CollectorConnection:
@@ -56,6 +61,8 @@ class CollectorConnection:
             fields[name.lower()] = f"{name}: {value}"
         fields["content-length"] = f"Content-Length: {len(body)}"
         head = ("\r\n".join((f"{method} {path} HTTP/1.1", *fields.values())) + "\r\n\r\n").encode("latin-1")
+        # The timeout is the request's, not each read's (sendall already counts it so).
+        deadline = None if timeout is None else time.monotonic() + timeout
         sock.settimeout(timeout)
         try:
             if len(body) <= _ONE_SEND_BYTES:
@@ -69,22 +76,32 @@ class CollectorConnection:
             # Its answer is read, as urllib3 (requests) reads it: taken for a broken
             # connection, the batch would be sent again whole at every flush, never in the
             # smaller requests a 413 asks for, holding back all that follows.
-            answered = self._early_answer()
+            answered = self._early_answer(deadline)
             if answered is None:
                 raise error from None
             return answered
-        reader = ResponseReader()
-        status, response_headers, payload = read_response(sock, reader)
+        reader = ResponseReader(MAX_ANSWER_BYTES)
+        try:
+            status, response_headers, payload = read_response(sock, reader, deadline)
+        except OSError:
+            if reader.head is None:
+                raise
+            # The status came whole, its body did not (cut, or too slow): the status says what
+            # became of the request. A 2xx taken for a failure would be sent again, and stored
+            # twice, at every retry.
+            self.keep_alive = False
+            status, response_headers = reader.head
+            return status, reader.reason, response_headers, b""
         self.keep_alive = reader.keep_alive
         return status, reader.reason, response_headers, payload
 
-    def _early_answer(self) -> tuple | None:
+    def _early_answer(self, deadline: float | None) -> tuple | None:
         """(status, reason, headers, body) of a whole answer the collector sent before the
         request was, if one came; the connection is not kept either way."""
         self.keep_alive = False
-        reader = ResponseReader()
+        reader = ResponseReader(MAX_ANSWER_BYTES)
         try:
-            status, response_headers, payload = read_response(self.sock, reader)
+            status, response_headers, payload = read_response(self.sock, reader, deadline)
         except OSError:
             return None
         return status, reader.reason, response_headers, payload

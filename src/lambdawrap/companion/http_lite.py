@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 from lambdawrap.companion.chunked_body import MalformedChunks, take_chunked
 from lambdawrap.companion.event_loop import READ_SIZE
@@ -151,14 +152,22 @@ class ResponseReader:
     Bodies come with a Content-Length, chunked, or up to the end of the connection; 1xx answers
     are passed over, and 204/304 have no body. `keep_alive` says whether the connection can
     carry the next request: not when the server said close, and not when it sent more than the
-    response (whatever follows would be read as the next answer)."""
+    response (whatever follows would be read as the next answer). With `max_body`, a body
+    that grows beyond it is not kept: the response is whole at once, its body empty, and the
+    connection not kept (what is left of the body would come as the next answer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int | None = None) -> None:
         self._buffer = bytearray()
         self._head: tuple | None = None
+        self._max_body = max_body
         self.received = 0
         self.reason = ""
         self.keep_alive = True
+
+    @property
+    def head(self) -> tuple | None:
+        """(status, lowercased headers) once the final status line and headers came, else None."""
+        return self._head
 
     def feed(self, data: bytes) -> tuple | None:
         """The whole response, or None while more is to come; raises ConnectionClosed when the
@@ -191,6 +200,11 @@ class ResponseReader:
         status, headers = self._head
         if status in (204, 304):
             return self._whole(status, headers, b"", 0)
+        if self._max_body is not None and len(self._buffer) > self._max_body:
+            self._buffer.clear()
+            self.keep_alive = False
+            headers["connection"] = "close"
+            return status, headers, b""
         if "chunked" in headers.get("transfer-encoding", "").lower():
             found = _dechunked(self._buffer, self.received)
             if found is None:
@@ -252,12 +266,19 @@ def _dechunked(buffer: bytearray, received: int) -> tuple | None:
         raise ConnectionClosed(received, str(e)) from None
 
 
-def read_response(sock: socket.socket, response: ResponseReader | None = None) -> tuple:
+def read_response(sock: socket.socket, response: ResponseReader | None = None, deadline: float | None = None) -> tuple:
     """(status, lowercased headers, body bytes) of the next response on `sock`, read with
     `response` (whose reason and keep_alive the caller may want); raises ConnectionClosed when
-    the server closes before it is whole."""
+    the server closes before it is whole. With `deadline` (monotonic), TimeoutError once it
+    passed: the socket's timeout bounds each read, and a server sending a byte at a time
+    would otherwise hold the reader for as long as it likes."""
     response = response or ResponseReader()
     while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer did not come whole within the timeout")
+            sock.settimeout(left)
         whole = response.feed(sock.recv(READ_SIZE))
         if whole is not None:
             return whole
