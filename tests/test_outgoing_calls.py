@@ -605,6 +605,68 @@ def test_hosts_excluded_as_host_port_are_not_traced_and_an_entry_written_otherwi
     assert len(said) == 1 and f"entries {kept.url}, *.example.com (" in said[0], lines
 
 
+SENT_AGAIN_TO_AN_EXCLUDED_HOST = """
+import urllib.request
+import httpx, requests
+
+class Frozen(urllib.request.Request):
+    # A request class whose headers cannot change once frozen (the function's own rule)
+    def add_header(self, key, value):
+        if getattr(self, "frozen", False):
+            raise RuntimeError("headers frozen")
+        super().add_header(key, value)
+
+def handler(event, context):
+    traced, excluded = event["targets"]
+    kept = urllib.request.Request(traced + "/status/200?via=urllib")
+    urllib.request.urlopen(kept, timeout=5).read()
+    kept.full_url = excluded + "/status/200?via=urllib"
+    urllib.request.urlopen(kept, timeout=5).read()
+    session = requests.Session()
+    prepared = requests.Request("GET", traced + "/status/200?via=requests").prepare()
+    session.send(prepared, timeout=5)
+    prepared.prepare_url(excluded + "/status/200?via=requests", None)
+    session.send(prepared, timeout=5)
+    with httpx.Client() as client:
+        built = client.build_request("GET", traced + "/status/200?via=httpx")
+        client.send(built)
+        built.url = httpx.URL(excluded + "/status/200?via=httpx")
+        client.send(built)
+    frozen = Frozen(traced + "/status/200?via=frozen")
+    frozen.frozen = True
+    urllib.request.urlopen(frozen, timeout=5).read()
+    requests.get(traced + "/status/200?via=after", timeout=5)
+    urllib.request.urlopen(traced + "/status/200?via=after", timeout=5).read()
+    return {"statusCode": 200}
+"""
+
+
+def test_a_request_sent_again_to_an_excluded_host_carries_no_context_and_a_failed_header_leaves_no_call_under_way(tmp_path):
+    # GIVEN a function that sends urllib, requests and httpx request objects to a traced host,
+    # then the same objects to an excluded one; then a urllib request whose class refuses new
+    # headers, and more calls
+    task = write_function(tmp_path / "task", SENT_AGAIN_TO_AN_EXCLUDED_HOST)
+    with recording_server() as traced, recording_server() as excluded:
+        env = {"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"127.0.0.1:{excluded.port}"}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            # WHEN it runs twice
+            for _ in range(2):
+                result = emu.invoke({"targets": [traced.url, excluded.url]})
+                assert result.json() == {"statusCode": 200}
+            invocation = invocation_span(rx, result.request_id)
+            calls = children(rx, invocation, 6)
+    # THEN the excluded host got no trace header (before: the one the earlier send carried,
+    # naming another call's span) ...
+    assert [r["headers"].get("traceparent") for r in excluded.requests] == [None] * 6, excluded.requests
+    # ... the refused header left the request to the layer below (http.client, which copies
+    # the headers), and the calls after it were traced, in this invocation and the next
+    # (before: the call stayed marked as under way, and every later call in the process went
+    # untraced, without context)
+    assert [s["attributes"]["url.full"].rpartition("via=")[2] for s in calls] == ["urllib", "requests", "httpx", "frozen", "after", "after"], calls
+    after = [r["headers"].get("traceparent") for r in traced.requests if r["path"].endswith("via=after")]
+    assert len(after) == 4 and all(after), after
+
+
 AWS_THEN_HTTP = """
 import os, urllib.request
 import boto3

@@ -52,10 +52,14 @@ class HttpCalls:
         context (what the user set stays). `mark=False` leaves the context unmarked (for a
         hook whose end is a separate call, which could otherwise leave the mark behind)."""
         try:
-            marked = IN_CLIENT_CALL.get()
-            if marked is IN_RESPONSE_HOOK:
-                marked = self.below_requests
-            if marked or otel_suppressed() or contrib_active(*self._contrib) or contrib_span_current(self._contrib[0]) or self._recorder.excluded(host, port):
+            if self.inside_a_call():
+                return None
+            if otel_suppressed() or contrib_active(*self._contrib) or contrib_span_current(self._contrib[0]) or self._recorder.excluded(host, port):
+                if headers is not None:
+                    # A request object sent again (or redirected) here holds the context of
+                    # its earlier send: it would name another call's span to a host that is to
+                    # get none.
+                    add_missing(headers, [])
                 return None
             known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {
@@ -73,6 +77,17 @@ class HttpCalls:
         except Exception:  # noqa: BLE001 - the request goes out untraced
             FAILURES.record(f"tracing a {self._library} request")
             return None
+
+    def inside_a_call(self) -> bool:
+        """Whether a traced call is under way in this context: the request is one of its layers
+        (its headers are that call's)."""
+        marked = IN_CLIENT_CALL.get()
+        return bool(self.below_requests if marked is IN_RESPONSE_HOOK else marked)
+
+    def mark(self, call: Call) -> None:
+        """Mark a call begun with `mark=False` as under way, once nothing is left that could
+        fail before it is sent."""
+        call.token = mark_call(True)
 
     def headers_for(self, call: Call) -> list:
         """[(name, value)] of the trace context, for hooks that build the headers themselves."""

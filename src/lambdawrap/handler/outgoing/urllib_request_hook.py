@@ -38,24 +38,32 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if parts is None or parts[0] not in _HTTP:  # file://, ftp://: no HTTP request to trace
             return None, args, kwargs
         scheme, host, port, userinfo, rest = parts
-        call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo)
+        # Marked only once its headers are set: what raises before (a Request subclass's
+        # add_header) leaves the request untraced, and no mark behind for every later call.
+        call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo, mark=False)
+        if call is None and calls.inside_a_call():
+            return None, args, kwargs
+        # urllib keeps header names capitalize()d, str or bytes as given (it sends either); a
+        # Request sent again holds ours already, which go where this call carries none (an
+        # excluded host).
+        keys, present = {}, {}
+        for key, value in target.header_items():
+            name = header_text(key).lower()
+            if name in CARRIED:
+                keys[name], present[name] = key, header_text(value)
+        if call is None and not present:
+            return None, args, kwargs
+        for name, value in _opener_headers(instance).items():
+            present.setdefault(name, value)
+        to_set, to_remove = carried_changes(present, calls.headers_for(call) if call is not None else [])
+        for name, value in to_set:
+            if name.lower() in keys:
+                target.remove_header(keys[name.lower()])  # ours from an earlier send, maybe as bytes
+            target.add_header(name, value)
+        for name in to_remove:
+            target.remove_header(keys[name])
         if call is not None:
-            # urllib keeps header names capitalize()d, str or bytes as given (it sends either);
-            # a Request sent again holds ours already.
-            keys, present = {}, {}
-            for key, value in target.header_items():
-                name = header_text(key).lower()
-                if name in CARRIED:
-                    keys[name], present[name] = key, header_text(value)
-            for name, value in _opener_headers(instance).items():
-                present.setdefault(name, value)
-            to_set, to_remove = carried_changes(present, calls.headers_for(call))
-            for name, value in to_set:
-                if name.lower() in keys:
-                    target.remove_header(keys[name.lower()])  # ours from an earlier send, maybe as bytes
-                target.add_header(name, value)
-            for name in to_remove:
-                target.remove_header(keys[name])
+            calls.mark(call)
         return call, args, kwargs
 
     def failed(call: "Any", exc: BaseException) -> None:
