@@ -782,3 +782,67 @@ def test_grpc_requests_over_the_collectors_message_size_go_smaller_at_once(grpc_
     assert max(r["spans"] for r in grpc_rx.requests) <= 10
     assert found["took_s"] < 10, found
 
+
+
+class LogsRefusingCollector:
+    """Answers span requests 200, log requests 404 (a tracing backend's endpoint), and metric
+    requests 200 the first time, then only after `stall_s` (a collector stuck on the last one)."""
+
+    def __init__(self, stall_s: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.paths: list = []
+        self.release = threading.Event()
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                collector.paths.append(self.path)
+                if self.path.endswith("/v1/metrics") and collector.paths.count(self.path) > 1:
+                    collector.release.wait(stall_s)
+                self.send_response(404 if self.path.endswith("/v1/logs") else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> "LogsRefusingCollector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+COUNTED_LATE_AT_SHUTDOWN_PROBE = signals_probe({}, """
+for i in range(3):
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+signals.log_line("looking up an order", time.time_ns(), None, "r1")
+started = time.monotonic()
+pipeline.close(float(sys.argv[2]))  # SHUTDOWN
+print(json.dumps({"closed_after": time.monotonic() - started, "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+def test_the_metrics_sent_after_logs_were_refused_at_shutdown_never_hold_it_past_its_deadline():
+    # GIVEN a collector that refuses log lines (404) and, at SHUTDOWN, takes 20 s to answer
+    # the metrics that would carry their count
+    with LogsRefusingCollector(stall_s=20) as collector:
+        # WHEN the companion closes with 1.85 s left
+        found, out = run_probe(COUNTED_LATE_AT_SHUTDOWN_PROBE, collector.endpoint, "1.85")
+        paths = list(collector.paths)
+    # THEN the line was counted as refused and the metrics were tried again with it ...
+    assert found["dropped"].get("log_rejected_by_collector") == 1 and paths.count("/v1/metrics") == 2, (found, paths, out.stderr[-2000:])
+    # ... and close() returned at its deadline (before, it waited for the collector: Lambda
+    # ends the extension at the deadline, before it saves what was to be carried over)
+    assert found["closed_after"] < 1.85 + 1.0, found

@@ -399,9 +399,7 @@ class Pipeline:
         else:
             # The worker is on the collector: send the metrics from a thread of their own, and
             # stop waiting at the deadline whatever happens to it.
-            final = threading.Thread(target=self._export_metrics_and_logs, args=(deadline,), name="lambdawrap-final-export", daemon=True)
-            final.start()
-            final.join(max(0.0, deadline - time.monotonic()))
+            _until(deadline, self._export_metrics_and_logs, deadline)
             # The span request under way may still be answered in the time left (the metrics
             # may have needed none of it): its fate is then known, not guessed, which would
             # count as dropped what the collector stores.
@@ -426,8 +424,10 @@ class Pipeline:
             # Lines counted after the metrics went (a collector that refuses logs: a tracing
             # backend's endpoint answers 404) would be carried to the next environment, and
             # at a spindown none comes: the counts go now if a request still fits. The worker
-            # is idle (its last ticket completed), so the metrics are sent from here.
-            _logging_failures(self._export_metrics, deadline, "final")
+            # is idle (its last ticket completed), so the metrics are sent from here, waited for
+            # until the deadline only: the exporter's back-off and its own timeout know none,
+            # and the process ends at it, with what it was to carry over.
+            _until(deadline, self._export_metrics, deadline, "final")
         return never_sent + unanswered
 
     def unexported_counts(self, counted: collections.Counter) -> list:
@@ -690,6 +690,14 @@ def _started(fn, *args) -> threading.Thread | None:
     except RuntimeError:
         return None
     return helper
+
+
+def _until(deadline: float, fn, *args) -> None:
+    """fn(*args) on a thread of its own, waited for until `deadline` (monotonic) at most; not
+    run at all where no thread could be had."""
+    helper = _started(fn, *args)
+    if helper is not None:
+        helper.join(max(0.0, deadline - time.monotonic()))
 
 
 def _logging_failures(fn, *args) -> None:
