@@ -655,10 +655,13 @@ for line in sys.stdin:
 
 
 class GrpcFlushes:
-    """The probe above against a gRPC trace receiver (metrics go to an HTTP one)."""
+    """The probe above against a gRPC trace receiver (metrics go to an HTTP one), or with
+    `grpc_rx` None, against the HTTP one alone."""
 
     def __init__(self, grpc_rx, http_rx) -> None:
-        env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=grpc_rx.endpoint, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="30")
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="30")
+        if grpc_rx is not None:
+            env.update(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=grpc_rx.endpoint)
         self._probe = subprocess.Popen([sys.executable, "-c", GRPC_FLUSHES_PROBE, http_rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def flush(self, spans: int) -> dict:
@@ -742,6 +745,41 @@ def test_a_grpc_collector_advising_a_retry_beyond_the_timeout_is_not_asked_again
     assert first["dropped"] == {} and all(f["dropped"] == {} for f in later), (first, later)
     assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(4, True)], grpc_rx.requests
     assert first["took_s"] < 10, first
+
+
+@pytest.mark.parametrize("code", ["INTERNAL", "UNKNOWN"])
+def test_a_batch_a_grpc_collector_fails_on_twice_is_counted_not_sent_at_every_flush(grpc_flushes, code):
+    import grpc
+
+    # GIVEN a gRPC collector failing with an error of its own on the next two requests (one
+    # failing on an item of the batch: a backend it fans out to refuses it)
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(2, getattr(grpc.StatusCode, code))
+    # WHEN 5 spans are flushed, then 1, then 3 more
+    first, second, third = probe.flush(5), probe.flush(1), probe.flush(3)
+    # THEN the batch went again once (a blip), then was counted as rejected; the 3 went alone
+    # (before, it came first at every flush: every later span was held back behind it)
+    assert first["dropped"] == {} and second["dropped"] == {"rejected_by_collector": 6} == third["dropped"], (first, second, third)
+    assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(5, True), (6, True), (3, False)], grpc_rx.requests
+
+
+def test_a_batch_an_http_collector_answers_500_twice_is_counted_not_sent_at_every_flush():
+    # GIVEN an OTLP/HTTP collector answering 500 (OTLP: not to be retried) while two flushes go
+    with OtlpReceiver() as rx:
+        probe = GrpcFlushes(None, rx)
+        try:
+            rx.set_behaviour(status=500)
+            first, second = probe.flush(5), probe.flush(1)
+            rx.set_behaviour()
+            # WHEN it takes requests again and 3 more spans are flushed
+            third = probe.flush(3)
+        finally:
+            probe.stderr()
+        statuses = [(r["status"], r.get("spans")) for r in rx.requests() if r["path"].endswith("/v1/traces")]
+        spans = len(rx.spans())
+    # THEN the batch went again once, then was counted as rejected, and the 3 went alone
+    assert first["dropped"] == {} and second["dropped"] == {"rejected_by_collector": 6} == third["dropped"], (first, second, third)
+    assert [status for status, _ in statuses] == [500, 500, 200] and spans == 3, statuses
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

@@ -163,6 +163,20 @@ GRPC_RETRY_ADVISED = "RESOURCE_EXHAUSTED (a retry advised)"
 GRPC_TOO_LARGE = "RESOURCE_EXHAUSTED (larger than the collector's maximum message size)"
 
 
+# The server's own errors, which OTLP says not to retry: a collector restarting behind a load
+# balancer answers so for a moment, and one failing on an item of the batch (a backend it fans
+# out to) answers so every time. Sent again a bounded number of times (Pipeline: SERVER_ERROR_TRIES).
+GRPC_SERVER_ERRORS = frozenset({"UNKNOWN", "INTERNAL"})
+
+
+def server_error(status: int | str | None) -> bool:
+    """Whether the status of a failed export's last answer is the server's own error (HTTP 5xx
+    but 502, 503 and 504; gRPC UNKNOWN and INTERNAL)."""
+    if isinstance(status, str):
+        return status in GRPC_SERVER_ERRORS
+    return status is not None and 500 <= status < 600 and status not in RETRY_AFTER_STATUSES
+
+
 def refusal(status: int | str | None) -> str | None:
     """"too_large", "refused" or None (sent, or worth sending again) for the status of the last
     answer to an export that failed (an HTTP status or a gRPC code's name)."""

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
-from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal
+from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal, server_error
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared import otlp_variables
@@ -50,6 +50,9 @@ REQUEST_MAX_CHARS = 2 * 1024 * 1024
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
 LOG_BATCH = 512
 _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
+# Exports in a row a collector may fail with an error of its own (a 500) before their batch is
+# counted as rejected: the second sends it again at the next flush.
+SERVER_ERROR_TRIES = 2
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
 # Connections made while the function runs: behind the function where they share a CPU.
@@ -278,6 +281,7 @@ class Pipeline:
             answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
+        self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -477,6 +481,13 @@ class Pipeline:
             return None
         status = answers.last_status
         refused = refusal(status)
+        if refused is None and server_error(status):
+            # Sent again at the next flush (a blip), not at every one: a batch the collector
+            # fails on every time came first at each, held back all that follows, and was
+            # stored again wherever the collector took part of it.
+            self._server_errors[signal] += 1
+            if self._server_errors[signal] >= SERVER_ERROR_TRIES:
+                refused = "refused"
         if refused == "too_large" and count > 1:
             self._batch[signal] = count // 2
             self._refusals(signal, status, count, f"sent again in requests of {count // 2}")
@@ -484,7 +495,9 @@ class Pipeline:
         if refused is not None:
             # One item too large by itself says nothing of the next: they go at full size.
             self._batch[signal] = _FULL_BATCH[signal]
-            self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), not sent again")
+            tried = "sent again once" if self._server_errors[signal] else "not sent again"
+            self._server_errors[signal] = 0
+            self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
 
@@ -513,6 +526,7 @@ class Pipeline:
     def _sent_whole(self, signal: str) -> None:
         # Requests grow back after a 413 as they go through.
         self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
+        self._server_errors[signal] = 0
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
