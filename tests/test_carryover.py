@@ -114,6 +114,24 @@ def test_what_does_not_fit_is_counted_log_lines_first(socket_path, monkeypatch):
     assert dropped == {"log_shutdown_deadline": 201}  # the 200 lines and the one of the invocation
 
 
+def test_counts_are_carried_even_where_no_call_fits(socket_path, monkeypatch):
+    # GIVEN a file limit of 12 KB, counts already held, and an environment that ends holding an
+    # invocation and 500 platform reports (a long flood of them while the collector was down),
+    # more than the limit with everything else shed
+    monkeypatch.setattr(carryover, "MAX_BYTES", 12_000)
+    report = {"type": "platform.report", "record": {"requestId": RID, "status": "success", "metrics": {"durationMs": 12.3, "billedDurationMs": 13, "memorySizeMB": 128, "maxMemoryUsedMB": 60}}}
+    held = [{"name": "lambdawrap.dropped", "attributes": {"reason": "log_buffer_full"}, "value": 1}] * 400
+    calls = finished_calls() + [("report", (report, "http"), {}) for _ in range(500)] + [("dropped", ("buffer_full", 2), {})]
+    # WHEN it is saved
+    carryover.save(socket_path, held, calls)
+    carried = carryover.take(socket_path)
+    # THEN the counts come back, one per counter (before: no file was written, and every
+    # count with it was lost uncounted), with what was shed counted
+    dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
+    assert dropped == {"log_buffer_full": 400, "log_shutdown_deadline": 1, "shutdown_deadline": 2}, carried.counts  # the invocation and the init span
+    assert [c for c in carried.calls if c[0] == "dropped"] == [("dropped", ["buffer_full", 2], {})]
+
+
 @pytest.mark.parametrize(
     "content",
     [b"", b"not json", b"[1, 2]", b'{"calls": "no"}', b'{"calls": [["attach", [], {}], ["take_calls", [], {}]]}', b'{"calls": [["invocation", [{"__lambdawrap__": "invocation", "data": {}}], {}]]}', b"{" * 100_000],

@@ -20,8 +20,10 @@ from lambdawrap.companion.correlator import InitFacts, Invocation
 
 SUFFIX = ".carryover.json"
 MAX_BYTES = 4 * 1024 * 1024
-# When the calls do not fit, these go first (the reason their loss is counted under), in order.
-_SHED_FIRST = (("log_line", "log_shutdown_deadline"), ("user_spans", "shutdown_deadline"), ("invocation", "shutdown_deadline"))
+# When the calls do not fit, these go, in order (the reason their loss is counted under; None:
+# not counted, a platform report's histograms, which are not carried anyway). The counts, and the
+# calls that carry counts, go last: without them the loss of everything else is uncounted.
+_SHED_FIRST = (("log_line", "log_shutdown_deadline"), ("user_spans", "shutdown_deadline"), ("invocation", "shutdown_deadline"), ("report", None), ("init_span", "shutdown_deadline"))
 _OBJECTS = {"invocation": Invocation, "init": InitFacts}
 # The sink's methods a kept call may name (the file is ours, but it is read back as data).
 SINK_CALLS = frozenset({"invocation", "init_span", "report", "log_line", "user_spans", "dropped", "internal_errors", "restore_counts"})
@@ -59,12 +61,17 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
             break
         kept = [call for call in encoded if call[0] != name]
         shed = sum(len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1 for call in encoded if call[0] == name)
-        if shed:
+        if shed and reason is not None:
             all_counts.append({"name": "lambdawrap.dropped", "attributes": {"reason": reason}, "value": shed})
         encoded = kept
         data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
-        return
+        # One count per counter; then, if need be, without the calls that count (the rest are
+        # shed by now): a file not written would lose every count uncounted.
+        all_counts = _summed(all_counts)
+        data = _dump(all_counts, encoded)
+        if len(data) > MAX_BYTES:
+            data = _dump(all_counts, [])
     fd = os.open(_path(socket_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -97,6 +104,21 @@ def take(socket_path: str) -> Carried:
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
     return Carried([c for c in counts if isinstance(c, dict)] if isinstance(counts, list) else [], decoded)
+
+
+def _summed(counts: list) -> list:
+    """`counts` with one entry per counter (name and attributes), its values added up."""
+    totals: dict = {}
+    for count in counts:
+        try:
+            key = json.dumps([count["name"], count["attributes"]], sort_keys=True, default=repr)
+            if key in totals:
+                totals[key]["value"] += count["value"]
+            else:
+                totals[key] = dict(count)
+        except (KeyError, TypeError):  # not a count we wrote: nothing to add it to
+            continue
+    return list(totals.values())
 
 
 def _dump(counts: list, calls: list) -> bytes:
