@@ -22,18 +22,82 @@ lw_true() {
   return 1
 }
 
-# A wrapper to chain to runs only if it can: an executable file whose #! interpreter (if it
-# names one) exists. Otherwise one warning, and the runtime starts as if it were unset.
+# A wrapper to chain to runs only if it can: a non-empty executable file whose #! interpreter
+# (if it names one) exists, and for env, the command env would run. Otherwise one warning, and
+# the runtime starts as if it were unset. The line is read as the kernel reads it, in bytes.
 lw_runnable() {
-  [ -f "$1" ] && [ -x "$1" ] || return 1
+  local LC_ALL=C
+  # An empty file is no program: the shell runs it as an empty script, which exits 0 without
+  # starting the runtime.
+  [ -f "$1" ] && [ -x "$1" ] && [ -s "$1" ] || return 1
   # A first line without a newline after it is still the one that names the interpreter.
   lw_first=""
   IFS= read -r lw_first < "$1" 2>/dev/null || [ -n "$lw_first" ] || return 0
   case "$lw_first" in
-    "#!"*) lw_interp="${lw_first#\#!}"; lw_interp="${lw_interp#"${lw_interp%%[![:space:]]*}"}"; lw_interp="${lw_interp%%[[:space:]]*}"
-           [ -x "$lw_interp" ] || return 1 ;;
+    "#!"*) ;;
+    *) return 0 ;;
   esac
-  return 0
+  # The kernel's blanks are space and tab only: the interpreter ends at one, and the rest of
+  # the line, trailing ones dropped, is its one argument, blanks inside kept.
+  lw_line="${lw_first#\#!}"
+  lw_line="${lw_line#"${lw_line%%[![:blank:]]*}"}"
+  lw_line="${lw_line%"${lw_line##*[![:blank:]]}"}"
+  # A file saved with Windows line ends: the kernel keeps the CR, in the interpreter's name
+  # or in its argument, and neither runs (an interpreter given "-e<CR>" stops at it).
+  case "$lw_line" in
+    *[[:cntrl:]]) return 1 ;;
+  esac
+  lw_interp="${lw_line%%[[:blank:]]*}"
+  lw_arg="${lw_line#"$lw_interp"}"
+  lw_arg="${lw_arg#"${lw_arg%%[![:blank:]]*}"}"
+  # A folder passes -x, but the kernel cannot run it.
+  [ -f "$lw_interp" ] && [ -x "$lw_interp" ] || return 1
+  case "$lw_interp" in
+    */env) lw_env_runs "$lw_arg" ;;
+  esac
+}
+
+# Whether env, handed $1 as the kernel hands it (one argument), runs a command that exists:
+# one that is not found exits 127, and with no command of its own env runs the wrapper again,
+# which execs env again, for ever. Either way the runtime never starts.
+lw_env_runs() {
+  lw_word=""
+  case "$1" in
+    # Only -S splits the argument, into options, VAR=value words and the command.
+    --split-string=*) lw_words="${1#*=}" ;;
+    -[!-]*) case "${1%%[[:blank:]]*}" in
+              *S*) lw_words="${1#*S}" ;;
+              *) return 1 ;;
+            esac ;;
+    -*) return 1 ;;
+    # Without it the whole argument is one word: a VAR=value to set (and no command), or the
+    # command's name, blanks and all ("sh -e" is not found).
+    ""|*=*) return 1 ;;
+    *) lw_word=$1 ;;
+  esac
+  lw_opt_arg=""
+  while [ -z "$lw_word" ]; do
+    lw_words="${lw_words#"${lw_words%%[![:blank:]]*}"}"
+    lw_word="${lw_words%%[[:blank:]]*}"
+    [ -n "$lw_word" ] || return 1
+    lw_words="${lw_words#"$lw_word"}"
+    if [ -n "$lw_opt_arg" ]; then
+      lw_opt_arg=""
+      lw_word=""
+      continue
+    fi
+    case "$lw_word" in
+      # Quotes, escapes, ${VAR} and comments are env's to read: such a line is not judged.
+      \#*|*[\"\'\\\$]*) return 0 ;;
+      # -u and -C take the next word: a name to unset, a folder, not the command.
+      -u|-C|--unset|--chdir|-[!-]*[uC]) lw_opt_arg=1; lw_word="" ;;
+      -*|*=*) lw_word="" ;;
+    esac
+  done
+  case "$lw_word" in
+    */*) [ -f "$lw_word" ] && [ -x "$lw_word" ] ;;
+    *) command -v "$lw_word" >/dev/null 2>&1 ;;
+  esac
 }
 
 lw_trim "${LAMBDAWRAP_NEXT_WRAPPER:-}"

@@ -46,25 +46,103 @@ def test_wrapper_reads_disabled_as_the_settings_do(value):
     assert ("LAMBDAWRAP_BOOT_DIR" not in env) is Settings.from_env({"LAMBDAWRAP_DISABLED": value}, warn=False).disabled, value
 
 
-def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path):
-    # GIVEN next wrappers that cannot run: missing, not executable, a #! interpreter that
-    # does not exist WHEN the wrapper runs THEN one warning each, and the runtime still starts
-    not_executable = tmp_path / "plain.sh"
-    not_executable.write_text("#!/bin/sh\nexec \"$@\"\n")
-    bad_interpreter = tmp_path / "bad.sh"
-    bad_interpreter.write_text("#!/no/such/shell\nexec \"$@\"\n")
-    bad_interpreter.chmod(0o755)
+# The wrapper runs under /bin/sh: bash on Lambda's images, dash on others.
+SHELLS = [pytest.param(shell, marks=pytest.mark.skipif(shutil.which(shell) is None, reason=f"no {shell}")) for shell in ("bash", "dash")]
+# A runtime that shows what it was started with; its arguments are the ones a shell could bend.
+RUNTIME = '#!/bin/sh\nprintf "arg:%s\\n" "$@"\necho "boot:${LAMBDAWRAP_BOOT_DIR-}"\necho "chained:${CHAINED-}"\n'
+RUNTIME_ARGS = ["two  words", "", "-e", "*", "a\tb"]
+NEXT_BODY = 'export CHAINED=yes\nexec "$@"\n'
+
+
+def run_with_next_wrapper(tmp_path: Path, shell: str, value: str) -> tuple[subprocess.CompletedProcess, list, list]:
+    """The wrapper run by `shell` with LAMBDAWRAP_NEXT_WRAPPER=value: what the runtime printed, and the warnings."""
+    runtime = tmp_path / "runtime"
+    runtime.write_text(RUNTIME)
+    runtime.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": value}
+    # A short timeout: some of these next wrappers exec env, which execs them again, for ever.
+    out = subprocess.run([shell, str(WRAPPER), str(runtime), *RUNTIME_ARGS], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=10)
+    warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
+    return out, out.stdout.splitlines(), warnings
+
+
+def runtime_lines(chained: bool) -> list:
+    return [f"arg:{arg}" for arg in RUNTIME_ARGS] + [f"boot:{LAYER}/python/lambdawrap_boot", f"chained:{'yes' if chained else ''}"]
+
+
+# Next wrappers that cannot run, or would never exec the runtime: (the file's text, its mode),
+# None for no file. Before, the check passed those after "missing interpreter" and the runtime
+# never started (the exit status of each in its comment).
+CANNOT_RUN = {
+    "missing": (None, 0o755),
+    "not executable": ("#!/bin/sh\n" + NEXT_BODY, 0o644),
+    "missing interpreter": ("#!/no/such/shell\n" + NEXT_BODY, 0o755),
     # A first line with no newline after it names its interpreter all the same.
-    bad_interpreter_one_line = tmp_path / "one-line.sh"
-    bad_interpreter_one_line.write_text("#!/no/such/shell")
-    bad_interpreter_one_line.chmod(0o755)
-    for value in (str(tmp_path / "missing"), str(not_executable), str(bad_interpreter), str(bad_interpreter_one_line), "   "):
-        out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": value}, capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0 and "LAMBDAWRAP_BOOT_DIR=" in out.stdout, value
-        warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
-        assert len(warnings) == (0 if not value.strip() else 1), (value, out.stderr)
-        if value.strip():
-            assert "using the default (none)" in warnings[0]
+    "missing interpreter, one line": ("#!/no/such/shell", 0o755),
+    # Windows line ends: the kernel looks for "/bin/sh\r" (127), or hands sh "-e\r" (2).
+    "CRLF": ("#!/bin/sh\r\n" + NEXT_BODY.replace("\n", "\r\n"), 0o755),
+    "CRLF after an argument": ("#!/bin/sh -e\r\n" + NEXT_BODY.replace("\n", "\r\n"), 0o755),
+    "a folder as interpreter": ("#!/usr/bin\n" + NEXT_BODY, 0o755),  # 126
+    "env, command not found": ("#!/usr/bin/env no-such-interp-xyz\n" + NEXT_BODY, 0o755),  # 127
+    "env -S, command not found": ("#!/usr/bin/env -S -u HOME FOO=1 no-such-interp-xyz -e\n" + NEXT_BODY, 0o755),  # 127
+    # The kernel hands env the rest of the line as one argument: no command "sh -e" (127)...
+    "env, options without -S": ("#!/usr/bin/env sh -e\n" + NEXT_BODY, 0o755),
+    # ...and with no command, env runs the next wrapper again, which execs env again, for ever.
+    "env, no command": ("#!/usr/bin/env\n" + NEXT_BODY, 0o755),
+    "env, a variable without -S": ("#!/usr/bin/env FOO=1 sh\n" + NEXT_BODY, 0o755),
+    # The shell runs an empty file as an empty script: 0, without the runtime.
+    "empty": ("", 0o755),
+}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("shape", list(CANNOT_RUN))
+def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path, shell, shape):
+    # GIVEN a next wrapper that cannot run, or would not start the runtime
+    text, mode = CANNOT_RUN[shape]
+    nxt = tmp_path / "next.sh"
+    if text is not None:
+        nxt.write_bytes(text.encode())
+        nxt.chmod(mode)
+    # WHEN the wrapper runs
+    out, lines, warnings = run_with_next_wrapper(tmp_path, shell, str(nxt))
+    # THEN one warning, and the runtime starts, instrumented, with its arguments as they were
+    assert out.returncode == 0 and lines == runtime_lines(chained=False), out
+    assert warnings == [f"lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='{nxt}' (not an executable file); using the default (none)"], out.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_blank_next_wrapper_is_none(tmp_path, shell):
+    out, lines, warnings = run_with_next_wrapper(tmp_path, shell, "   ")
+    assert out.returncode == 0 and lines == runtime_lines(chained=False) and not warnings, out
+
+
+def _env_splits() -> bool:
+    return subprocess.run(["/usr/bin/env", "-S", "true"], capture_output=True).returncode == 0
+
+
+# Next wrappers that run: the check must not turn them away.
+RUNS = {
+    "sh": "#!/bin/sh\n",
+    "an argument": "#!/bin/sh -e\n",
+    "blanks around": "#! \t/bin/sh -e \t\n",
+    "env": "#!/usr/bin/env sh\n",
+    "env -S": "#!/usr/bin/env -S -u HOME FOO=1 sh -e\n",
+    "env -S with -C": "#!/usr/bin/env -S -C / sh\n",
+    "no #! line": "",  # the shell runs it as a script of its own
+}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("shape", [pytest.param(shape, marks=pytest.mark.skipif("-S" in shape and not _env_splits(), reason="env without -S")) for shape in RUNS])
+def test_wrapper_chains_to_a_next_wrapper_that_runs(tmp_path, shell, shape):
+    # GIVEN a next wrapper that runs WHEN the wrapper runs THEN it chains to it, without a
+    # warning, and the runtime starts with its arguments as they were
+    nxt = tmp_path / "next.sh"
+    nxt.write_text(RUNS[shape] + NEXT_BODY)
+    nxt.chmod(0o755)
+    out, lines, warnings = run_with_next_wrapper(tmp_path, shell, str(nxt))
+    assert out.returncode == 0 and lines == runtime_lines(chained=True) and not warnings, out
 
 
 @pytest.mark.parametrize("disabled", ["", "true"])
