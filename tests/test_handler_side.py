@@ -101,6 +101,21 @@ class TestSettings:
         assert not caplog.records
 
     @pytest.mark.parametrize(
+        "name, value, expected",
+        [
+            ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "expected a whole number from 1 to 1000000"),  # before: 1e+06
+            ("LAMBDAWRAP_PROACTIVE_INIT_MS", "-5", "expected a whole number from 0 to 3600000"),
+            ("LAMBDAWRAP_SECRETS_TTL", "-1", "expected a number from 0 to 31536000"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2", "expected a number from 0 to 1"),
+        ],
+    )
+    def test_a_range_is_written_in_whole_numbers(self, caplog, name, value, expected):
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            Settings.from_env({name: value, "OTEL_TRACES_SAMPLER": "traceidratio"})
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert f"ignoring {name}={value!r} ({expected});" in warning, warning
+
+    @pytest.mark.parametrize(
         "name, value, default_text",
         [
             ("LAMBDAWRAP_FLUSH", "sometimes", "adaptive"),
@@ -232,12 +247,26 @@ def test_bad_resource_attributes_are_named_once_and_left_out_of_the_sdks_reading
     assert Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": "oops"}, warn=False).sdk_corrections == (("OTEL_RESOURCE_ATTRIBUTES", None),)
 
 
-@pytest.mark.parametrize("value", ["https://user:s3cr3t@collector.example:0/otlp", " https://s3cr3t@collector.example:4318 "])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://user:s3cr3t@collector.example:0/otlp",
+        " https://s3cr3t@collector.example:4318 ",
+        # Without its scheme (before: shown whole) ...
+        "user:s3cr3t@collector.example:4318",
+        # ... and with a "/" in the password, which ended the part searched for "@" (before: the
+        # password shown)
+        "https://user:s3cr3t/x@collector.example",
+        # ... and a key in its query (before: shown)
+        "https://collector.example:0/otlp?api-key=s3cr3t",
+    ],
+)
 def test_an_endpoint_warned_about_is_shown_without_its_credentials(caplog, value):
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": value})
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning and "***@collector.example" in warning and "s3cr3t" not in warning, warning
+    shown = "***@collector.example" if "@" in value else "https://collector.example:0/otlp"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in warning and shown in warning and "s3cr3t" not in warning, warning
 
 
 def test_a_header_entry_refused_is_named_never_shown(caplog):
@@ -254,6 +283,125 @@ def test_an_endpoint_with_blanks_around_it_is_used_without_them(caplog):
         s = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318 "})
     assert s.sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"),)
     assert len(caplog.records) == 1 and "OTEL_EXPORTER_OTLP_ENDPOINT" in caplog.records[0].getMessage()
+
+
+# Entries the exporters refuse (spaces and tabs only around a name and a value, in their
+# reading), quoting them whole in their warning: before, each was kept, its value stripped of the
+# blank here, and the credential was in the function's log.
+SECRET_HEADER_ENTRIES = [
+    "authorization=\nBearer-s3cr3t",
+    "authorization=Bearer\r\n-s3cr3t",
+    "authorization\r=Bearer-s3cr3t",
+    "authorization=\x0cBearer-s3cr3t",
+    "authorization=\x0bBearer-s3cr3t",
+    "authorization=\xa0Bearer-s3cr3t",
+    "authorization\u2028=Bearer-s3cr3t",
+]
+
+
+def corrected_environment(monkeypatch, env: dict) -> Settings:
+    """`env` as the companion's environment, its settings read and their corrections made in
+    it, as the companion makes them before it makes its exporters."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings.from_env(env)  # the environment's other variables (LAMBDAWRAP_*) left out
+    for variable, value in s.sdk_corrections:
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    return s
+
+
+@pytest.mark.parametrize("entry", SECRET_HEADER_ENTRIES)
+def test_a_header_entry_the_exporters_would_quote_is_left_out_before_they_read_it(caplog, monkeypatch, entry):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # GIVEN the entry between two good ones
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": f"x-team=shop,{entry},x-other=1"}
+    with caplog.at_level(logging.WARNING):
+        # WHEN the companion reads its settings and makes its exporter
+        s = corrected_environment(monkeypatch, env)
+        exporter = OTLPSpanExporter()
+    # THEN one warning, ours: the variable and the header named, the value not; the good
+    # entries sent
+    assert not [r for r in caplog.records if "s3cr3t" in r.getMessage()], caplog.text
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("lambdawrap: ignoring OTEL_EXPORTER_OTLP_HEADERS entries 'authorization'"), warning
+    headers = exporter._client._headers
+    assert headers.get("x-team") == "shop" and headers.get("x-other") == "1" and "authorization" not in headers, headers
+    # ... as over gRPC
+    grpc = Settings.from_env({**env, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, warn=False)
+    assert grpc.sdk_corrections == s.sdk_corrections == (("OTEL_EXPORTER_OTLP_HEADERS", "x-team=shop,x-other=1"),)
+
+
+def test_no_header_entry_kept_is_one_the_exporters_refuse(caplog):
+    import random
+
+    from opentelemetry.util.re import parse_env_headers
+
+    from lambdawrap.shared.otlp_variables import header_entries
+
+    # Entries made of the pieces where the two readings could part: each kept one the exporters'
+    # own parser reads without a word.
+    pieces = ["a", "B", "-", "=", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\xa0", "\u2028", "%20", "%0A", "%C3%A9", '"', ";", "\\", ":", "/", "\xe9", "\x00"]
+    rng = random.Random(7)
+    for _ in range(5000):
+        entry = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        kept, _ = header_entries(entry)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="opentelemetry"):
+            read = parse_env_headers(kept, liberal=True)
+        assert not caplog.records and len(read) == (1 if kept else 0), repr(entry)
+
+
+@pytest.mark.parametrize("raw", ["x-team=shop\n", "\r\nx-team=shop,\x0bx-other=1\xa0", "x-team = shop\t"])
+def test_blanks_of_any_kind_around_a_header_entry_are_read_as_the_exporters_read_them(caplog, raw):
+    # Around the whole entry, the exporters take them away (a line break ending the variable)
+    with caplog.at_level(logging.WARNING):
+        assert Settings.from_env({"OTEL_EXPORTER_OTLP_HEADERS": raw}).sdk_corrections == ()
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("name", ["OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"])
+@pytest.mark.parametrize("value", ["1", "yes", "on", "ture"])
+def test_an_insecure_the_grpc_exporters_read_as_false_warns_once_with_name_and_default(caplog, name, value):
+    # (before: read as false without a word: TLS to a plaintext collector, every export failed)
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        s = Settings.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", name: value})
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"ignoring {name}={value!r}" in warning and "default false" in warning, warning
+    assert s.sdk_corrections == ((name, "false"),)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_EXPORTER_OTLP_INSECURE": "1"},  # OTLP/HTTP reads no _INSECURE: the scheme says
+        # ... nor does a gRPC signal with its own
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "True", "OTEL_EXPORTER_OTLP_INSECURE": "1"},
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "TRUE", "OTEL_EXPORTER_OTLP_LOGS_INSECURE": "false"},
+    ],
+)
+def test_an_insecure_read_as_written_or_not_read_is_left_alone(caplog, env):
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        assert Settings.from_env(env).sdk_corrections == ()
+    assert not caplog.records
+
+
+def test_an_insecure_with_blanks_around_it_is_what_the_grpc_exporter_reads(monkeypatch, tmp_path):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    # " true" is true to the specification, false to the exporters, which compare it as written
+    s = corrected_environment(monkeypatch, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": " true\n"})
+    assert s.sdk_corrections == (("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true"),)
+    exporter = OTLPSpanExporter(endpoint=f"unix://{tmp_path}/none.sock")  # the channel connects at the first export
+    try:
+        assert exporter._insecure is True
+    finally:
+        exporter.shutdown()
 
 
 class TestBoot:

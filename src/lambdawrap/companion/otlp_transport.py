@@ -30,6 +30,7 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 
 from lambdawrap.companion.collector_answers import RETRY_AFTER_STATUSES, Answers, retry_after_s
 from lambdawrap.companion.collector_connection import CollectorConnection
+from lambdawrap.shared import otlp_variables
 
 _URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
 
@@ -125,7 +126,7 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 # The exporters take any status below 400 as delivered: a redirect (a load
                 # balancer moving http to https, a path that moved) would lose every batch
                 # without a word. Not followed, as with requests (the headers may hold a key).
-                return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {_shown(url)} (Location: {_shown(response_headers.get('location') or 'none')}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
+                return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {otlp_variables.shown_url(url)} (Location: {otlp_variables.shown_url(response_headers.get('location') or 'none')}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
             self.last_status = status
             if 200 <= status < 300:
                 self.hold_off(0.0)
@@ -399,16 +400,6 @@ def _with_url_credentials(headers: dict | None, target: Any) -> dict:
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url
-
-
-def _shown(url: str) -> str:
-    """`url` as a log line may show it: without its credentials, query and fragment, where an
-    API key may be (an endpoint's `?api-key=`, a redirect's signed Location)."""
-    try:
-        parts = urlsplit(url)
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
-    except ValueError:
-        return "<a URL that cannot be read>"
 
 
 def _proxy_auth(proxy: str) -> dict:

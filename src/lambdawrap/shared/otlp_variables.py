@@ -1,11 +1,11 @@
 """The OTLP exporters' own variables (OTEL_EXPORTER_OTLP_[signal_]ENDPOINT, _TIMEOUT,
-_COMPRESSION, _HEADERS, _CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE), checked as lambdawrap's
-are: the exporters read them themselves, and take values that fail every export without naming
-the variable (a timeout of 0, an endpoint without its scheme, a header with a line break, a
-certificate file that is not there) or warn about each in words of their own. A
-bad one gets one warning naming it and the default used, and a correction the companion makes
-to its own environment before it makes its exporters (the function's is left as it is); one of
-blanks only is unset there, without a warning: the specification's empty value.
+_COMPRESSION, _HEADERS, _CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE, _INSECURE), checked as
+lambdawrap's are: the exporters read them themselves, and take values that fail every export
+without naming the variable (a timeout of 0, an endpoint without its scheme, a header with a line
+break, a certificate file that is not there, an _INSECURE of 1) or warn about each in words of
+their own. A bad one gets one warning naming it and the default used, and a correction the
+companion makes to its own environment before it makes its exporters (the function's is left as
+it is); one of blanks only is unset there, without a warning: the specification's empty value.
 
 No import here that the function's process would not otherwise make: it builds its settings on
 its cold-start path (`urllib.parse` only for a header written percent-encoded)."""
@@ -60,12 +60,12 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 check(raw.strip())
             except ValueError as exc:
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
-                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, _without_credentials(raw), exc, shown)
+                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, shown_url(raw), exc, shown)
                 found.append((variable, None))
                 continue
             if name == "ENDPOINT" and raw != raw.strip():
                 # The exporters would send to the URL blanks and all.
-                warn("lambdawrap: %s=%r has blanks around it; using %r", variable, _without_credentials(raw), _without_credentials(raw.strip()))
+                warn("lambdawrap: %s=%r has blanks around it; using %r", variable, shown_url(raw), shown_url(raw.strip()))
                 found.append((variable, raw.strip()))
         for name, default in (("CERTIFICATE", "(the system's CA certificates)"), ("CLIENT_KEY", "(none)"), ("CLIENT_CERTIFICATE", "(none)")):
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
@@ -81,6 +81,8 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
                 warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, shown)
                 found.append((variable, None))
+        if read_over_grpc(env, protocols, prefix, "INSECURE"):
+            found.extend(_insecure(env, f"OTEL_EXPORTER_OTLP_{prefix}INSECURE", warn))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
         if env.get(headers, "").strip():
             # gRPC carries printable ASCII only.
@@ -89,7 +91,33 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 # Names only: the values are often credentials.
                 warn("lambdawrap: ignoring %s entries %s (%s); the others are sent", headers, ", ".join(refused), HEADER_RULE)
                 found.append((headers, kept or None))
+            elif kept != env[headers]:
+                # Only entries of blanks left out, without a word: the exporters warn of one
+                # holding a line break (an empty one they skip, as here).
+                found.append((headers, kept or None))
     return tuple(found)
+
+
+def _insecure(env: Mapping[str, str], variable: str, warn: Callable[..., None]) -> tuple:
+    """The correction of an _INSECURE the gRPC exporters read: they take "true" (any case) as
+    true and any other value as false without a word, so that 1 or yes meant as a plaintext
+    connection is TLS to a collector that has none, and every export fails. Read as the
+    specification has its booleans, as the settings read OTEL_SDK_DISABLED: another value warned
+    of and false."""
+    # Imported here: the settings import this module.
+    from lambdawrap.shared.settings import _otel_bool
+
+    raw = env.get(variable, "")
+    if not raw.strip():
+        return ()
+    try:
+        insecure = _otel_bool(raw)
+    except ValueError as exc:
+        warn("lambdawrap: ignoring %s=%r (%s); using the default false", variable, raw, exc)
+        return ((variable, "false"),)
+    # " true" is true here, false to the exporters, which compare the value as written.
+    written = "true" if insecure else "false"
+    return () if raw.lower() == written else ((variable, written),)
 
 
 def read_over_grpc(env: Mapping[str, str], protocols: tuple, prefix: str, name: str) -> bool:
@@ -105,13 +133,18 @@ def compression(env: Mapping[str, str], signal: str) -> str:
     return (own or env.get("OTEL_EXPORTER_OTLP_COMPRESSION", "").strip() or "none").lower()
 
 
-def _without_credentials(value: str) -> str:
-    """A URL as a warning may show it: credentials it holds (https://user:key@host) left out."""
+def shown_url(value: str) -> str:
+    """A URL as a log line may show it: what precedes the last "@" after its scheme (credentials,
+    https://user:key@host, or user:key@host written without the scheme) left out, and its query
+    and fragment (an endpoint's ?api-key=, a redirect's signed Location). A password written with
+    a "/", "?" or "#" in it (https://user:p/w@host) ends no authority here: an "@" in a path or
+    query hides more than the credentials, never less."""
     scheme, sep, rest = value.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not sep or "@" not in authority:
-        return value
-    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
+    if not sep:
+        scheme, rest = "", value
+    _, at, after = rest.rpartition("@")
+    shown = after.partition("?")[0].partition("#")[0]
+    return f"{scheme}{sep}{'***@' if at else ''}{shown}"
 
 
 def _readable_file(path: str) -> bool:
@@ -173,39 +206,64 @@ def _grpc_compression(raw: str) -> None:
         raise ValueError("expected one of " + ", ".join(GRPC_COMPRESSIONS) + " over gRPC")
 
 
-# What the exporters read of a `name=value` entry (opentelemetry.util.re, liberal): a name of
-# token characters, a value of printable ASCII but for the quote, comma, semicolon and backslash
-# (a space allowed, but then not percent-decoded). An entry outside it they leave out with a
-# warning that quotes it whole, value and all (often a credential).
+# What the exporters read of a `name=value` entry (opentelemetry.util.re's parse_env_headers,
+# liberal, as both exporters call it): blanks of any kind around the entry; inside it, a name of
+# token characters and a value of printable ASCII but for the quote, comma, semicolon and
+# backslash (a space allowed, but then not percent-decoded), with spaces and tabs only around
+# either: a line break, form feed or no-break space there fails their pattern. An entry outside
+# it they leave out with a warning that quotes it whole, value and all (often a credential).
+_AROUND = " \t"
 _NAME_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_VALUE_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset('",;\\')
-HEADER_RULE = "a header needs a name and a value the exporters read and can send: printable ASCII, percent-encoded to a value without line breaks or NUL, and within Latin-1 (over gRPC: printable ASCII)"
+_VALUE_CHARACTERS = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset('",;\\')
+HEADER_RULE = "a header needs a name and a value the exporters read and can send: printable ASCII, only spaces and tabs around either, percent-encoded to a value without line breaks or NUL, and within Latin-1 (over gRPC: printable ASCII)"
 
 
 def header_entries(raw: str, grpc: bool = False) -> tuple:
     """(the entries kept, as written; the names of those refused) of a `name=value,...` list,
-    decoded as the exporters decode it (percent-encoding, blanks around each part). Refused: an
-    entry the exporters would not read, and one whose value they could not send (OTLP/HTTP: a
-    line break or NUL, or a character beyond Latin-1, which fails every request; `grpc`: any
-    character but printable ASCII, which fails every call)."""
+    read as the exporters read it (_read_entry). Refused: an entry the exporters would not read,
+    and one whose value they could not send (OTLP/HTTP: a line break or NUL, or a character
+    beyond Latin-1, which fails every request; `grpc`: any character but printable ASCII, which
+    fails every call). Left out without a word: an entry of blanks only."""
     kept, refused = [], []
     for number, entry in enumerate(raw.split(","), 1):
         if not entry.strip():
             continue
-        name, sep, value = entry.partition("=")
-        name, value = name.strip(), value.strip()
-        readable = bool(name) and _NAME_CHARACTERS.issuperset(name) and _VALUE_CHARACTERS.issuperset(value.replace(" ", ""))
-        if readable and "%" in entry and " " not in value:
-            from urllib.parse import unquote
-
-            name, value = unquote(name).strip(), unquote(value).strip()
-        good_name = bool(name) and not any(c in name for c in " \t\r\n\x00:")
-        if sep and readable and good_name and _sendable(value, grpc):
+        read = _read_entry(entry)
+        if read and _good_name(read[0]) and _sendable(read[1], grpc):
             kept.append(entry)
         else:
-            # Named only where the name is one: without "=", the entry may be "name: value".
-            refused.append(repr(name) if sep and good_name else f"#{number} (no name=value)")
+            refused.append(_shown_name(entry, read, number))
     return ",".join(kept), refused
+
+
+def _read_entry(entry: str) -> tuple | None:
+    """(name, value) of an entry as the exporters decode it, or None for one they refuse."""
+    name, sep, value = entry.strip().partition("=")
+    bare_name, bare_value = name.strip(_AROUND), value.strip(_AROUND)
+    if not sep or not bare_name or not _NAME_CHARACTERS.issuperset(bare_name) or not _VALUE_CHARACTERS.issuperset(bare_value):
+        return None
+    if "%" in entry and " " not in bare_value:
+        from urllib.parse import unquote
+
+        name, value = unquote(name), unquote(value)
+    return name.strip(), value.strip()
+
+
+def _good_name(name: str) -> bool:
+    return bool(name) and not any(c in name for c in " \t\r\n\x00:")
+
+
+def _shown_name(entry: str, read: tuple | None, number: int) -> str:
+    """An entry refused as a warning may show it: by its name where it has one, else by its
+    place (without "=", the entry may be "name: value", its value a credential)."""
+    if read:
+        name, named = read[0], _good_name(read[0])
+    else:
+        # One the exporters cannot read: named where what precedes "=" is a name all the same.
+        name, sep, _ = entry.partition("=")
+        name = name.strip()
+        named = bool(sep and name) and _NAME_CHARACTERS.issuperset(name)
+    return repr(name) if named else f"#{number} (no name=value)"
 
 
 def _sendable(value: str, grpc: bool) -> bool:

@@ -462,9 +462,14 @@ def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
     except ValueError:
         raise ValueError(f"expected {what}") from None
     if not low <= value <= high:  # NaN fails this too
-        upper = "" if high == float("inf") else f" to {high:g}"
-        raise ValueError(f"expected {what} from {low:g}{upper}")
+        upper = "" if high == float("inf") else f" to {_plain(high)}"
+        raise ValueError(f"expected {what} from {_plain(low)}{upper}")
     return value
+
+
+def _plain(number: float) -> str:
+    # A bound as the README writes it: 1000000, not the 1e+06 of "%g".
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def _names(raw: str) -> tuple:
