@@ -225,7 +225,12 @@ def test_a_pipe_s_kinesis_records_hold_their_data_at_the_top():
         ([{"traceparent": [-123, 5]}], (None, False)),  # not bytes (Java's signed bytes)
         ([{"traceparent": [0] * 1000}], (None, False)),  # too long to be a traceparent
         ([{"traceparent": None}], (None, False)),
-        ([{"x": [1]}] * 40 + [{"traceparent": TP}], (None, False)),  # past the headers read
+        ([{"x": [1]}] * 40 + [{"traceparent": TP}, {"x": [1]}] + [{"x": [1]}] * 40, (None, False)),  # past the headers read
+        # of a record with more than 32 headers, the last ones are read first (before: the first
+        # 32 only, so the newest hop, appended last, was passed over for an older one or missed)
+        ([{"x": [1]}] * 40 + [{"traceparent": TP}], (TP, True)),
+        ([{"traceparent": list(TP2.encode())}] + [{"x": [1]}] * 35 + [{"traceparent": list(TP.encode())}], (TP, True)),
+        ([{"traceparent": list(TP2.encode())}] + [{"x": [1]}] * 35, (TP2, True)),
         # a record forwarded with its headers, and the forwarder's own traceparent appended:
         # the last is the newest hop, as Kafka's lastHeader (before: the first, the old hop)
         ([{"traceparent": list(TP2.encode())}, {"a": [1]}, {"traceparent": list(TP.encode())}], (TP, True)),

@@ -1392,6 +1392,38 @@ def test_the_functions_own_xray_header_of_another_trace_goes_without_a_tracepare
     assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
 
 
+ASKS_FOR_AN_ANSWER_TOO_EARLY = """
+import http.client, urllib.parse
+
+def handler(event, context):
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(event["http"]).netloc, timeout=5)
+    conn.request("GET", "/status/200?via=first")
+    first = conn.getresponse()
+    conn.request("GET", "/status/201?via=second")
+    try:
+        conn.getresponse()  # the first answer is not read yet
+    except http.client.ResponseNotReady:
+        pass
+    first.read()
+    status = conn.getresponse().status
+    conn.close()
+    return {"status": status}
+"""
+
+
+def test_a_response_asked_for_too_early_leaves_the_request_to_the_answer_that_comes(tmp_path):
+    # GIVEN a function that asks http.client for the second answer before it read the first
+    # (ResponseNotReady), then reads the first and asks again
+    task = write_function(tmp_path / "task", ASKS_FOR_AN_ANSWER_TOO_EARLY)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        assert result.json() == {"status": 201}
+        calls = children(rx, invocation_span(rx, result.request_id), 2)
+    # THEN the second request's span has its answer, 201 (before: it ended failed, at the
+    # early ask, with ResponseNotReady)
+    assert [(s["attributes"]["url.full"].rpartition("via=")[2], s["attributes"].get("http.response.status_code"), s["attributes"].get("error.type")) for s in calls] == [("first", 200, None), ("second", 201, None)], calls
+
+
 SENDS_A_HEADER_TWICE = """
 import email.message, http.client, urllib.parse
 
@@ -2143,7 +2175,7 @@ import asyncio
 import aiohttp
 
 async def session():
-    async with aiohttp.ClientSession(timeout=5):  # aiohttp wants a ClientTimeout
+    async with aiohttp.ClientSession(ARGUMENTS):
         pass
 
 def handler(event, context):
@@ -2151,16 +2183,19 @@ def handler(event, context):
 """
 
 
-def test_a_session_aiohttp_refuses_to_make_has_the_stack_trace_it_has_without_the_layer(tmp_path):
+@pytest.mark.parametrize("arguments, error", [("timeout=5", "ValueError"), ("trace_configs=5", "TypeError")], ids=["a number for a timeout", "a number for trace configs"])
+def test_a_session_aiohttp_refuses_to_make_has_the_stack_trace_it_has_without_the_layer(tmp_path, arguments, error):
     # GIVEN a function that makes an aiohttp session with arguments aiohttp refuses (a plain
-    # number for its timeout: ValueError), and lets the error reach the caller
-    task = write_function(tmp_path / "task", MAKES_A_SESSION_AIOHTTP_REFUSES)
+    # number for its timeout, which wants a ClientTimeout; for its trace configs, which want a
+    # list), and lets the error reach the caller
+    task = write_function(tmp_path / "task", MAKES_A_SESSION_AIOHTTP_REFUSES.replace("ARGUMENTS", arguments))
     with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
         without = bare.invoke({}).json()
     with instrumented(task, timeout_s=30) as (emu, rx):
         answer = emu.invoke({}).json()
         lines = emu.log_lines("function")
     # THEN the caller gets the same error payload, with no line of the session wrapper's
-    assert without["errorType"] == "ValueError"
+    # (before, for the trace configs: another message, raised in the wrapper)
+    assert without["errorType"] == error
     assert {**answer, "requestId": None} == {**without, "requestId": None}, (answer["stackTrace"], without["stackTrace"])
     assert not [line for line in lines if "lambdawrap" in line], lines

@@ -212,6 +212,25 @@ def test_alb_sample():
     }
 
 
+@pytest.mark.parametrize("multi_value", [False, True], ids=["headers", "multi-value headers"])
+def test_the_trace_context_after_the_256th_header_is_still_read(multi_value):
+    # GIVEN an ALB request with 300 headers, its trace context among the last (as a client
+    # writes their names)
+    event = load("alb")
+    headers = dict(event.pop("headers"), **{f"x-h{n}": "v" for n in range(300)})
+    headers.update({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Tracestate": "congo=t61rcWkgMzE"})
+    if multi_value:
+        event["multiValueHeaders"] = {name: [value] for name, value in headers.items()}
+        event["headers"] = None
+    else:
+        event["headers"] = headers
+    # WHEN detected
+    trigger = detect_trigger(event)
+    # THEN its parent is the caller's (before: the fields past the 256th were not read, and the
+    # span lost its parent)
+    assert trigger.headers["traceparent"] == headers["traceparent"] and trigger.headers["tracestate"] == "congo=t61rcWkgMzE"
+
+
 def test_alb_multi_value_mode_merges_headers():
     # GIVEN ALB with multi-value headers enabled (no "headers", no "queryStringParameters")
     event = load("alb")

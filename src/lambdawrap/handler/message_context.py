@@ -279,11 +279,20 @@ def kafka_record_context(record: dict) -> Tuple[Optional[str], bool]:
     headers = record.get("headers")
     found = None
     if isinstance(headers, list):
-        for header in headers[:_MAX_HEADERS]:
+        # The last headers first, newest first; of a record with many, the first ones too.
+        for header in _newest_first(headers):
             if isinstance(header, dict) and "traceparent" in header:
                 found = header["traceparent"]
+                break
     value = _header_text(found) if found is not None else None
     return (value, True) if value is not None else NONE
+
+
+def _newest_first(headers: list) -> list:
+    """Of a Kafka record's headers, those read for its context, the newest first: the last
+    _MAX_HEADERS, then (of a record with more) the first ones."""
+    last = headers[-_MAX_HEADERS:][::-1]
+    return last if len(headers) <= _MAX_HEADERS else last + headers[: min(_MAX_HEADERS, len(headers) - _MAX_HEADERS)][::-1]
 
 
 def mq_message_context(message: dict) -> Tuple[Optional[str], bool]:

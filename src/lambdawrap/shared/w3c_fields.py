@@ -20,8 +20,9 @@ _state_member = None  # compiled on first use: most invocations carry no tracest
 def parse_tracestate(value: object) -> str:
     """A W3C ``tracestate`` to carry on unchanged: its members, blanks around them and empty
     ones dropped; ``""`` when it is not one (a member that is not ``key=value`` as the
-    specification, and OpenTelemetry's API, write them; a repeated key; more than 32 members) or
-    longer than 512 characters. An invalid tracestate is discarded whole, as the API does."""
+    specification, and OpenTelemetry's API, write them; a repeated key; more than 32 members).
+    An invalid tracestate is discarded whole, as the API does; one longer than 512 characters is
+    cut as W3C Trace Context says (its members over 128 characters, then from the end)."""
     global _state_member
     try:
         if not isinstance(value, str) or not value or len(value) > 4 * MAX_TRACE_STATE_CHARS:
@@ -36,7 +37,14 @@ def parse_tracestate(value: object) -> str:
         if len(members) > MAX_TRACE_STATE_MEMBERS or len(keys) != len(members) or not all(_state_member.fullmatch(member) for member in members):
             return ""
         state = ",".join(members)
-        return state if len(state) <= MAX_TRACE_STATE_CHARS else ""
+        if len(state) > MAX_TRACE_STATE_CHARS:
+            # Cut as W3C Trace Context says: the members over 128 characters first, then from
+            # the end (the oldest), not the whole state (every vendor's entry lost).
+            members = [member for member in members if len(member) <= 128]
+            while len(",".join(members)) > MAX_TRACE_STATE_CHARS:
+                members.pop()
+            state = ",".join(members)
+        return state
     except Exception:  # noqa: BLE001 - a value of any kind: never let tracing break anything
         return ""
 

@@ -59,7 +59,9 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     @labelled_as_bootstrap
     def session_init(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
         configs = kwargs.get("trace_configs")
-        if configs is None or trace_config not in configs:
+        # Only where asking is harmless: a generator would be used up by `in`, and a value
+        # aiohttp refuses must meet aiohttp's own error, not ours.
+        if configs is None or (type(configs) in (list, tuple) and trace_config not in configs):
             kwargs = dict(kwargs, trace_configs=[*(configs or ()), trace_config])
         try:
             return wrapped(*args, **kwargs)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 _SPAN = "_lambdawrap_call"  # the connection's call under way
 _DEFAULT = object()  # request() given no headers (its default: {})
+_REQUEST_SENT = "Request-sent"  # http.client's _CS_REQ_SENT
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -43,16 +44,36 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         sent = instance.__dict__.pop(_SPAN, None)
         return (sent.claim() if sent is not None else None), args, kwargs
 
+    def resume_answered(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        if _not_ready(instance):
+            # getresponse() raises ResponseNotReady (the last response is still unread): the
+            # request still awaits the getresponse() that answers it.
+            return None, args, kwargs
+        return resume(instance, args, kwargs)
+
     def unanswered(call: "Any", *ignored: "Any") -> None:
         calls.answered(call, None)  # closed, whether or not the close itself failed
 
     request = sync_wrapper(calls, begin, remember)
-    getresponse = sync_wrapper(calls, resume, answered_with(calls, "status"))
+    getresponse = sync_wrapper(calls, resume_answered, answered_with(calls, "status"))
     close = sync_wrapper(calls, resume, unanswered, unanswered)
 
     connection.request = function_wrapper(connection.request, request)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)
     connection.close = function_wrapper(connection.close, close)
+
+
+def _not_ready(conn: "Any") -> bool:
+    """Whether getresponse() will refuse to read (http.client's own test, on its private state):
+    no request sent, or the last response not read to its end yet."""
+    state = conn.__dict__
+    if state.get("_HTTPConnection__state", _REQUEST_SENT) != _REQUEST_SENT:
+        return True
+    response = state.get("_HTTPConnection__response")
+    try:
+        return response is not None and not response.isclosed()
+    except Exception:  # noqa: BLE001 - not http.client's: let getresponse() tell
+        return False
 
 
 class _Sent:

@@ -45,6 +45,7 @@ def _joined(values: object) -> Optional[str]:
 # The W3C Trace Context fields a client may send in more than one header line: repeated
 # tracestate (and baggage) lines are one list, combined; a repeated traceparent is invalid.
 _TRACE_FIELDS = frozenset(("traceparent", "tracestate", "baggage"))
+_CONTEXT_FIELDS = (*sorted(_TRACE_FIELDS), "x-amzn-trace-id")
 
 
 def request_headers(single: object, multi: object = None) -> Dict[str, str]:
@@ -84,6 +85,16 @@ def _headers(single: object, multi: object) -> Dict[str, str]:
         value = _joined(values)
         if isinstance(name, str) and value:
             out[name.lower()] = value
+    if len(source) > MAX_FIELDS:
+        # Beyond the fields read, the trace context is still looked up (as a client writes its
+        # name): a request with many headers (an ALB's) keeps its parent.
+        for field in _CONTEXT_FIELDS:
+            if field not in out:
+                for spelling in (field, field.title()):
+                    value = _joined(source.get(spelling))
+                    if value:
+                        out[field] = value
+                        break
     return out
 
 
