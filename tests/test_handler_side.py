@@ -278,6 +278,33 @@ def test_a_header_entry_refused_is_named_never_shown(caplog):
     assert "SECRET" not in warning and "#1" in warning and "'x-key'" in warning, warning
 
 
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
+def test_a_grpc_endpoint_the_exporter_cannot_read_is_warned_about_and_the_exporter_is_made(caplog, variable):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    # GIVEN traces over gRPC to an endpoint whose IPv6 address lacks its "]"
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", variable: "http://[::1:4317"}
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        corrections = Settings.from_env(env).sdk_corrections
+    # THEN it is named once, with the default, and left out of what the exporter reads (before:
+    # taken as it was, the exporter raised as it was made: the whole pipeline failed to start,
+    # telemetry off for the environment's life)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert variable in warning and ("http://localhost:4317" if variable == "OTEL_EXPORTER_OTLP_ENDPOINT" else "from OTEL_EXPORTER_OTLP_ENDPOINT") in warning, warning
+    fixed = dict(env)
+    for name, value in corrections:
+        fixed.pop(name) if value is None else fixed.__setitem__(name, value)
+    with pytest.raises(ValueError):
+        OTLPSpanExporter(endpoint=env[variable])
+    saved = dict(os.environ)
+    try:
+        os.environ.update(fixed)
+        OTLPSpanExporter().shutdown()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def test_an_endpoint_with_blanks_around_it_is_used_without_them(caplog):
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         s = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318 "})

@@ -237,12 +237,32 @@ def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_the_rest_waits
     sink.dropped("handler_channel")
     sink.log_line("a line", 1, None, "r1")
     # WHEN it failed to start (telemetry is off in this environment)
-    sink.abandon_logs()
+    sink.abandon()
     # THEN the lines are let go, and those to come are dropped at once (no 4 MiB held for
     # nothing), while the rest still waits for SHUTDOWN to carry it to the next environment
     assert sink.dropped_log_line(10)
     sink.log_line("another", 2, None, "r1")
     assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel",))]
+
+
+def test_calls_waiting_for_a_pipeline_that_never_comes_are_bounded_and_their_counts_kept():
+    from lambdawrap.companion.deferred import MAX_ABANDONED_CALLS, DeferredSink
+
+    # GIVEN a pipeline that failed to start, and an environment that goes on for 5,000
+    # invocations, with a drop counted now and then
+    sink = DeferredSink()
+    sink.abandon()
+    for n in range(5000):
+        sink.invocation(n)
+        if n % 500 == 0:
+            sink.dropped("handler_channel")
+    # THEN what waits for SHUTDOWN is bounded (before: 100,000 calls, ~90 MB of the function's
+    # memory for invocations that the carry-over file could not hold anyway), the first kept,
+    # the rest counted, and no count lost
+    calls = [(name, args) for name, args, _ in sink.take_calls()]
+    kept = [args[0] for name, args in calls if name == "invocation"]
+    assert len(calls) <= MAX_ABANDONED_CALLS + 11 and kept == list(range(len(kept))), len(calls)
+    assert [args for name, args in calls if name == "dropped"] == [("handler_channel",)] * 10 + [("startup_backlog", 5000 - len(kept))]
 
 
 def test_lines_nobody_exports_are_not_held_nor_counted_while_the_pipeline_loads():

@@ -15,6 +15,12 @@ from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES
 from lambdawrap.shared.log import get_logger
 
 MAX_DEFERRED_CALLS = 100_000
+# Once no pipeline will come, the calls kept for the next environment: about what its carry-over
+# file holds (4 MB). The pipeline's import ends the first wait in seconds; this one lasts the
+# environment's life, invocation after invocation, in the memory the function shares.
+MAX_ABANDONED_CALLS = 1_000
+# Calls that carry counts: always kept (small), or what was dropped would go uncounted.
+_COUNTING = frozenset({"dropped", "internal_errors", "restore_counts"})
 
 
 class DeferredSink:
@@ -30,6 +36,7 @@ class DeferredSink:
         self._lines = 0  # log lines waiting, and their characters
         self._chars = 0
         self._lines_over = 0  # log lines dropped past the log buffer's bounds
+        self._max_calls = MAX_DEFERRED_CALLS
 
     def attach(self, target: Any) -> None:
         """Replay the remembered calls into `target`, then pass calls straight on. What was
@@ -47,16 +54,27 @@ class DeferredSink:
             if self.failed:
                 target.internal_errors("companion", self.failed)
 
-    def abandon_logs(self) -> None:
+    def abandon(self) -> None:
         """No target will come (the pipeline failed to start): the log lines waiting are
-        forgotten, and those to come are dropped at once. The rest still waits, bounded, for
-        SHUTDOWN to carry it to the next environment of the sandbox, which exports it."""
+        forgotten, and those to come are dropped at once. The rest still waits for SHUTDOWN to
+        carry it to the next environment of the sandbox, which exports it: up to
+        MAX_ABANDONED_CALLS, the others counted (`startup_backlog`)."""
         with self._lock:
-            if self._target is not None or not self._logs_exported:
+            if self._target is not None:
                 return
-            self._logs_exported = False
-            self._calls = [call for call in self._calls if call[0] != "log_line"]
-            self._lines = self._chars = 0
+            self._max_calls = MAX_ABANDONED_CALLS
+            if self._logs_exported:
+                self._logs_exported = False
+                self._calls = [call for call in self._calls if call[0] != "log_line"]
+                self._lines = self._chars = 0
+            kept, room = [], MAX_ABANDONED_CALLS
+            for call in self._calls:
+                if call[0] in _COUNTING or room > 0:
+                    kept.append(call)
+                    room -= call[0] not in _COUNTING
+                else:
+                    self.overflow += 1
+            self._calls = kept
 
     def take_calls(self) -> list:
         """The calls still waiting for a target, as (name, args, kwargs), with what was dropped
@@ -94,7 +112,7 @@ class DeferredSink:
                 chars = min(len(line), MAX_LINE_CHARS)
                 if not self._fits(chars):
                     self._lines_over += 1
-                elif len(self._calls) >= MAX_DEFERRED_CALLS:
+                elif len(self._calls) >= self._max_calls:
                     self.overflow += 1
                 else:
                     self._calls.append(("log_line", (line, time_ns, ids, request_id), {}))
@@ -113,7 +131,7 @@ class DeferredSink:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 if self._target is None:
-                    if len(self._calls) < MAX_DEFERRED_CALLS:
+                    if len(self._calls) < (MAX_DEFERRED_CALLS if name in _COUNTING else self._max_calls):
                         self._calls.append((name, args, kwargs))
                     else:
                         self.overflow += 1

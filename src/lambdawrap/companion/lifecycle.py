@@ -235,7 +235,7 @@ class Companion:
     def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:
             if exporters is None:
-                self.sink.abandon_logs()
+                self.sink.abandon()
                 return
             from lambdawrap.companion.exporting import Pipeline, built
             from lambdawrap.companion.signals import Signals
@@ -255,7 +255,7 @@ class Companion:
                 pipeline.request_flush()
         except Exception:  # noqa: BLE001 - fail open: the function keeps running without export
             get_logger().exception("lambdawrap: the export pipeline failed to start; telemetry is off")
-            self.sink.abandon_logs()
+            self.sink.abandon()
         finally:
             self._ready.set()
             self._end_init_gc()

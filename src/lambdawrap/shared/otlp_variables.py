@@ -20,6 +20,7 @@ PREFIXES = ("", "TRACES_", "METRICS_", "LOGS_")  # the general variable, then ea
 COMPRESSIONS = ("gzip", "deflate", "none")
 GRPC_COMPRESSIONS = ("gzip", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_TIMEOUT_S = 10
 # Lambda's longest timeout. The Python exporters read the variable in seconds where the
 # specification (and the other languages' SDKs) have milliseconds: 10000 meant as 10 s is 2.8
@@ -51,6 +52,8 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
             checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
+        elif read_over_grpc(env, protocols, prefix, "ENDPOINT"):
+            checks.insert(0, ("ENDPOINT", _grpc_target, DEFAULT_GRPC_ENDPOINT))
         for name, check, default in checks:
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
             raw = env.get(variable, "")
@@ -183,6 +186,14 @@ def _http_url(raw: str) -> None:
         raise ValueError(f"expected a host after {scheme}://")
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError("the port must be a number from 1 to 65535")
+
+
+def _grpc_target(raw: str) -> None:
+    # The gRPC exporters take host:port or a URL, read with urlparse: a value it refuses
+    # (http://[::1) fails the exporter as it is made, and with it the whole pipeline.
+    from urllib.parse import urlsplit  # deferred: over gRPC only
+
+    urlsplit(raw)
 
 
 def _timeout(raw: str) -> None:
