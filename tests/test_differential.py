@@ -61,6 +61,7 @@ BEHAVIOUR = Group(
         do("fork child exits 3", "fork_exit", code=3),
         do("background thread prints after return", "background_thread"),
         do("handler calls itself - recursive_handler", "recurse", depth=3),
+        do("handler calls itself to the limit, its module's own - recursion_through_its_name", "recurse_deep"),
         do("base64 work", "base64", data="aGVsbG8="),
         Scenario("list event", [1, 2, 3]),
         Scenario("string event", "just text"),

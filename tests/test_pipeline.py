@@ -39,7 +39,7 @@ def handler(event, context):
     if event.get("status"):
         return {"statusCode": event["status"], "body": "x"}
     heavy = [m for m in ("opentelemetry.sdk", "google.protobuf", "boto3", "botocore", "requests", "urllib3") if m in sys.modules]
-    return {"statusCode": 200, "body": json.dumps({"heavy": heavy, "wrapped": hasattr(handler, "__wrapped__") or type(sys.modules[__name__].handler).__name__})}
+    return {"statusCode": 200, "body": json.dumps({"heavy": heavy, "handler": type(sys.modules[__name__].handler).__name__})}
 """
 
 TRACEPARENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -591,6 +591,34 @@ def test_user_span_attributes_are_kept_as_the_sdk_keeps_them(tmp_path, monkeypat
     assert spans["unprintable"]["attributes"] == {"value": None}
 
 
+LINKS_TO_IDS_NO_SPAN_HAS = """
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext
+
+def handler(event, context):
+    # A link to a context whose ids are out of range (a hand-made one), with something to say
+    bad = SpanContext(-1, -1, is_remote=False)
+    with trace.get_tracer("linker").start_as_current_span("linked", links=[Link(bad, {"why": "bad ids"})]):
+        pass
+    return {"ok": True}
+"""
+
+
+def test_a_link_to_ids_out_of_range_is_exported_with_zeros_and_blocks_nothing(tmp_path):
+    # GIVEN a function whose span links to a context with negative ids
+    task = write_function(tmp_path / "task", LINKS_TO_IDS_NO_SPAN_HAS)
+    with instrumented(task) as (emu, rx):
+        # WHEN it runs twice
+        ids = [emu.invoke({}).request_id for _ in range(2)]
+        linked = rx.wait_for_spans(lambda s: s["name"] == "linked", count=2, timeout=30)
+        invocations = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in ids, count=2, timeout=30)
+    # THEN its spans and the invocations' went, the link's ids zeros, as no span's (before: the
+    # encoder failed on the negative id, and the batch holding it was given back at every
+    # flush: no span of the environment went again)
+    assert [(link["trace_id"], link["span_id"], link["attributes"]) for span in linked for link in span["links"]] == [("0" * 32, "0" * 16, {"why": "bad ids"})] * 2
+    assert len(invocations) == 2
+
+
 LIMITS_BATTERY = """
 def record(tracer):
     from opentelemetry import trace
@@ -898,11 +926,14 @@ def test_an_api_whose_runtime_context_cannot_load_keeps_its_no_op_spans(tmp_path
 
 def test_process_stays_lean_and_disabled_leaves_it_untouched(task):
     with instrumented(task) as (emu, rx):
-        body = json.loads(emu.invoke(apigw_event()).json()["body"])
-        assert body == {"heavy": [], "wrapped": True}
+        result = emu.invoke(apigw_event())
+        body = json.loads(result.json()["body"])
+        # Instrumented (its span goes), the handler's name its module's own function
+        assert body == {"heavy": [], "handler": "function"}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)
     with instrumented(task, env={"LAMBDAWRAP_DISABLED": "true"}) as (emu, rx):
         body = json.loads(emu.invoke(apigw_event()).json()["body"])
-        assert body["wrapped"] == "function"
+        assert body["handler"] == "function"
         emu.wait_idle()
     # The companion still ran (it is a separate extension), but nothing was instrumented.
     assert invocation_spans(rx) == []
@@ -1029,7 +1060,6 @@ def handler(event, context):
         "pythonpath": os.environ.get("PYTHONPATH", "").replace(os.environ["LAMBDA_RUNTIME_DIR"], "<runtime>"),
         "sys_path": [p for p in sys.path if p != os.environ["LAMBDA_RUNTIME_DIR"]],
         "child_loads": child.stdout.strip(),
-        "wrapped": hasattr(handler, "__wrapped__"),
     }
 """
 
@@ -1054,7 +1084,7 @@ def test_a_wrapper_chained_after_ours_keeps_its_pythonpath_and_the_function_none
     # (before: the other wrapper's folder was taken out of PYTHONPATH and our boot folder left
     # in, so every Python process the function started loaded lambdawrap)
     assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
-    assert body == {**without, "wrapped": True}
+    assert body == without
 
 
 def test_a_next_wrapper_written_in_python_that_execs_the_runtime_leaves_it_instrumented(tmp_path):
@@ -1080,7 +1110,7 @@ def test_a_next_wrapper_written_in_python_that_execs_the_runtime_leaves_it_instr
         # started without it), and the function sees what it sees with that wrapper alone
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
     assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
-    assert body == {**without, "wrapped": True}
+    assert body == without
 
 
 def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path):
@@ -1091,6 +1121,7 @@ def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path)
     link.symlink_to(LAYER / "wrapper.sh")
     with instrumented(task) as (emu, rx):
         direct = emu.invoke({}).json()
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
     with instrumented(task, env={"AWS_LAMBDA_EXEC_WRAPPER": str(link)}) as (emu, rx):
         body = emu.invoke({}).json()
         # THEN it runs as the wrapper named directly: the function is instrumented (its span
@@ -1098,33 +1129,18 @@ def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path)
         # wrapper looked for the boot beside the link, so nothing was instrumented, and the
         # function's sys.path lost the layer paths and gained the link folder's)
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
-    assert direct["wrapped"] is True and direct["pythonpath"] == "<runtime>"
+    assert direct["pythonpath"] == "<runtime>"
     assert body == direct
 
 
 def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path):
     from lambdawrap.companion.correlator import RECORD_GRACE_S, UNREPORTING_AFTER
 
-    # GIVEN a handler module that puts another object in its place in sys.modules: its handler
-    # is never wrapped, so the function sends no record
-    task = write_function(
-        tmp_path / "task",
-        """
-        import sys, types
-
-        class _Module(types.ModuleType):
-            pass
-
-        def handler(event, context):
-            return {"ok": True}
-
-        _replacement = _Module(__name__)
-        _replacement.handler = handler
-        sys.modules[__name__] = _replacement
-        """,
-    )
+    # GIVEN a function whose process is not instrumented (the layer added, its exec wrapper
+    # not named), so that it sends no record
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
     invocations = UNREPORTING_AFTER + 4
-    with instrumented(task) as (emu, rx):
+    with instrumented(task, env={"AWS_LAMBDA_EXEC_WRAPPER": ""}) as (emu, rx):
         rids = [emu.invoke({}).request_id for _ in range(invocations)]
         assert emu.wait_idle(30)
         overhead_ms = {}
@@ -1164,11 +1180,13 @@ def test_a_handler_its_module_s_class_computes_is_computed_once_as_without_the_l
         ours = [line for line in emu.log_lines("function") if "lambdawrap" in line]
     # THEN the runtime's lookup makes it once, as without the layer, and lambdawrap logs nothing
     # in the function's log (before: made twice, and the hook's failure to set it logged with a
-    # traceback); the invocation, unwrapped, is counted as a record that never came
+    # traceback); what the lookup made is what is wrapped: the invocation is exported (before:
+    # unwrapped, counted as a record that never came)
     assert result.json() == without == {"made": {"n": 1}}
     assert len(made_with) == len(made_without) == 1, (made_with, made_without)
     assert ours == []
-    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 1
+    assert [s["attributes"]["faas.invocation_id"] for s in invocation_spans(rx)] == [result.request_id]
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
 
 
 def test_a_layer_added_without_aws_lambda_exec_wrapper_says_so_once(tmp_path):
@@ -1222,11 +1240,13 @@ def test_bounded_buffer_counts_drops_and_delivers_backlog(task):
         emu.invoke({})
         emu.wait_idle()
     spans = rx.spans()
-    dropped = metric_total(rx, "lambdawrap.dropped", {"reason": "buffer_full"})
+    full = metric_total(rx, "lambdawrap.dropped", {"reason": "buffer_full"})
+    # A batch the collector fails twice with 500 (OTLP: not to be retried) is counted as rejected
+    rejected = metric_total(rx, "lambdawrap.dropped", {"reason": "rejected_by_collector"})
     # Every span (7 invocations + the init span) is accounted for exactly once: exported,
     # or counted as dropped.
-    assert len({s["span_id"] for s in spans}) == len(spans) == 3
-    assert len(spans) + dropped == 7 + 1
+    assert len({s["span_id"] for s in spans}) == len(spans) >= 1 and rejected > 0
+    assert len(spans) + full + rejected == 7 + 1
     assert metric_total(rx, "faas.invocations") == 7  # metrics were retained and resent
 
 

@@ -64,7 +64,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     from lambdawrap.handler.channel import Channel
 
     channel = Channel(settings.socket_path)
-    module_name, attribute = target
+    module_name = target[0]
     # However far the boot goes from here (OTEL_SDK_DISABLED ends it below), once the handler
     # module has loaded `import sitecustomize` finds what it finds without the layer.
     import_hooks.when_imported(module_name, _forget_our_sitecustomize, _forgetting_failed)
@@ -85,18 +85,8 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     def hook_failed(module: str) -> None:
         FAILURES.record(f"a post-import hook on {module}")
 
-    def wrap_handler(module: Any) -> None:
+    def handler_loaded(module: Any) -> None:
         tracer.handler_loaded()
-        if _made_on_demand(module, attribute):
-            # The runtime's lookup will make it; asking first would run the module's code twice.
-            module.__getattr__ = _wrapping_lookup(module.__getattr__, attribute, tracer.wrap)
-            return
-        if type(module) is not type(sys):
-            _wrap_from_namespace(module, attribute, tracer.wrap)
-            return
-        handler = getattr(module, attribute, None)
-        if callable(handler) and not _is_class(handler):
-            setattr(module, attribute, tracer.wrap(handler))
 
     def bridge_opentelemetry(module: Any) -> None:
         from lambdawrap.handler.otel_bridge import UserSpans
@@ -108,10 +98,11 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
         response_posted.install(module, settings.socket_path, function_wrapper, tracer.after_post)
 
-    import_hooks.when_imported(module_name, wrap_handler, hook_failed)
-    # A class as the handler stays the module's own: its code names it (super(Handler, self),
-    # type(self) is Handler) and a wrapper there is no class. The runtime's lookup wraps it.
-    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_classes(runtime, tracer.wrap), hook_failed)
+    import_hooks.when_imported(module_name, handler_loaded, hook_failed)
+    # What the runtime's lookup hands it is wrapped, not the module's name: that stays the
+    # function's own, as its code may use it (a class named in super(Handler, self), a handler
+    # that calls itself, which would go through the wrapper at each call).
+    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, tracer.wrap), hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
     if not STRIPS_BY_RERAISE:  # 3.10: the wrapper's frames stay in tracebacks
@@ -127,48 +118,16 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     return tracer
 
 
-def _wrap_looked_up_classes(runtime: Any, wrap: Callable[[Any], Any]) -> None:
-    """Have awslambdaric's handler lookup hand the runtime a class handler wrapped (a runtime
-    without that function leaves a class handler uninstrumented, never changed)."""
+def _wrap_looked_up_handler(runtime: Any, wrap: Callable[[Any], Any]) -> None:
+    """Have awslambdaric's handler lookup hand the runtime the handler wrapped (a runtime
+    without that function leaves the handler uninstrumented, never changed)."""
     lookup = getattr(runtime, "_get_handler", None)
-    if not callable(lookup) or getattr(lookup, "_lambdawrap_classes", False):
+    if not callable(lookup) or getattr(lookup, "_lambdawrap_wrapping", False):
         return
-    wrapping = _wrapping(lookup, lambda handler_name, found: _is_class(found), wrap)
-    wrapping._lambdawrap_classes = True  # type: ignore[attr-defined]
+    # callable() reads the type alone: no code of the handler's runs (a __getattr__ of its own).
+    wrapping = _wrapping(lookup, lambda handler_name, found: callable(found), wrap)
+    wrapping._lambdawrap_wrapping = True  # type: ignore[attr-defined]
     runtime._get_handler = wrapping
-
-
-def _is_class(handler: Any) -> bool:
-    """By its type alone: isinstance() would ask the handler for its __class__, which a class's
-    __getattribute__ answers (the function's code, which may raise)."""
-    return issubclass(type(handler), type)
-
-
-def _made_on_demand(module: Any, attribute: str) -> bool:
-    """Whether a plain module makes the attribute when asked (a PEP 562 ``__getattr__``)."""
-    if type(module) is not type(sys):  # a plain module: no properties, one namespace
-        return False
-    members = vars(module)
-    return attribute not in members and callable(members.get("__getattr__"))
-
-
-def _wrap_from_namespace(module: Any, attribute: str, wrap: Callable) -> None:
-    """Wrap the handler of a module of a class of its own only where it sits in the module's
-    namespace, read and written there: asking the module would run the function's code (a
-    property of its class, a `__getattribute__`), which the runtime's lookup then runs again.
-    A handler its class makes is left unwrapped: the function runs as without the layer, and
-    its invocations are counted as records that never came."""
-    if any(attribute in vars(base) for base in type(module).__mro__):
-        return
-    namespace = object.__getattribute__(module, "__dict__")
-    handler = namespace.get(attribute)
-    if callable(handler) and not _is_class(handler):  # a class: the runtime's lookup wraps it
-        namespace[attribute] = wrap(handler)
-
-
-def _wrapping_lookup(lookup: Callable, attribute: str, wrap: Callable) -> Callable:
-    """The module's ``__getattr__``, with the handler it makes wrapped."""
-    return _wrapping(lookup, lambda name, value: name == attribute and callable(value), wrap)
 
 
 def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callable) -> Callable:
