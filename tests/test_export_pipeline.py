@@ -884,3 +884,28 @@ def test_the_metrics_sent_after_logs_were_refused_at_shutdown_never_hold_it_past
     # ... and close() returned at its deadline (before, it waited for the collector: Lambda
     # ends the extension at the deadline, before it saves what was to be carried over)
     assert found["closed_after"] < 1.85 + 1.0, found
+
+
+UNENCODABLE_SPAN_PROBE = signals_probe({}, """
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, TraceFlags
+# A span the OTLP encoder fails on (an id no 16 bytes can hold), among good ones
+signals.spans.add(ReadableSpan(name="bad", context=SpanContext(-1, 2, is_remote=False, trace_flags=TraceFlags(1)), kind=SpanKind.INTERNAL, resource=signals.spans_resource if hasattr(signals, "spans_resource") else None, start_time=1, end_time=2))
+flushes = []
+for i in range(3):
+    signals.spans.add(signals.builder.span(name=f"good {i}", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+    flushes.append(pipeline.flush(wait_s=60))
+print(json.dumps({"flushes": flushes, "left": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+def test_a_span_the_encoder_fails_on_is_counted_and_holds_nothing_back():
+    # GIVEN a span the OTLP encoder raises on, buffered before good ones
+    with OtlpReceiver() as rx:
+        # WHEN three flushes go, a good span before each
+        found, out = run_probe(UNENCODABLE_SPAN_PROBE, rx.endpoint)
+        names = sorted(s["name"] for s in rx.spans())
+    # THEN the bad one is counted as malformed and the good ones went (before: the batch that
+    # held it was given back and failed first at every flush, and no span went again)
+    assert names == ["good 0", "good 1", "good 2"] and found["left"] == 0, (names, found, out.stderr[-2000:])
+    assert found["dropped"] == {"malformed_span": 1}, found

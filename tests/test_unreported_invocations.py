@@ -37,10 +37,10 @@ def invoke(correlator: Correlator, rid: str, deadline_in_s: float = 3.0) -> None
     correlator.on_invoke({"eventType": "INVOKE", "requestId": rid, "invokedFunctionArn": ARN, "deadlineMs": int((time.time() + deadline_in_s) * 1000)})
 
 
-def record(rid: str, error: dict | None = None, spans: list = ()) -> dict:
+def record(rid: str, error: dict | None = None, spans: list = (), http_status: int | None = None) -> dict:
     now = time.time_ns()
     start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=ARN, trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
-    end = records.invocation_end(now, error=error)
+    end = records.invocation_end(now, error=error, http_status=http_status)
     if spans:
         end["spans"] = list(spans)
     return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": end}
@@ -213,3 +213,53 @@ def test_the_wait_for_the_platform_s_word_does_not_count_the_pause_before_the_ne
     correlator.on_record(record("n2"))
     correlator.finish_overdue(time.monotonic() + OUTCOME_WAIT_S + 1)
     assert [s.attributes["faas.invocation_id"] for s in invocation_spans(signals)] == ["n2"]
+
+
+def test_a_timed_out_invocation_s_span_built_from_its_in_flight_slot_has_declared_secrets_scrubbed(tmp_path):
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+    from lambdawrap.shared.inflight import InflightSlot
+
+    # GIVEN a declared secret, and an invocation whose in-flight slot holds it (a webhook's
+    # ?token= in its query), as the function's process wrote it before calling the handler
+    secret = "sk_live_ABCDEFGH12345678"
+    scrubber = SecretScrubber()
+    scrubber.learn([secret])
+    socket_path = str(tmp_path / "lw.sock")
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path, scrub=scrubber.scrub)
+    start = json.loads(records.encode_invocation_start(request_id="r1", function_arn=ARN, trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=time.time_ns() - 1_000_000, cold_start=False, proactive_init=False, trigger="http", attributes={"faas.trigger": "http", "url.query": "token=" + secret}, links=[], span_name="GET /hook", span_kind=2))
+    assert InflightSlot(socket_path).hold(json.dumps(start).encode())
+    # WHEN it times out, its record never sent
+    invoke(correlator, "r1")
+    platform_done(correlator, "r1", "timeout")
+    correlator.finish_unreported("timeout")
+    # THEN its span is built from the slot with the secret scrubbed (before: exported in clear,
+    # on exactly the invocations that time out or crash)
+    (span,) = invocation_spans(signals)
+    assert span.status.status_code is StatusCode.ERROR and secret not in json.dumps(dict(span.attributes)), dict(span.attributes)
+
+
+def test_a_server_span_has_the_status_code_the_caller_got_and_none_it_did_not_get():
+    # GIVEN HTTP invocations whose handlers returned a status: a 200 the runtime could not
+    # serialize (the platform's Runtime.MarshalError), a 200 too large to post, a 200 after the
+    # timeout, a 502 and a 200 that went
+    correlator, signals = environment()
+    for rid, status in (("marshal", 200), ("large", 200), ("late", 200), ("bad gateway", 502), ("fine", 200)):
+        invoke(correlator, rid)
+        correlator.on_record(record(rid, http_status=status))
+        if rid == "large":
+            posted(correlator, rid, "too_large", records.MAX_RESPONSE_BYTES + 1)
+        if rid == "marshal":
+            correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "failure", "errorType": "Runtime.MarshalError"}}])
+        else:
+            platform_done(correlator, rid, "timeout" if rid == "late" else "success")
+    spans = {span.attributes["faas.invocation_id"]: span for span in invocation_spans(signals)}
+    # THEN a failed one names no status code (before: 200, where API Gateway answered 502 or 500
+    # of its own), and a 5xx is an ERROR without a description, as the conventions ask (before:
+    # "HTTP 502")
+    for rid in ("marshal", "large", "late"):
+        assert spans[rid].status.status_code is StatusCode.ERROR and "http.response.status_code" not in spans[rid].attributes, (rid, dict(spans[rid].attributes))
+    assert spans["bad gateway"].attributes["http.response.status_code"] == 502 and spans["bad gateway"].status.status_code is StatusCode.ERROR and not spans["bad gateway"].status.description
+    assert spans["fine"].attributes["http.response.status_code"] == 200 and spans["fine"].status.status_code is StatusCode.UNSET

@@ -337,8 +337,11 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000, scrub: Callable[[Any], Any] | None = None) -> None:
         self.sink = sink
+        # The declared secrets' scrubber (see secret_scrub), for what is read here and not
+        # handed in: the in-flight slots. Telemetry and records come scrubbed.
+        self._scrub = scrub or (lambda value: value)
         self._proactive_init_ms = proactive_init_ms
         # The sampler's decision (shared.sampling) for ids made here, for an invocation the
         # function's process told nothing of: its lines' flags say it, and its span follows it.
@@ -769,6 +772,8 @@ class Correlator:
 
     def _inflight_start(self, rid: str) -> dict | None:
         start = inflight.read(self._socket_path, rid) if self._socket_path else None
+        if start is not None:
+            start = self._scrub(start)
         if start is not None and records.start_problem(start) is not None:
             self._malformed("malformed_record", "an in-flight slot that is not a start record")
             return None

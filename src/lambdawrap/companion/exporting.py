@@ -587,12 +587,24 @@ class Pipeline:
             started = time.monotonic()
             self._forget_status("spans")
             self._request.items = len(batch)
+            raised = False
             try:
                 result = self.span_exporter.export(batch)
             except Exception:  # noqa: BLE001 - an exporter bug: keep the batch, count nothing twice
                 logger.exception("lambdawrap: span export failed")
                 result = SpanExportResult.FAILURE
+                raised = True
             request_s = self._answers_of["spans"].last_request_s if "spans" in self._answers_of else None
+            if result != SpanExportResult.SUCCESS and (raised or (request_s is None and "spans" in self._answers_of)):
+                # Failed before any request (the exporters log an encoding failure and return):
+                # a span that cannot be encoded, given back, would fail every batch it is in,
+                # first at every flush, and no span would go again.
+                unencodable = _unencodable(batch)
+                with self._flight_lock:
+                    if unencodable and self.in_flight:  # else close() counted the request
+                        batch = [span for span in batch if id(span) not in unencodable]
+                        self.in_flight = len(batch)
+                        self._on_drop("malformed_span", len(unencodable))
             self.latency_s = request_s if request_s is not None else time.monotonic() - started
             refused = self._refused("spans", result == SpanExportResult.SUCCESS, len(batch))
             self._failing = result != SpanExportResult.SUCCESS and refused is None
@@ -704,6 +716,20 @@ def _started(fn, *args) -> threading.Thread | None:
     except RuntimeError:
         return None
     return helper
+
+
+def _unencodable(batch: list) -> set:
+    """The ids of the spans of `batch` the OTLP encoder fails on, each tried alone (only after
+    the batch failed: a span at a time costs what the batch did)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    bad = set()
+    for span in batch:
+        try:
+            encode_spans([span])
+        except Exception:  # noqa: BLE001 - what fails it is what we look for
+            bad.add(id(span))
+    return bad
 
 
 def _until(deadline: float, fn, *args) -> None:

@@ -70,7 +70,7 @@ class Companion:
         # by the secret store) before anything is built from it: see secret_scrub.
         self.scrubber = SecretScrubber(permanent=role_credentials(os.environ))
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
-        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms)
+        self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms, scrub=self.scrubber.scrub)
         self._activity = 0  # invocations finished and records received: what a timed flush is for
         self._activity_flushed = 0
         self._flush_when_finished: str | None = None  # a flush that came before its span was made

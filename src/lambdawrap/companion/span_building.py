@@ -298,8 +298,8 @@ class SpanBuilder:
         word on a failure after the handler returned; else the HTTP status."""
         end, outcome = inv.end, inv.outcome or {}
         http_status = end.get("http_status")
-        if isinstance(http_status, int) and not isinstance(http_status, bool):
-            attrs["http.response.status_code"] = http_status
+        if not isinstance(http_status, int) or isinstance(http_status, bool):
+            http_status = None
         error = end.get("error") if isinstance(end.get("error"), dict) else None
         if inv.failed_on_platform and not inv.verdict_known:
             # What the runtime posted is what the caller got (a later word of the platform is not
@@ -328,11 +328,16 @@ class SpanBuilder:
                 error["type"] = outcome.get("errorType") or "Runtime.Unknown"
             attrs["lambdawrap.failure_reason"] = "after_return"
         if error is not None:
+            # No status code: the caller did not get the handler's response (API Gateway, a
+            # function URL and ALB answer 502 or 500 of their own).
             attrs["error.type"] = str(error.get("type"))
             return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), events or [_exception_event(error, end_ns)], failure
-        if isinstance(http_status, int) and http_status >= 500:
-            attrs["error.type"] = str(http_status)  # as the HTTP conventions name a 5xx
-            return Status(StatusCode.ERROR, f"HTTP {http_status}"), [], None
+        if http_status is not None:
+            attrs["http.response.status_code"] = http_status
+            if http_status >= 500:
+                # As the HTTP conventions name a 5xx; no description, which the status code says.
+                attrs["error.type"] = str(http_status)
+                return Status(StatusCode.ERROR), [], None
         return _UNSET, [], None
 
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:

@@ -134,7 +134,12 @@ def _link(context: Any, attributes: Any, limits: SpanLimits) -> Optional[list]:
     # that one, its ids zeros. The span is kept either way.
     if not isinstance(context, SpanContext) or not (context.is_valid or attributes or context.trace_state):
         return None
-    return [f"{context.trace_id:032x}", f"{context.span_id:016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length), context.is_remote is True]
+    return [f"{_link_id(context.trace_id, 128):032x}", f"{_link_id(context.span_id, 64):016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length), context.is_remote is True]
+
+
+def _link_id(value: Any, bits: int) -> int:
+    # An invalid context's id may be anything (negative, too large): zeros, as no span.
+    return value if type(value) is int and 0 <= value < 1 << bits else 0
 
 
 def _guarded(method: Callable) -> Callable:

@@ -74,6 +74,7 @@ it has them):
 from __future__ import annotations
 
 from lambdawrap.shared.framing import HEADER_BYTES, encode_json, own_json_text
+from lambdawrap.shared.hex_digits import ANY_CASE, is_hex
 from lambdawrap.shared.semconv import CONSUMER, INTERNAL, SERVER
 
 TYPE_CHECKING = False
@@ -306,12 +307,11 @@ def count(value: Any) -> int:
 
 
 def hex_id(value: Any, length: int, zero: bool = False) -> bool:
-    if not isinstance(value, str) or len(value) != length or not value.isascii():
+    # Hex digits only: int(value, 16) also takes a sign, "_" and "0x", and a negative id of
+    # the right length (f"{-1:032x}") failed the encoding of every batch that held its span.
+    if not isinstance(value, str) or len(value) != length or not is_hex(value, ANY_CASE):
         return False
-    try:
-        return int(value, 16) != 0 or zero
-    except ValueError:
-        return False
+    return zero or value.strip("0") != ""
 
 
 def _ids_problem(record: dict) -> str | None:
