@@ -42,3 +42,27 @@ def test_only_adaptive_while_rare_exports_each_invocation_at_its_end():
     assert not policy.exports_at_each_end()  # busy: once a second
     assert not FlushPolicy(FlushStrategy("end")).exports_at_each_end()  # waits for the platform anyway
     assert not FlushPolicy(FlushStrategy("periodic", 1000)).exports_at_each_end()
+
+
+def test_adaptive_reads_the_wall_clock_whose_time_goes_on_while_the_environment_is_frozen(monkeypatch):
+    import time
+
+    # GIVEN a function invoked every five minutes, its environment frozen in between: the
+    # monotonic clock stands still while frozen (the platform spec, section 10), the wall
+    # clock goes on
+    policy = FlushPolicy(FlushStrategy("adaptive"))
+    monotonic, wall = [100.0], [1_700_000_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: monotonic[0])
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    decisions = []
+    for _ in range(8):
+        policy.on_invoke()
+        flush = policy.should_flush()
+        if flush:
+            policy.flushed()
+        decisions.append(flush)
+        monotonic[0] += 0.08  # the invocation ran 80 ms
+        wall[0] += 300.0
+    # THEN every invocation is exported at its end (before: by the monotonic clock it looked
+    # busy from the fifth on, and was exported about once in 13 invocations)
+    assert decisions == [True] * 8 and not policy.busy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 
 from lambdawrap.shared.settings import FlushStrategy
 
@@ -15,12 +16,16 @@ class FlushPolicy:
 
     def __init__(self, strategy: FlushStrategy) -> None:
         self.strategy = strategy
+        # The wall clock: the monotonic one may stand still while the environment is frozen
+        # (spec §10), and a function invoked every five minutes would look busy, its spans held
+        # back from export across freezes for an hour.
         self._gaps: collections.deque = collections.deque(maxlen=8)
         self._last_invoke: float | None = None
         self._last_flush = 0.0
         self._busy = False  # decided once per invocation: it is asked several times in each
 
-    def on_invoke(self, now: float) -> None:
+    def on_invoke(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
         if self._last_invoke is not None:
             self._gaps.append(now - self._last_invoke)
             self._busy = _median(self._gaps) < ADAPTIVE_BUSY_GAP_S if len(self._gaps) >= 4 else False
@@ -35,7 +40,8 @@ class FlushPolicy:
         anyway, for the invocation's log lines."""
         return self.strategy.mode == "adaptive" and not self.busy()
 
-    def should_flush(self, now: float) -> bool:
+    def should_flush(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
         mode = self.strategy.mode
         if mode == "adaptive":
             if not self.busy():
@@ -47,8 +53,8 @@ class FlushPolicy:
             return True
         return (now - self._last_flush) * 1000 >= interval_ms
 
-    def flushed(self, now: float) -> None:
-        self._last_flush = now
+    def flushed(self, now: float | None = None) -> None:
+        self._last_flush = time.time() if now is None else now
 
 
 def _median(values: collections.deque) -> float:

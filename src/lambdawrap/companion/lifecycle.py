@@ -421,10 +421,10 @@ class Companion:
         self.correlator.function_arn = event.get("invokedFunctionArn") or self.correlator.function_arn
         self.correlator.on_invoke(event)
         self.correlator.finish_overdue(now)
-        self.policy.on_invoke(now)
+        self.policy.on_invoke()
         self._update_posted_wanted()
         meter = self.run_meter
-        if self.pipeline is not None and meter.spare_cpu_s > 0 and self.policy.should_flush(now):
+        if self.pipeline is not None and meter.spare_cpu_s > 0 and self.policy.should_flush():
             # With the CPU the last invocation left unused, this one's flush connections are
             # made while it runs: a computing function would answer later by their CPU.
             self.pipeline.connect_ahead(meter.run_s, meter.spare_cpu_s)
@@ -443,7 +443,7 @@ class Companion:
         if not self.loop.run_until(lambda: self._record_or_crash(rid, watch), deadline) or watch.get("ended"):
             return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
         meter.ended(self.socket.peer_pid)
-        if not self.policy.should_flush(time.monotonic()):
+        if not self.policy.should_flush():
             return
         # The span is made once the invocation's verdict is known: the runtime's post of what
         # the handler's record announces (response_posted), else the platform's runtimeDone.
@@ -458,7 +458,7 @@ class Companion:
         if not self.loop.run_until(ready, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)) and not settled():
             self._flush_when_finished = rid
         self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
-        self.policy.flushed(time.monotonic())
+        self.policy.flushed()
 
     def _shutdown(self, event: dict) -> int:
         started = time.monotonic()
