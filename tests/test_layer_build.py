@@ -44,7 +44,9 @@ def handler(event, context):
         "lambdawrap": sys.modules["lambdawrap"].__file__,
         "wrapt_visible": importlib.util.find_spec("wrapt") is not None,
         "otel_visible": importlib.util.find_spec("opentelemetry") is not None,
-        "wrapped": hasattr(handler, "__wrapped__"),
+        # called by lambdawrap's wrapper (the runtime's lookup hands the runtime the handler
+        # wrapped; the module's name stays the function's own)
+        "wrapped": "lambdawrap" in sys._getframe(1).f_code.co_filename,
         "python": "%d.%d" % sys.version_info[:2],
         "writes_bytecode": not sys.dont_write_bytecode,
     }
@@ -339,7 +341,9 @@ import enum, os, re, sys
 def handler(event, context):
     return {
         "lambdawrap": sys.modules["lambdawrap"].__file__,
-        "wrapped": hasattr(handler, "__wrapped__"),
+        # called by lambdawrap's wrapper (the runtime's lookup hands the runtime the handler
+        # wrapped; the module's name stays the function's own)
+        "wrapped": "lambdawrap" in sys._getframe(1).f_code.co_filename,
         "pythonpath": os.environ.get("PYTHONPATH"),
         "own_sitecustomize_ran": os.environ.get("OWN_SITECUSTOMIZE_RAN"),
         "layer_on_sys_path": [p for p in sys.path if p.startswith(os.environ["LAYER"])],
