@@ -112,14 +112,17 @@ class SocketServer:
         self._own_thread = threading.Thread(target=loop.run_forever, args=(self._stop.is_set, 0.2), name="lambdawrap-socket", daemon=True)
         self._own_thread.start()
 
-    def stop(self, wait_s: float = 1.0) -> None:
+    def stop(self, wait_s: float = 1.0, keep_file: bool = False) -> None:
         """Stop serving and remove the socket file; with `wait_s` 0, leave the connections to
-        the process's end instead of closing them."""
+        the process's end instead of closing them. `keep_file`: the file stays, refusing
+        connections: the function's side then knows the companion gone (a missing file it takes
+        for one the companion makes again) and counts what it could not send."""
         self._stop.set()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if not keep_file:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
         if wait_s <= 0:
             return
         if self._own_thread is not None:

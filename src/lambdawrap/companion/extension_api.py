@@ -87,6 +87,10 @@ class ExtensionClient:
             "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{port}/"},
         }
         status, _, answer = self._call("PUT", "/2022-07-01/telemetry", body)
+        if status >= 500:
+            # The platform's own failure, maybe of a moment: asked once more before the
+            # environment goes without telemetry (and so without export) for its life.
+            status, _, answer = self._call("PUT", "/2022-07-01/telemetry", body)
         if status != 200:
             if status == 403:
                 raise SubscriptionClosed(f"telemetry subscription refused with {status}: {answer}", status)

@@ -87,22 +87,43 @@ class Companion:
         self.router = RecordRouter(self._dropped, learn=self._learn_fetched)
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
-        self.socket.attach(self.loop)
-        # The secrets API's ports, bound now: the function's module may call it as it loads
-        # (see secrets_ports); the API serves them once its store has started.
-        self._secrets_servers = _bind_secrets_ports(self.settings)
-        self.listener = TelemetryListener(self._on_telemetry, self._problem)
-        if not self.settings.sdk_disabled:
-            # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
-            self.listener.attach(self.loop)
+        self._secrets_servers: list | None = []
+        self.listener: TelemetryListener | None = None
+        try:
+            self.socket.attach(self.loop)
+            # The secrets API's ports, bound now: the function's module may call it as it loads
+            # (see secrets_ports); the API serves them once its store has started.
+            self._secrets_servers = _bind_secrets_ports(self.settings)
+            self.listener = TelemetryListener(self._on_telemetry, self._problem)
+            if not self.settings.sdk_disabled:
+                # OTEL_SDK_DISABLED: nothing is exported, so nothing is listened to (secrets still are).
+                self.listener.attach(self.loop)
+                try:
+                    # Not "extension": other extensions' lines (and this process's own) are nothing
+                    # it exports, and each would cost a JSON decode of the function's CPU share.
+                    client.subscribe_telemetry(self.listener.address[1], ["platform", "function"], managed_instances=self.settings.managed_instances)
+                except SubscriptionClosed:
+                    # The runtime's init failed while this process was starting: nothing of it
+                    # will be told, but the failed init still counts and becomes a span.
+                    self.correlator.init_failed_unseen(time.time_ns())
+        except BaseException:
+            # The caller takes part in the lifecycle idle: nothing may listen for what it will
+            # not handle. A channel left listening took the function's records, which were then
+            # neither exported nor counted; refused, they are counted on the function's side and
+            # carried to the next environment (its invocations too: the companion is gone).
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Stop listening on everything this process opened (its start failed)."""
+        self.socket.stop(wait_s=0.5, keep_file=True)
+        if self.listener is not None:
+            self.listener.stop()
+        for server in self._secrets_servers or ():
             try:
-                # Not "extension": other extensions' lines (and this process's own) are nothing
-                # it exports, and each would cost a JSON decode of the function's CPU share.
-                client.subscribe_telemetry(self.listener.address[1], ["platform", "function"], managed_instances=self.settings.managed_instances)
-            except SubscriptionClosed:
-                # The runtime's init failed while this process was starting: nothing of it
-                # will be told, but the failed init still counts and becomes a span.
-                self.correlator.init_failed_unseen(time.time_ns())
+                server.stop()
+            except Exception:  # noqa: BLE001 - best effort: we are leaving
+                pass
 
     def _learn_fetched(self, values: dict) -> None:
         """Values of declared secrets the function's process fetched itself: kept out of what is
