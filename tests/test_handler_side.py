@@ -968,3 +968,38 @@ def test_our_failure_is_never_raised_by_a_log_handler_that_cannot_format_it():
         assert failures.count == 1
     finally:
         logger.removeHandler(handler)
+
+
+PRIVATE_WRAPT_PROBE = """
+import json, os, sys
+from lambdawrap.handler import private_wrapt
+boot_dir = sys.argv[1]
+try:
+    module = private_wrapt.load(boot_dir)
+    found = module.__file__
+except ImportError as exc:
+    found = "ImportError"
+print(json.dumps({"found": found, "in_sys_modules": private_wrapt.PRIVATE_NAME in sys.modules, "wrapt_imported": "wrapt" in sys.modules}))
+"""
+
+
+def _private_wrapt(boot_dir: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PRIVATE_WRAPT_PROBE, boot_dir], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_built_layer_without_wrapt_for_this_python_loads_none_found_on_the_path(tmp_path):
+    # GIVEN a built layer (its private folder there) whose wrapt is for another Python, and a
+    # wrapt on the path (another layer's, the function's: wrapt 2's extension imports its own
+    # package as it loads, which would become the function's `wrapt`)
+    boot = tmp_path / "layer" / "python" / "lambdawrap_boot"
+    boot.mkdir(parents=True)
+    (tmp_path / "layer" / "lambdawrap" / "handler-lib" / "wrapt").mkdir(parents=True)
+    (tmp_path / "layer" / "lambdawrap" / "handler-lib" / "wrapt" / "_wrappers.cpython-39-x86_64-linux-gnu.so").write_bytes(b"")
+    # THEN none is loaded: the function runs uninstrumented, as the README says (before: the
+    # one on the path was loaded)
+    assert _private_wrapt(str(boot)) == {"found": "ImportError", "in_sys_modules": False, "wrapt_imported": False}
+    # ... and from a source checkout (no private folder) the one installed beside it is, and
+    # it is left out of sys.modules, where it could be neither imported nor reloaded
+    found = _private_wrapt(str(tmp_path / "elsewhere" / "python" / "lambdawrap_boot"))
+    assert found["found"].endswith(".so") and found["in_sys_modules"] is False and found["wrapt_imported"] is False, found

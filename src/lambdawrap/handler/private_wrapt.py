@@ -30,10 +30,15 @@ def load(boot_dir: str = "") -> object:
         return _loaded[0]
     from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec, PathFinder
 
-    folders = [os.path.join(handler_lib(boot_dir), "wrapt")] if boot_dir else []
-    spec = PathFinder.find_spec("wrapt", [p for p in sys.path if p])
-    if spec is not None and spec.submodule_search_locations:
-        folders += list(spec.submodule_search_locations)
+    private = handler_lib(boot_dir) if boot_dir else ""
+    if private and os.path.isdir(private):
+        # A built layer: its own copy only. One found on the path (another layer's, the
+        # function's) may be a wrapt whose extension imports its package as it loads, which
+        # would then be the function's `wrapt`, before the function's own is on the path.
+        folders = [os.path.join(private, "wrapt")]
+    else:
+        spec = PathFinder.find_spec("wrapt", [p for p in sys.path if p])
+        folders = list(spec.submodule_search_locations) if spec is not None and spec.submodule_search_locations else []
     for folder in folders:
         for suffix in EXTENSION_SUFFIXES:
             path = os.path.join(folder, "_wrappers" + suffix)
@@ -41,6 +46,10 @@ def load(boot_dir: str = "") -> object:
                 loader = ExtensionFileLoader(PRIVATE_NAME, path)
                 module = loader.create_module(ModuleSpec(PRIVATE_NAME, loader, origin=path))
                 loader.exec_module(module)
+                # Not left in sys.modules, where nothing could import or reload it (it has no
+                # parent package): kept here.
+                if sys.modules.get(PRIVATE_NAME) is module:
+                    del sys.modules[PRIVATE_NAME]
                 _loaded.append(module)
                 return module
     raise ImportError(f"no compiled wrapt for this Python in {folders}")

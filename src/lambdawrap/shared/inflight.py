@@ -14,6 +14,7 @@ and every write stays within them.
 from __future__ import annotations
 
 import json
+import mmap  # at boot, before the function's folder is first on sys.path: a `mmap.py` of its own is not ours
 import os
 
 from lambdawrap.shared.process_id import own_pid
@@ -34,8 +35,6 @@ class InflightSlot:
         self._broken = False
 
     def _open(self) -> object:
-        import mmap  # deferred: only once the first invocation starts
-
         pid = own_pid()
         path = f"{self._socket_path}{SUFFIX}{pid}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
