@@ -348,17 +348,46 @@ def test_a_message_attribute_of_the_users_named_like_a_field_stays_and_the_trace
     sent = params["MessageAttributes"]
     assert sent["baggage"] == theirs["baggage"] and theirs == {"baggage": {"DataType": "String", "StringValue": "gift-wrap"}}
     assert sent["traceparent"]["StringValue"] == TP and sent["tracestate"]["StringValue"] == "lw=1"
-    # Nine of theirs and a baggage: the traceparent and tracestate would make eleven, so the
-    # message goes as written, and that is counted (False)
+    # Eight of theirs and a baggage: the traceparent and tracestate would make eleven, so the
+    # traceparent goes alone (before: neither, counted: the consumer lost its link)
     nine = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(8)} | theirs
     params = {text: "m", "MessageAttributes": nine}
+    assert aws_carriers.inject(service, operation, params, fields, ENABLED) is True
+    assert set(params["MessageAttributes"]) == set(nine) | {"traceparent"} and len(nine) == 9
+    # Ten of theirs: no room even for it, so the message goes as written, and that is counted
+    ten = nine | {"a9": {"DataType": "String", "StringValue": "v"}}
+    params = {text: "m", "MessageAttributes": ten}
     assert aws_carriers.inject(service, operation, params, fields, ENABLED) is False
-    assert params["MessageAttributes"] is nine
+    assert params["MessageAttributes"] is ten
     # Their own traceparent: their context stands whole, ours adds nothing
     own = {"traceparent": {"DataType": "String", "StringValue": TP2}}
     params = {text: "m", "MessageAttributes": own}
     assert aws_carriers.inject(service, operation, params, fields, ENABLED) is True
     assert params["MessageAttributes"] is own
+
+
+def test_a_context_an_earlier_hop_left_in_a_forwarded_payload_is_replaced_by_this_call_s():
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    # GIVEN a function that forwards the payload it was invoked with, which holds the context
+    # of the call that sent it (our key), to EventBridge, Kinesis, Step Functions and Lambda
+    fields = {"traceparent": TP}
+    forwarded = '{"order": 1, "_lambdawrap": {"traceparent": "%s"}, "items": [1, 2]}' % TP2
+    events = {"Entries": [{"Source": "s", "DetailType": "d", "Detail": forwarded}]}
+    record = {"StreamName": "s", "PartitionKey": "k", "Data": forwarded.encode()}
+    execution = {"stateMachineArn": "arn", "input": forwarded}
+    invoke = {"FunctionName": "f", "Payload": forwarded.encode()}
+    for service, operation, params in (("events", "PutEvents", events), ("kinesis", "PutRecord", record), ("stepfunctions", "StartExecution", execution), ("lambda", "Invoke", invoke)):
+        assert aws_carriers.inject(service, operation, params, fields, ENABLED) is True
+    # THEN this call's context goes, the earlier hop's key gone and the rest as written (before:
+    # the payload went as it was, and the consumer took the earlier hop for its parent)
+    expected = '{"_lambdawrap":{"traceparent":"%s"},"order": 1, "items": [1, 2]}' % TP
+    assert events["Entries"][0]["Detail"] == execution["input"] == record["Data"].decode() == expected
+    # ... and Lambda's callee reads this call's context from the client context, first
+    assert json.loads(base64.b64decode(invoke["ClientContext"]))["custom"]["traceparent"] == TP
+    # A top-level traceparent of the function's own still stands
+    own = {"stateMachineArn": "arn", "input": '{"traceparent": "%s", "_lambdawrap": {}}' % TP2}
+    assert aws_carriers.inject("stepfunctions", "StartExecution", own, fields, ENABLED) is True and own["input"] == '{"traceparent": "%s", "_lambdawrap": {}}' % TP2
 
 
 def test_json_payloads_gain_the_context_only_while_the_request_stays_within_its_limit():

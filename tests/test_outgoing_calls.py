@@ -15,6 +15,7 @@ from conftest import write_function
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.settings import Settings
 from support.local_servers import closed_port, recording_server, silent_server
 from support.pip_target import installed
@@ -94,6 +95,9 @@ def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, mot
         calls = children(rx, invocation, len(EXPECTED_CALLS))
         assert [s["name"] for s in calls] == EXPECTED_CALLS
         assert all(s["trace_id"] == invocation["trace_id"] and s["status_code"] != 2 for s in calls)
+        # ... each of a scope that names its version and the conventions' schema, as the
+        # invocation's does (before: neither)
+        assert {(s["scope_version"], s["schema_url"]) for s in calls} == {(invocation["scope_version"], SCHEMA_URL)}
         by_name = {s["name"]: s["attributes"] for s in calls}
         assert by_name["DynamoDB.CreateTable"]["aws.dynamodb.table_names"] == ["table-t"] and by_name["DynamoDB.CreateTable"]["rpc.system"] == "aws-api"
         assert by_name["S3.CreateBucket"]["aws.s3.bucket"] == "bucket-b"
@@ -112,6 +116,36 @@ def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, mot
         message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="queue-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
         send = next(s for s in calls if s["name"] == "SQS.SendMessage")
         assert message["MessageAttributes"]["traceparent"]["StringValue"] == f"00-{invocation['trace_id']}-{send['span_id']}-01"
+
+
+SENDS_ITS_OWN_PARAMETERS = """
+import os
+import boto3
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName="params-q")["QueueUrl"]
+    params = {"QueueUrl": queue, "MessageBody": "m"}
+    for _ in range(2):
+        sqs._make_api_call("SendMessage", params)  # as libraries that wrap the client call it
+    return {"params": sorted(params)}
+"""
+
+
+def test_parameters_a_library_hands_botocore_itself_stay_its_own_and_each_send_carries_its_own_context(tmp_path, moto):
+    # GIVEN a function that hands botocore its own parameters dict, twice
+    task = write_function(tmp_path / "task", SENDS_ITS_OWN_PARAMETERS)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        # THEN the dict is as the function wrote it (before: it gained MessageAttributes) ...
+        assert result.json() == {"params": ["MessageBody", "QueueUrl"]}
+        invocation = invocation_span(rx, result.request_id)
+        sends = [s for s in children(rx, invocation, 3) if s["name"] == "SQS.SendMessage"]
+    # ... and each message names its own send (before: the second carried the first's, taken for
+    # the function's own attribute)
+    sqs = moto.client("sqs")
+    messages = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="params-q")["QueueUrl"], MessageAttributeNames=["All"], MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["MessageAttributes"]["traceparent"]["StringValue"] for m in messages) == sorted(f"00-{invocation['trace_id']}-{s['span_id']}-01" for s in sends)
 
 
 AIO_CALLER = """

@@ -33,6 +33,7 @@ from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.w3c_fields import parse_tracestate
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
+CLIENT_SCOPE_PREFIX = "lambdawrap."  # the outgoing-call hooks' scopes (handler/outgoing)
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # Failures whose error the caller got from the platform, not from the runtime's post.
 _CALLERS_PLATFORM_FAILURES = ("timeout", "crash", "out_of_memory")
@@ -438,6 +439,10 @@ def _optional_text(value: object) -> str | None:
 def _scope_key(raw: dict) -> tuple:
     """What tells one user tracer's scope from another's, hashable."""
     key = (encodable(str(raw.get("scope") or "")), _optional_text(raw.get("scope_version")), _optional_text(raw.get("scope_schema_url")))
+    if key[0].startswith(CLIENT_SCOPE_PREFIX) and key[1:] == (None, None):
+        # A client span of ours (lambdawrap.botocore, ...): its record leaves out what every
+        # one of them would carry, bytes the function's process would send with each.
+        key = (key[0], __version__, SCHEMA_URL)
     attributes = raw.get("scope_attributes")
     return key + (json.dumps(attributes, sort_keys=True, default=str),) if attributes else key
 

@@ -16,9 +16,10 @@ read:
                                                skipped and counted past 3,583 bytes; not for a
                                                payload holding its own context at its top)
 
-Nothing the caller passed is changed in place: a copy of each container carries the context.
-Each service is switchable (LAMBDAWRAP_PROPAGATE_AWS); a payload that is not a JSON object, or
-already carries the key, is left as it is.
+Nothing the caller passed is changed in place: a copy of each container carries the context
+(of the parameters too: botocore_hook hands the carriers a copy). Each service is switchable
+(LAMBDAWRAP_PROPAGATE_AWS); a payload that is not a JSON object, or that holds the function's own
+`traceparent` at its top, is left as it is; our key an earlier hop left in it is replaced.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def inject(service: str, operation: str, params: dict, fields: dict, enabled: tu
     return carrier[1](params, fields)
 
 
+def carries(service: str, operation: str, enabled: tuple) -> bool:
+    """Whether the call's parameters would carry the context (inject() may write into them)."""
+    carrier = _CARRIERS.get((service, operation))
+    return carrier is not None and carrier[0] in enabled
+
+
 def _with_attributes(attributes: "Any", fields: dict) -> "tuple[dict, dict] | None":
     """(a copy of a message's attributes with the context added, the fields added); None when
     it would not fit."""
@@ -62,6 +69,11 @@ def _with_attributes(attributes: "Any", fields: dict) -> "tuple[dict, dict] | No
     # meaning, a tracestate) is theirs and stays, as beside an HTTP request's headers: the
     # traceparent goes beside it.
     added = {name: value for name, value in fields.items() if name not in attributes}
+    for optional in ("baggage", "tracestate"):
+        # Short of room, the traceparent alone: the link is what the consumer needs most.
+        if len(attributes) + len(added) <= MAX_MESSAGE_ATTRIBUTES:
+            break
+        added.pop(optional, None)
     if len(attributes) + len(added) > MAX_MESSAGE_ATTRIBUTES:
         return None
     grown = dict(attributes)
@@ -147,14 +159,65 @@ def _json_with_context(text: str, fields: dict) -> "str | None":
     """`text`, a JSON object, with the context under PAYLOAD_KEY, inserted as its first member:
     the rest stays byte for byte (numbers, spacing, repeated keys; a parse and a dump would
     change them, and write `1e400` as `Infinity`, which is not JSON). None when it is not an
-    object, or already has the key or a top-level `traceparent` of the function's."""
+    object, or has a top-level `traceparent` of the function's. A PAYLOAD_KEY it holds is an
+    earlier hop's (a function forwarding the event it got): it goes, or the consumer would
+    take that hop for this call's parent."""
     document = _json_object(text)
-    if document is None or _has_context(document):
+    if document is None or _has_own_context(document):
         return None
+    if PAYLOAD_KEY in document:
+        text = _without_member(text, PAYLOAD_KEY)
+        if text is None:
+            return None
+        document = {key: None for key in document if key != PAYLOAD_KEY}
     context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
     member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
     opening = len(text) - len(text.lstrip()) + 1
     return text[:opening] + member + ("," if document else "") + text[opening:]
+
+
+def _without_member(text: str, name: str) -> "str | None":
+    """`text`, a JSON object, without its top-level members named `name`, the rest byte for
+    byte; None where it cannot be walked (it parsed, so it can)."""
+    decoder = json.JSONDecoder()
+    whitespace = " \t\n\r"
+    position = len(text) - len(text.lstrip(whitespace)) + 1  # past the "{"
+    kept_from, pieces, removed = 0, [], False
+    try:
+        while True:
+            start = position
+            while text[position] in whitespace:
+                position += 1
+            if text[position] == "}":
+                break
+            key, position = decoder.raw_decode(text, position)
+            while text[position] in whitespace:
+                position += 1
+            position += 1  # the ":"
+            while text[position] in whitespace:
+                position += 1
+            _, position = decoder.raw_decode(text, position)
+            while text[position] in whitespace:
+                position += 1
+            ends = text[position] == "}"
+            if not ends:
+                position += 1  # the ","
+            if key == name:
+                # The member and its comma go (the one before it, for the last member).
+                pieces.append(text[kept_from:start])
+                kept_from = position
+                removed = True
+            if ends:
+                break
+    except (ValueError, IndexError):
+        return None
+    if not removed:
+        return text
+    rest = text[kept_from:]
+    joined = "".join(pieces)
+    if rest.lstrip(whitespace).startswith("}") and joined.rstrip(whitespace).endswith(","):
+        joined = joined.rstrip(whitespace)[:-1]
+    return joined + rest
 
 
 def _json_object(text: str) -> "dict | None":
@@ -168,11 +231,11 @@ def _json_object(text: str) -> "dict | None":
     return document if isinstance(document, dict) else None
 
 
-def _has_context(document: dict) -> bool:
-    """Whether a payload already carries a context at its top: our key, or the function's own
-    `traceparent` (its propagator's inject(), which the consumer reads when our key is not
-    there): it stands, as an HTTP request's own traceparent does."""
-    return PAYLOAD_KEY in document or isinstance(document.get("traceparent"), str)
+def _has_own_context(document: dict) -> bool:
+    """Whether a payload carries the function's own context at its top: a `traceparent` (its
+    propagator's inject(), which the consumer reads when our key is not there): it stands, as
+    an HTTP request's own traceparent does."""
+    return isinstance(document.get("traceparent"), str)
 
 
 # A carrier's update of one message: (a copy with the context, or the message itself; whether it
@@ -297,18 +360,19 @@ def _client_context(params: dict, fields: dict) -> bool:
 
 def _carries_own_context(payload: "Any") -> bool:
     """Whether an Invoke payload (text or bytes; a file is not read) is a JSON object holding
-    a context at its top: a `traceparent` text, or our key."""
+    the function's own context at its top, a `traceparent` text (our key there is an earlier
+    hop's, the event forwarded: the client context, read first, outranks it)."""
     if isinstance(payload, (bytes, bytearray)):
-        if b"traceparent" not in payload and PAYLOAD_KEY.encode() not in payload:
+        if b"traceparent" not in payload:
             return False  # the usual payload: no parse
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError:
             return False
-    elif not isinstance(payload, str) or ("traceparent" not in payload and PAYLOAD_KEY not in payload):
+    elif not isinstance(payload, str) or "traceparent" not in payload:
         return False
     document = _json_object(payload)
-    return document is not None and _has_context(document)
+    return document is not None and _has_own_context(document)
 
 
 _CARRIERS = {

@@ -46,6 +46,7 @@ def _s3(operation: str, params: dict, region: str, attributes: dict) -> None:
 def _sqs(operation: str, params: dict, region: str, attributes: dict) -> None:
     queue_url = _text(params.get("QueueUrl"))
     attributes["messaging.system"] = "aws_sqs"
+    attributes["messaging.operation.name"] = operation  # Required: the system's own name of it
     if queue_url:
         attributes["aws.sqs.queue.url"] = queue_url
         attributes["messaging.destination.name"] = queue_url.rstrip("/").rpartition("/")[2]
@@ -58,6 +59,7 @@ def _sqs(operation: str, params: dict, region: str, attributes: dict) -> None:
 
 def _sns(operation: str, params: dict, region: str, attributes: dict) -> None:
     attributes["messaging.system"] = "aws.sns"
+    attributes["messaging.operation.name"] = operation
     topic = _text(params.get("TopicArn"))
     if topic:
         attributes["aws.sns.topic.arn"] = topic
@@ -130,15 +132,22 @@ _REQUEST_READERS = {
 
 
 def _sqs_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    # The conventions name a message's id where the span is about one message only.
     message_id: "Any" = None
     if operation == "SendMessage":
         message_id = parsed.get("MessageId")
-    elif operation == "SendMessageBatch" and parsed.get("Successful"):
-        message_id = parsed["Successful"][0].get("MessageId")
-    elif operation == "ReceiveMessage" and parsed.get("Messages"):
-        message_id = parsed["Messages"][0].get("MessageId")
+    elif operation == "SendMessageBatch":
+        message_id = _only_id(parsed.get("Successful"))
+    elif operation == "ReceiveMessage":
+        message_id = _only_id(parsed.get("Messages"))
     if isinstance(message_id, str):
         attributes["messaging.message.id"] = message_id
+
+
+def _only_id(messages: "Any") -> "Any":
+    if isinstance(messages, list) and len(messages) == 1 and isinstance(messages[0], dict):
+        return messages[0].get("MessageId")
+    return None
 
 
 def _secrets_manager_answer(operation: str, parsed: dict, attributes: dict) -> None:
@@ -151,6 +160,9 @@ def _sns_answer(operation: str, parsed: dict, attributes: dict) -> None:
     topic = _text(parsed.get("TopicArn"))
     if topic:
         attributes["aws.sns.topic.arn"] = topic
+    message_id = parsed.get("MessageId") if operation == "Publish" else _only_id(parsed.get("Successful")) if operation == "PublishBatch" else None
+    if isinstance(message_id, str):
+        attributes["messaging.message.id"] = message_id
 
 
 def _step_functions_answer(operation: str, parsed: dict, attributes: dict) -> None:

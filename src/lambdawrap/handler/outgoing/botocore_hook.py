@@ -6,6 +6,7 @@ Our handlers join botocore's built-in ones (`botocore.handlers.BUILTIN_HANDLERS`
 last): every session created from then on registers them, and every client copies its
 session's handlers when it is made. Per call, sharing botocore's request context:
 
+  provide-client-params   a copy of the parameters, for a call whose carrier writes into them
   before-parameter-build  the span starts (parent: the innermost active span); the context goes
                           into the payload for the services that carry it (aws_carriers), before
                           botocore validates, serializes and signs the parameters
@@ -109,6 +110,18 @@ class AwsCallEvents:
         # copy of an EC2/RDS cross-region request), and with it the AwsCall that refers to us.
         return self
 
+    def provide_client_params(self, params: "Any" = None, model: "Any" = None, **kwargs: "Any") -> "Any":
+        """A copy of the parameters of a call whose carrier writes into them: botocore hands on
+        the dict it was given, which is the caller's own where a library calls the client's
+        `_make_api_call` with it (a dict used again would carry a stale context, and the caller
+        would find our attributes in it). None (no say) for the others."""
+        try:
+            if self._carriers and type(params) is dict and aws_carriers.carries(model.service_model.service_name, model.name, self._carriers):
+                return dict(params)
+        except Exception:  # noqa: BLE001 - the call goes on with its own parameters
+            FAILURES.record("copying an AWS SDK call's parameters")
+        return None
+
     def before_parameter_build(self, params: "Any" = None, model: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         try:
             # A presigned URL or POST is made, not sent: botocore runs this event and signs it
@@ -208,7 +221,9 @@ class AwsCallEvents:
             if type(status) is int and status >= 300:
                 error = parsed.get("Error") or {}
                 code = str(context.get("error_code_override") or error.get("Code") or status)
-                description = f"An error occurred ({code}) when calling the {call.operation} operation: {error.get('Message', '')}"
+                # As botocore words the ClientError: the answer's own code (the override names
+                # the exception's class, error.type).
+                description = f"An error occurred ({error.get('Code', 'Unknown')}) when calling the {call.operation} operation: {error.get('Message', '')}"
                 # Only a failure the conventions call one (4xx, 5xx) marks the span; a 3xx
                 # (S3's 304 Not Modified) still raises in the SDK but is no error of the call.
                 self._recorder.end(call.span, code if status >= 400 else "", description, end_ns=end_ns, invocation=invocation)
@@ -274,6 +289,7 @@ def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, 
     last = handlers.REGISTER_LAST
     handlers.BUILTIN_HANDLERS.extend(
         [
+            ("provide-client-params", events.provide_client_params, last),
             ("before-parameter-build", events.before_parameter_build, last),
             ("before-call", events.before_call, last),
             ("before-sign", events.before_sign, last),
