@@ -158,3 +158,65 @@ def test_a_failing_callback_is_reported_and_the_loop_goes_on():
     loop.close()
     for sock in (ours, peer, other, other_peer):
         sock.close()
+
+
+OUT_OF_DESCRIPTORS_PROBE = """
+import json, resource, sys, threading, time
+from lambdawrap.companion.channel_server import SocketServer
+from lambdawrap.companion.event_loop import EventLoop
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+received = []
+loop = EventLoop()
+server = SocketServer(sys.argv[1], lambda record, *rest: received.append(record), lambda reason, what: None)
+server.attach(loop)
+print("ready", flush=True)
+sys.stdin.readline()  # the peers are connected
+started_cpu, ends = time.process_time(), time.monotonic() + 2.0
+loop.run_until(lambda: False, ends)
+spent = time.process_time() - started_cpu
+print(json.dumps({"cpu_s": spent}), flush=True)
+sys.stdin.readline()  # the peers are closed, but the last
+loop.run_until(lambda: bool(received), time.monotonic() + 20)
+print(json.dumps({"received": len(received)}), flush=True)
+"""
+
+
+def test_a_listener_with_no_descriptor_left_for_its_connections_does_not_spin(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from lambdawrap.handler.channel import Channel
+
+    # GIVEN the companion's channel in a process of 48 descriptors, and 80 connections waiting
+    # (Managed Instances' workers each hold one)
+    path = str(tmp_path / "lw.sock")
+    probe = subprocess.Popen([sys.executable, "-c", OUT_OF_DESCRIPTORS_PROBE, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    peers = []
+    try:
+        assert probe.stdout.readline().strip() == "ready"
+        for _ in range(80):
+            peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            peer.connect(path)
+            peers.append(peer)
+        probe.stdin.write("\n")
+        probe.stdin.flush()
+        # THEN the loop waits for descriptors without spinning (before: ~1.9 s of CPU in 2 s,
+        # the level-triggered wait waking it at once, for ever)
+        spent = json.loads(probe.stdout.readline())["cpu_s"]
+        assert spent < 0.5, spent
+        # ... and once descriptors are free again, the connections still waiting are served
+        channel = Channel(path)
+        for peer in peers:
+            peer.close()
+        peers.clear()
+        assert channel.send({"version": 2, "type": "spans", "spans": []})
+        probe.stdin.write("\n")
+        probe.stdin.flush()
+        assert json.loads(probe.stdout.readline())["received"] >= 1
+    finally:
+        for peer in peers:
+            peer.close()
+        probe.kill()
+        probe.wait(30)

@@ -134,9 +134,8 @@ class SocketServer:
             self._drop(conn)
 
     def _accept(self, listener: socket.socket) -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
+        conn = self._loop.accept(listener, self._accept)
+        if conn is None:
             return
         pid = _peer_pid(conn)
         conn.setblocking(False)

@@ -14,6 +14,7 @@ per ready socket, and the loop waits two or three times in every invocation.
 from __future__ import annotations
 
 import collections
+import errno
 import heapq
 import math
 import select
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 # Below the C library's mmap threshold (128 KiB): a bigger recv buffer is mapped and unmapped
 # on every call, three system calls and page faults per read.
 READ_SIZE = 65536
+# How long a listener goes unwatched when no connection can be taken (no descriptor left).
+ACCEPT_PAUSE_S = 0.1
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def receive(conn: socket.socket) -> bytes | None:
@@ -97,6 +101,20 @@ class EventLoop:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # the pipe is full: the loop is awake already
+
+    def accept(self, listener: socket.socket, callback: Callable[[socket.socket], Any]) -> socket.socket | None:
+        """From the loop's thread: a connection waiting on `listener` (watched with `callback`),
+        or None. Where none can be taken now (no descriptor left: Managed Instances' workers
+        each hold one), the listener goes unwatched for ACCEPT_PAUSE_S: the wait is
+        level-triggered, and the connection still waiting would wake the loop at once, for
+        ever, a core spinning on the CPU the companion shares with the function."""
+        try:
+            return listener.accept()[0]
+        except OSError as exc:
+            if exc.errno in _OUT_OF_DESCRIPTORS and listener.fileno() >= 0:
+                self.remove_reader(listener)
+                self.call_at(time.monotonic() + ACCEPT_PAUSE_S, lambda: listener.fileno() >= 0 and self.add_reader(listener, callback))
+            return None
 
     def call_at(self, when: float, callback: Callable[[], Any]) -> None:
         """From the loop's thread: run `callback` once the monotonic clock reaches `when`

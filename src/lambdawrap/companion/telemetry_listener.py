@@ -88,9 +88,8 @@ class TelemetryListener:
         self._socket.close()
 
     def _accept(self, listener: socket.socket) -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
+        conn = self._loop.accept(listener, self._accept)
+        if conn is None:
             return
         conn.setblocking(False)
         buffer = bytearray()
