@@ -12,7 +12,7 @@ import pytest
 from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient
 from lambdawrap.companion.http_lite import ConnectionClosed, HttpConnection
-from support.scripted_server import ScriptedServer
+from support.scripted_server import RESET, ScriptedServer
 
 EVENT = b'{"eventType": "INVOKE", "requestId": "r-1"}'
 
@@ -51,6 +51,23 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
     connection = HttpConnection("127.0.0.1", server.port)
     assert connection.request("GET", "/next")[2] == {"eventType": "INVOKE", "requestId": "r-1"}
     assert connection.request("GET", "/next")[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("in_the_loop", [False, True], ids=["alone", "in the loop"])
+def test_a_kept_alive_connection_the_server_reset_is_replaced_and_the_request_sent_again(server_factory, in_the_loop):
+    # The first connection answers once, then is reset before the next answer (before: the
+    # reset ended the companion, and its environment with it)
+    server = server_factory([[reply(EVENT), RESET], [reply(EVENT)]])
+    connection = HttpConnection("127.0.0.1", server.port)
+    loop = EventLoop() if in_the_loop else None
+    try:
+        assert connection.request("GET", "/next", loop=loop)[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+        assert connection.request("GET", "/next", loop=loop)[2] == {"eventType": "INVOKE", "requestId": "r-1"}
+    finally:
+        connection.close()
+        if loop is not None:
+            loop.close()
     assert server.connections == 2
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 
 from support.local_servers import content_length, read_head
 
 
+RESET = "reset"  # a reply that resets the connection instead of answering
+
+
 class ScriptedServer:
     """A loopback server that answers each accepted connection with a script: a list of
-    replies (bytes to send after reading one request; None = close without answering)."""
+    replies (bytes to send after reading one request; None = close without answering; RESET =
+    reset the connection without answering)."""
 
     def __init__(self, scripts: list) -> None:
         self._scripts = list(scripts)
@@ -36,6 +41,10 @@ class ScriptedServer:
                         break
                     self.requests.append(request)
                     if reply is None:
+                        break
+                    if reply is RESET:
+                        # Closed with a reset (RST), not an orderly close (FIN)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         break
                     conn.sendall(reply)
 

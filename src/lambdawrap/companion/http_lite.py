@@ -72,6 +72,12 @@ class HttpConnection:
             self.close()
             if not reused or exc.args[0]:
                 raise
+        except (ConnectionResetError, BrokenPipeError):
+            # The same, told by a reset: the connection, not the request, failed. The companion
+            # that gave up here would end, and its environment with it.
+            self.close()
+            if not reused:
+                raise
         except OSError:
             self.close()
             raise
