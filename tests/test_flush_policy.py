@@ -66,3 +66,11 @@ def test_adaptive_reads_the_wall_clock_whose_time_goes_on_while_the_environment_
     # THEN every invocation is exported at its end (before: by the monotonic clock it looked
     # busy from the fifth on, and was exported about once in 13 invocations)
     assert decisions == [True] * 8 and not policy.busy()
+
+
+def test_periodic_flushing_goes_on_after_the_wall_clock_is_set_back():
+    # GIVEN periodic flushing each 60 s, and a wall clock set back 10 minutes after a flush
+    policy = FlushPolicy(FlushStrategy("periodic", 60_000))
+    assert drive(policy, [10_000.0]) == [True]
+    # THEN the next invocation a minute later flushes (before: none until the clock caught up)
+    assert drive(policy, [9_400.0 + 61, 9_400.0 + 62]) == [True, False]

@@ -71,6 +71,19 @@ def test_a_kept_alive_connection_the_server_reset_is_replaced_and_the_request_se
     assert server.connections == 2
 
 
+def test_a_connection_reset_after_part_of_its_answer_came_is_an_error_not_a_resend(server_factory):
+    # The request was handled (part of its answer came): sent again, it would be handled twice
+    server = server_factory([[reply(EVENT), (b"HTTP/1.1 202 Accepted\r\nContent-Len", RESET)], [reply(EVENT)]])
+    connection = HttpConnection("127.0.0.1", server.port)
+    try:
+        connection.request("GET", "/next")
+        with pytest.raises(ConnectionResetError):
+            connection.request("POST", "/init/error", body={})
+    finally:
+        connection.close()
+    assert server.requests == [b"GET /next HTTP/1.1", b"POST /init/error HTTP/1.1"]
+
+
 def test_connection_close_from_the_server_is_honoured(server_factory):
     server = server_factory([[reply(EVENT, b"Connection: close")], [reply(EVENT)]])
     connection = HttpConnection("127.0.0.1", server.port)

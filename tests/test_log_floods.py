@@ -242,27 +242,27 @@ def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_the_rest_waits
     # nothing), while the rest still waits for SHUTDOWN to carry it to the next environment
     assert sink.dropped_log_line(10)
     sink.log_line("another", 2, None, "r1")
-    assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel",))]
+    assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel", 1))]
 
 
 def test_calls_waiting_for_a_pipeline_that_never_comes_are_bounded_and_their_counts_kept():
     from lambdawrap.companion.deferred import MAX_ABANDONED_CALLS, DeferredSink
 
-    # GIVEN a pipeline that failed to start, and an environment that goes on for 5,000
-    # invocations, with a drop counted now and then
+    # GIVEN a pipeline that failed to start, and an environment that goes on for 200,000
+    # invocations, each with a drop counted
     sink = DeferredSink()
     sink.abandon()
-    for n in range(5000):
+    for n in range(200_000):
         sink.invocation(n)
-        if n % 500 == 0:
-            sink.dropped("handler_channel")
+        sink.dropped("context_not_injected", 1)
     # THEN what waits for SHUTDOWN is bounded (before: 100,000 calls, ~90 MB of the function's
-    # memory for invocations that the carry-over file could not hold anyway), the first kept,
-    # the rest counted, and no count lost
+    # memory for invocations that the carry-over file could not hold anyway, and the drops'
+    # calls took the invocations' room), the first kept, the rest counted, and the drops added
+    # up, none lost
     calls = [(name, args) for name, args, _ in sink.take_calls()]
     kept = [args[0] for name, args in calls if name == "invocation"]
-    assert len(calls) <= MAX_ABANDONED_CALLS + 11 and kept == list(range(len(kept))), len(calls)
-    assert [args for name, args in calls if name == "dropped"] == [("handler_channel",)] * 10 + [("startup_backlog", 5000 - len(kept))]
+    assert kept == list(range(MAX_ABANDONED_CALLS)), len(kept)
+    assert [args for name, args in calls if name == "dropped"] == [("context_not_injected", 200_000), ("startup_backlog", 200_000 - MAX_ABANDONED_CALLS)]
 
 
 def test_lines_nobody_exports_are_not_held_nor_counted_while_the_pipeline_loads():

@@ -756,3 +756,33 @@ def test_a_collector_sending_its_answer_a_byte_at_a_time_is_given_up_at_the_requ
         assert isinstance(result.error, TimeoutError), result.error
     else:
         assert (result.status_code, result.error) == (200, None)
+
+
+def test_an_early_refusal_whose_body_is_cut_is_still_read_by_its_status():
+    # GIVEN a collector that answers 413 as soon as it has a request's head, cuts the answer's
+    # body short and resets the connection, the request's body unread
+    import struct
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            read_head(conn)
+            conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 20\r\n\r\nabc")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        # WHEN 8 MB are sent to it
+        connection = CollectorConnection("127.0.0.1", port, None, 10)
+        status = connection.request("POST", "/v1/traces", {}, b"x" * (8 * 1024 * 1024), 10)[0]
+        connection.close()
+    finally:
+        server.join(10)
+        listener.close()
+    # THEN its status is the answer (before: a connection error, and the batch sent again
+    # whole at every flush, where the 413 asks for smaller requests)
+    assert status == 413

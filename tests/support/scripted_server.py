@@ -15,7 +15,8 @@ RESET = "reset"  # a reply that resets the connection instead of answering
 class ScriptedServer:
     """A loopback server that answers each accepted connection with a script: a list of
     replies (bytes to send after reading one request; None = close without answering; RESET =
-    reset the connection without answering)."""
+    reset the connection without answering; (bytes, RESET) = send part of an answer, then
+    reset)."""
 
     def __init__(self, scripts: list) -> None:
         self._scripts = list(scripts)
@@ -42,6 +43,9 @@ class ScriptedServer:
                     self.requests.append(request)
                     if reply is None:
                         break
+                    if isinstance(reply, tuple):  # (part of an answer, RESET)
+                        conn.sendall(reply[0])
+                        reply = reply[1]
                     if reply is RESET:
                         # Closed with a reset (RST), not an orderly close (FIN)
                         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -103,7 +103,10 @@ class CollectorConnection:
         try:
             status, response_headers, payload = read_response(self.sock, reader, deadline)
         except OSError:
-            return None
+            if reader.head is None:
+                return None
+            status, response_headers = reader.head  # its status came whole: it says what to do
+            return status, reader.reason, response_headers, b""
         return status, reader.reason, response_headers, payload
 
     def dropped(self) -> bool:

@@ -8,6 +8,7 @@ function's, by the flood's size."""
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -19,8 +20,11 @@ MAX_DEFERRED_CALLS = 100_000
 # file holds (4 MB). The pipeline's import ends the first wait in seconds; this one lasts the
 # environment's life, invocation after invocation, in the memory the function shares.
 MAX_ABANDONED_CALLS = 1_000
-# Calls that carry counts: always kept (small), or what was dropped would go uncounted.
-_COUNTING = frozenset({"dropped", "internal_errors", "restore_counts"})
+# Calls that only add to a counter (label, count): added up while they wait, one per label,
+# whatever their number (a drop counted at every invocation of a long-lived environment).
+_COUNTERS = frozenset({"dropped", "internal_errors"})
+# Calls that carry counts otherwise: always kept (one per carry-over), or they go uncounted.
+_COUNTING = frozenset({"restore_counts"})
 
 
 class DeferredSink:
@@ -37,6 +41,7 @@ class DeferredSink:
         self._chars = 0
         self._lines_over = 0  # log lines dropped past the log buffer's bounds
         self._max_calls = MAX_DEFERRED_CALLS
+        self._counted: collections.Counter = collections.Counter()  # (call, label) -> count
 
     def attach(self, target: Any) -> None:
         """Replay the remembered calls into `target`, then pass calls straight on. What was
@@ -84,6 +89,8 @@ class DeferredSink:
 
     def _drained(self) -> list:
         calls, self._calls = self._calls, []
+        calls.extend((name, (label, count), {}) for (name, label), count in self._counted.items())
+        self._counted.clear()
         for reason, count in (("startup_backlog", self.overflow), ("log_buffer_full", self._lines_over)):
             if count:
                 calls.append(("dropped", (reason, count), {}))
@@ -131,7 +138,10 @@ class DeferredSink:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 if self._target is None:
-                    if len(self._calls) < (MAX_DEFERRED_CALLS if name in _COUNTING else self._max_calls):
+                    counted = _counted(name, args, kwargs)
+                    if counted is not None:
+                        self._counted[counted[0]] += counted[1]
+                    elif len(self._calls) < (MAX_DEFERRED_CALLS if name in _COUNTING else self._max_calls):
                         self._calls.append((name, args, kwargs))
                     else:
                         self.overflow += 1
@@ -140,3 +150,11 @@ class DeferredSink:
             return getattr(target, name)(*args, **kwargs)
 
         return call
+
+
+def _counted(name: str, args: tuple, kwargs: dict) -> tuple | None:
+    """((call, label), count) of a call that only adds to a counter, else None."""
+    if name not in _COUNTERS or not args or len(args) > 2 or not isinstance(args[0], str) or set(kwargs) - {"count"}:
+        return None
+    count = args[1] if len(args) == 2 else kwargs.get("count", 1)
+    return ((name, args[0]), count) if type(count) is int else None

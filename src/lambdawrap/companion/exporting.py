@@ -488,6 +488,8 @@ class Pipeline:
             self._server_errors[signal] += 1
             if self._server_errors[signal] >= SERVER_ERROR_TRIES:
                 refused = "refused"
+        else:
+            self._server_errors[signal] = 0  # in a row only: another failure, or a smaller batch
         if refused == "too_large" and count > 1:
             self._batch[signal] = count // 2
             self._refusals(signal, status, count, f"sent again in requests of {count // 2}")

@@ -51,7 +51,8 @@ class FlushPolicy:
             interval_ms = self.strategy.interval_ms
         else:
             return True
-        return (now - self._last_flush) * 1000 >= interval_ms
+        # A wall clock set back is no reason to wait for it to catch up.
+        return now < self._last_flush or (now - self._last_flush) * 1000 >= interval_ms
 
     def flushed(self, now: float | None = None) -> None:
         self._last_flush = time.time() if now is None else now

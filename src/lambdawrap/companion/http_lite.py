@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 
 from lambdawrap.companion.chunked_body import MalformedChunks, take_chunked
@@ -66,17 +67,19 @@ class HttpConnection:
         lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         reused = self._sock is not None
+        reader = ResponseReader()
         try:
-            return self._exchange(message, timeout, loop)
+            return self._exchange(message, timeout, loop, reader)
         except ConnectionClosed as exc:
             self.close()
             if not reused or exc.args[0]:
                 raise
         except (ConnectionResetError, BrokenPipeError):
-            # The same, told by a reset: the connection, not the request, failed. The companion
-            # that gave up here would end, and its environment with it.
+            # The same, told by a reset, where nothing of an answer came: the connection, not the
+            # request, failed. The companion that gave up here would end, and its environment
+            # with it. Part of an answer came: the request was handled, and is not sent again.
             self.close()
-            if not reused:
+            if not reused or reader.received:
                 raise
         except OSError:
             self.close()
@@ -84,12 +87,12 @@ class HttpConnection:
         # A kept-alive connection the server had closed while idle (nothing of an answer came):
         # the request was never handled, and goes once more on a new connection.
         try:
-            return self._exchange(message, timeout, loop)
+            return self._exchange(message, timeout, loop, ResponseReader())
         except OSError:
             self.close()
             raise
 
-    def _exchange(self, message: bytes, timeout: float | None, loop: EventLoop | None) -> tuple:
+    def _exchange(self, message: bytes, timeout: float | None, loop: EventLoop | None, reader: ResponseReader) -> tuple:
         if self._sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -105,17 +108,17 @@ class HttpConnection:
         if sock.gettimeout() != timeout:
             sock.settimeout(timeout)  # a system call: not on every /next, which keeps None
         sock.sendall(message)
-        status, headers, payload = read_response(sock) if loop is None else self._read_in_loop(sock, loop)
+        status, headers, payload = read_response(sock, reader) if loop is None else self._read_in_loop(sock, loop, reader)
         if headers.get("connection", "").lower() == "close":
             self.close()
         return status, headers, decode_body(payload)
 
-    def _read_in_loop(self, sock: socket.socket, loop: EventLoop) -> tuple:
+    def _read_in_loop(self, sock: socket.socket, loop: EventLoop, reader: ResponseReader) -> tuple:
         # The socket stays blocking and registered with the loop from one request to the next,
         # and is read with MSG_DONTWAIT: switching it to non-blocking and back, and registering
         # and unregistering it, were five system calls on every /next.
         outcome: list = []
-        self._awaited = (ResponseReader(), outcome)
+        self._awaited = (reader, outcome)
         if self._loop is not loop:
             if self._loop is not None:
                 self._loop.remove_reader(sock)
@@ -282,12 +285,27 @@ def read_response(sock: socket.socket, response: ResponseReader | None = None, d
     while True:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the answer did not come whole within the timeout")
-            sock.settimeout(left)
-        whole = response.feed(sock.recv(READ_SIZE))
+            # Past it, what already came is still read (a send that took the whole timeout,
+            # its answer waiting): a request taken for failed would be sent again.
+            sock.settimeout(max(left, 0.0))
+            try:
+                data = sock.recv(READ_SIZE)
+            except OSError as exc:
+                if left <= 0 and _nothing_waiting(exc):
+                    raise TimeoutError("the answer did not come whole within the timeout") from None
+                raise
+        else:
+            data = sock.recv(READ_SIZE)
+        whole = response.feed(data)
         if whole is not None:
             return whole
+
+
+def _nothing_waiting(exc: OSError) -> bool:
+    """Whether a read that must not wait failed only for having nothing to read (a TLS socket's
+    says so in an ssl error of its own; ssl is loaded for every TLS connection)."""
+    tls = sys.modules.get("ssl")
+    return isinstance(exc, (BlockingIOError, TimeoutError)) or (tls is not None and isinstance(exc, tls.SSLWantReadError))
 
 
 def parse_head(head: bytes) -> tuple:

@@ -139,7 +139,9 @@ def _link(context: Any, attributes: Any, limits: SpanLimits) -> Optional[list]:
 
 def _link_id(value: Any, bits: int) -> int:
     # An invalid context's id may be anything (negative, too large): zeros, as no span.
-    return value if type(value) is int and 0 <= value < 1 << bits else 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits:
+        return int(value)
+    return 0
 
 
 def _guarded(method: Callable) -> Callable:

@@ -223,7 +223,8 @@ class AwsCallEvents:
                 code = str(context.get("error_code_override") or error.get("Code") or status)
                 # As botocore words the ClientError: the answer's own code (the override names
                 # the exception's class, error.type).
-                description = f"An error occurred ({error.get('Code', 'Unknown')}) when calling the {call.operation} operation: {error.get('Message', '')}"
+                retries = f" (reached max retries: {metadata.get('RetryAttempts')})" if metadata.get("MaxAttemptsReached") else ""
+                description = f"An error occurred ({error.get('Code', 'Unknown')}) when calling the {call.operation} operation{retries}: {error.get('Message', 'Unknown')}"
                 # Only a failure the conventions call one (4xx, 5xx) marks the span; a 3xx
                 # (S3's 304 Not Modified) still raises in the SDK but is no error of the call.
                 self._recorder.end(call.span, code if status >= 400 else "", description, end_ns=end_ns, invocation=invocation)
