@@ -1,5 +1,6 @@
-"""urllib3: a span per `HTTPConnectionPool.urlopen()` (its retries and same-host redirects run
-inside it, so a logical request is one span, as OpenTelemetry's urllib3 instrumentation has it).
+"""urllib3: a span per `HTTPConnectionPool.urlopen()`, its retries inside it (a PoolManager
+follows a redirect with a urlopen() of its own: a span each, as OpenTelemetry's urllib3
+instrumentation has them).
 The user's headers mapping is never changed: a copy carries the trace context."""
 
 from __future__ import annotations
