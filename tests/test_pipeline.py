@@ -620,20 +620,23 @@ def test_a_link_to_ids_out_of_range_is_exported_with_zeros_and_blocks_nothing(tm
 
 
 def test_a_function_module_named_like_a_standard_one_lambdawrap_uses_stays_the_function_s(tmp_path):
-    # GIVEN a function whose folder holds a module of its own named `mmap` (a standard module
-    # lambdawrap's in-flight slot uses)
-    task = write_function(tmp_path / "task", "import mmap\n\ndef handler(event, context):\n    return {'mine': mmap.MINE}\n")
-    (task / "mmap.py").write_text("MINE = 'the function s own mmap'\n")
+    # GIVEN a function whose folder holds modules of its own named `mmap` and `binascii`
+    # (standard modules lambdawrap uses)
+    task = write_function(tmp_path / "task", "import binascii, mmap\n\ndef handler(event, context):\n    return {'mmap': getattr(mmap, 'MINE', 'standard'), 'binascii': getattr(binascii, 'MINE', 'standard')}\n")
+    (task / "mmap.py").write_text("MINE = 'the function s own'\n")
+    (task / "binascii.py").write_text("MINE = 'the function s own'\n")
     with Emulator(str(task), "app.handler", invoke_port=None) as bare:
         without = bare.invoke({}).json()
     with instrumented(task) as (emu, rx):
         result = emu.invoke({})
         assert emu.wait_idle(30)
         ours = [line for line in emu.log_lines("function") if "lambdawrap" in line]
-    # THEN the function gets its own, as without the layer, and the invocation is traced with
-    # nothing of lambdawrap's in its log (before: lambdawrap's deferred `import mmap` ran the
-    # function's, failed, and logged a warning with a traceback; the invocation went untraced)
-    assert result.json() == without == {"mine": "the function s own mmap"}
+    # THEN the function gets what it gets without the layer (its own mmap; its own binascii
+    # where Python's start-up has not loaded the standard one), and the invocation is traced
+    # with nothing of lambdawrap's in its log (before: lambdawrap's deferred `import mmap` ran
+    # the function's, failed, and logged a warning with a traceback; the invocation went
+    # untraced; and the boot's `import binascii` was the function's binascii)
+    assert result.json() == without and without["mmap"] == "the function s own", (result.json(), without)
     assert ours == [], ours
     assert [s["attributes"]["faas.invocation_id"] for s in invocation_spans(rx)] == [result.request_id]
 

@@ -17,9 +17,8 @@ Runs on every invocation inside the user's process: standard library only, never
 
 from __future__ import annotations
 
-import binascii
-
 from lambdawrap.handler.trace_context import parse_traceparent
+from lambdawrap.shared.own_stdlib import binascii
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start

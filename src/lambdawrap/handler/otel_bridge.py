@@ -17,7 +17,6 @@ import collections
 import contextlib
 import logging
 import time
-from binascii import b2a_base64
 from collections import abc
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -32,6 +31,7 @@ try:  # the API's own: usable as a context manager and as a decorator of sync an
     from opentelemetry.util._decorator import _agnosticcontextmanager as _context_manager
 except ImportError:  # older API versions
     _context_manager = contextlib.contextmanager
+from lambdawrap.shared.own_stdlib import binascii
 from lambdawrap.shared import records
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
@@ -56,7 +56,7 @@ def _value(value: Any, length: Optional[int] = None, depth: int = 0) -> Any:
     if value is None or isinstance(value, _ALLOWED):
         return value
     if isinstance(value, bytes):
-        return {BYTES_TAG: b2a_base64(value, newline=False).decode("ascii")}
+        return {BYTES_TAG: binascii.b2a_base64(value, newline=False).decode("ascii")}
     if depth >= MAX_NESTING:
         raise ValueError("attribute value nested too deep")
     if isinstance(value, abc.Sequence):

@@ -14,9 +14,9 @@ and every write stays within them.
 from __future__ import annotations
 
 import json
-import mmap  # at boot, before the function's folder is first on sys.path: a `mmap.py` of its own is not ours
 import os
 
+from lambdawrap.shared.own_stdlib import mmap
 from lambdawrap.shared.process_id import own_pid
 
 SUFFIX = ".inflight."

@@ -76,7 +76,7 @@ def cloudwatch_logs(event: dict) -> Optional[Trigger]:
 
 def _log_group(data: str) -> Optional[str]:
     try:
-        import binascii
+        from lambdawrap.shared.own_stdlib import binascii  # the standard one, whatever the function's folder holds
         import zlib  # deferred: only subscriptions to CloudWatch Logs need them
 
         compressed = binascii.a2b_base64(data[: _LOGS_BASE64_CHARS - _LOGS_BASE64_CHARS % 4])

@@ -118,7 +118,7 @@ def kafka_key(key: object) -> Optional[str]:
     value for keys without a canonical string form."""
     if not isinstance(key, str) or not key or len(key) > MAX_PARSED_CHARS:
         return None
-    import binascii  # already imported with the message readers
+    from lambdawrap.shared.own_stdlib import binascii  # the standard one, whatever the function's folder holds
 
     try:
         return binascii.a2b_base64(key).decode("utf-8") or None
