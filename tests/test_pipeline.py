@@ -531,6 +531,7 @@ def record(tracer):
             span.set_attributes({7: "int key again", "set_attributes map": {"k": b"v"}})
             span.add_event("event", VALUES)
             span.record_exception(ValueError("v"), VALUES)
+            span.record_exception(KeyError("k"), escaped=1)  # a truthy value: its own text, as the SDK writes it
             span.add_link(outer, VALUES)
             span.add_link(trace.INVALID_SPAN_CONTEXT, {"k": "v"})
             span.add_link(trace.INVALID_SPAN_CONTEXT)

@@ -1,7 +1,7 @@
 """Handler-side boot: runs from sitecustomize before the runtime imports the handler module.
 
-It reads the settings once, registers a post-import hook on the `_HANDLER` module that wraps
-the handler, bridges the user's OpenTelemetry API usage if their code imports it, registers the
+It reads the settings once, registers a post-import hook on the runtime's bootstrap that wraps
+the handler its lookup hands the runtime, bridges the user's OpenTelemetry API usage if their code imports it, registers the
 hooks that trace the function's outgoing calls (AWS SDK, HTTP clients) once it imports them, and then
 chains to any sitecustomize that ours shadows. It imports nothing heavy and never raises into
 the runtime (unless a test asks it to).

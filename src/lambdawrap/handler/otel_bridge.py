@@ -137,6 +137,16 @@ def _link(context: Any, attributes: Any, limits: SpanLimits) -> Optional[list]:
     return [f"{_link_id(context.trace_id, 128):032x}", f"{_link_id(context.span_id, 64):016x}", _attrs(attributes, limits.link_attributes, limits.attribute_length), context.is_remote is True]
 
 
+def _escaped_text(escaped: Any) -> str:
+    # As the SDK writes it, str(escaped): a truthy value that is not True is its own text.
+    if escaped is True or escaped is False:
+        return str(escaped)
+    try:
+        return str(escaped)
+    except Exception:  # noqa: BLE001 - a value of the user's whose __str__ raises
+        return "True" if escaped else "False"
+
+
 def _link_id(value: Any, bits: int) -> int:
     # An invalid context's id may be anything (negative, too large): zeros, as no span.
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits:
@@ -228,7 +238,7 @@ class _Span(trace.Span):
         self._record(describe_exception(exception), attributes, timestamp, escaped)
 
     def _record(self, described: dict, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
-        event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"], "exception.escaped": "True" if escaped else "False"}
+        event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"], "exception.escaped": _escaped_text(escaped)}
         # The user's attributes as they came, kept once by add_event: kept twice, their bytes
         # (base64 text by then) would be cut to the value length limit.
         with contextlib.suppress(Exception):  # a mapping of the user's may raise while we read it
