@@ -434,21 +434,12 @@ print(json.dumps({"flushed": flushed, "dropped": dict(signals.dropped_by_reason)
 """)
 
 
-class OverstatingCollector:
-    """Answers every span and log request 200 with an OTLP partial success rejecting 100 items,
-    whatever the request held; metrics are taken as they are."""
+class AnsweringCollector:
+    """An OTLP/HTTP collector on loopback whose answer to each POST is `answer(path)`: (status,
+    body), the body sent as protobuf; each request is read whole first."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-        traces = trace_service_pb2.ExportTraceServiceResponse()
-        traces.partial_success.rejected_spans = 100
-        logs = logs_service_pb2.ExportLogsServiceResponse()
-        logs.partial_success.rejected_log_records = 100
-        answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -458,24 +449,40 @@ class OverstatingCollector:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = answers.get(self.path, b"")
-                self.send_response(200)
+                status, body = answer(self.path)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def __enter__(self) -> "OverstatingCollector":
+    def __enter__(self) -> "AnsweringCollector":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class OverstatingCollector(AnsweringCollector):
+    """Answers every span and log request 200 with an OTLP partial success rejecting 100 items,
+    whatever the request held; metrics are taken as they are."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        traces = trace_service_pb2.ExportTraceServiceResponse()
+        traces.partial_success.rejected_spans = 100
+        logs = logs_service_pb2.ExportLogsServiceResponse()
+        logs.partial_success.rejected_log_records = 100
+        answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
+        super().__init__(lambda path: (200, answers.get(path, b"")))
 
 
 def test_a_partial_success_counts_no_more_items_than_its_request_held():
@@ -822,44 +829,25 @@ def test_grpc_requests_over_the_collectors_message_size_go_smaller_at_once(grpc_
 
 
 
-class LogsRefusingCollector:
+class LogsRefusingCollector(AnsweringCollector):
     """Answers span requests 200, log requests 404 (a tracing backend's endpoint), and metric
     requests 200 the first time, then only after `stall_s` (a collector stuck on the last one)."""
 
     def __init__(self, stall_s: float) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.paths: list = []
         self.release = threading.Event()
-        collector = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def answer(path: str) -> tuple:
+            self.paths.append(path)
+            if path.endswith("/v1/metrics") and self.paths.count(path) > 1:
+                self.release.wait(stall_s)
+            return (404 if path.endswith("/v1/logs") else 200), b""
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                collector.paths.append(self.path)
-                if self.path.endswith("/v1/metrics") and collector.paths.count(self.path) > 1:
-                    collector.release.wait(stall_s)
-                self.send_response(404 if self.path.endswith("/v1/logs") else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> "LogsRefusingCollector":
-        return self
+        super().__init__(answer)
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__exit__(*exc)
 
 
 COUNTED_LATE_AT_SHUTDOWN_PROBE = signals_probe({}, """

@@ -180,6 +180,11 @@ class TestSettings:
         {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_COMPRESSION": "none", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "GZIP"},
         # deflate is the HTTP signals' alone to read here
         {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"},
+        # an _INSECURE read as written, or not read at all
+        {"OTEL_EXPORTER_OTLP_INSECURE": "1"},  # OTLP/HTTP reads no _INSECURE: the scheme says
+        # ... nor does a gRPC signal with its own
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "True", "OTEL_EXPORTER_OTLP_INSECURE": "1"},
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "TRUE", "OTEL_EXPORTER_OTLP_LOGS_INSECURE": "false"},
     ],
 )
 def test_good_otlp_exporter_values_are_left_alone(env, caplog):
@@ -401,21 +406,6 @@ def test_an_insecure_the_grpc_exporters_read_as_false_warns_once_with_name_and_d
     (warning,) = [r.getMessage() for r in caplog.records]
     assert f"ignoring {name}={value!r}" in warning and "default false" in warning, warning
     assert s.sdk_corrections == ((name, "false"),)
-
-
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"OTEL_EXPORTER_OTLP_INSECURE": "1"},  # OTLP/HTTP reads no _INSECURE: the scheme says
-        # ... nor does a gRPC signal with its own
-        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "True", "OTEL_EXPORTER_OTLP_INSECURE": "1"},
-        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "TRUE", "OTEL_EXPORTER_OTLP_LOGS_INSECURE": "false"},
-    ],
-)
-def test_an_insecure_read_as_written_or_not_read_is_left_alone(caplog, env):
-    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-        assert Settings.from_env(env).sdk_corrections == ()
-    assert not caplog.records
 
 
 def test_an_insecure_with_blanks_around_it_is_what_the_grpc_exporter_reads(monkeypatch, tmp_path):

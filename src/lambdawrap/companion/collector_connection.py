@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import select
 import socket
-import sys
 import time
 
-from lambdawrap.companion.http_lite import ResponseReader, read_response
+from lambdawrap.companion.http_lite import ResponseReader, nothing_waiting, read_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,33 +79,34 @@ class CollectorConnection:
             if answered is None:
                 raise error from None
             return answered
-        reader = ResponseReader(MAX_ANSWER_BYTES)
-        try:
-            status, response_headers, payload = read_response(sock, reader, deadline)
-        except OSError:
-            if reader.head is None:
-                raise
-            # The status came whole, its body did not (cut, or too slow): the status says what
-            # became of the request. A 2xx taken for a failure would be sent again, and stored
-            # twice, at every retry.
-            self.keep_alive = False
-            status, response_headers = reader.head
-            return status, reader.reason, response_headers, b""
-        self.keep_alive = reader.keep_alive
-        return status, reader.reason, response_headers, payload
+        return self._answer(deadline)
 
     def _early_answer(self, deadline: float | None) -> tuple | None:
-        """(status, reason, headers, body) of a whole answer the collector sent before the
-        request was, if one came; the connection is not kept either way."""
-        self.keep_alive = False
+        """(status, reason, headers, body) of an answer the collector sent before the request
+        was, if one came; the connection is not kept either way."""
+        try:
+            return self._answer(deadline)
+        except OSError:
+            return None
+        finally:
+            self.keep_alive = False
+
+    def _answer(self, deadline: float | None) -> tuple:
+        """(status, reason, lowercased headers, body) of the answer on the connection. One whose
+        status came whole but whose body did not (cut, or too slow) is its status, its body
+        empty and the connection not kept: the status says what became of the request (a 2xx
+        taken for a failure would be sent again, and stored twice, at every retry). Raises
+        OSError when no status came."""
         reader = ResponseReader(MAX_ANSWER_BYTES)
         try:
             status, response_headers, payload = read_response(self.sock, reader, deadline)
         except OSError:
             if reader.head is None:
-                return None
-            status, response_headers = reader.head  # its status came whole: it says what to do
+                raise
+            self.keep_alive = False
+            status, response_headers = reader.head
             return status, reader.reason, response_headers, b""
+        self.keep_alive = reader.keep_alive
         return status, reader.reason, response_headers, payload
 
     def dropped(self) -> bool:
@@ -124,10 +124,8 @@ class CollectorConnection:
         try:
             sock.recv(1)  # b"" (closed) or data nobody asked for (out of step): unusable either way
         except OSError as error:
-            # Only TLS records without data were waiting: SSLWantReadError (ssl is loaded for
-            # every TLS connection; none is for a plain one).
-            tls = sys.modules.get("ssl")
-            return not (isinstance(error, BlockingIOError) or (tls is not None and isinstance(error, tls.SSLWantReadError)))
+            # Only TLS records without data were waiting (a TLS 1.3 session ticket).
+            return not nothing_waiting(error)
         return True
 
     def readable(self) -> bool:

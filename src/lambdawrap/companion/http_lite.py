@@ -291,7 +291,7 @@ def read_response(sock: socket.socket, response: ResponseReader | None = None, d
             try:
                 data = sock.recv(READ_SIZE)
             except OSError as exc:
-                if left <= 0 and _nothing_waiting(exc):
+                if left <= 0 and nothing_waiting(exc):
                     raise TimeoutError("the answer did not come whole within the timeout") from None
                 raise
         else:
@@ -301,7 +301,7 @@ def read_response(sock: socket.socket, response: ResponseReader | None = None, d
             return whole
 
 
-def _nothing_waiting(exc: OSError) -> bool:
+def nothing_waiting(exc: OSError) -> bool:
     """Whether a read that must not wait failed only for having nothing to read (a TLS socket's
     says so in an ssl error of its own; ssl is loaded for every TLS connection)."""
     tls = sys.modules.get("ssl")

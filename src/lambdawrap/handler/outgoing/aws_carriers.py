@@ -25,6 +25,7 @@ Nothing the caller passed is changed in place: a copy of each container carries 
 from __future__ import annotations
 
 import json
+from json.decoder import WHITESPACE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -47,10 +48,9 @@ MAX_KINESIS_REQUEST_BYTES = 5 * 1024 * 1024  # a PutRecords request's records to
 def inject(service: str, operation: str, params: dict, fields: dict, enabled: tuple) -> bool:
     """Put `fields` (traceparent, ...) where the service carries them; False when a message or
     payload had to go without them (a limit reached)."""
-    carrier = _CARRIERS.get((service, operation))
-    if carrier is None or carrier[0] not in enabled:
+    if not carries(service, operation, enabled):
         return True
-    return carrier[1](params, fields)
+    return _CARRIERS[(service, operation)][1](params, fields)
 
 
 def carries(service: str, operation: str, enabled: tuple) -> bool:
@@ -181,24 +181,22 @@ def _without_member(text: str, name: str) -> "str | None":
     byte; None where it cannot be walked (it parsed, so it can)."""
     decoder = json.JSONDecoder()
     whitespace = " \t\n\r"
-    position = len(text) - len(text.lstrip(whitespace)) + 1  # past the "{"
+
+    def after_blanks(at: int) -> int:
+        return WHITESPACE.match(text, at).end()  # JSON's own blanks, as its decoder skips them
+
+    position = after_blanks(0) + 1  # past the "{"
     kept_from, pieces, removed = 0, [], False
     try:
         while True:
             start = position
-            while text[position] in whitespace:
-                position += 1
+            position = after_blanks(position)
             if text[position] == "}":
                 break
             key, position = decoder.raw_decode(text, position)
-            while text[position] in whitespace:
-                position += 1
-            position += 1  # the ":"
-            while text[position] in whitespace:
-                position += 1
+            position = after_blanks(after_blanks(position) + 1)  # past the ":"
             _, position = decoder.raw_decode(text, position)
-            while text[position] in whitespace:
-                position += 1
+            position = after_blanks(position)
             ends = text[position] == "}"
             if not ends:
                 position += 1  # the ","
