@@ -7,17 +7,15 @@ run before any Python of ours; each decision they take from a variable is compar
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from lambdawrap.shared.settings import FALSE_WORDS, TRUE_WORDS, Settings
+from support.extensions_api import ExtensionsApi
 
 LAYER = Path(__file__).resolve().parent.parent / "layer"
 WRAPPER = LAYER / "wrapper.sh"
@@ -190,50 +188,14 @@ def test_wrapper_chains_when_disabled_too(tmp_path):
     assert env["CHAINED"] == "yes" and "LAMBDAWRAP_BOOT_DIR" not in env
 
 
-class _ExtensionsApi:
-    """Just enough of the Extensions API for the launcher: register, then /next (held open)."""
-
-    def __init__(self) -> None:
-        self.registered: list = []
-        self.next_calls = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                api.registered.append((self.headers.get("Lambda-Extension-Name"), json.loads(body)))
-                self.send_response(200)
-                self.send_header("Lambda-Extension-Identifier", "6e7f0a4c-0000-4000-8000-000000000001")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def do_GET(self) -> None:  # noqa: N802
-                api.next_calls.set()
-                self.send_response(500)  # the launcher may go: nothing more will come
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def extensions_api():
-    api = _ExtensionsApi()
+    api = ExtensionsApi()
     yield api
     api.close()
 
 
-def run_launcher(api: _ExtensionsApi, tmp_path: Path, env: dict, launcher: Path = LAUNCHER, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_launcher(api: ExtensionsApi, tmp_path: Path, env: dict, launcher: Path = LAUNCHER, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The launcher with `python3` standing for a stub that prints how it was started (and, on
     a second line, where and with which PYTHONPATH)."""
     bin_dir = tmp_path / "bin"
@@ -302,7 +264,7 @@ def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, va
     assert name == "lambdawrap"
     if disabled:
         # THEN switched off: registered for no event, waited in /next, and never started Python
-        assert body == {"events": []} and extensions_api.next_calls.is_set() and "STARTED" not in out.stdout
+        assert body == {"events": []} and extensions_api.next_called.is_set() and "STARTED" not in out.stdout
     else:
         # THEN on: registered for INVOKE and SHUTDOWN and handed over to the Python companion
         assert body == {"events": ["INVOKE", "SHUTDOWN"]} and "STARTED" in out.stdout and "-m lambdawrap.companion lambdawrap" in out.stdout
