@@ -435,6 +435,32 @@ def test_an_invocation_record_larger_than_a_sockets_default_buffer_goes_whole(tm
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_too_large"}) == 0
 
 
+def test_spans_too_many_for_their_invocations_record_go_beside_it(tmp_path):
+    # GIVEN a function whose 600 spans make ~700 KB, far over an invocation record's 256 KB
+    task = write_function(tmp_path / "task", BULKY_SPANS)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked, then once more (which reports what the channel could not send)
+        first = emu.invoke({"spans": 600})
+        assert first.json() == {"ok": True}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == first.request_id, count=1, timeout=30)
+        emu.invoke({"spans": 0})
+
+        # THEN its spans go in frames of their own after its record: each is exported, or
+        # counted where the socket's buffer had no room for its frame (before: all 600 were
+        # dropped with the record's size as the reason)
+        def accounted() -> int:
+            exported = len([s for s in rx.spans() if s["name"].startswith("item ")])
+            return exported + int(metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}))
+
+        wait_for(lambda: accounted() == 600, timeout=30, what="every span exported or counted")
+        exported = [s for s in rx.spans() if s["name"].startswith("item ")]
+        assert len(exported) >= 150, len(exported)  # the first frame always finds room
+        (invocation,) = [s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == first.request_id]
+        assert {s["parent_span_id"] for s in exported} == {invocation["span_id"]}
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_too_large"}) == 0
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
+
+
 def test_user_spans_follow_the_sdks_rules(tmp_path):
     # GIVEN a function using the OpenTelemetry API as the SDK's users do (the SDK's rules: a
     # link to no span is left out, not the span; 128 events at most, the newest; OK is final,
@@ -813,6 +839,62 @@ def test_spans_started_on_the_handler_s_threads_nest_under_the_invocation_in_eve
             spans = rx.wait_for_spans(lambda s: s["scope"] == "pool" and s["trace_id"] == invocation["trace_id"], count=2, timeout=30)
             assert sorted(s["name"] for s in spans) == ["work 0", "work 1"]
             assert {s["parent_span_id"] for s in spans} == {invocation["span_id"]}
+
+
+def test_the_invocation_span_is_current_in_the_invocation_that_first_imports_the_api(tmp_path):
+    # GIVEN a function that imports the API only when its handler runs (a lazy import)
+    task = write_function(
+        tmp_path / "task",
+        """
+        def handler(event, context):
+            from opentelemetry import propagate, trace
+
+            carrier = {}
+            propagate.inject(carrier)
+            current = trace.get_current_span().get_span_context()
+            return {"current": f"{current.trace_id:032x}-{current.span_id:016x}", "traceparent": carrier.get("traceparent")}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked twice
+        results = [emu.invoke({}) for _ in range(2)]
+        for result in results:
+            invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+            # THEN the invocation span is current in both, and the context it gives goes out (before:
+            # in the first, no span was current and nothing was injected)
+            assert result.json() == {"current": f"{invocation['trace_id']}-{invocation['span_id']}", "traceparent": f"00-{invocation['trace_id']}-{invocation['span_id']}-01"}
+
+
+def test_a_first_import_of_the_api_in_an_event_loops_task_leaves_the_context_alone(tmp_path):
+    # GIVEN a function that first imports the API in a coroutine, whose context is a copy of
+    # its thread's
+    task = write_function(
+        tmp_path / "task",
+        """
+        import asyncio
+
+        async def main():
+            from opentelemetry import trace
+
+            with trace.get_tracer("lazy").start_as_current_span("work"):
+                return trace.get_current_span().get_span_context().is_valid
+
+        def handler(event, context):
+            return {"valid": asyncio.run(main())}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked twice
+        results = [emu.invoke({}) for _ in range(2)]
+        assert [r.json() for r in results] == [{"valid": True}] * 2
+        for result in results:
+            invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+            (work,) = rx.wait_for_spans(lambda s: s["name"] == "work" and s["trace_id"] == invocation["trace_id"])
+            # THEN its spans nest under the invocation, and nothing is attached in the task's
+            # context that the end of the invocation would fail to detach (an error logged in
+            # the function's log)
+            assert work["parent_span_id"] == invocation["span_id"]
+        assert not [line for line in emu.log_lines("function") if "detach" in line]
 
 
 def test_a_span_decorator_made_before_the_users_provider_goes_to_that_provider(tmp_path):

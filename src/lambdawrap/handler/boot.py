@@ -91,7 +91,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     def bridge_opentelemetry(module: Any) -> None:
         from lambdawrap.handler.otel_bridge import UserSpans
 
-        tracer.user_spans = UserSpans(channel, tracer.sampled, function_wrapper, settings.span_limits)
+        tracer.bridge_loaded(UserSpans(channel, tracer.sampled, function_wrapper, settings.span_limits))
 
     def report_posts(module: Any) -> None:
         from lambdawrap.handler import response_posted

@@ -43,7 +43,7 @@ except ImportError:  # not on Linux (macOS): local tooling only, where the funct
     _SEND_FLAGS = 0
 
 from lambdawrap.shared import records, unreported_drops
-from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode
+from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode, encode_json
 from lambdawrap.shared.log import get_logger
 
 TYPE_CHECKING = False
@@ -260,11 +260,14 @@ class Channel:
     def _send_invocation(self, start_json: bytes, end: dict, posted: dict | None) -> bool:
         # Called with the lock held.
         reported = self.dropped
+        following: list = []
         try:
             frame = records.encode_invocation(start_json, end, reported)
             if len(frame) > MAX_RECORD_BYTES and end.get("spans"):
-                end["spans_dropped"] = end.get("spans_dropped", 0) + len(end.pop("spans"))
-                end["spans_too_large"] = True
+                following, too_large = _span_frames(end.pop("spans"))
+                if too_large:
+                    end["spans_dropped"] = end.get("spans_dropped", 0) + too_large
+                    end["spans_too_large"] = True
                 frame = records.encode_invocation(start_json, end, reported)
         except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
             self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
@@ -273,16 +276,22 @@ class Channel:
             tail = encode(posted) if posted is not None else b""
         except Exception:  # noqa: BLE001 - without it the companion waits for the platform
             tail = b""
-        return self._send_frame(frame, records.INVOCATION, reported, tail)
+        sent = self._send_frame(frame, records.INVOCATION, reported, tail)
+        # After the invocation's own record, which must not wait behind them for room in the
+        # buffer: a spans frame that finds none is counted, a span each.
+        for spans_frame, count in following:
+            self._send_frame(spans_frame, records.SPANS, 0, weight=count)
+        return sent
 
-    def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"") -> bool:
-        # Called with the lock held. `tail`: whole frames that go with this one, uncounted.
+    def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"", weight: int = 1) -> bool:
+        # Called with the lock held. `tail`: whole frames that go with this one, uncounted;
+        # `weight`: what a drop of this one counts (the spans a spans frame holds).
         sock = self._own_socket() or self._connect()
         if sock is None:
-            self._count_drop(kind, companion_alive=not self._companion_down)
+            self._count_drop(kind, companion_alive=not self._companion_down, weight=weight)
             return False
         if len(frame) > MAX_RECORD_BYTES:
-            self._count_drop(kind, companion_alive=True)
+            self._count_drop(kind, companion_alive=True, weight=weight)
             return False
         frame += tail
         try:
@@ -290,18 +299,18 @@ class Channel:
                 sent = sock.send(self._pending, _SEND_FLAGS)
                 self._pending = self._pending[sent:]
                 if self._pending:
-                    self._count_drop(kind, companion_alive=True)
+                    self._count_drop(kind, companion_alive=True, weight=weight)
                     return False
             sent = sock.send(frame, _SEND_FLAGS)
             # The rest of a half-sent frame must go first next time, or the stream breaks.
             self._pending = frame[sent:]
         except BlockingIOError:
-            self._count_drop(kind, companion_alive=True)
+            self._count_drop(kind, companion_alive=True, weight=weight)
             return False
         except OSError as exc:
             self._close()
             self._companion_down = True  # it closed the connection: it died
-            self._count_drop(kind, companion_alive=False)
+            self._count_drop(kind, companion_alive=False, weight=weight)
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
                 self._warn_once(f"sending to the companion failed: {exc}")
             return False
@@ -312,7 +321,7 @@ class Channel:
                 unreported_drops.forget(self.path, os.getpid())
         return True
 
-    def _count_drop(self, kind: object, companion_alive: bool) -> None:
+    def _count_drop(self, kind: object, companion_alive: bool, weight: int = 1) -> None:
         # Called with the lock held.
         if companion_alive and kind == records.INVOCATION:
             # The live companion saw this invocation's INVOKE and accounts for it itself
@@ -320,7 +329,7 @@ class Channel:
             return
         if kind == records.POSTED:
             return  # no telemetry in it: losing it only costs the companion a wait
-        self.dropped += 1
+        self.dropped += weight
         self._kept = unreported_drops.keep(self.path, os.getpid(), self.dropped) or self._kept
 
     def request(self, record: dict, timeout_s: float) -> Any:
@@ -362,3 +371,25 @@ def _grow_send_buffer(sock: unix_socket) -> None:
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, SEND_BUFFER_BYTES)
     except OSError:
         pass  # a smaller buffer only costs the largest records
+
+
+def _span_frames(spans: list) -> tuple:
+    """Spans too many for their invocation's record, as `spans` frames that each fit:
+    ([(frame, spans in it)], spans that fit in none)."""
+    frames: list = []
+    too_large = 0
+    chunk: list = []
+    size = len(encode(records.spans([])))
+    for span in spans:
+        span_bytes = len(encode_json(span)) + 1  # and its comma
+        if size + span_bytes > MAX_RECORD_BYTES and chunk:
+            frames.append(chunk)
+            chunk, size = [], len(encode(records.spans([])))
+        if size + span_bytes > MAX_RECORD_BYTES:
+            too_large += 1
+            continue
+        chunk.append(span)
+        size += span_bytes
+    if chunk:
+        frames.append(chunk)
+    return [(encode(records.spans(chunk)), len(chunk)) for chunk in frames], too_large

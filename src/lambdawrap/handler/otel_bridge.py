@@ -339,9 +339,10 @@ def _active_invocation_span() -> Optional[SpanContext]:
     """The invocation span, for a span started where no span is current while an invocation
     runs: on a thread the handler started (a ThreadPoolExecutor's: the invocation span is current
     in the handler's thread only), or in the invocation during which the user's code first
-    imported the API (`UserSpans.enter` could not make it current then). Such spans nest under
-    it, as the client spans of outgoing calls do, and OpenTelemetry's instrumentations enabled
-    there (their spans, the context they send) too; the process runs one invocation at a time."""
+    imported the API where it could not be made current then (in an event loop's task). Such
+    spans nest under it, as the client spans of outgoing calls do, and OpenTelemetry's
+    instrumentations enabled there (their spans, the context they send) too; the process runs
+    one invocation at a time."""
     invocation = active_invocation()
     if invocation is None or invocation.pid != own_pid():
         return None
