@@ -263,3 +263,66 @@ def test_a_server_span_has_the_status_code_the_caller_got_and_none_it_did_not_ge
         assert spans[rid].status.status_code is StatusCode.ERROR and "http.response.status_code" not in spans[rid].attributes, (rid, dict(spans[rid].attributes))
     assert spans["bad gateway"].attributes["http.response.status_code"] == 502 and spans["bad gateway"].status.status_code is StatusCode.ERROR and not spans["bad gateway"].status.description
     assert spans["fine"].attributes["http.response.status_code"] == 200 and spans["fine"].status.status_code is StatusCode.UNSET
+
+
+def test_an_asynchronous_retry_into_the_same_environment_before_the_first_attempts_word_is_its_own_invocation():
+    # GIVEN an asynchronous invocation whose handler raised, its record sent, the platform's
+    # word on it held back by the freeze that followed (periodic export asks for no post)
+    correlator, signals = environment()
+    invoke(correlator, "A", deadline_in_s=60)
+    correlator.on_record(record("A", error={"type": "ValueError", "message": "first", "stack": ""}))
+    # WHEN the platform retries it into the same environment a minute later, and the first
+    # attempt's word comes after the retry's INVOKE, then the retry's record and word
+    invoke(correlator, "A", deadline_in_s=60)
+    platform_done(correlator, "A", "error")
+    retry = record("A")
+    retry["start"]["span_id"] = "3" * 16
+    correlator.on_record(retry)
+    platform_done(correlator, "A", "success")
+    # THEN each attempt is one span, with its own status (before: the retry's record was taken
+    # for a duplicate and the retry was lost, uncounted)
+    spans = invocation_spans(signals)
+    assert [(format(s.context.span_id, "016x"), s.status.status_code) for s in spans] == [("0" * 15 + "2", StatusCode.ERROR), ("3" * 16, StatusCode.UNSET)]
+    assert signals.dropped_by_reason == {}
+
+
+def test_a_replaced_attempt_whose_word_never_comes_is_accounted_for_at_the_spindown():
+    # GIVEN a function whose handler sends no records, an invocation retried into the same
+    # environment before the platform's word on its first attempt came
+    correlator, signals = environment()
+    invoke(correlator, "B")
+    invoke(correlator, "B")
+    platform_done(correlator, "B")
+    # WHEN the environment spins down, no more words having come
+    correlator.finish_unreported("spindown")
+    # THEN both attempts are counted as ended without their record (before: one of them)
+    assert invocation_spans(signals) == []
+    assert signals.dropped_by_reason == {"record_missing": 2}
+
+
+def test_the_handler_s_error_told_by_the_platform_before_its_record_waits_for_it():
+    from lambdawrap.companion.correlator import RECORD_GRACE_S
+
+    # GIVEN an invocation whose handler raised, the platform's word (the runtime posted the
+    # error; its process lives on) read before the function's record (a throttled companion
+    # reads its telemetry first)
+    correlator, signals = environment()
+    correlator.on_record(record("E0"))  # an earlier invocation: this function reports
+    invoke(correlator, "E1", deadline_in_s=60)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "E1", "status": "error", "errorType": "Runtime.Unknown"}}])
+    # WHEN the record comes just after
+    correlator.on_record(record("E1", error={"type": "ValueError", "message": "bad order", "stack": ""}))
+    # THEN the span is the record's: its trace, its span id and its exception (before: made at
+    # once without it, in a trace of its own, the exception lost)
+    (span,) = invocation_spans(signals)
+    assert (span.context.trace_id, span.context.span_id) == (1, 2)
+    assert span.status.status_code == StatusCode.ERROR and span.attributes["error.type"] == "ValueError"
+    # ... while an error the runtime answered without calling the handler (no record will come)
+    # is made from the platform's word once the grace is over
+    invoke(correlator, "E2", deadline_in_s=60)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "E2", "status": "error", "errorType": "Runtime.Unknown"}}])
+    assert invocation_spans(signals) == []
+    correlator.finish_overdue(time.monotonic() + RECORD_GRACE_S + 1)
+    (span,) = invocation_spans(signals)
+    assert span.attributes["faas.invocation_id"] == "E2" and span.status.status_code == StatusCode.ERROR
+    assert signals.dropped_by_reason == {}

@@ -36,6 +36,7 @@ KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lin
 # runtime's post of the response, or before it), and the platform reports runtimeDone only
 # after that ask; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
+_CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # A function that sent no record in its environment through this many invocations that ended
 # well never will (its handler was not wrapped: a module that puts another object in its place
 # in sys.modules, ...): from then on the invoke phase is not held open RECORD_GRACE_S for one.
@@ -148,6 +149,13 @@ class Invocation:
     @property
     def failed_on_platform(self) -> bool:
         return self.outcome is not None and self.outcome.get("status") not in (None, "success")
+
+    @property
+    def process_ended(self) -> bool:
+        """Whether the platform says the function's process ended with the invocation (a
+        timeout, a crash): its record will not come. An error the runtime answered (the
+        handler's exception) leaves it running, its record on its way."""
+        return self.failed_on_platform and platform_failure(self.outcome)[1] != "runtime_error"
 
     def to_dict(self) -> dict:
         """What a later environment needs to export this invocation (see carryover)."""
@@ -421,11 +429,27 @@ class Correlator:
         inv = self._open[rid] = self._early_attempts.pop(rid, None) or Invocation(rid)
         return inv
 
+    def _retried_unfinished(self, rid: str) -> Invocation:
+        """A new attempt of an id whose earlier attempt is announced but not finished: its
+        platform word held back by the freeze that followed it (an asynchronous invocation
+        retried into the same environment a minute later). The earlier one waits aside for that
+        word, which comes first, and ends as it says."""
+        self._superseded[rid] = self._open.pop(rid)
+        while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
+            del self._superseded[next(iter(self._superseded))]
+        inv = self._open[rid] = self._early_attempts.pop(rid, None) or Invocation(rid)
+        return inv
+
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
         with self._lock:
             # Only an announced invocation is ever finished: announced again, it is a retry.
-            inv = self._retried(rid) if rid in self._finished else self._lookup(rid)
+            if rid in self._finished:
+                inv = self._retried(rid)
+            elif rid in self._open and self._open[rid].invoke_event is not None:
+                inv = self._retried_unfinished(rid)
+            else:
+                inv = self._lookup(rid)
             inv.invoke_event = event
             if not self._managed_instances:
                 inv.first_invoke, self._invoked = not self._invoked, True
@@ -460,6 +484,9 @@ class Correlator:
             self.sink.internal_errors("function", internal_errors)
         with self._lock:
             self.records_seen += 1
+            replaced = self._superseded.get(record["start"]["request_id"])
+            if replaced is not None and replaced.start is not None and replaced.start.get("span_id") == record["start"].get("span_id"):
+                return  # the record of an attempt a retry replaced, again: a duplicate
             inv = self._lookup(record["start"]["request_id"])
             if inv.finished and inv.start is not None and record["start"].get("span_id") != inv.start.get("span_id"):
                 # A retry's record, before its INVOKE: the finished attempt stays as it is
@@ -759,7 +786,7 @@ class Correlator:
             return  # only ids the platform announced become spans (forged ones never are)
         if inv.end is not None and (inv.outcome is not None or inv.verdict_known):
             self._finish(inv)
-        elif inv.end is None and inv.failed_on_platform:
+        elif inv.end is None and inv.failed_on_platform and (inv.process_ended or not self.expects_records()):
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
             inv.start = self._last_start(inv)
@@ -784,7 +811,11 @@ class Correlator:
             return
         inv.finished = True
         inv.finished_at_ns = time.time_ns()
-        self._open.pop(inv.request_id, None)
+        # An attempt a retry replaced is no longer the open one of its id, nor becomes the
+        # finished one: the retry is (see _retried_unfinished).
+        aside = self._superseded.get(inv.request_id) is inv
+        if not aside:
+            self._open.pop(inv.request_id, None)
         if inv.start is None:
             from lambdawrap.shared.ids import new_span_id, new_trace_id
 
@@ -805,7 +836,8 @@ class Correlator:
             # span waits for the export pipeline (the sink says None): it is made from this.
             inv.end = _settled(inv.end)
             inv.error_line = None
-        self._remember(inv)
+        if not aside:
+            self._remember(inv)
         if self._first is None:
             self._first = inv
         self._maybe_init_span()
@@ -910,7 +942,7 @@ class Correlator:
             if record_grace_s is not None and inv is not None and inv.end is None and inv.outcome_at is not None:
                 grace_ends = inv.outcome_at + record_grace_s
                 if time.monotonic() >= grace_ends:
-                    self._account_missing(inv)
+                    self._record_overdue(inv)
                     return True
                 return grace_ends
             return None
@@ -956,8 +988,9 @@ class Correlator:
             if self._missing_before_any_record == UNREPORTING_AFTER:
                 _warn_unreporting()
         inv.finished = True
-        self._open.pop(inv.request_id, None)
-        self._remember(inv)
+        if self._superseded.get(inv.request_id) is not inv:
+            self._open.pop(inv.request_id, None)
+            self._remember(inv)
         self.sink.dropped("record_missing")
         self._hand_over(inv, None)
 
@@ -980,11 +1013,22 @@ class Correlator:
                 return inv.end is not None and inv.record_at is not None and now - inv.record_at > self._outcome_wait_s(inv.end)
 
             self._announce_unheard(word_overdue)
-            for inv in [i for i in self._open.values() if i.invoke_event is not None and word_overdue(i)]:
+            for inv in [i for i in (*self._open.values(), *self._superseded.values()) if i.invoke_event is not None and not i.finished and word_overdue(i)]:
                 self._finish_without_word(inv)
             self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
-            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.failed_on_platform and now - i.outcome_at > RECORD_GRACE_S]:
-                self._account_missing(inv)
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.process_ended and now - i.outcome_at > RECORD_GRACE_S]:
+                self._record_overdue(inv)
+
+    def _record_overdue(self, inv: Invocation) -> None:
+        """Its record still missing after the grace: an invocation that ended well is counted;
+        one the runtime answered with an error is made from what the platform and the in-flight
+        slot tell (the runtime may have answered before calling the handler: an event it could
+        not decode)."""
+        if inv.failed_on_platform:
+            inv.start = self._last_start(inv)
+            self._finish(inv)
+        else:
+            self._account_missing(inv)
 
     def _announce_unheard(self, overdue: Callable[[Invocation], bool]) -> None:
         """Managed Instances: a request the function reported of whose start and report the
@@ -1018,6 +1062,14 @@ class Correlator:
         error span (it timed out or crashed), or, if it ended well, as a dropped record."""
         with self._lock:
             self._announce_unheard(lambda inv: True)  # nothing more will come
+            # An attempt a retry replaced ended before the retry began: from its record, else
+            # counted, how it ended unknown.
+            replaced = [inv for inv in self._superseded.values() if not inv.finished]
+            for inv in replaced:
+                if inv.end is not None:
+                    self._finish_without_word(inv)
+                else:
+                    self._account_missing(inv)
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:
@@ -1045,7 +1097,21 @@ class Correlator:
             elif not self.init.reported and self._first is not None:
                 self._init_served_unreported()
             self._maybe_init_span(ending=True)
-            return len(open_)
+            return len(replaced) + len(open_)
+
+
+def platform_failure(outcome: dict) -> tuple:
+    """(error type, failure reason) of a failed invocation, in the platform's words."""
+    status_text = str(outcome.get("status") or "failure")
+    error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
+    reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
+    if error_type == "Runtime.OutOfMemory":
+        reason = "out_of_memory"
+    elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
+        # The runtime answered an error itself, before or around the handler (e.g. an event
+        # it could not decode, or the handler's exception it posted): the process did not die.
+        reason = "runtime_error"
+    return error_type, reason
 
 
 def record_extras(sink: Sink, end: dict) -> None:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, platform_parent
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_failure, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
@@ -34,7 +34,6 @@ from lambdawrap.shared.w3c_fields import parse_tracestate
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
 CLIENT_SCOPE_PREFIX = "lambdawrap."  # the outgoing-call hooks' scopes (handler/outgoing)
-_CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # Failures whose error the caller got from the platform, not from the runtime's post.
 _CALLERS_PLATFORM_FAILURES = ("timeout", "crash", "out_of_memory")
 # The platform's word when the runtime posted an error without naming its type (awslambdaric
@@ -305,7 +304,7 @@ class SpanBuilder:
         if inv.failed_on_platform and not inv.verdict_known:
             # What the runtime posted is what the caller got (a later word of the platform is not
             # news); without a post, a timeout or an exit is the caller's answer.
-            error_type, failure = _platform_failure(outcome)
+            error_type, failure = platform_failure(outcome)
             if failure in _CALLERS_PLATFORM_FAILURES:
                 attrs["error.type"] = error_type
                 attrs["lambdawrap.failure_reason"] = failure
@@ -344,7 +343,7 @@ class SpanBuilder:
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
         """(end_ns, failure reason) of an invocation the function could not report."""
         outcome = inv.outcome or {}
-        error_type, reason = _platform_failure(outcome)
+        error_type, reason = platform_failure(outcome)
         duration_ms = (outcome.get("metrics") or {}).get("durationMs")
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         end_ns = start_ns + int(duration_ms * 1_000_000) if isinstance(duration_ms, (int, float)) and not isinstance(duration_ms, bool) else (inv.finished_at_ns or time.time_ns())
@@ -416,20 +415,6 @@ class SpanBuilder:
             trace_state=raw.get("trace_state"),
             clean=clean_any_attributes,
         )
-
-
-def _platform_failure(outcome: dict) -> tuple:
-    """(error type, failure reason) of a failed invocation, in the platform's words."""
-    status_text = str(outcome.get("status") or "failure")
-    error_type = str(outcome.get("errorType") or ("Sandbox.Timedout" if status_text == "timeout" else "Runtime.ExitError"))
-    reason = {"timeout": "timeout", "error": "crash", "failure": "crash"}.get(status_text, status_text)
-    if error_type == "Runtime.OutOfMemory":
-        reason = "out_of_memory"
-    elif status_text == "error" and error_type not in _CRASH_ERRORS and not error_type.startswith("Extension."):
-        # The runtime answered an error itself, before or around the handler (e.g. an event
-        # it could not decode, or the handler's exception it posted): the process did not die.
-        reason = "runtime_error"
-    return error_type, reason
 
 
 def _optional_text(value: object) -> str | None:
