@@ -176,9 +176,13 @@ def test_a_failed_refresh_keeps_the_last_good_value_and_never_logs_it(moto, clie
 
 @pytest.fixture
 def handler_cache(monkeypatch):
-    """The handler side's cache module, emptied again after the test (it is process-wide)."""
-    monkeypatch.delenv("DB_PASSWORD", raising=False)  # load_declared injects it; restored after
+    """The handler side's cache module, emptied again after the test (it is process-wide), and
+    the variables load_declared injected taken out of os.environ again."""
+    monkeypatch.delenv("DB_PASSWORD", raising=False)
+    before = set(os.environ)
     yield secret_cache
+    for name in set(os.environ) - before:  # monkeypatch restores no variable that was absent
+        del os.environ[name]
     secret_cache._config.clear()
     secret_cache._cache.clear()
     secret_cache._failures.clear()
@@ -280,6 +284,54 @@ def test_where_the_boot_fetched_itself_a_secret_that_stays_missing_is_asked_of_a
     moto.client("secretsmanager").create_secret(Name="never-created", SecretString="created-late-value-5b2e")
     offset += handler_cache._cache["API_KEY"][1] - time.time() + 0.1
     wait_for(lambda: handler_cache.get("API_KEY") == "created-late-value-5b2e", timeout=30, what="the secret created late")
+
+
+def test_where_the_boot_fetched_itself_the_keys_of_one_secret_come_from_one_answer(moto, clients, handler_cache, tmp_path):
+    # GIVEN a user name and its password declared from one secret, and no companion answering
+    settings = store_settings("DB_USER=secretsmanager:prod/db#user,DB_PASSWORD=secretsmanager:prod/db#password", socket_path=str(tmp_path / "no-companion.sock"))
+
+    def reads() -> list:
+        return [body["SecretId"] for target, body in aws_calls(moto) if target == "secretsmanager.GetSecretValue"]
+
+    # WHEN the function's process fetches them itself at boot
+    assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=False) == []
+    # THEN the secret is asked for once, both values read from the one answer (before: once a
+    # declaration, and a rotation between the two calls paired the old user with the new password)
+    assert reads() == ["prod/db"]
+    assert (handler_cache.get("DB_USER"), handler_cache.get("DB_PASSWORD")) == ("app", DB_PASSWORD)
+    # ... and so are they refreshed, after a rotation of both
+    moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"password": ROTATED_PASSWORD, "user": "app2"}))
+    handler_cache._refresh()
+    assert reads() == ["prod/db", "prod/db"]
+    assert (handler_cache.get("DB_USER"), handler_cache.get("DB_PASSWORD")) == ("app2", ROTATED_PASSWORD)
+
+
+def test_where_the_boot_fetched_itself_a_refresh_that_fails_names_the_secret_once(moto, clients, handler_cache, tmp_path, caplog):
+    # GIVEN a function's process that fetched its declared secret itself (no companion answered)
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", socket_path=str(tmp_path / "no-companion.sock"))
+    assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=False) == []
+
+    def warnings() -> list:
+        return [r.getMessage() for r in caplog.records if r.name == "lambdawrap" and "refreshing" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        # WHEN the secret is deleted, and its refresh fails again and again
+        moto.client("secretsmanager").delete_secret(SecretId="prod/db", ForceDeleteWithoutRecovery=True)
+        for _ in range(3):
+            handler_cache._refresh()
+        # THEN the last good value is still served, and one warning names the secret and the
+        # error, never the value (before: nothing was said, the old value served for good)
+        assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+        assert len(warnings()) == 1
+        assert "DB_PASSWORD=secretsmanager:prod/db#password" in warnings()[0] and "ResourceNotFoundException" in warnings()[0]
+        # ... and once more when it fails again after it could be read
+        moto.client("secretsmanager").create_secret(Name="prod/db", SecretString=ROTATED_SECRET)
+        handler_cache._refresh()
+        assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD and len(warnings()) == 1
+        moto.client("secretsmanager").delete_secret(SecretId="prod/db", ForceDeleteWithoutRecovery=True)
+        handler_cache._refresh()
+        handler_cache._refresh()
+    assert len(warnings()) == 2 and not any(value in w for w in warnings() for value in (DB_PASSWORD, ROTATED_PASSWORD))
 
 
 def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, clients):

@@ -1356,3 +1356,116 @@ def test_the_scrubber_s_grouped_search_replaces_what_a_search_for_each_value_rep
         text = "".join(parts)
         # THEN the grouped search replaces exactly what the plain one does
         assert scrubber.text(text) == each_value(text), text
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "X=secretsmanager:prod/db#key\nY=ssm:/b",
+        "X=secretsmanager:prod/db#key\r\nY=ssm:/b",
+        "X=secretsmanager:prod/db#key;Y=ssm:/b",
+        "X=secretsmanager:prod/db#key Y=ssm:/b",
+        "X=secretsmanager:prod/db#key\tY=secretsmanager:other",
+        "X=secretsmanager:prod/db@AWSPREVIOUS;Y",
+        "X=secretsmanager:prod/db@",
+        "X=secretsmanager:prod/db#key@",
+    ],
+)
+def test_a_json_key_or_stage_that_runs_into_the_next_entry_is_refused_with_one_warning(entry):
+    # GIVEN entries not separated by commas after a JSON key or a stage, or an empty stage
+    refused: list = []
+    # WHEN the list is read
+    sources, problems = parse_sources(entry + ",GOOD=ssm:/ok", refused)
+    # THEN the entry is left out with one problem naming the variable, as other malformed entries
+    # are (before: the next entry was taken as part of the key, and never loaded, unannounced)
+    assert sources == [SecretSource("GOOD", "ssm", "/ok")]
+    assert len(problems) == 1 and "LAMBDAWRAP_SECRETS" in problems[0] and len(refused) == 1
+    # ... while a key may still hold a blank or a ';'
+    assert parse_sources("K=secretsmanager:prod/db#db password;2@AWSPREVIOUS") == ([SecretSource("K", "secretsmanager", "prod/db", "db password;2", "AWSPREVIOUS")], [])
+
+
+def test_a_secret_is_found_as_python_prints_json_holding_it_and_a_text_quoting_it():
+    from lambdawrap.companion.secret_scrub import REDACTED, SecretScrubber
+
+    # GIVEN secrets with a quote and a backslash, a lone single quote, and non-ASCII text with both
+    secrets = {'Ab"cd\\ef!gh': "ef!gh", "It's-a-long-pw": "long-pw", 'Pä"sswort\\2024-geheim': "geheim"}
+    scrubber = SecretScrubber()
+    scrubber.learn(list(secrets))
+    for secret, part in secrets.items():
+        # WHEN the function prints an event whose body is JSON holding it, a message quoting it,
+        # or logs a printed dict through a JSON logger
+        texts = [str({"body": json.dumps({"password": secret}, ensure_ascii=ascii)}) for ascii in (True, False)]
+        texts += [str({"message": f'password "{secret}" refused'}), json.dumps({"message": str({"password": secret})})]
+        # THEN no part of it is left (before: each secret was left whole in one or two of these)
+        for text in texts:
+            scrubbed = scrubber.text(text)
+            assert REDACTED in scrubbed and part not in scrubbed, (text, scrubbed)
+
+
+def test_the_boots_own_calls_log_nothing_where_the_function_turned_thread_ids_off(monkeypatch):
+    import logging
+    import threading
+
+    from lambdawrap.handler.secret_cache import quiet_own_calls
+
+    # GIVEN a function that logs botocore at DEBUG, its records without thread ids
+    monkeypatch.setattr(logging, "logThreads", False)
+    seen: list = []
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger, kept = logging.getLogger("botocore.parsers"), Kept()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(kept)
+    try:
+        # WHEN lambdawrap's own fetch logs a response body on its thread, and one of the
+        # function's threads logs one meanwhile
+        with quiet_own_calls():
+            logger.debug("Response body: %s", "own-call-body")
+            other = threading.Thread(target=logger.debug, args=("Response body: %s", "function-call-body"))
+            other.start()
+            other.join(10)
+        # THEN only the function's reaches its handlers (before: both, the secret's body too)
+        assert seen == ["Response body: function-call-body"]
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+
+
+def test_a_secret_that_makes_a_variable_linux_refuses_is_named_in_a_warning(monkeypatch, caplog):
+    import errno
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from lambdawrap.handler import secret_cache
+
+    monkeypatch.setattr(secret_cache, "_cache", {})
+    monkeypatch.setattr(secret_cache, "_injected", [])
+    limit = secret_cache.MAX_VARIABLE_BYTES
+    # GIVEN a `name=value` one byte under 128 KiB, and one of 128 KiB exactly
+    cases = {"UNDER_LIMIT": ("x" * (limit - 13), False), "AT_THE_LIMIT": ("x" * (limit - 13), True)}
+    for name in cases:
+        monkeypatch.delenv(name, raising=False)
+    assert len("UNDER_LIMIT=" + cases["UNDER_LIMIT"][0]) == limit - 1 and len("AT_THE_LIMIT=" + cases["AT_THE_LIMIT"][0]) == limit
+    if sys.platform == "linux":
+        # ... the first of which Linux passes to a child process, and the second not (it counts the NUL)
+        subprocess.run([sys.executable, "-c", ""], env={"UNDER_LIMIT": cases["UNDER_LIMIT"][0]}, check=True)
+        with pytest.raises(OSError) as refused:
+            subprocess.run([sys.executable, "-c", ""], env={"AT_THE_LIMIT": cases["AT_THE_LIMIT"][0]})
+        assert refused.value.errno == errno.E2BIG
+    try:
+        for name, (value, warned) in cases.items():
+            # WHEN each is injected
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+                assert secret_cache._inject(name, value, None) is None
+            # THEN only the second is named in a warning (before: neither)
+            assert any("128 KiB" in r.getMessage() and name in r.getMessage() for r in caplog.records) is warned, name
+    finally:
+        for name in cases:  # (monkeypatch restores no variable that was absent: every later child process would fail)
+            os.environ.pop(name, None)

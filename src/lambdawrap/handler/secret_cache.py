@@ -21,7 +21,7 @@ from lambdawrap.shared import records
 from lambdawrap.shared.framing import MAX_RECORD_BYTES, encode
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
-from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, fetch, make_clients
+from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, call, fetch_failed, make_clients, source_key, value_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -51,8 +51,9 @@ ANSWER_MARGIN_S = 0.1
 # How long the boot waits for the companion to take the values it fetched itself (see
 # _tell_companion): one round trip on a live companion, or its start on a busy machine.
 TELL_TIMEOUT_S = 1.0
-# Linux refuses to start a process whose environment holds one variable over this (E2BIG,
-# MAX_ARG_STRLEN): a value this large breaks every child process the function starts.
+# Linux refuses to start a process whose environment holds one `name=value` of this many bytes
+# or more (E2BIG: MAX_ARG_STRLEN counts the NUL that ends it): a value this large breaks every
+# child process the function starts.
 MAX_VARIABLE_BYTES = 128 * 1024
 # What Lambda sets where the function's configuration sets no TZ: a declared TZ replaces nothing
 # of the configuration's.
@@ -110,6 +111,7 @@ def _refresh() -> None:
             answer = _ask_companion(_config["channel"], _config["timeout_s"]) or {}
         else:
             answer = _fetch_directly(_config["sources"], _config["region"])
+            _warn_new_failures(answer["errors"])
             if _config.get("companion_expected") and answer.get("values"):
                 _tell_companion(_config["channel"], answer["values"], TELL_TIMEOUT_S)
         values = {k: v for k, v in (answer.get("values") or {}).items() if isinstance(k, str) and isinstance(v, str)}
@@ -122,6 +124,17 @@ def _refresh() -> None:
             _failures.pop(name, None)
         else:
             _cache[name] = (_cache[name][0], now + _retry_in_s(name))
+
+
+def _warn_new_failures(errors: Mapping[str, str]) -> None:
+    """One warning for each secret whose refresh from AWS failed where the last one had not (the
+    messages name the secret and the error, never a value). Not again while it keeps failing: its
+    refreshes back off (_retry_in_s) but go on for the environment's life, and the log is the
+    function's; the companion, too, says each failure once. A secret that failed at boot was
+    named there."""
+    for name, error in errors.items():
+        if not _failures.get(name):
+            get_logger().warning("lambdawrap: refreshing a secret failed (%s); serving the cached value", error)
 
 
 def _retry_in_s(name: str) -> float:
@@ -188,20 +201,32 @@ def _tell_companion(channel: Any, values: dict, timeout_s: float) -> None:
 def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -> dict:
     """Fetch with boto3 in this process, within `budget_s` in all when given (at boot); what
     botocore logs of these calls is dropped (see quiet_own_calls): its debug lines show the
-    values."""
+    values. One call per request (`source_key`), as the companion makes: declarations of one
+    secret's keys (a user name and its password) fetched apart would, across a rotation,
+    pair the old one's with the new one's."""
     values, errors = {}, {}
     if budget_s is None:
         client = _refresh_clients(region)
     else:
         client = make_clients("boot", region, deadline=time.monotonic() + budget_s)
+    by_request: dict = {}
+    for source in sources:
+        by_request.setdefault(source_key(source), []).append(source)
     with quiet_own_calls():
-        for source in sources:
+        for key, declared in by_request.items():
             try:
-                values[source.env_name] = fetch(source, client)
-            except SecretsError as exc:
-                errors[source.env_name] = str(exc)
+                answer = call(key, client)
             except OutOfTime:
-                errors[source.env_name] = f"secret {source.describe()} was not fetched within the boot's {round(budget_s, 1):g} s"
+                errors.update((s.env_name, f"secret {s.describe()} was not fetched within the boot's {round(budget_s, 1):g} s") for s in declared)
+                continue
+            except Exception as exc:  # noqa: BLE001 - botocore's errors are many; each becomes one message a secret
+                errors.update((s.env_name, str(fetch_failed(s, exc))) for s in declared)
+                continue
+            for source in declared:
+                try:
+                    values[source.env_name] = value_of(source, answer)
+                except SecretsError as exc:
+                    errors[source.env_name] = str(exc)
     return {"values": values, "errors": errors}
 
 
@@ -237,7 +262,9 @@ class _OwnCallsFilter:
     """A logging filter (duck-typed: logging calls `filter`) dropping our threads' records."""
 
     def filter(self, record: Any) -> bool:
-        return record.thread not in _quiet_threads
+        # The thread logging is the one calling: a logger's filters run on it. Not record.thread,
+        # which is None where the function set logging.logThreads = False.
+        return get_ident() not in _quiet_threads
 
 
 _OWN_CALLS_FILTER = _OwnCallsFilter()
@@ -378,6 +405,6 @@ def _inject(name: str, value: str, source: Any) -> str | None:
         # The C library read the zone as the process started: a configured TZ is in effect from
         # there, a declared one only once it is read again.
         time.tzset()
-    if len(name) + 1 + len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:
-        get_logger().warning("lambdawrap: secret %s is over 128 KiB: with it in the environment, starting a child process fails (Argument list too long)", described)
+    if len(name) + 1 + len(value.encode("utf-8", "surrogatepass")) >= MAX_VARIABLE_BYTES:
+        get_logger().warning("lambdawrap: secret %s is 128 KiB or more with its name: with it in the environment, starting a child process fails (Argument list too long)", described)
     return None

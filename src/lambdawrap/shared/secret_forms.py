@@ -67,13 +67,15 @@ def _json_strings(value: str) -> list:
 
 def _written_forms(value: str) -> tuple:
     """`value` and the forms it takes once escaped in a JSON string (once, or twice: a JSON
-    body held in a string, as an HTTP event's is), as Python's repr writes it (a printed dict,
-    os.environ, an exception's message) or in a URL (each the same as `value` when it holds
-    nothing to escape: then no search is added)."""
+    body held in a string, as an HTTP event's is), as Python's repr writes it or a JSON string
+    holding it (a printed dict, os.environ, an exception's message; a printed event whose body
+    is JSON), that repr escaped in a JSON string (a printed dict a JSON logger writes), or in a
+    URL (each the same as `value` when it holds nothing to escape: then no search is added)."""
     import json
     from urllib.parse import quote, quote_plus
 
     in_json, in_json_unicode = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
+    in_repr = repr(value)[1:-1]
     return (
         value,
         in_json,
@@ -81,9 +83,20 @@ def _written_forms(value: str) -> tuple:
         json.dumps(in_json)[1:-1],
         json.dumps(in_json_unicode)[1:-1],
         json.dumps(in_json_unicode, ensure_ascii=False)[1:-1],
-        repr(value)[1:-1],
+        in_repr,
+        _in_quoted_repr(value),
+        _in_quoted_repr(in_json),
+        _in_quoted_repr(in_json_unicode),
+        json.dumps(in_repr)[1:-1],
         quote(value, safe=""),
         quote(value),
         quote_plus(value, safe=""),
         quote_plus(value, safe=_YARL_QUERY_SAFE),
     )
+
+
+def _in_quoted_repr(text: str) -> str:
+    """`text` as repr writes it inside a string that also holds a '"' (a JSON document always
+    does): between single quotes, its own "'" escaped. repr(text) alone writes a text holding
+    "'" and no '"' between double quotes, its "'" as it is."""
+    return repr('"' + text)[2:-1]

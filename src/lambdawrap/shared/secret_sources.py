@@ -120,7 +120,10 @@ def _parse_entry(entry: str) -> SecretSource:
     # A version stage is the text after the last '@' (stages hold no '#', '/' or ':').
     at = identifier.rfind("@")
     if at > 0 and not any(c in identifier[at + 1 :] for c in "#/:"):
-        identifier, stage = identifier[:at], identifier[at + 1 :] or None
+        identifier, stage = identifier[:at], identifier[at + 1 :]
+        if not stage:
+            # As for an empty JSON key: the '@' asks for a stage the entry does not name.
+            raise ValueError("the version stage after '@' is empty; without an '@' the AWSCURRENT version is fetched")
     identifier, hash_mark, json_key = identifier.partition("#")
     if not identifier:
         raise ValueError("the secret name is empty")
@@ -129,6 +132,8 @@ def _parse_entry(entry: str) -> SecretSource:
         # credentials) where the function expects one value.
         raise ValueError("the JSON key after '#' is empty; without a '#' the whole secret is injected")
     _check_name(identifier)
+    _check_free_text("JSON key", json_key)
+    _check_free_text("version stage", stage, never="\n\r\t ;")  # no label holds a blank or a ';'
     return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
 
 
@@ -143,6 +148,23 @@ def _check_name(identifier: str) -> None:
     wrong = next((c for c in identifier if c not in _NAME_CHARS), None)
     if wrong is not None:
         raise ValueError(f"{wrong!r} cannot be in a secret's or parameter's name; entries are separated by commas")
+
+
+# A JSON key may hold a blank or a ';' (a key "db password"), so the check above does not apply
+# to it (nor to a stage); but a key or stage that holds a line break or another entry's start is
+# entries not separated by commas: taken as the key, the next entry would never be loaded,
+# unannounced.
+_ENTRY_STARTS = (f"={SECRETS_MANAGER}:", f"={SSM}:")
+
+
+def _check_free_text(what: str, text: str | None, never: str = "\n\r") -> None:
+    if not text:
+        return
+    wrong = next((c for c in text if c in never), None)
+    if wrong is not None:
+        raise ValueError(f"{wrong!r} cannot be in a {what}; entries are separated by commas")
+    if any(start in text for start in _ENTRY_STARTS):
+        raise ValueError(f"the {what} holds what looks like another entry (NAME=secretsmanager: or NAME=ssm:); entries are separated by commas")
 
 
 # The waits of one call that must end by a deadline are rebuilt in steps of this much: a client
