@@ -228,7 +228,7 @@ def test_before_the_sdk_loads_a_flood_waits_within_the_log_buffer_s_bounds():
     assert len(kept) + held + signals.dropped_by_reason["log_buffer_full"] == 3000, (len(kept), held, dict(signals.dropped_by_reason))
 
 
-def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_the_rest_waits_for_shutdown():
+def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_and_counted_the_rest_waits_for_shutdown():
     from lambdawrap.companion.deferred import DeferredSink
 
     # GIVEN calls and lines waiting for the pipeline (what an earlier environment left among them)
@@ -239,10 +239,11 @@ def test_lines_waiting_for_a_pipeline_that_never_comes_are_let_go_the_rest_waits
     # WHEN it failed to start (telemetry is off in this environment)
     sink.abandon()
     # THEN the lines are let go, and those to come are dropped at once (no 4 MiB held for
-    # nothing), while the rest still waits for SHUTDOWN to carry it to the next environment
+    # nothing), all counted (the user asked for them; before, none was), while the rest still
+    # waits for SHUTDOWN to carry it to the next environment
     assert sink.dropped_log_line(10)
     sink.log_line("another", 2, None, "r1")
-    assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel", 1))]
+    assert [(name, args) for name, args, _ in sink.take_calls()] == [("invocation", ("from an earlier environment",)), ("dropped", ("handler_channel", 1)), ("dropped", ("log_pipeline_failed", 3))]
 
 
 def test_calls_waiting_for_a_pipeline_that_never_comes_are_bounded_and_their_counts_kept():
@@ -404,3 +405,31 @@ def test_on_managed_instances_the_lines_held_for_requests_under_way_are_bounded_
     held = sum(len(inv.logs) for inv in corr._open.values())
     assert len(kept) + held == produced and not signals.dropped_by_reason
     assert all(entry[0].split('"message": "', 1)[1].startswith(entry[3] + " ") for entry in kept), kept[:2]
+
+
+def _cjk_flood_batches() -> list:
+    """A flood of CJK lines (3 bytes a character): once the buffer is full by its bytes, many
+    still fit by their characters."""
+
+    def line(text: str) -> dict:
+        return {"type": "function", "time": "2026-12-01T10:00:00.500Z", "record": text}
+
+    events = [{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": "r1"}}]
+    events += [line(f"r1 {n:06d} " + "日志" * (100 + n % 400)) for n in range(3000)]
+    return [events[i : i + 97] for i in range(0, len(events), 97)]
+
+
+def test_a_non_ascii_flood_s_lines_are_kept_and_counted_as_the_whole_way_keeps_and_counts_them():
+    # GIVEN a buffer bounded in bytes, asked in characters whether a line would be dropped
+    signals = _signals()
+    counted_early = []
+    real = signals.dropped_log_line
+    signals.dropped_log_line = lambda chars: real(chars) and not counted_early.append(chars)
+    # WHEN a CJK flood goes through the correlator
+    fast = _run_flood_through(signals, batches=_cjk_flood_batches(), announced=("r1",))
+    # THEN the lines counted early are only those the whole way drops, and all is as the whole
+    # way keeps and counts it, within the buffer's bytes
+    kept, drops, _, _ = fast
+    assert counted_early and drops["log_buffer_full"] >= len(counted_early)
+    assert sum(len(entry[0].encode()) for entry in kept) <= 2_000_000
+    assert fast == _run_flood_through(_signals(), batches=_cjk_flood_batches(), announced=("r1",), flooded=lambda: False)

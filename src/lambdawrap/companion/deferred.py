@@ -4,22 +4,43 @@ The companion calls /next (ending its part of init) before the OpenTelemetry SDK
 imported; whatever the correlator finishes meanwhile waits here. The function's log lines wait
 within the log buffer's bounds, as they would in it: a flood while the SDK imports (or after a
 re-init, which does not wait for it) must not grow the companion, whose memory is the
-function's, by the flood's size."""
+function's, by the flood's size. The other calls are bounded by their size too (an invocation's
+record carries up to 256 KB: its exception's stack, the function's spans), measured as the
+carry-over file measures them."""
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 from typing import Any
 
-from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES
+from lambdawrap.companion import carryover
+from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES, utf8_size
 from lambdawrap.shared.log import get_logger
 
+# The calls kept until the pipeline is loaded, besides the log lines (bounded as the log buffer
+# bounds them) and the calls that carry counts (always kept); the others are counted
+# (`startup_backlog`). In bytes, as the carry-over file measures them (JSON): once replayed they
+# become spans in the span buffer, which holds 16 Mi characters of span text
+# (span_building.MAX_BUFFER_CHARS, not imported here: it imports the SDK); beyond that they would
+# be dropped there, having first held the memory the function shares (100,000 records of up to
+# 256 KB each, bounded by their count alone).
 MAX_DEFERRED_CALLS = 100_000
-# Once no pipeline will come, the calls kept for the next environment: about what its carry-over
-# file holds (4 MB). The pipeline's import ends the first wait in seconds; this one lasts the
-# environment's life, invocation after invocation, in the memory the function shares.
+MAX_DEFERRED_BYTES = 16 * 1024 * 1024
+# Once no pipeline will come, the calls kept for the next environment: what its carry-over file
+# holds (4 MB). The pipeline's import ends the first wait in seconds; this one lasts the
+# environment's life, invocation after invocation, in the memory the function shares (a count
+# alone let 1,000 records of 256 KB hold +566 MB).
 MAX_ABANDONED_CALLS = 1_000
+MAX_ABANDONED_BYTES = carryover.MAX_BYTES
+# The function's log lines, asked for, that no pipeline will export: those waiting when it
+# failed to start and those that come after.
+LINES_ABANDONED = "log_pipeline_failed"
+# The size of a call JSON cannot measure (the carry-over file could not hold it either): the
+# most one record carries.
+_UNMEASURED_BYTES = 256 * 1024
 # Calls that only add to a counter (label, count): added up while they wait, one per label,
 # whatever their number (a drop counted at every invocation of a long-lived environment).
 _COUNTERS = frozenset({"dropped", "internal_errors"})
@@ -37,15 +58,22 @@ class DeferredSink:
         self._logs_exported = logs_exported
         self.overflow = 0
         self.failed = 0
-        self._lines = 0  # log lines waiting, and their characters
-        self._chars = 0
+        self._abandoned = False
+        self._lines = 0  # log lines waiting, and their UTF-8 bytes
+        self._bytes = 0
         self._lines_over = 0  # log lines dropped past the log buffer's bounds
         self._max_calls = MAX_DEFERRED_CALLS
+        self._max_bytes = MAX_DEFERRED_BYTES
+        self._kept = 0  # calls within those bounds, and their bytes
+        self._kept_bytes = 0
+        # Set once a call did not fit: the first calls are kept, the rest counted, without each
+        # being measured for the environment's life once no pipeline will come.
+        self._full = False
         self._counted: collections.Counter = collections.Counter()  # (call, label) -> count
 
     def attach(self, target: Any) -> None:
         """Replay the remembered calls into `target`, then pass calls straight on. What was
-        lost meanwhile is reported to it: calls past the cap (`startup_backlog`), log lines past
+        lost meanwhile is reported to it: calls past their bounds (`startup_backlog`), log lines past
         the log buffer's bounds (`log_buffer_full`) and replayed calls that failed (internal
         errors)."""
         with self._lock:
@@ -60,23 +88,27 @@ class DeferredSink:
                 target.internal_errors("companion", self.failed)
 
     def abandon(self) -> None:
-        """No target will come (the pipeline failed to start): the log lines waiting are
-        forgotten, and those to come are dropped at once. The rest still waits for SHUTDOWN to
-        carry it to the next environment of the sandbox, which exports it: up to
-        MAX_ABANDONED_CALLS, the others counted (`startup_backlog`)."""
+        """No target will come (the pipeline failed to start): the log lines waiting are let go,
+        and those to come are dropped at once, all counted (`log_pipeline_failed`, where logs
+        are exported). The rest still waits for SHUTDOWN to carry it to the next environment of
+        the sandbox, which exports it: up to MAX_ABANDONED_CALLS and MAX_ABANDONED_BYTES, the
+        others counted (`startup_backlog`)."""
         with self._lock:
             if self._target is not None:
                 return
-            self._max_calls = MAX_ABANDONED_CALLS
-            if self._logs_exported:
-                self._logs_exported = False
-                self._calls = [call for call in self._calls if call[0] != "log_line"]
-                self._lines = self._chars = 0
-            kept, room = [], MAX_ABANDONED_CALLS
+            self._abandoned = True
+            if self._lines:
+                self._counted[("dropped", LINES_ABANDONED)] += self._lines
+            self._lines = self._bytes = 0
+            self._max_calls, self._max_bytes = MAX_ABANDONED_CALLS, MAX_ABANDONED_BYTES
+            self._kept = self._kept_bytes = 0
+            self._full = False
+            kept = []
             for call in self._calls:
-                if call[0] in _COUNTING or room > 0:
+                if call[0] == "log_line":
+                    continue
+                if call[0] in _COUNTING or self._fits_call(*call):
                     kept.append(call)
-                    room -= call[0] not in _COUNTING
                 else:
                     self.overflow += 1
             self._calls = kept
@@ -94,7 +126,8 @@ class DeferredSink:
         for reason, count in (("startup_backlog", self.overflow), ("log_buffer_full", self._lines_over)):
             if count:
                 calls.append(("dropped", (reason, count), {}))
-        self.overflow = self._lines = self._chars = self._lines_over = 0
+        self.overflow = self._lines = self._bytes = self._lines_over = self._kept = self._kept_bytes = 0
+        self._full = False
         return calls
 
     def dropped_log_line(self, chars: int) -> bool:
@@ -104,7 +137,11 @@ class DeferredSink:
             if target is None:
                 if not self._logs_exported:
                     return True
-                if self._fits(chars):
+                if self._abandoned:
+                    self._counted[("dropped", LINES_ABANDONED)] += 1
+                    return True
+                # At least as many bytes as characters: what this drops log_line() would drop.
+                if self._fits_line(min(chars, MAX_LINE_CHARS)):
                     return False
                 self._lines_over += 1
                 return True
@@ -116,20 +153,34 @@ class DeferredSink:
             if target is None:
                 if not self._logs_exported:
                     return  # dropped, uncounted: nobody asked for it
-                chars = min(len(line), MAX_LINE_CHARS)
-                if not self._fits(chars):
+                if self._abandoned:
+                    self._counted[("dropped", LINES_ABANDONED)] += 1
+                    return
+                size = utf8_size(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS])
+                if not self._fits_line(size):
                     self._lines_over += 1
-                elif len(self._calls) >= self._max_calls:
-                    self.overflow += 1
                 else:
                     self._calls.append(("log_line", (line, time_ns, ids, request_id), {}))
                     self._lines += 1
-                    self._chars += chars
+                    self._bytes += size
                 return
         target.log_line(line, time_ns, ids, request_id)
 
-    def _fits(self, chars: int) -> bool:
-        return self._lines < MAX_LINES and self._chars + min(chars, MAX_LINE_CHARS) <= MAX_BYTES
+    def _fits_line(self, size: int) -> bool:
+        """Whether a line of `size` bytes (as the log buffer cuts and measures it) fits."""
+        return self._lines < MAX_LINES and self._bytes + size <= MAX_BYTES
+
+    def _fits_call(self, name: str, args: tuple, kwargs: dict) -> bool:
+        """Whether a call fits the calls' bounds; if so its size is counted with them, if not they
+        take no more."""
+        if not self._full and self._kept < self._max_calls:
+            size = _encoded_size(name, args, kwargs)
+            if self._kept_bytes + size <= self._max_bytes:
+                self._kept += 1
+                self._kept_bytes += size
+                return True
+        self._full = True
+        return False
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -141,7 +192,7 @@ class DeferredSink:
                     counted = _counted(name, args, kwargs)
                     if counted is not None:
                         self._counted[counted[0]] += counted[1]
-                    elif len(self._calls) < (MAX_DEFERRED_CALLS if name in _COUNTING else self._max_calls):
+                    elif (len(self._calls) < MAX_DEFERRED_CALLS) if name in _COUNTING else self._fits_call(name, args, kwargs):
                         self._calls.append((name, args, kwargs))
                     else:
                         self.overflow += 1
@@ -158,3 +209,14 @@ def _counted(name: str, args: tuple, kwargs: dict) -> tuple | None:
         return None
     count = args[1] if len(args) == 2 else kwargs.get("count", 1)
     return ((name, args[0]), count) if type(count) is int else None
+
+
+def _encoded_size(name: str, args: tuple, kwargs: dict) -> int:
+    """About the bytes a call takes in the carry-over file, which holds it as JSON (an
+    invocation or an init as its to_dict()): tens of µs for a typical invocation's record, a
+    millisecond for one of 256 KB."""
+    encoded = [arg.to_dict() if isinstance(arg, (Invocation, InitFacts)) else arg for arg in args]
+    try:
+        return len(json.dumps([name, encoded, kwargs], separators=(",", ":"), default=repr))
+    except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, a cycle, a nesting too deep
+        return _UNMEASURED_BYTES

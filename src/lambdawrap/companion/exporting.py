@@ -662,7 +662,7 @@ class Pipeline:
         left = len(self.logs) if self.logs is not None else 0
         while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
-                batch = self.logs.take(min(self._batch["logs"], left))
+                batch = self.logs.take(min(self._batch["logs"], left), max_bytes=REQUEST_MAX_CHARS)
                 self.logs_in_flight += len(batch)
             if not batch:
                 return

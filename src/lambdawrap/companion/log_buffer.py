@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     from typing import Callable
 
 MAX_LINES = 5000
+# In UTF-8 bytes, not characters: a CJK line takes 3 bytes a character in the request (upb keeps
+# a UTF-8 copy of each string it encodes), and counted in characters a flood of them made this
+# "4 MB" buffer hold 8 to 16 MB of the memory the companion shares with the function.
 MAX_BYTES = 4 * 1024 * 1024
 # The platform caps a log record at 256 KiB of UTF-8, so a line it delivers whole has at most
 # as many characters and is never cut here; a longer one (a platform that delivers more) is cut
-# to this, its record marked (log_records.TRUNCATED). Sizes here are in characters.
+# to this, its record marked (log_records.TRUNCATED). This cut is in characters.
 MAX_LINE_CHARS = 256 * 1024
+
+
+def utf8_size(line: str) -> int:
+    """The bytes of `line` in UTF-8 as it is exported: a lone surrogate counts the 3 bytes of the
+    U+FFFD it becomes (encodable_text), a surrogate pair 6 where it becomes 4 (an upper bound).
+    An ASCII line costs only that check, as counting its characters did."""
+    return len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
 
 
 class LogBuffer:
@@ -31,7 +41,7 @@ class LogBuffer:
     a fifth item, True."""
 
     def __init__(self, on_drop: Callable[[str, int], None], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> None:
-        self._items: collections.deque = collections.deque()
+        self._items: collections.deque = collections.deque()  # (entry, its line's UTF-8 bytes)
         self._lock = threading.Lock()
         self._on_drop = on_drop
         self._max_lines = max_lines
@@ -47,16 +57,19 @@ class LogBuffer:
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS]
             entry = (line, time_ns, ids, request_id, True)
+        size = utf8_size(line)
         with self._lock:
-            if len(self._items) < self._max_lines and self.bytes + len(line) <= self._max_bytes:
-                self._items.append(entry)
-                self.bytes += len(line)
+            if len(self._items) < self._max_lines and self.bytes + size <= self._max_bytes:
+                self._items.append((entry, size))
+                self.bytes += size
             else:
                 self._unreported += 1
 
     def drop_if_full(self, chars: int) -> bool:
         """Count a line of `chars` characters as add() would drop it, if it would now; True if
-        so. A flood's lines are counted this way without being read further."""
+        so. A flood's lines are counted this way without being read further. A line has at least
+        as many bytes as characters, so what this drops add() would drop too; a line it lets by
+        (a non-ASCII one may) add() measures in bytes, and drops and counts if need be."""
         if chars > MAX_LINE_CHARS:
             chars = MAX_LINE_CHARS
         with self._lock:
@@ -73,25 +86,35 @@ class LogBuffer:
             if count:
                 self._on_drop("log_buffer_full", count)
 
-    def take(self, limit: int) -> list:
+    def take(self, limit: int, max_bytes: int | None = None) -> list:
+        """Up to `limit` entries, oldest first, and with `max_bytes` no more UTF-8 than that in
+        their lines (but at least one entry): one request must not carry the whole buffer, past
+        the collectors' limits (the OpenTelemetry Collector's gRPC 4 MiB)."""
         with self._lock:
-            batch = []
+            batch, taken = [], 0
             while self._items and len(batch) < limit:
-                entry = self._items.popleft()
-                self.bytes -= len(entry[0])
+                entry, size = self._items[0]
+                if max_bytes is not None and batch and taken + size > max_bytes:
+                    break
+                self._items.popleft()
+                taken += size
+                self.bytes -= size
                 batch.append(entry)
             return batch
 
     def give_back(self, batch: list) -> None:
         """Put an unexported batch back at the front; what no longer fits is dropped."""
         lost = 0
+        # Measured again, not kept with the batch: a refused export is rare, and the entries
+        # stay the tuples the exporter reads.
+        sized = [(entry, utf8_size(entry[0])) for entry in batch]
         with self._lock:
-            for entry in reversed(batch):
-                if len(self._items) >= self._max_lines or self.bytes + len(entry[0]) > self._max_bytes:
+            for entry, size in reversed(sized):
+                if len(self._items) >= self._max_lines or self.bytes + size > self._max_bytes:
                     lost += 1
                     continue
-                self._items.appendleft(entry)
-                self.bytes += len(entry[0])
+                self._items.appendleft((entry, size))
+                self.bytes += size
         if lost:
             self._on_drop("log_buffer_full", lost)
 
