@@ -865,6 +865,32 @@ def test_the_invocation_span_is_current_in_the_invocation_that_first_imports_the
             assert result.json() == {"current": f"{invocation['trace_id']}-{invocation['span_id']}", "traceparent": f"00-{invocation['trace_id']}-{invocation['span_id']}-01"}
 
 
+def test_a_context_the_user_attached_before_first_importing_the_api_is_not_left_current(tmp_path):
+    # GIVEN a function that attaches a tenant's baggage, then first imports the trace API, and
+    # detaches its context again (which takes off what went on after it)
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import baggage, context
+
+        def handler(event, context_):
+            before = dict(baggage.get_all())
+            token = context.attach(baggage.set_baggage("tenant", event["tenant"]))
+            from opentelemetry import trace
+
+            trace.get_tracer("t").start_span("work").end()
+            context.detach(token)
+            return {"before": before}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked for one tenant, then another
+        first, second = emu.invoke({"tenant": "A"}), emu.invoke({"tenant": "B"})
+        # THEN each invocation starts with no tenant's baggage, as without the layer (before:
+        # the end of the first put tenant A's context back, current in every later invocation)
+        assert (first.json(), second.json()) == ({"before": {}}, {"before": {}})
+
+
 def test_a_first_import_of_the_api_in_an_event_loops_task_leaves_the_context_alone(tmp_path):
     # GIVEN a function that first imports the API in a coroutine, whose context is a copy of
     # its thread's

@@ -240,8 +240,8 @@ class InvocationTracer:
         """The OpenTelemetry bridge is in place, the user's code having imported the API: made
         during an invocation (a handler importing the API as it runs), the invocation span is
         made current for the rest of it, as at the start of every later one, where the handler's
-        thread imports it. Not in an event loop's task, whose context is a copy of the thread's,
-        which the end of the invocation would not find the attached context in."""
+        thread imports it. Not in an event loop's task, whose context is a copy of the thread's:
+        a task that outlives the invocation would keep it current."""
         self.user_spans = user_spans
         state = active_invocation()
         if state is None or state.otel_token is not None or state.pid != own_pid() or state.thread != get_ident():
@@ -249,7 +249,7 @@ class InvocationTracer:
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and asyncio._get_running_loop() is not None:
             return
-        state.otel_token = user_spans.enter(state.trace_id, state.span_id, state.sampled, state.trace_state if state.beside else "")
+        state.otel_token = user_spans.enter(state.trace_id, state.span_id, state.sampled, state.trace_state if state.beside else "", late=True)
 
     def handler_loaded(self) -> None:
         """The handler's module has loaded in this process: a first request is a proactive init

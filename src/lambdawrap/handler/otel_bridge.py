@@ -430,15 +430,35 @@ class UserSpans:
         """A finished span: with its invocation's record when one is under way, else alone."""
         deliver_span(self._channel, span)
 
-    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "") -> Any:
+    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", late: bool = False) -> Any:
+        """Make the invocation span current; `late`: in the middle of the invocation, on top of
+        what the user's code may have attached already."""
         if not self.context_loads():
             return None
         state = TraceState.from_header([trace_state]) if trace_state else None
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
-        return otel_context.attach(trace.set_span_in_context(invocation))
+        context = trace.set_span_in_context(invocation)
+        token = otel_context.attach(context)
+        return _LateToken(token, context) if late else token
 
     def exit(self, token: Any) -> None:
+        if isinstance(token, _LateToken):
+            # Taken off only while it is the current context. The user's own detach of a context
+            # attached before ours took ours off with it, and resetting to what was current when
+            # ours went on would put back the context the user had left (a tenant's baggage, in
+            # every later invocation); one attached in a copied context is not this one's.
+            if otel_context.get_current() is not token.context:
+                return
+            token = token.token
         otel_context.detach(token)
+
+
+class _LateToken:
+    __slots__ = ("token", "context")
+
+    def __init__(self, token: Any, context: Any) -> None:
+        self.token = token
+        self.context = context
 
 
 __all__: Sequence[str] = ["UserSpans"]
