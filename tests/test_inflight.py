@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_function
+from conftest import wait_for, write_function
 from lambdawrap.shared import inflight
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -74,6 +74,34 @@ def test_the_slot_of_a_killed_process_is_read_and_removed(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_the_slot_of_a_process_its_parent_has_not_reaped_is_removed_once_read(tmp_path):
+    # GIVEN a process SIGKILLed in the middle of an invocation, not yet reaped by its parent (a
+    # Managed Instances worker: a zombie, which a signal 0 still finds)
+    socket_path = str(tmp_path / "lw.sock")
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {SRC!r})
+        from lambdawrap.shared.inflight import InflightSlot
+        InflightSlot({socket_path!r}).hold({start("zombie")!r})
+        print("held", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        os.kill(process.pid, signal.SIGKILL)
+        wait_for(lambda: inflight.ended(process.pid), what="the process to die")
+        # WHEN what it held is read
+        assert inflight.read(socket_path, "zombie")["request_id"] == "zombie"
+        # THEN its file is removed (before: kept for good, 64 KB of /tmp for each crash)
+        assert not list(tmp_path.glob("lw.sock.inflight.*"))
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 def test_a_forked_child_writes_a_slot_of_its_own(tmp_path):

@@ -118,7 +118,7 @@ def read(socket_path: str, request_id: str) -> dict | None:
         mine = start is not None and start.get("request_id") == request_id
         if mine:
             found = start
-        if (start is None or mine) and not _alive(pid):
+        if (start is None or mine) and ended(pid):
             _unlink(path)
     return found
 
