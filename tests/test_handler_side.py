@@ -993,3 +993,21 @@ def test_a_built_layer_without_wrapt_for_this_python_loads_none_found_on_the_pat
     # it is left out of sys.modules, where it could be neither imported nor reloaded
     found = _private_wrapt(str(tmp_path / "elsewhere" / "python" / "lambdawrap_boot"))
     assert found["found"].endswith(".so") and found["in_sys_modules"] is False and found["wrapt_imported"] is False, found
+
+
+def test_a_first_request_long_after_the_handler_loaded_is_a_proactive_init_whatever_the_monotonic_clock_says(monkeypatch):
+    from support.recording import CONTEXT, tracer
+
+    # GIVEN a process whose handler loaded, then waited frozen for its first request: wall-clock
+    # time went on, the monotonic clock (which a frozen guest may not advance) stood still
+    wrapper, channel = tracer(proactive_init_ms=300)
+    wrapper.handler_loaded()
+    frozen = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: frozen)
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 60 * 10**9)
+    # WHEN the first request comes
+    wrapper.wrap(lambda event, context: None)({}, CONTEXT)
+    # THEN it is a proactive init, not a cold start (before: counted on the monotonic clock)
+    (record,) = channel.records
+    assert (record["start"]["proactive_init"], record["start"]["cold_start"]) == (True, False)

@@ -49,7 +49,7 @@ def initialize(environ: Mapping[str, str] | None = None, swallow_exceptions: boo
 
 
 def _initialize(environ: Mapping[str, str]) -> Any:
-    booted_at = time.monotonic()
+    booted_at = time.time()  # wall clock: see InvocationTracer.booted_at
     # Both processes parse the same variables; when our companion runs, it is the one that
     # warns about a bad value, so that each is reported once per environment.
     settings = Settings.from_env(environ, warn=not _companion_expected(environ))

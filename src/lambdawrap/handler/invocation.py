@@ -197,7 +197,9 @@ class InvocationTracer:
         env = os.environ if environ is None else environ
         self.settings = settings
         self.channel = channel
-        self.booted_at = time.monotonic() if booted_at is None else booted_at
+        # Wall-clock seconds: the wait for a first request is frozen time, which the monotonic
+        # clock may not count (see handler_loaded).
+        self.booted_at = time.time() if booted_at is None else booted_at
         self._function_wrapper = function_wrapper
         self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
         self._invocations = 0
@@ -259,7 +261,7 @@ class InvocationTracer:
         workers loading at once on shared vCPUs), and on demand after an init that ran out its
         10 s, as the platform runs it again inside the first invoke, bounded by the function's
         timeout only (a model that takes 12 s to load: its caller waited for all of it)."""
-        self.booted_at = time.monotonic()
+        self.booted_at = time.time()
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
@@ -312,7 +314,7 @@ class InvocationTracer:
         context = args[1] if len(args) > 1 else kwargs.get("context")
         self._invocations += 1
         first = self._invocations == 1
-        proactive = first and (time.monotonic() - self.booted_at) * 1000 > self.settings.proactive_init_ms
+        proactive = first and (start_ns / 1e9 - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
         headers = trigger.headers
         if headers is None and self.settings.xray_lambda_order and type(event) is dict:
