@@ -326,3 +326,20 @@ def test_the_handler_s_error_told_by_the_platform_before_its_record_waits_for_it
     (span,) = invocation_spans(signals)
     assert span.attributes["faas.invocation_id"] == "E2" and span.status.status_code == StatusCode.ERROR
     assert signals.dropped_by_reason == {}
+
+
+def test_shutdown_waits_for_the_word_on_an_invocation_that_has_none_yet():
+    # GIVEN an invocation whose record came (periodic export: no post reported), its runtime
+    # then failing to serialize the response, the platform's word held by the freeze
+    correlator, signals = environment()
+    for rid in ("S0", "S1"):  # after one that went well
+        invoke(correlator, rid, deadline_in_s=60)
+        correlator.on_record(record(rid))
+    platform_done(correlator, "S0")
+    # WHEN SHUTDOWN comes THEN the companion waits for the word (before: only on Managed
+    # Instances), which the thaw delivers, and the span is the error the caller got
+    assert correlator.awaiting_platform_words()
+    platform_done(correlator, "S1", "error")
+    assert not correlator.awaiting_platform_words()
+    correlator.finish_unreported("spindown")
+    assert [(s.attributes["faas.invocation_id"], s.status.status_code) for s in invocation_spans(signals)] == [("S0", StatusCode.UNSET), ("S1", StatusCode.ERROR)]

@@ -953,15 +953,19 @@ class Correlator:
         return self.records_seen > 0 or self._missing_before_any_record < UNREPORTING_AFTER
 
     def awaiting_platform_words(self) -> bool:
-        """Whether an invocation made from the runtime's post still lacks the platform's word
-        (and the log lines, which precede it): SHUTDOWN waits for them, briefly."""
+        """Whether an invocation still lacks the platform's word (and the log lines, which
+        precede it), made from the runtime's post or still open: SHUTDOWN waits for them,
+        briefly."""
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
             if not self.init.reported and self._first is None:
                 return True  # an init that ended in a reset: its report is on its way, as may be its error line
             # Managed Instances: a record sent before the response was posted is no verdict.
-            return self._managed_instances and any(inv.end is not None and inv.outcome is None and inv.invoke_event is not None for inv in self._open.values())
+            # Elsewhere an invocation announced without a word yet: its word (a response that
+            # could not be serialized, an out-of-memory end) was held by the freeze, and the
+            # thaw for SHUTDOWN may deliver it now; Lambda does not promise it came before.
+            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not self._managed_instances) for inv in self._open.values())
 
     def init_unreported(self) -> bool:
         """Whether this environment's init has not been reported yet (no initReport, no span):
