@@ -304,7 +304,10 @@ class _Tracer(trace.Tracer):
                 parent = _active_invocation_span() or parent
             trace_state = None
             if parent.is_valid:
-                trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
+                # The configured sampler's decision, as the SDK asks it: a parent-based one (the
+                # default) keeps the parent's, a root sampler decides alone.
+                trace_id, trace_state = parent.trace_id, parent.trace_state
+                sampled = self._bridge.sampled(trace_id, _ParentFlag(parent.trace_flags.sampled))
             else:
                 trace_id = new_trace_id()
                 sampled = self._bridge.sampled(trace_id, None)
@@ -430,14 +433,19 @@ class UserSpans:
         """A finished span: with its invocation's record when one is under way, else alone."""
         deliver_span(self._channel, span)
 
-    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", late: bool = False) -> Any:
-        """Make the invocation span current; `late`: in the middle of the invocation, on top of
-        what the user's code may have attached already."""
+    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", baggage: str = "", late: bool = False) -> Any:
+        """Make the invocation span current, with the caller's `baggage` (W3C), as the
+        OpenTelemetry instrumentation extracts them; `late`: in the middle of the invocation, on
+        top of what the user's code may have attached already."""
         if not self.context_loads():
             return None
         state = TraceState.from_header([trace_state]) if trace_state else None
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
         context = trace.set_span_in_context(invocation)
+        if baggage:
+            from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+            context = W3CBaggagePropagator().extract({"baggage": baggage}, context)
         token = otel_context.attach(context)
         return _LateToken(token, context) if late else token
 
@@ -451,6 +459,15 @@ class UserSpans:
                 return
             token = token.token
         otel_context.detach(token)
+
+
+class _ParentFlag:
+    """A parent's sampled flag, as the sampler reads it."""
+
+    __slots__ = ("sampled",)
+
+    def __init__(self, sampled: bool) -> None:
+        self.sampled = sampled
 
 
 class _LateToken:
