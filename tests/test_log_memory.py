@@ -186,3 +186,32 @@ def test_lines_nobody_exports_are_not_counted_when_the_pipeline_fails_to_start()
     sink.log_line("y", 2, None, "r1")
     # THEN none is held nor counted: nobody asked for them
     assert sink.take_calls() == []
+
+
+def test_the_correlator_lets_go_of_the_records_of_invocations_no_pipeline_will_export():
+    import time
+
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    # GIVEN a companion whose pipeline failed to start, and 200 invocations whose records carry
+    # an exception's stack of 100 KB each
+    sink = DeferredSink()
+    sink.abandon()
+    correlator = Correlator(sink, lambda reason, what: None)
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:f"
+    tracemalloc.start()
+    try:
+        for n in range(200):
+            rid = f"r{n}"
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn, "deadlineMs": int(time.time() * 1000) + 60_000})
+            start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=1, span_id=n + 1, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="f", span_kind=2))
+            error = {"type": "ValueError", "message": "x", "stack": f"{n:06d}" + "s" * 100_000}
+            correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns(), error=error)})
+            correlator.on_telemetry([{"time": "2026-12-04T10:00:00.000Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # THEN what is held is about what the carry-over file takes (before: the correlator kept
+    # every record the sink could not take whole, 20 MB here, up to 2,048 of 256 KB)
+    assert held < carryover.MAX_BYTES + 3 * 1024 * 1024, held

@@ -196,6 +196,9 @@ class DeferredSink:
                         self._calls.append((name, args, kwargs))
                     else:
                         self.overflow += 1
+                        # Counted, never to be made: the correlator need not keep what the
+                        # record said for it (an invocation's: up to 256 KB, 2,048 kept).
+                        return True
                     return None
                 target = self._target
             return getattr(target, name)(*args, **kwargs)
