@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
+from support.python_versions import every_python
 from lambdawrap.handler import boot
 from lambdawrap.handler.channel import Channel, encode
 from lambdawrap.companion.channel_server import SocketServer
@@ -1011,3 +1012,50 @@ def test_a_first_request_long_after_the_handler_loaded_is_a_proactive_init_whate
     # THEN it is a proactive init, not a cold start (before: counted on the monotonic clock)
     (record,) = channel.records
     assert (record["start"]["proactive_init"], record["start"]["cold_start"]) == (True, False)
+
+
+SUGGESTION_PROBE = """
+import json, sys
+from lambdawrap.handler.invocation import describe_exception
+
+class Order:
+    amount = 1
+
+def failures():
+    try:
+        Order().amout
+    except AttributeError as error:
+        yield error
+    try:
+        sys.modules  # a name that is no name
+        undefined_totl = 1
+        print(undefined_tota)
+    except NameError as error:
+        yield error
+    try:
+        math.pi
+    except NameError as error:
+        yield error
+    try:
+        from json import dumsp
+    except ImportError as error:
+        yield error
+
+print(json.dumps([[str(error), describe_exception(error)["message"], describe_exception(error)["stack"].splitlines()[-1]] for error in failures()]))
+"""
+
+
+@every_python
+def test_an_exceptions_message_is_its_text_without_pythons_suggestions(interpreter, python_version):
+    # GIVEN the errors Python 3.12+ adds a suggestion to as it formats them ("Did you mean",
+    # "Did you forget to import")
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    done = subprocess.run([interpreter.path, "-c", SUGGESTION_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=src))
+    assert done.returncode == 0, done.stderr
+    # WHEN each is described THEN its message is its text, as the runtime's errorMessage and the
+    # SDK's exception.message are (before: with the suggestion on 3.12+), and its stack ends as
+    # Python prints it
+    described = json.loads(done.stdout)
+    assert [message for _, message, _ in described] == [text for text, _, _ in described]
+    if python_version >= "3.12":
+        assert all("Did you" in last for _, _, last in described), described

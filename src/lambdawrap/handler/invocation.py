@@ -609,6 +609,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
             message = _UNPRINTABLE[0]
     if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
         message = f"<unprintable {type(error).__name__}>"
+    elif isinstance(error, (NameError, AttributeError, ImportError)):
+        message = _without_suggestions(message)
     kind = _type_name(type(error))
     if stack is None:
         stack = _frames_only(frames, kind, message)
@@ -617,6 +619,22 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
         "message": secret_cuts.head(message, MAX_MESSAGE_CHARS),
         "stack": secret_cuts.tail(stack, MAX_STACK_CHARS),
     }
+
+
+# What Python 3.12+ adds to the text of a NameError, AttributeError or ImportError as it formats
+# one, the last added first: str(error), the runtime's errorMessage and the SDK's
+# exception.message, has none of it (the stack, formatted as Python prints it, keeps it).
+_SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
+
+
+def _without_suggestions(message: str) -> str:
+    for marker in _SUGGESTIONS:
+        at = message.rfind(marker)
+        # The name between quotes, then '?' (3.12 writes "Did you forget to import 'x'" without)
+        named = message[at + len(marker) :].removesuffix("?")
+        if at >= 0 and named.endswith("'") and "'" not in named[:-1]:
+            message = message[:at]
+    return message
 
 
 def _frames_only(frames: Any, kind: str, message: str) -> str:
