@@ -260,7 +260,10 @@ class SpanBuilder:
             if isinstance(payload, str):
                 attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
         start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
-        facts = InvocationFacts(str(attrs["faas.trigger"]), status.status_code == StatusCode.ERROR, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
+        # An invocation error, as Lambda's Errors metric counts them: not a 5xx the handler
+        # returned (the span's ERROR, by the HTTP conventions), which it served without one.
+        invocation_error = status.status_code == StatusCode.ERROR and not (events == [] and failure is None and attrs.get("error.type") == str(attrs.get("http.response.status_code")))
+        facts = InvocationFacts(str(attrs["faas.trigger"]), invocation_error, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
         ids = inv.ids
         trace_id, span_id = int(ids[0], 16), int(ids[1], 16)
         if not (start.get("sampled", True) if inv.start is not None else _synthetic_sampled(ids, self._sampled_as_root)):
