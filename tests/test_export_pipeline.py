@@ -12,6 +12,7 @@ import pytest
 
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from support.local_servers import content_length, read_head
+from support.log_pipeline_probe import LOG_PIPELINE
 
 
 def run_probe(script: str, *args: str) -> tuple:
@@ -214,19 +215,7 @@ def test_log_lines_on_their_way_when_shutdown_comes_are_counted_once():
     assert found["after"] == found["at_close"] and found["buffered_after"] == 0, found
 
 
-FLOOD_PROBE = """
-import json, os, sys
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.log_buffer import LogBuffer
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-drops = []
-pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append((reason, count)))
-pipeline.logs = LogBuffer(lambda reason, count: drops.append((reason, count)))
-for i in range(1500):
+FLOOD_PROBE = LOG_PIPELINE + """for i in range(1500):
     pipeline.logs.add(f"before {i}", i, None, "r1")
 export = pipeline.log_exporter.export
 def export_while_the_function_prints(batch, *args, **kwargs):

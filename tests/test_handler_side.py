@@ -1059,3 +1059,33 @@ def test_an_exceptions_message_is_its_text_without_pythons_suggestions(interpret
     assert [message for _, message, _ in described] == [text for text, _, _ in described]
     if python_version >= "3.12":
         assert all("Did you" in last for _, _, last in described), described
+
+
+def test_spans_that_went_beside_an_invocation_record_that_could_not_go_are_counted_not_sent(tmp_path):
+    from lambdawrap.shared import records
+
+    # GIVEN a channel whose invocation record finds no room in the socket's buffer, its spans
+    # too many to ride with it
+    class FullForRecords(Channel):
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            self.sent_kinds: list = []
+
+        def _send_frame(self, frame, kind, reported, tail=b"", weight=1):  # noqa: ANN001 - the channel's own
+            if kind == records.INVOCATION:
+                self._count_drop(kind, companion_alive=True)
+                return False
+            self.sent_kinds.append(kind)
+            return True
+
+    channel = FullForRecords(str(tmp_path / "lw.sock"))
+    now = time.time_ns()
+    spans = [{"name": f"s{n}", "trace_id": "0" * 31 + "1", "span_id": f"{n + 1:016x}", "parent_span_id": "0" * 15 + "2", "start_ns": now, "end_ns": now, "kind": 1, "attributes": {"text": "x" * 1000}, "status": [0, ""], "events": [], "scope": "s"} for n in range(400)]
+    start = records.encode_invocation_start(request_id="r", function_arn="arn:aws:lambda:us-east-1:123456789012:function:f", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="f", span_kind=2)
+    # WHEN it is sent
+    end = records.invocation_end(now)
+    end["spans"] = spans
+    assert channel.send_invocation(start, end) is False
+    # THEN its spans do not go as orphans of a span never made: each is counted (the record is
+    # the companion's to count, as record_missing)
+    assert channel.sent_kinds == [] and channel.dropped == 400

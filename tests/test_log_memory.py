@@ -13,6 +13,7 @@ from lambdawrap.companion import carryover, log_buffer
 from lambdawrap.companion.correlator import Invocation
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+from support.log_pipeline_probe import LOG_PIPELINE
 
 CJK_LINE = "日志" * 500  # 1,000 characters, 3,000 bytes of UTF-8
 
@@ -72,19 +73,7 @@ def test_before_the_sdk_loads_non_ascii_lines_wait_within_the_log_buffer_s_bytes
     assert dropped == {"log_buffer_full": 2000 - len(waiting)}
 
 
-LONG_LINES_PROBE = """
-import json, os, sys
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.log_buffer import LogBuffer
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-drops = []
-pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append((reason, count)))
-pipeline.logs = LogBuffer(lambda reason, count: drops.append((reason, count)))
-for i in range(16):  # 4,000,000 bytes: the whole buffer
+LONG_LINES_PROBE = LOG_PIPELINE + """for i in range(16):  # 4,000,000 bytes: the whole buffer
     pipeline.logs.add(f"{i:06d} " + "l" * 249_993, i, None, "r1")
 flushed = pipeline.flush(wait_s=60)
 print(json.dumps({"flushed": flushed, "left": len(pipeline.logs), "drops": drops}))
@@ -102,6 +91,16 @@ def test_a_log_request_carries_a_bounded_amount_of_text():
     # one of 4 MB (the OpenTelemetry Collector's gRPC limit is 4 MiB)
     assert found["flushed"] and found["left"] == 0 and found["drops"] == [], (found, out.stderr[-2000:])
     assert sum(sizes) == 16 and max(sizes) <= 8, sizes
+
+
+def _held_by(work) -> int:  # noqa: ANN001 - any callable
+    """The bytes of Python memory still held once `work` has run."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
 
 
 def _big_invocation(n: int, size: int = 250_000) -> Invocation:
@@ -141,13 +140,7 @@ def test_calls_kept_once_no_pipeline_will_come_hold_a_bounded_amount_of_memory()
     # GIVEN a pipeline that failed to start, and 200 invocations whose records carry 100 KB each
     sink = DeferredSink()
     sink.abandon()
-    tracemalloc.start()
-    try:
-        for n in range(200):
-            sink.invocation(_big_invocation(n, size=100_000))
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    held = _held_by(lambda: [sink.invocation(_big_invocation(n, size=100_000)) for n in range(200)])
     # THEN the sink holds about the carry-over file's 4 MB of them (before: all, 20 MB)
     assert held < carryover.MAX_BYTES + 2 * 1024 * 1024, held
 
@@ -200,18 +193,32 @@ def test_the_correlator_lets_go_of_the_records_of_invocations_no_pipeline_will_e
     sink.abandon()
     correlator = Correlator(sink, lambda reason, what: None)
     arn = "arn:aws:lambda:eu-west-1:123456789012:function:f"
-    tracemalloc.start()
-    try:
-        for n in range(200):
-            rid = f"r{n}"
-            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn, "deadlineMs": int(time.time() * 1000) + 60_000})
-            start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=1, span_id=n + 1, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="f", span_kind=2))
-            error = {"type": "ValueError", "message": "x", "stack": f"{n:06d}" + "s" * 100_000}
-            correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns(), error=error)})
-            correlator.on_telemetry([{"time": "2026-12-04T10:00:00.000Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+
+    def invoked(n: int) -> None:
+        rid = f"r{n}"
+        correlator.on_invoke({"requestId": rid, "invokedFunctionArn": arn, "deadlineMs": int(time.time() * 1000) + 60_000})
+        start = json.loads(records.encode_invocation_start(request_id=rid, function_arn=arn, trace_id=1, span_id=n + 1, parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="f", span_kind=2))
+        error = {"type": "ValueError", "message": "x", "stack": f"{n:06d}" + "s" * 100_000}
+        correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(time.time_ns(), error=error)})
+        correlator.on_telemetry([{"time": "2026-12-04T10:00:00.000Z", "type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
+
+    held = _held_by(lambda: [invoked(n) for n in range(200)])
     # THEN what is held is about what the carry-over file takes (before: the correlator kept
     # every record the sink could not take whole, 20 MB here, up to 2,048 of 256 KB)
     assert held < carryover.MAX_BYTES + 3 * 1024 * 1024, held
+
+
+def test_an_invocations_lines_being_handed_over_do_not_take_the_room_of_kept_calls():
+    # GIVEN a pipeline that failed to start, and invocations that each still hold 1,000 lines of
+    # 1 KB as they are finished (the correlator hands them over right after)
+    sink = DeferredSink()
+    sink.abandon()
+    for n in range(12):
+        inv = Invocation(f"r{n}")
+        inv.logs = [("l" * 1000, n) for _ in range(1000)]
+        sink.invocation(inv)
+        inv.logs = []
+    # WHEN SHUTDOWN takes them for the next environment THEN all are kept: they take ~1 KB each
+    # (before: sized with their lines, four were kept and the rest counted)
+    kept, dropped = _kept_and_dropped(sink.take_calls())
+    assert (len(kept), dropped) == (12, {})

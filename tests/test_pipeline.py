@@ -933,10 +933,16 @@ def test_the_callers_baggage_is_in_the_context_the_function_sees(tmp_path):
         """,
     )
     event = json.loads((EVENTS / "apigw-http.json").read_text())
-    event["headers"]["baggage"] = "tenant=acme,user.id=u%201;prop=1"
+    event["headers"]["baggage"] = "tenant=acme,user.id=u%201;prop=1,bad entry=x"
     with instrumented(task) as (emu, rx):
         # WHEN it is invoked, then invoked without baggage
         with_baggage, without = emu.invoke(event), emu.invoke({})
+        # (the entry the API leaves out is not warned of in the function's log at each one)
+        assert not [line for line in emu.log_lines("function") if "baggage" in line]
+    with instrumented(task, env={"OTEL_PROPAGATORS": "tracecontext"}) as (emu, rx):
+        # ... and without `baggage` in OTEL_PROPAGATORS, there is none, as there the API's
+        # propagators extract none
+        assert emu.invoke(event).json() == {"baggage": {}, "sent": None}
     # THEN the caller's baggage is there as the OpenTelemetry instrumentation extracts it with
     # the context (the API's propagator here), and goes on with the context the function sends
     # (before: neither), only in its invocation

@@ -303,6 +303,22 @@ def test_a_replaced_attempt_whose_word_never_comes_is_accounted_for_at_the_spind
     assert signals.dropped_by_reason == {"record_missing": 2}
 
 
+def test_a_replaced_attempt_without_a_record_is_accounted_for_when_its_word_and_report_come():
+    # GIVEN a function whose handler sends no records, an invocation retried into the same
+    # environment before the platform's word on its first attempt came, which then ended well
+    # or with the handler's error; each word followed by its report, as the platform sends them
+    for status, expected in (("success", ([], {"record_missing": 2})), ("error", ([StatusCode.ERROR], {"record_missing": 1}))):
+        correlator, signals = environment()
+        invoke(correlator, "C")
+        invoke(correlator, "C")
+        for word in (status, "success"):
+            correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": word, "errorType": "Runtime.Unknown" if word == "error" else None}}, platform_report("C", word)])
+        correlator.finish_overdue(time.monotonic() + 60)
+        correlator.finish_unreported("spindown")
+        # THEN each attempt is accounted for once (before: the first was forgotten with its report)
+        assert ([s.status.status_code for s in invocation_spans(signals)], dict(signals.dropped_by_reason)) == expected, status
+
+
 def test_the_handler_s_error_told_by_the_platform_before_its_record_waits_for_it():
     from lambdawrap.companion.correlator import RECORD_GRACE_S
 
@@ -344,5 +360,93 @@ def test_shutdown_waits_for_the_word_on_an_invocation_that_has_none_yet():
     assert correlator.awaiting_platform_words()
     platform_done(correlator, "S1", "error")
     assert not correlator.awaiting_platform_words()
+    # ... as for one without its record (OOM and a crash differ only there), but at a timeout's
+    # SHUTDOWN, whose word would only confirm it
+    invoke(correlator, "S2", deadline_in_s=60)
+    assert correlator.awaiting_platform_words("failure") and not correlator.awaiting_platform_words("timeout")
+    platform_done(correlator, "S2", "timeout")
     correlator.finish_unreported("spindown")
-    assert [(s.attributes["faas.invocation_id"], s.status.status_code) for s in invocation_spans(signals)] == [("S0", StatusCode.UNSET), ("S1", StatusCode.ERROR)]
+    assert [(s.attributes["faas.invocation_id"], s.status.status_code) for s in invocation_spans(signals)] == [("S0", StatusCode.UNSET), ("S1", StatusCode.ERROR), ("S2", StatusCode.ERROR)]
+
+
+def test_spans_over_the_limit_and_spans_too_large_for_a_record_are_counted_apart():
+    from lambdawrap.handler.channel import _span_frames
+
+    # GIVEN an invocation whose function made more spans than its limit (50 dropped), one of
+    # those kept larger than a record by itself, and ten others
+    now = time.time_ns()
+
+    def span(n: int, text: str) -> dict:
+        return {"name": f"s{n}", "trace_id": "0" * 31 + "1", "span_id": f"{n + 1:016x}", "parent_span_id": "0" * 15 + "2", "start_ns": now, "end_ns": now, "kind": 1, "attributes": {"text": text}, "status": [0, ""], "events": [], "scope": "orders"}
+
+    frames, too_large = _span_frames([span(0, "x" * 300_000)] + [span(n, "y") for n in range(1, 11)])
+    assert (too_large, [count for _, count in frames]) == (1, [10])
+    correlator, signals = environment()
+    invoke(correlator, "L")
+    late = record("L")
+    late["end"].update(spans_dropped=50, spans_too_large=too_large)
+    # WHEN its record comes
+    correlator.on_record(late)
+    platform_done(correlator, "L")
+    # THEN each is counted under its own reason (before: all under record_too_large)
+    assert signals.dropped_by_reason == {"span_limit": 50, "record_too_large": 1}
+
+
+def test_an_init_span_is_a_cold_start_only_where_a_caller_waited_for_it():
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.correlator import InitFacts, Invocation
+    from lambdawrap.companion.span_building import SpanBuilder
+
+    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
+
+    def init_cold(initialization_type: str, parent_cold: bool | None) -> bool:
+        init = InitFacts(start_ns=time.time_ns())
+        init.initialization_type = initialization_type
+        parent = None
+        if parent_cold is not None:
+            parent = Invocation("P")
+            parent.start = record("P")["start"]
+            parent.environment_cold = parent_cold
+        return builder.init(init, parent).attributes["faas.coldstart"]
+
+    # GIVEN inits on demand, ahead of demand (proactive: the first invocation not cold) and of
+    # provisioned concurrency, THEN each says what its first invocation says (before: all true)
+    assert [init_cold("on-demand", True), init_cold("on-demand", False), init_cold("provisioned-concurrency", None), init_cold("on-demand", None)] == [True, False, False, True]
+
+
+def test_an_init_that_ran_out_of_time_is_not_described_by_an_error_it_logged_before():
+    # GIVEN an init that logged an error and went on, then hung until its time ran out
+    correlator, signals = environment()
+    correlator.on_telemetry([
+        {"time": stamp(), "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+        {"time": stamp(), "type": "function", "record": "[ERROR] ConnectionError: cache unreachable, going on without it\rTraceback (most recent call last):\r\u00a0\u00a0File \"/var/task/app.py\", line 3, in <module>\r"},
+        {"time": stamp(), "type": "platform.initRuntimeDone", "record": {"initializationType": "on-demand", "phase": "init", "status": "timeout"}},
+        {"time": stamp(), "type": "platform.initReport", "record": {"initializationType": "on-demand", "phase": "init", "status": "timeout", "metrics": {"durationMs": 10000.0}}},
+    ])
+    # WHEN its environment ends
+    correlator.finish_unreported("failure")
+    # THEN its span says it ran out of time, not the error line (before: "ConnectionError: ...")
+    (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
+    assert init.status.status_code == StatusCode.ERROR and "ConnectionError" not in (init.status.description or ""), init.status
+    assert "cache unreachable" not in str([dict(event.attributes) for event in init.events])
+
+
+def test_on_managed_instances_a_request_made_from_its_record_alone_takes_its_late_start_and_report():
+    # GIVEN a request on Managed Instances whose record came, the platform having told of events
+    # it dropped, and whose start and report did not come in time: made from its record
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 5, "reason": "lagging"}}])
+    late = record("M")
+    late["end"]["remaining_ms"] = 0
+    correlator.on_record(late)
+    correlator.finish_overdue(time.monotonic() + 10)
+    assert len(invocation_spans(signals)) == 1
+    # WHEN its start and report come after all (late, not lost), then the environment ends
+    correlator.on_telemetry([platform_start("M"), platform_report("M")])
+    correlator.finish_overdue(time.monotonic() + 60)
+    correlator.finish_unreported("spindown")
+    # THEN it stays one request, accounted for once (before: taken for a retry, counted as
+    # record_missing besides its span)
+    assert invocation_spans(signals) == []
+    assert signals.dropped_by_reason == {"platform_logs_dropped": 5}

@@ -642,7 +642,7 @@ class Correlator:
                     # Its start was lost with its batch (a platform that drops what a lagging
                     # subscriber has not taken): the report announces it as well.
                     self._announce(inv, record)
-                if self._superseded.get(rid) is inv:
+                if self._superseded.get(rid) is inv and inv.finished:
                     del self._superseded[rid]
                 # Billed duration and memory are the platform's, once per invocation it
                 # announced: not a delivery it retried, nor a report for an id never invoked.
@@ -653,6 +653,10 @@ class Correlator:
             elif inv.outcome is None or kind == "platform.runtimeDone":
                 inv.outcome, inv.outcome_at = record, time.monotonic()
                 self._maybe_finish(inv)
+                if not inv.finished and inv.end is None and self._superseded.get(rid) is inv:
+                    # An attempt a retry replaced: its record, if it sent one, came before the
+                    # retry began; it will not come now.
+                    self._record_overdue(inv)
 
     def _line_time_ns(self, event: dict) -> int:
         """A log line's time: the platform's, in whole milliseconds, where the lines of one
@@ -885,7 +889,10 @@ class Correlator:
         if self.init.failed:
             if not ending:
                 return
-            self.init.error = self.init.error_line or runtime_error([line for line, _ in self.init.logs]) or self.init.error
+            if self.init.status != "timeout":
+                # Not for an init that ran out of time: an error line it printed before it hung
+                # (one it logged and went on from) is not why it failed.
+                self.init.error = self.init.error_line or runtime_error([line for line, _ in self.init.logs]) or self.init.error
         elif self._first is None and not ending:
             return
         self.init.emitted = True
@@ -952,10 +959,11 @@ class Correlator:
         UNREPORTING_AFTER); its accounting is the same either way."""
         return self.records_seen > 0 or self._missing_before_any_record < UNREPORTING_AFTER
 
-    def awaiting_platform_words(self) -> bool:
+    def awaiting_platform_words(self, reason: str = "spindown") -> bool:
         """Whether an invocation still lacks the platform's word (and the log lines, which
-        precede it), made from the runtime's post or still open: SHUTDOWN waits for them,
-        briefly."""
+        precede it), made from the runtime's post or still open: SHUTDOWN (for `reason`) waits
+        for them, briefly. Not on demand for one still open at a timeout's SHUTDOWN, which its
+        word would only confirm: the wait would take from the time left to export its span."""
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
@@ -965,7 +973,7 @@ class Correlator:
             # Elsewhere an invocation announced without a word yet: its word (a response that
             # could not be serialized, an out-of-memory end) was held by the freeze, and the
             # thaw for SHUTDOWN may deliver it now; Lambda does not promise it came before.
-            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not self._managed_instances) for inv in self._open.values())
+            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not (self._managed_instances or reason == "timeout")) for inv in self._open.values())
 
     def init_unreported(self) -> bool:
         """Whether this environment's init has not been reported yet (no initReport, no span):
@@ -1122,9 +1130,10 @@ def record_extras(sink: Sink, end: dict) -> None:
     """What an invocation's record carries besides its facts, to `sink`: the spans made during
     it, and what could not go with them."""
     sink.user_spans(end.get("spans") or [])
-    spans_dropped = records.count(end.get("spans_dropped"))
-    if spans_dropped:
-        sink.dropped("record_too_large" if end.get("spans_too_large") else "span_limit", spans_dropped)
+    for reason, field in (("span_limit", "spans_dropped"), ("record_too_large", "spans_too_large")):
+        count = records.count(end.get(field))
+        if count:
+            sink.dropped(reason, count)
     not_injected = records.count(end.get("context_not_injected"))
     if not_injected:
         # Outgoing calls whose trace context could not travel (the consumer starts a trace).

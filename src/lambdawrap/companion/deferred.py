@@ -218,8 +218,15 @@ def _encoded_size(name: str, args: tuple, kwargs: dict) -> int:
     """About the bytes a call takes in the carry-over file, which holds it as JSON (an
     invocation or an init as its to_dict()): tens of µs for a typical invocation's record, a
     millisecond for one of 256 KB."""
-    encoded = [arg.to_dict() if isinstance(arg, (Invocation, InitFacts)) else arg for arg in args]
+    # Without the log lines an invocation still holds as it is finished: the correlator hands
+    # them over right after, and they are bounded (and counted) as lines. An init's go with it.
+    encoded = [_without_logs(arg.to_dict()) if isinstance(arg, Invocation) else arg.to_dict() if isinstance(arg, InitFacts) else arg for arg in args]
     try:
         return len(json.dumps([name, encoded, kwargs], separators=(",", ":"), default=repr))
     except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, a cycle, a nesting too deep
         return _UNMEASURED_BYTES
+
+
+def _without_logs(fields: dict) -> dict:
+    fields.pop("logs", None)
+    return fields

@@ -358,7 +358,10 @@ class SpanBuilder:
         """The init span: in the first invocation's trace, or, for a failed init, its own."""
         if init.start_ns is None:
             return None
-        attrs: dict = {"faas.coldstart": True, "lambdawrap.init.phase": init.phase}
+        # Whether a caller waited for this init, as its first invocation's span says: not a
+        # provisioned concurrency's, nor a proactive one's.
+        cold = parent.environment_cold if parent is not None and parent.environment_cold is not None else init.initialization_type != "provisioned-concurrency"
+        attrs: dict = {"faas.coldstart": cold, "lambdawrap.init.phase": init.phase}
         events: list = []
         if parent is not None:
             if not parent.ids or (parent.start is not None and not parent.start.get("sampled", True)):
@@ -375,7 +378,7 @@ class SpanBuilder:
             error = init.error or {"type": init.error_type or init.status, "message": "", "stack": ""}
             error_type = init.error_type if init.error_type not in _UNNAMED_ERRORS else error.get("type")
             attrs["error.type"] = str(error_type)
-            status = Status(StatusCode.ERROR, f"{error_type}: {error.get('message')}"[:1024])
+            status = Status(StatusCode.ERROR, (f"{error_type}: {error.get('message')}" if error.get("message") else str(error_type))[:1024])
             events.append(Event("exception", {"exception.type": str(error_type), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}))
         return self.span(
             name=f"{self.function_name} init",

@@ -266,8 +266,7 @@ class Channel:
             if len(frame) > MAX_RECORD_BYTES and end.get("spans"):
                 following, too_large = _span_frames(end.pop("spans"))
                 if too_large:
-                    end["spans_dropped"] = end.get("spans_dropped", 0) + too_large
-                    end["spans_too_large"] = True
+                    end["spans_too_large"] = too_large
                 frame = records.encode_invocation(start_json, end, reported)
         except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
             self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
@@ -278,9 +277,13 @@ class Channel:
             tail = b""
         sent = self._send_frame(frame, records.INVOCATION, reported, tail)
         # After the invocation's own record, which must not wait behind them for room in the
-        # buffer: a spans frame that finds none is counted, a span each.
+        # buffer: a spans frame that finds none is counted, a span each. Without the record
+        # they would be orphans, of a span never made: counted.
         for spans_frame, count in following:
-            self._send_frame(spans_frame, records.SPANS, 0, weight=count)
+            if sent:
+                self._send_frame(spans_frame, records.SPANS, 0, weight=count)
+            else:
+                self._count_drop(records.SPANS, companion_alive=not self._companion_down, weight=count)
         return sent
 
     def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"", weight: int = 1) -> bool:
@@ -381,10 +384,11 @@ def _span_frames(spans: list) -> tuple:
     chunk: list = []
     size = len(encode(records.spans([])))
     for span in spans:
-        span_bytes = len(encode_json(span)) + 1  # and its comma
+        span_bytes = len(encode_json(span)) + (1 if chunk else 0)  # and its comma
         if size + span_bytes > MAX_RECORD_BYTES and chunk:
             frames.append(chunk)
             chunk, size = [], len(encode(records.spans([])))
+            span_bytes -= 1  # first in its frame: no comma
         if size + span_bytes > MAX_RECORD_BYTES:
             too_large += 1
             continue

@@ -166,9 +166,12 @@ class Invocation:
         """The caller's W3C baggage, carried on by outgoing calls."""
         return (self._w3c or self._check_w3c())[1]
 
-    def beside_texts(self) -> tuple:
-        """(tracestate, baggage) the caller sent, checked; empty where it sent neither."""
-        return (self.trace_state, self.baggage) if self.beside else ("", "")
+    def beside_texts(self, with_baggage: bool = True) -> tuple:
+        """(tracestate, baggage) the caller sent, checked; empty where it sent neither (the
+        baggage too without `with_baggage`: OTEL_PROPAGATORS has no `baggage`)."""
+        if not self.beside:
+            return ("", "")
+        return (self.trace_state, self.baggage if with_baggage else "")
 
     def _check_w3c(self) -> tuple:
         from lambdawrap.shared.w3c_fields import parse_baggage, parse_tracestate  # at first use only
@@ -255,7 +258,7 @@ class InvocationTracer:
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and asyncio._get_running_loop() is not None:
             return
-        state.otel_token = user_spans.enter(state.trace_id, state.span_id, state.sampled, *state.beside_texts(), late=True)
+        state.otel_token = user_spans.enter(state.trace_id, state.span_id, state.sampled, *state.beside_texts("baggage" in self.settings.propagators), late=True)
 
     def handler_loaded(self) -> None:
         """The handler's module has loaded in this process: a first request is a proactive init
@@ -370,7 +373,7 @@ class InvocationTracer:
         state.beside = beside
         self._inflight.hold(state.start_json)
         if self.user_spans is not None:
-            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled, *state.beside_texts())
+            state.otel_token = self.user_spans.enter(trace_id, span_id, sampled, *state.beside_texts("baggage" in self.settings.propagators))
         return state
 
     def _attributes(self, attributes: dict) -> dict:

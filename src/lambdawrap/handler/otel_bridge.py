@@ -443,9 +443,7 @@ class UserSpans:
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
         context = trace.set_span_in_context(invocation)
         if baggage:
-            from opentelemetry.baggage.propagation import W3CBaggagePropagator
-
-            context = W3CBaggagePropagator().extract({"baggage": baggage}, context)
+            context = _with_baggage(baggage, context)
         token = otel_context.attach(context)
         return _LateToken(token, context) if late else token
 
@@ -459,6 +457,20 @@ class UserSpans:
                 return
             token = token.token
         otel_context.detach(token)
+
+
+def _with_baggage(header: str, context: Any) -> Any:
+    """`context` with the caller's baggage, as the API's propagator extracts it; silently: it
+    warns of each entry it leaves out, which would be in the function's log at every invocation
+    (the function's own extract, without the layer, is the function's to make)."""
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    api_logger = logging.getLogger("opentelemetry.baggage.propagation")
+    disabled, api_logger.disabled = api_logger.disabled, True
+    try:
+        return W3CBaggagePropagator().extract({"baggage": header}, context)
+    finally:
+        api_logger.disabled = disabled
 
 
 class _ParentFlag:

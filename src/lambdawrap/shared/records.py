@@ -35,7 +35,8 @@ process dies), and ``end``:
     end.response_payload   str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
     end.spans              list       spans ended during the invocation: the user's (OpenTelemetry API)
                                       and the client spans of its outgoing calls (below)
-    end.spans_dropped      int        spans over LAMBDAWRAP_MAX_SPANS_PER_INVOCATION (or the record size)
+    end.spans_dropped      int        spans over LAMBDAWRAP_MAX_SPANS_PER_INVOCATION
+    end.spans_too_large    int        spans each larger than a record by itself
     end.internal_errors    int        lambdawrap failures in the function's process since the last report
     end.context_not_injected int      outgoing calls that went without the trace context since the
                                       last report (a message already at its attribute limit, ...)
