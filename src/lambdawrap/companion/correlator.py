@@ -94,7 +94,7 @@ def _settled(end: dict | None) -> dict | None:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "late_record", "first_invoke", "environment_cold")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "late_record", "first_invoke", "environment_cold", "unheard")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -124,6 +124,9 @@ class Invocation:
         # environment's cold start as the companion can tell (see Correlator._environment_cold).
         self.first_invoke: bool | None = None
         self.environment_cold: bool | None = None
+        # Managed Instances: announced by its record alone, its start and report taken for lost
+        # (see _announce_unheard); if they were only late, they are this request's, no retry's.
+        self.unheard = False
 
     @property
     def ids(self) -> tuple | None:
@@ -618,6 +621,10 @@ class Correlator:
                 self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
+            if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard:
+                # Late, not lost: the request it stands for was made without it.
+                self._finished[str(rid)].unheard = False
+                return
             if self._managed_instances and str(rid) in self._finished:
                 # There the announcement: only an invocation announced is ever finished.
                 inv = self._retried(str(rid))
@@ -1053,6 +1060,7 @@ class Correlator:
         if self._managed_instances and self._telemetry_lost:
             for inv in [i for i in self._open.values() if i.invoke_event is None and i.end is not None and overdue(i)]:
                 self._announce(inv)
+                inv.unheard = True
 
     def _outcome_wait_s(self, end: dict) -> float:
         if not self._managed_instances:
