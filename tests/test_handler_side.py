@@ -1089,3 +1089,25 @@ def test_spans_that_went_beside_an_invocation_record_that_could_not_go_are_count
     # THEN its spans do not go as orphans of a span never made: each is counted (the record is
     # the companion's to count, as record_missing)
     assert channel.sent_kinds == [] and channel.dropped == 400
+
+
+def test_a_process_restored_from_a_snapshot_draws_ids_of_its_own_and_its_first_request_is_cold():
+    from lambdawrap.shared import ids
+    from support.recording import CONTEXT, RecordingChannel
+    from lambdawrap.handler.invocation import InvocationTracer
+
+    # GIVEN a process of a SnapStart function, restored from the snapshot taken after its init
+    # (long ago: the version's publication), as other environments may restore it too
+    channel = RecordingChannel()
+    wrapper = InvocationTracer(Settings(proactive_init_ms=300), channel, booted_at=time.time() - 3600, environ={"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"})
+    snapshot = ids._generator.getstate()
+    # WHEN its first request comes
+    wrapper.wrap(lambda event, context: None)({}, CONTEXT)
+    # THEN its trace id is not the one every copy of the snapshot would draw (the generator is
+    # seeded again first), and its first request is its cold start, no proactive init
+    (record,) = channel.records
+    ids._generator.setstate(snapshot)
+    drawn_from_the_snapshot = ids.new_trace_id()
+    ids.reseed()  # the rest of the suite draws ids of its own
+    assert record["start"]["trace_id"] != f"{drawn_from_the_snapshot:032x}"
+    assert (record["start"]["cold_start"], record["start"]["proactive_init"]) == (True, False)

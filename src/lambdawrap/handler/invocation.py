@@ -37,7 +37,7 @@ from lambdawrap.handler.repeated_frames import cheap_to_format
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared import records
-from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
 from lambdawrap.shared.process_id import own_pid
@@ -209,6 +209,8 @@ class InvocationTracer:
         self.booted_at = time.time() if booted_at is None else booted_at
         self._function_wrapper = function_wrapper
         self._provisioned = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency"
+        # SnapStart: init ran when the version was published; this process is a restored copy.
+        self._restored = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
         self._invocations = 0
         # The thread whose posts of responses reach after_post (None until one has), and the
         # record of an invocation that thread finished, waiting for its post.
@@ -321,7 +323,10 @@ class InvocationTracer:
         context = args[1] if len(args) > 1 else kwargs.get("context")
         self._invocations += 1
         first = self._invocations == 1
-        proactive = first and (start_ns / 1e9 - self.booted_at) * 1000 > self.settings.proactive_init_ms
+        if first and self._restored:
+            reseed_ids()  # before any id of this copy is drawn
+        # A restored copy's first request waited for its restore, however long ago init ran.
+        proactive = first and not self._restored and (start_ns / 1e9 - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
         headers = trigger.headers
         if headers is None and self.settings.xray_lambda_order and type(event) is dict:

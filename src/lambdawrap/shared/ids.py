@@ -29,3 +29,10 @@ def new_span_id() -> int:
     while not span_id:
         span_id = _getrandbits(64)
     return span_id
+
+
+def reseed() -> None:
+    """Seed the generator again from os.urandom: in a process restored from a snapshot (Lambda
+    SnapStart), which may be restored in many environments at once, each would otherwise draw
+    the same ids from the state the snapshot holds."""
+    _generator.seed()
