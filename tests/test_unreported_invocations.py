@@ -360,10 +360,10 @@ def test_shutdown_waits_for_the_word_on_an_invocation_that_has_none_yet():
     assert correlator.awaiting_platform_words()
     platform_done(correlator, "S1", "error")
     assert not correlator.awaiting_platform_words()
-    # ... as for one without its record (OOM and a crash differ only there), but at a timeout's
-    # SHUTDOWN, whose word would only confirm it
+    # ... as for one without its record (OOM and a crash differ only there, and a timed-out
+    # handler's last lines come before its word)
     invoke(correlator, "S2", deadline_in_s=60)
-    assert correlator.awaiting_platform_words("failure") and not correlator.awaiting_platform_words("timeout")
+    assert correlator.awaiting_platform_words()
     platform_done(correlator, "S2", "timeout")
     correlator.finish_unreported("spindown")
     assert [(s.attributes["faas.invocation_id"], s.status.status_code) for s in invocation_spans(signals)] == [("S0", StatusCode.UNSET), ("S1", StatusCode.ERROR), ("S2", StatusCode.ERROR)]
@@ -400,19 +400,21 @@ def test_an_init_span_is_a_cold_start_only_where_a_caller_waited_for_it():
 
     builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
 
-    def init_cold(initialization_type: str, parent_cold: bool | None) -> bool:
+    def init_cold(initialization_type: str, parent_said: bool | None, environment_cold: bool = True) -> bool:
         init = InitFacts(start_ns=time.time_ns())
         init.initialization_type = initialization_type
         parent = None
-        if parent_cold is not None:
+        if parent_said is not None:
             parent = Invocation("P")
-            parent.start = record("P")["start"]
-            parent.environment_cold = parent_cold
+            parent.start = dict(record("P")["start"], cold_start=parent_said)
+            parent.environment_cold = environment_cold
         return builder.init(init, parent).attributes["faas.coldstart"]
 
-    # GIVEN inits on demand, ahead of demand (proactive: the first invocation not cold) and of
-    # provisioned concurrency, THEN each says what its first invocation says (before: all true)
-    assert [init_cold("on-demand", True), init_cold("on-demand", False), init_cold("provisioned-concurrency", None), init_cold("on-demand", None)] == [True, False, False, True]
+    # GIVEN inits on demand, ahead of demand (proactive: the first invocation not cold, as its
+    # process or the companion tells) and of provisioned concurrency, THEN each says what its
+    # first invocation's span says (before: all true)
+    cases = [init_cold("on-demand", True), init_cold("on-demand", False), init_cold("on-demand", True, environment_cold=False), init_cold("provisioned-concurrency", None), init_cold("on-demand", None)]
+    assert cases == [True, False, False, False, True]
 
 
 def test_an_init_that_ran_out_of_time_is_not_described_by_an_error_it_logged_before():
@@ -450,3 +452,63 @@ def test_on_managed_instances_a_request_made_from_its_record_alone_takes_its_lat
     # record_missing besides its span)
     assert invocation_spans(signals) == []
     assert signals.dropped_by_reason == {"platform_logs_dropped": 5}
+
+
+def test_a_retry_s_report_and_record_are_its_own_when_the_attempt_it_replaced_is_finished_late(monkeypatch):
+    # GIVEN a function that reports, an invocation retried into the same environment before
+    # its first attempt's word, that attempt's record lost, and the function's process holding
+    # the retry's start in the id's in-flight slot
+    correlator, signals = environment()
+    correlator.on_record(record("E0"))
+    invoke(correlator, "C", deadline_in_s=60)
+    invoke(correlator, "C", deadline_in_s=60)
+    retry = record("C")
+    retry["start"]["span_id"] = "3" * 16
+    monkeypatch.setattr(correlator, "_inflight_start", lambda rid: dict(retry["start"]))
+    reports: list = []
+    monkeypatch.setattr(signals, "report", lambda record, trigger="other": reports.append(record["requestId"]))
+    # WHEN the first attempt's word (the handler's error) and report come, then the retry's
+    # record, word and report
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "error", "errorType": "Runtime.Unknown"}}, platform_report("C", "error")])
+    correlator.on_record(retry)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "success"}}, platform_report("C")])
+    correlator.finish_unreported("spindown")
+    # THEN the first attempt is a span of ids of its own, the retry its record's span, and each
+    # report is measured (before: the first took the retry's ids from the slot, the retry was
+    # counted as record_missing, and its report was taken by the first)
+    spans = invocation_spans(signals)
+    assert [(format(s.context.span_id, "016x") == "3" * 16, s.status.status_code) for s in spans] == [(False, StatusCode.ERROR), (True, StatusCode.UNSET)]
+    assert signals.dropped_by_reason == {} and reports == ["C", "C"]
+
+
+def test_on_managed_instances_a_retry_after_a_request_whose_start_was_lost_is_its_own():
+    # GIVEN a request made from its record alone, its start and report lost for good
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 5, "reason": "lagging"}}])
+    late = record("M")
+    late["end"]["remaining_ms"] = 0
+    correlator.on_record(late)
+    correlator.finish_overdue(time.monotonic() + 10)
+    assert len(invocation_spans(signals)) == 1
+    # WHEN a retry of it comes: its record first, then its start and report
+    retry = record("M")
+    retry["start"]["span_id"] = "3" * 16
+    retry["end"]["remaining_ms"] = 0
+    correlator.on_record(retry)
+    correlator.on_telemetry([platform_start("M"), platform_report("M")])
+    correlator.finish_overdue(time.monotonic() + 60)
+    correlator.finish_unreported("spindown")
+    # THEN the retry is exported (before: its start was taken for the first's, late, and the
+    # retry was neither exported nor counted)
+    assert [format(s.context.span_id, "016x") for s in invocation_spans(signals)] == ["3" * 16]
+    assert signals.dropped_by_reason == {"platform_logs_dropped": 5}
+
+
+def test_a_carried_init_keeps_its_initialization_type():
+    from lambdawrap.companion.correlator import InitFacts
+
+    # GIVEN an init of provisioned concurrency carried to the next environment
+    init = InitFacts(start_ns=time.time_ns())
+    init.initialization_type = "provisioned-concurrency"
+    # THEN it is still one (before: carried without it, its span said it was a cold start)
+    assert InitFacts.from_dict(json.loads(json.dumps(init.to_dict()))).initialization_type == "provisioned-concurrency"

@@ -231,7 +231,7 @@ class InitFacts:
 
     def to_dict(self) -> dict:
         """What a later environment needs to export this init's span (see carryover)."""
-        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "logs": self.logs[-MAX_PENDING_LOGS:]}
+        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "logs": self.logs[-MAX_PENDING_LOGS:]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
@@ -240,6 +240,7 @@ class InitFacts:
         facts.status = str(data.get("status") or "failure")
         facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
+        facts.initialization_type = str(data.get("initialization_type") or "")
         facts.logs = _log_entries(data.get("logs"))
         facts.reported = facts.emitted = True
         return facts
@@ -621,7 +622,7 @@ class Correlator:
                 self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
-            if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard:
+            if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard and str(rid) not in self._early_attempts:
                 # Late, not lost: the request it stands for was made without it.
                 self._finished[str(rid)].unheard = False
                 return
@@ -645,12 +646,11 @@ class Correlator:
             if kind == "platform.report":
                 measured = inv.reported
                 inv.reported = True
+                inv.unheard = False  # a start, late or lost, comes before its report
                 if self._managed_instances and inv.invoke_event is None:
                     # Its start was lost with its batch (a platform that drops what a lagging
                     # subscriber has not taken): the report announces it as well.
                     self._announce(inv, record)
-                if self._superseded.get(rid) is inv and inv.finished:
-                    del self._superseded[rid]
                 # Billed duration and memory are the platform's, once per invocation it
                 # announced: not a delivery it retried, nor a report for an id never invoked.
                 if not measured and inv.invoke_event is not None:
@@ -664,6 +664,8 @@ class Correlator:
                     # An attempt a retry replaced: its record, if it sent one, came before the
                     # retry began; it will not come now.
                     self._record_overdue(inv)
+            if kind == "platform.report" and inv.finished and self._superseded.get(rid) is inv:
+                del self._superseded[rid]  # its last word: the retry's report is the retry's
 
     def _line_time_ns(self, event: dict) -> int:
         """A log line's time: the platform's, in whole milliseconds, where the lines of one
@@ -806,6 +808,8 @@ class Correlator:
     def _last_start(self, inv: Invocation) -> dict | None:
         """What the function's process knew before the call, its record never having come: its
         in-flight slot, or the slot read earlier for the ids of a flood of lines (since gone)."""
+        if self._superseded.get(inv.request_id) is inv:
+            return inv.slot_start  # the id's slot holds the retry's start now
         return self._inflight_start(inv.request_id) or inv.slot_start
 
     def _inflight_start(self, rid: str) -> dict | None:
@@ -966,11 +970,10 @@ class Correlator:
         UNREPORTING_AFTER); its accounting is the same either way."""
         return self.records_seen > 0 or self._missing_before_any_record < UNREPORTING_AFTER
 
-    def awaiting_platform_words(self, reason: str = "spindown") -> bool:
+    def awaiting_platform_words(self) -> bool:
         """Whether an invocation still lacks the platform's word (and the log lines, which
-        precede it), made from the runtime's post or still open: SHUTDOWN (for `reason`) waits
-        for them, briefly. Not on demand for one still open at a timeout's SHUTDOWN, which its
-        word would only confirm: the wait would take from the time left to export its span."""
+        precede it), made from the runtime's post or still open: SHUTDOWN waits for them,
+        briefly (a timed-out handler's last lines come before its word)."""
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
@@ -980,7 +983,7 @@ class Correlator:
             # Elsewhere an invocation announced without a word yet: its word (a response that
             # could not be serialized, an out-of-memory end) was held by the freeze, and the
             # thaw for SHUTDOWN may deliver it now; Lambda does not promise it came before.
-            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not (self._managed_instances or reason == "timeout")) for inv in self._open.values())
+            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not self._managed_instances) for inv in self._open.values())
 
     def init_unreported(self) -> bool:
         """Whether this environment's init has not been reported yet (no initReport, no span):

@@ -491,9 +491,8 @@ class Companion:
             # reset ended before its report came: their log lines come with it, which a platform
             # that held its batch while frozen, or did not flush before SHUTDOWN, delivers now.
             # Up to half the budget; the rest is for the export.
-            reason = str(event.get("shutdownReason", "spindown")).lower()
-            self.loop.run_until(lambda: self.settings.sdk_disabled or not self.correlator.awaiting_platform_words(reason), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
-            self.correlator.finish_unreported(reason)
+            self.loop.run_until(lambda: self.settings.sdk_disabled or not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
+            self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             self._ensure_pipeline()
             if self.settings.sdk_disabled:
                 pass

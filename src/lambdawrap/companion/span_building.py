@@ -360,7 +360,7 @@ class SpanBuilder:
             return None
         # Whether a caller waited for this init, as its first invocation's span says: not a
         # provisioned concurrency's, nor a proactive one's.
-        cold = parent.environment_cold if parent is not None and parent.environment_cold is not None else init.initialization_type != "provisioned-concurrency"
+        cold = cold_start(parent) if parent is not None else init.initialization_type != "provisioned-concurrency"
         attrs: dict = {"faas.coldstart": cold, "lambdawrap.init.phase": init.phase}
         events: list = []
         if parent is not None:

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import logging
 import time
+from _thread import get_ident
 from collections import abc
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -462,15 +463,29 @@ class UserSpans:
 def _with_baggage(header: str, context: Any) -> Any:
     """`context` with the caller's baggage, as the API's propagator extracts it; silently: it
     warns of each entry it leaves out, which would be in the function's log at every invocation
-    (the function's own extract, without the layer, is the function's to make)."""
+    (the function's own extract, without the layer, is the function's to make). Only this
+    thread's records are held back: the function's other threads log as they would."""
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
     api_logger = logging.getLogger("opentelemetry.baggage.propagation")
-    disabled, api_logger.disabled = api_logger.disabled, True
+    quiet = _ThisThreadQuiet()
+    api_logger.addFilter(quiet)
     try:
         return W3CBaggagePropagator().extract({"baggage": header}, context)
     finally:
-        api_logger.disabled = disabled
+        api_logger.removeFilter(quiet)
+
+
+class _ThisThreadQuiet:
+    """A logging filter (duck-typed) dropping the records of the thread that made it."""
+
+    __slots__ = ("thread",)
+
+    def __init__(self) -> None:
+        self.thread = get_ident()
+
+    def filter(self, record: Any) -> bool:
+        return get_ident() != self.thread
 
 
 class _ParentFlag:
