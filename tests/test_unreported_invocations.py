@@ -434,16 +434,23 @@ def test_an_init_that_ran_out_of_time_is_not_described_by_an_error_it_logged_bef
     assert "cache unreachable" not in str([dict(event.attributes) for event in init.events])
 
 
-def test_on_managed_instances_a_request_made_from_its_record_alone_takes_its_late_start_and_report():
-    # GIVEN a request on Managed Instances whose record came, the platform having told of events
-    # it dropped, and whose start and report did not come in time: made from its record
+def made_from_its_record_alone(rid: str) -> tuple:
+    """(correlator, signals) of Managed Instances where request `rid` was made from its record
+    alone: the platform told of events it dropped, and its start and report had not come."""
     correlator, signals = environment(managed_instances=True)
     correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 5, "reason": "lagging"}}])
-    late = record("M")
+    late = record(rid)
     late["end"]["remaining_ms"] = 0
     correlator.on_record(late)
     correlator.finish_overdue(time.monotonic() + 10)
     assert len(invocation_spans(signals)) == 1
+    return correlator, signals
+
+
+def test_on_managed_instances_a_request_made_from_its_record_alone_takes_its_late_start_and_report():
+    # GIVEN a request on Managed Instances whose record came, the platform having told of events
+    # it dropped, and whose start and report did not come in time: made from its record
+    correlator, signals = made_from_its_record_alone("M")
     # WHEN its start and report come after all (late, not lost), then the environment ends
     correlator.on_telemetry([platform_start("M"), platform_report("M")])
     correlator.finish_overdue(time.monotonic() + 60)
@@ -483,13 +490,7 @@ def test_a_retry_s_report_and_record_are_its_own_when_the_attempt_it_replaced_is
 
 def test_on_managed_instances_a_retry_after_a_request_whose_start_was_lost_is_its_own():
     # GIVEN a request made from its record alone, its start and report lost for good
-    correlator, signals = environment(managed_instances=True)
-    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 5, "reason": "lagging"}}])
-    late = record("M")
-    late["end"]["remaining_ms"] = 0
-    correlator.on_record(late)
-    correlator.finish_overdue(time.monotonic() + 10)
-    assert len(invocation_spans(signals)) == 1
+    correlator, signals = made_from_its_record_alone("M")
     # WHEN a retry of it comes: its record first, then its start and report
     retry = record("M")
     retry["start"]["span_id"] = "3" * 16
