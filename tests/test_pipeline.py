@@ -944,13 +944,15 @@ def test_the_callers_baggage_is_in_the_context_the_function_sees(tmp_path):
         # propagators extract none
         assert emu.invoke(event).json() == {"baggage": {}, "sent": None}
     # THEN the caller's baggage is there as the OpenTelemetry instrumentation extracts it with
-    # the context (the API's propagator here), and goes on with the context the function sends
-    # (before: neither), only in its invocation
-    from opentelemetry import baggage, propagate
+    # the context (the API's baggage propagator here: this process's global propagators are
+    # whatever OTEL_PROPAGATORS said when a test first imported the API), and goes on with the
+    # context the function sends (before: neither), only in its invocation
+    from opentelemetry import baggage
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
-    extracted = propagate.extract({"baggage": event["headers"]["baggage"]})
+    extracted = W3CBaggagePropagator().extract({"baggage": event["headers"]["baggage"]})
     sent: dict = {}
-    propagate.inject(sent, context=extracted)
+    W3CBaggagePropagator().inject(sent, context=extracted)
     assert with_baggage.json() == {"baggage": dict(baggage.get_all(extracted)), "sent": sent["baggage"]}
     assert with_baggage.json()["baggage"]["tenant"] == "acme"
     assert without.json() == {"baggage": {}, "sent": None}
