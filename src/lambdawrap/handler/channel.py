@@ -382,12 +382,12 @@ def _span_frames(spans: list) -> tuple:
     frames: list = []
     too_large = 0
     chunk: list = []
-    size = len(encode(records.spans([])))
+    size = empty = len(encode(records.spans([])))
     for span in spans:
         span_bytes = len(encode_json(span)) + (1 if chunk else 0)  # and its comma
         if size + span_bytes > MAX_RECORD_BYTES and chunk:
             frames.append(chunk)
-            chunk, size = [], len(encode(records.spans([])))
+            chunk, size = [], empty
             span_bytes -= 1  # first in its frame: no comma
         if size + span_bytes > MAX_RECORD_BYTES:
             too_large += 1
