@@ -48,3 +48,43 @@ def test_what_is_no_chunked_body_is_refused(raw):
 def test_a_body_over_the_bound_is_refused_before_it_is_read():
     with pytest.raises(MalformedChunks, match="too large"):
         take_chunked(bytearray(b"ffff\r\n"), 0, max_bytes=1000)
+
+
+def _post_to_listener(transfer_encoding: str, body: bytes) -> tuple:
+    """(the listener's answer's status line, batches it handed on, problems it reported) for one
+    chunked POST with `transfer_encoding`, to a real listener on loopback."""
+    import queue
+    import socket
+
+    from lambdawrap.companion.telemetry_listener import TelemetryListener
+
+    batches, problems = queue.Queue(), queue.Queue()
+    listener = TelemetryListener(batches.put, lambda kind, message: problems.put(kind), host="127.0.0.1")
+    listener.start()
+    try:
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:5], body[5:])) + b"0\r\n\r\n"
+        request = b"POST / HTTP/1.1\r\nHost: sandbox\r\nTransfer-Encoding: %s\r\n\r\n%s" % (transfer_encoding.encode(), chunks)
+        with socket.create_connection(listener.address, timeout=30) as conn:
+            conn.sendall(request)
+            answer = conn.recv(4096)
+        return answer.split(b"\r\n", 1)[0], batches, problems
+    finally:
+        listener.stop()
+
+
+@pytest.mark.parametrize("transfer_encoding", ["chunked", "identity, chunked", "Chunked"])
+def test_the_telemetry_listener_reads_a_body_whose_last_coding_is_chunked(transfer_encoding):
+    # WHEN the listener gets a batch chunked under each spelling HTTP allows
+    status, batches, problems = _post_to_listener(transfer_encoding, b'[{"type": "platform.start"}]')
+    # THEN the batch is read whole (before: "identity, chunked" was read as an empty body, and
+    # its chunks as the next request)
+    assert status == b"HTTP/1.1 200 OK"
+    assert batches.get(timeout=30) == [{"type": "platform.start"}]
+    assert problems.empty()
+
+
+def test_the_telemetry_listener_refuses_a_coding_it_cannot_undo():
+    status, batches, problems = _post_to_listener("gzip, chunked", b'[{"type": "platform.start"}]')
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert problems.get(timeout=30) == "malformed_telemetry"
+    assert batches.empty()

@@ -354,6 +354,28 @@ def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, 
         store.stop()
 
 
+def test_a_secret_nested_too_deep_for_json_fails_its_key_alone(moto, clients):
+    # GIVEN a secret whose JSON nests deeper than json reads, declared whole and by a key, with
+    # the scrubber learning what the store fetches
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    deep = '{"nested": ' + "[" * 100_000 + "]" * 100_000 + ', "password": "deep-value-7c1f"}'
+    moto.client("secretsmanager").create_secret(Name="prod/deep", SecretString=deep)
+    settings = store_settings("DEEP_PASSWORD=secretsmanager:prod/deep#password,DEEP_RAW=secretsmanager:prod/deep,API_KEY=ssm:/prod/api/key")
+    store = SecretStore(settings, clients, scrubber=SecretScrubber())
+    store.start()
+    try:
+        # WHEN the function's process asks for them
+        snapshot = store.snapshot(10)
+        # THEN the key it cannot read is an error naming the secret, and the others are served
+        # (before: json's RecursionError escaped the fetch, and the snapshot never came ready)
+        assert snapshot["values"] == {"DEEP_RAW": deep, "API_KEY": API_KEY}
+        assert snapshot["errors"] == {"DEEP_PASSWORD": "secret DEEP_PASSWORD=secretsmanager:prod/deep#password is JSON nested too deep to read its key 'password'"}
+        assert not snapshot["unavailable"]
+    finally:
+        store.stop()
+
+
 def test_a_name_no_service_has_is_asked_of_aws_once_per_hold_however_often_it_is_requested(moto, clients):
     # GIVEN undeclared names allowed, and a function asking for a name that exists nowhere
     settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)

@@ -19,7 +19,10 @@ def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | N
     else None. A chunk size is hex digits only: int() would also take a sign ("-6" sends the
     reader back over what it read, for ever), "0x", "_" and blanks. `max_bytes` (0: none)
     bounds the body."""
-    body = bytearray()
+    # The data's places, copied out only once the body is whole: a body that arrives in many
+    # reads is scanned again at each one, and copying it each time would cost its size squared.
+    pieces = []
+    size_sum = 0
     position = start
     while True:
         line_end = buffer.find(b"\r\n", position, position + MAX_SIZE_LINE_BYTES)
@@ -31,7 +34,8 @@ def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | N
         if not size_text or not _HEX_DIGITS.issuperset(size_text):
             raise MalformedChunks("a malformed chunk size")
         size = int(size_text, 16)
-        if max_bytes and len(body) + size > max_bytes:
+        size_sum += size
+        if max_bytes and size_sum > max_bytes:
             raise MalformedChunks("a chunked body too large")
         if size == 0:
             # Trailers, if any, end with an empty line; without them the empty line follows.
@@ -40,11 +44,11 @@ def take_chunked(buffer: bytearray, start: int, max_bytes: int = 0) -> tuple | N
                 if len(buffer) - line_end >= MAX_TRAILER_BYTES:
                     raise MalformedChunks("trailers too long")
                 return None
-            return bytes(body), trailers_end + 4
+            return b"".join(buffer[a:b] for a, b in pieces), trailers_end + 4
         chunk_start = line_end + 2
         if len(buffer) < chunk_start + size + 2:
             return None
         if buffer[chunk_start + size : chunk_start + size + 2] != b"\r\n":
             raise MalformedChunks("a chunk without its CRLF")
-        body += buffer[chunk_start : chunk_start + size]
+        pieces.append((chunk_start, chunk_start + size))
         position = chunk_start + size + 2

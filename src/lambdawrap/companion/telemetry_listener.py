@@ -169,8 +169,15 @@ def _take_request(buffer: bytearray) -> bytes | None:
         if sep:
             headers[name.strip().lower()] = value.strip()
     start = end + 4
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        return _take_chunked(buffer, start)
+    if "transfer-encoding" in headers:
+        # Chunked must be the last coding (RFC 9112 §6.3); "identity" is none, and any other
+        # (gzip) this listener cannot undo. A body read by its Content-Length instead would
+        # be lost and its chunks read as the next request.
+        codings = [c for c in (c.strip() for c in headers["transfer-encoding"].lower().split(",")) if c not in ("", "identity")]
+        if codings == ["chunked"]:
+            return _take_chunked(buffer, start)
+        if codings:
+            raise _BadRequest(f"Transfer-Encoding {headers['transfer-encoding']!r}")
     length_text = headers.get("content-length", "0")
     if not length_text.isascii() or not length_text.isdigit():
         raise _BadRequest(f"Content-Length {length_text!r}")

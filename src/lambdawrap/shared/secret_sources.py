@@ -298,9 +298,11 @@ def value_of(source: SecretSource, answer: dict) -> str:
     try:
         document = json.loads(value)
         picked = document[source.json_key]
+        return picked if isinstance(picked, str) else json.dumps(picked)
     except (ValueError, KeyError, TypeError):
         raise SecretsError(f"secret {source.describe()} has no JSON key {source.json_key!r}") from None
-    return picked if isinstance(picked, str) else json.dumps(picked)
+    except RecursionError:  # json's decoder and encoder give up on deep nesting this way
+        raise SecretsError(f"secret {source.describe()} is JSON nested too deep to read its key {source.json_key!r}") from None
 
 
 def error_code(exc: BaseException) -> str:
