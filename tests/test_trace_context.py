@@ -470,16 +470,19 @@ MESSAGE_CTX = SpanContext(7, 9, True)
 @pytest.mark.parametrize(
     "headers, client_context, message, xray, expected",
     [
-        # The HTTP request's traceparent first; the platform's sampled X-Ray context is linked.
-        ({"traceparent": VALID}, {"traceparent": OTHER_TP}, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX, None)),
+        # A Lambda Invoke caller's client context first, before the traceparent of the HTTP
+        # event it passed on; the platform's sampled X-Ray context is linked.
+        ({"traceparent": VALID}, {"traceparent": OTHER_TP}, MESSAGE_CTX, XRAY_SAMPLED, (OTHER_CTX, XRAY_CTX, None)),
+        ({"traceparent": VALID}, {"other": "x"}, MESSAGE_CTX, XRAY_SAMPLED, (VALID_CTX, XRAY_CTX, None)),
         ({"traceparent": VALID}, None, None, XRAY_UNSAMPLED, (VALID_CTX, None, None)),
         # ... with the tracestate and baggage of the same carrier as they came, never another's
-        ({"traceparent": VALID, "Tracestate": "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "baggage": "userId=alice"}, {"traceparent": OTHER_TP, "tracestate": "x=y"}, None, None,
+        ({"traceparent": VALID, "tracestate": "a=b", "baggage": "k=v"}, {"traceparent": OTHER_TP, "tracestate": "x=y"}, None, None, (OTHER_CTX, None, ("x=y", None))),
+        ({"traceparent": VALID, "Tracestate": "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "baggage": "userId=alice"}, {"traceparent": "garbage", "tracestate": "x=y"}, None, None,
          (VALID_CTX, None, ("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "userId=alice"))),
         ({"Traceparent": VALID, "TraceState": ["a=b", "c=d"], "BAGGAGE": "k=v"}, None, None, None, (VALID_CTX, None, ("a=b", "k=v"))),
         ({"traceparent": "garbage", "tracestate": "a=b"}, {"traceparent": OTHER_TP, "tracestate": "x=y", "baggage": "k=v"}, None, None, (OTHER_CTX, None, ("x=y", "k=v"))),
         ({"traceparent": VALID, "tracestate": "k=" + "v" * 9000}, None, None, None, (VALID_CTX, None, None)),  # not read, nor carried
-        # Then a Lambda Invoke caller's client context, then the message's own context.
+        # Then the message's own context.
         ({}, {"traceparent": OTHER_TP}, MESSAGE_CTX, None, (OTHER_CTX, None, None)),
         (None, {"traceparent": "garbage"}, MESSAGE_CTX, XRAY_SAMPLED, (MESSAGE_CTX, XRAY_CTX, None)),
         # Without any of those: a sampled X-Ray context, from the environment, then a header.

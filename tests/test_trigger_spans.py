@@ -311,6 +311,24 @@ def test_a_malformed_w3c_client_context_does_not_hide_the_custom_one(task):
     assert (span["trace_id"], span["parent_span_id"], span["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "")
 
 
+def test_an_http_event_passed_on_by_an_invoking_function_is_parented_by_that_function(task):
+    # GIVEN a function that invokes this one with the HTTP event it got: the event still holds
+    # the client's traceparent (and tracestate), and the client context holds the invoking
+    # function's own, as lambdawrap's AWS SDK hook writes it
+    forwarded = event("apigw-http")
+    forwarded["headers"].update(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate="client=1")
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked so, and again with the event alone
+        passed_on = emu.invoke(forwarded, client_context={"custom": {"traceparent": caller, "tracestate": "caller=1"}})
+        direct = emu.invoke(forwarded)
+        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in (passed_on.request_id, direct.request_id), count=2, timeout=30)}
+    # THEN the invoking function's span parents it, with its tracestate (before: the client's,
+    # two hops up, and the Invoke call's span had no child), and the event's alone otherwise
+    assert (spans[passed_on.request_id]["trace_id"], spans[passed_on.request_id]["parent_span_id"], spans[passed_on.request_id]["trace_state"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "caller=1")
+    assert (spans[direct.request_id]["trace_id"], spans[direct.request_id]["parent_span_id"], spans[direct.request_id]["trace_state"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "client=1")
+
+
 def test_an_http_api_s_default_route_in_payload_1_0_names_no_route(task):
     # GIVEN an HTTP API request that matched no route, delivered in payload format 1.0 (as a real
     # one comes: resource and resourcePath "$default"), and one that matched "/pets/{petId}"

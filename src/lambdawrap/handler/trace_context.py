@@ -335,8 +335,8 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
     a W3C parent, as they came (None when neither did): they are validated where they are used
     (shared.w3c_fields), not on every invocation.
 
-    In order: a W3C ``traceparent`` header of an HTTP-shaped event; the client context of a
-    Lambda ``Invoke`` (``client_context_w3c``); the context a single message or payload carries;
+    In order: the client context of a Lambda ``Invoke`` (``client_context_w3c``); a W3C
+    ``traceparent`` header of an HTTP-shaped event; the context a single message or payload carries;
     a sampled X-Ray context from the environment (``_X_AMZN_TRACE_ID``), then from an HTTP
     ``X-Amzn-Trace-Id`` header. With ``xray_lambda_order`` (OTEL_PROPAGATORS naming
     ``xray-lambda``), the parent the OpenTelemetry SDK's propagators would extract from the
@@ -352,17 +352,20 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
                 # The X-Ray context the user asked to come first (Lambda's active tracing
                 # segment): the one the event or its caller carries stays reachable as a link,
                 # and the baggage the headers carry goes on (its propagator reads it apart).
-                own = parse_traceparent(header(headers, "traceparent"))
-                if own is None and client_context is not None:
-                    own = parse_traceparent(client_context.get("traceparent"))
+                own = parse_traceparent(client_context.get("traceparent")) if client_context is not None else None
+                if own is None:
+                    own = parse_traceparent(header(headers, "traceparent"))
                 baggage = _beside_traceparent(headers)[1] if isinstance(headers, dict) else None
                 return parent, own or message, (None, baggage) if baggage else None
         ambient = _sampled_xray(xray)
-        parent = parse_traceparent(header(headers, "traceparent"))
-        carrier: Any = headers
-        if parent is None and client_context is not None:
-            parent = parse_traceparent(client_context.get("traceparent"))
-            carrier = client_context
+        # The caller's client context first: a function that invokes another with the HTTP
+        # event it got passes the client's traceparent on in the event, and its own in the
+        # client context (as OpenTelemetry Java's Lambda instrumentation ranks them).
+        parent = parse_traceparent(client_context.get("traceparent")) if client_context is not None else None
+        carrier: Any = client_context
+        if parent is None:
+            parent = parse_traceparent(header(headers, "traceparent"))
+            carrier = headers
         if parent is not None:
             # Looked up only with a W3C parent: the other headers of an event are not walked.
             beside = _beside_traceparent(carrier)
