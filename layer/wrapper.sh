@@ -100,7 +100,20 @@ lw_env_runs() {
   esac
 }
 
-lw_trim "${LAMBDAWRAP_NEXT_WRAPPER:-}"
+# A next wrapper is handed this file as the interpreter to run (see the end), and runs it with
+# the arguments it means for the interpreter: this is that second pass, which sets the boot up
+# and execs the interpreter we were handed.
+lw_chained=""
+if [ -n "${LAMBDAWRAP_CHAINED_INTERPRETER+set}" ]; then
+  lw_chained=$LAMBDAWRAP_CHAINED_INTERPRETER
+  unset LAMBDAWRAP_CHAINED_INTERPRETER
+  set -- "$lw_chained" "$@"
+fi
+if [ -n "$lw_chained" ]; then
+  lw_v=""
+else
+  lw_trim "${LAMBDAWRAP_NEXT_WRAPPER:-}"
+fi
 lw_given=$lw_v
 lw_next=$lw_v
 # The file checked is the one run: exec looks a name without a slash up on PATH, where the
@@ -147,11 +160,32 @@ case "$here" in
   *) here="$PWD/$here" ;;
 esac
 
+# A layer copied in part (no boot) could not put the environment back: run as without it.
+boot="$here/python/lambdawrap_boot"
+if [ ! -f "$boot/sitecustomize.py" ]; then
+  echo "lambdawrap: not instrumenting, $boot/sitecustomize.py is missing (a layer copied in part?)" >&2
+  [ -n "$lw_next" ] && exec "$lw_next" "$@"
+  exec "$@"
+fi
+
+# A next wrapper runs before the boot is set up, and is handed this file in place of the
+# interpreter: it sees the environment it sees without the layer, and its own changes
+# (PYTHONPATH first of all) are made before ours. Set up before it, a sitecustomize of its own
+# put first on PYTHONPATH (opentelemetry-instrument's) shadowed ours and left our variables in
+# the function's environment. Its arguments for the interpreter (-X importtime) come back here.
+if [ -n "$lw_next" ] && [ $# -gt 0 ]; then
+  if [ -f "${2:-}" ]; then
+    export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
+  fi
+  export LAMBDAWRAP_CHAINED_INTERPRETER="$1"
+  shift
+  exec "$lw_next" "$here/${lw_self##*/}" "$@"
+fi
+
 # PYTHONPATH carries our boot folder (its sitecustomize.py is how lambdawrap starts) and, when
 # it was unset, the layer's folders, where lambdawrap's own package lives. The boot puts both
 # back as they were (LAMBDAWRAP_ADDED_PATHS, LAMBDAWRAP_PYTHONPATH_UNSET) before the runtime's
 # bootstrap.py reads them, so the function's sys.path is the one it has without the layer.
-boot="$here/python/lambdawrap_boot"
 if [ -z "${PYTHONPATH+set}" ]; then
   case "${AWS_EXECUTION_ENV:-}" in
     AWS_Lambda_python*) added="$boot:$here/python/lib/${AWS_EXECUTION_ENV#AWS_Lambda_}/site-packages:$here/python" ;;
@@ -169,10 +203,10 @@ fi
 export PYTHONPATH
 export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$added"
 # The runtime's script (the bootstrap hands us the interpreter and it): only the process that
-# runs it is instrumented, not a Python process on the way (a next wrapper written in Python).
-if [ -f "${2:-}" ]; then
+# runs it is instrumented, not a Python process on the way (a `python -c` a next wrapper runs
+# with the interpreter it was handed). A chained pass keeps the one the first pass named.
+if [ -z "$lw_chained" ] && [ -f "${2:-}" ]; then
   export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
 fi
 
-[ -n "$lw_next" ] && exec "$lw_next" "$@"
 exec "$@"

@@ -734,7 +734,9 @@ class TestExecWrapper:
         nxt.write_text('#!/bin/sh\nexport CHAINED="$#:$1"\nexec "$@"\n')
         nxt.chmod(0o755)
         env = self.run({"LAMBDAWRAP_NEXT_WRAPPER": str(nxt)})
-        assert env["CHAINED"] == "1:/usr/bin/env" and "lambdawrap_boot" in env["PYTHONPATH"]
+        # It is handed our wrapper in place of the interpreter, which sets the boot up after it
+        # and execs the interpreter.
+        assert env["CHAINED"] == f"1:{WRAPPER}" and "lambdawrap_boot" in env["PYTHONPATH"]
 
     def test_runs_from_any_folder(self, tmp_path):
         import shutil

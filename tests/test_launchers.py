@@ -360,3 +360,57 @@ def test_a_python_that_cannot_find_the_companion_is_a_bad_value_not_a_crash(tmp_
     # ... and one line says why, naming the variable and the default
     warnings = [line for line in emu.log_lines("extension") if "LAMBDAWRAP_PYTHON" in line]
     assert len(warnings) == 1 and "using the default python3" in warnings[0], emu.log_lines("extension")
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_a_layer_copied_without_its_boot_runs_the_function_as_without_it(tmp_path, chained):
+    # GIVEN the wrapper copied without the layer's python/ folder (a layer copied in part)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy2(WRAPPER, partial / "wrapper.sh")
+    env = {"PATH": "/usr/bin:/bin"}
+    if chained:
+        nxt = tmp_path / "next.sh"
+        nxt.write_text("#!/bin/sh\n" + NEXT_BODY)
+        nxt.chmod(0o755)
+        env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
+    # WHEN the runtime starts through it
+    out = subprocess.run([str(partial / "wrapper.sh"), "/usr/bin/env"], env=env, capture_output=True, text=True, timeout=30)
+    # THEN one warning, and the runtime (or the next wrapper) gets the environment it gets
+    # without the layer (before: PYTHONPATH set and the boot's variables left, with no boot to
+    # take them out)
+    started = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert out.returncode == 0 and "PYTHONPATH" not in started and not [k for k in started if k.startswith("LAMBDAWRAP_") and k != "LAMBDAWRAP_NEXT_WRAPPER"], out
+    assert started.get("CHAINED") == ("yes" if chained else None)
+    assert out.stderr.splitlines() == [f"lambdawrap: not instrumenting, {partial}/python/lambdawrap_boot/sitecustomize.py is missing (a layer copied in part?)"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_next_wrapper_sees_the_environment_it_sees_without_the_layer_and_its_options_reach_the_interpreter(tmp_path, shell):
+    # GIVEN a next wrapper that records what it was started with, extends PYTHONPATH as many
+    # do (leaving an empty entry when it was unset), and puts an option of its own before the
+    # runtime's script, as AWS's documented `-X importtime` wrapper does
+    seen = tmp_path / "seen"
+    nxt = tmp_path / "next.sh"
+    nxt.write_text(
+        "#!/bin/sh\n"
+        f'env > "{seen}"\n'
+        'export PYTHONPATH="$PYTHONPATH:/next/p"\n'
+        'exec "$1" -X importtime "$2"\n'
+    )
+    nxt.chmod(0o755)
+    script = tmp_path / "bootstrap.py"
+    script.write_text("")
+    runtime = tmp_path / "runtime"
+    runtime.write_text('#!/bin/sh\nprintf "arg:%s\\n" "$@"\necho "pythonpath:${PYTHONPATH-unset}"\necho "boot:${LAMBDAWRAP_BOOT_DIR-}"\necho "script:${LAMBDAWRAP_RUNTIME_SCRIPT-}"\n')
+    runtime.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}
+    out = subprocess.run([shell, str(WRAPPER), str(runtime), str(script)], env=env, capture_output=True, text=True, timeout=30)
+    # THEN the next wrapper saw no PYTHONPATH and none of the boot's variables (only what
+    # brings it back to us); the interpreter gets its option, its PYTHONPATH with ours in front
+    # (the restore leaves ":/next/p", as without the layer), and the runtime's script is known
+    before = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert "PYTHONPATH" not in before, before
+    assert sorted(k for k in before if k.startswith("LAMBDAWRAP_")) == ["LAMBDAWRAP_CHAINED_INTERPRETER", "LAMBDAWRAP_NEXT_WRAPPER", "LAMBDAWRAP_RUNTIME_SCRIPT"], before
+    assert out.returncode == 0, out
+    assert out.stdout.splitlines() == ["arg:-X", "arg:importtime", f"arg:{script}", f"pythonpath:{LAYER}/python/lambdawrap_boot::/next/p", f"boot:{LAYER}/python/lambdawrap_boot", f"script:{script}"], out

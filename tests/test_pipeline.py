@@ -1258,6 +1258,8 @@ def handler(event, context):
         "pythonpath": os.environ.get("PYTHONPATH", "").replace(os.environ["LAMBDA_RUNTIME_DIR"], "<runtime>"),
         "sys_path": [p for p in sys.path if p != os.environ["LAMBDA_RUNTIME_DIR"]],
         "child_loads": child.stdout.strip(),
+        "boot_variables": sorted(k for k in os.environ if k.startswith("LAMBDAWRAP_") and k not in ("LAMBDAWRAP_NEXT_WRAPPER", "LAMBDAWRAP_SOCKET")),
+        "other_sitecustomize": os.environ.get("OTHER_SITECUSTOMIZE"),
     }
 """
 
@@ -1308,6 +1310,34 @@ def test_a_next_wrapper_written_in_python_that_execs_the_runtime_leaves_it_instr
         # started without it), and the function sees what it sees with that wrapper alone
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
     assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
+    assert body == without
+
+
+def test_a_next_wrapper_that_puts_its_own_sitecustomize_first_leaves_the_runtime_instrumented(tmp_path):
+    # GIVEN a next wrapper that puts a folder holding its own sitecustomize first on PYTHONPATH
+    # and execs the interpreter it was handed with an option of its own, as OpenTelemetry's
+    # opentelemetry-instrument does (its auto_instrumentation folder), chained after ours
+    task = write_function(tmp_path / "task", PATH_APP)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import os\nos.environ['OTHER_SITECUSTOMIZE'] = 'ran'\n")
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"os.environ['PYTHONPATH'] = os.pathsep.join(p for p in ({str(other)!r}, os.environ.get('PYTHONPATH')) if p)\n"
+        "os.execv(sys.argv[1], [sys.argv[1], '-X', 'utf8', *sys.argv[2:]])\n"
+    )
+    wrapper.chmod(0o755)
+    with Emulator(str(task), "app.handler", env={"AWS_LAMBDA_EXEC_WRAPPER": str(wrapper)}, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env={"LAMBDAWRAP_NEXT_WRAPPER": str(wrapper)}) as (emu, rx):
+        body = emu.invoke({}).json()
+        # THEN the runtime is instrumented (before: the wrapper's sitecustomize shadowed ours,
+        # and nothing of lambdawrap ran), its sitecustomize runs too, and the function sees what
+        # it sees with that wrapper alone: none of our variables, nor our folders on its paths
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
+    assert without["other_sitecustomize"] == "ran" and without["boot_variables"] == []
     assert body == without
 
 
