@@ -520,3 +520,21 @@ def test_a_batch_send_s_span_counts_its_messages(service, operation, params):
     attributes: dict = {}
     aws_services.request_attributes(service, operation, params, "us-east-1", attributes)
     assert attributes["messaging.batch.message_count"] == 2 and attributes["messaging.operation.type"] == "send"
+
+
+@pytest.mark.parametrize(
+    "operation, answer, expected",
+    [
+        # One write's metrics, and a batch's per table: the size estimates stay
+        ("PutItem", {"ItemCollectionMetrics": {"ItemCollectionKey": {"pk": {"S": "customer-4711"}}, "SizeEstimateRangeGB": [0.0, 1.0]}}, '{"SizeEstimateRangeGB": [0.0, 1.0]}'),
+        ("BatchWriteItem", {"ItemCollectionMetrics": {"orders": [{"ItemCollectionKey": {"pk": {"S": "customer-4711"}}, "SizeEstimateRangeGB": [0.0, 1.0]}]}}, '{"orders": [{"SizeEstimateRangeGB": [0.0, 1.0]}]}'),
+    ],
+)
+def test_a_dynamodb_write_s_item_collection_metrics_leave_out_the_items_key(operation, answer, expected):
+    # An ItemCollectionKey holds the written items' partition key value, a value of an item,
+    # which no span records (OpenTelemetry's instrumentation writes it; moto never answers one).
+    from lambdawrap.handler.outgoing import aws_services
+
+    attributes: dict = {}
+    aws_services.response_attributes("dynamodb", operation, answer, attributes)
+    assert attributes == {"aws.dynamodb.item_collection_metrics": expected}

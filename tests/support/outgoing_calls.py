@@ -92,6 +92,7 @@ def aws_calls(endpoint: str, refused: int) -> list:
         ("dynamodb create", lambda: ddb.create_table(TableName="items", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")),
         ("dynamodb put", lambda: ddb.put_item(TableName="items", Item={"id": {"S": "1"}})),
         ("dynamodb missing table", lambda: ddb.get_item(TableName="nope", Key={"id": {"S": "1"}})),
+        *dynamodb_calls(ddb),
         ("s3 bucket", lambda: s3.create_bucket(Bucket="files")),
         ("s3 put", lambda: s3.put_object(Bucket="files", Key="a.txt", Body=b"hello")),
         ("s3 missing key", lambda: s3.get_object(Bucket="files", Key="missing.txt")),
@@ -104,6 +105,54 @@ def aws_calls(endpoint: str, refused: int) -> list:
         ("secret create", lambda: sm.create_secret(Name="db", SecretString="s3cr3t")),
         ("secret get", lambda: sm.get_secret_value(SecretId="db")),
         ("refused", lambda: client("dynamodb", f"http://127.0.0.1:{refused}", retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2).list_tables()),
+    ]
+
+
+def dynamodb_calls(ddb) -> list:
+    """The calls whose parameters and answers DynamoDB's conventions describe (indexes, limits,
+    capacities, counts): a table with provisioned throughput and both kinds of secondary index."""
+    key = [{"AttributeName": "customer", "KeyType": "HASH"}, {"AttributeName": "day", "KeyType": "RANGE"}]
+    throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 3}
+    orders = {
+        "TableName": "orders",
+        "KeySchema": key,
+        "AttributeDefinitions": [{"AttributeName": "customer", "AttributeType": "S"}, {"AttributeName": "day", "AttributeType": "S"}, {"AttributeName": "total", "AttributeType": "N"}, {"AttributeName": "shop", "AttributeType": "S"}],
+        "ProvisionedThroughput": throughput,
+        "GlobalSecondaryIndexes": [{"IndexName": "by-shop", "KeySchema": [{"AttributeName": "shop", "KeyType": "HASH"}], "Projection": {"ProjectionType": "KEYS_ONLY"}, "ProvisionedThroughput": {"ReadCapacityUnits": 2, "WriteCapacityUnits": 1}}],
+        "LocalSecondaryIndexes": [{"IndexName": "by-total", "KeySchema": [key[0], {"AttributeName": "total", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["note"]}}],
+    }
+    order = {"customer": {"S": "c1"}, "day": {"S": "2024-05-01"}, "total": {"N": "12.5"}, "shop": {"S": "north"}, "note": {"S": "gift wrap"}}
+    return [
+        ("dynamodb create with indexes", lambda: ddb.create_table(**orders)),
+        ("dynamodb update table", lambda: ddb.update_table(
+            TableName="orders",
+            AttributeDefinitions=[{"AttributeName": "region", "AttributeType": "S"}],
+            ProvisionedThroughput={"ReadCapacityUnits": 10, "WriteCapacityUnits": 4},
+            GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": "by-region", "KeySchema": [{"AttributeName": "region", "KeyType": "HASH"}], "Projection": {"ProjectionType": "ALL"}, "ProvisionedThroughput": {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}}}],
+        )),
+        ("dynamodb put with capacity", lambda: ddb.put_item(TableName="orders", Item=order, ReturnConsumedCapacity="TOTAL", ReturnItemCollectionMetrics="SIZE")),
+        ("dynamodb batch write", lambda: ddb.batch_write_item(
+            RequestItems={"orders": [{"PutRequest": {"Item": dict(order, day={"S": f"2024-05-0{d}"})}} for d in (2, 3)], "items": [{"PutRequest": {"Item": {"id": {"S": "2"}}}}]},
+            ReturnConsumedCapacity="INDEXES",
+            ReturnItemCollectionMetrics="SIZE",
+        )),
+        ("dynamodb get consistent", lambda: ddb.get_item(TableName="orders", Key={"customer": {"S": "c1"}, "day": {"S": "2024-05-01"}}, ConsistentRead=True, ProjectionExpression="#d, note", ExpressionAttributeNames={"#d": "day"}, ReturnConsumedCapacity="TOTAL")),
+        ("dynamodb query index", lambda: ddb.query(
+            TableName="orders",
+            IndexName="by-total",
+            KeyConditionExpression="customer = :c",
+            ExpressionAttributeValues={":c": {"S": "c1"}},
+            Limit=2,
+            ConsistentRead=True,
+            ProjectionExpression="customer, note",
+            Select="SPECIFIC_ATTRIBUTES",
+            ScanIndexForward=False,
+            ReturnConsumedCapacity="INDEXES",
+        )),
+        ("dynamodb scan segment", lambda: ddb.scan(TableName="orders", Segment=1, TotalSegments=2, Limit=10, AttributesToGet=["customer", "day"], Select="SPECIFIC_ATTRIBUTES", ReturnConsumedCapacity="TOTAL")),
+        ("dynamodb list tables", lambda: ddb.list_tables(Limit=1, ExclusiveStartTableName="items")),
+        ("dynamodb batch get", lambda: ddb.batch_get_item(RequestItems={"orders": {"Keys": [{"customer": {"S": "c1"}, "day": {"S": "2024-05-02"}}]}}, ReturnConsumedCapacity="TOTAL")),
+        ("dynamodb delete item", lambda: ddb.delete_item(TableName="orders", Key={"customer": {"S": "c1"}, "day": {"S": "2024-05-03"}}, ReturnConsumedCapacity="TOTAL", ReturnItemCollectionMetrics="SIZE")),
     ]
 
 

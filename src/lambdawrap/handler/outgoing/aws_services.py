@@ -1,6 +1,7 @@
 """Per-service attributes of AWS SDK client spans, after the semantic conventions (aws.*, messaging.*,
 faas.invoked_*): names of resources (tables, buckets, queues, topics, functions, state machines,
-secrets, parameters), never a value the call sends or receives."""
+secrets, parameters) and, for DynamoDB, the shape of the call (its limits, indexes, capacities,
+counts), never a value the call sends or receives: no item's, message's or secret's."""
 
 from __future__ import annotations
 
@@ -35,6 +36,131 @@ def _dynamodb(operation: str, params: dict, region: str, attributes: dict) -> No
         attributes["aws.dynamodb.table_names"] = [table]
     elif isinstance(params.get("RequestItems"), dict):  # BatchGetItem, BatchWriteItem
         attributes["aws.dynamodb.table_names"] = [name for name in params["RequestItems"] if isinstance(name, str)]
+    _read_fields(params, _DYNAMODB_REQUESTS.get(operation, ()), attributes)
+
+
+def _read_fields(source: dict, fields: tuple, attributes: dict) -> None:
+    """Each (field, attribute, reader) whose field `source` holds and whose reader makes a value of it."""
+    for field, attribute, reader in fields:
+        value = source.get(field)
+        if value is not None:
+            value = reader(value)
+            if value is not None:
+                attributes[attribute] = value
+
+
+# DynamoDB's readers: a value of the type the conventions give, or None (the attribute left out).
+def _flag(value: "Any") -> "Any":
+    return value if type(value) is bool else None
+
+
+def _whole(value: "Any") -> "Any":
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _name(value: "Any") -> "Any":
+    return value if isinstance(value, str) else None
+
+
+def _names(value: "Any") -> "Any":
+    if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        return list(value)
+    return None
+
+
+def _units(key: str) -> "Any":
+    def read(throughput: "Any") -> "Any":  # a double in the conventions; botocore's model has a long
+        units = throughput.get(key) if isinstance(throughput, dict) else None
+        if isinstance(units, (int, float)) and not isinstance(units, bool) and -1e300 < units < 1e300:
+            return float(units)
+        return None
+
+    return read
+
+
+def _each_as_json(value: "Any") -> "Any":
+    """string[]: one JSON text per member of a list (a single object: a list of one)."""
+    members = [value] if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else None
+    if members is None:
+        return None
+    texts = [_json(member) for member in members]
+    return None if None in texts else texts
+
+
+def _size(value: "Any") -> "Any":
+    return len(value) if isinstance(value, (list, tuple)) else None
+
+
+def _collection_metrics(value: "Any") -> "Any":
+    """The answer's ItemCollectionMetrics as JSON, each ItemCollectionKey left out: it holds the
+    items' partition key value. One write's is an object, a batch's a list of them per table."""
+    if not isinstance(value, dict):
+        return None
+    if "ItemCollectionKey" in value or "SizeEstimateRangeGB" in value:
+        return _json(_without_key(value))
+    return _json({table: [_without_key(m) for m in metrics] if isinstance(metrics, (list, tuple)) else metrics for table, metrics in value.items()})
+
+
+def _without_key(metrics: "Any") -> "Any":
+    return {k: v for k, v in metrics.items() if k != "ItemCollectionKey"} if isinstance(metrics, dict) else metrics
+
+
+_CONSISTENT_READ = ("ConsistentRead", "aws.dynamodb.consistent_read", _flag)
+_PROJECTION = ("ProjectionExpression", "aws.dynamodb.projection", _name)
+_LIMIT = ("Limit", "aws.dynamodb.limit", _whole)
+_THROUGHPUT = (
+    ("ProvisionedThroughput", "aws.dynamodb.provisioned_read_capacity", _units("ReadCapacityUnits")),
+    ("ProvisionedThroughput", "aws.dynamodb.provisioned_write_capacity", _units("WriteCapacityUnits")),
+)
+_READS = (
+    ("AttributesToGet", "aws.dynamodb.attributes_to_get", _names),
+    _CONSISTENT_READ,
+    ("IndexName", "aws.dynamodb.index_name", _name),
+    _LIMIT,
+    _PROJECTION,
+    ("Select", "aws.dynamodb.select", _name),
+)
+# The request parameters the conventions name, per operation (of the rest, e.g. a Query's key
+# condition and its values, nothing).
+_DYNAMODB_REQUESTS = {
+    "CreateTable": (
+        ("GlobalSecondaryIndexes", "aws.dynamodb.global_secondary_indexes", _each_as_json),
+        ("LocalSecondaryIndexes", "aws.dynamodb.local_secondary_indexes", _each_as_json),
+        *_THROUGHPUT,
+    ),
+    "GetItem": (_CONSISTENT_READ, _PROJECTION),
+    "ListTables": (("ExclusiveStartTableName", "aws.dynamodb.exclusive_start_table", _name), _LIMIT),
+    "Query": (("ScanIndexForward", "aws.dynamodb.scan_forward", _flag), *_READS),
+    "Scan": (("Segment", "aws.dynamodb.segment", _whole), ("TotalSegments", "aws.dynamodb.total_segments", _whole), *_READS),
+    "UpdateTable": (
+        ("AttributeDefinitions", "aws.dynamodb.attribute_definitions", _each_as_json),
+        ("GlobalSecondaryIndexUpdates", "aws.dynamodb.global_secondary_index_updates", _each_as_json),
+        *_THROUGHPUT,
+    ),
+}
+_CONSUMED = ("ConsumedCapacity", "aws.dynamodb.consumed_capacity", _each_as_json)
+_WRITE_ANSWER = (_CONSUMED, ("ItemCollectionMetrics", "aws.dynamodb.item_collection_metrics", _collection_metrics))
+# The answer's fields, likewise (a Query's or Scan's items, a GetItem's item: never).
+_DYNAMODB_ANSWERS = {
+    "BatchGetItem": (_CONSUMED,),
+    "BatchWriteItem": _WRITE_ANSWER,
+    "DeleteItem": _WRITE_ANSWER,
+    "GetItem": (_CONSUMED,),
+    "ListTables": (("TableNames", "aws.dynamodb.table_count", _size),),
+    "PutItem": _WRITE_ANSWER,
+    "Query": (_CONSUMED,),
+    "Scan": (("Count", "aws.dynamodb.count", _whole), ("ScannedCount", "aws.dynamodb.scanned_count", _whole), _CONSUMED),
+    "UpdateItem": _WRITE_ANSWER,
+}
+
+def _json(value: "Any") -> "Any":
+    """`value` as JSON (as the contrib instrumentation writes it), None where json cannot write it."""
+    import json  # deferred: botocore, whose call this reads, has it loaded already
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # a Decimal or bytes, a cycle, deep nesting
+        return None
 
 
 def _s3(operation: str, params: dict, region: str, attributes: dict) -> None:
@@ -150,6 +276,10 @@ def _only_id(messages: "Any") -> "Any":
     return None
 
 
+def _dynamodb_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    _read_fields(parsed, _DYNAMODB_ANSWERS.get(operation, ()), attributes)
+
+
 def _secrets_manager_answer(operation: str, parsed: dict, attributes: dict) -> None:
     arn = _text(parsed.get("ARN"))
     if arn:
@@ -170,6 +300,7 @@ def _step_functions_answer(operation: str, parsed: dict, attributes: dict) -> No
 
 
 _RESPONSE_READERS = {
+    "dynamodb": _dynamodb_answer,
     "sqs": _sqs_answer,
     "secretsmanager": _secrets_manager_answer,
     "sns": _sns_answer,
