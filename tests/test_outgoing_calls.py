@@ -1427,6 +1427,73 @@ def test_the_functions_own_xray_header_of_another_trace_goes_without_a_tracepare
     assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
 
 
+OWN_XRAY_HEADER_ON_AWS = """
+import os
+import boto3
+
+OTHER = "Root=1-66666666-777777777777777777777777;Parent=8888888888888888;Sampled=1"
+
+def set_own(params, **kwargs):
+    params["headers"]["X-Amzn-Trace-Id"] = OTHER
+
+def handler(event, context):
+    options = dict(endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    boto3.client("dynamodb", **options).list_tables(Limit=1)
+    own = boto3.client("dynamodb", **options)
+    own.meta.events.register("before-call.dynamodb.ListTables", set_own)
+    own.list_tables(Limit=2)
+    return {}
+"""
+
+
+def test_with_xray_propagation_an_aws_call_s_own_xray_header_is_sent_as_the_function_wrote_it(tmp_path, moto):
+    # GIVEN X-Ray propagation, an invocation under an X-Ray trace, and a function that sets an
+    # X-Amzn-Trace-Id of another trace on one AWS call (a before-call handler of its own)
+    task = write_function(tmp_path / "task", OWN_XRAY_HEADER_ON_AWS)
+    invocation_trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    before = len(moto.requests())
+    with instrumented(task, env={"MOTO_URL": moto.endpoint, "OTEL_PROPAGATORS": "tracecontext,baggage,xray"}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({}, trace_header=invocation_trace)
+        assert result.json() == {}
+        calls = children(rx, invocation_span(rx, result.request_id), 2)
+    sent = {json.loads(r["body"])["Limit"]: r["xray"] for r in moto.requests()[before:] if r["target"].endswith("ListTables")}
+    # THEN that call goes with the function's header (before: re-pointed at our span, another
+    # trace's context lost), and the other names its client span, with botocore's fields kept
+    assert sent[2] == "Root=1-66666666-777777777777777777777777;Parent=8888888888888888;Sampled=1"
+    ours = calls[0]
+    assert sent[1].startswith(f"Root=1-{ours['trace_id'][:8]}-{ours['trace_id'][8:]};Parent={ours['span_id']};Sampled=1"), sent[1]
+
+
+PARAMETERS_OF_A_DICT_SUBCLASS = """
+import os
+from collections import OrderedDict
+import boto3
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName="dict-subclass")["QueueUrl"]
+    params = OrderedDict(QueueUrl=queue, MessageBody="order")  # as a library passes them on
+    sqs._make_api_call("SendMessage", params)
+    sqs._make_api_call("SendMessage", params)
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+    return {"left": sorted(params), "traceparents": sorted(m.get("MessageAttributes", {}).get("traceparent", {}).get("StringValue", "") for m in messages)}
+"""
+
+
+def test_parameters_in_a_dict_subclass_are_not_written_into(tmp_path, moto):
+    # GIVEN a function (a library) that sends twice with one OrderedDict of parameters
+    task = write_function(tmp_path / "task", PARAMETERS_OF_A_DICT_SUBCLASS)
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        sends = [s for s in children(rx, invocation_span(rx, result.request_id), 4) if s["name"] == "SQS.SendMessage"]
+    body = result.json()
+    # THEN its dict holds what it put there (before: our traceparent, which the second send took
+    # for the function's own, so both messages named the first send's span), and each message
+    # names its own send
+    assert body["left"] == ["MessageBody", "QueueUrl"]
+    assert body["traceparents"] == sorted(f"00-{s['trace_id']}-{s['span_id']}-01" for s in sends), (body, sends)
+
+
 ASKS_FOR_AN_ANSWER_TOO_EARLY = """
 import http.client, urllib.parse
 

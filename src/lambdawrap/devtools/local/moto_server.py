@@ -69,7 +69,7 @@ class MotoServer:
         urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/recorder/reset-recording", method="POST"), timeout=5).read()
 
     def requests(self) -> list:
-        """Every AWS request moto served: target action, user agent and decoded body."""
+        """Every AWS request moto served: target action, user agent, X-Ray header and decoded body."""
         if not self._recording.exists():
             return []
         out = []
@@ -81,5 +81,5 @@ class MotoServer:
                 body = base64.b64decode(body).decode("utf-8", "replace")
             if not headers.get("x-amz-target"):
                 continue  # not an AWS API call (e.g. the readiness probe)
-            out.append({"target": headers.get("x-amz-target", ""), "user_agent": headers.get("user-agent", ""), "body": body})
+            out.append({"target": headers.get("x-amz-target", ""), "user_agent": headers.get("user-agent", ""), "xray": headers.get("x-amzn-trace-id"), "body": body})
         return out

@@ -97,6 +97,16 @@ class AwsCall:
         self._events.interrupted(self, exc)
 
 
+def _botocores_own(header: str) -> bool:
+    """Whether an X-Amzn-Trace-Id is the one botocore adds (the environment's _X_AMZN_TRACE_ID,
+    URL-quoted), not one the function set itself (a before-call handler of its own), which is
+    sent as it wrote it, as on HTTP requests."""
+    import os
+    from urllib.parse import unquote  # deferred: botocore has it loaded already
+
+    return unquote(header) == os.environ.get("_X_AMZN_TRACE_ID")
+
+
 class AwsCallEvents:
     """botocore event handlers (each never raises: a failure is counted, the call goes on)."""
 
@@ -116,8 +126,8 @@ class AwsCallEvents:
         `_make_api_call` with it (a dict used again would carry a stale context, and the caller
         would find our attributes in it). None (no say) for the others."""
         try:
-            if self._carriers and type(params) is dict and aws_carriers.carries(model.service_model.service_name, model.name, self._carriers):
-                return dict(params)
+            if self._carriers and isinstance(params, dict) and aws_carriers.carries(model.service_model.service_name, model.name, self._carriers):
+                return dict(params)  # a subclass (an OrderedDict a library passes) is the caller's too
         except Exception:  # noqa: BLE001 - the call goes on with its own parameters
             FAILURES.record("copying an AWS SDK call's parameters")
         return None
@@ -156,7 +166,9 @@ class AwsCallEvents:
                 call.span.attributes["server.port"] = parts[2]
             if self._propagation.xray:
                 headers = params["headers"]
-                headers[XRAY_HEADER] = xray(call.span, headers.get(XRAY_HEADER) or "")
+                existing = headers.get(XRAY_HEADER) or ""
+                if not existing or _botocores_own(existing):
+                    headers[XRAY_HEADER] = xray(call.span, existing)
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing an AWS SDK request")
 
