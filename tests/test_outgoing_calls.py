@@ -1494,6 +1494,35 @@ def test_parameters_in_a_dict_subclass_are_not_written_into(tmp_path, moto):
     assert body["traceparents"] == sorted(f"00-{s['trace_id']}-{s['span_id']}-01" for s in sends), (body, sends)
 
 
+URLLIB_DATA_AND_REDIRECTS = """
+import urllib.error, urllib.request
+
+def handler(event, context):
+    base = event["http"]
+    urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=data"), b"order=1", timeout=5).read()
+    try:
+        urllib.request.urlopen(base + "/status/307?via=unfollowed", timeout=5)
+    except urllib.error.HTTPError as e:
+        return {"raised": e.code}
+    return {"raised": None}
+"""
+
+
+def test_urllib_spans_name_the_method_sent_and_fail_on_a_redirect_not_followed(tmp_path):
+    # GIVEN a function that hands urlopen() its body apart from the Request, and asks for an
+    # answer that redirects nowhere (urllib raises it as an HTTPError)
+    task = write_function(tmp_path / "task", URLLIB_DATA_AND_REDIRECTS)
+    without, result, rx, _ = without_and_with_the_layer(task)
+    assert result.json() == without == {"raised": 307}
+    spans = {s["attributes"]["url.full"].partition("via=")[2]: s for s in children(rx, invocation_span(rx, result.request_id), 2)}
+    # THEN the first is the POST it went as (before: GET, read before urllib set the body) ...
+    assert (spans["data"]["name"], spans["data"]["attributes"]["http.request.method"]) == ("POST", "POST")
+    # ... and the second failed, as the function saw it (before: a success with a 307)
+    unfollowed = spans["unfollowed"]
+    assert unfollowed["attributes"]["http.response.status_code"] == 307 and unfollowed["attributes"]["error.type"] == "HTTPError"
+    assert unfollowed["status_code"] == 2 and [e["name"] for e in unfollowed["events"]] == ["exception"]
+
+
 ASKS_FOR_AN_ANSWER_TOO_EARLY = """
 import http.client, urllib.parse
 

@@ -1,6 +1,7 @@
 """`urllib.request`: a span per `OpenerDirector.open()` (what `urlopen()` calls), the redirects
 it follows inside it; http.client below it adds none. A 4xx/5xx answer, which urllib raises as
-`HTTPError`, is recorded with its status code. The request's headers get the trace context
+`HTTPError`, is recorded with its status code; a 3xx one (a redirect it would not follow) is a
+failed call. The request's headers get the trace context
 (`Request.add_unredirected_header` would hide it from redirects: a plain header goes along)."""
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         scheme, host, port, userinfo, rest = parts
         # Marked only once its headers are set: what raises before (a Request subclass's
         # add_header) leaves the request untraced, and no mark behind for every later call.
-        call = calls.begin(target.get_method(), scheme, host, port, rest, None, userinfo, mark=False)
+        method = target.get_method()
+        if target.data is None and (args[1] if len(args) > 1 else kwargs.get("data")) is not None:
+            # open(request, data) sets the request's data only after this: it goes as a POST.
+            method = getattr(target, "method", None) or "POST"
+        call = calls.begin(method, scheme, host, port, rest, None, userinfo, mark=False)
         if call is None and calls.inside_a_call():
             return None, args, kwargs
         # urllib keeps header names capitalize()d, str or bytes as given (it sends either); a
@@ -69,9 +74,12 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def failed(call: "Any", exc: BaseException) -> None:
         code = getattr(exc, "code", None)
         if isinstance(exc, module.HTTPError) and type(code) is int:
-            calls.answered(call, code)  # an answer, which urllib raises
-        else:
-            calls.failed(call, exc)
+            if code >= 400:
+                calls.answered(call, code)  # an answer, which urllib raises
+                return
+            # A redirect urllib would not follow (a loop, a 307 to a POST): the call failed.
+            call.span.attributes["http.response.status_code"] = code
+        calls.failed(call, exc)
 
     open_url = sync_wrapper(calls, begin, answered_with(calls, "status"), failed)
 
