@@ -1523,6 +1523,44 @@ def test_urllib_spans_name_the_method_sent_and_fail_on_a_redirect_not_followed(t
     assert unfollowed["status_code"] == 2 and [e["name"] for e in unfollowed["events"]] == ["exception"]
 
 
+INVOKES_WITH_A_RESPONSE_STREAM = """
+import base64, json
+import boto3
+
+class Sent(Exception):
+    pass
+
+def handler(event, context):
+    lam = boto3.client("lambda", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    seen = {}
+
+    def capture(request, **kwargs):  # what botocore would send, stopped before it goes
+        seen["client_context"] = request.headers.get("X-Amz-Client-Context")
+        raise Sent()
+
+    lam.meta.events.register("before-send.lambda.InvokeWithResponseStream", capture)
+    try:
+        lam.invoke_with_response_stream(FunctionName="orders", Payload=b"{}")
+    except Sent:
+        pass
+    sent = seen["client_context"]
+    return json.loads(base64.b64decode(sent)) if sent else None
+"""
+
+
+def test_an_invoke_with_a_response_stream_carries_the_context_in_its_client_context(tmp_path):
+    # GIVEN a function that invokes another with a response stream (the request stopped as
+    # botocore would send it)
+    task = write_function(tmp_path / "task", INVOKES_WITH_A_RESPONSE_STREAM)
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        (call,) = children(rx, invocation_span(rx, result.request_id), 1)
+    # THEN its client context names the call's span, as a synchronous Invoke's does (before:
+    # none, and the trace stopped there)
+    assert call["name"] == "Lambda.InvokeWithResponseStream"
+    assert result.json() == {"custom": {"traceparent": f"00-{call['trace_id']}-{call['span_id']}-01"}}, result.json()
+
+
 ASKS_FOR_AN_ANSWER_TOO_EARLY = """
 import http.client, urllib.parse
 

@@ -12,8 +12,8 @@ read:
                                                (a record within 1 MiB, a request within 5 MiB)
   Step Functions StartExecution                `input`, a JSON object: same key (not a named
                                                execution's: its name and input make it idempotent)
-  Lambda Invoke (synchronous)                  the client context's `custom` object (base64 JSON,
-                                               skipped and counted past 3,583 bytes; not for a
+  Lambda Invoke (synchronous),                the client context's `custom` object (base64 JSON,
+  InvokeWithResponseStream                     skipped and counted past 3,583 bytes; not for a
                                                payload holding its own context at its top)
 
 Nothing the caller passed is changed in place: a copy of each container carries the context
@@ -384,4 +384,5 @@ _CARRIERS = {
     ("stepfunctions", "StartExecution"): ("stepfunctions", _named_as_written(_single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES))),
     ("stepfunctions", "StartSyncExecution"): ("stepfunctions", _single(_json_member("input"), _member_bytes("input"), MAX_EVENT_BYTES)),
     ("lambda", "Invoke"): ("lambda", _client_context),
+    ("lambda", "InvokeWithResponseStream"): ("lambda", _client_context),
 }
