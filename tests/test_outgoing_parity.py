@@ -1,9 +1,10 @@
 """Parity with OpenTelemetry's own instrumentations: the same calls, run once under lambdawrap and
 once under the library's `opentelemetry-instrumentation-*` package (stable HTTP conventions,
 OTEL_SEMCONV_STABILITY_OPT_IN=http), against the same real servers (an HTTP server on loopback,
-a moto server). Span names, kinds, parentage, status, events and attributes are compared call
-by call; every difference must be one docs/outgoing-calls.md lists (with its reason), and every
-difference listed there must still occur. The library's own answers must be the same in both.
+a moto server, a fake Bedrock Runtime: moto has no `Converse`). Span names, kinds, parentage,
+status, events and attributes are compared call by call; every difference must be one
+docs/outgoing-calls.md lists (with its reason), and every difference listed there must still
+occur. The library's own answers must be the same in both.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from lambdawrap.devtools.local.moto_server import MotoServer
+from support.fake_bedrock import FakeBedrockRuntime
 from support.local_servers import closed_port, recording_server
 from support.pip_target import installed
 
@@ -38,17 +40,17 @@ def contrib_path() -> str:
 
 @pytest.fixture(scope="module")
 def servers():
-    with MotoServer() as moto, recording_server() as http:
-        yield moto, http
+    with MotoServer() as moto, recording_server() as http, FakeBedrockRuntime() as bedrock:
+        yield moto, http, bedrock
 
 
 def run_calls(mode: str, library: str, servers, contrib_path: str) -> dict:
-    moto, http = servers
+    moto, http, bedrock = servers
     urllib.request.urlopen(urllib.request.Request(moto.endpoint + "/moto-api/reset", method="POST"), timeout=10).read()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LAMBDAWRAP_"))}
     env["PYTHONPATH"] = os.pathsep.join([contrib_path, str(ROOT / "tests")])
     env["NO_PROXY"] = "127.0.0.1,localhost"
-    proc = subprocess.run([sys.executable, str(CALLS), mode, library, http.url, str(closed_port()), moto.endpoint], capture_output=True, text=True, timeout=180, env=env)
+    proc = subprocess.run([sys.executable, str(CALLS), mode, library, http.url, str(closed_port()), moto.endpoint, bedrock.url], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
 

@@ -1,10 +1,11 @@
 """Makes the same outgoing calls under lambdawrap, under OpenTelemetry's instrumentation of the
 library, or bare, and prints the spans as JSON (one process per run: both patch the libraries).
 
-    python outgoing_calls.py MODE LIBRARY HTTP_URL REFUSED_PORT [MOTO_URL]
+    python outgoing_calls.py MODE LIBRARY HTTP_URL REFUSED_PORT [MOTO_URL [BEDROCK_URL]]
 
 MODE is lambdawrap | contrib | bare. The calls run inside a parent span (the invocation span
 under lambdawrap, a root span under the contrib instrumentation), one span per call expected.
+BEDROCK_URL is a fake Bedrock Runtime's (support/fake_bedrock.py: moto has no `Converse`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def _async_get(library: str, url: str) -> int:
         return (await client.get(url)).status_code
 
 
-def aws_calls(endpoint: str, refused: int) -> list:
+def aws_calls(endpoint: str, refused: int, bedrock: str = "") -> list:
     import boto3
     from botocore.config import Config
 
@@ -105,6 +106,23 @@ def aws_calls(endpoint: str, refused: int) -> list:
         ("secret create", lambda: sm.create_secret(Name="db", SecretString="s3cr3t")),
         ("secret get", lambda: sm.get_secret_value(SecretId="db")),
         ("refused", lambda: client("dynamodb", f"http://127.0.0.1:{refused}", retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2).list_tables()),
+        *(bedrock_calls(client("bedrock-runtime", bedrock)) if bedrock else []),
+    ]
+
+
+def bedrock_calls(runtime) -> list:
+    """Converse (not streamed) with every inference parameter the conventions name, a system
+    prompt and a guardrail; and one the service refuses (an unknown model)."""
+    messages = [{"role": "user", "content": [{"text": "Say hello."}]}]
+    return [
+        ("bedrock converse", lambda: runtime.converse(
+            modelId="anthropic.claude-3-haiku-20240307-v1:0",
+            messages=messages,
+            system=[{"text": "You are terse."}],
+            inferenceConfig={"maxTokens": 256, "temperature": 0.5, "topP": 0.9, "stopSequences": ["###", "END"]},
+            guardrailConfig={"guardrailIdentifier": "gr-abc123", "guardrailVersion": "1"},
+        )["stopReason"]),
+        ("bedrock converse missing model", lambda: runtime.converse(modelId="missing-model", messages=messages)),
     ]
 
 
@@ -156,10 +174,10 @@ def dynamodb_calls(ddb) -> list:
     ]
 
 
-def run(mode: str, library: str, base: str, refused: int, moto: str) -> dict:
+def run(mode: str, library: str, base: str, refused: int, moto: str, bedrock: str = "") -> dict:
     # Instrumentation first, as in Lambda (the boot runs before the function imports anything).
     session = {"lambdawrap": _lambdawrap, "contrib": _contrib, "bare": _bare}[mode](library)
-    calls = aws_calls(moto, refused) if library == "botocore" else http_calls(library, base, refused)
+    calls = aws_calls(moto, refused, bedrock) if library == "botocore" else http_calls(library, base, refused)
     outcomes = []
 
     def handler(event: object, context: object) -> None:
@@ -246,4 +264,5 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     mode, library, base, refused = sys.argv[1:5]
     moto = sys.argv[5] if len(sys.argv) > 5 else ""
-    print(json.dumps(run(mode, library, base, int(refused), moto)))
+    bedrock = sys.argv[6] if len(sys.argv) > 6 else ""
+    print(json.dumps(run(mode, library, base, int(refused), moto, bedrock)))

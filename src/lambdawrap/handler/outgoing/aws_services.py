@@ -1,7 +1,9 @@
 """Per-service attributes of AWS SDK client spans, after the semantic conventions (aws.*, messaging.*,
-faas.invoked_*): names of resources (tables, buckets, queues, topics, functions, state machines,
-secrets, parameters) and, for DynamoDB, the shape of the call (its limits, indexes, capacities,
-counts), never a value the call sends or receives: no item's, message's or secret's."""
+faas.invoked_*, gen_ai.*): names of resources (tables, buckets, queues, topics, functions, state
+machines, secrets, parameters, models, guardrails) and, for DynamoDB, the shape of the call (its
+limits, indexes, capacities, counts), for a Bedrock Runtime `Converse` its inference parameters,
+token counts and stop reason; never a value the call sends or receives: no item's, message's or
+secret's, no prompt, system prompt, tool input or completion."""
 
 from __future__ import annotations
 
@@ -10,6 +12,16 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any
 
 _SQS_OPERATION_TYPES = {"SendMessage": "send", "SendMessageBatch": "send", "ReceiveMessage": "receive"}
+
+
+def span_name(service: str, operation: str, attributes: dict) -> "str | None":
+    """The span's name where a service's conventions give one (a Bedrock `Converse`: `chat
+    {gen_ai.request.model}`, the GenAI inference span's), else None (`{rpc.service}.{operation}`)."""
+    if service == "bedrock-runtime" and operation == "Converse":
+        model = attributes.get("gen_ai.request.model")
+        if model:
+            return f"{attributes.get('gen_ai.operation.name') or 'chat'} {model}"
+    return None
 
 
 def request_attributes(service: str, operation: str, params: dict, region: str, attributes: dict) -> None:
@@ -244,6 +256,52 @@ def _kinesis(operation: str, params: dict, region: str, attributes: dict) -> Non
         attributes["aws.kinesis.stream_name"] = name
 
 
+# Bedrock Runtime: the GenAI conventions' inference span, for a `Converse` (not streamed) only.
+# Never a prompt, a system prompt, a tool's input or definition, or the completion: their
+# conventions' attributes are opt-in, and lambdawrap records no content.
+def _real(value: "Any") -> "Any":
+    """A double of the conventions (botocore takes an int for a float parameter)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and -1e300 < value < 1e300:
+        return float(value)
+    return None
+
+
+def _count(value: "Any") -> "Any":
+    """A token count, as OpenTelemetry's instrumentation records one: a positive int (0 left out)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+_INFERENCE = (
+    ("maxTokens", "gen_ai.request.max_tokens", _whole),
+    ("temperature", "gen_ai.request.temperature", _real),
+    ("topP", "gen_ai.request.top_p", _real),
+    ("stopSequences", "gen_ai.request.stop_sequences", _names),
+)
+_USAGE = (
+    ("inputTokens", "gen_ai.usage.input_tokens", _count),
+    ("outputTokens", "gen_ai.usage.output_tokens", _count),
+    ("cacheReadInputTokens", "gen_ai.usage.cache_read.input_tokens", _count),
+    ("cacheWriteInputTokens", "gen_ai.usage.cache_creation.input_tokens", _count),
+)
+
+
+def _bedrock_runtime(operation: str, params: dict, region: str, attributes: dict) -> None:
+    if operation != "Converse":
+        return
+    attributes["gen_ai.provider.name"] = "aws.bedrock"
+    model = _text(params.get("modelId"))
+    if not model:
+        return
+    attributes["gen_ai.operation.name"] = "chat"
+    attributes["gen_ai.request.model"] = model
+    config = params.get("inferenceConfig")
+    if isinstance(config, dict):
+        _read_fields(config, _INFERENCE, attributes)
+    guardrail = params.get("guardrailConfig")
+    if isinstance(guardrail, dict):
+        _read_fields(guardrail, (("guardrailIdentifier", "aws.bedrock.guardrail.id", _name),), attributes)
+
+
 _REQUEST_READERS = {
     "dynamodb": _dynamodb,
     "s3": _s3,
@@ -254,6 +312,7 @@ _REQUEST_READERS = {
     "secretsmanager": _secrets_manager,
     "ssm": _ssm,
     "kinesis": _kinesis,
+    "bedrock-runtime": _bedrock_runtime,
 }
 
 
@@ -299,10 +358,22 @@ def _step_functions_answer(operation: str, parsed: dict, attributes: dict) -> No
     _step_functions(operation, parsed, "", attributes)
 
 
+def _bedrock_runtime_answer(operation: str, parsed: dict, attributes: dict) -> None:
+    if operation != "Converse":
+        return
+    usage = parsed.get("usage")
+    if isinstance(usage, dict):
+        _read_fields(usage, _USAGE, attributes)
+    reason = parsed.get("stopReason")
+    if reason and isinstance(reason, str):
+        attributes["gen_ai.response.finish_reasons"] = [reason]
+
+
 _RESPONSE_READERS = {
     "dynamodb": _dynamodb_answer,
     "sqs": _sqs_answer,
     "secretsmanager": _secrets_manager_answer,
     "sns": _sns_answer,
     "stepfunctions": _step_functions_answer,
+    "bedrock-runtime": _bedrock_runtime_answer,
 }

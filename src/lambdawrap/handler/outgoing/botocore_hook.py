@@ -143,7 +143,8 @@ class AwsCallEvents:
             region = context.get("client_region") or ""
             attributes = {"rpc.system": "aws-api", "rpc.service": str(service_model.service_id), "rpc.method": operation, "cloud.region": region}
             aws_services.request_attributes(service, operation, params, region, attributes)
-            span = self._recorder.start(SCOPE, f"{attributes['rpc.service']}.{operation}", CLIENT, attributes)
+            name = aws_services.span_name(service, operation, attributes) or f"{attributes['rpc.service']}.{operation}"
+            span = self._recorder.start(SCOPE, name, CLIENT, attributes)
             context[_STATE] = AwsCall(span, service, operation, self)
             if self._carriers and not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
                 count_context_not_injected()
