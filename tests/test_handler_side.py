@@ -211,6 +211,55 @@ def test_a_header_value_is_held_to_what_its_protocol_can_send(env, kept):
     assert corrections == ({} if kept is None else {next(k for k in env if k.endswith("HEADERS") and "caf" in env[k]): kept}), corrections
 
 
+def _traces_exporter_as_corrected(env: dict, monkeypatch, caplog) -> tuple:
+    """(endpoint, headers, warnings) of the SDK's OTLP/HTTP span exporter made from `env` as the
+    companion corrects its own environment (lifecycle)."""
+    import opentelemetry.exporter.otlp.proto.http.trace_exporter as http_traces
+
+    for name in [n for n in os.environ if n.startswith("OTEL_EXPORTER_OTLP")]:
+        monkeypatch.delenv(name)
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        settings = Settings.from_env(env)
+    warnings = [r.getMessage() for r in caplog.records]
+    corrected = dict(env)
+    for variable, value in settings.sdk_corrections:
+        if value is None:
+            corrected.pop(variable, None)
+        else:
+            corrected[variable] = value
+    for name, value in corrected.items():
+        monkeypatch.setenv(name, value)
+    exporter = http_traces.OTLPSpanExporter()
+    return exporter._endpoint, {k: v for k, v in exporter._client._headers.items() if k.startswith("x-")}, warnings
+
+
+GENERAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://vendor-a.example", "OTEL_EXPORTER_OTLP_HEADERS": "x-vendor-a-key=SECRET_A"}
+
+
+def test_a_signal_s_own_headers_all_refused_send_none_not_the_general_ones(monkeypatch, caplog):
+    # GIVEN a general endpoint and its credentials, and the traces' own endpoint, whose headers
+    # are written as "name: value" (refused, every one)
+    env = {**GENERAL, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://vendor-b.example/v1/traces", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-vendor-b-key: SECRET_B"}
+    endpoint, headers, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN the traces go to their endpoint without the general credentials (before: the
+    # variable was unset, and the exporter sent vendor A's key to vendor B)
+    assert (endpoint, headers) == ("https://vendor-b.example/v1/traces", {})
+    (warned,) = [w for w in warnings if "TRACES_HEADERS" in w]
+    assert warned.endswith("; none is sent") and "SECRET" not in warned, warnings
+
+
+def test_a_signal_s_own_endpoint_ignored_takes_the_general_headers_not_its_own(monkeypatch, caplog):
+    # GIVEN the traces' own endpoint written without its scheme (ignored, the general one used),
+    # with credentials of its own
+    env = {**GENERAL, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "vendor-b.example:443/v1/traces", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-vendor-b-key=SECRET_B"}
+    endpoint, headers, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN the traces go to the general endpoint with its own credentials, not vendor B's
+    # (before: vendor B's key went to vendor A), and both are warned about
+    assert (endpoint, headers) == ("https://vendor-a.example/v1/traces", {"x-vendor-a-key": "SECRET_A"})
+    assert any("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in w for w in warnings) and any("ignoring OTEL_EXPORTER_OTLP_TRACES_HEADERS too" in w for w in warnings), warnings
+    assert not [w for w in warnings if "SECRET" in w], warnings
+
+
 @pytest.mark.parametrize(
     "name",
     ["OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"],

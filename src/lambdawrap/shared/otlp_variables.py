@@ -48,6 +48,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
     for prefix in PREFIXES:
+        endpoint_refused = False
         compression = _grpc_compression if read_over_grpc(env, protocols, prefix, "COMPRESSION") else _compression
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
@@ -65,6 +66,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
                 warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, shown_url(raw), exc, shown)
                 found.append((variable, None))
+                endpoint_refused = endpoint_refused or name == "ENDPOINT"
                 continue
             if name == "ENDPOINT" and raw != raw.strip():
                 # The exporters would send to the URL blanks and all.
@@ -87,17 +89,25 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
         if read_over_grpc(env, protocols, prefix, "INSECURE"):
             found.extend(_insecure(env, f"OTEL_EXPORTER_OTLP_{prefix}INSECURE", warn))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
-        if env.get(headers, "").strip():
+        if endpoint_refused and prefix and env.get(headers, "").strip():
+            # The signal goes to the general endpoint now: its own headers (credentials for the
+            # endpoint it named) must not go with it. The general ones, meant for that endpoint, do.
+            warn("lambdawrap: ignoring %s too (its endpoint was ignored: they are not sent to another); using the default from OTEL_EXPORTER_OTLP_HEADERS", headers)
+            found.append((headers, None))
+        elif env.get(headers, "").strip():
             # gRPC carries printable ASCII only.
             kept, refused = header_entries(env[headers], grpc=read_over_grpc(env, protocols, prefix, "HEADERS"))
+            # None left of a signal's own: "," (no entry) rather than unset, which would send the
+            # general headers, credentials for another endpoint maybe, to this signal's.
+            none_left = "," if prefix else None
             if refused:
                 # Names only: the values are often credentials.
-                warn("lambdawrap: ignoring %s entries %s (%s); the others are sent", headers, ", ".join(refused), HEADER_RULE)
-                found.append((headers, kept or None))
+                warn("lambdawrap: ignoring %s entries %s (%s); %s", headers, ", ".join(refused), HEADER_RULE, "the others are sent" if kept else "none is sent")
+                found.append((headers, kept or none_left))
             elif kept != env[headers]:
                 # Only entries of blanks left out, without a word: the exporters warn of one
                 # holding a line break (an empty one they skip, as here).
-                found.append((headers, kept or None))
+                found.append((headers, kept or none_left))
     return tuple(found)
 
 
