@@ -533,7 +533,7 @@ print(json.dumps({"buffered": len(signals.spans), "dropped": dict(signals.droppe
 """)
 
 
-@pytest.mark.parametrize("retry_after", ["30", "Fri, 31 Dec 2100 23:59:59 GMT"])
+@pytest.mark.parametrize("retry_after", ["30", "30.5", "Fri, 31 Dec 2100 23:59:59 GMT"])
 def test_a_collector_asking_to_retry_later_is_not_asked_again_until_then(retry_after):
     # GIVEN a collector that answers every export 429 with a Retry-After longer than the
     # exporter's timeout (in seconds, or as a date, held for at most a minute)

@@ -22,6 +22,7 @@ here the same way (`Answers`)."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable
@@ -141,8 +142,14 @@ def retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        # RFC 9110 has whole seconds; the OTLP exporters read any number (30.5, +30; a negative
+        # one as none), and a collector may write one.
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         from email.utils import parsedate_to_datetime  # deferred: only a date-valued answer needs it
 
