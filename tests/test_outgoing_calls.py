@@ -2131,6 +2131,53 @@ def test_the_library_methods_lambdawrap_wraps_pickle_and_copy_as_without_it(tmp_
     assert result.json() == without
 
 
+SAVES_AND_PUTS_BACK_LIBRARY_METHODS = """
+import http.client, urllib.request
+import aiohttp, httpx, requests, urllib3
+
+PLACES = [(requests.Session, "send"), (urllib3.connectionpool.HTTPConnectionPool, "urlopen"), (http.client.HTTPConnection, "request"),
+          (http.client.HTTPConnection, "getresponse"), (urllib.request.OpenerDirector, "open"), (httpx.HTTPTransport, "handle_request"),
+          (aiohttp.ClientSession, "__init__")]
+
+def stub(self, request):
+    raise RuntimeError("the stub answered")
+
+def handler(event, context):
+    seen = {f"{owner.__name__}.{name} is itself": getattr(owner, name) is getattr(owner, name) for owner, name in PLACES}
+    # As vcrpy resets a method while it sends for real, then puts its stub back only where the
+    # method it saved is no longer there
+    saved = httpx.HTTPTransport.handle_request
+    httpx.HTTPTransport.handle_request = stub
+    reset_to = httpx.HTTPTransport.handle_request
+    httpx.HTTPTransport.handle_request = saved
+    seen["sent meanwhile"] = httpx.get(event["http"] + "/status/200?via=meanwhile").status_code
+    if httpx.HTTPTransport.handle_request is not saved:
+        seen["taken for another's patch"] = True
+    httpx.HTTPTransport.handle_request = reset_to
+    try:
+        httpx.get(event["http"] + "/status/200?via=stubbed")
+    except RuntimeError as exc:
+        seen["stubbed"] = str(exc)
+    httpx.HTTPTransport.handle_request = saved
+    seen["sent after"] = httpx.get(event["http"] + "/status/200?via=after").status_code
+    return seen
+"""
+
+
+def test_a_library_method_read_through_its_class_is_itself_as_without_the_layer(tmp_path):
+    # GIVEN a function (a mocking library: vcrpy's reset) that saves a method of a class
+    # lambdawrap wraps, stubs it, puts it back, and checks whether it is still there
+    task = write_function(tmp_path / "task", SAVES_AND_PUTS_BACK_LIBRARY_METHODS)
+    without, result, rx, _ = without_and_with_the_layer(task)
+    # THEN it sees what it sees without the layer (before: each read through the class was a new
+    # object, never the one saved, so the library took ours for another's patch), and the calls
+    # that went are traced
+    assert all(v is True for k, v in without.items() if k.endswith("is itself")) and without["stubbed"] == "the stub answered", without
+    assert result.function_error is None and result.json() == without, (result.body, without)
+    spans = children(rx, invocation_span(rx, result.request_id), 2)
+    assert sorted(s["attributes"]["url.full"].partition("via=")[2] for s in spans) == ["after", "meanwhile"]
+
+
 INSTRUMENTS_URLLIB3 = """
 import os, sys
 sys.path.insert(0, os.environ["CONTRIB"])  # urllib3's instrumentation, as the function ships it

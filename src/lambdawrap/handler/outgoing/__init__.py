@@ -78,6 +78,13 @@ def library_wrapper(function_wrapper: type) -> type:
     base_bound = type(function_wrapper(_nothing, _nothing).__get__(0, int))
 
     class BoundLibraryWrapper(base_bound):  # type: ignore[valid-type,misc]
+        def __get__(self, instance: "Any", owner: "Any" = None) -> "Any":
+            # One read through a class and put back on it (see LibraryWrapper.__get__) reads
+            # as itself through the class again, as a function does.
+            if instance is None and self._self_instance is None:
+                return self
+            return super().__get__(instance, owner)
+
         def __reduce_ex__(self, protocol: int) -> "Any":
             instance = self._self_instance
             if instance is None:
@@ -98,6 +105,21 @@ def library_wrapper(function_wrapper: type) -> type:
 
     class LibraryWrapper(function_wrapper):  # type: ignore[valid-type,misc]
         __bound_function_wrapper__ = BoundLibraryWrapper
+
+        def __get__(self, instance: "Any", owner: "Any" = None) -> "Any":
+            if instance is not None or owner is None:
+                return super().__get__(instance, owner)
+            # Reached through its class (`requests.Session.send`): the same object at each
+            # read, as the function it wraps is. Code that saves a class's method and puts it
+            # back unless it is still there (vcrpy's reset) took a new one each time for
+            # another's patch, and put ours back over its own stub.
+            through_class = getattr(self, "_self_through_class", None)
+            if through_class is None:
+                through_class = self._self_through_class = {}
+            bound = through_class.get(owner)
+            if bound is None:
+                bound = through_class[owner] = super().__get__(None, owner)
+            return bound
 
         def __reduce_ex__(self, protocol: int) -> "Any":
             return _by_reference(self.__wrapped__)
