@@ -180,3 +180,37 @@ def test_a_child_forked_while_another_thread_registers_a_hook_can_import(tmp_pat
     # THEN it does, and its hook runs (before: it waited forever for the lock its parent's
     # thread held at the fork)
     assert out["child"] == 0, out
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="importlib asks find_module finders before 3.12 only")
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_a_module_a_find_module_finder_serves_is_the_one_imported_and_hooked(tmp_path, kind):
+    # GIVEN a finder with only the old find_module (a vendoring tool's) that serves `vend`, which
+    # the path holds too
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import importlib.abc, importlib.machinery, warnings
+        warnings.simplefilter("ignore", ImportWarning)
+
+        class Vendored(importlib.abc.Loader):
+            def create_module(self, spec):
+                return None
+            def exec_module(self, module):
+                module.origin = "vendored"
+
+        class OldFinder:
+            def find_module(self, fullname, path=None):
+                return Vendored() if fullname == "vend" else None
+
+        sys.meta_path.insert(0, OldFinder())  # as a .pth file installs one, before the path
+        register("vend", lambda module: calls.append(module.origin))
+        import vend
+        out["origin"], out["calls"] = vend.origin, calls
+        """,
+        {"vend": "origin = 'path'"},
+    )
+    # THEN importlib's choice stands: the vendored module, hooked (before: ours skipped the finder,
+    # and the module on the path was imported)
+    assert out == {"origin": "vendored", "calls": ["vendored"]}

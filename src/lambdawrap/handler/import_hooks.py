@@ -80,13 +80,31 @@ class _Finder:
             if finder is self or isinstance(finder, _Finder):
                 continue
             find_spec = getattr(finder, "find_spec", None)
-            if find_spec is None:
+            if find_spec is not None:
+                spec = find_spec(fullname, path, target)
+            elif _ASKS_FIND_MODULE and getattr(finder, "find_module", None) is not None:
+                spec = _legacy_spec(finder, fullname, path)
+            else:
                 continue
-            spec = find_spec(fullname, path, target)
             if spec is not None:
                 _watch(spec)
                 return spec
         return None
+
+
+# Before 3.12 importlib still asks a finder that has only the old find_module (a vendoring
+# tool's, installed by a .pth file): skipped here, the module it serves would come from another.
+_ASKS_FIND_MODULE = sys.version_info < (3, 12)
+
+
+def _legacy_spec(finder: object, fullname: str, path: object) -> object:
+    """The spec importlib makes of a find_module finder's answer (_bootstrap._find_spec_legacy)."""
+    loader = finder.find_module(fullname, path)  # type: ignore[attr-defined]
+    if loader is None:
+        return None
+    from importlib.util import spec_from_loader
+
+    return spec_from_loader(fullname, loader)
 
 
 def _watch(spec: object) -> None:
