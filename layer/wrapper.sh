@@ -103,11 +103,12 @@ lw_env_runs() {
 # A next wrapper is handed this file as the interpreter to run (see the end), and runs it with
 # the arguments it means for the interpreter: this is that second pass, which sets the boot up
 # and execs the interpreter we were handed.
+# (Another copy of this file, chained after ours, is a wrapper of its own: not our second pass.)
 lw_chained=""
-if [ -n "${LAMBDAWRAP_CHAINED_INTERPRETER+set}" ]; then
-  lw_chained=$LAMBDAWRAP_CHAINED_INTERPRETER
-  unset LAMBDAWRAP_CHAINED_INTERPRETER
-  set -- "$lw_chained" "$@"
+if [ -n "${LAMBDAWRAP_CHAINED_INTERPRETER+set}" ] && [ "$0" -ef "${LAMBDAWRAP_CHAINED_WRAPPER:-}" ]; then
+  lw_chained=1
+  set -- "$LAMBDAWRAP_CHAINED_INTERPRETER" "$@"
+  unset LAMBDAWRAP_CHAINED_INTERPRETER LAMBDAWRAP_CHAINED_WRAPPER
 fi
 if [ -n "$lw_chained" ]; then
   lw_v=""
@@ -177,9 +178,9 @@ if [ -n "$lw_next" ] && [ $# -gt 0 ]; then
   if [ -f "${2:-}" ]; then
     export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
   fi
-  export LAMBDAWRAP_CHAINED_INTERPRETER="$1"
+  export LAMBDAWRAP_CHAINED_INTERPRETER="$1" LAMBDAWRAP_CHAINED_WRAPPER="$here/${lw_self##*/}"
   shift
-  exec "$lw_next" "$here/${lw_self##*/}" "$@"
+  exec "$lw_next" "$LAMBDAWRAP_CHAINED_WRAPPER" "$@"
 fi
 
 # PYTHONPATH carries our boot folder (its sitecustomize.py is how lambdawrap starts) and, when

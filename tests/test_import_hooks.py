@@ -214,3 +214,36 @@ def test_a_module_a_find_module_finder_serves_is_the_one_imported_and_hooked(tmp
     # THEN importlib's choice stands: the vendored module, hooked (before: ours skipped the finder,
     # and the module on the path was imported)
     assert out == {"origin": "vendored", "calls": ["vendored"]}
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="importlib asks find_module finders before 3.12 only")
+def test_a_module_an_old_load_module_loader_serves_is_imported_as_it_is(tmp_path):
+    # GIVEN a find_module finder whose loader has only the old load_module (no exec_module)
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        import importlib.machinery, types, warnings
+        warnings.simplefilter("ignore", ImportWarning)
+
+        class OldLoader:
+            def load_module(self, fullname):
+                module = sys.modules.setdefault(fullname, types.ModuleType(fullname))
+                module.origin = "vendored"
+                return module
+
+        class OldFinder:
+            def find_module(self, fullname, path=None):
+                return OldLoader() if fullname == "vend" else None
+
+        sys.meta_path.insert(0, OldFinder())
+        register("vend", lambda module: calls.append(module.origin))
+        import vend
+        out["origin"], out["spec"] = vend.origin, type(vend.__spec__) is importlib.machinery.ModuleSpec
+        """,
+        {"vend": "origin = 'path'"},
+    )
+    # THEN it is the vendored module, its spec as importlib made it (importlib runs such a
+    # loader without telling the spec it is done: the hooks cannot run, and the module is not
+    # instrumented)
+    assert out == {"origin": "vendored", "spec": True}

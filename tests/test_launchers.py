@@ -411,6 +411,21 @@ def test_a_next_wrapper_sees_the_environment_it_sees_without_the_layer_and_its_o
     # (the restore leaves ":/next/p", as without the layer), and the runtime's script is known
     before = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
     assert "PYTHONPATH" not in before, before
-    assert sorted(k for k in before if k.startswith("LAMBDAWRAP_")) == ["LAMBDAWRAP_CHAINED_INTERPRETER", "LAMBDAWRAP_NEXT_WRAPPER", "LAMBDAWRAP_RUNTIME_SCRIPT"], before
+    assert sorted(k for k in before if k.startswith("LAMBDAWRAP_")) == ["LAMBDAWRAP_CHAINED_INTERPRETER", "LAMBDAWRAP_CHAINED_WRAPPER", "LAMBDAWRAP_NEXT_WRAPPER", "LAMBDAWRAP_RUNTIME_SCRIPT"], before
     assert out.returncode == 0, out
     assert out.stdout.splitlines() == ["arg:-X", "arg:importtime", f"arg:{script}", f"pythonpath:{LAYER}/python/lambdawrap_boot::/next/p", f"boot:{LAYER}/python/lambdawrap_boot", f"script:{script}"], out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_next_wrapper_handed_an_empty_interpreter_runs_once(tmp_path, shell):
+    # GIVEN a runtime started as "" (an empty interpreter) through a chained next wrapper that
+    # counts its runs
+    count = tmp_path / "count"
+    nxt = tmp_path / "next.sh"
+    nxt.write_text(f'#!/bin/sh\necho run >> "{count}"\n[ "$(wc -l < "{count}")" -lt 5 ] || exit 3\nexec "$@"\n')
+    nxt.chmod(0o755)
+    out = subprocess.run([shell, str(WRAPPER), "", "script.py"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}, capture_output=True, text=True, timeout=30)
+    # THEN the next wrapper ran once, and the empty interpreter failed as it does without the
+    # layer (before: the second pass took "" for no second pass, and chained again, for ever)
+    assert count.read_text() == "run\n", (count.read_text(), out)
+    assert out.returncode != 3, out

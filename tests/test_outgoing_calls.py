@@ -1500,11 +1500,13 @@ import urllib.error, urllib.request
 def handler(event, context):
     base = event["http"]
     urllib.request.urlopen(urllib.request.Request(base + "/status/200?via=data"), b"order=1", timeout=5).read()
-    try:
-        urllib.request.urlopen(base + "/status/307?via=unfollowed", timeout=5)
-    except urllib.error.HTTPError as e:
-        return {"raised": e.code}
-    return {"raised": None}
+    raised = []
+    for path in ("/status/304?via=not-modified", "/status/307?via=unfollowed"):
+        try:
+            urllib.request.urlopen(base + path, timeout=5)
+        except urllib.error.HTTPError as e:
+            raised.append(e.code)
+    return {"raised": raised}
 """
 
 
@@ -1513,14 +1515,17 @@ def test_urllib_spans_name_the_method_sent_and_fail_on_a_redirect_not_followed(t
     # answer that redirects nowhere (urllib raises it as an HTTPError)
     task = write_function(tmp_path / "task", URLLIB_DATA_AND_REDIRECTS)
     without, result, rx, _ = without_and_with_the_layer(task)
-    assert result.json() == without == {"raised": 307}
-    spans = {s["attributes"]["url.full"].partition("via=")[2]: s for s in children(rx, invocation_span(rx, result.request_id), 2)}
+    assert result.json() == without == {"raised": [304, 307]}
+    spans = {s["attributes"]["url.full"].partition("via=")[2]: s for s in children(rx, invocation_span(rx, result.request_id), 3)}
     # THEN the first is the POST it went as (before: GET, read before urllib set the body) ...
     assert (spans["data"]["name"], spans["data"]["attributes"]["http.request.method"]) == ("POST", "POST")
     # ... and the second failed, as the function saw it (before: a success with a 307)
     unfollowed = spans["unfollowed"]
     assert unfollowed["attributes"]["http.response.status_code"] == 307 and unfollowed["attributes"]["error.type"] == "HTTPError"
     assert unfollowed["status_code"] == 2 and [e["name"] for e in unfollowed["events"]] == ["exception"]
+    # ... while a 304 urllib raises is an answer, as it was
+    not_modified = spans["not-modified"]
+    assert not_modified["attributes"]["http.response.status_code"] == 304 and "error.type" not in not_modified["attributes"] and not_modified["status_code"] != 2
 
 
 INVOKES_WITH_A_RESPONSE_STREAM = """

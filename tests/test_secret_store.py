@@ -568,3 +568,29 @@ def test_a_client_that_comes_before_the_api_serves_waits_and_is_answered(moto, c
         for server in servers:
             server.stop()
         store.stop()
+
+
+def test_exporter_headers_from_secrets_never_send_another_endpoint_s_credentials(moto, clients):
+    # GIVEN the traces' headers kept as a secret whose every entry is refused ("name: value"),
+    # and the metrics' headers as a secret, for a metrics endpoint that was ignored
+    from lambdawrap.companion import exporter_secrets
+
+    secrets = moto.client("secretsmanager")
+    secrets.create_secret(Name="otlp/traces", SecretString="x-traces-key: T0KEN")
+    secrets.create_secret(Name="otlp/metrics", SecretString="x-metrics-key=M0KEN")
+    settings = store_settings("OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:otlp/traces,OTEL_EXPORTER_OTLP_METRICS_HEADERS=secretsmanager:otlp/metrics")
+    store = SecretStore(settings, clients)
+    store.start()
+    environ = {"OTEL_EXPORTER_OTLP_HEADERS": "x-general-key=G"}
+    warnings: list = []
+    try:
+        # WHEN the companion puts them in its environment for its exporters
+        exporter_secrets.apply(store, exporter_secrets.declared(list(settings.secrets)), 10, lambda message, *args: warnings.append(message % args), environ, ignored=frozenset({"OTEL_EXPORTER_OTLP_METRICS_HEADERS"}))
+    finally:
+        store.stop()
+    # THEN the traces send no header rather than the general ones (before: the variable was
+    # unset, so the general key went to the traces' endpoint), and the metrics' key does not go
+    # to the general endpoint; each is warned about, by name only
+    assert environ == {"OTEL_EXPORTER_OTLP_HEADERS": "x-general-key=G", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": ","}, environ
+    assert len(warnings) == 2 and not [w for w in warnings if "0KEN" in w], warnings
+    assert any("OTEL_EXPORTER_OTLP_METRICS_HEADERS" in w and "endpoint was ignored" in w for w in warnings), warnings

@@ -18,11 +18,18 @@ def declared(sources: list) -> list:
     return [source for source in sources if source.env_name in HEADER_VARIABLES]
 
 
-def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None], environ: MutableMapping[str, str] = os.environ, protocols: tuple = ()) -> None:
+def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None], environ: MutableMapping[str, str] = os.environ, protocols: tuple = (), ignored: frozenset = frozenset()) -> None:
     """Put each declared header secret's value into `environ`, waiting up to `timeout_s` for the
     store's first fetch; one that cannot be read leaves the variable as configured, warned of
     (by name: a value is a credential). A value a signal over gRPC reads (`protocols`, as in
-    the settings) is held to what gRPC can send, as the variable's own value is."""
+    the settings) is held to what gRPC can send, as the variable's own value is. `ignored`:
+    signals' header variables whose own endpoint was ignored (their headers are not sent to
+    the general one)."""
+    for source in [s for s in sources if s.env_name in ignored]:
+        warn("lambdawrap: ignoring %s from secret %s (its endpoint was ignored: they are not sent to another)", source.env_name, source.describe())
+    sources = [s for s in sources if s.env_name not in ignored]
+    if not sources:
+        return
     answer = store.snapshot(timeout_s) if store is not None else {"values": {}, "errors": {}}
     found = []
     for source in sources:
@@ -39,8 +46,10 @@ def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None]
         grpc = read_over_grpc(environ, protocols, name[len("OTEL_EXPORTER_OTLP_") : -len("HEADERS")], "HEADERS")
         kept, refused = header_entries(value, grpc=grpc)
         if refused:
-            warn("lambdawrap: ignoring %s entries %s from secret %s (%s); the others are sent", name, ", ".join(refused), source.describe(), HEADER_RULE)
+            warn("lambdawrap: ignoring %s entries %s from secret %s (%s); %s", name, ", ".join(refused), source.describe(), HEADER_RULE, "the others are sent" if kept else "none is sent")
         if kept:
             environ[name] = kept
+        elif name != "OTEL_EXPORTER_OTLP_HEADERS":
+            environ[name] = ","  # no entry: unset, the general headers would go to this signal's endpoint
         else:
             environ.pop(name, None)

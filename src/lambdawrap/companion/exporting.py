@@ -289,7 +289,7 @@ class Pipeline:
             answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
-        self._server_errors = dict.fromkeys((*_FULL_BATCH, "metrics"), 0)  # failed exports in a row, by signal
+        self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -512,24 +512,18 @@ class Pipeline:
         return None
 
     def _metrics_refused(self) -> bool:
-        """Whether the metric batch whose export just failed was refused for good, as _refused
-        tells it of spans and logs (a 413 too: a metric batch is not split)."""
+        """Whether the metric batch whose export just failed was refused as it is, as _refused
+        tells it of spans and logs (a 413 too: a metric batch is not split). A server error of
+        the collector's own is not: unlike spans, the batch holds the counts, kept until it goes."""
         answers = self._answers_of.get("metrics")
         if answers is None:
             return False
         status = answers.last_status
         answers.last_status = None  # read once: the next export's failure must not read it
-        refused = refusal(status) is not None
-        if not refused and server_error(status):
-            self._server_errors["metrics"] += 1
-            refused = self._server_errors["metrics"] >= SERVER_ERROR_TRIES
-        else:
-            self._server_errors["metrics"] = 0
-        if refused:
-            tried = "sent again once" if self._server_errors["metrics"] else "not sent again"
-            self._server_errors["metrics"] = 0
-            self._refusals("metrics", status, 1, f"counted as dropped ({METRICS_REJECTED}), {tried}")
-        return refused
+        if refusal(status) is None:
+            return False
+        self._refusals("metrics", status, 1, f"counted as dropped ({METRICS_REJECTED}), not sent again")
+        return True
 
     def _rejected_in_answer(self, signal: str, count: int) -> None:
         """Items an answer's partial success rejected (see _rejected): at most the request's,

@@ -208,12 +208,15 @@ class Companion:
 
             # The variables the exporters and the SDK would fail on (warned about with the
             # settings) are corrected in this process's environment, which they read.
+            # A signal's own endpoint ignored (not one of blanks, which is unset): its headers
+            # must not follow it to the general one, from a secret either.
+            endpoint_ignored = {variable for variable, value in self.settings.sdk_corrections if value is None and variable.endswith("_ENDPOINT") and os.environ.get(variable, "").strip()}
             for variable, value in self.settings.sdk_corrections:
                 if value is None:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
-            self._headers_from_secrets()
+            self._headers_from_secrets(frozenset(v[: -len("ENDPOINT")] + "HEADERS" for v in endpoint_ignored if v != "OTEL_EXPORTER_OTLP_ENDPOINT"))
             transports = connect_early([s for s in self.settings.exported_signals if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters
@@ -242,7 +245,7 @@ class Companion:
         # invoke phase waits for them. The loop's thread does it.
         self.loop.call_soon_threadsafe(lambda: self._assemble_pipeline(exporters, resource))
 
-    def _headers_from_secrets(self) -> None:
+    def _headers_from_secrets(self, ignored: frozenset = frozenset()) -> None:
         from lambdawrap.companion import exporter_secrets
 
         sources = exporter_secrets.declared(self.settings.secrets)
@@ -251,7 +254,7 @@ class Companion:
             # its credentials), as long as the function's boot would for the same secrets.
             deadline = time.monotonic() + self.settings.secrets_timeout_ms / 1000
             self.router.store_ready.wait(self.settings.secrets_timeout_ms / 1000)
-            exporter_secrets.apply(self.router.store, sources, max(0.0, deadline - time.monotonic()), get_logger().warning, protocols=self.settings.protocols)
+            exporter_secrets.apply(self.router.store, sources, max(0.0, deadline - time.monotonic()), get_logger().warning, protocols=self.settings.protocols, ignored=ignored)
 
     def _assemble_pipeline(self, exporters: tuple | None, resource: Any) -> None:
         try:

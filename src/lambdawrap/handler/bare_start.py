@@ -46,6 +46,9 @@ def restore_python_path(environ: Any = None) -> None:
     unset = env.pop("LAMBDAWRAP_PYTHONPATH_UNSET", "") == "1"
     env.pop("LAMBDAWRAP_BOOT_DIR", None)
     env.pop("LAMBDAWRAP_RUNTIME_SCRIPT", None)
+    # Our wrapper's own, for its second pass after a next wrapper: never the function's.
+    env.pop("LAMBDAWRAP_CHAINED_INTERPRETER", None)
+    env.pop("LAMBDAWRAP_CHAINED_WRAPPER", None)
     for path in added:
         for index, entry in enumerate(sys.path):
             if entry and os.path.abspath(entry) == os.path.abspath(path):

@@ -84,6 +84,10 @@ class _Finder:
                 spec = find_spec(fullname, path, target)
             elif _ASKS_FIND_MODULE and getattr(finder, "find_module", None) is not None:
                 spec = _legacy_spec(finder, fullname, path)
+                if spec is not None and not hasattr(spec.loader, "exec_module"):
+                    # importlib runs an old load_module() without _initializing: watched, the
+                    # spec would keep its class and the hooks never run. Left as it is.
+                    return spec
             else:
                 continue
             if spec is not None:

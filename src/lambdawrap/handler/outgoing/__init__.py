@@ -106,19 +106,24 @@ def library_wrapper(function_wrapper: type) -> type:
     class LibraryWrapper(function_wrapper):  # type: ignore[valid-type,misc]
         __bound_function_wrapper__ = BoundLibraryWrapper
 
+        def __init__(self, *args: "Any", **kwargs: "Any") -> None:
+            super().__init__(*args, **kwargs)
+            self._self_through_home: dict = {}  # the class that holds it -> what it reads as there
+
         def __get__(self, instance: "Any", owner: "Any" = None) -> "Any":
             if instance is not None or owner is None:
                 return super().__get__(instance, owner)
-            # Reached through its class (`requests.Session.send`): the same object at each
-            # read, as the function it wraps is. Code that saves a class's method and puts it
-            # back unless it is still there (vcrpy's reset) took a new one each time for
-            # another's patch, and put ours back over its own stub.
-            through_class = getattr(self, "_self_through_class", None)
-            if through_class is None:
-                through_class = self._self_through_class = {}
-            bound = through_class.get(owner)
+            # Reached through the class that holds it (`requests.Session.send`): the same object
+            # at each read, as the function it wraps is. Code that saves a class's method and
+            # puts it back unless it is still there (vcrpy's reset) took a new one each time for
+            # another's patch, and put ours back over its own stub. Kept for that class only,
+            # which lives as long as it holds us: a subclass is not kept alive.
+            bound = self._self_through_home.get(owner)
             if bound is None:
-                bound = through_class[owner] = super().__get__(None, owner)
+                bound = super().__get__(None, owner)
+                if getattr(owner, "__dict__", {}).get(self.__wrapped__.__name__) is self:
+                    # setdefault: threads reading it first at once all get the one kept.
+                    bound = self._self_through_home.setdefault(owner, bound)
             return bound
 
         def __reduce_ex__(self, protocol: int) -> "Any":

@@ -1,7 +1,7 @@
 """`urllib.request`: a span per `OpenerDirector.open()` (what `urlopen()` calls), the redirects
 it follows inside it; http.client below it adds none. A 4xx/5xx answer, which urllib raises as
-`HTTPError`, is recorded with its status code; a 3xx one (a redirect it would not follow) is a
-failed call. The request's headers get the trace context
+`HTTPError`, is recorded with its status code, as is a 304; a redirect it would not follow
+(a loop, a 307 to a POST) is a failed call. The request's headers get the trace context
 (`Request.add_unredirected_header` would hide it from redirects: a plain header goes along)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 
 _HTTP = ("http", "https")
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))  # those urllib's redirect handler follows
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -74,8 +75,8 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def failed(call: "Any", exc: BaseException) -> None:
         code = getattr(exc, "code", None)
         if isinstance(exc, module.HTTPError) and type(code) is int:
-            if code >= 400:
-                calls.answered(call, code)  # an answer, which urllib raises
+            if code not in _REDIRECTS:
+                calls.answered(call, code)  # an answer, which urllib raises (a 304 too)
                 return
             # A redirect urllib would not follow (a loop, a 307 to a POST): the call failed.
             call.span.attributes["http.response.status_code"] = code
