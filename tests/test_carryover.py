@@ -177,3 +177,39 @@ def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
         carried = [line for line in emu.log_lines() if "what it held goes to the next environment" in line]
         assert len(carried) <= 1
     assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
+
+
+KILLED_WHILE_SAVING = """
+import sys
+from lambdawrap.companion import carryover
+lines = [("log_line", ["x" * 2000], {}) for _ in range(1800)]  # about 4 MB to encode and write
+print("saving", flush=True)
+carryover.save(sys.argv[1], [{"name": "faas.invocations", "attributes": {}, "value": 1}], lines)
+print("saved", flush=True)
+"""
+
+
+def test_a_companion_killed_while_it_saves_leaves_what_earlier_environments_left(socket_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    # GIVEN what an earlier environment left
+    earlier = {"name": "lambdawrap.dropped", "attributes": {"reason": "handler_channel"}, "value": 3}
+    for attempt in range(12):
+        carryover.save(socket_path, [earlier], [])
+        # WHEN the next environment's companion is killed at some moment of its own save (as
+        # the platform's SIGKILL at SHUTDOWN's deadline may come)
+        saver = subprocess.Popen([sys.executable, "-c", KILLED_WHILE_SAVING, socket_path], stdout=subprocess.PIPE, text=True)
+        assert saver.stdout.readline() == "saving\n"
+        time.sleep(random.uniform(0, 0.04))
+        saver.send_signal(signal.SIGKILL)
+        saver.wait(30)
+        # THEN the file holds the earlier environment's counts, with or without its own (before:
+        # the earlier file was removed as the save began, and a kill meanwhile left none, or half
+        # of one, which was then ignored)
+        held = carryover.take(socket_path)
+        assert earlier in held.counts, (attempt, held.counts)
+    # ... and what the killed saves left behind is one file at most
+    assert len([name for name in os.listdir(os.path.dirname(socket_path)) if name.endswith(".writing")]) <= 1

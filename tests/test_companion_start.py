@@ -64,3 +64,20 @@ def test_a_telemetry_subscription_the_platform_fails_once_is_asked_again(started
     # THEN it asked again and runs (before: one 500 turned telemetry off for the environment)
     assert api.answered == [500, 200]
     assert Channel(socket_path).send({"version": 2, "type": "invocation"}) is True
+
+
+def test_a_next_event_the_platform_fails_leaves_as_a_shutdown_does_carrying_what_it_holds(started, tmp_path):
+    import json
+    import time
+
+    # GIVEN a companion whose collector is down, told of an invocation whose record never comes
+    api, process, socket_path = started([])
+    api.events.put({"eventType": "INVOKE", "requestId": "8476a536-e9f4-4a5f-8b5b-1d4a1d1bf1a5", "deadlineMs": int((time.time() + 2) * 1000), "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+    # WHEN the platform then fails /next (a 500: the extension should exit)
+    api.events.put(500)
+    output = process.communicate(timeout=60)[0]
+    # THEN it leaves as at a SHUTDOWN for a failure, with no traceback: what it could not export
+    # is left for the next environment (before: the error ended the process, and it was lost)
+    assert process.returncode == 0 and "Traceback" not in output, output
+    carried = json.loads((tmp_path / "lw.sock.carryover.json").read_text())
+    assert {"name": "faas.invocations", "attributes": {"faas.trigger": "other"}, "value": 1} in carried["counts"], carried

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class ExtensionsApi:
     """Registers extensions (`registered`: (name, body) each); answers each telemetry
     subscription with the next status of `subscriptions` (then 200; `answered` lists them); and
-    /next with the next of `events` (put there by the test) where `hold_next`, else with 500:
-    nothing more will come, the extension may go."""
+    /next with the next of `events` (put there by the test; an int: that status, no event) where
+    `hold_next`, else with 500: nothing more will come, the extension may go."""
 
     def __init__(self, subscriptions: list = (), hold_next: bool = False) -> None:
         self.registered: list = []
@@ -57,7 +57,9 @@ class ExtensionsApi:
                 api.next_calls += 1
                 api.next_called.set()
                 if api.hold_next:
-                    self._answer(200, api.events.get(timeout=60))
+                    event = api.events.get(timeout=60)
+                    # A status queued in place of an event: the platform failing /next with it.
+                    self._answer(event) if isinstance(event, int) else self._answer(200, event)
                 else:
                     self._answer(500)
 

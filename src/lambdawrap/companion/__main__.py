@@ -6,7 +6,7 @@ import os
 import sys
 
 from lambdawrap.companion import init_gc
-from lambdawrap.companion.extension_api import ExtensionClient, registration_events
+from lambdawrap.companion.extension_api import ExtensionApiError, ExtensionClient, registration_events
 
 
 def main(argv: list) -> int:
@@ -43,8 +43,12 @@ def main(argv: list) -> int:
 
 
 def _idle(client: ExtensionClient) -> int:
-    """Take part in the lifecycle without doing anything, until SHUTDOWN."""
-    while client.next_event().get("eventType") != "SHUTDOWN":
+    """Take part in the lifecycle without doing anything, until SHUTDOWN (or until the platform
+    fails /next: it then says to go, and there is nothing to keep)."""
+    try:
+        while client.next_event().get("eventType") != "SHUTDOWN":
+            pass
+    except (ExtensionApiError, OSError):
         pass
     return 0
 

@@ -51,8 +51,10 @@ def _path(socket_path: str) -> str:
 
 def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
     """Add `counts` ([{"name", "attributes", "value"}]) and sink `calls` ((name, args, kwargs))
-    to what the file already holds."""
-    held = take(socket_path)
+    to what the file already holds. The file is replaced whole, once the new one is written: the
+    platform's SIGKILL may come while a large one is encoded or written (at 128 MB, hundreds of
+    milliseconds), and must leave the earlier one, not none or half of one."""
+    held = _read(_path(socket_path))
     all_counts = held.counts + list(counts)
     encoded = [[name, [_encode(a) for a in args], kwargs] for name, args, kwargs in held.calls + list(calls)]
     data = _dump(all_counts, encoded)
@@ -72,20 +74,33 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
         data = _dump(all_counts, encoded)
         if len(data) > MAX_BYTES:
             data = _dump(all_counts, [])
-    fd = os.open(_path(socket_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path = _path(socket_path)
+    written = path + ".writing"  # one name: what a companion killed meanwhile left is written over
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+    os.replace(written, path)
 
 
 def take(socket_path: str) -> Carried:
     """What earlier environments left (the file is removed); whatever cannot be read is ignored."""
     path = _path(socket_path)
+    held = _read(path)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return held
+
+
+def _read(path: str) -> Carried:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
-        os.unlink(path)
     except OSError:
         return Carried([], [])
     try:

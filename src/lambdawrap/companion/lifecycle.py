@@ -26,7 +26,7 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
-from lambdawrap.companion.extension_api import ExtensionClient, SubscriptionClosed
+from lambdawrap.companion.extension_api import ExtensionApiError, ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
@@ -45,6 +45,10 @@ RUNTIME_DONE_WAIT_S = 0.3
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
 CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether its process died
+# When the Extensions API fails (a 500 on /next: "the extension should exit"), the time taken to
+# leave as at a SHUTDOWN: the platform gives none, and ends the environment soon.
+API_FAILURE_SHUTDOWN_S = 1.0
+MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
@@ -334,9 +338,20 @@ class Companion:
         if self.settings.managed_instances and not self.settings.sdk_disabled:
             self.loop.call_at(time.monotonic() + self._tick_s(), self._tick)
         budget_s = self.settings.flush_budget_ms / 1000
+        unreadable = 0
         while True:
             asked = time.monotonic()
-            event = self.client.next_event(self.loop)
+            try:
+                event = self.client.next_event(self.loop)
+            except (ExtensionApiError, OSError) as exc:
+                if isinstance(exc, ExtensionApiError) and exc.status == 200 and unreadable < MAX_UNREADABLE_EVENTS:
+                    unreadable += 1  # an event that is no JSON object: a glitch, asked again
+                    continue
+                # The platform says to go (a 500), or cannot be reached: what this environment
+                # holds is exported or carried over, as at a SHUTDOWN for a failure, not lost.
+                get_logger().warning("lambdawrap: the Extensions API failed (%s); leaving as at a shutdown for a failure", exc)
+                return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "failure", "deadlineMs": (time.time() + API_FAILURE_SHUTDOWN_S) * 1000})
+            unreadable = 0
             kind = event.get("eventType")
             if kind == "SHUTDOWN":
                 return self._shutdown(event)
