@@ -76,8 +76,10 @@ def test_a_next_event_the_platform_fails_leaves_as_a_shutdown_does_carrying_what
     # WHEN the platform then fails /next (a 500: the extension should exit)
     api.events.put(500)
     output = process.communicate(timeout=60)[0]
-    # THEN it leaves as at a SHUTDOWN for a failure, with no traceback: what it could not export
-    # is left for the next environment (before: the error ended the process, and it was lost)
+    # THEN it leaves as at a SHUTDOWN, with no traceback: what it could not export is left for
+    # the next environment (before: the error ended the process, and it was lost)
     assert process.returncode == 0 and "Traceback" not in output, output
     carried = json.loads((tmp_path / "lw.sock.carryover.json").read_text())
-    assert {"name": "faas.invocations", "attributes": {"faas.trigger": "other"}, "value": 1} in carried["counts"], carried
+    # ... the invocation it had no word of counted, no crash made up for it (the runtime may be
+    # running still)
+    assert carried["counts"] == [{"name": "lambdawrap.dropped", "attributes": {"reason": "record_missing"}, "value": 1}], carried

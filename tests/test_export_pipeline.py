@@ -773,39 +773,9 @@ def test_a_batch_an_http_collector_answers_500_twice_is_counted_not_sent_at_ever
             probe.stderr()
         statuses = [(r["status"], r.get("spans")) for r in rx.requests() if r["path"].endswith("/v1/traces")]
         spans = len(rx.spans())
-    # THEN the batch went again once, then was counted as rejected, and the 3 went alone (the
-    # metric batch, holding the counts, is kept until it goes)
+    # THEN the batch went again once, then was counted as rejected, and the 3 went alone
     assert first["dropped"] == {} and second["dropped"] == {"rejected_by_collector": 6} == third["dropped"], (first, second, third)
     assert [status for status, _ in statuses] == [500, 500, 200] and spans == 3, statuses
-
-
-def test_a_metric_batch_the_collector_refuses_as_bad_is_counted_and_holds_back_no_later_one():
-    import grpc
-
-    from support.grpc_receiver import GrpcTraceReceiver
-
-    # GIVEN spans over gRPC and metrics over OTLP/HTTP, to a collector that refuses the first two
-    # metric requests as bad (400: OTLP says not to send them again)
-    with GrpcTraceReceiver() as grpc_rx, OtlpReceiver() as rx:
-        probe = GrpcFlushes(grpc_rx, rx)
-        try:
-            rx.set_behaviour(status=400, remaining=2)
-            # WHEN three flushes go (a span refused by the gRPC collector records a drop count,
-            # a metric, before each)
-            grpc_rx.refuse(3, grpc.StatusCode.INVALID_ARGUMENT)
-            flushes = [probe.flush(1) for _ in range(3)]
-        finally:
-            probe.stderr()
-        metric_statuses = [r["status"] for r in rx.requests() if r["path"].endswith("/v1/metrics")]
-        rejected = [p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["attributes"].get("reason") == "metric_rejected_by_collector"]
-    # THEN each refused batch is counted and not sent again: each flush sends its own batch, the
-    # third the counts (before: the first batch went again at every flush, and none after it
-    # went while it was refused)
-    assert metric_statuses == [400, 400, 200], metric_statuses
-    assert flushes[-1]["dropped"].get("metric_rejected_by_collector") == 2, flushes
-    # ... and the count went out (the second refused batch held the first's count, lost with it
-    # as delta data, and left to an environment's end to carry over)
-    assert rejected == [1], rejected
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

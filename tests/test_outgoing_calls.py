@@ -2141,6 +2141,7 @@ import http.client, urllib.request
 import aiohttp, httpx, requests, urllib3
 
 PLACES = [(requests.Session, "send"), (urllib3.connectionpool.HTTPConnectionPool, "urlopen"), (http.client.HTTPConnection, "request"),
+          (http.client.HTTPSConnection, "request"), (urllib3.connectionpool.HTTPSConnectionPool, "urlopen"),
           (http.client.HTTPConnection, "getresponse"), (urllib.request.OpenerDirector, "open"), (httpx.HTTPTransport, "handle_request"),
           (aiohttp.ClientSession, "__init__")]
 

@@ -1287,40 +1287,17 @@ def test_a_wrapper_chained_after_ours_keeps_its_pythonpath_and_the_function_none
     assert body == without
 
 
-def test_a_next_wrapper_written_in_python_that_execs_the_runtime_leaves_it_instrumented(tmp_path):
-    # GIVEN a next wrapper that is a Python program which execs the runtime, as OpenTelemetry's
-    # opentelemetry-instrument does (it sets its own PYTHONPATH first), chained after ours
+@pytest.mark.parametrize("own_sitecustomize", [False, True], ids=["execs the runtime", "its own sitecustomize first"])
+def test_a_next_wrapper_written_in_python_leaves_the_runtime_instrumented(tmp_path, own_sitecustomize):
+    # GIVEN a next wrapper that is a Python program which sets its own PYTHONPATH first and execs
+    # the interpreter it was handed, with an option of its own, as OpenTelemetry's
+    # opentelemetry-instrument does, chained after ours; with a sitecustomize of its own first
+    # on that path (opentelemetry-instrument's auto_instrumentation folder), or none
     task = write_function(tmp_path / "task", PATH_APP)
     other = tmp_path / "other"
     other.mkdir()
-    wrapper = tmp_path / "python-wrapper"
-    wrapper.write_text(
-        f"#!{sys.executable}\n"
-        "import os, sys\n"
-        f"os.environ['PYTHONPATH'] = os.pathsep.join(p for p in ({str(other)!r}, os.environ.get('PYTHONPATH')) if p)\n"
-        "os.execv(sys.argv[1], sys.argv[1:])\n"
-    )
-    wrapper.chmod(0o755)
-    with Emulator(str(task), "app.handler", env={"AWS_LAMBDA_EXEC_WRAPPER": str(wrapper)}, invoke_port=None) as bare:
-        without = bare.invoke({}).json()
-    with instrumented(task, env={"LAMBDAWRAP_NEXT_WRAPPER": str(wrapper)}) as (emu, rx):
-        body = emu.invoke({}).json()
-        # THEN the runtime is instrumented, its invocation exported (before: lambdawrap's boot
-        # ran in the wrapper's Python process, took its variables out there, and the runtime
-        # started without it), and the function sees what it sees with that wrapper alone
-        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
-    assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]"
-    assert body == without
-
-
-def test_a_next_wrapper_that_puts_its_own_sitecustomize_first_leaves_the_runtime_instrumented(tmp_path):
-    # GIVEN a next wrapper that puts a folder holding its own sitecustomize first on PYTHONPATH
-    # and execs the interpreter it was handed with an option of its own, as OpenTelemetry's
-    # opentelemetry-instrument does (its auto_instrumentation folder), chained after ours
-    task = write_function(tmp_path / "task", PATH_APP)
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "sitecustomize.py").write_text("import os\nos.environ['OTHER_SITECUSTOMIZE'] = 'ran'\n")
+    if own_sitecustomize:
+        (other / "sitecustomize.py").write_text("import os\nos.environ['OTHER_SITECUSTOMIZE'] = 'ran'\n")
     wrapper = tmp_path / "python-wrapper"
     wrapper.write_text(
         f"#!{sys.executable}\n"
@@ -1333,11 +1310,13 @@ def test_a_next_wrapper_that_puts_its_own_sitecustomize_first_leaves_the_runtime
         without = bare.invoke({}).json()
     with instrumented(task, env={"LAMBDAWRAP_NEXT_WRAPPER": str(wrapper)}) as (emu, rx):
         body = emu.invoke({}).json()
-        # THEN the runtime is instrumented (before: the wrapper's sitecustomize shadowed ours,
-        # and nothing of lambdawrap ran), its sitecustomize runs too, and the function sees what
-        # it sees with that wrapper alone: none of our variables, nor our folders on its paths
+        # THEN the runtime is instrumented, its invocation exported (before: lambdawrap's boot
+        # ran in the wrapper's Python process and took its variables out there; and the
+        # wrapper's sitecustomize shadowed ours), its sitecustomize runs too, and the function
+        # sees what it sees with that wrapper alone: none of our variables, nor our folders
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], timeout=60)
-    assert without["other_sitecustomize"] == "ran" and without["boot_variables"] == []
+    assert without["pythonpath"].startswith(str(other)) and without["child_loads"] == "[]" and without["boot_variables"] == []
+    assert without["other_sitecustomize"] == ("ran" if own_sitecustomize else None)
     assert body == without
 
 

@@ -578,7 +578,8 @@ def test_exporter_headers_from_secrets_never_send_another_endpoint_s_credentials
     secrets = moto.client("secretsmanager")
     secrets.create_secret(Name="otlp/traces", SecretString="x-traces-key: T0KEN")
     secrets.create_secret(Name="otlp/metrics", SecretString="x-metrics-key=M0KEN")
-    settings = store_settings("OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:otlp/traces,OTEL_EXPORTER_OTLP_METRICS_HEADERS=secretsmanager:otlp/metrics")
+    secrets.create_secret(Name="otlp/logs", SecretString=" ")  # blank: unset, as the variable's blank value is
+    settings = store_settings("OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:otlp/traces,OTEL_EXPORTER_OTLP_METRICS_HEADERS=secretsmanager:otlp/metrics,OTEL_EXPORTER_OTLP_LOGS_HEADERS=secretsmanager:otlp/logs")
     store = SecretStore(settings, clients)
     store.start()
     environ = {"OTEL_EXPORTER_OTLP_HEADERS": "x-general-key=G"}

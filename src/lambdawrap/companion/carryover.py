@@ -19,6 +19,7 @@ import os
 from lambdawrap.companion.correlator import InitFacts, Invocation
 
 SUFFIX = ".carryover.json"
+_WRITING = ".writing"  # the next file, beside it until it is whole
 MAX_BYTES = 4 * 1024 * 1024
 # When the calls do not fit, these go, in order (the reason their loss is counted under; None:
 # not counted, a platform report's histograms, which are not carried anyway). The counts, and the
@@ -75,26 +76,36 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
         if len(data) > MAX_BYTES:
             data = _dump(all_counts, [])
     path = _path(socket_path)
-    written = path + ".writing"  # one name: what a companion killed meanwhile left is written over
-    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    written = path + _WRITING
+    _remove(written)  # what a companion killed meanwhile left (a link, even)
+    fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(written, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(written, path)
+    except OSError:
+        _remove(written)  # a disk full: no half-file left in /tmp
+        raise
 
 
 def take(socket_path: str) -> Carried:
     """What earlier environments left (the file is removed); whatever cannot be read is ignored."""
     path = _path(socket_path)
     held = _read(path)
+    _remove(path)
+    _remove(path + _WRITING)
+    return held
+
+
+def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
-    return held
 
 
 def _read(path: str) -> Carried:

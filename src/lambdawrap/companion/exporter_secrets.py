@@ -49,7 +49,7 @@ def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None]
             warn("lambdawrap: ignoring %s entries %s from secret %s (%s); %s", name, ", ".join(refused), source.describe(), HEADER_RULE, "the others are sent" if kept else "none is sent")
         if kept:
             environ[name] = kept
-        elif name != "OTEL_EXPORTER_OTLP_HEADERS":
-            environ[name] = ","  # no entry: unset, the general headers would go to this signal's endpoint
+        elif refused and name != "OTEL_EXPORTER_OTLP_HEADERS":
+            environ[name] = ","  # none kept: unset, the general headers would go to this signal's endpoint
         else:
-            environ.pop(name, None)
+            environ.pop(name, None)  # blank: unset, as the variable's own blank value is

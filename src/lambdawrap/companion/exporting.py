@@ -48,7 +48,6 @@ SPAN_BATCH = 512
 # Collector's gRPC 4 MiB) and be sent again in halves.
 REQUEST_MAX_CHARS = 2 * 1024 * 1024
 RETAINED_BATCHES = 64  # metric batches kept for retry when the collector is down
-METRICS_REJECTED = "metric_rejected_by_collector"  # the drop reason of a metric batch refused for good
 LOG_BATCH = 512
 _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
 # Exports in a row a collector may fail with an error of its own (a 500) before their batch is
@@ -165,9 +164,8 @@ class RetainingMetricExporter(MetricExporter):
     otherwise be lost for good). While one is kept, the pipeline does not collect: the SDK goes
     on aggregating, so an outage costs one kept batch, not one per flush."""
 
-    def __init__(self, inner: MetricExporter, on_drop, refused=lambda: False) -> None:
+    def __init__(self, inner: MetricExporter, on_drop) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
-        self._refused = refused  # whether the collector refused the batch just sent for good
         self._inner = inner
         self._retained: list = []
         self._on_drop = on_drop
@@ -191,12 +189,6 @@ class RetainingMetricExporter(MetricExporter):
     def _send_retained(self, timeout_millis: float) -> MetricExportResult:
         while self._retained:
             if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
-                if self._refused():
-                    # Refused as it is (a 4xx): sent again, it would be refused at every flush,
-                    # and hold back every batch after it, the drop counts among them.
-                    self._retained.pop(0)
-                    self._on_drop(METRICS_REJECTED)
-                    continue
                 while len(self._retained) > RETAINED_BATCHES:
                     self._retained.pop(0)
                     self._on_drop("export_failed")
@@ -238,7 +230,7 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
         # record nothing.
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused) if metric_exporter is not None else None
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
@@ -510,20 +502,6 @@ class Pipeline:
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
-
-    def _metrics_refused(self) -> bool:
-        """Whether the metric batch whose export just failed was refused as it is, as _refused
-        tells it of spans and logs (a 413 too: a metric batch is not split). A server error of
-        the collector's own is not: unlike spans, the batch holds the counts, kept until it goes."""
-        answers = self._answers_of.get("metrics")
-        if answers is None:
-            return False
-        status = answers.last_status
-        answers.last_status = None  # read once: the next export's failure must not read it
-        if refusal(status) is None:
-            return False
-        self._refusals("metrics", status, 1, f"counted as dropped ({METRICS_REJECTED}), not sent again")
-        return True
 
     def _rejected_in_answer(self, signal: str, count: int) -> None:
         """Items an answer's partial success rejected (see _rejected): at most the request's,

@@ -348,9 +348,11 @@ class Companion:
                     unreadable += 1  # an event that is no JSON object: a glitch, asked again
                     continue
                 # The platform says to go (a 500), or cannot be reached: what this environment
-                # holds is exported or carried over, as at a SHUTDOWN for a failure, not lost.
-                get_logger().warning("lambdawrap: the Extensions API failed (%s); leaving as at a shutdown for a failure", exc)
-                return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "failure", "deadlineMs": (time.time() + API_FAILURE_SHUTDOWN_S) * 1000})
+                # holds is exported or carried over, as at a SHUTDOWN, not lost. As at a spindown:
+                # an invocation without its word is counted, no crash made up for it (the
+                # runtime may be running still).
+                get_logger().warning("lambdawrap: the Extensions API failed (%s); leaving as at a shutdown", exc)
+                return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": (time.time() + API_FAILURE_SHUTDOWN_S) * 1000})
             unreadable = 0
             kind = event.get("eventType")
             if kind == "SHUTDOWN":

@@ -108,22 +108,24 @@ def library_wrapper(function_wrapper: type) -> type:
 
         def __init__(self, *args: "Any", **kwargs: "Any") -> None:
             super().__init__(*args, **kwargs)
-            self._self_through_home: dict = {}  # the class that holds it -> what it reads as there
+            self._self_through_class: dict = {}  # "read": what it reads as through its classes
 
         def __get__(self, instance: "Any", owner: "Any" = None) -> "Any":
             if instance is not None or owner is None:
                 return super().__get__(instance, owner)
-            # Reached through the class that holds it (`requests.Session.send`): the same object
-            # at each read, as the function it wraps is. Code that saves a class's method and
-            # puts it back unless it is still there (vcrpy's reset) took a new one each time for
-            # another's patch, and put ours back over its own stub. Kept for that class only,
-            # which lives as long as it holds us: a subclass is not kept alive.
-            bound = self._self_through_home.get(owner)
+            # Reached through a class (`requests.Session.send`, `HTTPSConnection.request`): the
+            # same object at each read and through every subclass, as the function it wraps is.
+            # Code that saves a class's method and puts it back unless it is still there
+            # (vcrpy's reset) took a new one each time for another's patch, and put ours back
+            # over its own stub. Bound to the class that holds it, which lives as long as it
+            # holds us: no subclass is kept alive.
+            bound = self._self_through_class.get("read")
             if bound is None:
-                bound = super().__get__(None, owner)
-                if getattr(owner, "__dict__", {}).get(self.__wrapped__.__name__) is self:
-                    # setdefault: threads reading it first at once all get the one kept.
-                    bound = self._self_through_home.setdefault(owner, bound)
+                home = _holder(self, owner)
+                if home is None:
+                    return super().__get__(None, owner)
+                # setdefault: threads reading it first at once all get the one kept.
+                bound = self._self_through_class.setdefault("read", super().__get__(None, home))
             return bound
 
         def __reduce_ex__(self, protocol: int) -> "Any":
@@ -141,6 +143,16 @@ def library_wrapper(function_wrapper: type) -> type:
 
 
 def _nothing(*args: "Any") -> None:
+    return None
+
+
+def _holder(wrapper: "Any", owner: "Any") -> "Any":
+    """The class in `owner`'s MRO whose own attributes hold `wrapper`, or None."""
+    name = getattr(wrapper.__wrapped__, "__name__", None)
+    for klass in getattr(owner, "__mro__", ()):
+        held = getattr(klass, "__dict__", {})
+        if (name is not None and held.get(name) is wrapper) or any(value is wrapper for value in list(held.values())):
+            return klass
     return None
 
 
