@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 import threading
 
+from lambdawrap.companion.sized_items import take_front
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
@@ -91,15 +93,8 @@ class LogBuffer:
         their lines (but at least one entry): one request must not carry the whole buffer, past
         the collectors' limits (the OpenTelemetry Collector's gRPC 4 MiB)."""
         with self._lock:
-            batch, taken = [], 0
-            while self._items and len(batch) < limit:
-                entry, size = self._items[0]
-                if max_bytes is not None and batch and taken + size > max_bytes:
-                    break
-                self._items.popleft()
-                taken += size
-                self.bytes -= size
-                batch.append(entry)
+            batch, taken = take_front(self._items, limit, max_bytes)
+            self.bytes -= taken
             return batch
 
     def give_back(self, batch: list) -> None:

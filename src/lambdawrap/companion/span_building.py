@@ -26,6 +26,7 @@ from lambdawrap import __version__
 from lambdawrap.companion.correlator import InitFacts, Invocation, platform_failure, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
+from lambdawrap.companion.sized_items import take_front
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES
@@ -86,15 +87,8 @@ class SpanBuffer:
         """Up to `limit` spans, oldest first, and with `max_chars` no more text than that (but
         at least one span)."""
         with self._lock:
-            batch, chars = [], 0
-            while self._items and len(batch) < limit:
-                span, size = self._items[0]
-                if max_chars is not None and batch and chars + size > max_chars:
-                    break
-                self._items.popleft()
-                chars += size
-                self.chars -= size
-                batch.append(span)
+            batch, chars = take_front(self._items, limit, max_chars)
+            self.chars -= chars
             return batch
 
     def give_back(self, batch: list) -> None:
