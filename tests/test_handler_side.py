@@ -1162,3 +1162,13 @@ def test_a_process_restored_from_a_snapshot_draws_ids_of_its_own_and_its_first_r
     ids.reseed()  # the rest of the suite draws ids of its own
     assert record["start"]["trace_id"] != f"{drawn_from_the_snapshot:032x}"
     assert (record["start"]["cold_start"], record["start"]["proactive_init"]) == (True, False)
+
+
+def test_the_headers_a_secret_must_not_set_are_those_of_an_endpoint_ignored_as_bad():
+    # The companion reads them before it applies the corrections, for the header secrets.
+    from lambdawrap.shared.otlp_variables import headers_of_ignored_endpoints
+
+    env = {**GENERAL, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "vendor-b.example:443/v1/traces", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": " "}
+    corrections = Settings.from_env(env, warn=False).sdk_corrections
+    # A bad one (no scheme) takes its headers with it; a blank one is unset, as if never set
+    assert headers_of_ignored_endpoints(corrections, env) == {"OTEL_EXPORTER_OTLP_TRACES_HEADERS"}

@@ -34,6 +34,7 @@ from lambdawrap.companion.secret_scrub import SecretScrubber
 from lambdawrap.companion.telemetry_listener import TelemetryListener
 from lambdawrap.shared import inflight, posted_wanted, records
 from lambdawrap.shared.log import configure_process_logging, get_logger
+from lambdawrap.shared.otlp_variables import headers_of_ignored_endpoints
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.secret_forms import role_credentials
 from lambdawrap.shared.settings import Settings
@@ -212,15 +213,15 @@ class Companion:
 
             # The variables the exporters and the SDK would fail on (warned about with the
             # settings) are corrected in this process's environment, which they read.
-            # A signal's own endpoint ignored (not one of blanks, which is unset): its headers
-            # must not follow it to the general one, from a secret either.
-            endpoint_ignored = {variable for variable, value in self.settings.sdk_corrections if value is None and variable.endswith("_ENDPOINT") and os.environ.get(variable, "").strip()}
+            # Read before the corrections unset them: a signal's own endpoint ignored takes its
+            # headers from a secret with it, as from its variable.
+            ignored_headers = headers_of_ignored_endpoints(self.settings.sdk_corrections, os.environ)
             for variable, value in self.settings.sdk_corrections:
                 if value is None:
                     os.environ.pop(variable, None)
                 else:
                     os.environ[variable] = value
-            self._headers_from_secrets(frozenset(v[: -len("ENDPOINT")] + "HEADERS" for v in endpoint_ignored if v != "OTEL_EXPORTER_OTLP_ENDPOINT"))
+            self._headers_from_secrets(ignored_headers)
             transports = connect_early([s for s in self.settings.exported_signals if self.settings.protocol(s) != "grpc"], os.environ)
             import lambdawrap.companion.signals  # noqa: F401 - imported here, used by _assemble_pipeline
             from lambdawrap.companion.exporting import make_exporters

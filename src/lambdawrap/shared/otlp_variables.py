@@ -111,6 +111,17 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     return tuple(found)
 
 
+def headers_of_ignored_endpoints(found: tuple, env: Mapping[str, str]) -> frozenset:
+    """The signals' header variables whose own endpoint `corrections` (`found`) ignored as bad
+    (not one of blanks, which is unset): as corrections() leaves out the variables' headers,
+    whoever sets them otherwise (a secret) must leave them out too."""
+    return frozenset(
+        variable[: -len("ENDPOINT")] + "HEADERS"
+        for variable, value in found
+        if value is None and variable.endswith("_ENDPOINT") and variable != "OTEL_EXPORTER_OTLP_ENDPOINT" and env.get(variable, "").strip()
+    )
+
+
 def _insecure(env: Mapping[str, str], variable: str, warn: Callable[..., None]) -> tuple:
     """The correction of an _INSECURE the gRPC exporters read: they take "true" (any case) as
     true and any other value as false without a word, so that 1 or yes meant as a plaintext
