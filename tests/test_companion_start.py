@@ -83,3 +83,28 @@ def test_a_next_event_the_platform_fails_leaves_as_a_shutdown_does_carrying_what
     # ... the invocation it had no word of counted, no crash made up for it (the runtime may be
     # running still)
     assert carried["counts"] == [{"name": "lambdawrap.dropped", "attributes": {"reason": "record_missing"}, "value": 1}], carried
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_from_a_local_supervisor_leaves_as_a_shutdown_does_carrying_what_it_holds(started, tmp_path, signal_name):
+    import json
+    import signal
+    import time
+
+    # GIVEN a companion whose collector is down, told of an invocation whose record never comes,
+    # and waiting for its next event
+    api, process, socket_path = started([])
+    api.events.put({"eventType": "INVOKE", "requestId": "0b7c1a4e-5d0b-4b8e-9d55-8a3b2c1d0e9f", "deadlineMs": int((time.time() + 2) * 1000), "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+    assert wait_for(lambda: api.next_calls >= 2, timeout=60)
+    # WHEN a local supervisor signals it (Lambda sends SHUTDOWN, then SIGKILL; a container's stop
+    # sends SIGTERM, a terminal's Ctrl-C SIGINT)
+    process.send_signal(getattr(signal, signal_name))
+    output = process.communicate(timeout=60)[0]
+    # THEN it leaves as at a SHUTDOWN, with no traceback: what it could not export (the
+    # invocation, counted as dropped for its missing record) is left for the next environment
+    # (before: the signal's default ended the process, and it was lost)
+    assert process.returncode == 0 and "Traceback" not in output, output
+    assert f"{signal_name} received" in output, output
+    carried = json.loads((tmp_path / "lw.sock.carryover.json").read_text())
+    assert {"name": "lambdawrap.dropped", "attributes": {"reason": "record_missing"}, "value": 1} in carried["counts"], carried
+

@@ -115,6 +115,44 @@ def test_another_thread_wakes_the_loop_and_runs_its_callback_on_the_loops_thread
     assert time.monotonic() - started < 10
 
 
+class _Stopped(BaseException):
+    pass
+
+
+def test_an_interrupt_ends_a_wait_not_yet_over_and_lets_a_met_one_return(loop):
+    import signal
+
+    # GIVEN a wait with no deadline, and a signal whose handler interrupts the loop
+    ours, peer = _pair()
+    got = []
+    loop.add_reader(ours, lambda sock: got.append(receive(sock)))
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: loop.interrupt(_Stopped()))
+    try:
+        threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+        # WHEN the signal comes THEN the wait raises (before: only the check could end it)
+        with pytest.raises(_Stopped):
+            loop.run_until(lambda: bool(got))
+        # ... and a wait whose check is met returns, with what it waited for, until interrupt(None)
+        peer.send(b"event")
+        assert _served(loop, got)
+        assert loop.run_until(lambda: any(got)) is True
+        with pytest.raises(_Stopped):
+            loop.run_until(lambda: False, time.monotonic() + 10)
+        loop.interrupt(None)
+        assert loop.run_until(lambda: False, time.monotonic() + 0.01) is False
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        ours.close(), peer.close()
+
+
+def _served(loop: EventLoop, got: list) -> bool:
+    # What is waiting read without a wait (run_once is no wait: it does not raise).
+    deadline = time.monotonic() + 10
+    while not any(got) and time.monotonic() < deadline:
+        loop.run_once(0.05)
+    return any(got)
+
+
 def test_a_wait_whose_time_has_passed_returns_at_once(loop):
     # GIVEN nothing to serve WHEN asked to wait a negative time THEN it returns at once (epoll
     # itself would wait forever)

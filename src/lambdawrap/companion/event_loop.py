@@ -55,6 +55,7 @@ class EventLoop:
         self._pending: collections.deque = collections.deque()
         self._timers: list = []  # heap of (monotonic time, sequence, callback)
         self._sequence = 0
+        self._interrupt: BaseException | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -102,6 +103,13 @@ class EventLoop:
         except (BlockingIOError, OSError):
             pass  # the pipe is full: the loop is awake already
 
+    def interrupt(self, exc: BaseException | None) -> None:
+        """From a signal handler on the loop's thread: each wait not yet over raises `exc`, now
+        and until interrupt(None). A wait whose check is met returns as usual, so what it
+        waited for (an event read whole) is not lost."""
+        self._interrupt = exc
+        self.call_soon_threadsafe()
+
     def accept(self, listener: socket.socket, callback: Callable[[socket.socket], Any]) -> socket.socket | None:
         """From the loop's thread: a connection waiting on `listener` (watched with `callback`),
         or None. Where none can be taken now (no descriptor left: Managed Instances' workers
@@ -130,6 +138,8 @@ class EventLoop:
             verdict = check()
             if verdict is True:
                 return True
+            if self._interrupt is not None:
+                raise self._interrupt
             now = time.monotonic()
             wake_at = math.inf if deadline is None else deadline
             if deadline is not None and now >= deadline:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import threading
 import time
 TYPE_CHECKING = False
@@ -46,13 +47,20 @@ RUNTIME_DONE_WAIT_S = 0.3
 SHUTDOWN_MARGIN_S = 0.15
 SHUTDOWN_DRAIN_S = 0.05  # at most this long reading what was sent before SHUTDOWN
 CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether its process died
-# When the Extensions API fails (a 500 on /next: "the extension should exit"), the time taken to
-# leave as at a SHUTDOWN: the platform gives none, and ends the environment soon.
-API_FAILURE_SHUTDOWN_S = 1.0
+# When told to go other than by SHUTDOWN (the Extensions API failing /next: "the extension should
+# exit"; a local supervisor's SIGTERM, a terminal's Ctrl-C), the time taken to leave as at a
+# SHUTDOWN: none is given, and the environment ends soon.
+UNANNOUNCED_SHUTDOWN_S = 1.0
 MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
+
+
+class Terminated(BaseException):
+    """A SIGTERM or SIGINT, raised by the loop's waits (never inside a callback, which would
+    leave a record half read). A BaseException: the guards that keep one event's bug from
+    ending the companion must let it through."""
 
 
 class Companion:
@@ -76,6 +84,7 @@ class Companion:
         self.scrubber = SecretScrubber(permanent=role_credentials(os.environ))
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
         self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms, scrub=self.scrubber.scrub)
+        self._shutting_down = False
         self._activity = 0  # invocations finished and records received: what a timed flush is for
         self._activity_flushed = 0
         self._flush_when_finished: str | None = None  # a flush that came before its span was made
@@ -326,6 +335,14 @@ class Companion:
         return None
 
     def run(self) -> int:
+        self._watch_termination()
+        try:
+            return self._run()
+        except Terminated as exc:
+            get_logger().warning("lambdawrap: %s received; leaving as at a shutdown", exc)
+            return self._leave_unannounced()
+
+    def _run(self) -> int:
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
         first_start = _first_start_in_sandbox(self.settings.socket_path)
         self._startup_wait_s = self.settings.startup_wait_ms / 1000 if first_start else 0.0
@@ -353,7 +370,7 @@ class Companion:
                 # an invocation without its word is counted, no crash made up for it (the
                 # runtime may be running still).
                 get_logger().warning("lambdawrap: the Extensions API failed (%s); leaving as at a shutdown", exc)
-                return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": (time.time() + API_FAILURE_SHUTDOWN_S) * 1000})
+                return self._leave_unannounced()
             unreadable = 0
             kind = event.get("eventType")
             if kind == "SHUTDOWN":
@@ -364,6 +381,21 @@ class Companion:
                     self._invoke(event, budget_s)
                 except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
                     self._internal_error("handling an INVOKE event")
+
+    def _leave_unannounced(self) -> int:
+        return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": (time.time() + UNANNOUNCED_SHUTDOWN_S) * 1000})
+
+    def _watch_termination(self) -> None:
+        """Lambda ends an extension with SHUTDOWN, then SIGKILL; a local supervisor (or a
+        terminal's Ctrl-C) signals instead, and the default action would lose what this
+        environment holds, and the carry-over."""
+
+        def on_signal(number: int, frame: Any) -> None:
+            if not self._shutting_down:
+                self.loop.interrupt(Terminated(signal.Signals(number).name))
+
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, on_signal)
 
     def _update_posted_wanted(self) -> None:
         """Tell the function's process whether to report the runtime's posts: only while they
@@ -504,6 +536,8 @@ class Companion:
 
     def _shutdown(self, event: dict) -> int:
         started = time.monotonic()
+        self._shutting_down = True  # a signal from now on changes nothing
+        self.loop.interrupt(None)
         budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
         try:
             # What the platform and the function sent before SHUTDOWN came is read first.
