@@ -554,6 +554,34 @@ def test_with_xray_lambda_first_the_request_s_baggage_still_goes_on():
     assert choose_parent({"traceparent": VALID}, None, None, XRAY_SAMPLED, xray_lambda_order=("xray-lambda",)) == (XRAY_CTX, VALID_CTX, None)
 
 
+class _CountedItems(dict):
+    """A header object that counts the names its readers walk."""
+
+    walked = 0
+
+    def items(self):
+        for item in super().items():
+            self.walked += 1
+            yield item
+
+
+@pytest.mark.parametrize("order", [("xray-lambda",), ("tracecontext", "xray-lambda")], ids=",".join)
+def test_with_xray_lambda_a_forged_event_s_huge_headers_are_not_walked_whole(order):
+    # GIVEN an event whose own `headers` object (read with xray-lambda, as OpenTelemetry's Lambda
+    # instrumentations read any event's) holds 400,000 names, its context written as clients do
+    headers = _CountedItems({f"x-filler-{n}": "v" for n in range(400_000)})
+    headers.update({"Traceparent": VALID, "X-Amzn-Trace-Id": XRAY_HEADER, "Baggage": "tenant=acme"})
+    # WHEN the parent is chosen
+    parent, _, beside = choose_parent(headers, None, None, XRAY_SAMPLED, xray_lambda_order=order)
+    # THEN its context is found, and no more than a request's worth of names is walked (before:
+    # every one, ~95 ms an invocation)
+    assert parent is not None
+    assert headers.walked <= 2 * tc.MAX_SCANNED_NAMES, headers.walked
+    assert tc.header(headers, "traceparent") == VALID and tc.header(headers, "x-amzn-trace-id") == XRAY_HEADER
+    # ... and a name in another case among the first ones is still found
+    assert tc.header(_CountedItems({"TRACEPARENT": VALID}), "traceparent") == VALID
+
+
 def test_xray_lambda_order_is_read_from_otel_propagators():
     from lambdawrap.shared.settings import Settings
 

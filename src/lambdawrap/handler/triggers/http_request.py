@@ -10,6 +10,7 @@ from __future__ import annotations
 from itertools import islice
 
 from lambdawrap.handler import secret_cuts
+from lambdawrap.handler.trace_context import MAX_SCANNED_NAMES
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
@@ -17,9 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Dict, Optional, Tuple
 
-# Real requests carry a few dozen headers and parameters (API Gateway caps them at 10 KB); a
-# forged event with a million of them is read only this far.
-MAX_FIELDS = 256
+# Real requests carry a few dozen headers and parameters; a forged event with a million of
+# them is read only this far.
+MAX_FIELDS = MAX_SCANNED_NAMES
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 
