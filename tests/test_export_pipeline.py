@@ -45,7 +45,7 @@ sink = []
 pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, count=1: sink[0].dropped(reason, count))
 signals = Signals(settings, resource, pipeline.meter_provider)
 sink.append(signals)
-pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+pipeline.attach(signals)
 """ + body
 
 
@@ -112,7 +112,7 @@ settings = Settings.from_env()
 resource = build_resource(settings, "012345678912")
 pipeline = Pipeline(make_exporters(settings), resource, lambda *args: None)
 signals = Signals(settings, resource, pipeline.meter_provider)
-pipeline.spans, pipeline.logs, pipeline.before_collect = signals.spans, signals.logs, signals.settle_measurements
+pipeline.attach(signals)
 counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
 flushes = []
 for i in range(3):
@@ -776,6 +776,34 @@ def test_a_batch_an_http_collector_answers_500_twice_is_counted_not_sent_at_ever
     # THEN the batch went again once, then was counted as rejected, and the 3 went alone
     assert first["dropped"] == {} and second["dropped"] == {"rejected_by_collector": 6} == third["dropped"], (first, second, third)
     assert [status for status, _ in statuses] == [500, 500, 200] and spans == 3, statuses
+
+
+def test_a_metric_batch_the_collector_refuses_as_bad_holds_back_no_later_one_and_loses_no_count():
+    import grpc
+
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN spans over gRPC and metrics over OTLP/HTTP, to a collector that refuses the first two
+    # metric requests as bad (400: OTLP says not to send them again)
+    with GrpcTraceReceiver() as grpc_rx, OtlpReceiver() as rx:
+        probe = GrpcFlushes(grpc_rx, rx)
+        try:
+            rx.set_behaviour(status=400, remaining=2)
+            # WHEN four flushes go, a span in each: the gRPC collector refuses the first three,
+            # and each refusal is counted (a metric, sent with the next flush's)
+            grpc_rx.refuse(3, grpc.StatusCode.INVALID_ARGUMENT)
+            flushes = [probe.flush(1) for _ in range(4)]
+        finally:
+            stderr = probe.stderr()
+        metric_statuses = [r["status"] for r in rx.requests() if r["path"].endswith("/v1/metrics")]
+        rejected = [p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["attributes"].get("reason") == "rejected_by_collector"]
+    # THEN each flush sent a batch of its own (before: the first refused batch went again at every
+    # flush, and none after it went while it was refused) ...
+    assert metric_statuses == [400, 400, 200, 200], metric_statuses
+    assert flushes[-1]["dropped"] == {"rejected_by_collector": 3}, flushes
+    # ... and the counts the refused batches held went in the ones taken: none lost, none twice
+    assert sum(rejected) == 3, rejected
+    assert "refused a request of 1 metrics with HTTP 400" in stderr, stderr
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

@@ -23,7 +23,8 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
 
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
@@ -160,15 +161,22 @@ def _exporter(settings: Settings, signal: str, transport: object | None) -> obje
 
 
 class RetainingMetricExporter(MetricExporter):
-    """Keeps batches the collector refused and sends them first next time (delta data would
+    """Keeps batches the collector failed and sends them first next time (delta data would
     otherwise be lost for good). While one is kept, the pipeline does not collect: the SDK goes
-    on aggregating, so an outage costs one kept batch, not one per flush."""
+    on aggregating, so an outage costs one kept batch, not one per flush.
 
-    def __init__(self, inner: MetricExporter, on_drop) -> None:
+    A batch the collector refused as it is (`refused()`: a 4xx) is not kept: sent again it would
+    be refused at every flush, and hold back every batch after it. Its delta counters' values go
+    to `count_again`, to be sent in the next batch (a refusal that lasts a while, a proxy's or a
+    credential's, loses no count); its other points are lost, logged."""
+
+    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], bool] = lambda: False, count_again: Callable[[list], None] = lambda counts: None) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
         self._inner = inner
         self._retained: list = []
         self._on_drop = on_drop
+        self._refused = refused
+        self._count_again = count_again
         self._lock = threading.Lock()
         self.acknowledged: collections.Counter = collections.Counter()  # (name, attributes) -> value the collector took
 
@@ -189,6 +197,9 @@ class RetainingMetricExporter(MetricExporter):
     def _send_retained(self, timeout_millis: float) -> MetricExportResult:
         while self._retained:
             if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
+                if self._refused():
+                    self._count_again([(key, value) for key, value, temporality in _counter_points(self._retained.pop(0)) if temporality == AggregationTemporality.DELTA])
+                    continue
                 while len(self._retained) > RETAINED_BATCHES:
                     self._retained.pop(0)
                     self._on_drop("export_failed")
@@ -199,18 +210,11 @@ class RetainingMetricExporter(MetricExporter):
     def _acknowledge(self, batch: MetricsData) -> None:
         """Count what the collector took, counter by counter (see Signals.counted)."""
         try:
-            for resource_metrics in batch.resource_metrics:
-                for scope_metrics in resource_metrics.scope_metrics:
-                    for metric in scope_metrics.metrics:
-                        data = metric.data
-                        if not isinstance(data, Sum) or not data.is_monotonic:
-                            continue
-                        for point in data.data_points:
-                            key = counter_key(metric.name, point.attributes)
-                            if data.aggregation_temporality == AggregationTemporality.CUMULATIVE:
-                                self.acknowledged[key] = max(self.acknowledged[key], point.value)
-                            else:
-                                self.acknowledged[key] += point.value
+            for key, value, temporality in _counter_points(batch):
+                if temporality == AggregationTemporality.CUMULATIVE:
+                    self.acknowledged[key] = max(self.acknowledged[key], value)
+                else:
+                    self.acknowledged[key] += value
         except Exception:  # noqa: BLE001 - bookkeeping must not fail an export
             logger.exception("lambdawrap: counting the exported metrics failed")
 
@@ -219,6 +223,17 @@ class RetainingMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         self._inner.shutdown(timeout_millis=timeout_millis)
+
+
+def _counter_points(batch: MetricsData) -> Iterator[tuple]:
+    """(counter_key, value, temporality) of each point of a counter (a monotonic sum) in `batch`."""
+    for resource_metrics in batch.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                data = metric.data
+                if isinstance(data, Sum) and data.is_monotonic:
+                    for point in data.data_points:
+                        yield counter_key(metric.name, point.attributes), point.value, data.aggregation_temporality
 
 
 class Pipeline:
@@ -230,7 +245,7 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
         # record nothing.
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop) if metric_exporter is not None else None
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts)) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
@@ -243,6 +258,7 @@ class Pipeline:
         self.spans: SpanBuffer | None = None
         self.logs: LogBuffer | None = None
         self.before_collect = lambda: None  # the signals' measurements settle into the SDK here
+        self.count_again: Callable[[list], None] = lambda counts: None  # a refused batch's counter values, for the next
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -285,6 +301,12 @@ class Pipeline:
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
+
+    def attach(self, signals: Any) -> None:
+        """Export what `signals` (signals.Signals) buffer and measure."""
+        self.spans, self.logs = signals.spans, signals.logs
+        self.before_collect = signals.settle_measurements
+        self.count_again = signals.count_again
 
     @property
     def busy(self) -> bool:
@@ -502,6 +524,20 @@ class Pipeline:
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
+
+    def _metrics_refused(self) -> bool:
+        """Whether the metric batch whose export just failed was refused as it is (as _refused
+        tells it of spans and logs; a 413 too: a metric batch is not split). A server error of
+        the collector's own is not: unlike a span batch, a metric batch is kept until it goes."""
+        answers = self._answers_of.get("metrics")
+        if answers is None:
+            return False
+        status = answers.last_status
+        answers.last_status = None  # read once: the next export's failure must not read it
+        if refusal(status) is None:
+            return False
+        self._refusals("metrics", status, 1, "its counters' values go in the next batch, its other points are lost")
+        return True
 
     def _rejected_in_answer(self, signal: str, count: int) -> None:
         """Items an answer's partial success rejected (see _rejected): at most the request's,

@@ -280,8 +280,7 @@ class Companion:
 
             pipeline = Pipeline(built(exporters), resource, self._dropped, on_progress=self.loop.call_soon_threadsafe)
             signals = Signals(self.settings, resource, pipeline.meter_provider)
-            pipeline.spans, pipeline.logs = signals.spans, signals.logs
-            pipeline.before_collect = signals.settle_measurements
+            pipeline.attach(signals)
             self.pipeline, self.signals = pipeline, signals
             self.sink.attach(signals)
             # From now on straight to the signals (this runs on the loop's thread, the

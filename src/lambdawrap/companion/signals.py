@@ -141,6 +141,14 @@ class Signals:
             self._counters[name].add(value, dict(attributes))
         _record_all(unrecorded)
 
+    def count_again(self, counts: list) -> None:
+        """Counter values, [(counter_key, value)], of a batch the collector refused: they go in
+        the next batch, counted once in `counted` (added to the SDK only)."""
+        with self._counts_lock:
+            for key, value in counts:
+                if key[0] in self._counters:
+                    self._unsettled[key] += value
+
     # Sink ----------------------------------------------------------------------
 
     def dropped(self, reason: str, count: int = 1) -> None:
