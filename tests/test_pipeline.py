@@ -203,6 +203,37 @@ def test_timeout_and_crash_still_yield_spans(task, runtime_python):
 
 
 
+def test_a_timeout_after_the_function_emptied_tmp_keeps_its_trace_and_trigger(tmp_path):
+    # GIVEN a function that empties /tmp in one invocation (a common guard against a full /tmp;
+    # here the folder this run's socket is in, /tmp being shared)
+    write_function(tmp_path, """
+        import os, time
+
+        def handler(event, context):
+            removed = []
+            if event.get("wipe"):
+                folder = os.path.dirname(os.environ["LAMBDAWRAP_SOCKET"])
+                for name in os.listdir(folder):
+                    os.remove(os.path.join(folder, name))
+                    removed.append(name)
+            time.sleep(event.get("sleep", 0))
+            return {"statusCode": 200, "body": " ".join(removed)}
+        """)
+    with instrumented(tmp_path, timeout_s=3.0) as (emu, rx):
+        wiped = emu.invoke(apigw_event(wipe=True)).json()["body"].split()
+        assert any(".inflight." in name for name in wiped), wiped
+        time.sleep(1.1)  # past the once-a-second look at the in-flight file
+        # WHEN a later invocation, from a caller with its trace context, times out
+        timed_out = emu.invoke(apigw_event(sleep=30))
+        assert timed_out.json()["errorType"] == "Sandbox.Timedout"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == timed_out.request_id, timeout=60)[0]
+    # THEN its span is the caller's child, with the trigger's attributes (before: the function's
+    # process wrote into the file it had removed, the companion found no slot, and the span had
+    # made-up ids and no trigger)
+    assert (span["trace_id"], span["parent_span_id"]) == (TRACEPARENT_TRACE, TRACEPARENT_SPAN)
+    assert span["attributes"]["faas.trigger"] == "http" and span["attributes"]["error.type"] == "Sandbox.Timedout"
+
+
 @pytest.mark.parametrize("strategy", ["adaptive", "end"])
 def test_each_retry_of_an_asynchronous_invocation_is_accounted_for(task, strategy):
     # GIVEN an asynchronous invocation that fails, and Lambda's two retries of it, which keep

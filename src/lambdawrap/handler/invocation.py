@@ -376,7 +376,7 @@ class InvocationTracer:
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         state.beside = beside
-        self._inflight.hold(state.start_json)
+        self._inflight.hold(state.start_json, start_ns)
         if self.user_spans is not None:
             state.otel_token = self._enter_user_spans(state)
         return state

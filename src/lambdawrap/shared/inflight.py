@@ -8,7 +8,8 @@ into memory, not a system call, on the invocation's path. A slot is a 4-byte big
 length and then the invocation's start record (JSON); length 0 means nothing is under way. The
 length is cleared before the body changes and set after, so a reader sees a whole record or
 none. The file's SIZE bytes are allocated when it is made (a full /tmp then only costs the slot)
-and every write stays within them.
+and every write stays within them. A file removed under the process (a function that empties
+/tmp) is made again, found within a second.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from lambdawrap.shared.process_id import own_pid
 SUFFIX = ".inflight."
 SIZE = 64 * 1024
 HEADER_BYTES = 4
+# How often the writing side looks whether its file is still there: a function that empties /tmp
+# in its handler removes it, and the companion, which reads the slot by its name, would find none
+# for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
+CHECK_INTERVAL_NS = 1_000_000_000
 
 
 class InflightSlot:
@@ -33,6 +38,9 @@ class InflightSlot:
         self._map = None
         self._pid = 0
         self._broken = False
+        self._path = ""
+        self._identity: tuple = ()  # (device, inode) of the file mapped
+        self._checked_ns = 0
 
     def _open(self) -> object:
         pid = own_pid()
@@ -43,22 +51,38 @@ class InflightSlot:
             # would need them at the first write into the map, where a full /tmp is a SIGBUS
             # that kills the function.
             _reserve(fd, SIZE)
-            self._map = mmap.mmap(fd, SIZE)
+            made = mmap.mmap(fd, SIZE)
+            status = os.fstat(fd)
         except BaseException:
             _unlink(path)  # nothing half-made for the companion to find
             raise
         finally:
             os.close(fd)
-        self._pid = pid
-        return self._map
+        if self._map is not None:
+            self._map.close()  # the removed file's, or the parent's in a forked child
+        self._map, self._pid, self._path = made, pid, path
+        self._identity = (status.st_dev, status.st_ino)
+        return made
 
-    def hold(self, start_json: bytes) -> bool:
-        """Publish the start of an invocation; False if there is no slot (or it is too big).
-        Every write lands inside the SIZE bytes reserved at open: a map never grows its file."""
+    def _removed(self, now_ns: int) -> bool:
+        """Whether the file mapped is no longer under its name; looked at once a second at most."""
+        if 0 <= now_ns - self._checked_ns < CHECK_INTERVAL_NS:
+            return False
+        self._checked_ns = now_ns
+        try:
+            status = os.stat(self._path)
+        except OSError:
+            return True
+        return (status.st_dev, status.st_ino) != self._identity
+
+    def hold(self, start_json: bytes, now_ns: int = 0) -> bool:
+        """Publish the start of an invocation (at `now_ns`, time.time_ns()); False if there is
+        no slot (or it is too big). Every write lands inside the SIZE bytes reserved at open: a
+        map never grows its file."""
         if self._broken or len(start_json) > SIZE - HEADER_BYTES:
             return False
         try:
-            slot = self._map if self._pid == own_pid() else self._open()
+            slot = self._map if self._pid == own_pid() and not self._removed(now_ns) else self._open()
             slot[:HEADER_BYTES] = b"\0\0\0\0"
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
