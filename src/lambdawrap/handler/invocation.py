@@ -622,7 +622,7 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
             message = _UNPRINTABLE[0]
     if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
         message = f"<unprintable {type(error).__name__}>"
-    elif isinstance(error, (NameError, AttributeError, ImportError)):
+    elif _SUGGESTS and _suggested(error):
         message = _without_suggestions(message)
     kind = _type_name(type(error))
     if stack is None:
@@ -638,6 +638,19 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
 # one, the last added first: str(error), the runtime's errorMessage and the SDK's
 # exception.message, has none of it (the stack, formatted as Python prints it, keeps it).
 _SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
+_SUGGESTS = sys.version_info >= (3, 12)
+
+
+def _suggested(error: BaseException) -> bool:
+    """Whether Python may have added a suggestion to the error's text: only to one that names
+    what was not found (the interpreter's own; one the function made with only a message, whose
+    words may read like a suggestion, is left as it is)."""
+    try:
+        if isinstance(error, ImportError):
+            return error.name_from is not None  # type: ignore[attr-defined] - 3.12+
+        return isinstance(error, (NameError, AttributeError)) and error.name is not None
+    except AttributeError:
+        return False
 
 
 def _without_suggestions(message: str) -> str:
