@@ -1586,6 +1586,51 @@ def test_the_cold_start_of_a_first_invocation_without_the_functions_word_follows
     assert flags == {"on-demand": [True, False], "provisioned-concurrency": [False, False]}
 
 
+def test_a_snapstart_copy_s_first_invocation_is_its_cold_start_with_ids_of_its_own():
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.span_building import SpanBuilder
+    from lambdawrap.shared import ids
+
+    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
+
+    class Sink:
+        def __init__(self):
+            self.made = []
+
+        def invocation(self, inv):
+            self.made.append(inv)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    def restored_copy(snapshot: tuple) -> list:
+        # GIVEN a SnapStart function's companion, whose init ran when the version was published
+        # (hours before), restored from the snapshot
+        ids._generator.setstate(snapshot)
+        sink = Sink()
+        correlator = Correlator(sink, lambda reason, what: None)
+        correlator.on_telemetry([
+            {"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": "snap-start", "phase": "init"}},
+            {"time": "2026-12-03T10:00:01.000Z", "type": "platform.initReport", "record": {"initializationType": "snap-start", "phase": "init", "status": "success", "metrics": {"durationMs": 1000.0}}},
+        ])
+        # WHEN two invocations come that never reach the handler (the ids are the companion's)
+        for rid in ("a1", "a2"):
+            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+            correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
+        correlator.finish_overdue(time.monotonic() + 60)
+        return [builder.invocation(inv)[0] for inv in sink.made]
+
+    snapshot = ids._generator.getstate()
+    first_copy, second_copy = restored_copy(snapshot), restored_copy(snapshot)
+    # THEN the first is the copy's cold start, as its process would say (before: the publish-time
+    # init was hours before, and no SnapStart invocation was ever a cold start) ...
+    assert [span.attributes["faas.coldstart"] for span in first_copy] == [True, False]
+    # ... and each copy draws ids of its own (before: every copy made the snapshot's)
+    assert {span.context.trace_id for span in first_copy}.isdisjoint(span.context.trace_id for span in second_copy)
+
+
 def test_sqs_messages_become_links(task):
     event = json.loads((EVENTS / "sqs.json").read_text())
     with instrumented(task) as (emu, rx):

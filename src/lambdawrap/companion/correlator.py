@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 from lambdawrap.companion.runtime_errors import runtime_error
 from lambdawrap.shared import inflight, records, xray_header
+from lambdawrap.shared.ids import reseed as reseed_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
@@ -56,6 +57,7 @@ MAX_PENDING_CHARS = 1024 * 1024
 # ... and those of every invocation under way together: on Managed Instances up to 1,600 requests
 # run at once, each holding its own until its record comes.
 MAX_HELD_CHARS = 4 * MAX_PENDING_CHARS
+SNAP_START = "snap-start"  # platform.initStart's initializationType for a SnapStart function
 UNSEEN_INIT_ERROR = "_OTHER"  # the conventions' error.type for a cause that is not known
 
 
@@ -456,6 +458,10 @@ class Correlator:
                 inv = self._lookup(rid)
             inv.invoke_event = event
             if not self._managed_instances:
+                if not self._invoked and self.init.initialization_type == SNAP_START:
+                    # This process is a copy restored from the snapshot, maybe one of many at
+                    # once: each would otherwise make the same ids from the state it holds.
+                    reseed_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
                 self._last_invoked = rid
             self._maybe_finish(inv)  # the record and the outcome may have come first
@@ -868,6 +874,8 @@ class Correlator:
         callable) is the cold start all the same, and the handler's first call then is not."""
         if self.init.initialization_type == "provisioned-concurrency":
             return False
+        if self.init.initialization_type == SNAP_START:
+            return True  # init ran when the version was published: a restore is this cold start
         if self.init.start_ns is None or self.init.duration_ms is None:
             return True
         init_end_ns = self.init.start_ns + int(self.init.duration_ms * 1_000_000)
