@@ -861,6 +861,34 @@ def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path)
         assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form
 
 
+USES_ITS_SECRET_STRIPPED_APP = """
+import os, urllib.parse, urllib.request
+
+def handler(event, context):
+    key = os.environ["DB_PASSWORD"].strip()
+    print("calling with", urllib.parse.quote(key, safe=""))
+    url = "http://127.0.0.1:%d/login?k=%s&q=x" % (event["port"], urllib.parse.quote(key, safe=""))
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        resp.read()
+    return {"ok": True}
+"""
+
+
+def test_a_value_kept_with_a_line_break_that_the_function_strips_and_escapes_is_not_exported(tmp_path):
+    from urllib.parse import quote
+
+    # GIVEN a declared key stored as read from a file (a line break at its end), with the
+    # characters base64 keys hold, which the function strips and puts in a URL's query
+    stored = "sk_live/AbC+dEf=GhIj123\n"
+    rx = exported_calling_upstream(write_function(tmp_path / "task", USES_ITS_SECRET_STRIPPED_APP), stored)
+    calls = [s for s in rx.spans() if s["name"] == "GET"]
+    # THEN url.full and the log line have it replaced (before: the stripped value's escaped form
+    # was searched for by no one, and went out whole)
+    assert len(calls) == 1 and calls[0]["attributes"]["url.full"].endswith("/login?k=[REDACTED]&q=x"), calls[0]["attributes"]["url.full"]
+    assert "calling with [REDACTED]" in [record["body"] for record in rx.logs()], rx.logs()
+    assert quote(stored.strip(), safe="") not in json.dumps([rx.spans(), rx.logs()], default=str)
+
+
 PRINTS_ITS_PRIVATE_KEY_APP = """
 import logging, os
 

@@ -33,10 +33,13 @@ def role_credentials(environ: Any) -> list:
 
 def searched_forms(values: Iterable[str]) -> list:
     """Every text to search for, for `values`, without repeats: each value of MIN_SCRUBBED_CHARS
-    or more; of one that is a JSON object or array, its string values too; each as written
-    escaped in a JSON string or a URL; and each line of a value of several (a PEM key or
-    certificate: printed, it reaches the Telemetry API a line at a time)."""
+    or more; of one that is a JSON object or array, its string values too; each without the
+    blanks and line breaks around it (a key kept from a file ends in a line break, which the
+    function strips before it uses the key); each as written escaped in a JSON string or a URL;
+    and each line of a value of several (a PEM key or certificate: printed, it reaches the
+    Telemetry API a line at a time)."""
     texts = [text for v in values if isinstance(v, str) for text in (v, *_json_strings(v))]
+    texts += [text.strip() for text in texts if text.strip() != text]
     forms = [form for v in texts if len(v) >= MIN_SCRUBBED_CHARS for form in _written_forms(v)]
     forms += [line for v in texts if "\n" in v or "\r" in v for line in v.splitlines() if len(line) >= MIN_SCRUBBED_CHARS]
     return list(dict.fromkeys(forms))
