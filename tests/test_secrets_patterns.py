@@ -197,6 +197,33 @@ def test_undeclared_names_are_served_when_allowed_from_either_service(tmp_path: 
     assert_no_value_leaked(emu, rx)
 
 
+LOGS_WHAT_IT_IS_SERVED = """
+
+def logging_handler(event, context):
+    values = handler(event, context)
+    for value in values.values():
+        print("using key", value)
+    return values
+"""
+
+
+def test_undeclared_values_the_api_served_are_not_exported_where_the_function_logs_them(tmp_path: Path, moto):
+    # GIVEN a function written for the AWS extension, logging what it is served, with undeclared
+    # names allowed (a function moved over unchanged)
+    pattern = PATTERNS["name-query"]
+    task = write_function(tmp_path / "task", pattern.app + LOGS_WHAT_IT_IS_SERVED)
+    env = pattern.env(moto, LAMBDAWRAP_SECRETS_TOKEN="optional", LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED="true")
+    with instrumented(task, handler="app.logging_handler", env=env) as (emu, rx):
+        # WHEN it asks for a secret and a parameter it did not declare, and logs them
+        assert emu.invoke({"names": ["other/secret", "/other/param"]}).json() == {"other/secret": OTHER_SECRET, "/other/param": OTHER_PARAMETER}
+        emu.wait_idle()
+    # THEN the lines are exported with the values replaced (before: only declared secrets'
+    # values were searched for, and these went to the collector as logged)
+    exported = json.dumps([rx.spans(), rx.logs()], default=str)
+    assert [record["body"] for record in rx.logs() if record["body"].startswith("using key")] == ["using key [REDACTED]"] * 2, rx.logs()
+    assert OTHER_SECRET not in exported and OTHER_PARAMETER not in exported
+
+
 def test_debug_logging_shows_no_value(tmp_path: Path, moto):
     # GIVEN lambdawrap's own messages at debug, as someone chasing a secrets problem sets it
     pattern = PATTERNS["name-query"]

@@ -17,7 +17,7 @@ import time
 
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
-from lambdawrap.shared.secret_sources import SecretsError, call, error_code, fetch_failed, make_clients, source_key, value_of
+from lambdawrap.shared.secret_sources import SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
 from lambdawrap.shared.settings import Settings
 
 TYPE_CHECKING = False
@@ -168,8 +168,8 @@ class SecretStore:
             self.fetches += 1
             entry = self._keep(key, entry)
             del self._flights[key]
-        if self._scrubber is not None and entry.error is None and key in self._declared_keys:
-            self._scrubber.learn(self._declared_values(key, entry.answer), source=key)
+        if self._scrubber is not None and entry.error is None:
+            self._scrubber.learn(self._declared_values(key, entry.answer) if key in self._declared_keys else _served_values(key, entry.answer), source=key)
         flight.entry = entry
         flight.done.set()
         return entry
@@ -269,3 +269,12 @@ class SecretStore:
                 errors[source.env_name] = str(exc)
         # Not ready: the first load has not ended, and the function's process fetches them itself.
         return {"values": values, "errors": errors, "ages": ages, "ttl": self.ttl_s, "unavailable": not ready}
+
+
+def _served_values(key: tuple, answer: Any) -> list:
+    """The value an undeclared secret the function asked the secrets API for gives it (the
+    whole SecretString, or the parameter's value; none of a binary secret)."""
+    try:
+        return [value_of(SecretSource("", key[0], key[1]), answer)]
+    except (SecretsError, KeyError, TypeError):
+        return []
