@@ -922,32 +922,6 @@ def test_a_context_the_user_attached_before_first_importing_the_api_is_not_left_
         assert (first.json(), second.json()) == ({"before": {}}, {"before": {}})
 
 
-def test_a_context_the_user_attaches_and_keeps_stays_current_in_later_invocations(tmp_path):
-    # GIVEN a function that attaches its tenant's baggage once, in its first invocation, and
-    # keeps it (never detached), and one that imports the API at its start
-    task = write_function(
-        tmp_path / "task",
-        """
-        from opentelemetry import baggage, context, trace
-
-        def handler(event, context_):
-            if event.get("set"):
-                context.attach(baggage.set_baggage("tenant", "acme"))
-            span = trace.get_current_span().get_span_context()
-            return {"tenant": baggage.get_baggage("tenant"), "current": f"{span.trace_id:032x}-{span.span_id:016x}"}
-        """,
-    )
-    with instrumented(task) as (emu, rx):
-        # WHEN it is invoked again
-        first, second = emu.invoke({"set": True}), emu.invoke({})
-        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == second.request_id)[0]
-    # THEN the tenant is still current, as without the layer (before: the end of each invocation
-    # reset the context to what it was before the invocation span, and the tenant was lost) ...
-    assert (first.json()["tenant"], second.json()["tenant"]) == ("acme", "acme")
-    # ... and the invocation span current is the later invocation's own
-    assert second.json()["current"] == f"{invocation['trace_id']}-{invocation['span_id']}"
-
-
 def test_user_spans_under_an_explicit_parent_follow_the_configured_sampler(tmp_path):
     # GIVEN a function that starts a span under the context a message carried, unsampled, with
     # a sampler that is not parent-based (OTEL_TRACES_SAMPLER=always_on)

@@ -434,10 +434,10 @@ class UserSpans:
         """A finished span: with its invocation's record when one is under way, else alone."""
         deliver_span(self._channel, span)
 
-    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", baggage: str = "") -> Any:
+    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", baggage: str = "", late: bool = False) -> Any:
         """Make the invocation span current, with the caller's `baggage` (W3C), as the
-        OpenTelemetry instrumentation extracts them (on top of what the user's code may have
-        attached already, at its import or in an earlier invocation)."""
+        OpenTelemetry instrumentation extracts them; `late`: in the middle of the invocation, on
+        top of what the user's code may have attached already."""
         if not self.context_loads():
             return None
         state = TraceState.from_header([trace_state]) if trace_state else None
@@ -445,17 +445,19 @@ class UserSpans:
         context = trace.set_span_in_context(invocation)
         if baggage:
             context = _with_baggage(baggage, context)
-        return _Attached(otel_context.attach(context), context)
+        token = otel_context.attach(context)
+        return _LateToken(token, context) if late else token
 
-    def exit(self, attached: Any) -> None:
-        # Taken off only while it is the current context, as the function left it without the
-        # layer: a context the user attached on top of it and kept (a tenant's baggage, set
-        # once) stays current, as it would have; the user's own detach of a context attached
-        # before ours took ours off with it, and resetting to what was current when ours went
-        # on would put back the context the user had left; one attached in a copied context is
-        # not this one's.
-        if otel_context.get_current() is attached.context:
-            otel_context.detach(attached.token)
+    def exit(self, token: Any) -> None:
+        if isinstance(token, _LateToken):
+            # Taken off only while it is the current context. The user's own detach of a context
+            # attached before ours took ours off with it, and resetting to what was current when
+            # ours went on would put back the context the user had left (a tenant's baggage, in
+            # every later invocation); one attached in a copied context is not this one's.
+            if otel_context.get_current() is not token.context:
+                return
+            token = token.token
+        otel_context.detach(token)
 
 
 def _with_baggage(header: str, context: Any) -> Any:
@@ -495,7 +497,7 @@ class _ParentFlag:
         self.sampled = sampled
 
 
-class _Attached:
+class _LateToken:
     __slots__ = ("token", "context")
 
     def __init__(self, token: Any, context: Any) -> None:
