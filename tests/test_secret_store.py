@@ -595,3 +595,31 @@ def test_exporter_headers_from_secrets_never_send_another_endpoint_s_credentials
     assert environ == {"OTEL_EXPORTER_OTLP_HEADERS": "x-general-key=G", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": ","}, environ
     assert len(warnings) == 2 and not [w for w in warnings if "0KEN" in w], warnings
     assert any("OTEL_EXPORTER_OTLP_METRICS_HEADERS" in w and "endpoint was ignored" in w for w in warnings), warnings
+
+
+def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_s_bound(moto, clients):
+    from lambdawrap.companion import secret_scrub
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN undeclared names allowed, and a function asking for more secrets than the scrubber
+    # keeps texts for (a tenant's each)
+    for n in range(secret_scrub.MAX_VALUES + 40):
+        moto.client("secretsmanager").create_secret(Name=f"tenants/{n}", SecretString=f"tenant-key-{n:04d}-value")
+    scrubber = SecretScrubber()
+    settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)
+    store = SecretStore(settings, clients, scrubber=scrubber)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        store.snapshot(10)
+        # WHEN each is served
+        for n in range(secret_scrub.MAX_VALUES + 40):
+            assert get(api.ports[0], f"/secrets/tenants/{n}")[0] == 200
+        # THEN the latest are searched for, the declared one too, and no more texts than the
+        # bound (before: every undeclared value was kept for good, a search each per text)
+        last = secret_scrub.MAX_VALUES + 39
+        assert scrubber.text(f"key tenant-key-{last:04d}-value, {API_KEY}") == "key [REDACTED], [REDACTED]"
+        assert len(scrubber._known) <= secret_scrub.MAX_VALUES
+    finally:
+        api.stop()
+        store.stop()

@@ -213,14 +213,17 @@ def test_undeclared_values_the_api_served_are_not_exported_where_the_function_lo
     pattern = PATTERNS["name-query"]
     task = write_function(tmp_path / "task", pattern.app + LOGS_WHAT_IT_IS_SERVED)
     env = pattern.env(moto, LAMBDAWRAP_SECRETS_TOKEN="optional", LAMBDAWRAP_SECRETS_ALLOW_UNDECLARED="true")
+    moto.client("ssm").put_parameter(Name="/other/table", Value="orders-table-prod", Type="String")
     with instrumented(task, handler="app.logging_handler", env=env) as (emu, rx):
-        # WHEN it asks for a secret and a parameter it did not declare, and logs them
-        assert emu.invoke({"names": ["other/secret", "/other/param"]}).json() == {"other/secret": OTHER_SECRET, "/other/param": OTHER_PARAMETER}
+        # WHEN it asks for a secret, a SecureString parameter and a plain one it did not declare,
+        # and logs them
+        assert emu.invoke({"names": ["other/secret", "/other/param", "/other/table"]}).json() == {"other/secret": OTHER_SECRET, "/other/param": OTHER_PARAMETER, "/other/table": "orders-table-prod"}
         emu.wait_idle()
-    # THEN the lines are exported with the values replaced (before: only declared secrets'
-    # values were searched for, and these went to the collector as logged)
+    # THEN the lines are exported with the secret values replaced (before: only declared secrets'
+    # values were searched for, and these went to the collector as logged), and the plain
+    # parameter, no secret (a table's name), as it was logged
     exported = json.dumps([rx.spans(), rx.logs()], default=str)
-    assert [record["body"] for record in rx.logs() if record["body"].startswith("using key")] == ["using key [REDACTED]"] * 2, rx.logs()
+    assert [record["body"] for record in rx.logs() if record["body"].startswith("using key")] == ["using key [REDACTED]"] * 2 + ["using key orders-table-prod"], rx.logs()
     assert OTHER_SECRET not in exported and OTHER_PARAMETER not in exported
 
 

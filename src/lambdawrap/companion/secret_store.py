@@ -17,7 +17,7 @@ import time
 
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
-from lambdawrap.shared.secret_sources import SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
+from lambdawrap.shared.secret_sources import SSM, SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
 from lambdawrap.shared.settings import Settings
 
 TYPE_CHECKING = False
@@ -169,7 +169,12 @@ class SecretStore:
             entry = self._keep(key, entry)
             del self._flights[key]
         if self._scrubber is not None and entry.error is None:
-            self._scrubber.learn(self._declared_values(key, entry.answer) if key in self._declared_keys else _served_values(key, entry.answer), source=key)
+            if key in self._declared_keys:
+                self._scrubber.learn(self._declared_values(key, entry.answer), source=key)
+            else:
+                # Not kept for good: the oldest are forgotten past the scrubber's bound, however
+                # many names a function asks for.
+                self._scrubber.learn(_served_values(key, entry.answer))
         flight.entry = entry
         flight.done.set()
         return entry
@@ -272,9 +277,12 @@ class SecretStore:
 
 
 def _served_values(key: tuple, answer: Any) -> list:
-    """The value an undeclared secret the function asked the secrets API for gives it (the
-    whole SecretString, or the parameter's value; none of a binary secret)."""
+    """The secret value an undeclared name the function asked the secrets API for gives it: a
+    secret's whole SecretString, or a SecureString parameter's value (a plain parameter, a table
+    name or a host, is no secret: replaced, it would garble every span that names it)."""
     try:
+        if key[0] == SSM and answer["Parameter"].get("Type") != "SecureString":
+            return []
         return [value_of(SecretSource("", key[0], key[1]), answer)]
-    except (SecretsError, KeyError, TypeError):
+    except (SecretsError, KeyError, TypeError, AttributeError):
         return []
