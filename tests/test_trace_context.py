@@ -575,7 +575,7 @@ def test_with_xray_lambda_a_forged_event_s_huge_headers_are_not_walked_whole(ord
     parent, _, beside = choose_parent(headers, None, None, XRAY_SAMPLED, xray_lambda_order=order)
     # THEN its context is found, and no more than a request's worth of names is walked (before:
     # every one, ~95 ms an invocation)
-    assert parent is not None
+    assert parent is not None and beside == (None, "tenant=acme"), beside
     assert headers.walked <= 2 * tc.MAX_SCANNED_NAMES, headers.walked
     assert tc.header(headers, "traceparent") == VALID and tc.header(headers, "x-amzn-trace-id") == XRAY_HEADER
     # ... and a name in another case among the first ones is still found

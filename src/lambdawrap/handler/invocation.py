@@ -649,7 +649,7 @@ def _suggested(error: BaseException) -> bool:
         if isinstance(error, ImportError):
             return error.name_from is not None  # type: ignore[attr-defined] - 3.12+
         return isinstance(error, (NameError, AttributeError)) and error.name is not None
-    except AttributeError:
+    except BaseException:  # noqa: BLE001 - a subclass's `name` may raise anything, as describe_exception's
         return False
 
 

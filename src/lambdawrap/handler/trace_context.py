@@ -295,14 +295,16 @@ def _beside_traceparent(carrier: Any) -> Tuple[Optional[str], Optional[str]]:
         state = carrier.get("tracestate") or carrier.get("Tracestate")
         baggage = carrier.get("baggage") or carrier.get("Baggage")
     else:
-        state = baggage = None
-        for key, value in islice(carrier.items(), MAX_SCANNED_NAMES):
-            if isinstance(key, str) and len(key) in (7, 10):
-                lowered = key.lower()
-                if lowered == "tracestate":
-                    state = value if state is None else state
-                elif lowered == "baggage":
-                    baggage = value if baggage is None else baggage
+        state = carrier.get("Tracestate") or carrier.get("tracestate")
+        baggage = carrier.get("Baggage") or carrier.get("baggage")
+        if state is None or baggage is None:
+            for key, value in islice(carrier.items(), MAX_SCANNED_NAMES):
+                if isinstance(key, str) and len(key) in (7, 10):
+                    lowered = key.lower()
+                    if lowered == "tracestate":
+                        state = value if state is None else state
+                    elif lowered == "baggage":
+                        baggage = value if baggage is None else baggage
     return _first_text(state), _first_text(baggage)
 
 
