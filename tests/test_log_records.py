@@ -384,6 +384,29 @@ def test_an_exception_powertools_logged_has_the_conventions_exception_attributes
     assert found[1][3] == {"exception.type": "AssertionError", "exception.stacktrace": "Traceback (most recent call last):\nAssertionError"}
 
 
+def test_an_exception_of_a_class_outside_builtins_powertools_logged_keeps_its_message_and_full_name():
+    # GIVEN Powertools' lines for exceptions Python names with their module (botocore's, the
+    # function's own): Powertools writes the class alone
+    traceback = 'Traceback (most recent call last):\n  File "/var/task/app.py", line 8, in handler\n    s3.get_object(Bucket="b", Key="k")\nbotocore.exceptions.ClientError: An error occurred (AccessDenied) when calling the GetObject operation: no'
+    logged = json.dumps({"level": "ERROR", "message": "read failed", "exception": traceback, "exception_name": "ClientError"})
+    own = json.dumps({"level": "ERROR", "message": "lookup failed", "exception": "Traceback (most recent call last):\napp.OrderError: order 42 missing", "exception_name": "OrderError"})
+    other = json.dumps({"level": "ERROR", "message": "m", "exception": "Traceback (most recent call last):\nsome.Other: text", "exception_name": "OrderError"})
+    found = _exported(logged, own, other)
+    # THEN each has the conventions' exception.type, the class's full name, and its message
+    # (before: no message, the traceback's last line naming the class otherwise than Powertools)
+    assert (found[0][3]["exception.type"], found[0][3]["exception.message"]) == ("botocore.exceptions.ClientError", "An error occurred (AccessDenied) when calling the GetObject operation: no")
+    assert (found[1][3]["exception.type"], found[1][3]["exception.message"]) == ("app.OrderError", "order 42 missing")
+    # ... and a last line naming another class is not read as this one's
+    assert (found[2][3]["exception.type"], "exception.message" in found[2][3]) == ("OrderError", False)
+
+
+def test_text_format_lines_at_levels_the_function_named_have_their_severity():
+    # GIVEN awslambdaric's text format, with level names a function gave logging itself
+    lines = [f"[{level}]\t2026-12-01T10:00:00.000Z\tr\tmessage" for level in ("WARN", "FATAL", "TRACE", "WARNING", "CRITICAL")]
+    # THEN each is read as the JSON format reads it (before: WARN, FATAL and TRACE were INFO)
+    assert [(number, text) for number, text, _, _ in _exported(*lines)] == [(13, "WARN"), (21, "FATAL"), (1, "TRACE"), (13, "WARNING"), (21, "CRITICAL")]
+
+
 def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():
 
     powertools = json.dumps({"level": "INFO", "location": "handler:12", "message": "order placed", "timestamp": "2026-12-01 10:00:00,000+0000", "service": "orders", "cold_start": True, "xray_trace_id": None})

@@ -31,7 +31,9 @@ from lambdawrap.shared.semconv import SCHEMA_URL
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  # faas.invocation_id, exception.*
 TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
-_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL))
+# awslambdaric's text format writes the record's level name: logging's five, or one the function
+# named itself (logging.addLevelName: WARN, FATAL, TRACE), read as the JSON format's are.
+_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE))
 # A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
 # writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL or TRACE.
 _LEVELS = {
@@ -199,8 +201,12 @@ def _powertools_exception(record: dict, attributes: dict) -> None:
     attributes["exception.type"] = encodable(name)
     attributes["exception.stacktrace"] = encodable(text)
     last = text[-MAX_READ_CHARS:].rstrip("\n").rpartition("\n")[2]  # Python's last line: "Type: message"
-    if last.startswith(name + ": "):
-        attributes["exception.message"] = encodable(last[len(name) + 2 :])
+    written, colon, message = last.partition(": ")
+    # Python writes a class not of builtins with its module (botocore.exceptions.ClientError),
+    # which the conventions' exception.type is; Powertools names the class alone.
+    if colon and (written == name or written.endswith("." + name)) and " " not in written:
+        attributes["exception.type"] = encodable(written)
+        attributes["exception.message"] = encodable(message)
 
 
 def _exception_line(error_type: object, error_message: object) -> str:
