@@ -512,3 +512,26 @@ def test_on_managed_instances_a_timed_out_request_reporting_before_the_pipeline_
     assert all(e["attributes"].get("exception.type") != "None" for e in span["events"]), span["events"]
     assert metric_total(rx, "faas.timeouts") == 1
     assert len([s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == result.request_id]) == 1
+
+
+def test_on_managed_instances_lines_held_under_an_id_never_announced_go_out_on_the_timer(tmp_path):
+    from support.stack import instrumented
+
+    # GIVEN a function that logs a JSON line naming a request of its own (an upstream's id),
+    # which the companion holds a while for a request Lambda might yet announce
+    task = write_function(tmp_path / "lw", """
+        import json
+
+        def handler(event, context):
+            print(json.dumps({"level": "INFO", "message": "forwarded", "requestId": "upstream-7f3a"}))
+            return {"ok": True}
+        """)
+    with instrumented(task, max_concurrency=2, timeout_s=10) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # WHEN one request comes, and then none
+        assert emu.invoke({}).json() == {"ok": True}
+        # THEN the timer exports the line once its hold is over (before: the timer exported only
+        # after requests or records came, and the line waited for the next request or SHUTDOWN)
+        (line,) = rx.wait_for_logs(lambda r: r["body"] == "forwarded", timeout=30)
+        assert not line["trace_id"]  # no span of its own

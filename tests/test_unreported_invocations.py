@@ -513,3 +513,28 @@ def test_a_carried_init_keeps_its_initialization_type():
     init.initialization_type = "provisioned-concurrency"
     # THEN it is still one (before: carried without it, its span said it was a cold start)
     assert InitFacts.from_dict(json.loads(json.dumps(init.to_dict()))).initialization_type == "provisioned-concurrency"
+
+
+def test_an_init_whose_first_invocation_lost_its_record_is_a_trace_of_its_own():
+    # GIVEN an init, then a first invocation that ended well but whose record never came
+    correlator, signals = environment()
+    correlator.on_telemetry([
+        {"time": stamp(), "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+        {"time": stamp(), "type": "platform.initRuntimeDone", "record": {"initializationType": "on-demand", "phase": "init", "status": "success"}},
+        {"time": stamp(), "type": "platform.initReport", "record": {"initializationType": "on-demand", "phase": "init", "status": "success", "metrics": {"durationMs": 500.0}}},
+    ])
+    invoke(correlator, "r1")
+    platform_done(correlator, "r1")
+    correlator.finish_overdue(time.monotonic() + 60)
+    # WHEN a second, warm invocation comes with its record
+    invoke(correlator, "r2")
+    correlator.on_record(record("r2"))
+    platform_done(correlator, "r2")
+    spans = signals.spans.take(100)
+    (init,) = [span for span in spans if span.name.endswith(" init")]
+    (second,) = [span for span in spans if span.attributes.get("faas.invocation_id") == "r2"]
+    # THEN the init is a cold start of its own, not a child of the warm invocation (before: it
+    # joined r2's trace, under r2's span, saying no cold start)
+    assert init.parent is None and init.context.trace_id != second.context.trace_id
+    assert init.attributes["faas.coldstart"] is True
+    assert signals.dropped_by_reason["record_missing"] == 1

@@ -389,6 +389,10 @@ class Correlator:
         self._created_ns = time.time_ns()  # the companion starts early in its environment's init
         self._in_init = False
         self._first: Invocation | None = None  # first finished invocation of this environment
+        # The environment's first invocation was accounted for without its record (no ids to
+        # join): the init span is a trace of its own, not a child of the next one.
+        self._first_missing = False
+        self.handed_over = 0  # invocations and held lines handed to the sink: what a timed export is for
         self._invoked = False  # an INVOKE came: the next is not the environment's first
         # The request the platform handed over last (on demand): the one under way when a reset
         # comes, which a timeout or a crash ends (any earlier one had its runtime ask for more).
@@ -771,6 +775,7 @@ class Correlator:
 
     def _hand_over(self, inv: Invocation, ids: tuple | None) -> None:
         """The lines held for `inv` go to the sink, with `ids` (None: without a span's)."""
+        self.handed_over += 1
         for line, time_ns in inv.logs:
             self.sink.log_line(line, time_ns, ids, inv.request_id)
         inv.logs.clear()
@@ -912,7 +917,7 @@ class Correlator:
                 # Not for an init that ran out of time: an error line it printed before it hung
                 # (one it logged and went on from) is not why it failed.
                 self.init.error = self.init.error_line or runtime_error([line for line, _ in self.init.logs]) or self.init.error
-        elif self._first is None and not ending:
+        elif self._first is None and not ending and not self._first_missing:
             return
         self.init.emitted = True
         from lambdawrap.shared.ids import new_span_id
@@ -1023,6 +1028,9 @@ class Correlator:
             self._remember(inv)
         self.sink.dropped("record_missing")
         self._hand_over(inv, None)
+        if inv.first_invoke and self._first is None:
+            self._first_missing = True
+            self._maybe_init_span()
 
     def paused(self, seconds: float) -> None:
         """The environment waited `seconds` for its next event (frozen, on Lambda): the platform's

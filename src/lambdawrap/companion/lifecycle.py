@@ -86,7 +86,7 @@ class Companion:
         self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms, scrub=self.scrubber.scrub)
         self._shutting_down = False
         self._activity = 0  # invocations finished and records received: what a timed flush is for
-        self._activity_flushed = 0
+        self._activity_flushed: tuple = (0, 0)
         self._flush_when_finished: str | None = None  # a flush that came before its span was made
         self.policy = FlushPolicy(self.settings.flush)
         self._posted_wanted: bool | None = None  # what the flag file beside the socket says
@@ -455,8 +455,11 @@ class Companion:
         try:
             self.socket.rebind_if_removed()
             self.correlator.finish_overdue(now)
-            if self.pipeline is not None and self._activity != self._activity_flushed:
-                self._activity_flushed = self._activity
+            # What finish_overdue accounted for by itself (a record missing, lines held under
+            # an id never announced) is activity too: else it waits for the next request.
+            activity = (self._activity, self.correlator.handed_over)
+            if self.pipeline is not None and activity != self._activity_flushed:
+                self._activity_flushed = activity
                 self.pipeline.request_flush()
         finally:
             self.loop.call_at(now + self._tick_s(), self._tick)
