@@ -1527,13 +1527,13 @@ def test_the_cold_start_is_the_environment_s_first_invocation_even_one_that_neve
     assert metric_total(rx, "faas.coldstarts") == 0
 
 
-def test_the_cold_start_of_a_first_invocation_without_the_functions_word_follows_the_platform_s_init_type():
+def spans_of_invocations_the_runtime_answered_itself(init_records: list) -> list:
+    """The spans the companion makes, after `init_records`, of two invocations that never reached
+    the handler (no record from the function: the companion's own ids and cold start)."""
     from opentelemetry.sdk.resources import Resource
 
     from lambdawrap.companion.correlator import Correlator
     from lambdawrap.companion.span_building import SpanBuilder
-
-    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
 
     class Sink:
         def __init__(self):
@@ -1545,56 +1545,39 @@ def test_the_cold_start_of_a_first_invocation_without_the_functions_word_follows
         def __getattr__(self, name):
             return lambda *args, **kwargs: None
 
+    sink = Sink()
+    correlator = Correlator(sink, lambda reason, what: None)
+    correlator.on_telemetry(init_records)
+    for rid in ("a1", "a2"):
+        correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+        correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
+    correlator.finish_overdue(time.monotonic() + 60)  # no record came in the grace: made from the platform's word
+    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
+    return [builder.invocation(inv)[0] for inv in sink.made]
+
+
+def test_the_cold_start_of_a_first_invocation_without_the_functions_word_follows_the_platform_s_init_type():
     flags = {}
     for init_type in ("on-demand", "provisioned-concurrency"):
         # GIVEN an init of that type, then two invocations the runtime answered itself
-        sink = Sink()
-        correlator = Correlator(sink, lambda reason, what: None)
-        correlator.on_telemetry([{"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": init_type, "phase": "init"}}])
-        for rid in ("a1", "a2"):
-            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
-            correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
-        correlator.finish_overdue(time.monotonic() + 60)  # no record came in the grace: made from the platform's word
-        flags[init_type] = [builder.invocation(inv)[0].attributes["faas.coldstart"] for inv in sink.made]
+        spans = spans_of_invocations_the_runtime_answered_itself([{"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": init_type, "phase": "init"}}])
+        flags[init_type] = [span.attributes["faas.coldstart"] for span in spans]
     # THEN the first is the cold start on demand only
     assert flags == {"on-demand": [True, False], "provisioned-concurrency": [False, False]}
 
 
 def test_a_snapstart_copy_s_first_invocation_is_its_cold_start_with_ids_of_its_own():
-    from opentelemetry.sdk.resources import Resource
-
-    from lambdawrap.companion.correlator import Correlator
-    from lambdawrap.companion.span_building import SpanBuilder
     from lambdawrap.shared import ids
-
-    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
-
-    class Sink:
-        def __init__(self):
-            self.made = []
-
-        def invocation(self, inv):
-            self.made.append(inv)
-
-        def __getattr__(self, name):
-            return lambda *args, **kwargs: None
 
     def restored_copy(snapshot: tuple) -> list:
         # GIVEN a SnapStart function's companion, whose init ran when the version was published
-        # (hours before), restored from the snapshot
+        # (hours before), restored from the snapshot; WHEN two invocations come that never reach
+        # the handler (the ids are the companion's)
         ids._generator.setstate(snapshot)
-        sink = Sink()
-        correlator = Correlator(sink, lambda reason, what: None)
-        correlator.on_telemetry([
+        return spans_of_invocations_the_runtime_answered_itself([
             {"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": "snap-start", "phase": "init"}},
             {"time": "2026-12-03T10:00:01.000Z", "type": "platform.initReport", "record": {"initializationType": "snap-start", "phase": "init", "status": "success", "metrics": {"durationMs": 1000.0}}},
         ])
-        # WHEN two invocations come that never reach the handler (the ids are the companion's)
-        for rid in ("a1", "a2"):
-            correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
-            correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
-        correlator.finish_overdue(time.monotonic() + 60)
-        return [builder.invocation(inv)[0] for inv in sink.made]
 
     snapshot = ids._generator.getstate()
     first_copy, second_copy = restored_copy(snapshot), restored_copy(snapshot)
