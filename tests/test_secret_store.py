@@ -623,3 +623,18 @@ def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_
     finally:
         api.stop()
         store.stop()
+
+
+
+def test_a_value_learned_past_the_bound_the_declared_secrets_fill_is_still_searched_for():
+    from lambdawrap.companion import secret_scrub
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN declared secrets whose texts alone fill the scrubber's bound
+    scrubber = SecretScrubber()
+    for n in range(secret_scrub.MAX_VALUES + 10):
+        scrubber.learn([f"declared-value-{n:04d}"], source=("secretsmanager", f"s{n}", None, None))
+    # WHEN a value the secrets API served is learned (no source: not kept for good)
+    scrubber.learn(["tenant/Key+With=Specials"])
+    # THEN it is searched for, raw and escaped (before: forgotten as it was learned)
+    assert scrubber.text("using tenant/Key+With=Specials and tenant%2FKey%2BWith%3DSpecials") == "using [REDACTED] and [REDACTED]"

@@ -105,7 +105,9 @@ class SecretScrubber:
                 return
             excess = len(self._known) - MAX_VALUES
             if excess > 0:
-                kept = {v for forms_kept in (*self._first.values(), *self._current.values()) for v in forms_kept}
+                # Never what was just learned: past the bound the declared secrets' texts alone
+                # make, a value served now would otherwise be forgotten as it is learned.
+                kept = {v for forms_kept in (*self._first.values(), *self._current.values(), forms) for v in forms_kept}
                 for value in [v for v in self._known if v not in kept][:excess]:
                     del self._known[value]
             self._search = _searched(self._known, self._permanent)
