@@ -391,13 +391,16 @@ def test_an_exception_of_a_class_outside_builtins_powertools_logged_keeps_its_me
     logged = json.dumps({"level": "ERROR", "message": "read failed", "exception": traceback, "exception_name": "ClientError"})
     own = json.dumps({"level": "ERROR", "message": "lookup failed", "exception": "Traceback (most recent call last):\napp.OrderError: order 42 missing", "exception_name": "OrderError"})
     other = json.dumps({"level": "ERROR", "message": "m", "exception": "Traceback (most recent call last):\nsome.Other: text", "exception_name": "OrderError"})
-    found = _exported(logged, own, other)
+    empty = json.dumps({"level": "ERROR", "message": "m", "exception": "Traceback (most recent call last):\napp.OrderError", "exception_name": "OrderError"})
+    found = _exported(logged, own, other, empty)
     # THEN each has the conventions' exception.type, the class's full name, and its message
     # (before: no message, the traceback's last line naming the class otherwise than Powertools)
     assert (found[0][3]["exception.type"], found[0][3]["exception.message"]) == ("botocore.exceptions.ClientError", "An error occurred (AccessDenied) when calling the GetObject operation: no")
     assert (found[1][3]["exception.type"], found[1][3]["exception.message"]) == ("app.OrderError", "order 42 missing")
     # ... and a last line naming another class is not read as this one's
     assert (found[2][3]["exception.type"], "exception.message" in found[2][3]) == ("OrderError", False)
+    # ... and one with an empty message, written as its class alone, has the same full name
+    assert (found[3][3]["exception.type"], "exception.message" in found[3][3]) == ("app.OrderError", False)
 
 
 def test_text_format_lines_at_levels_the_function_named_have_their_severity():

@@ -203,10 +203,12 @@ def _powertools_exception(record: dict, attributes: dict) -> None:
     last = text[-MAX_READ_CHARS:].rstrip("\n").rpartition("\n")[2]  # Python's last line: "Type: message"
     written, colon, message = last.partition(": ")
     # Python writes a class not of builtins with its module (botocore.exceptions.ClientError),
-    # which the conventions' exception.type is; Powertools names the class alone.
-    if colon and (written == name or written.endswith("." + name)) and " " not in written:
+    # which the conventions' exception.type is; Powertools names the class alone. An empty
+    # message is written as the class alone.
+    if (written == name or written.endswith("." + name)) and " " not in written:
         attributes["exception.type"] = encodable(written)
-        attributes["exception.message"] = encodable(message)
+        if colon:
+            attributes["exception.message"] = encodable(message)
 
 
 def _exception_line(error_type: object, error_message: object) -> str:
