@@ -538,3 +538,61 @@ def test_an_init_whose_first_invocation_lost_its_record_is_a_trace_of_its_own():
     assert init.parent is None and init.context.trace_id != second.context.trace_id
     assert init.attributes["faas.coldstart"] is True
     assert signals.dropped_by_reason["record_missing"] == 1
+
+
+
+def stamp_before(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - seconds))
+
+
+def init_records(ago_s: float = 0.0, reported: bool = True) -> list:
+    found = [{"time": stamp_before(ago_s), "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+             {"time": stamp_before(ago_s), "type": "platform.initRuntimeDone", "record": {"initializationType": "on-demand", "phase": "init", "status": "success"}}]
+    if reported:
+        found.append({"time": stamp_before(ago_s), "type": "platform.initReport", "record": {"initializationType": "on-demand", "phase": "init", "status": "success", "metrics": {"durationMs": 500.0}}})
+    return found
+
+
+def test_a_proactive_init_whose_first_invocation_lost_its_record_is_no_cold_start():
+    # GIVEN an init a minute before its first invocation (a proactive one), which lost its record
+    correlator, signals = environment()
+    correlator.on_telemetry(init_records(ago_s=60))
+    invoke(correlator, "r1")
+    platform_done(correlator, "r1")
+    correlator.finish_overdue(time.monotonic() + 60)
+    # THEN the init span stands alone and says no caller waited for it (before: cold start)
+    (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
+    assert init.parent is None and init.attributes["faas.coldstart"] is False
+
+
+def test_on_managed_instances_an_init_whose_first_request_lost_its_record_is_a_trace_of_its_own():
+    # GIVEN Managed Instances, where the first request to finish lost its record
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry(init_records())
+    for rid, reported in (("r1", False), ("r2", True)):
+        correlator.on_telemetry([{"time": stamp(), "type": "platform.start", "record": {"requestId": rid}}])
+        if reported:
+            correlator.on_record(record(rid))
+        correlator.on_telemetry([{"time": stamp(), "type": "platform.report", "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 5.0}}}])
+        correlator.finish_overdue(time.monotonic() + 60)
+    spans = signals.spans.take(100)
+    (init,) = [span for span in spans if span.name.endswith(" init")]
+    (second,) = [span for span in spans if span.attributes.get("faas.invocation_id") == "r2"]
+    # THEN the init is not a child of the later request
+    assert init.parent is None and init.context.trace_id != second.context.trace_id
+
+
+def test_an_environment_whose_only_invocation_lost_its_record_and_its_init_report_keeps_its_init():
+    for reason in ("spindown", "failure"):
+        # GIVEN an init whose report never came, and one invocation that lost its record
+        correlator, signals = environment()
+        correlator.on_telemetry(init_records(reported=False))
+        invoke(correlator, "r1")
+        platform_done(correlator, "r1")
+        correlator.finish_overdue(time.monotonic() + 60)
+        # WHEN the environment ends
+        correlator.finish_unreported(reason)
+        # THEN its init is one span, served and not failed (before: none at a spindown, a failed
+        # init at a failure)
+        (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
+        assert init.status.status_code != StatusCode.ERROR, reason

@@ -226,6 +226,9 @@ class InitFacts:
         self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
         self.extension_error: str | None = None  # the first errorType of a platform.extension record
         self.span_id: str | None = None  # the init span's, chosen when it is made (its late lines carry it)
+        # Whether a caller waited for this init, where its span stands alone though an invocation
+        # followed it (one that lost its record): as that invocation would have said.
+        self.cold: bool | None = None
 
     @property
     def failed(self) -> bool:
@@ -908,7 +911,7 @@ class Correlator:
         # spun down unused), at the end: else neither it nor its lines were accounted for.
         if self.init.emitted or not self.init.reported:
             return
-        if ending and self._first is None and not self.init.runtime_done and not self.init.failed:
+        if ending and not self._served() and not self.init.runtime_done and not self.init.failed:
             self._failed_before_the_runtime()
         if self.init.failed:
             if not ending:
@@ -924,6 +927,10 @@ class Correlator:
 
         self.init.span_id = f"{new_span_id():016x}"
         self.sink.init_span(self.init, None if self.init.failed else self._first)
+
+    def _served(self) -> bool:
+        """Whether an invocation of this environment has finished (its record lost or not)."""
+        return self._first is not None or self._first_missing
 
     def _init_unreported(self) -> None:
         # A reset ended this environment before its init was reported, and before any
@@ -990,7 +997,7 @@ class Correlator:
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
-            if not self.init.reported and self._first is None:
+            if not self.init.reported and not self._served():
                 return True  # an init that ended in a reset: its report is on its way, as may be its error line
             # Managed Instances: a record sent before the response was posted is no verdict.
             # Elsewhere an invocation announced without a word yet: its word (a response that
@@ -1007,7 +1014,7 @@ class Correlator:
     def serving_first(self) -> bool:
         """Whether no invocation has finished in this environment yet."""
         with self._lock:
-            return self._first is None
+            return not self._served()
 
     def platform_reported(self, rid: str) -> bool:
         """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or
@@ -1028,8 +1035,11 @@ class Correlator:
             self._remember(inv)
         self.sink.dropped("record_missing")
         self._hand_over(inv, None)
-        if inv.first_invoke and self._first is None:
+        if inv.first_invoke is not False and self._first is None and not self._first_missing:
+            # The first to finish (on Managed Instances too, where no INVOKE says which is first)
             self._first_missing = True
+            if inv.first_invoke:
+                self.init.cold = self._environment_cold(inv)
             self._maybe_init_span()
 
     def paused(self, seconds: float) -> None:
@@ -1131,9 +1141,9 @@ class Correlator:
                         inv.outcome = _unreported_outcome(inv, reason)
                     self._finish(inv)
             self._release_unannounced()
-            if not self.init.reported and self._first is None and reason != "spindown":
+            if not self.init.reported and not self._served() and reason != "spindown":
                 self._init_unreported()
-            elif not self.init.reported and self._first is not None:
+            elif not self.init.reported and self._served():
                 self._init_served_unreported()
             self._maybe_init_span(ending=True)
             return len(replaced) + len(open_)

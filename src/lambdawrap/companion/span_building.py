@@ -354,7 +354,10 @@ class SpanBuilder:
             return None
         # Whether a caller waited for this init, as its first invocation's span says: not a
         # provisioned concurrency's, nor a proactive one's.
-        cold = cold_start(parent) if parent is not None else init.initialization_type != "provisioned-concurrency"
+        if parent is not None:
+            cold = cold_start(parent)
+        else:
+            cold = init.cold if init.cold is not None else init.initialization_type != "provisioned-concurrency"
         attrs: dict = {"faas.coldstart": cold, "lambdawrap.init.phase": init.phase}
         events: list = []
         if parent is not None:
