@@ -560,9 +560,13 @@ def test_a_proactive_init_whose_first_invocation_lost_its_record_is_no_cold_star
     invoke(correlator, "r1")
     platform_done(correlator, "r1")
     correlator.finish_overdue(time.monotonic() + 60)
-    # THEN the init span stands alone and says no caller waited for it (before: cold start)
+    # THEN the init span stands alone and says no caller waited for it (before: cold start) ...
     (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
     assert init.parent is None and init.attributes["faas.coldstart"] is False
+    # ... also as an environment that ended before its pipeline loaded carries it to the next
+    from lambdawrap.companion.correlator import InitFacts
+
+    assert InitFacts.from_dict(correlator.init.to_dict()).cold is False
 
 
 def test_on_managed_instances_an_init_whose_first_request_lost_its_record_is_a_trace_of_its_own():
@@ -580,6 +584,13 @@ def test_on_managed_instances_an_init_whose_first_request_lost_its_record_is_a_t
     (second,) = [span for span in spans if span.attributes.get("faas.invocation_id") == "r2"]
     # THEN the init is not a child of the later request
     assert init.parent is None and init.context.trace_id != second.context.trace_id
+    # ... and a long-ago init, ahead of traffic, is no cold start
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry(init_records(ago_s=60))
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.start", "record": {"requestId": "r1"}}, {"time": stamp(), "type": "platform.report", "record": {"requestId": "r1", "status": "success", "metrics": {"durationMs": 5.0}}}])
+    correlator.finish_overdue(time.monotonic() + 60)
+    (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
+    assert init.attributes["faas.coldstart"] is False
 
 
 def test_an_environment_whose_only_invocation_lost_its_record_and_its_init_report_keeps_its_init():

@@ -236,7 +236,7 @@ class InitFacts:
 
     def to_dict(self) -> dict:
         """What a later environment needs to export this init's span (see carryover)."""
-        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "logs": self.logs[-MAX_PENDING_LOGS:]}
+        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "cold": self.cold, "logs": self.logs[-MAX_PENDING_LOGS:]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
@@ -246,6 +246,7 @@ class InitFacts:
         facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
         facts.initialization_type = str(data.get("initialization_type") or "")
+        facts.cold = data.get("cold") if isinstance(data.get("cold"), bool) else None
         facts.logs = _log_entries(data.get("logs"))
         facts.reported = facts.emitted = True
         return facts
@@ -1038,8 +1039,7 @@ class Correlator:
         if inv.first_invoke is not False and self._first is None and not self._first_missing:
             # The first to finish (on Managed Instances too, where no INVOKE says which is first)
             self._first_missing = True
-            if inv.first_invoke:
-                self.init.cold = self._environment_cold(inv)
+            self.init.cold = self._environment_cold(inv)
             self._maybe_init_span()
 
     def paused(self, seconds: float) -> None:
