@@ -81,8 +81,11 @@ def test_a_next_event_the_platform_fails_leaves_as_a_shutdown_does_carrying_what
     assert process.returncode == 0 and "Traceback" not in output, output
     carried = json.loads((tmp_path / "lw.sock.carryover.json").read_text())
     # ... the invocation it had no word of counted, no crash made up for it (the runtime may be
-    # running still)
-    assert carried["counts"] == [{"name": "lambdawrap.dropped", "attributes": {"reason": "record_missing"}, "value": 1}], carried
+    # running still); beside it only the environment's init span, counted as not exported where
+    # the pipeline had loaded (else carried whole)
+    counts = {count["attributes"].get("reason", count["name"]): count["value"] for count in carried["counts"]}
+    assert counts in ({"record_missing": 1}, {"record_missing": 1, "shutdown_deadline": 1}), carried
+    assert [name for name, _, _ in carried["calls"]] in ([], ["init_span"]), carried
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
