@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 from lambdawrap.companion.runtime_errors import runtime_error
 from lambdawrap.shared import inflight, records, xray_header
-from lambdawrap.shared.ids import reseed as reseed_ids
+from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
@@ -847,8 +847,6 @@ class Correlator:
         if not aside:
             self._open.pop(inv.request_id, None)
         if inv.start is None:
-            from lambdawrap.shared.ids import new_span_id, new_trace_id
-
             # Ended before the function's process could say which trace it joined (before the
             # handler was called): the platform's sampled X-Ray context, which that process
             # would have joined for an event carrying no context of its own.
@@ -921,11 +919,9 @@ class Correlator:
                 # Not for an init that ran out of time: an error line it printed before it hung
                 # (one it logged and went on from) is not why it failed.
                 self.init.error = self.init.error_line or runtime_error([line for line, _ in self.init.logs]) or self.init.error
-        elif self._first is None and not ending and not self._first_missing:
+        elif not ending and not self._served():
             return
         self.init.emitted = True
-        from lambdawrap.shared.ids import new_span_id
-
         self.init.span_id = f"{new_span_id():016x}"
         self.sink.init_span(self.init, None if self.init.failed else self._first)
 
