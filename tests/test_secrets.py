@@ -201,6 +201,20 @@ def test_missing_secret_warns_and_leaves_variable_unset(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
+@pytest.mark.parametrize(("levels", "warned"), [({"AWS_LAMBDA_LOG_LEVEL": "ERROR"}, 0), ({"AWS_LAMBDA_LOG_LEVEL": "WARN"}, 1), ({"AWS_LAMBDA_LOG_LEVEL": "ERROR", "LAMBDAWRAP_LOG_LEVEL": "warning"}, 1)], ids=["error", "warn", "own-level-set"])
+def test_lambdawrap_s_warning_in_the_function_s_log_is_kept_below_the_function_s_own_log_level(task, moto, levels, warned):
+    # GIVEN a function whose log level (advanced logging controls, JSON format) is ERROR: the
+    # runtime keeps its own warnings out of the log; lambdawrap's boot warned about a missing
+    # secret all the same (its logger's level was LAMBDAWRAP_LOG_LEVEL's default, warning)
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="GONE=secretsmanager:does/not/exist", AWS_LAMBDA_LOG_FORMAT="JSON", **levels)
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke({"get": "GONE"}).json() == {"value": None}
+        emu.wait_idle()
+        # THEN its warning is there only where the function's own would be, or where
+        # LAMBDAWRAP_LOG_LEVEL asks for it
+        assert len([line for line in emu.log_lines("function") if "does/not/exist" in line]) == warned
+
+
 def test_a_secret_missing_at_init_is_served_once_it_can_be_read(task, moto):
     # GIVEN the function's only declared secret missing at init (not created yet, or throttled
     # or denied for a moment): no other secret's refresh will bring it; the default TTL (5 min)

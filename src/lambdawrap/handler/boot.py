@@ -53,7 +53,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     # Both processes parse the same variables; when our companion runs, it is the one that
     # warns about a bad value, so that each is reported once per environment.
     settings = Settings.from_env(environ, warn=not _companion_expected(environ))
-    logger.setLevel(settings.log_level.upper())
+    logger.setLevel(settings.function_log_level.upper())
     if settings.disabled:
         return None
     target = handler_target(environ.get("_HANDLER", ""))

@@ -31,6 +31,7 @@ DISABLED = "LAMBDAWRAP_DISABLED"
 NEXT_WRAPPER = "LAMBDAWRAP_NEXT_WRAPPER"
 PYTHON = "LAMBDAWRAP_PYTHON"
 LOG_LEVEL = "LAMBDAWRAP_LOG_LEVEL"
+APPLICATION_LOG_LEVEL = "AWS_LAMBDA_LOG_LEVEL"  # the function's log level (advanced logging controls)
 SOCKET_PATH = "LAMBDAWRAP_SOCKET"
 FLUSH = "LAMBDAWRAP_FLUSH"
 FLUSH_BUDGET_MS = "LAMBDAWRAP_FLUSH_BUDGET_MS"
@@ -157,6 +158,9 @@ _FIELDS = (
     ("next_wrapper", ""),
     ("python", "python3"),
     ("log_level", "warning"),
+    # lambdawrap's own lines in the function's process: they are application logs there, so
+    # without LAMBDAWRAP_LOG_LEVEL none is below the function's own level (AWS_LAMBDA_LOG_LEVEL)
+    ("function_log_level", "warning"),
     ("socket_path", None),  # default_socket_path(), read when settings are built
     ("flush", FlushStrategy()),
     ("flush_budget_ms", 1000),
@@ -247,12 +251,14 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
         sampler_ratio = parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)) if sampler.endswith("traceidratio") else d.sampler_ratio
         secrets, secrets_refused = _secrets(env.get(SECRETS, ""), parse.warn)
+        log_level = parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS))
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
             next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
             python=parse(PYTHON, d.python, _nonempty),
-            log_level=parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS)),
+            log_level=log_level,
+            function_log_level=log_level if env.get(LOG_LEVEL, "").strip(BLANKS) else _application_floor(env.get(APPLICATION_LOG_LEVEL, ""), log_level),
             socket_path=parse(SOCKET_PATH, d.socket_path, _socket_path),
             flush=parse(FLUSH, d.flush, _flush),
             flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
@@ -342,6 +348,14 @@ class _Parser:
         except ValueError as exc:
             self.warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
             return default
+
+
+def _application_floor(application_level: str, level: str) -> str:
+    """The stricter of `level` and the function's own log level, as the runtime reads it
+    (awslambdaric: upper-cased, TRACE as DEBUG, FATAL as CRITICAL; anything else unset)."""
+    strictness = {"ERROR": "error", "FATAL": "error", "CRITICAL": "error"}
+    floor = strictness.get(application_level.upper(), level)
+    return max(level, floor, key=LOG_LEVELS.index)
 
 
 def _show(value: object) -> str:
