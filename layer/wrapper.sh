@@ -143,8 +143,10 @@ fi
 # name one elsewhere): from the link's folder the boot would not be found, and the function
 # would run uninstrumented with its PYTHONPATH changed.
 lw_self="$0"
+lw_linked=""
 while [ -L "$lw_self" ]; do
   lw_link=$(readlink "$lw_self" 2>/dev/null) || break
+  lw_linked=1
   case "$lw_link" in
     /*) lw_self="$lw_link" ;;
     *) case "$lw_self" in */*) lw_self="${lw_self%/*}/$lw_link" ;; *) lw_self="$lw_link" ;; esac ;;
@@ -160,11 +162,23 @@ case "$here" in
   ./*) here="$PWD/${here#./}" ;;
   *) here="$PWD/$here" ;;
 esac
+# The kernel takes a `..` after the folder a symlink names, Python takes PYTHONPATH's by its
+# text: "link/../x" would be two different folders. Such a path is made physical (one fork,
+# only then).
+case "$lw_linked$here" in
+  1*|*/..|*/../*|*/.|*/./*) lw_real=$(cd -P -- "$here" 2>/dev/null && pwd -P) && here=$lw_real ;;
+esac
 
-# A layer copied in part (no boot) could not put the environment back: run as without it.
+# A layer copied in part (no boot) could not put the environment back, nor can a folder whose
+# name holds PYTHONPATH's separator be put on it: run as without the layer.
 boot="$here/python/lambdawrap_boot"
-if [ ! -f "$boot/sitecustomize.py" ]; then
-  echo "lambdawrap: not instrumenting, $boot/sitecustomize.py is missing (a layer copied in part?)" >&2
+lw_unusable=""
+case "$here" in
+  *:*) lw_unusable="the layer's folder $here holds a ':', which PYTHONPATH cannot name" ;;
+  *) [ -f "$boot/sitecustomize.py" ] || lw_unusable="$boot/sitecustomize.py is missing (a layer copied in part?)" ;;
+esac
+if [ -n "$lw_unusable" ]; then
+  echo "lambdawrap: not instrumenting, $lw_unusable" >&2
   [ -n "$lw_next" ] && exec "$lw_next" "$@"
   exec "$@"
 fi

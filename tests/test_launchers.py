@@ -227,10 +227,12 @@ def test_launcher_starts_the_companion_where_the_functions_packages_cannot_shado
     assert started.endswith(" -E -s -m lambdawrap.companion lambdawrap"), out
 
 
-@pytest.mark.parametrize("link", ["absolute", "relative", "chained"])
+@pytest.mark.parametrize("link", ["absolute", "relative", "chained", "up-from-a-linked-folder"])
 def test_launcher_reached_through_a_symlink_starts_the_companion_from_the_layer_it_links_to(extensions_api, tmp_path, link):
     # GIVEN the built layer copied somewhere else (a container image), and the platform's
-    # extensions folder holding a symlink to its launcher (absolute, relative, or a link to a link)
+    # extensions folder holding a symlink to its launcher (absolute, relative, a link to a link,
+    # or to a relative link whose `..` climb out of a folder reached through a symlink: the
+    # kernel climbs from the folder linked to, a path's text from the link)
     layer = tmp_path / "image" / "lambdawrap-layer"
     (layer / "extensions").mkdir(parents=True)
     shutil.copy(LAUNCHER, layer / "extensions" / "lambdawrap")
@@ -243,6 +245,15 @@ def test_launcher_reached_through_a_symlink_starts_the_companion_from_the_layer_
     elif link == "chained":
         (tmp_path / "opt" / "hop").symlink_to(target)
         (extensions / "lambdawrap").symlink_to("../hop")
+    elif link == "up-from-a-linked-folder":
+        deeper = tmp_path / "image" / "stage" / "deeper"
+        deeper.mkdir(parents=True)
+        (deeper / "lambdawrap").symlink_to(os.path.relpath(target, deeper))
+        (tmp_path / "opt" / "shortcut").symlink_to(deeper, target_is_directory=True)
+        (extensions / "lambdawrap").symlink_to("../shortcut/lambdawrap")
+        # where the path's text leads: another (older) copy of the layer
+        (tmp_path / "lambdawrap-layer" / "extensions").mkdir(parents=True)
+        (tmp_path / "lambdawrap-layer" / "lambdawrap" / "companion-lib").mkdir(parents=True)
     else:
         (extensions / "lambdawrap").symlink_to(target)
     # WHEN the platform starts it by the link's path

@@ -1351,12 +1351,24 @@ def test_a_next_wrapper_written_in_python_leaves_the_runtime_instrumented(tmp_pa
     assert body == without
 
 
-def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path):
-    # GIVEN AWS_LAMBDA_EXEC_WRAPPER naming a symlink to the layer's wrapper.sh, in another folder
+@pytest.mark.parametrize("shape", ["absolute", "up-from-a-linked-folder"])
+def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path, shape):
+    # GIVEN AWS_LAMBDA_EXEC_WRAPPER naming a symlink to the layer's wrapper.sh, in another folder:
+    # an absolute one, or a relative one whose `..` climb out of a folder reached through a
+    # symlink (the kernel climbs from the folder linked to, a path's text from the link)
     task = write_function(tmp_path / "task", PATH_APP)
-    link = tmp_path / "links" / "wrapper"
-    link.parent.mkdir()
-    link.symlink_to(LAYER / "wrapper.sh")
+    if shape == "absolute":
+        link = tmp_path / "links" / "wrapper"
+        link.parent.mkdir()
+        link.symlink_to(LAYER / "wrapper.sh")
+    else:
+        layer = tmp_path / "layer"
+        shutil.copytree(LAYER, layer, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        real = tmp_path / "links" / "real" / "deeper"
+        real.mkdir(parents=True)
+        (real / "wrapper").symlink_to(os.path.relpath(layer / "wrapper.sh", real))
+        (tmp_path / "links" / "shortcut").symlink_to(real, target_is_directory=True)
+        link = tmp_path / "links" / "shortcut" / "wrapper"
     with instrumented(task) as (emu, rx):
         direct = emu.invoke({}).json()
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
@@ -1369,6 +1381,23 @@ def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path)
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
     assert direct["pythonpath"] == "<runtime>"
     assert body == direct
+
+
+def test_a_layer_in_a_folder_whose_name_pythonpath_cannot_hold_runs_the_function_as_without_it(tmp_path):
+    # GIVEN the layer copied into a folder whose name holds a ':' (PYTHONPATH's separator)
+    task = write_function(tmp_path / "task", PATH_APP)
+    layer = tmp_path / "tools:v2" / "layer"
+    shutil.copytree(LAYER, layer, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    with instrumented(task, layer=layer, env={"AWS_LAMBDA_EXEC_WRAPPER": ""}) as (emu, rx):
+        without = emu.invoke({}).json()  # the layer added, its exec wrapper not named
+    with instrumented(task, layer=layer) as (emu, rx):
+        body = emu.invoke({}).json()
+        warned = [line for line in emu.log_lines("function") if "lambdawrap" in line]
+    # THEN the function runs as without lambdawrap, with one line saying why (before: the boot's
+    # folder went on PYTHONPATH cut in two at the ':', so the boot never ran and the function
+    # kept its changed PYTHONPATH, sys.path and five of our variables, without a word)
+    assert body == without
+    assert warned == [f"lambdawrap: not instrumenting, the layer's folder {layer} holds a ':', which PYTHONPATH cannot name"]
 
 
 def test_a_function_that_never_reports_is_not_held_open_for_its_records(tmp_path):
