@@ -8,8 +8,10 @@ cannot reach an index.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
+import os
 import marshal
 import re
 import shutil
@@ -224,6 +226,34 @@ def test_zip_keeps_executable_bits_and_is_deterministic(built, tmp_path):
     again = tmp_path / "again.zip"
     layer_build.write_deterministic_zip(built.out_dir, again)
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(built.zip_path.read_bytes()).digest()
+
+
+def test_every_package_s_record_names_only_files_the_layer_ships(built):
+    # GIVEN the built layer, whose packages' console scripts the build removed THEN no RECORD
+    # names a file that is not there (before: the scripts' lines stayed, hashing a first line
+    # that names the interpreter pip ran under: the zip's bytes depended on the build machine)
+    records = sorted(built.out_dir.rglob("*.dist-info/RECORD"))
+    assert records
+    for record in records:
+        root = record.parent.parent
+        for row in csv.reader(record.read_text(encoding="utf-8").splitlines()):
+            path = Path(os.path.normpath(root / row[0]))
+            assert root in path.parents and path.is_file(), (record, row[0])
+
+
+def test_a_source_s_mode_in_the_checkout_does_not_reach_the_layer(tmp_path, monkeypatch):
+    # GIVEN a checkout where one shipped module has its executable bit set (by hand, or a file
+    # system without modes)
+    package = tmp_path / "checkout" / "lambdawrap"
+    shutil.copytree(layer_build._PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "handler" / "boot.py").chmod(0o755)
+    monkeypatch.setattr(layer_build, "_PACKAGE_DIR", package)
+    # WHEN the layer's copy of the package is made, and its modes settled as the build does
+    out = tmp_path / "out"
+    layer_build._copy_package(out / "lambdawrap", allowed=layer_build.HANDLER_SIDE)
+    layer_build._normalise_modes(out)
+    # THEN it ships as every other module (before: 0755, and the zip's bytes changed with it)
+    assert stat.S_IMODE((out / "lambdawrap" / "handler" / "boot.py").stat().st_mode) == 0o644
 
 
 def test_sizes_within_limits(built):
@@ -535,7 +565,7 @@ def test_cli_fails_over_budget_only_for_http(monkeypatch, tmp_path, capsys):
     assert "zipped 10.00 MB > 9.00 MB" in captured.err and "unzipped 30.00 MB > 25.00 MB" in captured.err
 
 
-def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert layer_build.main(["--out", str(tmp_path / "l"), "--python-version", "three"]) == 1
     assert capsys.readouterr().err.startswith("lambdawrap build-layer: bad python version")
     (tmp_path / "precious").mkdir()
@@ -543,3 +573,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(layer_build.LayerBuildError, match="refusing to replace"):
         build_layer(tmp_path / "precious")
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    # The layer's own sources look like an earlier build (wrapper.sh, python/): `--out layer`
+    # from the repository's root removed them, then failed with a traceback.
+    sources = tmp_path / "checkout" / "layer"
+    shutil.copytree(layer_build._LAYER_SRC, sources, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sorted(p.relative_to(sources) for p in sources.rglob("*"))
+    for out in (sources, sources / "build", tmp_path / "checkout"):
+        with pytest.raises(layer_build.LayerBuildError, match="must not be, hold or be inside the sources"):
+            build_layer(out, layer_src=sources)
+    assert sorted(p.relative_to(sources) for p in sources.rglob("*")) == before
+    monkeypatch.setattr(layer_build, "_LAYER_SRC", sources)
+    assert layer_build.main(["--out", str(sources)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must not be, hold or be inside the sources" in err

@@ -29,6 +29,7 @@ executables and folders, 0644 otherwise).
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import logging
 import os
@@ -145,6 +146,11 @@ def build_layer(
             raise LayerBuildError(f"layer source incomplete: {src / needed} not found")
 
     out = Path(out_dir).resolve()
+    for source in (src.resolve(), _PACKAGE_DIR.resolve()):
+        # `--out layer` from the repository's root would replace the layer's own sources (they
+        # look like an earlier build) before copying them.
+        if out == source or source in out.parents or out in source.parents:
+            raise LayerBuildError(f"the layer folder {out} must not be, hold or be inside the sources it is built from ({source})")
     archive = Path(zip_path).resolve() if zip_path is not None else out.with_name(out.name + ".zip")
     if archive == out or out in archive.parents:
         raise LayerBuildError(f"the zip {archive} must not be inside the layer folder {out}")
@@ -335,7 +341,9 @@ def _copy_package(destination: Path, *, allowed: Sequence[str]) -> None:
     for name in allowed:
         source = _PACKAGE_DIR / name
         if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=ignore)
+            # Contents only: a mode would come from the checkout (an executable bit set by hand,
+            # a file system without them), and the zip's bytes with it.
+            shutil.copytree(source, destination / name, ignore=ignore, copy_function=shutil.copyfile)
         elif source.is_file():
             shutil.copyfile(source, destination / name)
         else:
@@ -354,6 +362,21 @@ def _strip_dependencies(folder: Path, *, keep: set[str]) -> None:
             shutil.rmtree(path)
         elif path.is_file() and path.suffix in (".pyc", ".pyo"):
             path.unlink()
+    for record in sorted(folder.glob("*.dist-info/RECORD")):
+        _forget_removed(record, folder)
+
+
+def _forget_removed(record: Path, folder: Path) -> None:
+    """Take the files the build removed out of a package's RECORD: its console scripts' lines
+    hash scripts whose first line names the interpreter pip ran under, and the zip's bytes
+    would depend on the machine that built it."""
+    kept = []
+    for line in record.read_text(encoding="utf-8").splitlines(keepends=True):
+        name = next(csv.reader([line]), [""])[0]
+        path = Path(os.path.normpath(folder / name))
+        if folder in path.parents and path.is_file():
+            kept.append(line)
+    record.write_text("".join(kept), encoding="utf-8")
 
 
 def _normalise_modes(folder: Path) -> None:
@@ -395,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         build = build_layer(args.out, arch=args.arch, python_version=args.python_version, variant=args.variant, zip_path=args.zip)
-    except LayerBuildError as exc:
+    except (LayerBuildError, OSError) as exc:
         sys.stderr.write(f"lambdawrap build-layer: {exc}\n")
         return 1
     sys.stdout.write(
