@@ -598,6 +598,39 @@ def test_kafka_batch_over_several_partitions_and_topics():
     assert "messaging.destination.name" not in trigger.attributes and trigger.span_name == "process"
 
 
+def test_a_batch_over_more_partitions_or_queues_than_are_read_is_counted_whole():
+    # GIVEN batches of 600 records over 300 partitions (Kafka) and 300 queues (RabbitMQ): more
+    # groups than detection reads (MAX_GROUPS)
+    kafka = corpus.load("powertools-lambda-python/kafkaEventMsk.json")
+    (record,) = next(iter(kafka["records"].values()))[:1]
+    kafka["records"] = {f"mytopic-{i}": [dict(record, partition=i), dict(record, partition=i, offset=16)] for i in range(300)}
+    rabbitmq = corpus.load("powertools-lambda-python/rabbitMQEvent.json")
+    message = next(iter(rabbitmq["rmqMessagesByQueue"].values()))[0]
+    rabbitmq["rmqMessagesByQueue"] = {f"q{i}::/": [message, message] for i in range(300)}
+    # THEN each says its 600 records (before: those of the groups read, 512)
+    for event in (kafka, rabbitmq):
+        assert detect_trigger(event).attributes["messaging.batch.message_count"] == 600
+
+
+@pytest.mark.parametrize("value", [None, "absent", "cmVjb3Jk"], ids=["null", "absent", "a value"])
+def test_a_kafka_batch_s_one_tombstone_says_so(value):
+    # GIVEN a batch of one record whose value Lambda gives as null, or leaves out (a tombstone)
+    kafka = corpus.load("powertools-lambda-python/kafkaEventMsk.json")
+    records = next(iter(kafka["records"].values()))
+    del records[1:]
+    (pipe_record,) = _pipe("pipes-msk")
+    for record in (records[0], pipe_record):
+        record.pop("value", None)
+        if value != "absent":
+            record["value"] = value
+    # THEN its span says it is a tombstone, from an event source mapping or a Pipe alike (the
+    # conventions require the attribute when it is true), and a record with a value is none
+    for event in (kafka, [pipe_record]):
+        attributes = detect_trigger(event).attributes
+        assert attributes.get("messaging.kafka.message.tombstone") is (None if value == "cmVjb3Jk" else True)
+        assert attributes["messaging.kafka.offset"] == record["offset"]
+
+
 @pytest.mark.parametrize("key, expected", [(base64.b64encode("clé".encode()).decode(), "clé"), (base64.b64encode(b"\xff\xfe").decode(), None), ("%%%", None), (None, None)])
 def test_kafka_key_is_text_only_when_it_decodes_to_text(key, expected):
     event = corpus.load("powertools-lambda-python/kafkaEventMsk.json")

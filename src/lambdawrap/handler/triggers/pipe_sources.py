@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from lambdawrap.handler.message_context import kafka_record_context, mq_message_context, rabbitmq_message_context
 from lambdawrap.handler.trace_context import collect_links
-from lambdawrap.handler.triggers.stream_sources import kafka_key, kafka_partition
+from lambdawrap.handler.triggers.stream_sources import kafka_partition, put_kafka_record
 from lambdawrap.handler.triggers.trigger import (
     ACTIVEMQ,
     EVENT_SOURCE_ARN,
@@ -74,10 +74,7 @@ def _kafka(records: list, head: dict) -> Trigger:
     if partition is not None and isinstance(last, dict) and kafka_partition(last.get("partition")) == partition:
         attributes["messaging.destination.partition.id"] = partition
     if len(records) == 1:
-        offset = head.get("offset")
-        if isinstance(offset, int) and not isinstance(offset, bool):
-            attributes["messaging.kafka.offset"] = offset
-        put(attributes, "messaging.kafka.message.key", kafka_key(head.get("key")))
+        put_kafka_record(attributes, head)
     put_arn(attributes, EVENT_SOURCE_ARN, same_in_batch(records, lambda record: record.get("eventSourceArn")))
     return messaging_trigger(KAFKA, attributes, links=collect_links(records, kafka_record_context))
 

@@ -84,22 +84,36 @@ def kafka(event: dict) -> Optional[Trigger]:
     if not isinstance(grouped, dict):
         return None
     groups = _groups(grouped)
-    count = sum(len(items) for _, items in groups)
+    count = _batch_size(grouped)
     heads = [first(items) for _, items in groups]
     # Text only: a topic given as a list or an object (not hashable) names none.
     topics = {text(head.get("topic")) for head in heads}
     topic = topics.pop() if len(topics) == 1 else None
-    single = first(groups[0][1]) if count == 1 else {}
     attributes = messaging_attributes("kafka", topic, count, None)
     partition = kafka_partition(heads[0].get("partition")) if len(heads) == 1 else None
     if partition is not None:
         attributes["messaging.destination.partition.id"] = partition
-    offset = single.get("offset")
-    if isinstance(offset, int) and not isinstance(offset, bool):
-        attributes["messaging.kafka.offset"] = offset
-    put(attributes, "messaging.kafka.message.key", kafka_key(single.get("key")))
+    if count == 1 and groups:
+        put_kafka_record(attributes, first(groups[0][1]))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
     return messaging_trigger(KAFKA, attributes, links=collect_links(_flattened(groups), kafka_record_context))
+
+
+def _batch_size(grouped: dict) -> int:
+    """Every record of a batch grouped by partition or queue, past the groups read (one pass,
+    no record read)."""
+    return sum(len(items) for items in grouped.values() if isinstance(items, list))
+
+
+def put_kafka_record(attributes: dict, record: dict) -> None:
+    """The attributes of a batch's one record: its offset, key, and whether it is a tombstone
+    (Lambda gives a tombstone's `value` as null, or leaves it out)."""
+    offset = record.get("offset")
+    if isinstance(offset, int) and not isinstance(offset, bool):
+        attributes["messaging.kafka.offset"] = offset
+    put(attributes, "messaging.kafka.message.key", kafka_key(record.get("key")))
+    if record and record.get("value") is None:
+        attributes["messaging.kafka.message.tombstone"] = True
 
 
 def kafka_partition(value: object) -> Optional[str]:
@@ -146,11 +160,11 @@ def rabbitmq(event: dict) -> Optional[Trigger]:
     if not isinstance(grouped, dict):
         return None
     groups = _groups(grouped)
-    count = sum(len(items) for _, items in groups)
+    count = _batch_size(grouped)
     # The event names the queue only (no exchange, no routing key): the destination is the queue.
     queue = groups[0][0] if len(groups) == 1 else None
     destination = queue[:MAX_PARSED_CHARS].partition("::")[0] if isinstance(queue, str) else None
-    properties = mapping(first(groups[0][1]).get("basicProperties")) if count == 1 else {}
+    properties = mapping(first(groups[0][1]).get("basicProperties")) if count == 1 and groups else {}
     attributes = messaging_attributes("rabbitmq", destination, count, properties.get("messageId"))
     put(attributes, "messaging.message.conversation_id", properties.get("correlationId"))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
