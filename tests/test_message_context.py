@@ -538,3 +538,65 @@ def test_a_dynamodb_write_s_item_collection_metrics_leave_out_the_items_key(oper
     attributes: dict = {}
     aws_services.response_attributes("dynamodb", operation, answer, attributes)
     assert attributes == {"aws.dynamodb.item_collection_metrics": expected}
+
+
+class _Counting:
+    """Stands for the module's regex or binascii, counting the calls that cost a try."""
+
+    def __init__(self, real, name: str) -> None:
+        self._real, self._name, self.calls = real, name, 0
+
+    def __getattr__(self, attribute: str):
+        found = getattr(self._real, attribute)
+        if attribute != self._name:
+            return found
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return found(*args, **kwargs)
+
+        return counted
+
+
+def _forged(count: int) -> str:
+    # Many "traceparent" keys, none holding a context, in both windows a message is searched in
+    decoys = ", ".join(f'"traceparent": "00-{"0" * 32}-{"0" * 16}-01", "traceparent": "x{i}"' for i in range(8))
+    return "{" + decoys + ', "pad": "' + "p" * 20_000 + '", ' + decoys + "}"
+
+
+@pytest.mark.parametrize("source", ["sqs", "kinesis"])
+def test_a_batch_of_forged_messages_costs_a_bounded_number_of_tries(source, monkeypatch):
+    from lambdawrap.handler.triggers import detect_trigger
+
+    # GIVEN a batch of 256 messages made of "traceparent" keys holding no context (what anyone
+    # who can write to the queue or stream can send), then one message with a real context
+    pattern = _Counting(mc._traceparent_pattern(), "match")
+    decoder = _Counting(mc.binascii, "a2b_base64")
+    monkeypatch.setattr(mc, "_pattern", pattern)
+    monkeypatch.setattr(mc, "binascii", decoder)
+    real = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    bodies = [_forged(i) for i in range(256)] + [json.dumps({"traceparent": real})]
+    if source == "sqs":
+        event = {"Records": [{"eventSource": "aws:sqs", "messageId": str(i), "body": body, "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"} for i, body in enumerate(bodies)]}
+    else:
+        event = {"Records": [{"eventSource": "aws:kinesis", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s", "kinesis": {"data": base64.b64encode(body.encode()).decode(), "sequenceNumber": str(i)}} for i, body in enumerate(bodies)]}
+    trigger = detect_trigger(event)
+    # THEN detection gives up on them after a bounded number of tries across the batch (before:
+    # 8 per window, 2 windows per message: 4,096 regex matches, and 512 base64 decodes of
+    # 2.7 KB for Kinesis, ~10 ms per invocation on a full core)
+    assert trigger.links == []
+    assert pattern.calls <= mc._MAX_BATCH_MISSES and decoder.calls <= mc._MAX_BATCH_MISSES
+    # ... and a batch read after it starts with its own tries
+    assert detect_trigger({"Records": event["Records"][-1:]}).links[0].trace_id == int(real[3:35], 16)
+
+
+def test_a_batch_whose_every_message_carries_a_context_is_read_whole():
+    from lambdawrap.handler.triggers import detect_trigger
+
+    # GIVEN 200 messages, each with its own context, a placeholder key before it
+    contexts = [f"00-{i + 1:032x}-{i + 1:016x}-01" for i in range(200)]
+    records = [{"eventSource": "aws:sqs", "messageId": str(i), "body": json.dumps({"traceparent": "none", "x": {"traceparent": value}})} for i, value in enumerate(contexts)]
+    # THEN every context within the link limit is found: only tries that found nothing are bounded
+    # (one per message here, 200 in all, beyond the bound)
+    links = detect_trigger({"Records": records}).links
+    assert len(links) == 128 and [link.span_id for link in links] == [i + 1 for i in range(128)]

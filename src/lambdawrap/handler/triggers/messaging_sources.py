@@ -8,8 +8,8 @@ conventions allow it for single messages; docs/semantic-conventions.md says why)
 
 from __future__ import annotations
 
-from lambdawrap.handler.message_context import sns_message_beside, sns_message_context, sqs_message_context
-from lambdawrap.handler.trace_context import collect_links, parse_message_context
+from lambdawrap.handler.message_context import batch_links, sns_message_beside, sns_message_context, sqs_message_context
+from lambdawrap.handler.trace_context import parse_message_context
 from lambdawrap.handler.triggers.trigger import (
     CLOUDWATCH_LOGS,
     EVENT_SOURCE_ARN,
@@ -35,7 +35,7 @@ def sqs(records: list, first: dict) -> Trigger:
     queue = arn_resource(arn)  # arn:aws:sqs:<region>:<account>:<queue name>
     attributes = messaging_attributes("aws_sqs", queue, len(records), first.get("messageId"))
     put_arn(attributes, EVENT_SOURCE_ARN, arn)
-    return messaging_trigger(SQS, attributes, links=collect_links(records, sqs_message_context))
+    return messaging_trigger(SQS, attributes, links=batch_links(records, sqs_message_context))
 
 
 def sns(records: list, first: dict) -> Trigger:
@@ -48,7 +48,7 @@ def sns(records: list, first: dict) -> Trigger:
     if single:
         state, baggage = sns_message_beside(first)
         return messaging_trigger(SNS, attributes, parent=parse_message_context(sns_message_context(first)), parent_state=state, parent_baggage=baggage)
-    return messaging_trigger(SNS, attributes, links=collect_links(records, sns_message_context))
+    return messaging_trigger(SNS, attributes, links=batch_links(records, sns_message_context))
 
 
 def ses(records: list, first: dict) -> Trigger:

@@ -27,8 +27,7 @@ mapping's batches get (stream_sources), and the trace context is read from the s
 
 from __future__ import annotations
 
-from lambdawrap.handler.message_context import kafka_record_context, mq_message_context, rabbitmq_message_context
-from lambdawrap.handler.trace_context import collect_links
+from lambdawrap.handler.message_context import batch_links, kafka_record_context, mq_message_context, rabbitmq_message_context
 from lambdawrap.handler.triggers.stream_sources import kafka_partition, put_kafka_record
 from lambdawrap.handler.triggers.trigger import (
     ACTIVEMQ,
@@ -76,7 +75,7 @@ def _kafka(records: list, head: dict) -> Trigger:
     if len(records) == 1:
         put_kafka_record(attributes, head)
     put_arn(attributes, EVENT_SOURCE_ARN, same_in_batch(records, lambda record: record.get("eventSourceArn")))
-    return messaging_trigger(KAFKA, attributes, links=collect_links(records, kafka_record_context))
+    return messaging_trigger(KAFKA, attributes, links=batch_links(records, kafka_record_context))
 
 
 def _physical_name(message: dict) -> object:
@@ -92,7 +91,7 @@ def _activemq(records: list, head: dict) -> Trigger:
     put_arn(attributes, EVENT_SOURCE_ARN, same_in_batch(records, lambda record: record.get("eventSourceArn")))
     # The Pipes sample shows no "properties"; where a record has them (as an event source
     # mapping's messages do), they are read as there.
-    return messaging_trigger(ACTIVEMQ, attributes, links=collect_links(records, mq_message_context))
+    return messaging_trigger(ACTIVEMQ, attributes, links=batch_links(records, mq_message_context))
 
 
 def _rabbitmq(records: list, head: dict) -> Trigger:
@@ -103,4 +102,4 @@ def _rabbitmq(records: list, head: dict) -> Trigger:
     attributes = messaging_attributes("rabbitmq", queue, len(records), properties.get("messageId"))
     put(attributes, "messaging.message.conversation_id", properties.get("correlationId"))
     put_arn(attributes, EVENT_SOURCE_ARN, same_in_batch(records, lambda record: record.get("eventSourceArn")))
-    return messaging_trigger(RABBITMQ, attributes, links=collect_links(records, rabbitmq_message_context))
+    return messaging_trigger(RABBITMQ, attributes, links=batch_links(records, rabbitmq_message_context))

@@ -9,13 +9,14 @@ from __future__ import annotations
 from itertools import islice
 
 from lambdawrap.handler.message_context import (
+    batch_links,
     firehose_record_context,
     kafka_record_context,
     kinesis_record_context,
     mq_message_context,
     rabbitmq_message_context,
 )
-from lambdawrap.handler.trace_context import MAX_SCANNED_MESSAGES, collect_links
+from lambdawrap.handler.trace_context import MAX_SCANNED_MESSAGES
 from lambdawrap.handler.triggers.trigger import (
     ACTIVEMQ,
     EVENT_SOURCE_ARN,
@@ -54,7 +55,7 @@ def kinesis(records: list, first_record: dict) -> Trigger:
     if event_id and ":" in event_id[:MAX_PARSED_CHARS]:
         attributes["messaging.destination.partition.id"] = event_id[: event_id.index(":")]
     put_arn(attributes, EVENT_SOURCE_ARN, arn)
-    return messaging_trigger(KINESIS, attributes, links=collect_links(records, kinesis_record_context))
+    return messaging_trigger(KINESIS, attributes, links=batch_links(records, kinesis_record_context))
 
 
 def firehose(event: dict) -> Optional[Trigger]:
@@ -65,7 +66,7 @@ def firehose(event: dict) -> Optional[Trigger]:
         return None
     attributes = messaging_attributes("aws.firehose", arn_name(arn, "deliverystream/"), len(records), first(records).get("recordId"))
     put_arn(attributes, EVENT_SOURCE_ARN, arn)
-    return messaging_trigger(FIREHOSE, attributes, links=collect_links(records, firehose_record_context))
+    return messaging_trigger(FIREHOSE, attributes, links=batch_links(records, firehose_record_context))
 
 
 def _groups(grouped: dict) -> List[Tuple[object, list]]:
@@ -96,7 +97,7 @@ def kafka(event: dict) -> Optional[Trigger]:
     if count == 1 and groups:
         put_kafka_record(attributes, first(groups[0][1]))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
-    return messaging_trigger(KAFKA, attributes, links=collect_links(_flattened(groups), kafka_record_context))
+    return messaging_trigger(KAFKA, attributes, links=batch_links(_flattened(groups), kafka_record_context))
 
 
 def _batch_size(grouped: dict) -> int:
@@ -151,7 +152,7 @@ def activemq(event: dict) -> Optional[Trigger]:
     if len(messages) == 1:
         put(attributes, "messaging.message.conversation_id", head.get("correlationID"))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
-    return messaging_trigger(ACTIVEMQ, attributes, links=collect_links(messages, mq_message_context))
+    return messaging_trigger(ACTIVEMQ, attributes, links=batch_links(messages, mq_message_context))
 
 
 def rabbitmq(event: dict) -> Optional[Trigger]:
@@ -168,5 +169,5 @@ def rabbitmq(event: dict) -> Optional[Trigger]:
     attributes = messaging_attributes("rabbitmq", destination, count, properties.get("messageId"))
     put(attributes, "messaging.message.conversation_id", properties.get("correlationId"))
     put_arn(attributes, EVENT_SOURCE_ARN, event.get("eventSourceArn"))
-    return messaging_trigger(RABBITMQ, attributes, links=collect_links(_flattened(groups), rabbitmq_message_context))
+    return messaging_trigger(RABBITMQ, attributes, links=batch_links(_flattened(groups), rabbitmq_message_context))
 
