@@ -2217,6 +2217,136 @@ def test_a_layer_below_instrumented_by_opentelemetry_adds_no_span_under_ours(tmp
     assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{clients[1]['span_id']}-01"
 
 
+OWN_CONTEXT_INSIDE_CALLS = """
+import urllib.request
+import requests
+from requests.adapters import HTTPAdapter
+from opentelemetry import baggage, context
+
+TOKENS = []
+
+
+class TenantAdapter(HTTPAdapter):
+    def send(self, request, **kwargs):
+        # the function's own context for the request under way, detached once it is done
+        TOKENS.append(context.attach(baggage.set_baggage("tenant", "acme")))
+        return super().send(request, **kwargs)
+
+
+def kept_by_a_response_hook(response, *args, **kwargs):
+    context.attach(baggage.set_baggage("hooked", "yes"))  # kept on purpose, never detached
+
+
+def handler(event, lambda_context):
+    seen = {}
+    requests.get(event["http"] + "/status/200?via=hook", hooks={"response": kept_by_a_response_hook}, timeout=5)
+    seen["after the hook"] = baggage.get_baggage("hooked")
+    session = requests.Session()
+    session.mount("http://", TenantAdapter())
+    session.get(event["http"] + "/status/200?via=adapter", timeout=5)
+    seen["after the adapter"] = baggage.get_baggage("tenant")
+    context.detach(TOKENS.pop())
+    seen["after its detach"] = baggage.get_baggage("tenant")
+    urllib.request.urlopen(event["http"] + "/status/200?via=after", timeout=5).read()
+    return seen
+"""
+
+
+def test_the_function_s_own_opentelemetry_context_inside_a_call_is_its_own(tmp_path):
+    # GIVEN a function using OpenTelemetry's context API inside the calls it makes: a response
+    # hook attaching a context it keeps, an adapter attaching one it detaches after the call
+    task = write_function(tmp_path / "task", OWN_CONTEXT_INSIDE_CALLS)
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = bare.invoke({"http": http.url}).json()
+        http.requests.clear()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            calls = children(rx, invocation_span(rx, result.request_id), 3)
+    # THEN it sees its context as without the layer (before: the hook's was gone after the call,
+    # and the adapter's, once detached, left the context on lambdawrap's own, which told
+    # OpenTelemetry's instrumentations to trace nothing more)
+    assert without == {"after the hook": "yes", "after the adapter": "acme", "after its detach": None}
+    assert result.json() == without
+    # ... and the call after it is traced, its server told its span
+    after = next(s for s in calls if s["attributes"]["url.full"].endswith("via=after"))
+    told = next(r for r in http.requests if r["path"].endswith("via=after"))
+    assert told["headers"]["traceparent"].split("-")[2] == after["span_id"]
+
+
+KEEPS_A_CONTEXT_UNDER_URLLIB3_S_INSTRUMENTATION = """
+import os, sys
+sys.path.insert(0, os.environ["CONTRIB"])
+import requests
+from opentelemetry import baggage, context
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+
+URLLib3Instrumentor().instrument()
+
+
+def kept_by_a_response_hook(response, *args, **kwargs):
+    context.attach(baggage.set_baggage("hooked", "yes"))  # kept on purpose, never detached
+
+
+def handler(event, lambda_context):
+    requests.get(event["http"] + "/status/200?via=hook", hooks={"response": kept_by_a_response_hook}, timeout=5)
+    kept = baggage.get_baggage("hooked")
+    requests.get(event["http"] + "/status/200?via=after", timeout=5)
+    return {"after the hook": kept}
+"""
+
+
+def test_a_context_the_function_keeps_inside_a_call_stays_under_a_layer_below_instrumented(tmp_path, contrib_path):
+    # GIVEN a function that enabled OpenTelemetry's urllib3 instrumentation (lambdawrap then
+    # tells it, through the function's context, to add nothing under its requests spans), whose
+    # response hook attaches a context it keeps
+    task = write_function(tmp_path / "task", KEEPS_A_CONTEXT_UNDER_URLLIB3_S_INSTRUMENTATION)
+    with recording_server() as http, instrumented(task, env={"CONTRIB": contrib_path}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        calls = children(rx, invocation_span(rx, result.request_id), 2)
+        assert emu.wait_idle(30)
+        clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+    # THEN the function keeps it (before: lambdawrap's end of the call put back the context from
+    # before it), and each call is still one span, lambdawrap's
+    assert result.json() == {"after the hook": "yes"}
+    assert sorted(s["scope"] for s in clients) == ["lambdawrap.requests"] * 2 and len(calls) == 2
+
+
+FAILS_ONCE_ANSWERED = """
+import requests
+
+
+def refuse(response, *args, **kwargs):
+    if response.status_code == 302:
+        raise LookupError("the function's hook refuses a redirect")
+
+
+def handler(event, context):
+    outcomes = {}
+    for name, path, hooks in (("garbled", "/garbled", {}), ("loop", "/loop", {}), ("hook", "/redirect", {"response": refuse})):
+        try:
+            requests.get(event["http"] + path, hooks=hooks, timeout=5)
+            outcomes[name] = "answered"
+        except Exception as exc:
+            outcomes[name] = type(exc).__name__
+    return outcomes
+"""
+
+
+def test_a_request_that_fails_once_answered_keeps_the_status_it_was_answered(tmp_path):
+    # GIVEN a function whose requests fail after their answer came: a body its encoding does not
+    # hold, a redirect loop, a response hook of its own that raises
+    task = write_function(tmp_path / "task", FAILS_ONCE_ANSWERED)
+    without, result, rx, _ = without_and_with_the_layer(task)
+    assert without == {"garbled": "ContentDecodingError", "loop": "TooManyRedirects", "hook": "LookupError"}
+    assert result.json() == without
+    calls = children(rx, invocation_span(rx, result.request_id), 3)
+    # THEN each span says the status it was answered with beside the error (the conventions ask
+    # for it whenever one was received; before: none, as for a call nobody answered)
+    seen = sorted((s["attributes"]["error.type"], s["attributes"].get("http.response.status_code"), s["status_code"]) for s in calls)
+    assert seen == [("ContentDecodingError", 200, 2), ("LookupError", 302, 2), ("TooManyRedirects", 302, 2)], seen
+
+
 RELATIVE_URL_QUOTING_ONE = """
 import http.client, urllib.parse
 

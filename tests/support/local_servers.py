@@ -12,7 +12,8 @@ from typing import Iterator
 
 
 class RecordingServer:
-    """GET/POST /status/<code> answers <code>; /redirect answers 302 to /status/200; /slow
+    """GET/POST /status/<code> answers <code>; /redirect answers 302 to /status/200, /loop 302
+    to itself; /garbled answers 200 with a body its Content-Encoding (gzip) does not hold; /slow
     answers only when released (or after 30 s); every request's headers are kept (`lines`: each
     header line as sent, in order)."""
 
@@ -35,11 +36,18 @@ class RecordingServer:
                 path = self.path.split("?")[0]
                 if path == "/slow":
                     server.release.wait(30)
-                if path == "/redirect":
+                if path in ("/redirect", "/loop"):
                     self.send_response(302)
-                    self.send_header("Location", "/status/200")
+                    self.send_header("Location", "/status/200" if path == "/redirect" else "/loop")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if path == "/garbled":
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", "9")
+                    self.end_headers()
+                    self.wfile.write(b"not gzip!")
                     return
                 code = int(path.rsplit("/", 1)[1]) if path.startswith("/status/") else 200
                 body = json.dumps({"path": self.path}).encode()

@@ -108,11 +108,14 @@ class HttpCalls:
         except Exception:  # noqa: BLE001
             FAILURES.record(f"tracing a {self._library} response")
 
-    def failed(self, call: Call, exc: BaseException) -> None:
-        """No answer (refused, timed out, cancelled, ...)."""
+    def failed(self, call: Call, exc: BaseException, status: "int | None" = None) -> None:
+        """No answer (refused, timed out, cancelled, ...), or `status` was answered and the
+        call failed after it (a body that could not be read): the conventions keep both."""
         try:
             unmark(call.token)
             call.token = None
+            if type(status) is int:
+                call.span.attributes["http.response.status_code"] = status
             self._recorder.end(call.span, type(exc).__qualname__, _message(exc), exc)
         except Exception:  # noqa: BLE001
             FAILURES.record(f"tracing a failed {self._library} request")

@@ -51,6 +51,10 @@ IN_RESPONSE_HOOK = "in a requests response hook"
 # `suppress_http_instrumentation()`, which e.g. the requests instrumentation wraps its call in).
 _OTEL_SUPPRESS_KEYS = ("suppress_instrumentation", "suppress_http_instrumentation")
 _OTEL_SUPPRESS_ATTRIBUTES = ("_SUPPRESS_INSTRUMENTATION_KEY", "_SUPPRESS_HTTP_INSTRUMENTATION_KEY")
+# OpenTelemetry's instrumentations of the layers a call of ours may send through (urllib3 under
+# requests and botocore, urllib's opener, aiohttp's client under aiobotocore): only where one is
+# loaded does a call of ours set their suppression key in the function's context.
+_CONTRIB_BELOW = ("opentelemetry.instrumentation.urllib3", "opentelemetry.instrumentation.urllib", "opentelemetry.instrumentation.aiohttp_client")
 
 
 class ClientSpan:
@@ -226,21 +230,28 @@ def interrupted_below(exc: BaseException) -> None:
 
 def mark(value: object, suppress: bool = True) -> tuple:
     """Mark a call under way in this context (`IN_CLIENT_CALL` set to `value`) and, when the
-    function's code loaded OpenTelemetry's context API, set its `suppress_http_instrumentation`
-    key, as OpenTelemetry's own instrumentations do around the calls they trace: one the function
-    enabled for a layer below ours (urllib3's, under a requests or AWS SDK call) then adds no
-    second span and no second traceparent. `suppress=False` lifts the key again, for the
-    function's own code run inside a call. Returns the token `unmark` takes."""
+    function loaded an OpenTelemetry instrumentation of a layer below ours (urllib3's, under a
+    requests or AWS SDK call), set the `suppress_http_instrumentation` key of its context, as
+    OpenTelemetry's own instrumentations do around the calls they trace: that one then adds no
+    second span and no second traceparent. `suppress=False` lifts the key again, where it is
+    set, for the function's own code run inside a call. Returns the token `unmark` takes."""
     return IN_CLIENT_CALL.set(value), _otel_http_suppression(suppress)
 
 
-def _otel_http_suppression(value: bool) -> "tuple | None":
+def _otel_http_suppression(value: bool, wanted: bool = False) -> "tuple | None":
+    """(API module, its token, the context attached, the key's value before) or None where the
+    function's context is left alone: the function's own attach and detach inside the call
+    (a response hook's, an adapter's) would be undone by ours, or end on our key."""
     context = sys.modules.get("opentelemetry.context")
     key = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None)
     if not isinstance(key, str):  # no API loaded, or one of another shape
         return None
     try:
-        return context, context.attach(context.set_value(key, value))
+        before = context.get_value(key)
+        if not wanted and (bool(before) is value or value and not any(name in sys.modules for name in _CONTRIB_BELOW)):
+            return None
+        attached = context.set_value(key, value)
+        return context, context.attach(attached), attached, before
     except Exception:  # noqa: BLE001 - an API of any version: theirs may then add a span
         FAILURES.record("marking a call for OpenTelemetry's instrumentations")
         return None
@@ -256,11 +267,20 @@ def unmark(token: "Any") -> None:
     except ValueError:  # ended in another context (an async generator, say)
         IN_CLIENT_CALL.set(False)
         if theirs is not None:  # its token is of that other context too: lifted here instead
-            _otel_http_suppression(False)
+            _otel_http_suppression(bool(theirs[3]), wanted=True)
         return
-    if theirs is not None:
-        context, otel_token = theirs
-        context.detach(otel_token)
+    if theirs is None:
+        return
+    context, otel_token, attached, before = theirs
+    try:
+        if context.get_current() is attached:
+            context.detach(otel_token)
+        else:
+            # The function attached a context of its own inside the call, still current: it
+            # stays, with the key as it was before the call.
+            _otel_http_suppression(bool(before), wanted=True)
+    except Exception:  # noqa: BLE001 - an API of any version
+        FAILURES.record("unmarking a call for OpenTelemetry's instrumentations")
 
 
 def capped(value: str) -> str:

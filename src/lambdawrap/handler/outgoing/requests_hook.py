@@ -5,9 +5,12 @@ response hook raises for (`raise_for_status()`, inside `send()`) is recorded as 
 The response hooks are the function's code, run inside `send()`: the calls they make are not
 under the request (`sessions.dispatch_hook` runs them marked IN_RESPONSE_HOOK), so each is traced
 on its own; a re-send through the request's adapter (an auth handler's answer to a 401) stays
-inside the request's span."""
+inside the request's span. A request that fails once answered (a body it cannot decode or read
+whole, too many redirects, a hook's own error) keeps the status it was answered with."""
 
 from __future__ import annotations
+
+import contextvars
 
 from lambdawrap.handler.invocation import drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
@@ -18,6 +21,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from types import ModuleType
     from typing import Any, Callable
+
+
+# The status of the last response a traced request handed its hooks (a redirect's too).
+_ANSWERED: "contextvars.ContextVar[int | None]" = contextvars.ContextVar("lambdawrap_requests_answered", default=None)
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -33,7 +40,10 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if parts is None:
             return None, args, kwargs
         scheme, host, port, userinfo, rest = parts
-        return calls.begin(method, scheme, host, port, rest, request.headers, userinfo), args, kwargs
+        call = calls.begin(method, scheme, host, port, rest, request.headers, userinfo)
+        if call is not None:
+            _ANSWERED.set(None)
+        return call, args, kwargs
 
     request_error = getattr(module, "RequestException", ())  # HTTPError's base
 
@@ -42,7 +52,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if isinstance(exc, request_error) and type(status) is int and status >= 400:
             calls.answered(call, status)  # an answer, which a response hook raised for
         else:
-            calls.failed(call, exc)
+            calls.failed(call, exc, status if type(status) is int else _ANSWERED.get())
 
     module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
 
@@ -56,7 +66,12 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
     of the function's, a re-send through the request's adapter is still the request's."""
     # OpenTelemetry's instrumentations are told so too (mark's suppress=False): not under ours.
-    token = mark(IN_RESPONSE_HOOK, suppress=False) if IN_CLIENT_CALL.get() else None
+    token = None
+    if IN_CLIENT_CALL.get():
+        status = getattr(args[2], "status_code", None) if len(args) > 2 and args[0] == "response" else None
+        if type(status) is int:
+            _ANSWERED.set(status)
+        token = mark(IN_RESPONSE_HOOK, suppress=False)
     try:
         return wrapped(*args, **kwargs)
     except BaseException as exc:
