@@ -164,9 +164,9 @@ case "$here" in
 esac
 # The kernel takes a `..` after the folder a symlink names, Python takes PYTHONPATH's by its
 # text: "link/../x" would be two different folders. Such a path is made physical (one fork,
-# only then).
+# only then), as is one holding a ':' (below), which a symlink's name may be alone in holding.
 case "$lw_linked$here" in
-  1*|*/..|*/../*|*/.|*/./*) lw_real=$(cd -P -- "$here" 2>/dev/null && pwd -P) && here=$lw_real ;;
+  1*|*/..|*/../*|*/.|*/./*|*:*) lw_real=$(cd -P -- "$here" 2>/dev/null && pwd -P) && here=$lw_real ;;
 esac
 
 # A layer copied in part (no boot) could not put the environment back, nor can a folder whose

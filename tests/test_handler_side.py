@@ -1185,3 +1185,22 @@ def test_the_headers_a_secret_must_not_set_are_those_of_an_endpoint_ignored_as_b
     corrections = Settings.from_env(env, warn=False).sdk_corrections
     # A bad one (no scheme) takes its headers with it; a blank one is unset, as if never set
     assert headers_of_ignored_endpoints(corrections, env) == {"OTEL_EXPORTER_OTLP_TRACES_HEADERS"}
+
+
+@pytest.mark.parametrize(
+    ("levels", "warned"),
+    [({"AWS_LAMBDA_LOG_LEVEL": "ERROR"}, False), ({"AWS_LAMBDA_LOG_LEVEL": "fatal"}, False), ({"AWS_LAMBDA_LOG_LEVEL": "WARN"}, True), ({"AWS_LAMBDA_LOG_LEVEL": "ERROR", "LAMBDAWRAP_LOG_LEVEL": "warn"}, False), ({"AWS_LAMBDA_LOG_LEVEL": "ERROR", "LAMBDAWRAP_LOG_LEVEL": "Warning"}, True)],
+    ids=["error", "fatal", "warn", "own-level-unknown", "own-level-set"],
+)
+def test_the_boot_s_settings_warnings_keep_to_the_function_s_log_level(tmp_path, levels, warned):
+    # GIVEN a function's process that warns about a bad value itself (no companion expected),
+    # whose log level (AWS_LAMBDA_LOG_LEVEL) is ERROR or FATAL, or whose LAMBDAWRAP_LOG_LEVEL
+    # names no level
+    environ = {"LAMBDAWRAP_FLUSH": "bogus", "_HANDLER": "", **levels}
+    script = f"from lambdawrap.handler import boot\nboot.initialize({environ!r})\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    # THEN the warning is there only where the function's own would be, or where
+    # LAMBDAWRAP_LOG_LEVEL names warning (before: the settings warned before lambdawrap's level
+    # was set, and a LAMBDAWRAP_LOG_LEVEL that named no level set it to warning)
+    assert out.returncode == 0, out.stderr
+    assert ("ignoring LAMBDAWRAP_FLUSH='bogus'" in out.stderr) is warned, out.stderr

@@ -1351,13 +1351,18 @@ def test_a_next_wrapper_written_in_python_leaves_the_runtime_instrumented(tmp_pa
     assert body == without
 
 
-@pytest.mark.parametrize("shape", ["absolute", "up-from-a-linked-folder"])
+@pytest.mark.parametrize("shape", ["absolute", "up-from-a-linked-folder", "a-linked-folder-named-with-a-colon"])
 def test_the_wrapper_named_through_a_symlink_elsewhere_finds_its_layer(tmp_path, shape):
     # GIVEN AWS_LAMBDA_EXEC_WRAPPER naming a symlink to the layer's wrapper.sh, in another folder:
     # an absolute one, or a relative one whose `..` climb out of a folder reached through a
-    # symlink (the kernel climbs from the folder linked to, a path's text from the link)
+    # symlink (the kernel climbs from the folder linked to, a path's text from the link); or the
+    # wrapper named through a symlink to the layer whose name holds a ':'
     task = write_function(tmp_path / "task", PATH_APP)
-    if shape == "absolute":
+    if shape == "a-linked-folder-named-with-a-colon":
+        (tmp_path / "links").mkdir()
+        (tmp_path / "links" / "layer:v2").symlink_to(LAYER, target_is_directory=True)
+        link = tmp_path / "links" / "layer:v2" / "wrapper.sh"
+    elif shape == "absolute":
         link = tmp_path / "links" / "wrapper"
         link.parent.mkdir()
         link.symlink_to(LAYER / "wrapper.sh")

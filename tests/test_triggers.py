@@ -625,7 +625,7 @@ def test_a_kafka_batch_s_one_tombstone_says_so(value):
             record["value"] = value
     # THEN its span says it is a tombstone, from an event source mapping or a Pipe alike (the
     # conventions require the attribute when it is true), and a record with a value is none
-    for event in (kafka, [pipe_record]):
+    for event, record in ((kafka, records[0]), ([pipe_record], pipe_record)):
         attributes = detect_trigger(event).attributes
         assert attributes.get("messaging.kafka.message.tombstone") is (None if value == "cmVjb3Jk" else True)
         assert attributes["messaging.kafka.offset"] == record["offset"]

@@ -372,9 +372,9 @@ def _forget_removed(record: Path, folder: Path) -> None:
     would depend on the machine that built it."""
     kept = []
     for line in record.read_text(encoding="utf-8").splitlines(keepends=True):
-        name = next(csv.reader([line]), [""])[0]
+        name = (next(csv.reader([line]), None) or [""])[0]
         path = Path(os.path.normpath(folder / name))
-        if folder in path.parents and path.is_file():
+        if name and folder in path.parents and path.is_file():
             kept.append(line)
     record.write_text("".join(kept), encoding="utf-8")
 

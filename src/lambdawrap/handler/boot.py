@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable, Mapping
 
 from lambdawrap.handler.bare_start import in_the_runtime, start_as_without_the_layer
-from lambdawrap.shared.settings import Settings
+from lambdawrap.shared.settings import Settings, function_log_level
 from lambdawrap.shared import semconv
 
 logger = logging.getLogger("lambdawrap")
@@ -52,8 +52,8 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     booted_at = time.time()  # wall clock: see InvocationTracer.booted_at
     # Both processes parse the same variables; when our companion runs, it is the one that
     # warns about a bad value, so that each is reported once per environment.
+    logger.setLevel(function_log_level(environ).upper())
     settings = Settings.from_env(environ, warn=not _companion_expected(environ))
-    logger.setLevel(settings.function_log_level.upper())
     if settings.disabled:
         return None
     target = handler_target(environ.get("_HANDLER", ""))

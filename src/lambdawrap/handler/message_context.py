@@ -62,16 +62,17 @@ _pattern = None
 
 
 def batch_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
-    """`collect_links` over a batch's messages, the tries of those that carry nothing bounded
-    together (a message's tries before the context it carries are given back)."""
+    """`collect_links` over a batch's messages, their tries that find nothing bounded together;
+    a message that does carry a context gets one back (a placeholder key before its own: more
+    would let a forged batch whose every message ends with a context cost what none did)."""
     global _misses_left
     left = _misses_left = [_MAX_BATCH_MISSES]
 
     def reading(record: dict) -> Tuple[Optional[str], bool]:
         before = left[0]
         found = read(record)
-        if found[0] is not None:
-            left[0] = before
+        if found[0] is not None and left[0] < before:
+            left[0] += 1
         return found
 
     try:

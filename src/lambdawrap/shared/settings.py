@@ -157,10 +157,7 @@ _FIELDS = (
     ("sdk_disabled", False),
     ("next_wrapper", ""),
     ("python", "python3"),
-    ("log_level", "warning"),
-    # lambdawrap's own lines in the function's process: they are application logs there, so
-    # without LAMBDAWRAP_LOG_LEVEL none is below the function's own level (AWS_LAMBDA_LOG_LEVEL)
-    ("function_log_level", "warning"),
+    ("log_level", "warning"),  # the companion's; the function's process: function_log_level()
     ("socket_path", None),  # default_socket_path(), read when settings are built
     ("flush", FlushStrategy()),
     ("flush_budget_ms", 1000),
@@ -258,7 +255,6 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
             python=parse(PYTHON, d.python, _nonempty),
             log_level=log_level,
-            function_log_level=log_level if env.get(LOG_LEVEL, "").strip(BLANKS) else _application_floor(env.get(APPLICATION_LOG_LEVEL, ""), log_level),
             socket_path=parse(SOCKET_PATH, d.socket_path, _socket_path),
             flush=parse(FLUSH, d.flush, _flush),
             flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
@@ -350,12 +346,16 @@ class _Parser:
             return default
 
 
-def _application_floor(application_level: str, level: str) -> str:
-    """The stricter of `level` and the function's own log level, as the runtime reads it
-    (awslambdaric: upper-cased, TRACE as DEBUG, FATAL as CRITICAL; anything else unset)."""
-    strictness = {"ERROR": "error", "FATAL": "error", "CRITICAL": "error"}
-    floor = strictness.get(application_level.upper(), level)
-    return max(level, floor, key=LOG_LEVELS.index)
+def function_log_level(env: Mapping[str, str]) -> str:
+    """lambdawrap's own level in the function's process, where its lines are application logs:
+    LAMBDAWRAP_LOG_LEVEL where it names a level, else the stricter of warning and the function's
+    own level (AWS_LAMBDA_LOG_LEVEL, as the runtime reads it: upper-cased; ERROR, FATAL and
+    CRITICAL keep lambdawrap's warnings out). Read without a warning: the boot sets it before
+    the settings are parsed, so that their warnings keep to it too."""
+    own = env.get(LOG_LEVEL, "").strip(BLANKS).lower()
+    if own in LOG_LEVELS:
+        return own
+    return "error" if env.get(APPLICATION_LOG_LEVEL, "").upper() in ("ERROR", "FATAL", "CRITICAL") else "warning"
 
 
 def _show(value: object) -> str:

@@ -52,9 +52,13 @@ IN_RESPONSE_HOOK = "in a requests response hook"
 _OTEL_SUPPRESS_KEYS = ("suppress_instrumentation", "suppress_http_instrumentation")
 _OTEL_SUPPRESS_ATTRIBUTES = ("_SUPPRESS_INSTRUMENTATION_KEY", "_SUPPRESS_HTTP_INSTRUMENTATION_KEY")
 # OpenTelemetry's instrumentations of the layers a call of ours may send through (urllib3 under
-# requests and botocore, urllib's opener, aiohttp's client under aiobotocore): only where one is
-# loaded does a call of ours set their suppression key in the function's context.
-_CONTRIB_BELOW = ("opentelemetry.instrumentation.urllib3", "opentelemetry.instrumentation.urllib", "opentelemetry.instrumentation.aiohttp_client")
+# requests and botocore, urllib's opener, aiohttp's client under aiobotocore): only while one is
+# enabled does a call of ours set their suppression key in the function's context.
+_CONTRIB_BELOW = (
+    ("opentelemetry.instrumentation.urllib3", "URLLib3Instrumentor"),
+    ("opentelemetry.instrumentation.urllib", "URLLibInstrumentor"),
+    ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
+)
 
 
 class ClientSpan:
@@ -230,7 +234,7 @@ def interrupted_below(exc: BaseException) -> None:
 
 def mark(value: object, suppress: bool = True) -> tuple:
     """Mark a call under way in this context (`IN_CLIENT_CALL` set to `value`) and, when the
-    function loaded an OpenTelemetry instrumentation of a layer below ours (urllib3's, under a
+    function enabled an OpenTelemetry instrumentation of a layer below ours (urllib3's, under a
     requests or AWS SDK call), set the `suppress_http_instrumentation` key of its context, as
     OpenTelemetry's own instrumentations do around the calls they trace: that one then adds no
     second span and no second traceparent. `suppress=False` lifts the key again, where it is
@@ -248,7 +252,7 @@ def _otel_http_suppression(value: bool, wanted: bool = False) -> "tuple | None":
         return None
     try:
         before = context.get_value(key)
-        if not wanted and (bool(before) is value or value and not any(name in sys.modules for name in _CONTRIB_BELOW)):
+        if not wanted and (bool(before) is value or value and not any(contrib_active(*below) for below in _CONTRIB_BELOW)):
             return None
         attached = context.set_value(key, value)
         return context, context.attach(attached), attached, before

@@ -66,11 +66,12 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
     of the function's, a re-send through the request's adapter is still the request's."""
     # OpenTelemetry's instrumentations are told so too (mark's suppress=False): not under ours.
-    token = None
+    token = answered = None
     if IN_CLIENT_CALL.get():
         status = getattr(args[2], "status_code", None) if len(args) > 2 and args[0] == "response" else None
         if type(status) is int:
             _ANSWERED.set(status)
+        answered = _ANSWERED.get()
         token = mark(IN_RESPONSE_HOOK, suppress=False)
     try:
         return wrapped(*args, **kwargs)
@@ -78,4 +79,6 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
         drop_own_frame(exc)
         raise
     finally:
-        unmark(token)
+        if token is not None:
+            unmark(token)
+            _ANSWERED.set(answered)  # a request the hooks made is not this one's answer
