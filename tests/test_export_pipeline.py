@@ -914,3 +914,34 @@ def test_a_span_the_encoder_fails_on_is_counted_and_holds_nothing_back():
     # held it was given back and failed first at every flush, and no span went again)
     assert names == ["good 0", "good 1", "good 2"] and found["left"] == 0, (names, found, out.stderr[-2000:])
     assert found["dropped"] == {"malformed_span": 1}, found
+
+
+UNANSWERED_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "1", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}, """
+for n in range(4):
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + n, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+    pipeline.flush(wait_s=60)
+pipeline.close(3.0)
+print(json.dumps({"buffered": len(signals.spans), "dropped": dict(signals.dropped_by_reason)}), flush=True)
+""")
+
+
+def test_a_batch_the_collector_takes_but_answers_too_late_is_not_sent_at_every_flush():
+    # GIVEN a collector that stores each request whole, then answers after the exporter's
+    # timeout (1 s) has passed
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=1.5)
+        # WHEN four flushes come, a span before each, then SHUTDOWN
+        out = subprocess.run([sys.executable, "-c", UNANSWERED_PROBE, rx.endpoint], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        rx.reset_behaviour()
+        copies: dict = {}
+        for span in rx.spans():
+            copies[span["span_id"]] = copies.get(span["span_id"], 0) + 1
+    # THEN each span went at most twice (before: the first went at every flush, then again at
+    # SHUTDOWN, and every one was counted as lost at the deadline as well)...
+    assert copies and max(copies.values()) <= 2, (copies, out.stderr[-2000:])
+    # ... and each is counted once, as one whose fate the collector never told, unless SHUTDOWN's
+    # deadline came first
+    assert found["buffered"] == 0 and sum(found["dropped"].values()) == 4 and found["dropped"].get("unanswered", 0) >= 2, (found, out.stderr[-2000:])
+    assert out.stderr.count("went whole to the collector twice in a row") == 1, out.stderr[-2000:]

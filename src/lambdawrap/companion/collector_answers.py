@@ -32,6 +32,10 @@ logger = logging.getLogger("lambdawrap.companion")
 # The drop reason of items a collector refused, by signal. Metric data points rejected are
 # logged, not counted: the counts travel as metrics.
 REJECTED_REASONS = {"spans": "rejected_by_collector", "logs": "log_rejected_by_collector"}
+# Items of a request the collector took whole and did not answer within the timeout, twice in a
+# row: stored or not, nobody can tell; sent again at every flush, a slow collector stored each
+# batch as many times, and they were counted as lost all the same at SHUTDOWN.
+UNANSWERED_REASONS = {"spans": "unanswered", "logs": "log_unanswered"}
 
 # signal: (the response message's module and class, its count of rejected items)
 _ANSWERS = {
@@ -82,6 +86,16 @@ class Answers:
     @last_status.setter
     def last_status(self, status: int | str | None) -> None:
         self._answers.status = status
+
+    @property
+    def unanswered(self) -> bool:
+        """Whether a request made on this thread since it was set to False went whole and its
+        answer did not come in time (the collector may have stored it)."""
+        return getattr(self._answers, "unanswered", False)
+
+    @unanswered.setter
+    def unanswered(self, value: bool) -> None:
+        self._answers.unanswered = value
 
     @property
     def last_request_s(self) -> float | None:

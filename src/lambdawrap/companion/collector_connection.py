@@ -43,6 +43,7 @@ class CollectorConnection:
             raise
         self.sock: socket.socket | None = sock
         self.keep_alive = True
+        self.sent_whole = False  # whether the last request went whole (its answer may not have come)
         self._host = host_header(host, port, default_port)
 
     def request(self, method: str, path: str, headers: dict, body: bytes, timeout: float | None) -> tuple:
@@ -63,12 +64,14 @@ class CollectorConnection:
         # The timeout is the request's, not each read's (sendall already counts it so).
         deadline = None if timeout is None else time.monotonic() + timeout
         sock.settimeout(timeout)
+        self.sent_whole = False
         try:
             if len(body) <= _ONE_SEND_BYTES:
                 sock.sendall(head + body)
             else:
                 sock.sendall(head)
                 sock.sendall(body)
+            self.sent_whole = True
         except (BrokenPipeError, ConnectionResetError) as error:
             # A collector may answer before it has read the whole request and close: a 413 for
             # a body over its limit (the OpenTelemetry Collector's, Go's net/http, nginx).

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.log_records import log_records
-from lambdawrap.companion.collector_answers import REJECTED_REASONS, PartialSuccessReader, RefusalLog, refusal, server_error
+from lambdawrap.companion.collector_answers import REJECTED_REASONS, UNANSWERED_REASONS, PartialSuccessReader, RefusalLog, refusal, server_error
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared import otlp_variables
@@ -54,6 +54,7 @@ _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
 # Exports in a row a collector may fail with an error of its own (a 500) before their batch is
 # counted as rejected: the second sends it again at the next flush.
 SERVER_ERROR_TRIES = 2
+UNANSWERED_TRIES = 2  # exports in a row whose request went whole and was not answered in time
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
 # Connections made while the function runs: behind the function where they share a CPU.
@@ -298,6 +299,8 @@ class Pipeline:
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
         self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
+        self._unanswered = dict.fromkeys(_FULL_BATCH, 0)  # exports in a row sent whole, not answered in time
+        self._unanswered_logged: set = set()
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
         self._thread.start()
@@ -503,6 +506,18 @@ class Pipeline:
             return None
         status = answers.last_status
         refused = refusal(status)
+        if status is None and answers.unanswered:
+            # Sent again once (a blip); twice in a row, counted: the collector may hold it, and a
+            # slow one would store it again at every flush.
+            self._unanswered[signal] += 1
+            if self._unanswered[signal] < UNANSWERED_TRIES:
+                return None
+            self._unanswered[signal] = 0
+            if signal not in self._unanswered_logged:
+                self._unanswered_logged.add(signal)
+                logger.warning("lambdawrap: a request of %d %s went whole to the collector twice in a row and its answer did not come within the timeout: counted as dropped (%s), not sent again (the collector may hold it); logged once", count, signal, UNANSWERED_REASONS[signal])
+            return "unanswered"
+        self._unanswered[signal] = 0
         if refused is None and server_error(status):
             # Sent again at the next flush (a blip), not at every one: a batch the collector
             # fails on every time came first at each, held back all that follows, and was
@@ -545,13 +560,13 @@ class Pipeline:
         with self._flight_lock:
             self._rejected(signal, min(count, getattr(self._request, "items", count)))
 
-    def _rejected(self, signal: str, count: int) -> None:
-        """Count items the collector refused, unless close() counted their request already (its
-        deadline came first: then they stay counted once). Called with the flight lock held,
-        the request's items still in flight."""
+    def _rejected(self, signal: str, count: int, reasons: dict = REJECTED_REASONS) -> None:
+        """Count items the collector refused (or, with UNANSWERED_REASONS, never answered for),
+        unless close() counted their request already (its deadline came first: then they stay
+        counted once). Called with the flight lock held, the request's items still in flight."""
         counted = self.in_flight == 0 if signal == "spans" else self._logs_settled
         if not counted:
-            self._on_drop(REJECTED_REASONS[signal], count)
+            self._on_drop(reasons[signal], count)
             self._logs_counted_late = self._logs_counted_late or (signal == "logs" and self._stage == "final")
 
     def _forget_status(self, signal: str) -> None:
@@ -560,11 +575,13 @@ class Pipeline:
         if answers is not None:
             answers.last_status = None
             answers.last_request_s = None
+            answers.unanswered = False
 
     def _sent_whole(self, signal: str) -> None:
         # Requests grow back after a 413 as they go through.
         self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
         self._server_errors[signal] = 0
+        self._unanswered[signal] = 0
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
@@ -651,6 +668,8 @@ class Pipeline:
                 # (or counted: by close() once its deadline came, else here when refused).
                 if refused == "refused":
                     self._rejected("spans", len(batch))
+                elif refused == "unanswered":
+                    self._rejected("spans", len(batch), UNANSWERED_REASONS)
                 elif result != SpanExportResult.SUCCESS:
                     self.spans.give_back(batch)
                 self.in_flight = 0
@@ -714,11 +733,11 @@ class Pipeline:
             with self._flight_lock:
                 # Atomic with close()'s count: the lines are in flight or back in the buffer,
                 # unless close() counted them already (then they stay counted, not given back).
-                if refused == "refused":
-                    self._rejected("logs", len(batch))
+                if refused in ("refused", "unanswered"):
+                    self._rejected("logs", len(batch), UNANSWERED_REASONS if refused == "unanswered" else REJECTED_REASONS)
                 if not self._logs_settled:
                     self.logs_in_flight -= len(batch)
-                    if result != LogRecordExportResult.SUCCESS and refused != "refused":
+                    if result != LogRecordExportResult.SUCCESS and refused not in ("refused", "unanswered"):
                         self.logs.give_back(batch)
             if refused == "too_large":
                 left += len(batch)  # again at once, in smaller requests

@@ -140,6 +140,8 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:
                 conn.close()
+                if isinstance(error, TimeoutError) and getattr(conn, "sent_whole", False):
+                    self.unanswered = True
             return StdlibHTTPResult(error=error)
 
     def prepare(self, url: str) -> None:
