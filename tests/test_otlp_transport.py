@@ -212,6 +212,9 @@ PROXY_CASES = [
     ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "10.1.2.3"}, "https://10.1.2.3/v1/traces"),
     ({"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "", "NO_PROXY": "collector.example"}, "https://collector.example/v1/traces"),
     ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "xample"}, "https://collector.example/v1/traces"),
+    # a lower-case variable set empty says none, whatever the upper-case one says
+    ({"HTTPS_PROXY": "http://proxy:3128", "https_proxy": ""}, "https://collector.example/v1/traces"),
+    ({"HTTP_PROXY": "http://proxy:3128", "http_proxy": "", "ALL_PROXY": "http://all:3"}, "http://collector.example/v1/traces"),
 ]
 
 
@@ -309,6 +312,89 @@ def test_through_the_proxy_of_the_environment_with_its_credentials(monkeypatch, 
     credentials = "Basic " + base64.b64encode(b"user:p@ss").decode()
     assert proxy.seen == [("POST", plain.endpoint, credentials), ("CONNECT", secure.endpoint.split("/")[2], credentials)]
     assert len(plain.requests) == 2 and len(secure.requests) == 1
+
+
+class MisbehavingProxy:
+    """A proxy on loopback that answers every request itself: 200 with `size` bytes of body at
+    once, or a byte every 0.2 s for ever (`drip`)."""
+
+    def __init__(self, size: int = 0, drip: bool = False) -> None:
+        self._size, self._drip = size, drip
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "MisbehavingProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
+
+    def _answer(self, client: socket.socket) -> None:
+        with client:
+            request = read_head(client)
+            if request is None:
+                return
+            try:
+                if self._drip:
+                    client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    while not self._stop.wait(0.2):
+                        client.sendall(b"x")
+                    return
+                client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self._size)
+                chunk = b"\0" * 65536
+                for _ in range(self._size // len(chunk)):
+                    client.sendall(chunk)
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("misbehaviour", ["a 20 MB answer", "an answer a byte at a time"])
+def test_a_proxy_s_answer_is_read_within_the_timeout_and_the_answer_limit(monkeypatch, misbehaviour):
+    # GIVEN the collector behind a proxy that answers with 20 MB, or a byte every 0.2 s
+    with MisbehavingProxy(size=20 * 1024 * 1024, drip=misbehaviour.endswith("at a time")) as proxy:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            transport = StdlibHTTPTransport()
+            started = time.monotonic()
+            # WHEN a request with a 2 s timeout goes through it
+            result = transport.request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=2.0)
+            took = time.monotonic() - started
+    # THEN the answer is its status with an empty body, not 20 MB held in memory; or the request
+    # ends at its timeout (before: http.client's timeout was each read's, and the export waited
+    # as long as the proxy dripped)
+    if misbehaviour == "a 20 MB answer":
+        assert (result.status_code, result.error) == (200, None)
+        assert result.body == b""
+    else:
+        assert isinstance(result.error, TimeoutError), result.error
+        assert took < 30, took
+
+
+def test_a_proxy_reached_over_tls_is_not_used_in_the_clear(monkeypatch, caplog):
+    # GIVEN the environment naming a proxy reached over TLS (https://), with credentials
+    with ForwardProxy() as proxy, Collector() as collector:
+        tls_proxy = proxy.url.replace("http://", "https://")
+        with environment(monkeypatch, {"HTTP_PROXY": tls_proxy, "HTTPS_PROXY": tls_proxy}):
+            # WHEN spans are exported to a plain-HTTP collector
+            with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+                assert export_with(StdlibHTTPTransport(), collector.endpoint) == SpanExportResult.SUCCESS
+    # THEN the proxy heard nothing (before: it was spoken to in the clear, on port 80 unless
+    # named, the proxy's credentials and the collector's headers with it), and one line says so,
+    # without the credentials
+    assert proxy.seen == [] and len(collector.requests) == 1
+    warned = [r.getMessage() for r in caplog.records if "HTTP_PROXY" in r.getMessage()]
+    assert len(warned) == 1 and "over TLS is not supported" in warned[0] and "p%40ss" not in warned[0], warned
 
 
 def test_credentials_in_the_collectors_url_go_as_requests_sends_them(monkeypatch):

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
 from lambdawrap.companion.collector_answers import RETRY_AFTER_STATUSES, Answers, retry_after_s
-from lambdawrap.companion.collector_connection import CollectorConnection
+from lambdawrap.companion.collector_connection import MAX_ANSWER_BYTES, CollectorConnection
 from lambdawrap.shared import otlp_variables
 
 _URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
@@ -332,7 +332,11 @@ def _route(url: str, environ: Mapping[str, str]) -> tuple:
 
 
 def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url: str, headers: dict | None, data: bytes | None, timeout: float | None, proxy: str, scheme: str) -> tuple:
-    """(status, reason, headers, body, keep the connection) of one request through a proxy."""
+    """(status, reason, headers, body, keep the connection) of one request through a proxy,
+    within `timeout` as a whole (http.client's counts each read: a proxy sending a byte at a
+    time held the export for ever), its answer read up to MAX_ANSWER_BYTES (one over it is
+    its status, its body empty, as a collector's own: a proxy's 200 MB would end a 128 MB
+    function)."""
     conn.timeout = timeout
     if conn.sock is not None:
         conn.sock.settimeout(timeout)
@@ -340,10 +344,50 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
     if scheme == "http":
         path = _without_userinfo(url)  # a plain-HTTP proxy takes the whole URL, not its credentials
         request_headers.update(_proxy_auth(proxy))
-    conn.request(method, path, body=data, headers=request_headers)
-    response = conn.getresponse()
-    body = response.read()
-    return response.status, response.reason, response.headers, body, not response.will_close
+    cut_off = threading.Event()
+    cut = threading.Timer(timeout, _cut_off, (conn, cut_off)) if timeout is not None else None
+    if cut is not None:
+        cut.daemon = True
+        cut.start()
+    try:
+        conn.request(method, path, body=data, headers=request_headers)
+        response = conn.getresponse()
+        body, whole = _bounded_body(response)
+    except Exception:
+        if cut_off.is_set():
+            raise TimeoutError("the proxy's answer did not come whole within the timeout") from None
+        raise
+    finally:
+        if cut is not None:
+            cut.cancel()
+    if cut_off.is_set():  # what was read before the cut is not the whole answer
+        raise TimeoutError("the proxy's answer did not come whole within the timeout")
+    return response.status, response.reason, response.headers, body, whole and not response.will_close
+
+
+def _cut_off(conn: http.client.HTTPConnection, done: threading.Event) -> None:
+    """End a proxied request at its deadline: its reads return at once."""
+    done.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(2)  # socket.SHUT_RDWR
+        except OSError:
+            pass
+
+
+def _bounded_body(response: http.client.HTTPResponse) -> tuple:
+    """(body, whether it was read whole): empty past MAX_ANSWER_BYTES."""
+    pieces, size = [], 0
+    while True:
+        piece = response.read1(MAX_ANSWER_BYTES)
+        if not piece:
+            return b"".join(pieces), True
+        size += len(piece)
+        if size > MAX_ANSWER_BYTES:
+            response.close()
+            return b"", False
+        pieces.append(piece)
 
 
 # One TLS context per set of TLS settings in the process: the three signals' transports
@@ -416,14 +460,35 @@ def proxy_for(scheme: str, host: str, port: int | None, environ: Mapping[str, st
     """The proxy requests would use for scheme://host:port, from the environment; None for
     a direct connection."""
     proxies: dict = {}
+    names: dict = {}
     for lower_case in (False, True):  # lower-case variables win, as in requests and curl
         for name, value in environ.items():
-            if value and name.lower().endswith("_proxy") and (name == name.lower()) == lower_case:
-                proxies[name[:-6].lower()] = value
-    proxy = proxies.get(scheme) or proxies.get("all")
+            if name.lower().endswith("_proxy") and (name == name.lower()) == lower_case:
+                if value:
+                    proxies[name[:-6].lower()], names[name[:-6].lower()] = value, name
+                elif lower_case and name != "no_proxy":
+                    proxies.pop(name[:-6], None)  # set empty, it says none (urllib's and requests' reading)
+    key = scheme if proxies.get(scheme) else "all"
+    proxy = proxies.get(key)
     if not proxy or not host or _bypassed(host.lower(), port, proxies.get("no", "")):
         return None
+    if proxy.strip().lower().startswith("https://"):
+        _refuse_tls_proxy(names[key], proxy)
+        return None
     return proxy
+
+
+_tls_proxies_refused: set = set()
+
+
+def _refuse_tls_proxy(name: str, proxy: str) -> None:
+    """A proxy spoken to over TLS: http.client would speak to it in the clear (its credentials,
+    and an http:// collector's headers and data, across the network), on port 80. Not used."""
+    if name not in _tls_proxies_refused:
+        _tls_proxies_refused.add(name)
+        import logging
+
+        logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s=%s (a proxy reached over TLS is not supported: its credentials and the collector's headers would go in the clear); exporting without a proxy", name, otlp_variables.shown_url(proxy))
 
 
 def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
