@@ -521,8 +521,12 @@ def test_a_failed_init_that_logged_much_keeps_its_error_and_every_line_its_ids(t
     init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
     # THEN the init span says the error the caller got (read from the runtime's report, which
     # came after the lines held for the span)
-    assert (init["status_code"], init["status_message"]) == (2, "RuntimeError: init failed here")
+    assert (init["status_code"], init["status_message"]) == (2, "init failed here")  # the message alone: error.type says the type
     assert init["attributes"]["error.type"] == "RuntimeError"
+    # ... its exception event at the init's end, inside the span (before: when the span was
+    # built, an invocation or a carry-over later)
+    (exception,) = [e for e in init["events"] if e["name"] == "exception"]
+    assert exception["time_unix_nano"] == init["end_time_unix_nano"] and exception["attributes"]["exception.message"] == "init failed here"
     # ... and every init line, those past the held ones and the errors too, carries its ids
     lines = rx.logs()
     assert len([r for r in lines if str(r["body"]).startswith("init line ")]) == 1500

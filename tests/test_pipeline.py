@@ -84,12 +84,16 @@ def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
             assert attrs["faas.coldstart"] is (span is first)
             assert span["resource"]["service.name"] == "function"
             assert span["resource"]["cloud.provider"] == "aws" and span["resource"]["faas.name"] == "function"
+            # what instrumented it, and the conventions' schema its attributes follow
+            assert (span["resource"]["telemetry.distro.name"], span["resource"]["telemetry.distro.version"]) == ("lambdawrap", span["scope_version"])
+            assert span["resource_schema_url"] == SCHEMA_URL
         ok = by_rid[results[1].request_id]
         assert ok["attributes"]["http.response.status_code"] == 200 and ok["status_code"] == 0
         error = by_rid[failed.request_id]
-        assert error["status_code"] == 2 and "KeyError" in error["status_message"]
         exception = next(e for e in error["events"] if e["name"] == "exception")
         assert exception["attributes"]["exception.type"] == "KeyError"
+        # the status says the exception's message alone (the conventions: error.type says its type)
+        assert error["status_code"] == 2 and error["status_message"] == exception["attributes"]["exception.message"] != ""
         assert "missing thing" in exception["attributes"]["exception.stacktrace"]
         # The init span joins the first trace.
         init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]

@@ -112,7 +112,7 @@ def test_a_response_refused_for_its_size_says_what_the_caller_got(late_platform,
         span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
         assert span["status_code"] == 2
         assert span["attributes"]["error.type"] == "Function.ResponseSizeTooLarge"
-        assert span["status_message"] == f"Function.ResponseSizeTooLarge: {caller['errorMessage']}"  # the same size
+        assert span["status_message"] == caller["errorMessage"]  # the same size
         assert span["attributes"]["lambdawrap.failure_reason"] == "after_return"
         # An error too large to post: the handler's exception stays the span's event.
         assert [e["attributes"]["exception.type"] for e in span["events"] if e["name"] == "exception"] == ["ValueError" if raises else "Function.ResponseSizeTooLarge"]
@@ -555,6 +555,6 @@ def test_an_exception_slow_to_render_costs_the_caller_nothing_of_ours(tmp_path):
     assert [json.loads(body)["errorType"] for _, error, body in with_layer if error] == ["ReportError", "ReportError"]
     # ... and the span still has the exception's message and stack, rendered after the post
     for span in spans:
-        assert span["status_message"] == "app.ReportError: report failed"
+        assert span["status_message"] == "report failed"
         (exception,) = [e for e in span["events"] if e["name"] == "exception"]
         assert exception["attributes"]["exception.stacktrace"].endswith("app.ReportError: report failed\n")

@@ -7,7 +7,9 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
+from lambdawrap import __version__
 from lambdawrap.companion.encodable_text import encodable
+from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.settings import Settings
 
 _MIB = 1024 * 1024
@@ -35,6 +37,9 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.version": sdk_version,
+        # What instrumented the function, as the conventions name a distribution's agent
+        "telemetry.distro.name": "lambdawrap",
+        "telemetry.distro.version": __version__,
         "cloud.provider": "aws",
         "cloud.platform": "aws_lambda",
         "faas.name": settings.function_name,
@@ -53,4 +58,6 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
     ours["service.name"] = settings.service_name or "lambda"
     # The environment's bytes that are not UTF-8 come as lone surrogates (surrogateescape): the
     # resource goes with every batch, and one such value would have every batch refused.
-    return EnvironmentResource({encodable(k): encodable(v) if isinstance(v, str) else v for k, v in ours.items()})
+    # The schema of the conventions its cloud.* and faas.* follow, as the scopes' is (a collector
+    # translates each by its own).
+    return EnvironmentResource({encodable(k): encodable(v) if isinstance(v, str) else v for k, v in ours.items()}, SCHEMA_URL)

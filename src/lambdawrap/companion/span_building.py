@@ -248,7 +248,7 @@ class SpanBuilder:
                 # runtime's error line does, as the caller got it.
                 attrs["error.type"] = str(inv.error_line.get("type"))
                 events = [_exception_event(inv.error_line, end_ns)]
-            status = Status(StatusCode.ERROR, f"{attrs['error.type']}: invocation ended by the platform ({failure})")
+            status = Status(StatusCode.ERROR, _ended_by_the_platform(failure))
         # Only present when the function opted in (LAMBDAWRAP_CAPTURE_PAYLOAD), redacted there.
         for name, payload in (("lambdawrap.request.payload", start.get("request_payload")), ("lambdawrap.response.payload", (end or {}).get("response_payload"))):
             if isinstance(payload, str):
@@ -305,7 +305,7 @@ class SpanBuilder:
             if failure in _CALLERS_PLATFORM_FAILURES:
                 attrs["error.type"] = error_type
                 attrs["lambdawrap.failure_reason"] = failure
-                status = Status(StatusCode.ERROR, f"{error_type}: invocation ended by the platform ({failure})")
+                status = Status(StatusCode.ERROR, _ended_by_the_platform(failure))
                 return status, [_exception_event(error, end_ns)] if error is not None else [], failure
         events, failure = [], None
         if inv.posted == "too_large":
@@ -328,7 +328,7 @@ class SpanBuilder:
             # No status code: the caller did not get the handler's response (API Gateway, a
             # function URL and ALB answer 502 or 500 of their own).
             attrs["error.type"] = str(error.get("type"))
-            return Status(StatusCode.ERROR, f"{error.get('type')}: {error.get('message')}"[:1024]), events or [_exception_event(error, end_ns)], failure
+            return Status(StatusCode.ERROR, _described(error)), events or [_exception_event(error, end_ns)], failure
         if http_status is not None:
             attrs["http.response.status_code"] = http_status
             if http_status >= 500:
@@ -375,8 +375,8 @@ class SpanBuilder:
             error = init.error or {"type": init.error_type or init.status, "message": "", "stack": ""}
             error_type = init.error_type if init.error_type not in _UNNAMED_ERRORS else error.get("type")
             attrs["error.type"] = str(error_type)
-            status = Status(StatusCode.ERROR, (f"{error_type}: {error.get('message')}" if error.get("message") else str(error_type))[:1024])
-            events.append(Event("exception", {"exception.type": str(error_type), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}))
+            status = Status(StatusCode.ERROR, _described(error))
+            events.append(_exception_event(dict(error, type=error_type), init.start_ns + int((init.duration_ms or 0) * 1_000_000)))
         return self.span(
             name=f"{self.function_name} init",
             trace_id=trace_id,
@@ -511,4 +511,21 @@ def _fits(value: object) -> bool:
 
 
 def _exception_event(error: dict, end_ns: int) -> Event:
-    return Event("exception", {"exception.type": str(error.get("type")), "exception.message": str(error.get("message")), "exception.stacktrace": str(error.get("stack"))}, timestamp=end_ns or None)
+    """The conventions' exception event, at the end of the span it ends: its message and
+    stack trace left out where there are none (a platform's failure, an error without one)."""
+    attributes = {"exception.type": str(error.get("type"))}
+    for name, key in (("exception.message", "message"), ("exception.stacktrace", "stack")):
+        if error.get(key):
+            attributes[name] = str(error[key])
+    return Event("exception", attributes, timestamp=end_ns or None)
+
+
+def _described(error: dict) -> str | None:
+    """A failed span's status description: the exception's message alone, as the conventions
+    ask (error.type says the type; none without a message)."""
+    message = error.get("message")
+    return str(message)[:1024] if message else None
+
+
+def _ended_by_the_platform(failure: str | None) -> str:
+    return f"invocation ended by the platform ({failure})"

@@ -150,11 +150,11 @@ def _flatten_traces(request: trace_service_pb2.ExportTraceServiceRequest) -> Lis
         for scope_entry in resource_entry.scope_spans:
             scope_attributes = _attributes(scope_entry.scope.attributes)
             for span in scope_entry.spans:
-                spans.append(_flat_span(_attributes(resource_entry.resource.attributes), scope_entry, scope_attributes, span))
+                spans.append(_flat_span(_attributes(resource_entry.resource.attributes), scope_entry, scope_attributes, span, resource_entry.schema_url))
     return spans
 
 
-def _flat_span(resource: Item, scope_entry: Any, scope_attributes: Item, span: Any) -> Item:
+def _flat_span(resource: Item, scope_entry: Any, scope_attributes: Item, span: Any, resource_schema_url: str = "") -> Item:
     scope, schema_url, version = scope_entry.scope.name, scope_entry.schema_url, scope_entry.scope.version
     return {
         "trace_id": span.trace_id.hex(),
@@ -187,6 +187,7 @@ def _flat_span(resource: Item, scope_entry: Any, scope_attributes: Item, span: A
         ],
         "trace_state": span.trace_state,
         "resource": resource,
+        "resource_schema_url": resource_schema_url,
         "scope": scope,
         "scope_version": version,
         "schema_url": schema_url,
