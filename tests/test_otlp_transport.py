@@ -98,17 +98,16 @@ class Collector:
         self._httpd.server_close()
 
 
-class ForwardProxy:
-    """An HTTP proxy on loopback: CONNECT tunnels and absolute-URI requests; records each."""
+class LoopbackProxy:
+    """A proxy on loopback, each connection handled by `_handle` on a thread of its own."""
 
-    def __init__(self) -> None:
-        self.seen: list = []
+    def __init__(self, credentials: str = "") -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://user:p%40ss@127.0.0.1:{self._listener.getsockname()[1]}"
+        self.url = f"http://{credentials}127.0.0.1:{self._listener.getsockname()[1]}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "ForwardProxy":
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -123,6 +122,17 @@ class ForwardProxy:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class ForwardProxy(LoopbackProxy):
+    """An HTTP proxy on loopback: CONNECT tunnels and absolute-URI requests; records each."""
+
+    def __init__(self) -> None:
+        super().__init__("user:p%40ss@")
+        self.seen: list = []
 
     def _handle(self, client: socket.socket) -> None:
         with client:
@@ -314,34 +324,15 @@ def test_through_the_proxy_of_the_environment_with_its_credentials(monkeypatch, 
     assert len(plain.requests) == 2 and len(secure.requests) == 1
 
 
-class MisbehavingProxy:
+class MisbehavingProxy(LoopbackProxy):
     """A proxy on loopback that answers every request itself: 200 with `size` bytes of body at
     once, or a byte every 0.2 s for ever (`drip`)."""
 
     def __init__(self, size: int = 0, drip: bool = False) -> None:
+        super().__init__()
         self._size, self._drip = size, drip
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "MisbehavingProxy":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
-
-    def _answer(self, client: socket.socket) -> None:
+    def _handle(self, client: socket.socket) -> None:
         with client:
             request = read_head(client)
             if request is None:
