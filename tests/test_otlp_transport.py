@@ -372,6 +372,71 @@ def test_a_proxy_s_answer_is_read_within_the_timeout_and_the_answer_limit(monkey
         assert took < 30, took
 
 
+class KeptAliveProxy(LoopbackProxy):
+    """A proxy on loopback answering each request of a kept-alive connection itself, 200 with
+    a body of two bytes, counting requests and connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = self.connections = 0
+
+    def _handle(self, client: socket.socket) -> None:
+        self.connections += 1
+        pending = b""
+        with client:
+            while True:
+                request = read_head(client, pending)
+                if request is None:
+                    return
+                head, pending = request
+                length = content_length(head)
+                while len(pending) < length:
+                    more = client.recv(65536)
+                    if not more:
+                        return
+                    pending += more
+                pending = pending[length:]
+                self.requests += 1
+                client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+
+def test_requests_through_a_proxy_go_once_each_on_one_connection(monkeypatch):
+    # GIVEN a collector behind a proxy that keeps its connections alive
+    with KeptAliveProxy() as proxy:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            transport = StdlibHTTPTransport()
+            # WHEN three requests go through it
+            results = [transport.request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=5.0) for _ in range(3)]
+    # THEN each is answered, on the one connection, and went once (before: the answer's end was
+    # never read, http.client took the next request on the connection for unanswered, and the
+    # exporter sent it again on another: stored twice)
+    assert [(r.status_code, r.error) for r in results] == [(200, None)] * 3
+    assert (proxy.requests, proxy.connections) == (3, 1)
+
+
+def test_a_proxy_whose_connection_comes_late_is_still_cut_off_at_the_timeout(monkeypatch):
+    # GIVEN a proxy answering a byte every 0.2 s, reached only after most of the timeout (a slow
+    # name lookup: the request's socket does not exist yet when its deadline comes)
+    import http.client
+
+    connect = http.client.HTTPConnection.connect
+
+    def late(self):
+        time.sleep(1.5)
+        connect(self)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", late)
+    with MisbehavingProxy(drip=True) as proxy:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            started = time.monotonic()
+            result = StdlibHTTPTransport().request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=1.0)
+            took = time.monotonic() - started
+    # THEN the request ends once its socket is made, as a timeout (before: the cut found no
+    # socket and did nothing, and the request waited for the whole drip, 200 s)
+    assert isinstance(result.error, TimeoutError), result.error
+    assert took < 30, took
+
+
 def test_a_proxy_reached_over_tls_is_not_used_in_the_clear(monkeypatch, caplog):
     # GIVEN the environment naming a proxy reached over TLS (https://), with credentials
     with ForwardProxy() as proxy, Collector() as collector:

@@ -419,7 +419,7 @@ def post_telemetry_garbage(port: int) -> list:
 # metric and log batches, never spans: span batches go back to the buffer instead.)
 # These workloads make no user spans, so buffer_full, shutdown_deadline and sampled_out count
 # invocation and init spans only, and malformed_span (user spans) never hides an invocation.
-SPAN_REASONS = ("buffer_full", "shutdown_deadline", "sampled_out", "rejected_by_collector")
+SPAN_REASONS = ("buffer_full", "shutdown_deadline", "sampled_out", "rejected_by_collector", "unanswered")
 # (malformed_record and malformed_telemetry count input that was no invocation of ours: a
 # record from our handler side is always well formed, and one that is lost is record_missing.)
 RECORD_REASONS = ("record_missing", "handler_channel")

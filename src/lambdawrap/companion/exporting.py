@@ -300,6 +300,7 @@ class Pipeline:
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
         self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
         self._unanswered = dict.fromkeys(_FULL_BATCH, 0)  # exports in a row sent whole, not answered in time
+        self._before_unanswered = dict(_FULL_BATCH)  # the batch size a first unanswered request held back
         self._unanswered_logged: set = set()
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
@@ -507,17 +508,24 @@ class Pipeline:
         status = answers.last_status
         refused = refusal(status)
         if status is None and answers.unanswered:
-            # Sent again once (a blip); twice in a row, counted: the collector may hold it, and a
-            # slow one would store it again at every flush.
+            # Sent again once (a blip), the same items (not more come meanwhile: those would be
+            # counted having gone once); twice in a row, counted: the collector may hold it,
+            # and a slow one would store it again at every flush.
+            self._server_errors[signal] = 0
             self._unanswered[signal] += 1
             if self._unanswered[signal] < UNANSWERED_TRIES:
+                self._before_unanswered[signal] = self._batch[signal]
+                self._batch[signal] = min(self._batch[signal], count)
                 return None
             self._unanswered[signal] = 0
+            self._batch[signal] = self._before_unanswered[signal]
             if signal not in self._unanswered_logged:
                 self._unanswered_logged.add(signal)
                 logger.warning("lambdawrap: a request of %d %s went whole to the collector twice in a row and its answer did not come within the timeout: counted as dropped (%s), not sent again (the collector may hold it); logged once", count, signal, UNANSWERED_REASONS[signal])
             return "unanswered"
-        self._unanswered[signal] = 0
+        if self._unanswered[signal]:
+            self._unanswered[signal] = 0
+            self._batch[signal] = self._before_unanswered[signal]
         if refused is None and server_error(status):
             # Sent again at the next flush (a blip), not at every one: a batch the collector
             # fails on every time came first at each, held back all that follows, and was
@@ -581,7 +589,9 @@ class Pipeline:
         # Requests grow back after a 413 as they go through.
         self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
         self._server_errors[signal] = 0
-        self._unanswered[signal] = 0
+        if self._unanswered[signal]:
+            self._unanswered[signal] = 0
+            self._batch[signal] = max(self._batch[signal], self._before_unanswered[signal])
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()

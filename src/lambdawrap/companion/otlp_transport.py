@@ -344,50 +344,73 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
     if scheme == "http":
         path = _without_userinfo(url)  # a plain-HTTP proxy takes the whole URL, not its credentials
         request_headers.update(_proxy_auth(proxy))
-    cut_off = threading.Event()
-    cut = threading.Timer(timeout, _cut_off, (conn, cut_off)) if timeout is not None else None
-    if cut is not None:
-        cut.daemon = True
-        cut.start()
+    cut = _Cut(conn, timeout)
     try:
         conn.request(method, path, body=data, headers=request_headers)
         response = conn.getresponse()
         body, whole = _bounded_body(response)
     except Exception:
-        if cut_off.is_set():
+        if cut.over():
             raise TimeoutError("the proxy's answer did not come whole within the timeout") from None
         raise
-    finally:
-        if cut is not None:
-            cut.cancel()
-    if cut_off.is_set():  # what was read before the cut is not the whole answer
+    if cut.over():  # what was read before the cut is not the whole answer
         raise TimeoutError("the proxy's answer did not come whole within the timeout")
     return response.status, response.reason, response.headers, body, whole and not response.will_close
 
 
-def _cut_off(conn: http.client.HTTPConnection, done: threading.Event) -> None:
-    """End a proxied request at its deadline: its reads return at once."""
-    done.set()
-    sock = conn.sock
-    if sock is not None:
+class _Cut:
+    """Ends a proxied request at its deadline: its socket is shut, and its reads return at once
+    (a socket not made yet, its name still being looked up, is shut once it is). Without a
+    thread to spare, http.client's timeout of each read is all there is."""
+
+    RETRY_S = 0.05
+
+    def __init__(self, conn: http.client.HTTPConnection, timeout: float | None) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._ended = False  # the request is over: nothing to cut any more
+        self._cut = False
+        if timeout is not None:
+            self._arm(timeout)
+
+    def _arm(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._fire)
+        timer.daemon = True
         try:
-            sock.shutdown(2)  # socket.SHUT_RDWR
-        except OSError:
+            timer.start()
+        except RuntimeError:  # no thread to be had
             pass
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._cut = True
+            sock = self._conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(2)  # socket.SHUT_RDWR
+                except OSError:
+                    pass
+        if sock is None:
+            self._arm(self.RETRY_S)
+
+    def over(self) -> bool:
+        """Ends the watch; whether the deadline came first."""
+        with self._lock:
+            self._ended = True
+            return self._cut
 
 
 def _bounded_body(response: http.client.HTTPResponse) -> tuple:
-    """(body, whether it was read whole): empty past MAX_ANSWER_BYTES."""
-    pieces, size = [], 0
-    while True:
-        piece = response.read1(MAX_ANSWER_BYTES)
-        if not piece:
-            return b"".join(pieces), True
-        size += len(piece)
-        if size > MAX_ANSWER_BYTES:
-            response.close()
-            return b"", False
-        pieces.append(piece)
+    """(body, whether it was read whole): empty past MAX_ANSWER_BYTES. read(n), which closes the
+    response once its length is read: one left open makes http.client take the next request
+    on the connection for unanswered, and the exporter send it again, stored twice."""
+    body = response.read(MAX_ANSWER_BYTES + 1)
+    if len(body) > MAX_ANSWER_BYTES or not response.isclosed():
+        response.close()
+        return b"", False
+    return body, True
 
 
 # One TLS context per set of TLS settings in the process: the three signals' transports
