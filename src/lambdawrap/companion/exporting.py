@@ -55,6 +55,8 @@ _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
 # counted as rejected: the second sends it again at the next flush.
 SERVER_ERROR_TRIES = 2
 UNANSWERED_TRIES = 2  # exports in a row whose request went whole and was not answered in time
+# What _refused says of a failed batch counted as dropped, and the reasons it is counted under
+_COUNTED = {"refused": REJECTED_REASONS, "unanswered": UNANSWERED_REASONS}
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
 AT_ONCE_LATENCY_S = 0.002  # a collector slower than this to answer gets every signal at once
 # Connections made while the function runs: behind the function where they share a CPU.
@@ -517,15 +519,12 @@ class Pipeline:
                 self._before_unanswered[signal] = self._batch[signal]
                 self._batch[signal] = min(self._batch[signal], count)
                 return None
-            self._unanswered[signal] = 0
-            self._batch[signal] = self._before_unanswered[signal]
+            self._unanswered_run_over(signal)
             if signal not in self._unanswered_logged:
                 self._unanswered_logged.add(signal)
                 logger.warning("lambdawrap: a request of %d %s went whole to the collector twice in a row and its answer did not come within the timeout: counted as dropped (%s), not sent again (the collector may hold it); logged once", count, signal, UNANSWERED_REASONS[signal])
             return "unanswered"
-        if self._unanswered[signal]:
-            self._unanswered[signal] = 0
-            self._batch[signal] = self._before_unanswered[signal]
+        self._unanswered_run_over(signal)
         if refused is None and server_error(status):
             # Sent again at the next flush (a blip), not at every one: a batch the collector
             # fails on every time came first at each, held back all that follows, and was
@@ -589,6 +588,11 @@ class Pipeline:
         # Requests grow back after a 413 as they go through.
         self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
         self._server_errors[signal] = 0
+        self._unanswered_run_over(signal)
+
+    def _unanswered_run_over(self, signal: str) -> None:
+        """A run of unanswered exports ended (counted, or another outcome came): requests hold
+        as many items as before it again, or more where they grew back meanwhile."""
         if self._unanswered[signal]:
             self._unanswered[signal] = 0
             self._batch[signal] = max(self._batch[signal], self._before_unanswered[signal])
@@ -676,10 +680,8 @@ class Pipeline:
             with self._flight_lock:
                 # Atomic with close()'s count: a batch is either in flight or back in the buffer
                 # (or counted: by close() once its deadline came, else here when refused).
-                if refused == "refused":
-                    self._rejected("spans", len(batch))
-                elif refused == "unanswered":
-                    self._rejected("spans", len(batch), UNANSWERED_REASONS)
+                if refused in _COUNTED:
+                    self._rejected("spans", len(batch), _COUNTED[refused])
                 elif result != SpanExportResult.SUCCESS:
                     self.spans.give_back(batch)
                 self.in_flight = 0
@@ -743,11 +745,11 @@ class Pipeline:
             with self._flight_lock:
                 # Atomic with close()'s count: the lines are in flight or back in the buffer,
                 # unless close() counted them already (then they stay counted, not given back).
-                if refused in ("refused", "unanswered"):
-                    self._rejected("logs", len(batch), UNANSWERED_REASONS if refused == "unanswered" else REJECTED_REASONS)
+                if refused in _COUNTED:
+                    self._rejected("logs", len(batch), _COUNTED[refused])
                 if not self._logs_settled:
                     self.logs_in_flight -= len(batch)
-                    if result != LogRecordExportResult.SUCCESS and refused not in ("refused", "unanswered"):
+                    if result != LogRecordExportResult.SUCCESS and refused not in _COUNTED:
                         self.logs.give_back(batch)
             if refused == "too_large":
                 left += len(batch)  # again at once, in smaller requests
