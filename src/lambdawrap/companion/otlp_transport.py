@@ -31,6 +31,7 @@ from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTP
 from lambdawrap.companion.collector_answers import RETRY_AFTER_STATUSES, Answers, retry_after_s
 from lambdawrap.companion.collector_connection import MAX_ANSWER_BYTES, CollectorConnection
 from lambdawrap.shared import otlp_variables
+from lambdawrap.shared.log import get_logger
 
 _URL_SAFE = "!#$%&'()*+,/:;=?@~"  # what requests leaves as it is in a path or query
 
@@ -509,9 +510,7 @@ def _refuse_tls_proxy(name: str, proxy: str) -> None:
     and an http:// collector's headers and data, across the network), on port 80. Not used."""
     if name not in _tls_proxies_refused:
         _tls_proxies_refused.add(name)
-        import logging
-
-        logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s=%s (a proxy reached over TLS is not supported: its credentials and the collector's headers would go in the clear); exporting without a proxy", name, otlp_variables.shown_url(proxy))
+        get_logger().warning("lambdawrap: ignoring %s=%s (a proxy reached over TLS is not supported: its credentials and the collector's headers would go in the clear); exporting without a proxy", name, otlp_variables.shown_url(proxy))
 
 
 def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:

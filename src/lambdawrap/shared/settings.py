@@ -248,13 +248,12 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
         sampler_ratio = parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)) if sampler.endswith("traceidratio") else d.sampler_ratio
         secrets, secrets_refused = _secrets(env.get(SECRETS, ""), parse.warn)
-        log_level = parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS))
         return cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
             next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
             python=parse(PYTHON, d.python, _nonempty),
-            log_level=log_level,
+            log_level=parse(LOG_LEVEL, d.log_level, _choice(LOG_LEVELS)),
             socket_path=parse(SOCKET_PATH, d.socket_path, _socket_path),
             flush=parse(FLUSH, d.flush, _flush),
             flush_budget_ms=parse(FLUSH_BUDGET_MS, d.flush_budget_ms, _int_range(0, 60_000)),
