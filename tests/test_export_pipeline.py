@@ -12,7 +12,7 @@ import pytest
 
 from conftest import wait_for
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
-from support.local_servers import content_length, read_head
+from support.local_servers import content_length, read_body, read_head
 from support.log_pipeline_probe import LOG_PIPELINE
 
 
@@ -607,9 +607,10 @@ class EarlyRefusingCollector:
                         self.refused += 1
                         conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                         return
-                    while len(pending) < length:
-                        pending += conn.recv(65536)
-                    body, pending = pending[:length], pending[length:]
+                    read = read_body(conn, pending, length)
+                    if read is None:
+                        return
+                    body, pending = read
                     if head.split(b" ")[1].endswith(b"/v1/traces"):
                         request = trace_service_pb2.ExportTraceServiceRequest()
                         request.ParseFromString(body)

@@ -38,7 +38,7 @@ from lambdawrap.companion.collector_connection import CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
-from support.local_servers import closed_port, content_length, read_head
+from support.local_servers import closed_port, content_length, read_body, read_head
 from support.scripted_server import ScriptedServer
 from support.stack import instrumented
 
@@ -389,13 +389,10 @@ class KeptAliveProxy(LoopbackProxy):
                 if request is None:
                     return
                 head, pending = request
-                length = content_length(head)
-                while len(pending) < length:
-                    more = client.recv(65536)
-                    if not more:
-                        return
-                    pending += more
-                pending = pending[length:]
+                read = read_body(client, pending, content_length(head))
+                if read is None:
+                    return
+                pending = read[1]
                 self.requests += 1
                 client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 

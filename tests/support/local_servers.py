@@ -88,6 +88,17 @@ def read_head(conn: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes] 
     return head, rest
 
 
+def read_body(conn: socket.socket, pending: bytes, length: int) -> tuple[bytes, bytes] | None:
+    """(a request's body of `length` bytes, what came after it), read from `conn` after the bytes
+    `pending` already read; None when the client closes first."""
+    while len(pending) < length:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        pending += more
+    return pending[:length], pending[length:]
+
+
 def content_length(head: bytes) -> int:
     """The Content-Length a request's head declares (0 without one)."""
     return next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
