@@ -780,6 +780,32 @@ def test_a_batch_an_http_collector_answers_500_twice_is_counted_not_sent_at_ever
     assert [status for status, _ in statuses] == [500, 500, 200] and spans == 3, statuses
 
 
+@pytest.mark.parametrize("status, permanent", [(301, True), (308, True), (302, False), (307, False)])
+def test_a_batch_the_collector_redirects_is_counted_not_sent_at_every_flush(status, permanent):
+    # GIVEN an OTLP/HTTP collector answering a redirect (a load balancer moving http to https;
+    # OTLP exporters follow none) while two flushes go
+    with OtlpReceiver() as rx:
+        probe = GrpcFlushes(None, rx)
+        try:
+            rx.set_behaviour(status=status)
+            first, second = probe.flush(5), probe.flush(1)
+            rx.set_behaviour()
+            # WHEN it takes requests again and 3 more spans are flushed
+            third = probe.flush(3)
+        finally:
+            stderr = probe.stderr()
+        statuses = [r["status"] for r in rx.requests() if r["path"].endswith("/v1/traces")]
+        spans = len(rx.spans())
+    # THEN a permanent redirect's batch is counted as rejected at once; a temporary one's is sent
+    # again once, then counted. The 3 went alone (before, the batch came first at every flush,
+    # held back every later span, and ended counted as buffer_full or shutdown_deadline)
+    assert first["dropped"] == ({"rejected_by_collector": 5} if permanent else {}), (first, second, third)
+    assert second["dropped"] == {"rejected_by_collector": 6} == third["dropped"], (first, second, third)
+    assert statuses == [status, status, 200] and spans == 3, statuses
+    # ... and the refusal is logged once
+    assert stderr.count(f"refused a request of {5 if permanent else 6} spans with HTTP {status}") == 1, stderr
+
+
 def test_a_metric_batch_the_collector_refuses_as_bad_holds_back_no_later_one_and_loses_no_count():
     import grpc
 

@@ -77,7 +77,7 @@ class Answers:
     @property
     def last_status(self) -> int | str | None:
         """The status of the last answer to a request made on this thread: an HTTP status, or
-        a gRPC code's name (None: no answer, a redirect, or none since it was set to None).
+        a gRPC code's name (None: no answer, or none since it was set to None).
         The exporters report a failure without it, and a request refused as such is not worth
         sending again. Per thread: a flush sends its signals from threads of their own, and
         SHUTDOWN from another."""
@@ -190,11 +190,19 @@ GRPC_TOO_LARGE = "RESOURCE_EXHAUSTED (larger than the collector's maximum messag
 GRPC_SERVER_ERRORS = frozenset({"UNKNOWN", "INTERNAL"})
 
 
+# Redirects, which OTLP exporters do not follow (the headers may hold a key): a permanent one
+# will be answered to the same request at every flush; a temporary one may not be.
+PERMANENT_REDIRECTS = frozenset({301, 308})
+
+
 def server_error(status: int | str | None) -> bool:
     """Whether the status of a failed export's last answer is the server's own error (HTTP 5xx
-    but 502, 503 and 504; gRPC UNKNOWN and INTERNAL)."""
+    but 502, 503 and 504; gRPC UNKNOWN and INTERNAL), or a temporary redirect: either is
+    worth one more try, not one at every flush."""
     if isinstance(status, str):
         return status in GRPC_SERVER_ERRORS
+    if status is not None and 300 <= status < 400:
+        return status not in PERMANENT_REDIRECTS
     return status is not None and 500 <= status < 600 and status not in RETRY_AFTER_STATUSES
 
 
@@ -205,7 +213,7 @@ def refusal(status: int | str | None) -> str | None:
         return "too_large"
     if isinstance(status, str):
         return "refused" if status in GRPC_REFUSALS else None
-    if status is not None and 400 <= status < 500 and status not in RETRY_LATER:
+    if status is not None and (400 <= status < 500 and status not in RETRY_LATER or status in PERMANENT_REDIRECTS):
         return "refused"
     return None
 

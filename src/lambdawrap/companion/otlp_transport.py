@@ -123,12 +123,12 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 self._give_back(key, conn)
             else:
                 conn.close()
+            self.last_status = status
             if 300 <= status < 400:
                 # The exporters take any status below 400 as delivered: a redirect (a load
                 # balancer moving http to https, a path that moved) would lose every batch
                 # without a word. Not followed, as with requests (the headers may hold a key).
                 return StdlibHTTPResult(error=CollectorRedirected(f"the collector answered {status} {reason} to {otlp_variables.shown_url(url)} (Location: {otlp_variables.shown_url(response_headers.get('location') or 'none')}); OTLP exporters do not follow redirects: set the endpoint to the address the collector names"))
-            self.last_status = status
             if 200 <= status < 300:
                 self.hold_off(0.0)
                 if body and self.answered is not None:
