@@ -493,9 +493,12 @@ def flush_of(count, first_id):
     return pipeline.flush(wait_s=60)
 first = flush_of(30, 2)
 print("first flush done", flush=True)
+sys.stdin.readline()  # the test reads the requests meanwhile
+second = flush_of(30, 100)
+print("second flush done", flush=True)
 sys.stdin.readline()  # the test turns the collector's limit off meanwhile
-second = flush_of(200, 100)
-print(json.dumps({"flushed": [first, second], "dropped": dict(signals.dropped_by_reason)}))
+third = flush_of(200, 200)
+print(json.dumps({"flushed": [first, second, third], "dropped": dict(signals.dropped_by_reason)}))
 """)
 
 
@@ -504,21 +507,36 @@ def test_requests_refused_as_too_large_go_smaller_then_grow_back():
     with OtlpReceiver() as rx:
         rx.set_behaviour(max_spans=8)
         probe = subprocess.Popen([sys.executable, "-c", SHRINK_AND_GROW_PROBE, rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def span_requests() -> list:
+            return [(r["items"], r["status"]) for r in rx.requests() if r["path"] == "/v1/traces"]
+
         try:
             assert probe.stdout.readline().strip() == "first flush done", probe.stderr.read()[-2000:]
-            first = [r["items"] for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
-            # WHEN the limit is gone, and 200 spans come
+            first = span_requests()
+            # WHEN 30 more come, the limit still there
+            probe.stdin.write("go\n")
+            probe.stdin.flush()
+            assert probe.stdout.readline().strip() == "second flush done", probe.stderr.read()[-2000:]
+            second = span_requests()[len(first) :]
+            # ... then the limit is gone, and 200 spans come
             rx.reset_behaviour()
             out, err = probe.communicate("go\n", timeout=120)
         finally:
             probe.kill()
         found = json.loads(out.strip().splitlines()[-1])
-        second = [r["items"] for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200][len(first) :]
-    # THEN the first flush sent them in requests the collector takes, and the requests grew
-    # back: 200 spans in a few requests, not in 200 / 8
-    assert found["flushed"] == [True, True] and found["dropped"] == {}, (found, err[-2000:])
-    assert sum(first) == 30 and max(first) <= 8, first
-    assert sum(second) == 200 and len(second) <= 5, second
+        third = span_requests()[len(first) + len(second) :]
+    # THEN the first flush sent them in requests the collector takes, after two it refused
+    # (30 spans, then 15), none dropped
+    assert found["flushed"] == [True, True, True] and found["dropped"] == {}, (found, err[-2000:])
+    assert [status for _, status in first] == [413, 413] + [200] * 5 and sum(items for items, _ in first) == 30, first
+    # ... the next no request it refuses (before, requests grew back after each one taken and
+    # every other one was refused) ...
+    assert sum(items for items, _ in second) == 30 and all(status == 200 for _, status in second), second
+    # ... and once the limit was gone, the requests grew back: 200 spans in fewer requests
+    # than at that size (29)
+    assert sum(items for items, _ in third) == 200 and all(status == 200 for _, status in third), third
+    assert len(third) <= 12 and max(items for items, _ in third) > 8, third
 
 
 HOLD_OFF_PROBE = signals_probe({}, """

@@ -55,6 +55,10 @@ _FULL_BATCH = {"spans": SPAN_BATCH, "logs": LOG_BATCH}
 # counted as rejected: the second sends it again at the next flush.
 SERVER_ERROR_TRIES = 2
 UNANSWERED_TRIES = 2  # exports in a row whose request went whole and was not answered in time
+# Requests sent whole after a 413 before they may grow past half the size it refused: a limit
+# is most often a fixed one (a proxy's body size), and requests that grew straight back had
+# every other one refused, its bytes sent for nothing.
+WHOLE_BEFORE_REGROWTH = 16
 # What _refused says of a failed batch counted as dropped, and the reasons it is counted under
 _COUNTED = {"refused": REJECTED_REASONS, "unanswered": UNANSWERED_REASONS}
 MIN_METRICS_RESERVE_S = 0.3  # at SHUTDOWN, kept after the spans for the metrics (drop counts)
@@ -300,6 +304,8 @@ class Pipeline:
             answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
+        self._too_large_at: dict = dict.fromkeys(_FULL_BATCH)  # the fewest items a 413 refused lately
+        self._whole_since_too_large = dict.fromkeys(_FULL_BATCH, 0)
         self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
         self._unanswered = dict.fromkeys(_FULL_BATCH, 0)  # exports in a row sent whole, not answered in time
         self._before_unanswered = dict(_FULL_BATCH)  # the batch size a first unanswered request held back
@@ -536,11 +542,14 @@ class Pipeline:
             self._server_errors[signal] = 0  # in a row only: another failure, or a smaller batch
         if refused == "too_large" and count > 1:
             self._batch[signal] = count // 2
+            self._too_large_at[signal] = min(count, self._too_large_at[signal] or count)
+            self._whole_since_too_large[signal] = 0
             self._refusals(signal, status, count, f"sent again in requests of {count // 2}")
             return refused
         if refused is not None:
             # One item too large by itself says nothing of the next: they go at full size.
             self._batch[signal] = _FULL_BATCH[signal]
+            self._too_large_at[signal] = None
             tried = "sent again once" if self._server_errors[signal] else "not sent again"
             self._server_errors[signal] = 0
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
@@ -585,8 +594,17 @@ class Pipeline:
             answers.unanswered = False
 
     def _sent_whole(self, signal: str) -> None:
-        # Requests grow back after a 413 as they go through.
-        self._batch[signal] = min(_FULL_BATCH[signal], 2 * self._batch[signal])
+        # Requests grow back after a 413 as they go through, past half the size it refused only
+        # once WHOLE_BEFORE_REGROWTH have (a limit lifted since).
+        grown = min(_FULL_BATCH[signal], 2 * self._batch[signal])
+        refused_at = self._too_large_at[signal]
+        if refused_at is not None:
+            self._whole_since_too_large[signal] += 1
+            if self._whole_since_too_large[signal] < WHOLE_BEFORE_REGROWTH:
+                grown = min(grown, max(self._batch[signal], refused_at // 2))
+            else:
+                self._too_large_at[signal] = None
+        self._batch[signal] = grown
         self._server_errors[signal] = 0
         self._unanswered_run_over(signal)
 
