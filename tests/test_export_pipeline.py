@@ -486,6 +486,38 @@ def test_a_partial_success_counts_no_more_items_than_its_request_held():
     assert found["dropped"] == {"rejected_by_collector": 5, "log_rejected_by_collector": 3}, (found, out.stderr[-2000:])
 
 
+class LongPartialSuccessCollector(AnsweringCollector):
+    """Answers every span and log request 200 with an OTLP partial success rejecting 4 spans or
+    2 log records, whose message (a reason for each rejected item) runs to 200 KB."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        reason = "item over the tenant's attribute quota; " * 5000
+        traces = trace_service_pb2.ExportTraceServiceResponse()
+        traces.partial_success.rejected_spans = 4
+        traces.partial_success.error_message = reason
+        logs = logs_service_pb2.ExportLogsServiceResponse()
+        logs.partial_success.rejected_log_records = 2
+        logs.partial_success.error_message = reason
+        answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
+        super().__init__(lambda path: (200, answers.get(path, b"")))
+
+
+def test_a_partial_success_too_long_to_read_whole_still_counts_what_it_rejected():
+    # GIVEN a collector whose partial successes are 200 KB long, past the 64 KiB of an answer
+    # the companion reads
+    with LongPartialSuccessCollector() as collector:
+        # WHEN 5 spans and 3 log lines go to it
+        found, out = run_probe(OVERSTATED_REJECTIONS_PROBE, collector.endpoint)
+    # THEN the items it rejected are counted, from the answer's first bytes (before: the cut
+    # answer was read as empty, and they were neither exported nor counted)
+    assert found["flushed"], out.stderr[-2000:]
+    assert found["dropped"] == {"rejected_by_collector": 4, "log_rejected_by_collector": 2}, (found, out.stderr[-2000:])
+    assert "the collector rejected 4 spans of a request (its answer, too long to read whole, was cut)" in out.stderr, out.stderr[-2000:]
+
+
 SHRINK_AND_GROW_PROBE = signals_probe({}, """
 def flush_of(count, first_id):
     for i in range(count):

@@ -34,7 +34,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from conftest import wait_for, write_function
-from lambdawrap.companion.collector_connection import CollectorConnection
+from lambdawrap.companion.collector_answers import rejected_in_cut_answer
+from lambdawrap.companion.collector_connection import MAX_ANSWER_BYTES, CollectorConnection
 from lambdawrap.companion.otlp_transport import StdlibHTTPTransport, proxy_for, transport_from_env
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
@@ -361,12 +362,12 @@ def test_a_proxy_s_answer_is_read_within_the_timeout_and_the_answer_limit(monkey
             # WHEN a request with a 2 s timeout goes through it
             result = transport.request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=2.0)
             took = time.monotonic() - started
-    # THEN the answer is its status with an empty body, not 20 MB held in memory; or the request
-    # ends at its timeout (before: http.client's timeout was each read's, and the export waited
-    # as long as the proxy dripped)
+    # THEN the answer is its status with its first 64 KiB, not 20 MB held in memory; or the
+    # request ends at its timeout (before: http.client's timeout was each read's, and the export
+    # waited as long as the proxy dripped)
     if misbehaviour == "a 20 MB answer":
         assert (result.status_code, result.error) == (200, None)
-        assert result.body == b""
+        assert result.body == b"\0" * MAX_ANSWER_BYTES
     else:
         assert isinstance(result.error, TimeoutError), result.error
         assert took < 30, took
@@ -925,3 +926,28 @@ def test_an_early_refusal_whose_body_is_cut_is_still_read_by_its_status():
     # THEN its status is the answer (before: a connection error, and the batch sent again
     # whole at every flush, where the 413 asks for smaller requests)
     assert status == 413
+
+
+@pytest.mark.parametrize("signal", ["traces", "logs", "metrics"])
+def test_the_rejected_count_of_a_cut_answer_is_read_as_protobuf_reads_the_whole(signal):
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    message_class, field = {"traces": (ExportTraceServiceResponse, "rejected_spans"), "logs": (ExportLogsServiceResponse, "rejected_log_records"), "metrics": (ExportMetricsServiceResponse, "rejected_data_points")}[signal]
+    for count in (1, 127, 128, 300, 2**31, 2**62):
+        for reason in ("", "quota", "x" * 100_000):
+            answer = message_class()
+            setattr(answer.partial_success, field, count)
+            answer.partial_success.error_message = reason
+            whole = answer.SerializeToString()
+            # Cut anywhere after the count, the count is what protobuf reads from the whole
+            # answer; cut before it, or in something that is no answer, there is none
+            count_ends = len(whole) - len(answer.partial_success.SerializeToString()) + 1 + (count.bit_length() + 6) // 7
+            for cut in {len(whole), len(whole) // 2, count_ends, 64 * 1024}:
+                if cut >= count_ends:
+                    assert rejected_in_cut_answer(whole[:cut]) == getattr(message_class.FromString(whole).partial_success, field), (count, len(reason), cut)
+            assert rejected_in_cut_answer(whole[: count_ends - 1]) is None
+    assert rejected_in_cut_answer(b"") is None
+    assert rejected_in_cut_answer(b"<html>502 Bad Gateway</html>") is None
+    assert rejected_in_cut_answer(b"\x0a\x05\x12\x03abc") is None  # a reason, no count

@@ -123,9 +123,22 @@ class PartialSuccessReader:
     def __call__(self, answer: object) -> None:
         """Read an answer: its bytes (OTLP/HTTP), or the message itself (OTLP/gRPC)."""
         try:
-            self._read(self._parsed(answer) if isinstance(answer, bytes) else answer)
+            try:
+                message = self._parsed(answer) if isinstance(answer, bytes) else answer
+            except Exception:  # noqa: BLE001 - the protobuf runtimes raise errors of their own
+                self._read_cut(answer)
+            else:
+                self._read(message)
         except Exception:  # noqa: BLE001 - an answer we cannot read must not fail the export
             logger.debug("lambdawrap: could not read the collector's answer to %s", self._signal, exc_info=True)
+
+    def _read_cut(self, body: object) -> None:
+        """An answer that is no whole message: cut at MAX_ANSWER_BYTES (a partial success whose
+        message lists every rejected item), whose count of rejected items comes first."""
+        rejected = rejected_in_cut_answer(body) if isinstance(body, bytes) else None
+        if rejected is None:
+            raise ValueError("not an OTLP answer, whole or cut")
+        self._report(rejected, "its answer, too long to read whole, was cut")
 
     def _parsed(self, body: bytes) -> object:
         if self._response_class is None:
@@ -139,15 +152,54 @@ class PartialSuccessReader:
 
     def _read(self, answer: object) -> None:
         field = _ANSWERS[self._signal][2]
-        counted = self._signal in REJECTED_REASONS
         if not answer.HasField("partial_success"):
             return
-        rejected = getattr(answer.partial_success, field)
+        self._report(getattr(answer.partial_success, field), answer.partial_success.error_message)
+
+    def _report(self, rejected: int, reason: str) -> None:
+        counted = self._signal in REJECTED_REASONS
         if rejected > 0 and counted:
             self._on_rejected(self._signal, rejected)
-        if (rejected > 0 or answer.partial_success.error_message) and not self._logged:
+        if (rejected > 0 or reason) and not self._logged:
             self._logged = True
-            logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", answer.partial_success.error_message or "no reason given", ", counted as dropped" if counted and rejected else "")
+            logger.warning("lambdawrap: the collector rejected %d %s of a request (%s)%s; logged once", rejected, self._signal if self._signal != "metrics" else "metric data points", reason or "no reason given", ", counted as dropped" if counted and rejected else "")
+
+
+def rejected_in_cut_answer(body: bytes) -> int | None:
+    """The count of rejected items in the first bytes of an OTLP Export*ServiceResponse, read by
+    hand: its partial_success (field 1) is its only field, and the count (field 1 of that) is
+    written before the message (field 2) by the protobuf runtimes. None when it is not there."""
+    try:
+        if body[:1] != b"\x0a":
+            return None
+        _, at = _varint(body, 1)  # partial_success's length: past the cut
+        while at < len(body):
+            key, at = _varint(body, at)
+            if key == 0x08:
+                return _varint(body, at)[0]
+            wire_type = key & 7
+            if wire_type == 0:
+                at = _varint(body, at)[1]
+            elif wire_type == 2:
+                length, at = _varint(body, at)
+                at += length
+            else:
+                return None
+    except IndexError:
+        return None
+    return None
+
+
+def _varint(data: bytes, at: int) -> tuple:
+    """(value, where the next field starts) of the base-128 varint at `at`."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80 or shift > 63:
+            return value, at
+        shift += 7
 
 
 def retry_after_s(value: str | None) -> float | None:

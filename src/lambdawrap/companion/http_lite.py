@@ -162,8 +162,9 @@ class ResponseReader:
     are passed over, and 204/304 have no body. `keep_alive` says whether the connection can
     carry the next request: not when the server said close, and not when it sent more than the
     response (whatever follows would be read as the next answer). With `max_body`, a body
-    that grows beyond it is not kept: the response is whole at once, its body empty, and the
-    connection not kept (what is left of the body would come as the next answer)."""
+    that grows beyond it is cut: the response is whole at once, its body its first `max_body`
+    bytes (empty if chunked), and the connection not kept (what is left of the body would come
+    as the next answer)."""
 
     def __init__(self, max_body: int | None = None) -> None:
         self._buffer = bytearray()
@@ -209,12 +210,16 @@ class ResponseReader:
         status, headers = self._head
         if status in (204, 304):
             return self._whole(status, headers, b"", 0)
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         if self._max_body is not None and len(self._buffer) > self._max_body:
+            # Its first bytes are kept (a long partial success still counts what it rejected),
+            # but of chunks, whose framing is in the buffer.
+            cut = b"" if chunked else bytes(self._buffer[: self._max_body])
             self._buffer.clear()
             self.keep_alive = False
             headers["connection"] = "close"
-            return status, headers, b""
-        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return status, headers, cut
+        if chunked:
             found = _dechunked(self._buffer, self.received)
             if found is None:
                 if closed:

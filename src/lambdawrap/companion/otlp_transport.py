@@ -404,13 +404,13 @@ class _Cut:
 
 
 def _bounded_body(response: http.client.HTTPResponse) -> tuple:
-    """(body, whether it was read whole): empty past MAX_ANSWER_BYTES. read(n), which closes the
+    """(body, whether it was read whole): cut at MAX_ANSWER_BYTES. read(n), which closes the
     response once its length is read: one left open makes http.client take the next request
     on the connection for unanswered, and the exporter send it again, stored twice."""
     body = response.read(MAX_ANSWER_BYTES + 1)
     if len(body) > MAX_ANSWER_BYTES or not response.isclosed():
         response.close()
-        return b"", False
+        return body[:MAX_ANSWER_BYTES], False
     return body, True
 
 
