@@ -220,6 +220,10 @@ class ResponseReader:
             headers["connection"] = "close"
             return status, headers, cut
         if chunked:
+            if not closed and b"\r\n\r\n" not in self._buffer[-(len(data) + 3) :]:
+                # The last chunk ends in an empty line, not come yet: the chunks are not read
+                # again at each piece of a body trickled in (their count times the body's size).
+                return None
             found = _dechunked(self._buffer, self.received)
             if found is None:
                 if closed:
