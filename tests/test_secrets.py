@@ -875,6 +875,40 @@ def test_a_value_the_function_escapes_in_json_or_a_url_is_not_exported(tmp_path)
         assert form not in captured and json.dumps(form, ensure_ascii=False)[1:-1] not in captured, form
 
 
+SPANS_ITS_SECRET_AS_BYTES_APP = """
+import os
+from opentelemetry import trace
+
+tracer = trace.get_tracer("payments")
+
+def handler(event, context):
+    with tracer.start_as_current_span("charge") as span:
+        span.set_attribute("request.body", ("key=%s&amount=5" % os.environ["DB_PASSWORD"]).encode())
+        span.set_attribute("request.raw", b"\\xff\\x00 not text")
+    return {"ok": True}
+"""
+
+
+def test_a_value_in_a_bytes_attribute_of_the_function_s_own_span_is_not_exported(tmp_path):
+    # GIVEN a function that records a request body holding its declared key on a span of its
+    # own, as bytes (which cross the channel as base64), beside bytes that are no text
+    password = "sk_live_0123456789abcdef"
+    task = write_function(tmp_path / "task", SPANS_ITS_SECRET_AS_BYTES_APP)
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": password}}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password")
+        with instrumented(task, env=env) as (emu, rx):
+            assert emu.invoke({}).json() == {"ok": True}
+            emu.wait_idle()
+            charge = rx.wait_for_spans(lambda s: s["name"] == "charge", count=1)[0]
+    # THEN the span carries the body with the key replaced, still as bytes, and the other bytes
+    # as they were (before: the base64 text hid the key from the search, and it went out whole)
+    body, raw = charge["attributes"]["request.body"], charge["attributes"]["request.raw"]
+    assert body == b"key=[REDACTED]&amount=5" and raw == b"\xff\x00 not text", (body, raw)
+    captured = json.dumps([rx.spans(), rx.logs()], default=lambda v: v.decode("latin-1") if isinstance(v, bytes) else str(v))
+    assert password not in captured
+
+
 USES_ITS_SECRET_STRIPPED_APP = """
 import os, urllib.parse, urllib.request
 

@@ -32,6 +32,9 @@ The execution role's credentials, which Lambda puts in every process's environme
 for too, declared or not: a function that prints its environment (a common first debugging step)
 would otherwise send them to the collector, a wider audience than the function's own log group.
 
+A bytes attribute of the function's own span (a request body) crosses the channel as base64,
+which no search finds a value in: its bytes are searched as UTF-8 text.
+
 A part of a value is found by no search: where the function's side cuts a long text (a message,
 a URL, a stack), it cuts clear of every value (handler/secret_cuts.py).
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import threading
 
+from lambdawrap.shared.attribute_values import BYTES_TAG
 from lambdawrap.shared.secret_forms import searched_forms
 
 TYPE_CHECKING = False
@@ -145,6 +149,9 @@ class SecretScrubber:
         while pending:
             node = pending.pop()
             if isinstance(node, dict):
+                if len(node) == 1 and isinstance(node.get(BYTES_TAG), str):
+                    node[BYTES_TAG] = self._bytes(node[BYTES_TAG])
+                    continue
                 for key in list(node):
                     value = node[key]
                     if isinstance(value, str):
@@ -164,6 +171,20 @@ class SecretScrubber:
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
         return item
+
+
+    def _bytes(self, encoded: str) -> str:
+        """A bytes attribute's base64 text with every declared value in its bytes replaced, read
+        as UTF-8 (bytes that are no text kept as they are): the function's request bodies and
+        payloads carry its keys so, and their base64 text hides them from a search."""
+        from binascii import Error, a2b_base64, b2a_base64
+
+        try:
+            text = a2b_base64(encoded).decode("utf-8", "surrogateescape")
+        except (Error, ValueError):
+            return encoded  # refused when the span is built, as it was
+        clean = self.text(text)
+        return encoded if clean == text else b2a_base64(clean.encode("utf-8", "surrogateescape"), newline=False).decode("ascii")
 
 
 def _searched(known: dict, permanent: tuple) -> tuple:
