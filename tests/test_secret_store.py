@@ -477,6 +477,9 @@ def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(capfd):
             answered.set()
             return {"Name": "x", "SecretString": "never-sent"}
 
+        def served(self, key, answer, value=None):
+            pass
+
     def request_threads() -> set:
         return {t for t in threading.enumerate() if "process_request_thread" in t.name}
 
@@ -624,6 +627,38 @@ def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_
         api.stop()
         store.stop()
 
+
+
+@pytest.mark.parametrize("path", ["/secrets/billing/keys", "/?name=billing/keys", "/secretsmanager/get?secretId=billing%2Fkeys"])
+def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(moto, clients, path):
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN a secret of two keys, one declared, and a plain parameter, not declared, that the
+    # function also reads
+    signing, webhook = "sign-key-0a1b2c3d4e", "hook-token-9f8e7d6c5b"
+    moto.client("secretsmanager").create_secret(Name="billing/keys", SecretString=json.dumps({"signing": signing, "webhook": webhook}))
+    moto.client("ssm").put_parameter(Name="/billing/table", Value="billing-ledger-table", Type="String")
+    scrubber = SecretScrubber()
+    settings = store_settings("SIGNING_KEY=secretsmanager:billing/keys#signing", secrets_allow_undeclared=True)
+    store = SecretStore(settings, clients, scrubber=scrubber)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        store.snapshot(10)
+        # the declared key is searched for, the other not yet (the function has not got it)
+        assert scrubber.text(f"{signing} {webhook}") == f"[REDACTED] {webhook}"
+        # WHEN the function asks the secrets API for the whole secret by its id, and for the
+        # parameter by its name
+        status, body = get(api.ports[0], path)
+        assert status == 200 and webhook in json.dumps(body), body
+        assert get(api.ports[0], "/?name=/billing/table") == (200, {"value": "billing-ledger-table"})
+        # THEN the key its declaration left out is searched for too (before: declaring one key
+        # left the others unsearched, where a secret not declared at all was searched for whole);
+        # a plain parameter, no secret, still is not
+        assert scrubber.text(f"{signing} {webhook} billing-ledger-table") == "[REDACTED] [REDACTED] billing-ledger-table"
+    finally:
+        api.stop()
+        store.stop()
 
 
 def test_a_value_learned_past_the_bound_the_declared_secrets_fill_is_still_searched_for():

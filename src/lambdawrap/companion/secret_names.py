@@ -85,9 +85,11 @@ class SecretNames:
                     failure = ReadFailed(f"{shown(name)} could not be read from {source.service}: {code}", code)
                 continue
             try:
-                return value_of(source, answer)
+                value = value_of(source, answer)
             except SecretsError:
                 raise ReadFailed(f"{shown(name)} has no text value (a binary secret, or no such JSON key)", "InvalidSecretValue") from None
+            store.served(source_key(source), answer, value)
+            return value
         if failure is not None:
             raise failure
         raise UnknownName(f"{shown(name)} was not found")

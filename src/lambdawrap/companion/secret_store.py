@@ -15,6 +15,7 @@ import datetime
 import threading
 import time
 
+from lambdawrap.companion.secret_scrub import MAX_VALUES
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
 from lambdawrap.shared.secret_sources import SSM, SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
@@ -94,6 +95,7 @@ class SecretStore:
         self._ready = threading.Event()
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
+        self._served: dict = {}  # texts the secrets API handed out and the scrubber was told of
         if not self.sources:
             self._ready.set()
 
@@ -178,6 +180,24 @@ class SecretStore:
         flight.entry = entry
         flight.done.set()
         return entry
+
+    def served(self, key: tuple, answer: Any, value: str | None = None) -> None:
+        """The secrets API handed the function `value` of the answer to `key` (None: the whole
+        answer): searched for from then on, as what the fetch taught the scrubber may be less.
+        A secret declared by one JSON key gives the function the others when served whole by
+        its id; left unsearched, they went out where the function wrote them."""
+        texts = _served_values(key, answer)
+        if value is not None and texts:
+            texts = [value]
+        fresh = [text for text in texts if text not in self._served]
+        if self._scrubber is None or not fresh:
+            return
+        with self._lock:
+            for text in fresh:
+                self._served[text] = None
+            while len(self._served) > MAX_VALUES:
+                del self._served[next(iter(self._served))]
+        self._scrubber.learn(fresh)
 
     def _declared_values(self, key: tuple, answer: Any) -> list:
         """The values the declared secrets fetched with `key` give the function."""

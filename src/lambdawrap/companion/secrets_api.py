@@ -139,7 +139,10 @@ class SecretsHttpApi:
         path = parts.path[:-1] if parts.path in (SECRETS_MANAGER_PATH + "/", PARAMETERS_PATH + "/") else parts.path
         try:
             if path == SECRETS_MANAGER_PATH:
-                return 200, self.store.answer(secret_key(query["secretId"], query.get("versionId") or None, query.get("versionStage") or None))
+                key = secret_key(query["secretId"], query.get("versionId") or None, query.get("versionStage") or None)
+                answer = self.store.answer(key)
+                self.store.served(key, answer)
+                return 200, answer
             if path == PARAMETERS_PATH:
                 return 200, self._parameter(query)
         except KeyError as exc:
@@ -177,7 +180,9 @@ class SecretsHttpApi:
         elif query.get("label"):
             name = f"{name}:{query['label']}"
         decrypt = query.get("withDecryption", "false").lower() == "true"
-        answer = self.store.answer(parameter_key(name, decrypt))
+        key = parameter_key(name, decrypt)
+        answer = self.store.answer(key)
+        self.store.served(key, answer)
         return {"Parameter": answer.get("Parameter"), "ResultMetadata": {}}
 
 
