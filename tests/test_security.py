@@ -313,6 +313,9 @@ def test_token_less_requests_are_served_only_when_optional_only_for_the_token_le
         def answer(self, key):
             return {"Name": "prod/db", "SecretString": json.dumps({"password": DB_PASSWORD})}
 
+        def served(self, key, answer, value=None):
+            pass
+
     def api_with(**settings):
         return SecretsHttpApi(Store(), SESSION_TOKEN, Settings(secrets_port=0, **settings))
 
