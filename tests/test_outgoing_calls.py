@@ -2280,6 +2280,52 @@ def test_the_function_s_own_opentelemetry_context_inside_a_call_is_its_own(tmp_p
     assert told["headers"]["traceparent"].split("-")[2] == after["span_id"]
 
 
+KEEPS_A_CONTEXT_ACROSS_INVOCATIONS = """
+import urllib.request
+{module_import}
+
+def handler(event, lambda_context):
+    from opentelemetry import baggage, context, trace  # the first import, where the module made none
+    if event.get("keep"):
+        context.attach(context.set_value("request.scoped", event["keep"]))  # kept, never detached
+    if event.get("tenant"):
+        context.attach(baggage.set_baggage("tenant", event["tenant"]))  # kept too
+    urllib.request.urlopen(event["target"] + "/status/200?n=" + event["n"], timeout=5).read()
+    return {{"baggage": dict(baggage.get_all()), "kept": context.get_value("request.scoped")}}
+"""
+
+
+@pytest.mark.parametrize("module_import", ["", "from opentelemetry import trace"], ids=["api imported by the handler", "api imported by the module"])
+def test_a_context_the_function_keeps_across_invocations_keeps_no_caller_s_baggage(tmp_path, module_import):
+    # GIVEN a function behind an HTTP API that attaches contexts it never detaches (a value, then
+    # baggage of its own), the first invocation's caller sending baggage, the later ones none
+    task = write_function(tmp_path / "task", KEEPS_A_CONTEXT_ACROSS_INVOCATIONS.format(module_import=module_import))
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def http_api(headers: dict, **fields: str) -> dict:
+        context = {"http": {"method": "GET", "path": "/x", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "curl"}, "domainName": "a.execute-api.us-east-1.amazonaws.com", "apiId": "a", "stage": "$default", "routeKey": "GET /x", "requestId": "r", "timeEpoch": 1}
+        return {"version": "2.0", "routeKey": "GET /x", "rawPath": "/x", "rawQueryString": "", "headers": headers, "requestContext": context, **fields}
+
+    def events(url: str) -> list:
+        return [http_api({"traceparent": traceparent, "baggage": "user.id=alice"}, n="1", keep="one", target=url), http_api({}, n="2", tenant="acme", target=url), http_api({}, n="3", target=url)]
+
+    with recording_server() as http:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+            without = [bare.invoke(event).json() for event in events(http.url)]
+        http.requests.clear()
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            results = [emu.invoke(event).json() for event in events(http.url)]
+        sent = [r["headers"].get("baggage") for r in http.requests]
+    # THEN after the first invocation the function sees its own context as without the layer:
+    # its value kept, its baggage alone (before: the first caller's baggage stayed in it for
+    # good, or the function's context was dropped at each invocation's end) ...
+    assert without == [{"baggage": {}, "kept": "one"}, {"baggage": {"tenant": "acme"}, "kept": "one"}, {"baggage": {"tenant": "acme"}, "kept": "one"}]
+    assert results[0] == {"baggage": {"user.id": "alice"}, "kept": "one"}, (results, sent)
+    assert results[1:] == without[1:], results
+    # ... and the later requests carry the function's baggage, not the first caller's
+    assert sent == ["user.id=alice", "tenant=acme", "tenant=acme"], sent
+
+
 KEEPS_A_CONTEXT_UNDER_URLLIB3_S_INSTRUMENTATION = """
 import os, sys
 sys.path.insert(0, os.environ["CONTRIB"])

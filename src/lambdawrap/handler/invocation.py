@@ -260,7 +260,7 @@ class InvocationTracer:
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and asyncio._get_running_loop() is not None:
             return
-        state.otel_token = self._enter_user_spans(state, late=True)
+        state.otel_token = self._enter_user_spans(state)
 
     def handler_loaded(self) -> None:
         """The handler's module has loaded in this process: a first request is a proactive init
@@ -381,10 +381,10 @@ class InvocationTracer:
             state.otel_token = self._enter_user_spans(state)
         return state
 
-    def _enter_user_spans(self, state: Invocation, late: bool = False) -> Any:
+    def _enter_user_spans(self, state: Invocation) -> Any:
         """The invocation span made current for the user's spans, with what the caller sent
         beside its parent (the baggage only where OTEL_PROPAGATORS carries it)."""
-        return self.user_spans.enter(state.trace_id, state.span_id, state.sampled, *state.beside_texts("baggage" in self.settings.propagators), late=late)
+        return self.user_spans.enter(state.trace_id, state.span_id, state.sampled, *state.beside_texts("baggage" in self.settings.propagators))
 
     def _attributes(self, attributes: dict) -> dict:
         attributes = _capped(attributes)

@@ -434,30 +434,34 @@ class UserSpans:
         """A finished span: with its invocation's record when one is under way, else alone."""
         deliver_span(self._channel, span)
 
-    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", baggage: str = "", late: bool = False) -> Any:
+    def enter(self, trace_id: int, span_id: int, sampled: bool, trace_state: str = "", baggage: str = "") -> Any:
         """Make the invocation span current, with the caller's `baggage` (W3C), as the
-        OpenTelemetry instrumentation extracts them; `late`: in the middle of the invocation, on
-        top of what the user's code may have attached already."""
+        OpenTelemetry instrumentation extracts them: at the invocation's start, or in its middle
+        (the handler imported the API), on top of what the function attached already."""
         if not self.context_loads():
             return None
+        before = otel_context.get_current()
         state = TraceState.from_header([trace_state]) if trace_state else None
         invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
         context = trace.set_span_in_context(invocation)
         if baggage:
             context = _with_baggage(baggage, context)
-        token = otel_context.attach(context)
-        return _LateToken(token, context) if late else token
+        return _Entered(otel_context.attach(context), context, before)
 
-    def exit(self, token: Any) -> None:
-        if isinstance(token, _LateToken):
-            # Taken off only while it is the current context. The user's own detach of a context
-            # attached before ours took ours off with it, and resetting to what was current when
-            # ours went on would put back the context the user had left (a tenant's baggage, in
-            # every later invocation); one attached in a copied context is not this one's.
-            if otel_context.get_current() is not token.context:
-                return
-            token = token.token
-        otel_context.detach(token)
+    def exit(self, entered: Any) -> None:
+        current = otel_context.get_current()
+        if current is entered.context:
+            otel_context.detach(entered.token)
+            return
+        # The function left a context of its own on top (attached, never detached): it stays, as
+        # without the layer, but without what the invocation put in it, which it inherited: the
+        # caller's baggage became every later invocation's, sent on in their requests, and
+        # resetting to what was current before dropped the function's context. Where the
+        # function took the invocation's off itself (detaching a context attached before it),
+        # nothing of it is left to take out.
+        cleaned = _without_invocation(current, entered.context, entered.before)
+        if cleaned is not current:
+            otel_context.attach(cleaned)
 
 
 def _with_baggage(header: str, context: Any) -> Any:
@@ -497,12 +501,47 @@ class _ParentFlag:
         self.sampled = sampled
 
 
-class _LateToken:
-    __slots__ = ("token", "context")
+class _Entered:
+    """What `enter` attached (`context`, its `token`) on top of what (`before`)."""
 
-    def __init__(self, token: Any, context: Any) -> None:
+    __slots__ = ("token", "context", "before")
+
+    def __init__(self, token: Any, context: Any, before: Any) -> None:
         self.token = token
         self.context = context
+        self.before = before
+
+
+_MISSING = object()
+
+
+def _without_invocation(current: Any, entered: Any, before: Any) -> Any:
+    """`current` (a context the function made on top of the invocation's, `entered`) with each
+    value the invocation set (those `entered` holds and `before` does not) back to `before`'s,
+    where the function kept it; of a mapping (the baggage) the function added to, its entries
+    from the invocation taken out, `before`'s put back. The same context where none is left."""
+    values = dict(current)
+    changed = False
+    for key, ours in entered.items():
+        earlier = before.get(key, _MISSING)
+        if earlier is ours:
+            continue  # not the invocation's
+        kept = current.get(key, _MISSING)
+        if kept is ours:
+            restored = earlier
+        elif isinstance(kept, abc.Mapping) and isinstance(ours, abc.Mapping):
+            restored = dict(earlier) if isinstance(earlier, abc.Mapping) else {}
+            restored.update((name, value) for name, value in kept.items() if ours.get(name, _MISSING) != value)
+            if restored == kept:
+                continue
+        else:
+            continue  # the function's own (its span, left current)
+        changed = True
+        if restored is _MISSING:
+            values.pop(key, None)
+        else:
+            values[key] = restored
+    return type(current)(values) if changed else current
 
 
 __all__: Sequence[str] = ["UserSpans"]
