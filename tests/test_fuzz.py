@@ -499,6 +499,30 @@ def test_any_telemetry_batch_is_handled(batches):
     assert not [s for s in spans if s.attributes.get("faas.invocation_id") == "rid-2"]  # never announced
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400])
+@pytest.mark.parametrize("field", ["initReport durationMs", "runtimeDone durationMs", "report durationMs", "report billedDurationMs", "report maxMemoryUsedMB"])
+def test_a_number_no_span_can_hold_in_telemetry_loses_nothing_else(number, field):
+    # GIVEN a telemetry batch, decoded as the listener decodes it, with one number that is not
+    # finite or beyond any duration (JSON decoders take NaN, Infinity and 1e999)
+    kind, name = field.split()
+    batch = real_batch("rid-1")
+    next(event["record"] for event in batch if event["type"] == f"platform.{kind}")["metrics"][name] = "bad"
+    batch_text = json.dumps(batch).replace('"bad"', number)
+    sink = signals_sink()
+    correlator = Correlator(sink, lambda reason, what: sink.dropped(reason))
+    correlator.on_invoke({"requestId": "rid-1", "invokedFunctionArn": "arn:x"})
+    # WHEN it comes, then SHUTDOWN
+    correlator.on_telemetry(decode_json(batch_text.encode()))
+    correlator.finish_unreported("spindown")
+    # THEN the invocation and the init are spans, each once, the value taken as missing (before:
+    # the span building failed on it, the invocation was neither exported nor counted, and the
+    # init span was lost, or SHUTDOWN failed with everything the environment had built)
+    spans = sink.spans.take(len(sink.spans))
+    assert [s.attributes.get("faas.invocation_id") for s in spans if s.attributes.get("faas.invocation_id")] == ["rid-1"], spans
+    assert len([s for s in spans if s.name.endswith(" init")]) == 1, [s.name for s in spans]
+    assert sink.dropped_by_reason["record_missing"] + sink.dropped_by_reason["malformed_record"] == 0
+
+
 @FUZZ
 @given(st.lists(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)), min_size=1, max_size=40))
 def test_telemetry_times_are_read_to_the_exact_millisecond_whatever_came_before(moments):

@@ -241,7 +241,7 @@ class InitFacts:
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
         facts = cls(start_ns=data.get("start_ns") if type(data.get("start_ns")) is int else None, phase=str(data.get("phase") or "init"))
-        facts.duration_ms = _number(data.get("duration_ms"))
+        facts.duration_ms = platform_number(data.get("duration_ms"))
         facts.status = str(data.get("status") or "failure")
         facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
@@ -627,7 +627,7 @@ class Correlator:
             if self.init.failed:
                 self._on_init_failed()
         elif kind == "platform.initReport":
-            self.init.duration_ms = _number((record.get("metrics") or {}).get("durationMs"))
+            self.init.duration_ms = platform_number((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._maybe_init_span()
         elif kind == "platform.extension" and self._in_init:
@@ -1090,7 +1090,7 @@ class Correlator:
     def _outcome_wait_s(self, end: dict) -> float:
         if not self._managed_instances:
             return OUTCOME_WAIT_S
-        remaining_ms = _number(end.get("remaining_ms"))
+        remaining_ms = platform_number(end.get("remaining_ms"))
         return (LONGEST_TIMEOUT_S if remaining_ms is None else max(0.0, remaining_ms) / 1000) + OUTCOME_WAIT_S
 
     def _release_unannounced(self, held_since_ns: int | None = None) -> None:
@@ -1178,7 +1178,7 @@ def _unreported_outcome(inv: Invocation, reason: str) -> dict:
     of; a timeout lasted until the INVOKE's deadline, not until the SHUTDOWN (which comes after
     the runtime's kill and the reset)."""
     outcome: dict = {"requestId": inv.request_id, "status": "timeout" if reason == "timeout" else "failure", "errorType": _reason_error(reason)}
-    deadline_ms = _number((inv.invoke_event or {}).get("deadlineMs"))
+    deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
     if reason == "timeout" and deadline_ms is not None:
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         outcome["metrics"] = {"durationMs": max(0.0, deadline_ms - start_ns / 1e6)}
@@ -1191,9 +1191,15 @@ def _reason_error(reason: str) -> str:
 
 def _past_deadline(invoke_event: dict | None) -> bool:
     """Whether the invocation's deadline (its INVOKE's `deadlineMs`, epoch ms) has passed."""
-    deadline_ms = _number((invoke_event or {}).get("deadlineMs"))
+    deadline_ms = platform_number((invoke_event or {}).get("deadlineMs"))
     return deadline_ms is not None and time.time() * 1000 >= deadline_ms
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def platform_number(value: Any) -> float | None:
+    """A number of the platform's telemetry (a duration, a memory size); None where there is
+    none, or where it is not finite or beyond 2**53: a malformed record's NaN or 1e999 (JSON
+    decoders take both) failed the span it was read for, and what the environment had built
+    with it, where it is a missing value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -(2**53) <= value <= 2**53:
+        return None
+    return float(value)

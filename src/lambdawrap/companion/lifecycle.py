@@ -549,7 +549,10 @@ class Companion:
             # that held its batch while frozen, or did not flush before SHUTDOWN, delivers now.
             # Up to half the budget; the rest is for the export.
             self.loop.run_until(lambda: self.settings.sdk_disabled or not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
-            self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
+            try:
+                self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
+            except Exception:  # noqa: BLE001 - what was built and counted before it still goes
+                self._internal_error("finishing what the platform did not report")
             self._ensure_pipeline()
             if self.settings.sdk_disabled:
                 pass

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, record_extras, trigger_of
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_number, record_extras, trigger_of
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.span_building import SpanBuffer, SpanBuilder
 from lambdawrap.shared import records
@@ -231,11 +231,11 @@ class Signals:
         metrics = record.get("metrics")
         if not isinstance(metrics, dict):
             return
-        billed = metrics.get("billedDurationMs")
-        if isinstance(billed, (int, float)) and not isinstance(billed, bool):
+        billed = platform_number(metrics.get("billedDurationMs"))
+        if billed is not None:
             self._measure(self._billed, billed / 1000)
-        memory = metrics.get("maxMemoryUsedMB")
-        if isinstance(memory, (int, float)) and not isinstance(memory, bool):
+        memory = platform_number(metrics.get("maxMemoryUsedMB"))
+        if memory is not None:
             self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
 
     def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
