@@ -105,6 +105,41 @@ def test_a_hook_that_raises_never_fails_the_import(tmp_path):
     assert out["value"] == 7 and out["calls"] == [["hook failed", "app"]]
 
 
+SWAPPED_FOR_A_REGISTRY = """
+import sys
+
+class _Registry:
+    def __init__(self):
+        self._handlers = {"handler": lambda event, context: {"ok": True}}
+
+    def __getattr__(self, name):
+        return self._handlers[name]  # KeyError, not AttributeError, for any other name
+
+sys.modules[__name__] = _Registry()
+"""
+
+
+def test_a_module_that_puts_an_object_of_its_own_in_sys_modules_imports_as_without_hooks(tmp_path):
+    # GIVEN a watched module that replaces itself in sys.modules with an object whose
+    # __getattr__ raises KeyError (importlib never asks it for anything)
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        register("swapped", lambda m: calls.append("hook"))
+        import swapped
+        out["handled"] = swapped.handler(None, None)
+        register("swapped", lambda m: calls.append("hook, registered after"))
+        out["calls"] = calls
+        """,
+        {"swapped": SWAPPED_FOR_A_REGISTRY},
+    )
+    # THEN it imports as it would without the hook (before: the hook's look at its __spec__
+    # raised KeyError into the import, and the function's init failed)
+    assert out["handled"] == {"ok": True}, out
+    assert out["calls"] == ["hook, registered after"], out
+
+
 def test_submodules_and_packages(tmp_path):
     out = run(
         tmp_path,

@@ -46,7 +46,7 @@ def when_imported(name: str, hook: "Callable[[ModuleType], None]", on_error: "Ca
     """Call `hook(module)` once module `name` has been imported, at once if it already is.
     A hook that raises is reported to `on_error(name)` and never reaches the importer."""
     module = sys.modules.get(name)
-    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+    if module is not None and not _initializing(module):
         _run(hook, module, on_error)
         return
     with _lock:
@@ -59,7 +59,21 @@ def _run(hook: "Callable[[ModuleType], None]", module: "ModuleType", on_error: "
     try:
         hook(module)
     except Exception:  # noqa: BLE001 - the user's import must succeed whatever our hook does
-        on_error(getattr(module, "__name__", "?"))
+        on_error(_name_of(module))
+
+
+def _initializing(module: object) -> bool:
+    try:
+        return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+    except Exception:  # noqa: BLE001 - an object in sys.modules answers as it likes
+        return False
+
+
+def _name_of(module: object) -> str:
+    try:
+        return str(getattr(module, "__name__", "?"))
+    except Exception:  # noqa: BLE001 - an object in sys.modules answers as it likes
+        return "?"
 
 
 def _loaded(name: str, module: "ModuleType") -> None:
@@ -132,5 +146,14 @@ def _set_initializing(spec: object, value: bool) -> None:
     # importlib is done with the module, loaded or failed: the spec becomes what it was.
     spec.__class__ = spec.__dict__.pop("_lambdawrap_class", type(spec).__mro__[1])
     module = sys.modules.get(spec.name)
-    if module is not None and getattr(module, "__spec__", None) is spec:
+    if module is None:
+        return
+    try:
+        # What the module put in sys.modules in its place (a registry whose __getattr__ raises
+        # KeyError) answers as it likes: importlib never asks it, and an error here would be
+        # the import's.
+        ours = getattr(module, "__spec__", None) is spec
+    except Exception:  # noqa: BLE001
+        return
+    if ours:
         _loaded(spec.name, module)
