@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.trace import StatusCode
 
@@ -83,6 +85,27 @@ def test_a_timeout_without_the_platform_s_word_ends_at_the_deadline():
     (span,) = invocation_spans(signals)
     assert span.status.status_code == StatusCode.ERROR and span.attributes["lambdawrap.failure_reason"] == "timeout"
     assert 0.1 < (span.end_time - span.start_time) / 1e9 < 0.35, (span.end_time - span.start_time) / 1e9
+
+
+@pytest.mark.parametrize("reason", ["timeout", "failure"])
+def test_a_reset_s_cause_is_not_given_to_an_invocation_that_ended_before(reason):
+    # GIVEN two invocations of which neither the record nor the platform's word came (a log
+    # flood's logsDropped took them), the first posted as an error by the runtime, the second
+    # neither; then the third, which the reset ends
+    correlator, signals = environment()
+    invoke(correlator, "r1")
+    correlator.on_record(records.posted("r1", "error"))
+    invoke(correlator, "r2")
+    invoke(correlator, "r3")
+    # WHEN SHUTDOWN says the environment timed out, or failed
+    correlator.finish_unreported(reason)
+    # THEN only r3 is what the reset says; r1 is the error its runtime posted, r2 a record
+    # missing (before: all three were timeouts, or crashes, counted as such)
+    spans = {span.attributes["faas.invocation_id"]: span for span in invocation_spans(signals)}
+    assert sorted(spans) == ["r1", "r3"], sorted(spans)
+    assert spans["r1"].attributes["lambdawrap.failure_reason"] == "runtime_error", dict(spans["r1"].attributes)
+    assert spans["r3"].attributes["lambdawrap.failure_reason"] == ("timeout" if reason == "timeout" else "crash")
+    assert signals.dropped_by_reason == {"record_missing": 1}
 
 
 def posted(correlator: Correlator, rid: str, outcome: str, size: int | None = None) -> None:

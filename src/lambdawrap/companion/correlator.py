@@ -1126,11 +1126,18 @@ class Correlator:
                         # tells only how the handler ended.
                         inv.outcome = _unreported_outcome(inv, reason)
                     self._finish_without_word(inv)
-                elif (inv.outcome is not None and not inv.failed_on_platform) or (inv.outcome is None and reason == "spindown"):
+                elif (inv.outcome is not None and not inv.failed_on_platform) or (inv.outcome is None and (reason == "spindown" or self._ended_before_the_reset(inv))):
                     # A spindown follows an invocation that ended (a failure resets the
-                    # environment instead): without its record or the platform's word, how it
-                    # ended is unknown, and no crash is made up for it.
-                    self._account_missing(inv)
+                    # environment instead), and so did one before the invocation the reset
+                    # ended: without its record or the platform's word, how it ended is
+                    # unknown, and no crash or timeout is made up for it; but an error the
+                    # runtime posted for it.
+                    if inv.outcome is None and inv.posted == "error":
+                        inv.start = self._last_start(inv)
+                        inv.outcome = {"requestId": inv.request_id, "status": "error", "errorType": "Runtime.Unknown"}
+                        self._finish(inv)
+                    else:
+                        self._account_missing(inv)
                 else:
                     inv.start = self._last_start(inv)
                     if inv.outcome is None:
@@ -1143,6 +1150,12 @@ class Correlator:
                 self._init_served_unreported()
             self._maybe_init_span(ending=True)
             return len(replaced) + len(open_)
+
+    def _ended_before_the_reset(self, inv: Invocation) -> bool:
+        """Whether `inv` came before the invocation a reset (a timeout, a failure) ended: on
+        demand one runs at a time, so it had ended (its words lost in a flood's logsDropped).
+        On Managed Instances several run at once, and the reset ends them all."""
+        return not self._managed_instances and self._last_invoked is not None and inv.request_id != self._last_invoked
 
 
 def platform_failure(outcome: dict) -> tuple:
