@@ -230,6 +230,48 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
         assert len(reads) >= 2 and all("lambdawrap/test" in c["user_agent"] for c in reads)
 
 
+def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshes_from_the_companion(moto, handler_cache, tmp_path, monkeypatch):
+    from support.aws_front import AwsFront
+
+    # GIVEN AWS slow on the companion's first call for a parameter (1.5 s), quick on the rest
+    with AwsFront(moto.endpoint, {"AmazonSSM.GetParameter": [1.5]}) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key", ttl_s=4.0, socket_path=str(tmp_path / "lw.sock"), secrets_timeout_ms=800)
+        with serving_the_handler_side(settings, FetchThreads()):
+            # WHEN the function's process boots, waiting 0.8 s for the companion
+            assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
+            # THEN it has both, having asked AWS only for the one the companion did not have yet
+            # (before: the companion's were thrown away, and every secret fetched again)
+            assert (os.environ["DB_PASSWORD"], os.environ["API_KEY"]) == (DB_PASSWORD, API_KEY)
+            boot_calls = [(target, turn) for target, agent, turn in front.calls if "lambdawrap/boot" in agent]
+            assert boot_calls == [("AmazonSSM.GetParameter", "pass")], front.calls
+            # WHEN the secret is rotated, and refreshed a TTL later
+            moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+            wait_for(lambda: handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD, timeout=20, what="the rotated value in the function's process")
+            # THEN it came from the companion, the one cache, not from AWS by the function's
+            # process at every TTL for the environment's life
+            assert not [call for call in front.calls if "lambdawrap/boot" in call[1] and call[0] == "secretsmanager.GetSecretValue"], front.calls
+
+
+def test_a_secret_the_function_s_process_cannot_fetch_is_asked_for_no_more_than_every_5_s_whatever_the_ttl(moto, clients, handler_cache, tmp_path):
+    # GIVEN no companion, a TTL of 0, and a declared secret AWS does not have
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:prod/gone", ttl_s=0.0, socket_path=str(tmp_path / "none.sock"))
+    failures = handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=False)
+    assert len(failures) == 1 and "GONE" in failures[0], failures
+    # WHEN the function reads them at every moment for 3 s
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:
+        handler_cache.get("GONE")
+        handler_cache.get("DB_PASSWORD")
+        time.sleep(0.01)
+    # THEN its process asked AWS for the missing one at most once more (a 5 s hold, doubling;
+    # before: four times a second, every declared secret with it)
+    asked = [body.get("SecretId") for target, body in aws_calls(moto) if target == "secretsmanager.GetSecretValue"]
+    assert asked.count("prod/gone") <= 2 and asked.count("prod/db") <= 5, asked
+
+
 def test_a_ttl_spent_frozen_counts_though_the_monotonic_clock_stood_still(moto, clients, handler_cache, tmp_path, monkeypatch):
     ttl_s = 300.0
     # GIVEN the companion's store serving the handler side over the real local socket and the
@@ -286,6 +328,14 @@ def test_where_the_boot_fetched_itself_a_secret_that_stays_missing_is_asked_of_a
     wait_for(lambda: handler_cache.get("API_KEY") == "created-late-value-5b2e", timeout=30, what="the secret created late")
 
 
+def refresh_when_due(cache) -> None:
+    """The handler side's refresh, once each secret is due (its TTL, or its hold after a
+    failure, spent): where the function's process fetches itself, it asks AWS for those only."""
+    for name, (value, _) in list(cache._cache.items()):
+        cache._cache[name] = (value, 0.0)
+    cache._refresh()
+
+
 def test_where_the_boot_fetched_itself_the_keys_of_one_secret_come_from_one_answer(moto, clients, handler_cache, tmp_path):
     # GIVEN a user name and its password declared from one secret, and no companion answering
     settings = store_settings("DB_USER=secretsmanager:prod/db#user,DB_PASSWORD=secretsmanager:prod/db#password", socket_path=str(tmp_path / "no-companion.sock"))
@@ -301,7 +351,7 @@ def test_where_the_boot_fetched_itself_the_keys_of_one_secret_come_from_one_answ
     assert (handler_cache.get("DB_USER"), handler_cache.get("DB_PASSWORD")) == ("app", DB_PASSWORD)
     # ... and so are they refreshed, after a rotation of both
     moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"password": ROTATED_PASSWORD, "user": "app2"}))
-    handler_cache._refresh()
+    refresh_when_due(handler_cache)
     assert reads() == ["prod/db", "prod/db"]
     assert (handler_cache.get("DB_USER"), handler_cache.get("DB_PASSWORD")) == ("app2", ROTATED_PASSWORD)
 
@@ -318,7 +368,7 @@ def test_where_the_boot_fetched_itself_a_refresh_that_fails_names_the_secret_onc
         # WHEN the secret is deleted, and its refresh fails again and again
         moto.client("secretsmanager").delete_secret(SecretId="prod/db", ForceDeleteWithoutRecovery=True)
         for _ in range(3):
-            handler_cache._refresh()
+            refresh_when_due(handler_cache)
         # THEN the last good value is still served, and one warning names the secret and the
         # error, never the value (before: nothing was said, the old value served for good)
         assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
@@ -326,11 +376,11 @@ def test_where_the_boot_fetched_itself_a_refresh_that_fails_names_the_secret_onc
         assert "DB_PASSWORD=secretsmanager:prod/db#password" in warnings()[0] and "ResourceNotFoundException" in warnings()[0]
         # ... and once more when it fails again after it could be read
         moto.client("secretsmanager").create_secret(Name="prod/db", SecretString=ROTATED_SECRET)
-        handler_cache._refresh()
+        refresh_when_due(handler_cache)
         assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD and len(warnings()) == 1
         moto.client("secretsmanager").delete_secret(SecretId="prod/db", ForceDeleteWithoutRecovery=True)
-        handler_cache._refresh()
-        handler_cache._refresh()
+        refresh_when_due(handler_cache)
+        refresh_when_due(handler_cache)
     assert len(warnings()) == 2 and not any(value in w for w in warnings() for value in (DB_PASSWORD, ROTATED_PASSWORD))
 
 

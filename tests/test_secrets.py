@@ -414,7 +414,7 @@ def test_a_companion_whose_first_fetch_outlasts_the_wait_leaves_the_boot_to_fetc
     # (before: the companion's answer "not fetched within 1400 ms" was taken for its secrets,
     # and the function loaded without them)
     assert body["at_import"] == {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}, lines
-    assert any("fetching them directly" in line for line in lines), lines
+    assert any("0 of 2 secrets from the companion" in line and "fetching the rest directly" in line for line in lines), lines
     assert any("lambdawrap/boot" in c["user_agent"] for c in moto.requests())
 
 
@@ -746,6 +746,27 @@ def test_a_secrets_endpoint_that_answers_slowly_then_never_cannot_hold_the_boot_
     # and the secret it had (next to) no time left for is named: not asked for, or asked with
     # the quarter second left (one try a secret leaves that much where two did not)
     assert any("secret TOKEN" in line and ("was not fetched within the boot's 3 s" in line or "could not be fetched" in line) for line in lines), [l for l in lines if "TOKEN" in l or "API_KEY" in l]
+
+
+def test_the_boot_s_own_fetch_asks_again_when_aws_throttles_it(tmp_path):
+    from support.aws_front import AwsFront
+
+    # GIVEN no companion, and AWS throttling the boot's first call for a secret and its first
+    # two for a parameter (many environments starting at once)
+    task = write_function(tmp_path / "task", TIMES_ITS_IMPORT_APP)
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": "throttled-pass-0001"}}, "parameters": {"/prod/api/key": "throttled-key-0002"}})
+        with AwsFront(moto.endpoint, {"secretsmanager.GetSecretValue": ["throttle"], "AmazonSSM.GetParameter": ["throttle", "throttle"]}) as front:
+            env = {"AWS_ENDPOINT_URL": front.endpoint, "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key"}
+            with instrumented(task, env=env, layer=layer_without_companion(tmp_path), timeout_s=30) as (emu, rx):
+                body = emu.invoke({}).json()
+                lines = emu.log_lines("function")
+            turns = {target: [turn for _, turn in front.made(target)] for target in ("secretsmanager.GetSecretValue", "AmazonSSM.GetParameter")}
+    # THEN the function's module has both, the calls made again after the throttling (before:
+    # one throttled call failed the secret, with most of the boot's 3 s unspent, and a
+    # module reading os.environ["DB_PASSWORD"] failed its init)
+    assert body["at_import"] == {"DB_PASSWORD": "throttled-pass-0001", "API_KEY": "throttled-key-0002", "TOKEN": None}, (body, lines)
+    assert turns == {"secretsmanager.GetSecretValue": ["throttle", "pass"], "AmazonSSM.GetParameter": ["throttle", "throttle", "pass"]}, turns
 
 
 USES_ITS_SECRETS_APP = """

@@ -21,7 +21,7 @@ from lambdawrap.shared import records
 from lambdawrap.shared.framing import MAX_RECORD_BYTES, encode
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
-from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, call, fetch_failed, make_clients, source_key, value_of
+from lambdawrap.shared.secret_sources import OutOfTime, SecretsError, call, error_code, fetch_failed, make_clients, source_key, value_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -48,6 +48,19 @@ INIT_SECRETS_BUDGET_S = 8.0
 # The companion is asked to answer this much before the boot stops waiting: an answer made at
 # the very deadline comes too late, and the boot would fetch again what the companion could not.
 ANSWER_MARGIN_S = 0.1
+# Where this process fetches from AWS itself, the least time between two fetches of a secret (a
+# TTL of 0 would fetch at every refresh, four times a second), as the companion keeps.
+DIRECT_MIN_REFRESH_S = 1.0
+# Where the boot fetched by itself, how long a refresh waits for the companion before it does
+# too: one that runs answers in milliseconds, and one that never started is polled meanwhile.
+COMPANION_PROBE_S = 0.25
+# The boot's tries of a call AWS throttles, and the wait before the second (doubling): within its
+# budget, as botocore's standard retry mode would, which its one-attempt clients do not.
+BOOT_TRIES = 3
+BOOT_RETRY_WAIT_S = 0.1
+# The error codes Secrets Manager and Parameter Store throttle with (botocore's standard retry
+# mode retries these too).
+THROTTLED_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottledException"})
 # How long the boot waits for the companion to take the values it fetched itself (see
 # _tell_companion): one round trip on a live companion, or its start on a busy machine.
 TELL_TIMEOUT_S = 1.0
@@ -95,6 +108,8 @@ def _store(values: Mapping[str, str], ages: Any = None) -> None:
     # TTLs old.
     now = time.time()
     ttl_s = _config.get("ttl", 300.0)
+    if not _config.get("companion", True):
+        ttl_s = max(ttl_s, DIRECT_MIN_REFRESH_S)
     for name, value in values.items():
         age = (ages if isinstance(ages, dict) else {}).get(name)
         if not isinstance(age, (int, float)) or not 0 <= age < 86400 * 365:
@@ -104,13 +119,27 @@ def _store(values: Mapping[str, str], ages: Any = None) -> None:
 
 def _refresh() -> None:
     values: dict = {}
+    asked = None  # the names asked of AWS, where this process fetches itself; else all
     try:
-        if _config["companion"]:
+        answer = None
+        if _config["companion"] or _config.get("companion_expected"):
             # The companion is the one cache: when it does not answer (busy, or this process was
-            # frozen while waiting), keep the values and ask it again later.
-            answer = _ask_companion(_config["channel"], _config["timeout_s"]) or {}
+            # frozen while waiting), keep the values and ask it again later. Asked also where
+            # the boot fetched by itself (the companion slow to start): once it answers whole,
+            # it is asked from then on, not AWS from the function's process at every TTL.
+            waited_s = _config["timeout_s"] if _config["companion"] else min(_config["timeout_s"], COMPANION_PROBE_S)
+            answer = _ask_companion(_config["channel"], waited_s)
+            if answer is not None and not answer.get("unavailable"):
+                _config["companion"] = True
+        if _config["companion"]:
+            answer = answer or {}
         else:
-            answer = _fetch_directly(_config["sources"], _config["region"])
+            # Only those due: one held back after a failure (or fresh) is not asked again with
+            # the others, at each refresh a secret with a short TTL makes.
+            now = time.time()
+            due = [source for source in _config["sources"] if _cache.get(source.env_name, (None, 0.0))[1] <= now]
+            asked = {source.env_name for source in due}
+            answer = _fetch_directly(due, _config["region"])
             _warn_new_failures(answer["errors"])
             if _config.get("companion_expected") and answer.get("values"):
                 _tell_companion(_config["channel"], answer["values"], TELL_TIMEOUT_S)
@@ -120,6 +149,8 @@ def _refresh() -> None:
         get_logger().warning("lambdawrap: refreshing secrets failed; serving cached values", exc_info=True)
     now = time.time()
     for name in list(_cache):
+        if asked is not None and name not in asked:
+            continue
         if name in values:
             _failures.pop(name, None)
         else:
@@ -144,18 +175,20 @@ def _retry_in_s(name: str) -> float:
     GetSecretValue of every declared secret each 5 s all day. The companion holds its own
     failures so (it is asked, not AWS)."""
     ttl_s = _config.get("ttl", 300.0)
-    retry_s = min(ttl_s, RETRY_FAILED_S)
     if _config.get("companion", True):
-        return retry_s
+        return min(ttl_s, RETRY_FAILED_S)
+    # From AWS, RETRY_FAILED_S at least, whatever the TTL: with a TTL of 0 a secret denied for
+    # good was asked for four times a second, every declared secret with it.
     failures = _failures[name] = _failures.get(name, 0) + 1
-    return min(retry_s * 2 ** min(failures - 1, 20), max(retry_s, ttl_s))
+    return min(RETRY_FAILED_S * 2 ** min(failures - 1, 20), max(RETRY_FAILED_S, ttl_s))
 
 
 _worker = RefreshWorker("lambdawrap-secrets-refresh", _refresh, RETRY_STALE_S)
 
 
 def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
-    """The companion's answer, retrying the connection while it starts; None if it never answers."""
+    """The companion's answer, retrying the connection while it starts (`unavailable` when its
+    first load had not ended: what it has so far); None if it never answers."""
     deadline = time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
@@ -168,9 +201,9 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
             continue
         except OSError:
             return None
-        # An answer the companion marks unavailable (its first load not done in time) gives no
-        # secrets: the boot then fetches them itself, as when the companion does not answer.
-        if isinstance(answer, dict) and isinstance(answer.get("values"), dict) and not answer.get("unavailable"):
+        # An answer the companion marks unavailable (its first load not done in time) holds the
+        # secrets it has so far: the caller fetches the rest itself.
+        if isinstance(answer, dict) and isinstance(answer.get("values"), dict):
             return answer
         return None
 
@@ -207,15 +240,18 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
     values, errors = {}, {}
     if budget_s is None:
         client = _refresh_clients(region)
+        fetch = call
     else:
-        client = make_clients("boot", region, deadline=time.monotonic() + budget_s)
+        deadline = time.monotonic() + budget_s
+        client = make_clients("boot", region, deadline=deadline)
+        fetch = lambda key, client: _call_again_if_throttled(key, client, deadline)  # noqa: E731
     by_request: dict = {}
     for source in sources:
         by_request.setdefault(source_key(source), []).append(source)
     with quiet_own_calls():
         for key, declared in by_request.items():
             try:
-                answer = call(key, client)
+                answer = fetch(key, client)
             except OutOfTime:
                 errors.update((s.env_name, f"secret {s.describe()} was not fetched within the boot's {round(budget_s, 1):g} s") for s in declared)
                 continue
@@ -228,6 +264,30 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
                 except SecretsError as exc:
                     errors[source.env_name] = str(exc)
     return {"values": values, "errors": errors}
+
+
+def _call_again_if_throttled(key: tuple, client: Any, deadline: float) -> Any:
+    """`call`, made again while AWS answers "not now" (throttling, its own 5xx) and the boot's
+    budget has room: its clients make one attempt each, to keep within it, and the boot fetches
+    when AWS is busiest (many environments starting at once), so one throttled call made the
+    secret fail, with most of the budget unspent."""
+    for attempt in range(BOOT_TRIES):
+        try:
+            return call(key, client)
+        except OutOfTime:
+            raise
+        except Exception as exc:  # noqa: BLE001 - botocore's errors: only "not now" is tried again
+            wait_s = BOOT_RETRY_WAIT_S * 2**attempt
+            if attempt + 1 == BOOT_TRIES or not _not_now(exc) or time.monotonic() + wait_s >= deadline:
+                raise
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def _not_now(exc: BaseException) -> bool:
+    """Whether AWS answered "not now": throttled, or an error of its own (a 5xx)."""
+    status = ((getattr(exc, "response", None) or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return error_code(exc) in THROTTLED_CODES or (isinstance(status, int) and status >= 500)
 
 
 def _refresh_clients(region: str) -> Any:
@@ -305,18 +365,26 @@ def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region
     if budget_s is not None:
         timeout_s = min(timeout_s, budget_s)
     answer = _ask_companion(channel, timeout_s) if companion else None
-    if answer is not None:
+    if answer is not None and not answer.get("unavailable"):
         return answer, True
+    # What the companion has already (a slow secret held back its first load) is not asked of
+    # AWS again: a throttled or slow AWS is when this fallback runs.
+    have = {k: v for k, v in (answer or {}).get("values", {}).items() if isinstance(k, str) and isinstance(v, str)}
+    missing = [source for source in sources if source.env_name not in have]
     direct_s = DIRECT_FETCH_BUDGET_S
     if budget_s is not None:
         direct_s = min(direct_s, budget_s - (time.monotonic() - started))
         if direct_s < ANSWER_MARGIN_S:
             reason = f"init's {budget_s:.0f} s for secrets were spent waiting for the companion"
-            return {"values": {}, "errors": {s.env_name: f"secret {s.describe()} was not fetched: {reason}" for s in sources}}, False
+            return {"values": have, "errors": {s.env_name: f"secret {s.describe()} was not fetched: {reason}" for s in missing}}, False
     if companion:
-        get_logger().warning("lambdawrap: no secrets from the companion within %.0f ms; fetching them directly", timeout_s * 1000)
+        get_logger().warning("lambdawrap: %d of %d secrets from the companion within %.0f ms; fetching the rest directly", len(have), len(have) + len(missing), timeout_s * 1000)
     with _functions_sys_path():
-        return _fetch_directly(sources, region, direct_s), False
+        fetched = _fetch_directly(missing, region, direct_s)
+    fetched["values"].update(have)
+    if have:
+        fetched["ages"] = {name: age for name, age in ((answer or {}).get("ages") or {}).items() if name in have}
+    return fetched, False
 
 
 class _functions_sys_path:
