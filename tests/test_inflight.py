@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for, write_function
+from support.python_versions import every_python
 from lambdawrap.shared import inflight
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -39,6 +40,40 @@ def test_hold_read_clear(tmp_path):
     assert inflight.read(socket_path, "b") is None
     (path,) = tmp_path.glob("lw.sock.inflight.*")
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@every_python
+def test_a_slot_made_again_leaves_the_function_s_files_open(tmp_path, interpreter):
+    # GIVEN a slot in use, then a function that closes every descriptor by number (as
+    # daemonising code does), opens files of its own, and empties /tmp
+    code = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {SRC!r})
+        from lambdawrap.shared import inflight
+        slot = inflight.InflightSlot({str(tmp_path / "lw.sock")!r})
+        assert slot.hold(b'{{"request_id": "a"}}', now_ns=1)
+        os.closerange(3, 1024)
+        files = [open({str(tmp_path)!r} + f"/own-{{n}}", "w") for n in range(4)]
+        for path in os.listdir({str(tmp_path)!r}):
+            if ".inflight." in path:
+                os.unlink({str(tmp_path)!r} + "/" + path)
+        # WHEN the next invocation makes the slot again
+        made = slot.hold(b'{{"request_id": "b"}}', now_ns=1 + inflight.CHECK_INTERVAL_NS)
+        broken = []
+        for n, own in enumerate(files):
+            try:
+                own.write("kept")
+                own.flush()
+            except OSError as exc:
+                broken.append((n, exc.errno))
+        print(json.dumps({{"made": made, "broken": broken}}))
+    """)
+    out = subprocess.run([interpreter.path, "-c", code], capture_output=True, text=True, timeout=60)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    # THEN every file of the function's is still open, and the slot is made (before: closing the
+    # old map closed the descriptor number it had kept, now one of the function's files)
+    assert found == {"made": True, "broken": []}, (found, out.stderr[-2000:])
+    assert inflight.read(str(tmp_path / "lw.sock"), "b") is not None
 
 
 def test_a_record_too_big_for_the_slot_is_refused(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from lambdawrap.shared.own_stdlib import mmap
 from lambdawrap.shared.process_id import own_pid
@@ -27,6 +28,8 @@ HEADER_BYTES = 4
 # in its handler removes it, and the companion, which reads the slot by its name, would find none
 # for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
 CHECK_INTERVAL_NS = 1_000_000_000
+# From 3.13 a map need not keep a descriptor of the file (trackfd=False).
+_NO_FD_KEPT = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
 class InflightSlot:
@@ -40,6 +43,7 @@ class InflightSlot:
         self._broken = False
         self._path = ""
         self._identity: tuple = ()  # (device, inode) of the file mapped
+        self._replaced: list = []  # maps made before the current one, not closed (see _open)
         self._checked_ns = 0
 
     def _open(self) -> object:
@@ -51,7 +55,7 @@ class InflightSlot:
             # would need them at the first write into the map, where a full /tmp is a SIGBUS
             # that kills the function.
             _reserve(fd, SIZE)
-            made = mmap.mmap(fd, SIZE)
+            made = mmap.mmap(fd, SIZE, **_NO_FD_KEPT)
             status = os.fstat(fd)
         except BaseException:
             _unlink(path)  # nothing half-made for the companion to find
@@ -59,7 +63,15 @@ class InflightSlot:
         finally:
             os.close(fd)
         if self._map is not None:
-            self._map.close()  # the removed file's, or the parent's in a forked child
+            # The removed file's, or the parent's in a forked child. Before 3.13 a map keeps a
+            # descriptor of its own, whose number the function may have closed and opened a
+            # file at since (closing every descriptor by number, as daemonising code does):
+            # closing the map would close that file. Kept instead: one descriptor a slot made
+            # again, at most once a second.
+            if _NO_FD_KEPT:
+                self._map.close()
+            else:
+                self._replaced.append(self._map)
         self._map, self._pid, self._path = made, pid, path
         self._identity = (status.st_dev, status.st_ino)
         return made
