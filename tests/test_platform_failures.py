@@ -200,6 +200,24 @@ def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_i
     assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "other"})
 
 
+def test_an_init_that_fails_is_one_error_of_the_invocation_it_failed(tmp_path):
+    # GIVEN a function whose module raises as it loads
+    task = write_function(tmp_path / "task", """
+        raise RuntimeError("no configuration")
+        """)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked: init fails, is run again inside the invocation (the platform's
+        # suppressed init) and fails there too
+        answer = emu.invoke({})
+        assert answer.json()["errorType"] == "RuntimeError"
+    # THEN both inits are failed init spans and init errors, but the caller's one failure is
+    # one invocation error (before: two, the init phase's failure counted as the caller's too)
+    inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init") and s["status_code"] == 2, count=2)
+    assert sorted(init["attributes"]["lambdawrap.init.phase"] for init in inits) == ["init", "invoke"]
+    assert metric_total(rx, "lambdawrap.init_errors") == 2
+    assert metric_total(rx, "faas.errors") == 1 == metric_total(rx, "faas.errors", {"faas.trigger": "other"})
+
+
 def test_the_first_invocation_after_an_init_run_again_inside_it_is_a_cold_start_however_long_it_took(tmp_path):
     # GIVEN a function whose module takes 10.5 s to load: more than init's 10 s, less than its
     # 30 s timeout

@@ -216,9 +216,9 @@ class Signals:
             self._measure(self._init_duration, init.duration_ms / 1000, labels)
         if init.failed:
             self._add("lambdawrap.init_errors", 1, {})
-            # An init that ran out its time in the init phase is run again inside the invocation
-            # (the platform's suppressed init): that attempt's failure is the caller's, once.
-            if not (init.phase == "init" and init.status == "timeout"):
+            # An init that failed in the init phase is run again inside the invocation (the
+            # platform's suppressed init): that attempt's failure is the caller's, once.
+            if init.phase != "init":
                 self._add("faas.errors", 1, labels)
                 if init.status == "timeout":
                     self._add("faas.timeouts", 1, labels)

@@ -53,13 +53,14 @@ class InitPhase:
 
     def run(self, request_id: str) -> None:
         """Initialize for an invocation (or a proactive init); raises InitFailure if it fails."""
-        # An init that overruns its 10 s is retried inside the invoke, bounded by the function
-        # timeout (the platform's "suppressed init").
+        # An init that fails or overruns its 10 s is run again inside the invoke, bounded by the
+        # function timeout (the platform's "suppressed init", spec §1; on Managed Instances,
+        # whose init comes before any request is routed, only one that overran).
         phase = "invoke" if self._state.init_count else "init"
         try:
             self._attempt(phase, request_id)
         except InitFailure as failure:
-            if failure.status != "timeout" or phase == "invoke":
+            if phase == "invoke" or (failure.status != "timeout" and self._state.config.managed_instances):
                 raise
             reset_environment(self._state, "failure")
             self._attempt("invoke", request_id)
