@@ -428,7 +428,7 @@ class AnsweringCollector:
     """An OTLP/HTTP collector on loopback whose answer to each POST is `answer(path)`: (status,
     body), the body sent as protobuf; each request is read whole first."""
 
-    def __init__(self, answer) -> None:
+    def __init__(self, answer, chunked: bool = False) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         class Handler(BaseHTTPRequestHandler):
@@ -442,9 +442,19 @@ class AnsweringCollector:
                 status, body = answer(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(body)))
+                if not chunked:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                # As Go's net/http sends a body it was given no length for (the OpenTelemetry
+                # Collector's answers): in chunks of 2 KiB and less
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                self.wfile.write(body)
+                for at in range(0, len(body), 2048):
+                    piece = body[at : at + 2048]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -490,7 +500,7 @@ class LongPartialSuccessCollector(AnsweringCollector):
     """Answers every span and log request 200 with an OTLP partial success rejecting 4 spans or
     2 log records, whose message (a reason for each rejected item) runs to 200 KB."""
 
-    def __init__(self) -> None:
+    def __init__(self, chunked: bool) -> None:
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -502,13 +512,15 @@ class LongPartialSuccessCollector(AnsweringCollector):
         logs.partial_success.rejected_log_records = 2
         logs.partial_success.error_message = reason
         answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
-        super().__init__(lambda path: (200, answers.get(path, b"")))
+        super().__init__(lambda path: (200, answers.get(path, b"")), chunked=chunked)
 
 
-def test_a_partial_success_too_long_to_read_whole_still_counts_what_it_rejected():
+@pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
+def test_a_partial_success_too_long_to_read_whole_still_counts_what_it_rejected(chunked):
     # GIVEN a collector whose partial successes are 200 KB long, past the 64 KiB of an answer
-    # the companion reads
-    with LongPartialSuccessCollector() as collector:
+    # the companion reads, sent with its length or in chunks (as the OpenTelemetry Collector
+    # sends one)
+    with LongPartialSuccessCollector(chunked) as collector:
         # WHEN 5 spans and 3 log lines go to it
         found, out = run_probe(OVERSTATED_REJECTIONS_PROBE, collector.endpoint)
     # THEN the items it rejected are counted, from the answer's first bytes (before: the cut

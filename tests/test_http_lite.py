@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from lambdawrap.companion.chunked_body import take_chunked
 from lambdawrap.companion.event_loop import EventLoop
 from lambdawrap.companion.extension_api import ExtensionClient
 from lambdawrap.companion.http_lite import ConnectionClosed, HttpConnection
@@ -287,17 +286,52 @@ def test_a_chunked_body_trickled_in_is_not_read_again_at_each_piece(monkeypatch)
 
     # GIVEN a chunked answer of 8,000 one-byte chunks, arriving a chunk at a time (a collector
     # or proxy flushing each byte)
-    reads = []
-    monkeypatch.setattr(http_lite, "take_chunked", lambda buffer, start: reads.append(len(buffer)) or take_chunked(buffer, start))
+    read = []
+
+    class CountingChunks(http_lite.ChunkedBody):
+        def take(self, buffer):
+            before = len(self._pieces)
+            try:
+                return super().take(buffer)
+            finally:
+                read.append(len(self._pieces) - before)
+
+    monkeypatch.setattr(http_lite, "ChunkedBody", CountingChunks)
     chunk = b"1\r\nx\r\n"
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 8000 + b"0\r\n\r\n"
     # WHEN it is read, piece by piece
     status, _, body, keep_alive, _ = read_in_pieces(raw, len(chunk))
-    # THEN it is the body, read as http.client reads it, and its chunks were gone through once,
-    # when the last came (before: at every piece, 8,000 times over a growing buffer: 0.3 GB
+    # THEN it is the body, read as http.client reads it, and each chunk was gone through once
+    # (before: all of them again at every piece, 8,000 times over a growing buffer: 0.3 GB
     # scanned, seconds of CPU the function's share pays)
-    assert (status, body, keep_alive) == (200, b"x" * 8000, True) == read_with_http_client(raw)[0:1] + read_with_http_client(raw)[2:4]
-    assert len(reads) == 1, len(reads)
+    theirs = read_with_http_client(raw)
+    assert (status, body, keep_alive) == (theirs[0], theirs[2], theirs[3]) == (200, b"x" * 8000, True)
+    assert sum(read) == 8000, sum(read)
+
+
+def test_a_malformed_chunk_is_found_as_it_comes_not_when_the_connection_ends():
+    from lambdawrap.companion.http_lite import ResponseReader
+
+    # GIVEN a chunked answer whose second chunk's size is no hex number, the connection kept open
+    reader = ResponseReader()
+    assert reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n") is None
+    # WHEN that size line comes THEN the answer is refused at once (not at the request's timeout)
+    with pytest.raises(ConnectionClosed):
+        reader.feed(b"zz\r\npedia\r\n")
+
+
+def test_a_chunked_body_over_the_limit_keeps_its_first_chunks_data():
+    from lambdawrap.companion.http_lite import ResponseReader
+
+    # GIVEN a reader keeping 8 bytes of a body, and a chunked answer of 3 chunks of 6, the first
+    # two and part of the third in one read
+    reader = ResponseReader(max_body=8)
+    found = None
+    for piece in (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"6\r\nabcdef\r\n6\r\nghijkl\r\n6\r\nmn", b"opqr\r\n0\r\n\r\n"):
+        found = found or reader.feed(piece)
+    # THEN its answer is the data of the chunks that came whole, cut at the limit, and the
+    # connection is not kept (the rest would be read as the next answer)
+    assert found[0] == 200 and found[2] == b"abcdefgh" and reader.keep_alive is False
 
 
 @pytest.mark.parametrize(

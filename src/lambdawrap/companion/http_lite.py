@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from lambdawrap.companion.chunked_body import MalformedChunks, take_chunked
+from lambdawrap.companion.chunked_body import ChunkedBody, MalformedChunks
 from lambdawrap.companion.event_loop import READ_SIZE
 from lambdawrap.shared.framing import decode_json
 
@@ -163,13 +163,14 @@ class ResponseReader:
     carry the next request: not when the server said close, and not when it sent more than the
     response (whatever follows would be read as the next answer). With `max_body`, a body
     that grows beyond it is cut: the response is whole at once, its body its first `max_body`
-    bytes (empty if chunked), and the connection not kept (what is left of the body would come
+    bytes (of a chunked one, of the chunks that came whole), and the connection not kept (what is left of the body would come
     as the next answer)."""
 
     def __init__(self, max_body: int | None = None) -> None:
         self._buffer = bytearray()
         self._head: tuple | None = None
         self._max_body = max_body
+        self._chunks: ChunkedBody | None = None  # a chunked body's reading, resumed at each piece
         self.received = 0
         self.reason = ""
         self.keep_alive = True
@@ -210,21 +211,17 @@ class ResponseReader:
         status, headers = self._head
         if status in (204, 304):
             return self._whole(status, headers, b"", 0)
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if self._chunks is None and "chunked" in headers.get("transfer-encoding", "").lower():
+            self._chunks = ChunkedBody()
         if self._max_body is not None and len(self._buffer) > self._max_body:
-            # Its first bytes are kept (a long partial success still counts what it rejected),
-            # but of chunks, whose framing is in the buffer.
-            cut = b"" if chunked else bytes(self._buffer[: self._max_body])
+            # Its first bytes are kept: a long partial success still counts what it rejected.
+            cut = bytes(self._buffer[: self._max_body]) if self._chunks is None else self._chunks_so_far()
             self._buffer.clear()
             self.keep_alive = False
             headers["connection"] = "close"
             return status, headers, cut
-        if chunked:
-            if not closed and b"\r\n\r\n" not in self._buffer[-(len(data) + 3) :]:
-                # The last chunk ends in an empty line, not come yet: the chunks are not read
-                # again at each piece of a body trickled in (their count times the body's size).
-                return None
-            found = _dechunked(self._buffer, self.received)
+        if self._chunks is not None:
+            found = self._dechunked()
             if found is None:
                 if closed:
                     raise ConnectionClosed(self.received, "closed before the last chunk")
@@ -241,6 +238,22 @@ class ResponseReader:
         self.keep_alive = False
         headers["connection"] = "close"
         return (status, headers, bytes(self._buffer)) if closed else None
+
+    def _dechunked(self) -> tuple | None:
+        """(body, bytes of the buffer it used) of a chunked response once its last chunk (and
+        trailers) arrived, else None."""
+        try:
+            return self._chunks.take(self._buffer)
+        except MalformedChunks as e:
+            raise ConnectionClosed(self.received, str(e)) from None
+
+    def _chunks_so_far(self) -> bytes:
+        """The data of the chunks that came whole, up to max_body."""
+        try:
+            self._chunks.take(self._buffer)
+        except MalformedChunks:
+            pass
+        return self._chunks.so_far(self._buffer)[: self._max_body]
 
     def _whole(self, status: int, headers: dict, body: bytes, used: int) -> tuple:
         if len(self._buffer) > used:
@@ -275,13 +288,6 @@ def _content_length(value: str | None, received: int) -> int | None:
     return int(lengths.pop())
 
 
-def _dechunked(buffer: bytearray, received: int) -> tuple | None:
-    """(body, bytes of the buffer it used) of a chunked response once its last chunk (and
-    trailers) arrived, else None."""
-    try:
-        return take_chunked(buffer, 0)
-    except MalformedChunks as e:
-        raise ConnectionClosed(received, str(e)) from None
 
 
 def read_response(sock: socket.socket, response: ResponseReader | None = None, deadline: float | None = None) -> tuple:
