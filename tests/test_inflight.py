@@ -76,6 +76,30 @@ def test_a_slot_made_again_leaves_the_function_s_files_open(tmp_path, interprete
     assert inflight.read(str(tmp_path / "lw.sock"), "b") is not None
 
 
+@every_python
+def test_a_slot_made_again_and_again_holds_one_descriptor(tmp_path, interpreter):
+    # GIVEN a function that empties /tmp at every invocation, each second
+    code = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {SRC!r})
+        from lambdawrap.shared import inflight
+        slot = inflight.InflightSlot({str(tmp_path / "lw.sock")!r})
+        assert slot.hold(b'{{"request_id": "a"}}', now_ns=1)
+        before = len(os.listdir("/proc/self/fd"))
+        for n in range(1, 200):
+            for path in os.listdir({str(tmp_path)!r}):
+                if ".inflight." in path:
+                    os.unlink({str(tmp_path)!r} + "/" + path)
+            assert slot.hold(b'{{"request_id": "a"}}', now_ns=1 + n * inflight.CHECK_INTERVAL_NS)
+        print(json.dumps({{"before": before, "after": len(os.listdir("/proc/self/fd"))}}))
+    """)
+    out = subprocess.run([interpreter.path, "-c", code], capture_output=True, text=True, timeout=60)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    # WHEN the slot is made again 199 times THEN the process holds as many descriptors as
+    # before (before: one more each time, until the function's own open() failed with EMFILE)
+    assert found["after"] == found["before"], (found, out.stderr[-2000:])
+
+
 def test_a_record_too_big_for_the_slot_is_refused(tmp_path):
     slot = inflight.InflightSlot(str(tmp_path / "lw.sock"))
     assert not slot.hold(b"x" * inflight.SIZE)

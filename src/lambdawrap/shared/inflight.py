@@ -28,6 +28,7 @@ HEADER_BYTES = 4
 # in its handler removes it, and the companion, which reads the slot by its name, would find none
 # for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
 CHECK_INTERVAL_NS = 1_000_000_000
+MAX_KEPT_MAPS = 8  # old maps kept open, their descriptor's number the function's since (see _open)
 # From 3.13 a map need not keep a descriptor of the file (trackfd=False).
 _NO_FD_KEPT = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
@@ -47,6 +48,15 @@ class InflightSlot:
         self._checked_ns = 0
 
     def _open(self) -> object:
+        # The map this one replaces (the removed file's, or the parent's in a forked child).
+        # Before 3.13 a map keeps a descriptor of its own, whose number the function may have
+        # closed and opened a file at since (closing every descriptor by number, as daemonising
+        # code does): closing the map would close that file. Closed only while a descriptor of
+        # this process is still the mapped file; else kept, open (a few at most: past them the
+        # slot is given up).
+        close_old = self._map is not None and (bool(_NO_FD_KEPT) or _still_open(self._identity))
+        if self._map is not None and not close_old and len(self._replaced) >= MAX_KEPT_MAPS:
+            raise OSError("the in-flight slot's old maps cannot be closed")
         pid = own_pid()
         path = f"{self._socket_path}{SUFFIX}{pid}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -62,16 +72,10 @@ class InflightSlot:
             raise
         finally:
             os.close(fd)
-        if self._map is not None:
-            # The removed file's, or the parent's in a forked child. Before 3.13 a map keeps a
-            # descriptor of its own, whose number the function may have closed and opened a
-            # file at since (closing every descriptor by number, as daemonising code does):
-            # closing the map would close that file. Kept instead: one descriptor a slot made
-            # again, at most once a second.
-            if _NO_FD_KEPT:
-                self._map.close()
-            else:
-                self._replaced.append(self._map)
+        if close_old:
+            self._map.close()
+        elif self._map is not None:
+            self._replaced.append(self._map)
         self._map, self._pid, self._path = made, pid, path
         self._identity = (status.st_dev, status.st_ino)
         return made
@@ -106,6 +110,23 @@ class InflightSlot:
     def clear(self) -> None:
         if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
+
+
+def _still_open(identity: tuple) -> bool:
+    """Whether a descriptor of this process is the file of `identity` (device, inode): the one
+    a map made before 3.13 keeps, unless the function closed its number."""
+    try:
+        numbers = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for number in numbers:
+        try:
+            status = os.fstat(int(number))
+        except (OSError, ValueError):
+            continue
+        if (status.st_dev, status.st_ino) == identity:
+            return True
+    return False
 
 
 def _reserve(fd: int, size: int) -> None:
