@@ -499,11 +499,12 @@ def test_any_telemetry_batch_is_handled(batches):
     assert not [s for s in spans if s.attributes.get("faas.invocation_id") == "rid-2"]  # never announced
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400, "1e15", "-1e15"])
 @pytest.mark.parametrize("field", ["initReport durationMs", "runtimeDone durationMs", "report durationMs", "report billedDurationMs", "report maxMemoryUsedMB"])
 def test_a_number_no_span_can_hold_in_telemetry_loses_nothing_else(number, field):
     # GIVEN a telemetry batch, decoded as the listener decodes it, with one number that is not
-    # finite or beyond any duration (JSON decoders take NaN, Infinity and 1e999)
+    # finite or beyond any duration (JSON decoders take NaN, Infinity and 1e999; 1e15 ms ends a
+    # span past what OTLP's timestamps hold)
     kind, name = field.split()
     batch = real_batch("rid-1")
     next(event["record"] for event in batch if event["type"] == f"platform.{kind}")["metrics"][name] = "bad"
@@ -520,6 +521,10 @@ def test_a_number_no_span_can_hold_in_telemetry_loses_nothing_else(number, field
     spans = sink.spans.take(len(sink.spans))
     assert [s.attributes.get("faas.invocation_id") for s in spans if s.attributes.get("faas.invocation_id")] == ["rid-1"], spans
     assert len([s for s in spans if s.name.endswith(" init")]) == 1, [s.name for s in spans]
+    # ... each one OTLP can carry
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    assert encode_spans(spans).SerializeToString()
     assert sink.dropped_by_reason["record_missing"] + sink.dropped_by_reason["malformed_record"] == 0
 
 

@@ -49,6 +49,9 @@ OUTCOME_WAIT_S = 2.0
 # and posts the response, which may still fail or time out: the platform's word is awaited
 # until the invocation's deadline (its record says how far off), past that by OUTCOME_WAIT_S.
 LONGEST_TIMEOUT_S = 900.0  # when a record does not say (Lambda's longest timeout)
+# The longest duration the platform's telemetry is believed for (an invocation lasts up to
+# 900 s, a Managed Instances init up to 15 minutes): a day.
+MAX_DURATION_MS = 86_400_000.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
 MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
 # ... and their characters: a line may be 256 KiB, and 1,000 of them held whole were 256 MB of
@@ -241,7 +244,7 @@ class InitFacts:
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
         facts = cls(start_ns=data.get("start_ns") if type(data.get("start_ns")) is int else None, phase=str(data.get("phase") or "init"))
-        facts.duration_ms = platform_number(data.get("duration_ms"))
+        facts.duration_ms = platform_duration_ms(data.get("duration_ms"))
         facts.status = str(data.get("status") or "failure")
         facts.error_type = data.get("error_type") if isinstance(data.get("error_type"), str) else None
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
@@ -627,7 +630,7 @@ class Correlator:
             if self.init.failed:
                 self._on_init_failed()
         elif kind == "platform.initReport":
-            self.init.duration_ms = platform_number((record.get("metrics") or {}).get("durationMs"))
+            self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._maybe_init_span()
         elif kind == "platform.extension" and self._in_init:
@@ -1216,3 +1219,11 @@ def platform_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not -(2**53) <= value <= 2**53:
         return None
     return float(value)
+
+
+def platform_duration_ms(value: Any) -> float | None:
+    """A duration of the platform's telemetry, in ms; None where there is none, or where it is
+    negative or over MAX_DURATION_MS: added to a start, it would end the span past what OTLP's
+    timestamps hold (a malformed record's 1e15), where it is a missing value."""
+    number = platform_number(value)
+    return number if number is not None and 0 <= number <= MAX_DURATION_MS else None

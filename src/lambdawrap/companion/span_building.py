@@ -23,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, platform_failure, platform_number, platform_parent
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_duration_ms, platform_failure, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.companion.sized_items import take_front
@@ -341,7 +341,7 @@ class SpanBuilder:
         """(end_ns, failure reason) of an invocation the function could not report."""
         outcome = inv.outcome or {}
         error_type, reason = platform_failure(outcome)
-        duration_ms = platform_number((outcome.get("metrics") or {}).get("durationMs"))
+        duration_ms = platform_duration_ms((outcome.get("metrics") or {}).get("durationMs"))
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         end_ns = start_ns + int(duration_ms * 1_000_000) if duration_ms is not None else (inv.finished_at_ns or time.time_ns())
         attrs["error.type"] = error_type
