@@ -2326,6 +2326,37 @@ def test_a_context_the_function_keeps_across_invocations_keeps_no_caller_s_bagga
     assert sent == ["user.id=alice", "tenant=acme", "tenant=acme"], sent
 
 
+KEEPS_BAGGAGE_FROM_ITS_INIT = """
+from opentelemetry import baggage, context, trace
+
+context.attach(baggage.set_baggage("tenant", "init-tenant"))  # kept for the environment's life
+
+
+def handler(event, lambda_context):
+    seen = dict(baggage.get_all())
+    if event.get("drop"):
+        context.attach(baggage.remove_baggage("tenant"))  # kept too
+    return {"seen": seen, "after": dict(baggage.get_all())}
+"""
+
+
+def test_baggage_the_function_keeps_from_its_init_is_removed_as_it_removes_it(tmp_path):
+    # GIVEN a function that keeps baggage attached at init, and removes it in its first
+    # invocation, whose caller sends baggage of its own (the second's none)
+    task = write_function(tmp_path / "task", KEEPS_BAGGAGE_FROM_ITS_INIT)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    first = {"version": "2.0", "routeKey": "GET /x", "rawPath": "/x", "rawQueryString": "", "headers": {"traceparent": traceparent, "baggage": "user.id=alice"}, "requestContext": {"http": {"method": "GET", "path": "/x", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "curl"}, "requestId": "r", "timeEpoch": 1}, "drop": True}
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+        without = [bare.invoke(first).json(), bare.invoke({}).json()]
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        results = [emu.invoke(first).json(), emu.invoke({}).json()]
+    # THEN during the invocation it sees its own baggage beside the caller's, and after it, its
+    # removal holds, as without the layer (before: the init's entry came back)
+    assert without == [{"seen": {"tenant": "init-tenant"}, "after": {}}, {"seen": {}, "after": {}}]
+    assert results[0] == {"seen": {"tenant": "init-tenant", "user.id": "alice"}, "after": {"user.id": "alice"}}, results
+    assert results[1] == without[1], results
+
+
 KEEPS_A_CONTEXT_UNDER_URLLIB3_S_INSTRUMENTATION = """
 import os, sys
 sys.path.insert(0, os.environ["CONTRIB"])

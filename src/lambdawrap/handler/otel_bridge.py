@@ -518,8 +518,10 @@ _MISSING = object()
 def _without_invocation(current: Any, entered: Any, before: Any) -> Any:
     """`current` (a context the function made on top of the invocation's, `entered`) with each
     value the invocation set (those `entered` holds and `before` does not) back to `before`'s,
-    where the function kept it; of a mapping (the baggage) the function added to, its entries
-    from the invocation taken out, `before`'s put back. The same context where none is left."""
+    where the function kept it; of a mapping (the baggage, the invocation's over `before`'s)
+    the function changed, each entry the invocation put there and the function left as it was
+    back to `before`'s (or gone), the function's own changes kept. The same context where none
+    is left."""
     values = dict(current)
     changed = False
     for key, ours in entered.items():
@@ -530,8 +532,15 @@ def _without_invocation(current: Any, entered: Any, before: Any) -> Any:
         if kept is ours:
             restored = earlier
         elif isinstance(kept, abc.Mapping) and isinstance(ours, abc.Mapping):
-            restored = dict(earlier) if isinstance(earlier, abc.Mapping) else {}
-            restored.update((name, value) for name, value in kept.items() if ours.get(name, _MISSING) != value)
+            earlier_entries = earlier if isinstance(earlier, abc.Mapping) else {}
+            restored = dict(kept)
+            for name, value in ours.items():
+                if earlier_entries.get(name, _MISSING) is value or restored.get(name, _MISSING) is not value:
+                    continue  # the function's context's own, or changed by the function
+                if name in earlier_entries:
+                    restored[name] = earlier_entries[name]
+                else:
+                    del restored[name]
             if restored == kept:
                 continue
         else:
