@@ -255,6 +255,24 @@ def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshe
             assert not [call for call in front.calls if "lambdawrap/boot" in call[1] and call[0] == "secretsmanager.GetSecretValue"], front.calls
 
 
+def test_a_companion_answer_marked_unavailable_that_holds_every_secret_is_taken_whole(moto, clients, handler_cache, caplog):
+    class AnsweringChannel:  # the companion's answer as its socket server sends it
+        def request(self, record, timeout_s):
+            return {"values": {"DB_PASSWORD": DB_PASSWORD, "API_KEY": API_KEY}, "errors": {}, "ages": {}, "ttl": 300.0, "unavailable": True}
+
+    # GIVEN a companion whose first load ended as it answered: marked unavailable, every
+    # declared secret in it
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key")
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        # WHEN the function's process boots
+        assert handler_cache.load_declared(settings, AnsweringChannel(), companion_expected=True) == []
+    # THEN it has them, and neither asks AWS nor says it will (before: it made boto3 clients
+    # for nothing and warned it fetched the rest, then refreshed from AWS)
+    assert (os.environ["DB_PASSWORD"], os.environ["API_KEY"]) == (DB_PASSWORD, API_KEY)
+    assert not [r for r in caplog.records if "fetching the rest" in r.getMessage()], caplog.text
+    assert aws_calls(moto) == []
+
+
 def test_a_secret_the_function_s_process_cannot_fetch_is_asked_for_no_more_than_every_5_s_whatever_the_ttl(moto, clients, handler_cache, tmp_path):
     # GIVEN no companion, a TTL of 0, and a declared secret AWS does not have
     settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,GONE=secretsmanager:prod/gone", ttl_s=0.0, socket_path=str(tmp_path / "none.sock"))

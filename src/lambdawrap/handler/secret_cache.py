@@ -238,6 +238,8 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
     secret's keys (a user name and its password) fetched apart would, across a rotation,
     pair the old one's with the new one's."""
     values, errors = {}, {}
+    if not sources:
+        return {"values": values, "errors": errors}  # nothing to ask: no boto3 imported for it
     if budget_s is None:
         client = _refresh_clients(region)
         fetch = call
@@ -365,12 +367,12 @@ def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region
     if budget_s is not None:
         timeout_s = min(timeout_s, budget_s)
     answer = _ask_companion(channel, timeout_s) if companion else None
-    if answer is not None and not answer.get("unavailable"):
-        return answer, True
     # What the companion has already (a slow secret held back its first load) is not asked of
     # AWS again: a throttled or slow AWS is when this fallback runs.
     have = {k: v for k, v in (answer or {}).get("values", {}).items() if isinstance(k, str) and isinstance(v, str)}
     missing = [source for source in sources if source.env_name not in have]
+    if answer is not None and (not answer.get("unavailable") or not missing):
+        return answer, True
     direct_s = DIRECT_FETCH_BUDGET_S
     if budget_s is not None:
         direct_s = min(direct_s, budget_s - (time.monotonic() - started))
