@@ -1034,7 +1034,7 @@ def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, m
     # parses it), fetched by the companion or by the boot itself; the function prints the
     # parsed settings, logs a connection string with the password, and raises an error quoting it
     password = "Rds-Generated-Pw-8c1f9a"
-    moto.client("secretsmanager").create_secret(Name="prod/rds", SecretString=json.dumps({"username": "app", "password": password, "host": "db.example.internal", "port": 5432}))
+    moto.client("secretsmanager").create_secret(Name="prod/rds", SecretString=json.dumps({"username": "app", "password": password, "engine": "postgres", "host": "db.example.internal", "port": 5432}))
     task = write_function(tmp_path / "task", USES_A_WHOLE_JSON_SECRET_APP)
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_SECRET=secretsmanager:prod/rds", LAMBDAWRAP_SECRETS_TIMEOUT_MS=timeout_ms)
     with instrumented(task, env=env) as (emu, rx):
@@ -1049,8 +1049,9 @@ def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, m
     assert "connecting to postgresql://app:[REDACTED]@[REDACTED]/app" in captured and "database settings" in captured
     for value in (password, "db.example.internal"):
         assert value not in captured, value
-    # a value too short to be a credential is left as it is
-    assert "'username': 'app'" in captured
+    # a value too short to be a credential is left as it is, and so is the engine, no credential
+    # (before: "postgres" replaced made "[REDACTED]ql://" of every connection string)
+    assert "'username': 'app'" in captured and "'engine': 'postgres'" in captured
 
 
 AWS_DOCS_PARAMETER_APP = """

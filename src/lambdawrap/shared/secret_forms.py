@@ -18,6 +18,10 @@ MIN_SCRUBBED_CHARS = 8
 # for whole only: its values would crowd the other secrets' out of the scrubber's bound, and each
 # one searched for costs every exported text its search.
 MAX_JSON_STRINGS = 32
+# Fields of the database secrets Secrets Manager rotates that are no credential, whose value is a
+# word exported spans hold: "postgres" (8 characters) replaced in every `db.system.name` and
+# connection string made "[REDACTED]ql" of "postgresql".
+NOT_SECRET_FIELDS = frozenset({"engine"})
 # The execution role's secret parts (its access key id names the key, it is no secret).
 ROLE_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # What yarl (aiohttp's URLs) leaves unescaped in a query's value, where it writes a blank as "+":
@@ -60,7 +64,7 @@ def _json_strings(value: str) -> list:
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
-            pending.extend(node.values())
+            pending.extend(v for k, v in node.items() if k not in NOT_SECRET_FIELDS)
         elif isinstance(node, list):
             pending.extend(node)
         elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS:
