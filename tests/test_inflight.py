@@ -42,21 +42,35 @@ def test_hold_read_clear(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-@every_python
-def test_a_slot_made_again_leaves_the_function_s_files_open(tmp_path, interpreter):
-    # GIVEN a slot in use, then a function that closes every descriptor by number (as
-    # daemonising code does), opens files of its own, and empties /tmp
+def with_a_slot(interpreter, tmp_path: Path, body: str) -> tuple:
+    """(what `body` printed last, as JSON; the end of its stderr), run by `interpreter` after a
+    slot beside tmp_path/lw.sock (`slot`) held an invocation, with `empty_tmp()` at hand: what
+    a function that empties /tmp does."""
     code = textwrap.dedent(f"""
         import json, os, sys
         sys.path.insert(0, {SRC!r})
         from lambdawrap.shared import inflight
         slot = inflight.InflightSlot({str(tmp_path / "lw.sock")!r})
         assert slot.hold(b'{{"request_id": "a"}}', now_ns=1)
+
+        def empty_tmp():
+            for path in os.listdir({str(tmp_path)!r}):
+                if ".inflight." in path:
+                    os.unlink({str(tmp_path)!r} + "/" + path)
+    """) + textwrap.dedent(body)
+    out = subprocess.run([interpreter.path, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip(), out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr[-2000:]
+
+
+@every_python
+def test_a_slot_made_again_leaves_the_function_s_files_open(tmp_path, interpreter):
+    # GIVEN a slot in use, then a function that closes every descriptor by number (as
+    # daemonising code does), opens files of its own, and empties /tmp
+    found, stderr = with_a_slot(interpreter, tmp_path, f"""
         os.closerange(3, 1024)
         files = [open({str(tmp_path)!r} + f"/own-{{n}}", "w") for n in range(4)]
-        for path in os.listdir({str(tmp_path)!r}):
-            if ".inflight." in path:
-                os.unlink({str(tmp_path)!r} + "/" + path)
+        empty_tmp()
         # WHEN the next invocation makes the slot again
         made = slot.hold(b'{{"request_id": "b"}}', now_ns=1 + inflight.CHECK_INTERVAL_NS)
         broken = []
@@ -68,36 +82,25 @@ def test_a_slot_made_again_leaves_the_function_s_files_open(tmp_path, interprete
                 broken.append((n, exc.errno))
         print(json.dumps({{"made": made, "broken": broken}}))
     """)
-    out = subprocess.run([interpreter.path, "-c", code], capture_output=True, text=True, timeout=60)
-    found = json.loads(out.stdout.strip().splitlines()[-1])
     # THEN every file of the function's is still open, and the slot is made (before: closing the
     # old map closed the descriptor number it had kept, now one of the function's files)
-    assert found == {"made": True, "broken": []}, (found, out.stderr[-2000:])
+    assert found == {"made": True, "broken": []}, (found, stderr)
     assert inflight.read(str(tmp_path / "lw.sock"), "b") is not None
 
 
 @every_python
 def test_a_slot_made_again_and_again_holds_one_descriptor(tmp_path, interpreter):
     # GIVEN a function that empties /tmp at every invocation, each second
-    code = textwrap.dedent(f"""
-        import json, os, sys
-        sys.path.insert(0, {SRC!r})
-        from lambdawrap.shared import inflight
-        slot = inflight.InflightSlot({str(tmp_path / "lw.sock")!r})
-        assert slot.hold(b'{{"request_id": "a"}}', now_ns=1)
+    found, stderr = with_a_slot(interpreter, tmp_path, """
         before = len(os.listdir("/proc/self/fd"))
         for n in range(1, 200):
-            for path in os.listdir({str(tmp_path)!r}):
-                if ".inflight." in path:
-                    os.unlink({str(tmp_path)!r} + "/" + path)
-            assert slot.hold(b'{{"request_id": "a"}}', now_ns=1 + n * inflight.CHECK_INTERVAL_NS)
-        print(json.dumps({{"before": before, "after": len(os.listdir("/proc/self/fd"))}}))
+            empty_tmp()
+            assert slot.hold(b'{"request_id": "a"}', now_ns=1 + n * inflight.CHECK_INTERVAL_NS)
+        print(json.dumps({"before": before, "after": len(os.listdir("/proc/self/fd"))}))
     """)
-    out = subprocess.run([interpreter.path, "-c", code], capture_output=True, text=True, timeout=60)
-    found = json.loads(out.stdout.strip().splitlines()[-1])
     # WHEN the slot is made again 199 times THEN the process holds as many descriptors as
     # before (before: one more each time, until the function's own open() failed with EMFILE)
-    assert found["after"] == found["before"], (found, out.stderr[-2000:])
+    assert found["after"] == found["before"], (found, stderr)
 
 
 def test_a_record_too_big_for_the_slot_is_refused(tmp_path):

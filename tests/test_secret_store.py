@@ -83,6 +83,19 @@ def aws_calls(moto: MotoServer) -> list:
     return [(c["target"], json.loads(c["body"])) for c in moto.requests()]
 
 
+@contextlib.contextmanager
+def serving_the_api(settings: Settings, clients, scrubber=None) -> Iterator[tuple]:
+    """(the companion's store, started; its secrets API over it), both stopped at the end."""
+    store = SecretStore(settings, clients, scrubber=scrubber)
+    store.start()
+    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
+    try:
+        yield store, api
+    finally:
+        api.stop()
+        store.stop()
+
+
 def test_one_entry_per_secret_whatever_the_name_or_path_asks_for_it(moto, clients):
     # GIVEN two declared secrets from one Secrets Manager secret, and a parameter
     settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,DB_USER=secretsmanager:prod/db#user,API_KEY=ssm:/prod/api/key")
@@ -678,10 +691,7 @@ def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_
         moto.client("secretsmanager").create_secret(Name=f"tenants/{n}", SecretString=f"tenant-key-{n:04d}-value")
     scrubber = SecretScrubber()
     settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)
-    store = SecretStore(settings, clients, scrubber=scrubber)
-    store.start()
-    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
-    try:
+    with serving_the_api(settings, clients, scrubber) as (store, api):
         store.snapshot(10)
         # WHEN each is served
         for n in range(secret_scrub.MAX_VALUES + 40):
@@ -691,9 +701,6 @@ def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_
         last = secret_scrub.MAX_VALUES + 39
         assert scrubber.text(f"key tenant-key-{last:04d}-value, {API_KEY}") == "key [REDACTED], [REDACTED]"
         assert len(scrubber._known) <= secret_scrub.MAX_VALUES
-    finally:
-        api.stop()
-        store.stop()
 
 
 
@@ -708,10 +715,7 @@ def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(mot
     moto.client("ssm").put_parameter(Name="/billing/table", Value="billing-ledger-table", Type="String")
     scrubber = SecretScrubber()
     settings = store_settings("SIGNING_KEY=secretsmanager:billing/keys#signing", secrets_allow_undeclared=True)
-    store = SecretStore(settings, clients, scrubber=scrubber)
-    store.start()
-    api = SecretsHttpApi(store, SESSION_TOKEN, settings)
-    try:
+    with serving_the_api(settings, clients, scrubber) as (store, api):
         store.snapshot(10)
         # the declared key is searched for, the other not yet (the function has not got it)
         assert scrubber.text(f"{signing} {webhook}") == f"[REDACTED] {webhook}"
@@ -724,9 +728,6 @@ def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(mot
         # left the others unsearched, where a secret not declared at all was searched for whole);
         # a plain parameter, no secret, still is not
         assert scrubber.text(f"{signing} {webhook} billing-ledger-table") == "[REDACTED] [REDACTED] billing-ledger-table"
-    finally:
-        api.stop()
-        store.stop()
 
 
 def test_a_value_learned_past_the_bound_the_declared_secrets_fill_is_still_searched_for():
