@@ -108,6 +108,22 @@ def test_a_reset_s_cause_is_not_given_to_an_invocation_that_ended_before(reason)
     assert signals.dropped_by_reason == {"record_missing": 1}
 
 
+@pytest.mark.parametrize("told", [("initStart",), ("initStart", "initRuntimeDone")])
+def test_an_init_spun_down_unused_whose_report_was_lost_is_still_its_span(told):
+    # GIVEN an environment initialized ahead (a proactive init) of which the companion heard the
+    # init's start, and maybe its runtime's end, but not its report (a flood's logsDropped)
+    correlator, signals = environment()
+    records_of = {"initStart": {"phase": "init", "initializationType": "on-demand"}, "initRuntimeDone": {"phase": "init", "status": "success"}}
+    correlator.on_telemetry([{"time": stamp(), "type": f"platform.{kind}", "record": records_of[kind]} for kind in told])
+    # WHEN it spins down unused
+    correlator.finish_unreported("spindown")
+    # THEN its init is a span, a healthy one (a spindown ends a healthy environment only; before:
+    # neither exported nor counted)
+    inits = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+    assert [span.status.status_code for span in inits] == [StatusCode.UNSET], inits
+    assert not signals.dropped_by_reason, signals.dropped_by_reason
+
+
 def posted(correlator: Correlator, rid: str, outcome: str, size: int | None = None) -> None:
     correlator.on_record(records.posted(rid, outcome, size))
 

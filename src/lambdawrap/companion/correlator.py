@@ -947,12 +947,14 @@ class Correlator:
         self._on_init_failed()
 
     def _init_served_unreported(self) -> None:
-        # This environment served an invocation, so its init succeeded; its report (and maybe
-        # its start) did not come before the environment ended (a platform that does not flush
-        # before SHUTDOWN). The span goes without its duration, from its start if it came, else
-        # from the companion's own start, early in that init.
+        # This environment served an invocation, or spun down, so its init succeeded; its report
+        # (and maybe its start, or its initRuntimeDone) did not come before the environment
+        # ended (a platform that does not flush before SHUTDOWN, a flood's logsDropped). The
+        # span goes without its duration, from its start if it came, else from the companion's
+        # own start, early in that init.
         if self.init.start_ns is None:
             self.init.start_ns = self._created_ns
+        self.init.runtime_done = True
         self.init.reported = True
 
     def _failed_before_the_runtime(self) -> None:
@@ -1149,7 +1151,9 @@ class Correlator:
             self._release_unannounced()
             if not self.init.reported and not self._served() and reason != "spindown":
                 self._init_unreported()
-            elif not self.init.reported and self._served():
+            elif not self.init.reported and (self._served() or self.init.start_ns is not None):
+                # Served, or spun down unused (a proactive init, provisioned concurrency): a
+                # spindown ends a healthy environment only, so the init succeeded.
                 self._init_served_unreported()
             self._maybe_init_span(ending=True)
             return len(replaced) + len(open_)
