@@ -274,6 +274,19 @@ class TestPlainFunction:
             phases = [(r["record"]["phase"], r["record"]["status"]) for r in emu.records("platform.initRuntimeDone")]
             assert phases == [("init", "error"), ("invoke", "error"), ("invoke", "error")]
 
+    def test_a_proactive_init_that_fails_is_run_again_inside_the_first_invoke_only(self, tmp_path):
+        from lambdawrap.devtools.emulator.init_phase import InitFailure
+
+        task = write_function(tmp_path / "task", "import does_not_exist\n")
+        with Emulator(str(task), "app.handler") as emu:
+            # A proactive init that fails is not run again at once: no invocation to run it in
+            with pytest.raises(InitFailure):
+                emu.init()
+            assert [r["record"]["phase"] for r in emu.records("platform.initRuntimeDone")] == ["init"]
+            # ... the first invoke's init is, in the invoke phase
+            assert emu.invoke({}).json()["errorType"] == "Runtime.ImportModuleError"
+            assert [r["record"]["phase"] for r in emu.records("platform.initRuntimeDone")] == ["init", "invoke"]
+
     def test_missing_wrapper_exits_127(self, function_dir):
         with Emulator(str(function_dir), "app.handler", env={"AWS_LAMBDA_EXEC_WRAPPER": "/opt/nope.sh"}, layer_dir=str(function_dir)) as emu:
             body = emu.invoke({}).json()

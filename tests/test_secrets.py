@@ -1034,7 +1034,7 @@ def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, m
     # parses it), fetched by the companion or by the boot itself; the function prints the
     # parsed settings, logs a connection string with the password, and raises an error quoting it
     password = "Rds-Generated-Pw-8c1f9a"
-    moto.client("secretsmanager").create_secret(Name="prod/rds", SecretString=json.dumps({"username": "app", "password": password, "engine": "postgres", "host": "db.example.internal", "port": 5432}))
+    moto.client("secretsmanager").create_secret(Name="prod/rds", SecretString=json.dumps({"username": "app", "password": password, "engine": "postgres", "dbname": "postgres", "host": "db.example.internal", "port": 5432}))
     task = write_function(tmp_path / "task", USES_A_WHOLE_JSON_SECRET_APP)
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_SECRET=secretsmanager:prod/rds", LAMBDAWRAP_SECRETS_TIMEOUT_MS=timeout_ms)
     with instrumented(task, env=env) as (emu, rx):
@@ -1051,7 +1051,7 @@ def test_the_values_of_a_json_secret_declared_whole_are_not_exported(tmp_path, m
         assert value not in captured, value
     # a value too short to be a credential is left as it is, and so is the engine, no credential
     # (before: "postgres" replaced made "[REDACTED]ql://" of every connection string)
-    assert "'username': 'app'" in captured and "'engine': 'postgres'" in captured
+    assert "'username': 'app'" in captured and "'engine': 'postgres'" in captured and "'dbname': 'postgres'" in captured
 
 
 AWS_DOCS_PARAMETER_APP = """
@@ -1387,6 +1387,19 @@ def test_a_secret_s_current_value_stays_searched_for_however_many_texts_the_othe
     for n in range(300, 400):
         scrubber.learn([f"rotated-token-{n:03d}/+x"], source="token")
     assert scrubber.text(password) == REDACTED
+
+
+def test_only_a_database_secret_s_engine_word_is_left_out_of_the_search():
+    from lambdawrap.shared.secret_forms import searched_forms
+
+    # GIVEN JSON secrets: a database's, whose engine names a word spans hold, and a
+    # configuration whose "engine" holds credentials of its own
+    database = searched_forms([json.dumps({"engine": "postgres", "username": "postgres", "password": "Pw-1234567890"})])
+    config = searched_forms([json.dumps({"engine": {"api_key": "sk-live-4f9a8b7c6d5e"}, "name": "search-engine-prod"})])
+    # THEN the engine's word is no text searched for, wherever it is the value; every other
+    # value is, an "engine" object's included
+    assert "postgres" not in database and "Pw-1234567890" in database
+    assert "sk-live-4f9a8b7c6d5e" in config and "search-engine-prod" in config
 
 
 def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():

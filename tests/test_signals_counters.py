@@ -241,3 +241,32 @@ def test_a_series_first_point_begins_when_its_first_value_came_not_at_the_collec
         start, end = points[name]
         assert measured_at <= start <= first_values_in and end - start >= 200_000_000, (name, start - measured_at, end - start)
     assert histogram_points(reader) == {}  # nothing new since (delta), and nothing twice
+
+
+def errors_of_a_failed_init(told: list, phase_before: str = "init", unseen: bool = False) -> float:
+    """faas.errors counted for an init the platform told of with `told` (telemetry events), or
+    that failed unseen (before the companion could subscribe), after a phase known beforehand."""
+    from lambdawrap.companion.correlator import Correlator
+
+    signals, reader = make_signals()
+    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason))
+    correlator.init.phase = phase_before  # as the companion sets it where an init ran before in the sandbox
+    if unseen:
+        correlator.init_failed_unseen(1_700_000_000_000_000_000)
+    correlator.on_telemetry([{"time": "2026-12-05T00:00:00.000Z", "type": f"platform.{kind}", "record": record} for kind, record in told])
+    correlator.finish_unreported("failure")
+    return sum(value for (name, _), value in collected(signals, reader).items() if name == "faas.errors")
+
+
+def test_a_failed_init_s_run_inside_the_invocation_is_the_caller_s_error_however_little_was_told():
+    failed = {"phase": "invoke", "status": "error", "errorType": "Runtime.ImportModuleError"}
+    # GIVEN a failed init run again inside the first invocation (the platform's suppressed
+    # init) THEN it is one invocation error: told whole; its initStart lost (a flood's
+    # logsDropped: the phase read from initRuntimeDone and initReport); or failed before the
+    # companion could subscribe (before: both counted as the init phase's, and the caller's
+    # failure was counted nowhere)
+    assert errors_of_a_failed_init([("initStart", {"phase": "invoke"}), ("initRuntimeDone", failed), ("initReport", {"phase": "invoke", "metrics": {"durationMs": 5.0}})]) == 1
+    assert errors_of_a_failed_init([("initRuntimeDone", failed), ("initReport", {"phase": "invoke", "metrics": {"durationMs": 5.0}})]) == 1
+    assert errors_of_a_failed_init([], phase_before="invoke", unseen=True) == 1
+    # ... and the init phase's own attempt none: no caller waited on it
+    assert errors_of_a_failed_init([("initStart", {"phase": "init"}), ("initRuntimeDone", dict(failed, phase="init")), ("initReport", {"phase": "init", "metrics": {"durationMs": 5.0}})]) == 0

@@ -624,12 +624,14 @@ class Correlator:
             self._in_init = True
             self._current_rid = None
         elif kind == "platform.initRuntimeDone":
+            self._learn_init_phase(record)
             self.init.runtime_done = True
             self.init.status = str(record.get("status", "success"))
             self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
             if self.init.failed:
                 self._on_init_failed()
         elif kind == "platform.initReport":
+            self._learn_init_phase(record)
             self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._maybe_init_span()
@@ -717,11 +719,20 @@ class Correlator:
             get_logger().warning("lambdawrap: the platform reported %s for an invocation whose response the runtime had posted; its span says what the post said (logged once)", status)
         self._on_finished(inv.request_id)  # a flush that waits for the log lines may go now
 
+    def _learn_init_phase(self, record: dict) -> None:
+        # Told by initRuntimeDone and initReport too: an initStart lost (a flood's logsDropped)
+        # must not leave the run again inside an invocation taken for the init phase's.
+        phase = record.get("phase")
+        if isinstance(phase, str) and phase and not self.init.emitted:
+            self.init.phase = phase
+
     def init_failed_unseen(self, start_ns: int) -> None:
         """Init failed before the companion could subscribe to the Telemetry API: its facts
         will never come, but it is accounted for, as a failed init of unknown cause."""
         with self._lock:
-            self.init = InitFacts(start_ns=start_ns)
+            # The phase known so far: "invoke" where an init ran before in this sandbox (this
+            # one is its run again inside the first invocation, whose failure is the caller's).
+            self.init = InitFacts(start_ns=start_ns, phase=self.init.phase)
             self.init.status = "failure"
             self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
             self.init.reported = True

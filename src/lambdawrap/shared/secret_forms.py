@@ -18,9 +18,9 @@ MIN_SCRUBBED_CHARS = 8
 # for whole only: its values would crowd the other secrets' out of the scrubber's bound, and each
 # one searched for costs every exported text its search.
 MAX_JSON_STRINGS = 32
-# Fields of the database secrets Secrets Manager rotates that are no credential, whose value is a
-# word exported spans hold: "postgres" (8 characters) replaced in every `db.system.name` and
-# connection string made "[REDACTED]ql" of "postgresql".
+# Top-level fields of the database secrets Secrets Manager rotates that are no credential, whose
+# string value is a word exported spans hold: "postgres" (8 characters) replaced in every
+# `db.system.name` and connection string made "[REDACTED]ql" of "postgresql".
 NOT_SECRET_FIELDS = frozenset({"engine"})
 # The execution role's secret parts (its access key id names the key, it is no secret).
 ROLE_CREDENTIAL_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -60,14 +60,18 @@ def _json_strings(value: str) -> list:
         document = json.loads(value)
     except (ValueError, RecursionError):  # not JSON, or nested too deep to read: the whole text only
         return []
+    # The words a database secret's top-level fields that are no credential hold (its engine's
+    # name), and any other field holding just that word (RDS PostgreSQL's default user name and
+    # database name are "postgres" too): not searched for.
+    words = {v for k, v in document.items() if k in NOT_SECRET_FIELDS and isinstance(v, str)} if isinstance(document, dict) else set()
     found, pending = [], [document]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
-            pending.extend(v for k, v in node.items() if k not in NOT_SECRET_FIELDS)
+            pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
-        elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS:
+        elif isinstance(node, str) and len(node) >= MIN_SCRUBBED_CHARS and node not in words:
             found.append(node)
     return found if len(set(found)) <= MAX_JSON_STRINGS else []
 

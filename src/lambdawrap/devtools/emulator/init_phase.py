@@ -44,15 +44,16 @@ class InitPhase:
         with self._state.invoke_lock:
             if not self._state.initialized:
                 try:
-                    self.run(str(uuid.uuid4()))
+                    self.run(str(uuid.uuid4()), run_again=False)
                 except InitFailure:
                     reset_environment(self._state, "failure")
                     raise
                 if not self._state.config.managed_instances:
                     self._state.freeze()  # ready, and waiting for its first event
 
-    def run(self, request_id: str) -> None:
-        """Initialize for an invocation (or a proactive init); raises InitFailure if it fails."""
+    def run(self, request_id: str, run_again: bool = True) -> None:
+        """Initialize for an invocation (or, not `run_again`, a proactive init: no invocation
+        to run a failed one again in); raises InitFailure if it fails."""
         # An init that fails or overruns its 10 s is run again inside the invoke, bounded by the
         # function timeout (the platform's "suppressed init", spec §1; on Managed Instances,
         # whose init comes before any request is routed, only one that overran).
@@ -60,7 +61,7 @@ class InitPhase:
         try:
             self._attempt(phase, request_id)
         except InitFailure as failure:
-            if phase == "invoke" or (failure.status != "timeout" and self._state.config.managed_instances):
+            if not run_again or phase == "invoke" or (failure.status != "timeout" and self._state.config.managed_instances):
                 raise
             reset_environment(self._state, "failure")
             self._attempt("invoke", request_id)
