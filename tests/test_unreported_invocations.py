@@ -646,3 +646,46 @@ def test_an_environment_whose_only_invocation_lost_its_record_and_its_init_repor
         # init at a failure)
         (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
         assert init.status.status_code != StatusCode.ERROR, reason
+
+
+def test_on_managed_instances_the_late_word_on_a_request_forgotten_since_makes_nothing_more(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 8)
+    # GIVEN requests on Managed Instances finished without the platform's word (it lagged), and
+    # more of them finished since than the correlator remembers (2,048; 8 here)
+    correlator, signals = environment(managed_instances=True)
+    for n in range(12):
+        correlator.on_telemetry([platform_start(f"R{n}")])
+        ended = record(f"R{n}")
+        ended["end"]["remaining_ms"] = 0
+        correlator.on_record(ended)
+        correlator.finish_overdue(time.monotonic() + 60)
+    assert len(invocation_spans(signals)) == 12
+    # WHEN the word on the first ones comes at last: a start and report, or a report alone
+    correlator.on_telemetry([platform_start("R0"), platform_report("R0", "timeout"), platform_report("R1", "timeout")])
+    correlator.finish_overdue(time.monotonic() + 60)
+    correlator.finish_unreported("spindown")
+    # THEN nothing more is made of it (before: a second span for R0, a span and a
+    # record_missing for R1)
+    assert invocation_spans(signals) == [] and not signals.dropped_by_reason, (invocation_spans(signals), signals.dropped_by_reason)
+
+
+def test_on_managed_instances_a_retry_of_a_request_forgotten_since_is_its_own(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 8)
+    monkeypatch.setattr(correlator_module, "RETRY_AFTER_S", 0.0)
+    # GIVEN a request forgotten since (8 more finished after it)
+    correlator, signals = environment(managed_instances=True)
+    for n in range(10):
+        correlator.on_telemetry([platform_start(f"R{n}"), platform_report(f"R{n}")])
+        correlator.on_record(record(f"R{n}"))
+    assert len(invocation_spans(signals)) == 10
+    # WHEN its asynchronous retry comes, under the same id (a minute later at the soonest)
+    correlator.on_telemetry([platform_start("R0")])
+    correlator.on_record(record("R0"))
+    correlator.on_telemetry([platform_report("R0")])
+    correlator.finish_unreported("spindown")
+    # THEN it is an invocation of its own
+    assert [span.attributes["faas.invocation_id"] for span in invocation_spans(signals)] == ["R0"]

@@ -33,6 +33,12 @@ else:
     Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
+# On Managed Instances, the ids of requests forgotten past KEEP_FINISHED, kept this many more (ids
+# only, ~2 MB): the platform's word on one may come that late on a busy instance.
+KEEP_FORGOTTEN_IDS = 16384
+# Lambda retries an asynchronous invocation that failed a minute later at the soonest: a start
+# for a forgotten id sooner than this is a late one.
+RETRY_AFTER_S = 30.0
 # The function sends its record before its runtime asks for the next event (right after the
 # runtime's post of the response, or before it), and the platform reports runtimeDone only
 # after that ask; a record still missing this long after runtimeDone was lost.
@@ -404,6 +410,7 @@ class Correlator:
         # The request the platform handed over last (on demand): the one under way when a reset
         # comes, which a timeout or a crash ends (any earlier one had its runtime ask for more).
         self._last_invoked: str | None = None
+        self._forgotten: collections.OrderedDict = collections.OrderedDict()  # see KEEP_FORGOTTEN_IDS
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -641,6 +648,11 @@ class Correlator:
                 self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
+            forgotten_at = self._forgotten.get(str(rid))
+            if forgotten_at is not None:
+                if time.monotonic() - forgotten_at < RETRY_AFTER_S:
+                    return  # late, of a request accounted for: its report is ignored too
+                del self._forgotten[str(rid)]  # an asynchronous retry under the same id: its own
             if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard and str(rid) not in self._early_attempts:
                 # Late, not lost: the request it stands for was made without it.
                 self._finished[str(rid)].unheard = False
@@ -659,6 +671,11 @@ class Correlator:
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
+            if rid in self._forgotten:
+                # The late word on a request accounted for and forgotten since (2,048 requests
+                # finished after it, a second or two of a busy instance): taken for a new
+                # request's, it made a second span, or a span and a record_missing.
+                return
             inv = self._superseded.get(rid)
             if inv is None or (kind == "platform.runtimeDone" and inv.outcome is not None):
                 inv = self._lookup(rid)
@@ -913,7 +930,11 @@ class Correlator:
     def _remember(self, inv: Invocation) -> None:
         self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
         while len(self._finished) > KEEP_FINISHED:
-            self._finished.popitem(last=False)
+            forgotten, _ = self._finished.popitem(last=False)
+            if self._managed_instances:
+                self._forgotten[forgotten] = time.monotonic()
+                if len(self._forgotten) > KEEP_FORGOTTEN_IDS:
+                    self._forgotten.popitem(last=False)
 
     def _maybe_init_span(self, ending: bool = False) -> None:
         # The init span joins the trace of the first invocation after init, once both the
