@@ -1429,13 +1429,17 @@ def test_a_json_key_s_value_that_is_no_string_is_its_json_text_and_a_binary_secr
             monkeypatch.setenv(name, value)
         aws = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto.endpoint)
         aws.create_secret(Name="prod/db", SecretString=json.dumps({"port": 5432, "tls": True, "replica": None, "pool": {"size": 4}}))
+        aws.create_secret(Name="prod/limits", SecretString='{"ratio": 1e3}')
         aws.create_secret(Name="prod/keystore", SecretBinary=b"\x00\x01binary")
         client = make_clients("boot", "us-east-1")
         (port, tls, replica, pool, keystore), problems = parse_sources("PORT=secretsmanager:prod/db#port,TLS=secretsmanager:prod/db#tls,REPLICA=secretsmanager:prod/db#replica,POOL=secretsmanager:prod/db#pool,KEYSTORE=secretsmanager:prod/keystore")
         assert problems == []
         # WHEN each is fetched as the boot and the companion fetch it
-        # THEN each value is its JSON text, as the README says
+        # THEN each value is as Python's json writes it again, as the README says (a number
+        # written 1e3 too)
         assert [fetch(source, client) for source in (port, tls, replica, pool)] == ["5432", "true", "null", '{"size": 4}']
+        (ratio,), _ = parse_sources("RATIO=secretsmanager:prod/limits#ratio")
+        assert fetch(ratio, client) == "1000.0"
         # ... and the binary secret fails, named, without its bytes
         with pytest.raises(SecretsError, match="KEYSTORE=secretsmanager:prod/keystore is binary"):
             fetch(keystore, client)
