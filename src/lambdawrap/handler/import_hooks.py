@@ -62,17 +62,25 @@ def _run(hook: "Callable[[ModuleType], None]", module: "ModuleType", on_error: "
         on_error(_name_of(module))
 
 
-def _initializing(module: object) -> bool:
+def _attribute(module: object, name: str, default: object) -> object:
+    """`getattr(module, name, default)`, or `default` where the object answers with an error:
+    what a module put in sys.modules in its place (a registry whose __getattr__ raises
+    KeyError) answers as it likes, importlib never asks it, and an error here would be the
+    import's."""
     try:
-        return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
-    except Exception:  # noqa: BLE001 - an object in sys.modules answers as it likes
-        return False
+        return getattr(module, name, default)
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _initializing(module: object) -> bool:
+    return bool(_attribute(_attribute(module, "__spec__", None), "_initializing", False))
 
 
 def _name_of(module: object) -> str:
     try:
-        return str(getattr(module, "__name__", "?"))
-    except Exception:  # noqa: BLE001 - an object in sys.modules answers as it likes
+        return str(_attribute(module, "__name__", "?"))
+    except Exception:  # noqa: BLE001 - a __name__ that is no text, and says so with an error
         return "?"
 
 
@@ -146,14 +154,5 @@ def _set_initializing(spec: object, value: bool) -> None:
     # importlib is done with the module, loaded or failed: the spec becomes what it was.
     spec.__class__ = spec.__dict__.pop("_lambdawrap_class", type(spec).__mro__[1])
     module = sys.modules.get(spec.name)
-    if module is None:
-        return
-    try:
-        # What the module put in sys.modules in its place (a registry whose __getattr__ raises
-        # KeyError) answers as it likes: importlib never asks it, and an error here would be
-        # the import's.
-        ours = getattr(module, "__spec__", None) is spec
-    except Exception:  # noqa: BLE001
-        return
-    if ours:
+    if module is not None and _attribute(module, "__spec__", None) is spec:
         _loaded(spec.name, module)
