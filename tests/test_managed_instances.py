@@ -133,6 +133,22 @@ def test_an_environment_whose_worker_died_is_idle_once_the_others_are(function_d
         assert emu.wait_idle(10)
 
 
+def test_an_environment_is_idle_only_once_every_worker_has_been_started_and_asks(function_dir):
+    # GIVEN a runtime slow to fork its workers (a busy machine): its first worker asks for work,
+    # which ends init, long before the last is started. A .pth in the task folder is read by the
+    # runtime's main process before it forks, and slows each fork there.
+    (function_dir / "slow_fork.pth").write_text("import os; os.register_at_fork(after_in_parent=lambda: __import__('time').sleep(0.4))\n")
+    with Emulator(str(function_dir), "app.handler", max_concurrency=4, timeout_s=10) as emu:
+        emu.init()
+        # WHEN a test waits for the environment to be idle THEN it waits for all four workers
+        # (before: a worker not yet forked was taken for a dead one, and three of these four
+        # requests were refused with no idle worker)
+        assert emu.wait_idle(30)
+        results = concurrently([lambda: emu.invoke({"sleep": 0.5})] * 4)
+        assert [r.status for r in results] == [200] * 4
+        assert len({r.json()["pid"] for r in results}) == 4
+
+
 def test_runtime_api_routes_by_request_id(function_dir):
     with Emulator(str(function_dir), "app.handler", max_concurrency=2) as emu:
         emu.invoke({})

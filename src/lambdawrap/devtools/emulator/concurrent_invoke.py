@@ -33,6 +33,8 @@ class ConcurrentInvokePhase:
     def __init__(self, state: SandboxState, init: InitPhase, drain_worker_logs: Callable[[], bool] = lambda: True) -> None:
         self._state, self._init = state, init
         self._drain_worker_logs = drain_worker_logs
+        # The runtime seen with all its workers alive once: from then on, one missing has died.
+        self._all_forked: object = None
 
     def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None, request_id: str | None = None) -> InvokeResult:
         """Run one invocation on an idle worker; returns when the caller would have its answer."""
@@ -146,4 +148,11 @@ class ConcurrentInvokePhase:
         runtime = state.runtime
         if runtime is None or runtime.exited():
             return workers
-        return min(workers, live_children(runtime.pid))
+        live = live_children(runtime.pid)
+        if self._all_forked is not runtime:
+            # Init ends at the first worker's /next, which a busy machine can let come before
+            # the runtime has forked the others: those are still to come, not dead.
+            if live < workers:
+                return workers
+            self._all_forked = runtime
+        return min(workers, live)
