@@ -174,6 +174,23 @@ def test_sns_reads_the_attribute_then_the_message():
     assert mc.sns_message_context({"Sns": "x"}) == (None, False)
 
 
+def test_binary_message_attributes_are_read_as_the_text_they_encode():
+    # GIVEN a producer that writes its context as Binary message attributes (the event gives
+    # them in base64: SQS's binaryValue, SNS's Value with Type Binary)
+    b64 = lambda text: base64.b64encode(text.encode()).decode()
+    sqs = {"messageAttributes": {"traceparent": {"stringValue": None, "binaryValue": b64(TP), "dataType": "Binary"}}, "attributes": {"AWSTraceHeader": XRAY}}
+    sns = {"Sns": {"MessageAttributes": {"traceparent": {"Type": "Binary", "Value": b64(TP)}, "tracestate": {"Type": "Binary", "Value": b64("a=b")}, "baggage": {"Type": "String", "Value": "k=v"}}}}
+    # THEN the context is the one they carry (before: the X-Ray header, or none)
+    assert mc.sqs_message_context(sqs) == (TP, True)
+    assert (mc.sns_message_context(sns), mc.sns_message_beside(sns)) == ((TP, True), ("a=b", "k=v"))
+    # ... and a Binary value that is not base64 text, or not text, is no context
+    for value in ("%%%", b64("\u00e9") * 2, "A" * 20_000, None):
+        sqs["messageAttributes"]["traceparent"]["binaryValue"] = value
+        assert mc.sqs_message_context(sqs) == (XRAY, False)
+    sns["Sns"]["MessageAttributes"]["traceparent"] = {"Type": "Binary", "Value": base64.b64encode(b"\xff" * 55).decode()}
+    assert mc.sns_message_context(sns) == (None, False)
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -51,6 +51,9 @@ _BASE64_WINDOW_CHARS = 2732
 # A traceparent is 55 characters: a header value much longer than that is not one.
 _MAX_HEADER_BYTES = 256
 _MAX_HEADERS = 32
+# A Binary message attribute beside a traceparent (tracestate, baggage) is decoded up to the
+# 8,192 characters kept of such a text (trace_context.MAX_RAW_CHARS), in base64.
+_BINARY_ATTRIBUTE_CHARS = 10_924
 # "traceparent" keys tried in one window of text: a payload holds one, a few in a batch or list.
 _MAX_KEYS_TRIED = 8
 # Tries that found nothing (a "traceparent" key holding no context, a base64 window decoded for
@@ -250,14 +253,29 @@ def _w3c(value: Optional[str]) -> Optional[str]:
 
 
 def _attribute_value(attributes: object, field: str, name: str = "traceparent") -> Optional[str]:
-    """``attributes[name][field]`` as SQS and SNS message attributes hold it."""
+    """``attributes[name][field]`` as SQS and SNS message attributes hold it; the text of a
+    Binary one (SQS ``binaryValue``, SNS ``Type: Binary``), which the event gives in base64."""
     if isinstance(attributes, dict):
         attribute = attributes.get(name)
         if isinstance(attribute, dict):
             value = attribute.get(field)
-            if isinstance(value, str):
-                return value
+            if field == "stringValue" and value is None:
+                value = attribute.get("binaryValue")
+            elif attribute.get("Type") != "Binary":
+                return value if isinstance(value, str) else None
+            return _binary_text(value) if value is not None else None
     return None
+
+
+def _binary_text(value: object) -> Optional[str]:
+    # SQS's binaryValue is None or base64 text; a longer one is no traceparent (nor tracestate
+    # or baggage worth decoding on every invocation).
+    if not isinstance(value, str) or len(value) > _BINARY_ATTRIBUTE_CHARS:
+        return None
+    try:
+        return binascii.a2b_base64(value).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
 
 
 def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
