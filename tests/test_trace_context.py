@@ -609,6 +609,9 @@ def test_xray_lambda_order_is_read_from_otel_propagators():
         # not the whole state
         ("big=" + "b" * 200 + "," + ",".join(f"k{n}=" + "v" * 40 for n in range(12)), ",".join(f"k{n}=" + "v" * 40 for n in range(11))),
         (",".join(f"k{n}=" + "v" * 40 for n in range(12)), ",".join(f"k{n}=" + "v" * 40 for n in range(11))),
+        # Valid at 2,125 characters: cut, not discarded (before: over 2,048 was discarded whole)
+        (",".join([f"s{n}=v" for n in range(16)] + [f"b{n:02}=" + "x" * 250 for n in range(8)]), ",".join(f"s{n}=v" for n in range(16))),
+        ("k=v," + "j" * 8190, ""),  # longer than any kept where it is found: not read
         (None, ""),
         (7, ""),
     ],
@@ -858,9 +861,29 @@ def test_parse_tracestate_keeps_what_opentelemetry_keeps(value, caplog):
         ("noequals", ""),
         ("k=" + "v" * 8192, ""),
         (None, ""),
+        # Members that are not key=value as W3C Baggage writes them go; the others stay
+        ("=", ""),
+        ("k=v,=x", "k=v"),
+        (",,,=", ""),
+        ("k=v w,j=1", "j=1"),
+        ('k="v",j=1;prop=x;flag', "j=1;prop=x;flag"),
+        ("user id=1,j = 2 ", "j = 2"),
     ],
 )
 def test_parse_baggage_keeps_only_what_can_be_a_header(value, expected):
     from lambdawrap.shared.w3c_fields import parse_baggage
 
     assert parse_baggage(value) == expected
+
+
+@pytest.mark.parametrize("value", ["k=v,=x", "a=1, b = 2 ;p=1,c", "k=v w,j=1", 'k="v",j=%22', "k=v;p,j=ok", "x=1,,y=2", "t=a%2Cb"])
+def test_parse_baggage_keeps_the_entries_opentelemetry_keeps(value):
+    # What lambdawrap carries on is what the function's own OpenTelemetry propagator would
+    # read: the same entries, with the same values
+    from opentelemetry.baggage import get_all
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+    from lambdawrap.shared.w3c_fields import parse_baggage
+
+    read = lambda text: dict(get_all(W3CBaggagePropagator().extract({"baggage": text}))) if text else {}
+    assert read(parse_baggage(value)) == read(value)

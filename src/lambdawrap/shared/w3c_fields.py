@@ -13,8 +13,12 @@ MAX_TRACE_STATE_MEMBERS = 32
 MAX_TRACE_STATE_CHARS = 512
 # W3C Baggage: 8,192 bytes at most in all.
 MAX_BAGGAGE_CHARS = 8192
+# Longer than any tracestate a hop passes on is not read (nor are such texts kept where they are
+# found: handler.trace_context.MAX_RAW_CHARS); up to it, a long one is cut, not discarded.
+MAX_READ_TRACE_STATE_CHARS = 8192
 _OWS = " \t"
 _state_member = None  # compiled on first use: most invocations carry no tracestate
+_baggage_member = None  # the same
 
 
 def parse_tracestate(value: object) -> str:
@@ -25,7 +29,7 @@ def parse_tracestate(value: object) -> str:
     cut as W3C Trace Context says (its members over 128 characters, then from the end)."""
     global _state_member
     try:
-        if not isinstance(value, str) or not value or len(value) > 4 * MAX_TRACE_STATE_CHARS:
+        if not isinstance(value, str) or not value or len(value) > MAX_READ_TRACE_STATE_CHARS:
             return ""
         if _state_member is None:
             import re  # deferred: only for a tracestate (already loaded by json in any case)
@@ -50,10 +54,21 @@ def parse_tracestate(value: object) -> str:
 
 
 def parse_baggage(value: object) -> str:
-    """A W3C ``baggage`` value to carry on as it came (within its 8,192 characters), else ``""``."""
+    """A W3C ``baggage`` value to carry on as it came (within its 8,192 characters), without the
+    members that are not ``key=value`` as W3C Baggage writes them (OpenTelemetry's propagator
+    drops those too); ``""`` when none is left."""
+    global _baggage_member
     if not isinstance(value, str):
         return ""
     value = value.strip(_OWS)
     # Printable ASCII only: it goes into the headers of the function's own requests, where a
     # line break would make the request fail (or, in a client that does not check, add headers).
-    return value if len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and value.isprintable() and "=" in value else ""
+    if not (len(value) <= MAX_BAGGAGE_CHARS and value.isascii() and value.isprintable() and "=" in value):
+        return ""
+    if _baggage_member is None:
+        import re  # deferred: only for a baggage (already loaded by json in any case)
+
+        # A token key, a value of baggage octets, then any properties (kept as they came).
+        _baggage_member = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*=[ \t]*[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*(?:;.*)?")
+    members = [member.strip(_OWS) for member in value.split(",")]
+    return ",".join(member for member in members if _baggage_member.fullmatch(member))
