@@ -403,6 +403,59 @@ def test_an_exception_of_a_class_outside_builtins_powertools_logged_keeps_its_me
     assert (found[3][3]["exception.type"], "exception.message" in found[3][3]) == ("app.OrderError", False)
 
 
+def test_an_exception_powertools_logged_from_deep_in_a_stack_keeps_the_record_s_own_fields():
+    # GIVEN Powertools' Logger (its defaults: the stack also as a structured `stack_trace`, five
+    # values a frame) logging an exception raised 26 frames deep, as a web framework's are
+    import io
+    import logging
+
+    from aws_lambda_powertools import Logger
+
+    written = io.StringIO()
+    logger = Logger(service="orders", logger_handler=logging.StreamHandler(written))
+
+    def deep(n: int) -> None:
+        if n == 0:
+            raise ValueError("no such order: 42")
+        deep(n - 1)
+
+    try:
+        deep(26)
+    except ValueError:
+        logger.exception("order lookup failed", extra={"order_id": "42"})
+    ((severity, _, body, attributes),) = _exported(written.getvalue().strip())
+    # THEN the record keeps its own fields and the conventions' exception (before: the nested
+    # stack spent the values a record makes, and every field before it was left out)
+    assert (severity, body, attributes["exception.type"], attributes["exception.message"]) == (17, "order lookup failed", "ValueError", "no such order: 42")
+    assert (attributes["service"], attributes["order_id"]) == ("orders", "42") and attributes["location"].startswith("test_an_exception_powertools_logged_from_deep_in_a_stack")
+    # ... and its stack_trace, past the values left, partly as its frames' JSON text
+    frames = attributes["stack_trace"]["frames"]
+    assert len(frames) >= 27 and isinstance(frames[0], dict) and json.loads(frames[-1])["function"] == "deep"
+
+
+def test_an_error_report_too_long_to_be_read_whole_keeps_its_exception():
+    # GIVEN the runtime's JSON report of an unhandled error whose message holds a 17 KB event,
+    # and Powertools' line for a logged exception as long, past what a record is read whole for
+    from lambdawrap.companion.log_records import MAX_READ_CHARS
+
+    message = "bad payload: " + json.dumps({"rows": ["x" * 100] * 170})
+    frames = ['  File "/var/task/app.py", line 4, in handler\n    raise ValueError(f"bad payload: {event}")\n']
+    report = json.dumps({"timestamp": "t", "level": "ERROR", "message": None, "errorType": "ValueError", "errorMessage": message, "stackTrace": frames, "requestId": "r"})
+    traceback = "Traceback (most recent call last):\n" + frames[0] + "ValueError: " + message
+    logged = json.dumps({"level": "ERROR", "location": "handler:9", "message": "order failed", "service": "orders", "exception": traceback, "exception_name": "ValueError"})
+    other = json.dumps({"level": "WARNING", "message": "rows", "rows": ["x" * 100] * 170})
+    assert min(len(report), len(logged), len(other)) > MAX_READ_CHARS
+    found = _exported(report, logged, other)
+    # THEN each error has the conventions' exception and its message as body (before: its line
+    # as body, and no exception attributes), its other fields left out
+    assert found[0][:3] == (17, "ERROR", "ValueError: " + message)
+    assert found[0][3] == {"exception.type": "ValueError", "exception.message": message, "exception.stacktrace": traceback + "\n"}
+    assert found[1][:3] == (17, "ERROR", "order failed")
+    assert found[1][3] == {"exception.type": "ValueError", "exception.message": message, "exception.stacktrace": traceback}
+    # ... and a long record reporting no error keeps its line, as before
+    assert found[2] == (13, "WARNING", other, {})
+
+
 def test_text_format_lines_at_levels_the_function_named_have_their_severity():
     # GIVEN awslambdaric's text format, with level names a function gave logging itself
     lines = [f"[{level}]\t2026-12-01T10:00:00.000Z\tr\tmessage" for level in ("WARN", "FATAL", "TRACE", "WARNING", "CRITICAL")]

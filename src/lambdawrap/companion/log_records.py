@@ -51,6 +51,7 @@ _LEVELS = {
 # where faas.invocation_id says it: a user's line may name another request (an upstream API's),
 # and one naming a request the platform never announced (Managed Instances) has no other trace.
 _READ = frozenset(("level", "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
+_POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
 # read whole only up to this size, and its values (attributes and what they nest) are made
@@ -148,12 +149,13 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
     traceback); a record with neither keeps its line as body."""
     if not line.startswith("{") or '"level"' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
-    if len(line) > MAX_READ_CHARS:
+    whole = len(line) <= MAX_READ_CHARS
+    record = json.loads(line) if whole else _error_report(line)
+    if record is None:
         # Not read whole: its level, from its head, with its line as body.
         found = _LEVEL_IN_HEAD.search(line, 0, _HEAD_CHARS)
         severity = _LEVELS.get(found.group(1).upper()) if found else None
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
-    record = json.loads(line)
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
         return None
     level = record["level"]
@@ -161,23 +163,30 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
     if severity is None:
         return None
     error_type, error_message = record.get("errorType"), record.get("errorMessage")
-    budget = [MAX_VALUES]
+    # An error report too long to be read whole gives its message and exception only.
+    budget = [MAX_VALUES if whole else 0]
     if record.get("message") is not None:
-        body = _value(record["message"], 0, budget)
+        message = record["message"]
+        body = _value(message, 0, budget) if whole or not isinstance(message, (dict, list)) else encodable(json.dumps(message, ensure_ascii=False))
     elif error_type:
         body = _exception_line(error_type, error_message)
     else:
         return severity, encodable(level), encodable(line), {}, 0
     fields = [(key, value) for key, value in record.items() if not (key in _READ or value is None or (key == "requestId" and value in ("", request_id)))]
+    if not whole:
+        fields = [(key, value) for key, value in fields if key not in _POWERTOOLS_EXCEPTION]
     # Past the budget, fields are left out and counted as dropped; the last ones are kept, as the
-    # SDK keeps a record's last attributes past its count limit.
+    # SDK keeps a record's last attributes past its count limit. Each field kept has its own
+    # value set aside first: a nested one (Powertools' stack_trace, five values a frame) must
+    # not leave out the fields before it.
+    kept = min(len(fields), max(0, budget[0]))
+    budget[0] -= kept
     made: list = []
-    for key, value in reversed(fields):
-        if budget[0] <= 0:
-            break
+    for key, value in reversed(fields[len(fields) - kept :]):
+        budget[0] += 1  # this field's own, set aside above
         made.append((encodable(str(key)), _value(value, 0, budget)))
     attributes = dict(reversed(made))
-    left_out = len(fields) - len(made)
+    left_out = len(fields) - kept
     if error_type:
         attributes["exception.type"] = encodable(str(error_type))
         if error_message is not None:
@@ -190,6 +199,19 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
     return severity, encodable(level), body, attributes, left_out
 
 
+def _error_report(line: str) -> dict | None:
+    """A record too long to be read whole, parsed for its exception only when it reports one
+    (the runtime's report of an unhandled error, Powertools' logged exception): those are
+    three texts, worth their parse; None for another record, or one that is not JSON (cut)."""
+    if '"errorType"' not in line and '"exception_name"' not in line:
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and (record.get("errorType") or record.get("exception_name")) else None
+
+
 def _powertools_exception(record: dict, attributes: dict) -> None:
     """Powertools' Logger writes a logged exception as `exception_name` (its class) and
     `exception` (its traceback as Python prints it): the conventions' exception.* instead."""
@@ -200,7 +222,7 @@ def _powertools_exception(record: dict, attributes: dict) -> None:
     attributes.pop("exception", None)
     attributes["exception.type"] = encodable(name)
     attributes["exception.stacktrace"] = encodable(text)
-    last = text[-MAX_READ_CHARS:].rstrip("\n").rpartition("\n")[2]  # Python's last line: "Type: message"
+    last = text.rstrip("\n").rpartition("\n")[2]  # Python's last line: "Type: message"
     written, colon, message = last.partition(": ")
     # Python writes a class not of builtins with its module (botocore.exceptions.ClientError),
     # which the conventions' exception.type is; Powertools names the class alone. An empty
