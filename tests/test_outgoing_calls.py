@@ -1402,12 +1402,12 @@ def handler(event, context):
 """
 
 
-def test_the_functions_own_xray_header_of_another_trace_goes_without_a_traceparent(tmp_path):
-    # GIVEN an invocation under an X-Ray trace, and a function that sets an X-Amzn-Trace-Id of
-    # another trace on some requests, and forwards its own _X_AMZN_TRACE_ID on one
+def test_with_xray_propagation_the_functions_own_xray_header_of_another_trace_goes_without_a_traceparent(tmp_path):
+    # GIVEN X-Ray propagation, an invocation under an X-Ray trace, and a function that sets an
+    # X-Amzn-Trace-Id of another trace on some requests, and forwards its own _X_AMZN_TRACE_ID on one
     task = write_function(tmp_path / "task", OWN_XRAY_HEADER)
     invocation_trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
-    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "tracecontext,baggage,xray"}, timeout_s=30) as (emu, rx):
         result = emu.invoke({"http": http.url}, trace_header=invocation_trace)
         assert result.json() == {"statusCode": 200}
         invocation = invocation_span(rx, result.request_id)
@@ -1425,6 +1425,35 @@ def test_the_functions_own_xray_header_of_another_trace_goes_without_a_tracepare
     forwarded = sent["forwarded"]
     assert forwarded["x-amzn-trace-id"].startswith("Root=1-5759e988-bd862e3fe1be46a994272793;")
     assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
+
+
+@pytest.mark.parametrize("propagators", ["tracecontext,baggage", "tracecontext,baggage,xray"])
+def test_an_xray_header_the_function_sends_in_an_invocation_xray_did_not_sample_goes_with_a_traceparent(tmp_path, propagators):
+    # GIVEN an invocation X-Ray did not sample (Lambda's header says Sampled=0: its trace is not
+    # the invocation's), and a function that sends X-Ray headers of its own: Lambda's forwarded,
+    # and (without X-Ray propagation) another one, as the X-Ray SDK under Powertools' Tracer
+    # adds to every requests call
+    task = write_function(tmp_path / "task", OWN_XRAY_HEADER)
+    unsampled = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+    with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": propagators}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url}, trace_header=unsampled)
+        assert result.json() == {"statusCode": 200}
+        invocation = invocation_span(rx, result.request_id)
+        clients = {s["attributes"]["url.full"].partition("via=")[2]: s for s in children(rx, invocation, 5)}
+    assert invocation["trace_id"] != "5759e988bd862e3fe1be46a994272793"
+    sent = {r["path"].partition("via=")[2]: r["headers"] for r in http.requests}
+    # THEN the forwarded header goes as the function wrote it, with our traceparent beside it
+    # (before: no traceparent, and the next service started a trace of its own)
+    forwarded = sent["forwarded"]
+    assert forwarded["x-amzn-trace-id"] == unsampled
+    assert forwarded["traceparent"] == f"00-{invocation['trace_id']}-{clients['forwarded']['span_id']}-01", forwarded
+    # ... and without X-Ray propagation, so does any other: it is the function's alone, as beside
+    # OpenTelemetry's instrumentations
+    other = "Root=1-66666666-777777777777777777777777;Parent=8888888888888888;Sampled=1"
+    for via in ("requests", "urllib", "httpx", "http.client"):
+        assert sent[via].get("x-amzn-trace-id") == other, (via, sent[via])
+        expected = None if "xray" in propagators.split(",") else f"00-{invocation['trace_id']}-{clients[via]['span_id']}-01"
+        assert sent[via].get("traceparent") == expected, (via, sent[via])
 
 
 OWN_XRAY_HEADER_ON_AWS = """

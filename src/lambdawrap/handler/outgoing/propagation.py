@@ -4,7 +4,8 @@ HTTP requests get `traceparent` (+ `tracestate`) for `tracecontext`, `baggage` f
 (the user's OpenTelemetry baggage, when their code uses the API and set some, else the baggage
 that came with the invocation's parent) and
 `X-Amzn-Trace-Id` for `xray`; the client span is the parent. A header the user already set is
-never overwritten, nor joined by one naming another trace.
+never overwritten, nor joined by one naming another trace (an X-Ray header of the user's only
+where X-Ray is propagated too).
 
 An X-Ray header is always derived from the one already there (botocore copies the function's
 `_X_AMZN_TRACE_ID` into every AWS call): only Root, Parent and Sampled are replaced, every other
@@ -17,6 +18,7 @@ form, the one lambdawrap's consumers read.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from lambdawrap.handler.invocation import active_invocation
@@ -168,10 +170,10 @@ def carried_changes(present: dict, pairs: list) -> tuple:
         # own tracestate, if any, stays.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_PARENT]
     elif _names_another_trace(present.get(XRAY_HEADER.lower()), pairs):
-        # The function sent its own X-Ray header, naming another trace than the invocation's:
-        # a traceparent beside it would name a second one. One naming the invocation's trace
-        # (the function forwarding its _X_AMZN_TRACE_ID) is the same trace: the traceparent
-        # goes with it, naming the client span.
+        # With X-Ray propagation, the function sent its own X-Ray header naming another trace
+        # than the invocation's: a traceparent beside it would name a second one. One naming the
+        # invocation's trace, or Lambda's (the function forwarding its _X_AMZN_TRACE_ID), goes
+        # with the traceparent, naming the client span.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_XRAY]
     # Beside the function's own traceparent, every header is the function's too, whatever its
     # value: a tracestate or baggage is not one send's (every request of an invocation carries
@@ -204,14 +206,21 @@ def carried_changes(present: dict, pairs: list) -> tuple:
 
 
 def _names_another_trace(theirs: object, pairs: list) -> bool:
-    """Whether the function's own X-Ray header `theirs` (None when there is none) names a trace
-    other than the traceparent in `pairs`; one without a well-formed Root it is taken to."""
-    if theirs is None or written_by_us(XRAY_HEADER, theirs):
+    """Whether the function's own X-Ray header `theirs` (None when there is none), where X-Ray is
+    propagated, names a trace other than the traceparent in `pairs` and than Lambda's
+    `_X_AMZN_TRACE_ID`; one without a well-formed Root it is taken to.
+
+    Where X-Ray is not propagated (the default), the header is the function's alone, as beside
+    OpenTelemetry's instrumentations: the X-Ray SDK's (Powertools' Tracer adds one to every
+    `requests` call), or Lambda's forwarded, which names another trace than the invocation's
+    whenever X-Ray did not sample it. The traceparent goes beside it."""
+    if theirs is None or written_by_us(XRAY_HEADER, theirs) or not any(name == XRAY_HEADER for name, _ in pairs):
         return False
     ours = next((value for name, value in pairs if name == "traceparent"), None)
     if ours is None:
         return False
-    return xray_root_trace_id(theirs) != int(ours[3:35], 16)
+    root = xray_root_trace_id(theirs)
+    return root is None or root not in (int(ours[3:35], 16), xray_root_trace_id(os.environ.get("_X_AMZN_TRACE_ID")))
 
 
 def header_text(value: object) -> str:
