@@ -498,6 +498,43 @@ def test_choose_parent(headers, client_context, message, xray, expected):
 
 
 XRAY_HEADER = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;Sampled=1"
+@pytest.mark.parametrize(
+    "propagators, headers, client_context, message, expected",
+    [
+        # none: no context from the event or its caller; the platform's sampled X-Ray a link
+        ((), {"traceparent": VALID, "x-amzn-trace-id": XRAY_SAMPLED}, {"traceparent": OTHER_TP}, MESSAGE_CTX, (None, XRAY_CTX, None)),
+        # without tracecontext: no W3C context (a header's, a client context's, a message's)
+        (("baggage",), {"traceparent": VALID, "baggage": "k=v"}, {"traceparent": OTHER_TP}, MESSAGE_CTX, (XRAY_CTX, None, None)),
+        (("xray",), {"traceparent": VALID, "X-Amzn-Trace-Id": XRAY_HEADER}, None, None, (XRAY_CTX, None, None)),
+        # with it: as by default
+        (("tracecontext",), {"traceparent": VALID}, None, MESSAGE_CTX, (VALID_CTX, XRAY_CTX, None)),
+    ],
+)
+def test_the_parent_is_taken_only_from_the_propagators_otel_propagators_names(propagators, headers, client_context, message, expected):
+    assert choose_parent(headers, client_context, message, XRAY_SAMPLED, propagators=propagators) == expected
+
+
+@pytest.mark.parametrize("value, parent", [("none", None), ("xray", None), ("baggage", None), ("tracecontext,baggage", VALID_CTX.span_id), ("", VALID_CTX.span_id)])
+def test_a_caller_s_traceparent_parents_the_invocation_only_with_tracecontext_in_otel_propagators(value, parent):
+    # GIVEN an HTTP API event whose client sent a traceparent (unsampled: with the default
+    # parent-based sampler, its flags would decide whether the invocation is recorded)
+    from support.recording import CONTEXT
+
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared.settings import Settings
+    from support.recording import RecordingChannel
+
+    event = {"version": "2.0", "routeKey": "GET /orders", "rawPath": "/orders", "headers": {"traceparent": VALID[:-2] + "00"}, "requestContext": {"http": {"method": "GET", "path": "/orders"}}}
+    channel = RecordingChannel()
+    wrapper = InvocationTracer(Settings.from_env({"OTEL_PROPAGATORS": value} if value else {}), channel, environ={})
+    wrapper.wrap(lambda e, c: {"statusCode": 200})(event, CONTEXT)
+    start = channel.records[0]["start"]
+    # THEN the invocation joins the client's trace only where OpenTelemetry's own extraction,
+    # with those propagators, would (before: always, OTEL_PROPAGATORS=none too)
+    assert (int(start["parent_span_id"], 16) if start["parent_span_id"] else None) == parent
+    assert (start["trace_id"] == "%032x" % VALID_CTX.trace_id) == (parent is not None)
+
+
 ORDERS = [
     ("tracecontext", "xray-lambda"),  # OTEL_PROPAGATORS=tracecontext,baggage,xray-lambda (the conventions' example)
     ("xray-lambda",),

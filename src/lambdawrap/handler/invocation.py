@@ -342,6 +342,7 @@ class InvocationTracer:
             trigger.parent_state,
             trigger.parent_baggage,
             self.settings.xray_lambda_order,
+            self.settings.propagators,
         )
         links = trigger.links
         if ambient is not None:

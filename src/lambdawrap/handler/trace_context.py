@@ -332,6 +332,13 @@ def _propagated(order: tuple, headers: object, xray: Optional[str]) -> Tuple[Opt
     return current, from_w3c
 
 
+def _without_traceparent(headers: object) -> object:
+    """An event's headers as a reader without W3C Trace Context sees them: only the X-Ray header
+    (the one other header a parent is read from)."""
+    found = header(headers, "x-amzn-trace-id")
+    return {"x-amzn-trace-id": found} if found is not None else None
+
+
 def _first_text(value: Any) -> Optional[str]:
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
@@ -339,7 +346,7 @@ def _first_text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and len(value) <= MAX_RAW_CHARS else None
 
 
-def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None, message_baggage: Optional[str] = None, xray_lambda_order: tuple = ()) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
+def choose_parent(headers: object, client_context: Optional[dict], message: Optional[SpanContext], xray: Optional[str], message_state: Optional[str] = None, message_baggage: Optional[str] = None, xray_lambda_order: tuple = (), propagators: Optional[tuple] = None) -> Tuple[Optional[SpanContext], Optional[SpanContext], Optional[tuple]]:
     """The invocation span's parent, a context to link to that was not chosen as the parent
     (the platform's sampled X-Ray context, the ambient context the function runs in; with
     ``xray-lambda`` first, the event's own), and the ``(tracestate, baggage)`` that came beside
@@ -352,8 +359,18 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
     ``X-Amzn-Trace-Id`` header. With ``xray_lambda_order`` (OTEL_PROPAGATORS naming
     ``xray-lambda``), the parent the OpenTelemetry SDK's propagators would extract from the
     event's headers in that order, whenever they extract one (``_propagated``).
+
+    ``propagators`` (OTEL_PROPAGATORS; None: the default) as OpenTelemetry's own extraction reads
+    them: without ``tracecontext`` no W3C context is taken; with none at all, no context is (a
+    public API's clients then choose neither the trace nor its sampling), the platform's
+    sampled X-Ray context a link.
     """
     try:
+        if propagators is not None and not propagators and not xray_lambda_order:
+            return None, _sampled_xray(xray), None
+        if propagators is not None and "tracecontext" not in propagators:
+            client_context = message = None
+            headers = _without_traceparent(headers)
         if xray_lambda_order:
             parent, from_w3c = _propagated(xray_lambda_order, headers, xray)
             if parent is not None and from_w3c:
