@@ -504,7 +504,10 @@ XRAY_HEADER = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;
         # none: no context from the event or its caller; the platform's sampled X-Ray a link
         ((), {"traceparent": VALID, "x-amzn-trace-id": XRAY_SAMPLED}, {"traceparent": OTHER_TP}, MESSAGE_CTX, (None, XRAY_CTX, None)),
         # without tracecontext: no W3C context (a header's, a client context's, a message's)
-        (("baggage",), {"traceparent": VALID, "baggage": "k=v"}, {"traceparent": OTHER_TP}, MESSAGE_CTX, (XRAY_CTX, None, None)),
+        # ... its baggage read apart, as OpenTelemetry's baggage propagator reads it
+        (("baggage",), {"traceparent": VALID, "baggage": "k=v"}, {"traceparent": OTHER_TP}, MESSAGE_CTX, (XRAY_CTX, None, (None, "k=v"))),
+        (("baggage",), {"traceparent": VALID}, {"traceparent": OTHER_TP, "baggage": "c=1"}, None, (XRAY_CTX, None, (None, "c=1"))),
+        (("xray",), {"traceparent": VALID, "baggage": "k=v"}, None, None, (XRAY_CTX, None, None)),
         (("xray",), {"traceparent": VALID, "X-Amzn-Trace-Id": XRAY_HEADER}, None, None, (XRAY_CTX, None, None)),
         # with it: as by default
         (("tracecontext",), {"traceparent": VALID}, None, MESSAGE_CTX, (VALID_CTX, XRAY_CTX, None)),

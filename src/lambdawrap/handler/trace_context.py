@@ -332,6 +332,10 @@ def _propagated(order: tuple, headers: object, xray: Optional[str]) -> Tuple[Opt
     return current, from_w3c
 
 
+def _baggage_of(carrier: object) -> Optional[str]:
+    return _beside_traceparent(carrier)[1] if isinstance(carrier, dict) and carrier else None
+
+
 def _without_traceparent(headers: object) -> object:
     """An event's headers as a reader without W3C Trace Context sees them: only the X-Ray header
     (the one other header a parent is read from)."""
@@ -368,9 +372,13 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
     try:
         if propagators is not None and not propagators and not xray_lambda_order:
             return None, _sampled_xray(xray), None
-        if propagators is not None and "tracecontext" not in propagators:
-            client_context = message = None
-            headers = _without_traceparent(headers)
+        if propagators is not None and "tracecontext" not in propagators and not xray_lambda_order:
+            # (With xray-lambda, its order says which propagators extract the parent; a W3C
+            # context not chosen stays a link.) The baggage is read apart from the parent, as
+            # OpenTelemetry's baggage propagator reads it.
+            parent, ambient, _ = choose_parent(_without_traceparent(headers), None, None, xray)
+            baggage = (_baggage_of(client_context) or _baggage_of(headers) or _first_text(message_baggage)) if "baggage" in propagators else None
+            return parent, ambient, (None, baggage) if baggage else None
         if xray_lambda_order:
             parent, from_w3c = _propagated(xray_lambda_order, headers, xray)
             if parent is not None and from_w3c:
