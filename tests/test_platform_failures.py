@@ -333,3 +333,20 @@ def test_an_invocation_that_ends_before_its_handler_is_called_is_in_the_platform
     assert [spans[r.request_id]["attributes"].get("lambdawrap.failure_reason") for r in results] == [None, "crash", "timeout", "crash"]
     # ... and an unsampled X-Ray trace is not joined, as the function's process does not join it
     assert traces[3][0] != platform_trace[0] and not traces[3][1]
+
+
+def test_with_otel_propagators_none_an_invocation_that_ends_before_its_handler_is_called_joins_no_trace(tmp_path):
+    task = write_function(tmp_path / "task", INTEGRATION_APP)
+    sampled = f"Root={XRAY_ROOT};Parent={XRAY_PARENT};Sampled=1"
+    # GIVEN OTEL_PROPAGATORS=none, and invocations in a sampled X-Ray trace: one the handler
+    # serves, one that crashes before the handler is called
+    with instrumented(task, env={"OTEL_PROPAGATORS": "none"}, timeout_s=TIMEOUT_S) as (emu, rx):
+        results = [emu.invoke(event, trace_header=sampled) for event in ({}, {"integration": "exit"})]
+        assert [bool(r.function_error) for r in results] == [False, True]
+        spans = one_span_each(rx, results)
+    # THEN neither joins the platform's trace: the companion's span as the function's process's
+    # (before: the one the companion made joined it, whatever the setting)
+    platform_trace = XRAY_ROOT[2:10] + XRAY_ROOT[11:]
+    for result in results:
+        span = spans[result.request_id]
+        assert span["trace_id"] != platform_trace and not span["parent_span_id"], span

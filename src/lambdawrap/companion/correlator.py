@@ -364,8 +364,11 @@ class Correlator:
     """Fed by the companion's event loop (records, telemetry, INVOKE events); the lock keeps it
     consistent when a test or another thread calls it."""
 
-    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000, scrub: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000, scrub: Callable[[Any], Any] | None = None, platform_parents: bool = True) -> None:
         self.sink = sink
+        # Whether an invocation the function's process told nothing of joins the platform's
+        # sampled X-Ray trace, as that process would have (not with OTEL_PROPAGATORS=none).
+        self._platform_parents = platform_parents
         # The declared secrets' scrubber (see secret_scrub), for what is read here and not
         # handed in: the in-flight slots. Telemetry and records come scrubbed.
         self._scrub = scrub or (lambda value: value)
@@ -881,7 +884,7 @@ class Correlator:
             # Ended before the function's process could say which trace it joined (before the
             # handler was called): the platform's sampled X-Ray context, which that process
             # would have joined for an event carrying no context of its own.
-            parent = platform_parent(inv.invoke_event)
+            parent = platform_parent(inv.invoke_event) if self._platform_parents else None
             trace_id = parent.trace_id if parent is not None else new_trace_id()
             inv.synthetic = (f"{trace_id:032x}", f"{new_span_id():016x}", self._sampled(trace_id, parent))
         if not inv.invoke_event and self.function_arn:
