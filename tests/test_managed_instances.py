@@ -149,6 +149,17 @@ def test_an_environment_is_idle_only_once_every_worker_has_been_started_and_asks
         assert len({r.json()["pid"] for r in results}) == 4
 
 
+def test_an_environment_whose_worker_died_before_any_wait_is_idle_once_the_others_are(function_dir):
+    with Emulator(str(function_dir), "app.handler", max_concurrency=2, timeout_s=1.0) as emu:
+        # GIVEN a worker that died in the environment's first request, before anything waited
+        # for the environment to be idle (so that nothing saw both workers alive)
+        assert emu.invoke({"exit": 1}).json()["errorType"] == "Sandbox.Timedout"
+        # WHEN a test waits for it to be idle THEN it is, once the other worker asks for work
+        # (a worker not seen is not waited for past a settling time)
+        assert emu.wait_idle(20)
+        assert emu.invoke({}).status == 200
+
+
 def test_runtime_api_routes_by_request_id(function_dir):
     with Emulator(str(function_dir), "app.handler", max_concurrency=2) as emu:
         emu.invoke({})

@@ -25,6 +25,9 @@ from lambdawrap.devtools.emulator.state import InvokeResult, error_body
 logger = logging.getLogger(__name__)
 # How often wait_idle looks again for workers that died (it is told of nothing else).
 WORKER_DEATH_POLL_S = 0.1
+# The runtime forks its workers one after the other at once: once no more has come for this
+# long, the fewer it has are all there will be (one died before it was seen).
+FORKS_SETTLE_S = 2.0
 
 
 class ConcurrentInvokePhase:
@@ -33,8 +36,8 @@ class ConcurrentInvokePhase:
     def __init__(self, state: SandboxState, init: InitPhase, drain_worker_logs: Callable[[], bool] = lambda: True) -> None:
         self._state, self._init = state, init
         self._drain_worker_logs = drain_worker_logs
-        # The runtime seen with all its workers alive once: from then on, one missing has died.
-        self._all_forked: object = None
+        # (runtime, the most of its workers seen alive at once, when that last grew)
+        self._forks: tuple = (None, 0, 0.0)
 
     def invoke(self, payload: bytes, *, trace_header: str | None = None, client_context: str | None = None, tenant_id: str | None = None, request_id: str | None = None) -> InvokeResult:
         """Run one invocation on an idle worker; returns when the caller would have its answer."""
@@ -148,11 +151,16 @@ class ConcurrentInvokePhase:
         runtime = state.runtime
         if runtime is None or runtime.exited():
             return workers
-        live = live_children(runtime.pid)
-        if self._all_forked is not runtime:
+        live, now = live_children(runtime.pid), time.monotonic()
+        seen, most, grown_at = self._forks
+        if seen is not runtime:
+            most, grown_at = 0, now
+        if live > most:
+            most, grown_at = live, now
+        self._forks = (runtime, most, grown_at)
+        if most < workers and now - grown_at < FORKS_SETTLE_S:
             # Init ends at the first worker's /next, which a busy machine can let come before
-            # the runtime has forked the others: those are still to come, not dead.
-            if live < workers:
-                return workers
-            self._all_forked = runtime
+            # the runtime has forked the others: those are still to come, not dead, until no
+            # more has come for a while (one may have died before it was seen).
+            return workers
         return min(workers, live)
