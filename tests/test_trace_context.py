@@ -908,6 +908,11 @@ def test_parse_tracestate_keeps_what_opentelemetry_keeps(value, caplog):
         ("k=v w,j=1", "j=1"),
         ('k="v",j=1;prop=x;flag', "j=1;prop=x;flag"),
         ("user id=1,j = 2 ", "j = 2"),
+        # ... properties too; and as OpenTelemetry's propagator reads it: 180 members, of up to
+        # 4,096 characters each
+        ("k=v;,j=1;;,l=2;bad prop,m=3; p ; q = r ", "m=3; p ; q = r"),
+        (",".join(f"k{n}=v" for n in range(200)), ",".join(f"k{n}=v" for n in range(180))),
+        ("big=" + "v" * 4093 + ",k=v", "k=v"),
     ],
 )
 def test_parse_baggage_keeps_only_what_can_be_a_header(value, expected):
@@ -916,7 +921,7 @@ def test_parse_baggage_keeps_only_what_can_be_a_header(value, expected):
     assert parse_baggage(value) == expected
 
 
-@pytest.mark.parametrize("value", ["k=v,=x", "a=1, b = 2 ;p=1,c", "k=v w,j=1", 'k="v",j=%22', "k=v;p,j=ok", "x=1,,y=2", "t=a%2Cb"])
+@pytest.mark.parametrize("value", ["k=v,=x", "a=1, b = 2 ;p=1,c", "k=v w,j=1", 'k="v",j=%22', "k=v;p,j=ok", "x=1,,y=2", "t=a%2Cb", "k=v;,j=1;;,l=2;bad prop,m=3; p ; q = r ", ",".join(f"k{n}=v" for n in range(200)), "big=" + "v" * 4093 + ",k=v"])
 def test_parse_baggage_keeps_the_entries_opentelemetry_keeps(value):
     # What lambdawrap carries on is what the function's own OpenTelemetry propagator would
     # read: the same entries, with the same values
@@ -927,3 +932,6 @@ def test_parse_baggage_keeps_the_entries_opentelemetry_keeps(value):
 
     read = lambda text: dict(get_all(W3CBaggagePropagator().extract({"baggage": text}))) if text else {}
     assert read(parse_baggage(value)) == read(value)
+    # ... and nothing it would drop: what is carried on is read whole
+    kept = parse_baggage(value)
+    assert len(read(kept)) == (kept.count(",") + 1 if kept else 0)

@@ -11,8 +11,11 @@ from __future__ import annotations
 # W3C Trace Context: at most 32 list members; vendors should carry at least 512 characters on.
 MAX_TRACE_STATE_MEMBERS = 32
 MAX_TRACE_STATE_CHARS = 512
-# W3C Baggage: 8,192 bytes at most in all.
+# W3C Baggage: 8,192 bytes at most in all; OpenTelemetry's propagator reads 180 members of up to
+# 4,096 characters each, as the specification's limits say a platform may.
 MAX_BAGGAGE_CHARS = 8192
+MAX_BAGGAGE_MEMBERS = 180
+MAX_BAGGAGE_MEMBER_CHARS = 4096
 # Longer than any tracestate a hop passes on is not read (nor are such texts kept where they are
 # found: handler.trace_context.MAX_RAW_CHARS); up to it, a long one is cut, not discarded.
 MAX_READ_TRACE_STATE_CHARS = 8192
@@ -68,7 +71,18 @@ def parse_baggage(value: object) -> str:
     if _baggage_member is None:
         import re  # deferred: only for a baggage (already loaded by json in any case)
 
-        # A token key, a value of baggage octets, then any properties (kept as they came).
-        _baggage_member = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*=[ \t]*[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*(?:;.*)?")
-    members = [member.strip(_OWS) for member in value.split(",")]
-    return ",".join(member for member in members if _baggage_member.fullmatch(member))
+        # key = value, then properties (key = value, or key), as W3C Baggage writes them
+        key, octets, ows = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*", r"[ \t]*"
+        pair = f"{ows}{key}{ows}={ows}{octets}{ows}"
+        _baggage_member = re.compile(f"{pair}(?:;(?:{pair}|{ows}{key}{ows}))*")
+    kept, read = [], 0
+    for member in value.split(","):
+        member = member.strip(_OWS)
+        if not member or len(member) > MAX_BAGGAGE_MEMBER_CHARS:
+            continue
+        read += 1
+        if read > MAX_BAGGAGE_MEMBERS:
+            break
+        if _baggage_member.fullmatch(member):
+            kept.append(member)
+    return ",".join(kept)
