@@ -454,6 +454,22 @@ def test_an_error_report_too_long_to_be_read_whole_keeps_its_exception():
     assert found[1][3] == {"exception.type": "ValueError", "exception.message": message, "exception.stacktrace": traceback}
     # ... and a long record reporting no error keeps its line, as before
     assert found[2] == (13, "WARNING", other, {})
+    # ... as does one of many values (its objects would be many), and one the buffer cut
+    many = json.dumps({"level": "ERROR", "errorType": "E", "errorMessage": "m", "rows": list(range(5000))})
+    from lambdawrap.companion.log_records import json_record
+
+    assert json_record(many)[1:] == ("ERROR", many, {}, 0)
+    assert json_record(report, cut=True)[1:] == ("ERROR", report, {}, 0)
+
+
+def test_a_dict_message_of_many_keys_leaves_the_record_s_fields_in():
+    # GIVEN a record whose message is a dict of 127 keys, and fields of its own
+    message = {f"k{n}": n for n in range(127)}
+    ((_, _, body, attributes),) = _exported(json.dumps({"level": "INFO", "message": message, "service": "orders", "order_id": "42"}))
+    # THEN its fields are kept, the message as its JSON text (before: the message spent every
+    # value a record makes, and the fields were left out)
+    assert (attributes["service"], attributes["order_id"]) == ("orders", "42")
+    assert json.loads(body) == message
 
 
 def test_text_format_lines_at_levels_the_function_named_have_their_severity():

@@ -62,6 +62,9 @@ MAX_READ_CHARS = 16 * 1024
 # earliest left out, and counted as dropped): a bound on memory, which a higher
 # OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT does not raise.
 MAX_VALUES = 128
+# A record too long to be read whole that reports an error is parsed for it when it holds at
+# most this many values (its commas): its texts, however long, cost little to parse.
+MAX_ERROR_REPORT_COMMAS = 2048
 # A longer record's level, read from its head (awslambdaric writes it second, after the time).
 _HEAD_CHARS = 512
 _LEVEL_IN_HEAD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
@@ -117,7 +120,7 @@ def _context(ids: tuple | list | None, contexts: dict) -> object:
 def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRecord:
     line, time_ns, _, request_id = entry[:4]
     try:
-        structured = json_record(line, request_id)
+        structured = json_record(line, request_id, cut=len(entry) > 4)
     except Exception:  # noqa: BLE001 - a record that cannot be read as one goes out as its line
         structured = None
     if structured is None:
@@ -141,16 +144,17 @@ def severity_of(line: str) -> tuple:
     return SeverityNumber.INFO, "INFO"
 
 
-def json_record(line: str, request_id: str | None = None) -> tuple | None:
+def json_record(line: str, request_id: str | None = None, cut: bool = False) -> tuple | None:
     """(severity, severity text, body, attributes, fields left out past MAX_VALUES) of a JSON
     log record with a known `level`,
     else None (`request_id`: the invocation the line is exported with). Its body is its
     `message`, or for the runtime's error report `Type: message` (the last line of Python's
-    traceback); a record with neither keeps its line as body."""
+    traceback); a record with neither keeps its line as body. `cut`: the buffer cut the line
+    (it is no JSON any more)."""
     if not line.startswith("{") or '"level"' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
     whole = len(line) <= MAX_READ_CHARS
-    record = json.loads(line) if whole else _error_report(line)
+    record = json.loads(line) if whole else None if cut else _error_report(line)
     if record is None:
         # Not read whole: its level, from its head, with its line as body.
         found = _LEVEL_IN_HEAD.search(line, 0, _HEAD_CHARS)
@@ -162,25 +166,24 @@ def json_record(line: str, request_id: str | None = None) -> tuple | None:
     severity = _LEVELS.get(level.upper())
     if severity is None:
         return None
-    error_type, error_message = record.get("errorType"), record.get("errorMessage")
-    # An error report too long to be read whole gives its message and exception only.
-    budget = [MAX_VALUES if whole else 0]
-    if record.get("message") is not None:
-        message = record["message"]
-        body = _value(message, 0, budget) if whole or not isinstance(message, (dict, list)) else encodable(json.dumps(message, ensure_ascii=False))
-    elif error_type:
-        body = _exception_line(error_type, error_message)
-    else:
+    error_type, error_message, message = record.get("errorType"), record.get("errorMessage"), record.get("message")
+    if message is None and not error_type:
         return severity, encodable(level), encodable(line), {}, 0
     fields = [(key, value) for key, value in record.items() if not (key in _READ or value is None or (key == "requestId" and value in ("", request_id)))]
     if not whole:
         fields = [(key, value) for key, value in fields if key not in _POWERTOOLS_EXCEPTION]
     # Past the budget, fields are left out and counted as dropped; the last ones are kept, as the
-    # SDK keeps a record's last attributes past its count limit. Each field kept has its own
-    # value set aside first: a nested one (Powertools' stack_trace, five values a frame) must
-    # not leave out the fields before it.
-    kept = min(len(fields), max(0, budget[0]))
+    # SDK keeps a record's last attributes past its count limit. Each field kept, and the
+    # message, has its own value set aside first: a nested one (Powertools' stack_trace, five
+    # values a frame; a dict message) must not leave out the fields before it. An error report
+    # too long to be read whole gives its message and exception only.
+    budget = [MAX_VALUES if whole else 0]
+    kept = min(len(fields), max(0, budget[0] - 1))
     budget[0] -= kept
+    if message is not None:
+        body = _value(message, 0, budget) if whole or not isinstance(message, (dict, list)) else encodable(json.dumps(message, ensure_ascii=False))
+    else:
+        body = _exception_line(error_type, error_message)
     made: list = []
     for key, value in reversed(fields[len(fields) - kept :]):
         budget[0] += 1  # this field's own, set aside above
@@ -203,8 +206,8 @@ def _error_report(line: str) -> dict | None:
     """A record too long to be read whole, parsed for its exception only when it reports one
     (the runtime's report of an unhandled error, Powertools' logged exception): those are
     three texts, worth their parse; None for another record, or one that is not JSON (cut)."""
-    if '"errorType"' not in line and '"exception_name"' not in line:
-        return None
+    if ('"errorType"' not in line and '"exception_name"' not in line) or line.count(",") > MAX_ERROR_REPORT_COMMAS:
+        return None  # a record of many values is not parsed for three (its objects would be many)
     try:
         record = json.loads(line)
     except ValueError:
