@@ -18,7 +18,6 @@ form, the one lambdawrap's consumers read.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from lambdawrap.handler.invocation import active_invocation
@@ -172,8 +171,8 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     elif _names_another_trace(present.get(XRAY_HEADER.lower()), pairs):
         # With X-Ray propagation, the function sent its own X-Ray header naming another trace
         # than the invocation's: a traceparent beside it would name a second one. One naming the
-        # invocation's trace, or Lambda's (the function forwarding its _X_AMZN_TRACE_ID), goes
-        # with the traceparent, naming the client span.
+        # invocation's trace (the function forwarding its _X_AMZN_TRACE_ID, where the invocation
+        # joined it) goes with the traceparent, naming the client span.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_XRAY]
     # Beside the function's own traceparent, every header is the function's too, whatever its
     # value: a tracestate or baggage is not one send's (every request of an invocation carries
@@ -207,8 +206,8 @@ def carried_changes(present: dict, pairs: list) -> tuple:
 
 def _names_another_trace(theirs: object, pairs: list) -> bool:
     """Whether the function's own X-Ray header `theirs` (None when there is none), where X-Ray is
-    propagated, names a trace other than the traceparent in `pairs` and than Lambda's
-    `_X_AMZN_TRACE_ID`; one without a well-formed Root it is taken to.
+    propagated, names a trace other than the traceparent in `pairs`; one without a well-formed
+    Root it is taken to.
 
     Where X-Ray is not propagated (the default), the header is the function's alone, as beside
     OpenTelemetry's instrumentations: the X-Ray SDK's (Powertools' Tracer adds one to every
@@ -219,8 +218,7 @@ def _names_another_trace(theirs: object, pairs: list) -> bool:
     ours = next((value for name, value in pairs if name == "traceparent"), None)
     if ours is None:
         return False
-    root = xray_root_trace_id(theirs)
-    return root is None or root not in (int(ours[3:35], 16), xray_root_trace_id(os.environ.get("_X_AMZN_TRACE_ID")))
+    return xray_root_trace_id(theirs) != int(ours[3:35], 16)
 
 
 def header_text(value: object) -> str:
