@@ -198,6 +198,8 @@ def test_an_init_that_times_out_is_one_error_and_one_timeout_of_the_invocation_i
     assert metric_total(rx, "lambdawrap.init_errors") == 2
     assert metric_total(rx, "faas.errors") == 1
     assert metric_total(rx, "faas.timeouts") == 1 == metric_total(rx, "faas.timeouts", {"faas.trigger": "other"})
+    # ... of an invocation counted, a cold start (before: an error of no invocation)
+    assert metric_total(rx, "faas.invocations") == 1 == metric_total(rx, "faas.coldstarts")
 
 
 def test_an_init_that_fails_is_one_error_of_the_invocation_it_failed(tmp_path):
@@ -216,6 +218,7 @@ def test_an_init_that_fails_is_one_error_of_the_invocation_it_failed(tmp_path):
     assert sorted(init["attributes"]["lambdawrap.init.phase"] for init in inits) == ["init", "invoke"]
     assert metric_total(rx, "lambdawrap.init_errors") == 2
     assert metric_total(rx, "faas.errors") == 1 == metric_total(rx, "faas.errors", {"faas.trigger": "other"})
+    assert metric_total(rx, "faas.invocations") == 1 == metric_total(rx, "faas.coldstarts")
 
 
 def test_the_first_invocation_after_an_init_run_again_inside_it_is_a_cold_start_however_long_it_took(tmp_path):

@@ -217,8 +217,12 @@ class Signals:
         if init.failed:
             self._add("lambdawrap.init_errors", 1, {})
             # An init that failed in the init phase is run again inside the invocation (the
-            # platform's suppressed init): that attempt's failure is the caller's, once.
+            # platform's suppressed init): that attempt's failure is the caller's, once. Its
+            # span stands for the invocation, which never reached the function: counted as one,
+            # a cold start, so that no error goes without its invocation.
             if init.phase != "init":
+                self._add("faas.invocations", 1, labels)
+                self._add("faas.coldstarts", 1, labels)
                 self._add("faas.errors", 1, labels)
                 if init.status == "timeout":
                     self._add("faas.timeouts", 1, labels)
