@@ -671,6 +671,34 @@ def test_on_managed_instances_the_late_word_on_a_request_forgotten_since_makes_n
     assert invocation_spans(signals) == [] and not signals.dropped_by_reason, (invocation_spans(signals), signals.dropped_by_reason)
 
 
+def test_on_managed_instances_the_late_record_of_a_request_forgotten_since_makes_nothing_more(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 4)
+    # GIVEN Managed Instances where the platform once told of events it dropped, and a request
+    # that timed out, its handler running on while more requests finished than the correlator
+    # remembers (2,048; 4 here)
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 3, "droppedBytes": 300}}])
+    correlator.on_telemetry([platform_start("X"), platform_report("X", "timeout")])
+    for n in range(10):
+        correlator.on_telemetry([platform_start(f"R{n}")])
+        correlator.on_record(record(f"R{n}"))
+        correlator.on_telemetry([platform_report(f"R{n}")])
+    assert len(invocation_spans(signals)) == 11
+    # WHEN the timed-out handler's record comes at last, with a span of the function's own
+    now = time.time_ns()
+    late = record("X", spans=[{"name": "after the timeout", "trace_id": "0" * 31 + "1", "span_id": "1" * 16, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}])
+    late["end"]["remaining_ms"] = 0
+    correlator.on_record(late)
+    correlator.finish_overdue(time.monotonic() + 600)
+    correlator.finish_unreported("spindown")
+    # THEN no second invocation is made of it (before: one more span, and faas.invocations
+    # counted it twice), and the span it carried still goes
+    assert [s.name for s in signals.spans.take(10) if not s.name.endswith(" init")] == ["after the timeout"]
+    assert signals.dropped_by_reason == {"platform_logs_dropped": 3}
+
+
 def test_on_managed_instances_a_retry_of_a_request_forgotten_since_is_its_own(monkeypatch):
     from lambdawrap.companion import correlator as correlator_module
 

@@ -518,6 +518,12 @@ class Correlator:
             replaced = self._superseded.get(record["start"]["request_id"])
             if replaced is not None and replaced.start is not None and replaced.start.get("span_id") == record["start"].get("span_id"):
                 return  # the record of an attempt a retry replaced, again: a duplicate
+            if self._late_for_forgotten(record["start"]["request_id"]):
+                # The record of a request accounted for and forgotten since (a timed-out
+                # handler that ran on past 2,048 later requests): taken for a new request's, it
+                # made a second span once announced. What only the record carries still counts.
+                record_extras(self.sink, end)
+                return
             inv = self._lookup(record["start"]["request_id"])
             if inv.finished and inv.start is not None and record["start"].get("span_id") != inv.start.get("span_id"):
                 # A retry's record, before its INVOKE: the finished attempt stays as it is
@@ -651,11 +657,8 @@ class Correlator:
                 self.init.extension_error = error_type
         elif kind == "platform.start" and rid:
             self._in_init = False
-            forgotten_at = self._forgotten.get(str(rid))
-            if forgotten_at is not None:
-                if time.monotonic() - forgotten_at < RETRY_AFTER_S:
-                    return  # late, of a request accounted for: its report is ignored too
-                del self._forgotten[str(rid)]  # an asynchronous retry under the same id: its own
+            if self._late_for_forgotten(str(rid)):
+                return  # late, of a request accounted for: its report is ignored too
             if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard and str(rid) not in self._early_attempts:
                 # Late, not lost: the request it stands for was made without it.
                 self._finished[str(rid)].unheard = False
@@ -929,6 +932,18 @@ class Correlator:
         if inv.outcome is None and inv.posted == "error" and inv.end is not None and inv.end.get("error") is None:
             inv.outcome = {"requestId": inv.request_id, "status": "error", "errorType": "Runtime.Unknown"}
         self._finish(inv)
+
+    def _late_for_forgotten(self, rid: str) -> bool:
+        """Whether word of `rid` (its start, its record) is late word of a request accounted for
+        and forgotten since, within RETRY_AFTER_S of that; later, an asynchronous retry under
+        the same id, its own (it is forgotten no more)."""
+        forgotten_at = self._forgotten.get(rid)
+        if forgotten_at is None:
+            return False
+        if time.monotonic() - forgotten_at < RETRY_AFTER_S:
+            return True
+        del self._forgotten[rid]
+        return False
 
     def _remember(self, inv: Invocation) -> None:
         self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
