@@ -213,3 +213,23 @@ def test_a_companion_killed_while_it_saves_leaves_what_earlier_environments_left
         assert earlier in held.counts, (attempt, held.counts)
         # ... and a half-written file a kill left is not left in /tmp once read
         assert not [name for name in os.listdir(os.path.dirname(socket_path)) if name.endswith(".writing")]
+
+
+def test_drops_left_by_a_process_still_running_are_its_own_to_report(tmp_path):
+    # GIVEN counts left beside the socket by a function's process that has ended (an earlier
+    # environment's) and by one still running (this environment's runtime, whose record went
+    # before the companion listened: it reports its drops with its next record)
+    import subprocess
+    import sys
+
+    from lambdawrap.shared import unreported_drops
+
+    socket_path = str(tmp_path / "s")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    ended_pid = int(ended.stdout)
+    assert unreported_drops.keep(socket_path, ended_pid, 3) and unreported_drops.keep(socket_path, os.getpid(), 2)
+    # WHEN the companion collects them THEN only the ended process's count is taken, once
+    # (before: the running one's too, and again with its next record)
+    assert unreported_drops.collect(socket_path) == 3
+    assert sorted(os.listdir(tmp_path)) == [f"s.dropped.{os.getpid()}"]
+    assert unreported_drops.collect(socket_path) == 0

@@ -38,7 +38,10 @@ def forget(socket_path: str, pid: int) -> None:
 
 
 def collect(socket_path: str) -> int:
-    """The sum of the counts left beside the socket (companion side); the files are removed."""
+    """The sum of the counts left beside the socket by processes that have ended (companion
+    side); their files are removed. A process still running (this environment's runtime, whose
+    record went before the companion listened) reports its drops with its next record: its file
+    is not counted here too."""
     folder, name = os.path.split(socket_path)
     prefix = name + SUFFIX
     total = 0
@@ -48,7 +51,7 @@ def collect(socket_path: str) -> int:
         return 0
     for entry in entries:
         pid = entry[len(prefix) :]
-        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit():
+        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit() or _running(int(pid)):
             continue
         path = os.path.join(folder, entry)
         try:
@@ -60,3 +63,13 @@ def collect(socket_path: str) -> int:
         if text.isdigit():
             total += int(text)
     return total
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's (or no pid at all): not one of this sandbox's ended ones
+    return True
