@@ -270,3 +270,18 @@ def test_a_failed_init_s_run_inside_the_invocation_is_the_caller_s_error_however
     assert errors_of_a_failed_init([], phase_before="invoke", unseen=True) == 1
     # ... and the init phase's own attempt none: no caller waited on it
     assert errors_of_a_failed_init([("initStart", {"phase": "init"}), ("initRuntimeDone", dict(failed, phase="init")), ("initReport", {"phase": "init", "metrics": {"durationMs": 5.0}})]) == 0
+
+
+def test_a_report_s_numbers_no_environment_could_measure_are_missing_values(caplog):
+    # GIVEN the platform's reports of a well-formed invocation and of malformed ones: negative,
+    # and past anything Lambda measures (a day billed, a TiB of memory)
+    signals, reader = make_signals()
+    report(signals, 12, 128)
+    for billed, memory in ((-5, -1), (9e15, 9e15), (86_400_001, 2**21)):
+        report(signals, billed, memory)
+    # THEN only the well-formed values are recorded (before: a negative value logged an SDK
+    # warning at each report, and a huge one skewed the histograms' sums and max)
+    points = histogram_points(reader, signals.settle_measurements)
+    assert points["lambdawrap.billed_duration"][:4] == (1, 0.012, 0.012, 0.012)
+    assert points["faas.mem_usage"][:4] == (1, 128 * 1024 * 1024, 128 * 1024 * 1024, 128 * 1024 * 1024)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, platform_number, record_extras, trigger_of
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_duration_ms, platform_number, record_extras, trigger_of
 from lambdawrap.companion.log_buffer import LogBuffer
 from lambdawrap.companion.span_building import SpanBuffer, SpanBuilder
 from lambdawrap.shared import records
@@ -39,6 +39,9 @@ logger = logging.getLogger("lambdawrap.companion")
 
 _DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0)
 _MIB = 1024 * 1024
+# More memory than any environment has (Lambda's 10,240 MB; a Managed Instance's) is no
+# measurement: a malformed report's, whose one value would skew the histogram's sum.
+MAX_MEMORY_MB = 1024 * 1024
 # Memory used, in bytes, up to Lambda's largest memory size (10,240 MB): the SDK's default
 # boundaries (0 to 10,000) would put every value past the last one.
 _MEMORY_BUCKETS_BY = tuple(mb * _MIB for mb in (16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 10240))
@@ -235,11 +238,11 @@ class Signals:
         metrics = record.get("metrics")
         if not isinstance(metrics, dict):
             return
-        billed = platform_number(metrics.get("billedDurationMs"))
+        billed = platform_duration_ms(metrics.get("billedDurationMs"))
         if billed is not None:
             self._measure(self._billed, billed / 1000)
         memory = platform_number(metrics.get("maxMemoryUsedMB"))
-        if memory is not None:
+        if memory is not None and 0 <= memory <= MAX_MEMORY_MB:
             self._measure(self._memory, int(memory * _MIB), {"faas.trigger": trigger})
 
     def log_line(self, line: str, time_ns: int, ids: tuple | list | None, request_id: str | None) -> None:
