@@ -717,3 +717,22 @@ def test_on_managed_instances_a_retry_of_a_request_forgotten_since_is_its_own(mo
     correlator.finish_unreported("spindown")
     # THEN it is an invocation of its own
     assert [span.attributes["faas.invocation_id"] for span in invocation_spans(signals)] == ["R0"]
+
+
+def test_an_init_whose_start_was_lost_is_still_its_span():
+    # GIVEN an init whose platform.initStart was lost (a batch the platform told it dropped),
+    # its initRuntimeDone and initReport come, and an invocation follows
+    correlator, signals = environment()
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 1, "droppedBytes": 100}}])
+    correlator.on_telemetry([
+        {"time": stamp(), "type": "platform.initRuntimeDone", "record": {"initializationType": "on-demand", "phase": "init", "status": "success"}},
+        {"time": stamp(), "type": "platform.initReport", "record": {"initializationType": "on-demand", "phase": "init", "metrics": {"durationMs": 180.0}}},
+    ])
+    invoke(correlator, "r1")
+    correlator.on_record(record("r1"))
+    platform_done(correlator, "r1")
+    # THEN the init is a span, in the invocation's trace (before: none, and nothing counted it)
+    spans = signals.spans.take(10)
+    (init,) = [span for span in spans if span.name.endswith(" init")]
+    (invocation,) = [span for span in spans if "faas.invocation_id" in span.attributes]
+    assert init.context.trace_id == invocation.context.trace_id and init.end_time > init.start_time

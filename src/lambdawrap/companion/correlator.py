@@ -650,6 +650,10 @@ class Correlator:
             self._learn_init_phase(record)
             self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
+            if self.init.start_ns is None:
+                # Its start lost (with a batch the platform told it dropped): the span goes from
+                # the companion's own start, early in that init, rather than not at all.
+                self.init.start_ns = self._created_ns
             self._maybe_init_span()
         elif kind == "platform.extension" and self._in_init:
             error_type = record.get("errorType")
