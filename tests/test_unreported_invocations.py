@@ -719,6 +719,29 @@ def test_on_managed_instances_a_retry_of_a_request_forgotten_since_is_its_own(mo
     assert [span.attributes["faas.invocation_id"] for span in invocation_spans(signals)] == ["R0"]
 
 
+def test_on_managed_instances_a_retry_s_record_before_its_start_is_its_own_however_soon_after_the_first_was_forgotten(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 8)
+    # GIVEN a request forgotten since (8 more finished after it, within a second here: a busy
+    # instance), once the platform had told of events it dropped
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 3, "droppedBytes": 300}}])
+    for n in range(10):
+        correlator.on_telemetry([platform_start(f"R{n}"), platform_report(f"R{n}")])
+        correlator.on_record(record(f"R{n}"))
+    assert len(invocation_spans(signals)) == 10
+    # WHEN its asynchronous retry's record comes before the retry's start: a span of its own
+    retry = record("R0")
+    retry["start"]["span_id"] = "%016x" % 3
+    correlator.on_record(retry)
+    correlator.on_telemetry([platform_start("R0"), platform_report("R0")])
+    correlator.finish_unreported("spindown")
+    # THEN the retry is an invocation of its own (before: taken for the first attempt's late
+    # record within 30 s of its being forgotten, and lost with its start and report)
+    assert [(span.attributes["faas.invocation_id"], span.context.span_id) for span in invocation_spans(signals)] == [("R0", 3)]
+
+
 def test_an_init_whose_start_was_lost_is_still_its_span():
     # GIVEN an init whose platform.initStart was lost (a batch the platform told it dropped),
     # its initRuntimeDone and initReport come, and an invocation follows

@@ -33,11 +33,12 @@ else:
     Protocol = object
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
-# On Managed Instances, the ids of requests forgotten past KEEP_FINISHED, kept this many more (ids
-# only, ~2 MB): the platform's word on one may come that late on a busy instance.
+# On Managed Instances, the ids of requests forgotten past KEEP_FINISHED, kept this many more (ids,
+# end times and span ids only, ~3 MB): the platform's word on one may come that late on a busy
+# instance, and a timed-out handler's record later still.
 KEEP_FORGOTTEN_IDS = 16384
-# Lambda retries an asynchronous invocation that failed a minute later at the soonest: a start
-# for a forgotten id sooner than this is a late one.
+# Lambda retries an asynchronous invocation that failed a minute later at the soonest: word of a
+# forgotten id sooner than this after its end is late word of it.
 RETRY_AFTER_S = 30.0
 # The function sends its record before its runtime asks for the next event (right after the
 # runtime's post of the response, or before it), and the platform reports runtimeDone only
@@ -518,7 +519,7 @@ class Correlator:
             replaced = self._superseded.get(record["start"]["request_id"])
             if replaced is not None and replaced.start is not None and replaced.start.get("span_id") == record["start"].get("span_id"):
                 return  # the record of an attempt a retry replaced, again: a duplicate
-            if self._late_for_forgotten(record["start"]["request_id"]):
+            if self._late_for_forgotten(record["start"]["request_id"], record["start"].get("span_id")):
                 # The record of a request accounted for and forgotten since (a timed-out
                 # handler that ran on past 2,048 later requests): taken for a new request's, it
                 # made a second span once announced. What only the record carries still counts.
@@ -937,24 +938,30 @@ class Correlator:
             inv.outcome = {"requestId": inv.request_id, "status": "error", "errorType": "Runtime.Unknown"}
         self._finish(inv)
 
-    def _late_for_forgotten(self, rid: str) -> bool:
-        """Whether word of `rid` (its start, its record) is late word of a request accounted for
-        and forgotten since, within RETRY_AFTER_S of that; later, an asynchronous retry under
-        the same id, its own (it is forgotten no more)."""
-        forgotten_at = self._forgotten.get(rid)
-        if forgotten_at is None:
+    def _late_for_forgotten(self, rid: str, span_id: object = None) -> bool:
+        """Whether word of `rid` is late word of a request accounted for and forgotten since:
+        a record (`span_id`: its span's) of that request's span, or, where that span is not
+        known, any word within RETRY_AFTER_S of its end. Otherwise it is an asynchronous retry
+        under the same id (Lambda waits a minute at least), its own: forgotten no more."""
+        forgotten = self._forgotten.get(rid)
+        if forgotten is None:
             return False
-        if time.monotonic() - forgotten_at < RETRY_AFTER_S:
-            return True
-        del self._forgotten[rid]
-        return False
+        finished_ns, own_span_id = forgotten
+        if span_id is not None and own_span_id is not None:
+            late = span_id == own_span_id
+        else:
+            late = time.time_ns() - finished_ns < RETRY_AFTER_S * 1e9
+        if not late:
+            del self._forgotten[rid]
+        return late
 
     def _remember(self, inv: Invocation) -> None:
         self._finished[inv.request_id] = inv  # a late record is then a duplicate, ignored
         while len(self._finished) > KEEP_FINISHED:
-            forgotten, _ = self._finished.popitem(last=False)
+            forgotten, finished = self._finished.popitem(last=False)
             if self._managed_instances:
-                self._forgotten[forgotten] = time.monotonic()
+                ids = finished.start and _start_ids(finished.start)
+                self._forgotten[forgotten] = (finished.finished_at_ns or time.time_ns(), ids[1] if ids else None)
                 if len(self._forgotten) > KEEP_FORGOTTEN_IDS:
                     self._forgotten.popitem(last=False)
 
