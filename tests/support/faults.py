@@ -435,6 +435,9 @@ class Accounting:
     inits: int  # execution environments started (each owes one init span)
     dropped: dict = field(default_factory=dict)
     faas_invocations: float = 0.0
+    # inits that failed again inside an invocation: each stands for that invocation, which
+    # faas.invocations counts (its request id is the caller's, not among the handler's)
+    failed_in_invocation: int = 0
     high_water: float = 0.0
     capacity: float = 0.0
 
@@ -461,8 +464,9 @@ class Accounting:
             out.append(f"{self.unknown} spans name request ids that were never invoked")
         if self.init_spans > self.inits:
             out.append(f"{self.init_spans} init spans for {self.inits} inits")
-        # faas.invocations counts every invocation whose span was built, exported or not.
-        built = self.invocations - sum(self.dropped.get(r, 0) for r in RECORD_REASONS)
+        # faas.invocations counts every invocation whose span was built, exported or not, and
+        # each whose init failed again inside it.
+        built = self.invocations - sum(self.dropped.get(r, 0) for r in RECORD_REASONS) + self.failed_in_invocation
         if self.faas_invocations != built:
             out.append(f"faas.invocations = {self.faas_invocations:g}, expected {built}")
         if self.capacity and self.high_water > self.capacity:
@@ -489,13 +493,14 @@ def account(source: Any, request_ids: Sequence[str], inits: int) -> Accounting:
     """Exactly-once accounting of `request_ids` at `source` (a receiver or a Collector)."""
     invoked = set(request_ids)
     per_rid = collections.Counter()
-    init_spans = 0
+    init_spans = failed_in_invocation = 0
     for span in source.spans():
         rid = span["attributes"].get("faas.invocation_id")
         if rid is not None:
             per_rid[rid] += 1
         elif span["name"].endswith(" init") and "lambdawrap.init.phase" in span["attributes"]:
             init_spans += 1
+            failed_in_invocation += span["attributes"]["lambdawrap.init.phase"] == "invoke" and span["status_code"] == 2
     dropped: collections.Counter = collections.Counter()
     for point in metric_points(source, "lambdawrap.dropped"):
         dropped[point["attributes"].get("reason", "?")] += point["value"]
@@ -510,6 +515,7 @@ def account(source: Any, request_ids: Sequence[str], inits: int) -> Accounting:
         inits=inits,
         dropped={k: int(v) for k, v in dropped.items()},
         faas_invocations=invocations,
+        failed_in_invocation=failed_in_invocation,
         high_water=max((p["value"] for p in water), default=0.0),
         capacity=max((p["attributes"].get("lambdawrap.buffer.capacity", 0) for p in water), default=0.0),
     )
