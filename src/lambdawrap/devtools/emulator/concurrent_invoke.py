@@ -17,7 +17,7 @@ from typing import Callable
 from lambdawrap.devtools.emulator.init_phase import InitFailure, InitPhase
 from lambdawrap.devtools.emulator.invoke_phase import caller_result, new_invocation, oversized_request
 from lambdawrap.devtools.emulator.platform_reports import emit_concurrent_report, response_status
-from lambdawrap.devtools.emulator.processes import live_children
+from lambdawrap.devtools.emulator.processes import live_children, still_forking
 from lambdawrap.devtools.emulator.reset import reset_environment
 from lambdawrap.devtools.emulator.sandbox_state import SandboxState
 from lambdawrap.devtools.emulator.state import InvokeResult, error_body
@@ -25,8 +25,8 @@ from lambdawrap.devtools.emulator.state import InvokeResult, error_body
 logger = logging.getLogger(__name__)
 # How often wait_idle looks again for workers that died (it is told of nothing else).
 WORKER_DEATH_POLL_S = 0.1
-# The runtime forks its workers one after the other at once: once no more has come for this
-# long, the fewer it has are all there will be (one died before it was seen).
+# Where the kernel does not say what the runtime's main process waits on: once no more worker has
+# come for this long, the fewer it has are all there will be (one died before it was seen).
 FORKS_SETTLE_S = 2.0
 
 
@@ -158,9 +158,12 @@ class ConcurrentInvokePhase:
         if live > most:
             most, grown_at = live, now
         self._forks = (runtime, most, grown_at)
-        if most < workers and now - grown_at < FORKS_SETTLE_S:
+        if most < workers:
             # Init ends at the first worker's /next, which a busy machine can let come before
-            # the runtime has forked the others: those are still to come, not dead, until no
-            # more has come for a while (one may have died before it was seen).
-            return workers
+            # the runtime has forked the others: those are still to come, not dead, until the
+            # runtime waits on its workers (it has forked them all: one died before it was
+            # seen), or where that cannot be read, until none more has come for a while.
+            forking = still_forking(runtime.pid)
+            if forking or (forking is None and now - grown_at < FORKS_SETTLE_S):
+                return workers
         return min(workers, live)

@@ -283,6 +283,20 @@ def live_children(pid: int) -> int:
     return sum(1 for _, fields in _stat_fields() if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in (b"Z", b"X"))
 
 
+def still_forking(pid: int) -> bool | None:
+    """Whether the runtime's main process on Managed Instances is still starting its workers:
+    once all are forked it waits on them (awslambdaric joins each), in the kernel's do_wait.
+    None where the kernel does not say (a wait channel hidden as "0", no /proc)."""
+    try:
+        with open(f"/proc/{pid}/wchan", "rb") as f:
+            channel = f.read().strip()
+    except OSError:
+        return None
+    if channel in (b"", b"0"):
+        return None
+    return channel != b"do_wait"
+
+
 def _read_vmhwm_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
