@@ -62,9 +62,6 @@ MAX_READ_CHARS = 16 * 1024
 # earliest left out, and counted as dropped): a bound on memory, which a higher
 # OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT does not raise.
 MAX_VALUES = 128
-# A record too long to be read whole that reports an error is parsed for it when it holds at
-# most this many values (its commas): its texts, however long, cost little to parse.
-MAX_ERROR_REPORT_COMMAS = 2048
 # A longer record's level, read from its head (awslambdaric writes it second, after the time).
 _HEAD_CHARS = 512
 _LEVEL_IN_HEAD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
@@ -204,10 +201,10 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
 
 def _error_report(line: str) -> dict | None:
     """A record too long to be read whole, parsed for its exception only when it reports one
-    (the runtime's report of an unhandled error, Powertools' logged exception): those are
-    three texts, worth their parse; None for another record, or one that is not JSON (cut)."""
-    if ('"errorType"' not in line and '"exception_name"' not in line) or line.count(",") > MAX_ERROR_REPORT_COMMAS:
-        return None  # a record of many values is not parsed for three (its objects would be many)
+    (the runtime's report of an unhandled error, Powertools' logged exception): rare, and
+    worth their parse; None for another record, or one that is not JSON."""
+    if '"errorType"' not in line and '"exception_name"' not in line:
+        return None
     try:
         record = json.loads(line)
     except ValueError:
