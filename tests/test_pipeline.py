@@ -2151,6 +2151,28 @@ def test_drops_the_channel_reports_with_spans_ended_outside_an_invocation_are_co
         wait_for(lambda: metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 3, timeout=20, what="the channel's drops at the collector")
 
 
+def test_drops_a_function_process_could_not_report_are_counted_at_a_spindown(task):
+    import os
+    import subprocess
+    import tempfile
+
+    from lambdawrap.shared import unreported_drops
+
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="lw", dir="/tmp"), "s")  # 108-byte limit
+    with instrumented(task, env={"LAMBDAWRAP_SOCKET": socket_path}) as (emu, rx):
+        assert emu.invoke({}).status == 200
+        # GIVEN drops a function's process counted and kept beside the socket, that process
+        # having ended with no record after to carry them (a pid of a process that has ended)
+        ended = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+        assert unreported_drops.keep(socket_path, ended, 2)
+        # WHEN the environment spins down, no later environment to follow
+        emu.stop()
+    # THEN they are counted with the environment's last metrics (before: only a later
+    # environment's companion counted them, and after a spindown none comes)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 2
+    assert not os.path.exists(unreported_drops.path_for(socket_path, ended))
+
+
 def test_a_retry_s_record_before_its_invoke_and_the_first_attempt_s_late_words_go_to_their_own_attempt():
     from lambdawrap.companion.correlator import Correlator
     from lambdawrap.shared import records

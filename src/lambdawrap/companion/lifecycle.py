@@ -151,6 +151,19 @@ class Companion:
         self._report_earlier_drops()
         self._start_secrets()
 
+    def _report_ended_processes_drops(self) -> None:
+        """At SHUTDOWN the runtime has been stopped: the drops its processes counted and could
+        not report (kept beside the socket) are counted now, where no later environment may
+        come to (a spindown)."""
+        try:
+            from lambdawrap.shared import unreported_drops
+
+            count = unreported_drops.collect(self.settings.socket_path)
+            if count:
+                self.sink.dropped("handler_channel", count)
+        except Exception:  # noqa: BLE001 - fail open
+            self._internal_error("reading the function's unreported drops")
+
     def _report_earlier_drops(self) -> None:
         """What earlier environments in this sandbox could not report, left beside the socket
         (/tmp outlives a reset): records the function's process dropped when its companion had
@@ -553,6 +566,7 @@ class Companion:
                 self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             except Exception:  # noqa: BLE001 - what was built and counted before it still goes
                 self._internal_error("finishing what the platform did not report")
+            self._report_ended_processes_drops()
             self._ensure_pipeline()
             if self.settings.sdk_disabled:
                 pass
