@@ -759,3 +759,5 @@ def test_an_init_whose_start_was_lost_is_still_its_span():
     (init,) = [span for span in spans if span.name.endswith(" init")]
     (invocation,) = [span for span in spans if "faas.invocation_id" in span.attributes]
     assert init.context.trace_id == invocation.context.trace_id and init.end_time > init.start_time
+    # ... ending when its report says, its duration long
+    assert init.end_time - init.start_time == 180_000_000

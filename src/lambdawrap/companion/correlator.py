@@ -635,7 +635,8 @@ class Correlator:
         if kind == "platform.initStart":
             if self.init.emitted:
                 return  # this environment's one init, told late: its span went without it
-            # The only platform event whose time is read: a span's times come from records.
+            # With initReport's where this was lost, the only platform event whose time is read:
+            # a span's times come from records.
             self.init = InitFacts(start_ns=_event_time_ns(event), phase=str(record.get("phase", "init")))
             self.init.initialization_type = str(record.get("initializationType") or "")
             self._in_init = True
@@ -653,8 +654,11 @@ class Correlator:
             self.init.reported = True
             if self.init.start_ns is None:
                 # Its start lost (with a batch the platform told it dropped): the span goes from
-                # the companion's own start, early in that init, rather than not at all.
-                self.init.start_ns = self._created_ns
+                # the report's time less its duration, else from the companion's own start,
+                # early in that init, rather than not at all.
+                reported_ns = parse_time_ns(event.get("time"))
+                duration_ms = self.init.duration_ms
+                self.init.start_ns = reported_ns - int(duration_ms * 1e6) if reported_ns is not None and duration_ms is not None else self._created_ns
             self._maybe_init_span()
         elif kind == "platform.extension" and self._in_init:
             error_type = record.get("errorType")
