@@ -712,7 +712,9 @@ def test_on_managed_instances_a_retry_of_a_request_forgotten_since_is_its_own(mo
     assert len(invocation_spans(signals)) == 10
     # WHEN its asynchronous retry comes, under the same id (a minute later at the soonest)
     correlator.on_telemetry([platform_start("R0")])
-    correlator.on_record(record("R0"))
+    retry = record("R0")
+    retry["start"]["span_id"] = "%016x" % 0x33  # a span of its own
+    correlator.on_record(retry)
     correlator.on_telemetry([platform_report("R0")])
     correlator.finish_unreported("spindown")
     # THEN it is an invocation of its own
@@ -740,6 +742,37 @@ def test_on_managed_instances_a_retry_s_record_before_its_start_is_its_own_howev
     # THEN the retry is an invocation of its own (before: taken for the first attempt's late
     # record within 30 s of its being forgotten, and lost with its start and report)
     assert [(span.attributes["faas.invocation_id"], span.context.span_id) for span in invocation_spans(signals)] == [("R0", 3)]
+
+
+def test_on_managed_instances_a_forgotten_request_s_late_record_after_its_retry_began_is_not_the_retry_s(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 8)
+    monkeypatch.setattr(correlator_module, "RETRY_AFTER_S", 0.0)
+    # GIVEN a request that timed out (its span from its in-flight start), forgotten since, and
+    # its asynchronous retry begun under the same id
+    correlator, signals = environment(managed_instances=True)
+    first = record("X")
+    first["start"]["span_id"] = "%016x" % 0x11
+    correlator.on_telemetry([platform_start("X")])
+    correlator.on_record(first)
+    correlator.on_telemetry([platform_report("X", "timeout")])
+    for n in range(10):
+        correlator.on_telemetry([platform_start(f"R{n}"), platform_report(f"R{n}")])
+        correlator.on_record(record(f"R{n}"))
+    invocation_spans(signals)
+    correlator.on_telemetry([platform_start("X")])
+    # WHEN the first attempt's record comes again late (its handler ran on), then the retry's
+    late = json.loads(json.dumps(first))
+    retry = record("X")
+    retry["start"]["span_id"] = "%016x" % 0x22
+    correlator.on_record(late)
+    correlator.on_record(retry)
+    correlator.on_telemetry([platform_report("X")])
+    correlator.finish_unreported("spindown")
+    # THEN the retry is its own span (before: the first attempt's record was taken for it, its
+    # span id exported twice, and the retry's record dropped as a duplicate)
+    assert [(span.attributes["faas.invocation_id"], span.context.span_id) for span in invocation_spans(signals)] == [("X", 0x22)]
 
 
 def test_an_init_whose_start_was_lost_is_still_its_span():

@@ -34,7 +34,7 @@ else:
 
 KEEP_FINISHED = 2048  # request ids remembered after export, to tag late log lines
 # On Managed Instances, the ids of requests forgotten past KEEP_FINISHED, kept this many more (ids,
-# end times and span ids only, ~3 MB): the platform's word on one may come that late on a busy
+# end times and span ids only, ~5 MB): the platform's word on one may come that late on a busy
 # instance, and a timed-out handler's record later still.
 KEEP_FORGOTTEN_IDS = 16384
 # Lambda retries an asynchronous invocation that failed a minute later at the soonest: word of a
@@ -415,6 +415,7 @@ class Correlator:
         # comes, which a timeout or a crash ends (any earlier one had its runtime ask for more).
         self._last_invoked: str | None = None
         self._forgotten: collections.OrderedDict = collections.OrderedDict()  # see KEEP_FORGOTTEN_IDS
+        self._retried_span_ids: collections.OrderedDict = collections.OrderedDict()  # a forgotten request's, once retried
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -947,6 +948,8 @@ class Correlator:
         a record (`span_id`: its span's) of that request's span, or, where that span is not
         known, any word within RETRY_AFTER_S of its end. Otherwise it is an asynchronous retry
         under the same id (Lambda waits a minute at least), its own: forgotten no more."""
+        if span_id is not None and self._retried_span_ids.get(rid) == span_id:
+            return True  # the first attempt's, after its retry began
         forgotten = self._forgotten.get(rid)
         if forgotten is None:
             return False
@@ -957,6 +960,12 @@ class Correlator:
             late = time.time_ns() - finished_ns < RETRY_AFTER_S * 1e9
         if not late:
             del self._forgotten[rid]
+            if own_span_id is not None:
+                # The first attempt's record may still come (a timed-out handler that ran on,
+                # the very reason for the retry): known by its span, it is not the retry's.
+                self._retried_span_ids[rid] = own_span_id
+                while len(self._retried_span_ids) > KEEP_FINISHED:
+                    self._retried_span_ids.popitem(last=False)
         return late
 
     def _remember(self, inv: Invocation) -> None:
