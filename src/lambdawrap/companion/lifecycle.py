@@ -152,9 +152,10 @@ class Companion:
         self._start_secrets()
 
     def _report_ended_processes_drops(self) -> None:
-        """At SHUTDOWN the runtime has been stopped: the drops its processes counted and could
-        not report (kept beside the socket) are counted now, where no later environment may
-        come to (a spindown)."""
+        """The drops the function's processes that have ended counted and could not report
+        (kept beside the socket): as the companion starts, an earlier environment's; at SHUTDOWN,
+        the runtime stopped by then, this one's, where no later environment may come (a
+        spindown)."""
         try:
             from lambdawrap.shared import unreported_drops
 
@@ -169,14 +170,11 @@ class Companion:
         (/tmp outlives a reset): records the function's process dropped when its companion had
         died, the counters of a companion that ended while the collector was unreachable, and
         what a companion that ended before its pipeline was loaded still held."""
+        self._report_ended_processes_drops()
         try:
             from lambdawrap.companion import carryover
-            from lambdawrap.shared import unreported_drops
 
-            count = unreported_drops.collect(self.settings.socket_path)
             carried = carryover.take(self.settings.socket_path)
-            if count:
-                self.sink.dropped("handler_channel", count)
             if carried.counts:
                 self.sink.restore_counts(carried.counts)
             for name, args, kwargs in carried.calls:

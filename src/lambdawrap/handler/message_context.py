@@ -263,7 +263,7 @@ def _attribute_value(attributes: object, field: str, name: str = "traceparent") 
                 value = attribute.get("binaryValue")
             elif attribute.get("Type") != "Binary":
                 return value if isinstance(value, str) else None
-            return _binary_text(value) if value is not None else None
+            return _binary_text(value)
     return None
 
 

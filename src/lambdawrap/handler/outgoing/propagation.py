@@ -23,6 +23,7 @@ import sys
 from lambdawrap.handler.invocation import active_invocation
 from lambdawrap.handler.trace_context import xray_root_trace_id
 from lambdawrap.handler.outgoing.recorder import ClientSpan
+from lambdawrap.shared.w3c_fields import MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBER_CHARS, MAX_BAGGAGE_MEMBERS
 
 _LOW_96 = (1 << 96) - 1
 MAX_XRAY_CHARS = 256
@@ -89,18 +90,13 @@ def invocation_baggage() -> str:
     return invocation.baggage if invocation is not None else ""
 
 
-# W3C Baggage's limits, as the OpenTelemetry API's propagator keeps them when it injects: a
-# list-member over 4,096 characters is left out, and members after the 180th, or past 8,192
-# characters in all. A header past them is one servers refuse (nginx's default buffer holds a
-# header line of 8 KiB; API Gateway, 10 KiB of headers in all).
-MAX_BAGGAGE_PAIRS = 180
-MAX_BAGGAGE_PAIR_CHARS = 4096
-MAX_BAGGAGE_CHARS = 8192
 
 
 def user_baggage() -> str:
     """The W3C `baggage` value of the user's OpenTelemetry baggage, within W3C Baggage's limits
-    ("" when none is set)."""
+    as the OpenTelemetry API's propagator keeps them when it injects (a header past them is one
+    servers refuse: nginx's default buffer holds a header line of 8 KiB; API Gateway, 10 KiB of
+    headers in all); "" when none is set."""
     baggage = sys.modules.get("opentelemetry.baggage")
     if baggage is None:
         return ""
@@ -114,10 +110,10 @@ def user_baggage() -> str:
         length = -1  # the commas between members
         for key, value in entries.items():
             pair = f"{quote(str(key), safe='')}={quote(str(value), safe='')}"
-            if len(pair) > MAX_BAGGAGE_PAIR_CHARS:
+            if len(pair) > MAX_BAGGAGE_MEMBER_CHARS:
                 continue
             length += len(pair) + 1
-            if len(pairs) == MAX_BAGGAGE_PAIRS or length > MAX_BAGGAGE_CHARS:
+            if len(pairs) == MAX_BAGGAGE_MEMBERS or length > MAX_BAGGAGE_CHARS:
                 break
             pairs.append(pair)
         return ",".join(pairs)
