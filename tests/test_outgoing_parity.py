@@ -92,3 +92,11 @@ def test_spans_match_the_opentelemetry_instrumentation(library, servers, contrib
     found = differences(ours["spans"], theirs["spans"])
     listed = documented(library)
     assert found == listed, f"not documented: {sorted(found - listed)}; documented but gone: {sorted(listed - found)}\n" + json.dumps([[a, b] for a, b in zip(ours["spans"], theirs["spans"])], indent=1)[:20000]
+    if library == "botocore":
+        # The S3 attributes the conventions recommend, as the call named them (the copy's
+        # source as botocore sends it).
+        s3 = {label: span["attributes"] for (label, *_), span in zip(ours["outcomes"], ours["spans"]) if label.startswith("s3 ")}
+        assert (s3["s3 put"]["aws.s3.bucket"], s3["s3 put"]["aws.s3.key"]) == ("files", "a.txt")
+        assert s3["s3 copy"]["aws.s3.copy_source"] == "files/a.txt" and s3["s3 copy"]["aws.s3.key"] == "b.txt"
+        assert s3["s3 part"]["aws.s3.part_number"] == 2 and s3["s3 part"]["aws.s3.upload_id"]
+        assert "aws.s3.key" not in s3["s3 bucket"]

@@ -82,9 +82,13 @@ def aws_calls(endpoint: str, refused: int, bedrock: str = "") -> list:
     ddb, s3, sqs, sns, sm = client("dynamodb"), client("s3"), client("sqs"), client("sns"), client("secretsmanager")
     queue = {}
     topic = {}
+    upload = {}
 
     def make_queue():
         queue["url"] = sqs.create_queue(QueueName="orders")["QueueUrl"]
+
+    def start_upload():
+        upload["id"] = s3.create_multipart_upload(Bucket="files", Key="big.bin")["UploadId"]
 
     def make_topic():
         topic["arn"] = sns.create_topic(Name="events")["TopicArn"]
@@ -97,6 +101,9 @@ def aws_calls(endpoint: str, refused: int, bedrock: str = "") -> list:
         ("s3 bucket", lambda: s3.create_bucket(Bucket="files")),
         ("s3 put", lambda: s3.put_object(Bucket="files", Key="a.txt", Body=b"hello")),
         ("s3 missing key", lambda: s3.get_object(Bucket="files", Key="missing.txt")),
+        ("s3 copy", lambda: s3.copy_object(Bucket="files", Key="b.txt", CopySource={"Bucket": "files", "Key": "a.txt"})),
+        ("s3 multipart", start_upload),
+        ("s3 part", lambda: s3.upload_part(Bucket="files", Key="big.bin", UploadId=upload["id"], PartNumber=2, Body=b"x")),
         ("sqs queue", make_queue),
         ("sqs send", lambda: sqs.send_message(QueueUrl=queue["url"], MessageBody="hi")),
         ("sqs batch", lambda: sqs.send_message_batch(QueueUrl=queue["url"], Entries=[{"Id": "1", "MessageBody": "a"}, {"Id": "2", "MessageBody": "b"}])),

@@ -74,6 +74,10 @@ def _name(value: "Any") -> "Any":
     return value if isinstance(value, str) else None
 
 
+def _some_text(value: "Any") -> "Any":
+    return value if isinstance(value, str) and value else None
+
+
 def _names(value: "Any") -> "Any":
     if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
         return list(value)
@@ -175,10 +179,19 @@ def _json(value: "Any") -> "Any":
         return None
 
 
+# S3's: what the conventions recommend of the call's parameters. `aws.s3.delete` is left out: a
+# DeleteObjects container lists up to 1,000 keys, an attribute far over any collector's limits.
+_S3_REQUESTS = (
+    ("Bucket", "aws.s3.bucket", _some_text),
+    ("Key", "aws.s3.key", _some_text),
+    ("CopySource", "aws.s3.copy_source", _some_text),  # botocore's own handler has made `bucket/key` text of a dict
+    ("UploadId", "aws.s3.upload_id", _some_text),
+    ("PartNumber", "aws.s3.part_number", _whole),
+)
+
+
 def _s3(operation: str, params: dict, region: str, attributes: dict) -> None:
-    bucket = _text(params.get("Bucket"))
-    if bucket:
-        attributes["aws.s3.bucket"] = bucket
+    _read_fields(params, _S3_REQUESTS, attributes)
 
 
 def _sqs(operation: str, params: dict, region: str, attributes: dict) -> None:
