@@ -412,6 +412,25 @@ def test_requests_through_a_proxy_go_once_each_on_one_connection(monkeypatch):
     assert (proxy.requests, proxy.connections) == (3, 1)
 
 
+def test_requests_through_a_proxy_leave_no_thread_behind(monkeypatch):
+    def timers() -> list:
+        return [thread for thread in threading.enumerate() if isinstance(thread, threading.Timer)]
+
+    # GIVEN a collector behind a proxy, and a long timeout
+    with KeptAliveProxy() as proxy:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            transport = StdlibHTTPTransport()
+            # WHEN fifty requests are answered at once
+            results = [transport.request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=60.0) for _ in range(50)]
+            # THEN no timer outlives its request (before: each request's watch waited out its
+            # timeout, a thread per request: fifty here, past Lambda's 1,024 in a flood)
+            deadline = time.monotonic() + 30
+            while timers() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert timers() == []
+    assert [r.error for r in results] == [None] * 50
+
+
 def test_a_proxy_whose_connection_comes_late_is_still_cut_off_at_the_timeout(monkeypatch):
     # GIVEN a proxy answering a byte every 0.2 s, reached only after most of the timeout (a slow
     # name lookup: the request's socket does not exist yet when its deadline comes)

@@ -371,16 +371,21 @@ class _Cut:
         self._lock = threading.Lock()
         self._ended = False  # the request is over: nothing to cut any more
         self._cut = False
+        self._timer: threading.Timer | None = None
         if timeout is not None:
             self._arm(timeout)
 
     def _arm(self, seconds: float) -> None:
         timer = threading.Timer(seconds, self._fire)
         timer.daemon = True
-        try:
-            timer.start()
-        except RuntimeError:  # no thread to be had
-            pass
+        with self._lock:
+            if self._ended:
+                return
+            self._timer = timer
+            try:
+                timer.start()
+            except RuntimeError:  # no thread to be had
+                pass
 
     def _fire(self) -> None:
         with self._lock:
@@ -397,9 +402,13 @@ class _Cut:
             self._arm(self.RETRY_S)
 
     def over(self) -> bool:
-        """Ends the watch; whether the deadline came first."""
+        """Ends the watch; whether the deadline came first. The timer's thread ends now: one
+        left to wait out each request's timeout would pile up (a thread, and its stack, in the
+        function's memory and its limit of threads, per request)."""
         with self._lock:
             self._ended = True
+            if self._timer is not None:
+                self._timer.cancel()
             return self._cut
 
 
