@@ -16,9 +16,10 @@ from support.local_servers import content_length, read_body, read_head
 from support.log_pipeline_probe import LOG_PIPELINE
 
 
-def run_probe(script: str, *args: str) -> tuple:
-    """(what the probe printed last, as JSON; the completed process) of `script` in a process of its own."""
-    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, check=True)
+def run_probe(script: str, *args: str, env: dict | None = None) -> tuple:
+    """(what the probe printed last, as JSON; the completed process) of `script` in a process of
+    its own, with `env` added to the environment."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, check=True, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1]), out
 
 
@@ -316,6 +317,24 @@ def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_a
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+@pytest.mark.parametrize("budget_s", ["1.0", "1.5"])
+def test_a_grpc_span_request_answered_before_the_deadline_is_waited_for_not_cancelled(budget_s):
+    from support.grpc_receiver import GrpcTraceReceiver
+
+    # GIVEN spans going over OTLP/gRPC to a collector that answers 0.9 s after it stored them,
+    # and SHUTDOWN with 1 or 1.5 s left while a span is on its way
+    with GrpcTraceReceiver() as grpc_rx, OtlpReceiver() as rx:
+        grpc_rx.delay_s = 0.9
+        env = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": grpc_rx.endpoint}
+        found, out = run_probe(SLOW_ANSWER_AT_SHUTDOWN_PROBE, rx.endpoint, budget_s, env=env)
+        spans = len(grpc_rx.spans)
+    # THEN the request was waited for, not cancelled, and its span is exported and not also
+    # counted as dropped (before: the exporter's shutdown() closed its channel, which cancelled
+    # the request the collector had stored, and the span was counted as dropped too)
+    assert found["latency"] >= 0.9 and found["closed_after"] < float(budget_s), found
+    assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
+
+
 LARGE_SPANS_HELD_PROBE = signals_probe({}, """
 # The collector unreachable for a while: nothing is flushed while 100 spans of 300,000
 # characters each (an exception's message quoting a payload, and its stack) come
@@ -428,7 +447,7 @@ class AnsweringCollector:
     """An OTLP/HTTP collector on loopback whose answer to each POST is `answer(path)`: (status,
     body), the body sent as protobuf; each request is read whole first."""
 
-    def __init__(self, answer, chunked: bool = False) -> None:
+    def __init__(self, answer, chunk_bytes: int = 0) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         class Handler(BaseHTTPRequestHandler):
@@ -442,17 +461,17 @@ class AnsweringCollector:
                 status, body = answer(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
-                if not chunked:
+                if not chunk_bytes:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                     return
                 # As Go's net/http sends a body it was given no length for (the OpenTelemetry
-                # Collector's answers): in chunks of 2 KiB and less
+                # Collector's answers): a chunk for each write, whole (one write) or in pieces
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for at in range(0, len(body), 2048):
-                    piece = body[at : at + 2048]
+                for at in range(0, len(body), chunk_bytes):
+                    piece = body[at : at + chunk_bytes]
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 self.wfile.write(b"0\r\n\r\n")
 
@@ -500,7 +519,7 @@ class LongPartialSuccessCollector(AnsweringCollector):
     """Answers every span and log request 200 with an OTLP partial success rejecting 4 spans or
     2 log records, whose message (a reason for each rejected item) runs to 200 KB."""
 
-    def __init__(self, chunked: bool) -> None:
+    def __init__(self, chunk_bytes: int) -> None:
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -512,19 +531,20 @@ class LongPartialSuccessCollector(AnsweringCollector):
         logs.partial_success.rejected_log_records = 2
         logs.partial_success.error_message = reason
         answers = {"/v1/traces": traces.SerializeToString(), "/v1/logs": logs.SerializeToString()}
-        super().__init__(lambda path: (200, answers.get(path, b"")), chunked=chunked)
+        super().__init__(lambda path: (200, answers.get(path, b"")), chunk_bytes=chunk_bytes)
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
-def test_a_partial_success_too_long_to_read_whole_still_counts_what_it_rejected(chunked):
+@pytest.mark.parametrize("chunk_bytes", [0, 2048, 1 << 20], ids=["with its length", "in small chunks", "in one chunk"])
+def test_a_partial_success_too_long_to_read_whole_still_counts_what_it_rejected(chunk_bytes):
     # GIVEN a collector whose partial successes are 200 KB long, past the 64 KiB of an answer
-    # the companion reads, sent with its length or in chunks (as the OpenTelemetry Collector
-    # sends one)
-    with LongPartialSuccessCollector(chunked) as collector:
+    # the companion reads, sent with its length or chunked (as the OpenTelemetry Collector sends
+    # one: its one write is one chunk)
+    with LongPartialSuccessCollector(chunk_bytes) as collector:
         # WHEN 5 spans and 3 log lines go to it
         found, out = run_probe(OVERSTATED_REJECTIONS_PROBE, collector.endpoint)
     # THEN the items it rejected are counted, from the answer's first bytes (before: the cut
-    # answer was read as empty, and they were neither exported nor counted)
+    # answer was read as empty, and they were neither exported nor counted; in one chunk, still
+    # so until the chunk under way was read too)
     assert found["flushed"], out.stderr[-2000:]
     assert found["dropped"] == {"rejected_by_collector": 4, "log_rejected_by_collector": 2}, (found, out.stderr[-2000:])
     assert "the collector rejected 4 spans of a request (its answer, too long to read whole, was cut)" in out.stderr, out.stderr[-2000:]

@@ -38,16 +38,10 @@ class ChunkedBody:
         """(body, where the message ends in `buffer`) once the last chunk and its trailers are
         in, else None; raises MalformedChunks."""
         while True:
-            position = self._position
-            line_end = buffer.find(b"\r\n", position, position + MAX_SIZE_LINE_BYTES)
-            if line_end < 0:
-                if len(buffer) - position >= MAX_SIZE_LINE_BYTES:
-                    raise MalformedChunks("a chunk size line too long")
+            found = _size_line(buffer, self._position)
+            if found is None:
                 return None
-            size_text = bytes(buffer[position:line_end]).partition(b";")[0].rstrip(b" \t")
-            if not size_text or not _HEX_DIGITS.issuperset(size_text):
-                raise MalformedChunks("a malformed chunk size")
-            size = int(size_text, 16)
+            size, line_end = found
             if self._max_bytes and self._size_sum + size > self._max_bytes:
                 raise MalformedChunks("a chunked body too large")
             if size == 0:
@@ -70,3 +64,31 @@ class ChunkedBody:
     def so_far(self, buffer: bytearray) -> bytes:
         """The data of the chunks read whole so far."""
         return b"".join(buffer[a:b] for a, b in self._pieces)
+
+    def begun(self, buffer: bytearray) -> bytes:
+        """The data that came so far, that of the chunk under way too: a server may send a whole
+        body as one chunk (Go's net/http does, for one large write), and a cut body's first
+        bytes are its only ones then."""
+        data = self.so_far(buffer)
+        try:
+            found = _size_line(buffer, self._position)
+        except MalformedChunks:
+            return data
+        if found is None:
+            return data
+        size, line_end = found
+        return data + bytes(buffer[line_end + 2 : line_end + 2 + size])
+
+
+def _size_line(buffer: bytearray, position: int) -> tuple | None:
+    """(the chunk's size, where its size line ends) of the size line at `position`, None while it
+    has not come whole; raises MalformedChunks."""
+    line_end = buffer.find(b"\r\n", position, position + MAX_SIZE_LINE_BYTES)
+    if line_end < 0:
+        if len(buffer) - position >= MAX_SIZE_LINE_BYTES:
+            raise MalformedChunks("a chunk size line too long")
+        return None
+    size_text = bytes(buffer[position:line_end]).partition(b";")[0].rstrip(b" \t")
+    if not size_text or not _HEX_DIGITS.issuperset(size_text):
+        raise MalformedChunks("a malformed chunk size")
+    return int(size_text, 16), line_end

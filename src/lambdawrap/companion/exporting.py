@@ -421,7 +421,7 @@ class Pipeline:
             # Stuck on the collector: no retry may start now (a retry after the count below
             # would deliver what was counted as dropped); the request under way goes on.
             try:
-                self.span_exporter.shutdown()
+                _stop_retries(self.span_exporter)
             except Exception:  # noqa: BLE001 - best effort, we are leaving
                 pass
         with self._flight_lock:
@@ -775,6 +775,19 @@ class Pipeline:
                 return
             elif result == LogRecordExportResult.SUCCESS:
                 self._sent_whole("logs")
+
+
+def _stop_retries(exporter: "Any") -> None:
+    """No retry of `exporter` starts from now; the request under way goes on to its answer.
+    OTLP/gRPC's shutdown() would close its channel, which cancels that request: the collector
+    may have it, and store it, while it would be counted as dropped. There the two flags its
+    shutdown sets are set alone (its retry loop gives up on either)."""
+    waking = getattr(exporter, "_shutdown_in_progress", None)
+    if isinstance(waking, threading.Event) and hasattr(exporter, "_channel"):
+        exporter._shutdown = True
+        waking.set()
+        return
+    exporter.shutdown()  # OTLP/HTTP's closes only the connections not in use
 
 
 def _end_back_off(exporter: object) -> None:

@@ -248,12 +248,12 @@ class ResponseReader:
             raise ConnectionClosed(self.received, str(e)) from None
 
     def _chunks_so_far(self) -> bytes:
-        """The data of the chunks that came whole, up to max_body."""
+        """The data that came, the chunk under way's too, up to max_body."""
         try:
             self._chunks.take(self._buffer)
         except MalformedChunks:
             pass
-        return self._chunks.so_far(self._buffer)[: self._max_body]
+        return self._chunks.begun(self._buffer)[: self._max_body]
 
     def _whole(self, status: int, headers: dict, body: bytes, used: int) -> tuple:
         if len(self._buffer) > used:
