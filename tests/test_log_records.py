@@ -223,6 +223,43 @@ def test_lines_a_collector_refuses_at_shutdown_are_counted_in_that_environment(t
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "log_rejected_by_collector"}) == len(lines)
 
 
+PRINTING_APP = """
+def handler(event, context):
+    print(event["line"])
+"""
+
+
+def test_a_line_whose_time_no_record_can_hold_does_not_hold_back_the_lines_after_it(tmp_path):
+    # GIVEN a platform that stamps two lines with times OTLP cannot carry (before 1970, after
+    # 2554: outside an unsigned 64-bit count of nanoseconds)
+    from support.faults import rewrite_telemetry
+
+    odd_times = {"stamped before 1970": "1969-12-31T23:59:59.000Z", "stamped after 2554": "9999-12-31T23:59:59.999Z"}
+
+    def restamp(event: dict) -> dict:
+        record = event.get("record")
+        return {**event, "time": odd_times[record.strip()]} if isinstance(record, str) and record.strip() in odd_times else event
+
+    task = write_function(tmp_path / "task", PRINTING_APP)
+    with instrumented(task) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        rewrite_telemetry(emu, restamp)
+        started_ns = time.time_ns()
+        # WHEN the function prints them, then a line in each of three invocations more
+        lines = [*odd_times, "after 1", "after 2", "after 3"]
+        for line in lines:
+            assert emu.invoke({"line": line}).function_error is None
+        emu.stop()
+    # THEN every line is exported, the two at the time the companion read them (before: the
+    # first could not be encoded, its batch went back to the buffer at each flush, and no line
+    # was exported again)
+    records = {r["body"]: r for r in rx.logs() if r["body"] in lines}
+    assert sorted(records) == sorted(lines), rx.logs()
+    assert all(started_ns <= records[line]["time_unix_nano"] <= time.time_ns() for line in odd_times)
+    assert not _dropped(rx)
+
+
 def test_a_line_as_long_as_the_platform_s_records_is_exported_whole_and_a_longer_one_is_marked(tmp_path):
     # GIVEN a function that prints a line of the platform's largest record (256 KiB), one of
     # 140 KB of UTF-8 in 70 Ki characters, one beyond the cap, and a short one

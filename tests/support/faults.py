@@ -325,15 +325,26 @@ def kill_companion(process) -> None:
     assert process.wait(5)
 
 
+def _companions_subscription(emu: Emulator) -> Any:
+    return next(s for s in emu.bus.subscribers() if s.extension_name == "lambdawrap")
+
+
 def telemetry_port(emu: Emulator) -> int:
-    return next(s for s in emu.bus.subscribers() if s.extension_name == "lambdawrap").subscription.port
+    return _companions_subscription(emu).subscription.port
+
+
+def rewrite_telemetry(emu: Emulator, rewrite: Any) -> None:
+    """The platform delivers `rewrite(event)` to the companion in place of each event."""
+    sub = _companions_subscription(emu)
+    deliver = sub.put
+    sub.put = lambda event: deliver(rewrite(event))
 
 
 def lose_telemetry(emu: Emulator, lost: Any) -> None:
     """The platform drops the companion's telemetry events for which `lost(event)` is true, as
     it drops those of a subscriber that lags (Managed Instances drop whole batches, platform
     events too): counted, and told in the next batch's platform.logsDropped."""
-    sub = next(s for s in emu.bus.subscribers() if s.extension_name == "lambdawrap")
+    sub = _companions_subscription(emu)
     deliver = sub.put
 
     def put(event: dict) -> None:

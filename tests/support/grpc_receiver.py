@@ -1,10 +1,11 @@
 """A minimal real OTLP/gRPC trace receiver for tests (loopback only, free port), which can be
-told to refuse requests with a gRPC code, to answer with a partial success, and to take
+told to refuse requests with a gRPC code, to answer with a partial success or late, and to take
 messages only up to a size (as a collector's max_recv_msg_size does)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -41,6 +42,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         if rejected:
             answer.partial_success.rejected_spans = rejected
             answer.partial_success.error_message = "over the test receiver's quota"
+        time.sleep(store.delay_s)  # a collector slow to answer what it has stored
         return answer
 
 
@@ -52,6 +54,7 @@ class GrpcTraceReceiver:
         self.refuse_code = grpc.StatusCode.INVALID_ARGUMENT
         self.retry_after_s: float | None = None  # a RetryInfo trailer with the refusals
         self.reject_per_request = 0  # spans each accepted request rejects in a partial success
+        self.delay_s = 0.0  # how long each answer takes, after the request is stored
         self.cv = threading.Condition()
         options = [] if max_receive_bytes is None else [("grpc.max_receive_message_length", max_receive_bytes)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=options)

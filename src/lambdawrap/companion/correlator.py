@@ -343,7 +343,9 @@ def _parse_stamp(stamp: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)  # Lambda's clock is UTC
     # In whole microseconds: timestamp() is a float, a microsecond off for some instants.
-    return (moment - _EPOCH) // _MICROSECOND * 1000
+    time_ns = (moment - _EPOCH) // _MICROSECOND * 1000
+    # OTLP's times are unsigned 64-bit: one outside them could not be encoded, nor its batch.
+    return time_ns if 0 <= time_ns < 1 << 64 else None
 
 
 def _warn_unreporting() -> None:
