@@ -1115,14 +1115,74 @@ def test_an_exceptions_message_is_its_text_without_pythons_suggestions(interpret
     assert done.returncode == 0, done.stderr
     # WHEN each is described THEN its message is its text, as the runtime's errorMessage and the
     # SDK's exception.message are (before: with the suggestion on 3.12+), and its stack ends as
-    # Python prints it
+    # Python prints it but for a "Did you mean" (which runs the function's code to find it)
     described = json.loads(done.stdout)
     assert [message for _, message, _ in described] == [text for text, _, _ in described]
     if python_version >= "3.12":
-        assert all("Did you" in last for _, _, last in described[:-1]), described
+        lasts = [last for _, _, last in described[:4]]
+        assert not [last for last in lasts if "Did you mean" in last] and "Did you forget to import 'math'" in lasts[2], described
     # ... the function's own suggestions kept, on every version (before: cut on 3.10 and 3.11,
     # which add none)
     assert [message for _, message, _ in described[-3:]] == ["Unknown field 'nme'. Did you mean: 'name'?", "plugin 'x' missing. Did you forget to import 'plugins'?", "bad field"]
+
+
+CODE_RUN_BY_SUGGESTIONS_PROBE = """
+import json, sys
+from lambdawrap.handler.invocation import describe_exception
+
+RAN = []
+
+class Client:
+    @property
+    def session(self):
+        RAN.append("property")
+        return 1
+
+    def run(self):
+        return session  # noqa: F821 - "self." forgotten
+
+class Lazy:
+    def __dir__(self):
+        RAN.append("__dir__")
+        return ["value"]
+
+failures = []
+try:
+    Client().run()
+except NameError as error:
+    failures.append(error)
+try:
+    Lazy().valu
+except AttributeError as error:
+    failures.append(error)
+error = ImportError("cannot import name 'x' from 'plugins_never_imported'", name="plugins_never_imported")
+error.name_from = "x"  # as the import system sets it, 3.12+
+failures.append(error)
+described = [describe_exception(error) for error in failures]
+ran = list(RAN)
+# The function's own formatting still has Python's suggestions
+import traceback
+own = "".join(traceback.format_exception(failures[0]))
+print(json.dumps({"ran": ran, "imported": "plugins_never_imported" in sys.modules, "messages": [d["message"] for d in described], "own": own.splitlines()[-1]}))
+"""
+
+
+@every_python
+def test_describing_an_exception_runs_none_of_the_functions_code_to_suggest_a_name(interpreter, python_version, tmp_path):
+    # GIVEN a NameError raised in a method whose object has a property of that name, an
+    # AttributeError of an object with its own __dir__, and an ImportError of a module not loaded
+    (tmp_path / "plugins_never_imported.py").write_text("RAN = open(__file__ + '.ran', 'w')\n")
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    done = subprocess.run([interpreter.path, "-c", CODE_RUN_BY_SUGGESTIONS_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join([src, str(tmp_path)])), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    # WHEN each is described THEN neither the property, nor __dir__, nor the module ran (before,
+    # on 3.12+: Python's search for a "Did you mean" ran all three, as the runtime never does)
+    assert found["ran"] == [] and found["imported"] is False and not (tmp_path / "plugins_never_imported.py.ran").exists(), found
+    assert found["messages"] == ["name 'session' is not defined", "'Lazy' object has no attribute 'valu'", "cannot import name 'x' from 'plugins_never_imported'"]
+    # ... and the function formatting its own errors still gets Python's suggestions
+    if python_version >= "3.12":
+        assert found["own"] == "NameError: name 'session' is not defined. Did you mean: 'self.session'?", found
 
 
 def test_spans_that_went_beside_an_invocation_record_that_could_not_go_are_counted_not_sent(tmp_path):

@@ -605,6 +605,10 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
     where formatting the stack failed: then the stack is its frames alone)."""
     message = stack = None
     frames = error.__traceback__ if tb is _OWN_TRACEBACK else tb
+    if _SUGGESTS and not _SUGGESTIONS_GATED:
+        _gate_suggestions()
+    thread = get_ident()
+    _DESCRIBING.add(thread)
     try:
         # What traceback.format_exception formats, kept to read its message back.
         described = traceback.TracebackException(type(error), error, frames, compact=True)
@@ -616,6 +620,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
         # renders the exception, and at exit nothing of ours may print; a __getattr__ may raise
         # other than AttributeError when asked for __notes__, from 3.11)
         pass
+    finally:
+        _DESCRIBING.discard(thread)
     if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
         try:
             message = str(error)
@@ -640,6 +646,30 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
 # exception.message, has none of it (the stack, formatted as Python prints it, keeps it).
 _SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
 _SUGGESTS = sys.version_info >= (3, 12)
+# The threads describing an exception now. Python 3.12+ finds its "Did you mean" as it formats
+# an error by running the function's code: dir() of the object an AttributeError names (its
+# __dir__), hasattr() of `self` for a NameError in a method (a property, a __getattr__: a client
+# made lazily, over the network), __import__ of an ImportError's module. The runtime, which
+# formats no exception, runs none of it; neither do we: in these threads there is no suggestion.
+_DESCRIBING: set = set()
+_SUGGESTIONS_GATED = False
+
+
+def _gate_suggestions() -> None:
+    """Put traceback's suggestion finder behind the _DESCRIBING gate, once: every other thread
+    (the function formatting its own errors) calls Python's, unchanged."""
+    global _SUGGESTIONS_GATED
+    _SUGGESTIONS_GATED = True
+    find = getattr(traceback, "_compute_suggestion_error", None)
+    if find is None:
+        return
+
+    def compute_suggestion_error(exc_value: Any, tb: Any, wrong_name: Any) -> Any:
+        if get_ident() in _DESCRIBING:
+            return None
+        return find(exc_value, tb, wrong_name)
+
+    traceback._compute_suggestion_error = compute_suggestion_error
 
 
 def _suggested(error: BaseException) -> bool:
