@@ -1542,6 +1542,29 @@ def test_proactive_init_and_provisioned_concurrency_are_not_cold_starts(task):
         assert span["attributes"]["faas.coldstart"] is False
 
 
+@pytest.mark.parametrize("layout", ["package", "module __getattr__"])
+def test_a_handler_ready_long_after_its_module_loaded_is_still_a_cold_start(tmp_path, layout):
+    # GIVEN a handler the runtime gets 0.8 s after its module loaded: a package whose __init__
+    # imports the handler's module, then does its own heavy work; a module whose __getattr__
+    # makes the handler slowly (PEP 562)
+    task = tmp_path / "task"
+    if layout == "package":
+        write_function(task / "svc", "from .app import handler\nimport time\ntime.sleep(0.8)\n", module="__init__")
+        write_function(task / "svc", "def handler(event, context):\n    return 'ok'\n")
+        handler = "svc.app.handler"
+    else:
+        write_function(task, "import time\n\ndef __getattr__(name):\n    if name != 'handler':\n        raise AttributeError(name)\n    time.sleep(0.8)\n    return lambda event, context: 'ok'\n")
+        handler = "app.handler"
+    with instrumented(task, handler, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "300"}) as (emu, rx):
+        # WHEN it is invoked at once
+        result = emu.invoke({})
+        assert result.function_error is None and result.json() == "ok"
+        span = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    # THEN its caller waited for the init: a cold start (before: the time since the module
+    # loaded counted, and it was taken for a proactive init)
+    assert (span["attributes"]["faas.coldstart"], span["attributes"].get("lambdawrap.proactive_init")) == (True, None), span["attributes"]
+
+
 def test_the_cold_start_is_the_environment_s_first_invocation_even_one_that_never_reached_the_handler(task):
     # GIVEN environments whose first invocation the runtime answers itself (an event that is
     # not JSON: the handler never runs), then one that reaches the handler

@@ -88,6 +88,13 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     def handler_loaded(module: Any) -> None:
         tracer.handler_loaded()
 
+    def loaded_and_wrapped(handler: Any) -> Any:
+        # The runtime has its handler only now: a package whose __init__ imports the handler's
+        # module before its own heavy work, a module __getattr__ that makes the handler, a
+        # module that puts another object in sys.modules all load after the module's import.
+        tracer.handler_loaded()
+        return tracer.wrap(handler)
+
     def bridge_opentelemetry(module: Any) -> None:
         from lambdawrap.handler.otel_bridge import UserSpans
 
@@ -102,7 +109,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     # What the runtime's lookup hands it is wrapped, not the module's name: that stays the
     # function's own, as its code may use it (a class named in super(Handler, self), a handler
     # that calls itself, which would go through the wrapper at each call).
-    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, tracer.wrap), hook_failed)
+    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, loaded_and_wrapped), hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
     if not STRIPS_BY_RERAISE:  # 3.10: the wrapper's frames stay in tracebacks
