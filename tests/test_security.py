@@ -4,6 +4,7 @@ value reaches any span, metric, log or error. Plus the redaction module's unit t
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -40,6 +41,8 @@ import json, os, urllib.request
 def handler(event, context):
     if event.get("fail"):
         raise RuntimeError("failing on purpose")
+    if event.get("version") == "2.0":  # payload 2.0: the response's cookies in a list of their own
+        return {"statusCode": 200, "cookies": ["session=" + os.environ["DB_PASSWORD"] + "; HttpOnly"], "body": "ok"}
     return {
         "statusCode": 200,
         "headers": {"Set-Cookie": "session=" + os.environ["DB_PASSWORD"], "Content-Type": "application/json"},
@@ -123,8 +126,10 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
         # WHEN the function is invoked
         result = emu.invoke(request_event())
         big = emu.invoke(request_event(body="x" * 100_000))
+        v2_url, v2_api = (emu.invoke({**json.loads((EVENTS / name).read_text()), "cookies": ["sid=" + COOKIE, "theme=dark"]}) for name in ("function-url.json", "apigw-http.json"))
+        encoded = emu.invoke(request_event(body=base64.b64encode(json.dumps({"payment": {"Card_Number": CARD}}).encode()).decode(), isBase64Encoded=True))
         emu.wait_idle()
-    assert result.function_error is None and big.function_error is None
+    assert result.function_error is None and big.function_error is None and v2_url.function_error is None and v2_api.function_error is None
     spans = {s["attributes"]["faas.invocation_id"]: s for s in invocation_spans(rx)}
     attrs = spans[result.request_id]["attributes"]
     request = attrs["lambdawrap.request.payload"]
@@ -140,6 +145,14 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
     assert json.loads(json.loads(request)["body"])["payment"]["Card_Number"] == REDACTED
     assert json.loads(response)["headers"]["Set-Cookie"] == REDACTED
     assert json.loads(json.loads(response)["body"]) == {"password": REDACTED, "api_key": REDACTED, "ok": True}
+    # ... a body sent base64-encoded too (before: kept encoded, the card number in it)
+    assert json.loads(json.loads(spans[encoded.request_id]["attributes"]["lambdawrap.request.payload"])["body"]) == {"payment": {"Card_Number": REDACTED}}
+    # ... and, in payload 2.0 (HTTP APIs, function URLs), the request's and the response's
+    # `cookies` lists, where their Cookie and Set-Cookie headers go (before: kept whole)
+    for v2 in (v2_url, v2_api):
+        attrs = spans[v2.request_id]["attributes"]
+        assert json.loads(attrs["lambdawrap.request.payload"])["cookies"] == REDACTED
+        assert json.loads(attrs["lambdawrap.response.payload"]) == {"statusCode": 200, "cookies": REDACTED, "body": "ok"}
     # ... a large payload is cut to a few KB
     cut = spans[big.request_id]["attributes"]["lambdawrap.request.payload"]
     assert len(cut) <= MAX_PAYLOAD_CHARS + len(TRUNCATED) and cut.endswith(TRUNCATED)
@@ -360,6 +373,22 @@ class TestRedaction:
     def test_a_json_body_string_is_redacted_inside_and_stays_a_string(self):
         out = json.loads(payload_text({"body": json.dumps({"user": "u", "token": "t"})}, self.KEYS))
         assert json.loads(out["body"]) == {"user": "u", "token": REDACTED}
+
+    def test_a_json_body_after_blanks_or_base64_encoded_is_redacted_inside(self):
+        import base64
+
+        document = json.dumps({"user": "u", "token": "t"})
+        encoded = base64.b64encode(document.encode()).decode()
+        # GIVEN a body that starts with a line end, and one an HTTP API sent base64-encoded
+        # (before: both were kept as they came, the token in them)
+        out = json.loads(payload_text({"padded": {"body": "\n  " + document}, "encoded": {"body": encoded, "isBase64Encoded": True}}, self.KEYS))
+        # THEN each is its JSON, redacted inside, as a string
+        assert json.loads(out["padded"]["body"]) == json.loads(out["encoded"]["body"]) == {"user": "u", "token": REDACTED}
+        # ... and a base64 body that is not JSON text (an image), or a body that is not base64
+        # though marked so, is kept as it came
+        image = base64.b64encode(b"\x89PNG\r\n\x00").decode()
+        assert json.loads(payload_text({"body": image, "isBase64Encoded": True}, self.KEYS))["body"] == image
+        assert json.loads(payload_text({"body": "token=t", "isBase64Encoded": True}, self.KEYS))["body"] == "token=t"
 
     def test_raw_query_strings_are_redacted_by_key(self):
         out = json.loads(payload_text({"rawQueryString": "a=1&TOKEN=t&pass%77ord=p&b"}, self.KEYS))

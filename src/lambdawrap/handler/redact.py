@@ -6,9 +6,11 @@ small one), runs none of the user's code (no repr() of their objects) and never 
 
 Redaction: the value under any key whose lowercased name is in the key set is replaced by
 "[REDACTED]", at any depth, including inside a JSON document carried as a string (an API
-Gateway `body`) and in the `k=v&...` pairs of a raw query string. Header names Authorization,
-Cookie and Set-Cookie are always in the set; in a query string and in an event's map of query
-parameters, url.query's keys (URL_QUERY_KEYS: a presigned URL's credentials) too.
+Gateway `body`, also one base64-encoded) and in the `k=v&...` pairs of a raw query string. Header names Authorization,
+Cookie and Set-Cookie are always in the set, and `cookies`, where payload 2.0 (HTTP APIs,
+function URLs) puts the request's Cookie header and the response's Set-Cookie headers; in a
+query string and in an event's map of query parameters, url.query's keys (URL_QUERY_KEYS: a
+presigned URL's credentials) too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Iterable
 
 REDACTED = "[REDACTED]"
-ALWAYS_REDACTED = frozenset(("authorization", "cookie", "set-cookie"))
+ALWAYS_REDACTED = frozenset(("authorization", "cookie", "set-cookie", "cookies"))
 MAX_PAYLOAD_CHARS = 4096
 TRUNCATED = "...[truncated]"
 MAX_DEPTH = 32
@@ -30,6 +32,7 @@ _QUERY_KEYS = frozenset(("rawquerystring", "querystring"))
 # The events' maps of query parameters (API Gateway, ALB, VPC Lattice): their names are query keys.
 _PARAMETER_MAPS = frozenset(("querystringparameters", "multivaluequerystringparameters", "query_string_parameters"))
 _encode_str = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for strings
+_JSON_BLANKS = " \t\r\n"  # what JSON allows before a document
 
 
 class _Full(Exception):
@@ -95,7 +98,7 @@ class _Writer:
             self._emit("null" if value is None else "true" if value else "false")
         elif isinstance(value, str):
             value = str.__str__(value)
-            if depth < MAX_DEPTH and value[:1] in ("{", "[") and len(value) <= self.limit * 4:
+            if depth < MAX_DEPTH and value.lstrip(_JSON_BLANKS)[:1] in ("{", "[") and len(value) <= self.limit * 4:
                 self._embedded_json(value, depth)
             else:
                 self._string(value)
@@ -123,6 +126,10 @@ class _Writer:
     def _dict(self, value: dict, depth: int) -> None:
         self._emit("{")
         first = True
+        # An HTTP event's or response's body sent base64-encoded (API Gateway, ALB, function
+        # URLs do so for binary media types): read as the text it encodes, or its JSON redacted
+        # inside would be there for anyone to decode.
+        encoded = dict.get(value, "isBase64Encoded") is True
         for key, item in dict.items(value):
             if not first:
                 self._emit(",")
@@ -135,6 +142,8 @@ class _Writer:
                 self._emit('"' + REDACTED + '"')
             elif low in _QUERY_KEYS and isinstance(item, str):
                 self._string(redact_query(item, self.query_keys))
+            elif encoded and low == "body" and isinstance(item, str) and depth < MAX_DEPTH:
+                self._base64_body(item, depth)
             elif low in _PARAMETER_MAPS and isinstance(item, dict) and self.keys is not self.query_keys:
                 keys, self.keys = self.keys, self.query_keys
                 try:
@@ -144,6 +153,23 @@ class _Writer:
             else:
                 self._walk(item, depth + 1)
         self._emit("}")
+
+    def _base64_body(self, text: str, depth: int) -> None:
+        """A base64 body whose text is JSON: that JSON, redacted inside, as a string; any other
+        kept as it came."""
+        decoded = None
+        if len(text) <= self.limit * 6:
+            import base64  # deferred: only for payload capture of a base64 body
+            import binascii
+
+            try:
+                decoded = base64.b64decode(str.__str__(text), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                pass
+        if decoded is not None and decoded.lstrip(_JSON_BLANKS)[:1] in ("{", "["):
+            self._embedded_json(decoded, depth)
+        else:
+            self._walk(text, depth + 1)
 
     def _embedded_json(self, text: str, depth: int) -> None:
         """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string."""
