@@ -199,6 +199,7 @@ def handler_cache(monkeypatch):
     secret_cache._config.clear()
     secret_cache._cache.clear()
     secret_cache._failures.clear()
+    secret_cache._stale_answers = 0
 
 
 @contextlib.contextmanager
@@ -241,6 +242,30 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
         # ... fetched by the companion only: the function's process never called AWS itself
         reads = [c for c in moto.requests() if c["target"] == "secretsmanager.GetSecretValue"]
         assert len(reads) >= 2 and all("lambdawrap/test" in c["user_agent"] for c in reads)
+
+
+def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_again_unread(moto, handler_cache, tmp_path, monkeypatch):
+    from support.aws_front import AwsFront
+
+    ttl_s = 3.0
+    # GIVEN AWS slow (1.5 s) on the companion's refresh of a secret, which has been rotated
+    with AwsFront(moto.endpoint, {"secretsmanager.GetSecretValue": ["pass", 1.5]}) as front:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", front.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
+        with serving_the_handler_side(settings, FetchThreads()) as store:
+            fetched_at = time.monotonic() - store.snapshot(10)["ages"]["DB_PASSWORD"]
+            assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
+            moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+            # WHEN the function reads it past the TTL, while the companion's refresh is under
+            # way (served as it is: stale-while-revalidate), and not again for a while
+            time.sleep(max(0.0, fetched_at + ttl_s + 0.3 - time.monotonic()))
+            assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+            time.sleep(max(0.0, fetched_at + ttl_s + 1.5 + 3.0 - time.monotonic()))
+            # THEN its next read is the rotated value (before: the value handed over at its TTL
+            # was kept until that read, which was served it once more)
+            assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD, front.calls
 
 
 def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshes_from_the_companion(moto, handler_cache, tmp_path, monkeypatch):
@@ -704,6 +729,122 @@ def test_undeclared_secrets_the_api_served_are_searched_for_within_the_scrubber_
 
 
 
+def test_a_value_past_its_ttl_is_served_where_no_thread_can_be_started(handler_cache, monkeypatch, caplog):
+    from lambdawrap.shared.refresh_worker import RefreshWorker
+
+    # GIVEN a value past its TTL, its refresh thread not started yet, and a process that can
+    # start no thread (an atexit callback at the interpreter's exit; the limit of threads)
+    monkeypatch.setattr(handler_cache, "_worker", RefreshWorker("lambdawrap-secrets-refresh", lambda: None))
+    handler_cache._config.update(ttl=1.0, companion=True)
+    handler_cache._cache["DB_PASSWORD"] = (DB_PASSWORD, 0.0)
+
+    def no_thread(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    # WHEN the function reads it, twice
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        values = [handler_cache.get("DB_PASSWORD"), handler_cache.get("DB_PASSWORD")]
+    # THEN it gets the value it holds (before: RuntimeError, raised into the function), and the
+    # failure is logged once
+    assert values == [DB_PASSWORD, DB_PASSWORD]
+    assert sum("no thread could be started" in r.getMessage() for r in caplog.records) == 1
+
+
+class Refusing:
+    """The real boto3 clients, but Secrets Manager's GetSecretValue fails with `code`: always,
+    or the next `times` calls."""
+
+    def __init__(self, clients, code: str, times: int | None = None) -> None:
+        self._clients, self._code, self.times = clients, code, times
+
+    def __call__(self, service: str, region: str | None = None):
+        client = self._clients(service)
+        if service == "secretsmanager":
+            from botocore.exceptions import ClientError
+
+            read = client.get_secret_value
+
+            def refused(**params):
+                if self.times is not None:
+                    if self.times <= 0:
+                        return read(**params)
+                    self.times -= 1
+                raise ClientError({"Error": {"Code": self._code, "Message": "refused by the test"}}, "GetSecretValue")
+
+            client.get_secret_value = refused
+        return client
+
+
+def test_after_a_refresh_that_failed_once_the_rotated_value_comes_within_the_hold_not_a_ttl_later(moto, clients, monkeypatch):
+    from lambdawrap.companion import secret_store
+
+    ttl_s = 4.0
+    monkeypatch.setattr(secret_store, "ERROR_HOLD_S", 0.5)
+    # GIVEN a declared secret, loaded, and rotated since
+    refusing = Refusing(clients, "ThrottlingException", times=0)
+    store = SecretStore(store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s), refusing)
+    store.start()
+    try:
+        fetched_at = time.monotonic() - store.snapshot(10)["ages"]["DB_PASSWORD"]
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+        # WHEN its refresh at the TTL is throttled, once
+        refusing.times = 1
+        before = store.fetches
+        wait_for(lambda: store.fetches > before, timeout=15, what="the refresh at the TTL")
+        # THEN the old value is served with its true age, past the TTL (the function's process
+        # asks again while it is so) ...
+        after_failure = store.snapshot(1)
+        assert after_failure["values"] == {"DB_PASSWORD": DB_PASSWORD} and after_failure["ages"]["DB_PASSWORD"] >= ttl_s - 0.1, after_failure
+        # ... and the rotated value comes once the failure's hold is over (before: the failure
+        # made the old value new again, served one TTL more, ages 0)
+        wait_for(lambda: store.snapshot(1)["values"] == {"DB_PASSWORD": ROTATED_PASSWORD}, timeout=30, interval=0.05, what="the rotated value")
+        assert time.monotonic() - fetched_at < ttl_s + 2.5
+        assert refusing.times == 0
+    finally:
+        store.stop()
+
+
+@pytest.mark.parametrize("code, served", [("ThrottlingException", None), ("InternalServiceError", None), ("AccessDeniedException", "value-in-parameter-store"), ("ResourceNotFoundException", "value-in-parameter-store")])
+def test_a_name_secrets_manager_fails_to_read_is_looked_for_in_parameter_store_only_if_it_is_not_there(moto, clients, code, served):
+    # GIVEN undeclared names allowed, and a name both services hold
+    moto.client("secretsmanager").create_secret(Name="stripe-key", SecretString="value-in-secrets-manager")
+    moto.client("ssm").put_parameter(Name="stripe-key", Value="value-in-parameter-store", Type="SecureString")
+    settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)
+    with serving_the_api(settings, Refusing(clients, code), None) as (store, api):
+        store.snapshot(10)
+        # WHEN Secrets Manager, asked first, fails to read it
+        status, body = get(api.ports[0], "/?name=stripe-key")
+    # THEN Parameter Store's value is served only where Secrets Manager does not have it or may
+    # not give it; a passing failure is the answer (before: Parameter Store's value was served
+    # while Secrets Manager was throttled, and Secrets Manager's again after)
+    if served is None:
+        assert (status, body["error"]) == (500, code), body
+    else:
+        assert (status, body) == (200, {"value": served})
+
+
+def test_a_secret_the_function_keeps_asking_for_stays_searched_for_among_many_others(moto, clients):
+    from lambdawrap.companion import secret_scrub
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN undeclared names allowed, and a function that asks for its own key at every request
+    # and for one tenant's each time, more tenants than the scrubber keeps texts for
+    moto.client("secretsmanager").create_secret(Name="service/key", SecretString="hot-key-5e6f7a8b-value")
+    for n in range(secret_scrub.MAX_VALUES):
+        moto.client("secretsmanager").create_secret(Name=f"tenants/{n}", SecretString=f"tenant-key-{n:04d}-value")
+    scrubber = SecretScrubber()
+    settings = store_settings("API_KEY=ssm:/prod/api/key", secrets_allow_undeclared=True)
+    with serving_the_api(settings, clients, scrubber) as (store, api):
+        store.snapshot(10)
+        for n in range(secret_scrub.MAX_VALUES):
+            assert get(api.ports[0], "/secrets/service/key")[0] == 200
+            assert get(api.ports[0], f"/secrets/tenants/{n}")[0] == 200
+        # THEN the key it keeps asking for is still searched for (before: served again, it was
+        # not learned again, and it was the first forgotten though the most used)
+        assert scrubber.text("key hot-key-5e6f7a8b-value") == "key [REDACTED]"
+
+
 @pytest.mark.parametrize("path", ["/secrets/billing/keys", "/?name=billing/keys", "/secretsmanager/get?secretId=billing%2Fkeys"])
 def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(moto, clients, path):
     from lambdawrap.companion.secret_scrub import SecretScrubber
@@ -728,6 +869,27 @@ def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(mot
         # left the others unsearched, where a secret not declared at all was searched for whole);
         # a plain parameter, no secret, still is not
         assert scrubber.text(f"{signing} {webhook} billing-ledger-table") == "[REDACTED] [REDACTED] billing-ledger-table"
+
+
+def test_a_binary_secret_the_api_served_is_searched_for_as_base64_and_as_its_text(moto, clients):
+    import base64
+
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN a private key kept as a binary secret, and a function that reads it through the AWS
+    # extension's path (served whatever LAMBDAWRAP_SECRETS declares)
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n"
+    moto.client("secretsmanager").create_secret(Name="tls/key", SecretBinary=pem.encode())
+    scrubber = SecretScrubber()
+    with serving_the_api(store_settings("API_KEY=ssm:/prod/api/key"), clients, scrubber) as (store, api):
+        store.snapshot(10)
+        status, body = get(api.ports[0], "/secretsmanager/get?secretId=tls%2Fkey")
+    encoded = base64.b64encode(pem.encode()).decode()
+    assert status == 200 and body["SecretBinary"] == encoded, body
+    # THEN what the function may write of it is searched for: its base64 text, and each line of
+    # the key it decodes (before: neither, a binary secret was no value to search for)
+    assert scrubber.text(f"loaded {encoded}") == "loaded [REDACTED]"
+    assert scrubber.text("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC") == "[REDACTED]"
 
 
 def test_a_value_learned_past_the_bound_the_declared_secrets_fill_is_still_searched_for():

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 # Codes that mean "no such secret here" rather than "you may not" or "AWS failed": the next
 # service is tried, and if none has it the name is unknown.
 NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ParameterNotFound", "ParameterVersionNotFound", "ValidationException"})
+# A name one service refuses this way may still be the other's (a role that may read Parameter
+# Store only). Any other failure (throttled, AWS failing, a KMS key) ends the lookup: which
+# service's value a name gives must not depend on a passing error.
+_LOOK_FURTHER_CODES = NOT_FOUND_CODES | {"AccessDeniedException"}
 MAX_NAME_IN_MESSAGE = 200
 
 
@@ -83,6 +87,8 @@ class SecretNames:
                 code = error_code(exc)
                 if code not in NOT_FOUND_CODES and failure is None:
                     failure = ReadFailed(f"{shown(name)} could not be read from {source.service}: {code}", code)
+                if code not in _LOOK_FURTHER_CODES:
+                    raise failure from None
                 continue
             try:
                 value = value_of(source, answer)

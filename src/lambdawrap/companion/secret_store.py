@@ -15,7 +15,6 @@ import datetime
 import threading
 import time
 
-from lambdawrap.companion.secret_scrub import MAX_VALUES
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
 from lambdawrap.shared.secret_sources import SSM, SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
@@ -45,13 +44,14 @@ def _now() -> float:
 
 
 class _Entry:
-    __slots__ = ("answer", "error", "fetched_at", "failures")
+    __slots__ = ("answer", "error", "fetched_at", "failures", "retry_at")
 
     def __init__(self, answer: Any = None, error: BaseException | None = None, fetched_at: float = 0.0) -> None:
         self.answer = answer
         self.error = error
         self.fetched_at = fetched_at
         self.failures = 1 if error is not None else 0  # failed fetches in a row
+        self.retry_at = 0.0  # a good answer whose refresh failed: not refreshed before this
 
 
 class _Flight:
@@ -95,7 +95,6 @@ class SecretStore:
         self._ready = threading.Event()
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
-        self._served: dict = {}  # texts the secrets API handed out and the scrubber was told of
         if not self.sources:
             self._ready.set()
 
@@ -140,14 +139,20 @@ class SecretStore:
 
     def _next_declared_refresh_s(self) -> float | None:
         with self._lock:
-            fetched = [e.fetched_at for e in map(self._entries.get, self._declared_keys) if e is not None]
-        if not fetched:
+            due = [max(e.fetched_at + max(self.ttl_s, MIN_REFRESH_S), e.retry_at) for e in map(self._entries.get, self._declared_keys) if e is not None]
+        if not due:
             return None
-        return max(0.0, min(fetched) + max(self.ttl_s, MIN_REFRESH_S) - _now())
+        return max(0.0, min(due) - _now())
 
     def _stale(self, entry: _Entry | None, now: float) -> bool:
-        # A wall clock set back (before the fetch) makes the entry stale too, not fresh for that long.
-        return entry is None or not 0.0 <= now - entry.fetched_at < self.ttl_s
+        """Whether `entry` is to be refreshed now: past its TTL, and not held off by a failed
+        refresh. A wall clock set back (before the fetch) makes it stale too, not fresh for that
+        long."""
+        if entry is None:
+            return True
+        if 0.0 <= now - entry.fetched_at < self.ttl_s:
+            return False
+        return not 0.0 < entry.retry_at - now <= self._hold_s(entry.failures)
 
     # fetching -----------------------------------------------------------------------
 
@@ -186,18 +191,14 @@ class SecretStore:
         answer): searched for from then on, as what the fetch taught the scrubber may be less.
         A secret declared by one JSON key gives the function the others when served whole by
         its id; left unsearched, they went out where the function wrote them."""
+        if self._scrubber is None:
+            return
         texts = _served_values(key, answer)
         if value is not None and texts:
             texts = [value]
-        fresh = [text for text in texts if text not in self._served]
-        if self._scrubber is None or not fresh:
-            return
-        with self._lock:
-            for text in fresh:
-                self._served[text] = None
-            while len(self._served) > MAX_VALUES:
-                del self._served[next(iter(self._served))]
-        self._scrubber.learn(fresh)
+        # Each time, not once: learned again, a text is the scrubber's most recent, and a value
+        # the function keeps asking for is not the one forgotten past its bound (some 25 µs).
+        self._scrubber.learn(texts)
 
     def _declared_values(self, key: tuple, answer: Any) -> list:
         """The values the declared secrets fetched with `key` give the function."""
@@ -215,10 +216,15 @@ class SecretStore:
         previous = self._entries.get(key)
         if entry.error is not None:
             if previous is not None and previous.error is None:
-                # Keep serving the last good answer; try again after one more TTL. The message
-                # names the secret's id, never its value.
-                get_logger().warning("lambdawrap: refreshing %s:%s failed (%s); serving the cached value", key[0], key[1], error_code(entry.error))
-                previous.fetched_at = entry.fetched_at
+                # Keep serving the last good answer, its age the true one (the function's process
+                # asks again while it is past the TTL), and try again after the hold a failure
+                # has: one throttled call must not keep a rotated-away value for one more TTL.
+                # Said once while it keeps failing; the message names the secret's id, never
+                # its value.
+                if not previous.failures:
+                    get_logger().warning("lambdawrap: refreshing %s:%s failed (%s); serving the cached value", key[0], key[1], error_code(entry.error))
+                previous.failures += 1
+                previous.retry_at = entry.fetched_at + self._hold_s(previous.failures)
                 return previous
         if entry.error is not None and previous is not None and previous.error is not None:
             entry.failures = previous.failures + 1
@@ -233,8 +239,10 @@ class SecretStore:
         """Whether a failed answer still stands: ERROR_HOLD_S after a first failure, doubling with
         each failure in a row, up to the TTL (a secret that stays missing or denied, asked for at
         each invocation, is not asked of AWS every few seconds all day)."""
-        hold = min(ERROR_HOLD_S * 2 ** min(entry.failures - 1, 20), max(ERROR_HOLD_S, self.ttl_s))
-        return 0.0 <= now - entry.fetched_at < hold
+        return 0.0 <= now - entry.fetched_at < self._hold_s(entry.failures)
+
+    def _hold_s(self, failures: int) -> float:
+        return min(ERROR_HOLD_S * 2 ** min(failures - 1, 20), max(ERROR_HOLD_S, self.ttl_s))
 
     # readers ------------------------------------------------------------------------
 
@@ -298,11 +306,27 @@ class SecretStore:
 
 def _served_values(key: tuple, answer: Any) -> list:
     """The secret value an undeclared name the function asked the secrets API for gives it: a
-    secret's whole SecretString, or a SecureString parameter's value (a plain parameter, a table
-    name or a host, is no secret: replaced, it would garble every span that names it)."""
+    secret's whole SecretString or its SecretBinary, or a SecureString parameter's value (a plain
+    parameter, a table name or a host, is no secret: replaced, it would garble every span that
+    names it)."""
     try:
         if key[0] == SSM and answer["Parameter"].get("Type") != "SecureString":
             return []
+        binary = answer.get("SecretBinary") if key[0] != SSM else None
+        if isinstance(binary, str):
+            # A binary secret (a key, a certificate, a keystore) goes to the function as base64:
+            # searched for so, and as the text it encodes, if it is text (a PEM's lines).
+            return [binary, *_decoded_text(binary)]
         return [value_of(SecretSource("", key[0], key[1]), answer)]
     except (SecretsError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _decoded_text(encoded: str) -> list:
+    import base64  # deferred: only binary secrets need it
+    import binascii
+
+    try:
+        return [base64.b64decode(encoded, validate=True).decode("utf-8")]
+    except (binascii.Error, ValueError):
         return []

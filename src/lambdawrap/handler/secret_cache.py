@@ -31,7 +31,7 @@ __all__ = ["SecretsError", "get"]
 
 CONNECT_RETRY_S = 0.005
 # How soon a value the companion handed over already at its TTL (its own refresh still running)
-# is asked for again.
+# is asked for again: doubling while it stays so (AWS failing), up to RETRY_FAILED_S.
 RETRY_STALE_S = 0.25
 # How soon a refresh that got no answer is tried again (at most; a shorter TTL wins). Not at
 # once: a companion that is gone would be polled without end.
@@ -82,6 +82,8 @@ _injected: list = []
 # env name -> fetches from AWS by this process that failed in a row (the boot fetched the secrets
 # itself): each doubles the wait before the next, up to the TTL, as the companion's store does.
 _failures: dict[str, int] = {}
+# The companion's answers in a row that held a value already at its TTL.
+_stale_answers = 0
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -117,7 +119,9 @@ def _store(values: Mapping[str, str], ages: Any = None) -> None:
         _cache[name] = (value, now - age + ttl_s)
 
 
-def _refresh() -> None:
+def _refresh() -> float | None:
+    """Refresh the values due; how soon to run again unasked (None: at the next due read)."""
+    global _stale_answers
     values: dict = {}
     asked = None  # the names asked of AWS, where this process fetches itself; else all
     try:
@@ -155,6 +159,14 @@ def _refresh() -> None:
             _failures.pop(name, None)
         else:
             _cache[name] = (_cache[name][0], now + _retry_in_s(name))
+    if any(_cache[name][1] <= now for name in values):
+        # Handed over at its TTL, the companion's refresh of it under way: asked again soon,
+        # not at the next read, which would be served this value once more (minutes later, in
+        # a function invoked every few minutes).
+        _stale_answers += 1
+        return min(RETRY_STALE_S * 2 ** min(_stale_answers - 1, 10), RETRY_FAILED_S)
+    _stale_answers = 0
+    return None
 
 
 def _warn_new_failures(errors: Mapping[str, str]) -> None:

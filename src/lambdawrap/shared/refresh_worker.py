@@ -47,12 +47,20 @@ class RefreshWorker:
         self._thread = None
 
     def start(self) -> None:
-        """Start the thread (idempotent); its first run happens at once."""
+        """Start the thread (idempotent); its first run happens at once. Never raises: where no
+        thread can be had (at the interpreter's exit, as from an atexit callback, or at the
+        process's limit of threads), the values held are served and the start is tried again at
+        the next wake."""
         self._wake.set()
         with self._start_lock:
             if self._thread is None and not self._stopped.is_set():
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:
+                    self._failures.record(f"{self.name}: no thread could be started")
+                    return
+                self._thread = thread
 
     def wake(self) -> None:
         """Ask for a run soon (no more often than min_interval_s); never blocks."""
