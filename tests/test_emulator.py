@@ -660,6 +660,57 @@ class TestTelemetryDelivery:
             server.server_close()
 
 
+    def test_a_batch_no_retry_delivered_is_told_as_dropped_in_the_stream(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from lambdawrap.devtools.emulator.telemetry import RETRY_BACKOFF_S, Subscription, TelemetryBus
+
+        batches, refusals = [], [len(RETRY_BACKOFF_S) + 1]  # every attempt at the first batch
+
+        class Listener(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refuse = refusals[0] > 0
+                if refuse:
+                    refusals[0] -= 1
+                else:
+                    batches.append(body)
+                self.send_response(500 if refuse else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        bus = TelemetryBus()
+        try:
+            sub = Subscription.parse({"schemaVersion": "2022-12-13", "types": ["function"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{server.server_address[1]}/"}})
+            bus.subscribe("failing", sub)
+            # GIVEN a listener that fails every attempt at a first batch of 10 lines
+            for n in range(10):
+                bus.emit("function", "function", f"first {n}")
+            deadline = time.monotonic() + 30
+            while refusals[0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            bus.flush(10)
+            # WHEN 5 more lines come
+            for n in range(5):
+                bus.emit("function", "function", f"second {n}")
+            bus.flush(10)
+            # THEN the loss is told in the stream before them, and to the tests (before: the
+            # batch vanished with a warning in the emulator's log only)
+            events = [e for b in batches for e in b]
+            assert [e["type"] for e in events] == ["platform.logsDropped"] + ["function"] * 5, events
+            assert events[0]["record"]["droppedRecords"] == 10 and bus.dropped_types() == {"function": 10}
+        finally:
+            bus.close_all()
+            server.shutdown()
+            server.server_close()
+
+
 def test_out_of_memory_kills_the_runtime(tmp_path):
     task = write_function(tmp_path / "task", "import time\ndef handler(event, context):\n    blocks = []\n    for _ in range(60):\n        blocks.append(bytearray(10 * 1024 * 1024))\n        time.sleep(0.01)\n    return len(blocks)\n")
     with Emulator(str(task), "app.handler", memory_mb=128, timeout_s=10, cpu_limit=False) as emu:  # about memory: at full speed

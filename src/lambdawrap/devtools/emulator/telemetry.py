@@ -241,7 +241,14 @@ class Subscriber:
                     if self._closed:
                         break
             else:
+                # Dropped, as the platform drops a batch its retries could not deliver: told in
+                # the stream, as a lagging subscriber's losses are (spec §4).
                 logger.warning("emulator: telemetry for %s dropped after %d attempts (%d records)", self.extension_name, attempt + 1, len(batch))
+                with self._cv:
+                    self._dropped_records += len(batch)
+                    self._dropped_bytes += len(body)
+                for event in batch:
+                    self._on_drop(event.get("type"))
             with self._cv:
                 self._in_flight = False
                 self._cv.notify_all()
