@@ -1158,6 +1158,19 @@ except AttributeError as error:
 error = ImportError("cannot import name 'x' from 'plugins_never_imported'", name="plugins_never_imported")
 error.name_from = "x"  # as the import system sets it, 3.12+
 failures.append(error)
+
+class Loud(Exception):
+    def __str__(self):  # describes an exception of its own as it is described
+        describe_exception(ValueError("inner"))
+        return "loud"
+
+try:
+    try:
+        Client().run()
+    except NameError:
+        raise Loud()
+except Loud as error:
+    failures.append(error)
 described = [describe_exception(error) for error in failures]
 ran = list(RAN)
 # The function's own formatting still has Python's suggestions
@@ -1170,7 +1183,8 @@ print(json.dumps({"ran": ran, "imported": "plugins_never_imported" in sys.module
 @every_python
 def test_describing_an_exception_runs_none_of_the_functions_code_to_suggest_a_name(interpreter, python_version, tmp_path):
     # GIVEN a NameError raised in a method whose object has a property of that name, an
-    # AttributeError of an object with its own __dir__, and an ImportError of a module not loaded
+    # AttributeError of an object with its own __dir__, an ImportError of a module not loaded,
+    # and the NameError again, the context of an exception whose __str__ describes another
     (tmp_path / "plugins_never_imported.py").write_text("RAN = open(__file__ + '.ran', 'w')\n")
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     done = subprocess.run([interpreter.path, "-c", CODE_RUN_BY_SUGGESTIONS_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join([src, str(tmp_path)])), cwd=tmp_path)
@@ -1179,7 +1193,7 @@ def test_describing_an_exception_runs_none_of_the_functions_code_to_suggest_a_na
     # WHEN each is described THEN neither the property, nor __dir__, nor the module ran (before,
     # on 3.12+: Python's search for a "Did you mean" ran all three, as the runtime never does)
     assert found["ran"] == [] and found["imported"] is False and not (tmp_path / "plugins_never_imported.py.ran").exists(), found
-    assert found["messages"] == ["name 'session' is not defined", "'Lazy' object has no attribute 'valu'", "cannot import name 'x' from 'plugins_never_imported'"]
+    assert found["messages"] == ["name 'session' is not defined", "'Lazy' object has no attribute 'valu'", "cannot import name 'x' from 'plugins_never_imported'", "loud"]
     # ... and the function formatting its own errors still gets Python's suggestions
     if python_version >= "3.12":
         assert found["own"] == "NameError: name 'session' is not defined. Did you mean: 'self.session'?", found

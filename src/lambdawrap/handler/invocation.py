@@ -608,6 +608,7 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
     if _SUGGESTS and not _SUGGESTIONS_GATED:
         _gate_suggestions()
     thread = get_ident()
+    outermost = thread not in _DESCRIBING  # a __str__ of the function's may describe one too
     _DESCRIBING.add(thread)
     try:
         # What traceback.format_exception formats, kept to read its message back.
@@ -621,7 +622,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
         # other than AttributeError when asked for __notes__, from 3.11)
         pass
     finally:
-        _DESCRIBING.discard(thread)
+        if outermost:
+            _DESCRIBING.discard(thread)
     if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
         try:
             message = str(error)
