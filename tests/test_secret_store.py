@@ -293,6 +293,26 @@ def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshe
             assert not [call for call in front.calls if "lambdawrap/boot" in call[1] and call[0] == "secretsmanager.GetSecretValue"], front.calls
 
 
+def test_a_value_the_companion_keeps_handing_over_past_its_ttl_is_asked_for_less_and_less_often_however_often_it_is_read(handler_cache):
+    class StaleChannel:  # a companion whose refresh keeps failing: the value's true age, past the TTL
+        asked = 0
+
+        def request(self, record, timeout_s):
+            StaleChannel.asked += 1
+            return {"values": {"DB_PASSWORD": DB_PASSWORD}, "errors": {}, "ages": {"DB_PASSWORD": 400.0}, "ttl": 300.0}
+
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password")
+    assert handler_cache.load_declared(settings, StaleChannel(), companion_expected=True) == []
+    # WHEN the function reads it every 10 ms for 3 s
+    ended = time.monotonic() + 3.0
+    while time.monotonic() < ended:
+        assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+        time.sleep(0.01)
+    # THEN the companion is asked again after 0.25, 0.5, 1, 2 s...: a handful of times, not at
+    # every read's wake (before: four times a second for the environment's life)
+    assert 2 <= StaleChannel.asked <= 6, StaleChannel.asked
+
+
 def test_a_companion_answer_marked_unavailable_that_holds_every_secret_is_taken_whole(moto, clients, handler_cache, caplog):
     class AnsweringChannel:  # the companion's answer as its socket server sends it
         def request(self, record, timeout_s):
@@ -869,6 +889,31 @@ def test_a_secret_declared_by_one_key_and_served_whole_is_searched_for_whole(mot
         # left the others unsearched, where a secret not declared at all was searched for whole);
         # a plain parameter, no secret, still is not
         assert scrubber.text(f"{signing} {webhook} billing-ledger-table") == "[REDACTED] [REDACTED] billing-ledger-table"
+
+
+def test_a_secret_served_again_and_again_has_its_searched_forms_made_once(moto, clients, monkeypatch):
+    from lambdawrap.companion import secret_store
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    made = []
+
+    def counted(values):
+        made.append(list(values))
+        return searched_forms(values)
+
+    from lambdawrap.shared.secret_forms import searched_forms
+
+    monkeypatch.setattr(secret_store, "searched_forms", counted)
+    # GIVEN a function that asks the AWS extension's path for a secret at every request
+    scrubber = SecretScrubber()
+    with serving_the_api(store_settings("API_KEY=ssm:/prod/api/key"), clients, scrubber) as (store, api):
+        store.snapshot(10)
+        for _ in range(20):
+            assert get(api.ports[0], "/secretsmanager/get?secretId=prod%2Fdb")[0] == 200
+    # THEN its forms were made once, not at each request (a PEM's or a large JSON secret's take
+    # milliseconds), and it is searched for
+    assert made == [[DB_SECRET]], made
+    assert scrubber.text(f"x {DB_PASSWORD}") == "x [REDACTED]"
 
 
 def test_a_binary_secret_the_api_served_is_searched_for_as_base64_and_as_its_text(moto, clients):

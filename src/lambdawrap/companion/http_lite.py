@@ -163,7 +163,7 @@ class ResponseReader:
     carry the next request: not when the server said close, and not when it sent more than the
     response (whatever follows would be read as the next answer). With `max_body`, a body
     that grows beyond it is cut: the response is whole at once, its body its first `max_body`
-    bytes (of a chunked one, of the chunks that came whole), and the connection not kept (what is left of the body would come
+    bytes (of a chunked one, of the data that came, the chunk under way's too), and the connection not kept (what is left of the body would come
     as the next answer)."""
 
     def __init__(self, max_body: int | None = None) -> None:

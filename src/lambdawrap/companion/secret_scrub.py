@@ -95,8 +95,12 @@ class SecretScrubber:
         """Add values to search for (called by the secret store as it fetches): `source`'s
         current values (a secret's request). Its first and current values are kept for good;
         those between (rotations that came and went) are forgotten first, oldest first."""
+        self.learn_forms(searched_forms(values), source)
+
+    def learn_forms(self, forms: Iterable[str], source: Any = None) -> None:
+        """learn(), given the values' searched forms already made."""
         self.prepare()
-        forms = [v for v in searched_forms(values) if v not in self._permanent]
+        forms = [v for v in forms if v not in self._permanent]
         with self._lock:
             if source is not None:
                 self._first.setdefault(source, forms)

@@ -6,8 +6,9 @@ and the handler side's copy are all read from one entry, fetched once. Declared 
 fetched concurrently right after registration and refreshed as they reach the TTL; any other
 entry is refreshed when it is asked for after the TTL, the stale answer being served meanwhile
 (stale-while-revalidate). Every refresh runs on one worker thread. A failed refresh keeps the
-last good answer until the next TTL; a name with no good answer keeps its failure for
-ERROR_HOLD_S, doubling with each failure in a row up to the TTL, before AWS is asked again."""
+last good answer, at its true age, and is tried again after ERROR_HOLD_S, doubling with each
+failure in a row up to the TTL; a name with no good answer keeps its failure for as long
+before AWS is asked again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import datetime
 import threading
 import time
 
+from lambdawrap.companion.secret_scrub import MAX_VALUES
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
+from lambdawrap.shared.secret_forms import searched_forms
 from lambdawrap.shared.secret_sources import SSM, SecretsError, SecretSource, call, error_code, fetch_failed, make_clients, source_key, value_of
 from lambdawrap.shared.settings import Settings
 
@@ -95,6 +98,7 @@ class SecretStore:
         self._ready = threading.Event()
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
+        self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
         if not self.sources:
             self._ready.set()
 
@@ -122,7 +126,9 @@ class SecretStore:
         else:
             with self._lock:
                 now = _now()
-                due = self._due | {k for k in self._declared_keys if self._stale(self._entries.get(k), now)}
+                # Asked for while a refresh ran that failed since: held off like the others.
+                held = {k for k in self._due if (e := self._entries.get(k)) is not None and e.error is None and not self._stale(e, now)}
+                due = (self._due - held) | {k for k in self._declared_keys if self._stale(self._entries.get(k), now)}
                 self._due.clear()
             for key in due:
                 self._fetch(key)
@@ -196,9 +202,19 @@ class SecretStore:
         texts = _served_values(key, answer)
         if value is not None and texts:
             texts = [value]
-        # Each time, not once: learned again, a text is the scrubber's most recent, and a value
-        # the function keeps asking for is not the one forgotten past its bound (some 25 µs).
-        self._scrubber.learn(texts)
+        # At each serve, not once: learned again, a text is the scrubber's most recent, and a
+        # value the function keeps asking for is not the one forgotten past its bound. Its forms
+        # are made once (a PEM's or a large JSON secret's take milliseconds).
+        for text in texts:
+            with self._lock:
+                forms = self._served.pop(text, None)
+            if forms is None:
+                forms = searched_forms([text])
+            with self._lock:
+                self._served[text] = forms
+                while len(self._served) > MAX_VALUES:
+                    del self._served[next(iter(self._served))]
+            self._scrubber.learn_forms(forms)
 
     def _declared_values(self, key: tuple, answer: Any) -> list:
         """The values the declared secrets fetched with `key` give the function."""

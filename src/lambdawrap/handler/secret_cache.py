@@ -159,14 +159,18 @@ def _refresh() -> float | None:
             _failures.pop(name, None)
         else:
             _cache[name] = (_cache[name][0], now + _retry_in_s(name))
-    if any(_cache[name][1] <= now for name in values):
-        # Handed over at its TTL, the companion's refresh of it under way: asked again soon,
-        # not at the next read, which would be served this value once more (minutes later, in
-        # a function invoked every few minutes).
-        _stale_answers += 1
-        return min(RETRY_STALE_S * 2 ** min(_stale_answers - 1, 10), RETRY_FAILED_S)
-    _stale_answers = 0
-    return None
+    stale = [name for name in values if _cache[name][1] <= now]
+    if not stale or _config.get("ttl", 300.0) <= 0:  # with a TTL of 0 every answer is past it
+        _stale_answers = 0
+        return None
+    # Handed over at its TTL, the companion's refresh of it under way (or failing): asked again
+    # soon, not at the next read, which would be served it once more (minutes later, in a
+    # function invoked every few minutes); the wait doubling while it stays so, reads or not.
+    _stale_answers += 1
+    wait_s = min(RETRY_STALE_S * 2 ** min(_stale_answers - 1, 10), RETRY_FAILED_S)
+    for name in stale:
+        _cache[name] = (_cache[name][0], now + wait_s)
+    return wait_s
 
 
 def _warn_new_failures(errors: Mapping[str, str]) -> None:
