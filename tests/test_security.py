@@ -390,6 +390,18 @@ class TestRedaction:
         assert json.loads(payload_text({"body": image, "isBase64Encoded": True}, self.KEYS))["body"] == image
         assert json.loads(payload_text({"body": "token=t", "isBase64Encoded": True}, self.KEYS))["body"] == "token=t"
 
+    def test_a_json_body_too_long_to_read_is_named_not_kept(self):
+        import base64
+
+        document = json.dumps({"token": "t-secret-value", "rows": ["x" * 100] * 300})
+        # GIVEN JSON bodies past what is read (4 KB of output: 16 Ki characters of JSON, 24 Ki of
+        # base64), their credential first
+        out = json.loads(payload_text({"plain": {"body": document}, "encoded": {"body": base64.b64encode(document.encode()).decode(), "isBase64Encoded": True}}, self.KEYS))
+        # THEN each is named, not kept (before: kept as it came, cut, the token in its first
+        # characters, readable or decodable)
+        assert out["plain"]["body"] == f"<{len(document)} characters of JSON, not captured>"
+        assert out["encoded"]["body"].endswith("characters of base64, not captured>")
+
     def test_raw_query_strings_are_redacted_by_key(self):
         out = json.loads(payload_text({"rawQueryString": "a=1&TOKEN=t&pass%77ord=p&b"}, self.KEYS))
         assert out["rawQueryString"] == f"a=1&TOKEN={REDACTED}&pass%77ord={REDACTED}&b"

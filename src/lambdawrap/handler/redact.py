@@ -98,7 +98,7 @@ class _Writer:
             self._emit("null" if value is None else "true" if value else "false")
         elif isinstance(value, str):
             value = str.__str__(value)
-            if depth < MAX_DEPTH and value.lstrip(_JSON_BLANKS)[:1] in ("{", "[") and len(value) <= self.limit * 4:
+            if depth < MAX_DEPTH and value.lstrip(_JSON_BLANKS)[:1] in ("{", "["):
                 self._embedded_json(value, depth)
             else:
                 self._string(value)
@@ -156,23 +156,29 @@ class _Writer:
 
     def _base64_body(self, text: str, depth: int) -> None:
         """A base64 body whose text is JSON: that JSON, redacted inside, as a string; any other
-        kept as it came."""
-        decoded = None
-        if len(text) <= self.limit * 6:
-            import base64  # deferred: only for payload capture of a base64 body
-            import binascii
+        kept as it came; one too long to read, named (its first bytes decode as any base64's)."""
+        if len(text) > self.limit * 6:
+            self._emit(_encode_str(f"<{len(text)} characters of base64, not captured>"))
+            return
+        import base64  # deferred: only for payload capture of a base64 body
+        import binascii
 
-            try:
-                decoded = base64.b64decode(str.__str__(text), validate=True).decode("utf-8")
-            except (binascii.Error, ValueError):
-                pass
+        try:
+            decoded = base64.b64decode(str.__str__(text), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            decoded = None
         if decoded is not None and decoded.lstrip(_JSON_BLANKS)[:1] in ("{", "["):
             self._embedded_json(decoded, depth)
         else:
             self._walk(text, depth + 1)
 
     def _embedded_json(self, text: str, depth: int) -> None:
-        """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string."""
+        """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string.
+        One too long to read within the output's bound is named, not kept: cut, its first
+        characters would hold the keys it was to redact."""
+        if len(text) > self.limit * 4:
+            self._emit(_encode_str(f"<{len(text)} characters of JSON, not captured>"))
+            return
         try:
             inner = json.loads(text)
         except (ValueError, RecursionError):
