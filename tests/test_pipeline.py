@@ -1544,18 +1544,18 @@ def test_proactive_init_and_provisioned_concurrency_are_not_cold_starts(task):
 
 @pytest.mark.parametrize("layout", ["package", "module __getattr__"])
 def test_a_handler_ready_long_after_its_module_loaded_is_still_a_cold_start(tmp_path, layout):
-    # GIVEN a handler the runtime gets 0.8 s after its module loaded: a package whose __init__
+    # GIVEN a handler the runtime gets 3 s after its module loaded: a package whose __init__
     # imports the handler's module, then does its own heavy work; a module whose __getattr__
-    # makes the handler slowly (PEP 562)
+    # makes the handler slowly (PEP 562); and a proactive init 1.5 s after the handler is had
     task = tmp_path / "task"
     if layout == "package":
-        write_function(task / "svc", "from .app import handler\nimport time\ntime.sleep(0.8)\n", module="__init__")
+        write_function(task / "svc", "from .app import handler\nimport time\ntime.sleep(3)\n", module="__init__")
         write_function(task / "svc", "def handler(event, context):\n    return 'ok'\n")
         handler = "svc.app.handler"
     else:
-        write_function(task, "import time\n\ndef __getattr__(name):\n    if name != 'handler':\n        raise AttributeError(name)\n    time.sleep(0.8)\n    return lambda event, context: 'ok'\n")
+        write_function(task, "import time\n\ndef __getattr__(name):\n    if name != 'handler':\n        raise AttributeError(name)\n    time.sleep(3)\n    return lambda event, context: 'ok'\n")
         handler = "app.handler"
-    with instrumented(task, handler, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "300"}) as (emu, rx):
+    with instrumented(task, handler, env={"LAMBDAWRAP_PROACTIVE_INIT_MS": "1500"}) as (emu, rx):
         # WHEN it is invoked at once
         result = emu.invoke({})
         assert result.function_error is None and result.json() == "ok"
