@@ -21,10 +21,10 @@ SHUTDOWN = {"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs":
 def started(tmp_path):
     made = []
 
-    def start(subscriptions: list) -> tuple:
+    def start(subscriptions: list, **extra_env: str) -> tuple:
         api = ExtensionsApi(subscriptions, hold_next=True)
         socket_path = str(tmp_path / "lw.sock")
-        env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=api.address, LAMBDAWRAP_SOCKET=socket_path, LAMBDAWRAP_SECRETS_PORT=str(closed_port()), AWS_LAMBDA_FUNCTION_NAME="orders", AWS_REGION="eu-west-1", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+        env = dict(os.environ, **extra_env, AWS_LAMBDA_RUNTIME_API=api.address, LAMBDAWRAP_SOCKET=socket_path, LAMBDAWRAP_SECRETS_PORT=str(closed_port()), AWS_LAMBDA_FUNCTION_NAME="orders", AWS_REGION="eu-west-1", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
         process = subprocess.Popen([sys.executable, "-m", "lambdawrap.companion", "lambdawrap"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         made.append((api, process))
         return api, process, socket_path
@@ -55,6 +55,18 @@ def test_a_telemetry_subscription_the_platform_fails_twice_leaves_nothing_listen
     # ... and it still ends at SHUTDOWN
     api.events.put(SHUTDOWN)
     assert process.wait(30) == 0, process.stdout.read()
+
+
+@pytest.mark.parametrize("level, warned", [("error", False), ("", True)])
+def test_the_companion_s_settings_warnings_keep_to_lambdawrap_s_log_level(started, level, warned):
+    # GIVEN a bad value, and LAMBDAWRAP_LOG_LEVEL=error (or not set)
+    api, process, socket_path = started([], LAMBDAWRAP_FLUSH_BUDGET_MS="lots", LAMBDAWRAP_LOG_LEVEL=level)
+    wait_for(lambda: api.next_calls >= 1, timeout=60, what="the companion to wait for the next event")
+    api.events.put(SHUTDOWN)
+    assert process.wait(30) == 0
+    # THEN the companion warns of it only where lambdawrap's level lets warnings through
+    # (before: the settings were read, and warned about, before the level was set)
+    assert ("ignoring LAMBDAWRAP_FLUSH_BUDGET_MS='lots'" in process.stdout.read()) is warned
 
 
 def test_a_telemetry_subscription_the_platform_fails_once_is_asked_again(started):

@@ -90,6 +90,16 @@ class TestSettings:
             s = Settings.from_env({"OTEL_TRACES_EXPORTER": value, "OTEL_METRICS_EXPORTER": value, "OTEL_LOGS_EXPORTER": value})
         assert not caplog.records and s.exported_signals == ("traces", "metrics", "logs")
 
+    @pytest.mark.parametrize("exporter, protocol, chosen", [("otlp_proto_grpc", "", "grpc"), ("otlp_proto_http", "grpc", "http/protobuf"), (" OTLP_PROTO_GRPC", "http/protobuf", "grpc")])
+    def test_the_sdks_names_of_an_otlp_exporter_choose_its_protocol_without_a_word(self, caplog, exporter, protocol, chosen):
+        # The SDK's entry points by those names are its gRPC and HTTP exporters, whatever
+        # OTEL_EXPORTER_OTLP_PROTOCOL says (before: warned of as bad, and exported over the
+        # protocol's default)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({"OTEL_TRACES_EXPORTER": exporter, "OTEL_LOGS_EXPORTER": exporter, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol} if protocol else {"OTEL_TRACES_EXPORTER": exporter, "OTEL_LOGS_EXPORTER": exporter})
+        assert not caplog.records and s.exported_signals == ("traces", "metrics", "logs")
+        assert (s.protocol("traces"), s.protocol("logs"), s.protocol("metrics")) == (chosen, chosen, protocol or "http/protobuf")
+
     def test_none_as_the_choice_of_exporter_leaves_metrics_and_logs_out_without_a_word(self, caplog):
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
             s = Settings.from_env({"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": " NONE "})
@@ -153,6 +163,7 @@ class TestSettings:
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "unset", "128"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1", "128"),
             ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "ten", "no limit"),
+            ("OTEL_ATTRIBUTE_COUNT_LIMIT", "lots", "128"),  # each count's default (before: "no limit")
             # The SDK's log record limits: refused as it made the companion's first log record
             ("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "lots", "128"),
             ("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-1", "no limit"),
@@ -234,6 +245,23 @@ def _traces_exporter_as_corrected(env: dict, monkeypatch, caplog) -> tuple:
 
 
 GENERAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://vendor-a.example", "OTEL_EXPORTER_OTLP_HEADERS": "x-vendor-a-key=SECRET_A"}
+
+
+def test_a_general_endpoint_a_signal_falls_back_to_from_its_own_refused_one_is_checked_too(monkeypatch, caplog):
+    # GIVEN every signal with an endpoint of its own, the traces' written without its scheme,
+    # and the general one written so too
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "collector.example.com:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector.example.com:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://collector.example.com/v1/metrics",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "https://collector.example.com/v1/logs",
+    }
+    endpoint, _, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN the traces, which fall back to the general endpoint, find it checked and ignored too
+    # (before: it was not checked, no signal reading it at first, and every traces export went
+    # to "collector.example.com:4318/v1/traces", no URL)
+    assert endpoint == "http://localhost:4318/v1/traces", (endpoint, warnings)
+    assert [w for w in warnings if "ignoring OTEL_EXPORTER_OTLP_ENDPOINT=" in w] and [w for w in warnings if "ignoring OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" in w], warnings
 
 
 def test_a_signal_s_own_headers_all_refused_send_none_not_the_general_ones(monkeypatch, caplog):

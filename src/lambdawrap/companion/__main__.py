@@ -18,9 +18,13 @@ def main(argv: list) -> int:
     if not client.adopt_registration(os.environ):
         client.register(name, registration_events(os.environ))
     from lambdawrap.companion.protocols import fall_back_from_grpc
+    from lambdawrap.shared.log import get_logger
     from lambdawrap.shared.settings import Settings
 
     asked = Settings.from_env(warn=False)
+    # lambdawrap's level before anything warns: the settings' warnings keep to it, as in the
+    # function's process (logging itself is configured later, off init's path).
+    get_logger().setLevel(asked.log_level.upper())
     if not (asked.disabled or asked.sdk_disabled):
         fall_back_from_grpc(asked)
     # Read again, warning now: each bad value once, as it reads where the protocol fell back.

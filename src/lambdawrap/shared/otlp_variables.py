@@ -43,9 +43,10 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
     general one, as the exporters read them."""
     blank = [f"OTEL_EXPORTER_OTLP_{prefix}{name}" for prefix in PREFIXES for name in BLANK_AS_UNSET]
     found: list = [(variable, None) for variable in blank if variable in env and not env[variable].strip()]
-    # Which signals read the general endpoint (those without their own), by protocol: it is
-    # checked as an http(s) URL only where OTLP/HTTP alone reads it (gRPC takes host:port).
-    falls_back = {protocol for signal, protocol in protocols if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()}
+    # Which signals read the general endpoint (those without their own, or whose own is refused
+    # below), by protocol: it is checked as an http(s) URL only where OTLP/HTTP alone reads it
+    # (gRPC takes host:port).
+    falls_back = {protocol for signal, protocol in protocols if not _endpoint_kept(env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", ""), protocol)}
     http = {signal.upper() + "_" for signal, protocol in protocols if protocol != "grpc"}
     for prefix in PREFIXES:
         endpoint_refused = False
@@ -53,7 +54,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
             checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
-        elif read_over_grpc(env, protocols, prefix, "ENDPOINT"):
+        elif "grpc" in falls_back if not prefix else read_over_grpc(env, protocols, prefix, "ENDPOINT"):
             checks.insert(0, ("ENDPOINT", _grpc_target, DEFAULT_GRPC_ENDPOINT))
         for name, check, default in checks:
             variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
@@ -142,6 +143,17 @@ def _insecure(env: Mapping[str, str], variable: str, warn: Callable[..., None]) 
     # " true" is true here, false to the exporters, which compare the value as written.
     written = "true" if insecure else "false"
     return () if raw.lower() == written else ((variable, written),)
+
+
+def _endpoint_kept(raw: str, protocol: str) -> bool:
+    """Whether a signal's own endpoint `raw` is set and passes the check its protocol has."""
+    if not raw.strip():
+        return False
+    try:
+        (_grpc_target if protocol == "grpc" else _http_url)(raw.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def read_over_grpc(env: Mapping[str, str], protocols: tuple, prefix: str, name: str) -> bool:

@@ -93,6 +93,8 @@ FALSE_WORDS = ("0", "false", "no", "off", "")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TEMPORALITIES = ("delta", "cumulative", "lowmemory")
 PROTOCOLS = ("http/protobuf", "grpc")
+# The SDK's exporters registered by their protocol's name (its entry points), read as that protocol.
+EXPORTER_PROTOCOLS = {"otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 SIGNALS = ("traces", "metrics", "logs")
 # The blanks ignored around a value: what the launchers' [:space:] holds in the C locale. Not
 # str.strip()'s, which also drops Unicode spaces (U+00A0, U+2003, U+001F...): around "true"
@@ -239,10 +241,12 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         startup_wait_default = SMALL_FUNCTION_STARTUP_WAIT_MS if 0 < memory_mb < FULL_VCPU_MB else 0
         secrets_compat_port = parse(SECRETS_COMPAT_PORT, d.secrets_compat_port, _int_range(1, 65535))
         secrets_aws_port = parse(AWS_SECRETS_EXTENSION_PORT, d.secrets_aws_port, _int_range(1, 65535))
-        protocols = tuple((signal, parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
+        exporters = {signal: parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _exporter_choice(signal)) for signal in SIGNALS}
+        # The SDK's exporter named by its protocol is that protocol's, whatever the variables say.
+        protocols = tuple((signal, EXPORTER_PROTOCOLS.get(exporters[signal]) or parse(SIGNAL_PROTOCOL.format(signal=signal.upper()), protocol, _choice(PROTOCOLS, lower=False))) for signal in SIGNALS)
         otlp_corrections = otlp_variables.corrections(env, protocols, parse.warn)
         limits, limit_corrections = span_limits.read(env, parse.warn)
-        exported_signals = tuple(signal for signal in SIGNALS if parse(SIGNAL_EXPORTER.format(signal=signal.upper()), "otlp", _exporter_choice(signal)) == "otlp")
+        exported_signals = tuple(signal for signal in SIGNALS if exporters[signal] != "none")
         sampler = parse(SAMPLER, d.sampler, _choice(SAMPLERS))
         # The argument is the ratio samplers' alone, as the SDK reads it: beside another sampler
         # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
@@ -400,10 +404,11 @@ def _http_methods(raw: str) -> frozenset:
 
 
 def _exporter_choice(signal: str) -> Callable[[str], str]:
-    """OTEL_{signal}_EXPORTER as lambdawrap reads it: otlp, or for metrics and logs none (that
-    signal is not exported, as the SDK's none has it). Traces are the layer itself: no other
-    value, LAMBDAWRAP_DISABLED switches it off."""
-    choices = ("otlp",) if signal == "traces" else ("otlp", "none")
+    """OTEL_{signal}_EXPORTER as lambdawrap reads it: otlp (or the SDK's names of its OTLP
+    exporters by protocol, otlp_proto_grpc and otlp_proto_http), or for metrics and logs none
+    (that signal is not exported, as the SDK's none has it). Traces are the layer itself: no
+    other value, LAMBDAWRAP_DISABLED switches it off."""
+    choices = ("otlp", *EXPORTER_PROTOCOLS) if signal == "traces" else ("otlp", *EXPORTER_PROTOCOLS, "none")
 
     def convert(raw: str) -> str:
         value = raw.lower()

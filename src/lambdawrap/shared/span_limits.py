@@ -33,7 +33,7 @@ def read(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
     would refuse, each warned about once."""
     corrections: list = []
 
-    def limit(variable: str, default: Optional[int]) -> Optional[int]:
+    def limit(variable: str, default: Optional[int], shown: Optional[str] = None) -> Optional[int]:
         raw = env.get(variable)
         if raw is None:
             return default
@@ -46,12 +46,13 @@ def read(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
             value = -1
         if value >= 0:
             return value
-        shown = "no limit" if default is None else str(default)
+        shown = shown or ("no limit" if default is None else str(default))
         warn("lambdawrap: ignoring %s=%r (expected a whole number from 0, or empty for no limit); using the default %s", variable, raw, shown)
         corrections.append((variable, None))
         return default
 
-    any_attributes = limit("OTEL_ATTRIBUTE_COUNT_LIMIT", None)
+    # Unset, each count's own default holds: 128 (the variable's "no limit" is a blank value).
+    any_attributes = limit("OTEL_ATTRIBUTE_COUNT_LIMIT", None, shown=str(DEFAULT_COUNT))
     attributes = DEFAULT_COUNT if any_attributes is None else any_attributes
     attribute_length = limit("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)
     limits = SpanLimits(
