@@ -247,6 +247,35 @@ def _traces_exporter_as_corrected(env: dict, monkeypatch, caplog) -> tuple:
 GENERAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://vendor-a.example", "OTEL_EXPORTER_OTLP_HEADERS": "x-vendor-a-key=SECRET_A"}
 
 
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        ({"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": " grpc "}, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=grpc"),
+        ({"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"}, "OTEL_TRACES_EXPORTER=otlp_proto_grpc"),
+        # a signal's own protocol that is a bad value: the general one said grpc
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+    ],
+)
+def test_grpc_asked_of_a_layer_without_it_names_what_asked_and_is_not_asked_again(monkeypatch, caplog, env, named):
+    from lambdawrap.companion import protocols
+
+    # GIVEN a layer without the OTLP/gRPC exporter, and gRPC asked for as `env` says
+    monkeypatch.setattr(protocols, "find_spec", lambda name: None)
+    for name in [n for n in os.environ if n.startswith(("OTEL_EXPORTER_OTLP", "OTEL_TRACES", "OTEL_LOGS", "OTEL_METRICS"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # WHEN the companion reads its settings, falling back
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        protocols.fall_back_from_grpc(Settings.from_env(warn=False))
+    # THEN the warning names the variable that asked, and read again the settings ask no gRPC
+    # (before: the signal's own variable was named whatever it held, and the SDK's exporter
+    # name was not set aside)
+    assert [r.getMessage() for r in caplog.records] == [f"lambdawrap: ignoring {named} (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"]
+    assert {Settings.from_env(warn=False).protocol(signal) for signal in ("traces", "metrics", "logs")} == {"http/protobuf"}
+
+
 def test_a_general_endpoint_a_signal_falls_back_to_from_its_own_refused_one_is_checked_too(monkeypatch, caplog):
     # GIVEN every signal with an endpoint of its own, the traces' written without its scheme,
     # and the general one written so too

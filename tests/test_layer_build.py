@@ -493,6 +493,16 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
                 lines = [line for _, line in list(emu.logs)]
                 assert len([line for line in lines if "OTEL_EXPORTER_OTLP_PROTOCOL" in line]) == 1
                 assert [line for line in lines if "OTEL_EXPORTER_OTLP_ENDPOINT" in line] == [f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r} (expected an http:// or https:// URL); using the default http://localhost:4318"]
+            # WHEN the traces' exporter is the SDK's gRPC one by name
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, {"OTEL_TRACES_EXPORTER": "otlp_proto_grpc"}) as emu:
+                result = emu.invoke({})
+                assert result.status == 200 and result.function_error is None
+                # THEN that variable is the one named, and the invocation is exported over
+                # http/protobuf (the variable set aside: read again, it would ask for gRPC)
+                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                lines = [line for _, line in list(emu.logs)]
+                assert [line for line in lines if "no OTLP/gRPC exporter" in line] == ["lambdawrap: ignoring OTEL_TRACES_EXPORTER=otlp_proto_grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"], lines
+                assert not any("pipeline failed" in line for line in lines)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 
-from lambdawrap.shared.settings import PROTOCOL, SIGNAL_PROTOCOL, Settings
+from lambdawrap.shared.settings import PROTOCOL, SIGNAL_EXPORTER, SIGNAL_PROTOCOL, Settings
 
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
 
@@ -23,12 +23,21 @@ def fall_back_from_grpc(settings: Settings) -> None:
     grpc_signals = [signal for signal in settings.exported_signals if settings.protocol(signal) == "grpc"]
     if not grpc_signals or find_spec(GRPC_EXPORTER) is not None:
         return
-    own = [SIGNAL_PROTOCOL.format(signal=signal.upper()) for signal in grpc_signals]
-    variables = [name for name in own if os.environ.get(name, "").strip()]
-    if len(variables) < len(own):
-        variables.insert(0, PROTOCOL)
+    # What made each signal's gRPC: the SDK's exporter name, else its own protocol variable
+    # where that says grpc (a bad value there falls back to the general one, which said it).
+    chosen = {}
+    for signal in grpc_signals:
+        exporter = SIGNAL_EXPORTER.format(signal=signal.upper())
+        own = SIGNAL_PROTOCOL.format(signal=signal.upper())
+        if os.environ.get(exporter, "").strip().lower() == "otlp_proto_grpc":
+            chosen[exporter] = ("otlp_proto_grpc", "otlp_proto_http")
+        elif os.environ.get(own, "").strip() == "grpc":
+            chosen[own] = ("grpc", "http/protobuf")
+        else:
+            chosen[PROTOCOL] = ("grpc", "http/protobuf")
     import logging
 
-    logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf", ", ".join(variables))
-    for name in variables:
-        os.environ[name] = "http/protobuf"
+    named = ", ".join(f"{name}={value}" for name, (value, _) in chosen.items())
+    logging.getLogger("lambdawrap").warning("lambdawrap: ignoring %s (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf", named)
+    for name, (_, instead) in chosen.items():
+        os.environ[name] = instead
