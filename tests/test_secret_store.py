@@ -191,9 +191,15 @@ def test_a_failed_refresh_keeps_the_last_good_value_and_never_logs_it(moto, clie
 def handler_cache(monkeypatch):
     """The handler side's cache module, emptied again after the test (it is process-wide), and
     the variables load_declared injected taken out of os.environ again."""
+    from lambdawrap.shared.refresh_worker import RefreshWorker
+
     monkeypatch.delenv("DB_PASSWORD", raising=False)
+    # A worker of the test's own: one that reschedules itself would run on into the next test.
+    worker = RefreshWorker("lambdawrap-secrets-refresh", secret_cache._refresh, secret_cache.RETRY_STALE_S)
+    monkeypatch.setattr(secret_cache, "_worker", worker)
     before = set(os.environ)
     yield secret_cache
+    worker.stop()
     for name in set(os.environ) - before:  # monkeypatch restores no variable that was absent
         del os.environ[name]
     secret_cache._config.clear()
@@ -311,6 +317,19 @@ def test_a_value_the_companion_keeps_handing_over_past_its_ttl_is_asked_for_less
     # THEN the companion is asked again after 0.25, 0.5, 1, 2 s...: a handful of times, not at
     # every read's wake (before: four times a second for the environment's life)
     assert 2 <= StaleChannel.asked <= 6, StaleChannel.asked
+
+
+def test_with_a_ttl_under_the_companion_s_least_refresh_time_values_are_asked_for_at_the_reads(handler_cache):
+    class StaleChannel:  # a TTL of 0.5 s, under the companion's 1 s between refreshes: past it
+        def request(self, record, timeout_s):
+            return {"values": {"DB_PASSWORD": DB_PASSWORD}, "errors": {}, "ages": {"DB_PASSWORD": 0.7}, "ttl": 0.5}
+
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=0.5)
+    assert handler_cache.load_declared(settings, StaleChannel(), companion_expected=True) == []
+    # WHEN a refresh gets the value past its TTL THEN it sets no timer of its own and leaves
+    # the value due: the next read asks again, as with a TTL of 0 (before: backed off to 5 s)
+    assert handler_cache._refresh() is None
+    assert handler_cache._cache["DB_PASSWORD"][1] <= time.time()
 
 
 def test_a_companion_answer_marked_unavailable_that_holds_every_secret_is_taken_whole(moto, clients, handler_cache, caplog):
@@ -819,7 +838,7 @@ def test_after_a_refresh_that_failed_once_the_rotated_value_comes_within_the_hol
         # ... and the rotated value comes once the failure's hold is over (before: the failure
         # made the old value new again, served one TTL more, ages 0)
         wait_for(lambda: store.snapshot(1)["values"] == {"DB_PASSWORD": ROTATED_PASSWORD}, timeout=30, interval=0.05, what="the rotated value")
-        assert time.monotonic() - fetched_at < ttl_s + 2.5
+        assert time.monotonic() - fetched_at < ttl_s + 3.5  # one TTL more: 2 TTLs
         assert refusing.times == 0
     finally:
         store.stop()
@@ -914,6 +933,26 @@ def test_a_secret_served_again_and_again_has_its_searched_forms_made_once(moto, 
     # milliseconds), and it is searched for
     assert made == [[DB_SECRET]], made
     assert scrubber.text(f"x {DB_PASSWORD}") == "x [REDACTED]"
+
+
+def test_the_forms_kept_of_served_secrets_are_bounded_by_their_size(moto, clients):
+    from lambdawrap.companion import secret_store
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+
+    # GIVEN 30 secrets of 30 fields each, read through the AWS extension's path (a tenant's each)
+    for n in range(30):
+        moto.client("secretsmanager").create_secret(Name=f"tenants/{n}", SecretString=json.dumps({f"field{k}": f"tenant-{n}-value-{k}-" + "v" * 600 for k in range(30)}))
+    scrubber = SecretScrubber()
+    with serving_the_api(store_settings("API_KEY=ssm:/prod/api/key"), clients, scrubber) as (store, api):
+        store.snapshot(10)
+        for n in range(30):
+            assert get(api.ports[0], f"/secretsmanager/get?secretId=tenants%2F{n}")[0] == 200
+        # THEN the forms kept to serve them again hold no more than their bound (before: all
+        # of them, some 4 MB here, 390 MB for 256 secrets of 63 KB, in the function's memory)
+        held = sum(len(form) for forms in store._served.values() for form in forms)
+        assert held == store._served_chars <= secret_store.MAX_SERVED_FORM_CHARS, held
+        # ... and the last served is still searched for
+        assert scrubber.text("tenant-29-value-3-" + "v" * 600) == "[REDACTED]"
 
 
 def test_a_binary_secret_the_api_served_is_searched_for_as_base64_and_as_its_text(moto, clients):

@@ -402,6 +402,13 @@ class TestRedaction:
         assert out["plain"]["body"] == f"<{len(document)} characters of JSON, not captured>"
         assert out["encoded"]["body"].endswith("characters of base64, not captured>")
 
+    def test_long_text_that_only_starts_with_a_bracket_is_kept_and_cut(self):
+        # GIVEN a long log message that is no JSON ("[INFO] ...")
+        text = "[INFO] " + "x" * 20_000
+        out = payload_text({"message": text}, self.KEYS)
+        # THEN it is kept, cut to the limit, as any text (before: named as JSON, not captured)
+        assert out.endswith(TRUNCATED) and '"message":"[INFO] xxx' in out
+
     def test_raw_query_strings_are_redacted_by_key(self):
         out = json.loads(payload_text({"rawQueryString": "a=1&TOKEN=t&pass%77ord=p&b"}, self.KEYS))
         assert out["rawQueryString"] == f"a=1&TOKEN={REDACTED}&pass%77ord={REDACTED}&b"

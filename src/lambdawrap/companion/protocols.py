@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 
-from lambdawrap.shared.settings import PROTOCOL, SIGNAL_EXPORTER, SIGNAL_PROTOCOL, Settings
+from lambdawrap.shared.settings import BLANKS, PROTOCOL, SIGNAL_EXPORTER, SIGNAL_PROTOCOL, Settings
 
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc"
 
@@ -29,9 +29,9 @@ def fall_back_from_grpc(settings: Settings) -> None:
     for signal in grpc_signals:
         exporter = SIGNAL_EXPORTER.format(signal=signal.upper())
         own = SIGNAL_PROTOCOL.format(signal=signal.upper())
-        if os.environ.get(exporter, "").strip().lower() == "otlp_proto_grpc":
+        if os.environ.get(exporter, "").strip(BLANKS).lower() == "otlp_proto_grpc":
             chosen[exporter] = ("otlp_proto_grpc", "otlp_proto_http")
-        elif os.environ.get(own, "").strip() == "grpc":
+        elif os.environ.get(own, "").strip(BLANKS) == "grpc":
             chosen[own] = ("grpc", "http/protobuf")
         else:
             chosen[PROTOCOL] = ("grpc", "http/protobuf")

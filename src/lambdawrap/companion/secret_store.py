@@ -16,7 +16,6 @@ import datetime
 import threading
 import time
 
-from lambdawrap.companion.secret_scrub import MAX_VALUES
 from lambdawrap.shared.log import get_logger
 from lambdawrap.shared.refresh_worker import RefreshWorker
 from lambdawrap.shared.secret_forms import searched_forms
@@ -37,6 +36,9 @@ FLIGHT_WAIT_S = 30.0  # longer than one boto3 call with its retries (3 x (2 s + 
 # in a loop (or a forged request repeated) must not spend the role's API quota, which the
 # refresh of the declared secrets shares.
 ERROR_HOLD_S = 5.0
+# The searched forms of the texts the secrets API served, kept so that a secret served at each
+# request is not made into its forms at each (a PEM's, a large JSON secret's take milliseconds).
+MAX_SERVED_FORM_CHARS = 256 * 1024
 
 
 def _now() -> float:
@@ -99,6 +101,7 @@ class SecretStore:
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
         self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
+        self._served_chars = 0
         if not self.sources:
             self._ready.set()
 
@@ -212,8 +215,12 @@ class SecretStore:
                 forms = searched_forms([text])
             with self._lock:
                 self._served[text] = forms
-                while len(self._served) > MAX_VALUES:
-                    del self._served[next(iter(self._served))]
+                # Bounded by the characters held, not the texts: a large JSON secret makes a
+                # thousand forms, and this memory is the function's. Forgotten, forms are made
+                # again at the next serve.
+                self._served_chars += sum(map(len, forms))
+                while self._served_chars > MAX_SERVED_FORM_CHARS and len(self._served) > 1:
+                    self._served_chars -= sum(map(len, self._served.pop(next(iter(self._served)))))
             self._scrubber.learn_forms(forms)
 
     def _declared_values(self, key: tuple, answer: Any) -> list:

@@ -98,7 +98,7 @@ class _Writer:
             self._emit("null" if value is None else "true" if value else "false")
         elif isinstance(value, str):
             value = str.__str__(value)
-            if depth < MAX_DEPTH and value.lstrip(_JSON_BLANKS)[:1] in ("{", "["):
+            if depth < MAX_DEPTH and _may_be_json(value):
                 self._embedded_json(value, depth)
             else:
                 self._string(value)
@@ -167,7 +167,7 @@ class _Writer:
             decoded = base64.b64decode(str.__str__(text), validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
             decoded = None
-        if decoded is not None and decoded.lstrip(_JSON_BLANKS)[:1] in ("{", "["):
+        if decoded is not None and _may_be_json(decoded):
             self._embedded_json(decoded, depth)
         else:
             self._walk(text, depth + 1)
@@ -191,6 +191,17 @@ class _Writer:
         except _Full:
             rendered = "".join(writer.parts)
         self._string(rendered)
+
+
+def _may_be_json(text: str) -> bool:
+    """Whether `text` begins as a JSON object or array does ("[INFO] ..." does not): what is
+    parsed, or named when too long to (read from its first characters only)."""
+    head = text[:64].lstrip(_JSON_BLANKS)
+    if head[:1] == "{":
+        return head[1:].lstrip(_JSON_BLANKS)[:1] in ('"', "}", "")
+    if head[:1] == "[":
+        return head[1:].lstrip(_JSON_BLANKS)[:1] in tuple('"{[]-0123456789tfn') + ("",)
+    return False
 
 
 def _scalar_key(key: Any) -> str:

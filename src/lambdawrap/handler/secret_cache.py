@@ -160,7 +160,9 @@ def _refresh() -> float | None:
         else:
             _cache[name] = (_cache[name][0], now + _retry_in_s(name))
     stale = [name for name in values if _cache[name][1] <= now]
-    if not stale or _config.get("ttl", 300.0) <= 0:  # with a TTL of 0 every answer is past it
+    # Under the companion's least time between two refreshes (1 s), almost every answer is past
+    # the TTL: asked again at the reads, as before, not on a timer of its own.
+    if not stale or _config.get("ttl", 300.0) < DIRECT_MIN_REFRESH_S:
         _stale_answers = 0
         return None
     # Handed over at its TTL, the companion's refresh of it under way (or failing): asked again

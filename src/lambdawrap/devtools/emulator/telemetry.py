@@ -244,10 +244,13 @@ class Subscriber:
                 # Dropped, as the platform drops a batch its retries could not deliver: told in
                 # the stream, as a lagging subscriber's losses are (spec §4).
                 logger.warning("emulator: telemetry for %s dropped after %d attempts (%d records)", self.extension_name, attempt + 1, len(batch))
+                told = [e["record"] for e in batch if e.get("type") == "platform.logsDropped" and isinstance(e.get("record"), dict)]
+                lost = [e for e in batch if e.get("type") != "platform.logsDropped"]
                 with self._cv:
-                    self._dropped_records += len(batch)
-                    self._dropped_bytes += len(body)
-                for event in batch:
+                    # A logsDropped among them tells of records lost before: told again.
+                    self._dropped_records += len(lost) + sum(r.get("droppedRecords", 0) for r in told)
+                    self._dropped_bytes += len(json.dumps(lost)) + sum(r.get("droppedBytes", 0) for r in told)
+                for event in lost:
                     self._on_drop(event.get("type"))
             with self._cv:
                 self._in_flight = False
