@@ -335,6 +335,27 @@ def test_a_grpc_span_request_answered_before_the_deadline_is_waited_for_not_canc
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+SHORT_SHUTDOWN_PROBE = signals_probe({}, """
+for i in range(5):
+    signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET)))
+pipeline.close(float(sys.argv[2]))  # SHUTDOWN with little time left
+print(json.dumps({"dropped": dict(signals.dropped_by_reason)}))
+""")
+
+
+@pytest.mark.parametrize("budget_s", ["0.25", "0.6"])
+def test_a_shutdown_shorter_than_the_metrics_share_still_sends_the_spans(budget_s):
+    # GIVEN 5 spans buffered and a collector that answers at once, and SHUTDOWN with 0.25 s left
+    # (less than the 0.3 s the metrics are kept after the spans) or 0.6 s
+    with OtlpReceiver() as rx:
+        found, out = run_probe(SHORT_SHUTDOWN_PROBE, rx.endpoint, budget_s)
+        spans = len(rx.spans())
+    # THEN the spans go, none counted as dropped (before, with 0.25 s: close() gave the spans the
+    # whole budget, but the worker still kept the metrics' share and started no span request:
+    # all 5 counted shutdown_deadline, with the collector answering at once)
+    assert spans == 5 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
+
+
 LARGE_SPANS_HELD_PROBE = signals_probe({}, """
 # The collector unreachable for a while: nothing is flushed while 100 spans of 300,000
 # characters each (an exception's message quoting a payload, and its stack) come
