@@ -211,6 +211,8 @@ class SecretStore:
         for text in texts:
             with self._lock:
                 forms = self._served.pop(text, None)
+                if forms is not None:
+                    self._served_chars -= sum(map(len, forms))
             if forms is None:
                 forms = searched_forms([text])
             with self._lock:
