@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -609,34 +611,46 @@ def test_init_over_the_limit_is_retried_inside_the_invoke(tmp_path):
         assert done == [("init", "timeout"), ("invoke", "success")]
 
 
+@contextlib.contextmanager
+def telemetry_bus(subscriber: str, accepting: threading.Event) -> Iterator[tuple]:
+    """(a TelemetryBus, the batches its one subscriber's listener took): a listener on loopback
+    that answers 200 while `accepting` is set, else 500; all stopped after."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lambdawrap.devtools.emulator.telemetry import Subscription, TelemetryBus
+
+    batches: list = []
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            ok = accepting.is_set()
+            if ok:
+                batches.append(body)
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bus = TelemetryBus()
+    try:
+        sub = Subscription.parse({"schemaVersion": "2022-12-13", "types": ["function"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{server.server_address[1]}/"}})
+        bus.subscribe(subscriber, sub)
+        yield bus, batches
+    finally:
+        bus.close_all()
+        server.shutdown()
+        server.server_close()
+
+
 class TestTelemetryDelivery:
     def test_batching_and_logs_dropped_when_the_consumer_lags(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from lambdawrap.devtools.emulator.telemetry import Subscription, TelemetryBus
-
-        batches, accepting = [], threading.Event()
-
-        class Listener(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                ok = accepting.is_set()
-                if ok:
-                    batches.append(body)
-                self.send_response(200 if ok else 500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        bus = TelemetryBus()
-        try:
-            sub = Subscription.parse({"schemaVersion": "2022-12-13", "types": ["function"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{server.server_address[1]}/"}})
-            bus.subscribe("lagging", sub)
+        accepting = threading.Event()
+        with telemetry_bus("lagging", accepting) as (bus, batches):
             line = "x" * 1000
             # GIVEN a consumer that refuses everything WHEN far more than its backlog is emitted
             for _ in range(4000):
@@ -654,40 +668,10 @@ class TestTelemetryDelivery:
             assert delivered + sum(d["droppedRecords"] for d in dropped) == 4000
             assert bus.dropped_types() == {"function": sum(d["droppedRecords"] for d in dropped)}  # what the bus tells tests
             assert all(len(b) <= 1000 for b in batches)
-        finally:
-            bus.close_all()
-            server.shutdown()
-            server.server_close()
-
 
     def test_a_batch_no_retry_delivered_is_told_as_dropped_in_the_stream(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from lambdawrap.devtools.emulator.telemetry import Subscription, TelemetryBus
-
-        batches, refusing = [], threading.Event()
-        refusing.set()
-
-        class Listener(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                refuse = refusing.is_set()
-                if not refuse:
-                    batches.append(body)
-                self.send_response(500 if refuse else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        bus = TelemetryBus()
-        try:
-            sub = Subscription.parse({"schemaVersion": "2022-12-13", "types": ["function"], "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25}, "destination": {"protocol": "HTTP", "URI": f"http://sandbox:{server.server_address[1]}/"}})
-            bus.subscribe("failing", sub)
+        accepting = threading.Event()
+        with telemetry_bus("failing", accepting) as (bus, batches):
             # GIVEN a listener that fails every attempt while 4,000 lines come: more than the
             # backlog holds (some dropped as lagging, told in a logsDropped that fails too), the
             # rest in batches no retry delivers
@@ -697,7 +681,7 @@ class TestTelemetryDelivery:
             while bus.dropped_types().get("function", 0) < 4000 and time.monotonic() < deadline:
                 time.sleep(0.05)
             # WHEN it answers again, and 5 more lines come
-            refusing.clear()
+            accepting.set()
             for n in range(5):
                 bus.emit("function", "function", f"second {n}")
             bus.flush(30)
@@ -709,10 +693,6 @@ class TestTelemetryDelivery:
             told = [e["record"]["droppedRecords"] for e in events if e["type"] == "platform.logsDropped"]
             assert sum(told) == 4000 and events[0]["type"] == "platform.logsDropped", told
             assert bus.dropped_types() == {"function": 4000}
-        finally:
-            bus.close_all()
-            server.shutdown()
-            server.server_close()
 
 
 def test_out_of_memory_kills_the_runtime(tmp_path):
