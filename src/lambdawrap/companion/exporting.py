@@ -273,7 +273,7 @@ class Pipeline:
         self._completed = 0
         self._deadline = 0.0  # read live by the worker, so that SHUTDOWN can bring it forward
         self._stage = "run"  # "spans" then "final" once SHUTDOWN began (see close())
-        self._reserve_s = 0.0  # at SHUTDOWN, the time close() keeps after the spans for the metrics
+        self._metrics_share = True  # at SHUTDOWN, whether close() keeps the metrics a share of the time
         self.in_flight = 0  # spans in the export request under way
         self.logs_in_flight = 0  # log lines in export requests under way
         self._logs_settled = False  # close() has counted every line not yet exported
@@ -402,7 +402,7 @@ class Pipeline:
             reserve = 0.0
         with self._wake:
             self._stage = "spans"
-            self._reserve_s = reserve
+            self._metrics_share = reserve > 0
             self._deadline = deadline
             self._requested += 1
             spans_ticket = self._requested
@@ -504,9 +504,10 @@ class Pipeline:
             return now < self._deadline
         # Shutting down: a request that would outlast the deadline is not started, so that
         # none is left with an unknown fate (delivered? dropped?) when the process ends, and
-        # the metrics keep the share of the time close() kept them (none where the budget would
-        # not hold it: the spans then have all of it).
-        return now + 1.2 * self.latency_s + 0.02 + self._reserve_s < self._deadline
+        # the metrics keep their share of the time, as the collector's latency makes it (none
+        # where close() found the budget would not hold it: the spans then have all of it).
+        reserve = self._metrics_reserve_s() if self._metrics_share else 0.0
+        return now + 1.2 * self.latency_s + 0.02 + reserve < self._deadline
 
     def _refused(self, signal: str, sent: bool, count: int) -> str | None:
         """For a failed export of `count` items: "too_large" (the batch goes back, and the next
