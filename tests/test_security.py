@@ -128,6 +128,7 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
         big = emu.invoke(request_event(body="x" * 100_000))
         v2_url, v2_api = (emu.invoke({**json.loads((EVENTS / name).read_text()), "cookies": ["sid=" + COOKIE, "theme=dark"]}) for name in ("function-url.json", "apigw-http.json"))
         encoded = emu.invoke(request_event(body=base64.b64encode(json.dumps({"payment": {"Card_Number": CARD}}).encode()).decode(), isBase64Encoded=True))
+        form = emu.invoke(request_event(body=f"card_number={CARD}&amount=3"))
         emu.wait_idle()
     assert result.function_error is None and big.function_error is None and v2_url.function_error is None and v2_api.function_error is None
     spans = {s["attributes"]["faas.invocation_id"]: s for s in invocation_spans(rx)}
@@ -147,6 +148,8 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
     assert json.loads(json.loads(response)["body"]) == {"password": REDACTED, "api_key": REDACTED, "ok": True}
     # ... a body sent base64-encoded too (before: kept encoded, the card number in it)
     assert json.loads(json.loads(spans[encoded.request_id]["attributes"]["lambdawrap.request.payload"])["body"]) == {"payment": {"Card_Number": REDACTED}}
+    # ... and a form's pairs by key (before: kept as they came)
+    assert json.loads(spans[form.request_id]["attributes"]["lambdawrap.request.payload"])["body"] == f"card_number={REDACTED}&amount=3"
     # ... and, in payload 2.0 (HTTP APIs, function URLs), the request's and the response's
     # `cookies` lists, where their Cookie and Set-Cookie headers go (before: kept whole)
     for v2 in (v2_url, v2_api):
@@ -388,7 +391,49 @@ class TestRedaction:
         # though marked so, is kept as it came
         image = base64.b64encode(b"\x89PNG\r\n\x00").decode()
         assert json.loads(payload_text({"body": image, "isBase64Encoded": True}, self.KEYS))["body"] == image
-        assert json.loads(payload_text({"body": "token=t", "isBase64Encoded": True}, self.KEYS))["body"] == "token=t"
+        assert json.loads(payload_text({"body": "a=1", "isBase64Encoded": True}, self.KEYS))["body"] == "a=1"
+        # ... though one that is no base64 is read as any body (its form's token redacted)
+        assert json.loads(payload_text({"body": "token=t&a=1", "isBase64Encoded": True}, self.KEYS))["body"] == f"token={REDACTED}&a=1"
+
+    def test_form_bodies_are_redacted_by_key(self):
+        import base64
+
+        form = "user=u&Pass%77ord=p&token=t+t&note=a%3Db"
+        redacted = f"user=u&Pass%77ord={REDACTED}&token={REDACTED}&note=a%3Db"
+        # GIVEN form bodies (application/x-www-form-urlencoded): an HTTP request's, one sent
+        # base64-encoded, and an SQS message's (before: each kept as it came, the password in it)
+        event = {"plain": {"body": form}, "encoded": {"body": base64.b64encode(form.encode()).decode(), "isBase64Encoded": True}, "Records": [{"body": form}]}
+        out = json.loads(payload_text(event, self.KEYS))
+        # THEN each shows its pairs with the keys' values redacted, the others kept
+        assert out["plain"]["body"] == out["encoded"]["body"] == out["Records"][0]["body"] == redacted
+        # ... a base64 form with nothing to redact is kept encoded, as it came
+        clean = base64.b64encode(b"user=u&page=2").decode()
+        assert json.loads(payload_text({"body": clean, "isBase64Encoded": True}, self.KEYS))["body"] == clean
+        # ... a form longer than the output is redacted in what is kept, cut as any text
+        long_form = "token=t&" + "a=1&" * 5000 + "password=p"
+        cut = payload_text({"body": long_form}, self.KEYS, limit=200)
+        assert cut.endswith(TRUNCATED) and cut.startswith('{"body":"token=' + REDACTED + "&a=1")
+        # ... and text that is no form, or a form-like string outside a body, is kept
+        assert json.loads(payload_text({"body": "x == y, token=t"}, self.KEYS))["body"] == "x == y, token=t"
+        assert json.loads(payload_text({"note": "token=t"}, self.KEYS))["note"] == "token=t"
+
+    def test_newline_delimited_json_bodies_are_redacted_line_by_line(self):
+        # GIVEN a body of JSON documents one per line (NDJSON; before: kept as it came, since
+        # it does not parse as one document)
+        body = json.dumps({"user": "u", "token": "t"}) + "\n\n" + json.dumps([{"password": "p"}]) + "\n"
+        out = json.loads(payload_text({"body": body}, self.KEYS))["body"]
+        # THEN each line is its document, redacted inside
+        assert [json.loads(line) for line in out.split("\n")] == [{"user": "u", "token": REDACTED}, [{"password": REDACTED}]]
+
+    def test_json_that_does_not_parse_is_named_if_it_could_hold_a_key(self):
+        # GIVEN bodies that begin as JSON but do not parse (cut short by the client)
+        cut_short = '{"user": "u", "Token": "t-secret'
+        harmless = '{"user": "u", "page": 2'
+        out = json.loads(payload_text({"a": {"body": cut_short}, "b": {"body": harmless}}, self.KEYS))
+        # THEN one that names a key to redact is named, not kept (before: kept, the token in it)
+        assert out["a"]["body"] == f"<{len(cut_short)} characters of JSON that does not parse, not captured>"
+        # ... and one that names none is kept as it came
+        assert out["b"]["body"] == harmless
 
     def test_a_json_body_too_long_to_read_is_named_not_kept(self):
         import base64

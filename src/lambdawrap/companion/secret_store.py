@@ -341,17 +341,11 @@ def _served_values(key: tuple, answer: Any) -> list:
         if isinstance(binary, str):
             # A binary secret (a key, a certificate, a keystore) goes to the function as base64:
             # searched for so, and as the text it encodes, if it is text (a PEM's lines).
-            return [binary, *_decoded_text(binary)]
+            from lambdawrap.shared.base64_text import base64_text  # deferred: only binary secrets need it
+
+            text = base64_text(binary)
+            return [binary] if text is None else [binary, text]
         return [value_of(SecretSource("", key[0], key[1]), answer)]
     except (SecretsError, KeyError, TypeError, AttributeError):
         return []
 
-
-def _decoded_text(encoded: str) -> list:
-    import base64  # deferred: only binary secrets need it
-    import binascii
-
-    try:
-        return [base64.b64decode(encoded, validate=True).decode("utf-8")]
-    except (binascii.Error, ValueError):
-        return []

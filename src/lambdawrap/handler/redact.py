@@ -6,7 +6,8 @@ small one), runs none of the user's code (no repr() of their objects) and never 
 
 Redaction: the value under any key whose lowercased name is in the key set is replaced by
 "[REDACTED]", at any depth, including inside a JSON document carried as a string (an API
-Gateway `body`, also one base64-encoded) and in the `k=v&...` pairs of a raw query string. Header names Authorization,
+Gateway or SQS `body`, also one base64-encoded, also newline-delimited JSON) and in the `k=v&...`
+pairs of a raw query string or a form body. Header names Authorization,
 Cookie and Set-Cookie are always in the set, and `cookies`, where payload 2.0 (HTTP APIs,
 function URLs) puts the request's Cookie header and the response's Set-Cookie headers; in a
 query string and in an event's map of query parameters, url.query's keys (URL_QUERY_KEYS: a
@@ -142,8 +143,8 @@ class _Writer:
                 self._emit('"' + REDACTED + '"')
             elif low in _QUERY_KEYS and isinstance(item, str):
                 self._string(redact_query(item, self.query_keys))
-            elif encoded and low == "body" and isinstance(item, str) and depth < MAX_DEPTH:
-                self._base64_body(item, depth)
+            elif low == "body" and isinstance(item, str) and depth + 1 < MAX_DEPTH:
+                self._body(str.__str__(item), depth + 1, encoded)
             elif low in _PARAMETER_MAPS and isinstance(item, dict) and self.keys is not self.query_keys:
                 keys, self.keys = self.keys, self.query_keys
                 try:
@@ -154,23 +155,42 @@ class _Writer:
                 self._walk(item, depth + 1)
         self._emit("}")
 
-    def _base64_body(self, text: str, depth: int) -> None:
-        """A base64 body whose text is JSON: that JSON, redacted inside, as a string; any other
-        kept as it came; one too long to read, named (its first bytes decode as any base64's)."""
+    def _body(self, text: str, depth: int, encoded: bool) -> None:
+        """An HTTP or queue message's body: a JSON document (one per line too) redacted inside,
+        a form's `k=v&...` pairs by key, anything else as it came. One sent base64-encoded is
+        read as the text it encodes when that text has something to redact, else kept as it came
+        (an image); one too long to read, named (its first bytes decode as any base64's)."""
+        if not encoded:
+            self._plain_body(text, depth)
+            return
         if len(text) > self.limit * 6:
             self._emit(_encode_str(f"<{len(text)} characters of base64, not captured>"))
             return
-        import base64  # deferred: only for payload capture of a base64 body
-        import binascii
+        from lambdawrap.shared.base64_text import base64_text  # deferred: only for a base64 body
 
-        try:
-            decoded = base64.b64decode(str.__str__(text), validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            decoded = None
-        if decoded is not None and _may_be_json(decoded):
-            self._embedded_json(decoded, depth)
+        decoded = base64_text(text)
+        if decoded is not None and (_may_be_json(decoded) or self._form(decoded) is not None):
+            self._plain_body(decoded, depth)
         else:
-            self._walk(text, depth + 1)
+            # Text that is no base64 though marked so is read as any body.
+            self._plain_body(text, depth)
+
+    def _plain_body(self, text: str, depth: int) -> None:
+        if _may_be_json(text):
+            self._embedded_json(text, depth)
+        else:
+            self._string(self._form(text) or text)
+
+    def _form(self, text: str) -> str | None:
+        """A form body's (application/x-www-form-urlencoded) head the output can hold, its
+        pairs redacted by key; None when it redacts nothing. A name comes whole before its
+        value, so a cut never leaves a value whose name went unread."""
+        if "=" not in text:
+            return None
+        room = self.limit - self.size + 1 + secret_cuts.slack()
+        head = text[:room] if len(text) > room else text
+        redacted = redact_query(head, self.query_keys)
+        return redacted if redacted != head else None
 
     def _embedded_json(self, text: str, depth: int) -> None:
         """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string.
@@ -180,17 +200,37 @@ class _Writer:
             self._emit(_encode_str(f"<{len(text)} characters of JSON, not captured>"))
             return
         try:
-            inner = json.loads(text)
+            documents = [json.loads(text)]
         except (ValueError, RecursionError):
-            self._string(text)
+            documents = _json_lines(text)
+        if documents is None:
+            # Looks like JSON but is not (cut short, hand-written): kept unless it could hold a
+            # key to redact, which no parse can find in it.
+            low = text.lower()
+            if any(key in low for key in self.keys):
+                self._emit(_encode_str(f"<{len(text)} characters of JSON that does not parse, not captured>"))
+            else:
+                self._string(text)
             return
         writer = _Writer(self.keys, self.limit - self.size)
         try:
-            writer._walk(inner, depth + 1)
-            rendered = "".join(writer.parts)
+            for index, inner in enumerate(documents):
+                if index:
+                    writer._emit("\n")
+                writer._walk(inner, depth + 1)
         except _Full:
-            rendered = "".join(writer.parts)
-        self._string(rendered)
+            pass
+        self._string("".join(writer.parts))
+
+
+def _json_lines(text: str) -> list | None:
+    """The documents of newline-delimited JSON (one per line, blank lines between allowed);
+    None unless every line is one and there are two or more."""
+    try:
+        documents = [json.loads(line) for line in text.splitlines() if line.strip(_JSON_BLANKS)]
+    except (ValueError, RecursionError):
+        return None
+    return documents if len(documents) > 1 else None
 
 
 def _may_be_json(text: str) -> bool:
