@@ -5,6 +5,7 @@ not ours changes nothing."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -128,8 +129,36 @@ def test_counts_are_carried_even_where_no_call_fits(socket_path, monkeypatch):
     # THEN the counts come back, one per counter (before: no file was written, and every
     # count with it was lost uncounted), with what was shed counted
     dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
-    assert dropped == {"log_buffer_full": 400, "log_shutdown_deadline": 1, "shutdown_deadline": 2}, carried.counts  # the invocation and the init span
+    # The invocation, the function's span its record carried, and the init span.
+    assert dropped == {"log_buffer_full": 400, "log_shutdown_deadline": 1, "shutdown_deadline": 3}, carried.counts
     assert [c for c in carried.calls if c[0] == "dropped"] == [("dropped", ["buffer_full", 2], {})]
+
+
+def test_an_invocation_shed_counts_what_its_record_carried(socket_path, monkeypatch):
+    # GIVEN a file limit of 12 KB, and an environment that ends holding an invocation whose
+    # record carries three of the function's spans, 4 spans dropped past the limits, 2 outgoing
+    # calls whose context could not travel, and two log lines still held on it, besides 500
+    # platform reports, so that the invocation is shed
+    monkeypatch.setattr(carryover, "MAX_BYTES", 12_000)
+    calls = finished_calls()
+    (inv,) = [args[0] for name, args, _ in calls if name == "invocation"]
+    inv.end["spans"] = inv.end["spans"] * 3
+    inv.end.update(spans_dropped=4, context_not_injected=2)
+    inv.logs = [("held one", 1), ("held two", 2)]
+    report = {"type": "platform.report", "record": {"requestId": RID, "status": "success", "metrics": {"durationMs": 12.3}}}
+    calls += [("report", (report, "http"), {}) for _ in range(500)]
+    # WHEN it is saved
+    carryover.save(socket_path, [], calls)
+    carried = carryover.take(socket_path)
+    # THEN the invocation is shed with everything it carried counted: its span and the function's
+    # three (before: one, the function's spans lost uncounted), its held lines, and the counts
+    # the record carried (before: lost)
+    assert carried.request_ids == set() and [name for name, _, _ in carried.calls] == ["init_span"]
+    dropped = collections.Counter()
+    for count in carried.counts:
+        dropped[count["attributes"]["reason"]] += count["value"]
+    # (log lines: the invocation's two held and one handed over after it)
+    assert dropped == {"log_shutdown_deadline": 1 + 2, "shutdown_deadline": 1 + 3, "span_limit": 4, "context_not_injected": 2}, carried.counts
 
 
 @pytest.mark.parametrize(

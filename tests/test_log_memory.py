@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tracemalloc
 
+import pytest
+
 from lambdawrap.companion import carryover, log_buffer
 from lambdawrap.companion.correlator import Invocation
 from lambdawrap.companion.deferred import DeferredSink
@@ -167,6 +169,28 @@ def test_calls_waiting_for_the_sdk_are_bounded_by_their_size():
     assert [inv.request_id for inv in kept] == [f"r{n}" for n in range(len(kept))]
     assert 16 * 1024 * 1024 // 260_000 <= len(kept) <= 16 * 1024 * 1024 // 250_000, len(kept)
     assert dropped == {"startup_backlog": 100 - len(kept)}
+
+
+@pytest.mark.parametrize("abandoned", [False, True], ids=["waiting", "abandoned"])
+def test_an_invocation_past_the_bounds_counts_what_its_record_carried(abandoned):
+    # GIVEN no export pipeline yet (or one that failed to start), and invocations whose records
+    # carry 250 KB, two of the function's spans, 3 spans past the limits, one span too large for
+    # the record and one outgoing call whose context could not travel
+    sink = DeferredSink()
+    if abandoned:
+        sink.abandon()
+    count = 100
+    for n in range(count):
+        inv = _big_invocation(n)
+        inv.end.update(spans=[{"name": "a"}, {"name": "b"}], spans_dropped=3, spans_too_large=1, context_not_injected=1)
+        sink.invocation(inv)
+    # WHEN the calls are taken
+    kept, dropped = _kept_and_dropped(sink.take_calls())
+    # THEN each invocation past the bounds is counted with the function's spans its record
+    # carried (before: one each, those spans uncounted) and the counts it carried (before: lost)
+    over = count - len(kept)
+    assert 0 < over < count
+    assert dropped == {"startup_backlog": over * 3, "span_limit": over * 3, "record_too_large": over, "context_not_injected": over}
 
 
 def test_lines_nobody_exports_are_not_counted_when_the_pipeline_fails_to_start():

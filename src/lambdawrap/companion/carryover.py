@@ -13,10 +13,11 @@ carried: only counts.) What does not fit in the file is counted as dropped inste
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 
-from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.correlator import InitFacts, Invocation, record_lost
 
 SUFFIX = ".carryover.json"
 _WRITING = ".writing"  # the next file, beside it until it is whole
@@ -63,9 +64,8 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
         if len(data) <= MAX_BYTES:
             break
         kept = [call for call in encoded if call[0] != name]
-        shed = sum(len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1 for call in encoded if call[0] == name)
-        if shed and reason is not None:
-            all_counts.append({"name": "lambdawrap.dropped", "attributes": {"reason": reason}, "value": shed})
+        if reason is not None:
+            all_counts.extend({"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name]))
         encoded = kept
         data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
@@ -90,6 +90,23 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
     except OSError:
         _remove(written)  # a disk full: no half-file left in /tmp
         raise
+
+
+def _shed(name: str, reason: str, calls: list) -> list:
+    """(reason, count) of what shedding the encoded `calls` of `name` loses: each call, a
+    user_spans call's every span, and what an invocation carried besides its span (the
+    function's spans, its counts, its held log lines)."""
+    lost = [(reason, len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1) for call in calls]
+    for call in calls if name == "invocation" else ():
+        fields = call[1][0].get("data") if isinstance(call[1][0], dict) else None
+        if isinstance(fields, dict):
+            lost.extend(record_lost(fields.get("end"), reason))
+            if isinstance(fields.get("logs"), list) and fields["logs"]:
+                lost.append(("log_shutdown_deadline", len(fields["logs"])))
+    totals: collections.Counter = collections.Counter()
+    for label, count in lost:
+        totals[label] += count
+    return [(label, count) for label, count in totals.items() if count]
 
 
 def take(socket_path: str) -> Carried:

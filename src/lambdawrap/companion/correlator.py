@@ -1259,14 +1259,29 @@ def record_extras(sink: Sink, end: dict) -> None:
     """What an invocation's record carries besides its facts, to `sink`: the spans made during
     it, and what could not go with them."""
     sink.user_spans(end.get("spans") or [])
-    for reason, field in (("span_limit", "spans_dropped"), ("record_too_large", "spans_too_large")):
+    for reason, count in _record_counts(end):
+        sink.dropped(reason, count)
+
+
+def _record_counts(end: dict) -> list:
+    # Spans past the limits or the record's size, and outgoing calls whose trace context could
+    # not travel (the consumer starts a trace).
+    found = []
+    for reason, field in (("span_limit", "spans_dropped"), ("record_too_large", "spans_too_large"), ("context_not_injected", "context_not_injected")):
         count = records.count(end.get(field))
         if count:
-            sink.dropped(reason, count)
-    not_injected = records.count(end.get("context_not_injected"))
-    if not_injected:
-        # Outgoing calls whose trace context could not travel (the consumer starts a trace).
-        sink.dropped("context_not_injected", not_injected)
+            found.append((reason, count))
+    return found
+
+
+def record_lost(end: Any, reason: str) -> list:
+    """(reason, count) of what an invocation's record `end` carries that is lost with it when
+    the invocation is dropped under `reason` before its span is made: the function's spans, lost
+    for the same reason, and the counts the record carried, which count still."""
+    if not isinstance(end, dict):
+        return []
+    spans = end.get("spans")
+    return ([(reason, len(spans))] if isinstance(spans, list) and spans else []) + _record_counts(end)
 
 
 def _unreported_outcome(inv: Invocation, reason: str) -> dict:

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from lambdawrap.companion import carryover
-from lambdawrap.companion.correlator import InitFacts, Invocation
+from lambdawrap.companion.correlator import InitFacts, Invocation, record_lost
 from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES, utf8_size
 from lambdawrap.shared.log import get_logger
 
@@ -110,7 +110,7 @@ class DeferredSink:
                 if call[0] in _COUNTING or self._fits_call(*call):
                     kept.append(call)
                 else:
-                    self.overflow += 1
+                    self._overflowed(call[0], call[1])
             self._calls = kept
 
     def take_calls(self) -> list:
@@ -182,6 +182,17 @@ class DeferredSink:
         self._full = True
         return False
 
+    def _overflowed(self, name: str, args: tuple) -> None:
+        """Count a call that does not fit (`startup_backlog`), with what an invocation's record
+        carried: the function's spans, lost with it, and its counts."""
+        self.overflow += 1
+        if name == "invocation" and args and isinstance(args[0], Invocation):
+            for reason, count in record_lost(args[0].end, "startup_backlog"):
+                if reason == "startup_backlog":
+                    self.overflow += count
+                else:
+                    self._counted[("dropped", reason)] += count
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -195,7 +206,7 @@ class DeferredSink:
                     elif (len(self._calls) < MAX_DEFERRED_CALLS) if name in _COUNTING else self._fits_call(name, args, kwargs):
                         self._calls.append((name, args, kwargs))
                     else:
-                        self.overflow += 1
+                        self._overflowed(name, args)
                         # Counted, never to be made: the correlator need not keep what the
                         # record said for it (an invocation's: up to 256 KB, 2,048 kept).
                         return True
