@@ -48,6 +48,12 @@ def record(rid: str, error: dict | None = None, spans: list = (), http_status: i
     return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": end}
 
 
+def user_span(name: str, span_id: str = "1" * 16) -> dict:
+    """A span of the function's, as its record carries it, under record()'s invocation span."""
+    now = time.time_ns()
+    return {"name": name, "trace_id": "0" * 31 + "1", "span_id": span_id, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}
+
+
 def platform_done(correlator: Correlator, rid: str, status: str = "success") -> None:
     correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": rid, "status": status}}])
 
@@ -220,8 +226,7 @@ def test_a_record_that_comes_after_its_grace_still_brings_its_spans_and_counts()
     correlator.finish_overdue(time.monotonic() + RECORD_GRACE_S + 1)
     assert signals.dropped_by_reason == {"record_missing": 1}
     # WHEN the record comes, with a span of the function's and four it could not keep
-    now = time.time_ns()
-    late = record("X", spans=[{"name": "orders.lookup", "trace_id": "0" * 31 + "1", "span_id": "1" * 16, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}])
+    late = record("X", spans=[user_span("orders.lookup")])
     late["end"]["spans_dropped"] = 4
     correlator.on_record(late)
     # THEN the invocation stays counted once, and what its record carried is exported or
@@ -687,8 +692,7 @@ def test_on_managed_instances_the_late_record_of_a_request_forgotten_since_makes
         correlator.on_telemetry([platform_report(f"R{n}")])
     assert len(invocation_spans(signals)) == 11
     # WHEN the timed-out handler's record comes at last, with a span of the function's own
-    now = time.time_ns()
-    late = record("X", spans=[{"name": "after the timeout", "trace_id": "0" * 31 + "1", "span_id": "1" * 16, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}])
+    late = record("X", spans=[user_span("after the timeout")])
     late["end"]["remaining_ms"] = 0
     correlator.on_record(late)
     correlator.finish_overdue(time.monotonic() + 600)
@@ -797,3 +801,28 @@ def test_an_init_whose_start_was_lost_is_still_its_span():
     # ... ending when its report says, its duration long (before the companion's start was its
     # start: after registration and imports, late)
     assert init.end_time == (int(reported) * 1_000_000_000 + 250_000_000) and init.end_time - init.start_time == 180_000_000
+
+
+def test_on_managed_instances_a_timed_out_attempt_s_late_record_is_not_taken_for_its_retry_s(monkeypatch):
+    # GIVEN on Managed Instances a request that timed out, its span made from its in-flight
+    # slot, and its handler running on (hung on a call), then retried on another worker
+    correlator, signals = environment(managed_instances=True)
+    first = record("R", error={"type": "TimeoutError", "message": "socket hung", "stack": ""}, spans=[user_span("late-call")])
+    first["start"]["span_id"] = "1" * 16
+    monkeypatch.setattr(correlator, "_inflight_start", lambda rid: dict(first["start"]))
+    correlator.on_telemetry([platform_start("R"), platform_report("R", "timeout"), platform_start("R")])
+    # WHEN the first attempt's record comes at last, then the retry's record and report
+    retry = record("R", spans=[user_span("retry-call", "4" * 16)])
+    retry["start"]["span_id"] = "3" * 16
+    correlator.on_record(first)
+    correlator.on_record(retry)
+    correlator.on_telemetry([platform_report("R")])
+    # THEN the first attempt stays its timed-out span, and the retry is its own span, ending
+    # as it did, with its function's span (before: the late record was taken for the retry's,
+    # which became a second span of the first attempt's ids, ended in error, and the retry's
+    # own record was dropped as a duplicate, its spans uncounted)
+    spans = signals.spans.take(1000)
+    made = [(format(s.context.span_id, "016x"), s.status.status_code) for s in spans if "faas.invocation_id" in s.attributes]
+    assert made == [("1" * 16, StatusCode.ERROR), ("3" * 16, StatusCode.UNSET)]
+    # ... and what the late record carried still counts: its function's span goes too
+    assert sorted(s.name for s in spans if "faas.invocation_id" not in s.attributes) == ["late-call", "retry-call"]

@@ -457,6 +457,12 @@ class Correlator:
             self._superseded[rid] = old
             while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
                 del self._superseded[next(iter(self._superseded))]
+        elif old.end is None and old.start is not None and old.start.get("span_id") is not None:
+            # Its record may still come (on Managed Instances a timed-out handler runs on):
+            # known by its span, it is not the retry's, which would take its verdict.
+            self._retried_span_ids[rid] = old.start["span_id"]
+            while len(self._retried_span_ids) > KEEP_FINISHED:
+                self._retried_span_ids.popitem(last=False)
         inv = self._open[rid] = self._early_attempts.pop(rid, None) or Invocation(rid)
         return inv
 
