@@ -444,13 +444,15 @@ def test_an_init_span_is_a_cold_start_only_where_a_caller_waited_for_it():
 
     builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
 
-    def init_cold(initialization_type: str, parent_said: bool | None, environment_cold: bool = True) -> bool:
-        init = InitFacts(start_ns=time.time_ns())
+    def init_cold(initialization_type: str, parent_said: bool | None, environment_cold: bool = True, phase: str = "init") -> bool:
+        init = InitFacts(start_ns=time.time_ns(), phase=phase)
         init.initialization_type = initialization_type
         parent = None
         if parent_said is not None:
             parent = Invocation("P")
-            parent.start = dict(record("P")["start"], cold_start=parent_said)
+            # What the function's process says of its first call: not cold for a proactive init,
+            # nor for one of provisioned concurrency.
+            parent.start = dict(record("P")["start"], cold_start=parent_said, proactive_init=not parent_said and initialization_type == "on-demand")
             parent.environment_cold = environment_cold
         return builder.init(init, parent).attributes["faas.coldstart"]
 
@@ -459,6 +461,11 @@ def test_an_init_span_is_a_cold_start_only_where_a_caller_waited_for_it():
     # first invocation's span says (before: all true)
     cases = [init_cold("on-demand", True), init_cold("on-demand", False), init_cold("on-demand", True, environment_cold=False), init_cold("provisioned-concurrency", None), init_cold("on-demand", None)]
     assert cases == [True, False, False, False, True]
+    # ... and an init of provisioned concurrency that ran in its caller's invoke phase (after a
+    # reset), which the caller waited for, is a cold start, whether it failed or its invocation
+    # came (before: never, as the function's process takes a provisioned environment for warm)
+    assert [init_cold("provisioned-concurrency", None, phase="invoke"), init_cold("provisioned-concurrency", False, phase="invoke")] == [True, True]
+    assert init_cold("provisioned-concurrency", False, environment_cold=False) is False
 
 
 def test_an_init_that_ran_out_of_time_is_not_described_by_an_error_it_logged_before():
@@ -826,3 +833,23 @@ def test_on_managed_instances_a_timed_out_attempt_s_late_record_is_not_taken_for
     assert made == [("1" * 16, StatusCode.ERROR), ("3" * 16, StatusCode.UNSET)]
     # ... and what the late record carried still counts: its function's span goes too
     assert sorted(s.name for s in spans if "faas.invocation_id" not in s.attributes) == ["late-call", "retry-call"]
+
+
+@pytest.mark.parametrize("phase, cold", [("invoke", True), ("init", False)])
+def test_a_provisioned_environment_s_init_its_caller_waited_for_is_a_cold_start(phase, cold):
+    # GIVEN an environment of provisioned concurrency whose init ran in its own phase, or in its
+    # first caller's invoke phase (after a reset: a timeout, a crash), and the function's
+    # process, which takes a provisioned environment's first call for warm
+    correlator, signals = environment()
+    correlator.on_telemetry([
+        {"time": stamp(), "type": "platform.initStart", "record": {"initializationType": "provisioned-concurrency", "phase": phase}},
+        {"time": stamp(), "type": "platform.initRuntimeDone", "record": {"status": "success"}},
+        {"time": stamp(), "type": "platform.initReport", "record": {"metrics": {"durationMs": 250.0}}},
+    ])
+    invoke(correlator, "W")
+    correlator.on_record(record("W"))
+    platform_done(correlator, "W")
+    # THEN the invocation and its init are a cold start only where the caller waited for the
+    # init (before: never, for provisioned concurrency)
+    spans = signals.spans.take(100)
+    assert sorted((s.name, s.attributes["faas.coldstart"]) for s in spans) == [("orders", cold), ("orders init", cold)]

@@ -933,7 +933,11 @@ class Correlator:
         proactive_init_ms after init ended. The function's process tells it better from its
         first call of the handler (span_building.cold_start), but an invocation that never
         reached the handler (an event the runtime could not decode, a handler that is not
-        callable) is the cold start all the same, and the handler's first call then is not."""
+        callable) is the cold start all the same, and the handler's first call then is not.
+        An init in the invoke phase (after a reset, or one that failed in its own phase) is one
+        the caller waited for, whatever the environment's kind."""
+        if self.init.phase == "invoke":
+            return True
         if self.init.initialization_type == "provisioned-concurrency":
             return False
         if self.init.initialization_type == SNAP_START:

@@ -172,11 +172,15 @@ def cold_start(inv: Invocation) -> bool:
     """Whether the invocation was a cold start: the function's process says so of its first
     call of the handler (which tells a proactive init by the module's load time); the companion
     knows which INVOKE was the environment's first, handler called or not (environment_cold:
-    None where it cannot tell, on Managed Instances)."""
-    said = bool((inv.start or {}).get("cold_start"))
+    None where it cannot tell, on Managed Instances), and which init its caller waited for: the
+    function's process takes a provisioned environment's first call for warm, also after a
+    reset, when the init ran in the caller's invoke phase. Not a proactive init, which the
+    function's process tells by the handler's first call."""
+    start = inv.start or {}
+    said = bool(start.get("cold_start"))
     if inv.environment_cold is None:
         return said
-    return inv.environment_cold and (said or inv.start is None)
+    return inv.environment_cold and (said or inv.start is None or not start.get("proactive_init"))
 
 
 class SpanBuilder:
@@ -357,7 +361,7 @@ class SpanBuilder:
         if parent is not None:
             cold = cold_start(parent)
         else:
-            cold = init.cold if init.cold is not None else init.initialization_type != "provisioned-concurrency"
+            cold = init.cold if init.cold is not None else init.phase == "invoke" or init.initialization_type != "provisioned-concurrency"
         attrs: dict = {"faas.coldstart": cold, "lambdawrap.init.phase": init.phase}
         events: list = []
         if parent is not None:
