@@ -853,3 +853,20 @@ def test_a_provisioned_environment_s_init_its_caller_waited_for_is_a_cold_start(
     # init (before: never, for provisioned concurrency)
     spans = signals.spans.take(100)
     assert sorted((s.name, s.attributes["faas.coldstart"]) for s in spans) == [("orders", cold), ("orders init", cold)]
+
+
+def test_on_managed_instances_a_request_told_by_its_report_alone_ends_when_the_report_says():
+    # GIVEN on Managed Instances a request whose start was lost with its batch, and whose
+    # report, stamped 5 s ago, says it ran out its 3 s
+    correlator, signals = environment(managed_instances=True)
+    reported_s = int(time.time()) - 5
+    correlator.on_telemetry([
+        {"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 3, "droppedBytes": 900}},
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(reported_s)), "type": "platform.report", "record": {"requestId": "L", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}}},
+    ])
+    # THEN its span runs the 3 s up to the report's time (before: from when the companion read
+    # the report, ending 3 s after it, in the future)
+    (span,) = invocation_spans(signals)
+    assert (span.start_time, span.end_time) == ((reported_s - 3) * 10**9, reported_s * 10**9)
+    # ... and, no start having named the function, it has no ARN attributes (before: "")
+    assert "aws.lambda.invoked_arn" not in span.attributes and "cloud.resource_id" not in span.attributes

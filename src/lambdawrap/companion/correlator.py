@@ -709,8 +709,14 @@ class Correlator:
                 inv.unheard = False  # a start, late or lost, comes before its report
                 if self._managed_instances and inv.invoke_event is None:
                     # Its start was lost with its batch (a platform that drops what a lagging
-                    # subscriber has not taken): the report announces it as well.
+                    # subscriber has not taken): the report announces it as well, and tells
+                    # when it began: its time (the response's, on Managed Instances) less its
+                    # duration, not when the companion read it.
                     self._announce(inv, record)
+                    reported_ns, metrics = parse_time_ns(event.get("time")), record.get("metrics")
+                    duration_ms = platform_duration_ms(metrics.get("durationMs")) if isinstance(metrics, dict) else None
+                    if reported_ns is not None and duration_ms is not None:
+                        inv.invoked_at_ns = reported_ns - int(duration_ms * 1e6)
                 # Billed duration and memory are the platform's, once per invocation it
                 # announced: not a delivery it retried, nor a report for an id never invoked.
                 if not measured and inv.invoke_event is not None:

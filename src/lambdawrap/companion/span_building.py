@@ -229,13 +229,15 @@ class SpanBuilder:
             {
                 "faas.invocation_id": inv.request_id,
                 "faas.coldstart": cold_start(inv),
-                # The version that ran is a resource attribute (faas.version); the invoked ARN
-                # may name an alias instead.
-                "cloud.resource_id": _remembered(self._resource_ids, invoked_arn, self._resource_id_of),
-                "aws.lambda.invoked_arn": invoked_arn,
                 "lambdawrap.trigger": trigger,
             }
         )
+        if invoked_arn:
+            # The version that ran is a resource attribute (faas.version); the invoked ARN may
+            # name an alias instead. None known (on Managed Instances, a request told of by its
+            # report alone, before any start named the function): left out, not "".
+            attrs["cloud.resource_id"] = _remembered(self._resource_ids, invoked_arn, self._resource_id_of)
+            attrs["aws.lambda.invoked_arn"] = invoked_arn
         attrs.setdefault("faas.trigger", "other")
         if start.get("proactive_init"):
             attrs["lambdawrap.proactive_init"] = True
