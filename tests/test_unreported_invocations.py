@@ -483,6 +483,9 @@ def test_an_init_that_ran_out_of_time_is_not_described_by_an_error_it_logged_bef
     (init,) = [span for span in signals.spans.take(100) if span.name.endswith(" init")]
     assert init.status.status_code == StatusCode.ERROR and "ConnectionError" not in (init.status.description or ""), init.status
     assert "cache unreachable" not in str([dict(event.attributes) for event in init.events])
+    # ... named, where the platform names no error, as a timed-out invocation is (before:
+    # "timeout", unlike the invocation's Sandbox.Timedout)
+    assert init.attributes["error.type"] == "Sandbox.Timedout" == dict(init.events[0].attributes)["exception.type"]
 
 
 def made_from_its_record_alone(rid: str) -> tuple:

@@ -378,7 +378,9 @@ class SpanBuilder:
                 return None
         status = _UNSET
         if init.failed:
-            error = init.error or {"type": init.error_type or init.status, "message": "", "stack": ""}
+            # Where the platform names no error, it is named as an invocation's is (a timeout:
+            # Sandbox.Timedout, not "timeout").
+            error = init.error or {"type": platform_failure({"status": init.status, "errorType": init.error_type})[0], "message": "", "stack": ""}
             error_type = init.error_type if init.error_type not in _UNNAMED_ERRORS else error.get("type")
             attrs["error.type"] = str(error_type)
             status = Status(StatusCode.ERROR, _described(error))
