@@ -1335,3 +1335,52 @@ def test_the_boot_s_settings_warnings_keep_to_the_function_s_log_level(tmp_path,
     # was set, and a LAMBDAWRAP_LOG_LEVEL that named no level set it to warning)
     assert out.returncode == 0, out.stderr
     assert ("ignoring LAMBDAWRAP_FLUSH='bogus'" in out.stderr) is warned, out.stderr
+
+
+def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_never_lost(tmp_path, listener, sock_path):
+    server, received = listener
+    # GIVEN a handler whose worker thread (in the invocation's trace) ends spans in a loop while
+    # the handler returns and its record is made, 300 invocations over, switching threads as
+    # often as the interpreter can
+    (tmp_path / "racing.py").write_text(textwrap.dedent("""
+        import threading, time
+        from opentelemetry import context, trace
+
+        tracer = trace.get_tracer("race")
+        ended, stop, threads = [0], threading.Event(), []
+
+        def worker(ctx):
+            context.attach(ctx)
+            while not stop.is_set():
+                tracer.start_span("w").end()
+                ended[0] += 1
+
+        def handler(event, ctx):
+            stop.clear()
+            threads.append(threading.Thread(target=worker, args=(context.get_current(),)))
+            threads[-1].start()
+            time.sleep(0.0005)
+            return "ok"
+        """))
+    count_file = tmp_path / "ended"
+    run_booted(tmp_path, sock_path, "unused", f"""
+        sys.setswitchinterval(1e-6)
+        import racing
+        handler = looked_up("racing.handler")
+        for n in range(300):
+            handler({{}}, types.SimpleNamespace(aws_request_id=f"r{{n}}", invoked_function_arn="arn:x"))
+            racing.stop.set()
+            racing.threads.pop().join()
+        open({str(count_file)!r}, "w").write(str(racing.ended[0]))
+        """, LAMBDAWRAP_MAX_SPANS_PER_INVOCATION="100000")
+    ended = int(count_file.read_text())
+
+    def accounted() -> int:
+        in_records = sum(len(r["end"].get("spans") or []) + (r["end"].get("spans_dropped") or 0) for r in received if r.get("type") == "invocation")
+        return in_records + sum(len(r.get("spans") or []) for r in received if r.get("type") == "spans")
+
+    wait_for(lambda: sum(1 for r in received if r.get("type") == "invocation") == 300, what="300 records")
+    # THEN every span ended is in an invocation's record or went alone (before: a span appended
+    # to a record already sent was lost, uncounted: a few in each run)
+    wait_for(lambda: accounted() >= ended, what=f"{ended} spans")
+    assert accounted() == ended

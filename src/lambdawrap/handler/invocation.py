@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from _thread import get_ident
+from _thread import allocate_lock, get_ident
 
 from lambdawrap.handler import secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
@@ -103,6 +103,10 @@ def drop_own_frame(exc: BaseException) -> None:
         tb = following
 
 _active: list = []  # the invocation under way in this process (at most one)
+# Spans other threads end while the invocation's record is made: each either rides with the
+# record or, made after it, goes alone, never appended to a list already sent. One lock for the
+# process: one invocation at a time runs in it.
+_spans_lock = [allocate_lock()]
 # Outgoing calls that could not carry the trace context (a full message, a client context too
 # large): reported with the next invocation record (`end.context_not_injected`).
 _context_not_injected: list = [0]
@@ -120,9 +124,7 @@ def deliver_span(channel: Channel, span: dict, invocation: "Invocation | None" =
     connection)."""
     if invocation is None:
         invocation = active_invocation()
-    if invocation is not None and span["trace_id"] == invocation.trace_hex and invocation.pid == own_pid():
-        invocation.add_span(span)
-    else:
+    if invocation is None or span["trace_id"] != invocation.trace_hex or invocation.pid != own_pid() or not invocation.add_span(span):
         channel.send(records.spans([span]))
 
 
@@ -149,7 +151,7 @@ class Invocation:
         self.beside: tuple | None = None
         self._w3c: tuple | None = None
         self.otel_token: Any = None
-        self.spans: list = []
+        self.spans: list | None = []  # None once the record took them (take_spans)
         self.spans_dropped = 0
         self.max_spans = max_spans
         # Calls answered whose own end may never come (see `unfinished_calls`), by id.
@@ -189,12 +191,24 @@ class Invocation:
             self.unfinished = {}
         return self.unfinished
 
-    def add_span(self, span: dict) -> None:
-        """A span made during this invocation: it travels with the invocation's record."""
-        if len(self.spans) < self.max_spans:
-            self.spans.append(span)
-        else:
-            self.spans_dropped += 1
+    def add_span(self, span: dict) -> bool:
+        """A span made during this invocation: it travels with the invocation's record. False
+        once that record is made (a thread of the function's ending a span as the handler
+        returns): the span is then to go alone."""
+        with _spans_lock[0]:
+            if self.spans is None:
+                return False
+            if len(self.spans) < self.max_spans:
+                self.spans.append(span)
+            else:
+                self.spans_dropped += 1
+            return True
+
+    def take_spans(self) -> tuple:
+        """(spans, spans dropped past the limit) for the record; later spans go alone."""
+        with _spans_lock[0]:
+            spans, self.spans = self.spans, None
+            return spans or [], self.spans_dropped
 
 
 class InvocationTracer:
@@ -234,6 +248,7 @@ class InvocationTracer:
             os.register_at_fork(after_in_child=self._after_fork, after_in_parent=self._after_fork_in_parent)
 
     def _after_fork(self) -> None:
+        _spans_lock[0] = allocate_lock()  # one a thread held at the fork stays held in the child
         self._invocations = 0
         self._posting_thread = None
         self._held = None
@@ -439,10 +454,11 @@ class InvocationTracer:
         if later is not None and not hold:
             _finish(end, later)
             later = None
-        if state.spans:
-            end["spans"] = state.spans
-        if state.spans_dropped:
-            end["spans_dropped"] = state.spans_dropped
+        spans, spans_dropped = state.take_spans()
+        if spans:
+            end["spans"] = spans
+        if spans_dropped:
+            end["spans_dropped"] = spans_dropped
         if self.settings.managed_instances:
             # There the record goes before the runtime serializes and posts the response, which
             # may yet fail: the companion awaits the platform's word until the deadline.
