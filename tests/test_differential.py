@@ -144,7 +144,7 @@ OWN_LIBRARIES = [
     # failed to import, and nothing was exported.
     Group("own protobuf's implementation chosen - protobuf_implementation", "diff", env={"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "cpp"}, scenarios=[do("echo", "echo"), do("raise", "raise")]),
     Group("OpenTelemetry API without an SDK", "otel_sdk", scenarios=[do("spans", "echo")], user_spans=("orders.lookup", "db.query")),
-    Group("OpenTelemetry API, odd values - bridge_never_raises", "otel_api", scenarios=[do("spans", "echo"), do("again", "echo")], user_spans=("checkout.total", "decorated.step")),
+    Group("OpenTelemetry API, odd values - bridge_never_raises", "otel_api", scenarios=[do("spans", "echo"), do("again", "echo")], user_spans=("checkout.total", "decorated.step", "used.step")),
     Group(
         "Powertools",
         "powertools",

@@ -529,10 +529,16 @@ def test_user_spans_follow_the_sdks_rules(tmp_path):
                     raise KeyError("k")
             except KeyError:
                 pass
+            for name, flags in (("used", {}), ("used quietly", {"record_exception": False, "set_status_on_exception": False})):
+                try:
+                    with trace.use_span(tracer.start_span(name), end_on_exit=True, **flags):
+                        raise ValueError("u")
+                except ValueError:
+                    pass
             return {"ok": True}
         """,
     )
-    names = ("consume", "chatty", "ok then raise", "error then unset", "plain")
+    names = ("consume", "chatty", "ok then raise", "error then unset", "plain", "used", "used quietly")
     with instrumented(task) as (emu, rx):
         assert emu.invoke({}).json() == {"ok": True}
         spans = {s["name"]: s for s in rx.wait_for_spans(lambda s: s["name"] in names, count=len(names))}
@@ -549,6 +555,11 @@ def test_user_spans_follow_the_sdks_rules(tmp_path):
     plain = spans["plain"]
     assert plain["status_code"] == 2 and plain["status_message"] == "KeyError: 'k'"
     assert [(e["name"], e["attributes"]["exception.type"], e["attributes"]["exception.escaped"]) for e in plain["events"]] == [("exception", "KeyError", "True")]
+    # ... and the API's use_span records what escapes it as it says, as with the SDK's spans
+    used, quiet = spans["used"], spans["used quietly"]
+    assert used["status_code"] == 2 and used["status_message"] == "ValueError: u"
+    assert [(e["name"], e["attributes"]["exception.type"], e["attributes"]["exception.escaped"]) for e in used["events"]] == [("exception", "ValueError", "False")]
+    assert quiet["status_code"] == 0 and quiet["events"] == []
 
 
 ATTRIBUTE_BATTERY = """

@@ -253,14 +253,15 @@ class _Span(trace.Span):
         self.end()
 
     @_guarded
-    def _escaped(self, error: Any, escaped: bool = True) -> None:
-        # escaped=False where the API's use_span would have recorded it (start_as_current_span).
+    def _escaped(self, error: Any, escaped: bool = True, record: Optional[bool] = None, set_status: Optional[bool] = None) -> None:
+        # escaped=False where the API's use_span would have recorded it (start_as_current_span,
+        # use_span), which says whether to `record` and `set_status` (else the span's start did).
         if not isinstance(error, BaseException) or self._ended:
             return
         described = describe_exception(error)
-        if self._record_exception:
+        if self._record_exception if record is None else record:
             self._record(described, escaped=escaped)
-        if self._set_status_on_exception:
+        if self._set_status_on_exception if set_status is None else set_status:
             self.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {described['message']}"))
 
     @_guarded
@@ -323,20 +324,44 @@ class _Tracer(trace.Tracer):
     @_context_manager
     def start_as_current_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None, links: Any = None, start_time: Optional[int] = None, record_exception: bool = True, set_status_on_exception: bool = True, end_on_exit: bool = True) -> Iterator[trace.Span]:
         span = self.start_span(name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception)
-        # As the API's use_span, but the escaping exception recorded by the span, guarded: the
-        # API's formats the exception's text itself, and one whose __str__ raises would leave
-        # the user's block as that error, not its own (its no-op tracer formats nothing).
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        except Exception as error:  # as the API's: not a BaseException (GeneratorExit, say)
-            if isinstance(span, _Span):
-                span._escaped(error, escaped=False)
-            raise
-        finally:
-            otel_context.detach(token)
-            if end_on_exit:
-                span.end()
+        with _using(span, end_on_exit) as used:
+            yield used
+
+
+@_context_manager
+def _using(span: trace.Span, end_on_exit: bool = False, record_exception: Optional[bool] = None, set_status_on_exception: Optional[bool] = None) -> Iterator[trace.Span]:
+    """As the API's use_span, but the escaping exception recorded by the span, guarded: the
+    API's formats the exception's text itself, and one whose __str__ raises would leave the
+    user's block as that error, not its own (its no-op tracer formats nothing)."""
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    except Exception as error:  # as the API's: not a BaseException (GeneratorExit, say)
+        if isinstance(span, _Span):
+            span._escaped(error, escaped=False, record=record_exception, set_status=set_status_on_exception)
+        raise
+    finally:
+        otel_context.detach(token)
+        if end_on_exit:
+            span.end()
+
+
+def _patch_use_span(function_wrapper: Any) -> None:
+    """The API's use_span, given a span of ours, records an escaping exception as _using does;
+    any other span (the user's provider's) goes to the API's own."""
+    use_span = getattr(trace, "use_span", None)
+    if use_span is None or getattr(use_span, "_self_lambdawrap", False):
+        return
+
+    def ours(span: trace.Span, end_on_exit: bool = False, record_exception: bool = True, set_status_on_exception: bool = True) -> Any:
+        return _using(span, end_on_exit, record_exception, set_status_on_exception)
+
+    def choose(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        span = args[0] if args else kwargs.get("span")
+        return (ours if isinstance(span, _Span) else wrapped)(*args, **kwargs)
+
+    trace.use_span = function_wrapper(use_span, choose)
+    trace.use_span._self_lambdawrap = True
 
 
 def _active_invocation_span() -> Optional[SpanContext]:
@@ -368,6 +393,7 @@ class UserSpans:
         self._tracers: dict = {}
         self._context_loads: Optional[bool] = None  # known when first needed
         self._patch_proxy_tracer(function_wrapper)
+        _patch_use_span(function_wrapper)
 
     def context_loads(self) -> bool:
         """Whether the API's runtime context works. An API before 1.30 has no fallback when the

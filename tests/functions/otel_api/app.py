@@ -27,4 +27,11 @@ def handler(event, context):
     @tracer.start_as_current_span("decorated.step")
     def step():
         return 7
-    return {"total": 9.5, "step": step()}
+    # The API's use_span formats an escaping exception's text for a recording span: one whose
+    # __str__ raises must reach the function as itself, as it does without a recording span.
+    try:
+        with trace.use_span(tracer.start_span("used.step"), end_on_exit=True):
+            raise BadError()
+    except Exception as exc:  # noqa: BLE001 - what the function sees is the point
+        seen = type(exc).__name__
+    return {"total": 9.5, "step": step(), "use_span raised": seen}
