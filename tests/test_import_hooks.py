@@ -282,3 +282,63 @@ def test_a_module_an_old_load_module_loader_serves_is_imported_as_it_is(tmp_path
     # loader without telling the spec it is done: the hooks cannot run, and the module is not
     # instrumented)
     assert out == {"origin": "vendored", "spec": True}
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_another_thread_importing_the_module_waits_for_its_hooks(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import threading, time
+        started = threading.Event()
+
+        def hook(module):
+            started.set()
+            time.sleep(0.3)  # an instrumentation's first patch, which takes a moment
+            module.PATCHED = True
+
+        register("app", hook)
+
+        def other():
+            started.wait(30)
+            import app
+            out["other thread saw"] = app.PATCHED
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        import app
+        thread.join(30)
+        """,
+        {"app": "PATCHED = False\n"},
+    )
+    # A thread importing the module while its hooks run gets it once they have run, as with
+    # wrapt's hooks (before: at once, unpatched, its calls untraced)
+    assert out["other thread saw"] is True
+
+
+@pytest.mark.parametrize("kind", ["ours", "none"])
+def test_a_finder_ahead_of_ours_is_asked_once_per_import(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        register("app", lambda module: None)
+
+        class Counting:
+            asked = 0
+
+            def find_spec(self, name, path=None, target=None):
+                if name == "app":
+                    Counting.asked += 1
+                return None
+
+        sys.meta_path.insert(0, Counting())
+        import app
+        out["asked"] = Counting.asked
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    # A finder of the function's that answers None is asked once, as without hooks (before:
+    # twice, by importlib and again by ours)
+    assert out["asked"] == 1

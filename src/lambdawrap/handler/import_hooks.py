@@ -7,8 +7,10 @@ error payload with the layer than without. Here the finder hands importlib the r
 the real spec, changed in one way: the spec's class gains an `_initializing` property. importlib
 sets `spec._initializing = True` before it runs the module and `False` in a `finally` once it is
 done (CPython 3.4 to 3.13, `importlib._bootstrap._load_unlocked`); when it turns False with the
-module in sys.modules, the hooks run. The module's own code runs in importlib's frames only, and
-the spec's class is given back before the hooks run.
+module in sys.modules, the hooks run, the spec still saying it is initializing (so another thread
+importing the module waits for them on its lock, as it would for wrapt's), then it says it is
+done. The module's own code runs in importlib's frames only, and the spec's class is given back
+before the hooks run.
 
 tests/test_import_hooks.py holds this to wrapt's `register_post_import_hook` behaviour.
 """
@@ -98,8 +100,12 @@ class _Finder:
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
         if fullname not in _hooks:
             return None  # every other import: one dict lookup
-        for finder in list(sys.meta_path):
-            if finder is self or isinstance(finder, _Finder):
+        finders = list(sys.meta_path)
+        # Those ahead of this one have answered None already: asked again, a finder that
+        # counts or logs what it is asked would see each watched import twice.
+        after = finders[finders.index(self) + 1 :] if self in finders else finders
+        for finder in after:
+            if isinstance(finder, _Finder):
                 continue
             find_spec = getattr(finder, "find_spec", None)
             if find_spec is not None:
@@ -148,11 +154,17 @@ def _get_initializing(spec: object) -> bool:
 
 
 def _set_initializing(spec: object, value: bool) -> None:
-    spec.__dict__["_initializing"] = value
     if value:
+        spec.__dict__["_initializing"] = True
         return
     # importlib is done with the module, loaded or failed: the spec becomes what it was.
     spec.__class__ = spec.__dict__.pop("_lambdawrap_class", type(spec).__mro__[1])
-    module = sys.modules.get(spec.name)
-    if module is not None and _attribute(module, "__spec__", None) is spec:
-        _loaded(spec.name, module)
+    try:
+        module = sys.modules.get(spec.name)
+        if module is not None and _attribute(module, "__spec__", None) is spec:
+            # Still initializing while the hooks run, as wrapt's run inside the module's load:
+            # another thread importing it waits on its lock (this thread holds it) until they
+            # are done, rather than taking the module unpatched.
+            _loaded(spec.name, module)
+    finally:
+        spec.__dict__["_initializing"] = False
