@@ -1553,6 +1553,22 @@ def test_proactive_init_and_provisioned_concurrency_are_not_cold_starts(task):
         assert span["attributes"]["faas.coldstart"] is False
 
 
+def test_a_provisioned_environment_re_initialized_inside_an_invoke_is_a_cold_start(tmp_path):
+    # GIVEN provisioned concurrency, and a first invocation that times out: the platform resets
+    # the environment, and the next invoke runs init again inside it, its caller waiting
+    task = write_function(tmp_path / "task", "import time\n\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return 'ok'\n")
+    with instrumented(task, env={"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"}, timeout_s=1.0) as (emu, rx):
+        first = emu.invoke({"sleep": 5})
+        second = emu.invoke({})
+        assert first.function_error is not None and second.json() == "ok"
+        spans = {s["attributes"]["faas.invocation_id"]: s for s in rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=2)}
+        inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2)
+    # THEN the first is no cold start (its init ran ahead, in its own phase), the second is,
+    # and so is its init (before: neither, as provisioned concurrency never was)
+    assert (spans[first.request_id]["attributes"]["faas.coldstart"], spans[second.request_id]["attributes"]["faas.coldstart"]) == (False, True)
+    assert sorted((s["attributes"]["lambdawrap.init.phase"], s["attributes"]["faas.coldstart"]) for s in inits) == [("init", False), ("invoke", True)]
+
+
 @pytest.mark.parametrize("layout", ["package", "module __getattr__"])
 def test_a_handler_ready_long_after_its_module_loaded_is_still_a_cold_start(tmp_path, layout):
     # GIVEN a handler the runtime gets 3 s after its module loaded: a package whose __init__

@@ -454,6 +454,7 @@ def test_an_init_span_is_a_cold_start_only_where_a_caller_waited_for_it():
             # nor for one of provisioned concurrency.
             parent.start = dict(record("P")["start"], cold_start=parent_said, proactive_init=not parent_said and initialization_type == "on-demand")
             parent.environment_cold = environment_cold
+            parent.init_in_invoke = environment_cold and phase == "invoke"
         return builder.init(init, parent).attributes["faas.coldstart"]
 
     # GIVEN inits on demand, ahead of demand (proactive: the first invocation not cold, as its

@@ -106,7 +106,7 @@ def _settled(end: dict | None) -> dict | None:
 class Invocation:
     """What is known about one request id so far."""
 
-    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "late_record", "first_invoke", "environment_cold", "unheard")
+    __slots__ = ("request_id", "invoke_event", "start", "end", "outcome", "outcome_at", "posted", "refused_bytes", "record_at", "invoked_at_ns", "finished", "finished_at_ns", "logs", "held_chars", "error_line", "synthetic", "streamed_ids", "slot_start", "reported", "late_record", "first_invoke", "environment_cold", "init_in_invoke", "unheard")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -136,6 +136,9 @@ class Invocation:
         # environment's cold start as the companion can tell (see Correlator._environment_cold).
         self.first_invoke: bool | None = None
         self.environment_cold: bool | None = None
+        # The environment's first, after an init in the invoke phase (a re-init after a reset):
+        # its caller waited for that init, whatever the function's process takes it for.
+        self.init_in_invoke = False
         # Managed Instances: announced by its record alone, its start and report taken for lost
         # (see _announce_unheard); if they were only late, they are this request's, no retry's.
         self.unheard = False
@@ -189,6 +192,7 @@ class Invocation:
         synthetic = data.get("synthetic")
         inv.synthetic = tuple(synthetic) if isinstance(synthetic, list) and _synthetic_ids(synthetic) else None
         inv.environment_cold = data.get("environment_cold") if isinstance(data.get("environment_cold"), bool) else None
+        inv.init_in_invoke = data.get("init_in_invoke") is True
         return inv
 
 
@@ -209,7 +213,7 @@ def _synthetic_ids(value: list) -> bool:
     return len(value) in (2, 3) and all(isinstance(x, str) for x in value[:2]) and all(isinstance(x, bool) for x in value[2:])
 
 
-_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "posted", "refused_bytes", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "environment_cold")
+_CARRIED_FIELDS = ("request_id", "invoke_event", "start", "end", "outcome", "posted", "refused_bytes", "invoked_at_ns", "finished", "finished_at_ns", "logs", "error_line", "synthetic", "environment_cold", "init_in_invoke")
 _POSTED = ("result", "error", "too_large")
 
 
@@ -918,6 +922,7 @@ class Correlator:
             inv.invoke_event = {"invokedFunctionArn": self.function_arn}
         if inv.first_invoke is not None:
             inv.environment_cold = inv.first_invoke and self._environment_cold(inv)
+            inv.init_in_invoke = inv.first_invoke and self.init.phase == "invoke"
         if self.sink.invocation(inv) is True:
             # Its span is made: what the record said beyond how it ended goes (an exception's
             # message and stack, the function's spans: up to 256 KB), or the 2,048 kept for late

@@ -172,15 +172,13 @@ def cold_start(inv: Invocation) -> bool:
     """Whether the invocation was a cold start: the function's process says so of its first
     call of the handler (which tells a proactive init by the module's load time); the companion
     knows which INVOKE was the environment's first, handler called or not (environment_cold:
-    None where it cannot tell, on Managed Instances), and which init its caller waited for: the
-    function's process takes a provisioned environment's first call for warm, also after a
-    reset, when the init ran in the caller's invoke phase. Not a proactive init, which the
-    function's process tells by the handler's first call."""
-    start = inv.start or {}
-    said = bool(start.get("cold_start"))
+    None where it cannot tell, on Managed Instances), and whether its init ran in the invoke
+    phase (a re-init after a reset), which its caller waited for: the function's process takes a
+    provisioned environment's first call for warm, then too."""
+    said = bool((inv.start or {}).get("cold_start"))
     if inv.environment_cold is None:
         return said
-    return inv.environment_cold and (said or inv.start is None or not start.get("proactive_init"))
+    return inv.environment_cold and (said or inv.start is None or inv.init_in_invoke)
 
 
 class SpanBuilder:

@@ -59,7 +59,12 @@ class FunctionConfig:
 
     @property
     def initialization_type(self) -> str:
-        return "lambda-managed-instances" if self.managed_instances else "on-demand"
+        """As AWS_LAMBDA_INITIALIZATION_TYPE and platform.initStart both say it: provisioned
+        concurrency where the function's environment asks for it (the init still runs at the
+        first invoke here), as Lambda's telemetry then says so too."""
+        if self.managed_instances:
+            return "lambda-managed-instances"
+        return "provisioned-concurrency" if self.env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency" else "on-demand"
 
     @property
     def init_limit_s(self) -> float:
