@@ -814,18 +814,23 @@ def test_an_init_whose_start_was_lost_is_still_its_span():
     assert init.end_time == (int(reported) * 1_000_000_000 + 250_000_000) and init.end_time - init.start_time == 180_000_000
 
 
-def test_on_managed_instances_a_timed_out_attempt_s_late_record_is_not_taken_for_its_retry_s(monkeypatch):
+@pytest.mark.parametrize("report_before_retry", [True, False], ids=["report before the retry", "report after it"])
+def test_on_managed_instances_a_timed_out_attempt_s_late_record_is_not_taken_for_its_retry_s(monkeypatch, report_before_retry):
     # GIVEN on Managed Instances a request that timed out, its span made from its in-flight
-    # slot, and its handler running on (hung on a call), then retried on another worker
+    # slot, and its handler running on (hung on a call), then retried on another worker (the
+    # first attempt's report coming before the retry's start, or after it)
     correlator, signals = environment(managed_instances=True)
     first = record("R", error={"type": "TimeoutError", "message": "socket hung", "stack": ""}, spans=[user_span("late-call")])
     first["start"]["span_id"] = "1" * 16
     monkeypatch.setattr(correlator, "_inflight_start", lambda rid: dict(first["start"]))
-    correlator.on_telemetry([platform_start("R"), platform_report("R", "timeout"), platform_start("R")])
+    timed_out = {"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "R", "status": "timeout", "errorType": "Sandbox.Timedout"}}
+    correlator.on_telemetry([platform_start("R"), timed_out, *([platform_report("R", "timeout")] if report_before_retry else []), platform_start("R")])
     # WHEN the first attempt's record comes at last, then the retry's record and report
     retry = record("R", spans=[user_span("retry-call", "4" * 16)])
     retry["start"]["span_id"] = "3" * 16
     correlator.on_record(first)
+    if not report_before_retry:
+        correlator.on_telemetry([platform_report("R", "timeout")])
     correlator.on_record(retry)
     correlator.on_telemetry([platform_report("R")])
     # THEN the first attempt stays its timed-out span, and the retry is its own span, ending

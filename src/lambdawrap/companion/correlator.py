@@ -531,7 +531,17 @@ class Correlator:
             self.records_seen += 1
             replaced = self._superseded.get(record["start"]["request_id"])
             if replaced is not None and replaced.start is not None and replaced.start.get("span_id") == record["start"].get("span_id"):
-                return  # the record of an attempt a retry replaced, again: a duplicate
+                # The record of an attempt a retry replaced: its first, late, is its own (made
+                # without it, from its slot, what only the record carries still counts); else
+                # a duplicate.
+                if replaced.end is None and not replaced.late_record:
+                    if replaced.finished:
+                        replaced.late_record = True
+                        record_extras(self.sink, end)
+                    else:
+                        replaced.start, replaced.end, replaced.record_at = record["start"], end, time.monotonic()
+                        self._maybe_finish(replaced)
+                return
             if self._late_for_forgotten(record["start"]["request_id"], record["start"].get("span_id")):
                 # The record of a request accounted for and forgotten since (a timed-out
                 # handler that ran on past 2,048 later requests): taken for a new request's, it
