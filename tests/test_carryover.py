@@ -129,8 +129,9 @@ def test_counts_are_carried_even_where_no_call_fits(socket_path, monkeypatch):
     # THEN the counts come back, one per counter (before: no file was written, and every
     # count with it was lost uncounted), with what was shed counted
     dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
-    # The invocation, the function's span its record carried, and the init span.
-    assert dropped == {"log_buffer_full": 400, "log_shutdown_deadline": 1, "shutdown_deadline": 3}, carried.counts
+    # The invocation, the function's span its record carried, and the init span; the
+    # invocation's log line and the one the init span held.
+    assert dropped == {"log_buffer_full": 400, "log_shutdown_deadline": 2, "shutdown_deadline": 3}, carried.counts
     assert [c for c in carried.calls if c[0] == "dropped"] == [("dropped", ["buffer_full", 2], {})]
 
 
@@ -159,6 +160,23 @@ def test_an_invocation_shed_counts_what_its_record_carried(socket_path, monkeypa
         dropped[count["attributes"]["reason"]] += count["value"]
     # (log lines: the invocation's two held and one handed over after it)
     assert dropped == {"log_shutdown_deadline": 1 + 2, "shutdown_deadline": 1 + 3, "span_limit": 4, "context_not_injected": 2}, carried.counts
+
+
+def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch):
+    # GIVEN a file limit of 12 KB, and an environment that ends holding only a failed init
+    # whose span holds 300 of its log lines, more than the file holds
+    from lambdawrap.companion.correlator import InitFacts
+
+    monkeypatch.setattr(carryover, "MAX_BYTES", 12_000)
+    init = InitFacts(start_ns=time.time_ns())
+    init.status = "error"
+    init.logs = [(f"line {n} " + "x" * 60, time.time_ns()) for n in range(300)]
+    # WHEN it is saved
+    carryover.save(socket_path, [], [("init_span", (init, None), {})])
+    carried = carryover.take(socket_path)
+    # THEN the init is shed, counted with its lines (before: the lines went uncounted)
+    dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
+    assert carried.calls == [] and dropped == {"shutdown_deadline": 1, "log_shutdown_deadline": 300}
 
 
 @pytest.mark.parametrize(

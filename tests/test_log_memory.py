@@ -193,6 +193,28 @@ def test_an_invocation_past_the_bounds_counts_what_its_record_carried(abandoned)
     assert dropped == {"startup_backlog": over * 3, "span_limit": over * 3, "record_too_large": over, "context_not_injected": over}
 
 
+def test_spans_and_init_lines_past_the_bounds_are_counted_one_each():
+    # GIVEN no export pipeline yet, its bounds taken up by invocations of 250 KB, then calls
+    # that do not fit: the function's spans handed over three at once, none at once, and an
+    # init holding two log lines
+    from lambdawrap.companion.correlator import InitFacts
+
+    sink = DeferredSink()
+    for n in range(100):
+        sink.invocation(_big_invocation(n))
+    kept = len(_kept_and_dropped(list(sink._calls))[0])
+    sink.user_spans([{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    sink.user_spans([])
+    init = InitFacts(start_ns=1)
+    init.logs = [("loading", 1), ("loaded", 2)]
+    sink.init_span(init, None)
+    # WHEN the calls are taken
+    _, dropped = _kept_and_dropped(sink.take_calls())
+    # THEN each span, and the init with its lines, is counted (before: one per call, whatever
+    # it held, an empty one too)
+    assert dropped == {"startup_backlog": (100 - kept) + 3 + 0 + (1 + 2)}
+
+
 def test_lines_nobody_exports_are_not_counted_when_the_pipeline_fails_to_start():
     # GIVEN OTEL_LOGS_EXPORTER=none, and a pipeline that failed to start
     sink = DeferredSink(logs_exported=False)

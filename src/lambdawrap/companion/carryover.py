@@ -94,13 +94,14 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
 
 def _shed(name: str, reason: str, calls: list) -> list:
     """(reason, count) of what shedding the encoded `calls` of `name` loses: each call, a
-    user_spans call's every span, and what an invocation carried besides its span (the
-    function's spans, its counts, its held log lines)."""
+    user_spans call's every span, an init's or an invocation's held log lines, and what an
+    invocation's record carried besides (the function's spans, its counts)."""
     lost = [(reason, len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1) for call in calls]
-    for call in calls if name == "invocation" else ():
-        fields = call[1][0].get("data") if isinstance(call[1][0], dict) else None
+    for call in calls if name in ("invocation", "init_span") else ():
+        fields = call[1][0].get("data") if call[1] and isinstance(call[1][0], dict) else None
         if isinstance(fields, dict):
-            lost.extend(record_lost(fields.get("end"), reason))
+            if name == "invocation":
+                lost.extend(record_lost(fields.get("end"), reason))
             if isinstance(fields.get("logs"), list) and fields["logs"]:
                 lost.append(("log_shutdown_deadline", len(fields["logs"])))
     totals: collections.Counter = collections.Counter()

@@ -183,10 +183,15 @@ class DeferredSink:
         return False
 
     def _overflowed(self, name: str, args: tuple) -> None:
-        """Count a call that does not fit (`startup_backlog`), with what an invocation's record
-        carried: the function's spans, lost with it, and its counts."""
+        """Count a call that does not fit (`startup_backlog`) by what it held: each of a
+        user_spans call's spans, an init with its held log lines, an invocation with what its
+        record carried (the function's spans, lost with it, and its counts)."""
         self.overflow += 1
-        if name == "invocation" and args and isinstance(args[0], Invocation):
+        if name == "user_spans" and args and isinstance(args[0], list):
+            self.overflow += len(args[0]) - 1
+        elif name == "init_span" and args and isinstance(args[0], InitFacts):
+            self.overflow += len(args[0].logs)
+        elif name == "invocation" and args and isinstance(args[0], Invocation):
             for reason, count in record_lost(args[0].end, "startup_backlog"):
                 if reason == "startup_backlog":
                     self.overflow += count
