@@ -342,3 +342,51 @@ def test_a_finder_ahead_of_ours_is_asked_once_per_import(tmp_path, kind):
     # A finder of the function's that answers None is asked once, as without hooks (before:
     # twice, by importlib and again by ours)
     assert out["asked"] == 1
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_a_hook_registered_while_the_module_s_hooks_run_runs_too(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        def first(module):
+            calls.append("first")
+            register("app", lambda module: calls.append("second"))
+
+        register("app", first)
+        import app
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    # As wrapt's: the later hook runs once the module is there (before: it was filed after the
+    # module's hooks were taken, and never ran)
+    assert out["calls"] == ["first", "second"]
+
+
+@pytest.mark.parametrize("kind", ["ours", "none"])
+def test_a_finder_that_cannot_be_compared_ahead_of_ours_changes_nothing(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        register("app", lambda module: calls.append("hook"))
+
+        class Strict:
+            def find_spec(self, name, path=None, target=None):
+                return None
+
+            def __eq__(self, other):
+                raise TypeError("cannot compare")
+
+            __hash__ = object.__hash__
+
+        sys.meta_path.insert(0, Strict())
+        import app
+        out["value"] = app.VALUE
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    assert out == {"value": 1, "calls": ["hook"] if kind == "ours" else []}

@@ -47,14 +47,16 @@ if hasattr(os, "register_at_fork"):
 def when_imported(name: str, hook: "Callable[[ModuleType], None]", on_error: "Callable[[str], None]") -> None:
     """Call `hook(module)` once module `name` has been imported, at once if it already is.
     A hook that raises is reported to `on_error(name)` and never reaches the importer."""
-    module = sys.modules.get(name)
-    if module is not None and not _initializing(module):
-        _run(hook, module, on_error)
-        return
     with _lock:
-        _hooks.setdefault(name, []).append((hook, on_error))
-        if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
-            sys.meta_path.insert(0, _Finder())
+        # Under the lock a module's hooks end under (_set_initializing): one registered while
+        # they run is run with them, not filed after the last was taken.
+        module = sys.modules.get(name)
+        if module is None or _initializing(module):
+            _hooks.setdefault(name, []).append((hook, on_error))
+            if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+                sys.meta_path.insert(0, _Finder())
+            return
+    _run(hook, module, on_error)
 
 
 def _run(hook: "Callable[[ModuleType], None]", module: "ModuleType", on_error: "Callable[[str], None]") -> None:
@@ -86,11 +88,17 @@ def _name_of(module: object) -> str:
         return "?"
 
 
-def _loaded(name: str, module: "ModuleType") -> None:
-    with _lock:
-        hooks = _hooks.pop(name, [])
-    for hook, on_error in hooks:
-        _run(hook, module, on_error)
+def _loaded(spec: object, module: "ModuleType") -> None:
+    """Run the module's hooks, those registered while they run too, then let the spec say
+    the module is done initializing."""
+    while True:
+        with _lock:
+            hooks = _hooks.pop(spec.name, [])
+            if not hooks:
+                spec.__dict__["_initializing"] = False
+                return
+        for hook, on_error in hooks:
+            _run(hook, module, on_error)
 
 
 class _Finder:
@@ -102,8 +110,10 @@ class _Finder:
             return None  # every other import: one dict lookup
         finders = list(sys.meta_path)
         # Those ahead of this one have answered None already: asked again, a finder that
-        # counts or logs what it is asked would see each watched import twice.
-        after = finders[finders.index(self) + 1 :] if self in finders else finders
+        # counts or logs what it is asked would see each watched import twice. Found by
+        # identity: a finder's own __eq__ is its own.
+        at = next((index for index, finder in enumerate(finders) if finder is self), -1)
+        after = finders[at + 1 :]
         for finder in after:
             if isinstance(finder, _Finder):
                 continue
@@ -165,6 +175,6 @@ def _set_initializing(spec: object, value: bool) -> None:
             # Still initializing while the hooks run, as wrapt's run inside the module's load:
             # another thread importing it waits on its lock (this thread holds it) until they
             # are done, rather than taking the module unpatched.
-            _loaded(spec.name, module)
+            _loaded(spec, module)
     finally:
         spec.__dict__["_initializing"] = False
