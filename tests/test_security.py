@@ -413,6 +413,10 @@ class TestRedaction:
         long_form = "token=t&" + "a=1&" * 5000 + "password=p"
         cut = payload_text({"body": long_form}, self.KEYS, limit=200)
         assert cut.endswith(TRUNCATED) and cut.startswith('{"body":"token=' + REDACTED + "&a=1")
+        # ... one whose value redaction shortens, so that its cut head fits, is marked cut
+        # (before: its tail gone without a word)
+        cut = payload_text({"body": "password=" + "x" * 5000 + "&name=bob", "after": "tail"}, self.KEYS)
+        assert cut == '{"body":"password=' + REDACTED + '"' + TRUNCATED
         # ... and text that is no form, or a form-like string outside a body, is kept
         assert json.loads(payload_text({"body": "x == y, token=t"}, self.KEYS))["body"] == "x == y, token=t"
         assert json.loads(payload_text({"note": "token=t"}, self.KEYS))["note"] == "token=t"
@@ -420,10 +424,11 @@ class TestRedaction:
     def test_newline_delimited_json_bodies_are_redacted_line_by_line(self):
         # GIVEN a body of JSON documents one per line (NDJSON; before: kept as it came, since
         # it does not parse as one document)
-        body = json.dumps({"user": "u", "token": "t"}) + "\n\n" + json.dumps([{"password": "p"}]) + "\n"
+        body = json.dumps({"user": "u", "token": "t"}) + "\n\n" + json.dumps([{"password": "p", "note": "a\u2028b"}], ensure_ascii=False) + "\n"
         out = json.loads(payload_text({"body": body}, self.KEYS))["body"]
-        # THEN each line is its document, redacted inside
-        assert [json.loads(line) for line in out.split("\n")] == [{"user": "u", "token": REDACTED}, [{"password": REDACTED}]]
+        # THEN each line is its document, redacted inside (a line separator inside a string,
+        # which JSON allows raw, ends no line)
+        assert [json.loads(line) for line in out.split("\n")] == [{"user": "u", "token": REDACTED}, [{"password": REDACTED, "note": "a\u2028b"}]]
 
     def test_json_that_does_not_parse_is_named_if_it_could_hold_a_key(self):
         # GIVEN bodies that begin as JSON but do not parse (cut short by the client)

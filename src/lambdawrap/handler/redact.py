@@ -178,8 +178,15 @@ class _Writer:
     def _plain_body(self, text: str, depth: int) -> None:
         if _may_be_json(text):
             self._embedded_json(text, depth)
-        else:
-            self._string(self._form(text) or text)
+            return
+        cut = len(text) > self._form_room()
+        redacted = self._form(text)
+        if redacted is None:
+            self._string(text)
+            return
+        self._string(redacted)
+        if cut:
+            raise _Full  # its tail was cut before redaction shortened it: say the output is cut
 
     def _form(self, text: str) -> str | None:
         """A form body's (application/x-www-form-urlencoded) head the output can hold, its
@@ -187,10 +194,13 @@ class _Writer:
         value, so a cut never leaves a value whose name went unread."""
         if "=" not in text:
             return None
-        room = self.limit - self.size + 1 + secret_cuts.slack()
+        room = self._form_room()
         head = text[:room] if len(text) > room else text
         redacted = redact_query(head, self.query_keys)
         return redacted if redacted != head else None
+
+    def _form_room(self) -> int:
+        return self.limit - self.size + 1 + secret_cuts.slack()
 
     def _embedded_json(self, text: str, depth: int) -> None:
         """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string.
@@ -227,7 +237,8 @@ def _json_lines(text: str) -> list | None:
     """The documents of newline-delimited JSON (one per line, blank lines between allowed);
     None unless every line is one and there are two or more."""
     try:
-        documents = [json.loads(line) for line in text.splitlines() if line.strip(_JSON_BLANKS)]
+        # Lines end at "\n" only: JSON strings may hold U+2028 and the like, which splitlines() cuts at.
+        documents = [json.loads(line) for line in text.split("\n") if line.strip(_JSON_BLANKS)]
     except (ValueError, RecursionError):
         return None
     return documents if len(documents) > 1 else None
