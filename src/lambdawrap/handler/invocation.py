@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from _thread import allocate_lock, get_ident
+from _thread import RLock, get_ident
 
 from lambdawrap.handler import secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
@@ -105,8 +105,9 @@ def drop_own_frame(exc: BaseException) -> None:
 _active: list = []  # the invocation under way in this process (at most one)
 # Spans other threads end while the invocation's record is made: each either rides with the
 # record or, made after it, goes alone, never appended to a list already sent. One lock for the
-# process: one invocation at a time runs in it.
-_spans_lock = [allocate_lock()]
+# process: one invocation at a time runs in it. Re-entrant: a signal handler (a timeout
+# decorator's SIGALRM) may end a span on the thread that holds it.
+_spans_lock = [RLock()]
 # Outgoing calls that could not carry the trace context (a full message, a client context too
 # large): reported with the next invocation record (`end.context_not_injected`).
 _context_not_injected: list = [0]
@@ -248,7 +249,7 @@ class InvocationTracer:
             os.register_at_fork(after_in_child=self._after_fork, after_in_parent=self._after_fork_in_parent)
 
     def _after_fork(self) -> None:
-        _spans_lock[0] = allocate_lock()  # one a thread held at the fork stays held in the child
+        _spans_lock[0] = RLock()  # one a thread held at the fork stays held in the child
         self._invocations = 0
         self._posting_thread = None
         self._held = None

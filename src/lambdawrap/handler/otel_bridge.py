@@ -356,6 +356,8 @@ def _patch_use_span(function_wrapper: Any) -> None:
     def ours(span: trace.Span, end_on_exit: bool = False, record_exception: bool = True, set_status_on_exception: bool = True) -> Any:
         return _using(span, end_on_exit, record_exception, set_status_on_exception)
 
+    ours.__name__ = ours.__qualname__ = "use_span"  # a wrong call's TypeError names it as the API's does
+
     def choose(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         span = args[0] if args else kwargs.get("span")
         return (ours if isinstance(span, _Span) else wrapped)(*args, **kwargs)

@@ -34,4 +34,9 @@ def handler(event, context):
             raise BadError()
     except Exception as exc:  # noqa: BLE001 - what the function sees is the point
         seen = type(exc).__name__
-    return {"total": 9.5, "step": step(), "use_span raised": seen}
+    try:
+        trace.use_span(tracer.start_span("never used"), nonsense=1)
+        wrong_call = None
+    except TypeError as exc:
+        wrong_call = str(exc)  # the API's words for a wrong call, with the layer too
+    return {"total": 9.5, "step": step(), "use_span raised": seen, "wrong use_span call": wrong_call}
