@@ -197,26 +197,23 @@ if [ -n "$lw_next" ] && [ $# -gt 0 ]; then
   exec "$lw_next" "$LAMBDAWRAP_CHAINED_WRAPPER" "$@"
 fi
 
-# PYTHONPATH carries our boot folder (its sitecustomize.py is how lambdawrap starts) and, when
-# it was unset, the layer's folders, where lambdawrap's own package lives. The boot puts both
-# back as they were (LAMBDAWRAP_ADDED_PATHS, LAMBDAWRAP_PYTHONPATH_UNSET) before the runtime's
-# bootstrap.py reads them, so the function's sys.path is the one it has without the layer.
+# PYTHONPATH carries our boot folder only (its sitecustomize.py is how lambdawrap starts, and
+# finds the package beside it). Not the layer folders the runtime adds later: on PYTHONPATH
+# they would come before the standard library while the boot imports it, and another layer's
+# enum.py there (an old enum34) would stand in for the standard one, which the runtime's
+# bootstrap imports before it adds them. The boot puts PYTHONPATH back as it was
+# (LAMBDAWRAP_ADDED_PATHS, LAMBDAWRAP_PYTHONPATH_UNSET) before bootstrap.py reads it, so the
+# function's sys.path is the one it has without the layer.
 if [ -z "${PYTHONPATH+set}" ]; then
-  case "${AWS_EXECUTION_ENV:-}" in
-    AWS_Lambda_python*) added="$boot:$here/python/lib/${AWS_EXECUTION_ENV#AWS_Lambda_}/site-packages:$here/python" ;;
-    *) added="$boot:$here/python" ;;
-  esac
-  PYTHONPATH="$added"
+  PYTHONPATH="$boot"
   export LAMBDAWRAP_PYTHONPATH_UNSET=1
 elif [ -n "$PYTHONPATH" ]; then
-  added="$boot"
   PYTHONPATH="$boot:$PYTHONPATH"
 else
-  added="$boot"
   PYTHONPATH="$boot"
 fi
 export PYTHONPATH
-export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$added"
+export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$boot"
 # The runtime's script (the bootstrap hands us the interpreter and it): only the process that
 # runs it is instrumented, not a Python process on the way (a `python -c` a next wrapper runs
 # with the interpreter it was handed). A chained pass keeps the one the first pass named.

@@ -422,6 +422,38 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
 
 
 
+def test_built_layer_boots_past_another_layer_s_module_named_as_a_standard_one(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    # GIVEN the built layer as /opt, PYTHONPATH unset (as most functions leave it), and another
+    # layer that brings an enum.py (an old enum34) and the function's own dependency into the
+    # python/ folder every layer shares
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    (layer / "python" / "enum.py").write_text("class Enum:\n    pass\n")
+    (layer / "python" / "layerdep.py").write_text("FROM = 'a layer'\n")
+    task = write_function(tmp_path / "task", PYTHONPATH_APP + "\nimport layerdep\n")
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with OtlpReceiver() as receiver:
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, {"LAYER": str(layer)}) as emu:
+                result = emu.invoke({})
+                logs = "\n".join(f"{source}: {line}" for source, line in list(emu.logs))
+                # THEN the function runs as without lambdawrap, the standard enum its own and the
+                # layer's module found (before: the boot imported that enum.py, the runtime died
+                # at every init with "module 'enum' has no attribute 'global_enum'")...
+                assert result.status == 200 and result.function_error is None, logs
+                body = result.json()
+                assert not body["enum"].startswith(str(layer)) and str(layer / "python") in body["layer_on_sys_path"], body
+                # ...instrumented, its span exported
+                assert body["wrapped"] is True, body
+                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
 def test_the_functions_python_variables_tune_the_functions_interpreter_not_the_companions(layer_for, bare_runtime, tmp_path):
     from lambdawrap.devtools.interpreters import running_interpreter
     from lambdawrap.devtools.otlp_receiver import OtlpReceiver
@@ -503,6 +535,41 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
                 lines = [line for _, line in list(emu.logs)]
                 assert [line for line in lines if "no OTLP/gRPC exporter" in line] == ["lambdawrap: ignoring OTEL_TRACES_EXPORTER=otlp_proto_grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"], lines
                 assert not any("pipeline failed" in line for line in lines)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_the_companion_takes_nothing_from_the_packages_its_interpreter_holds(layer_for, bare_runtime, tmp_path):
+    from lambdawrap.devtools.interpreters import running_interpreter
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+
+    # GIVEN the default (http) layer, a function asking for gRPC, and an interpreter whose own
+    # site-packages hold the function's OpenTelemetry gRPC exporter (an image that pip installed
+    # its requirements there), of a version the companion's packages cannot import
+    python = bare_runtime(running_interpreter())
+    layer = tmp_path / "opt"
+    shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
+    image = tmp_path / "image-python"
+    subprocess.run([running_interpreter().path, "-m", "venv", "--without-pip", str(image)], check=True, capture_output=True, timeout=120)
+    grpc = image / "lib" / f"python{LOCAL_PYTHON}" / "site-packages" / "opentelemetry" / "exporter" / "otlp" / "proto" / "grpc"
+    grpc.mkdir(parents=True)
+    (grpc / "__init__.py").write_text("raise ImportError('the function of its own, for another SDK')\n")
+    task = write_function(tmp_path / "task", APP)
+    socket_dir = tempfile.mkdtemp(prefix="lw")
+    try:
+        with OtlpReceiver() as receiver:
+            env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "LAMBDAWRAP_PYTHON": str(image / "bin" / "python")}
+            with _cold_start(task, layer, python, receiver.endpoint, socket_dir, env) as emu:
+                result = emu.invoke({})
+                assert result.status == 200 and result.function_error is None
+                # THEN the companion sees its own folder's packages only: this layer has no gRPC
+                # exporter, so it falls back to http/protobuf and the invocation is exported
+                # (before: its opentelemetry/ merged with the interpreter's, it took that
+                # exporter for its own, failed to import it, and telemetry was off)
+                try:
+                    receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                except TimeoutError as exc:
+                    pytest.fail(f"{exc}\n" + "\n".join(f"{source}: {line}" for source, line in list(emu.logs)))
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 

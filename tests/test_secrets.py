@@ -610,17 +610,21 @@ def handler(event, context):
 """
 
 
-def test_the_boots_own_fetch_leaves_the_function_the_sdk_it_bundles(tmp_path, moto):
-    # GIVEN a function that bundles its own botocore (older than the runtime's), and a
-    # companion that does not answer in time (0 ms), so the boot fetches the secrets itself
-    # with boto3, before the function's module is imported
+@pytest.mark.parametrize("where", ["function", "layer"])
+def test_the_boots_own_fetch_leaves_the_function_the_sdk_it_bundles(tmp_path, moto, where):
+    # GIVEN a function that bundles its own botocore (older than the runtime's), in its own
+    # folder or in a layer of its own (python/, beside lambdawrap's), and a companion that does
+    # not answer in time (0 ms), so the boot fetches the secrets itself with boto3, before the
+    # function's module is imported
     bundled = Path(installed("aiobotocore-requirements.txt", "lambdawrap-aiobotocore")) / "botocore"
     task = write_function(tmp_path / "task", BUNDLED_SDK_APP)
-    (task / "botocore").symlink_to(bundled, target_is_directory=True)
+    layer = tmp_path / "opt"
+    shutil.copytree(LAYER, layer, symlinks=True)
+    (task / "botocore" if where == "function" else layer / "python" / "botocore").symlink_to(bundled, target_is_directory=True)
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0")
-    with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+    with Emulator(str(task), "app.handler", str(layer), env=env, invoke_port=None) as bare:
         without = bare.invoke({}).json()
-    with instrumented(task, env=env) as (emu, rx):
+    with instrumented(task, env=env, layer=layer) as (emu, rx):
         body = emu.invoke({}).json()
     # THEN the secret was fetched, and the function's `import botocore` found its own, as it
     # does without the layer (before: the runtime's, which the boot had imported first)

@@ -176,6 +176,7 @@ def build_layer(
     _copy_package(companion_dir / "lambdawrap", allowed=COMPANION_SIDE)
     target.install(companion_reqs, companion_dir)
     _strip_dependencies(companion_dir, keep={"lambdawrap"})
+    _close_namespaces(companion_dir)
 
     _compile_bytecode(out, compiler)
     _normalise_modes(out)
@@ -364,6 +365,17 @@ def _strip_dependencies(folder: Path, *, keep: set[str]) -> None:
             path.unlink()
     for record in sorted(folder.glob("*.dist-info/RECORD")):
         _forget_removed(record, folder)
+
+
+def _close_namespaces(folder: Path) -> None:
+    """Make each top-level namespace package (opentelemetry/, google/: no __init__.py) a
+    regular one. The companion's interpreter keeps its own site-packages on sys.path (the
+    runtime's boto3 is there): a namespace would merge with the one there (an image that pip
+    installed the function's OpenTelemetry packages into it), and the companion would import
+    the function's modules beside its own, of other versions."""
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and path.name.isidentifier() and path.name != "__pycache__" and not (path / "__init__.py").exists():
+            (path / "__init__.py").write_text("")
 
 
 def _forget_removed(record: Path, folder: Path) -> None:

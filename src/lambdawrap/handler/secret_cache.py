@@ -408,22 +408,29 @@ def _load(sources: list, channel: Any, timeout_s: float, companion: bool, region
 
 
 class _functions_sys_path:
-    """While in it, the function's folder (LAMBDA_TASK_ROOT) is first on sys.path, as the
-    runtime's bootstrap puts it before the handler module loads. The boot runs before that:
-    without it, the boto3 it imports (and botocore, urllib3...) would be the runtime's, and stay
-    in sys.modules, so the function's own `import boto3` would get those instead of the ones it
-    bundles."""
+    """While in it, the folders the runtime's bootstrap puts first on sys.path before the
+    handler module loads are there: the function's (LAMBDA_TASK_ROOT) and, where PYTHONPATH was
+    unset, the layers' (python/lib/pythonX.Y/site-packages, python/). The boot runs before that:
+    without them, the boto3 it imports (and botocore, urllib3...) would be the runtime's, and
+    stay in sys.modules, so the function's own `import boto3` would get those instead of the
+    ones it bundles or a layer of its brings."""
 
     def __enter__(self) -> "_functions_sys_path":
-        root = os.environ.get("LAMBDA_TASK_ROOT", "")
-        self._added = root if root and root not in sys.path else ""
-        if self._added:
-            sys.path.insert(0, self._added)
+        env = os.environ
+        folders = [env.get("LAMBDA_TASK_ROOT", "")]
+        boot_dir = env.get("LAMBDAWRAP_BOOT_DIR", "")
+        if boot_dir and env.get("LAMBDAWRAP_PYTHONPATH_UNSET") == "1":
+            # Every layer unzips beside ours: the wrapper's python/lambdawrap_boot names it.
+            layers = os.path.dirname(boot_dir.rstrip("/"))
+            folders += [os.path.join(layers, "lib", "python%d.%d" % sys.version_info[:2], "site-packages"), layers]
+        self._added = [folder for folder in folders if folder and folder not in sys.path]
+        sys.path[0:0] = self._added
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._added and self._added in sys.path:
-            sys.path.remove(self._added)
+        for folder in self._added:
+            if folder in sys.path:
+                sys.path.remove(folder)
 
 
 def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list:
