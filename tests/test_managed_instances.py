@@ -562,3 +562,24 @@ def test_on_managed_instances_lines_held_under_an_id_never_announced_go_out_on_t
         # after requests or records came, and the line waited for the next request or SHUTDOWN)
         (line,) = rx.wait_for_logs(lambda r: r["body"] == "forwarded", timeout=30)
         assert not line["trace_id"]  # no span of its own
+
+
+def test_on_managed_instances_spans_a_collector_held_off_go_out_on_the_timer_once_it_allows(tmp_path):
+    from support.stack import instrumented
+
+    # GIVEN a collector that answers its next two requests 429, Retry-After 15 s: longer than
+    # an export waits (its 10 s timeout), so the spans are held back in their buffer
+    task = write_function(tmp_path / "lw", """
+        def handler(event, context):
+            return {"ok": True}
+        """)
+    with instrumented(task, max_concurrency=2, timeout_s=10) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        rx.set_behaviour(status=429, retry_after=15.0, remaining=2)
+        # WHEN one request comes, and then none
+        result = emu.invoke({})
+        assert result.json() == {"ok": True}
+        # THEN the timer sends its span once the hold is over (before: the timer sent only after
+        # requests or records came, and the span waited for the next request or SHUTDOWN)
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)

@@ -375,6 +375,39 @@ def test_flush_budget_bounds_the_invoke_phase(task):
         assert phase < 0.8, phase  # the 2 s collector did not hold /next
 
 
+def test_a_flush_budget_of_0_keeps_no_invoke_phase_open_for_a_late_verdict(task):
+    # GIVEN export at each invocation's end with no time after the function's part, and a
+    # platform whose telemetry comes late (3 s): the invocation's runtimeDone with it
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_FLUSH_BUDGET_MS": "0"}) as (emu, rx):
+        emu.invoke({})
+        emu.wait_idle()
+        emu.bus.gate.min_buffer_s = 3.0
+        phases = []
+        for _ in range(5):
+            started = time.monotonic()
+            emu.invoke({})
+            emu.wait_idle()
+            phases.append(time.monotonic() - started)
+        emu.bus.gate.min_buffer_s = 0.0
+        # THEN the phase ends with the function's part (before: held 0.3 s more each time,
+        # waiting for the verdict, and billed), and the spans still go, at a later export
+        assert statistics.median(phases) < 0.25, phases
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=6, timeout=60)
+
+
+def test_a_runtime_context_the_function_names_for_its_own_packages_leaves_the_companion_quiet(task):
+    # GIVEN a function that names a runtime context its own packages bring, which the
+    # companion's OpenTelemetry packages do not have
+    with instrumented(task, env={"OTEL_PYTHON_CONTEXT": "functions_own_context"}) as (emu, rx):
+        # WHEN it is invoked, and its span exported (the companion's SDK loaded)
+        result = emu.invoke({})
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)
+        lines = [line for _, line in list(emu.logs)]
+    # THEN the function's log holds no word of the companion's context (before: a traceback of
+    # its failed load, at every cold start)
+    assert not [line for line in lines if "context" in line.lower() and ("failed" in line.lower() or "traceback" in line.lower())], lines
+
+
 def test_user_spans_nest_under_the_invocation(tmp_path):
     task = write_function(
         tmp_path / "task",

@@ -322,6 +322,12 @@ class Pipeline:
         self.count_again = signals.count_again
 
     @property
+    def holding(self) -> bool:
+        """Whether items wait for a flush to send them: spans or log lines in their buffers,
+        a metric batch kept after a failed export (the collector down, or holding us off)."""
+        return (self.spans is not None and len(self.spans) > 0) or self._logs_waiting() or bool(getattr(self._metric_exporter, "retained", False))
+
+    @property
     def busy(self) -> bool:
         """True while the worker is still on an earlier flush request."""
         with self._wake:

@@ -469,9 +469,12 @@ class Companion:
             # What finish_overdue accounted for by itself (a record missing, lines held under
             # an id never announced) is activity too: else it waits for the next request.
             activity = (self._activity, self.correlator.handed_over)
-            if self.pipeline is not None and activity != self._activity_flushed:
+            pipeline = self.pipeline
+            # Or items an export left waiting (the collector down, or holding us off for a
+            # while): nothing else would send them before the next request, or SHUTDOWN.
+            if pipeline is not None and (activity != self._activity_flushed or (pipeline.holding and not pipeline.busy)):
                 self._activity_flushed = activity
-                self.pipeline.request_flush()
+                pipeline.request_flush()
         finally:
             self.loop.call_at(now + self._tick_s(), self._tick)
 
@@ -542,9 +545,12 @@ class Companion:
         else:
             settled = lambda: self.correlator.settled(rid, finished=True)  # noqa: E731
         ready = (lambda: settled() and not self.correlator.init_unreported()) if init_awaited else settled  # noqa: E731
-        if not self.loop.run_until(ready, min(deadline, time.monotonic() + RUNTIME_DONE_WAIT_S)) and not settled():
+        # The budget bounds the whole phase after the function's part: the wait for the verdict
+        # too (with a budget of 0, the function's own setting, none at all).
+        phase_end = min(deadline, time.monotonic() + max(0.0, budget_s))
+        if not self.loop.run_until(ready, min(phase_end, time.monotonic() + RUNTIME_DONE_WAIT_S)) and not settled():
             self._flush_when_finished = rid
-        self._flush(wait_s=max(0.0, min(budget_s, deadline - time.monotonic())))
+        self._flush(wait_s=max(0.0, phase_end - time.monotonic()))
         self.policy.flushed()
 
     def _shutdown(self, event: dict) -> int:
