@@ -417,6 +417,9 @@ class TestRedaction:
         # (before: its tail gone without a word)
         cut = payload_text({"body": "password=" + "x" * 5000 + "&name=bob", "after": "tail"}, self.KEYS)
         assert cut == '{"body":"password=' + REDACTED + '"' + TRUNCATED
+        # ... also inside a JSON document carried as a body (an SQS message of a queued request)
+        queued = json.dumps({"body": "password=" + "x" * 500 + "&name=bob", "after": "tail"})
+        assert payload_text({"Records": [{"body": queued, "messageId": "m1"}]}, self.KEYS, limit=300).endswith(TRUNCATED)
         # ... and text that is no form, or a form-like string outside a body, is kept
         assert json.loads(payload_text({"body": "x == y, token=t"}, self.KEYS))["body"] == "x == y, token=t"
         assert json.loads(payload_text({"note": "token=t"}, self.KEYS))["note"] == "token=t"

@@ -223,14 +223,17 @@ class _Writer:
                 self._string(text)
             return
         writer = _Writer(self.keys, self.limit - self.size)
+        cut = False
         try:
             for index, inner in enumerate(documents):
                 if index:
                     writer._emit("\n")
                 writer._walk(inner, depth + 1)
         except _Full:
-            pass
+            cut = True
         self._string("".join(writer.parts))
+        if cut:
+            raise _Full  # what it holds was cut (maybe within the room left): say the output is cut
 
 
 def _json_lines(text: str) -> list | None:
