@@ -162,7 +162,8 @@ def test_an_invocation_shed_counts_what_its_record_carried(socket_path, monkeypa
     assert dropped == {"log_shutdown_deadline": 1 + 2, "shutdown_deadline": 1 + 3, "span_limit": 4, "context_not_injected": 2}, carried.counts
 
 
-def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch):
+@pytest.mark.parametrize("logs_exported", [True, False], ids=["logs exported", "OTEL_LOGS_EXPORTER=none"])
+def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch, logs_exported):
     # GIVEN a file limit of 12 KB, and an environment that ends holding only a failed init
     # whose span holds 300 of its log lines, more than the file holds
     from lambdawrap.companion.correlator import InitFacts
@@ -172,11 +173,12 @@ def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch):
     init.status = "error"
     init.logs = [(f"line {n} " + "x" * 60, time.time_ns()) for n in range(300)]
     # WHEN it is saved
-    carryover.save(socket_path, [], [("init_span", (init, None), {})])
+    carryover.save(socket_path, [], [("init_span", (init, None), {})], logs_exported=logs_exported)
     carried = carryover.take(socket_path)
-    # THEN the init is shed, counted with its lines (before: the lines went uncounted)
+    # THEN the init is shed, counted with its lines (before: the lines went uncounted), those
+    # only where logs are exported (nobody asked for them otherwise)
     dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
-    assert carried.calls == [] and dropped == {"shutdown_deadline": 1, "log_shutdown_deadline": 300}
+    assert carried.calls == [] and dropped == ({"shutdown_deadline": 1, "log_shutdown_deadline": 300} if logs_exported else {"shutdown_deadline": 1})
 
 
 @pytest.mark.parametrize(

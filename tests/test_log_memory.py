@@ -193,13 +193,14 @@ def test_an_invocation_past_the_bounds_counts_what_its_record_carried(abandoned)
     assert dropped == {"startup_backlog": over * 3, "span_limit": over * 3, "record_too_large": over, "context_not_injected": over}
 
 
-def test_spans_and_init_lines_past_the_bounds_are_counted_one_each():
+@pytest.mark.parametrize("logs_exported", [True, False], ids=["logs exported", "OTEL_LOGS_EXPORTER=none"])
+def test_spans_and_init_lines_past_the_bounds_are_counted_one_each(logs_exported):
     # GIVEN no export pipeline yet, its bounds taken up by invocations of 250 KB, then calls
     # that do not fit: the function's spans handed over three at once, none at once, and an
     # init holding two log lines
     from lambdawrap.companion.correlator import InitFacts
 
-    sink = DeferredSink()
+    sink = DeferredSink(logs_exported=logs_exported)
     for n in range(100):
         sink.invocation(_big_invocation(n))
     kept = len(_kept_and_dropped(list(sink._calls))[0])
@@ -211,8 +212,8 @@ def test_spans_and_init_lines_past_the_bounds_are_counted_one_each():
     # WHEN the calls are taken
     _, dropped = _kept_and_dropped(sink.take_calls())
     # THEN each span, and the init with its lines, is counted (before: one per call, whatever
-    # it held, an empty one too)
-    assert dropped == {"startup_backlog": (100 - kept) + 3 + 0 + (1 + 2)}
+    # it held, an empty one too); its lines only where logs are exported: nobody asked for them
+    assert dropped == {"startup_backlog": (100 - kept) + 3 + 0 + (1 + (2 if logs_exported else 0))}
 
 
 def test_lines_nobody_exports_are_not_counted_when_the_pipeline_fails_to_start():

@@ -51,7 +51,7 @@ def _path(socket_path: str) -> str:
     return socket_path + SUFFIX
 
 
-def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
+def save(socket_path: str, counts: list = (), calls: list = (), logs_exported: bool = True) -> None:
     """Add `counts` ([{"name", "attributes", "value"}]) and sink `calls` ((name, args, kwargs))
     to what the file already holds. The file is replaced whole, once the new one is written: the
     platform's SIGKILL may come while a large one is encoded or written (at 128 MB, hundreds of
@@ -65,7 +65,7 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
             break
         kept = [call for call in encoded if call[0] != name]
         if reason is not None:
-            all_counts.extend({"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name]))
+            all_counts.extend({"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name], logs_exported))
         encoded = kept
         data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
@@ -92,17 +92,18 @@ def save(socket_path: str, counts: list = (), calls: list = ()) -> None:
         raise
 
 
-def _shed(name: str, reason: str, calls: list) -> list:
+def _shed(name: str, reason: str, calls: list, logs_exported: bool = True) -> list:
     """(reason, count) of what shedding the encoded `calls` of `name` loses: each call, a
-    user_spans call's every span, an init's or an invocation's held log lines, and what an
-    invocation's record carried besides (the function's spans, its counts)."""
+    user_spans call's every span, an init's or an invocation's held log lines (where logs are
+    exported: lines nobody asked for are not counted), and what an invocation's record carried
+    besides (the function's spans, its counts)."""
     lost = [(reason, len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1) for call in calls]
     for call in calls if name in ("invocation", "init_span") else ():
         fields = call[1][0].get("data") if call[1] and isinstance(call[1][0], dict) else None
         if isinstance(fields, dict):
             if name == "invocation":
                 lost.extend(record_lost(fields.get("end"), reason))
-            if isinstance(fields.get("logs"), list) and fields["logs"]:
+            if logs_exported and isinstance(fields.get("logs"), list) and fields["logs"]:
                 lost.append(("log_shutdown_deadline", len(fields["logs"])))
     totals: collections.Counter = collections.Counter()
     for label, count in lost:

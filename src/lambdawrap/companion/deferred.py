@@ -189,8 +189,8 @@ class DeferredSink:
         self.overflow += 1
         if name == "user_spans" and args and isinstance(args[0], list):
             self.overflow += len(args[0]) - 1
-        elif name == "init_span" and args and isinstance(args[0], InitFacts):
-            self.overflow += len(args[0].logs)
+        elif name == "init_span" and args and isinstance(args[0], InitFacts) and self._logs_exported:
+            self.overflow += len(args[0].logs)  # lines nobody asked for are not counted
         elif name == "invocation" and args and isinstance(args[0], Invocation):
             for reason, count in record_lost(args[0].end, "startup_backlog"):
                 if reason == "startup_backlog":

@@ -618,7 +618,7 @@ class Companion:
         try:
             from lambdawrap.companion import carryover
 
-            carryover.save(self.settings.socket_path, counts, calls)
+            carryover.save(self.settings.socket_path, counts, calls, logs_exported="logs" in self.settings.exported_signals)
             if counts:
                 get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
