@@ -620,14 +620,19 @@ def test_the_boots_own_fetch_leaves_the_function_the_sdk_it_bundles(tmp_path, mo
     task = write_function(tmp_path / "task", BUNDLED_SDK_APP)
     layer = tmp_path / "opt"
     shutil.copytree(LAYER, layer, symlinks=True)
-    (task / "botocore" if where == "function" else layer / "python" / "botocore").symlink_to(bundled, target_is_directory=True)
+    folder = task if where == "function" else layer / "python"
+    (folder / "botocore").symlink_to(bundled, target_is_directory=True)
+    # ... beside a module named as a standard one, which the runtime imports before it puts
+    # that folder on sys.path: the function never sees it
+    (folder / "decimal.py").write_text("raise ImportError('not the standard decimal')\n")
     env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0")
     with Emulator(str(task), "app.handler", str(layer), env=env, invoke_port=None) as bare:
         without = bare.invoke({}).json()
     with instrumented(task, env=env, layer=layer) as (emu, rx):
         body = emu.invoke({}).json()
     # THEN the secret was fetched, and the function's `import botocore` found its own, as it
-    # does without the layer (before: the runtime's, which the boot had imported first)
+    # does without the layer (before: the runtime's, which the boot had imported first; or the
+    # fetch failed on that decimal.py, which the boot's boto3 imported)
     assert without["botocore"][1] == "1.43.117" and without["at_import"] is None
     assert body == {"botocore": without["botocore"], "at_import": DB_PASSWORD}
     assert any("lambdawrap/boot" in c["user_agent"] for c in moto.requests())

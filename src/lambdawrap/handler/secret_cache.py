@@ -425,12 +425,34 @@ class _functions_sys_path:
             folders += [os.path.join(layers, "lib", "python%d.%d" % sys.version_info[:2], "site-packages"), layers]
         self._added = [folder for folder in folders if folder and folder not in sys.path]
         sys.path[0:0] = self._added
+        # The standard modules boto3 loads first (decimal, say) are looked up past them: the
+        # runtime has imported those before it adds the folders, where a layer's decimal.py
+        # would otherwise stand in for the standard one, for the function too.
+        from importlib.machinery import PathFinder  # imported before the finder is asked
+
+        self._finder = _StandardFirst(self._added, PathFinder)
+        sys.meta_path.insert(0, self._finder)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
         for folder in self._added:
             if folder in sys.path:
                 sys.path.remove(folder)
+
+
+class _StandardFirst:
+    """A meta path finder for the standard library's top-level modules that skips `folders`."""
+
+    def __init__(self, folders: list, path_finder: Any) -> None:
+        self._folders = folders
+        self._path_finder = path_finder
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        if path is not None or name not in sys.stdlib_module_names:
+            return None
+        return self._path_finder.find_spec(name, [entry for entry in sys.path if entry not in self._folders])
 
 
 def load_declared(settings: Any, channel: Any, companion_expected: bool) -> list:
