@@ -323,6 +323,14 @@ def _cold_start(task: Path, layer: Path, python: str, endpoint: str, socket_dir:
     return Emulator(str(task), "app.handler", str(layer), env=env, python=python, invoke_port=None, freeze=False)
 
 
+def _invocation_span(receiver, emu, result) -> dict:
+    """The invocation's exported span, or the test failed with the environment's log."""
+    try:
+        return receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)[0]
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n" + "\n".join(f"{source}: {line}" for source, line in list(emu.logs)))
+
+
 @every_python
 def test_built_layer_instruments_a_function_on_its_own(python_version, interpreter, layer_for, bare_runtime, tmp_path):
     from lambdawrap.devtools.otlp_receiver import OtlpReceiver
@@ -351,11 +359,7 @@ def test_built_layer_instruments_a_function_on_its_own(python_version, interpret
                 assert body["wrapt_visible"] is False and body["otel_visible"] is False and body["wrapped"] is True, body
                 assert body["python"] == python_version and body["writes_bytecode"] is True, body
                 # ...and the companion, running from its private folder, exported the span.
-                try:
-                    spans = receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
-                except TimeoutError as exc:
-                    pytest.fail(f"{exc}\n{logs}")
-        span = spans[0]
+                span = _invocation_span(receiver, emu, result)
         assert span["resource"]["service.name"] == "built-layer"
         assert span["attributes"]["faas.coldstart"] is True
         # ...and neither process compiled a module: each came from its .pyc (the companion's
@@ -416,7 +420,7 @@ def test_built_layer_instruments_a_function_that_sets_its_own_pythonpath(layer_f
                 assert body["layer_on_sys_path"] == [] and not body["enum"].startswith(str(layer)), body
                 # ...and it is instrumented from the layer, its span exported
                 assert body["wrapped"] is True and body["lambdawrap"].startswith(str(layer / "python" / "lambdawrap")), body
-                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                _invocation_span(receiver, emu, result)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
@@ -449,7 +453,7 @@ def test_built_layer_boots_past_another_layer_s_module_named_as_a_standard_one(l
                 assert not body["enum"].startswith(str(layer)) and str(layer / "python") in body["layer_on_sys_path"], body
                 # ...instrumented, its span exported
                 assert body["wrapped"] is True, body
-                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                _invocation_span(receiver, emu, result)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
@@ -475,7 +479,7 @@ def test_the_functions_python_variables_tune_the_functions_interpreter_not_the_c
                 result = emu.invoke({})
                 assert result.status == 200 and result.function_error is None, emu.log_lines()
                 # THEN the invocation is exported...
-                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                _invocation_span(receiver, emu, result)
                 extension_lines = emu.log_lines("extension")
         # ...by a companion that ran as the layer built it: from its shipped bytecode (before:
         # without an .opt-2.pyc it compiled the OpenTelemetry SDK, protobuf and requests at every
@@ -508,10 +512,7 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
                 # THEN, as for any bad value, one warning names the variable and the default,
                 # and the invocation is exported with it: the export pipeline did not fail to
                 # start, leaving every invocation uncounted
-                try:
-                    receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
-                except TimeoutError as exc:
-                    pytest.fail(f"{exc}\n" + "\n".join(f"{source}: {line}" for source, line in list(emu.logs)))
+                _invocation_span(receiver, emu, result)
                 lines = [line for _, line in list(emu.logs)]
                 assert [line for line in lines if "OTEL_EXPORTER_OTLP_PROTOCOL" in line] == ["lambdawrap: ignoring OTEL_EXPORTER_OTLP_PROTOCOL=grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"]
                 assert not any("pipeline failed" in line for line in lines)
@@ -531,7 +532,7 @@ def test_grpc_asked_of_the_default_layer_is_a_bad_value_not_telemetry_off(layer_
                 assert result.status == 200 and result.function_error is None
                 # THEN that variable is the one named, and the invocation is exported over
                 # http/protobuf (the variable set aside: read again, it would ask for gRPC)
-                receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+                _invocation_span(receiver, emu, result)
                 lines = [line for _, line in list(emu.logs)]
                 assert [line for line in lines if "no OTLP/gRPC exporter" in line] == ["lambdawrap: ignoring OTEL_TRACES_EXPORTER=otlp_proto_grpc (this layer has no OTLP/gRPC exporter: build the grpc variant); using the default http/protobuf"], lines
                 assert not any("pipeline failed" in line for line in lines)
@@ -566,10 +567,7 @@ def test_the_companion_takes_nothing_from_the_packages_its_interpreter_holds(lay
                 # exporter, so it falls back to http/protobuf and the invocation is exported
                 # (before: its opentelemetry/ merged with the interpreter's, it took that
                 # exporter for its own, failed to import it, and telemetry was off)
-                try:
-                    receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
-                except TimeoutError as exc:
-                    pytest.fail(f"{exc}\n" + "\n".join(f"{source}: {line}" for source, line in list(emu.logs)))
+                _invocation_span(receiver, emu, result)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
