@@ -1366,20 +1366,31 @@ def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_
         """))
     count_file = tmp_path / "ended"
     run_booted(tmp_path, sock_path, "unused", f"""
-        import time
+        import json, time
         sys.setswitchinterval(1e-6)
         import racing
+        # Records the channel could not send (a socket buffer the listener, on a busy machine,
+        # did not drain in time): whole records lost, which is another test's matter
+        channel = boot._state["channel"]
+        send_invocation, refused = channel.send_invocation, [0]
+
+        def counted(*args, **kwargs):
+            sent = send_invocation(*args, **kwargs)
+            refused[0] += not sent
+            return sent
+
+        channel.send_invocation = counted
         handler = looked_up("racing.handler")
         for n in range(300):
             handler({{}}, types.SimpleNamespace(aws_request_id=f"r{{n}}", invoked_function_arn="arn:x"))
             racing.stop.set()
             racing.threads.pop().join()
-            # Paced, as invocations are: a socket buffer the listener could not drain in
-            # time (a busy machine) would drop whole records, which is another test's matter
-            time.sleep(0.005)
-        open({str(count_file)!r}, "w").write(str(racing.ended[0]))
+            time.sleep(0.005)  # paced, as invocations come
+        open({str(count_file)!r}, "w").write(json.dumps([racing.ended[0], refused[0], channel.dropped]))
         """, LAMBDAWRAP_MAX_SPANS_PER_INVOCATION="100000")
-    ended = int(count_file.read_text())
+    ended, refused, dropped = json.loads(count_file.read_text())
+    if refused or dropped:
+        pytest.skip(f"inconclusive: the listener fell behind, and the channel dropped {refused} records and {dropped} spans")
 
     def accounted() -> int:
         in_records = sum(len(r["end"].get("spans") or []) + (r["end"].get("spans_dropped") or 0) for r in received if r.get("type") == "invocation")
