@@ -17,7 +17,7 @@ import collections
 import json
 import os
 
-from lambdawrap.companion.correlator import InitFacts, Invocation, record_lost
+from lambdawrap.companion.correlator import InitFacts, Invocation, call_lost
 
 SUFFIX = ".carryover.json"
 _WRITING = ".writing"  # the next file, beside it until it is whole
@@ -93,21 +93,15 @@ def save(socket_path: str, counts: list = (), calls: list = (), logs_exported: b
 
 
 def _shed(name: str, reason: str, calls: list, logs_exported: bool = True) -> list:
-    """(reason, count) of what shedding the encoded `calls` of `name` loses: each call, a
-    user_spans call's every span, an init's or an invocation's held log lines (where logs are
-    exported: lines nobody asked for are not counted), and what an invocation's record carried
-    besides (the function's spans, its counts)."""
-    lost = [(reason, len(call[1][0]) if name == "user_spans" and isinstance(call[1][0], list) else 1) for call in calls]
-    for call in calls if name in ("invocation", "init_span") else ():
-        fields = call[1][0].get("data") if call[1] and isinstance(call[1][0], dict) else None
-        if isinstance(fields, dict):
-            if name == "invocation":
-                lost.extend(record_lost(fields.get("end"), reason))
-            if logs_exported and isinstance(fields.get("logs"), list) and fields["logs"]:
-                lost.append(("log_shutdown_deadline", len(fields["logs"])))
+    """(reason, count) of what shedding the encoded `calls` of `name` loses (correlator.call_lost),
+    their held log lines as `log_shutdown_deadline`."""
     totals: collections.Counter = collections.Counter()
-    for label, count in lost:
-        totals[label] += count
+    for call in calls:
+        first = call[1][0] if call[1] else None
+        if isinstance(first, dict) and "__lambdawrap__" in first:
+            first = first.get("data")
+        for label, count in call_lost(name, first, reason, "log_shutdown_deadline" if logs_exported else None):
+            totals[label] += count
     return [(label, count) for label, count in totals.items() if count]
 
 

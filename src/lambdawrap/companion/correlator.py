@@ -1315,6 +1315,29 @@ def record_lost(end: Any, reason: str) -> list:
     return ([(reason, len(spans))] if isinstance(spans, list) and spans else []) + _record_counts(end)
 
 
+def call_lost(name: str, first: Any, reason: str, held_lines: str | None) -> list:
+    """(reason, count) of what dropping a sink call `name` under `reason` loses, from its first
+    argument (an InitFacts or an Invocation, or its to_dict()): the call, or each span of a
+    user_spans call; what an invocation's record carried (record_lost); and the log lines an init
+    or an invocation holds, under `held_lines` (None: they are not lost with it, or nobody asked
+    for them)."""
+    if name == "user_spans":
+        return [(reason, len(first) if isinstance(first, list) else 1)]
+
+    def field(key: str) -> Any:
+        if isinstance(first, (Invocation, InitFacts)):
+            return getattr(first, key, None)
+        return first.get(key) if isinstance(first, dict) else None
+
+    lost = [(reason, 1)]
+    if name == "invocation":
+        lost.extend(record_lost(field("end"), reason))
+    logs = field("logs") if held_lines and name in ("invocation", "init_span") else None
+    if isinstance(logs, list) and logs:
+        lost.append((held_lines, len(logs)))
+    return lost
+
+
 def _unreported_outcome(inv: Invocation, reason: str) -> dict:
     """The platform's word, as the SHUTDOWN's reason tells it, on an invocation it never spoke
     of; a timeout lasted until the INVOKE's deadline, not until the SHUTDOWN (which comes after

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from lambdawrap.companion import carryover
-from lambdawrap.companion.correlator import InitFacts, Invocation, record_lost
+from lambdawrap.companion.correlator import InitFacts, Invocation, call_lost
 from lambdawrap.companion.log_buffer import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES, utf8_size
 from lambdawrap.shared.log import get_logger
 
@@ -183,20 +183,15 @@ class DeferredSink:
         return False
 
     def _overflowed(self, name: str, args: tuple) -> None:
-        """Count a call that does not fit (`startup_backlog`) by what it held: each of a
-        user_spans call's spans, an init with its held log lines, an invocation with what its
-        record carried (the function's spans, lost with it, and its counts)."""
-        self.overflow += 1
-        if name == "user_spans" and args and isinstance(args[0], list):
-            self.overflow += len(args[0]) - 1
-        elif name == "init_span" and args and isinstance(args[0], InitFacts) and self._logs_exported:
-            self.overflow += len(args[0].logs)  # lines nobody asked for are not counted
-        elif name == "invocation" and args and isinstance(args[0], Invocation):
-            for reason, count in record_lost(args[0].end, "startup_backlog"):
-                if reason == "startup_backlog":
-                    self.overflow += count
-                else:
-                    self._counted[("dropped", reason)] += count
+        """Count a call that does not fit (`startup_backlog`) by what it held (correlator.call_lost).
+        An invocation's log lines are not lost with it: the correlator hands them over next, as
+        lines, which are bounded and counted as lines."""
+        held_lines = "startup_backlog" if self._logs_exported and name != "invocation" else None
+        for reason, count in call_lost(name, args[0] if args else None, "startup_backlog", held_lines):
+            if reason == "startup_backlog":
+                self.overflow += count
+            else:
+                self._counted[("dropped", reason)] += count
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
