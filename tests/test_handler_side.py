@@ -600,6 +600,62 @@ class TestChannel:
         wait_for(lambda: received, what="record")
         assert received[0]["request_id"] == "a" and received[0]["dropped"] == 2 and channel.dropped == 0
 
+    def test_an_invocation_record_a_live_companion_has_no_room_for_counts_the_spans_it_carried(self, sock_path):
+        # GIVEN a companion that lives but has fallen behind: it accepted the connection and
+        # reads nothing, so the socket's buffers fill
+        import socket
+
+        from lambdawrap.shared import records
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(sock_path)
+            server.listen()
+            channel = Channel(sock_path)
+            filler = {"version": records.VERSION, "type": records.POSTED, "request_id": "f" * 4096}
+            assert channel.send(filler)
+            connection, _ = server.accept()
+            with connection:
+                for _ in range(10_000):
+                    if not channel.send(filler):  # a posted record's loss counts nothing
+                        break
+                else:
+                    pytest.fail("the socket's buffers never filled")
+                assert channel.dropped == 0
+                # WHEN an invocation's record carrying 3 of the function's spans, and 2 counted
+                # over the limit, finds no room
+                span = records.span("user", "work", 1, 2, 3, 1, 10, 20, {}, [], [], (0, ""))
+                start = records.encode_invocation_start("r1", "arn", 1, 3, 0, True, 10, False, False, "other", {}, [], "handler", 1)
+                end = dict(records.invocation_end(30), spans=[span] * 3, spans_dropped=2, context_not_injected=4)
+                assert channel.send_invocation(start, end) is False
+                # THEN the invocation is left to the companion (record_missing), and its 5 spans
+                # are this process's to count: lost on the channel; the calls that went without
+                # the trace context are not, they go with the next record
+                assert channel.dropped == 5
+                # ... and the count reaches the companion once it reads again
+                connection.setblocking(True)
+                connection.settimeout(60)
+                reader_done = []
+
+                def read_all():
+                    chunks = []
+                    while True:
+                        chunk = connection.recv(1 << 20)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                    reader_done.append(b"".join(chunks))
+
+                import threading
+
+                reader = threading.Thread(target=read_all)
+                reader.start()
+                # (a posted record: one that finds no room yet adds no drop of its own)
+                wait_for(lambda: channel.send(dict(filler)), timeout=60, what="a record through")
+                assert channel.dropped == 0
+                channel._close()
+                reader.join(60)
+        assert b'"dropped":5' in reader_done[0]
+
     def test_a_span_ended_inside_a_send_on_its_own_thread_goes_after_it(self, listener, sock_path):
         import threading
 

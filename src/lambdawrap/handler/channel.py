@@ -269,13 +269,25 @@ class Channel:
                     end["spans_too_large"] = too_large
                 frame = records.encode_invocation(start_json, end, reported)
         except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
+            frame = None
+        if frame is None:
             self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
-            return False
-        try:
-            tail = encode(posted) if posted is not None else b""
-        except Exception:  # noqa: BLE001 - without it the companion waits for the platform
-            tail = b""
-        sent = self._send_frame(frame, records.INVOCATION, reported, tail)
+            sent = False
+        else:
+            try:
+                tail = encode(posted) if posted is not None else b""
+            except Exception:  # noqa: BLE001 - without it the companion waits for the platform
+                tail = b""
+            sent = self._send_frame(frame, records.INVOCATION, reported, tail)
+        if not sent:
+            # The companion counts the invocation itself (record_missing) when it lives, but
+            # not what its record carried, which only this process knows of: the function's
+            # spans, and those counted out of them (over the limit, too large). The counts
+            # the invocation's caller keeps until a record goes (context_not_injected,
+            # internal_errors) go with the next.
+            carried = _spans_carried(end)
+            if carried:
+                self._count_drop(records.SPANS, companion_alive=not self._companion_down, weight=carried)
         # After the invocation's own record, which must not wait behind them for room in the
         # buffer: a spans frame that finds none is counted, a span each. Without the record
         # they would be orphans, of a span never made: counted.
@@ -374,6 +386,12 @@ def _grow_send_buffer(sock: unix_socket) -> None:
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, SEND_BUFFER_BYTES)
     except OSError:
         pass  # a smaller buffer only costs the largest records
+
+
+def _spans_carried(end: dict) -> int:
+    """The spans an invocation record's `end` holds or counted out."""
+    spans = end.get("spans")
+    return (len(spans) if isinstance(spans, list) else 0) + records.count(end.get("spans_dropped")) + records.count(end.get("spans_too_large"))
 
 
 def _span_frames(spans: list) -> tuple:
