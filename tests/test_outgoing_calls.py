@@ -702,6 +702,56 @@ def test_a_request_sent_again_to_an_excluded_host_carries_no_context_and_a_faile
     assert len(after) == 4 and all(after), after
 
 
+FORWARDS_TO_AN_EXCLUDED_HOST = """
+import asyncio, urllib.request
+import aiohttp, httpx, requests
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
+async def aiohttp_get(url, headers):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+
+def handler(event, context):
+    traced, excluded = event["targets"]
+    # The caller's baggage and tracestate, forwarded by the function itself, as lambdawrap
+    # carries them on its traced calls
+    own = {"baggage": event["headers"]["baggage"], "tracestate": event["headers"]["tracestate"]}
+    requests.get(traced + "/status/200?via=traced", timeout=5)
+    requests.get(excluded + "/status/200?via=requests", headers=dict(own), timeout=5)
+    httpx.get(excluded + "/status/200?via=httpx", headers=dict(own))
+    urllib.request.urlopen(urllib.request.Request(excluded + "/status/200?via=urllib", headers=dict(own)), timeout=5).read()
+    asyncio.run(aiohttp_get(excluded + "/status/200?via=aiohttp", dict(own)))
+    with suppress_http_instrumentation():
+        requests.get(traced + "/status/200?via=suppressed", headers=dict(own), timeout=5)
+    return {"statusCode": 200}
+"""
+
+
+def test_headers_the_function_sets_on_a_call_lambdawrap_does_not_trace_go_as_it_set_them(tmp_path):
+    # GIVEN a function that forwards its caller's baggage and tracestate on calls lambdawrap
+    # does not trace (an excluded host, OpenTelemetry's suppression), after a traced call that
+    # carried the same values
+    task = write_function(tmp_path / "task", FORWARDS_TO_AN_EXCLUDED_HOST)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    caller = {"traceparent": f"00-{1:032x}-{1:016x}-01", "tracestate": "congo=t61rcWkgMzE", "baggage": "tenant=acme"}
+    with recording_server() as traced, recording_server() as excluded:
+        env = {"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"127.0.0.1:{excluded.port}"}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            # WHEN it is invoked
+            result = emu.invoke(dict(event, headers=dict(event["headers"], **caller), targets=[traced.url, excluded.url]))
+            assert result.json() == {"statusCode": 200}
+    # THEN every untraced call carries the function's headers as it set them, and no context
+    # of lambdawrap's (before: lambdawrap took them for its own, left from an earlier send, and
+    # removed them)
+    untraced = excluded.requests + [r for r in traced.requests if r["path"].endswith("suppressed")]
+    sent = [(r["path"].rsplit("=", 1)[1], r["headers"].get("baggage"), r["headers"].get("tracestate"), r["headers"].get("traceparent")) for r in untraced]
+    assert sent == [(via, "tenant=acme", "congo=t61rcWkgMzE", None) for via in ("requests", "httpx", "urllib", "aiohttp", "suppressed")], sent
+    # ... as the traced call carried them, beside its own traceparent
+    first = traced.requests[0]["headers"]
+    assert (first.get("baggage"), first.get("tracestate"), first.get("traceparent", "")[3:35]) == ("tenant=acme", "congo=t61rcWkgMzE", f"{1:032x}")
+
+
 AWS_THEN_HTTP = """
 import os, urllib.request
 import boto3

@@ -59,7 +59,7 @@ class HttpCalls:
                     # A request object sent again (or redirected) here holds the context of
                     # its earlier send: it would name another call's span to a host that is to
                     # get none.
-                    add_missing(headers, [])
+                    add_missing(headers, [], traced=False)
                 return None
             known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {

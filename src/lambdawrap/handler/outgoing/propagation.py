@@ -151,10 +151,11 @@ def _remember(written: tuple) -> None:
             break
 
 
-def carried_changes(present: dict, pairs: list) -> tuple:
+def carried_changes(present: dict, pairs: list, traced: bool = True) -> tuple:
     """What a request's headers need to carry `pairs`: ([(name, value)] to set, those missing
     or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
-    this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value."""
+    this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value;
+    `traced`: False for a call not traced (its `pairs` empty whatever the propagators send)."""
     parent = present.get("traceparent")
     own_parent = parent is not None and not written_by_us("traceparent", parent)
     if own_parent:
@@ -177,12 +178,13 @@ def carried_changes(present: dict, pairs: list) -> tuple:
     # Nor does it alone tell a request sent again from a new one whose function set the same
     # baggage: only a request holding a traceparent or X-Ray header of ours (a span's, one send's)
     # was sent before, and only there are its tracestate and baggage ours too.
-    # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by.
+    # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by; a
+    # call not traced sends none of ours, and the function's own values stay.
     # Worked out only for a request holding a carried header: a new one (most sends) asks nothing.
     resent = bool(present) and (
         (parent is not None and not own_parent)
         or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
-        or not any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
+        or (traced and not any(name.lower() in _ONE_PER_SEND for name, _ in pairs))
     )
 
     def ours(name: str, value: str) -> bool:
@@ -224,14 +226,15 @@ def header_text(value: object) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def add_missing(headers: object, pairs: list) -> None:
+def add_missing(headers: object, pairs: list, traced: bool = True) -> None:
     """Set each header the mapping does not have yet (any case), leaving the user's alone (values
-    of ours left from an earlier send of the same request are replaced, or removed)."""
+    of ours left from an earlier send of the same request are replaced, or removed); `traced`
+    as carried_changes has it."""
     if not pairs and not (headers and _WRITTEN):
         return  # nothing to carry, and nothing of ours that could be left there
     keys = {(k if type(k) is str else header_text(k)).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
     present = {name: header_text(headers[key]) for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
-    to_set, to_remove = carried_changes(present, pairs)
+    to_set, to_remove = carried_changes(present, pairs, traced)
     for name, value in to_set:
         headers[keys.get(name.lower(), name)] = value  # type: ignore[index]
     for name in to_remove:
