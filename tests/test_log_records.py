@@ -545,8 +545,10 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
     # an error without frames reads as Python prints one: its last line only
     assert found[4][2] == "Runtime.ImportModuleError: Unable to import module 'app'"
     assert found[4][3]["exception.stacktrace"] == "Runtime.ImportModuleError: Unable to import module 'app'\n"
-    # an unknown level, a line that is not JSON, and the Text format: as before
-    assert found[5][:3] == (9, "INFO", '{"level": "NOTICE", "message": "m"}')
+    # a logger's level of its own keeps its name, its number unknown, its message the body
+    # (before: INFO, and the whole line as body)
+    assert found[5][:3] == (0, "NOTICE", "m")
+    # a line that is not JSON, and the Text format: as before
     assert found[6][:3] == (9, "INFO", '{"level": "ERROR", "message": "cut')
     assert found[7][:2] == (13, "WARNING")
 
@@ -711,3 +713,107 @@ def test_an_init_no_invocation_followed_is_exported_with_its_lines(tmp_path):
     assert len(lines) == 1500 and all(str(r["body"]).startswith("init line ") for r in lines)
     assert {(r["trace_id"], r["span_id"]) for r in lines} == {(init["trace_id"], init["span_id"])}
     assert not _dropped(rx)
+
+
+def test_a_level_that_is_no_logger_s_leaves_a_json_line_as_written():
+    # A `level` in JSON that is not a log record (a game's, without a message): the line as it is
+    line = json.dumps({"level": "3-2", "score": 7})
+    assert _exported(line)[0][:3] == (9, "INFO", line)
+
+
+def test_a_line_is_observed_when_the_companion_exports_it_and_a_request_id_of_any_text_is_sent():
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.log_records import log_records
+    from lambdawrap.devtools.otlp_receiver.decoding import _flatten_logs
+
+    # GIVEN a line logged a minute ago, and one naming a request id that is no valid text
+    logged_ns = time.time_ns() - 60 * 10**9
+    line = json.dumps({"level": "INFO", "message": "m", "requestId": "\udc80bad"})
+    before = time.time_ns()
+    # WHEN they are exported
+    encoded = encode_logs(log_records([("plain", logged_ns, None, None), (line, logged_ns, None, "\udc80bad")], Resource({}))).SerializeToString()
+    after = time.time_ns()
+    records = _flatten_logs(ExportLogsServiceRequest.FromString(encoded))
+    # THEN each is observed as it is exported, not when it was logged (the data model's
+    # observed time for logs from outside OpenTelemetry)
+    assert [r["time_unix_nano"] for r in records] == [logged_ns] * 2
+    assert all(before <= r["observed_time_unix_nano"] <= after for r in records), records
+    # ... and the request id goes, made valid text (before: the encoder failed on it, logging a
+    # traceback for each record, and the attribute was lost)
+    assert records[1]["attributes"]["faas.invocation_id"] == "\ufffdbad"
+
+
+class _Lines:
+    """A sink keeping each line with its ids and request."""
+
+    def __init__(self) -> None:
+        self.lines: list = []
+
+    def log_line(self, line, time_ns, ids, request_id) -> None:
+        self.lines.append((line, tuple(ids) if ids else None, request_id))
+
+    def dropped_log_line(self, chars: int) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _function_record(request_id: str, trace_id: int, span_id: int) -> dict:
+    """An invocation record as the function's process encodes it."""
+    from lambdawrap.shared import records
+    from lambdawrap.shared.framing import HEADER_BYTES
+
+    start = records.encode_invocation_start(request_id, "arn:aws:lambda:eu-west-1:123456789012:function:f", trace_id, span_id, 0, True, 1, False, False, "other", {}, [], "f", 1)
+    return json.loads(records.encode_invocation(start, records.invocation_end(2))[HEADER_BYTES:])
+
+
+def _function_line(record) -> dict:
+    return {"type": "function", "time": "2026-12-01T10:00:00.000Z", "record": record}
+
+
+def test_an_invocation_s_lines_past_those_held_carry_its_ids_once_its_record_has_come(monkeypatch):
+    from lambdawrap.companion import correlator
+    from lambdawrap.companion.correlator import Correlator
+
+    # GIVEN an invocation whose lines outgrow what is held for its span's ids before its record
+    # comes, with no in-flight slot to read them from (a full /tmp)
+    monkeypatch.setattr(correlator, "MAX_PENDING_LOGS", 3)
+    sink = _Lines()
+    corr = Correlator(sink, lambda reason, what: None)
+    corr.on_invoke({"requestId": "r1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
+    corr.on_telemetry([{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": "r1"}}] + [_function_line(f"before {n}") for n in range(5)])
+    # WHEN its record comes, and more lines before its end
+    corr.on_record(_function_record("r1", 0xA1, 0xB1))
+    corr.on_telemetry([_function_line(f"after {n}") for n in range(3)])
+    # THEN those after the record carry its span's ids (before: none, as the lines before it)
+    ids = (f"{0xA1:032x}", f"{0xB1:016x}")
+    after = [entry for entry in sink.lines if entry[0].startswith("after")]
+    assert [entry[1][:2] if entry[1] else None for entry in after] == [ids] * 3, sink.lines
+    # ... and so do the lines held for them, handed over before those after, none lost
+    by_line = {entry[0]: entry[1][:2] if entry[1] else None for entry in sink.lines}
+    assert len(sink.lines) == 8 and [by_line[f"before {n}"] for n in range(3)] == [ids] * 3, sink.lines
+    assert max(sink.lines.index(entry) for entry in sink.lines if entry[0] in ("before 0", "before 1", "before 2")) < min(sink.lines.index(entry) for entry in sink.lines if entry[0].startswith("after"))
+
+
+def test_on_managed_instances_a_line_naming_its_lambda_request_and_an_upstream_one_is_the_lambda_request_s():
+    from lambdawrap.companion.correlator import Correlator
+
+    # GIVEN a Powertools line (its `function_request_id`) that also names an upstream API's
+    # `requestId`, on Managed Instances
+    sink = _Lines()
+    corr = Correlator(sink, lambda reason, what: None, managed_instances=True)
+    rid = "8f5c2a4e-0000-4000-8000-000000000001"
+    corr.on_telemetry([
+        {"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": rid}},
+        _function_line(json.dumps({"level": "INFO", "message": "relayed", "requestId": "apigw-upstream-123", "function_request_id": rid})),
+    ])
+    corr.on_record(_function_record(rid, 0xA2, 0xB2))
+    corr.on_telemetry([{"type": "platform.report", "time": "2026-12-01T10:00:00.100Z", "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 100.0}}}])
+    # THEN it goes with that request's ids and id (before: held under the upstream id, and
+    # exported without ids, its faas.invocation_id the upstream's)
+    [(line, ids, request_id)] = sink.lines
+    assert request_id == rid and ids[:2] == (f"{0xA2:032x}", f"{0xB2:016x}"), sink.lines

@@ -303,15 +303,16 @@ def _json_request_field(line: str) -> Any:
 
 
 def _request_named(record: Any) -> Any:
-    """The `requestId` field of a JSON log record (awslambdaric's formatter writes it: "" for
-    what is logged while the module loads), else Powertools' `function_request_id` when it is
-    a request id; None when it has neither."""
+    """Powertools' `function_request_id` of a JSON log record when it is a request id (it names
+    the Lambda request only: a line holding both may name an upstream API's `requestId`), else
+    its `requestId` (awslambdaric's formatter writes it: "" for what is logged while the module
+    loads); None when it has neither."""
     if not isinstance(record, dict):
         return None
-    if "requestId" in record:
-        return record["requestId"]
     named = record.get(_POWERTOOLS_REQUEST)
-    return named if isinstance(named, str) and named else None
+    if isinstance(named, str) and named:
+        return named
+    return record.get("requestId")
 
 
 def _named_request(rid: Any) -> str | None:
@@ -845,7 +846,8 @@ class Correlator:
             inv.held_chars += len(line)
             self._held_chars += len(line)
             return
-        if inv.streamed_ids is None:
+        if inv.streamed_ids is None or (inv.streamed_ids is False and inv.start is not None):
+            # Asked again once its record has come: its ids are known from then on.
             inv.streamed_ids = self._ids_before_the_end(inv) or False
             if inv.streamed_ids:
                 self._hand_over(inv, inv.streamed_ids)  # the held lines first, in the order they came

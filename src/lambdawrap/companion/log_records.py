@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -96,7 +97,10 @@ def log_records(entries: list, resource: Resource) -> list:
     item is a line the buffer cut."""
     # One context per invocation, not per line: a batch is mostly one invocation's lines.
     contexts: dict = {}
-    return [_record(entry, _context(entry[2], contexts), resource) for entry in entries]
+    # When OpenTelemetry's code observed them, as the data model has it for logs from outside
+    # OpenTelemetry (the Lambda collector's receiver: as it converts them): as their batch goes.
+    observed_ns = time.time_ns()
+    return [_record(entry, _context(entry[2], contexts), resource, observed_ns) for entry in entries]
 
 
 def _context(ids: tuple | list | None, contexts: dict) -> object:
@@ -114,7 +118,7 @@ def _context(ids: tuple | list | None, contexts: dict) -> object:
     return context
 
 
-def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRecord:
+def _record(entry: tuple, context: object, resource: Resource, observed_ns: int) -> ReadableLogRecord:
     line, time_ns, _, request_id = entry[:4]
     try:
         structured = json_record(line, request_id, cut=len(entry) > 4)
@@ -127,8 +131,8 @@ def _record(entry: tuple, context: object, resource: Resource) -> ReadableLogRec
     if len(entry) > 4:
         attributes[TRUNCATED] = True
     if request_id:
-        attributes["faas.invocation_id"] = request_id
-    record = LogRecord(timestamp=time_ns, observed_timestamp=time_ns, context=context, severity_text=text, severity_number=severity, body=body, attributes=_bounded(attributes, left_out) if attributes or left_out else None)
+        attributes["faas.invocation_id"] = encodable(request_id)
+    record = LogRecord(timestamp=time_ns, observed_timestamp=max(observed_ns, time_ns), context=context, severity_text=text, severity_number=severity, body=body, attributes=_bounded(attributes, left_out) if attributes or left_out else None)
     return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=SCOPE)
 
 
@@ -160,10 +164,13 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
         return None
     level = record["level"]
+    error_type, error_message, message = record.get("errorType"), record.get("errorMessage"), record.get("message")
     severity = _LEVELS.get(level.upper())
     if severity is None:
-        return None
-    error_type, error_message, message = record.get("errorType"), record.get("errorMessage"), record.get("message")
+        if message is None:
+            return None  # a `level` that may be no log level's (a game's, an order's): the line as written
+        # A logger's level of its own (NOTICE, SUCCESS): kept as written, its number unknown.
+        severity = SeverityNumber.UNSPECIFIED
     if message is None and not error_type:
         return severity, encodable(level), encodable(line), {}, 0
     fields = [(key, value) for key, value in record.items() if not (key in _READ or value is None or (key == "requestId" and value in ("", request_id)))]
