@@ -1021,6 +1021,35 @@ def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
     assert headers["tracestate"] == state and headers["baggage"] == "tenant=acme"
 
 
+SEES_ITS_BAGGAGE = """
+import json, urllib.request
+from opentelemetry import baggage, trace
+
+def handler(event, context):
+    with trace.get_tracer("app").start_as_current_span("work"):
+        urllib.request.urlopen(event["headers"]["x-target"] + "/status/200", timeout=5).read()
+    return {"statusCode": 200, "body": json.dumps(dict(baggage.get_all()))}
+"""
+
+
+def test_the_callers_baggage_travels_on_without_a_traceparent(tmp_path):
+    # GIVEN a caller that sends baggage but no W3C trace context (one traced by X-Ray, or none)
+    task = write_function(tmp_path / "task", SEES_ITS_BAGGAGE)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    plain = {name: value for name, value in event["headers"].items() if name not in ("traceparent", "tracestate", "baggage")}
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        # WHEN the function is invoked
+        result = emu.invoke(dict(event, headers=dict(plain, baggage="tenant=acme", tracestate="congo=t61rcWkgMzE", **{"x-target": http.url})))
+        invocation = invocation_span(rx, result.request_id)
+    # THEN the function sees the caller's baggage, and its request carries it on, as
+    # OpenTelemetry's baggage propagator reads it apart from the trace context (before: it was
+    # read only beside a traceparent); a tracestate, which belongs to one, does not go
+    assert json.loads(result.json()["body"]) == {"tenant": "acme"}
+    headers = http.requests[-1]["headers"]
+    assert headers.get("baggage") == "tenant=acme" and "tracestate" not in headers
+    assert headers["traceparent"].split("-")[1] == invocation["trace_id"] and not invocation["parent_span_id"]
+
+
 SNS_CARRIES_ON = """
 import json, urllib.request
 

@@ -491,6 +491,12 @@ MESSAGE_CTX = SpanContext(7, 9, True)
         # An unsampled X-Ray header (which Lambda hands every invocation) is never a parent.
         ({"x-amzn-trace-id": XRAY_UNSAMPLED}, None, None, XRAY_UNSAMPLED, (None, None, None)),
         (None, None, None, None, (None, None, None)),
+        # The caller's baggage without a W3C parent, read apart as OpenTelemetry's propagator
+        # reads it (its client context's first); a tracestate belongs to a traceparent
+        ({"baggage": "k=v", "tracestate": "a=b"}, None, None, XRAY_SAMPLED, (XRAY_CTX, None, (None, "k=v"))),
+        ({"traceparent": "garbage", "Baggage": "k=v"}, {"baggage": "c=1"}, None, None, (None, None, (None, "c=1"))),
+        ({"BAGGAGE": "k=v"}, {"other": "x"}, None, None, (None, None, (None, "k=v"))),
+        ({"tracestate": "a=b"}, None, None, None, (None, None, None)),
     ],
 )
 def test_choose_parent(headers, client_context, message, xray, expected):

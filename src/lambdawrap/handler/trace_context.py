@@ -354,7 +354,7 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
     """The invocation span's parent, a context to link to that was not chosen as the parent
     (the platform's sampled X-Ray context, the ambient context the function runs in; with
     ``xray-lambda`` first, the event's own), and the ``(tracestate, baggage)`` that came beside
-    a W3C parent, as they came (None when neither did): they are validated where they are used
+    a W3C parent, as they came, or the caller's baggage without one (None when neither did): they are validated where they are used
     (shared.w3c_fields), not on every invocation.
 
     In order: the client context of a Lambda ``Invoke`` (``client_context_w3c``); a W3C
@@ -410,6 +410,9 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
             # The tracestate and baggage the message carried beside it.
             beside = (_first_text(message_state), _first_text(message_baggage))
             return message, ambient, beside if beside != (None, None) else None
-        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, None
+        # No W3C parent: the caller's baggage all the same, as OpenTelemetry's baggage propagator
+        # reads it apart from the trace context (a tracestate belongs to a traceparent).
+        baggage = _baggage_of(client_context) or _baggage_of(headers)
+        return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, (None, baggage) if baggage else None
     except Exception:  # never let tracing break the handler
         return None, None, None
