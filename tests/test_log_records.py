@@ -817,3 +817,43 @@ def test_on_managed_instances_a_line_naming_its_lambda_request_and_an_upstream_o
     # exported without ids, its faas.invocation_id the upstream's)
     [(line, ids, request_id)] = sink.lines
     assert request_id == rid and ids[:2] == (f"{0xA2:032x}", f"{0xB2:016x}"), sink.lines
+
+
+def test_on_managed_instances_a_worker_s_late_load_lines_carry_the_init_span_s_ids_whatever_finishes_first():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.log_records import log_records
+    from lambdawrap.companion.signals import Signals
+    from lambdawrap.shared.settings import Settings
+
+    def at(ms: int) -> str:
+        return f"2026-12-01T10:00:{ms // 1000:02d}.{ms % 1000:03d}Z"
+
+    def loading(ms: int, text: str) -> dict:
+        return {"type": "function", "time": at(ms), "record": json.dumps({"level": "INFO", "message": text, "requestId": ""})}
+
+    signals = Signals(Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f"}, warn=False), Resource({}), MeterProvider())
+    corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
+    x, y = "8f5c2a4e-0000-4000-8000-000000000001", "8f5c2a4e-0000-4000-8000-000000000002"
+    # GIVEN a Managed Instances init whose first finished request's record was lost (the init
+    # span is then a trace of its own) ...
+    corr.on_telemetry([
+        {"type": "platform.initStart", "time": at(0), "record": {"phase": "init", "initializationType": "lambda-managed-instances"}},
+        loading(1, "worker 1 loading"),
+        {"type": "platform.initRuntimeDone", "time": at(2), "record": {"status": "success", "phase": "init"}},
+        {"type": "platform.initReport", "time": at(3), "record": {"phase": "init", "metrics": {"durationMs": 3.0}}},
+        {"type": "platform.start", "time": at(10), "record": {"requestId": x}},
+        {"type": "platform.report", "time": at(20), "record": {"requestId": x, "status": "success", "metrics": {"durationMs": 5.0}}},
+    ])
+    corr.finish_overdue(time.monotonic() + 60)
+    # WHEN another worker's load lines come, one before and one after the next request finishes
+    corr.on_telemetry([loading(25, "worker 2 loading"), {"type": "platform.start", "time": at(30), "record": {"requestId": y}}])
+    corr.on_record(_function_record(y, 0xA3, 0xB3))
+    corr.on_telemetry([{"type": "platform.report", "time": at(40), "record": {"requestId": y, "status": "success", "metrics": {"durationMs": 5.0}}}, loading(41, "worker 3 loading")])
+    [init] = [span for span in signals.spans.take(100) if span.name == "f init"]
+    ids = {str(r.log_record.body): (r.log_record.trace_id, r.log_record.span_id) for r in log_records(signals.logs.take(100), Resource({}))}
+    # THEN each carries the init span's ids, as the lines held for it do (before: the first
+    # without any, the second with the next request's trace beside the init span's id)
+    assert ids == dict.fromkeys(("worker 1 loading", "worker 2 loading", "worker 3 loading"), (init.context.trace_id, init.context.span_id)), (ids, init.context)

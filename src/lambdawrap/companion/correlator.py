@@ -863,16 +863,13 @@ class Correlator:
         self._held_chars -= inv.held_chars
         inv.held_chars = 0
 
-    def _init_line_ids(self) -> tuple | None:
-        """The ids of an init line that comes once the init span has gone, as Sink.init_span
-        gives those held for it: the init span's (in the first invocation's trace), or the first
-        invocation's where there is no init span (sampled out, its start unseen)."""
-        parent = self._first
-        if not self.init.emitted or self.init.failed or parent is None or not parent.ids:
-            return None
-        if self.init.start_ns is None or self.init.span_id is None or (len(parent.ids) > 2 and parent.ids[2] is False):
-            return parent.ids
-        return (parent.ids[0], self.init.span_id)
+    def _init_line_ids(self) -> list | None:
+        """The ids of an init line that comes once the init span has gone: those Sink.init_span
+        gave the lines held for it (the init span's, or the first invocation's where there is no
+        init span), which it fills in as it makes the span, maybe later (the export pipeline not
+        ready yet). The init span may be a trace of its own (the first invocation's record
+        lost), and the first invocation known later another's."""
+        return None if not self.init.emitted or self.init.failed else self.init.late_ids
 
     def _ids_before_the_end(self, inv: Invocation) -> tuple | None:
         """The span's ids while the invocation is still under way: its record's, or those its
