@@ -30,9 +30,15 @@ lw_runnable() {
   # An empty file is no program: the shell runs it as an empty script, which exits 0 without
   # starting the runtime.
   [ -f "$1" ] && [ -x "$1" ] && [ -s "$1" ] || return 1
+  # One the function's user may run but not read: the interpreter its #! names cannot open it
+  # (only a binary runs so, and one that a user cannot read is rare).
+  if [ ! -r "$1" ]; then
+    lw_why="not readable by this user"
+    return 1
+  fi
   # A first line without a newline after it is still the one that names the interpreter.
   lw_first=""
-  IFS= read -r lw_first < "$1" 2>/dev/null || [ -n "$lw_first" ] || return 0
+  IFS= read -r lw_first 2>/dev/null < "$1" || [ -n "$lw_first" ] || return 0
   case "$lw_first" in
     "#!"*) ;;
     *) return 0 ;;
@@ -123,8 +129,9 @@ case "$lw_next" in
   ""|*/*) ;;
   *) lw_next="./$lw_next" ;;
 esac
+lw_why="not an executable file"
 if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
-  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' (not an executable file); using the default (none)" >&2
+  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' ($lw_why); using the default (none)" >&2
   lw_next=""
 fi
 # Chaining to this very file would exec it again and again (PYTHONPATH growing each time)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,29 @@ def test_wrapper_ignores_a_next_wrapper_that_cannot_run(tmp_path, shell, shape):
     # THEN one warning, and the runtime starts, instrumented, with its arguments as they were
     assert out.returncode == 0 and lines == runtime_lines(chained=False), out
     assert warnings == [f"lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='{nxt}' (not an executable file); using the default (none)"], out.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_wrapper_ignores_a_next_wrapper_the_function_s_user_cannot_read(shell):
+    # GIVEN a next wrapper script the function's user may run but not read (Lambda runs the
+    # function as a user that owns none of its files): the shell its #! names cannot open it
+    folder = Path(tempfile.mkdtemp(prefix="lw-unreadable-"))
+    try:
+        folder.chmod(0o755)
+        runtime = folder / "runtime"
+        runtime.write_text(RUNTIME)
+        runtime.chmod(0o755)
+        nxt = folder / "next.sh"
+        nxt.write_text("#!/bin/sh\n" + NEXT_BODY)
+        nxt.chmod(0o111)
+        # WHEN the wrapper runs as that user (as root: nobody, whom no mode bit stops otherwise)
+        out = subprocess.run([shell, str(WRAPPER), str(runtime), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}, cwd=folder, capture_output=True, text=True, timeout=30, user=65534 if os.getuid() == 0 else None)
+    finally:
+        shutil.rmtree(folder)
+    # THEN one warning saying why, and the runtime starts, instrumented (before: the shell could
+    # not open it, and the runtime never started)
+    assert out.returncode == 0 and out.stdout.splitlines() == runtime_lines(chained=False), out
+    assert out.stderr.splitlines() == [f"lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='{nxt}' (not readable by this user); using the default (none)"], out.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
