@@ -702,6 +702,24 @@ def test_a_request_sent_again_to_an_excluded_host_carries_no_context_and_a_faile
     assert len(after) == 4 and all(after), after
 
 
+def test_with_baggage_alone_propagated_a_request_sent_again_to_an_excluded_host_carries_none_of_ours(tmp_path):
+    # GIVEN OTEL_PROPAGATORS=baggage (no header of one send's own, which would tell a request
+    # sent again), a caller's baggage, and request objects sent to a traced host, then again to
+    # an excluded one
+    task = write_function(tmp_path / "task", SENT_AGAIN_TO_AN_EXCLUDED_HOST)
+    event = json.loads((EVENTS / "apigw-http.json").read_text())
+    with recording_server() as traced, recording_server() as excluded:
+        env = {"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"127.0.0.1:{excluded.port}", "OTEL_PROPAGATORS": "baggage"}
+        with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+            # WHEN it runs
+            result = emu.invoke(dict(event, headers=dict(event["headers"], baggage="tenant=acme"), targets=[traced.url, excluded.url]))
+            assert result.json() == {"statusCode": 200}
+    # THEN the traced host got the caller's baggage, the excluded host none of it: the value is
+    # all there is to tell lambdawrap's from the function's there
+    assert [r["headers"].get("baggage") for r in traced.requests if r["path"].endswith(("via=urllib", "via=requests", "via=httpx"))] == ["tenant=acme"] * 3
+    assert [r["headers"].get("baggage") for r in excluded.requests] == [None] * 3, excluded.requests
+
+
 FORWARDS_TO_AN_EXCLUDED_HOST = """
 import asyncio, urllib.request
 import aiohttp, httpx, requests

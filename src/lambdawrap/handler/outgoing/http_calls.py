@@ -59,7 +59,7 @@ class HttpCalls:
                     # A request object sent again (or redirected) here holds the context of
                     # its earlier send: it would name another call's span to a host that is to
                     # get none.
-                    add_missing(headers, [], traced=False)
+                    add_missing(headers, [], self._propagation.per_send)
                 return None
             known = method if method in KNOWN_HTTP_METHODS else ""
             attributes = {
@@ -92,6 +92,10 @@ class HttpCalls:
     def headers_for(self, call: Call) -> list:
         """[(name, value)] of the trace context, for hooks that build the headers themselves."""
         return self._propagation.http_headers(call.span)
+
+    def per_send(self) -> bool:
+        """Whether the propagators carry a header of one send's own (propagation.carried_changes)."""
+        return self._propagation.per_send
 
     def answered(self, call: Call, status: "Any", invocation: "Any" = None) -> None:
         """The server answered: 4xx and 5xx mark the span as failed, as the conventions ask of

@@ -56,6 +56,8 @@ class Propagation:
         self.tracecontext = "tracecontext" in propagators
         self.baggage = "baggage" in propagators
         self.xray = "xray" in propagators
+        # Whether a header of one send's own goes (a span's): only it tells a request sent again.
+        self.per_send = self.tracecontext or self.xray
 
     def http_headers(self, span: ClientSpan) -> list:
         """[(name, value)] for an HTTP request under `span`."""
@@ -151,11 +153,15 @@ def _remember(written: tuple) -> None:
             break
 
 
-def carried_changes(present: dict, pairs: list, traced: bool = True) -> tuple:
+def carried_changes(present: dict, pairs: list, per_send: bool | None = None) -> tuple:
     """What a request's headers need to carry `pairs`: ([(name, value)] to set, those missing
     or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
     this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value;
-    `traced`: False for a call not traced (its `pairs` empty whatever the propagators send)."""
+    `per_send`: whether the propagators carry a header of one send's own (a traceparent, an
+    X-Ray header); None: whether `pairs` hold one (a call not traced holds none, whatever they
+    carry)."""
+    if per_send is None:
+        per_send = any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
     parent = present.get("traceparent")
     own_parent = parent is not None and not written_by_us("traceparent", parent)
     if own_parent:
@@ -178,13 +184,12 @@ def carried_changes(present: dict, pairs: list, traced: bool = True) -> tuple:
     # Nor does it alone tell a request sent again from a new one whose function set the same
     # baggage: only a request holding a traceparent or X-Ray header of ours (a span's, one send's)
     # was sent before, and only there are its tracestate and baggage ours too.
-    # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by; a
-    # call not traced sends none of ours, and the function's own values stay.
+    # Where neither is sent (OTEL_PROPAGATORS=baggage), the value is all there is to go by.
     # Worked out only for a request holding a carried header: a new one (most sends) asks nothing.
     resent = bool(present) and (
         (parent is not None and not own_parent)
         or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
-        or (traced and not any(name.lower() in _ONE_PER_SEND for name, _ in pairs))
+        or not per_send
     )
 
     def ours(name: str, value: str) -> bool:
@@ -226,15 +231,15 @@ def header_text(value: object) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def add_missing(headers: object, pairs: list, traced: bool = True) -> None:
+def add_missing(headers: object, pairs: list, per_send: bool | None = None) -> None:
     """Set each header the mapping does not have yet (any case), leaving the user's alone (values
-    of ours left from an earlier send of the same request are replaced, or removed); `traced`
+    of ours left from an earlier send of the same request are replaced, or removed); `per_send`
     as carried_changes has it."""
     if not pairs and not (headers and _WRITTEN):
         return  # nothing to carry, and nothing of ours that could be left there
     keys = {(k if type(k) is str else header_text(k)).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
     present = {name: header_text(headers[key]) for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
-    to_set, to_remove = carried_changes(present, pairs, traced)
+    to_set, to_remove = carried_changes(present, pairs, per_send)
     for name, value in to_set:
         headers[keys.get(name.lower(), name)] = value  # type: ignore[index]
     for name in to_remove:
