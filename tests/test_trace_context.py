@@ -517,6 +517,9 @@ XRAY_HEADER = "Root=1-6759e988-0123456789abcdef01234567;Parent=1122334455667788;
         (("xray",), {"traceparent": VALID, "X-Amzn-Trace-Id": XRAY_HEADER}, None, None, (XRAY_CTX, None, None)),
         # with it: as by default
         (("tracecontext",), {"traceparent": VALID}, None, MESSAGE_CTX, (VALID_CTX, XRAY_CTX, None)),
+        # a caller's baggage without a W3C parent, only where baggage is propagated
+        (("tracecontext", "baggage"), {"baggage": "k=v"}, None, None, (XRAY_CTX, None, (None, "k=v"))),
+        (("tracecontext",), {"baggage": "k=v"}, None, None, (XRAY_CTX, None, None)),
     ],
 )
 def test_the_parent_is_taken_only_from_the_propagators_otel_propagators_names(propagators, headers, client_context, message, expected):

@@ -403,16 +403,17 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
             parent = parse_traceparent(header(headers, "traceparent"))
             carrier = headers
         if parent is not None:
-            # Looked up only with a W3C parent: the other headers of an event are not walked.
+            # Its tracestate, looked up only with a W3C parent.
             beside = _beside_traceparent(carrier)
             return parent, ambient, beside if beside != (None, None) else None
         if message is not None:
             # The tracestate and baggage the message carried beside it.
             beside = (_first_text(message_state), _first_text(message_baggage))
             return message, ambient, beside if beside != (None, None) else None
-        # No W3C parent: the caller's baggage all the same, as OpenTelemetry's baggage propagator
-        # reads it apart from the trace context (a tracestate belongs to a traceparent).
-        baggage = _baggage_of(client_context) or _baggage_of(headers)
+        # No W3C parent: the caller's baggage all the same, where it is propagated, as
+        # OpenTelemetry's baggage propagator reads it apart from the trace context (a tracestate
+        # belongs to a traceparent).
+        baggage = (_baggage_of(client_context) or _baggage_of(headers)) if propagators is None or "baggage" in propagators else None
         return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, (None, baggage) if baggage else None
     except Exception:  # never let tracing break the handler
         return None, None, None
