@@ -526,7 +526,7 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
     as_objects = json.dumps({"timestamp": "t", "level": "ERROR", "message": {"order": 42, "paid": "café"}, "requestId": "r"}, separators=(",", ":"))  # as the correlator re-encodes an object record
     odd = json.dumps({"level": "DEBUG", "message": "odd", "big": 2**70, "deep": json.loads("[" * 40 + "]" * 40), "bad": "\udc80"})
     no_frames = json.dumps({"level": "ERROR", "errorType": "Runtime.ImportModuleError", "errorMessage": "Unable to import module 'app'", "stackTrace": []})
-    lines = [powertools, structlog, as_objects, odd, no_frames, '{"level": "NOTICE", "message": "m"}', '{"level": "ERROR", "message": "cut', "[WARNING]\t2026-12-01T10:00:00.000Z\tr\ttext format"]
+    lines = [powertools, structlog, as_objects, odd, no_frames, '{"level": "NOTICE", "message": "m"}', '{"level": "ERROR", "message": "cut', "[WARNING]\t2026-12-01T10:00:00.000Z\tr\ttext format", '{"level": "SUCCESS", "message": "paid", "timestamp": "t", "order": 7}']
     found = _exported(*lines)
     # awslambdaric's shape from another logger (Powertools): message, level, the rest as attributes
     assert found[0] == (9, "INFO", "order placed", {"location": "handler:12", "service": "orders", "cold_start": True})
@@ -545,9 +545,11 @@ def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_thei
     # an error without frames reads as Python prints one: its last line only
     assert found[4][2] == "Runtime.ImportModuleError: Unable to import module 'app'"
     assert found[4][3]["exception.stacktrace"] == "Runtime.ImportModuleError: Unable to import module 'app'\n"
-    # a logger's level of its own keeps its name, its number unknown, its message the body
-    # (before: INFO, and the whole line as body)
-    assert found[5][:3] == (0, "NOTICE", "m")
+    # syslog's NOTICE is the data model's INFO2; a logger's level of its own keeps its name, at
+    # INFO, its message the body and its other fields (a `timestamp` too: it may be no logger's)
+    # as attributes (before: the whole line as body)
+    assert found[5][:3] == (10, "NOTICE", "m")
+    assert found[8] == (9, "SUCCESS", "paid", {"timestamp": "t", "order": 7})
     # a line that is not JSON, and the Text format: as before
     assert found[6][:3] == (9, "INFO", '{"level": "ERROR", "message": "cut')
     assert found[7][:2] == (13, "WARNING")

@@ -42,6 +42,7 @@ _LEVELS = {
     "TRACE": SeverityNumber.TRACE,
     "DEBUG": SeverityNumber.DEBUG,
     "INFO": SeverityNumber.INFO,
+    "NOTICE": SeverityNumber.INFO2,  # syslog's, as the data model maps it
     "WARN": SeverityNumber.WARN,
     "WARNING": SeverityNumber.WARN,
     "ERROR": SeverityNumber.ERROR,
@@ -52,6 +53,8 @@ _LEVELS = {
 # where faas.invocation_id says it: a user's line may name another request (an upstream API's),
 # and one naming a request the platform never announced (Managed Instances) has no other trace.
 _READ = frozenset(("level", "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
+# A record at a level of its own may be no logger's (a game's): only its level and message are read.
+_READ_OF_OWN_LEVEL = frozenset(("level", "message"))
 _POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
@@ -166,14 +169,16 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     level = record["level"]
     error_type, error_message, message = record.get("errorType"), record.get("errorMessage"), record.get("message")
     severity = _LEVELS.get(level.upper())
+    read = _READ
     if severity is None:
         if message is None:
             return None  # a `level` that may be no log level's (a game's, an order's): the line as written
-        # A logger's level of its own (NOTICE, SUCCESS): kept as written, its number unknown.
-        severity = SeverityNumber.UNSPECIFIED
+        # A logger's level of its own (SUCCESS): kept as written, at INFO, where a severity
+        # filter finds it as it did the line before.
+        severity, read, error_type, error_message = SeverityNumber.INFO, _READ_OF_OWN_LEVEL, None, None
     if message is None and not error_type:
         return severity, encodable(level), encodable(line), {}, 0
-    fields = [(key, value) for key, value in record.items() if not (key in _READ or value is None or (key == "requestId" and value in ("", request_id)))]
+    fields = [(key, value) for key, value in record.items() if not (key in read or value is None or (key == "requestId" and value in ("", request_id)))]
     if not whole:
         fields = [(key, value) for key, value in fields if key not in _POWERTOOLS_EXCEPTION]
     # Past the budget, fields are left out and counted as dropped; the last ones are kept, as the
