@@ -251,6 +251,23 @@ def test_the_collectors_credentials_can_be_a_secret(task, moto):
     assert not any("k3y-from-SM" in line for line in lines)
 
 
+def test_collector_credentials_holding_a_character_the_environment_refuses_leave_export_on(task, moto):
+    # GIVEN the traces' headers kept as a secret, one entry holding a NUL (which the
+    # companion's environment refuses)
+    moto.client("secretsmanager").create_secret(Name="collector/nul", SecretString="authorization=Bearer%20k3y\x00,x-team=core")
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:collector/nul")
+    with instrumented(task, env=env) as (emu, rx):
+        emu.invoke({})
+        # THEN the traces are exported with the entries that can go (before: the pipeline failed
+        # to start, and telemetry was off), and the other named once, never shown
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+        exports = [r for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
+        lines = emu.log_lines("extension")
+    assert exports and all(r["headers"].get("x-team") == "core" and "authorization" not in r["headers"] for r in exports), exports
+    assert len([line for line in lines if "ignoring OTEL_EXPORTER_OTLP_TRACES_HEADERS entries 'authorization'" in line and "collector/nul" in line]) == 1, lines
+    assert not any("k3y" in line or "telemetry is off" in line for line in lines), lines
+
+
 def test_the_collectors_credentials_from_a_secret_are_held_to_what_grpc_can_send(task, moto):
     from support.grpc_receiver import GrpcTraceReceiver
 
@@ -523,11 +540,12 @@ def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path)
 
 
 def test_a_required_secret_the_environment_cannot_hold_is_served_by_secrets_get(tmp_path):
-    # GIVEN secrets required, one of them holding a NUL (which os.environ refuses)
+    # GIVEN secrets required, one of them holding a NUL (which os.environ refuses), its variable
+    # also set by the function's configuration (a placeholder)
     task = write_function(tmp_path / "task", NO_COMPANION_APP)
     with MotoServer() as moto:
         seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}, "nul": "before\x00after"}})
-        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_REQUIRED="true")
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="WITH_NUL=secretsmanager:nul,DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_REQUIRED="true", WITH_NUL="placeholder-from-config")
         with instrumented(task, env=env) as (emu, rx):
             # WHEN the function starts
             result = emu.invoke({})
@@ -538,6 +556,10 @@ def test_a_required_secret_the_environment_cannot_hold_is_served_by_secrets_get(
     body = result.json()
     assert body["at_import"]["WITH_NUL"] is None and body["accessor"] == {"DB_PASSWORD": DB_PASSWORD, "WITH_NUL": "before\x00after"}
     assert sum("secret WITH_NUL=secretsmanager:nul holds a character the environment cannot (NUL)" in line for line in lines) == 1, lines
+    # ... and the placeholder does not stand for it, said in the same line (before: it stayed in
+    # the environment, with a line saying the secret had replaced it)
+    assert any("NUL): read it with secrets.get; the value the function's configuration gave it is removed" in line for line in lines), lines
+    assert not any("replaces the value WITH_NUL" in line for line in lines), lines
 
 
 def test_the_boots_own_refreshes_are_not_traced_as_the_functions_calls(tmp_path):

@@ -39,7 +39,12 @@ def apply(store: Any, sources: list, timeout_s: float, warn: Callable[..., None]
             reason = answer["errors"].get(name) or "the secret store did not start"
             warn("lambdawrap: exporting without %s from secret %s: %s", name, source.describe(), reason)
             continue
-        environ[name] = value  # all in first: which variable a gRPC signal reads depends on them
+        try:
+            environ[name] = value  # all in first: which variable a gRPC signal reads depends on them
+        except (ValueError, UnicodeError):
+            # A NUL or an unpaired surrogate, which the environment refuses: set all the same
+            # (an entry holding one is refused next, by name), or telemetry would be off.
+            environ[name] = ","
         found.append((source, value))
     for source, value in found:
         name = source.env_name

@@ -507,17 +507,21 @@ def _inject(name: str, value: str, source: Any) -> str | None:
     """Put one secret into os.environ; the failure, naming it (never its value), if it cannot
     go there (`secrets.get` still has it)."""
     described = source.describe() if source is not None else name
-    if name in os.environ and os.environ[name] != value and (name, os.environ[name]) != _PLATFORM_TZ:
-        # The function's configuration set the variable too: the declared secret wins. (Not
-        # TZ as Lambda sets it where the configuration does not.)
-        get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
+    configured = os.environ.get(name)
+    # The function's configuration set the variable too (not TZ as Lambda sets it where the
+    # configuration does not): the declared secret wins.
+    configured = None if configured == value or (name, configured) == _PLATFORM_TZ else configured
     try:
         os.environ[name] = value
         _injected.append(value)
-    except UnicodeEncodeError:
-        return f"secret {described} holds text the environment cannot (an unpaired surrogate, as JSON's \\ud800 escape makes): read it with secrets.get"
-    except ValueError:
-        return f"secret {described} holds a character the environment cannot (NUL): read it with secrets.get"
+    except (UnicodeEncodeError, ValueError) as exc:
+        # The configured value (a placeholder, maybe) must not stand for the secret.
+        removed = "; the value the function's configuration gave it is removed" if configured is not None and os.environ.pop(name, None) is not None else ""
+        if isinstance(exc, UnicodeEncodeError):
+            return f"secret {described} holds text the environment cannot (an unpaired surrogate, as JSON's \\ud800 escape makes): read it with secrets.get{removed}"
+        return f"secret {described} holds a character the environment cannot (NUL): read it with secrets.get{removed}"
+    if configured is not None:
+        get_logger().warning("lambdawrap: secret %s replaces the value %s had in the function's configuration", described, name)
     if name == "TZ" and hasattr(time, "tzset"):
         # The C library read the zone as the process started: a configured TZ is in effect from
         # there, a declared one only once it is read again.
