@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 import boto3
 import pytest
@@ -372,6 +374,14 @@ def test_without_the_companion_the_boot_fetches_itself(task, moto, tmp_path, run
     assert calls and all("lambdawrap/boot" in c["user_agent"] for c in calls)
 
 
+@contextlib.contextmanager
+def proxy_closed(proxy: "SlowForCompanion") -> Iterator[None]:
+    try:
+        yield
+    finally:
+        proxy.close()
+
+
 class SlowForCompanion:
     """A real HTTP server in front of moto that passes every AWS call on, the companion's after
     `delay_s` (a companion whose first fetch outlasts the boot's wait)."""
@@ -414,6 +424,30 @@ class SlowForCompanion:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def test_with_no_wait_at_init_the_refreshes_ask_the_companion_once_it_answers(task, moto):
+    # GIVEN no wait for the companion at init (the boot fetches the secrets itself), a TTL of 1 s
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS_TTL="1", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0")
+
+    def own_fetches() -> int:
+        return len([c for c in moto.requests() if "lambdawrap/boot" in c["user_agent"]])
+
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke({}).json()["accessor"] == DB_PASSWORD
+        assert own_fetches() == 2
+        # WHEN the secret rotates, and the function reads it over several TTLs
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"password": ROTATED}))
+        wait_for(lambda: emu.invoke({"get": "DB_PASSWORD"}).json()["value"] == ROTATED, timeout=30, interval=0.3, what="the rotated value")
+        fetched = own_fetches()
+        for _ in range(12):
+            emu.invoke({"get": "DB_PASSWORD"})
+            time.sleep(0.3)
+        # THEN the function's process fetches no more: its refreshes ask the companion, the one
+        # cache, as the README says (before: they never waited for its answer, and the process
+        # called AWS itself at every TTL for the environment's life)
+        assert own_fetches() == fetched, (fetched, own_fetches())
+        assert emu.invoke({"get": "DB_PASSWORD"}).json()["value"] == ROTATED
 
 
 def test_a_companion_whose_first_fetch_outlasts_the_wait_leaves_the_boot_to_fetch(task, moto):
@@ -563,13 +597,15 @@ def test_a_required_secret_the_environment_cannot_hold_is_served_by_secrets_get(
 
 
 def test_the_boots_own_refreshes_are_not_traced_as_the_functions_calls(tmp_path):
-    # GIVEN a companion that does not answer in time (0 ms), so the boot fetches the secrets
-    # itself and the handler side refreshes them with boto3, in the function's process
+    # GIVEN a companion that does not answer in time (0 ms) and whose own fetch hangs, so the
+    # boot fetches the secrets itself and the handler side refreshes them with boto3, in the
+    # function's process
     task = write_function(tmp_path / "task", NO_COMPANION_APP)
     with MotoServer() as moto:
         seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}}, "parameters": {"/prod/api/key": API_KEY, "/public/greeting": "hello"}})
-        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0", LAMBDAWRAP_SECRETS_TTL="1")
-        with instrumented(task, env=env) as (emu, rx):
+        proxy = SlowForCompanion(moto, delay_s=25.0)
+        env = secrets_env(moto, AWS_ENDPOINT_URL=proxy.endpoint, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0", LAMBDAWRAP_SECRETS_TTL="1")
+        with proxy_closed(proxy), instrumented(task, env=env) as (emu, rx):
             emu.invoke({})
             time.sleep(1.5)  # past the TTL: the next read starts the refresh, in this process
             emu.invoke({})

@@ -131,7 +131,9 @@ def _refresh() -> float | None:
             # frozen while waiting), keep the values and ask it again later. Asked also where
             # the boot fetched by itself (the companion slow to start): once it answers whole,
             # it is asked from then on, not AWS from the function's process at every TTL.
-            waited_s = _config["timeout_s"] if _config["companion"] else min(_config["timeout_s"], COMPANION_PROBE_S)
+            # A refresh runs on its own thread: it waits at least the probe's time, whatever
+            # init's wait (LAMBDAWRAP_SECRETS_TIMEOUT_MS=0 would never ask it).
+            waited_s = max(_config["timeout_s"], COMPANION_PROBE_S) if _config["companion"] else COMPANION_PROBE_S
             answer = _ask_companion(_config["channel"], waited_s)
             if answer is not None and not answer.get("unavailable"):
                 _config["companion"] = True
