@@ -51,6 +51,11 @@ class TestSettings:
         assert s.flush == FlushStrategy("adaptive") and s.flush_budget_ms == 1000 and s.secrets_ttl_s == 300
         assert not s.disabled and s.metrics_temporality == "delta" and s.secrets_port == 2773
 
+    def test_the_default_socket_is_in_the_tmpdir_of_the_environment_read(self, tmp_path):
+        # The mapping given, not this process's environment
+        assert Settings.from_env({"TMPDIR": str(tmp_path)}, warn=False).socket_path == str(tmp_path / "lambdawrap.sock")
+        assert Settings.from_env({"TMPDIR": str(tmp_path / "missing")}, warn=False).socket_path == "/tmp/lambdawrap.sock"
+
     def test_values(self):
         s = Settings.from_env({"LAMBDAWRAP_FLUSH": "periodic,250", "LAMBDAWRAP_DISABLED": "TRUE", "LAMBDAWRAP_SECRETS_TTL": "86400", "OTEL_SERVICE_NAME": "svc", "AWS_LAMBDA_FUNCTION_NAME": "fn"})
         assert s.flush == FlushStrategy("periodic", 250) and s.disabled and s.secrets_ttl_s == 86400 and s.service_name == "svc"

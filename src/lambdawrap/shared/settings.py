@@ -141,17 +141,22 @@ class FlushStrategy(namedtuple("FlushStrategy", ("mode", "interval_ms"))):
 
 
 MANAGED_INSTANCES = "lambda-managed-instances"  # AWS_LAMBDA_INITIALIZATION_TYPE there
+SOCKET_NAME = "lambdawrap.sock"
+# What a Unix socket's path may hold on Linux (sun_path is 108 bytes, its NUL included).
+MAX_SOCKET_PATH_BYTES = 107
 
 
-def default_socket_path() -> str:
+def default_socket_path(environ: Mapping[str, str] | None = None) -> str:
     # /tmp is writable and shared by the runtime and the extensions inside one environment.
     # TMPDIR only where it names a folder there already, as tempfile takes it: the companion
-    # starts before the function's code, and could not listen in a folder that code makes.
-    # (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
-    folder = os.environ.get("TMPDIR") or "/tmp"
-    if not (os.path.isabs(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
-        folder = "/tmp"
-    return os.path.join(folder, "lambdawrap.sock")
+    # starts before the function's code, and could not listen in a folder that code makes;
+    # and only where the socket's path there fits a socket's (sun_path), or neither process
+    # could use it. (Not tempfile.gettempdir(): importing tempfile costs the handler's cold start.)
+    folder = (os.environ if environ is None else environ).get("TMPDIR") or "/tmp"
+    path = os.path.join(folder, SOCKET_NAME)
+    if not (os.path.isabs(folder) and len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES and os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+        path = os.path.join("/tmp", SOCKET_NAME)
+    return path
 
 
 _FIELDS = (
@@ -231,7 +236,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         """Parse the environment; bad values warn once each (unless `warn` is false: another
         process of the same environment warns for them) and fall back to the default."""
         env = os.environ if environ is None else environ
-        d = cls()
+        d = cls(socket_path=default_socket_path(env))
         parse = _Parser(env, warn)
         protocol = parse(PROTOCOL, "http/protobuf", _choice(PROTOCOLS, lower=False))
         function_name = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
@@ -423,9 +428,6 @@ def _exporter_choice(signal: str) -> Callable[[str], str]:
 def _nonempty(raw: str) -> str:
     return raw
 
-
-# What a Unix socket's path may hold on Linux (sun_path is 108 bytes, its NUL included).
-MAX_SOCKET_PATH_BYTES = 107
 
 
 def _socket_path(raw: str) -> str:
