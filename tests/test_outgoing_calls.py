@@ -583,13 +583,19 @@ def test_an_invoke_payload_carrying_the_functions_own_context_gets_no_client_con
     assert custom["traceparent"] == f"00-{invocation['trace_id']}-{calls[2]['span_id']}-01"
 
 
-def test_settings_name_what_is_traced_and_propagated():
+def test_settings_name_what_is_traced_and_propagated(caplog):
     # GIVEN the variables WHEN parsed THEN groups stand for their members, unknown names are
     # dropped (with one warning), and lambdawrap's own endpoints are known
     s = Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "aws-sdk,httpx,carrier-pigeon", "OTEL_PROPAGATORS": "xray,tracecontext", "LAMBDAWRAP_PROPAGATE_AWS": "sqs,lambda", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example.com/v1/traces", "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": "Metadata.Internal, 10.0.0.1:8080"}, warn=False)
     assert s.instrument == ("botocore", "httpx") and s.propagators == ("tracecontext", "xray") and s.propagate_aws == ("sqs", "lambda")
     assert {"127.0.0.1:9001", "127.0.0.1:2773", "collector.example.com:443"} <= set(s.own_endpoints)
     assert s.instrument_exclude_hosts == ("metadata.internal", "10.0.0.1:8080")
+    # ... and an entry whose port no call can be to is named, as one written otherwise is
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        kept = Settings.from_env({"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": "a.example.com:99999, b.example.com:0, [::1]:70000, c.example.com:443"}).instrument_exclude_hosts
+    warnings = [r.getMessage() for r in caplog.records]
+    assert kept == ("c.example.com:443",), kept
+    assert len(warnings) == 1 and "a.example.com:99999, b.example.com:0, [::1]:70000" in warnings[0], warnings
     assert Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none"}).instrument == ()
     assert Settings.from_env({}).instrument == ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
 

@@ -512,7 +512,8 @@ _IPV6_CHARACTERS = frozenset("0123456789abcdef:.")
 
 def _host_entry(entry: str) -> bool:
     def port_ok(port: str) -> bool:
-        return port.isascii() and port.isdigit()
+        # One no call can be to never matches (65536, 0): written otherwise, it is named.
+        return port.isascii() and port.isdigit() and 0 < int(port) < 65536
 
     if entry.startswith("["):  # [IPv6]:port
         address, bracket, rest = entry[1:].partition("]")
