@@ -585,7 +585,7 @@ def test_a_layer_whose_companion_is_missing_leaves_the_function_running(layer_fo
 
     # GIVEN the built layer as /opt without the companion's package (an image that copied the
     # layer's extensions/ and python/ but not its lambdawrap/ folder), on a runtime where no
-    # other lambdawrap is to be found
+    # other lambdawrap is to be found, and a setting of a bad value
     python = bare_runtime(running_interpreter())
     layer = tmp_path / "opt"
     shutil.copytree(layer_for(LOCAL_PYTHON).out_dir, layer)
@@ -593,10 +593,11 @@ def test_a_layer_whose_companion_is_missing_leaves_the_function_running(layer_fo
     task = write_function(tmp_path / "task", WHAT_IT_SEES)
     socket_dir = tempfile.mkdtemp(prefix="lw")
     try:
-        with _cold_start(task, layer, python, "http://127.0.0.1:9", socket_dir) as emu:
+        with _cold_start(task, layer, python, "http://127.0.0.1:9", socket_dir, {"LAMBDAWRAP_FLUSH": "bogus"}) as emu:
             # WHEN it is invoked, twice
             results = [emu.invoke({"n": n}) for n in range(2)]
             lines = [line for source, line in list(emu.logs) if source == "extension"]
+            function_lines = [line for source, line in list(emu.logs) if source == "function"]
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     # THEN the function answers as without the layer (before: the companion could not start
@@ -604,6 +605,9 @@ def test_a_layer_whose_companion_is_missing_leaves_the_function_running(layer_fo
     # Extension.Crash), and one line says why nothing is exported
     assert [(r.status, r.function_error, r.json()) for r in results] == [(200, None, {"event": {"n": n}, "pythonpath": "<runtime>"}) for n in range(2)], lines
     assert [line for line in lines if line.startswith("lambdawrap:")] == ["lambdawrap: the companion's package is not in this layer (lambdawrap/companion-lib): nothing is exported"], lines
+    # ... and the bad value is named once, by the function's process, the companion never
+    # starting to (before: by nobody, the function's process leaving it to the companion)
+    assert len([line for line in function_lines + lines if "LAMBDAWRAP_FLUSH" in line]) == 1, function_lines
 
 
 @every_python

@@ -181,12 +181,17 @@ class _RefuseImport:
 
 def _companion_expected(environ: Mapping[str, str]) -> bool:
     """True when our layer's companion runs in this environment (every file in
-    <layer>/extensions is launched by the platform)."""
+    <layer>/extensions is launched by the platform), and, in a built layer, its package is
+    there for the launcher to start (it says so and idles otherwise)."""
     boot_dir = environ.get("LAMBDAWRAP_BOOT_DIR", "")
     if not boot_dir:
         return False
     layer = os.path.dirname(os.path.dirname(boot_dir.rstrip("/")))
-    return os.path.isfile(os.path.join(layer, "extensions", "lambdawrap"))
+    if not os.path.isfile(os.path.join(layer, "extensions", "lambdawrap")):
+        return False
+    # As the launcher tells a built layer (python/lambdawrap), and finds its companion there.
+    built = os.path.isdir(os.path.join(layer, "python", "lambdawrap"))
+    return not built or os.path.isfile(os.path.join(layer, "lambdawrap", "companion-lib", "lambdawrap", "companion", "__main__.py"))
 
 
 def _load_secrets(settings: Settings, channel: Any, module_name: str, environ: Mapping[str, str]) -> None:
