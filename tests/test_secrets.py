@@ -573,6 +573,27 @@ def test_the_boots_own_fetch_names_each_failure_and_never_logs_a_value(tmp_path)
     assert not any(DB_PASSWORD in line or API_KEY in line for line in lines), [line for line in lines if DB_PASSWORD in line or API_KEY in line][:3]
 
 
+def test_a_boto3_the_boot_cannot_import_names_each_secret(tmp_path):
+    # GIVEN no companion, and a function that bundles a boto3 that fails to import (the boot's
+    # own fetch takes the function's, as its own import would)
+    task = write_function(tmp_path / "task", NO_COMPANION_APP)
+    (task / "boto3").mkdir()
+    (task / "boto3" / "__init__.py").write_text('raise ImportError("a broken bundle")\n')
+    with MotoServer() as moto:
+        seed_moto(moto, {"secrets": {"prod/db": {"password": DB_PASSWORD}}, "parameters": {"/prod/api/key": API_KEY}})
+        env = secrets_env(moto, LAMBDAWRAP_SECRETS="DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key")
+        with instrumented(task, env=env, layer=layer_without_companion(tmp_path)) as (emu, rx):
+            # WHEN the function starts
+            result = emu.invoke({})
+            lines = emu.log_lines("function")
+    # THEN it starts without them, each secret named in a line of its own (before: one line
+    # naming none, "its variable is left as it was", and they were never asked for again)
+    assert result.function_error is None and result.json()["accessor"] == {"DB_PASSWORD": None, "WITH_NUL": None}, result.body
+    for described in ("DB_PASSWORD=secretsmanager:prod/db#password", "API_KEY=ssm:/prod/api/key"):
+        assert sum(f"secret {described} could not be fetched: ImportError" in line for line in lines) == 1, lines
+    assert not any("secrets could not be loaded" in line for line in lines), lines
+
+
 def test_a_required_secret_the_environment_cannot_hold_is_served_by_secrets_get(tmp_path):
     # GIVEN secrets required, one of them holding a NUL (which os.environ refuses), its variable
     # also set by the function's configuration (a placeholder)

@@ -260,13 +260,16 @@ def _fetch_directly(sources: list, region: str, budget_s: float | None = None) -
     values, errors = {}, {}
     if not sources:
         return {"values": values, "errors": errors}  # nothing to ask: no boto3 imported for it
-    if budget_s is None:
-        client = _refresh_clients(region)
-        fetch = call
-    else:
-        deadline = time.monotonic() + budget_s
-        client = make_clients("boot", region, deadline=deadline)
-        fetch = lambda key, client: _call_again_if_throttled(key, client, deadline)  # noqa: E731
+    try:
+        if budget_s is None:
+            client = _refresh_clients(region)
+            fetch = call
+        else:
+            deadline = time.monotonic() + budget_s
+            client = make_clients("boot", region, deadline=deadline)
+            fetch = lambda key, client: _call_again_if_throttled(key, client, deadline)  # noqa: E731
+    except Exception as exc:  # noqa: BLE001 - no boto3 this process can import (a broken one bundled): each secret named, asked again later
+        return {"values": values, "errors": {s.env_name: str(fetch_failed(s, exc)) for s in sources}}
     by_request: dict = {}
     for source in sources:
         by_request.setdefault(source_key(source), []).append(source)
