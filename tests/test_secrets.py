@@ -346,10 +346,16 @@ def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
-def test_required_secrets_with_an_entry_left_out_are_an_init_error_naming_it(task, moto):
+@pytest.mark.parametrize("declared, named", [
+    ("API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password", "API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password"),
+    # a variable declared twice: the second is left out, as the settings' warning says
+    ("DB_PASSWORD=secretsmanager:prod/db#password,DB_PASSWORD=ssm:/prod/api/key", "'DB_PASSWORD=ssm:/prod/api/key' was left out (DB_PASSWORD is declared before it)"),
+])
+def test_required_secrets_with_an_entry_left_out_are_an_init_error_naming_it(task, moto, declared, named):
     # GIVEN fail-closed secrets whose list was written with ";" between its entries (one entry
-    # no secret name can be), and a placeholder the function's configuration sets for a local run
-    env = secrets_env(moto, LAMBDAWRAP_SECRETS="API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password", LAMBDAWRAP_SECRETS_REQUIRED="true", DB_PASSWORD="local-placeholder")
+    # no secret name can be), or that declares a variable twice, and a placeholder the
+    # function's configuration sets for a local run
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS=declared, LAMBDAWRAP_SECRETS_REQUIRED="true", DB_PASSWORD="local-placeholder")
     with instrumented(task, env=env) as (emu, rx):
         result = emu.invoke({})
         body = result.json()
@@ -358,7 +364,7 @@ def test_required_secrets_with_an_entry_left_out_are_an_init_error_naming_it(tas
     # the function ran with neither secret, on the placeholder, after one warning)
     assert result.function_error == "Unhandled", body
     assert body["errorType"] == "SecretsError"
-    assert "LAMBDAWRAP_SECRETS_REQUIRED is true" in body["errorMessage"] and "API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password" in body["errorMessage"]
+    assert "LAMBDAWRAP_SECRETS_REQUIRED is true" in body["errorMessage"] and named in body["errorMessage"], body
     assert init["status"] == "error"
 
 

@@ -92,6 +92,9 @@ def parse_sources(spec: str, refused: list | None = None) -> tuple:
             continue
         if source.env_name in seen:
             problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name} twice; the first one is used")
+            if refused is not None:
+                # Where secrets are required, one the function may have meant and will not get.
+                refused.append(f"LAMBDAWRAP_SECRETS entry {entry!r} was left out ({source.env_name} is declared before it)")
             continue
         seen.add(source.env_name)
         sources.append(source)
