@@ -843,44 +843,30 @@ def handler(event, context):
 """
 
 
-def test_a_tmpdir_the_function_makes_itself_leaves_the_channel_in_tmp(tmp_path):
-    # GIVEN TMPDIR naming a folder the function makes as its module loads, and LAMBDAWRAP_SOCKET
-    # unset (blank): the channel's default place
+@pytest.mark.parametrize("tmpdir", ["made by the function", "too long for a socket's path"])
+def test_a_tmpdir_no_companion_could_listen_in_leaves_the_channel_in_tmp(tmp_path, tmpdir):
+    # GIVEN TMPDIR naming a folder the function makes as its module loads, or one whose socket
+    # path would pass the 107 bytes a Unix socket's may hold, and LAMBDAWRAP_SOCKET unset
+    # (blank): the channel's default place
     task = write_function(tmp_path / "task", MAKES_ITS_TMPDIR)
-    env = layer_env(LAMBDAWRAP_SOCKET="", TMPDIR=str(tmp_path / "scratch"))
-    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
-        # WHEN it is invoked
-        results = [emu.invoke({}) for _ in range(3)]
-        assert [r.json() for r in results] == [{"ok": True}] * 3
-        # THEN every invocation is exported (before: the companion, started before the folder
-        # was made, could not listen there, and telemetry was off for the environment, nothing
-        # counted) ...
-        rids = {r.request_id for r in results}
-        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
-        emu.stop()
-        lines = emu.log_lines("function") + emu.log_lines("extension")
-    # ... and nothing of lambdawrap's says it failed
-    assert not [line for line in lines if "lambdawrap:" in line], lines
-
-
-def test_a_tmpdir_too_long_for_a_socket_s_path_leaves_the_channel_in_tmp(tmp_path):
-    # GIVEN TMPDIR naming a folder whose socket path would pass the 107 bytes a Unix socket's
-    # may hold, and LAMBDAWRAP_SOCKET unset (blank): the channel's default place
-    task = write_function(tmp_path / "task", MAKES_ITS_TMPDIR)
-    scratch = tmp_path / ("t" * max(1, 100 - len(str(tmp_path))))
-    scratch.mkdir()
-    assert len(os.fsencode(scratch / "lambdawrap.sock")) > 107
+    scratch = tmp_path / "scratch"
+    if tmpdir != "made by the function":
+        scratch = tmp_path / ("t" * max(1, 100 - len(str(tmp_path))))
+        scratch.mkdir()
+        assert len(os.fsencode(scratch / "lambdawrap.sock")) > 107
     env = layer_env(LAMBDAWRAP_SOCKET="", TMPDIR=str(scratch))
     with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
         # WHEN it is invoked
         results = [emu.invoke({}) for _ in range(3)]
         assert [r.json() for r in results] == [{"ok": True}] * 3
-        # THEN every invocation is exported, through /tmp (before: the companion could not
-        # listen there, "AF_UNIX path too long", and telemetry was off for the environment)
+        # THEN every invocation is exported, through /tmp (before: the companion, started before
+        # the folder was made, or given a path too long ("AF_UNIX path too long"), could not
+        # listen there, and telemetry was off for the environment, nothing counted) ...
         rids = {r.request_id for r in results}
         rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
         emu.stop()
         lines = emu.log_lines("function") + emu.log_lines("extension")
+    # ... and nothing of lambdawrap's says it failed
     assert not [line for line in lines if "lambdawrap:" in line], lines
 
 

@@ -234,20 +234,25 @@ def test_a_secret_missing_at_init_is_served_once_it_can_be_read(task, moto):
         assert value == "arrived-value"
 
 
+def _traces_exported_with(task, moto, declared: str) -> tuple:
+    """The trace exports the collector took from one invocation with `declared` secrets, and
+    the companion's log."""
+    with instrumented(task, env=secrets_env(moto, LAMBDAWRAP_SECRETS=declared)) as (emu, rx):
+        emu.invoke({})
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
+        exports = [r for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
+        return exports, emu.log_lines("extension")
+
+
 def test_the_collectors_credentials_can_be_a_secret(task, moto):
     # GIVEN the collector's headers (an API key) kept in Secrets Manager and declared as
     # OTEL_EXPORTER_OTLP_HEADERS, one entry of them malformed, and a per-signal one that cannot
     # be read
     moto.client("secretsmanager").create_secret(Name="collector/headers", SecretString="authorization=Bearer%20k3y-from-SM,x-team=core,x-bad")
-    env = secrets_env(moto, LAMBDAWRAP_SECRETS="OTEL_EXPORTER_OTLP_HEADERS=secretsmanager:collector/headers,OTEL_EXPORTER_OTLP_LOGS_HEADERS=secretsmanager:collector/gone")
-    with instrumented(task, env=env) as (emu, rx):
-        emu.invoke({})
-        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
-        # THEN the companion's exports carry them (every signal: the general variable's), the
-        # bad entry and the unreadable secret named in one warning each, no value shown
-        exports = [r for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
-        assert exports and all(r["headers"].get("authorization") == "Bearer k3y-from-SM" and r["headers"].get("x-team") == "core" for r in exports), exports
-        lines = emu.log_lines("extension")
+    exports, lines = _traces_exported_with(task, moto, "OTEL_EXPORTER_OTLP_HEADERS=secretsmanager:collector/headers,OTEL_EXPORTER_OTLP_LOGS_HEADERS=secretsmanager:collector/gone")
+    # THEN the companion's exports carry them (every signal: the general variable's), the bad
+    # entry and the unreadable secret named in one warning each, no value shown
+    assert exports and all(r["headers"].get("authorization") == "Bearer k3y-from-SM" and r["headers"].get("x-team") == "core" for r in exports), exports
     assert len([line for line in lines if "ignoring OTEL_EXPORTER_OTLP_HEADERS entries #3" in line and "collector/headers" in line]) == 1, lines
     assert len([line for line in lines if "exporting without OTEL_EXPORTER_OTLP_LOGS_HEADERS" in line and "collector/gone" in line]) == 1, lines
     assert not any("k3y-from-SM" in line for line in lines)
@@ -257,14 +262,9 @@ def test_collector_credentials_holding_a_character_the_environment_refuses_leave
     # GIVEN the traces' headers kept as a secret, one entry holding a NUL (which the
     # companion's environment refuses)
     moto.client("secretsmanager").create_secret(Name="collector/nul", SecretString="authorization=Bearer%20k3y\x00,x-team=core")
-    env = secrets_env(moto, LAMBDAWRAP_SECRETS="OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:collector/nul")
-    with instrumented(task, env=env) as (emu, rx):
-        emu.invoke({})
-        # THEN the traces are exported with the entries that can go (before: the pipeline failed
-        # to start, and telemetry was off), and the other named once, never shown
-        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"])
-        exports = [r for r in rx.requests() if r["path"] == "/v1/traces" and r["status"] == 200]
-        lines = emu.log_lines("extension")
+    exports, lines = _traces_exported_with(task, moto, "OTEL_EXPORTER_OTLP_TRACES_HEADERS=secretsmanager:collector/nul")
+    # THEN the traces are exported with the entries that can go (before: the pipeline failed to
+    # start, and telemetry was off), and the other named once, never shown
     assert exports and all(r["headers"].get("x-team") == "core" and "authorization" not in r["headers"] for r in exports), exports
     assert len([line for line in lines if "ignoring OTEL_EXPORTER_OTLP_TRACES_HEADERS entries 'authorization'" in line and "collector/nul" in line]) == 1, lines
     assert not any("k3y" in line or "telemetry is off" in line for line in lines), lines
