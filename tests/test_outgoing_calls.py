@@ -1056,14 +1056,20 @@ def handler(event, context):
 """
 
 
-def test_the_callers_baggage_travels_on_without_a_traceparent(tmp_path):
-    # GIVEN a caller that sends baggage but no W3C trace context (one traced by X-Ray, or none)
+@pytest.mark.parametrize("carried_in", ["request headers", "client context"])
+def test_the_callers_baggage_travels_on_without_a_traceparent(tmp_path, carried_in):
+    # GIVEN a caller that sends baggage but no W3C trace context (one traced by X-Ray, or none),
+    # in its request's headers or in a Lambda Invoke's client context
     task = write_function(tmp_path / "task", SEES_ITS_BAGGAGE)
     event = json.loads((EVENTS / "apigw-http.json").read_text())
     plain = {name: value for name, value in event["headers"].items() if name not in ("traceparent", "tracestate", "baggage")}
+    sent = {"baggage": "tenant=acme", "tracestate": "congo=t61rcWkgMzE"}
     with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
         # WHEN the function is invoked
-        result = emu.invoke(dict(event, headers=dict(plain, baggage="tenant=acme", tracestate="congo=t61rcWkgMzE", **{"x-target": http.url})))
+        if carried_in == "request headers":
+            result = emu.invoke(dict(event, headers=dict(plain, **sent, **{"x-target": http.url})))
+        else:
+            result = emu.invoke(dict(event, headers=dict(plain, **{"x-target": http.url})), client_context={"custom": sent})
         invocation = invocation_span(rx, result.request_id)
     # THEN the function sees the caller's baggage, and its request carries it on, as
     # OpenTelemetry's baggage propagator reads it apart from the trace context (before: it was

@@ -691,6 +691,9 @@ class _Context:
         (_Context(w3c={"traceparent": "00-bad", "tracestate": "w=1"}, custom={"traceparent": OTHER_TP}), OTHER_TP),  # a malformed one hides nothing
         (_Context(custom={"traceparent": OTHER_TP}), OTHER_TP),
         (_Context(custom={"traceparent": 5}), None),
+        # without a traceparent, those carrying a baggage alone (w3c() first)
+        (_Context(w3c={"baggage": "k=1"}, custom={"baggage": "k=2"}), None),
+        (_Context(custom={"baggage": "k=2"}), None),
         (_Context(w3c="not a dict", custom="not a dict"), None),
         (_Context(), None),
         (None, None),
@@ -699,7 +702,12 @@ class _Context:
 )
 def test_client_context_traceparent(context, expected):
     fields = client_context_w3c(context)
-    assert (fields["traceparent"] if fields is not None else None) == expected
+    assert (fields.get("traceparent") if fields is not None else None) == expected
+
+
+def test_client_context_baggage_without_a_traceparent():
+    assert client_context_w3c(_Context(w3c={"baggage": "k=1"}, custom={"baggage": "k=2"})) == {"baggage": "k=1"}
+    assert client_context_w3c(_Context(w3c={"traceparent": "00-bad"}, custom={"baggage": "k=2", "other": "x"})) == {"baggage": "k=2", "other": "x"}
 
 
 def test_client_context_of_a_hostile_context_is_none():

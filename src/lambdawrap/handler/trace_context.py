@@ -256,10 +256,11 @@ def collect_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str],
 
 def client_context_w3c(context: Any) -> Optional[dict]:
     """The W3C fields (``traceparent``, ``tracestate``, ``baggage``) a Lambda ``Invoke`` caller
-    sent in the client context, where it sent a ``traceparent``: awslambdaric 4.2+ moves
-    ``clientContext.w3c`` to ``context.w3c()`` (read first, when its traceparent is valid); SDK
-    instrumentations write them in ``clientContext.custom``."""
+    sent in the client context, where it sent a ``traceparent``, else a ``baggage`` alone:
+    awslambdaric 4.2+ moves ``clientContext.w3c`` to ``context.w3c()`` (read first, when its
+    traceparent is valid); SDK instrumentations write them in ``clientContext.custom``."""
     try:
+        fields = None
         w3c = getattr(context, "w3c", None)
         if callable(w3c):
             fields = w3c()
@@ -269,6 +270,10 @@ def client_context_w3c(context: Any) -> Optional[dict]:
         custom = getattr(getattr(context, "client_context", None), "custom", None)
         if isinstance(custom, dict) and isinstance(custom.get("traceparent"), str):
             return custom
+        # No parent there: its baggage all the same (read apart from the trace context).
+        for carrier in (fields, custom):
+            if isinstance(carrier, dict) and isinstance(carrier.get("baggage"), str):
+                return carrier
         return None
     except Exception:  # a context of any shape: never let tracing break the handler
         return None
