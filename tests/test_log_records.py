@@ -514,9 +514,9 @@ def test_a_dict_message_of_many_keys_leaves_the_record_s_fields_in():
 
 def test_text_format_lines_at_levels_the_function_named_have_their_severity():
     # GIVEN awslambdaric's text format, with level names a function gave logging itself
-    lines = [f"[{level}]\t2026-12-01T10:00:00.000Z\tr\tmessage" for level in ("WARN", "FATAL", "TRACE", "WARNING", "CRITICAL")]
-    # THEN each is read as the JSON format reads it (before: WARN, FATAL and TRACE were INFO)
-    assert [(number, text) for number, text, _, _ in _exported(*lines)] == [(13, "WARN"), (21, "FATAL"), (1, "TRACE"), (13, "WARNING"), (21, "CRITICAL")]
+    lines = [f"[{level}]\t2026-12-01T10:00:00.000Z\tr\tmessage" for level in ("WARN", "FATAL", "TRACE", "WARNING", "CRITICAL", "NOTICE")]
+    # THEN each is read as the JSON format reads it (before: WARN, FATAL, TRACE and NOTICE were INFO)
+    assert [(number, text) for number, text, _, _ in _exported(*lines)] == [(13, "WARN"), (21, "FATAL"), (1, "TRACE"), (13, "WARNING"), (21, "CRITICAL"), (10, "NOTICE")]
 
 
 def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():

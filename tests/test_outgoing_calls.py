@@ -592,10 +592,10 @@ def test_settings_name_what_is_traced_and_propagated(caplog):
     assert s.instrument_exclude_hosts == ("metadata.internal", "10.0.0.1:8080")
     # ... and an entry whose port no call can be to is named, as one written otherwise is
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-        kept = Settings.from_env({"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": "a.example.com:99999, b.example.com:0, [::1]:70000, c.example.com:443"}).instrument_exclude_hosts
+        kept = Settings.from_env({"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": f"a.example.com:99999, b.example.com:0, [::1]:70000, d.example.com:080, e.example.com:{'9' * 5000}, c.example.com:443"}).instrument_exclude_hosts
     warnings = [r.getMessage() for r in caplog.records]
     assert kept == ("c.example.com:443",), kept
-    assert len(warnings) == 1 and "a.example.com:99999, b.example.com:0, [::1]:70000" in warnings[0], warnings
+    assert len(warnings) == 1 and "a.example.com:99999, b.example.com:0, [::1]:70000, d.example.com:080, e.example.com:" in warnings[0], warnings
     assert Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none"}).instrument == ()
     assert Settings.from_env({}).instrument == ("botocore", "requests", "urllib3", "urllib", "httpx", "aiohttp")
 

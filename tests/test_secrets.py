@@ -346,6 +346,15 @@ def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
+def test_a_variable_declared_twice_the_same_way_leaves_nothing_out():
+    from lambdawrap.shared.settings import Settings
+
+    # The function gets the one secret it declared, twice over; another it declared second, not
+    read = lambda declared: Settings.from_env({"LAMBDAWRAP_SECRETS": declared}, warn=False).secrets_refused  # noqa: E731
+    assert read("DB=ssm:/prod/db,DB=ssm:/prod/db") == ()
+    assert read("DB=ssm:/prod/db,DB=ssm:/prod/other") == ("LAMBDAWRAP_SECRETS entry 'DB=ssm:/prod/other' was left out (DB is declared before it)",)
+
+
 @pytest.mark.parametrize("declared, named", [
     ("API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password", "API_KEY=ssm:/prod/api/key;DB_PASSWORD=secretsmanager:prod/db#password"),
     # a variable declared twice: the second is left out, as the settings' warning says

@@ -34,7 +34,7 @@ SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  
 TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 # awslambdaric's text format writes the record's level name: logging's five, or one the function
 # named itself (logging.addLevelName: WARN, FATAL, TRACE), read as the JSON format's are.
-_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE))
+_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[NOTICE]", SeverityNumber.INFO2), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE))
 # A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
 # writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL or TRACE.
 _LEVELS = {

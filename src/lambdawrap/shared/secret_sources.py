@@ -78,7 +78,7 @@ def parse_sources(spec: str, refused: list | None = None) -> tuple:
     with LAMBDAWRAP_SECRETS_REQUIRED it is a secret the function will not get."""
     sources: list = []
     problems: list = []
-    seen: set = set()
+    seen: dict = {}
     for raw in spec.split(","):
         entry = raw.strip()
         if not entry:
@@ -92,11 +92,11 @@ def parse_sources(spec: str, refused: list | None = None) -> tuple:
             continue
         if source.env_name in seen:
             problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name} twice; the first one is used")
-            if refused is not None:
+            if refused is not None and source != seen[source.env_name]:
                 # Where secrets are required, one the function may have meant and will not get.
                 refused.append(f"LAMBDAWRAP_SECRETS entry {entry!r} was left out ({source.env_name} is declared before it)")
             continue
-        seen.add(source.env_name)
+        seen[source.env_name] = source
         sources.append(source)
     return sources, problems
 

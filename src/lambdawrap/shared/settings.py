@@ -512,8 +512,9 @@ _IPV6_CHARACTERS = frozenset("0123456789abcdef:.")
 
 def _host_entry(entry: str) -> bool:
     def port_ok(port: str) -> bool:
-        # One no call can be to never matches (65536, 0): written otherwise, it is named.
-        return port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        # One no call can be to (65536, 0), or written as no call's is (080), never matches:
+        # written otherwise, it is named.
+        return port.isascii() and port.isdigit() and len(port) <= 5 and port[0] != "0" and int(port) < 65536
 
     if entry.startswith("["):  # [IPv6]:port
         address, bracket, rest = entry[1:].partition("]")
