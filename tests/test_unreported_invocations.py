@@ -697,6 +697,7 @@ def test_on_managed_instances_the_late_record_of_a_request_forgotten_since_makes
     correlator, signals = environment(managed_instances=True)
     correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"reason": "buffer full", "droppedRecords": 3, "droppedBytes": 300}}])
     correlator.on_telemetry([platform_start("X"), platform_report("X", "timeout")])
+    correlator.finish_overdue(time.monotonic() + 1)  # past the grace its record had
     for n in range(10):
         correlator.on_telemetry([platform_start(f"R{n}")])
         correlator.on_record(record(f"R{n}"))
@@ -873,9 +874,38 @@ def test_on_managed_instances_a_request_told_by_its_report_alone_ends_when_the_r
         {"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 3, "droppedBytes": 900}},
         {"time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(reported_s)), "type": "platform.report", "record": {"requestId": "L", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}}},
     ])
+    correlator.finish_overdue(time.monotonic() + 1)  # past the grace its record had
     # THEN its span runs the 3 s up to the report's time (before: from when the companion read
     # the report, ending 3 s after it, in the future)
     (span,) = invocation_spans(signals)
     assert (span.start_time, span.end_time) == ((reported_s - 3) * 10**9, reported_s * 10**9)
     # ... and, no start having named the function, it has no ARN attributes (before: "")
     assert "aws.lambda.invoked_arn" not in span.attributes and "cloud.resource_id" not in span.attributes
+
+
+def test_on_managed_instances_a_handler_that_returned_as_its_deadline_came_keeps_its_record_s_ids():
+    from lambdawrap.companion.correlator import RECORD_GRACE_S
+
+    # GIVEN a request on Managed Instances whose handler returned as its deadline came: its
+    # worker (which a timeout does not stop) cleared its in-flight slot and sent its record,
+    # not read yet when the platform's timeout report is
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_telemetry([platform_start("X")])
+    timed_out = dict(platform_report("X", "timeout"), record={"requestId": "X", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}})
+    correlator.on_telemetry([timed_out])
+    # WHEN the record is read just after
+    correlator.on_record(record("X", spans=[user_span("orders.lookup")]))
+    # THEN the span is the record's, in its trace, a timeout, and its child joins it (before:
+    # made at once from the platform's word, its ids made up: the function's span an orphan)
+    spans = signals.spans.take(100)
+    (span,) = [s for s in spans if "faas.invocation_id" in s.attributes]
+    (child,) = [s for s in spans if s.name == "orders.lookup"]
+    assert (span.context.trace_id, span.context.span_id) == (1, 2) and span.status.status_code is StatusCode.ERROR
+    assert child.parent.span_id == span.context.span_id
+    # ... and one whose record never comes is made once the grace is over, counted once
+    correlator.on_telemetry([platform_start("Y"), dict(timed_out, record=dict(timed_out["record"], requestId="Y"))])
+    assert not [s for s in signals.spans.take(100) if "faas.invocation_id" in s.attributes]
+    correlator.finish_overdue(time.monotonic() + RECORD_GRACE_S + 1)
+    (late,) = [s for s in signals.spans.take(100) if "faas.invocation_id" in s.attributes]
+    assert late.attributes["faas.invocation_id"] == "Y" and late.status.status_code is StatusCode.ERROR
+    assert "record_missing" not in signals.dropped_by_reason

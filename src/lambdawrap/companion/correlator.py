@@ -891,8 +891,25 @@ class Correlator:
         elif inv.end is None and inv.failed_on_platform and (inv.process_ended or not self.expects_records()):
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
-            inv.start = self._last_start(inv)
+            start = self._last_start(inv)
+            if start is None and self._record_may_follow(inv):
+                return  # finish_overdue makes it once the grace is over, if no record came
+            inv.start = start
             self._finish(inv)
+
+    def _record_may_follow(self, inv: Invocation) -> bool:
+        """Whether a timed-out request's record may still come, its slot empty: on Managed
+        Instances a timeout leaves the worker running, and a handler that returned as its
+        deadline came cleared its slot and sent its record, maybe not read yet (a worker's first
+        record comes on a new connection). Within the grace only: made from the platform's
+        word then, its ids made up, the record would only add its spans."""
+        return (
+            self._managed_instances
+            and self.expects_records()
+            and platform_failure(inv.outcome)[1] == "timeout"
+            and inv.outcome_at is not None
+            and time.monotonic() - inv.outcome_at <= RECORD_GRACE_S
+        )
 
     def _last_start(self, inv: Invocation) -> dict | None:
         """What the function's process knew before the call, its record never having come: its
@@ -1171,7 +1188,7 @@ class Correlator:
             for inv in [i for i in (*self._open.values(), *self._superseded.values()) if i.invoke_event is not None and not i.finished and word_overdue(i)]:
                 self._finish_without_word(inv)
             self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
-            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and not i.process_ended and now - i.outcome_at > RECORD_GRACE_S]:
+            for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and (not i.process_ended or self._managed_instances) and now - i.outcome_at > RECORD_GRACE_S]:
                 self._record_overdue(inv)
 
     def _record_overdue(self, inv: Invocation) -> None:
