@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -935,6 +936,41 @@ def test_a_metric_batch_the_collector_refuses_as_bad_holds_back_no_later_one_and
     # ... and the counts the refused batches held went in the ones taken: none lost, none twice
     assert sum(rejected) == 3, rejected
     assert "refused a request of 1 metrics with HTTP 400" in stderr, stderr
+
+
+SLOW_METRICS_PROBE = """
+import json, os, sys
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = "1"
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+drops = []
+pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append(reason))
+pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
+for _ in range(5):
+    pipeline.flush(wait_s=30)
+print(json.dumps({"drops": drops}))
+"""
+
+
+def test_a_metric_batch_a_slow_collector_stores_but_never_answers_in_time_is_not_sent_at_every_flush():
+    # GIVEN a collector that stores each request but answers only after 1.5 s, past the
+    # metrics' 1 s timeout, and a delta counter of 3
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=1.5)
+        # WHEN five flushes go
+        found, out = run_probe(SLOW_METRICS_PROBE, rx.endpoint)
+        stored = lambda: [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]  # noqa: E731
+        wait_for(lambda: len(rx.requests()) >= 2 and len(stored()) >= 2, timeout=30, what="the requests stored late")
+        time.sleep(2)  # any stored later still: each takes its 1.5 s
+        values = stored()
+    # THEN the batch went twice (a blip, then sent again once), then was dropped and counted,
+    # not sent at every flush (before: the collector stored it at each, and counted 3 five times)
+    assert values == [3, 3] and found["drops"] == ["export_failed"], (values, found, out.stderr[-2000:])
+    assert out.stderr.count("a metric batch went whole to the collector twice in a row") == 1, out.stderr[-2000:]
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

@@ -177,10 +177,12 @@ class RetainingMetricExporter(MetricExporter):
     to `count_again`, to be sent in the next batch (a refusal that lasts a while, a proxy's or a
     credential's, loses no count); its other points are lost, logged."""
 
-    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], bool] = lambda: False, count_again: Callable[[list], None] = lambda counts: None) -> None:
+    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
         self._inner = inner
         self._retained: list = []
+        self._unanswered = 0  # failures in a row whose request went whole, not answered in time
+        self._unanswered_logged = False
         self._on_drop = on_drop
         self._refused = refused
         self._count_again = count_again
@@ -204,13 +206,27 @@ class RetainingMetricExporter(MetricExporter):
     def _send_retained(self, timeout_millis: float) -> MetricExportResult:
         while self._retained:
             if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
-                if self._refused():
+                verdict = self._refused()
+                if verdict == "refused":
                     self._count_again([(key, value) for key, value, temporality in _counter_points(self._retained.pop(0)) if temporality == AggregationTemporality.DELTA])
                     continue
+                self._unanswered = self._unanswered + 1 if verdict == "unanswered" else 0
+                if self._unanswered >= UNANSWERED_TRIES:
+                    # Went whole twice in a row, no answer in time: a slow collector may have
+                    # stored it each time, and its delta counters would count again at every
+                    # flush. Dropped, counted, not sent again (nor its counts: they may be in).
+                    self._unanswered = 0
+                    self._retained.pop(0)
+                    self._on_drop("export_failed")
+                    if not self._unanswered_logged:
+                        self._unanswered_logged = True
+                        logger.warning("lambdawrap: a metric batch went whole to the collector twice in a row and its answer did not come within the timeout: dropped (export_failed), not sent again (the collector may hold it); logged once")
+                    return MetricExportResult.FAILURE
                 while len(self._retained) > RETAINED_BATCHES:
                     self._retained.pop(0)
                     self._on_drop("export_failed")
                 return MetricExportResult.FAILURE
+            self._unanswered = 0
             self._acknowledge(self._retained.pop(0))
         return MetricExportResult.SUCCESS
 
@@ -566,19 +582,23 @@ class Pipeline:
             return "refused"
         return None
 
-    def _metrics_refused(self) -> bool:
-        """Whether the metric batch whose export just failed was refused as it is (as _refused
-        tells it of spans and logs; a 413 too: a metric batch is not split). A server error of
-        the collector's own is not: unlike a span batch, a metric batch is kept until it goes."""
+    def _metrics_refused(self) -> str | None:
+        """Why the metric batch whose export just failed failed: "refused" as it is (as _refused
+        tells it of spans and logs; a 413 too: a metric batch is not split), "unanswered" (it
+        went whole, no answer came in time, before SHUTDOWN), or None. A server error of the collector's own is
+        not a refusal: unlike a span batch, a metric batch is kept until it goes."""
         answers = self._answers_of.get("metrics")
         if answers is None:
-            return False
-        status = answers.last_status
-        answers.last_status = None  # read once: the next export's failure must not read it
+            return None
+        status, unanswered = answers.last_status, answers.unanswered
+        answers.last_status, answers.unanswered = None, False  # read once: the next failure must not read them
+        if status is None and unanswered and self._stage == "run":
+            # (At SHUTDOWN the time left, not the collector, may have cut it short.)
+            return "unanswered"
         if refusal(status) is None:
-            return False
+            return None
         self._refusals("metrics", status, 1, "its counters' values go in the next batch, its other points are lost")
-        return True
+        return "refused"
 
     def _rejected_in_answer(self, signal: str, count: int) -> None:
         """Items an answer's partial success rejected (see _rejected): at most the request's,
