@@ -359,8 +359,8 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
     """The invocation span's parent, a context to link to that was not chosen as the parent
     (the platform's sampled X-Ray context, the ambient context the function runs in; with
     ``xray-lambda`` first, the event's own), and the ``(tracestate, baggage)`` that came beside
-    a W3C parent, as they came, or the caller's baggage without one (None when neither did): they are validated where they are used
-    (shared.w3c_fields), not on every invocation.
+    a W3C parent, as they came, or the caller's baggage without one (None when neither did):
+    they are validated where they are used (shared.w3c_fields), not on every invocation.
 
     In order: the client context of a Lambda ``Invoke`` (``client_context_w3c``); a W3C
     ``traceparent`` header of an HTTP-shaped event; the context a single message or payload carries;

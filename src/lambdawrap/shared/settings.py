@@ -220,7 +220,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
 
     def __new__(cls, **values: Any) -> "Settings":
         fields = dict(_FIELDS)
-        fields["socket_path"] = default_socket_path()
+        if "socket_path" not in values:
+            fields["socket_path"] = default_socket_path()
         unknown = set(values) - set(fields)
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
