@@ -952,7 +952,11 @@ pipeline = Pipeline(make_exporters(settings), build_resource(settings, "01234567
 pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
 for _ in range(5):
     pipeline.flush(wait_s=30)
-print(json.dumps({"drops": drops}))
+import collections
+from lambdawrap.companion.signals import counter_key
+# What an environment ending now would carry over of the 3 counted
+carried = pipeline.unexported_counts(collections.Counter({counter_key("probe.count", {}): 3}))
+print(json.dumps({"drops": drops, "carried": carried}))
 """
 
 
@@ -970,7 +974,50 @@ def test_a_metric_batch_a_slow_collector_stores_but_never_answers_in_time_is_not
     # THEN the batch went twice (a blip, then sent again once), then was dropped and counted,
     # not sent at every flush (before: the collector stored it at each, and counted 3 five times)
     assert values == [3, 3] and found["drops"] == ["export_failed"], (values, found, out.stderr[-2000:])
+    # ... nor carried over to the next environment: the collector may hold it
+    assert found["carried"] == [], found
     assert out.stderr.count("a metric batch went whole to the collector twice in a row") == 1, out.stderr[-2000:]
+
+
+METRIC_FLUSHES_PROBE = """
+import json, os, sys
+os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
+os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = "1"
+os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
+from lambdawrap.companion.exporting import Pipeline, make_exporters
+from lambdawrap.companion.resource import build_resource
+from lambdawrap.shared.settings import Settings
+settings = Settings.from_env()
+drops = []
+pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append(reason))
+counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
+for value in (3, 5, 0):
+    counter.add(value)
+    pipeline.flush(wait_s=30)
+print(json.dumps({"drops": drops}))
+"""
+
+
+def test_a_metric_batch_refused_between_two_unanswered_ends_their_run():
+    # GIVEN a collector whose metric answers are: none in time (1.5 s, past the 1 s timeout),
+    # a 400, none in time again, then a 200
+    answers = [None, 400, None, 200]
+    paths = []
+
+    def answer(path: str) -> tuple:
+        paths.append(path)
+        status = answers.pop(0) if answers else 200
+        if status is None:
+            time.sleep(1.5)
+            status = 200
+        return status, b""
+
+    with AnsweringCollector(answer) as collector:
+        # WHEN three flushes go
+        found, out = run_probe(METRIC_FLUSHES_PROBE, collector.endpoint)
+    # THEN the batch that went once unanswered after the refusal is kept and sent again, not
+    # dropped as though it had gone twice (before: the refusal did not end the run)
+    assert found["drops"] == [] and len(paths) >= 4, (found, paths, out.stderr[-2000:])
 
 
 def test_a_grpc_request_refused_for_now_is_sent_again(grpc_flushes):

@@ -909,3 +909,21 @@ def test_on_managed_instances_a_handler_that_returned_as_its_deadline_came_keeps
     (late,) = [s for s in signals.spans.take(100) if "faas.invocation_id" in s.attributes]
     assert late.attributes["faas.invocation_id"] == "Y" and late.status.status_code is StatusCode.ERROR
     assert "record_missing" not in signals.dropped_by_reason
+
+
+def test_on_managed_instances_a_retry_while_a_timed_out_attempt_awaits_its_record_is_its_own():
+    # GIVEN a request that timed out on Managed Instances with neither record nor slot, its
+    # record still awaited (the grace)
+    correlator, signals = environment(managed_instances=True)
+    timed_out = dict(platform_report("X", "timeout"), record={"requestId": "X", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}})
+    correlator.on_telemetry([platform_start("X"), timed_out])
+    # WHEN its retry starts meanwhile, and ends well
+    correlator.on_telemetry([platform_start("X")])
+    correlator.on_record(record("X"))
+    correlator.on_telemetry([platform_report("X")])
+    correlator.finish_unreported("spindown")
+    # THEN each attempt is its span: the first a timeout, the retry as it ended (before: the
+    # retry's record and start were taken for the first attempt's, one span, the retry's
+    # report lost)
+    assert sorted(span.status.status_code.name for span in invocation_spans(signals)) == ["ERROR", "UNSET"]
+    assert "record_missing" not in signals.dropped_by_reason

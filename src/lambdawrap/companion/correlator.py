@@ -692,6 +692,11 @@ class Correlator:
             self._in_init = False
             if self._late_for_forgotten(str(rid)):
                 return  # late, of a request accounted for: its report is ignored too
+            waiting = self._open.get(str(rid)) if self._managed_instances else None
+            if waiting is not None and waiting.end is None and waiting.failed_on_platform and waiting.invoke_event is not None:
+                # A retry of a timed-out request whose record was still awaited (_record_may_follow):
+                # that attempt is made now from what is known, and the retry is its own.
+                self._record_overdue(waiting)
             if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard and str(rid) not in self._early_attempts:
                 # Late, not lost: the request it stands for was made without it.
                 self._finished[str(rid)].unheard = False

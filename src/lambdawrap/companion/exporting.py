@@ -208,6 +208,7 @@ class RetainingMetricExporter(MetricExporter):
             if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
                 verdict = self._refused()
                 if verdict == "refused":
+                    self._unanswered = 0  # a run of unanswered exports ends with another outcome
                     self._count_again([(key, value) for key, value, temporality in _counter_points(self._retained.pop(0)) if temporality == AggregationTemporality.DELTA])
                     continue
                 self._unanswered = self._unanswered + 1 if verdict == "unanswered" else 0
@@ -216,7 +217,8 @@ class RetainingMetricExporter(MetricExporter):
                     # stored it each time, and its delta counters would count again at every
                     # flush. Dropped, counted, not sent again (nor its counts: they may be in).
                     self._unanswered = 0
-                    self._retained.pop(0)
+                    # Its counts may be in: taken as exported, not carried on (unexported_counts).
+                    self._acknowledge(self._retained.pop(0))
                     self._on_drop("export_failed")
                     if not self._unanswered_logged:
                         self._unanswered_logged = True
