@@ -694,8 +694,9 @@ class Correlator:
                 return  # late, of a request accounted for: its report is ignored too
             waiting = self._open.get(str(rid)) if self._managed_instances else None
             if waiting is not None and waiting.end is None and waiting.failed_on_platform and waiting.invoke_event is not None:
-                # A retry of a timed-out request whose record was still awaited (_record_may_follow):
-                # that attempt is made now from what is known, and the retry is its own.
+                # A retry of a request that failed and whose record was still awaited (a timeout,
+                # _record_may_follow): that attempt is made now from what is known, and the
+                # retry is its own.
                 self._record_overdue(waiting)
             if self._managed_instances and str(rid) in self._finished and self._finished[str(rid)].unheard and str(rid) not in self._early_attempts:
                 # Late, not lost: the request it stands for was made without it.
@@ -1183,7 +1184,8 @@ class Correlator:
     def finish_overdue(self, now: float | None = None) -> None:
         """Invocations whose record came long ago but whose platform outcome never did, and
         (where no INVOKE loop waits for them: Managed Instances, a function that does not
-        report) those that ended well but whose record is still missing after the grace."""
+        report) those whose record is still missing after the grace: counted if they ended
+        well, made from the platform's word if not (a Managed Instances timeout included)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             def word_overdue(inv: Invocation) -> bool:  # its record came long ago, the platform's word not

@@ -175,7 +175,9 @@ class RetainingMetricExporter(MetricExporter):
     A batch the collector refused as it is (`refused()`: a 4xx) is not kept: sent again it would
     be refused at every flush, and hold back every batch after it. Its delta counters' values go
     to `count_again`, to be sent in the next batch (a refusal that lasts a while, a proxy's or a
-    credential's, loses no count); its other points are lost, logged."""
+    credential's, loses no count); its other points are lost, logged. One that went whole to
+    the collector twice in a row without an answer in time (`refused()`: "unanswered") is
+    dropped (`export_failed`) and taken as exported: a slow collector may hold it each time."""
 
     def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)

@@ -33,10 +33,11 @@ from lambdawrap.shared.semconv import SCHEMA_URL
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  # faas.invocation_id, exception.*
 TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 # awslambdaric's text format writes the record's level name: logging's five, or one the function
-# named itself (logging.addLevelName: WARN, FATAL, TRACE), read as the JSON format's are.
+# named itself (logging.addLevelName: WARN, FATAL, TRACE, NOTICE), read as the JSON format's are.
 _SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[NOTICE]", SeverityNumber.INFO2), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE))
 # A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
-# writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL or TRACE.
+# writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL, TRACE or
+# NOTICE; a level of a logger's own is read at INFO where the record has a message.
 _LEVELS = {
     "NOTSET": SeverityNumber.UNSPECIFIED,
     "TRACE": SeverityNumber.TRACE,
@@ -53,7 +54,8 @@ _LEVELS = {
 # where faas.invocation_id says it: a user's line may name another request (an upstream API's),
 # and one naming a request the platform never announced (Managed Instances) has no other trace.
 _READ = frozenset(("level", "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
-# A record at a level of its own may be no logger's (a game's): only its level and message are read.
+# A record at a level of its own may be no logger's (a game's): its other fields stay attributes
+# (Powertools' exception fields are still read as the exception).
 _READ_OF_OWN_LEVEL = frozenset(("level", "message"))
 _POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
@@ -150,7 +152,7 @@ def severity_of(line: str) -> tuple:
 
 def json_record(line: str, request_id: str | None = None, cut: bool = False) -> tuple | None:
     """(severity, severity text, body, attributes, fields left out past MAX_VALUES) of a JSON
-    log record with a known `level`,
+    log record with a known `level`, or a `message` at a level of its logger's own (at INFO),
     else None (`request_id`: the invocation the line is exported with). Its body is its
     `message`, or for the runtime's error report `Type: message` (the last line of Python's
     traceback); a record with neither keeps its line as body. `cut`: the buffer cut the line

@@ -73,9 +73,10 @@ class SecretSource(namedtuple("SecretSource", ("env_name", "service", "identifie
 
 
 def parse_sources(spec: str, refused: list | None = None) -> tuple:
-    """(sources, problems): every well-formed entry, and one message per malformed one. Each
-    entry left out (malformed, or a name Lambda reserves) is also named in `refused`, if given:
-    with LAMBDAWRAP_SECRETS_REQUIRED it is a secret the function will not get."""
+    """(sources, problems): every well-formed entry, and one message per malformed or repeated
+    one. Each entry left out (malformed, a name Lambda reserves, a second declaration of a
+    variable unlike its first) is also named in `refused`, if given: with
+    LAMBDAWRAP_SECRETS_REQUIRED it is a secret the function will not get."""
     sources: list = []
     problems: list = []
     seen: dict = {}

@@ -624,7 +624,8 @@ def _flush(raw: str) -> FlushStrategy:
 
 
 def _secrets(spec: str, warn: Callable[..., None]) -> tuple:
-    """(sources, refused): the declared secrets, and one message per entry left out."""
+    """(sources, refused): the declared secrets, and one message per entry left out that the
+    function will not get (not one repeating an earlier one word for word)."""
     refused: list = []
     sources, problems = parse_sources(spec.strip(), refused)
     if problems:  # one warning for the variable, however many entries are wrong
