@@ -22,9 +22,10 @@ lw_true() {
   return 1
 }
 
-# A wrapper to chain to runs only if it can: a non-empty executable file this user can read, whose #! interpreter
-# (if it names one) exists, and for env, the command env would run. Otherwise one warning, and
-# the runtime starts as if it were unset. The line is read as the kernel reads it, in bytes.
+# A wrapper to chain to runs only if it can: a non-empty executable file this user can read,
+# whose #! interpreter (if it names one) exists, and for env, the command env would run.
+# Otherwise one warning, and the runtime starts as if it were unset. The line is read as the
+# kernel reads it, in bytes.
 lw_runnable() {
   local LC_ALL=C
   # An empty file is no program: the shell runs it as an empty script, which exits 0 without
