@@ -938,7 +938,8 @@ def test_a_metric_batch_the_collector_refuses_as_bad_holds_back_no_later_one_and
     assert "refused a request of 1 metrics with HTTP 400" in stderr, stderr
 
 
-SLOW_METRICS_PROBE = """
+# A pipeline whose metrics time out after 1 s, its drops listed, and a counter to add to.
+METRICS_PROBE = """
 import json, os, sys
 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
 os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = "1"
@@ -949,7 +950,12 @@ from lambdawrap.shared.settings import Settings
 settings = Settings.from_env()
 drops = []
 pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append(reason))
-pipeline.meter_provider.get_meter("probe").create_counter("probe.count").add(3)
+counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
+"""
+
+
+SLOW_METRICS_PROBE = METRICS_PROBE + """
+counter.add(3)
 for _ in range(5):
     pipeline.flush(wait_s=30)
 import collections
@@ -979,18 +985,7 @@ def test_a_metric_batch_a_slow_collector_stores_but_never_answers_in_time_is_not
     assert out.stderr.count("a metric batch went whole to the collector twice in a row") == 1, out.stderr[-2000:]
 
 
-METRIC_FLUSHES_PROBE = """
-import json, os, sys
-os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sys.argv[1]
-os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = "1"
-os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "orders"
-from lambdawrap.companion.exporting import Pipeline, make_exporters
-from lambdawrap.companion.resource import build_resource
-from lambdawrap.shared.settings import Settings
-settings = Settings.from_env()
-drops = []
-pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append(reason))
-counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
+METRIC_FLUSHES_PROBE = METRICS_PROBE + """
 for value in (3, 5, 0):
     counter.add(value)
     pipeline.flush(wait_s=30)
