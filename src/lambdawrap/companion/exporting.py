@@ -217,9 +217,9 @@ class RetainingMetricExporter(MetricExporter):
                 if self._unanswered >= UNANSWERED_TRIES:
                     # Went whole twice in a row, no answer in time: a slow collector may have
                     # stored it each time, and its delta counters would count again at every
-                    # flush. Dropped, counted, not sent again (nor its counts: they may be in).
+                    # flush. Dropped, counted, not sent again; its counts may be in: taken as
+                    # exported, not carried on either (unexported_counts).
                     self._unanswered = 0
-                    # Its counts may be in: taken as exported, not carried on (unexported_counts).
                     self._acknowledge(self._retained.pop(0))
                     self._on_drop("export_failed")
                     if not self._unanswered_logged:
@@ -589,8 +589,9 @@ class Pipeline:
     def _metrics_refused(self) -> str | None:
         """Why the metric batch whose export just failed failed: "refused" as it is (as _refused
         tells it of spans and logs; a 413 too: a metric batch is not split), "unanswered" (it
-        went whole, no answer came in time, before SHUTDOWN), or None. A server error of the collector's own is
-        not a refusal: unlike a span batch, a metric batch is kept until it goes."""
+        went whole, no answer came in time, before SHUTDOWN), or None. A server error of the
+        collector's own is not a refusal: unlike a span batch, a metric batch is kept until it
+        goes."""
         answers = self._answers_of.get("metrics")
         if answers is None:
             return None
