@@ -216,6 +216,31 @@ def test_on_managed_instances_a_record_before_its_start_survives_a_full_house(mo
     assert "record_missing" not in signals.dropped_by_reason
 
 
+def test_on_managed_instances_records_forgotten_for_room_still_bring_their_spans(monkeypatch):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "MAX_OPEN", 8)
+    # GIVEN more records than the correlator keeps open (1,024; 8 here), each come before its
+    # request's platform.start and carrying a span of the function's and one it could not keep
+    correlator, signals = environment(managed_instances=True)
+    rids = [f"r{n}" for n in range(9)]
+    for n, rid in enumerate(rids):
+        early = record(rid, spans=[user_span(f"lookup{n}", span_id=f"{n + 1:016x}")])
+        early["end"]["spans_dropped"] = 1
+        correlator.on_record(early)
+    # WHEN every request's start and report come
+    correlator.on_telemetry([event for rid in rids for event in (platform_start(rid), platform_report(rid))])
+    correlator.finish_overdue(time.monotonic() + correlator_module.RECORD_GRACE_S + 1)
+    # THEN every invocation is a span or a record_missing, and every span of the function's is
+    # exported or counted (before: the records forgotten to make room lost theirs, uncounted)
+    spans = signals.spans.take(1000)
+    made = [span.attributes["faas.invocation_id"] for span in spans if "faas.invocation_id" in span.attributes]
+    assert len(made) + signals.dropped_by_reason.get("record_missing", 0) == len(rids)
+    assert 0 < signals.dropped_by_reason.get("record_missing", 0)
+    assert sorted(span.name for span in spans if "faas.invocation_id" not in span.attributes) == sorted(f"lookup{n}" for n in range(9))
+    assert signals.dropped_by_reason["span_limit"] == len(rids)
+
+
 def test_a_record_that_comes_after_its_grace_still_brings_its_spans_and_counts():
     from lambdawrap.companion.correlator import RECORD_GRACE_S
 

@@ -447,12 +447,17 @@ class Correlator:
         # Ids the platform never sent an INVOKE for (forged records or telemetry): bounded. The
         # lines they held go out as they are, without a span's ids (or are counted if they cannot).
         # Those holding the function's record go last, and only past half the bound: on Managed
-        # Instances a request's record often comes before its platform.start.
+        # Instances a request's record often comes before its platform.start. What such a record
+        # carries goes too, as a record after its grace does: the invocation itself is the
+        # platform's word's to account for (record_missing), if it ever comes.
         unannounced = [rid for rid, inv in self._open.items() if inv.invoke_event is None]
         reported = [rid for rid in unannounced if self._open[rid].end is not None]
         doomed = [rid for rid in unannounced if self._open[rid].end is None] + reported[: max(0, len(reported) - MAX_OPEN // 2)]
         for rid in doomed[: MAX_OPEN // 2]:
-            self._hand_over(self._open.pop(rid), None)
+            inv = self._open.pop(rid)
+            if inv.end is not None:
+                record_extras(self.sink, inv.end)
+            self._hand_over(inv, None)
 
     def _retried(self, rid: str) -> Invocation:
         """A new attempt of an id already accounted for: open, the earlier one kept aside while
