@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lambdawrap.handler import trace_context as tc
@@ -629,6 +629,35 @@ def test_with_xray_lambda_a_forged_event_s_huge_headers_are_not_walked_whole(ord
     assert tc.header(headers, "traceparent") == VALID and tc.header(headers, "x-amzn-trace-id") == XRAY_HEADER
     # ... and a name in another case among the first ones is still found
     assert tc.header(_CountedItems({"TRACEPARENT": VALID}), "traceparent") == VALID
+
+
+def test_an_invocation_without_a_traceparent_walks_its_headers_once():
+    # GIVEN a REST API's headers as its client wrote them, with no traceparent (most invocations)
+    headers = _CountedItems({f"X-Header-{n}": "v" for n in range(20)})
+    headers.update({"X-Amzn-Trace-Id": XRAY_HEADER.replace("Sampled=1", "Sampled=0"), "Baggage": "tenant=acme"})
+    # WHEN the parent is chosen
+    parent, _, beside = choose_parent(headers, None, None, XRAY_SAMPLED.replace("Sampled=1", "Sampled=0"))
+    # THEN the caller's baggage is found in the same walk that looked for a traceparent (before:
+    # two walks, one for each)
+    assert parent is None and beside == (None, "tenant=acme")
+    assert headers.walked <= len(headers), headers.walked
+
+
+_W3C_NAMES = ["traceparent", "Traceparent", "TRACEPARENT", "tracestate", "TraceState", "baggage", "Baggage", "BAGGAGE", "x"]
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(_W3C_NAMES) | st.text(max_size=12), st.text(max_size=60) | st.lists(st.text(max_size=60), max_size=2) | st.none() | st.integers(), max_size=6))
+def test_fuzz_the_three_w3c_fields_are_read_as_header_reads_each(headers):
+    # One name in one case each, as a client sends them: then the one walk that reads the three
+    # finds what three header() lookups would (an empty tracestate or baggage is none). A
+    # lowercase traceparent comes with lowercase names (HTTP APIs, function URLs, ALB): the other
+    # two are then not walked for.
+    assume(len({key.lower() for key in headers}) == len(headers) and "traceparent" not in headers)
+    expected = [header(headers, name) for name in ("traceparent", "tracestate", "baggage")]
+    expected[1:] = [value if value and len(value) <= tc.MAX_RAW_CHARS else None for value in expected[1:]]
+    found = tc._w3c_fields(headers)
+    assert (found[0], found[1] or None, found[2] or None) == tuple(expected)
 
 
 def test_xray_lambda_order_is_read_from_otel_propagators():

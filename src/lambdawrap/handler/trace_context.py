@@ -293,24 +293,38 @@ def _sampled_xray(value: object) -> Optional[SpanContext]:
     return ctx if ctx is not None and ctx.sampled else None
 
 
-def _beside_traceparent(carrier: Any) -> Tuple[Optional[str], Optional[str]]:
-    """The ``tracestate`` and ``baggage`` of the carrier a ``traceparent`` came in, read as
-    ``header`` reads one, in one pass over names of any case (REST APIs keep the client's)."""
+def _w3c_fields(carrier: Any) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """The ``traceparent``, ``tracestate`` and ``baggage`` of a dict of headers (or a client
+    context), each read as ``header`` reads one, in at most one pass over names of any case (REST
+    APIs keep the client's): most invocations carry none of the three, and each is looked for.
+    Beside a lowercase ``traceparent`` the other two are lowercase or title-cased, not walked for."""
+    if not isinstance(carrier, dict) or not carrier:
+        return None, None, None
+    parent = carrier.get("traceparent")
     if "traceparent" in carrier:  # lowercase (HTTP APIs, function URLs, ALB, a client context), or as written
         state = carrier.get("tracestate") or carrier.get("Tracestate")
         baggage = carrier.get("baggage") or carrier.get("Baggage")
+        scan = parent is None
     else:
+        parent = carrier.get("Traceparent")
         state = carrier.get("Tracestate") or carrier.get("tracestate")
         baggage = carrier.get("Baggage") or carrier.get("baggage")
-        if state is None or baggage is None:
-            for key, value in islice(carrier.items(), MAX_SCANNED_NAMES):
-                if isinstance(key, str) and len(key) in (7, 10):
-                    lowered = key.lower()
-                    if lowered == "tracestate":
-                        state = value if state is None else state
-                    elif lowered == "baggage":
-                        baggage = value if baggage is None else baggage
-    return _first_text(state), _first_text(baggage)
+        scan = parent is None or state is None or baggage is None
+    if scan:
+        for key, value in islice(carrier.items(), MAX_SCANNED_NAMES):
+            if isinstance(key, str) and len(key) in (7, 10, 11):
+                lowered = key.lower()
+                if lowered == "traceparent":
+                    parent = value if parent is None else parent
+                elif lowered == "tracestate":
+                    state = value if state is None else state
+                elif lowered == "baggage":
+                    baggage = value if baggage is None else baggage
+    if isinstance(parent, (list, tuple)):
+        parent = parent[0] if parent else None
+    if state is None and baggage is None:
+        return parent if isinstance(parent, str) else None, None, None
+    return parent if isinstance(parent, str) else None, _first_text(state), _first_text(baggage)
 
 
 def _propagated(order: tuple, headers: object, xray: Optional[str]) -> Tuple[Optional[SpanContext], bool]:
@@ -338,7 +352,7 @@ def _propagated(order: tuple, headers: object, xray: Optional[str]) -> Tuple[Opt
 
 
 def _baggage_of(carrier: object) -> Optional[str]:
-    return _beside_traceparent(carrier)[1] if isinstance(carrier, dict) and carrier else None
+    return _w3c_fields(carrier)[2]
 
 
 def _without_traceparent(headers: object) -> object:
@@ -387,30 +401,30 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
         if xray_lambda_order:
             parent, from_w3c = _propagated(xray_lambda_order, headers, xray)
             if parent is not None and from_w3c:
-                beside = _beside_traceparent(headers)
+                beside = _w3c_fields(headers)[1:]
                 return parent, _sampled_xray(xray), beside if beside != (None, None) else None
             if parent is not None:
                 # The X-Ray context the user asked to come first (Lambda's active tracing
                 # segment): the one the event or its caller carries stays reachable as a link,
                 # and the baggage the headers carry goes on (its propagator reads it apart).
                 own = parse_traceparent(client_context.get("traceparent")) if client_context is not None else None
+                _, _, baggage = fields = _w3c_fields(headers)
                 if own is None:
-                    own = parse_traceparent(header(headers, "traceparent"))
-                baggage = _beside_traceparent(headers)[1] if isinstance(headers, dict) else None
+                    own = parse_traceparent(fields[0])
                 return parent, own or message, (None, baggage) if baggage else None
         ambient = _sampled_xray(xray)
         # The caller's client context first: a function that invokes another with the HTTP
         # event it got passes the client's traceparent on in the event, and its own in the
         # client context (as OpenTelemetry Java's Lambda instrumentation ranks them).
         parent = parse_traceparent(client_context.get("traceparent")) if client_context is not None else None
-        carrier: Any = client_context
-        if parent is None:
-            parent = parse_traceparent(header(headers, "traceparent"))
-            carrier = headers
         if parent is not None:
-            # Its tracestate, looked up only with a W3C parent.
-            beside = _beside_traceparent(carrier)
+            beside = _w3c_fields(client_context)[1:]
             return parent, ambient, beside if beside != (None, None) else None
+        # The headers' three W3C fields in one look: the baggage is wanted without a parent too.
+        traceparent, state, headers_baggage = _w3c_fields(headers)
+        parent = parse_traceparent(traceparent)
+        if parent is not None:
+            return parent, ambient, (state, headers_baggage) if (state, headers_baggage) != (None, None) else None
         if message is not None:
             # The tracestate and baggage the message carried beside it.
             beside = (_first_text(message_state), _first_text(message_baggage))
@@ -418,7 +432,7 @@ def choose_parent(headers: object, client_context: Optional[dict], message: Opti
         # No W3C parent: the caller's baggage all the same, where it is propagated, as
         # OpenTelemetry's baggage propagator reads it apart from the trace context (a tracestate
         # belongs to a traceparent).
-        baggage = (_baggage_of(client_context) or _baggage_of(headers)) if propagators is None or "baggage" in propagators else None
+        baggage = (_baggage_of(client_context) or headers_baggage) if propagators is None or "baggage" in propagators else None
         return ambient or _sampled_xray(header(headers, "x-amzn-trace-id")), None, (None, baggage) if baggage else None
     except Exception:  # never let tracing break the handler
         return None, None, None
