@@ -1036,9 +1036,11 @@ def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
         invocation = invocation_span(rx, result.request_id)
         work = rx.wait_for_spans(lambda s: s["name"] == "work", timeout=20)[0]
         call = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["trace_id"] == invocation["trace_id"], timeout=20)[0]
-    # THEN the invocation span and the spans under it keep the caller's tracestate ...
-    assert invocation["parent_span_id"] == "b7ad6b7169203331"
-    assert invocation["trace_state"] == work["trace_state"] == call["trace_state"] == state
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=20)[0]
+    # THEN the invocation span and the spans under it, the init's among them, keep the caller's
+    # tracestate (before: the init span had none) ...
+    assert invocation["parent_span_id"] == "b7ad6b7169203331" and init["parent_span_id"] == invocation["span_id"]
+    assert invocation["trace_state"] == work["trace_state"] == call["trace_state"] == init["trace_state"] == state
     # ... and the outgoing request carries it on, with the caller's baggage
     headers = http.requests[-1]["headers"]
     assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"

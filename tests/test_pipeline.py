@@ -2188,6 +2188,9 @@ def test_an_event_the_runtime_cannot_decode_is_the_error_the_caller_got(tmp_path
     assert span["status_code"] == 2 and span["attributes"]["error.type"] == "Runtime.UnmarshalError"
     exception = next(e["attributes"] for e in span["events"] if e["name"] == "exception")
     assert (exception["exception.type"], exception["exception.message"]) == ("Runtime.UnmarshalError", failed.json()["errorMessage"])
+    # ... described by its message, as an exception is (before: "invocation ended by the
+    # platform (runtime_error)")
+    assert span["status_message"] == failed.json()["errorMessage"]
 
 
 def test_a_failed_init_whose_report_comes_after_shutdown_is_still_a_failed_init_span(tmp_path):

@@ -216,6 +216,35 @@ def test_on_managed_instances_a_record_before_its_start_survives_a_full_house(mo
     assert "record_missing" not in signals.dropped_by_reason
 
 
+def test_an_invocation_that_ended_before_its_start_by_the_wall_clock_keeps_its_exception_inside_its_span():
+    # GIVEN an invocation whose handler raised, the wall clock stepped back 5 ms while it ran
+    correlator, signals = environment()
+    invoke(correlator, "X")
+    stepped = record("X", error={"type": "ValueError", "message": "bad order", "stack": ""})
+    stepped["end"]["end_ns"] = stepped["start"]["start_ns"] - 5_000_000
+    correlator.on_record(stepped)
+    platform_done(correlator, "X", "error")
+    # THEN its span ends where it began, and so does its exception event (before: the event
+    # was 5 ms before the span it belongs to)
+    (span,) = invocation_spans(signals)
+    (event,) = span.events
+    assert span.start_time == span.end_time == event.timestamp
+
+
+@pytest.mark.parametrize("flag", [None, 0, "false"])
+def test_a_record_whose_sampled_flag_is_no_flag_is_malformed(flag):
+    # GIVEN a record not from our handler side, its sampling decision neither true nor false:
+    # its log lines would be marked sampled and its span dropped as sampled out
+    correlator, signals = environment()
+    invoke(correlator, "X")
+    forged = record("X")
+    forged["start"]["sampled"] = flag
+    # WHEN it comes
+    correlator.on_record(forged)
+    # THEN it is refused as malformed, as other forged records are
+    assert signals.dropped_by_reason == {"malformed_record": 1}
+
+
 def test_on_managed_instances_records_forgotten_for_room_still_bring_their_spans(monkeypatch):
     from lambdawrap.companion import correlator as correlator_module
 

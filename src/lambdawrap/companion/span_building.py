@@ -241,8 +241,11 @@ class SpanBuilder:
             attrs["lambdawrap.proactive_init"] = True
         end = inv.end
         status, events, failure = _UNSET, [], None
+        start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
         if end is not None:
-            end_ns = int(end.get("end_ns") or 0)
+            # Not before its start (the wall clock stepped back between the two): the span
+            # and its exception event end where it began.
+            end_ns = max(int(end.get("end_ns") or 0), start_ns)
             status, events, failure = self._reported_status(inv, attrs, end_ns)
         else:
             end_ns, failure = self._platform_end(inv, attrs)
@@ -252,12 +255,13 @@ class SpanBuilder:
                 # runtime's error line does, as the caller got it.
                 attrs["error.type"] = str(inv.error_line.get("type"))
                 events = [_exception_event(inv.error_line, end_ns)]
-            status = Status(StatusCode.ERROR, _ended_by_the_platform(failure))
+            # The runtime's error, where it named one, is described as an exception is: by its
+            # message, the one the caller got.
+            status = Status(StatusCode.ERROR, (_described(inv.error_line) if events else None) or _ended_by_the_platform(failure))
         # Only present when the function opted in (LAMBDAWRAP_CAPTURE_PAYLOAD), redacted there.
         for name, payload in (("lambdawrap.request.payload", start.get("request_payload")), ("lambdawrap.response.payload", (end or {}).get("response_payload"))):
             if isinstance(payload, str):
                 attrs[name] = payload[:MAX_PAYLOAD_ATTRIBUTE_CHARS]
-        start_ns = int(start.get("start_ns") or inv.invoked_at_ns)
         # An invocation error, as Lambda's Errors metric counts them: not a 5xx the handler
         # returned (the span's ERROR, by the HTTP conventions), which it served without one.
         invocation_error = status.status_code == StatusCode.ERROR and not (events == [] and failure is None and attrs.get("error.type") == str(attrs.get("http.response.status_code")))
@@ -394,6 +398,7 @@ class SpanBuilder:
             end=init.start_ns + int((init.duration_ms or 0) * 1_000_000),
             status=status,
             events=events,
+            trace_state=(parent.start or {}).get("trace_state") if parent is not None else None,  # the caller's, as every span under its invocation's
         )
 
     def _user_scope(self, raw: dict) -> InstrumentationScope:

@@ -252,6 +252,9 @@ def start_problem(start: dict) -> str | None:
         return problem
     if not _optional_time(start.get("start_ns")):
         return "a start_ns that is not a time"
+    if not isinstance(start.get("sampled", True), bool):
+        # Read as a flag by the log lines' ids and as a truth by the spans: they would disagree.
+        return "a sampled flag that is not true or false"
     if not _links_ok(start.get("links"), 3):
         return "malformed links"
     if not isinstance(start.get("span_name", ""), str):
