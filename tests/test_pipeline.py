@@ -207,6 +207,37 @@ def test_timeout_and_crash_still_yield_spans(task, runtime_python):
 
 
 
+def test_spans_a_timed_out_or_crashed_invocation_had_ended_are_counted(tmp_path):
+    # GIVEN a function that ends three spans of its own, then hangs past its timeout or exits
+    write_function(tmp_path, """
+        import os, time
+        from opentelemetry import trace
+
+        def handler(event, context):
+            tracer = trace.get_tracer("orders")
+            for step in ("load", "check", "price"):
+                with tracer.start_as_current_span(step):
+                    pass
+            if event.get("exit"):
+                os._exit(3)
+            time.sleep(event.get("sleep", 0))
+            return {"statusCode": 200}
+        """)
+    with instrumented(tmp_path, timeout_s=3.0) as (emu, rx):
+        # WHEN one invocation times out and another crashes, their spans still held for
+        # records they never send
+        assert emu.invoke({"sleep": 30}).json()["errorType"] == "Sandbox.Timedout"
+        assert emu.invoke({"exit": True}).json()["errorType"] == "Runtime.ExitError"
+        fine = emu.invoke({})
+        assert fine.function_error is None
+        rx.wait_for_spans(lambda s: s["name"] == "price", timeout=30)
+    # THEN the span of each is exported, and the spans they held are counted once each (before:
+    # lost, counted by nobody), while the invocation that ended well exports its own
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "process_ended"}) == 6
+    assert sorted(s["name"] for s in rx.spans() if s["name"] in ("load", "check", "price")) == ["check", "load", "price"]
+    assert metric_total(rx, "faas.timeouts") == 1 and metric_total(rx, "lambdawrap.crashes") == 1
+
+
 def test_a_timeout_after_the_function_emptied_tmp_keeps_its_trace_and_trigger(tmp_path):
     # GIVEN a function that empties /tmp in one invocation (a common guard against a full /tmp;
     # here the folder this run's socket is in, /tmp being shared)
@@ -433,6 +464,95 @@ def test_user_spans_nest_under_the_invocation(tmp_path):
         assert load["parent_span_id"] == invocation["span_id"]
         assert query["parent_span_id"] == load["span_id"]
         assert load["attributes"]["order.id"] == 42 and load["scope"] == "orders"
+
+
+ANNOTATE = """
+from opentelemetry.trace import Status, StatusCode
+
+
+def annotate(span):
+    span.set_attribute("tenant.id", "acme")
+    span.set_attributes({"order.count": 3, "order.tags": ["a", "b"], "order.paid": True, "faas.trigger": "pubsub"})
+    span.add_event("validated", {"rule": "limits"})
+    try:
+        raise ValueError("card declined")
+    except ValueError as error:
+        span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, "payment failed"))
+    span.update_name("checkout")
+    return span.is_recording()
+"""
+
+
+def test_what_the_function_sets_on_the_current_span_is_on_its_invocation_span_as_the_sdk_records_it(tmp_path):
+    # GIVEN a function that annotates the span it finds current, as OpenTelemetry's Lambda
+    # instrumentation users do (trace.get_current_span(): the invocation's, there a recording
+    # SDK span), run once through the layer and once on an SDK span
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    task = write_function(tmp_path / "task", ANNOTATE, module="annotate")
+    write_function(
+        task,
+        """
+        from opentelemetry import trace
+        from annotate import annotate
+
+        def handler(event, context):
+            return {"statusCode": 200, "body": str(annotate(trace.get_current_span()))}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(apigw_event())
+        assert result.json()["body"] == "True"  # recording, as the SDK's span is
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    sys.path.insert(0, str(task))
+    try:
+        from annotate import annotate
+
+        with provider.get_tracer("t").start_as_current_span("GET /orders") as span:
+            annotate(span)
+    finally:
+        sys.path.remove(str(task))
+        sys.modules.pop("annotate", None)
+    (sdk,) = memory.get_finished_spans()
+    # THEN the invocation span holds what the SDK's span holds (before: the current span was a
+    # non-recording one, and all of it was lost): its attributes, events, status and name ...
+    assert {key: invocation["attributes"][key] for key in sdk.attributes} == {key: list(value) if isinstance(value, tuple) else value for key, value in sdk.attributes.items()}
+    assert [(e["name"], {k: v for k, v in e["attributes"].items() if k != "exception.stacktrace"}) for e in invocation["events"]] == [(e.name, {k: v for k, v in e.attributes.items() if k != "exception.stacktrace"}) for e in sdk.events]
+    assert (invocation["status_code"], invocation["status_message"]) == (sdk.status.status_code.value, sdk.status.description)
+    assert invocation["name"] == sdk.name == "checkout"
+    # ... while what lambdawrap knows of the invocation stays its own: its id, and its caller's
+    # answer, a success (Lambda counts no error), under the trigger it came by
+    assert invocation["trace_id"] == TRACEPARENT_TRACE and invocation["attributes"]["faas.invocation_id"] == result.request_id
+    assert metric_total(rx, "faas.errors") == 0
+    assert metric_total(rx, "faas.invocations", {"faas.trigger": "http"}) == 1
+
+
+def test_an_attribute_too_large_for_the_record_leaves_the_invocation_span_without_it(tmp_path):
+    # GIVEN a function that sets 300 KB on the span it finds current: more than a record holds
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import trace
+
+        def handler(event, context):
+            trace.get_current_span().set_attribute("dump", "x" * 300_000)
+            trace.get_current_span().set_attribute("small", 1)
+            return {"statusCode": 200}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(apigw_event())
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    # THEN the invocation is its span still, without what it set (a record over 256 KB is
+    # dropped whole)
+    assert "dump" not in invocation["attributes"] and "small" not in invocation["attributes"]
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
 
 
 # A function ending in the ways tests/test_differential.py compares with and without the layer.

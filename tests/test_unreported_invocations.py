@@ -6,6 +6,8 @@ a real Signals, fed as the companion feeds them)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -243,6 +245,73 @@ def test_a_record_whose_sampled_flag_is_no_flag_is_malformed(flag):
     correlator.on_record(forged)
     # THEN it is refused as malformed, as other forged records are
     assert signals.dropped_by_reason == {"malformed_record": 1}
+
+
+@pytest.mark.parametrize("then", ["the process ends", "its record comes"])
+def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counted_once_it_ends(tmp_path, then):
+    # GIVEN a function's process that holds three spans for an invocation's record, still
+    # running when the platform's word that the invocation timed out comes (the reset has not
+    # stopped it yet)
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path)
+    late = record("X", spans=[user_span("load"), user_span("check", "2" * 16), user_span("price", "3" * 16)])
+    holding = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lambdawrap.shared.inflight import InflightSlot; slot = InflightSlot(sys.argv[1]); slot.hold(sys.argv[2].encode()); slot.held(3); print('held', flush=True); time.sleep(120)", socket_path, json.dumps(late["start"])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holding.stdout.readline().strip() == "held"
+        invoke(correlator, "X")
+        platform_done(correlator, "X", "timeout")
+        (span,) = invocation_spans(signals)
+        assert span.attributes["error.type"] == "Sandbox.Timedout" and "process_ended" not in signals.dropped_by_reason
+        # WHEN the process ends, or its record comes first (a handler that answered the SIGTERM)
+        if then == "its record comes":
+            correlator.on_record(late)
+        holding.kill()
+        holding.wait(timeout=30)
+        correlator.finish_overdue()
+        correlator.finish_overdue()
+    finally:
+        holding.kill()
+        holding.wait(timeout=30)
+        holding.stdout.close()
+    # THEN the spans are counted once, when the process has gone without sending them; or
+    # exported, with the record that brought them, and not counted
+    if then == "the process ends":
+        assert signals.dropped_by_reason == {"process_ended": 3}
+        assert signals.spans.take(100) == []
+    else:
+        assert "process_ended" not in signals.dropped_by_reason
+        assert sorted(s.name for s in signals.spans.take(100)) == ["check", "load", "price"]
+
+
+@pytest.mark.parametrize("annotations", [
+    {"events": [["retrying", {"attempt": 2}, 1]], "status": [1, ""], "attributes": {"faas.trigger": "pubsub"}},
+    {"events": [["odd"], "x", ["bad time", {}, -1]], "status": ["2", None], "attributes": ["not", "a", "map"], "name": 7},
+], ids=["the function's", "forged"])
+def test_what_the_function_set_on_its_span_does_not_change_what_the_caller_got(annotations):
+    from lambdawrap.companion.correlator import Invocation
+    from lambdawrap.companion.span_building import SpanBuilder
+
+    # GIVEN an HTTP invocation that answered 502, its function having set events, an OK
+    # status and another trigger on the span it found current (or a record not from our
+    # handler side, with annotations of no sense)
+    served = record("X", http_status=502)
+    served["start"]["attributes"] = {"faas.trigger": "http"}
+    served["end"]["annotations"] = annotations
+    inv = Invocation("X")
+    inv.start, inv.end = served["start"], served["end"]
+    inv.outcome = {"requestId": "X", "status": "success"}
+    # WHEN its span is made
+    span, facts = SpanBuilder(build_resource(Settings.from_env(ENV), None), "orders", lambda trace_id: True).invocation(inv)
+    # THEN the 5xx is the span's error, not Lambda's, and is counted under the trigger it came by
+    assert span.status.status_code == StatusCode.ERROR and span.attributes["error.type"] == "502"
+    assert (facts.trigger, facts.error) == ("http", False)
 
 
 def test_on_managed_instances_records_forgotten_for_room_still_bring_their_spans(monkeypatch):

@@ -423,6 +423,7 @@ class Correlator:
         self._last_invoked: str | None = None
         self._forgotten: collections.OrderedDict = collections.OrderedDict()  # see KEEP_FORGOTTEN_IDS
         self._retried_span_ids: collections.OrderedDict = collections.OrderedDict()  # a forgotten request's, once retried
+        self._held_unread: collections.OrderedDict = collections.OrderedDict()  # made from a slot whose process lived on (_count_held)
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -948,6 +949,8 @@ class Correlator:
         aside = self._superseded.get(inv.request_id) is inv
         if not aside:
             self._open.pop(inv.request_id, None)
+        if inv.end is None and inv.start is not None:
+            self._count_held(inv)
         if inv.start is None:
             # Ended before the function's process could say which trace it joined (before the
             # handler was called): the platform's sampled X-Ray context, which that process
@@ -974,6 +977,32 @@ class Correlator:
         self._maybe_init_span()
         self._hand_over(inv, inv.ids)
         self._on_finished(inv.request_id)
+
+    def _count_held(self, inv: Invocation) -> None:
+        """Made from its in-flight slot (a timeout, a crash): the spans its process held for the
+        record it never sent are lost with that process. Read once the process is gone; until
+        then (the platform's word came before its end) its record may still come, with them."""
+        if inflight.HELD_SPANS not in inv.start:
+            self._held_unread[inv.request_id] = inv
+            while len(self._held_unread) > KEEP_FINISHED:
+                self._held_unread.popitem(last=False)
+            return
+        held = records.count(inv.start.pop(inflight.HELD_SPANS))
+        if held:
+            self.sink.dropped("process_ended", held)
+
+    def _count_held_of_the_gone(self) -> None:
+        """The spans held by processes that have ended since their invocation was made from
+        their slot, unless their record came meanwhile, or their slot is gone or holds another."""
+        for rid, inv in list(self._held_unread.items()):
+            start = None if inv.late_record or not self._socket_path else inflight.read(self._socket_path, rid)
+            if start is None or start.get("span_id") != inv.start.get("span_id"):
+                del self._held_unread[rid]
+            elif inflight.HELD_SPANS in start:
+                del self._held_unread[rid]
+                held = records.count(start.get(inflight.HELD_SPANS))
+                if held:
+                    self.sink.dropped("process_ended", held)
 
     def _environment_cold(self, inv: Invocation) -> bool:
         """Whether the environment's first invocation was its cold start, as the platform's
@@ -1202,6 +1231,7 @@ class Correlator:
             self._release_unannounced(held_since_ns=time.time_ns() - int(OUTCOME_WAIT_S * 1e9))
             for inv in [i for i in self._open.values() if i.invoke_event is not None and i.end is None and i.outcome_at is not None and (not i.process_ended or self._managed_instances) and now - i.outcome_at > RECORD_GRACE_S]:
                 self._record_overdue(inv)
+            self._count_held_of_the_gone()
 
     def _record_overdue(self, inv: Invocation) -> None:
         """Its record still missing after the grace: an invocation that ended well is counted;
@@ -1284,6 +1314,7 @@ class Correlator:
                         inv.outcome = _unreported_outcome(inv, reason)
                     self._finish(inv)
             self._release_unannounced()
+            self._count_held_of_the_gone()  # the runtime is stopped before SHUTDOWN comes
             if not self.init.reported and not self._served() and reason != "spindown":
                 self._init_unreported()
             elif not self.init.reported and (self._served() or self.init.start_ns is not None):

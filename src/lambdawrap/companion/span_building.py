@@ -29,7 +29,7 @@ from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.companion.sized_items import take_front
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
-from lambdawrap.shared.records import MAX_RESPONSE_BYTES
+from lambdawrap.shared.records import MAX_RESPONSE_BYTES, event_ok
 from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.w3c_fields import parse_tracestate
 
@@ -46,7 +46,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _SPAN_KINDS = {kind.value: kind for kind in SpanKind}
 _STATUS_CODES = {code.value: code for code in StatusCode}
-_SERVER_KIND, _UNSET_CODE, _ERROR_CODE = SpanKind.SERVER.value, StatusCode.UNSET.value, StatusCode.ERROR.value
+_SERVER_KIND, _UNSET_CODE, _OK_CODE, _ERROR_CODE = SpanKind.SERVER.value, StatusCode.UNSET.value, StatusCode.OK.value, StatusCode.ERROR.value
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # OTLP's AnyValue.int_value
 MAX_REMEMBERED = 64  # resource ids (by invoked ARN) and user scopes (by name) made once and kept
 
@@ -221,6 +221,14 @@ class SpanBuilder:
         start = inv.start or {}
         outcome = inv.outcome or {}
         attrs = dict(start.get("attributes") or {}) if isinstance(start.get("attributes"), dict) else {}
+        # What the function set on the span it found current: over the trigger's attributes, as
+        # set later; not over what is known of the invocation only at its end (set below).
+        notes = (inv.end or {}).get("annotations")
+        notes = notes if isinstance(notes, dict) else {}
+        faas_trigger = str(attrs.get("faas.trigger") or "other")  # the metrics' label: the trigger's
+        noted = notes.get("attributes")
+        if isinstance(noted, dict) and noted:
+            attrs.update(noted)
         trigger = str(start.get("trigger") or "other")
         invoked_arn = str(start.get("function_arn") or (inv.invoke_event or {}).get("invokedFunctionArn", ""))
         attrs.update(
@@ -265,7 +273,7 @@ class SpanBuilder:
         # An invocation error, as Lambda's Errors metric counts them: not a 5xx the handler
         # returned (the span's ERROR, by the HTTP conventions), which it served without one.
         invocation_error = status.status_code == StatusCode.ERROR and not (events == [] and failure is None and attrs.get("error.type") == str(attrs.get("http.response.status_code")))
-        facts = InvocationFacts(str(attrs["faas.trigger"]), invocation_error, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
+        facts = InvocationFacts(faas_trigger, invocation_error, attrs["faas.coldstart"], max(0, end_ns - start_ns) / 1e9, failure)
         ids = inv.ids
         trace_id, span_id = int(ids[0], 16), int(ids[1], 16)
         if not (start.get("sampled", True) if inv.start is not None else _synthetic_sampled(ids, self._sampled_as_root)):
@@ -276,10 +284,19 @@ class SpanBuilder:
             parent = platform_parent(inv.invoke_event)
             parent_id = parent.span_id if parent is not None and parent.trace_id == trace_id else None
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))) for t, s, sampled in start.get("links") or []]
+        if status.status_code == StatusCode.UNSET and isinstance(notes.get("status"), list) and notes["status"][:1] in ([_OK_CODE], [_ERROR_CODE]):
+            # The function's own status, where the invocation's outcome sets none (an error the
+            # caller got is the span's error, whatever the function said of it); the span's
+            # only: Lambda's Errors, as the metrics count them, are the caller's.
+            code, description = (notes["status"] + [""])[:2]
+            status = Status(StatusCode.OK) if code == _OK_CODE else Status(StatusCode.ERROR, str(description or "") or None)
+        if isinstance(notes.get("events"), list) and notes["events"]:
+            events = [*_user_events(notes["events"]), *events]  # before the invocation's end
         # The function's process names the span and picks its kind as the conventions do for its
-        # trigger (validated with the record); an empty name is the function's (the FaaS default).
+        # trigger (validated with the record); an empty name is the function's (the FaaS default),
+        # a name the function gave the span it found current is the span's.
         span = self.span(
-            name=str(start.get("span_name") or self.function_name),
+            name=str(notes.get("name") or start.get("span_name") or self.function_name),
             trace_id=trace_id,
             span_id=span_id,
             parent_id=parent_id,
@@ -292,6 +309,7 @@ class SpanBuilder:
             events=events,
             links=links,
             trace_state=start.get("trace_state"),
+            clean=clean_any_attributes if notes else None,  # the function's may be of any AnyValue
         )
         return span, facts
 
@@ -410,7 +428,7 @@ class SpanBuilder:
         """A span the user's code made with the OpenTelemetry API (validated by the caller)."""
         code, description = (raw.get("status") or [0, ""])[:2]
         status = _UNSET if code == _UNSET_CODE else Status(_member(_STATUS_CODES, StatusCode, code), (description or None) if code == _ERROR_CODE else None)
-        events = [Event(str(name), attrs or {}, timestamp=int(ts)) for name, attrs, ts in raw.get("events") or []]
+        events = _user_events(raw.get("events") or [])
         links = [Link(SpanContext(int(t, 16), int(s, 16), is_remote=remote, trace_flags=_SAMPLED), clean_any_attributes(attrs or {})) for t, s, attrs, remote in raw.get("links") or []]
         return self.span(
             name=raw["name"],
@@ -519,6 +537,12 @@ def _any_value(value: object) -> Any:
 
 def _fits(value: object) -> bool:
     return not isinstance(value, int) or _INT64_MIN <= value <= _INT64_MAX
+
+
+def _user_events(raw: list) -> list:
+    """The events of a span of the function's, [name, attributes, time_ns] each (any other
+    shape left out: a record not from our handler side)."""
+    return [Event(str(event[0]), event[1], timestamp=event[2]) for event in raw if event_ok(event)]
 
 
 def _exception_event(error: dict, end_ns: int) -> Event:

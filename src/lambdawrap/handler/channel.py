@@ -268,6 +268,10 @@ class Channel:
                 if too_large:
                     end["spans_too_large"] = too_large
                 frame = records.encode_invocation(start_json, end, reported)
+            if len(frame) > MAX_RECORD_BYTES and end.pop("annotations", None) is not None:
+                # What the function set on the invocation span, too much to go: the invocation
+                # goes without it (its span made as if nothing had been set).
+                frame = records.encode_invocation(start_json, end, reported)
         except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
             frame = None
         if frame is None:

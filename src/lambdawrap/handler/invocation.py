@@ -137,7 +137,7 @@ def count_context_not_injected() -> None:
 class Invocation:
     """One invocation under way: what the after-call and the user's spans need."""
 
-    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "beside", "_w3c", "otel_token", "spans", "spans_dropped", "max_spans", "unfinished", "thread")
+    __slots__ = ("start_json", "trigger", "context", "pid", "trace_id", "trace_hex", "span_id", "sampled", "beside", "_w3c", "otel_token", "spans", "spans_dropped", "max_spans", "unfinished", "thread", "slot")
 
     def __init__(self, start_json: bytes, trigger: Any, trace_id: int, span_id: int, sampled: bool, max_spans: int, context: Any = None) -> None:
         self.start_json = start_json
@@ -158,6 +158,7 @@ class Invocation:
         # Calls answered whose own end may never come (see `unfinished_calls`), by id.
         self.unfinished: dict | None = None
         self.thread = get_ident()  # the handler's
+        self.slot: InflightSlot | None = None  # the in-flight slot holding its start, told of its spans
 
     @property
     def trace_state(self) -> str:
@@ -203,6 +204,10 @@ class Invocation:
                 self.spans.append(span)
             else:
                 self.spans_dropped += 1
+            if self.slot is not None:
+                # Should the process end before the record goes (a timeout, a crash), the
+                # companion counts what it held.
+                self.slot.held(len(self.spans) + self.spans_dropped)
             return True
 
     def take_spans(self) -> tuple:
@@ -393,7 +398,8 @@ class InvocationTracer:
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         state.beside = beside
-        self._inflight.hold(state.start_json, start_ns)
+        if self._inflight.hold(state.start_json, start_ns):
+            state.slot = self._inflight
         if self.user_spans is not None:
             state.otel_token = self._enter_user_spans(state)
         return state
@@ -427,8 +433,7 @@ class InvocationTracer:
         if state.unfinished:  # before the invocation's end: they end inside it
             _finish_unfinished(state)
         end_ns = time.time_ns()
-        if state.otel_token is not None:
-            self.user_spans.exit(state.otel_token)
+        annotations = self.user_spans.exit(state.otel_token) if state.otel_token is not None else None
         # Held for the post only where one follows: on the thread the runtime posts from, for
         # an exception the runtime reports (not SystemExit, KeyboardInterrupt), with time left,
         # and while the companion lives: without it the environment is reset once the response
@@ -455,6 +460,8 @@ class InvocationTracer:
         if later is not None and not hold:
             _finish(end, later)
             later = None
+        if annotations:
+            end["annotations"] = annotations  # what the function set on the invocation span
         spans, spans_dropped = state.take_spans()
         if spans:
             end["spans"] = spans

@@ -292,6 +292,46 @@ class _Span(trace.Span):
         )
 
 
+class _InvocationSpan(_Span):
+    """The invocation span, as the function finds it current (`trace.get_current_span()`):
+    what it sets on it (attributes, events, an exception, its status, its name) goes with the
+    invocation's record (`annotations`), as OpenTelemetry's Lambda instrumentation records it
+    on its span. Ending it is the invocation's to do, not the function's."""
+
+    def __init__(self, limits: SpanLimits, span_context: SpanContext) -> None:
+        # Only what the setters read: made at every invocation of a function using the API.
+        self._limits = limits
+        self._context = span_context
+        self._name = ""
+        self._attributes: dict = {}
+        self._events: collections.deque = collections.deque(maxlen=limits.events)
+        self._status = (0, "")
+        self._ended = False
+        self._record_exception = self._set_status_on_exception = True
+
+    @_guarded
+    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+        pass  # the invocation's links are its trigger's (batch messages)
+
+    def end(self, end_time: Optional[int] = None) -> None:
+        pass
+
+    def annotations(self) -> Optional[dict]:
+        """What the function set, for the record; nothing more is taken once asked (a thread
+        of the function's that writes on is writing to an ended span)."""
+        self._ended = True
+        found: dict = {}
+        if self._attributes:
+            found["attributes"] = self._attributes
+        if self._events:
+            found["events"] = list(self._events)
+        if self._status[0]:
+            found["status"] = list(self._status)
+        if self._name:
+            found["name"] = self._name
+        return found or None
+
+
 class _Tracer(trace.Tracer):
     """lambdawrap's recording tracer, behind the API's proxy tracers."""
 
@@ -470,13 +510,20 @@ class UserSpans:
             return None
         before = otel_context.get_current()
         state = TraceState.from_header([trace_state]) if trace_state else None
-        invocation = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state))
+        span_context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED if sampled else _NOT_SAMPLED, trace_state=state)
+        invocation = _InvocationSpan(self.limits, span_context) if sampled else NonRecordingSpan(span_context)
         context = trace.set_span_in_context(invocation)
         if baggage:
             context = _with_baggage(baggage, context)
-        return _Entered(otel_context.attach(context), context, before)
+        return _Entered(otel_context.attach(context), context, before, invocation)
 
-    def exit(self, entered: Any) -> None:
+    def exit(self, entered: Any) -> Optional[dict]:
+        """Take the invocation span off the context; what the function set on it (see
+        _InvocationSpan), None where it set nothing."""
+        self._leave(entered)
+        return entered.span.annotations() if isinstance(entered.span, _InvocationSpan) else None
+
+    def _leave(self, entered: Any) -> None:
         current = otel_context.get_current()
         if current is entered.context:
             otel_context.detach(entered.token)
@@ -530,14 +577,16 @@ class _ParentFlag:
 
 
 class _Entered:
-    """What `enter` attached (`context`, its `token`) on top of what (`before`)."""
+    """What `enter` attached (`context`, its `token`, the invocation's `span`) on top of what
+    (`before`)."""
 
-    __slots__ = ("token", "context", "before")
+    __slots__ = ("token", "context", "before", "span")
 
-    def __init__(self, token: Any, context: Any, before: Any) -> None:
+    def __init__(self, token: Any, context: Any, before: Any, span: Any) -> None:
         self.token = token
         self.context = context
         self.before = before
+        self.span = span
 
 
 _MISSING = object()

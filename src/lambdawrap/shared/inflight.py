@@ -7,8 +7,10 @@ Each process of the function writes into a file of its own beside the socket
 into memory, not a system call, on the invocation's path. A slot is a 4-byte big-endian
 length and then the invocation's start record (JSON); length 0 means nothing is under way. The
 length is cleared before the body changes and set after, so a reader sees a whole record or
-none. The file's SIZE bytes are allocated when it is made (a full /tmp then only costs the slot)
-and every write stays within them. A file removed under the process (a function that empties
+none. The slot's last 4 bytes count the spans the invocation has ended so far, which travel with
+its record: lost with the process if it never sends it, they are counted from there. The file's
+SIZE bytes are allocated when it is made (a full /tmp then only costs the slot) and every write
+stays within them. A file removed under the process (a function that empties
 /tmp) is made again, found within a second.
 """
 
@@ -24,6 +26,8 @@ from lambdawrap.shared.process_id import own_pid
 SUFFIX = ".inflight."
 SIZE = 64 * 1024
 HEADER_BYTES = 4
+HELD_BYTES = 4  # at the slot's end: the spans the invocation under way holds for its record
+HELD_SPANS = "held_spans"  # the key read() adds to a start record whose process is gone
 # How often the writing side looks whether its file is still there: a function that empties /tmp
 # in its handler removes it, and the companion, which reads the slot by its name, would find none
 # for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
@@ -95,11 +99,12 @@ class InflightSlot:
         """Publish the start of an invocation (at `now_ns`, time.time_ns()); False if there is
         no slot (or it is too big). Every write lands inside the SIZE bytes reserved at open: a
         map never grows its file."""
-        if self._broken or len(start_json) > SIZE - HEADER_BYTES:
+        if self._broken or len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:
             return False
         try:
             slot = self._map if self._pid == own_pid() and not self._removed(now_ns) else self._open()
             slot[:HEADER_BYTES] = b"\0\0\0\0"
+            slot[SIZE - HELD_BYTES :] = b"\0\0\0\0"
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
             return True
@@ -110,6 +115,14 @@ class InflightSlot:
     def clear(self) -> None:
         if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
+
+    def held(self, spans: int) -> None:
+        """The invocation under way holds `spans` for its record (a copy into memory)."""
+        if self._map is not None and self._pid == own_pid():
+            try:
+                self._map[SIZE - HELD_BYTES :] = min(spans, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")
+            except ValueError:  # a map closed under us: nothing to tell
+                pass
 
 
 def _still_open(identity: tuple) -> bool:
@@ -152,7 +165,7 @@ def _unlink(path: str) -> None:
 
 
 def _slots(socket_path: str):
-    """(pid, path, start record or None) of each in-flight slot beside the socket."""
+    """(pid, path, start record or None, spans held) of each in-flight slot beside the socket."""
     folder, name = os.path.split(socket_path)
     prefix = name + SUFFIX
     try:
@@ -163,19 +176,23 @@ def _slots(socket_path: str):
         pid = entry[len(prefix) :]
         if entry.startswith(prefix) and pid.isascii() and pid.isdigit():
             path = os.path.join(folder, entry)
-            yield int(pid), path, _read_slot(path)
+            yield (int(pid), path, *_read_slot(path))
 
 
 def read(socket_path: str, request_id: str) -> dict | None:
     """The start record of `request_id` if a process of this environment holds it (companion
-    side). The slot of a process that is gone is removed once it held nothing, or once what it
-    held has been read."""
+    side), with the spans it held for the record it never sent (HELD_SPANS) once that process
+    is gone. The slot of a process that is gone is removed once it held nothing, or once what
+    it held has been read."""
     found = None
-    for pid, path, start in _slots(socket_path):
+    for pid, path, start, held in _slots(socket_path):
         mine = start is not None and start.get("request_id") == request_id
         if mine:
             found = start
+            found.pop(HELD_SPANS, None)  # only the slot's own count says it
         if (start is None or mine) and ended(pid):
+            if mine:
+                found[HELD_SPANS] = held
             _unlink(path)
     return found
 
@@ -183,7 +200,7 @@ def read(socket_path: str, request_id: str) -> dict | None:
 def holder(socket_path: str, request_id: str) -> int | None:
     """The process whose slot holds `request_id` (companion side), if one does; no slot is
     removed (the span still needs what it holds)."""
-    for pid, _, start in _slots(socket_path):
+    for pid, _, start, _ in _slots(socket_path):
         if start is not None and start.get("request_id") == request_id:
             return pid
     return None
@@ -203,17 +220,20 @@ def ended(pid: int) -> bool:
     return state in (b"Z", b"X")
 
 
-def _read_slot(path: str) -> dict | None:
+def _read_slot(path: str) -> tuple:
+    """(start record or None, spans held) of the slot at `path`."""
     try:
         with open(path, "rb") as f:
             length = int.from_bytes(f.read(HEADER_BYTES), "big")
-            if not 0 < length <= SIZE - HEADER_BYTES:
-                return None
+            if not 0 < length <= SIZE - HEADER_BYTES - HELD_BYTES:
+                return None, 0
             body = f.read(length)
+            f.seek(SIZE - HELD_BYTES)
+            held = int.from_bytes(f.read(HELD_BYTES), "big")
         start = json.loads(body)
     except (OSError, ValueError, RecursionError):
-        return None
-    return start if isinstance(start, dict) else None
+        return None, 0
+    return (start, held) if isinstance(start, dict) else (None, 0)
 
 
 def _alive(pid: int) -> bool:

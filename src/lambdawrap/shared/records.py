@@ -35,6 +35,10 @@ process dies), and ``end``:
     end.response_payload   str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
     end.spans              list       spans ended during the invocation: the user's (OpenTelemetry API)
                                       and the client spans of its outgoing calls (below)
+    end.annotations        object     what the function set on the invocation span it found
+                                      current: {"attributes", "events" ([name, attributes,
+                                      time_ns], ...), "status" ([code, description]), "name"},
+                                      each present only when set, within the span limits
     end.spans_dropped      int        spans over LAMBDAWRAP_MAX_SPANS_PER_INVOCATION
     end.spans_too_large    int        spans each larger than a record by itself
     end.internal_errors    int        lambdawrap failures in the function's process since the last report
@@ -273,6 +277,8 @@ def end_problem(end: dict) -> str | None:
         return "an error that is not an object"
     if end.get("spans") is not None and not isinstance(end.get("spans"), list):
         return "spans that are not a list"
+    if end.get("annotations") is not None and not isinstance(end.get("annotations"), dict):
+        return "annotations that are not an object"
     return None
 
 
@@ -296,7 +302,7 @@ def span_problem(raw: Any) -> str | None:
     if not isinstance(status, list) or not status or type(status[0]) is not int or not 0 <= status[0] <= 2:
         return "a span with a malformed status"
     events = raw.get("events") or []
-    if not isinstance(events, list) or not all(isinstance(e, list) and len(e) == 3 and isinstance(e[1], dict) and _optional_time(e[2]) and e[2] is not None for e in events):
+    if not isinstance(events, list) or not all(event_ok(e) for e in events):
         return "a span with malformed events"
     if not _links_ok(raw.get("links"), 4, attributes=True):
         return "a span with malformed links"
@@ -329,6 +335,11 @@ def _ids_problem(record: dict) -> str | None:
 
 def _span_kind_ok(value: Any) -> bool:
     return type(value) is int and INTERNAL <= value <= CONSUMER
+
+
+def event_ok(event: Any) -> bool:
+    """Whether `event` is a span event as the records carry one: [name, attributes, time_ns]."""
+    return isinstance(event, list) and len(event) == 3 and isinstance(event[1], dict) and event[2] is not None and _optional_time(event[2])
 
 
 def _optional_time(value: Any) -> bool:
