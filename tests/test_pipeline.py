@@ -480,7 +480,10 @@ def annotate(span):
         span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, "payment failed"))
     span.update_name("checkout")
-    return span.is_recording()
+    recording = span.is_recording()
+    span.end()
+    span.set_attribute("after.end", True)  # ignored, as by an ended span
+    return recording and not span.is_recording()
 """
 
 
@@ -523,6 +526,7 @@ def test_what_the_function_sets_on_the_current_span_is_on_its_invocation_span_as
     # THEN the invocation span holds what the SDK's span holds (before: the current span was a
     # non-recording one, and all of it was lost): its attributes, events, status and name ...
     assert {key: invocation["attributes"][key] for key in sdk.attributes} == {key: list(value) if isinstance(value, tuple) else value for key, value in sdk.attributes.items()}
+    assert "after.end" not in invocation["attributes"] and "after.end" not in sdk.attributes
     assert [(e["name"], {k: v for k, v in e["attributes"].items() if k != "exception.stacktrace"}) for e in invocation["events"]] == [(e.name, {k: v for k, v in e.attributes.items() if k != "exception.stacktrace"}) for e in sdk.events]
     assert (invocation["status_code"], invocation["status_message"]) == (sdk.status.status_code.value, sdk.status.description)
     assert invocation["name"] == sdk.name == "checkout"

@@ -314,6 +314,109 @@ def test_what_the_function_set_on_its_span_does_not_change_what_the_caller_got(a
     assert (facts.trigger, facts.error) == ("http", False)
 
 
+def holding_process(socket_path: str, start: dict, spans: int) -> subprocess.Popen:
+    """A process holding `start` in its in-flight slot, with `spans` held for its record."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lambdawrap.shared.inflight import InflightSlot; slot = InflightSlot(sys.argv[1]); slot.hold(sys.argv[2].encode()); slot.held(int(sys.argv[3])); print('held', flush=True); sys.stdin.readline(); slot.clear(); print('cleared', flush=True); time.sleep(120)", socket_path, json.dumps(start), str(spans)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def ended_process(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(timeout=30)
+    for stream in (process.stdin, process.stdout):
+        stream.close()
+
+
+def test_on_managed_instances_each_attempt_of_a_retried_request_counts_the_spans_its_worker_held(tmp_path):
+    # GIVEN a request that timed out in one worker, which runs on holding three spans, and its
+    # retry, same id, timed out in another, holding two
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path, managed_instances=True)
+    first, retry = record("A")["start"], record("A")["start"]
+    retry["span_id"] = "0" * 14 + "22"
+    workers = []
+    try:
+        for start, spans in ((first, 3), (retry, 2)):
+            workers.append(holding_process(socket_path, start, spans))
+            correlator.on_telemetry([platform_start("A"), {"time": stamp(), "type": "platform.report", "record": {"requestId": "A", "status": "timeout", "metrics": {"durationMs": 1000.0}}}])
+        # WHEN both workers end, and the environment with them
+    finally:
+        for worker in workers:
+            ended_process(worker)
+    correlator.finish_overdue()
+    correlator.finish_unreported("spindown")
+    # THEN each attempt is its own span, and the spans each worker held are counted (before:
+    # the retry's bookkeeping replaced the first attempt's, whose spans went uncounted)
+    assert sorted(f"{span.context.span_id:016x}" for span in invocation_spans(signals)) == sorted([first["span_id"], retry["span_id"]])
+    assert signals.dropped_by_reason["process_ended"] == 5
+
+
+def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, monkeypatch):
+    from lambdawrap.shared import inflight
+
+    # GIVEN a timed-out invocation's process holding three spans when the companion reads its
+    # slot, which clears it, sends its record and ends before the companion asks whether it has
+    # ended (a handler that answered the SIGTERM; the companion CPU-throttled meanwhile)
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path)
+    late = record("X", spans=[user_span("load"), user_span("check", "2" * 16), user_span("price", "3" * 16)])
+    holding = holding_process(socket_path, late["start"], 3)
+    ended = inflight.ended
+
+    def ending_meanwhile(pid: int) -> bool:
+        if pid == holding.pid and holding.poll() is None:
+            holding.stdin.write("go\n")
+            holding.stdin.flush()
+            assert holding.stdout.readline().strip() == "cleared"
+            holding.kill()
+            holding.wait(timeout=30)
+        return ended(pid)
+
+    monkeypatch.setattr(inflight, "ended", ending_meanwhile)
+    try:
+        invoke(correlator, "X")
+        platform_done(correlator, "X", "timeout")
+        # WHEN its record comes
+        correlator.on_record(late)
+        correlator.finish_overdue()
+    finally:
+        ended_process(holding)
+    # THEN its spans are exported with it, and not counted as well (before: process_ended 3)
+    assert "process_ended" not in signals.dropped_by_reason
+    assert sorted(s.name for s in signals.spans.take(100) if "faas.invocation_id" not in s.attributes) == ["check", "load", "price"]
+
+
+def test_a_forged_record_with_annotations_too_deep_is_refused_and_the_real_one_taken():
+    # GIVEN a record not from our handler side for a real request, what it sets on the span
+    # nested 900 deep (the companion cleans them recursively)
+    correlator, signals = environment()
+    invoke(correlator, "X")
+    deep: object = "x"
+    for _ in range(900):
+        deep = [deep]
+    forged = record("X")
+    forged["end"]["annotations"] = {"attributes": {"k": deep}}
+    # WHEN it comes, then the real record with a span of the function's
+    correlator.on_record(forged)
+    correlator.on_record(record("X", spans=[user_span("load")]))
+    platform_done(correlator, "X")
+    # THEN the forged one is refused, and the real one is the invocation's span, with its span
+    assert signals.dropped_by_reason == {"malformed_record": 1}
+    assert sorted(s.name for s in signals.spans.take(100)) == ["load", "orders"]
+
+
 def test_on_managed_instances_records_forgotten_for_room_still_bring_their_spans(monkeypatch):
     from lambdawrap.companion import correlator as correlator_module
 

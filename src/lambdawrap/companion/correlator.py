@@ -983,7 +983,7 @@ class Correlator:
         record it never sent are lost with that process. Read once the process is gone; until
         then (the platform's word came before its end) its record may still come, with them."""
         if inflight.HELD_SPANS not in inv.start:
-            self._held_unread[inv.request_id] = inv
+            self._held_unread[(inv.request_id, inv.start.get("span_id"))] = inv
             while len(self._held_unread) > KEEP_FINISHED:
                 self._held_unread.popitem(last=False)
             return
@@ -994,12 +994,13 @@ class Correlator:
     def _count_held_of_the_gone(self) -> None:
         """The spans held by processes that have ended since their invocation was made from
         their slot, unless their record came meanwhile, or their slot is gone or holds another."""
-        for rid, inv in list(self._held_unread.items()):
-            start = None if inv.late_record or not self._socket_path else inflight.read(self._socket_path, rid)
-            if start is None or start.get("span_id") != inv.start.get("span_id"):
-                del self._held_unread[rid]
+        for key, inv in list(self._held_unread.items()):
+            rid, span_id = key
+            start = None if inv.late_record or not self._socket_path or not isinstance(span_id, str) else inflight.read(self._socket_path, rid, span_id)
+            if start is None:
+                del self._held_unread[key]
             elif inflight.HELD_SPANS in start:
-                del self._held_unread[rid]
+                del self._held_unread[key]
                 held = records.count(start.get(inflight.HELD_SPANS))
                 if held:
                     self.sink.dropped("process_ended", held)

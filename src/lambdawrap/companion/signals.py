@@ -185,6 +185,7 @@ class Signals:
         except Exception:  # noqa: BLE001 - counted, so the invocation is still accounted for
             logger.warning("lambdawrap: the span of invocation %s could not be built", inv.request_id, exc_info=True)
             self.dropped("malformed_record")
+            record_extras(self, inv.end or {})  # the function's spans it carried stand by themselves
             return True
         if span is None:
             self.dropped("sampled_out")
@@ -263,7 +264,7 @@ class Signals:
                 continue
             try:
                 self.spans.add(self.builder.user_span(raw))
-            except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError):
                 self.dropped("malformed_span")
 
 

@@ -236,7 +236,8 @@ class _Span(trace.Span):
 
     @_guarded
     def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
-        self._record(describe_exception(exception), attributes, timestamp, escaped)
+        if isinstance(exception, BaseException):  # else nothing, as the API's span records nothing
+            self._record(describe_exception(exception), attributes, timestamp, escaped)
 
     def _record(self, described: dict, attributes: Any = None, timestamp: Optional[int] = None, escaped: bool = False) -> None:
         event = {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"], "exception.escaped": _escaped_text(escaped)}
@@ -314,7 +315,7 @@ class _InvocationSpan(_Span):
         pass  # the invocation's links are its trigger's (batch messages)
 
     def end(self, end_time: Optional[int] = None) -> None:
-        pass
+        self._ended = True  # as an SDK span: what was set stays, nothing more is taken
 
     def annotations(self) -> Optional[dict]:
         """What the function set, for the record; nothing more is taken once asked (a thread
@@ -325,7 +326,7 @@ class _InvocationSpan(_Span):
             found["attributes"] = self._attributes
         if self._events:
             found["events"] = list(self._events)
-        if self._status[0]:
+        if self._status[0] in (StatusCode.OK.value, StatusCode.ERROR.value):
             found["status"] = list(self._status)
         if self._name:
             found["name"] = self._name
@@ -366,6 +367,10 @@ class _Tracer(trace.Tracer):
         span = self.start_span(name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception)
         with _using(span, end_on_exit) as used:
             yield used
+
+    # A wrong call's TypeError names the method as the API's tracer without a provider does.
+    start_span.__qualname__ = "NoOpTracer.start_span"
+    getattr(start_as_current_span, "__wrapped__", start_as_current_span).__qualname__ = "NoOpTracer.start_as_current_span"
 
 
 @_context_manager

@@ -179,19 +179,25 @@ def _slots(socket_path: str):
             yield (int(pid), path, *_read_slot(path))
 
 
-def read(socket_path: str, request_id: str) -> dict | None:
-    """The start record of `request_id` if a process of this environment holds it (companion
-    side), with the spans it held for the record it never sent (HELD_SPANS) once that process
-    is gone. The slot of a process that is gone is removed once it held nothing, or once what
-    it held has been read."""
+def read(socket_path: str, request_id: str, span_id: str | None = None) -> dict | None:
+    """The start record of `request_id` (of its attempt whose span is `span_id`, if given) if a
+    process of this environment holds it (companion side), with the spans it held for the
+    record it never sent (HELD_SPANS) once that process is gone. The slot of a process that is
+    gone is removed once it held nothing, or once what it held has been read."""
     found = None
     for pid, path, start, held in _slots(socket_path):
-        mine = start is not None and start.get("request_id") == request_id
+        mine = start is not None and start.get("request_id") == request_id and (span_id is None or start.get("span_id") == span_id)
         if mine:
             found = start
             found.pop(HELD_SPANS, None)  # only the slot's own count says it
         if (start is None or mine) and ended(pid):
             if mine:
+                # Read again now that the process is known gone: read before, its slot may
+                # have been cleared since, its record sent with the spans counted here.
+                again, held = _read_slot(path)
+                if again is None or again.get("span_id") != start.get("span_id"):
+                    found = None
+                    continue
                 found[HELD_SPANS] = held
             _unlink(path)
     return found

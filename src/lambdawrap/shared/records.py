@@ -78,6 +78,7 @@ it has them):
 
 from __future__ import annotations
 
+from lambdawrap.shared.attribute_values import MAX_NESTING
 from lambdawrap.shared.framing import HEADER_BYTES, encode_json, own_json_text
 from lambdawrap.shared.hex_digits import ANY_CASE, is_hex
 from lambdawrap.shared.semconv import CONSUMER, INTERNAL, SERVER
@@ -277,9 +278,37 @@ def end_problem(end: dict) -> str | None:
         return "an error that is not an object"
     if end.get("spans") is not None and not isinstance(end.get("spans"), list):
         return "spans that are not a list"
-    if end.get("annotations") is not None and not isinstance(end.get("annotations"), dict):
-        return "annotations that are not an object"
+    annotations = end.get("annotations")
+    if annotations is not None and not (isinstance(annotations, dict) and _annotations_ok(annotations)):
+        return "malformed annotations"
     return None
+
+
+def _annotations_ok(annotations: dict) -> bool:
+    """As the bridge writes them (see end.annotations): values nested no deeper than the
+    attribute values it keeps, which the companion cleans recursively."""
+    attributes, events, status, name = (annotations.get(key) for key in ("attributes", "events", "status", "name"))
+    return (
+        (attributes is None or isinstance(attributes, dict))
+        and (events is None or (isinstance(events, list) and all(event_ok(e) for e in events)))
+        and (status is None or (isinstance(status, list) and len(status) == 2 and status[0] in (1, 2) and isinstance(status[1], str)))
+        and (name is None or isinstance(name, str))
+        and _nested_within(annotations, MAX_NESTING + 4)
+    )
+
+
+def _nested_within(value: Any, depth: int) -> bool:
+    """Whether `value`'s lists and objects nest no deeper than `depth` (walked without recursion)."""
+    pending = [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if level >= depth:
+                return False
+            pending.extend((child, level + 1) for child in item)
+    return True
 
 
 def span_problem(raw: Any) -> str | None:

@@ -39,4 +39,13 @@ def handler(event, context):
         wrong_call = None
     except TypeError as exc:
         wrong_call = str(exc)  # the API's words for a wrong call, with the layer too
-    return {"total": 9.5, "step": step(), "use_span raised": seen, "wrong use_span call": wrong_call}
+    wrong_calls = []
+    for call in (lambda: tracer.start_span(attrs={}), lambda: tracer.start_span(), lambda: tracer.start_as_current_span("s", attrs={}).__enter__()):
+        try:
+            call()
+        except TypeError as exc:
+            wrong_calls.append(str(exc))  # the API's words, with the layer too
+    with tracer.start_as_current_span("not an exception") as span:
+        span.record_exception({"error": "declined"})  # nothing, not a warning of lambdawrap's
+    trace.get_current_span().record_exception("declined")
+    return {"total": 9.5, "step": step(), "use_span raised": seen, "wrong use_span call": wrong_call, "wrong calls": wrong_calls}
