@@ -537,6 +537,30 @@ def test_what_the_function_sets_on_the_current_span_is_on_its_invocation_span_as
     assert metric_total(rx, "faas.invocations", {"faas.trigger": "http"}) == 1
 
 
+def test_an_event_the_function_dates_out_of_range_is_left_out_not_its_invocation(tmp_path):
+    # GIVEN a function that gives an event on the span it finds current a time OTLP cannot carry
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import trace
+
+        def handler(event, context):
+            span = trace.get_current_span()
+            span.add_event("odd", timestamp=-5)
+            span.add_event("fine")
+            span.set_attribute("kept", 1)
+            return {"statusCode": 200}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(apigw_event())
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    # THEN the invocation is its span, with what made sense (before this was checked, the
+    # whole record was refused, and the invocation counted as record_missing)
+    assert invocation["attributes"]["kept"] == 1 and [e["name"] for e in invocation["events"]] == ["fine"]
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "malformed_record"}) == 0
+
+
 def test_an_attribute_too_large_for_the_record_leaves_the_invocation_span_without_it(tmp_path):
     # GIVEN a function that sets 300 KB on the span it finds current: more than a record holds
     task = write_function(
