@@ -180,27 +180,36 @@ def _slots(socket_path: str):
 
 
 def read(socket_path: str, request_id: str, span_id: str | None = None) -> dict | None:
-    """The start record of `request_id` (of its attempt whose span is `span_id`, if given) if a
-    process of this environment holds it (companion side), with the spans it held for the
-    record it never sent (HELD_SPANS) once that process is gone. The slot of a process that is
-    gone is removed once it held nothing, or once what it held has been read."""
-    found = None
-    for pid, path, start, held in _slots(socket_path):
-        mine = start is not None and start.get("request_id") == request_id and (span_id is None or start.get("span_id") == span_id)
-        if mine:
-            found = start
-            found.pop(HELD_SPANS, None)  # only the slot's own count says it
-        if (start is None or mine) and ended(pid):
-            if mine:
-                # Read again now that the process is known gone: read before, its slot may
-                # have been cleared since, its record sent with the spans counted here.
-                again, held = _read_slot(path)
-                if again is None or again.get("span_id") != start.get("span_id"):
-                    found = None
-                    continue
-                found[HELD_SPANS] = held
-            _unlink(path)
+    """The start record of `request_id` if a process of this environment holds it (companion
+    side): of its attempt whose span is `span_id` if given, else of its latest (on Managed
+    Instances a timed-out worker runs on, holding the attempt its retry replaced). Once that
+    process is gone, with the spans it held for the record it never sent (HELD_SPANS), and its
+    slot removed; the slot of a process that is gone and held nothing is removed too."""
+    found, found_at = None, None
+    for pid, path, start, _ in _slots(socket_path):
+        if start is None:
+            if ended(pid):
+                _unlink(path)
+        elif start.get("request_id") == request_id and (span_id is None or start.get("span_id") == span_id):
+            if found is None or _start_ns(start) > _start_ns(found):
+                found, found_at = start, (pid, path)
+    if found is None:
+        return None
+    found.pop(HELD_SPANS, None)  # only the slot's own count says it
+    pid, path = found_at
+    if ended(pid):
+        # Read again now that the process is known gone: read before, its slot may have been
+        # cleared since, its record sent with the spans it held.
+        again, held = _read_slot(path)
+        if again is not None and again.get("span_id") == found.get("span_id"):
+            found[HELD_SPANS] = held
+        _unlink(path)
     return found
+
+
+def _start_ns(start: dict) -> int:
+    started = start.get("start_ns")
+    return started if type(started) is int else 0
 
 
 def holder(socket_path: str, request_id: str) -> int | None:
