@@ -25,12 +25,13 @@ ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders"
 ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_REGION": "eu-west-1", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST"}
 
 
-def environment(managed_instances: bool = False) -> tuple:
-    """(correlator, signals): the companion's correlator over a real Signals."""
+def environment(managed_instances: bool = False, socket_path: str = "") -> tuple:
+    """(correlator, signals): the companion's correlator over a real Signals (reading the
+    in-flight slots beside `socket_path`, if given)."""
     settings = Settings.from_env(ENV)
     resource = build_resource(settings, None)
     signals = Signals(settings, resource, MeterProvider(resource=resource))
-    return Correlator(signals, lambda reason, detail: signals.dropped(reason), managed_instances=managed_instances), signals
+    return Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path, managed_instances=managed_instances), signals
 
 
 def stamp() -> str:
@@ -253,18 +254,10 @@ def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counte
     # running when the platform's word that the invocation timed out comes (the reset has not
     # stopped it yet)
     socket_path = str(tmp_path / "lambdawrap.sock")
-    settings = Settings.from_env(ENV)
-    resource = build_resource(settings, None)
-    signals = Signals(settings, resource, MeterProvider(resource=resource))
-    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path)
+    correlator, signals = environment(socket_path=socket_path)
     late = record("X", spans=[user_span("load"), user_span("check", "2" * 16), user_span("price", "3" * 16)])
-    holding = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from lambdawrap.shared.inflight import InflightSlot; slot = InflightSlot(sys.argv[1]); slot.hold(sys.argv[2].encode()); slot.held(3); print('held', flush=True); time.sleep(120)", socket_path, json.dumps(late["start"])],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holding = holding_process(socket_path, late["start"], 3)
     try:
-        assert holding.stdout.readline().strip() == "held"
         invoke(correlator, "X")
         platform_done(correlator, "X", "timeout")
         (span,) = invocation_spans(signals)
@@ -272,14 +265,11 @@ def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counte
         # WHEN the process ends, or its record comes first (a handler that answered the SIGTERM)
         if then == "its record comes":
             correlator.on_record(late)
-        holding.kill()
-        holding.wait(timeout=30)
+        ended_process(holding)
         correlator.finish_overdue()
         correlator.finish_overdue()
     finally:
-        holding.kill()
-        holding.wait(timeout=30)
-        holding.stdout.close()
+        ended_process(holding)
     # THEN the spans are counted once, when the process has gone without sending them; or
     # exported, with the record that brought them, and not counted
     if then == "the process ends":
@@ -337,10 +327,7 @@ def test_on_managed_instances_each_attempt_of_a_retried_request_counts_the_spans
     # GIVEN a request that timed out in one worker, which runs on holding three spans, and its
     # retry, same id, timed out in another, holding two
     socket_path = str(tmp_path / "lambdawrap.sock")
-    settings = Settings.from_env(ENV)
-    resource = build_resource(settings, None)
-    signals = Signals(settings, resource, MeterProvider(resource=resource))
-    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path, managed_instances=True)
+    correlator, signals = environment(managed_instances=True, socket_path=socket_path)
     first, retry = record("A")["start"], record("A")["start"]
     retry["span_id"] = "0" * 14 + "22"
     workers = []
@@ -367,10 +354,7 @@ def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, mo
     # slot, which clears it, sends its record and ends before the companion asks whether it has
     # ended (a handler that answered the SIGTERM; the companion CPU-throttled meanwhile)
     socket_path = str(tmp_path / "lambdawrap.sock")
-    settings = Settings.from_env(ENV)
-    resource = build_resource(settings, None)
-    signals = Signals(settings, resource, MeterProvider(resource=resource))
-    correlator = Correlator(signals, lambda reason, detail: signals.dropped(reason), socket_path=socket_path)
+    correlator, signals = environment(socket_path=socket_path)
     late = record("X", spans=[user_span("load"), user_span("check", "2" * 16), user_span("price", "3" * 16)])
     holding = holding_process(socket_path, late["start"], 3)
     ended = inflight.ended
