@@ -987,9 +987,12 @@ class Correlator:
             while len(self._held_unread) > KEEP_FINISHED:
                 self._held_unread.popitem(last=False)
             return
-        held = records.count(inv.start.pop(inflight.HELD_SPANS))
-        if held:
-            self.sink.dropped("process_ended", held)
+        self._drop_held(inv.start.pop(inflight.HELD_SPANS))
+
+    def _drop_held(self, held: object) -> None:
+        count = records.count(held)
+        if count:
+            self.sink.dropped("process_ended", count)
 
     def _count_held_of_the_gone(self) -> None:
         """The spans held by processes that have ended since their invocation was made from
@@ -1001,9 +1004,7 @@ class Correlator:
                 del self._held_unread[key]
             elif inflight.HELD_SPANS in start:
                 del self._held_unread[key]
-                held = records.count(start.get(inflight.HELD_SPANS))
-                if held:
-                    self.sink.dropped("process_ended", held)
+                self._drop_held(start[inflight.HELD_SPANS])
 
     def _environment_cold(self, inv: Invocation) -> bool:
         """Whether the environment's first invocation was its cold start, as the platform's

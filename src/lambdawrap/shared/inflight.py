@@ -165,7 +165,7 @@ def _unlink(path: str) -> None:
 
 
 def _slots(socket_path: str):
-    """(pid, path, start record or None, spans held) of each in-flight slot beside the socket."""
+    """(pid, path, start record or None) of each in-flight slot beside the socket."""
     folder, name = os.path.split(socket_path)
     prefix = name + SUFFIX
     try:
@@ -176,7 +176,7 @@ def _slots(socket_path: str):
         pid = entry[len(prefix) :]
         if entry.startswith(prefix) and pid.isascii() and pid.isdigit():
             path = os.path.join(folder, entry)
-            yield (int(pid), path, *_read_slot(path))
+            yield int(pid), path, _read_slot(path)[0]
 
 
 def read(socket_path: str, request_id: str, span_id: str | None = None) -> dict | None:
@@ -186,7 +186,7 @@ def read(socket_path: str, request_id: str, span_id: str | None = None) -> dict 
     process is gone, with the spans it held for the record it never sent (HELD_SPANS), and its
     slot removed; the slot of a process that is gone and held nothing is removed too."""
     found, found_at = None, None
-    for pid, path, start, _ in _slots(socket_path):
+    for pid, path, start in _slots(socket_path):
         if start is None:
             if ended(pid):
                 _unlink(path)
@@ -215,7 +215,7 @@ def _start_ns(start: dict) -> int:
 def holder(socket_path: str, request_id: str) -> int | None:
     """The process whose slot holds `request_id` (companion side), if one does; no slot is
     removed (the span still needs what it holds)."""
-    for pid, _, start, _ in _slots(socket_path):
+    for pid, _, start in _slots(socket_path):
         if start is not None and start.get("request_id") == request_id:
             return pid
     return None
