@@ -248,6 +248,22 @@ def test_a_record_whose_sampled_flag_is_no_flag_is_malformed(flag):
     assert signals.dropped_by_reason == {"malformed_record": 1}
 
 
+@pytest.mark.parametrize("error_type", [None, "", 7])
+def test_a_record_whose_error_has_no_type_is_malformed_and_the_platform_s_word_is_taken(error_type):
+    # GIVEN a record not from our handler side: its error has no name
+    correlator, signals = environment()
+    invoke(correlator, "X")
+    forged = record("X", error={"type": error_type, "message": "bad", "stack": ""})
+    # WHEN it comes, then the platform's word that the invocation failed
+    correlator.on_record(forged)
+    platform_done(correlator, "X", "error")
+    # THEN it is refused as malformed, and the span is the platform's (before: it exported
+    # error.type "None")
+    assert signals.dropped_by_reason == {"malformed_record": 1}
+    (span,) = invocation_spans(signals)
+    assert span.attributes["error.type"] not in ("None", "", "7")
+
+
 @pytest.mark.parametrize("then", ["the process ends", "its record comes"])
 def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counted_once_it_ends(tmp_path, then):
     # GIVEN a function's process that holds three spans for an invocation's record, still

@@ -274,8 +274,13 @@ def start_problem(start: dict) -> str | None:
 def end_problem(end: dict) -> str | None:
     if not _optional_time(end.get("end_ns")):
         return "an end_ns that is not a time"
-    if end.get("error") is not None and not isinstance(end.get("error"), dict):
+    error = end.get("error")
+    if error is not None and not isinstance(error, dict):
         return "an error that is not an object"
+    if error is not None and not (isinstance(error.get("type"), str) and error["type"]):
+        # The handler side names every error it reports (an exception's class, the runtime's
+        # errorType); one without a name exported error.type "None".
+        return "an error without a type"
     if end.get("spans") is not None and not isinstance(end.get("spans"), list):
         return "spans that are not a list"
     annotations = end.get("annotations")
