@@ -2784,3 +2784,51 @@ def test_a_session_aiohttp_refuses_to_make_has_the_stack_trace_it_has_without_th
     assert without["errorType"] == error
     assert {**answer, "requestId": None} == {**without, "requestId": None}, (answer["stackTrace"], without["stackTrace"])
     assert not [line for line in lines if "lambdawrap" in line], lines
+
+
+SQS_ANSWERS = """
+import os
+import boto3
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=event["queue"])["QueueUrl"]
+    own = {"kind": {"DataType": "String", "StringValue": "order"}, "count": {"DataType": "Number", "StringValue": "7"}, "blob": {"DataType": "Binary", "BinaryValue": b"\\x00\\xff"}, "order.tag": {"DataType": "String.custom", "StringValue": "ünï"}}
+    answers = [
+        sqs.send_message(QueueUrl=queue, MessageBody="plain"),
+        sqs.send_message(QueueUrl=queue, MessageBody="with its own", MessageAttributes=own),
+        sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": "a", "MessageBody": "plain"}, {"Id": "b", "MessageBody": "own", "MessageAttributes": own}]),
+    ]
+    for answer in answers:
+        answer.pop("ResponseMetadata")
+        answer.pop("MessageId", None)
+        for entry in answer.get("Successful", ()):
+            entry.pop("MessageId")
+    return answers
+"""
+
+
+def test_an_sqs_send_answers_the_function_as_without_the_layer_though_the_message_carries_the_context(tmp_path, moto):
+    # GIVEN a function that sends SQS messages with and without attributes of its own, alone
+    # and in a batch: SQS answers with MD5OfMessageAttributes, the digest of the attributes it
+    # received, which a function may check against its own (as SQS documents)
+    task = write_function(tmp_path / "task", SQS_ANSWERS)
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30, env={"MOTO_URL": moto.endpoint}) as bare:
+        without = bare.invoke({"queue": "answers-bare"}).json()
+    with instrumented(task, env={"MOTO_URL": moto.endpoint}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"queue": "answers-layer"})
+        invocation_span(rx, result.request_id)
+    # THEN each answer is the one it got without the layer (before: a message sent without
+    # attributes was answered with a digest, and one with attributes with another digest than
+    # its own attributes have, the context's included in it)
+    assert isinstance(without, list), without
+    assert result.json() == without
+    assert "MD5OfMessageAttributes" not in without[0] and "MD5OfMessageAttributes" in without[1]
+    # ... while every message carried the context
+    sqs = moto.client("sqs")
+    queue = sqs.get_queue_url(QueueName="answers-layer")["QueueUrl"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], MaxNumberOfMessages=10).get("Messages"):
+        received += batch
+        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    assert len(received) == 4 and all("traceparent" in m["MessageAttributes"] for m in received)

@@ -43,7 +43,7 @@ import time
 from _thread import get_ident
 
 from lambdawrap.handler.invocation import FAILURES, active_invocation, count_context_not_injected
-from lambdawrap.handler.outgoing import aws_carriers, aws_services
+from lambdawrap.handler.outgoing import aws_carriers, aws_services, sqs_digests
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
 from lambdawrap.handler.outgoing.recorder import CLIENT, ClientSpan, Recorder, contrib_active, mark, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import split_url
@@ -62,7 +62,7 @@ _PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffix
 class AwsCall:
     """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL (recorder.mark)."""
 
-    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "_events")
+    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "digests", "_events")
 
     def __init__(self, span: ClientSpan, service: str, operation: str, events: "AwsCallEvents") -> None:
         self.span = span
@@ -74,6 +74,7 @@ class AwsCall:
         # The last attempt's (response, caught_exception, request context, time answered).
         self.answer: "tuple | None" = None
         self.pending: "dict | None" = None  # the invocation's unfinished calls, once answered
+        self.digests: "dict | None" = None  # the SQS answer's digests to give back (sqs_digests)
         self._events = events
 
     def claim(self) -> bool:
@@ -145,9 +146,13 @@ class AwsCallEvents:
             aws_services.request_attributes(service, operation, params, region, attributes)
             name = aws_services.span_name(service, operation, attributes) or f"{attributes['rpc.service']}.{operation}"
             span = self._recorder.start(SCOPE, name, CLIENT, attributes)
-            context[_STATE] = AwsCall(span, service, operation, self)
-            if self._carriers and not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
-                count_context_not_injected()
+            context[_STATE] = call = AwsCall(span, service, operation, self)
+            if self._carriers:
+                as_written = sqs_digests.sent_as_written(operation, params) if service == "sqs" else None
+                if not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
+                    count_context_not_injected()
+                if as_written is not None:
+                    call.digests = sqs_digests.to_restore(as_written, params)
         except Exception:  # noqa: BLE001 - the call goes on untraced
             FAILURES.record("tracing an AWS SDK call")
 
@@ -207,7 +212,15 @@ class AwsCallEvents:
 
     def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
-        if call is None or not call.claim():
+        if call is None:
+            return
+        if call.digests is not None:
+            # Whoever ends the span: the answer is the function's, with or without it.
+            try:
+                sqs_digests.restore(call.digests, parsed)
+            except Exception:  # noqa: BLE001 - the answer goes as SQS gave it
+                FAILURES.record("restoring an SQS answer's digests")
+        if not call.claim():
             return
         self._answered(call, http_response, parsed, context)
 
