@@ -482,6 +482,34 @@ class TestRedaction:
         assert out["multiValueQueryStringParameters"] == {"X-Amz-Signature": REDACTED, "q": ["1"]}
         assert json.loads(out["body"]) == {"signature": "kept", "token": REDACTED}
 
+    def test_credentials_in_authorizer_events_signed_headers_and_presigned_urls_anywhere_are_redacted(self):
+        # GIVEN events and answers that carry credentials under names no configured key covers:
+        # authorizer tokens, a request signed with a session token, and presigned URLs (a custom
+        # resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect), which are live
+        event = {
+            "authorizationToken": "Bearer eyJ-token",
+            "identitySource": ["Bearer eyJ-source"],
+            "headers": {"X-Amz-Security-Token": "session-t", "Proxy-Authorization": "Basic proxy-b"},
+            "ResponseURL": "https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential=AKIA-cred&X-Amz-Signature=sig-4f8c#part",
+            "getObjectContext": {"inputS3Url": "https://bucket.s3.amazonaws.com/k?x-amz-security-token=obj-t&a=1"},
+            "raw_path": "/orders?password=pass-p&page=2",
+            "body": json.dumps({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=body-sig"}),
+            "note": "what? a question, not a URL",
+        }
+        # WHEN captured
+        text = payload_text(event, self.KEYS)
+        out = json.loads(text)
+        # THEN none of them is in the text, and what is no credential is kept as it came
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig"):
+            assert value not in text, value
+        assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
+        assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")
+        assert out["raw_path"] == f"/orders?password={REDACTED}&page=2"
+        assert out["note"] == event["note"]
+        # ... also when the URL is cut
+        cut = payload_text({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=" + "s" * 5000}, self.KEYS, limit=300)
+        assert "sss" not in cut and cut.endswith(TRUNCATED)
+
     def test_output_is_bounded_whatever_the_input_size(self):
         huge = {"blob": "y" * 6_000_000, "list": list(range(100_000))}
         text = payload_text(huge, self.KEYS, limit=1000)

@@ -8,10 +8,11 @@ Redaction: the value under any key whose lowercased name is in the key set is re
 "[REDACTED]", at any depth, including inside a JSON document carried as a string (an API
 Gateway or SQS `body`, also one base64-encoded, also newline-delimited JSON) and in the `k=v&...`
 pairs of a raw query string or a form body. Header names Authorization,
-Cookie and Set-Cookie are always in the set, and `cookies`, where payload 2.0 (HTTP APIs,
-function URLs) puts the request's Cookie header and the response's Set-Cookie headers; in a
-query string and in an event's map of query parameters, url.query's keys (URL_QUERY_KEYS: a
-presigned URL's credentials) too.
+Proxy-Authorization, X-Amz-Security-Token, Cookie and Set-Cookie are always in the set, and
+`cookies`, where payload 2.0 (HTTP APIs, function URLs) puts the request's Cookie header and the
+response's Set-Cookie headers, and authorizer events' `authorizationToken` and `identitySource`;
+in a query string, a URL's query anywhere and an event's map of query parameters, url.query's
+keys (URL_QUERY_KEYS: a presigned URL's credentials) too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Iterable
 
 REDACTED = "[REDACTED]"
-ALWAYS_REDACTED = frozenset(("authorization", "cookie", "set-cookie", "cookies"))
+# The credential headers, where payload 2.0 puts cookies, and what authorizer events carry the
+# caller's credential in: a TOKEN authorizer's and AppSync's `authorizationToken`, an HTTP API
+# authorizer's `identitySource` (a copy of the Authorization header's value).
+ALWAYS_REDACTED = frozenset(("authorization", "proxy-authorization", "x-amz-security-token", "cookie", "set-cookie", "cookies", "authorizationtoken", "identitysource"))
 MAX_PAYLOAD_CHARS = 4096
 TRUNCATED = "...[truncated]"
 MAX_DEPTH = 32
@@ -102,7 +106,7 @@ class _Writer:
             if depth < MAX_DEPTH and _may_be_json(value):
                 self._embedded_json(value, depth)
             else:
-                self._string(value)
+                self._text(value)
         elif isinstance(value, int):
             self._emit(int.__repr__(value) if -(10**30) < value < 10**30 else f'"<{int.bit_length(value)}-bit int>"')
         elif isinstance(value, float):
@@ -123,6 +127,24 @@ class _Writer:
         else:
             # Never repr() the user's object: it could run (or leak through) their code.
             self._emit(_encode_str(f"<{type(value).__name__}>"))
+
+    def _text(self, text: str) -> None:
+        """A string value; a URL's query (or a path's: `/p?...`, Lattice's raw_path) redacted
+        by url.query's keys and the configured ones, wherever it is: a CloudFormation custom
+        resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect's Location are
+        presigned URLs, live credentials."""
+        room = self.limit - self.size + 1 + secret_cuts.slack()
+        cut = len(text) > room
+        head = text[:room] if cut else text
+        query = head.find("?")
+        if query > 0 and (head[0] == "/" or "://" in head[:query]):
+            redacted = _query_redacted(head, query, self.query_keys)
+            if redacted is not head:
+                self._string(redacted)
+                if cut:
+                    raise _Full  # its tail was cut before redaction shortened it
+                return
+        self._string(text)
 
     def _dict(self, value: dict, depth: int) -> None:
         self._emit("{")
@@ -293,6 +315,15 @@ def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
         if sep and _unquote(name).lower() in keys:
             parts[index] = name + "=" + marker
     return "&".join(parts)
+
+
+def _query_redacted(url: str, query: int, keys: frozenset) -> str:
+    """`url` (its `?` at `query`) with its query redacted; `url` itself when nothing was."""
+    end = url.find("#", query)
+    end = len(url) if end < 0 else end
+    part = url[query + 1 : end]
+    redacted = redact_query(part, keys)
+    return url if redacted == part else url[: query + 1] + redacted + url[end:]
 
 
 def _unquote(text: str) -> str:
