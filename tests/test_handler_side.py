@@ -1185,6 +1185,36 @@ def test_a_first_request_long_after_the_handler_loaded_is_a_proactive_init_whate
     assert (record["start"]["proactive_init"], record["start"]["cold_start"]) == (True, False)
 
 
+def test_when_lambdawrap_fails_before_the_handler_its_error_has_the_traceback_it_has_without_the_layer(monkeypatch):
+    import traceback
+
+    from support.recording import CONTEXT, tracer
+
+    # GIVEN a handler that raises, wrapped
+    wrapper, channel = tracer()
+
+    def handler(event, context):
+        raise ValueError("boom")
+
+    wrapped = wrapper.wrap(handler)
+
+    def entries() -> list:
+        try:
+            wrapped({}, CONTEXT)
+        except ValueError as exc:
+            return [(entry.filename, entry.name) for entry in traceback.extract_tb(exc.__traceback__)]
+        raise AssertionError("the handler's error did not come through")
+
+    instrumented = entries()
+    # WHEN lambdawrap's own work before the handler fails (instrumentation fails open)
+    monkeypatch.setattr(type(wrapper), "_before", lambda self, args, kwargs: 1 / 0)
+    failed_open = entries()
+    # THEN the error the runtime reports has the traceback of the handler alone, as when
+    # instrumented (before: the wrapper's frame was in it, in the stack trace the caller got)
+    assert failed_open == instrumented and instrumented[-1][1] == "handler", (failed_open, instrumented)
+    assert len(channel.records) == 1
+
+
 SUGGESTION_PROBE = """
 import json, sys
 from lambdawrap.handler.invocation import describe_exception

@@ -318,7 +318,11 @@ class InvocationTracer:
             FAILURES.record("before the handler")
             state = None
         if state is None:
-            return wrapped(*args, **kwargs)
+            try:
+                return wrapped(*args, **kwargs)
+            except BaseException as exc:
+                drop_own_frame(exc)  # as below: failing open leaves the caller's error as it was
+                raise
         _active.append(state)
         try:
             result = wrapped(*args, **kwargs)
