@@ -400,3 +400,26 @@ def test_a_kafka_partition_that_is_no_number_names_none(task):
     # for the Pipe's batch whose last record says true, as the Pipe's records are read
     assert [s["attributes"].get("messaging.destination.partition.id") for s in spans] == [None, "3", None]
     assert all(s["attributes"]["lambdawrap.trigger"] == "kafka" for s in spans)
+
+
+def test_an_appsync_events_handler_s_span_continues_the_publisher_s_trace(task):
+    # GIVEN an AppSync Events API's handler event (its shape as AWS documents it), the publisher's
+    # context in the request's headers
+    published = {
+        "identity": None,
+        "result": None,
+        "request": {"headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "content-type": "application/json"}, "domainName": None},
+        "info": {"channel": {"path": "/default/orders", "segments": ["default", "orders"]}, "channelNamespace": {"name": "default"}, "operation": "PUBLISH"},
+        "error": None,
+        "prev": None,
+        "stash": {},
+        "outErrors": [],
+        "events": [{"payload": {"data": "data_1"}, "id": "1"}, {"payload": {"data": "data_2"}, "id": "2"}],
+    }
+    # WHEN it is handled
+    (span,) = exported([published], task)
+    # THEN its span is the publisher's request's child and names the channel and the operation
+    # (before: an event of no known source, a trace of its own)
+    assert (span["trace_id"], span["parent_span_id"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"), span
+    assert span["attributes"]["faas.trigger"] == "other"
+    assert (span["attributes"]["lambdawrap.appsync.channel"], span["attributes"]["lambdawrap.appsync.operation"]) == ("/default/orders", "PUBLISH")

@@ -55,8 +55,11 @@ def apigw_authorizer(event: dict) -> Optional[Trigger]:
 
 def appsync(event: dict) -> Optional[Trigger]:
     """An AppSync direct resolver: ``{"arguments", "info": {"parentTypeName", "fieldName"}, ...}``,
-    or the flatter shape Amplify's resolvers hand over (``typeName``, ``fieldName``)."""
+    or the flatter shape Amplify's resolvers hand over (``typeName``, ``fieldName``); or an
+    AppSync Events API's handler."""
     info = event.get("info")
+    if isinstance(info, dict) and isinstance(info.get("channel"), dict) and "operation" in info:
+        return _appsync_events(event, info)
     if isinstance(info, dict) and "fieldName" in info:
         parent_type, field = text(info.get("parentTypeName")), info.get("fieldName")
     elif "typeName" in event and "fieldName" in event and "arguments" in event:
@@ -69,6 +72,15 @@ def appsync(event: dict) -> Optional[Trigger]:
     if parent_type in _OPERATION_TYPES:
         # A root field resolves the operation itself.
         trigger.attributes["graphql.operation.type"] = _OPERATION_TYPES[parent_type]
+    return trigger
+
+
+def _appsync_events(event: dict, info: dict) -> Trigger:
+    """An AppSync Events API's handler: ``{"info": {"channel": {"path"}, "operation"}, "request":
+    {"headers"}, "events"}``, published events (PUBLISH) or a subscription (SUBSCRIBE)."""
+    trigger = _other(APPSYNC, mapping(event.get("request")).get("headers"))
+    put(trigger.attributes, "lambdawrap.appsync.channel", info["channel"].get("path"))
+    put(trigger.attributes, "lambdawrap.appsync.operation", info.get("operation"))
     return trigger
 
 
