@@ -1153,3 +1153,49 @@ def test_on_managed_instances_a_retry_while_a_timed_out_attempt_awaits_its_recor
     # report lost)
     assert sorted(span.status.status_code.name for span in invocation_spans(signals)) == ["ERROR", "UNSET"]
     assert "record_missing" not in signals.dropped_by_reason
+
+
+def platform_start_of(rid: str) -> dict:
+    return {"time": stamp(), "type": "platform.start", "record": {"requestId": rid}}
+
+
+def function_line(line: str) -> dict:
+    return {"time": stamp(), "type": "function", "record": line}
+
+
+@pytest.mark.parametrize("line", ["[ERROR]\t2024-01-01T00:00:00.000Z\tr2\tpayment failed\n", "payment failed, printed\n"])
+def test_after_the_platform_dropped_events_a_request_whose_start_was_lost_keeps_its_lines(line):
+    # GIVEN an on-demand environment whose first request is done, then told of events the
+    # platform dropped (a log flood), among them the second request's platform.start
+    correlator, signals = environment()
+    invoke(correlator, "r1")
+    correlator.on_telemetry([platform_start_of("r1"), function_line("r1's line\n")])
+    correlator.on_record(record("r1"))
+    platform_done(correlator, "r1")
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 3, "reason": "lagging"}}])
+    invoke(correlator, "r2")
+    # WHEN the second request's lines come, a logging line naming it or a printed one
+    correlator.on_telemetry([function_line(line)])
+    correlator.on_record(record("r2"))
+    platform_done(correlator, "r2")
+    # THEN each line is its own request's (before: the second's went to the first, its trace
+    # with them)
+    owners = {text.strip(): rid for text, _, _, rid in signals.logs.take(100)}
+    assert owners == {"r1's line": "r1", line.strip(): "r2"}, owners
+
+
+def test_a_logging_line_goes_to_the_request_it_names_where_the_platform_lost_that_request_s_start_and_the_last_one_s_end():
+    # GIVEN a first request whose runtimeDone the platform dropped, and a second whose
+    # platform.start it dropped too
+    correlator, signals = environment()
+    invoke(correlator, "r1")
+    correlator.on_telemetry([platform_start_of("r1")])
+    correlator.on_record(record("r1"))
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 2, "reason": "lagging"}}])
+    invoke(correlator, "r2")
+    # WHEN a logging line of the second comes (awslambdaric's Text format names its request)
+    correlator.on_telemetry([function_line("[INFO]\t2024-01-01T00:00:00.000Z\tr2\tcharged\n")])
+    correlator.on_record(record("r2"))
+    platform_done(correlator, "r2")
+    # THEN it is the second's
+    assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r2"]

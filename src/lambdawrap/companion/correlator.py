@@ -315,6 +315,18 @@ def _request_named(record: Any) -> Any:
     return record.get("requestId")
 
 
+def _text_format_request(line: str) -> str | None:
+    """The request a line of awslambdaric's Text log format names (`[LEVEL]\t<time>\t<request
+    id>\t<message>`); None for another line."""
+    if not line.startswith("["):
+        return None
+    fields = line[:_TEXT_FORMAT_HEAD].split("\t", 3)
+    return fields[2] or None if len(fields) == 4 and fields[0].endswith("]") else None
+
+
+_TEXT_FORMAT_HEAD = 128  # a level, a time and a request id fit with room to spare
+
+
 def _named_request(rid: Any) -> str | None:
     # awslambdaric writes `"requestId": ""` for what is logged while the module loads: no request.
     return rid if isinstance(rid, str) and rid else None
@@ -506,6 +518,14 @@ class Correlator:
                     reseed_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
                 self._last_invoked = rid
+                if self._telemetry_lost and self._current_rid is not None and self._current_rid != rid:
+                    # Events were lost (platform.logsDropped): this request's platform.start may
+                    # be among them, and its printed lines would go to the request before it. That
+                    # one's runtimeDone came, so none of its lines but those printed after its
+                    # response are still to come.
+                    current = self._open.get(self._current_rid)
+                    if current is None or current.outcome is not None:
+                        self._current_rid = rid
             self._maybe_finish(inv)  # the record and the outcome may have come first
             return inv
 
@@ -646,7 +666,9 @@ class Correlator:
                     named = _json_request_field(record)
                     self._log(record, time_ns, _named_request(named), named == "")
                 else:
-                    self._log(record, time_ns, self._current_rid)
+                    # A logging line of awslambdaric's Text format names its request: it goes
+                    # there where a lost platform.start left the current request behind.
+                    self._log(record, time_ns, self._line_request(_text_format_request(record)))
             else:  # the JSON log format, delivered as an object
                 # Written back as awslambdaric's formatter writes it (its separators, text
                 # left unescaped): the closest there is to the line the function printed.
