@@ -1548,6 +1548,23 @@ def test_a_json_key_s_value_that_is_no_string_is_its_json_text_and_a_binary_secr
             fetch(keystore, client)
 
 
+def test_a_secret_an_aws_service_manages_is_declared_by_its_name_or_arn_and_fetched(monkeypatch):
+    from lambdawrap.shared.secret_sources import fetch, make_clients
+
+    # GIVEN a secret RDS manages (its master password: RDS names it rds!db-<id>)
+    with MotoServer() as moto:
+        for name, value in (("AWS_ENDPOINT_URL", moto.endpoint), ("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            monkeypatch.setenv(name, value)
+        aws = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto.endpoint)
+        arn = aws.create_secret(Name="rds!db-0f16c155-4ea1-4c6f-9a52-6a0e1e0d7d11", SecretString=json.dumps({"username": "admin", "password": "rds-managed-pw"}))["ARN"]
+        # WHEN it is declared by its name and by its ARN
+        sources, problems = parse_sources(f"BY_NAME=secretsmanager:rds!db-0f16c155-4ea1-4c6f-9a52-6a0e1e0d7d11#password,BY_ARN=secretsmanager:{arn}#password")
+        # THEN both are taken and fetched (before: refused, the warning blaming a missing comma)
+        assert problems == []
+        client = make_clients("boot", "us-east-1")
+        assert [fetch(source, client) for source in sources] == ["rds-managed-pw", "rds-managed-pw"]
+
+
 def test_the_scrubber_s_grouped_search_replaces_what_a_search_for_each_value_replaces():
     import random
 

@@ -141,11 +141,12 @@ def _parse_entry(entry: str) -> SecretSource:
     return SecretSource(env_name, SECRETS_MANAGER, identifier, json_key or None, stage)
 
 
-# What a Secrets Manager name (letters, digits, /_+=.@-) or ARN (":" too), and a parameter's name
-# (letters, digits, _.-/), ARN or :version / :label may hold. Anything else, a blank above all,
+# What a Secrets Manager name (letters, digits, /_+=.@-; "!" in the names of secrets AWS services
+# make and manage: RDS's rds!db-..., EventBridge's events!connection/...) or ARN (":" too), and a
+# parameter's name (letters, digits, _.-/), ARN or :version / :label may hold. Anything else, a blank above all,
 # is a mistake in the list (entries separated by ";" or line breaks instead of commas): AWS would
 # refuse the name, and the fetch's warning would not say why.
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_+=.@-:")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_+=.@-:!")
 
 
 def _check_name(identifier: str) -> None:
