@@ -499,6 +499,21 @@ def test_by_its_id_a_declared_secret_is_served_at_its_declared_stage_only(moto, 
         store.stop()
 
 
+@pytest.mark.parametrize("current", ["", "@AWSCURRENT"])
+def test_by_its_id_a_secret_declared_at_its_current_version_and_another_is_served_current(moto, clients, current):
+    # GIVEN a secret during a rotation (its AWSPENDING version set), declared at its pending
+    # version first and at its current one, the current stage named or not
+    aws = moto.client("secretsmanager")
+    aws.put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET, VersionStages=["AWSPENDING"])
+    settings = store_settings(f"NEXT_PASSWORD=secretsmanager:prod/db#password@AWSPENDING,PASSWORD=secretsmanager:prod/db#password{current}")
+    with serving_the_api(settings, clients) as (store, api):
+        assert store.snapshot(10)["values"] == {"NEXT_PASSWORD": ROTATED_PASSWORD, "PASSWORD": DB_PASSWORD}
+        # WHEN the function asks for it by its id
+        # THEN it gets the current version, as the README says, however the current one was
+        # declared (before: with @AWSCURRENT written out, the pending version, not yet valid)
+        assert get(api.ports[0], "/secrets/prod/db") == (200, {"value": DB_SECRET})
+
+
 def test_a_secret_nested_too_deep_for_json_fails_its_key_alone(moto, clients):
     # GIVEN a secret whose JSON nests deeper than json reads, declared whole and by a key, with
     # the scrubber learning what the store fetches

@@ -53,7 +53,7 @@ class SecretNames:
         self._by_id: dict[str, SecretSource] = {}
         # A declaration of the current version goes first: by its id a secret means its whole
         # string (every key) at the version stage a declaration names, never a stage none does.
-        for source in sorted(sources, key=lambda s: s.version_stage is not None):
+        for source in sorted(sources, key=lambda s: s.version_stage not in (None, "AWSCURRENT")):
             self._by_env_name.setdefault(source.env_name, source)
             self._by_id.setdefault(source.identifier, SecretSource(source.env_name, source.service, source.identifier, None, source.version_stage))
 
