@@ -471,16 +471,17 @@ def test_an_exception_powertools_logged_from_deep_in_a_stack_keeps_the_record_s_
 
 
 def test_an_error_report_too_long_to_be_read_whole_keeps_its_exception():
-    # GIVEN the runtime's JSON report of an unhandled error whose message holds a 17 KB event,
-    # and Powertools' line for a logged exception as long, past what a record is read whole for
+    # GIVEN the runtime's JSON report of an unhandled error whose message holds a 17 KB event of
+    # many values, and Powertools' line for a logged exception as long, past what a record is
+    # read whole for
     from lambdawrap.companion.log_records import MAX_READ_CHARS
 
-    message = "bad payload: " + json.dumps({"rows": ["x" * 100] * 170})
+    message = "bad payload: " + json.dumps({"rows": ["x" * 20] * 800})
     frames = ['  File "/var/task/app.py", line 4, in handler\n    raise ValueError(f"bad payload: {event}")\n']
     report = json.dumps({"timestamp": "t", "level": "ERROR", "message": None, "errorType": "ValueError", "errorMessage": message, "stackTrace": frames, "requestId": "r"})
     traceback = "Traceback (most recent call last):\n" + frames[0] + "ValueError: " + message
     logged = json.dumps({"level": "ERROR", "location": "handler:9", "message": "order failed", "service": "orders", "exception": traceback, "exception_name": "ValueError"})
-    other = json.dumps({"level": "WARNING", "message": "rows", "rows": ["x" * 100] * 170})
+    other = json.dumps({"level": "WARNING", "message": "rows", "rows": ["x" * 20] * 800})
     assert min(len(report), len(logged), len(other)) > MAX_READ_CHARS
     found = _exported(report, logged, other)
     # THEN each error has the conventions' exception and its message as body (before: its line
@@ -500,6 +501,26 @@ def test_an_error_report_too_long_to_be_read_whole_keeps_its_exception():
     ids = ",".join(str(n) for n in range(4000))
     listed = json.dumps({"level": "ERROR", "errorType": "ValidationError", "errorMessage": ids, "stackTrace": frames})
     assert json_record(listed)[3]["exception.message"] == ids
+
+
+def test_a_long_record_of_few_values_is_read_whole_and_a_long_one_of_many_keeps_its_level():
+    # GIVEN records past the size a record is read whole for: awslambdaric's JSON of a long
+    # message (a payload logged), and structlog's, whose level comes after its event; and one
+    # of many values whose level comes last
+    from lambdawrap.companion.log_records import MAX_READ_CHARS
+
+    logged = json.dumps({"timestamp": "2024-01-01T00:00:00Z", "level": "WARNING", "message": "payload " + "x" * 17_000, "logger": "app", "requestId": "r"})
+    structlog = json.dumps({"event": "charge failed " + "y" * 17_000, "order": "42", "level": "error"})
+    many = json.dumps({"event": "rows", "rows": list(range(5000)), "level": "error"})
+    assert min(len(logged), len(structlog), len(many)) > MAX_READ_CHARS
+    found = _exported(logged, structlog, many)
+    # THEN the first two are read as shorter records are: a message as body, the fields as
+    # attributes (a record with no message keeps its line), the level's severity (before: the
+    # line as body, no fields, and a level not in the head taken as INFO)
+    assert found[0][:3] == (13, "WARNING", "payload " + "x" * 17_000) and found[0][3]["logger"] == "app"
+    assert found[1] == (17, "error", structlog, {})
+    # ... and the one of many values keeps its line, at its level
+    assert found[2] == (17, "error", many, {})
 
 
 def test_a_dict_message_of_many_keys_leaves_the_record_s_fields_in():
