@@ -514,6 +514,25 @@ def test_by_its_id_a_secret_declared_at_its_current_version_and_another_is_serve
         assert get(api.ports[0], "/secrets/prod/db") == (200, {"value": DB_SECRET})
 
 
+def test_a_secret_holding_an_unpaired_surrogate_is_searched_for_and_so_are_the_others(moto, clients):
+    # GIVEN a JSON secret one of whose values holds an unpaired surrogate (JSON's "\ud800"
+    # escape), declared by two keys, the scrubber learning what the store fetches
+    from lambdawrap.companion.secret_scrub import REDACTED, SecretScrubber
+
+    moto.client("secretsmanager").create_secret(Name="prod/mixed", SecretString=json.dumps({"password": "pa55\ud800word-xyz", "apikey": "AKIA-apikey-0123456789"}))
+    scrubber = SecretScrubber()
+    settings = store_settings("DB=secretsmanager:prod/mixed#password,API=secretsmanager:prod/mixed#apikey")
+    with serving_the_api(settings, clients, scrubber=scrubber) as (store, api):
+        assert store.snapshot(10)["values"]["API"] == "AKIA-apikey-0123456789"
+        # WHEN the function writes both, and asks for the secret by its id
+        scrubbed = scrubber.text("connecting with key=AKIA-apikey-0123456789 password=pa55\ud800word-xyz")
+        served = get(api.ports[0], "/secrets/prod/mixed")
+    # THEN neither value is left in what is exported, and the secret is served (before: the
+    # URL forms of the surrogate's value failed, and nothing of the secret was searched for)
+    assert "AKIA-apikey" not in scrubbed and "word-xyz" not in scrubbed and REDACTED in scrubbed, scrubbed
+    assert served[0] == 200, served
+
+
 def test_a_secret_nested_too_deep_for_json_fails_its_key_alone(moto, clients):
     # GIVEN a secret whose JSON nests deeper than json reads, declared whole and by a key, with
     # the scrubber learning what the store fetches

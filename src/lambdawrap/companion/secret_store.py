@@ -184,15 +184,17 @@ class SecretStore:
             self.fetches += 1
             entry = self._keep(key, entry)
             del self._flights[key]
-        if self._scrubber is not None and entry.error is None:
-            if key in self._declared_keys:
-                self._scrubber.learn(self._declared_values(key, entry.answer), source=key)
-            else:
-                # Not kept for good: the oldest are forgotten past the scrubber's bound, however
-                # many names a function asks for.
-                self._scrubber.learn(_served_values(key, entry.answer))
         flight.entry = entry
-        flight.done.set()
+        try:
+            if self._scrubber is not None and entry.error is None:
+                if key in self._declared_keys:
+                    self._scrubber.learn(self._declared_values(key, entry.answer), source=key)
+                else:
+                    # Not kept for good: the oldest are forgotten past the scrubber's bound,
+                    # however many names a function asks for.
+                    self._scrubber.learn(_served_values(key, entry.answer))
+        finally:
+            flight.done.set()  # whatever learning did: the callers waiting have their answer
         return entry
 
     def served(self, key: tuple, answer: Any, value: str | None = None) -> None:

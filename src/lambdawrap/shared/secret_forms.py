@@ -99,10 +99,12 @@ def _written_forms(value: str) -> tuple:
         _in_quoted_repr(in_json),
         _in_quoted_repr(in_json_unicode),
         json.dumps(in_repr)[1:-1],
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value, safe=""),
-        quote_plus(value, safe=_YARL_QUERY_SAFE),
+        # A lone surrogate (JSON's "\ud800" escape makes one) as its three bytes, not an error
+        # that left every value unsearched.
+        quote(value, safe="", errors="surrogatepass"),
+        quote(value, errors="surrogatepass"),
+        quote_plus(value, safe="", errors="surrogatepass"),
+        quote_plus(value, safe=_YARL_QUERY_SAFE, errors="surrogatepass"),
     )
 
 
