@@ -74,6 +74,17 @@ def children(receiver, parent, count):
     return sorted(spans, key=lambda s: s["start_time_unix_nano"])
 
 
+def drained(moto, queue_name: str) -> list:
+    """Every message of the queue, with its attributes, taken off it."""
+    sqs = moto.client("sqs")
+    queue = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], MaxNumberOfMessages=10).get("Messages"):
+        received += batch
+        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    return received
+
+
 def without_and_with_the_layer(task) -> tuple:
     """The function invoked with {"http": a recording server's URL}: what it returned without the
     layer, its result with it, the receiver (read after the companion's last flush) and the
@@ -399,12 +410,7 @@ def test_messages_near_sqs_size_limit_go_without_the_context(tmp_path, moto):
         assert result.json() == {"sent": 4}
         invocation_span(rx, result.request_id)
         assert emu.wait_idle(30)
-    sqs = moto.client("sqs")
-    queue = sqs.get_queue_url(QueueName="near-the-limit")["QueueUrl"]
-    received = []
-    while batch := sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], MaxNumberOfMessages=10).get("Messages"):
-        received += batch
-        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    received = drained(moto, "near-the-limit")
     carried = {m["Body"][:1]: "traceparent" in m.get("MessageAttributes", {}) for m in received}
     # THEN only the small message carries it, the others go as the function wrote them, and
     # each message sent without it is counted
@@ -2825,10 +2831,5 @@ def test_an_sqs_send_answers_the_function_as_without_the_layer_though_the_messag
     assert result.json() == without
     assert "MD5OfMessageAttributes" not in without[0] and "MD5OfMessageAttributes" in without[1]
     # ... while every message carried the context
-    sqs = moto.client("sqs")
-    queue = sqs.get_queue_url(QueueName="answers-layer")["QueueUrl"]
-    received = []
-    while batch := sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], MaxNumberOfMessages=10).get("Messages"):
-        received += batch
-        sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+    received = drained(moto, "answers-layer")
     assert len(received) == 4 and all("traceparent" in m["MessageAttributes"] for m in received)
