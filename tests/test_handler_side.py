@@ -1215,6 +1215,41 @@ def test_when_lambdawrap_fails_before_the_handler_its_error_has_the_traceback_it
     assert len(channel.records) == 1
 
 
+def test_a_handler_s_warning_or_log_line_naming_its_caller_names_the_same_line_with_the_wrapper_between():
+    import warnings
+
+    from support.recording import CONTEXT, tracer
+
+    # GIVEN a handler that warns and logs naming its caller (stacklevel=2), as a deprecation
+    # helper does
+    logger = logging.getLogger("stacklevel-probe")
+
+    def handler(event, context):
+        warnings.warn("old API", DeprecationWarning, stacklevel=2)
+        logger.warning("old API", stacklevel=2)
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.pathname, record.lineno))
+
+    wrapper, _ = tracer()
+    wrapped = wrapper.wrap(handler)
+    lines = Lines()
+    logger.addHandler(lines)
+    try:
+        for call in (handler, wrapped):  # without the wrapper, then with it
+            seen: list = []
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                here = sys._getframe().f_lineno + 1
+                call({}, CONTEXT)
+            seen.append((caught[0].filename, caught[0].lineno))
+            # THEN both name this line, the handler's caller (before: the wrapper's line)
+            assert seen == [(__file__, here)] * 2, seen
+    finally:
+        logger.removeHandler(lines)
+
+
 SUGGESTION_PROBE = """
 import json, sys
 from lambdawrap.handler.invocation import describe_exception

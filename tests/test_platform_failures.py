@@ -353,3 +353,46 @@ def test_with_otel_propagators_none_an_invocation_that_ends_before_its_handler_i
     for result in results:
         span = spans[result.request_id]
         assert span["trace_id"] != platform_trace and not span["parent_span_id"], span
+
+
+NAMES_ITS_CALLER = """
+import logging, sys, warnings
+
+logger = logging.getLogger("deprecations")
+handler_ = logging.StreamHandler(sys.stderr)
+handler_.setFormatter(logging.Formatter("logged at %(pathname)s:%(lineno)d"))
+logger.addHandler(handler_)
+logger.propagate = False
+
+def handler(event, context):
+    warnings.warn("old API", DeprecationWarning, stacklevel=2)
+    logger.warning("old API", stacklevel=2)
+    return "ok"
+"""
+
+
+@pytest.mark.timeout(600)
+@every_python
+def test_a_warning_or_log_line_naming_the_handler_s_caller_names_the_runtime_s_line_as_without_the_layer(tmp_path, runtime_python, python_version):
+    from lambdawrap.devtools.emulator import Emulator
+
+    # GIVEN a handler that warns, and logs, naming its caller (stacklevel=2, as a deprecation
+    # helper does), with every warning shown
+    task = write_function(tmp_path / "task", NAMES_ITS_CALLER)
+    env = {"PYTHONWARNINGS": "always"}
+
+    def caller_lines(emu) -> list:
+        assert emu.invoke({}).json() == "ok"
+        return [line for line in emu.log_lines("function") if "old API" in line or "logged at" in line]
+
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30, env=env, python=runtime_python) as bare:
+        without = caller_lines(bare)
+    with instrumented(task, env=env, timeout_s=30, python=runtime_python) as (emu, rx):
+        with_layer = caller_lines(emu)
+    # THEN the warning names the runtime's line that called the handler, as without the layer
+    # (before: the wrapper's line); so does the log line from 3.11, where logging passes over
+    # the import system's frames as warnings does
+    assert len(without) == 2 and "bootstrap.py" in without[0], without
+    if python_version == "3.10":
+        with_layer, without = with_layer[:1], without[:1]
+    assert with_layer == without, (python_version, with_layer, without)

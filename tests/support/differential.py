@@ -40,7 +40,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # it). awslambdaric leaves that entry (labelled bootstrap.py) out of every error payload, but
 # a traceback the interpreter or awslambdaric prints raw shows it: a KeyboardInterrupt that
 # ends the runtime, an exception whose __str__ raises (docs/reliability.md, known differences).
-_WRAPPER_FRAME_ON_310 = re.compile(r'^\s*File "[^"]*/lambdawrap/handler/bootstrap\.py", line \d+, in _call$')
+_WRAPPER_FRAME_ON_310 = re.compile(r'^\s*File "[^"]*/lambdawrap/handler/importlib\._bootstrap/bootstrap\.py", line \d+, in _call$')
 
 
 @dataclass

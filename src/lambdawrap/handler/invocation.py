@@ -64,14 +64,18 @@ FAILURES = Failures()
 # wrapper's code is labelled as runtime bootstrap code, whose leading frames awslambdaric leaves
 # out of the stack trace it reports (its `"/bootstrap.py" not in filename` rule).
 STRIPS_BY_RERAISE = sys.version_info >= (3, 11)
-WRAPPER_FILENAME = os.path.join(os.path.dirname(__file__), "bootstrap.py")  # no such file: ours alone
+# No such file: ours alone. Its name holds "importlib" and "_bootstrap" as well: the frames of
+# such a file are the import system's to `warnings` and (from 3.11) `logging`, which pass over
+# them when they look for a caller, so that a handler's warnings.warn(..., stacklevel=2), or
+# log call with stacklevel=2, names the runtime's line that called it, as without the wrapper
+# between them (it named the wrapper's).
+WRAPPER_FILENAME = os.path.join(os.path.dirname(__file__), "importlib._bootstrap", "bootstrap.py")
 
 
 def labelled_as_bootstrap(function: Callable) -> Callable:
-    """A wrapper through which the function's exceptions pass, its code labelled (on 3.10) as
-    runtime bootstrap code: see STRIPS_BY_RERAISE."""
-    if not STRIPS_BY_RERAISE:
-        function.__code__ = function.__code__.replace(co_filename=WRAPPER_FILENAME)
+    """A wrapper through which the function's code is called, its code labelled as the runtime's
+    bootstrap code and the import system's: see STRIPS_BY_RERAISE and WRAPPER_FILENAME."""
+    function.__code__ = function.__code__.replace(co_filename=WRAPPER_FILENAME)
     return function
 
 
