@@ -2833,3 +2833,33 @@ def test_an_sqs_send_answers_the_function_as_without_the_layer_though_the_messag
     # ... while every message carried the context
     received = drained(moto, "answers-layer")
     assert len(received) == 4 and all("traceparent" in m["MessageAttributes"] for m in received)
+
+
+STUBBED_SEND = """
+import boto3
+from botocore.stub import Stubber
+
+def handler(event, context):
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    canned = {"MessageId": "m-1", "MD5OfMessageBody": "5d41402abc4b2a76b9719d911017c592", "MD5OfMessageAttributes": "canned-digest"}
+    with Stubber(sqs) as stubber:
+        stubber.add_response("send_message", canned, {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "MessageBody": "hello"})
+        answer = sqs.send_message(QueueUrl="https://sqs.us-east-1.amazonaws.com/1/q", MessageBody="hello")
+    answer.pop("ResponseMetadata", None)
+    return {"answer": answer, "canned": canned}
+"""
+
+
+def test_a_stubbed_sqs_send_answers_the_function_s_own_canned_answer(tmp_path):
+    # GIVEN a function whose test double (botocore's Stubber) answers an SQS send with a canned
+    # answer, its expected parameters those the function wrote
+    task = write_function(tmp_path / "task", STUBBED_SEND)
+    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        invocation_span(rx, result.request_id)
+    # THEN the function gets its canned answer, unchanged, as without the layer (the answer
+    # SQS did not send is not given the function's digest)
+    assert without["answer"]["MD5OfMessageAttributes"] == "canned-digest", without
+    assert result.json() == without

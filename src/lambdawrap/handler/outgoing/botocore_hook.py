@@ -214,8 +214,10 @@ class AwsCallEvents:
         call = context.pop(_STATE, None) if context else None
         if call is None:
             return
-        if call.digests is not None:
-            # Whoever ends the span: the answer is the function's, with or without it.
+        if call.digests is not None and getattr(http_response, "raw", None) is not None:
+            # Whoever ends the span: the answer is the function's, with or without it. Only an
+            # answer SQS sent: one a handler of the function's made (botocore's Stubber, a
+            # cache) is the function's own dict, as it wrote it.
             try:
                 sqs_digests.restore(call.digests, parsed)
             except Exception:  # noqa: BLE001 - the answer goes as SQS gave it
