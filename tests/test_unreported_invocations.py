@@ -1199,3 +1199,22 @@ def test_a_logging_line_goes_to_the_request_it_names_where_the_platform_lost_tha
     platform_done(correlator, "r2")
     # THEN it is the second's
     assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r2"]
+
+
+def test_after_a_request_whose_start_came_a_line_printed_after_the_last_response_stays_that_request_s():
+    # GIVEN an on-demand environment told of events the platform dropped, then a request whose
+    # platform.start came after all
+    correlator, signals = environment()
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 1, "reason": "lagging"}}])
+    invoke(correlator, "r1")
+    correlator.on_telemetry([platform_start_of("r1")])
+    correlator.on_record(record("r1"))
+    platform_done(correlator, "r1")
+    # WHEN the next request is announced before a line r1's thread printed after its response
+    # comes (INVOKE comes ahead of the telemetry's batches)
+    invoke(correlator, "r2")
+    correlator.on_telemetry([function_line("r1's thread, after its response\n"), platform_start_of("r2")])
+    correlator.on_record(record("r2"))
+    platform_done(correlator, "r2")
+    # THEN the line stays r1's: only the INVOKE right after a drop takes it for the next one's
+    assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r1"]

@@ -440,6 +440,7 @@ class Correlator:
         self._missing_before_any_record = 0
         self._contradiction_logged = False
         self._telemetry_lost = False  # the platform told of events it dropped (platform.logsDropped)
+        self._start_may_be_lost = False  # ... since the last platform.start (on demand)
         self._last_line_ns = 0  # the time given to the last log line (see _line_time_ns)
 
     # sources -------------------------------------------------------------------
@@ -518,11 +519,12 @@ class Correlator:
                     reseed_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
                 self._last_invoked = rid
-                if self._telemetry_lost and self._current_rid is not None and self._current_rid != rid:
-                    # Events were lost (platform.logsDropped): this request's platform.start may
-                    # be among them, and its printed lines would go to the request before it. That
-                    # one's runtimeDone came, so none of its lines but those printed after its
-                    # response are still to come.
+                if self._start_may_be_lost and self._current_rid is not None and self._current_rid != rid:
+                    # Events were lost (platform.logsDropped) since the last platform.start: this
+                    # request's may be among them, and its printed lines would go to the request
+                    # before it. That one's runtimeDone came, so none of its lines but those
+                    # printed after its response are still to come.
+                    self._start_may_be_lost = False
                     current = self._open.get(self._current_rid)
                     if current is None or current.outcome is not None:
                         self._current_rid = rid
@@ -677,7 +679,7 @@ class Correlator:
                 self._log(line, time_ns, self._line_request(_named_request(named)), self._managed_instances and named == "")
             return
         if kind == "platform.logsDropped":
-            self._telemetry_lost = True
+            self._telemetry_lost = self._start_may_be_lost = True
             if isinstance(record, dict):
                 self.sink.dropped("platform_logs_dropped", records.count(record.get("droppedRecords")) or 1)
             return
@@ -737,6 +739,7 @@ class Correlator:
                 inv = self._lookup(str(rid))
             if not self._managed_instances:
                 self._current_rid = str(rid)
+                self._start_may_be_lost = False
             elif inv.invoke_event is None:
                 # The announcement there is: what INVOKE carries elsewhere.
                 self.function_arn = str(record.get("functionArn") or self.function_arn)
