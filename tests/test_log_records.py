@@ -512,8 +512,12 @@ def test_a_long_record_of_few_values_is_read_whole_and_a_long_one_of_many_keeps_
     logged = json.dumps({"timestamp": "2024-01-01T00:00:00Z", "level": "WARNING", "message": "payload " + "x" * 17_000, "logger": "app", "requestId": "r"})
     structlog = json.dumps({"event": "charge failed " + "y" * 17_000, "order": "42", "level": "error"})
     many = json.dumps({"event": "rows", "rows": list(range(5000)), "level": "error"})
-    assert min(len(logged), len(structlog), len(many)) > MAX_READ_CHARS
-    found = _exported(logged, structlog, many)
+    # ... and, not log records, a printed document of many values whose last reading names a
+    # level, and one nesting deep with few commas (its parse would cost ~40 times its text)
+    readings = json.dumps({"readings": [{"sensor": n, "state": "ok"} for n in range(2000)] + [{"sensor": 0, "level": "error"}]})
+    nested = json.dumps({"level": "INFO", "message": "tree", "tree": [json.loads("{" + '"a":{' * 150 + "}" * 150 + "}") for _ in range(60)]})
+    assert min(len(logged), len(structlog), len(many), len(readings), len(nested)) > MAX_READ_CHARS and nested.count(",") < 100
+    found = _exported(logged, structlog, many, readings, nested)
     # THEN the first two are read as shorter records are: a message as body, the fields as
     # attributes (a record with no message keeps its line), the level's severity (before: the
     # line as body, no fields, and a level not in the head taken as INFO)
@@ -521,6 +525,8 @@ def test_a_long_record_of_few_values_is_read_whole_and_a_long_one_of_many_keeps_
     assert found[1] == (17, "error", structlog, {})
     # ... and the one of many values keeps its line, at its level
     assert found[2] == (17, "error", many, {})
+    # ... where a level nested in a document is none of its own, and a deep one is not parsed
+    assert found[3][:2] == (9, "INFO") and found[4] == (9, "INFO", nested, {})
 
 
 def test_a_dict_message_of_many_keys_leaves_the_record_s_fields_in():

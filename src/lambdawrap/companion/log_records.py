@@ -60,20 +60,24 @@ _READ_OF_OWN_LEVEL = frozenset(("level", "message"))
 _POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
-# read whole only up to this size, or past it when it holds few values (its commas bound them:
-# a long message, a payload dumped as one string, costs about its text), and its values
+# read whole only up to this size, or past it when it holds few values (its commas, braces and
+# brackets bound them: a long message, a payload dumped as one string, costs about its text),
+# and its values
 # (attributes and what they nest) are made objects only this many times, the rest going as
 # their JSON text. A batch of records (512) then stays within a few MB, as the buffer's 4 Mi
 # characters do for plain lines.
 MAX_READ_CHARS = 16 * 1024
-_FEW_COMMAS = 512
+_FEW_VALUES = 512
 # The SDK's default attribute count limit for a log record; fields past it are not made (the
 # earliest left out, and counted as dropped): a bound on memory, which a higher
 # OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT does not raise.
 MAX_VALUES = 128
-# A record not read whole: its level, found in its text (awslambdaric writes it second, after
-# the time; structlog after the event).
+# A record not read whole: its level, read from its head (awslambdaric writes it second, after
+# the time) or as its last field (structlog writes it after the event), not from what the
+# record nests (a reading's "level").
+_HEAD_CHARS = 512
 _LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
+_LAST_LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"\s*}\s*$')
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
@@ -162,11 +166,11 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     (it is no JSON any more)."""
     if not line.startswith("{") or '"level"' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
-    whole = len(line) <= MAX_READ_CHARS or (not cut and line.count(",") <= _FEW_COMMAS)
+    whole = len(line) <= MAX_READ_CHARS or (not cut and line.count(",") + line.count("{") + line.count("[") <= _FEW_VALUES)
     record = json.loads(line) if whole else None if cut else _error_report(line)
     if record is None:
         # Not read whole: its level, with its line as body.
-        found = _LEVEL_FIELD.search(line)
+        found = _LEVEL_FIELD.search(line, 0, _HEAD_CHARS) or _LAST_LEVEL_FIELD.search(line, max(0, len(line) - _HEAD_CHARS))
         severity = _LEVELS.get(found.group(1).upper()) if found else None
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
