@@ -213,6 +213,46 @@ def test_presigned_url_credentials_reach_no_span(tmp_path):
         assert value not in text, value
 
 
+FAILS_TO_FETCH_PRESIGNED = """
+import os, urllib.request
+import requests, urllib3
+
+def handler(event, context):
+    url = "http://127.0.0.1:" + os.environ["REFUSED_PORT"] + "/report.pdf?" + event["rawQueryString"]
+    failed = []
+    for fetch in (lambda: requests.get(url, timeout=5), lambda: urllib3.PoolManager(retries=urllib3.Retry(total=1)).request("GET", url), lambda: urllib.request.urlopen(url, timeout=5)):
+        try:
+            fetch()
+        except Exception as exc:
+            failed.append(type(exc).__name__)
+    return failed
+"""
+
+
+def test_presigned_url_credentials_in_a_failed_call_s_error_reach_no_span(tmp_path):
+    from support.local_servers import closed_port
+
+    # GIVEN a function whose calls to a presigned URL are refused: the clients' errors name the
+    # URL ("Max retries exceeded with url: /report.pdf?...")
+    task = write_function(tmp_path / "task", FAILS_TO_FETCH_PRESIGNED)
+    with instrumented(task, env={"REFUSED_PORT": str(closed_port())}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({"rawQueryString": PRESIGNED_QUERY})
+        assert result.json() == ["ConnectionError", "MaxRetryError", "URLError"], result.json()
+        server = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)[0]
+        clients = rx.wait_for_spans(lambda s: s.get("parent_span_id") == server["span_id"] and s["kind"] == CLIENT, count=3, timeout=20)
+    # THEN each call is a failed span whose error texts keep the URL with its credentials
+    # REDACTED, as url.full does (before: the status description, exception.message and
+    # exception.stacktrace held them as sent)
+    assert all(span["status_code"] == 2 for span in clients), clients
+    assert any("REDACTED" in span["status_message"] for span in clients), [span["status_message"] for span in clients]
+    # (the spans: urllib3's own retry warning, a log line of the function's, says what it says
+    # without the layer too)
+    text = json.dumps(rx.spans())
+    for value in PRESIGNED_SECRETS:
+        assert value not in text, text[max(0, text.find(value) - 300) : text.find(value) + 60]
+
+
 # ---------------------------------------------------------------------------------------------
 # The local socket and the listeners.
 
@@ -495,17 +535,21 @@ class TestRedaction:
             "raw_path": "/orders?password=pass-p&page=2",
             "body": json.dumps({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=body-sig"}),
             "note": "what? a question, not a URL",
+            "message": "Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential=prose-cred&x=1) now",
+            "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=key-t": 1,
+            "reply": {"statusCode": 302, "body": "https://app.example.com/reset?password=reset-p"},
         }
         # WHEN captured
         text = payload_text(event, self.KEYS)
         out = json.loads(text)
         # THEN none of them is in the text, and what is no credential is kept as it came
-        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig"):
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p"):
             assert value not in text, value
         assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
         assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")
         assert out["raw_path"] == f"/orders?password={REDACTED}&page=2"
         assert out["note"] == event["note"]
+        assert out["message"] == f"Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential={REDACTED}&x=1) now"
         # ... also when the URL is cut
         cut = payload_text({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=" + "s" * 5000}, self.KEYS, limit=300)
         assert "sss" not in cut and cut.endswith(TRUNCATED)

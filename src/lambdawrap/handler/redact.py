@@ -129,22 +129,21 @@ class _Writer:
             self._emit(_encode_str(f"<{type(value).__name__}>"))
 
     def _text(self, text: str) -> None:
-        """A string value; a URL's query (or a path's: `/p?...`, Lattice's raw_path) redacted
-        by url.query's keys and the configured ones, wherever it is: a CloudFormation custom
-        resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect's Location are
+        """A string value, the query of each URL or path in it (`/p?...`, Lattice's raw_path)
+        redacted by url.query's keys and the configured ones, wherever it is: a CloudFormation
+        custom resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect's Location are
         presigned URLs, live credentials."""
-        room = self.limit - self.size + 1 + secret_cuts.slack()
-        cut = len(text) > room
-        head = text[:room] if cut else text
-        query = head.find("?")
-        if query > 0 and (head[0] == "/" or "://" in head[:query]):
-            redacted = _query_redacted(head, query, self.query_keys)
-            if redacted is not head:
-                self._string(redacted)
-                if cut:
-                    raise _Full  # its tail was cut before redaction shortened it
-                return
-        self._string(text)
+        room = self.limit - self.size + 1
+        if len(text) <= room:
+            self._string(urls_redacted(text, self.query_keys))
+            return
+        head = text[: room + secret_cuts.slack()]
+        redacted = urls_redacted(head, self.query_keys)
+        if redacted is head:
+            self._string(text)
+            return
+        self._string(redacted)
+        raise _Full  # its tail was cut before redaction shortened it
 
     def _dict(self, value: dict, depth: int) -> None:
         self._emit("{")
@@ -158,7 +157,7 @@ class _Writer:
                 self._emit(",")
             first = False
             name = str.__str__(key) if isinstance(key, str) else _scalar_key(key)
-            self._string(name)
+            self._string(urls_redacted(name, self.query_keys))
             self._emit(":")
             low = name.lower()
             if low in self.keys:
@@ -211,14 +210,15 @@ class _Writer:
             raise _Full  # its tail was cut before redaction shortened it: say the output is cut
 
     def _form(self, text: str) -> str | None:
-        """A form body's (application/x-www-form-urlencoded) head the output can hold, its
-        pairs redacted by key; None when it redacts nothing. A name comes whole before its
-        value, so a cut never leaves a value whose name went unread."""
+        """A body's head the output can hold, the queries of the URLs in it and a form's
+        (application/x-www-form-urlencoded) pairs redacted by key; None when it redacts
+        nothing. A name comes whole before its value, so a cut never leaves a value whose name
+        went unread."""
         if "=" not in text:
             return None
         room = self._form_room()
         head = text[:room] if len(text) > room else text
-        redacted = redact_query(head, self.query_keys)
+        redacted = redact_query(urls_redacted(head, self.query_keys), self.query_keys)
         return redacted if redacted != head else None
 
     def _form_room(self) -> int:
@@ -317,13 +317,24 @@ def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
     return "&".join(parts)
 
 
-def _query_redacted(url: str, query: int, keys: frozenset) -> str:
-    """`url` (its `?` at `query`) with its query redacted; `url` itself when nothing was."""
-    end = url.find("#", query)
-    end = len(url) if end < 0 else end
-    part = url[query + 1 : end]
-    redacted = redact_query(part, keys)
-    return url if redacted == part else url[: query + 1] + redacted + url[end:]
+# A URL (a scheme's) or a path (at the start of the text, or after a blank, a quote or a
+# bracket) with a query: group 1 is the query, up to a blank, a quote, a bracket or a fragment.
+# Compiled when first needed: the module loads with the invocation wrapper, at every cold start.
+_URL_QUERY_PATTERN = r"""(?:[A-Za-z][A-Za-z0-9+.-]*://|(?:^|(?<=[\s"'(<\[]))/)[^\s?#"'<>()]*\?([^\s#"'<>()]*)"""
+_url_query: list = []
+
+
+def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
+    """`text` with the query of each URL or path in it redacted (the values of `keys` replaced
+    by `marker`); `text` itself when none was."""
+    if "?" not in text or "=" not in text:
+        return text  # the cheap test: most texts hold no query
+    if not _url_query:
+        import re
+
+        _url_query.append(re.compile(_URL_QUERY_PATTERN))
+    redacted = _url_query[0].sub(lambda found: found.group(0)[: found.start(1) - found.start(0)] + redact_query(found.group(1), keys, marker), text)
+    return text if redacted == text else redacted
 
 
 def _unquote(text: str) -> str:

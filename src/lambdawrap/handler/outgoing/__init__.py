@@ -170,10 +170,11 @@ def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel
     from lambdawrap.handler.outgoing.recorder import Recorder
     from lambdawrap.handler.redact import URL_QUERY_KEYS
 
+    query_keys = URL_QUERY_KEYS | frozenset(settings.redact_keys)
     return {
-        "recorder": Recorder(sampled, channel, settings.own_endpoints, settings.instrument_exclude_hosts),
+        "recorder": Recorder(sampled, channel, settings.own_endpoints, settings.instrument_exclude_hosts, query_keys),
         "propagation": Propagation(settings.propagators),
-        "query_keys": URL_QUERY_KEYS | frozenset(settings.redact_keys),
+        "query_keys": query_keys,
     }
 
 

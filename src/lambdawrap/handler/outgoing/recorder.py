@@ -25,6 +25,7 @@ import time
 
 from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
+from lambdawrap.handler.redact import urls_redacted
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.settings import loopback_as_one
@@ -84,8 +85,9 @@ class ClientSpan:
 class Recorder:
     """Starts and ends client spans; one per process, made by `outgoing.install`."""
 
-    def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple) -> None:
+    def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple, query_keys: frozenset = frozenset()) -> None:
         self._sampled_as_root = sampled_as_root
+        self._query_keys = query_keys  # redacted in the URLs a failure's texts hold, as in url.full
         self._channel = channel
         self._own = frozenset(own_endpoints)
         self._excluded = frozenset(_as_compared(entry) for entry in excluded_hosts)
@@ -124,14 +126,20 @@ class Recorder:
         status = (0, "")
         if error:
             span.attributes["error.type"] = error
-            status = (STATUS_ERROR, capped(description))
+            # A client's error names the URL it was sent to (urllib3's "Max retries exceeded
+            # with url: /blob?sig=..."): a presigned URL's credentials, redacted in url.full.
+            status = (STATUS_ERROR, capped(self._redacted(description)))
             if exception is not None:
                 described = describe_exception(exception)
-                events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, end_ns])
+                events.append(["exception", {"exception.type": described["type"], "exception.message": self._redacted(described["message"]), "exception.stacktrace": self._redacted(described["stack"])}, end_ns])
         # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
         # in a span the function's code made (an empty value).
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
         deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, end_ns, attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote), invocation)
+
+
+    def _redacted(self, text: str) -> str:
+        return urls_redacted(text, self._query_keys, "REDACTED") if self._query_keys else text
 
 
 def _as_compared(entry: str) -> str:
