@@ -317,24 +317,48 @@ def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
     return "&".join(parts)
 
 
-# A URL (a scheme's) or a path (at the start of the text, or after a blank, a quote or a
-# bracket) with a query: group 1 is the query, up to a blank, a quote, a bracket or a fragment.
-# Compiled when first needed: the module loads with the invocation wrapper, at every cold start.
-_URL_QUERY_PATTERN = r"""(?:[A-Za-z][A-Za-z0-9+.-]*://|(?:^|(?<=[\s"'(<\[]))/)[^\s?#"'<>()]*\?([^\s#"'<>()]*)"""
-_url_query: list = []
+# Each run of non-blank characters of a text holding a query: matched by a pattern that cannot
+# backtrack (a run ends at the first blank), so that a long text costs one pass. Compiled when
+# first needed: the module loads with the invocation wrapper, at every cold start.
+_RUN_PATTERN = r"\S+"
+_runs: list = []
+_OPENERS = "\"'(<["
 
 
 def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
-    """`text` with the query of each URL or path in it redacted (the values of `keys` replaced
-    by `marker`); `text` itself when none was."""
+    """`text` with the query of each URL (a scheme's `...://...?`) or path (`/p?...`, Lattice's
+    raw_path) in it redacted, the values of `keys` replaced by `marker`, up to a blank or a
+    fragment; `text` itself when none was."""
     if "?" not in text or "=" not in text:
         return text  # the cheap test: most texts hold no query
-    if not _url_query:
+    if not _runs:
         import re
 
-        _url_query.append(re.compile(_URL_QUERY_PATTERN))
-    redacted = _url_query[0].sub(lambda found: found.group(0)[: found.start(1) - found.start(0)] + redact_query(found.group(1), keys, marker), text)
+        _runs.append(re.compile(_RUN_PATTERN))
+    # A text that is a path (its query may follow a blank in the path) is read to its first '#'.
+    if text[0] == "/":
+        return _query_redacted(text, text.index("?"), len(text), keys, marker)
+    redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), text)
     return text if redacted == text else redacted
+
+
+def _run_redacted(run: str, keys: frozenset, marker: str) -> str:
+    query = run.find("?")
+    if query < 0 or "=" not in run:
+        return run
+    lead = run.lstrip(_OPENERS)
+    if lead[:1] != "/" and "://" not in run[:query]:
+        return run
+    return _query_redacted(run, query, len(run), keys, marker)
+
+
+def _query_redacted(text: str, query: int, end: int, keys: frozenset, marker: str) -> str:
+    """`text` with its query (from the '?' at `query` to a '#' or `end`) redacted."""
+    fragment = text.find("#", query, end)
+    stop = end if fragment < 0 else fragment
+    part = text[query + 1 : stop]
+    redacted = redact_query(part, keys, marker)
+    return text if redacted == part else text[: query + 1] + redacted + text[stop:]
 
 
 def _unquote(text: str) -> str:
