@@ -511,7 +511,7 @@ def test_a_long_record_of_few_values_is_read_whole_and_a_long_one_of_many_keeps_
 
     logged = json.dumps({"timestamp": "2024-01-01T00:00:00Z", "level": "WARNING", "message": "payload " + "x" * 17_000, "logger": "app", "requestId": "r"})
     structlog = json.dumps({"event": "charge failed " + "y" * 17_000, "order": "42", "level": "error"})
-    many = json.dumps({"event": "rows", "rows": list(range(5000)), "level": "error"})
+    many = json.dumps({"event": "rows", "rows": list(range(5000)), "level": "error", "timestamp": "2024-01-01T00:00:00Z", "pid": 8})
     # ... and, not log records, a printed document of many values whose last reading names a
     # level, and one nesting deep with few commas (its parse would cost ~40 times its text)
     readings = json.dumps({"readings": [{"sensor": n, "state": "ok"} for n in range(2000)] + [{"sensor": 0, "level": "error"}]})

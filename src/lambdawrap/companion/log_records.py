@@ -73,11 +73,11 @@ _FEW_VALUES = 512
 # OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT does not raise.
 MAX_VALUES = 128
 # A record not read whole: its level, read from its head (awslambdaric writes it second, after
-# the time) or as its last field (structlog writes it after the event), not from what the
-# record nests (a reading's "level").
+# the time) or among its last fields, plain values after it (structlog writes it after the
+# event, a time maybe after it), not from what the record nests (a reading's "level").
 _HEAD_CHARS = 512
 _LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
-_LAST_LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"\s*}\s*$')
+_LAST_LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$')
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
