@@ -1218,3 +1218,21 @@ def test_after_a_request_whose_start_came_a_line_printed_after_the_last_response
     platform_done(correlator, "r2")
     # THEN the line stays r1's: only the INVOKE right after a drop takes it for the next one's
     assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r1"]
+
+
+def test_a_request_whose_start_was_lost_keeps_its_lines_when_the_platform_tells_of_the_loss_after_announcing_it():
+    # GIVEN an on-demand environment whose first request is done, and the second announced
+    # (INVOKE comes ahead of the telemetry)
+    correlator, signals = environment()
+    invoke(correlator, "r1")
+    correlator.on_telemetry([platform_start_of("r1")])
+    correlator.on_record(record("r1"))
+    platform_done(correlator, "r1")
+    invoke(correlator, "r2")
+    # WHEN the batch that tells of the dropped events (the second's platform.start among them)
+    # holds a line the second printed
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 1, "reason": "lagging"}}, function_line("printed by r2\n")])
+    correlator.on_record(record("r2"))
+    platform_done(correlator, "r2")
+    # THEN the line is the second's
+    assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r2"]

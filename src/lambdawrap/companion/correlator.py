@@ -519,15 +519,8 @@ class Correlator:
                     reseed_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
                 self._last_invoked = rid
-                if self._start_may_be_lost and self._current_rid is not None and self._current_rid != rid:
-                    # Events were lost (platform.logsDropped) since the last platform.start: this
-                    # request's may be among them, and its printed lines would go to the request
-                    # before it. That one's runtimeDone came, so none of its lines but those
-                    # printed after its response are still to come.
-                    self._start_may_be_lost = False
-                    current = self._open.get(self._current_rid)
-                    if current is None or current.outcome is not None:
-                        self._current_rid = rid
+                if self._start_may_be_lost:
+                    self._catch_up()
             self._maybe_finish(inv)  # the record and the outcome may have come first
             return inv
 
@@ -680,6 +673,8 @@ class Correlator:
             return
         if kind == "platform.logsDropped":
             self._telemetry_lost = self._start_may_be_lost = True
+            if not self._managed_instances:
+                self._catch_up()
             if isinstance(record, dict):
                 self.sink.dropped("platform_logs_dropped", records.count(record.get("droppedRecords")) or 1)
             return
@@ -836,6 +831,19 @@ class Correlator:
             self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
             self.init.reported = True
         self._on_init_failed()
+
+    def _catch_up(self) -> None:
+        """On demand, events lost (platform.logsDropped) since the last platform.start: the
+        request announced last may have lost its own, and its printed lines would go to the one
+        before it. It becomes the current one once that one's runtimeDone came: none of that
+        one's lines but those printed after its response are still to come."""
+        rid, current_rid = self._last_invoked, self._current_rid
+        if rid is None or current_rid is None or rid == current_rid:
+            return
+        current = self._open.get(current_rid)
+        if current is None or current.outcome is not None:
+            self._current_rid = rid
+            self._start_may_be_lost = False
 
     def _line_request(self, named: str | None) -> str | None:
         """The request a JSON log line belongs to: the one it names (a background thread's
