@@ -539,13 +539,13 @@ class TestRedaction:
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=key-t": 1,
             "reply": {"statusCode": 302, "body": "https://app.example.com/reset?password=reset-p"},
             # quotes and brackets a URL may hold (encodeURIComponent leaves them), a path's blank
-            "links": ["https://b.s3.amazonaws.com/photo(1).jpg?X-Amz-Signature=paren-sig", "https://host/O'Brien.pdf?name=O'Brien&sig=quote-sig", '/path with space?sig=blank-sig'],
+            "links": ["https://b.s3.amazonaws.com/photo(1).jpg?X-Amz-Signature=paren-sig", "https://host/O'Brien.pdf?name=O'Brien&sig=quote-sig", '/path with space?sig=blank-sig', "https://b.s3.amazonaws.com/my report.pdf?X-Amz-Signature=blank-path-sig", "https://h/o?response-content-disposition=attachment; filename=a.pdf&X-Amz-Signature=blank-query-sig"],
         }
         # WHEN captured
         text = payload_text(event, self.KEYS)
         out = json.loads(text)
         # THEN none of them is in the text, and what is no credential is kept as it came
-        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig"):
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig"):
             assert value not in text, value
         assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
         assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")

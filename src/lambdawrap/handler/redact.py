@@ -335,10 +335,11 @@ def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
         import re
 
         _runs.append(re.compile(_RUN_PATTERN))
-    # A text that is a path (its query may follow a blank in the path) is read to its first '#'.
-    if text[0] == "/":
-        return _query_redacted(text, text.index("?"), len(text), keys, marker)
-    redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), text)
+    # A text that is a URL or a path is read from its first '?' to its first '#': its path or
+    # its query may hold a blank ("my report.pdf?...", "filename=a b.pdf&sig=...").
+    first = text.index("?")
+    whole = _query_redacted(text, first, len(text), keys, marker) if text[0] == "/" or "://" in text[:first] else text
+    redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), whole)
     return text if redacted == text else redacted
 
 

@@ -128,7 +128,7 @@ class Recorder:
             span.attributes["error.type"] = error
             # A client's error names the URL it was sent to (urllib3's "Max retries exceeded
             # with url: /blob?sig=..."): a presigned URL's credentials, redacted in url.full.
-            status = (STATUS_ERROR, self._redacted(capped(description)))
+            status = (STATUS_ERROR, capped(self._redacted(capped(description))))  # a marker may be longer than the value
             if exception is not None:
                 described = describe_exception(exception)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": self._redacted(described["message"]), "exception.stacktrace": self._redacted(described["stack"])}, end_ns])
