@@ -2863,3 +2863,36 @@ def test_a_stubbed_sqs_send_answers_the_function_s_own_canned_answer(tmp_path):
     # SQS did not send is not given the function's digest)
     assert without["answer"]["MD5OfMessageAttributes"] == "canned-digest", without
     assert result.json() == without
+
+
+GIVES_UP_ON_503 = """
+import requests, urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+def handler(event, context):
+    url = event["http"] + "/status/503"
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=Retry(total=1, status_forcelist=[503], backoff_factor=0)))
+    failed = []
+    for call in (lambda: session.get(url, timeout=5), lambda: urllib3.PoolManager(retries=Retry(total=1, status_forcelist=[503], backoff_factor=0)).request("GET", url)):
+        try:
+            call()
+        except Exception as exc:
+            failed.append(type(exc).__name__)
+    return failed
+"""
+
+
+def test_a_call_whose_retries_give_up_on_an_answer_s_status_records_that_status(tmp_path):
+    # GIVEN a function whose requests and urllib3 calls retry a 503 (urllib3's Retry with a
+    # status_forcelist), then give up, raising
+    task = write_function(tmp_path / "task", GIVES_UP_ON_503)
+    with recording_server() as http, instrumented(task, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({"http": http.url})
+        assert result.json() == ["RetryError", "MaxRetryError"]
+        calls = children(rx, invocation_span(rx, result.request_id), 2)
+    # THEN each call's span records the status it gave up on, as the conventions name a failed
+    # status (before: no status code, and the exception's class as error.type)
+    assert [(c["attributes"].get("http.response.status_code"), c["attributes"]["error.type"], c["status_code"]) for c in calls] == [(503, "503", 2)] * 2, calls

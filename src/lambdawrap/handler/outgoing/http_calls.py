@@ -118,9 +118,15 @@ class HttpCalls:
         try:
             unmark(call.token)
             call.token = None
+            error = type(exc).__qualname__
+            if status is None:
+                # urllib3's Retry gave up on answers (status_forcelist): the last was answered,
+                # and it is what failed the call, as the conventions name a failed status.
+                status = _status_given_up_on(exc)
+                error = str(status) if status is not None else error
             if type(status) is int:
                 call.span.attributes["http.response.status_code"] = status
-            self._recorder.end(call.span, type(exc).__qualname__, _message(exc), exc)
+            self._recorder.end(call.span, error, _message(exc), exc)
         except Exception:  # noqa: BLE001
             FAILURES.record(f"tracing a failed {self._library} request")
 
@@ -199,6 +205,25 @@ def guarded_begin(calls: HttpCalls, begin: "Callable", instance: "Any", args: tu
     except Exception:  # noqa: BLE001 - an argument shape we did not expect: call through untraced
         FAILURES.record(f"reading a {calls.scope} request")
         return None, args, kwargs
+
+
+def _status_given_up_on(exc: BaseException) -> "int | None":
+    """The status urllib3's Retry gave up on ("too many 503 error responses": the ResponseError
+    a MaxRetryError gives as its reason, requests' RetryError around it); None for another
+    failure. Read from the library's own exception types, never the function's."""
+    try:
+        for error in (exc, exc.args[0] if exc.args else None):
+            reason = getattr(error, "reason", None) if type(error).__name__ in _GIVING_UP else None
+            if type(reason).__name__ == "ResponseError":
+                words = str(reason).split()
+                if len(words) == 5 and words[:2] == ["too", "many"] and words[2].isdigit():
+                    return int(words[2])
+    except Exception:  # noqa: BLE001 - an exception of another shape: no status known
+        pass
+    return None
+
+
+_GIVING_UP = ("MaxRetryError", "RetryError")
 
 
 def _message(exc: BaseException) -> str:
