@@ -2870,17 +2870,18 @@ import requests, urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+def raised(call):
+    try:
+        call()
+    except Exception as exc:
+        return type(exc).__name__
+
 def handler(event, context):
     url = event["http"] + "/status/503"
+    retry = Retry(total=1, status_forcelist=[503], backoff_factor=0)
     session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=Retry(total=1, status_forcelist=[503], backoff_factor=0)))
-    failed = []
-    for call in (lambda: session.get(url, timeout=5), lambda: urllib3.PoolManager(retries=Retry(total=1, status_forcelist=[503], backoff_factor=0)).request("GET", url)):
-        try:
-            call()
-        except Exception as exc:
-            failed.append(type(exc).__name__)
-    return failed
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return [raised(lambda: session.get(url, timeout=5)), raised(lambda: urllib3.PoolManager(retries=retry).request("GET", url))]
 """
 
 
