@@ -62,9 +62,8 @@ _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
 # read whole only up to this size, or past it when it holds few values (its commas, braces and
 # brackets bound them: a long message, a payload dumped as one string, costs about its text),
-# and its values
-# (attributes and what they nest) are made objects only this many times, the rest going as
-# their JSON text. A batch of records (512) then stays within a few MB, as the buffer's 4 Mi
+# and its values (attributes and what they nest) are made objects only this many times, the
+# rest going as their JSON text. A batch of records (512) then stays within a few MB, as the buffer's 4 Mi
 # characters do for plain lines.
 MAX_READ_CHARS = 16 * 1024
 _FEW_VALUES = 512

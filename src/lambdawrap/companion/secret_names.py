@@ -11,7 +11,7 @@ with "/", its hierarchy's mark). Values come from the store's one cache.
 
 from __future__ import annotations
 
-from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, SecretsError, SecretSource, error_code, source_key, value_of
+from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, SecretsError, SecretSource, error_code, secret_key, source_key, value_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ class SecretNames:
         self._by_id: dict[str, SecretSource] = {}
         # A declaration of the current version goes first: by its id a secret means its whole
         # string (every key) at the version stage a declaration names, never a stage none does.
-        for source in sorted(sources, key=lambda s: s.version_stage not in (None, "AWSCURRENT")):
+        # (The current version's stage, named or not, as the cache keys it: secret_key.)
+        for source in sorted(sources, key=lambda s: secret_key(s.identifier, version_stage=s.version_stage)[3] is not None):
             self._by_env_name.setdefault(source.env_name, source)
             self._by_id.setdefault(source.identifier, SecretSource(source.env_name, source.service, source.identifier, None, source.version_stage))
 
