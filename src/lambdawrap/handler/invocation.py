@@ -29,7 +29,7 @@ from _thread import RLock, get_ident
 
 from lambdawrap.handler import secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
-from lambdawrap.handler.redact import URL_QUERY_KEYS, redact_query
+from lambdawrap.handler.redact import redact_query, url_query_keys
 from lambdawrap.handler.repeated_frames import cheap_to_format
 # Trigger attributes come from the event (paths, queries, user agents): a 6 MB event could
 # otherwise make a record too large for the channel, and the invocation would lose its span.
@@ -245,7 +245,7 @@ class InvocationTracer:
         atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
         self._inflight = InflightSlot(settings.socket_path)
-        self._query_keys = URL_QUERY_KEYS | frozenset(settings.redact_keys)  # lowercased by the settings
+        self._query_keys = url_query_keys(settings.redact_keys)
         self._redact_keys: Any = None
         if settings.capture_payload:
             from lambdawrap.handler.redact import redaction_keys  # deferred: only when payload capture is on

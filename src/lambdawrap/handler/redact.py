@@ -23,7 +23,7 @@ from lambdawrap.handler import secret_cuts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
-    from typing import Any, Iterable
+    from typing import Any, Callable, Iterable
 
 REDACTED = "[REDACTED]"
 # The credential headers, where payload 2.0 puts cookies, and what authorizer events carry the
@@ -133,17 +133,29 @@ class _Writer:
         redacted by url.query's keys and the configured ones, wherever it is: a CloudFormation
         custom resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect's Location are
         presigned URLs, live credentials."""
-        room = self.limit - self.size + 1
-        if len(text) <= room:
-            self._string(urls_redacted(text, self.query_keys))
-            return
-        head = text[: room + secret_cuts.slack()]
-        redacted = urls_redacted(head, self.query_keys)
-        if redacted is head:
+        self._redacted_head(text, self._urls_redacted)
+
+    def _urls_redacted(self, text: str) -> str:
+        return urls_redacted(text, self.query_keys)
+
+    def _redacted_head(self, text: str, redact: Callable[[str], str]) -> None:
+        """`text` written with `redact` run over the head of it the output can hold: a long
+        text costs what is written, not its length. When redaction shortened a cut head, the
+        output is said to be cut, not filled from a tail that was never read."""
+        room = self._room()
+        cut = len(text) > room
+        head = text[:room] if cut else text
+        redacted = redact(head)
+        if redacted == head:
             self._string(text)
             return
         self._string(redacted)
-        raise _Full  # its tail was cut before redaction shortened it
+        if cut:
+            raise _Full
+
+    def _room(self) -> int:
+        # What the output can still hold, and what keeps a secret the cut would split whole.
+        return self.limit - self.size + 1 + secret_cuts.slack()
 
     def _dict(self, value: dict, depth: int) -> None:
         self._emit("{")
@@ -190,7 +202,8 @@ class _Writer:
         from lambdawrap.shared.base64_text import base64_text  # deferred: only for a base64 body
 
         decoded = base64_text(text)
-        if decoded is not None and (_may_be_json(decoded) or self._form(decoded) is not None):
+        head = None if decoded is None else decoded[: self._room()]
+        if head is not None and (_may_be_json(decoded) or self._form(head) != head):
             self._plain_body(decoded, depth)
         else:
             # Text that is no base64 though marked so is read as any body.
@@ -199,30 +212,16 @@ class _Writer:
     def _plain_body(self, text: str, depth: int) -> None:
         if _may_be_json(text):
             self._embedded_json(text, depth)
-            return
-        cut = len(text) > self._form_room()
-        redacted = self._form(text)
-        if redacted is None:
-            self._string(text)
-            return
-        self._string(redacted)
-        if cut:
-            raise _Full  # its tail was cut before redaction shortened it: say the output is cut
+        else:
+            self._redacted_head(text, self._form)
 
-    def _form(self, text: str) -> str | None:
-        """A body's head the output can hold, the queries of the URLs in it and a form's
-        (application/x-www-form-urlencoded) pairs redacted by key; None when it redacts
-        nothing. A name comes whole before its value, so a cut never leaves a value whose name
-        went unread."""
+    def _form(self, text: str) -> str:
+        """`text` with the queries of the URLs in it and a form's
+        (application/x-www-form-urlencoded) pairs redacted by key. A name comes whole before
+        its value, so a cut never leaves a value whose name went unread."""
         if "=" not in text:
-            return None
-        room = self._form_room()
-        head = text[:room] if len(text) > room else text
-        redacted = redact_query(urls_redacted(head, self.query_keys), self.query_keys)
-        return redacted if redacted != head else None
-
-    def _form_room(self) -> int:
-        return self.limit - self.size + 1 + secret_cuts.slack()
+            return text
+        return redact_query(urls_redacted(text, self.query_keys), self.query_keys)
 
     def _embedded_json(self, text: str, depth: int) -> None:
         """A JSON document inside a string (e.g. an HTTP body): redacted inside, kept a string.
@@ -300,6 +299,12 @@ def _scalar_key(key: Any) -> str:
 URL_QUERY_KEYS = frozenset(
     ("x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig", "x-goog-signature", "awsaccesskeyid", "signature")
 )
+
+
+def url_query_keys(configured: Iterable[str]) -> frozenset:
+    """The keys redacted in url.query and url.full: url.query's defaults and the configured
+    ones (LAMBDAWRAP_REDACT_KEYS, lowercased by the settings)."""
+    return URL_QUERY_KEYS | frozenset(configured)
 
 
 def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:

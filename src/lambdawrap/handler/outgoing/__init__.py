@@ -168,9 +168,9 @@ def _by_reference(function: "Any") -> tuple:
 def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any") -> dict:
     from lambdawrap.handler.outgoing.propagation import Propagation
     from lambdawrap.handler.outgoing.recorder import Recorder
-    from lambdawrap.handler.redact import URL_QUERY_KEYS
+    from lambdawrap.handler.redact import url_query_keys
 
-    query_keys = URL_QUERY_KEYS | frozenset(settings.redact_keys)
+    query_keys = url_query_keys(settings.redact_keys)
     return {
         "recorder": Recorder(sampled, channel, settings.own_endpoints, settings.instrument_exclude_hosts, query_keys),
         "propagation": Propagation(settings.propagators),
