@@ -129,6 +129,9 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
         v2_url, v2_api = (emu.invoke({**json.loads((EVENTS / name).read_text()), "cookies": ["sid=" + COOKIE, "theme=dark"]}) for name in ("function-url.json", "apigw-http.json"))
         encoded = emu.invoke(request_event(body=base64.b64encode(json.dumps({"payment": {"Card_Number": CARD}}).encode()).decode(), isBase64Encoded=True))
         form = emu.invoke(request_event(body=f"card_number={CARD}&amount=3"))
+        kinesis = json.loads((EVENTS / "kinesis.json").read_text())
+        kinesis["Records"][0]["kinesis"]["data"] = base64.b64encode(json.dumps({"card_number": CARD}).encode()).decode()
+        stream = emu.invoke(kinesis)
         emu.wait_idle()
     assert result.function_error is None and big.function_error is None and v2_url.function_error is None and v2_api.function_error is None
     spans = {s["attributes"]["faas.invocation_id"]: s for s in invocation_spans(rx)}
@@ -150,6 +153,9 @@ def test_captured_payloads_are_truncated_and_redacted(task, moto):
     assert json.loads(json.loads(spans[encoded.request_id]["attributes"]["lambdawrap.request.payload"])["body"]) == {"payment": {"Card_Number": REDACTED}}
     # ... and a form's pairs by key (before: kept as they came)
     assert json.loads(spans[form.request_id]["attributes"]["lambdawrap.request.payload"])["body"] == f"card_number={REDACTED}&amount=3"
+    # ... and a stream record's base64 data (before: kept encoded, the card number in it)
+    record = json.loads(spans[stream.request_id]["attributes"]["lambdawrap.request.payload"])["Records"][0]
+    assert json.loads(record["kinesis"]["data"]) == {"card_number": REDACTED}
     # ... and, in payload 2.0 (HTTP APIs, function URLs), the request's and the response's
     # `cookies` lists, where their Cookie and Set-Cookie headers go (before: kept whole)
     for v2 in (v2_url, v2_api):
@@ -434,6 +440,29 @@ class TestRedaction:
         assert json.loads(payload_text({"body": "a=1", "isBase64Encoded": True}, self.KEYS))["body"] == "a=1"
         # ... though one that is no base64 is read as any body (its form's token redacted)
         assert json.loads(payload_text({"body": "token=t&a=1", "isBase64Encoded": True}, self.KEYS))["body"] == f"token={REDACTED}&a=1"
+
+    def test_records_base64_data_is_redacted_inside(self):
+        import base64
+
+        document = json.dumps({"user": "u", "token": "t"})
+        encoded = base64.b64encode(document.encode()).decode()
+        event = {
+            "Records": [{"kinesis": {"data": encoded, "partitionKey": "k"}}],
+            "records": [{"data": encoded}],
+            "messages": [{"data": encoded}],
+            "kafka": [{"topic": "t", "partition": 0, "value": encoded}],
+        }
+        # GIVEN the records of Kinesis, Firehose, Amazon MQ and Kafka, whose data is base64 of
+        # a JSON document (before: kept encoded, the token in them for anyone to decode)
+        out = json.loads(payload_text(event, self.KEYS))
+        # THEN each is its JSON, redacted inside, as a string
+        datas = [out["Records"][0]["kinesis"]["data"], out["records"][0]["data"], out["messages"][0]["data"], out["kafka"][0]["value"]]
+        assert [json.loads(data) for data in datas] == [{"user": "u", "token": REDACTED}] * 4
+        # ... while data that is binary (CloudWatch Logs' gzip), no base64, or a `value` outside
+        # a Kafka record is kept as it came
+        gzipped = base64.b64encode(b"\x1f\x8b\x08\x00binary").decode()
+        kept = {"awslogs": {"data": gzipped}, "data": "plain words", "value": encoded}
+        assert json.loads(payload_text(kept, self.KEYS)) == kept
 
     def test_form_bodies_are_redacted_by_key(self):
         import base64

@@ -12,7 +12,8 @@ Proxy-Authorization, X-Amz-Security-Token, Cookie and Set-Cookie are always in t
 `cookies`, where payload 2.0 (HTTP APIs, function URLs) puts the request's Cookie header and the
 response's Set-Cookie headers, and authorizer events' `authorizationToken` and `identitySource`;
 in a query string, a URL's query anywhere and an event's map of query parameters, url.query's
-keys (URL_QUERY_KEYS: a presigned URL's credentials) too.
+keys (URL_QUERY_KEYS: a presigned URL's credentials) too. A record's base64 data (Kinesis,
+Firehose, Amazon MQ, Kafka) is read as the text it encodes, as a base64 body is.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _QUERY_KEYS = frozenset(("rawquerystring", "querystring"))
 _PARAMETER_MAPS = frozenset(("querystringparameters", "multivaluequerystringparameters", "query_string_parameters"))
 _encode_str = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for strings
 _JSON_BLANKS = " \t\r\n"  # what JSON allows before a document
+_BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 class _Full(Exception):
@@ -178,6 +180,8 @@ class _Writer:
                 self._string(redact_query(item, self.query_keys))
             elif low == "body" and isinstance(item, str) and depth + 1 < MAX_DEPTH:
                 self._body(str.__str__(item), depth + 1, encoded)
+            elif isinstance(item, str) and depth + 1 < MAX_DEPTH and _record_data(low, value) and _looks_base64(item):
+                self._body(str.__str__(item), depth + 1, True)
             elif low in _PARAMETER_MAPS and isinstance(item, dict) and self.keys is not self.query_keys:
                 keys, self.keys = self.keys, self.query_keys
                 try:
@@ -255,6 +259,20 @@ class _Writer:
         self._string("".join(writer.parts))
         if cut:
             raise _Full  # what it holds was cut (maybe within the room left): say the output is cut
+
+
+def _record_data(low: str, record: dict) -> bool:
+    """Whether a key holds a record's data, which the event source sends base64-encoded:
+    Kinesis's, Firehose's, Amazon MQ's (ActiveMQ, RabbitMQ) `data`, a Kafka record's `value`
+    (MSK, self-managed Kafka). Read as the text it encodes, or the keys redacted inside would be
+    there for anyone to decode."""
+    return low == "data" or low == "value" and dict.__contains__(record, "topic")
+
+
+def _looks_base64(text: str) -> bool:
+    # From its head and length only: a long text costs what a short one does. What is no
+    # base64 after all is written as it came.
+    return len(text) >= 8 and len(text) % 4 == 0 and not text[:64].strip(_BASE64_ALPHABET)
 
 
 def _json_lines(text: str) -> list | None:
