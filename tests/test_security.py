@@ -259,6 +259,56 @@ def test_presigned_url_credentials_in_a_failed_call_s_error_reach_no_span(tmp_pa
         assert value not in text, text[max(0, text.find(value) - 300) : text.find(value) + 60]
 
 
+
+# A transport adapter of the function's that retries on its own, each refusal chained to the
+# one before and naming the URL: a stack longer than a span keeps, its tail cut inside a query.
+REFUSES_WITH_A_LONG_CHAIN = """
+import requests
+from requests.adapters import BaseAdapter
+
+class Refusing(BaseAdapter):
+    def send(self, request, **kwargs):
+        error = None
+        for attempt in range(12):
+            try:
+                raise ConnectionRefusedError(f"attempt {attempt}: GET {request.url} refused") from error
+            except ConnectionRefusedError as exc:
+                error = exc
+        raise requests.ConnectionError(f"gave up on GET {request.url}") from error
+
+    def close(self):
+        pass
+
+def handler(event, context):
+    session = requests.Session()
+    session.mount("http://", Refusing())
+    try:
+        session.get("http://refused.example/report.pdf?pad=" + "a" * 3000 + "&" + event["rawQueryString"])
+    except requests.ConnectionError as exc:
+        return type(exc).__name__
+"""
+
+
+def test_presigned_url_credentials_in_the_tail_of_a_long_stack_reach_no_span(tmp_path):
+    # GIVEN a function whose failed call's stack trace is longer than a span keeps, each
+    # exception in it naming the presigned URL
+    task = write_function(tmp_path / "task", REFUSES_WITH_A_LONG_CHAIN)
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({"rawQueryString": PRESIGNED_QUERY})
+        assert result.json() == "ConnectionError", result.json()
+        server = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=20)[0]
+        (client,) = rx.wait_for_spans(lambda s: s.get("parent_span_id") == server["span_id"] and s["kind"] == CLIENT, timeout=20)
+    # THEN the stack kept is its tail, which begins inside a URL's query ...
+    (event,) = [event for event in client["events"] if event["name"] == "exception"]
+    stack = event["attributes"]["exception.stacktrace"]
+    assert len(stack) >= 30_000 and stack.count("REDACTED") >= 12, stack[:200]
+    # ... with the credentials of every URL in it REDACTED (before: the query in which the cut
+    # fell kept them: its '?' was cut away)
+    text = json.dumps(rx.spans())
+    for value in PRESIGNED_SECRETS:
+        assert value not in text, text[max(0, text.find(value) - 300) : text.find(value) + 60]
+
 # ---------------------------------------------------------------------------------------------
 # The local socket and the listeners.
 
@@ -565,6 +615,8 @@ class TestRedaction:
             "body": json.dumps({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=body-sig"}),
             "note": "what? a question, not a URL",
             "message": "Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential=prose-cred&x=1) now",
+            # a URL in a log's lines: its credential redacted, the lines after it kept
+            "log": "GET https://b.s3.amazonaws.com/r.pdf?sig=log-sig failed\nretrying & giving up",
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=key-t": 1,
             "reply": {"statusCode": 302, "body": "https://app.example.com/reset?password=reset-p"},
             # quotes and brackets a URL may hold (encodeURIComponent leaves them), a path's blank
@@ -574,12 +626,13 @@ class TestRedaction:
         text = payload_text(event, self.KEYS)
         out = json.loads(text)
         # THEN none of them is in the text, and what is no credential is kept as it came
-        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig"):
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig", "log-sig"):
             assert value not in text, value
         assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
         assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")
         assert out["raw_path"] == f"/orders?password={REDACTED}&page=2"
         assert out["note"] == event["note"]
+        assert out["log"] == f"GET https://b.s3.amazonaws.com/r.pdf?sig={REDACTED} failed\nretrying & giving up"
         assert out["message"] == f"Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential={REDACTED}&x=1) now"
         # ... also when the URL is cut
         cut = payload_text({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=" + "s" * 5000}, self.KEYS, limit=300)

@@ -629,9 +629,10 @@ def _payload(value: Any, keys: Any) -> str | None:
     return payload_text(value, keys)
 
 
-def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
+def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: Callable[[str], str] | None = None) -> dict:
     """type, message and stack of an exception (its traceback `tb`, by default the one it
-    carries), as a span records them; never raises, and runs none of the exception's code but
+    carries), as a span records them, `redact` run over each before it is cut (a cut would
+    part a URL's query from its '?'); never raises, and runs none of the exception's code but
     its __str__ (guarded), once, and its __getattr__ for __notes__ (3.11+, as Python's own
     printing asks): the stack's last line and the message are the same text (a second time only
     where formatting the stack failed: then the stack is its frames alone)."""
@@ -668,6 +669,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK) -> dict:
     kind = _type_name(type(error))
     if stack is None:
         stack = _frames_only(frames, kind, message)
+    if redact is not None:
+        message, stack = redact(message), redact(stack)
     return {
         "type": kind,
         "message": secret_cuts.head(message, MAX_MESSAGE_CHARS),

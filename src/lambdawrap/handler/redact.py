@@ -358,12 +358,28 @@ def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
         import re
 
         _runs.append(re.compile(_RUN_PATTERN))
-    # A text that is a URL or a path is read from its first '?' to its first '#': its path or
-    # its query may hold a blank ("my report.pdf?...", "filename=a b.pdf&sig=...").
+    # A text that is a URL or a path is read from its first '?' to its first '#' or line end:
+    # its path or its query may hold a blank ("my report.pdf?...", "filename=a b.pdf&sig=...").
+    # Only such a text: in one that holds a URL (a message, a stack trace), a key's value would
+    # run on to the next '&' of a later line, and the text between go as its value.
     first = text.index("?")
-    whole = _query_redacted(text, first, len(text), keys, marker) if text[0] == "/" or "://" in text[:first] else text
+    whole = _query_redacted(text, first, _line_end(text, first), keys, marker) if _is_url_or_path(text, first) else text
     redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), whole)
     return text if redacted == text else redacted
+
+
+def _is_url_or_path(text: str, query: int) -> bool:
+    """Whether `text` begins as a path or a URL (a scheme's `name://`) does, up to its query."""
+    if text[0] == "/":
+        return True
+    scheme = text.find("://", 0, query)
+    name = text[:scheme]
+    return scheme > 0 and name.isascii() and name[0].isalpha() and name.replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+def _line_end(text: str, start: int) -> int:
+    ends = [end for end in (text.find("\n", start), text.find("\r", start)) if end >= 0]
+    return min(ends) if ends else len(text)
 
 
 def _run_redacted(run: str, keys: frozenset, marker: str) -> str:

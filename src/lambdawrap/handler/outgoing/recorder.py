@@ -130,8 +130,8 @@ class Recorder:
             # with url: /blob?sig=..."): a presigned URL's credentials, redacted in url.full.
             status = (STATUS_ERROR, capped(self._redacted(capped(description))))  # a marker may be longer than the value
             if exception is not None:
-                described = describe_exception(exception)
-                events.append(["exception", {"exception.type": described["type"], "exception.message": self._redacted(described["message"]), "exception.stacktrace": self._redacted(described["stack"])}, end_ns])
+                described = describe_exception(exception, redact=self._redacted)
+                events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, end_ns])
         # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
         # in a span the function's code made (an empty value).
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
