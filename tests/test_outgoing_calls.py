@@ -2897,3 +2897,43 @@ def test_a_call_whose_retries_give_up_on_an_answer_s_status_records_that_status(
     # THEN each call's span records the status it gave up on, as the conventions name a failed
     # status (before: no status code, and the exception's class as error.type)
     assert [(c["attributes"].get("http.response.status_code"), c["attributes"]["error.type"], c["status_code"]) for c in calls] == [(503, "503", 2)] * 2, calls
+
+
+# A function whose folder holds a module named like the standard `contextvars`, which neither the
+# runtime nor its own imports load: what a traced call leaves in the function's process and
+# context is what it leaves without the layer.
+CONTEXT_LEFT_AS_IT_WAS = """
+import os, sys
+import http.client, requests, urllib.request
+
+def handler(event, context):
+    requests.get(os.environ["HTTP_BASE"] + "/status/200", timeout=10)
+    with urllib.request.urlopen(os.environ["HTTP_BASE"] + "/status/200", timeout=10):
+        pass
+    import _contextvars
+    return {
+        "own_contextvars_ran": "own_contextvars_ran" in os.environ,
+        "contextvars_imported": "contextvars" in sys.modules,
+        "context": sorted(var.name for var in _contextvars.copy_context()),
+    }
+"""
+
+
+def test_traced_calls_leave_the_function_s_modules_and_context_as_they_were(tmp_path):
+    task = write_function(tmp_path / "task", CONTEXT_LEFT_AS_IT_WAS)
+    (task / "contextvars.py").write_text("import os\nos.environ['own_contextvars_ran'] = '1'\n")
+    with recording_server() as http:
+        env = {"HTTP_BASE": http.url}
+        # GIVEN the function's answer without the layer
+        with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+            without = bare.invoke({}).json()
+        # WHEN it runs with the layer
+        with instrumented(task, env=env) as (emu, rx):
+            result = emu.invoke({})
+            clients = rx.wait_for_spans(lambda s: s["kind"] == 3, count=2, timeout=30)
+    # THEN its module named `contextvars` never ran, the standard one was not imported, and the
+    # calls left nothing in its context (before: the hooks' `import contextvars` ran the
+    # function's file, and each requests call left a variable of lambdawrap's set), while both
+    # calls were traced
+    assert result.json() == without == {"own_contextvars_ran": False, "contextvars_imported": False, "context": []}, (result.json(), without)
+    assert len(clients) == 2

@@ -46,11 +46,12 @@ class HttpCalls:
         # request it sends is a re-send of the traced one (see IN_RESPONSE_HOOK).
         self.below_requests = False
 
-    def begin(self, method: str, scheme: str, host: str, port: int, rest: str, headers: "Any" = None, userinfo: str = "", mark: bool = True) -> "Call | None":
+    def begin(self, method: str, scheme: str, host: str, port: int, rest: str, headers: "Any" = None, userinfo: str = "", mark: object = True) -> "Call | None":
         """A call to record, or None (inside another traced call, our own traffic, an excluded
         host, OpenTelemetry's own instrumentation active). `headers`, if given, gets the trace
-        context (what the user set stays). `mark=False` leaves the context unmarked (for a
-        hook whose end is a separate call, which could otherwise leave the mark behind)."""
+        context (what the user set stays). The context is marked with `mark` (an object of a
+        hook's, which code under the call reads back); False leaves it unmarked (for a hook
+        whose end is a separate call, which could otherwise leave the mark behind)."""
         try:
             if self.inside_a_call():
                 return None
@@ -73,7 +74,7 @@ class HttpCalls:
             span = self._recorder.start(self.scope, known or "HTTP", CLIENT, attributes)
             if headers is not None:
                 add_missing(headers, self._propagation.http_headers(span))
-            return Call(span, mark_call(True) if mark else None)
+            return Call(span, mark_call(mark) if mark else None)
         except Exception:  # noqa: BLE001 - the request goes out untraced
             FAILURES.record(f"tracing a {self._library} request")
             return None

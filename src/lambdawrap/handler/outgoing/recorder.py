@@ -19,9 +19,9 @@ An AWS call's mark is the call itself: a request below it that a cancellation in
 
 from __future__ import annotations
 
-import contextvars
 import sys
 import time
+from _contextvars import ContextVar
 
 from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
@@ -40,7 +40,9 @@ STATUS_ERROR = 2
 MAX_ATTRIBUTE_CHARS = 2048  # a URL or an ARN: enough to tell it, never a payload
 
 # Truthy while a client span is open in this context: the layers below add none of their own.
-IN_CLIENT_CALL: contextvars.ContextVar = contextvars.ContextVar("lambdawrap_in_client_call", default=False)
+# _contextvars, the module contextvars re-exports: builtin, so no file of the function's takes
+# its name, and `contextvars` stays out of sys.modules where the function did not import it.
+IN_CLIENT_CALL: ContextVar = ContextVar("lambdawrap_in_client_call", default=False)
 # Its value while requests runs a traced request's response hooks (the function's code, inside
 # Session.send): the calls a hook makes are the function's own, but a re-send through the request's
 # adapter (`r.connection.send`: HTTPDigestAuth, requests-ntlm and requests-kerberos answer a 401 so)

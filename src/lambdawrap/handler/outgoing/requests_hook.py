@@ -10,8 +10,6 @@ whole, too many redirects, a hook's own error) keeps the status it was answered 
 
 from __future__ import annotations
 
-import contextvars
-
 from lambdawrap.handler.invocation import drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, mark, unmark
@@ -23,8 +21,15 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 
-# The status of the last response a traced request handed its hooks (a redirect's too).
-_ANSWERED: "contextvars.ContextVar[int | None]" = contextvars.ContextVar("lambdawrap_requests_answered", default=None)
+class _Answered:
+    """A traced request's mark of the context: the status of the last response it handed its
+    hooks (a redirect's too). Gone with the mark when the request ends, so nothing of it stays
+    in the function's context."""
+
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status: "int | None" = None
 
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
@@ -40,10 +45,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if parts is None:
             return None, args, kwargs
         scheme, host, port, userinfo, rest = parts
-        call = calls.begin(method, scheme, host, port, rest, request.headers, userinfo)
-        if call is not None:
-            _ANSWERED.set(None)
-        return call, args, kwargs
+        return calls.begin(method, scheme, host, port, rest, request.headers, userinfo, _Answered()), args, kwargs
 
     request_error = getattr(module, "RequestException", ())  # HTTPError's base
 
@@ -52,7 +54,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         if isinstance(exc, request_error) and type(status) is int and status >= 400:
             calls.answered(call, status)  # an answer, which a response hook raised for
         else:
-            calls.failed(call, exc, status if type(status) is int else _ANSWERED.get())
+            calls.failed(call, exc, status if type(status) is int else getattr(IN_CLIENT_CALL.get(), "status", None))
 
     module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
 
@@ -66,12 +68,12 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     """Run a traced request's response hooks marked IN_RESPONSE_HOOK: a call they make is one
     of the function's, a re-send through the request's adapter is still the request's."""
     # OpenTelemetry's instrumentations are told so too (mark's suppress=False): not under ours.
-    token = answered = None
-    if IN_CLIENT_CALL.get():
+    token = None
+    marked = IN_CLIENT_CALL.get()
+    if marked:
         status = getattr(args[2], "status_code", None) if len(args) > 2 and args[0] == "response" else None
-        if type(status) is int:
-            _ANSWERED.set(status)
-        answered = _ANSWERED.get()
+        if type(status) is int and isinstance(marked, _Answered):
+            marked.status = status
         token = mark(IN_RESPONSE_HOOK, suppress=False)
     try:
         return wrapped(*args, **kwargs)
@@ -81,4 +83,3 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     finally:
         if token is not None:
             unmark(token)
-            _ANSWERED.set(answered)  # a request the hooks made is not this one's answer
