@@ -491,6 +491,35 @@ def test_credentials_in_the_collectors_url_go_as_requests_sends_them(monkeypatch
     assert [target for _, target, _ in proxy.seen] == [collector.endpoint], proxy.seen
 
 
+@pytest.mark.parametrize("userinfo", ["svc-user@", "svc-user:@", ":key@", "@"])
+def test_a_url_s_user_name_without_a_password_sends_no_credentials_as_with_requests(monkeypatch, userinfo):
+    # GIVEN a collector URL with a user name and no password (or no name), and an
+    # Authorization header from the environment
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20configured")
+    with Collector() as collector, environment(monkeypatch, {}):
+        url = collector.endpoint.replace("http://", "http://" + userinfo)
+        # WHEN the exporters' own transport (requests) and ours export to it
+        assert export_with(None, url) == SpanExportResult.SUCCESS
+        assert export_with(StdlibHTTPTransport(), url) == SpanExportResult.SUCCESS
+    # THEN ours sent what requests sent: the configured header unless the URL holds a password
+    # (before: "svc-user@" replaced it with Basic "svc-user:", and the collector refused every export)
+    sent = [r["headers"].get("authorization") for r in collector.requests]
+    assert len(sent) == 2 and sent[1] == sent[0], sent
+    assert (sent[0] == "Bearer configured") == (":" not in userinfo), sent
+
+
+@pytest.mark.parametrize("userinfo", ["svc-user@", "svc-user:@", ":key@"])
+def test_a_proxy_url_s_user_name_without_a_password_sends_what_requests_sends(monkeypatch, userinfo):
+    with Collector() as collector, ForwardProxy() as proxy:
+        proxy_url = proxy.url.replace("user:p%40ss@", userinfo)
+        with environment(monkeypatch, {"HTTP_PROXY": proxy_url}):
+            assert export_with(None, collector.endpoint) == SpanExportResult.SUCCESS
+            assert export_with(StdlibHTTPTransport(), collector.endpoint) == SpanExportResult.SUCCESS
+    # THEN the proxy got the same credentials from each: none without a user name and a password
+    # (before: ours sent "svc-user:" where requests sends none)
+    assert len(proxy.seen) == 2 and proxy.seen[1][2] == proxy.seen[0][2], proxy.seen
+
+
 def test_tls_with_the_configured_ca_and_client_certificate(monkeypatch, pki):
     with Collector(tls=server_tls(pki, require_client=True)) as collector, environment(monkeypatch, {}):
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])

@@ -106,7 +106,7 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
         self.last_status = None
         try:
             target, path, proxy, key = self._route(url)
-            if target.username or target.password:
+            if target.password is not None:  # requests takes none from a URL with no password
                 headers = _with_url_credentials(headers, target)
             conn = self._take(key)
             if conn is None:
@@ -483,7 +483,7 @@ def _without_userinfo(url: str) -> str:
 
 def _proxy_auth(proxy: str) -> dict:
     parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
-    if parts.username is None:
+    if not parts.username or parts.password is None:  # as requests: a user name and a password, or none
         return {}
     credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("latin-1")
     return {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
