@@ -664,6 +664,37 @@ def test_a_collector_asking_to_retry_later_is_not_asked_again_until_then(retry_a
     assert last == {"buffered": 0, "dropped": {}} and spans == 20, (last, spans, err[-2000:])
 
 
+def test_a_hold_off_ends_by_the_wall_clock_while_the_monotonic_one_stands_still(monkeypatch):
+    from types import SimpleNamespace
+
+    from lambdawrap.companion import collector_answers
+
+    # GIVEN clocks the test moves: Lambda's monotonic clock is reported to stand still while
+    # the environment is frozen (lambda-platform-spec §10), which no freezer here reproduces
+    clock = {"wall": 1_700_000_000.0, "monotonic": 500.0}
+    monkeypatch.setattr(collector_answers, "time", SimpleNamespace(time=lambda: clock["wall"], monotonic=lambda: clock["monotonic"]))
+    answers = collector_answers.Answers()
+
+    def after(wall: float, monotonic: float) -> bool:
+        clock["wall"] += wall
+        clock["monotonic"] += monotonic
+        return answers.held_off()
+
+    # WHEN a collector asks for 30 s, and 31 s pass frozen: the wall clock on, the monotonic not
+    answers.hold_off(30)
+    # THEN the hold-off ended (before: it lasted 30 s of running time, hours for a sparse function)
+    assert answers.held_off() and after(10, 10) and not after(21, 0)
+    # ... and one the wall clock was set back across ends when the monotonic clock passes it
+    answers.hold_off(30)
+    assert after(-3600, 20) and not after(0, 11)
+    # ... and a longer one holds for a minute at most, by either clock; none is held after 0
+    answers.hold_off(3600)
+    assert after(59, 59) and not after(2, 2)
+    answers.hold_off(30)
+    answers.hold_off(0)
+    assert not answers.held_off()
+
+
 EARLY_ANSWER_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}, """
 for i in range(512):  # 10 MB, more than the sockets hold: the collector's close breaks the send
     signals.spans.add(signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={"padding": "p" * 20000}, start=1, end=2, status=Status(StatusCode.UNSET)))

@@ -63,16 +63,21 @@ class Answers:
         # success there says how many items the collector rejected.
         self.answered: Callable[[object], None] | None = None
         self._answers = threading.local()
-        self._not_before = 0.0  # monotonic; shared by the threads, unlike the last status
+        # Until when, by each clock; shared by the threads, unlike the last status.
+        self._not_before = (0.0, 0.0)
 
     def hold_off(self, seconds: float) -> None:
         """The collector asked for no request before `seconds` from now (at most
         MAX_HOLD_OFF_S); 0 or less: it took a request, nothing is held."""
-        self._not_before = time.monotonic() + min(seconds, MAX_HOLD_OFF_S) if seconds > 0 else 0.0
+        wait = min(seconds, MAX_HOLD_OFF_S) if seconds > 0 else 0.0
+        self._not_before = (time.time() + wait, time.monotonic() + wait) if wait else (0.0, 0.0)
 
     def held_off(self) -> bool:
-        """Whether the collector's last "retry after" is still to come."""
-        return self._not_before > time.monotonic()
+        """Whether the collector's last "retry after" is still to come, by both clocks: the
+        monotonic one may stand still while the environment is frozen (a sparse function's
+        spans would wait hours), the wall clock may be set back."""
+        wall, monotonic = self._not_before
+        return wall > time.time() and monotonic > time.monotonic()
 
     @property
     def last_status(self) -> int | str | None:
