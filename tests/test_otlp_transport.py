@@ -851,6 +851,47 @@ def test_a_certificate_file_that_is_not_pem_is_named_once_and_the_default_used(t
     assert len(said) == 1 and repr(str(der)) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said
 
 
+def test_tls_files_of_the_wrong_kind_are_named_once_and_the_default_used(tmp_path, pki):
+    # GIVEN an https collector of a private CA, configured for every signal; a traces
+    # certificate that is a private key, and a client certificate for metrics with no key set
+    # and none in its file
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"], "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": pki["server.key"], "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE": pki["client.pem"]}
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"])) as rx, instrumented(task, env=env, receiver=rx) as (emu, _):
+        # WHEN the function runs
+        result = emu.invoke({})
+        # THEN its span goes, verified with the general certificate, and its metrics go too
+        # (before: every export of spans and of metrics failed with "[SSL] PEM lib", retried
+        # as a failed connection for seconds at every flush, naming neither file nor variable)
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        wait_for(lambda: rx.metrics(), timeout=30, what="the environment's metrics")
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    # ... and each variable is named once, with what is wrong and the default used
+    certificate = [line for line in lines if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
+    assert len(certificate) == 1 and "holds no PEM certificate" in certificate[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in certificate[0], certificate
+    client = [line for line in lines if "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE" in line]
+    assert len(client) == 1 and "no client key is set, and the file holds none" in client[0], client
+
+
+def test_a_client_key_that_does_not_match_its_certificate_is_named_once_and_left_out(monkeypatch, pki, caplog):
+    # GIVEN a client certificate configured with another certificate's key, for a collector
+    # that asks for none
+    with Collector(tls=server_tls(pki)) as collector, environment(monkeypatch, {}):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki["ca.pem"])
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", pki["client.pem"])
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_KEY", pki["server.key"])
+        transport = transport_from_env("TRACES")
+        # WHEN spans are exported twice
+        with caplog.at_level(logging.WARNING):
+            results = [export_with(transport, collector.endpoint) for _ in range(2)]
+    # THEN both went, without the client certificate (before: each export failed after
+    # seconds of retries, "[SSL: KEY_VALUES_MISMATCH]", the CA bundle read again at each)
+    assert results == [SpanExportResult.SUCCESS] * 2 and len(collector.requests) == 2
+    # ... and one line named the files and the variables
+    said = [r.getMessage() for r in caplog.records if "CLIENT_CERTIFICATE" in r.getMessage()]
+    assert len(said) == 1 and repr(pki["client.pem"]) in said[0] and repr(pki["server.key"]) in said[0], said
+
+
 class StreamedAnswer:
     """A collector on loopback that answers one request with `pieces` (an iterable of
     bytes), `pause_s` apart; `sent` counts the bytes the client took, and `cut_off` is set

@@ -440,17 +440,32 @@ def _tls_context(verify: bool | str, cert: str | tuple | None, environ: Mapping[
     with _TLS_LOCK:
         context = _TLS_CONTEXTS.get(key)
         if context is None:
-            if verify is False:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                context = ssl.create_default_context(cafile=cafile)
-            if isinstance(cert, tuple):
-                context.load_cert_chain(cert[0], cert[1])
-            elif isinstance(cert, str):
-                context.load_cert_chain(cert)
+            context = _verifying_context(verify is not False, cafile)
+            if cert:
+                files = cert if isinstance(cert, tuple) else (cert,)
+                try:
+                    context.load_cert_chain(*files)
+                except ssl.SSLError as exc:
+                    context = _verifying_context(verify is not False, cafile)  # none of a half-loaded chain
+                    # A key that does not match its certificate, which no check of the files'
+                    # forms finds: built again and refused at every attempt, as a failed
+                    # connection retried for the exporter's whole timeout, the variables unnamed.
+                    get_logger().warning(
+                        "lambdawrap: ignoring the client certificate and key %s (OTEL_EXPORTER_OTLP_[signal_]CLIENT_CERTIFICATE, _CLIENT_KEY; %s); using the default (none)",
+                        " and ".join(repr(each) for each in files),
+                        exc.reason or exc,
+                    )
             _TLS_CONTEXTS[key] = context
+    return context
+
+
+def _verifying_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile if verify else None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return context
 
 

@@ -82,7 +82,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
             # with "[X509: NO_CERTIFICATE_OR_CRL_FOUND]".
             if not path.strip():
                 continue
-            problem = "no file this process can read" if not _readable_file(path) else None if _pem(path) else "not PEM: the exporters read no other form"
+            problem = "no file this process can read" if not _readable_file(path) else _pem_problem(path, name, env, prefix)
             if problem:
                 shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
                 warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, shown)
@@ -193,14 +193,37 @@ def _readable_file(path: str) -> bool:
 _PEM_SEARCH_BYTES = 1024 * 1024
 
 
-def _pem(path: str) -> bool:
-    """Whether a readable file holds a PEM block (`-----BEGIN ...`), the only form the
-    exporters load certificates and keys from."""
+# The PEM blocks each file must hold: a key given for a CA (or the other way round) failed every
+# export over https with "[SSL] PEM lib", retried as a failed connection.
+_CERTIFICATE_BLOCKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
+_KEY_BLOCK = b" PRIVATE KEY-----"  # PKCS#8's, and RSA's and EC's of old
+
+
+def _pem_problem(path: str, name: str, env: Mapping[str, str], prefix: str) -> str | None:
+    """What is wrong with a readable certificate or key file for the variable `name` (PEM, the
+    only form the exporters load; the block it must hold); None: nothing found."""
     try:
         with open(path, "rb") as file:
-            return b"-----BEGIN " in file.read(_PEM_SEARCH_BYTES)
+            head = file.read(_PEM_SEARCH_BYTES)
     except OSError:
-        return False
+        return "no file this process can read"
+    if b"-----BEGIN " not in head:
+        return "not PEM: the exporters read no other form"
+    if name == "CLIENT_KEY":
+        return None if _KEY_BLOCK in head else "holds no PEM private key"
+    if not any(block in head for block in _CERTIFICATE_BLOCKS):
+        return "holds no PEM certificate"
+    if name == "CLIENT_CERTIFICATE" and _KEY_BLOCK not in head and not _client_key_set(env, prefix):
+        # The key comes from the certificate's file when none is configured.
+        return "no client key is set, and the file holds none"
+    return None
+
+
+def _client_key_set(env: Mapping[str, str], prefix: str) -> bool:
+    """Whether a client key is configured where the certificate of `prefix` is read: a
+    signal's own or the general one (for the general certificate, any signal's too)."""
+    prefixes = (prefix, "") if prefix else PREFIXES
+    return any(env.get(f"OTEL_EXPORTER_OTLP_{each}CLIENT_KEY", "").strip() for each in prefixes)
 
 
 def _http_url(raw: str) -> None:
