@@ -310,6 +310,22 @@ def test_a_signal_s_own_headers_all_refused_send_none_not_the_general_ones(monke
     assert warned.endswith("; none is sent") and "SECRET" not in warned, warnings
 
 
+@pytest.mark.parametrize("general", ["https://collector.example/otlp?api-key=s3cr3t", "https://collector.example:4318#part"])
+def test_a_general_endpoint_with_a_query_or_fragment_is_named_and_a_signal_s_own_may_have_one(monkeypatch, caplog, general):
+    # GIVEN a general endpoint with a query (a vendor's key) or a fragment, which the
+    # exporters append /v1/<signal> after, and the traces' own endpoint with a query
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": general, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example:4318/v1/traces?api-key=s3cr3t#part"}
+    endpoint, _, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN the traces' own is used as written (before: one with a fragment was refused as
+    # "the port must be a number") ...
+    assert endpoint == env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], (endpoint, warnings)
+    # ... and the general one is named once, why, its key not shown (before: it passed, and
+    # every export of metrics and logs went to "/otlp?api-key=s3cr3t/v1/metrics")
+    (warning,) = warnings
+    assert "ignoring OTEL_EXPORTER_OTLP_ENDPOINT=" in warning and "a query or fragment" in warning and "s3cr3t" not in warning, warning
+    assert Settings.from_env(env, warn=False).sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", None),)
+
+
 def test_a_signal_s_own_endpoint_ignored_takes_the_general_headers_not_its_own(monkeypatch, caplog):
     # GIVEN the traces' own endpoint written without its scheme (ignored, the general one used),
     # with credentials of its own

@@ -53,7 +53,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
         compression = _grpc_compression if read_over_grpc(env, protocols, prefix, "COMPRESSION") else _compression
         checks = [("TIMEOUT", _timeout, str(DEFAULT_TIMEOUT_S)), ("COMPRESSION", compression, "none")]
         if prefix in http or (not prefix and falls_back and "grpc" not in falls_back):
-            checks.insert(0, ("ENDPOINT", _http_url, DEFAULT_HTTP_ENDPOINT))
+            checks.insert(0, ("ENDPOINT", _http_url if prefix else _base_url, DEFAULT_HTTP_ENDPOINT))
         elif "grpc" in falls_back if not prefix else read_over_grpc(env, protocols, prefix, "ENDPOINT"):
             checks.insert(0, ("ENDPOINT", _grpc_target, DEFAULT_GRPC_ENDPOINT))
         for name, check, default in checks:
@@ -230,7 +230,7 @@ def _http_url(raw: str) -> None:
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         raise ValueError("expected an http:// or https:// URL")
-    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
     if host.startswith("["):
         name, bracket, port = host[1:].partition("]")
         if not bracket or not name:
@@ -242,6 +242,15 @@ def _http_url(raw: str) -> None:
         raise ValueError(f"expected a host after {scheme}://")
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError("the port must be a number from 1 to 65535")
+
+
+def _base_url(raw: str) -> None:
+    """The general endpoint over OTLP/HTTP: a URL the signals' paths (/v1/traces, ...) are
+    appended to, as written, so that one with a query or a fragment sent every export to a
+    path no collector serves, a query's key (`?api-key=`) mangled."""
+    _http_url(raw)
+    if "?" in raw or "#" in raw:
+        raise ValueError("a query or fragment: /v1/<signal> is appended after it; put credentials in OTEL_EXPORTER_OTLP_HEADERS, or the query in each signal's own endpoint")
 
 
 def _grpc_target(raw: str) -> None:
