@@ -188,7 +188,7 @@ class TestSettings:
 @pytest.mark.parametrize(
     "env",
     [
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:key@collector.example:4318/otlp?x=1"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:key@collector.example:4318/otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example/v1/traces?x=1#f"},
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1]:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "2.5", "OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"},
         {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},  # gRPC takes host:port
         # ... and only gRPC reads the general endpoint here: the HTTP signal has its own
