@@ -2937,3 +2937,40 @@ def test_traced_calls_leave_the_function_s_modules_and_context_as_they_were(tmp_
     # calls were traced
     assert result.json() == without == {"own_contextvars_ran": False, "contextvars_imported": False, "context": []}, (result.json(), without)
     assert len(clients) == 2
+
+
+# Weak references to a client's methods, as an event dispatcher (blinker's weak connect) holds
+# its receivers: the methods they give back are the methods, and what they send is traced.
+CALLS_THROUGH_WEAK_METHODS = """
+import os, weakref
+import http.client, requests
+from urllib.parse import urlsplit
+
+def handler(event, context):
+    base = urlsplit(os.environ["HTTP_BASE"])
+    connection = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
+    weakref.WeakMethod(connection.request)()("GET", "/status/200")
+    status = weakref.WeakMethod(connection.getresponse)()().status
+    weakref.WeakMethod(connection.close)()()
+    session = requests.Session()
+    send = weakref.WeakMethod(session.send)()
+    answered = send(requests.Request("GET", os.environ["HTTP_BASE"] + "/status/204").prepare(), timeout=10).status_code
+    return {"statuses": [status, answered], "bound": [send.__self__ is session, send == session.send]}
+"""
+
+
+def test_a_weakly_referenced_client_method_is_the_method_and_its_calls_are_traced(tmp_path):
+    task = write_function(tmp_path / "task", CALLS_THROUGH_WEAK_METHODS)
+    with recording_server() as http:
+        env = {"HTTP_BASE": http.url}
+        # GIVEN the function's answer without the layer
+        with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+            without = bare.invoke({}).json()
+        # WHEN it runs with the layer
+        with instrumented(task, env=env) as (emu, rx):
+            result = emu.invoke({})
+            clients = rx.wait_for_spans(lambda s: s["kind"] == 3, count=2, timeout=30)
+    # THEN it answers as without (before: WeakMethod raised TypeError rebuilding each method:
+    # "FunctionWrapperBase() missing required argument 'wrapper'"), and both calls are spans
+    assert result.json() == without == {"statuses": [200, 204], "bound": [True, True]}, (result.json(), without)
+    assert sorted(span["attributes"]["http.response.status_code"] for span in clients) == [200, 204]

@@ -78,6 +78,19 @@ def library_wrapper(function_wrapper: type) -> type:
     base_bound = type(function_wrapper(_nothing, _nothing).__get__(0, int))
 
     class BoundLibraryWrapper(base_bound):  # type: ignore[valid-type,misc]
+        def __new__(cls, *args: "Any", **kwargs: "Any") -> "Any":
+            if len(args) == 2 and not kwargs:
+                # A bound method's own constructor call, type(method)(function, instance), as
+                # weakref.WeakMethod rebuilds the method it refers to: wrapt makes its bound
+                # wrappers with more, and refused this one with a TypeError of its own.
+                return _method_of(*args)
+            return super().__new__(cls, *args, **kwargs)
+
+        def __init__(self, *args: "Any", **kwargs: "Any") -> None:
+            if len(args) == 2 and not kwargs:
+                return  # the method __new__ found, made already
+            super().__init__(*args, **kwargs)
+
         def __get__(self, instance: "Any", owner: "Any" = None) -> "Any":
             # One read through a class and put back on it (see LibraryWrapper.__get__) reads
             # as itself through the class again, as a function does.
@@ -140,6 +153,20 @@ def library_wrapper(function_wrapper: type) -> type:
     for made, base in ((BoundLibraryWrapper, base_bound), (LibraryWrapper, function_wrapper)):
         made.__name__ = made.__qualname__ = base.__name__  # their reprs stay wrapt's
     return LibraryWrapper
+
+
+def _method_of(function: "Any", instance: "Any") -> "Any":
+    """`function` bound to `instance`: as reading it from the instance gives it (traced) where
+    that is `function`, else as a method of its own."""
+    import types  # the bootstrap's already
+
+    try:
+        bound = getattr(instance, function.__name__)
+        if getattr(bound, "__func__", None) is function and getattr(bound, "__self__", None) is instance:
+            return bound
+    except Exception:  # noqa: BLE001 - the instance's own attribute code: the plain method then
+        pass
+    return types.MethodType(function, instance)
 
 
 def _nothing(*args: "Any") -> None:
