@@ -326,6 +326,18 @@ def test_a_general_endpoint_with_a_query_or_fragment_is_named_and_a_signal_s_own
     assert Settings.from_env(env, warn=False).sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", None),)
 
 
+def test_an_endpoint_whose_host_has_an_empty_label_is_named_and_the_default_used(monkeypatch, caplog):
+    # GIVEN the traces' own endpoint with a doubled dot in its host (a trailing dot, a fully
+    # qualified name, is good)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.internal.:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector..internal:4318/v1/traces"}
+    endpoint, _, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN it is named once, and the traces go to the general endpoint (before: it passed, and
+    # every traces export failed at once with "label empty or too long", unnamed)
+    assert endpoint == "http://collector.internal.:4318/v1/traces", (endpoint, warnings)
+    (warning,) = warnings
+    assert "ignoring OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" in warning and "an empty label" in warning, warning
+
+
 def test_a_signal_s_own_endpoint_ignored_takes_the_general_headers_not_its_own(monkeypatch, caplog):
     # GIVEN the traces' own endpoint written without its scheme (ignored, the general one used),
     # with credentials of its own

@@ -240,6 +240,9 @@ def _http_url(raw: str) -> None:
         name, _, port = host.partition(":")
     if not name:
         raise ValueError(f"expected a host after {scheme}://")
+    if not host.startswith("[") and "" in name.rstrip(".").split("."):
+        # "collector..internal": no name resolves so; the lookup refused it at every export.
+        raise ValueError("a host name with an empty label")
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError("the port must be a number from 1 to 65535")
 
