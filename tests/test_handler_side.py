@@ -326,6 +326,53 @@ def test_a_general_endpoint_with_a_query_or_fragment_is_named_and_a_signal_s_own
     assert Settings.from_env(env, warn=False).sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", None),)
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict:
+    """A CA, client certificates and keys in the forms users hand over."""
+    from lambdawrap.devtools.otlp_receiver.certificates import make_test_pki
+
+    folder = tmp_path_factory.mktemp("tls")
+    pki = make_test_pki(folder)
+    x509 = folder / "x509.pem"  # the label OpenSSL and gRPC accept too
+    x509.write_text(open(pki["client.pem"]).read().replace("BEGIN CERTIFICATE", "BEGIN X509 CERTIFICATE").replace("END CERTIFICATE", "END X509 CERTIFICATE"))
+    combined = folder / "combined.pem"
+    combined.write_text(open(pki["client.pem"]).read() + open(pki["client.key"]).read())
+    encrypted = folder / "encrypted.key"
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-in", pki["client.key"], "-out", str(encrypted), "-passout", "pass:p4ss"], check=True, capture_output=True, timeout=60)
+    return {**pki, "x509.pem": str(x509), "combined.pem": str(combined), "encrypted.key": str(encrypted)}
+
+
+@pytest.mark.parametrize(
+    "protocol, env, ignored",
+    [
+        # a certificate under the X509 label is good; over gRPC its key goes with it
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "x509.pem", "CLIENT_KEY": "client.key"}, {}),
+        ("http/protobuf", {"CERTIFICATE": "x509.pem"}, {}),
+        # over OTLP/HTTP a certificate's file may hold its key; over gRPC the key is read from
+        # CLIENT_KEY alone, and one half of the pair aborted the companion
+        ("http/protobuf", {"CLIENT_CERTIFICATE": "combined.pem"}, {}),
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem"}, {"CLIENT_CERTIFICATE": "goes with OTEL_EXPORTER_OTLP_CLIENT_KEY"}),
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_KEY": "client.key"}, {"CLIENT_KEY": "goes with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}),
+        # one of the pair refused takes the other with it over gRPC
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.key", "CLIENT_KEY": "client.key"}, {"CLIENT_CERTIFICATE": "holds no PEM certificate", "CLIENT_KEY": "goes with"}),
+        # an encrypted key: the exporters pass no password
+        ("http/protobuf", {"CLIENT_CERTIFICATE": "client.pem", "CLIENT_KEY": "encrypted.key"}, {"CLIENT_KEY": "an encrypted key"}),
+    ],
+)
+def test_certificate_and_key_files_are_held_to_what_each_protocol_reads(tls_files, caplog, protocol, env, ignored):
+    # GIVEN TLS files for the collector, as `env` names them, over `protocol`
+    values = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **{f"OTEL_EXPORTER_OTLP_{name}": tls_files[file] for name, file in env.items()}}
+    # WHEN the settings are read
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        settings = Settings.from_env(values)
+    # THEN exactly the files the exporters cannot use are unset, each named once with why
+    assert {variable for variable, value in settings.sdk_corrections if value is None} == {f"OTEL_EXPORTER_OTLP_{name}" for name in ignored}, settings.sdk_corrections
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == len(ignored), warnings
+    for name, why in ignored.items():
+        assert [w for w in warnings if f"ignoring OTEL_EXPORTER_OTLP_{name}=" in w and why in w], (name, warnings)
+
+
 def test_an_endpoint_whose_host_has_an_empty_label_is_named_and_the_default_used(monkeypatch, caplog):
     # GIVEN the traces' own endpoint with a doubled dot in its host (a trailing dot, a fully
     # qualified name, is good)

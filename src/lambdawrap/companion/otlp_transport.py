@@ -445,15 +445,15 @@ def _tls_context(verify: bool | str, cert: str | tuple | None, environ: Mapping[
                 files = cert if isinstance(cert, tuple) else (cert,)
                 try:
                     context.load_cert_chain(*files)
-                except ssl.SSLError as exc:
+                except OSError as exc:  # ssl.SSLError too
                     context = _verifying_context(verify is not False, cafile)  # none of a half-loaded chain
-                    # A key that does not match its certificate, which no check of the files'
-                    # forms finds: built again and refused at every attempt, as a failed
+                    # A key that does not match its certificate (or one the checks of the files'
+                    # forms let by): built again and refused at every attempt, as a failed
                     # connection retried for the exporter's whole timeout, the variables unnamed.
                     get_logger().warning(
                         "lambdawrap: ignoring the client certificate and key %s (OTEL_EXPORTER_OTLP_[signal_]CLIENT_CERTIFICATE, _CLIENT_KEY; %s); using the default (none)",
                         " and ".join(repr(each) for each in files),
-                        exc.reason or exc,
+                        getattr(exc, "reason", None) or exc,
                     )
             _TLS_CONTEXTS[key] = context
     return context

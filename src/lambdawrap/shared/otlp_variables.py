@@ -73,20 +73,7 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 # The exporters would send to the URL blanks and all.
                 warn("lambdawrap: %s=%r has blanks around it; using %r", variable, shown_url(raw), shown_url(raw.strip()))
                 found.append((variable, raw.strip()))
-        for name, default in (("CERTIFICATE", "(the system's CA certificates)"), ("CLIENT_KEY", "(none)"), ("CLIENT_CERTIFICATE", "(none)")):
-            variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
-            path = env.get(variable, "")
-            # A file missing fails every export over https with "No such file or directory",
-            # naming neither the file nor the variable, and it is retried as a failed connection;
-            # a file that is not PEM (a certificate in DER, as a .crt often comes) the same way,
-            # with "[X509: NO_CERTIFICATE_OR_CRL_FOUND]".
-            if not path.strip():
-                continue
-            problem = "no file this process can read" if not _readable_file(path) else _pem_problem(path, name, env, prefix)
-            if problem:
-                shown = f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default
-                warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, shown)
-                found.append((variable, None))
+        found.extend(_tls_file_corrections(env, protocols, prefix, warn))
         if read_over_grpc(env, protocols, prefix, "INSECURE"):
             found.extend(_insecure(env, f"OTEL_EXPORTER_OTLP_{prefix}INSECURE", warn))
         headers = f"OTEL_EXPORTER_OTLP_{prefix}HEADERS"
@@ -195,33 +182,80 @@ _PEM_SEARCH_BYTES = 1024 * 1024
 
 # The PEM blocks each file must hold: a key given for a CA (or the other way round) failed every
 # export over https with "[SSL] PEM lib", retried as a failed connection.
-_CERTIFICATE_BLOCKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
+_CERTIFICATE_BLOCKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----", b"-----BEGIN X509 CERTIFICATE-----")
 _KEY_BLOCK = b" PRIVATE KEY-----"  # PKCS#8's, and RSA's and EC's of old
+# An encrypted key: the exporters pass no password (OpenSSL then asks for one on the terminal).
+_ENCRYPTED = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+_TLS_DEFAULTS = (("CERTIFICATE", "(the system's CA certificates)"), ("CLIENT_KEY", "(none)"), ("CLIENT_CERTIFICATE", "(none)"))
 
 
-def _pem_problem(path: str, name: str, env: Mapping[str, str], prefix: str) -> str | None:
-    """What is wrong with a readable certificate or key file for the variable `name` (PEM, the
-    only form the exporters load; the block it must hold); None: nothing found."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(_PEM_SEARCH_BYTES)
-    except OSError:
+def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str, warn: Callable[..., None]) -> list:
+    """The certificate and key files of `prefix` the exporters cannot use, each named once and
+    unset. A file missing failed every export over https with "No such file or directory", one
+    not PEM (a certificate in DER, as a .crt often comes) with "[X509:
+    NO_CERTIFICATE_OR_CRL_FOUND]", each retried as a failed connection, naming neither the
+    file nor the variable. Over gRPC a client certificate without its key (or the other way
+    round) aborted the companion: one of the pair refused unsets the other."""
+    found: list = []
+    kept: dict = {}
+    for name, default in _TLS_DEFAULTS:
+        variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
+        path = env.get(variable, "")
+        if not path.strip():
+            continue
+        problem = _pem_problem(path, name)
+        if problem is None:
+            kept[name] = path
+            continue
+        warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)
+        found.append((variable, None))
+    certificate, key = kept.get("CLIENT_CERTIFICATE"), kept.get("CLIENT_KEY")
+    over_grpc = any(protocol == "grpc" and (not prefix or prefix == signal.upper() + "_") for signal, protocol in protocols)
+    if over_grpc and (certificate is None) != (key is None):
+        # gRPC reads the pair of one prefix together, the key from CLIENT_KEY alone.
+        name, missing = ("CLIENT_CERTIFICATE", "CLIENT_KEY") if key is None else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
+        variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
+        warn("lambdawrap: ignoring %s=%r (over gRPC it goes with OTEL_EXPORTER_OTLP_%s%s, which is not set or was ignored); using the default (none)", variable, kept[name], prefix, missing)
+        found.append((variable, None))
+    elif not over_grpc and certificate is not None and key is None and not _client_key_set(env, prefix) and not _holds(certificate, (_KEY_BLOCK,)):
+        # The key comes from the certificate's file when none is configured.
+        variable = f"OTEL_EXPORTER_OTLP_{prefix}CLIENT_CERTIFICATE"
+        warn("lambdawrap: ignoring %s=%r (no client key is set, and the file holds none); using the default %s", variable, certificate, "from OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" if prefix else "(none)")
+        found.append((variable, None))
+    return found
+
+
+def _pem_problem(path: str, name: str) -> str | None:
+    """What is wrong with the certificate or key file for the variable `name` (PEM, the only
+    form the exporters load; the block it must hold); None: nothing found."""
+    if not _readable_file(path):
         return "no file this process can read"
+    head = _head(path)
     if b"-----BEGIN " not in head:
         return "not PEM: the exporters read no other form"
     if name == "CLIENT_KEY":
+        if any(mark in head for mark in _ENCRYPTED):
+            return "an encrypted key: the exporters pass no password"
         return None if _KEY_BLOCK in head else "holds no PEM private key"
-    if not any(block in head for block in _CERTIFICATE_BLOCKS):
-        return "holds no PEM certificate"
-    if name == "CLIENT_CERTIFICATE" and _KEY_BLOCK not in head and not _client_key_set(env, prefix):
-        # The key comes from the certificate's file when none is configured.
-        return "no client key is set, and the file holds none"
-    return None
+    return None if any(block in head for block in _CERTIFICATE_BLOCKS) else "holds no PEM certificate"
+
+
+def _holds(path: str, blocks: tuple) -> bool:
+    head = _head(path)
+    return any(block in head for block in blocks)
+
+
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(_PEM_SEARCH_BYTES)
+    except OSError:
+        return b""
 
 
 def _client_key_set(env: Mapping[str, str], prefix: str) -> bool:
-    """Whether a client key is configured where the certificate of `prefix` is read: a
-    signal's own or the general one (for the general certificate, any signal's too)."""
+    """Whether a client key is configured where the certificate of `prefix` is read over
+    OTLP/HTTP: a signal's own or the general one (for the general certificate, any signal's too)."""
     prefixes = (prefix, "") if prefix else PREFIXES
     return any(env.get(f"OTEL_EXPORTER_OTLP_{each}CLIENT_KEY", "").strip() for each in prefixes)
 
