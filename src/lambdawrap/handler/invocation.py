@@ -670,12 +670,29 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
     if stack is None:
         stack = _frames_only(frames, kind, message)
     if redact is not None:
-        message, stack = redact(message), redact(stack)
+        message, stack = _redacted_before_cut(message, stack, redact)
     return {
         "type": kind,
         "message": secret_cuts.head(message, MAX_MESSAGE_CHARS),
         "stack": secret_cuts.tail(stack, MAX_STACK_CHARS),
     }
+
+
+def _redacted_before_cut(message: str, stack: str, redact: Callable[[str], str]) -> tuple:
+    """The message's head and the stack's tail, each redacted before describe_exception cuts
+    it: a tail cut may start inside a query, its '?' cut away. Read from a line's start a
+    message's length before what the stack keeps, which the line holding the cut is no longer
+    than; each redaction bounded so (a 4 MB message in a hook's error cost 0.4 s)."""
+    message = redact(message[: MAX_MESSAGE_CHARS + _REDACTION_MARGIN])
+    start = len(stack) - MAX_STACK_CHARS - MAX_MESSAGE_CHARS - _REDACTION_MARGIN
+    if start > 0:
+        line = stack.find("\n", start, len(stack) - MAX_STACK_CHARS) + 1
+        stack = stack[line:] if line else stack[start:]
+    return message, redact(stack)
+
+
+# Beyond a cut, what a redaction may shorten to within it (a value replaced by its marker).
+_REDACTION_MARGIN = 1024
 
 
 # What Python 3.12+ adds to the text of a NameError, AttributeError or ImportError as it formats

@@ -358,28 +358,28 @@ def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
         import re
 
         _runs.append(re.compile(_RUN_PATTERN))
-    # A text that is a URL or a path is read from its first '?' to its first '#' or line end:
-    # its path or its query may hold a blank ("my report.pdf?...", "filename=a b.pdf&sig=...").
-    # Only such a text: in one that holds a URL (a message, a stack trace), a key's value would
-    # run on to the next '&' of a later line, and the text between go as its value.
-    first = text.index("?")
-    whole = _query_redacted(text, first, _line_end(text, first), keys, marker) if _is_url_or_path(text, first) else text
+    whole = _lines_redacted(text, keys, marker)
     redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), whole)
     return text if redacted == text else redacted
 
 
-def _is_url_or_path(text: str, query: int) -> bool:
-    """Whether `text` begins as a path or a URL (a scheme's `name://`) does, up to its query."""
-    if text[0] == "/":
-        return True
-    scheme = text.find("://", 0, query)
-    name = text[:scheme]
-    return scheme > 0 and name.isascii() and name[0].isalpha() and name.replace("+", "").replace("-", "").replace(".", "").isalnum()
-
-
-def _line_end(text: str, start: int) -> int:
-    ends = [end for end in (text.find("\n", start), text.find("\r", start)) if end >= 0]
-    return min(ends) if ends else len(text)
+def _lines_redacted(text: str, keys: frozenset, marker: str) -> str:
+    """Each line of `text` holding a URL or a path before its first '?' read as a query from
+    there to the line's end or a '#': a URL's path or query may hold a blank ("my report.pdf?...",
+    "filename=a b.pdf&sig=..."), which the runs part. Bounded by the line: in a stack trace, a
+    key's value would otherwise run on to the next '&' of a later line, the lines between taken
+    for it."""
+    lines = text.splitlines(keepends=True) if "\n" in text or "\r" in text else [text]
+    changed = False
+    for index, line in enumerate(lines):
+        query = line.find("?")
+        if query < 0 or "/" not in line[:query] or "=" not in line:
+            continue
+        end = len(line.rstrip("\r\n"))
+        redacted = _query_redacted(line, query, end, keys, marker)
+        if redacted is not line:
+            lines[index], changed = redacted, True
+    return "".join(lines) if changed else text
 
 
 def _run_redacted(run: str, keys: frozenset, marker: str) -> str:
