@@ -2091,6 +2091,11 @@ def handler(event, context):
         asyncio.run(aiohttp_get(base + "/status/503?via=aiohttp"))
     except aiohttp.ClientResponseError as exc:
         raised.append([type(exc).__name__, exc.status])
+    # a hook that checks another request, which raises for its own answer
+    try:
+        requests.get(base + "/status/200?via=checked", hooks={"response": lambda r, **k: requests.get(base + "/status/503?via=check", timeout=5).raise_for_status()}, timeout=5)
+    except requests.HTTPError as exc:
+        raised.append([type(exc).__name__, exc.response.status_code])
     return raised
 """
 
@@ -2101,9 +2106,11 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
     # raise_for_status=True
     task = write_function(tmp_path / "task", RAISES_FOR_STATUS)
     without, result, rx, _ = without_and_with_the_layer(task)
-    calls = children(rx, invocation_span(rx, result.request_id), 2)
+    calls = children(rx, invocation_span(rx, result.request_id), 4)
+    checked, check = sorted((span for span in calls if "via=check" in span["attributes"]["url.full"]), key=lambda span: span["attributes"]["url.full"])
+    calls = [span for span in calls if "via=check" not in span["attributes"]["url.full"]]
     # THEN the function saw what it sees without the layer
-    assert without == [["HTTPError", 404], ["ClientResponseError", 503]]
+    assert without == [["HTTPError", 404], ["ClientResponseError", 503], ["HTTPError", 503]]
     assert result.json() == without
     # ...and each span is the answer's, as for an answer the library returns: its status code,
     # error.type the code, no exception event (before: error.type HTTPError/ClientResponseError,
@@ -2112,6 +2119,11 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
         assert span["attributes"]["http.response.status_code"] == status, span
         assert span["attributes"]["error.type"] == str(status) and span["status_code"] == 2, span
         assert [e["name"] for e in span["events"]] == [], span
+    # ... and a request whose hook raised for another's answer keeps its own: answered 200, then
+    # failed with the hook's error (before: recorded as answered 503, the other's status)
+    assert check["attributes"]["http.response.status_code"] == 503 and check["attributes"]["error.type"] == "503", check
+    assert checked["attributes"]["http.response.status_code"] == 200 and checked["attributes"]["error.type"] == "HTTPError", checked
+    assert [e["name"] for e in checked["events"]] == ["exception"], checked
 
 
 CALLS_FROM_A_RESPONSE_HOOK = """

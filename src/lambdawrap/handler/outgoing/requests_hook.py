@@ -22,13 +22,14 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 
 
 class _Answered:
-    """A traced request's mark of the context: the status of the last response it handed its
-    hooks (a redirect's too). Gone with the mark when the request ends, so nothing of it stays
-    in the function's context."""
+    """A traced request's mark of the context: the last response it handed its hooks (a
+    redirect's too) and its status. Gone with the mark when the request ends, so nothing of it
+    stays in the function's context."""
 
-    __slots__ = ("status",)
+    __slots__ = ("response", "status")
 
     def __init__(self) -> None:
+        self.response: "Any" = None
         self.status: "int | None" = None
 
 
@@ -50,11 +51,17 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     request_error = getattr(module, "RequestException", ())  # HTTPError's base
 
     def failed(call: "Any", exc: BaseException) -> None:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
+        answered = IN_CLIENT_CALL.get()
+        response = getattr(exc, "response", None)
+        if getattr(answered, "response", None) not in (None, response):
+            # Another request's answer (one a hook made and raised for), not this one's.
+            calls.failed(call, exc, answered.status)
+            return
+        status = getattr(response, "status_code", None)
         if isinstance(exc, request_error) and type(status) is int and status >= 400:
             calls.answered(call, status)  # an answer, which a response hook raised for
         else:
-            calls.failed(call, exc, status if type(status) is int else getattr(IN_CLIENT_CALL.get(), "status", None))
+            calls.failed(call, exc, status if type(status) is int else getattr(answered, "status", None))
 
     module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
 
@@ -73,7 +80,7 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     if marked:
         status = getattr(args[2], "status_code", None) if len(args) > 2 and args[0] == "response" else None
         if type(status) is int and isinstance(marked, _Answered):
-            marked.status = status
+            marked.response, marked.status = args[2], status
         token = mark(IN_RESPONSE_HOOK, suppress=False)
     try:
         return wrapped(*args, **kwargs)
