@@ -344,7 +344,7 @@ def test_otlp_json_with_hex_ids(receiver: OtlpReceiver) -> None:
         "kv": {"nested": False},
         "raw": b"\x00\x01",
     }
-    assert span["events"] == [{"name": "ev", "attributes": {}, "time_unix_nano": 1544712660500000000}]
+    assert span["events"] == [{"name": "ev", "attributes": {}, "dropped_attributes_count": 0, "time_unix_nano": 1544712660500000000}]
     assert span["links"] == [{"trace_id": link_trace, "span_id": link_span, "attributes": {}, "flags": 0}]
     assert (span["status_code"], span["status_message"]) == (PROTO_STATUS_ERROR, "bad")
     assert span["resource"] == {"service.name": "json-svc"} and span["scope"] == "json-scope"

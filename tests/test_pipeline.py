@@ -961,6 +961,75 @@ def test_span_limits_are_read_as_the_sdk_reads_them(tmp_path, monkeypatch):
     assert [link["attributes"] for link in ours["links"]] == [link["attributes"] for link in theirs["links"]]
 
 
+FAILS_AFTER_A_CALL = """
+import os, urllib.request
+
+def handler(event, context):
+    with urllib.request.urlopen(os.environ["HTTP_BASE"] + "/status/200?" + "q" * 64, timeout=10):
+        pass
+    raise ValueError("a message longer than the limit " * 4)
+"""
+
+
+def test_the_spans_lambdawrap_makes_keep_the_sdk_s_span_limits(tmp_path):
+    from support.local_servers import recording_server
+
+    # GIVEN span limits that every span lambdawrap makes is over: few attributes, short values,
+    # one attribute per event
+    limits = {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "24", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "1"}
+    task = write_function(tmp_path / "task", FAILS_AFTER_A_CALL)
+    with recording_server() as http, instrumented(task, env={**limits, "HTTP_BASE": http.url, "LAMBDAWRAP_CAPTURE_PAYLOAD": "true"}) as (emu, rx):
+        # WHEN the function makes a call and fails
+        result = emu.invoke({"note": "n" * 100})
+        assert result.function_error == "Unhandled"
+        # (the invocation's id is among the attributes dropped: the SDK keeps the newest)
+        invocation = rx.wait_for_spans(lambda s: s["kind"] == 2, timeout=30)[0]
+        client = rx.wait_for_spans(lambda s: s["kind"] == 3, timeout=30)[0]
+    # THEN the invocation's span and the call's keep 5 attributes, the others counted as
+    # dropped, each value cut to 24 characters, and the exception event one attribute (before:
+    # all kept whole, the limits applied to the function's own spans only)
+    assert len(invocation["attributes"]) == 5 and invocation["dropped_attributes_count"] > 0, invocation
+    assert len(client["attributes"]) <= 5 and len(client["attributes"]["url.full"]) == 24, client
+    for span in (invocation, client):
+        assert all(len(value) <= 24 for value in span["attributes"].values() if isinstance(value, str)), span
+    (exception,) = [event for event in invocation["events"] if event["name"] == "exception"]
+    assert len(exception["attributes"]) == 1 and exception["dropped_attributes_count"] >= 2, exception
+
+
+def test_span_limits_keep_what_the_sdk_keeps_of_a_span_lambdawrap_builds():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from lambdawrap.companion.span_building import SpanBuilder
+    from lambdawrap.shared import span_limits
+
+    # GIVEN limits, and a span's attributes and events over each of them
+    env = {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "3", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "6", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4", "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "2", "OTEL_SPAN_EVENT_COUNT_LIMIT": "2"}
+    limits, _ = span_limits.read(env, lambda *args: None)
+    attributes = {"a": "aaaaaaaa", "b": 1, "c": ["cccccccc", "cc"], "d": True, "e": "eeeeeeee"}
+    events = [(f"e{i}", {"x": "xxxxxxxxxx", "y": 2, "z": ["zzzzzzzzz"]}) for i in range(3)]
+    # WHEN lambdawrap's builder makes it, and the SDK records it with the same limits
+    ours = SpanBuilder(Resource.create({}), "f", lambda trace_id: True, limits).span(
+        name="s", trace_id=1, span_id=2, parent_id=None, kind=SpanKind.SERVER, attributes=dict(attributes), start=1, end=2, status=Status(StatusCode.UNSET),
+        events=[Event(name, dict(attrs), timestamp=3) for name, attrs in events],
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=3, max_attribute_length=6, max_span_attribute_length=4, max_event_attributes=2, max_events=2))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("t").start_span("s", attributes=dict(attributes))
+    for name, attrs in events:
+        span.add_event(name, dict(attrs))
+    span.end()
+    (theirs,) = exporter.get_finished_spans()
+    # THEN both keep the same attributes, events and counts of what was dropped
+    assert dict(ours.attributes) == dict(theirs.attributes) and ours.dropped_attributes == theirs.dropped_attributes == 2
+    assert [(e.name, dict(e.attributes), e.dropped_attributes) for e in ours.events] == [(e.name, dict(e.attributes), e.dropped_attributes) for e in theirs.events]
+    assert ours.dropped_events == theirs.dropped_events == 1
+
+
 FLAGS_BATTERY = """
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags

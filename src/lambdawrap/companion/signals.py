@@ -63,7 +63,7 @@ class Signals:
         self.settings = settings
         self.resource = resource
         sampled = make_sampler(settings.sampler, settings.sampler_ratio)
-        self.builder = SpanBuilder(resource, settings.function_name, lambda trace_id: sampled(trace_id, None))
+        self.builder = SpanBuilder(resource, settings.function_name, lambda trace_id: sampled(trace_id, None), settings.span_limits)
         self.spans = SpanBuffer(settings.buffer_max_spans, self.dropped)
         self.logs = LogBuffer(self.dropped)
         self._logs_exported = "logs" in settings.exported_signals

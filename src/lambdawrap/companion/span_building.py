@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -27,10 +28,12 @@ from lambdawrap.companion.correlator import InitFacts, Invocation, platform_dura
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.companion.sized_items import take_front
+from lambdawrap.companion.span_bounds import bounded_attributes, bounded_events
 from lambdawrap.shared.attribute_values import BYTES_TAG, MAX_NESTING
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES, event_ok
 from lambdawrap.shared.semconv import SCHEMA_URL
+from lambdawrap.shared.span_limits import SpanLimits
 from lambdawrap.shared.w3c_fields import parse_tracestate
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)
@@ -182,15 +185,16 @@ def cold_start(inv: Invocation) -> bool:
 
 
 class SpanBuilder:
-    def __init__(self, resource: Resource, function_name: str, sampled_as_root: Callable[[int], bool]) -> None:
+    def __init__(self, resource: Resource, function_name: str, sampled_as_root: Callable[[int], bool], limits: SpanLimits | None = None) -> None:
         self.resource = resource
+        self._limits = limits  # the SDK's span limits, None for none (a rehearsal's span)
         self.function_name = function_name or "function"
         self._sampled_as_root = sampled_as_root
         self._resource_id_of = functools.partial(function_resource_id, version=str(resource.attributes.get("faas.version") or ""))
         self._resource_ids: dict = {}  # invoked ARN -> cloud.resource_id: one environment sees few
         self._scopes: dict = {}
 
-    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None, clean: Callable[[Mapping], dict] | None = None, parent_remote: bool = False) -> ReadableSpan:
+    def span(self, *, name: str, trace_id: int, span_id: int, parent_id: int | None, kind: SpanKind, attributes: dict, start: int, end: int, status: Status, events: list = (), links: list = (), scope: InstrumentationScope = SCOPE, trace_state: object = None, clean: Callable[[Mapping], dict] | None = None, parent_remote: bool = False, bounded: bool = True) -> ReadableSpan:
         # The trace's W3C tracestate, as the SDK's samplers give a span its parent's: checked
         # here (the function's process carries it as it came), so that the SDK never logs it.
         checked = parse_tracestate(trace_state) if trace_state else ""
@@ -199,15 +203,21 @@ class SpanBuilder:
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))
         clean = clean or clean_attributes
+        limits = self._limits
+        attributes = clean(attributes)
         if events:
             events = [Event(encodable(e.name), clean(e.attributes or {}), timestamp=e.timestamp) for e in events]
+        if limits is not None and bounded:
+            attributes = bounded_attributes(attributes, limits.span_attributes, limits.span_attribute_length)
+            if events:
+                events = bounded_events([Event(e.name, bounded_attributes(e.attributes, limits.event_attributes, limits.attribute_length), timestamp=e.timestamp) for e in events], limits.events)
         return ReadableSpan(
             name=encodable(name),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=state),
             parent=parent,
             resource=self.resource,
-            attributes=clean(attributes),
-            events=tuple(events),
+            attributes=attributes,
+            events=events if isinstance(events, BoundedList) else tuple(events),
             links=tuple(links),
             kind=kind,
             instrumentation_scope=scope,
@@ -446,6 +456,9 @@ class SpanBuilder:
             scope=self._user_scope(raw),
             trace_state=raw.get("trace_state"),
             clean=clean_any_attributes,
+            # The function's own spans came within the limits, as the SDK keeps them (an
+            # object's text is not cut); a client call's span of ours did not.
+            bounded=str(raw.get("scope") or "").startswith(CLIENT_SCOPE_PREFIX),
         )
 
 

@@ -166,12 +166,15 @@ def _flat_span(resource: Item, scope_entry: Any, scope_attributes: Item, span: A
         "start_time_unix_nano": span.start_time_unix_nano,
         "end_time_unix_nano": span.end_time_unix_nano,
         "attributes": _attributes(span.attributes),
+        "dropped_attributes_count": span.dropped_attributes_count,
+        "dropped_events_count": span.dropped_events_count,
         "status_code": int(span.status.code),
         "status_message": span.status.message,
         "events": [
             {
                 "name": event.name,
                 "attributes": _attributes(event.attributes),
+                "dropped_attributes_count": event.dropped_attributes_count,
                 "time_unix_nano": event.time_unix_nano,
             }
             for event in span.events
