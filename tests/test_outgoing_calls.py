@@ -2919,8 +2919,8 @@ import os, sys
 import http.client, requests, urllib.request
 
 def handler(event, context):
-    requests.get(os.environ["HTTP_BASE"] + "/status/200", timeout=10)
-    with urllib.request.urlopen(os.environ["HTTP_BASE"] + "/status/200", timeout=10):
+    requests.get(event["http"] + "/status/200", timeout=10)
+    with urllib.request.urlopen(event["http"] + "/status/200", timeout=10):
         pass
     import _contextvars
     return {
@@ -2932,17 +2932,12 @@ def handler(event, context):
 
 
 def test_traced_calls_leave_the_function_s_modules_and_context_as_they_were(tmp_path):
+    # GIVEN a function with a module of its own named `contextvars`
     task = write_function(tmp_path / "task", CONTEXT_LEFT_AS_IT_WAS)
     (task / "contextvars.py").write_text("import os\nos.environ['own_contextvars_ran'] = '1'\n")
-    with recording_server() as http:
-        env = {"HTTP_BASE": http.url}
-        # GIVEN the function's answer without the layer
-        with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
-            without = bare.invoke({}).json()
-        # WHEN it runs with the layer
-        with instrumented(task, env=env) as (emu, rx):
-            result = emu.invoke({})
-            clients = rx.wait_for_spans(lambda s: s["kind"] == 3, count=2, timeout=30)
+    # WHEN it runs without the layer and with it
+    without, result, rx, _ = without_and_with_the_layer(task)
+    clients = children(rx, invocation_span(rx, result.request_id), 2)
     # THEN its module named `contextvars` never ran, the standard one was not imported, and the
     # calls left nothing in its context (before: the hooks' `import contextvars` ran the
     # function's file, and each requests call left a variable of lambdawrap's set), while both
@@ -2959,29 +2954,24 @@ import http.client, requests
 from urllib.parse import urlsplit
 
 def handler(event, context):
-    base = urlsplit(os.environ["HTTP_BASE"])
+    base = urlsplit(event["http"])
     connection = http.client.HTTPConnection(base.hostname, base.port, timeout=10)
     weakref.WeakMethod(connection.request)()("GET", "/status/200")
     status = weakref.WeakMethod(connection.getresponse)()().status
     weakref.WeakMethod(connection.close)()()
     session = requests.Session()
     send = weakref.WeakMethod(session.send)()
-    answered = send(requests.Request("GET", os.environ["HTTP_BASE"] + "/status/204").prepare(), timeout=10).status_code
+    answered = send(requests.Request("GET", event["http"] + "/status/204").prepare(), timeout=10).status_code
     return {"statuses": [status, answered], "bound": [send.__self__ is session, send == session.send]}
 """
 
 
 def test_a_weakly_referenced_client_method_is_the_method_and_its_calls_are_traced(tmp_path):
+    # GIVEN a function calling through weak references to its clients' methods
     task = write_function(tmp_path / "task", CALLS_THROUGH_WEAK_METHODS)
-    with recording_server() as http:
-        env = {"HTTP_BASE": http.url}
-        # GIVEN the function's answer without the layer
-        with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
-            without = bare.invoke({}).json()
-        # WHEN it runs with the layer
-        with instrumented(task, env=env) as (emu, rx):
-            result = emu.invoke({})
-            clients = rx.wait_for_spans(lambda s: s["kind"] == 3, count=2, timeout=30)
+    # WHEN it runs without the layer and with it
+    without, result, rx, _ = without_and_with_the_layer(task)
+    clients = children(rx, invocation_span(rx, result.request_id), 2)
     # THEN it answers as without (before: WeakMethod raised TypeError rebuilding each method:
     # "FunctionWrapperBase() missing required argument 'wrapper'"), and both calls are spans
     assert result.json() == without == {"statuses": [200, 204], "bound": [True, True]}, (result.json(), without)
