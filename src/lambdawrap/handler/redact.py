@@ -135,7 +135,10 @@ class _Writer:
         redacted by url.query's keys and the configured ones, wherever it is: a CloudFormation
         custom resource's ResponseURL, S3 Object Lambda's inputS3Url, a redirect's Location are
         presigned URLs, live credentials."""
-        self._redacted_head(text, self._urls_redacted)
+        if "?" in text and "=" in text:
+            self._redacted_head(text, self._urls_redacted)
+        else:
+            self._string(text)  # most texts hold no query: nothing to redact
 
     def _urls_redacted(self, text: str) -> str:
         return urls_redacted(text, self.query_keys)
@@ -144,8 +147,11 @@ class _Writer:
         """`text` written with `redact` run over the head of it the output can hold: a long
         text costs what is written, not its length. When redaction shortened a cut head, the
         output is said to be cut, not filled from a tail that was never read."""
-        room = self._room()
+        room = self.limit - self.size + 1
         cut = len(text) > room
+        if cut:  # the slack is worked out only for a text the output cannot hold whole
+            room += secret_cuts.slack()
+            cut = len(text) > room
         head = text[:room] if cut else text
         redacted = redact(head)
         if redacted == head:
@@ -180,7 +186,7 @@ class _Writer:
                 self._string(redact_query(item, self.query_keys))
             elif low == "body" and isinstance(item, str) and depth + 1 < MAX_DEPTH:
                 self._body(str.__str__(item), depth + 1, encoded)
-            elif isinstance(item, str) and depth + 1 < MAX_DEPTH and _record_data(low, value) and _looks_base64(item):
+            elif (low == "data" or low == "value") and isinstance(item, str) and depth + 1 < MAX_DEPTH and _record_data(low, value) and _looks_base64(item):
                 self._body(str.__str__(item), depth + 1, True)
             elif low in _PARAMETER_MAPS and isinstance(item, dict) and self.keys is not self.query_keys:
                 keys, self.keys = self.keys, self.query_keys
