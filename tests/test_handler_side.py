@@ -351,8 +351,13 @@ def tls_files(tmp_path_factory) -> dict:
         # over OTLP/HTTP a certificate's file may hold its key; over gRPC the key is read from
         # CLIENT_KEY alone, and one half of the pair aborted the companion
         ("http/protobuf", {"CLIENT_CERTIFICATE": "combined.pem"}, {}),
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem"}, {"CLIENT_CERTIFICATE": "goes with OTEL_EXPORTER_OTLP_CLIENT_KEY"}),
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.pem"}, {"CLIENT_CERTIFICATE": "goes with OTEL_EXPORTER_OTLP_CLIENT_KEY"}),
         ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_KEY": "client.key"}, {"CLIENT_KEY": "goes with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}),
+        # ... though a certificate's file that holds its key is given to gRPC as the key too
+        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem"}, {"CLIENT_KEY": "combined.pem"}),
+        # gRPC reads no pair where the prefix's CERTIFICATE is not set: the OTLP/HTTP signals
+        # keep theirs
+        ("http/protobuf", {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "CLIENT_CERTIFICATE": "combined.pem"}, {}),
         # one of the pair refused takes the other with it over gRPC
         ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.key", "CLIENT_KEY": "client.key"}, {"CLIENT_CERTIFICATE": "holds no PEM certificate", "CLIENT_KEY": "goes with"}),
         # an encrypted key: the exporters pass no password
@@ -361,12 +366,16 @@ def tls_files(tmp_path_factory) -> dict:
 )
 def test_certificate_and_key_files_are_held_to_what_each_protocol_reads(tls_files, caplog, protocol, env, ignored):
     # GIVEN TLS files for the collector, as `env` names them, over `protocol`
-    values = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **{f"OTEL_EXPORTER_OTLP_{name}": tls_files[file] for name, file in env.items()}}
+    values = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **{name if name.startswith("OTEL_") else f"OTEL_EXPORTER_OTLP_{name}": tls_files.get(file, file) for name, file in env.items()}}
     # WHEN the settings are read
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         settings = Settings.from_env(values)
-    # THEN exactly the files the exporters cannot use are unset, each named once with why
+    # THEN exactly the files the exporters cannot use are unset, each named once with why (a
+    # file given in place of another, not named)
+    given = {name: tls_files[why] for name, why in ignored.items() if why in tls_files}
+    ignored = {name: why for name, why in ignored.items() if name not in given}
     assert {variable for variable, value in settings.sdk_corrections if value is None} == {f"OTEL_EXPORTER_OTLP_{name}" for name in ignored}, settings.sdk_corrections
+    assert {variable: value for variable, value in settings.sdk_corrections if value is not None} == {f"OTEL_EXPORTER_OTLP_{name}": path for name, path in given.items()}, settings.sdk_corrections
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == len(ignored), warnings
     for name, why in ignored.items():

@@ -210,19 +210,41 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)
         found.append((variable, None))
     certificate, key = kept.get("CLIENT_CERTIFICATE"), kept.get("CLIENT_KEY")
-    over_grpc = any(protocol == "grpc" and (not prefix or prefix == signal.upper() + "_") for signal, protocol in protocols)
-    if over_grpc and (certificate is None) != (key is None):
-        # gRPC reads the pair of one prefix together, the key from CLIENT_KEY alone.
+    if _grpc_reads_client_pair(env, protocols, prefix, "CERTIFICATE" in kept) and (certificate is None) != (key is None):
+        if key is None and _holds(certificate, (_KEY_BLOCK,)):
+            # gRPC reads the key from CLIENT_KEY alone; OTLP/HTTP reads it in the certificate's
+            # file, which both are given now.
+            found.append((f"OTEL_EXPORTER_OTLP_{prefix}CLIENT_KEY", certificate))
+            return found
         name, missing = ("CLIENT_CERTIFICATE", "CLIENT_KEY") if key is None else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
         variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
         warn("lambdawrap: ignoring %s=%r (over gRPC it goes with OTEL_EXPORTER_OTLP_%s%s, which is not set or was ignored); using the default (none)", variable, kept[name], prefix, missing)
         found.append((variable, None))
-    elif not over_grpc and certificate is not None and key is None and not _client_key_set(env, prefix) and not _holds(certificate, (_KEY_BLOCK,)):
+        return found
+    over_http = any(protocol != "grpc" and (not prefix or prefix == signal.upper() + "_") for signal, protocol in protocols)
+    if over_http and certificate is not None and key is None and not _client_key_set(env, prefix) and not _holds(certificate, (_KEY_BLOCK,)):
         # The key comes from the certificate's file when none is configured.
         variable = f"OTEL_EXPORTER_OTLP_{prefix}CLIENT_CERTIFICATE"
         warn("lambdawrap: ignoring %s=%r (no client key is set, and the file holds none); using the default %s", variable, certificate, "from OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" if prefix else "(none)")
         found.append((variable, None))
     return found
+
+
+def _grpc_reads_client_pair(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> bool:
+    """Whether a signal over gRPC reads the client certificate and key of `prefix`: its
+    exporter reads a pair only where that prefix's CERTIFICATE is set, a signal's own before
+    the general one."""
+    if not certificate_kept:
+        return False
+    over_grpc = [signal.upper() + "_" for signal, protocol in protocols if protocol == "grpc"]
+    if prefix:
+        return prefix in over_grpc
+    return any(not _certificate_kept(env, own) for own in over_grpc)
+
+
+def _certificate_kept(env: Mapping[str, str], prefix: str) -> bool:
+    path = env.get(f"OTEL_EXPORTER_OTLP_{prefix}CERTIFICATE", "")
+    return bool(path.strip()) and _pem_problem(path, "CERTIFICATE") is None
 
 
 def _pem_problem(path: str, name: str) -> str | None:
