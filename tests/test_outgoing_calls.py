@@ -2091,6 +2091,19 @@ def handler(event, context):
         asyncio.run(aiohttp_get(base + "/status/503?via=aiohttp"))
     except aiohttp.ClientResponseError as exc:
         raised.append([type(exc).__name__, exc.status])
+    # a hook that answers a 401 by sending again through the adapter, as HTTPDigestAuth does,
+    # then one that raises for the answer it got in its place
+    def send_again(response, **kwargs):
+        if response.status_code != 401:
+            return response
+        again = response.request.copy()
+        again.url = base + "/status/500?via=resent"
+        return response.connection.send(again, **kwargs)
+
+    try:
+        requests.get(base + "/status/401?via=resent", hooks={"response": [send_again, raise_for_status]}, timeout=5)
+    except requests.HTTPError as exc:
+        raised.append([type(exc).__name__, exc.response.status_code])
     # a hook that checks another request, which raises for its own answer
     try:
         requests.get(base + "/status/200?via=checked", hooks={"response": lambda r, **k: requests.get(base + "/status/503?via=check", timeout=5).raise_for_status()}, timeout=5)
@@ -2106,11 +2119,12 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
     # raise_for_status=True
     task = write_function(tmp_path / "task", RAISES_FOR_STATUS)
     without, result, rx, _ = without_and_with_the_layer(task)
-    calls = children(rx, invocation_span(rx, result.request_id), 4)
+    calls = children(rx, invocation_span(rx, result.request_id), 5)
     checked, check = sorted((span for span in calls if "via=check" in span["attributes"]["url.full"]), key=lambda span: span["attributes"]["url.full"])
-    calls = [span for span in calls if "via=check" not in span["attributes"]["url.full"]]
+    (resent,) = [span for span in calls if "via=resent" in span["attributes"]["url.full"]]
+    calls = [span for span in calls if "via=check" not in span["attributes"]["url.full"] and "via=resent" not in span["attributes"]["url.full"]]
     # THEN the function saw what it sees without the layer
-    assert without == [["HTTPError", 404], ["ClientResponseError", 503], ["HTTPError", 503]]
+    assert without == [["HTTPError", 404], ["ClientResponseError", 503], ["HTTPError", 500], ["HTTPError", 503]]
     assert result.json() == without
     # ...and each span is the answer's, as for an answer the library returns: its status code,
     # error.type the code, no exception event (before: error.type HTTPError/ClientResponseError,
@@ -2119,6 +2133,9 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
         assert span["attributes"]["http.response.status_code"] == status, span
         assert span["attributes"]["error.type"] == str(status) and span["status_code"] == 2, span
         assert [e["name"] for e in span["events"]] == [], span
+    # ... the answer a hook put in place of the request's is the request's (as before 0570357,
+    # which took it for another request's: failed, with the 401)
+    assert resent["attributes"]["http.response.status_code"] == 500 and resent["attributes"]["error.type"] == "500" and resent["events"] == [], resent
     # ... and a request whose hook raised for another's answer keeps its own: answered 200, then
     # failed with the hook's error (before: recorded as answered 503, the other's status)
     assert check["attributes"]["http.response.status_code"] == 503 and check["attributes"]["error.type"] == "503", check

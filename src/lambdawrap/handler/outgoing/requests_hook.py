@@ -10,6 +10,8 @@ whole, too many redirects, a hook's own error) keeps the status it was answered 
 
 from __future__ import annotations
 
+import weakref
+
 from lambdawrap.handler.invocation import drop_own_frame, labelled_as_bootstrap
 from lambdawrap.handler.outgoing.http_calls import HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.recorder import IN_CLIENT_CALL, IN_RESPONSE_HOOK, mark, unmark
@@ -19,6 +21,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from types import ModuleType
     from typing import Any, Callable
+
+
+# The responses traced sends returned, by id, while the function holds them: an error a hook
+# raises for one of them is that request's answer, not the request's whose hook it is.
+_SENDS_ANSWERED: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
 
 class _Answered:
@@ -53,9 +60,10 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def failed(call: "Any", exc: BaseException) -> None:
         answered = IN_CLIENT_CALL.get()
         response = getattr(exc, "response", None)
-        if getattr(answered, "response", None) not in (None, response):
-            # Another request's answer (one a hook made and raised for), not this one's.
-            calls.failed(call, exc, answered.status)
+        if response is not None and response is not getattr(answered, "response", None) and _SENDS_ANSWERED.get(id(response)) is response:
+            # Another traced request's answer (one a hook made and raised for), not this one's;
+            # an answer a hook put in place of this one's (an auth handler's re-send) is this one's.
+            calls.failed(call, exc, getattr(answered, "status", None))
             return
         status = getattr(response, "status_code", None)
         if isinstance(exc, request_error) and type(status) is int and status >= 400:
@@ -63,7 +71,16 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         else:
             calls.failed(call, exc, status if type(status) is int else getattr(answered, "status", None))
 
-    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered_with(calls, "status_code"), failed))
+    answered_with_status = answered_with(calls, "status_code")
+
+    def answered(call: "Any", instance: "Any", response: "Any") -> None:
+        try:
+            _SENDS_ANSWERED[id(response)] = response
+        except TypeError:  # an object no weak reference can hold: none is told apart
+            pass
+        answered_with_status(call, instance, response)
+
+    module.Session.send = function_wrapper(module.Session.send, sync_wrapper(calls, begin, answered, failed))
 
     sessions = getattr(module, "sessions", None)
     if callable(getattr(sessions, "dispatch_hook", None)):
