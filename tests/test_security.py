@@ -617,6 +617,7 @@ class TestRedaction:
             "message": "Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential=prose-cred&x=1) now",
             # a URL in a log's lines: its credential redacted, the lines after it kept
             "log": "GET https://b.s3.amazonaws.com/r.pdf?sig=log-sig failed\nretrying & giving up",
+            "asked": "Is it ok? see https://b/my file.pdf?X-Amz-Signature=asked-sig (expires in 5 min)",
             # a URL with a blank in its path, in prose
             "Message": "Your report is ready: https://b.s3.amazonaws.com/reports/Q3 report.pdf?X-Amz-Credential=prose-blank-cred&X-Amz-Signature=prose-blank-sig",
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=key-t": 1,
@@ -628,13 +629,15 @@ class TestRedaction:
         text = payload_text(event, self.KEYS)
         out = json.loads(text)
         # THEN none of them is in the text, and what is no credential is kept as it came
-        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig", "log-sig", "prose-blank-cred", "prose-blank-sig"):
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig", "log-sig", "prose-blank-cred", "prose-blank-sig", "asked-sig"):
             assert value not in text, value
         assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
         assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")
         assert out["raw_path"] == f"/orders?password={REDACTED}&page=2"
         assert out["note"] == event["note"]
-        assert out["log"] == f"GET https://b.s3.amazonaws.com/r.pdf?sig={REDACTED}\nretrying & giving up"
+        assert out["log"] == f"GET https://b.s3.amazonaws.com/r.pdf?sig={REDACTED} failed\nretrying & giving up"
+        # ... after a question of the line's own, and with what follows the URL kept
+        assert out["asked"] == f"Is it ok? see https://b/my file.pdf?X-Amz-Signature={REDACTED} (expires in 5 min)"
         assert out["message"] == f"Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential={REDACTED}&x=1) now"
         # ... also when the URL is cut
         cut = payload_text({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=" + "s" * 5000}, self.KEYS, limit=300)

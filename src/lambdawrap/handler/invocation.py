@@ -680,14 +680,15 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
 
 def _redacted_before_cut(message: str, stack: str, redact: Callable[[str], str]) -> tuple:
     """The message's head and the stack's tail, each redacted before describe_exception cuts
-    it: a tail cut may start inside a query, its '?' cut away. Read from a line's start a
-    message's length before what the stack keeps, which the line holding the cut is no longer
-    than; each redaction bounded so (a 4 MB message in a hook's error cost 0.4 s)."""
-    message = redact(message[: MAX_MESSAGE_CHARS + _REDACTION_MARGIN])
-    start = len(stack) - MAX_STACK_CHARS - MAX_MESSAGE_CHARS - _REDACTION_MARGIN
+    it: a tail cut may start inside a query, its '?' cut away. The stack read from the start of
+    the line the cut falls in, the message to a margin past its cut: a 4 MB message in a hook's
+    error cost 0.4 s redacted whole."""
+    # The slack: a held secret the cut would split must be there whole for the cut to find it.
+    margin = _REDACTION_MARGIN + secret_cuts.slack()
+    message = redact(message[: MAX_MESSAGE_CHARS + margin])
+    start = len(stack) - MAX_STACK_CHARS - margin
     if start > 0:
-        line = stack.find("\n", start, len(stack) - MAX_STACK_CHARS) + 1
-        stack = stack[line:] if line else stack[start:]
+        stack = stack[stack.rfind("\n", 0, start) + 1 :]  # from the start of the line the cut falls in
     return message, redact(stack)
 
 

@@ -331,19 +331,31 @@ def url_query_keys(configured: Iterable[str]) -> frozenset:
     return URL_QUERY_KEYS | frozenset(configured)
 
 
-def redact_query(query: str, keys: frozenset, marker: str = REDACTED) -> str:
+def redact_query(query: str, keys: frozenset, marker: str = REDACTED, blank_ends: bool = False) -> str:
     """A `k=v&...` query string with the values of the keys in `keys` (lowercased names,
-    matched after percent-decoding) replaced by `marker`."""
+    matched after percent-decoding) replaced by `marker`; `blank_ends`: a value ends at a blank
+    or closing mark too (a query read to its line's end, the text after it kept)."""
     low = query.lower()
     # Cheap first: most queries name none of the keys and need no decoding.
     if "=" not in query or "%" not in low and "+" not in low and keys.isdisjoint([part.partition("=")[0] for part in low.split("&")]):
         return query
     parts = query.split("&")
     for index, part in enumerate(parts):
-        name, sep, _ = part.partition("=")
+        name, sep, value = part.partition("=")
         if sep and _unquote(name).lower() in keys:
-            parts[index] = name + "=" + marker
+            parts[index] = name + "=" + marker + (_after_blank(value) if blank_ends else "")
     return "&".join(parts)
+
+
+def _after_blank(value: str) -> str:
+    """What follows a value that ends at its first blank or closing mark (no credential holds
+    one unescaped): that character on."""
+    ends = [at for at in map(value.find, _VALUE_ENDS) if at >= 0]
+    return value[min(ends) :] if ends else ""
+
+
+# Where a value read to its line's end ends: a blank, a quote, a bracket closing around the URL.
+_VALUE_ENDS = (" ", "\t", '"', "'", "<", ">", ")", "`")
 
 
 # Each run of non-blank characters of a text holding a query: matched by a pattern that cannot
@@ -370,22 +382,44 @@ def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
 
 
 def _lines_redacted(text: str, keys: frozenset, marker: str) -> str:
-    """Each line of `text` holding a URL or a path before its first '?' read as a query from
-    there to the line's end or a '#': a URL's path or query may hold a blank ("my report.pdf?...",
-    "filename=a b.pdf&sig=..."), which the runs part. Bounded by the line: in a stack trace, a
-    key's value would otherwise run on to the next '&' of a later line, the lines between taken
-    for it."""
+    """Each line of `text` with the query of each URL or path in it redacted: from each '?'
+    that a '/' comes before (since the line's or the last '?') to the next such '?', a '#' or
+    the line's end, a value ending at a blank too. A URL's path or query may hold a blank ("my
+    report.pdf?...", "filename=a b.pdf&sig=..."), which the runs part. Bounded by the line: in
+    a stack trace, a key's value would otherwise run on to the next '&' of a later line."""
     lines = text.splitlines(keepends=True) if "\n" in text or "\r" in text else [text]
     changed = False
     for index, line in enumerate(lines):
-        query = line.find("?")
-        if query < 0 or "/" not in line[:query] or "=" not in line:
+        if "?" not in line or "=" not in line:
+            continue
+        starts = _query_starts(line)
+        if not starts:
             continue
         end = len(line.rstrip("\r\n"))
-        redacted = _query_redacted(line, query, end, keys, marker)
-        if redacted is not line:
+        pieces, done = [], 0
+        for at, query in enumerate(starts):
+            stop = starts[at + 1] if at + 1 < len(starts) else end
+            fragment = line.find("#", query, stop)
+            stop = stop if fragment < 0 else fragment
+            pieces += [line[done : query + 1], redact_query(line[query + 1 : stop], keys, marker, blank_ends=True)]
+            done = stop
+        redacted = "".join(pieces) + line[done:]
+        if redacted != line:
             lines[index], changed = redacted, True
     return "".join(lines) if changed else text
+
+
+def _query_starts(line: str) -> list:
+    """The '?' of `line` that begin a URL's or a path's query: a '/' before each since the
+    line's start or the '?' before it."""
+    starts, last = [], -1
+    at = line.find("?")
+    while at >= 0:
+        if line.find("/", last + 1, at) >= 0:
+            starts.append(at)
+        last = at
+        at = line.find("?", at + 1)
+    return starts
 
 
 def _run_redacted(run: str, keys: frozenset, marker: str) -> str:
