@@ -618,6 +618,8 @@ class TestRedaction:
             # a URL in a log's lines: its credential redacted, the lines after it kept
             "log": "GET https://b.s3.amazonaws.com/r.pdf?sig=log-sig failed\nretrying & giving up",
             "asked": "Is it ok? see https://b/my file.pdf?X-Amz-Signature=asked-sig (expires in 5 min)",
+            # a link a template wrote in HTML, its '&' escaped
+            "html": '<a href="https://b.s3.amazonaws.com/r.pdf?X-Amz-Algorithm=AWS4&amp;X-Amz-Credential=html-cred&amp;X-Amz-Signature=html-sig">Get</a>',
             # a URL with a blank in its path, in prose
             "Message": "Your report is ready: https://b.s3.amazonaws.com/reports/Q3 report.pdf?X-Amz-Credential=prose-blank-cred&X-Amz-Signature=prose-blank-sig",
             "https://b.s3.amazonaws.com/k?X-Amz-Security-Token=key-t": 1,
@@ -629,7 +631,7 @@ class TestRedaction:
         text = payload_text(event, self.KEYS)
         out = json.loads(text)
         # THEN none of them is in the text, and what is no credential is kept as it came
-        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig", "log-sig", "prose-blank-cred", "prose-blank-sig", "asked-sig"):
+        for value in ("eyJ-token", "eyJ-source", "session-t", "proxy-b", "AKIA-cred", "sig-4f8c", "obj-t", "pass-p", "body-sig", "prose-cred", "key-t", "reset-p", "paren-sig", "quote-sig", "blank-sig", "blank-path-sig", "blank-query-sig", "log-sig", "prose-blank-cred", "prose-blank-sig", "asked-sig", "html-cred", "html-sig"):
             assert value not in text, value
         assert out["ResponseURL"] == f"https://cloudformation-custom-resource-response.s3.amazonaws.com/stack?X-Amz-Credential={REDACTED}&X-Amz-Signature={REDACTED}#part"
         assert out["getObjectContext"]["inputS3Url"].endswith(f"x-amz-security-token={REDACTED}&a=1")
@@ -637,11 +639,26 @@ class TestRedaction:
         assert out["note"] == event["note"]
         assert out["log"] == f"GET https://b.s3.amazonaws.com/r.pdf?sig={REDACTED} failed\nretrying & giving up"
         # ... after a question of the line's own, and with what follows the URL kept
+        assert out["html"] == f'<a href="https://b.s3.amazonaws.com/r.pdf?X-Amz-Algorithm=AWS4&amp;X-Amz-Credential={REDACTED}&amp;X-Amz-Signature={REDACTED}">Get</a>'
         assert out["asked"] == f"Is it ok? see https://b/my file.pdf?X-Amz-Signature={REDACTED} (expires in 5 min)"
         assert out["message"] == f"Ready? Download it (https://b.s3.amazonaws.com/r.pdf?X-Amz-Credential={REDACTED}&x=1) now"
         # ... also when the URL is cut
         cut = payload_text({"Location": "https://b.s3.amazonaws.com/k?X-Amz-Signature=" + "s" * 5000}, self.KEYS, limit=300)
         assert "sss" not in cut and cut.endswith(TRUNCATED)
+
+    def test_a_stack_cut_inside_a_long_line_s_query_keeps_none_of_its_credentials(self):
+        from lambdawrap.handler.invocation import MAX_STACK_CHARS, describe_exception
+        from lambdawrap.handler.redact import URL_QUERY_KEYS, urls_redacted
+
+        # GIVEN an exception whose note is one line longer than the stack kept, a URL's query
+        # crossing the cut, its '?' before it
+        error = RuntimeError("failed")
+        error.add_note("retry url https://b/p?a=" + "x" * 10_000 + "&sig=NOTE-SIG&b=" + "y" * 30_000)
+        # WHEN a failed call's span describes it
+        stack = describe_exception(error, redact=lambda text: urls_redacted(text, URL_QUERY_KEYS, "REDACTED"))["stack"]
+        # THEN its tail is kept, the credential redacted (before: read from mid-line, the
+        # query's '?' cut away, it went as it came)
+        assert len(stack) == MAX_STACK_CHARS and "NOTE-SIG" not in stack and "sig=REDACTED" in stack
 
     def test_output_is_bounded_whatever_the_input_size(self):
         huge = {"blob": "y" * 6_000_000, "list": list(range(100_000))}

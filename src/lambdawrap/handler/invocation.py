@@ -688,7 +688,11 @@ def _redacted_before_cut(message: str, stack: str, redact: Callable[[str], str])
     message = redact(message[: MAX_MESSAGE_CHARS + margin])
     start = len(stack) - MAX_STACK_CHARS - margin
     if start > 0:
-        stack = stack[stack.rfind("\n", 0, start) + 1 :]  # from the start of the line the cut falls in
+        # From the URL whose query the cut falls in, if one does: the line before it may be
+        # megabytes (a note, a source line), which need no second reading.
+        line = stack.rfind("\n", 0, start) + 1
+        query = stack.rfind("?", line, start)
+        stack = stack[max(line, stack.rfind("/", line, query)) if query >= 0 else start :]
     return message, redact(stack)
 
 

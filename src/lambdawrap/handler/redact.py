@@ -337,14 +337,22 @@ def redact_query(query: str, keys: frozenset, marker: str = REDACTED, blank_ends
     or closing mark too (a query read to its line's end, the text after it kept)."""
     low = query.lower()
     # Cheap first: most queries name none of the keys and need no decoding.
-    if "=" not in query or "%" not in low and "+" not in low and keys.isdisjoint([part.partition("=")[0] for part in low.split("&")]):
+    if "=" not in query or "%" not in low and "+" not in low and not (blank_ends and "amp;" in low) and keys.isdisjoint([part.partition("=")[0] for part in low.split("&")]):
         return query
     parts = query.split("&")
     for index, part in enumerate(parts):
         name, sep, value = part.partition("=")
-        if sep and _unquote(name).lower() in keys:
+        if sep and _query_name(name, blank_ends) in keys:
             parts[index] = name + "=" + marker + (_after_blank(value) if blank_ends else "")
     return "&".join(parts)
+
+
+def _query_name(name: str, in_text: bool) -> str:
+    """A query parameter's name as matched: percent-decoded, lowercased; in a URL in a text,
+    without the rest of an HTML-escaped separator (`&amp;`, as a template writes a link's `&`
+    in an href)."""
+    low = _unquote(name).lower()
+    return low[4:] if in_text and low.startswith("amp;") else low
 
 
 def _after_blank(value: str) -> str:
