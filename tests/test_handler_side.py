@@ -339,47 +339,84 @@ def tls_files(tmp_path_factory) -> dict:
     combined.write_text(open(pki["client.pem"]).read() + open(pki["client.key"]).read())
     encrypted = folder / "encrypted.key"
     subprocess.run(["openssl", "pkcs8", "-topk8", "-in", pki["client.key"], "-out", str(encrypted), "-passout", "pass:p4ss"], check=True, capture_output=True, timeout=60)
-    return {**pki, "x509.pem": str(x509), "combined.pem": str(combined), "encrypted.key": str(encrypted)}
+    combined_server = folder / "combined-server.pem"
+    combined_server.write_text(open(pki["server.pem"]).read() + open(pki["server.key"]).read())
+    combined_encrypted = folder / "combined-encrypted.pem"
+    combined_encrypted.write_text(open(pki["client.pem"]).read() + encrypted.read_text())
+    files = {"x509.pem": x509, "combined.pem": combined, "encrypted.key": encrypted, "combined-server.pem": combined_server, "combined-encrypted.pem": combined_encrypted}
+    return {**pki, **{name: str(path) for name, path in files.items()}}
+
+
+SIGNALS = ("TRACES", "METRICS", "LOGS")
+
+
+def _client_pairs(env: dict) -> dict:
+    """{signal: (client certificate, client key)} each signal's exporter reads from `env`: over
+    gRPC a pair only where its own CERTIFICATE is set, else the general one's where that is set
+    (opentelemetry-exporter-otlp-proto-grpc); over OTLP/HTTP each of the two, its own or the
+    general one."""
+    def get(name: str):
+        return env.get(f"OTEL_EXPORTER_OTLP_{name}")
+
+    pairs = {}
+    for signal in SIGNALS:
+        if (get(f"{signal}_PROTOCOL") or get("PROTOCOL")) == "grpc":
+            prefix = f"{signal}_" if get(f"{signal}_CERTIFICATE") else "" if get("CERTIFICATE") else None
+            pairs[signal] = (None, None) if prefix is None else (get(f"{prefix}CLIENT_CERTIFICATE"), get(f"{prefix}CLIENT_KEY"))
+        else:
+            pairs[signal] = (get(f"{signal}_CLIENT_CERTIFICATE") or get("CLIENT_CERTIFICATE"), get(f"{signal}_CLIENT_KEY") or get("CLIENT_KEY"))
+    return pairs
 
 
 @pytest.mark.parametrize(
-    "protocol, env, ignored",
+    "env, pairs, warned",
     [
         # a certificate under the X509 label is good; over gRPC its key goes with it
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "x509.pem", "CLIENT_KEY": "client.key"}, {}),
-        ("http/protobuf", {"CERTIFICATE": "x509.pem"}, {}),
-        # over OTLP/HTTP a certificate's file may hold its key; over gRPC the key is read from
-        # CLIENT_KEY alone, and one half of the pair aborted the companion
-        ("http/protobuf", {"CLIENT_CERTIFICATE": "combined.pem"}, {}),
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.pem"}, {"CLIENT_CERTIFICATE": "goes with OTEL_EXPORTER_OTLP_CLIENT_KEY"}),
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_KEY": "client.key"}, {"CLIENT_KEY": "goes with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}),
-        # ... though a certificate's file that holds its key is given to gRPC as the key too
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem"}, {"CLIENT_KEY": "combined.pem"}),
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "x509.pem", "CLIENT_KEY": "client.key"}, ("x509.pem", "client.key"), {}),
+        ({"CERTIFICATE": "x509.pem"}, (None, None), {}),
+        # over OTLP/HTTP a certificate's file may hold its key
+        ({"CLIENT_CERTIFICATE": "combined.pem"}, ("combined.pem", None), {}),
+        # over gRPC the key is read from CLIENT_KEY alone, and half a pair aborted the companion
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.pem"}, (None, None), {"CLIENT_CERTIFICATE": "goes with OTEL_EXPORTER_OTLP_CLIENT_KEY"}),
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_KEY": "client.key"}, (None, None), {"CLIENT_KEY": "goes with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"}),
+        # ... though a certificate's file that holds its key is given to gRPC as the key too,
+        # unless that key is encrypted
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem"}, ("combined.pem", "combined.pem"), {}),
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined-encrypted.pem"}, (None, None), {"CLIENT_CERTIFICATE": "goes with"}),
         # gRPC reads no pair where the prefix's CERTIFICATE is not set: the OTLP/HTTP signals
         # keep theirs
-        ("http/protobuf", {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "CLIENT_CERTIFICATE": "combined.pem"}, {}),
+        ({"TRACES_PROTOCOL": "grpc", "CLIENT_CERTIFICATE": "combined.pem"}, {"TRACES": (None, None), "METRICS": ("combined.pem", None), "LOGS": ("combined.pem", None)}, {}),
+        # a gRPC signal reading the general pair is given its own: the general variables stay
+        # the OTLP/HTTP signals', one of which has a certificate of its own
+        (
+            {"METRICS_PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "combined.pem", "TRACES_CLIENT_CERTIFICATE": "combined-server.pem"},
+            {"TRACES": ("combined-server.pem", None), "METRICS": ("combined.pem", "combined.pem"), "LOGS": ("combined.pem", None)},
+            {},
+        ),
         # one of the pair refused takes the other with it over gRPC
-        ("grpc", {"CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.key", "CLIENT_KEY": "client.key"}, {"CLIENT_CERTIFICATE": "holds no PEM certificate", "CLIENT_KEY": "goes with"}),
+        ({"PROTOCOL": "grpc", "CERTIFICATE": "ca.pem", "CLIENT_CERTIFICATE": "client.key", "CLIENT_KEY": "client.key"}, (None, None), {"CLIENT_CERTIFICATE": "holds no PEM certificate", "CLIENT_KEY": "goes with"}),
         # an encrypted key: the exporters pass no password
-        ("http/protobuf", {"CLIENT_CERTIFICATE": "client.pem", "CLIENT_KEY": "encrypted.key"}, {"CLIENT_KEY": "an encrypted key"}),
+        ({"CLIENT_CERTIFICATE": "client.pem", "CLIENT_KEY": "encrypted.key"}, ("client.pem", None), {"CLIENT_KEY": "an encrypted key"}),
     ],
 )
-def test_certificate_and_key_files_are_held_to_what_each_protocol_reads(tls_files, caplog, protocol, env, ignored):
-    # GIVEN TLS files for the collector, as `env` names them, over `protocol`
-    values = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **{name if name.startswith("OTEL_") else f"OTEL_EXPORTER_OTLP_{name}": tls_files.get(file, file) for name, file in env.items()}}
-    # WHEN the settings are read
+def test_certificate_and_key_files_are_held_to_what_each_protocol_reads(tls_files, caplog, env, pairs, warned):
+    # GIVEN TLS files for the collector, as `env` names them
+    values = {f"OTEL_EXPORTER_OTLP_{name}": tls_files.get(file, file) for name, file in env.items()}
+    # WHEN the settings are read, and their corrections made
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         settings = Settings.from_env(values)
-    # THEN exactly the files the exporters cannot use are unset, each named once with why (a
-    # file given in place of another, not named)
-    given = {name: tls_files[why] for name, why in ignored.items() if why in tls_files}
-    ignored = {name: why for name, why in ignored.items() if name not in given}
-    assert {variable for variable, value in settings.sdk_corrections if value is None} == {f"OTEL_EXPORTER_OTLP_{name}" for name in ignored}, settings.sdk_corrections
-    assert {variable: value for variable, value in settings.sdk_corrections if value is not None} == {f"OTEL_EXPORTER_OTLP_{name}": path for name, path in given.items()}, settings.sdk_corrections
+    corrected = dict(values)
+    for variable, value in settings.sdk_corrections:
+        corrected.pop(variable, None) if value is None else corrected.__setitem__(variable, value)
+    # THEN each signal's exporter reads a whole client pair or none, of files it can use
+    pairs = pairs if isinstance(pairs, dict) else dict.fromkeys(SIGNALS, pairs)
+    expected = {signal: tuple(tls_files.get(file) if file else None for file in pair) for signal, pair in pairs.items()}
+    assert _client_pairs(corrected) == expected, settings.sdk_corrections
+    # ... and what it cannot use is named once, with why
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == len(ignored), warnings
-    for name, why in ignored.items():
-        assert [w for w in warnings if f"ignoring OTEL_EXPORTER_OTLP_{name}=" in w and why in w], (name, warnings)
+    assert len(warnings) == len(warned), warnings
+    for name, why in warned.items():
+        assert [w for w in warnings if f"OTEL_EXPORTER_OTLP_{name}=" in w and why in w], (name, warnings)
 
 
 def test_an_endpoint_whose_host_has_an_empty_label_is_named_and_the_default_used(monkeypatch, caplog):

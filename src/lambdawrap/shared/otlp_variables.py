@@ -194,8 +194,9 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
     unset. A file missing failed every export over https with "No such file or directory", one
     not PEM (a certificate in DER, as a .crt often comes) with "[X509:
     NO_CERTIFICATE_OR_CRL_FOUND]", each retried as a failed connection, naming neither the
-    file nor the variable. Over gRPC a client certificate without its key (or the other way
-    round) aborted the companion: one of the pair refused unsets the other."""
+    file nor the variable. Over gRPC half a client pair (one of the two missing or refused)
+    aborted the companion: a gRPC signal reading one is given none, or, where the certificate's
+    file holds its key, that file as both, in variables of its own."""
     found: list = []
     kept: dict = {}
     for name, default in _TLS_DEFAULTS:
@@ -210,16 +211,20 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)
         found.append((variable, None))
     certificate, key = kept.get("CLIENT_CERTIFICATE"), kept.get("CLIENT_KEY")
-    if _grpc_reads_client_pair(env, protocols, prefix, "CERTIFICATE" in kept) and (certificate is None) != (key is None):
-        if key is None and _holds(certificate, (_KEY_BLOCK,)):
-            # gRPC reads the key from CLIENT_KEY alone; OTLP/HTTP reads it in the certificate's
-            # file, which both are given now.
-            found.append((f"OTEL_EXPORTER_OTLP_{prefix}CLIENT_KEY", certificate))
-            return found
-        name, missing = ("CLIENT_CERTIFICATE", "CLIENT_KEY") if key is None else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
-        variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
-        warn("lambdawrap: ignoring %s=%r (over gRPC it goes with OTEL_EXPORTER_OTLP_%s%s, which is not set or was ignored); using the default (none)", variable, kept[name], prefix, missing)
-        found.append((variable, None))
+    readers = _grpc_pair_readers(env, protocols, prefix, "CERTIFICATE" in kept)
+    if readers and (certificate is None) != (key is None):
+        # gRPC reads the pair of one prefix together, the key from CLIENT_KEY alone, and aborts
+        # on half a pair. The general variables are left to the OTLP/HTTP signals: a gRPC
+        # signal reading them is given its own.
+        whole = key is None and _holds(certificate, (_KEY_BLOCK,)) and _pem_problem(certificate, "CLIENT_KEY") is None
+        if whole:  # the certificate's file holds its key, as OTLP/HTTP reads it
+            pair = {"CERTIFICATE": kept["CERTIFICATE"], "CLIENT_CERTIFICATE": certificate, "CLIENT_KEY": certificate}
+        else:
+            name, missing = ("CLIENT_CERTIFICATE", "CLIENT_KEY") if key is None else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
+            warn("lambdawrap: not using %s=%r over gRPC (it goes with OTEL_EXPORTER_OTLP_%s%s, which is not set or was ignored); using the default (none) there", f"OTEL_EXPORTER_OTLP_{prefix}{name}", kept[name], prefix, missing)
+            pair = {"CERTIFICATE": kept["CERTIFICATE"], "CLIENT_CERTIFICATE": None, "CLIENT_KEY": None}
+        for reader in readers:
+            found.extend((f"OTEL_EXPORTER_OTLP_{reader}{name}", value) for name, value in pair.items())
         return found
     over_http = any(protocol != "grpc" and (not prefix or prefix == signal.upper() + "_") for signal, protocol in protocols)
     if over_http and certificate is not None and key is None and not _client_key_set(env, prefix) and not _holds(certificate, (_KEY_BLOCK,)):
@@ -230,16 +235,16 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
     return found
 
 
-def _grpc_reads_client_pair(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> bool:
-    """Whether a signal over gRPC reads the client certificate and key of `prefix`: its
-    exporter reads a pair only where that prefix's CERTIFICATE is set, a signal's own before
-    the general one."""
+def _grpc_pair_readers(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> list:
+    """The prefixes of the signals over gRPC that read the client certificate and key of
+    `prefix` (their exporters read a pair only where that prefix's CERTIFICATE is set, a
+    signal's own before the general one), as the variables they read them from."""
     if not certificate_kept:
-        return False
+        return []
     over_grpc = [signal.upper() + "_" for signal, protocol in protocols if protocol == "grpc"]
     if prefix:
-        return prefix in over_grpc
-    return any(not _certificate_kept(env, own) for own in over_grpc)
+        return [prefix] if prefix in over_grpc else []
+    return [own for own in over_grpc if not _certificate_kept(env, own)]
 
 
 def _certificate_kept(env: Mapping[str, str], prefix: str) -> bool:
