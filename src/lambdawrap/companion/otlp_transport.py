@@ -500,7 +500,7 @@ def _proxy_auth(proxy: str) -> dict:
     parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
     if not parts.username or parts.password is None:  # as requests: a user name and a password, or none
         return {}
-    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("latin-1")
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password)}".encode("latin-1")
     return {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
 

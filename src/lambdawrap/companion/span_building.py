@@ -203,14 +203,14 @@ class SpanBuilder:
         if status.description and not status.description.isascii():
             status = Status(status.status_code, encodable(status.description))
         clean = clean or clean_attributes
-        limits = self._limits
+        limits = self._limits if bounded else None
         attributes = clean(attributes)
-        if events:
-            events = [Event(encodable(e.name), clean(e.attributes or {}), timestamp=e.timestamp) for e in events]
-        if limits is not None and bounded:
+        if limits is not None:
             attributes = bounded_attributes(attributes, limits.span_attributes, limits.span_attribute_length)
-            if events:
-                events = bounded_events([Event(e.name, bounded_attributes(e.attributes, limits.event_attributes, limits.attribute_length), timestamp=e.timestamp) for e in events], limits.events)
+        if events:
+            events = [Event(encodable(e.name), _event_attributes(clean(e.attributes or {}), limits), timestamp=e.timestamp) for e in events]
+            if limits is not None:
+                events = bounded_events(events, limits.events)
         return ReadableSpan(
             name=encodable(name),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=state),
@@ -460,6 +460,10 @@ class SpanBuilder:
             # object's text is not cut); a client call's span of ours did not.
             bounded=str(raw.get("scope") or "").startswith(CLIENT_SCOPE_PREFIX),
         )
+
+
+def _event_attributes(attributes: Mapping, limits: SpanLimits | None) -> Mapping:
+    return attributes if limits is None else bounded_attributes(attributes, limits.event_attributes, limits.attribute_length)
 
 
 def _optional_text(value: object) -> str | None:

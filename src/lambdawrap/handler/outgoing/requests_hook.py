@@ -29,14 +29,13 @@ _SENDS_ANSWERED: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
 
 class _Answered:
-    """A traced request's mark of the context: the last response it handed its hooks (a
-    redirect's too) and its status. Gone with the mark when the request ends, so nothing of it
-    stays in the function's context."""
+    """A traced request's mark of the context: the status of the last response it handed its
+    hooks (a redirect's too). Gone with the mark when the request ends, so nothing of it stays
+    in the function's context."""
 
-    __slots__ = ("response", "status")
+    __slots__ = ("status",)
 
     def __init__(self) -> None:
-        self.response: "Any" = None
         self.status: "int | None" = None
 
 
@@ -60,9 +59,10 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def failed(call: "Any", exc: BaseException) -> None:
         answered = IN_CLIENT_CALL.get()
         response = getattr(exc, "response", None)
-        if response is not None and response is not getattr(answered, "response", None) and _SENDS_ANSWERED.get(id(response)) is response:
-            # Another traced request's answer (one a hook made and raised for), not this one's;
-            # an answer a hook put in place of this one's (an auth handler's re-send) is this one's.
+        if response is not None and _SENDS_ANSWERED.get(id(response)) is response:
+            # Another traced request's answer (one a hook made and raised for), not this one's:
+            # this one's come from its adapter, untraced. An answer a hook put in place of this
+            # one's (an auth handler's re-send) is this one's.
             calls.failed(call, exc, getattr(answered, "status", None))
             return
         status = getattr(response, "status_code", None)
@@ -97,7 +97,7 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     if marked:
         status = getattr(args[2], "status_code", None) if len(args) > 2 and args[0] == "response" else None
         if type(status) is int and isinstance(marked, _Answered):
-            marked.response, marked.status = args[2], status
+            marked.status = status
         token = mark(IN_RESPONSE_HOOK, suppress=False)
     try:
         return wrapped(*args, **kwargs)
