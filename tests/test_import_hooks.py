@@ -390,3 +390,63 @@ def test_a_finder_that_cannot_be_compared_ahead_of_ours_changes_nothing(tmp_path
         {"app": "VALUE = 1\n"},
     )
     assert out == {"value": 1, "calls": ["hook"] if kind == "ours" else []}
+
+
+@pytest.mark.parametrize("kind", ["ours", "none"])
+def test_importlib_util_find_spec_of_a_watched_module_gives_the_spec_it_gives_without_hooks(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import importlib.machinery, importlib.util, pickle
+        register("app", lambda module: calls.append("hook"))
+
+        class Counting:
+            asked = 0
+
+            def find_spec(self, name, path=None, target=None):
+                if name in ("app", "absent"):
+                    Counting.asked += 1
+                return None
+
+        sys.meta_path.append(Counting())
+        spec = importlib.util.find_spec("app")
+        out["class"] = type(spec) is importlib.machinery.ModuleSpec
+        out["attributes"] = sorted(vars(spec))
+        out["pickles"] = pickle.loads(pickle.dumps(spec)).name
+        register("absent", lambda module: None)
+        out["absent"] = importlib.util.find_spec("absent")
+        out["asked"] = Counting.asked
+        import app
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    # Before: the spec handed back was of the watched class for good (its pickle failed), and a
+    # finder after ours was asked twice for a name no finder serves.
+    assert out["class"] is True and "_lambdawrap_class" not in out["attributes"]
+    assert out["pickles"] == "app" and out["absent"] is None and out["asked"] == 1
+    assert out["calls"] == (["hook"] if kind == "ours" else [])
+
+
+def test_a_module_a_finder_ahead_of_ours_finds_through_the_meta_path_is_hooked(tmp_path):
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        register("app", lambda module: calls.append("hook"))
+
+        class Delegating:
+            def find_spec(self, name, path=None, target=None):
+                if name != "app":
+                    return None
+                later = sys.meta_path[sys.meta_path.index(self) + 1 :]
+                return next(spec for finder in later if (spec := finder.find_spec(name, path, target)) is not None)
+
+        sys.meta_path.insert(0, Delegating())
+        import app
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    assert out["calls"] == ["hook"]

@@ -108,6 +108,10 @@ class _Finder:
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
         if fullname not in _hooks:
             return None  # every other import: one dict lookup
+        if not _loading_now():
+            # importlib.util.find_spec hands the spec back unloaded: watched, it would keep its
+            # swapped class for good (its pickle fails); the finders after this one answer it.
+            return None
         finders = list(sys.meta_path)
         # Those ahead of this one have answered None already: asked again, a finder that
         # counts or logs what it is asked would see each watched import twice. Found by
@@ -132,6 +136,26 @@ class _Finder:
                 _watch(spec)
                 return spec
         return None
+
+
+def _loading_now() -> bool:
+    """Whether importlib asks in order to load the module (`_find_and_load_unlocked`), not for
+    `importlib.util.find_spec`'s answer. Read from the frames importlib's `_find_spec` is called
+    from, past a finder of the function's that asks the meta path itself."""
+    frame = sys._getframe(2)
+    for _ in range(_FRAMES_READ):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code.co_name == "_find_and_load_unlocked":
+            return True
+        if code.co_name == "find_spec" and frame.f_globals.get("__name__") == "importlib.util":
+            return False
+        frame = frame.f_back
+    return True
+
+
+_FRAMES_READ = 8
 
 
 # Before 3.12 importlib still asks a finder that has only the old find_module (a vendoring
