@@ -2864,6 +2864,57 @@ def test_an_sqs_send_answers_the_function_as_without_the_layer_though_the_messag
     assert len(received) == 4 and all("traceparent" in m["MessageAttributes"] for m in received)
 
 
+A_SMALL_QUEUE = """
+import os
+import boto3
+
+LIMIT = 1024  # the queue's MaximumMessageSize
+
+def handler(event, context):
+    sqs = boto3.client("sqs", endpoint_url=os.environ["SQS_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    queue = sqs.create_queue(QueueName=event["queue"], Attributes={"MaximumMessageSize": str(LIMIT)})["QueueUrl"]
+    own = {"kind": {"DataType": "String", "StringValue": "order"}}  # 4 + 6 + 5 bytes
+    answers = []
+    for body in ("f" * (LIMIT - 15), "o" * (LIMIT - 14), "s"):  # fits, one byte over, small
+        try:
+            answer = sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes=own)
+            answers.append({key: answer[key] for key in ("MD5OfMessageBody", "MD5OfMessageAttributes")} | {"retries": answer["ResponseMetadata"]["RetryAttempts"]})
+        except sqs.exceptions.ClientError as exc:
+            answers.append({"error": str(exc), "retries": exc.response["ResponseMetadata"]["RetryAttempts"]})
+    return answers
+"""
+
+
+def test_a_message_its_queue_refuses_with_the_context_is_sent_as_the_function_wrote_it(tmp_path, moto):
+    # GIVEN a queue whose MaximumMessageSize (1 KiB here; 1 KiB to 1 MiB) the layer cannot know,
+    # and a function that sends it a message that fits as written, one that does not, and a
+    # small one: SQS counts the attributes in the size, the context's among them
+    from support.aws_front import SEND_MESSAGE, AwsFront
+
+    task = write_function(tmp_path / "task", A_SMALL_QUEUE)
+    with AwsFront(moto.endpoint, {}, sqs_message_limit=1024) as front:
+        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30, env={"SQS_URL": front.endpoint}) as bare:
+            without = bare.invoke({"queue": "small-bare"}).json()
+        with instrumented(task, env={"SQS_URL": front.endpoint}, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"queue": "small-layer"})
+            invocation_span(rx, result.request_id)
+            assert emu.wait_idle(30)
+        sends = [turn for _, turn in front.made(SEND_MESSAGE)]
+    # THEN the function gets what it gets without the layer: the message that fits is queued
+    # (before: refused, the context's attributes making it too long), the one too long is
+    # refused alike, and no answer counts a retry the function did not make
+    assert isinstance(without, list) and "error" not in without[0] and "shorter than 1024" in without[1]["error"], without
+    assert result.json() == without
+    # ... each message refused with the context was sent again as written, once, and counted
+    assert sends == ["pass", "too long", "pass", "too long", "pass", "too long", "too long", "pass"], sends
+    received = {m["Body"][:1]: sorted(m["MessageAttributes"]) for m in drained(moto, "small-layer")}
+    assert received == {"f": ["kind"], "s": ["kind", "traceparent"]}, received
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "context_not_injected"}) == 2
+    spans = children(rx, invocation_span(rx, result.request_id), 4)
+    sent = [span for span in spans if span["attributes"].get("rpc.method") == "SendMessage"]
+    assert [(span["status_code"], span["attributes"].get("error.type")) for span in sent] == [(0, None), (2, "InvalidParameterValue"), (0, None)], sent
+
+
 STUBBED_SEND = """
 import boto3
 from botocore.stub import Stubber

@@ -36,7 +36,8 @@ MAX_MESSAGE_ATTRIBUTES = 10
 # SQS and SNS count a message's attributes (name, type, value) in its size, and a batch's
 # messages together: 256 KiB for SNS, and for an SQS queue at its former default. A queue's own
 # limit (1 KiB to 1 MiB) is not known here, so the context goes only where the message stays
-# within 256 KiB: past a limit, the service would refuse the call the function made.
+# within 256 KiB: past a limit, the service would refuse the call the function made. A single
+# message a smaller queue refuses is sent again as written (botocore_hook).
 MAX_MESSAGE_BYTES = 256 * 1024
 _MESSAGE_TEXT_KEYS = ("MessageBody", "Message", "Subject")
 MAX_CLIENT_CONTEXT_BYTES = 3583

@@ -15,7 +15,9 @@ session's handlers when it is made. Per call, sharing botocore's request context
   before-sign             once per attempt (botocore signs each retry anew): attempts are
                           counted, and the HTTP request below is marked as part of this call
   needs-retry             once per attempt, its HTTP request done: the mark ends (the next
-                          attempt's before-sign sets it again). Not at after-call: a handler
+                          attempt's before-sign sets it again); an SQS message refused as an
+                          invalid parameter with the context in it is sent again as written
+                          (its queue's limit may be smaller than 256 KiB). Not at after-call: a handler
                           of the function's that raises there (one on `after-call.s3`, say,
                           runs before ours) ends the event, and the mark would stay set in
                           the thread's context, every HTTP call after it untraced
@@ -62,7 +64,7 @@ _PRESIGNING = ("-query", "-presign-post")  # botocore's signature version suffix
 class AwsCall:
     """One AWS API call under way; while it is signed and sent, the value of IN_CLIENT_CALL (recorder.mark)."""
 
-    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "digests", "_events")
+    __slots__ = ("span", "service", "operation", "attempts", "token", "ended", "answer", "pending", "digests", "unsent", "resent", "_events")
 
     def __init__(self, span: ClientSpan, service: str, operation: str, events: "AwsCallEvents") -> None:
         self.span = span
@@ -75,6 +77,8 @@ class AwsCall:
         self.answer: "tuple | None" = None
         self.pending: "dict | None" = None  # the invocation's unfinished calls, once answered
         self.digests: "dict | None" = None  # the SQS answer's digests to give back (sqs_digests)
+        self.unsent: "dict | None" = None  # an SQS message's parameters as written (refused_with_context)
+        self.resent = False
         self._events = events
 
     def claim(self) -> bool:
@@ -149,10 +153,13 @@ class AwsCallEvents:
             context[_STATE] = call = AwsCall(span, service, operation, self)
             if self._carriers:
                 as_written = sqs_digests.sent_as_written(operation, params) if service == "sqs" else None
+                written = dict(params) if as_written is not None and operation == "SendMessage" else None
                 if not aws_carriers.inject(service, operation, params, self._propagation.message_fields(span), self._carriers):
                     count_context_not_injected()
                 if as_written is not None:
                     call.digests = sqs_digests.to_restore(as_written, params)
+                    if written is not None and params.get("MessageAttributes") is not written.get("MessageAttributes"):
+                        call.unsent = written
         except Exception:  # noqa: BLE001 - the call goes on untraced
             FAILURES.record("tracing an AWS SDK call")
 
@@ -192,15 +199,17 @@ class AwsCallEvents:
         if call.token is None:
             call.token = mark(call)
 
-    def needs_retry(self, request_dict: "Any" = None, response: "Any" = None, caught_exception: "Any" = None, **kwargs: "Any") -> None:
+    def needs_retry(self, request_dict: "Any" = None, response: "Any" = None, caught_exception: "Any" = None, operation: "Any" = None, **kwargs: "Any") -> "int | None":
         context = request_dict.get("context") if isinstance(request_dict, dict) else None
         call = context.get(_STATE) if context else None
         if call is None:
-            return
+            return None
         if call.token is not None:
             unmark(call.token)
             call.token = None
         try:
+            if call.unsent is not None and caught_exception is None and _refused_as_invalid(response):
+                return _send_as_written(call, request_dict, operation)
             call.answer = (response, caught_exception, context, time.time_ns())
             if call.pending is None and not call.ended:
                 invocation = active_invocation()
@@ -209,6 +218,7 @@ class AwsCallEvents:
                     call.pending[id(call)] = call
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing an AWS SDK attempt")
+        return None
 
     def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         call = context.pop(_STATE, None) if context else None
@@ -222,6 +232,8 @@ class AwsCallEvents:
                 sqs_digests.restore(call.digests, parsed)
             except Exception:  # noqa: BLE001 - the answer goes as SQS gave it
                 FAILURES.record("restoring an SQS answer's digests")
+        if call.resent:
+            _uncount_resend(parsed)
         if not call.claim():
             return
         self._answered(call, http_response, parsed, context)
@@ -281,6 +293,38 @@ class AwsCallEvents:
             self._recorder.end(call.span, kind, str(exception) if exception is not None else "", exception, end_ns, invocation)
         except Exception:  # noqa: BLE001
             FAILURES.record("tracing a failed AWS SDK call")
+
+
+def _refused_as_invalid(response: "Any") -> bool:
+    """Whether SQS refused the message as an invalid parameter: among the reasons, a message
+    larger than its queue's MaximumMessageSize (1 KiB to 1 MiB, not known here), which the
+    context's attributes may have made it."""
+    if not isinstance(response, tuple) or len(response) != 2 or getattr(response[0], "status_code", None) != 400:
+        return False
+    parsed = response[1] if isinstance(response[1], dict) else {}
+    return (parsed.get("Error") or {}).get("Code") == "InvalidParameterValue"
+
+
+def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> int:
+    """Have botocore send the message again, at once, as the function wrote it: refused, it was
+    not queued, and what the function gets is what SQS answers that (the same refusal where the
+    context was not the cause). Counted as sent without the context."""
+    from botocore.serialize import create_serializer  # botocore has it loaded already
+
+    unsent, call.unsent = call.unsent, None
+    service_model = operation.service_model
+    protocol = getattr(service_model, "resolved_protocol", None) or service_model.metadata["protocol"]
+    request_dict["body"] = create_serializer(protocol, include_validation=False).serialize_to_request(unsent, operation)["body"]
+    call.resent = True
+    count_context_not_injected()
+    return 0
+
+
+def _uncount_resend(parsed: "Any") -> None:
+    """The answer counts our send as written as a retry: the function's, sent once, has none."""
+    metadata = parsed.get("ResponseMetadata") if isinstance(parsed, dict) else None
+    if isinstance(metadata, dict) and isinstance(metadata.get("RetryAttempts"), int) and metadata["RetryAttempts"] > 0:
+        metadata["RetryAttempts"] -= 1
 
 
 def _request_ids(metadata: dict, attributes: dict) -> None:
