@@ -28,6 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from lambdawrap import __version__
 from lambdawrap.companion.encodable_text import encodable
+from lambdawrap.companion.span_bounds import newest
 from lambdawrap.shared.semconv import SCHEMA_URL
 
 SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  # faas.invocation_id, exception.*
@@ -97,7 +98,7 @@ def _bounded(attributes: dict, left_out: int = 0) -> dict:
         return attributes
     # Those past the count are left out here, not by BoundedAttributes: it logs a warning for
     # each one it drops, which would be one line per field of every record.
-    kept = attributes if count is None or len(attributes) <= count else dict(list(attributes.items())[len(attributes) - count :])
+    kept = newest(attributes, count)
     bounded = BoundedAttributes(maxlen=count, attributes=kept, immutable=False, max_value_len=length, extended_attributes=True)
     bounded.dropped += left_out + len(attributes) - len(kept)
     return bounded

@@ -21,12 +21,20 @@ def bounded_attributes(attributes: Mapping, count: int | None, length: int | Non
     over = count is not None and len(attributes) > count
     if not over and (length is None or not any(_longer(value, length) for value in attributes.values())):
         return attributes
-    kept = dict(list(attributes.items())[len(attributes) - count :]) if over and count else {} if over else dict(attributes)
+    kept = newest(attributes, count)
     if length is not None:
         kept = {key: _cut(value, length) for key, value in kept.items()}
     bounded = BoundedAttributes(maxlen=count, attributes=kept, immutable=True)
     bounded.dropped = len(attributes) - len(kept)
     return bounded
+
+
+def newest(attributes: Mapping, count: int | None) -> Mapping:
+    """The newest `count` of `attributes` (None: all), as the SDK keeps them; themselves when
+    they are within it."""
+    if count is None or len(attributes) <= count:
+        return attributes
+    return dict(list(attributes.items())[len(attributes) - count :])
 
 
 def bounded_events(events: list, count: int | None) -> list:
