@@ -695,6 +695,29 @@ class TestChannel:
         assert channel.dropped == 3
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
 
+    def test_an_invocation_ending_just_after_a_refused_span_reaches_the_companion_that_came(self, sock_path):
+        import socket
+
+        # GIVEN the socket file a killed companion left, where a span of the function's init is
+        # refused (the new companion not yet listening): it is counted as dropped
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+            gone.bind(sock_path)
+        channel = Channel(sock_path)
+        assert channel.send({"version": 2, "type": "spans", "spans": [{}]}) is False and channel.dropped == 1
+        # WHEN the new companion listens there, and the first invocation ends within the second
+        # a refused connection holds other records back
+        received = []
+        server = SocketServer(sock_path, received.append, lambda reason, detail: None)
+        server.start()
+        try:
+            sent = channel.send_invocation(b'{"request_id":"first"}', {"end_ns": 1})
+            wait_for(lambda: received, what="the invocation's record")
+        finally:
+            server.stop()
+        # THEN its record goes (before: held back, counted as dropped by the function's process
+        # while the companion counted it missing: one invocation counted twice, and not exported)
+        assert sent is True and received[0]["start"]["request_id"] == "first" and received[0]["dropped"] == 1
+
     def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, sock_path):
         # The file gone (a function emptied /tmp): the companion lives, saw the INVOKE and counts
         # the invocation as record_missing; other records only this process can count.
@@ -1533,6 +1556,35 @@ def test_spans_that_went_beside_an_invocation_record_that_could_not_go_are_count
     # THEN its spans do not go as orphans of a span never made: each is counted (the record is
     # the companion's to count, as record_missing)
     assert channel.sent_kinds == [] and channel.dropped == 400
+
+
+def test_an_invocation_whose_record_could_not_go_leaves_its_start_in_its_slot(tmp_path):
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared import inflight
+    from support.recording import CONTEXT, RecordingChannel
+
+    # GIVEN a live companion with no room for an invocation's record (the socket's buffer full)
+    class NoRoom(RecordingChannel):
+        def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
+            self.records.append(json.loads(start_json))
+            return False
+
+    channel = NoRoom()
+    socket_path = str(tmp_path / "lw.sock")
+    wrapper = InvocationTracer(Settings(socket_path=socket_path), channel, environ={})
+
+    def failing(event: object, context: object) -> None:
+        raise ValueError("bad order")
+
+    # WHEN the handler fails and its record cannot go
+    with pytest.raises(ValueError):
+        wrapper.wrap(failing)({}, CONTEXT)
+    # THEN the companion, accounting for it from the platform's word, reads the start the
+    # process chose in its slot: the span keeps its trace (before: the slot was cleared, and
+    # the span was made with ids of the companion's, in another trace)
+    (tried,) = channel.records
+    held = inflight.read(socket_path, CONTEXT.aws_request_id)
+    assert held is not None and (held["trace_id"], held["span_id"]) == (tried["trace_id"], tried["span_id"])
 
 
 def test_a_process_restored_from_a_snapshot_draws_ids_of_its_own_and_its_first_request_is_cold():

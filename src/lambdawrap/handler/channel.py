@@ -118,9 +118,14 @@ class Channel:
         except OSError:
             pass
 
-    def _connect(self) -> unix_socket | None:
+    def _connect(self, at_once: bool = False) -> unix_socket | None:
+        """A new connection; None for now if one was refused within RECONNECT_INTERVAL_S, unless
+        `at_once`: an invocation's record is worth a connect whatever the last one said (the
+        companion of a new environment may bind the file a killed one left just after a span
+        of the function's init was refused there, and counted as gone, it would count the
+        invocation it also counts itself as missing)."""
         now = time.monotonic()
-        if now < self._next_connect:
+        if now < self._next_connect and not at_once:
             return None
         self._next_connect = now + RECONNECT_INTERVAL_S
         sock = None
@@ -305,7 +310,7 @@ class Channel:
     def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"", weight: int = 1) -> bool:
         # Called with the lock held. `tail`: whole frames that go with this one, uncounted;
         # `weight`: what a drop of this one counts (the spans a spans frame holds).
-        sock = self._own_socket() or self._connect()
+        sock = self._own_socket() or self._connect(at_once=kind == records.INVOCATION)
         if sock is None:
             self._count_drop(kind, companion_alive=not self._companion_down, weight=weight)
             return False

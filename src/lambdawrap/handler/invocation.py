@@ -520,6 +520,11 @@ class InvocationTracer:
             _finish(end, later)
         self._inflight.clear()
         sent = self.channel.send_invocation(start_json, end, posted)
+        if not sent:
+            # A live companion that had no room for it accounts for the invocation from the
+            # platform's word: the start held again (its spans counted already, none held) gives
+            # a failed one its trace, not ids made up, until the next invocation's start.
+            self._inflight.hold(start_json, time.time_ns())
         if sent and failures:
             FAILURES.count -= failures
         if sent and not_injected:
