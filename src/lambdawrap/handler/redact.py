@@ -366,13 +366,27 @@ def _after_blank(value: str) -> str:
 _VALUE_ENDS = (" ", "\t", '"', "'", "<", ">", ")", "`")
 
 
+# Each run of non-blank characters of a text holding a query: matched by a pattern that cannot
+# backtrack (a run ends at the first blank), so that a long text costs one pass. Compiled when
+# first needed: the module loads with the invocation wrapper, at every cold start.
+_RUN_PATTERN = r"\S+"
+_runs: list = []
+_OPENERS = "\"'(<["
+
+
 def urls_redacted(text: str, keys: frozenset, marker: str = REDACTED) -> str:
     """`text` with the query of each URL (a scheme's `...://...?`) or path (`/p?...`, Lattice's
     raw_path) in it redacted, the values of `keys` replaced by `marker`, up to a blank or a
     fragment; `text` itself when none was."""
     if "?" not in text or "=" not in text:
         return text  # the cheap test: most texts hold no query
-    return _lines_redacted(text, keys, marker)
+    if not _runs:
+        import re
+
+        _runs.append(re.compile(_RUN_PATTERN))
+    whole = _lines_redacted(text, keys, marker)
+    redacted = _runs[0].sub(lambda run: _run_redacted(run.group(0), keys, marker), whole)
+    return text if redacted == text else redacted
 
 
 def _lines_redacted(text: str, keys: frozenset, marker: str) -> str:
@@ -414,6 +428,25 @@ def _query_starts(line: str) -> list:
         last = at
         at = line.find("?", at + 1)
     return starts
+
+
+def _run_redacted(run: str, keys: frozenset, marker: str) -> str:
+    query = run.find("?")
+    if query < 0 or "=" not in run:
+        return run
+    lead = run.lstrip(_OPENERS)
+    if lead[:1] != "/" and "://" not in run[:query]:
+        return run
+    return _query_redacted(run, query, len(run), keys, marker)
+
+
+def _query_redacted(text: str, query: int, end: int, keys: frozenset, marker: str) -> str:
+    """`text` with its query (from the '?' at `query` to a '#' or `end`) redacted."""
+    fragment = text.find("#", query, end)
+    stop = end if fragment < 0 else fragment
+    part = text[query + 1 : stop]
+    redacted = redact_query(part, keys, marker)
+    return text if redacted == part else text[: query + 1] + redacted + text[stop:]
 
 
 def _unquote(text: str) -> str:
