@@ -450,3 +450,59 @@ def test_a_module_a_finder_ahead_of_ours_finds_through_the_meta_path_is_hooked(t
         {"app": "VALUE = 1\n"},
     )
     assert out["calls"] == ["hook"]
+
+
+@pytest.mark.parametrize("kind", ["ours", "none"])
+def test_a_finder_ahead_of_ours_that_asks_importlib_util_find_spec_imports_the_module_hooked(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import importlib.util
+        register("app", lambda module: calls.append("hook"))
+
+        class Watchdog:
+            # As wrapt's post-import hook finder, ddtrace's and New Relic's watchdogs serve an
+            # import: the spec importlib.util.find_spec gives, its loader wrapped
+            busy = set()
+
+            def find_spec(self, name, path=None, target=None):
+                if name != "app" or name in self.busy:
+                    return None
+                self.busy.add(name)
+                try:
+                    return importlib.util.find_spec(name)
+                finally:
+                    self.busy.discard(name)
+
+        sys.meta_path.insert(0, Watchdog())
+        import prober
+        out["probed"] = prober.FOUND
+        out["calls_after_probe"] = list(calls)
+        import app
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n", "prober": "import importlib.util\nFOUND = importlib.util.find_spec('app') is not None\n"},
+    )
+    # A module's probe while it loads finds the module and runs no hook; the import that the
+    # watchdog serves runs them (before: it never did, the module imported untraced)
+    assert out["probed"] is True and out["calls_after_probe"] == []
+    assert out["calls"] == (["hook"] if kind == "ours" else [])
+
+
+def test_a_module_wrapt_s_post_import_hook_also_waits_for_runs_both(tmp_path):
+    out = run(
+        tmp_path,
+        "none",
+        """
+        import wrapt
+        from lambdawrap.handler import import_hooks
+        import_hooks.when_imported("app", lambda module: calls.append("ours"), lambda name: calls.append("failed"))
+        # The function's (or aws_xray_sdk's) own: wrapt's finder goes ahead of ours
+        wrapt.register_post_import_hook(lambda module: calls.append("wrapt"), "app")
+        import app
+        out["calls"] = sorted(calls)
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    assert out["calls"] == ["ours", "wrapt"]

@@ -140,22 +140,29 @@ class _Finder:
 
 def _loading_now() -> bool:
     """Whether importlib asks in order to load the module (`_find_and_load_unlocked`), not for
-    `importlib.util.find_spec`'s answer. Read from the frames importlib's `_find_spec` is called
-    from, past a finder of the function's that asks the meta path itself."""
+    `importlib.util.find_spec`'s answer alone. Read from the frames `_find_spec` is called from:
+    a finder ahead of this one may ask through `importlib.util.find_spec` while it serves an
+    import (wrapt's post-import hooks, ddtrace's and New Relic's watchdogs), and importlib loads
+    that answer; a module's code asking while it loads (a probe for an optional package) is not
+    that import."""
     frame = sys._getframe(2)
+    asked = False  # through importlib.util.find_spec
     for _ in range(_FRAMES_READ):
         if frame is None:
             break
-        code = frame.f_code
-        if code.co_name == "_find_and_load_unlocked":
+        name = frame.f_code.co_name
+        if name == "_find_and_load_unlocked":
             return True
-        if code.co_name == "find_spec" and frame.f_globals.get("__name__") == "importlib.util":
+        if name == "find_spec" and frame.f_globals.get("__name__") == "importlib.util":
+            asked = True
+        elif asked and name in _LOADING_FRAMES:
             return False
         frame = frame.f_back
-    return True
+    return not asked
 
 
-_FRAMES_READ = 8
+_FRAMES_READ = 16
+_LOADING_FRAMES = ("_call_with_frames_removed", "exec_module", "_load_unlocked")
 
 
 # Before 3.12 importlib still asks a finder that has only the old find_module (a vendoring
