@@ -2867,11 +2867,15 @@ def test_an_sqs_send_answers_the_function_as_without_the_layer_though_the_messag
 A_SMALL_QUEUE = """
 import os
 import boto3
+from botocore.config import Config
 
 LIMIT = 1024  # the queue's MaximumMessageSize
 
 def handler(event, context):
-    sqs = boto3.client("sqs", endpoint_url=os.environ["SQS_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    config = Config(retries={"mode": "standard", "max_attempts": 2})
+    sqs = boto3.client("sqs", endpoint_url=os.environ["SQS_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test", config=config)
+    seen = []  # what the function's own after-call handler reads of each send's answer
+    sqs.meta.events.register("after-call.sqs.SendMessage", lambda parsed, **kwargs: seen.append([parsed.get("MD5OfMessageAttributes"), parsed["ResponseMetadata"]["RetryAttempts"]]))
     queue = sqs.create_queue(QueueName=event["queue"], Attributes={"MaximumMessageSize": str(LIMIT)})["QueueUrl"]
     own = {"kind": {"DataType": "String", "StringValue": "order"}}  # 4 + 6 + 5 bytes
     answers = []
@@ -2880,8 +2884,9 @@ def handler(event, context):
             answer = sqs.send_message(QueueUrl=queue, MessageBody=body, MessageAttributes=own)
             answers.append({key: answer[key] for key in ("MD5OfMessageBody", "MD5OfMessageAttributes")} | {"retries": answer["ResponseMetadata"]["RetryAttempts"]})
         except sqs.exceptions.ClientError as exc:
-            answers.append({"error": str(exc), "retries": exc.response["ResponseMetadata"]["RetryAttempts"]})
-    return answers
+            metadata = exc.response["ResponseMetadata"]
+            answers.append({"error": str(exc), "retries": metadata["RetryAttempts"], "most": metadata.get("MaxAttemptsReached", False)})
+    return {"answers": answers, "seen": seen}
 """
 
 
@@ -2902,8 +2907,10 @@ def test_a_message_its_queue_refuses_with_the_context_is_sent_as_the_function_wr
         sends = [turn for _, turn in front.made(SEND_MESSAGE)]
     # THEN the function gets what it gets without the layer: the message that fits is queued
     # (before: refused, the context's attributes making it too long), the one too long is
-    # refused alike, and no answer counts a retry the function did not make
-    assert isinstance(without, list) and "error" not in without[0] and "shorter than 1024" in without[1]["error"], without
+    # refused alike, and no answer, nor what its own after-call handler reads, counts an
+    # attempt the function did not make
+    assert isinstance(without, dict) and "error" not in without["answers"][0] and "shorter than 1024" in without["answers"][1]["error"], without
+    assert without["answers"][1]["most"] is False and len(without["seen"]) == 3
     assert result.json() == without
     # ... each message refused with the context was sent again as written, once, and counted
     assert sends == ["pass", "too long", "pass", "too long", "pass", "too long", "too long", "pass"], sends

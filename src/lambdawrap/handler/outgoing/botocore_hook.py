@@ -21,7 +21,10 @@ session's handlers when it is made. Per call, sharing botocore's request context
                           of the function's that raises there (one on `after-call.s3`, say,
                           runs before ours) ends the event, and the mark would stay set in
                           the thread's context, every HTTP call after it untraced
-  after-call              the answer: status, request ids, the AWS error code, retries
+  after-call              first, for an SQS send: the answer as without the layer (the digests
+                          of the function's own attributes, no attempt of ours counted), before
+                          a handler of the function's reads it; last: the span's answer
+                          (status, request ids, the AWS error code, retries)
   after-call-error        no answer (connection refused, timeout, ...)
 
 Each attempt's answer (or failure), seen at needs-retry, is kept on the call: a handler of the
@@ -220,21 +223,26 @@ class AwsCallEvents:
             FAILURES.record("tracing an AWS SDK attempt")
         return None
 
-    def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
-        call = context.pop(_STATE, None) if context else None
+    def sqs_answer(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        """An SQS send's answer as the function would have it without the layer, before any
+        after-call handler of the function's reads it (registered first, on the operation)."""
+        call = context.get(_STATE) if context else None
         if call is None:
             return
-        if call.digests is not None and getattr(http_response, "raw", None) is not None:
-            # Whoever ends the span: the answer is the function's, with or without it. Only an
-            # answer SQS sent: one a handler of the function's made (botocore's Stubber, a
-            # cache) is the function's own dict, as it wrote it.
-            try:
+        try:
+            if call.digests is not None and getattr(http_response, "raw", None) is not None:
+                # Only an answer SQS sent: one a handler of the function's made (botocore's
+                # Stubber, a cache) is the function's own dict, as it wrote it.
                 sqs_digests.restore(call.digests, parsed)
-            except Exception:  # noqa: BLE001 - the answer goes as SQS gave it
-                FAILURES.record("restoring an SQS answer's digests")
-        if call.resent:
-            _uncount_resend(parsed)
-        if not call.claim():
+            if call.resent:
+                _uncount_resend(parsed, context)
+        except Exception:  # noqa: BLE001 - the answer goes as SQS gave it
+            FAILURES.record("restoring an SQS answer")
+        call.digests, call.resent = None, False
+
+    def after_call(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
+        call = context.pop(_STATE, None) if context else None
+        if call is None or not call.claim():
             return
         self._answered(call, http_response, parsed, context)
 
@@ -302,7 +310,12 @@ def _refused_as_invalid(response: "Any") -> bool:
     if not isinstance(response, tuple) or len(response) != 2 or getattr(response[0], "status_code", None) != 400:
         return False
     parsed = response[1] if isinstance(response[1], dict) else {}
-    return (parsed.get("Error") or {}).get("Code") == "InvalidParameterValue"
+    error = parsed.get("Error") or {}
+    # The JSON protocol's code, or the query protocol's one the x-amzn-query-error header names.
+    return error.get("Code") in _INVALID_PARAMETER or error.get("QueryErrorCode") in _INVALID_PARAMETER
+
+
+_INVALID_PARAMETER = ("InvalidParameterValue", "InvalidParameterValueException")
 
 
 def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> int:
@@ -320,11 +333,17 @@ def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> int
     return 0
 
 
-def _uncount_resend(parsed: "Any") -> None:
-    """The answer counts our send as written as a retry: the function's, sent once, has none."""
+def _uncount_resend(parsed: "Any", context: dict) -> None:
+    """The answer counts our send as written as an attempt of botocore's: the function's own
+    are one fewer, and reached the most it allows only if they did without ours."""
     metadata = parsed.get("ResponseMetadata") if isinstance(parsed, dict) else None
-    if isinstance(metadata, dict) and isinstance(metadata.get("RetryAttempts"), int) and metadata["RetryAttempts"] > 0:
-        metadata["RetryAttempts"] -= 1
+    if not (isinstance(metadata, dict) and type(metadata.get("RetryAttempts")) is int and metadata["RetryAttempts"] > 0):
+        return
+    metadata["RetryAttempts"] -= 1
+    retries = context.get("retries")
+    most = retries.get("max") if isinstance(retries, dict) else None
+    if metadata.get("MaxAttemptsReached") and type(most) is int and metadata["RetryAttempts"] + 1 < most:
+        del metadata["MaxAttemptsReached"]
 
 
 def _request_ids(metadata: dict, attributes: dict) -> None:
@@ -362,6 +381,10 @@ def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, 
     last = handlers.REGISTER_LAST
     handlers.BUILTIN_HANDLERS.extend(
         [
+            # On the operations themselves: botocore calls the handlers of an event's longest
+            # name first, those a function registers there too.
+            ("after-call.sqs.SendMessage", events.sqs_answer, handlers.REGISTER_FIRST),
+            ("after-call.sqs.SendMessageBatch", events.sqs_answer, handlers.REGISTER_FIRST),
             ("provide-client-params", events.provide_client_params, last),
             ("before-parameter-build", events.before_parameter_build, last),
             ("before-call", events.before_call, last),
