@@ -166,6 +166,21 @@ def test_sqs_reads_the_attribute_then_the_body_then_the_xray_header():
     assert mc.sqs_message_context({"attributes": {"AWSTraceHeader": 5}, "body": None}) == (None, False)
 
 
+def test_an_eventbridge_event_sns_delivered_to_a_queue_gives_its_context():
+    # GIVEN an SQS message whose body is the envelope of an SNS message (raw delivery off, the
+    # default) holding an EventBridge event, its context in detail._lambdawrap: escaped in the
+    # envelope's Message string
+    event = {"detail-type": "OrderPlaced", "source": "shop", "detail": {"order": 7, "_lambdawrap": {"traceparent": TP}}}
+    envelope = {"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": json.dumps(event), "MessageAttributes": {}}
+    record = {"body": json.dumps(envelope), "attributes": {"AWSTraceHeader": XRAY}}
+    # THEN the link is to the producer (before: the X-Ray header SQS set, of another trace)
+    assert mc.sqs_message_context(record) == (TP, True)
+    # ... and an escaped key holding no context leaves the X-Ray header the message's
+    event["detail"]["_lambdawrap"]["traceparent"] = "00-" + "0" * 32 + "-" + "0" * 16 + "-01"
+    record["body"] = json.dumps(dict(envelope, Message=json.dumps(event)))
+    assert mc.sqs_message_context(record) == (XRAY, False)
+
+
 def test_sns_reads_the_attribute_then_the_message():
     record = {"Sns": {"MessageAttributes": {"traceparent": {"Type": "String", "Value": TP}}, "Message": json.dumps({"traceparent": TP2})}}
     assert mc.sns_message_context(record) == (TP, True)
@@ -623,3 +638,18 @@ def test_a_batch_whose_every_message_carries_a_context_is_read_whole():
     # (one per message here, 200 in all, beyond the bound)
     links = detect_trigger({"Records": records}).links
     assert len(links) == 128 and [link.span_id for link in links] == [i + 1 for i in range(128)]
+
+
+def test_a_binary_traceparent_too_long_to_be_one_is_not_decoded(monkeypatch):
+    from lambdawrap.handler.triggers import detect_trigger
+
+    # GIVEN a batch whose messages each hold a Binary "traceparent" attribute of 8 KB (what
+    # anyone who may send to the queue can send), and one holding a real context so
+    decoder = _Counting(mc.binascii, "a2b_base64")
+    monkeypatch.setattr(mc, "binascii", decoder)
+    long = base64.b64encode(b"0" * 8000).decode()
+    records = [{"eventSource": "aws:sqs", "messageId": str(i), "body": "{}", "eventSourceARN": "arn:aws:sqs:us-east-1:1:q", "messageAttributes": {"traceparent": {"dataType": "Binary", "binaryValue": long}}} for i in range(255)]
+    records.append(dict(records[0], messageId="real", messageAttributes={"traceparent": {"dataType": "Binary", "binaryValue": base64.b64encode(TP.encode()).decode()}}))
+    links = detect_trigger({"Records": records}).links
+    # THEN only the real one is decoded (before: each 8 KB value was, then refused as too long)
+    assert decoder.calls == 1 and [link.trace_id for link in links] == [int(TP[3:35], 16)]

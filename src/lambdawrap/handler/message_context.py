@@ -54,6 +54,8 @@ _MAX_HEADERS = 32
 # A Binary message attribute beside a traceparent (tracestate, baggage) is decoded up to the
 # 8,192 characters kept of such a text (trace_context.MAX_RAW_CHARS), in base64.
 _BINARY_ATTRIBUTE_CHARS = 10_924
+# A traceparent over 512 characters is not read (trace_context): its base64 is 684 at most.
+_BINARY_TRACEPARENT_CHARS = 684
 # "traceparent" keys tried in one window of text: a payload holds one, a few in a batch or list.
 _MAX_KEYS_TRIED = 8
 # Tries that found nothing (a "traceparent" key holding no context, a base64 window decoded for
@@ -62,6 +64,7 @@ _MAX_KEYS_TRIED = 8
 _MAX_BATCH_MISSES = 64
 _misses_left: Optional[list] = None  # [count] while a batch is read
 _pattern = None
+_escaped_pattern = None
 
 
 def batch_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
@@ -105,7 +108,7 @@ def _traceparent_pattern():
 
         # "traceparent": "<value>", also in "_lambdawrap": {...} and nested objects, and as a
         # message attribute object ({"Type": "String", "Value": "<value>"}, as an SNS envelope
-        # holds it). Not matched: a key inside a JSON string nested in the document (escaped).
+        # holds it).
         _pattern = re.compile(
             r'"traceparent"\s*:\s*(?:\{[^{}]{0,80}?"(?:Value|stringValue|StringValue)"\s*:\s*)?'
             r'"([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"'
@@ -113,25 +116,47 @@ def _traceparent_pattern():
     return _pattern
 
 
+def _escaped_traceparent_pattern():
+    global _escaped_pattern
+    if _escaped_pattern is None:
+        import re
+
+        # lambdawrap's own carrier in a JSON document held as a string in the text, its quotes
+        # escaped: an EventBridge event (its detail's "_lambdawrap") that SNS delivered to an
+        # SQS queue is the envelope's Message, in the message's body. Another "traceparent" in
+        # such a string is a document's the message carries, not its producer's.
+        _escaped_pattern = re.compile(
+            r'\\"_lambdawrap\\"\s*:\s*\{[^{}]{0,600}?\\"traceparent\\"\s*:\s*'
+            r'\\"([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})\\"'
+        )
+    return _escaped_pattern
+
+
 def _search(window: str) -> Optional[str]:
     if "traceparent" not in window or _spent():  # in C: most payloads stop here
         return None
+    found = _first_context(window, '"traceparent"', _traceparent_pattern())
+    if found is None and '\\"_lambdawrap\\"' in window and not _spent():
+        found = _first_context(window, '\\"_lambdawrap\\"', _escaped_traceparent_pattern())
+    return found
+
+
+def _first_context(window: str, key: str, pattern: object) -> Optional[str]:
     # Only the first keys are tried: each try costs a regex match from Python, and a forged batch
     # of bodies made of nothing but "traceparent" keys would otherwise cost tens of ms.
-    pattern = _traceparent_pattern()
     start = 0
     for _ in range(_MAX_KEYS_TRIED):
-        start = window.find('"traceparent"', start)
+        start = window.find(key, start)
         if start < 0:
             return None
-        match = pattern.match(window, start)
+        match = pattern.match(window, start)  # type: ignore[attr-defined]
         # A well-formed value that is no context (all-zero ids, version ff: a placeholder in the
         # user's document) must not hide the one after it, lambdawrap's own carrier above all.
         if match and _w3c(match.group(1)) is not None:
             return match.group(1)
         if _missed():
             return None
-        start += 13
+        start += len(key)
     return None
 
 
@@ -263,14 +288,15 @@ def _attribute_value(attributes: object, field: str, name: str = "traceparent") 
                 value = attribute.get("binaryValue")
             elif attribute.get("Type") != "Binary":
                 return value if isinstance(value, str) else None
-            return _binary_text(value)
+            return _binary_text(value, _BINARY_TRACEPARENT_CHARS if name == "traceparent" else _BINARY_ATTRIBUTE_CHARS)
     return None
 
 
-def _binary_text(value: object) -> Optional[str]:
-    # SQS's binaryValue is None or base64 text; a longer one is no traceparent (nor tracestate
-    # or baggage worth decoding on every invocation).
-    if not isinstance(value, str) or len(value) > _BINARY_ATTRIBUTE_CHARS:
+def _binary_text(value: object, most: int) -> Optional[str]:
+    # SQS's binaryValue is None or base64 text; a longer one than `most` is no traceparent (nor
+    # tracestate or baggage worth decoding on every invocation): anyone who may send to the
+    # queue would otherwise have each message of a batch cost a decode of 8 KB.
+    if not isinstance(value, str) or len(value) > most:
         return None
     try:
         return binascii.a2b_base64(value).decode("ascii")
