@@ -1538,7 +1538,7 @@ def test_spans_that_went_beside_an_invocation_record_that_could_not_go_are_count
             super().__init__(path)
             self.sent_kinds: list = []
 
-        def _send_frame(self, frame, kind, reported, tail=b"", weight=1):  # noqa: ANN001 - the channel's own
+        def _send_frame(self, frame, kind, reported, weight=1):  # noqa: ANN001 - the channel's own
             if kind == records.INVOCATION:
                 self._count_drop(kind, companion_alive=True)
                 return False
@@ -1565,7 +1565,7 @@ def test_an_invocation_whose_record_could_not_go_leaves_its_start_in_its_slot(tm
 
     # GIVEN a live companion with no room for an invocation's record (the socket's buffer full)
     class NoRoom(RecordingChannel):
-        def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
+        def send_invocation(self, start_json: bytes, end: dict) -> bool:
             self.records.append(json.loads(start_json))
             return False
 

@@ -177,21 +177,19 @@ def test_with_end_the_export_waits_for_the_platform_and_carries_the_log_lines(la
 
 
 INSTALL_PROBE = r"""
-import json, os, tempfile, traceback, types
+import json, traceback, types
 from awslambdaric import lambda_runtime_client as module
 from lambdawrap.handler import private_wrapt, response_posted
-from lambdawrap.shared import posted_wanted
 
 function_wrapper = private_wrapt.load().FunctionWrapper  # as boot.py passes it
 
-socket_path = os.path.join(tempfile.mkdtemp(), "lw.sock")
 sent = []
 
 def after_post(posted):
     if posted is not None:
         sent.append([posted["request_id"], posted["outcome"]] + ([posted["size"]] if "size" in posted else []))
 
-installed = response_posted.install(module, socket_path, function_wrapper, after_post)
+installed = response_posted.install(module, function_wrapper, after_post)
 posts = ("post_invocation_result", "post_invocation_error")
 base = module.BaseLambdaRuntimeClient
 found = {
@@ -214,19 +212,15 @@ class Client:
             raise RuntimeError("413")
         return "posted"
 
-response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socket_path, function_wrapper, after_post)
+response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), function_wrapper, after_post)
 client = Client()
-answers = [client.post_invocation_result("not-wanted", "{}")]
-posted_wanted.set_wanted(socket_path, True)
-answers += [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (response_posted.MAX_RESPONSE_BYTES + 1))]
+answers = [client.post_invocation_result("ok", "{}"), client.post_invocation_error("raised", "{}", ""), client.post_invocation_result("too-large", "x" * (response_posted.MAX_RESPONSE_BYTES + 1))]
 try:
     client.post_invocation_result("refused", "{}")
 except RuntimeError as exc:
     found["refused_frames"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
-# A refused post over the size limit is told whether or not posts are wanted: nothing else
-# names it. Its size is the bytes the runtime posts; a text the runtime cannot encode failed
-# for that, not for its size.
-posted_wanted.set_wanted(socket_path, False)
+# A refused post over the size limit is told: nothing else names it. Its size is the bytes the
+# runtime posts; a text the runtime cannot encode failed for that, not for its size.
 limit = response_posted.MAX_RESPONSE_BYTES
 for rid, data in (("refused-small", "{}"), ("refused-text", "\u00e9" * (limit // 2 + 1)), ("refused-bytes", b"x" * (limit + 1)), ("refused-at-limit", "x" * limit), ("refused-unencodable", "\udc80" * limit), ("unsendable-bytearray", bytearray(limit + 1))):
     try:
@@ -258,10 +252,8 @@ class Channel:
         event_line("sent", record["type"], record["request_id"])
         return True
 
-    def send_invocation(self, start_json, end, posted=None):
-        event_line("sent", "invocation", json.loads(start_json)["request_id"])
-        if posted is not None:
-            self.send(posted)
+    def send_invocation(self, start_json, end):
+        event_line("sent", "invocation", json.loads(start_json)["request_id"], *([end["posted"]] if "posted" in end else []))
         return True
 
     def companion_gone(self):
@@ -281,7 +273,7 @@ class Client:
     def post_invocation_error(self, invoke_id, error_response_data, xray_fault):
         event_line("posted", "error", invoke_id)
 
-event_line("installed", response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), socket_path, function_wrapper, tracer.after_post))
+event_line("installed", response_posted.install(types.SimpleNamespace(LambdaRuntimeClient=Client), function_wrapper, tracer.after_post))
 posted_wanted.set_wanted(socket_path, True)
 client = Client()
 
@@ -317,6 +309,9 @@ invoke("near-timeout", left_ms=100)
 gone[0] = True
 invoke("companion-gone")
 gone[0] = False
+posted_wanted.set_wanted(socket_path, False)
+invoke("unwanted")
+posted_wanted.set_wanted(socket_path, True)
 other = threading.Thread(target=invoke, args=("other-thread",), kwargs={"post": False})
 other.start()
 other.join()
@@ -326,7 +321,7 @@ invoke("at-exit", post=False)
 
 
 @every_python
-def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_only_while_wanted(runtime_python, python_version):
+def test_only_the_single_request_client_is_wrapped_and_only_from_python_3_11(runtime_python, python_version):
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
     done = subprocess.run([runtime_python, "-c", INSTALL_PROBE], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=src))
     assert done.returncode == 0, done.stderr
@@ -334,8 +329,8 @@ def test_only_the_single_request_client_is_wrapped_only_from_python_3_11_and_onl
     wraps = python_version != "3.10"
     assert found["installed"] is wraps
     assert found["single_wrapped"] == [wraps, wraps] and found["multi_untouched"] == [True, True]
-    assert found["answers"] == ["posted"] * 4  # what the runtime's call returns, unchanged
-    # Only while the companion wants them; a response over 6 MB is the platform's to judge.
+    assert found["answers"] == ["posted"] * 3  # what the runtime's call returns, unchanged
+    # A response over 6 MB is the platform's to judge.
     limit = 6 * 1024 * 1024 + 100
     refused = [["refused-text", "too_large", limit + 2], ["refused-bytes", "too_large", limit + 1], ["refused-error", "too_large", limit + 5]]
     assert found["sent"] == ([["ok", "result"], ["raised", "error"], *refused] if wraps else [])
@@ -352,16 +347,16 @@ def test_the_invocation_record_goes_after_the_post_once_posts_are_seen(runtime_p
     if python_version == "3.10":
         # The posts are not wrapped: each record goes when its handler is done, without a verdict.
         assert installed == ["installed", False]
-        sent = ["first", "second", "raised", "exited", "unposted", "after", "near-timeout", "companion-gone", "other-thread", "at-exit"]
+        sent = ["first", "second", "raised", "exited", "unposted", "after", "near-timeout", "companion-gone", "unwanted", "other-thread", "at-exit"]
         assert [e for e in events if e[0] == "sent"] == [["sent", "invocation", r] for r in sent]
         return
     assert installed == ["installed", True]
     assert events == [
         # The first invocation's handler is done before any post was seen: its record goes then.
         ["sent", "invocation", "first"], ["posted", "result", "first"], ["sent", "posted", "first"],
-        # From then on the record waits for the post and goes with the verdict, in one send.
-        ["posted", "result", "second"], ["sent", "invocation", "second"], ["sent", "posted", "second"],
-        ["posted", "error", "raised"], ["sent", "invocation", "raised"], ["sent", "posted", "raised"],
+        # From then on the record waits for the post and goes with the verdict in it.
+        ["posted", "result", "second"], ["sent", "invocation", "second", "result"],
+        ["posted", "error", "raised"], ["sent", "invocation", "raised", "error"],
         # An exception that ends the runtime is never posted: its record goes at once.
         ["sent", "invocation", "exited"],
         # A post that never came: the record goes when the next invocation starts, and that
@@ -372,6 +367,8 @@ def test_the_invocation_record_goes_after_the_post_once_posts_are_seen(runtime_p
         # With the companion gone (the environment is reset once the response is out), the
         # record goes at once, so that its drop is counted before that.
         ["sent", "invocation", "companion-gone"], ["posted", "result", "companion-gone"], ["sent", "posted", "companion-gone"],
+        # While the companion does not want posts, a held record still carries the verdict
+        ["posted", "result", "unwanted"], ["sent", "invocation", "unwanted", "result"],
         ["sent", "invocation", "other-thread"],
         # A record held when the process exits goes at its exit.
         ["sent", "invocation", "at-exit"],
@@ -490,6 +487,28 @@ def test_a_refused_response_is_named_by_its_post_and_needs_its_size():
     for size in (None, records.MAX_RESPONSE_BYTES, "7000000", True):
         record = {"request_id": "rid-1", "outcome": "too_large", **({} if size is None else {"size": size})}
         assert records.posted_problem(record) == "a refused response without a size over the limit"
+
+
+@pytest.mark.parametrize("reason", ["timeout", "failure"])
+def test_a_verdict_in_the_record_stands_at_a_reset_that_comes_before_the_platform_s_word(reason):
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    # GIVEN an invocation whose record, held for the post (the companion not asking for posts:
+    # under load, or LAMBDAWRAP_FLUSH=end), says the response was posted; then the environment
+    # is reset (another extension overran the deadline, the runtime died after the post) before
+    # the platform's runtimeDone, which it delivers late, came
+    sink = RecordingSink()
+    correlator = Correlator(sink, lambda reason, detail: None)
+    correlator.on_invoke({"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+    now = time.time_ns()
+    start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+    correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(now), posted="result")})
+    # WHEN the companion accounts for it at the SHUTDOWN
+    correlator.finish_unreported(reason)
+    # THEN its span says what its caller got (before: a crash or timeout made up for it)
+    (inv,) = sink.invocations
+    assert inv.posted == "result" and not inv.failed_on_platform and inv.end.get("error") is None
 
 
 def test_on_managed_instances_a_post_proves_nothing():

@@ -22,10 +22,8 @@ class RecordingChannel:
         self.records.append(json.loads(encode(record)[HEADER_BYTES:]))
         return True
 
-    def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
+    def send_invocation(self, start_json: bytes, end: dict) -> bool:
         self.records.append(json.loads(records.encode_invocation(start_json, end)[HEADER_BYTES:]))
-        if posted is not None:
-            self.send(posted)
         return True
 
     def companion_gone(self) -> bool:

@@ -549,6 +549,15 @@ class Correlator:
         internal_errors = records.count(end.get("internal_errors"))
         if internal_errors:
             self.sink.internal_errors("function", internal_errors)
+        self._on_invocation(record, end)
+        if "posted" in end:
+            # The runtime's post, which the record waited for: as a `posted` record after it.
+            posted = {"request_id": record["start"]["request_id"], "outcome": end["posted"]}
+            if "posted_size" in end:
+                posted["size"] = end["posted_size"]
+            self._on_posted(posted)
+
+    def _on_invocation(self, record: dict, end: dict) -> None:
         with self._lock:
             self.records_seen += 1
             replaced = self._superseded.get(record["start"]["request_id"])

@@ -103,7 +103,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     def report_posts(module: Any) -> None:
         from lambdawrap.handler import response_posted
 
-        response_posted.install(module, settings.socket_path, function_wrapper, tracer.after_post)
+        response_posted.install(module, function_wrapper, tracer.after_post)
 
     import_hooks.when_imported(module_name, handler_loaded, hook_failed)
     # What the runtime's lookup hands it is wrapped, not the module's name: that stays the

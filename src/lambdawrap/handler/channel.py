@@ -51,8 +51,8 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 RECONNECT_INTERVAL_S = 1.0
-# What the connection's send buffer is asked to hold: a record at its largest and the `posted`
-# record after it, in one send. By default a Unix socket takes ~208 KB at a time (wmem_default):
+# What the connection's send buffer is asked to hold: a record at its largest, and room for
+# another. By default a Unix socket takes ~208 KB at a time (wmem_default):
 # of a record larger than that, the rest waited for this process's next send, the next
 # invocation's, and the companion had counted the invocation as record_missing by then (its
 # spans gone uncounted with it), or the process ended first and took the rest with it. The
@@ -256,13 +256,13 @@ class Channel:
         for record in queued:
             self.send(record)
 
-    def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
-        """Queue an invocation's record (its start part already encoded), and the `posted`
-        record after it in the same send; False if the invocation's was dropped. A record over
-        the size limit goes without the spans it carries (they are counted)."""
-        return self._holding_the_lock(self._send_invocation, start_json, end, posted)
+    def send_invocation(self, start_json: bytes, end: dict) -> bool:
+        """Queue an invocation's record (its start part already encoded); False if it was
+        dropped. A record over the size limit goes without the spans it carries (they are
+        counted)."""
+        return self._holding_the_lock(self._send_invocation, start_json, end)
 
-    def _send_invocation(self, start_json: bytes, end: dict, posted: dict | None) -> bool:
+    def _send_invocation(self, start_json: bytes, end: dict) -> bool:
         # Called with the lock held.
         reported = self.dropped
         following: list = []
@@ -283,11 +283,7 @@ class Channel:
             self._count_drop(records.INVOCATION, companion_alive=not self._companion_down)
             sent = False
         else:
-            try:
-                tail = encode(posted) if posted is not None else b""
-            except Exception:  # noqa: BLE001 - without it the companion waits for the platform
-                tail = b""
-            sent = self._send_frame(frame, records.INVOCATION, reported, tail)
+            sent = self._send_frame(frame, records.INVOCATION, reported)
         if not sent:
             # The companion counts the invocation itself (record_missing) when it lives, but
             # not what its record carried, which only this process knows of: the function's
@@ -307,9 +303,9 @@ class Channel:
                 self._count_drop(records.SPANS, companion_alive=not self._companion_down, weight=count)
         return sent
 
-    def _send_frame(self, frame: bytes, kind: object, reported: int, tail: bytes = b"", weight: int = 1) -> bool:
-        # Called with the lock held. `tail`: whole frames that go with this one, uncounted;
-        # `weight`: what a drop of this one counts (the spans a spans frame holds).
+    def _send_frame(self, frame: bytes, kind: object, reported: int, weight: int = 1) -> bool:
+        # Called with the lock held. `weight`: what a drop of this one counts (the spans a
+        # spans frame holds).
         sock = self._own_socket() or self._connect(at_once=kind == records.INVOCATION)
         if sock is None:
             self._count_drop(kind, companion_alive=not self._companion_down, weight=weight)
@@ -317,7 +313,6 @@ class Channel:
         if len(frame) > MAX_RECORD_BYTES:
             self._count_drop(kind, companion_alive=True, weight=weight)
             return False
-        frame += tail
         try:
             if self._pending:
                 sent = sock.send(self._pending, _SEND_FLAGS)

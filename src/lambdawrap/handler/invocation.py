@@ -36,7 +36,7 @@ from lambdawrap.handler.repeated_frames import cheap_to_format
 # The recognisers build values only this far.
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS
 from lambdawrap.shared.sampling import make_sampler
-from lambdawrap.shared import records
+from lambdawrap.shared import posted_wanted, records
 from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
@@ -245,6 +245,7 @@ class InvocationTracer:
         atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
         self._inflight = InflightSlot(settings.socket_path)
+        self._posted_flag = posted_wanted.flag_path(settings.socket_path)
         self._query_keys = url_query_keys(settings.redact_keys)
         self._redact_keys: Any = None
         if settings.capture_payload:
@@ -493,13 +494,13 @@ class InvocationTracer:
             self._send(state.start_json, end, failures, not_injected)
 
     def after_post(self, posted: dict | None) -> None:
-        """The runtime has posted a response (or failed to): the held record goes now, with
-        the `posted` record when there is one, in one send."""
+        """The runtime has posted a response (or failed to): the held record goes now, with the
+        verdict `posted` says in it; else, while the companion wants it, the `posted` record."""
         self._posting_thread = get_ident()
         held, self._held = self._held, None
         if held is not None:
             self._send(*held, posted=posted)
-        elif posted is not None:
+        elif posted is not None and posted_wanted.is_wanted(self._posted_flag):
             self.channel.send(posted)
 
     def _send_held(self) -> None:
@@ -518,8 +519,12 @@ class InvocationTracer:
         # record is sent still leaves the companion what it needs.
         if later is not None:
             _finish(end, later)
+        if posted is not None:
+            end["posted"] = posted["outcome"]
+            if "size" in posted:
+                end["posted_size"] = posted["size"]
         self._inflight.clear()
-        sent = self.channel.send_invocation(start_json, end, posted)
+        sent = self.channel.send_invocation(start_json, end)
         if not sent:
             # A live companion that had no room for it accounts for the invocation from the
             # platform's word: the start held again (its spans counted already, none held) gives

@@ -7,15 +7,19 @@ platform's verdict is `runtimeDone`, which the Telemetry API delivers only after
 least 25 ms; for every invocation exported at its own end that wait is billed. awslambdaric posts
 through `LambdaRuntimeClient.post_invocation_result` / `post_invocation_error` once the response
 is serialized; right after such a call returns, a `posted` record carries the same verdict.
-The invocation's own record waits for the post too (invocation.py `after_post`): both go in one
-send, after the response, where encoding and sending them no longer delay the caller.
+The invocation's own record waits for the post too (invocation.py `after_post`) and carries the
+verdict (`end.posted`), sent after the response, where encoding and sending it no longer delay
+the caller.
 
 Nothing is imported for this: the hook is set when the runtime imports its own client module
 (a post-import hook). A runtime without that module, or a post that raises, sends no `posted`
 record, and the companion waits for runtimeDone as it would without this.
 
-The record is sent only while the companion wants it (shared/posted_wanted.py): when it exports
-at each invocation's end; under load it exports once a second and would not use it.
+A `posted` record of its own, for an invocation whose record went before the post, is sent only
+while the companion wants it (shared/posted_wanted.py): when it exports at each invocation's
+end; under load it exports once a second and would not use it. The verdict in a held record
+costs nothing, and is always there: at a SHUTDOWN that comes before the platform's word, it
+says the caller had its response.
 
 Only `LambdaRuntimeClient`'s posts are wrapped (set on that class, not on the base it inherits
 them from): the client of Lambda Managed Instances (`LambdaMultiConcurrentRuntimeClient`) logs a
@@ -30,7 +34,7 @@ companion waits for runtimeDone there.
 from __future__ import annotations
 
 from lambdawrap.handler.invocation import FAILURES, STRIPS_BY_RERAISE, drop_own_frame
-from lambdawrap.shared import posted_wanted, records
+from lambdawrap.shared import records
 from lambdawrap.shared.records import MAX_RESPONSE_BYTES
 
 TYPE_CHECKING = False
@@ -43,9 +47,9 @@ _DATA_ARGUMENTS = {"result": "result_data", "error": "error_response_data"}  # e
 _MARKER = "_self_lambdawrap_posted"
 
 
-def install(module: ModuleType, socket_path: str, function_wrapper: Callable, after_post: Callable[[dict | None], None]) -> bool:
+def install(module: ModuleType, function_wrapper: Callable, after_post: Callable[[dict | None], None]) -> bool:
     """Wrap the runtime client's two posts (once), to call `after_post` after each with the
-    `posted` record (None when the companion does not want it or the post failed); False when
+    `posted` record (None when the post says nothing sure of the verdict); False when
     the module has not the client this knows, or the interpreter would show the wrapper's frame
     in a failed post's traceback."""
     if not STRIPS_BY_RERAISE:
@@ -56,12 +60,12 @@ def install(module: ModuleType, socket_path: str, function_wrapper: Callable, af
     if getattr(client, _MARKER, False):
         return True
     for name, outcome in _POSTS:
-        setattr(client, name, function_wrapper(getattr(client, name), _after_post(after_post, outcome, posted_wanted.flag_path(socket_path))))
+        setattr(client, name, function_wrapper(getattr(client, name), _after_post(after_post, outcome)))
     setattr(client, _MARKER, True)
     return True
 
 
-def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: str) -> Callable:
+def _after_post(after_post: Callable[[dict | None], None], outcome: str) -> Callable:
     def post(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         try:
             answer = wrapped(*args, **kwargs)
@@ -74,7 +78,7 @@ def _after_post(after_post: Callable[[dict | None], None], outcome: str, flag: s
         posted = None
         try:
             request_id, data = _arguments(args, kwargs, outcome)
-            if posted_wanted.is_wanted(flag) and isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(data)):
+            if isinstance(request_id, str) and request_id and (outcome == "error" or _deliverable(data)):
                 posted = records.posted(request_id, outcome)
         except Exception:  # noqa: BLE001 - instrumentation fails open
             FAILURES.record("after the runtime posted a response")
