@@ -103,9 +103,14 @@ def test_a_slot_made_again_and_again_holds_one_descriptor(tmp_path, interpreter)
     assert found["after"] == found["before"], (found, stderr)
 
 
-def test_a_record_too_big_for_the_slot_is_refused(tmp_path):
-    slot = inflight.InflightSlot(str(tmp_path / "lw.sock"))
+def test_a_record_too_big_for_the_slot_is_refused_and_leaves_no_earlier_one_held(tmp_path):
+    socket_path = str(tmp_path / "lw.sock")
+    slot = inflight.InflightSlot(socket_path)
+    assert slot.hold(json.dumps({"request_id": "r", "span_id": "1" * 16}).encode())
+    # A retry of the same request whose start is too big: the slot no longer says the first
+    # attempt is under way (its ids would be taken for the retry's)
     assert not slot.hold(b"x" * inflight.SIZE)
+    assert inflight.read(socket_path, "r") is None
 
 
 def test_the_slot_of_a_killed_process_is_read_and_removed(tmp_path):

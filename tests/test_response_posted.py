@@ -511,6 +511,52 @@ def test_a_verdict_in_the_record_stands_at_a_reset_that_comes_before_the_platfor
     assert inv.posted == "result" and not inv.failed_on_platform and inv.end.get("error") is None
 
 
+def test_the_verdict_of_a_replaced_attempt_s_late_record_is_not_the_retry_s(tmp_path):
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+    from lambdawrap.shared.inflight import InflightSlot
+
+    def record(span_id: str, **end: object) -> dict:
+        start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=int(span_id, 16), parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+        return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(time.time_ns()), **end)}
+
+    # GIVEN an attempt whose runtime died after its post, made from its slot on the platform's
+    # word, then retried in the same environment (an async invoke) before its record was read
+    socket_path = str(tmp_path / "lw.sock")
+    first = record("1" * 16, posted="result")
+    InflightSlot(socket_path).hold(json.dumps(first["start"]).encode())
+    sink = RecordingSink()
+    correlator = Correlator(sink, lambda reason, detail: None, socket_path=socket_path)
+    invoke = {"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders", "deadlineMs": int(time.time() * 1000) + 60_000}
+    correlator.on_invoke(invoke)
+    platform_word(correlator, "rid-1", "failure")
+    correlator.on_invoke(invoke)
+    # WHEN the first attempt's record comes late, its verdict in it, then the retry's (sent
+    # before its post)
+    correlator.on_record(first)
+    correlator.on_record(record("2" * 16))
+    # THEN the retry waits for its own verdict (before: it took the first attempt's, and was
+    # exported as a success before the platform's word)
+    assert [inv.start["span_id"] for inv in sink.invocations] == ["1" * 16]
+
+
+def test_a_refused_response_is_told_though_the_companion_asks_for_no_posts(tmp_path):
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared import records
+    from lambdawrap.shared.settings import Settings
+    from support.recording import RecordingChannel
+
+    # GIVEN no record held for the post (the environment's first invocation, or one close to its
+    # deadline) and a companion that asks for no posts (under load, LAMBDAWRAP_FLUSH=end)
+    channel = RecordingChannel()
+    tracer = InvocationTracer(Settings(socket_path=str(tmp_path / "lw.sock")), channel, environ={})
+    # WHEN a response is posted, and another refused for its size
+    tracer.after_post(records.posted("rid-1", "result"))
+    tracer.after_post(records.posted("rid-2", "too_large", records.MAX_RESPONSE_BYTES + 1))
+    # THEN the refusal is told, which nothing else names (the platform says Runtime.ExitError)
+    assert [(record["request_id"], record["outcome"]) for record in channel.records] == [("rid-2", "too_large")]
+
+
 def test_on_managed_instances_a_post_proves_nothing():
     correlator, sink, _ = correlated("rid-1", None, "result", managed_instances=True)
     assert sink.invocations == []

@@ -550,12 +550,6 @@ class Correlator:
         if internal_errors:
             self.sink.internal_errors("function", internal_errors)
         self._on_invocation(record, end)
-        if "posted" in end:
-            # The runtime's post, which the record waited for: as a `posted` record after it.
-            posted = {"request_id": record["start"]["request_id"], "outcome": end["posted"]}
-            if "posted_size" in end:
-                posted["size"] = end["posted_size"]
-            self._on_posted(posted)
 
     def _on_invocation(self, record: dict, end: dict) -> None:
         with self._lock:
@@ -571,6 +565,7 @@ class Correlator:
                         record_extras(self.sink, end)
                     else:
                         replaced.start, replaced.end, replaced.record_at = record["start"], end, time.monotonic()
+                        self._take_posted(replaced, end)
                         self._maybe_finish(replaced)
                 return
             if self._late_for_forgotten(record["start"]["request_id"], record["start"].get("span_id")):
@@ -602,7 +597,22 @@ class Correlator:
             if inv.finished or inv.end is not None:
                 return  # a duplicate: each invocation is accounted for once
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
+            self._take_posted(inv, end)
             self._maybe_finish(inv)
+
+    def _take_posted(self, inv: Invocation, end: dict) -> None:
+        """The runtime's post, which the record of this attempt waited for (`end.posted`, its
+        form checked with the record's): as a `posted` record would tell it."""
+        if "posted" in end and not self._managed_instances:
+            self._posted(inv, end["posted"], end.get("posted_size"))
+
+    def _posted(self, inv: Invocation, outcome: str, size: object) -> None:
+        if inv.finished or _past_deadline(inv.invoke_event):
+            # Posted once the caller had its timeout (a handler that answered at the
+            # platform's SIGTERM): not what the caller got; the platform's word is.
+            return
+        inv.posted = outcome
+        inv.refused_bytes = size if outcome == "too_large" else None
 
     def _on_posted(self, record: dict) -> None:
         if self._managed_instances:
@@ -613,15 +623,9 @@ class Correlator:
             return
         with self._lock:
             inv = self._lookup(record["request_id"])
-            if inv.finished:
-                return
-            if _past_deadline(inv.invoke_event):
-                # Posted once the caller had its timeout (a handler that answered at the
-                # platform's SIGTERM): not what the caller got; the platform's word is.
-                return
-            inv.posted = record["outcome"]
-            inv.refused_bytes = record.get("size") if inv.posted == "too_large" else None
-            self._maybe_finish(inv)
+            if not inv.finished:
+                self._posted(inv, record["outcome"], record.get("size"))
+                self._maybe_finish(inv)
 
     def on_telemetry(self, batch: list) -> None:
         with self._lock:

@@ -3,7 +3,8 @@ the records of `lambdawrap.shared.records`, framed by `lambdawrap.shared.framing
 
 Sending never blocks an invocation: the socket is non-blocking, a record that does not fit in
 the kernel's buffer is dropped and counted, and when the companion is absent the channel
-drops, counts, warns once, and tries to reconnect at most once a second. Only `request()` (used
+drops, counts, warns once, and tries to reconnect at most once a second (for an invocation's
+record, at once: the companion counts it itself while it lives). Only `request()` (used
 once at boot, for secrets) waits, and only up to its timeout.
 
 Each drop is counted exactly once, by whoever can still count it. An invocation record that a

@@ -500,7 +500,8 @@ class InvocationTracer:
         held, self._held = self._held, None
         if held is not None:
             self._send(*held, posted=posted)
-        elif posted is not None and posted_wanted.is_wanted(self._posted_flag):
+        elif posted is not None and (posted["outcome"] == "too_large" or posted_wanted.is_wanted(self._posted_flag)):
+            # A refused response is told whatever the companion wants: nothing else names it.
             self.channel.send(posted)
 
     def _send_held(self) -> None:

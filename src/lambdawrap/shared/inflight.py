@@ -99,7 +99,10 @@ class InflightSlot:
         """Publish the start of an invocation (at `now_ns`, time.time_ns()); False if there is
         no slot (or it is too big). Every write lands inside the SIZE bytes reserved at open: a
         map never grows its file."""
-        if self._broken or len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:
+        if self._broken:
+            return False
+        if len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:
+            self.clear()  # what the slot held (an earlier attempt's start) is not this one's
             return False
         try:
             slot = self._map if self._pid == own_pid() and not self._removed(now_ns) else self._open()

@@ -1,10 +1,11 @@
 """Whether the companion wants the runtime's posts reported (handler/response_posted.py): a file
 beside the socket (`<socket>.posted-wanted`), there while it does.
 
-A `posted` record spares a wait only for an invocation exported at its own end. While
+A `posted` record (for an invocation whose record went before the post: a held record carries
+the verdict itself) spares a wait only for an invocation exported at its own end. While
 invocations come often the companion exports once a second, and the record would be work for
 both processes for nothing (measured: a few hundred µs of CPU an invocation). The function's
-process looks for the file after each post (one stat, nothing read); the companion makes or
+process looks for the file after such a post (one stat, nothing read); the companion makes or
 removes it when its way of flushing changes. A file left by an environment before only makes
 records that are not needed, never a wrong span.
 """

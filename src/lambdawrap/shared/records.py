@@ -44,6 +44,9 @@ process dies), and ``end``:
     end.internal_errors    int        lambdawrap failures in the function's process since the last report
     end.context_not_injected int      outgoing calls that went without the trace context since the
                                       last report (a message already at its attribute limit, ...)
+    end.posted             str        a record held for the runtime's post: what was posted, as a
+                                      ``posted`` record's outcome says (below)
+    end.posted_size        int        with end.posted "too_large": the bytes refused
     dropped                int        records lost on the channel since the last one that went through
 
 ``spans`` -- spans ended outside an invocation (at import time, on a thread that outlived it),
@@ -58,11 +61,13 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
              scope_schema_url, scope_attributes (each only when the tracer has one)}]
 
 ``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
-its error ("error") to the Runtime API, and the call returned: with the invocation record, the
-verdict the platform's runtimeDone would give, known without waiting for the Telemetry API:
+its error ("error") to the Runtime API, and the call returned, for an invocation whose record
+went before the post (a held one carries it as ``end.posted``): the verdict the platform's
+runtimeDone would give, known without waiting for the Telemetry API:
 
     request_id  str   the platform's request id
-    outcome     str   "result" or "error"
+    outcome     str   "result" or "error"; "too_large": the platform refused the response
+    size        int   with "too_large": the bytes refused
 
 ``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
 connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
@@ -286,6 +291,11 @@ def end_problem(end: dict) -> str | None:
     annotations = end.get("annotations")
     if annotations is not None and not (isinstance(annotations, dict) and _annotations_ok(annotations)):
         return "malformed annotations"
+    if "posted" in end:
+        posted = {"request_id": "-", "outcome": end["posted"], **({"size": end["posted_size"]} if "posted_size" in end else {})}
+        problem = posted_problem(posted)
+        if problem is not None:
+            return "a posted verdict with " + problem
     return None
 
 
