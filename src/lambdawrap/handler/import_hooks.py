@@ -147,9 +147,9 @@ def _loading_now() -> bool:
     that import."""
     frame = sys._getframe(2)
     asked = False  # through importlib.util.find_spec
-    for _ in range(_FRAMES_READ):
-        if frame is None:
-            break
+    read = 0
+    while frame is not None and (asked or read < _FRAMES_READ):
+        read += 1
         name = frame.f_code.co_name
         if name == "_find_and_load_unlocked":
             return True
@@ -161,7 +161,7 @@ def _loading_now() -> bool:
     return not asked
 
 
-_FRAMES_READ = 16
+_FRAMES_READ = 16  # an import's own frames are read first; past importlib.util's, all of them
 _LOADING_FRAMES = ("_call_with_frames_removed", "exec_module", "_load_unlocked")
 
 
