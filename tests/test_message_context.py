@@ -179,6 +179,12 @@ def test_an_eventbridge_event_sns_delivered_to_a_queue_gives_its_context():
     event["detail"]["_lambdawrap"]["traceparent"] = "00-" + "0" * 32 + "-" + "0" * 16 + "-01"
     record["body"] = json.dumps(dict(envelope, Message=json.dumps(event)))
     assert mc.sqs_message_context(record) == (XRAY, False)
+    # ... while an event stored as a string in a message of another kind is a document it
+    # carries, not its producer's context; nor does one in its head hide the message's own
+    stored = {"kind": "audit", "event": json.dumps({"detail": {"_lambdawrap": {"traceparent": TP}}})}
+    assert mc.sqs_message_context({"body": json.dumps(stored), "attributes": {"AWSTraceHeader": XRAY}}) == (XRAY, False)
+    stored.update(pad="p" * 5000, _lambdawrap={"traceparent": TP2})
+    assert mc.sqs_message_context({"body": json.dumps(stored)}) == (TP2, True)
 
 
 def test_sns_reads_the_attribute_then_the_message():

@@ -123,8 +123,9 @@ def _escaped_traceparent_pattern():
 
         # lambdawrap's own carrier in a JSON document held as a string in the text, its quotes
         # escaped: an EventBridge event (its detail's "_lambdawrap") that SNS delivered to an
-        # SQS queue is the envelope's Message, in the message's body. Another "traceparent" in
-        # such a string is a document's the message carries, not its producer's.
+        # SQS queue is the envelope's Message, in the message's body. Read in an envelope's
+        # Message only: elsewhere such a string is a document the message carries (a stored
+        # event), not its producer's context.
         _escaped_pattern = re.compile(
             r'\\"_lambdawrap\\"\s*:\s*\{[^{}]{0,600}?\\"traceparent\\"\s*:\s*'
             r'\\"([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})\\"'
@@ -135,10 +136,13 @@ def _escaped_traceparent_pattern():
 def _search(window: str) -> Optional[str]:
     if "traceparent" not in window or _spent():  # in C: most payloads stop here
         return None
-    found = _first_context(window, '"traceparent"', _traceparent_pattern())
-    if found is None and '\\"_lambdawrap\\"' in window and not _spent():
-        found = _first_context(window, '\\"_lambdawrap\\"', _escaped_traceparent_pattern())
-    return found
+    return _first_context(window, '"traceparent"', _traceparent_pattern())
+
+
+def _enveloped_search(window: str) -> Optional[str]:
+    if '\\"_lambdawrap\\"' not in window or _spent():
+        return None
+    return _first_context(window, '\\"_lambdawrap\\"', _escaped_traceparent_pattern())
 
 
 def _first_context(window: str, key: str, pattern: object) -> Optional[str]:
@@ -160,16 +164,30 @@ def _first_context(window: str, key: str, pattern: object) -> Optional[str]:
     return None
 
 
-def text_context(text: object) -> Optional[str]:
-    """A ``traceparent`` value written in the first or last 2 KB of a JSON text, else ``None``."""
+def text_context(text: object, enveloped: bool = False) -> Optional[str]:
+    """A ``traceparent`` value written in the first or last 2 KB of a JSON text, else ``None``;
+    `enveloped`: the text is an SNS envelope, whose Message may hold lambdawrap's carrier too."""
     try:
         if not isinstance(text, str):
             return None
-        if len(text) <= 2 * _WINDOW_CHARS:
-            return _search(text)
-        return _search(text[:_WINDOW_CHARS]) or _search(text[-_WINDOW_CHARS:])
+        windows = (text,) if len(text) <= 2 * _WINDOW_CHARS else (text[:_WINDOW_CHARS], text[-_WINDOW_CHARS:])
+        found = next((value for value in map(_search, windows) if value is not None), None)
+        if found is None and enveloped:
+            found = next((value for value in map(_enveloped_search, windows) if value is not None), None)
+        return found
     except Exception:  # never let tracing break the handler
         return None
+
+
+def _sns_envelope(body: object) -> bool:
+    """Whether an SQS body is the envelope SNS wraps a message in (raw delivery off)."""
+    if not isinstance(body, str):
+        return False
+    head = body[:_ENVELOPE_HEAD_CHARS]
+    return '"Notification"' in head and '"Type"' in head
+
+
+_ENVELOPE_HEAD_CHARS = 256  # the envelope's Type comes first
 
 
 def _bytes_context(raw: bytes) -> Optional[str]:
@@ -309,7 +327,8 @@ def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
     (lambdawrap's producers, or the envelope of an SNS message delivered to the queue), else the
     ``AWSTraceHeader`` system attribute SQS sets when the sender was traced by X-Ray. Each W3C
     place counts only when it holds a valid value."""
-    value = _w3c(_attribute_value(record.get("messageAttributes"), "stringValue")) or _w3c(text_context(record.get("body")))
+    body = record.get("body")
+    value = _w3c(_attribute_value(record.get("messageAttributes"), "stringValue")) or _w3c(text_context(body, _sns_envelope(body)))
     if value is not None:
         return value, True
     system = record.get("attributes")
