@@ -2875,7 +2875,7 @@ def handler(event, context):
     config = Config(retries={"mode": "standard", "max_attempts": 2})
     sqs = boto3.client("sqs", endpoint_url=os.environ["SQS_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test", config=config)
     seen = []  # what the function's own after-call handler reads of each send's answer
-    sqs.meta.events.register("after-call.sqs.SendMessage", lambda parsed, **kwargs: seen.append([parsed.get("MD5OfMessageAttributes"), parsed["ResponseMetadata"]["RetryAttempts"]]))
+    sqs.meta.events.register("after-call.sqs.*", lambda parsed, **kwargs: seen.append([parsed.get("MD5OfMessageAttributes"), parsed["ResponseMetadata"]["RetryAttempts"]]) if "MD5OfMessageBody" in parsed or "Error" in parsed else None)
     queue = sqs.create_queue(QueueName=event["queue"], Attributes={"MaximumMessageSize": str(LIMIT)})["QueueUrl"]
     own = {"kind": {"DataType": "String", "StringValue": "order"}}  # 4 + 6 + 5 bytes
     answers = []

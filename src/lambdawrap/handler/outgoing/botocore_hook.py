@@ -225,9 +225,9 @@ class AwsCallEvents:
 
     def sqs_answer(self, http_response: "Any" = None, parsed: "Any" = None, context: "Any" = None, **kwargs: "Any") -> None:
         """An SQS send's answer as the function would have it without the layer, before any
-        after-call handler of the function's reads it (registered first, on the operation)."""
+        after-call handler of the function's reads it (registered first, for every call)."""
         call = context.get(_STATE) if context else None
-        if call is None:
+        if call is None or (call.digests is None and not call.resent):
             return
         try:
             if call.digests is not None and getattr(http_response, "raw", None) is not None:
@@ -309,8 +309,11 @@ def _refused_as_invalid(response: "Any") -> bool:
     context's attributes may have made it."""
     if not isinstance(response, tuple) or len(response) != 2 or getattr(response[0], "status_code", None) != 400:
         return False
-    parsed = response[1] if isinstance(response[1], dict) else {}
-    error = parsed.get("Error") or {}
+    return _invalid_parameter(response[1])
+
+
+def _invalid_parameter(parsed: "Any") -> bool:
+    error = (parsed.get("Error") or {}) if isinstance(parsed, dict) else {}
     # The JSON protocol's code, or the query protocol's one the x-amzn-query-error header names.
     return error.get("Code") in _INVALID_PARAMETER or error.get("QueryErrorCode") in _INVALID_PARAMETER
 
@@ -335,14 +338,17 @@ def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> int
 
 def _uncount_resend(parsed: "Any", context: dict) -> None:
     """The answer counts our send as written as an attempt of botocore's: the function's own
-    are one fewer, and reached the most it allows only if they did without ours."""
+    are one fewer. Where they end in a success, or in the same refusal, they reached the most
+    botocore allows only if they did without ours; another failure (a throttled re-send) had
+    its attempts spent, ours among them."""
     metadata = parsed.get("ResponseMetadata") if isinstance(parsed, dict) else None
     if not (isinstance(metadata, dict) and type(metadata.get("RetryAttempts")) is int and metadata["RetryAttempts"] > 0):
         return
     metadata["RetryAttempts"] -= 1
     retries = context.get("retries")
     most = retries.get("max") if isinstance(retries, dict) else None
-    if metadata.get("MaxAttemptsReached") and type(most) is int and metadata["RetryAttempts"] + 1 < most:
+    settled = not parsed.get("Error") or _invalid_parameter(parsed)
+    if metadata.get("MaxAttemptsReached") and settled and type(most) is int and metadata["RetryAttempts"] + 1 < most:
         del metadata["MaxAttemptsReached"]
 
 
@@ -381,10 +387,9 @@ def patch(handlers: "ModuleType", recorder: Recorder, propagation: Propagation, 
     last = handlers.REGISTER_LAST
     handlers.BUILTIN_HANDLERS.extend(
         [
-            # On the operations themselves: botocore calls the handlers of an event's longest
-            # name first, those a function registers there too.
-            ("after-call.sqs.SendMessage", events.sqs_answer, handlers.REGISTER_FIRST),
-            ("after-call.sqs.SendMessageBatch", events.sqs_answer, handlers.REGISTER_FIRST),
+            # Under wildcards: botocore calls the handlers of `after-call.*.*` before those of
+            # any other name an after-call event matches, the function's among them.
+            ("after-call.*.*", events.sqs_answer, handlers.REGISTER_FIRST),
             ("provide-client-params", events.provide_client_params, last),
             ("before-parameter-build", events.before_parameter_build, last),
             ("before-call", events.before_call, last),
