@@ -769,6 +769,30 @@ def test_a_retry_s_report_and_record_are_its_own_when_the_attempt_it_replaced_is
     assert signals.dropped_by_reason == {} and reports == ["C", "C"]
 
 
+def test_the_late_record_of_an_attempt_a_retry_replaced_is_that_attempt_s():
+    # GIVEN an asynchronous invocation whose first attempt's record was not read before the
+    # environment froze, then retried into it (a minute or more later) before that attempt's word
+    correlator, signals = environment()
+    correlator.on_record(record("E0"))
+    first = record("C", error={"type": "ValueError", "message": "no", "stack": ""})
+    first["start"]["start_ns"] -= 120 * 1_000_000_000
+    invoke(correlator, "C", deadline_in_s=60)
+    invoke(correlator, "C", deadline_in_s=60)
+    retry = record("C")
+    retry["start"]["span_id"] = "3" * 16
+    # WHEN the first attempt's record comes, its word, then the retry's record and word
+    correlator.on_record(first)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "error", "errorType": "ValueError"}}, platform_report("C", "error")])
+    correlator.on_record(retry)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "success"}}, platform_report("C")])
+    correlator.finish_unreported("spindown")
+    # THEN each attempt is its own record's span (before: the first's record was taken for the
+    # retry's, the retry's own was dropped as a duplicate, and the first counted as missing)
+    spans = invocation_spans(signals)
+    assert sorted((format(s.context.span_id, "016x"), s.status.status_code) for s in spans) == [("0" * 15 + "2", StatusCode.ERROR), ("3" * 16, StatusCode.UNSET)]
+    assert signals.dropped_by_reason == {}
+
+
 def test_on_managed_instances_a_retry_after_a_request_whose_start_was_lost_is_its_own():
     # GIVEN a request made from its record alone, its start and report lost for good
     correlator, signals = made_from_its_record_alone("M")

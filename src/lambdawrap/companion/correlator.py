@@ -44,6 +44,9 @@ RETRY_AFTER_S = 30.0
 # runtime's post of the response, or before it), and the platform reports runtimeDone only
 # after that ask; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
+# A record whose handler started this long before a retry of its request was announced is the
+# replaced attempt's (the platform retries an asynchronous invocation a minute or more later).
+RETRY_STARTED_NS = 1_000_000_000
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # A function that sent no record in its environment through this many invocations that ended
 # well never will (its handler was not wrapped: a module that puts another object in its place
@@ -555,7 +558,7 @@ class Correlator:
         with self._lock:
             self.records_seen += 1
             replaced = self._superseded.get(record["start"]["request_id"])
-            if replaced is not None and replaced.start is not None and replaced.start.get("span_id") == record["start"].get("span_id"):
+            if replaced is not None and self._replaced_attempt_s(replaced, record["start"]):
                 # The record of an attempt a retry replaced: its first, late, is its own (made
                 # without it, from its slot, what only the record carries still counts); else
                 # a duplicate.
@@ -599,6 +602,17 @@ class Correlator:
             inv.start, inv.end, inv.record_at = record["start"], end, time.monotonic()
             self._take_posted(inv, end)
             self._maybe_finish(inv)
+
+    def _replaced_attempt_s(self, replaced: Invocation, start: dict) -> bool:
+        """Whether a record whose start is `start` is the attempt's a retry replaced: by its span
+        where that attempt's start is known (its record, or its slot), else by its time. Its
+        handler started before the retry was announced, a retry's within moments of it; the
+        platform retries a minute or more after an attempt ends."""
+        if replaced.start is not None:
+            return replaced.start.get("span_id") == start.get("span_id")
+        retry = self._open.get(replaced.request_id)
+        started = start.get("start_ns")
+        return retry is not None and type(started) is int and started < retry.invoked_at_ns - RETRY_STARTED_NS
 
     def _take_posted(self, inv: Invocation, end: dict) -> None:
         """The runtime's post, which the record of this attempt waited for (`end.posted`, its
