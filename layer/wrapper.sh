@@ -132,13 +132,13 @@ case "$lw_next" in
 esac
 lw_why="not an executable file"
 if [ -n "$lw_next" ] && ! lw_runnable "$lw_next"; then
-  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' ($lw_why); using the default (none)" >&2
+  printf '%s\n' "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' ($lw_why); using the default (none)" >&2
   lw_next=""
 fi
 # Chaining to this very file would exec it again and again (PYTHONPATH growing each time)
 # until exec fails and the runtime never starts.
 if [ -n "$lw_next" ] && [ "$lw_next" -ef "$0" ]; then
-  echo "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' (lambdawrap's own wrapper); using the default (none)" >&2
+  printf '%s\n' "lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='$lw_given' (lambdawrap's own wrapper); using the default (none)" >&2
   lw_next=""
 fi
 
@@ -186,7 +186,7 @@ case "$here" in
   *) [ -f "$boot/sitecustomize.py" ] || lw_unusable="$boot/sitecustomize.py is missing (a layer copied in part?)" ;;
 esac
 if [ -n "$lw_unusable" ]; then
-  echo "lambdawrap: not instrumenting, $lw_unusable" >&2
+  printf '%s\n' "lambdawrap: not instrumenting, $lw_unusable" >&2
   [ -n "$lw_next" ] && exec "$lw_next" "$@"
   exec "$@"
 fi

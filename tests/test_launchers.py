@@ -134,6 +134,17 @@ def test_wrapper_ignores_a_next_wrapper_the_function_s_user_cannot_read(shell):
 
 
 @pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("value", ["tools\\cnext.sh", "C:\\new\\wrap.sh"])
+def test_a_warning_names_a_value_with_backslashes_as_it_is(tmp_path, shell, value):
+    # GIVEN a next wrapper named with backslashes (a Windows path, a typo), which cannot run
+    out, lines, warnings = run_with_next_wrapper(tmp_path, shell, value)
+    # THEN the warning names it as it was written, on a line of its own (before, under dash,
+    # echo read "\c" as "stop here" and "\n" as a line break)
+    assert out.stderr.splitlines() == [f"lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='{value}' (not an executable file); using the default (none)"], out.stderr
+    assert out.returncode == 0 and lines == runtime_lines(chained=False), out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
 def test_a_blank_next_wrapper_is_none(tmp_path, shell):
     out, lines, warnings = run_with_next_wrapper(tmp_path, shell, "   ")
     assert out.returncode == 0 and lines == runtime_lines(chained=False) and not warnings, out

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import socket
 import ssl
 import subprocess
@@ -538,6 +539,21 @@ def test_tls_with_the_configured_ca_and_client_certificate(monkeypatch, pki):
         result = transport.request("POST", collector.endpoint, data=b"", timeout=5)
         assert isinstance(result.error, ssl.SSLError) and transport.is_connection_error(result.error)
     assert len(collector.requests) == 3
+
+
+def test_a_ca_folder_in_requests_ca_bundle_verifies_as_requests_verifies(monkeypatch, pki, tmp_path):
+    # GIVEN REQUESTS_CA_BUNDLE naming a folder of hashed CA certificates (as c_rehash makes it),
+    # which requests takes as a CA path, and no OTLP certificate of its own
+    folder = tmp_path / "cas"
+    folder.mkdir()
+    shutil.copy(pki["ca.pem"], folder / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True, timeout=30)
+    with Collector(tls=server_tls(pki)) as collector, environment(monkeypatch, {"REQUESTS_CA_BUNDLE": str(folder)}):
+        # WHEN the exporters' own transport (requests) and ours export to a collector it signed
+        assert export_with(None, collector.endpoint) == SpanExportResult.SUCCESS
+        # THEN ours verifies with it too (before: read as a file, every export failed)
+        assert export_with(transport_from_env("TRACES"), collector.endpoint) == SpanExportResult.SUCCESS
+    assert len(collector.requests) == 2
 
 
 def test_the_signals_share_one_tls_context_per_set_of_tls_settings(monkeypatch, pki):

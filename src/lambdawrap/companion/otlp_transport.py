@@ -462,7 +462,10 @@ def _tls_context(verify: bool | str, cert: str | tuple | None, environ: Mapping[
 def _verifying_context(verify: bool, cafile: str | None) -> ssl.SSLContext:
     import ssl
 
-    context = ssl.create_default_context(cafile=cafile if verify else None)
+    # A folder of hashed certificates (REQUESTS_CA_BUNDLE may name one, as requests takes it)
+    # is a CA path: read as a file, it failed every export.
+    folder = verify and cafile is not None and os.path.isdir(cafile)
+    context = ssl.create_default_context(cafile=cafile if verify and not folder else None, capath=cafile if folder else None)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
