@@ -46,6 +46,19 @@ def listener(sock_path):
 
 
 class TestSettings:
+    def test_a_misspelt_setting_is_named_once_with_the_one_meant(self, caplog):
+        # GIVEN a setting misspelt (the fail-closed switch for secrets, one letter short), and
+        # the variables lambdawrap's launchers set for its own processes
+        env = {"LAMBDAWRAP_SECRETS_REQUIRE": "true", "LAMBDAWRAP_BOOT_DIR": "/opt/python/lambdawrap_boot", "LAMBDAWRAP_EXTENSION_ID": "x"}
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            settings = Settings.from_env(env)
+        # THEN one warning names it and the setting meant (before: none, the secrets optional)
+        assert [r.getMessage() for r in caplog.records] == ["lambdawrap: ignoring LAMBDAWRAP_SECRETS_REQUIRE (no such setting; did you mean LAMBDAWRAP_SECRETS_REQUIRED?)"]
+        assert settings.secrets_required is False
+        caplog.clear()
+        Settings.from_env(env, warn=False)  # the other process of the environment
+        assert caplog.records == []
+
     def test_defaults(self):
         s = Settings.from_env({})
         assert s.flush == FlushStrategy("adaptive") and s.flush_budget_ms == 1000 and s.secrets_ttl_s == 300

@@ -258,7 +258,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
         # (an unknown one too: xray, jaeger_remote, whose argument is no number) it is not read.
         sampler_ratio = parse(SAMPLER_ARG, d.sampler_ratio, _float_range(0.0, 1.0)) if sampler.endswith("traceidratio") else d.sampler_ratio
         secrets, secrets_refused = _secrets(env.get(SECRETS, ""), parse.warn)
-        return cls(
+        settings = cls(
             disabled=parse(DISABLED, d.disabled, _bool),
             sdk_disabled=parse(SDK_DISABLED, d.sdk_disabled, _otel_bool),
             next_wrapper=env.get(NEXT_WRAPPER, "").strip(BLANKS),
@@ -307,6 +307,8 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             region=env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", ""),
             managed_instances=env.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES,
         )
+        _warn_of_unknown_names(env, parse)
+        return settings
 
 
 def _secrets_ttl(env: Mapping[str, str], parse: "_Parser", default: float) -> float:
@@ -353,6 +355,37 @@ class _Parser:
         except ValueError as exc:
             self.warn("lambdawrap: ignoring %s=%r (%s); using the default %s", name, raw, exc, _show(default))
             return default
+
+
+# What lambdawrap's launchers and local tools set for its own processes: no settings of the user's.
+_INTERNAL_NAMES = (
+    "LAMBDAWRAP_BOOT_DIR",
+    "LAMBDAWRAP_ADDED_PATHS",
+    "LAMBDAWRAP_PYTHONPATH_UNSET",
+    "LAMBDAWRAP_RUNTIME_SCRIPT",
+    "LAMBDAWRAP_CHAINED_INTERPRETER",
+    "LAMBDAWRAP_CHAINED_WRAPPER",
+    "LAMBDAWRAP_EXTENSION_ID",
+    "LAMBDAWRAP_REGISTER_BODY",
+    "LAMBDAWRAP_EXTENSIONS_DIR",
+    "LAMBDAWRAP_PYTHONS_DIR",
+)
+
+
+def _warn_of_unknown_names(env: Mapping[str, str], parse: "_Parser") -> None:
+    """One warning for each LAMBDAWRAP_ variable that names no setting: a misspelt one
+    (LAMBDAWRAP_SECRETS_REQUIRE) would otherwise leave its setting at the default in silence,
+    a required secret optional."""
+    unknown = [name for name in env if name.startswith("LAMBDAWRAP_") and name not in _KNOWN_NAMES]
+    if not unknown:
+        return
+    from difflib import get_close_matches  # only for a name that needs it
+
+    prefix = len("LAMBDAWRAP_")
+    settings = sorted(name[prefix:] for name in _SETTING_NAMES)
+    for name in sorted(unknown):
+        close = get_close_matches(name[prefix:], settings, n=1)
+        parse.warn("lambdawrap: ignoring %s (no such setting%s)", name, f"; did you mean LAMBDAWRAP_{close[0]}?" if close else "")
 
 
 def function_log_level(env: Mapping[str, str]) -> str:
@@ -665,3 +698,8 @@ def _resource_attributes(env: Mapping[str, str], warn: Callable[..., None]) -> t
     if env.get(RESOURCE_DETECTORS, "").strip():
         corrections.append((RESOURCE_DETECTORS, None))
     return tuple(pairs.items()), tuple(corrections)
+
+
+# Every variable named above that the user sets (read at the end: the names are all defined).
+_SETTING_NAMES = frozenset(value for value in list(globals().values()) if isinstance(value, str) and value.startswith("LAMBDAWRAP_"))
+_KNOWN_NAMES = _SETTING_NAMES | frozenset(_INTERNAL_NAMES)
