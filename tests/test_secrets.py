@@ -346,6 +346,23 @@ def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
     assert DB_PASSWORD not in everything_captured(emu, rx)
 
 
+def test_with_a_required_secret_missing_the_handler_s_package_does_not_run_either(tmp_path, moto):
+    # GIVEN a handler in a package whose __init__ uses the configuration (a Flask or Django
+    # package builds its engine there), a required secret missing
+    task = tmp_path / "task"
+    (task / "shop").mkdir(parents=True)
+    marker = tmp_path / "package-ran"
+    (task / "shop" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (task / "shop" / "main.py").write_text("def handler(event, context):\n    return 'served'\n")
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS="GONE=secretsmanager:does/not/exist", LAMBDAWRAP_SECRETS_REQUIRED="true")
+    with instrumented(task, "shop.main.handler", env=env) as (emu, rx):
+        body = emu.invoke({}).json()
+    # THEN init fails naming it, and neither the module nor its package ran (before: the
+    # package's __init__ ran, with the placeholder the configuration holds)
+    assert body["errorType"] == "SecretsError" and "GONE=secretsmanager:does/not/exist" in body["errorMessage"], body
+    assert not marker.exists()
+
+
 def test_a_variable_declared_twice_the_same_way_leaves_nothing_out():
     from lambdawrap.shared.settings import Settings
 

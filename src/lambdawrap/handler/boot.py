@@ -172,7 +172,8 @@ class _RefuseImport:
         self.message = message
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == self.module:
+        # Its packages too: their __init__ runs first, and would connect with the placeholder.
+        if name == self.module or self.module.startswith(name + "."):
             from lambdawrap.shared.secret_sources import SecretsError
 
             raise SecretsError(self.message)
