@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -361,6 +362,21 @@ def test_with_a_required_secret_missing_the_handler_s_package_does_not_run_eithe
     # package's __init__ ran, with the placeholder the configuration holds)
     assert body["errorType"] == "SecretsError" and "GONE=secretsmanager:does/not/exist" in body["errorMessage"], body
     assert not marker.exists()
+
+
+def test_a_declared_secret_lambdawrap_would_read_as_its_own_configuration_is_warned_of(caplog):
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN the collector's endpoint (credentials in its URL) declared as a secret, and its
+    # headers, which the companion does take from a secret
+    declared = "OTEL_EXPORTER_OTLP_ENDPOINT=secretsmanager:collector/url,OTEL_EXPORTER_OTLP_HEADERS=secretsmanager:collector/headers"
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        settings = Settings.from_env({"LAMBDAWRAP_SECRETS": declared})
+    # THEN both are the function's, and one warning says the endpoint is not lambdawrap's
+    # (before: none, and the companion exported to localhost)
+    assert [source.env_name for source in settings.secrets] == ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS"]
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "declares OTEL_EXPORTER_OTLP_ENDPOINT: the function gets it" in warning and "declares OTEL_EXPORTER_OTLP_HEADERS" not in warning
 
 
 def test_a_variable_declared_twice_the_same_way_leaves_nothing_out():

@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, MutableMapping
 
-from lambdawrap.shared.otlp_variables import HEADER_RULE, PREFIXES, header_entries, read_over_grpc
-
-HEADER_VARIABLES = frozenset(f"OTEL_EXPORTER_OTLP_{prefix}HEADERS" for prefix in PREFIXES)
+from lambdawrap.shared.otlp_variables import HEADER_RULE, HEADER_VARIABLES, header_entries, read_over_grpc
 
 
 def declared(sources: list) -> list:

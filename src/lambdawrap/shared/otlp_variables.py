@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from typing import Callable, Mapping
 
 PREFIXES = ("", "TRACES_", "METRICS_", "LOGS_")  # the general variable, then each signal's
+# The only variables of lambdawrap's own configuration a declared secret sets for the companion
+# too (companion/exporter_secrets.py): the collector's credentials.
+HEADER_VARIABLES = frozenset(f"OTEL_EXPORTER_OTLP_{prefix}HEADERS" for prefix in PREFIXES)
 COMPRESSIONS = ("gzip", "deflate", "none")
 GRPC_COMPRESSIONS = ("gzip", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from lambdawrap.shared.otlp_variables import HEADER_VARIABLES
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
@@ -99,6 +101,10 @@ def parse_sources(spec: str, refused: list | None = None) -> tuple:
             continue
         seen[source.env_name] = source
         sources.append(source)
+        if source.env_name.startswith(("OTEL_", "LAMBDAWRAP_")) and source.env_name not in HEADER_VARIABLES:
+            # Read by lambdawrap's own processes as they start, from their environment, not from
+            # a secret: a collector's endpoint declared so would be exported to localhost.
+            problems.append(f"LAMBDAWRAP_SECRETS declares {source.env_name}: the function gets it, lambdawrap does not read its own configuration from a secret (the collector's OTEL_EXPORTER_OTLP_[signal_]HEADERS aside)")
     return sources, problems
 
 
