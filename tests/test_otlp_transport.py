@@ -556,6 +556,26 @@ def test_a_ca_folder_in_requests_ca_bundle_verifies_as_requests_verifies(monkeyp
     assert len(collector.requests) == 2
 
 
+def test_a_ca_bundle_variable_naming_no_certificates_is_a_bad_value(pki, tmp_path, caplog):
+    from lambdawrap.shared.settings import Settings
+
+    not_pem = tmp_path / "ca.der"
+    not_pem.write_bytes(b"0\x82\x01\x0a")
+    cases = {"/no/such/bundle.pem": True, str(not_pem): True, pki["ca.pem"]: False, str(tmp_path): False}
+    for path, bad in cases.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            corrections = Settings.from_env({"REQUESTS_CA_BUNDLE": path, "CURL_CA_BUNDLE": pki["ca.pem"]}).sdk_corrections
+        # THEN a path that is neither a PEM file nor a folder is named once, and the companion
+        # verifies with the default (before: every export over https failed, naming nothing)
+        warnings = [r.getMessage() for r in caplog.records]
+        if bad:
+            assert len(warnings) == 1 and f"ignoring REQUESTS_CA_BUNDLE={path!r}" in warnings[0] and "using the default (certifi's bundle)" in warnings[0], warnings
+            assert {("REQUESTS_CA_BUNDLE", None), ("CURL_CA_BUNDLE", None)} <= set(corrections)
+        else:
+            assert warnings == [] and not [c for c in corrections if c[0].endswith("_CA_BUNDLE")], (path, warnings, corrections)
+
+
 def test_the_signals_share_one_tls_context_per_set_of_tls_settings(monkeypatch, pki):
     # Each context reads its CA bundle (~25 ms of CPU for certifi's): once per set of settings.
     with Collector(tls=server_tls(pki)) as collector, environment(monkeypatch, {"OTEL_EXPORTER_OTLP_CERTIFICATE": pki["ca.pem"]}):

@@ -540,6 +540,30 @@ def test_the_verdict_of_a_replaced_attempt_s_late_record_is_not_the_retry_s(tmp_
     assert [inv.start["span_id"] for inv in sink.invocations] == ["1" * 16]
 
 
+def test_a_retry_s_record_that_comes_before_its_invoke_keeps_its_verdict():
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.shared import records
+
+    def record(span_id: str) -> dict:
+        start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=int(span_id, 16), parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+        return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(time.time_ns()), posted="result")}
+
+    # GIVEN an attempt made from its post and the platform's word, then retried, the retry's
+    # record (held for its post, which it says) read before the retry's INVOKE
+    sink = RecordingSink()
+    correlator = Correlator(sink, lambda reason, detail: None)
+    invoke = {"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders", "deadlineMs": int(time.time() * 1000) + 60_000}
+    correlator.on_invoke(invoke)
+    correlator.on_record(record("1" * 16))
+    platform_word(correlator, "rid-1", "success")
+    correlator.on_record(record("2" * 16))
+    # WHEN its INVOKE comes
+    correlator.on_invoke(invoke)
+    # THEN it is made from its post at once, as any held record's invocation (before: it waited
+    # for the platform's word, its verdict lost on the way)
+    assert [inv.start["span_id"] for inv in sink.invocations] == ["1" * 16, "2" * 16]
+
+
 def test_a_refused_response_is_told_though_the_companion_asks_for_no_posts(tmp_path):
     from lambdawrap.handler.invocation import InvocationTracer
     from lambdawrap.shared import records

@@ -793,6 +793,27 @@ def test_the_late_record_of_an_attempt_a_retry_replaced_is_that_attempt_s():
     assert signals.dropped_by_reason == {}
 
 
+def test_a_retry_s_own_record_is_its_own_though_the_companion_read_its_invoke_late():
+    # GIVEN an attempt that timed out (no record), retried into the same environment; the
+    # retry's handler started 1.5 s before the companion, thawed and busy, read its INVOKE
+    correlator, signals = environment()
+    correlator.on_record(record("E0"))
+    invoke(correlator, "C", deadline_in_s=60)
+    retry = record("C")
+    retry["start"]["span_id"] = "3" * 16
+    retry["start"]["start_ns"] = time.time_ns() - 1_500_000_000
+    invoke(correlator, "C", deadline_in_s=60)
+    # WHEN the retry's record comes, then the first attempt's word and the retry's
+    correlator.on_record(retry)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "timeout"}}, platform_report("C", "timeout")])
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "C", "status": "success"}}, platform_report("C")])
+    correlator.finish_unreported("spindown")
+    # THEN the retry is its own record's span and ended well; the first attempt timed out
+    spans = {format(s.context.span_id, "016x"): s.status.status_code for s in invocation_spans(signals)}
+    assert spans.pop("3" * 16) == StatusCode.UNSET and list(spans.values()) == [StatusCode.ERROR], spans
+    assert signals.dropped_by_reason == {}
+
+
 def test_on_managed_instances_a_retry_after_a_request_whose_start_was_lost_is_its_own():
     # GIVEN a request made from its record alone, its start and report lost for good
     correlator, signals = made_from_its_record_alone("M")

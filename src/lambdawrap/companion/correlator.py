@@ -45,8 +45,9 @@ RETRY_AFTER_S = 30.0
 # after that ask; a record still missing this long after runtimeDone was lost.
 RECORD_GRACE_S = 0.2
 # A record whose handler started this long before a retry of its request was announced is the
-# replaced attempt's (the platform retries an asynchronous invocation a minute or more later).
-RETRY_STARTED_NS = 1_000_000_000
+# replaced attempt's: the platform retries an asynchronous invocation a minute or more after it
+# ended, and a retry's own handler starts before the companion reads its INVOKE by far less.
+RETRY_STARTED_NS = int(RETRY_AFTER_S * 1e9)
 _CRASH_ERRORS = ("Runtime.ExitError", "Runtime.OutOfMemory")
 # A function that sent no record in its environment through this many invocations that ended
 # well never will (its handler was not wrapped: a module that puts another object in its place
@@ -586,6 +587,7 @@ class Correlator:
                     del self._early_attempts[next(iter(self._early_attempts))]
                 if early.end is None:
                     early.start, early.end, early.record_at = record["start"], end, time.monotonic()
+                    self._take_posted(early, end)
                 return
             if inv.finished and inv.end is None and not inv.late_record:
                 # Made without its record (on Managed Instances a timed-out handler runs on and
@@ -606,11 +608,11 @@ class Correlator:
     def _replaced_attempt_s(self, replaced: Invocation, start: dict) -> bool:
         """Whether a record whose start is `start` is the attempt's a retry replaced: by its span
         where that attempt's start is known (its record, or its slot), else by its time. Its
-        handler started before the retry was announced, a retry's within moments of it; the
-        platform retries a minute or more after an attempt ends."""
+        handler started before the retry was announced (RETRY_STARTED_NS), a retry's within
+        moments of it."""
         if replaced.start is not None:
             return replaced.start.get("span_id") == start.get("span_id")
-        retry = self._open.get(replaced.request_id)
+        retry = self._open.get(replaced.request_id) or self._finished.get(replaced.request_id)
         started = start.get("start_ns")
         return retry is not None and type(started) is int and started < retry.invoked_at_ns - RETRY_STARTED_NS
 

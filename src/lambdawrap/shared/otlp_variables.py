@@ -99,7 +99,33 @@ def corrections(env: Mapping[str, str], protocols: tuple, warn: Callable[..., No
                 # Only entries of blanks left out, without a word: the exporters warn of one
                 # holding a line break (an empty one they skip, as here).
                 found.append((headers, kept or none_left))
+    if http:
+        found.extend(_ca_bundle_corrections(env, warn))
     return tuple(found)
+
+
+# requests' own CA variables, which the companion's OTLP/HTTP transport reads as requests does
+# where no OTEL_EXPORTER_OTLP_[signal_]CERTIFICATE is set (companion/otlp_transport.py).
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _ca_bundle_corrections(env: Mapping[str, str], warn: Callable[..., None]) -> list:
+    """The CA variable the transport would read (the first set), unset where it names neither a
+    PEM file of certificates nor a folder (a CA path): it failed every export over https, as it
+    does with requests, naming no variable."""
+    import os  # the settings' import already
+
+    for variable in CA_BUNDLE_VARIABLES:
+        path = env.get(variable, "")
+        if not path:
+            continue
+        problem = None if os.path.isdir(path) else _pem_problem(path, "CERTIFICATE")
+        if problem is None:
+            return []
+        warn("lambdawrap: ignoring %s=%r (%s); using the default (certifi's bundle)", variable, path, problem)
+        # Unset with the other: requests reads CURL_CA_BUNDLE where REQUESTS_CA_BUNDLE is unset.
+        return [(name, None) for name in CA_BUNDLE_VARIABLES if name in env]
+    return []
 
 
 def headers_of_ignored_endpoints(found: tuple, env: Mapping[str, str]) -> frozenset:
