@@ -117,7 +117,7 @@ def _setup(config: str):
             def send(self, record: dict) -> bool:
                 return True
 
-            def send_invocation(self, start_json: bytes, end: dict, posted: dict | None = None) -> bool:
+            def send_invocation(self, start_json: bytes, end: dict) -> bool:
                 records.encode_invocation(start_json, end)
                 return True
 

@@ -1598,6 +1598,12 @@ def test_an_invocation_whose_record_could_not_go_leaves_its_start_in_its_slot(tm
     (tried,) = channel.records
     held = inflight.read(socket_path, CONTEXT.aws_request_id)
     assert held is not None and (held["trace_id"], held["span_id"]) == (tried["trace_id"], tried["span_id"])
+    # ... but not where the companion is gone: the slot would outlive the environment, for a
+    # retry of the request in the next to take for its own
+    channel.companion_refused = True
+    with pytest.raises(ValueError):
+        wrapper.wrap(failing)({}, CONTEXT)
+    assert inflight.read(socket_path, CONTEXT.aws_request_id) is None
 
 
 def test_a_process_restored_from_a_snapshot_draws_ids_of_its_own_and_its_first_request_is_cold():

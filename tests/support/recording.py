@@ -26,6 +26,8 @@ class RecordingChannel:
         self.records.append(json.loads(records.encode_invocation(start_json, end)[HEADER_BYTES:]))
         return True
 
+    companion_refused = False
+
     def companion_gone(self) -> bool:
         return False
 

@@ -181,6 +181,11 @@ class Channel:
         self._next_connect = 0.0
         return None
 
+    @property
+    def companion_refused(self) -> bool:
+        """Whether the companion refused or closed the last connection tried: it is gone."""
+        return self._companion_down
+
     def companion_gone(self) -> bool:
         """Whether the companion has closed this connection (died): one non-blocking peek,
         since the companion never writes on it."""

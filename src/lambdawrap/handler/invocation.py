@@ -526,10 +526,12 @@ class InvocationTracer:
                 end["posted_size"] = posted["size"]
         self._inflight.clear()
         sent = self.channel.send_invocation(start_json, end)
-        if not sent:
+        if not sent and not self.channel.companion_refused:
             # A live companion that had no room for it accounts for the invocation from the
             # platform's word: the start held again (its spans counted already, none held) gives
-            # a failed one its trace, not ids made up, until the next invocation's start.
+            # a failed one its trace, not ids made up, until the next invocation's start. Not
+            # for a companion gone: the slot would outlive the environment, for a retry of the
+            # request in the next to take for its own.
             self._inflight.hold(start_json, time.time_ns())
         if sent and failures:
             FAILURES.count -= failures

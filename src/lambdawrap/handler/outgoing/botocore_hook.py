@@ -44,6 +44,7 @@ URL or POST (botocore builds and signs it like a call, but never sends it).
 
 from __future__ import annotations
 
+import sys
 import time
 from _thread import get_ident
 
@@ -80,7 +81,7 @@ class AwsCall:
         self.answer: "tuple | None" = None
         self.pending: "dict | None" = None  # the invocation's unfinished calls, once answered
         self.digests: "dict | None" = None  # the SQS answer's digests to give back (sqs_digests)
-        self.unsent: "dict | None" = None  # an SQS message's parameters as written (refused_with_context)
+        self.unsent: "dict | None" = None  # an SQS message's parameters as written (_send_as_written)
         self.resent = False
         self._events = events
 
@@ -212,7 +213,9 @@ class AwsCallEvents:
             call.token = None
         try:
             if call.unsent is not None and caught_exception is None and _refused_as_invalid(response):
-                return _send_as_written(call, request_dict, operation)
+                delay = _send_as_written(call, request_dict, operation)
+                if delay is not None:
+                    return delay
             call.answer = (response, caught_exception, context, time.time_ns())
             if call.pending is None and not call.ended:
                 invocation = active_invocation()
@@ -321,16 +324,18 @@ def _invalid_parameter(parsed: "Any") -> bool:
 _INVALID_PARAMETER = ("InvalidParameterValue", "InvalidParameterValueException")
 
 
-def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> int:
+def _send_as_written(call: AwsCall, request_dict: dict, operation: "Any") -> "int | None":
     """Have botocore send the message again, at once, as the function wrote it: refused, it was
     not queued, and what the function gets is what SQS answers that (the same refusal where the
-    context was not the cause). Counted as sent without the context."""
-    from botocore.serialize import create_serializer  # botocore has it loaded already
-
+    context was not the cause). Counted as sent without the context. None: botocore's
+    serializers are not loaded (they come with its clients: never so for a client's call)."""
     unsent, call.unsent = call.unsent, None
+    serialize = sys.modules.get("botocore.serialize")  # never imported here: the function's botocore
+    if serialize is None:
+        return None
     service_model = operation.service_model
     protocol = getattr(service_model, "resolved_protocol", None) or service_model.metadata["protocol"]
-    request_dict["body"] = create_serializer(protocol, include_validation=False).serialize_to_request(unsent, operation)["body"]
+    request_dict["body"] = serialize.create_serializer(protocol, include_validation=False).serialize_to_request(unsent, operation)["body"]
     call.resent = True
     count_context_not_injected()
     return 0
