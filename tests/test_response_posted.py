@@ -426,12 +426,29 @@ def correlated(request_id: str, handler_error: dict | None, posted: str, managed
         correlator = Correlator(sink, lambda reason, detail: None, on_finished=finished_calls.append, managed_instances=managed_instances)
     else:
         correlator, sink, finished_calls = into
-    correlator.on_invoke({"eventType": "INVOKE", "requestId": request_id, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
-    now = time.time_ns()
-    start = json.loads(records.encode_invocation_start(request_id=request_id, function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
-    correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": records.invocation_end(now, error=handler_error)})
+    correlator.on_invoke(invoke_event(request_id))
+    correlator.on_record(invocation_record(request_id, error=handler_error))
     correlator.on_record(records.posted(request_id, posted, records.MAX_RESPONSE_BYTES + 1 if posted == "too_large" else None))
     return correlator, sink, finished_calls
+
+
+ARN = "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+
+
+def invoke_event(request_id: str, deadline_in_s: float | None = None) -> dict:
+    event = {"eventType": "INVOKE", "requestId": request_id, "invokedFunctionArn": ARN}
+    if deadline_in_s is not None:
+        event["deadlineMs"] = int((time.time() + deadline_in_s) * 1000)
+    return event
+
+
+def invocation_record(request_id: str, span_id: int = 2, error: dict | None = None, **end: object) -> dict:
+    """An invocation's record as the function's process sends it, `end` fields added."""
+    from lambdawrap.shared import records
+
+    now = time.time_ns()
+    start = json.loads(records.encode_invocation_start(request_id=request_id, function_arn=ARN, trace_id=1, span_id=span_id, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
+    return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(now, error=error), **end)}
 
 
 def platform_word(correlator, request_id: str, status: str) -> None:
@@ -492,7 +509,6 @@ def test_a_refused_response_is_named_by_its_post_and_needs_its_size():
 @pytest.mark.parametrize("reason", ["timeout", "failure"])
 def test_a_verdict_in_the_record_stands_at_a_reset_that_comes_before_the_platform_s_word(reason):
     from lambdawrap.companion.correlator import Correlator
-    from lambdawrap.shared import records
 
     # GIVEN an invocation whose record, held for the post (the companion not asking for posts:
     # under load, or LAMBDAWRAP_FLUSH=end), says the response was posted; then the environment
@@ -500,10 +516,8 @@ def test_a_verdict_in_the_record_stands_at_a_reset_that_comes_before_the_platfor
     # the platform's runtimeDone, which it delivers late, came
     sink = RecordingSink()
     correlator = Correlator(sink, lambda reason, detail: None)
-    correlator.on_invoke({"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
-    now = time.time_ns()
-    start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=2, parent_span_id=0, sampled=True, start_ns=now - 1_000_000, cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
-    correlator.on_record({"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(now), posted="result")})
+    correlator.on_invoke(invoke_event("rid-1"))
+    correlator.on_record(invocation_record("rid-1", posted="result"))
     # WHEN the companion accounts for it at the SHUTDOWN
     correlator.finish_unreported(reason)
     # THEN its span says what its caller got (before: a crash or timeout made up for it)
@@ -513,28 +527,22 @@ def test_a_verdict_in_the_record_stands_at_a_reset_that_comes_before_the_platfor
 
 def test_the_verdict_of_a_replaced_attempt_s_late_record_is_not_the_retry_s(tmp_path):
     from lambdawrap.companion.correlator import Correlator
-    from lambdawrap.shared import records
     from lambdawrap.shared.inflight import InflightSlot
-
-    def record(span_id: str, **end: object) -> dict:
-        start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=int(span_id, 16), parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
-        return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(time.time_ns()), **end)}
 
     # GIVEN an attempt whose runtime died after its post, made from its slot on the platform's
     # word, then retried in the same environment (an async invoke) before its record was read
     socket_path = str(tmp_path / "lw.sock")
-    first = record("1" * 16, posted="result")
+    first = invocation_record("rid-1", int("1" * 16, 16), posted="result")
     InflightSlot(socket_path).hold(json.dumps(first["start"]).encode())
     sink = RecordingSink()
     correlator = Correlator(sink, lambda reason, detail: None, socket_path=socket_path)
-    invoke = {"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders", "deadlineMs": int(time.time() * 1000) + 60_000}
-    correlator.on_invoke(invoke)
+    correlator.on_invoke(invoke_event("rid-1", 60))
     platform_word(correlator, "rid-1", "failure")
-    correlator.on_invoke(invoke)
+    correlator.on_invoke(invoke_event("rid-1", 60))
     # WHEN the first attempt's record comes late, its verdict in it, then the retry's (sent
     # before its post)
     correlator.on_record(first)
-    correlator.on_record(record("2" * 16))
+    correlator.on_record(invocation_record("rid-1", int("2" * 16, 16)))
     # THEN the retry waits for its own verdict (before: it took the first attempt's, and was
     # exported as a success before the platform's word)
     assert [inv.start["span_id"] for inv in sink.invocations] == ["1" * 16]
@@ -542,23 +550,17 @@ def test_the_verdict_of_a_replaced_attempt_s_late_record_is_not_the_retry_s(tmp_
 
 def test_a_retry_s_record_that_comes_before_its_invoke_keeps_its_verdict():
     from lambdawrap.companion.correlator import Correlator
-    from lambdawrap.shared import records
-
-    def record(span_id: str) -> dict:
-        start = json.loads(records.encode_invocation_start(request_id="rid-1", function_arn="arn:aws:lambda:eu-west-1:123456789012:function:orders", trace_id=1, span_id=int(span_id, 16), parent_span_id=0, sampled=True, start_ns=time.time_ns(), cold_start=False, proactive_init=False, trigger="other", attributes={}, links=[], span_name="orders", span_kind=2))
-        return {"version": records.VERSION, "type": records.INVOCATION, "start": start, "end": dict(records.invocation_end(time.time_ns()), posted="result")}
 
     # GIVEN an attempt made from its post and the platform's word, then retried, the retry's
     # record (held for its post, which it says) read before the retry's INVOKE
     sink = RecordingSink()
     correlator = Correlator(sink, lambda reason, detail: None)
-    invoke = {"eventType": "INVOKE", "requestId": "rid-1", "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders", "deadlineMs": int(time.time() * 1000) + 60_000}
-    correlator.on_invoke(invoke)
-    correlator.on_record(record("1" * 16))
+    correlator.on_invoke(invoke_event("rid-1", 60))
+    correlator.on_record(invocation_record("rid-1", int("1" * 16, 16), posted="result"))
     platform_word(correlator, "rid-1", "success")
-    correlator.on_record(record("2" * 16))
+    correlator.on_record(invocation_record("rid-1", int("2" * 16, 16), posted="result"))
     # WHEN its INVOKE comes
-    correlator.on_invoke(invoke)
+    correlator.on_invoke(invoke_event("rid-1", 60))
     # THEN it is made from its post at once, as any held record's invocation (before: it waited
     # for the platform's word, its verdict lost on the way)
     assert [inv.start["span_id"] for inv in sink.invocations] == ["1" * 16, "2" * 16]

@@ -623,7 +623,8 @@ class Correlator:
             self._posted(inv, end["posted"], end.get("posted_size"))
 
     def _posted(self, inv: Invocation, outcome: str, size: object) -> None:
-        if inv.finished or _past_deadline(inv.invoke_event):
+        """Called for an unfinished invocation only."""
+        if _past_deadline(inv.invoke_event):
             # Posted once the caller had its timeout (a handler that answered at the
             # platform's SIGTERM): not what the caller got; the platform's word is.
             return
