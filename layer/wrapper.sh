@@ -147,6 +147,20 @@ if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
   exec "$@"
 fi
 
+# The managed Python runtimes hand us their interpreter first. Another language's runtime
+# (the wrapper set for functions of several languages at once) is none of ours: with our
+# variables, a Python program it starts would take itself for the function's runtime.
+if [ -z "$lw_chained" ] && [ $# -gt 0 ]; then
+  case "${1##*/}" in
+    python*) ;;
+    *)
+      printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
+      [ -n "$lw_next" ] && exec "$lw_next" "$@"
+      exec "$@"
+      ;;
+  esac
+fi
+
 # The layer is the folder of this file, not of a symlink to it (AWS_LAMBDA_EXEC_WRAPPER may
 # name one elsewhere): from the link's folder the boot would not be found, and the function
 # would run uninstrumented with its PYTHONPATH changed.

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import wait_for
 from support.python_versions import every_python
+from support.stub_runtimes import env_named_python
 from lambdawrap.handler import boot
 from lambdawrap.handler.channel import Channel, encode
 from lambdawrap.companion.channel_server import SocketServer
@@ -1036,7 +1037,8 @@ def test_on_managed_instances_a_failure_before_the_workers_fork_is_reported_once
 
 class TestExecWrapper:
     def run(self, env: dict, *args: str) -> dict:
-        out = subprocess.run([str(WRAPPER), "/usr/bin/env", *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as folder:
+            out = subprocess.run([str(WRAPPER), env_named_python(Path(folder)), *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True)
         return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
     def test_puts_only_the_boot_folder_on_an_unset_pythonpath(self):
@@ -1069,7 +1071,7 @@ class TestExecWrapper:
 
         copy = tmp_path / "some" / "where"
         shutil.copytree(WRAPPER.parent, copy)
-        out = subprocess.run(["sh", "-c", f"cd {copy} && ./wrapper.sh /usr/bin/env"], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+        out = subprocess.run(["sh", "-c", f"cd {copy} && ./wrapper.sh {env_named_python(tmp_path)}"], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
         assert f"PYTHONPATH={copy}/python/lambdawrap_boot\n" in out.stdout
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from lambdawrap.shared.settings import FALSE_WORDS, TRUE_WORDS, Settings
 from support.extensions_api import ExtensionsApi
+from support.stub_runtimes import env_named_python, script_named_python
 
 LAYER = Path(__file__).resolve().parent.parent / "layer"
 WRAPPER = LAYER / "wrapper.sh"
@@ -33,7 +34,8 @@ BOOLEAN_SPELLINGS = sorted(
 
 def run_wrapper(env: dict) -> dict:
     """The environment the runtime would be exec'd with."""
-    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True, timeout=30)
+    with tempfile.TemporaryDirectory() as folder:
+        out = subprocess.run([str(WRAPPER), env_named_python(Path(folder))], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=True, timeout=30)
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
@@ -55,9 +57,7 @@ NEXT_BODY = 'export CHAINED=yes\nexec "$@"\n'
 
 def run_with_next_wrapper(tmp_path: Path, shell: str, value: str) -> tuple[subprocess.CompletedProcess, list, list]:
     """The wrapper run by `shell` with LAMBDAWRAP_NEXT_WRAPPER=value: what the runtime printed, and the warnings."""
-    runtime = tmp_path / "runtime"
-    runtime.write_text(RUNTIME)
-    runtime.chmod(0o755)
+    runtime = script_named_python(tmp_path, RUNTIME)
     env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": value}
     # A short timeout: some of these next wrappers exec env, which execs them again, for ever.
     out = subprocess.run([shell, str(WRAPPER), str(runtime), *RUNTIME_ARGS], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=10)
@@ -117,9 +117,7 @@ def test_wrapper_ignores_a_next_wrapper_the_function_s_user_cannot_read(shell):
     folder = Path(tempfile.mkdtemp(prefix="lw-unreadable-"))
     try:
         folder.chmod(0o755)
-        runtime = folder / "runtime"
-        runtime.write_text(RUNTIME)
-        runtime.chmod(0o755)
+        runtime = script_named_python(folder, RUNTIME)
         nxt = folder / "next.sh"
         nxt.write_text("#!/bin/sh\n" + NEXT_BODY)
         nxt.chmod(0o111)
@@ -184,7 +182,7 @@ def test_wrapper_does_not_chain_to_itself(tmp_path, disabled):
     # its path) WHEN the wrapper runs THEN one warning, and the runtime starts (it used to exec
     # itself until PYTHONPATH outgrew exec's limit, and the runtime exited with status 126)
     env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_DISABLED": disabled, "LAMBDAWRAP_NEXT_WRAPPER": f"{LAYER}/./wrapper.sh"}
-    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(WRAPPER), env_named_python(tmp_path)], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and ("LAMBDAWRAP_BOOT_DIR=" in out.stdout) is not bool(disabled), out
     warnings = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line]
     assert len(warnings) == 1 and "using the default (none)" in warnings[0], out.stderr
@@ -205,13 +203,41 @@ def test_a_next_wrapper_named_without_a_folder_is_the_file_in_the_working_folder
     (elsewhere / "wrap.sh").write_text('#!/bin/sh\nexport CHAINED=path\nexec "$@"\n')
     (elsewhere / "wrap.sh").chmod(0o755)
     env = {"PATH": f"{elsewhere}:/usr/bin:/bin", "LAMBDAWRAP_DISABLED": disabled, "LAMBDAWRAP_NEXT_WRAPPER": "wrap.sh"}
-    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env=env, cwd=task, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(WRAPPER), env_named_python(tmp_path)], env=env, cwd=task, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "CHAINED=task" in out.stdout.splitlines(), out
     assert "LAMBDAWRAP_NEXT_WRAPPER" not in out.stderr
     # ... and one the working folder does not hold is named as given in the one warning
-    out = subprocess.run([str(WRAPPER), "/usr/bin/env"], env={**env, "LAMBDAWRAP_NEXT_WRAPPER": "other.sh"}, cwd=task, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(WRAPPER), env_named_python(tmp_path)], env={**env, "LAMBDAWRAP_NEXT_WRAPPER": "other.sh"}, cwd=task, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "CHAINED" not in out.stdout
     assert [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line] == ["lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='other.sh' (not an executable file); using the default (none)"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("chained", [False, True])
+def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell, chained):
+    # GIVEN the wrapper set for a function of another language (one setting for the functions
+    # of several), whose runtime starts Python programs of its own: a runtime named as Node's,
+    # that prints its arguments and the environment it was given
+    node = tmp_path / "node"
+    node.write_text('#!/bin/sh\nprintf "arg:%s\\n" "$@"\nenv\n')
+    node.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "/mine"}
+    if chained:
+        nxt = tmp_path / "next.sh"
+        nxt.write_text("#!/bin/sh\n" + NEXT_BODY)
+        nxt.chmod(0o755)
+        env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
+    # WHEN the runtime starts through the wrapper
+    out = subprocess.run([shell, str(WRAPPER), str(node), "--expose-gc", "/var/runtime/index.mjs"], env=env, capture_output=True, text=True, timeout=30)
+    # THEN it gets its arguments and the environment it gets without the layer (the next wrapper
+    # still runs, handed the runtime itself), and one line says why (before: PYTHONPATH led
+    # every Python program it started to our boot, which took it for the function's runtime)
+    lines = out.stdout.splitlines()
+    started = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("arg:"))
+    assert out.returncode == 0 and [line for line in lines if line.startswith("arg:")] == ["arg:--expose-gc", "arg:/var/runtime/index.mjs"], out
+    assert started["PYTHONPATH"] == "/mine" and not [k for k in started if k.startswith("LAMBDAWRAP_") and k != "LAMBDAWRAP_NEXT_WRAPPER"], started
+    assert started.get("CHAINED") == ("yes" if chained else None)
+    assert out.stderr.splitlines() == [f"lambdawrap: not instrumenting, the runtime '{node}' is not a Python interpreter (lambdawrap instruments Python functions)"], out.stderr
 
 
 def test_wrapper_chains_when_disabled_too(tmp_path):
@@ -329,7 +355,7 @@ def test_launchers_read_disabled_as_the_settings_do_in_a_utf8_locale(extensions_
     # before: both trimmed U+2003/U+3000 and switched lambdawrap off, while Settings (the boot,
     # the companion) warned and kept it on: the companion never started, the boot waited for it
     disabled = Settings.from_env({"LAMBDAWRAP_DISABLED": value}, warn=False).disabled
-    wrapped = subprocess.run(["bash", str(WRAPPER), "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_DISABLED": value, **UTF8_LOCALE}, capture_output=True, text=True, check=True, timeout=30)
+    wrapped = subprocess.run(["bash", str(WRAPPER), env_named_python(tmp_path)], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_DISABLED": value, **UTF8_LOCALE}, capture_output=True, text=True, check=True, timeout=30)
     out = run_launcher(extensions_api, tmp_path, {"LAMBDAWRAP_DISABLED": value, **UTF8_LOCALE})
     # THEN each switches lambdawrap off exactly when the settings do
     assert ("LAMBDAWRAP_BOOT_DIR=" not in wrapped.stdout) is disabled, value
@@ -421,7 +447,7 @@ def test_a_layer_copied_without_its_boot_runs_the_function_as_without_it(tmp_pat
         nxt.chmod(0o755)
         env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
     # WHEN the runtime starts through it
-    out = subprocess.run([str(partial / "wrapper.sh"), "/usr/bin/env"], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(partial / "wrapper.sh"), env_named_python(tmp_path)], env=env, capture_output=True, text=True, timeout=30)
     # THEN one warning, and the runtime (or the next wrapper) gets the environment it gets
     # without the layer (before: PYTHONPATH set and the boot's variables left, with no boot to
     # take them out)
@@ -447,9 +473,7 @@ def test_a_next_wrapper_sees_the_environment_it_sees_without_the_layer_and_its_o
     nxt.chmod(0o755)
     script = tmp_path / "bootstrap.py"
     script.write_text("")
-    runtime = tmp_path / "runtime"
-    runtime.write_text('#!/bin/sh\nprintf "arg:%s\\n" "$@"\necho "pythonpath:${PYTHONPATH-unset}"\necho "boot:${LAMBDAWRAP_BOOT_DIR-}"\necho "script:${LAMBDAWRAP_RUNTIME_SCRIPT-}"\n')
-    runtime.chmod(0o755)
+    runtime = script_named_python(tmp_path, '#!/bin/sh\nprintf "arg:%s\\n" "$@"\necho "pythonpath:${PYTHONPATH-unset}"\necho "boot:${LAMBDAWRAP_BOOT_DIR-}"\necho "script:${LAMBDAWRAP_RUNTIME_SCRIPT-}"\n')
     env = {"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}
     out = subprocess.run([shell, str(WRAPPER), str(runtime), str(script)], env=env, capture_output=True, text=True, timeout=30)
     # THEN the next wrapper saw no PYTHONPATH and none of the boot's variables (only what
