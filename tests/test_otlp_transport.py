@@ -887,6 +887,36 @@ def test_a_certificate_file_that_is_not_pem_is_named_once_and_the_default_used(t
     assert len(said) == 1 and repr(str(der)) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said
 
 
+def test_a_ca_folder_in_the_otlp_certificate_verifies_over_http_and_is_a_bad_value_over_grpc(tmp_path, pki, caplog):
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN OTEL_EXPORTER_OTLP_CERTIFICATE naming a folder of hashed CA certificates (as
+    # `openssl rehash` makes one), an https collector that CA signed
+    folder = tmp_path / "cas"
+    folder.mkdir()
+    shutil.copy(pki["ca.pem"], folder / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True, timeout=30)
+    task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(folder)}
+    with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"])) as rx, instrumented(task, env=env, receiver=rx) as (emu, _):
+        # WHEN the function runs THEN its span goes, verified with that folder as the OTLP/HTTP
+        # exporter verifies with it (requests takes it as a CA path), and nothing is warned of
+        # (before: "no file this process can read", and the system's CAs refused the collector)
+        result = emu.invoke({})
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
+        lines = emu.log_lines("extension") + emu.log_lines("function")
+    assert not [line for line in lines if "OTEL_EXPORTER_OTLP_CERTIFICATE" in line], lines
+    # ... while for a signal over gRPC, whose exporter reads one file (a folder failed its start),
+    # it is a bad value, named once, with the default
+    for protocols, bad in [({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, True), ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}, True), ({}, False)]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            corrections = Settings.from_env({**env, **protocols}).sdk_corrections
+        said = [r.getMessage() for r in caplog.records]
+        assert (("OTEL_EXPORTER_OTLP_CERTIFICATE", None) in corrections) is bad, (protocols, corrections)
+        assert said == ([f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_CERTIFICATE={str(folder)!r} (a folder: the gRPC exporter reads one PEM file); using the default (the system's CA certificates)"] if bad else []), said
+
+
 def test_tls_files_of_the_wrong_kind_are_named_once_and_the_default_used(tmp_path, pki):
     # GIVEN an https collector of a private CA, configured for every signal; a traces
     # certificate that is a private key, and a client certificate for metrics with no key set

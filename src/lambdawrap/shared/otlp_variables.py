@@ -119,7 +119,7 @@ def _ca_bundle_corrections(env: Mapping[str, str], warn: Callable[..., None]) ->
         path = env.get(variable, "")
         if not path:
             continue
-        problem = None if os.path.isdir(path) else _pem_problem(path, "CERTIFICATE")
+        problem = None if _readable_folder(path) else _pem_problem(path, "CERTIFICATE")
         if problem is None:
             return []
         warn("lambdawrap: ignoring %s=%r (%s); using the default (certifi's bundle)", variable, path, problem)
@@ -205,6 +205,12 @@ def _readable_file(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
+def _readable_folder(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)
+
+
 # A PEM file's first block is found well within this (a CA bundle's comments come first).
 _PEM_SEARCH_BYTES = 1024 * 1024
 
@@ -233,7 +239,10 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         path = env.get(variable, "")
         if not path.strip():
             continue
-        problem = _pem_problem(path, name)
+        if name == "CERTIFICATE" and _readable_folder(path):
+            problem = _ca_folder_problem(env, protocols, prefix)
+        else:
+            problem = _pem_problem(path, name)
         if problem is None:
             kept[name] = path
             continue
@@ -262,6 +271,13 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         warn("lambdawrap: ignoring %s=%r (no client key is set, and the file holds none); using the default %s", variable, certificate, "from OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" if prefix else "(none)")
         found.append((variable, None))
     return found
+
+
+def _ca_folder_problem(env: Mapping[str, str], protocols: tuple, prefix: str) -> str | None:
+    """What is wrong with a folder of hashed CA certificates (a CA path, as `openssl rehash`
+    makes one) for the CERTIFICATE of `prefix`: the OTLP/HTTP exporter verifies with it as
+    requests does; the gRPC one reads one file, and a folder made it fail to start."""
+    return "a folder: the gRPC exporter reads one PEM file" if _grpc_pair_readers(env, protocols, prefix, True) else None
 
 
 def _grpc_pair_readers(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> list:
