@@ -1686,12 +1686,20 @@ def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_
         """))
     count_file = tmp_path / "ended"
     run_booted(tmp_path, sock_path, "unused", f"""
-        import json, time
+        import fcntl, json, struct, termios, time
         sys.setswitchinterval(1e-6)
         import racing
         # Records the channel could not send (a socket buffer the listener, on a busy machine,
         # did not drain in time): whole records lost, which is another test's matter
         channel = boot._state["channel"]
+
+        def drained():
+            # Paced as the listener reads: what the peer has not read yet (TIOCOUTQ), none left.
+            deadline = time.monotonic() + 30
+            while channel._sock is not None and time.monotonic() < deadline:
+                if struct.unpack("i", fcntl.ioctl(channel._sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0] == 0:
+                    return
+                time.sleep(0.001)
         send_invocation, refused = channel.send_invocation, [0]
 
         def counted(*args, **kwargs):
@@ -1706,6 +1714,7 @@ def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_
             racing.stop.set()
             racing.threads.pop().join()
             time.sleep(0.005)  # paced, as invocations come
+            drained()
         open({str(count_file)!r}, "w").write(json.dumps([racing.ended[0], refused[0], channel.dropped]))
         """, LAMBDAWRAP_MAX_SPANS_PER_INVOCATION="100000")
     ended, refused, dropped = json.loads(count_file.read_text())
