@@ -147,18 +147,26 @@ if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
   exec "$@"
 fi
 
-# The managed Python runtimes hand us their interpreter first. Another language's runtime
-# (the wrapper set for functions of several languages at once) is none of ours: with our
-# variables, a Python program it starts would take itself for the function's runtime.
-if [ -z "$lw_chained" ] && [ $# -gt 0 ]; then
-  case "${1##*/}" in
-    python*) ;;
-    *)
-      printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
-      [ -n "$lw_next" ] && exec "$lw_next" "$@"
-      exec "$@"
-      ;;
-  esac
+# Whether the runtime is Python's: the managed Python runtimes hand us their interpreter
+# (python3.X) first, a wrapper of the user's chained before ours may put a command in front of
+# it (env FOO=1, nice), and another copy of this file chained after ours is handed ours, with
+# the interpreter in LAMBDAWRAP_CHAINED_INTERPRETER.
+lw_python_runtime() {
+  for lw_each in "${LAMBDAWRAP_CHAINED_INTERPRETER-}" "$@"; do
+    case "${lw_each##*/}" in
+      python|python[0-9]*) return 0 ;;
+    esac
+  done
+  return 1
+}
+
+# Another language's runtime (the wrapper set for the functions of several languages at once)
+# is none of ours: with our variables, a Python program it starts would take itself for the
+# function's runtime.
+if [ -z "$lw_chained" ] && [ $# -gt 0 ] && ! lw_python_runtime "$@"; then
+  printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
+  [ -n "$lw_next" ] && exec "$lw_next" "$@"
+  exec "$@"
 fi
 
 # The layer is the folder of this file, not of a symlink to it (AWS_LAMBDA_EXEC_WRAPPER may

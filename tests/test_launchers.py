@@ -240,6 +240,31 @@ def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell,
     assert out.stderr.splitlines() == [f"lambdawrap: not instrumenting, the runtime '{node}' is not a Python interpreter (lambdawrap instruments Python functions)"], out.stderr
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("front", [["/usr/bin/env", "FOO=1"], ["nice", "-n", "5"]])
+def test_a_python_runtime_behind_a_command_of_a_user_s_wrapper_is_instrumented(tmp_path, shell, front):
+    # GIVEN a wrapper of the user's, chained before ours, that puts a command in front of the
+    # interpreter the runtime handed it (`exec /opt/wrapper.sh env FOO=1 "$@"`)
+    runtime = script_named_python(tmp_path, RUNTIME)
+    out = subprocess.run([shell, str(WRAPPER), *front, str(runtime), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    # THEN the Python runtime behind it is instrumented, without a word
+    assert out.returncode == 0 and out.stdout.splitlines() == runtime_lines(chained=False) and out.stderr == "", out
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_another_copy_of_the_wrapper_chained_after_ours_says_nothing_of_the_runtime(tmp_path, shell):
+    # GIVEN LAMBDAWRAP_NEXT_WRAPPER naming another copy of this wrapper (a second layer's)
+    copy = tmp_path / "other-layer" / "wrapper.sh"
+    copy.parent.mkdir()
+    shutil.copy2(WRAPPER, copy)
+    runtime = script_named_python(tmp_path, RUNTIME)
+    out = subprocess.run([shell, str(WRAPPER), str(runtime), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(copy)}, capture_output=True, text=True, timeout=30)
+    # THEN it takes the Python runtime it is handed for one (it is given ours, the interpreter
+    # in our variable): the runtime starts, and no line calls it another language's
+    assert out.returncode == 0 and "not a Python interpreter" not in out.stderr, out
+    assert [line for line in out.stdout.splitlines() if line.startswith("arg:")] == [f"arg:{arg}" for arg in RUNTIME_ARGS], out
+
+
 def test_wrapper_chains_when_disabled_too(tmp_path):
     # Another product's wrapper keeps working when lambdawrap is switched off.
     nxt = tmp_path / "next.sh"
@@ -488,13 +513,14 @@ def test_a_next_wrapper_sees_the_environment_it_sees_without_the_layer_and_its_o
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_next_wrapper_handed_an_empty_interpreter_runs_once(tmp_path, shell):
-    # GIVEN a runtime started as "" (an empty interpreter) through a chained next wrapper that
-    # counts its runs
+    # GIVEN a runtime started as "" (an empty interpreter, a word a wrapper of the user's put in
+    # front of Python's) through a chained next wrapper that counts its runs
     count = tmp_path / "count"
     nxt = tmp_path / "next.sh"
     nxt.write_text(f'#!/bin/sh\necho run >> "{count}"\n[ "$(wc -l < "{count}")" -lt 5 ] || exit 3\nexec "$@"\n')
     nxt.chmod(0o755)
-    out = subprocess.run([shell, str(WRAPPER), "", "script.py"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}, capture_output=True, text=True, timeout=30)
+    python = script_named_python(tmp_path, RUNTIME)
+    out = subprocess.run([shell, str(WRAPPER), "", str(python), "script.py"], env={"PATH": "/usr/bin:/bin", "LAMBDAWRAP_NEXT_WRAPPER": str(nxt)}, capture_output=True, text=True, timeout=30)
     # THEN the next wrapper ran once, and the empty interpreter failed as it does without the
     # layer (before: the second pass took "" for no second pass, and chained again, for ever)
     assert count.read_text() == "run\n", (count.read_text(), out)
