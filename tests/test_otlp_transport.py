@@ -561,7 +561,7 @@ def test_a_ca_bundle_variable_naming_no_certificates_is_a_bad_value(pki, tmp_pat
 
     not_pem = tmp_path / "ca.der"
     not_pem.write_bytes(b"0\x82\x01\x0a")
-    cases = {"/no/such/bundle.pem": True, str(not_pem): True, pki["ca.pem"]: False, str(tmp_path): False}
+    cases = {"/no/such/bundle.pem": True, str(not_pem): True, pki["ca.pem"]: False, str(ca_folder(tmp_path, pki)): False}
     for path, bad in cases.items():
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
@@ -887,34 +887,89 @@ def test_a_certificate_file_that_is_not_pem_is_named_once_and_the_default_used(t
     assert len(said) == 1 and repr(str(der)) in said[0] and "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE" in said[0], said
 
 
-def test_a_ca_folder_in_the_otlp_certificate_verifies_over_http_and_is_a_bad_value_over_grpc(tmp_path, pki, caplog):
-    from lambdawrap.shared.settings import Settings
-
-    # GIVEN OTEL_EXPORTER_OTLP_CERTIFICATE naming a folder of hashed CA certificates (as
-    # `openssl rehash` makes one), an https collector that CA signed
-    folder = tmp_path / "cas"
+def ca_folder(tmp_path, pki, hashed: bool = True):
+    """A folder holding the test CA, with the hashed names OpenSSL looks a CA up by (as
+    `openssl rehash` makes them) or without."""
+    folder = tmp_path / ("cas" if hashed else "cas-unhashed")
     folder.mkdir()
     shutil.copy(pki["ca.pem"], folder / "ca.pem")
-    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True, timeout=30)
+    if hashed:
+        subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True, timeout=30)
+    return folder
+
+
+def test_a_ca_folder_in_the_otlp_certificate_verifies_over_http_and_the_grpc_signals_use_the_default(tmp_path, pki):
+    # GIVEN OTEL_EXPORTER_OTLP_CERTIFICATE naming a folder of hashed CA certificates, an https
+    # collector that CA signed for spans (OTLP/HTTP), and metrics over gRPC, whose exporter reads
+    # one file (a folder failed its start), to an https endpoint that answers nothing
+    folder = ca_folder(tmp_path, pki)
     task = write_function(tmp_path / "task", "def handler(event, context):\n    return {'ok': True}\n")
-    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(folder)}
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(folder), "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": nobody, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "2"}
     with OtlpReceiver(tls=(pki["server.pem"], pki["server.key"])) as rx, instrumented(task, env=env, receiver=rx) as (emu, _):
         # WHEN the function runs THEN its span goes, verified with that folder as the OTLP/HTTP
-        # exporter verifies with it (requests takes it as a CA path), and nothing is warned of
-        # (before: "no file this process can read", and the system's CAs refused the collector)
+        # exporter verifies with it (requests takes it as a CA path); before: ignored as "no
+        # file", or, with a signal over gRPC, taken from every signal: the span never came
         result = emu.invoke({})
         rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)
         lines = emu.log_lines("extension") + emu.log_lines("function")
-    assert not [line for line in lines if "OTEL_EXPORTER_OTLP_CERTIFICATE" in line], lines
-    # ... while for a signal over gRPC, whose exporter reads one file (a folder failed its start),
-    # it is a bad value, named once, with the default
-    for protocols, bad in [({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, True), ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}, True), ({}, False)]:
+    # ... and one line says the gRPC signal does not use it
+    said = [line for line in lines if "OTEL_EXPORTER_OTLP_CERTIFICATE" in line]
+    assert len(said) == 1 and f"not using OTEL_EXPORTER_OTLP_CERTIFICATE={str(folder)!r} over gRPC" in said[0] and "metrics" in said[0], said
+
+
+@pytest.mark.parametrize("protocols", [{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf"}, {}])
+def test_the_grpc_exporters_start_with_a_ca_folder_configured(monkeypatch, tmp_path, pki, caplog, protocols):
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN a CA folder as the general certificate, and some signals over gRPC
+    folder = str(ca_folder(tmp_path, pki))
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": folder, "OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:4317", **protocols}
+    with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+        settings = Settings.from_env(env)
+    over_grpc = [signal for signal in ("traces", "metrics", "logs") if settings.protocol(signal) == "grpc"]
+    # WHEN the companion corrects its environment as the settings say
+    for variable, value in settings.sdk_corrections:
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    for variable, value in env.items():
+        if not any(variable == corrected for corrected, _ in settings.sdk_corrections):
+            monkeypatch.setenv(variable, value)
+    # THEN the folder stays for the OTLP/HTTP signals, each gRPC exporter starts (before: a
+    # folder raised IsADirectoryError as it was made), and one line names the gRPC signals
+    assert os.environ["OTEL_EXPORTER_OTLP_CERTIFICATE"] == folder
+    exporters = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}
+    for signal in over_grpc:
+        exporters[signal]().shutdown()
+    said = [r.getMessage() for r in caplog.records]
+    if over_grpc:
+        assert said == [f"lambdawrap: not using OTEL_EXPORTER_OTLP_CERTIFICATE={folder!r} over gRPC (a folder: the gRPC exporter reads one PEM file; {', '.join(over_grpc)}); using the default (the system's CA certificates) there"], said
+    else:
+        assert said == []
+
+
+def test_a_ca_folder_without_hashed_names_is_a_bad_value(tmp_path, pki, caplog):
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN a folder holding the CA as ca.pem only, with no hashed names: OpenSSL finds nothing
+    # in it, and every export over https failed naming no variable
+    folder = str(ca_folder(tmp_path, pki, hashed=False))
+    for variable, default in [("OTEL_EXPORTER_OTLP_CERTIFICATE", "(the system's CA certificates)"), ("REQUESTS_CA_BUNDLE", "(certifi's bundle)")]:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-            corrections = Settings.from_env({**env, **protocols}).sdk_corrections
+            corrections = Settings.from_env({variable: folder}).sdk_corrections
+        # THEN it is named once, with the default used
         said = [r.getMessage() for r in caplog.records]
-        assert (("OTEL_EXPORTER_OTLP_CERTIFICATE", None) in corrections) is bad, (protocols, corrections)
-        assert said == ([f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_CERTIFICATE={str(folder)!r} (a folder: the gRPC exporter reads one PEM file); using the default (the system's CA certificates)"] if bad else []), said
+        assert said == [f"lambdawrap: ignoring {variable}={folder!r} (a folder without hashed certificate names, which `openssl rehash` makes); using the default {default}"], said
+        assert (variable, None) in corrections
 
 
 def test_tls_files_of_the_wrong_kind_are_named_once_and_the_default_used(tmp_path, pki):

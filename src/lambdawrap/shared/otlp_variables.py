@@ -119,7 +119,7 @@ def _ca_bundle_corrections(env: Mapping[str, str], warn: Callable[..., None]) ->
         path = env.get(variable, "")
         if not path:
             continue
-        problem = None if _readable_folder(path) else _pem_problem(path, "CERTIFICATE")
+        problem = _ca_folder_problem(path) if _readable_folder(path) else _pem_problem(path, "CERTIFICATE")
         if problem is None:
             return []
         warn("lambdawrap: ignoring %s=%r (%s); using the default (certifi's bundle)", variable, path, problem)
@@ -234,13 +234,25 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
     file holds its key, that file as both, in variables of its own."""
     found: list = []
     kept: dict = {}
+    grpc_reads_kept = True  # whether the gRPC signals read the CERTIFICATE kept
     for name, default in _TLS_DEFAULTS:
         variable = f"OTEL_EXPORTER_OTLP_{prefix}{name}"
         path = env.get(variable, "")
         if not path.strip():
             continue
         if name == "CERTIFICATE" and _readable_folder(path):
-            problem = _ca_folder_problem(env, protocols, prefix)
+            problem = _ca_folder_problem(path)
+            grpc_readers = _grpc_pair_readers(env, protocols, prefix, True) if problem is None else []
+            if grpc_readers and prefix:
+                problem = _GRPC_FOLDER
+            elif grpc_readers:
+                # The OTLP/HTTP signals keep the folder; each gRPC one reading it is given a
+                # certificate of its own, set and empty, which its exporter reads as "the
+                # default" (not as "unset, read the general one").
+                signals = ", ".join(reader.rstrip("_").lower() for reader in grpc_readers)
+                warn("lambdawrap: not using %s=%r over gRPC (%s; %s); using the default %s there", variable, path, _GRPC_FOLDER, signals, default)
+                found.extend((f"OTEL_EXPORTER_OTLP_{reader}CERTIFICATE", "") for reader in grpc_readers)
+                grpc_reads_kept = False
         else:
             problem = _pem_problem(path, name)
         if problem is None:
@@ -249,7 +261,7 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)
         found.append((variable, None))
     certificate, key = kept.get("CLIENT_CERTIFICATE"), kept.get("CLIENT_KEY")
-    readers = _grpc_pair_readers(env, protocols, prefix, "CERTIFICATE" in kept)
+    readers = _grpc_pair_readers(env, protocols, prefix, "CERTIFICATE" in kept and grpc_reads_kept)
     if readers and (certificate is None) != (key is None):
         # gRPC reads the pair of one prefix together, the key from CLIENT_KEY alone, and aborts
         # on half a pair. The general variables are left to the OTLP/HTTP signals: a gRPC
@@ -273,11 +285,30 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
     return found
 
 
-def _ca_folder_problem(env: Mapping[str, str], protocols: tuple, prefix: str) -> str | None:
-    """What is wrong with a folder of hashed CA certificates (a CA path, as `openssl rehash`
-    makes one) for the CERTIFICATE of `prefix`: the OTLP/HTTP exporter verifies with it as
-    requests does; the gRPC one reads one file, and a folder made it fail to start."""
-    return "a folder: the gRPC exporter reads one PEM file" if _grpc_pair_readers(env, protocols, prefix, True) else None
+# A folder of CA certificates is a CA path to the OTLP/HTTP exporter (as requests takes it); the
+# gRPC exporter reads one file, and a folder made it fail to start.
+_GRPC_FOLDER = "a folder: the gRPC exporter reads one PEM file"
+
+
+def _ca_folder_problem(path: str) -> str | None:
+    """What is wrong with a folder given as CA certificates: OpenSSL looks a CA up in it by the
+    hash of its name only (`openssl rehash` makes the links), so one without such names
+    verifies nothing, and every export over https failed naming no variable."""
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        return f"a folder this process cannot list ({exc.strerror or exc})"
+    if any(_hashed_name(name) for name in names):
+        return None
+    return "a folder without hashed certificate names, which `openssl rehash` makes"
+
+
+def _hashed_name(name: str) -> bool:
+    """A CA path's certificate name: eight hex digits of the subject's hash, "." and a number."""
+    digits, dot, number = name[:8], name[8:9], name[9:]
+    return dot == "." and number.isdigit() and number.isascii() and all(c in "0123456789abcdef" for c in digits) and len(digits) == 8
 
 
 def _grpc_pair_readers(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> list:
