@@ -258,6 +258,11 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         if problem is None:
             kept[name] = path
             continue
+        if problem is _GRPC_FOLDER and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
+            # Unset, it would fall back to the general one, a folder too: set and empty instead.
+            warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, default)
+            found.append((variable, ""))
+            continue
         warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)
         found.append((variable, None))
     certificate, key = kept.get("CLIENT_CERTIFICATE"), kept.get("CLIENT_KEY")
