@@ -1964,31 +1964,40 @@ def test_a_client_instrumented_by_opentelemetry_alone_is_traced_once(tmp_path, c
 
 KEPT_AMONG_MANY = """
 import os, urllib.error, urllib.request
+import requests
 
 KEPT = urllib.request.Request(os.environ["HTTP_URL"] + "/status/200?via=kept")
+SESSION = requests.Session()
+PREPARED = SESSION.prepare_request(requests.Request("GET", os.environ["HTTP_URL"] + "/status/200?via=prepared"))
 
 def handler(event, context):
-    for _ in range(600):  # requests of their own (each send gets a context), refused: quick
+    # More requests of their own (each send gets a context) than lambdawrap keeps the values
+    # it wrote of, refused: quick
+    for _ in range(1100):
         try:
             urllib.request.urlopen(os.environ["REFUSED_URL"], timeout=5)
         except urllib.error.URLError:
             pass
     urllib.request.urlopen(KEPT, timeout=5).read()
+    SESSION.send(PREPARED, timeout=5).close()
     return {"statusCode": 200}
 """
 
 
 def test_a_request_kept_across_invocations_among_many_others_names_each_invocations_span(tmp_path):
-    # GIVEN a request object kept across invocations, each of which sends many other requests
-    # (lambdawrap remembers the values it wrote, up to a cap, to replace them on a resend)
+    # GIVEN request objects kept across invocations (a urllib Request, a requests
+    # PreparedRequest), each invocation sending more other requests than lambdawrap keeps the
+    # values it wrote of
     task = write_function(tmp_path / "task", KEPT_AMONG_MANY)
     with recording_server() as http, instrumented(task, env={"HTTP_URL": http.url, "REFUSED_URL": f"http://127.0.0.1:{closed_port()}/"}, timeout_s=60) as (emu, rx):
         results = [emu.invoke({}) for _ in range(3)]
         assert [r.json() for r in results] == [{"statusCode": 200}] * 3
         invocations = [invocation_span(rx, r.request_id) for r in results]
-    # THEN each send of it carries its own invocation's trace, never an earlier one's
-    sent = [r["headers"]["traceparent"].split("-")[1] for r in http.requests]
-    assert sent == [i["trace_id"] for i in invocations], sent
+    # THEN each send of each carries its own invocation's trace, never an earlier one's (before:
+    # past the cap, the first invocation's, taken for the function's own, for ever)
+    for via in ("kept", "prepared"):
+        sent = [r["headers"]["traceparent"].split("-")[1] for r in http.requests if r["path"].endswith(f"via={via}")]
+        assert sent == [i["trace_id"] for i in invocations], (via, sent)
 
 
 CLOSES_UNREAD = """

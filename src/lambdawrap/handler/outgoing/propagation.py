@@ -25,6 +25,10 @@ from lambdawrap.handler.trace_context import xray_root_trace_id
 from lambdawrap.handler.outgoing.recorder import ClientSpan
 from lambdawrap.shared.w3c_fields import MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBER_CHARS, MAX_BAGGAGE_MEMBERS
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Callable
+
 _LOW_96 = (1 << 96) - 1
 MAX_XRAY_CHARS = 256
 XRAY_HEADER = "X-Amzn-Trace-Id"
@@ -135,9 +139,38 @@ _ONE_PER_INVOCATION = ("tracestate", "baggage")  # the same on every send: a val
 _ONE_PER_SEND = ("traceparent", XRAY_HEADER.lower())  # a span's: a value tells its send
 
 
+# And by request: what was written into each request object (or headers mapping) still alive,
+# by id, with a weak reference that takes it out when the object goes. A request kept longer
+# than the values' cap (a module's Request sent once per invocation, a thousand other calls
+# between) would otherwise hold a value no longer known as ours, sent as the user's for ever,
+# an earlier trace's. Objects that take no weak reference (a dict) are new at each send.
+_WRITTEN_ON: dict = {}
+
+
 def written_by_us(name: str, value: object) -> bool:
     """Whether a header's value is one lambdawrap wrote for an earlier send."""
     return isinstance(value, str) and (name.lower(), value) in _WRITTEN
+
+
+def _written_on(carrier: object) -> dict:
+    """What lambdawrap wrote into `carrier` at its last send: lowercase name -> value."""
+    entry = _WRITTEN_ON.get(id(carrier)) if carrier is not None else None
+    return entry[1] if entry is not None and entry[0]() is carrier else {}
+
+
+def _remember_on(carrier: object, written: dict) -> None:
+    if carrier is None:
+        return
+    key = id(carrier)
+    if not written:
+        _WRITTEN_ON.pop(key, None)
+        return
+    try:
+        from weakref import ref  # the runtime's logging imported it already
+
+        _WRITTEN_ON[key] = (ref(carrier, lambda _gone, key=key: _WRITTEN_ON.pop(key, None)), written)
+    except TypeError:  # no weak reference to it: the values' memory serves
+        pass
 
 
 def _remember(written: tuple) -> None:
@@ -153,17 +186,28 @@ def _remember(written: tuple) -> None:
             break
 
 
-def carried_changes(present: dict, pairs: list, per_send: bool | None = None) -> tuple:
+def carried_changes(present: dict, pairs: list, per_send: bool | None = None, carrier: object = None) -> tuple:
     """What a request's headers need to carry `pairs`: ([(name, value)] to set, those missing
     or ours from an earlier send; [lowercase names] to remove, ours from an earlier send that
     this one does not carry). `present`: the request's CARRIED headers, lowercase name -> value;
     `per_send`: whether the propagators carry a header of one send's own (a traceparent, an
     X-Ray header); None: whether `pairs` hold one (a call not traced holds none, whatever they
-    carry)."""
+    carry); `carrier`: the object the headers live in, which may be sent again."""
+    known = _written_on(carrier)
+    to_set, to_remove = _changes(present, pairs, per_send, lambda name, value: value is not None and known.get(name) == value or written_by_us(name, value))
+    if carrier is not None and (known or to_set):
+        removed = set(to_remove)
+        still = {name: value for name, value in known.items() if present.get(name) == value and name not in removed}
+        _remember_on(carrier, {**still, **{name.lower(): value for name, value in to_set}})
+    return to_set, to_remove
+
+
+def _changes(present: dict, pairs: list, per_send: bool | None, written: Callable[[str, object], bool]) -> tuple:
+    """carried_changes, with `written(lowercase name, value)` telling a value lambdawrap wrote."""
     if per_send is None:
         per_send = any(name.lower() in _ONE_PER_SEND for name, _ in pairs)
     parent = present.get("traceparent")
-    own_parent = parent is not None and not written_by_us("traceparent", parent)
+    own_parent = parent is not None and not written("traceparent", parent)
     if own_parent:
         # The function sent its own traceparent: a tracestate belongs to the traceparent it
         # came with (W3C Trace Context), so the invocation's (another trace's vendor state)
@@ -171,7 +215,7 @@ def carried_changes(present: dict, pairs: list, per_send: bool | None = None) ->
         # service would follow one trace or the other by the header it reads); the function's
         # own tracestate, if any, stays.
         pairs = [(name, value) for name, value in pairs if name.lower() not in _BESIDE_OWN_PARENT]
-    elif _names_another_trace(present.get(XRAY_HEADER.lower()), pairs):
+    elif not written(XRAY_HEADER.lower(), present.get(XRAY_HEADER.lower())) and _names_another_trace(present.get(XRAY_HEADER.lower()), pairs):
         # With X-Ray propagation, the function sent its own X-Ray header naming another trace
         # than the invocation's: a traceparent beside it would name a second one. One naming the
         # invocation's trace (the function forwarding its _X_AMZN_TRACE_ID, where the invocation
@@ -188,12 +232,12 @@ def carried_changes(present: dict, pairs: list, per_send: bool | None = None) ->
     # Worked out only for a request holding a carried header: a new one (most sends) asks nothing.
     resent = bool(present) and (
         (parent is not None and not own_parent)
-        or written_by_us(XRAY_HEADER, present.get(XRAY_HEADER.lower()))
+        or written(XRAY_HEADER.lower(), present.get(XRAY_HEADER.lower()))
         or not per_send
     )
 
     def ours(name: str, value: str) -> bool:
-        return written_by_us(name, value) and (resent or name.lower() not in _ONE_PER_INVOCATION)
+        return written(name.lower(), value) and (resent or name.lower() not in _ONE_PER_INVOCATION)
 
     to_set = []
     for name, value in pairs:
@@ -235,11 +279,11 @@ def add_missing(headers: object, pairs: list, per_send: bool | None = None) -> N
     """Set each header the mapping does not have yet (any case), leaving the user's alone (values
     of ours left from an earlier send of the same request are replaced, or removed); `per_send`
     as carried_changes has it."""
-    if not pairs and not (headers and _WRITTEN):
+    if not pairs and not (headers and (_WRITTEN or _WRITTEN_ON)):
         return  # nothing to carry, and nothing of ours that could be left there
     keys = {(k if type(k) is str else header_text(k)).lower(): k for k in headers} if headers else {}  # type: ignore[union-attr]
     present = {name: header_text(headers[key]) for name, key in keys.items() if name in CARRIED}  # type: ignore[index]
-    to_set, to_remove = carried_changes(present, pairs, per_send)
+    to_set, to_remove = carried_changes(present, pairs, per_send, headers)
     for name, value in to_set:
         headers[keys.get(name.lower(), name)] = value  # type: ignore[index]
     for name in to_remove:

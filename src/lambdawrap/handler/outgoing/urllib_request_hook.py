@@ -61,7 +61,7 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
             return None, args, kwargs
         for name, value in _opener_headers(instance).items():
             present.setdefault(name, value)
-        to_set, to_remove = carried_changes(present, calls.headers_for(call) if call is not None else [], None if call is not None else calls.per_send())
+        to_set, to_remove = carried_changes(present, calls.headers_for(call) if call is not None else [], None if call is not None else calls.per_send(), target)
         for name, value in to_set:
             if name.lower() in keys:
                 target.remove_header(keys[name.lower()])  # ours from an earlier send, maybe as bytes
