@@ -922,6 +922,41 @@ def test_a_request_carries_no_context_with_none_among_the_propagators(tmp_path):
     assert not [line for line in lines if "OTEL_PROPAGATORS" in line], lines
 
 
+SENDS_TO_EVERY_CARRIER = """
+import json, os
+import boto3
+
+def handler(event, context):
+    args = dict(endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    sqs, sfn = boto3.client("sqs", **args), boto3.client("stepfunctions", **args)
+    queue = sqs.create_queue(QueueName="carried")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="order 9")
+    received = sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"])["Messages"][0]
+    machine = sfn.create_state_machine(name="carried", definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}), roleArn="arn:aws:iam::123456789012:role/orders")["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps({"order": 9}))["executionArn"]
+    # The recording server stands in for Lambda's Invoke endpoint: it answers 200 to any call.
+    boto3.client("lambda", **dict(args, endpoint_url=event["http"])).invoke(FunctionName="orders", Payload=b"{}")
+    return {"attributes": sorted(received.get("MessageAttributes", {})), "input": sfn.describe_execution(executionArn=execution)["input"]}
+"""
+
+
+@pytest.mark.parametrize("propagators", ["none", "baggage", "tracecontext"])
+def test_aws_payloads_carry_a_trace_context_only_where_the_propagators_carry_one(tmp_path, moto, propagators):
+    # GIVEN a function that sends an SQS message, starts a Step Functions execution and invokes
+    # a function, with OTEL_PROPAGATORS carrying no trace context (none, baggage alone) or one
+    task = write_function(tmp_path / "task", SENDS_TO_EVERY_CARRIER)
+    with recording_server() as http, instrumented(task, env={"MOTO_URL": moto.endpoint, "OTEL_PROPAGATORS": propagators}, timeout_s=30) as (emu, rx):
+        result = emu.invoke({"http": http.url})
+        invocation_span(rx, result.request_id)
+        client_context = [r["headers"].get("x-amz-client-context") for r in http.requests]
+    carried = propagators == "tracecontext"
+    # THEN without one, the message, the input and the invoke go as written (before: each
+    # carried a traceparent all the same); with one, each carries it
+    assert (result.json()["attributes"] == ["traceparent"]) is carried and (result.json()["attributes"] == []) is not carried, result.json()
+    assert (result.json()["input"] == json.dumps({"order": 9})) is not carried, result.json()
+    assert (client_context != [None]) is carried, client_context
+
+
 def test_xray_lambda_among_the_propagators_carries_the_xray_header(tmp_path):
     # GIVEN OTEL_PROPAGATORS naming the X-Ray propagator's Lambda form, as AWS's guides have it,
     # in a function with X-Ray active tracing (its context, sampled, is the parent: with

@@ -122,7 +122,9 @@ class AwsCallEvents:
     def __init__(self, recorder: Recorder, propagation: Propagation, carriers: tuple) -> None:
         self._recorder = recorder
         self._propagation = propagation
-        self._carriers = carriers
+        # Payloads carry a trace context only where the propagators carry one (not with
+        # OTEL_PROPAGATORS=none, nor baggage alone): the function chose that none goes.
+        self._carriers = carriers if propagation.per_send else ()
 
     def __deepcopy__(self, memo: dict) -> "AwsCallEvents":
         # One per process, shared: botocore deep-copies a call's request context (a presigned
