@@ -528,6 +528,46 @@ def test_a_client_context_the_sdk_would_not_send_is_not_made_sendable(tmp_path):
     assert custom["tenant"] == "acme" and custom["traceparent"].startswith("00-"), custom
 
 
+SENDS_A_LONE_SURROGATE = """
+import os
+import boto3
+
+def handler(event, context):
+    args = dict(endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    # A file name read with surrogateescape, written into the JSON as it is
+    text = '{"file": "' + os.fsdecode(b"report-\\xff.csv") + '"}'
+    outcomes = {}
+    calls = {
+        "kinesis": lambda: boto3.client("kinesis", **args).put_record(StreamName="orders", Data=text, PartitionKey="k"),
+        "eventbridge": lambda: boto3.client("events", **args).put_events(Entries=[{"Source": "shop", "DetailType": "order", "Detail": text}]),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            outcomes[name] = "sent"
+        except Exception as exc:
+            outcomes[name] = f"{type(exc).__name__}: {exc}"
+    return outcomes
+"""
+
+
+def test_a_payload_with_a_lone_surrogate_fails_as_without_the_layer(tmp_path, moto):
+    # GIVEN a function that sends a Kinesis record and an EventBridge event whose JSON text holds
+    # a lone surrogate (a file name decoded with surrogateescape): botocore cannot encode the
+    # record's blob, and writes the event's JSON escaped
+    task = write_function(tmp_path / "task", SENDS_A_LONE_SURROGATE)
+    env = {"MOTO_URL": moto.endpoint}
+    with Emulator(str(task), "app.handler", env=env, invoke_port=None, timeout_s=30) as bare:
+        without = bare.invoke({}).json()
+    with instrumented(task, env=env, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        invocation_span(rx, result.request_id)
+    # THEN each goes, or fails with the error it fails with, as without the layer (before: the
+    # record's error named another position, and its text held lambdawrap's traceparent)
+    assert without["kinesis"].startswith("UnicodeEncodeError") and without["eventbridge"] == "sent", without
+    assert result.json() == without
+
+
 INVOKES_WITH_A_CUSTOM_VALUE = """
 import base64, json
 import boto3

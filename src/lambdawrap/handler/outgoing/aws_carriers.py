@@ -136,6 +136,13 @@ def _json_member(key: str, blob: bool = False) -> "Update":
     def update(holder: dict, fields: dict, room: int) -> "tuple[dict, bool, int]":
         value = holder.get(key)
         if isinstance(value, str):
+            if blob and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    # A lone surrogate (a name decoded with surrogateescape): botocore fails to
+                    # encode the blob, and must fail as on the function's text, not ours.
+                    return holder, True, 0
             text = value
         elif blob and isinstance(value, (bytes, bytearray)):
             try:
