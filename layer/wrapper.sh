@@ -147,15 +147,26 @@ if lw_true "${LAMBDAWRAP_DISABLED:-}"; then
   exec "$@"
 fi
 
-# Whether the runtime is Python's: the managed Python runtimes hand us their interpreter
-# (python3.X) first, a wrapper of the user's chained before ours may put a command in front of
-# it (env FOO=1, nice), and another copy of this file chained after ours is handed ours, with
-# the interpreter in LAMBDAWRAP_CHAINED_INTERPRETER.
+# Whether the runtime is Python's, and its script (lw_script): the managed Python runtimes hand
+# us their interpreter (python3.X), then their script; the other languages' their own (node,
+# java, ruby, dotnet), whose arguments may name Python (-Dpython.home=...). Another copy of this
+# file chained after ours is handed ours, the interpreter in LAMBDAWRAP_CHAINED_INTERPRETER; a
+# wrapper of the user's chained before ours may put a command in front (env FOO=1, nice -n 5).
 lw_python_runtime() {
-  for lw_each in "${LAMBDAWRAP_CHAINED_INTERPRETER-}" "$@"; do
-    case "${lw_each##*/}" in
-      python|python[0-9]*) return 0 ;;
+  lw_script=${2-}
+  case "${1##*/}" in
+    python|python[0-9]*) return 0 ;;
+    node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
+  esac
+  case "${LAMBDAWRAP_CHAINED_INTERPRETER-}" in
+    python|python[0-9]*|*/python|*/python[0-9]*) return 0 ;;
+  esac
+  shift
+  while [ $# -gt 0 ]; do
+    case "${1##*/}" in
+      python|python[0-9]*) lw_script=${2-}; return 0 ;;
     esac
+    shift
   done
   return 1
 }
@@ -163,6 +174,7 @@ lw_python_runtime() {
 # Another language's runtime (the wrapper set for the functions of several languages at once)
 # is none of ours: with our variables, a Python program it starts would take itself for the
 # function's runtime.
+lw_script=${2-}
 if [ -z "$lw_chained" ] && [ $# -gt 0 ] && ! lw_python_runtime "$@"; then
   printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
   [ -n "$lw_next" ] && exec "$lw_next" "$@"
@@ -219,8 +231,8 @@ fi
 # put first on PYTHONPATH (opentelemetry-instrument's) shadowed ours and left our variables in
 # the function's environment. Its arguments for the interpreter (-X importtime) come back here.
 if [ -n "$lw_next" ] && [ $# -gt 0 ]; then
-  if [ -f "${2:-}" ]; then
-    export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
+  if [ -f "$lw_script" ]; then
+    export LAMBDAWRAP_RUNTIME_SCRIPT="$lw_script"
   fi
   export LAMBDAWRAP_CHAINED_INTERPRETER="$1" LAMBDAWRAP_CHAINED_WRAPPER="$here/${lw_self##*/}"
   shift
@@ -247,8 +259,8 @@ export LAMBDAWRAP_BOOT_DIR="$boot" LAMBDAWRAP_ADDED_PATHS="$boot"
 # The runtime's script (the bootstrap hands us the interpreter and it): only the process that
 # runs it is instrumented, not a Python process on the way (a `python -c` a next wrapper runs
 # with the interpreter it was handed). A chained pass keeps the one the first pass named.
-if [ -z "$lw_chained" ] && [ -f "${2:-}" ]; then
-  export LAMBDAWRAP_RUNTIME_SCRIPT="$2"
+if [ -z "$lw_chained" ] && [ -f "$lw_script" ]; then
+  export LAMBDAWRAP_RUNTIME_SCRIPT="$lw_script"
 fi
 
 exec "$@"

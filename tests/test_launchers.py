@@ -212,13 +212,21 @@ def test_a_next_wrapper_named_without_a_folder_is_the_file_in_the_working_folder
     assert [line for line in out.stderr.splitlines() if "LAMBDAWRAP_NEXT_WRAPPER" in line] == ["lambdawrap: ignoring LAMBDAWRAP_NEXT_WRAPPER='other.sh' (not an executable file); using the default (none)"]
 
 
+# Other languages' runtimes as their bootstraps start them, some arguments naming Python.
+OTHER_RUNTIMES = {
+    "node": ["--expose-gc", "/var/runtime/index.mjs"],
+    "java": ["-Dpython.home=/opt/python3", "-cp", "/var/runtime/lib/*", "python3.Handler::handleRequest"],
+}
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("chained", [False, True])
-def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell, chained):
+@pytest.mark.parametrize("language", list(OTHER_RUNTIMES))
+def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell, chained, language):
     # GIVEN the wrapper set for a function of another language (one setting for the functions
-    # of several), whose runtime starts Python programs of its own: a runtime named as Node's,
-    # that prints its arguments and the environment it was given
-    node = tmp_path / "node"
+    # of several), whose runtime starts Python programs of its own: a runtime named as that
+    # language's, that prints its arguments and the environment it was given
+    node = tmp_path / language
     node.write_text('#!/bin/sh\nprintf "arg:%s\\n" "$@"\nenv\n')
     node.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "/mine"}
@@ -228,13 +236,13 @@ def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell,
         nxt.chmod(0o755)
         env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
     # WHEN the runtime starts through the wrapper
-    out = subprocess.run([shell, str(WRAPPER), str(node), "--expose-gc", "/var/runtime/index.mjs"], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run([shell, str(WRAPPER), str(node), *OTHER_RUNTIMES[language]], env=env, capture_output=True, text=True, timeout=30)
     # THEN it gets its arguments and the environment it gets without the layer (the next wrapper
     # still runs, handed the runtime itself), and one line says why (before: PYTHONPATH led
     # every Python program it started to our boot, which took it for the function's runtime)
     lines = out.stdout.splitlines()
     started = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("arg:"))
-    assert out.returncode == 0 and [line for line in lines if line.startswith("arg:")] == ["arg:--expose-gc", "arg:/var/runtime/index.mjs"], out
+    assert out.returncode == 0 and [line for line in lines if line.startswith("arg:")] == [f"arg:{arg}" for arg in OTHER_RUNTIMES[language]], out
     assert started["PYTHONPATH"] == "/mine" and not [k for k in started if k.startswith("LAMBDAWRAP_") and k != "LAMBDAWRAP_NEXT_WRAPPER"], started
     assert started.get("CHAINED") == ("yes" if chained else None)
     assert out.stderr.splitlines() == [f"lambdawrap: not instrumenting, the runtime '{node}' is not a Python interpreter (lambdawrap instruments Python functions)"], out.stderr
@@ -245,10 +253,13 @@ def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell,
 def test_a_python_runtime_behind_a_command_of_a_user_s_wrapper_is_instrumented(tmp_path, shell, front):
     # GIVEN a wrapper of the user's, chained before ours, that puts a command in front of the
     # interpreter the runtime handed it (`exec /opt/wrapper.sh env FOO=1 "$@"`)
-    runtime = script_named_python(tmp_path, RUNTIME)
-    out = subprocess.run([shell, str(WRAPPER), *front, str(runtime), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
-    # THEN the Python runtime behind it is instrumented, without a word
-    assert out.returncode == 0 and out.stdout.splitlines() == runtime_lines(chained=False) and out.stderr == "", out
+    runtime = script_named_python(tmp_path, RUNTIME + 'echo "script:${LAMBDAWRAP_RUNTIME_SCRIPT-}"\n')
+    script = tmp_path / "bootstrap.py"
+    script.write_text("")
+    out = subprocess.run([shell, str(WRAPPER), *front, str(runtime), str(script), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    # THEN the Python runtime behind it is instrumented, without a word, its script known (only
+    # the process that runs it is the function's runtime)
+    assert out.returncode == 0 and out.stdout.splitlines() == [f"arg:{script}", *runtime_lines(chained=False), f"script:{script}"] and out.stderr == "", out
 
 
 @pytest.mark.parametrize("shell", SHELLS)
