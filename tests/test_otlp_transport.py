@@ -920,7 +920,7 @@ def test_a_ca_folder_in_the_otlp_certificate_verifies_over_http_and_the_grpc_sig
     assert len(said) == 1 and f"not using OTEL_EXPORTER_OTLP_CERTIFICATE={str(folder)!r} over gRPC" in said[0] and "metrics" in said[0], said
 
 
-@pytest.mark.parametrize("own", [False, True])
+@pytest.mark.parametrize("own", [False, "folder", "missing"])
 @pytest.mark.parametrize("protocols", [{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf"}, {}])
 def test_the_grpc_exporters_start_with_a_ca_folder_configured(monkeypatch, tmp_path, pki, caplog, protocols, own):
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -932,8 +932,8 @@ def test_the_grpc_exporters_start_with_a_ca_folder_configured(monkeypatch, tmp_p
     # GIVEN a CA folder as the general certificate, and some signals over gRPC
     folder = str(ca_folder(tmp_path, pki))
     env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": folder, "OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:4317", **protocols}
-    if own:  # ... and as the spans' own too, which unset would fall back to the general one
-        env["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] = folder
+    if own:  # ... and as the spans' own too (or a file that is not there), which unset would fall back to the general one
+        env["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] = folder if own == "folder" else str(tmp_path / "no-such-ca.pem")
     with caplog.at_level(logging.WARNING, logger="lambdawrap"):
         settings = Settings.from_env(env)
     over_grpc = [signal for signal in ("traces", "metrics", "logs") if settings.protocol(signal) == "grpc"]
@@ -953,12 +953,16 @@ def test_the_grpc_exporters_start_with_a_ca_folder_configured(monkeypatch, tmp_p
     for signal in over_grpc:
         exporters[signal]().shutdown()
     said = [r.getMessage() for r in caplog.records]
-    if own:
+    if own == "folder":
         own_said = [line for line in said if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
         assert own_said == ([f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE={folder!r} (a folder: the gRPC exporter reads one PEM file); using the default (the system's CA certificates)"] if "traces" in over_grpc else []), said
         assert os.environ["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] == ("" if "traces" in over_grpc else folder)
+    elif own:
+        own_said = [line for line in said if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
+        assert len(own_said) == 1 and ("using the default (the system's CA certificates)" if "traces" in over_grpc else "using the default from OTEL_EXPORTER_OTLP_CERTIFICATE") in own_said[0], said
+        assert os.environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") == ("" if "traces" in over_grpc else None)
     elif over_grpc:
-        assert said == [f"lambdawrap: not using OTEL_EXPORTER_OTLP_CERTIFICATE={folder!r} over gRPC (a folder: the gRPC exporter reads one PEM file; {', '.join(over_grpc)}); using the default (the system's CA certificates) there"], said
+        assert said == [f"lambdawrap: not using OTEL_EXPORTER_OTLP_CERTIFICATE={folder!r} over gRPC (a folder: the gRPC exporter reads one PEM file; {', '.join(over_grpc)}); using the default (the system's CA certificates) there, and no client certificate"], said
     else:
         assert said == []
 

@@ -250,7 +250,7 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
                 # certificate of its own, set and empty, which its exporter reads as "the
                 # default" (not as "unset, read the general one").
                 signals = ", ".join(reader.rstrip("_").lower() for reader in grpc_readers)
-                warn("lambdawrap: not using %s=%r over gRPC (%s; %s); using the default %s there", variable, path, _GRPC_FOLDER, signals, default)
+                warn("lambdawrap: not using %s=%r over gRPC (%s; %s); using the default %s there, and no client certificate", variable, path, _GRPC_FOLDER, signals, default)
                 found.extend((f"OTEL_EXPORTER_OTLP_{reader}CERTIFICATE", "") for reader in grpc_readers)
                 grpc_reads_kept = False
         else:
@@ -258,8 +258,8 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         if problem is None:
             kept[name] = path
             continue
-        if problem is _GRPC_FOLDER and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
-            # Unset, it would fall back to the general one, a folder too: set and empty instead.
+        if prefix and name == "CERTIFICATE" and _grpc_pair_readers(env, protocols, prefix, True) and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
+            # Unset, a gRPC signal's would fall back to the general one, a folder: set and empty.
             warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, default)
             found.append((variable, ""))
             continue
