@@ -1696,8 +1696,12 @@ def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_
         def drained():
             # Paced as the listener reads: what the peer has not read yet (TIOCOUTQ), none left.
             deadline = time.monotonic() + 30
-            while channel._sock is not None and time.monotonic() < deadline:
-                if struct.unpack("i", fcntl.ioctl(channel._sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0] == 0:
+            while time.monotonic() < deadline:
+                sock = channel._sock
+                try:
+                    if sock is None or struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0] == 0:
+                        return
+                except OSError:  # closed as it was read: nothing left to wait for
                     return
                 time.sleep(0.001)
         send_invocation, refused = channel.send_invocation, [0]
