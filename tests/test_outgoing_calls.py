@@ -65,6 +65,12 @@ def moto():
         yield server
 
 
+def answer_without_layer(task, event: dict, env: dict | None = None) -> object:
+    """What the function answers `event` without the layer (its JSON), through the emulator."""
+    with Emulator(str(task), "app.handler", env=env, invoke_port=None, timeout_s=30) as bare:
+        return bare.invoke(event).json()
+
+
 def invocation_span(receiver, request_id):
     return receiver.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == request_id, timeout=20)[0]
 
@@ -90,8 +96,7 @@ def without_and_with_the_layer(task) -> tuple:
     layer, its result with it, the receiver (read after the companion's last flush) and the
     function's log lines with the layer."""
     with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
+        without = answer_without_layer(task, {"http": http.url})
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
             lines = emu.log_lines("function")
@@ -513,8 +518,7 @@ def test_a_client_context_the_sdk_would_not_send_is_not_made_sendable(tmp_path):
     # a str), with the line break base64.encodebytes ends with (no header can hold it), as text
     task = write_function(tmp_path / "task", INVOKES_WITH_ITS_OWN_CLIENT_CONTEXT)
     with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
+        without = answer_without_layer(task, {"http": http.url})
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
             invocation_span(rx, result.request_id)
@@ -557,8 +561,7 @@ def test_a_payload_with_a_lone_surrogate_fails_as_without_the_layer(tmp_path, mo
     # record's blob, and writes the event's JSON escaped
     task = write_function(tmp_path / "task", SENDS_A_LONE_SURROGATE)
     env = {"MOTO_URL": moto.endpoint}
-    with Emulator(str(task), "app.handler", env=env, invoke_port=None, timeout_s=30) as bare:
-        without = bare.invoke({}).json()
+    without = answer_without_layer(task, {}, env=env)
     with instrumented(task, env=env, timeout_s=30) as (emu, rx):
         result = emu.invoke({})
         invocation_span(rx, result.request_id)
@@ -2075,6 +2078,58 @@ def test_a_request_kept_across_invocations_among_many_others_names_each_invocati
         assert sent == [i["trace_id"] for i in invocations], (via, sent)
 
 
+WRITES_REQUESTS_LINE_BY_LINE = """
+import http.client, urllib.parse, xmlrpc.client
+
+OWN = "00-11111111111111111111111111111111-2222222222222222-01"
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    statuses = []
+    for path, headers in (("/status/200?via=lines", {"X-Order": "9"}), ("/status/200?via=own", {"traceparent": OWN})):
+        conn.putrequest("GET", path)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+    conn.request("GET", "/status/200?via=request")
+    statuses.append(conn.getresponse().status)
+    conn.close()
+    # xmlrpc.client writes its calls line by line; the server answers JSON, which it refuses
+    try:
+        xmlrpc.client.ServerProxy(event["http"] + "/status/200?via=xmlrpc").add(2, 3)
+    except Exception as exc:
+        statuses.append(type(exc).__name__)
+    return {"statuses": statuses}
+"""
+
+
+def test_a_request_written_line_by_line_is_traced_once_and_carries_the_context(tmp_path):
+    # GIVEN a function that writes requests with http.client's putrequest(), putheader() and
+    # endheaders() (one with a traceparent of its own), sends one with request(), and calls an
+    # XML-RPC method (xmlrpc.client writes its calls so)
+    task = write_function(tmp_path / "task", WRITES_REQUESTS_LINE_BY_LINE)
+    with recording_server() as http:
+        without = answer_without_layer(task, {"http": http.url})
+        with instrumented(task, timeout_s=30) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            invocation = invocation_span(rx, result.request_id)
+            calls = children(rx, invocation, 4)
+        sent = {r["path"].rpartition("via=")[2]: r["headers"] for r in http.requests[len(http.requests) // 2 :]}
+    # THEN it gets what it gets without the layer, each request is one client span of the
+    # invocation (before: the three written line by line had none), and each carries its span,
+    # the function's own traceparent kept
+    assert result.json() == without == {"statuses": [200, 200, 200, "ExpatError"]}, (result.json(), without)
+    assert sorted(s["attributes"]["url.full"].rpartition("via=")[2] for s in calls) == ["lines", "own", "request", "xmlrpc"]
+    by_id = {s["span_id"]: s for s in calls}
+    for via in ("lines", "request", "xmlrpc"):
+        assert sent[via]["traceparent"].split("-")[2] in by_id, (via, sent[via])
+    assert sent["own"]["traceparent"] == "00-11111111111111111111111111111111-2222222222222222-01" and sent["lines"]["x-order"] == "9"
+
+
 CLOSES_UNREAD = """
 import http.client, urllib.parse
 
@@ -2275,8 +2330,7 @@ def test_calls_a_requests_response_hook_makes_are_traced(tmp_path):
     # and a request whose auth handler re-sends it from a response hook
     task = write_function(tmp_path / "task", CALLS_FROM_A_RESPONSE_HOOK)
     with recording_server() as http:
-        with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
+        without = answer_without_layer(task, {"http": http.url})
         http.requests.clear()
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
@@ -2520,8 +2574,7 @@ def test_the_function_s_own_opentelemetry_context_inside_a_call_is_its_own(tmp_p
     task = write_function(tmp_path / "task", OWN_CONTEXT_INSIDE_CALLS)
     env = {"CONTRIB": request.getfixturevalue("contrib_path")} if contrib_imported else {}
     with recording_server() as http:
-        with Emulator(str(task), "app.handler", env=env, invoke_port=None, timeout_s=30) as bare:
-            without = bare.invoke({"http": http.url}).json()
+        without = answer_without_layer(task, {"http": http.url}, env=env)
         http.requests.clear()
         with instrumented(task, env=env, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
@@ -2893,8 +2946,7 @@ def test_a_session_aiohttp_refuses_to_make_has_the_stack_trace_it_has_without_th
     # number for its timeout, which wants a ClientTimeout; for its trace configs, which want a
     # list), and lets the error reach the caller
     task = write_function(tmp_path / "task", MAKES_A_SESSION_AIOHTTP_REFUSES.replace("ARGUMENTS", arguments))
-    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-        without = bare.invoke({}).json()
+    without = answer_without_layer(task, {})
     with instrumented(task, timeout_s=30) as (emu, rx):
         answer = emu.invoke({}).json()
         lines = emu.log_lines("function")
@@ -3025,8 +3077,7 @@ def test_a_stubbed_sqs_send_answers_the_function_s_own_canned_answer(tmp_path):
     # GIVEN a function whose test double (botocore's Stubber) answers an SQS send with a canned
     # answer, its expected parameters those the function wrote
     task = write_function(tmp_path / "task", STUBBED_SEND)
-    with Emulator(str(task), "app.handler", invoke_port=None, timeout_s=30) as bare:
-        without = bare.invoke({}).json()
+    without = answer_without_layer(task, {})
     with instrumented(task, timeout_s=30) as (emu, rx):
         result = emu.invoke({})
         invocation_span(rx, result.request_id)

@@ -1,6 +1,9 @@
 """`http.client` (and so `urllib.request`, which sends through it): a span from
 `HTTPConnection.request()` to the `getresponse()` that answers it, or to the connection's
 `close()` when no response is read (then it has no status: what came back is unknown). A
+request written line by line (`putrequest()`, `putheader()`, `endheaders()`, as
+`xmlrpc.client` writes its calls) is one from `endheaders()`, which sends it: the context goes
+in as headers put before it (those the function put stay). A
 request of the handler's thread that neither ends by its invocation's end (a connection left
 for the garbage collector) ends then, as unread (`Invocation.unfinished_calls`); a later
 `getresponse()` or `close()` finds it ended.
@@ -12,11 +15,12 @@ libraries that send through http.client (urllib3, and requests over it) mark the
 
 from __future__ import annotations
 
+import sys
 from _thread import get_ident
 
 from lambdawrap.handler.invocation import active_invocation
 from lambdawrap.handler.outgoing.http_calls import Call, HttpCalls, answered_with, sync_wrapper
-from lambdawrap.handler.outgoing.propagation import add_missing
+from lambdawrap.handler.outgoing.propagation import CARRIED, add_missing, carried_changes, header_text
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -54,11 +58,16 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     def unanswered(call: "Any", *ignored: "Any") -> None:
         calls.answered(call, None)  # closed, whether or not the close itself failed
 
+    def begin_written(instance: "Any", args: tuple, kwargs: dict) -> tuple:
+        return _begin_written(calls, https, instance, args, kwargs)
+
     request = sync_wrapper(calls, begin, remember)
+    endheaders = sync_wrapper(calls, begin_written, remember)
     getresponse = sync_wrapper(calls, resume_answered, answered_with(calls, "status"))
     close = sync_wrapper(calls, resume, unanswered, unanswered)
 
     connection.request = function_wrapper(connection.request, request)
+    connection.endheaders = function_wrapper(connection.endheaders, endheaders)
     connection.getresponse = function_wrapper(connection.getresponse, getresponse)
     connection.close = function_wrapper(connection.close, close)
 
@@ -102,11 +111,8 @@ class _Sent:
         self.calls.answered(self.call, None, invocation)  # never read: no status, as at close()
 
 
-def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
-    method = args[0] if args else kwargs.get("method", "")
-    url = args[1] if len(args) > 1 else kwargs.get("url", "")
-    if not isinstance(method, str) or not isinstance(url, str):
-        return None, args, kwargs
+def _target(https: "Any", conn: "Any", url: str) -> tuple:
+    """(scheme, host, port, userinfo, rest) of a request for `url` on the connection."""
     scheme = "https" if https is not None and isinstance(conn, https) else "http"
     host, port = conn.host, conn.port
     tunnel = getattr(conn, "_tunnel_host", None)
@@ -114,9 +120,53 @@ def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dic
         host, port = tunnel, getattr(conn, "_tunnel_port", None) or port
     parts = split_url(url) if "://" in url[:12] else None
     if parts is not None:  # an absolute URL (a plain proxy)
-        scheme, host, port, userinfo, rest = parts
-    else:
-        userinfo, rest = "", url
+        return parts
+    return scheme, host, port, "", url
+
+
+def _begin_written(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
+    """The call of a request written line by line, as endheaders() is about to send it; none
+    for request()'s own (http.client's _send_request calls endheaders(): request() traces it)."""
+    if _called_by_send_request():
+        return None, args, kwargs
+    lines = conn.__dict__.get("_buffer")
+    if not lines or conn.__dict__.get("_HTTPConnection__state") != "Request-started":
+        return None, args, kwargs  # not a request being written: endheaders() raises itself
+    # putrequest() wrote "METHOD URL HTTP/1.1", putheader() "Name: value" lines, in latin-1
+    # (http.client refuses a URL with a blank or a control character in it).
+    method, _, rest = header_text(lines[0]).partition(" ")
+    url = rest.rpartition(" ")[0]
+    present = {}
+    for line in lines[1:]:
+        name, _, value = header_text(line).partition(":")
+        name = name.strip().lower()
+        if name in CARRIED:
+            present.setdefault(name, value.strip())
+    scheme, host, port, userinfo, rest = _target(https, conn, url)
+    call = calls.begin(method, scheme, str(host).lower(), port, rest, None, userinfo, mark=False)
+    if call is None:
+        return None, args, kwargs
+    to_set, _ = carried_changes(present, calls.headers_for(call))
+    for name, value in to_set:
+        conn.putheader(name, value)
+    return call, args, kwargs
+
+
+def _called_by_send_request() -> bool:
+    """Whether the endheaders() under way was called by http.client's request() (its
+    _send_request, or a subclass's), past lambdawrap's own frames."""
+    frame = sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(("lambdawrap.", "_lambdawrap_wrapt")):
+        frame = frame.f_back
+    return frame is not None and frame.f_code.co_name == "_send_request"
+
+
+def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
+    method = args[0] if args else kwargs.get("method", "")
+    url = args[1] if len(args) > 1 else kwargs.get("url", "")
+    if not isinstance(method, str) or not isinstance(url, str):
+        return None, args, kwargs
+    scheme, host, port, userinfo, rest = _target(https, conn, url)
     # The user's headers mapping (or the shared default {}) is never changed: a copy carries
     # ours. Made first: a value http.client cannot read (None, a list of pairs) is left to fail
     # the call untraced, as without us (a copy of it, {} or a dict, would make it succeed).
