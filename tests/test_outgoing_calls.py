@@ -2283,8 +2283,8 @@ def test_an_answer_the_library_raises_for_is_recorded_as_an_answer(tmp_path):
 
 
 CALLS_FROM_A_RESPONSE_HOOK = """
-import traceback, urllib.request
-import requests
+import http.client, traceback, urllib.parse, urllib.request
+import requests, urllib3
 
 session = requests.Session()
 
@@ -2310,6 +2310,12 @@ def audit(response, *args, **kwargs):
     base = response.url.split("/status/")[0]
     requests.post(base + "/status/202?via=hook-requests", json={"status": response.status_code}, timeout=5)
     urllib.request.urlopen(base + "/status/200?via=hook-urllib", timeout=5).read()
+    urllib3.PoolManager().request("GET", base + "/status/200?via=hook-urllib3", timeout=5)
+    where = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=5)
+    conn.request("GET", "/status/200?via=hook-httpclient")
+    conn.getresponse().read()
+    conn.close()
     if response.status_code >= 400:
         raise RuntimeError("refused")
 
@@ -2335,18 +2341,20 @@ def test_calls_a_requests_response_hook_makes_are_traced(tmp_path):
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
             invocation = invocation_span(rx, result.request_id)
-            calls = children(rx, invocation, 7)
+            calls = children(rx, invocation, 11)
     # THEN the function saw what it sees without the layer (the hook's exception, its frames)
     assert without == {"status": 200, "raised": ["handler", "get", "request", "send", "dispatch_hook", "audit"]}
     assert result.json() == without
     # ...and the hook's calls are spans of their own, each named downstream by its own span
-    # (before: they ran inside the request's span, marked as under it: no span, no traceparent)
+    # (before: they ran inside the request's span, marked as under it: no span, no traceparent;
+    # those made with urllib3 or http.client directly, taken for the request's re-send, were so
+    # still)
     urls = [s["attributes"]["url.full"].rsplit("?", 1)[1] for s in calls]
-    assert sorted(urls) == sorted(["via=main", "via=hook-requests", "via=hook-urllib"] * 2 + ["via=auth"]), urls
-    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 7
+    assert sorted(urls) == sorted(["via=main", "via=hook-requests", "via=hook-urllib", "via=hook-urllib3", "via=hook-httpclient"] * 2 + ["via=auth"]), urls
+    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 11
     spans = {s["span_id"] for s in calls}
     assert all(r["headers"].get("traceparent", "-").split("-")[2] in spans for r in http.requests), http.requests
-    assert len(http.requests) == 8
+    assert len(http.requests) == 12
     # ...while the auth handler's re-send stays inside its request's one span, which it names
     auth = next(s for s in calls if s["attributes"]["url.full"].endswith("via=auth"))
     assert [r["headers"]["traceparent"].split("-")[2] for r in http.requests if r["path"].endswith("via=auth")] == [auth["span_id"]] * 2

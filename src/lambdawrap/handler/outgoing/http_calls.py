@@ -42,9 +42,6 @@ class HttpCalls:
         self._propagation = propagation
         self._keys = redaction_keys
         self._contrib = contrib
-        # A layer requests sends through (urllib3, http.client): inside a response hook, a
-        # request it sends is a re-send of the traced one (see IN_RESPONSE_HOOK).
-        self.below_requests = False
 
     def begin(self, method: str, scheme: str, host: str, port: int, rest: str, headers: "Any" = None, userinfo: str = "", mark: object = True) -> "Call | None":
         """A call to record, or None (inside another traced call, our own traffic, an excluded
@@ -83,7 +80,9 @@ class HttpCalls:
         """Whether a traced call is under way in this context: the request is one of its layers
         (its headers are that call's)."""
         marked = IN_CLIENT_CALL.get()
-        return bool(self.below_requests if marked is IN_RESPONSE_HOOK else marked)
+        # A response hook's calls are the function's own (a re-send through the request's
+        # adapter is marked as under the request again: requests_hook).
+        return marked is not IN_RESPONSE_HOOK and bool(marked)
 
     def mark(self, call: Call) -> None:
         """Mark a call begun with `mark=False` as under way, once nothing is left that could

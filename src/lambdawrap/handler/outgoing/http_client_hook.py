@@ -35,7 +35,6 @@ _REQUEST_SENT = "Request-sent"  # http.client's _CS_REQ_SENT
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
     connection = module.HTTPConnection
-    calls.below_requests = True  # requests sends through it
     https = getattr(module, "HTTPSConnection", None)
 
     def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:

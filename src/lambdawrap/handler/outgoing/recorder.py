@@ -46,7 +46,7 @@ IN_CLIENT_CALL: ContextVar = ContextVar("lambdawrap_in_client_call", default=Fal
 # Its value while requests runs a traced request's response hooks (the function's code, inside
 # Session.send): the calls a hook makes are the function's own, but a re-send through the request's
 # adapter (`r.connection.send`: HTTPDigestAuth, requests-ntlm and requests-kerberos answer a 401 so)
-# is still the request's: the layers below requests (urllib3, http.client) take it as a mark.
+# is still the request's: requests' adapter, sending from a hook, marks it as under a call again.
 IN_RESPONSE_HOOK = "in a requests response hook"
 # OpenTelemetry's own suppression keys (its instrumentations set them around the calls they trace):
 # the plain names older APIs used (and `suppress_instrumentation()` still sets), and the names

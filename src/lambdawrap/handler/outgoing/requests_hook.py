@@ -4,7 +4,8 @@ OpenTelemetry's requests instrumentation (it is the request being sent). A 4xx/5
 response hook raises for (`raise_for_status()`, inside `send()`) is recorded as the answer it is.
 The response hooks are the function's code, run inside `send()`: the calls they make are not
 under the request (`sessions.dispatch_hook` runs them marked IN_RESPONSE_HOOK), so each is traced
-on its own; a re-send through the request's adapter (an auth handler's answer to a 401) stays
+on its own, those made with urllib3 or http.client directly too; a re-send through the
+request's adapter (an auth handler's answer to a 401: `HTTPAdapter.send` from a hook) stays
 inside the request's span. A request that fails once answered (a body it cannot decode or read
 whole, too many redirects, a hook's own error) keeps the status it was answered with."""
 
@@ -85,6 +86,9 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
     sessions = getattr(module, "sessions", None)
     if callable(getattr(sessions, "dispatch_hook", None)):
         sessions.dispatch_hook = function_wrapper(sessions.dispatch_hook, _outside_the_call)
+    adapter = getattr(getattr(module, "adapters", None), "HTTPAdapter", None)
+    if isinstance(adapter, type) and callable(getattr(adapter, "send", None)):
+        adapter.send = function_wrapper(adapter.send, _resent_inside_the_call)
 
 
 @labelled_as_bootstrap
@@ -107,3 +111,19 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
     finally:
         if token is not None:
             unmark(token)
+
+
+@labelled_as_bootstrap
+def _resent_inside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
+    """A send through the adapter from a response hook (an auth handler answering a 401) is
+    the request's own, sent again: marked as under it, the layers below record nothing of it."""
+    if IN_CLIENT_CALL.get() is not IN_RESPONSE_HOOK:
+        return wrapped(*args, **kwargs)
+    token = mark(True)
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        drop_own_frame(exc)
+        raise
+    finally:
+        unmark(token)

@@ -18,7 +18,6 @@ _HEADERS_AT = 3  # urlopen(self, method, url, body=None, headers=None, ...): arg
 
 def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") -> None:
     pool = module.HTTPConnectionPool
-    calls.below_requests = True  # requests sends through it
 
     def begin(instance: "Any", args: tuple, kwargs: dict) -> tuple:
         method = args[0] if args else kwargs.get("method")
