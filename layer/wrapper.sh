@@ -163,8 +163,14 @@ lw_python_runtime() {
   esac
   shift
   while [ $# -gt 0 ]; do
-    case "${1##*/}" in
-      python|python[0-9]*) lw_script=${2-}; return 0 ;;
+    case "$1" in
+      -*|*=*) ;;  # the command's options, env's VAR=value words (PYTHONPATH=/opt/python)
+      *)
+        case "${1##*/}" in
+          python|python[0-9]*) lw_script=${2-}; return 0 ;;
+          node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
+        esac
+        ;;
     esac
     shift
   done

@@ -216,6 +216,8 @@ def test_a_next_wrapper_named_without_a_folder_is_the_file_in_the_working_folder
 OTHER_RUNTIMES = {
     "node": ["--expose-gc", "/var/runtime/index.mjs"],
     "java": ["-Dpython.home=/opt/python3", "-cp", "/var/runtime/lib/*", "python3.Handler::handleRequest"],
+    # ... behind a command a wrapper of the user's put in front
+    "env": ["FOO=1", "java", "-Dpython.home=/opt/python3", "python3.Handler::handleRequest"],
 }
 
 
@@ -249,7 +251,7 @@ def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell,
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("front", [["/usr/bin/env", "FOO=1"], ["nice", "-n", "5"]])
+@pytest.mark.parametrize("front", [["/usr/bin/env", "FOO=1", "PYTHONHOME_HINT=/opt/python3"], ["nice", "-n", "5"]])
 def test_a_python_runtime_behind_a_command_of_a_user_s_wrapper_is_instrumented(tmp_path, shell, front):
     # GIVEN a wrapper of the user's, chained before ours, that puts a command in front of the
     # interpreter the runtime handed it (`exec /opt/wrapper.sh env FOO=1 "$@"`)
