@@ -955,7 +955,7 @@ def test_the_grpc_exporters_start_with_a_ca_folder_configured(monkeypatch, tmp_p
     said = [r.getMessage() for r in caplog.records]
     if own == "folder":
         own_said = [line for line in said if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]
-        assert own_said == ([f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE={folder!r} (a folder: the gRPC exporter reads one PEM file); using the default (the system's CA certificates)"] if "traces" in over_grpc else []), said
+        assert own_said == ([f"lambdawrap: ignoring OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE={folder!r} (a folder: the gRPC exporter reads one PEM file); using the default (the system's CA certificates), and no client certificate"] if "traces" in over_grpc else []), said
         assert os.environ["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] == ("" if "traces" in over_grpc else folder)
     elif own:
         own_said = [line for line in said if "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE" in line]

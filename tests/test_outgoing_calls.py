@@ -2083,6 +2083,12 @@ import http.client, urllib.parse, xmlrpc.client
 
 OWN = "00-11111111111111111111111111111111-2222222222222222-01"
 
+class Logged(http.client.HTTPConnection):
+    # a subclass that does something of its own as the headers go
+    def endheaders(self, *args, **kwargs):
+        self.sent_at = 1
+        return super().endheaders(*args, **kwargs)
+
 def handler(event, context):
     url = urllib.parse.urlsplit(event["http"])
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
@@ -2098,6 +2104,10 @@ def handler(event, context):
     conn.request("GET", "/status/200?via=request")
     statuses.append(conn.getresponse().status)
     conn.close()
+    logged = Logged(url.hostname, url.port, timeout=5)
+    logged.request("GET", "/status/200?via=subclass")
+    statuses.append(logged.getresponse().status)
+    logged.close()
     # xmlrpc.client writes its calls line by line; the server answers JSON, which it refuses
     try:
         xmlrpc.client.ServerProxy(event["http"] + "/status/200?via=xmlrpc").add(2, 3)
@@ -2109,24 +2119,29 @@ def handler(event, context):
 
 def test_a_request_written_line_by_line_is_traced_once_and_carries_the_context(tmp_path):
     # GIVEN a function that writes requests with http.client's putrequest(), putheader() and
-    # endheaders() (one with a traceparent of its own), sends one with request(), and calls an
-    # XML-RPC method (xmlrpc.client writes its calls so)
+    # endheaders() (one with a traceparent of its own), sends one with request() (and one with a
+    # subclass's, whose endheaders() calls its parent's), and calls an XML-RPC method
+    # (xmlrpc.client writes its calls so)
     task = write_function(tmp_path / "task", WRITES_REQUESTS_LINE_BY_LINE)
     with recording_server() as http:
         without = answer_without_layer(task, {"http": http.url})
         with instrumented(task, timeout_s=30) as (emu, rx):
             result = emu.invoke({"http": http.url})
             invocation = invocation_span(rx, result.request_id)
-            calls = children(rx, invocation, 4)
-        sent = {r["path"].rpartition("via=")[2]: r["headers"] for r in http.requests[len(http.requests) // 2 :]}
+            calls = children(rx, invocation, 5)
+            assert emu.wait_idle(30)
+        sent = {r["path"].rpartition("via=")[2]: r for r in http.requests[len(http.requests) // 2 :]}
     # THEN it gets what it gets without the layer, each request is one client span of the
     # invocation (before: the three written line by line had none), and each carries its span,
-    # the function's own traceparent kept
-    assert result.json() == without == {"statuses": [200, 200, 200, "ExpatError"]}, (result.json(), without)
-    assert sorted(s["attributes"]["url.full"].rpartition("via=")[2] for s in calls) == ["lines", "own", "request", "xmlrpc"]
+    # once, the function's own traceparent kept
+    assert result.json() == without == {"statuses": [200, 200, 200, 200, "ExpatError"]}, (result.json(), without)
+    assert sorted(s["attributes"]["url.full"].rpartition("via=")[2] for s in calls) == ["lines", "own", "request", "subclass", "xmlrpc"]
+    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 5
     by_id = {s["span_id"]: s for s in calls}
-    for via in ("lines", "request", "xmlrpc"):
-        assert sent[via]["traceparent"].split("-")[2] in by_id, (via, sent[via])
+    for via in ("lines", "request", "subclass", "xmlrpc"):
+        parents = [value for name, value in sent[via]["lines"] if name.lower() == "traceparent"]
+        assert len(parents) == 1 and parents[0].split("-")[2] in by_id, (via, parents)
+    sent = {via: request["headers"] for via, request in sent.items()}
     assert sent["own"]["traceparent"] == "00-11111111111111111111111111111111-2222222222222222-01" and sent["lines"]["x-order"] == "9"
 
 

@@ -260,7 +260,7 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
             continue
         if prefix and name == "CERTIFICATE" and _grpc_pair_readers(env, protocols, prefix, True) and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
             # Unset, a gRPC signal's would fall back to the general one, a folder: set and empty.
-            warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, default)
+            warn("lambdawrap: ignoring %s=%r (%s); using the default %s, and no client certificate", variable, path, problem, default)
             found.append((variable, ""))
             continue
         warn("lambdawrap: ignoring %s=%r (%s); using the default %s", variable, path, problem, f"from OTEL_EXPORTER_OTLP_{name}" if prefix else default)

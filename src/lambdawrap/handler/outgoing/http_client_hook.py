@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from _thread import get_ident
 
-from lambdawrap.handler.invocation import active_invocation
+from lambdawrap.handler.invocation import FAILURES, active_invocation
 from lambdawrap.handler.outgoing.http_calls import Call, HttpCalls, answered_with, sync_wrapper
 from lambdawrap.handler.outgoing.propagation import CARRIED, add_missing, carried_changes, header_text
 from lambdawrap.handler.outgoing.urls import split_url
@@ -126,7 +126,7 @@ def _target(https: "Any", conn: "Any", url: str) -> tuple:
 def _begin_written(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
     """The call of a request written line by line, as endheaders() is about to send it; none
     for request()'s own (http.client's _send_request calls endheaders(): request() traces it)."""
-    if _called_by_send_request():
+    if _called_by_send_request() or _urllib3s(conn):
         return None, args, kwargs
     lines = conn.__dict__.get("_buffer")
     if not lines or conn.__dict__.get("_HTTPConnection__state") != "Request-started":
@@ -147,17 +147,31 @@ def _begin_written(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwa
         return None, args, kwargs
     to_set, _ = carried_changes(present, calls.headers_for(call))
     for name, value in to_set:
-        conn.putheader(name, value)
+        if name.lower() in present:
+            continue  # a line put already is sent as it is: one of ours is not put beside it
+        try:
+            conn.putheader(name, value)
+        except Exception:  # noqa: BLE001 - a subclass refusing it: the request goes without it
+            FAILURES.record("putting a trace header into an http.client request")
     return call, args, kwargs
 
 
 def _called_by_send_request() -> bool:
     """Whether the endheaders() under way was called by http.client's request() (its
-    _send_request, or a subclass's), past lambdawrap's own frames."""
+    _send_request, or a subclass's), past lambdawrap's own frames and a subclass's endheaders()
+    calling its parent's."""
     frame = sys._getframe(1)
-    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(("lambdawrap.", "_lambdawrap_wrapt")):
+    while frame is not None and (str(frame.f_globals.get("__name__", "")).startswith(("lambdawrap.", "_lambdawrap_wrapt")) or frame.f_code.co_name == "endheaders"):
         frame = frame.f_back
     return frame is not None and frame.f_code.co_name == "_send_request"
+
+
+def _urllib3s(conn: "Any") -> bool:
+    """Whether the connection is urllib3's (botocore's too), which writes its requests line by
+    line: its own hook traces them, or the function left urllib3 out (LAMBDAWRAP_INSTRUMENT)."""
+    connection = sys.modules.get("urllib3.connection")
+    base = getattr(connection, "HTTPConnection", None)
+    return isinstance(base, type) and isinstance(conn, base)
 
 
 def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:

@@ -117,13 +117,12 @@ def _outside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs:
 def _resent_inside_the_call(wrapped: "Callable", instance: "Any", args: tuple, kwargs: dict) -> "Any":
     """A send through the adapter from a response hook (an auth handler answering a 401) is
     the request's own, sent again: marked as under it, the layers below record nothing of it."""
-    if IN_CLIENT_CALL.get() is not IN_RESPONSE_HOOK:
-        return wrapped(*args, **kwargs)
-    token = mark(True)
+    token = mark(True) if IN_CLIENT_CALL.get() is IN_RESPONSE_HOOK else None
     try:
         return wrapped(*args, **kwargs)
     except BaseException as exc:
-        drop_own_frame(exc)
+        drop_own_frame(exc)  # the traceback the function gets has no frame of ours
         raise
     finally:
-        unmark(token)
+        if token is not None:
+            unmark(token)
