@@ -153,13 +153,13 @@ fi
 # file chained after ours is handed ours, the interpreter in LAMBDAWRAP_CHAINED_INTERPRETER; a
 # wrapper of the user's chained before ours may put a command in front (env FOO=1, nice -n 5).
 lw_python_runtime() {
-  lw_script=${2-}
+  lw_script=""
   case "${1##*/}" in
-    python|python[0-9]*) return 0 ;;
+    python|python[0-9]*) shift; lw_find_script "$@"; return 0 ;;
     node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
   esac
   case "${LAMBDAWRAP_CHAINED_INTERPRETER-}" in
-    python|python[0-9]*|*/python|*/python[0-9]*) return 0 ;;
+    python|python[0-9]*|*/python|*/python[0-9]*) lw_script=${2-}; return 0 ;;
   esac
   shift
   while [ $# -gt 0 ]; do
@@ -167,7 +167,7 @@ lw_python_runtime() {
       -*|*=*) ;;  # the command's options, env's VAR=value words (PYTHONPATH=/opt/python)
       *)
         case "${1##*/}" in
-          python|python[0-9]*) lw_script=${2-}; return 0 ;;
+          python|python[0-9]*) shift; lw_find_script "$@"; return 0 ;;
           node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
         esac
         ;;
@@ -177,10 +177,22 @@ lw_python_runtime() {
   return 1
 }
 
+# The interpreter's script among its arguments (lw_script): the first file named after its
+# options (a wrapper may put -X importtime before it).
+lw_find_script() {
+  for lw_each in "$@"; do
+    case "$lw_each" in
+      -*) ;;
+      *) [ -f "$lw_each" ] && { lw_script=$lw_each; return 0; } ;;
+    esac
+  done
+  return 0
+}
+
 # Another language's runtime (the wrapper set for the functions of several languages at once)
 # is none of ours: with our variables, a Python program it starts would take itself for the
 # function's runtime.
-lw_script=${2-}
+lw_script=""
 if [ -z "$lw_chained" ] && [ $# -gt 0 ] && ! lw_python_runtime "$@"; then
   printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
   [ -n "$lw_next" ] && exec "$lw_next" "$@"

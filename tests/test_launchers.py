@@ -251,17 +251,19 @@ def test_another_language_s_runtime_starts_as_without_the_layer(tmp_path, shell,
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("front", [["/usr/bin/env", "FOO=1", "PYTHONHOME_HINT=/opt/python3"], ["nice", "-n", "5"]])
-def test_a_python_runtime_behind_a_command_of_a_user_s_wrapper_is_instrumented(tmp_path, shell, front):
+@pytest.mark.parametrize("options", [[], ["-X", "importtime"]])
+@pytest.mark.parametrize("front", [[], ["/usr/bin/env", "FOO=1", "PYTHONHOME_HINT=/opt/python3"], ["nice", "-n", "5"]])
+def test_a_python_runtime_behind_a_command_of_a_user_s_wrapper_is_instrumented(tmp_path, shell, front, options):
     # GIVEN a wrapper of the user's, chained before ours, that puts a command in front of the
     # interpreter the runtime handed it (`exec /opt/wrapper.sh env FOO=1 "$@"`)
     runtime = script_named_python(tmp_path, RUNTIME + 'echo "script:${LAMBDAWRAP_RUNTIME_SCRIPT-}"\n')
     script = tmp_path / "bootstrap.py"
     script.write_text("")
-    out = subprocess.run([shell, str(WRAPPER), *front, str(runtime), str(script), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
-    # THEN the Python runtime behind it is instrumented, without a word, its script known (only
-    # the process that runs it is the function's runtime)
-    assert out.returncode == 0 and out.stdout.splitlines() == [f"arg:{script}", *runtime_lines(chained=False), f"script:{script}"] and out.stderr == "", out
+    out = subprocess.run([shell, str(WRAPPER), *front, str(runtime), *options, str(script), *RUNTIME_ARGS], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    # THEN the Python runtime behind it is instrumented, without a word, its script known past
+    # the interpreter's options (only the process that runs it is the function's runtime)
+    expected = [f"arg:{option}" for option in options] + [f"arg:{script}", *runtime_lines(chained=False), f"script:{script}"]
+    assert out.returncode == 0 and out.stdout.splitlines() == expected and out.stderr == "", out
 
 
 @pytest.mark.parametrize("shell", SHELLS)
