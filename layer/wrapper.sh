@@ -154,27 +154,39 @@ fi
 # wrapper of the user's chained before ours may put a command in front (env FOO=1, nice -n 5).
 lw_python_runtime() {
   lw_script=""
-  case "${1##*/}" in
-    python|python[0-9]*) shift; lw_find_script "$@"; return 0 ;;
-    node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
+  lw_interpreter "$1"
+  case $? in
+    0) shift; lw_find_script "$@"; return 0 ;;
+    1) return 1 ;;
   esac
-  case "${LAMBDAWRAP_CHAINED_INTERPRETER-}" in
-    python|python[0-9]*|*/python|*/python[0-9]*) lw_script=${2-}; return 0 ;;
-  esac
+  if lw_interpreter "${LAMBDAWRAP_CHAINED_INTERPRETER-}"; then
+    lw_script=${2-}
+    return 0
+  fi
   shift
   while [ $# -gt 0 ]; do
     case "$1" in
       -*|*=*) ;;  # the command's options, env's VAR=value words (PYTHONPATH=/opt/python)
       *)
-        case "${1##*/}" in
-          python|python[0-9]*) shift; lw_find_script "$@"; return 0 ;;
-          node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
+        lw_interpreter "$1"
+        case $? in
+          0) shift; lw_find_script "$@"; return 0 ;;
+          1) return 1 ;;
         esac
         ;;
     esac
     shift
   done
   return 1
+}
+
+# Which interpreter a word names, by its file's name: 0 Python's, 1 another language's, 2 none.
+lw_interpreter() {
+  case "${1##*/}" in
+    python|python[0-9]*) return 0 ;;
+    node|node[0-9]*|nodejs|java|ruby|ruby[0-9]*|dotnet) return 1 ;;
+  esac
+  return 2
 }
 
 # The interpreter's script among its arguments (lw_script): the first file named after its
