@@ -240,12 +240,13 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         path = env.get(variable, "")
         if not path.strip():
             continue
+        # The gRPC signals that read this prefix's certificate, were it kept.
+        grpc_readers = _grpc_pair_readers(env, protocols, prefix, True) if name == "CERTIFICATE" else []
         if name == "CERTIFICATE" and _readable_folder(path):
             problem = _ca_folder_problem(path)
-            grpc_readers = _grpc_pair_readers(env, protocols, prefix, True) if problem is None else []
-            if grpc_readers and prefix:
+            if problem is None and grpc_readers and prefix:
                 problem = _GRPC_FOLDER
-            elif grpc_readers:
+            elif problem is None and grpc_readers:
                 # The OTLP/HTTP signals keep the folder; each gRPC one reading it is given a
                 # certificate of its own, set and empty, which its exporter reads as "the
                 # default" (not as "unset, read the general one").
@@ -258,7 +259,7 @@ def _tls_file_corrections(env: Mapping[str, str], protocols: tuple, prefix: str,
         if problem is None:
             kept[name] = path
             continue
-        if prefix and name == "CERTIFICATE" and _grpc_pair_readers(env, protocols, prefix, True) and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
+        if prefix and grpc_readers and _readable_folder(env.get(f"OTEL_EXPORTER_OTLP_{name}", "")):
             # Unset, a gRPC signal's would fall back to the general one, a folder: set and empty.
             warn("lambdawrap: ignoring %s=%r (%s); using the default %s, and no client certificate", variable, path, problem, default)
             found.append((variable, ""))
@@ -312,8 +313,10 @@ def _ca_folder_problem(path: str) -> str | None:
 
 def _hashed_name(name: str) -> bool:
     """A CA path's certificate name: eight hex digits of the subject's hash, "." and a number."""
+    from lambdawrap.shared.hex_digits import is_hex
+
     digits, dot, number = name[:8], name[8:9], name[9:]
-    return dot == "." and number.isdigit() and number.isascii() and all(c in "0123456789abcdef" for c in digits) and len(digits) == 8
+    return dot == "." and number.isdigit() and number.isascii() and len(digits) == 8 and is_hex(digits)
 
 
 def _grpc_pair_readers(env: Mapping[str, str], protocols: tuple, prefix: str, certificate_kept: bool) -> list:
