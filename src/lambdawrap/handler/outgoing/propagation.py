@@ -19,6 +19,7 @@ form, the one lambdawrap's consumers read.
 from __future__ import annotations
 
 import sys
+from weakref import ref  # logging, which the runtime imports before us, imported it already
 
 from lambdawrap.handler.invocation import active_invocation
 from lambdawrap.handler.trace_context import xray_root_trace_id
@@ -166,8 +167,6 @@ def _remember_on(carrier: object, written: dict) -> None:
         _WRITTEN_ON.pop(key, None)
         return
     try:
-        from weakref import ref  # the runtime's logging imported it already
-
         _WRITTEN_ON[key] = (ref(carrier, lambda _gone, key=key: _WRITTEN_ON.pop(key, None)), written)
     except TypeError:  # no weak reference to it: the values' memory serves
         pass
