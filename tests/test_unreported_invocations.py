@@ -1281,3 +1281,88 @@ def test_a_request_whose_start_was_lost_keeps_its_lines_when_the_platform_tells_
     platform_done(correlator, "r2")
     # THEN the line is the second's
     assert [rid for _, _, _, rid in signals.logs.take(100)] == ["r2"]
+
+
+def flood_dropped(correlator: Correlator) -> None:
+    """The platform's word that it dropped events of a log flood (what it dropped unknown)."""
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 5000, "droppedBytes": 500_000, "reason": "buffer full"}}])
+
+
+def attempt_record(rid: str, span_id: str, error: dict | None = None, spans: list = ()) -> dict:
+    found = record(rid, error=error, spans=spans)
+    found["start"]["span_id"] = span_id
+    return found
+
+
+def test_a_third_attempt_of_a_retried_invocation_leaves_neither_earlier_attempt_unaccounted():
+    # GIVEN an asynchronous invocation whose handler raised, retried twice into the same
+    # environment (Lambda's default), the platform's word on each attempt lost in the flood the
+    # handler logged
+    correlator, signals = environment()
+    for n in (1, 2, 3):
+        invoke(correlator, "A", deadline_in_s=60)
+        correlator.on_record(attempt_record("A", f"{n:016x}", error={"type": "ValueError", "message": f"attempt {n}", "stack": ""}))
+        flood_dropped(correlator)
+    correlator.finish_unreported("spindown")
+    # THEN each attempt is one span, from its own record (before: the first was replaced by the
+    # second in the wait for its word, neither exported nor counted)
+    spans = invocation_spans(signals)
+    assert sorted((format(s.context.span_id, "016x"), s.status.status_code, s.events[0].attributes["exception.message"]) for s in spans) == [(f"{n:016x}", StatusCode.ERROR, f"attempt {n}") for n in (1, 2, 3)]
+    assert set(signals.dropped_by_reason) == {"platform_logs_dropped"}
+
+
+def test_a_retry_s_record_read_before_its_invoke_while_the_first_attempt_waits_for_its_word_is_the_retry_s():
+    # GIVEN an asynchronous invocation whose handler raised, its record sent, the platform's
+    # word on it held back by the freeze that followed
+    correlator, signals = environment()
+    invoke(correlator, "A", deadline_in_s=60)
+    correlator.on_record(attempt_record("A", "2" * 16, error={"type": "ValueError", "message": "first", "stack": ""}))
+    # WHEN at the thaw a minute later the retry's record (with a span of the function's) is read
+    # before the retry's INVOKE, and then both attempts' words come
+    correlator.on_record(attempt_record("A", "3" * 16, spans=[user_span("db-query", "4" * 16)]))
+    invoke(correlator, "A", deadline_in_s=60)
+    platform_done(correlator, "A", "error")
+    platform_done(correlator, "A", "success")
+    # THEN each attempt is its own span, the retry with its function's span (before: the retry's
+    # record was taken for a duplicate, the retry counted record_missing, its span lost uncounted)
+    spans = signals.spans.take(1000)
+    assert [(format(s.context.span_id, "016x"), s.status.status_code) for s in spans if "faas.invocation_id" in s.attributes] == [("2" * 16, StatusCode.ERROR), ("3" * 16, StatusCode.UNSET)]
+    assert [s.name for s in spans if "faas.invocation_id" not in s.attributes] == ["db-query"]
+    assert signals.dropped_by_reason == {}
+
+
+def test_a_healthy_init_spun_down_unused_whose_runtime_s_word_was_lost_is_no_failed_init():
+    # GIVEN an init ahead of demand whose module logged a flood: the platform dropped its
+    # initRuntimeDone, and reported the init
+    correlator, signals = environment()
+    start, _, report = init_records()
+    correlator.on_telemetry([start])
+    flood_dropped(correlator)
+    correlator.on_telemetry([report])
+    # WHEN the environment spins down unused
+    correlator.finish_unreported("spindown")
+    # THEN its init is a healthy span (a spindown ends a healthy environment only; before: a
+    # failed init, "an extension failed")
+    (init,) = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+    assert init.status.status_code == StatusCode.UNSET, (init.status, dict(init.attributes))
+
+
+def test_the_init_span_joins_the_first_invocation_though_the_second_finished_first():
+    # GIVEN a cold start whose first invocation's word was lost in its log flood, so that it
+    # waits for it while the next invocation finishes
+    correlator, signals = environment()
+    correlator.on_telemetry(init_records())
+    invoke(correlator, "first")
+    first = attempt_record("first", "a" * 16)
+    first["start"].update(trace_id="a" * 32, cold_start=True)
+    correlator.on_record(first)
+    flood_dropped(correlator)
+    invoke(correlator, "second")
+    correlator.on_record(attempt_record("second", "b" * 16))
+    platform_done(correlator, "second")
+    # WHEN the first is accounted for at last
+    correlator.finish_unreported("spindown")
+    # THEN the init span is in the first invocation's trace, under its span, a cold start
+    # (before: in the second's, which was no cold start)
+    (init,) = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+    assert (format(init.context.trace_id, "032x"), format(init.parent.span_id, "016x"), init.attributes["faas.coldstart"]) == ("a" * 32, "a" * 16, True)

@@ -428,7 +428,7 @@ class Correlator:
         self.init = InitFacts()
         self._created_ns = time.time_ns()  # the companion starts early in its environment's init
         self._in_init = False
-        self._first: Invocation | None = None  # first finished invocation of this environment
+        self._first: Invocation | None = None  # this environment's first invocation, once finished
         # The environment's first invocation was accounted for without its record (no ids to
         # join): the init span is a trace of its own, not a child of the next one.
         self._first_missing = False
@@ -482,9 +482,7 @@ class Correlator:
         the platform's word on it is still to come (see _superseded)."""
         old = self._finished.pop(rid)
         if not old.reported:
-            self._superseded[rid] = old
-            while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
-                del self._superseded[next(iter(self._superseded))]
+            self._set_aside(old)
         elif old.end is None and old.start is not None and old.start.get("span_id") is not None:
             # Its record may still come (on Managed Instances a timed-out handler runs on):
             # known by its span, it is not the retry's, which would take its verdict.
@@ -499,11 +497,33 @@ class Correlator:
         platform word held back by the freeze that followed it (an asynchronous invocation
         retried into the same environment a minute later). The earlier one waits aside for that
         word, which comes first, and ends as it says."""
-        self._superseded[rid] = self._open.pop(rid)
-        while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
-            del self._superseded[next(iter(self._superseded))]
+        self._set_aside(self._open.pop(rid))
         inv = self._open[rid] = self._early_attempts.pop(rid, None) or Invocation(rid)
         return inv
+
+    def _set_aside(self, inv: Invocation) -> None:
+        """Keep `inv`, an attempt a retry replaced, aside for the platform's word still to come.
+        An attempt set aside before it (this is a third) had that word come in the attempt
+        between, or never (lost in a flood's logsDropped): it is accounted for now, as at the
+        end, not replaced uncounted; so is one past the bound."""
+        earlier = self._superseded.get(inv.request_id)
+        if earlier is not None and not earlier.finished:
+            self._end_aside(earlier)
+        self._superseded.pop(inv.request_id, None)
+        self._superseded[inv.request_id] = inv
+        while len(self._superseded) > KEEP_FINISHED:  # words that never came: bounded
+            oldest = next(iter(self._superseded.values()))
+            if not oldest.finished:
+                self._end_aside(oldest)
+            del self._superseded[oldest.request_id]
+
+    def _end_aside(self, inv: Invocation) -> None:
+        """An attempt set aside whose word will not come: from its record, else counted, how
+        it ended unknown."""
+        if inv.end is not None:
+            self._finish_without_word(inv)
+        else:
+            self._account_missing(inv)
 
     def on_invoke(self, event: dict) -> Invocation:
         rid = str(event.get("requestId", ""))
@@ -579,9 +599,10 @@ class Correlator:
                 record_extras(self.sink, end)
                 return
             inv = self._lookup(record["start"]["request_id"])
-            if inv.finished and inv.start is not None and record["start"].get("span_id") != inv.start.get("span_id"):
-                # A retry's record, before its INVOKE: the finished attempt stays as it is
-                # (its late words and lines are its own) until the INVOKE comes.
+            if (inv.finished or inv.end is not None) and inv.start is not None and record["start"].get("span_id") != inv.start.get("span_id"):
+                # A retry's record, before its INVOKE: the attempt before it, finished or still
+                # waiting for the platform's word (held by the freeze), stays as it is (its late
+                # words and lines are its own) until the INVOKE comes.
                 early = self._early_attempts.setdefault(inv.request_id, Invocation(inv.request_id))
                 while len(self._early_attempts) > KEEP_FINISHED:  # an INVOKE that never comes
                     del self._early_attempts[next(iter(self._early_attempts))]
@@ -1035,7 +1056,9 @@ class Correlator:
             inv.error_line = None
         if not aside:
             self._remember(inv)
-        if self._first is None:
+        if self._first is None and inv.first_invoke is not False:
+            # The first invoked, not the first to finish (that one may wait for its word): on
+            # Managed Instances, where no INVOKE says which is first, the first to finish.
             self._first = inv
         self._maybe_init_span()
         self._hand_over(inv, inv.ids)
@@ -1346,10 +1369,7 @@ class Correlator:
             # counted, how it ended unknown.
             replaced = [inv for inv in self._superseded.values() if not inv.finished]
             for inv in replaced:
-                if inv.end is not None:
-                    self._finish_without_word(inv)
-                else:
-                    self._account_missing(inv)
+                self._end_aside(inv)
             open_ = [inv for inv in self._open.values() if inv.invoke_event is not None and not inv.finished]
             for inv in open_:
                 if inv.end is not None:
@@ -1386,6 +1406,10 @@ class Correlator:
                 # Served, or spun down unused (a proactive init, provisioned concurrency): a
                 # spindown ends a healthy environment only, so the init succeeded.
                 self._init_served_unreported()
+            elif reason == "spindown" and not self.init.failed:
+                # A spindown ends a healthy environment only: its runtime started, and the word
+                # that said so (initRuntimeDone) was lost in a flood's logsDropped.
+                self.init.runtime_done = True
             self._maybe_init_span(ending=True)
             return len(replaced) + len(open_)
 
