@@ -792,6 +792,22 @@ def test_s3_object_lambda_reads_the_key_from_the_request_url():
     assert trigger.headers["traceparent"] == TRACEPARENT
 
 
+def test_the_longest_s3_keys_are_named_whole_in_notifications_and_object_lambda_urls():
+    from urllib.parse import quote, quote_plus
+
+    # GIVEN a key of 1,024 UTF-8 bytes (S3's limit), which S3 writes URL-encoded in 3,072
+    # characters, and a key of 700 bytes of Japanese (2,093 characters)
+    for key in ("注文/" + "あ" * 230 + ".pdf", "a/" + "é" * 510 + "b" * 2):
+        assert len(key.encode()) <= 1024
+        notification = load("s3")
+        notification["Records"][0]["s3"]["object"]["key"] = quote_plus(key, safe="/")
+        object_lambda = corpus.load("aws-lambda-go/s3-object-lambda-event-get-object-iam.json")
+        object_lambda["userRequest"]["url"] = "https://my-ap-111122223333.s3-object-lambda.us-east-1.amazonaws.com/" + quote(key) + "?X-Amz-Security-Token=" + "t" * 1500
+        # THEN each names the real key (before: cut inside an escape, ending in "\ufffd%")
+        assert detect_trigger(notification).attributes["faas.document.name"] == key
+        assert detect_trigger(object_lambda).attributes["faas.document.name"] == key
+
+
 # --- timers and other services ----------------------------------------------------------------
 
 

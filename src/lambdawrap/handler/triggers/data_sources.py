@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Dict, Optional
 
 
+# An object key is at most 1,024 bytes, each written as at most three characters (%XX) where
+# it is URL-encoded: a real key is decoded whole, never cut inside an escape.
+MAX_ENCODED_KEY_CHARS = 3 * 1024
+
+
 def s3_key(key: object, plus_is_space: bool = True) -> Optional[str]:
     """An object key as S3 writes it into events (URL-encoded, with "+" for spaces), or as a
     URL path holds it (``plus_is_space=False``: a "+" there is a plus)."""
@@ -38,7 +43,7 @@ def s3_key(key: object, plus_is_space: bool = True) -> Optional[str]:
     if name and ("%" in name or (plus_is_space and "+" in name)):
         from urllib.parse import unquote, unquote_plus  # only keys that need it pay for the import
 
-        name = (unquote_plus if plus_is_space else unquote)(name[:MAX_PARSED_CHARS])
+        name = (unquote_plus if plus_is_space else unquote)(name[:MAX_ENCODED_KEY_CHARS])
     return name
 
 
@@ -150,6 +155,6 @@ def s3_object_lambda(event: dict) -> Optional[Trigger]:
         # https://<access point>-<account>.s3-accesspoint.<region>.amazonaws.com/<key>?<query>
         url = text(request.get("url"))
         if url:
-            path = url[:MAX_PARSED_CHARS].partition("://")[2].partition("/")[2]
+            path = url[: MAX_PARSED_CHARS + MAX_ENCODED_KEY_CHARS].partition("://")[2].partition("/")[2]
             key = s3_key(path.partition("?")[0], plus_is_space=False)
     return Trigger(S3_OBJECT_LAMBDA, _document("read", access_point, key, None), headers=request_headers(request.get("headers")))
