@@ -231,6 +231,22 @@ def test_the_trace_context_after_the_256th_header_is_still_read(multi_value):
     assert trigger.headers["traceparent"] == headers["traceparent"] and trigger.headers["tracestate"] == "congo=t61rcWkgMzE"
 
 
+@pytest.mark.parametrize("traceparent", [None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
+def test_repeated_baggage_lines_of_a_rest_request_are_combined_with_or_without_a_parent(traceparent):
+    # GIVEN a REST API request (payload 1.0) whose client sent baggage in two lines: the
+    # single-value map holds the last one only
+    event = load("apigw-rest")
+    event["headers"] = {"Host": "api.example.com", "baggage": "b=2"}
+    event["multiValueHeaders"] = {"Host": ["api.example.com"], "baggage": ["a=1", "b=2"]}
+    if traceparent:
+        event["headers"]["traceparent"], event["multiValueHeaders"]["traceparent"] = traceparent, [traceparent]
+    # WHEN its context is chosen
+    trigger = detect_trigger(event)
+    beside = choose_parent(trigger.headers, None, trigger.parent, None)[2]
+    # THEN both lines are the baggage, in order (before: without a traceparent, the last alone)
+    assert beside == (None, "a=1, b=2")
+
+
 def test_alb_multi_value_mode_merges_headers():
     # GIVEN ALB with multi-value headers enabled (no "headers", no "queryStringParameters")
     event = load("alb")

@@ -55,9 +55,10 @@ def request_headers(single: object, multi: object = None) -> Dict[str, str]:
 
     Where both are given (API Gateway payload 1.0), the single-value map holds only the last
     line of a repeated header: the trace context fields are then read from the multi-value one,
-    their lines joined as HTTP combines them (looked at only when a traceparent came)."""
+    their lines joined as HTTP combines them (looked at only when a traceparent or a baggage
+    came: baggage goes on without a parent)."""
     headers = _headers(single, multi)
-    if "traceparent" in headers and single and isinstance(multi, dict) and multi:
+    if ("traceparent" in headers or "baggage" in headers) and single and isinstance(multi, dict) and multi:
         for name, values in _bounded_items(multi):
             if isinstance(values, list) and len(values) > 1 and isinstance(name, str) and name.lower() in _TRACE_FIELDS:
                 value = _joined(values)
