@@ -895,6 +895,30 @@ def test_a_function_module_named_like_a_standard_one_lambdawrap_uses_stays_the_f
     assert [s["attributes"]["faas.invocation_id"] for s in invocation_spans(rx)] == [result.request_id]
 
 
+def test_a_function_zlib_py_is_not_run_by_lambdawrap_reading_a_cloudwatch_logs_event(tmp_path):
+    import base64
+    import gzip
+
+    # GIVEN a function whose folder holds a `zlib.py` of its own (which it does not import),
+    # subscribed to a CloudWatch Logs group
+    task = write_function(tmp_path / "task", "import sys\n\ndef handler(event, context):\n    return repr(sys.modules.get('zlib'))\n")
+    (task / "zlib.py").write_text("print('the function s zlib.py ran')\n")
+    document = json.dumps({"messageType": "DATA_MESSAGE", "logGroup": "/aws/lambda/orders", "logStream": "s", "logEvents": [{"id": "1", "timestamp": 1, "message": "m"}]})
+    event = {"awslogs": {"data": base64.b64encode(gzip.compress(document.encode())).decode()}}
+    with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+        without = bare.invoke(event).json()
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(event)
+        assert emu.wait_idle(30)
+        printed = [line for line in emu.log_lines("function") if "zlib.py ran" in line]
+    # THEN the function sees what it sees without the layer, its zlib.py never ran, and the span
+    # names the log group (before: lambdawrap's `import zlib` ran the function's file, which
+    # then stood in sys.modules for the standard one, and the span named no group)
+    assert result.json() == without and printed == [], (result.json(), without, printed)
+    (span,) = invocation_spans(rx)
+    assert span["attributes"]["messaging.destination.name"] == "/aws/lambda/orders"
+
+
 LIMITS_BATTERY = """
 def record(tracer):
     from opentelemetry import trace

@@ -5,7 +5,7 @@ imports then find what they find without the layer (its own file, or the standar
 and lambdawrap keeps the standard one.
 
 Each is used from here (`from lambdawrap.shared.own_stdlib import mmap`): an import of the name
-after the boot would find the function's file."""
+after the boot would find the function's file. One needed rarely is had through `standard()`."""
 
 from __future__ import annotations
 
@@ -22,3 +22,36 @@ def _imported(name: str) -> object:
 
 binascii = _imported("binascii")
 mmap = _imported("mmap")
+
+_STANDARD: dict = {}
+
+
+def standard(name: str) -> object:
+    """The standard module `name`, for code that first needs it after the boot (the parser of a
+    rare event, where importing it at boot would cost every cold start): looked up in the
+    interpreter's own folders only, never the function's (first on `sys.path` by then), and
+    left out of `sys.modules` where it was not there. Raises ImportError if not found."""
+    module = _STANDARD.get(name)
+    if module is None:
+        module = _STANDARD[name] = _found_standard(name)
+    return module
+
+
+def _found_standard(name: str) -> object:
+    import importlib.machinery  # importlib's own parts, loaded with the interpreter
+    import importlib.util
+
+    roots = tuple({sys.base_prefix + "/", sys.base_exec_prefix + "/"})
+    there = sys.modules.get(name)
+    origin = getattr(getattr(there, "__spec__", None), "origin", None)
+    if there is not None and isinstance(origin, str) and (origin == "built-in" or origin.startswith(roots)):
+        return there
+    if name in sys.builtin_module_names:
+        spec = importlib.machinery.BuiltinImporter.find_spec(name)
+    else:
+        spec = importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if isinstance(p, str) and p.startswith(roots)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no standard module {name}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -76,8 +76,11 @@ def cloudwatch_logs(event: dict) -> Optional[Trigger]:
 
 def _log_group(data: str) -> Optional[str]:
     try:
-        from lambdawrap.shared.own_stdlib import binascii  # the standard one, whatever the function's folder holds
-        import zlib  # deferred: only subscriptions to CloudWatch Logs need them
+        # The standard ones, whatever the function's folder holds; zlib only when a
+        # subscription to CloudWatch Logs needs it.
+        from lambdawrap.shared.own_stdlib import binascii, standard
+
+        zlib = standard("zlib")
 
         compressed = binascii.a2b_base64(data[: _LOGS_BASE64_CHARS - _LOGS_BASE64_CHARS % 4])
         # 32 + MAX_WBITS: a gzip or a zlib header, whichever the stream has.
