@@ -1347,6 +1347,47 @@ def test_a_healthy_init_spun_down_unused_whose_runtime_s_word_was_lost_is_no_fai
     assert init.status.status_code == StatusCode.UNSET, (init.status, dict(init.attributes))
 
 
+@pytest.mark.parametrize("told", ["an extension's error", "the report's error", "no loss"])
+def test_an_init_spun_down_unused_without_its_runtime_s_word_failed_where_nothing_says_the_word_was_lost(told):
+    # GIVEN an init reported without initRuntimeDone: an extension told of its error, or the
+    # report says the init failed, or the platform told of no events it dropped
+    correlator, signals = environment()
+    start, _, report = init_records()
+    events = [start]
+    if told == "an extension's error":
+        events.append({"time": stamp(), "type": "platform.extension", "record": {"name": "other", "state": "Ready", "events": [], "errorType": "Extension.Crash"}})
+    if told != "no loss":
+        flood_dropped(correlator)
+    if told == "the report's error":
+        report = dict(report, record=dict(report["record"], status="error", errorType="Extension.Crash"))
+    correlator.on_telemetry(events + [report])
+    # WHEN the environment ends as a spindown (as lambdawrap also ends when it loses the API)
+    correlator.finish_unreported("spindown")
+    # THEN the init is a failed one
+    (init,) = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+    assert init.status.status_code == StatusCode.ERROR, told
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_an_init_whose_first_invocation_told_nothing_goes_when_the_next_finishes_in_a_trace_of_its_own(reported):
+    # GIVEN a cold start whose first invocation's record and platform word were both lost (and
+    # maybe the init's report)
+    correlator, signals = environment()
+    correlator.on_telemetry(init_records(reported=reported))
+    invoke(correlator, "first")
+    flood_dropped(correlator)
+    # WHEN the next invocation finishes
+    invoke(correlator, "second")
+    correlator.on_record(attempt_record("second", "b" * 16))
+    platform_done(correlator, "second")
+    # THEN the environment is served: no flush waits for a lost init report any more ...
+    assert correlator.serving_first() is False
+    # ... and a reported init's span goes now, in a trace of its own, a cold start (not at the
+    # environment's end)
+    inits = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+    assert [(init.parent, init.attributes["faas.coldstart"]) for init in inits] == ([(None, True)] if reported else [])
+
+
 def test_the_init_span_joins_the_first_invocation_though_the_second_finished_first():
     # GIVEN a cold start whose first invocation's word was lost in its log flood, so that it
     # waits for it while the next invocation finishes

@@ -432,6 +432,9 @@ class Correlator:
         # The environment's first invocation was accounted for without its record (no ids to
         # join): the init span is a trace of its own, not a child of the next one.
         self._first_missing = False
+        self._first_invoked: Invocation | None = None  # on demand: the INVOKE that came first
+        self._finished_any = False  # an invocation of this environment is accounted for
+        self._init_report_failed = False  # the initReport's own status is not a success
         self.handed_over = 0  # invocations and held lines handed to the sink: what a timed export is for
         self._invoked = False  # an INVOKE came: the next is not the environment's first
         # The request the platform handed over last (on demand): the one under way when a reset
@@ -542,6 +545,8 @@ class Correlator:
                     # once: each would otherwise make the same ids from the state it holds.
                     reseed_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
+                if inv.first_invoke:
+                    self._first_invoked = inv
                 self._last_invoked = rid
                 if self._start_may_be_lost:
                     self._catch_up()
@@ -752,6 +757,7 @@ class Correlator:
             self._learn_init_phase(record)
             self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
+            self._init_report_failed = record.get("status") not in (None, "success")
             if self.init.start_ns is None:
                 # Its start lost (with a batch the platform told it dropped): the span goes from
                 # the report's time less its duration, else from the companion's own start,
@@ -1056,10 +1062,18 @@ class Correlator:
             inv.error_line = None
         if not aside:
             self._remember(inv)
-        if self._first is None and inv.first_invoke is not False:
-            # The first invoked, not the first to finish (that one may wait for its word): on
-            # Managed Instances, where no INVOKE says which is first, the first to finish.
-            self._first = inv
+        self._finished_any = True
+        if self._first is None and not self._first_missing:
+            if inv.first_invoke is not False:
+                # The first invoked, not the first to finish (that one may wait for its word):
+                # on Managed Instances, where no INVOKE says which is first, the first to finish.
+                self._first = inv
+            elif self._first_invoked is None or (self._first_invoked.end is None and self._first_invoked.outcome is None):
+                # The first invoked has told nothing (its record and the platform's word lost):
+                # the init span stands alone, as for one counted without its record, rather
+                # than wait for the environment's end.
+                self._first_missing = True
+                self.init.cold = self._environment_cold(self._first_invoked or inv)
         self._maybe_init_span()
         self._hand_over(inv, inv.ids)
         self._on_finished(inv.request_id)
@@ -1267,7 +1281,7 @@ class Correlator:
     def serving_first(self) -> bool:
         """Whether no invocation has finished in this environment yet."""
         with self._lock:
-            return not self._served()
+            return not (self._served() or self._finished_any)
 
     def platform_reported(self, rid: str) -> bool:
         """Whether the platform's word on `rid` came (runtimeDone, or the report without it), or
@@ -1283,6 +1297,7 @@ class Correlator:
             if self._missing_before_any_record == UNREPORTING_AFTER:
                 _warn_unreporting()
         inv.finished = True
+        self._finished_any = True
         if self._superseded.get(inv.request_id) is not inv:
             self._open.pop(inv.request_id, None)
             self._remember(inv)
@@ -1406,9 +1421,9 @@ class Correlator:
                 # Served, or spun down unused (a proactive init, provisioned concurrency): a
                 # spindown ends a healthy environment only, so the init succeeded.
                 self._init_served_unreported()
-            elif reason == "spindown" and not self.init.failed:
+            elif reason == "spindown" and self._telemetry_lost and not (self.init.failed or self._init_report_failed or self.init.extension_error):
                 # A spindown ends a healthy environment only: its runtime started, and the word
-                # that said so (initRuntimeDone) was lost in a flood's logsDropped.
+                # that said so (initRuntimeDone) was lost with the events the platform dropped.
                 self.init.runtime_done = True
             self._maybe_init_span(ending=True)
             return len(replaced) + len(open_)
