@@ -38,13 +38,13 @@ def standard(name: str) -> object:
 
 
 def _found_standard(name: str) -> object:
-    import importlib.machinery  # importlib's own parts, loaded with the interpreter
+    import importlib.machinery  # the boot has imported it (bare_start)
     import importlib.util
 
-    roots = tuple({sys.base_prefix + "/", sys.base_exec_prefix + "/"})
+    roots = tuple({sys.base_prefix.rstrip("/") + "/", sys.base_exec_prefix.rstrip("/") + "/"})
     there = sys.modules.get(name)
     origin = getattr(getattr(there, "__spec__", None), "origin", None)
-    if there is not None and isinstance(origin, str) and (origin == "built-in" or origin.startswith(roots)):
+    if there is not None and isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(roots)):
         return there
     if name in sys.builtin_module_names:
         spec = importlib.machinery.BuiltinImporter.find_spec(name)
