@@ -330,9 +330,9 @@ class MisbehavingProxy(LoopbackProxy):
     """A proxy on loopback that answers every request itself: 200 with `size` bytes of body at
     once, or a byte every 0.2 s for ever (`drip`)."""
 
-    def __init__(self, size: int = 0, drip: bool = False) -> None:
+    def __init__(self, size: int = 0, drip: str = "") -> None:
         super().__init__()
-        self._size, self._drip = size, drip
+        self._size, self._drip = size, drip  # drip: "" (none), "answer" (from its status line), "body"
 
     def _handle(self, client: socket.socket) -> None:
         with client:
@@ -341,9 +341,14 @@ class MisbehavingProxy(LoopbackProxy):
                 return
             try:
                 if self._drip:
-                    client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-                    while not self._stop.wait(0.2):
-                        client.sendall(b"x")
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+                    if self._drip == "body":
+                        head, _, answer = answer.partition(b"\r\n\r\n")
+                        client.sendall(head + b"\r\n\r\n")
+                    for byte in answer:
+                        if self._stop.wait(0.2):
+                            return
+                        client.sendall(bytes((byte,)))
                     return
                 client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self._size)
                 chunk = b"\0" * 65536
@@ -353,10 +358,11 @@ class MisbehavingProxy(LoopbackProxy):
                 return
 
 
-@pytest.mark.parametrize("misbehaviour", ["a 20 MB answer", "an answer a byte at a time"])
+@pytest.mark.parametrize("misbehaviour", ["a 20 MB answer", "an answer a byte at a time", "a body a byte at a time"])
 def test_a_proxy_s_answer_is_read_within_the_timeout_and_the_answer_limit(monkeypatch, misbehaviour):
-    # GIVEN the collector behind a proxy that answers with 20 MB, or a byte every 0.2 s
-    with MisbehavingProxy(size=20 * 1024 * 1024, drip=misbehaviour.endswith("at a time")) as proxy:
+    # GIVEN the collector behind a proxy that answers with 20 MB, or a byte every 0.2 s from its
+    # status line, or from its body
+    with MisbehavingProxy(size=20 * 1024 * 1024, drip=misbehaviour.split()[1] if "byte" in misbehaviour else "") as proxy:
         with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
             transport = StdlibHTTPTransport()
             started = time.monotonic()
@@ -369,9 +375,35 @@ def test_a_proxy_s_answer_is_read_within_the_timeout_and_the_answer_limit(monkey
     if misbehaviour == "a 20 MB answer":
         assert (result.status_code, result.error) == (200, None)
         assert result.body == b"\0" * MAX_ANSWER_BYTES
-    else:
+    elif misbehaviour == "an answer a byte at a time":
         assert isinstance(result.error, TimeoutError), result.error
         assert took < 30, took
+    else:
+        # ... and an answer whose status came is that status, its body empty, as a collector's
+        # own (before: a timeout, and spans the collector had taken were sent again)
+        assert (result.status_code, result.error, result.body) == (200, None, b""), result
+        assert took < 30, took
+
+
+def test_spans_a_collector_behind_a_proxy_accepted_are_not_sent_again_when_its_body_is_cut(monkeypatch):
+    # GIVEN a collector behind a proxy that answers 200 and closes the connection inside the
+    # answer's chunked body
+    class CutProxy(LoopbackProxy):
+        requests = 0
+
+        def _handle(self, client: socket.socket) -> None:
+            with client:
+                if read_head(client) is not None:
+                    CutProxy.requests += 1
+                    client.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+
+    with CutProxy() as proxy:
+        with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
+            # WHEN a request goes through it
+            result = StdlibHTTPTransport().request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=5.0)
+    # THEN the answer is its status (before: IncompleteRead, taken for no answer, and the spans
+    # were sent again at every flush, then counted as dropped)
+    assert (result.status_code, result.error, result.body, CutProxy.requests) == (200, None, b"", 1), result
 
 
 class KeptAliveProxy(LoopbackProxy):
@@ -444,7 +476,7 @@ def test_a_proxy_whose_connection_comes_late_is_still_cut_off_at_the_timeout(mon
         connect(self)
 
     monkeypatch.setattr(http.client.HTTPConnection, "connect", late)
-    with MisbehavingProxy(drip=True) as proxy:
+    with MisbehavingProxy(drip="answer") as proxy:
         with environment(monkeypatch, {"HTTP_PROXY": proxy.url}):
             started = time.monotonic()
             result = StdlibHTTPTransport().request("POST", "http://collector.example:4318/v1/traces", data=b"spans", timeout=1.0)

@@ -349,13 +349,21 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
     try:
         conn.request(method, path, body=data, headers=request_headers)
         response = conn.getresponse()
-        body, whole = _bounded_body(response)
     except Exception:
         if cut.over():
-            raise TimeoutError("the proxy's answer did not come whole within the timeout") from None
+            raise TimeoutError("the proxy's answer did not come within the timeout") from None
         raise
+    # Once its status has come, the answer is that status, whatever becomes of its body (cut
+    # short, or not whole within the timeout), as a collector's own is (collector_connection):
+    # a 2xx taken for a failure would be sent again, and stored twice.
+    try:
+        body, whole = _bounded_body(response)
+    except Exception:  # noqa: BLE001 - IncompleteRead, a reset, the cut
+        response.close()
+        body, whole = b"", False
     if cut.over():  # what was read before the cut is not the whole answer
-        raise TimeoutError("the proxy's answer did not come whole within the timeout")
+        response.close()
+        body, whole = b"", False
     return response.status, response.reason, response.headers, body, whole and not response.will_close
 
 
