@@ -329,7 +329,9 @@ class Pipeline:
         self._whole_since_too_large = dict.fromkeys(_FULL_BATCH, 0)
         self._server_errors = dict.fromkeys(_FULL_BATCH, 0)  # failed exports in a row, by signal
         self._unanswered = dict.fromkeys(_FULL_BATCH, 0)  # exports in a row sent whole, not answered in time
-        self._before_unanswered = dict(_FULL_BATCH)  # the batch size a first unanswered request held back
+        # The batch size before a failed request's items were sent again alone (a first
+        # unanswered request, a first server error): None when none is.
+        self._before_retry: dict = dict.fromkeys(_FULL_BATCH)
         self._unanswered_logged: set = set()
         self.last_flush = 0.0
         self._thread = threading.Thread(target=self._run, name="lambdawrap-export", daemon=True)
@@ -552,8 +554,7 @@ class Pipeline:
             self._server_errors[signal] = 0
             self._unanswered[signal] += 1
             if self._unanswered[signal] < UNANSWERED_TRIES:
-                self._before_unanswered[signal] = self._batch[signal]
-                self._batch[signal] = min(self._batch[signal], count)
+                self._retry_alone(signal, count)
                 return None
             self._unanswered_run_over(signal)
             if signal not in self._unanswered_logged:
@@ -568,8 +569,12 @@ class Pipeline:
             self._server_errors[signal] += 1
             if self._server_errors[signal] >= SERVER_ERROR_TRIES:
                 refused = "refused"
+            else:
+                # The same items alone: those that came since would be counted having gone once.
+                self._retry_alone(signal, count)
         else:
             self._server_errors[signal] = 0  # in a row only: another failure, or a smaller batch
+            self._retry_over(signal)
         if refused == "too_large" and count > 1:
             self._batch[signal] = count // 2
             self._too_large_at[signal] = min(count, self._too_large_at[signal] or count)
@@ -582,6 +587,7 @@ class Pipeline:
             self._too_large_at[signal] = None
             tried = "sent again once" if self._server_errors[signal] else "not sent again"
             self._server_errors[signal] = 0
+            self._before_retry[signal] = None
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
@@ -641,14 +647,27 @@ class Pipeline:
                 self._too_large_at[signal] = None
         self._batch[signal] = grown
         self._server_errors[signal] = 0
-        self._unanswered_run_over(signal)
+        self._unanswered[signal] = 0
+        self._retry_over(signal)
 
     def _unanswered_run_over(self, signal: str) -> None:
-        """A run of unanswered exports ended (counted, or another outcome came): requests hold
-        as many items as before it again, or more where they grew back meanwhile."""
+        """A run of unanswered exports ended (counted, or another outcome came)."""
         if self._unanswered[signal]:
             self._unanswered[signal] = 0
-            self._batch[signal] = max(self._batch[signal], self._before_unanswered[signal])
+            self._retry_over(signal)
+
+    def _retry_alone(self, signal: str, count: int) -> None:
+        """The `count` items of a failed request go again alone, at the next try."""
+        if self._before_retry[signal] is None:
+            self._before_retry[signal] = self._batch[signal]
+        self._batch[signal] = min(self._batch[signal], count)
+
+    def _retry_over(self, signal: str) -> None:
+        """Requests hold as many items as before a retry again, or more where they grew back."""
+        before = self._before_retry[signal]
+        if before is not None:
+            self._before_retry[signal] = None
+            self._batch[signal] = max(self._batch[signal], before)
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
