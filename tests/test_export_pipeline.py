@@ -880,6 +880,20 @@ def test_a_grpc_collector_advising_a_retry_beyond_the_timeout_is_not_asked_again
     assert first["took_s"] < 10, first
 
 
+def test_a_retry_time_a_grpc_collector_gives_with_a_refusal_holds_no_later_span_back(grpc_flushes):
+    import grpc
+
+    # GIVEN a gRPC collector that refuses the next request as INVALID_ARGUMENT (OTLP: not
+    # retried) with a RetryInfo of 45 s
+    grpc_rx, probe = grpc_flushes()
+    grpc_rx.refuse(1, grpc.StatusCode.INVALID_ARGUMENT, retry_after_s=45)
+    # WHEN 5 spans are flushed, then 3 more
+    first, second = probe.flush(5), probe.flush(3)
+    # THEN the 5 are counted as rejected, and the 3 go at once (before: they waited the 45 s)
+    assert second["dropped"] == {"rejected_by_collector": 5}, (first, second)
+    assert [(r["spans"], r["refused"]) for r in grpc_rx.requests] == [(5, True), (3, False)], grpc_rx.requests
+
+
 @pytest.mark.parametrize("code", ["INTERNAL", "UNKNOWN"])
 def test_a_batch_a_grpc_collector_fails_on_twice_is_counted_not_sent_at_every_flush(grpc_flushes, code):
     import grpc

@@ -20,6 +20,9 @@ from lambdawrap.companion.collector_answers import GRPC_RETRY_ADVISED, GRPC_TOO_
 # than max (N vs. M)"; a client-side limit: "Sent message larger than max").
 _TOO_LARGE_WORDS = "message larger than max"
 _RETRY_INFO = "google.rpc.retryinfo-bin"  # the trailer of a google.rpc.RetryInfo
+# The codes OTLP retries (RESOURCE_EXHAUSTED only with a RetryInfo): a RetryInfo on another
+# refusal holds nothing back, the exporter retries none.
+_RETRYABLE = frozenset(("CANCELLED", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"))
 # How long a RESOURCE_EXHAUSTED not to retry tells the exporter to wait before retrying: longer
 # than any export's timeout, so it gives up at once.
 _NEVER_S = 24 * 3600
@@ -59,7 +62,7 @@ class _TappedStub:
             code = error.code() if callable(getattr(error, "code", None)) else None
             retry_info, too_large = _retry_info(error), _over_the_message_size(error)
             wait_s = _delay_s(retry_info)
-            if wait_s is not None and not too_large:
+            if wait_s is not None and not too_large and getattr(code, "name", None) in _RETRYABLE:
                 answers.hold_off(wait_s)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # Retryable only when the server says when (RetryInfo), as OTLP has it, and a
