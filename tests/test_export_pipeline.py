@@ -791,8 +791,8 @@ class GrpcFlushes:
     """The probe above against a gRPC trace receiver (metrics go to an HTTP one), or with
     `grpc_rx` None, against the HTTP one alone."""
 
-    def __init__(self, grpc_rx, http_rx) -> None:
-        env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="30")
+    def __init__(self, grpc_rx, http_rx, **more_env: str) -> None:
+        env = dict(os.environ, **{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "30", **more_env})
         if grpc_rx is not None:
             env.update(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=grpc_rx.endpoint)
         self._probe = subprocess.Popen([sys.executable, "-c", GRPC_FLUSHES_PROBE, http_rx.endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -931,6 +931,50 @@ def test_a_batch_an_http_collector_answers_500_twice_is_counted_not_sent_at_ever
     # (before: it went with the batch, and was counted with it having gone once)
     assert first["dropped"] == {} and second["dropped"] == {"rejected_by_collector": 5} == third["dropped"], (first, second, third)
     assert [status for status, _ in statuses] == [500, 500, 500, 200, 200] and spans == 4, statuses
+
+
+def test_a_batch_failed_by_a_server_error_then_left_unanswered_is_counted_not_sent_at_every_flush():
+    # GIVEN an OTLP/HTTP collector that fails a request of 5 spans with 500
+    with OtlpReceiver() as rx:
+        probe = GrpcFlushes(None, rx, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="1", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+        try:
+            rx.set_behaviour(status=500)
+            first = probe.flush(5)
+            # WHEN it takes the next request whole and answers after the exporter's timeout
+            rx.set_behaviour(delay_s=1.5, remaining=1)
+            second = probe.flush(1)
+            third = probe.flush(0)
+        finally:
+            probe.stderr()
+        sent = [r["status"] for r in rx.requests() if r["path"].endswith("/v1/traces")]
+    # THEN the 5, failed twice in a row, are counted and not sent again, and the 1 goes (before:
+    # the two failures reset each other's count, and the 5 went at every flush)
+    assert first["dropped"] == {} and second["dropped"] == {"unanswered": 5} == third["dropped"], (first, second, third, sent)
+
+
+def test_a_batch_refused_after_a_server_error_keeps_the_request_size_a_413_set():
+    # GIVEN a collector refusing requests of more than 4 spans with 413, which made the requests
+    # smaller
+    with OtlpReceiver() as rx:
+        probe = GrpcFlushes(None, rx)
+        try:
+            rx.set_behaviour(max_spans=4)
+            probe.flush(8)
+            # WHEN it then fails a batch with 500 twice (counted), and takes requests again
+            rx.set_behaviour(status=500)
+            probe.flush(3)
+            probe.flush(0)
+            rx.set_behaviour(max_spans=4)
+            before = len(rx.requests())
+            last = probe.flush(6)
+        finally:
+            probe.stderr()
+        statuses = [r["status"] for r in rx.requests()[before:] if r["path"].endswith("/v1/traces")]
+        spans = len(rx.spans())
+    # THEN the requests stay within the 413's limit (before: the refusal made them full size
+    # again, and the next was refused as too large)
+    assert 413 not in statuses and spans == 8 + 6, statuses
+    assert last["dropped"] == {"rejected_by_collector": 3}, last
 
 
 @pytest.mark.parametrize("status, permanent", [(301, True), (308, True), (302, False), (307, False)])

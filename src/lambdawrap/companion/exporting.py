@@ -550,24 +550,27 @@ class Pipeline:
         if status is None and answers.unanswered:
             # Sent again once (a blip), the same items (not more come meanwhile: those would be
             # counted having gone once); twice in a row, counted: the collector may hold it,
-            # and a slow one would store it again at every flush.
-            self._server_errors[signal] = 0
+            # and a slow one would store it again at every flush. A server error before it is
+            # the first failure of the two (alternating, the batch went at every flush).
             self._unanswered[signal] += 1
-            if self._unanswered[signal] < UNANSWERED_TRIES:
+            if self._unanswered[signal] + self._server_errors[signal] < UNANSWERED_TRIES:
                 self._retry_alone(signal, count)
                 return None
+            self._server_errors[signal] = 0
             self._unanswered_run_over(signal)
             if signal not in self._unanswered_logged:
                 self._unanswered_logged.add(signal)
                 logger.warning("lambdawrap: a request of %d %s went whole to the collector twice in a row and its answer did not come within the timeout: counted as dropped (%s), not sent again (the collector may hold it); logged once", count, signal, UNANSWERED_REASONS[signal])
             return "unanswered"
+        unanswered_before = self._unanswered[signal]
         self._unanswered_run_over(signal)
         if refused is None and server_error(status):
             # Sent again at the next flush (a blip), not at every one: a batch the collector
             # fails on every time came first at each, held back all that follows, and was
-            # stored again wherever the collector took part of it.
+            # stored again wherever the collector took part of it. An unanswered try before it
+            # is the first failure of the two.
             self._server_errors[signal] += 1
-            if self._server_errors[signal] >= SERVER_ERROR_TRIES:
+            if self._server_errors[signal] + unanswered_before >= SERVER_ERROR_TRIES:
                 refused = "refused"
             else:
                 # The same items alone: those that came since would be counted having gone once.
@@ -582,12 +585,15 @@ class Pipeline:
             self._refusals(signal, status, count, f"sent again in requests of {count // 2}")
             return refused
         if refused is not None:
-            # One item too large by itself says nothing of the next: they go at full size.
-            self._batch[signal] = _FULL_BATCH[signal]
-            self._too_large_at[signal] = None
-            tried = "sent again once" if self._server_errors[signal] else "not sent again"
+            if refused == "too_large":
+                # One item too large by itself says nothing of the next: they go at full size.
+                self._batch[signal] = _FULL_BATCH[signal]
+                self._too_large_at[signal] = None
+                self._before_retry[signal] = None
+            else:
+                self._retry_over(signal)  # as big as before the retry: a 413's limit stands
+            tried = "sent again once" if self._server_errors[signal] or unanswered_before else "not sent again"
             self._server_errors[signal] = 0
-            self._before_retry[signal] = None
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None

@@ -361,9 +361,9 @@ def _through_proxy(conn: http.client.HTTPConnection, method: str, path: str, url
     except Exception:  # noqa: BLE001 - IncompleteRead, a reset, the cut
         response.close()
         body, whole = b"", False
-    if cut.over():  # what was read before the cut is not the whole answer
+    if cut.over():  # the connection is not kept; a body the cut came inside is not the answer's
         response.close()
-        body, whole = b"", False
+        body, whole = body if whole else b"", False
     return response.status, response.reason, response.headers, body, whole and not response.will_close
 
 
