@@ -1450,6 +1450,30 @@ print(json.dumps([[str(error), describe_exception(error)["message"], describe_ex
 """
 
 
+def test_an_exception_whose_class_hides_its_name_is_still_described():
+    from lambdawrap.handler.invocation import describe_exception
+
+    # GIVEN an exception whose metaclass refuses to give its class's name
+    class Meta(type):
+        def __getattribute__(cls, name):
+            if name == "__name__":
+                raise RuntimeError("no name")
+            return type.__getattribute__(cls, name)
+
+    class Hidden(Exception, metaclass=Meta):
+        pass
+
+    try:
+        raise Hidden("declined")
+    except Hidden as error:
+        # WHEN it is described THEN it is (before: describing it raised, and its record was lost)
+        try:
+            described = describe_exception(error)
+        except Exception as failure:  # noqa: BLE001 - told below, outside the exception's context
+            described = {"raised": repr(failure)}
+    assert described.get("message") == "declined" and described["type"].endswith("Hidden"), described
+
+
 @every_python
 def test_an_exceptions_message_is_its_text_without_pythons_suggestions(interpreter, python_version):
     # GIVEN the errors Python 3.12+ adds a suggestion to as it formats them ("Did you mean",

@@ -95,6 +95,10 @@ def test_spans_parenting_coldstart_errors_metrics_logs(task, runtime_python):
         # the status says the exception's message alone (the conventions: error.type says its type)
         assert error["status_code"] == 2 and error["status_message"] == exception["attributes"]["exception.message"] != ""
         assert "missing thing" in exception["attributes"]["exception.stacktrace"]
+        # ... from the handler's frame, none of lambdawrap's (before: on 3.10, the wrapper's first)
+        stack_lines = exception["attributes"]["exception.stacktrace"].splitlines()
+        assert stack_lines[1].startswith('  File "') and stack_lines[1].split('"')[1].endswith("app.py"), stack_lines[:3]
+        assert "lambdawrap" not in exception["attributes"]["exception.stacktrace"]
         # The init span joins the first trace.
         init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"))[0]
         assert init["trace_id"] == TRACEPARENT_TRACE and init["parent_span_id"] == first["span_id"]

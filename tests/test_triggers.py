@@ -1108,6 +1108,39 @@ def test_status_code_of_a_named_tuple_the_runtime_writes_as_an_object(kind):
     assert response_status_code(trigger, Other("hi")) == response_status_code(trigger, {"message": "hi"})
 
 
+class _Interrupted(BaseException):
+    pass
+
+
+class _GuardedBytes(bytes):
+    """Bytes whose own methods raise what no `except Exception` catches: the runtime posts their
+    buffer and runs none of them."""
+
+    def __len__(self):
+        raise _Interrupted("__len__ ran")
+
+    def decode(self, *args, **kwargs):
+        raise _Interrupted("decode ran")
+
+    def __getitem__(self, index):
+        raise _Interrupted("__getitem__ ran")
+
+
+def test_a_bytes_response_of_the_function_s_own_class_is_read_without_running_its_code():
+    from lambdawrap.handler.redact import payload_text
+    from lambdawrap.handler.response_posted import _deliverable
+
+    # GIVEN an HTTP API's response given as bytes of the function's own class
+    trigger = detect_trigger(load("apigw-http"))
+    response = _GuardedBytes(b'{"statusCode": 503, "body": "down"}')
+    # WHEN lambdawrap reads its status, its size and (capturing payloads) its text THEN none of
+    # its methods run, and each reads what the runtime posts (before: they ran, and their
+    # BaseException escaped into the runtime)
+    assert response_status_code(trigger, response) == 503
+    assert _deliverable(response) is True
+    assert json.loads(payload_text(response)) == {"statusCode": 503, "body": "down"}
+
+
 @pytest.mark.parametrize("kind", sorted(HTTP_KINDS))
 def test_status_code_of_json_bytes_the_runtime_posts_as_they_are(kind):
     # GIVEN a handler returning JSON bytes (orjson.dumps): awslambdaric posts them as they are,

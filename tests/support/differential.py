@@ -32,8 +32,8 @@ _ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
 ERROR = 2  # OTLP's STATUS_CODE_ERROR
 _EMF_TIMESTAMP = re.compile(r'"Timestamp": ?\d{13}')
 _EPOCH_MS = re.compile(r"\[\d{13}\]")  # awslambdaric's C client stamps its own error lines
-# The wrapper is one frame deeper than the handler: a RecursionError comes one call sooner
-# (docs/reliability.md, known differences).
+# The wrapper is one frame deeper than the handler: a RecursionError comes one call sooner, two
+# on 3.10 and 3.11 (docs/reliability.md, known differences).
 _REPEATED = re.compile(r"\[Previous line repeated \d+ more times\]")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Python 3.10 re-raises the traceback it caught, the wrapper's entry included (3.11+ drops

@@ -454,7 +454,12 @@ class InvocationTracer:
             # Described when the record goes: when held, after the runtime's post, so that an
             # exception slow to render (its __str__) costs the caller nothing of ours. Its
             # traceback as it is now: on its way up it gains the runtime's frames.
-            later = ("error", describe_exception, (error, error.__traceback__))
+            # Read as the slot holds it (a property of the function's is its code), without
+            # the leading entry of ours 3.10 keeps (see drop_own_frame).
+            frames = _TRACEBACK.__get__(error)
+            if frames is not None and frames.tb_frame.f_code.co_filename == WRAPPER_FILENAME:
+                frames = frames.tb_next
+            later = ("error", describe_exception, (error, frames))
         else:
             if isinstance(result, bytes):
                 # Bytes the runtime posts as they are, parsed for their status: maybe large JSON.
@@ -675,8 +680,8 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
             message = str(error)
         except BaseException:  # noqa: BLE001 - as above
             message = _UNPRINTABLE[0]
-    if message in _UNPRINTABLE or message == f"<unprintable {type(error).__name__} object>":  # 3.11+, 3.10
-        message = f"<unprintable {type(error).__name__}>"
+    if message in _UNPRINTABLE or message == f"<unprintable {_CLASS_NAME.__get__(type(error))} object>":  # 3.11+, 3.10
+        message = f"<unprintable {_CLASS_NAME.__get__(type(error))}>"
     elif _SUGGESTS and _suggested(error):
         message = _without_suggestions(message)
     kind = _type_name(type(error))

@@ -56,7 +56,9 @@ def payload_text(value: Any, keys: frozenset = ALWAYS_REDACTED, limit: int = MAX
     TRUNCATED); None if it cannot be described at all."""
     try:
         if isinstance(value, (bytes, bytearray, memoryview)):
-            value = _decode_bytes(bytes(value[: limit * 4 + 1]) if len(value) > limit * 4 else bytes(value), len(value))
+            # As plain bytes first: a subclass's methods are the function's code.
+            view = memoryview(value)
+            value = _decode_bytes(bytes(view[: limit * 4 + 1]), view.nbytes)
         return _Writer(keys, limit).dump(value)
     except Exception:  # noqa: BLE001 - capture is side instrumentation: fail open, quietly
         return None

@@ -224,11 +224,13 @@ def response_status(trigger: Trigger, response: object) -> Optional[int]:
     field = "status" if trigger.kind == CLOUDFRONT else "statusCode"
     if isinstance(response, bytes):  # what awslambdaric posts as it is
         try:
-            if len(response) > MAX_PARSED_RESPONSE_BYTES:
+            # bytes' own length and bytes: a subclass's methods are the function's code, which
+            # the runtime (reading the buffer) does not run, and nor may we.
+            if bytes.__len__(response) > MAX_PARSED_RESPONSE_BYTES:
                 return None
             import json  # the runtime's own marshaller has imported it
 
-            response = json.loads(response)
+            response = json.loads(response if type(response) is bytes else bytes.__getitem__(response, slice(None)))
         except (ValueError, RecursionError):  # not JSON (or nested deeper than json parses): what
             # the service makes of it is not documented
             return None
