@@ -1128,7 +1128,7 @@ class _GuardedBytes(bytes):
 
 def test_a_bytes_response_of_the_function_s_own_class_is_read_without_running_its_code():
     from lambdawrap.handler.redact import payload_text
-    from lambdawrap.handler.response_posted import _deliverable
+    from lambdawrap.handler.response_posted import _deliverable, _size
 
     # GIVEN an HTTP API's response given as bytes of the function's own class
     trigger = detect_trigger(load("apigw-http"))
@@ -1137,7 +1137,7 @@ def test_a_bytes_response_of_the_function_s_own_class_is_read_without_running_it
     # its methods run, and each reads what the runtime posts (before: they ran, and their
     # BaseException escaped into the runtime)
     assert response_status_code(trigger, response) == 503
-    assert _deliverable(response) is True
+    assert _deliverable(response) is True and _size(response) == len(bytes(memoryview(response)))
     assert json.loads(payload_text(response)) == {"statusCode": 503, "body": "down"}
 
 

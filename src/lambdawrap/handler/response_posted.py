@@ -113,15 +113,16 @@ def _refused(args: tuple, kwargs: dict, exc: BaseException, outcome: str) -> dic
 
 
 def _size(data: Any) -> int | None:
-    """The bytes the runtime posts for `data` (a str goes UTF-8 encoded); None if it cannot."""
+    """The bytes the runtime posts for `data` (a str goes UTF-8 encoded); None if it cannot.
+    Read through the types' own methods, as _deliverable reads them."""
     if isinstance(data, bytes):
-        return len(data)
+        return bytes.__len__(data)
     if not isinstance(data, str):
         return None
-    if data.isascii():
-        return len(data)
+    if str.isascii(data):
+        return str.__len__(data)
     try:
-        return len(data.encode("utf-8"))
+        return bytes.__len__(str.encode(data, "utf-8"))
     except UnicodeEncodeError:
         return None  # the runtime could not encode it either: not a matter of size
 
