@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -545,6 +546,48 @@ def test_a_caller_s_traceparent_parents_the_invocation_only_with_tracecontext_in
     # with those propagators, would (before: always, OTEL_PROPAGATORS=none too)
     assert (int(start["parent_span_id"], 16) if start["parent_span_id"] else None) == parent
     assert (start["trace_id"] == "%032x" % VALID_CTX.trace_id) == (parent is not None)
+
+
+@pytest.mark.parametrize("value, w3c_links", [("xray", False), ("baggage", False), ("none", False), ("tracecontext", True), ("", True)])
+def test_a_batch_s_messages_are_linked_by_their_w3c_context_only_with_tracecontext_in_otel_propagators(value, w3c_links):
+    # GIVEN an SQS batch (one message with a traceparent attribute and the AWSTraceHeader SQS
+    # set, one with a traceparent in its body only) and a Kinesis one, each record's data
+    # carrying a traceparent
+    from support.recording import CONTEXT, RecordingChannel
+
+    from lambdawrap.handler.invocation import InvocationTracer
+    from lambdawrap.shared.settings import Settings
+
+    def attribute(tp: str) -> dict:
+        return {"traceparent": {"stringValue": tp, "dataType": "String"}}
+
+    sqs = {"Records": [
+        {"messageId": "1", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "body": "{}", "messageAttributes": attribute(VALID), "attributes": {"AWSTraceHeader": XRAY_SAMPLED}},
+        {"messageId": "2", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "body": json.dumps({"traceparent": OTHER_TP}), "attributes": {}},
+    ]}
+    kinesis = {"Records": [
+        {"eventSource": "aws:kinesis", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s", "eventID": str(n), "kinesis": {"partitionKey": "k", "sequenceNumber": str(n), "data": base64.b64encode(json.dumps({"traceparent": tp}).encode()).decode()}}
+        for n, tp in enumerate((OTHER_TP, VALID))
+    ]}
+    channel = RecordingChannel()
+    try:
+        wrapper = InvocationTracer(Settings.from_env({"OTEL_PROPAGATORS": value} if value else {}), channel, environ={})
+        handler = wrapper.wrap(lambda e, c: None)
+        handler(sqs, CONTEXT)
+        handler(kinesis, CONTEXT)
+    finally:
+        InvocationTracer(Settings.from_env({}), RecordingChannel(), environ={})  # the default again, for the tests after
+    sqs_links, kinesis_links = [[(int(t, 16), int(s, 16)) for t, s, _ in record["start"]["links"]] for record in channel.records]
+    other = tc.parse_traceparent(OTHER_TP)
+    # THEN the messages' W3C contexts are links only where OpenTelemetry's extraction, with
+    # those propagators, would read them (before: always); the X-Ray header SQS set, the
+    # platform's, is the first message's link otherwise
+    if w3c_links:
+        assert sqs_links == [(VALID_CTX.trace_id, VALID_CTX.span_id), (other.trace_id, other.span_id)]
+        assert kinesis_links == [(other.trace_id, other.span_id), (VALID_CTX.trace_id, VALID_CTX.span_id)]
+    else:
+        assert sqs_links == [(XRAY_CTX.trace_id, XRAY_CTX.span_id)]
+        assert kinesis_links == []
 
 
 ORDERS = [

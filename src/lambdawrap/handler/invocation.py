@@ -27,7 +27,7 @@ import time
 import traceback
 from _thread import RLock, get_ident
 
-from lambdawrap.handler import secret_cuts, trace_context, triggers
+from lambdawrap.handler import message_context, secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import redact_query, url_query_keys
 from lambdawrap.handler.repeated_frames import cheap_to_format
@@ -244,6 +244,7 @@ class InvocationTracer:
         # __str__ raises in the runtime's own error handling) still sends what it held.
         atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
+        message_context.follow_propagators(settings.propagators)
         self._inflight = InflightSlot(settings.socket_path)
         self._posted_flag = posted_wanted.flag_path(settings.socket_path)
         self._query_keys = url_query_keys(settings.redact_keys)

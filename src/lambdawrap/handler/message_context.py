@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
 __all__ = [
     "base64_context",
     "batch_links",
+    "follow_propagators",
     "firehose_record_context",
     "kafka_record_context",
     "kinesis_record_context",
@@ -63,8 +64,18 @@ _MAX_KEYS_TRIED = 8
 # 256 forged messages cost ~10 ms per invocation (about 14 times that at 128 MB).
 _MAX_BATCH_MISSES = 64
 _misses_left: Optional[list] = None  # [count] while a batch is read
+# Whether a message's W3C context is read for its link: OTEL_PROPAGATORS names `tracecontext`
+# (`follow_propagators`). Its X-Ray header (SQS's AWSTraceHeader) is the platform's, read always.
+_w3c_links = True
 _pattern = None
 _escaped_pattern = None
+
+
+def follow_propagators(propagators: tuple) -> None:
+    """Read a message's W3C context for a link only where OpenTelemetry's extraction, with
+    these propagators (OTEL_PROPAGATORS), would read it: with ``tracecontext``."""
+    global _w3c_links
+    _w3c_links = "tracecontext" in propagators
 
 
 def batch_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str], bool]]) -> List[SpanContext]:
@@ -73,13 +84,14 @@ def batch_links(records: Iterable, read: Callable[[dict], Tuple[Optional[str], b
     would let a forged batch whose every message ends with a context cost what none did)."""
     global _misses_left
     left = _misses_left = [_MAX_BATCH_MISSES]
+    w3c = _w3c_links
 
     def reading(record: dict) -> Tuple[Optional[str], bool]:
         before = left[0]
         found = read(record)
         if found[0] is not None and left[0] < before:
             left[0] += 1
-        return found
+        return found if w3c or not found[1] else NONE
 
     try:
         return collect_links(records, reading)
@@ -326,9 +338,11 @@ def sqs_message_context(record: dict) -> Tuple[Optional[str], bool]:
     """An SQS message's context: the ``traceparent`` message attribute, else one in its body
     (lambdawrap's producers, or the envelope of an SNS message delivered to the queue), else the
     ``AWSTraceHeader`` system attribute SQS sets when the sender was traced by X-Ray. Each W3C
-    place counts only when it holds a valid value."""
-    body = record.get("body")
-    value = _w3c(_attribute_value(record.get("messageAttributes"), "stringValue")) or _w3c(text_context(body, _sns_envelope(body)))
+    place counts only when it holds a valid value, and only where the W3C context is read."""
+    value = None
+    if _w3c_links:
+        body = record.get("body")
+        value = _w3c(_attribute_value(record.get("messageAttributes"), "stringValue")) or _w3c(text_context(body, _sns_envelope(body)))
     if value is not None:
         return value, True
     system = record.get("attributes")
