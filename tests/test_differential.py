@@ -46,6 +46,8 @@ BEHAVIOUR = Group(
         do("sys.path and PYTHONPATH", "env_and_path"),
         do("module state", "module_state"),
         do("context object", "context"),
+        do("the context's method replaced by the handler - context_method_called_after", "count_remaining_calls"),
+        do("and its calls counted - context_method_called_after", "remaining_calls"),
         do("http answer", "http", status=201, body="created"),
         do("http 503 answer", "http", status=503),
         do("bytes result", "bytes"),

@@ -186,6 +186,18 @@ def handler(event, context):
         return sys.modules[__name__].handler(dict(event, depth=depth - 1), context)
     if do == "context":
         return {"remaining_positive": context.get_remaining_time_in_millis() > 0, "function_name": context.function_name, "memory": context.memory_limit_in_mb}
+    if do == "count_remaining_calls":
+        # As a test double does: the context's method replaced by one that counts its calls.
+        own = context.get_remaining_time_in_millis
+
+        def counted():
+            REMAINING_CALLS.append(1)
+            return own()
+
+        context.get_remaining_time_in_millis = counted
+        return {"remaining_positive": context.get_remaining_time_in_millis() > 0}
+    if do == "remaining_calls":
+        return {"calls": len(REMAINING_CALLS)}
     if do == "base64":
         return {"decoded": base64.b64decode(event["data"]).decode()}
     if do == "env_and_path":
@@ -226,3 +238,4 @@ def handler(event, context):
 
 
 KEPT = []
+REMAINING_CALLS = []
