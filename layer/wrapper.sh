@@ -189,22 +189,56 @@ lw_interpreter() {
   return 2
 }
 
-# The interpreter's script among its arguments (lw_script): the first file named after its
-# options (a wrapper may put -X importtime before it).
+# The interpreter's options, read as Python reads them, up to its script: the script
+# (lw_script, the first word that is no option nor an option's value, when it is a file: a
+# wrapper may put -X importtime before it), and an option that keeps the interpreter from
+# starting lambdawrap (lw_isolated: -E and -I ignore PYTHONPATH, -S skips sitecustomize).
 lw_find_script() {
+  lw_isolated=""
+  lw_opt_arg=""
+  lw_end=""
   for lw_each in "$@"; do
+    if [ -n "$lw_opt_arg" ]; then
+      lw_opt_arg=""
+      continue
+    fi
+    if [ -n "$lw_end" ]; then
+      [ -f "$lw_each" ] && lw_script=$lw_each
+      return 0
+    fi
     case "$lw_each" in
-      -*) ;;
-      *) [ -f "$lw_each" ] && { lw_script=$lw_each; return 0; } ;;
+      --) lw_end=1 ;;
+      --check-hash-based-pycs) lw_opt_arg=1 ;;
+      --*) ;;
+      -?*)
+        lw_opts=${lw_each#-}
+        while [ -n "$lw_opts" ]; do
+          lw_c=${lw_opts%"${lw_opts#?}"}
+          lw_opts=${lw_opts#?}
+          case "$lw_c" in
+            E|I|S) lw_isolated="-$lw_c" ;;
+            c|m) return 0 ;;  # a command or a module: no script
+            W|X) [ -n "$lw_opts" ] || lw_opt_arg=1; break ;;  # the rest, or the next word, is its value
+          esac
+        done
+        ;;
+      *) [ -f "$lw_each" ] && lw_script=$lw_each; return 0 ;;
     esac
   done
   return 0
+}
+
+# The interpreter's options after the interpreter ($1).
+lw_options_after() {
+  shift
+  lw_find_script "$@"
 }
 
 # Another language's runtime (the wrapper set for the functions of several languages at once)
 # is none of ours: with our variables, a Python program it starts would take itself for the
 # function's runtime.
 lw_script=""
+lw_isolated=""
 if [ -z "$lw_chained" ] && [ $# -gt 0 ] && ! lw_python_runtime "$@"; then
   printf '%s\n' "lambdawrap: not instrumenting, the runtime '$1' is not a Python interpreter (lambdawrap instruments Python functions)" >&2
   [ -n "$lw_next" ] && exec "$lw_next" "$@"
@@ -267,6 +301,18 @@ if [ -n "$lw_next" ] && [ $# -gt 0 ]; then
   export LAMBDAWRAP_CHAINED_INTERPRETER="$1" LAMBDAWRAP_CHAINED_WRAPPER="$here/${lw_self##*/}"
   shift
   exec "$lw_next" "$LAMBDAWRAP_CHAINED_WRAPPER" "$@"
+fi
+
+# An interpreter started with -E, -I or -S (a hardening wrapper's) never runs the boot, which
+# puts the environment back: left set, PYTHONPATH would keep the runtime from adding the
+# layers' folders, and the function's imports from them would fail. It runs as without us.
+if [ -n "$lw_chained" ]; then
+  lw_options_after "$@"
+fi
+if [ -n "$lw_isolated" ]; then
+  printf '%s\n' "lambdawrap: not instrumenting, the interpreter runs with $lw_isolated, which keeps Python from starting lambdawrap (-E and -I ignore PYTHONPATH, -S skips sitecustomize)" >&2
+  unset LAMBDAWRAP_RUNTIME_SCRIPT
+  exec "$@"
 fi
 
 # PYTHONPATH carries our boot folder only (its sitecustomize.py is how lambdawrap starts, and

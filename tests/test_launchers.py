@@ -540,3 +540,59 @@ def test_a_next_wrapper_handed_an_empty_interpreter_runs_once(tmp_path, shell):
     # layer (before: the second pass took "" for no second pass, and chained again, for ever)
     assert count.read_text() == "run\n", (count.read_text(), out)
     assert out.returncode != 3, out
+
+
+# The interpreter's options before its script: (options, whether they keep Python from starting
+# lambdawrap). -E and -I ignore PYTHONPATH, -S skips sitecustomize; a letter inside an option's
+# value (-Werror's E, -X's) is none of them, and the word after -W or -X is no script.
+INTERPRETER_OPTIONS = [
+    (["-I"], True),
+    (["-E"], True),
+    (["-S"], True),
+    (["-sE"], True),
+    (["-u", "-bS"], True),
+    (["-Werror"], False),
+    (["-W", "error"], False),
+    (["-X", "importtime"], False),
+    (["-XE"], False),
+    (["-u"], False),
+    (["--check-hash-based-pycs", "always"], False),
+    ([], False),
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("chained", [False, True])
+@pytest.mark.parametrize("options, isolated", INTERPRETER_OPTIONS, ids=[" ".join(o) or "none" for o, _ in INTERPRETER_OPTIONS])
+def test_an_interpreter_that_will_not_run_the_boot_runs_as_without_the_layer(tmp_path, shell, chained, options, isolated):
+    # GIVEN the runtime's interpreter started with options before its script, by the runtime or
+    # by a next wrapper (a hardening one adding -I), with files in the working folder named as
+    # the options' values are
+    for name in ("error", "importtime", "always"):
+        (tmp_path / name).write_text("")
+    script = tmp_path / "bootstrap.py"
+    script.write_text("")
+    runtime = script_named_python(tmp_path, '#!/bin/sh\nprintf "arg:%s\\n" "$@"\nenv\n')
+    env = {"PATH": "/usr/bin:/bin"}
+    args = [*options, str(script)]
+    if chained:
+        nxt = tmp_path / "next.sh"
+        nxt.write_text('#!/bin/sh\ni=$1\nshift\nexec "$i" ' + " ".join(options) + ' "$@"\n')
+        nxt.chmod(0o755)
+        env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
+        args = [str(script)]
+    out = subprocess.run([shell, str(WRAPPER), str(runtime), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    lines = out.stdout.splitlines()
+    started = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("arg:"))
+    assert out.returncode == 0 and [line for line in lines if line.startswith("arg:")] == [f"arg:{arg}" for arg in [*options, str(script)]], out
+    ours = sorted(k for k in started if k.startswith("LAMBDAWRAP_") and k != "LAMBDAWRAP_NEXT_WRAPPER")
+    if isolated:
+        # THEN where the interpreter would never run the boot, which puts the environment back,
+        # it gets the environment it gets without the layer, and one line says why (before:
+        # PYTHONPATH was left set, and the runtime did not add the layers' folders)
+        assert "PYTHONPATH" not in started and ours == [], out
+        assert out.stderr.splitlines() == [f"lambdawrap: not instrumenting, the interpreter runs with {options[-1][:1]}{options[-1][-1]}, which keeps Python from starting lambdawrap (-E and -I ignore PYTHONPATH, -S skips sitecustomize)"], out
+    else:
+        # ... and elsewhere the boot is set up, for the runtime's script (not an option's value)
+        assert started.get("PYTHONPATH") == f"{LAYER}/python/lambdawrap_boot" and started.get("LAMBDAWRAP_RUNTIME_SCRIPT") == str(script), out
+        assert out.stderr == "", out
