@@ -250,6 +250,37 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
         assert len(reads) >= 2 and all("lambdawrap/test" in c["user_agent"] for c in reads)
 
 
+@pytest.mark.parametrize("rotated_to, said", [
+    (json.dumps({"Password": ROTATED_PASSWORD}), "has no JSON key 'password'"),
+    (ROTATED_PASSWORD, "is not JSON, so it has no key 'password'"),
+])
+def test_a_rotation_that_takes_a_declared_key_away_is_said_once_and_the_last_value_served(moto, clients, handler_cache, tmp_path, caplog, rotated_to, said):
+    # GIVEN the companion's store serving the handler side a declared JSON key, with a short TTL
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=1.0, socket_path=str(tmp_path / "lw.sock"))
+    with serving_the_handler_side(settings, clients) as store:
+        assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
+        assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+        # WHEN a rotation renames the key, or makes the secret plain text
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=rotated_to)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            before = store.fetches
+            # ... and the function reads it across several refreshes
+            deadline = time.monotonic() + 30
+            while store.fetches < before + 3:
+                assert time.monotonic() < deadline, "the companion did not refresh the secret"
+                assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD  # THEN the last value is served
+                time.sleep(0.1)
+            handler_cache.get("DB_PASSWORD")
+            wait_for(lambda: [r for r in caplog.records if "refreshing" in r.getMessage()], timeout=15, what="the warning")
+            time.sleep(1.5)  # more refreshes and reads, which must say nothing more
+            handler_cache.get("DB_PASSWORD")
+        # ... and one warning says why, naming the secret, never a value (before: none at all,
+        # where the function's own fetch said it)
+        warnings = [r.getMessage() for r in caplog.records if "refreshing" in r.getMessage()]
+        assert len(warnings) == 1 and said in warnings[0] and "DB_PASSWORD" in warnings[0], warnings
+        assert DB_PASSWORD not in warnings[0] and ROTATED_PASSWORD not in warnings[0]
+
+
 def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_again_unread(moto, handler_cache, tmp_path, monkeypatch):
     from support.aws_front import AwsFront
 
@@ -277,14 +308,15 @@ def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_agai
 def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshes_from_the_companion(moto, handler_cache, tmp_path, monkeypatch):
     from support.aws_front import AwsFront
 
-    # GIVEN AWS slow on the companion's first call for a parameter (1.5 s), quick on the rest
-    with AwsFront(moto.endpoint, {"AmazonSSM.GetParameter": [1.5]}) as front:
+    # GIVEN AWS slow on the companion's first call for a parameter (3 s), quick on the rest
+    with AwsFront(moto.endpoint, {"AmazonSSM.GetParameter": [3.0]}) as front:
         monkeypatch.setenv("AWS_ENDPOINT_URL", front.endpoint)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key", ttl_s=4.0, socket_path=str(tmp_path / "lw.sock"), secrets_timeout_ms=800)
+        settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key", ttl_s=4.0, socket_path=str(tmp_path / "lw.sock"), secrets_timeout_ms=1500)
         with serving_the_handler_side(settings, FetchThreads()):
-            # WHEN the function's process boots, waiting 0.8 s for the companion
+            # WHEN the function's process boots, waiting 1.5 s for the companion (its first
+            # client made in that time: under 0.8 s on a busy machine, it had nothing yet)
             assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
             # THEN it has both, having asked AWS only for the one the companion did not have yet
             # (before: the companion's were thrown away, and every secret fetched again)

@@ -101,6 +101,7 @@ class SecretStore:
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
         self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
+        self._given: set = set()  # declared names the last snapshot gave a value
         self._served_chars = 0
         if not self.sources:
             self._ready.set()
@@ -325,8 +326,18 @@ class SecretStore:
                     raise fetch_failed(source, entry.error)
                 values[source.env_name] = value_of(source, entry.answer)
                 ages[source.env_name] = max(0.0, now - entry.fetched_at)
+                with self._lock:
+                    self._given.add(source.env_name)
             except SecretsError as exc:
                 errors[source.env_name] = str(exc)
+                with self._lock:
+                    lost = entry.error is None and source.env_name in self._given
+                    self._given.discard(source.env_name)
+                if lost:
+                    # A rotation or an edit took the value away (its JSON key renamed, the
+                    # secret made binary): the function keeps the last one, and would fail
+                    # with it unwarned. Said once while it lasts, as a failed fetch is (_keep).
+                    get_logger().warning("lambdawrap: refreshing %s failed (%s); serving the cached value", source.env_name, exc)
         # Not ready: the first load has not ended, and the function's process fetches them itself.
         return {"values": values, "errors": errors, "ages": ages, "ttl": self.ttl_s, "unavailable": not ready}
 

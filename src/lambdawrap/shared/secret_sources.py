@@ -308,9 +308,14 @@ def value_of(source: SecretSource, answer: dict) -> str:
 
     try:
         document = json.loads(value)
+    except ValueError:
+        raise SecretsError(f"secret {source.describe()} is not JSON, so it has no key {source.json_key!r}") from None
+    except RecursionError:
+        raise SecretsError(f"secret {source.describe()} is JSON nested too deep to read its key {source.json_key!r}") from None
+    try:
         picked = document[source.json_key]
         return picked if isinstance(picked, str) else json.dumps(picked)
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise SecretsError(f"secret {source.describe()} has no JSON key {source.json_key!r}") from None
     except RecursionError:  # json's decoder and encoder give up on deep nesting this way
         raise SecretsError(f"secret {source.describe()} is JSON nested too deep to read its key {source.json_key!r}") from None
