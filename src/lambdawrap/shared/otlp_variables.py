@@ -385,10 +385,14 @@ def _http_url(raw: str) -> None:
         name, _, port = host.partition(":")
     if not name:
         raise ValueError(f"expected a host after {scheme}://")
+    if any(c.isspace() or not c.isprintable() for c in name):
+        # "localhost :4318": no name resolves so, and every export failed unnamed.
+        raise ValueError("a blank or control character in the host")
     if not host.startswith("[") and "" in name.rstrip(".").split("."):
         # "collector..internal": no name resolves so; the lookup refused it at every export.
         raise ValueError("a host name with an empty label")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
+    # ASCII digits: int() reads "٤٣١٨" too, the URL parser of every export does not.
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError("the port must be a number from 1 to 65535")
 
 
