@@ -1893,7 +1893,7 @@ def test_the_cold_start_is_the_environment_s_first_invocation_even_one_that_neve
     assert metric_total(rx, "faas.coldstarts") == 0
 
 
-def spans_of_invocations_the_runtime_answered_itself(init_records: list) -> list:
+def spans_of_invocations_the_runtime_answered_itself(init_records: list, resource=None) -> list:
     """The spans the companion makes, after `init_records`, of two invocations that never reached
     the handler (no record from the function: the companion's own ids and cold start)."""
     from opentelemetry.sdk.resources import Resource
@@ -1918,7 +1918,7 @@ def spans_of_invocations_the_runtime_answered_itself(init_records: list) -> list
         correlator.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
         correlator.on_telemetry([{"type": "platform.runtimeDone", "record": {"requestId": rid, "status": "error", "errorType": "Runtime.Unknown"}}])
     correlator.finish_overdue(time.monotonic() + 60)  # no record came in the grace: made from the platform's word
-    builder = SpanBuilder(Resource.create({}), "orders", lambda trace_id: True)
+    builder = SpanBuilder(resource if resource is not None else Resource.create({}), "orders", lambda trace_id: True)
     return [builder.invocation(inv)[0] for inv in sink.made]
 
 
@@ -1952,6 +1952,35 @@ def test_a_snapstart_copy_s_first_invocation_is_its_cold_start_with_ids_of_its_o
     assert [span.attributes["faas.coldstart"] for span in first_copy] == [True, False]
     # ... and each copy draws ids of its own (before: every copy made the snapshot's)
     assert {span.context.trace_id for span in first_copy}.isdisjoint(span.context.trace_id for span in second_copy)
+
+
+@pytest.mark.parametrize("init_type, configured, renewed", [
+    ("snap-start", "", True),
+    ("on-demand", "", False),
+    ("provisioned-concurrency", "", False),
+    ("snap-start", "service.instance.id=checkout-1", False),  # the user's own stands
+])
+def test_a_snapstart_copy_exports_under_an_instance_id_of_its_own(init_type, configured, renewed):
+    from lambdawrap.companion.resource import build_resource
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN the environment's resource, built in init (for SnapStart: in the snapshot, which
+    # every restored copy holds), maybe with an instance id the user set
+    resource = build_resource(Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": configured} if configured else {}, warn=False), "123456789012")
+    in_init = resource.attributes["service.instance.id"]
+    # WHEN the first invocations come
+    spans = spans_of_invocations_the_runtime_answered_itself([
+        {"time": "2026-12-03T10:00:00.000Z", "type": "platform.initStart", "record": {"initializationType": init_type, "phase": "init"}},
+    ], resource)
+    # THEN a restored copy's spans (and metrics: the meter provider holds the same resource) go
+    # under an instance id of its own (before: the snapshot's, in every copy restored, whose
+    # series were then one, written by all); elsewhere, and where the user set it, it stays
+    ids = {span.resource.attributes["service.instance.id"] for span in spans}
+    assert ids == {resource.attributes["service.instance.id"]}
+    assert (ids != {in_init}) is renewed, (in_init, ids)
+    assert configured.partition("=")[2] in ("", *ids)
+    # ... and the resource hashes as what it holds now (the encoders group spans by it)
+    assert hash(resource) == hash(type(resource)(dict(resource.attributes), resource.schema_url))
 
 
 def test_sqs_messages_become_links(task):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -542,8 +543,12 @@ class Correlator:
             if not self._managed_instances:
                 if not self._invoked and self.init.initialization_type == SNAP_START:
                     # This process is a copy restored from the snapshot, maybe one of many at
-                    # once: each would otherwise make the same ids from the state it holds.
+                    # once: each would otherwise make the same ids from the state it holds, and
+                    # export under the same instance id (a resource built in the snapshot).
                     reseed_ids()
+                    resource = sys.modules.get("lambdawrap.companion.resource")
+                    if resource is not None:
+                        resource.renew_instance_ids()
                 inv.first_invoke, self._invoked = not self._invoked, True
                 if inv.first_invoke:
                     self._first_invoked = inv

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid  # the SDK's import of it came first
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 
 from lambdawrap import __version__
@@ -16,9 +17,12 @@ _MIB = 1024 * 1024
 
 
 class EnvironmentResource(Resource):
-    """The environment's resource, hashed once: it never changes, and the SDK's Resource
-    serializes its attributes to JSON for every hash, which the OTLP encoders take once per
-    span and log record."""
+    """The environment's resource, hashed once: it changes only where a process restored from
+    a snapshot takes an instance id of its own, and the SDK's Resource serializes its
+    attributes to JSON for every hash, which the OTLP encoders take once per span and log
+    record."""
+
+    own_instance_id = False  # service.instance.id is ours, not OTEL_RESOURCE_ATTRIBUTES'
 
     def __hash__(self) -> int:
         try:
@@ -26,6 +30,28 @@ class EnvironmentResource(Resource):
         except AttributeError:
             self._lambdawrap_hash: int = super().__hash__()
             return self._lambdawrap_hash
+
+    def renew_instance_id(self) -> None:
+        """A new service.instance.id, where it is ours. In place: the meter provider, the
+        span builder and the log exporter hold this object."""
+        if not self.own_instance_id:
+            return
+        attributes = dict(self._attributes)
+        attributes["service.instance.id"] = str(uuid.uuid4())
+        self._attributes = BoundedAttributes(attributes=attributes, immutable=True)
+        self.__dict__.pop("_lambdawrap_hash", None)
+
+
+# The resource built in this process (the environment's): renewed in a restored copy.
+_built: list = []
+
+
+def renew_instance_ids() -> None:
+    """Give this process's resource an instance id of its own: a copy restored from a
+    snapshot (Lambda SnapStart), one of many restored at once maybe, would otherwise export
+    every series under the snapshot's id, and theirs would be one series, written by all."""
+    for resource in _built:
+        resource.renew_instance_id()
 
 
 def build_resource(settings: Settings, account_id: str | None) -> Resource:
@@ -54,10 +80,14 @@ def build_resource(settings: Settings, account_id: str | None) -> Resource:
     # totals would overwrite each other). A random UUID, as the conventions advise where there is
     # no natural id: the log stream name (faas.instance) is not given to extensions.
     ours["service.instance.id"] = str(uuid.uuid4())
-    ours.update(settings.resource_attributes)
+    configured = dict(settings.resource_attributes)
+    ours.update(configured)
     ours["service.name"] = settings.service_name or "lambda"
     # The environment's bytes that are not UTF-8 come as lone surrogates (surrogateescape): the
     # resource goes with every batch, and one such value would have every batch refused.
     # The schema of the conventions its cloud.* and faas.* follow, as the scopes' is (a collector
     # translates each by its own).
-    return EnvironmentResource({encodable(k): encodable(v) if isinstance(v, str) else v for k, v in ours.items()}, SCHEMA_URL)
+    resource = EnvironmentResource({encodable(k): encodable(v) if isinstance(v, str) else v for k, v in ours.items()}, SCHEMA_URL)
+    resource.own_instance_id = "service.instance.id" not in configured
+    _built[:] = [resource]
+    return resource
