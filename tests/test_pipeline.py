@@ -2486,6 +2486,24 @@ def test_a_failed_init_whose_report_comes_after_shutdown_is_still_a_failed_init_
     assert metric_total(rx, "lambdawrap.init_errors") == 2
 
 
+def test_the_last_invocation_s_report_delivered_after_shutdown_is_measured(task):
+    # GIVEN a platform that emits an invocation's report once every extension asked for its
+    # next event (the environment frozen then), does not flush telemetry before SHUTDOWN and
+    # buffers it a while: the last invocation's report reaches the companion after SHUTDOWN,
+    # its runtimeDone before (the flush at the end of each invocation waits for it)
+    with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}) as (emu, rx):
+        emu.invoke({})
+        emu.bus.gate.flush_before_shutdown = False
+        emu.bus.gate.min_buffer_s = 0.3
+        emu.invoke({})
+        # WHEN the environment spins down
+    # THEN its billed time and memory, which no other word carries, are measured with the
+    # others' (before: SHUTDOWN waited for its runtimeDone only, and they were lost)
+    assert metric_total(rx, "faas.invocations") == 2
+    assert metric_total(rx, "lambdawrap.billed_duration") == 2
+    assert metric_total(rx, "faas.mem_usage") == 2
+
+
 def test_drops_the_channel_reports_with_spans_ended_outside_an_invocation_are_counted(task):
     import os
     import tempfile

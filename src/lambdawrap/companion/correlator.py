@@ -1264,8 +1264,9 @@ class Correlator:
 
     def awaiting_platform_words(self) -> bool:
         """Whether an invocation still lacks the platform's word (and the log lines, which
-        precede it), made from the runtime's post or still open: SHUTDOWN waits for them,
-        briefly (a timed-out handler's last lines come before its word)."""
+        precede it), made from the runtime's post or still open, or the last one its report:
+        SHUTDOWN waits for them, briefly (a timed-out handler's last lines come before its
+        word)."""
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
@@ -1275,7 +1276,14 @@ class Correlator:
             # Elsewhere an invocation announced without a word yet: its word (a response that
             # could not be serialized, an out-of-memory end) was held by the freeze, and the
             # thaw for SHUTDOWN may deliver it now; Lambda does not promise it came before.
-            return any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not self._managed_instances) for inv in self._open.values())
+            if any(inv.outcome is None and inv.invoke_event is not None and (inv.end is not None or not self._managed_instances) for inv in self._open.values()):
+                return True
+            # The last invocation's report: emitted once every extension had asked for its next
+            # event (the environment frozen then), it comes at the thaw for SHUTDOWN at best,
+            # and its billed time and memory are in no other word. Not an earlier one's: its
+            # report lost, every SHUTDOWN would wait for it.
+            last = self._finished.get(self._last_invoked) if self._last_invoked is not None else None
+            return last is not None and not last.reported
 
     def init_unreported(self) -> bool:
         """Whether this environment's init has not been reported yet (no initReport, no span):
