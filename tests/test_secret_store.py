@@ -281,6 +281,24 @@ def test_a_rotation_that_takes_a_declared_key_away_is_said_once_and_the_last_val
         assert DB_PASSWORD not in warnings[0] and ROTATED_PASSWORD not in warnings[0]
 
 
+def test_a_secret_created_after_init_reaches_the_function_with_the_refresh_its_first_read_asks_for(moto, clients, handler_cache, tmp_path):
+    # GIVEN a declared secret that does not exist yet when the function's process boots
+    settings = store_settings("LATE=secretsmanager:prod/late", socket_path=str(tmp_path / "lw.sock"))
+    with serving_the_handler_side(settings, clients):
+        problems = handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True)
+        booted = time.monotonic()  # the failure held from here on, here and in the companion
+        assert problems and handler_cache.get("LATE") is None
+        # WHEN it is created, and the function reads it once the failure's hold is over
+        moto.client("secretsmanager").create_secret(Name="prod/late", SecretString="late-value-7d1")
+        time.sleep(max(0.0, booted + max(ERROR_HOLD_S, handler_cache.RETRY_FAILED_S) + 0.5 - time.monotonic()))
+        assert handler_cache.get("LATE") is None  # served at once, as it stands; a refresh asked for
+        # THEN that refresh brings it, for the next read, a while later (before: the companion
+        # answered with its held failure and fetched it afterwards, and only the refresh the
+        # read after next asked for brought it: in a function invoked now and then, minutes on)
+        time.sleep(2.5)
+        assert handler_cache.get("LATE") == "late-value-7d1"
+
+
 def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_again_unread(moto, handler_cache, tmp_path, monkeypatch):
     from support.aws_front import AwsFront
 

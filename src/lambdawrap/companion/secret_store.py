@@ -307,14 +307,23 @@ class SecretStore:
             # A declared secret with no good answer (throttled, denied for a moment or created
             # late at init) is asked of AWS again when the function asks for it, once per
             # ERROR_HOLD_S, not only after the TTL: else it stays missing for the TTL (5 min).
-            failed = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and not self._error_held(entries[s.env_name], now))
+            failed = {source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is not None and not self._error_held(entries[s.env_name], now)}
             # One past its TTL is refreshed now too: the worker's own timer runs on the monotonic
             # clock, which may have stood still while the environment was frozen.
-            stale = (source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is None and self._stale(entries[s.env_name], now))
-            retry = set(failed).union(stale)
-            self._due |= retry
-        if retry:
+            stale = {source_key(s) for s in self.sources if entries[s.env_name] is not None and entries[s.env_name].error is None and self._stale(entries[s.env_name], now)}
+            self._due |= stale
+        if stale:
             self._worker.wake()
+        if failed:
+            # Fetched now, as the secrets API does (answer): there is no value to serve
+            # meanwhile, and the asker is a thread of the function's that waits for it (its
+            # background refresh), not the function. Fetched later, it came only with the ask
+            # after next, minutes later in a function invoked now and then.
+            for key in failed:
+                self._fetch(key)
+            with self._lock:
+                entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
+            now = _now()
         for source in self.sources:
             entry = entries[source.env_name]
             if entry is None:
