@@ -510,3 +510,31 @@ def test_a_module_wrapt_s_post_import_hook_also_waits_for_runs_both(tmp_path):
         {"app": "VALUE = 1\n"},
     )
     assert out["calls"] == ["ours", "wrapt"]
+
+
+def test_the_finder_leaves_the_meta_path_once_nothing_is_left_to_watch(tmp_path):
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        def finders():
+            return [type(f).__module__ + "." + type(f).__qualname__ for f in sys.meta_path]
+        before = finders()
+        register("app", lambda m: calls.append("app"))
+        register("other", lambda m: calls.append("other"))
+        out["watching"] = finders() != before
+        import app
+        out["one left"] = finders() != before
+        import other
+        out["none left"] = finders() == before
+        register("third", lambda m: calls.append("third"))
+        out["watching again"] = finders() != before
+        import third
+        out["calls"] = calls
+        out["at the end"] = finders() == before
+        """,
+        {"app": "", "other": "", "third": ""},
+    )
+    # THEN while a module is watched the finder is there; once none is, the import system is
+    # as without the layer (before: the finder stayed for good, OTEL_SDK_DISABLED's too)
+    assert out == {"watching": True, "one left": True, "none left": True, "watching again": True, "calls": ["app", "other", "third"], "at the end": True}

@@ -96,9 +96,22 @@ def _loaded(spec: object, module: "ModuleType") -> None:
             hooks = _hooks.pop(spec.name, [])
             if not hooks:
                 spec.__dict__["_initializing"] = False
+                if not _hooks:
+                    _leave_meta_path()
                 return
         for hook, on_error in hooks:
             _run(hook, module, on_error)
+
+
+def _leave_meta_path() -> None:
+    """Nothing left to watch: the finder leaves sys.meta_path, which is then as without the
+    layer (OTEL_SDK_DISABLED watches the handler's module alone). Here, as a module has loaded,
+    not in find_spec: taken out of the list importlib is going through, the finder after it
+    would be skipped."""
+    for index, finder in enumerate(sys.meta_path):
+        if isinstance(finder, _Finder):
+            del sys.meta_path[index]
+            return
 
 
 class _Finder:
