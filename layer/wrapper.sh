@@ -228,12 +228,6 @@ lw_find_script() {
   return 0
 }
 
-# The interpreter's options after the interpreter ($1).
-lw_options_after() {
-  shift
-  lw_find_script "$@"
-}
-
 # Another language's runtime (the wrapper set for the functions of several languages at once)
 # is none of ours: with our variables, a Python program it starts would take itself for the
 # function's runtime.
@@ -307,7 +301,7 @@ fi
 # puts the environment back: left set, PYTHONPATH would keep the runtime from adding the
 # layers' folders, and the function's imports from them would fail. It runs as without us.
 if [ -n "$lw_chained" ]; then
-  lw_options_after "$@"
+  lw_python_runtime "$@" || :  # the next wrapper's command line, a command before Python's too
 fi
 if [ -n "$lw_isolated" ]; then
   printf '%s\n' "lambdawrap: not instrumenting, the interpreter runs with $lw_isolated, which keeps Python from starting lambdawrap (-E and -I ignore PYTHONPATH, -S skips sitecustomize)" >&2

@@ -447,12 +447,13 @@ def test_an_endpoint_whose_host_has_an_empty_label_is_named_and_the_default_used
 
 @pytest.mark.parametrize("endpoint, why", [
     ("http://collector :4318/v1/traces", "a blank or control character in the host"),
-    ("http://collector\t.internal:4318/v1/traces", "a blank or control character in the host"),
+    ("http://collector\x01.internal:4318/v1/traces", "a blank or control character in the host"),
     ("http://127.0.0.1:\u0664\u0663\u0661\u0668/v1/traces", "the port must be a number"),
     ("http://[::1]:\u0664\u0663\u0661\u0668/v1/traces", "the port must be a number"),
 ])
 def test_an_endpoint_no_export_could_reach_is_named_and_the_default_used(monkeypatch, caplog, endpoint, why):
-    # GIVEN the traces' own endpoint with a blank in its host, or its port in non-ASCII digits
+    # GIVEN the traces' own endpoint with a blank or a control character in its host, or its
+    # port in non-ASCII digits
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.internal:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}
     used, _, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
     # THEN it is named once, and the traces go to the general endpoint (before: it passed, and
@@ -460,6 +461,20 @@ def test_an_endpoint_no_export_could_reach_is_named_and_the_default_used(monkeyp
     assert used == "http://collector.internal:4318/v1/traces", (used, warnings)
     (warning,) = warnings
     assert "ignoring OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" in warning and why in warning, warning
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://local\thost:4318/v1/traces",  # the URL parser drops a tab or a line break
+    "http://local\u00adhost:4318/v1/traces",  # the IDNA codec drops a soft hyphen
+    "http://b\u00fccher.example:4318/v1/traces",
+    "http://[fe80::1%25eth0]:4318/v1/traces",
+])
+def test_an_endpoint_an_export_reaches_is_taken_as_it_is(monkeypatch, caplog, endpoint):
+    # GIVEN the traces' own endpoint written oddly, in ways the export path reads all the same
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector.internal:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}
+    used, _, warnings = _traces_exporter_as_corrected(env, monkeypatch, caplog)
+    # THEN it is used, unwarned
+    assert used == endpoint and warnings == [], (used, warnings)
 
 
 def test_a_signal_s_own_endpoint_ignored_takes_the_general_headers_not_its_own(monkeypatch, caplog):

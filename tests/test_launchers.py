@@ -562,26 +562,30 @@ INTERPRETER_OPTIONS = [
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("chained", [False, True])
+@pytest.mark.parametrize("given_by", ["runtime", "next wrapper", "runtime behind env, through a next wrapper"])
 @pytest.mark.parametrize("options, isolated", INTERPRETER_OPTIONS, ids=[" ".join(o) or "none" for o, _ in INTERPRETER_OPTIONS])
-def test_an_interpreter_that_will_not_run_the_boot_runs_as_without_the_layer(tmp_path, shell, chained, options, isolated):
-    # GIVEN the runtime's interpreter started with options before its script, by the runtime or
-    # by a next wrapper (a hardening one adding -I), with files in the working folder named as
-    # the options' values are
+def test_an_interpreter_that_will_not_run_the_boot_runs_as_without_the_layer(tmp_path, shell, given_by, options, isolated):
+    # GIVEN the runtime's interpreter started with options before its script: by the runtime
+    # (maybe behind a command of a user's wrapper, env FOO=1), or by a next wrapper (a hardening
+    # one adding -I), with files in the working folder named as the options' values are
     for name in ("error", "importtime", "always"):
         (tmp_path / name).write_text("")
     script = tmp_path / "bootstrap.py"
     script.write_text("")
     runtime = script_named_python(tmp_path, '#!/bin/sh\nprintf "arg:%s\\n" "$@"\nenv\n')
     env = {"PATH": "/usr/bin:/bin"}
-    args = [*options, str(script)]
-    if chained:
+    command = [str(runtime), *options, str(script)]
+    if given_by != "runtime":
         nxt = tmp_path / "next.sh"
-        nxt.write_text('#!/bin/sh\ni=$1\nshift\nexec "$i" ' + " ".join(options) + ' "$@"\n')
+        added = " ".join(options) if given_by == "next wrapper" else ""
+        nxt.write_text('#!/bin/sh\ni=$1\nshift\nexec "$i" ' + added + ' "$@"\n')
         nxt.chmod(0o755)
         env["LAMBDAWRAP_NEXT_WRAPPER"] = str(nxt)
-        args = [str(script)]
-    out = subprocess.run([shell, str(WRAPPER), str(runtime), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    if given_by == "next wrapper":
+        command = [str(runtime), str(script)]
+    elif given_by != "runtime":
+        command = ["/usr/bin/env", "FOO=1", *command]
+    out = subprocess.run([shell, str(WRAPPER), *command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     lines = out.stdout.splitlines()
     started = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("arg:"))
     assert out.returncode == 0 and [line for line in lines if line.startswith("arg:")] == [f"arg:{arg}" for arg in [*options, str(script)]], out

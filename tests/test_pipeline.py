@@ -1983,6 +1983,28 @@ def test_a_snapstart_copy_exports_under_an_instance_id_of_its_own(init_type, con
     assert hash(resource) == hash(type(resource)(dict(resource.attributes), resource.schema_url))
 
 
+def test_a_resource_renewed_while_an_exporter_hashes_it_hashes_as_what_it_holds(monkeypatch):
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.resource import build_resource
+    from lambdawrap.shared.settings import Settings
+
+    resource = build_resource(Settings.from_env({}, warn=False), "123456789012")
+    sdk_hash = Resource.__hash__
+
+    def renewed_meanwhile(self):
+        value = sdk_hash(self)  # made from the attributes as they were ...
+        monkeypatch.setattr(Resource, "__hash__", sdk_hash)
+        resource.renew_instance_id()  # ... renewed by the restore before the hash is kept
+        return value
+
+    # GIVEN an exporter's thread hashing the resource as a restored copy renews its instance id
+    monkeypatch.setattr(Resource, "__hash__", renewed_meanwhile)
+    old = hash(resource)
+    # THEN the hash kept is not taken for the new attributes' (before: it was, for good)
+    assert hash(resource) == sdk_hash(resource) != old
+
+
 def test_sqs_messages_become_links(task):
     event = json.loads((EVENTS / "sqs.json").read_text())
     with instrumented(task) as (emu, rx):

@@ -25,11 +25,15 @@ class EnvironmentResource(Resource):
     own_instance_id = False  # service.instance.id is ours, not OTEL_RESOURCE_ATTRIBUTES'
 
     def __hash__(self) -> int:
-        try:
-            return self._lambdawrap_hash
-        except AttributeError:
-            self._lambdawrap_hash: int = super().__hash__()
-            return self._lambdawrap_hash
+        # Kept with the attributes it was made from: an exporter's thread hashing while they
+        # are renewed keeps its hash for the old ones, never for the new.
+        attributes = self._attributes
+        cached = self.__dict__.get("_lambdawrap_hash")
+        if cached is not None and cached[0] is attributes:
+            return cached[1]
+        value = super().__hash__()
+        self._lambdawrap_hash = (attributes, value)
+        return value
 
     def renew_instance_id(self) -> None:
         """A new service.instance.id, where it is ours. In place: the meter provider, the
@@ -39,7 +43,6 @@ class EnvironmentResource(Resource):
         attributes = dict(self._attributes)
         attributes["service.instance.id"] = str(uuid.uuid4())
         self._attributes = BoundedAttributes(attributes=attributes, immutable=True)
-        self.__dict__.pop("_lambdawrap_hash", None)
 
 
 # The resource built in this process (the environment's): renewed in a restored copy.

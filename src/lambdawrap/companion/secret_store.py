@@ -297,6 +297,7 @@ class SecretStore:
         """Values, errors and ages (seconds since fetched) of the declared secrets, waiting up
         to timeout_s for the first load. The handler side counts its copy's age from the fetch,
         so that two caches in a row never make a value older than one TTL."""
+        deadline = time.monotonic() + timeout_s
         ready = self._ready.wait(timeout_s)
         values: dict = {}
         errors: dict = {}
@@ -318,9 +319,19 @@ class SecretStore:
             # Fetched now, as the secrets API does (answer): there is no value to serve
             # meanwhile, and the asker is a thread of the function's that waits for it (its
             # background refresh), not the function. Fetched later, it came only with the ask
-            # after next, minutes later in a function invoked now and then.
+            # after next, minutes later in a function invoked now and then. Each on a thread of
+            # its own, waited for within the ask's time: one slow or unreachable holds neither
+            # the others nor the answer (it goes on, for the next ask).
+            fetches = []
             for key in failed:
-                self._fetch(key)
+                fetch = threading.Thread(target=self._fetch, args=(key,), name="lambdawrap-secret", daemon=True)
+                try:
+                    fetch.start()
+                except RuntimeError:  # no thread to be had: asked again at the next ask
+                    continue
+                fetches.append(fetch)
+            for fetch in fetches:
+                fetch.join(max(0.0, deadline - time.monotonic()))
             with self._lock:
                 entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
             now = _now()

@@ -105,13 +105,11 @@ def _loaded(spec: object, module: "ModuleType") -> None:
 
 def _leave_meta_path() -> None:
     """Nothing left to watch: the finder leaves sys.meta_path, which is then as without the
-    layer (OTEL_SDK_DISABLED watches the handler's module alone). Here, as a module has loaded,
-    not in find_spec: taken out of the list importlib is going through, the finder after it
-    would be skipped."""
-    for index, finder in enumerate(sys.meta_path):
-        if isinstance(finder, _Finder):
-            del sys.meta_path[index]
-            return
+    layer (OTEL_SDK_DISABLED watches the handler's module alone). In a new list: importlib
+    goes through the list by index, without a lock between two finders, and an import another
+    thread made meanwhile would skip the finder after ours (a built-in module not found)."""
+    if any(isinstance(finder, _Finder) for finder in sys.meta_path):
+        sys.meta_path = [finder for finder in sys.meta_path if not isinstance(finder, _Finder)]
 
 
 class _Finder:
