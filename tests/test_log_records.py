@@ -886,3 +886,42 @@ def test_on_managed_instances_a_worker_s_late_load_lines_carry_the_init_span_s_i
     # THEN each carries the init span's ids, as the lines held for it do (before: the first
     # without any, the second with the next request's trace beside the init span's id)
     assert ids == dict.fromkeys(("worker 1 loading", "worker 2 loading", "worker 3 loading"), (init.context.trace_id, init.context.span_id)), (ids, init.context)
+
+
+def test_a_secret_a_json_format_record_holds_as_a_number_is_redacted():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.log_records import log_records
+    from lambdawrap.companion.secret_scrub import SecretScrubber
+    from lambdawrap.companion.signals import Signals
+    from lambdawrap.shared.settings import Settings
+
+    # GIVEN a declared PIN the companion learned, and a function that logs it as a number
+    # under the JSON log format, whose records the Telemetry API delivers as objects
+    pin = 84736251904417
+    scrubber = SecretScrubber()
+    scrubber.learn([str(pin)])
+    signals = Signals(Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f"}, warn=False), Resource({}), MeterProvider())
+    corr = Correlator(signals, lambda reason, what: signals.dropped(reason))
+    rid = "8f5c2a4e-0000-4000-8000-000000000001"
+    fields = {"timestamp": "2026-12-01T10:00:00Z", "level": "WARNING", "message": "charging", "logger": "root", "requestId": rid}
+    corr.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
+    # WHEN the batch goes the companion's way: searched for the values, then correlated
+    corr.on_telemetry(scrubber.scrub([
+        {"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": rid}},
+        _function_line(dict(fields, pin=pin, tries=[pin, 3], ratio=0.5, ok=True)),
+        _function_line(dict(fields, message="charged", amount=1200)),
+    ]))
+    corr.on_record(_function_record(rid, 0xA1, 0xB1))
+    corr.on_telemetry([{"type": "platform.runtimeDone", "time": "2026-12-01T10:00:00.100Z", "record": {"requestId": rid, "status": "success"}}])
+    exported = [r.log_record for r in log_records(signals.logs.take(100), Resource({}))]
+    # THEN the number is redacted as the same value in a line's text is (before: exported as
+    # it was); other numbers and booleans stay what they were
+    assert len(exported) == 2, exported
+    charged, charging = sorted(exported, key=lambda r: str(r.body))
+    text = repr([(r.body, dict(r.attributes)) for r in exported])
+    assert str(pin) not in text and "[REDACTED]" in text, text
+    assert dict(charged.attributes)["amount"] == 1200, text
+    assert (dict(charging.attributes)["ratio"], dict(charging.attributes)["ok"]) == (0.5, True), text

@@ -162,6 +162,8 @@ class SecretScrubber:
                         value = self.text(value)
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
+                    elif isinstance(value, (int, float)):
+                        value = self._number(value)
                     if isinstance(key, str):
                         clean_key = self.text(key)
                         if clean_key != key:
@@ -174,7 +176,19 @@ class SecretScrubber:
                         node[index] = self.text(value)
                     elif isinstance(value, (dict, list)):
                         pending.append(value)
+                    elif isinstance(value, (int, float)):
+                        node[index] = self._number(value)
         return item
+
+    def _number(self, value: Any) -> Any:
+        """A number as it is, or its text with the values redacted where it holds one: a JSON
+        log record's field (a PIN, an account number logged as a number) is as exported as a
+        line's text is, and the same value in a line's text is redacted."""
+        if type(value) is bool:
+            return value
+        text = repr(value)
+        clean = self.text(text)
+        return value if clean == text else clean
 
 
     def _bytes(self, encoded: str) -> str:
