@@ -1256,3 +1256,57 @@ def test_a_batch_the_collector_takes_but_answers_too_late_is_not_sent_at_every_f
     assert found["buffered"] == 0 and sum(found["dropped"].values()) == 4 and found["dropped"].get("unanswered", 0) >= 2, (found, out.stderr[-2000:])
     assert found["dropped"]["unanswered"] == sum(1 for count in copies.values() if count == 2), (found, copies)
     assert out.stderr.count("went whole to the collector twice in a row") == 1, out.stderr[-2000:]
+
+
+
+def test_init_lines_past_those_held_wait_for_the_init_span_s_ids_before_they_go(monkeypatch):
+    from lambdawrap.companion.correlator import MAX_PENDING_LOGS, Correlator
+    from lambdawrap.companion.exporting import Pipeline, built, make_exporters
+    from lambdawrap.companion.resource import build_resource
+    from lambdawrap.companion.signals import Signals
+    from lambdawrap.shared import records
+    from lambdawrap.shared.framing import HEADER_BYTES
+    from lambdawrap.shared.settings import Settings
+
+    def at(ms: int) -> str:
+        return f"2026-12-01T10:00:{ms // 1000:02d}.{ms % 1000:03d}Z"
+
+    def loading(ms: int, text: str) -> dict:
+        return {"type": "function", "time": at(ms), "record": json.dumps({"level": "INFO", "message": text, "requestId": ""})}
+
+    with OtlpReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
+        settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "AWS_LAMBDA_FUNCTION_NAME": "orders"}, warn=False)
+        resource = build_resource(settings, "012345678912")
+        sink = []
+        pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+        signals = Signals(settings, resource, pipeline.meter_provider)
+        sink.append(signals)
+        pipeline.attach(signals)
+        try:
+            corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
+            # GIVEN the workers of a Managed Instances environment printing more lines as they
+            # load than the correlator holds for the init span: the rest go to the buffer
+            corr.on_telemetry([{"type": "platform.initStart", "time": at(0), "record": {"phase": "init", "initializationType": "lambda-managed-instances"}}])
+            corr.on_telemetry([loading(1 + n // 100, f"loading {n}") for n in range(MAX_PENDING_LOGS + 50)])
+            # WHEN the timer's flush comes before any request has finished
+            assert pipeline.flush(wait_s=30)
+            # THEN none of them goes yet (before: those past the held ones went, without a trace)
+            assert rx.logs() == []
+            # WHEN a request finishes, the init span made with it, and the next flush comes
+            rid = "8f5c2a4e-0000-4000-8000-000000000001"
+            corr.on_telemetry([
+                {"type": "platform.initRuntimeDone", "time": at(20), "record": {"status": "success", "phase": "init"}},
+                {"type": "platform.initReport", "time": at(21), "record": {"phase": "init", "metrics": {"durationMs": 21.0}}},
+                {"type": "platform.start", "time": at(30), "record": {"requestId": rid}},
+            ])
+            start = records.encode_invocation_start(rid, "arn:aws:lambda:eu-west-1:123456789012:function:orders", 0xA1, 0xB1, 0, True, 1, False, False, "other", {}, [], "orders", 1)
+            corr.on_record(json.loads(records.encode_invocation(start, records.invocation_end(2))[HEADER_BYTES:]))
+            corr.on_telemetry([{"type": "platform.report", "time": at(40), "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 10.0}}}])
+            assert pipeline.flush(wait_s=30)
+            # THEN every line goes, in the init span's trace
+            init = rx.wait_for_spans(lambda s: s["name"] == "orders init")[0]
+            lines = rx.wait_for_logs(lambda l: l["body"].startswith("loading "), count=MAX_PENDING_LOGS + 50)
+            assert {(l["trace_id"], l["span_id"]) for l in lines} == {(init["trace_id"], init["span_id"])}
+        finally:
+            pipeline.close(5)

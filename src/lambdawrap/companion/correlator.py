@@ -23,6 +23,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+from lambdawrap.companion.log_buffer import AwaitedIds
 from lambdawrap.companion.runtime_errors import runtime_error
 from lambdawrap.shared import inflight, records, xray_header
 from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
@@ -237,8 +238,8 @@ class InitFacts:
         self.held_chars = 0
         # The ids of the init's lines that did not fit among those held (MAX_PENDING_LOGS or
         # _CHARS): they go to the sink's bounded buffer with this list, which the sink fills
-        # when it makes the init span (Sink.init_span), before their export.
-        self.late_ids: list = []
+        # when it makes the init span (Sink.init_span); their export waits for it.
+        self.late_ids = AwaitedIds()
         self.error_line: dict | None = None  # the runtime's last error line among all the init's
         self.reported = False
         self.emitted = False

@@ -782,7 +782,7 @@ class Pipeline:
         self._export_logs(end, self._stage)
 
     def _logs_waiting(self) -> bool:
-        return self.logs is not None and len(self.logs) > 0
+        return self.logs is not None and self.logs.ready()
 
     def _overtaken(self, stage: str) -> bool:
         """Whether SHUTDOWN began after a run-stage export started: it then starts nothing
@@ -807,7 +807,7 @@ class Pipeline:
         left = len(self.logs) if self.logs is not None else 0
         while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
-                batch = self.logs.take(min(self._batch["logs"], left), max_bytes=REQUEST_MAX_CHARS)
+                batch = self.logs.take(min(self._batch["logs"], left), max_bytes=REQUEST_MAX_CHARS, ready=True)
                 self.logs_in_flight += len(batch)
             if not batch:
                 return

@@ -31,6 +31,27 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_LINE_CHARS = 256 * 1024
 
 
+class AwaitedIds(list):
+    """The ids of lines that wait for a span still to be made (the init's, for its lines past
+    those the correlator holds): filled when it is made, and `known` from then on, even empty
+    (no span came of it). Exported before, such a line would go without its trace."""
+
+    __slots__ = ("known",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known = False
+
+    def fill(self, ids: tuple | list | None) -> None:
+        self[:] = ids or ()
+        self.known = True
+
+
+def _awaiting(entry: tuple) -> bool:
+    ids = entry[2]
+    return type(ids) is AwaitedIds and not ids.known
+
+
 def utf8_size(line: str) -> int:
     """The bytes of `line` in UTF-8 as it is exported: a lone surrogate counts the 3 bytes of the
     U+FFFD it becomes (encodable_text), a surrogate pair 6 where it becomes 4 (an upper bound).
@@ -88,14 +109,20 @@ class LogBuffer:
             if count:
                 self._on_drop("log_buffer_full", count)
 
-    def take(self, limit: int, max_bytes: int | None = None) -> list:
+    def take(self, limit: int, max_bytes: int | None = None, ready: bool = False) -> list:
         """Up to `limit` entries, oldest first, and with `max_bytes` no more UTF-8 than that in
         their lines (but at least one entry): one request must not carry the whole buffer, past
-        the collectors' limits (the OpenTelemetry Collector's gRPC 4 MiB)."""
+        the collectors' limits (the OpenTelemetry Collector's gRPC 4 MiB). With `ready`, none
+        from the first line still awaiting its ids (AwaitedIds): the lines keep their order."""
         with self._lock:
-            batch, taken = take_front(self._items, limit, max_bytes)
+            batch, taken = take_front(self._items, limit, max_bytes, _awaiting if ready else None)
             self.bytes -= taken
             return batch
+
+    def ready(self) -> bool:
+        """Whether a line can be exported now: there is one, and it awaits no ids."""
+        with self._lock:
+            return bool(self._items) and not _awaiting(self._items[0][0])
 
     def give_back(self, batch: list) -> None:
         """Put an unexported batch back at the front; what no longer fits is dropped."""

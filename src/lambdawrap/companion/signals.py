@@ -233,7 +233,7 @@ class Signals:
         for line, time_ns in init.logs:
             self.log_line(line, time_ns, ids, None)
         # The lines past those held are in the buffer already, with this list for their ids.
-        init.late_ids[:] = ids or ()
+        init.late_ids.fill(ids)
 
     def report(self, record: dict, trigger: str = "other") -> None:
         metrics = record.get("metrics")
