@@ -529,6 +529,19 @@ def test_a_long_record_of_few_values_is_read_whole_and_a_long_one_of_many_keeps_
     assert found[3][:2] == (9, "INFO") and found[4] == (9, "INFO", nested, {})
 
 
+def test_a_long_record_takes_its_own_level_not_one_its_bound_context_holds():
+    # GIVEN structlog's record of many values, too long to be read whole, whose bound context
+    # (before its own level, which structlog writes last) holds a "level" of its own, and one
+    # whose context holds one as a string's text
+    from lambdawrap.companion.log_records import MAX_READ_CHARS
+
+    nested = json.dumps({"event": "charge failed", "config": {"level": "debug", "retries": 3}, "rows": list(range(5000)), "level": "error"})
+    quoted = json.dumps({"event": 'said "level": "debug" once', "rows": list(range(5000)), "level": "warning"})
+    assert min(len(nested), len(quoted)) > MAX_READ_CHARS
+    # THEN each is at its own level (before: the nested one's, DEBUG)
+    assert [record[:2] for record in _exported(nested, quoted)] == [(17, "error"), (13, "warning")]
+
+
 def test_a_dict_message_of_many_keys_leaves_the_record_s_fields_in():
     # GIVEN a record whose message is a dict of 127 keys, and fields of its own
     message = {f"k{n}": n for n in range(127)}

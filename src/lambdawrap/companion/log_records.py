@@ -157,6 +157,28 @@ def severity_of(line: str) -> tuple:
     return SeverityNumber.INFO, "INFO"
 
 
+def _at_top(line: str, at: int) -> bool:
+    """Whether `at` (within the head of a JSON object's text) is among the object's own keys,
+    not a nested object's (structlog writes its `level` last, after the context it binds,
+    which may hold a "level" of its own)."""
+    depth, quoted, escaped = 0, False, False
+    for char in line[:at]:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return depth == 1 and not quoted
+
+
 def json_record(line: str, request_id: str | None = None, cut: bool = False) -> tuple | None:
     """(severity, severity text, body, attributes, fields left out past MAX_VALUES) of a JSON
     log record with a known `level`, or a `message` at a level of its logger's own (at INFO),
@@ -170,7 +192,7 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     record = json.loads(line) if whole else None if cut else _error_report(line)
     if record is None:
         # Not read whole: its level, with its line as body.
-        found = _LEVEL_FIELD.search(line, 0, _HEAD_CHARS) or _LAST_LEVEL_FIELD.search(line, max(0, len(line) - _HEAD_CHARS))
+        found = next((match for match in _LEVEL_FIELD.finditer(line, 0, _HEAD_CHARS) if _at_top(line, match.start())), None) or _LAST_LEVEL_FIELD.search(line, max(0, len(line) - _HEAD_CHARS))
         severity = _LEVELS.get(found.group(1).upper()) if found else None
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
     if not isinstance(record, dict) or not isinstance(record.get("level"), str):
