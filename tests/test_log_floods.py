@@ -148,15 +148,17 @@ def test_a_flood_s_lines_are_kept_and_counted_as_the_whole_way_keeps_and_counts_
     assert fast == full
 
 
-def _json_flood_batches() -> list:
-    """A flood in awslambdaric's JSON log format (every line starts with "{"), the runtime's
-    report of an error amid it."""
+def _json_flood_batches(as_objects: bool = False) -> list:
+    """A flood in awslambdaric's JSON log format (every line starts with "{"; `as_objects`: each
+    record an object, as the Telemetry API delivers that format), the runtime's report of an
+    error amid it."""
+    written = (lambda fields: fields) if as_objects else json.dumps
 
     def record(n: int) -> dict:
-        text = json.dumps({"timestamp": "2026-12-01T10:00:00Z", "level": "INFO", "message": f"{n:06d} " + "j" * 900, "logger": "root", "requestId": "r1"})
+        text = written({"timestamp": "2026-12-01T10:00:00Z", "level": "INFO", "message": f"{n:06d} " + "j" * 900, "logger": "root", "requestId": "r1"})
         return {"type": "function", "time": "2026-12-01T10:00:00.%03dZ" % (n % 1000), "record": text}
 
-    report = json.dumps({"timestamp": "2026-12-01T10:00:01Z", "level": "ERROR", "errorMessage": "late", "errorType": "Exception", "requestId": "r1", "stackTrace": ['  File "/var/task/app.py", line 3, in handler\n']})
+    report = written({"timestamp": "2026-12-01T10:00:01Z", "level": "ERROR", "errorMessage": "late", "errorType": "Exception", "requestId": "r1", "stackTrace": ['  File "/var/task/app.py", line 3, in handler\n']})
     events = [{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": "r1"}}]
     events += [record(n) for n in range(5000)]
     events.insert(4000, {"type": "function", "time": "2026-12-01T10:00:01.000Z", "record": report})
@@ -190,6 +192,24 @@ def test_a_json_format_flood_s_lines_are_counted_without_being_parsed():
     assert counted_early and len(counted_early) == drops["log_buffer_full"] > 1500
     assert len(parsed) == 1 and errors["r1"]["type"] == "Exception"
     assert fast == _run_flood_through(_signals(), batches=_json_flood_batches(), announced=("r1",), flooded=lambda: False)
+
+
+def test_a_flood_of_json_format_objects_is_counted_without_being_written_back():
+    # GIVEN a flood in the JSON log format as the Telemetry API delivers it, each record an
+    # object, the runtime's report of an error amid it
+    signals = _signals()
+    counted_early = []
+    real_drop = signals.dropped_log_line
+    signals.dropped_log_line = lambda chars: real_drop(chars) and not counted_early.append(chars)
+    # WHEN it goes through the correlator
+    fast = _run_flood_through(signals, batches=_json_flood_batches(as_objects=True), announced=("r1",))
+    # THEN once the buffer is full its records are counted without being written back as lines
+    # and routed (before: each went the whole way, six times a line's CPU, to be dropped), the
+    # error report is read all the same, and all is as the whole way keeps and counts it
+    kept, drops, pending, errors = fast
+    assert counted_early and len(counted_early) == drops["log_buffer_full"] > 1500
+    assert errors["r1"]["type"] == "Exception"
+    assert fast == _run_flood_through(_signals(), batches=_json_flood_batches(as_objects=True), announced=("r1",), flooded=lambda: False)
 
 
 def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted_once():

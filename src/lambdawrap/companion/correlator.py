@@ -298,6 +298,18 @@ def _may_tell_an_error(line: str) -> bool:
     return line.startswith("[ERROR] ") or (line.startswith("{") and '"errorType"' in line)
 
 
+def _least_chars(record: Any) -> int | None:
+    """The fewest characters a function record's line has (a JSON-format object's: its message,
+    less than the line it is written back as), for a flood's drop; None for one that may be
+    the runtime's report of an error, always read."""
+    if type(record) is str:
+        return None if _may_tell_an_error(record) else len(record)
+    if type(record) is dict and "errorType" not in record:
+        message = record.get("message")
+        return len(message) if type(message) is str else 0
+    return None
+
+
 def _json_request_field(line: str) -> Any:
     """The request a JSON log line names (see _request_named); None when it names none."""
     if not line.startswith("{") or ('"requestId"' not in line and f'"{_POWERTOOLS_REQUEST}"' not in line):
@@ -679,27 +691,30 @@ class Correlator:
     def on_telemetry(self, batch: list) -> None:
         with self._lock:
             flooded = self._flooded()
+            sink_tells = True
             for event in batch:
                 if not isinstance(event, dict):
                     self._malformed("malformed_telemetry", "a telemetry event that is not an object")
                     continue
                 if flooded and event.get("type") == "function":
-                    line = event.get("record")
                     try:
                         # A flood: the line could only be dropped, and is counted as add() would
                         # count it, without the rest of the way (half the CPU per line).
-                        if type(line) is str and not _may_tell_an_error(line) and self.sink.dropped_log_line(len(line)):
+                        chars = _least_chars(event.get("record"))
+                        if chars is not None and self.sink.dropped_log_line(chars):
                             continue
                     except Exception:  # noqa: BLE001 - a sink that cannot tell: the whole way, as before
-                        flooded = False
+                        flooded = sink_tells = False
                 try:
                     self._on_event(event)
                 except Exception:  # noqa: BLE001 - one bad event must not cost the rest of the batch
                     self._malformed("malformed_telemetry", "a telemetry event with invalid fields")
-                    flooded = False
+                    flooded = sink_tells = False
                 # A plain line changes nothing of the flood; any other event may end it (a JSON
-                # line names its request, which may evict the current one, see _lookup).
-                flooded = flooded and event.get("type") == "function" and type(event.get("record")) is str
+                # record names its request, which may evict the current one, see _lookup): read
+                # again, a dict lookup, as a JSON flood's every line is one.
+                if not (flooded and event.get("type") == "function" and type(event.get("record")) is str):
+                    flooded = sink_tells and self._flooded()
 
     def _flooded(self) -> bool:
         """Whether the current invocation's log lines now go to the sink's buffer (its own
