@@ -510,35 +510,3 @@ def test_a_module_wrapt_s_post_import_hook_also_waits_for_runs_both(tmp_path):
         {"app": "VALUE = 1\n"},
     )
     assert out["calls"] == ["ours", "wrapt"]
-
-
-def test_the_finder_leaves_the_meta_path_once_nothing_is_left_to_watch(tmp_path):
-    out = run(
-        tmp_path,
-        "ours",
-        """
-        def finders():
-            return [type(f).__module__ + "." + type(f).__qualname__ for f in sys.meta_path]
-        before = finders()
-        register("app", lambda m: calls.append("app"))
-        register("other", lambda m: calls.append("other"))
-        out["watching"] = finders() != before
-        import app
-        out["one left"] = finders() != before
-        walked = sys.meta_path  # as importlib may be going through it, in another thread
-        walked_then = list(walked)
-        import other
-        out["none left"] = finders() == before
-        # left in a new list: the one being gone through keeps its finders, none skipped
-        out["walked list untouched"] = walked == walked_then and walked is not sys.meta_path
-        register("third", lambda m: calls.append("third"))
-        out["watching again"] = finders() != before
-        import third
-        out["calls"] = calls
-        out["at the end"] = finders() == before
-        """,
-        {"app": "", "other": "", "third": ""},
-    )
-    # THEN while a module is watched the finder is there; once none is, the import system is
-    # as without the layer (before: the finder stayed for good, OTEL_SDK_DISABLED's too)
-    assert out == {"watching": True, "one left": True, "none left": True, "walked list untouched": True, "watching again": True, "calls": ["app", "other", "third"], "at the end": True}

@@ -96,20 +96,9 @@ def _loaded(spec: object, module: "ModuleType") -> None:
             hooks = _hooks.pop(spec.name, [])
             if not hooks:
                 spec.__dict__["_initializing"] = False
-                if not _hooks:
-                    _leave_meta_path()
                 return
         for hook, on_error in hooks:
             _run(hook, module, on_error)
-
-
-def _leave_meta_path() -> None:
-    """Nothing left to watch: the finder leaves sys.meta_path, which is then as without the
-    layer (OTEL_SDK_DISABLED watches the handler's module alone). In a new list: importlib
-    goes through the list by index, without a lock between two finders, and an import another
-    thread made meanwhile would skip the finder after ours (a built-in module not found)."""
-    if any(isinstance(finder, _Finder) for finder in sys.meta_path):
-        sys.meta_path = [finder for finder in sys.meta_path if not isinstance(finder, _Finder)]
 
 
 class _Finder:

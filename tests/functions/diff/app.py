@@ -198,8 +198,6 @@ def handler(event, context):
         return {"remaining_positive": context.get_remaining_time_in_millis() > 0}
     if do == "remaining_calls":
         return {"calls": len(REMAINING_CALLS)}
-    if do == "meta_path":
-        return [type(finder).__module__ + "." + type(finder).__qualname__ for finder in sys.meta_path]
     if do == "base64":
         return {"decoded": base64.b64decode(event["data"]).decode()}
     if do == "env_and_path":
