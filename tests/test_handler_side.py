@@ -448,6 +448,8 @@ def test_an_endpoint_whose_host_has_an_empty_label_is_named_and_the_default_used
 @pytest.mark.parametrize("endpoint, why", [
     ("http://collector :4318/v1/traces", "a blank or control character in the host"),
     ("http://collector\x01.internal:4318/v1/traces", "a blank or control character in the host"),
+    ("http://collector\u00a0:4318/v1/traces", "a blank or control character in the host"),
+    ("http://collector\u3000.internal:4318/v1/traces", "a blank or control character in the host"),
     ("http://127.0.0.1:\u0664\u0663\u0661\u0668/v1/traces", "the port must be a number"),
     ("http://[::1]:\u0664\u0663\u0661\u0668/v1/traces", "the port must be a number"),
 ])

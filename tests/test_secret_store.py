@@ -322,6 +322,11 @@ def test_an_ask_that_fetches_missing_secrets_is_answered_within_its_time(moto, m
             # fetched one after another, 6 s, and the asker had given up: no answer at all)
             assert time.monotonic() - asked < 2.5
             assert answer["values"] == {"DB_PASSWORD": DB_PASSWORD} and sorted(answer["errors"]) == ["A", "B", "C"]
+            # ... and asked again and again while those fetches hang, it waits for them rather
+            # than starting more (before: a thread per missing secret per ask)
+            for _ in range(5):
+                store.snapshot(0.1)
+            assert len([t for t in threading.enumerate() if t.name == "lambdawrap-secret"]) <= 3
         finally:
             store.stop()
 

@@ -324,6 +324,11 @@ class SecretStore:
             # the others nor the answer (it goes on, for the next ask).
             fetches = []
             for key in failed:
+                with self._lock:
+                    flight = self._flights.get(key)
+                if flight is not None:  # under way (a slow AWS, asked again): waited for, not doubled
+                    fetches.append(flight.done)
+                    continue
                 fetch = threading.Thread(target=self._fetch, args=(key,), name="lambdawrap-secret", daemon=True)
                 try:
                     fetch.start()
@@ -331,7 +336,8 @@ class SecretStore:
                     continue
                 fetches.append(fetch)
             for fetch in fetches:
-                fetch.join(max(0.0, deadline - time.monotonic()))
+                left = max(0.0, deadline - time.monotonic())
+                fetch.wait(left) if isinstance(fetch, threading.Event) else fetch.join(left)
             with self._lock:
                 entries = {source.env_name: self._entries.get(source_key(source)) for source in self.sources}
             now = _now()

@@ -385,10 +385,10 @@ def _http_url(raw: str) -> None:
         name, _, port = host.partition(":")
     if not name:
         raise ValueError(f"expected a host after {scheme}://")
-    if any(c == " " or c < " " and c not in "\t\r\n" or c == "\x7f" for c in name):
-        # "localhost :4318": no name resolves so, and every export failed unnamed. (A tab or a
-        # line break the URL parser drops, as the URL standard does; what is not ASCII, the
-        # IDNA codec reads as it reads it.)
+    if any(c == " " or c < " " and c not in "\t\r\n" or c == "\x7f" or c > "\x7f" and c.isspace() for c in name):
+        # "localhost :4318": no name resolves so, and every export failed unnamed (IDNA makes a
+        # no-break space one). A tab or a line break the URL parser drops, as the URL standard
+        # does; other characters that are not ASCII the IDNA codec reads as it reads them.
         raise ValueError("a blank or control character in the host")
     if not host.startswith("[") and "" in name.rstrip(".").split("."):
         # "collector..internal": no name resolves so; the lookup refused it at every export.
