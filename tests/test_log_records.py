@@ -911,30 +911,33 @@ def test_a_secret_a_json_format_record_holds_as_a_number_is_redacted():
     from lambdawrap.companion.signals import Signals
     from lambdawrap.shared.settings import Settings
 
-    # GIVEN a declared PIN the companion learned, and a function that logs it as a number
-    # under the JSON log format, whose records the Telemetry API delivers as objects
-    pin = 84736251904417
+    # GIVEN a declared account number and PIN the companion learned, and a function that logs
+    # them as numbers under the JSON log format, whose records the Telemetry API delivers as
+    # objects
+    account, pin = 84736251904417, 12345678  # values of 8 characters or more are searched for
     scrubber = SecretScrubber()
-    scrubber.learn([str(pin)])
+    scrubber.learn([str(account), str(pin)])
     signals = Signals(Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f"}, warn=False), Resource({}), MeterProvider())
     corr = Correlator(signals, lambda reason, what: signals.dropped(reason))
     rid = "8f5c2a4e-0000-4000-8000-000000000001"
     fields = {"timestamp": "2026-12-01T10:00:00Z", "level": "WARNING", "message": "charging", "logger": "root", "requestId": rid}
     corr.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:f"})
-    # WHEN the batch goes the companion's way: searched for the values, then correlated
+    report = {"type": "platform.report", "time": "2026-12-01T10:00:01.300Z", "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 12345678.0, "billedDurationMs": 12345678, "memorySizeMB": 128, "maxMemoryUsedMB": 64}}}
+    # WHEN the batches go the companion's way: searched for the values, then correlated
     corr.on_telemetry(scrubber.scrub([
         {"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": rid}},
-        _function_line(dict(fields, pin=pin, tries=[pin, 3], ratio=0.5, ok=True)),
-        _function_line(dict(fields, message="charged", amount=1200)),
+        _function_line(dict(fields, account=account, pins=[pin, 3], ratio=0.5, ok=True, later=123456789)),
+        _function_line(dict(fields, message="charged", amount=1200, took=float(pin))),
     ]))
     corr.on_record(_function_record(rid, 0xA1, 0xB1))
-    corr.on_telemetry([{"type": "platform.runtimeDone", "time": "2026-12-01T10:00:00.100Z", "record": {"requestId": rid, "status": "success"}}])
+    corr.on_telemetry(scrubber.scrub([{"type": "platform.runtimeDone", "time": "2026-12-01T10:00:01.234Z", "record": {"requestId": rid, "status": "success"}}, report]))
     exported = [r.log_record for r in log_records(signals.logs.take(100), Resource({}))]
-    # THEN the number is redacted as the same value in a line's text is (before: exported as
-    # it was); other numbers and booleans stay what they were
+    # THEN each number that is a declared value is redacted, as its text in a line would be
+    # (before: exported as it was) ...
     assert len(exported) == 2, exported
     charged, charging = sorted(exported, key=lambda r: str(r.body))
-    text = repr([(r.body, dict(r.attributes)) for r in exported])
-    assert str(pin) not in text and "[REDACTED]" in text, text
-    assert dict(charged.attributes)["amount"] == 1200, text
-    assert (dict(charging.attributes)["ratio"], dict(charging.attributes)["ok"]) == (0.5, True), text
+    assert (dict(charging.attributes)["account"], dict(charging.attributes)["pins"], dict(charged.attributes)["took"]) == ("[REDACTED]", ["[REDACTED]", 3], "[REDACTED]")
+    # ... and the others stay what they were: a number whose digits hold one, booleans, and
+    # the platform's numbers, whichever they equal
+    assert (dict(charging.attributes)["later"], dict(charging.attributes)["ratio"], dict(charging.attributes)["ok"], dict(charged.attributes)["amount"]) == (123456789, 0.5, True, 1200)
+    assert report["record"]["metrics"]["durationMs"] == 12345678.0 and report["record"]["metrics"]["billedDurationMs"] == 12345678

@@ -149,20 +149,23 @@ class SecretScrubber:
             return item
         if isinstance(item, str):
             return self.text(item)
-        pending = [item]
+        # (node, whether its numbers are read): a function's log record (a telemetry event of
+        # type "function") is, the platform's and the channel's protocol numbers are not.
+        pending = [(item, False)]
         while pending:
-            node = pending.pop()
+            node, numbers = pending.pop()
             if isinstance(node, dict):
                 if len(node) == 1 and isinstance(node.get(BYTES_TAG), str):
                     node[BYTES_TAG] = self._bytes(node[BYTES_TAG])
                     continue
+                logged = numbers or node.get("type") == "function"
                 for key in list(node):
                     value = node[key]
                     if isinstance(value, str):
                         value = self.text(value)
                     elif isinstance(value, (dict, list)):
-                        pending.append(value)
-                    elif isinstance(value, (int, float)):
+                        pending.append((value, numbers or (logged and key == "record")))
+                    elif numbers and isinstance(value, (int, float)):
                         value = self._number(value)
                     if isinstance(key, str):
                         clean_key = self.text(key)
@@ -175,21 +178,23 @@ class SecretScrubber:
                     if isinstance(value, str):
                         node[index] = self.text(value)
                     elif isinstance(value, (dict, list)):
-                        pending.append(value)
-                    elif isinstance(value, (int, float)):
+                        pending.append((value, numbers))
+                    elif numbers and isinstance(value, (int, float)):
                         node[index] = self._number(value)
         return item
 
     def _number(self, value: Any) -> Any:
-        """A number as it is, or its text with the values redacted where it holds one: a JSON
-        log record's field (a PIN, an account number logged as a number) is as exported as a
-        line's text is, and the same value in a line's text is redacted."""
+        """A number of a function's log record as it is, or REDACTED where it is a declared
+        value (a PIN, an account number logged as a number), as its text in a line would be.
+        The whole number only: one whose digits merely hold a value's (a time in nanoseconds)
+        is no secret of the function's."""
         if type(value) is bool:
             return value
-        text = repr(value)
-        clean = self.text(text)
-        return value if clean == text else clean
-
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            value_text = repr(int(value))
+        else:
+            value_text = repr(value)
+        return REDACTED if self.text(value_text) == REDACTED else value
 
     def _bytes(self, encoded: str) -> str:
         """A bytes attribute's base64 text with every declared value in its bytes replaced, read
