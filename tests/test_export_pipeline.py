@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -1259,54 +1261,117 @@ def test_a_batch_the_collector_takes_but_answers_too_late_is_not_sent_at_every_f
 
 
 
-def test_init_lines_past_those_held_wait_for_the_init_span_s_ids_before_they_go(monkeypatch):
-    from lambdawrap.companion.correlator import MAX_PENDING_LOGS, Correlator
+@contextlib.contextmanager
+def companion_pipeline(rx: OtlpReceiver, monkeypatch) -> Iterator[tuple]:
+    """(pipeline, signals) made as lifecycle makes them, exporting to `rx`; closed at the end."""
     from lambdawrap.companion.exporting import Pipeline, built, make_exporters
     from lambdawrap.companion.resource import build_resource
     from lambdawrap.companion.signals import Signals
-    from lambdawrap.shared import records
-    from lambdawrap.shared.framing import HEADER_BYTES
     from lambdawrap.shared.settings import Settings
 
-    def at(ms: int) -> str:
-        return f"2026-12-01T10:00:{ms // 1000:02d}.{ms % 1000:03d}Z"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
+    settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "AWS_LAMBDA_FUNCTION_NAME": "orders"}, warn=False)
+    resource = build_resource(settings, "012345678912")
+    sink = []
+    pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, count=1: sink[0].dropped(reason, count))
+    signals = Signals(settings, resource, pipeline.meter_provider)
+    sink.append(signals)
+    pipeline.attach(signals)
+    try:
+        yield pipeline, signals
+    finally:
+        pipeline.close(5)
 
-    def loading(ms: int, text: str) -> dict:
-        return {"type": "function", "time": at(ms), "record": json.dumps({"level": "INFO", "message": text, "requestId": ""})}
 
-    with OtlpReceiver() as rx:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
-        settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "AWS_LAMBDA_FUNCTION_NAME": "orders"}, warn=False)
-        resource = build_resource(settings, "012345678912")
-        sink = []
-        pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, count=1: sink[0].dropped(reason, count))
-        signals = Signals(settings, resource, pipeline.meter_provider)
-        sink.append(signals)
-        pipeline.attach(signals)
-        try:
-            corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
-            # GIVEN the workers of a Managed Instances environment printing more lines as they
-            # load than the correlator holds for the init span: the rest go to the buffer
-            corr.on_telemetry([{"type": "platform.initStart", "time": at(0), "record": {"phase": "init", "initializationType": "lambda-managed-instances"}}])
-            corr.on_telemetry([loading(1 + n // 100, f"loading {n}") for n in range(MAX_PENDING_LOGS + 50)])
-            # WHEN the timer's flush comes before any request has finished
-            assert pipeline.flush(wait_s=30)
-            # THEN none of them goes yet (before: those past the held ones went, without a trace)
-            assert rx.logs() == []
-            # WHEN a request finishes, the init span made with it, and the next flush comes
-            rid = "8f5c2a4e-0000-4000-8000-000000000001"
-            corr.on_telemetry([
-                {"type": "platform.initRuntimeDone", "time": at(20), "record": {"status": "success", "phase": "init"}},
-                {"type": "platform.initReport", "time": at(21), "record": {"phase": "init", "metrics": {"durationMs": 21.0}}},
-                {"type": "platform.start", "time": at(30), "record": {"requestId": rid}},
-            ])
-            start = records.encode_invocation_start(rid, "arn:aws:lambda:eu-west-1:123456789012:function:orders", 0xA1, 0xB1, 0, True, 1, False, False, "other", {}, [], "orders", 1)
-            corr.on_record(json.loads(records.encode_invocation(start, records.invocation_end(2))[HEADER_BYTES:]))
-            corr.on_telemetry([{"type": "platform.report", "time": at(40), "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 10.0}}}])
-            assert pipeline.flush(wait_s=30)
-            # THEN every line goes, in the init span's trace
-            init = rx.wait_for_spans(lambda s: s["name"] == "orders init")[0]
-            lines = rx.wait_for_logs(lambda l: l["body"].startswith("loading "), count=MAX_PENDING_LOGS + 50)
-            assert {(l["trace_id"], l["span_id"]) for l in lines} == {(init["trace_id"], init["span_id"])}
-        finally:
-            pipeline.close(5)
+def _at(ms: int) -> str:
+    return f"2026-12-01T10:00:{ms // 1000:02d}.{ms % 1000:03d}Z"
+
+
+def _loading(ms: int, text: str) -> dict:
+    """A line a Managed Instances worker printed as it loaded (the JSON format's requestId "")."""
+    return {"type": "function", "time": _at(ms), "record": json.dumps({"level": "INFO", "message": text, "requestId": ""})}
+
+
+def _invocation_record(rid: str) -> dict:
+    from lambdawrap.shared import records
+    from lambdawrap.shared.framing import HEADER_BYTES
+
+    start = records.encode_invocation_start(rid, "arn:aws:lambda:eu-west-1:123456789012:function:orders", 0xA1, 0xB1, 0, True, 1, False, False, "other", {}, [], "orders", 1)
+    return json.loads(records.encode_invocation(start, records.invocation_end(2))[HEADER_BYTES:])
+
+
+def test_init_lines_past_those_held_wait_for_the_init_span_s_ids_before_they_go(monkeypatch):
+    from lambdawrap.companion.correlator import MAX_PENDING_LOGS, Correlator
+
+    with OtlpReceiver() as rx, companion_pipeline(rx, monkeypatch) as (pipeline, signals):
+        corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
+        # GIVEN the workers of a Managed Instances environment printing more lines as they
+        # load than the correlator holds for the init span: the rest go to the buffer
+        corr.on_telemetry([{"type": "platform.initStart", "time": _at(0), "record": {"phase": "init", "initializationType": "lambda-managed-instances"}}])
+        corr.on_telemetry([_loading(1 + n // 100, f"loading {n}") for n in range(MAX_PENDING_LOGS + 50)])
+        # WHEN the timer's flush comes before any request has finished
+        assert pipeline.flush(wait_s=30)
+        # THEN none of them goes yet (before: those past the held ones went, without a trace)
+        assert rx.logs() == []
+        # WHEN a request finishes, the init span made with it, and the next flush comes
+        rid = "8f5c2a4e-0000-4000-8000-000000000001"
+        corr.on_telemetry([
+            {"type": "platform.initRuntimeDone", "time": _at(20), "record": {"status": "success", "phase": "init"}},
+            {"type": "platform.initReport", "time": _at(21), "record": {"phase": "init", "metrics": {"durationMs": 21.0}}},
+            {"type": "platform.start", "time": _at(30), "record": {"requestId": rid}},
+        ])
+        corr.on_record(_invocation_record(rid))
+        corr.on_telemetry([{"type": "platform.report", "time": _at(40), "record": {"requestId": rid, "status": "success", "metrics": {"durationMs": 10.0}}}])
+        assert pipeline.flush(wait_s=30)
+        # THEN every line goes, in the init span's trace
+        init = rx.wait_for_spans(lambda s: s["name"] == "orders init")[0]
+        lines = rx.wait_for_logs(lambda l: l["body"].startswith("loading "), count=MAX_PENDING_LOGS + 50)
+        assert {(l["trace_id"], l["span_id"]) for l in lines} == {(init["trace_id"], init["span_id"])}
+
+
+def test_lines_awaiting_an_init_span_never_made_hold_back_no_others_for_long(monkeypatch):
+    from lambdawrap.companion.correlator import MAX_PENDING_LOGS, Correlator
+    from lambdawrap.companion.log_buffer import MAX_LINES
+
+    with OtlpReceiver() as rx, companion_pipeline(rx, monkeypatch) as (pipeline, signals):
+        corr = Correlator(signals, lambda reason, what: signals.dropped(reason))
+        # GIVEN an init that logged more lines than are held for its span, whose report was lost
+        # (its span is not made before SHUTDOWN): the lines past those held await its ids
+        corr.on_telemetry([{"type": "platform.initStart", "time": _at(0), "record": {"phase": "init", "initializationType": "on-demand"}}])
+        corr.on_telemetry([{"type": "function", "time": _at(1), "record": f"loading {n}"} for n in range(MAX_PENDING_LOGS + 50)])
+        # WHEN an invocation prints more than half the log buffer holds, and a flush comes
+        rid = "8f5c2a4e-0000-4000-8000-000000000001"
+        corr.on_invoke({"requestId": rid, "invokedFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:orders"})
+        printed = MAX_LINES // 2 + 500
+        corr.on_telemetry([{"type": "platform.start", "time": _at(10), "record": {"requestId": rid}}] + [{"type": "function", "time": _at(11), "record": f"handling {n}"} for n in range(printed)])
+        corr.on_record(_invocation_record(rid))
+        corr.on_telemetry([{"type": "platform.runtimeDone", "time": _at(20), "record": {"requestId": rid, "status": "success"}}])
+        assert pipeline.flush(wait_s=30)
+        # THEN its lines go, and none is dropped (before that buffer's half, lines awaiting ids
+        # held back all that came after them: a buffer full, the function's lines dropped)
+        handled = rx.wait_for_logs(lambda l: l["body"].startswith("handling "), count=printed)
+        assert len(handled) == printed and not signals.dropped_by_reason.get("log_buffer_full")
+
+
+def test_lines_awaiting_an_init_span_go_as_they_are_once_they_waited_their_while(monkeypatch):
+    from lambdawrap.companion import log_buffer
+    from lambdawrap.companion.correlator import MAX_PENDING_LOGS, Correlator
+
+    monkeypatch.setattr(log_buffer, "MAX_AWAIT_S", 0.5)
+    with OtlpReceiver() as rx, companion_pipeline(rx, monkeypatch) as (pipeline, signals):
+        corr = Correlator(signals, lambda reason, what: signals.dropped(reason), managed_instances=True)
+        # GIVEN Managed Instances workers that logged more lines loading than are held for the
+        # init span, then an idle environment's few lines (no request, so no init span yet)
+        corr.on_telemetry([{"type": "platform.initStart", "time": _at(0), "record": {"phase": "init", "initializationType": "lambda-managed-instances"}}])
+        corr.on_telemetry([_loading(1 + n // 100, f"loading {n}") for n in range(MAX_PENDING_LOGS + 50)])
+        corr.on_telemetry([{"type": "function", "time": _at(20), "record": f"heartbeat {n}"} for n in range(10)])
+        waited_from = time.time()
+        assert pipeline.flush(wait_s=30)
+        assert rx.logs() == [] or time.time() - waited_from >= 0.5
+        # WHEN they have waited their while (MAX_AWAIT_S) and a flush comes
+        time.sleep(max(0.0, waited_from + 0.6 - time.time()))
+        assert pipeline.flush(wait_s=30)
+        # THEN they go as they are, and the lines after them too (before: all held until a
+        # request finished, or SHUTDOWN)
+        rx.wait_for_logs(lambda l: l["body"].startswith("heartbeat "), count=10)
+        assert len([l for l in rx.logs() if l["body"].startswith("loading ")]) == 50

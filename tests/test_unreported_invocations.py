@@ -629,6 +629,10 @@ def test_shutdown_waits_for_the_word_on_an_invocation_that_has_none_yet():
     # Instances), which the thaw delivers, and the span is the error the caller got
     assert correlator.awaiting_platform_words()
     platform_done(correlator, "S1", "error")
+    # ... and then for its report, the last invocation's, which comes once every extension
+    # asked for its next event: its billed time and memory are in no other word
+    assert correlator.awaiting_platform_words()
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.report", "record": {"requestId": "S1", "status": "error", "metrics": {"durationMs": 5.0, "billedDurationMs": 5, "memorySizeMB": 128, "maxMemoryUsedMB": 60}}}])
     assert not correlator.awaiting_platform_words()
     # ... as for one without its record (OOM and a crash differ only there, and a timed-out
     # handler's last lines come before its word)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 from lambdawrap.companion.sized_items import take_front
 
@@ -31,16 +32,24 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_LINE_CHARS = 256 * 1024
 
 
+# How long lines wait for a span's ids (AwaitedIds) from the first of them buffered: the span
+# may never be made (its init report lost), and every line after them waits with them.
+MAX_AWAIT_S = 30.0
+
+
 class AwaitedIds(list):
     """The ids of lines that wait for a span still to be made (the init's, for its lines past
     those the correlator holds): filled when it is made, and `known` from then on, even empty
-    (no span came of it). Exported before, such a line would go without its trace."""
+    (no span came of it). Exported before, such a line would go without its trace; they wait
+    until MAX_AWAIT_S after the first was buffered, or until the buffer is half full, and then
+    go as they are."""
 
-    __slots__ = ("known",)
+    __slots__ = ("known", "until")
 
     def __init__(self) -> None:
         super().__init__()
         self.known = False
+        self.until: float | None = None  # wall-clock seconds: frozen time counts too
 
     def fill(self, ids: tuple | list | None) -> None:
         self[:] = ids or ()
@@ -49,7 +58,7 @@ class AwaitedIds(list):
 
 def _awaiting(entry: tuple) -> bool:
     ids = entry[2]
-    return type(ids) is AwaitedIds and not ids.known
+    return type(ids) is AwaitedIds and not ids.known and (ids.until is None or time.time() < ids.until)
 
 
 def utf8_size(line: str) -> int:
@@ -81,6 +90,8 @@ class LogBuffer:
             line = line[:MAX_LINE_CHARS]
             entry = (line, time_ns, ids, request_id, True)
         size = utf8_size(line)
+        if type(ids) is AwaitedIds and ids.until is None:
+            ids.until = time.time() + MAX_AWAIT_S
         with self._lock:
             if len(self._items) < self._max_lines and self.bytes + size <= self._max_bytes:
                 self._items.append((entry, size))
@@ -115,14 +126,20 @@ class LogBuffer:
         the collectors' limits (the OpenTelemetry Collector's gRPC 4 MiB). With `ready`, none
         from the first line still awaiting its ids (AwaitedIds): the lines keep their order."""
         with self._lock:
-            batch, taken = take_front(self._items, limit, max_bytes, _awaiting if ready else None)
+            batch, taken = take_front(self._items, limit, max_bytes, _awaiting if ready and not self._half_full() else None)
             self.bytes -= taken
             return batch
 
     def ready(self) -> bool:
-        """Whether a line can be exported now: there is one, and it awaits no ids."""
+        """Whether a line can be exported now: there is one, and it awaits no ids (or no
+        longer may: the buffer is half full)."""
         with self._lock:
-            return bool(self._items) and not _awaiting(self._items[0][0])
+            return bool(self._items) and (self._half_full() or not _awaiting(self._items[0][0]))
+
+    def _half_full(self) -> bool:
+        # Lock held. Past it, lines awaiting ids hold the others back no more: waiting on, the
+        # buffer would fill, and the function's own lines be dropped.
+        return 2 * len(self._items) >= self._max_lines or 2 * self.bytes >= self._max_bytes
 
     def give_back(self, batch: list) -> None:
         """Put an unexported batch back at the front; what no longer fits is dropped."""

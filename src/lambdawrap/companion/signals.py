@@ -209,6 +209,15 @@ class Signals:
         # The init's lines carry the init span's ids, the span they were printed in; with no
         # init span (sampled out, its start unseen) the first invocation's, whose trace it joins.
         ids = parent.ids if parent is not None else None
+        try:
+            self._init_span(init, parent, ids)
+        finally:
+            # The lines past those held wait in the buffer with this list: told whatever
+            # happened here, they wait no more.
+            if not init.late_ids.known:
+                init.late_ids.fill(ids)
+
+    def _init_span(self, init: InitFacts, parent: Invocation | None, ids: tuple | None) -> None:
         span = self.builder.init(init, parent)
         if span is not None:
             self.spans.add(span)
