@@ -212,6 +212,22 @@ def test_a_flood_of_json_format_objects_is_counted_without_being_written_back():
     assert fast == _run_flood_through(_signals(), batches=_json_flood_batches(as_objects=True), announced=("r1",), flooded=lambda: False)
 
 
+def test_in_a_flood_of_json_format_objects_a_record_naming_another_open_request_is_kept_for_it():
+    # GIVEN two requests open, the second flooding in the JSON log format (objects), then a few
+    # records naming the first (its background thread), whose lines are still held for it
+    def record(rid: str, n: int) -> dict:
+        return {"type": "function", "time": "2026-12-01T10:00:00.%03dZ" % (n % 1000), "record": {"timestamp": "2026-12-01T10:00:00Z", "level": "INFO", "message": f"{rid} {n:06d} " + "j" * 900, "logger": "root", "requestId": rid}}
+
+    events = [{"type": "platform.start", "time": "2026-12-01T10:00:00.000Z", "record": {"requestId": rid}} for rid in ("r0", "r1")]
+    events += [record("r1", n) for n in range(5000)] + [record("r0", n) for n in range(5)]
+    batches = [events[i : i + 97] for i in range(0, len(events), 97)]
+    fast = _run_flood_through(_signals(), batches=batches, announced=("r0", "r1"))
+    # THEN they are held for it as the whole way holds them (before: counted as dropped)
+    kept, drops, pending, errors = fast
+    assert len(pending["r0"]) == 5 and drops["log_buffer_full"] > 1500
+    assert fast == _run_flood_through(_signals(), batches=batches, announced=("r0", "r1"), flooded=lambda: False)
+
+
 def test_before_the_sdk_loads_a_flood_s_lines_take_the_whole_way_and_are_counted_once():
     # The deferred sink remembers calls for the sink to come; a question asked of it is not one
     # of them (replayed, it would count lines that log_line already carries).

@@ -700,7 +700,7 @@ class Correlator:
                     try:
                         # A flood: the line could only be dropped, and is counted as add() would
                         # count it, without the rest of the way (half the CPU per line).
-                        chars = _least_chars(event.get("record"))
+                        chars = self._droppable_chars(event.get("record"))
                         if chars is not None and self.sink.dropped_log_line(chars):
                             continue
                     except Exception:  # noqa: BLE001 - a sink that cannot tell: the whole way, as before
@@ -715,6 +715,16 @@ class Correlator:
                 # again, a dict lookup, as a JSON flood's every line is one.
                 if not (flooded and event.get("type") == "function" and type(event.get("record")) is str):
                     flooded = sink_tells and self._flooded()
+
+    def _droppable_chars(self, record: Any) -> int | None:
+        """_least_chars of a line in a flood, or None where it goes the whole way: a JSON
+        record naming another request still open, whose lines are held for it, is kept there."""
+        chars = _least_chars(record)
+        if chars is not None and type(record) is dict:
+            named = _named_request(_request_named(record))
+            if named is not None and named != self._current_rid and named in self._open:
+                return None
+        return chars
 
     def _flooded(self) -> bool:
         """Whether the current invocation's log lines now go to the sink's buffer (its own
