@@ -200,6 +200,11 @@ def handler_cache(monkeypatch):
     before = set(os.environ)
     yield secret_cache
     worker.stop()
+    # Its run under way ends before the module's state is cleared: one that ran on into the
+    # next test read its cleared settings (a KeyError, logged there) or left it its state.
+    thread = worker._thread
+    if thread is not None:
+        thread.join(30)
     for name in set(os.environ) - before:  # monkeypatch restores no variable that was absent
         del os.environ[name]
     secret_cache._config.clear()
