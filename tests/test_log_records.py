@@ -559,6 +559,22 @@ def test_text_format_lines_at_levels_the_function_named_have_their_severity():
     assert [(number, text) for number, text, _, _ in _exported(*lines)] == [(13, "WARN"), (21, "FATAL"), (1, "TRACE"), (13, "WARNING"), (21, "CRITICAL"), (10, "NOTICE")]
 
 
+def test_python_json_logger_s_levelname_and_syslog_s_alert_and_emergency_are_read_as_levels():
+    # GIVEN records from python-json-logger (its level under logging's attribute name,
+    # `levelname`), one too long to read whole, and syslog's two highest levels in both formats
+    pjl = json.dumps({"asctime": "2026-12-01 10:00:00,000", "levelname": "ERROR", "name": "orders", "message": "payment failed", "order_id": 42})
+    from lambdawrap.companion.log_records import MAX_READ_CHARS
+
+    long_pjl = json.dumps({"message": "m", "payload": list(range(MAX_READ_CHARS // 2)), "levelname": "WARNING"})
+    lines = [pjl, long_pjl, '{"level": "ALERT", "message": "disk"}', '{"level": "emergency", "message": "down"}', "[ALERT]\t2026-12-01T10:00:00.000Z\tr\tdisk", "[EMERGENCY]\t2026-12-01T10:00:00.000Z\tr\tdown"]
+    found = _exported(*lines)
+    # THEN each has its level (before: all at INFO, python-json-logger's with its line as body)
+    assert found[0] == (17, "ERROR", "payment failed", {"asctime": "2026-12-01 10:00:00,000", "name": "orders", "order_id": 42})
+    assert found[1][:3] == (13, "WARNING", long_pjl)
+    # ... as the data model maps syslog's
+    assert [record[:2] for record in found[2:]] == [(19, "ALERT"), (21, "emergency"), (19, "ALERT"), (21, "EMERGENCY")]
+
+
 def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():
 
     powertools = json.dumps({"level": "INFO", "location": "handler:12", "message": "order placed", "timestamp": "2026-12-01 10:00:00,000+0000", "service": "orders", "cold_start": True, "xray_trace_id": None})

@@ -35,29 +35,33 @@ SCOPE = InstrumentationScope("lambdawrap", __version__, schema_url=SCHEMA_URL)  
 TRUNCATED = "lambdawrap.log.truncated"  # set on a line the log buffer cut (log_buffer.MAX_LINE_CHARS)
 # awslambdaric's text format writes the record's level name: logging's five, or one the function
 # named itself (logging.addLevelName: WARN, FATAL, TRACE, NOTICE), read as the JSON format's are.
-_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[NOTICE]", SeverityNumber.INFO2), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE))
+_SEVERITIES = (("[ERROR]", SeverityNumber.ERROR), ("[WARNING]", SeverityNumber.WARN), ("[INFO]", SeverityNumber.INFO), ("[DEBUG]", SeverityNumber.DEBUG), ("[CRITICAL]", SeverityNumber.FATAL), ("[NOTICE]", SeverityNumber.INFO2), ("[WARN]", SeverityNumber.WARN), ("[FATAL]", SeverityNumber.FATAL), ("[TRACE]", SeverityNumber.TRACE), ("[ALERT]", SeverityNumber.ERROR3), ("[EMERGENCY]", SeverityNumber.FATAL))
 # A JSON record's level, upper-cased, as the Logs Data Model's severity numbers; awslambdaric
 # writes logging's names (NOTSET for a level below DEBUG), other loggers WARN, FATAL, TRACE or
-# NOTICE; a level of a logger's own is read at INFO where the record has a message.
+# syslog's NOTICE, ALERT and EMERGENCY (mapped as the data model maps syslog's); a level of a
+# logger's own is read at INFO where the record has a message.
 _LEVELS = {
     "NOTSET": SeverityNumber.UNSPECIFIED,
     "TRACE": SeverityNumber.TRACE,
     "DEBUG": SeverityNumber.DEBUG,
     "INFO": SeverityNumber.INFO,
-    "NOTICE": SeverityNumber.INFO2,  # syslog's, as the data model maps it
+    "NOTICE": SeverityNumber.INFO2,
     "WARN": SeverityNumber.WARN,
     "WARNING": SeverityNumber.WARN,
     "ERROR": SeverityNumber.ERROR,
     "CRITICAL": SeverityNumber.FATAL,
     "FATAL": SeverityNumber.FATAL,
+    "ALERT": SeverityNumber.ERROR3,
+    "EMERGENCY": SeverityNumber.FATAL,
 }
 # Fields a JSON record's body, severity and time already say. Its `requestId` is left out only
 # where faas.invocation_id says it: a user's line may name another request (an upstream API's),
 # and one naming a request the platform never announced (Managed Instances) has no other trace.
-_READ = frozenset(("level", "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
+# A record's level is its `level`, else its `levelname` (python-json-logger's, named after
+# logging's attribute): (the level's key, the fields read, those read at a level of its own).
 # A record at a level of its own may be no logger's (a game's): its other fields stay attributes
 # (Powertools' exception fields are still read as the exception).
-_READ_OF_OWN_LEVEL = frozenset(("level", "message"))
+_LEVEL_KEYS = tuple((key, frozenset((key, "message", "timestamp", "errorType", "errorMessage", "stackTrace")), frozenset((key, "message"))) for key in ("level", "levelname"))
 _POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
@@ -76,8 +80,8 @@ MAX_VALUES = 128
 # the time) or among its last fields, plain values after it (structlog writes it after the
 # event, a time maybe after it), not from what the record nests (a reading's "level").
 _HEAD_CHARS = 512
-_LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"')
-_LAST_LEVEL_FIELD = re.compile(r'"level"\s*:\s*"([A-Za-z]{1,16})"(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$')
+_LEVEL_FIELD = re.compile(r'"level(?:name)?"\s*:\s*"([A-Za-z]{1,16})"')
+_LAST_LEVEL_FIELD = re.compile(r'"level(?:name)?"\s*:\s*"([A-Za-z]{1,16})"(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$')
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
@@ -150,7 +154,7 @@ def _record(entry: tuple, context: object, resource: Resource, observed_ns: int)
 
 def severity_of(line: str) -> tuple:
     """The severity a runtime log line names (awslambdaric's `[LEVEL]` prefix), else INFO."""
-    head = line[:10].upper()
+    head = line[:12].upper()
     for text, number in _SEVERITIES:
         if head.startswith(text):
             return number, text.strip("[]")
@@ -186,7 +190,7 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     `message`, or for the runtime's error report `Type: message` (the last line of Python's
     traceback); a record with neither keeps its line as body. `cut`: the buffer cut the line
     (it is no JSON any more)."""
-    if not line.startswith("{") or '"level"' not in line:
+    if not line.startswith("{") or '"level' not in line:
         return None  # the cheap test: most lines are not JSON records, and are not parsed
     whole = len(line) <= MAX_READ_CHARS or (not cut and line.count(",") + line.count("{") + line.count("[") <= _FEW_VALUES)
     record = json.loads(line) if whole else None if cut else _error_report(line)
@@ -195,18 +199,20 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
         found = next((match for match in _LEVEL_FIELD.finditer(line, 0, _HEAD_CHARS) if _at_top(line, match.start())), None) or _LAST_LEVEL_FIELD.search(line, max(0, len(line) - _HEAD_CHARS))
         severity = _LEVELS.get(found.group(1).upper()) if found else None
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
-    if not isinstance(record, dict) or not isinstance(record.get("level"), str):
+    if not isinstance(record, dict):
         return None
-    level = record["level"]
+    key, read, read_of_own_level = next((keys for keys in _LEVEL_KEYS if isinstance(record.get(keys[0]), str)), (None, None, None))
+    if key is None:
+        return None
+    level = record[key]
     error_type, error_message, message = record.get("errorType"), record.get("errorMessage"), record.get("message")
     severity = _LEVELS.get(level.upper())
-    read = _READ
     if severity is None:
         if message is None:
             return None  # a `level` that may be no log level's (a game's, an order's): the line as written
         # A logger's level of its own (SUCCESS): kept as written, at INFO, where a severity
         # filter finds it as it did the line before.
-        severity, read, error_type, error_message = SeverityNumber.INFO, _READ_OF_OWN_LEVEL, None, None
+        severity, read, error_type, error_message = SeverityNumber.INFO, read_of_own_level, None, None
     if message is None and not error_type:
         return severity, encodable(level), encodable(line), {}, 0
     fields = [(key, value) for key, value in record.items() if not (key in read or value is None or (key == "requestId" and value in ("", request_id)))]
