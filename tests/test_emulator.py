@@ -237,7 +237,7 @@ class TestPlainFunction:
             first = emu.invoke({}).json()
             started = time.monotonic()
             result = emu.invoke({"sleep": 5})
-            assert 0.9 < time.monotonic() - started < 2.0
+            assert 0.9 < time.monotonic() - started < 4.0  # the handler would take 5 s
             assert result.function_error == "Unhandled"
             assert result.json() == {"errorType": "Sandbox.Timedout", "errorMessage": f"RequestId: {result.request_id} Error: Task timed out after 1.00 seconds"}
             after = emu.invoke({}).json()
@@ -414,7 +414,9 @@ class TestExtensions:
         shutdown = events[-1]
         assert shutdown["eventType"] == "SHUTDOWN" and shutdown["shutdownReason"] == "spindown"
         shutdown_seen = next(r["t"] for r in lines if r["kind"] == "event" and r["event"]["eventType"] == "SHUTDOWN")
-        assert 1.5 < shutdown["deadlineMs"] / 1000 - shutdown_seen <= 2.05
+        # a deadline ahead, at most the 2 s SHUTDOWN gives (delivered late on a busy machine, it
+        # has less left)
+        assert 0 < shutdown["deadlineMs"] / 1000 - shutdown_seen <= 2.05
         telemetry = [item for r in lines if r["kind"] == "telemetry" for item in r["batch"]]
         by_type = {}
         for item in telemetry:
@@ -442,19 +444,21 @@ class TestExtensions:
 
     def test_slow_extension_delays_phase_not_caller(self, function_dir, probe_layer):
         layer, out = probe_layer
-        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "PROBE_NEXT_DELAY": "0.6"}) as emu:
+        # (an extension 3 s slow: a caller made to wait for it would wait that long, twice the
+        # bound a busy machine is allowed)
+        with Emulator(str(function_dir), "app.handler", str(layer), env={"PROBE_OUT": str(out), "PROBE_NEXT_DELAY": "3.0"}, timeout_s=10) as emu:
             emu.invoke({})  # init
-            emu.wait_idle()
+            emu.wait_idle(30)
             started = time.monotonic()
             result = emu.invoke({})
             caller_s = time.monotonic() - started
-            assert emu.wait_idle(5)
+            assert emu.wait_idle(30)
             phase_s = time.monotonic() - started
-            assert caller_s < 0.3, caller_s
-            assert phase_s >= 0.6, phase_s
+            assert caller_s < 1.5, caller_s
+            assert phase_s >= 3.0, phase_s
             report = next(r["record"] for r in emu.records("platform.report") if r["record"]["requestId"] == result.request_id)
-            assert report["metrics"]["durationMs"] >= 600
-            assert report["spans"][0]["durationMs"] >= 500  # extensionOverhead
+            assert report["metrics"]["durationMs"] >= 3000
+            assert report["spans"][0]["durationMs"] >= 2900  # extensionOverhead
 
     def test_timeout_sends_shutdown_with_reason_after_telemetry(self, function_dir, probe_layer):
         layer, out = probe_layer
@@ -482,7 +486,7 @@ class TestExtensions:
             emu.stop()
             took = time.monotonic() - started
         ext_pid = next(r["pid"] for r in read_jsonl(out) if r["kind"] == "register")
-        assert 1.7 < took < 3.0, took
+        assert 1.7 < took < 6.0, took  # killed at the 2 s deadline, however busy the machine
         assert not pid_alive(ext_pid) and not pid_alive(runtime_pid)
 
     def test_extension_dying_mid_invocation_gives_one_runtime_done(self, function_dir, probe_layer, monkeypatch):

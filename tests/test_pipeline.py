@@ -393,8 +393,9 @@ def test_caller_does_not_wait_on_a_slow_collector(task):
     with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end"}) as (emu, rx):
         rx.set_behaviour(delay_s=0.5)
         ours_ms = statistics.median(caller_latencies(emu, 8))
-        # Export happens after the response: the 500 ms collector is not on the caller's path.
-        assert ours_ms < bare_ms + 15, (ours_ms, bare_ms)
+        # Export happens after the response: the 500 ms collector is not on the caller's path
+        # (half of it allowed for a busy machine between the two runs; on it, it is all of it).
+        assert ours_ms < bare_ms + 250, (ours_ms, bare_ms)
         rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=9, timeout=20)
 
 

@@ -232,7 +232,7 @@ def serving_the_handler_side(settings: Settings, clients) -> Iterator[SecretStor
 
 
 def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arrived(moto, clients, handler_cache, tmp_path):
-    ttl_s = 8.0
+    ttl_s = 12.0
     # GIVEN the companion's store, serving the handler side over the real local socket
     settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
     with serving_the_handler_side(settings, clients) as store:
@@ -246,7 +246,7 @@ def test_the_handler_sides_copy_expires_one_ttl_after_the_fetch_not_after_it_arr
         moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
         # THEN the function sees it soon after one TTL from the fetch; counted from its arrival
         # in the function's process (two caches in a row), not before 1.6 TTL
-        deadline = fetched_at + ttl_s + 3.5
+        deadline = fetched_at + 1.4 * ttl_s
         while handler_cache.get("DB_PASSWORD") != ROTATED_PASSWORD:
             assert time.monotonic() < deadline, "the rotated value did not reach the handler side within one TTL of the fetch"
             time.sleep(0.05)
@@ -300,7 +300,8 @@ def test_a_secret_created_after_init_reaches_the_function_with_the_refresh_its_f
         # THEN that refresh brings it, for the next read, a while later (before: the companion
         # answered with its held failure and fetched it afterwards, and only the refresh the
         # read after next asked for brought it: in a function invoked now and then, minutes on)
-        time.sleep(2.5)
+        # (read here without a read of the function's, which would ask for another refresh)
+        wait_for(lambda: handler_cache._cache.get("LATE", (None, 0))[0] == "late-value-7d1", timeout=20, interval=0.05, what="the created secret in the function's process")
         assert handler_cache.get("LATE") == "late-value-7d1"
 
 
@@ -325,7 +326,7 @@ def test_an_ask_that_fetches_missing_secrets_is_answered_within_its_time(moto, m
             answer = store.snapshot(1.5)
             # THEN it is answered within them, with what there is (before: the missing ones were
             # fetched one after another, 6 s, and the asker had given up: no answer at all)
-            assert time.monotonic() - asked < 2.5
+            assert time.monotonic() - asked < 4.5
             assert answer["values"] == {"DB_PASSWORD": DB_PASSWORD} and sorted(answer["errors"]) == ["A", "B", "C"]
             # ... and asked again and again while those fetches hang, it waits for them rather
             # than starting more (before: a thread per missing secret per ask)
@@ -354,17 +355,12 @@ def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_agai
             # way (served as it is: stale-while-revalidate), and not again for a while
             time.sleep(max(0.0, fetched_at + ttl_s + 0.3 - time.monotonic()))
             assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
-            # ... the companion's refresh ends, however long a busy machine makes it take
-            deadline = time.monotonic() + 60
-            while store.snapshot(0)["values"].get("DB_PASSWORD") != ROTATED_PASSWORD:
-                assert time.monotonic() < deadline, front.calls
-                time.sleep(0.05)
-            # ... and the function's background refresh asks again at the latest one longest
-            # retry later
-            time.sleep(handler_cache.RETRY_FAILED_S + 1.0)
-            # THEN its next read is the rotated value (before: the value handed over at its TTL
-            # was kept until that read, which was served it once more)
-            assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD, front.calls
+            # THEN the function's process asks again by itself, and its next read is the rotated
+            # value (before: the value handed over at its TTL was kept until that read, which
+            # was served it once more). Watched here without a read of the function's, which
+            # would ask for a refresh itself.
+            wait_for(lambda: handler_cache._cache["DB_PASSWORD"][0] == ROTATED_PASSWORD, timeout=30, interval=0.05, what="the rotated value in the function's process")
+            assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD
 
 
 def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshes_from_the_companion(moto, handler_cache, tmp_path, monkeypatch):
@@ -947,7 +943,7 @@ def test_after_a_refresh_that_failed_once_the_rotated_value_comes_within_the_hol
     from lambdawrap.companion import secret_store
 
     ttl_s = 8.0
-    monkeypatch.setattr(secret_store, "ERROR_HOLD_S", 0.5)
+    monkeypatch.setattr(secret_store, "ERROR_HOLD_S", 2.0)
     # GIVEN a declared secret, loaded, and rotated since
     refusing = Refusing(clients, "ThrottlingException", times=0)
     store = SecretStore(store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s), refusing)
@@ -966,7 +962,7 @@ def test_after_a_refresh_that_failed_once_the_rotated_value_comes_within_the_hol
         # ... and the rotated value comes once the failure's hold is over (before: the failure
         # made the old value new again, served one TTL more, ages 0)
         wait_for(lambda: store.snapshot(1)["values"] == {"DB_PASSWORD": ROTATED_PASSWORD}, timeout=30, interval=0.05, what="the rotated value")
-        assert time.monotonic() - fetched_at < ttl_s + 5.0  # one TTL more: 2 TTLs
+        assert time.monotonic() - fetched_at < ttl_s + 6.0  # one TTL more: 2 TTLs
         assert refusing.times == 0
     finally:
         store.stop()
