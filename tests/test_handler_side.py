@@ -743,6 +743,27 @@ class TestChannel:
         assert channel.dropped == 3
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
 
+    def test_a_companion_that_dies_is_said_also_after_its_socket_was_missing_at_first(self, sock_path, caplog):
+        # GIVEN a span sent before the companion's socket is there (a span at import time),
+        # then the companion up, then gone (its file left, connections refused)
+        channel = Channel(sock_path)
+        span = {"version": 3, "type": "spans", "spans": []}
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            assert channel.send(dict(span)) is False
+            server = SocketServer(sock_path, lambda record: None, lambda reason, detail: None)
+            server.start()
+            channel._next_connect = 0.0
+            assert channel.send(dict(span)) is True
+            server.stop(wait_s=1.0, keep_file=True)
+            for _ in range(3):
+                channel.send(dict(span))
+                channel._next_connect = 0.0
+        # THEN each is said once: the missing socket, and the refusals (before: the first line
+        # was the only one, and the companion's death went unsaid while drops were counted)
+        said = [r.getMessage() for r in caplog.records if "companion not reachable" in r.getMessage()]
+        assert len(said) == 2 and "No such file" in said[0] and "refused" in said[1], said
+
+
     def test_an_invocation_ending_just_after_a_refused_span_reaches_the_companion_that_came(self, sock_path):
         import socket
 
@@ -1007,6 +1028,20 @@ class TestChannel:
         wait_for(lambda: any(r.get("request_id") == "after" for r in received), what="record after garbage")
 
 
+    def test_a_record_whose_type_is_no_text_leaves_its_connection_serving(self, listener, sock_path, caplog):
+        import socket
+
+        server, received = listener
+        # GIVEN a record whose type is a list, and a good one after it on the same connection
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(sock_path)
+            s.sendall(encode({"version": 3, "type": ["x"]}) + encode({"version": 3, "type": "spans", "spans": [], "request_id": "next"}))
+            # THEN both are handed on, as any record of an unknown type is (before: a traceback
+            # in the companion's log, the connection closed as failing, and the next record lost)
+            wait_for(lambda: any(r.get("request_id") == "next" for r in received), what="the record after it")
+        assert server.problems == [] and not [r for r in caplog.records if r.exc_info]
+
+
 def run_booted(folder: Path, sock_path: str, module: str, body: str, **environ: str) -> None:
     """Run `body` in a new process where lambdawrap has booted for `module`.handler (a handler
     returning its event, written to `folder`), with its records going to `sock_path`."""
@@ -1021,6 +1056,44 @@ from awslambdaric import bootstrap
 looked_up = bootstrap._get_handler  # the handler as the runtime gets it: wrapped
 """
     subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(body)], check=True, timeout=30)
+
+
+MANY_SPANS_THEN_EXIT = """
+import os, sys
+from lambdawrap.handler import channel
+from lambdawrap.shared import records
+channel.SEND_BUFFER_BYTES = 212992  # Lambda's net.core.wmem_max: the kernel makes it 416 KB
+attributes = {"rpc.service": "DynamoDB", "rpc.method": "PutItem", "url.full": "https://dynamodb.eu-west-1.amazonaws.com/" + "x" * 500}
+spans = [records.span("botocore", "DynamoDB.PutItem", 7, i + 1, 3, 2, 1, 2, dict(attributes), [], [], (0, "")) for i in range(1000)]
+start = records.encode_invocation_start("req-1", "arn", 7, 3, 0, True, 1, False, False, "sqs", {}, [], "", 4)
+print(channel.Channel(sys.argv[1]).send_invocation(start, {"end_ns": 2, "spans": spans}), flush=True)
+os._exit(0)  # the environment ends before another record
+"""
+
+
+def test_spans_too_many_for_the_socket_s_buffer_are_each_delivered_or_counted_when_the_process_ends_at_once(listener, sock_path):
+    from lambdawrap.shared import unreported_drops
+
+    server, received = listener
+    # GIVEN the function's process, with Lambda's send buffer, ending an invocation with 1,000
+    # client spans (~700 KB, sent in frames beside its record) and then at once
+    out = subprocess.run([sys.executable, "-c", MANY_SPANS_THEN_EXIT, sock_path], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+    def delivered() -> int:
+        return sum(len(r.get("spans", [])) + len(r.get("end", {}).get("spans", [])) for r in list(received))
+
+    # THEN each span reached the companion or was counted as dropped (before: a frame that
+    # found the buffer part full was sent in part, its rest left for a next send that never
+    # came, and ~300 spans were neither)
+    kept = [0]
+
+    def accounted() -> bool:
+        kept[0] += unreported_drops.collect(sock_path)
+        return delivered() + kept[0] == 1000
+
+    wait_for(accounted, timeout=30, what="every span delivered or counted")
+    assert delivered() >= 300 and server.problems == []
 
 
 def test_fork_gives_each_worker_its_own_connection_and_cold_start(tmp_path, listener, sock_path):

@@ -174,7 +174,7 @@ class SocketServer:
         for record in decoded:
             if not isinstance(record, dict):
                 self.on_problem("malformed_record", "a record that is not an object")
-            elif record.get("type") in records.REQUESTS:
+            elif isinstance(record.get("type"), str) and record["type"] in records.REQUESTS:  # a list is no key
                 threading.Thread(target=self._answer, args=(conn, record), name="lambdawrap-request", daemon=True).start()
             else:
                 self._handle(record)

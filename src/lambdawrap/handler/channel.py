@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 import time
 from threading import get_ident
@@ -61,6 +62,14 @@ RECONNECT_INTERVAL_S = 1.0
 SEND_BUFFER_BYTES = 2 * MAX_RECORD_BYTES
 # Records sent from inside a send on its own thread (see Channel._holder) kept for after it.
 MAX_REENTERED = 64
+# A frame over this size is started only where the buffer has room for all of it (see
+# Channel._room_for): one sent in part held the companion's reader until this process's next
+# send, maybe the next invocation's, and an environment ending first took the frame and the
+# spans in it uncounted. Under it, a frame goes as it always did (no system call more).
+CHECKED_FRAME_BYTES = 32 * 1024
+# Linux's SIOCOUTQ: what a Unix socket's send buffer holds, in the kernel's own reckoning of it
+# (the space the queued data takes), which is what the buffer's size bounds.
+_SIOCOUTQ = 0x5411
 
 
 class Channel:
@@ -80,9 +89,10 @@ class Channel:
         self._sock: unix_socket | None = None
         self._pending = b""
         self._next_connect = 0.0
-        self._warned = False
+        self._warned: set = set()  # the kinds of failure already said (see _warn_once)
         self._kept = False
         self._identity: tuple = ()  # (device, inode) of the connected socket
+        self._buffer_bytes = 0  # the connected socket's send buffer, as the kernel made it
         self._companion_down = False  # as the last connection or attempt told
         if hasattr(os, "register_at_fork"):
             # A forked worker must not share the parent's connection: interleaved frames
@@ -132,7 +142,7 @@ class Channel:
         sock = None
         try:
             sock = unix_socket(AF_UNIX, SOCK_STREAM)  # may fail too: no descriptor left
-            _grow_send_buffer(sock)
+            self._buffer_bytes = _grow_send_buffer(sock)
             # Non-blocking before the connect too: a blocking connect waits while the
             # companion's backlog is full (Managed Instances' workers all ending a first
             # invocation while it waits for CPU), and the invocation with it. A full backlog
@@ -151,7 +161,7 @@ class Channel:
                 # after this invocation's end; or its backlog full, for a moment. The next send
                 # tries again (one failed connect).
                 self._next_connect = now
-            self._warn_once(f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
+            self._warn_once("refused" if self._companion_down else "unreachable", f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
         self._companion_down = False
         status = os.fstat(sock.fileno())
@@ -203,12 +213,14 @@ class Channel:
         except OSError:
             return True
 
-    def _warn_once(self, message: str) -> None:
+    def _warn_once(self, kind: str, message: str) -> None:
         # Called with the lock held: logged once it is released (_holding_the_lock). Logging
         # runs the function's handlers, which may wait on a lock of their own held by a thread
         # of the function's that is sending a span: logged here, neither would go on.
-        if not self._warned:
-            self._warned = True
+        # Once per kind: a span at import time, before the companion's socket is there, must
+        # not use up the one line that says the companion died (refused) later.
+        if kind not in self._warned:
+            self._warned.add(kind)
             self._warning = message
 
     def send(self, record: dict) -> bool:
@@ -326,6 +338,9 @@ class Channel:
                 if self._pending:
                     self._count_drop(kind, companion_alive=True, weight=weight)
                     return False
+            if len(frame) > CHECKED_FRAME_BYTES and not self._room_for(sock, len(frame)):
+                self._count_drop(kind, companion_alive=True, weight=weight)
+                return False
             sent = sock.send(frame, _SEND_FLAGS)
             # The rest of a half-sent frame must go first next time, or the stream breaks.
             self._pending = frame[sent:]
@@ -337,7 +352,7 @@ class Channel:
             self._companion_down = True  # it closed the connection: it died
             self._count_drop(kind, companion_alive=False, weight=weight)
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-                self._warn_once(f"sending to the companion failed: {exc}")
+                self._warn_once("send", f"sending to the companion failed: {exc}")
             return False
         if reported:
             self.dropped -= reported
@@ -345,6 +360,20 @@ class Channel:
                 self._kept = False
                 unreported_drops.forget(self.path, os.getpid())
         return True
+
+    def _room_for(self, sock: unix_socket, size: int) -> bool:
+        """Whether a frame of `size` bytes fits whole in the send buffer now (the kernel's
+        reckoning counts the room its pieces take too: an eighth more, and a margin). An empty
+        buffer takes any frame, as it did; where the queue cannot be read, the send says."""
+        try:
+            from fcntl import ioctl  # at the first large frame only: its import costs ~0.4 ms
+        except ImportError:  # not on Linux: local tooling only
+            return True
+        try:
+            queued = int.from_bytes(ioctl(sock.fileno(), _SIOCOUTQ, bytes(4)), sys.byteorder, signed=True)
+        except OSError:
+            return True
+        return queued <= 0 or not self._buffer_bytes or queued + size + size // 8 + 16384 <= self._buffer_bytes
 
     def _count_drop(self, kind: object, companion_alive: bool, weight: int = 1) -> None:
         # Called with the lock held.
@@ -390,12 +419,17 @@ class Channel:
         self._pending = b""
 
 
-def _grow_send_buffer(sock: unix_socket) -> None:
-    """One system call per connection, none per send: see SEND_BUFFER_BYTES."""
+def _grow_send_buffer(sock: unix_socket) -> int:
+    """The send buffer's size once grown (two system calls per connection, none per send:
+    see SEND_BUFFER_BYTES); 0 where it cannot be read."""
     try:
         sock.setsockopt(SOL_SOCKET, SO_SNDBUF, SEND_BUFFER_BYTES)
     except OSError:
         pass  # a smaller buffer only costs the largest records
+    try:
+        return sock.getsockopt(SOL_SOCKET, SO_SNDBUF)
+    except OSError:
+        return 0
 
 
 def _spans_carried(end: dict) -> int:
