@@ -2145,6 +2145,42 @@ def test_a_request_written_line_by_line_is_traced_once_and_carries_the_context(t
     assert sent["own"]["traceparent"] == "00-11111111111111111111111111111111-2222222222222222-01" and sent["lines"]["x-order"] == "9"
 
 
+URLLIB3_AS_ITS_1X_SENDS = """
+import http.client, urllib.parse
+import urllib3.connection
+
+def handler(event, context):
+    url = urllib.parse.urlsplit(event["http"])
+    # urllib3 1.x's connection sends a request with http.client's request() (boto3 on it too)
+    pooled = urllib3.connection.HTTPConnection(url.hostname, url.port, timeout=5)
+    http.client.HTTPConnection.request(pooled, "GET", "/status/200?via=urllib3")
+    status = http.client.HTTPConnection.getresponse(pooled).status
+    pooled.close()
+    plain = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    plain.request("GET", "/status/200?via=plain")
+    return [status, plain.getresponse().status]
+"""
+
+
+def test_urllib3_left_out_is_left_alone_where_its_connection_sends_with_http_client_s_request(tmp_path):
+    # GIVEN a function that leaves urllib3 out of what is traced, and whose urllib3 sends as
+    # 1.x does (its connection's request() is http.client's)
+    task = write_function(tmp_path / "task", URLLIB3_AS_ITS_1X_SENDS)
+    with recording_server() as http:
+        with instrumented(task, env={"LAMBDAWRAP_INSTRUMENT": "urllib"}) as (emu, rx):
+            result = emu.invoke({"http": http.url})
+            invocation = invocation_span(rx, result.request_id)
+            (call,) = children(rx, invocation, 1)
+            assert emu.wait_idle(30)
+        sent = {r["path"].rpartition("via=")[2]: r["headers"] for r in http.requests}
+    # THEN its request goes as without the layer, untraced (before: a span and a traceparent,
+    # added to boto3's requests after they were signed), and http.client's own is traced
+    assert result.json() == [200, 200]
+    assert "traceparent" not in sent["urllib3"] and "traceparent" in sent["plain"]
+    assert call["attributes"]["url.full"].endswith("via=plain")
+    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 1
+
+
 CLOSES_UNREAD = """
 import http.client, urllib.parse
 
@@ -3107,6 +3143,42 @@ def test_a_stubbed_sqs_send_answers_the_function_s_own_canned_answer(tmp_path):
     # THEN the function gets its canned answer, unchanged, as without the layer (the answer
     # SQS did not send is not given the function's digest)
     assert without["answer"]["MD5OfMessageAttributes"] == "canned-digest", without
+    assert result.json() == without
+
+
+REPLAYED_SEND = """
+import boto3
+from botocore.awsrequest import AWSResponse
+
+ANSWER = b'{"MessageId": "m-1", "MD5OfMessageBody": "5d41402abc4b2a76b9719d911017c592", "MD5OfMessageAttributes": "canned-digest"}'
+
+
+class Replayed:  # a body as a response cache or a before-send double replays it
+    def stream(self, **kwargs):
+        yield ANSWER
+
+
+def handler(event, context):
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test", endpoint_url="http://127.0.0.1:9")
+    sqs.meta.events.register("before-send", lambda request, **kwargs: AWSResponse(request.url, 200, {"x-amzn-RequestId": "r"}, Replayed()))
+    queue = "http://127.0.0.1:9/1/q"
+    own = sqs.send_message(QueueUrl=queue, MessageBody="hello", MessageAttributes={"kind": {"DataType": "String", "StringValue": "order"}})
+    plain = sqs.send_message(QueueUrl=queue, MessageBody="hello")
+    return [own.get("MD5OfMessageAttributes"), plain.get("MD5OfMessageAttributes")]
+"""
+
+
+def test_an_sqs_answer_a_before_send_handler_replays_is_the_function_s_as_it_replays_it(tmp_path):
+    # GIVEN a function whose before-send handler answers SQS sends with a body of its own (a
+    # response cache, a test double), one send with attributes of the function's, one without
+    task = write_function(tmp_path / "task", REPLAYED_SEND)
+    without = answer_without_layer(task, {})
+    with instrumented(task, timeout_s=30) as (emu, rx):
+        result = emu.invoke({})
+        invocation_span(rx, result.request_id)
+    # THEN the function gets the digest its handler answered, as without the layer (before: the
+    # digest of its own attributes in place of it, and for the send without any, none)
+    assert without == ["canned-digest", "canned-digest"], without
     assert result.json() == without
 
 

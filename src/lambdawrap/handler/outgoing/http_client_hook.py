@@ -175,6 +175,8 @@ def _urllib3s(conn: "Any") -> bool:
 
 
 def _begin(calls: HttpCalls, https: "Any", conn: "Any", args: tuple, kwargs: dict) -> tuple:
+    if _urllib3s(conn):  # urllib3 1.x's request() is http.client's (boto3 on it too)
+        return None, args, kwargs
     method = args[0] if args else kwargs.get("method", "")
     url = args[1] if len(args) > 1 else kwargs.get("url", "")
     if not isinstance(method, str) or not isinstance(url, str):

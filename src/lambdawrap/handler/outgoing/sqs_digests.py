@@ -30,19 +30,20 @@ def sent_as_written(operation: str, params: dict) -> "tuple | None":
 
 
 def to_restore(as_written: tuple, params: dict) -> "dict | None":
-    """{entry Id (None for SendMessage): the digest SQS would have answered for the function's
-    own attributes (None: it sent none)} for each message the carriers gave attributes; None
-    where they gave none."""
+    """{entry Id (None for SendMessage): (the digest SQS would have answered for the function's
+    own attributes (None: it sent none), the digest of those sent, ours among them)} for each
+    message the carriers gave attributes; None where they gave none."""
     operation, written = as_written
     restore: dict = {}
     if operation == "SendMessage":
-        if params.get("MessageAttributes") is not written:
-            restore[None] = digest(written)
+        sent = params.get("MessageAttributes")
+        if sent is not written:
+            restore[None] = (digest(written), digest(sent))
     else:
         for entry, sent in zip(written, params.get("Entries") or ()):
             if sent is not entry and isinstance(entry, dict) and isinstance(sent, dict) and sent.get("MessageAttributes") is not entry.get("MessageAttributes"):
-                restore[entry.get("Id")] = digest(entry.get("MessageAttributes"))
-    restore = {key: value for key, value in restore.items() if value is not _NONE}
+                restore[entry.get("Id")] = (digest(entry.get("MessageAttributes")), digest(sent.get("MessageAttributes")))
+    restore = {key: value for key, value in restore.items() if _NONE not in value}
     return restore or None
 
 
@@ -57,9 +58,13 @@ def restore(restore: dict, parsed: "Any") -> None:
             _put(entry, restore[entry["Id"]])
 
 
-def _put(answer: dict, value: "str | None") -> None:
-    if _DIGEST_KEY not in answer:
-        return  # not the answer of a message that went with attributes: nothing of ours in it
+def _put(answer: dict, digests: tuple) -> None:
+    value, sent = digests
+    if answer.get(_DIGEST_KEY) != sent:
+        # Not the digest of what was sent (ours among it): an answer a handler of the
+        # function's made up (a cache, a before-send stub), or none of a message that went
+        # with attributes. Nothing of ours in it.
+        return
     if value is None:
         del answer[_DIGEST_KEY]
     else:
