@@ -267,6 +267,38 @@ def big_start(rid: str) -> bytes:
     return json.dumps({"request_id": rid, "trace_id": "1" * 32, "span_id": "2" * 16, "attributes": {"user_agent.original": "u" * 9000}}).encode()
 
 
+OUT_OF_DESCRIPTORS_FOR_A_MOMENT = """
+import os, resource, sys
+from lambdawrap.shared import inflight
+
+slot = inflight.InflightSlot(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+taken = []
+try:
+    while True:
+        taken.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+now = 10**18
+held = [slot.hold(b'{"request_id": "r1"}', now)]
+for fd in taken:
+    os.close(fd)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+held += [slot.hold(b'{"request_id": "r2"}', now + 10**8), slot.hold(b'{"request_id": "r3"}', now + 2 * 10**9)]
+print(held, inflight.read(sys.argv[1], "r3") is not None, flush=True)
+"""
+
+
+def test_a_slot_not_made_for_want_of_a_descriptor_is_made_a_second_later(tmp_path):
+    # GIVEN a function's process out of descriptors for a moment (its own files) at an
+    # invocation's start WHEN the next invocations start, the descriptors free again
+    done = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS_FOR_A_MOMENT, str(tmp_path / "lw.sock")], capture_output=True, text=True, timeout=60)
+    # THEN the slot is not made then, nor tried again at once, and is made a second on (before:
+    # never again in that process's life, each timeout and crash after it without its trace)
+    assert done.stdout.split() == ["[False,", "False,", "True]", "True"], (done.stdout, done.stderr)
+
+
 def test_a_full_filesystem_costs_only_the_slot(small_tmpfs):
     # GIVEN /tmp full before the first invocation WHEN the slot is made THEN it is refused
     # (no SIGBUS) and nothing of it is left behind

@@ -16,9 +16,11 @@ stays within them. A file removed under the process (a function that empties
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import time
 
 from lambdawrap.shared.own_stdlib import mmap
 from lambdawrap.shared.process_id import own_pid
@@ -32,6 +34,7 @@ HELD_SPANS = "held_spans"  # the key read() adds to a start record whose process
 # in its handler removes it, and the companion, which reads the slot by its name, would find none
 # for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
 CHECK_INTERVAL_NS = 1_000_000_000
+_FOR_A_MOMENT = (errno.EMFILE, errno.ENFILE)
 MAX_KEPT_MAPS = 8  # old maps kept open, their descriptor's number the function's since (see _open)
 # From 3.13 a map need not keep a descriptor of the file (trackfd=False).
 _NO_FD_KEPT = {"trackfd": False} if sys.version_info >= (3, 13) else {}
@@ -46,6 +49,7 @@ class InflightSlot:
         self._map = None
         self._pid = 0
         self._broken = False
+        self._retry_ns = 0  # a slot not made for a moment (no descriptor left) is tried again from then
         self._path = ""
         self._identity: tuple = ()  # (device, inode) of the file mapped
         self._replaced: list = []  # maps made before the current one, not closed (see _open)
@@ -99,7 +103,7 @@ class InflightSlot:
         """Publish the start of an invocation (at `now_ns`, time.time_ns()); False if there is
         no slot (or it is too big). Every write lands inside the SIZE bytes reserved at open: a
         map never grows its file."""
-        if self._broken:
+        if self._broken or (self._retry_ns and (now_ns or time.time_ns()) < self._retry_ns):
             return False
         if len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:
             self.clear()  # what the slot held (an earlier attempt's start) is not this one's
@@ -111,8 +115,21 @@ class InflightSlot:
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
             return True
-        except (OSError, ValueError):
-            self._broken = True  # e.g. /tmp full: not tried again on every invocation
+        except OSError as exc:
+            try:
+                self.clear()  # what the slot held (an earlier invocation's start) is not this one's
+            except ValueError:  # its map closed
+                pass
+            if exc.errno in _FOR_A_MOMENT:
+                # No descriptor left (the function's own files, for a moment): tried again a
+                # second on, not given up for the process's life, every timeout and crash after
+                # it without its trace.
+                self._retry_ns = (now_ns or time.time_ns()) + CHECK_INTERVAL_NS
+            else:
+                self._broken = True  # e.g. /tmp full: not tried again on every invocation
+            return False
+        except ValueError:
+            self._broken = True
             return False
 
     def clear(self) -> None:
