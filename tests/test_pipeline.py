@@ -656,6 +656,33 @@ def test_an_invocation_record_larger_than_a_sockets_default_buffer_goes_whole(tm
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_too_large"}) == 0
 
 
+TOO_LARGE_AT_IMPORT = """
+from opentelemetry import trace
+
+with trace.get_tracer("warmup").start_as_current_span("load model") as span:
+    span.set_attribute("model", "m" * 300_000)  # no attribute length limit by default
+
+
+def handler(event, context):
+    return {"ok": True}
+"""
+
+
+def test_a_span_too_large_by_itself_outside_an_invocation_is_counted_as_too_large(tmp_path):
+    # GIVEN a function whose span at import time is larger than a record by itself
+    task = write_function(tmp_path / "task", TOO_LARGE_AT_IMPORT)
+    with instrumented(task) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({})
+        assert result.json() == {"ok": True}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, count=1, timeout=30)
+        emu.stop()  # SHUTDOWN: the counts are exported by then
+    # THEN it is counted as too large, the reason it was not exported (before: as handler_channel,
+    # as if the companion had been gone)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_too_large"}) == 1
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0
+
+
 def test_spans_too_many_for_their_invocations_record_go_beside_it(tmp_path):
     # GIVEN a function whose 600 spans make ~700 KB, far over an invocation record's 256 KB
     task = write_function(tmp_path / "task", BULKY_SPANS)

@@ -580,6 +580,9 @@ class Correlator:
             self.sink.dropped("handler_channel", dropped)
         if record.get("type") == records.SPANS:
             self.sink.user_spans(record.get("spans") or [])
+            too_large = records.count(record.get("spans_too_large"))
+            if too_large:
+                self.sink.dropped("record_too_large", too_large)
             return
         if record.get("type") == records.POSTED:
             self._on_posted(record)

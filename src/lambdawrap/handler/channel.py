@@ -254,6 +254,13 @@ class Channel:
             record["dropped"] = reported
         try:
             frame = encode(record)
+            spans = record.get("spans")
+            if len(frame) > MAX_RECORD_BYTES and record.get("type") == records.SPANS and isinstance(spans, list) and spans:
+                # Spans too large by themselves for a record (one span sent alone: at import
+                # time, on a thread of its own): the record goes without them, saying how many
+                # (record_too_large, as for those an invocation's record could not hold).
+                record["spans"], record["spans_too_large"] = [], len(spans)
+                frame = encode(record)
         except Exception:  # noqa: BLE001 - an unencodable record is dropped, never raised
             record.pop("dropped", None)
             self._count_drop(record.get("type"), companion_alive=not self._companion_down)

@@ -59,6 +59,7 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
              trace_state (only when the trace has one), parent_remote (only when the parent
              came from another process: the OTLP span flags say so, as the SDK's), scope_version,
              scope_schema_url, scope_attributes (each only when the tracer has one)}]
+    spans_too_large  int  spans each larger than a record by itself, sent without them
 
 ``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
 its error ("error") to the Runtime API, and the call returned, for an invocation whose record
