@@ -135,9 +135,9 @@ print(json.dumps(flushes))
 
 def test_a_slow_collector_gets_every_signal_at_once_so_the_invoke_phase_waits_one_round_trip():
     # GIVEN a span, a log line and a metric to export at each of three flushes, and a collector
-    # that answers each request after 0.6 s (a remote one, far away)
+    # that answers each request after 2 s (a remote one, far away, on a busy machine)
     with OtlpReceiver() as rx:
-        rx.set_behaviour(delay_s=0.6)
+        rx.set_behaviour(delay_s=2.0)
         # WHEN the pipeline flushes three times (as at the ends of three invocations)
         flushes, _ = run_probe(AT_ONCE_PROBE, rx.endpoint, "threads")
         answered = [(r["path"], r["received_at"]) for r in rx.requests()]
@@ -145,13 +145,13 @@ def test_a_slow_collector_gets_every_signal_at_once_so_the_invoke_phase_waits_on
     assert [f["flushed"] for f in flushes] == [True] * 3 and got == (3, 3, [3, 3, 3])
     # THEN each flush's three requests were in flight at once, from two threads made for it
     # (the first before any latency was known, the others knowing it): answered together,
-    # where one after the other they would be 0.6 s apart and the flush 1.8 s long
+    # where one after the other they would be 2 s apart and the flush 6 s long
     for flush, answers in zip(flushes, (dict(answered[i : i + 3]) for i in (0, 3, 6))):
         assert flush["threads"] == ["lambdawrap-export-logs", "lambdawrap-export-metrics"], flushes
         assert sorted(answers) == ["/v1/logs", "/v1/metrics", "/v1/traces"], answered
-        assert max(answers.values()) - min(answers.values()) < 0.45, answered
-        assert flush["seconds"] < 1.5, flushes
-    assert flushes[2]["latency_before"] >= 0.6
+        assert max(answers.values()) - min(answers.values()) < 1.5, answered
+        assert flush["seconds"] < 3.5, flushes
+    assert flushes[2]["latency_before"] >= 2.0
 
 
 def test_a_collector_that_answers_at_once_gets_the_signals_in_turn():
