@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.function_cpu import RunMeter, process_cpu_s
 from lambdawrap.handler.channel import Channel
 
+SRC = str(Path(__file__).resolve().parent.parent / "src")
 COMPUTES_THEN_WAITS = "import time, sys\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('computed', flush=True)\nsys.stdin.read()\n"
 
 
@@ -56,25 +58,51 @@ def test_a_run_ended_by_another_process_is_not_judged():
     assert meter.spare_cpu_s == 0
 
 
+SENDS_THEN_FORKS = """
+import os, sys, time
+from lambdawrap.handler.channel import Channel
+
+channel = Channel(sys.argv[1])
+channel.send({"type": "log", "n": 1})
+print(os.getpid(), flush=True)
+sys.stdin.readline()
+# A forked child of the function reports on a connection of its own...
+child = os.fork()
+if child == 0:
+    try:
+        channel.send({"type": "log", "n": 2})
+        time.sleep(0.5)
+    finally:
+        os._exit(0)
+print(child, flush=True)
+sys.stdin.readline()
+# ...and the function's next record, on its own connection, makes it the peer again.
+channel.send({"type": "log", "n": 3})
+os.waitpid(child, 0)
+sys.stdin.readline()
+"""
+
+
 def test_the_peer_is_the_process_whose_bytes_came_last(tmp_path):
     server = SocketServer(str(tmp_path / "lw.sock"), lambda record: None, lambda *args: None)
     server.start()
+    # The function's process is one of its own: a fork of the test runner's (its threads and
+    # their locks) may hang.
+    function = subprocess.Popen([sys.executable, "-c", SENDS_THEN_FORKS, str(tmp_path / "lw.sock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
     try:
-        channel = Channel(str(tmp_path / "lw.sock"))
-        channel.send({"type": "log", "n": 1})
-        wait_for(lambda: server.peer_pid == os.getpid(), timeout=30, what="the function's record")
-        # A forked child of the function reports on a connection of its own...
-        child = os.fork()
-        if child == 0:
-            try:
-                channel.send({"type": "log", "n": 2})
-                time.sleep(0.5)
-            finally:
-                os._exit(0)
+        parent = int(function.stdout.readline())
+        wait_for(lambda: server.peer_pid == parent, timeout=30, what="the function's record")
+        function.stdin.write("fork\n")
+        function.stdin.flush()
+        child = int(function.stdout.readline())
         wait_for(lambda: server.peer_pid == child, timeout=30, what="the child's record")
-        # ...and the function's next record, on its own connection, makes it the peer again.
-        channel.send({"type": "log", "n": 3})
-        wait_for(lambda: server.peer_pid == os.getpid(), timeout=30, what="the function's record")
-        os.waitpid(child, 0)
+        function.stdin.write("again\n")
+        function.stdin.flush()
+        wait_for(lambda: server.peer_pid == parent, timeout=30, what="the function's record")
+        function.stdin.write("done\n")
+        function.stdin.flush()
+        function.wait(30)
     finally:
+        if function.poll() is None:
+            function.kill()
         server.stop()

@@ -171,39 +171,39 @@ def test_the_slot_of_a_process_its_parent_has_not_reaped_is_removed_once_read(tm
         process.wait(10)
 
 
-def test_a_forked_child_writes_a_slot_of_its_own(tmp_path):
-    socket_path = str(tmp_path / "lw.sock")
-    slot = inflight.InflightSlot(socket_path)
-    slot.hold(start("parent"))
-    pid = os.fork()
-    if pid == 0:
-        try:
-            slot.hold(start("child"))
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    # The parent's slot still holds the parent's invocation; the child's is its own.
-    assert inflight.read(socket_path, "parent")["request_id"] == "parent"
-    assert inflight.read(socket_path, "child")["request_id"] == "child"
+FORKS_WITH_A_SLOT = """
+import os, sys
+from lambdawrap.shared import inflight
+from lambdawrap.shared.process_id import own_pid
+
+socket_path = sys.argv[1]
+slot = inflight.InflightSlot(socket_path)
+slot.hold(sys.argv[2].encode())
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        slot.hold(sys.argv[3].encode())
+        os.write(write_end, f"{own_pid()} {os.getpid()}".encode())
+    finally:
+        os._exit(0)
+os.close(write_end)
+os.waitpid(pid, 0)
+cached, real = os.read(read_end, 100).decode().split()
+print(inflight.read(socket_path, "parent")["request_id"], inflight.read(socket_path, "child")["request_id"], cached, real, pid, own_pid() == os.getpid())
+"""
 
 
-def test_the_cached_process_id_follows_a_fork():
-    # own_pid() answers without a system call; a forked child must still get its own id.
-    from lambdawrap.shared.process_id import own_pid
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write_end, f"{own_pid()} {os.getpid()}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    cached, real = os.read(read_end, 100).decode().split()
-    os.close(read_end)
-    assert int(cached) == int(real) == pid
-    assert own_pid() == os.getpid() != pid
+def test_a_forked_child_writes_a_slot_of_its_own_and_knows_its_own_process_id(tmp_path):
+    # GIVEN a function's process holding an invocation in its slot, which forks (in a process
+    # of its own: a fork of the test runner's, its threads and their locks, may hang) WHEN the
+    # child holds one
+    done = subprocess.run([sys.executable, "-c", FORKS_WITH_A_SLOT, str(tmp_path / "lw.sock"), start("parent").decode(), start("child").decode()], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+    parent, child, cached, real, pid, parent_knows = done.stdout.split()
+    # THEN the parent's slot still holds the parent's invocation, and the child's is its own
+    assert (parent, child) == ("parent", "child"), done.stderr
+    # ... and own_pid(), which answers without a system call, gave the child its own id
+    assert cached == real == pid and parent_knows == "True"
 
 
 # A /tmp the function filled --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -816,22 +817,36 @@ def test_new_ids_never_zero(monkeypatch):
     assert new_span_id() == 9
 
 
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+DRAWS_IDS_IN_A_FORK = """
+import os
+from lambdawrap.shared.ids import new_trace_id
+
+new_trace_id()
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:  # child
+    try:
+        os.write(write_end, b"%x" % new_trace_id())
+    finally:
+        os._exit(0)
+os.close(write_end)
+parent_id = new_trace_id()
+child_id = int(os.read(read_end, 64), 16)
+os.waitpid(pid, 0)
+print(parent_id, child_id)
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork")
 def test_ids_differ_after_fork():
-    # GIVEN a forked child WHEN parent and child both draw ids THEN they differ (reseeded child).
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.write(write_end, b"%x" % new_trace_id())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    parent_id = new_trace_id()
-    child_id = int(os.read(read_end, 64), 16)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    assert child_id != parent_id
+    # GIVEN a forked child (of a process of its own: a fork of the test runner's, its threads
+    # and their locks, may hang) WHEN parent and child both draw ids THEN they differ (the
+    # child is reseeded)
+    done = subprocess.run([sys.executable, "-c", DRAWS_IDS_IN_A_FORK], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+    parent_id, child_id = done.stdout.split()
+    assert child_id != parent_id, done.stderr
 
 
 # --- fuzzing: nothing raises, outputs keep their invariants ------------------------------------
