@@ -59,7 +59,7 @@ def test_concurrent_invocations_each_take_an_idle_worker(function_dir):
         # THEN each ran on a worker of its own, at the same time
         assert [status for status, _ in results] == [200] * 4
         assert len({body["pid"] for _, body in results}) == 4
-        assert elapsed < 0.5 * 4 * 1.5, elapsed
+        assert elapsed < 0.75 * 4 * 1.5, elapsed  # one after another: 6 s
         env = results[0][1]["env"]
         assert env["AWS_LAMBDA_MAX_CONCURRENCY"] == "4" and env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "lambda-managed-instances"
         # AND the workers were started once: one init for the environment

@@ -403,12 +403,12 @@ def test_flush_budget_bounds_the_invoke_phase(task):
     with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_FLUSH_BUDGET_MS": "100"}) as (emu, rx):
         emu.invoke({})
         emu.wait_idle()
-        rx.set_behaviour(delay_s=2.0)
+        rx.set_behaviour(delay_s=5.0)
         started = time.monotonic()
         emu.invoke({})
-        emu.wait_idle()
+        emu.wait_idle(30)
         phase = time.monotonic() - started
-        assert phase < 0.8, phase  # the 2 s collector did not hold /next
+        assert phase < 2.5, phase  # the 5 s collector did not hold /next
 
 
 def test_a_flush_budget_of_0_keeps_no_invoke_phase_open_for_a_late_verdict(task):
@@ -417,18 +417,25 @@ def test_a_flush_budget_of_0_keeps_no_invoke_phase_open_for_a_late_verdict(task)
     with instrumented(task, env={"LAMBDAWRAP_FLUSH": "end", "LAMBDAWRAP_FLUSH_BUDGET_MS": "0"}) as (emu, rx):
         emu.invoke({})
         emu.wait_idle()
+
+        def phases_s() -> list:
+            phases = []
+            for _ in range(5):
+                started = time.monotonic()
+                emu.invoke({})
+                emu.wait_idle(30)
+                phases.append(time.monotonic() - started)
+            return phases
+
+        on_time = phases_s()  # the telemetry on time: what this machine takes now
         emu.bus.gate.min_buffer_s = 3.0
-        phases = []
-        for _ in range(5):
-            started = time.monotonic()
-            emu.invoke({})
-            emu.wait_idle()
-            phases.append(time.monotonic() - started)
+        late = phases_s()
         emu.bus.gate.min_buffer_s = 0.0
-        # THEN the phase ends with the function's part (before: held 0.3 s more each time,
-        # waiting for the verdict, and billed), and the spans still go, at a later export
-        assert statistics.median(phases) < 0.25, phases
-        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=6, timeout=60)
+        # THEN the phase ends with the function's part, as with the telemetry on time (before:
+        # held 0.3 s more each time, waiting for the verdict, and billed), and the spans still
+        # go, at a later export
+        assert statistics.median(late) - statistics.median(on_time) < 0.15, (late, on_time)
+        rx.wait_for_spans(lambda s: "faas.invocation_id" in s["attributes"], count=11, timeout=60)
 
 
 def test_a_runtime_context_the_function_names_for_its_own_packages_leaves_the_companion_quiet(task):
