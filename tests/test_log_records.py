@@ -566,13 +566,16 @@ def test_python_json_logger_s_levelname_and_syslog_s_alert_and_emergency_are_rea
     from lambdawrap.companion.log_records import MAX_READ_CHARS
 
     long_pjl = json.dumps({"message": "m", "payload": list(range(MAX_READ_CHARS // 2)), "levelname": "WARNING"})
-    lines = [pjl, long_pjl, '{"level": "ALERT", "message": "disk"}', '{"level": "emergency", "message": "down"}', "[ALERT]\t2026-12-01T10:00:00.000Z\tr\tdisk", "[EMERGENCY]\t2026-12-01T10:00:00.000Z\tr\tdown"]
+    both = json.dumps({"levelname": "Castle", "level": "ERROR", "message": "m", "payload": list(range(MAX_READ_CHARS // 2))})
+    lines = [pjl, long_pjl, '{"level": "ALERT", "message": "disk"}', '{"level": "emergency", "message": "down"}', "[ALERT]\t2026-12-01T10:00:00.000Z\tr\tdisk", "[EMERGENCY]\t2026-12-01T10:00:00.000Z\tr\tdown", both]
     found = _exported(*lines)
     # THEN each has its level (before: all at INFO, python-json-logger's with its line as body)
     assert found[0] == (17, "ERROR", "payment failed", {"asctime": "2026-12-01 10:00:00,000", "name": "orders", "order_id": 42})
     assert found[1][:3] == (13, "WARNING", long_pjl)
     # ... as the data model maps syslog's
-    assert [record[:2] for record in found[2:]] == [(19, "ALERT"), (21, "emergency"), (19, "ALERT"), (21, "EMERGENCY")]
+    assert [record[:2] for record in found[2:6]] == [(19, "ALERT"), (21, "emergency"), (19, "ALERT"), (21, "EMERGENCY")]
+    # ... and a record with both, too long to read whole, by its `level`, as one read whole is
+    assert found[6][:2] == (17, "ERROR")
 
 
 def test_json_records_of_other_loggers_and_odd_values_are_mapped_or_kept_as_their_line():

@@ -80,8 +80,16 @@ MAX_VALUES = 128
 # the time) or among its last fields, plain values after it (structlog writes it after the
 # event, a time maybe after it), not from what the record nests (a reading's "level").
 _HEAD_CHARS = 512
-_LEVEL_FIELD = re.compile(r'"level(?:name)?"\s*:\s*"([A-Za-z]{1,16})"')
-_LAST_LEVEL_FIELD = re.compile(r'"level(?:name)?"\s*:\s*"([A-Za-z]{1,16})"(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$')
+# A record's `level` first, else its `levelname`, as a record read whole is read.
+_PLAIN_FIELDS_TO_THE_END = r'(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$'
+
+
+def _level_fields(key: str) -> tuple:
+    field = rf'"{key}"\s*:\s*"([A-Za-z]{{1,16}})"'
+    return re.compile(field), re.compile(field + _PLAIN_FIELDS_TO_THE_END)
+
+
+_LEVEL_FIELDS = (_level_fields("level"), _level_fields("levelname"))
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
@@ -196,7 +204,11 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     record = json.loads(line) if whole else None if cut else _error_report(line)
     if record is None:
         # Not read whole: its level, with its line as body.
-        found = next((match for match in _LEVEL_FIELD.finditer(line, 0, _HEAD_CHARS) if _at_top(line, match.start())), None) or _LAST_LEVEL_FIELD.search(line, max(0, len(line) - _HEAD_CHARS))
+        found = None
+        for first, last in _LEVEL_FIELDS:
+            found = next((match for match in first.finditer(line, 0, _HEAD_CHARS) if _at_top(line, match.start())), None) or last.search(line, max(0, len(line) - _HEAD_CHARS))
+            if found:
+                break
         severity = _LEVELS.get(found.group(1).upper()) if found else None
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
     if not isinstance(record, dict):

@@ -370,7 +370,7 @@ class Channel:
 
     def _room_for(self, sock: unix_socket, size: int) -> bool:
         """Whether a frame of `size` bytes fits whole in the send buffer now (the kernel's
-        reckoning counts the room its pieces take too: an eighth more, and a margin). An empty
+        reckoning counts the room its pieces take too: a sixteenth more, and a page). An empty
         buffer takes any frame, as it did; where the queue cannot be read, the send says."""
         try:
             from fcntl import ioctl  # at the first large frame only: its import costs ~0.4 ms
@@ -380,7 +380,7 @@ class Channel:
             queued = int.from_bytes(ioctl(sock.fileno(), _SIOCOUTQ, bytes(4)), sys.byteorder, signed=True)
         except OSError:
             return True
-        return queued <= 0 or not self._buffer_bytes or queued + size + size // 8 + 16384 <= self._buffer_bytes
+        return queued <= 0 or not self._buffer_bytes or queued + size + size // 16 + 4096 <= self._buffer_bytes
 
     def _count_drop(self, kind: object, companion_alive: bool, weight: int = 1) -> None:
         # Called with the lock held.
