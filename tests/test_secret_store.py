@@ -96,6 +96,34 @@ def serving_the_api(settings: Settings, clients, scrubber=None) -> Iterator[tupl
         store.stop()
 
 
+def test_the_secrets_port_takes_as_many_waiting_connections_as_the_kernel_allows():
+    import select
+
+    # GIVEN the secrets API's port, bound, its server not yet serving (as at the cold start,
+    # or while it waits for CPU)
+    server = prebound_http.PreboundHttpServer("127.0.0.1")
+    with open("/proc/sys/net/core/somaxconn") as f:
+        count = min(200, int(f.read()) - 1)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        # WHEN that many workers connect at once
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(server.address)
+        # THEN each connection is made at once, waiting to be served (before: past 64 the
+        # handshake was dropped, and the worker waited a second or more to try again)
+        waiting, deadline = set(clients), time.monotonic() + 10
+        while waiting and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(waiting), [], 0.5)
+            waiting -= set(writable)
+        assert not waiting, f"{len(waiting)} of {count} not connected"
+        assert all(client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+        server.listening_socket.close()
+
+
 def test_one_entry_per_secret_whatever_the_name_or_path_asks_for_it(moto, clients):
     # GIVEN two declared secrets from one Secrets Manager secret, and a parameter
     settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,DB_USER=secretsmanager:prod/db#user,API_KEY=ssm:/prod/api/key")

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 
 _FAILURES = Failures()
+# Connections not yet accepted that the kernel keeps (capped by net.core.somaxconn, 4096 on
+# Lambda's kernels), as the channel's: on Managed Instances each worker process may ask for its
+# secrets while it loads, all at once. A handshake past the backlog is dropped, and its client
+# tries again a second later, then three.
+BACKLOG = 4096
 
 
 class PreboundHttpServer:
@@ -26,7 +31,7 @@ class PreboundHttpServer:
         except OSError:
             self._socket.close()
             raise
-        self._socket.listen(64)
+        self._socket.listen(BACKLOG)
         self._server: Any = None
 
     @property
