@@ -363,6 +363,50 @@ def test_on_managed_instances_each_attempt_of_a_retried_request_counts_the_spans
     assert signals.dropped_by_reason["process_ended"] == 5
 
 
+@pytest.mark.parametrize("loss_told", [True, False], ids=["after a loss the platform told", "no loss told"])
+def test_on_managed_instances_a_timed_out_handler_s_record_after_more_requests_than_are_remembered_adds_only_its_spans(tmp_path, monkeypatch, loss_told):
+    from lambdawrap.companion import correlator as correlator_module
+
+    # GIVEN a request that timed out in a worker that runs on, holding its start in its slot
+    # (its span made from it at the timeout), then more requests than the companion remembers
+    # (2,048 finished, 16,384 forgotten: 8 and 16 here)
+    monkeypatch.setattr(correlator_module, "KEEP_FINISHED", 8)
+    monkeypatch.setattr(correlator_module, "KEEP_FORGOTTEN_IDS", 16)
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    correlator, signals = environment(managed_instances=True, socket_path=socket_path)
+    late = record("X", spans=[user_span("load"), user_span("check", "2" * 16)])
+    late["end"]["remaining_ms"] = 0
+    worker = holding_process(socket_path, late["start"], 2)
+    try:
+        if loss_told:
+            correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 1, "droppedBytes": 100, "reason": "lag"}}])
+        correlator.on_telemetry([platform_start("X"), {"time": stamp(), "type": "platform.report", "record": {"requestId": "X", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}}}])
+        for n in range(30):
+            other = record(f"R{n}")
+            other["start"]["span_id"] = f"{n + 16:016x}"
+            other["end"]["remaining_ms"] = 3000
+            correlator.on_telemetry([platform_start(f"R{n}")])
+            correlator.on_record(other)
+            correlator.on_telemetry([platform_report(f"R{n}")])
+            correlator.finish_overdue()
+        # WHEN its handler returns at last, clearing its slot, and its record comes
+        worker.stdin.write("clear\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "cleared"
+        correlator.on_record(late)
+        correlator.finish_overdue(time.monotonic() + 5)
+        correlator.finish_unreported("spindown")
+    finally:
+        ended_process(worker)
+    # THEN the request is its one span, the timeout, and the spans its record brought are
+    # exported (before: a second span, a success, where the platform had told of a loss; else
+    # the spans neither exported nor counted)
+    spans = signals.spans.take(1000)
+    assert [span.status.status_code for span in spans if span.attributes.get("faas.invocation_id") == "X"] == [StatusCode.ERROR]
+    assert sorted(span.name for span in spans if span.name in ("load", "check")) == ["check", "load"]
+    assert "process_ended" not in signals.dropped_by_reason
+
+
 def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, monkeypatch):
     from lambdawrap.shared import inflight
 

@@ -457,6 +457,7 @@ class Correlator:
         self._forgotten: collections.OrderedDict = collections.OrderedDict()  # see KEEP_FORGOTTEN_IDS
         self._retried_span_ids: collections.OrderedDict = collections.OrderedDict()  # a forgotten request's, once retried
         self._held_unread: collections.OrderedDict = collections.OrderedDict()  # made from a slot whose process lived on (_count_held)
+        self._ran_on: collections.OrderedDict = collections.OrderedDict()  # request id: span id of those, on Managed Instances
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -618,7 +619,22 @@ class Correlator:
                         self._take_posted(replaced, end)
                         self._maybe_finish(replaced)
                 return
-            if self._late_for_forgotten(record["start"]["request_id"], record["start"].get("span_id")):
+            rid, span_id = record["start"]["request_id"], record["start"].get("span_id")
+            if span_id is not None and self._ran_on.get(rid) == span_id:
+                # The record of a request made from its slot at its timeout, whose handler ran
+                # on: what only the record carries counts, however many requests came between
+                # (counted by request, it was forgotten past 2,048 and made a second span).
+                del self._ran_on[rid]
+                self._held_unread.pop((rid, span_id), None)  # its spans came: none to count as held
+                known = self._finished.get(rid)
+                if known is not None and (known.start or {}).get("span_id") != span_id:
+                    known = None  # a later attempt's, under the same id
+                if known is None or not (known.late_record or known.end is not None):
+                    if known is not None:
+                        known.late_record = True
+                    record_extras(self.sink, end)
+                return
+            if self._late_for_forgotten(rid, span_id):
                 # The record of a request accounted for and forgotten since (a timed-out
                 # handler that ran on past 2,048 later requests): taken for a new request's, it
                 # made a second span once announced. What only the record carries still counts.
@@ -1120,6 +1136,12 @@ class Correlator:
             self._held_unread[(inv.request_id, inv.start.get("span_id"))] = inv
             while len(self._held_unread) > KEEP_FINISHED:
                 self._held_unread.popitem(last=False)
+            if self._managed_instances:
+                # Its worker runs on (Managed Instances do not stop a timed-out handler), and its
+                # record may come after more requests than are remembered: known by its span.
+                self._ran_on[inv.request_id] = inv.start.get("span_id")
+                while len(self._ran_on) > KEEP_FORGOTTEN_IDS:
+                    self._ran_on.popitem(last=False)
             return
         self._drop_held(inv.start.pop(inflight.HELD_SPANS))
 
