@@ -407,6 +407,23 @@ def test_on_managed_instances_a_timed_out_handler_s_record_after_more_requests_t
     assert "process_ended" not in signals.dropped_by_reason
 
 
+def test_on_managed_instances_a_span_made_without_the_function_s_start_begins_when_the_platform_says(tmp_path):
+    def at(ns: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}Z"
+
+    # GIVEN a request whose worker crashed before its slot held anything, the platform's words
+    # on it read 3 s late (its telemetry batches held back under load)
+    correlator, signals = environment(managed_instances=True, socket_path=str(tmp_path / "lambdawrap.sock"))
+    started_ns = time.time_ns() - 3_000_000_000
+    correlator.on_telemetry([{"time": at(started_ns), "type": "platform.start", "record": {"requestId": "X", "version": "$LATEST", "functionArn": ARN}}])
+    correlator.on_telemetry([{"time": at(started_ns + 100_000_000), "type": "platform.report", "record": {"requestId": "X", "status": "error", "errorType": "Runtime.ExitError", "metrics": {"durationMs": 100.0}}}])
+    # THEN its span begins when the platform says it did (before: when the companion read it,
+    # 3 s on, and it ended in the future)
+    (span,) = invocation_spans(signals)
+    assert abs(span.start_time - started_ns) < 50_000_000, (span.start_time - started_ns) / 1e9
+    assert span.end_time <= time.time_ns()
+
+
 def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, monkeypatch):
     from lambdawrap.shared import inflight
 

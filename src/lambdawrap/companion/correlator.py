@@ -846,6 +846,12 @@ class Correlator:
                 # The announcement there is: what INVOKE carries elsewhere.
                 self.function_arn = str(record.get("functionArn") or self.function_arn)
                 self._announce(inv, record)
+                # It began at the start's time, not when the companion read it (a batch comes
+                # later, seconds under load): a span made without the function's start (a crash,
+                # a timeout with its slot empty) starts there.
+                started_ns = parse_time_ns(event.get("time"))
+                if started_ns is not None and started_ns < inv.invoked_at_ns:
+                    inv.invoked_at_ns = started_ns
                 self._maybe_finish(inv)
         elif kind in ("platform.runtimeDone", "platform.report") and rid:
             rid = str(rid)
