@@ -424,6 +424,35 @@ def test_on_managed_instances_a_span_made_without_the_function_s_start_begins_wh
     assert span.end_time <= time.time_ns()
 
 
+def test_on_managed_instances_the_slots_of_workers_running_on_are_read_once_a_tick_not_once_per_worker(tmp_path, monkeypatch):
+    from lambdawrap.shared import inflight
+
+    # GIVEN ten requests that timed out in workers that run on, each holding its slot
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    correlator, signals = environment(managed_instances=True, socket_path=socket_path)
+    workers = []
+    try:
+        for n in range(10):
+            start = record(f"T{n}")["start"]
+            start["span_id"] = f"{n + 16:016x}"
+            workers.append(holding_process(socket_path, start, 1))
+            correlator.on_telemetry([platform_start(f"T{n}"), {"time": stamp(), "type": "platform.report", "record": {"requestId": f"T{n}", "status": "timeout", "metrics": {"durationMs": 3000.0}}}])
+        assert len(invocation_spans(signals)) == 10
+        read_slot, reads = inflight._read_slot, []
+        monkeypatch.setattr(inflight, "_read_slot", lambda path: reads.append(path) or read_slot(path))
+        # WHEN the companion's tick looks for those whose workers have ended
+        correlator.finish_overdue()
+    finally:
+        for worker in workers:
+            ended_process(worker)
+    # THEN each slot is read once (before: every slot for each of them, workers², 0.75 s of
+    # each second at 256 workers)
+    assert len(reads) == 10, len(reads)
+    # ... and once the workers are gone, the spans each held are counted, once
+    correlator.finish_overdue()
+    assert signals.dropped_by_reason["process_ended"] == 10
+
+
 def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, monkeypatch):
     from lambdawrap.shared import inflight
 

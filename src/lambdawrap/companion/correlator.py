@@ -1159,9 +1159,15 @@ class Correlator:
     def _count_held_of_the_gone(self) -> None:
         """The spans held by processes that have ended since their invocation was made from
         their slot, unless their record came meanwhile, or their slot is gone or holds another."""
+        slots = None  # every slot read once, not once for each invocation (workers²)
         for key, inv in list(self._held_unread.items()):
             rid, span_id = key
-            start = None if inv.late_record or not self._socket_path or not isinstance(span_id, str) else inflight.read(self._socket_path, rid, span_id)
+            if inv.late_record or not self._socket_path or not isinstance(span_id, str):
+                start = None
+            else:
+                if slots is None:
+                    slots = inflight.held(self._socket_path)
+                start = inflight.read(self._socket_path, rid, span_id, slots)
             if start is None:
                 del self._held_unread[key]
             elif inflight.HELD_SPANS in start:

@@ -199,30 +199,42 @@ def _slots(socket_path: str):
             yield int(pid), path, _read_slot(path)[0]
 
 
-def read(socket_path: str, request_id: str, span_id: str | None = None) -> dict | None:
+def held(socket_path: str) -> list:
+    """(pid, path, start record) of each slot beside the socket that holds an invocation, read
+    once (companion side); the slots of processes gone that held nothing are removed. For
+    `read` to look many invocations up in: each read alone reads every slot."""
+    found = []
+    for pid, path, start in _slots(socket_path):
+        if start is not None:
+            found.append((pid, path, start))
+        elif ended(pid):
+            _unlink(path)
+    return found
+
+
+def read(socket_path: str, request_id: str, span_id: str | None = None, slots: list | None = None) -> dict | None:
     """The start record of `request_id` if a process of this environment holds it (companion
     side): of its attempt whose span is `span_id` if given, else of its latest (on Managed
     Instances a timed-out worker runs on, holding the attempt its retry replaced). Once that
     process is gone, with the spans it held for the record it never sent (HELD_SPANS), and its
-    slot removed; the slot of a process that is gone and held nothing is removed too."""
+    slot removed; the slot of a process that is gone and held nothing is removed too.
+    `slots`: what `held` read, looked up instead of reading every slot again."""
     found, found_at = None, None
-    for pid, path, start in _slots(socket_path):
-        if start is None:
-            if ended(pid):
-                _unlink(path)
-        elif start.get("request_id") == request_id and (span_id is None or start.get("span_id") == span_id):
+    for pid, path, start in held(socket_path) if slots is None else slots:
+        if start.get("request_id") == request_id and (span_id is None or start.get("span_id") == span_id):
             if found is None or _start_ns(start) > _start_ns(found):
                 found, found_at = start, (pid, path)
     if found is None:
         return None
+    found = dict(found)  # `slots` may be looked up again
     found.pop(HELD_SPANS, None)  # only the slot's own count says it
     pid, path = found_at
     if ended(pid):
         # Read again now that the process is known gone: read before, its slot may have been
         # cleared since, its record sent with the spans it held.
-        again, held = _read_slot(path)
+        again, held_spans = _read_slot(path)
         if again is not None and again.get("span_id") == found.get("span_id"):
-            found[HELD_SPANS] = held
+            found[HELD_SPANS] = held_spans
         _unlink(path)
     return found
 
