@@ -376,11 +376,18 @@ def test_on_managed_instances_a_timed_out_handler_s_record_after_more_requests_t
     correlator, signals = environment(managed_instances=True, socket_path=socket_path)
     late = record("X", spans=[user_span("load"), user_span("check", "2" * 16)])
     late["end"]["remaining_ms"] = 0
+    retry = record("X")["start"]
+    retry["span_id"] = "0" * 14 + "99"
+    timed_out = {"time": stamp(), "type": "platform.report", "record": {"requestId": "X", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}}}
     worker = holding_process(socket_path, late["start"], 2)
+    workers = [worker]
     try:
         if loss_told:
             correlator.on_telemetry([{"time": stamp(), "type": "platform.logsDropped", "record": {"droppedRecords": 1, "droppedBytes": 100, "reason": "lag"}}])
-        correlator.on_telemetry([platform_start("X"), {"time": stamp(), "type": "platform.report", "record": {"requestId": "X", "status": "timeout", "errorType": "Sandbox.Timedout", "metrics": {"durationMs": 3000.0}}}])
+        correlator.on_telemetry([platform_start("X"), timed_out])
+        # ... whose retry, same id, timed out in another worker that runs on too
+        workers.append(holding_process(socket_path, retry, 1))
+        correlator.on_telemetry([platform_start("X"), timed_out])
         for n in range(30):
             other = record(f"R{n}")
             other["start"]["span_id"] = f"{n + 16:016x}"
@@ -397,12 +404,13 @@ def test_on_managed_instances_a_timed_out_handler_s_record_after_more_requests_t
         correlator.finish_overdue(time.monotonic() + 5)
         correlator.finish_unreported("spindown")
     finally:
-        ended_process(worker)
-    # THEN the request is its one span, the timeout, and the spans its record brought are
-    # exported (before: a second span, a success, where the platform had told of a loss; else
-    # the spans neither exported nor counted)
+        for each in workers:
+            ended_process(each)
+    # THEN each attempt is its one span, the timeout, and the spans the first's record brought
+    # are exported (before: another span, a success, where the platform had told of a loss;
+    # else the spans neither exported nor counted)
     spans = signals.spans.take(1000)
-    assert [span.status.status_code for span in spans if span.attributes.get("faas.invocation_id") == "X"] == [StatusCode.ERROR]
+    assert [span.status.status_code for span in spans if span.attributes.get("faas.invocation_id") == "X"] == [StatusCode.ERROR] * 2
     assert sorted(span.name for span in spans if span.name in ("load", "check")) == ["check", "load"]
     assert "process_ended" not in signals.dropped_by_reason
 
@@ -448,9 +456,10 @@ def test_on_managed_instances_the_slots_of_workers_running_on_are_read_once_a_ti
     # THEN each slot is read once (before: every slot for each of them, workers², 0.75 s of
     # each second at 256 workers)
     assert len(reads) == 10, len(reads)
-    # ... and once the workers are gone, the spans each held are counted, once
+    # ... and once the workers are gone, the spans each held are counted, once, and their
+    # requests no longer remembered as running on (their records can never come)
     correlator.finish_overdue()
-    assert signals.dropped_by_reason["process_ended"] == 10
+    assert signals.dropped_by_reason["process_ended"] == 10 and not correlator._ran_on
 
 
 def test_a_slot_cleared_while_the_companion_reads_it_counts_nothing(tmp_path, monkeypatch):

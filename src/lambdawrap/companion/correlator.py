@@ -457,7 +457,7 @@ class Correlator:
         self._forgotten: collections.OrderedDict = collections.OrderedDict()  # see KEEP_FORGOTTEN_IDS
         self._retried_span_ids: collections.OrderedDict = collections.OrderedDict()  # a forgotten request's, once retried
         self._held_unread: collections.OrderedDict = collections.OrderedDict()  # made from a slot whose process lived on (_count_held)
-        self._ran_on: collections.OrderedDict = collections.OrderedDict()  # request id: span id of those, on Managed Instances
+        self._ran_on: collections.OrderedDict = collections.OrderedDict()  # (request id, span id) of those on Managed Instances: None
         self.records_seen = 0
         self._missing_before_any_record = 0
         self._contradiction_logged = False
@@ -620,11 +620,11 @@ class Correlator:
                         self._maybe_finish(replaced)
                 return
             rid, span_id = record["start"]["request_id"], record["start"].get("span_id")
-            if span_id is not None and self._ran_on.get(rid) == span_id:
+            if span_id is not None and (rid, span_id) in self._ran_on:
                 # The record of a request made from its slot at its timeout, whose handler ran
                 # on: what only the record carries counts, however many requests came between
                 # (counted by request, it was forgotten past 2,048 and made a second span).
-                del self._ran_on[rid]
+                del self._ran_on[(rid, span_id)]
                 self._held_unread.pop((rid, span_id), None)  # its spans came: none to count as held
                 known = self._finished.get(rid)
                 if known is not None and (known.start or {}).get("span_id") != span_id:
@@ -1145,7 +1145,8 @@ class Correlator:
             if self._managed_instances:
                 # Its worker runs on (Managed Instances do not stop a timed-out handler), and its
                 # record may come after more requests than are remembered: known by its span.
-                self._ran_on[inv.request_id] = inv.start.get("span_id")
+                # By attempt: a retry under the same id may time out and run on too.
+                self._ran_on[(inv.request_id, inv.start.get("span_id"))] = None
                 while len(self._ran_on) > KEEP_FORGOTTEN_IDS:
                     self._ran_on.popitem(last=False)
             return
@@ -1171,7 +1172,9 @@ class Correlator:
             if start is None:
                 del self._held_unread[key]
             elif inflight.HELD_SPANS in start:
+                # Its process ended holding its slot: its record will never come.
                 del self._held_unread[key]
+                self._ran_on.pop(key, None)
                 self._drop_held(start[inflight.HELD_SPANS])
 
     def _environment_cold(self, inv: Invocation) -> bool:
