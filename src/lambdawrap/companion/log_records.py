@@ -54,14 +54,6 @@ _LEVELS = {
     "ALERT": SeverityNumber.ERROR3,
     "EMERGENCY": SeverityNumber.FATAL,
 }
-# Fields a JSON record's body, severity and time already say. Its `requestId` is left out only
-# where faas.invocation_id says it: a user's line may name another request (an upstream API's),
-# and one naming a request the platform never announced (Managed Instances) has no other trace.
-# A record's level is its `level`, else its `levelname` (python-json-logger's, named after
-# logging's attribute): (the level's key, the fields read, those read at a level of its own).
-# A record at a level of its own may be no logger's (a game's): its other fields stay attributes
-# (Powertools' exception fields are still read as the exception).
-_LEVEL_KEYS = tuple((key, frozenset((key, "message", "timestamp", "errorType", "errorMessage", "stackTrace")), frozenset((key, "message"))) for key in ("level", "levelname"))
 _POWERTOOLS_EXCEPTION = frozenset(("exception_name", "exception"))
 _MAX_DEPTH = 16  # nesting kept as OTLP maps and arrays; deeper, a value goes as its JSON text
 # A record's fields become objects at export, ~100 times the memory of their text: a record is
@@ -80,16 +72,26 @@ MAX_VALUES = 128
 # the time) or among its last fields, plain values after it (structlog writes it after the
 # event, a time maybe after it), not from what the record nests (a reading's "level").
 _HEAD_CHARS = 512
-# A record's `level` first, else its `levelname`, as a record read whole is read.
 _PLAIN_FIELDS_TO_THE_END = r'(?:\s*,\s*"[^"\\]*"\s*:\s*(?:"[^"\\]*"|[-+.\deE]+|true|false|null))*\s*}\s*$'
 
 
-def _level_fields(key: str) -> tuple:
+def _level_key(key: str) -> tuple:
+    """(the level's key, the fields read, those read at a level of its own, its field in a
+    record's head, its field among a record's last)."""
     field = rf'"{key}"\s*:\s*"([A-Za-z]{{1,16}})"'
-    return re.compile(field), re.compile(field + _PLAIN_FIELDS_TO_THE_END)
+    # Fields a JSON record's body, severity and time already say. Its `requestId` is left out
+    # only where faas.invocation_id says it: a user's line may name another request (an
+    # upstream API's), and one naming a request the platform never announced (Managed
+    # Instances) has no other trace.
+    read = frozenset((key, "message", "timestamp", "errorType", "errorMessage", "stackTrace"))
+    return key, read, frozenset((key, "message")), re.compile(field), re.compile(field + _PLAIN_FIELDS_TO_THE_END)
 
 
-_LEVEL_FIELDS = (_level_fields("level"), _level_fields("levelname"))
+# A record's level is its `level`, else its `levelname` (python-json-logger's, named after
+# logging's attribute), whether it is read whole or not. A record at a level of its own may be
+# no logger's (a game's): its other fields stay attributes (Powertools' exception fields are
+# still read as the exception).
+_LEVEL_KEYS = (_level_key("level"), _level_key("levelname"))
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 
@@ -205,7 +207,7 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
     if record is None:
         # Not read whole: its level, with its line as body.
         found = None
-        for first, last in _LEVEL_FIELDS:
+        for _, _, _, first, last in _LEVEL_KEYS:
             found = next((match for match in first.finditer(line, 0, _HEAD_CHARS) if _at_top(line, match.start())), None) or last.search(line, max(0, len(line) - _HEAD_CHARS))
             if found:
                 break
@@ -213,7 +215,7 @@ def json_record(line: str, request_id: str | None = None, cut: bool = False) -> 
         return None if severity is None else (severity, found.group(1), encodable(line), {}, 0)
     if not isinstance(record, dict):
         return None
-    key, read, read_of_own_level = next((keys for keys in _LEVEL_KEYS if isinstance(record.get(keys[0]), str)), (None, None, None))
+    key, read, read_of_own_level, _, _ = next((keys for keys in _LEVEL_KEYS if isinstance(record.get(keys[0]), str)), (None, None, None, None, None))
     if key is None:
         return None
     level = record[key]
