@@ -42,15 +42,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll until predicate() is truthy; returns its value or fails the test at the deadline."""
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str | Callable[[], str] = "condition"):
+    """Poll until predicate() is truthy; returns its value or fails the test at the deadline
+    (`what` names the condition, or is called then to say what stood at the deadline)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

@@ -214,15 +214,18 @@ def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
     with instrumented(task, memory_mb=128, cpu_limit=True, init_cpu="as-invoke", timeout_s=8.0) as (emu, rx):
         timed_out = emu.invoke({"sleep": 10})
         assert b"Sandbox.Timedout" in timed_out.body
-        # WHEN the next invocation comes to the sandbox's next environment
+        # WHEN the next invocation comes to the sandbox's next environment (whose init runs
+        # inside it, at 7 % of a core: on a busy machine it has timed out too, the CI's fresh
+        # run on f18666f after 10 s; what matters here is that its span says what its caller got)
         fine = emu.invoke({})
-        assert fine.status == 200 and fine.function_error is None
-        # THEN both invocations are exported, once each, the first with its timeout
+        assert fine.status == 200 and (fine.function_error is None or b"Sandbox.Timedout" in fine.body), fine
+        # THEN both invocations are exported, once each, each with what its caller got
         rids = {timed_out.request_id, fine.request_id}
         spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2, timeout=120)
         by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
         assert len(spans) == 2 and set(by_rid) == rids
         assert by_rid[timed_out.request_id]["attributes"]["error.type"] == "Sandbox.Timedout"
+        assert by_rid[fine.request_id]["attributes"].get("error.type") == (None if fine.function_error is None else "Sandbox.Timedout")
         carried = [line for line in emu.log_lines() if "what it held goes to the next environment" in line]
         assert len(carried) <= 1
     assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]

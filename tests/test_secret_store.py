@@ -248,6 +248,7 @@ def handler_cache(monkeypatch):
     secret_cache._cache.clear()
     secret_cache._failures.clear()
     secret_cache._stale_answers = 0
+    secret_cache._unanswered = 0
 
 
 @contextlib.contextmanager
@@ -388,15 +389,17 @@ def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_agai
             fetched_at = time.monotonic() - store.snapshot(10)["ages"]["DB_PASSWORD"]
             assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
             moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+            rotated_at = time.monotonic()
             # WHEN the function reads it past the TTL, while the companion's refresh is under
             # way (served as it is: stale-while-revalidate), and not again for a while
             time.sleep(max(0.0, fetched_at + ttl_s + 0.3 - time.monotonic()))
+            read_at = time.monotonic()
             assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
             # THEN the function's process asks again by itself, and its next read is the rotated
             # value (before: the value handed over at its TTL was kept until that read, which
             # was served it once more). Watched here without a read of the function's, which
             # would ask for a refresh itself.
-            wait_for(lambda: handler_cache._cache["DB_PASSWORD"][0] == ROTATED_PASSWORD, timeout=30, interval=0.05, what="the rotated value in the function's process")
+            wait_for(lambda: handler_cache._cache["DB_PASSWORD"][0] == ROTATED_PASSWORD, timeout=30, interval=0.05, what=lambda: f"the rotated value in the function's process (AWS calls {front.calls}, {time.monotonic() - fetched_at:.1f} s after the first fetch, rotated at {rotated_at - fetched_at:.1f} s, read at {read_at - fetched_at:.1f} s)")
             assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD
 
 
@@ -444,6 +447,30 @@ def test_a_value_the_companion_keeps_handing_over_past_its_ttl_is_asked_for_less
     # THEN the companion is asked again after 0.25, 0.5, 1, 2 s...: a handful of times, not at
     # every read's wake (before: four times a second for the environment's life)
     assert 2 <= StaleChannel.asked <= 6, StaleChannel.asked
+
+
+def test_a_refresh_the_companion_did_not_answer_is_asked_again_unread(handler_cache):
+    class BusyCompanion:  # answers the boot, not the first refresh (busy), then the rotated value
+        asked = 0
+
+        def request(self, record, timeout_s):
+            BusyCompanion.asked += 1
+            if BusyCompanion.asked == 2:
+                raise TimeoutError("timed out")  # what the channel raises when the wait ends unanswered
+            value = DB_PASSWORD if BusyCompanion.asked == 1 else ROTATED_PASSWORD
+            return {"values": {"DB_PASSWORD": value}, "errors": {}, "ages": {"DB_PASSWORD": 0.0}, "ttl": 1.0}
+
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=1.0)
+    assert handler_cache.load_declared(settings, BusyCompanion(), companion_expected=True) == []
+    # WHEN the function reads it past its TTL (served as it is), its refresh unanswered, and
+    # does not read it again for a while
+    time.sleep(1.1)
+    assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+    wait_for(lambda: BusyCompanion.asked >= 2, timeout=30, what="the refresh")
+    # THEN the function's process asks again by itself, and its next read is the rotated value
+    # (before: nothing was asked until that read, which was served the old value once more)
+    wait_for(lambda: handler_cache._cache["DB_PASSWORD"][0] == ROTATED_PASSWORD, timeout=30, interval=0.05, what="the rotated value in the function's process")
+    assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD
 
 
 def test_with_a_ttl_under_the_companion_s_least_refresh_time_values_are_asked_for_at_the_reads(handler_cache):

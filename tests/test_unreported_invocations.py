@@ -96,6 +96,24 @@ def test_a_timeout_without_the_platform_s_word_ends_at_the_deadline():
     assert 0 < (span.end_time - span.start_time) / 1e9 < 0.35, (span.end_time - span.start_time) / 1e9
 
 
+def test_a_handler_that_raises_at_the_reset_s_sigterm_is_the_timeout_with_its_exception():
+    # GIVEN an invocation the platform reports timed out, whose handler (Python 3.12+, where
+    # the reset's SIGTERM reaches it) raised at that SIGTERM: its record comes after the
+    # platform's word, a telemetry batch having been read before the socket
+    correlator, signals = environment()
+    invoke(correlator, "X", deadline_in_s=0.2)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout"}}, platform_report("X", "timeout")])
+    correlator.on_record(record("X", error={"type": "RuntimeError", "message": "stopped by SIGTERM", "stack": ""}))
+    # WHEN the reset's SHUTDOWN comes
+    correlator.finish_unreported("timeout")
+    # THEN its one span is the caller's timeout with the handler's exception an event (before:
+    # made at the platform's word, without it, the record then only a late one)
+    (span,) = invocation_spans(signals)
+    assert span.status.status_code == StatusCode.ERROR and span.attributes["lambdawrap.failure_reason"] == "timeout"
+    assert [event.attributes["exception.type"] for event in span.events if event.name == "exception"] == ["RuntimeError"]
+    assert signals.dropped_by_reason == {}
+
+
 @pytest.mark.parametrize("reason", ["timeout", "failure"])
 def test_a_reset_s_cause_is_not_given_to_an_invocation_that_ended_before(reason):
     # GIVEN two invocations of which neither the record nor the platform's word came (a log
@@ -276,24 +294,27 @@ def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counte
     try:
         invoke(correlator, "X")
         platform_done(correlator, "X", "timeout")
-        (span,) = invocation_spans(signals)
-        assert span.attributes["error.type"] == "Sandbox.Timedout" and "process_ended" not in signals.dropped_by_reason
-        # WHEN the process ends, or its record comes first (a handler that answered the SIGTERM)
+        assert "process_ended" not in signals.dropped_by_reason
+        # WHEN the process ends, or its record comes first (a handler that answered the
+        # SIGTERM), and then the reset's SHUTDOWN
         if then == "its record comes":
             correlator.on_record(late)
         ended_process(holding)
         correlator.finish_overdue()
         correlator.finish_overdue()
+        correlator.finish_unreported("timeout")
     finally:
         ended_process(holding)
-    # THEN the spans are counted once, when the process has gone without sending them; or
-    # exported, with the record that brought them, and not counted
+    # THEN the invocation is the timeout; the spans are counted once, when the process has gone
+    # without sending them, or exported, with the record that brought them, and not counted
+    spans = [s for s in signals.spans.take(100) if not s.name.endswith(" init")]  # SHUTDOWN's init span
+    assert [s.attributes["error.type"] for s in spans if "faas.invocation_id" in s.attributes] == ["Sandbox.Timedout"]
     if then == "the process ends":
         assert signals.dropped_by_reason == {"process_ended": 3}
-        assert signals.spans.take(100) == []
+        assert [s.name for s in spans if "faas.invocation_id" not in s.attributes] == []
     else:
         assert "process_ended" not in signals.dropped_by_reason
-        assert sorted(s.name for s in signals.spans.take(100)) == ["check", "load", "price"]
+        assert sorted(s.name for s in spans if "faas.invocation_id" not in s.attributes) == ["check", "load", "price"]
 
 
 @pytest.mark.parametrize("annotations", [

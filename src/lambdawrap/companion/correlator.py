@@ -1049,11 +1049,22 @@ class Correlator:
         elif inv.end is None and inv.failed_on_platform and (inv.process_ended or not self.expects_records()):
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
+            if self._answered_at_sigterm(inv):
+                return  # its record, or the reset's SHUTDOWN (finish_unreported), makes it
             start = self._last_start(inv)
             if start is None and self._record_may_follow(inv):
                 return  # finish_overdue makes it once the grace is over, if no record came
             inv.start = start
             self._finish(inv)
+
+    def _answered_at_sigterm(self, inv: Invocation) -> bool:
+        """Whether a timed-out invocation's record may still come outside Managed Instances: the
+        reset's SIGTERM reaches a Python 3.12+ handler, which may return or raise at it, its
+        record sent after the platform's word was (a telemetry batch read before the socket).
+        The reset's SHUTDOWN comes only once the runtime is stopped, and what the function sent
+        before it is read first: made then, the span has what the handler said, and is exported
+        as soon as it would have been (a reset leaves no invoke phase to export in before it)."""
+        return not self._managed_instances and self.expects_records() and platform_failure(inv.outcome)[1] == "timeout"
 
     def _record_may_follow(self, inv: Invocation) -> bool:
         """Whether a timed-out request's record may still come, its slot empty: on Managed

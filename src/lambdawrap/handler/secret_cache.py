@@ -84,6 +84,8 @@ _injected: list = []
 _failures: dict[str, int] = {}
 # The companion's answers in a row that held a value already at its TTL.
 _stale_answers = 0
+# The companion's refreshes in a row that got no answer from it (busy, frozen while asked, gone).
+_unanswered = 0
 
 
 def get(name: str, default: str | None = None) -> str | None:
@@ -121,9 +123,10 @@ def _store(values: Mapping[str, str], ages: Any = None) -> None:
 
 def _refresh() -> float | None:
     """Refresh the values due; how soon to run again unasked (None: at the next due read)."""
-    global _stale_answers
+    global _stale_answers, _unanswered
     values: dict = {}
     asked = None  # the names asked of AWS, where this process fetches itself; else all
+    unanswered = False
     try:
         answer = None
         if _config["companion"] or _config.get("companion_expected"):
@@ -138,6 +141,7 @@ def _refresh() -> float | None:
             if answer is not None and not answer.get("unavailable"):
                 _config["companion"] = True
         if _config["companion"]:
+            unanswered = answer is None
             answer = answer or {}
         else:
             # Only those due: one held back after a failure (or fresh) is not asked again with
@@ -162,9 +166,17 @@ def _refresh() -> float | None:
         else:
             _cache[name] = (_cache[name][0], now + _retry_in_s(name))
     stale = [name for name in values if _cache[name][1] <= now]
+    ttl_s = _config.get("ttl", 300.0)
+    _unanswered = _unanswered + 1 if unanswered else 0
+    if unanswered and ttl_s >= DIRECT_MIN_REFRESH_S:
+        # The companion did not answer (busy, or gone): asked again on the timer, as a value
+        # handed over stale is, not at the next read, which would be served the old value once
+        # more; the wait doubling while it stays so, up to the TTL (one gone for good costs a
+        # failed connect now and then, and only while the environment runs).
+        return min(min(ttl_s, RETRY_FAILED_S) * 2 ** min(_unanswered - 1, 10), max(ttl_s, RETRY_FAILED_S))
     # Under the companion's least time between two refreshes (1 s), almost every answer is past
     # the TTL: asked again at the reads, as before, not on a timer of its own.
-    if not stale or _config.get("ttl", 300.0) < DIRECT_MIN_REFRESH_S:
+    if not stale or ttl_s < DIRECT_MIN_REFRESH_S:
         _stale_answers = 0
         return None
     # Handed over at its TTL, the companion's refresh of it under way (or failing): asked again
