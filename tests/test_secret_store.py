@@ -473,6 +473,31 @@ def test_a_refresh_the_companion_did_not_answer_is_asked_again_unread(handler_ca
     assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD
 
 
+def test_a_companion_gone_for_good_is_asked_with_one_connect_once_an_ask_went_unanswered(handler_cache):
+    class GoneCompanion:  # answered the boot, then went: its socket is no more
+        connects = 0
+
+        def request(self, record, timeout_s):
+            GoneCompanion.connects += 1
+            if GoneCompanion.connects == 1:
+                return {"values": {"DB_PASSWORD": DB_PASSWORD}, "errors": {}, "ages": {"DB_PASSWORD": 0.0}, "ttl": 1.0}
+            raise FileNotFoundError(2, "No such file or directory")
+
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=1.0, secrets_timeout_ms=300)
+    assert handler_cache.load_declared(settings, GoneCompanion(), companion_expected=True) == []
+    # WHEN the function reads it past its TTL: the refresh tries to connect for its whole wait
+    # (the companion may be opening its socket), and goes unanswered
+    time.sleep(1.1)
+    assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+    wait_for(lambda: handler_cache._unanswered == 1, timeout=30, what="the first refresh")
+    first = GoneCompanion.connects
+    # THEN the two asks the timer makes next try one connect each (before: one every 5 ms for
+    # the whole wait, each time), and the value is still served
+    wait_for(lambda: handler_cache._unanswered >= 3, timeout=30, what="two more asks")
+    assert handler_cache._unanswered == 3 and GoneCompanion.connects - first == 2 and first > 3, (first, GoneCompanion.connects)
+    assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
+
+
 def test_with_a_ttl_under_the_companion_s_least_refresh_time_values_are_asked_for_at_the_reads(handler_cache):
     class StaleChannel:  # a TTL of 0.5 s, under the companion's 1 s between refreshes: past it
         def request(self, record, timeout_s):

@@ -114,6 +114,50 @@ def test_a_handler_that_raises_at_the_reset_s_sigterm_is_the_timeout_with_its_ex
     assert signals.dropped_by_reason == {}
 
 
+def test_shutdown_awaits_the_report_of_a_timeout_whose_record_did_not_come_not_an_init_report_lost():
+    # GIVEN an environment whose init report was lost, and whose invocation timed out: its
+    # runtimeDone came, its report (billed time, memory) not yet
+    correlator, signals = environment()
+    invoke(correlator, "X", deadline_in_s=0.2)
+    platform_done(correlator, "X", "timeout")
+    # THEN SHUTDOWN waits for that report (its billed time and memory are in no other word)...
+    assert correlator.awaiting_platform_words()
+    # ... and once it came, for nothing more: not for the init's, which an invocation that ran
+    # shows was no init failure (before: the invocation, open until SHUTDOWN, was not taken
+    # for one that ran, and SHUTDOWN waited its whole second for that report)
+    correlator.on_telemetry([platform_report("X", "timeout")])
+    assert not correlator.awaiting_platform_words()
+
+
+def test_a_timeout_whose_handler_cleared_its_slot_at_the_sigterm_and_whose_record_was_lost_keeps_its_trace(tmp_path):
+    # GIVEN a function's process running an invocation when the platform's word that it timed
+    # out comes
+    socket_path = str(tmp_path / "lambdawrap.sock")
+    correlator, signals = environment(socket_path=socket_path)
+    started = record("X")["start"]
+    holding = holding_process(socket_path, started, 0)
+    try:
+        invoke(correlator, "X", deadline_in_s=0.2)
+        time.sleep(0.3)
+        platform_done(correlator, "X", "timeout")
+        # WHEN its handler returns at the reset's SIGTERM, clearing its slot, and its record is
+        # lost; then, once the reset has stopped it, SHUTDOWN
+        holding.stdin.write("\n")
+        holding.stdin.flush()
+        assert holding.stdout.readline().strip() == "cleared"
+        ended_process(holding)
+        time.sleep(0.3)
+        correlator.finish_unreported("timeout")
+    finally:
+        ended_process(holding)
+    # THEN its span is the timeout in the trace its slot held, ending at its deadline, not at
+    # SHUTDOWN (its word gave no duration)
+    (span,) = invocation_spans(signals)
+    assert format(span.context.trace_id, "032x") == started["trace_id"] and format(span.context.span_id, "016x") == started["span_id"]
+    assert span.attributes["error.type"] == "Sandbox.Timedout"
+    assert 0.15 < (span.end_time - span.start_time) / 1e9 < 0.45, (span.end_time - span.start_time) / 1e9
+
+
 @pytest.mark.parametrize("reason", ["timeout", "failure"])
 def test_a_reset_s_cause_is_not_given_to_an_invocation_that_ended_before(reason):
     # GIVEN two invocations of which neither the record nor the platform's word came (a log
@@ -294,7 +338,8 @@ def test_spans_held_by_a_process_still_running_at_the_platform_s_word_are_counte
     try:
         invoke(correlator, "X")
         platform_done(correlator, "X", "timeout")
-        assert "process_ended" not in signals.dropped_by_reason
+        # (no span yet: the record may still come, or SHUTDOWN once the reset has stopped it)
+        assert invocation_spans(signals) == [] and "process_ended" not in signals.dropped_by_reason
         # WHEN the process ends, or its record comes first (a handler that answered the
         # SIGTERM), and then the reset's SHUTDOWN
         if then == "its record comes":

@@ -1050,6 +1050,9 @@ class Correlator:
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
             if self._answered_at_sigterm(inv):
+                # Its slot read now, as it would have been: a handler that returns at the
+                # SIGTERM clears it, and its record may yet be lost.
+                inv.slot_start = self._inflight_start(inv.request_id) or inv.slot_start
                 return  # its record, or the reset's SHUTDOWN (finish_unreported), makes it
             start = self._last_start(inv)
             if start is None and self._record_may_follow(inv):
@@ -1347,8 +1350,10 @@ class Correlator:
         with self._lock:
             if any(inv.outcome is None and inv.verdict_known for inv in (*self._finished.values(), *self._superseded.values())):
                 return True
-            if not self.init.reported and not self._served():
-                return True  # an init that ended in a reset: its report is on its way, as may be its error line
+            if not self.init.reported and not self._served() and not any(inv.outcome is not None and inv.invoke_event is not None for inv in self._open.values()):
+                # An init that ended in a reset: its report is on its way, as may be its error
+                # line. Not where an invocation ran (a timed-out one waits open for SHUTDOWN).
+                return True
             # Managed Instances: a record sent before the response was posted is no verdict.
             # Elsewhere an invocation announced without a word yet: its word (a response that
             # could not be serialized, an out-of-memory end) was held by the freeze, and the
@@ -1359,7 +1364,7 @@ class Correlator:
             # event (the environment frozen then), it comes at the thaw for SHUTDOWN at best,
             # and its billed time and memory are in no other word. Not an earlier one's: its
             # report lost, every SHUTDOWN would wait for it.
-            last = self._finished.get(self._last_invoked) if self._last_invoked is not None else None
+            last = (self._finished.get(self._last_invoked) or self._open.get(self._last_invoked)) if self._last_invoked is not None else None
             return last is not None and not last.reported
 
     def init_unreported(self) -> bool:

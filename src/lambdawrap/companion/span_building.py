@@ -24,7 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, platform_duration_ms, platform_failure, platform_parent
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_duration_ms, platform_failure, platform_number, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.companion.sized_items import take_front
@@ -379,7 +379,13 @@ class SpanBuilder:
         error_type, reason = platform_failure(outcome)
         duration_ms = platform_duration_ms((outcome.get("metrics") or {}).get("durationMs"))
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
-        end_ns = start_ns + int(duration_ms * 1_000_000) if duration_ms is not None else (inv.finished_at_ns or time.time_ns())
+        if duration_ms is not None:
+            end_ns = start_ns + int(duration_ms * 1_000_000)
+        elif reason == "timeout" and (deadline_ms := platform_number((inv.invoke_event or {}).get("deadlineMs"))) is not None:
+            # At its deadline, not when it was made: at the reset's SHUTDOWN, after the kill.
+            end_ns = max(start_ns, int(deadline_ms * 1_000_000))
+        else:
+            end_ns = inv.finished_at_ns or time.time_ns()
         attrs["error.type"] = error_type
         attrs["lambdawrap.failure_reason"] = reason
         return end_ns, reason

@@ -137,7 +137,9 @@ def _refresh() -> float | None:
             # A refresh runs on its own thread: it waits at least the probe's time, whatever
             # init's wait (LAMBDAWRAP_SECRETS_TIMEOUT_MS=0 would never ask it).
             waited_s = max(_config["timeout_s"], COMPANION_PROBE_S) if _config["companion"] else COMPANION_PROBE_S
-            answer = _ask_companion(_config["channel"], waited_s)
+            # After an ask it did not answer, one connect: a companion gone for good would
+            # otherwise be tried every 5 ms for the whole wait, at every one of these asks.
+            answer = _ask_companion(_config["channel"], waited_s, retry_connect=not _unanswered)
             if answer is not None and not answer.get("unavailable"):
                 _config["companion"] = True
         if _config["companion"]:
@@ -171,8 +173,9 @@ def _refresh() -> float | None:
     if unanswered and ttl_s >= DIRECT_MIN_REFRESH_S:
         # The companion did not answer (busy, or gone): asked again on the timer, as a value
         # handed over stale is, not at the next read, which would be served the old value once
-        # more; the wait doubling while it stays so, up to the TTL (one gone for good costs a
-        # failed connect now and then, and only while the environment runs).
+        # more; after 5 s (or the TTL, if shorter), the wait doubling while it stays so, up to
+        # the TTL or 5 s, whichever is longer (one gone for good costs a failed connect now and
+        # then, and only while the environment runs).
         return min(min(ttl_s, RETRY_FAILED_S) * 2 ** min(_unanswered - 1, 10), max(ttl_s, RETRY_FAILED_S))
     # Under the companion's least time between two refreshes (1 s), almost every answer is past
     # the TTL: asked again at the reads, as before, not on a timer of its own.
@@ -218,7 +221,7 @@ def _retry_in_s(name: str) -> float:
 _worker = RefreshWorker("lambdawrap-secrets-refresh", _refresh, RETRY_STALE_S)
 
 
-def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
+def _ask_companion(channel: Any, timeout_s: float, retry_connect: bool = True) -> dict | None:
     """The companion's answer, retrying the connection while it starts (`unavailable` when its
     first load had not ended: what it has so far); None if it never answers."""
     deadline = time.monotonic() + timeout_s
@@ -229,6 +232,8 @@ def _ask_companion(channel: Any, timeout_s: float) -> dict | None:
         try:
             answer = channel.request(records.secrets_request(int(max(0.0, left - ANSWER_MARGIN_S) * 1000)), left)
         except (FileNotFoundError, ConnectionRefusedError):
+            if not retry_connect:
+                return None
             time.sleep(CONNECT_RETRY_S)  # the companion registered but is still opening its socket
             continue
         except OSError:
