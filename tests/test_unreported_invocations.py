@@ -129,33 +129,57 @@ def test_shutdown_awaits_the_report_of_a_timeout_whose_record_did_not_come_not_a
     assert not correlator.awaiting_platform_words()
 
 
-def test_a_timeout_whose_handler_cleared_its_slot_at_the_sigterm_and_whose_record_was_lost_keeps_its_trace(tmp_path):
-    # GIVEN a function's process running an invocation when the platform's word that it timed
-    # out comes
+@pytest.mark.parametrize("order", ["the word, then the clear", "the clear, then the word"])
+def test_a_timeout_whose_handler_cleared_its_slot_at_the_sigterm_and_whose_record_was_lost_keeps_its_trace(tmp_path, monkeypatch, order):
+    from lambdawrap.companion import correlator as correlator_module
+
+    monkeypatch.setattr(correlator_module, "MAX_PENDING_LOGS", 2)  # held for its span: 1,000 lines
+    # GIVEN a function's process running an invocation at its deadline (the companion's wait
+    # for its record ends then)
     socket_path = str(tmp_path / "lambdawrap.sock")
     correlator, signals = environment(socket_path=socket_path)
     started = record("X")["start"]
     holding = holding_process(socket_path, started, 0)
+    deadline_ms = int(time.time() * 1000) + 200
     try:
-        invoke(correlator, "X", deadline_in_s=0.2)
+        correlator.on_invoke({"eventType": "INVOKE", "requestId": "X", "invokedFunctionArn": ARN, "deadlineMs": deadline_ms})
+        correlator.on_telemetry([platform_start("X")])
         time.sleep(0.3)
-        platform_done(correlator, "X", "timeout")
+        correlator.read_slot_at_deadline("X")
         # WHEN its handler returns at the reset's SIGTERM, clearing its slot, and its record is
-        # lost; then, once the reset has stopped it, SHUTDOWN
+        # lost; the platform's word on the timeout read before or after that; then SHUTDOWN
+        if order == "the word, then the clear":
+            platform_done(correlator, "X", "timeout")
         holding.stdin.write("\n")
         holding.stdin.flush()
         assert holding.stdout.readline().strip() == "cleared"
+        if order == "the clear, then the word":
+            platform_done(correlator, "X", "timeout")
+        # ... with more lines than are held for its span, printed at the SIGTERM
+        correlator.on_telemetry([function_line(f"stopping {n}\n") for n in range(4)])
         ended_process(holding)
-        time.sleep(0.3)
         correlator.finish_unreported("timeout")
     finally:
         ended_process(holding)
-    # THEN its span is the timeout in the trace its slot held, ending at its deadline, not at
-    # SHUTDOWN (its word gave no duration)
+    # THEN those lines are in the trace its slot held
+    assert sorted((text, ids) for text, _, ids, _ in signals.logs.take(100)) == [(f"stopping {n}\n", (started["trace_id"], started["span_id"], True)) for n in range(4)]
+    # THEN its span is the timeout in the trace its slot held, from the handler's start to the
+    # deadline (its word gave no duration), not to SHUTDOWN
     (span,) = invocation_spans(signals)
     assert format(span.context.trace_id, "032x") == started["trace_id"] and format(span.context.span_id, "016x") == started["span_id"]
     assert span.attributes["error.type"] == "Sandbox.Timedout"
-    assert 0.15 < (span.end_time - span.start_time) / 1e9 < 0.45, (span.end_time - span.start_time) / 1e9
+    assert (span.start_time, span.end_time) == (started["start_ns"], deadline_ms * 1_000_000)
+
+
+def test_a_timeout_word_with_a_deadline_far_ahead_ends_when_it_was_accounted_for():
+    # GIVEN an INVOKE whose deadline is malformed (far ahead), and no word on how long it ran
+    correlator, signals = environment()
+    correlator.on_invoke({"eventType": "INVOKE", "requestId": "X", "invokedFunctionArn": ARN, "deadlineMs": 10**15})
+    # WHEN SHUTDOWN says it timed out
+    correlator.finish_unreported("timeout")
+    # THEN its span ends when it was accounted for, not at that deadline
+    (span,) = invocation_spans(signals)
+    assert span.end_time <= time.time_ns()
 
 
 @pytest.mark.parametrize("reason", ["timeout", "failure"])

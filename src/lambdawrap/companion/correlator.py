@@ -1034,7 +1034,9 @@ class Correlator:
         in-flight slot holds (the same: the slot holds the record's start part)."""
         if inv.start is not None:
             return inv.ids
-        inv.slot_start = self._inflight_start(inv.request_id)
+        # Kept where the slot is empty now: read at the timeout, and cleared since by a handler
+        # that returned at the reset's SIGTERM, its lines still coming.
+        inv.slot_start = self._inflight_start(inv.request_id) or inv.slot_start
         if inv.slot_start is None:
             return None
         return _start_ids(inv.slot_start)
@@ -1050,15 +1052,29 @@ class Correlator:
             # Timed out or crashed: the function could not report. What it knew before the
             # call is in its in-flight slot, if its process got that far.
             if self._answered_at_sigterm(inv):
-                # Its slot read now, as it would have been: a handler that returns at the
-                # SIGTERM clears it, and its record may yet be lost.
-                inv.slot_start = self._inflight_start(inv.request_id) or inv.slot_start
+                # Its slot read now, as it would have been (and at the deadline, see
+                # read_slot_at_deadline): a handler that returns at the SIGTERM clears it, and
+                # its record may yet be lost.
+                self._keep_slot(inv)
                 return  # its record, or the reset's SHUTDOWN (finish_unreported), makes it
             start = self._last_start(inv)
             if start is None and self._record_may_follow(inv):
                 return  # finish_overdue makes it once the grace is over, if no record came
             inv.start = start
             self._finish(inv)
+
+    def read_slot_at_deadline(self, rid: str) -> None:
+        """Keep what the in-flight slot of `rid`, still under way at its deadline, holds: the
+        reset's SIGTERM comes next, and a handler that returns at it clears its slot, maybe
+        before the platform's word on the timeout is read here, and its record may be lost."""
+        with self._lock:
+            inv = self._open.get(rid)
+            if inv is not None and not inv.finished and inv.end is None:
+                self._keep_slot(inv)
+
+    def _keep_slot(self, inv: Invocation) -> None:
+        if self._superseded.get(inv.request_id) is not inv:  # the id's slot is the retry's
+            inv.slot_start = self._inflight_start(inv.request_id) or inv.slot_start
 
     def _answered_at_sigterm(self, inv: Invocation) -> bool:
         """Whether a timed-out invocation's record may still come outside Managed Instances: the

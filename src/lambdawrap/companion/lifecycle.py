@@ -530,8 +530,11 @@ class Companion:
         init_awaited = not self.settings.sdk_disabled and self.correlator.serving_first() and self.correlator.init_unreported()
         # The handler's record arrives before the runtime asks for its next event.
         watch: dict = {}  # the process running it (its in-flight slot names it): has it ended?
-        if not self.loop.run_until(lambda: self._record_or_crash(rid, watch), deadline) or watch.get("ended"):
-            return  # timed out or crashed: the platform resets us and SHUTDOWN reports it
+        if not self.loop.run_until(lambda: self._record_or_crash(rid, watch), deadline):
+            self.correlator.read_slot_at_deadline(rid)  # before the reset's SIGTERM
+            return  # timed out: the platform resets us and SHUTDOWN reports it
+        if watch.get("ended"):
+            return  # crashed: the platform resets us and SHUTDOWN reports it
         meter.ended(self.socket.peer_pid)
         if not self.policy.should_flush():
             return

@@ -381,11 +381,13 @@ class SpanBuilder:
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         if duration_ms is not None:
             end_ns = start_ns + int(duration_ms * 1_000_000)
-        elif reason == "timeout" and (deadline_ms := platform_number((inv.invoke_event or {}).get("deadlineMs"))) is not None:
-            # At its deadline, not when it was made: at the reset's SHUTDOWN, after the kill.
-            end_ns = max(start_ns, int(deadline_ms * 1_000_000))
         else:
             end_ns = inv.finished_at_ns or time.time_ns()
+            deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
+            if reason == "timeout" and deadline_ms is not None:
+                # At its deadline where that came before it was made (at the reset's SHUTDOWN,
+                # after the kill); never later (a malformed deadline, far ahead).
+                end_ns = max(start_ns, min(end_ns, round(deadline_ms * 1000) * 1000))
         attrs["error.type"] = error_type
         attrs["lambdawrap.failure_reason"] = reason
         return end_ns, reason
