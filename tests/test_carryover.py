@@ -202,8 +202,8 @@ def handler(event, context):
 
 
 def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
-    from conftest import write_function
-    from support.stack import instrumented
+    from conftest import wait_for, write_function
+    from support.stack import instrumented, metric_total
 
     task = write_function(tmp_path / "task", SLEEPER)
     # GIVEN a 128 MB environment under Lambda's CPU share (7 % of a core, init too): its
@@ -215,19 +215,34 @@ def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
         timed_out = emu.invoke({"sleep": 10})
         assert b"Sandbox.Timedout" in timed_out.body
         # WHEN the next invocation comes to the sandbox's next environment (whose init runs
-        # inside it, at 7 % of a core: on a busy machine it has timed out too, the CI's fresh
-        # run on f18666f after 10 s; what matters here is that its span says what its caller got)
-        fine = emu.invoke({})
-        assert fine.status == 200 and (fine.function_error is None or b"Sandbox.Timedout" in fine.body), fine
-        # THEN both invocations are exported, once each, each with what its caller got
-        rids = {timed_out.request_id, fine.request_id}
-        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=2, timeout=120)
-        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in spans}
-        assert len(spans) == 2 and set(by_rid) == rids
-        assert by_rid[timed_out.request_id]["attributes"]["error.type"] == "Sandbox.Timedout"
-        assert by_rid[fine.request_id]["attributes"].get("error.type") == (None if fine.function_error is None else "Sandbox.Timedout")
+        # inside it, at 7 % of a core: on a busy machine it has timed out too, as in the CI's
+        # run on f18666f, and what its environment held went on to the next one; invoked again
+        # then, up to three times, until one ends well)
+        results = [timed_out, emu.invoke({})]
+        while results[-1].function_error is not None and len(results) < 4:
+            assert results[-1].status == 200 and b"Sandbox.Timedout" in results[-1].body, results[-1]
+            results.append(emu.invoke({}))
+        assert results[-1].status == 200 and results[-1].function_error is None, results
+        # THEN every invocation is exported, once, with what its caller got: as its span, or,
+        # one that timed out in its environment's init (run inside it), as that init's failed
+        # span (docs/reliability.md: a failed init's span stands for the invocation it failed)
+        ends = {results[0].request_id, results[-1].request_id}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in ends, count=2, timeout=120)
+        rids = {result.request_id for result in results}
+        spans = rx.spans()
+        invocations = [s for s in spans if s["attributes"].get("faas.invocation_id") in rids]
+        by_rid = {s["attributes"]["faas.invocation_id"]: s for s in invocations}
+        assert len(invocations) == len(by_rid)
+        for result in results:
+            if result.request_id in by_rid:
+                assert by_rid[result.request_id]["attributes"].get("error.type") == (None if result.function_error is None else "Sandbox.Timedout")
+        failed_inits = [s for s in spans if s["attributes"].get("lambdawrap.init.phase") == "invoke" and s["attributes"].get("error.type") == "Sandbox.Timedout"]
+        assert len(failed_inits) == len(rids - set(by_rid)), (failed_inits, rids - set(by_rid))
+        counted = lambda: metric_total(rx, "faas.invocations")  # noqa: E731 - a delta counter, summed over environments
+        wait_for(lambda: counted() >= len(results), timeout=120, what=lambda: f"{len(results)} faas.invocations, {counted()} so far")
+        assert counted() == len(results)
         carried = [line for line in emu.log_lines() if "what it held goes to the next environment" in line]
-        assert len(carried) <= 1
+        assert len(carried) < len(results)
     assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
 
 

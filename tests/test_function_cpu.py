@@ -37,9 +37,16 @@ def test_another_process_cpu_time_is_read_and_a_gone_one_is_none():
 def test_a_run_that_waits_leaves_its_share_and_one_that_computes_none(memory_mb):
     share = memory_mb / 1769
     meter = RunMeter(memory_mb)
-    meter.started(os.getpid())
-    time.sleep(0.2)
-    meter.ended(os.getpid())
+    # A run that waits: a process of its own (this one's other threads, an earlier test's
+    # servers, take CPU meanwhile, and the fresh-clone run on bfd9142 judged it so at 128 MB)
+    waiting = subprocess.Popen([sys.executable, "-c", "import sys\nprint('ready', flush=True)\nsys.stdin.read()\n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert waiting.stdout.readline().strip() == "ready"
+        meter.started(waiting.pid)
+        time.sleep(0.2)
+        meter.ended(waiting.pid)
+    finally:
+        waiting.communicate("")
     assert meter.run_s >= 0.2
     assert 0.5 * share * meter.run_s < meter.spare_cpu_s <= share * meter.run_s
     # A run that computes throughout: on a busy machine this process may get a third of a core,

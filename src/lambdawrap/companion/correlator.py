@@ -96,8 +96,9 @@ def _start_ids(start: dict) -> tuple:
 
 def trigger_of(inv: "Invocation | None") -> str:
     """The invocation's faas.trigger, as its span names it ("other" when nothing of the
-    function's came): the FaaS metrics of the platform's numbers are labelled with it too."""
-    attributes = (inv.start or {}).get("attributes") if inv is not None else None
+    function's came): the FaaS metrics of the platform's numbers are labelled with it too. A
+    timed-out invocation waiting for its record has its slot's (its report comes meanwhile)."""
+    attributes = (inv.start or inv.slot_start or {}).get("attributes") if inv is not None else None
     return str(attributes.get("faas.trigger") or "other") if isinstance(attributes, dict) else "other"
 
 
