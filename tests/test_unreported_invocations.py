@@ -103,6 +103,7 @@ def test_a_handler_that_raises_at_the_reset_s_sigterm_is_the_timeout_with_its_ex
     correlator, signals = environment()
     invoke(correlator, "X", deadline_in_s=0.2)
     correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout"}}, platform_report("X", "timeout")])
+    assert correlator.settled("X", record_grace_s=0.0) is None  # not made once a grace has passed either
     correlator.on_record(record("X", error={"type": "RuntimeError", "message": "stopped by SIGTERM", "stack": ""}))
     # WHEN the reset's SHUTDOWN comes
     correlator.finish_unreported("timeout")

@@ -1347,6 +1347,8 @@ class Correlator:
             if inv is not None and (inv.finished or (inv.end is not None and not finished)):
                 return True
             if record_grace_s is not None and inv is not None and inv.end is None and inv.outcome_at is not None:
+                if inv.failed_on_platform and self._answered_at_sigterm(inv):
+                    return None  # timed out: its record may follow the SIGTERM (_maybe_finish)
                 grace_ends = inv.outcome_at + record_grace_s
                 if time.monotonic() >= grace_ends:
                     self._record_overdue(inv)
