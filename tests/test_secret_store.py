@@ -375,7 +375,34 @@ def test_an_ask_that_fetches_missing_secrets_is_answered_within_its_time(moto, m
             store.stop()
 
 
-def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_again_unread(moto, handler_cache, tmp_path, monkeypatch):
+# The function's process, as it runs beside the companion: its secrets loaded at boot over the
+# channel, then read ("read", which may ask for a refresh) or looked at ("held": its cache and its
+# refresh worker, without a read) as the test says on stdin.
+FUNCTION_PROCESS = """
+import json, sys, time
+from lambdawrap.handler import secret_cache
+from lambdawrap.handler.channel import Channel
+from lambdawrap.shared.secret_sources import parse_sources
+from lambdawrap.shared.settings import Settings
+
+declared, ttl_s, socket_path = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+sources, _ = parse_sources(declared)
+settings = Settings(secrets=tuple(sources), secrets_ttl_s=ttl_s, region="us-east-1", secrets_port=0, socket_path=socket_path)
+print(json.dumps(secret_cache.load_declared(settings, Channel(socket_path), companion_expected=True)), flush=True)
+for line in sys.stdin:
+    if line.strip() == "read":
+        print(json.dumps(secret_cache.get("DB_PASSWORD")), flush=True)
+    else:
+        value, due = secret_cache._cache["DB_PASSWORD"]
+        worker = secret_cache._worker._thread
+        print(json.dumps({"value": value, "due_in": round(due - time.time(), 2), "worker_alive": worker is not None and worker.is_alive(), "stale_answers": secret_cache._stale_answers, "unanswered": secret_cache._unanswered, "companion": secret_cache._config.get("companion")}), flush=True)
+"""
+
+
+def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_again_unread(moto, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
     from support.aws_front import AwsFront
 
     ttl_s = 3.0
@@ -385,22 +412,45 @@ def test_a_value_the_companion_handed_over_while_refreshing_it_is_asked_for_agai
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
         settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=ttl_s, socket_path=str(tmp_path / "lw.sock"))
-        with serving_the_handler_side(settings, FetchThreads()) as store:
+        with serving_the_handler_side(settings, FetchThreads()) as store, open(tmp_path / "function.err", "w+") as errors:
             fetched_at = time.monotonic() - store.snapshot(10)["ages"]["DB_PASSWORD"]
-            assert handler_cache.load_declared(settings, Channel(settings.socket_path), companion_expected=True) == []
-            moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
-            rotated_at = time.monotonic()
-            # WHEN the function reads it past the TTL, while the companion's refresh is under
-            # way (served as it is: stale-while-revalidate), and not again for a while
-            time.sleep(max(0.0, fetched_at + ttl_s + 0.3 - time.monotonic()))
-            read_at = time.monotonic()
-            assert handler_cache.get("DB_PASSWORD") == DB_PASSWORD
-            # THEN the function's process asks again by itself, and its next read is the rotated
-            # value (before: the value handed over at its TTL was kept until that read, which
-            # was served it once more). Watched here without a read of the function's, which
-            # would ask for a refresh itself.
-            wait_for(lambda: handler_cache._cache["DB_PASSWORD"][0] == ROTATED_PASSWORD, timeout=30, interval=0.05, what=lambda: f"the rotated value in the function's process (AWS calls {front.calls}, {time.monotonic() - fetched_at:.1f} s after the first fetch, rotated at {rotated_at - fetched_at:.1f} s, read at {read_at - fetched_at:.1f} s)")
-            assert handler_cache.get("DB_PASSWORD") == ROTATED_PASSWORD
+            # ... and a function's process of its own (as on Lambda: not this one, whose many
+            # threads and sockets of earlier tests it would share), booted with it
+            function = subprocess.Popen([sys.executable, "-c", FUNCTION_PROCESS, "DB_PASSWORD=secretsmanager:prod/db#password", str(ttl_s), settings.socket_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+
+            def ask(command: str) -> object:
+                function.stdin.write(command + "\n")
+                function.stdin.flush()
+                return json.loads(function.stdout.readline())
+
+            try:
+                assert json.loads(function.stdout.readline()) == []
+                moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+                rotated_at = time.monotonic()
+                # WHEN the function reads it past the TTL, while the companion's refresh is
+                # under way (served as it is: stale-while-revalidate), and not again for a while
+                time.sleep(max(0.0, fetched_at + ttl_s + 0.3 - time.monotonic()))
+                read_at = time.monotonic()
+                assert ask("read") == DB_PASSWORD
+
+                # THEN the function's process asks again by itself, and its next read is the
+                # rotated value (before: the value handed over at its TTL was kept until that
+                # read, which was served it once more). Watched without a read of the
+                # function's, which would ask for a refresh itself.
+                def stalled() -> str:
+                    errors.seek(0)
+                    times = f"{time.monotonic() - fetched_at:.1f} s after the first fetch, rotated at {rotated_at - fetched_at:.1f} s, read at {read_at - fetched_at:.1f} s"
+                    return f"the rotated value in the function's process ({times}; {ask('held')}; AWS calls {[(target, turn) for target, _, turn in front.calls]}; its stderr {errors.read()[-2000:]!r})"
+
+                wait_for(lambda: ask("held")["value"] == ROTATED_PASSWORD, timeout=30, interval=0.05, what=stalled)
+                assert ask("read") == ROTATED_PASSWORD
+            finally:
+                function.stdin.close()
+                try:
+                    function.wait(timeout=30)
+                finally:
+                    function.kill()
+                    function.stdout.close()
 
 
 def test_a_boot_the_companion_answers_in_part_fetches_only_the_rest_and_refreshes_from_the_companion(moto, handler_cache, tmp_path, monkeypatch):
