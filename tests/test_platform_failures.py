@@ -257,19 +257,23 @@ def handler(event, context):
         signal.signal(signal.SIGTERM, on_term)
         while not stop:
             time.sleep(0.01)
+        time.sleep(event.get("linger_s", 0))  # what it has takes a while to gather
         return {"partial": True}
     return {"ok": True}
 """
 
 
+LINGER_S = 0.5  # within the 0.6 s the reset gives the runtime between its SIGTERM and SIGKILL
+
+
 @every_python
 def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_got(tmp_path, runtime_python):
     task = write_function(tmp_path / "task", GRACEFUL_APP)
-    events = [{}, {"on_term": "return"}, {}, {"on_term": "raise"}, {}]
+    events = [{}, {"on_term": "return", "linger_s": LINGER_S}, {}, {"on_term": "raise"}, {}]
     results, spans, rx = invoke_each(task, events, runtime_python)
     got = [(r.json() or {}).get("errorType") if r.function_error else None for r in results]
-    # GIVEN two invocations that timed out, whose handler returned or raised at the platform's
-    # SIGTERM, the runtime posting that answer after the caller had its timeout
+    # GIVEN two invocations that timed out, whose handler returned (taking 0.5 s to) or raised at
+    # the platform's SIGTERM, the runtime posting that answer after the caller had its timeout
     assert got == [None, "Sandbox.Timedout", None, "Sandbox.Timedout", None]
     # THEN both spans say the caller's timeout (before: the first was a success, the second
     # the handler's RuntimeError), the exception an event
@@ -278,6 +282,8 @@ def test_an_answer_the_runtime_posts_after_the_timeout_is_not_what_the_caller_go
         if event:
             assert_timed_out(span)
             assert exception_types(span) == (["RuntimeError"] if event["on_term"] == "raise" else [])
+            # ... lasting as long as the caller waited, not until the handler was done
+            assert (span["end_time_unix_nano"] - span["start_time_unix_nano"]) / 1e9 < TIMEOUT_S + LINGER_S / 2
         else:
             assert span["status_code"] == 0
     # ... and both are counted as timeouts and errors, once

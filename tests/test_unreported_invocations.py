@@ -115,6 +115,48 @@ def test_a_handler_that_raises_at_the_reset_s_sigterm_is_the_timeout_with_its_ex
     assert signals.dropped_by_reason == {}
 
 
+@pytest.mark.parametrize("order", ["the record, then the word", "the word, then the record"])
+def test_a_timed_out_handler_that_ran_on_past_the_sigterm_ends_its_span_at_the_timeout(order):
+    # GIVEN an invocation that timed out after 100 ms, as the platform says, whose handler ran on
+    # at the reset's SIGTERM (Python 3.12+) and sent its record 500 ms after it started
+    correlator, signals = environment()
+    invoke(correlator, "X", deadline_in_s=0.1)
+    late = record("X", error={"type": "RuntimeError", "message": "stopped by SIGTERM", "stack": ""})
+    late["start"]["start_ns"] = late["end"]["end_ns"] - 500_000_000
+    word = {"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout", "metrics": {"durationMs": 100.0}}}
+    for told in (["record", "word"] if order.startswith("the record") else ["word", "record"]):
+        if told == "record":
+            correlator.on_record(late)
+        else:
+            correlator.on_telemetry([word])
+    correlator.finish_unreported("timeout")
+    # THEN its span lasts the 100 ms the caller waited, not the 500 ms the handler ran (before:
+    # it ended at the handler's end, after the caller had its timeout), its exception at that end
+    (span,) = invocation_spans(signals)
+    assert span.attributes["lambdawrap.failure_reason"] == "timeout"
+    assert span.end_time - span.start_time == 100_000_000
+    assert [(event.attributes["exception.type"], event.timestamp) for event in span.events] == [("RuntimeError", span.end_time)]
+
+
+def test_a_timed_out_handler_called_late_ends_its_span_at_the_deadline():
+    # GIVEN an invocation whose handler was called 50 ms before its deadline (its event took long
+    # to decode), that the platform timed out after its 100 ms, counted from its own start
+    correlator, signals = environment()
+    invoke(correlator, "X", deadline_in_s=0.1)
+    deadline_ns = correlator._open["X"].invoke_event["deadlineMs"] * 1_000_000
+    late = record("X")
+    late["start"]["start_ns"] = deadline_ns - 50_000_000
+    late["end"]["end_ns"] = deadline_ns + 400_000_000
+    correlator.on_record(late)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout", "metrics": {"durationMs": 100.0}}}])
+    correlator.finish_unreported("timeout")
+    # THEN its span ends at the deadline, when the caller had its timeout (before: 50 ms after it,
+    # the platform's 100 ms counted from the handler's start)
+    (span,) = invocation_spans(signals)
+    assert span.attributes["lambdawrap.failure_reason"] == "timeout"
+    assert span.end_time == deadline_ns
+
+
 def test_shutdown_awaits_the_report_of_a_timeout_whose_record_did_not_come_not_an_init_report_lost():
     # GIVEN an environment whose init report was lost, and whose invocation timed out: its
     # runtimeDone came, its report (billed time, memory) not yet

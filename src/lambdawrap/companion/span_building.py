@@ -264,6 +264,10 @@ class SpanBuilder:
             # Not before its start (the wall clock stepped back between the two): the span
             # and its exception event end where it began.
             end_ns = max(int(end.get("end_ns") or 0), start_ns)
+            if inv.failed_on_platform and not inv.verdict_known:
+                # The caller's answer was the platform's: the span ends where that came, not where a
+                # handler that ran on past the timeout's SIGTERM (Python 3.12+) finished.
+                end_ns = max(start_ns, min(end_ns, self._platform_end_ns(inv, platform_failure(inv.outcome)[1])))
             status, events, failure = self._reported_status(inv, attrs, end_ns)
         else:
             end_ns, failure = self._platform_end(inv, attrs)
@@ -375,22 +379,29 @@ class SpanBuilder:
 
     def _platform_end(self, inv: Invocation, attrs: dict) -> tuple:
         """(end_ns, failure reason) of an invocation the function could not report."""
-        outcome = inv.outcome or {}
-        error_type, reason = platform_failure(outcome)
-        duration_ms = platform_duration_ms((outcome.get("metrics") or {}).get("durationMs"))
+        error_type, reason = platform_failure(inv.outcome or {})
+        attrs["error.type"] = error_type
+        attrs["lambdawrap.failure_reason"] = reason
+        return self._platform_end_ns(inv, reason), reason
+
+    @staticmethod
+    def _platform_end_ns(inv: Invocation, reason: str) -> int:
+        """Where the platform ended the invocation: its start and the platform's duration, else
+        when it was made; for a timeout, its deadline if that came first."""
+        duration_ms = platform_duration_ms(((inv.outcome or {}).get("metrics") or {}).get("durationMs"))
         start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
         if duration_ms is not None:
             end_ns = start_ns + int(duration_ms * 1_000_000)
         else:
             end_ns = inv.finished_at_ns or time.time_ns()
-            deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
-            if reason == "timeout" and deadline_ms is not None:
-                # At its deadline where that came before it was made (at the reset's SHUTDOWN,
-                # after the kill); never later (a malformed deadline, far ahead).
-                end_ns = max(start_ns, min(end_ns, round(deadline_ms * 1000) * 1000))
-        attrs["error.type"] = error_type
-        attrs["lambdawrap.failure_reason"] = reason
-        return end_ns, reason
+        deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
+        if reason == "timeout" and deadline_ms is not None:
+            # The platform's duration counts from its start, before the handler's (late where the
+            # event took long to decode), and the span was made after the kill, at the reset's
+            # SHUTDOWN: the caller had its timeout at the deadline. Never before the span's start
+            # (a malformed deadline).
+            end_ns = max(start_ns, min(end_ns, round(deadline_ms * 1000) * 1000))
+        return end_ns
 
     def init(self, init: InitFacts, parent: Invocation | None) -> ReadableSpan | None:
         """The init span: in the first invocation's trace, or, for a failed init, its own."""
