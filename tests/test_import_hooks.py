@@ -510,3 +510,75 @@ def test_a_module_wrapt_s_post_import_hook_also_waits_for_runs_both(tmp_path):
         {"app": "VALUE = 1\n"},
     )
     assert out["calls"] == ["ours", "wrapt"]
+
+
+@pytest.mark.parametrize("kind", ["ours", "wrapt"])
+def test_a_module_loaded_lazily_from_importlib_util_find_spec_s_spec_is_hooked_once_used(tmp_path, kind):
+    out = run(
+        tmp_path,
+        kind,
+        """
+        import importlib.util
+        register("app", lambda module: calls.append(("hook", module.VALUE)))
+
+        def caught_up():
+            # lambdawrap's hooks run as the next invocation starts, wrapt's as the module runs
+            if KIND == "ours":
+                from lambdawrap.handler import import_hooks
+                import_hooks.catch_up()
+            return list(calls)
+
+        # The LazyLoader recipe from importlib's documentation
+        spec = importlib.util.find_spec("app")
+        loader = importlib.util.LazyLoader(spec.loader)
+        spec.loader = loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["app"] = module
+        loader.exec_module(module)
+        out["unused"] = caught_up()
+        out["ran_unused"] = "RAN" in sys.modules
+        out["used"] = (module.VALUE, caught_up())
+        out["again"] = caught_up()
+        import app
+        out["imported"] = caught_up()
+        """,
+        {"app": "import sys\nsys.modules['RAN'] = sys\nVALUE = 7\n"},
+    )
+    # GIVEN a watched module loaded lazily: its code runs at its first use
+    # THEN nothing runs it before (the hooks wait for it), and its hooks run once after it ran
+    # (before: lambdawrap's never ran, and its calls went untraced)
+    assert out["unused"] == [] and out["ran_unused"] is False
+    assert out["used"] == [7, [["hook", 7]]]
+    assert out["again"] == out["imported"] == [["hook", 7]]
+
+
+def test_a_lazy_module_another_thread_is_loading_is_hooked_once_it_has_loaded(tmp_path):
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        import builtins, importlib.util, threading
+        from lambdawrap.handler import import_hooks
+        builtins.STARTED, builtins.GO = threading.Event(), threading.Event()
+        register("app", lambda module: calls.append(("hook", module.VALUE)))
+        spec = importlib.util.find_spec("app")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["app"] = module
+        spec.loader.exec_module(module)
+        # A thread of the function's first uses it, its code still running as an invocation starts
+        user = threading.Thread(target=lambda: module.VALUE)
+        user.start()
+        assert builtins.STARTED.wait(30)
+        import_hooks.catch_up()
+        out["while_loading"] = list(calls)
+        builtins.GO.set()
+        user.join(30)
+        import_hooks.catch_up()
+        out["loaded"] = list(calls)
+        """,
+        {"app": "import builtins\nbuiltins.STARTED.set()\nbuiltins.GO.wait(30)\nVALUE = 7\n"},
+    )
+    # THEN its hooks wait for its code to be done (before 3.13 it is no `_LazyModule` once its
+    # code starts: hooked then, its classes not yet made, it stayed untraced for good)
+    assert out == {"while_loading": [], "loaded": [["hook", 7]]}

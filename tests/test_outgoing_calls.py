@@ -3271,3 +3271,42 @@ def test_a_weakly_referenced_client_method_is_the_method_and_its_calls_are_trace
     # "FunctionWrapperBase() missing required argument 'wrapper'"), and both calls are spans
     assert result.json() == without == {"statuses": [200, 204], "bound": [True, True]}, (result.json(), without)
     assert sorted(span["attributes"]["http.response.status_code"] for span in clients) == [200, 204]
+
+
+LAZILY_LOADED = """
+import importlib.util, sys
+
+
+def lazy(name):
+    # importlib's LazyLoader recipe: the module runs at its first use (a cold-start trick)
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+httpx = lazy("httpx")
+
+
+def handler(event, context):
+    return httpx.get(event["target"] + "/status/200?via=lazy", timeout=5).status_code
+"""
+
+
+def test_a_library_loaded_lazily_is_traced_from_the_invocation_after_its_first_use(tmp_path):
+    # GIVEN a function that loads httpx lazily, first using it inside its first invocation
+    task = write_function(tmp_path / "task", LAZILY_LOADED)
+    with recording_server() as target, instrumented(task, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked three times
+        results = [emu.invoke({"target": target.url}) for _ in range(3)]
+        assert [r.json() for r in results] == [200] * 3
+        spans = [invocation_span(rx, r.request_id) for r in results[1:]]
+        calls = [children(rx, span, 1) for span in spans]
+    # THEN the calls of the invocations after that one are client spans under their invocation,
+    # their context sent downstream (before: none was ever traced); the first one's went before
+    # httpx had loaded, and is not
+    assert [[call["attributes"]["url.full"].rpartition("via=")[2] for call in made] for made in calls] == [["lazy"], ["lazy"]]
+    sent = [r["headers"].get("traceparent") for r in target.requests]
+    assert sent[0] is None and [header.split("-")[1:3] for header in sent[1:]] == [[span["trace_id"], call[0]["span_id"]] for span, call in zip(spans, calls)], sent

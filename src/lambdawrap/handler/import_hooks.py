@@ -12,6 +12,11 @@ importing the module waits for them on its lock, as it would for wrapt's), then 
 done. The module's own code runs in importlib's frames only, and the spec's class is given back
 before the hooks run.
 
+A watched module loaded outside importlib's import (the LazyLoader recipe, a cold-start trick:
+importlib.util.find_spec, then the spec's loader run on first use) never sets `_initializing`:
+its hooks run at the next `catch_up()`, which the handler's wrapper calls as each invocation
+starts, once the module is in sys.modules and loaded.
+
 tests/test_import_hooks.py holds this to wrapt's `register_post_import_hook` behaviour.
 """
 
@@ -31,6 +36,7 @@ Hook = "Callable[[ModuleType], None]"
 _hooks: dict = {}  # module name -> [hook, ...], until the module has loaded
 _lock = threading.RLock()
 _watched_classes: dict = {}  # spec class -> its watched subclass
+_asked_outside_imports: set = set()  # watched names importlib.util.find_spec was answered for
 
 
 def _new_lock() -> None:
@@ -88,17 +94,48 @@ def _name_of(module: object) -> str:
         return "?"
 
 
-def _loaded(spec: object, module: "ModuleType") -> None:
-    """Run the module's hooks, those registered while they run too, then let the spec say
-    the module is done initializing."""
+def _loaded(name: str, module: "ModuleType", spec: object = None) -> None:
+    """Run the module's hooks, those registered while they run too, then let its watched spec
+    (if any) say the module is done initializing."""
     while True:
         with _lock:
-            hooks = _hooks.pop(spec.name, [])
+            hooks = _hooks.pop(name, [])
             if not hooks:
-                spec.__dict__["_initializing"] = False
+                if spec is not None:
+                    spec.__dict__["_initializing"] = False
                 return
         for hook, on_error in hooks:
             _run(hook, module, on_error)
+
+
+def catch_up() -> None:
+    """Run the hooks of watched modules that were loaded without importlib's import: from a
+    spec importlib.util.find_spec gave (LazyLoader's recipe), once they are in sys.modules and
+    loaded. A lazy module not used yet is left unloaded (its type alone is read)."""
+    if not _asked_outside_imports:
+        return
+    for name in list(_asked_outside_imports):
+        module = sys.modules.get(name)
+        if name not in _hooks:
+            _asked_outside_imports.discard(name)  # imported the usual way, its hooks run
+        elif module is not None and type(module).__name__ != "_LazyModule" and not _initializing(module) and not _running_its_code(module):
+            _asked_outside_imports.discard(name)
+            _loaded(name, module)
+
+
+def _running_its_code(module: object) -> bool:
+    """Whether a thread runs the module's own code now: before 3.13 a lazy module stops being
+    a `_LazyModule` as its code starts, and hooked then, half run, it would stay untraced."""
+    try:
+        namespace = object.__getattribute__(module, "__dict__")
+    except Exception:  # noqa: BLE001 - an object of the function's own in sys.modules
+        return False
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_globals is namespace and frame.f_code.co_name == "<module>":
+                return True
+            frame = frame.f_back
+    return False
 
 
 class _Finder:
@@ -111,6 +148,8 @@ class _Finder:
         if not _loading_now():
             # importlib.util.find_spec hands the spec back unloaded: watched, it would keep its
             # swapped class for good (its pickle fails); the finders after this one answer it.
+            # Its module, if loaded from it, is caught up with (catch_up).
+            _asked_outside_imports.add(fullname)
             return None
         finders = list(sys.meta_path)
         # Those ahead of this one have answered None already: asked again, a finder that
@@ -206,6 +245,6 @@ def _set_initializing(spec: object, value: bool) -> None:
             # Still initializing while the hooks run, as wrapt's run inside the module's load:
             # another thread importing it waits on its lock (this thread holds it) until they
             # are done, rather than taking the module unpatched.
-            _loaded(spec, module)
+            _loaded(spec.name, module, spec)
     finally:
         spec.__dict__["_initializing"] = False

@@ -27,7 +27,7 @@ import time
 import traceback
 from _thread import RLock, get_ident
 
-from lambdawrap.handler import message_context, secret_cuts, trace_context, triggers
+from lambdawrap.handler import import_hooks, message_context, secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import redact_query, url_query_keys
 from lambdawrap.handler.repeated_frames import cheap_to_format
@@ -345,6 +345,8 @@ class InvocationTracer:
 
     def _before(self, args: tuple, kwargs: dict) -> Invocation:
         start_ns = time.time_ns()
+        # A library loaded lazily since the last invocation is traced from this one.
+        import_hooks.catch_up()
         if self._held is not None:
             # The last response's post never came through after_post: its record goes now,
             # and from here on each record goes when its handler is done.
