@@ -33,6 +33,16 @@ def register(name, hook):
 def frames(exc):
     return [(f.name, f.filename.rsplit("/", 1)[-1]) for f in traceback.extract_tb(exc.__traceback__)]
 
+def lazy(name):
+    # importlib's LazyLoader recipe: the module runs at its first use
+    import importlib.util
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 out = {{}}
 {body}
 print(json.dumps(out))
@@ -518,7 +528,6 @@ def test_a_module_loaded_lazily_from_importlib_util_find_spec_s_spec_is_hooked_o
         tmp_path,
         kind,
         """
-        import importlib.util
         register("app", lambda module: calls.append(("hook", module.VALUE)))
 
         def caught_up():
@@ -528,13 +537,7 @@ def test_a_module_loaded_lazily_from_importlib_util_find_spec_s_spec_is_hooked_o
                 import_hooks.catch_up()
             return list(calls)
 
-        # The LazyLoader recipe from importlib's documentation
-        spec = importlib.util.find_spec("app")
-        loader = importlib.util.LazyLoader(spec.loader)
-        spec.loader = loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["app"] = module
-        loader.exec_module(module)
+        module = lazy("app")
         out["unused"] = caught_up()
         out["ran_unused"] = "RAN" in sys.modules
         out["used"] = (module.VALUE, caught_up())
@@ -557,15 +560,11 @@ def test_a_lazy_module_another_thread_is_loading_is_hooked_once_it_has_loaded(tm
         tmp_path,
         "ours",
         """
-        import builtins, importlib.util, threading
+        import builtins, threading
         from lambdawrap.handler import import_hooks
         builtins.STARTED, builtins.GO = threading.Event(), threading.Event()
         register("app", lambda module: calls.append(("hook", module.VALUE)))
-        spec = importlib.util.find_spec("app")
-        spec.loader = importlib.util.LazyLoader(spec.loader)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["app"] = module
-        spec.loader.exec_module(module)
+        module = lazy("app")
         # A thread of the function's first uses it, its code still running as an invocation starts
         user = threading.Thread(target=lambda: module.VALUE)
         user.start()
