@@ -581,3 +581,29 @@ def test_a_lazy_module_another_thread_is_loading_is_hooked_once_it_has_loaded(tm
     # THEN its hooks wait for its code to be done (before 3.13 it is no `_LazyModule` once its
     # code starts: hooked then, its classes not yet made, it stayed untraced for good)
     assert out == {"while_loading": [], "loaded": [["hook", 7]]}
+
+
+def test_an_object_of_the_function_s_own_in_sys_modules_under_a_probed_name_is_left_alone(tmp_path):
+    out = run(
+        tmp_path,
+        "ours",
+        """
+        import importlib.util
+        from lambdawrap.handler import import_hooks
+
+        class Guarded:
+            def __getattribute__(self, name):
+                raise KeyError(name)  # whatever it is asked, __class__ included
+
+        register("app", lambda module: calls.append("hook"))
+        out["probed"] = importlib.util.find_spec("app") is not None
+        sys.modules["app"] = Guarded()
+        import_hooks.catch_up()
+        out["calls"] = calls
+        """,
+        {"app": "VALUE = 1\n"},
+    )
+    # GIVEN a watched name probed with importlib.util.find_spec, then an object of the function's
+    # own put in sys.modules under it: THEN the next invocation's catch-up neither asks it
+    # anything nor runs the hooks on it
+    assert out == {"probed": True, "calls": []}

@@ -118,18 +118,20 @@ def catch_up() -> None:
         module = sys.modules.get(name)
         if name not in _hooks:
             _asked_outside_imports.discard(name)  # imported the usual way, its hooks run
-        elif module is not None and type(module).__name__ != "_LazyModule" and not _initializing(module) and not _running_its_code(module):
+        elif issubclass(type(module), _MODULE) and type(module).__name__ != "_LazyModule" and not _initializing(module) and not _running_its_code(module):
             _asked_outside_imports.discard(name)
             _loaded(name, module)
+
+
+# Not an object of the function's own that it put in sys.modules in its place: its type alone is
+# read (isinstance would ask the object for its __class__).
+_MODULE = type(sys)
 
 
 def _running_its_code(module: object) -> bool:
     """Whether a thread runs the module's own code now: before 3.13 a lazy module stops being
     a `_LazyModule` as its code starts, and hooked then, half run, it would stay untraced."""
-    try:
-        namespace = object.__getattribute__(module, "__dict__")
-    except Exception:  # noqa: BLE001 - an object of the function's own in sys.modules
-        return False
+    namespace = object.__getattribute__(module, "__dict__")
     for frame in sys._current_frames().values():
         while frame is not None:
             if frame.f_globals is namespace and frame.f_code.co_name == "<module>":
