@@ -145,6 +145,16 @@ class TestSettings:
         (warning,) = [r.getMessage() for r in caplog.records]
         assert f"ignoring {name}={value!r} ({expected});" in warning, warning
 
+    def test_none_among_the_libraries_to_instrument_is_said_to_stand_alone(self, caplog):
+        # GIVEN `none` written in a list, as OTEL_PROPAGATORS allows it
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({"LAMBDAWRAP_INSTRUMENT": "none,http"})
+        # THEN the names are kept, and the one warning says `none` stands alone (before: it
+        # named `none` as unknown while listing it as a choice)
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert s.instrument == ("requests", "urllib3", "urllib", "httpx", "aiohttp")
+        assert "entries none (expected none alone, or names out of aws-sdk, http," in warning, warning
+
     @pytest.mark.parametrize(
         "name, value, default_text",
         [
@@ -160,6 +170,12 @@ class TestSettings:
             ("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "maybe", "true"),
             ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "-1", "1000"),
             ("LAMBDAWRAP_BUFFER_MAX_SPANS", "0", "10000"),
+            # Numbers in ASCII digits, as the launchers and the URLs of every export read them
+            # (before: int() and float() took these without a word)
+            ("LAMBDAWRAP_SECRETS_PORT", "２７７４", "2773"),
+            ("LAMBDAWRAP_BUFFER_MAX_SPANS", "1_0", "10000"),
+            ("LAMBDAWRAP_FLUSH_BUDGET_MS", "٣", "1000"),
+            ("LAMBDAWRAP_SECRETS_TTL", "３00", "300.0"),
             ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "weekly", "delta"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "http://localhost:4318"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1", "http://localhost:4318"),

@@ -511,6 +511,10 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
 
 
 def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
+    # Written in ASCII, without `_`: int() and float() read "２７７４", "٣" and "1_000" too, which a
+    # port or a size is never written as (the launchers and the URLs of every export refuse them).
+    if not raw.isascii() or "_" in raw:
+        raise ValueError(f"expected {what}")
     try:
         value = kind(raw)
     except ValueError:
@@ -577,8 +581,9 @@ def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
         names = _names(raw)
         if names == ("none",):
             return ()
+        expected = "expected none alone, or names out of " + ", ".join(tuple(groups) + choices)
         if not names:  # commas only: no choice of nothing (that is `none`), a bad value
-            raise ValueError("expected none or names out of " + ", ".join(tuple(groups) + choices))
+            raise ValueError(expected)
         chosen, unknown = set(), []
         for name in names:
             if name in groups:
@@ -589,7 +594,9 @@ def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
                 unknown.append(name)
         known = tuple(c for c in choices if c in chosen)
         if unknown:
-            raise _PartlyValid(known, unknown, "expected none or names out of " + ", ".join(tuple(groups) + choices))
+            # `none` among names is no name (as its own it is the empty list): said so, as it reads
+            # as one of the choices.
+            raise _PartlyValid(known, unknown, expected)
         return known
 
     return convert
