@@ -498,6 +498,29 @@ def test_with_no_wait_at_init_the_refreshes_ask_the_companion_once_it_answers(ta
         assert emu.invoke({"get": "DB_PASSWORD"}).json()["value"] == ROTATED
 
 
+def test_a_rotation_that_takes_away_a_value_the_boot_fetched_itself_is_said_once(task, moto):
+    # GIVEN no wait for the companion at init (the boot fetches the secrets itself, as where the
+    # companion is slow to start), a TTL of 1 s
+    env = secrets_env(moto, LAMBDAWRAP_SECRETS_TTL="1", LAMBDAWRAP_SECRETS_TIMEOUT_MS="0")
+
+    def said() -> list:
+        return [line for line in emu.log_lines() if "refreshing" in line and "DB_PASSWORD" in line]
+
+    with instrumented(task, env=env) as (emu, rx):
+        assert emu.invoke({}).json()["accessor"] == DB_PASSWORD
+        # WHEN a rotation renames the declared JSON key, and the function reads it over several TTLs
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"Password": ROTATED}))
+        wait_for(lambda: emu.invoke({"get": "DB_PASSWORD"}) and said(), timeout=30, interval=0.3, what="a warning naming DB_PASSWORD")
+        for _ in range(6):
+            assert emu.invoke({"get": "DB_PASSWORD"}).json()["value"] == DB_PASSWORD  # the last value served
+            time.sleep(0.3)
+        # THEN one warning names it and why, never a value (before: none, the value being the
+        # boot's and not one the companion had handed over; the function's refreshes, asking the
+        # companion once it answered, said nothing either)
+        (warning,) = said()
+        assert "has no JSON key 'password'" in warning and DB_PASSWORD not in warning and ROTATED not in warning, warning
+
+
 def test_a_companion_whose_first_fetch_outlasts_the_wait_leaves_the_boot_to_fetch(task, moto):
     # GIVEN the default wait for the companion (1.5 s), and a companion whose first fetch takes
     # 4 s (its AWS endpoint slow for it, the machine busy as it starts)

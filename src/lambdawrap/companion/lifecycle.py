@@ -99,6 +99,10 @@ class Companion:
         self._startup_wait_s = 0.0  # set in run(): how long init may wait for the pipeline
         self.run_meter = RunMeter(self.settings.memory_mb)
         self.router = RecordRouter(self._dropped, learn=self._learn_fetched)
+        # Declared names whose values the function's process fetched itself, told before the
+        # secret store exists too (a companion slow to start is when it fetches them).
+        self._fetched_by_function: set = set()
+        self._fetched_lock = threading.Lock()
         self.loop = EventLoop(on_error=lambda what: self.sink.internal_errors("companion"))
         self.socket = SocketServer(self.settings.socket_path, self.router, self._problem)
         self._secrets_servers: list | None = []
@@ -143,7 +147,15 @@ class Companion:
         """Values of declared secrets the function's process fetched itself: kept out of what is
         exported from now on, as those the secret store fetches are."""
         declared = {source.env_name for source in self.settings.secrets}
-        self.scrubber.learn([value for name, value in values.items() if name in declared and isinstance(value, str)])
+        held = [name for name, value in values.items() if name in declared and isinstance(value, str)]
+        self.scrubber.learn([values[name] for name in held])
+        # The function serves these: a refresh that can no longer give one is said, as for the
+        # values the store handed over itself.
+        with self._fetched_lock:
+            self._fetched_by_function.update(held)
+            store = self.router.store
+        if store is not None:
+            store.held_by_function(held)
 
     def _start_up(self) -> None:
         configure_process_logging(self.settings.log_level)
@@ -193,7 +205,10 @@ class Companion:
 
             store = SecretStore(self.settings, scrubber=self.scrubber)
             store.start()
-            self.router.store = store
+            with self._fetched_lock:
+                self.router.store = store
+                held = list(self._fetched_by_function)
+            store.held_by_function(held)
         except Exception:  # noqa: BLE001 - fail open
             get_logger().exception("lambdawrap: the secret store failed to start")
             self._close_secrets_ports()

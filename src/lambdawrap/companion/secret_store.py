@@ -101,7 +101,7 @@ class SecretStore:
         self._worker = RefreshWorker("lambdawrap-secrets-refresh", self._refresh, MIN_REFRESH_S)
         self.fetches = 0
         self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
-        self._given: set = set()  # declared names the last snapshot gave a value
+        self._given: set = set()  # declared names the last snapshot gave a value, or the function fetched
         self._served_chars = 0
         if not self.sources:
             self._ready.set()
@@ -292,6 +292,12 @@ class SecretStore:
             # its traceback would grow by each caller's frames (and keep them) until the hold ends.
             raise entry.error.with_traceback(None)
         return entry.answer
+
+    def held_by_function(self, names: list) -> None:
+        """Declared names whose values the function's process fetched itself and serves: a
+        snapshot that can no longer give one warns, as for one it gave."""
+        with self._lock:
+            self._given.update(names)
 
     def snapshot(self, timeout_s: float) -> dict:
         """Values, errors and ages (seconds since fetched) of the declared secrets, waiting up
