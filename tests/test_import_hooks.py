@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from support.lazy_loading import LAZY_LOADER_RECIPE
+
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 SCENARIO = """
@@ -33,16 +35,7 @@ def register(name, hook):
 def frames(exc):
     return [(f.name, f.filename.rsplit("/", 1)[-1]) for f in traceback.extract_tb(exc.__traceback__)]
 
-def lazy(name):
-    # importlib's LazyLoader recipe: the module runs at its first use
-    import importlib.util
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+{lazy_loader_recipe}
 out = {{}}
 {body}
 print(json.dumps(out))
@@ -56,7 +49,7 @@ def run(tmp_path: Path, kind: str, body: str, modules: dict) -> dict:
         path = folder / (name.replace(".", "/") + ".py")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source))
-    code = SCENARIO.format(src=SRC, modules=str(folder), kind=kind, body=textwrap.dedent(body))
+    code = SCENARIO.format(src=SRC, modules=str(folder), kind=kind, body=textwrap.dedent(body), lazy_loader_recipe=LAZY_LOADER_RECIPE)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

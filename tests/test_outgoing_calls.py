@@ -17,6 +17,7 @@ from lambdawrap.devtools.local.moto_server import MotoServer
 from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 from lambdawrap.shared.semconv import SCHEMA_URL
 from lambdawrap.shared.settings import Settings
+from support.lazy_loading import LAZY_LOADER_RECIPE
 from support.local_servers import closed_port, recording_server, silent_server
 from support.pip_target import installed
 from support.scripted_server import ScriptedServer
@@ -3273,19 +3274,7 @@ def test_a_weakly_referenced_client_method_is_the_method_and_its_calls_are_trace
     assert sorted(span["attributes"]["http.response.status_code"] for span in clients) == [200, 204]
 
 
-LAZILY_LOADED = """
-import importlib.util, sys
-
-
-def lazy(name):
-    # importlib's LazyLoader recipe: the module runs at its first use (a cold-start trick)
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+LAZILY_LOADED = LAZY_LOADER_RECIPE + """
 
 httpx = lazy("httpx")
 
