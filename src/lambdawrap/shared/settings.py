@@ -512,7 +512,7 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
 
 def _number(raw: str, low: float, high: float, kind: type, what: str) -> float:
     # Written in ASCII, without `_`: int() and float() read "２７７４", "٣" and "1_000" too, which a
-    # port or a size is never written as (the launchers and the URLs of every export refuse them).
+    # port or a size is never written as (the endpoints' check refuses such a port, as URLs do).
     if not raw.isascii() or "_" in raw:
         raise ValueError(f"expected {what}")
     try:
