@@ -57,8 +57,11 @@ def user_span(name: str, span_id: str = "1" * 16) -> dict:
     return {"name": name, "trace_id": "0" * 31 + "1", "span_id": span_id, "parent_span_id": "0" * 15 + "2", "start_ns": now - 4_000_000, "end_ns": now - 2_000_000, "kind": 1, "attributes": {}, "status": [0, ""], "events": [], "scope": "orders"}
 
 
-def platform_done(correlator: Correlator, rid: str, status: str = "success") -> None:
-    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": rid, "status": status}}])
+def platform_done(correlator: Correlator, rid: str, status: str = "success", duration_ms: float | None = None) -> None:
+    record = {"requestId": rid, "status": status}
+    if duration_ms is not None:
+        record["metrics"] = {"durationMs": duration_ms}
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": record}])
 
 
 def invocation_spans(signals: Signals) -> list:
@@ -123,12 +126,9 @@ def test_a_timed_out_handler_that_ran_on_past_the_sigterm_ends_its_span_at_the_t
     invoke(correlator, "X", deadline_in_s=0.1)
     late = record("X", error={"type": "RuntimeError", "message": "stopped by SIGTERM", "stack": ""})
     late["start"]["start_ns"] = late["end"]["end_ns"] - 500_000_000
-    word = {"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout", "metrics": {"durationMs": 100.0}}}
-    for told in (["record", "word"] if order.startswith("the record") else ["word", "record"]):
-        if told == "record":
-            correlator.on_record(late)
-        else:
-            correlator.on_telemetry([word])
+    told = [lambda: correlator.on_record(late), lambda: platform_done(correlator, "X", "timeout", duration_ms=100.0)]
+    for tell in told if order.startswith("the record") else reversed(told):
+        tell()
     correlator.finish_unreported("timeout")
     # THEN its span lasts the 100 ms the caller waited, not the 500 ms the handler ran (before:
     # it ended at the handler's end, after the caller had its timeout), its exception at that end
@@ -148,7 +148,7 @@ def test_a_timed_out_handler_called_late_ends_its_span_at_the_deadline():
     late["start"]["start_ns"] = deadline_ns - 50_000_000
     late["end"]["end_ns"] = deadline_ns + 400_000_000
     correlator.on_record(late)
-    correlator.on_telemetry([{"time": stamp(), "type": "platform.runtimeDone", "record": {"requestId": "X", "status": "timeout", "metrics": {"durationMs": 100.0}}}])
+    platform_done(correlator, "X", "timeout", duration_ms=100.0)
     correlator.finish_unreported("timeout")
     # THEN its span ends at the deadline, when the caller had its timeout (before: 50 ms after it,
     # the platform's 100 ms counted from the handler's start)
