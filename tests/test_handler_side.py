@@ -356,6 +356,24 @@ def test_a_general_endpoint_with_a_query_or_fragment_is_named_and_a_signal_s_own
     assert Settings.from_env(env, warn=False).sdk_corrections == (("OTEL_EXPORTER_OTLP_ENDPOINT", None),)
 
 
+@pytest.mark.parametrize("general", ["https://collector.example:4318/v1/traces", "https://collector.example/otlp/v1/logs/"])
+def test_a_general_endpoint_ending_in_a_signal_s_path_is_named(monkeypatch, caplog, general):
+    # GIVEN a signal's own URL given as the general endpoint, which the exporters append
+    # /v1/<signal> to
+    endpoint, _, warnings = _traces_exporter_as_corrected({"OTEL_EXPORTER_OTLP_ENDPOINT": general}, monkeypatch, caplog)
+    # THEN it is named once, with why and the default (before: every export of every signal
+    # went to ".../v1/traces/v1/traces", a 404 each time, and nothing said which variable)
+    (warning,) = warnings
+    assert "ignoring OTEL_EXPORTER_OTLP_ENDPOINT=" in warning and "a signal's path" in warning and "default http://localhost:4318" in warning, warning
+    assert endpoint == "http://localhost:4318/v1/traces"
+
+
+@pytest.mark.parametrize("general", ["https://collector.example/apiv1/traces", "https://collector.example/v1/traces-gateway"])
+def test_a_general_endpoint_whose_path_only_looks_like_a_signal_s_is_kept(monkeypatch, caplog, general):
+    endpoint, _, warnings = _traces_exporter_as_corrected({"OTEL_EXPORTER_OTLP_ENDPOINT": general}, monkeypatch, caplog)
+    assert (endpoint, warnings) == (general + "/v1/traces", [])
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory) -> dict:
     """A CA, client certificates and keys in the forms users hand over."""

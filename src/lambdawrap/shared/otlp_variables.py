@@ -30,6 +30,7 @@ DEFAULT_TIMEOUT_S = 10
 # hours, a request to a collector that hangs held for longer than any invocation (and from
 # about 300 years on the exporters' deadlines overflow the clocks, failing every export).
 MAX_TIMEOUT_S = 900.0
+SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")  # what OTLP/HTTP appends to the general endpoint
 
 
 # The exporters' variables a value of blanks only stands for unset, as the specification has an
@@ -405,6 +406,11 @@ def _base_url(raw: str) -> None:
     _http_url(raw)
     if "?" in raw or "#" in raw:
         raise ValueError("a query or fragment: /v1/<signal> is appended after it; put credentials in OTEL_EXPORTER_OTLP_HEADERS, or the query in each signal's own endpoint")
+    path = raw.partition("://")[2].partition("/")[2].rstrip("/")
+    if ("/" + path).endswith(SIGNAL_PATHS):
+        # A signal's own URL given as the general one (a vendor's page shows it so): every
+        # export went to .../v1/traces/v1/<signal>, a 404 each time, named nowhere.
+        raise ValueError("a signal's path: /v1/<signal> is appended to it; give the collector's base URL, or set each signal's own endpoint")
 
 
 def _grpc_target(raw: str) -> None:
