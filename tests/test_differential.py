@@ -168,6 +168,11 @@ OWN_SITECUSTOMIZE = Group(
     scenarios=[do("what came of it", "echo"), do("again", "echo")],
 )
 OWN_LIBRARIES.append(OWN_SITECUSTOMIZE)
+# A package of the function's own named `lambdawrap`, its handler in it: the layer's package,
+# imported first, stood in for it, and every invocation failed (Runtime.ImportModuleError).
+# The layer steps aside, with one warning; the platform's word still accounts for each one
+# (a success as record_missing: nothing in the function's process tells of it).
+OWN_LIBRARIES.append(Group("the function's own package is named lambdawrap - own_lambdawrap", "own_lambdawrap", handler="lambdawrap.app.handler", warned=("lambdawrap of its own",), scenarios=[Scenario("echo", {"do": "echo"}, dropped_as="record_missing"), do("raise", "raise")]))
 
 BAD_SETTINGS = {
     "LAMBDAWRAP_DISABLED": "maybe",

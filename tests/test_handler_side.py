@@ -1900,3 +1900,27 @@ def test_spans_a_thread_ends_as_the_handler_returns_go_with_the_record_or_alone_
     # to a record already sent was lost, uncounted: a few in each run)
     wait_for(lambda: accounted() >= ended, timeout=60, what=f"{ended} spans")
     assert accounted() == ended
+
+
+@pytest.mark.parametrize("shape", ["package", "namespace package", "module"])
+def test_a_lambdawrap_of_the_function_s_own_is_told_from_a_copy_of_the_layer_s(tmp_path, shape):
+    # GIVEN a function folder with a top-level lambdawrap of its own, in each form Python imports
+    if shape == "module":
+        (tmp_path / "lambdawrap.py").write_text("")
+    else:
+        (tmp_path / "lambdawrap").mkdir()
+        if shape == "package":
+            (tmp_path / "lambdawrap" / "__init__.py").write_text("")
+    own = boot.function_s_own_lambdawrap({"LAMBDA_TASK_ROOT": str(tmp_path)})
+    # THEN the boot finds it (and steps aside: tests/test_differential.py, own_lambdawrap)
+    assert own == str(tmp_path / ("lambdawrap.py" if shape == "module" else "lambdawrap"))
+
+
+def test_a_copy_of_the_layer_s_package_in_the_function_s_folder_is_not_the_function_s_own(tmp_path):
+    # GIVEN lambdawrap itself bundled with the function (to use lambdawrap.secrets in its tests)
+    (tmp_path / "lambdawrap" / "handler").mkdir(parents=True)
+    (tmp_path / "lambdawrap" / "handler" / "boot.py").write_text("")
+    # THEN it is not one of the function's own: the layer instruments as ever
+    assert boot.function_s_own_lambdawrap({"LAMBDA_TASK_ROOT": str(tmp_path)}) is None
+    assert boot.function_s_own_lambdawrap({"LAMBDA_TASK_ROOT": str(tmp_path / "elsewhere")}) is None
+    assert boot.function_s_own_lambdawrap({}) is None

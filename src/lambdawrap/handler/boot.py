@@ -235,8 +235,34 @@ def _forgetting_failed(module_name: str) -> None:
     FAILURES.record(f"a post-import hook on {module_name}")
 
 
+def function_s_own_lambdawrap(environ: Mapping[str, str]) -> str | None:
+    """Where the function's folder holds a top-level `lambdawrap` of its own, not a copy of
+    this package (which has our boot): the layer's, imported first, would stand in for it, and
+    `import lambdawrap.app` find the layer's package, not the function's."""
+    root = environ.get("LAMBDA_TASK_ROOT", "")
+    if not root:
+        return None
+    package = os.path.join(root, "lambdawrap")
+    if os.path.isdir(package):
+        return None if os.path.isfile(os.path.join(package, "handler", "boot.py")) else package
+    module = package + ".py"
+    return module if os.path.isfile(module) else None
+
+
+def _step_aside(own: str) -> None:
+    """Leave the name `lambdawrap` to the function: uninstrumented, as without the layer."""
+    logger.warning("lambdawrap: not instrumenting: the function has a lambdawrap of its own (%s), which the layer's package would stand in for; rename one to have both", own)
+    for name in [name for name in sys.modules if name == "lambdawrap" or name.startswith("lambdawrap.")]:
+        del sys.modules[name]
+
+
 def run_sitecustomize(sitecustomize_file: str) -> None:
     """What layer/python/lambdawrap_boot/sitecustomize.py calls."""
     if in_the_runtime(os.environ):
+        own = function_s_own_lambdawrap(os.environ)
+        if own is not None:
+            _step_aside(own)  # first: a sitecustomize of the function's may import its own
+            start_as_without_the_layer(sitecustomize_file)
+            return
         initialize()
     start_as_without_the_layer(sitecustomize_file)
