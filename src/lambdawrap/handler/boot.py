@@ -65,9 +65,12 @@ def _initialize(environ: Mapping[str, str]) -> Any:
 
     channel = Channel(settings.socket_path)
     module_name = target[0]
-    # However far the boot goes from here (OTEL_SDK_DISABLED ends it below), once the handler
-    # module has loaded `import sitecustomize` finds what it finds without the layer.
-    import_hooks.when_imported(module_name, _forget_our_sitecustomize, _forgetting_failed)
+    # However far the boot goes from here (OTEL_SDK_DISABLED ends it below), `import
+    # sitecustomize` finds what it finds without the layer: from the runtime's import on, so
+    # that the handler's module (and its packages) importing it find nothing either, and from
+    # the handler module's, for a runtime of another name.
+    for name in ("awslambdaric.bootstrap", module_name):
+        import_hooks.when_imported(name, _forget_our_sitecustomize, _forgetting_failed)
     if settings.secrets or settings.secrets_refused:
         _load_secrets(settings, channel, module_name, environ)
     if settings.sdk_disabled:

@@ -6,6 +6,14 @@ import os
 import subprocess
 import sys
 
+# What the function's module finds as it is imported (before the runtime has its handler).
+try:
+    import sitecustomize
+
+    SITECUSTOMIZE_AT_IMPORT = getattr(sitecustomize, "__file__", repr(sitecustomize))
+except ImportError as exc:
+    SITECUSTOMIZE_AT_IMPORT = f"{type(exc).__name__}: {exc}"
+
 # Set per invocation or per environment by the platform: never the same in two runs.
 PER_RUN = ("_X_AMZN_TRACE_ID", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_EXEC_WRAPPER", "AWS_LAMBDA_RUNTIME_API")
 
@@ -34,4 +42,4 @@ def child_environment():
 
 
 def observe():
-    return {"sys.path": list(sys.path), "modules": modules(), "environ": _environment(os.environ), "child": child_environment(), "argv": sys.argv}
+    return {"sys.path": list(sys.path), "modules": modules(), "environ": _environment(os.environ), "child": child_environment(), "argv": sys.argv, "sitecustomize at import": SITECUSTOMIZE_AT_IMPORT}
