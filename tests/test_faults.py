@@ -267,6 +267,42 @@ def test_a_collector_slower_than_the_invocations_gets_their_metrics_while_they_c
     assert_accounted(acc, ledger)
 
 
+@pytest.mark.parametrize("side", ["metrics", "logs"])
+def test_a_signal_whose_own_endpoint_is_down_holds_no_span_back(tmp_path, side):
+    from lambdawrap.devtools.otlp_receiver import OtlpReceiver
+    from support.local_servers import closed_port
+
+    # GIVEN spans and the other signal going to a healthy collector, one signal's own endpoint
+    # a port nothing listens on (a typo, a sidecar not started), a flush budget long enough to
+    # outlast that exporter's retries (1 s, 2 s, 4 s... within its 10 s), and the environment
+    # frozen between invocations, as Lambda freezes it
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            print("handling", context.aws_request_id)
+            return {"ok": True}
+        """)
+    env = layer_env(LAMBDAWRAP_FLUSH_BUDGET_MS="10000", **{f"OTEL_EXPORTER_OTLP_{side.upper()}_ENDPOINT": f"http://127.0.0.1:{closed_port()}/v1/{side}"})
+    with OtlpReceiver() as collector:
+        with instrumented(task, env=env, receiver=collector, freeze=True, timeout_s=TIMEOUT_S) as (emu, _):
+            for _ in range(4):
+                result = emu.invoke({})
+                assert result.json() == {"ok": True}
+                # THEN each invocation's span reaches the collector before the next comes
+                # (before: the first flush waited on that exporter's retries, every later one
+                # behind it, and under the freezer their spans waited until SHUTDOWN)...
+                collector.wait_for_spans(lambda s, rid=result.request_id: s["attributes"].get("faas.invocation_id") == rid, timeout=10)
+            emu.wait_idle(30)
+            reports = [r["record"]["metrics"] for r in emu.records("platform.report")]
+        # ... and no invocation was billed for those retries: the flush waits for the spans
+        # (before: the first billed the whole budget, 10 s)
+        assert len(reports) == 4 and max(r["billedDurationMs"] for r in reports) < 5000, reports
+        if side == "metrics":
+            # ... and at SHUTDOWN the log lines went beside the metrics' retries, the last
+            # invocation's among them (before: after them, and it was dropped)
+            handled = [r for r in collector.logs() if str(r["body"]).startswith("handling")]
+            assert len(handled) == 4, [r["body"] for r in collector.logs()]
+
+
 def test_an_environment_ending_while_the_collector_is_down_hands_its_counts_to_the_next(task, figures):
     # GIVEN a collector that is down
     ledger = Ledger()

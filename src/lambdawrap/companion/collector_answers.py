@@ -62,6 +62,9 @@ class Answers:
         # Told each accepted request's answer: the exporters read none, and an OTLP partial
         # success there says how many items the collector rejected.
         self.answered: Callable[[object], None] | None = None
+        # Told each request that got no answer in the 2xx range, on the thread that made it:
+        # the exporter retries most, seconds apart, which a flush need not wait for.
+        self.failed: Callable[[], None] | None = None
         self._answers = threading.local()
         # Until when, by each clock; shared by the threads, unlike the last status.
         self._not_before = (0.0, 0.0)
@@ -71,6 +74,10 @@ class Answers:
         MAX_HOLD_OFF_S); 0 or less: it took a request, nothing is held."""
         wait = min(seconds, MAX_HOLD_OFF_S) if seconds > 0 else 0.0
         self._not_before = (time.time() + wait, time.monotonic() + wait) if wait else (0.0, 0.0)
+
+    def tell_failed(self) -> None:
+        if self.failed is not None:
+            self.failed()
 
     def held_off(self) -> bool:
         """Whether the collector's last "retry after" is still to come, by both clocks: the

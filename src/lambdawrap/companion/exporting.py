@@ -6,8 +6,11 @@ While the environment runs and the collector takes a while to answer (a remote o
 sends every signal at once, each on a thread of its own: the invoke phase (billed) waits for
 one round trip, not one per signal. A collector that answers within AT_ONCE_LATENCY_S (one in
 the environment, as an extension) gets them in turn: the threads would cost more than the wait
-they save. At SHUTDOWN the order is strict: the spans first, then the metrics in the time kept
-for them (they carry the drop counts), then the logs.
+they save. The spans never wait on the metrics or the logs, though: a flush stops waiting for
+their threads once a request of theirs fails (their exporters retry for seconds) or the next
+flush is asked for, and while a signal's collector fails it goes on a thread no flush waits
+for. At SHUTDOWN the order is strict: the spans first, then the metrics in the time kept for
+them (they carry the drop counts), then the logs (beside the metrics where those fail).
 """
 
 from __future__ import annotations
@@ -312,6 +315,15 @@ class Pipeline:
         # busy): its requests may have failed fast, but the exporters' retries wait seconds, each
         # signal's on a thread of its own rather than one after the other.
         self._failing = False
+        # Metrics and logs whose last export failed (their collector down, or their endpoint
+        # wrong while the spans' is right): each sent on a thread of its own that no flush waits
+        # for, one at a time (see _export_at_once). Waited for, their exporters' retries (up to
+        # 10 s each) held every later flush, and with it the spans of every invocation meanwhile:
+        # under the freezer, until SHUTDOWN, and then past its deadline.
+        self._side_failing: set = set()
+        self._alone: dict = {}  # side signal -> the thread sending it alone
+        self._working_on = 0  # the flush request the worker is on
+        self._failed_in_flush: set = set()  # side signals a request failed for in this flush
         self.exports = 0
         self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
         # The standard-library transport, loaded by make_exporters for OTLP/HTTP only (not
@@ -323,6 +335,8 @@ class Pipeline:
         self._answers_of.update(_grpc_answers(exporters_by_signal))
         for signal, answers in self._answers_of.items():
             answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
+            if signal != "spans":
+                answers.failed = lambda signal=signal: self._side_request_failed(signal)
         self._refusals = RefusalLog()
         self._batch = dict(_FULL_BATCH)  # items per request, by signal: halved by each 413
         self._too_large_at: dict = dict.fromkeys(_FULL_BATCH)  # the fewest items a 413 refused lately
@@ -481,7 +495,8 @@ class Pipeline:
             self._on_drop("shutdown_deadline", unanswered)
         # Log lines that did not go, those of a request still unanswered among them: counted
         # after the metrics went, so the count is carried to the next environment with the
-        # other unexported counts.
+        # other unexported counts. A request sent alone has until the deadline to be answered.
+        self._alone_done("logs", deadline)
         with self._flight_lock:
             logs_left = self.logs_in_flight + (len(self.logs.take(len(self.logs))) if self.logs is not None else 0)
             self.logs_in_flight = 0
@@ -519,6 +534,7 @@ class Pipeline:
                 while self._completed >= self._requested:
                     self._wake.wait()
                 target = self._requested
+                self._working_on = target
             _logging_failures(self._export_all)  # the worker must survive any exporter bug
             with self._wake:
                 self._completed = target
@@ -677,7 +693,7 @@ class Pipeline:
 
     def _export_all(self) -> None:
         self._logs_seen = self._logs_seen or self._logs_waiting()
-        if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S or self._failing):
+        if self._stage == "run" and (self.exports == 0 or self.latency_s >= AT_ONCE_LATENCY_S or self._failing or self._side_failing or self._sending_alone()):
             self._export_at_once()
             return
         # In priority order: spans, then metrics, then logs.
@@ -693,24 +709,73 @@ class Pipeline:
         job no thread could be had for (memory, limits) runs here after the spans, in turn."""
         end = self._deadline
         has_spans = self.spans is not None and len(self.spans) > 0
-        beside = [fn for fn, due in ((self._export_metrics, has_spans and self._metric_exporter is not None), (self._export_logs, self._logs_waiting())) if due]
+        with self._wake:
+            self._failed_in_flush.clear()
+        side = [(signal, fn) for signal, fn, due in (("metrics", self._export_metrics, self._metric_exporter is not None), ("logs", self._export_logs, self._logs_waiting())) if due]
         helpers, in_turn = [], []
-        for fn in beside:
-            helper = _started(fn, end, "run")
-            if helper is None:
-                in_turn.append(fn)
+        for signal, fn in side:
+            if signal in self._sending_alone():
+                continue  # one export of a signal at a time: its items wait for a later flush
+            if signal in self._side_failing:
+                self._alone[signal] = _started(fn, end, "run")
+            elif signal == "metrics" and not has_spans:
+                in_turn.append(fn)  # on this thread, in the spans' place
             else:
-                helpers.append(helper)
+                finished = threading.Event()
+                helper = _started(fn, end, "run", done=lambda finished=finished: self._helper_done(finished))
+                if helper is None:
+                    in_turn.append(fn)
+                else:
+                    helpers.append((signal, helper, finished))
         try:
             if has_spans:
                 self._export_spans()
-            else:
-                self._export_metrics(end, "run")
             for fn in in_turn:
                 fn(end, "run")
         finally:
-            for helper in helpers:
-                helper.join()
+            self._await_helpers(helpers)
+
+    def _await_helpers(self, helpers: list) -> None:
+        """Wait for this flush's helpers, unless a request of theirs failed (their exporter's
+        retries take seconds), or a later flush is asked for (or SHUTDOWN comes) first: its
+        spans must not wait on this flush's metrics or logs. A helper still under way then goes
+        on alone (see _sending_alone)."""
+        with self._wake:
+            while not all(finished.is_set() or signal in self._failed_in_flush for signal, _, finished in helpers) and self._requested <= self._working_on and self._stage == "run":
+                self._wake.wait()
+        for signal, helper, finished in helpers:
+            if not finished.is_set():
+                self._alone[signal] = helper
+
+    def _side_request_failed(self, signal: str) -> None:
+        with self._wake:
+            self._failed_in_flush.add(signal)
+            self._side_failing.add(signal)
+            self._wake.notify_all()
+
+    def _helper_done(self, finished: threading.Event) -> None:
+        with self._wake:  # set and told at once: the worker checks between its waits
+            finished.set()
+            self._wake.notify_all()
+
+    def _sending_alone(self) -> set:
+        """The side signals an export is still under way for, on a thread no flush waits for."""
+        return {signal for signal, sending in self._alone.items() if sending is not None and sending.is_alive()}
+
+    def _alone_done(self, signal: str, until: float) -> bool:
+        """Whether no export of `signal` sent alone is under way, waiting for it until `until`
+        (monotonic): at SHUTDOWN one export of a signal at a time, its fate known before it is
+        counted."""
+        sending = self._alone.get(signal)
+        if sending is not None:
+            sending.join(max(0.0, until - time.monotonic()))
+        return sending is None or not sending.is_alive()
+
+    def _side_outcome(self, signal: str, failed: bool) -> None:
+        if failed:
+            self._side_failing.add(signal)
+        else:
+            self._side_failing.discard(signal)
 
     def _held_off(self, signal: str) -> bool:
         """Whether the collector asked not to be sent `signal` yet (Retry-After, RetryInfo; see
@@ -778,6 +843,14 @@ class Pipeline:
             # Leaving, and a request would not be answered in time: better not sent at all than
             # sent with an unknown fate. What it would have carried is carried over instead.
             return
+        if self._stage != "run" and "metrics" in self._side_failing:
+            # Their collector failing, the metrics' retries would take the logs' time as well:
+            # the logs go beside them.
+            logs = _started(self._export_logs, end, self._stage)
+            if logs is not None:
+                self._export_metrics(end, self._stage)
+                logs.join(max(0.0, end - time.monotonic()))
+                return
         self._export_metrics(end, self._stage)
         self._export_logs(end, self._stage)
 
@@ -792,11 +865,16 @@ class Pipeline:
     def _export_metrics(self, end: float, stage: str) -> None:
         if self._metric_exporter is None or self._overtaken(stage) or self._held_off("metrics"):
             return  # held off: the SDK aggregates on meanwhile, losslessly
+        if stage != "run" and not self._alone_done("metrics", end - 1.2 * self.latency_s - 0.02):
+            return  # still on a failing collector: the counts are carried over
         left_ms = (end - time.monotonic()) * 1000
-        if left_ms > 0 and (not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms)):
+        if left_ms <= 0:
+            return
+        if not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms):
             # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
             self.before_collect()
             self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
+        self._side_outcome("metrics", failed=bool(self._metric_exporter.retained))
 
     def _export_logs(self, end: float, stage: str) -> None:
         """The log lines buffered when this flush reached them, in batches while time is left;
@@ -805,6 +883,8 @@ class Pipeline:
         frozen with the environment) would otherwise export the flood as it arrives, most of
         50 MB where the buffer keeps 4 MB, inside the invocation's CPU share."""
         left = len(self.logs) if self.logs is not None else 0
+        if stage != "run" and not self._alone_done("logs", end - 1.2 * self.latency_s):
+            return  # still on a failing collector: close() counts what is left
         while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + 1.2 * self.latency_s < end:
             with self._flight_lock:
                 batch = self.logs.take(min(self._batch["logs"], left), max_bytes=REQUEST_MAX_CHARS, ready=True)
@@ -829,6 +909,7 @@ class Pipeline:
                     self.logs_in_flight -= len(batch)
                     if result != LogRecordExportResult.SUCCESS and refused not in _COUNTED:
                         self.logs.give_back(batch)
+            self._side_outcome("logs", failed=result != LogRecordExportResult.SUCCESS and refused is None)
             if refused == "too_large":
                 left += len(batch)  # again at once, in smaller requests
             elif result != LogRecordExportResult.SUCCESS and refused is None:
@@ -867,10 +948,10 @@ def _end_back_off(exporter: object) -> None:
             event.clear()
 
 
-def _started(fn, *args) -> threading.Thread | None:
-    """fn(*args) on a thread of its own, started; None if no thread could be had (memory,
-    limits)."""
-    helper = threading.Thread(target=_logging_failures, args=(fn, *args), name=f"lambdawrap{fn.__name__.replace('_', '-')}", daemon=True)
+def _started(fn, *args, done: Callable[[], None] | None = None) -> threading.Thread | None:
+    """fn(*args) on a thread of its own, started, then done() there; None if no thread could
+    be had (memory, limits)."""
+    helper = threading.Thread(target=_logging_failures, args=(fn, *args), kwargs={"done": done}, name=f"lambdawrap{fn.__name__.replace('_', '-')}", daemon=True)
     try:
         helper.start()
     except RuntimeError:
@@ -900,8 +981,11 @@ def _until(deadline: float, fn, *args) -> None:
         helper.join(max(0.0, deadline - time.monotonic()))
 
 
-def _logging_failures(fn, *args) -> None:
+def _logging_failures(fn, *args, done: Callable[[], None] | None = None) -> None:
     try:
         fn(*args)
     except Exception:  # noqa: BLE001 - an exporter bug must not end the flush unlogged
         logger.exception("lambdawrap: export failed")
+    finally:
+        if done is not None:
+            done()

@@ -59,6 +59,7 @@ class _TappedStub:
         try:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
+            answers.tell_failed()
             code = error.code() if callable(getattr(error, "code", None)) else None
             retry_info, too_large = _retry_info(error), _over_the_message_size(error)
             wait_s = _delay_s(retry_info)

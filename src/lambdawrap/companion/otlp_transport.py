@@ -124,6 +124,8 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
             else:
                 conn.close()
             self.last_status = status
+            if not 200 <= status < 300:
+                self.tell_failed()
             if 300 <= status < 400:
                 # The exporters take any status below 400 as delivered: a redirect (a load
                 # balancer moving http to https, a path that moved) would lose every batch
@@ -143,6 +145,7 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 conn.close()
                 if isinstance(error, TimeoutError) and getattr(conn, "sent_whole", False):
                     self.unanswered = True
+            self.tell_failed()
             return StdlibHTTPResult(error=error)
 
     def prepare(self, url: str) -> None:
