@@ -367,6 +367,33 @@ def test_a_shutdown_shorter_than_the_metrics_share_still_sends_the_spans(budget_
     assert spans == 5 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+SLOW_TRACES_AT_SHUTDOWN_PROBE = signals_probe({}, """
+def span(i):
+    return signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET))
+signals.spans.add(span(0))
+pipeline.flush(wait_s=30)  # answered in 2 s: the spans' collector is known slow
+for i in (1, 2, 3):
+    signals.spans.add(span(i))
+pipeline.close(1.5)  # SHUTDOWN with 1.5 s left
+print(json.dumps({"dropped": dict(signals.dropped_by_reason), "latency": pipeline.latency_s}))
+""")
+
+
+def test_a_slow_traces_collector_does_not_keep_the_drop_counts_from_a_quick_metrics_one():
+    # GIVEN the spans' own collector answering each request after 2 s, the metrics' (and the
+    # logs') answering at once
+    with OtlpReceiver() as slow, OtlpReceiver() as quick:
+        slow.set_behaviour(delay_s=2.0)
+        # WHEN SHUTDOWN comes with 1.5 s left and three spans still to send
+        found, out = run_probe(SLOW_TRACES_AT_SHUTDOWN_PROBE, quick.endpoint, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": slow.endpoint + "/v1/traces"})
+        dropped = {p["attributes"]["reason"]: p["value"] for p in quick.metrics() if p["name"] == "lambdawrap.dropped"}
+    # THEN the spans that could not go in time are counted, and the count reaches the metrics'
+    # collector (before: the spans' latency kept the metrics from being sent at all, and the
+    # count was only carried over, to an environment that may never come)
+    assert found["latency"] >= 2.0 and found["dropped"].get("shutdown_deadline", 0) >= 1, (found, out.stderr[-2000:])
+    assert dropped.get("shutdown_deadline", 0) >= 1, (dropped, found)
+
+
 LARGE_SPANS_HELD_PROBE = signals_probe({}, """
 # The collector unreachable for a while: nothing is flushed while 100 spans of 300,000
 # characters each (an exception's message quoting a payload, and its stack) come
@@ -1390,3 +1417,132 @@ def test_lines_awaiting_an_init_span_go_as_they_are_once_they_waited_their_while
         # request finished, or SHUTDOWN)
         rx.wait_for_logs(lambda l: l["body"].startswith("heartbeat "), count=10)
         assert len([l for l in rx.logs() if l["body"].startswith("loading ")]) == 50
+
+
+@contextlib.contextmanager
+def probe_in_steps(script: str, *args: str, env: dict) -> Iterator[subprocess.Popen]:
+    """A probe that prints a JSON line at each step and waits for a line on its stdin where the
+    test changes a collector's behaviour between two steps."""
+    process = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(30)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+
+
+def step(process: subprocess.Popen, go: bool = False) -> dict:
+    if go:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    return json.loads(process.stdout.readline())
+
+
+SIDE_FAILS_ON_THE_WORKER_PROBE = signals_probe({}, """
+def span(i):
+    return signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET))
+if sys.argv[2] == "in turn":
+    for i in range(20):  # healthy flushes first
+        signals.spans.add(span(100 + i))
+        pipeline.flush(wait_s=10)
+    print(json.dumps({"warmed_up": True}), flush=True)
+    sys.stdin.readline()  # the metrics' collector fails from now on
+    # As answered in well under 2 ms, whatever this machine's load made of the last answers:
+    # the next flush sends the signals in turn, on the export worker.
+    pipeline.latency_s = 0.0
+    signals.spans.add(span(0))
+pipeline.request_flush()  # (alone: a flush before the invocation's span is made)
+time.sleep(0.3)
+signals.spans.add(span(1))
+began = time.monotonic()
+ticket = pipeline.request_flush()  # the next invocation's
+while not pipeline.done(ticket) and time.monotonic() - began < 30:
+    time.sleep(0.01)
+print(json.dumps({"waited_s": time.monotonic() - began}), flush=True)
+""")
+
+
+@pytest.mark.parametrize("how", ["alone", "in turn"])
+def test_metrics_failing_on_the_export_worker_hold_no_later_span_back(how):
+    from support.local_servers import closed_port
+
+    # GIVEN the metrics exported on the export worker itself: alone in a flush that has no span
+    # (their endpoint a port nothing listens on), or in turn after the spans, to a collector
+    # that answers at once, until it answers 503
+    with OtlpReceiver() as rx, OtlpReceiver() as metrics_rx:
+        metrics = metrics_rx.endpoint + "/v1/metrics" if how == "in turn" else f"http://127.0.0.1:{closed_port()}/v1/metrics"
+        with probe_in_steps(SIDE_FAILS_ON_THE_WORKER_PROBE, rx.endpoint, how, env={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": metrics}) as probe:
+            if how == "in turn":
+                step(probe)
+                metrics_rx.set_behaviour(status=503)
+            # WHEN the next flush is asked for while that export fails
+            found = step(probe, go=how == "in turn")
+    # THEN it is done at once, its span sent (before: it waited for the metrics' retries, 1, 2
+    # and 4 s apart, about 7 s)
+    assert found["waited_s"] < 3.0, found
+
+
+ALONE_LOGS_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1"}, """
+signals.log_line("first", time.time_ns(), None, "r0")
+pipeline.flush(wait_s=30)  # refused for now (503): the logs go alone from now on
+for sending in [t for t in threading.enumerate() if t.name.startswith("lambdawrap-export-")]:
+    sending.join(30)
+print(json.dumps({"buffered": len(signals.logs)}), flush=True)
+sys.stdin.readline()
+for i in range(100):
+    signals.log_line(f"line {i}", time.time_ns(), None, "r1")
+pipeline.flush(wait_s=30)
+while len(signals.logs) > 1:
+    time.sleep(0.01)  # until the alone export has taken them
+signals.log_line("late", time.time_ns(), None, "r2")
+pipeline.close(3.0)
+print(json.dumps({"dropped": dict(signals.dropped_by_reason)}), flush=True)
+""")
+
+
+def test_log_lines_an_export_on_its_own_gives_back_at_shutdown_are_sent_not_counted():
+    # GIVEN logs whose collector failed their last export (so they go on a thread of their
+    # own), and that fails the next request too, after 0.8 s, then answers
+    with OtlpReceiver() as rx, OtlpReceiver() as logs_rx:
+        logs_rx.set_behaviour(status=503, remaining=3)
+        with probe_in_steps(ALONE_LOGS_AT_SHUTDOWN_PROBE, rx.endpoint, env={"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs_rx.endpoint + "/v1/logs"}) as probe:
+            step(probe)
+            logs_rx.set_behaviour(status=503, delay_s=0.8, remaining=1)
+            # WHEN SHUTDOWN comes while that request is under way, with 3 s left
+            found = step(probe, go=True)
+        stored = len(logs_rx.logs())
+    # THEN the lines it gave back go in the time left (before: counted as log_shutdown_deadline)
+    assert found["dropped"] == {} and stored == 102, (found, stored)
+
+
+NO_THREADS_LOGS_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1"}, """
+start = threading.Thread.start
+def no_helpers(thread):
+    if thread.name.startswith("lambdawrap-export-"):
+        raise RuntimeError("can't start new thread")
+    start(thread)
+threading.Thread.start = no_helpers
+for i in range(4):
+    signals.log_line(f"line {i}", time.time_ns(), None, "r1")
+    pipeline.flush(wait_s=30)
+    print(json.dumps({"buffered": len(signals.logs)}), flush=True)
+    if i == 0:
+        sys.stdin.readline()  # the logs' collector is back
+""")
+
+
+def test_a_failing_signal_no_thread_can_be_had_for_goes_in_turn():
+    # GIVEN a process that can start no thread for a flush (at its memory limit), and the logs'
+    # collector refusing the first export for now (503)
+    with OtlpReceiver() as rx, OtlpReceiver() as logs_rx:
+        logs_rx.set_behaviour(status=503)
+        with probe_in_steps(NO_THREADS_LOGS_PROBE, rx.endpoint, env={"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": logs_rx.endpoint + "/v1/logs"}) as probe:
+            assert step(probe) == {"buffered": 1}
+            # WHEN it answers again, and three more flushes go
+            logs_rx.reset_behaviour()
+            after = [step(probe, go=index == 0) for index in range(3)]
+        stored = len(logs_rx.logs())
+    # THEN the lines go on the export worker, in turn (before: never, while the environment ran)
+    assert after == [{"buffered": 0}] * 3 and stored == 4, (after, stored)

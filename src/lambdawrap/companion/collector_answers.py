@@ -62,8 +62,9 @@ class Answers:
         # Told each accepted request's answer: the exporters read none, and an OTLP partial
         # success there says how many items the collector rejected.
         self.answered: Callable[[object], None] | None = None
-        # Told each request that got no answer in the 2xx range, on the thread that made it:
-        # the exporter retries most, seconds apart, which a flush need not wait for.
+        # Told each request that failed in a way the exporter retries (no answer, a 429 or 5xx
+        # it names, gRPC's retryable codes), on the thread that made it: the retries come
+        # seconds apart, and a flush need not wait for them.
         self.failed: Callable[[], None] | None = None
         self._answers = threading.local()
         # Until when, by each clock; shared by the threads, unlike the last status.

@@ -311,6 +311,10 @@ class Pipeline:
         # of its requests, and SHUTDOWN would not even start a request to a collector answering
         # in milliseconds again.
         self.latency_s = 0.0
+        # The same of the metrics' and the logs' last requests, where they were timed: their
+        # collector may be another (a healthy metrics endpoint beside a slow traces one, whose
+        # latency skipped the metrics at SHUTDOWN, their drop counts carried over only).
+        self._latency: dict = {}
         # The last span export failed unanswered or refused for now (the collector down, or
         # busy): its requests may have failed fast, but the exporters' retries wait seconds, each
         # signal's on a thread of its own rather than one after the other.
@@ -323,7 +327,8 @@ class Pipeline:
         self._side_failing: set = set()
         self._alone: dict = {}  # side signal -> the thread sending it alone
         self._working_on = 0  # the flush request the worker is on
-        self._failed_in_flush: set = set()  # side signals a request failed for in this flush
+        self._failed_threads: set = set()  # this flush's helpers a request failed on
+        self._given_up: set = set()  # side signals whose exporter gives up its retries (see _side_request_failed)
         self.exports = 0
         self._logs_seen = False  # a flush had log lines: the function logs, the next flushes will too
         # The standard-library transport, loaded by make_exporters for OTLP/HTTP only (not
@@ -333,6 +338,7 @@ class Pipeline:
         self._transports = [] if transports is None else [(signal, found) for signal, exporter in exporters_by_signal if (found := transports.http_transport_of(exporter)) is not None]
         self._answers_of = {signal: transport for signal, (transport, _, _) in self._transports}  # each signal's collector_answers.Answers
         self._answers_of.update(_grpc_answers(exporters_by_signal))
+        self._collector_of = {signal: _collector(exporter) for signal, exporter in exporters_by_signal}
         for signal, answers in self._answers_of.items():
             answers.answered = PartialSuccessReader(signal, self._rejected_in_answer)
             if signal != "spans":
@@ -503,7 +509,7 @@ class Pipeline:
             self._logs_settled = True
         if logs_left:
             self._on_drop("log_shutdown_deadline", logs_left)
-        if idle and (logs_left or self._logs_counted_late) and time.monotonic() + 1.2 * self.latency_s + 0.02 < deadline:
+        if idle and (logs_left or self._logs_counted_late) and time.monotonic() + self._answer_time_s("metrics") < deadline:
             # Lines counted after the metrics went (a collector that refuses logs: a tracing
             # backend's endpoint answers 404) would be carried to the next environment, and
             # at a spindown none comes: the counts go now if a request still fits. The worker
@@ -526,7 +532,24 @@ class Pipeline:
         # Time kept at SHUTDOWN for the metrics after the spans: they carry the drop counts.
         if self._metric_exporter is None:
             return 0.0
-        return max(MIN_METRICS_RESERVE_S, 1.2 * self.latency_s + 0.02)
+        return max(MIN_METRICS_RESERVE_S, self._answer_time_s("metrics"))
+
+    def _answer_time_s(self, signal: str) -> float:
+        """How long a request of `signal` started now would take to be answered, with a margin:
+        by its own last request where its collector is another than the spans', else by the
+        longer of the two (the spans' most often the latest: SHUTDOWN sends them first, and a
+        collector slowed since the signal's last request would not answer in its time)."""
+        own = self._latency.get(signal)
+        if own is None or self._collector_of.get(signal) == self._collector_of["spans"]:
+            own = max(own or 0.0, self.latency_s)
+        return 1.2 * own + 0.02
+
+    def _note_latency(self, signal: str) -> None:
+        # On the thread that sent the request: its answers are kept per thread.
+        answers = self._answers_of.get(signal)
+        request_s = answers.last_request_s if answers is not None else None
+        if request_s is not None:
+            self._latency[signal] = request_s
 
     def _run(self) -> None:
         while True:
@@ -704,22 +727,24 @@ class Pipeline:
 
     def _export_at_once(self) -> None:
         """The spans on this thread; the metrics (always: they are collected now) and the logs
-        there are, each on a thread of its own made for this flush; returns once all are done.
-        Made per flush, not kept: an idle thread is frozen and thawed with every invocation. A
-        job no thread could be had for (memory, limits) runs here after the spans, in turn."""
+        there are, each on a thread of its own made for this flush; returns once all are done
+        (but see _await_helpers). Made per flush, not kept: an idle thread is frozen and thawed
+        with every invocation. A job no thread could be had for (memory, limits) runs here
+        after the spans, in turn."""
         end = self._deadline
         has_spans = self.spans is not None and len(self.spans) > 0
         with self._wake:
-            self._failed_in_flush.clear()
+            self._failed_threads.clear()
         side = [(signal, fn) for signal, fn, due in (("metrics", self._export_metrics, self._metric_exporter is not None), ("logs", self._export_logs, self._logs_waiting())) if due]
         helpers, in_turn = [], []
         for signal, fn in side:
             if signal in self._sending_alone():
                 continue  # one export of a signal at a time: its items wait for a later flush
             if signal in self._side_failing:
-                self._alone[signal] = _started(fn, end, "run")
-            elif signal == "metrics" and not has_spans:
-                in_turn.append(fn)  # on this thread, in the spans' place
+                alone = _started(fn, end, "run")
+                self._alone[signal] = alone
+                if alone is None:
+                    in_turn.append(fn)
             else:
                 finished = threading.Event()
                 helper = _started(fn, end, "run", done=lambda finished=finished: self._helper_done(finished))
@@ -741,17 +766,37 @@ class Pipeline:
         spans must not wait on this flush's metrics or logs. A helper still under way then goes
         on alone (see _sending_alone)."""
         with self._wake:
-            while not all(finished.is_set() or signal in self._failed_in_flush for signal, _, finished in helpers) and self._requested <= self._working_on and self._stage == "run":
+            while not all(finished.is_set() or helper in self._failed_threads for _, helper, finished in helpers) and self._requested <= self._working_on and self._stage == "run":
                 self._wake.wait()
         for signal, helper, finished in helpers:
-            if not finished.is_set():
+            if finished.is_set():
+                helper.join()  # ending now: gone when the flush is
+            else:
                 self._alone[signal] = helper
 
     def _side_request_failed(self, signal: str) -> None:
+        """A request of `signal` (metrics, logs) failed in a way its exporter retries."""
         with self._wake:
-            self._failed_in_flush.add(signal)
+            self._failed_threads.add(threading.current_thread())
             self._side_failing.add(signal)
             self._wake.notify_all()
+        if threading.current_thread() is self._thread and self._stage == "run" and signal not in self._given_up:
+            # On the worker (the signals sent in turn, to a collector in the environment): its
+            # retries, seconds apart, would hold the spans of every later flush. Its exporter
+            # gives up instead, the items kept, and the signal goes alone from the next flush.
+            self._given_up.add(signal)
+            for event in _back_off_events(self._side_exporter(signal)):
+                event.set()
+
+    def _retries_again(self, signal: str) -> None:
+        """After an export of `signal` on the worker: its exporter retries again."""
+        if signal in self._given_up:
+            self._given_up.discard(signal)
+            for event in _back_off_events(self._side_exporter(signal)):
+                event.clear()
+
+    def _side_exporter(self, signal: str) -> object:
+        return getattr(self._metric_exporter, "_inner", None) if signal == "metrics" else self.log_exporter
 
     def _helper_done(self, finished: threading.Event) -> None:
         with self._wake:  # set and told at once: the worker checks between its waits
@@ -839,10 +884,6 @@ class Pipeline:
 
     def _export_metrics_and_logs(self, deadline: float | None) -> None:
         end = self._deadline if deadline is None else deadline
-        if self._stage != "run" and time.monotonic() + 1.2 * self.latency_s + 0.02 >= end:
-            # Leaving, and a request would not be answered in time: better not sent at all than
-            # sent with an unknown fate. What it would have carried is carried over instead.
-            return
         if self._stage != "run" and "metrics" in self._side_failing:
             # Their collector failing, the metrics' retries would take the logs' time as well:
             # the logs go beside them.
@@ -865,15 +906,24 @@ class Pipeline:
     def _export_metrics(self, end: float, stage: str) -> None:
         if self._metric_exporter is None or self._overtaken(stage) or self._held_off("metrics"):
             return  # held off: the SDK aggregates on meanwhile, losslessly
-        if stage != "run" and not self._alone_done("metrics", end - 1.2 * self.latency_s - 0.02):
+        if stage != "run" and not self._alone_done("metrics", end - self._answer_time_s("metrics")):
             return  # still on a failing collector: the counts are carried over
+        if stage != "run" and time.monotonic() + self._answer_time_s("metrics") >= end:
+            # Leaving, and a request would not be answered in time: better not sent at all than
+            # sent with an unknown fate. What it would have carried is carried over instead.
+            return
         left_ms = (end - time.monotonic()) * 1000
         if left_ms <= 0:
             return
-        if not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms):
-            # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
-            self.before_collect()
-            self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
+        self._forget_status("metrics")
+        try:
+            if not self._metric_exporter.retained or self._metric_exporter.resend(timeout_millis=left_ms):
+                # Collect only once nothing is kept: until then the SDK aggregates on, losslessly.
+                self.before_collect()
+                self._metric_reader.force_flush(timeout_millis=(end - time.monotonic()) * 1000)
+        finally:
+            self._retries_again("metrics")
+        self._note_latency("metrics")
         self._side_outcome("metrics", failed=bool(self._metric_exporter.retained))
 
     def _export_logs(self, end: float, stage: str) -> None:
@@ -882,10 +932,11 @@ class Pipeline:
         one too: a flush still running when a flood begins (one that outlasted the flush budget,
         frozen with the environment) would otherwise export the flood as it arrives, most of
         50 MB where the buffer keeps 4 MB, inside the invocation's CPU share."""
-        left = len(self.logs) if self.logs is not None else 0
-        if stage != "run" and not self._alone_done("logs", end - 1.2 * self.latency_s):
+        if stage != "run" and not self._alone_done("logs", end - self._answer_time_s("logs")):
             return  # still on a failing collector: close() counts what is left
-        while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + 1.2 * self.latency_s < end:
+        # Counted after that wait: a batch the alone export failed is back in the buffer.
+        left = len(self.logs) if self.logs is not None else 0
+        while left > 0 and not self._overtaken(stage) and not self._held_off("logs") and time.monotonic() + self._answer_time_s("logs") < end:
             with self._flight_lock:
                 batch = self.logs.take(min(self._batch["logs"], left), max_bytes=REQUEST_MAX_CHARS, ready=True)
                 self.logs_in_flight += len(batch)
@@ -899,6 +950,8 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - an exporter bug: keep the lines, count nothing twice
                 logger.exception("lambdawrap: log export failed")
                 result = LogRecordExportResult.FAILURE
+            self._retries_again("logs")
+            self._note_latency("logs")
             refused = self._refused("logs", result == LogRecordExportResult.SUCCESS, len(batch))
             with self._flight_lock:
                 # Atomic with close()'s count: the lines are in flight or back in the buffer,
@@ -916,6 +969,19 @@ class Pipeline:
                 return
             elif result == LogRecordExportResult.SUCCESS:
                 self._sent_whole("logs")
+
+
+def _collector(exporter: object) -> str | None:
+    """The host and port an exporter sends to, as it holds them (None: not known)."""
+    endpoint = getattr(exporter, "_endpoint", None)
+    if not isinstance(endpoint, str):
+        return None
+    from urllib.parse import urlsplit  # the exporters imported it already
+
+    try:
+        return urlsplit(endpoint).netloc or endpoint
+    except ValueError:
+        return endpoint
 
 
 def _stop_retries(exporter: "Any") -> None:
@@ -940,12 +1006,18 @@ def _end_back_off(exporter: object) -> None:
     waiting thread wakes (and gives up that retry: the batch goes back to the buffer and SHUTDOWN
     sends it again), later retries wait as before. A waiting thread wakes on the set even if
     the clear comes before it runs (Condition.wait returns True once notified)."""
-    # OTLP/HTTP: the client's event; OTLP/gRPC: the exporter's own. An exporter of another shape
-    # keeps its waits.
-    for event in (getattr(getattr(exporter, "_client", None), "_shutdown_event", None), getattr(exporter, "_shutdown_in_progress", None)):
-        if isinstance(event, threading.Event) and not event.is_set():
+    for event in _back_off_events(exporter):
+        if not event.is_set():
             event.set()
             event.clear()
+
+
+def _back_off_events(exporter: object) -> list:
+    """The events an exporter's back-off waits on, which its shutdown() sets (and it gives up
+    its retries on): OTLP/HTTP's client's, OTLP/gRPC's exporter's own. An exporter of another
+    shape keeps its waits."""
+    events = (getattr(getattr(exporter, "_client", None), "_shutdown_event", None), getattr(exporter, "_shutdown_in_progress", None))
+    return [event for event in events if isinstance(event, threading.Event)]
 
 
 def _started(fn, *args, done: Callable[[], None] | None = None) -> threading.Thread | None:

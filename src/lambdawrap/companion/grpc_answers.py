@@ -59,9 +59,11 @@ class _TappedStub:
         try:
             answer = self._stub.Export(*args, **kwargs)
         except grpc.RpcError as error:
-            answers.tell_failed()
             code = error.code() if callable(getattr(error, "code", None)) else None
             retry_info, too_large = _retry_info(error), _over_the_message_size(error)
+            not_retried = code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_large or retry_info is None)
+            if getattr(code, "name", None) in _RETRYABLE and not not_retried:
+                answers.tell_failed()
             wait_s = _delay_s(retry_info)
             if wait_s is not None and not too_large and getattr(code, "name", None) in _RETRYABLE:
                 answers.hold_off(wait_s)
@@ -69,7 +71,7 @@ class _TappedStub:
                 # Retryable only when the server says when (RetryInfo), as OTLP has it, and a
                 # message over its size never is; the exporter would retry it regardless, with
                 # backoff, until its timeout.
-                if too_large or retry_info is None:
+                if not_retried:
                     answers.last_status = GRPC_TOO_LARGE if too_large else code.name
                     raise _NotToBeRetried(error) from error
                 answers.last_status = GRPC_RETRY_ADVISED

@@ -124,7 +124,7 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
             else:
                 conn.close()
             self.last_status = status
-            if not 200 <= status < 300:
+            if status in RETRY_AFTER_STATUSES:  # the statuses the exporters retry
                 self.tell_failed()
             if 300 <= status < 400:
                 # The exporters take any status below 400 as delivered: a redirect (a load
@@ -145,7 +145,8 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 conn.close()
                 if isinstance(error, TimeoutError) and getattr(conn, "sent_whole", False):
                     self.unanswered = True
-            self.tell_failed()
+            if self.is_connection_error(error):  # the errors the exporters retry
+                self.tell_failed()
             return StdlibHTTPResult(error=error)
 
     def prepare(self, url: str) -> None:
