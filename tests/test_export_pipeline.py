@@ -31,6 +31,18 @@ def exported(rx: OtlpReceiver) -> tuple:
     return len(rx.spans()), len(rx.logs()), [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]
 
 
+# For the probes: a span of an order lookup, and a wait for the export threads no flush waits
+# for (a failing signal's), as the environment runs on meanwhile.
+PROBE_HELPERS = """
+def order_span(i):
+    return signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET))
+
+def run_on():
+    for sending in [t for t in threading.enumerate() if t.name.startswith("lambdawrap-export-")]:
+        sending.join(30)
+"""
+
+
 def signals_probe(env: dict, body: str) -> str:
     """A probe script: the companion's pipeline and signals, made as lifecycle makes them,
     exporting to the endpoint in argv[1] with `env` set first; then `body`."""
@@ -51,7 +63,7 @@ pipeline = Pipeline(built(make_exporters(settings)), resource, lambda reason, co
 signals = Signals(settings, resource, pipeline.meter_provider)
 sink.append(signals)
 pipeline.attach(signals)
-""" + body
+""" + PROBE_HELPERS + body
 
 
 PIPELINE_PROBE = """
@@ -368,12 +380,10 @@ def test_a_shutdown_shorter_than_the_metrics_share_still_sends_the_spans(budget_
 
 
 SLOW_TRACES_AT_SHUTDOWN_PROBE = signals_probe({}, """
-def span(i):
-    return signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET))
-signals.spans.add(span(0))
+signals.spans.add(order_span(0))
 pipeline.flush(wait_s=30)  # answered in 2 s: the spans' collector is known slow
 for i in (1, 2, 3):
-    signals.spans.add(span(i))
+    signals.spans.add(order_span(i))
 pipeline.close(1.5)  # SHUTDOWN with 1.5 s left
 print(json.dumps({"dropped": dict(signals.dropped_by_reason), "latency": pipeline.latency_s}))
 """)
@@ -1082,13 +1092,10 @@ settings = Settings.from_env()
 drops = []
 pipeline = Pipeline(make_exporters(settings), build_resource(settings, "012345678912"), lambda reason, count=1: drops.append(reason))
 counter = pipeline.meter_provider.get_meter("probe").create_counter("probe.count")
-
+""" + PROBE_HELPERS + """
 def flush_and_run_on():
     pipeline.flush(wait_s=30)
-    # A batch whose collector failed goes on a thread of its own, which no flush waits for:
-    # the environment runs on meanwhile.
-    for sending in [t for t in threading.enumerate() if t.name.startswith("lambdawrap-export-")]:
-        sending.join(30)
+    run_on()  # a batch whose collector failed goes on a thread no flush waits for
 """
 
 
@@ -1441,21 +1448,19 @@ def step(process: subprocess.Popen, go: bool = False) -> dict:
 
 
 SIDE_FAILS_ON_THE_WORKER_PROBE = signals_probe({}, """
-def span(i):
-    return signals.builder.span(name="GET /orders", trace_id=1, span_id=2 + i, parent_id=None, kind=SpanKind.SERVER, attributes={}, start=1, end=2, status=Status(StatusCode.UNSET))
 if sys.argv[2] == "in turn":
     for i in range(20):  # healthy flushes first
-        signals.spans.add(span(100 + i))
+        signals.spans.add(order_span(100 + i))
         pipeline.flush(wait_s=10)
     print(json.dumps({"warmed_up": True}), flush=True)
     sys.stdin.readline()  # the metrics' collector fails from now on
     # As answered in well under 2 ms, whatever this machine's load made of the last answers:
     # the next flush sends the signals in turn, on the export worker.
     pipeline.latency_s = 0.0
-    signals.spans.add(span(0))
+    signals.spans.add(order_span(0))
 pipeline.request_flush()  # (alone: a flush before the invocation's span is made)
 time.sleep(0.3)
-signals.spans.add(span(1))
+signals.spans.add(order_span(1))
 began = time.monotonic()
 ticket = pipeline.request_flush()  # the next invocation's
 while not pipeline.done(ticket) and time.monotonic() - began < 30:
@@ -1487,8 +1492,7 @@ def test_metrics_failing_on_the_export_worker_hold_no_later_span_back(how):
 ALONE_LOGS_AT_SHUTDOWN_PROBE = signals_probe({"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1"}, """
 signals.log_line("first", time.time_ns(), None, "r0")
 pipeline.flush(wait_s=30)  # refused for now (503): the logs go alone from now on
-for sending in [t for t in threading.enumerate() if t.name.startswith("lambdawrap-export-")]:
-    sending.join(30)
+run_on()
 print(json.dumps({"buffered": len(signals.logs)}), flush=True)
 sys.stdin.readline()
 for i in range(100):

@@ -41,7 +41,7 @@ from lambdawrap.companion.collector_answers import REJECTED_REASONS, UNANSWERED_
 from lambdawrap.companion.signals import counter_key
 from lambdawrap.companion.span_building import SpanBuffer
 from lambdawrap.shared import otlp_variables
-from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings
+from lambdawrap.shared.settings import METRICS_TEMPORALITY, SIGNALS, Settings, host_port
 
 logger = logging.getLogger("lambdawrap.companion")
 
@@ -972,16 +972,9 @@ class Pipeline:
 
 
 def _collector(exporter: object) -> str | None:
-    """The host and port an exporter sends to, as it holds them (None: not known)."""
+    """The host and port an exporter sends to, as settings compares them (None: not known)."""
     endpoint = getattr(exporter, "_endpoint", None)
-    if not isinstance(endpoint, str):
-        return None
-    from urllib.parse import urlsplit  # the exporters imported it already
-
-    try:
-        return urlsplit(endpoint).netloc or endpoint
-    except ValueError:
-        return endpoint
+    return host_port(endpoint, 4318) if isinstance(endpoint, str) else None
 
 
 def _stop_retries(exporter: "Any") -> None:

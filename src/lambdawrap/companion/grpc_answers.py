@@ -61,11 +61,12 @@ class _TappedStub:
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
             retry_info, too_large = _retry_info(error), _over_the_message_size(error)
+            retryable = getattr(code, "name", None) in _RETRYABLE
             not_retried = code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_large or retry_info is None)
-            if getattr(code, "name", None) in _RETRYABLE and not not_retried:
+            if retryable and not not_retried:
                 answers.tell_failed()
             wait_s = _delay_s(retry_info)
-            if wait_s is not None and not too_large and getattr(code, "name", None) in _RETRYABLE:
+            if wait_s is not None and not too_large and retryable:
                 answers.hold_off(wait_s)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # Retryable only when the server says when (RetryInfo), as OTLP has it, and a

@@ -124,8 +124,6 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
             else:
                 conn.close()
             self.last_status = status
-            if status in RETRY_AFTER_STATUSES:  # the statuses the exporters retry
-                self.tell_failed()
             if 300 <= status < 400:
                 # The exporters take any status below 400 as delivered: a redirect (a load
                 # balancer moving http to https, a path that moved) would lose every batch
@@ -135,10 +133,11 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 self.hold_off(0.0)
                 if body and self.answered is not None:
                     self.answered(body)
-            elif status in RETRY_AFTER_STATUSES:
+            elif status in RETRY_AFTER_STATUSES:  # the statuses the exporters retry
                 wait_s = retry_after_s(response_headers.get("retry-after"))
                 if wait_s is not None:
                     self.hold_off(wait_s)
+                self.tell_failed()
             return StdlibHTTPResult(status_code=status, reason=reason, body=body, header_map=response_headers)
         except Exception as error:  # noqa: BLE001 - reported to the exporter, which decides on retry
             if conn is not None:

@@ -617,7 +617,7 @@ def _xray_lambda_order(raw: str) -> tuple:
     return tuple(name for name in names if name in ("tracecontext", "xray", "xray-lambda"))
 
 
-def _host_port(address: str, default_port: int) -> str:
+def host_port(address: str, default_port: int) -> str:
     """`host:port` of an address given as a URL, host:port or host; loopback names as one."""
     address = address.strip()
     if "://" in address:
@@ -642,13 +642,13 @@ def _own_endpoints(env: Mapping[str, str], secrets_ports: tuple, ignored: set) -
     found = [f"127.0.0.1:{port}" for port in dict.fromkeys(secrets_ports) if port is not None]
     runtime_api = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
     if runtime_api:
-        found.append(_host_port(runtime_api, 80))
+        found.append(host_port(runtime_api, 80))
     xray = env.get("AWS_XRAY_DAEMON_ADDRESS", "").strip()
     for address in xray.split() if xray else ():  # "host:port" or "tcp:host:port udp:host:port"
-        found.append(_host_port(address.partition(":")[2] if address[:4] in ("tcp:", "udp:") else address, 2000))
+        found.append(host_port(address.partition(":")[2] if address[:4] in ("tcp:", "udp:") else address, 2000))
     endpoints = [env.get(name, "").strip() for name in OTLP_ENDPOINTS if name not in ignored]
     for endpoint in [e for e in endpoints if e] or [DEFAULT_OTLP_ENDPOINT]:
-        found.append(_host_port(endpoint, 4318))
+        found.append(host_port(endpoint, 4318))
     return tuple(dict.fromkeys(found))
 
 
