@@ -595,6 +595,30 @@ def test_an_attribute_too_large_for_the_record_leaves_the_invocation_span_withou
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
 
 
+
+def test_non_latin_text_fits_a_record_as_its_utf_8_bytes(tmp_path):
+    # GIVEN a function that sets 50,000 CJK characters and 20,000 emoji on the span it finds
+    # current: 230 KB in UTF-8, within a record's 256 KB; 540 KB as JSON's ASCII escapes
+    task = write_function(
+        tmp_path / "task",
+        """
+        from opentelemetry import trace
+
+        def handler(event, context):
+            trace.get_current_span().set_attribute("note", "\u65e5" * 50_000)
+            trace.get_current_span().set_attribute("mood", "\U0001F600" * 20_000)
+            return {"statusCode": 200}
+        """,
+    )
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(apigw_event())
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    # THEN the span has both, whole (before, text went as escapes, 6 bytes a CJK character and
+    # 12 an emoji, and a record over 256 KB dropped what the function set)
+    assert invocation["attributes"].get("note") == "\u65e5" * 50_000
+    assert invocation["attributes"].get("mood") == "\U0001F600" * 20_000
+
+
 # A function ending in the ways tests/test_differential.py compares with and without the layer.
 ENDINGS = Path(__file__).resolve().parent / "functions" / "endings"
 

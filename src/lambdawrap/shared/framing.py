@@ -4,32 +4,35 @@ JSON. Both ends use this module; what the records say is `records`' concern."""
 from __future__ import annotations
 
 import json
-from json.encoder import c_make_encoder, encode_basestring_ascii
+from json.encoder import c_make_encoder, encode_basestring
 
 HEADER_BYTES = 4
 MAX_RECORD_BYTES = 256 * 1024  # one invocation's record; a bigger one is dropped and counted
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an answer to a request (secrets)
 
 
-# One encoder for every record: json.dumps builds a new one per call when given options.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
+# One encoder for every record: json.dumps builds a new one per call when given options. Text
+# goes as UTF-8, not as ASCII escapes: a CJK character is 3 bytes rather than 6, an emoji 4
+# rather than 12, so a record of non-Latin text fits the channel's limits as Latin text does.
+# Lone surrogates go through as they came (surrogatepass, as decode_json reads them).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr, ensure_ascii=False)
 
 
 # The same C encoder, built once and without the cycle check: json.dumps builds one per call
 # (~0.6 µs), and values lambdawrap makes itself from decoded events hold no reference cycles.
-_OWN_VALUES = c_make_encoder(None, repr, encode_basestring_ascii, None, ":", ",", False, False, True) if c_make_encoder else None
+_OWN_VALUES = c_make_encoder(None, repr, encode_basestring, None, ":", ",", False, False, True) if c_make_encoder else None
 
 
 def encode_json(value: object) -> bytes:
     """Compact JSON bytes. Values JSON cannot carry become their repr (never an exception)."""
-    return _ENCODER.encode(value).encode("utf-8", "replace")
+    return _ENCODER.encode(value).encode("utf-8", "surrogatepass")
 
 
 def own_json_text(value: object) -> str:
     """The text encode_json gives for a value lambdawrap made itself (no reference cycles, which
     would raise RecursionError here rather than ValueError)."""
     if type(value) is str:  # not __class__, which a proxy or a mock may claim
-        return encode_basestring_ascii(value)
+        return encode_basestring(value)
     if _OWN_VALUES is None:  # an interpreter without the C accelerator
         return _ENCODER.encode(value)
     return "".join(_OWN_VALUES(value, 0))

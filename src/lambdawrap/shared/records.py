@@ -144,7 +144,7 @@ def encode_invocation_start(
         text += f',"request_payload":{own_json_text(request_payload)}'
     if trace_state:
         text += f',"trace_state":{own_json_text(trace_state)}'
-    return (text + "}").encode("utf-8", "replace")
+    return (text + "}").encode("utf-8", "surrogatepass")
 
 
 def ids_as_hex(trace_id: int, span_id: int, parent_span_id: int) -> dict:
