@@ -3023,22 +3023,23 @@ import aiohttp
 
 async def configs(given):
     async with aiohttp.ClientSession(trace_configs=given) as session:
-        return type(session.trace_configs).__name__, session.trace_configs[0] is given[0]
+        return type(session.trace_configs).__name__, bool(given) and session.trace_configs[0] is given[0]
 
 def handler(event, context):
-    return [asyncio.run(configs(kind([aiohttp.TraceConfig()]))) for kind in (tuple, list)]
+    return [asyncio.run(configs(kind(given))) for given in ([aiohttp.TraceConfig()], []) for kind in (tuple, list)]
 """
 
 
 def test_a_session_s_trace_configs_keep_the_type_the_function_gave(tmp_path):
     # GIVEN a function that gives its sessions their trace configs as a tuple, then as a list,
-    # and reads them back
+    # then none in each, and reads them back
     task = write_function(tmp_path / "task", READS_ITS_TRACE_CONFIGS)
     without = answer_without_layer(task, {})
     with instrumented(task, timeout_s=30) as (emu, rx):
         answer = emu.invoke({}).json()
-    # THEN each is of the type it was given, its own first (before: the tuple became a list)
-    assert without == answer == [["tuple", True], ["list", True]]
+    # THEN each is of the type aiohttp keeps, its own first (before: the tuple became a list,
+    # and then the empty tuple, which aiohttp makes a list, stayed a tuple)
+    assert without == answer == [["tuple", True], ["list", True], ["list", False], ["list", False]]
 
 
 SQS_ANSWERS = """

@@ -62,8 +62,9 @@ def patch(module: "ModuleType", calls: HttpCalls, function_wrapper: "Callable") 
         # Only where asking is harmless: a generator would be used up by `in`, and a value
         # aiohttp refuses must meet aiohttp's own error, not ours.
         if configs is None or (type(configs) in (list, tuple) and trace_config not in configs):
-            # The type the function gave, which aiohttp keeps: code of its may read it back.
-            kwargs = dict(kwargs, trace_configs=(tuple if type(configs) is tuple else list)([*(configs or ()), trace_config]))
+            # The type aiohttp keeps (the function's, but a list for none): code of the
+            # function's may read it back.
+            kwargs = dict(kwargs, trace_configs=(tuple if configs and type(configs) is tuple else list)([*(configs or ()), trace_config]))
         try:
             return wrapped(*args, **kwargs)
         except BaseException as exc:  # arguments aiohttp refuses: its error, as without the layer
