@@ -4,6 +4,7 @@ processes, each with its own /next loop, and invocations run concurrently on idl
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import threading
@@ -583,3 +584,47 @@ def test_on_managed_instances_spans_a_collector_held_off_go_out_on_the_timer_onc
         # THEN the timer sends its span once the hold is over (before: the timer sent only after
         # requests or records came, and the span waited for the next request or SHUTDOWN)
         rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=90)
+
+
+EMPTIES_TMP = """
+import os, shutil, time
+
+def handler(event, context):
+    socket = os.environ["LAMBDAWRAP_SOCKET"]
+    if event.get("empty"):
+        # What a function cleaning /tmp after its work does (the socket's folder is /tmp)
+        folder = os.path.dirname(socket)
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+        print("emptied", folder)
+    time.sleep(event.get("sleep", 0))
+    return {"pid": os.getpid(), "socket": socket}
+"""
+
+
+def test_on_managed_instances_a_function_that_empties_tmp_has_every_request_reported(tmp_path):
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "lw", EMPTIES_TMP)
+    # GIVEN two workers, and the companion's timer too slow to matter (a minute): only what it
+    # is told of the requests can make it listen again
+    with instrumented(task, max_concurrency=2, timeout_s=10, env={"LAMBDAWRAP_FLUSH": "periodic,60000"}) as (emu, rx):
+        emu.init()
+        assert emu.wait_idle(30)
+        # WHEN a first request empties the socket's folder and returns at once
+        first = emu.invoke({"empty": True})
+        socket = first.json()["socket"]
+        # THEN the companion listens again, on the request's telemetry (before: at its next
+        # tick, and each worker's record until then was lost, counted as record_missing)
+        wait_for(lambda: os.path.exists(socket), timeout=30, what="the companion listening again")
+        # ... and two requests at once, on both workers, one of which never sent a record yet
+        assert emu.wait_idle(30)
+        others = concurrently([lambda: emu.invoke({"sleep": 0.2}) for _ in range(2)])
+        assert len({r.json()["pid"] for r in others}) == 2
+        rids = [r.request_id for r in [first, *others]]
+        emu.stop()
+    # ... are each their span, the first too (its process connected before its handler ran)
+    spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3, timeout=30)
+    assert sorted(s["attributes"]["faas.invocation_id"] for s in spans) == sorted(rids)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0

@@ -256,6 +256,9 @@ class Channel:
         event_line("sent", "invocation", json.loads(start_json)["request_id"], *([end["posted"]] if "posted" in end else []))
         return True
 
+    def connect_ahead(self):
+        pass  # no companion: the records are lines on stdout
+
     def companion_gone(self):
         return gone[0]
 

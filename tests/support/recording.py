@@ -28,6 +28,9 @@ class RecordingChannel:
 
     companion_refused = False
 
+    def connect_ahead(self) -> None:
+        pass  # nothing to connect: the records are kept here
+
     def companion_gone(self) -> bool:
         return False
 

@@ -349,6 +349,11 @@ class Companion:
 
     def _on_telemetry(self, batch: list) -> None:
         self._activity += 1
+        if self.settings.managed_instances:
+            # No INVOKE to listen again at: a worker's platform.start or line says the function
+            # runs, and may have emptied /tmp; its workers not yet connected need the file
+            # before their records come (one stat a batch), not at the next tick.
+            self.socket.rebind_if_removed()
         self.correlator.on_telemetry(self.scrubber.scrub(batch))
 
     def _on_record(self, record: dict) -> Any:

@@ -129,7 +129,22 @@ class Channel:
         except OSError:
             pass
 
-    def _connect(self, at_once: bool = False) -> unix_socket | None:
+    def connect_ahead(self) -> None:
+        """Connect now, if not connected yet: at an invocation's start, before its handler can
+        remove the socket's file (a function that empties /tmp). A connection made stays
+        whatever becomes of the file; without one, the record at the handler's end found no
+        file, and on Managed Instances, with no INVOKE to make the companion listen again, the
+        records of every worker not yet connected were lost until its next tick. Quiet: a
+        connect that fails here is tried again, and told, at the record's send (not tried
+        once the companion refused one: it is gone, and the send tries)."""
+        if self._sock is None and not self._companion_down and self._holder != get_ident():
+            self._holding_the_lock(self._connect_quietly)
+
+    def _connect_quietly(self) -> bool:
+        # Called with the lock held: another thread may have connected meanwhile.
+        return self._sock is not None or self._connect(at_once=True, quiet=True) is not None
+
+    def _connect(self, at_once: bool = False, quiet: bool = False) -> unix_socket | None:
         """A new connection; None for now if one was refused within RECONNECT_INTERVAL_S, unless
         `at_once`: an invocation's record is worth a connect whatever the last one said (the
         companion of a new environment may bind the file a killed one left just after a span
@@ -161,6 +176,9 @@ class Channel:
                 # after this invocation's end; or its backlog full, for a moment. The next send
                 # tries again (one failed connect).
                 self._next_connect = now
+            if quiet:
+                self._next_connect = now  # the send that follows tries again, and tells
+                return None
             self._warn_once("refused" if self._companion_down else "unreachable", f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
         self._companion_down = False

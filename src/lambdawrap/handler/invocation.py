@@ -412,6 +412,7 @@ class InvocationTracer:
         state.beside = beside
         if self._inflight.hold(state.start_json, start_ns):
             state.slot = self._inflight
+        self.channel.connect_ahead()
         if self.user_spans is not None:
             state.otel_token = self._enter_user_spans(state)
         return state
