@@ -982,6 +982,48 @@ def test_a_function_zlib_py_is_not_run_by_lambdawrap_reading_a_cloudwatch_logs_e
     assert span["attributes"]["messaging.destination.name"] == "/aws/lambda/orders"
 
 
+
+RAISES_A_LONG_CHAIN = """
+def handler(event, context):
+    def level(n):
+        try:
+            if n == 0:
+                raise ValueError("caf\u00e9 " + "x" * 1000)  # text not ASCII in the stack's lines
+            level(n - 1)
+        except ValueError as exc:
+            raise ValueError("\u00e9tage %d " % n + "y" * 1000) from exc
+    level(event["levels"])
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's traceback imports nothing as it formats")
+def test_the_function_s_own_modules_named_like_what_formatting_a_stack_imports_are_not_run(tmp_path):
+    # GIVEN a function whose folder holds an `ast.py`, a `unicodedata.py` and an `fcntl.py` of
+    # its own (which it does not import), and whose handler raises a chain of errors: a stack
+    # with text not in ASCII, its record over 32 KB
+    task = write_function(tmp_path / "task", RAISES_A_LONG_CHAIN)
+    for name in ("ast", "unicodedata", "fcntl"):
+        (task / f"{name}.py").write_text(f"print('the function s {name}.py ran')\n")
+    event = {"levels": 40}
+    with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+        without = [bare.invoke(event).json() for _ in range(2)]
+        ran_without = [line for line in bare.log_lines("function") if ".py ran" in line]
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke(event) for _ in range(2)]
+        assert emu.wait_idle(30)
+        ran = [line for line in emu.log_lines("function") if ".py ran" in line]
+        spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in {r.request_id for r in results}, count=2, timeout=30)
+    # THEN none of them ran, as without the layer (before: traceback's `import ast` and
+    # `import unicodedata` as lambdawrap formatted the stack, and the channel's `import fcntl`
+    # for a large record, found the function's files, first on sys.path by then)
+    assert ran == ran_without == [], (ran, ran_without)
+    assert [{**r.json(), "requestId": None} for r in results] == [{**w, "requestId": None} for w in without]
+    # ... and each span has the stack as Python prints it
+    for span in spans:
+        (exception,) = [e for e in span["events"] if e["name"] == "exception"]
+        assert exception["attributes"]["exception.stacktrace"].endswith("ValueError: \u00e9tage 40 " + "y" * 1000 + "\n")
+
+
 LIMITS_BATTERY = """
 def record(tracer):
     from opentelemetry import trace

@@ -47,6 +47,7 @@ except ImportError:  # not on Linux (macOS): local tooling only, where the funct
 from lambdawrap.shared import records, unreported_drops
 from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode, encode_json
 from lambdawrap.shared.log import get_logger
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -391,11 +392,13 @@ class Channel:
         reckoning counts the room its pieces take too: a sixteenth more, and a page). An empty
         buffer takes any frame, as it did; where the queue cannot be read, the send says."""
         try:
-            from fcntl import ioctl  # at the first large frame only: its import costs ~0.4 ms
+            # At the first large frame only (its import costs ~0.4 ms), and the standard one: the
+            # function's folder, first on sys.path by then, may hold an `fcntl.py`.
+            fcntl = standard("fcntl")
         except ImportError:  # not on Linux: local tooling only
             return True
         try:
-            queued = int.from_bytes(ioctl(sock.fileno(), _SIOCOUTQ, bytes(4)), sys.byteorder, signed=True)
+            queued = int.from_bytes(fcntl.ioctl(sock.fileno(), _SIOCOUTQ, bytes(4)), sys.byteorder, signed=True)  # type: ignore[attr-defined]
         except OSError:
             return True
         return queued <= 0 or not self._buffer_bytes or queued + size + size // 16 + 4096 <= self._buffer_bytes

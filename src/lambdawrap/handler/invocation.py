@@ -36,7 +36,7 @@ from lambdawrap.handler.repeated_frames import cheap_to_format
 # The recognisers build values only this far.
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS
 from lambdawrap.shared.sampling import make_sampler
-from lambdawrap.shared import posted_wanted, records
+from lambdawrap.shared import own_stdlib, posted_wanted, records
 from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
@@ -671,6 +671,7 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
     thread = get_ident()
     outermost = thread not in _DESCRIBING  # a __str__ of the function's may describe one too
     _DESCRIBING.add(thread)
+    lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
     try:
         # What traceback.format_exception formats, kept to read its message back.
         described = traceback.TracebackException(type(error), error, frames, compact=True)
@@ -683,6 +684,7 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
         # other than AttributeError when asked for __notes__, from 3.11)
         pass
     finally:
+        own_stdlib.take_back(lent)
         if outermost:
             _DESCRIBING.discard(thread)
     if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
@@ -733,6 +735,9 @@ _REDACTION_MARGIN = 1024
 # exception.message, has none of it (the stack, formatted as Python prints it, keeps it).
 _SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
 _SUGGESTS = sys.version_info >= (3, 12)
+# What traceback imports as it formats a stack from 3.11 (the carets' anchors, the width of a
+# line's text): imported then, after the boot, the names would find a function's own files.
+_IMPORTED_AS_IT_FORMATS = ("ast", "unicodedata") if sys.version_info >= (3, 11) else ()
 # The threads describing an exception now. Python 3.12+ finds its "Did you mean" as it formats
 # an error by running the function's code: dir() of the object an AttributeError names (its
 # __dir__), hasattr() of `self` for a NameError in a method (a property, a __getattr__: a client
@@ -784,11 +789,14 @@ def _without_suggestions(message: str) -> str:
 def _frames_only(frames: Any, kind: str, message: str) -> str:
     """The traceback as Python prints it, from its frames alone (no cause, context or note: they
     are the exception's to give, and it failed to), where the whole could not be formatted."""
+    lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
     try:
         last = f"{kind}: {secret_cuts.head(message, MAX_MESSAGE_CHARS)}" if message else kind
         return "Traceback (most recent call last):\n" + "".join(traceback.format_list(traceback.extract_tb(frames))) + last + "\n"
     except BaseException:  # noqa: BLE001 - as describe_exception's
         return ""
+    finally:
+        own_stdlib.take_back(lent)
 
 
 

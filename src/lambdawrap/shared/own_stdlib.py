@@ -37,6 +37,36 @@ def standard(name: str) -> object:
     return module
 
 
+def lend(names: tuple) -> list:
+    """Put the standard modules `names` in `sys.modules` while lambdawrap runs standard code that
+    imports them lazily (traceback's formatting of a stack: `ast`, `unicodedata`, from 3.11):
+    the function's own `ast.py`, first on `sys.path` by then, is neither run nor used. What was
+    lent, for take_back(); never raises (a name not had is left as it is)."""
+    lent = []
+    for name in names:
+        try:
+            module = standard(name)
+        except Exception:  # noqa: BLE001 - the code that imports it meets what it meets
+            continue
+        lent.append((name, module, sys.modules.get(name, _ABSENT)))
+        sys.modules[name] = module
+    return lent
+
+
+def take_back(lent: list) -> None:
+    """Put back what stood in `sys.modules` before lend(): the function's imports then find what
+    they find without the layer (its own file, or the standard module loaded anew)."""
+    for name, module, before in lent:
+        if sys.modules.get(name) is module:
+            if before is _ABSENT:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = before
+
+
+_ABSENT = object()
+
+
 def _found_standard(name: str) -> object:
     import importlib.machinery  # the boot has imported it (bare_start)
     import importlib.util
