@@ -1873,6 +1873,42 @@ def test_a_layer_added_without_aws_lambda_exec_wrapper_says_so_once(tmp_path):
     assert len(lines) == 1 and "AWS_LAMBDA_EXEC_WRAPPER is not set" in lines[0] and "wrapper.sh" in lines[0], lines
 
 
+
+BLOCKS_SOCKETS = """
+import sys
+
+def refuse_sockets(event, args):
+    # A sandboxing policy of the function's own: no socket made in its process
+    if event == "socket.__new__":
+        raise PermissionError("network access blocked by policy")
+
+sys.addaudithook(refuse_sockets)
+
+def handler(event, context):
+    return {"ok": event}
+"""
+
+
+def test_a_function_whose_records_cannot_reach_the_companion_is_told_as_such(tmp_path):
+    from lambdawrap.companion.correlator import UNREPORTING_AFTER
+
+    # GIVEN a function, started by lambdawrap, whose own audit hook refuses every socket
+    task = write_function(tmp_path / "task", BLOCKS_SOCKETS)
+    invocations = UNREPORTING_AFTER + 1
+    with instrumented(task) as (emu, rx):
+        results = [emu.invoke({"n": n}) for n in range(invocations)]
+        assert emu.wait_idle(30)
+        told = [line for line in emu.log_lines("extension") if "reported none of its first" in line]
+        function_lines = [line for line in emu.log_lines("function") if "lambdawrap" in line]
+    # THEN it answers as without the layer, each invocation is counted as a record that never
+    # came, its log says once why, and the companion's line names that cause too (before: only
+    # that the wrapper had not started lambdawrap, which it had)
+    assert [r.json() for r in results] == [{"ok": {"n": n}} for n in range(invocations)]
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == invocations
+    assert len(function_lines) == 1 and "companion not reachable" in function_lines[0] and "blocked by policy" in function_lines[0], function_lines
+    assert len(told) == 1 and "could not reach this process" in told[0], told
+
+
 def test_handler_in_a_subfolder(tmp_path):
     write_function(tmp_path / "task" / "src" / "svc", "def handler(event, context):\n    return 'sub'\n", module="api")
     with instrumented(tmp_path / "task", "src/svc/api.handler") as (emu, rx):

@@ -393,7 +393,7 @@ def _warn_unreporting() -> None:
 
     wrapper = os.environ.get("AWS_LAMBDA_EXEC_WRAPPER", "").strip()
     if wrapper:
-        why = f"AWS_LAMBDA_EXEC_WRAPPER={wrapper} did not start lambdawrap in it, or the handler could not be wrapped"
+        why = f"AWS_LAMBDA_EXEC_WRAPPER={wrapper} did not start lambdawrap in it, the handler could not be wrapped, or its records could not reach this process (its log says so if lambdawrap started there)"
     else:
         why = "AWS_LAMBDA_EXEC_WRAPPER is not set; set it to the layer's wrapper.sh (/opt/wrapper.sh in Lambda)"
     get_logger().warning("lambdawrap: the function's process reported none of its first %d invocations (each counted as record_missing, none exported): %s", UNREPORTING_AFTER, why)
