@@ -524,6 +524,26 @@ def test_a_client_context_s_own_tracestate_stays_beside_our_traceparent():
     assert json.loads(base64.b64decode(params["ClientContext"]))["custom"] == {"tracestate": "mine=1", "k": "v", "traceparent": TP}
 
 
+@pytest.mark.parametrize("text", ["\u00e9" * 1200, "\u65e5" * 800, "lone \ud800 surrogate"])
+def test_a_client_context_s_text_goes_as_utf_8_within_the_platform_s_limit(text):
+    # GIVEN a client context whose text is not ASCII, written as UTF-8: 1,200 accented letters
+    # are 3,228 bytes of base64, within the platform's 3,583
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    # (a lone surrogate, which UTF-8 cannot hold, written as its escape)
+    written = json.dumps({"custom": {"note": text}}, ensure_ascii="\ud800" in text).encode("utf-8")
+    params = {"FunctionName": "f", "ClientContext": base64.b64encode(written).decode()}
+    # WHEN the context is carried
+    assert aws_carriers.inject("lambda", "Invoke", params, {"traceparent": TP}, ENABLED)
+    # THEN it goes, the text as it was (before: rewritten as escapes, 6 bytes a letter, over
+    # the limit, and the call went without the context)
+    sent = base64.b64decode(params["ClientContext"])
+    assert json.loads(sent)["custom"] == {"note": text, "traceparent": TP}
+    assert len(params["ClientContext"]) <= aws_carriers.MAX_CLIENT_CONTEXT_BYTES
+    if "\ud800" not in text:
+        assert sent.decode("utf-8").startswith('{"custom":{"note":"' + text)
+
+
 def test_a_json_payload_gains_the_context_and_keeps_every_other_byte():
     from lambdawrap.handler.outgoing import aws_carriers
 
