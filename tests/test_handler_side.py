@@ -821,6 +821,35 @@ class TestChannel:
         # while the companion counted it missing: one invocation counted twice, and not exported)
         assert sent is True and received[0]["start"]["request_id"] == "first" and received[0]["dropped"] == 1
 
+    def test_a_connection_made_before_the_file_was_removed_is_taken_when_the_companion_listens_again(self, sock_path):
+        from lambdawrap.companion.event_loop import EventLoop
+
+        # GIVEN a companion that has not yet accepted the connection a process made at its
+        # invocation's start, and the socket's file then removed (the handler emptied /tmp)
+        received = []
+        server = SocketServer(sock_path, received.append, lambda reason, detail: None)
+        loop = EventLoop()
+        server.attach(loop)
+        channel = Channel(sock_path)
+        channel.connect_ahead()
+        os.unlink(sock_path)
+        try:
+            # WHEN the companion listens again, then the invocation's record is sent
+            assert server.rebind_if_removed()
+            sent = channel.send_invocation(b'{"request_id":"early"}', {"end_ns": 1})
+
+            def served() -> list:
+                loop.run_once(0.05)
+                return received
+
+            wait_for(served, what="the invocation's record")
+        finally:
+            server.stop()
+        # THEN it arrives, on the connection made before (before: reset with the old listener,
+        # taken for the companion's death, and counted by both sides)
+        assert sent is True and received[0]["start"]["request_id"] == "early"
+        assert channel.dropped == 0 and not channel.companion_refused
+
     def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, sock_path):
         # The file gone (a function emptied /tmp): the companion lives, saw the INVOKE and counts
         # the invocation as record_missing; other records only this process can count.

@@ -1024,6 +1024,57 @@ def test_the_function_s_own_modules_named_like_what_formatting_a_stack_imports_a
         assert exception["attributes"]["exception.stacktrace"].endswith("ValueError: \u00e9tage 40 " + "y" * 1000 + "\n")
 
 
+
+FORMATS_ON_SIXTEEN_THREADS = """
+import sys, threading
+from lambdawrap.handler import invocation
+
+sys.path.insert(0, sys.argv[1])  # the function's folder, first as the runtime puts it
+before = sys.modules.get("ast")
+
+# Two formattings overlapping, the first done before the second imports
+from lambdawrap.shared import own_stdlib
+first = own_stdlib.lend(("ast",))
+second = own_stdlib.lend(("ast",))
+own_stdlib.take_back(first)
+import ast
+print("the second's ast:", "standard" if ast is own_stdlib.standard("ast") else ast)
+own_stdlib.take_back(second)
+
+def fails(d):
+    return d["a"] + d["x"][0]["y"]  # a line whose carets ast anchors
+
+def describes():
+    for _ in range(600):
+        try:
+            fails({"a": 1, "x": [{}]})
+        except Exception as exc:
+            invocation.describe_exception(exc)
+
+sys.setswitchinterval(1e-6)
+threads = [threading.Thread(target=describes) for _ in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("ast afterwards:", "as before" if sys.modules.get("ast") is before else repr(sys.modules.get("ast")))
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's traceback imports nothing as it formats")
+def test_threads_formatting_stacks_at_once_leave_the_function_s_imports_as_they_were(tmp_path):
+    # GIVEN a function's folder with an `ast.py` of its own, and its threads raising at once
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "ast.py").write_text("print('the function s ast.py ran')\n")
+    # WHEN two of lambdawrap's formattings overlap, the first done before the second imports,
+    # and then 16 threads describe their exceptions at once, switching every microsecond
+    done = subprocess.run([sys.executable, "-c", FORMATS_ON_SIXTEEN_THREADS, str(folder)], capture_output=True, text=True, timeout=300)
+    # THEN the function's ast.py never ran, and `ast` in sys.modules is what it was (before:
+    # one thread took back what another had lent, the next import ran the function's file, or
+    # the standard module stayed where the function's import would have found its own)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["the second's ast: standard", "ast afterwards: as before"], done.stdout
+
+
 LIMITS_BATTERY = """
 def record(tracer):
     from opentelemetry import trace

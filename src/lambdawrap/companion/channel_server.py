@@ -101,6 +101,11 @@ class SocketServer:
         if self._loop is not None:
             self._loop.remove_reader(old)
             self._loop.add_reader(listener, self._accept)
+            # Connections made to the old one and not accepted yet (a process connected at its
+            # invocation's start, before its handler emptied /tmp) are taken: closed with it,
+            # they would be reset, and their records taken for the companion's death.
+            while self._accept(old):
+                pass
         old.close()
         get_logger().info("lambdawrap: the channel's socket %s was removed; listening again", self.path)
         return True
@@ -133,15 +138,17 @@ class SocketServer:
         for conn in list(self._connections):
             self._drop(conn)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket) -> bool:
+        """Take one connection waiting on `listener`; False if none was."""
         conn = self._loop.accept(listener, self._accept)
         if conn is None:
-            return
+            return False
         pid = _peer_pid(conn)
         conn.setblocking(False)
         reader = FrameReader()
         self._connections.add(conn)
         self._loop.add_reader(conn, lambda ready: self._read_safely(ready, reader, pid))
+        return True
 
     def _drop(self, conn: socket.socket) -> None:
         self._connections.discard(conn)

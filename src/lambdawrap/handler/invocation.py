@@ -671,8 +671,9 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
     thread = get_ident()
     outermost = thread not in _DESCRIBING  # a __str__ of the function's may describe one too
     _DESCRIBING.add(thread)
-    lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
+    lent: list = []
     try:
+        lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
         # What traceback.format_exception formats, kept to read its message back.
         described = traceback.TracebackException(type(error), error, frames, compact=True)
         message = getattr(described, "_str", None)
@@ -789,8 +790,9 @@ def _without_suggestions(message: str) -> str:
 def _frames_only(frames: Any, kind: str, message: str) -> str:
     """The traceback as Python prints it, from its frames alone (no cause, context or note: they
     are the exception's to give, and it failed to), where the whole could not be formatted."""
-    lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
+    lent: list = []
     try:
+        lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
         last = f"{kind}: {secret_cuts.head(message, MAX_MESSAGE_CHARS)}" if message else kind
         return "Traceback (most recent call last):\n" + "".join(traceback.format_list(traceback.extract_tb(frames))) + last + "\n"
     except BaseException:  # noqa: BLE001 - as describe_exception's

@@ -10,6 +10,7 @@ after the boot would find the function's file. One needed rarely is had through 
 from __future__ import annotations
 
 import sys
+import threading
 
 
 def _imported(name: str) -> object:
@@ -33,38 +34,57 @@ def standard(name: str) -> object:
     left out of `sys.modules` where it was not there. Raises ImportError if not found."""
     module = _STANDARD.get(name)
     if module is None:
-        module = _STANDARD[name] = _found_standard(name)
+        # One module for all threads, whichever loaded first: lend() tells its own by identity.
+        module = _STANDARD.setdefault(name, _found_standard(name))
     return module
 
 
 def lend(names: tuple) -> list:
     """Put the standard modules `names` in `sys.modules` while lambdawrap runs standard code that
     imports them lazily (traceback's formatting of a stack: `ast`, `unicodedata`, from 3.11):
-    the function's own `ast.py`, first on `sys.path` by then, is neither run nor used. What was
-    lent, for take_back(); never raises (a name not had is left as it is)."""
+    the function's own `ast.py`, first on `sys.path` by then, is neither run nor used. The names
+    lent, for take_back(); never raises (a name not had is left as it is). Counted per name:
+    threads formatting at once, or one formatting within another, lend once, and the last to
+    take back puts back what stood there before the first."""
     lent = []
     for name in names:
         try:
             module = standard(name)
         except Exception:  # noqa: BLE001 - the code that imports it meets what it meets
             continue
-        lent.append((name, module, sys.modules.get(name, _ABSENT)))
-        sys.modules[name] = module
+        with _LENDING:
+            loan = _LOANS.get(name)
+            if loan is None:
+                _LOANS[name] = [1, module, sys.modules.get(name, _ABSENT)]
+                sys.modules[name] = module
+            else:
+                loan[0] += 1
+        lent.append(name)
     return lent
 
 
 def take_back(lent: list) -> None:
-    """Put back what stood in `sys.modules` before lend(): the function's imports then find what
-    they find without the layer (its own file, or the standard module loaded anew)."""
-    for name, module, before in lent:
-        if sys.modules.get(name) is module:
-            if before is _ABSENT:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = before
+    """Put back what stood in `sys.modules` before the first lend() of each name, once the last
+    is taken back: the function's imports then find what they find without the layer (its own
+    file, or the standard module loaded anew)."""
+    for name in lent:
+        with _LENDING:
+            loan = _LOANS[name]
+            loan[0] -= 1
+            if loan[0]:
+                continue
+            del _LOANS[name]
+            _, module, before = loan
+            if sys.modules.get(name) is module:
+                if before is _ABSENT:
+                    del sys.modules[name]
+                else:
+                    sys.modules[name] = before
 
 
 _ABSENT = object()
+_LENDING = threading.Lock()
+_LOANS: dict = {}  # name: [borrowers, the standard module, what stood in sys.modules before]
 
 
 def _found_standard(name: str) -> object:
