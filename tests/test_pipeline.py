@@ -1926,12 +1926,12 @@ def test_a_layer_added_without_aws_lambda_exec_wrapper_says_so_once(tmp_path):
 
 
 BLOCKS_SOCKETS = """
-import sys
+import builtins, os, sys
 
 def refuse_sockets(event, args):
     # A sandboxing policy of the function's own: no socket made in its process
     if event == "socket.__new__":
-        raise PermissionError("network access blocked by policy")
+        raise getattr(builtins, os.environ["REFUSED_WITH"])("network access blocked by policy")
 
 sys.addaudithook(refuse_sockets)
 
@@ -1940,23 +1940,31 @@ def handler(event, context):
 """
 
 
-def test_a_function_whose_records_cannot_reach_the_companion_is_told_as_such(tmp_path):
+@pytest.mark.parametrize("error", ["PermissionError", "RuntimeError"])
+def test_a_function_whose_records_cannot_reach_the_companion_is_told_as_such(tmp_path, error):
     from lambdawrap.companion.correlator import UNREPORTING_AFTER
 
-    # GIVEN a function, started by lambdawrap, whose own audit hook refuses every socket
+    # GIVEN a function, started by lambdawrap, whose own audit hook refuses every socket, with
+    # an OSError or with an error of its own
     task = write_function(tmp_path / "task", BLOCKS_SOCKETS)
     invocations = UNREPORTING_AFTER + 1
-    with instrumented(task) as (emu, rx):
+    with instrumented(task, env={"REFUSED_WITH": error}) as (emu, rx):
         results = [emu.invoke({"n": n}) for n in range(invocations)]
         assert emu.wait_idle(30)
         told = [line for line in emu.log_lines("extension") if "reported none of its first" in line]
         function_lines = [line for line in emu.log_lines("function") if "lambdawrap" in line]
     # THEN it answers as without the layer, each invocation is counted as a record that never
-    # came, its log says once why, and the companion's line names that cause too (before: only
-    # that the wrapper had not started lambdawrap, which it had)
+    # came, its log says once why (the record's send met the hook's error, not the connect at
+    # the invocation's start, which would leave its start held), and the companion's line names
+    # that cause too (before: only that the wrapper had not started lambdawrap, which it had)
     assert [r.json() for r in results] == [{"ok": {"n": n}} for n in range(invocations)]
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == invocations
-    assert len(function_lines) == 1 and "companion not reachable" in function_lines[0] and "blocked by policy" in function_lines[0], function_lines
+    said = [line.split("\n")[0] for line in function_lines if "lambdawrap: " in line]
+    if error == "PermissionError":
+        assert len(said) == 1 and "companion not reachable" in said[0] and "blocked by policy" in said[0], function_lines
+    else:  # not an error a connect makes: failures of lambdawrap's after the handler, each once
+        assert said and all("(logged once; the function is unaffected)" in line for line in said) and len(said) == len({line.split("\t")[-1] for line in said}), function_lines
+        assert "after the handler" in said[0] and not [line for line in said if "before the handler" in line], function_lines
     assert len(told) == 1 and "could not reach this process" in told[0], told
 
 
