@@ -287,8 +287,18 @@ def recognition(args: argparse.Namespace) -> int:
             by_kind.setdefault(expected["kind"], []).append((name, json.load(f)))
     import tempfile
 
+    import socket
+
+    from lambdawrap.handler.channel import Channel
+
     scratch = tempfile.mkdtemp(prefix="lwbench")  # for the in-flight slot _before writes
-    tracer = InvocationTracer(Settings(socket_path=os.path.join(scratch, "lw.sock")), channel=None, environ={})  # _before never sends
+    path = os.path.join(scratch, "lw.sock")
+    # _before sends nothing, but connects at the first invocation: a listener for that connect,
+    # whose later invocations find the channel connected, as a companion's do.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    tracer = InvocationTracer(Settings(socket_path=path), Channel(path), environ={})
     context = FakeContext()
     os.environ["_X_AMZN_TRACE_ID"] = f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
     rows = {}
@@ -312,6 +322,7 @@ def recognition(args: argparse.Namespace) -> int:
             json.dump(rows, f, indent=1)
     import shutil
 
+    listener.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
