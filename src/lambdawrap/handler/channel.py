@@ -175,13 +175,13 @@ class Channel:
             # removed, which it makes again at the next event; no descriptor left) it lives,
             # and accounts for this invocation itself.
             self._companion_down = exc.errno == errno.ECONNREFUSED
-            if exc.errno in (errno.ENOENT, errno.EAGAIN):
+            if quiet or exc.errno in (errno.ENOENT, errno.EAGAIN):
                 # Its file removed: the companion makes it again at its next event, maybe just
-                # after this invocation's end; or its backlog full, for a moment. The next send
-                # tries again (one failed connect).
+                # after this invocation's end; or its backlog full, for a moment; or a connect
+                # ahead of the record, which the send that follows tries again, and tells. The
+                # next send tries again (one failed connect).
                 self._next_connect = now
             if quiet:
-                self._next_connect = now  # the send that follows tries again, and tells
                 return None
             self._warn_once("refused" if self._companion_down else "unreachable", f"companion not reachable at {self.path} ({exc.strerror or exc}); telemetry records are dropped and counted")
             return None
