@@ -18,7 +18,7 @@ import pytest
 from conftest import read_jsonl, wait_for, write_function
 from support.concurrency import concurrently
 from support.slow_lines import slow_log_lines
-from lambdawrap.devtools.emulator import Emulator
+from lambdawrap.devtools.emulator import Emulator, InitFailure
 
 HANDLER = """
 import os, time
@@ -628,3 +628,79 @@ def test_on_managed_instances_a_function_that_empties_tmp_has_every_request_repo
     spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3, timeout=30)
     assert sorted(s["attributes"]["faas.invocation_id"] for s in spans) == sorted(rids)
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "record_missing"}) == 0
+
+
+ONE_WORKER_FAILS = """
+import os, time
+try:
+    os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL))
+    failing = True
+except FileExistsError:
+    failing = False
+if failing:
+    deadline = time.monotonic() + 60
+    while not os.path.exists({go!r}) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    import a_module_this_function_lacks
+
+def handler(event, context):
+    return {{"pid": os.getpid()}}
+"""
+
+
+def test_on_managed_instances_a_worker_whose_init_failed_is_told_as_a_failed_init(tmp_path):
+    from support.stack import instrumented, metric_total
+
+    go = tmp_path / "go"
+    task = write_function(tmp_path / "lw", ONE_WORKER_FAILS.format(marker=str(tmp_path / "failing"), go=str(go)))
+    # GIVEN two workers, one of which fails to import the function's module once the other has
+    # ended the environment's init (it asked for work): the environment serves on with one
+    with instrumented(task, max_concurrency=2, timeout_s=10) as (emu, rx):
+        emu.init()
+        go.touch()
+        wait_for(lambda: any("Runtime.ImportModuleError" in line for line in emu.log_lines("function")), timeout=60, what="the worker's init error")
+        assert emu.wait_idle(30)
+        result = emu.invoke({})
+        assert result.status == 200 and result.function_error is None
+        emu.stop()
+    # THEN the environment's init is a success, in the first invocation's trace
+    spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=30)
+    invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)[0]
+    ok = [s for s in spans if s["status_code"] != 2]
+    failed = [s for s in spans if s["status_code"] == 2]
+    assert len(ok) == 1 and ok[0]["parent_span_id"] == invocation["span_id"]
+    # ... and the worker's failed init is a failed init, as an environment's is: its own trace,
+    # the runtime's error named
+    assert len(failed) == 1, spans
+    worker = failed[0]
+    assert worker["trace_id"] != invocation["trace_id"] and not worker["parent_span_id"]
+    assert worker["attributes"]["error.type"] == "Runtime.ImportModuleError"
+    assert "a_module_this_function_lacks" in worker["status_message"]
+    assert worker["attributes"]["lambdawrap.init.worker"] is True and worker["attributes"]["faas.coldstart"] is False
+    assert "lambdawrap.init.worker" not in ok[0]["attributes"]
+    assert metric_total(rx, "lambdawrap.init_errors") == 1
+    # ... whose duration is not the environment's init duration, which the platform measured
+    assert metric_total(rx, "faas.init_duration") == 1
+
+
+def test_on_managed_instances_workers_that_all_fail_to_init_are_one_failed_init(tmp_path):
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "lw", """
+        import a_module_this_function_lacks
+
+        def handler(event, context):
+            return {}
+        """)
+    # GIVEN three workers that each fail to import the function's module
+    with instrumented(task, max_concurrency=3, timeout_s=10) as (emu, rx):
+        with pytest.raises(InitFailure):
+            emu.init()
+        emu.stop()
+    # THEN the environment's init failed, once: the runtime reports the first worker's error,
+    # and the others' are that same failure
+    spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=30)
+    assert len(spans) == 1 and spans[0]["status_code"] == 2, spans
+    assert spans[0]["attributes"]["error.type"] == "Runtime.ImportModuleError"
+    assert "lambdawrap.init.worker" not in spans[0]["attributes"]
+    assert metric_total(rx, "lambdawrap.init_errors") == 1

@@ -1643,3 +1643,60 @@ def test_the_init_span_joins_the_first_invocation_though_the_second_finished_fir
     # (before: in the second's, which was no cold start)
     (init,) = [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
     assert (format(init.context.trace_id, "032x"), format(init.parent.span_id, "016x"), init.attributes["faas.coldstart"]) == ("a" * 32, "a" * 16, True)
+
+
+def init_failed_record(error_type: object = "Runtime.ImportModuleError") -> dict:
+    now = time.time_ns()
+    return records.init_failed(now - 5_000_000, now, {"type": error_type, "message": "Unable to import module 'app': No module named 'x'", "stack": ""})
+
+
+def init_runtime_done(correlator: Correlator, status: str) -> None:
+    told = [("initStart", {"phase": "init", "initializationType": "lambda-managed-instances"}), ("initRuntimeDone", {"phase": "init", "status": status, **({"errorType": "Runtime.ImportModuleError"} if status != "success" else {})})]
+    correlator.on_telemetry([{"time": stamp(), "type": f"platform.{kind}", "record": record} for kind, record in told])
+
+
+def init_spans(signals: Signals) -> list:
+    return [span for span in signals.spans.take(1000) if span.name.endswith(" init")]
+
+
+@pytest.mark.parametrize("order", ["record first", "platform first"])
+def test_on_managed_instances_a_worker_s_failed_init_is_its_span_once_the_environment_s_init_succeeded(order):
+    # GIVEN a Managed Instances environment, one of whose workers tells that its init failed,
+    # before or after the platform tells that the environment's init succeeded
+    correlator, signals = environment(managed_instances=True)
+    steps = [lambda: correlator.on_record(init_failed_record()), lambda: init_runtime_done(correlator, "success")]
+    for step in steps if order == "record first" else reversed(steps):
+        step()
+    # THEN the worker's failed init is a span of its own, an error named as the runtime named it
+    (span,) = init_spans(signals)
+    assert span.status.status_code == StatusCode.ERROR and span.parent is None
+    assert span.attributes["error.type"] == "Runtime.ImportModuleError" and span.attributes["lambdawrap.init.worker"] is True
+    assert "No module named 'x'" in span.status.description
+
+
+@pytest.mark.parametrize("ending", [False, True])
+def test_on_managed_instances_workers_failed_init_are_the_environment_s_where_it_failed(ending):
+    # GIVEN workers that tell their init failed, where the environment's init failed (the
+    # first worker's failure, which the runtime reported), told or not before the end
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_record(init_failed_record())
+    correlator.on_record(init_failed_record())
+    if not ending:
+        init_runtime_done(correlator, "error")
+    correlator.finish_unreported("failure")
+    # THEN the failure is one init span, the environment's
+    inits = init_spans(signals)
+    assert len(inits) == 1 and "lambdawrap.init.worker" not in inits[0].attributes, inits
+    assert inits[0].status.status_code == StatusCode.ERROR
+
+
+@pytest.mark.parametrize("forged", [{"error_type": ""}, {"error_type": None}, {"times": (5, 4)}, {"times": (0, 4)}])
+def test_a_forged_init_failed_record_is_malformed(forged):
+    correlator, signals = environment(managed_instances=True)
+    record = init_failed_record(forged.get("error_type", "Runtime.ImportModuleError"))
+    if "times" in forged:
+        record["start_ns"], record["end_ns"] = forged["times"]
+    correlator.on_record(record)
+    init_runtime_done(correlator, "success")
+    assert signals.dropped_by_reason == {"malformed_record": 1}
+    assert not [span for span in init_spans(signals) if "lambdawrap.init.worker" in span.attributes]

@@ -66,6 +66,7 @@ LONGEST_TIMEOUT_S = 900.0  # when a record does not say (Lambda's longest timeou
 # 900 s, a Managed Instances init up to 15 minutes): a day.
 MAX_DURATION_MS = 86_400_000.0
 MAX_OPEN = 1024  # open invocations kept; only ids never announced by an INVOKE are evicted
+MAX_WORKERS = 1600  # Managed Instances' most workers in an environment (AWS_LAMBDA_MAX_CONCURRENCY)
 MAX_PENDING_LOGS = 1000  # log lines kept per invocation until its span's ids are known
 # ... and their characters: a line may be 256 KiB, and 1,000 of them held whole were 256 MB of
 # the memory the companion shares with the function (the log buffer keeps 4 Mi characters).
@@ -247,6 +248,9 @@ class InitFacts:
         self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
         self.extension_error: str | None = None  # the first errorType of a platform.extension record
         self.span_id: str | None = None  # the init span's, chosen when it is made (its late lines carry it)
+        # A Managed Instances worker's own failed init, told by its process: not the
+        # environment's, whose duration the platform measures.
+        self.worker = False
         # Whether a caller waited for this init, where its span stands alone though an invocation
         # followed it (one that lost its record): as that invocation would have said.
         self.cold: bool | None = None
@@ -465,6 +469,9 @@ class Correlator:
         self._telemetry_lost = False  # the platform told of events it dropped (platform.logsDropped)
         self._start_may_be_lost = False  # ... since the last platform.start (on demand)
         self._last_line_ns = 0  # the time given to the last log line (see _line_time_ns)
+        # Managed Instances: workers whose init failed, told by their processes, until the
+        # environment's own init is known to have succeeded (see _settle_workers_failed).
+        self._workers_failed: list[InitFacts] = []
 
     # sources -------------------------------------------------------------------
 
@@ -588,6 +595,9 @@ class Correlator:
             return
         if record.get("type") == records.POSTED:
             self._on_posted(record)
+            return
+        if record.get("type") == records.INIT_FAILED:
+            self._on_worker_init_failed(record)
             return
         if record.get("type") != records.INVOCATION:
             return
@@ -804,6 +814,7 @@ class Correlator:
             self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
             if self.init.failed:
                 self._on_init_failed()
+            self._settle_workers_failed()
         elif kind == "platform.initReport":
             self._learn_init_phase(record)
             self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
@@ -926,6 +937,42 @@ class Correlator:
 
             get_logger().warning("lambdawrap: the platform reported %s for an invocation whose response the runtime had posted; its span says what the post said (logged once)", status)
         self._on_finished(inv.request_id)  # a flush that waits for the log lines may go now
+
+    def _on_worker_init_failed(self, record: dict) -> None:
+        problem = records.init_failed_problem(record)
+        if problem is not None:
+            self._malformed("malformed_record", f"an init.failed record with {problem}")
+            return
+        if not self._managed_instances:
+            return  # on demand, a failed init ends the environment and the platform tells it
+        error = record["error"]
+        facts = InitFacts(start_ns=record["start_ns"])
+        facts.duration_ms = (record["end_ns"] - record["start_ns"]) / 1e6
+        facts.status = "error"
+        facts.error_type = error["type"]
+        facts.error = {"type": error["type"], "message": error.get("message", ""), "stack": error.get("stack", "")}
+        facts.initialization_type = "lambda-managed-instances"
+        facts.cold = False  # no caller waits for a worker: the environment's init has ended, or fails
+        facts.worker = facts.reported = True
+        with self._lock:
+            if len(self._workers_failed) < MAX_WORKERS:
+                self._workers_failed.append(facts)
+            self._settle_workers_failed()
+
+    def _settle_workers_failed(self, ending: bool = False) -> None:
+        """The workers' failed inits, each its span and its init error, once the environment's
+        init succeeded (initRuntimeDone says so, or the environment ends without saying it
+        failed). Where the environment's init failed, that was the first worker's failure, which
+        the runtime reported, and the others' are the same failure (they load the same code):
+        its span tells it, once."""
+        if not self._workers_failed or not (self.init.runtime_done or self.init.failed or ending):
+            return
+        failed, self._workers_failed = self._workers_failed, []
+        if self.init.failed:
+            return
+        for facts in failed:
+            facts.emitted = True
+            self.sink.init_span(facts, None)
 
     def _learn_init_phase(self, record: dict) -> None:
         # Told by initRuntimeDone and initReport too: an initStart lost (a flood's logsDropped)
@@ -1540,6 +1587,7 @@ class Correlator:
                 # that said so (initRuntimeDone) was lost with the events the platform dropped.
                 self.init.runtime_done = True
             self._maybe_init_span(ending=True)
+            self._settle_workers_failed(ending=True)
             return len(replaced) + len(open_)
 
     def _ended_before_the_reset(self, inv: Invocation) -> bool:

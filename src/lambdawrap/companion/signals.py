@@ -225,7 +225,7 @@ class Signals:
         elif init.start_ns is not None:
             self.dropped("sampled_out")
         labels = {"faas.trigger": trigger_of(parent)}
-        if init.duration_ms is not None:
+        if init.duration_ms is not None and not init.worker:
             self._measure(self._init_duration, init.duration_ms / 1000, labels)
         if init.failed:
             self._add("lambdawrap.init_errors", 1, {})

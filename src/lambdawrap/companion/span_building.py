@@ -414,6 +414,8 @@ class SpanBuilder:
         else:
             cold = init.cold if init.cold is not None else init.phase == "invoke" or init.initialization_type != "provisioned-concurrency"
         attrs: dict = {"faas.coldstart": cold, "lambdawrap.init.phase": init.phase}
+        if init.worker:
+            attrs["lambdawrap.init.worker"] = True
         events: list = []
         if parent is not None:
             if not parent.ids or (parent.start is not None and not parent.start.get("sampled", True)):

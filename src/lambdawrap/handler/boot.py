@@ -112,7 +112,8 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     # What the runtime's lookup hands it is wrapped, not the module's name: that stays the
     # function's own, as its code may use it (a class named in super(Handler, self), a handler
     # that calls itself, which would go through the wrapper at each call).
-    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, loaded_and_wrapped), hook_failed)
+    failed = tracer.init_failed if settings.managed_instances else None
+    import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, loaded_and_wrapped, failed), hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)
     if not STRIPS_BY_RERAISE:  # 3.10: the wrapper's frames stay in tracebacks
@@ -128,19 +129,20 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     return tracer
 
 
-def _wrap_looked_up_handler(runtime: Any, wrap: Callable[[Any], Any]) -> None:
+def _wrap_looked_up_handler(runtime: Any, wrap: Callable[[Any], Any], failed: Callable[[int, BaseException], None] | None = None) -> None:
     """Have awslambdaric's handler lookup hand the runtime the handler wrapped (a runtime
-    without that function leaves the handler uninstrumented, never changed)."""
+    without that function leaves the handler uninstrumented, never changed), and tell
+    `failed` when the lookup began of a lookup that raised, and what it raised."""
     lookup = getattr(runtime, "_get_handler", None)
     if not callable(lookup) or getattr(lookup, "_lambdawrap_wrapping", False):
         return
     # callable() reads the type alone: no code of the handler's runs (a __getattr__ of its own).
-    wrapping = _wrapping(lookup, lambda handler_name, found: callable(found), wrap)
+    wrapping = _wrapping(lookup, lambda handler_name, found: callable(found), wrap, failed)
     wrapping._lambdawrap_wrapping = True  # type: ignore[attr-defined]
     runtime._get_handler = wrapping
 
 
-def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callable) -> Callable:
+def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callable, failed: Callable[[int, BaseException], None] | None = None) -> Callable:
     """`lookup`, with what it finds wrapped where `wanted(asked, found)` (a failed wrap leaves it
     as it is); what it raises passes through with the traceback it has without the layer: an
     init error's stack trace leaves out the runtime's leading frames, which one of ours among
@@ -151,10 +153,16 @@ def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callab
 
     @functools.wraps(lookup)
     def looked_up(asked: Any) -> Any:
+        started_ns = time.time_ns()
         try:
             found = lookup(asked)
         except BaseException as exc:
             drop_own_frame(exc)
+            if failed is not None:
+                try:
+                    failed(started_ns, exc)
+                except Exception:  # noqa: BLE001 - instrumentation fails open
+                    FAILURES.record("telling of a failed init")
             raise
         if wanted(asked, found):
             try:

@@ -70,6 +70,14 @@ runtimeDone would give, known without waiting for the Telemetry API:
     outcome     str   "result" or "error"; "too_large": the platform refused the response
     size        int   with "too_large": the bytes refused
 
+``init.failed`` -- Managed Instances only: this worker process could not load the function (the
+runtime's handler lookup raised), while the environment's init may have ended without it (it
+ends when the first worker asks for work, and the runtime posts only the first worker's error):
+
+    start_ns    int     epoch nanoseconds, when the runtime began to look the handler up
+    end_ns      int     epoch nanoseconds, when the lookup raised
+    error       object  {"type", "message", "stack"}, named as the runtime names it
+
 ``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
 connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
 from AWS, so that the handler side's copy expires with the companion's), ttl, unavailable).
@@ -102,6 +110,7 @@ POSTED = "posted"
 # Function.ResponseSizeTooLarge, which no platform event names.
 POSTED_OUTCOMES = ("result", "error", "too_large")
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # the platform's limit for a buffered response
+INIT_FAILED = "init.failed"
 SECRETS_REQUEST = "secrets.get"
 SECRETS_ANSWER = "secrets"
 SECRETS_FETCHED = "secrets.fetched"
@@ -211,6 +220,11 @@ def posted(request_id: str, outcome: str, size: int | None = None) -> dict:
     return record
 
 
+def init_failed(start_ns: int, end_ns: int, error: dict) -> dict:
+    """This worker's init failed (Managed Instances): when it began and ended, and why."""
+    return {"version": VERSION, "type": INIT_FAILED, "start_ns": start_ns, "end_ns": end_ns, "error": error}
+
+
 def secrets_request(timeout_ms: int) -> dict:
     return {"version": VERSION, "type": SECRETS_REQUEST, "timeout_ms": timeout_ms}
 
@@ -250,6 +264,19 @@ def posted_problem(record: dict) -> str | None:
         return "an outcome that is not result, error or too_large"
     if record["outcome"] == "too_large" and not (type(record.get("size")) is int and record["size"] > MAX_RESPONSE_BYTES):
         return "a refused response without a size over the limit"
+    return None
+
+
+def init_failed_problem(record: dict) -> str | None:
+    """What makes an `init.failed` record unusable, or None if it is well formed."""
+    start_ns, end_ns = record.get("start_ns"), record.get("end_ns")
+    if not (type(start_ns) is int and type(end_ns) is int and 0 < start_ns <= end_ns < 2**63):
+        return "times that are not a start and an end"
+    error = record.get("error")
+    if not (isinstance(error, dict) and isinstance(error.get("type"), str) and error["type"]):
+        return "an error without a type"
+    if not all(isinstance(error.get(part, ""), str) for part in ("message", "stack")):
+        return "an error whose message or stack is not text"
     return None
 
 
