@@ -491,9 +491,7 @@ def test_a_batch_or_its_resources_given_as_a_tuple_are_measured_and_carried_as_a
         # a client context no header can hold (a line break), or not UTF-8: sent as written
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.encodebytes(b'{"custom":{}}').decode()}),
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode('{"custom":{}}'.encode("utf-16")).decode()}),
-        # a number JSON has no word for once read (it would go as "Infinity"), and the
-        # function's own context where context.w3c() reads it
-        ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode(b'{"custom":{"n":1e400}}').decode()}),
+        # the function's own context where context.w3c() reads it
         ("lambda", "Invoke", {"FunctionName": "f", "ClientContext": base64.b64encode(('{"w3c":{"traceparent":"%s"}}' % TP2).encode()).decode()}),
         # a payload carrying the function's own context at its top, which the consumer reads
         ("events", "PutEvents", {"Entries": [{"Source": "s", "DetailType": "t", "Detail": '{"traceparent": "%s", "a": 1}' % TP2}]}),
@@ -540,8 +538,36 @@ def test_a_client_context_s_text_goes_as_utf_8_within_the_platform_s_limit(text)
     sent = base64.b64decode(params["ClientContext"])
     assert json.loads(sent)["custom"] == {"note": text, "traceparent": TP}
     assert len(params["ClientContext"]) <= aws_carriers.MAX_CLIENT_CONTEXT_BYTES
-    if "\ud800" not in text:
-        assert sent.decode("utf-8").startswith('{"custom":{"note":"' + text)
+    assert sent == written.replace(b'{"custom": {', b'{"custom": {"traceparent":"%s",' % TP.encode())
+
+
+@pytest.mark.parametrize(
+    "written, sent",
+    [
+        # numbers a parse and a dump would write otherwise (1e5 as 100000.0, 1e400 as Infinity,
+        # which is not JSON), spacing, escapes, repeated keys: the last custom is the one read
+        (' {"n": 1e5, "big": 1e400, "s": "\\u00e9",\n "custom": {"k": 1}, "custom" : { "k": 2 } }',
+         ' {"n": 1e5, "big": 1e400, "s": "\\u00e9",\n "custom": {"k": 1}, "custom" : {%s, "k": 2 } }'),
+        ('{"env": {"stage": "prod"}}', '{"custom":{%s},"env": {"stage": "prod"}}'),
+        ('{"custom": null, "env": 1}', '{"custom": {%s}, "env": 1}'),
+        ('{"custom": { }}', '{"custom": {%s }}'),
+        ("{}", '{"custom":{%s}}'),
+        (None, '{"custom":{%s}}'),
+    ],
+)
+def test_a_client_context_gains_the_context_and_keeps_every_other_byte(written, sent):
+    # GIVEN a client context as the function wrote it (or none) WHEN the context is carried
+    from lambdawrap.handler.outgoing import aws_carriers
+
+    params = {"FunctionName": "f"}
+    if written is not None:
+        params["ClientContext"] = base64.b64encode(written.encode()).decode()
+    assert aws_carriers.inject("lambda", "Invoke", params, {"traceparent": TP, "tracestate": "vendor=x"}, ENABLED)
+    # THEN ours is the custom object's first members, and every other byte is the function's
+    # (before: parsed and dumped, compact, 1e5 as 100000.0, 1e400 left without the context)
+    ours = '"traceparent":"%s","tracestate":"vendor=x"' % TP
+    assert base64.b64decode(params["ClientContext"]).decode() == sent % ours
+    assert json.loads(sent % ours)["custom"]["traceparent"] == TP
 
 
 def test_a_json_payload_gains_the_context_and_keeps_every_other_byte():

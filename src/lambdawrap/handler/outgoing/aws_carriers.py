@@ -179,51 +179,68 @@ def _json_with_context(text: str, fields: dict) -> "str | None":
             return None
         document = {key: None for key in document if key != PAYLOAD_KEY}
     context = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate")}
-    member = json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":"))
-    opening = len(text) - len(text.lstrip()) + 1
-    return text[:opening] + member + ("," if document else "") + text[opening:]
+    return _first_member(text, json.dumps(PAYLOAD_KEY) + ":" + json.dumps(context, separators=(",", ":")), not document)
 
 
 def _without_member(text: str, name: str) -> "str | None":
     """`text`, a JSON object, without its top-level members named `name`, the rest byte for
     byte; None where it cannot be walked (it parsed, so it can)."""
+    members = _members(text)
+    if members is None:
+        return None
+    kept_from, pieces = 0, []
+    for key, start, _, _, after in members:
+        if key == name:
+            # The member and its comma go (the one before it, for the last member).
+            pieces.append(text[kept_from:start])
+            kept_from = after
+    if not pieces:
+        return text
+    rest = text[kept_from:]
+    joined = "".join(pieces)
+    if rest.lstrip(_BLANKS).startswith("}") and joined.rstrip(_BLANKS).endswith(","):
+        joined = joined.rstrip(_BLANKS)[:-1]
+    return joined + rest
+
+
+_BLANKS = " \t\n\r"  # JSON's own whitespace
+
+
+def _members(text: str) -> "list[tuple[str, int, int, int, int]] | None":
+    """The top-level members of `text`, a JSON object that parsed, in order: (key, where its
+    blanks before the key start, where its value starts, where its value ends, past its comma
+    (at the closing "}" for the last)); None where it cannot be walked."""
     decoder = json.JSONDecoder()
-    whitespace = " \t\n\r"
 
     def after_blanks(at: int) -> int:
         return WHITESPACE.match(text, at).end()  # JSON's own blanks, as its decoder skips them
 
     position = after_blanks(0) + 1  # past the "{"
-    kept_from, pieces, removed = 0, [], False
+    found: list = []
     try:
         while True:
             start = position
             position = after_blanks(position)
             if text[position] == "}":
-                break
+                return found
             key, position = decoder.raw_decode(text, position)
-            position = after_blanks(after_blanks(position) + 1)  # past the ":"
-            _, position = decoder.raw_decode(text, position)
-            position = after_blanks(position)
+            value_start = after_blanks(after_blanks(position) + 1)  # past the ":"
+            _, value_end = decoder.raw_decode(text, value_start)
+            position = after_blanks(value_end)
             ends = text[position] == "}"
             if not ends:
                 position += 1  # the ","
-            if key == name:
-                # The member and its comma go (the one before it, for the last member).
-                pieces.append(text[kept_from:start])
-                kept_from = position
-                removed = True
+            found.append((key, start, value_start, value_end, position))
             if ends:
-                break
-    except (ValueError, IndexError):
+                return found
+    except (ValueError, IndexError, RecursionError):
         return None
-    if not removed:
-        return text
-    rest = text[kept_from:]
-    joined = "".join(pieces)
-    if rest.lstrip(whitespace).startswith("}") and joined.rstrip(whitespace).endswith(","):
-        joined = joined.rstrip(whitespace)[:-1]
-    return joined + rest
+
+
+def _first_member(text: str, member: str, empty: bool) -> str:
+    """`text`, a JSON object (`empty`: without members), with `member` inserted first."""
+    opening = len(text) - len(text.lstrip(_BLANKS)) + 1
+    return text[:opening] + member + ("" if empty else ",") + text[opening:]
 
 
 def _json_object(text: str) -> "dict | None":
@@ -336,38 +353,45 @@ def _client_context(params: dict, fields: dict) -> bool:
         # Only base64 as written (no character skipped, as b64decode does by default: a line
         # break would make the header botocore sends fail) of UTF-8 JSON: another client context
         # rewritten clean would be sent where the function's own would fail or be refused.
-        context = json.loads(base64.b64decode(existing, validate=True).decode("utf-8")) if existing else {}
-    except (ValueError, TypeError):
+        text = base64.b64decode(existing, validate=True).decode("utf-8") if existing else "{}"
+        context = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
         return True  # not ours to repair: the call fails or goes as the user wrote it
     if not isinstance(context, dict):
         return True
     custom = context.get("custom")
-    if custom is None:
-        custom = {}
-    elif not isinstance(custom, dict) or "traceparent" in custom:
+    if custom is not None and (not isinstance(custom, dict) or "traceparent" in custom):
         return True  # the function's own value (a string, a list) or context: not ours to replace
     w3c = context.get("w3c")
     if isinstance(w3c, dict) and "traceparent" in w3c:
         return True  # the function's own context where the runtimes' context.w3c() reads it
     # A tracestate of the function's own stays, as on an HTTP request.
-    ours = {k: v for k, v in fields.items() if k in ("traceparent", "tracestate") and k not in custom}
-    document = dict(context, custom=dict(custom, **ours))
-    try:
-        # Not as a number JSON has no word for (1e400 read as inf): the function invoked would
-        # get "Infinity", which no JSON parser but Python's reads. Text as UTF-8, as a client
-        # context is usually written, not as escapes three to six times its size within the
-        # platform's 3,583 bytes; escaped only where UTF-8 cannot hold it (a lone surrogate).
-        try:
-            data = json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("ascii")
-    except ValueError:
+    ours = json.dumps({k: v for k, v in fields.items() if k in ("traceparent", "tracestate") and k not in (custom or ())}, separators=(",", ":"))
+    written = _with_custom_members(text, ours[1:-1], custom)
+    if written is None:
         return True  # left as the function wrote it
-    encoded = base64.b64encode(data).decode("ascii")
+    encoded = base64.b64encode(written.encode("utf-8")).decode("ascii")
     if len(encoded) > MAX_CLIENT_CONTEXT_BYTES:
         return False
     params["ClientContext"] = encoded
     return True
+
+
+def _with_custom_members(text: str, members: str, custom: "dict | None") -> "str | None":
+    """A client context's text with `members` first in its `custom` object, every other byte as
+    the function wrote it (a parse and a dump would write `1e5` as `100000.0`, an escape as its
+    character, and drop repeated keys); None where it cannot be walked."""
+    found = _members(text)
+    if found is None:
+        return None
+    customs = [member for member in found if member[0] == "custom"]
+    if not customs:
+        return _first_member(text, '"custom":{' + members + "}", not found)
+    # The last, as a parser keeps it: an object, or null (`custom` None).
+    _, _, value_start, value_end, _ = customs[-1]
+    if custom is None:
+        return text[:value_start] + "{" + members + "}" + text[value_end:]
+    return text[:value_start] + _first_member(text[value_start:value_end], members, not custom) + text[value_end:]
 
 
 def _carries_own_context(payload: "Any") -> bool:
