@@ -632,6 +632,12 @@ def test_on_managed_instances_a_function_that_empties_tmp_has_every_request_repo
 
 ONE_WORKER_FAILS = """
 import os, time
+
+
+class OrderError(Exception):
+    pass
+
+
 try:
     os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL))
     failing = True
@@ -641,24 +647,32 @@ if failing:
     deadline = time.monotonic() + 60
     while not os.path.exists({go!r}) and time.monotonic() < deadline:
         time.sleep(0.02)
-    import a_module_this_function_lacks
+    {failure}
 
 def handler(event, context):
     return {{"pid": os.getpid()}}
 """
 
 
-def test_on_managed_instances_a_worker_whose_init_failed_is_told_as_a_failed_init(tmp_path):
+@pytest.mark.parametrize(
+    "failure, error_type, message",
+    [
+        ("import a_module_this_function_lacks", "Runtime.ImportModuleError", "Unable to import module 'app': No module named 'a_module_this_function_lacks'"),
+        ("raise OrderError('no orders table')", "OrderError", "no orders table"),
+    ],
+    ids=["runtime's error", "function's error"],
+)
+def test_on_managed_instances_a_worker_whose_init_failed_is_told_as_a_failed_init(tmp_path, failure, error_type, message):
     from support.stack import instrumented, metric_total
 
     go = tmp_path / "go"
-    task = write_function(tmp_path / "lw", ONE_WORKER_FAILS.format(marker=str(tmp_path / "failing"), go=str(go)))
+    task = write_function(tmp_path / "lw", ONE_WORKER_FAILS.format(marker=str(tmp_path / "failing"), go=str(go), failure=failure))
     # GIVEN two workers, one of which fails to import the function's module once the other has
     # ended the environment's init (it asked for work): the environment serves on with one
     with instrumented(task, max_concurrency=2, timeout_s=10) as (emu, rx):
         emu.init()
         go.touch()
-        wait_for(lambda: any("Runtime.ImportModuleError" in line for line in emu.log_lines("function")), timeout=60, what="the worker's init error")
+        wait_for(lambda: any(f'"errorType": "{error_type}"' in line for line in emu.log_lines("function")), timeout=60, what="the worker's init error")
         assert emu.wait_idle(30)
         result = emu.invoke({})
         assert result.status == 200 and result.function_error is None
@@ -674,8 +688,13 @@ def test_on_managed_instances_a_worker_whose_init_failed_is_told_as_a_failed_ini
     assert len(failed) == 1, spans
     worker = failed[0]
     assert worker["trace_id"] != invocation["trace_id"] and not worker["parent_span_id"]
-    assert worker["attributes"]["error.type"] == "Runtime.ImportModuleError"
-    assert "a_module_this_function_lacks" in worker["status_message"]
+    # ... named as the runtime named it in its own report (its JSON log line): the type, the
+    # message, and the stack from the function's frames (none for a module it could not import)
+    assert worker["attributes"]["error.type"] == error_type and worker["status_message"] == message
+    (event,) = [e for e in worker["events"] if e["name"] == "exception"]
+    stack = event["attributes"].get("exception.stacktrace", "")
+    assert "bootstrap.py" not in stack
+    assert ('app.py", line' in stack) == (error_type == "OrderError"), stack
     assert worker["attributes"]["lambdawrap.init.worker"] is True and worker["attributes"]["faas.coldstart"] is False
     assert "lambdawrap.init.worker" not in ok[0]["attributes"]
     assert metric_total(rx, "lambdawrap.init_errors") == 1

@@ -1650,8 +1650,12 @@ def init_failed_record(error_type: object = "Runtime.ImportModuleError") -> dict
     return records.init_failed(now - 5_000_000, now, {"type": error_type, "message": "Unable to import module 'app': No module named 'x'", "stack": ""})
 
 
-def init_runtime_done(correlator: Correlator, status: str) -> None:
-    told = [("initStart", {"phase": "init", "initializationType": "lambda-managed-instances"}), ("initRuntimeDone", {"phase": "init", "status": status, **({"errorType": "Runtime.ImportModuleError"} if status != "success" else {})})]
+def init_told(correlator: Correlator, status: str, report: str | None = None) -> None:
+    """The platform's word on a Managed Instances init: its runtime done with `status`, and
+    its report (Managed Instances' may carry a status of its own: `report`)."""
+    failed = {"errorType": "Runtime.ImportModuleError"} if status != "success" else {}
+    told = [("initStart", {"phase": "init", "initializationType": "lambda-managed-instances"}), ("initRuntimeDone", {"phase": "init", "status": status, **failed})]
+    told.append(("initReport", {"phase": "init", "initializationType": "lambda-managed-instances", "metrics": {"durationMs": 80.0}, **({"status": report, "errorType": "Extension.Crash"} if report else {})}))
     correlator.on_telemetry([{"time": stamp(), "type": f"platform.{kind}", "record": record} for kind, record in told])
 
 
@@ -1664,14 +1668,60 @@ def test_on_managed_instances_a_worker_s_failed_init_is_its_span_once_the_enviro
     # GIVEN a Managed Instances environment, one of whose workers tells that its init failed,
     # before or after the platform tells that the environment's init succeeded
     correlator, signals = environment(managed_instances=True)
-    steps = [lambda: correlator.on_record(init_failed_record()), lambda: init_runtime_done(correlator, "success")]
+    steps = [lambda: correlator.on_record(init_failed_record()), lambda: init_told(correlator, "success")]
     for step in steps if order == "record first" else reversed(steps):
         step()
     # THEN the worker's failed init is a span of its own, an error named as the runtime named it
-    (span,) = init_spans(signals)
-    assert span.status.status_code == StatusCode.ERROR and span.parent is None
+    (span,) = [span for span in init_spans(signals) if span.status.status_code == StatusCode.ERROR]
+    assert span.parent is None
     assert span.attributes["error.type"] == "Runtime.ImportModuleError" and span.attributes["lambdawrap.init.worker"] is True
     assert "No module named 'x'" in span.status.description
+
+
+def test_on_managed_instances_a_worker_s_failed_init_waits_for_the_environment_s_report():
+    # GIVEN a worker's failed init, and the platform's word that the environment's runtime was
+    # done, but not yet its report (the last word, which may name a failure of its own)
+    correlator, signals = environment(managed_instances=True)
+    correlator.on_record(init_failed_record())
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.initRuntimeDone", "record": {"phase": "init", "status": "success"}}])
+    assert not init_spans(signals)
+    # WHEN the environment's report comes, a failure of its own (an extension's)
+    correlator.on_telemetry([{"time": stamp(), "type": "platform.initReport", "record": {"phase": "init", "status": "error", "errorType": "Extension.Crash", "metrics": {"durationMs": 80.0}}}])
+    correlator.finish_unreported("failure")
+    # THEN the environment's init failed, once, named as its report names it (before: its span
+    # was a success, and only the worker's told of a failure)
+    inits = init_spans(signals)
+    assert len(inits) == 1 and "lambdawrap.init.worker" not in inits[0].attributes, inits
+    assert inits[0].status.status_code == StatusCode.ERROR and inits[0].attributes["error.type"] == "Extension.Crash"
+
+
+def test_a_worker_s_failed_init_carried_to_a_later_environment_keeps_its_mark(tmp_path):
+    from lambdawrap.companion import carryover
+
+    # GIVEN a worker's failed init span, made where the environment ended before it could be
+    # exported (the sink's calls are what a later environment replays)
+    calls: list = []
+
+    class Recording:
+        def init_span(self, init, parent):
+            calls.append(("init_span", (init, parent), {}))
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    correlator = Correlator(Recording(), lambda reason, detail: None, managed_instances=True)
+    correlator.on_record(init_failed_record())
+    init_told(correlator, "success")
+    worker_calls = [call for call in calls if call[1][0].worker]
+    assert len(worker_calls) == 1
+    # WHEN it is carried over and replayed in the next environment
+    carryover.save(str(tmp_path / "lw.sock"), [], worker_calls)
+    _, signals = environment()
+    for name, args, kwargs in carryover.take(str(tmp_path / "lw.sock")).calls:
+        getattr(signals, name)(*args, **kwargs)
+    # THEN it is still the worker's (before: an environment's failed init, its duration measured)
+    (span,) = init_spans(signals)
+    assert span.attributes["lambdawrap.init.worker"] is True and span.status.status_code == StatusCode.ERROR
 
 
 @pytest.mark.parametrize("ending", [False, True])
@@ -1682,7 +1732,7 @@ def test_on_managed_instances_workers_failed_init_are_the_environment_s_where_it
     correlator.on_record(init_failed_record())
     correlator.on_record(init_failed_record())
     if not ending:
-        init_runtime_done(correlator, "error")
+        init_told(correlator, "error")
     correlator.finish_unreported("failure")
     # THEN the failure is one init span, the environment's
     inits = init_spans(signals)
@@ -1697,6 +1747,6 @@ def test_a_forged_init_failed_record_is_malformed(forged):
     if "times" in forged:
         record["start_ns"], record["end_ns"] = forged["times"]
     correlator.on_record(record)
-    init_runtime_done(correlator, "success")
+    init_told(correlator, "success")
     assert signals.dropped_by_reason == {"malformed_record": 1}
     assert not [span for span in init_spans(signals) if "lambdawrap.init.worker" in span.attributes]

@@ -261,7 +261,7 @@ class InitFacts:
 
     def to_dict(self) -> dict:
         """What a later environment needs to export this init's span (see carryover)."""
-        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "cold": self.cold, "logs": self.logs[-MAX_PENDING_LOGS:]}
+        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "cold": self.cold, "worker": self.worker, "logs": self.logs[-MAX_PENDING_LOGS:]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
@@ -272,6 +272,7 @@ class InitFacts:
         facts.error = data.get("error") if isinstance(data.get("error"), dict) else None
         facts.initialization_type = str(data.get("initialization_type") or "")
         facts.cold = data.get("cold") if isinstance(data.get("cold"), bool) else None
+        facts.worker = data.get("worker") is True
         facts.logs = _log_entries(data.get("logs"))
         facts.reported = facts.emitted = True
         return facts
@@ -814,12 +815,18 @@ class Correlator:
             self.init.error_type = record.get("errorType") if isinstance(record.get("errorType"), str) else None
             if self.init.failed:
                 self._on_init_failed()
-            self._settle_workers_failed()
         elif kind == "platform.initReport":
             self._learn_init_phase(record)
             self.init.duration_ms = platform_duration_ms((record.get("metrics") or {}).get("durationMs"))
             self.init.reported = True
             self._init_report_failed = record.get("status") not in (None, "success")
+            if self._init_report_failed and not self.init.failed and not self.init.emitted:
+                # Managed Instances' report names a failure of its own (an init that ran out of
+                # time, an extension's) where the runtime's was told done, or was not told.
+                self.init.status = str(record["status"])
+                error_type = record.get("errorType")
+                self.init.error_type = error_type if isinstance(error_type, str) and error_type else self.init.extension_error
+                self._on_init_failed()
             if self.init.start_ns is None:
                 # Its start lost (with a batch the platform told it dropped): the span goes from
                 # the report's time less its duration, else from the companion's own start,
@@ -955,17 +962,20 @@ class Correlator:
         facts.cold = False  # no caller waits for a worker: the environment's init has ended, or fails
         facts.worker = facts.reported = True
         with self._lock:
-            if len(self._workers_failed) < MAX_WORKERS:
-                self._workers_failed.append(facts)
+            if len(self._workers_failed) >= MAX_WORKERS:
+                self._malformed("malformed_record", "init.failed records past the most workers an environment has")
+                return
+            self._workers_failed.append(facts)
             self._settle_workers_failed()
 
     def _settle_workers_failed(self, ending: bool = False) -> None:
         """The workers' failed inits, each its span and its init error, once the environment's
-        init succeeded (initRuntimeDone says so, or the environment ends without saying it
-        failed). Where the environment's init failed, that was the first worker's failure, which
-        the runtime reported, and the others' are the same failure (they load the same code):
-        its span tells it, once."""
-        if not self._workers_failed or not (self.init.runtime_done or self.init.failed or ending):
+        init is known to have succeeded: its report came (the last word, which on Managed
+        Instances may name a failure of its own), it served an invocation, or it ends without
+        saying it failed. Where the environment's init failed, that was the first worker's
+        failure, which the runtime reported, or one all the workers shared: its span tells it,
+        once."""
+        if not self._workers_failed or not (self.init.failed or self.init.reported or self._served() or ending):
             return
         failed, self._workers_failed = self._workers_failed, []
         if self.init.failed:
@@ -1325,6 +1335,8 @@ class Correlator:
         # ends (a failed init always ends it), when the runtime's error line has surely come. So
         # is a successful init no invocation followed (provisioned concurrency, a proactive init,
         # spun down unused), at the end: else neither it nor its lines were accounted for.
+        if not ending:
+            self._settle_workers_failed()
         if self.init.emitted or not self.init.reported:
             return
         if ending and not self._served() and not self.init.runtime_done and not self.init.failed:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 
+from lambdawrap.shared.runtime_report import MAX_STACK_CHARS, described, traceback_text
+
 _TEXT_PREFIX = "[ERROR] "
 _LINE_BREAK = "\r"  # awslambdaric's ERROR_LOG_LINE_TERMINATE
 _HEADER = "Traceback (most recent call last):"  # the line before the text's stack
 _INDENT = "\u00a0"  # awslambdaric's ERROR_LOG_IDENT: the text's stack is indented with it
-MAX_STACK_CHARS = 32768
 
 
 def runtime_error(lines: list) -> dict | None:
@@ -52,22 +53,13 @@ def _from_text(line: str) -> dict | None:
         # report of an error with no message, "[ERROR] AssertionError", has its stack after it)
         return None
     frames = "".join(_python_indentation(frame) + "\n" for frame in rest[-MAX_STACK_CHARS:].split(separator) if frame)
-    return {"type": error_type, "message": message, "stack": _traceback(error_type, message, frames)}
+    return {"type": error_type, "message": message, "stack": traceback_text(error_type, message, frames)}
 
 
 def _python_indentation(frame: str) -> str:
     # awslambdaric indents the text's stack with no-break spaces, Python with spaces.
     code = frame.lstrip(_INDENT)
     return " " * (len(frame) - len(code)) + code
-
-
-def _traceback(error_type: str, message: str, frames: str) -> str:
-    """As Python prints it: the header, the frames, `Type: message`; none without frames (a
-    Runtime.MarshalError's, whose stackTrace is empty)."""
-    if not frames:
-        return ""
-    last = f"{error_type}: {message}" if message else error_type
-    return f"Traceback (most recent call last):\n{frames}{last}\n"[-MAX_STACK_CHARS:]
 
 
 def _from_json(line: str) -> dict | None:
@@ -81,7 +73,4 @@ def _from_json(line: str) -> dict | None:
         # A `logging` record (awslambdaric's formatter always writes its message; a
         # logger.exception's also has errorType and errorMessage): the runtime's report has none.
         return None
-    stack = record.get("stackTrace")
-    message = str(record.get("errorMessage"))
-    frames = "".join(s if s.endswith("\n") else s + "\n" for s in stack if isinstance(s, str) and s)[-MAX_STACK_CHARS:] if isinstance(stack, list) else ""
-    return {"type": record["errorType"], "message": message, "stack": _traceback(record["errorType"], message, frames)}
+    return described(record["errorType"], str(record.get("errorMessage")), record.get("stackTrace"))

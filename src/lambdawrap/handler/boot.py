@@ -129,17 +129,46 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     return tracer
 
 
-def _wrap_looked_up_handler(runtime: Any, wrap: Callable[[Any], Any], failed: Callable[[int, BaseException], None] | None = None) -> None:
+def _wrap_looked_up_handler(runtime: Any, wrap: Callable[[Any], Any], failed: Callable[[int, dict], None] | None = None) -> None:
     """Have awslambdaric's handler lookup hand the runtime the handler wrapped (a runtime
     without that function leaves the handler uninstrumented, never changed), and tell
-    `failed` when the lookup began of a lookup that raised, and what it raised."""
+    `failed`, of a lookup that raised, when it began and the error as the runtime reports it."""
     lookup = getattr(runtime, "_get_handler", None)
     if not callable(lookup) or getattr(lookup, "_lambdawrap_wrapping", False):
         return
+    told = None
+    if failed is not None:
+
+        def told(started_ns: int, error: BaseException) -> None:
+            failed(started_ns, _as_reported_by(runtime, error))
+
     # callable() reads the type alone: no code of the handler's runs (a __getattr__ of its own).
-    wrapping = _wrapping(lookup, lambda handler_name, found: callable(found), wrap, failed)
+    wrapping = _wrapping(lookup, lambda handler_name, found: callable(found), wrap, told)
     wrapping._lambdawrap_wrapping = True  # type: ignore[attr-defined]
     runtime._get_handler = wrapping
+
+
+def _as_reported_by(runtime: Any, error: BaseException) -> dict:
+    """An init's error as awslambdaric reports it, made by its own functions (what its `run`
+    posts and logs: its own failures by the errorType and message it gives them, any other
+    exception by its class's bare name, its frames but the runtime's); described as a handler's
+    error is where the runtime has not those functions, or reports none (a SystemExit)."""
+    from lambdawrap.handler.invocation import describe_exception, told_error
+    from lambdawrap.shared.runtime_report import described
+
+    try:
+        fault = getattr(runtime, "FaultException", None)
+        if isinstance(fault, type) and isinstance(error, fault):
+            report = runtime.make_error(error.msg, error.exception_type, error.trace)
+        elif isinstance(error, Exception):
+            report = runtime.build_fault_result((type(error), error, error.__traceback__), None)
+        else:
+            report = None
+        if isinstance(report, dict) and isinstance(report.get("errorType"), str) and report["errorType"] and isinstance(report.get("errorMessage"), str):
+            return told_error(described(report["errorType"], report["errorMessage"], report.get("stackTrace")))
+    except Exception:  # noqa: BLE001 - another runtime's functions: described as a handler's error
+        pass
+    return describe_exception(error)
 
 
 def _wrapping(lookup: Callable, wanted: Callable[[Any, Any], bool], wrap: Callable, failed: Callable[[int, BaseException], None] | None = None) -> Callable:

@@ -299,12 +299,13 @@ class InvocationTracer:
         timeout only (a model that takes 12 s to load: its caller waited for all of it)."""
         self.booted_at = time.time()
 
-    def init_failed(self, started_ns: int, error: BaseException) -> None:
-        """Managed Instances: this worker could not load the function. The environment's init
-        ends when the first worker asks for work, and the runtime's report of a worker's failure
-        is refused once it has: the others serve on, and the platform tells of none of it. The
-        companion hears it here, named as the runtime names it."""
-        self.channel.send(records.init_failed(started_ns, time.time_ns(), as_the_runtime_names(error)))
+    def init_failed(self, started_ns: int, error: dict) -> None:
+        """Managed Instances: this worker could not load the function (`error` as the runtime
+        reports it). The environment's init ends when the first worker asks for work, and the
+        runtime's report of a worker's failure is refused once it has: the others serve on, and
+        the platform tells of none of it. The companion hears it here."""
+        # Not before its start: a wall clock stepped back during a long import.
+        self.channel.send(records.init_failed(started_ns, max(started_ns, time.time_ns()), error))
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
@@ -716,19 +717,9 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
     }
 
 
-def as_the_runtime_names(error: BaseException) -> dict:
-    """An init's error as awslambdaric reports it: its own failures (a module it could not
-    import, a handler it could not find, a syntax error) by the errorType and message it gives
-    them, with its trace; any other exception is the function's, described as a handler's is."""
-    kind = type(error)
-    if kind.__name__ == "FaultException" and kind.__module__.startswith("awslambdaric"):
-        # Read from the instance's own fields: awslambdaric's class sets them, and has no code.
-        fields = object.__getattribute__(error, "__dict__")
-        named, message, trace = fields.get("exception_type"), fields.get("msg"), fields.get("trace")
-        if isinstance(named, str) and named and isinstance(message, str):
-            stack = "".join(trace) if isinstance(trace, list) and all(isinstance(line, str) for line in trace) else ""
-            return {"type": named, "message": secret_cuts.head(message, MAX_MESSAGE_CHARS), "stack": secret_cuts.tail(stack, MAX_STACK_CHARS)}
-    return describe_exception(error)
+def told_error(error: dict) -> dict:
+    """An error described elsewhere (the runtime's report), cut as describe_exception cuts one."""
+    return {"type": error["type"], "message": secret_cuts.head(error["message"], MAX_MESSAGE_CHARS), "stack": secret_cuts.tail(error["stack"], MAX_STACK_CHARS)}
 
 
 def _redacted_before_cut(message: str, stack: str, redact: Callable[[str], str]) -> tuple:

@@ -76,7 +76,7 @@ ends when the first worker asks for work, and the runtime posts only the first w
 
     start_ns    int     epoch nanoseconds, when the runtime began to look the handler up
     end_ns      int     epoch nanoseconds, when the lookup raised
-    error       object  {"type", "message", "stack"}, named as the runtime names it
+    error       object  {"type", "message", "stack"}, as the runtime reports it (shared.runtime_report)
 
 ``secrets.get`` -- at boot and at each refresh, the declared secrets (answered on the same
 connection with a ``secrets`` record: values, errors, ages (seconds since each value was fetched
