@@ -945,6 +945,42 @@ def test_a_tmpdir_the_function_makes_before_the_companion_starts_leaves_the_chan
     assert not [line for line in lines if "lambdawrap:" in line], lines
 
 
+MAKES_ITS_SOCKET_FOLDER = """
+import os
+
+os.makedirs(os.path.dirname(os.environ["LAMBDAWRAP_SOCKET"]), exist_ok=True)  # made as it loads
+
+
+def handler(event, context):
+    return {"ok": True}
+"""
+
+
+def test_a_socket_folder_the_function_makes_before_the_companion_starts_is_warned_once_and_the_channel_meets(tmp_path):
+    # GIVEN LAMBDAWRAP_SOCKET in a folder the function makes as its module loads, made before
+    # the companion's Python reads its settings (at 128 MB its start takes that long)
+    task = write_function(tmp_path / "task", MAKES_ITS_SOCKET_FOLDER)
+    late = tmp_path / "late-python"
+    late.write_text(STARTS_LATE)
+    late.chmod(0o755)
+    scratch = tmp_path / "scratch"
+    env = layer_env(LAMBDAWRAP_SOCKET=str(scratch / "lw.sock"), LAMBDAWRAP_PYTHON=str(late), LATE_UNTIL=str(scratch))
+    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+        results = [emu.invoke({}) for _ in range(3)]
+        assert [r.json() for r in results] == [{"ok": True}] * 3
+        rids = {r.request_id for r in results}
+        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
+        emu.stop()
+        lines = emu.log_lines("function") + emu.log_lines("extension")
+    # THEN the function's process and the companion met at one socket, the default (before: the
+    # companion listened in the folder, the function's process sent to /tmp, and every
+    # invocation was counted as record_missing, with no word of the variable) ...
+    assert metric_total(rx, "lambdawrap.dropped") == 0, [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped"]
+    # ... and the setting is warned of once, naming it and the default used
+    warned = [line for line in lines if "lambdawrap:" in line]
+    assert len(warned) == 1 and "LAMBDAWRAP_SOCKET" in warned[0] and "using the default /tmp/lambdawrap.sock" in warned[0], warned
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. Hostile _HANDLER values: the runtime answers exactly as it does without the layer.
 
