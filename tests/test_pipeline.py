@@ -1210,6 +1210,46 @@ def test_span_limits_keep_what_the_sdk_keeps_of_a_span_lambdawrap_builds():
     assert ours.dropped_events == theirs.dropped_events == 1
 
 
+@pytest.mark.parametrize("variable, default", [("OTEL_SPAN_EVENT_COUNT_LIMIT", 128), ("OTEL_SPAN_LINK_COUNT_LIMIT", 128), ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", None)])
+def test_a_span_limit_no_list_can_hold_is_a_bad_value(variable, default):
+    import collections
+
+    from lambdawrap.shared import span_limits
+
+    # GIVEN a limit past what a bounded list's length may be (before: taken, and the bridge's
+    # lists of events and links failed as each span was made, the invocation's too)
+    warned = []
+    limits, corrections = span_limits.read({variable: str(2**63)}, lambda message, *args: warned.append(message % args))
+    # THEN it is warned once, naming it and the default, which is what is used
+    assert len(warned) == 1 and variable in warned[0] and f"using the default {default if default is not None else 'no limit'}" in warned[0], warned
+    assert corrections == ((variable, None),)
+    assert getattr(limits, {"OTEL_SPAN_EVENT_COUNT_LIMIT": "events", "OTEL_SPAN_LINK_COUNT_LIMIT": "links"}.get(variable, "span_attribute_length")) == default
+    # ... and the most that is taken is one a bounded list holds
+    limits, _ = span_limits.read({variable: str(2**63 - 1)}, lambda *args: pytest.fail("warned"))
+    collections.deque(maxlen=2**63 - 1)
+
+
+def test_an_sdk_disabled_value_read_as_false_leaves_the_metrics_on_too(tmp_path):
+    from support.stack import instrumented, metric_total
+
+    # GIVEN OTEL_SDK_DISABLED "true" with a no-break space after it: a bad value, read as false
+    # (OpenTelemetry's booleans are "true" and "false"; blanks are the C locale's)
+    task = write_function(tmp_path / "task", """
+        def handler(event, context):
+            return {"ok": True}
+        """)
+    with instrumented(task, env={"OTEL_SDK_DISABLED": "true\u00a0"}) as (emu, rx):
+        result = emu.invoke({})
+        emu.stop()
+        lines = [line for line in emu.log_lines("extension") + emu.log_lines("function") if "lambdawrap:" in line]
+    # THEN the invocation is exported, its metrics too (before: the SDK's MeterProvider, which
+    # strips any blank, read "true" and turned itself off: no metric at all), and the value is
+    # warned of once
+    rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id)
+    assert metric_total(rx, "faas.invocations") == 1
+    assert len([line for line in lines if "OTEL_SDK_DISABLED" in line]) == 1, lines
+
+
 FLAGS_BATTERY = """
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags

@@ -283,7 +283,7 @@ class Settings(namedtuple("Settings", [name for name, _ in _FIELDS])):
             protocols=protocols,
             exported_signals=exported_signals,
             span_limits=limits,
-            sdk_corrections=otlp_corrections + limit_corrections + resource_corrections,
+            sdk_corrections=otlp_corrections + limit_corrections + resource_corrections + _sdk_disabled_correction(env),
             metrics_temporality=parse(METRICS_TEMPORALITY, d.metrics_temporality, _choice(TEMPORALITIES)),
             sampler=sampler,
             sampler_ratio=sampler_ratio,
@@ -419,6 +419,16 @@ def _bool(raw: str) -> bool:
     if low in FALSE_WORDS:
         return False
     raise ValueError("expected true or false")
+
+
+def _sdk_disabled_correction(env: Mapping[str, str]) -> tuple:
+    """OTEL_SDK_DISABLED unset in the companion's environment where it is a bad value: read as
+    false here, where the SDK's MeterProvider strips any blank (Unicode's too: "true\u00a0") and
+    would turn itself off, and export no metrics."""
+    raw = env.get(SDK_DISABLED)
+    if raw is None or raw.strip(BLANKS) == "" or raw.strip(BLANKS).lower() in ("true", "false"):
+        return ()
+    return ((SDK_DISABLED, None),)
 
 
 def _otel_bool(raw: str) -> bool:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from typing import Callable, Mapping, Optional
 
 DEFAULT_COUNT = 128  # each count's default in the SDK; the value lengths have none
+# The most a bounded list's length may be (a deque's maxlen, Py_ssize_t): past it, the bridge's
+# and the SDK's lists of events and links fail as a span is made, so that none is recorded.
+MAX_LIMIT = 2**63 - 1
 
 
 class SpanLimits(namedtuple("SpanLimits", ("span_attributes", "event_attributes", "link_attributes", "events", "links", "attribute_length", "span_attribute_length"))):
@@ -44,10 +47,10 @@ def read(env: Mapping[str, str], warn: Callable[..., None]) -> tuple:
             value = int(text)
         except ValueError:
             value = -1
-        if value >= 0:
+        if 0 <= value <= MAX_LIMIT:
             return value
         shown = shown or ("no limit" if default is None else str(default))
-        warn("lambdawrap: ignoring %s=%r (expected a whole number from 0, or empty for no limit); using the default %s", variable, raw, shown)
+        warn("lambdawrap: ignoring %s=%r (expected a whole number from 0 to %d, or empty for no limit); using the default %s", variable, raw, MAX_LIMIT, shown)
         corrections.append((variable, None))
         return default
 
