@@ -324,6 +324,28 @@ def test_a_rotation_that_takes_a_declared_key_away_is_said_once_and_the_last_val
         assert DB_PASSWORD not in warnings[0] and ROTATED_PASSWORD not in warnings[0]
 
 
+def test_after_a_rotation_that_takes_a_declared_value_away_the_api_serves_the_last_value_as_the_function_s_process_does(moto, clients):
+    # GIVEN a declared JSON key and a declared whole secret, each read once through the API
+    moto.client("secretsmanager").create_secret(Name="prod/cert", SecretString="cert-text-41a2")
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,CERT=secretsmanager:prod/cert", ttl_s=1.0)
+    with serving_the_api(settings, clients) as (store, api):
+        port = api.ports[0]
+        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD, "CERT": "cert-text-41a2"}
+        assert get(port, "/secrets/DB_PASSWORD") == (200, {"value": DB_PASSWORD})
+        # WHEN a rotation renames the key, and another makes the whole secret binary
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"Password": ROTATED_PASSWORD}))
+        moto.client("secretsmanager").put_secret_value(SecretId="prod/cert", SecretBinary=b"\x00\x01")
+        before = store.fetches
+        wait_for(lambda: get(port, "/secrets/DB_PASSWORD") and store.fetches >= before + 2, timeout=30, what="the refreshes")
+        # THEN every shape of the API serves the last value, as the function's process keeps it
+        # (before: 500 InvalidSecretValue, while its own read served the last value)
+        for path in ("/secrets/DB_PASSWORD", "/?name=DB_PASSWORD"):
+            assert get(port, path) == (200, {"value": DB_PASSWORD}), path
+        assert get(port, "/secrets/CERT") == (200, {"value": "cert-text-41a2"})
+        # ... and the snapshot the function's process reads still says the value went
+        assert "DB_PASSWORD" in store.snapshot(10)["errors"] and "CERT" in store.snapshot(10)["errors"]
+
+
 def test_a_secret_created_after_init_reaches_the_function_with_the_refresh_its_first_read_asks_for(moto, clients, handler_cache, tmp_path):
     # GIVEN a declared secret that does not exist yet when the function's process boots
     settings = store_settings("LATE=secretsmanager:prod/late", socket_path=str(tmp_path / "lw.sock"))

@@ -11,7 +11,7 @@ with "/", its hierarchy's mark). Values come from the store's one cache.
 
 from __future__ import annotations
 
-from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, SecretsError, SecretSource, error_code, secret_key, source_key, value_of
+from lambdawrap.shared.secret_sources import SECRETS_MANAGER, SSM, SecretsError, SecretSource, error_code, secret_key, source_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class SecretNames:
                     raise failure from None
                 continue
             try:
-                value = value_of(source, answer)
+                value = store.value(source, answer)
             except SecretsError:
                 raise ReadFailed(f"{shown(name)} has no text value (a binary secret, or no such JSON key)", "InvalidSecretValue") from None
             store.served(source_key(source), answer, value)

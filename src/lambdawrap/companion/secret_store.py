@@ -102,6 +102,7 @@ class SecretStore:
         self.fetches = 0
         self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
         self._given: set = set()  # declared names the last snapshot gave a value, or the function fetched
+        self._last_values: dict[SecretSource, str] = {}  # each declared secret's last value given out
         self._served_chars = 0
         if not self.sources:
             self._ready.set()
@@ -293,6 +294,26 @@ class SecretStore:
             raise entry.error.with_traceback(None)
         return entry.answer
 
+    def value(self, source: SecretSource, answer: Any) -> str:
+        """The value `answer` gives `source`; for a declared secret it no longer gives one (a
+        rotation renamed its JSON key, or made it binary), the last it gave: the function's
+        process keeps that one (snapshot), and every way of reading the secret serves the same.
+        Raises SecretsError where there is none."""
+        try:
+            return self._given_out(source, value_of(source, answer))
+        except SecretsError:
+            with self._lock:
+                last = self._last_values.get(source)
+            if last is None:
+                raise
+            return last
+
+    def _given_out(self, source: SecretSource, value: str) -> str:
+        if source in self.sources:
+            with self._lock:
+                self._last_values[source] = value
+        return value
+
     def held_by_function(self, names: list) -> None:
         """Declared names whose values the function's process fetched itself and serves: a
         snapshot that can no longer give one warns, as for one it gave."""
@@ -356,7 +377,7 @@ class SecretStore:
             try:
                 if entry.error is not None:
                     raise fetch_failed(source, entry.error)
-                values[source.env_name] = value_of(source, entry.answer)
+                values[source.env_name] = self._given_out(source, value_of(source, entry.answer))
                 ages[source.env_name] = max(0.0, now - entry.fetched_at)
                 with self._lock:
                     self._given.add(source.env_name)
