@@ -20,7 +20,7 @@ from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
 from support.pip_target import installed
 from support.python_versions import every_python
-from support.stack import LAYER, instrumented
+from support.stack import LAYER, instrumented, metric_total
 
 DB_PASSWORD = "s3cr3t-DB-value-7f1c"
 API_KEY = "api-KEY-value-99ab"
@@ -345,6 +345,35 @@ def test_required_secret_missing_is_an_init_error_naming_it(task, moto):
         init = emu.records("platform.initRuntimeDone")[0]["record"]
         assert init["status"] == "error"
     assert DB_PASSWORD not in everything_captured(emu, rx)
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_required_secrets_without_the_wrapper_fail_the_init_rather_than_run_without_them(task, moto, required):
+    # GIVEN the layer added with secrets declared, but AWS_LAMBDA_EXEC_WRAPPER forgotten: no
+    # boot in the function's process, so nothing loads its secrets
+    env = secrets_env(moto, AWS_LAMBDA_EXEC_WRAPPER="", **({"LAMBDAWRAP_SECRETS_REQUIRED": "true"} if required else {}))
+    with instrumented(task, env=env) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({})
+        emu.stop()
+        lines = emu.log_lines("extension")
+        inits = emu.records("platform.initReport")
+    if required:
+        # THEN, required, the init fails (before: the function ran without them, and no line
+        # said so), each attempt (the platform runs it again inside the invocation), and the
+        # companion's log says why at each, naming both variables ...
+        assert result.function_error == "Unhandled" and result.json()["errorType"] == "Extension.InitError", result.body
+        assert not emu.records("platform.start")
+        said = [line for line in lines if "LAMBDAWRAP_SECRETS_REQUIRED is true and AWS_LAMBDA_EXEC_WRAPPER is not set" in line]
+        assert len(said) == len(inits) >= 1, (said, inits)
+        # ... and each failed init is exported and counted, as any is
+        spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=len(inits), timeout=30)
+        assert all(s["status_code"] == 2 and s["attributes"]["error.type"] == "Extension.InitError" for s in spans), spans
+        assert metric_total(rx, "lambdawrap.init_errors") == len(inits)
+    else:
+        # ... and without the setting the function runs, as it did (optional secrets)
+        assert result.function_error is None, result.body
+        assert not [line for line in lines if "LAMBDAWRAP_SECRETS_REQUIRED" in line]
 
 
 def test_with_a_required_secret_missing_the_handler_s_package_does_not_run_either(tmp_path, moto):

@@ -77,6 +77,13 @@ class ExtensionClient:
             raise ExtensionApiError(f"event/next failed with {status}: {body}", status)
         return body
 
+    def init_error(self, error_type: str, message: str) -> None:
+        """Fail the environment's init (valid before this extension's first /next): the
+        platform ends it with Extension.InitError."""
+        status, _, answer = self._call("POST", "/2020-01-01/extension/init/error", {"errorMessage": message, "errorType": error_type, "stackTrace": []}, {"Lambda-Extension-Function-Error-Type": error_type})
+        if status != 202:
+            raise ExtensionApiError(f"init/error failed with {status}: {answer}", status)
+
     def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25, managed_instances: bool = False) -> None:
         body = {
             # Managed Instances accept only their own schema (per-request start and report,
