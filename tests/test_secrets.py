@@ -1602,6 +1602,8 @@ def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():
     texts = [repr({"DB_PASSWORD": quoted})]
     for secret in (escaped, accented):
         texts += [json.dumps({"body": json.dumps({"apiKey": secret}, ensure_ascii=inner)}, ensure_ascii=outer) for inner in (True, False) for outer in (True, False)]
+    # ... or prints its UTF-8 bytes, encoded to send
+    texts += [repr(accented.encode()), repr({"k": accented.encode()})]
     # THEN no part of any is left (before: these forms were not searched for)
     for text in texts:
         scrubbed = scrubber.text(text)

@@ -78,7 +78,8 @@ def _json_strings(value: str) -> list:
 
 def _written_forms(value: str) -> tuple:
     """`value` and the forms it takes once escaped in a JSON string (once, or twice: a JSON
-    body held in a string, as an HTTP event's is), as Python's repr writes it or a JSON string
+    body held in a string, as an HTTP event's is), as Python's repr writes it (its UTF-8
+    bytes' too) or a JSON string
     holding it (a printed dict, os.environ, an exception's message; a printed event whose body
     is JSON), that repr escaped in a JSON string (a printed dict a JSON logger writes), or in a
     URL (each the same as `value` when it holds nothing to escape: then no search is added)."""
@@ -99,6 +100,9 @@ def _written_forms(value: str) -> tuple:
         _in_quoted_repr(in_json),
         _in_quoted_repr(in_json_unicode),
         json.dumps(in_repr)[1:-1],
+        # As repr writes its UTF-8 bytes (a value encoded to send, printed): the same as the
+        # text's repr for ASCII, escapes (\xc3\xa9) for anything else.
+        repr(value.encode("utf-8", "surrogatepass"))[2:-1],
         # A lone surrogate (JSON's "\ud800" escape makes one) as its three bytes, not an error
         # that left every value unsearched.
         quote(value, safe="", errors="surrogatepass"),
