@@ -145,6 +145,14 @@ class TestSettings:
         (warning,) = [r.getMessage() for r in caplog.records]
         assert f"ignoring {name}={value!r} ({expected});" in warning, warning
 
+    @pytest.mark.parametrize("name, field", [("LAMBDAWRAP_INSTRUMENT", "instrument"), ("LAMBDAWRAP_PROPAGATE_AWS", "propagate_aws")])
+    def test_none_written_twice_still_chooses_nothing(self, caplog, name, field):
+        # GIVEN `none` repeated (before: no name it knew, so a bad value, and the default, every
+        # library and every payload-changing carrier, was used: the opposite of what was meant)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({name: "NONE, none"})
+        assert getattr(s, field) == () and not caplog.records
+
     def test_none_among_the_libraries_to_instrument_is_said_to_stand_alone(self, caplog):
         # GIVEN `none` written in a list, as OTEL_PROPAGATORS allows it
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):

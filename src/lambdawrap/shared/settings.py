@@ -589,7 +589,7 @@ def _names_of(choices: tuple, groups: dict) -> Callable[[str], tuple]:
 
     def convert(raw: str) -> tuple:
         names = _names(raw)
-        if names == ("none",):
+        if names and set(names) == {"none"}:  # written twice, it still chooses nothing
             return ()
         expected = "expected none alone, or names out of " + ", ".join(tuple(groups) + choices)
         if not names:  # commas only: no choice of nothing (that is `none`), a bad value
