@@ -145,6 +145,17 @@ class TestSettings:
         (warning,) = [r.getMessage() for r in caplog.records]
         assert f"ignoring {name}={value!r} ({expected});" in warning, warning
 
+    def test_a_socket_in_a_folder_that_is_a_file_is_a_bad_value(self, caplog, tmp_path):
+        # GIVEN a socket path whose folder is a file this process may write to and search (the
+        # companion's launcher, which asks for a folder, ignores it: the two must agree)
+        folder = tmp_path / "a-file"
+        folder.write_text("")
+        folder.chmod(0o755)
+        with caplog.at_level(logging.WARNING, logger="lambdawrap"):
+            s = Settings.from_env({"LAMBDAWRAP_SOCKET": f"{folder}/lw.sock"})
+        (warning,) = [r.getMessage() for r in caplog.records]
+        assert "LAMBDAWRAP_SOCKET" in warning and s.socket_path == Settings.from_env({}).socket_path
+
     @pytest.mark.parametrize("name, field", [("LAMBDAWRAP_INSTRUMENT", "instrument"), ("LAMBDAWRAP_PROPAGATE_AWS", "propagate_aws")])
     def test_none_written_twice_still_chooses_nothing(self, caplog, name, field):
         # GIVEN `none` repeated (before: no name it knew, so a bad value, and the default, every

@@ -326,11 +326,12 @@ def test_a_rotation_that_takes_a_declared_key_away_is_said_once_and_the_last_val
 
 def test_after_a_rotation_that_takes_a_declared_value_away_the_api_serves_the_last_value_as_the_function_s_process_does(moto, clients):
     # GIVEN a declared JSON key and a declared whole secret, each read once through the API
-    moto.client("secretsmanager").create_secret(Name="prod/cert", SecretString="cert-text-41a2")
-    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,CERT=secretsmanager:prod/cert", ttl_s=1.0)
+    moto.client("secretsmanager").create_secret(Name="prod/cert", SecretString='{"cn": "cert-text-41a2"}')
+    # (the certificate declared by one of its keys first: asked for by its id, it is the whole)
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password,CERT_CN=secretsmanager:prod/cert#cn,CERT=secretsmanager:prod/cert", ttl_s=1.0)
     with serving_the_api(settings, clients) as (store, api):
         port = api.ports[0]
-        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD, "CERT": "cert-text-41a2"}
+        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD, "CERT_CN": "cert-text-41a2", "CERT": '{"cn": "cert-text-41a2"}'}
         assert get(port, "/secrets/DB_PASSWORD") == (200, {"value": DB_PASSWORD})
         # WHEN a rotation renames the key, and another makes the whole secret binary
         moto.client("secretsmanager").put_secret_value(SecretId="prod/db", SecretString=json.dumps({"Password": ROTATED_PASSWORD}))
@@ -341,9 +342,32 @@ def test_after_a_rotation_that_takes_a_declared_value_away_the_api_serves_the_la
         # (before: 500 InvalidSecretValue, while its own read served the last value)
         for path in ("/secrets/DB_PASSWORD", "/?name=DB_PASSWORD"):
             assert get(port, path) == (200, {"value": DB_PASSWORD}), path
-        assert get(port, "/secrets/CERT") == (200, {"value": "cert-text-41a2"})
+        for path in ("/secrets/CERT", "/secrets/prod/cert", "/?name=prod/cert"):
+            assert get(port, path) == (200, {"value": '{"cn": "cert-text-41a2"}'}), path
         # ... and the snapshot the function's process reads still says the value went
         assert "DB_PASSWORD" in store.snapshot(10)["errors"] and "CERT" in store.snapshot(10)["errors"]
+
+
+def test_a_value_the_function_still_holds_after_a_rotation_took_it_away_stays_scrubbed(moto, clients):
+    from lambdawrap.companion.secret_scrub import MAX_VALUES, REDACTED, SecretScrubber
+
+    # GIVEN a declared JSON key, rotated once: the function holds the second value
+    scrubber = SecretScrubber()
+    aws = moto.client("secretsmanager")
+    settings = store_settings("DB_PASSWORD=secretsmanager:prod/db#password", ttl_s=1.0)
+    with serving_the_api(settings, clients, scrubber=scrubber) as (store, _):
+        assert store.snapshot(10)["values"] == {"DB_PASSWORD": DB_PASSWORD}
+        aws.put_secret_value(SecretId="prod/db", SecretString=ROTATED_SECRET)
+        wait_for(lambda: store.snapshot(10)["values"].get("DB_PASSWORD") == ROTATED_PASSWORD, timeout=30, what="the rotation")
+        # WHEN a rotation renames the key (the function keeps the second value), and the
+        # scrubber learns many other values since
+        aws.put_secret_value(SecretId="prod/db", SecretString=json.dumps({"Password": "store-third-value-77aa"}))
+        wait_for(lambda: "DB_PASSWORD" in store.snapshot(10)["errors"], timeout=30, what="the key taken away")
+        for n in range(MAX_VALUES):
+            scrubber.learn([f"other-secret-value-{n:05d}"])
+        # THEN the value the function holds is still searched for (before: the secret's current
+        # values were none, and it was forgotten as others came, then exported)
+        assert scrubber.text(f"pw={ROTATED_PASSWORD}") == f"pw={REDACTED}"
 
 
 def test_a_secret_created_after_init_reaches_the_function_with_the_refresh_its_first_read_asks_for(moto, clients, handler_cache, tmp_path):

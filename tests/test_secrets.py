@@ -369,6 +369,7 @@ def test_required_secrets_without_the_wrapper_fail_the_init_rather_than_run_with
         # ... and each failed init is exported and counted, as any is
         spans = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=len(inits), timeout=30)
         assert all(s["status_code"] == 2 and s["attributes"]["error.type"] == "Extension.InitError" for s in spans), spans
+        assert all("AWS_LAMBDA_EXEC_WRAPPER is not set" in s["status_message"] for s in spans), spans
         assert metric_total(rx, "lambdawrap.init_errors") == len(inits)
     else:
         # ... and without the setting the function runs, as it did (optional secrets)
@@ -1603,7 +1604,7 @@ def test_a_secret_is_found_as_python_prints_it_and_in_json_held_in_json():
     for secret in (escaped, accented):
         texts += [json.dumps({"body": json.dumps({"apiKey": secret}, ensure_ascii=inner)}, ensure_ascii=outer) for inner in (True, False) for outer in (True, False)]
     # ... or prints its UTF-8 bytes, encoded to send
-    texts += [repr(accented.encode()), repr({"k": accented.encode()})]
+    texts += [repr(accented.encode()), repr({"k": accented.encode()}), json.dumps({"body": str(accented.encode())}), json.dumps({"k": accented.encode()}, default=str)]
     # THEN no part of any is left (before: these forms were not searched for)
     for text in texts:
         scrubbed = scrubber.text(text)

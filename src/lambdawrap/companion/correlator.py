@@ -991,15 +991,17 @@ class Correlator:
         if isinstance(phase, str) and phase and not self.init.emitted:
             self.init.phase = phase
 
-    def init_failed_unseen(self, start_ns: int) -> None:
+    def init_failed_unseen(self, start_ns: int, error: dict | None = None) -> None:
         """Init failed before the companion could subscribe to the Telemetry API: its facts
-        will never come, but it is accounted for, as a failed init of unknown cause."""
+        will never come, but it is accounted for, as a failed init of unknown cause (or of the
+        `error` known here)."""
         with self._lock:
             # The phase known so far: "invoke" where an init ran before in this sandbox (this
             # one is its run again inside the first invocation, whose failure is the caller's).
             self.init = InitFacts(start_ns=start_ns, phase=self.init.phase)
             self.init.status = "failure"
-            self.init.error = {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
+            self.init.error = error or {"type": UNSEEN_INIT_ERROR, "message": "init failed before lambdawrap could subscribe to the Telemetry API; the runtime's error is in the function's log", "stack": ""}
+            self.init.error_type = error["type"] if error else None
             self.init.reported = True
         self._on_init_failed()
 

@@ -17,6 +17,7 @@ CALL_TIMEOUT_S = 5.0
 # Set by the bash launcher when it already registered (see layer/extensions/lambdawrap).
 PRE_REGISTERED_ID = "LAMBDAWRAP_EXTENSION_ID"
 PRE_REGISTERED_BODY = "LAMBDAWRAP_REGISTER_BODY"
+INIT_FAILED_BY_LAUNCHER = "LAMBDAWRAP_INIT_ERROR"  # why the launcher failed the init (init/error)
 
 
 class ExtensionApiError(Exception):
@@ -76,13 +77,6 @@ class ExtensionClient:
         if status != 200 or not isinstance(body, dict):
             raise ExtensionApiError(f"event/next failed with {status}: {body}", status)
         return body
-
-    def init_error(self, error_type: str, message: str) -> None:
-        """Fail the environment's init (valid before this extension's first /next): the
-        platform ends it with Extension.InitError."""
-        status, _, answer = self._call("POST", "/2020-01-01/extension/init/error", {"errorMessage": message, "errorType": error_type, "stackTrace": []}, {"Lambda-Extension-Function-Error-Type": error_type})
-        if status != 202:
-            raise ExtensionApiError(f"init/error failed with {status}: {answer}", status)
 
     def subscribe_telemetry(self, port: int, types: list, timeout_ms: int = 25, managed_instances: bool = False) -> None:
         body = {

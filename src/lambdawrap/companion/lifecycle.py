@@ -27,7 +27,7 @@ from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
 from lambdawrap.companion.event_loop import EventLoop
-from lambdawrap.companion.extension_api import ExtensionApiError, ExtensionClient, SubscriptionClosed
+from lambdawrap.companion.extension_api import INIT_FAILED_BY_LAUNCHER, ExtensionApiError, ExtensionClient, SubscriptionClosed
 from lambdawrap.companion.flush_policy import FlushPolicy
 from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
@@ -38,7 +38,7 @@ from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.otlp_variables import headers_of_ignored_endpoints
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.secret_forms import role_credentials
-from lambdawrap.shared.settings import BLANKS, Settings
+from lambdawrap.shared.settings import Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 # How long a flush waits for the invocation's verdict ("end": the platform's runtimeDone), and
@@ -51,7 +51,6 @@ CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether
 # exit"; a local supervisor's SIGTERM, a terminal's Ctrl-C), the time taken to leave as at a
 # SHUTDOWN: none is given, and the environment ends soon.
 UNANNOUNCED_SHUTDOWN_S = 1.0
-SECRETS_NOT_INJECTED = "Extension.SecretsNotInjected"  # the init error of required secrets no boot loads
 MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
@@ -123,8 +122,10 @@ class Companion:
                     client.subscribe_telemetry(self.listener.address[1], ["platform", "function"], managed_instances=self.settings.managed_instances)
                 except SubscriptionClosed:
                     # The runtime's init failed while this process was starting: nothing of it
-                    # will be told, but the failed init still counts and becomes a span.
-                    self.correlator.init_failed_unseen(time.time_ns())
+                    # will be told, but the failed init still counts and becomes a span (named
+                    # by its cause where the launcher failed it: required secrets unloaded).
+                    why = os.environ.get(INIT_FAILED_BY_LAUNCHER, "")
+                    self.correlator.init_failed_unseen(time.time_ns(), {"type": "Extension.InitError", "message": why, "stack": ""} if why else None)
         except BaseException:
             # The caller takes part in the lifecycle idle: nothing may listen for what it will
             # not handle. A channel left listening took the function's records, which were then
@@ -374,7 +375,6 @@ class Companion:
             return self._leave_unannounced()
 
     def _run(self) -> int:
-        self._fail_init_without_required_secrets()
         threading.Thread(target=self._start_up, name="lambdawrap-startup", daemon=True).start()
         first_start = _first_start_in_sandbox(self.settings.socket_path)
         self._startup_wait_s = self.settings.startup_wait_ms / 1000 if first_start else 0.0
@@ -413,21 +413,6 @@ class Companion:
                     self._invoke(event, budget_s)
                 except Exception:  # noqa: BLE001 - one event's bug must not end the extension (and the environment)
                     self._internal_error("handling an INVOKE event")
-
-    def _fail_init_without_required_secrets(self) -> None:
-        """LAMBDAWRAP_SECRETS_REQUIRED fails closed where the function's process would load its
-        module without lambdawrap's boot, and so without its secrets (AWS_LAMBDA_EXEC_WRAPPER
-        unset): the init fails, before this process's first /next, rather than the function
-        running without them, unwarned. Only this process can tell: the boot never runs."""
-        settings = self.settings
-        if not (settings.secrets_required and (settings.secrets or settings.secrets_refused)) or os.environ.get("AWS_LAMBDA_EXEC_WRAPPER", "").strip(BLANKS):
-            return
-        message = "LAMBDAWRAP_SECRETS_REQUIRED is true and AWS_LAMBDA_EXEC_WRAPPER is not set: the function would load without the secrets LAMBDAWRAP_SECRETS declares; set it to the layer's wrapper.sh (/opt/wrapper.sh in Lambda)"
-        get_logger().error("lambdawrap: %s", message)
-        try:
-            self.client.init_error(SECRETS_NOT_INJECTED, message)
-        except (ExtensionApiError, OSError) as exc:
-            get_logger().warning("lambdawrap: the init could not be failed (%s)", exc)
 
     def _leave_unannounced(self) -> int:
         return self._shutdown({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": (time.time() + UNANNOUNCED_SHUTDOWN_S) * 1000})

@@ -102,7 +102,9 @@ class SecretStore:
         self.fetches = 0
         self._served: dict = {}  # text the secrets API handed out -> its searched forms, least recent first
         self._given: set = set()  # declared names the last snapshot gave a value, or the function fetched
-        self._last_values: dict[SecretSource, str] = {}  # each declared secret's last value given out
+        # The last value each declared secret gave out, by its request and JSON key (declared
+        # by one name, it may be asked for by its id): see value().
+        self._last_values: dict[tuple, str] = {}
         self._served_chars = 0
         if not self.sources:
             self._ready.set()
@@ -230,14 +232,15 @@ class SecretStore:
             self._scrubber.learn_forms(forms)
 
     def _declared_values(self, key: tuple, answer: Any) -> list:
-        """The values the declared secrets fetched with `key` give the function."""
+        """The values the declared secrets fetched with `key` give the function: their last
+        where this answer gives none (a rotation took it away), which the function still holds."""
         values = []
         for source in self.sources:
             if source_key(source) == key:
                 try:
-                    values.append(value_of(source, answer))
+                    values.append(self.value(source, answer))
                 except SecretsError:
-                    pass  # binary, or no such JSON key: no value the function gets
+                    pass  # binary, or no such JSON key, and never a value: none the function has
         return values
 
     def _keep(self, key: tuple, entry: _Entry) -> _Entry:
@@ -303,15 +306,16 @@ class SecretStore:
             return self._given_out(source, value_of(source, answer))
         except SecretsError:
             with self._lock:
-                last = self._last_values.get(source)
+                last = self._last_values.get((source_key(source), source.json_key))
             if last is None:
                 raise
             return last
 
     def _given_out(self, source: SecretSource, value: str) -> str:
-        if source in self.sources:
+        key = source_key(source)
+        if key in self._declared_keys:
             with self._lock:
-                self._last_values[source] = value
+                self._last_values[(key, source.json_key)] = value
         return value
 
     def held_by_function(self, names: list) -> None:

@@ -88,6 +88,7 @@ def _written_forms(value: str) -> tuple:
 
     in_json, in_json_unicode = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
     in_repr = repr(value)[1:-1]
+    in_bytes_repr = repr(value.encode("utf-8", "surrogatepass"))[2:-1]
     return (
         value,
         in_json,
@@ -102,7 +103,8 @@ def _written_forms(value: str) -> tuple:
         json.dumps(in_repr)[1:-1],
         # As repr writes its UTF-8 bytes (a value encoded to send, printed): the same as the
         # text's repr for ASCII, escapes (\xc3\xa9) for anything else.
-        repr(value.encode("utf-8", "surrogatepass"))[2:-1],
+        in_bytes_repr,
+        json.dumps(in_bytes_repr)[1:-1],  # ... and that, written by a JSON logger
         # A lone surrogate (JSON's "\ud800" escape makes one) as its three bytes, not an error
         # that left every value unsearched.
         quote(value, safe="", errors="surrogatepass"),

@@ -367,6 +367,7 @@ _INTERNAL_NAMES = (
     "LAMBDAWRAP_CHAINED_WRAPPER",
     "LAMBDAWRAP_EXTENSION_ID",
     "LAMBDAWRAP_REGISTER_BODY",
+    "LAMBDAWRAP_INIT_ERROR",
     "LAMBDAWRAP_EXTENSIONS_DIR",
     "LAMBDAWRAP_PYTHONS_DIR",
 )
@@ -483,7 +484,8 @@ def _socket_path(raw: str) -> str:
         raise ValueError("expected an absolute path")
     if len(os.fsencode(raw)) > MAX_SOCKET_PATH_BYTES:
         raise ValueError(f"expected a path of at most {MAX_SOCKET_PATH_BYTES} bytes")
-    if not os.access(os.path.dirname(raw), os.W_OK | os.X_OK):
+    folder = os.path.dirname(raw)
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
         raise ValueError("expected a path in an existing folder this process can write to")
     # The companion replaces what is there (a socket a killed environment left): a folder it
     # cannot, and it would not start; a file of the function's it would delete.
