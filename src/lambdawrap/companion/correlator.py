@@ -27,6 +27,7 @@ from lambdawrap.companion.log_buffer import AwaitedIds
 from lambdawrap.companion.runtime_errors import runtime_error
 from lambdawrap.shared import inflight, records, xray_header
 from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
+from lambdawrap.shared.settings import MANAGED_INSTANCES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses are slow imports on the init path
@@ -958,7 +959,7 @@ class Correlator:
         facts.status = "error"
         facts.error_type = error["type"]
         facts.error = {"type": error["type"], "message": error.get("message", ""), "stack": error.get("stack", "")}
-        facts.initialization_type = "lambda-managed-instances"
+        facts.initialization_type = MANAGED_INSTANCES
         facts.cold = False  # no caller waits for a worker: the environment's init has ended, or fails
         facts.worker = facts.reported = True
         with self._lock:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 PAYLOAD_KEY = "_lambdawrap"
+_BLANKS = " \t\n\r"  # JSON's own whitespace
 MAX_MESSAGE_ATTRIBUTES = 10
 # SQS and SNS count a message's attributes (name, type, value) in its size, and a batch's
 # messages together: 256 KiB for SNS, and for an SQS queue at its former default. A queue's own
@@ -201,9 +202,6 @@ def _without_member(text: str, name: str) -> "str | None":
     if rest.lstrip(_BLANKS).startswith("}") and joined.rstrip(_BLANKS).endswith(","):
         joined = joined.rstrip(_BLANKS)[:-1]
     return joined + rest
-
-
-_BLANKS = " \t\n\r"  # JSON's own whitespace
 
 
 def _members(text: str) -> "list[tuple[str, int, int, int, int]] | None":
