@@ -919,23 +919,28 @@ exec python3 "$@"
 """
 
 
-def test_a_tmpdir_the_function_makes_before_the_companion_starts_leaves_the_channel_in_tmp(tmp_path):
-    # GIVEN TMPDIR naming a folder the function makes as its module loads, made before the
-    # companion's Python reads its settings (the platform starts the runtime once the
-    # launcher has registered)
-    task = write_function(tmp_path / "task", MAKES_ITS_TMPDIR)
+def invoked_with_a_late_companion(tmp_path: Path, source: str, **env: str) -> tuple:
+    """(receiver, the spans of 3 invocations, the function's and the companion's lines) of a
+    function whose module makes the folder `scratch` (LATE_UNTIL) as it loads, the companion's
+    Python started only once it has."""
+    task = write_function(tmp_path / "task", source)
     late = tmp_path / "late-python"
     late.write_text(STARTS_LATE)
     late.chmod(0o755)
-    scratch = tmp_path / "scratch"
-    env = layer_env(LAMBDAWRAP_SOCKET="", TMPDIR=str(scratch), LAMBDAWRAP_PYTHON=str(late), LATE_UNTIL=str(scratch))
-    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
+    with instrumented(task, env=layer_env(LAMBDAWRAP_PYTHON=str(late), LATE_UNTIL=str(tmp_path / "scratch"), **env), timeout_s=TIMEOUT_S) as (emu, rx):
         results = [emu.invoke({}) for _ in range(3)]
         assert [r.json() for r in results] == [{"ok": True}] * 3
         rids = {r.request_id for r in results}
         spans = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
         emu.stop()
-        lines = emu.log_lines("function") + emu.log_lines("extension")
+        return rx, spans, emu.log_lines("function") + emu.log_lines("extension")
+
+
+def test_a_tmpdir_the_function_makes_before_the_companion_starts_leaves_the_channel_in_tmp(tmp_path):
+    # GIVEN TMPDIR naming a folder the function makes as its module loads, made before the
+    # companion's Python reads its settings (the platform starts the runtime once the
+    # launcher has registered)
+    rx, spans, lines = invoked_with_a_late_companion(tmp_path, MAKES_ITS_TMPDIR, LAMBDAWRAP_SOCKET="", TMPDIR=str(tmp_path / "scratch"))
     # THEN the function's process and the companion met at one socket: every invocation's
     # record arrived (before: the companion listened in the folder, the function's process
     # sent to /tmp, and each invocation was counted as record_missing) ...
@@ -959,19 +964,7 @@ def handler(event, context):
 def test_a_socket_folder_the_function_makes_before_the_companion_starts_is_warned_once_and_the_channel_meets(tmp_path):
     # GIVEN LAMBDAWRAP_SOCKET in a folder the function makes as its module loads, made before
     # the companion's Python reads its settings (at 128 MB its start takes that long)
-    task = write_function(tmp_path / "task", MAKES_ITS_SOCKET_FOLDER)
-    late = tmp_path / "late-python"
-    late.write_text(STARTS_LATE)
-    late.chmod(0o755)
-    scratch = tmp_path / "scratch"
-    env = layer_env(LAMBDAWRAP_SOCKET=str(scratch / "lw.sock"), LAMBDAWRAP_PYTHON=str(late), LATE_UNTIL=str(scratch))
-    with instrumented(task, env=env, timeout_s=TIMEOUT_S) as (emu, rx):
-        results = [emu.invoke({}) for _ in range(3)]
-        assert [r.json() for r in results] == [{"ok": True}] * 3
-        rids = {r.request_id for r in results}
-        rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") in rids, count=3)
-        emu.stop()
-        lines = emu.log_lines("function") + emu.log_lines("extension")
+    rx, _, lines = invoked_with_a_late_companion(tmp_path, MAKES_ITS_SOCKET_FOLDER, LAMBDAWRAP_SOCKET=str(tmp_path / "scratch" / "lw.sock"))
     # THEN the function's process and the companion met at one socket, the default (before: the
     # companion listened in the folder, the function's process sent to /tmp, and every
     # invocation was counted as record_missing, with no word of the variable) ...
