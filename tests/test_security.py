@@ -21,7 +21,7 @@ from lambdawrap.handler.redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACT
 from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
 from lambdawrap.devtools.local.moto_server import MotoServer, free_port
 from lambdawrap.devtools.local.stack import seed_moto
-from lambdawrap.shared.secret_sources import SecretSource
+from lambdawrap.shared.secret_sources import SecretSource, value_of
 from lambdawrap.shared.settings import Settings
 from support.faults import companion_process
 from support.stack import EVENTS, instrumented
@@ -424,6 +424,9 @@ def test_token_less_requests_are_served_only_when_optional_only_for_the_token_le
 
         def answer(self, key):
             return {"Name": "prod/db", "SecretString": json.dumps({"password": DB_PASSWORD})}
+
+        def value(self, source, answer):
+            return value_of(source, answer)
 
         def served(self, key, answer, value=None):
             pass
