@@ -282,6 +282,27 @@ def test_a_companion_killed_while_it_saves_leaves_what_earlier_environments_left
         assert not [name for name in os.listdir(os.path.dirname(socket_path)) if name.endswith(".writing")]
 
 
+def test_drops_left_by_a_process_ended_but_not_reaped_are_collected(tmp_path):
+    # GIVEN a count left by a process that has ended but that its parent has not reaped yet (a
+    # Managed Instances worker that died in init: awslambdaric's parent joins its workers in
+    # order), which signal 0 still finds
+    from conftest import wait_for
+    from lambdawrap.shared import unreported_drops
+
+    socket_path = str(tmp_path / "s")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        wait_for(lambda: unreported_drops._ended_unreaped(pid), what="the child ended, unreaped")
+        assert unreported_drops.keep(socket_path, pid, 1)
+        # WHEN the companion collects THEN it is counted (before: taken for a running process,
+        # and never counted)
+        assert unreported_drops.collect(socket_path) == 1
+    finally:
+        os.waitpid(pid, 0)
+
+
 def test_drops_left_by_a_process_still_running_are_its_own_to_report(tmp_path):
     # GIVEN counts left beside the socket by a function's process that has ended (an earlier
     # environment's) and by one still running (this environment's runtime, whose record went

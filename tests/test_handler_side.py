@@ -869,6 +869,36 @@ class TestChannel:
         assert sent is True and received[0]["start"]["request_id"] == "early"
         assert channel.dropped == 0 and not channel.companion_refused
 
+    def test_a_worker_whose_init_failed_waits_for_the_companion_to_listen(self, sock_path):
+        import threading
+
+        from lambdawrap.handler.invocation import InvocationTracer
+
+        # GIVEN a Managed Instances worker whose init failed before the companion, whose Python
+        # starts after the runtime, listens
+        received = []
+        started = threading.Event()
+
+        def companion_starting_late() -> None:
+            time.sleep(0.3)
+            server = SocketServer(sock_path, received.append, lambda reason, detail: None)
+            server.start()
+            started.set()
+            wait_for(lambda: received, what="the record")
+            server.stop()
+
+        late = threading.Thread(target=companion_starting_late)
+        late.start()
+        channel = Channel(sock_path)
+        tracer = InvocationTracer(Settings(socket_path=sock_path), channel, environ={})
+        # WHEN it tells of its failure, waiting for the companion
+        tracer.init_failed(time.time_ns(), {"type": "OrderError", "message": "no table", "stack": ""}, wait_s=30)
+        late.join(30)
+        # THEN the record reaches it, nothing dropped (before: dropped at once, and the worker
+        # exited; its count was left in a file no collect took while the worker was unreaped)
+        assert started.is_set() and received and received[0]["type"] == "init.failed", received
+        assert received[0]["error"]["type"] == "OrderError" and channel.dropped == 0
+
     def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, sock_path):
         # The file gone (a function emptied /tmp): the companion lives, saw the INVOKE and counts
         # the invocation as record_missing; other records only this process can count.

@@ -22,6 +22,9 @@ from lambdawrap.shared.settings import Settings, function_log_level
 from lambdawrap.shared import semconv
 
 logger = logging.getLogger("lambdawrap")
+# How long a Managed Instances worker whose init failed waits for the companion to listen: its
+# Python starts after the runtime's, about 0.1 s on the instances' full cores.
+WORKER_FAILURE_WAIT_S = 5.0
 
 _state: dict = {}  # what boot set up, for tests and for the secrets accessor
 
@@ -112,7 +115,15 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     # What the runtime's lookup hands it is wrapped, not the module's name: that stays the
     # function's own, as its code may use it (a class named in super(Handler, self), a handler
     # that calls itself, which would go through the wrapper at each call).
-    failed = tracer.init_failed if settings.managed_instances else None
+    failed = None
+    if settings.managed_instances:
+        # Waited for only where a companion of this layer runs: it starts after the runtime,
+        # and a worker failing at once may fail before it listens.
+        wait_s = WORKER_FAILURE_WAIT_S if _companion_expected(environ) else 0.0
+
+        def failed(started_ns: int, error: dict) -> None:
+            tracer.init_failed(started_ns, error, wait_s)
+
     import_hooks.when_imported("awslambdaric.bootstrap", lambda runtime: _wrap_looked_up_handler(runtime, loaded_and_wrapped, failed), hook_failed)
     import_hooks.when_imported("opentelemetry.trace", bridge_opentelemetry, hook_failed)
     import_hooks.when_imported("awslambdaric.lambda_runtime_client", report_posts, hook_failed)

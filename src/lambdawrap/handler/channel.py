@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
 RECONNECT_INTERVAL_S = 1.0
+CONNECT_POLL_S = 0.02  # connect_within: how often the socket's file is looked for
 # What the connection's send buffer is asked to hold: a record at its largest, and room for
 # another. By default a Unix socket takes ~208 KB at a time (wmem_default):
 # of a record larger than that, the rest waited for this process's next send, the next
@@ -143,6 +144,19 @@ class Channel:
                 self._holding_the_lock(self._connect_quietly)
             except Exception:  # noqa: BLE001 - an audit hook's own error: the send meets it, and is handled there
                 pass
+
+    def connect_within(self, wait_s: float) -> bool:
+        """Connect, waiting up to `wait_s` for the companion to listen (its socket's file not
+        there yet); True once connected. For a record the process cannot send later: a Managed
+        Instances worker whose init failed, which exits next, maybe before the companion's
+        Python, started after the runtime, listens. A refused connect (the companion gone)
+        ends the wait."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            self.connect_ahead()
+            if self._sock is not None or self._companion_down or time.monotonic() >= deadline:
+                return self._sock is not None
+            time.sleep(CONNECT_POLL_S)
 
     def _connect_quietly(self) -> bool:
         # Called with the lock held: another thread may have connected meanwhile.

@@ -299,13 +299,16 @@ class InvocationTracer:
         timeout only (a model that takes 12 s to load: its caller waited for all of it)."""
         self.booted_at = time.time()
 
-    def init_failed(self, started_ns: int, error: dict) -> None:
+    def init_failed(self, started_ns: int, error: dict, wait_s: float = 0.0) -> None:
         """Managed Instances: this worker could not load the function (`error` as the runtime
         reports it). The environment's init ends when the first worker asks for work, and the
         runtime's report of a worker's failure is refused once it has: the others serve on, and
-        the platform tells of none of it. The companion hears it here."""
-        # Not before its start: a wall clock stepped back during a long import.
-        self.channel.send(records.init_failed(started_ns, max(started_ns, time.time_ns()), error))
+        the platform tells of none of it. The companion hears it here, waited for up to
+        `wait_s` where it does not listen yet: the worker exits next, and a record it dropped
+        would be counted only once it had been reaped, maybe at the environment's end."""
+        end_ns = max(started_ns, time.time_ns())  # not before its start: a wall clock stepped back
+        self.channel.connect_within(wait_s)
+        self.channel.send(records.init_failed(started_ns, end_ns, error))
 
     def wrap(self, handler: Callable) -> Callable:
         """The handler wrapped once; a handler we already wrapped comes back unchanged."""
