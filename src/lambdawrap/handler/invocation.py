@@ -713,15 +713,12 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
         stack = _frames_only(frames, kind, message)
     if redact is not None:
         message, stack = _redacted_before_cut(message, stack, redact)
-    return {
-        "type": kind,
-        "message": secret_cuts.head(message, MAX_MESSAGE_CHARS),
-        "stack": secret_cuts.tail(stack, MAX_STACK_CHARS),
-    }
+    return told_error({"type": kind, "message": message, "stack": stack})
 
 
 def told_error(error: dict) -> dict:
-    """An error described elsewhere (the runtime's report), cut as describe_exception cuts one."""
+    """An error's type, message and stack as a span records them: the message's head and the
+    stack's tail (describe_exception's, or the runtime's report of an init's)."""
     return {"type": error["type"], "message": secret_cuts.head(error["message"], MAX_MESSAGE_CHARS), "stack": secret_cuts.tail(error["stack"], MAX_STACK_CHARS)}
 
 

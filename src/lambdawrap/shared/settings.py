@@ -427,9 +427,13 @@ def _sdk_disabled_correction(env: Mapping[str, str]) -> tuple:
     false here, where the SDK's MeterProvider strips any blank (Unicode's too: "true\u00a0") and
     would turn itself off, and export no metrics."""
     raw = env.get(SDK_DISABLED)
-    if raw is None or raw.strip(BLANKS) == "" or raw.strip(BLANKS).lower() in ("true", "false"):
+    if raw is None or raw.strip(BLANKS) == "":
         return ()
-    return ((SDK_DISABLED, None),)
+    try:
+        _otel_bool(raw)
+    except ValueError:
+        return ((SDK_DISABLED, None),)
+    return ()
 
 
 def _otel_bool(raw: str) -> bool:
