@@ -964,14 +964,18 @@ def handler(event, context):
 def test_a_socket_folder_the_function_makes_before_the_companion_starts_is_warned_once_and_the_channel_meets(tmp_path):
     # GIVEN LAMBDAWRAP_SOCKET in a folder the function makes as its module loads, made before
     # the companion's Python reads its settings (at 128 MB its start takes that long)
-    rx, _, lines = invoked_with_a_late_companion(tmp_path, MAKES_ITS_SOCKET_FOLDER, LAMBDAWRAP_SOCKET=str(tmp_path / "scratch" / "lw.sock"))
+    # (TMPDIR a folder of the test's own: the default socket there, not /tmp's, which other runs
+    # share, and the drops they left beside it)
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    rx, _, lines = invoked_with_a_late_companion(tmp_path, MAKES_ITS_SOCKET_FOLDER, LAMBDAWRAP_SOCKET=str(tmp_path / "scratch" / "lw.sock"), TMPDIR=str(own_tmp))
     # THEN the function's process and the companion met at one socket, the default (before: the
     # companion listened in the folder, the function's process sent to /tmp, and every
     # invocation was counted as record_missing, with no word of the variable) ...
     assert metric_total(rx, "lambdawrap.dropped") == 0, [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped"]
     # ... and the setting is warned of once, naming it and the default used
     warned = [line for line in lines if "lambdawrap:" in line]
-    assert len(warned) == 1 and "LAMBDAWRAP_SOCKET" in warned[0] and "using the default /tmp/lambdawrap.sock" in warned[0], warned
+    assert len(warned) == 1 and "LAMBDAWRAP_SOCKET" in warned[0] and f"using the default {own_tmp}/lambdawrap.sock" in warned[0], warned
 
 
 # ---------------------------------------------------------------------------------------------
