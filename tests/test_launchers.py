@@ -382,6 +382,20 @@ def test_launcher_reads_disabled_as_the_settings_do(extensions_api, tmp_path, va
         assert body == {"events": ["INVOKE", "SHUTDOWN"]} and "STARTED" in out.stdout and "-m lambdawrap.companion lambdawrap" in out.stdout
 
 
+@pytest.mark.parametrize("declared", ["DB_PASSWORD=prod/db#password", " ", None], ids=["declared", "blank", "unset"])
+def test_a_switched_off_launcher_says_once_that_declared_secrets_are_not_fetched(extensions_api, tmp_path, declared):
+    # GIVEN the layer switched off, with secrets declared or not
+    env = {"LAMBDAWRAP_DISABLED": "true"} | ({"LAMBDAWRAP_SECRETS": declared} if declared is not None else {})
+    # WHEN the launcher runs
+    out = run_launcher(extensions_api, tmp_path, env)
+    # THEN a function that needs them is told why they are missing, once, naming both variables
+    # (before: nothing said so), and a launcher with none declared says nothing
+    said = [line for line in out.stderr.splitlines() if "LAMBDAWRAP_SECRETS" in line]
+    assert len(said) == (1 if declared == "DB_PASSWORD=prod/db#password" else 0), out
+    assert all("LAMBDAWRAP_DISABLED" in line and "not fetched" in line for line in said), out
+    assert extensions_api.registered == [("lambdawrap", {"events": []})] and "STARTED" not in out.stdout
+
+
 # Lambda sets LANG=en_US.UTF-8; C.UTF-8 is the UTF-8 locale every glibc has. In a UTF-8
 # locale bash's [:space:] holds Unicode spaces (U+2003, U+3000) that Settings does not strip.
 UTF8_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
