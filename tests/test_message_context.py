@@ -606,6 +606,17 @@ def test_a_batch_send_s_span_counts_its_messages(service, operation, params):
     assert attributes["messaging.batch.message_count"] == 2 and attributes["messaging.operation.type"] == "send"
 
 
+@pytest.mark.parametrize("answer, count", [({"Messages": [{"MessageId": "a"}, {"MessageId": "b"}, {"MessageId": "c"}]}, 3), ({}, 0), ({"Messages": []}, 0)], ids=["three", "none", "empty"])
+def test_a_receive_s_span_counts_the_messages_it_returned_none_included(answer, count):
+    # The SQS conventions (v1.44.0): ReceiveMessage is an operation on a batch, whose count is
+    # Conditionally Required, 0 among its examples (before: no count on any receive)
+    from lambdawrap.handler.outgoing import aws_services
+
+    attributes: dict = {}
+    aws_services.response_attributes("sqs", "ReceiveMessage", answer, attributes)
+    assert attributes == {"messaging.batch.message_count": count}
+
+
 @pytest.mark.parametrize(
     "operation, answer, expected",
     [

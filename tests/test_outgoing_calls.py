@@ -25,6 +25,7 @@ from support.python_versions import every_python
 from support.stack import EVENTS, LAYER, instrumented, metric_total
 
 CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+OUTGOING = (CLIENT, 4)  # and PRODUCER, OTLP's 4: an SQS or SNS send
 
 CALLER = """
 import asyncio, json, os, urllib.request
@@ -44,6 +45,7 @@ def handler(event, context):
     client("s3").create_bucket(Bucket="bucket-b")
     queue = client("sqs").create_queue(QueueName="queue-q")["QueueUrl"]
     client("sqs").send_message(QueueUrl=queue, MessageBody="hello")
+    client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0)
     topic = client("sns").create_topic(Name="topic-n")["TopicArn"]
     client("sns").publish(TopicArn=topic, Message="hi")
     client("secretsmanager").create_secret(Name="s", SecretString="value-never-recorded")
@@ -57,7 +59,7 @@ def handler(event, context):
     return {"statuses": statuses}
 """
 
-EXPECTED_CALLS = ["DynamoDB.CreateTable", "S3.CreateBucket", "SQS.CreateQueue", "SQS.SendMessage", "SNS.CreateTopic", "SNS.Publish", "Secrets Manager.CreateSecret", "GET", "GET", "GET", "GET", "GET"]
+EXPECTED_CALLS = ["DynamoDB.CreateTable", "S3.CreateBucket", "SQS.CreateQueue", "SQS.SendMessage", "SQS.ReceiveMessage", "SNS.CreateTopic", "SNS.Publish", "Secrets Manager.CreateSecret", "GET", "GET", "GET", "GET", "GET"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def invocation_span(receiver, request_id):
 
 
 def children(receiver, parent, count):
-    spans = receiver.wait_for_spans(lambda s: s.get("parent_span_id") == parent["span_id"] and s["kind"] == CLIENT, count=count, timeout=20)
+    spans = receiver.wait_for_spans(lambda s: s.get("parent_span_id") == parent["span_id"] and s["kind"] in OUTGOING, count=count, timeout=20)
     return sorted(spans, key=lambda s: s["start_time_unix_nano"])
 
 
@@ -121,6 +123,12 @@ def test_each_call_is_a_child_span_and_the_servers_saw_the_context(tmp_path, mot
         assert by_name["S3.CreateBucket"]["aws.s3.bucket"] == "bucket-b"
         assert by_name["SQS.SendMessage"]["messaging.destination.name"] == "queue-q" and by_name["SQS.SendMessage"]["http.response.status_code"] == 200
         assert by_name["SNS.Publish"]["aws.sns.topic.arn"].endswith(":topic-n")
+        # ... after the conventions (v1.44.0): a DynamoDB call names its database system, a
+        # receive its batch's count, and a send is the PRODUCER span the message's context names
+        # (before: none of the three)
+        assert by_name["DynamoDB.CreateTable"]["db.system.name"] == "aws.dynamodb"
+        assert by_name["SQS.ReceiveMessage"]["messaging.batch.message_count"] == 1 and by_name["SQS.ReceiveMessage"]["messaging.operation.type"] == "receive"
+        assert {s["name"] for s in calls if s["kind"] == 4} == {"SQS.SendMessage", "SNS.Publish"}
         assert all(a.get("aws.request_id") and a["cloud.region"] == "us-east-1" for n, a in by_name.items() if "." in n)
         assert "value-never-recorded" not in json.dumps(rx.spans())
         # Every HTTP server request carried the invocation's trace, parented by its client span.
@@ -203,12 +211,13 @@ def test_each_aiobotocore_call_is_a_child_span_and_its_http_request_is_not(tmp_p
         # ...and each API call is one client span under the invocation, none for aiohttp below it
         invocation = invocation_span(rx, result.request_id)
         calls = children(rx, invocation, 3)
-        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 3
+        assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 3
         assert [s["name"] for s in calls] == ["SQS.CreateQueue", "SQS.SendMessage", "SQS.GetQueueUrl"]
         send, missing = calls[1], calls[2]
         assert send["attributes"]["rpc.system"] == "aws-api" and send["attributes"]["messaging.destination.name"] == "aio-q"
         assert send["attributes"]["http.response.status_code"] == 200 and send["attributes"].get("aws.request_id") and send["status_code"] != 2
-        assert missing["status_code"] == 2 and missing["attributes"]["error.type"] == "QueueDoesNotExist"  # botocore's error code
+        assert missing["status_code"] == 2 and missing["attributes"]["error.type"] == "AWS.SimpleQueueService.NonExistentQueue"  # the answer's Error.Code, not the exception's class
+        assert send["kind"] == 4 and missing["kind"] == CLIENT  # a send is PRODUCER
         # ...and the message carries the context of its SendMessage span
         sqs = moto.client("sqs")
         message = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="aio-q")["QueueUrl"], MessageAttributeNames=["All"])["Messages"][0]
@@ -689,7 +698,7 @@ def test_hosts_excluded_as_host_port_are_not_traced_and_an_entry_written_otherwi
             emu.stop()
             lines = emu.log_lines("function") + emu.log_lines("extension")
     # THEN the host:port excluded has no span, the other call has its own ...
-    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] == CLIENT]
+    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] in OUTGOING]
     assert calls == [int(kept.url.rsplit(":", 1)[1])], calls
     # ... and the entries no call can match were named once (before: ignored in silence)
     said = [line for line in lines if "LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS" in line]
@@ -851,7 +860,7 @@ def test_an_aws_endpoint_excluded_as_host_port_is_not_traced(tmp_path, moto):
         invocation = invocation_span(rx, result.request_id)
         (call,) = children(rx, invocation, 1)
         emu.stop()
-    assert call["name"] == "GET" and [s["name"] for s in rx.spans() if s["kind"] == CLIENT] == ["GET"]
+    assert call["name"] == "GET" and [s["name"] for s in rx.spans() if s["kind"] in OUTGOING] == ["GET"]
 
 
 ODD_ANSWERS = """
@@ -939,7 +948,7 @@ def test_a_call_to_a_collector_named_by_an_http_url_without_a_port_is_lambdawrap
         emu.stop()
     # THEN the call to the collector has no span, as lambdawrap's own traffic (before: it was
     # taken for port 4318, and traced), and the other call has its own
-    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] == CLIENT]
+    calls = [s["attributes"].get("server.port") for s in rx.spans() if s["kind"] in OUTGOING]
     assert calls == [int(other.url.rsplit(":", 1)[1])], calls
 
 
@@ -959,7 +968,7 @@ def test_a_request_carries_no_context_with_none_among_the_propagators(tmp_path):
         # WHEN it runs
         assert emu.invoke({"target": http.url}).json() == {"statusCode": 200}
         # THEN the request is traced, and carries no trace context
-        rx.wait_for_spans(lambda s: s["kind"] == CLIENT, timeout=30)
+        rx.wait_for_spans(lambda s: s["kind"] in OUTGOING, timeout=30)
         lines = emu.log_lines("function")
     (request,) = http.requests
     assert not {"traceparent", "tracestate", "baggage", "x-amzn-trace-id"} & set(request["headers"]), request["headers"]
@@ -1010,7 +1019,7 @@ def test_xray_lambda_among_the_propagators_carries_the_xray_header(tmp_path):
     with recording_server() as http, instrumented(task, env={"OTEL_PROPAGATORS": "xray-lambda"}, timeout_s=30) as (emu, rx):
         # WHEN the function makes a request
         assert emu.invoke({"target": http.url}, trace_header=sampled).json() == {"statusCode": 200}
-        (client,) = rx.wait_for_spans(lambda s: s["kind"] == CLIENT, timeout=30)
+        (client,) = rx.wait_for_spans(lambda s: s["kind"] in OUTGOING, timeout=30)
         lines = emu.log_lines("extension") + emu.log_lines("function")
     # THEN the request carries the X-Ray header of its client span, as with xray (before: the
     # name was ignored as unknown, and the request carried nothing)
@@ -1120,7 +1129,7 @@ def test_the_callers_tracestate_and_baggage_travel_on_with_the_trace(tmp_path):
         assert result.json() == {"statusCode": 200}
         invocation = invocation_span(rx, result.request_id)
         work = rx.wait_for_spans(lambda s: s["name"] == "work", timeout=20)[0]
-        call = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["trace_id"] == invocation["trace_id"], timeout=20)[0]
+        call = rx.wait_for_spans(lambda s: s["kind"] in OUTGOING and s["trace_id"] == invocation["trace_id"], timeout=20)[0]
         init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=20)[0]
     # THEN the invocation span and the spans under it, the init's among them, keep the caller's
     # tracestate (before: the init span had none) ...
@@ -1189,7 +1198,7 @@ def test_an_sns_message_s_baggage_travels_on_with_its_trace(tmp_path):
         result = emu.invoke({"Records": [{"EventSource": "aws:sns", "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:orders:s", "Sns": message}]})
         assert result.json() == "ok"
         invocation = invocation_span(rx, result.request_id)
-        rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["trace_id"] == invocation["trace_id"], timeout=20)
+        rx.wait_for_spans(lambda s: s["kind"] in OUTGOING and s["trace_id"] == invocation["trace_id"], timeout=20)
     # THEN the request carries the message's trace, tracestate and baggage on (before: the
     # baggage was dropped at this hop)
     assert invocation["parent_span_id"] == "b7ad6b7169203331"
@@ -1309,7 +1318,7 @@ def test_a_request_sent_again_names_its_own_span_downstream(tmp_path):
         seen = [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith(ending)]
         assert len(spans) == sends and seen == [f"00-{invocation['trace_id']}-{span}-01" for span in spans], (ending, seen, spans)
     assert [r["headers"]["traceparent"] for r in http.requests if r["path"].endswith("via=own")] == ["00-11111111111111111111111111111111-2222222222222222-01"] * 2
-    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 10  # the file:// read is none
+    assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 10  # the file:// read is none
 
 
 KEPT_ACROSS_INVOCATIONS = """
@@ -1531,7 +1540,7 @@ def test_a_request_traced_by_opentelemetrys_own_instrumentation_is_one_span(tmp_
         (theirs,) = children(rx, invocation, 1)
         assert emu.wait_idle(30)
         # THEN the request is their one span: lambdawrap's urllib3 hook added none below it
-        clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+        clients = [s for s in rx.spans() if s["kind"] in OUTGOING]
         assert [s["span_id"] for s in clients] == [theirs["span_id"]], clients
         assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{theirs['span_id']}-01"
 
@@ -1987,7 +1996,7 @@ def test_an_instrumentation_the_function_enables_midway_nests_under_the_invocati
             (call,) = children(rx, invocation, 1)
             assert http.requests[number]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{call['span_id']}-01"
         assert emu.wait_idle(30)
-        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 2
+        assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 2
 
 
 INSTRUMENTS_ONE_CLIENT = """
@@ -2033,7 +2042,7 @@ def test_a_client_instrumented_by_opentelemetry_alone_is_traced_once(tmp_path, c
         assert emu.wait_idle(30)
         # THEN each request is one span under the invocation (theirs or ours), and the server
         # was told that span
-        assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 4
+        assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 4
         by_id = {s["span_id"]: s for s in calls}
         for request in http.requests:
             span_id = request["headers"]["traceparent"].split("-")[2]
@@ -2137,7 +2146,7 @@ def test_a_request_written_line_by_line_is_traced_once_and_carries_the_context(t
     # once, the function's own traceparent kept
     assert result.json() == without == {"statuses": [200, 200, 200, 200, "ExpatError"]}, (result.json(), without)
     assert sorted(s["attributes"]["url.full"].rpartition("via=")[2] for s in calls) == ["lines", "own", "request", "subclass", "xmlrpc"]
-    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 5
+    assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 5
     by_id = {s["span_id"]: s for s in calls}
     for via in ("lines", "request", "subclass", "xmlrpc"):
         parents = [value for name, value in sent[via]["lines"] if name.lower() == "traceparent"]
@@ -2179,7 +2188,7 @@ def test_urllib3_left_out_is_left_alone_where_its_connection_sends_with_http_cli
     assert result.json() == [200, 200]
     assert "traceparent" not in sent["urllib3"] and "traceparent" in sent["plain"]
     assert call["attributes"]["url.full"].endswith("via=plain")
-    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 1
+    assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 1
 
 
 CLOSES_UNREAD = """
@@ -2403,7 +2412,7 @@ def test_calls_a_requests_response_hook_makes_are_traced(tmp_path):
     # still)
     urls = [s["attributes"]["url.full"].rsplit("?", 1)[1] for s in calls]
     assert sorted(urls) == sorted(["via=main", "via=hook-requests", "via=hook-urllib", "via=hook-urllib3", "via=hook-httpclient"] * 2 + ["via=auth"]), urls
-    assert len([s for s in rx.spans() if s["kind"] == CLIENT]) == 11
+    assert len([s for s in rx.spans() if s["kind"] in OUTGOING]) == 11
     spans = {s["span_id"] for s in calls}
     assert all(r["headers"].get("traceparent", "-").split("-")[2] in spans for r in http.requests), http.requests
     assert len(http.requests) == 12
@@ -2582,7 +2591,7 @@ def test_a_layer_below_instrumented_by_opentelemetry_adds_no_span_under_ours(tmp
         assert emu.wait_idle(30)
         # THEN each call is one span, lambdawrap's, as under OpenTelemetry's requests and botocore
         # instrumentations (theirs tell the one below to add none)
-        clients = sorted((s for s in rx.spans() if s["kind"] == CLIENT), key=lambda s: s["start_time_unix_nano"])
+        clients = sorted((s for s in rx.spans() if s["kind"] in OUTGOING), key=lambda s: s["start_time_unix_nano"])
     assert [(s["name"], s["scope"]) for s in clients] == [("S3.CreateBucket", "lambdawrap.botocore"), ("GET", "lambdawrap.requests")], clients
     # ... and the server was told that span
     assert http.requests[0]["headers"]["traceparent"] == f"00-{invocation['trace_id']}-{clients[1]['span_id']}-01"
@@ -2758,7 +2767,7 @@ def test_a_context_the_function_keeps_inside_a_call_stays_under_a_layer_below_in
         result = emu.invoke({"http": http.url})
         calls = children(rx, invocation_span(rx, result.request_id), 2)
         assert emu.wait_idle(30)
-        clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+        clients = [s for s in rx.spans() if s["kind"] in OUTGOING]
     # THEN the function keeps it (before: lambdawrap's end of the call put back the context from
     # before it), and each call is still one span, lambdawrap's
     assert result.json() == {"after the hook": "yes"}
@@ -2942,7 +2951,7 @@ def test_a_loopback_host_excluded_with_its_port_is_not_traced(tmp_path):
             assert result.json() == {"statuses": [200, 200, "refused"]}
             invocation_span(rx, result.request_id)
             assert emu.wait_idle(30)
-            clients = [s for s in rx.spans() if s["kind"] == CLIENT]
+            clients = [s for s in rx.spans() if s["kind"] in OUTGOING]
     # THEN none of those calls is traced, nor carries a context (127.0.0.1 is localhost)
     assert clients == [], clients
     assert [r["headers"].get("traceparent") for r in http.requests] == [None, None], http.requests

@@ -281,13 +281,13 @@ def check_ledger(group: Group, bare: Run, layered: Run, receiver: Any) -> list:
     return out
 
 
-CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT (4, PRODUCER: an SQS or SNS send)
 
 
 def _client_span_problems(receiver: Any, invocation: dict, expected: tuple) -> list:
     """The invocation's client spans against (name, error.type or None) expected, in start order;
     a failed call has status ERROR, a successful one has none."""
-    children = sorted((s for s in receiver.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] == CLIENT), key=lambda s: s["start_time_unix_nano"])
+    children = sorted((s for s in receiver.spans() if s.get("parent_span_id") == invocation["span_id"] and s["kind"] in (CLIENT, 4)), key=lambda s: s["start_time_unix_nano"])
     found = [(s["name"], s["attributes"].get("error.type")) for s in children]
     # "*": any error.type (the exception's class varies with the library's version).
     matches = len(found) == len(expected) and all(f[0] == e[0] and (f[1] == e[1] or e[1] == "*" and f[1]) for f, e in zip(found, expected))

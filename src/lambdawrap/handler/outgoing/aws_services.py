@@ -12,6 +12,13 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any
 
 _SQS_OPERATION_TYPES = {"SendMessage": "send", "SendMessageBatch": "send", "ReceiveMessage": "receive"}
+# The conventions' send spans (SQS, SNS): PRODUCER, the context the messages carry.
+_SENDS = {("sqs", "SendMessage"), ("sqs", "SendMessageBatch"), ("sns", "Publish"), ("sns", "PublishBatch")}
+
+
+def sends_messages(service: str, operation: str) -> bool:
+    """Whether the call is a messaging send span, PRODUCER in the conventions (the rest are CLIENT)."""
+    return (service, operation) in _SENDS
 
 
 def span_name(service: str, operation: str, attributes: dict) -> "str | None":
@@ -43,6 +50,7 @@ def _text(value: "Any") -> str:
 
 
 def _dynamodb(operation: str, params: dict, region: str, attributes: dict) -> None:
+    attributes["db.system.name"] = "aws.dynamodb"  # the conventions: MUST, at the span's start
     table = _text(params.get("TableName"))
     if table:
         attributes["aws.dynamodb.table_names"] = [table]
@@ -337,7 +345,10 @@ def _sqs_answer(operation: str, parsed: dict, attributes: dict) -> None:
     elif operation == "SendMessageBatch":
         message_id = _only_id(parsed.get("Successful"))
     elif operation == "ReceiveMessage":
-        message_id = _only_id(parsed.get("Messages"))
+        # A batch operation, whatever it returned: the conventions' count, 0 included.
+        messages = parsed.get("Messages")
+        attributes["messaging.batch.message_count"] = len(messages) if isinstance(messages, list) else 0
+        message_id = _only_id(messages)
     if isinstance(message_id, str):
         attributes["messaging.message.id"] = message_id
 

@@ -1,6 +1,6 @@
-"""The AWS SDK (botocore, so boto3): one CLIENT span per API call, through botocore's own event
-system. No method of botocore is wrapped, so no frame of ours is ever in the traceback of an
-error the SDK raises.
+"""The AWS SDK (botocore, so boto3): one span per API call (CLIENT; PRODUCER for an SQS or SNS
+send), through botocore's own event system. No method of botocore is wrapped, so no frame of
+ours is ever in the traceback of an error the SDK raises.
 
 Our handlers join botocore's built-in ones (`botocore.handlers.BUILTIN_HANDLERS`, registered
 last): every session created from then on registers them, and every client copies its
@@ -51,7 +51,7 @@ from _thread import get_ident
 from lambdawrap.handler.invocation import FAILURES, active_invocation, count_context_not_injected
 from lambdawrap.handler.outgoing import aws_carriers, aws_services, sqs_digests
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
-from lambdawrap.handler.outgoing.recorder import CLIENT, ClientSpan, Recorder, contrib_active, mark, otel_suppressed, unmark
+from lambdawrap.handler.outgoing.recorder import CLIENT, PRODUCER, ClientSpan, Recorder, contrib_active, mark, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import split_url
 
 TYPE_CHECKING = False
@@ -155,7 +155,7 @@ class AwsCallEvents:
             attributes = {"rpc.system": "aws-api", "rpc.service": str(service_model.service_id), "rpc.method": operation, "cloud.region": region}
             aws_services.request_attributes(service, operation, params, region, attributes)
             name = aws_services.span_name(service, operation, attributes) or f"{attributes['rpc.service']}.{operation}"
-            span = self._recorder.start(SCOPE, name, CLIENT, attributes)
+            span = self._recorder.start(SCOPE, name, PRODUCER if aws_services.sends_messages(service, operation) else CLIENT, attributes)
             context[_STATE] = call = AwsCall(span, service, operation, self)
             if self._carriers:
                 as_written = sqs_digests.sent_as_written(operation, params) if service == "sqs" else None
@@ -273,9 +273,10 @@ class AwsCallEvents:
                 attributes["http.response.status_code"] = status
             if type(status) is int and status >= 300:
                 error = parsed.get("Error") or {}
-                code = str(context.get("error_code_override") or error.get("Code") or status)
-                # As botocore words the ClientError: the answer's own code (the override names
-                # the exception's class, error.type).
+                # The answer's own code, which the function reads (`Error.Code`) and botocore's
+                # message names; SQS's is its query code (`AWS.SimpleQueueService.NonExistentQueue`,
+                # the conventions' example), where botocore's override names the exception's class.
+                code = str(error.get("Code") or context.get("error_code_override") or status)
                 retries = f" (reached max retries: {metadata.get('RetryAttempts')})" if metadata.get("MaxAttemptsReached") else ""
                 description = f"An error occurred ({error.get('Code', 'Unknown')}) when calling the {call.operation} operation{retries}: {error.get('Message', 'Unknown')}"
                 # Only a failure the conventions call one (4xx, 5xx) marks the span; a 3xx
