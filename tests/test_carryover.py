@@ -246,6 +246,37 @@ def test_a_first_invocation_that_times_out_at_128_mb_is_exported_once(tmp_path):
     assert not [p for p in rx.metrics() if p["name"] == "lambdawrap.dropped" and p["value"]]
 
 
+def test_invocations_after_a_reset_at_128_mb_end_within_their_timeout(tmp_path):
+    from conftest import write_function
+    from support.stack import instrumented, metric_total
+
+    task = write_function(tmp_path / "task", SLEEPER)
+    # GIVEN a 128 MB function with a 1 s timeout under Lambda's CPU share and freezing, whose
+    # second invocation times out: the sandbox's next environment starts inside the third, and
+    # its companion imports the SDK at 7 % of a core, for seconds, behind the function
+    with instrumented(task, memory_mb=128, cpu_limit=True, freeze=True, timeout_s=1.0) as (emu, rx):
+        results = [emu.invoke({}), emu.invoke({"sleep": 5})]
+        # WHEN it is invoked six more times, each handler done in a millisecond
+        results += [emu.invoke({}) for _ in range(6)]
+        emu.wait_idle(30)
+        reports = [r["record"] for r in emu.records() if r["type"] == "platform.report"]
+        # THEN each caller got what it gets without the layer, and the platform ended each of
+        # those invocations as the caller saw it: the companion's wait for its export pipeline
+        # ends its invoke phase before the function's deadline, by a margin made for a share of
+        # a core (before: 50 ms, overrun by a late wake-up, so that a success was billed 1 s as
+        # a timeout and the environment reset again, in a chain)
+        assert [r.function_error for r in results] == [None, "Unhandled"] + [None] * 6, results
+        by_rid = {r["requestId"]: r for r in reports}
+        assert [by_rid[r.request_id]["status"] for r in results] == ["success", "timeout"] + ["success"] * 6, reports
+        assert [r["record"].get("phase") for r in emu.records() if r["type"] == "platform.initReport"] == ["init", "invoke"]
+    # ... and every invocation is exported, with its outcome, by SHUTDOWN at the latest (the
+    # environment is frozen between invocations: its SDK import goes on while they run)
+    rids = [r.request_id for r in results]
+    spans = [s for s in rx.spans() if s["attributes"].get("faas.invocation_id") in rids]
+    assert sorted(s["attributes"].get("error.type", "") for s in spans) == [""] * 7 + ["Sandbox.Timedout"], spans
+    assert metric_total(rx, "faas.invocations") == 8 and metric_total(rx, "faas.timeouts") == 1
+
+
 KILLED_WHILE_SAVING = """
 import sys
 from lambdawrap.companion import carryover
@@ -280,6 +311,60 @@ def test_a_companion_killed_while_it_saves_leaves_what_earlier_environments_left
         assert earlier in held.counts, (attempt, held.counts)
         # ... and a half-written file a kill left is not left in /tmp once read
         assert not [name for name in os.listdir(os.path.dirname(socket_path)) if name.endswith(".writing")]
+
+
+KILLED_WRITING_THE_LINES = """
+import os, sys
+from lambdawrap.companion import carryover
+write = carryover._write
+written = []
+
+def killed_at_the_second(path, data):
+    # The platform's SIGKILL at SHUTDOWN's deadline, as the lines are being written
+    if written:
+        os._exit(9)
+    written.append(path)
+    write(path, data)
+
+carryover._write = killed_at_the_second
+lines = [("log_line", ["x" * 100], {}) for _ in range(int(sys.argv[2]))]
+carryover.save(sys.argv[1], [{"name": "faas.invocations", "attributes": {}, "value": 1}], [("dropped", ["handler_channel", 2], {})] + lines)
+"""
+
+
+@pytest.mark.parametrize("lines", [8000, 10])
+def test_a_companion_killed_while_it_writes_many_lines_leaves_the_rest_with_the_lines_counted(socket_path, lines):
+    import subprocess
+    import sys
+
+    # GIVEN a companion whose environment ends before its pipeline is loaded, holding an
+    # invocation's counts and 8,000 of its log lines (a flood, then a crash, after a reset at
+    # 128 MB: encoding them takes longer than SHUTDOWN leaves)
+    # WHEN the platform kills it while it writes them
+    saver = subprocess.run([sys.executable, "-c", KILLED_WRITING_THE_LINES, socket_path, str(lines)], capture_output=True, text=True, timeout=120)
+    held = carryover.take(socket_path)
+    if lines > carryover.LINES_SAVED_SECOND:
+        # THEN what it wrote first is left: every count and call but the lines, each line
+        # counted as lost (before: one file, with the lines, whose write the kill ended: nothing
+        # of the environment was left, its invocation neither exported nor counted)
+        assert saver.returncode == 9, saver.stderr
+        assert {"name": "faas.invocations", "attributes": {}, "value": 1} in held.counts
+        assert {"name": "lambdawrap.dropped", "attributes": {"reason": "log_shutdown_deadline"}, "value": lines} in held.counts, held.counts
+        assert [name for name, _, _ in held.calls] == ["dropped"]
+    else:
+        # ... and a few lines are written at once, with the rest, in one file
+        assert saver.returncode == 0, saver.stderr
+        assert [name for name, _, _ in held.calls] == ["dropped"] + ["log_line"] * lines and held.counts == [{"name": "faas.invocations", "attributes": {}, "value": 1}]
+
+
+def test_a_companion_that_writes_many_lines_leaves_them_all_uncounted(socket_path):
+    # GIVEN the same held, WHEN nothing stops the save THEN the lines are kept, and the count
+    # of their loss the first file held is gone with it
+    lines = [("log_line", ["x" * 100], {}) for _ in range(1000)]
+    carryover.save(socket_path, [{"name": "faas.invocations", "attributes": {}, "value": 1}], [("dropped", ["handler_channel", 2], {})] + lines)
+    held = carryover.take(socket_path)
+    assert held.counts == [{"name": "faas.invocations", "attributes": {}, "value": 1}]
+    assert [name for name, _, _ in held.calls] == ["dropped"] + ["log_line"] * 1000
 
 
 def test_drops_left_by_a_process_ended_but_not_reaped_are_collected(tmp_path):

@@ -22,6 +22,7 @@ from lambdawrap.companion.correlator import InitFacts, Invocation, call_lost
 SUFFIX = ".carryover.json"
 _WRITING = ".writing"  # the next file, beside it until it is whole
 MAX_BYTES = 4 * 1024 * 1024
+LINES_SAVED_SECOND = 256  # more log lines held than this: a file without them is written first
 # When the calls do not fit, these go, in order (the reason their loss is counted under; None:
 # not counted, a platform report's histograms, which are not carried anyway). The counts, and the
 # calls that carry counts, go last: without them the loss of everything else is uncounted.
@@ -55,17 +56,35 @@ def save(socket_path: str, counts: list = (), calls: list = (), logs_exported: b
     """Add `counts` ([{"name", "attributes", "value"}]) and sink `calls` ((name, args, kwargs))
     to what the file already holds. The file is replaced whole, once the new one is written: the
     platform's SIGKILL may come while a large one is encoded or written (at 128 MB, hundreds of
-    milliseconds), and must leave the earlier one, not none or half of one."""
+    milliseconds), and must leave the earlier one, not none or half of one. Where many log
+    lines are held, a file without them (each counted as lost) is written first: a kill while
+    the lines are encoded and written then still leaves every invocation accounted for."""
     held = _read(_path(socket_path))
     all_counts = held.counts + list(counts)
-    encoded = [[name, [_encode(a) for a in args], kwargs] for name, args, kwargs in held.calls + list(calls)]
+    every = held.calls + list(calls)
+    lines = [call for call in every if call[0] == "log_line"]
+    if len(lines) > LINES_SAVED_SECOND:
+        # Before the lines are encoded: that is the time a kill may come.
+        lost = _shed("log_line", "log_shutdown_deadline", lines, logs_exported)
+        shed = [{"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in lost]
+        _write(_path(socket_path), _fitted(all_counts + shed, [_encoded(call) for call in every if call[0] != "log_line"], logs_exported))
+    _write(_path(socket_path), _fitted(all_counts, [_encoded(call) for call in every], logs_exported))
+
+
+def _encoded(call: tuple) -> list:
+    name, args, kwargs = call
+    return [name, [_encode(a) for a in args], kwargs]
+
+
+def _fitted(all_counts: list, encoded: list, logs_exported: bool) -> bytes:
+    """The file's bytes, within MAX_BYTES: what does not fit shed, its loss counted."""
     data = _dump(all_counts, encoded)
     for name, reason in _SHED_FIRST:
         if len(data) <= MAX_BYTES:
             break
         kept = [call for call in encoded if call[0] != name]
         if reason is not None:
-            all_counts.extend({"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name], logs_exported))
+            all_counts = all_counts + [{"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name], logs_exported)]
         encoded = kept
         data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
@@ -75,7 +94,10 @@ def save(socket_path: str, counts: list = (), calls: list = (), logs_exported: b
         data = _dump(all_counts, encoded)
         if len(data) > MAX_BYTES:
             data = _dump(all_counts, [])
-    path = _path(socket_path)
+    return data
+
+
+def _write(path: str, data: bytes) -> None:
     written = path + _WRITING
     _remove(written)  # what a companion killed meanwhile left (a link, even)
     fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

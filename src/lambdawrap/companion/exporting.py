@@ -182,7 +182,7 @@ class RetainingMetricExporter(MetricExporter):
     the collector twice in a row without an answer in time (`refused()`: "unanswered") is
     dropped (`export_failed`) and taken as exported: a slow collector may hold it each time."""
 
-    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None) -> None:
+    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None, awaiting: Callable[[bool], bool] = lambda begin=False: False) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
         self._inner = inner
         self._retained: list = []
@@ -193,6 +193,13 @@ class RetainingMetricExporter(MetricExporter):
         self._count_again = count_again
         self._lock = threading.Lock()
         self.acknowledged: collections.Counter = collections.Counter()  # (name, attributes) -> value the collector took
+        # Retained batches the collector may hold: one whose request went whole and was not
+        # answered in time (by id), and the one being sent now. Never carried over (in_doubt).
+        self._doubted: set = set()
+        self._sending: MetricsData | None = None
+        # Whether a request of the export under way went whole, its answer not read or not in
+        # time; called with True as an export begins.
+        self._awaiting = awaiting
 
     @property
     def retained(self) -> int:
@@ -210,12 +217,20 @@ class RetainingMetricExporter(MetricExporter):
 
     def _send_retained(self, timeout_millis: float) -> MetricExportResult:
         while self._retained:
-            if self._inner.export(self._retained[0], timeout_millis=timeout_millis) != MetricExportResult.SUCCESS:
+            self._awaiting(True)  # a new export: what went before it is known
+            self._sending = self._retained[0]
+            try:
+                sent = self._inner.export(self._retained[0], timeout_millis=timeout_millis)
+            finally:
+                self._sending = None
+            if sent != MetricExportResult.SUCCESS:
                 verdict = self._refused()
                 if verdict == "refused":
                     self._unanswered = 0  # a run of unanswered exports ends with another outcome
-                    self._count_again([(key, value) for key, value, temporality in _counter_points(self._retained.pop(0)) if temporality == AggregationTemporality.DELTA])
+                    self._count_again([(key, value) for key, value, temporality in _counter_points(self._pop()) if temporality == AggregationTemporality.DELTA])
                     continue
+                if verdict == "unanswered":
+                    self._doubted.add(id(self._retained[0]))
                 self._unanswered = self._unanswered + 1 if verdict == "unanswered" else 0
                 if self._unanswered >= UNANSWERED_TRIES:
                     # Went whole twice in a row, no answer in time: a slow collector may have
@@ -223,19 +238,38 @@ class RetainingMetricExporter(MetricExporter):
                     # flush. Dropped, counted, not sent again; its counts may be in: taken as
                     # exported, not carried on either (unexported_counts).
                     self._unanswered = 0
-                    self._acknowledge(self._retained.pop(0))
+                    self._acknowledge(self._pop())
                     self._on_drop("export_failed")
                     if not self._unanswered_logged:
                         self._unanswered_logged = True
                         logger.warning("lambdawrap: a metric batch went whole to the collector twice in a row and its answer did not come within the timeout: dropped (export_failed), not sent again (the collector may hold it); logged once")
                     return MetricExportResult.FAILURE
                 while len(self._retained) > RETAINED_BATCHES:
-                    self._retained.pop(0)
+                    self._pop()
                     self._on_drop("export_failed")
                 return MetricExportResult.FAILURE
             self._unanswered = 0
-            self._acknowledge(self._retained.pop(0))
+            self._acknowledge(self._pop())
         return MetricExportResult.SUCCESS
+
+    def _pop(self) -> MetricsData:
+        batch = self._retained.pop(0)
+        self._doubted.discard(id(batch))
+        return batch
+
+    def in_doubt(self) -> collections.Counter:
+        """The delta counts of the batches the collector may hold, unacknowledged: sent whole
+        and not answered in time, or being sent now, whole, its answer not read yet (a
+        SHUTDOWN's deadline may come meanwhile). Sent again by the next environment, a slow
+        collector would count them twice; read without the lock, which the sending thread holds."""
+        doubted: collections.Counter = collections.Counter()
+        sending = self._sending if self._awaiting() else None
+        for batch in list(self._retained):
+            if batch is sending or id(batch) in self._doubted:
+                for key, value, temporality in _counter_points(batch):
+                    if temporality == AggregationTemporality.DELTA:
+                        doubted[key] += value
+        return doubted
 
     def _acknowledge(self, batch: MetricsData) -> None:
         """Count what the collector took, counter by counter (see Signals.counted)."""
@@ -275,7 +309,7 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
         # record nothing.
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts)) if metric_exporter is not None else None
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts), self._metrics_awaiting) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
@@ -525,8 +559,9 @@ class Pipeline:
         would take with it."""
         if self._metric_exporter is None:
             return []  # metrics not exported (OTEL_METRICS_EXPORTER=none): nothing to carry over
-        acknowledged = self._metric_exporter.acknowledged
-        return [{"name": name, "attributes": dict(attributes), "value": value - acknowledged[(name, attributes)]} for (name, attributes), value in list(counted.items()) if value > acknowledged[(name, attributes)]]
+        # What the collector took, and what it may hold (never sent again: counted twice)
+        taken = self._metric_exporter.acknowledged + self._metric_exporter.in_doubt()
+        return [{"name": name, "attributes": dict(attributes), "value": value - taken[(name, attributes)]} for (name, attributes), value in list(counted.items()) if value > taken[(name, attributes)]]
 
     def _metrics_reserve_s(self) -> float:
         # Time kept at SHUTDOWN for the metrics after the spans: they carry the drop counts.
@@ -636,6 +671,16 @@ class Pipeline:
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
+
+    def _metrics_awaiting(self, begin: bool = False) -> bool:
+        """Whether a request of the metric export under way went whole and its answer has not
+        come (OTLP/HTTP only; not told over gRPC or through a proxy: taken as not sent).
+        `begin`: an export begins, the earlier ones' are forgotten."""
+        answers = getattr(self, "_answers_of", {}).get("metrics")
+        if begin:
+            getattr(answers, "forget_unanswered", lambda: None)()
+            return False
+        return bool(getattr(answers, "awaiting_answer", lambda: False)())
 
     def _metrics_refused(self) -> str | None:
         """Why the metric batch whose export just failed failed: "refused" as it is (as _refused

@@ -38,7 +38,7 @@ from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.otlp_variables import headers_of_ignored_endpoints
 from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.secret_forms import role_credentials
-from lambdawrap.shared.settings import Settings
+from lambdawrap.shared.settings import FULL_VCPU_MB, Settings
 
 DEADLINE_MARGIN_S = 0.05  # call /next this long before the invoke deadline at the latest
 # How long a flush waits for the invocation's verdict ("end": the platform's runtimeDone), and
@@ -54,6 +54,10 @@ UNANNOUNCED_SHUTDOWN_S = 1.0
 MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
+# The margins above are for a full core. Below it the environment runs in slices of its CPU
+# share (at 128 MB about 7 ms of each 100), and the loop's thread may wait for the GIL from the
+# one still importing the SDK: a wake-up comes that much later. Scaled by the share, up to this.
+MAX_THROTTLED_MARGIN_S = 0.5
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
 
 
@@ -97,6 +101,9 @@ class Companion:
         self._pipeline_thread: threading.Thread | None = None
         self._flush_missed = False
         self._startup_wait_s = 0.0  # set in run(): how long init may wait for the pipeline
+        share = min(1.0, self.settings.memory_mb / FULL_VCPU_MB) if self.settings.memory_mb > 0 else 1.0
+        self._deadline_margin_s = min(MAX_THROTTLED_MARGIN_S, DEADLINE_MARGIN_S / share)
+        self._shutdown_margin_s = min(MAX_THROTTLED_MARGIN_S, SHUTDOWN_MARGIN_S / share)
         self.run_meter = RunMeter(self.settings.memory_mb)
         self.router = RecordRouter(self._dropped, learn=self._learn_fetched)
         # Declared names whose values the function's process fetched itself, told before the
@@ -541,7 +548,7 @@ class Companion:
             # made while it runs: a computing function would answer later by their CPU.
             self.pipeline.connect_ahead(meter.run_s, meter.spare_cpu_s)
         meter.started(self.socket.peer_pid)
-        deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - DEADLINE_MARGIN_S)
+        deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - self._deadline_margin_s)
         if not self.correlator.expects_records():
             # Its record will not come: the invocation is accounted for when the platform's
             # outcome does (finish_overdue), and this phase ends now, unbilled.
@@ -582,7 +589,7 @@ class Companion:
         started = time.monotonic()
         self._shutting_down = True  # a signal from now on changes nothing
         self.loop.interrupt(None)
-        budget_s = _epoch_ms_left(event.get("deadlineMs")) - SHUTDOWN_MARGIN_S
+        budget_s = _epoch_ms_left(event.get("deadlineMs")) - self._shutdown_margin_s
         try:
             # What the platform and the function sent before SHUTDOWN came is read first.
             self.loop.drain(started + min(SHUTDOWN_DRAIN_S, budget_s))
@@ -645,7 +652,7 @@ class Companion:
 
             carryover.save(self.settings.socket_path, counts, calls, logs_exported="logs" in self.settings.exported_signals)
             if counts:
-                get_logger().warning("lambdawrap: the collector did not take this environment's last metrics; they are kept for the next one")
+                get_logger().warning("lambdawrap: this environment's last metrics were not exported (the collector did not take them, or SHUTDOWN's deadline came first); they are kept for the next one")
         except Exception:  # noqa: BLE001 - we are leaving: best effort
             get_logger().exception("lambdawrap: keeping what was not exported failed")
 

@@ -91,6 +91,8 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
         self._connecting: dict = {}
         self._set_up: dict = {}  # (wall s, CPU s) the last connection took to make, by the same keys
         Answers.__init__(self)  # told the body of each answer in the 2xx range
+        self._requesting: set = set()  # the connections requests are out on (awaiting_answer)
+        self._timed_out_whole = False  # a request since forget_unanswered() went whole, unanswered in time
         self._closed = False
         self._lock = threading.Lock()
 
@@ -114,7 +116,11 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
             if conn is None:
                 conn = self._connect(key, target, proxy, timeout)
             if isinstance(conn, CollectorConnection):
-                status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
+                self._requesting.add(conn)
+                try:
+                    status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
+                finally:
+                    self._requesting.discard(conn)
                 keep = conn.keep_alive
                 response_headers = _Headers(response_headers)
             else:
@@ -144,9 +150,19 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 conn.close()
                 if isinstance(error, TimeoutError) and getattr(conn, "sent_whole", False):
                     self.unanswered = True
+                    self._timed_out_whole = True
             if self.is_connection_error(error):  # the errors the exporters retry
                 self.tell_failed()
             return StdlibHTTPResult(error=error)
+
+    def awaiting_answer(self) -> bool:
+        """Whether a request since forget_unanswered() went whole and its answer has not been
+        read, or did not come in time: the collector may hold it (an exporter's retries of one
+        batch are one export). Read from any thread (a SHUTDOWN's deadline may come meanwhile)."""
+        return self._timed_out_whole or any(conn.sent_whole for conn in list(self._requesting))
+
+    def forget_unanswered(self) -> None:
+        self._timed_out_whole = False
 
     def prepare(self, url: str) -> None:
         """Set up what the first request to `url` would: its route, for https the TLS context
