@@ -1132,7 +1132,10 @@ def test_a_metric_batch_a_slow_collector_stores_but_never_answers_in_time_is_not
 
 CARRIED_PROBE = METRICS_PROBE.replace('"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = "1"', '"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] = sys.argv[2]') + """
 counter.add(3)
-pipeline.flush(wait_s=float(sys.argv[3]))
+if sys.argv[4] == "flush":
+    pipeline.flush(wait_s=float(sys.argv[3]))
+else:
+    pipeline.close(float(sys.argv[3]))  # SHUTDOWN, with this budget
 import collections
 from lambdawrap.companion.signals import counter_key
 # What an environment ending now would carry over of the 3 counted
@@ -1141,15 +1144,20 @@ os._exit(0)
 """
 
 
-@pytest.mark.parametrize("timeout_s, delay_s, wait_s", [("2", 3.0, 6.0), ("10", 3.0, 0.5)], ids=["unanswered in time", "still waiting for its answer"])
-def test_a_metric_batch_the_collector_may_hold_is_not_carried_to_the_next_environment(timeout_s, delay_s, wait_s):
+@pytest.mark.parametrize(
+    "timeout_s, delay_s, wait_s, ending",
+    [("2", 3.0, 6.0, "flush"), ("10", 3.0, 0.5, "flush"), ("10", 3.0, 1.0, "close")],
+    ids=["unanswered in time", "still waiting for its answer", "cut short by SHUTDOWN's deadline"],
+)
+def test_a_metric_batch_the_collector_may_hold_is_not_carried_to_the_next_environment(timeout_s, delay_s, wait_s, ending):
     # GIVEN a collector that stores each request and answers late, and a delta counter of 3
     assert "sys.argv[2]" in CARRIED_PROBE
     with OtlpReceiver() as rx:
         rx.set_behaviour(delay_s=delay_s)
         # WHEN the environment ends after a flush whose request went whole and was not answered
-        # in time, or whose answer it is still waiting for (a SHUTDOWN's deadline)
-        found, out = run_probe(CARRIED_PROBE, rx.endpoint, timeout_s, str(wait_s))
+        # in time, or whose answer it is still waiting for, or a SHUTDOWN whose deadline cut its
+        # request short
+        found, out = run_probe(CARRIED_PROBE, rx.endpoint, timeout_s, str(wait_s), ending)
         stored = lambda: [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]  # noqa: E731
         wait_for(lambda: stored(), timeout=30, what="the request stored late")
     # THEN what it sent is not carried over: the collector holds it, and the next environment

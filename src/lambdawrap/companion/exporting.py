@@ -229,7 +229,9 @@ class RetainingMetricExporter(MetricExporter):
                     self._unanswered = 0  # a run of unanswered exports ends with another outcome
                     self._count_again([(key, value) for key, value, temporality in _counter_points(self._pop()) if temporality == AggregationTemporality.DELTA])
                     continue
-                if verdict == "unanswered":
+                if verdict == "unanswered" or self._awaiting():
+                    # (At SHUTDOWN too, where a request the deadline cut short is no verdict
+                    # on the collector: it may hold it all the same.)
                     self._doubted.add(id(self._retained[0]))
                 self._unanswered = self._unanswered + 1 if verdict == "unanswered" else 0
                 if self._unanswered >= UNANSWERED_TRIES:
