@@ -1145,11 +1145,11 @@ os._exit(0)
 
 
 @pytest.mark.parametrize(
-    "timeout_s, delay_s, wait_s, ending",
-    [("2", 3.0, 6.0, "flush"), ("10", 3.0, 0.5, "flush"), ("10", 3.0, 1.0, "close")],
-    ids=["unanswered in time", "still waiting for its answer", "cut short by SHUTDOWN's deadline"],
+    "timeout_s, delay_s, wait_s, ending, temporality",
+    [("2", 3.0, 6.0, "flush", "delta"), ("10", 3.0, 0.5, "flush", "delta"), ("10", 3.0, 1.0, "close", "delta"), ("10", 3.0, 0.5, "flush", "cumulative")],
+    ids=["unanswered in time", "still waiting for its answer", "cut short by SHUTDOWN's deadline", "cumulative, still waiting"],
 )
-def test_a_metric_batch_the_collector_may_hold_is_not_carried_to_the_next_environment(timeout_s, delay_s, wait_s, ending):
+def test_a_metric_batch_the_collector_may_hold_is_not_carried_to_the_next_environment(timeout_s, delay_s, wait_s, ending, temporality):
     # GIVEN a collector that stores each request and answers late, and a delta counter of 3
     assert "sys.argv[2]" in CARRIED_PROBE
     with OtlpReceiver() as rx:
@@ -1157,7 +1157,7 @@ def test_a_metric_batch_the_collector_may_hold_is_not_carried_to_the_next_enviro
         # WHEN the environment ends after a flush whose request went whole and was not answered
         # in time, or whose answer it is still waiting for, or a SHUTDOWN whose deadline cut its
         # request short
-        found, out = run_probe(CARRIED_PROBE, rx.endpoint, timeout_s, str(wait_s), ending)
+        found, out = run_probe(CARRIED_PROBE, rx.endpoint, timeout_s, str(wait_s), ending, env={"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": temporality})
         stored = lambda: [p["value"] for p in rx.metrics() if p["name"] == "probe.count"]  # noqa: E731
         wait_for(lambda: stored(), timeout=30, what="the request stored late")
     # THEN what it sent is not carried over: the collector holds it, and the next environment

@@ -221,18 +221,21 @@ class RetainingMetricExporter(MetricExporter):
             self._sending = self._retained[0]
             try:
                 sent = self._inner.export(self._retained[0], timeout_millis=timeout_millis)
-            finally:
+            except BaseException:
                 self._sending = None
+                raise
             if sent != MetricExportResult.SUCCESS:
                 verdict = self._refused()
                 if verdict == "refused":
                     self._unanswered = 0  # a run of unanswered exports ends with another outcome
+                    self._sending = None
                     self._count_again([(key, value) for key, value, temporality in _counter_points(self._pop()) if temporality == AggregationTemporality.DELTA])
                     continue
                 if verdict == "unanswered" or self._awaiting():
                     # (At SHUTDOWN too, where a request the deadline cut short is no verdict
                     # on the collector: it may hold it all the same.)
                     self._doubted.add(id(self._retained[0]))
+                self._sending = None  # (after: in_doubt finds the batch in one or the other)
                 self._unanswered = self._unanswered + 1 if verdict == "unanswered" else 0
                 if self._unanswered >= UNANSWERED_TRIES:
                     # Went whole twice in a row, no answer in time: a slow collector may have
@@ -240,7 +243,8 @@ class RetainingMetricExporter(MetricExporter):
                     # flush. Dropped, counted, not sent again; its counts may be in: taken as
                     # exported, not carried on either (unexported_counts).
                     self._unanswered = 0
-                    self._acknowledge(self._pop())
+                    self._acknowledge(self._retained[0])
+                    self._pop()
                     self._on_drop("export_failed")
                     if not self._unanswered_logged:
                         self._unanswered_logged = True
@@ -251,7 +255,11 @@ class RetainingMetricExporter(MetricExporter):
                     self._on_drop("export_failed")
                 return MetricExportResult.FAILURE
             self._unanswered = 0
-            self._acknowledge(self._pop())
+            # Acknowledged before it leaves the retained and the sending: in_doubt and
+            # unexported_counts, on another thread, must find it in one or the other.
+            self._acknowledge(self._retained[0])
+            self._pop()
+            self._sending = None
         return MetricExportResult.SUCCESS
 
     def _pop(self) -> MetricsData:
@@ -259,19 +267,25 @@ class RetainingMetricExporter(MetricExporter):
         self._doubted.discard(id(batch))
         return batch
 
-    def in_doubt(self) -> collections.Counter:
-        """The delta counts of the batches the collector may hold, unacknowledged: sent whole
-        and not answered in time, or being sent now, whole, its answer not read yet (a
-        SHUTDOWN's deadline may come meanwhile). Sent again by the next environment, a slow
-        collector would count them twice; read without the lock, which the sending thread holds."""
-        doubted: collections.Counter = collections.Counter()
-        sending = self._sending if self._awaiting() else None
+    def in_doubt(self) -> tuple:
+        """(delta counts, cumulative values) of the batches the collector may hold,
+        unacknowledged: sent whole and not answered in time, or being sent now, whole, its
+        answer not read yet (a SHUTDOWN's deadline may come meanwhile). Sent again by the next
+        environment, a slow collector would count them twice. Read without the lock, which the
+        sending thread holds."""
+        deltas: collections.Counter = collections.Counter()
+        cumulative: dict = {}
+        sending = self._sending
+        if not (self._awaiting() and sending is self._sending):
+            sending = None  # (its state may be the batch's before, which has gone since)
         for batch in list(self._retained):
             if batch is sending or id(batch) in self._doubted:
                 for key, value, temporality in _counter_points(batch):
                     if temporality == AggregationTemporality.DELTA:
-                        doubted[key] += value
-        return doubted
+                        deltas[key] += value
+                    else:
+                        cumulative[key] = max(cumulative.get(key, 0), value)
+        return deltas, cumulative
 
     def _acknowledge(self, batch: MetricsData) -> None:
         """Count what the collector took, counter by counter (see Signals.counted)."""
@@ -561,9 +575,16 @@ class Pipeline:
         would take with it."""
         if self._metric_exporter is None:
             return []  # metrics not exported (OTEL_METRICS_EXPORTER=none): nothing to carry over
-        # What the collector took, and what it may hold (never sent again: counted twice)
-        taken = self._metric_exporter.acknowledged + self._metric_exporter.in_doubt()
-        return [{"name": name, "attributes": dict(attributes), "value": value - taken[(name, attributes)]} for (name, attributes), value in list(counted.items()) if value > taken[(name, attributes)]]
+        # What the collector took, and what it may hold (never sent again: counted twice).
+        # Looked up key by key: the exporting thread may be adding to `acknowledged`.
+        acknowledged = self._metric_exporter.acknowledged
+        deltas, cumulative = self._metric_exporter.in_doubt()
+        carried = []
+        for key, value in list(counted.items()):
+            taken = max(acknowledged[key], cumulative.get(key, 0)) + deltas[key]
+            if value > taken:
+                carried.append({"name": key[0], "attributes": dict(key[1]), "value": value - taken})
+        return carried
 
     def _metrics_reserve_s(self) -> float:
         # Time kept at SHUTDOWN for the metrics after the spans: they carry the drop counts.
@@ -954,7 +975,7 @@ class Pipeline:
         if self._metric_exporter is None or self._overtaken(stage) or self._held_off("metrics"):
             return  # held off: the SDK aggregates on meanwhile, losslessly
         if stage != "run" and not self._alone_done("metrics", end - self._answer_time_s("metrics")):
-            return  # still on a failing collector: the counts are carried over
+            return  # still on a failing collector: the counts are carried over (but those it may hold)
         if stage != "run" and time.monotonic() + self._answer_time_s("metrics") >= end:
             # Leaving, and a request would not be answered in time: better not sent at all than
             # sent with an unknown fate. What it would have carried is carried over instead.

@@ -58,6 +58,7 @@ BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, n
 # share (at 128 MB about 7 ms of each 100), and the loop's thread may wait for the GIL from the
 # one still importing the SDK: a wake-up comes that much later. Scaled by the share, up to this.
 MAX_THROTTLED_MARGIN_S = 0.5
+LOADED_MARGIN_S = 0.15  # the invoke margin's cap once the SDK is loaded: about one throttle period
 MANAGED_FLUSH_MS = 1000  # Managed Instances export on this timer (unless LAMBDAWRAP_FLUSH=periodic,N)
 
 
@@ -548,7 +549,11 @@ class Companion:
             # made while it runs: a computing function would answer later by their CPU.
             self.pipeline.connect_ahead(meter.run_s, meter.spare_cpu_s)
         meter.started(self.socket.peer_pid)
-        deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - self._deadline_margin_s)
+        # The whole scaled margin while the SDK still imports (the GIL's wait); once it is
+        # loaded, a throttle period's: a handler that ends inside the margin has no export of
+        # its own, and every flush has that much less time.
+        margin_s = self._deadline_margin_s if not self._ready.is_set() else min(self._deadline_margin_s, LOADED_MARGIN_S)
+        deadline = now + max(0.0, _epoch_ms_left(event.get("deadlineMs")) - margin_s)
         if not self.correlator.expects_records():
             # Its record will not come: the invocation is accounted for when the platform's
             # outcome does (finish_overdue), and this phase ends now, unbilled.

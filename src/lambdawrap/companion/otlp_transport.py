@@ -116,9 +116,14 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
             if conn is None:
                 conn = self._connect(key, target, proxy, timeout)
             if isinstance(conn, CollectorConnection):
+                conn.sent_whole = False  # a kept-alive connection's is its last request's
                 self._requesting.add(conn)
                 try:
                     status, reason, response_headers, body = conn.request(method, path, headers or {}, data or b"", timeout)
+                except TimeoutError:
+                    # Told before it leaves the requests under way: awaiting_answer() reads both.
+                    self._timed_out_whole = self._timed_out_whole or conn.sent_whole
+                    raise
                 finally:
                     self._requesting.discard(conn)
                 keep = conn.keep_alive
@@ -150,7 +155,6 @@ class StdlibHTTPTransport(BaseHTTPTransport, Answers):
                 conn.close()
                 if isinstance(error, TimeoutError) and getattr(conn, "sent_whole", False):
                     self.unanswered = True
-                    self._timed_out_whole = True
             if self.is_connection_error(error):  # the errors the exporters retry
                 self.tell_failed()
             return StdlibHTTPResult(error=error)
