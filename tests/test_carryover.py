@@ -372,14 +372,14 @@ def test_drops_left_by_a_process_ended_but_not_reaped_are_collected(tmp_path):
     # Managed Instances worker that died in init: awslambdaric's parent joins its workers in
     # order), which signal 0 still finds
     from conftest import wait_for
-    from lambdawrap.shared import unreported_drops
+    from lambdawrap.shared import inflight, unreported_drops
 
     socket_path = str(tmp_path / "s")
     pid = os.fork()
     if pid == 0:
         os._exit(0)
     try:
-        wait_for(lambda: unreported_drops._ended_unreaped(pid), what="the child ended, unreaped")
+        wait_for(lambda: inflight.ended(pid), what="the child ended, unreaped")
         assert unreported_drops.keep(socket_path, pid, 1)
         # WHEN the companion collects THEN it is counted (before: taken for a running process,
         # and never counted)

@@ -182,7 +182,7 @@ class RetainingMetricExporter(MetricExporter):
     the collector twice in a row without an answer in time (`refused()`: "unanswered") is
     dropped (`export_failed`) and taken as exported: a slow collector may hold it each time."""
 
-    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None, awaiting: Callable[[bool], bool] = lambda begin=False: False) -> None:
+    def __init__(self, inner: MetricExporter, on_drop, refused: Callable[[], str | None] = lambda: None, count_again: Callable[[list], None] = lambda counts: None, awaiting: Callable[[], bool] = lambda: False, forget: Callable[[], None] = lambda: None) -> None:
         super().__init__(preferred_temporality=inner._preferred_temporality, preferred_aggregation=inner._preferred_aggregation)
         self._inner = inner
         self._retained: list = []
@@ -198,8 +198,9 @@ class RetainingMetricExporter(MetricExporter):
         self._doubted: set = set()
         self._sending: MetricsData | None = None
         # Whether a request of the export under way went whole, its answer not read or not in
-        # time; called with True as an export begins.
+        # time; what went before an export is forgotten as it begins.
         self._awaiting = awaiting
+        self._forget = forget
 
     @property
     def retained(self) -> int:
@@ -217,7 +218,7 @@ class RetainingMetricExporter(MetricExporter):
 
     def _send_retained(self, timeout_millis: float) -> MetricExportResult:
         while self._retained:
-            self._awaiting(True)  # a new export: what went before it is known
+            self._forget()  # a new export: what went before it is known
             self._sending = self._retained[0]
             try:
                 sent = self._inner.export(self._retained[0], timeout_millis=timeout_millis)
@@ -325,7 +326,7 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
         # record nothing.
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts), self._metrics_awaiting) if metric_exporter is not None else None
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts), self._metrics_awaiting, self._metrics_forget) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
@@ -695,15 +696,16 @@ class Pipeline:
             return "refused"
         return None
 
-    def _metrics_awaiting(self, begin: bool = False) -> bool:
+    def _metrics_awaiting(self) -> bool:
         """Whether a request of the metric export under way went whole and its answer has not
-        come (OTLP/HTTP only; not told over gRPC or through a proxy: taken as not sent).
-        `begin`: an export begins, the earlier ones' are forgotten."""
+        come (OTLP/HTTP only; not told over gRPC or through a proxy: taken as not sent)."""
         answers = getattr(self, "_answers_of", {}).get("metrics")
-        if begin:
-            getattr(answers, "forget_unanswered", lambda: None)()
-            return False
         return bool(getattr(answers, "awaiting_answer", lambda: False)())
+
+    def _metrics_forget(self) -> None:
+        """A metric export begins: the requests of those before it are done with."""
+        answers = getattr(self, "_answers_of", {}).get("metrics")
+        getattr(answers, "forget_unanswered", lambda: None)()
 
     def _metrics_refused(self) -> str | None:
         """Why the metric batch whose export just failed failed: "refused" as it is (as _refused

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from lambdawrap.shared import inflight
+
 SUFFIX = ".dropped."
 
 
@@ -72,17 +74,7 @@ def _running(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, ValueError):
         return True  # another user's (or no pid at all): not one of this sandbox's ended ones
-    return not _ended_unreaped(pid)
-
-
-def _ended_unreaped(pid: int) -> bool:
-    """Whether `pid` has ended and waits for its parent to reap it (a zombie), which signal 0
-    still finds: a Managed Instances worker that died in init, whose parent joins its workers
-    in order and may reap it only at the environment's end."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read(512)
-    except OSError:
-        return False
-    # "pid (comm) state ...": the name may hold spaces and parentheses; the state follows the last ")".
-    return stat[stat.rfind(b")") + 1 :].split()[:1] in ([b"Z"], [b"X"])
+    # Signal 0 still finds one that has ended and waits for its parent to reap it (a zombie):
+    # a Managed Instances worker that died in init, whose parent joins its workers in order and
+    # may reap it only at the environment's end.
+    return not inflight.ended(pid)
