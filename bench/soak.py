@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lambdawrap.devtools.local.moto_server import MotoServer, free_port  # noqa: E402
+from lambdawrap.devtools.local.moto_server import MotoServer  # noqa: E402
+from lambdawrap.devtools.local.ports import free_port  # noqa: E402
 from support import faults  # noqa: E402
 from support.faults import (  # noqa: E402
     FAULT_APP,

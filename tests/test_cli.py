@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdawrap.devtools.local.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -149,12 +151,6 @@ def test_bad_event_json_is_one_clear_line(tmp_path):
     bad.write_text("{not json")
     out = lambdawrap("local", "invoke", "--example", "hello", "--event", str(bad))
     assert out.returncode == 2 and "is not valid JSON" in out.stderr and "Traceback" not in out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_answers_curl_and_stops_cleanly():

@@ -23,7 +23,8 @@ import pytest
 
 from conftest import wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
-from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.local.ports import free_port
 from support import faults
 from support.faults import (
     FAULT_APP,

@@ -993,7 +993,7 @@ def test_with_the_companions_loop_no_thread_waits_for_a_first_client(moto, clien
 def test_a_client_that_comes_before_the_api_serves_waits_and_is_answered(moto, clients, tmp_path):
     from lambdawrap.companion.lifecycle import Companion
     from lambdawrap.companion.secrets_ports import bind_ports
-    from lambdawrap.devtools.local.moto_server import free_port
+    from lambdawrap.devtools.local.ports import free_port
 
     # GIVEN a companion made, not yet run: its startup thread, which starts the secret store
     # and the API, has not begun (at 128 MB it begins well after the function's runtime, which

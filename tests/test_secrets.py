@@ -16,7 +16,8 @@ import pytest
 from conftest import install_extension, wait_for, write_function
 from lambdawrap.devtools.emulator import Emulator
 from lambdawrap.shared.secret_sources import SecretSource, parse_sources
-from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.local.ports import free_port
 from lambdawrap.devtools.local.stack import seed_moto
 from support.pip_target import installed
 from support.python_versions import every_python
@@ -43,7 +44,7 @@ def handler(event, context):
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return {"status": resp.status, "body": json.loads(resp.read())}
         except urllib.error.HTTPError as err:
-            return {"status": err.code}
+            return {"status": err.code, "error": err.read().decode(errors="replace")}
     return {"at_import": AT_IMPORT, "accessor": secrets.get("DB_PASSWORD")}
 """
 
@@ -100,10 +101,8 @@ def secrets_env(moto: MotoServer, **extra) -> dict:
         "LAMBDAWRAP_SECRETS": "DB_PASSWORD=secretsmanager:prod/db#password,API_KEY=ssm:/prod/api/key",
         # Generous: on a busy machine the companion's first fetch can outlast the default 1.5 s,
         # and the boot would then fetch by itself (the first test asserts it did not).
-        "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "8000",
-        "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
-        # Room for a busy machine: the boot falls back to fetching itself only after this.
         "LAMBDAWRAP_SECRETS_TIMEOUT_MS": "15000",
+        "LAMBDAWRAP_SECRETS_PORT": str(free_port()),
     }
     env.update(extra)
     return env
@@ -148,11 +147,11 @@ def test_injected_before_import_refreshed_served_and_never_leaked(task, moto, ru
         # The Parameters and Secrets extension's API, on the configured port.
         port = env["LAMBDAWRAP_SECRETS_PORT"]
         ok = emu.invoke({"http": "/secretsmanager/get?secretId=prod%2Fdb", "port": port, "token": True}).json()
-        assert ok["status"] == 200 and json.loads(ok["body"]["SecretString"])["password"] == ROTATED and ok["body"]["Name"] == "prod/db"
+        assert ok["status"] == 200 and json.loads(ok["body"]["SecretString"])["password"] == ROTATED and ok["body"]["Name"] == "prod/db", ok
         param = emu.invoke({"http": "/systemsmanager/parameters/get?name=%2Fprod%2Fapi%2Fkey&withDecryption=true", "port": port, "token": True}).json()
-        assert param["status"] == 200 and param["body"]["Parameter"]["Value"] == API_KEY
+        assert param["status"] == 200 and param["body"]["Parameter"]["Value"] == API_KEY, param
         refused = emu.invoke({"http": "/secretsmanager/get?secretId=prod%2Fdb", "port": port}).json()
-        assert refused == {"status": 401}
+        assert refused["status"] == 401 and json.loads(refused["error"])["error"] == "Unauthorized", refused
         emu.wait_idle()
     captured = everything_captured(emu, rx)
     assert rx.spans(), "the run exported spans"

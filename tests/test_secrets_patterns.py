@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 import pytest
 
 from conftest import write_function
-from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.local.ports import free_port
 from lambdawrap.devtools.local.stack import seed_moto
 from support.http_json import json_exchange
 from support.stack import instrumented

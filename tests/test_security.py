@@ -19,7 +19,8 @@ import pytest
 from conftest import write_function
 from lambdawrap.handler.redact import ALWAYS_REDACTED, MAX_PAYLOAD_CHARS, REDACTED, TRUNCATED, payload_text, redact_query, redaction_keys
 from lambdawrap.companion.secrets_api import TOKEN_HEADER, SecretsHttpApi
-from lambdawrap.devtools.local.moto_server import MotoServer, free_port
+from lambdawrap.devtools.local.moto_server import MotoServer
+from lambdawrap.devtools.local.ports import free_port
 from lambdawrap.devtools.local.stack import seed_moto
 from lambdawrap.shared.secret_sources import SecretSource, value_of
 from lambdawrap.shared.settings import Settings
