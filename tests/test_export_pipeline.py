@@ -340,6 +340,19 @@ def test_a_span_request_answered_before_the_deadline_is_waited_for_not_counted_a
     assert spans == 2 and found["dropped"].get("shutdown_deadline", 0) == 0, (found, out.stderr[-2000:])
 
 
+def test_a_span_request_unanswered_at_the_deadline_is_counted_as_the_collector_may_hold_it():
+    # GIVEN a collector that stores each request and answers it 5 s later, and SHUTDOWN with
+    # 2 s left while a span's request, gone whole, awaits its answer
+    with OtlpReceiver() as rx:
+        rx.set_behaviour(delay_s=SLOW_ANSWER_S)
+        found, out = run_probe(SLOW_ANSWER_AT_SHUTDOWN_PROBE, rx.endpoint, "2.0")
+        wait_for(lambda: len(rx.spans()) == 2, timeout=30, what=lambda: f"2 spans stored: {len(rx.spans())}, {found}")
+    # THEN the companion left at its deadline, and the span, which the collector stored, is
+    # counted as one the collector may hold (`unanswered`), not as one that could not go
+    # (before: `shutdown_deadline`, and exported)
+    assert found["closed_after"] < 2.0 + 1.0 and found["dropped"] == {"unanswered": 1}, (found, out.stderr[-2000:])
+
+
 @pytest.mark.parametrize("budget_s", SLOW_ANSWER_BUDGETS)
 def test_a_grpc_span_request_answered_before_the_deadline_is_waited_for_not_cancelled(budget_s):
     from support.grpc_receiver import GrpcTraceReceiver

@@ -326,7 +326,7 @@ class Pipeline:
         self.span_exporter: SpanExporter = span_exporter
         # No metric exporter (OTEL_METRICS_EXPORTER=none): no reader either, and the instruments
         # record nothing.
-        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts), self._metrics_awaiting, self._metrics_forget) if metric_exporter is not None else None
+        self._metric_exporter = RetainingMetricExporter(metric_exporter, on_drop, self._metrics_refused, lambda counts: self.count_again(counts), lambda: self._awaiting("metrics"), lambda: self._forget_unanswered("metrics")) if metric_exporter is not None else None
         # Both given (the timeout is the SDK's default, used by the reader's timer only: the
         # flushes collect), so that the reader does not read OTEL_METRIC_EXPORT_*, which the
         # README says are not read: a value it could not read got a warning in its own words.
@@ -486,7 +486,8 @@ class Pipeline:
     def close(self, budget_s: float) -> int:
         """At SHUTDOWN: export the spans that can go before the deadline, then the metrics
         (which carry the drop counts) and the logs. Returns within `budget_s`, whatever the
-        collector does; returns the number of spans dropped (`shutdown_deadline`).
+        collector does; returns the number of spans counted as not exported
+        (`shutdown_deadline`, and `unanswered` for a request that went whole).
 
         A span is counted as dropped only once its fate is known: still in the buffer (never
         sent), or in a request that had not been answered when the deadline came. Spans counted
@@ -546,8 +547,16 @@ class Pipeline:
                 self._wait_for(spans_ticket, deadline)
         with self._flight_lock:
             # Whatever is still in flight (or came back unexported) now has a known fate.
-            unanswered = self.in_flight + (len(self.spans.take(len(self.spans))) if self.spans is not None else 0)
+            in_request = self.in_flight
+            left_behind = len(self.spans.take(len(self.spans))) if self.spans is not None else 0
             self.in_flight = 0
+        # A request that went whole may be stored by the collector and answered after we are
+        # gone: counted as the collector may hold it, as at a flush it goes unanswered, not as
+        # spans that could not go (before: exported and counted `shutdown_deadline` both).
+        may_hold = in_request if in_request and self._awaiting("spans") else 0
+        if may_hold:
+            self._on_drop(UNANSWERED_REASONS["spans"], may_hold)
+        unanswered = in_request - may_hold + left_behind
         if unanswered:
             self._on_drop("shutdown_deadline", unanswered)
         # Log lines that did not go, those of a request still unanswered among them: counted
@@ -568,7 +577,7 @@ class Pipeline:
             # until the deadline only: the exporter's back-off and its own timeout know none,
             # and the process ends at it, with what it was to carry over.
             _until(deadline, self._export_metrics, deadline, "final")
-        return never_sent + unanswered
+        return never_sent + unanswered + may_hold
 
     def unexported_counts(self, counted: collections.Counter) -> list:
         """What of `counted` (the counters' totals, see Signals.counted) the collector has not
@@ -696,15 +705,15 @@ class Pipeline:
             return "refused"
         return None
 
-    def _metrics_awaiting(self) -> bool:
-        """Whether a request of the metric export under way went whole and its answer has not
+    def _awaiting(self, signal: str) -> bool:
+        """Whether a request of the `signal` export under way went whole and its answer has not
         come (OTLP/HTTP only; not told over gRPC or through a proxy: taken as not sent)."""
-        answers = getattr(self, "_answers_of", {}).get("metrics")
+        answers = getattr(self, "_answers_of", {}).get(signal)
         return bool(getattr(answers, "awaiting_answer", lambda: False)())
 
-    def _metrics_forget(self) -> None:
-        """A metric export begins: the requests of those before it are done with."""
-        answers = getattr(self, "_answers_of", {}).get("metrics")
+    def _forget_unanswered(self, signal: str) -> None:
+        """An export of `signal` begins: the requests of those before it are done with."""
+        answers = getattr(self, "_answers_of", {}).get(signal)
         getattr(answers, "forget_unanswered", lambda: None)()
 
     def _metrics_refused(self) -> str | None:
@@ -913,6 +922,7 @@ class Pipeline:
             left -= len(batch)
             started = time.monotonic()
             self._forget_status("spans")
+            self._forget_unanswered("spans")
             self._request.items = len(batch)
             raised = False
             try:

@@ -616,7 +616,7 @@ class Companion:
                 # SIGKILLs an extension that overstays it.
                 left_over = self.pipeline.close(budget_s - (time.monotonic() - started))
                 if left_over:
-                    get_logger().warning("lambdawrap: shutdown deadline reached with %d spans unexported", left_over)
+                    get_logger().warning("lambdawrap: shutdown deadline reached with %d spans the collector did not acknowledge", left_over)
                 if self.signals is not None:
                     self._carry_over(self.pipeline.unexported_counts(self.signals.counted))
             else:
