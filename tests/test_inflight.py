@@ -113,21 +113,27 @@ def test_a_record_too_big_for_the_slot_is_refused_and_leaves_no_earlier_one_held
     assert inflight.read(socket_path, "r") is None
 
 
+def holding_process(socket_path: str, request_id: str, then: str) -> subprocess.Popen:
+    """A process whose slot holds `request_id`'s start, then runs `then` (`slot` is its slot)."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys, threading, time
+        sys.path.insert(0, {SRC!r})
+        from lambdawrap.shared.inflight import CALLS, InflightSlot
+        slot = InflightSlot({socket_path!r})
+        slot.hold({start(request_id)!r})
+        """
+    )
+    return subprocess.Popen([sys.executable, "-c", code + textwrap.dedent(then)], stdout=subprocess.PIPE, text=True)
+
+
 def test_the_slot_of_a_killed_process_is_read_and_removed(tmp_path):
     # GIVEN a process SIGKILLed in the middle of an invocation
     socket_path = str(tmp_path / "lw.sock")
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        sys.path.insert(0, {SRC!r})
-        from lambdawrap.shared.inflight import InflightSlot
-        slot = InflightSlot({socket_path!r})
-        slot.hold({start("killed")!r})
+    process = holding_process(socket_path, "killed", """
         print("held", flush=True)
         time.sleep(60)
-        """
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        """)
     try:
         assert process.stdout.readline().strip() == "held"
         # WHILE it lives THEN its slot is readable and kept
@@ -141,6 +147,48 @@ def test_the_slot_of_a_killed_process_is_read_and_removed(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_the_calls_a_killed_process_had_under_way_are_read_with_its_slot(tmp_path):
+    # GIVEN a process holding an invocation that started two calls more than there are places,
+    # from threads, and ended some of them, then SIGKILLed
+    socket_path = str(tmp_path / "lw.sock")
+    process = holding_process(socket_path, "killed", """
+        tokens = {}
+        def begin(i):
+            tokens[i] = slot.call_started(i, json.dumps({"name": "call %d" % i}).encode())
+        threads = [threading.Thread(target=begin, args=(i,)) for i in range(CALLS + 2)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        kept = sorted(i for i, token in tokens.items() if token[1] >= 0)
+        slot.call_ended(kept[0], tokens[kept[0]])  # a call that ended frees its place ...
+        slot.call_ended(kept[1], tokens[kept[1]])
+        again = slot.call_started("again", b'{"name": "again"}')  # ... for the next
+        slot.call_ended(kept[0], tokens[kept[0]])  # (a copy of an ended call's span ending frees nothing)
+        unkept = [i for i, token in tokens.items() if token[1] < 0]
+        slot.call_ended(unkept[0], tokens[unkept[0]])  # one no place took ended too
+        print(json.dumps({"kept": kept, "again": again[1] >= 0}), flush=True)
+        time.sleep(60)
+        """)
+    try:
+        told = json.loads(process.stdout.readline())
+        # WHILE it lives THEN no call is read (its own end may yet come)
+        assert inflight.OPEN_CALLS not in inflight.read(socket_path, "killed")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        found = inflight.read(socket_path, "killed")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # THEN as many calls as there are places were kept, and those still under way when it was
+    # killed are read with its slot, the ended ones not; the one no place took and that had
+    # not ended is counted
+    assert len(told["kept"]) == inflight.CALLS and told["again"], told
+    assert found[inflight.UNKEPT_CALLS] == 1, found
+    ended = {f"call {i}" for i in told["kept"][:2]}
+    under_way = {f"call {i}" for i in told["kept"][2:]} | {"again"}
+    assert sorted(call["name"] for call in found[inflight.OPEN_CALLS]) == sorted(under_way)
+    assert not ended & {call["name"] for call in found[inflight.OPEN_CALLS]}
 
 
 def test_the_slot_of_a_process_its_parent_has_not_reaped_is_removed_once_read(tmp_path):

@@ -983,6 +983,27 @@ def test_a_function_zlib_py_is_not_run_by_lambdawrap_reading_a_cloudwatch_logs_e
 
 
 
+def test_a_function_ipaddress_py_is_not_run_by_lambdawrap_reading_an_escaped_s3_key(tmp_path):
+    # GIVEN a function whose folder holds an `ipaddress.py` and a `math.py` of its own (which
+    # it does not import), notified of an object whose key S3 escaped ("+" for a space)
+    task = write_function(tmp_path / "task", "import sys\n\ndef handler(event, context):\n    return [name for name in ('ipaddress', 'math', 'urllib.parse') if name in sys.modules and 'task' in str(getattr(sys.modules[name], '__file__', ''))]\n")
+    (task / "ipaddress.py").write_text("print('the function s ipaddress.py ran')\n")
+    (task / "math.py").write_text("print('the function s math.py ran')\n")
+    event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "eventTime": "2024-01-01T00:00:00.000Z", "s3": {"bucket": {"name": "reports"}, "object": {"key": "2024+Q1%20summary.csv"}}}]}
+    with Emulator(str(task), "app.handler", invoke_port=None) as bare:
+        without = bare.invoke(event).json()
+    with instrumented(task) as (emu, rx):
+        result = emu.invoke(event)
+        assert emu.wait_idle(30)
+        printed = [line for line in emu.log_lines("function") if ".py ran" in line or "lambdawrap" in line]
+    # THEN the function sees what it sees without the layer, its files never ran (before:
+    # lambdawrap's `import urllib.parse`, to decode the key, imported the function's
+    # ipaddress.py, which stayed in sys.modules), and the span names the object
+    assert result.json() == without == [] and printed == [], (result.json(), without, printed)
+    (span,) = invocation_spans(rx)
+    assert span["attributes"]["faas.document.name"] == "2024 Q1 summary.csv"
+
+
 RAISES_A_LONG_CHAIN = """
 def handler(event, context):
     def level(n):

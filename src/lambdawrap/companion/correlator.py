@@ -1241,12 +1241,18 @@ class Correlator:
                 while len(self._ran_on) > KEEP_FORGOTTEN_IDS:
                     self._ran_on.popitem(last=False)
             return
-        self._drop_held(inv.start.pop(inflight.HELD_SPANS))
+        self._drop_held(inv, inv.start.pop(inflight.HELD_SPANS), inv.start.pop(inflight.OPEN_CALLS, None), inv.start.pop(inflight.UNKEPT_CALLS, None))
 
-    def _drop_held(self, held: object) -> None:
-        count = records.count(held)
+    def _drop_held(self, inv: Invocation, held: object, calls: object, unkept: object) -> None:
+        """What a process gone without its record had: the spans it held for it and those of
+        the calls under way its slot had no place for, counted, and the calls it had under way,
+        whose spans end with it."""
+        count = records.count(held) + records.count(unkept)
         if count:
             self.sink.dropped("process_ended", count)
+        cut = cut_short(inv, calls)
+        if cut:
+            self.sink.user_spans(cut)
 
     def _count_held_of_the_gone(self) -> None:
         """The spans held by processes that have ended since their invocation was made from
@@ -1266,7 +1272,7 @@ class Correlator:
                 # Its process ended holding its slot: its record will never come.
                 del self._held_unread[key]
                 self._ran_on.pop(key, None)
-                self._drop_held(start[inflight.HELD_SPANS])
+                self._drop_held(inv, start[inflight.HELD_SPANS], self._scrub(start.get(inflight.OPEN_CALLS)), start.get(inflight.UNKEPT_CALLS))
 
     def _environment_cold(self, inv: Invocation) -> bool:
         """Whether the environment's first invocation was its cold start, as the platform's
@@ -1624,6 +1630,44 @@ def platform_failure(outcome: dict) -> tuple:
         # it could not decode, or the handler's exception it posted): the process did not die.
         reason = "runtime_error"
     return error_type, reason
+
+
+def platform_end_ns(inv: Invocation, reason: str) -> int:
+    """Where the platform ended the invocation: its start and the platform's duration, else
+    when it was made; for a timeout, its deadline if that came first."""
+    duration_ms = platform_duration_ms(((inv.outcome or {}).get("metrics") or {}).get("durationMs"))
+    start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
+    if duration_ms is not None:
+        end_ns = start_ns + int(duration_ms * 1_000_000)
+    else:
+        end_ns = inv.finished_at_ns or time.time_ns()
+    deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
+    if reason == "timeout" and deadline_ms is not None:
+        # The platform's duration counts from its start, before the handler's (late where the
+        # event took long to decode), and the span was made after the kill, at the reset's
+        # SHUTDOWN: the caller had its timeout at the deadline. Never before the span's start
+        # (a malformed deadline).
+        end_ns = max(start_ns, min(end_ns, round(deadline_ms * 1000) * 1000))
+    return end_ns
+
+
+def cut_short(inv: Invocation, calls: object) -> list:
+    """The client spans of the outgoing calls `inv`'s process had under way when the platform
+    ended it (its in-flight slot's, as they started), ended where the invocation was, failed
+    with the platform's error. Not a span of them is checked here: the sink counts a malformed
+    one as it counts any of the function's."""
+    if not isinstance(calls, list):
+        return []
+    error_type, reason = platform_failure(inv.outcome or {})
+    end_ns = platform_end_ns(inv, reason)
+    ended = []
+    for raw in calls:
+        if isinstance(raw, dict) and isinstance(raw.get("attributes"), dict):
+            started = raw.get("start_ns")
+            raw = dict(raw, end_ns=max(end_ns, started) if type(started) is int else end_ns, status=[2, f"under way when the platform ended the process ({error_type})"])
+            raw["attributes"] = dict(raw["attributes"], **{"error.type": error_type, "lambdawrap.failure_reason": reason})
+        ended.append(raw)
+    return ended
 
 
 def record_extras(sink: Sink, end: dict) -> None:

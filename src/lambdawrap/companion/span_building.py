@@ -14,7 +14,6 @@ import functools
 import json
 from binascii import a2b_base64
 import threading
-import time
 from typing import Any, Callable, Mapping
 
 from opentelemetry.sdk.resources import Resource
@@ -24,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from lambdawrap import __version__
-from lambdawrap.companion.correlator import InitFacts, Invocation, platform_duration_ms, platform_failure, platform_number, platform_parent
+from lambdawrap.companion.correlator import InitFacts, Invocation, platform_end_ns, platform_failure, platform_parent
 from lambdawrap.companion.encodable_text import encodable
 from lambdawrap.companion.lambda_arns import function_resource_id
 from lambdawrap.companion.sized_items import take_front
@@ -267,7 +266,7 @@ class SpanBuilder:
             if inv.failed_on_platform and not inv.verdict_known:
                 # The caller's answer was the platform's: the span ends where that came, not where a
                 # handler that ran on past the timeout's SIGTERM (Python 3.12+) finished.
-                end_ns = max(start_ns, min(end_ns, self._platform_end_ns(inv, platform_failure(inv.outcome)[1])))
+                end_ns = max(start_ns, min(end_ns, platform_end_ns(inv, platform_failure(inv.outcome)[1])))
             status, events, failure = self._reported_status(inv, attrs, end_ns)
         else:
             end_ns, failure = self._platform_end(inv, attrs)
@@ -382,26 +381,7 @@ class SpanBuilder:
         error_type, reason = platform_failure(inv.outcome or {})
         attrs["error.type"] = error_type
         attrs["lambdawrap.failure_reason"] = reason
-        return self._platform_end_ns(inv, reason), reason
-
-    @staticmethod
-    def _platform_end_ns(inv: Invocation, reason: str) -> int:
-        """Where the platform ended the invocation: its start and the platform's duration, else
-        when it was made; for a timeout, its deadline if that came first."""
-        duration_ms = platform_duration_ms(((inv.outcome or {}).get("metrics") or {}).get("durationMs"))
-        start_ns = int((inv.start or {}).get("start_ns") or inv.invoked_at_ns)
-        if duration_ms is not None:
-            end_ns = start_ns + int(duration_ms * 1_000_000)
-        else:
-            end_ns = inv.finished_at_ns or time.time_ns()
-        deadline_ms = platform_number((inv.invoke_event or {}).get("deadlineMs"))
-        if reason == "timeout" and deadline_ms is not None:
-            # The platform's duration counts from its start, before the handler's (late where the
-            # event took long to decode), and the span was made after the kill, at the reset's
-            # SHUTDOWN: the caller had its timeout at the deadline. Never before the span's start
-            # (a malformed deadline).
-            end_ns = max(start_ns, min(end_ns, round(deadline_ms * 1000) * 1000))
-        return end_ns
+        return platform_end_ns(inv, reason), reason
 
     def init(self, init: InitFacts, parent: Invocation | None) -> ReadableSpan | None:
         """The init span: in the first invocation's trace, or, for a failed init, its own."""

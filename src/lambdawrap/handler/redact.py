@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 
 from lambdawrap.handler import secret_cuts
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -454,6 +455,5 @@ def _query_redacted(text: str, query: int, end: int, keys: frozenset, marker: st
 def _unquote(text: str) -> str:
     if "%" not in text and "+" not in text:
         return text
-    from urllib.parse import unquote_plus  # deferred: only escaped names need it
-
-    return unquote_plus(text)
+    # Deferred: only escaped names need it; the standard one, never a file of the function's.
+    return standard("urllib.parse").unquote_plus(text)

@@ -8,10 +8,15 @@ into memory, not a system call, on the invocation's path. A slot is a 4-byte big
 length and then the invocation's start record (JSON); length 0 means nothing is under way. The
 length is cleared before the body changes and set after, so a reader sees a whole record or
 none. The slot's last 4 bytes count the spans the invocation has ended so far, which travel with
-its record: lost with the process if it never sends it, they are counted from there. The file's
-SIZE bytes are allocated when it is made (a full /tmp then only costs the slot) and every write
-stays within them. A file removed under the process (a function that empties
-/tmp) is made again, found within a second.
+its record: lost with the process if it never sends it, they are counted from there.
+
+After the slot, CALLS places of CALL_BYTES each hold the outgoing calls under way (a 4-byte
+length and the client span as it started, a `records.span`; length 0: free), so that a call the
+platform cut short (the one a handler waits on when it times out) still has its span, ended
+where the process was; then 4 bytes count the calls under way that no place took, for the
+companion to count as lost with the process. The file's FILE_SIZE bytes are allocated when it is made (a full /tmp
+then only costs the slot) and every write stays within them. A file removed under the process
+(a function that empties /tmp) is made again, found within a second.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import sys
 import time
+from _thread import allocate_lock as Lock
 
 from lambdawrap.shared.own_stdlib import mmap
 from lambdawrap.shared.process_id import own_pid
@@ -30,6 +36,12 @@ SIZE = 64 * 1024
 HEADER_BYTES = 4
 HELD_BYTES = 4  # at the slot's end: the spans the invocation under way holds for its record
 HELD_SPANS = "held_spans"  # the key read() adds to a start record whose process is gone
+OPEN_CALLS = "open_calls"  # likewise: the client spans of the calls its process had under way
+CALLS = 8  # calls under way at once, from any of the function's threads, beyond which none is kept
+CALL_BYTES = 4096  # a span's URL is capped at 2,048 characters (recorder.MAX_ATTRIBUTE_CHARS)
+UNKEPT_AT = SIZE + CALLS * CALL_BYTES  # 4 bytes: calls under way beyond the places (or too big)
+UNKEPT_CALLS = "unkept_calls"  # the key read() gives their count under
+FILE_SIZE = UNKEPT_AT + HELD_BYTES
 # How often the writing side looks whether its file is still there: a function that empties /tmp
 # in its handler removes it, and the companion, which reads the slot by its name, would find none
 # for a later invocation that timed out or crashed. One stat (~2 us) a second, not one an invocation.
@@ -54,6 +66,11 @@ class InflightSlot:
         self._identity: tuple = ()  # (device, inode) of the file mapped
         self._replaced: list = []  # maps made before the current one, not closed (see _open)
         self._checked_ns = 0
+        self._free_calls: list = []  # the call places of the current map that hold none
+        self._holders: list = [None] * CALLS  # each place's call (its key), None when free
+        self._generation = 0  # of the map: a token of an earlier one frees nothing
+        self._unkept = 0  # calls under way that no place took (UNKEPT_AT)
+        self._unkept_lock = Lock()  # from threads: a count written back must not lose one
 
     def _open(self) -> object:
         # The map this one replaces (the removed file's, or the parent's in a forked child).
@@ -72,8 +89,8 @@ class InflightSlot:
             # The slot's blocks are reserved now, where a full /tmp is an OSError: a sparse file
             # would need them at the first write into the map, where a full /tmp is a SIGBUS
             # that kills the function.
-            _reserve(fd, SIZE)
-            made = mmap.mmap(fd, SIZE, **_NO_FD_KEPT)
+            _reserve(fd, FILE_SIZE)
+            made = mmap.mmap(fd, FILE_SIZE, **_NO_FD_KEPT)
             status = os.fstat(fd)
         except BaseException:
             _unlink(path)  # nothing half-made for the companion to find
@@ -86,6 +103,10 @@ class InflightSlot:
             self._replaced.append(self._map)
         self._map, self._pid, self._path = made, pid, path
         self._identity = (status.st_dev, status.st_ino)
+        self._free_calls = list(range(CALLS - 1, -1, -1))
+        self._holders = [None] * CALLS
+        self._generation += 1
+        self._unkept = 0
         return made
 
     def _removed(self, now_ns: int) -> bool:
@@ -111,7 +132,7 @@ class InflightSlot:
         try:
             slot = self._map if self._pid == own_pid() and not self._removed(now_ns) else self._open()
             slot[:HEADER_BYTES] = b"\0\0\0\0"
-            slot[SIZE - HELD_BYTES :] = b"\0\0\0\0"
+            slot[SIZE - HELD_BYTES : SIZE] = b"\0\0\0\0"
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
             return True
@@ -136,11 +157,62 @@ class InflightSlot:
         if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
 
+    def call_started(self, key: object, span_json: bytes) -> tuple | None:
+        """Publish an outgoing call under way (its client span as it started), `key` telling
+        it apart (its span's id); the token `call_ended` takes (plain numbers: a call's span
+        may be copied with the request that holds it), or None where there is no slot (not
+        made yet, another process's map). One no place takes (all taken, or too big) is counted
+        instead. A copy into memory; safe from any thread."""
+        made = self._map
+        if made is None or self._pid != own_pid():
+            return None
+        try:
+            place = self._free_calls.pop() if len(span_json) <= CALL_BYTES - HEADER_BYTES else -1
+        except IndexError:  # (pop is atomic: threads never share a place)
+            place = -1
+        try:
+            if place < 0:
+                self._count_unkept(made, 1)
+                return self._generation, place
+            self._holders[place] = key
+            at = SIZE + place * CALL_BYTES
+            made[at + HEADER_BYTES : at + HEADER_BYTES + len(span_json)] = span_json
+            made[at : at + HEADER_BYTES] = len(span_json).to_bytes(HEADER_BYTES, "big")
+        except ValueError:  # a map closed under us
+            return None
+        return self._generation, place
+
+    def call_ended(self, key: object, token: tuple) -> None:
+        """The call `call_started` published under `key` has ended (its span goes with the
+        record). Once only: a copy of the call's span ending too frees nothing."""
+        generation, place = token
+        made = self._map
+        if generation != self._generation or made is None:
+            return  # a map replaced since (the file removed, a fork): its places are gone
+        try:
+            if place < 0:
+                self._count_unkept(made, -1)
+                return
+            with self._unkept_lock:
+                if self._holders[place] != key:
+                    return
+                self._holders[place] = None
+            at = SIZE + place * CALL_BYTES
+            made[at : at + HEADER_BYTES] = b"\0\0\0\0"
+        except ValueError:
+            return
+        self._free_calls.append(place)
+
+    def _count_unkept(self, made: object, change: int) -> None:
+        with self._unkept_lock:
+            self._unkept = max(0, self._unkept + change)
+            made[UNKEPT_AT : UNKEPT_AT + HELD_BYTES] = min(self._unkept, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")  # type: ignore[index]
+
     def held(self, spans: int) -> None:
         """The invocation under way holds `spans` for its record (a copy into memory)."""
         if self._map is not None and self._pid == own_pid():
             try:
-                self._map[SIZE - HELD_BYTES :] = min(spans, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")
+                self._map[SIZE - HELD_BYTES : SIZE] = min(spans, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")
             except ValueError:  # a map closed under us: nothing to tell
                 pass
 
@@ -227,7 +299,8 @@ def read(socket_path: str, request_id: str, span_id: str | None = None, slots: l
     if found is None:
         return None
     found = dict(found)  # `slots` may be looked up again
-    found.pop(HELD_SPANS, None)  # only the slot's own count says it
+    for key in (HELD_SPANS, OPEN_CALLS, UNKEPT_CALLS):
+        found.pop(key, None)  # only the slot's own places say them
     pid, path = found_at
     if ended(pid):
         # Read again now that the process is known gone: read before, its slot may have been
@@ -235,6 +308,7 @@ def read(socket_path: str, request_id: str, span_id: str | None = None, slots: l
         again, held_spans = _read_slot(path)
         if again is not None and again.get("span_id") == found.get("span_id"):
             found[HELD_SPANS] = held_spans
+            found[OPEN_CALLS], found[UNKEPT_CALLS] = _read_calls(path)
         _unlink(path)
     return found
 
@@ -281,6 +355,28 @@ def _read_slot(path: str) -> tuple:
     except (OSError, ValueError, RecursionError):
         return None, 0
     return (start, held) if isinstance(start, dict) else (None, 0)
+
+
+def _read_calls(path: str) -> tuple:
+    """(the client spans of the calls under way in the slot at `path`, each a `records.span`
+    as it started, which the reader checks as any span of the function's; the count of those
+    no place took)."""
+    calls: list = []
+    try:
+        with open(path, "rb") as f:
+            f.seek(SIZE)
+            places = f.read(CALLS * CALL_BYTES)
+            unkept = int.from_bytes(f.read(HELD_BYTES), "big")
+    except OSError:
+        return calls, 0
+    for at in range(0, len(places) - HEADER_BYTES + 1, CALL_BYTES):
+        length = int.from_bytes(places[at : at + HEADER_BYTES], "big")
+        if 0 < length <= CALL_BYTES - HEADER_BYTES:
+            try:
+                calls.append(json.loads(places[at + HEADER_BYTES : at + HEADER_BYTES + length]))
+            except (ValueError, RecursionError):
+                calls.append(None)  # counted as a malformed span by the reader
+    return calls, unkept
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,8 @@ its cold-start path (`urllib.parse` only for a header written percent-encoded)."
 
 from __future__ import annotations
 
+from lambdawrap.shared.own_stdlib import standard
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Mapping
@@ -416,9 +418,7 @@ def _base_url(raw: str) -> None:
 def _grpc_target(raw: str) -> None:
     # The gRPC exporters take host:port or a URL, read with urlparse: a value it refuses
     # (http://[::1) fails the exporter as it is made, and with it the whole pipeline.
-    from urllib.parse import urlsplit  # deferred: over gRPC only
-
-    urlsplit(raw)
+    standard("urllib.parse").urlsplit(raw)  # deferred: over gRPC only
 
 
 def _timeout(raw: str) -> None:
@@ -479,8 +479,7 @@ def _read_entry(entry: str) -> tuple | None:
     if not sep or not bare_name or not _NAME_CHARACTERS.issuperset(bare_name) or not _VALUE_CHARACTERS.issuperset(bare_value):
         return None
     if "%" in entry and " " not in bare_value:
-        from urllib.parse import unquote
-
+        unquote = standard("urllib.parse").unquote
         name, value = unquote(name), unquote(value)
     return name.strip(), value.strip()
 

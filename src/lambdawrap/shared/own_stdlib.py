@@ -85,6 +85,11 @@ def take_back(lent: list) -> None:
 _ABSENT = object()
 _LENDING = threading.Lock()
 _LOANS: dict = {}  # name: [borrowers, the standard module, what stood in sys.modules before]
+# What a standard module had through standard() imports as it loads that the process may not
+# have loaded yet, lent while it does: `urllib.parse` imports `ipaddress` (3.11 on) and `math`
+# (3.12 on), which a function's own `ipaddress.py` would otherwise be (run by lambdawrap, and
+# left in sys.modules for the function's own imports).
+_IMPORTS_AS_IT_LOADS = {"urllib.parse": ("ipaddress", "math")}
 
 
 def _found_standard(name: str) -> object:
@@ -95,13 +100,26 @@ def _found_standard(name: str) -> object:
     there = sys.modules.get(name)
     origin = getattr(getattr(there, "__spec__", None), "origin", None)
     if there is not None and isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(roots)):
+        if getattr(there.__spec__, "_initializing", False):
+            # Another thread is importing it (the companion's export pipeline loading): the
+            # import system waits for it to finish, where the module itself would be half made.
+            import importlib
+
+            return importlib.import_module(name)
         return there
+    package, _, _ = name.rpartition(".")
     if name in sys.builtin_module_names:
         spec = importlib.machinery.BuiltinImporter.find_spec(name)
+    elif package:  # a package's module: in the standard package's own folder
+        spec = importlib.machinery.PathFinder.find_spec(name, list(getattr(standard(package), "__path__", ())))
     else:
         spec = importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if isinstance(p, str) and p.startswith(roots)])
     if spec is None or spec.loader is None:
         raise ImportError(f"no standard module {name}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    lent = lend(_IMPORTS_AS_IT_LOADS.get(name, ()))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        take_back(lent)
     return module

@@ -9,6 +9,8 @@ and json and urllib.parse imported where asked: the handler's side asks only as 
 
 from __future__ import annotations
 
+from lambdawrap.shared.own_stdlib import standard
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterable
@@ -84,7 +86,8 @@ def _written_forms(value: str) -> tuple:
     is JSON), that repr escaped in a JSON string (a printed dict a JSON logger writes), or in a
     URL (each the same as `value` when it holds nothing to escape: then no search is added)."""
     import json
-    from urllib.parse import quote, quote_plus
+    parse = standard("urllib.parse")
+    quote, quote_plus = parse.quote, parse.quote_plus
 
     in_json, in_json_unicode = json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]
     in_repr = repr(value)[1:-1]

@@ -21,6 +21,7 @@ from collections import namedtuple
 from lambdawrap.shared import otlp_variables, span_limits
 from lambdawrap.shared.secret_sources import parse_sources
 from lambdawrap.shared.semconv import HTTP_METHODS
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing and dataclasses cost the handler's cold start
@@ -710,9 +711,7 @@ def _resource_attributes(env: Mapping[str, str], warn: Callable[..., None]) -> t
         good.append(item)
         value = value.strip()
         if "%" in value:
-            from urllib.parse import unquote  # deferred: only escaped values need it
-
-            value = unquote(value)
+            value = standard("urllib.parse").unquote(value)  # deferred: only escaped values need it
         pairs[key.strip()] = value
     corrections = []
     if bad:  # one warning for the variable, however many items are wrong

@@ -53,6 +53,7 @@ from lambdawrap.handler.outgoing import aws_carriers, aws_services, sqs_digests
 from lambdawrap.handler.outgoing.propagation import XRAY_HEADER, Propagation, xray
 from lambdawrap.handler.outgoing.recorder import CLIENT, PRODUCER, ClientSpan, Recorder, contrib_active, mark, otel_suppressed, unmark
 from lambdawrap.handler.outgoing.urls import split_url
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -111,9 +112,7 @@ def _botocores_own(header: str) -> bool:
     URL-quoted), not one the function set itself (a before-call handler of its own), which is
     sent as it wrote it, as on HTTP requests."""
     import os
-    from urllib.parse import unquote  # deferred: botocore has it loaded already
-
-    return unquote(header) == os.environ.get("_X_AMZN_TRACE_ID")
+    return standard("urllib.parse").unquote(header) == os.environ.get("_X_AMZN_TRACE_ID")
 
 
 class AwsCallEvents:

@@ -25,6 +25,7 @@ from lambdawrap.handler.invocation import active_invocation
 from lambdawrap.handler.trace_context import xray_root_trace_id
 from lambdawrap.handler.outgoing.recorder import ClientSpan
 from lambdawrap.shared.w3c_fields import MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBER_CHARS, MAX_BAGGAGE_MEMBERS
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -111,7 +112,7 @@ def user_baggage() -> str:
         entries = baggage.get_all()
         if not entries:
             return ""
-        from urllib.parse import quote  # deferred: only when the user set baggage
+        quote = standard("urllib.parse").quote  # deferred: only when the user set baggage
 
         pairs: list = []
         length = -1  # the commas between members

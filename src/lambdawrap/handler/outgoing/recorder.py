@@ -19,6 +19,7 @@ An AWS call's mark is the call itself: a request below it that a cancellation in
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from _contextvars import ContextVar
@@ -67,7 +68,7 @@ _CONTRIB_BELOW = (
 class ClientSpan:
     """One outgoing call under way."""
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "trace_state", "name", "kind", "scope", "start_ns", "attributes", "parent_remote")
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "trace_state", "name", "kind", "scope", "start_ns", "attributes", "parent_remote", "published")
 
     def __init__(self, trace_id: int, span_id: int, parent_id: int, sampled: bool, trace_state: str, name: str, kind: int, scope: str, attributes: dict, parent_remote: bool = False) -> None:
         self.trace_id = trace_id
@@ -82,6 +83,7 @@ class ClientSpan:
         self.scope = scope
         self.start_ns = time.time_ns()
         self.attributes = attributes
+        self.published: tuple | None = None  # its place in the in-flight slot (see `_publish`)
 
 
 class Recorder:
@@ -105,21 +107,29 @@ class Recorder:
         never recorded for lambdawrap's own calls."""
         if _own_call():
             return ClientSpan(new_trace_id(), new_span_id(), 0, False, "", name, kind, scope, attributes)
+        invocation = active_invocation()
         parent = _current_otel_parent()
         if parent is not None:
             trace_id, parent_id, sampled, trace_state, remote = parent
-            return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
-        invocation = active_invocation()
-        if invocation is not None:
-            trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, invocation.trace_state
+            span = ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
+        elif invocation is not None:
+            span = ClientSpan(invocation.trace_id, new_span_id(), invocation.span_id, invocation.sampled, invocation.trace_state, name, kind, scope, attributes)
         else:
-            trace_id, parent_id, trace_state = new_trace_id(), 0, ""
-            sampled = self._sampled_as_root(trace_id, None)
-        return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes)
+            trace_id = new_trace_id()
+            return ClientSpan(trace_id, new_span_id(), 0, self._sampled_as_root(trace_id, None), "", name, kind, scope, attributes)
+        if span.sampled and invocation is not None and invocation.slot is not None:
+            _publish(span, invocation.slot)
+        return span
 
     def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None, end_ns: int | None = None, invocation: "Any" = None) -> None:
         """Record the finished span; `error` (the error.type) marks it as failed. `end_ns` and
         `invocation` for a span ended after the fact (at its invocation's end)."""
+        if span.published is not None:
+            token, span.published = span.published, None
+            try:
+                _slot[0].call_ended(span.span_id, token)
+            except Exception:  # noqa: BLE001 - at worst its place stays taken
+                FAILURES.record("ending a call under way")
         if not span.sampled:
             return
         if end_ns is None:
@@ -142,6 +152,26 @@ class Recorder:
 
     def _redacted(self, text: str) -> str:
         return urls_redacted(text, self._query_keys, "REDACTED") if self._query_keys else text
+
+
+# The process's in-flight slot, as the calls it holds were published to it (one per process):
+# a span holds only its token, plain numbers, as it may be copied with the request holding it.
+_slot: list = [None]
+
+
+def _publish(span: ClientSpan, slot: "Any") -> None:
+    """Tell the in-flight slot of the invocation under way that `span`'s call is under way:
+    should the platform end the process before the call ends (a timeout while the handler waits
+    on it), the companion ends its span there, rather than lose the call the invocation was cut
+    short in. Its attributes as the call starts: the method, the URL, the AWS operation."""
+    try:
+        attributes = {key: value for key, value in span.attributes.items() if value is not None}
+        made = records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, span.start_ns, attributes, [], [], (0, ""), span.trace_state, parent_remote=span.parent_remote)
+        span.published = slot.call_started(span.span_id, json.dumps(made, separators=(",", ":")).encode())
+    except Exception:  # noqa: BLE001 - the call goes on; only a cut-short end would miss it
+        FAILURES.record("publishing a call under way")
+        return
+    _slot[0] = slot
 
 
 def _as_compared(entry: str) -> str:

@@ -25,6 +25,7 @@ from lambdawrap.handler.triggers.trigger import (
     put_arn,
     text,
 )
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -41,9 +42,8 @@ def s3_key(key: object, plus_is_space: bool = True) -> Optional[str]:
     URL path holds it (``plus_is_space=False``: a "+" there is a plus)."""
     name = text(key)
     if name and ("%" in name or (plus_is_space and "+" in name)):
-        from urllib.parse import unquote, unquote_plus  # only keys that need it pay for the import
-
-        name = (unquote_plus if plus_is_space else unquote)(name[:MAX_ENCODED_KEY_CHARS])
+        parse = standard("urllib.parse")  # only keys that need it pay for the import
+        name = (parse.unquote_plus if plus_is_space else parse.unquote)(name[:MAX_ENCODED_KEY_CHARS])
     return name
 
 

@@ -13,6 +13,7 @@ from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.trace_context import MAX_SCANNED_NAMES
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
 from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
+from lambdawrap.shared.own_stdlib import standard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
@@ -149,7 +150,7 @@ def quote(text: str) -> str:
     if not text.strip(_UNRESERVED):
         return text
     # Imported here: only values that need escaping pay for it.
-    from urllib.parse import quote as percent_encode
+    percent_encode = standard("urllib.parse").quote
 
     # A lone surrogate (a JSON escape such as \ud800, which no UTF-8 encoder takes) is encoded
     # as its three bytes: the query keeps it, and the request keeps its description.
