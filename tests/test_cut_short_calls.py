@@ -17,23 +17,25 @@ from support.stack import instrumented
 OTLP_CLIENT = 3  # OTLP numbers span kinds one higher than the API
 OTLP_ERROR = 2
 
-APP = """
+WAITS = """
 import os, threading, urllib.request
 
-def call(url):
+def wait(url):
     try:
         urllib.request.urlopen(url, timeout=60).read()
     except Exception:
         pass
+"""
 
+APP = WAITS + """
 def handler(event, context):
     for i in range(event.get("threads", 0)):
-        threading.Thread(target=call, args=(event["url"] + "?thread=%d" % i,), daemon=True).start()
+        threading.Thread(target=wait, args=(event["url"] + "?thread=%d" % i,), daemon=True).start()
     if event.get("exit_after_s"):
         threading.Timer(event["exit_after_s"], os._exit, (3,)).start()
     if event.get("answered"):
         urllib.request.urlopen(event["answered"], timeout=10).read()
-    call(event["url"])
+    wait(event["url"])
     return "done"
 """
 
@@ -45,12 +47,12 @@ def handler(event, context):
 )
 def test_calls_under_way_when_the_platform_ends_the_process_have_their_spans(tmp_path, how, threads, error_type, reason):
     # GIVEN a handler that waits on a server that never answers, with threads of its own
-    # waiting on it too, after a call that was answered; WHEN the function times out (2 s) or
-    # its process exits (a crash) while they wait
+    # waiting on it too, after a call that was answered; WHEN the function times out (4 s) or
+    # its process exits (a crash, 2 s in) while they wait
     task = write_function(tmp_path / "task", APP)
-    with silent_server() as url, recording_server() as server, instrumented(task, timeout_s=2.0) as (emu, rx):
+    with silent_server() as url, recording_server() as server, instrumented(task, timeout_s=4.0) as (emu, rx):
         answered_url = server.url + "/status/200"
-        event = {"url": url, "threads": threads, "answered": answered_url} | ({"exit_after_s": 0.5} if how == "exit" else {})
+        event = {"url": url, "threads": threads, "answered": answered_url} | ({"exit_after_s": 2.0} if how == "exit" else {})
         result = emu.invoke(event)
         assert result.json()["errorType"] == error_type, result.body
         invocation = wait_for(lambda: [s for s in rx.spans() if s["attributes"].get("faas.invocation_id") == result.request_id], timeout=30)[0]
@@ -59,7 +61,7 @@ def test_calls_under_way_when_the_platform_ends_the_process_have_their_spans(tmp
         wait_for(lambda: len(cut_spans(rx, url)) == kept, timeout=30, what=lambda: f"{kept} cut spans: {rx.spans()}")
         emu.wait_idle()
         cut = cut_spans(rx, url)
-        dropped = {p["attributes"]["reason"]: p["value"] for p in rx.metrics() if p["name"] == "lambdawrap.dropped"}
+        dropped = drops_by_reason(rx)
     # THEN each call has its client span, in the invocation's trace, under its span (before:
     # none, the calls the invocation was cut short in lost without a count), failed with the
     # platform's error, ended where the invocation was; beyond the slot's places, counted
@@ -75,6 +77,15 @@ def test_calls_under_way_when_the_platform_ends_the_process_have_their_spans(tmp
     # lost with the process, as before
     assert not [s for s in rx.spans() if s["attributes"].get("url.full") == answered_url]
     assert dropped.get("process_ended") == 1 + under_way - kept and not dropped.get("malformed_span"), dropped
+
+
+def drops_by_reason(rx) -> dict:
+    dropped: dict = {}
+    for point in rx.metrics():
+        if point["name"] == "lambdawrap.dropped":
+            reason = point["attributes"]["reason"]
+            dropped[reason] = dropped.get(reason, 0) + point["value"]
+    return dropped
 
 
 def cut_spans(rx, url: str) -> list:
@@ -106,3 +117,48 @@ def test_a_cut_short_call_s_span_holds_no_declared_secret(tmp_path):
     # THEN its span is exported with the secret's value replaced, as a span that ended is
     assert cut["attributes"]["url.full"].startswith(url + "?key=") and SECRET not in cut["attributes"]["url.full"], cut
     assert SECRET not in captured
+
+
+REFUSED_APP = WAITS + """
+import boto3
+from botocore.config import Config
+
+def client(endpoint):
+    return boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
+
+def handler(event, context):
+    s3, excluded = client(event["aws"]), client(event["excluded"])
+    for _ in range(12):  # refused by botocore before sending: no call under way
+        try:
+            s3.get_object(Bucket=123, Key="k")
+        except Exception:
+            pass
+    threading.Thread(target=excluded.list_buckets, daemon=True).start()
+    threading.Thread(target=s3.list_buckets, daemon=True).start()
+    wait(event["url"])
+"""
+
+
+def test_only_calls_that_left_and_are_traced_are_kept_as_under_way(tmp_path):
+    # GIVEN a handler whose AWS SDK calls botocore refused before sending (invalid parameters:
+    # more than the slot has places), and threads left waiting, with the handler, on servers
+    # that never answer: an AWS call to a host the user excluded, one to another, and an HTTP
+    # call; WHEN the function times out
+    task = write_function(tmp_path / "task", REFUSED_APP)
+    with silent_server() as url, silent_server() as excluded, silent_server() as aws:
+        excluded_host = excluded.split("/")[2]
+        with instrumented(task, env={"LAMBDAWRAP_INSTRUMENT_EXCLUDE_HOSTS": excluded_host}, timeout_s=4.0) as (emu, rx):
+            result = emu.invoke({"url": url, "excluded": excluded.rsplit("/", 1)[0], "aws": aws.rsplit("/", 1)[0]})
+            assert result.json()["errorType"] == "Sandbox.Timedout", result.body
+            wait_for(lambda: len(cut_spans(rx, url)) == 1 and [s for s in rx.spans() if s["name"] == "S3.ListBuckets"], timeout=30, what=lambda: f"the two cut spans: {rx.spans()}")
+            emu.wait_idle()
+            spans = rx.spans()
+            dropped = drops_by_reason(rx)
+    # THEN the two traced calls under way have their spans, the AWS one with the endpoint it
+    # was sent to; the refused calls and the excluded host's have none, and nothing is counted
+    # for them (before: each refused call held a place for the process's life, and the
+    # excluded call became a span)
+    (listing,) = [s for s in spans if s["name"] == "S3.ListBuckets"]
+    assert listing["attributes"]["server.port"] == int(aws.split(":")[2].split("/")[0]) and listing["attributes"]["error.type"] == "Sandbox.Timedout", listing
+    assert not [s for s in spans if s["name"] == "S3.GetObject"]
+    assert not dropped.get("process_ended"), dropped

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -127,26 +128,32 @@ def holding_process(socket_path: str, request_id: str, then: str) -> subprocess.
     return subprocess.Popen([sys.executable, "-c", code + textwrap.dedent(then)], stdout=subprocess.PIPE, text=True)
 
 
+def told_then_killed(process: subprocess.Popen, while_alive: Callable[[], bool], socket_path: str, request_id: str) -> tuple:
+    """(the JSON line `process` printed, its slot's `request_id` as read once it was SIGKILLed),
+    `while_alive` asserted between the two."""
+    try:
+        told = json.loads(process.stdout.readline())
+        assert while_alive()
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        return told, inflight.read(socket_path, request_id)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_the_slot_of_a_killed_process_is_read_and_removed(tmp_path):
     # GIVEN a process SIGKILLed in the middle of an invocation
     socket_path = str(tmp_path / "lw.sock")
     process = holding_process(socket_path, "killed", """
-        print("held", flush=True)
+        print('"held"', flush=True)
         time.sleep(60)
         """)
-    try:
-        assert process.stdout.readline().strip() == "held"
-        # WHILE it lives THEN its slot is readable and kept
-        assert inflight.read(socket_path, "killed")["request_id"] == "killed"
-        assert list(tmp_path.glob("lw.sock.inflight.*"))
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
-        # WHEN it is gone THEN what it held is still there, read once, and the file removed
-        assert inflight.read(socket_path, "killed")["request_id"] == "killed"
-        assert not list(tmp_path.glob("lw.sock.inflight.*"))
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # WHILE it lives THEN its slot is readable and kept
+    told, found = told_then_killed(process, lambda: inflight.read(socket_path, "killed")["request_id"] == "killed" and bool(list(tmp_path.glob("lw.sock.inflight.*"))), socket_path, "killed")
+    # WHEN it is gone THEN what it held is still there, read once, and the file removed
+    assert told == "held" and found["request_id"] == "killed"
+    assert not list(tmp_path.glob("lw.sock.inflight.*"))
 
 
 def test_the_calls_a_killed_process_had_under_way_are_read_with_its_slot(tmp_path):
@@ -170,16 +177,8 @@ def test_the_calls_a_killed_process_had_under_way_are_read_with_its_slot(tmp_pat
         print(json.dumps({"kept": kept, "again": again[1] >= 0}), flush=True)
         time.sleep(60)
         """)
-    try:
-        told = json.loads(process.stdout.readline())
-        # WHILE it lives THEN no call is read (its own end may yet come)
-        assert inflight.OPEN_CALLS not in inflight.read(socket_path, "killed")
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
-        found = inflight.read(socket_path, "killed")
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # WHILE it lives THEN no call is read (its own end may yet come)
+    told, found = told_then_killed(process, lambda: inflight.OPEN_CALLS not in inflight.read(socket_path, "killed"), socket_path, "killed")
     # THEN as many calls as there are places were kept, and those still under way when it was
     # killed are read with its slot, the ended ones not; the one no place took and that had
     # not ended is counted
@@ -189,6 +188,32 @@ def test_the_calls_a_killed_process_had_under_way_are_read_with_its_slot(tmp_pat
     under_way = {f"call {i}" for i in told["kept"][2:]} | {"again"}
     assert sorted(call["name"] for call in found[inflight.OPEN_CALLS]) == sorted(under_way)
     assert not ended & {call["name"] for call in found[inflight.OPEN_CALLS]}
+
+
+def test_an_invocation_s_start_empties_the_places_an_earlier_one_left(tmp_path):
+    # GIVEN a process whose invocation left calls in every place and one counted (requests
+    # dropped unanswered: never ended), then the next invocation, which makes a call and has
+    # two too big for a place, one of which ends twice (a copy of its span ending too)
+    socket_path = str(tmp_path / "lw.sock")
+    process = holding_process(socket_path, "first", f"""
+        earlier = [slot.call_started(i, json.dumps({{"name": "earlier %d" % i}}).encode()) for i in range(CALLS + 1)]
+        slot.hold({start("second")!r})
+        call = slot.call_started("new", b'{{"name": "new"}}')
+        slot.call_ended(0, earlier[0])  # an earlier invocation's call ending frees nothing of the new
+        big = [slot.call_started(name, b"x" * 5000) for name in ("big0", "big1")]
+        slot.call_ended("big0", big[0])
+        slot.call_ended("big0", big[0])
+        print(json.dumps({{"earlier_unkept": earlier[-1][1] < 0, "new": call[1], "big": [token[1] for token in big]}}), flush=True)
+        time.sleep(60)
+        """)
+    told, found = told_then_killed(process, lambda: True, socket_path, "second")
+    # THEN the killed process's slot holds the new invocation's call only, and counts the one
+    # too big that had not ended, once (before: the earlier calls stayed in their places for
+    # the process's life, to be ended with any later invocation, and a second end of a counted
+    # call took one off the count)
+    assert told == {"earlier_unkept": True, "new": 0, "big": [-1, -1]}, told
+    assert [call["name"] for call in found[inflight.OPEN_CALLS]] == ["new"]
+    assert found[inflight.UNKEPT_CALLS] == 1
 
 
 def test_the_slot_of_a_process_its_parent_has_not_reaped_is_removed_once_read(tmp_path):

@@ -1664,7 +1664,10 @@ def cut_short(inv: Invocation, calls: object) -> list:
     for raw in calls:
         if isinstance(raw, dict) and isinstance(raw.get("attributes"), dict):
             started = raw.get("start_ns")
-            raw = dict(raw, end_ns=max(end_ns, started) if type(started) is int else end_ns, status=[2, f"under way when the platform ended the process ({error_type})"])
+            # One started after the invocation's end ran on until its process was found gone (a
+            # Managed Instances worker runs on past its timeout): ended then, not before it began.
+            end = end_ns if type(started) is not int or started <= end_ns else max(started, time.time_ns())
+            raw = dict(raw, end_ns=end, status=[2, f"under way when the platform ended the process ({error_type})"])
             raw["attributes"] = dict(raw["attributes"], **{"error.type": error_type, "lambdawrap.failure_reason": reason})
         ended.append(raw)
     return ended

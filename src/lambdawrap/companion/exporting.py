@@ -550,10 +550,11 @@ class Pipeline:
             in_request = self.in_flight
             left_behind = len(self.spans.take(len(self.spans))) if self.spans is not None else 0
             self.in_flight = 0
-        # A request that went whole may be stored by the collector and answered after we are
-        # gone: counted as the collector may hold it, as at a flush it goes unanswered, not as
-        # spans that could not go (before: exported and counted `shutdown_deadline` both).
-        may_hold = in_request if in_request and self._awaiting("spans") else 0
+            # A request that went whole may be stored by the collector and answered after we
+            # are gone: counted as the collector may hold it, as at a flush it goes unanswered,
+            # not as spans that could not go (before: exported and counted `shutdown_deadline`
+            # both). Asked with the request's count taken: its answer cannot land in between.
+            may_hold = in_request if in_request and self._awaiting("spans") else 0
         if may_hold:
             self._on_drop(UNANSWERED_REASONS["spans"], may_hold)
         unanswered = in_request - may_hold + left_behind

@@ -66,11 +66,8 @@ class InflightSlot:
         self._identity: tuple = ()  # (device, inode) of the file mapped
         self._replaced: list = []  # maps made before the current one, not closed (see _open)
         self._checked_ns = 0
-        self._free_calls: list = []  # the call places of the current map that hold none
-        self._holders: list = [None] * CALLS  # each place's call (its key), None when free
-        self._generation = 0  # of the map: a token of an earlier one frees nothing
-        self._unkept = 0  # calls under way that no place took (UNKEPT_AT)
-        self._unkept_lock = Lock()  # from threads: a count written back must not lose one
+        self._places: _CallPlaces | None = None  # the invocation under way's (see call_started)
+        self._generation = 0  # of the places: a token of earlier ones frees nothing
 
     def _open(self) -> object:
         # The map this one replaces (the removed file's, or the parent's in a forked child).
@@ -103,10 +100,7 @@ class InflightSlot:
             self._replaced.append(self._map)
         self._map, self._pid, self._path = made, pid, path
         self._identity = (status.st_dev, status.st_ino)
-        self._free_calls = list(range(CALLS - 1, -1, -1))
-        self._holders = [None] * CALLS
-        self._generation += 1
-        self._unkept = 0
+        self._places = None  # the new file's places hold nothing: hold() makes them
         return made
 
     def _removed(self, now_ns: int) -> bool:
@@ -121,9 +115,9 @@ class InflightSlot:
         return (status.st_dev, status.st_ino) != self._identity
 
     def hold(self, start_json: bytes, now_ns: int = 0) -> bool:
-        """Publish the start of an invocation (at `now_ns`, time.time_ns()); False if there is
-        no slot (or it is too big). Every write lands inside the SIZE bytes reserved at open: a
-        map never grows its file."""
+        """Publish the start of an invocation (at `now_ns`, time.time_ns()), its call places
+        empty; False if there is no slot (or it is too big). Every write lands inside the
+        FILE_SIZE bytes reserved at open: a map never grows its file."""
         if self._broken or (self._retry_ns and (now_ns or time.time_ns()) < self._retry_ns):
             return False
         if len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:
@@ -135,6 +129,9 @@ class InflightSlot:
             slot[SIZE - HELD_BYTES : SIZE] = b"\0\0\0\0"
             slot[HEADER_BYTES : HEADER_BYTES + len(start_json)] = start_json
             slot[:HEADER_BYTES] = len(start_json).to_bytes(HEADER_BYTES, "big")
+            places = self._places
+            if places is None or places.map is not slot or places.used:
+                self._new_places(slot, places)
             return True
         except OSError as exc:
             try:
@@ -157,56 +154,72 @@ class InflightSlot:
         if self._map is not None and self._pid == own_pid():
             self._map[:HEADER_BYTES] = b"\0\0\0\0"
 
+    def _new_places(self, made: object, old: _CallPlaces | None) -> None:
+        """Empty places for the invocation starting: a call an earlier one left (a thread of
+        its still waiting, or one that never ended: a request dropped unanswered) is no call of
+        this one's. Swapped whole, under the old places' lock: a thread ending an earlier call
+        then finds them gone, and frees nothing of the new."""
+        self._generation += 1
+        fresh = _CallPlaces(made, self._generation)
+        if old is None or old.map is not made:
+            self._places = fresh  # a file just made: its places are zeros
+            return
+        with old.lock:
+            for at in range(SIZE, UNKEPT_AT + 1, CALL_BYTES):  # each place's length, then the count
+                made[at : at + HEADER_BYTES] = b"\0\0\0\0"  # type: ignore[index]
+            self._places = fresh
+
     def call_started(self, key: object, span_json: bytes) -> tuple | None:
-        """Publish an outgoing call under way (its client span as it started), `key` telling
-        it apart (its span's id); the token `call_ended` takes (plain numbers: a call's span
-        may be copied with the request that holds it), or None where there is no slot (not
-        made yet, another process's map). One no place takes (all taken, or too big) is counted
-        instead. A copy into memory; safe from any thread."""
-        made = self._map
-        if made is None or self._pid != own_pid():
+        """Publish an outgoing call of the invocation under way (its client span as it
+        started), `key` telling it apart (its span's id); the token `call_ended` takes (plain
+        numbers: a call's span may be copied with the request that holds it), or None where
+        there is no slot (not made yet, another process's map). One no place takes (all taken,
+        or too big) is counted instead. A copy into memory; safe from any thread."""
+        places = self._places
+        if places is None or self._pid != own_pid():
             return None
         try:
-            place = self._free_calls.pop() if len(span_json) <= CALL_BYTES - HEADER_BYTES else -1
-        except IndexError:  # (pop is atomic: threads never share a place)
-            place = -1
-        try:
-            if place < 0:
-                self._count_unkept(made, 1)
-                return self._generation, place
-            self._holders[place] = key
-            at = SIZE + place * CALL_BYTES
-            made[at + HEADER_BYTES : at + HEADER_BYTES + len(span_json)] = span_json
-            made[at : at + HEADER_BYTES] = len(span_json).to_bytes(HEADER_BYTES, "big")
+            with places.lock:
+                if self._places is not places:
+                    return None  # an invocation started meanwhile: this call is an earlier one's
+                places.used = True
+                if len(span_json) > CALL_BYTES - HEADER_BYTES or not places.free:
+                    places.unkept.add(key)
+                    places.write_unkept()
+                    return places.generation, -1
+                place = places.free.pop()
+                places.holders[place] = key
+                at = SIZE + place * CALL_BYTES
+                places.map[at + HEADER_BYTES : at + HEADER_BYTES + len(span_json)] = span_json
+                places.map[at : at + HEADER_BYTES] = len(span_json).to_bytes(HEADER_BYTES, "big")
+                return places.generation, place
         except ValueError:  # a map closed under us
             return None
-        return self._generation, place
 
     def call_ended(self, key: object, token: tuple) -> None:
         """The call `call_started` published under `key` has ended (its span goes with the
         record). Once only: a copy of the call's span ending too frees nothing."""
         generation, place = token
-        made = self._map
-        if generation != self._generation or made is None:
-            return  # a map replaced since (the file removed, a fork): its places are gone
+        places = self._places
+        if places is None or places.generation != generation or self._pid != own_pid():
+            return  # places made since (an invocation's start, the file made again, a fork)
         try:
-            if place < 0:
-                self._count_unkept(made, -1)
-                return
-            with self._unkept_lock:
-                if self._holders[place] != key:
+            with places.lock:
+                if self._places is not places:
                     return
-                self._holders[place] = None
-            at = SIZE + place * CALL_BYTES
-            made[at : at + HEADER_BYTES] = b"\0\0\0\0"
-        except ValueError:
+                if place < 0:
+                    if key in places.unkept:
+                        places.unkept.discard(key)
+                        places.write_unkept()
+                    return
+                if places.holders[place] != key:
+                    return
+                places.holders[place] = None
+                at = SIZE + place * CALL_BYTES
+                places.map[at : at + HEADER_BYTES] = b"\0\0\0\0"
+                places.free.append(place)
+        except ValueError:  # a map closed under us
             return
-        self._free_calls.append(place)
-
-    def _count_unkept(self, made: object, change: int) -> None:
-        with self._unkept_lock:
-            self._unkept = max(0, self._unkept + change)
-            made[UNKEPT_AT : UNKEPT_AT + HELD_BYTES] = min(self._unkept, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")  # type: ignore[index]
 
     def held(self, spans: int) -> None:
         """The invocation under way holds `spans` for its record (a copy into memory)."""
@@ -215,6 +228,25 @@ class InflightSlot:
                 self._map[SIZE - HELD_BYTES : SIZE] = min(spans, 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")
             except ValueError:  # a map closed under us: nothing to tell
                 pass
+
+
+class _CallPlaces:
+    """The call places of one invocation in one map: replaced whole, so that every thread
+    reads one consistent set of them."""
+
+    __slots__ = ("map", "generation", "free", "holders", "unkept", "used", "lock")
+
+    def __init__(self, made: object, generation: int) -> None:
+        self.map = made
+        self.generation = generation
+        self.free = list(range(CALLS - 1, -1, -1))
+        self.holders: list = [None] * CALLS  # each place's call (its key), None when free
+        self.unkept: set = set()  # the keys of the calls under way no place took
+        self.used = False  # whether a call was published: unused places need no emptying
+        self.lock = Lock()
+
+    def write_unkept(self) -> None:
+        self.map[UNKEPT_AT : UNKEPT_AT + HELD_BYTES] = min(len(self.unkept), 0xFFFFFFFF).to_bytes(HELD_BYTES, "big")  # type: ignore[index]
 
 
 def _still_open(identity: tuple) -> bool:

@@ -182,6 +182,9 @@ class AwsCallEvents:
                     return
                 call.span.attributes["server.address"] = parts[1]
                 call.span.attributes["server.port"] = parts[2]
+            # Here, not as the span starts: the parameters are valid and the endpoint resolved
+            # (a call botocore refuses before sending is no call under way).
+            self._recorder.publish(call.span)
             if self._propagation.xray:
                 headers = params["headers"]
                 existing = headers.get(XRAY_HEADER) or ""

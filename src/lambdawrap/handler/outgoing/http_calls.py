@@ -71,6 +71,7 @@ class HttpCalls:
             span = self._recorder.start(self.scope, known or "HTTP", CLIENT, attributes)
             if headers is not None:
                 add_missing(headers, self._propagation.http_headers(span))
+            self._recorder.publish(span)
             return Call(span, mark_call(mark) if mark else None)
         except Exception:  # noqa: BLE001 - the request goes out untraced
             FAILURES.record(f"tracing a {self._library} request")

@@ -107,19 +107,28 @@ class Recorder:
         never recorded for lambdawrap's own calls."""
         if _own_call():
             return ClientSpan(new_trace_id(), new_span_id(), 0, False, "", name, kind, scope, attributes)
-        invocation = active_invocation()
         parent = _current_otel_parent()
         if parent is not None:
             trace_id, parent_id, sampled, trace_state, remote = parent
-            span = ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
-        elif invocation is not None:
-            span = ClientSpan(invocation.trace_id, new_span_id(), invocation.span_id, invocation.sampled, invocation.trace_state, name, kind, scope, attributes)
+            return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
+        invocation = active_invocation()
+        if invocation is not None:
+            trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, invocation.trace_state
         else:
-            trace_id = new_trace_id()
-            return ClientSpan(trace_id, new_span_id(), 0, self._sampled_as_root(trace_id, None), "", name, kind, scope, attributes)
-        if span.sampled and invocation is not None and invocation.slot is not None:
+            trace_id, parent_id, trace_state = new_trace_id(), 0, ""
+            sampled = self._sampled_as_root(trace_id, None)
+        return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes)
+
+    def publish(self, span: ClientSpan) -> None:
+        """The call of `span` leaves now (its attributes set, its host not excluded): tell the
+        in-flight slot of the invocation under way, so that should the platform end the process
+        before the call ends (a timeout while the handler waits on it), the companion ends its
+        span there, rather than lose the call the invocation was cut short in. Once a call."""
+        if span.published is not None or not span.sampled:
+            return
+        invocation = active_invocation()
+        if invocation is not None and invocation.slot is not None:
             _publish(span, invocation.slot)
-        return span
 
     def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None, end_ns: int | None = None, invocation: "Any" = None) -> None:
         """Record the finished span; `error` (the error.type) marks it as failed. `end_ns` and
@@ -160,10 +169,7 @@ _slot: list = [None]
 
 
 def _publish(span: ClientSpan, slot: "Any") -> None:
-    """Tell the in-flight slot of the invocation under way that `span`'s call is under way:
-    should the platform end the process before the call ends (a timeout while the handler waits
-    on it), the companion ends its span there, rather than lose the call the invocation was cut
-    short in. Its attributes as the call starts: the method, the URL, the AWS operation."""
+    """`span` as it stands, into `slot`'s call places (see Recorder.publish)."""
     try:
         attributes = {key: value for key, value in span.attributes.items() if value is not None}
         made = records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, span.start_ns, attributes, [], [], (0, ""), span.trace_state, parent_remote=span.parent_remote)
