@@ -10,6 +10,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
+from lambdawrap.devtools.local.ports import free_port
+
 
 class RecordingServer:
     """GET/POST /status/<code> answers <code>; /redirect answers 302 to /status/200, /loop 302
@@ -105,10 +107,9 @@ def content_length(head: bytes) -> int:
 
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on (connection refused): one the kernel does not hand
+    to a server started later, as a port of its ephemeral range, found free, would be."""
+    return free_port()
 
 
 @contextlib.contextmanager
