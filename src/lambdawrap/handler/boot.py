@@ -135,7 +135,7 @@ def _initialize(environ: Mapping[str, str]) -> Any:
     if settings.instrument:
         from lambdawrap.handler import outgoing
 
-        outgoing.install(settings, tracer.sampled, channel, function_wrapper, import_hooks.when_imported, hook_failed)
+        outgoing.install(settings, tracer.sampled, tracer.inflight, channel, function_wrapper, import_hooks.when_imported, hook_failed)
     _state.update(settings=settings, channel=channel, tracer=tracer)
     return tracer
 

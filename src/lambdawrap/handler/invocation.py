@@ -245,7 +245,7 @@ class InvocationTracer:
         atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
         message_context.follow_propagators(settings.propagators)
-        self._inflight = InflightSlot(settings.socket_path)
+        self.inflight = InflightSlot(settings.socket_path)  # the process's one; its outgoing calls are held there too
         self._posted_flag = posted_wanted.flag_path(settings.socket_path)
         self._query_keys = url_query_keys(settings.redact_keys)
         self._redact_keys: Any = None
@@ -421,8 +421,8 @@ class InvocationTracer:
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         state.beside = beside
-        if self._inflight.hold(state.start_json, start_ns):
-            state.slot = self._inflight
+        if self.inflight.hold(state.start_json, start_ns):
+            state.slot = self.inflight
         self.channel.connect_ahead()
         if self.user_spans is not None:
             state.otel_token = self._enter_user_spans(state)
@@ -544,7 +544,7 @@ class InvocationTracer:
             end["posted"] = posted["outcome"]
             if "size" in posted:
                 end["posted_size"] = posted["size"]
-        self._inflight.clear()
+        self.inflight.clear()
         sent = self.channel.send_invocation(start_json, end)
         if not sent and not self.channel.companion_refused:
             # A live companion that had no room for it accounts for the invocation from the
@@ -552,7 +552,7 @@ class InvocationTracer:
             # a failed one its trace, not ids made up, until the next invocation's start. Not
             # for a companion gone: the slot would outlive the environment, for a retry of the
             # request in the next to take for its own.
-            self._inflight.hold(start_json, time.time_ns())
+            self.inflight.hold(start_json, time.time_ns())
         if sent and failures:
             FAILURES.count -= failures
         if sent and not_injected:

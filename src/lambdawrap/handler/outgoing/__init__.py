@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from types import ModuleType
     from typing import Any, Callable
 
+    from lambdawrap.shared.inflight import InflightSlot
     from lambdawrap.shared.settings import Settings
 
 # library -> ([(module whose import triggers a hook, its hook module, attributes its patch
@@ -45,7 +46,7 @@ LIBRARIES = {
 }
 
 
-def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any", function_wrapper: "Callable", when_imported: "Callable", on_error: "Callable[[str], None]") -> None:
+def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", inflight: "InflightSlot", channel: "Any", function_wrapper: "Callable", when_imported: "Callable", on_error: "Callable[[str], None]") -> None:
     """Register the post-import hooks of the libraries the settings name (nothing else happens
     until one of them is imported: the recorder is made by the first hook that runs)."""
     shared: dict = {}
@@ -59,7 +60,7 @@ def install(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel
                 get_logger().warning("lambdawrap: %s %s is not a version lambdawrap knows (no %s): its calls are not traced", library, version, ", ".join(missing))
                 return
             if not shared:
-                shared.update(_shared(settings, sampled, channel))
+                shared.update(_shared(settings, sampled, inflight, channel))
             _patch(library, hook_module, module, settings, function_wrapper, **shared)
 
         return patch_library
@@ -192,14 +193,14 @@ def _by_reference(function: "Any") -> tuple:
     return pkgutil.resolve_name, (f"{function.__module__}:{function.__qualname__}",)
 
 
-def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", channel: "Any") -> dict:
+def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", inflight: "InflightSlot", channel: "Any") -> dict:
     from lambdawrap.handler.outgoing.propagation import Propagation
     from lambdawrap.handler.outgoing.recorder import Recorder
     from lambdawrap.handler.redact import url_query_keys
 
     query_keys = url_query_keys(settings.redact_keys)
     return {
-        "recorder": Recorder(sampled, channel, settings.own_endpoints, settings.instrument_exclude_hosts, query_keys),
+        "recorder": Recorder(sampled, inflight, channel, settings.own_endpoints, settings.instrument_exclude_hosts, query_keys),
         "propagation": Propagation(settings.propagators),
         "query_keys": query_keys,
     }

@@ -35,6 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
     from typing import Any, Callable
 
+    from lambdawrap.shared.inflight import InflightSlot
+
 CLIENT = 2  # the API's SpanKind values, as records.span carries them (OTLP numbers them one higher)
 PRODUCER = 3
 STATUS_ERROR = 2
@@ -83,14 +85,15 @@ class ClientSpan:
         self.scope = scope
         self.start_ns = time.time_ns()
         self.attributes = attributes
-        self.published: tuple | None = None  # its place in the in-flight slot (see `_publish`)
+        self.published: tuple | None = None  # its place in the in-flight slot (see `Recorder.publish`)
 
 
 class Recorder:
     """Starts and ends client spans; one per process, made by `outgoing.install`."""
 
-    def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple, query_keys: frozenset = frozenset()) -> None:
+    def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", inflight: "InflightSlot", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple, query_keys: frozenset = frozenset()) -> None:
         self._sampled_as_root = sampled_as_root
+        self._inflight = inflight  # the process's in-flight slot, where calls under way are held
         self._query_keys = query_keys  # redacted in the URLs a failure's texts hold, as in url.full
         self._channel = channel
         self._own = frozenset(own_endpoints)
@@ -127,8 +130,14 @@ class Recorder:
         if span.published is not None or not span.sampled:
             return
         invocation = active_invocation()
-        if invocation is not None and invocation.slot is not None:
-            _publish(span, invocation.slot)
+        if invocation is not None and invocation.slot is not None:  # its start is held there
+            try:
+                made = json.dumps(_as_record(span, span.start_ns, [], (0, "")), separators=(",", ":")).encode()
+                # The span keeps only the token, plain numbers: botocore deep-copies the request
+                # that holds it.
+                span.published = self._inflight.call_started(span.span_id, made)
+            except Exception:  # noqa: BLE001 - the call goes on; only a cut-short end would miss it
+                FAILURES.record("publishing a call under way")
 
     def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None, end_ns: int | None = None, invocation: "Any" = None) -> None:
         """Record the finished span; `error` (the error.type) marks it as failed. `end_ns` and
@@ -136,7 +145,7 @@ class Recorder:
         if span.published is not None:
             token, span.published = span.published, None
             try:
-                _slot[0].call_ended(span.span_id, token)
+                self._inflight.call_ended(span.span_id, token)
             except Exception:  # noqa: BLE001 - at worst its place stays taken
                 FAILURES.record("ending a call under way")
         if not span.sampled:
@@ -153,31 +162,17 @@ class Recorder:
             if exception is not None:
                 described = describe_exception(exception, redact=self._redacted)
                 events.append(["exception", {"exception.type": described["type"], "exception.message": described["message"], "exception.stacktrace": described["stack"]}, end_ns])
-        # No value is left out as no attribute: the companion keeps a None as the SDK keeps it
-        # in a span the function's code made (an empty value).
-        attributes = {key: value for key, value in span.attributes.items() if value is not None}
-        deliver_span(self._channel, records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, end_ns, attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote), invocation)
-
+        deliver_span(self._channel, _as_record(span, end_ns, events, status), invocation)
 
     def _redacted(self, text: str) -> str:
         return urls_redacted(text, self._query_keys, "REDACTED") if self._query_keys else text
 
 
-# The process's in-flight slot, as the calls it holds were published to it (one per process):
-# a span holds only its token, plain numbers, as it may be copied with the request holding it.
-_slot: list = [None]
-
-
-def _publish(span: ClientSpan, slot: "Any") -> None:
-    """`span` as it stands, into `slot`'s call places (see Recorder.publish)."""
-    try:
-        attributes = {key: value for key, value in span.attributes.items() if value is not None}
-        made = records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, span.start_ns, attributes, [], [], (0, ""), span.trace_state, parent_remote=span.parent_remote)
-        span.published = slot.call_started(span.span_id, json.dumps(made, separators=(",", ":")).encode())
-    except Exception:  # noqa: BLE001 - the call goes on; only a cut-short end would miss it
-        FAILURES.record("publishing a call under way")
-        return
-    _slot[0] = slot
+def _as_record(span: ClientSpan, end_ns: int, events: list, status: tuple) -> dict:
+    # No value is left out as no attribute: the companion keeps a None as the SDK keeps it in a
+    # span the function's code made (an empty value).
+    attributes = {key: value for key, value in span.attributes.items() if value is not None}
+    return records.span(span.scope, span.name, span.trace_id, span.span_id, span.parent_id, span.kind, span.start_ns, end_ns, attributes, events, [], status, span.trace_state, parent_remote=span.parent_remote)
 
 
 def _as_compared(entry: str) -> str:
