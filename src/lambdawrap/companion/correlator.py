@@ -1241,16 +1241,17 @@ class Correlator:
                 while len(self._ran_on) > KEEP_FORGOTTEN_IDS:
                     self._ran_on.popitem(last=False)
             return
-        self._drop_held(inv, inv.start.pop(inflight.HELD_SPANS), inv.start.pop(inflight.OPEN_CALLS, None), inv.start.pop(inflight.UNKEPT_CALLS, None))
+        self._drop_held(inv, inv.start)
 
-    def _drop_held(self, inv: Invocation, held: object, calls: object, unkept: object) -> None:
-        """What a process gone without its record had: the spans it held for it and those of
-        the calls under way its slot had no place for, counted, and the calls it had under way,
+    def _drop_held(self, inv: Invocation, gone: dict) -> None:
+        """What a process gone without its record had, as inflight.read() gave it with its start
+        (`gone`, scrubbed), taken out of it: the spans it held for the record and those of the
+        calls under way its slot had no place for, counted, and the calls it had under way,
         whose spans end with it."""
-        count = records.count(held) + records.count(unkept)
+        count = records.count(gone.pop(inflight.HELD_SPANS)) + records.count(gone.pop(inflight.UNKEPT_CALLS, None))
         if count:
             self.sink.dropped("process_ended", count)
-        cut = cut_short(inv, calls)
+        cut = cut_short(inv, gone.pop(inflight.OPEN_CALLS, None))
         if cut:
             self.sink.user_spans(cut)
 
@@ -1272,7 +1273,7 @@ class Correlator:
                 # Its process ended holding its slot: its record will never come.
                 del self._held_unread[key]
                 self._ran_on.pop(key, None)
-                self._drop_held(inv, start[inflight.HELD_SPANS], self._scrub(start.get(inflight.OPEN_CALLS)), start.get(inflight.UNKEPT_CALLS))
+                self._drop_held(inv, self._scrub(start))
 
     def _environment_cold(self, inv: Invocation) -> bool:
         """Whether the environment's first invocation was its cold start, as the platform's
