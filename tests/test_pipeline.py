@@ -1004,6 +1004,30 @@ def test_a_function_ipaddress_py_is_not_run_by_lambdawrap_reading_an_escaped_s3_
     assert span["attributes"]["faas.document.name"] == "2024 Q1 summary.csv"
 
 
+def test_a_function_unicodedata_py_is_its_own_with_a_collector_named_in_unicode(tmp_path):
+    # GIVEN a function whose folder holds a `unicodedata.py` of its own, which it imports, and
+    # a metrics endpoint over gRPC whose host is not ASCII (an internationalized name)
+    task = write_function(tmp_path / "task", "import unicodedata\n\ndef handler(event, context):\n    return unicodedata.OWN\n")
+    (task / "unicodedata.py").write_text("print('the function s unicodedata.py ran')\nOWN = 'the function s own'\n")
+    env = {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m\u00e9triques.invalid:4317", "OTEL_METRICS_EXPORTER": "none"}
+    with Emulator(str(task), "app.handler", env=env, invoke_port=None) as bare:
+        without = bare.invoke({}).json()
+        ran_without = [line for line in bare.log_lines("function") if ".py ran" in line]
+    with instrumented(task, env=env) as (emu, rx):
+        result = emu.invoke({})
+        assert emu.wait_idle(30)
+        ran = [line for line in emu.log_lines("function") if ".py ran" in line]
+        lines = [line for line in emu.log_lines("function") if "lambdawrap" in line]
+    # THEN it imports its own file, which runs once, as without the layer (before: reading the
+    # endpoint at boot, urlsplit's check of a name not in ASCII imported the standard
+    # unicodedata, left in sys.modules, and the function's import found that one)
+    assert result.json() == without == "the function s own", (result.json(), without)
+    assert ran == ran_without and len(ran) == 1, (ran, ran_without)
+    assert lines == [], lines
+    (span,) = invocation_spans(rx)
+    assert span["status_code"] == 0
+
+
 RAISES_A_LONG_CHAIN = """
 def handler(event, context):
     def level(n):
