@@ -547,29 +547,22 @@ class Pipeline:
                 self._wait_for(spans_ticket, deadline)
         with self._flight_lock:
             # Whatever is still in flight (or came back unexported) now has a known fate.
-            in_request = self.in_flight
+            spans_in_request = self.in_flight
             left_behind = len(self.spans.take(len(self.spans))) if self.spans is not None else 0
             self.in_flight = 0
-            # A request that went whole may be stored by the collector and answered after we
-            # are gone: counted as the collector may hold it, as at a flush it goes unanswered,
-            # not as spans that could not go (before: exported and counted `shutdown_deadline`
-            # both). Asked with the request's count taken: its answer cannot land in between.
-            may_hold = in_request if in_request and self._awaiting("spans") else 0
-        if may_hold:
-            self._on_drop(UNANSWERED_REASONS["spans"], may_hold)
-        unanswered = in_request - may_hold + left_behind
-        if unanswered:
-            self._on_drop("shutdown_deadline", unanswered)
+            may_hold = self._may_hold("spans", spans_in_request)
+        self._drop_unsent("spans", may_hold, spans_in_request - may_hold + left_behind, "shutdown_deadline")
         # Log lines that did not go, those of a request still unanswered among them: counted
         # after the metrics went, so the count is carried to the next environment with the
         # other unexported counts. A request sent alone has until the deadline to be answered.
         self._alone_done("logs", deadline)
         with self._flight_lock:
-            logs_left = self.logs_in_flight + (len(self.logs.take(len(self.logs))) if self.logs is not None else 0)
+            logs_in_request = self.logs_in_flight
+            logs_left = logs_in_request + (len(self.logs.take(len(self.logs))) if self.logs is not None else 0)
             self.logs_in_flight = 0
             self._logs_settled = True
-        if logs_left:
-            self._on_drop("log_shutdown_deadline", logs_left)
+            logs_may_hold = self._may_hold("logs", logs_in_request)
+        self._drop_unsent("logs", logs_may_hold, logs_left - logs_may_hold, "log_shutdown_deadline")
         if idle and (logs_left or self._logs_counted_late) and time.monotonic() + self._answer_time_s("metrics") < deadline:
             # Lines counted after the metrics went (a collector that refuses logs: a tracing
             # backend's endpoint answers 404) would be carried to the next environment, and
@@ -578,7 +571,7 @@ class Pipeline:
             # until the deadline only: the exporter's back-off and its own timeout know none,
             # and the process ends at it, with what it was to carry over.
             _until(deadline, self._export_metrics, deadline, "final")
-        return never_sent + unanswered + may_hold
+        return never_sent + spans_in_request + left_behind
 
     def unexported_counts(self, counted: collections.Counter) -> list:
         """What of `counted` (the counters' totals, see Signals.counted) the collector has not
@@ -705,6 +698,20 @@ class Pipeline:
             self._refusals(signal, status, count, f"counted as dropped ({REJECTED_REASONS[signal]}), {tried}")
             return "refused"
         return None
+
+    def _may_hold(self, signal: str, in_request: int) -> int:
+        """Of the `in_request` items of `signal` whose request is under way at SHUTDOWN's
+        deadline, those the collector may hold: the request went whole and may be stored and
+        answered after we are gone, counted as at a flush it goes unanswered, not as items that
+        could not go (before: exported and counted `shutdown_deadline` both). Asked with the
+        request's count taken (the flight lock held): its answer cannot land in between."""
+        return in_request if in_request and self._awaiting(signal) else 0
+
+    def _drop_unsent(self, signal: str, may_hold: int, unsent: int, reason: str) -> None:
+        if may_hold:
+            self._on_drop(UNANSWERED_REASONS[signal], may_hold)
+        if unsent:
+            self._on_drop(reason, unsent)
 
     def _awaiting(self, signal: str) -> bool:
         """Whether a request of the `signal` export under way went whole and its answer has not
