@@ -130,7 +130,7 @@ def _setup(config: str):
         settings = Settings.from_env({})
         channel = EncodingChannel()
         tracer = InvocationTracer(settings, channel, environ={})
-        outgoing.install(settings, tracer.sampled, channel, private_wrapt.load().FunctionWrapper, import_hooks.when_imported, lambda name: None)
+        outgoing.install(settings, tracer.sampled, tracer.inflight, channel, private_wrapt.load().FunctionWrapper, import_hooks.when_imported, lambda name: None)
         context = type("Context", (), {"aws_request_id": "bench", "invoked_function_arn": "arn:aws:lambda:us-east-1:1:function:f"})()
         handler = tracer.wrap(lambda event, ctx: event())
         return lambda body: handler(body, context)

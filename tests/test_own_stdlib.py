@@ -118,8 +118,116 @@ def test_a_module_imported_while_lambdawrap_loads_it_is_whole_for_both():
     # GIVEN processes whose threads import calendar and socket as lambdawrap loads email.utils
     # (which imports both, and they stand in sys.modules as they load) WHEN run 20 times
     outcomes = [subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")}) for _ in range(20)]
-    # THEN each thread's module and lambdawrap's are whole (a module put in sys.modules as it
-    # loads without the import system's lock of its name failed 5 of 60 such processes: a
-    # thread's import put its own there meanwhile, and lambdawrap's re was looked up in its
-    # place, NameError 'T')
+    # THEN each thread's module and lambdawrap's are whole (lambdawrap's put in sys.modules
+    # under its own name as it loaded: without the import system's lock of the name, 5 of 60
+    # such processes failed, lambdawrap's re looked up in the place of a thread's, NameError
+    # 'T'; with it, the review's forced timing gave a thread lambdawrap's urllib.parse, and a
+    # `urllib` without `parse`)
     assert [(o.returncode, o.stdout.strip(), o.stderr[-300:]) for o in outcomes] == [(0, "[]", "")] * 20
+
+
+DESCRIBES = textwrap.dedent(
+    """
+    import json, sys
+    before = set(sys.modules)
+    from lambdawrap.handler.invocation import describe_exception
+    sys.path.insert(0, sys.argv[1])  # the function's folder, first on sys.path by now
+    imported = set(sys.modules)
+
+    def handler():
+        return {"caf\u00e9": 1}["th\u00e9"] + 1  # carets under text not in ASCII
+
+    try:
+        handler()
+    except KeyError as exc:
+        stack = describe_exception(exc)["stack"]
+    print(json.dumps({"stack_end": stack.splitlines()[-3:], "new": sorted(set(sys.modules) - imported)}))
+    """
+)
+
+
+@every_python
+def test_describing_an_exception_runs_none_of_the_function_s_files(tmp_path, interpreter):
+    # GIVEN a function's folder holding files named like what formatting a stack imports
+    # (ast and unicodedata from 3.11, linecache's tokenize from 3.13), none imported yet
+    task = tmp_path / "task"
+    task.mkdir()
+    for name in ("ast", "unicodedata", "tokenize"):
+        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\n")
+    script = tmp_path / "describes.py"  # a file: linecache reads the raising line from it
+    script.write_text(DESCRIBES)
+    # WHEN lambdawrap describes an exception raised in the function's code
+    done = subprocess.run([interpreter.path, str(script), str(task)], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    # THEN the stack is as Python prints it, none of the function's files ran, and nothing was
+    # left in sys.modules (before, on 3.13: linecache's `import tokenize` ran the function's
+    # tokenize.py, left in sys.modules, and the stack came out empty)
+    assert seen["stack_end"][-1:] == ["KeyError: 'th\u00e9'"] and any("[\"th\u00e9\"] + 1" in line for line in seen["stack_end"]), seen
+    assert "ran" not in done.stderr, done.stderr
+    assert [name for name in seen["new"] if name in ("ast", "unicodedata", "tokenize")] == [], seen["new"]
+
+
+# Two threads of lambdawrap's (a handler's thread pool, each call's S3 key escaped) load the
+# same module at once; then the function's own modules, imported first, stand in sys.modules.
+TWO_LOADS = textwrap.dedent(
+    """
+    import json, random, sys, threading, time
+    sys.path.insert(0, sys.argv[1])  # the function's folder, first on sys.path by now
+    import socket, calendar  # the function's own files, imported by its code
+    import importlib.machinery, importlib.util  # standard()'s own, which the boot has loaded
+    from lambdawrap.shared.own_stdlib import standard
+    before = dict(sys.modules)
+    got, go = [], threading.Event()
+
+    def load():
+        go.wait()
+        time.sleep(random.random() * 0.008)
+        try:
+            got.append(standard("urllib.parse").unquote_plus("2024+Q1%20summary.csv"))
+        except Exception as exc:
+            got.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join()
+    private_socket, private_calendar = standard("socket"), standard("calendar")
+    print(json.dumps({
+        "got": got,
+        # What a function's file can stand for: a top-level name (a standard package's module is
+        # found in that package's folder), not an extension module of one phase (_socket),
+        # which is put there as it is made, wherever made.
+        "changed": sorted(name for name in set(before) | set(sys.modules) if before.get(name) is not sys.modules.get(name) and not name.startswith("_") and "." not in name),
+        "functions_untouched": [sorted(vars(module)) == ["OWN", "__builtins__", "__cached__", "__doc__", "__file__", "__loader__", "__name__", "__package__", "__spec__", "sys"] for module in (socket, calendar)],
+        "private_whole": [private_socket.AF_INET.name, private_calendar.month_name[1]],
+    }))
+    """
+)
+
+
+@every_python
+def test_lambdawrap_s_threads_loading_one_module_at_once_each_get_it_whole(tmp_path, interpreter):
+    # GIVEN a function's folder holding an `ipaddress.py` (urllib.parse imports ipaddress) and a
+    # `socket.py` and `calendar.py` the function has imported
+    task = tmp_path / "task"
+    task.mkdir()
+    for name in ("ipaddress", "socket", "calendar"):
+        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\nOWN = {name!r}\n")
+    # WHEN two of lambdawrap's threads load urllib.parse at once, and then the standard socket
+    # and calendar, whose enums look their module up in sys.modules by its name as it loads;
+    # 15 processes
+    runs = [subprocess.run([interpreter.path, "-c", TWO_LOADS, str(task)], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")}) for _ in range(15)]
+    # THEN each thread gets the key decoded, the function's ipaddress.py never runs (its socket
+    # and calendar only as it imports them), nothing in sys.modules changes, the function's
+    # modules get none of the standard ones' names, and lambdawrap's are whole (a module put
+    # in sys.modules under its own name as it loads: a second thread's load ran the function's
+    # ipaddress.py; under one name for both loads, re came out half made; run where the
+    # function's module stood, socket's enums went into the function's module)
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert run.stderr.splitlines() == ["the function s socket.py ran", "the function s calendar.py ran"], run.stderr
+        seen = json.loads(run.stdout)
+        assert seen == {"got": ["2024 Q1 summary.csv"] * 2, "changed": [], "functions_untouched": [True, True], "private_whole": ["AF_INET", "January"]}, seen

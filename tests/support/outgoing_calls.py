@@ -220,7 +220,7 @@ def _lambdawrap(library: str):
     channel = RecordingChannel()
     tracer = InvocationTracer(settings, channel, environ={})
     wrapper = private_wrapt.load().FunctionWrapper
-    outgoing.install(settings, tracer.sampled, channel, wrapper, import_hooks.when_imported, lambda name: print("hook failed", name, file=sys.stderr))
+    outgoing.install(settings, tracer.sampled, tracer.inflight, channel, wrapper, import_hooks.when_imported, lambda name: print("hook failed", name, file=sys.stderr))
 
     def run_calls(handler) -> list:
         tracer.wrap(handler)({}, CONTEXT)

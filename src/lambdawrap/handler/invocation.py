@@ -750,8 +750,9 @@ _REDACTION_MARGIN = 1024
 _SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
 _SUGGESTS = sys.version_info >= (3, 12)
 # What traceback imports as it formats a stack from 3.11 (the carets' anchors, the width of a
-# line's text): imported then, after the boot, the names would find a function's own files.
-_IMPORTED_AS_IT_FORMATS = ("ast", "unicodedata") if sys.version_info >= (3, 11) else ()
+# line's text), and linecache from 3.13 as it reads a source line (tokenize, for its encoding):
+# imported then, after the boot, the names would find a function's own files.
+_IMPORTED_AS_IT_FORMATS = ("ast", "unicodedata") * (sys.version_info >= (3, 11)) + ("tokenize",) * (sys.version_info >= (3, 13))
 # The threads describing an exception now. Python 3.12+ finds its "Did you mean" as it formats
 # an error by running the function's code: dir() of the object an AttributeError names (its
 # __dir__), hasattr() of `self` for a NameError in a method (a property, a __getattr__: a client

@@ -9,6 +9,7 @@ after the boot would find the function's file. One needed rarely is had through 
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 
@@ -30,6 +31,8 @@ mmap = _imported("mmap")
 
 _STANDARD: dict = {}
 _LOADING = threading.local()  # name: the module this thread's standard() is executing
+ALIAS_PREFIX = "lambdawrap-standard:"  # not a name an import can ask for
+_LOADS = itertools.count()
 
 
 def standard(name: str) -> object:
@@ -38,7 +41,8 @@ def standard(name: str) -> object:
     interpreter's own folders only, never the function's (first on `sys.path` by then), and
     left out of `sys.modules` where it was not there; so is every module it imports, as it
     loads and later. Raises ImportError if not found."""
-    module = _STANDARD.get(name) or _LOADING.__dict__.get("modules", {}).get(name)
+    # This thread's, half made, first: a package's module binds in the package it loads with.
+    module = _LOADING.__dict__.get("modules", {}).get(name) or _STANDARD.get(name)
     if module is None:
         # One module for all threads, whichever loaded first: lend() tells its own by identity.
         module = _STANDARD.setdefault(name, _found_standard(name))
@@ -91,12 +95,18 @@ def take_back(lent: list) -> None:
 _ABSENT = object()
 _LENDING = threading.Lock()
 _LOANS: dict = {}  # name: [borrowers, the standard module, what stood in sys.modules before]
+
+
 def _found_standard(name: str) -> object:
     import importlib.machinery  # the boot has imported it (bare_start)
 
     roots = tuple({sys.base_prefix.rstrip("/") + "/", sys.base_exec_prefix.rstrip("/") + "/"})
-    there = sys.modules.get(name)
-    if _is_standard(there, roots):
+    package, _, child = name.rpartition(".")
+    parent = standard(package) if package else None
+    # The module of a package of lambdawrap's own is its own too, whatever the process has.
+    there = None if _private(parent) else sys.modules.get(name)
+    origin = getattr(getattr(there, "__spec__", None), "origin", None)
+    if there is not None and isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(roots)):
         if getattr(there.__spec__, "_initializing", False):
             # Another thread is importing it (the companion's export pipeline loading): the
             # import system waits for it to finish, where the module itself would be half made.
@@ -104,8 +114,6 @@ def _found_standard(name: str) -> object:
 
             return importlib.import_module(name)
         return there
-    package, _, child = name.rpartition(".")
-    parent = standard(package) if package else None
     if name in sys.builtin_module_names:
         spec = importlib.machinery.BuiltinImporter.find_spec(name)
     elif package:  # a package's module: in the standard package's own folder
@@ -114,33 +122,16 @@ def _found_standard(name: str) -> object:
         spec = importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if isinstance(p, str) and p.startswith(roots)])
     if spec is None or spec.loader is None:
         raise ModuleNotFoundError(f"no standard module {name}", name=name)
-    if there is not None:  # the function's own stands there
-        module = _executed(name, spec, stands=False)
-    else:
-        from importlib import _bootstrap  # the import system's own: the boot has loaded it
-
-        # Under the import system's lock of the name: a thread importing it meanwhile waits
-        # for it to be made rather than take it half made, and one that did is seen.
-        with _bootstrap._ModuleLockManager(name):
-            there = sys.modules.get(name)
-            if _is_standard(there, roots):
-                return there
-            module = _executed(name, spec, stands=there is None)
+    module = _executed(name, spec)
     if _private(parent):
         setattr(parent, child, module)  # as the import system binds a module in its package
     return module
 
 
-def _is_standard(module: "Any", roots: tuple) -> bool:
-    origin = getattr(getattr(module, "__spec__", None), "origin", None)
-    return module is not None and isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(roots))
-
-
-def _executed(name: str, spec: "Any", stands: bool) -> object:
-    """The module of `spec`, made as lambdawrap's own. `stands`: in sys.modules while it
-    executes, marked as initializing as the import system marks its own (the caller holding
-    the name's lock), where the process lacks a module of its name: some look themselves up
-    there as they load (socket's and calendar's enums, by their module's name)."""
+def _executed(name: str, spec: "Any") -> "Any":
+    """The module of `spec`, made as lambdawrap's own, never under its name in sys.modules:
+    a thread of the function's importing that name meanwhile gets what it would without the
+    layer, never this one half made."""
     import importlib.util
 
     module = importlib.util.module_from_spec(spec)
@@ -148,22 +139,42 @@ def _executed(name: str, spec: "Any", stands: bool) -> object:
     # host not in ASCII), are standard() too: never the function's `ipaddress.py`, and nothing
     # left in sys.modules for the function's own imports to find.
     module.__dict__["__builtins__"] = _standard_builtins()
+    get_code = getattr(spec.loader, "get_code", None)
+    code = get_code(name) if get_code is not None else None  # None: an extension's, built in
+    # Some look themselves up in sys.modules by their name as they load (socket's and
+    # calendar's enums): they find it under a name of lambdawrap's, there while it executes.
+    alias = f"{ALIAS_PREFIX}{next(_LOADS)}:{name}"  # one per load: two threads may load it at once
     loading = _LOADING.__dict__.setdefault("modules", {})
     # A package's modules import it as it loads (json.decoder's `from json import scanner`):
     # they get it half made, as the import system gives them its own.
-    loading[name] = module
-    if stands:
-        spec._initializing = True
-        sys.modules[name] = module
+    loading[name] = sys.modules[alias] = module
     try:
-        spec.loader.exec_module(module)
+        if code is None:
+            spec.loader.exec_module(module)
+        else:
+            module.__name__ = alias
+            exec(code, module.__dict__)
     finally:
         del loading[name]
-        if stands:
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-            spec._initializing = False
+        # What stands under its name once it ran, as the import system takes it: 3.13's
+        # collections.abc puts another module there.
+        module = sys.modules.pop(alias, module)
+    if getattr(module, "__name__", None) == alias:
+        module.__name__ = name
+        _named_as_standard(module, alias, name)
     return module
+
+
+def _named_as_standard(module: "Any", alias: str, name: str) -> None:
+    """Its classes and functions say the module's own name (a traceback's `json.decoder.
+    JSONDecodeError`, pickling by reference), not the one it ran under."""
+    for value in list(module.__dict__.values()):
+        for item in (value, *(vars(value).values() if isinstance(value, type) else ())):
+            if getattr(item, "__module__", None) == alias:
+                try:
+                    item.__module__ = name
+                except (AttributeError, TypeError):  # a built-in type's is fixed
+                    pass
 
 
 def _standard_import(name: str, globals: "dict | None" = None, locals: object = None, fromlist: "tuple | list | None" = (), level: int = 0) -> object:
@@ -177,16 +188,29 @@ def _standard_import(name: str, globals: "dict | None" = None, locals: object = 
         # A standard package the process has: its modules are found in its own folder, as
         # the import system finds them (and may keep them, the standard ones).
         return _IMPORT(name, globals, locals, fromlist, 0)
-    module = standard(name)  # a package's module is bound in it, as the import system does
-    if not fromlist:
-        return standard(top)  # `import a.b` binds `a`
+    if not fromlist:  # `import a.b` binds `a`, with `b` reached from it
+        package = top_module = standard(top)
+        for depth in range(2, name.count(".") + 2):
+            package = _submodule(package, ".".join(name.split(".")[:depth]))
+        return top_module
+    module = standard(name)
     for item in fromlist:
         # `from xml.dom import minidom`: a submodule, not yet an attribute of its package.
         if item != "*" and not hasattr(module, item) and hasattr(module, "__path__"):
             try:
-                standard(f"{name}.{item}")
+                _submodule(module, f"{name}.{item}")
             except ImportError:
                 pass  # the name's absence then raises as the import system's would
+    return module
+
+
+def _submodule(package: "Any", name: str) -> "Any":
+    """The module `name` of `package`, bound in it where it is lambdawrap's own (another
+    thread's load of it may be the one standard() keeps)."""
+    module = standard(name)
+    child = name.rpartition(".")[2]
+    if _private(package) and not hasattr(package, child):
+        setattr(package, child, module)
     return module
 
 
