@@ -25,24 +25,18 @@ import time
 from threading import get_ident
 
 # The C socket module: `socket`'s Python layer (its enums, selectors) costs the function's
-# cold start, and the channel needs none of it.
-from _socket import AF_UNIX, MSG_PEEK, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET
-from _socket import socket as unix_socket
+# cold start, and the channel needs none of it. Out of sys.modules (own_stdlib).
+from lambdawrap.shared.own_stdlib import _socket
 
-try:
-    from _socket import MSG_DONTWAIT
-
-    _PEEK_FLAGS = MSG_PEEK | MSG_DONTWAIT
-except ImportError:  # not on Linux: local tooling only
-    _PEEK_FLAGS = MSG_PEEK
-
-try:
-    # A send to a companion that has died is an EPIPE error, never a SIGPIPE: a function may
-    # restore SIGPIPE's default action (as code written for pipes does), which the signal would
-    # turn into the end of its process, in the middle of an invocation. Linux's flag, per send.
-    from _socket import MSG_NOSIGNAL as _SEND_FLAGS
-except ImportError:  # not on Linux (macOS): local tooling only, where the function runs
-    _SEND_FLAGS = 0
+AF_UNIX, MSG_PEEK, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET = _socket.AF_UNIX, _socket.MSG_PEEK, _socket.SO_SNDBUF, _socket.SOCK_STREAM, _socket.SOL_SOCKET
+unix_socket = _socket.socket
+# MSG_DONTWAIT: not on Linux, local tooling only, peeks block.
+_PEEK_FLAGS = MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
+# A send to a companion that has died is an EPIPE error, never a SIGPIPE: a function may
+# restore SIGPIPE's default action (as code written for pipes does), which the signal would
+# turn into the end of its process, in the middle of an invocation. Linux's flag, per send (0
+# elsewhere: local tooling only, on macOS).
+_SEND_FLAGS = getattr(_socket, "MSG_NOSIGNAL", 0)
 
 from lambdawrap.shared import records, unreported_drops
 from lambdawrap.shared.framing import MAX_ANSWER_BYTES, MAX_RECORD_BYTES, FrameReader, encode, encode_json

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from _random import Random
+
+from lambdawrap.shared.own_stdlib import _random
 
 # A Mersenne Twister's getrandbits: ~0.1 us, where os.urandom is a ~10 us system call on every
 # invocation; ids need uniqueness, not secrecy. The C generator itself, not the `random`
 # module (whose import costs the function's cold start). Seeded from os.urandom, and seeded
 # again in a forked child, so that forked workers never repeat each other's ids.
-_generator = Random()
+_generator = _random.Random()
 _getrandbits = _generator.getrandbits
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_generator.seed)

@@ -28,8 +28,11 @@ def _imported(name: str) -> object:
 
 binascii = _imported("binascii")
 mmap = _imported("mmap")
+_random = _imported("_random")  # ids
+_socket = _imported("_socket")  # the channel
 
-_STANDARD: dict = {}
+# Those above are what standard() gives for their names too.
+_STANDARD: dict = {"binascii": binascii, "mmap": mmap, "_random": _random, "_socket": _socket}
 _LOADING = threading.local()  # name: the module this thread's standard() is executing
 ALIAS_PREFIX = "lambdawrap-standard:"  # not a name an import can ask for
 _LOADS = itertools.count()
@@ -132,9 +135,9 @@ def _executed(name: str, spec: "Any") -> "Any":
     """The module of `spec`, made as lambdawrap's own, never under its name in sys.modules:
     a thread of the function's importing that name meanwhile gets what it would without the
     layer, never this one half made."""
-    import importlib.util
+    from importlib._bootstrap import module_from_spec  # importlib.util's own, without its imports
 
-    module = importlib.util.module_from_spec(spec)
+    module = module_from_spec(spec)
     # Its imports, as it loads and in its functions later (urlsplit's `import unicodedata` for a
     # host not in ASCII), are standard() too: never the function's `ipaddress.py`, and nothing
     # left in sys.modules for the function's own imports to find.

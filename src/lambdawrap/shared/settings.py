@@ -381,7 +381,9 @@ def _warn_of_unknown_names(env: Mapping[str, str], parse: "_Parser") -> None:
     unknown = [name for name in env if name.startswith("LAMBDAWRAP_") and name not in _KNOWN_NAMES]
     if not unknown:
         return
-    from difflib import get_close_matches  # only for a name that needs it
+    # Only for a name that needs it, and the standard one: at boot an import would leave it in
+    # sys.modules, where the function's `import difflib` would later find it for its own file.
+    get_close_matches = standard("difflib").get_close_matches
 
     prefix = len("LAMBDAWRAP_")
     settings = sorted(name[prefix:] for name in _SETTING_NAMES)

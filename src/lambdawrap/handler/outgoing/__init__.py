@@ -187,10 +187,31 @@ def _holder(wrapper: "Any", owner: "Any") -> "Any":
 def _by_reference(function: "Any") -> tuple:
     """A function pickles as the name its module holds it under, looked up again when unpickled
     (pickle's own check, that the name leads to the object saved, cannot hold for a method
-    reached through its class: each access makes a new bound wrapper)."""
-    import pkgutil  # only here: a wrapped library function pickled
+    reached through its class, each access making a new bound wrapper, nor for a function
+    wrapped where another module imported it): a method as its class's attribute, the class
+    pickled by reference, a function as its module's. The pickle names only builtins and the
+    library: no module a file of the function's may stand for (pkgutil's resolve_name did)."""
+    owner_path, _, name = function.__qualname__.rpartition(".")
+    owner: "Any" = _ModuleImport(function.__module__)
+    if owner_path:
+        owner = sys.modules[function.__module__]
+        for part in owner_path.split("."):
+            owner = getattr(owner, part)
+    return getattr, (owner, name)
 
-    return pkgutil.resolve_name, (f"{function.__module__}:{function.__qualname__}",)
+
+class _ModuleImport:
+    """Pickles as the import of the module `name`, by the builtin __import__."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> tuple:
+        # A fromlist gives the module itself, not its package; `__name__`, had by every module,
+        # imports nothing more.
+        return __import__, (self.name, None, None, ("__name__",))
 
 
 def _shared(settings: "Settings", sampled: "Callable[[int, Any], bool]", inflight: "InflightSlot", channel: "Any") -> dict:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from _contextvars import ContextVar
 
 from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 from lambdawrap.handler.redact import urls_redacted
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
+from lambdawrap.shared.own_stdlib import standard
 from lambdawrap.shared.settings import loopback_as_one
 
 TYPE_CHECKING = False
@@ -43,9 +43,11 @@ STATUS_ERROR = 2
 MAX_ATTRIBUTE_CHARS = 2048  # a URL or an ARN: enough to tell it, never a payload
 
 # Truthy while a client span is open in this context: the layers below add none of their own.
-# _contextvars, the module contextvars re-exports: builtin, so no file of the function's takes
-# its name, and `contextvars` stays out of sys.modules where the function did not import it.
-IN_CLIENT_CALL: ContextVar = ContextVar("lambdawrap_in_client_call", default=False)
+# _contextvars, the module contextvars re-exports, the standard one (own_stdlib: an extension
+# module, a file of the function's could take its name), and `contextvars` stays out of
+# sys.modules where the function did not import it.
+ContextVar = standard("_contextvars").ContextVar
+IN_CLIENT_CALL: "Any" = ContextVar("lambdawrap_in_client_call", default=False)
 # Its value while requests runs a traced request's response hooks (the function's code, inside
 # Session.send): the calls a hook makes are the function's own, but a re-send through the request's
 # adapter (`r.connection.send`: HTTPDigestAuth, requests-ntlm and requests-kerberos answer a 401 so)
