@@ -8,8 +8,23 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from conftest import ROOT
 from support.python_versions import every_python
+
+def _function_folder(tmp_path: Path, names: tuple) -> Path:
+    """A function's folder holding a file of its own for each of `names`, saying when it runs."""
+    task = tmp_path / "task"
+    task.mkdir()
+    for name in names:
+        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\nOWN = {name!r}\n")
+    return task
+
+
+def _run(python: str, *args: str) -> subprocess.CompletedProcess:
+    """A process of its own: what a process has imported decides what standard() loads."""
+    return subprocess.run([python, *args], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")})
+
 
 FUNCTIONS_OWN = ("ipaddress", "unicodedata", "math", "socket", "calendar")  # it imports them last
 SHADOWS = ("json", "ipaddress", "unicodedata", "math", "socket", "calendar", "email")
@@ -56,16 +71,13 @@ PROBE = textwrap.dedent(
 @every_python
 def test_standard_modules_and_what_they_import_are_the_interpreter_s(tmp_path, interpreter):
     # GIVEN a function's folder holding files named like standard modules, each saying it ran
-    task = tmp_path / "task"
-    task.mkdir()
-    for name in SHADOWS:
-        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\nOWN = {name!r}\n")
+    task = _function_folder(tmp_path, SHADOWS)
     # WHEN lambdawrap has standard modules through standard(): urllib.parse (whose urlsplit
     # imports unicodedata for a host not in ASCII), a package the process had not imported
     # (json, with its relative imports), a package's module (xml.dom.minidom: `from xml.dom
     # import domreg`), one importing modules that look themselves up in sys.modules as they
     # load (email.utils: socket, calendar)
-    done = subprocess.run([interpreter.path, "-c", PROBE % {"shadows": SHADOWS}, str(task)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    done = _run(interpreter.path, "-c", PROBE % {"shadows": SHADOWS}, str(task))
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     ran = [line for line in done.stderr.splitlines() if line.endswith(".py ran")]
@@ -82,26 +94,41 @@ def test_standard_modules_and_what_they_import_are_the_interpreter_s(tmp_path, i
     assert ran == [f"the function s {name}.py ran" for name in FUNCTIONS_OWN], ran
 
 
-# The function's threads import what standard() is loading, at the same moment.
-RACE = textwrap.dedent(
+# Threads started together, in a probe's process.
+AT_ONCE = textwrap.dedent(
     """
-    import sys, threading
+    import threading
+
+    def at_once(target, count):
+        go = threading.Event()
+
+        def run():
+            go.wait()
+            target()
+
+        threads = [threading.Thread(target=run) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        go.set()
+        return threads
+    """
+)
+
+# The function's threads import what standard() is loading, at the same moment.
+RACE = AT_ONCE + textwrap.dedent(
+    """
+    import sys
     from lambdawrap.shared.own_stdlib import standard
     errors = []
-    go = threading.Event()
 
     def function_thread():
-        go.wait()
         try:
             import calendar, socket
             assert calendar.month_name[1] == "January" and socket.AF_INET, "half made"
         except Exception as exc:
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=function_thread) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    go.set()
+    threads = at_once(function_thread, 4)
     try:
         assert standard("email.utils").formatdate(0, usegmt=True).endswith("1970 00:00:00 GMT")
         assert standard("calendar").month_name[1] == "January"
@@ -113,11 +140,10 @@ RACE = textwrap.dedent(
     """
 )
 
-
 def test_a_module_imported_while_lambdawrap_loads_it_is_whole_for_both():
     # GIVEN processes whose threads import calendar and socket as lambdawrap loads email.utils
     # (which imports both, and they stand in sys.modules as they load) WHEN run 20 times
-    outcomes = [subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")}) for _ in range(20)]
+    outcomes = [_run(sys.executable, "-c", RACE) for _ in range(20)]
     # THEN each thread's module and lambdawrap's are whole (lambdawrap's put in sys.modules
     # under its own name as it loaded: without the import system's lock of the name, 5 of 60
     # such processes failed, lambdawrap's re looked up in the place of a thread's, NameError
@@ -150,14 +176,11 @@ DESCRIBES = textwrap.dedent(
 def test_describing_an_exception_runs_none_of_the_function_s_files(tmp_path, interpreter):
     # GIVEN a function's folder holding files named like what formatting a stack imports
     # (ast and unicodedata from 3.11, linecache's tokenize from 3.13), none imported yet
-    task = tmp_path / "task"
-    task.mkdir()
-    for name in ("ast", "unicodedata", "tokenize"):
-        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\n")
+    task = _function_folder(tmp_path, ("ast", "unicodedata", "tokenize"))
     script = tmp_path / "describes.py"  # a file: linecache reads the raising line from it
     script.write_text(DESCRIBES)
     # WHEN lambdawrap describes an exception raised in the function's code
-    done = subprocess.run([interpreter.path, str(script), str(task)], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")})
+    done = _run(interpreter.path, str(script), str(task))
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     # THEN the stack is as Python prints it, none of the function's files ran, and nothing was
@@ -170,29 +193,24 @@ def test_describing_an_exception_runs_none_of_the_function_s_files(tmp_path, int
 
 # Two threads of lambdawrap's (a handler's thread pool, each call's S3 key escaped) load the
 # same module at once; then the function's own modules, imported first, stand in sys.modules.
-TWO_LOADS = textwrap.dedent(
+TWO_LOADS = AT_ONCE + textwrap.dedent(
     """
-    import json, random, sys, threading, time
+    import json, random, sys, time
     sys.path.insert(0, sys.argv[1])  # the function's folder, first on sys.path by now
     import socket, calendar  # the function's own files, imported by its code
     import importlib.machinery, importlib.util  # standard()'s own, which the boot has loaded
     from lambdawrap.shared.own_stdlib import standard
     before = dict(sys.modules)
-    got, go = [], threading.Event()
+    got = []
 
     def load():
-        go.wait()
         time.sleep(random.random() * 0.008)
         try:
             got.append(standard("urllib.parse").unquote_plus("2024+Q1%20summary.csv"))
         except Exception as exc:
             got.append(repr(exc))
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    go.set()
-    for thread in threads:
+    for thread in at_once(load, 2):
         thread.join()
     private_socket, private_calendar = standard("socket"), standard("calendar")
     print(json.dumps({
@@ -212,14 +230,11 @@ TWO_LOADS = textwrap.dedent(
 def test_lambdawrap_s_threads_loading_one_module_at_once_each_get_it_whole(tmp_path, interpreter):
     # GIVEN a function's folder holding an `ipaddress.py` (urllib.parse imports ipaddress) and a
     # `socket.py` and `calendar.py` the function has imported
-    task = tmp_path / "task"
-    task.mkdir()
-    for name in ("ipaddress", "socket", "calendar"):
-        (task / f"{name}.py").write_text(f"import sys\nsys.stderr.write('the function s {name}.py ran\\n')\nOWN = {name!r}\n")
+    task = _function_folder(tmp_path, ("ipaddress", "socket", "calendar"))
     # WHEN two of lambdawrap's threads load urllib.parse at once, and then the standard socket
     # and calendar, whose enums look their module up in sys.modules by its name as it loads;
     # 15 processes
-    runs = [subprocess.run([interpreter.path, "-c", TWO_LOADS, str(task)], capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT / "src")}) for _ in range(15)]
+    runs = [_run(interpreter.path, "-c", TWO_LOADS, str(task)) for _ in range(15)]
     # THEN each thread gets the key decoded, the function's ipaddress.py never runs (its socket
     # and calendar only as it imports them), nothing in sys.modules changes, the function's
     # modules get none of the standard ones' names, and lambdawrap's are whole (a module put
