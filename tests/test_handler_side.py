@@ -1425,14 +1425,16 @@ def test_an_exception_is_described_with_the_texts_python_gives_it(make):
 def test_a_recursions_frames_python_does_not_print_are_not_formatted(monkeypatch):
     import traceback
 
+    from lambdawrap.handler import own_traceback
     from lambdawrap.handler.invocation import describe_exception
 
     # GIVEN a RecursionError: a thousand frames, of which Python prints a few and counts the rest
     error = _raised(lambda: _deeper(0))
     printed = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     formatted = []
-    plain = traceback.StackSummary.format_frame_summary
-    monkeypatch.setattr(traceback.StackSummary, "format_frame_summary", lambda self, frame, **kw: formatted.append(frame) or plain(self, frame, **kw))
+    summary = own_traceback.traceback().StackSummary  # what lambdawrap formats with
+    plain = summary.format_frame_summary
+    monkeypatch.setattr(summary, "format_frame_summary", lambda self, frame, **kw: formatted.append(frame) or plain(self, frame, **kw))
     # WHEN it is described THEN the text is Python's, and only the frames printed were formatted
     # (each was, carets and all, before: tens of milliseconds after every such invocation)
     assert describe_exception(error)["stack"] == printed

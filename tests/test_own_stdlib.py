@@ -246,3 +246,54 @@ def test_lambdawrap_s_threads_loading_one_module_at_once_each_get_it_whole(tmp_p
         assert run.stderr.splitlines() == ["the function s socket.py ran", "the function s calendar.py ran"], run.stderr
         seen = json.loads(run.stdout)
         assert seen == {"got": ["2024 Q1 summary.csv"] * 2, "changed": [], "functions_untouched": [True, True], "private_whole": ["AF_INET", "January"]}, seen
+
+
+# Source lines the function's code serves for code it generated: registered in linecache's
+# cache (attrs, dataclass-style generators), or through a getlines of its own (doctest's, for
+# its examples), in a process that had no linecache at lambdawrap's first description.
+SERVED_LINES = textwrap.dedent(
+    """
+    import json, sys
+    from lambdawrap.handler.invocation import describe_exception
+    assert "linecache" not in sys.modules, "the probe's process had one already"
+    try:
+        {}["first"]
+    except KeyError as exc:
+        describe_exception(exc)  # before the process has a linecache
+    import linecache, traceback
+
+    def both(source, filename):
+        namespace = {}
+        exec(compile(source, filename, "exec"), namespace)
+        try:
+            namespace["generated"]({"a": {}})
+        except KeyError as exc:
+            printed = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            return [describe_exception(exc)["stack"], printed]
+
+    registered = "def generated(d):\\n    return d['a']['registered']\\n"
+    linecache.cache["<generated>"] = (len(registered), None, registered.splitlines(True), "<generated>")
+    served = "def generated(d):\\n    return d['a']['served']\\n"
+    process_getlines = linecache.getlines
+    linecache.getlines = lambda filename, module_globals=None: served.splitlines(True) if filename == "<doctest example>" else process_getlines(filename, module_globals)
+    print(json.dumps({"registered": both(registered, "<generated>"), "served": both(served, "<doctest example>")}))
+    """
+)
+
+
+@every_python
+def test_source_lines_the_function_s_code_serves_are_in_the_stack_as_python_prints_them(tmp_path, interpreter):
+    # GIVEN a process without linecache when lambdawrap first describes an exception, whose code
+    # then registers a generated function's source in linecache's cache, and serves another's
+    # through a getlines of its own, as doctest does
+    # WHEN lambdawrap describes the errors both raise
+    script = tmp_path / "serves.py"  # a file: 3.13 loads linecache at start-up for `-c`
+    script.write_text(SERVED_LINES)
+    done = _run(interpreter.path, str(script))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    # THEN each stack is the one Python prints, with the line of code (the review's: before, a
+    # linecache of lambdawrap's own was kept from the first description, and the registered
+    # line was missing; on 3.13 the served one too)
+    for case, (described, printed) in seen.items():
+        assert described == printed and f"return d['a']['{case}']" in printed, (case, described, printed)

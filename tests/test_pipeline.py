@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for, write_function
+from conftest import ROOT, wait_for, write_function
 from support.faults import companion_process
 from support.pip_target import installed
 from support.python_versions import every_python
@@ -1076,49 +1076,59 @@ import sys, threading
 from lambdawrap.handler import invocation
 
 sys.path.insert(0, sys.argv[1])  # the function's folder, first as the runtime puts it
-before = sys.modules.get("ast")
-
-# Two formattings overlapping, the first done before the second imports
-from lambdawrap.shared import own_stdlib
-first = own_stdlib.lend(("ast",))
-second = own_stdlib.lend(("ast",))
-own_stdlib.take_back(first)
-import ast
-print("the second's ast:", "standard" if ast is own_stdlib.standard("ast") else ast)
-own_stdlib.take_back(second)
+import ast, unicodedata  # the function's own, imported by its code
+before = {name: sys.modules.get(name) for name in ("ast", "unicodedata", "tokenize")}
+found_another = []
 
 def fails(d):
-    return d["a"] + d["x"][0]["y"]  # a line whose carets ast anchors
+    return d["caf\\u00e9"] + d["x"][0]["y"]  # a line whose carets ast anchors, text not in ASCII
 
 def describes():
     for _ in range(600):
         try:
-            fails({"a": 1, "x": [{}]})
+            fails({"caf\\u00e9": 1, "x": [{}]})
         except Exception as exc:
             invocation.describe_exception(exc)
+
+def function_imports():
+    # The function's thread importing, as lambdawrap's format
+    while any(thread.is_alive() for thread in threads):
+        import ast, unicodedata
+        if getattr(ast, "OWN", None) != "ast" or getattr(unicodedata, "OWN", None) != "unicodedata":
+            found_another.append((ast, unicodedata))
 
 sys.setswitchinterval(1e-6)
 threads = [threading.Thread(target=describes) for _ in range(16)]
 [t.start() for t in threads]
+function_imports()
 [t.join() for t in threads]
-print("ast afterwards:", "as before" if sys.modules.get("ast") is before else repr(sys.modules.get("ast")))
+print("the function's imports that found another module:", len(found_another))
+print("afterwards:", ["as before" if sys.modules.get(name) is module else repr(sys.modules.get(name)) for name, module in before.items()])
 """
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's traceback imports nothing as it formats")
-def test_threads_formatting_stacks_at_once_leave_the_function_s_imports_as_they_were(tmp_path):
-    # GIVEN a function's folder with an `ast.py` of its own, and its threads raising at once
+@every_python
+def test_threads_formatting_stacks_at_once_leave_the_function_s_imports_as_they_were(tmp_path, interpreter):
+    # GIVEN a function's folder with an `ast.py`, a `unicodedata.py` and a `tokenize.py` of its
+    # own, its code having imported the first two
     folder = tmp_path / "task"
     folder.mkdir()
-    (folder / "ast.py").write_text("print('the function s ast.py ran')\n")
-    # WHEN two of lambdawrap's formattings overlap, the first done before the second imports,
-    # and then 16 threads describe their exceptions at once, switching every microsecond
-    done = subprocess.run([sys.executable, "-c", FORMATS_ON_SIXTEEN_THREADS, str(folder)], capture_output=True, text=True, timeout=300)
-    # THEN the function's ast.py never ran, and `ast` in sys.modules is what it was (before:
-    # one thread took back what another had lent, the next import ran the function's file, or
-    # the standard module stayed where the function's import would have found its own)
+    for name in ("ast", "unicodedata", "tokenize"):
+        (folder / f"{name}.py").write_text(f"print('the function s {name}.py ran')\nOWN = {name!r}\n")
+    # WHEN 16 threads describe their exceptions at once, switching every microsecond, as one of
+    # the function's imports `ast` and `unicodedata` again and again
+    done = subprocess.run([interpreter.path, "-c", FORMATS_ON_SIXTEEN_THREADS, str(folder)], capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    # THEN the function's imports always found its own modules, its files ran only as it
+    # imported them, and sys.modules is what it was (before: lambdawrap lent the standard ast,
+    # unicodedata and tokenize to sys.modules as it formatted, where the function's thread found
+    # them; earlier, one thread took back what another had lent)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["the second's ast: standard", "ast afterwards: as before"], done.stdout
+    assert done.stdout.splitlines() == [
+        "the function s ast.py ran",
+        "the function s unicodedata.py ran",
+        "the function's imports that found another module: 0",
+        "afterwards: ['as before', 'as before', 'as before']",
+    ], done.stdout
 
 
 LIMITS_BATTERY = """

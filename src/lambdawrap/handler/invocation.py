@@ -24,10 +24,9 @@ import atexit
 import os
 import sys
 import time
-import traceback
 from _thread import RLock, get_ident
 
-from lambdawrap.handler import import_hooks, message_context, secret_cuts, trace_context, triggers
+from lambdawrap.handler import import_hooks, message_context, own_traceback, secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import redact_query, url_query_keys
 from lambdawrap.handler.repeated_frames import cheap_to_format
@@ -35,12 +34,12 @@ from lambdawrap.handler.repeated_frames import cheap_to_format
 # otherwise make a record too large for the channel, and the invocation would lose its span.
 # The recognisers build values only this far.
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS
-from lambdawrap.shared.sampling import make_sampler
-from lambdawrap.shared import own_stdlib, posted_wanted, records
+from lambdawrap.shared import posted_wanted, records
 from lambdawrap.shared.ids import new_span_id, new_trace_id, reseed as reseed_ids
 from lambdawrap.shared.inflight import InflightSlot
 from lambdawrap.shared.log import Failures
 from lambdawrap.shared.process_id import own_pid
+from lambdawrap.shared.sampling import make_sampler
 from lambdawrap.shared.settings import Settings
 
 TYPE_CHECKING = False
@@ -677,28 +676,18 @@ def describe_exception(error: BaseException, tb: Any = _OWN_TRACEBACK, redact: C
     where formatting the stack failed: then the stack is its frames alone)."""
     message = stack = None
     frames = error.__traceback__ if tb is _OWN_TRACEBACK else tb
-    if _SUGGESTS and not _SUGGESTIONS_GATED:
-        _gate_suggestions()
-    thread = get_ident()
-    outermost = thread not in _DESCRIBING  # a __str__ of the function's may describe one too
-    _DESCRIBING.add(thread)
-    lent: list = []
     try:
-        lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
+        traceback = own_traceback.traceback()
         # What traceback.format_exception formats, kept to read its message back.
         described = traceback.TracebackException(type(error), error, frames, compact=True)
         message = getattr(described, "_str", None)
-        _cut_texts(described)
+        _cut_texts(described, getattr(traceback, "_RECURSIVE_CUTOFF", 3))
         stack = "".join(described.format())
     except BaseException:  # noqa: BLE001 - a user's exception may break formatting in many ways
         # (its __str__ may raise anything, SystemExit too: the runtime meets that itself when it
         # renders the exception, and at exit nothing of ours may print; a __getattr__ may raise
         # other than AttributeError when asked for __notes__, from 3.11)
         pass
-    finally:
-        own_stdlib.take_back(lent)
-        if outermost:
-            _DESCRIBING.discard(thread)
     if message is None:  # an interpreter whose TracebackException keeps the text elsewhere
         try:
             message = str(error)
@@ -749,34 +738,6 @@ _REDACTION_MARGIN = 1024
 # exception.message, has none of it (the stack, formatted as Python prints it, keeps it).
 _SUGGESTIONS = (" Or did you forget to import '", ". Did you forget to import '", ". Did you mean: '")
 _SUGGESTS = sys.version_info >= (3, 12)
-# What traceback imports as it formats a stack from 3.11 (the carets' anchors, the width of a
-# line's text), and linecache from 3.13 as it reads a source line (tokenize, for its encoding):
-# imported then, after the boot, the names would find a function's own files.
-_IMPORTED_AS_IT_FORMATS = ("ast", "unicodedata") * (sys.version_info >= (3, 11)) + ("tokenize",) * (sys.version_info >= (3, 13))
-# The threads describing an exception now. Python 3.12+ finds its "Did you mean" as it formats
-# an error by running the function's code: dir() of the object an AttributeError names (its
-# __dir__), hasattr() of `self` for a NameError in a method (a property, a __getattr__: a client
-# made lazily, over the network), __import__ of an ImportError's module. The runtime, which
-# formats no exception, runs none of it; neither do we: in these threads there is no suggestion.
-_DESCRIBING: set = set()
-_SUGGESTIONS_GATED = False
-
-
-def _gate_suggestions() -> None:
-    """Put traceback's suggestion finder behind the _DESCRIBING gate, once: every other thread
-    (the function formatting its own errors) calls Python's, unchanged."""
-    global _SUGGESTIONS_GATED
-    _SUGGESTIONS_GATED = True
-    find = getattr(traceback, "_compute_suggestion_error", None)
-    if find is None:
-        return
-
-    def compute_suggestion_error(exc_value: Any, tb: Any, wrong_name: Any) -> Any:
-        if get_ident() in _DESCRIBING:
-            return None
-        return find(exc_value, tb, wrong_name)
-
-    traceback._compute_suggestion_error = compute_suggestion_error
 
 
 def _suggested(error: BaseException) -> bool:
@@ -804,22 +765,18 @@ def _without_suggestions(message: str) -> str:
 def _frames_only(frames: Any, kind: str, message: str) -> str:
     """The traceback as Python prints it, from its frames alone (no cause, context or note: they
     are the exception's to give, and it failed to), where the whole could not be formatted."""
-    lent: list = []
     try:
-        lent = own_stdlib.lend(_IMPORTED_AS_IT_FORMATS)
         last = f"{kind}: {secret_cuts.head(message, MAX_MESSAGE_CHARS)}" if message else kind
+        traceback = own_traceback.traceback()
         return "Traceback (most recent call last):\n" + "".join(traceback.format_list(traceback.extract_tb(frames))) + last + "\n"
     except BaseException:  # noqa: BLE001 - as describe_exception's
         return ""
-    finally:
-        own_stdlib.take_back(lent)
-
 
 
 TRUNCATED = "...[truncated]"
 
 
-def _cut_texts(described: Any) -> None:
+def _cut_texts(described: Any, cutoff: int) -> None:
     """Each exception's text as the stack prints it (the one described, its causes and
     contexts, a group's members), cut to MAX_MESSAGE_CHARS: the stack keeps its last
     MAX_STACK_CHARS, of which a message of that size or more left nothing but its own tail, the
@@ -837,7 +794,7 @@ def _cut_texts(described: Any) -> None:
             each._str = secret_cuts.head(text, MAX_MESSAGE_CHARS) + TRUNCATED
         stack = getattr(each, "stack", None)
         if stack is not None:
-            each.stack = cheap_to_format(stack)
+            each.stack = cheap_to_format(stack, cutoff)
         todo += [getattr(each, "__cause__", None), getattr(each, "__context__", None), *(getattr(each, "exceptions", None) or ())]
 
 

@@ -9,32 +9,18 @@ few lines. The frames it leaves out are known from their file, line and name alo
 
 from __future__ import annotations
 
-import traceback
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# traceback's own rule: a run of the same line is printed this many times, then counted.
-_CUTOFF = getattr(traceback, "_RECURSIVE_CUTOFF", 3)
 
-
-class _Stack(traceback.StackSummary):
-    """A StackSummary whose frames in `unprinted` format to nothing: format() counts them as
-    repeats without printing them, as it would have."""
-
-    unprinted: frozenset = frozenset()
-
-    def format_frame_summary(self, frame_summary: Any, **kwargs: Any) -> Any:
-        if id(frame_summary) in self.unprinted:
-            return ""
-        return super().format_frame_summary(frame_summary, **kwargs)
-
-
-def cheap_to_format(stack: Any) -> Any:
-    """`stack` (a StackSummary), or one that formats to the same text with only the frames it
-    prints formatted; as it is on Python 3.10, whose format() has no per-frame hook."""
-    if not isinstance(stack, traceback.StackSummary) or not hasattr(traceback.StackSummary, "format_frame_summary"):
+def cheap_to_format(stack: Any, cutoff: int) -> Any:
+    """`stack` (a StackSummary), or one of the same class's that formats to the same text with
+    only the frames it prints formatted, given traceback's rule: a run of the same line is
+    printed `cutoff` times, then counted. As it is on Python 3.10, whose format() has no
+    per-frame hook."""
+    summary = type(stack)
+    if not hasattr(summary, "format_frame_summary"):
         return stack
     unprinted = set()
     last = None
@@ -44,10 +30,31 @@ def cheap_to_format(stack: Any) -> Any:
         if last is None or None in last or key != last:  # format() starts a new run here
             last, count = key, 0
         count += 1
-        if count > _CUTOFF:
+        if count > cutoff:
             unprinted.add(id(frame))
     if not unprinted:
         return stack
-    cheaper = _Stack(stack)
+    cheaper = _cheaper_class(summary)(stack)
     cheaper.unprinted = frozenset(unprinted)
     return cheaper
+
+
+def _cheaper_class(summary: type) -> type:
+    """A subclass of `summary` whose frames in `unprinted` format to nothing: format() counts
+    them as repeats without printing them, as it would have."""
+    cheaper = _CHEAPER.get(summary)
+    if cheaper is None:
+
+        class cheaper(summary):  # type: ignore[no-redef, valid-type, misc]
+            unprinted: frozenset = frozenset()
+
+            def format_frame_summary(self, frame_summary: Any, **kwargs: Any) -> Any:
+                if id(frame_summary) in self.unprinted:
+                    return ""
+                return super().format_frame_summary(frame_summary, **kwargs)
+
+        cheaper = _CHEAPER.setdefault(summary, cheaper)
+    return cheaper
+
+
+_CHEAPER: dict = {}  # a StackSummary class: its cheaper subclass

@@ -5,7 +5,8 @@ imports then find what they find without the layer (its own file, or the standar
 and lambdawrap keeps the standard one.
 
 Each is used from here (`from lambdawrap.shared.own_stdlib import mmap`): an import of the name
-after the boot would find the function's file. One needed rarely is had through `standard()`."""
+after the boot would find the function's file. One needed rarely is had through `standard()`;
+one whose functions import as lambdawrap calls them, through `own_copy()`."""
 
 from __future__ import annotations
 
@@ -47,69 +48,35 @@ def standard(name: str) -> object:
     # This thread's, half made, first: a package's module binds in the package it loads with.
     module = _LOADING.__dict__.get("modules", {}).get(name) or _STANDARD.get(name)
     if module is None:
-        # One module for all threads, whichever loaded first: lend() tells its own by identity.
+        # One module for all threads, whichever loaded first.
         module = _STANDARD.setdefault(name, _found_standard(name))
     return module
 
 
-def lend(names: tuple) -> list:
-    """Put the standard modules `names` in `sys.modules` while lambdawrap runs standard code that
-    imports them lazily (traceback's formatting of a stack: `ast`, `unicodedata`, from 3.11):
-    the function's own `ast.py`, first on `sys.path` by then, is neither run nor used. The names
-    lent, for take_back(); never raises (a name not had is left as it is). Counted per name:
-    threads formatting at once, or one formatting within another, lend once, and the last to
-    take back puts back what stood there before the first."""
-    lent = []
-    for name in names:
-        try:
-            module = standard(name)
-        except Exception:  # noqa: BLE001 - the code that imports it meets what it meets
-            continue
-        with _LENDING:
-            loan = _LOANS.get(name)
-            if loan is None:
-                _LOANS[name] = [1, module, sys.modules.get(name, _ABSENT)]
-                sys.modules[name] = module
-            else:
-                loan[0] += 1
-        lent.append(name)
-    return lent
+def own_copy(name: str) -> object:
+    """The standard module `name` loaded anew as lambdawrap's own, the process's left as it is:
+    for one whose functions import as lambdawrap calls them (traceback's `import ast` as it
+    formats a stack, 3.13's linecache's `import tokenize`), where the process's would import
+    through the process's imports, find a function's `ast.py` first on `sys.path`, and leave
+    what it found in `sys.modules`; its own imports go through standard(). One for all threads.
+    Raises ImportError if not found."""
+    module = _COPIES.get(name)
+    if module is None:
+        module = _COPIES.setdefault(name, _found_standard(name, anew=True))
+    return module
 
 
-def take_back(lent: list) -> None:
-    """Put back what stood in `sys.modules` before the first lend() of each name, once the last
-    is taken back: the function's imports then find what they find without the layer (its own
-    file, or the standard module loaded anew)."""
-    for name in lent:
-        with _LENDING:
-            loan = _LOANS[name]
-            loan[0] -= 1
-            if loan[0]:
-                continue
-            del _LOANS[name]
-            _, module, before = loan
-            if sys.modules.get(name) is module:
-                if before is _ABSENT:
-                    del sys.modules[name]
-                else:
-                    sys.modules[name] = before
+_COPIES: dict = {}
 
 
-_ABSENT = object()
-_LENDING = threading.Lock()
-_LOANS: dict = {}  # name: [borrowers, the standard module, what stood in sys.modules before]
-
-
-def _found_standard(name: str) -> object:
+def _found_standard(name: str, anew: bool = False) -> object:
     import importlib.machinery  # the boot has imported it (bare_start)
 
-    roots = tuple({sys.base_prefix.rstrip("/") + "/", sys.base_exec_prefix.rstrip("/") + "/"})
     package, _, child = name.rpartition(".")
     parent = standard(package) if package else None
     # The module of a package of lambdawrap's own is its own too, whatever the process has.
-    there = None if _private(parent) else sys.modules.get(name)
-    origin = getattr(getattr(there, "__spec__", None), "origin", None)
-    if there is not None and isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(roots)):
+    there = None if anew or _private(parent) else process_standard(name)
+    if there is not None:
         if getattr(there.__spec__, "_initializing", False):
             # Another thread is importing it (the companion's export pipeline loading): the
             # import system waits for it to finish, where the module itself would be half made.
@@ -122,13 +89,27 @@ def _found_standard(name: str) -> object:
     elif package:  # a package's module: in the standard package's own folder
         spec = importlib.machinery.PathFinder.find_spec(name, list(getattr(parent, "__path__", ())))
     else:
-        spec = importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if isinstance(p, str) and p.startswith(roots)])
+        spec = importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if isinstance(p, str) and p.startswith(_roots())])
     if spec is None or spec.loader is None:
         raise ModuleNotFoundError(f"no standard module {name}", name=name)
     module = _executed(name, spec)
     if _private(parent):
         setattr(parent, child, module)  # as the import system binds a module in its package
     return module
+
+
+def process_standard(name: str) -> "Any":
+    """The process's module `name` where it is the standard one (built in, frozen, or from the
+    interpreter's folders), not a function's file of that name; else None."""
+    there = sys.modules.get(name)
+    origin = getattr(getattr(there, "__spec__", None), "origin", None)
+    if isinstance(origin, str) and (origin in ("built-in", "frozen") or origin.startswith(_roots())):
+        return there
+    return None
+
+
+def _roots() -> tuple:
+    return tuple({sys.base_prefix.rstrip("/") + "/", sys.base_exec_prefix.rstrip("/") + "/"})
 
 
 def _executed(name: str, spec: "Any") -> "Any":

@@ -12,8 +12,8 @@ from itertools import islice
 from lambdawrap.handler import secret_cuts
 from lambdawrap.handler.trace_context import MAX_SCANNED_NAMES
 from lambdawrap.handler.triggers.trigger import MAX_ATTRIBUTE_CHARS, MAX_PARSED_CHARS, Trigger
-from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 from lambdawrap.shared.own_stdlib import standard
+from lambdawrap.shared.semconv import KNOWN_HTTP_METHODS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
