@@ -1079,6 +1079,7 @@ sys.path.insert(0, sys.argv[1])  # the function's folder, first as the runtime p
 import ast, unicodedata  # the function's own, imported by its code
 before = {name: sys.modules.get(name) for name in ("ast", "unicodedata", "tokenize")}
 found_another = []
+stacks = set()  # each one's last line of code: its carets
 
 def fails(d):
     return d["caf\\u00e9"] + d["x"][0]["y"]  # a line whose carets ast anchors, text not in ASCII
@@ -1088,7 +1089,7 @@ def describes():
         try:
             fails({"caf\\u00e9": 1, "x": [{}]})
         except Exception as exc:
-            invocation.describe_exception(exc)
+            stacks.add(invocation.describe_exception(exc)["stack"].splitlines()[-2])
 
 def function_imports():
     # The function's thread importing, as lambdawrap's format
@@ -1103,6 +1104,7 @@ threads = [threading.Thread(target=describes) for _ in range(16)]
 function_imports()
 [t.join() for t in threads]
 print("the function's imports that found another module:", len(found_another))
+print("stacks:", len(stacks), "carets as Python prints them:", all(("^" in line) == (sys.version_info >= (3, 11)) for line in stacks))
 print("afterwards:", ["as before" if sys.modules.get(name) is module else repr(sys.modules.get(name)) for name, module in before.items()])
 """
 
@@ -1117,7 +1119,9 @@ def test_threads_formatting_stacks_at_once_leave_the_function_s_imports_as_they_
         (folder / f"{name}.py").write_text(f"print('the function s {name}.py ran')\nOWN = {name!r}\n")
     # WHEN 16 threads describe their exceptions at once, switching every microsecond, as one of
     # the function's imports `ast` and `unicodedata` again and again
-    done = subprocess.run([interpreter.path, "-c", FORMATS_ON_SIXTEEN_THREADS, str(folder)], capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    script = tmp_path / "formats.py"  # a file: the stack has its lines of code, and their carets
+    script.write_text(FORMATS_ON_SIXTEEN_THREADS)
+    done = subprocess.run([interpreter.path, str(script), str(folder)], capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     # THEN the function's imports always found its own modules, its files ran only as it
     # imported them, and sys.modules is what it was (before: lambdawrap lent the standard ast,
     # unicodedata and tokenize to sys.modules as it formatted, where the function's thread found
@@ -1127,6 +1131,7 @@ def test_threads_formatting_stacks_at_once_leave_the_function_s_imports_as_they_
         "the function s ast.py ran",
         "the function s unicodedata.py ran",
         "the function's imports that found another module: 0",
+        "stacks: 1 carets as Python prints them: True",
         "afterwards: ['as before', 'as before', 'as before']",
     ], done.stdout
 
