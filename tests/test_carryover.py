@@ -56,6 +56,24 @@ def finished_calls(timed_out: bool = False) -> list:
     return sink.take_calls()
 
 
+def failed_init_calls(lines: list) -> list:
+    """The sink calls a correlator makes for an init that failed after printing `lines`, before
+    any pipeline exists: what a companion holds at the SHUTDOWN that ends its environment."""
+    sink = DeferredSink()
+    correlator = Correlator(sink, lambda reason, detail: None)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    correlator.on_telemetry(
+        [{"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}}]
+        + [{"time": stamp, "type": "function", "record": line} for line in lines]
+        + [
+            {"time": stamp, "type": "platform.initRuntimeDone", "record": {"status": "error", "errorType": "Runtime.ImportModuleError"}},
+            {"time": stamp, "type": "platform.initReport", "record": {"status": "error", "errorType": "Runtime.ImportModuleError", "metrics": {"durationMs": 812.0}}},
+        ]
+    )
+    correlator.finish_unreported("failure")
+    return sink.take_calls()
+
+
 def exported(calls: list) -> tuple:
     """Replay calls into a real Signals: (spans, log entries) as they would be exported."""
     settings = Settings.from_env(ENV)
@@ -158,12 +176,13 @@ def test_an_invocation_shed_counts_what_its_record_carried(socket_path, monkeypa
     dropped = collections.Counter()
     for count in carried.counts:
         dropped[count["attributes"]["reason"]] += count["value"]
-    # (log lines: the invocation's two held and one handed over after it)
-    assert dropped == {"log_shutdown_deadline": 1 + 2, "shutdown_deadline": 1 + 3, "span_limit": 4, "context_not_injected": 2}, carried.counts
+    # (log lines: the invocation's two held and one handed over after it; the init's one held,
+    # taken off the init span, which is kept)
+    assert dropped == {"log_shutdown_deadline": 1 + 2 + 1, "shutdown_deadline": 1 + 3, "span_limit": 4, "context_not_injected": 2}, carried.counts
 
 
 @pytest.mark.parametrize("logs_exported", [True, False], ids=["logs exported", "OTEL_LOGS_EXPORTER=none"])
-def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch, logs_exported):
+def test_an_init_whose_held_lines_do_not_fit_is_kept_without_them(socket_path, monkeypatch, logs_exported):
     # GIVEN a file limit of 12 KB, and an environment that ends holding only a failed init
     # whose span holds 300 of its log lines, more than the file holds
     from lambdawrap.companion.correlator import InitFacts
@@ -171,14 +190,44 @@ def test_an_init_shed_counts_its_held_log_lines(socket_path, monkeypatch, logs_e
     monkeypatch.setattr(carryover, "MAX_BYTES", 12_000)
     init = InitFacts(start_ns=time.time_ns())
     init.status = "error"
+    init.error_type = "Runtime.ImportModuleError"
     init.logs = [(f"line {n} " + "x" * 60, time.time_ns()) for n in range(300)]
     # WHEN it is saved
     carryover.save(socket_path, [], [("init_span", (init, None), {})], logs_exported=logs_exported)
     carried = carryover.take(socket_path)
-    # THEN the init is shed, counted with its lines (before: the lines went uncounted), those
-    # only where logs are exported (nobody asked for them otherwise)
+    # THEN the failed init comes back without its lines (before: it was shed whole, and the
+    # next environment exported no span of it), the lines counted only where logs are exported
+    # (nobody asked for them otherwise)
+    ((name, (kept, parent), _),) = carried.calls
+    assert (name, kept.status, kept.error_type, kept.logs, parent) == ("init_span", "error", "Runtime.ImportModuleError", [], None)
     dropped = {c["attributes"]["reason"]: c["value"] for c in carried.counts if c["name"] == "lambdawrap.dropped"}
-    assert carried.calls == [] and dropped == ({"shutdown_deadline": 1, "log_shutdown_deadline": 300} if logs_exported else {"shutdown_deadline": 1})
+    assert dropped == ({"log_shutdown_deadline": 300} if logs_exported else {})
+
+
+def test_failed_inits_whose_held_lines_do_not_fit_are_exported_without_them(socket_path):
+    # GIVEN a function whose init fails in environment after environment, each before its
+    # companion loaded its pipeline, after printing 1,000 lines of 1,000 characters not in
+    # ASCII, held for its init span: 6 MB in JSON each, past the file's 4 MB
+    lines = [f"{n:04} " + "é" * 995 for n in range(1000)]
+    for _ in range(3):
+        # WHEN each environment's companion saves what it holds
+        calls = failed_init_calls(lines)
+        ((name, (init, parent), _),) = calls
+        assert (name, init.status, len(init.logs), parent) == ("init_span", "error", 1000, None)
+        carryover.save(socket_path, [], calls)
+    carried = carryover.take(socket_path)
+    # THEN the next environment exports the three failed init spans, as they would have been
+    # without their lines (before: each was shed whole, counted as shutdown_deadline, and no
+    # span of a failed init reached the collector), each line counted
+    assert carried.failed_inits == 3
+    init.logs = []
+    spans, _ = exported(carried.calls)
+    # (each a trace of its own, whose id is made as its span is)
+    assert [span[2:] for span in spans] == [span[2:] for span in exported(calls)[0]] * 3 and {span[0] for span in spans} == {"orders init"}
+    dropped = collections.Counter()
+    for count in carried.counts:
+        dropped[count["attributes"]["reason"]] += count["value"]
+    assert dropped == {"log_shutdown_deadline": 3 * 1000}, carried.counts
 
 
 @pytest.mark.parametrize(
@@ -343,7 +392,7 @@ def test_a_companion_killed_while_it_writes_many_lines_leaves_the_rest_with_the_
     # WHEN the platform kills it while it writes them
     saver = subprocess.run([sys.executable, "-c", KILLED_WRITING_THE_LINES, socket_path, str(lines)], capture_output=True, text=True, timeout=120)
     held = carryover.take(socket_path)
-    if lines > carryover.LINES_SAVED_SECOND:
+    if lines * (100 + carryover.LINE_WEIGHT) > carryover.LINES_WEIGHT_SAVED_SECOND:
         # THEN what it wrote first is left: every count and call but the lines, each line
         # counted as lost (before: one file, with the lines, whose write the kill ended: nothing
         # of the environment was left, its invocation neither exported nor counted)
@@ -355,6 +404,44 @@ def test_a_companion_killed_while_it_writes_many_lines_leaves_the_rest_with_the_
         # ... and a few lines are written at once, with the rest, in one file
         assert saver.returncode == 0, saver.stderr
         assert [name for name, _, _ in held.calls] == ["dropped"] + ["log_line"] * lines and held.counts == [{"name": "faas.invocations", "attributes": {}, "value": 1}]
+
+
+KILLED_WRITING_HELD_LINES = """
+import os, sys, time
+from lambdawrap.companion import carryover
+from lambdawrap.companion.correlator import InitFacts
+write = carryover._write
+
+def killed_writing_the_lines(path, data):
+    if b"held line" in data:
+        os._exit(9)  # the platform's SIGKILL at SHUTDOWN's deadline, as the lines are written
+    write(path, data)
+
+carryover._write = killed_writing_the_lines
+init = InitFacts(start_ns=time.time_ns())
+init.status, init.error_type = "error", "Runtime.ImportModuleError"
+init.logs = [("held line %d " % n + "x" * 1000, time.time_ns()) for n in range(1000)]
+carryover.save(sys.argv[1], [], [("init_span", (init, None), {})])
+"""
+
+
+def test_a_companion_killed_while_it_writes_a_failed_init_s_held_lines_leaves_the_init(socket_path):
+    import subprocess
+    import sys
+
+    # GIVEN a companion whose environment's init failed after printing 1,000 lines of 1 KiB,
+    # held for the init span
+    # WHEN the platform kills it while it writes those lines
+    saver = subprocess.run([sys.executable, "-c", KILLED_WRITING_HELD_LINES, socket_path], capture_output=True, text=True, timeout=120)
+    assert saver.returncode == 9, saver.stderr
+    held = carryover.take(socket_path)
+    # THEN the failed init is left, without its lines, each counted (before: the one file was
+    # written with the lines, as only loose lines were weighed, and the kill left nothing: the
+    # failed init was neither exported nor counted)
+    assert held.failed_inits == 1
+    ((name, (init, parent), _),) = held.calls
+    assert (init.error_type, init.logs, parent) == ("Runtime.ImportModuleError", [], None)
+    assert held.counts == [{"name": "lambdawrap.dropped", "attributes": {"reason": "log_shutdown_deadline"}, "value": 1000}]
 
 
 def test_a_companion_that_writes_many_lines_leaves_them_all_uncounted(socket_path):

@@ -8,7 +8,8 @@ invocation, span and log line. /tmp outlives a reset, so the companion leaves wh
 send in a file beside its socket: the counters' unexported values, and the sink calls that
 never reached the pipeline. The next environment's companion replays them into its own sink,
 so the invocations are exported there, with their own ids and times. (Histograms are not
-carried: only counts.) What does not fit in the file is counted as dropped instead.
+carried: only counts.) What does not fit in the file is counted as dropped instead, log lines
+first, those an invocation or init holds included, then what they were held for.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ from lambdawrap.companion.correlator import InitFacts, Invocation, call_lost
 SUFFIX = ".carryover.json"
 _WRITING = ".writing"  # the next file, beside it until it is whole
 MAX_BYTES = 4 * 1024 * 1024
-LINES_SAVED_SECOND = 256  # more log lines held than this: a file without them is written first
+# Log lines held weigh more than this (characters, and LINE_WEIGHT for each): a file without them
+# is written first. What a kill at SHUTDOWN's deadline may cut short is encoding and writing the
+# lines: 1,000 lines of 1 KiB a failed init holds take hundreds of milliseconds at 128 MB.
+LINES_WEIGHT_SAVED_SECOND = 32 * 1024
+LINE_WEIGHT = 100  # a line's own share of encoding it, its characters aside
 # When the calls do not fit, these go, in order (the reason their loss is counted under; None:
-# not counted, a platform report's histograms, which are not carried anyway). The counts, and the
-# calls that carry counts, go last: without them the loss of everything else is uncounted.
-_SHED_FIRST = (("log_line", "log_shutdown_deadline"), ("user_spans", "shutdown_deadline"), ("invocation", "shutdown_deadline"), ("report", None), ("init_span", "shutdown_deadline"))
+# not counted, a platform report's histograms, which are not carried anyway). The log lines an
+# invocation or init holds go with the loose ones, before the spans they were held for. The
+# counts, and the calls that carry counts, go last: without them the loss of everything else is
+# uncounted.
+_HELD_LINES = "held lines"
+_SHED_FIRST = (("log_line", "log_shutdown_deadline"), (_HELD_LINES, "log_shutdown_deadline"), ("user_spans", "shutdown_deadline"), ("invocation", "shutdown_deadline"), ("report", None), ("init_span", "shutdown_deadline"))
+_HOLDERS = {"invocation": "invocation", "init_span": "init"}  # sink call: the object it holds lines on
 _OBJECTS = {"invocation": Invocation, "init": InitFacts}
 # The sink's methods a kept call may name (the file is ours, but it is read back as data).
 SINK_CALLS = frozenset({"invocation", "init_span", "report", "log_line", "user_spans", "dropped", "internal_errors", "restore_counts"})
@@ -61,19 +70,24 @@ def save(socket_path: str, counts: list = (), calls: list = (), logs_exported: b
     the lines are encoded and written then still leaves every invocation accounted for."""
     held = _read(_path(socket_path))
     all_counts = held.counts + list(counts)
-    every = held.calls + list(calls)
-    lines = [call for call in every if call[0] == "log_line"]
-    if len(lines) > LINES_SAVED_SECOND:
+    encoded = [_encoded(call) for call in held.calls + list(calls)]
+    if _lines_weight(encoded) > LINES_WEIGHT_SAVED_SECOND:
         # Before the lines are encoded: that is the time a kill may come.
-        lost = _shed("log_line", "log_shutdown_deadline", lines, logs_exported)
-        shed = [{"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in lost]
-        _write(_path(socket_path), _fitted(all_counts + shed, [_encoded(call) for call in every if call[0] != "log_line"], logs_exported))
-    _write(_path(socket_path), _fitted(all_counts, [_encoded(call) for call in every], logs_exported))
+        lean, lost = _without_held_lines([call for call in encoded if call[0] != "log_line"], logs_exported)
+        lost += _dropped(_shed("log_line", "log_shutdown_deadline", [call for call in encoded if call[0] == "log_line"], logs_exported))
+        _write(_path(socket_path), _fitted(all_counts + lost, lean, logs_exported))
+    _write(_path(socket_path), _fitted(all_counts, encoded, logs_exported))
 
 
 def _encoded(call: tuple) -> list:
     name, args, kwargs = call
     return [name, [_encode(a) for a in args], kwargs]
+
+
+def _without_logs(value: object) -> object:
+    if isinstance(value, dict) and isinstance(value.get("data"), dict) and value["data"].get("logs"):
+        return {**value, "data": {**value["data"], "logs": []}}
+    return value
 
 
 def _fitted(all_counts: list, encoded: list, logs_exported: bool) -> bytes:
@@ -82,10 +96,14 @@ def _fitted(all_counts: list, encoded: list, logs_exported: bool) -> bytes:
     for name, reason in _SHED_FIRST:
         if len(data) <= MAX_BYTES:
             break
-        kept = [call for call in encoded if call[0] != name]
-        if reason is not None:
-            all_counts = all_counts + [{"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in _shed(name, reason, [call for call in encoded if call[0] == name], logs_exported)]
-        encoded = kept
+        if name == _HELD_LINES:
+            encoded, lost = _without_held_lines(encoded, logs_exported)
+            all_counts = all_counts + lost
+        else:
+            kept = [call for call in encoded if call[0] != name]
+            if reason is not None:
+                all_counts = all_counts + _dropped(_shed(name, reason, [call for call in encoded if call[0] == name], logs_exported))
+            encoded = kept
         data = _dump(all_counts, encoded)
     if len(data) > MAX_BYTES:
         # One count per counter; then, if need be, without the calls that count (the rest are
@@ -95,6 +113,44 @@ def _fitted(all_counts: list, encoded: list, logs_exported: bool) -> bytes:
         if len(data) > MAX_BYTES:
             data = _dump(all_counts, [])
     return data
+
+
+def _held_lines(call: list) -> list:
+    """The log lines an encoded invocation or init call holds for its span."""
+    holder = _HOLDERS.get(call[0])
+    first = call[1][0] if holder and call[1] else None
+    if isinstance(first, dict) and first.get("__lambdawrap__") == holder and isinstance(first.get("data"), dict):
+        logs = first["data"].get("logs")
+        return logs if isinstance(logs, list) else []
+    return []
+
+
+def _lines_weight(encoded: list) -> int:
+    weight = 0
+    for call in encoded:
+        if call[0] == "log_line":
+            lines = call[1][:1]
+        else:
+            lines = [entry[0] for entry in _held_lines(call) if entry]
+        weight += sum(LINE_WEIGHT + (len(line) if isinstance(line, str) else 0) for line in lines)
+    return weight
+
+
+def _without_held_lines(encoded: list, logs_exported: bool) -> tuple:
+    """`encoded` with the log lines each invocation or init holds taken off it, which is kept;
+    and the count of their loss, only where logs are exported (as call_lost counts them)."""
+    kept, held = [], 0
+    for call in encoded:
+        lines = _held_lines(call)
+        if lines:
+            held += len(lines)
+            call = [call[0], [_without_logs(call[1][0]), *call[1][1:]], call[2]]
+        kept.append(call)
+    return kept, _dropped([("log_shutdown_deadline", held)] if held and logs_exported else [])
+
+
+def _dropped(lost: list) -> list:
+    return [{"name": "lambdawrap.dropped", "attributes": {"reason": label}, "value": count} for label, count in lost]
 
 
 def _write(path: str, data: bytes) -> None:
