@@ -64,6 +64,17 @@ def probe_layer(tmp_path: Path):
 
 
 @pytest.fixture(autouse=True)
+def _no_init_left_loading():
+    # A test that makes a tracer in this process begins an init no module load ends: calls and
+    # spans a later test makes outside an invocation would be taken for that init's.
+    yield
+    from lambdawrap.handler import init_trace
+
+    init_trace.end()
+    init_trace._chosen.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch):
     # Tests never inherit lambdawrap or OTEL settings from the developer's shell.
     for key in list(os.environ):

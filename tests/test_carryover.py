@@ -56,11 +56,14 @@ def finished_calls(timed_out: bool = False) -> list:
     return sink.take_calls()
 
 
-def failed_init_calls(lines: list) -> list:
-    """The sink calls a correlator makes for an init that failed after printing `lines`, before
-    any pipeline exists: what a companion holds at the SHUTDOWN that ends its environment."""
+def failed_init_calls(lines: list, records_before: list = ()) -> list:
+    """The sink calls a correlator makes for an init that failed after printing `lines` (and
+    the function's process sent `records_before`), before any pipeline exists: what a
+    companion holds at the SHUTDOWN that ends its environment."""
     sink = DeferredSink()
     correlator = Correlator(sink, lambda reason, detail: None)
+    for record in records_before:
+        correlator.on_record(record)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     correlator.on_telemetry(
         [{"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}}]
@@ -228,6 +231,31 @@ def test_failed_inits_whose_held_lines_do_not_fit_are_exported_without_them(sock
     for count in carried.counts:
         dropped[count["attributes"]["reason"]] += count["value"]
     assert dropped == {"log_shutdown_deadline": 3 * 1000}, carried.counts
+
+
+def test_a_failed_init_carried_over_stays_the_root_of_the_calls_its_module_made(socket_path):
+    # GIVEN an init that failed after its module made a call, whose span the function's process
+    # sent with the init span's ids it chose (handler/init_trace.py), in an environment that
+    # ended before its pipeline was loaded
+    now = time.time_ns()
+    call = records.span("urllib", "GET", 0x7A11, 0xCA11, 0x1417, 3, now - 3_000_000, now - 1_000_000, {"url.full": "http://config/"}, [], [], (2, ""))
+    calls = failed_init_calls(["loading"], [records.spans([call], [f"{0x7A11:032x}", f"{0x1417:016x}"])])
+    # WHEN it is carried to the next environment
+    carryover.save(socket_path, [], calls)
+    carried = carryover.take(socket_path)
+    # THEN the init span it exports is the call's parent, in the call's trace (before: a trace
+    # of its own, with an id of its own)
+    settings = Settings.from_env(ENV)
+    resource = build_resource(settings, None)
+    signals = Signals(settings, resource, MeterProvider(resource=resource))
+    for name, args, kwargs in carried.calls:
+        getattr(signals, name)(*args, **kwargs)
+    spans = {s.name: s for s in signals.spans.take(100)}
+    init = spans["orders init"]
+    assert (init.context.trace_id, init.context.span_id, init.parent) == (0x7A11, 0x1417, None)
+    assert (spans["GET"].context.trace_id, spans["GET"].parent.span_id) == (0x7A11, 0x1417)
+    # ... and the init's line carries its ids
+    assert [(line, tuple(ids)) for line, _, ids, _ in signals.logs.take(10)] == [("loading", (f"{0x7A11:032x}", f"{0x1417:016x}"))]
 
 
 @pytest.mark.parametrize(

@@ -797,12 +797,13 @@ class TestChannel:
         assert len([r for r in caplog.records if "companion not reachable" in r.getMessage()]) == 1
 
     def test_a_companion_that_dies_is_said_also_after_its_socket_was_missing_at_first(self, sock_path, caplog):
-        # GIVEN a span sent before the companion's socket is there (a span at import time),
-        # then the companion up, then gone (its file left, connections refused)
+        # GIVEN a record sent before the companion's socket is there (a posted record: spans
+        # would be held for it), then the companion up, then gone (its file left, connections
+        # refused)
         channel = Channel(sock_path)
         span = {"version": 3, "type": "spans", "spans": []}
         with caplog.at_level(logging.WARNING, logger="lambdawrap"):
-            assert channel.send(dict(span)) is False
+            assert channel.send({"version": 3, "type": "posted", "request_id": "r", "outcome": "result"}) is False
             server = SocketServer(sock_path, lambda record: None, lambda reason, detail: None)
             server.start()
             channel._next_connect = 0.0
@@ -821,11 +822,16 @@ class TestChannel:
         import socket
 
         # GIVEN the socket file a killed companion left, where a span of the function's init is
-        # refused (the new companion not yet listening): it is counted as dropped
+        # refused (the new companion not yet listening): it is held, counted beside the socket
+        # until it goes
+        from lambdawrap.shared import unreported_drops
+
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
             gone.bind(sock_path)
         channel = Channel(sock_path)
-        assert channel.send({"version": 2, "type": "spans", "spans": [{}]}) is False and channel.dropped == 1
+        assert channel.send({"version": 2, "type": "spans", "spans": [{}]}) is True and channel.dropped == 0
+        with open(unreported_drops.path_for(sock_path, os.getpid())) as kept:
+            assert kept.read() == "1"
         # WHEN the new companion listens there, and the first invocation ends within the second
         # a refused connection holds other records back
         received = []
@@ -833,12 +839,18 @@ class TestChannel:
         server.start()
         try:
             sent = channel.send_invocation(b'{"request_id":"first"}', {"end_ns": 1})
-            wait_for(lambda: received, what="the invocation's record")
+            wait_for(lambda: len(received) == 2, what="the span and the invocation's record")
         finally:
             server.stop()
         # THEN its record goes (before: held back, counted as dropped by the function's process
-        # while the companion counted it missing: one invocation counted twice, and not exported)
-        assert sent is True and received[0]["start"]["request_id"] == "first" and received[0]["dropped"] == 1
+        # while the companion counted it missing: one invocation counted twice, and not exported),
+        # after the span held for the companion, which is no longer counted as dropped (before:
+        # dropped, and the count went with the record)
+        # (the record's own connect, no connect ahead of it: the held span is not also reported
+        # as dropped)
+        assert sent is True and received[0]["type"] == "spans" and received[1]["start"]["request_id"] == "first"
+        assert "dropped" not in received[1] and channel.dropped == 0
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
 
     def test_a_connection_made_before_the_file_was_removed_is_taken_when_the_companion_listens_again(self, sock_path):
         from lambdawrap.companion.event_loop import EventLoop
@@ -899,14 +911,71 @@ class TestChannel:
         assert started.is_set() and received and received[0]["type"] == "init.failed", received
         assert received[0]["error"]["type"] == "OrderError" and channel.dropped == 0
 
-    def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, sock_path):
-        # The file gone (a function emptied /tmp): the companion lives, saw the INVOKE and counts
-        # the invocation as record_missing; other records only this process can count.
+    def test_a_removed_socket_file_leaves_the_invocation_to_the_live_companion(self, listener, sock_path):
+        # The file gone (a function emptied /tmp) after the process reached the companion, its
+        # connection lost: the companion lives, saw the INVOKE and counts the invocation as
+        # record_missing; other records only this process can count.
         channel = Channel(sock_path)
+        assert channel.send({"version": 2, "type": "spans", "spans": []}) is True
+        channel._close()
+        os.unlink(sock_path)
         assert channel.send({"version": 2, "type": "invocation"}) is False
         assert channel.dropped == 0
         assert channel.send({"version": 2, "type": "spans", "spans": []}) is False
         assert channel.dropped == 1
+
+    def test_spans_made_before_the_companion_listens_are_held_for_it_and_counted_until_they_go(self, sock_path, monkeypatch):
+        from lambdawrap.handler import channel as channel_module
+        from lambdawrap.shared import unreported_drops
+
+        # GIVEN a process whose module makes spans as it loads, before the companion's socket
+        # is there, more than the channel holds
+        monkeypatch.setattr(channel_module, "MAX_EARLY_FRAMES", 2)
+        channel = Channel(sock_path)
+        sent = [channel.send({"version": 3, "type": "spans", "spans": [{"name": f"at import {n}"}]}) for n in range(3)]
+        # THEN the first two are held, the third dropped, and all three counted beside the
+        # socket meanwhile (a process that ends before the companion listens); only the third
+        # is a drop a record will report
+        assert sent == [True, True, False] and channel.dropped == 1
+        with open(unreported_drops.path_for(sock_path, os.getpid())) as kept:
+            assert kept.read() == "3"
+        # WHEN the companion listens, and the first invocation starts
+        received = []
+        server = SocketServer(sock_path, received.append, lambda reason, detail: None)
+        server.start()
+        try:
+            channel.connect_ahead()
+            wait_for(lambda: len(received) == 2, what="the spans held")
+            assert channel.send_invocation(b'{"request_id":"first"}', {"end_ns": 1})
+            wait_for(lambda: len(received) == 3, what="the invocation's record")
+        finally:
+            server.stop()
+        # THEN the held spans reach it first, in order, no longer counted; the one dropped is
+        # reported with the invocation's record (before: all three dropped, and counted)
+        assert [r["spans"][0]["name"] for r in received[:2]] == ["at import 0", "at import 1"] and not [r for r in received[:2] if "dropped" in r]
+        assert received[2]["dropped"] == 1 and channel.dropped == 0
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
+
+    def test_spans_held_by_a_process_that_ends_go_if_the_companion_listens_by_then(self, sock_path):
+        from lambdawrap.shared import unreported_drops
+
+        # GIVEN a process whose module made a call as it loaded, before the companion listened,
+        # and then failed (the call's answer was an error): nothing else will be sent
+        channel = Channel(sock_path)
+        assert channel.send({"version": 3, "type": "spans", "spans": [{"name": "GET"}]}) is True
+        received = []
+        server = SocketServer(sock_path, received.append, lambda reason, detail: None)
+        server.start()
+        try:
+            # WHEN the process exits, the companion listening by then
+            channel.send_early_at_exit()
+            wait_for(lambda: received, what="the span held")
+        finally:
+            server.stop()
+        # THEN the span goes, and is counted no more (before: held until a next record that
+        # never came, counted beside the socket)
+        assert received[0]["spans"] == [{"name": "GET"}] and channel.dropped == 0
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
 
     def test_a_companion_that_died_is_seen_on_its_connection(self, sock_path):
         import socket
@@ -2004,3 +2073,47 @@ def test_a_copy_of_the_layer_s_package_in_the_function_s_folder_is_not_the_funct
     assert boot.function_s_own_lambdawrap({"LAMBDA_TASK_ROOT": str(tmp_path)}) is None
     assert boot.function_s_own_lambdawrap({"LAMBDA_TASK_ROOT": str(tmp_path / "elsewhere")}) is None
     assert boot.function_s_own_lambdawrap({}) is None
+
+
+class TestInitTrace:
+    """What the handler's module does as it loads is the init span's (handler/init_trace.py)."""
+
+    def test_spans_made_as_the_module_loads_share_one_init_context_that_ends_when_it_has_loaded(self, sock_path):
+        from lambdawrap.handler import init_trace
+        from lambdawrap.handler.invocation import InvocationTracer
+
+        tracer = InvocationTracer(Settings(socket_path=sock_path), Channel(sock_path), environ={})
+        first, again = init_trace.current(), init_trace.current()
+        assert first is again and first.sampled and init_trace.ids_for({"trace_id": first.trace_hex}) == [first.trace_hex, first.span_hex]
+        assert init_trace.ids_for({"trace_id": "1" * 32}) is None  # a span of another trace
+        tracer.handler_loaded()
+        assert init_trace.current() is None
+
+    @pytest.mark.parametrize("environ", [{"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}, {"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"}], ids=["SnapStart", "Managed Instances"])
+    def test_no_init_context_where_the_init_span_could_not_hold_it(self, sock_path, environ):
+        from lambdawrap.handler import init_trace
+        from lambdawrap.handler.invocation import InvocationTracer
+
+        # A snapshot's every restored copy would export the ids it holds; on Managed Instances
+        # every worker loads the module, for one init span.
+        InvocationTracer(Settings.from_env({**environ, "LAMBDAWRAP_SOCKET": sock_path}), Channel(sock_path), environ=environ)
+        assert init_trace.current() is None
+
+    def test_a_process_forked_as_the_module_loads_makes_no_init_span_s_children(self, sock_path):
+        from lambdawrap.handler import init_trace
+        from lambdawrap.handler.invocation import InvocationTracer
+
+        # GIVEN a module that forks a process of its own as it loads (a poller)
+        InvocationTracer(Settings(socket_path=sock_path), Channel(sock_path), environ={})
+        assert init_trace.current() is not None
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's report is the pipe
+            os.write(write, b"none" if init_trace.current() is None else b"init")
+            os._exit(0)
+        os.close(write)
+        # THEN what the child does is not the init's (before the fork handler: it stayed so
+        # for the child's life, its calls children of an init span long exported)
+        assert os.read(read, 16) == b"none"
+        os.waitpid(child, 0)
+        os.close(read)

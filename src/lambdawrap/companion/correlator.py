@@ -249,6 +249,10 @@ class InitFacts:
         self.runtime_done = False  # initRuntimeDone came: the platform had started the runtime
         self.extension_error: str | None = None  # the first errorType of a platform.extension record
         self.span_id: str | None = None  # the init span's, chosen when it is made (its late lines carry it)
+        # (trace, span) where the function's process chose them, for the calls its module made
+        # as it loaded: the init span is then the root of that trace, not in the first
+        # invocation's.
+        self.own_trace: tuple | None = None
         # A Managed Instances worker's own failed init, told by its process: not the
         # environment's, whose duration the platform measures.
         self.worker = False
@@ -262,7 +266,7 @@ class InitFacts:
 
     def to_dict(self) -> dict:
         """What a later environment needs to export this init's span (see carryover)."""
-        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "cold": self.cold, "worker": self.worker, "logs": self.logs[-MAX_PENDING_LOGS:]}
+        return {"start_ns": self.start_ns, "duration_ms": self.duration_ms, "status": self.status, "error_type": self.error_type, "error": self.error, "phase": self.phase, "initialization_type": self.initialization_type, "cold": self.cold, "worker": self.worker, "logs": self.logs[-MAX_PENDING_LOGS:], "own_trace": self.own_trace}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InitFacts":
@@ -275,6 +279,10 @@ class InitFacts:
         facts.cold = data.get("cold") if isinstance(data.get("cold"), bool) else None
         facts.worker = data.get("worker") is True
         facts.logs = _log_entries(data.get("logs"))
+        own_trace = data.get("own_trace")
+        if isinstance(own_trace, list) and len(own_trace) == 2 and records.hex_id(own_trace[0], 32) and records.hex_id(own_trace[1], 16):
+            facts.own_trace = (own_trace[0], own_trace[1])
+            facts.span_id = own_trace[1]
         facts.reported = facts.emitted = True
         return facts
 
@@ -454,6 +462,10 @@ class Correlator:
         # join): the init span is a trace of its own, not a child of the next one.
         self._first_missing = False
         self._first_invoked: Invocation | None = None  # on demand: the INVOKE that came first
+        # The init span's (trace, span) the function's process chose for what its handler's
+        # module did as it loaded (handler.init_trace): the calls it made, their spans its
+        # children. Kept here, not on self.init: its spans may come before platform.initStart.
+        self._init_ids: tuple | None = None
         self._finished_any = False  # an invocation of this environment is accounted for
         self._init_report_failed = False  # the initReport's own status is not a success
         self.handed_over = 0  # invocations and held lines handed to the sink: what a timed export is for
@@ -590,6 +602,8 @@ class Correlator:
             # record that goes through, user spans ended outside an invocation included.
             self.sink.dropped("handler_channel", dropped)
         if record.get("type") == records.SPANS:
+            if self._init_ids is None and not self._managed_instances:
+                self._init_ids = records.init_span_ids(record)
             self.sink.user_spans(record.get("spans") or [])
             too_large = records.count(record.get("spans_too_large"))
             if too_large:
@@ -1361,7 +1375,8 @@ class Correlator:
         elif not ending and not self._served():
             return
         self.init.emitted = True
-        self.init.span_id = f"{new_span_id():016x}"
+        self.init.own_trace = self._init_ids
+        self.init.span_id = self._init_ids[1] if self._init_ids is not None else f"{new_span_id():016x}"
         self.sink.init_span(self.init, None if self.init.failed else self._first)
 
     def _served(self) -> bool:

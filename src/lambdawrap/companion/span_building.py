@@ -384,7 +384,9 @@ class SpanBuilder:
         return platform_end_ns(inv, reason), reason
 
     def init(self, init: InitFacts, parent: Invocation | None) -> ReadableSpan | None:
-        """The init span: in the first invocation's trace, or, for a failed init, its own."""
+        """The init span: in the first invocation's trace, or, for a failed init, its own; the
+        root of the trace the function's process chose for the calls its module made as it
+        loaded, where it made any, linked to the first invocation."""
         if init.start_ns is None:
             return None
         # Whether a caller waited for this init, as its first invocation's span says: not a
@@ -397,7 +399,15 @@ class SpanBuilder:
         if init.worker:
             attrs["lambdawrap.init.worker"] = True
         events: list = []
-        if parent is not None:
+        links: list = []
+        if init.own_trace is not None:
+            # Sampled: the function's process sends no span of a trace sampled out, and it sent
+            # the ids with the spans that are this one's children.
+            trace_id, parent_id = int(init.own_trace[0], 16), None
+            if parent is not None and parent.ids:
+                sampled = parent.start.get("sampled", True) if parent.start is not None else _synthetic_sampled(parent.ids, self._sampled_as_root)
+                links.append(Link(SpanContext(int(parent.ids[0], 16), int(parent.ids[1], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))))
+        elif parent is not None:
             if not parent.ids or (parent.start is not None and not parent.start.get("sampled", True)):
                 return None
             trace_id, parent_id = int(parent.ids[0], 16), int(parent.ids[1], 16)
@@ -427,7 +437,8 @@ class SpanBuilder:
             end=init.start_ns + int((init.duration_ms or 0) * 1_000_000),
             status=status,
             events=events,
-            trace_state=(parent.start or {}).get("trace_state") if parent is not None else None,  # the caller's, as every span under its invocation's
+            links=links,
+            trace_state=(parent.start or {}).get("trace_state") if parent is not None and init.own_trace is None else None,  # the caller's, as every span under its invocation's
         )
 
     def _user_scope(self, raw: dict) -> InstrumentationScope:

@@ -4,8 +4,9 @@ the records of `lambdawrap.shared.records`, framed by `lambdawrap.shared.framing
 Sending never blocks an invocation: the socket is non-blocking, a record that does not fit in
 the kernel's buffer is dropped and counted, and when the companion is absent the channel
 drops, counts, warns once, and tries to reconnect at most once a second (for an invocation's
-record, at once: the companion counts it itself while it lives). Only `request()` (used
-once at boot, for secrets) waits, and only up to its timeout.
+record, at once: the companion counts it itself while it lives). Until the process first
+reaches the companion, `spans` records are held for it instead (bounded), each trying at once.
+Only `request()` (used once at boot, for secrets) waits, and only up to its timeout.
 
 Each drop is counted exactly once, by whoever can still count it. An invocation record that a
 live companion could not take is its to count (it saw the INVOKE: `record_missing`), also when
@@ -58,6 +59,13 @@ CONNECT_POLL_S = 0.02  # connect_within: how often the socket's file is looked f
 SEND_BUFFER_BYTES = 2 * MAX_RECORD_BYTES
 # Records sent from inside a send on its own thread (see Channel._holder) kept for after it.
 MAX_REENTERED = 64
+# Spans made before the companion first listened (the handler's module loading while the
+# companion's Python starts: at 128 MB its socket is bound hundreds of milliseconds into the
+# init), held for it rather than dropped: at most this many frames, of this many bytes in all,
+# well within a send buffer (~208 KB by default): sent at once ahead of the first invocation's
+# record, more could leave that record no room.
+MAX_EARLY_FRAMES = 64
+MAX_EARLY_BYTES = 64 * 1024
 # A frame over this size is started only where the buffer has room for all of it (see
 # Channel._room_for): one sent in part held the companion's reader until this process's next
 # send, maybe the next invocation's, and an environment ending first took the frame and the
@@ -90,6 +98,11 @@ class Channel:
         self._identity: tuple = ()  # (device, inode) of the connected socket
         self._buffer_bytes = 0  # the connected socket's send buffer, as the kernel made it
         self._companion_down = False  # as the last connection or attempt told
+        # Until this process first connects: spans frames held for the companion, each with its
+        # weight (see _held_early), and their weight in all; None once connected.
+        self._early: list | None = []
+        self._early_bytes = 0
+        self._early_weight = 0
         if hasattr(os, "register_at_fork"):
             # A forked worker must not share the parent's connection: interleaved frames
             # from two processes would corrupt the stream.
@@ -106,6 +119,7 @@ class Channel:
         self.dropped = 0  # the parent reports its own drops; the child starts from none
         self._companion_down = False
         self._kept = False
+        self._early, self._early_bytes, self._early_weight = [], 0, 0  # the parent's held frames are the parent's to send
 
     def _let_go_inherited(self) -> None:
         """In a forked child: close its copy of the parent's connection, explicitly. Dropped,
@@ -154,7 +168,64 @@ class Channel:
 
     def _connect_quietly(self) -> bool:
         # Called with the lock held: another thread may have connected meanwhile.
-        return self._sock is not None or self._connect(at_once=True, quiet=True) is not None
+        connected = self._sock is not None or self._connect(at_once=True, quiet=True) is not None
+        if connected and self._early is not None:
+            self._send_early()
+        return connected
+
+    def send_early_at_exit(self) -> None:
+        """The process ends (an init that failed): what it held for the companion goes if the
+        companion listens now; one attempt, no wait (the platform's re-init, which a caller may
+        wait for, follows the exit). What cannot go stays counted beside the socket."""
+        if self._early and self._holder != get_ident():
+            try:
+                self._holding_the_lock(self._connect_quietly)
+            except Exception:  # noqa: BLE001 - an audit hook's own error, at the process's exit
+                pass
+
+    def _held_early(self, record: dict) -> bool | None:
+        """Hold a `spans` record made before this process first reached the companion (called
+        with the lock held, the connect just failed), to go once it does: True. None where it
+        is not held (the holding full, a record too large), to go the usual way. Counted as
+        dropped meanwhile beside the socket, as a record that could not go is: a process that
+        ends before the companion listens (an init that failed) leaves it counted there. Not in
+        `dropped`, which the records that go report: those are the drops of records that went
+        nowhere. Encoded now, without the drops reported so far (the record that goes first
+        then reports them)."""
+        early = self._early
+        try:
+            frame = encode(record)
+        except Exception:  # noqa: BLE001 - the usual way counts it
+            return None
+        if early is None or len(early) >= MAX_EARLY_FRAMES or self._early_bytes + len(frame) > MAX_EARLY_BYTES or len(frame) > MAX_RECORD_BYTES:
+            return None
+        spans = record.get("spans")
+        weight = len(spans) if isinstance(spans, list) and spans else 1
+        early.append((frame, weight))
+        self._early_bytes += len(frame)
+        self._early_weight += weight
+        self._keep_unreported()
+        return True
+
+    def _send_early(self) -> None:
+        """Send the frames held for the companion, which listens now, ahead of anything else
+        (called with the lock held, connected): no longer counted as dropped, unless one cannot
+        go now either."""
+        early, self._early, self._early_bytes = self._early or [], None, 0
+        for frame, weight in early:
+            self._early_weight -= weight
+            self._send_frame(frame, records.SPANS, 0, weight)
+        self._keep_unreported()
+
+    def _keep_unreported(self) -> None:
+        """What this process has not reported, kept beside the socket (called with the lock
+        held): the drops its next record reports, and what it holds for the companion."""
+        unreported = self.dropped + self._early_weight
+        if unreported:
+            self._kept = unreported_drops.keep(self.path, os.getpid(), unreported) or self._kept
+        elif self._kept:
+            self._kept = False
+            unreported_drops.forget(self.path, os.getpid())
 
     def _connect(self, at_once: bool = False, quiet: bool = False) -> unix_socket | None:
         """A new connection; None for now if one was refused within RECONNECT_INTERVAL_S, unless
@@ -279,6 +350,10 @@ class Channel:
     def _send_record(self, record: dict) -> bool:
         # Called with the lock held: a drop counted by another thread between reading the
         # count and clearing it would otherwise be lost.
+        if self._early is not None and record.get("type") == records.SPANS and not self._connect_quietly():
+            held = self._held_early(record)
+            if held is not None:
+                return held
         reported = self.dropped
         if reported:
             record["dropped"] = reported
@@ -365,6 +440,8 @@ class Channel:
         if sock is None:
             self._count_drop(kind, companion_alive=not self._companion_down, weight=weight)
             return False
+        if self._early is not None:
+            self._send_early()  # connected for the first time: what was held goes first
         if len(frame) > MAX_RECORD_BYTES:
             self._count_drop(kind, companion_alive=True, weight=weight)
             return False
@@ -394,8 +471,7 @@ class Channel:
         if reported:
             self.dropped -= reported
             if not self.dropped and self._kept:
-                self._kept = False
-                unreported_drops.forget(self.path, os.getpid())
+                self._keep_unreported()
         return True
 
     def _room_for(self, sock: unix_socket, size: int) -> bool:
@@ -423,7 +499,7 @@ class Channel:
         if kind == records.POSTED:
             return  # no telemetry in it: losing it only costs the companion a wait
         self.dropped += weight
-        self._kept = unreported_drops.keep(self.path, os.getpid(), self.dropped) or self._kept
+        self._keep_unreported()
 
     def request(self, record: dict, timeout_s: float) -> Any:
         """Send a request on a connection of its own and wait up to timeout_s for the answer."""

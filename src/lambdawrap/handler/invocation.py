@@ -26,7 +26,7 @@ import sys
 import time
 from _thread import RLock, get_ident
 
-from lambdawrap.handler import import_hooks, message_context, own_traceback, secret_cuts, trace_context, triggers
+from lambdawrap.handler import import_hooks, init_trace, message_context, own_traceback, secret_cuts, trace_context, triggers
 from lambdawrap.handler.channel import Channel
 from lambdawrap.handler.redact import redact_query, url_query_keys
 from lambdawrap.handler.repeated_frames import cheap_to_format
@@ -129,7 +129,7 @@ def deliver_span(channel: Channel, span: dict, invocation: "Invocation | None" =
     if invocation is None:
         invocation = active_invocation()
     if invocation is None or span["trace_id"] != invocation.trace_hex or invocation.pid != own_pid() or not invocation.add_span(span):
-        channel.send(records.spans([span]))
+        channel.send(records.spans([span], init_trace.ids_for(span)))
 
 
 def count_context_not_injected() -> None:
@@ -243,6 +243,10 @@ class InvocationTracer:
         # __str__ raises in the runtime's own error handling) still sends what it held.
         atexit.register(self._send_held_at_exit)
         self.sampled = make_sampler(settings.sampler, settings.sampler_ratio)
+        if not settings.managed_instances and not self._restored:
+            # The handler's module loads next. Not in a SnapStart snapshot: every copy restored
+            # from it would export the init span with the ids it holds.
+            init_trace.begin(self.sampled)
         message_context.follow_propagators(settings.propagators)
         self.inflight = InflightSlot(settings.socket_path)  # the process's one; its outgoing calls are held there too
         self._posted_flag = posted_wanted.flag_path(settings.socket_path)
@@ -297,6 +301,7 @@ class InvocationTracer:
         10 s, as the platform runs it again inside the first invoke, bounded by the function's
         timeout only (a model that takes 12 s to load: its caller waited for all of it)."""
         self.booted_at = time.time()
+        init_trace.end()  # what runs from here is not the init's
 
     def init_failed(self, started_ns: int, error: dict, wait_s: float = 0.0) -> None:
         """Managed Instances: this worker could not load the function (`error` as the runtime
@@ -366,8 +371,10 @@ class InvocationTracer:
         context = args[1] if len(args) > 1 else kwargs.get("context")
         self._invocations += 1
         first = self._invocations == 1
-        if first and self._restored:
-            reseed_ids()  # before any id of this copy is drawn
+        if first:
+            init_trace.end()  # a handler the runtime found loaded another way
+            if self._restored:
+                reseed_ids()  # before any id of this copy is drawn
         # A restored copy's first request waited for its restore, however long ago init ran.
         proactive = first and not self._restored and (start_ns / 1e9 - self.booted_at) * 1000 > self.settings.proactive_init_ms
         trigger = triggers.detect_trigger(event)
@@ -531,6 +538,7 @@ class InvocationTracer:
     def _send_held_at_exit(self) -> None:
         try:
             self._send_held()
+            self.channel.send_early_at_exit()
         except Exception:  # noqa: BLE001 - nothing of ours may print at the function's exit
             pass
 

@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from lambdawrap.handler import secret_cuts
+from lambdawrap.handler import init_trace, secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 
 try:  # the API's own: usable as a context manager and as a decorator of sync and async functions
@@ -344,7 +344,7 @@ class _Tracer(trace.Tracer):
         try:
             parent = trace.get_current_span(context).get_span_context()
             if not parent.is_valid and context is None:
-                parent = _active_invocation_span() or parent
+                parent = _default_parent() or parent
             trace_state = None
             if parent.is_valid:
                 # The configured sampler's decision, as the SDK asks it: a parent-based one (the
@@ -411,16 +411,21 @@ def _patch_use_span(function_wrapper: Any) -> None:
     trace.use_span._self_lambdawrap = True
 
 
-def _active_invocation_span() -> Optional[SpanContext]:
+def _default_parent() -> Optional[SpanContext]:
     """The invocation span, for a span started where no span is current while an invocation
     runs: on a thread the handler started (a ThreadPoolExecutor's: the invocation span is current
     in the handler's thread only), or in the invocation during which the user's code first
     imported the API where it could not be made current then (in an event loop's task). Such
     spans nest under it, as the client spans of outgoing calls do, and OpenTelemetry's
     instrumentations enabled there (their spans, the context they send) too; the process runs
-    one invocation at a time."""
+    one invocation at a time. While the handler's module loads, the init span (init_trace)."""
     invocation = active_invocation()
-    if invocation is None or invocation.pid != own_pid():
+    if invocation is None:
+        init = init_trace.current()
+        if init is None:
+            return None
+        return SpanContext(init.trace_id, init.span_id, is_remote=False, trace_flags=_SAMPLED if init.sampled else _NOT_SAMPLED)
+    if invocation.pid != own_pid():
         return None
     trace_state = invocation.trace_state if invocation.beside else ""
     return SpanContext(invocation.trace_id, invocation.span_id, is_remote=False, trace_flags=_SAMPLED if invocation.sampled else _NOT_SAMPLED, trace_state=TraceState.from_header([trace_state]) if trace_state else None)

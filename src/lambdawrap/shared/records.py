@@ -60,6 +60,9 @@ of outgoing calls (kind 2 CLIENT or 3 PRODUCER, the API's SpanKind values; a fai
              came from another process: the OTLP span flags say so, as the SDK's), scope_version,
              scope_schema_url, scope_attributes (each only when the tracer has one)}]
     spans_too_large  int  spans each larger than a record by itself, sent without them
+    init_span  [trace_id, span_id]  the init span's ids, which the function's process chose for
+                                    what the handler's module did as it loaded (see
+                                    handler.init_trace), when the spans are of that trace
 
 ``posted`` -- right after the runtime handed an invocation's response (``outcome`` "result") or
 its error ("error") to the Runtime API, and the call returned, for an invocation whose record
@@ -207,8 +210,11 @@ def span(scope: str, name: str, trace_id: int, span_id: int, parent_span_id: int
     return made
 
 
-def spans(items: list) -> dict:
-    return {"version": VERSION, "type": SPANS, "spans": items}
+def spans(items: list, init_span: list | None = None) -> dict:
+    record = {"version": VERSION, "type": SPANS, "spans": items}
+    if init_span is not None:
+        record["init_span"] = init_span
+    return record
 
 
 def posted(request_id: str, outcome: str, size: int | None = None) -> dict:
@@ -265,6 +271,15 @@ def posted_problem(record: dict) -> str | None:
     if record["outcome"] == "too_large" and not (type(record.get("size")) is int and record["size"] > MAX_RESPONSE_BYTES):
         return "a refused response without a size over the limit"
     return None
+
+
+def init_span_ids(record: dict) -> tuple | None:
+    """A `spans` record's `init_span` as (trace_id, span_id) in lowercase hex, or None where it
+    has none, or one that is not two ids."""
+    ids = record.get("init_span")
+    if not (isinstance(ids, list) and len(ids) == 2 and hex_id(ids[0], 32) and hex_id(ids[1], 16)):
+        return None
+    return ids[0].lower(), ids[1].lower()
 
 
 def init_failed_problem(record: dict) -> str | None:

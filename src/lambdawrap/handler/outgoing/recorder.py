@@ -23,7 +23,7 @@ import json
 import sys
 import time
 
-from lambdawrap.handler import secret_cuts
+from lambdawrap.handler import init_trace, secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 from lambdawrap.handler.redact import urls_redacted
 from lambdawrap.shared import records
@@ -116,7 +116,7 @@ class Recorder:
         if parent is not None:
             trace_id, parent_id, sampled, trace_state, remote = parent
             return ClientSpan(trace_id, new_span_id(), parent_id, sampled, trace_state, name, kind, scope, attributes, remote)
-        invocation = active_invocation()
+        invocation = active_invocation() or init_trace.current()
         if invocation is not None:
             trace_id, parent_id, sampled, trace_state = invocation.trace_id, invocation.span_id, invocation.sampled, invocation.trace_state
         else:

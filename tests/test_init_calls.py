@@ -1,0 +1,138 @@
+"""What the handler's module does as it loads, through the real path (the emulator, the real
+awslambdaric and the layer, a real HTTP server on loopback): the calls it makes, and the spans
+it starts with no other parent, are children of the init span, in a trace of its own that the
+servers it called joined; the init span links to the first invocation. A failed init is the
+root of the calls that made it fail."""
+
+from __future__ import annotations
+
+from conftest import write_function
+from support.local_servers import recording_server
+from support.stack import instrumented
+
+CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+
+LOADS_WITH_CALLS = """
+import os, urllib.request
+from opentelemetry import trace
+
+print("loading the orders config")
+with urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/200?at=config", timeout=10) as answer:
+    CONFIG = answer.status
+with trace.get_tracer("orders").start_as_current_span("warm the cache"):
+    urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/200?at=cache", timeout=10).close()
+
+def handler(event, context):
+    urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/200?at=request", timeout=10).close()
+    return {"config": CONFIG}
+"""
+
+FAILS_ON_A_CALL = """
+import os, urllib.request
+
+urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/503?at=config", timeout=10)
+
+def handler(event, context):
+    return "never"
+"""
+
+
+def call_to(receiver, at: str) -> dict:
+    return receiver.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith(f"at={at}"), timeout=30)[0]
+
+
+def sent_to(server, at: str) -> str:
+    (request,) = [r for r in server.requests if r["path"].endswith(f"at={at}")]
+    return request["headers"].get("traceparent", "")
+
+
+def test_calls_the_module_makes_as_it_loads_are_children_of_the_init_span(tmp_path):
+    # GIVEN a function whose module, as it loads, prints, calls a server, and starts a span of
+    # its own that makes another call; its handler makes one more
+    task = write_function(tmp_path / "task", LOADS_WITH_CALLS)
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        result = emu.invoke({})
+        assert result.status == 200 and result.json() == {"config": 200}
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)[0]
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=30)[0]
+        config, cache, request = call_to(rx, "config"), call_to(rx, "cache"), call_to(rx, "request")
+        warm = rx.wait_for_spans(lambda s: s["name"] == "warm the cache", timeout=30)[0]
+        loading = rx.wait_for_logs(lambda r: r["body"] == "loading the orders config", timeout=30)[0]
+    # THEN the init span is the root of a trace of its own, linked to the first invocation
+    # (before: in the invocation's trace, and each call at init a trace of its own, unrelated)
+    assert init["parent_span_id"] == "" and init["trace_id"] != invocation["trace_id"]
+    assert [(link["trace_id"], link["span_id"]) for link in init["links"]] == [(invocation["trace_id"], invocation["span_id"])]
+    # ... the module's call and its span are the init span's children, the span's call its own
+    assert (config["trace_id"], config["parent_span_id"]) == (init["trace_id"], init["span_id"])
+    assert (warm["trace_id"], warm["parent_span_id"]) == (init["trace_id"], init["span_id"])
+    assert (cache["trace_id"], cache["parent_span_id"]) == (init["trace_id"], warm["span_id"])
+    # ... the server saw each call at init in the init's trace, as its span says
+    assert sent_to(http, "config") == f"00-{init['trace_id']}-{config['span_id']}-01"
+    assert sent_to(http, "cache") == f"00-{init['trace_id']}-{cache['span_id']}-01"
+    # ... the line printed as the module loaded carries the init span's ids
+    assert (loading["trace_id"], loading["span_id"]) == (init["trace_id"], init["span_id"])
+    # ... and the handler's call is the invocation's, as before
+    assert (request["trace_id"], request["parent_span_id"]) == (invocation["trace_id"], invocation["span_id"])
+    assert sent_to(http, "request") == f"00-{invocation['trace_id']}-{request['span_id']}-01"
+
+
+def test_a_failed_init_is_the_root_of_the_call_that_failed_it(tmp_path):
+    # GIVEN a function whose module fails to load because the server it calls answers 503
+    task = write_function(tmp_path / "task", FAILS_ON_A_CALL)
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        failed = emu.invoke({})
+        assert failed.function_error is not None and b"HTTPError" in failed.body
+        # THEN each failed init (the init phase's, and its run again inside the invocation) is
+        # the root of the call its module made, failed with the server's status (before: the
+        # failed init was a trace of its own, and the call another)
+        inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=60)
+        calls = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith("at=config"), count=2, timeout=60)
+    assert [init["status_code"] for init in inits] == [2, 2] and all(init["parent_span_id"] == "" for init in inits)
+    assert sorted((call["trace_id"], call["parent_span_id"]) for call in calls) == sorted((init["trace_id"], init["span_id"]) for init in inits)
+    assert {call["attributes"]["http.response.status_code"] for call in calls} == {503} and {call["status_code"] for call in calls} == {2}
+    assert sorted(sent_to_each(http, "config")) == sorted(f"00-{call['trace_id']}-{call['span_id']}-01" for call in calls)
+
+
+def sent_to_each(server, at: str) -> list:
+    return [r["headers"].get("traceparent", "") for r in server.requests if r["path"].endswith(f"at={at}")]
+
+
+def test_calls_made_before_the_companion_listens_are_held_for_it(tmp_path):
+    import sys
+
+    from support.stack import metric_total
+
+    # GIVEN a function whose module calls a server as it loads, and a companion whose Python
+    # starts only once that call is over (as at 128 MB, where its socket is bound hundreds of
+    # milliseconds into the init, after a module that calls at once)
+    marker = tmp_path / "called"
+    task = write_function(tmp_path / "task", f"""
+import os, urllib.request
+
+urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/200?at=config", timeout=10).close()
+open({str(marker)!r}, "w").close()
+
+def handler(event, context):
+    return "ok"
+""")
+    slow = tmp_path / "slow-python"
+    slow.write_text(
+        "#!/bin/bash\n"
+        f'case " $* " in *" -c "*) ;; *) for _ in $(seq 600); do [ -e {str(marker)!r} ] && break; sleep 0.05; done ;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    slow.chmod(0o755)
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_PYTHON": str(slow)}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke({}).body == b'"ok"'
+        # THEN the call's span reaches the collector, under the init span (before: dropped, as
+        # the companion did not listen yet, and counted)
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=30)[0]
+        config = call_to(rx, "config")
+        emu.stop()
+    assert marker.exists()
+    assert (config["trace_id"], config["parent_span_id"]) == (init["trace_id"], init["span_id"])
+    assert sent_to(http, "config") == f"00-{init['trace_id']}-{config['span_id']}-01"
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0
