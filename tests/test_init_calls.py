@@ -27,9 +27,14 @@ def handler(event, context):
     return {"config": CONFIG}
 """
 
+# It waits for the companion's socket first: a module that fails at once may end before the
+# companion listens, and its call's span is then counted, not exported (docs/reliability.md).
 FAILS_ON_A_CALL = """
-import os, urllib.request
+import os, time, urllib.request
 
+deadline = time.monotonic() + 60
+while not os.path.exists(os.environ["LAMBDAWRAP_SOCKET"]) and time.monotonic() < deadline:
+    time.sleep(0.01)
 urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/503?at=config", timeout=10)
 
 def handler(event, context):
@@ -78,9 +83,13 @@ def test_calls_the_module_makes_as_it_loads_are_children_of_the_init_span(tmp_pa
 
 
 def test_a_failed_init_is_the_root_of_the_call_that_failed_it(tmp_path):
+    import os
+    import tempfile
+
     # GIVEN a function whose module fails to load because the server it calls answers 503
     task = write_function(tmp_path / "task", FAILS_ON_A_CALL)
-    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url}, timeout_s=30) as (emu, rx):
+    socket_path = os.path.join(tempfile.mkdtemp(prefix="lw", dir="/tmp"), "s")  # 108-byte limit
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_SOCKET": socket_path}, timeout_s=30) as (emu, rx):
         # WHEN it is invoked
         failed = emu.invoke({})
         assert failed.function_error is not None and b"HTTPError" in failed.body
