@@ -498,7 +498,7 @@ def test_drops_left_by_a_process_ended_but_not_reaped_are_collected(tmp_path):
         assert unreported_drops.keep(socket_path, pid, 1)
         # WHEN the companion collects THEN it is counted (before: taken for a running process,
         # and never counted)
-        assert unreported_drops.collect(socket_path) == 1
+        assert [left.count for left in unreported_drops.collect(socket_path)] == [1]
     finally:
         os.waitpid(pid, 0)
 
@@ -518,6 +518,6 @@ def test_drops_left_by_a_process_still_running_are_its_own_to_report(tmp_path):
     assert unreported_drops.keep(socket_path, ended_pid, 3) and unreported_drops.keep(socket_path, os.getpid(), 2)
     # WHEN the companion collects them THEN only the ended process's count is taken, once
     # (before: the running one's too, and again with its next record)
-    assert unreported_drops.collect(socket_path) == 3
+    assert [left.count for left in unreported_drops.collect(socket_path)] == [3]
     assert sorted(os.listdir(tmp_path)) == [f"s.dropped.{os.getpid()}"]
-    assert unreported_drops.collect(socket_path) == 0
+    assert unreported_drops.collect(socket_path) == []

@@ -438,3 +438,25 @@ def test_outgoing_calls_with_and_without_the_layer():
     with MotoServer() as moto, recording_server() as http, silent_server() as silent_url:
         report = run_group(outgoing_group(http.url, f"http://127.0.0.1:{closed_port()}", silent_url, moto.endpoint))
     assert not report.problems(), "\n".join(report.problems())
+
+
+@pytest.mark.timeout(900)
+def test_a_module_that_calls_out_as_it_loads_with_and_without_the_layer():
+    from lambdawrap.devtools.local.moto_server import MotoServer
+    from support.local_servers import recording_server
+
+    # GIVEN a module that calls a config server and SSM as it loads (the parameter missing, its
+    # error caught), and the same module failing on the config server's 503
+    with MotoServer() as moto, recording_server() as http:
+        env = {"CONFIG_URL": http.url, "MOTO_URL": moto.endpoint}
+        loads = run_group(Group("module calls out as it loads - calls_at_init", "init_calls", env=env, timeout_s=30.0, scenarios=[do("first", "echo"), do("again", "echo")]))
+        fails = run_group(Group("module fails on a call as it loads - calls_at_init", "init_calls", env={**env, "FAIL_AT_IMPORT": "1"}, timeout_s=30.0, scenarios=[do("first", "echo"), do("retried", "echo")]))
+    # THEN the caller and the function see the same with the layer as without, every init and
+    # invocation is accounted for
+    assert not loads.problems(), "\n".join(loads.problems())
+    assert not fails.problems(), "\n".join(fails.problems())
+    # ... and, with the layer, the module's calls are children of the init span, as it loaded
+    spans = loads.receiver.spans()
+    (init,) = [s for s in spans if s["name"].endswith(" init")]
+    calls = sorted((s["name"], s["trace_id"], s["parent_span_id"]) for s in spans if s["kind"] == 3)
+    assert calls == [("GET", init["trace_id"], init["span_id"]), ("SSM.GetParameter", init["trace_id"], init["span_id"])], calls

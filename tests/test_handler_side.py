@@ -782,6 +782,16 @@ class TestBoot:
         assert handler({"x": 1}, None) == {"x": 1}
 
 
+def kept_beside(sock_path: str) -> tuple:
+    """What this process keeps beside the socket: (the drops counted, the records held)."""
+    from lambdawrap.shared import unreported_drops
+    from lambdawrap.shared.framing import FrameReader
+
+    with open(unreported_drops.path_for(sock_path, os.getpid()), "rb") as kept:
+        left = unreported_drops.parse(kept.read())
+    return left.count, FrameReader().feed(left.frames)
+
+
 class TestChannel:
     def test_absent_companion_drops_counts_and_warns_once(self, sock_path, caplog):
         import socket
@@ -822,7 +832,7 @@ class TestChannel:
         import socket
 
         # GIVEN the socket file a killed companion left, where a span of the function's init is
-        # refused (the new companion not yet listening): it is held, counted beside the socket
+        # refused (the new companion not yet listening): it is held, kept beside the socket
         # until it goes
         from lambdawrap.shared import unreported_drops
 
@@ -830,8 +840,7 @@ class TestChannel:
             gone.bind(sock_path)
         channel = Channel(sock_path)
         assert channel.send({"version": 2, "type": "spans", "spans": [{}]}) is True and channel.dropped == 0
-        with open(unreported_drops.path_for(sock_path, os.getpid())) as kept:
-            assert kept.read() == "1"
+        assert kept_beside(sock_path) == (0, [{"version": 2, "type": "spans", "spans": [{}]}])
         # WHEN the new companion listens there, and the first invocation ends within the second
         # a refused connection holds other records back
         received = []
@@ -933,12 +942,11 @@ class TestChannel:
         monkeypatch.setattr(channel_module, "MAX_EARLY_FRAMES", 2)
         channel = Channel(sock_path)
         sent = [channel.send({"version": 3, "type": "spans", "spans": [{"name": f"at import {n}"}]}) for n in range(3)]
-        # THEN the first two are held, the third dropped, and all three counted beside the
-        # socket meanwhile (a process that ends before the companion listens); only the third
-        # is a drop a record will report
+        # THEN the first two are held, the third dropped, and all three kept beside the socket
+        # meanwhile (a process that ends before the companion listens), the two held as they
+        # are, the third counted; only the third is a drop a record will report
         assert sent == [True, True, False] and channel.dropped == 1
-        with open(unreported_drops.path_for(sock_path, os.getpid())) as kept:
-            assert kept.read() == "3"
+        assert kept_beside(sock_path) == (1, [{"version": 3, "type": "spans", "spans": [{"name": f"at import {n}"}]} for n in range(2)])
         # WHEN the companion listens, and the first invocation starts
         received = []
         server = SocketServer(sock_path, received.append, lambda reason, detail: None)
@@ -1270,7 +1278,7 @@ def test_spans_too_many_for_the_socket_s_buffer_are_each_delivered_or_counted_wh
     kept = [0]
 
     def accounted() -> bool:
-        kept[0] += unreported_drops.collect(sock_path)
+        kept[0] += sum(left.count for left in unreported_drops.collect(sock_path))
         return delivered() + kept[0] == 1000
 
     wait_for(accounted, timeout=30, what="every span delivered or counted")
@@ -2075,6 +2083,23 @@ def test_a_copy_of_the_layer_s_package_in_the_function_s_folder_is_not_the_funct
     assert boot.function_s_own_lambdawrap({}) is None
 
 
+FORKS_AS_IT_LOADS = """
+import os, sys
+from lambdawrap.handler import init_trace
+from lambdawrap.handler.channel import Channel
+from lambdawrap.handler.invocation import InvocationTracer
+from lambdawrap.shared.settings import Settings
+
+InvocationTracer(Settings(socket_path=sys.argv[1]), Channel(sys.argv[1]), environ={})
+print("parent:" + ("none" if init_trace.current() is None else "init"), flush=True)
+child = os.fork()
+if child == 0:
+    print("child:" + ("none" if init_trace.current() is None else "init"), flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
 class TestInitTrace:
     """What the handler's module does as it loads is the init span's (handler/init_trace.py)."""
 
@@ -2100,20 +2125,10 @@ class TestInitTrace:
         assert init_trace.current() is None
 
     def test_a_process_forked_as_the_module_loads_makes_no_init_span_s_children(self, sock_path):
-        from lambdawrap.handler import init_trace
-        from lambdawrap.handler.invocation import InvocationTracer
-
-        # GIVEN a module that forks a process of its own as it loads (a poller)
-        InvocationTracer(Settings(socket_path=sock_path), Channel(sock_path), environ={})
-        assert init_trace.current() is not None
-        read, write = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - the child's report is the pipe
-            os.write(write, b"none" if init_trace.current() is None else b"init")
-            os._exit(0)
-        os.close(write)
+        # GIVEN a module that forks a process of its own as it loads (a poller), in a process of
+        # its own: a fork of the test runner's would run the fork handlers of every export
+        # pipeline earlier tests made, which start threads in the child
+        forks = subprocess.run([sys.executable, "-c", FORKS_AS_IT_LOADS, sock_path], capture_output=True, text=True, timeout=60)
         # THEN what the child does is not the init's (before the fork handler: it stayed so
         # for the child's life, its calls children of an init span long exported)
-        assert os.read(read, 16) == b"none"
-        os.waitpid(child, 0)
-        os.close(read)
+        assert forks.stdout.split() == ["parent:init", "child:none"], forks.stderr

@@ -2,7 +2,8 @@
 awslambdaric and the layer, a real HTTP server on loopback): the calls it makes, and the spans
 it starts with no other parent, are children of the init span, in a trace of its own that the
 servers it called joined; the init span links to the first invocation. A failed init is the
-root of the calls that made it fail."""
+root of the calls that made it fail, also where its process ended before the companion
+listened."""
 
 from __future__ import annotations
 
@@ -144,4 +145,80 @@ def handler(event, context):
     assert marker.exists()
     assert (config["trace_id"], config["parent_span_id"]) == (init["trace_id"], init["span_id"])
     assert sent_to(http, "config") == f"00-{init['trace_id']}-{config['span_id']}-01"
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0
+
+
+def slow_python(folder, until: str) -> str:
+    """A companion's interpreter whose Python starts only once `until` (shell) is true: as at
+    128 MB, where the companion binds its socket hundreds of milliseconds into the init. The
+    launcher's own checks of it (`-c`) are not held."""
+    import sys
+
+    slow = folder / "slow-python"
+    slow.write_text(
+        "#!/bin/bash\n"
+        f'case " $* " in *" -c "*) ;; *) for _ in $(seq 600); do {until} && break; sleep 0.05; done ;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    slow.chmod(0o755)
+    return str(slow)
+
+
+def test_a_failed_init_that_ended_before_the_companion_listened_is_the_root_of_its_call(tmp_path):
+    from support.stack import metric_total
+
+    # GIVEN a function whose module fails at once on a call (a 503), and a companion whose
+    # Python starts only once that process has ended
+    pid_file = tmp_path / "pid"
+    task = write_function(tmp_path / "task", f"""
+import os, urllib.request
+
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/503?at=config", timeout=10)
+
+def handler(event, context):
+    return "never"
+""")
+    ended = f'p=$(cat {str(pid_file)!r} 2>/dev/null) && [ -n "$p" ] && ! {{ [ -e /proc/$p ] && ! grep -q ") Z " /proc/$p/stat; }}'
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_PYTHON": slow_python(tmp_path, ended)}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked
+        failed = emu.invoke({})
+        assert failed.function_error is not None and b"HTTPError" in failed.body
+        # THEN each failed init is the root of its call, which reached the collector (before:
+        # the call's span counted as dropped, not exported, and the init a trace of its own)
+        inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=60)
+        calls = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith("at=config"), count=2, timeout=60)
+        emu.stop()
+    assert [init["status_code"] for init in inits] == [2, 2] and all(init["parent_span_id"] == "" for init in inits)
+    assert sorted((call["trace_id"], call["parent_span_id"]) for call in calls) == sorted((init["trace_id"], init["span_id"]) for init in inits)
+    assert sorted(sent_to_each(http, "config")) == sorted(f"00-{call['trace_id']}-{call['span_id']}-01" for call in calls)
+    assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0
+
+
+def test_an_init_that_timed_out_after_a_call_is_the_root_of_that_call(tmp_path):
+    from support.stack import metric_total
+
+    # GIVEN a function whose module calls a server as it loads, before the companion listens,
+    # and then hangs until the init's time is up (the runtime is then killed)
+    marker = tmp_path / "called"
+    task = write_function(tmp_path / "task", f"""
+import os, time, urllib.request
+
+urllib.request.urlopen(os.environ["CONFIG_URL"] + "/status/200?at=config", timeout=10).close()
+open({str(marker)!r}, "w").close()
+time.sleep(600)
+
+def handler(event, context):
+    return "never"
+""")
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_PYTHON": slow_python(tmp_path, f"[ -e {str(marker)!r} ]")}, timeout_s=3, init_timeout_s=2) as (emu, rx):
+        # WHEN it is invoked (the init runs again within the invocation, and hangs again)
+        assert emu.invoke({}).function_error is not None
+        # THEN the init that timed out is the root of the call its module made, which reached
+        # the collector (before: the call's span counted as dropped, the init a trace of its own)
+        inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=60)
+        calls = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith("at=config"), count=2, timeout=60)
+        emu.stop()
+    assert all(init["status_code"] == 2 and init["parent_span_id"] == "" for init in inits)
+    assert sorted((call["trace_id"], call["parent_span_id"]) for call in calls) == sorted((init["trace_id"], init["span_id"]) for init in inits)
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0

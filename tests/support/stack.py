@@ -13,7 +13,7 @@ from lambdawrap.devtools.otlp_receiver import OtlpReceiver
 LAYER = SOURCE_LAYER
 EVENTS = EXAMPLES / "events"
 # What a test may set besides the timeout and the memory size (see Emulator).
-LIMIT_ARGS = ("cpu_limit", "init_cpu", "max_concurrency", "telemetry_log_fd")
+LIMIT_ARGS = ("cpu_limit", "init_cpu", "max_concurrency", "telemetry_log_fd", "init_timeout_s")
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from lambdawrap.companion.function_cpu import RunMeter
 from lambdawrap.companion.record_router import RecordRouter
 from lambdawrap.companion.secret_scrub import SecretScrubber
 from lambdawrap.companion.telemetry_listener import TelemetryListener
-from lambdawrap.shared import inflight, posted_wanted, records
+from lambdawrap.shared import inflight, posted_wanted, records, unreported_drops
 from lambdawrap.shared.log import configure_process_logging, get_logger
 from lambdawrap.shared.otlp_variables import headers_of_ignored_endpoints
 from lambdawrap.shared.sampling import make_sampler
@@ -83,6 +83,14 @@ class Companion:
             # still goes out, through logging's last resort).
             configure_process_logging(self.settings.log_level)
         self._problems_logged: set = set()
+        # When this environment began: the launcher execs this process, so its start is the
+        # extension's launch, before the platform started the runtime (see ended_processes).
+        self._environment_start = unreported_drops.process_start()
+        # The startup thread and SHUTDOWN may both take what ended processes left: SHUTDOWN
+        # waits for what the thread took to be delivered before the failed init is made. They
+        # go to the correlator straight, not through the router, which holds records until the
+        # startup thread has attached it.
+        self._taking_left = threading.Lock()
         self.sink = DeferredSink(logs_exported="logs" in self.settings.exported_signals)
         # What the function's side sends is searched for the declared secrets' values (learned
         # by the secret store) before anything is built from it: see secret_scrub.
@@ -173,26 +181,26 @@ class Companion:
         self._report_earlier_drops()
         self._start_secrets()
 
-    def _report_ended_processes_drops(self) -> None:
-        """The drops the function's processes that have ended counted and could not report
-        (kept beside the socket): as the companion starts, an earlier environment's; at SHUTDOWN,
-        the runtime stopped by then, this one's, where no later environment may come (a
-        spindown)."""
+    def _take_what_ended_processes_left(self) -> None:
+        """The drops the function's processes that have ended counted and could not report,
+        and the spans they held for a companion that did not listen yet (kept beside the
+        socket): as the companion starts, an earlier environment's, and this one's where its
+        runtime ended first (an init that failed at once); at SHUTDOWN, the runtime stopped by
+        then, this one's, where no later environment may come (a spindown)."""
         try:
-            from lambdawrap.shared import unreported_drops
+            from lambdawrap.companion import ended_processes
 
-            count = unreported_drops.collect(self.settings.socket_path)
-            if count:
-                self.sink.dropped("handler_channel", count)
+            with self._taking_left:
+                ended_processes.take(self.settings.socket_path, self._environment_start, self._on_record, self.sink.dropped)
         except Exception:  # noqa: BLE001 - fail open
-            self._internal_error("reading the function's unreported drops")
+            self._internal_error("reading what the function's ended processes left")
 
     def _report_earlier_drops(self) -> None:
         """What earlier environments in this sandbox could not report, left beside the socket
         (/tmp outlives a reset): records the function's process dropped when its companion had
         died, the counters of a companion that ended while the collector was unreachable, and
         what a companion that ended before its pipeline was loaded still held."""
-        self._report_ended_processes_drops()
+        self._take_what_ended_processes_left()
         try:
             from lambdawrap.companion import carryover
 
@@ -603,11 +611,13 @@ class Companion:
             # that held its batch while frozen, or did not flush before SHUTDOWN, delivers now.
             # Up to half the budget; the rest is for the export.
             self.loop.run_until(lambda: self.settings.sdk_disabled or not self.correlator.awaiting_platform_words(), started + min(SHUTDOWN_WORD_WAIT_S, budget_s / 2))
+            # The spans a runtime that ended before this companion listened held for it come
+            # before the init it failed is made: they name its ids.
+            self._take_what_ended_processes_left()
             try:
                 self.correlator.finish_unreported(str(event.get("shutdownReason", "spindown")).lower())
             except Exception:  # noqa: BLE001 - what was built and counted before it still goes
                 self._internal_error("finishing what the platform did not report")
-            self._report_ended_processes_drops()
             self._ensure_pipeline()
             if self.settings.sdk_disabled:
                 pass

@@ -5,7 +5,8 @@ Sending never blocks an invocation: the socket is non-blocking, a record that do
 the kernel's buffer is dropped and counted, and when the companion is absent the channel
 drops, counts, warns once, and tries to reconnect at most once a second (for an invocation's
 record, at once: the companion counts it itself while it lives). Until the process first
-reaches the companion, `spans` records are held for it instead (bounded), each trying at once.
+reaches the companion, `spans` records are held for it instead (bounded), each trying at once,
+and kept beside the socket meanwhile: a process that ends first leaves them for the companion.
 Only `request()` (used once at boot, for secrets) waits, and only up to its timeout.
 
 Each drop is counted exactly once, by whoever can still count it. An invocation record that a
@@ -103,6 +104,7 @@ class Channel:
         self._early: list | None = []
         self._early_bytes = 0
         self._early_weight = 0
+        self._started: Any = False  # this process's start (unreported_drops.process_start), once read
         if hasattr(os, "register_at_fork"):
             # A forked worker must not share the parent's connection: interleaved frames
             # from two processes would corrupt the stream.
@@ -120,6 +122,7 @@ class Channel:
         self._companion_down = False
         self._kept = False
         self._early, self._early_bytes, self._early_weight = [], 0, 0  # the parent's held frames are the parent's to send
+        self._started = False
 
     def _let_go_inherited(self) -> None:
         """In a forked child: close its copy of the parent's connection, explicitly. Dropped,
@@ -176,7 +179,8 @@ class Channel:
     def send_early_at_exit(self) -> None:
         """The process ends (an init that failed): what it held for the companion goes if the
         companion listens now; one attempt, no wait (the platform's re-init, which a caller may
-        wait for, follows the exit). What cannot go stays counted beside the socket."""
+        wait for, follows the exit). What cannot go stays beside the socket, for the companion
+        to take once this process has ended."""
         if self._early and self._holder != get_ident():
             try:
                 self._holding_the_lock(self._connect_quietly)
@@ -186,12 +190,12 @@ class Channel:
     def _held_early(self, record: dict) -> bool | None:
         """Hold a `spans` record made before this process first reached the companion (called
         with the lock held, the connect just failed), to go once it does: True. None where it
-        is not held (the holding full, a record too large), to go the usual way. Counted as
-        dropped meanwhile beside the socket, as a record that could not go is: a process that
-        ends before the companion listens (an init that failed) leaves it counted there. Not in
-        `dropped`, which the records that go report: those are the drops of records that went
-        nowhere. Encoded now, without the drops reported so far (the record that goes first
-        then reports them)."""
+        is not held (the holding full, a record too large), to go the usual way. Kept beside the
+        socket meanwhile (or, where it cannot be written, counted there): a process that ends before the
+        companion listens (an init that failed, timed out, ran out of memory) leaves it to the
+        companion. Not in `dropped`, which the records that go report: those are the drops of
+        records that went nowhere. Encoded now, without the drops reported so far (the record
+        that goes first then reports them)."""
         early = self._early
         try:
             frame = encode(record)
@@ -219,7 +223,15 @@ class Channel:
 
     def _keep_unreported(self) -> None:
         """What this process has not reported, kept beside the socket (called with the lock
-        held): the drops its next record reports, and what it holds for the companion."""
+        held): the drops its next record reports, and the frames it holds for the companion,
+        or their count where they cannot be written."""
+        if self._early:
+            if self._started is False:
+                self._started = unreported_drops.process_start()
+            frames = b"".join(frame for frame, _ in self._early)
+            if unreported_drops.keep(self.path, os.getpid(), self.dropped, frames, self._started):
+                self._kept = True
+                return
         unreported = self.dropped + self._early_weight
         if unreported:
             self._kept = unreported_drops.keep(self.path, os.getpid(), unreported) or self._kept

@@ -91,3 +91,7 @@ class FrameReader:
             except RecursionError:  # nesting too deep for the decoder: as corrupt as bad JSON
                 raise ValueError("record nested too deeply") from None
         return records
+
+    def pending(self) -> int:
+        """The bytes of a frame not complete yet."""
+        return len(self._buffer)

@@ -51,6 +51,7 @@ class RunConfig:
     layer_dir: Path | None = SOURCE_LAYER
     otlp_endpoint: str | None = None
     timeout_s: float = 3.0
+    init_timeout_s: float = 10.0  # Lambda's init limit
     memory_mb: int = DEFAULT_MEMORY_MB
     moto_seed: Mapping[str, Any] | None = None
     invoke_port: int | None = None
@@ -112,6 +113,7 @@ def local_stack(config: RunConfig, echo: Any = None, on_exported: Any = None) ->
             str(config.layer_dir) if config.layer_dir is not None else None,
             env=env,
             timeout_s=config.timeout_s,
+            init_timeout_s=config.init_timeout_s,
             memory_mb=config.memory_mb,
             invoke_port=config.invoke_port,
             echo=echo,
