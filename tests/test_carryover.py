@@ -56,15 +56,16 @@ def finished_calls(timed_out: bool = False) -> list:
     return sink.take_calls()
 
 
-def failed_init_calls(lines: list, records_before: list = ()) -> list:
+def failed_init_calls(lines: list, records_before: list = (), stamp: str = "") -> list:
     """The sink calls a correlator makes for an init that failed after printing `lines` (and
     the function's process sent `records_before`), before any pipeline exists: what a
-    companion holds at the SHUTDOWN that ends its environment."""
+    companion holds at the SHUTDOWN that ends its environment. `stamp`: the platform's time
+    of its events (now, to the second, by default)."""
     sink = DeferredSink()
     correlator = Correlator(sink, lambda reason, detail: None)
     for record in records_before:
         correlator.on_record(record)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    stamp = stamp or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     correlator.on_telemetry(
         [{"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}}]
         + [{"time": stamp, "type": "function", "record": line} for line in lines]
@@ -212,9 +213,10 @@ def test_failed_inits_whose_held_lines_do_not_fit_are_exported_without_them(sock
     # companion loaded its pipeline, after printing 1,000 lines of 1,000 characters not in
     # ASCII, held for its init span: 6 MB in JSON each, past the file's 4 MB
     lines = [f"{n:04} " + "é" * 995 for n in range(1000)]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())  # one for all: spans compared
     for _ in range(3):
         # WHEN each environment's companion saves what it holds
-        calls = failed_init_calls(lines)
+        calls = failed_init_calls(lines, stamp=stamp)
         ((name, (init, parent), _),) = calls
         assert (name, init.status, len(init.logs), parent) == ("init_span", "error", 1000, None)
         carryover.save(socket_path, [], calls)

@@ -1,7 +1,7 @@
 """What a function's process that ended before its companion listened leaves beside the socket
 (`shared.unreported_drops`), and what the companion makes of it (`companion.ended_processes`):
 the spans it held are delivered once, with the init span's ids only where the process was this
-environment's; what cannot be read is counted."""
+environment's; what cannot be read or delivered is counted."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -19,7 +20,7 @@ from lambdawrap.shared.framing import encode
 
 INIT_IDS = ["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"]
 
-# A function's process whose module makes a call as it loads, before the companion listens,
+# A function's process whose module makes calls as it loads, before the companion listens,
 # and is then killed (an init that timed out, or ran out of memory): nothing of it runs after.
 HOLDS_THEN_KILLED = """
 import os, signal, sys
@@ -27,8 +28,8 @@ from lambdawrap.handler.channel import Channel
 from lambdawrap.shared import records
 
 channel = Channel(sys.argv[1])
-assert channel.send(records.spans([{"name": "GET", "n": 1}], {init}))
-assert channel.send(records.spans([{"name": "GET", "n": 2}], {init}))
+for n in range(int(sys.argv[2])):
+    channel.send(records.spans([{"trace_id": "%032x" % 7, "span_id": "%016x" % (n + 1), "name": "GET", "n": n + 1}], {init}))
 os.kill(os.getpid(), signal.SIGKILL)
 """.replace("{init}", repr(INIT_IDS))
 
@@ -40,15 +41,23 @@ def socket_path():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def take(socket_path: str, environment_start: int | None) -> tuple:
+def take(socket_path: str, environment_start: int | None, seen: ended_processes.SpansSeen | None = None, deliver=None) -> tuple:
     delivered, dropped = [], []
-    ended_processes.take(socket_path, environment_start, delivered.append, lambda reason, count: dropped.append((reason, count)))
+    ended_processes.take(socket_path, environment_start, deliver or delivered.append, lambda reason, count: dropped.append((reason, count)), seen or ended_processes.SpansSeen())
     return delivered, dropped
 
 
-def killed_after_holding(socket_path: str) -> None:
-    ended = subprocess.run([sys.executable, "-c", HOLDS_THEN_KILLED, socket_path], capture_output=True, text=True, timeout=60)
+def killed_after_holding(socket_path: str, spans: int = 2) -> None:
+    ended = subprocess.run([sys.executable, "-c", HOLDS_THEN_KILLED, socket_path, str(spans)], capture_output=True, text=True, timeout=60)
     assert ended.returncode == -9, ended.stderr
+
+
+def left_in(socket_path: str) -> list:
+    return sorted(os.listdir(os.path.dirname(socket_path)))
+
+
+def span(n: int) -> dict:
+    return {"trace_id": "%032x" % 7, "span_id": "%016x" % n, "name": "GET", "n": n}
 
 
 def test_spans_a_killed_process_held_for_its_companion_are_delivered_once(socket_path):
@@ -59,48 +68,109 @@ def test_spans_a_killed_process_held_for_its_companion_are_delivered_once(socket
     delivered, dropped = take(socket_path, environment_start=0)
     # THEN both spans come, with the init span's ids, none counted as dropped (before: counted
     # as dropped beside the socket, not exported), and once only
-    assert [record["spans"] for record in delivered] == [[{"name": "GET", "n": 1}], [{"name": "GET", "n": 2}]]
+    assert [record["spans"] for record in delivered] == [[span(1)], [span(2)]]
     assert [records.init_span_ids(record) for record in delivered] == [tuple(INIT_IDS)] * 2
-    assert dropped == [] and take(socket_path, environment_start=0) == ([], []) and os.listdir(os.path.dirname(socket_path)) == []
+    assert dropped == [] and take(socket_path, environment_start=0) == ([], []) and left_in(socket_path) == []
 
 
-def test_spans_an_earlier_environment_s_process_held_come_without_its_init_span_ids(socket_path):
-    # GIVEN what a process left, read by the companion of a later environment (the earlier
-    # one's companion died before it took it)
+@pytest.mark.parametrize("companion_start", ["after the process", "unknown"])
+def test_spans_a_process_not_known_to_be_this_environment_s_held_come_without_its_init_span_ids(socket_path, companion_start):
+    # GIVEN what a process left, read by a companion started after it (a later environment's:
+    # the earlier one's companion died before it took it), or one whose start is not known
     killed_after_holding(socket_path)
-    (left,) = [unreported_drops.parse(open(os.path.join(os.path.dirname(socket_path), name), "rb").read()) for name in os.listdir(os.path.dirname(socket_path))]
-    assert left.started is not None  # the process's start, read from /proc
-    # WHEN taken by a companion started after that process
-    delivered, dropped = take(socket_path, environment_start=left.started + 1)
+    (name,) = [name for name in left_in(socket_path) if ".held." in name]
+    started = int(open(os.path.join(os.path.dirname(socket_path), name), "rb").read().partition(b"\n")[0])
+    # WHEN it is taken
+    delivered, dropped = take(socket_path, environment_start=started + 1 if companion_start == "after the process" else None)
     # THEN its spans still come, but do not make this environment's init their root
     assert [record["spans"][0]["n"] for record in delivered] == [1, 2] and dropped == []
     assert [records.init_span_ids(record) for record in delivered] == [None, None]
 
 
-def test_what_cannot_be_read_is_counted(socket_path):
-    # GIVEN files of ended processes: one whose frames stop short, one that is not a count
-    pid = ended_pid()
-    frames = encode(records.spans([{"name": "GET"}]))
-    with open(unreported_drops.path_for(socket_path, pid), "wb") as f:
-        f.write(b"2 -\n" + frames[:-3])
-    with open(unreported_drops.path_for(socket_path, pid + 1000000), "wb") as f:
-        f.write(b"several")
-    # WHEN taken THEN nothing is delivered, and the two drops it counted, and one for each file,
-    # are counted
-    assert take(socket_path, environment_start=None) == ([], [("handler_channel", 4)])
+def test_spans_that_came_on_the_channel_too_are_delivered_once(socket_path):
+    # GIVEN a process killed after it sent what it held and before it removed the file it kept
+    # it in (the companion saw its first span on the channel)
+    killed_after_holding(socket_path)
+    seen = ended_processes.SpansSeen()
+    seen.note([span(1)])
+    # WHEN taken THEN only the span that did not come is delivered
+    delivered, dropped = take(socket_path, environment_start=0, seen=seen)
+    assert [record["spans"] for record in delivered] == [[span(2)]] and dropped == []
 
 
-def test_a_process_killed_as_it_wrote_leaves_the_file_it_wrote_before(socket_path):
-    # GIVEN a process that kept one span whole, and was killed as it wrote the next
-    pid = ended_pid()
-    kept = records.spans([{"name": "first"}])
-    assert unreported_drops.keep(socket_path, pid, 0, encode(kept), None)
-    with open(unreported_drops.path_for(socket_path, pid) + unreported_drops.WRITING, "wb") as f:
-        f.write(b"0 -\n\x00\x00")
-    # WHEN taken THEN the whole file's span comes, and both files are gone
-    assert take(socket_path, environment_start=None) == ([kept], [])
-    assert os.listdir(os.path.dirname(socket_path)) == []
+def test_drops_after_the_holding_is_full_rewrite_only_the_count(socket_path, monkeypatch):
+    from lambdawrap.handler import channel as channel_module
+    from lambdawrap.handler.channel import Channel
+
+    # GIVEN a process holding as many spans as it holds, before the companion listens
+    monkeypatch.setattr(channel_module, "MAX_EARLY_FRAMES", 2)
+    channel = Channel(socket_path)
+    assert [channel.send(records.spans([span(n)])) for n in (1, 2)] == [True, True]
+    held = os.stat(unreported_drops.held_path_for(socket_path, os.getpid()))
+    # WHEN more are made, dropped
+    for n in range(3, 50):
+        assert channel.send(records.spans([span(n)])) is False
+    # THEN the file of the spans held is not written again for each (before: its 64 KiB were
+    # rewritten with every drop), and the count says the drops
+    again = os.stat(unreported_drops.held_path_for(socket_path, os.getpid()))
+    assert (again.st_ino, again.st_mtime_ns) == (held.st_ino, held.st_mtime_ns)
+    assert open(unreported_drops.path_for(socket_path, os.getpid())).read() == "47"
 
 
-def ended_pid() -> int:
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+def test_a_process_that_took_the_pid_of_one_that_held_spans_does_not_hide_them(socket_path):
+    # GIVEN spans held by a process that ended, whose pid a process started since has (this one)
+    frames = encode(records.spans([span(1)]))
+    with open(unreported_drops.held_path_for(socket_path, os.getpid()), "wb") as f:
+        f.write(b"%d\n" % (unreported_drops.process_start() - 1) + frames)
+    # WHEN taken THEN they come (before: taken for the running process's, and left)
+    assert take(socket_path, environment_start=None)[0] == [records.spans([span(1)])]
+    # ... and a running process's own are its own to send
+    assert unreported_drops.keep_held(socket_path, os.getpid(), frames, unreported_drops.process_start())
+    assert take(socket_path, environment_start=None) == ([], []) and left_in(socket_path) == [f"s.held.{os.getpid()}"]
+
+
+def test_what_cannot_be_read_or_delivered_is_counted(socket_path):
+    # GIVEN files of ended processes: frames that stop short beside a count of 2, a count that
+    # is not one, a count with a line's end, a FIFO named as a held file, frames of a record no
+    # channel sends, and a held file a process was killed writing
+    pids = ended_pids(6)
+    frames = encode(records.spans([span(1)]))
+    paths = [unreported_drops.held_path_for(socket_path, pid) for pid in pids]
+    open(paths[0], "wb").write(b"-\n" + frames[:-3])
+    open(unreported_drops.path_for(socket_path, pids[0]), "w").write("2")
+    open(unreported_drops.path_for(socket_path, pids[1]), "w").write("several")
+    open(unreported_drops.path_for(socket_path, pids[2]), "w").write("12\n")
+    os.mkfifo(paths[3])
+    open(paths[4], "wb").write(b"-\n" + encode({"version": records.VERSION, "type": "invocation"}) + frames)
+    open(paths[5] + unreported_drops.WRITING, "wb").write(b"-\n")
+    # WHEN taken (at once: the FIFO does not hold it)
+    started = time.monotonic()
+    delivered, dropped = take(socket_path, environment_start=None)
+    # THEN the one span that reads is delivered, and each of the others counted
+    assert time.monotonic() - started < 5 and delivered == [records.spans([span(1)])]
+    assert sum(count for reason, count in dropped if reason == "handler_channel") == 2 + 1 + 1 + 12 + 1 + 1 + 1
+    assert left_in(socket_path) == []
+
+
+def test_a_delivery_that_fails_loses_neither_the_counts_nor_the_other_spans(socket_path):
+    # GIVEN two processes that held spans, one of which also counted drops
+    pids = ended_pids(2)
+    for pid, n in zip(pids, (1, 2)):
+        assert unreported_drops.keep_held(socket_path, pid, encode(records.spans([span(n)])), None)
+    assert unreported_drops.keep(socket_path, pids[0], 5)
+    delivered = []
+
+    def deliver(record: dict) -> None:
+        if record["spans"][0]["n"] == 1:
+            raise RuntimeError("a correlator's bug")
+        delivered.append(record)
+
+    # WHEN the first cannot be delivered THEN the other is, and the drops and the lost span count
+    _, dropped = take(socket_path, environment_start=None, deliver=deliver)
+    assert [record["spans"][0]["n"] for record in delivered] == [2]
+    assert sum(count for _, count in dropped) == 5 + 1
+
+
+def ended_pids(count: int) -> list:
+    code = "import os\nfor _ in range(%d):\n    pid = os.fork()\n    if pid == 0: os._exit(0)\n    os.waitpid(pid, 0); print(pid)" % count
+    return [int(pid) for pid in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()]

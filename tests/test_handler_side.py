@@ -787,9 +787,10 @@ def kept_beside(sock_path: str) -> tuple:
     from lambdawrap.shared import unreported_drops
     from lambdawrap.shared.framing import FrameReader
 
-    with open(unreported_drops.path_for(sock_path, os.getpid()), "rb") as kept:
-        left = unreported_drops.parse(kept.read())
-    return left.count, FrameReader().feed(left.frames)
+    count_path, held_path = unreported_drops.path_for(sock_path, os.getpid()), unreported_drops.held_path_for(sock_path, os.getpid())
+    count = int(Path(count_path).read_text()) if os.path.exists(count_path) else 0
+    held = Path(held_path).read_bytes().partition(b"\n")[2] if os.path.exists(held_path) else b""
+    return count, FrameReader().feed(held)
 
 
 class TestChannel:
@@ -859,7 +860,7 @@ class TestChannel:
         # as dropped)
         assert sent is True and received[0]["type"] == "spans" and received[1]["start"]["request_id"] == "first"
         assert "dropped" not in received[1] and channel.dropped == 0
-        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid())) and not os.path.exists(unreported_drops.held_path_for(sock_path, os.getpid()))
 
     def test_a_connection_made_before_the_file_was_removed_is_taken_when_the_companion_listens_again(self, sock_path):
         from lambdawrap.companion.event_loop import EventLoop
@@ -962,7 +963,7 @@ class TestChannel:
         # reported with the invocation's record (before: all three dropped, and counted)
         assert [r["spans"][0]["name"] for r in received[:2]] == ["at import 0", "at import 1"] and not [r for r in received[:2] if "dropped" in r]
         assert received[2]["dropped"] == 1 and channel.dropped == 0
-        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid())) and not os.path.exists(unreported_drops.held_path_for(sock_path, os.getpid()))
 
     def test_spans_held_by_a_process_that_ends_go_if_the_companion_listens_by_then(self, sock_path):
         from lambdawrap.shared import unreported_drops
@@ -983,7 +984,7 @@ class TestChannel:
         # THEN the span goes, and is counted no more (before: held until a next record that
         # never came, counted beside the socket)
         assert received[0]["spans"] == [{"name": "GET"}] and channel.dropped == 0
-        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid()))
+        assert not os.path.exists(unreported_drops.path_for(sock_path, os.getpid())) and not os.path.exists(unreported_drops.held_path_for(sock_path, os.getpid()))
 
     def test_a_companion_that_died_is_seen_on_its_connection(self, sock_path):
         import socket

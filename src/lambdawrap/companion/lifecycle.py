@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-from lambdawrap.companion import init_gc
+from lambdawrap.companion import ended_processes, init_gc
 from lambdawrap.companion.channel_server import SocketServer
 from lambdawrap.companion.correlator import RECORD_GRACE_S, Correlator
 from lambdawrap.companion.deferred import DeferredSink
@@ -53,6 +53,8 @@ CRASH_POLL_S = 0.2  # while a handler runs: how often the companion asks whether
 UNANNOUNCED_SHUTDOWN_S = 1.0
 MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
+SECRETS_LOAD_WAIT_S = 2.0  # the startup thread's wait for the secret store before it takes what ended processes left
+TAKE_WAIT_S = 0.5  # SHUTDOWN's wait for the startup thread to deliver what it took
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 # The margins above are for a full core. Below it the environment runs in slices of its CPU
 # share (at 128 MB about 7 ms of each 100), and the loop's thread may wait for the GIL from the
@@ -87,10 +89,9 @@ class Companion:
         # extension's launch, before the platform started the runtime (see ended_processes).
         self._environment_start = unreported_drops.process_start()
         # The startup thread and SHUTDOWN may both take what ended processes left: SHUTDOWN
-        # waits for what the thread took to be delivered before the failed init is made. They
-        # go to the correlator straight, not through the router, which holds records until the
-        # startup thread has attached it.
+        # waits for what the thread took to be delivered before the failed init is made.
         self._taking_left = threading.Lock()
+        self._spans_seen = ended_processes.SpansSeen()
         self.sink = DeferredSink(logs_exported="logs" in self.settings.exported_signals)
         # What the function's side sends is searched for the declared secrets' values (learned
         # by the secret store) before anything is built from it: see secret_scrub.
@@ -180,27 +181,37 @@ class Companion:
         self.router.attach(self._on_record)
         self._report_earlier_drops()
         self._start_secrets()
+        # After the secret store's first load (bounded): the spans are searched for the values
+        # it learns, as those that come on the channel are.
+        store = self.router.store
+        if self.settings.secrets and store is not None:
+            store.loaded(SECRETS_LOAD_WAIT_S)
+        self._take_what_ended_processes_left()
 
     def _take_what_ended_processes_left(self) -> None:
         """The drops the function's processes that have ended counted and could not report,
         and the spans they held for a companion that did not listen yet (kept beside the
         socket): as the companion starts, an earlier environment's, and this one's where its
         runtime ended first (an init that failed at once); at SHUTDOWN, the runtime stopped by
-        then, this one's, where no later environment may come (a spindown)."""
+        then, this one's, where no later environment may come (a spindown). They go to the
+        correlator straight, not through the router, which holds records until the startup
+        thread has attached it."""
+        if not self._taking_left.acquire(timeout=TAKE_WAIT_S):
+            self._internal_error("waiting for the startup thread to deliver what ended processes left")
+            return
         try:
-            from lambdawrap.companion import ended_processes
-
-            with self._taking_left:
-                ended_processes.take(self.settings.socket_path, self._environment_start, self._on_record, self.sink.dropped)
+            ended_processes.take(self.settings.socket_path, self._environment_start, self._on_record, self.sink.dropped, self._spans_seen)
         except Exception:  # noqa: BLE001 - fail open
             self._internal_error("reading what the function's ended processes left")
+        finally:
+            self._taking_left.release()
 
     def _report_earlier_drops(self) -> None:
         """What earlier environments in this sandbox could not report, left beside the socket
         (/tmp outlives a reset): records the function's process dropped when its companion had
         died, the counters of a companion that ended while the collector was unreachable, and
-        what a companion that ended before its pipeline was loaded still held."""
-        self._take_what_ended_processes_left()
+        what a companion that ended before its pipeline was loaded still held (the spans and
+        drops its processes left are taken once the secret store has loaded)."""
         try:
             from lambdawrap.companion import carryover
 
@@ -379,6 +390,8 @@ class Companion:
         if record.get("version") != records.VERSION:
             self._problem("malformed_record", f"a record of version {record.get('version')!r} (this companion reads {records.VERSION})")
             return None
+        if record.get("type") == records.SPANS:
+            self._spans_seen.note(record.get("spans"))
         self.correlator.on_record(self.scrubber.scrub(record))
         return None
 
@@ -602,6 +615,9 @@ class Companion:
         started = time.monotonic()
         self._shutting_down = True  # a signal from now on changes nothing
         self.loop.interrupt(None)
+        # What the function sent before the startup thread attached the router (a busy
+        # machine may run it late) comes before anything is made of the init: attached here.
+        self.router.attach(self._on_record)
         budget_s = _epoch_ms_left(event.get("deadlineMs")) - self._shutdown_margin_s
         try:
             # What the platform and the function sent before SHUTDOWN came is read first.

@@ -324,6 +324,10 @@ class SecretStore:
         with self._lock:
             self._given.update(names)
 
+    def loaded(self, timeout_s: float) -> bool:
+        """Whether the declared secrets' first load is done, waiting up to timeout_s for it."""
+        return self._ready.wait(timeout_s)
+
     def snapshot(self, timeout_s: float) -> dict:
         """Values, errors and ages (seconds since fetched) of the declared secrets, waiting up
         to timeout_s for the first load. The handler side counts its copy's age from the fetch,

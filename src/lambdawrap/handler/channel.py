@@ -105,6 +105,7 @@ class Channel:
         self._early_bytes = 0
         self._early_weight = 0
         self._started: Any = False  # this process's start (unreported_drops.process_start), once read
+        self._held_kept = False  # whether the file beside the socket holds every frame held
         if hasattr(os, "register_at_fork"):
             # A forked worker must not share the parent's connection: interleaved frames
             # from two processes would corrupt the stream.
@@ -123,6 +124,7 @@ class Channel:
         self._kept = False
         self._early, self._early_bytes, self._early_weight = [], 0, 0  # the parent's held frames are the parent's to send
         self._started = False
+        self._held_kept = False
 
     def _let_go_inherited(self) -> None:
         """In a forked child: close its copy of the parent's connection, explicitly. Dropped,
@@ -208,7 +210,7 @@ class Channel:
         early.append((frame, weight))
         self._early_bytes += len(frame)
         self._early_weight += weight
-        self._keep_unreported()
+        self._keep_held()
         return True
 
     def _send_early(self) -> None:
@@ -219,20 +221,28 @@ class Channel:
         for frame, weight in early:
             self._early_weight -= weight
             self._send_frame(frame, records.SPANS, 0, weight)
+        if self._held_kept:
+            # Killed before this, the companion finds them twice: it delivers them once.
+            self._held_kept = False
+            unreported_drops.forget_held(self.path, os.getpid())
+        self._keep_unreported()
+
+    def _keep_held(self) -> None:
+        """The frames held for the companion, kept beside the socket (called with the lock
+        held, as one is held): where they cannot be written, they are counted instead."""
+        if self._started is False:
+            self._started = unreported_drops.process_start()
+        frames = b"".join(frame for frame, _ in self._early or ())
+        self._held_kept = unreported_drops.keep_held(self.path, os.getpid(), frames, self._started)
+        if not self._held_kept:
+            unreported_drops.forget_held(self.path, os.getpid())  # an earlier one, of fewer
         self._keep_unreported()
 
     def _keep_unreported(self) -> None:
         """What this process has not reported, kept beside the socket (called with the lock
-        held): the drops its next record reports, and the frames it holds for the companion,
-        or their count where they cannot be written."""
-        if self._early:
-            if self._started is False:
-                self._started = unreported_drops.process_start()
-            frames = b"".join(frame for frame, _ in self._early)
-            if unreported_drops.keep(self.path, os.getpid(), self.dropped, frames, self._started):
-                self._kept = True
-                return
-        unreported = self.dropped + self._early_weight
+        held): the drops its next record reports, and the frames it holds for the companion
+        where they are not kept as frames."""
+        unreported = self.dropped + (0 if self._held_kept else self._early_weight)
         if unreported:
             self._kept = unreported_drops.keep(self.path, os.getpid(), unreported) or self._kept
         elif self._kept:

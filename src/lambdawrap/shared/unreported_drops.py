@@ -3,24 +3,27 @@
 A record the channel dropped is reported with the next record that goes through. Until then
 its count also sits in a small file under /tmp (`<socket>.dropped.<pid>`), because a companion
 that died takes the environment with it and only the next environment's companion (/tmp
-outlives a reset) can report it. The spans the process holds for a companion that did not
-listen yet sit there too, as the frames they would have gone in: a process that ends first (an
-init that failed, timed out, ran out of memory) leaves them for the companion to export.
+outlives a reset) can report it.
 
-The file holds either the count alone (`12`), or the count, the process's start in clock ticks
-since boot (`-` where unknown) and the frames (`12 4711\n` then the frames), written whole
-under a temporary name and renamed, so that a process killed as it writes leaves the last file
-whole and the companion reads each frame once.
+The spans the process holds for a companion that did not listen yet sit in another file
+(`<socket>.held.<pid>`), as the frames they would have gone in, after a line with the process's
+start (clock ticks since boot, `-` where unknown): a process that ends first (an init that
+failed, timed out, ran out of memory) leaves them for the companion to export. It is written
+whole under a temporary name and renamed, so that a process killed as it writes leaves the last
+one whole; written as a span is held, not as a drop is counted, which rewrites the small count
+alone.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from lambdawrap.shared import inflight
 
 SUFFIX = ".dropped."
-WRITING = ".writing"  # the temporary name's ending: not a pid, so never collected as it is written
+HELD_SUFFIX = ".held."
+WRITING = ".writing"  # the temporary name's ending: not a pid, so never taken as it is written
 # What is read of one file: the channel holds 64 KiB of frames at most; more is not its writing.
 MAX_FILE_BYTES = 256 * 1024
 
@@ -31,7 +34,7 @@ class Left:
 
     __slots__ = ("count", "frames", "started")
 
-    def __init__(self, count: int, frames: bytes = b"", started: int | None = None) -> None:
+    def __init__(self, count: int = 0, frames: bytes = b"", started: int | None = None) -> None:
         self.count, self.frames, self.started = count, frames, started
 
     def __repr__(self) -> str:
@@ -42,20 +45,27 @@ def path_for(socket_path: str, pid: int) -> str:
     return f"{socket_path}{SUFFIX}{pid}"
 
 
-def keep(socket_path: str, pid: int, count: int, frames: bytes = b"", started: int | None = None) -> bool:
-    """Write this process's unreported count (one small write), or the count and the frames it
-    holds (started: see process_start), never raised; True if kept."""
-    path = path_for(socket_path, pid)
-    if not frames:
-        return _write(path, str(count).encode())
+def held_path_for(socket_path: str, pid: int) -> str:
+    return f"{socket_path}{HELD_SUFFIX}{pid}"
+
+
+def keep(socket_path: str, pid: int, count: int) -> bool:
+    """Write this process's unreported count (one small write, never raised); True if kept."""
+    return _write(path_for(socket_path, pid), str(count).encode())
+
+
+def keep_held(socket_path: str, pid: int, frames: bytes, started: int | None) -> bool:
+    """Write the frames this process holds for the companion, whole or not at all (never
+    raised); True if kept. started: see process_start."""
+    path = held_path_for(socket_path, pid)
     writing = path + WRITING
-    if _write(writing, b"%d %s\n" % (count, b"-" if started is None else str(started).encode()) + frames):
+    if _write(writing, (b"-" if started is None else str(started).encode()) + b"\n" + frames):
         try:
             os.replace(writing, path)
             return True
         except OSError:
             pass
-    forget_path(writing)
+    _unlink(writing)
     return False
 
 
@@ -76,20 +86,25 @@ def _write(path: str, data: bytes) -> bool:
 def process_start(pid: int | str = "self") -> int | None:
     """When a process started, in clock ticks since boot (Linux's /proc), or None: what tells
     a process of this environment (started after its companion, as the platform starts the
-    runtime once every extension has registered) from one of an earlier environment."""
+    runtime once every extension has registered) from one of an earlier environment, and a
+    process from another that took its pid since."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+            status = f.read()
+        return int(status[status.rindex(b")") + 2 :].split()[19])
     except (OSError, ValueError, IndexError):
         return None
 
 
 def forget(socket_path: str, pid: int) -> None:
-    forget_path(path_for(socket_path, pid))
+    _unlink(path_for(socket_path, pid))
 
 
-def forget_path(path: str) -> None:
+def forget_held(socket_path: str, pid: int) -> None:
+    _unlink(held_path_for(socket_path, pid))
+
+
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
@@ -100,44 +115,88 @@ def collect(socket_path: str) -> list:
     """What processes that have ended left beside the socket (companion side), one `Left` each;
     their files are removed. A process still running (this environment's runtime, whose record
     went before the companion listened) reports its drops and sends what it holds itself: its
-    file is not taken here too. A file that does not read as one the channel writes counts as
-    one drop."""
+    files are not taken here too (a process that has the pid of one that held spans, started
+    since, is not that one). A file that does not read as one the channel writes, or a held
+    one a process was killed writing, counts as one drop."""
     folder, name = os.path.split(socket_path)
-    prefix = name + SUFFIX
-    left = []
+    by_pid: dict = {}
     try:
         entries = os.listdir(folder or ".")
     except OSError:
-        return left
+        return []
     for entry in entries:
-        pid = entry[len(prefix) :]
-        writing = pid.endswith(WRITING)
-        if writing:
-            pid = pid[: -len(WRITING)]
-        if not entry.startswith(prefix) or not pid.isascii() or not pid.isdigit() or _running(int(pid)):
-            continue
-        path = os.path.join(folder, entry)
-        if writing:  # killed as it wrote: the file it renamed last (if any) holds what it had
-            forget_path(path)
-            continue
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
-            os.unlink(path)
-        except OSError:
-            continue
-        left.append(parse(data))
+        for suffix in (SUFFIX, HELD_SUFFIX):
+            if entry.startswith(name + suffix):
+                pid = entry[len(name) + len(suffix) :]
+                writing = suffix == HELD_SUFFIX and pid.endswith(WRITING)
+                pid = pid[: -len(WRITING)] if writing else pid
+                if pid.isascii() and pid.isdigit():
+                    by_pid.setdefault(int(pid), []).append((suffix, writing, os.path.join(folder, entry)))
+    left = []
+    for pid, files in by_pid.items():
+        taken = _take(pid, files)
+        if taken is not None:
+            left.append(taken)
     return left
 
 
-def parse(data: bytes) -> Left:
-    """One file's content as `Left` (a file not as `keep` writes them: one drop)."""
-    head, newline, frames = data.partition(b"\n")
-    count, _, started = head.partition(b" ")
-    count = count.strip()
-    if not count.isdigit() or len(data) > MAX_FILE_BYTES or (newline and not (started == b"-" or started.isdigit())):
-        return Left(1, b"", None)
-    return Left(int(count), frames, int(started) if started.isdigit() else None)
+def _take(pid: int, files: list) -> Left | None:
+    held = [path for suffix, writing, path in files if suffix == HELD_SUFFIX and not writing]
+    data = _read(held[0]) if held else None
+    started = _started(data) if data else None
+    if _running(pid) and (started is None or process_start(pid) == started):
+        return None
+    taken = Left()
+    for suffix, writing, path in files:
+        if writing:
+            taken.count += 1  # killed as it wrote: the span it held last is lost
+        elif suffix == SUFFIX:
+            taken.count += _count(_read(path))
+        elif data is None or not data:
+            taken.count += 1
+        else:
+            head, _, frames = data.partition(b"\n")
+            if head != b"-" and not head.isdigit():
+                taken.count += 1
+            else:
+                taken.frames, taken.started = frames, started
+        _unlink(path)
+    return taken
+
+
+def _read(path: str) -> bytes | None:
+    """A regular file's bytes, up to one more than MAX_FILE_BYTES; None where it is no such
+    file (a FIFO named as ours would block, a link point elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+        return None if size > MAX_FILE_BYTES else data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _started(data: bytes) -> int | None:
+    head = data.partition(b"\n")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _count(data: bytes | None) -> int:
+    text = (data or b"").strip()
+    return int(text) if text.isdigit() and len(text) <= 18 else 1
 
 
 def _running(pid: int) -> bool:
