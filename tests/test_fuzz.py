@@ -364,15 +364,19 @@ def _start_object(request_id, function_arn, trace_id, span_id, parent_span_id, s
     st.booleans(),
     st.booleans(),
     st.one_of(st.none(), any_text),
+    st.booleans(),
 )
-def test_the_start_record_is_written_as_the_json_encoder_writes_it(request_id, function_arn, parent, attributes, links, name, sampled, cold, payload):
+def test_the_start_record_is_written_as_the_json_encoder_writes_it(request_id, function_arn, parent, attributes, links, name, sampled, cold, payload, init):
     # The start is written field by field before every handler call; the companion decodes
     # it as JSON, and the in-flight slot holds the same bytes: they must be json's, byte for byte.
     fields = dict(request_id=request_id, function_arn=function_arn, trace_id=2**128 - 1, span_id=1, parent_span_id=parent, sampled=sampled, start_ns=time.time_ns(), cold_start=cold, proactive_init=not cold, trigger="apigw-rest", attributes=attributes, links=links, span_name=name, span_kind=4)
+    init_span = [f"{2**127 + 5:032x}", f"{2**63 + 9:016x}"] if init else None
     expected = _start_object(**fields)
     if payload is not None:
         expected["request_payload"] = payload
-    assert encode_invocation_start(**fields, request_payload=payload) == encode_json(expected)
+    if init_span is not None:
+        expected["init_span"] = init_span
+    assert encode_invocation_start(**fields, request_payload=payload, init_span=init_span) == encode_json(expected)
 
 
 def test_the_start_record_is_the_same_without_the_c_encoder(monkeypatch):

@@ -222,3 +222,41 @@ def handler(event, context):
     assert all(init["status_code"] == 2 and init["parent_span_id"] == "" for init in inits)
     assert sorted((call["trace_id"], call["parent_span_id"]) for call in calls) == sorted((init["trace_id"], init["span_id"]) for init in inits)
     assert metric_total(rx, "lambdawrap.dropped", {"reason": "handler_channel"}) == 0
+
+
+def test_a_call_the_init_made_that_ends_after_the_first_invocation_is_the_init_span_s_child(tmp_path):
+    from support.local_servers import silent_server
+
+    # GIVEN a function whose module starts a thread that calls a server which does not answer
+    # (the call gives up after 3 s), and whose handler answers at once (the second time, once
+    # the thread is done)
+    task = write_function(tmp_path / "task", """
+import os, threading, urllib.request
+
+def warm():
+    try:
+        urllib.request.urlopen(os.environ["SILENT_URL"] + "/warm", timeout=3)
+    except OSError:
+        pass
+
+WARMING = threading.Thread(target=warm)
+WARMING.start()
+
+def handler(event, context):
+    if event.get("join"):
+        WARMING.join()
+    return "ok"
+""")
+    with silent_server() as silent_url, instrumented(task, env={"SILENT_URL": silent_url}, timeout_s=30) as (emu, rx):
+        # WHEN it is invoked, the init span made at its end, before the call has ended
+        result = emu.invoke({})
+        assert result.body == b'"ok"'
+        invocation = rx.wait_for_spans(lambda s: s["attributes"].get("faas.invocation_id") == result.request_id, timeout=30)[0]
+        init = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), timeout=30)[0]
+        assert emu.invoke({"join": True}).body == b'"ok"'
+        call = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith("/warm"), timeout=30)[0]
+    # THEN the call, ended later, is the init span's child all the same (before: the init span
+    # was made in the invocation's trace, and the call named a parent no one exported)
+    assert (call["trace_id"], call["parent_span_id"]) == (init["trace_id"], init["span_id"]) and init["parent_span_id"] == ""
+    assert [(link["trace_id"], link["span_id"]) for link in init["links"]] == [(invocation["trace_id"], invocation["span_id"])]
+    assert call["status_code"] == 2 and call["end_time_unix_nano"] > invocation["end_time_unix_nano"]

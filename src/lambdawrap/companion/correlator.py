@@ -623,6 +623,10 @@ class Correlator:
             # finish, or spoil, the real invocation of the same id.
             self._malformed("malformed_record", f"an invocation record with {problem}")
             return
+        if self._init_ids is None and not self._managed_instances:
+            # The first invocation's: also where no span of the init came before it (a call
+            # of the init that is still under way, or whose span is held for later).
+            self._init_ids = records.init_span_ids(record["start"])
         end = record["end"]
         internal_errors = records.count(end.get("internal_errors"))
         if internal_errors:

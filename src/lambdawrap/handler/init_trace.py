@@ -4,7 +4,9 @@ child, and the context it sends downstream is the init's.
 
 The init span is the companion's to make, from the platform's report, once the init is over.
 Its trace and id are chosen here, at the first such call, and go to the companion with each
-span made in that trace (a `spans` record's `init_span`), which makes the init span with them:
+span made in that trace (a `spans` record's `init_span`) and with the first invocation's start
+(a call of the init may end after the init span is made), and the companion makes the init
+span with them:
 a trace of its own, the root of the calls the init made, linked to the first invocation. An
 init that made none joins the first invocation's trace, as the companion has it. Not on
 Managed Instances, where every worker loads the module and the environment has one init span,
@@ -71,6 +73,12 @@ def current() -> "InitContext | None":
         # setdefault: threads of the module asking first at once all get the one kept.
         chosen = _chosen.setdefault("init", InitContext(trace_id, new_span_id(), sampled_as_root(trace_id, None) is True))
     return chosen
+
+
+def chosen_ids() -> "list | None":
+    """[trace, span] of the init span, in hex, where a call or span of the init chose them."""
+    chosen = _chosen.get("init")
+    return None if chosen is None else [chosen.trace_hex, chosen.span_hex]
 
 
 def ids_for(span: dict) -> "list | None":

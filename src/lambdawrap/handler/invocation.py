@@ -424,6 +424,7 @@ class InvocationTracer:
             span_kind=trigger.span_kind,
             request_payload=payload,
             trace_state=(beside[0] if beside else None) or "",  # as it came: the companion checks it
+            init_span=init_trace.chosen_ids() if first else None,
         )
         state = Invocation(start_json, trigger, trace_id, span_id, sampled, self.settings.max_spans_per_invocation, context)
         state.beside = beside

@@ -27,6 +27,10 @@ process dies), and ``end``:
     start.links            list       [[trace_id, span_id, sampled], ...] from batch messages
     start.request_payload  str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
     start.trace_state      str        the W3C tracestate that came with the parent (absent: none)
+    start.init_span        [trace_id, span_id]  the first invocation's only, where the handler's
+                                      module made calls or spans as it loaded: the init span's
+                                      ids (see handler.init_trace), also for a call of the init
+                                      that ends after the init span is made
     end.remaining_ms       int        Managed Instances: the time the invocation had left at the
                                       handler's return (the companion awaits the platform's word)
     end.end_ns             int        epoch nanoseconds
@@ -137,6 +141,7 @@ def encode_invocation_start(
     span_kind: int,
     request_payload: str | None = None,
     trace_state: str = "",
+    init_span: list | None = None,
 ) -> bytes:
     """The start part of an invocation record (ids as hex, links as [trace_id, span_id,
     sampled], request_payload last when given): byte for byte what encode_json writes of that
@@ -156,6 +161,8 @@ def encode_invocation_start(
         text += f',"request_payload":{own_json_text(request_payload)}'
     if trace_state:
         text += f',"trace_state":{own_json_text(trace_state)}'
+    if init_span:
+        text += f',"init_span":["{init_span[0]}","{init_span[1]}"]'
     return (text + "}").encode("utf-8", "surrogatepass")
 
 
