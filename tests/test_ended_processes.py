@@ -98,6 +98,14 @@ def test_spans_that_came_on_the_channel_too_are_delivered_once(socket_path):
     assert [record["spans"] for record in delivered] == [[span(2)]] and dropped == []
 
 
+def test_spans_without_ids_hide_no_other():
+    # GIVEN a span without ids that came on the channel (the sink counts it as malformed)
+    seen = ended_processes.SpansSeen()
+    seen.note([{"name": "no ids"}, span(1)])
+    # THEN another without ids is not taken for it; one that came is
+    assert seen.unseen([{"name": "also none"}, span(1), span(2)]) == [{"name": "also none"}, span(2)]
+
+
 def test_drops_after_the_holding_is_full_rewrite_only_the_count(socket_path, monkeypatch):
     from lambdawrap.handler import channel as channel_module
     from lambdawrap.handler.channel import Channel
@@ -117,16 +125,18 @@ def test_drops_after_the_holding_is_full_rewrite_only_the_count(socket_path, mon
     assert open(unreported_drops.path_for(socket_path, os.getpid())).read() == "47"
 
 
-def test_a_process_that_took_the_pid_of_one_that_held_spans_does_not_hide_them(socket_path):
-    # GIVEN spans held by a process that ended, whose pid a process started since has (this one)
+def test_a_running_process_s_files_are_its_own_and_one_that_sent_what_it_held_counts_nothing(socket_path):
+    # GIVEN the files of a process still running (this one): its own to report and send
     frames = encode(records.spans([span(1)]))
-    with open(unreported_drops.held_path_for(socket_path, os.getpid()), "wb") as f:
-        f.write(b"%d\n" % (unreported_drops.process_start() - 1) + frames)
-    # WHEN taken THEN they come (before: taken for the running process's, and left)
-    assert take(socket_path, environment_start=None)[0] == [records.spans([span(1)])]
-    # ... and a running process's own are its own to send
     assert unreported_drops.keep_held(socket_path, os.getpid(), frames, unreported_drops.process_start())
-    assert take(socket_path, environment_start=None) == ([], []) and left_in(socket_path) == [f"s.held.{os.getpid()}"]
+    assert unreported_drops.keep(socket_path, os.getpid(), 7)
+    # WHEN taken THEN nothing of them is
+    assert take(socket_path, environment_start=None) == ([], []) and len(left_in(socket_path)) == 2
+    # ... and a held file removed as it was about to be read (the process sent its spans and
+    # ended) is counted as nothing
+    pid = ended_pids(1)[0]
+    path = unreported_drops.held_path_for(socket_path, pid)
+    assert unreported_drops._take(pid, [(unreported_drops.HELD_SUFFIX, False, path)]).count == 0
 
 
 def test_what_cannot_be_read_or_delivered_is_counted(socket_path):
@@ -174,3 +184,36 @@ def test_a_delivery_that_fails_loses_neither_the_counts_nor_the_other_spans(sock
 def ended_pids(count: int) -> list:
     code = "import os\nfor _ in range(%d):\n    pid = os.fork()\n    if pid == 0: os._exit(0)\n    os.waitpid(pid, 0); print(pid)" % count
     return [int(pid) for pid in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()]
+
+
+def test_a_second_attach_of_the_router_returns_once_the_first_has_replayed_what_it_held():
+    import threading
+
+    from lambdawrap.companion.record_router import RecordRouter
+
+    # GIVEN records the router held before the companion's startup thread attached it, which
+    # that thread is replaying, slowly
+    router = RecordRouter(lambda reason, count: None)
+    router(records.spans([span(1)]))
+    router(records.spans([span(2)]))
+    replaying, go_on, delivered = threading.Event(), threading.Event(), []
+
+    def slow(record: dict) -> None:
+        replaying.set()
+        go_on.wait(10)
+        delivered.append(record["spans"][0]["n"])
+
+    startup = threading.Thread(target=router.attach, args=(slow,))
+    startup.start()
+    assert replaying.wait(10)
+    # WHEN SHUTDOWN attaches it too
+    shutdown = threading.Thread(target=router.attach, args=(lambda record: delivered.append("shutdown"),))
+    shutdown.start()
+    shutdown.join(0.3)
+    # THEN it returns only once they are all delivered, before it makes anything of them
+    # (before: at once, and the init span was made before the spans naming it came)
+    assert shutdown.is_alive()
+    go_on.set()
+    startup.join(10)
+    shutdown.join(10)
+    assert delivered == [1, 2]

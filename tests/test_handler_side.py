@@ -2115,6 +2115,18 @@ class TestInitTrace:
         tracer.handler_loaded()
         assert init_trace.current() is None
 
+    def test_an_unsampled_init_names_no_init_span_to_the_first_invocation(self, sock_path):
+        from lambdawrap.handler import init_trace
+        from lambdawrap.handler.invocation import InvocationTracer
+
+        # GIVEN a module that made a call as it loaded, in a trace the sampler did not sample
+        tracer = InvocationTracer(Settings.from_env({"OTEL_TRACES_SAMPLER": "always_off", "LAMBDAWRAP_SOCKET": sock_path}), Channel(sock_path), environ={})
+        assert init_trace.current() is not None and not init_trace.current().sampled
+        tracer.handler_loaded()
+        # THEN the first invocation's start names no init span (its span is not made: the trace
+        # records nothing), as it does for a sampled one
+        assert init_trace.chosen_ids() is None
+
     @pytest.mark.parametrize("environ", [{"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}, {"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"}], ids=["SnapStart", "Managed Instances"])
     def test_no_init_context_where_the_init_span_could_not_hold_it(self, sock_path, environ):
         from lambdawrap.handler import init_trace

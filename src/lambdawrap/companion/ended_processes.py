@@ -30,14 +30,24 @@ class SpansSeen:
             return
         with self._lock:
             for span in spans:
-                if isinstance(span, dict):
-                    self._ids[(span.get("trace_id"), span.get("span_id"))] = None
+                key = _ids(span)
+                if key is not None:
+                    self._ids[key] = None
             while len(self._ids) > MAX_SEEN:
                 del self._ids[next(iter(self._ids))]
 
     def unseen(self, spans: list) -> list:
         with self._lock:
-            return [span for span in spans if not (isinstance(span, dict) and (span.get("trace_id"), span.get("span_id")) in self._ids)]
+            return [span for span in spans if _ids(span) not in self._ids]
+
+
+def _ids(span: object) -> tuple | None:
+    """A span's (trace_id, span_id), or None for one without them (the sink counts it as
+    malformed; it hides no other)."""
+    if not isinstance(span, dict):
+        return None
+    trace_id, span_id = span.get("trace_id"), span.get("span_id")
+    return (trace_id, span_id) if isinstance(trace_id, str) and isinstance(span_id, str) else None
 
 
 def take(socket_path: str, environment_start: int | None, deliver: Callable[[dict], Any], dropped: Callable[[str, int], None], seen: SpansSeen) -> None:

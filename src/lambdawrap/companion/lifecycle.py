@@ -54,7 +54,7 @@ UNANNOUNCED_SHUTDOWN_S = 1.0
 MAX_UNREADABLE_EVENTS = 3  # /next answers that are no JSON object, in a row, before leaving
 SHUTDOWN_WORD_WAIT_S = 1.0  # at most this long for the platform's word on invocations made from a post
 SECRETS_LOAD_WAIT_S = 2.0  # the startup thread's wait for the secret store before it takes what ended processes left
-TAKE_WAIT_S = 0.5  # SHUTDOWN's wait for the startup thread to deliver what it took
+TAKE_WAIT_S = 1.0  # SHUTDOWN's wait for the startup thread to deliver what it took (of its 2 s)
 BACKGROUND_NICE = 10  # the SDK import once init is over: behind the function, not idle
 # The margins above are for a full core. Below it the environment runs in slices of its CPU
 # share (at 128 MB about 7 ms of each 100), and the loop's thread may wait for the GIL from the

@@ -24,6 +24,7 @@ class RecordRouter:
         self._target: Callable[[dict], Any] | None = None
         self._early: list = []
         self._lock = threading.Lock()
+        self._attaching = threading.Lock()  # a second attach returns once the first has replayed
         self._on_drop = on_drop
 
     def __call__(self, record: dict) -> Any:
@@ -59,8 +60,9 @@ class RecordRouter:
         return target(record)
 
     def attach(self, target: Callable[[dict], Any]) -> None:
-        with self._lock:
-            early, self._early = self._early, []
-            self._target = target
-        for record in early:
-            target(record)
+        with self._attaching:
+            with self._lock:
+                early, self._early = self._early, []
+                self._target = target
+            for record in early:
+                target(record)

@@ -193,11 +193,11 @@ class Channel:
         """Hold a `spans` record made before this process first reached the companion (called
         with the lock held, the connect just failed), to go once it does: True. None where it
         is not held (the holding full, a record too large), to go the usual way. Kept beside the
-        socket meanwhile (or, where it cannot be written, counted there): a process that ends before the
-        companion listens (an init that failed, timed out, ran out of memory) leaves it to the
-        companion. Not in `dropped`, which the records that go report: those are the drops of
-        records that went nowhere. Encoded now, without the drops reported so far (the record
-        that goes first then reports them)."""
+        socket meanwhile (where it cannot be written there, counted there): a process that ends
+        before the companion listens (an init that failed, timed out, ran out of memory) leaves
+        it to the companion. Not in `dropped`, which the records that go report: those are the
+        drops of records that went nowhere. Encoded now, without the drops reported so far (the
+        record that goes first then reports them)."""
         early = self._early
         try:
             frame = encode(record)

@@ -76,9 +76,10 @@ def current() -> "InitContext | None":
 
 
 def chosen_ids() -> "list | None":
-    """[trace, span] of the init span, in hex, where a call or span of the init chose them."""
+    """[trace, span] of the init span, in hex, where a call or span of the init chose them in a
+    sampled trace (an unsampled one records nothing: its init span is not made)."""
     chosen = _chosen.get("init")
-    return None if chosen is None else [chosen.trace_hex, chosen.span_hex]
+    return None if chosen is None or not chosen.sampled else [chosen.trace_hex, chosen.span_hex]
 
 
 def ids_for(span: dict) -> "list | None":

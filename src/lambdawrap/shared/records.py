@@ -28,7 +28,8 @@ process dies), and ``end``:
     start.request_payload  str        only with LAMBDAWRAP_CAPTURE_PAYLOAD, redacted
     start.trace_state      str        the W3C tracestate that came with the parent (absent: none)
     start.init_span        [trace_id, span_id]  the first invocation's only, where the handler's
-                                      module made calls or spans as it loaded: the init span's
+                                      module made calls or spans as it loaded, in a sampled
+                                      trace: the init span's
                                       ids (see handler.init_trace), also for a call of the init
                                       that ends after the init span is made
     end.remaining_ms       int        Managed Instances: the time the invocation had left at the
@@ -144,7 +145,7 @@ def encode_invocation_start(
     init_span: list | None = None,
 ) -> bytes:
     """The start part of an invocation record (ids as hex, links as [trace_id, span_id,
-    sampled], request_payload last when given): byte for byte what encode_json writes of that
+    sampled], then request_payload, trace_state and init_span where given): byte for byte what encode_json writes of that
     object for arguments of the annotated types, the strings of any type (a test's context may
     hand any request id). Written without building the object first: this runs before every
     handler call, where the object and the encoder's walk over it cost twice as much."""

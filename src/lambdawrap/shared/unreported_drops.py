@@ -86,8 +86,7 @@ def _write(path: str, data: bytes) -> bool:
 def process_start(pid: int | str = "self") -> int | None:
     """When a process started, in clock ticks since boot (Linux's /proc), or None: what tells
     a process of this environment (started after its companion, as the platform starts the
-    runtime once every extension has registered) from one of an earlier environment, and a
-    process from another that took its pid since."""
+    runtime once every extension has registered) from one of an earlier environment."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             status = f.read()
@@ -115,9 +114,11 @@ def collect(socket_path: str) -> list:
     """What processes that have ended left beside the socket (companion side), one `Left` each;
     their files are removed. A process still running (this environment's runtime, whose record
     went before the companion listened) reports its drops and sends what it holds itself: its
-    files are not taken here too (a process that has the pid of one that held spans, started
-    since, is not that one). A file that does not read as one the channel writes, or a held
-    one a process was killed writing, counts as one drop."""
+    files are not taken here too (nor those of an ended one whose pid a process took since,
+    until that one ends: pids come round again only after tens of thousands of processes). A
+    file that does not read as one the channel writes, or a held one a process was killed
+    writing, counts as one drop; one removed as it is read (its process sent what it held,
+    and ended) counts nothing."""
     folder, name = os.path.split(socket_path)
     by_pid: dict = {}
     try:
@@ -141,34 +142,37 @@ def collect(socket_path: str) -> list:
 
 
 def _take(pid: int, files: list) -> Left | None:
-    held = [path for suffix, writing, path in files if suffix == HELD_SUFFIX and not writing]
-    data = _read(held[0]) if held else None
-    started = _started(data) if data else None
-    if _running(pid) and (started is None or process_start(pid) == started):
+    if _running(pid):
         return None
+    held = [path for suffix, writing, path in files if suffix == HELD_SUFFIX and not writing]
+    data = _read(held[0]) if held else GONE
+    started = _started(data) if isinstance(data, bytes) else None
     taken = Left()
     for suffix, writing, path in files:
         if writing:
             taken.count += 1  # killed as it wrote: the span it held last is lost
         elif suffix == SUFFIX:
             taken.count += _count(_read(path))
-        elif data is None or not data:
+        elif data is GONE:
+            pass
+        elif not data or (data.partition(b"\n")[0] != b"-" and started is None):
             taken.count += 1
         else:
-            head, _, frames = data.partition(b"\n")
-            if head != b"-" and not head.isdigit():
-                taken.count += 1
-            else:
-                taken.frames, taken.started = frames, started
+            taken.frames, taken.started = data.partition(b"\n")[2], started
         _unlink(path)
     return taken
 
 
-def _read(path: str) -> bytes | None:
-    """A regular file's bytes, up to one more than MAX_FILE_BYTES; None where it is no such
-    file (a FIFO named as ours would block, a link point elsewhere)."""
+GONE = object()  # what _read gives for a file removed before it was read
+
+
+def _read(path: str) -> object:
+    """A regular file's bytes, up to one more than MAX_FILE_BYTES; GONE where it was removed;
+    None where it is no such file (a FIFO named as ours would block, a link point elsewhere)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return GONE
     except OSError:
         return None
     try:
@@ -194,8 +198,10 @@ def _started(data: bytes) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _count(data: bytes | None) -> int:
-    text = (data or b"").strip()
+def _count(data: object) -> int:
+    if data is GONE:
+        return 0
+    text = data.strip() if isinstance(data, bytes) else b""
     return int(text) if text.isdigit() and len(text) <= 18 else 1
 
 
