@@ -217,3 +217,56 @@ def test_a_second_attach_of_the_router_returns_once_the_first_has_replayed_what_
     startup.join(10)
     shutdown.join(10)
     assert delivered == [1, 2]
+
+
+# A function's process whose module made a call as it loads and was killed while it waited on it
+# (an init that timed out): the call is in its in-flight slot, under the init's mark.
+MARKS_THEN_KILLED = """
+import os, signal, sys, time
+from lambdawrap.shared import inflight, records
+
+slot = inflight.InflightSlot(sys.argv[1])
+assert slot.hold(records.init_mark({init}, time.time_ns()), time.time_ns())
+assert slot.call_started(1, b'{"name":"GET","trace_id":"%s","span_id":"%016x","attributes":{}}' % ({init}[0].encode(), 5)) is not None
+os.kill(os.getpid(), signal.SIGKILL)
+""".replace("{init}", repr(INIT_IDS))
+
+
+def marked_then_killed(socket_path: str) -> None:
+    ended = subprocess.run([sys.executable, "-c", MARKS_THEN_KILLED, socket_path], capture_output=True, text=True, timeout=60)
+    assert ended.returncode == -9, ended.stderr
+
+
+def test_the_calls_a_killed_init_had_under_way_are_read_from_its_slot_once(socket_path):
+    from lambdawrap.shared import inflight
+
+    # GIVEN the slot of a process killed while its module waited on a call
+    marked_then_killed(socket_path)
+    # WHEN the companion reads the init's calls THEN it has the mark and the call, once
+    ((mark, calls, unkept),) = inflight.init_calls(socket_path)
+    assert (records.init_span_ids(mark), [call["name"] for call in calls], unkept) == (tuple(INIT_IDS), ["GET"], 0)
+    assert inflight.init_calls(socket_path) == [] and left_in(socket_path) == []
+
+
+def test_a_call_under_way_in_an_environment_spun_down_unused_is_counted(socket_path):
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.deferred import DeferredSink
+
+    # GIVEN an environment whose init succeeded while a call of its module's was still under
+    # way, then spun down before any invocation (a proactive init), its process gone
+    marked_then_killed(socket_path)
+    sink = DeferredSink()
+    correlator = Correlator(sink, lambda reason, detail: None, socket_path)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    correlator.on_telemetry([
+        {"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+        {"time": stamp, "type": "platform.initRuntimeDone", "record": {"status": "success"}},
+        {"time": stamp, "type": "platform.initReport", "record": {"status": "success", "metrics": {"durationMs": 120.0}}},
+    ])
+    # WHEN it ends
+    correlator.finish_unreported("spindown")
+    # THEN the call is counted as ended with its process, not made a failed span of a healthy
+    # init, and its slot is gone
+    calls = sink.take_calls()
+    assert [(name, args) for name, args, _ in calls if name == "dropped"] == [("dropped", ("process_ended", 1))]
+    assert [name for name, _, _ in calls if name == "user_spans"] == [] and left_in(socket_path) == []

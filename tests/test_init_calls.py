@@ -260,3 +260,34 @@ def handler(event, context):
     assert (call["trace_id"], call["parent_span_id"]) == (init["trace_id"], init["span_id"]) and init["parent_span_id"] == ""
     assert [(link["trace_id"], link["span_id"]) for link in init["links"]] == [(invocation["trace_id"], invocation["span_id"])]
     assert call["status_code"] == 2 and call["end_time_unix_nano"] > invocation["end_time_unix_nano"]
+
+
+def test_a_call_under_way_when_the_init_timed_out_is_the_init_span_s_failed_child(tmp_path):
+    from support.local_servers import silent_server
+
+    # GIVEN a function whose module, as it loads, waits on a server that never answers, until
+    # the init's time is up (the runtime is then killed), and again when the init runs inside
+    # the invocation
+    task = write_function(tmp_path / "task", """
+import os, urllib.request
+
+urllib.request.urlopen(os.environ["SILENT_URL"] + "/config", timeout=600)
+
+def handler(event, context):
+    return "never"
+""")
+    with silent_server() as silent_url, instrumented(task, env={"SILENT_URL": silent_url}, timeout_s=3, init_timeout_s=2) as (emu, rx):
+        # WHEN it is invoked
+        assert emu.invoke({}).function_error is not None
+        # THEN each init that timed out has the call it waited on, ended where the init was,
+        # failed with the init's error, as its child (before: no span of the call at all)
+        inits = rx.wait_for_spans(lambda s: s["name"].endswith(" init"), count=2, timeout=60)
+        calls = rx.wait_for_spans(lambda s: s["kind"] == CLIENT and s["attributes"].get("url.full", "").endswith("/config"), count=2, timeout=60)
+        emu.stop()
+    assert all(init["status_code"] == 2 and init["attributes"]["error.type"] == "Sandbox.Timedout" for init in inits)
+    assert sorted((call["trace_id"], call["parent_span_id"]) for call in calls) == sorted((init["trace_id"], init["span_id"]) for init in inits)
+    by_parent = {init["span_id"]: init for init in inits}
+    for call in calls:
+        init = by_parent[call["parent_span_id"]]
+        assert call["status_code"] == 2 and call["attributes"]["error.type"] == "Sandbox.Timedout" and call["attributes"]["lambdawrap.failure_reason"] == "timeout"
+        assert init["start_time_unix_nano"] <= call["start_time_unix_nano"] <= call["end_time_unix_nano"] <= init["end_time_unix_nano"]

@@ -1383,6 +1383,24 @@ class Correlator:
         self.init.span_id = self._init_ids[1] if self._init_ids is not None else f"{new_span_id():016x}"
         self.sink.init_span(self.init, None if self.init.failed else self._first)
 
+    def _init_calls_cut_short(self) -> None:
+        """The calls the handler's module had under way when its process ended before any
+        invocation (an init that timed out while it waited on one), from the process's
+        in-flight slot: ended where the init was, failed with its error, the init span's
+        children. Where the init did not fail (an environment spun down unused), counted."""
+        if self._managed_instances or not self._socket_path:
+            return
+        for mark, calls, unkept in inflight.init_calls(self._socket_path):
+            calls = [call for call in calls if call is not None] if self.init.failed else calls
+            lost = unkept + (0 if self.init.failed else len(calls))
+            if lost:
+                self.sink.dropped("process_ended", lost)
+            if not calls or not self.init.failed:
+                continue
+            if self._init_ids is None:
+                self._init_ids = records.init_span_ids(mark)
+            self.sink.user_spans(init_cut_short(self.init, calls))
+
     def _served(self) -> bool:
         """Whether an invocation of this environment has finished (its record lost or not)."""
         return self._first is not None or self._first_missing
@@ -1627,6 +1645,7 @@ class Correlator:
                 # A spindown ends a healthy environment only: its runtime started, and the word
                 # that said so (initRuntimeDone) was lost with the events the platform dropped.
                 self.init.runtime_done = True
+            self._init_calls_cut_short()
             self._maybe_init_span(ending=True)
             self._settle_workers_failed(ending=True)
             return len(replaced) + len(open_)
@@ -1687,6 +1706,22 @@ def cut_short(inv: Invocation, calls: object) -> list:
             # One started after the invocation's end ran on until its process was found gone (a
             # Managed Instances worker runs on past its timeout): ended then, not before it began.
             end = end_ns if type(started) is not int or started <= end_ns else max(started, time.time_ns())
+            raw = dict(raw, end_ns=end, status=[2, f"under way when the platform ended the process ({error_type})"])
+            raw["attributes"] = dict(raw["attributes"], **{"error.type": error_type, "lambdawrap.failure_reason": reason})
+        ended.append(raw)
+    return ended
+
+
+def init_cut_short(init: InitFacts, calls: list) -> list:
+    """The client spans of the calls a failed init's module had under way as its process ended
+    (its in-flight slot's, as they started), ended where the init did, failed with its error."""
+    error_type, reason = platform_failure({"status": init.status, "errorType": init.error_type})
+    end_ns = init.start_ns + int((init.duration_ms or 0) * 1_000_000) if init.start_ns is not None and init.duration_ms else time.time_ns()
+    ended = []
+    for raw in calls:
+        if isinstance(raw, dict) and isinstance(raw.get("attributes"), dict):
+            started = raw.get("start_ns")
+            end = end_ns if type(started) is not int or started <= end_ns else started
             raw = dict(raw, end_ns=end, status=[2, f"under way when the platform ended the process ({error_type})"])
             raw["attributes"] = dict(raw["attributes"], **{"error.type": error_type, "lambdawrap.failure_reason": reason})
         ended.append(raw)

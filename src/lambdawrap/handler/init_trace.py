@@ -75,6 +75,12 @@ def current() -> "InitContext | None":
     return chosen
 
 
+def chosen() -> "InitContext | None":
+    """The init span's context while the handler's module loads, where a call or span of the
+    init chose it; None otherwise (none is chosen here)."""
+    return _chosen.get("init") if _loading[0] is not None else None
+
+
 def chosen_ids() -> "list | None":
     """[trace, span] of the init span, in hex, where a call or span of the init chose them in a
     sampled trace (an unsampled one records nothing: its init span is not made)."""

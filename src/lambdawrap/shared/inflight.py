@@ -345,6 +345,20 @@ def read(socket_path: str, request_id: str, span_id: str | None = None, slots: l
     return found
 
 
+def init_calls(socket_path: str) -> list:
+    """(the init mark, the calls under way, the count no place took) of each slot beside the
+    socket that holds a handler's module's init mark (records.init_mark) and whose process has
+    ended (companion side): its init failed, or the environment ended, before an invocation's
+    start replaced the mark. Those slots are removed."""
+    found = []
+    for pid, path, start in _slots(socket_path):
+        if start is not None and "init_span" in start and "request_id" not in start and ended(pid):
+            calls, unkept = _read_calls(path)
+            _unlink(path)
+            found.append((start, calls, unkept))
+    return found
+
+
 def _start_ns(start: dict) -> int:
     started = start.get("start_ns")
     return started if type(started) is int else 0

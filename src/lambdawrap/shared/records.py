@@ -167,6 +167,14 @@ def encode_invocation_start(
     return (text + "}").encode("utf-8", "surrogatepass")
 
 
+def init_mark(init_span: list, start_ns: int) -> bytes:
+    """What the in-flight slot holds while the handler's module loads, once it made a call: the
+    init span's ids (see handler.init_trace), under which the companion ends the calls under
+    way there if the init fails (a timeout while the module waits on one). No request_id: no
+    invocation's."""
+    return b'{"init_span":["%s","%s"],"start_ns":%d}' % (init_span[0].encode(), init_span[1].encode(), start_ns)
+
+
 def ids_as_hex(trace_id: int, span_id: int, parent_span_id: int) -> dict:
     """A span's ids as the records carry them: lowercase hex, no parent as ""."""
     return {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}", "parent_span_id": f"{parent_span_id:016x}" if parent_span_id else ""}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from _thread import allocate_lock
 
 from lambdawrap.handler import init_trace, secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
@@ -29,6 +30,7 @@ from lambdawrap.handler.redact import urls_redacted
 from lambdawrap.shared import records
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.own_stdlib import standard
+from lambdawrap.shared.process_id import own_pid
 from lambdawrap.shared.settings import loopback_as_one
 
 TYPE_CHECKING = False
@@ -96,6 +98,8 @@ class Recorder:
     def __init__(self, sampled_as_root: "Callable[[int, Any], bool]", inflight: "InflightSlot", channel: "Any", own_endpoints: tuple, excluded_hosts: tuple, query_keys: frozenset = frozenset()) -> None:
         self._sampled_as_root = sampled_as_root
         self._inflight = inflight  # the process's in-flight slot, where calls under way are held
+        self._init_held = 0  # the process (pid) whose slot holds the init's mark (see publish)
+        self._init_marking = allocate_lock()  # two threads' first calls of the init mark it once
         self._query_keys = query_keys  # redacted in the URLs a failure's texts hold, as in url.full
         self._channel = channel
         self._own = frozenset(own_endpoints)
@@ -128,11 +132,13 @@ class Recorder:
         """The call of `span` leaves now (its attributes set, its host not excluded): tell the
         in-flight slot of the invocation under way, so that should the platform end the process
         before the call ends (a timeout while the handler waits on it), the companion ends its
-        span there, rather than lose the call the invocation was cut short in. Once a call."""
+        span there, rather than lose the call the invocation was cut short in. Likewise a call
+        of the init's, the slot marked with the init span's ids (an init that times out while
+        its module waits on a call). Once a call."""
         if span.published is not None or not span.sampled:
             return
         invocation = active_invocation()
-        if invocation is not None and invocation.slot is not None:  # its start is held there
+        if (invocation is not None and invocation.slot is not None) or (invocation is None and self._init_slot(span)):  # its start is held there
             try:
                 made = json.dumps(_as_record(span, span.start_ns, [], (0, "")), separators=(",", ":")).encode()
                 # The span keeps only the token, plain numbers: botocore deep-copies the request
@@ -140,6 +146,22 @@ class Recorder:
                 span.published = self._inflight.call_started(span.span_id, made)
             except Exception:  # noqa: BLE001 - the call goes on; only a cut-short end would miss it
                 FAILURES.record("publishing a call under way")
+
+    def _init_slot(self, span: ClientSpan) -> bool:
+        """Whether the slot holds the init's mark for `span`, a call of the init's (marked now,
+        once a process: the first invocation's start replaces the mark)."""
+        init = init_trace.chosen()
+        if init is None or span.trace_id != init.trace_id:
+            return False
+        pid = own_pid()
+        if self._init_held != pid:
+            with self._init_marking:
+                if self._init_held != pid:
+                    mark = records.init_mark([init.trace_hex, init.span_hex], time.time_ns())
+                    if not self._inflight.hold(mark, time.time_ns()):
+                        return False
+                    self._init_held = pid
+        return True
 
     def end(self, span: ClientSpan, error: str = "", description: str = "", exception: BaseException | None = None, end_ns: int | None = None, invocation: "Any" = None) -> None:
         """Record the finished span; `error` (the error.type) marks it as failed. `end_ns` and
