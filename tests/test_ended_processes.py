@@ -226,7 +226,8 @@ import os, signal, sys, time
 from lambdawrap.shared import inflight, records
 
 slot = inflight.InflightSlot(sys.argv[1])
-assert slot.hold(records.init_mark({init}, time.time_ns()), time.time_ns())
+from lambdawrap.shared.unreported_drops import process_start
+assert slot.hold(records.init_mark({init}, time.time_ns(), process_start()), time.time_ns())
 assert slot.call_started(1, b'{"name":"GET","trace_id":"%s","span_id":"%016x","attributes":{}}' % ({init}[0].encode(), 5)) is not None
 os.kill(os.getpid(), signal.SIGKILL)
 """.replace("{init}", repr(INIT_IDS))
@@ -270,3 +271,56 @@ def test_a_call_under_way_in_an_environment_spun_down_unused_is_counted(socket_p
     calls = sink.take_calls()
     assert [(name, args) for name, args, _ in calls if name == "dropped"] == [("dropped", ("process_ended", 1))]
     assert [name for name, _, _ in calls if name == "user_spans"] == [] and left_in(socket_path) == []
+
+
+def failed_init_correlator(socket_path: str, environment_start: int | None):
+    from lambdawrap.companion.correlator import Correlator
+    from lambdawrap.companion.deferred import DeferredSink
+
+    sink = DeferredSink()
+    correlator = Correlator(sink, lambda reason, detail: None, socket_path)
+    correlator.environment_start = environment_start
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    correlator.on_telemetry([
+        {"time": stamp, "type": "platform.initStart", "record": {"initializationType": "on-demand", "phase": "init"}},
+        {"time": stamp, "type": "platform.initReport", "record": {"status": "timeout", "metrics": {"durationMs": 2000.0}}},
+    ])
+    correlator.finish_unreported("failure")
+    return sink.take_calls()
+
+
+@pytest.mark.parametrize("whose", ["this environment's", "an earlier environment's"])
+def test_the_calls_of_a_timed_out_init_are_its_children_only_in_its_own_environment(socket_path, whose):
+    from lambdawrap.shared import inflight
+
+    # GIVEN the slot of a process killed while its module waited on a call, of this
+    # environment, or of an earlier one whose companion died before it took it
+    marked_then_killed(socket_path)
+    ((mark, _, _),) = [(start, None, None) for _, _, start in inflight._slots(socket_path)]
+    started = mark["process_start"]
+    # WHEN this environment's init times out
+    calls = failed_init_correlator(socket_path, started if whose == "this environment's" else started + 1)
+    spans = [span for name, args, _ in calls if name == "user_spans" for span in args[0]]
+    (init,) = [args[0] for name, args, _ in calls if name == "init_span"]
+    if whose == "this environment's":
+        # THEN its call ends where the init did, failed, and the init span has the ids its mark
+        # names (those its calls name as their trace and parent)
+        assert [(s["name"], s["trace_id"], s["status"][0], s["attributes"]["error.type"]) for s in spans] == [("GET", INIT_IDS[0], 2, "Sandbox.Timedout")]
+        assert init.own_trace == tuple(INIT_IDS) and spans[0]["end_ns"] == init.start_ns + 2_000_000_000
+    else:
+        # THEN it is counted, not made a child of this environment's init
+        assert spans == [] and init.own_trace is None
+        assert [args for name, args, _ in calls if name == "dropped"] == [("process_ended", 1)]
+
+
+def test_an_init_mark_does_not_replace_the_first_invocation_s_start(socket_path):
+    from lambdawrap.shared import inflight
+
+    # GIVEN the first invocation's start, held as a thread of the module was about to mark the
+    # slot for the init (the module had loaded by then)
+    slot = inflight.InflightSlot(socket_path)
+    start = b'{"request_id":"first","span_id":"%016x","start_ns":1}' % 3
+    assert slot.hold(start, time.time_ns())
+    # WHEN the thread marks it, the init over THEN the start stays
+    assert not slot.hold_if(records.init_mark(INIT_IDS, time.time_ns(), None), time.time_ns(), lambda: False)
+    assert [start_record["request_id"] for _, _, start_record in inflight._slots(socket_path)] == ["first"]

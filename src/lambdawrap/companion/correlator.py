@@ -419,6 +419,9 @@ class Correlator:
 
     def __init__(self, sink: Sink, on_problem: Callable[[str, str], None], socket_path: str = "", on_init_failed: Callable[[], None] | None = None, on_finished: Callable[[str], None] | None = None, managed_instances: bool = False, sampled: Callable[[int, Any], bool] | None = None, proactive_init_ms: int = 10000, scrub: Callable[[Any], Any] | None = None, platform_parents: bool = True) -> None:
         self.sink = sink
+        # When this environment began (its companion's process start, clock ticks since boot;
+        # set by the companion): a process started before it was an earlier environment's.
+        self.environment_start: int | None = None
         # Whether an invocation the function's process told nothing of joins the platform's
         # sampled X-Ray trace, as that process would have (not with OTEL_PROPAGATORS=none).
         self._platform_parents = platform_parents
@@ -1391,11 +1394,13 @@ class Correlator:
         if self._managed_instances or not self._socket_path:
             return
         for mark, calls, unkept in inflight.init_calls(self._socket_path):
-            calls = [call for call in calls if call is not None] if self.init.failed else calls
-            lost = unkept + (0 if self.init.failed else len(calls))
+            started = mark.get("process_start")
+            # An earlier environment's (its companion died before it took them): not this init's.
+            ours = self.init.failed and not (type(started) is int and type(self.environment_start) is int and started < self.environment_start)
+            lost = unkept + (0 if ours else len(calls))
             if lost:
                 self.sink.dropped("process_ended", lost)
-            if not calls or not self.init.failed:
+            if not calls or not ours:
                 continue
             if self._init_ids is None:
                 self._init_ids = records.init_span_ids(mark)
@@ -1716,7 +1721,7 @@ def init_cut_short(init: InitFacts, calls: list) -> list:
     """The client spans of the calls a failed init's module had under way as its process ended
     (its in-flight slot's, as they started), ended where the init did, failed with its error."""
     error_type, reason = platform_failure({"status": init.status, "errorType": init.error_type})
-    end_ns = init.start_ns + int((init.duration_ms or 0) * 1_000_000) if init.start_ns is not None and init.duration_ms else time.time_ns()
+    end_ns = init.start_ns + int((init.duration_ms or 0) * 1_000_000) if init.start_ns is not None else time.time_ns()  # the init span's end
     ended = []
     for raw in calls:
         if isinstance(raw, dict) and isinstance(raw.get("attributes"), dict):

@@ -98,6 +98,7 @@ class Companion:
         self.scrubber = SecretScrubber(permanent=role_credentials(os.environ))
         sampled = make_sampler(self.settings.sampler, self.settings.sampler_ratio)
         self.correlator = Correlator(self.sink, self._problem, self.settings.socket_path, on_init_failed=self._ensure_pipeline, on_finished=self._finished, managed_instances=self.settings.managed_instances, sampled=sampled, proactive_init_ms=self.settings.proactive_init_ms, scrub=self.scrubber.scrub, platform_parents=bool(self.settings.propagators or self.settings.xray_lambda_order))
+        self.correlator.environment_start = self._environment_start
         self._shutting_down = False
         self._activity = 0  # invocations finished and records received: what a timed flush is for
         self._activity_flushed: tuple = (0, 0)

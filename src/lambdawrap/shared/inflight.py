@@ -31,6 +31,10 @@ from _thread import allocate_lock as Lock
 from lambdawrap.shared.own_stdlib import mmap
 from lambdawrap.shared.process_id import own_pid
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs the handler's cold start
+    from typing import Callable
+
 SUFFIX = ".inflight."
 SIZE = 64 * 1024
 HEADER_BYTES = 4
@@ -68,6 +72,14 @@ class InflightSlot:
         self._checked_ns = 0
         self._places: _CallPlaces | None = None  # the invocation under way's (see call_started)
         self._generation = 0  # of the places: a token of earlier ones frees nothing
+        # A thread of the module marking the slot for the init (hold_if) as the first
+        # invocation's start is held: one after the other, the start last.
+        self._holding = Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._holding = Lock()  # a parent's thread may have held it as the process forked
 
     def _open(self) -> object:
         # The map this one replaces (the removed file's, or the parent's in a forked child).
@@ -118,6 +130,16 @@ class InflightSlot:
         """Publish the start of an invocation (at `now_ns`, time.time_ns()), its call places
         empty; False if there is no slot (or it is too big). Every write lands inside the
         FILE_SIZE bytes reserved at open: a map never grows its file."""
+        with self._holding:
+            return self._hold(start_json, now_ns)
+
+    def hold_if(self, start_json: bytes, now_ns: int, still: Callable[[], bool]) -> bool:
+        """hold(), where still() says so when the slot is the caller's to hold (checked and
+        held with no other hold between)."""
+        with self._holding:
+            return still() and self._hold(start_json, now_ns)
+
+    def _hold(self, start_json: bytes, now_ns: int) -> bool:
         if self._broken or (self._retry_ns and (now_ns or time.time_ns()) < self._retry_ns):
             return False
         if len(start_json) > SIZE - HEADER_BYTES - HELD_BYTES:

@@ -167,12 +167,14 @@ def encode_invocation_start(
     return (text + "}").encode("utf-8", "surrogatepass")
 
 
-def init_mark(init_span: list, start_ns: int) -> bytes:
+def init_mark(init_span: list, start_ns: int, process_start: int | None) -> bytes:
     """What the in-flight slot holds while the handler's module loads, once it made a call: the
     init span's ids (see handler.init_trace), under which the companion ends the calls under
-    way there if the init fails (a timeout while the module waits on one). No request_id: no
-    invocation's."""
-    return b'{"init_span":["%s","%s"],"start_ns":%d}' % (init_span[0].encode(), init_span[1].encode(), start_ns)
+    way there if the init fails (a timeout while the module waits on one), and the process's
+    start (shared.unreported_drops.process_start: an earlier environment's is not this one's
+    init). No request_id: no invocation's."""
+    started = b"null" if process_start is None else b"%d" % process_start
+    return b'{"init_span":["%s","%s"],"start_ns":%d,"process_start":%s}' % (init_span[0].encode(), init_span[1].encode(), start_ns, started)
 
 
 def ids_as_hex(trace_id: int, span_id: int, parent_span_id: int) -> dict:

@@ -27,7 +27,7 @@ from _thread import allocate_lock
 from lambdawrap.handler import init_trace, secret_cuts
 from lambdawrap.handler.invocation import FAILURES, active_invocation, deliver_span, describe_exception
 from lambdawrap.handler.redact import urls_redacted
-from lambdawrap.shared import records
+from lambdawrap.shared import records, unreported_drops
 from lambdawrap.shared.ids import new_span_id, new_trace_id
 from lambdawrap.shared.own_stdlib import standard
 from lambdawrap.shared.process_id import own_pid
@@ -157,8 +157,9 @@ class Recorder:
         if self._init_held != pid:
             with self._init_marking:
                 if self._init_held != pid:
-                    mark = records.init_mark([init.trace_hex, init.span_hex], time.time_ns())
-                    if not self._inflight.hold(mark, time.time_ns()):
+                    mark = records.init_mark([init.trace_hex, init.span_hex], time.time_ns(), unreported_drops.process_start())
+                    # Not once the first invocation has begun: its start, held by then, stays.
+                    if not self._inflight.hold_if(mark, time.time_ns(), lambda: init_trace.chosen() is init):
                         return False
                     self._init_held = pid
         return True
