@@ -110,8 +110,6 @@ def sent_to_each(server, at: str) -> list:
 
 
 def test_calls_made_before_the_companion_listens_are_held_for_it(tmp_path):
-    import sys
-
     from support.stack import metric_total
 
     # GIVEN a function whose module calls a server as it loads, and a companion whose Python
@@ -127,14 +125,7 @@ open({str(marker)!r}, "w").close()
 def handler(event, context):
     return "ok"
 """)
-    slow = tmp_path / "slow-python"
-    slow.write_text(
-        "#!/bin/bash\n"
-        f'case " $* " in *" -c "*) ;; *) for _ in $(seq 600); do [ -e {str(marker)!r} ] && break; sleep 0.05; done ;; esac\n'
-        f'exec {sys.executable} "$@"\n'
-    )
-    slow.chmod(0o755)
-    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_PYTHON": str(slow)}, timeout_s=30) as (emu, rx):
+    with recording_server() as http, instrumented(task, env={"CONFIG_URL": http.url, "LAMBDAWRAP_PYTHON": slow_python(tmp_path, f"[ -e {str(marker)!r} ]")}, timeout_s=30) as (emu, rx):
         # WHEN it is invoked
         assert emu.invoke({}).body == b'"ok"'
         # THEN the call's span reaches the collector, under the init span (before: dropped, as
